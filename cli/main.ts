@@ -1,0 +1,44 @@
+// The `fedflare` command.
+import { ModelError } from "../src/engine/errors.ts";
+import { ProtocolError } from "../src/protocol/errors.ts";
+import { generate, generateUsage } from "./commands/generate.ts";
+import { score, scoreUsage } from "./commands/score.ts";
+import { UsageError } from "./usage.ts";
+
+const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: string }> = {
+  score: { run: score, usage: scoreUsage },
+  generate: { run: generate, usage: generateUsage },
+};
+
+const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)
+  .map((c) => c.usage)
+  .join("\n\n")}\n`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(usage);
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`fedflare: unknown command "${name}"\n\n${usage}`);
+    return 2;
+  }
+  try {
+    await command.run(args);
+    return 0;
+  } catch (e) {
+    // parseArgs throws TypeErrors with ERR_PARSE_ARGS_* codes for unknown or malformed options.
+    const parseError = (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
+    if (e instanceof UsageError || parseError) {
+      process.stderr.write(`fedflare ${name}: ${(e as Error).message}\n\nusage: ${command.usage}\n`);
+      return 2;
+    }
+    if (e instanceof ModelError || e instanceof ProtocolError) {
+      process.stderr.write(`fedflare ${name}: error [${e.code}]: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}

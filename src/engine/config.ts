@@ -1,0 +1,146 @@
+// A Hugging Face `config.json` of the Llama family (LlamaConfig in transformers), validated and with
+// transformers' defaults filled in.
+import * as v from "valibot";
+import { ModelError } from "./errors.ts";
+
+const positiveInt = v.pipe(v.number(), v.integer(), v.minValue(1));
+const tokenId = v.pipe(v.number(), v.integer(), v.minValue(0));
+
+const RopeScaling = v.variant("rope_type", [
+  v.looseObject({ rope_type: v.literal("default") }),
+  v.looseObject({ rope_type: v.literal("linear"), factor: v.pipe(v.number(), v.minValue(1)) }),
+  v.looseObject({
+    rope_type: v.literal("llama3"),
+    factor: v.pipe(v.number(), v.minValue(1)),
+    low_freq_factor: v.pipe(v.number(), v.gtValue(0)),
+    high_freq_factor: v.pipe(v.number(), v.gtValue(0)),
+    original_max_position_embeddings: positiveInt,
+  }),
+]);
+export type RopeScaling =
+  | { rope_type: "linear"; factor: number }
+  | { rope_type: "llama3"; factor: number; low_freq_factor: number; high_freq_factor: number; original_max_position_embeddings: number };
+
+const RawLlamaConfig = v.looseObject({
+  model_type: v.string(),
+  architectures: v.optional(v.array(v.string())),
+  hidden_size: positiveInt,
+  intermediate_size: positiveInt,
+  num_hidden_layers: positiveInt,
+  num_attention_heads: positiveInt,
+  num_key_value_heads: v.optional(v.nullable(positiveInt)),
+  head_dim: v.optional(v.nullable(positiveInt)),
+  vocab_size: positiveInt,
+  max_position_embeddings: v.optional(positiveInt, 2048),
+  rms_norm_eps: v.optional(v.pipe(v.number(), v.gtValue(0)), 1e-6),
+  rope_theta: v.optional(v.pipe(v.number(), v.gtValue(0)), 10000),
+  rope_scaling: v.optional(v.nullable(RopeScaling)),
+  tie_word_embeddings: v.optional(v.boolean(), false),
+  hidden_act: v.optional(v.string(), "silu"),
+  attention_bias: v.optional(v.boolean(), false),
+  mlp_bias: v.optional(v.boolean(), false),
+  bos_token_id: v.optional(v.nullable(tokenId)),
+  eos_token_id: v.optional(v.nullable(v.union([tokenId, v.array(tokenId)]))),
+  pad_token_id: v.optional(v.nullable(tokenId)),
+  torch_dtype: v.optional(v.nullable(v.string())),
+});
+
+export interface LlamaConfig {
+  modelType: string;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  maxPositions: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  tieWordEmbeddings: boolean;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  padTokenId: number | null;
+}
+
+const SUPPORTED_TYPES = new Set(["llama"]);
+
+/** Validates a parsed `config.json`; throws ModelError naming the offending field. */
+export function parseLlamaConfig(json: unknown): LlamaConfig {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new ModelError("config_invalid", "config.json: field \"(root)\": expected a JSON object");
+  const parsed = v.safeParse(RawLlamaConfig, json);
+  if (!parsed.success) {
+    const issue = parsed.issues[0];
+    const field = v.getDotPath(issue) ?? "(root)";
+    throw new ModelError("config_invalid", `config.json: field "${field}": ${issue.message}`);
+  }
+  const c = parsed.output;
+  if (!SUPPORTED_TYPES.has(c.model_type))
+    throw new ModelError("config_unsupported", `config.json: model_type "${c.model_type}" is not supported; fedflare runs the Llama family (model_type "llama")`);
+  if (c.hidden_act !== "silu") throw new ModelError("config_unsupported", `config.json: hidden_act "${c.hidden_act}" is not supported; Llama uses "silu"`);
+  if (c.attention_bias || c.mlp_bias) throw new ModelError("config_unsupported", "config.json: attention_bias / mlp_bias are not supported (Llama linears have no bias)");
+  const numKvHeads = c.num_key_value_heads ?? c.num_attention_heads;
+  if (c.num_attention_heads % numKvHeads !== 0)
+    throw new ModelError("config_invalid", `config.json: num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+  const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
+  if (!Number.isInteger(headDim))
+    throw new ModelError("config_invalid", `config.json: hidden_size (${c.hidden_size}) is not divisible by num_attention_heads (${c.num_attention_heads}) and no head_dim is given`);
+  if (headDim % 2 !== 0) throw new ModelError("config_invalid", `config.json: head_dim ${headDim} must be even for rotary embeddings`);
+  for (const [name, id] of [["bos_token_id", c.bos_token_id], ["pad_token_id", c.pad_token_id]] as const)
+    if (id != null && id >= c.vocab_size) throw new ModelError("config_invalid", `config.json: ${name} ${id} is outside the vocabulary (vocab_size ${c.vocab_size})`);
+  const eos = c.eos_token_id == null ? [] : Array.isArray(c.eos_token_id) ? c.eos_token_id : [c.eos_token_id];
+  for (const id of eos) if (id >= c.vocab_size) throw new ModelError("config_invalid", `config.json: eos_token_id ${id} is outside the vocabulary (vocab_size ${c.vocab_size})`);
+  return {
+    modelType: c.model_type,
+    hiddenSize: c.hidden_size,
+    intermediateSize: c.intermediate_size,
+    numLayers: c.num_hidden_layers,
+    numHeads: c.num_attention_heads,
+    numKvHeads,
+    headDim,
+    vocabSize: c.vocab_size,
+    maxPositions: c.max_position_embeddings,
+    rmsNormEps: c.rms_norm_eps,
+    ropeTheta: c.rope_theta,
+    ropeScaling: ropeScaling(c.rope_scaling),
+    tieWordEmbeddings: c.tie_word_embeddings,
+    bosTokenId: c.bos_token_id ?? null,
+    eosTokenIds: eos,
+    padTokenId: c.pad_token_id ?? null,
+  };
+}
+
+function ropeScaling(raw: v.InferOutput<typeof RopeScaling> | null | undefined): RopeScaling | null {
+  if (!raw || raw.rope_type === "default") return null;
+  if (raw.rope_type === "linear") return { rope_type: "linear", factor: raw.factor as number };
+  const { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } = raw as Extract<RopeScaling, { rope_type: "llama3" }>;
+  return { rope_type: "llama3", factor, low_freq_factor, high_freq_factor, original_max_position_embeddings };
+}
+
+/** The HF-layout `config.json` for a config (used to write models). */
+export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
+  return {
+    architectures: ["LlamaForCausalLM"],
+    model_type: c.modelType,
+    hidden_size: c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    vocab_size: c.vocabSize,
+    max_position_embeddings: c.maxPositions,
+    rms_norm_eps: c.rmsNormEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: c.ropeScaling,
+    tie_word_embeddings: c.tieWordEmbeddings,
+    hidden_act: "silu",
+    attention_bias: false,
+    mlp_bias: false,
+    bos_token_id: c.bosTokenId,
+    eos_token_id: c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds,
+    pad_token_id: c.padTokenId,
+    torch_dtype: "float32",
+  };
+}

@@ -1,0 +1,100 @@
+// A Llama forward graph in a session, fed from token ids: builds position ids and the attention bias
+// on the host and hands the graph its cache when it has one.
+import type { LlamaConfig } from "./config.ts";
+import { ModelError } from "./errors.ts";
+import { buildLlamaForward, type ForwardOptions, type Weights } from "./llama/graph.ts";
+import { attentionBias, positionIds } from "./llama/masks.ts";
+import type { HostTensor, Runtime, Session } from "./runtime.ts";
+
+export interface KvCache {
+  /** Present keys/values by layer, [B, kvHeads, P, headDim]. */
+  keys: HostTensor[];
+  values: HostTensor[];
+  /** The mask over the P cached positions, [B * P]. */
+  mask: number[];
+  length: number;
+}
+
+export interface ForwardInput {
+  /** [B][T] token ids; rows of one length (pad with any id and mask it). */
+  ids: readonly (readonly number[])[];
+  /** [B][T], 1 for real tokens; defaults to all ones. */
+  mask?: readonly (readonly number[])[];
+  /** [B][T] next-token targets, for graphs built with nll. */
+  targets?: readonly (readonly number[])[];
+  past?: KvCache;
+}
+
+export interface ForwardOutput {
+  logits: Float32Array;
+  nll?: Float32Array;
+  cache?: KvCache;
+}
+
+export class ForwardModel {
+  readonly config: LlamaConfig;
+  private readonly session: Session;
+  private readonly opts: ForwardOptions;
+
+  private constructor(config: LlamaConfig, session: Session, opts: ForwardOptions) {
+    this.config = config;
+    this.session = session;
+    this.opts = opts;
+  }
+
+  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, opts: ForwardOptions = {}): Promise<ForwardModel> {
+    return new ForwardModel(config, await runtime.createSession(buildLlamaForward(config, weights, opts)), opts);
+  }
+
+  async run(input: ForwardInput): Promise<ForwardOutput> {
+    const c = this.config;
+    const B = input.ids.length;
+    const T = input.ids[0]?.length ?? 0;
+    if (B === 0 || T === 0) throw new ModelError("input_invalid", "forward: the batch is empty");
+    for (const row of input.ids) {
+      if (row.length !== T) throw new ModelError("input_invalid", `forward: rows have different lengths (${T} and ${row.length}); pad them and pass a mask`);
+      for (const id of row) if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ModelError("input_invalid", `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+    }
+    const past = input.past;
+    const P = past?.length ?? 0;
+    if (P + T > c.maxPositions) throw new ModelError("input_invalid", `forward: ${P + T} positions exceed max_position_embeddings ${c.maxPositions}`);
+    const S = P + T;
+    const fullMask: number[] = [];
+    for (let b = 0; b < B; b++) {
+      for (let j = 0; j < P; j++) fullMask.push(past!.mask[b * P + j]!);
+      for (let t = 0; t < T; t++) fullMask.push(input.mask?.[b]?.[t] ?? 1);
+    }
+    const feeds: Record<string, HostTensor> = {
+      input_ids: { data: BigInt64Array.from(input.ids.flat(), BigInt), dims: [B, T] },
+      position_ids: { data: positionIds(fullMask, B, T, P), dims: [B, T] },
+      attention_bias: { data: attentionBias(fullMask, B, T, P), dims: [B, 1, T, S] },
+    };
+    if (this.opts.nll) {
+      if (!input.targets) throw new ModelError("input_invalid", "forward: this graph computes nll and needs targets");
+      feeds.targets = { data: BigInt64Array.from(input.targets.flat(), BigInt), dims: [B, T] };
+    }
+    if (this.opts.kvCache)
+      for (let l = 0; l < c.numLayers; l++) {
+        const empty: HostTensor = { data: new Float32Array(0), dims: [B, c.numKvHeads, 0, c.headDim] };
+        feeds[`past_key.${l}`] = past?.keys[l] ?? empty;
+        feeds[`past_value.${l}`] = past?.values[l] ?? empty;
+      }
+    const out = await this.session.run(feeds);
+    const result: ForwardOutput = { logits: out.logits!.data as Float32Array };
+    if (this.opts.nll) result.nll = out.nll!.data as Float32Array;
+    if (this.opts.kvCache) {
+      const keys: HostTensor[] = [];
+      const values: HostTensor[] = [];
+      for (let l = 0; l < c.numLayers; l++) {
+        keys.push(out[`present_key.${l}`]!);
+        values.push(out[`present_value.${l}`]!);
+      }
+      result.cache = { keys, values, mask: fullMask, length: S };
+    }
+    return result;
+  }
+
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}

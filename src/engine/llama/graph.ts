@@ -1,0 +1,174 @@
+// The Llama forward pass (transformers' LlamaForCausalLM) as an ONNX graph. Activations are kept as
+// [B*T, hidden] between blocks so every linear is one Gemm with transB on the [out, in] weight as
+// stored in the checkpoint; attention reshapes to [B, heads, T, head_dim].
+import type { LlamaConfig } from "../config.ts";
+import { GraphBuilder } from "../onnx/builder.ts";
+import { ElemType } from "../onnx/proto.ts";
+import { quantizeInt4, quantizeInt8, type QuantMode } from "../quantize.ts";
+import { EMBED, FINAL_NORM, LM_HEAD, linearName, linearShape, type LinearModule } from "./names.ts";
+import { ropeInvFreq } from "./rope.ts";
+
+/** Float32 weights by Hugging Face name. */
+export type Weights = ReadonlyMap<string, Float32Array>;
+
+/** A LoRA pair for one linear: A [r, in], B [out, r]; the update is scaling * B A. */
+export interface LoraPair {
+  a: Float32Array;
+  b: Float32Array;
+  r: number;
+  scaling: number;
+}
+
+export interface ForwardOptions {
+  quant?: QuantMode;
+  /** LoRA pairs by linear name (`model.layers.N.self_attn.q_proj`). */
+  lora?: ReadonlyMap<string, LoraPair>;
+  /** Adds past_key_values inputs and present outputs (for generation). */
+  kvCache?: boolean;
+  /** Adds a `targets` input and an `nll` output [B, T]. */
+  nll?: boolean;
+}
+
+/**
+ * Graph inputs: input_ids [B,T] int64, position_ids [B,T] int64, attention_bias [B,1,T,S] float (0 where
+ * a query may attend, a large negative number elsewhere; S = past + T; see masks.ts), targets [B,T]
+ * int64 when nll, past_key.N / past_value.N [B,kvHeads,P,headDim] when kvCache.
+ * Outputs: logits [B,T,V]; nll [B,T]; present_key.N / present_value.N.
+ */
+export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: ForwardOptions = {}): Uint8Array {
+  const c = config;
+  const quant = opts.quant ?? "f32";
+  const g = new GraphBuilder("llama_forward");
+  const inputIds = g.input("input_ids", ElemType.INT64, ["batch", "seq"]);
+  const positionIds = g.input("position_ids", ElemType.INT64, ["batch", "seq"]);
+  const bias = g.input("attention_bias", ElemType.FLOAT, ["batch", 1, "seq", "total"]);
+  const weight = (name: string): Float32Array => {
+    const w = weights.get(name);
+    if (!w) throw new Error(`weight ${name} is missing`);
+    return w;
+  };
+  const f32 = (name: string, dims: number[], data: Float32Array) => g.initializer(name, ElemType.FLOAT, dims, bytesOf(data));
+
+  // [B, T] as a tensor, to rebuild [B, T, ...] shapes from the flat [B*T, ...] activations.
+  const bt = g.op("Shape", [inputIds]);
+  const shapeBT = (...rest: number[]) => g.op("Concat", [bt, g.ints(...rest)], { axis: 0 });
+
+  // A frozen [out, in] matrix as a float value, dequantized in the graph when quantized.
+  const frozenMatrix = (name: string, rows: number, cols: number, mode: QuantMode): string => {
+    const w = weight(name);
+    if (mode === "int8") {
+      const q = quantizeInt8(w, rows, cols);
+      const qName = g.initializer(`${name}.q8`, ElemType.INT8, [rows, cols], new Uint8Array(q.q.buffer));
+      return g.op("DequantizeLinear", [qName, f32(`${name}.scale`, [rows], q.scale)], { axis: 0 });
+    }
+    if (mode === "int4") {
+      const q = quantizeInt4(w, rows, cols);
+      const qName = g.initializer(`${name}.q4`, ElemType.INT4, [rows, cols], q.packed);
+      return g.op("DequantizeLinear", [qName, f32(`${name}.scale`, [rows, q.scale.length / rows], q.scale)], { axis: 1, block_size: 32 });
+    }
+    return f32(name, [rows, cols], w);
+  };
+
+  const gemmT = (x: string, w: string) => g.op("Gemm", [x, w], { transB: 1 });
+
+  const linear = (x: string, layer: number, module: LinearModule): string => {
+    const name = linearName(layer, module);
+    const [out, inp] = linearShape(c, module);
+    const y = gemmT(x, frozenMatrix(`${name}.weight`, out, inp, quant));
+    const lora = opts.lora?.get(name);
+    if (!lora) return y;
+    const a = f32(`${name}.lora_A.weight`, [lora.r, inp], lora.a);
+    const b = f32(`${name}.lora_B.weight`, [out, lora.r], lora.b);
+    const delta = gemmT(gemmT(x, a), b);
+    return g.op("Add", [y, g.op("Mul", [delta, g.scalar(lora.scaling)])]);
+  };
+
+  // RMSNorm in float32 as LlamaRMSNorm: x / sqrt(mean(x^2) + eps) * w.
+  const rmsNorm = (x: string, name: string): string => {
+    const ms = g.op("ReduceMean", [g.op("Mul", [x, x]), g.ints(-1)], { keepdims: 1 });
+    const inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [ms, g.scalar(c.rmsNormEps)])])]);
+    return g.op("Mul", [g.op("Mul", [x, inv]), f32(name, [c.hiddenSize], weight(name))]);
+  };
+
+  // Embedding: the table is int8 per row when the base is quantized (Gather cannot read int4); a tied
+  // head reads the same table.
+  const flatIds = g.op("Reshape", [inputIds, g.ints(-1)]);
+  let h: string;
+  let tiedHead: () => string;
+  if (quant === "f32") {
+    const table = f32(EMBED, [c.vocabSize, c.hiddenSize], weight(EMBED));
+    h = g.op("Gather", [table, flatIds], { axis: 0 });
+    tiedHead = () => table;
+  } else {
+    const q = quantizeInt8(weight(EMBED), c.vocabSize, c.hiddenSize);
+    const qName = g.initializer(`${EMBED}.q8`, ElemType.INT8, [c.vocabSize, c.hiddenSize], new Uint8Array(q.q.buffer));
+    const scale = f32(`${EMBED}.scale`, [c.vocabSize], q.scale);
+    const rows = g.op("Cast", [g.op("Gather", [qName, flatIds], { axis: 0 })], { to: ElemType.FLOAT });
+    h = g.op("Mul", [rows, g.op("Unsqueeze", [g.op("Gather", [scale, flatIds], { axis: 0 }), g.ints(-1)])]);
+    tiedHead = () => g.op("DequantizeLinear", [qName, scale], { axis: 0 });
+  }
+
+  // cos/sin [B, 1, T, D] from position ids, rotate_half convention: freqs repeated, not interleaved.
+  const invFreq = f32("rope.inv_freq", [c.headDim / 2], Float32Array.from(ropeInvFreq(c)));
+  const pos = g.op("Unsqueeze", [g.op("Cast", [positionIds], { to: ElemType.FLOAT }), g.ints(-1)]);
+  const freqs = g.op("Mul", [pos, invFreq]);
+  const emb = g.op("Unsqueeze", [g.op("Concat", [freqs, freqs], { axis: -1 }), g.ints(1)]);
+  const cos = g.op("Cos", [emb]);
+  const sin = g.op("Sin", [emb]);
+  const half = g.ints(c.headDim / 2, c.headDim / 2);
+  const rope = (x: string): string => {
+    const [x1, x2] = g.opN("Split", [x, half], { axis: -1 }, { outputs: 2 });
+    const rotated = g.op("Concat", [g.op("Neg", [x2!]), x1!], { axis: -1 });
+    return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rotated, sin])]);
+  };
+
+  const heads = (x: string, n: number) => g.op("Transpose", [g.op("Reshape", [x, shapeBT(n, c.headDim)])], { perm: [0, 2, 1, 3] });
+  const nRep = c.numHeads / c.numKvHeads;
+  // GQA: each kv head serves nRep consecutive query heads (transformers' repeat_kv).
+  const repeatKv = (x: string): string =>
+    nRep === 1 ? x : g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [x, g.ints(2)]), g.ints(1, 1, nRep, 1, 1)]), g.ints(0, c.numHeads, -1, c.headDim)]);
+  const invSqrtD = g.scalar(1 / Math.sqrt(c.headDim));
+
+  for (let l = 0; l < c.numLayers; l++) {
+    const x = rmsNorm(h, `model.layers.${l}.input_layernorm.weight`);
+    const q = rope(heads(linear(x, l, "q_proj"), c.numHeads));
+    let k = rope(heads(linear(x, l, "k_proj"), c.numKvHeads));
+    let v = heads(linear(x, l, "v_proj"), c.numKvHeads);
+    if (opts.kvCache) {
+      const kvShape = ["batch", c.numKvHeads, "past", c.headDim];
+      k = g.op("Concat", [g.input(`past_key.${l}`, ElemType.FLOAT, kvShape), k], { axis: 2 }, { outputs: [`present_key.${l}`] });
+      v = g.op("Concat", [g.input(`past_value.${l}`, ElemType.FLOAT, kvShape), v], { axis: 2 }, { outputs: [`present_value.${l}`] });
+      g.output(`present_key.${l}`, ElemType.FLOAT, ["batch", c.numKvHeads, "total", c.headDim]);
+      g.output(`present_value.${l}`, ElemType.FLOAT, ["batch", c.numKvHeads, "total", c.headDim]);
+    }
+    const scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [repeatKv(k)], { perm: [0, 1, 3, 2] })]), invSqrtD]), bias]);
+    const attn = g.op("MatMul", [g.op("Softmax", [scores], { axis: -1 }), repeatKv(v)]);
+    const merged = g.op("Reshape", [g.op("Transpose", [attn], { perm: [0, 2, 1, 3] }), g.ints(-1, c.numHeads * c.headDim)]);
+    h = g.op("Add", [h, linear(merged, l, "o_proj")]);
+
+    const y = rmsNorm(h, `model.layers.${l}.post_attention_layernorm.weight`);
+    const gate = linear(y, l, "gate_proj");
+    const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), linear(y, l, "up_proj")]);
+    h = g.op("Add", [h, linear(act, l, "down_proj")]);
+  }
+
+  const final = rmsNorm(h, FINAL_NORM);
+  const head = c.tieWordEmbeddings ? tiedHead() : frozenMatrix(LM_HEAD, c.vocabSize, c.hiddenSize, quant === "f32" ? "f32" : "int8");
+  const logits2d = gemmT(final, head);
+  g.op("Reshape", [logits2d, shapeBT(c.vocabSize)], {}, { outputs: ["logits"] });
+  g.output("logits", ElemType.FLOAT, ["batch", "seq", c.vocabSize]);
+
+  if (opts.nll) {
+    const targets = g.input("targets", ElemType.INT64, ["batch", "seq"]);
+    const logp = g.op("LogSoftmax", [logits2d], { axis: -1 });
+    const picked = g.op("GatherElements", [logp, g.op("Reshape", [targets, g.ints(-1, 1)])], { axis: 1 });
+    g.op("Reshape", [g.op("Neg", [picked]), bt], {}, { outputs: ["nll"] });
+    g.output("nll", ElemType.FLOAT, ["batch", "seq"]);
+  }
+  return g.toBytes();
+}
+
+function bytesOf(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+

@@ -1,0 +1,132 @@
+// LoRA adapters in PEFT's file layout (adapter_config.json + adapter_model.safetensors with PEFT's
+// key names), so an adapter moves unchanged between fedflare, PEFT and vLLM.
+import * as v from "valibot";
+import { toFloat32 } from "../../protocol/dtypes.ts";
+import { readSafetensors, SafetensorsError, writeSafetensors, type TensorInput } from "../../protocol/safetensors.ts";
+import type { LlamaConfig } from "../config.ts";
+import { ModelError } from "../errors.ts";
+import type { LoraPair } from "../llama/graph.ts";
+import { LINEAR_MODULES, linearName, linearShape, type LinearModule } from "../llama/names.ts";
+import type { ModelSource } from "../model-files.ts";
+
+const AdapterConfigSchema = v.looseObject({
+  peft_type: v.literal("LORA"),
+  task_type: v.optional(v.nullable(v.string())),
+  r: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  lora_alpha: v.pipe(v.number(), v.gtValue(0)),
+  target_modules: v.array(v.picklist(LINEAR_MODULES)),
+  lora_dropout: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1)), 0),
+  bias: v.optional(v.literal("none"), "none"),
+  use_rslora: v.optional(v.boolean(), false),
+  use_dora: v.optional(v.literal(false), false),
+  fan_in_fan_out: v.optional(v.literal(false), false),
+  base_model_name_or_path: v.optional(v.nullable(v.string())),
+  layers_to_transform: v.optional(v.null()),
+  rank_pattern: v.optional(v.record(v.string(), v.never())),
+  alpha_pattern: v.optional(v.record(v.string(), v.never())),
+});
+
+export interface AdapterConfig {
+  r: number;
+  alpha: number;
+  targetModules: LinearModule[];
+  dropout: number;
+  useRslora: boolean;
+  baseModel: string | null;
+}
+
+export interface LoraAdapter {
+  config: AdapterConfig;
+  /** By linear name (`model.layers.N.self_attn.q_proj`). */
+  pairs: Map<string, LoraPair>;
+}
+
+/** PEFT's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski 2023). */
+export function loraScaling(c: Pick<AdapterConfig, "r" | "alpha" | "useRslora">): number {
+  return c.useRslora ? c.alpha / Math.sqrt(c.r) : c.alpha / c.r;
+}
+
+export function parseAdapterConfig(json: unknown): AdapterConfig {
+  const parsed = v.safeParse(AdapterConfigSchema, json);
+  if (!parsed.success) {
+    const issue = parsed.issues[0];
+    throw new ModelError("adapter_invalid", `adapter_config.json: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`);
+  }
+  const c = parsed.output;
+  return { r: c.r, alpha: c.lora_alpha, targetModules: [...new Set(c.target_modules)], dropout: c.lora_dropout, useRslora: c.use_rslora, baseModel: c.base_model_name_or_path ?? null };
+}
+
+const peftKey = (linear: string, which: "A" | "B") => `base_model.model.${linear}.lora_${which}.weight`;
+
+/** Reads an adapter folder and checks every tensor against the base model's config. */
+export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): Promise<LoraAdapter> {
+  const cfgBytes = await source.read("adapter_config.json");
+  if (!cfgBytes) throw new ModelError("file_missing", `${source.location}: adapter_config.json is missing`);
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(cfgBytes));
+  } catch (e) {
+    throw new ModelError("adapter_invalid", `${source.location}/adapter_config.json is not valid JSON: ${(e as Error).message}`);
+  }
+  const config = parseAdapterConfig(json);
+  const bytes = await source.read("adapter_model.safetensors");
+  if (!bytes) throw new ModelError("file_missing", `${source.location}: adapter_model.safetensors is missing`);
+  let tensors;
+  try {
+    tensors = readSafetensors(bytes).tensors;
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw new ModelError("adapter_invalid", `${source.location}/adapter_model.safetensors: ${e.message}`);
+    throw e;
+  }
+  const pairs = new Map<string, LoraPair>();
+  const scaling = loraScaling(config);
+  const used = new Set<string>();
+  const take = (key: string, shape: [number, number]): Float32Array => {
+    const t = tensors.get(key);
+    if (!t) throw new ModelError("tensor_missing", `${source.location}: adapter tensor "${key}" is missing`);
+    if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16") throw new ModelError("tensor_dtype", `${source.location}: adapter tensor "${key}" is ${t.dtype}, not a float type`);
+    if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1])
+      throw new ModelError("tensor_shape", `${source.location}: adapter tensor "${key}" has shape ${JSON.stringify(t.shape)}; r=${config.r} on this base needs ${JSON.stringify(shape)}`);
+    used.add(key);
+    return toFloat32(t.dtype, t.data);
+  };
+  for (let l = 0; l < model.numLayers; l++)
+    for (const m of config.targetModules) {
+      const name = linearName(l, m);
+      const [out, inp] = linearShape(model, m);
+      pairs.set(name, { a: take(peftKey(name, "A"), [config.r, inp]), b: take(peftKey(name, "B"), [out, config.r]), r: config.r, scaling });
+    }
+  for (const key of tensors.keys())
+    if (!used.has(key)) throw new ModelError("tensor_unexpected", `${source.location}: adapter tensor "${key}" does not belong to target_modules ${JSON.stringify(config.targetModules)} of a ${model.numLayers}-layer base`);
+  return { config, pairs };
+}
+
+/** adapter_config.json and adapter_model.safetensors for an adapter, as PEFT writes them. */
+export function writePeftAdapter(adapter: LoraAdapter): { "adapter_config.json": string; "adapter_model.safetensors": Uint8Array } {
+  const c = adapter.config;
+  const config = {
+    peft_type: "LORA",
+    task_type: "CAUSAL_LM",
+    base_model_name_or_path: c.baseModel,
+    r: c.r,
+    lora_alpha: c.alpha,
+    lora_dropout: c.dropout,
+    target_modules: [...c.targetModules].sort(),
+    bias: "none",
+    use_rslora: c.useRslora,
+    use_dora: false,
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    modules_to_save: null,
+    layers_to_transform: null,
+    rank_pattern: {},
+    alpha_pattern: {},
+  };
+  const tensors: Record<string, TensorInput> = {};
+  for (const [name, p] of adapter.pairs) {
+    tensors[peftKey(name, "A")] = { dtype: "F32", shape: [p.r, p.a.length / p.r], data: p.a };
+    tensors[peftKey(name, "B")] = { dtype: "F32", shape: [p.b.length / p.r, p.r], data: p.b };
+  }
+  return { "adapter_config.json": JSON.stringify(config, null, 2) + "\n", "adapter_model.safetensors": writeSafetensors(tensors) };
+}

@@ -1,0 +1,11 @@
+import * as ort from "onnxruntime-web/wasm";
+import { ortRuntime, type Runtime } from "../runtime.ts";
+
+/** onnxruntime-web's WASM build on one thread, in the main thread: what a Worker can run. */
+export function ortWebRuntime(): Runtime {
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.proxy = false;
+  return ortRuntime("ort-web", ort as never, { executionProviders: ["wasm"] });
+}
+
+export { ort as ortWeb };

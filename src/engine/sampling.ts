@@ -1,0 +1,43 @@
+// Next-token choice from logits: greedy at temperature 0, else temperature and nucleus (top-p) sampling
+// (Holtzman et al. 2020) from a seeded generator.
+
+export interface SamplingOptions {
+  temperature: number;
+  topP: number;
+}
+
+/** A seeded uniform [0, 1) generator (mulberry32), so a seed reproduces a sample. */
+export function seededUniform(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best;
+}
+
+export function sampleToken(logits: ArrayLike<number>, opts: SamplingOptions, uniform: () => number): number {
+  if (opts.temperature <= 0) return argmax(logits);
+  const max = logits[argmax(logits)]!;
+  const probs = Array.from(logits, (x, id) => ({ id, p: Math.exp((x - max) / opts.temperature) }));
+  const z = probs.reduce((s, e) => s + e.p, 0);
+  probs.sort((a, b) => b.p - a.p || a.id - b.id);
+  // Keep the smallest prefix whose mass reaches top_p (at least one token).
+  let mass = 0;
+  let keep = 0;
+  while (keep < probs.length && (keep === 0 || mass < opts.topP * z)) mass += probs[keep++]!.p;
+  let u = uniform() * mass;
+  for (let i = 0; i < keep; i++) {
+    u -= probs[i]!.p;
+    if (u < 0) return probs[i]!.id;
+  }
+  return probs[keep - 1]!.id;
+}

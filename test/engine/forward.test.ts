@@ -1,0 +1,86 @@
+import { describe, expect, it } from "vitest";
+import { ForwardModel } from "../../src/engine/forward.ts";
+import type { LoraPair } from "../../src/engine/llama/graph.ts";
+import type { Runtime } from "../../src/engine/runtime.ts";
+import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
+import { ortWebRuntime } from "../../src/engine/runtimes/ort-web.ts";
+import { maxAbsDiff } from "../fixtures/compare.ts";
+import { tinyConfig, tinyLora, tinyWeights, type TinyOptions } from "../fixtures/tiny-llama.ts";
+import { referenceLogits } from "../reference/llama-f64.ts";
+
+const ids = [
+  [1, 5, 9, 200, 17, 3, 250],
+  [1, 44, 45, 46, 0, 0, 0],
+];
+const mask = [
+  [1, 1, 1, 1, 1, 1, 1],
+  [1, 1, 1, 1, 0, 0, 0],
+];
+
+const runtimes: [string, () => Runtime][] = [
+  ["ort-node", () => ortNodeRuntime()],
+  ["ort-web", () => ortWebRuntime()],
+];
+
+const cases: [string, TinyOptions, boolean][] = [
+  ["GQA, untied head", { heads: 4, kvHeads: 2, tied: false }, false],
+  ["MHA, tied head", { heads: 4, kvHeads: 4, tied: true }, false],
+  ["MQA (one kv head), untied, 3 layers", { heads: 4, kvHeads: 1, layers: 3 }, false],
+  ["GQA with LoRA on q,v,down", { heads: 4, kvHeads: 2 }, true],
+];
+
+describe.each(runtimes)("Llama forward graph on %s", (_, makeRuntime) => {
+  it.each(cases)("matches the float64 reference: %s", async (_name, opts, withLora) => {
+    const config = tinyConfig(opts);
+    const weights = tinyWeights(config, 11);
+    const lora: Map<string, LoraPair> | undefined = withLora ? tinyLora(config, ["q_proj", "v_proj", "down_proj"], 4, 8) : undefined;
+    const model = await ForwardModel.create(makeRuntime(), config, weights, lora ? { lora } : {});
+    const { logits } = await model.run({ ids, mask });
+    const ref = referenceLogits(config, weights, { ids, mask }, lora);
+    const V = config.vocabSize;
+    const T = ids[0]!.length;
+    // Padded positions are compared too: they attend only to earlier real tokens, as in transformers.
+    expect(maxAbsDiff(logits, ref)).toBeLessThan(1e-4);
+    // The logits are not trivially equal across rows: the check has something to find.
+    expect(maxAbsDiff(logits.subarray(0, T * V), logits.subarray(T * V))).toBeGreaterThan(0.1);
+    await model.release();
+  });
+
+  it("computes per-token NLL equal to -log softmax(logits)[target]", async () => {
+    const config = tinyConfig();
+    const weights = tinyWeights(config, 5);
+    const model = await ForwardModel.create(makeRuntime(), config, weights, { nll: true });
+    const targets = ids.map((row) => [...row.slice(1), 0]);
+    const { logits, nll } = await model.run({ ids, mask, targets });
+    const V = config.vocabSize;
+    const expected = targets.flat().map((t, i) => {
+      const row = logits.subarray(i * V, (i + 1) * V);
+      const max = Math.max(...row);
+      const z = row.reduce((s, x) => s + Math.exp(x - max), 0);
+      return -(row[t]! - max - Math.log(z));
+    });
+    expect(maxAbsDiff(nll!, expected)).toBeLessThan(1e-4);
+    await model.release();
+  });
+});
+
+describe("runtime parity", () => {
+  it("ORT-web and ORT-node give the same logits (1e-4) on the same graph", async () => {
+    const config = tinyConfig({ heads: 4, kvHeads: 2 });
+    const weights = tinyWeights(config, 2);
+    const [web, node] = await Promise.all([ForwardModel.create(ortWebRuntime(), config, weights), ForwardModel.create(ortNodeRuntime(), config, weights)]);
+    const a = await web.run({ ids, mask });
+    const b = await node.run({ ids, mask });
+    expect(maxAbsDiff(a.logits, b.logits)).toBeLessThan(1e-4);
+  });
+});
+
+describe("input validation", () => {
+  it("refuses ids outside the vocabulary, ragged rows and overlong sequences", async () => {
+    const config = tinyConfig();
+    const model = await ForwardModel.create(ortNodeRuntime(), config, tinyWeights(config));
+    await expect(model.run({ ids: [[1, config.vocabSize]] })).rejects.toMatchObject({ code: "input_invalid", message: expect.stringMatching(/outside the vocabulary/) });
+    await expect(model.run({ ids: [[1, 2], [3]] })).rejects.toMatchObject({ code: "input_invalid", message: expect.stringMatching(/different lengths/) });
+    await expect(model.run({ ids: [new Array(config.maxPositions + 1).fill(1)] })).rejects.toMatchObject({ code: "input_invalid", message: expect.stringMatching(/max_position_embeddings/) });
+  });
+});

@@ -1,0 +1,61 @@
+import { rmSync, writeFileSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { dirSource } from "../../cli/model-dir.ts";
+import { loadModel } from "../../src/engine/model-files.ts";
+import { expectedTensors } from "../../src/engine/llama/names.ts";
+import { writeSafetensors } from "../../src/protocol/safetensors.ts";
+import { maxAbsDiff } from "../fixtures/compare.ts";
+import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
+import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
+
+const root = tempDir("model-files");
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const config = tinyConfig({ heads: 4, kvHeads: 2 });
+const weights = tinyWeights(config, 9);
+const shapes = expectedTensors(config);
+let n = 0;
+const write = (opts: Parameters<typeof writeHfModel>[4] = {}, w: ReadonlyMap<string, Float32Array> = weights, s: ReadonlyMap<string, number[]> = shapes) =>
+  writeHfModel(join(root, `m${n++}`), config, w, s, opts);
+
+describe("loadModel", () => {
+  it.each([
+    ["F32, one file", { dtype: "F32" }, 0],
+    ["F16, one file", { dtype: "F16" }, 1e-3],
+    ["BF16, three shards", { dtype: "BF16", shards: 3 }, 1e-2],
+  ] as const)("loads %s with its config and tokenizer", async (_, opts, tol) => {
+    const m = await loadModel(dirSource(write(opts)));
+    expect(m.config).toEqual(config);
+    for (const [name, w] of weights) {
+      const got = m.weights.get(name)!;
+      expect(maxAbsDiff(got, w)).toBeLessThanOrEqual(tol * Math.max(...w.map(Math.abs)));
+    }
+    const ids = m.tokenizer.encode("The quick brown fox");
+    expect(ids[0]).toBe(1); // BOS from the tokenizer's post-processor
+    expect(m.tokenizer.decode(ids, { skipSpecialTokens: true })).toBe("The quick brown fox");
+  });
+
+  const missing = new Map(weights);
+  missing.delete("model.layers.1.mlp.up_proj.weight");
+  const extra = new Map(weights).set("model.layers.2.mlp.up_proj.weight", new Float32Array(4));
+  const extraShapes = new Map(shapes).set("model.layers.2.mlp.up_proj.weight", [2, 2]);
+  const wrongShapes = new Map(shapes).set("model.layers.0.self_attn.k_proj.weight", [64, 32]);
+
+  const broken: [string, () => string, string, RegExp][] = [
+    ["no config.json", () => { const d = write(); rmSync(join(d, "config.json")); return d; }, "file_missing", /config\.json is missing/],
+    ["config.json not JSON", () => { const d = write(); writeFileSync(join(d, "config.json"), "{"); return d; }, "config_invalid", /not valid JSON/],
+    ["no weights file", () => { const d = write(); rmSync(join(d, "model.safetensors")); return d; }, "file_missing", /model\.safetensors is missing/],
+    ["truncated safetensors", () => { const d = write(); const f = join(d, "model.safetensors"); writeFileSync(f, readFileSync(f).subarray(0, 1000)); return d; }, "weights_invalid", /model\.safetensors/],
+    ["a missing tensor", () => write({}, missing), "tensor_missing", /up_proj/],
+    ["a tensor the config has no place for", () => write({}, extra, extraShapes), "tensor_unexpected", /layers\.2/],
+    ["a misshapen tensor", () => write({}, weights, wrongShapes), "tensor_shape", /k_proj.*\[64,32\].*\[32,64\]/],
+    ["integer weights", () => { const d = write(); writeFileSync(join(d, "model.safetensors"), writeSafetensors({ "model.embed_tokens.weight": { dtype: "I32", shape: [300, 64], data: new Int32Array(300 * 64) } })); return d; }, "tensor_dtype", /I32/],
+    ["a shard the index names but is missing", () => { const d = write({ shards: 2 }); rmSync(join(d, "model-00002-of-00002.safetensors")); return d; }, "file_missing", /00002/],
+    ["an index with a path outside the folder", () => { const d = write({ shards: 2 }); writeFileSync(join(d, "model.safetensors.index.json"), JSON.stringify({ weight_map: { a: "../x.safetensors" } })); return d; }, "weights_invalid", /weight_map/],
+    ["no tokenizer.json", () => { const d = write(); rmSync(join(d, "tokenizer.json")); return d; }, "file_missing", /tokenizer\.json/],
+    ["a tokenizer.json without a model", () => { const d = write(); writeFileSync(join(d, "tokenizer.json"), "{}"); return d; }, "tokenizer_invalid", /model/],
+  ];
+  it.each(broken)("refuses %s with a typed error", async (_, make, code, message) => {
+    await expect(loadModel(dirSource(make()))).rejects.toMatchObject({ name: "ModelError", code, message: expect.stringMatching(message) });
+  });
+});

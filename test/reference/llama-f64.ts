@@ -1,0 +1,139 @@
+// A float64 Llama forward in plain TypeScript, written from transformers' modeling_llama.py and
+// independent of the ONNX graph code: the graph must agree with it on tiny random models.
+import type { LlamaConfig } from "../../src/engine/config.ts";
+import type { LoraPair, Weights } from "../../src/engine/llama/graph.ts";
+
+type Mat = Float64Array;
+
+/** y[n, out] = x[n, in] W^T for W [out, in]. */
+function linear(x: Mat, n: number, inp: number, w: ArrayLike<number>, out: number): Mat {
+  const y = new Float64Array(n * out);
+  for (let i = 0; i < n; i++)
+    for (let o = 0; o < out; o++) {
+      let s = 0;
+      for (let k = 0; k < inp; k++) s += x[i * inp + k]! * w[o * inp + k]!;
+      y[i * out + o] = s;
+    }
+  return y;
+}
+
+function rmsNorm(x: Mat, n: number, d: number, w: ArrayLike<number>, eps: number): Mat {
+  const y = new Float64Array(n * d);
+  for (let i = 0; i < n; i++) {
+    let ms = 0;
+    for (let k = 0; k < d; k++) ms += x[i * d + k]! ** 2;
+    const inv = 1 / Math.sqrt(ms / d + eps);
+    for (let k = 0; k < d; k++) y[i * d + k] = x[i * d + k]! * inv * w[k]!;
+  }
+  return y;
+}
+
+export interface ReferenceInput {
+  ids: number[][];
+  /** 1 for real tokens, 0 for padding; defaults to all ones. */
+  mask?: number[][];
+}
+
+/** logits [B, T, V] in float64. */
+export function referenceLogits(c: LlamaConfig, weights: Weights, input: ReferenceInput, lora?: ReadonlyMap<string, LoraPair>): Float64Array {
+  const B = input.ids.length;
+  const T = input.ids[0]!.length;
+  const H = c.hiddenSize;
+  const D = c.headDim;
+  const w = (name: string) => weights.get(name)!;
+  const lin = (x: Mat, n: number, inp: number, name: string, out: number): Mat => {
+    const y = linear(x, n, inp, w(`${name}.weight`), out);
+    const p = lora?.get(name);
+    if (p) {
+      const delta = linear(linear(x, n, inp, p.a, p.r), n, p.r, p.b, out);
+      for (let i = 0; i < y.length; i++) y[i]! += p.scaling * delta[i]!;
+    }
+    return y;
+  };
+  const mask = input.mask ?? input.ids.map((r) => r.map(() => 1));
+  const invFreq = Array.from({ length: D / 2 }, (_, i) => 1 / Math.pow(c.ropeTheta, (2 * i) / D));
+
+  const logits = new Float64Array(B * T * c.vocabSize);
+  for (let b = 0; b < B; b++) {
+    // positions as transformers derives them from the mask: cumsum - 1, padding at 1.
+    let seen = 0;
+    const pos = mask[b]!.map((m) => (m ? seen++ : 1));
+    let h = new Float64Array(T * H);
+    for (let t = 0; t < T; t++) for (let k = 0; k < H; k++) h[t * H + k] = w("model.embed_tokens.weight")[input.ids[b]![t]! * H + k]!;
+
+    for (let l = 0; l < c.numLayers; l++) {
+      const p = `model.layers.${l}`;
+      const x = rmsNorm(h, T, H, w(`${p}.input_layernorm.weight`), c.rmsNormEps);
+      const q = lin(x, T, H, `${p}.self_attn.q_proj`, c.numHeads * D);
+      const k = lin(x, T, H, `${p}.self_attn.k_proj`, c.numKvHeads * D);
+      const v = lin(x, T, H, `${p}.self_attn.v_proj`, c.numKvHeads * D);
+      const rotate = (m: Mat, heads: number) => {
+        for (let t = 0; t < T; t++)
+          for (let hd = 0; hd < heads; hd++) {
+            const o = (t * heads + hd) * D;
+            const orig = m.slice(o, o + D);
+            for (let i = 0; i < D; i++) {
+              const angle = pos[t]! * invFreq[i % (D / 2)]!;
+              const rot = i < D / 2 ? -orig[i + D / 2]! : orig[i - D / 2]!;
+              m[o + i] = orig[i]! * Math.cos(angle) + rot * Math.sin(angle);
+            }
+          }
+      };
+      rotate(q, c.numHeads);
+      rotate(k, c.numKvHeads);
+      const attn = new Float64Array(T * c.numHeads * D);
+      const group = c.numHeads / c.numKvHeads;
+      for (let hd = 0; hd < c.numHeads; hd++) {
+        const kvh = Math.floor(hd / group);
+        for (let i = 0; i < T; i++) {
+          const s = new Float64Array(T);
+          for (let j = 0; j < T; j++) {
+            if (j > i || !mask[b]![j]) {
+              s[j] = -1e9;
+              continue;
+            }
+            let dot = 0;
+            for (let d = 0; d < D; d++) dot += q[(i * c.numHeads + hd) * D + d]! * k[(j * c.numKvHeads + kvh) * D + d]!;
+            s[j] = dot / Math.sqrt(D);
+          }
+          const max = Math.max(...s);
+          let z = 0;
+          for (let j = 0; j < T; j++) z += s[j] = Math.exp(s[j]! - max);
+          for (let d = 0; d < D; d++) {
+            let acc = 0;
+            for (let j = 0; j < T; j++) acc += (s[j]! / z) * v[(j * c.numKvHeads + kvh) * D + d]!;
+            attn[(i * c.numHeads + hd) * D + d] = acc;
+          }
+        }
+      }
+      const o = lin(attn, T, c.numHeads * D, `${p}.self_attn.o_proj`, H);
+      h = h.map((val, i) => val + o[i]!);
+      const y = rmsNorm(h, T, H, w(`${p}.post_attention_layernorm.weight`), c.rmsNormEps);
+      const I = c.intermediateSize;
+      const gate = lin(y, T, H, `${p}.mlp.gate_proj`, I);
+      const up = lin(y, T, H, `${p}.mlp.up_proj`, I);
+      const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]!);
+      const down = lin(act, T, I, `${p}.mlp.down_proj`, H);
+      h = h.map((val, i) => val + down[i]!);
+    }
+    const final = rmsNorm(h, T, H, w("model.norm.weight"), c.rmsNormEps);
+    const head = c.tieWordEmbeddings ? w("model.embed_tokens.weight") : w("lm_head.weight");
+    logits.set(linear(final, T, H, head, c.vocabSize), b * T * c.vocabSize);
+  }
+  return logits;
+}
+
+/** log p(ids[t+1] | ids[..t]) for one unpadded sequence. */
+export function referenceLogprobs(c: LlamaConfig, weights: Weights, ids: number[], lora?: ReadonlyMap<string, LoraPair>): number[] {
+  const logits = referenceLogits(c, weights, { ids: [ids] }, lora);
+  const V = c.vocabSize;
+  const out: number[] = [];
+  for (let t = 0; t + 1 < ids.length; t++) {
+    const row = logits.subarray(t * V, (t + 1) * V);
+    const max = Math.max(...row);
+    let z = 0;
+    for (const x of row) z += Math.exp(x - max);
+    out.push(row[ids[t + 1]!]! - max - Math.log(z));
+  }
+  return out;
+}
