@@ -153,7 +153,8 @@ export function readSafetensorsHeader(bytes: Uint8Array, opts?: ParseOptions): S
     fail("header_not_json", `header is not valid JSON: ${(error as Error).message}`);
   }
   if (!isObject(json)) fail("header_not_object", "header must be a JSON object mapping tensor names to entries");
-  // The format's reference docs require the first header byte to be "{" (only trailing spaces pad).
+  // The reference defines InvalidHeaderStart for a first byte other than "{" (its check is not yet
+  // switched on); only trailing spaces may pad a header.
   if (!text.startsWith("{")) fail("header_bad_start", `header must start with "{", found ${quote(text.slice(0, 1))}`);
   checkDuplicateKeys(text);
 
@@ -167,10 +168,10 @@ export function readSafetensorsHeader(bytes: Uint8Array, opts?: ParseOptions): S
   // Reference rule: sorted by offsets, tensors must tile [0, end) exactly: no gaps, no overlaps.
   infos.sort(([, a], [, b]) => a.dataOffsets[0] - b.dataOffsets[0] || a.dataOffsets[1] - b.dataOffsets[1]);
   let end = 0;
-  let previous = "";
+  let previous: string | undefined;
   for (const [name, { dataOffsets: [begin, stop] }] of infos) {
     if (begin > end) {
-      fail("offsets_gap", end === 0
+      fail("offsets_gap", previous === undefined
         ? `tensor ${quote(name)} starts at byte ${begin} but the data buffer must start with a tensor at 0`
         : `tensor ${quote(name)} starts at byte ${begin} but the previous tensor ${quote(previous)} ends at ${end} (gap of ${begin - end} bytes)`);
     }

@@ -1,0 +1,63 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { dirSource } from "../../cli/model-dir.ts";
+import { loadPeftAdapter, loraScaling, parseAdapterConfig, writePeftAdapter } from "../../src/engine/lora/peft.ts";
+import { readSafetensors } from "../../src/protocol/safetensors.ts";
+import { tempDir, writeAdapterDir } from "../fixtures/hf-model.ts";
+import { tinyConfig, tinyLora } from "../fixtures/tiny-llama.ts";
+
+const model = tinyConfig({ heads: 4, kvHeads: 2, layers: 2 });
+const adapterConfig = { r: 4, alpha: 8, targetModules: ["q_proj" as const, "v_proj" as const], dropout: 0.05, useRslora: false, baseModel: "tiny" };
+const pairs = tinyLora(model, ["q_proj", "v_proj"], 4, 8);
+
+describe("PEFT adapter files", () => {
+  it("writes PEFT's key names and shapes: lora_A [r, in], lora_B [out, r]", () => {
+    const files = writePeftAdapter({ config: adapterConfig, pairs });
+    const t = readSafetensors(files["adapter_model.safetensors"]).tensors;
+    expect([...t.keys()].sort()).toEqual(
+      [0, 1].flatMap((l) => ["q_proj", "v_proj"].flatMap((m) => ["A", "B"].map((w) => `base_model.model.model.layers.${l}.self_attn.${m}.lora_${w}.weight`))).sort(),
+    );
+    expect(t.get("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")!.shape).toEqual([4, 64]);
+    expect(t.get("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight")!.shape).toEqual([32, 4]);
+    const cfg = JSON.parse(files["adapter_config.json"]);
+    expect(cfg).toMatchObject({ peft_type: "LORA", task_type: "CAUSAL_LM", r: 4, lora_alpha: 8, target_modules: ["q_proj", "v_proj"], bias: "none", use_rslora: false, lora_dropout: 0.05 });
+  });
+
+  it("reads back what it wrote", async () => {
+    const dir = writeAdapterDir(join(tempDir("peft"), "a"), { config: adapterConfig, pairs });
+    const back = await loadPeftAdapter(dirSource(dir), model);
+    expect(back.config).toEqual(adapterConfig);
+    for (const [name, p] of pairs) expect(back.pairs.get(name)).toEqual(p);
+  });
+
+  it("scales by alpha / r, or alpha / sqrt(r) with rsLoRA", () => {
+    expect(loraScaling({ r: 16, alpha: 32, useRslora: false })).toBe(2);
+    expect(loraScaling({ r: 16, alpha: 32, useRslora: true })).toBe(8);
+  });
+
+  const good = { peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: ["q_proj"] };
+  it.each([
+    ["another PEFT type", { ...good, peft_type: "IA3" }, /peft_type/],
+    ["rank 0", { ...good, r: 0 }, /"r"/],
+    ["an unknown target module", { ...good, target_modules: ["c_attn"] }, /target_modules/],
+    ["a bias", { ...good, bias: "all" }, /bias/],
+    ["DoRA", { ...good, use_dora: true }, /use_dora/],
+    ["a rank pattern", { ...good, rank_pattern: { q_proj: 8 } }, /rank_pattern/],
+  ])("refuses an adapter_config.json with %s", (_, json, message) => {
+    expect(() => parseAdapterConfig(json)).toThrow(expect.objectContaining({ code: "adapter_invalid", message: expect.stringMatching(message) }));
+  });
+
+  it.each([
+    ["a rank that does not match the tensors", { ...adapterConfig, r: 8 }, "tensor_shape", /lora_A.*\[4,64\].*\[8,64\]/],
+    ["a target module without tensors", { ...adapterConfig, targetModules: ["q_proj", "v_proj", "k_proj"] }, "tensor_missing", /k_proj/],
+    ["tensors for a module not in target_modules", { ...adapterConfig, targetModules: ["q_proj"] }, "tensor_unexpected", /v_proj/],
+  ] as const)("refuses %s", async (_, cfg, code, message) => {
+    const dir = join(tempDir("peft-bad"), "a");
+    mkdirSync(dir);
+    const files = writePeftAdapter({ config: adapterConfig, pairs });
+    writeFileSync(join(dir, "adapter_model.safetensors"), files["adapter_model.safetensors"]);
+    writeFileSync(join(dir, "adapter_config.json"), writePeftAdapter({ config: { ...cfg, targetModules: [...cfg.targetModules] }, pairs: new Map() })["adapter_config.json"]);
+    await expect(loadPeftAdapter(dirSource(dir), model)).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
+  });
+});
