@@ -1,7 +1,6 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { expectedTensors } from "../../src/engine/llama/names.ts";
 import { loraScaling } from "../../src/engine/lora/peft.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
 import { tempDir, tinyTokenizerJson, writeAdapterDir, writeHfModel } from "../fixtures/hf-model.ts";
@@ -15,7 +14,7 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 // GQA (4 query heads over 2 kv heads) and an untied head.
 const config = tinyConfig({ heads: 4, kvHeads: 2, tied: false, layers: 2 });
 const weights = tinyWeights(config, 21);
-const modelDir = writeHfModel(join(root, "model"), config, weights, expectedTensors(config));
+const modelDir = writeHfModel(join(root, "model"), config, weights);
 const text = "The quick brown fox jumps over the lazy dog.";
 const tokenizer = loadTokenizer(tinyTokenizerJson(config.vocabSize));
 

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { dirSource } from "../../cli/model-dir.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { expectedTensors } from "../../src/engine/llama/names.ts";
-import { writeSafetensors } from "../../src/protocol/safetensors.ts";
+import { writeSafetensors, type TensorInput } from "../../src/protocol/safetensors.ts";
 import { maxAbsDiff } from "../fixtures/compare.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
@@ -15,8 +15,15 @@ const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const weights = tinyWeights(config, 9);
 const shapes = expectedTensors(config);
 let n = 0;
-const write = (opts: Parameters<typeof writeHfModel>[4] = {}, w: ReadonlyMap<string, Float32Array> = weights, s: ReadonlyMap<string, number[]> = shapes) =>
-  writeHfModel(join(root, `m${n++}`), config, w, s, opts);
+const write = (opts: Parameters<typeof writeHfModel>[3] = {}, w: ReadonlyMap<string, Float32Array> = weights) => writeHfModel(join(root, `m${n++}`), config, w, opts);
+/** A model whose model.safetensors holds the F32 tensors `edit` leaves in the record. */
+const withTensors = (edit: (t: Record<string, TensorInput>) => void) => {
+  const d = write();
+  const t: Record<string, TensorInput> = Object.fromEntries([...weights].map(([k, w]) => [k, { dtype: "F32", shape: shapes.get(k)!, data: w }]));
+  edit(t);
+  writeFileSync(join(d, "model.safetensors"), writeSafetensors(t));
+  return d;
+};
 
 describe("loadModel", () => {
   it.each([
@@ -35,21 +42,16 @@ describe("loadModel", () => {
     expect(m.tokenizer.decode(ids, { skipSpecialTokens: true })).toBe("The quick brown fox");
   });
 
-  const missing = new Map(weights);
-  missing.delete("model.layers.1.mlp.up_proj.weight");
-  const extra = new Map(weights).set("model.layers.2.mlp.up_proj.weight", new Float32Array(4));
-  const extraShapes = new Map(shapes).set("model.layers.2.mlp.up_proj.weight", [2, 2]);
-  const wrongShapes = new Map(shapes).set("model.layers.0.self_attn.k_proj.weight", [64, 32]);
 
   const broken: [string, () => string, string, RegExp][] = [
     ["no config.json", () => { const d = write(); rmSync(join(d, "config.json")); return d; }, "file_missing", /config\.json is missing/],
     ["config.json not JSON", () => { const d = write(); writeFileSync(join(d, "config.json"), "{"); return d; }, "config_invalid", /not valid JSON/],
     ["no weights file", () => { const d = write(); rmSync(join(d, "model.safetensors")); return d; }, "file_missing", /model\.safetensors is missing/],
     ["truncated safetensors", () => { const d = write(); const f = join(d, "model.safetensors"); writeFileSync(f, readFileSync(f).subarray(0, 1000)); return d; }, "weights_invalid", /model\.safetensors/],
-    ["a missing tensor", () => write({}, missing), "tensor_missing", /up_proj/],
-    ["a tensor the config has no place for", () => write({}, extra, extraShapes), "tensor_unexpected", /layers\.2/],
-    ["a misshapen tensor", () => write({}, weights, wrongShapes), "tensor_shape", /k_proj.*\[64,32\].*\[32,64\]/],
-    ["integer weights", () => { const d = write(); writeFileSync(join(d, "model.safetensors"), writeSafetensors({ "model.embed_tokens.weight": { dtype: "I32", shape: [300, 64], data: new Int32Array(300 * 64) } })); return d; }, "tensor_dtype", /I32/],
+    ["a missing tensor", () => withTensors((t) => delete t["model.layers.1.mlp.up_proj.weight"]), "tensor_missing", /up_proj/],
+    ["a tensor the config has no place for", () => withTensors((t) => (t["model.layers.2.mlp.up_proj.weight"] = { dtype: "F32", shape: [2, 2], data: new Float32Array(4) })), "tensor_unexpected", /layers\.2/],
+    ["a misshapen tensor", () => withTensors((t) => (t["model.layers.0.self_attn.k_proj.weight"]!.shape = [64, 32])), "tensor_shape", /k_proj.*\[64,32\].*\[32,64\]/],
+    ["integer weights", () => withTensors((t) => (t["model.embed_tokens.weight"] = { dtype: "I32", shape: [300, 64], data: new Int32Array(300 * 64) })), "tensor_dtype", /I32/],
     ["a shard the index names but is missing", () => { const d = write({ shards: 2 }); rmSync(join(d, "model-00002-of-00002.safetensors")); return d; }, "file_missing", /00002/],
     ["an index with a path outside the folder", () => { const d = write({ shards: 2 }); writeFileSync(join(d, "model.safetensors.index.json"), JSON.stringify({ weight_map: { a: "../x.safetensors" } })); return d; }, "weights_invalid", /weight_map/],
     ["no tokenizer.json", () => { const d = write(); rmSync(join(d, "tokenizer.json")); return d; }, "file_missing", /tokenizer\.json/],

@@ -1,0 +1,31 @@
+// Initial weights for a Llama model, as transformers' LlamaPreTrainedModel._init_weights: linears and
+// embeddings ~ N(0, initializer_range), RMSNorm weights 1. Seeded, so a model is reproducible.
+import type { LlamaConfig } from "../config.ts";
+import { seededUniform } from "../sampling.ts";
+import { expectedTensors } from "./names.ts";
+
+export interface InitOptions {
+  seed: number;
+  /** transformers' initializer_range. */
+  std?: number;
+  /** Standard deviation of noise added to the norm weights (0: exactly 1, as transformers). */
+  normStd?: number;
+}
+
+/** Normal(0, std) samples by Box-Muller. */
+export function normalSamples(uniform: () => number, n: number, std: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = std * Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}
+
+export function initLlamaWeights(config: LlamaConfig, opts: InitOptions): Map<string, Float32Array> {
+  const uniform = seededUniform(opts.seed);
+  const std = opts.std ?? 0.02;
+  const out = new Map<string, Float32Array>();
+  for (const [name, shape] of expectedTensors(config)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    out.set(name, shape.length === 1 ? normalSamples(uniform, n, opts.normStd ?? 0).map((x) => 1 + x) : normalSamples(uniform, n, std));
+  }
+  return out;
+}

@@ -1,0 +1,45 @@
+// The files of a Llama model in Hugging Face layout, ready to write anywhere.
+import { float32ToBF16, float32ToF16, type FloatDType } from "../protocol/dtypes.ts";
+import { writeSafetensors, type TensorInput } from "../protocol/safetensors.ts";
+import { toHfConfig, type LlamaConfig } from "./config.ts";
+import { expectedTensors } from "./llama/names.ts";
+
+export interface HfModelOptions {
+  dtype?: FloatDType;
+  /** Split the weights over this many shard files with model.safetensors.index.json. */
+  shards?: number;
+  /** Written as tokenizer_config.json. */
+  tokenizerConfig?: Record<string, unknown>;
+}
+
+function tensor(dtype: FloatDType, shape: number[], w: Float32Array): TensorInput {
+  if (dtype === "F16") return { dtype, shape, data: float32ToF16(w) };
+  if (dtype === "BF16") return { dtype, shape, data: float32ToBF16(w) };
+  return { dtype, shape, data: w };
+}
+
+/** File name -> content. Shapes come from the config, so a weight of the wrong size fails here. */
+export function hfModelFiles(config: LlamaConfig, weights: ReadonlyMap<string, Float32Array>, tokenizerJson: unknown, opts: HfModelOptions = {}): Map<string, string | Uint8Array> {
+  const dtype = opts.dtype ?? "F32";
+  const shapes = expectedTensors(config);
+  const files = new Map<string, string | Uint8Array>();
+  files.set("config.json", JSON.stringify({ ...toHfConfig(config), torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype] }, null, 2) + "\n");
+  files.set("tokenizer.json", JSON.stringify(tokenizerJson));
+  if (opts.tokenizerConfig) files.set("tokenizer_config.json", JSON.stringify(opts.tokenizerConfig, null, 2) + "\n");
+  const names = [...weights.keys()].sort();
+  const entry = (n: string) => [n, tensor(dtype, shapes.get(n) ?? [weights.get(n)!.length], weights.get(n)!)] as const;
+  const shards = opts.shards ?? 1;
+  if (shards === 1) {
+    files.set("model.safetensors", writeSafetensors(Object.fromEntries(names.map(entry))));
+    return files;
+  }
+  const weightMap: Record<string, string> = {};
+  for (let s = 0; s < shards; s++) {
+    const file = `model-${String(s + 1).padStart(5, "0")}-of-${String(shards).padStart(5, "0")}.safetensors`;
+    const mine = names.filter((_, i) => i % shards === s);
+    for (const n of mine) weightMap[n] = file;
+    files.set(file, writeSafetensors(Object.fromEntries(mine.map(entry))));
+  }
+  files.set("model.safetensors.index.json", JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2) + "\n");
+  return files;
+}
