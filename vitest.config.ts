@@ -1,3 +1,4 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
@@ -9,6 +10,16 @@ export default defineConfig({
           environment: "node",
           include: ["test/**/*.test.ts"],
           exclude: ["test/workers/**"],
+          testTimeout: 60_000,
+        },
+      },
+      {
+        // Tests that run inside workerd, with the coordinator worker of wrangler.toml as `main`.
+        plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.toml" } })],
+        test: {
+          name: "workers",
+          include: ["test/workers/**/*.test.ts"],
+          globalSetup: ["test/fixtures/parity-logits.setup.ts"],
           testTimeout: 60_000,
         },
       },

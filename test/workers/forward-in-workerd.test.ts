@@ -10,6 +10,7 @@ import { referenceLogits } from "../reference/llama-f64.ts";
 
 describe("Llama forward inside workerd (onnxruntime-web)", () => {
   it("agrees with onnxruntime-node, onnxruntime-web in Node and the float64 reference", async () => {
+    expect(navigator.userAgent).toBe("Cloudflare-Workers");
     const c = parityCase();
     const model = await ForwardModel.create(workerdOrtRuntime(), c.config, c.weights);
     const { logits } = await model.run({ ids: c.ids, mask: c.mask });

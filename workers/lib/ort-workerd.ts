@@ -8,6 +8,7 @@ import { ortRuntime, type Runtime } from "../../src/engine/runtime.ts";
 
 // A stand-in for the .wasm bytes: with a `wasmBinary`, ORT neither fetches the file (there is no URL
 // to fetch it from in a Worker) nor streams it; it hands these bytes to WebAssembly.instantiate.
+// It is not WASM (that starts "\0asm"), so no real module passed to instantiate can be taken for it.
 const MARKER = [0x66, 0x66, 0x6c, 0x72] as const; // "fflr"
 
 function isMarker(source: unknown): boolean {

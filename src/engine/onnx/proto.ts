@@ -155,7 +155,9 @@ function writeGraph(w: Writer, g: GraphProto): void {
 }
 
 export function encodeModel(model: ModelProto): Uint8Array {
-  const w = Writer.create();
+  // The plain Writer, not Writer.create(): where a global Buffer exists (workerd with nodejs_compat)
+  // create() picks BufferWriter, whose utf8Write at an offset throws in workerd.
+  const w = new Writer();
   int(w, 1, model.irVersion);
   str(w, 2, model.producerName);
   str(w, 3, model.producerVersion);

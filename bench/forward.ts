@@ -1,0 +1,165 @@
+// Forward throughput of the Llama graph (logits only: no nll, no cache) from random weights, on ORT-web
+// (WASM, one thread) and onnxruntime-node (one and two threads), against each runtime's own float32
+// MatMul ceiling measured in the same run: this machine is noisy, so only ratios within one run count.
+//
+//   node bench/forward.ts [--quick]     --quick: tiny and small only, fewer repetitions
+//
+// Prints a table to stdout, progress to stderr, and writes bench/results/forward.json.
+import type { LlamaConfig } from "../src/engine/config.ts";
+import { parseLlamaConfig } from "../src/engine/config.ts";
+import { ForwardModel } from "../src/engine/forward.ts";
+import { initLlamaWeights, normalSamples } from "../src/engine/llama/init.ts";
+import { EMBED, expectedTensors } from "../src/engine/llama/names.ts";
+import { GraphBuilder } from "../src/engine/onnx/builder.ts";
+import { ElemType } from "../src/engine/onnx/proto.ts";
+import type { QuantMode } from "../src/engine/quantize.ts";
+import type { Runtime, RuntimeName } from "../src/engine/runtime.ts";
+import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
+import { ortWebRuntime } from "../src/engine/runtimes/ort-web.ts";
+import { seededUniform } from "../src/engine/sampling.ts";
+import { fmt, printTable } from "./lib/table.ts";
+import { writeResults } from "./lib/results.ts";
+import { median, time, type Timing, type TimingOptions } from "./lib/timing.ts";
+
+const quick = process.argv.includes("--quick");
+
+// Batch 4 x 128 tokens: a client's scoring/training batch, and M = 512 rows per linear, where the
+// MatMul kernels are past their small-matrix overheads.
+const BATCH = 4;
+const SEQ = 128;
+const TOKENS = BATCH * SEQ;
+
+const TIMING: TimingOptions = quick ? { warmup: 1, reps: 3, minMs: 300, maxReps: 10 } : { warmup: 2, reps: 5, minMs: 1000, maxReps: 30 };
+
+interface Size {
+  name: string;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  vocab: number;
+  quants: QuantMode[];
+}
+
+// Intermediate sizes are multiples of 32, int4's block size along the input of down_proj (688, the
+// usual 8/3 * 256 rounded to 16, would refuse int4; 704 is the nearest that does not).
+const SIZES: Size[] = [
+  { name: "tiny", hidden: 128, intermediate: 352, layers: 2, heads: 4, kvHeads: 2, vocab: 2048, quants: ["f32", "int8"] },
+  { name: "small", hidden: 256, intermediate: 704, layers: 4, heads: 8, kvHeads: 4, vocab: 4096, quants: ["f32", "int8", "int4"] },
+  { name: "medium", hidden: 512, intermediate: 1376, layers: 8, heads: 8, kvHeads: 4, vocab: 8192, quants: ["f32", "int8", "int4"] },
+];
+
+const RUNTIMES: { name: RuntimeName; threads: number; make: () => Runtime }[] = [
+  { name: "ort-web", threads: 1, make: () => ortWebRuntime() },
+  { name: "ort-node", threads: 1, make: () => ortNodeRuntime(1) },
+  { name: "ort-node", threads: 2, make: () => ortNodeRuntime(2) },
+];
+
+function llamaConfig(s: Size): LlamaConfig {
+  return parseLlamaConfig({
+    model_type: "llama",
+    hidden_size: s.hidden,
+    intermediate_size: s.intermediate,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    vocab_size: s.vocab,
+    max_position_embeddings: SEQ,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+  });
+}
+
+/**
+ * Model FLOPs per token of one forward at sequence length T (PaLM's convention, forward only):
+ *   2 * (weights of the linears: q, k, v, o, gate, up, down of every layer, and the untied head)
+ *   + layers * 4 * T * heads * headDim      (QK^T and PV, 2 * T * heads * headDim each)
+ * The graph computes all T x T scores and masks afterwards, so the causal half is counted as done.
+ * Norms, RoPE, softmax, SiLU, dequantization and the embedding gather are left out.
+ */
+function flopsPerToken(c: LlamaConfig, T: number): number {
+  let linear = 0;
+  for (const [name, shape] of expectedTensors(c)) if (shape.length === 2 && name !== EMBED) linear += shape[0]! * shape[1]!;
+  return 2 * linear + c.numLayers * 4 * T * c.numHeads * c.headDim;
+}
+
+function paramCount(c: LlamaConfig): number {
+  let n = 0;
+  for (const shape of expectedTensors(c).values()) n += shape.reduce((a, b) => a * b, 1);
+  return n;
+}
+
+/** One float32 MatMul [m, k] x [k, n]; activation as graph input, weight as initializer, as in the model. */
+async function timeMatMul(rt: Runtime, m: number, k: number, n: number): Promise<Timing> {
+  const next = seededUniform(2);
+  const g = new GraphBuilder("matmul");
+  const a = g.input("a", ElemType.FLOAT, [m, k]);
+  const b = g.initializer("b", ElemType.FLOAT, [k, n], new Uint8Array(normalSamples(next, k * n, 1).buffer));
+  g.op("MatMul", [a, b], {}, { outputs: ["y"] });
+  g.output("y", ElemType.FLOAT, [m, n]);
+  const session = await rt.createSession(g.toBytes());
+  const feeds = { a: { data: normalSamples(next, m * k, 1), dims: [m, k] } };
+  const t = await time(() => session.run(feeds), TIMING);
+  await session.release();
+  return t;
+}
+
+const sizes = quick ? SIZES.filter((s) => s.name !== "medium") : SIZES;
+const steps = sizes.reduce((n, s) => n + RUNTIMES.length * (2 + s.quants.length), 0);
+let step = 0;
+const progress = (what: string, t: Timing, result: string) =>
+  console.error(`[${++step}/${steps}] ${what}: ${fmt(t.medianMs, 2)} ms median of ${t.samplesMs.length} -> ${result}`);
+
+console.error(`forward bench: batch ${BATCH} x seq ${SEQ}, warm-up ${TIMING.warmup}, at least ${TIMING.reps} timed runs${quick ? " (quick)" : ""}`);
+const sizeInfo = [];
+const ceilings = [];
+const forward = [];
+for (const size of sizes) {
+  const config = llamaConfig(size);
+  // Weights as a freshly initialised model (N(0, 0.02), norms 1): values at a realistic scale.
+  const weights = initLlamaWeights(config, { seed: 1 });
+  const next = seededUniform(3);
+  const ids = Array.from({ length: BATCH }, () => Array.from({ length: SEQ }, () => Math.floor(next() * size.vocab)));
+  const params = paramCount(config);
+  const fpt = flopsPerToken(config, SEQ);
+  sizeInfo.push({ ...size, params, flopsPerToken: fpt });
+
+  for (const spec of RUNTIMES) {
+    const rt = spec.make();
+    const label = `${spec.name} x${spec.threads}`;
+    // The ceiling at the shape of the model's widest linears (gate/up) over one batch, timed before and
+    // after this runtime's forwards and pooled, so that load drifting in during the rows hits both sides.
+    const [m, k, n] = [TOKENS, size.hidden, size.intermediate];
+    const gflopsAt = (ms: number) => (2 * m * k * n) / ms / 1e6;
+    const timeCeiling = async (when: string) => {
+      const t = await timeMatMul(rt, m, k, n);
+      progress(`${size.name} MatMul [${m},${k}]x[${k},${n}] ${label} ${when}`, t, `${fmt(gflopsAt(t.medianMs), 1)} GFLOP/s`);
+      return t.samplesMs;
+    };
+    const before = await timeCeiling("before");
+    const rows = [];
+    for (const quant of size.quants) {
+      const model = await ForwardModel.create(rt, config, weights, { quant });
+      const t = await time(() => model.run({ ids }), TIMING);
+      await model.release();
+      const tokensPerSec = TOKENS / (t.medianMs / 1000);
+      const gflops = (tokensPerSec * fpt) / 1e9;
+      rows.push({ size: size.name, params, quant, runtime: spec.name, threads: spec.threads, ...t, tokensPerSec, gflops });
+      progress(`${size.name} ${quant} ${label}`, t, `${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} GFLOP/s`);
+    }
+    const samplesMs = [...before, ...(await timeCeiling("after"))];
+    const ceilingGflops = gflopsAt(median(samplesMs));
+    ceilings.push({ size: size.name, runtime: spec.name, threads: spec.threads, m, k, n, medianMs: median(samplesMs), samplesMs, gflops: ceilingGflops });
+    for (const r of rows) forward.push({ ...r, ceilingGflops, mfu: r.gflops / ceilingGflops });
+  }
+}
+
+console.log(`Llama forward, batch ${BATCH} x seq ${SEQ}, logits only; ceiling = float32 MatMul [${TOKENS}, hidden] x [hidden, intermediate] on the same runtime`);
+printTable(
+  ["size", "params", "quant", "runtime", "threads", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
+  forward.map((r) => [r.size, `${fmt(r.params / 1e6, 1)}M`, r.quant, r.runtime, r.threads, fmt(r.tokensPerSec), fmt(r.gflops, 1), fmt(r.ceilingGflops, 1), fmt(100 * r.mfu, 1)]),
+);
+const file = await writeResults("forward", { settings: { batch: BATCH, seq: SEQ, timing: TIMING, quick }, sizes: sizeInfo, ceilings, forward });
+console.log(`\nwrote ${file}`);
