@@ -5,8 +5,7 @@
 //   node bench/forward.ts [--quick]     --quick: tiny and small only, fewer repetitions
 //
 // Prints a table to stdout, progress to stderr, and writes bench/results/forward.json.
-import type { LlamaConfig } from "../src/engine/config.ts";
-import { parseLlamaConfig } from "../src/engine/config.ts";
+import { parseLlamaConfig, type LlamaConfig } from "../src/engine/config.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
 import { initLlamaWeights, normalSamples } from "../src/engine/llama/init.ts";
 import { EMBED, expectedTensors } from "../src/engine/llama/names.ts";
@@ -19,7 +18,7 @@ import { ortWebRuntime } from "../src/engine/runtimes/ort-web.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { fmt, printTable } from "./lib/table.ts";
 import { writeResults } from "./lib/results.ts";
-import { median, time, type Timing, type TimingOptions } from "./lib/timing.ts";
+import { timeInterleaved, type TimingOptions } from "./lib/timing.ts";
 
 const quick = process.argv.includes("--quick");
 
@@ -29,7 +28,7 @@ const BATCH = 4;
 const SEQ = 128;
 const TOKENS = BATCH * SEQ;
 
-const TIMING: TimingOptions = quick ? { warmup: 1, reps: 3, minMs: 300, maxReps: 10 } : { warmup: 2, reps: 5, minMs: 1000, maxReps: 30 };
+const TIMING: TimingOptions = quick ? { warmup: 1, reps: 3, minMs: 300, maxReps: 10 } : { warmup: 2, reps: 5, minMs: 2000, maxReps: 30 };
 
 interface Size {
   name: string;
@@ -91,8 +90,11 @@ function paramCount(c: LlamaConfig): number {
   return n;
 }
 
-/** One float32 MatMul [m, k] x [k, n]; activation as graph input, weight as initializer, as in the model. */
-async function timeMatMul(rt: Runtime, m: number, k: number, n: number): Promise<Timing> {
+/**
+ * A session running one float32 MatMul [m, k] x [k, n] (activation as graph input, weight as
+ * initializer, as in the model), and its call.
+ */
+async function matMulSession(rt: Runtime, m: number, k: number, n: number): Promise<{ run: () => Promise<unknown>; release: () => Promise<void> }> {
   const next = seededUniform(2);
   const g = new GraphBuilder("matmul");
   const a = g.input("a", ElemType.FLOAT, [m, k]);
@@ -101,20 +103,15 @@ async function timeMatMul(rt: Runtime, m: number, k: number, n: number): Promise
   g.output("y", ElemType.FLOAT, [m, n]);
   const session = await rt.createSession(g.toBytes());
   const feeds = { a: { data: normalSamples(next, m * k, 1), dims: [m, k] } };
-  const t = await time(() => session.run(feeds), TIMING);
-  await session.release();
-  return t;
+  return { run: () => session.run(feeds), release: () => session.release() };
 }
 
 const sizes = quick ? SIZES.filter((s) => s.name !== "medium") : SIZES;
-const steps = sizes.reduce((n, s) => n + RUNTIMES.length * (2 + s.quants.length), 0);
+const steps = sizes.reduce((n, s) => n + RUNTIMES.length * s.quants.length, 0);
 let step = 0;
-const progress = (what: string, t: Timing, result: string) =>
-  console.error(`[${++step}/${steps}] ${what}: ${fmt(t.medianMs, 2)} ms median of ${t.samplesMs.length} -> ${result}`);
 
-console.error(`forward bench: batch ${BATCH} x seq ${SEQ}, warm-up ${TIMING.warmup}, at least ${TIMING.reps} timed runs${quick ? " (quick)" : ""}`);
+console.error(`forward bench: batch ${BATCH} x seq ${SEQ}, warm-up ${TIMING.warmup}, at least ${TIMING.reps} timed rounds${quick ? " (quick)" : ""}`);
 const sizeInfo = [];
-const ceilings = [];
 const forward = [];
 for (const size of sizes) {
   const config = llamaConfig(size);
@@ -128,38 +125,39 @@ for (const size of sizes) {
 
   for (const spec of RUNTIMES) {
     const rt = spec.make();
-    const label = `${spec.name} x${spec.threads}`;
-    // The ceiling at the shape of the model's widest linears (gate/up) over one batch, timed before and
-    // after this runtime's forwards and pooled, so that load drifting in during the rows hits both sides.
+    // The ceiling at the shape of the model's widest linears (gate/up) over one batch, timed in rounds
+    // with the forward so that both see the same load from whatever else shares the machine.
     const [m, k, n] = [TOKENS, size.hidden, size.intermediate];
-    const gflopsAt = (ms: number) => (2 * m * k * n) / ms / 1e6;
-    const timeCeiling = async (when: string) => {
-      const t = await timeMatMul(rt, m, k, n);
-      progress(`${size.name} MatMul [${m},${k}]x[${k},${n}] ${label} ${when}`, t, `${fmt(gflopsAt(t.medianMs), 1)} GFLOP/s`);
-      return t.samplesMs;
+    const matMul = await matMulSession(rt, m, k, n);
+    // MatMul calls per sample so that they do the forward's FLOPs: a fast MatMul is then timed over
+    // many calls rather than one, and both halves of a round span about the same wall time.
+    const calls = Math.max(1, Math.round((fpt * TOKENS) / (2 * m * k * n)));
+    const matMuls = async () => {
+      for (let i = 0; i < calls; i++) await matMul.run();
     };
-    const before = await timeCeiling("before");
-    const rows = [];
     for (const quant of size.quants) {
       const model = await ForwardModel.create(rt, config, weights, { quant });
-      const t = await time(() => model.run({ ids }), TIMING);
+      const [t, mm] = await timeInterleaved([() => model.run({ ids }), matMuls], TIMING);
       await model.release();
-      const tokensPerSec = TOKENS / (t.medianMs / 1000);
+      const tokensPerSec = TOKENS / (t!.medianMs / 1000);
       const gflops = (tokensPerSec * fpt) / 1e9;
-      rows.push({ size: size.name, params, quant, runtime: spec.name, threads: spec.threads, ...t, tokensPerSec, gflops });
-      progress(`${size.name} ${quant} ${label}`, t, `${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} GFLOP/s`);
+      const matMulMs = mm!.medianMs / calls;
+      const ceilingGflops = (2 * m * k * n) / matMulMs / 1e6;
+      const ceiling = { m, k, n, callsPerSample: calls, sampleMedianMs: mm!.medianMs, samplesMs: mm!.samplesMs, msPerCall: matMulMs };
+      forward.push({ size: size.name, params, quant, runtime: spec.name, threads: spec.threads, ...t!, tokensPerSec, gflops, ceiling, ceilingGflops, mfu: gflops / ceilingGflops });
+      console.error(
+        `[${++step}/${steps}] ${size.name} ${quant} ${spec.name} x${spec.threads}: forward ${fmt(t!.medianMs, 1)} ms, MatMul ${fmt(matMulMs, 2)} ms x ${calls} (medians of ${t!.samplesMs.length})` +
+          ` -> ${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} of ${fmt(ceilingGflops, 1)} GFLOP/s`,
+      );
     }
-    const samplesMs = [...before, ...(await timeCeiling("after"))];
-    const ceilingGflops = gflopsAt(median(samplesMs));
-    ceilings.push({ size: size.name, runtime: spec.name, threads: spec.threads, m, k, n, medianMs: median(samplesMs), samplesMs, gflops: ceilingGflops });
-    for (const r of rows) forward.push({ ...r, ceilingGflops, mfu: r.gflops / ceilingGflops });
+    await matMul.release();
   }
 }
 
-console.log(`Llama forward, batch ${BATCH} x seq ${SEQ}, logits only; ceiling = float32 MatMul [${TOKENS}, hidden] x [hidden, intermediate] on the same runtime`);
+console.log(`Llama forward, batch ${BATCH} x seq ${SEQ}, logits only; ceiling = float32 MatMul [${TOKENS}, hidden] x [hidden, intermediate], same runtime, timed in turns with the forward`);
 printTable(
   ["size", "params", "quant", "runtime", "threads", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
   forward.map((r) => [r.size, `${fmt(r.params / 1e6, 1)}M`, r.quant, r.runtime, r.threads, fmt(r.tokensPerSec), fmt(r.gflops, 1), fmt(r.ceilingGflops, 1), fmt(100 * r.mfu, 1)]),
 );
-const file = await writeResults("forward", { settings: { batch: BATCH, seq: SEQ, timing: TIMING, quick }, sizes: sizeInfo, ceilings, forward });
+const file = await writeResults("forward", { settings: { batch: BATCH, seq: SEQ, timing: TIMING, quick }, sizes: sizeInfo, forward });
 console.log(`\nwrote ${file}`);

@@ -9,12 +9,13 @@ export function median(xs: readonly number[]): number {
 }
 
 export interface TimingOptions {
+  /** Untimed rounds first. */
   warmup: number;
-  /** Timed calls at least. */
+  /** Timed rounds at least. */
   reps: number;
-  /** Keep timing past `reps` until the samples add up to this many ms (more samples for fast calls). */
+  /** Keep timing rounds past `reps` until the samples add up to this many ms (more samples for fast calls). */
   minMs?: number;
-  /** ...but never more calls than this. */
+  /** ...but never more rounds than this. */
   maxReps?: number;
 }
 
@@ -23,16 +24,22 @@ export interface Timing {
   samplesMs: number[];
 }
 
-export async function time(fn: () => Promise<unknown>, o: TimingOptions): Promise<Timing> {
-  for (let i = 0; i < o.warmup; i++) await fn();
-  const samplesMs: number[] = [];
+/**
+ * Times calls in rounds, one call of each per round (a, b, a, b, ...), so that they all see the same
+ * background load: on a shared machine the ratio of their medians holds far better than medians taken
+ * one after the other. One Timing per call, in order.
+ */
+export async function timeInterleaved(fns: readonly (() => Promise<unknown>)[], o: TimingOptions): Promise<Timing[]> {
+  for (let i = 0; i < o.warmup; i++) for (const fn of fns) await fn();
+  const samples = fns.map((): number[] => []);
   let total = 0;
-  while (samplesMs.length < o.reps || (total < (o.minMs ?? 0) && samplesMs.length < (o.maxReps ?? Infinity))) {
-    const t0 = performance.now();
-    await fn();
-    const dt = performance.now() - t0;
-    samplesMs.push(dt);
-    total += dt;
-  }
-  return { medianMs: median(samplesMs), samplesMs };
+  for (let round = 0; round < o.reps || (total < (o.minMs ?? 0) && round < (o.maxReps ?? Infinity)); round++)
+    for (const [i, fn] of fns.entries()) {
+      const t0 = performance.now();
+      await fn();
+      const dt = performance.now() - t0;
+      samples[i]!.push(dt);
+      total += dt;
+    }
+  return samples.map((s) => ({ medianMs: median(s), samplesMs: s }));
 }

@@ -2,7 +2,7 @@
 // onnxruntime-common API, so a runtime is that module plus its session options.
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from "onnxruntime-common";
 
-export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
+export type TensorData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
 
 export interface HostTensor {
   data: TensorData;
@@ -31,6 +31,7 @@ export interface OrtModule {
 
 function elementType(data: TensorData): OrtTensor.Type {
   if (data instanceof Float32Array) return "float32";
+  if (data instanceof Float64Array) return "float64";
   if (data instanceof BigInt64Array) return "int64";
   if (data instanceof Int32Array) return "int32";
   if (data instanceof Int8Array) return "int8";

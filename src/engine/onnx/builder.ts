@@ -23,9 +23,12 @@ export class GraphBuilder {
   private counter = 0;
 
   readonly name: string;
+  /** The float type of the graph's activations: constants and zeros made by helpers take it. */
+  readonly floatType: typeof ElemType.FLOAT | typeof ElemType.DOUBLE;
 
-  constructor(name: string) {
+  constructor(name: string, floatType: typeof ElemType.FLOAT | typeof ElemType.DOUBLE = ElemType.FLOAT) {
     this.name = name;
+    this.floatType = floatType;
   }
 
   /** A name not used yet, derived from `hint`. */
@@ -57,15 +60,14 @@ export class GraphBuilder {
   }
 
   /** A shared constant initializer; equal constants are stored once. */
-  constant(elemType: typeof ElemType.INT64 | typeof ElemType.FLOAT, values: readonly number[], dims: readonly number[] = [values.length]): string {
+  constant(elemType: typeof ElemType.INT64 | typeof ElemType.FLOAT | typeof ElemType.DOUBLE, values: readonly number[], dims: readonly number[] = [values.length]): string {
     const key = `${elemType}|${dims.join(",")}|${values.join(",")}`;
     const existing = this.constants.get(key);
     if (existing) return existing;
-    const raw =
-      elemType === ElemType.INT64
-        ? new Uint8Array(BigInt64Array.from(values, (v) => BigInt(v)).buffer)
-        : new Uint8Array(Float32Array.from(values).buffer);
-    const name = this.fresh(elemType === ElemType.INT64 ? "const_i64" : "const_f32");
+    const raw = new Uint8Array(
+      elemType === ElemType.INT64 ? BigInt64Array.from(values, (v) => BigInt(v)).buffer : elemType === ElemType.DOUBLE ? Float64Array.from(values).buffer : Float32Array.from(values).buffer,
+    );
+    const name = this.fresh(elemType === ElemType.INT64 ? "const_i64" : "const_float");
     this.initializers.push({ name, elemType, dims: [...dims], raw });
     this.constants.set(key, name);
     return name;
@@ -75,8 +77,15 @@ export class GraphBuilder {
     return this.constant(ElemType.INT64, values);
   }
 
+  /** A scalar of the graph's float type. */
   scalar(value: number): string {
-    return this.constant(ElemType.FLOAT, [value], []);
+    return this.constant(this.floatType, [value], []);
+  }
+
+  /** Zeros of the graph's float type with the shape held by the 1-D int64 value `shape`. */
+  zeros(shape: string): string {
+    const zero: TensorProto = { name: "", elemType: this.floatType, dims: [1], raw: new Uint8Array(this.floatType === ElemType.DOUBLE ? 8 : 4) };
+    return this.op("ConstantOfShape", [shape], { value: zero });
   }
 
   /** Adds a node; returns its single output name. */
