@@ -31,6 +31,45 @@ export interface ForwardOutput {
   cache?: KvCache;
 }
 
+/** Checks a batch and makes the feeds every Llama graph takes (ids, positions, attention bias, cache). */
+export function llamaFeeds(
+  c: LlamaConfig,
+  input: Pick<ForwardInput, "ids" | "mask" | "past">,
+  opts: { kvCache: boolean; softPromptTokens?: number },
+): { feeds: Record<string, HostTensor>; fullMask: number[]; total: number } {
+  const B = input.ids.length;
+  const T = input.ids[0]?.length ?? 0;
+  if (B === 0 || T === 0) throw new ModelError("input_invalid", "forward: the batch is empty");
+  for (const row of input.ids) {
+    if (row.length !== T) throw new ModelError("input_invalid", `forward: rows have different lengths (${T} and ${row.length}); pad them and pass a mask`);
+    for (const id of row) if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ModelError("input_invalid", `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+  }
+  const past = input.past;
+  const P = past?.length ?? 0;
+  // Soft-prompt positions come first in every row and are always attended to.
+  const n = opts.softPromptTokens ?? 0;
+  const S = n + T;
+  if (P + S > c.maxPositions) throw new ModelError("input_invalid", `forward: ${P + S} positions exceed max_position_embeddings ${c.maxPositions}`);
+  const fullMask: number[] = [];
+  for (let b = 0; b < B; b++) {
+    for (let j = 0; j < P; j++) fullMask.push(past!.mask[b * P + j]!);
+    for (let j = 0; j < n; j++) fullMask.push(1);
+    for (let t = 0; t < T; t++) fullMask.push(input.mask?.[b]?.[t] ?? 1);
+  }
+  const feeds: Record<string, HostTensor> = {
+    input_ids: { data: BigInt64Array.from(input.ids.flat(), BigInt), dims: [B, T] },
+    position_ids: { data: positionIds(fullMask, B, S, P), dims: [B, S] },
+    attention_bias: { data: attentionBias(fullMask, B, S, P), dims: [B, 1, S, P + S] },
+  };
+  if (opts.kvCache)
+    for (let l = 0; l < c.numLayers; l++) {
+      const empty: HostTensor = { data: new Float32Array(0), dims: [B, c.numKvHeads, 0, c.headDim] };
+      feeds[`past_key.${l}`] = past?.keys[l] ?? empty;
+      feeds[`past_value.${l}`] = past?.values[l] ?? empty;
+    }
+  return { feeds, fullMask, total: P + S };
+}
+
 export class ForwardModel {
   readonly config: LlamaConfig;
   private readonly session: Session;
@@ -48,37 +87,11 @@ export class ForwardModel {
 
   async run(input: ForwardInput): Promise<ForwardOutput> {
     const c = this.config;
-    const B = input.ids.length;
-    const T = input.ids[0]?.length ?? 0;
-    if (B === 0 || T === 0) throw new ModelError("input_invalid", "forward: the batch is empty");
-    for (const row of input.ids) {
-      if (row.length !== T) throw new ModelError("input_invalid", `forward: rows have different lengths (${T} and ${row.length}); pad them and pass a mask`);
-      for (const id of row) if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ModelError("input_invalid", `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})`);
-    }
-    const past = input.past;
-    const P = past?.length ?? 0;
-    if (P + T > c.maxPositions) throw new ModelError("input_invalid", `forward: ${P + T} positions exceed max_position_embeddings ${c.maxPositions}`);
-    const S = P + T;
-    const fullMask: number[] = [];
-    for (let b = 0; b < B; b++) {
-      for (let j = 0; j < P; j++) fullMask.push(past!.mask[b * P + j]!);
-      for (let t = 0; t < T; t++) fullMask.push(input.mask?.[b]?.[t] ?? 1);
-    }
-    const feeds: Record<string, HostTensor> = {
-      input_ids: { data: BigInt64Array.from(input.ids.flat(), BigInt), dims: [B, T] },
-      position_ids: { data: positionIds(fullMask, B, T, P), dims: [B, T] },
-      attention_bias: { data: attentionBias(fullMask, B, T, P), dims: [B, 1, T, S] },
-    };
+    const { feeds, fullMask, total } = llamaFeeds(c, input, { kvCache: this.opts.kvCache ?? false });
     if (this.opts.nll) {
       if (!input.targets) throw new ModelError("input_invalid", "forward: this graph computes nll and needs targets");
-      feeds.targets = { data: BigInt64Array.from(input.targets.flat(), BigInt), dims: [B, T] };
+      feeds.targets = { data: BigInt64Array.from(input.targets.flat(), BigInt), dims: [input.ids.length, input.ids[0]!.length] };
     }
-    if (this.opts.kvCache)
-      for (let l = 0; l < c.numLayers; l++) {
-        const empty: HostTensor = { data: new Float32Array(0), dims: [B, c.numKvHeads, 0, c.headDim] };
-        feeds[`past_key.${l}`] = past?.keys[l] ?? empty;
-        feeds[`past_value.${l}`] = past?.values[l] ?? empty;
-      }
     const out = await this.session.run(feeds);
     const result: ForwardOutput = { logits: out.logits!.data as Float32Array };
     if (this.opts.nll) result.nll = out.nll!.data as Float32Array;
@@ -89,7 +102,7 @@ export class ForwardModel {
         keys.push(out[`present_key.${l}`]!);
         values.push(out[`present_value.${l}`]!);
       }
-      result.cache = { keys, values, mask: fullMask, length: S };
+      result.cache = { keys, values, mask: fullMask, length: total };
     }
     return result;
   }

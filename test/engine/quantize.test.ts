@@ -1,11 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { ForwardModel } from "../../src/engine/forward.ts";
-import type { LlamaConfig } from "../../src/engine/config.ts";
-import { EMBED, LM_HEAD, expectedTensors } from "../../src/engine/llama/names.ts";
 import { dequantize, quantizeInt4, quantizeInt8 } from "../../src/engine/quantize.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { ortWebRuntime } from "../../src/engine/runtimes/ort-web.ts";
 import { maxAbsDiff } from "../fixtures/compare.ts";
+import { effectiveWeights } from "../fixtures/quantized.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 import { referenceLogits } from "../reference/llama-f64.ts";
 
@@ -39,21 +38,6 @@ describe("int4 blocks of 32 (Q4_0 style)", () => {
     expect(() => quantizeInt4(new Float32Array(48), 1, 48)).toThrow(/multiple of 32/);
   });
 });
-
-/** The float weights a quantized graph stands for: linears dequantized, the embedding (and head) int8, norms as they are. */
-function effectiveWeights(weights: Map<string, Float32Array>, config: LlamaConfig, mode: "int8" | "int4"): Map<string, Float32Array> {
-  const out = new Map<string, Float32Array>();
-  for (const [name, shape] of expectedTensors(config)) {
-    const w = weights.get(name)!;
-    if (shape.length === 1) out.set(name, w);
-    else {
-      const [rows, cols] = shape as [number, number];
-      const int8 = mode === "int8" || name === EMBED || name === LM_HEAD;
-      out.set(name, dequantize(int8 ? quantizeInt8(w, rows, cols) : quantizeInt4(w, rows, cols)));
-    }
-  }
-  return out;
-}
 
 describe.each([["ort-node", ortNodeRuntime], ["ort-web", ortWebRuntime]] as const)("quantized graphs on %s", (_, makeRuntime) => {
   it.each(["int8", "int4"] as const)("%s: dequantization in the graph equals the reference on dequantized weights", async (mode) => {

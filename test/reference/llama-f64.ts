@@ -29,16 +29,19 @@ function rmsNorm(x: Mat, n: number, d: number, w: ArrayLike<number>, eps: number
 }
 
 export interface ReferenceInput {
-  ids: number[][];
+  ids: readonly (readonly number[])[];
   /** 1 for real tokens, 0 for padding; defaults to all ones. */
-  mask?: number[][];
+  mask?: readonly (readonly number[])[];
+  /** Soft-prompt embeddings [n, hidden] placed before every row's tokens. */
+  prefix?: ArrayLike<number>;
 }
 
-/** logits [B, T, V] in float64. */
+/** logits [B, n + T, V] in float64 (n: soft-prompt length). */
 export function referenceLogits(c: LlamaConfig, weights: Weights, input: ReferenceInput, lora?: ReadonlyMap<string, LoraPair>): Float64Array {
   const B = input.ids.length;
-  const T = input.ids[0]!.length;
   const H = c.hiddenSize;
+  const n = (input.prefix?.length ?? 0) / H;
+  const T = n + input.ids[0]!.length;
   const D = c.headDim;
   const w = (name: string) => weights.get(name)!;
   const lin = (x: Mat, n: number, inp: number, name: string, out: number): Mat => {
@@ -50,7 +53,7 @@ export function referenceLogits(c: LlamaConfig, weights: Weights, input: Referen
     }
     return y;
   };
-  const mask = input.mask ?? input.ids.map((r) => r.map(() => 1));
+  const mask = (input.mask ?? input.ids.map((r) => r.map(() => 1))).map((r) => [...Array<number>(n).fill(1), ...r]);
   const invFreq = Array.from({ length: D / 2 }, (_, i) => 1 / Math.pow(c.ropeTheta, (2 * i) / D));
 
   const logits = new Float64Array(B * T * c.vocabSize);
@@ -59,7 +62,8 @@ export function referenceLogits(c: LlamaConfig, weights: Weights, input: Referen
     let seen = 0;
     const pos = mask[b]!.map((m) => (m ? seen++ : 1));
     let h = new Float64Array(T * H);
-    for (let t = 0; t < T; t++) for (let k = 0; k < H; k++) h[t * H + k] = w("model.embed_tokens.weight")[input.ids[b]![t]! * H + k]!;
+    for (let t = 0; t < T; t++)
+      for (let k = 0; k < H; k++) h[t * H + k] = t < n ? input.prefix![t * H + k]! : w("model.embed_tokens.weight")[input.ids[b]![t - n]! * H + k]!;
 
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}`;
@@ -123,17 +127,34 @@ export function referenceLogits(c: LlamaConfig, weights: Weights, input: Referen
   return logits;
 }
 
+function logSoftmaxAt(row: Float64Array, target: number): number {
+  const max = Math.max(...row);
+  let z = 0;
+  for (const x of row) z += Math.exp(x - max);
+  return row[target]! - max - Math.log(z);
+}
+
+/** sum over positions of NLL(targets) * lossWeights, in float64; targets and weights are [B * (n + T)]. */
+export function referenceLoss(
+  c: LlamaConfig,
+  weights: Weights,
+  input: ReferenceInput,
+  targets: readonly number[],
+  lossWeights: readonly number[],
+  lora?: ReadonlyMap<string, LoraPair>,
+): number {
+  const logits = referenceLogits(c, weights, input, lora);
+  const V = c.vocabSize;
+  let loss = 0;
+  for (let i = 0; i < targets.length; i++) if (lossWeights[i]) loss -= lossWeights[i]! * logSoftmaxAt(logits.subarray(i * V, (i + 1) * V), targets[i]!);
+  return loss;
+}
+
 /** log p(ids[t+1] | ids[..t]) for one unpadded sequence. */
 export function referenceLogprobs(c: LlamaConfig, weights: Weights, ids: number[], lora?: ReadonlyMap<string, LoraPair>): number[] {
   const logits = referenceLogits(c, weights, { ids: [ids] }, lora);
   const V = c.vocabSize;
   const out: number[] = [];
-  for (let t = 0; t + 1 < ids.length; t++) {
-    const row = logits.subarray(t * V, (t + 1) * V);
-    const max = Math.max(...row);
-    let z = 0;
-    for (const x of row) z += Math.exp(x - max);
-    out.push(row[ids[t + 1]!]! - max - Math.log(z));
-  }
+  for (let t = 0; t + 1 < ids.length; t++) out.push(logSoftmaxAt(logits.subarray(t * V, (t + 1) * V), ids[t + 1]!));
   return out;
 }

@@ -5,7 +5,8 @@ import type { LlamaConfig } from "../config.ts";
 import { GraphBuilder } from "../onnx/builder.ts";
 import { ElemType } from "../onnx/proto.ts";
 import { quantizeInt4, quantizeInt8, type QuantMode } from "../quantize.ts";
-import { EMBED, FINAL_NORM, LM_HEAD, linearName, linearShape, type LinearModule } from "./names.ts";
+import { addGradients } from "../autodiff/driver.ts";
+import { EMBED, FINAL_NORM, LM_HEAD, expectedTensors, linearName, linearShape, type LinearModule } from "./names.ts";
 import { ropeInvFreq } from "./rope.ts";
 
 /** Float32 weights by Hugging Face name. */
@@ -19,42 +20,92 @@ export interface LoraPair {
   scaling: number;
 }
 
+/** What a training graph trains; each trainable tensor is a float graph input, the rest stay frozen. */
+export interface TrainSpec {
+  /** LoRA on these modules of every layer, as inputs `<linear>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r]. */
+  lora?: { r: number; scaling: number; modules: readonly LinearModule[] };
+  /** Tensors trained in full, by Hugging Face name (float inputs even on a quantized base). */
+  full?: readonly string[];
+  /** Trainable prefix embeddings `soft_prompt` [n, hidden] placed before the tokens (prompt tuning). */
+  softPromptTokens?: number;
+}
+
 export interface ForwardOptions {
   quant?: QuantMode;
-  /** LoRA pairs by linear name (`model.layers.N.self_attn.q_proj`). */
+  /** Frozen LoRA pairs by linear name (`model.layers.N.self_attn.q_proj`), e.g. a loaded adapter. */
   lora?: ReadonlyMap<string, LoraPair>;
   /** Adds past_key_values inputs and present outputs (for generation). */
   kvCache?: boolean;
-  /** Adds a `targets` input and an `nll` output [B, T]. */
+  /** Adds a `targets` input and an `nll` output [B, S]. */
   nll?: boolean;
+  /**
+   * Makes a training graph: `targets` and `loss_weights` [B, S] inputs, the scalar output
+   * loss = sum(nll * loss_weights), and `grad.<input>` for every trainable input; no logits output.
+   */
+  train?: TrainSpec;
+}
+
+export interface TrainableTensor {
+  name: string;
+  shape: number[];
+}
+
+export const SOFT_PROMPT = "soft_prompt";
+
+/** The trainable graph inputs a spec makes, in a fixed order. */
+export function trainableTensors(c: LlamaConfig, spec: TrainSpec): TrainableTensor[] {
+  const out: TrainableTensor[] = [];
+  if (spec.softPromptTokens) out.push({ name: SOFT_PROMPT, shape: [spec.softPromptTokens, c.hiddenSize] });
+  const expected = expectedTensors(c);
+  for (const name of spec.full ?? []) {
+    const shape = expected.get(name);
+    if (!shape) throw new Error(`cannot train "${name}": not a tensor of this model`);
+    out.push({ name, shape });
+  }
+  if (spec.lora)
+    for (let l = 0; l < c.numLayers; l++)
+      for (const m of spec.lora.modules) {
+        const [o, i] = linearShape(c, m);
+        out.push({ name: `${linearName(l, m)}.lora_A.weight`, shape: [spec.lora.r, i] }, { name: `${linearName(l, m)}.lora_B.weight`, shape: [o, spec.lora.r] });
+      }
+  return out;
 }
 
 /**
- * Graph inputs: input_ids [B,T] int64, position_ids [B,T] int64, attention_bias [B,1,T,S] float (0 where
- * a query may attend, a large negative number elsewhere; S = past + T; see masks.ts), targets [B,T]
- * int64 when nll, past_key.N / past_value.N [B,kvHeads,P,headDim] when kvCache.
- * Outputs: logits [B,T,V]; nll [B,T]; present_key.N / present_value.N.
+ * Graph inputs: input_ids [B,T] int64; position_ids [B,S] int64 and attention_bias [B,1,S,past+S] float
+ * (0 where a query may attend, a large negative number elsewhere; see masks.ts), where S = T plus the
+ * soft prompt's length; targets [B,S] int64 with nll or train; past_key.N / past_value.N
+ * [B,kvHeads,P,headDim] with kvCache; the trainable tensors with train.
+ * Outputs: logits [B,S,V] (not with train); nll [B,S]; present_key.N / present_value.N; loss and grad.*.
  */
 export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: ForwardOptions = {}): Uint8Array {
   const c = config;
   const quant = opts.quant ?? "f32";
-  const g = new GraphBuilder("llama_forward");
-  const inputIds = g.input("input_ids", ElemType.INT64, ["batch", "seq"]);
+  const train = opts.train;
+  if (train?.softPromptTokens && opts.kvCache) throw new Error("a soft prompt with a KV cache is not supported: prefill with the prompt first");
+  const g = new GraphBuilder(train ? "llama_train" : "llama_forward");
+  const inputIds = g.input("input_ids", ElemType.INT64, ["batch", "tokens"]);
   const positionIds = g.input("position_ids", ElemType.INT64, ["batch", "seq"]);
   const bias = g.input("attention_bias", ElemType.FLOAT, ["batch", 1, "seq", "total"]);
+  const trainables = train ? trainableTensors(c, train) : [];
+  const trainable = new Set(trainables.map((t) => t.name));
+  for (const t of trainables) g.input(t.name, ElemType.FLOAT, t.shape);
   const weight = (name: string): Float32Array => {
     const w = weights.get(name);
     if (!w) throw new Error(`weight ${name} is missing`);
     return w;
   };
   const f32 = (name: string, dims: number[], data: Float32Array) => g.initializer(name, ElemType.FLOAT, dims, bytesOf(data));
+  /** A float tensor by HF name: the trainable input, or a frozen initializer. */
+  const tensor = (name: string, dims: number[]) => (trainable.has(name) ? name : f32(name, dims, weight(name)));
 
-  // [B, T] as a tensor, to rebuild [B, T, ...] shapes from the flat [B*T, ...] activations.
-  const bt = g.op("Shape", [inputIds]);
-  const shapeBT = (...rest: number[]) => g.op("Concat", [bt, g.ints(...rest)], { axis: 0 });
+  // [B, S] as a tensor, to rebuild [B, S, ...] shapes from the flat [B*S, ...] activations.
+  const bs = g.op("Shape", [positionIds]);
+  const shapeBS = (...rest: number[]) => g.op("Concat", [bs, g.ints(...rest)], { axis: 0 });
 
   // A frozen [out, in] matrix as a float value, dequantized in the graph when quantized.
   const frozenMatrix = (name: string, rows: number, cols: number, mode: QuantMode): string => {
+    if (trainable.has(name)) return name;
     const w = weight(name);
     if (mode === "int8") {
       const q = quantizeInt8(w, rows, cols);
@@ -75,28 +126,33 @@ export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: F
     const name = linearName(layer, module);
     const [out, inp] = linearShape(c, module);
     const y = gemmT(x, frozenMatrix(`${name}.weight`, out, inp, quant));
-    const lora = opts.lora?.get(name);
-    if (!lora) return y;
-    const a = f32(`${name}.lora_A.weight`, [lora.r, inp], lora.a);
-    const b = f32(`${name}.lora_B.weight`, [out, lora.r], lora.b);
-    const delta = gemmT(gemmT(x, a), b);
-    return g.op("Add", [y, g.op("Mul", [delta, g.scalar(lora.scaling)])]);
+    const frozen = opts.lora?.get(name);
+    let delta: string | null = null;
+    let scaling = 0;
+    if (frozen) {
+      delta = gemmT(gemmT(x, f32(`${name}.lora_A.weight`, [frozen.r, inp], frozen.a)), f32(`${name}.lora_B.weight`, [out, frozen.r], frozen.b));
+      scaling = frozen.scaling;
+    } else if (train?.lora?.modules.includes(module)) {
+      delta = gemmT(gemmT(x, `${name}.lora_A.weight`), `${name}.lora_B.weight`);
+      scaling = train.lora.scaling;
+    }
+    return delta ? g.op("Add", [y, g.op("Mul", [delta, g.scalar(scaling)])]) : y;
   };
 
   // RMSNorm in float32 as LlamaRMSNorm: x / sqrt(mean(x^2) + eps) * w.
   const rmsNorm = (x: string, name: string): string => {
     const ms = g.op("ReduceMean", [g.op("Mul", [x, x]), g.ints(-1)], { keepdims: 1 });
     const inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [ms, g.scalar(c.rmsNormEps)])])]);
-    return g.op("Mul", [g.op("Mul", [x, inv]), f32(name, [c.hiddenSize], weight(name))]);
+    return g.op("Mul", [g.op("Mul", [x, inv]), tensor(name, [c.hiddenSize])]);
   };
 
-  // Embedding: the table is int8 per row when the base is quantized (Gather cannot read int4); a tied
-  // head reads the same table.
+  // Embedding: the table is int8 per row when the base is quantized (Gather cannot read int4) and the
+  // table is frozen; a tied head reads the same table.
   const flatIds = g.op("Reshape", [inputIds, g.ints(-1)]);
   let h: string;
   let tiedHead: () => string;
-  if (quant === "f32") {
-    const table = f32(EMBED, [c.vocabSize, c.hiddenSize], weight(EMBED));
+  if (quant === "f32" || trainable.has(EMBED)) {
+    const table = tensor(EMBED, [c.vocabSize, c.hiddenSize]);
     h = g.op("Gather", [table, flatIds], { axis: 0 });
     tiedHead = () => table;
   } else {
@@ -107,8 +163,15 @@ export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: F
     h = g.op("Mul", [rows, g.op("Unsqueeze", [g.op("Gather", [scale, flatIds], { axis: 0 }), g.ints(-1)])]);
     tiedHead = () => g.op("DequantizeLinear", [qName, scale], { axis: 0 });
   }
+  if (train?.softPromptTokens) {
+    // Every row gets the same trainable prefix (Lester et al. 2021): [B, n, H] ++ [B, T, H].
+    const batch = g.op("Gather", [bs, g.ints(0)], { axis: 0 });
+    const prefix = g.op("Expand", [g.op("Unsqueeze", [SOFT_PROMPT, g.ints(0)]), g.op("Concat", [batch, g.ints(train.softPromptTokens, c.hiddenSize)], { axis: 0 })]);
+    const tokens = g.op("Reshape", [h, g.op("Concat", [batch, g.ints(-1, c.hiddenSize)], { axis: 0 })]);
+    h = g.op("Reshape", [g.op("Concat", [prefix, tokens], { axis: 1 }), g.ints(-1, c.hiddenSize)]);
+  }
 
-  // cos/sin [B, 1, T, D] from position ids, rotate_half convention: freqs repeated, not interleaved.
+  // cos/sin [B, 1, S, D] from position ids, rotate_half convention: freqs repeated, not interleaved.
   const invFreq = f32("rope.inv_freq", [c.headDim / 2], Float32Array.from(ropeInvFreq(c)));
   const pos = g.op("Unsqueeze", [g.op("Cast", [positionIds], { to: ElemType.FLOAT }), g.ints(-1)]);
   const freqs = g.op("Mul", [pos, invFreq]);
@@ -122,7 +185,7 @@ export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: F
     return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rotated, sin])]);
   };
 
-  const heads = (x: string, n: number) => g.op("Transpose", [g.op("Reshape", [x, shapeBT(n, c.headDim)])], { perm: [0, 2, 1, 3] });
+  const heads = (x: string, n: number) => g.op("Transpose", [g.op("Reshape", [x, shapeBS(n, c.headDim)])], { perm: [0, 2, 1, 3] });
   const nRep = c.numHeads / c.numKvHeads;
   // GQA: each kv head serves nRep consecutive query heads (transformers' repeat_kv).
   const repeatKv = (x: string): string =>
@@ -155,15 +218,25 @@ export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: F
   const final = rmsNorm(h, FINAL_NORM);
   const head = c.tieWordEmbeddings ? tiedHead() : frozenMatrix(LM_HEAD, c.vocabSize, c.hiddenSize, quant === "f32" ? "f32" : "int8");
   const logits2d = gemmT(final, head);
-  g.op("Reshape", [logits2d, shapeBT(c.vocabSize)], {}, { outputs: ["logits"] });
-  g.output("logits", ElemType.FLOAT, ["batch", "seq", c.vocabSize]);
-
-  if (opts.nll) {
+  if (!train) {
+    g.op("Reshape", [logits2d, shapeBS(c.vocabSize)], {}, { outputs: ["logits"] });
+    g.output("logits", ElemType.FLOAT, ["batch", "seq", c.vocabSize]);
+  }
+  if (opts.nll || train) {
     const targets = g.input("targets", ElemType.INT64, ["batch", "seq"]);
     const logp = g.op("LogSoftmax", [logits2d], { axis: -1 });
     const picked = g.op("GatherElements", [logp, g.op("Reshape", [targets, g.ints(-1, 1)])], { axis: 1 });
-    g.op("Reshape", [g.op("Neg", [picked]), bt], {}, { outputs: ["nll"] });
+    const nll = g.op("Reshape", [g.op("Neg", [picked]), bs], {}, { outputs: ["nll"] });
     g.output("nll", ElemType.FLOAT, ["batch", "seq"]);
+    if (train) {
+      const lossWeights = g.input("loss_weights", ElemType.FLOAT, ["batch", "seq"]);
+      const loss = g.op("ReduceSum", [g.op("Mul", [nll, lossWeights])], { keepdims: 0 }, { outputs: ["loss"] });
+      g.output("loss", ElemType.FLOAT, []);
+      for (const [w, grad] of addGradients(g, loss, trainables.map((t) => t.name))) {
+        g.op("Identity", [grad], {}, { outputs: [`grad.${w}`] });
+        g.output(`grad.${w}`, ElemType.FLOAT, trainables.find((t) => t.name === w)!.shape);
+      }
+    }
   }
   return g.toBytes();
 }
@@ -171,4 +244,3 @@ export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: F
 function bytesOf(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
-

@@ -71,6 +71,8 @@ export function inferRanks(graph: GraphProto): RankInfo {
       }
       case "Gather":
         set(0, r(ins[0]!) - 1 + r(ins[1]!));
+        // Picking entries of a shape keeps the count of the (1-D) indices.
+        if (r(ins[0]!) === 1 && length.has(ins[1]!)) length.set(out[0]!, length.get(ins[1]!)!);
         break;
       case "Gemm":
         set(0, 2);

@@ -1,0 +1,68 @@
+// One training graph in a session: given a batch and the current trainable tensors, the loss and the
+// gradient of every trainable tensor.
+import type { LlamaConfig } from "../config.ts";
+import { ModelError } from "../errors.ts";
+import { llamaFeeds } from "../forward.ts";
+import { buildLlamaForward, trainableTensors, type ForwardOptions, type TrainableTensor, type TrainSpec, type Weights } from "../llama/graph.ts";
+import type { Runtime, Session } from "../runtime.ts";
+
+export interface TrainBatch {
+  /** [B][T] token ids (padded rows of one length). */
+  ids: readonly (readonly number[])[];
+  /** [B][T] 1 for real tokens. */
+  mask?: readonly (readonly number[])[];
+  /** [B][T] next-token targets (any id where the weight is 0). */
+  targets: readonly (readonly number[])[];
+  /** [B][T] weight of each position's NLL in the loss (e.g. 1 / number of predicted tokens). */
+  lossWeights: readonly (readonly number[])[];
+}
+
+export interface StepResult {
+  loss: number;
+  /** Per-position NLL [B*S] (S includes soft-prompt positions), for metrics. */
+  nll: Float32Array;
+  grads: Map<string, Float32Array>;
+}
+
+export class TrainStep {
+  readonly config: LlamaConfig;
+  readonly spec: TrainSpec;
+  readonly tensors: readonly TrainableTensor[];
+  private readonly session: Session;
+
+  private constructor(config: LlamaConfig, spec: TrainSpec, session: Session) {
+    this.config = config;
+    this.spec = spec;
+    this.tensors = trainableTensors(config, spec);
+    this.session = session;
+  }
+
+  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, spec: TrainSpec, opts: Pick<ForwardOptions, "quant" | "lora"> = {}): Promise<TrainStep> {
+    return new TrainStep(config, spec, await runtime.createSession(buildLlamaForward(config, weights, { ...opts, train: spec })));
+  }
+
+  async run(batch: TrainBatch, params: ReadonlyMap<string, Float32Array>): Promise<StepResult> {
+    const n = this.spec.softPromptTokens ?? 0;
+    const { feeds } = llamaFeeds(this.config, batch, { kvCache: false, softPromptTokens: n });
+    const B = batch.ids.length;
+    const S = n + batch.ids[0]!.length;
+    // Soft-prompt positions predict nothing: target 0 with weight 0.
+    const pad = <T>(rows: readonly (readonly T[])[], fill: T) => rows.flatMap((r) => [...Array<T>(n).fill(fill), ...r]);
+    feeds.targets = { data: BigInt64Array.from(pad(batch.targets, 0), BigInt), dims: [B, S] };
+    feeds.loss_weights = { data: Float32Array.from(pad(batch.lossWeights, 0)), dims: [B, S] };
+    for (const t of this.tensors) {
+      const p = params.get(t.name);
+      const size = t.shape.reduce((a, b) => a * b, 1);
+      if (!p || p.length !== size) throw new ModelError("input_invalid", `train step: trainable "${t.name}" needs ${size} values ${JSON.stringify(t.shape)}, got ${p?.length ?? "none"}`);
+      feeds[t.name] = { data: p, dims: t.shape };
+    }
+    const out = await this.session.run(feeds);
+    const grads = new Map<string, Float32Array>();
+    for (const t of this.tensors) grads.set(t.name, out[`grad.${t.name}`]!.data as Float32Array);
+    return { loss: (out.loss!.data as Float32Array)[0]!, nll: out.nll!.data as Float32Array, grads };
+  }
+
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}
