@@ -39,24 +39,42 @@ export function trainByteLevelBpe(texts: Iterable<string>, opts: BpeTrainOptions
   for (const t of opts.specialTokens) vocab.set(t, vocab.size);
   for (const ch of alphabet) vocab.set(ch, vocab.size);
   const merges: [string, string][] = [];
-  while (vocab.size < opts.vocabSize) {
-    const pairs = new Map<string, number>();
-    for (const w of words)
-      for (let i = 0; i + 1 < w.symbols.length; i++) {
-        const key = `${w.symbols[i]}\u0000${w.symbols[i + 1]}`;
-        pairs.set(key, (pairs.get(key) ?? 0) + w.n);
+
+  // Pair counts and the words each pair occurs in, updated only where a merge changes a word.
+  const SEP = "\u0000";
+  const pairCount = new Map<string, number>();
+  const pairWords = new Map<string, Set<number>>();
+  const addPairs = (wi: number, sign: 1 | -1) => {
+    const { symbols, n } = words[wi]!;
+    for (let i = 0; i + 1 < symbols.length; i++) {
+      const key = symbols[i] + SEP + symbols[i + 1];
+      pairCount.set(key, (pairCount.get(key) ?? 0) + sign * n);
+      if (sign > 0) {
+        let set = pairWords.get(key);
+        if (!set) pairWords.set(key, (set = new Set()));
+        set.add(wi);
       }
+    }
+  };
+  words.forEach((_, wi) => addPairs(wi, 1));
+
+  while (vocab.size < opts.vocabSize) {
     let best: string | null = null;
     let bestCount = 0;
     // Ties broken by the pair's text so training is deterministic.
-    for (const [k, n] of pairs) if (n > bestCount || (n === bestCount && best !== null && k < best)) [best, bestCount] = [k, n];
+    for (const [k, n] of pairCount) if (n > bestCount || (n === bestCount && best !== null && k < best)) [best, bestCount] = [k, n];
     if (best === null || bestCount < minFreq) break;
-    const [a, b] = best.split("\u0000") as [string, string];
+    const [a, b] = best.split(SEP) as [string, string];
     merges.push([a, b]);
     vocab.set(a + b, vocab.size);
-    for (const w of words)
-      for (let i = 0; i + 1 < w.symbols.length; i++)
-        if (w.symbols[i] === a && w.symbols[i + 1] === b) w.symbols.splice(i, 2, a + b);
+    for (const wi of pairWords.get(best) ?? []) {
+      const w = words[wi]!;
+      addPairs(wi, -1);
+      for (let i = 0; i + 1 < w.symbols.length; i++) if (w.symbols[i] === a && w.symbols[i + 1] === b) w.symbols.splice(i, 2, a + b);
+      addPairs(wi, 1);
+    }
+    pairCount.delete(best);
+    pairWords.delete(best);
   }
 
   const special = opts.specialTokens.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
