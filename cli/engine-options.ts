@@ -9,6 +9,7 @@ import type { Runtime } from "../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
 import { ortWebRuntime } from "../src/engine/runtimes/ort-web.ts";
 import { dirSource } from "./model-dir.ts";
+import { positiveInt } from "./numbers.ts";
 import { UsageError } from "./usage.ts";
 
 export const ENGINE_OPTIONS = {
@@ -28,14 +29,13 @@ export interface EngineValues {
 }
 
 export function pickRuntime(name: string, threads: string): Runtime {
-  const n = Number(threads);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--threads must be a positive integer, got "${threads}"`);
+  const n = positiveInt("threads", threads);
   if (name === "ort-node") return ortNodeRuntime(n);
   if (name === "ort-web") return ortWebRuntime();
   throw new UsageError(`--runtime must be ort-node or ort-web, got "${name}"`);
 }
 
-function pickQuant(q: string): QuantMode {
+export function pickQuant(q: string): QuantMode {
   if (q === "f32" || q === "int8" || q === "int4") return q;
   throw new UsageError(`--quant must be f32, int8 or int4, got "${q}"`);
 }

@@ -1,13 +1,18 @@
 // The `fedflare` command.
+import { DataError } from "../src/data/errors.ts";
 import { ModelError } from "../src/engine/errors.ts";
 import { ProtocolError } from "../src/protocol/errors.ts";
 import { generate, generateUsage } from "./commands/generate.ts";
+import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
 import { score, scoreUsage } from "./commands/score.ts";
+import { train, trainUsage } from "./commands/train.ts";
 import { UsageError } from "./usage.ts";
 
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: string }> = {
   score: { run: score, usage: scoreUsage },
   generate: { run: generate, usage: generateUsage },
+  train: { run: train, usage: trainUsage },
+  perplexity: { run: perplexityCommand, usage: perplexityUsage },
 };
 
 const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)
@@ -35,7 +40,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`fedflare ${name}: ${(e as Error).message}\n\nusage: ${command.usage}\n`);
       return 2;
     }
-    if (e instanceof ModelError || e instanceof ProtocolError) {
+    if (e instanceof ModelError || e instanceof ProtocolError || e instanceof DataError) {
       process.stderr.write(`fedflare ${name}: error [${e.code}]: ${e.message}\n`);
       return 1;
     }

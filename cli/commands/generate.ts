@@ -1,16 +1,11 @@
 import { parseArgs } from "node:util";
 import { generateTokens } from "../../src/engine/generate.ts";
 import { ENGINE_OPTIONS, openModel } from "../engine-options.ts";
+import { number } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 
 export const generateUsage = `fedflare generate --model DIR [--adapter DIR] --prompt "..." [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
   Greedy at temperature 0 (the default), else temperature and top-p sampling; uses a KV cache.`;
-
-function number(name: string, raw: string, min: number, max = Infinity, integer = false): number {
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"} in [${min}, ${max}], got "${raw}"`);
-  return n;
-}
 
 export async function generate(args: string[]): Promise<void> {
   const { values } = parseArgs({

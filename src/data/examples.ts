@@ -1,0 +1,34 @@
+// Examples as token sequences with the positions that count in the loss: every token of a plain text,
+// only the completion (and EOS) of a prompt/completion pair, as instruction tuning does.
+import type { TextTokenizer } from "../engine/tokenizer/load.ts";
+import type { TrainBatch } from "../engine/train/step.ts";
+import type { Example } from "./jsonl.ts";
+
+export interface TokenizedExample {
+  ids: number[];
+  /** trained[t] = 1 when ids[t] is predicted in the loss (t ≥ 1). */
+  trained: number[];
+}
+
+export function tokenizeExample(ex: Example, tok: TextTokenizer, eosId: number, maxTokens: number): TokenizedExample {
+  const prompt = "text" in ex ? tok.encode(ex.text) : tok.encode(ex.prompt);
+  const completion = "text" in ex ? [] : tok.encode(ex.completion, { addSpecialTokens: false });
+  const ids = [...prompt, ...completion, eosId].slice(0, maxTokens);
+  const firstTrained = "text" in ex ? 1 : prompt.length;
+  return { ids, trained: ids.map((_, t) => (t >= Math.max(1, firstTrained) ? 1 : 0)) };
+}
+
+/**
+ * A padded batch; each trained position weighs 1 / `totalTrained` (the update's trained positions, for
+ * accumulation), so the loss is the mean NLL over the update.
+ */
+export function exampleBatch(examples: readonly TokenizedExample[], totalTrained = examples.reduce((s, e) => s + e.trained.reduce((a, b) => a + b, 0), 0)): TrainBatch {
+  const len = Math.max(...examples.map((e) => e.ids.length)) - 1;
+  const row = (xs: readonly number[]) => [...xs, ...Array<number>(len - xs.length).fill(0)];
+  return {
+    ids: examples.map((e) => row(e.ids.slice(0, -1))),
+    mask: examples.map((e) => row(e.ids.slice(0, -1).map(() => 1))),
+    targets: examples.map((e) => row(e.ids.slice(1))),
+    lossWeights: examples.map((e) => row(e.trained.slice(1).map((t) => t / totalTrained))),
+  };
+}
