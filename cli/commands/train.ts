@@ -19,11 +19,11 @@ import { TrainStep } from "../../src/engine/train/step.ts";
 import { Trainer } from "../../src/engine/train/trainer.ts";
 import { ENGINE_OPTIONS, pickQuant, pickRuntime } from "../engine-options.ts";
 import { dirSource } from "../model-dir.ts";
-import { positiveInt, positiveNumber } from "../numbers.ts";
+import { number, positiveInt, positiveNumber } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 import { writeFiles } from "../write-files.ts";
 
-export const trainUsage = `fedflare train --model DIR --data FILE.jsonl --out DIR [--r 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora]
+export const trainUsage = `fedflare train --model DIR --data FILE.jsonl --out DIR [--r 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--dropout 0]
                 [--steps 100] [--batch 8] [--lr 2e-3] [--max-tokens 128] [--eval-every 10] [--seed 0] [--quant f32|int8|int4]
   Trains a LoRA adapter on JSONL records {"text"} or {"prompt","completion"} (loss on the completion only);
   every --eval-every-th record is held out. Writes a PEFT adapter folder and training_log.json to --out.`;
@@ -39,6 +39,7 @@ export async function train(args: string[]): Promise<void> {
       alpha: { type: "string", default: "16" },
       targets: { type: "string", default: "q_proj,v_proj" },
       rslora: { type: "boolean", default: false },
+      dropout: { type: "string", default: "0" },
       steps: { type: "string", default: "100" },
       batch: { type: "string", default: "8" },
       lr: { type: "string", default: "2e-3" },
@@ -54,6 +55,7 @@ export async function train(args: string[]): Promise<void> {
   const modules = values.targets.split(",").map((t) => t.trim());
   for (const m of modules) if (!(LINEAR_MODULES as readonly string[]).includes(m)) throw new UsageError(`--targets: "${m}" is not one of ${LINEAR_MODULES.join(", ")}`);
   const r = positiveInt("r", values.r);
+  const dropout = number("dropout", values.dropout, 0, 0.9);
   const alpha = positiveNumber("alpha", values.alpha);
   const steps = positiveInt("steps", values.steps);
   const batchSize = positiveInt("batch", values.batch);
@@ -78,7 +80,7 @@ export async function train(args: string[]): Promise<void> {
   log(`${values.data}: ${trainSet.length} training and ${heldSet.length} held-out records`);
 
   const scaling = loraScaling({ r, alpha, useRslora: values.rslora });
-  const spec = { lora: { r, scaling, modules: modules as LinearModule[] } };
+  const spec = { lora: { r, scaling, modules: modules as LinearModule[], dropout, seed } };
   const pairsOf = (params: ReadonlyMap<string, Float32Array>) => {
     const pairs = new Map<string, LoraPair>();
     for (const [name, a] of params) if (name.endsWith(".lora_A.weight")) {
@@ -118,7 +120,7 @@ export async function train(args: string[]): Promise<void> {
   log(`held-out loss with the adapter: ${after.toFixed(4)}`);
 
   const adapter = writePeftAdapter({
-    config: { r, alpha, targetModules: spec.lora.modules, dropout: 0, useRslora: values.rslora, baseModel: values.model },
+    config: { r, alpha, targetModules: spec.lora.modules, dropout, useRslora: values.rslora, baseModel: values.model },
     pairs: pairsOf(params),
   });
   const summary = { heldout_loss_before: before, heldout_loss_after: after, steps, train_records: trainSet.length, heldout_records: heldSet.length, seconds: (Date.now() - started) / 1000 };

@@ -1,5 +1,6 @@
 // Every gradient rule, by op type, and the ops that carry no gradient at all.
 import type { GradRule } from "./rule.ts";
+import { dropout } from "./rules/dropout.ts";
 import { add, div, mul, sub, where } from "./rules/elementwise.ts";
 import { gather, gatherElements } from "./rules/gather.ts";
 import { gemm, matMul } from "./rules/matmul.ts";
@@ -16,6 +17,7 @@ export const RULES: readonly GradRule[] = [
   matMul, gemm,
   reshape, unsqueeze, squeeze, transpose, expand, concat, split,
   gather, gatherElements,
+  dropout,
 ];
 
 /**

@@ -23,7 +23,7 @@ export interface LoraPair {
 /** What a training graph trains; each trainable tensor is a float graph input, the rest stay frozen. */
 export interface TrainSpec {
   /** LoRA on these modules of every layer, as inputs `<linear>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r]. */
-  lora?: { r: number; scaling: number; modules: readonly LinearModule[] };
+  lora?: { r: number; scaling: number; modules: readonly LinearModule[]; dropout?: number; seed?: number };
   /** Tensors trained in full, by Hugging Face name (float inputs even on a quantized base). */
   full?: readonly string[];
   /** Trainable prefix embeddings `soft_prompt` [n, hidden] placed before the tokens (prompt tuning). */
@@ -121,6 +121,7 @@ export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: F
   };
 
   const gemmT = (x: string, w: string) => g.op("Gemm", [x, w], { transB: 1 });
+  let dropoutCount = 0;
 
   const linear = (x: string, layer: number, module: LinearModule): string => {
     const name = linearName(layer, module);
@@ -133,7 +134,10 @@ export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: F
       delta = gemmT(gemmT(x, f32(`${name}.lora_A.weight`, [frozen.r, inp], frozen.a)), f32(`${name}.lora_B.weight`, [out, frozen.r], frozen.b));
       scaling = frozen.scaling;
     } else if (train?.lora?.modules.includes(module)) {
-      delta = gemmT(gemmT(x, `${name}.lora_A.weight`), `${name}.lora_B.weight`);
+      // PEFT drops the LoRA branch's input (lora_dropout); each module draws its own mask.
+      const p = train.lora.dropout ?? 0;
+      const dropped = p > 0 ? g.opN("Dropout", [x, g.scalar(p), g.bool(true)], { seed: (train.lora.seed ?? 0) * 1000 + dropoutCount++ }, { outputs: 2 })[0]! : x;
+      delta = gemmT(gemmT(dropped, `${name}.lora_A.weight`), `${name}.lora_B.weight`);
       scaling = train.lora.scaling;
     }
     return delta ? g.op("Add", [y, g.op("Mul", [delta, g.scalar(scaling)])]) : y;

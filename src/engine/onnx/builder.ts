@@ -77,6 +77,17 @@ export class GraphBuilder {
     return this.constant(ElemType.INT64, values);
   }
 
+  /** A boolean scalar constant. */
+  bool(value: boolean): string {
+    const key = `bool|${value}`;
+    const existing = this.constants.get(key);
+    if (existing) return existing;
+    const name = this.fresh("const_bool");
+    this.initializers.push({ name, elemType: ElemType.BOOL, dims: [], raw: Uint8Array.of(value ? 1 : 0) });
+    this.constants.set(key, name);
+    return name;
+  }
+
   /** A scalar of the graph's float type. */
   scalar(value: number): string {
     return this.constant(this.floatType, [value], []);

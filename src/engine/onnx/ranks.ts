@@ -90,6 +90,7 @@ export function inferRanks(graph: GraphProto): RankInfo {
         set(0, 2);
         break;
       case "Split":
+      case "Dropout":
         for (let i = 0; i < out.length; i++) set(i, r(ins[0]!));
         break;
       case "Add":

@@ -3,6 +3,7 @@ import { addGradients, MissingGradientError } from "../../../src/engine/autodiff
 import { NON_DIFFERENTIABLE, RULES } from "../../../src/engine/autodiff/registry.ts";
 import { GraphBuilder } from "../../../src/engine/onnx/builder.ts";
 import { ElemType } from "../../../src/engine/onnx/proto.ts";
+import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { gradCheck, ints, randn, type Check } from "../../fixtures/gradcheck.ts";
 
 type G = GraphBuilder;
@@ -70,6 +71,11 @@ const CASES: [string, string, Check][] = [
     "GatherElements",
     { build: (g) => g.op("GatherElements", [f(g, "t", [2, 4]), g.input("i", ElemType.INT64, [2, 3])], { axis: 1 }), feeds: { t: randn([2, 4], 1), i: ints([0, 3, 3, 1, 1, 2], [2, 3]) }, wrt: ["t"] },
   ],
+  [
+    "Dropout in inference mode (the identity)",
+    "Dropout",
+    { build: (g) => g.opN("Dropout", [f(g, "x", [2, 3]), g.scalar(0.3), g.bool(false)], {}, { outputs: 2 })[0]!, feeds: { x: randn([2, 3], 1) }, wrt: ["x"] },
+  ],
 ];
 
 describe("gradient rules", () => {
@@ -90,6 +96,28 @@ describe("gradient rules", () => {
       expect(fdNorm[w]).toBeGreaterThan(1e-3);
       expect(relError[w]).toBeLessThan(1e-3);
     }
+  });
+
+  it("Dropout in training mode: the gradient is the kept mask times the upstream gradient over (1 - ratio)", async () => {
+    const g = new GraphBuilder("dropout");
+    const x = g.input("x", ElemType.FLOAT, [4, 50]);
+    const r = g.input("r", ElemType.FLOAT, [4, 50]);
+    const [y, mask] = g.opN("Dropout", [x, g.scalar(0.3), g.bool(true)], { seed: 7 }, { outputs: 2 });
+    const loss = g.op("ReduceSum", [g.op("Mul", [y!, r])], { keepdims: 0 });
+    const grad = addGradients(g, loss, [x]).get(x)!;
+    g.op("Identity", [grad], {}, { outputs: ["dx"] });
+    g.op("Cast", [mask!], { to: ElemType.FLOAT }, { outputs: ["kept"] });
+    g.op("Identity", [y!], {}, { outputs: ["y"] });
+    for (const o of ["dx", "kept", "y"]) g.output(o, ElemType.FLOAT);
+    const xs = Float32Array.from(randn([200], 1).data);
+    const rs = Float32Array.from(randn([200], 2).data);
+    const out = await ortNodeRuntime().createSession(g.toBytes()).then((s) => s.run({ x: { data: xs, dims: [4, 50] }, r: { data: rs, dims: [4, 50] } }));
+    const kept = out.kept!.data as Float32Array;
+    const dropped = kept.filter((k) => k === 0).length;
+    expect(dropped).toBeGreaterThan(30);
+    expect(dropped).toBeLessThan(90);
+    (out.dx!.data as Float32Array).forEach((d, i) => expect(d).toBeCloseTo((kept[i]! * rs[i]!) / 0.7, 5));
+    (out.y!.data as Float32Array).forEach((v, i) => expect(v).toBeCloseTo((kept[i]! * xs[i]!) / 0.7, 5));
   });
 
   it("names the op that has no rule", () => {
