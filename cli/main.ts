@@ -1,7 +1,5 @@
 // The `fedflare` command.
-import { DataError } from "../src/data/errors.ts";
-import { ModelError } from "../src/engine/errors.ts";
-import { ProtocolError } from "../src/protocol/errors.ts";
+import { FedflareError } from "../src/errors.ts";
 import { generate, generateUsage } from "./commands/generate.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
 import { score, scoreUsage } from "./commands/score.ts";
@@ -40,7 +38,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`fedflare ${name}: ${(e as Error).message}\n\nusage: ${command.usage}\n`);
       return 2;
     }
-    if (e instanceof ModelError || e instanceof ProtocolError || e instanceof DataError) {
+    if (e instanceof FedflareError) {
       process.stderr.write(`fedflare ${name}: error [${e.code}]: ${e.message}\n`);
       return 1;
     }

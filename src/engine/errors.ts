@@ -1,4 +1,5 @@
-/** Failures of loading or running a model, with a stable code and a message a user can act on. */
+import { FedflareError } from "../errors.ts";
+
 export type ModelErrorCode =
   | "config_invalid"
   | "config_unsupported"
@@ -12,12 +13,5 @@ export type ModelErrorCode =
   | "adapter_invalid"
   | "input_invalid";
 
-export class ModelError extends Error {
-  override readonly name = "ModelError";
-  readonly code: ModelErrorCode;
-
-  constructor(code: ModelErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
+/** Failures of loading or running a model. */
+export class ModelError extends FedflareError<ModelErrorCode> {}
