@@ -1,10 +1,12 @@
 // Perplexity of a model with its frozen linears in float32, int8 (per output channel) and int4 (blocks
 // of 32), on the same text in one run; plus how far the quantized next-token distributions move from
 // the float ones (mean KL, top-1 agreement) and the graph size.
-// Run: node bench/quantization.ts [--model DIR] [--text FILE] [--window N]
-import { readFileSync } from "node:fs";
+// Run: node bench/quantization.ts [--model DIR] [--windows N] [--window N]
+// The text: the default model's held-out SOTU addresses (as `fedflare perplexity --corpus sotu-heldout`).
 import { parseArgs } from "node:util";
+import { sotuSplit } from "../cli/corpora.ts";
 import { dirSource } from "../cli/model-dir.ts";
+import { packWindows } from "../src/data/lm-windows.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
 import { buildLlamaForward } from "../src/engine/llama/graph.ts";
 import { loadModel } from "../src/engine/model-files.ts";
@@ -15,17 +17,18 @@ import { writeResults } from "./lib/results.ts";
 
 const { values } = parseArgs({
   options: {
-    model: { type: "string", default: "models/tiny-random-llama" },
-    text: { type: "string", default: "README.md" },
+    model: { type: "string", default: "models/fedflare-sotu-4m" },
+    windows: { type: "string", default: "240" },
     window: { type: "string", default: "128" },
   },
 });
 const window = Number(values.window);
 const { config, weights, tokenizer } = await loadModel(dirSource(values.model));
-const ids = tokenizer.encode(readFileSync(values.text, "utf8"), { addSpecialTokens: false });
-// Consecutive windows, each scored on its own (every token but the window's first is predicted).
-const windows: number[][] = [];
-for (let i = 0; i + 1 < ids.length; i += window) windows.push(ids.slice(i, i + window + 1));
+const docs = sotuSplit().heldOut.map((a) => [config.bosTokenId ?? [], tokenizer.encode(a.text, { addSpecialTokens: false }), config.eosTokenIds.slice(0, 1)].flat());
+// An evenly spaced sample of the held-out windows, each scored on its own.
+const all = packWindows(docs, window);
+const every = Math.max(1, Math.floor(all.length / Number(values.windows)));
+const windows = all.filter((_, i) => i % every === 0).slice(0, Number(values.windows));
 const V = config.vocabSize;
 
 function logSoftmax(row: Float32Array): Float64Array {
@@ -80,4 +83,4 @@ printTable(
   ["weights", "tokens", "perplexity", "Δ vs f32", "mean KL(f32‖q) nats", "top-1 agreement", "graph MB"],
   rows.map((r) => [r.quant, r.tokens, r.ppl.toFixed(3), `${(((r.ppl - floatPpl) / floatPpl) * 100).toFixed(2)}%`, r.kl.toExponential(2), `${(r.top1 * 100).toFixed(1)}%`, (r.graphBytes / 2 ** 20).toFixed(2)]),
 );
-writeResults("quantization", { model: values.model, text: values.text, window, config, rows });
+writeResults("quantization", { model: values.model, text: "sotu held-out", windows: windows.length, window, config, rows });

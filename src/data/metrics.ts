@@ -1,0 +1,45 @@
+// Evaluation metrics from numbers a model produced elsewhere: perplexity for language modelling,
+// accuracy for classification (the label whose completion is most probable), exact match for g2p.
+import { DataError } from "./errors.ts";
+
+/** exp(mean NLL per token), from a summed negative log-likelihood (nats) over `tokens` predicted tokens. */
+export function perplexityFromNll(sumNll: number, tokens: number): number {
+  if (!(tokens > 0)) throw new DataError("dataset_empty", `perplexity needs at least one token, got ${tokens}`);
+  return Math.exp(sumNll / tokens);
+}
+
+function matchRate(predicted: readonly string[], gold: readonly string[], same: (p: string, g: string) => boolean): number {
+  if (predicted.length !== gold.length) throw new DataError("metric_inputs_mismatched", `${predicted.length} predictions for ${gold.length} gold answers`);
+  if (gold.length === 0) throw new DataError("dataset_empty", "no answers to score");
+  return predicted.filter((p, i) => same(p, gold[i]!)).length / gold.length;
+}
+
+/** The fraction of predictions equal to the gold labels. */
+export function accuracy(predicted: readonly string[], gold: readonly string[]): number {
+  return matchRate(predicted, gold, (p, g) => p === g);
+}
+
+/** Trimmed, whitespace runs collapsed to one space; case and stress digits kept (" AH0  B " → "AH0 B"). */
+export function normalizeAnswer(s: string): string {
+  return s.replace(/\s+/g, " ").trim();
+}
+
+/** The fraction of predictions equal to the gold answers after normalizeAnswer. */
+export function exactMatch(predicted: readonly string[], gold: readonly string[]): number {
+  return matchRate(predicted, gold, (p, g) => normalizeAnswer(p) === normalizeAnswer(g));
+}
+
+/**
+ * The label whose completion tokens have the highest total log-probability given the prompt
+ * (`tokenLogProbs[label]`: log p of each completion token); ties go to the label listed first.
+ */
+export function classifyByLogProb<Label extends string>(tokenLogProbs: Readonly<Record<Label, readonly number[]>>): Label {
+  let best: Label | undefined;
+  let bestTotal = -Infinity;
+  for (const label of Object.keys(tokenLogProbs) as Label[]) {
+    const total = tokenLogProbs[label].reduce((a, b) => a + b, 0);
+    if (best === undefined || total > bestTotal) [best, bestTotal] = [label, total];
+  }
+  if (best === undefined) throw new DataError("dataset_empty", "no labels to choose from");
+  return best;
+}
