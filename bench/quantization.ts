@@ -8,7 +8,7 @@ import { sotuSplit } from "../cli/corpora.ts";
 import { dirSource } from "../cli/model-dir.ts";
 import { packWindows } from "../src/data/lm-windows.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
-import { buildLlamaForward } from "../src/engine/llama/graph.ts";
+import { buildLlamaGraph } from "../src/engine/llama/graph.ts";
 import { loadModel } from "../src/engine/model-files.ts";
 import type { QuantMode } from "../src/engine/quantize.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
@@ -75,7 +75,7 @@ const rows = modes.map((quant) => {
     if (argP === argQ) agree++;
   });
   const ppl = Math.exp(meanNll);
-  const graphBytes = buildLlamaForward(config, weights, { quant }).length;
+  const graphBytes = buildLlamaGraph(config, weights, { quant }).length;
   return { quant, tokens: nll.length, ppl, meanNll, kl: kl / logp.length, top1: agree / logp.length, graphBytes };
 });
 const floatPpl = rows[0]!.ppl;

@@ -2,7 +2,7 @@
 // on the host and hands the graph its cache when it has one.
 import type { LlamaConfig } from "./config.ts";
 import { ModelError } from "./errors.ts";
-import { buildLlamaForward, type ForwardOptions, type Weights } from "./llama/graph.ts";
+import { buildLlamaGraph, type ForwardOptions, type Weights } from "./llama/graph.ts";
 import { attentionBias, positionIds } from "./llama/masks.ts";
 import type { HostTensor, Runtime, Session } from "./runtime.ts";
 
@@ -82,7 +82,7 @@ export class ForwardModel {
   }
 
   static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, opts: ForwardOptions = {}): Promise<ForwardModel> {
-    return new ForwardModel(config, await runtime.createSession(buildLlamaForward(config, weights, opts)), opts);
+    return new ForwardModel(config, await runtime.createSession(buildLlamaGraph(config, weights, opts)), opts);
   }
 
   async run(input: ForwardInput): Promise<ForwardOutput> {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { GraphBuilder, GraphValidationError } from "../../src/engine/onnx/builder.ts";
 import { ElemType } from "../../src/engine/onnx/proto.ts";
-import { buildLlamaForward } from "../../src/engine/llama/graph.ts";
+import { buildLlamaGraph } from "../../src/engine/llama/graph.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 
@@ -21,7 +21,7 @@ describe("GraphBuilder", () => {
   it("gives a Llama model the same bytes twice", () => {
     const c = tinyConfig();
     const w = tinyWeights(c);
-    expect(buildLlamaForward(c, w, { quant: "int4" })).toEqual(buildLlamaForward(c, w, { quant: "int4" }));
+    expect(buildLlamaGraph(c, w, { quant: "int4" })).toEqual(buildLlamaGraph(c, w, { quant: "int4" }));
   });
 
   it("stores equal constants once", () => {

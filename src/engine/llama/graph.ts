@@ -78,7 +78,7 @@ export function trainableTensors(c: LlamaConfig, spec: TrainSpec): TrainableTens
  * [B,kvHeads,P,headDim] with kvCache; the trainable tensors with train.
  * Outputs: logits [B,S,V] (not with train); nll [B,S]; present_key.N / present_value.N; loss and grad.*.
  */
-export function buildLlamaForward(config: LlamaConfig, weights: Weights, opts: ForwardOptions = {}): Uint8Array {
+export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: ForwardOptions = {}): Uint8Array {
   const c = config;
   const quant = opts.quant ?? "f32";
   const train = opts.train;

@@ -3,7 +3,7 @@
 import type { LlamaConfig } from "../config.ts";
 import { ModelError } from "../errors.ts";
 import { llamaFeeds } from "../forward.ts";
-import { buildLlamaForward, trainableTensors, type ForwardOptions, type TrainableTensor, type TrainSpec, type Weights } from "../llama/graph.ts";
+import { buildLlamaGraph, trainableTensors, type ForwardOptions, type TrainableTensor, type TrainSpec, type Weights } from "../llama/graph.ts";
 import type { Runtime, Session } from "../runtime.ts";
 
 export interface TrainBatch {
@@ -38,7 +38,7 @@ export class TrainStep {
   }
 
   static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, spec: TrainSpec, opts: Pick<ForwardOptions, "quant" | "lora"> = {}): Promise<TrainStep> {
-    return new TrainStep(config, spec, await runtime.createSession(buildLlamaForward(config, weights, { ...opts, train: spec })));
+    return new TrainStep(config, spec, await runtime.createSession(buildLlamaGraph(config, weights, { ...opts, train: spec })));
   }
 
   async run(batch: TrainBatch, params: ReadonlyMap<string, Float32Array>): Promise<StepResult> {
