@@ -1,0 +1,87 @@
+// Wire types of the federation API: the federation config a user posts, and what a client's upload
+// carries besides its tensors. Each schema and its type together (valibot), parsed before use.
+import * as v from "valibot";
+import { LINEAR_MODULES } from "../engine/llama/names.ts";
+import { ProtocolError } from "./errors.ts";
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+const positive = v.pipe(v.number(), v.gtValue(0), v.finite());
+const id = v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"));
+
+export const LoraMethod = v.strictObject({
+  type: v.literal("lora"),
+  r: int(1, 256),
+  alpha: positive,
+  targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)),
+  dropout: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(0.9)), 0),
+  rslora: v.optional(v.boolean(), false),
+});
+
+export const FederationConfig = v.pipe(
+  v.strictObject({
+    id,
+    /** The base model every client loads (by name; where the files live is the client's deployment). */
+    model: v.strictObject({ name: v.pipe(v.string(), v.minLength(1)), quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8") }),
+    method: LoraMethod,
+    /** Validated in full by the strategy factory (src/fl/create-strategy.ts). */
+    strategy: v.looseObject({ name: v.string() }),
+    rounds: int(1, 10_000),
+    clients: v.pipe(v.array(id), v.minLength(1), v.maxLength(10_000), v.check((xs) => new Set(xs).size === xs.length, "client ids must be unique")),
+    clientsPerRound: int(1),
+    /** Uploads that close a round at once; defaults to clientsPerRound. */
+    quorum: v.optional(int(1)),
+    /** Uploads a round needs by its deadline, or it fails. */
+    minClients: int(1),
+    local: v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: positive, maxTokens: v.optional(int(2, 8192), 128) }),
+    deadlineSeconds: v.pipe(v.number(), v.minValue(1), v.maxValue(7 * 24 * 3600)),
+    seed: v.optional(int(0, 2 ** 32 - 1), 0),
+  }),
+  v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
+  v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),
+  v.check((c) => (c.quorum ?? c.clientsPerRound) <= c.clientsPerRound && (c.quorum ?? c.clientsPerRound) >= c.minClients, "quorum must lie between minClients and clientsPerRound"),
+);
+export type FederationConfig = v.InferOutput<typeof FederationConfig>;
+
+/** What an upload's safetensors `__metadata__` holds besides the format (all strings on the wire). */
+export const UploadMetadata = v.strictObject({
+  format: v.optional(v.string()),
+  num_examples: v.pipe(v.string(), v.regex(/^[1-9][0-9]{0,9}$/, "must be a positive integer")),
+  /** JSON object of numeric metrics, e.g. {"train_loss": 1.23}. */
+  metrics: v.optional(v.string(), "{}"),
+});
+
+const Metrics = v.record(v.string(), v.pipe(v.number(), v.finite()));
+
+export type ConfigErrorCode = "config_invalid" | "metadata_invalid";
+
+export class ConfigError extends ProtocolError<ConfigErrorCode> {}
+
+function firstIssue(issues: readonly v.BaseIssue<unknown>[], what: string): string {
+  const issue = issues[0]!;
+  return `${what}: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`;
+}
+
+export function parseFederationConfig(json: unknown): FederationConfig {
+  const r = v.safeParse(FederationConfig, json);
+  if (!r.success) throw new ConfigError("config_invalid", firstIssue(r.issues, "federation config"));
+  return r.output;
+}
+
+export interface UploadInfo {
+  numExamples: number;
+  metrics: Record<string, number>;
+}
+
+export function parseUploadMetadata(metadata: Record<string, string>): UploadInfo {
+  const r = v.safeParse(UploadMetadata, metadata);
+  if (!r.success) throw new ConfigError("metadata_invalid", firstIssue(r.issues, "upload __metadata__"));
+  let metrics: unknown;
+  try {
+    metrics = JSON.parse(r.output.metrics);
+  } catch {
+    throw new ConfigError("metadata_invalid", 'upload __metadata__: field "metrics": not valid JSON');
+  }
+  const m = v.safeParse(Metrics, metrics);
+  if (!m.success) throw new ConfigError("metadata_invalid", firstIssue(m.issues, 'upload __metadata__ "metrics"'));
+  return { numExamples: Number(r.output.num_examples), metrics: m.output };
+}

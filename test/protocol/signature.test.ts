@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+import { deriveClientSecret, HEADERS, signRequest, verifyRequest } from "../../src/protocol/signature.ts";
+
+const master = "operator-master-key";
+const body = new TextEncoder().encode("tensor bytes");
+const path = "/federations/f1/rounds/1/updates/alice";
+
+async function signed(overrides: Partial<Record<string, string>> = {}, at = Date.now()) {
+  const secret = await deriveClientSecret(master, "alice");
+  const h = await signRequest(secret, "alice", "PUT", path, body, at);
+  return new Headers({ ...h, ...overrides } as Record<string, string>);
+}
+
+describe("request signatures", () => {
+  it("derives a distinct, stable secret per client", async () => {
+    const a = await deriveClientSecret(master, "alice");
+    expect(a).toMatch(/^[0-9a-f]{64}$/);
+    expect(await deriveClientSecret(master, "alice")).toBe(a);
+    expect(await deriveClientSecret(master, "bob")).not.toBe(a);
+    expect(await deriveClientSecret("other", "alice")).not.toBe(a);
+  });
+
+  it("verifies a request signed with the client's secret", async () => {
+    const v = await verifyRequest(master, await signed(), "PUT", path, body);
+    expect(v.clientId).toBe("alice");
+    expect(v.nonce).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it.each([
+    ["a changed body", async () => verifyRequest(master, await signed(), "PUT", path, new TextEncoder().encode("tensor bytez")), "signature_invalid"],
+    ["another path", async () => verifyRequest(master, await signed(), "PUT", path.replace("/1/", "/2/"), body), "signature_invalid"],
+    ["another method", async () => verifyRequest(master, await signed(), "POST", path, body), "signature_invalid"],
+    ["another client's name", async () => verifyRequest(master, await signed({ [HEADERS.client]: "bob" }), "PUT", path, body), "signature_invalid"],
+    ["a wrong master key", async () => verifyRequest("wrong", await signed(), "PUT", path, body), "signature_invalid"],
+    ["a garbled signature", async () => verifyRequest(master, await signed({ [HEADERS.signature]: "zz" }), "PUT", path, body), "signature_invalid"],
+    ["a timestamp ten minutes old", async () => verifyRequest(master, await signed({}, Date.now() - 600_000), "PUT", path, body), "signature_expired"],
+    ["no signature header", async () => { const h = await signed(); h.delete(HEADERS.signature); return verifyRequest(master, h, "PUT", path, body); }, "signature_missing"],
+  ])("refuses %s", async (_, run, code) => {
+    await expect(run()).rejects.toMatchObject({ name: "SignatureError", code });
+  });
+});
