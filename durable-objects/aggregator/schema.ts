@@ -1,12 +1,56 @@
 // Versioned migrations of the aggregator's SQLite storage: migration i takes the schema from version i
 // to i + 1, each in one transaction with its version bump, so a crash mid-way leaves a known version.
 const MIGRATIONS: readonly (readonly string[])[] = [
-  // v1: federations and their validated config (JSON); a later issue adds rounds and uploads.
+  // v1: federations and their validated config (JSON).
   [
     `CREATE TABLE federations (
       id TEXT PRIMARY KEY,
       config TEXT NOT NULL,
       created_at INTEGER NOT NULL
+    )`,
+  ],
+  // v2: rounds, upload receipts, replay-protection nonces, and chunked binary values (global adapter
+  // versions, running sums, server state) kept under the platform's 2 MB row limit.
+  [
+    "ALTER TABLE federations ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+    `CREATE TABLE rounds (
+      federation_id TEXT NOT NULL,
+      round INTEGER NOT NULL,
+      status TEXT NOT NULL CHECK (status IN ('open', 'closed', 'failed')),
+      base_version INTEGER NOT NULL,
+      sampled TEXT NOT NULL,
+      opened_at INTEGER NOT NULL,
+      deadline INTEGER NOT NULL,
+      uploads INTEGER NOT NULL DEFAULT 0,
+      total_weight REAL NOT NULL DEFAULT 0,
+      closed_at INTEGER,
+      result TEXT,
+      PRIMARY KEY (federation_id, round)
+    )`,
+    "CREATE INDEX rounds_open_deadline ON rounds (deadline) WHERE status = 'open'",
+    `CREATE TABLE receipts (
+      federation_id TEXT NOT NULL,
+      round INTEGER NOT NULL,
+      client_id TEXT NOT NULL,
+      idempotency_key TEXT NOT NULL,
+      body_sha256 TEXT NOT NULL,
+      num_examples INTEGER NOT NULL,
+      metrics TEXT NOT NULL,
+      received_at INTEGER NOT NULL,
+      fold_ms REAL NOT NULL,
+      PRIMARY KEY (federation_id, round, client_id)
+    )`,
+    `CREATE TABLE nonces (
+      client_id TEXT NOT NULL,
+      nonce TEXT NOT NULL,
+      expires_at INTEGER NOT NULL,
+      PRIMARY KEY (client_id, nonce)
+    )`,
+    `CREATE TABLE blobs (
+      key TEXT NOT NULL,
+      chunk INTEGER NOT NULL,
+      data BLOB NOT NULL,
+      PRIMARY KEY (key, chunk)
     )`,
   ],
 ];

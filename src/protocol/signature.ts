@@ -23,23 +23,25 @@ function hex(bytes: ArrayBuffer): string {
   return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function fromHex(s: string): Uint8Array | null {
+function fromHex(s: string): Uint8Array<ArrayBuffer> | null {
   if (!/^([0-9a-f]{2})+$/.test(s)) return null;
   return Uint8Array.from(s.match(/../g)!, (h) => parseInt(h, 16));
 }
 
-async function hmacKey(secret: Uint8Array | string): Promise<CryptoKey> {
-  const raw = typeof secret === "string" ? enc.encode(secret) : secret;
-  return crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+async function hmacKey(secret: string): Promise<CryptoKey> {
+  return crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
 }
+
+/** WebCrypto's typings want an ArrayBuffer-backed view; a copy gives one whatever the input's buffer. */
+const own = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => new Uint8Array(bytes);
 
 /** The client's secret: HMAC(master key, "fedflare-client:" + client id), hex. */
 export async function deriveClientSecret(masterKey: string, clientId: string): Promise<string> {
   return hex(await crypto.subtle.sign("HMAC", await hmacKey(masterKey), enc.encode(`fedflare-client:${clientId}`)));
 }
 
-async function canonical(method: string, path: string, timestamp: string, nonce: string, body: Uint8Array): Promise<Uint8Array> {
-  const digest = hex(await crypto.subtle.digest("SHA-256", body));
+async function canonical(method: string, path: string, timestamp: string, nonce: string, body: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+  const digest = hex(await crypto.subtle.digest("SHA-256", own(body)));
   return enc.encode(`${method.toUpperCase()}\n${path}\n${timestamp}\n${nonce}\n${digest}`);
 }
 
