@@ -20,8 +20,15 @@ export const LoraMethod = v.strictObject({
 export const FederationConfig = v.pipe(
   v.strictObject({
     id,
-    /** The base model every client loads (by name; where the files live is the client's deployment). */
-    model: v.strictObject({ name: v.pipe(v.string(), v.minLength(1)), quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8") }),
+    /**
+     * The base model every client loads: its name, its Hugging Face config.json (the aggregator needs only
+     * the shapes), and the quantization clients run it in. Where the weights live is each client's deployment.
+     */
+    model: v.strictObject({
+      name: v.pipe(v.string(), v.minLength(1)),
+      config: v.record(v.string(), v.unknown()),
+      quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8"),
+    }),
     method: LoraMethod,
     /** Validated in full by the strategy factory (src/fl/create-strategy.ts). */
     strategy: v.looseObject({ name: v.string() }),
@@ -35,6 +42,8 @@ export const FederationConfig = v.pipe(
     local: v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: positive, maxTokens: v.optional(int(2, 8192), 128) }),
     deadlineSeconds: v.pipe(v.number(), v.minValue(1), v.maxValue(7 * 24 * 3600)),
     seed: v.optional(int(0, 2 ** 32 - 1), 0),
+    /** Largest upload body accepted, in bytes. */
+    maxUploadBytes: v.optional(int(1024, 256 * 2 ** 20), 64 * 2 ** 20),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),

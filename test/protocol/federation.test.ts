@@ -3,7 +3,7 @@ import { parseFederationConfig, parseUploadMetadata } from "../../src/protocol/f
 
 const good = {
   id: "fed-1",
-  model: { name: "fedflare-sotu-4m" },
+  model: { name: "fedflare-sotu-4m", config: { model_type: "llama" } },
   method: { type: "lora", r: 8, alpha: 16, targetModules: ["q_proj", "v_proj"] },
   strategy: { name: "fedavg" },
   rounds: 3,

@@ -1,0 +1,321 @@
+// A federation's rounds in the aggregator's SQLite storage (DESIGN.md, "The round, as data"): open a
+// round, accept each sampled client's delta exactly once and fold it into a running weighted sum kept in
+// storage, close at quorum or at the deadline with at least the minimum. Every change is one
+// transactionSync, so a restart at any point loses nothing that was acknowledged.
+import { shuffled } from "../../src/data/lm-windows.ts";
+import { parseLlamaConfig } from "../../src/engine/config.ts";
+import { FedflareError } from "../../src/errors.ts";
+import type { LinearModule } from "../../src/engine/llama/names.ts";
+import { initLoraParams } from "../../src/engine/lora/init.ts";
+import { loraScaling, writePeftAdapter } from "../../src/engine/lora/peft.ts";
+import { seededUniform } from "../../src/engine/sampling.ts";
+import { createStrategy } from "../../src/fl/create-strategy.ts";
+import { FlError } from "../../src/fl/errors.ts";
+import { initialServerState } from "../../src/fl/server-state.ts";
+import { assertSameShapes, decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { assertFinite } from "../../src/fl/tensors.ts";
+import { foldDelta, meanOf, weightedMetricMean } from "../../src/fl/weighted-mean.ts";
+import { parseFederationConfig, parseUploadMetadata, type FederationConfig } from "../../src/protocol/federation.ts";
+import { SafetensorsError } from "../../src/protocol/safetensors.ts";
+import { readBlob, writeBlob, deleteBlob } from "./blobs.ts";
+import { AggregatorError } from "./errors.ts";
+
+export interface FederationView {
+  id: string;
+  config: FederationConfig;
+  version: number;
+  createdAt: number;
+  roundsDone: number;
+}
+
+export interface RoundResult {
+  version: number;
+  uploads: number;
+  totalWeight: number;
+  metrics: Record<string, number>;
+}
+
+export interface RoundView {
+  federationId: string;
+  round: number;
+  status: "open" | "closed" | "failed";
+  baseVersion: number;
+  sampled: string[];
+  openedAt: number;
+  deadline: number;
+  uploads: number;
+  totalWeight: number;
+  closedAt: number | null;
+  result: RoundResult | { reason: string } | null;
+  /** What every sampled client trains with this round. */
+  task: { proximalMu: number; local: FederationConfig["local"]; method: FederationConfig["method"]; model: { name: string; quant: string } };
+}
+
+export interface UploadRequest {
+  federationId: string;
+  round: number;
+  clientId: string;
+  idempotencyKey: string;
+  /** Hex SHA-256 of the body (computed by the caller, which already hashed it for the signature). */
+  bodySha256: string;
+  nonce: string;
+  body: Uint8Array;
+}
+
+export interface UploadReceipt {
+  federationId: string;
+  round: number;
+  clientId: string;
+  numExamples: number;
+  receivedAt: number;
+  /** True when this answer repeats the one given to an earlier identical upload. */
+  replayed: boolean;
+  roundStatus: RoundView["status"];
+}
+
+type RoundRow = {
+  round: number;
+  status: RoundView["status"];
+  base_version: number;
+  sampled: string;
+  opened_at: number;
+  deadline: number;
+  uploads: number;
+  total_weight: number;
+  closed_at: number | null;
+  result: string | null;
+};
+
+const versionKey = (fed: string, v: number) => `version/${fed}/${v}`;
+const sumKey = (fed: string, round: number) => `sum/${fed}/${round}`;
+const stateKey = (fed: string) => `state/${fed}`;
+const adapterConfigKey = (fed: string) => `adapter-config/${fed}`;
+/** Nonces are kept as long as a signed request stays acceptable, and a little more. */
+const NONCE_TTL_MS = 15 * 60 * 1000;
+
+export class Federations {
+  private readonly storage: DurableObjectStorage;
+  private readonly sql: SqlStorage;
+
+  constructor(storage: DurableObjectStorage) {
+    this.storage = storage;
+    this.sql = storage.sql;
+  }
+
+  create(json: unknown, now: number): FederationView {
+    let config: FederationConfig;
+    try {
+      config = parseFederationConfig(json);
+      // Validates the strategy's options now, not at the first close.
+      createStrategy(config.strategy);
+    } catch (e) {
+      if (e instanceof FedflareError) throw new AggregatorError("config_invalid", e.message);
+      throw e;
+    }
+    if (this.row(config.id)) throw new AggregatorError("federation_exists", `federation "${config.id}" already exists`);
+    let model;
+    try {
+      model = parseLlamaConfig(config.model.config);
+    } catch (e) {
+      if (e instanceof FedflareError) throw new AggregatorError("config_invalid", `model.config: ${e.message}`);
+      throw e;
+    }
+    // Version 0 is PEFT's initialisation (B = 0): the global model starts as the base model.
+    const m = config.method;
+    const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], config.seed);
+    const pairs = new Map<string, { a: Float32Array; b: Float32Array; r: number; scaling: number }>();
+    for (const [name, a] of params)
+      if (name.endsWith(".lora_A.weight")) {
+        const linear = name.slice(0, -".lora_A.weight".length);
+        pairs.set(linear, { a, b: params.get(`${linear}.lora_B.weight`)!, r: m.r, scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }) });
+      }
+    const files = writePeftAdapter({ config: { r: m.r, alpha: m.alpha, targetModules: m.targetModules as LinearModule[], dropout: m.dropout, useRslora: m.rslora, baseModel: config.model.name }, pairs });
+    const state = initialServerState();
+    this.storage.transactionSync(() => {
+      this.sql.exec("INSERT INTO federations (id, config, created_at, version) VALUES (?, ?, ?, 0)", config.id, JSON.stringify(config), now);
+      writeBlob(this.sql, versionKey(config.id, 0), files["adapter_model.safetensors"]);
+      writeBlob(this.sql, adapterConfigKey(config.id), new TextEncoder().encode(files["adapter_config.json"]));
+      writeBlob(this.sql, stateKey(config.id), encodeTensorFile(state.slots, new Map(), { format: "pt", round: String(state.round) }));
+    });
+    return this.get(config.id);
+  }
+
+  get(id: string): FederationView {
+    const r = this.row(id);
+    if (!r) throw new AggregatorError("federation_not_found", `no federation "${id}"`);
+    const roundsDone = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM rounds WHERE federation_id = ? AND status = 'closed'", id).one().n;
+    return { id, config: JSON.parse(r.config) as FederationConfig, version: r.version, createdAt: r.created_at, roundsDone };
+  }
+
+  private row(id: string) {
+    return this.sql.exec<{ config: string; version: number; created_at: number }>("SELECT config, version, created_at FROM federations WHERE id = ?", id).toArray()[0];
+  }
+
+  /** Opens the next round: samples its clients (seeded) and arms the deadline alarm. */
+  async openRound(id: string, now: number): Promise<RoundView> {
+    const fed = this.get(id);
+    const open = this.sql.exec<{ round: number }>("SELECT round FROM rounds WHERE federation_id = ? AND status = 'open'", id).toArray()[0];
+    if (open) throw new AggregatorError("round_open", `round ${open.round} of "${id}" is still open; wait for it to close (quorum or deadline)`);
+    if (fed.roundsDone >= fed.config.rounds) throw new AggregatorError("federation_finished", `"${id}" has completed its ${fed.config.rounds} rounds`);
+    const round = (this.sql.exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ?", id).one().n ?? 0) + 1;
+    const sampled = shuffled(fed.config.clients, seededUniform(fed.config.seed * 100_003 + round)).slice(0, fed.config.clientsPerRound).sort();
+    const deadline = now + fed.config.deadlineSeconds * 1000;
+    this.sql.exec(
+      "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline) VALUES (?, ?, 'open', ?, ?, ?, ?)",
+      id, round, fed.version, JSON.stringify(sampled), now, deadline,
+    );
+    await this.armAlarm();
+    return this.round(id, round);
+  }
+
+  round(id: string, round: number): RoundView {
+    const fed = this.get(id);
+    const r = this.sql.exec<RoundRow>("SELECT * FROM rounds WHERE federation_id = ? AND round = ?", id, round).toArray()[0];
+    if (!r) throw new AggregatorError("round_not_found", `"${id}" has no round ${round}`);
+    const { local, method, model } = fed.config;
+    return {
+      federationId: id,
+      round,
+      status: r.status,
+      baseVersion: r.base_version,
+      sampled: JSON.parse(r.sampled) as string[],
+      openedAt: r.opened_at,
+      deadline: r.deadline,
+      uploads: r.uploads,
+      totalWeight: r.total_weight,
+      closedAt: r.closed_at,
+      result: r.result ? (JSON.parse(r.result) as RoundResult) : null,
+      task: { proximalMu: createStrategy(fed.config.strategy).configureTrain(round).proximalMu, local, method, model: { name: model.name, quant: model.quant } },
+    };
+  }
+
+  /** The global adapter's safetensors bytes (PEFT key names) at a version. */
+  version(id: string, version: number): Uint8Array {
+    this.get(id);
+    const bytes = readBlob(this.sql, versionKey(id, version));
+    if (!bytes) throw new AggregatorError("version_not_found", `"${id}" has no adapter version ${version}`);
+    return bytes;
+  }
+
+  adapterConfig(id: string): string {
+    this.get(id);
+    return new TextDecoder().decode(readBlob(this.sql, adapterConfigKey(id))!);
+  }
+
+  /**
+   * Accepts one client's delta for a round, exactly once: a retry of an accepted upload (same idempotency
+   * key and body) gets the first answer; anything refused changes nothing.
+   */
+  async upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
+    const fed = this.get(u.federationId);
+    const round = this.round(u.federationId, u.round);
+    if (!fed.config.clients.includes(u.clientId)) throw new AggregatorError("client_unknown", `client "${u.clientId}" is not a member of "${u.federationId}"`);
+    const prior = this.sql
+      .exec<{ idempotency_key: string; body_sha256: string; num_examples: number; received_at: number }>(
+        "SELECT idempotency_key, body_sha256, num_examples, received_at FROM receipts WHERE federation_id = ? AND round = ? AND client_id = ?",
+        u.federationId, u.round, u.clientId,
+      )
+      .toArray()[0];
+    if (prior) {
+      if (prior.idempotency_key === u.idempotencyKey && prior.body_sha256 === u.bodySha256)
+        return { federationId: u.federationId, round: u.round, clientId: u.clientId, numExamples: prior.num_examples, receivedAt: prior.received_at, replayed: true, roundStatus: round.status };
+      throw new AggregatorError("upload_conflict", `client "${u.clientId}" already uploaded to round ${u.round} with another ${prior.idempotency_key === u.idempotencyKey ? "body" : "idempotency key"}; one update per client per round`);
+    }
+    if (round.status !== "open") throw new AggregatorError("round_closed", `round ${u.round} of "${u.federationId}" is ${round.status}; the current version is ${fed.version}`);
+    if (!round.sampled.includes(u.clientId)) throw new AggregatorError("client_not_sampled", `client "${u.clientId}" was not sampled for round ${u.round}`);
+    if (u.body.length > fed.config.maxUploadBytes) throw new AggregatorError("body_too_large", `the upload is ${u.body.length} bytes; this federation accepts at most ${fed.config.maxUploadBytes}`);
+    if (this.sql.exec("SELECT 1 FROM nonces WHERE client_id = ? AND nonce = ?", u.clientId, u.nonce).toArray().length)
+      throw new AggregatorError("nonce_reused", `nonce ${u.nonce} was already used by "${u.clientId}": sign each request anew`);
+
+    const global = decodeTensorFile(this.version(u.federationId, round.baseVersion), "global adapter");
+    const delta = this.decodeDelta(u.body, global.shapes);
+    const info = (() => {
+      try {
+        return parseUploadMetadata(delta.metadata);
+      } catch (e) {
+        if (e instanceof FedflareError) throw new AggregatorError("metadata_invalid", e.message);
+        throw e;
+      }
+    })();
+
+    const started = performance.now();
+    let status: RoundView["status"] = "open";
+    const quorum = fed.config.quorum ?? fed.config.clientsPerRound;
+    this.storage.transactionSync(() => {
+      const prevSum = readBlob(this.sql, sumKey(u.federationId, u.round));
+      const sum = foldDelta(prevSum ? decodeTensorFile(prevSum, "running sum").tensors : null, delta.tensors, info.numExamples);
+      writeBlob(this.sql, sumKey(u.federationId, u.round), encodeTensorFile(sum, global.shapes));
+      this.sql.exec(
+        "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        u.federationId, u.round, u.clientId, u.idempotencyKey, u.bodySha256, info.numExamples, JSON.stringify(info.metrics), now, performance.now() - started,
+      );
+      this.sql.exec("INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)", u.clientId, u.nonce, now + NONCE_TTL_MS);
+      this.sql.exec("DELETE FROM nonces WHERE expires_at < ?", now);
+      this.sql.exec("UPDATE rounds SET uploads = uploads + 1, total_weight = total_weight + ? WHERE federation_id = ? AND round = ?", info.numExamples, u.federationId, u.round);
+      if (round.uploads + 1 >= quorum) status = this.close(u.federationId, u.round, now);
+    });
+    if (status !== "open") await this.armAlarm();
+    return { federationId: u.federationId, round: u.round, clientId: u.clientId, numExamples: info.numExamples, receivedAt: now, replayed: false, roundStatus: status };
+  }
+
+  private decodeDelta(body: Uint8Array, shapes: ReadonlyMap<string, readonly number[]>) {
+    try {
+      const delta = decodeTensorFile(body, "upload");
+      assertSameShapes(shapes, delta.shapes, "upload");
+      assertFinite(delta.tensors, "upload");
+      return delta;
+    } catch (e) {
+      if (e instanceof SafetensorsError) throw new AggregatorError("safetensors_invalid", `upload: ${e.message} (${e.code})`);
+      if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", e.message);
+      throw e;
+    }
+  }
+
+  /** Applies the strategy to the round's mean delta and stores the next global version; inside a transaction. */
+  private close(id: string, round: number, now: number): "closed" {
+    const fed = this.get(id);
+    const r = this.sql.exec<RoundRow>("SELECT * FROM rounds WHERE federation_id = ? AND round = ?", id, round).one();
+    const global = decodeTensorFile(readBlob(this.sql, versionKey(id, r.base_version))!, "global adapter");
+    const sum = decodeTensorFile(readBlob(this.sql, sumKey(id, round))!, "running sum").tensors;
+    const stateFile = decodeTensorFile(readBlob(this.sql, stateKey(id))!, "server state");
+    const next = createStrategy(fed.config.strategy).aggregateTrain(global.tensors, meanOf(sum, r.total_weight), { round: Number(stateFile.metadata.round ?? 0), slots: stateFile.tensors });
+    const version = fed.version + 1;
+    const receipts = this.sql.exec<{ num_examples: number; metrics: string }>("SELECT num_examples, metrics FROM receipts WHERE federation_id = ? AND round = ?", id, round).toArray();
+    const result: RoundResult = {
+      version,
+      uploads: r.uploads,
+      totalWeight: r.total_weight,
+      metrics: weightedMetricMean(receipts.map((x) => ({ numExamples: x.num_examples, metrics: JSON.parse(x.metrics) as Record<string, number> }))),
+    };
+    writeBlob(this.sql, versionKey(id, version), encodeTensorFile(next.global, global.shapes, global.metadata));
+    writeBlob(this.sql, stateKey(id), encodeTensorFile(next.state.slots, new Map(), { format: "pt", round: String(next.state.round) }));
+    deleteBlob(this.sql, sumKey(id, round));
+    this.sql.exec("UPDATE federations SET version = ? WHERE id = ?", version, id);
+    this.sql.exec("UPDATE rounds SET status = 'closed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?", now, JSON.stringify(result), id, round);
+    return "closed";
+  }
+
+  /** The alarm's work: every open round past its deadline closes with at least the minimum, else fails. */
+  async closeDue(now: number): Promise<void> {
+    const due = this.sql.exec<{ federation_id: string; round: number; uploads: number }>("SELECT federation_id, round, uploads FROM rounds WHERE status = 'open' AND deadline <= ?", now).toArray();
+    for (const d of due) {
+      const fed = this.get(d.federation_id);
+      this.storage.transactionSync(() => {
+        if (d.uploads >= fed.config.minClients) this.close(d.federation_id, d.round, now);
+        else {
+          const reason = `deadline passed with ${d.uploads} of the ${fed.config.minClients} uploads needed`;
+          deleteBlob(this.sql, sumKey(d.federation_id, d.round));
+          this.sql.exec("UPDATE rounds SET status = 'failed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?", now, JSON.stringify({ reason }), d.federation_id, d.round);
+        }
+      });
+    }
+    await this.armAlarm();
+  }
+
+  /** The alarm points at the earliest open deadline; SQLite is the truth (alarms may repeat). */
+  private async armAlarm(): Promise<void> {
+    const next = this.sql.exec<{ d: number | null }>("SELECT MIN(deadline) AS d FROM rounds WHERE status = 'open'").one().d;
+    if (next === null) await this.storage.deleteAlarm();
+    else await this.storage.setAlarm(next);
+  }
+}
