@@ -15,7 +15,7 @@ export default defineConfig({
       },
       {
         // Tests that run inside workerd, with the coordinator worker of wrangler.toml as `main`.
-        plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.toml" } })],
+        plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.toml" }, miniflare: { bindings: { FEDFLARE_MASTER_KEY: "test-master-key" } } })],
         test: {
           name: "workers",
           include: ["test/workers/**/*.test.ts"],

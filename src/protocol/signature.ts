@@ -33,7 +33,7 @@ async function hmacKey(secret: string): Promise<CryptoKey> {
 }
 
 /** WebCrypto's typings want an ArrayBuffer-backed view; a copy gives one whatever the input's buffer. */
-const own = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => new Uint8Array(bytes);
+const own = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => Uint8Array.from(bytes);
 
 /** The client's secret: HMAC(master key, "fedflare-client:" + client id), hex. */
 export async function deriveClientSecret(masterKey: string, clientId: string): Promise<string> {
@@ -42,7 +42,7 @@ export async function deriveClientSecret(masterKey: string, clientId: string): P
 
 async function canonical(method: string, path: string, timestamp: string, nonce: string, body: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
   const digest = hex(await crypto.subtle.digest("SHA-256", own(body)));
-  return enc.encode(`${method.toUpperCase()}\n${path}\n${timestamp}\n${nonce}\n${digest}`);
+  return own(enc.encode(`${method.toUpperCase()}\n${path}\n${timestamp}\n${nonce}\n${digest}`));
 }
 
 export interface SignedHeaders {

@@ -1,10 +1,18 @@
-// The coordinator worker: the HTTP gateway in front of the aggregator Durable Object.
+// The coordinator worker: the HTTP gateway in front of the aggregator Durable Objects.
 import { Hono } from "hono";
 import { notFound, onError } from "./errors.ts";
+import { openapi } from "./openapi.ts";
+import { federations } from "./routes/federations.ts";
+import { updates } from "./routes/updates.ts";
+import { versions } from "./routes/versions.ts";
 
 const app = new Hono<{ Bindings: Cloudflare.Env }>();
 
 app.get("/health", (c) => c.json({ ok: true, service: "fedflare-coordinator" }));
+app.get("/openapi.json", (c) => c.json(openapi()));
+app.route("/federations", federations);
+app.route("/federations", versions);
+app.route("/federations", updates);
 
 app.notFound(notFound);
 app.onError(onError);

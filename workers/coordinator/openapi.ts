@@ -1,0 +1,56 @@
+// The API's OpenAPI 3.1 document, with request bodies generated from the same valibot schemas that
+// validate them, so the document cannot drift from what the worker accepts.
+import { toJsonSchema } from "@valibot/to-json-schema";
+import { AGGREGATOR_ERRORS } from "../../durable-objects/aggregator/errors.ts";
+import { FederationConfig, UploadMetadata } from "../../src/protocol/federation.ts";
+import { HEADERS } from "../../src/protocol/signature.ts";
+
+const json = (schema: object) => ({ "application/json": { schema } });
+const error = { $ref: "#/components/schemas/Error" };
+const refusals = (...codes: (keyof typeof AGGREGATOR_ERRORS | "bad_request" | "signature")[]) =>
+  Object.fromEntries(
+    [...new Set(codes.map((c) => (c === "bad_request" ? 400 : c === "signature" ? 401 : AGGREGATOR_ERRORS[c])))].map((s) => [
+      String(s),
+      { description: codes.filter((c) => (c === "bad_request" ? 400 : c === "signature" ? 401 : AGGREGATOR_ERRORS[c]) === s).join(", "), content: json(error) },
+    ]),
+  );
+const pathId = { name: "id", in: "path", required: true, schema: { type: "string" } };
+const pathInt = (name: string) => ({ name, in: "path", required: true, schema: { type: "integer", minimum: 0 } });
+
+export function openapi(): object {
+  return {
+    openapi: "3.1.0",
+    info: { title: "fedflare coordinator", version: "0.1.0", description: "Federated post-training of LLM adapters: federations, rounds, signed client updates, global adapter versions." },
+    paths: {
+      "/federations": {
+        post: { summary: "Create a federation", requestBody: { required: true, content: json({ $ref: "#/components/schemas/FederationConfig" }) }, responses: { "201": { description: "the federation" }, ...refusals("bad_request", "config_invalid", "federation_exists") } },
+      },
+      "/federations/{id}": { get: { summary: "Read a federation", parameters: [pathId], responses: { "200": { description: "the federation" }, ...refusals("federation_not_found") } } },
+      "/federations/{id}/rounds": { post: { summary: "Open the next round", parameters: [pathId], responses: { "201": { description: "the round, with its sampled clients and task" }, ...refusals("federation_not_found", "round_open", "federation_finished") } } },
+      "/federations/{id}/rounds/{round}": { get: { summary: "Read a round", parameters: [pathId, pathInt("round")], responses: { "200": { description: "the round" }, ...refusals("bad_request", "round_not_found") } } },
+      "/federations/{id}/versions/{version}": {
+        get: { summary: "A global adapter version as safetensors (PEFT key names)", parameters: [pathId, pathInt("version")], responses: { "200": { description: "safetensors bytes", content: { "application/octet-stream": {} } }, ...refusals("version_not_found") } },
+      },
+      "/federations/{id}/versions/{version}/adapter_config.json": { get: { summary: "The PEFT adapter_config.json of the federation's adapter", parameters: [pathId, pathInt("version")], responses: { "200": { description: "PEFT config" } } } },
+      "/federations/{id}/rounds/{round}/updates/{client}": {
+        put: {
+          summary: "Upload a client's delta for a round (signed; folded exactly once)",
+          description: `Body: safetensors of the delta (trained minus global, PEFT key names) whose __metadata__ holds num_examples and metrics (UploadMetadata). Headers: Idempotency-Key, and the signature headers ${Object.values(HEADERS).join(", ")} (HMAC-SHA256 over method, path, timestamp, nonce and the body's SHA-256 with the client's secret).`,
+          parameters: [pathId, pathInt("round"), { name: "client", in: "path", required: true, schema: { type: "string" } }, { name: "Idempotency-Key", in: "header", required: true, schema: { type: "string", maxLength: 128 } }],
+          requestBody: { required: true, content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
+          responses: {
+            "200": { description: "the receipt (replayed: true for a retry of an accepted upload)" },
+            ...refusals("bad_request", "signature", "client_unknown", "client_not_sampled", "round_not_found", "round_closed", "upload_conflict", "nonce_reused", "body_too_large", "safetensors_invalid", "metadata_invalid", "tensor_mismatch", "non_finite"),
+          },
+        },
+      },
+    },
+    components: {
+      schemas: {
+        FederationConfig: toJsonSchema(FederationConfig, { errorMode: "ignore" }),
+        UploadMetadata: toJsonSchema(UploadMetadata, { errorMode: "ignore" }),
+        Error: { type: "object", required: ["error"], properties: { error: { type: "object", required: ["code", "message"], properties: { code: { type: "string" }, message: { type: "string" } } } } },
+      },
+    },
+  };
+}
