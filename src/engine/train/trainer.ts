@@ -10,6 +10,8 @@ export interface TrainerOptions {
   schedule: ScheduleOptions;
   /** Max global gradient norm; no clipping when absent. */
   clip?: number;
+  /** Adds terms to the summed gradients before clipping (e.g. FedProx's proximal term). */
+  gradientHook?: (grads: Map<string, Float32Array>, params: Map<string, Float32Array>) => void;
 }
 
 export interface UpdateResult {
@@ -45,6 +47,7 @@ export class Trainer {
       else for (const [k, g] of r.grads) sum.get(k)!.forEach((_, i, a) => (a[i]! += g[i]!));
     }
     if (!sum) throw new Error("an update needs at least one micro-batch");
+    this.opts.gradientHook?.(sum, this.params);
     for (const [k, g] of sum) if (!g.every(Number.isFinite)) throw new Error(`non-finite gradient for ${k} (loss ${loss}); lower the learning rate`);
     const gradNorm = this.opts.clip === undefined ? Math.sqrt([...sum.values()].reduce((s, g) => s + g.reduce((a, x) => a + x * x, 0), 0)) : clipGradNorm(sum, this.opts.clip);
     const lr = learningRate(this.updates, this.opts.schedule);

@@ -1,0 +1,101 @@
+// A client's local work for one round: LoRA training from the global adapter on its own examples, then
+// the delta (trained minus global, PEFT key names) with its example count and metrics. The work is
+// resumable: `LocalState` is plain data, so a Worker can run some steps, persist, and go on in its next
+// invocation without losing the optimizer state (a Worker's CPU time per invocation is bounded).
+import type { TokenizedExample } from "../../data/examples.ts";
+import { exampleBatch } from "../../data/examples.ts";
+import { shuffled } from "../../data/lm-windows.ts";
+import type { LlamaConfig } from "../../engine/config.ts";
+import type { Weights } from "../../engine/llama/graph.ts";
+import type { LinearModule } from "../../engine/llama/names.ts";
+import { loraScaling } from "../../engine/lora/peft.ts";
+import type { QuantMode } from "../../engine/quantize.ts";
+import type { Runtime } from "../../engine/runtime.ts";
+import { seededUniform } from "../../engine/sampling.ts";
+import { adamW, type OptimizerState } from "../../engine/train/optimizer.ts";
+import { TrainStep } from "../../engine/train/step.ts";
+import { Trainer } from "../../engine/train/trainer.ts";
+import type { FederationConfig } from "../../protocol/federation.ts";
+import { addProximalGradient } from "../strategies/fedprox.ts";
+import type { TensorMap } from "../tensors.ts";
+
+const PEFT_PREFIX = "base_model.model.";
+
+/** PEFT key ("base_model.model.<linear>.lora_A.weight") to training-graph input ("<linear>.lora_A.weight"). */
+export const graphName = (peftKey: string) => (peftKey.startsWith(PEFT_PREFIX) ? peftKey.slice(PEFT_PREFIX.length) : peftKey);
+
+export interface LocalTask {
+  round: number;
+  proximalMu: number;
+  local: FederationConfig["local"];
+  method: FederationConfig["method"];
+  quant: QuantMode;
+  seed: number;
+}
+
+export interface LocalState {
+  /** Updates done so far. */
+  step: number;
+  /** Trained tensors, by graph input name. */
+  params: TensorMap;
+  optimizer: OptimizerState;
+  /** Examples still to draw from the current shuffled pass (indices), and the pass number. */
+  order: number[];
+  pass: number;
+  lossSum: number;
+}
+
+export function startLocal(global: TensorMap): LocalState {
+  const params: TensorMap = new Map([...global].map(([k, t]) => [graphName(k), Float32Array.from(t)]));
+  return { step: 0, params, optimizer: { kind: "adamw", step: 0, slots: new Map() }, order: [], pass: 0, lossSum: 0 };
+}
+
+export interface LocalModel {
+  config: LlamaConfig;
+  weights: Weights;
+  runtime: Runtime;
+}
+
+/** Runs up to `maxSteps` more updates of the task (all remaining when absent); returns the new state. */
+export async function runLocalSteps(model: LocalModel, task: LocalTask, global: TensorMap, examples: readonly TokenizedExample[], state: LocalState, maxSteps = Infinity): Promise<LocalState> {
+  const m = task.method;
+  const spec = { lora: { r: m.r, scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }), modules: m.targetModules as LinearModule[], dropout: m.dropout, seed: task.seed + task.round } };
+  const step = await TrainStep.create(model.runtime, model.config, model.weights, spec, { quant: task.quant });
+  const globalParams: TensorMap = new Map([...global].map(([k, t]) => [graphName(k), t]));
+  const copy = (t: TensorMap): TensorMap => new Map([...t].map(([k, v]) => [k, Float32Array.from(v)]));
+  const next: LocalState = { ...state, params: copy(state.params), optimizer: { ...state.optimizer, slots: copy(state.optimizer.slots) }, order: [...state.order] };
+  const trainer = new Trainer(step, next.params, {
+    optimizer: adamW({ weightDecay: 0 }, next.optimizer),
+    schedule: { lr: task.local.lr, warmupSteps: 0, totalSteps: task.local.steps },
+    clip: 1,
+    ...(task.proximalMu > 0 ? { gradientHook: (grads: TensorMap, params: TensorMap) => void addProximalGradient(grads, params, globalParams, task.proximalMu) } : {}),
+  });
+  const end = Math.min(task.local.steps, state.step + maxSteps);
+  while (next.step < end) {
+    if (next.order.length < task.local.batchSize) {
+      // Each pass is a seeded shuffle, so a resumed run draws the batches an unbroken run would.
+      next.order.push(...shuffled([...examples.keys()], seededUniform(task.seed * 7919 + task.round * 104729 + next.pass++)));
+    }
+    const batch = next.order.splice(0, Math.min(task.local.batchSize, examples.length)).map((i) => examples[i]!);
+    next.lossSum += (await trainer.update([exampleBatch(batch)])).loss;
+    next.step++;
+  }
+  await step.release();
+  return next;
+}
+
+export interface LocalResult {
+  /** Trained minus global, by PEFT key. */
+  delta: TensorMap;
+  numExamples: number;
+  metrics: Record<string, number>;
+}
+
+export function localResult(global: TensorMap, state: LocalState, numExamples: number): LocalResult {
+  const delta: TensorMap = new Map();
+  for (const [key, g] of global) {
+    const p = state.params.get(graphName(key))!;
+    delta.set(key, p.map((x, i) => x - g[i]!));
+  }
+  return { delta, numExamples, metrics: { train_loss: state.lossSum / Math.max(1, state.step), local_steps: state.step } };
+}

@@ -1,0 +1,53 @@
+import { describe, expect, it } from "vitest";
+import { tokenizeExample } from "../../../src/data/examples.ts";
+import { initLoraParams } from "../../../src/engine/lora/init.ts";
+import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
+import { loadTokenizer } from "../../../src/engine/tokenizer/load.ts";
+import { localResult, runLocalSteps, startLocal, type LocalTask } from "../../../src/fl/client/local-update.ts";
+import type { TensorMap } from "../../../src/fl/tensors.ts";
+import { tinyTokenizerJson } from "../../fixtures/hf-model.ts";
+import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
+
+const config = tinyConfig({ heads: 4, kvHeads: 2 });
+const model = { config, weights: tinyWeights(config, 6), runtime: ortNodeRuntime() };
+const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize));
+const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages.", "The sun sleeps."].map((text) => tokenizeExample({ text }, tok, 2, 32));
+// The global adapter as the aggregator stores it: PEFT keys, B = 0.
+const global: TensorMap = new Map([...initLoraParams(config, 4, ["q_proj", "v_proj"], 3)].map(([k, v]) => [`base_model.model.${k}`, v]));
+const task = (mu = 0): LocalTask => ({
+  round: 1,
+  proximalMu: mu,
+  local: { steps: 6, batchSize: 2, lr: 2e-2, maxTokens: 32 },
+  method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], dropout: 0, rslora: false },
+  quant: "int8",
+  seed: 1,
+});
+const norm = (t: TensorMap) => Math.sqrt([...t.values()].reduce((s, v) => s + v.reduce((a, x) => a + x * x, 0), 0));
+
+describe("a client's local update", () => {
+  it("split over two invocations gives exactly the update of one", async () => {
+    const whole = await runLocalSteps(model, task(), global, examples, startLocal(global));
+    const half = await runLocalSteps(model, task(), global, examples, startLocal(global), 3);
+    expect(half.step).toBe(3);
+    const resumed = await runLocalSteps(model, task(), global, examples, half);
+    expect(resumed.step).toBe(6);
+    for (const [k, v] of whole.params) expect(resumed.params.get(k)).toEqual(v);
+    expect(resumed.lossSum).toBe(whole.lossSum);
+  });
+
+  it("returns a delta in PEFT key names with the example count and train loss", async () => {
+    const state = await runLocalSteps(model, task(), global, examples, startLocal(global));
+    const r = localResult(global, state, examples.length);
+    expect([...r.delta.keys()]).toEqual([...global.keys()]);
+    expect(norm(r.delta)).toBeGreaterThan(0);
+    expect(r.numExamples).toBe(5);
+    expect(r.metrics.local_steps).toBe(6);
+    expect(r.metrics.train_loss).toBeGreaterThan(0);
+  });
+
+  it("stays closer to the global adapter under FedProx's proximal term", async () => {
+    const free = localResult(global, await runLocalSteps(model, task(0), global, examples, startLocal(global)), 5);
+    const prox = localResult(global, await runLocalSteps(model, task(50), global, examples, startLocal(global)), 5);
+    expect(norm(prox.delta)).toBeLessThan(norm(free.delta) * 0.9);
+  });
+});
