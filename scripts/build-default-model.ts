@@ -139,7 +139,7 @@ Each address is BOS + text + EOS; the training stream is cut into ${trainWindows
 
 ## Training
 ${STEPS} AdamW updates (betas 0.9/0.95, weight decay 0.01) of ${BATCH} windows x ${SEQ} tokens (${(STEPS * BATCH * SEQ / 1e6).toFixed(2)}M tokens,
-${(STEPS * BATCH * SEQ / (trainWindows.length * SEQ)).toFixed(2)} epochs), learning rate ${LR} with ${WARMUP} warmup steps and cosine decay to ${LR / 10},
+${(STEPS * BATCH * SEQ / (trainWindows.length * SEQ)).toFixed(2)} epochs), learning rate ${LR} with ${WARMUP} warmup steps and cosine decay to ${Number((LR / 10).toPrecision(3))},
 gradient clipping at 1, seed ${SEED}; onnxruntime-node on ${values.threads} CPU threads. It took ${(trainSeconds / 60).toFixed(1)} minutes on
 ${(await import("node:os")).cpus()[0]?.model ?? "this machine"}. Loss curve: [loss.svg](loss.svg) (values in training_log.json).
 
