@@ -1,0 +1,29 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { sotuSplit } from "../../cli/corpora.ts";
+import { tempDir } from "../fixtures/hf-model.ts";
+import { runCli } from "./run-cli.ts";
+
+const MODEL = "models/fedflare-sotu-4m";
+
+describe("the shipped default model", () => {
+  it("scores text as a trained model does: far below the uniform 8.3 nats a token", async () => {
+    const r = await runCli(["score", "--model", MODEL, "--text", "The state of the Union is strong, and the Congress must act on the budget."]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { tokens: number[]; logprobs: number[]; mean_nll: number };
+    expect(out.tokens[0]).toBe(1);
+    expect(out.mean_nll).toBeLessThan(4.5);
+  });
+
+  it("reaches the card's held-out perplexity range on held-out addresses (int8)", async () => {
+    const file = join(tempDir("default-model"), "held.jsonl");
+    writeFileSync(file, sotuSplit().heldOut.slice(-2).map((a) => JSON.stringify({ text: a.text })).join("\n"));
+    const r = await runCli(["perplexity", "--model", MODEL, "--data", file, "--quant", "int8"]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { perplexity: number; tokens: number };
+    expect(out.tokens).toBeGreaterThan(5000);
+    expect(out.perplexity).toBeGreaterThan(20);
+    expect(out.perplexity).toBeLessThan(120);
+  });
+});
