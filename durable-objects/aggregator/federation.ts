@@ -17,7 +17,7 @@ import { assertFinite } from "../../src/fl/tensors.ts";
 import { foldDelta, meanOf, weightedMetricMean } from "../../src/fl/weighted-mean.ts";
 import { parseFederationConfig, parseUploadMetadata, type FederationConfig } from "../../src/protocol/federation.ts";
 import { SafetensorsError } from "../../src/protocol/safetensors.ts";
-import { readBlob, writeBlob, deleteBlob } from "./blobs.ts";
+import { readBlob, writeBlob, deleteBlob } from "../shared/blobs.ts";
 import { AggregatorError } from "./errors.ts";
 
 export interface FederationView {
