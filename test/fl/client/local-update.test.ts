@@ -51,3 +51,15 @@ describe("a client's local update", () => {
     expect(norm(prox.delta)).toBeLessThan(norm(free.delta) * 0.9);
   });
 });
+
+describe("the client's persisted state", () => {
+  it("round-trips through bytes and resumes to the same update", async () => {
+    const { decodeLocalState, encodeLocalState } = await import("../../../src/fl/client/state-file.ts");
+    const half = await runLocalSteps(model, task(), global, examples, startLocal(global), 3);
+    const restored = decodeLocalState(encodeLocalState(half));
+    expect(restored).toEqual(half);
+    const a = await runLocalSteps(model, task(), global, examples, half);
+    const b = await runLocalSteps(model, task(), global, examples, restored);
+    for (const [k, v] of a.params) expect(b.params.get(k)).toEqual(v);
+  });
+});

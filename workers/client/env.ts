@@ -1,0 +1,21 @@
+import type { ClientTrainer } from "./trainer.ts";
+
+/** A client deployment's bindings (workers/client/wrangler.toml): its identity, data, model and coordinator. */
+export interface ClientEnv {
+  /** This client's id, as listed in the federation's config. */
+  CLIENT_ID: string;
+  /** Its signing secret (`wrangler secret put CLIENT_SECRET`), derived by the operator from the master key. */
+  CLIENT_SECRET: string;
+  /** The coordinator: a service binding, or reached at COORDINATOR_URL. */
+  COORDINATOR?: Fetcher;
+  COORDINATOR_URL?: string;
+  /** The base model's Hugging Face files, under MODEL_PREFIX. */
+  MODEL: R2Bucket;
+  MODEL_PREFIX?: string;
+  /** This client's data partition: JSONL of {"text"} or {"prompt","completion"} at DATA_KEY. */
+  DATA: R2Bucket;
+  DATA_KEY?: string;
+  TRAINER: DurableObjectNamespace<ClientTrainer>;
+  /** Local updates per invocation, to stay inside a Worker's CPU budget. */
+  STEPS_PER_INVOCATION?: string;
+}
