@@ -47,6 +47,8 @@ export interface RoundView {
   totalWeight: number;
   closedAt: number | null;
   result: RoundResult | { reason: string } | null;
+  /** Accepted uploads, in order: who, when, how many examples, and the fold's time in the DO. */
+  receipts: { clientId: string; receivedAt: number; numExamples: number; foldMs: number }[];
   /** What every sampled client trains with this round. */
   task: { proximalMu: number; local: FederationConfig["local"]; method: FederationConfig["method"]; model: { name: string; quant: string } };
 }
@@ -185,6 +187,13 @@ export class Federations {
       totalWeight: r.total_weight,
       closedAt: r.closed_at,
       result: r.result ? (JSON.parse(r.result) as RoundResult) : null,
+      receipts: this.sql
+        .exec<{ client_id: string; received_at: number; num_examples: number; fold_ms: number }>(
+          "SELECT client_id, received_at, num_examples, fold_ms FROM receipts WHERE federation_id = ? AND round = ? ORDER BY received_at, client_id",
+          id, round,
+        )
+        .toArray()
+        .map((x) => ({ clientId: x.client_id, receivedAt: x.received_at, numExamples: x.num_examples, foldMs: x.fold_ms })),
       task: { proximalMu: createStrategy(fed.config.strategy).configureTrain(round).proximalMu, local, method, model: { name: model.name, quant: model.quant } },
     };
   }
