@@ -26,6 +26,18 @@ export interface FederationView {
   version: number;
   createdAt: number;
   roundsDone: number;
+  /** The round clients should train now, if one is open. */
+  openRound: number | null;
+}
+
+export interface RoundSummary {
+  round: number;
+  status: RoundView["status"];
+  openedAt: number;
+  closedAt: number | null;
+  uploads: number;
+  totalWeight: number;
+  result: RoundView["result"];
 }
 
 export interface RoundResult {
@@ -146,7 +158,8 @@ export class Federations {
     const r = this.row(id);
     if (!r) throw new AggregatorError("federation_not_found", `no federation "${id}"`);
     const roundsDone = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM rounds WHERE federation_id = ? AND status = 'closed'", id).one().n;
-    return { id, config: JSON.parse(r.config) as FederationConfig, version: r.version, createdAt: r.created_at, roundsDone };
+    const open = this.sql.exec<{ round: number }>("SELECT round FROM rounds WHERE federation_id = ? AND status = 'open'", id).toArray()[0];
+    return { id, config: JSON.parse(r.config) as FederationConfig, version: r.version, createdAt: r.created_at, roundsDone, openRound: open?.round ?? null };
   }
 
   private row(id: string) {
@@ -156,8 +169,7 @@ export class Federations {
   /** Opens the next round: samples its clients (seeded) and arms the deadline alarm. */
   async openRound(id: string, now: number): Promise<RoundView> {
     const fed = this.get(id);
-    const open = this.sql.exec<{ round: number }>("SELECT round FROM rounds WHERE federation_id = ? AND status = 'open'", id).toArray()[0];
-    if (open) throw new AggregatorError("round_open", `round ${open.round} of "${id}" is still open; wait for it to close (quorum or deadline)`);
+    if (fed.openRound !== null) throw new AggregatorError("round_open", `round ${fed.openRound} of "${id}" is still open; wait for it to close (quorum or deadline)`);
     if (fed.roundsDone >= fed.config.rounds) throw new AggregatorError("federation_finished", `"${id}" has completed its ${fed.config.rounds} rounds`);
     const round = (this.sql.exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ?", id).one().n ?? 0) + 1;
     const sampled = shuffled(fed.config.clients, seededUniform(fed.config.seed * 100_003 + round)).slice(0, fed.config.clientsPerRound).sort();
@@ -196,6 +208,15 @@ export class Federations {
         .map((x) => ({ clientId: x.client_id, receivedAt: x.received_at, numExamples: x.num_examples, foldMs: x.fold_ms })),
       task: { proximalMu: createStrategy(fed.config.strategy).configureTrain(round).proximalMu, local, method, model: { name: model.name, quant: model.quant } },
     };
+  }
+
+  /** Every round so far with its outcome and aggregated client metrics, oldest first. */
+  metrics(id: string): RoundSummary[] {
+    this.get(id);
+    return this.sql
+      .exec<RoundRow>("SELECT * FROM rounds WHERE federation_id = ? ORDER BY round", id)
+      .toArray()
+      .map((r) => ({ round: r.round, status: r.status, openedAt: r.opened_at, closedAt: r.closed_at, uploads: r.uploads, totalWeight: r.total_weight, result: r.result ? (JSON.parse(r.result) as RoundView["result"]) : null }));
   }
 
   /** The global adapter's safetensors bytes (PEFT key names) at a version. */

@@ -2,7 +2,7 @@
 // methods over Workers RPC; each answers a Result (errors as data: RPC keeps only an error's message).
 import { DurableObject } from "cloudflare:workers";
 import { attempt, attemptAsync, type Result } from "./errors.ts";
-import { Federations, type FederationView, type RoundView, type UploadReceipt, type UploadRequest } from "./federation.ts";
+import { Federations, type FederationView, type RoundSummary, type RoundView, type UploadReceipt, type UploadRequest } from "./federation.ts";
 import { migrate } from "./schema.ts";
 
 export class Aggregator extends DurableObject<Cloudflare.Env> {
@@ -35,6 +35,10 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
 
   getRound(id: string, round: number): Result<RoundView> {
     return attempt(() => this.federations.round(id, round));
+  }
+
+  getMetrics(id: string): Result<RoundSummary[]> {
+    return attempt(() => this.federations.metrics(id));
   }
 
   getVersion(id: string, version: number): Result<Uint8Array> {

@@ -1,6 +1,7 @@
 // A whole federation in workerd through Miniflare: the coordinator and its aggregator Durable Object,
 // and four client workers, each with its own R2 data partition, the model in R2 and its own trainer
-// Durable Object, run three rounds of FedAvg LoRA. The test recomputes every global version from the
+// Durable Object, run three rounds of FedAvg LoRA (tasks pushed over HTTP in rounds 1-2, pulled by the
+// clients' cron in round 3). The test recomputes every global version from the
 // clients' deltas, checks the held-out loss falls, and restarts workerd (persisted storage) in the
 // middle of a round after two uploads were acknowledged.
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -119,7 +120,7 @@ beforeAll(async () => {
           durableObjects: { TRAINER: { className: "ClientTrainer", useSQLite: true } },
           r2Buckets: { MODEL: "models", DATA: `data-${id}` },
           serviceBindings: { COORDINATOR: "coordinator" },
-          bindings: { CLIENT_ID: id, CLIENT_SECRET: await deriveClientSecret(MASTER, id), MODEL_PREFIX: "tiny/", STEPS_PER_INVOCATION: "3" },
+          bindings: { CLIENT_ID: id, CLIENT_SECRET: await deriveClientSecret(MASTER, id), MODEL_PREFIX: "tiny/", STEPS_PER_INVOCATION: "3", FEDERATIONS: FED },
         })),
       )),
     ],
@@ -165,6 +166,9 @@ describe("a federation of four client workers", () => {
         expect(after).toMatchObject({ status: "open", uploads: 2 });
         expect(after.receipts.map((r) => r.clientId).sort()).toEqual(["c1", "c2"]);
         await trigger(CLIENTS.slice(2), round);
+      } else if (round === 3) {
+        // Pull: each client's cron finds the open round it was sampled for.
+        for (const id of CLIENTS) await (await mf.getWorker(`client-${id}`)).scheduled({ cron: "* * * * *" });
       } else await trigger(CLIENTS, round);
       const closed = await waitFor(round, (r) => r.status !== "open");
       expect(closed.status).toBe("closed");

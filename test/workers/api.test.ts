@@ -46,6 +46,8 @@ describe("coordinator API", () => {
     const v1 = decodeTensorFile(new Uint8Array(await (await api("/federations/http-1/versions/1/adapter_model.safetensors")).arrayBuffer()), "v1");
     for (const [k, t] of global.tensors) v1.tensors.get(k)!.forEach((x, i) => expect(x).toBeCloseTo(t[i]! + 0.5, 6));
     expect(await (await api("/federations/http-1/versions/1/adapter_config.json")).json()).toMatchObject({ peft_type: "LORA", r: 2, lora_alpha: 4, target_modules: ["q_proj"] });
+    expect(await (await api("/federations/http-1/metrics")).json()).toMatchObject([{ round: 1, status: "closed", uploads: 2, totalWeight: 8, result: { version: 1 } }]);
+    expect(await (await api("/federations/http-1")).json()).toMatchObject({ version: 1, roundsDone: 1, openRound: null });
   });
 
   it.each([
@@ -60,9 +62,11 @@ describe("coordinator API", () => {
     ["an upload signed by one client for another", () => signedPut("/federations/http-1/rounds/1/updates/alice", new Uint8Array(8), "bob"), 403, "forbidden", /signed by "bob"/],
     ["an upload without an Idempotency-Key", () => signedPut("/federations/http-1/rounds/1/updates/alice", new Uint8Array(8), "alice", { key: "" }), 400, "bad_request", /Idempotency-Key/],
   ])("refuses %s", async (_, call, status, code, message) => {
+    const before = await (await api("/federations/http-1/rounds/1")).text();
     const res = await call();
     expect(res.status).toBe(status);
     expect(await res.json()).toMatchObject({ error: { code, message: expect.stringMatching(message) } });
+    expect(await (await api("/federations/http-1/rounds/1")).text()).toBe(before);
   });
 
   it("serves an OpenAPI document generated from the validation schemas", async () => {

@@ -16,6 +16,8 @@ export interface ClientEnv {
   DATA: R2Bucket;
   DATA_KEY?: string;
   TRAINER: DurableObjectNamespace<ClientTrainer>;
+  /** Federation ids (comma-separated) this client pulls open rounds of on its cron. */
+  FEDERATIONS?: string;
   /** Local updates per invocation, to stay inside a Worker's CPU budget. */
   STEPS_PER_INVOCATION?: string;
 }

@@ -1,11 +1,12 @@
 // A client worker: a data owner's deployment. It holds its partition and the base model (R2), signs
-// with its own secret, and trains the rounds it is given (pushed here, or pulled by an operator's cron)
+// with its own secret, and trains the rounds it is given (pushed to POST /tasks, or pulled on its cron)
 // through its trainer Durable Object.
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { notFound, onError } from "../coordinator/errors.ts";
 import { readJson } from "../coordinator/body.ts";
 import type { ClientEnv } from "./env.ts";
+import { coordinatorFetch } from "./sources.ts";
 
 const app = new Hono<{ Bindings: ClientEnv }>();
 
@@ -38,5 +39,20 @@ app.get("/tasks/:federation/:round/delta", async (c) => {
 app.notFound(notFound);
 app.onError(onError);
 
-export default app;
+/** Pull: on its cron, the client asks each of its federations for an open round it was sampled for. */
+async function pullTasks(env: ClientEnv): Promise<void> {
+  for (const fed of (env.FEDERATIONS ?? "").split(",").map((f) => f.trim()).filter(Boolean)) {
+    const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}`);
+    if (!res.ok) throw new Error(`reading federation "${fed}": ${res.status} ${await res.text()}`);
+    const { openRound } = (await res.json()) as { openRound: number | null };
+    if (openRound === null) continue;
+    const round = (await (await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}/rounds/${openRound}`)).json()) as { sampled: string[] };
+    if (round.sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound);
+  }
+}
+
+export default {
+  fetch: app.fetch,
+  scheduled: (_controller: ScheduledController, env: ClientEnv, ctx: ExecutionContext) => ctx.waitUntil(pullTasks(env)),
+} satisfies ExportedHandler<ClientEnv>;
 export { ClientTrainer } from "./trainer.ts";

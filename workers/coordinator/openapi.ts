@@ -26,6 +26,7 @@ export function openapi(): object {
         post: { summary: "Create a federation", requestBody: { required: true, content: json({ $ref: "#/components/schemas/FederationConfig" }) }, responses: { "201": { description: "the federation" }, ...refusals("bad_request", "config_invalid", "federation_exists") } },
       },
       "/federations/{id}": { get: { summary: "Read a federation", parameters: [pathId], responses: { "200": { description: "the federation" }, ...refusals("federation_not_found") } } },
+      "/federations/{id}/metrics": { get: { summary: "Every round with its outcome and example-weighted client metrics", parameters: [pathId], responses: { "200": { description: "rounds, oldest first" }, ...refusals("federation_not_found") } } },
       "/federations/{id}/rounds": { post: { summary: "Open the next round", parameters: [pathId], responses: { "201": { description: "the round, with its sampled clients and task" }, ...refusals("federation_not_found", "round_open", "federation_finished") } } },
       "/federations/{id}/rounds/{round}": { get: { summary: "Read a round", parameters: [pathId, pathInt("round")], responses: { "200": { description: "the round" }, ...refusals("bad_request", "round_not_found") } } },
       "/federations/{id}/versions/{version}": {

@@ -15,6 +15,8 @@ federations.post("/", async (c) => {
 
 federations.get("/:id", async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getFederation(c.req.param("id"))));
 
+federations.get("/:id/metrics", async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getMetrics(c.req.param("id"))));
+
 federations.post("/:id/rounds", async (c) => answer(c, await aggregator(c.env, c.req.param("id")).openRound(c.req.param("id")), 201));
 
 federations.get("/:id/rounds/:round", async (c) => {
