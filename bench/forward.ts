@@ -7,16 +7,15 @@
 // Prints a table to stdout, progress to stderr, and writes bench/results/forward.json.
 import { parseLlamaConfig, type LlamaConfig } from "../src/engine/config.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
-import { initLlamaWeights, normalSamples } from "../src/engine/llama/init.ts";
+import { initLlamaWeights } from "../src/engine/llama/init.ts";
 import { EMBED, expectedTensors } from "../src/engine/llama/names.ts";
-import { GraphBuilder } from "../src/engine/onnx/builder.ts";
-import { ElemType } from "../src/engine/onnx/proto.ts";
 import type { QuantMode } from "../src/engine/quantize.ts";
 import type { Runtime, RuntimeName } from "../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
 import { ortWebRuntime } from "../src/engine/runtimes/ort-web.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { fmt, printTable } from "./lib/table.ts";
+import { ortMatMul } from "./lib/ceiling.ts";
 import { writeResults } from "./lib/results.ts";
 import { timeInterleaved, type TimingOptions } from "./lib/timing.ts";
 
@@ -90,22 +89,6 @@ function paramCount(c: LlamaConfig): number {
   return n;
 }
 
-/**
- * A session running one float32 MatMul [m, k] x [k, n] (activation as graph input, weight as
- * initializer, as in the model), and its call.
- */
-async function matMulSession(rt: Runtime, m: number, k: number, n: number): Promise<{ run: () => Promise<unknown>; release: () => Promise<void> }> {
-  const next = seededUniform(2);
-  const g = new GraphBuilder("matmul");
-  const a = g.input("a", ElemType.FLOAT, [m, k]);
-  const b = g.initializer("b", ElemType.FLOAT, [k, n], new Uint8Array(normalSamples(next, k * n, 1).buffer));
-  g.op("MatMul", [a, b], {}, { outputs: ["y"] });
-  g.output("y", ElemType.FLOAT, [m, n]);
-  const session = await rt.createSession(g.toBytes());
-  const feeds = { a: { data: normalSamples(next, m * k, 1), dims: [m, k] } };
-  return { run: () => session.run(feeds), release: () => session.release() };
-}
-
 const sizes = quick ? SIZES.filter((s) => s.name !== "medium") : SIZES;
 const steps = sizes.reduce((n, s) => n + RUNTIMES.length * s.quants.length, 0);
 let step = 0;
@@ -128,7 +111,7 @@ for (const size of sizes) {
     // The ceiling at the shape of the model's widest linears (gate/up) over one batch, timed in rounds
     // with the forward so that both see the same load from whatever else shares the machine.
     const [m, k, n] = [TOKENS, size.hidden, size.intermediate];
-    const matMul = await matMulSession(rt, m, k, n);
+    const matMul = await ortMatMul(rt, m, k, n);
     // MatMul calls per sample so that they do the forward's FLOPs: a fast MatMul is then timed over
     // many calls rather than one, and both halves of a round span about the same wall time.
     const calls = Math.max(1, Math.round((fpt * TOKENS) / (2 * m * k * n)));
@@ -159,5 +142,5 @@ printTable(
   ["size", "params", "quant", "runtime", "threads", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
   forward.map((r) => [r.size, `${fmt(r.params / 1e6, 1)}M`, r.quant, r.runtime, r.threads, fmt(r.tokensPerSec), fmt(r.gflops, 1), fmt(r.ceilingGflops, 1), fmt(100 * r.mfu, 1)]),
 );
-const file = await writeResults("forward", { settings: { batch: BATCH, seq: SEQ, timing: TIMING, quick }, sizes: sizeInfo, forward });
+const file = await writeResults(quick ? "forward-quick" : "forward", { settings: { batch: BATCH, seq: SEQ, timing: TIMING, quick }, sizes: sizeInfo, forward });
 console.log(`\nwrote ${file}`);
