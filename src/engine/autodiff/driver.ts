@@ -16,14 +16,23 @@ export class MissingGradientError extends Error {
 export function addGradients(g: GraphBuilder, loss: string, wrt: readonly string[]): Map<string, string> {
   const { rank } = inferRanks(g.graph());
   if (rank.get(loss) !== 0) throw new Error(`the loss "${loss}" must be a scalar (rank 0), not rank ${rank.get(loss)}`);
+  return addGradientsFrom(g, new Map([[loss, g.scalar(1)]]), wrt);
+}
+
+/**
+ * The same from given gradients of intermediate values (`seeds`: value -> its gradient), for losses
+ * whose gradient is cheaper written directly than differentiated (e.g. softmax cross-entropy).
+ */
+export function addGradientsFrom(g: GraphBuilder, seeds: ReadonlyMap<string, string>, wrt: readonly string[]): Map<string, string> {
+  const { rank } = inferRanks(g.graph());
   const forward = [...g.nodes];
 
   // Values that depend on a trainable tensor.
   const needs = new Set<string>(wrt);
   for (const n of forward) if (!NON_DIFFERENTIABLE.has(n.opType) && n.inputs.some((i) => needs.has(i))) for (const o of n.outputs) needs.add(o);
-  if (!needs.has(loss)) throw new Error(`the loss "${loss}" does not depend on any of ${JSON.stringify(wrt)}`);
+  for (const v of seeds.keys()) if (!needs.has(v)) throw new Error(`"${v}" does not depend on any of ${JSON.stringify(wrt)}`);
 
-  const contributions = new Map<string, string[]>([[loss, [g.scalar(1)]]]);
+  const contributions = new Map<string, string[]>([...seeds].map(([v, grad]) => [v, [grad]]));
   const shapes = new Map<string, string>();
   const shapeOf = (v: string) => {
     let s = shapes.get(v);

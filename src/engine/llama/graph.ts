@@ -5,7 +5,7 @@ import type { LlamaConfig } from "../config.ts";
 import { GraphBuilder } from "../onnx/builder.ts";
 import { ElemType } from "../onnx/proto.ts";
 import { quantizeInt4, quantizeInt8, type QuantMode } from "../quantize.ts";
-import { addGradients } from "../autodiff/driver.ts";
+import { addGradientsFrom } from "../autodiff/driver.ts";
 import { EMBED, FINAL_NORM, LM_HEAD, expectedTensors, linearName, linearShape, type LinearModule } from "./names.ts";
 import { ropeInvFreq } from "./rope.ts";
 
@@ -234,11 +234,16 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     g.output("nll", ElemType.FLOAT, ["batch", "seq"]);
     if (train) {
       const lossWeights = g.input("loss_weights", ElemType.FLOAT, ["batch", "seq"]);
-      const loss = g.op("ReduceSum", [g.op("Mul", [nll, lossWeights])], { keepdims: 0 }, { outputs: ["loss"] });
+      g.op("ReduceSum", [g.op("Mul", [nll, lossWeights])], { keepdims: 0 }, { outputs: ["loss"] });
       g.output("loss", ElemType.FLOAT, []);
-      for (const [w, grad] of addGradients(g, loss, trainables.map((t) => t.name))) {
-        g.op("Identity", [grad], {}, { outputs: [`grad.${w}`] });
-        g.output(`grad.${w}`, ElemType.FLOAT, trainables.find((t) => t.name === w)!.shape);
+      // d loss / d logits = w (softmax - onehot(target)), written directly: three passes over the
+      // [N, V] logits instead of the six that differentiating LogSoftmax and GatherElements takes.
+      const w = g.op("Reshape", [lossWeights, g.ints(-1, 1)]);
+      const flatTargets = g.op("Reshape", [targets, g.ints(-1, 1)]);
+      const dLogits = g.op("ScatterElements", [g.op("Mul", [g.op("Exp", [logp]), w]), flatTargets, g.op("Neg", [w])], { axis: 1, reduction: "add" });
+      for (const [name, grad] of addGradientsFrom(g, new Map([[logits2d, dLogits]]), trainables.map((t) => t.name))) {
+        g.op("Identity", [grad], {}, { outputs: [`grad.${name}`] });
+        g.output(`grad.${name}`, ElemType.FLOAT, trainables.find((t) => t.name === name)!.shape);
       }
     }
   }
