@@ -13,7 +13,7 @@ import { normalSamples } from "../src/engine/llama/init.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { decodeTensorFile, encodeTensorFile } from "../src/fl/tensor-file.ts";
 import { deriveClientSecret, signRequest } from "../src/protocol/signature.ts";
-import { bundleWorker } from "../test/integration/workers-bundle.ts";
+import { bundleWorker } from "../cli/bundle-worker.ts";
 import { median } from "./lib/timing.ts";
 import { printTable } from "./lib/table.ts";
 import { writeResults } from "./lib/results.ts";

@@ -4,10 +4,9 @@
 // clients' cron in round 3). The test recomputes every global version from the
 // clients' deltas, checks the held-out loss falls, and restarts workerd (persisted storage) in the
 // middle of a round after two uploads were acknowledged.
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tokenizeExample } from "../../src/data/examples.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
@@ -19,10 +18,9 @@ import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
 import { heldOutLoss } from "../../src/engine/train/evaluate.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
-import { deriveClientSecret } from "../../src/protocol/signature.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
-import { bundleWorker } from "./workers-bundle.ts";
+import { LocalFederation } from "../../cli/local-federation.ts";
 
 const MASTER = "integration-master-key";
 const CLIENTS = ["c1", "c2", "c3", "c4"];
@@ -38,19 +36,10 @@ const partitions = sizes.map((n, c) => Array.from({ length: n }, (_, i) => recor
 const heldOut = Array.from({ length: 16 }, (_, i) => record(i + 100));
 
 let root: string;
-let mf: Miniflare;
-let options: MiniflareOptions;
+let fed: LocalFederation;
 
-async function start(): Promise<Miniflare> {
-  const m = new Miniflare(options);
-  await m.ready;
-  return m;
-}
-
-// Requests from Node to a worker, through Miniflare's dispatcher.
-type Init = { method?: string; body?: string };
-const coordinator = async (path: string, init?: Init) => (await mf.getWorker("coordinator")).fetch(`http://coordinator${path}`, init);
-const client = async (id: string, path: string, init?: Init) => (await mf.getWorker(`client-${id}`)).fetch(`http://client${path}`, init);
+const coordinator = (path: string, init?: { method?: string; body?: string }) => fed.coordinator(path, init);
+const client = (id: string, path: string, init?: { method?: string; body?: string }) => fed.client(id, path, init);
 
 interface Round {
   status: string;
@@ -98,42 +87,18 @@ async function heldOutLossOf(adapter: TensorMap): Promise<number> {
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-it-"));
-  const [coordinatorDir, clientDir] = await Promise.all([bundleWorker("wrangler.toml"), bundleWorker("workers/client/wrangler.toml")]);
-  // The bundle's modules as wrangler wrote them: the script and, for the client, the ORT .wasm.
-  const modulesOf = (dir: string) => ({
-    modulesRoot: dir,
-    modules: readdirSync(dir)
-      .filter((f) => f.endsWith(".js") || f.endsWith(".wasm"))
-      // The main module first.
-      .sort((a, b) => Number(b === "index.js") - Number(a === "index.js"))
-      .map((f) => ({ type: f.endsWith(".wasm") ? ("CompiledWasm" as const) : ("ESModule" as const), path: join(dir, f) })),
+  fed = await LocalFederation.start({
+    stateDir: join(root, "state"),
+    masterKey: MASTER,
+    clients: CLIENTS.map((id, i) => ({ id, partition: partitions[i]! })),
+    modelFiles: hfModelFiles(model, weights, tokenizerJson, { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } }),
+    federations: [FED],
+    stepsPerInvocation: 3,
   });
-  options = convertV4MiniflareOptions({
-    resourcePersistencePath: join(root, "state"),
-    workers: [
-      { name: "coordinator", ...modulesOf(coordinatorDir), compatibilityDate: "2026-11-01", durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } }, bindings: { FEDFLARE_MASTER_KEY: MASTER } },
-      ...(await Promise.all(
-        CLIENTS.map(async (id) => ({
-          name: `client-${id}`,
-          ...modulesOf(clientDir),
-          compatibilityDate: "2026-11-01",
-          durableObjects: { TRAINER: { className: "ClientTrainer", useSQLite: true } },
-          r2Buckets: { MODEL: "models", DATA: `data-${id}` },
-          serviceBindings: { COORDINATOR: "coordinator" },
-          bindings: { CLIENT_ID: id, CLIENT_SECRET: await deriveClientSecret(MASTER, id), MODEL_PREFIX: "tiny/", STEPS_PER_INVOCATION: "3", FEDERATIONS: FED },
-        })),
-      )),
-    ],
-  });
-  mf = await start();
-  const files = hfModelFiles(model, weights, tokenizerJson, { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } });
-  const models = await mf.getR2Bucket("MODEL", "client-c1");
-  for (const [name, content] of files) await models.put(`tiny/${name}`, content);
-  for (const [i, id] of CLIENTS.entries()) await (await mf.getR2Bucket("DATA", `client-${id}`)).put("partition.jsonl", partitions[i]!.map((r) => JSON.stringify(r)).join("\n"));
 }, 120_000);
 
 afterAll(async () => {
-  await mf?.dispose();
+  await fed?.dispose();
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -160,15 +125,14 @@ describe("a federation of four client workers", () => {
         await trigger(CLIENTS.slice(0, 2), round);
         await waitFor(round, (r) => r.uploads === 2);
         // Restart workerd with the persisted storage, mid-round.
-        await mf.dispose();
-        mf = await start();
+        await fed.restart();
         const after = await roundState(round);
         expect(after).toMatchObject({ status: "open", uploads: 2 });
         expect(after.receipts.map((r) => r.clientId).sort()).toEqual(["c1", "c2"]);
         await trigger(CLIENTS.slice(2), round);
       } else if (round === 3) {
         // Pull: each client's cron finds the open round it was sampled for.
-        for (const id of CLIENTS) await (await mf.getWorker(`client-${id}`)).scheduled({ cron: "* * * * *" });
+        for (const id of CLIENTS) await fed.cron(id);
       } else await trigger(CLIENTS, round);
       const closed = await waitFor(round, (r) => r.status !== "open");
       expect(closed.status).toBe("closed");

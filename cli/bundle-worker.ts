@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 export function bundleWorker(config: string): Promise<string> {
   const out = mkdtempSync(join(tmpdir(), "fedflare-bundle-"));

@@ -1,0 +1,109 @@
+// A whole federation on this machine, in workerd through Miniflare: the coordinator with its aggregator
+// Durable Object, and one client worker per data owner, each with its own R2 data partition, the model
+// in R2 and its own trainer Durable Object. Storage persists under `stateDir`, so a restart resumes.
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "miniflare";
+import type { Example } from "../src/data/jsonl.ts";
+import { deriveClientSecret } from "../src/protocol/signature.ts";
+import { bundleWorker } from "./bundle-worker.ts";
+
+export interface LocalClient {
+  id: string;
+  partition: readonly Example[];
+}
+
+export interface LocalFederationOptions {
+  stateDir: string;
+  masterKey: string;
+  clients: readonly LocalClient[];
+  /** Model files (Hugging Face layout), put in the MODEL bucket under "model/". */
+  modelFiles: ReadonlyMap<string, string | Uint8Array>;
+  /** Federation ids the clients pull open rounds of on their cron. */
+  federations?: readonly string[];
+  stepsPerInvocation?: number;
+}
+
+type Init = { method?: string; body?: string };
+
+export class LocalFederation {
+  private mf: Miniflare;
+  private readonly options: MiniflareOptions;
+
+  private constructor(mf: Miniflare, options: MiniflareOptions) {
+    this.mf = mf;
+    this.options = options;
+  }
+
+  static async start(o: LocalFederationOptions): Promise<LocalFederation> {
+    const [coordinatorDir, clientDir] = await Promise.all([bundleWorker("wrangler.toml"), bundleWorker("workers/client/wrangler.toml")]);
+    const options = convertV4MiniflareOptions({
+      resourcePersistencePath: o.stateDir,
+      workers: [
+        { name: "coordinator", ...modulesOf(coordinatorDir), compatibilityDate: "2026-11-01", durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } }, bindings: { FEDFLARE_MASTER_KEY: o.masterKey } },
+        ...(await Promise.all(
+          o.clients.map(async (c) => ({
+            name: `client-${c.id}`,
+            ...modulesOf(clientDir),
+            compatibilityDate: "2026-11-01",
+            durableObjects: { TRAINER: { className: "ClientTrainer", useSQLite: true } },
+            r2Buckets: { MODEL: "models", DATA: `data-${c.id}` },
+            serviceBindings: { COORDINATOR: "coordinator" },
+            bindings: {
+              CLIENT_ID: c.id,
+              CLIENT_SECRET: await deriveClientSecret(o.masterKey, c.id),
+              MODEL_PREFIX: "model/",
+              STEPS_PER_INVOCATION: String(o.stepsPerInvocation ?? 8),
+              FEDERATIONS: (o.federations ?? []).join(","),
+            },
+          })),
+        )),
+      ],
+    });
+    const mf = new Miniflare(options);
+    await mf.ready;
+    const fed = new LocalFederation(mf, options);
+    const firstClient = o.clients[0];
+    if (firstClient) {
+      const models = await mf.getR2Bucket("MODEL", `client-${firstClient.id}`);
+      for (const [name, content] of o.modelFiles) await models.put(`model/${name}`, content);
+    }
+    for (const c of o.clients) await (await mf.getR2Bucket("DATA", `client-${c.id}`)).put("partition.jsonl", c.partition.map((r) => JSON.stringify(r)).join("\n"));
+    return fed;
+  }
+
+  async coordinator(path: string, init?: Init): Promise<Response> {
+    return (await this.mf.getWorker("coordinator")).fetch(`http://coordinator${path}`, init) as unknown as Response;
+  }
+
+  async client(id: string, path: string, init?: Init): Promise<Response> {
+    return (await this.mf.getWorker(`client-${id}`)).fetch(`http://client${path}`, init) as unknown as Response;
+  }
+
+  /** Runs a client's cron handler (it pulls open rounds it was sampled for). */
+  async cron(id: string): Promise<void> {
+    await (await this.mf.getWorker(`client-${id}`)).scheduled({ cron: "* * * * *" });
+  }
+
+  /** Stops workerd and starts it again on the persisted storage. */
+  async restart(): Promise<void> {
+    await this.mf.dispose();
+    this.mf = new Miniflare(this.options);
+    await this.mf.ready;
+  }
+
+  dispose(): Promise<void> {
+    return this.mf.dispose();
+  }
+}
+
+/** A bundle's modules as wrangler wrote them, the main module first (the client's also holds the ORT .wasm). */
+function modulesOf(dir: string) {
+  return {
+    modulesRoot: dir,
+    modules: readdirSync(dir)
+      .filter((f) => f.endsWith(".js") || f.endsWith(".wasm"))
+      .sort((a, b) => Number(b === "index.js") - Number(a === "index.js"))
+      .map((f) => ({ type: f.endsWith(".wasm") ? ("CompiledWasm" as const) : ("ESModule" as const), path: join(dir, f) })),
+  };
+}
