@@ -3,11 +3,13 @@ import { FedflareError } from "../src/errors.ts";
 import { exportData, exportDataUsage } from "./commands/export-data.ts";
 import { generate, generateUsage } from "./commands/generate.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
+import { run, runUsage } from "./commands/run.ts";
 import { score, scoreUsage } from "./commands/score.ts";
 import { train, trainUsage } from "./commands/train.ts";
 import { UsageError } from "./usage.ts";
 
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: string }> = {
+  run: { run, usage: runUsage },
   score: { run: score, usage: scoreUsage },
   generate: { run: generate, usage: generateUsage },
   train: { run: train, usage: trainUsage },

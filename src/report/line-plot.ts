@@ -13,15 +13,17 @@ export interface PlotOptions {
   width?: number;
   height?: number;
   logY?: boolean;
+  /** Ticks on whole numbers only (rounds, steps). */
+  integerX?: boolean;
 }
 
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 /** About `count` round tick values covering [lo, hi]. */
-function ticks(lo: number, hi: number, count: number): number[] {
+function ticks(lo: number, hi: number, count: number, integers = false): number[] {
   const span = hi - lo || 1;
   const step0 = 10 ** Math.floor(Math.log10(span / count));
-  const step = [1, 2, 5, 10].map((m) => m * step0).find((s) => span / s <= count)!;
+  const step = Math.max(integers ? 1 : 0, [1, 2, 5, 10].map((m) => m * step0).find((s) => span / s <= count)!);
   const out: number[] = [];
   for (let t = Math.ceil(lo / step) * step; t <= hi + 1e-9 * span; t += step) out.push(Number(t.toPrecision(12)));
   return out;
@@ -42,7 +44,7 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
   ];
-  for (const t of ticks(x0, x1, 8))
+  for (const t of ticks(x0, x1, 8, o.integerX))
     parts.push(`<line x1="${sx(t)}" x2="${sx(t)}" y1="${m.top}" y2="${H - m.bottom}" stroke="#eee"/><text x="${sx(t)}" y="${H - m.bottom + 16}" text-anchor="middle">${t}</text>`);
   for (const t of ticks(y0, y1, 6)) {
     const y = o.logY ? 10 ** t : t;

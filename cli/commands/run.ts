@@ -1,0 +1,179 @@
+// `fedflare run`: a whole federation on this machine. Starts the coordinator, the aggregator Durable
+// Object and one client worker per partition in workerd (Miniflare), drives the rounds over HTTP, scores
+// each global adapter on held-out data, and writes runs/<id>/: config.json, metrics.jsonl, plot.svg and
+// the final adapter as a PEFT folder. --resume continues an interrupted run from its persisted storage.
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { parseArgs } from "node:util";
+import { tokenizeExample } from "../../src/data/examples.ts";
+import { ForwardModel } from "../../src/engine/forward.ts";
+import type { LoraPair } from "../../src/engine/llama/graph.ts";
+import { loraScaling } from "../../src/engine/lora/peft.ts";
+import { loadModel } from "../../src/engine/model-files.ts";
+import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
+import { heldOutLoss } from "../../src/engine/train/evaluate.ts";
+import { graphName } from "../../src/fl/client/local-update.ts";
+import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
+import type { TensorMap } from "../../src/fl/tensors.ts";
+import { linePlotSvg } from "../../src/report/line-plot.ts";
+import { LocalFederation } from "../local-federation.ts";
+import { dirSource } from "../model-dir.ts";
+import { parseRunConfig, type RunConfig } from "../run-config.ts";
+import { runData } from "../run-data.ts";
+import { UsageError } from "../usage.ts";
+import { writeFiles } from "../write-files.ts";
+
+export const runUsage = `fedflare run [--config FILE] [--out DIR] | fedflare run --resume DIR
+  Runs a local federation (coordinator, aggregator Durable Object and client workers in workerd) and
+  writes DIR (default runs/<id>/): config.json, metrics.jsonl, plot.svg and adapter/ (a PEFT folder).
+  Without --config, the built-in default run (the default model, g2p over 4 clients).`;
+
+const FED = "local";
+
+interface RoundRecord {
+  round: number;
+  status: string;
+  version: number;
+  uploads: number;
+  train_loss: number | null;
+  heldout_loss: number;
+  seconds: number;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { config: { type: "string" }, out: { type: "string" }, resume: { type: "string" } }, strict: true });
+  if (values.resume && (values.config || values.out)) throw new UsageError("--resume DIR takes the run's own config; do not combine it with --config or --out");
+  const dir = values.resume ?? values.out ?? join("runs", new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-"));
+  const configPath = values.resume ? join(dir, "config.json") : values.config;
+  if (values.resume && !existsSync(configPath!)) throw new UsageError(`${dir} has no config.json: is it a run folder?`);
+  const config: RunConfig = parseRunConfig(configPath ? JSON.parse(readFileSync(configPath, "utf8")) : {}, configPath ?? "the default config");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  const keyFile = join(dir, "master.key");
+  if (!existsSync(keyFile)) writeFileSync(keyFile, crypto.randomUUID());
+  const masterKey = readFileSync(keyFile, "utf8");
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const started = Date.now();
+
+  const model = await loadModel(dirSource(config.model));
+  const data = runData(config);
+  const clients = data.partitions.map((partition, i) => ({ id: `c${i + 1}`, partition }));
+  log(`${config.task}: ${clients.map((c) => `${c.id} ${c.partition.length}${data.keys[clients.indexOf(c)]!.length ? ` (${data.keys[clients.indexOf(c)]!.join("")})` : ""}`).join(", ")} examples; ${data.heldOut.length} held out`);
+  const modelFiles = new Map(readdirSync(config.model).filter((f) => /\.(json|safetensors)$/.test(f)).map((f) => [f, new Uint8Array(readFileSync(join(config.model, f)))] as const));
+  log("starting the coordinator, the aggregator and the client workers in workerd");
+  const fed = await LocalFederation.start({ stateDir: join(dir, "state"), masterKey, clients, modelFiles, federations: [FED] });
+  // Ctrl-C stops workerd cleanly; everything acknowledged is in the run's storage for --resume.
+  // Prepended: Miniflare's own exit hook (registered first) exits at once.
+  const interrupt = () => {
+    log(`\ninterrupted: continue with  npx fedflare run --resume ${dir}`);
+    void fed.dispose().finally(() => process.exit(130));
+  };
+  process.prependOnceListener("SIGINT", interrupt);
+  process.prependOnceListener("SIGTERM", interrupt);
+  try {
+    const api = async <T>(path: string, method = "GET", body?: unknown): Promise<T> => {
+      const res = await fed.coordinator(path, body === undefined ? { method } : { method, body: JSON.stringify(body) });
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+      return (await res.json()) as T;
+    };
+    const perRound = config.clientsPerRound ?? config.clients;
+    const existing = await fed.coordinator(`/federations/${FED}`);
+    if (existing.status === 404)
+      await api("/federations", "POST", {
+        id: FED,
+        model: { name: basename(config.model), config: JSON.parse(new TextDecoder().decode(modelFiles.get("config.json")!)), quant: config.quant },
+        method: config.method,
+        strategy: config.strategy,
+        rounds: config.rounds,
+        clients: clients.map((c) => c.id),
+        clientsPerRound: perRound,
+        minClients: Math.max(1, Math.ceil(perRound / 2)),
+        local: config.local,
+        deadlineSeconds: config.deadlineSeconds,
+        seed: config.seed,
+      });
+
+    const eos = model.config.eosTokenIds[0] ?? 0;
+    const heldOut = data.heldOut.map((e) => tokenizeExample(e, model.tokenizer, eos, config.local.maxTokens ?? 64));
+    const scaling = loraScaling({ r: config.method.r, alpha: config.method.alpha, useRslora: config.method.rslora });
+    const evaluate = async (version: number): Promise<number> => {
+      const adapter: TensorMap = decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer()), `version ${version}`).tensors;
+      const lora = new Map<string, LoraPair>();
+      for (const [key, a] of adapter)
+        if (key.endsWith(".lora_A.weight")) lora.set(graphName(key).slice(0, -".lora_A.weight".length), { a, b: adapter.get(key.replace("lora_A", "lora_B"))!, r: config.method.r, scaling });
+      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true, lora });
+      const { loss } = await heldOutLoss(forward, heldOut);
+      await forward.release();
+      return loss;
+    };
+
+    const metricsFile = join(dir, "metrics.jsonl");
+    const records: RoundRecord[] = existsSync(metricsFile) ? readFileSync(metricsFile, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as RoundRecord) : [];
+    if (records.length === 0) {
+      // Round 0: the base model (version 0 is PEFT's initialisation, B = 0).
+      const base: RoundRecord = { round: 0, status: "base", version: 0, uploads: 0, train_loss: null, heldout_loss: await evaluate(0), seconds: 0 };
+      records.push(base);
+      appendFileSync(metricsFile, JSON.stringify(base) + "\n");
+    }
+    log(`held-out loss of the base model: ${records[0]!.heldout_loss.toFixed(4)}`);
+    // Rounds that ended while the runner was not watching (an interrupted run): record them now.
+    type Summary = { round: number; status: string; uploads: number; openedAt: number; closedAt: number | null; result: { version?: number; metrics?: Record<string, number> } | null };
+    for (const s of await api<Summary[]>(`/federations/${FED}/metrics`)) {
+      if (s.status === "open" || records.some((r) => r.round === s.round)) continue;
+      const version = s.result?.version ?? records.at(-1)!.version;
+      const record: RoundRecord = { round: s.round, status: s.status, version, uploads: s.uploads, train_loss: s.result?.metrics?.train_loss ?? null, heldout_loss: s.status === "closed" ? await evaluate(version) : records.at(-1)!.heldout_loss, seconds: ((s.closedAt ?? s.openedAt) - s.openedAt) / 1000 };
+      records.push(record);
+      appendFileSync(metricsFile, JSON.stringify(record) + "\n");
+    }
+    let state = await api<{ roundsDone: number; openRound: number | null; version: number }>(`/federations/${FED}`);
+    while (state.roundsDone < config.rounds || state.openRound !== null) {
+      const roundStart = Date.now();
+      const round = state.openRound ?? (await api<{ round: number }>(`/federations/${FED}/rounds`, "POST")).round;
+      const info = await api<{ sampled: string[] }>(`/federations/${FED}/rounds/${round}`);
+      for (const id of info.sampled) await fed.client(id, "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round }) });
+      let shown = "";
+      let r: { status: string; uploads: number; result: { version?: number; metrics?: Record<string, number>; reason?: string } | null };
+      for (;;) {
+        r = await api(`/federations/${FED}/rounds/${round}`);
+        const jobs = await Promise.all(info.sampled.map(async (id) => ({ id, job: (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as { status: string; stepsDone: number } })));
+        const line = `round ${round}/${config.rounds}  ${jobs.map(({ id, job }) => `${id} ${job.status === "training" ? `${job.stepsDone}/${config.local.steps}` : job.status}`).join("  ")}  uploads ${r.uploads}/${info.sampled.length}`;
+        if (line !== shown) log((shown = line));
+        if (r.status !== "open") break;
+        await new Promise((res) => setTimeout(res, 500));
+      }
+      state = await api(`/federations/${FED}`);
+      const heldoutLoss = r.status === "closed" ? await evaluate(state.version) : records.at(-1)!.heldout_loss;
+      const record: RoundRecord = { round, status: r.status, version: state.version, uploads: r.uploads, train_loss: r.result?.metrics?.train_loss ?? null, heldout_loss: heldoutLoss, seconds: (Date.now() - roundStart) / 1000 };
+      records.push(record);
+      appendFileSync(metricsFile, JSON.stringify(record) + "\n");
+      log(`round ${round} ${r.status}: train loss ${record.train_loss?.toFixed(4) ?? "-"}, held-out loss ${heldoutLoss.toFixed(4)} (${record.seconds.toFixed(1)} s)`);
+    }
+
+    const adapterDir = join(dir, "adapter");
+    writeFiles(adapterDir, [
+      ["adapter_config.json", await (await fed.coordinator(`/federations/${FED}/versions/${state.version}/adapter_config.json`)).text()],
+      ["adapter_model.safetensors", new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${state.version}`)).arrayBuffer())],
+    ]);
+    const points = (f: (r: RoundRecord) => number | null) => records.filter((r) => f(r) !== null).map((r) => [r.round, f(r)!] as const);
+    writeFileSync(
+      join(dir, "plot.svg"),
+      linePlotSvg(
+        [
+          { name: "held-out loss", points: points((r) => r.heldout_loss), color: "#d62728" },
+          { name: "clients' train loss (weighted)", points: points((r) => r.train_loss), color: "#1f77b4" },
+        ],
+        { title: `fedflare run: ${config.task}, ${config.clients} clients, ${config.strategy.name}`, xLabel: "round", yLabel: "loss (nats per token)", integerX: true },
+      ),
+    );
+    const rows = records.map((r) => [String(r.round), r.status, String(r.uploads), r.train_loss?.toFixed(4) ?? "-", r.heldout_loss.toFixed(4), r.seconds.toFixed(1)]);
+    const widths = rows[0]!.map((_, i) => Math.max(...[["round", "status", "uploads", "train loss", "held-out loss", "seconds"], ...rows].map((row) => row[i]!.length)));
+    const fmtRow = (row: string[]) => row.map((c, i) => c.padStart(widths[i]!)).join("  ");
+    process.stdout.write(
+      [fmtRow(["round", "status", "uploads", "train loss", "held-out loss", "seconds"]), ...rows.map(fmtRow), "", `run folder: ${dir} (${((Date.now() - started) / 1000).toFixed(0)} s)`, `adapter:    ${adapterDir}  (npx fedflare score --model ${config.model} --adapter ${adapterDir} --text "...")`, ""].join("\n"),
+    );
+  } finally {
+    process.off("SIGINT", interrupt);
+    process.off("SIGTERM", interrupt);
+    await fed.dispose();
+  }
+}

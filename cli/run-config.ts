@@ -1,0 +1,53 @@
+// The config of a local federation run (`fedflare run --config FILE`): JSON validated with errors that
+// name the field; every field has a default, so `{}` is the built-in default run.
+import * as v from "valibot";
+import { LoraMethod } from "../src/protocol/federation.ts";
+import { UsageError } from "./usage.ts";
+
+const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+const ALL_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
+
+export const RunConfig = v.strictObject({
+  /** A Hugging Face model folder. */
+  model: v.optional(v.string(), "models/fedflare-sotu-4m"),
+  /** g2p: CMUdict grapheme-to-phoneme; spam: SpamAssassin classification; sotu: State of the Union LM. */
+  task: v.optional(v.picklist(["g2p", "spam", "sotu"]), "g2p"),
+  /** Records drawn (seeded) from the task's corpus; every 10th is held out for evaluation. */
+  records: v.optional(int(20, 100_000), 2400),
+  partitioner: v.optional(
+    v.variant("type", [
+      v.strictObject({ type: v.literal("iid") }),
+      v.strictObject({ type: v.literal("dirichlet"), alpha: v.pipe(v.number(), v.gtValue(0)) }),
+      v.strictObject({ type: v.literal("natural") }),
+    ]),
+    { type: "natural" },
+  ),
+  /** Local client workers (each a worker in workerd with its own partition). */
+  clients: v.optional(int(1, 32), 4),
+  clientsPerRound: v.optional(int(1, 32)),
+  rounds: v.optional(int(1, 1000), 4),
+  method: v.optional(LoraMethod, { type: "lora", r: 8, alpha: 16, targetModules: [...ALL_MODULES], dropout: 0, rslora: false }),
+  strategy: v.optional(v.looseObject({ name: v.string() }), { name: "fedavg" }),
+  local: v.optional(v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: v.pipe(v.number(), v.gtValue(0)), maxTokens: v.optional(int(2, 8192), 64) }), {
+    steps: 12,
+    batchSize: 8,
+    lr: 3e-3,
+    maxTokens: 64,
+  }),
+  quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8"),
+  deadlineSeconds: v.optional(v.pipe(v.number(), v.minValue(1)), 900),
+  /** Held-out examples scored after every round (the evaluation's cost). */
+  evalExamples: v.optional(int(1, 100_000), 200),
+  seed: v.optional(int(0, 2 ** 32 - 1), 0),
+});
+export type RunConfig = v.InferOutput<typeof RunConfig>;
+
+export function parseRunConfig(json: unknown, source: string): RunConfig {
+  const r = v.safeParse(RunConfig, json);
+  if (!r.success) {
+    const issue = r.issues[0];
+    throw new UsageError(`${source}: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`);
+  }
+  if ((r.output.clientsPerRound ?? r.output.clients) > r.output.clients) throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
+  return r.output;
+}

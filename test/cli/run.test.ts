@@ -1,0 +1,79 @@
+// `fedflare run` end to end on a tiny model: a local federation in workerd, interrupted with Ctrl-C
+// (SIGINT) after its first round and continued with --resume, without redoing acknowledged work.
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+import { dirSource } from "../../cli/model-dir.ts";
+import { loadPeftAdapter } from "../../src/engine/lora/peft.ts";
+import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
+import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
+import { runCli } from "./run-cli.ts";
+
+const root = tempDir("cli-run");
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const config = tinyConfig({ heads: 4, kvHeads: 2 });
+const modelDir = writeHfModel(join(root, "model"), config, tinyWeights(config, 5));
+const runConfig = join(root, "run.json");
+writeFileSync(
+  runConfig,
+  JSON.stringify({
+    model: modelDir,
+    task: "g2p",
+    records: 160,
+    clients: 2,
+    rounds: 3,
+    method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj", "down_proj"] },
+    local: { steps: 24, batchSize: 8, lr: 1e-2, maxTokens: 32 },
+    evalExamples: 16,
+  }),
+);
+
+interface Record_ {
+  round: number;
+  status: string;
+  version: number;
+  heldout_loss: number;
+}
+const records = (dir: string) => readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record_);
+
+describe("fedflare run", () => {
+  it("runs a local federation, stops cleanly on SIGINT, and --resume finishes it without redoing rounds", async () => {
+    const out = join(root, "run");
+    const child = spawn(process.execPath, [fileURLToPath(new URL("../../bin/fedflare.js", import.meta.url)), "run", "--config", runConfig, "--out", out], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const exited = new Promise<number | null>((res) => child.on("exit", res));
+    // Interrupt while round 2 is under way.
+    for (let i = 0; i < 1200 && !/round 2\/3 /.test(stderr); i++) await new Promise((r) => setTimeout(r, 100));
+    child.kill("SIGINT");
+    expect(await exited).toBe(130);
+    expect(stderr).toMatch(/continue with {2}npx fedflare run --resume/);
+    const before = records(out);
+    expect(before.map((r) => r.round)).toEqual([0, 1]);
+
+    const resumed = await runCli(["run", "--resume", out]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const all = records(out);
+    expect(all.map((r) => r.round)).toEqual([0, 1, 2, 3]);
+    expect(all.slice(0, 2)).toEqual(before);
+    expect(all.map((r) => r.version)).toEqual([0, 1, 2, 3]);
+    expect(all.at(-1)!.heldout_loss).toBeLessThan(all[0]!.heldout_loss);
+    expect(resumed.stdout).toMatch(/round +status +uploads/);
+    for (const f of ["config.json", "plot.svg", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"]) expect(existsSync(join(out, f)), f).toBe(true);
+    expect(readFileSync(join(out, "plot.svg"), "utf8")).toMatch(/^<svg/);
+    const adapter = await loadPeftAdapter(dirSource(join(out, "adapter")), config);
+    expect(adapter.config).toMatchObject({ r: 4, alpha: 8 });
+    const scored = await runCli(["score", "--model", modelDir, "--adapter", join(out, "adapter"), "--text", "Pronounce fox: F AA1 K S"]);
+    expect(scored.code, scored.stderr).toBe(0);
+  }, 300_000);
+
+  it("refuses a config with an unknown field, naming it", async () => {
+    const bad = join(root, "bad.json");
+    writeFileSync(bad, JSON.stringify({ rounds: 2, colour: "red" }));
+    const r = await runCli(["run", "--config", bad, "--out", join(root, "bad-run")]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/bad\.json: field "colour"/);
+  });
+});
