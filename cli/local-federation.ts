@@ -24,15 +24,18 @@ export interface LocalFederationOptions {
   stepsPerInvocation?: number;
 }
 
-type Init = { method?: string; body?: string };
+type Init = { method?: string; body?: string | Uint8Array; headers?: Record<string, string> };
 
 export class LocalFederation {
   private mf: Miniflare;
   private readonly options: MiniflareOptions;
+  /** Where the coordinator answers HTTP (its dashboard at /). */
+  url: URL;
 
-  private constructor(mf: Miniflare, options: MiniflareOptions) {
+  private constructor(mf: Miniflare, options: MiniflareOptions, url: URL) {
     this.mf = mf;
     this.options = options;
+    this.url = url;
   }
 
   static async start(o: LocalFederationOptions): Promise<LocalFederation> {
@@ -61,8 +64,7 @@ export class LocalFederation {
       ],
     });
     const mf = new Miniflare(options);
-    await mf.ready;
-    const fed = new LocalFederation(mf, options);
+    const fed = new LocalFederation(mf, options, await mf.ready);
     const firstClient = o.clients[0];
     if (firstClient) {
       const models = await mf.getR2Bucket("MODEL", `client-${firstClient.id}`);
@@ -89,7 +91,7 @@ export class LocalFederation {
   async restart(): Promise<void> {
     await this.mf.dispose();
     this.mf = new Miniflare(this.options);
-    await this.mf.ready;
+    this.url = await this.mf.ready;
   }
 
   dispose(): Promise<void> {

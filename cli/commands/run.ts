@@ -62,6 +62,7 @@ export async function run(args: string[]): Promise<void> {
   const modelFiles = new Map(readdirSync(config.model).filter((f) => /\.(json|safetensors)$/.test(f)).map((f) => [f, new Uint8Array(readFileSync(join(config.model, f)))] as const));
   log("starting the coordinator, the aggregator and the client workers in workerd");
   const fed = await LocalFederation.start({ stateDir: join(dir, "state"), masterKey, clients, modelFiles, federations: [FED] });
+  log(`dashboard: ${fed.url.href}`);
   // Ctrl-C stops workerd cleanly; everything acknowledged is in the run's storage for --resume.
   // Prepended: Miniflare's own exit hook (registered first) exits at once.
   const interrupt = () => {

@@ -53,6 +53,16 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     return attemptAsync(() => this.federations.upload(request, Date.now()));
   }
 
+  /** On the REGISTRY object: remembers a federation id. */
+  register(federationId: string): void {
+    this.ctx.storage.sql.exec("INSERT INTO registry (federation_id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", federationId, Date.now());
+  }
+
+  /** On the REGISTRY object: every federation id, oldest first. */
+  registered(): string[] {
+    return this.ctx.storage.sql.exec<{ federation_id: string }>("SELECT federation_id FROM registry ORDER BY created_at, federation_id").toArray().map((r) => r.federation_id);
+  }
+
   override async alarm(): Promise<void> {
     await this.federations.closeDue(Date.now());
   }

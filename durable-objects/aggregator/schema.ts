@@ -54,6 +54,9 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       PRIMARY KEY (key, chunk)
     )`,
   ],
+  // v3: the registry of federation ids, kept by the object named REGISTRY (one object per federation
+  // holds the rest), so the coordinator can list them.
+  ["CREATE TABLE registry (federation_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL)"],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -35,8 +35,10 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
   const m = { left: 70, right: 20, top: 40, bottom: 50 };
   const fy = (y: number) => (o.logY ? Math.log10(y) : y);
   const all = series.flatMap((s) => s.points);
-  const [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
-  const [y0, y1] = [Math.min(...all.map((p) => fy(p[1]))), Math.max(...all.map((p) => fy(p[1])))];
+  // Ranges padded a little (and widened when all points share a value), so every point is inside.
+  const pad = (lo: number, hi: number, by: number): [number, number] => (hi > lo ? [lo - (hi - lo) * by, hi + (hi - lo) * by] : [lo - 1, hi + 1]);
+  const [x0, x1] = pad(Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0])), 0);
+  const [y0, y1] = pad(Math.min(...all.map((p) => fy(p[1]))), Math.max(...all.map((p) => fy(p[1]))), 0.05);
   const sx = (x: number) => m.left + ((x - x0) / (x1 - x0 || 1)) * (W - m.left - m.right);
   const sy = (y: number) => H - m.bottom - ((fy(y) - y0) / (y1 - y0 || 1)) * (H - m.top - m.bottom);
   const parts: string[] = [
@@ -60,7 +62,9 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
     const d = s.points.map((p, j) => `${j ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.5"/>`);
     if (s.points.length < 40) for (const p of s.points) parts.push(`<circle cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
-    parts.push(`<rect x="${W - m.right - 170}" y="${m.top + 10 + i * 18}" width="12" height="3" fill="${s.color}"/><text x="${W - m.right - 152}" y="${m.top + 15 + i * 18}">${esc(s.name)}</text>`);
+    // Legend at the top right, as wide as its longest name (about 7 px a character at 12 px).
+    const lx = W - m.right - 30 - 7 * Math.max(...series.map((x) => x.name.length));
+    parts.push(`<rect x="${lx}" y="${m.top + 10 + i * 18}" width="12" height="3" fill="${s.color}"/><text x="${lx + 18}" y="${m.top + 15 + i * 18}">${esc(s.name)}</text>`);
   });
   parts.push("</svg>\n");
   return parts.join("\n");

@@ -8,6 +8,11 @@ export function aggregator(env: Cloudflare.Env, federationId: string) {
   return env.AGGREGATOR.getByName(federationId);
 }
 
+/** The object that lists federation ids; its name cannot be a federation id (ids start with a letter or digit). */
+export function registry(env: Cloudflare.Env) {
+  return env.AGGREGATOR.getByName("_registry");
+}
+
 /** A JSON answer for a result: its value, or its refusal with status and code. */
 export function answer<T>(c: Context, r: Result<T>, status: ContentfulStatusCode = 200): Response {
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);

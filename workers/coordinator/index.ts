@@ -1,5 +1,6 @@
 // The coordinator worker: the HTTP gateway in front of the aggregator Durable Objects.
 import { Hono } from "hono";
+import { dashboardHtml } from "./dashboard.ts";
 import { notFound, onError } from "./errors.ts";
 import { openapi } from "./openapi.ts";
 import { federations } from "./routes/federations.ts";
@@ -8,6 +9,7 @@ import { versions } from "./routes/versions.ts";
 
 const app = new Hono<{ Bindings: Cloudflare.Env }>();
 
+app.get("/", (c) => c.html(dashboardHtml()));
 app.get("/health", (c) => c.json({ ok: true, service: "fedflare-coordinator" }));
 app.get("/openapi.json", (c) => c.json(openapi()));
 app.route("/federations", federations);

@@ -1,0 +1,75 @@
+// The coordinator's dashboard in headless Chromium (Debian's, driven by playwright-core), checked
+// against the API after a real round in workerd; the screenshot stays in test-output/dashboard.png.
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium, type Browser } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalFederation } from "../../cli/local-federation.ts";
+import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { deriveClientSecret, signRequest } from "../../src/protocol/signature.ts";
+import { federationConfig } from "../fixtures/federation.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const MASTER = "dashboard-master-key";
+const OUTPUT = join(process.cwd(), "test-output");
+let root: string;
+let fed: LocalFederation;
+let browser: Browser;
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), "fedflare-dash-"));
+  fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: MASTER, clients: [], modelFiles: new Map() });
+  // A federation with one closed round (two signed uploads) and a second one open.
+  const config = federationConfig("dash", { clients: ["alice", "bob", "carol"], clientsPerRound: 2, minClients: 1, rounds: 3 });
+  expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
+  const opened = (await (await fed.coordinator("/federations/dash/rounds", { method: "POST" })).json()) as { sampled: string[] };
+  const global = decodeTensorFile(new Uint8Array(await (await fed.coordinator("/federations/dash/versions/0")).arrayBuffer()), "v0");
+  for (const [i, id] of opened.sampled.entries()) {
+    const body = encodeTensorFile(new Map([...global.tensors].map(([k, t]) => [k, t.map(() => 0.01)])), global.shapes, { format: "pt", num_examples: String(10 * (i + 1)), metrics: JSON.stringify({ train_loss: 2 + i }) });
+    const path = `/federations/dash/rounds/1/updates/${id}`;
+    const headers = { ...(await signRequest(await deriveClientSecret(MASTER, id), id, "PUT", path, body)), "idempotency-key": `k-${id}` };
+    expect((await fed.coordinator(path, { method: "PUT", headers, body })).status).toBe(200);
+  }
+  await fed.coordinator("/federations/dash/rounds", { method: "POST" });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await fed?.dispose();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
+  it("shows the federations, rounds, clients and the metric curve the API reports", async () => {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+    await page.goto(new URL("/?federation=dash", fed.url).href);
+    await page.waitForSelector('[data-testid="round-row"] >> nth=1');
+    const api = async <T>(path: string) => (await (await fed.coordinator(path)).json()) as T;
+    const view = await api<{ roundsDone: number; version: number; openRound: number; config: { rounds: number; strategy: { name: string } } }>("/federations/dash");
+
+    const fedRow = await page.locator('[data-testid="federation-row"]').first().locator("td").allInnerTexts();
+    expect(fedRow).toEqual(["dash", "tiny", view.config.strategy.name, `${view.roundsDone} / ${view.config.rounds}`, String(view.version), String(view.openRound)]);
+
+    const rounds = await page.locator('[data-testid="round-row"]').evaluateAll((rows) => rows.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
+    const r1 = await api<{ uploads: number; sampled: string[]; totalWeight: number; result: { version: number; metrics: { train_loss: number } } }>("/federations/dash/rounds/1");
+    expect(rounds[0]!.slice(0, 6)).toEqual(["1", "closed", `${r1.uploads} / ${r1.sampled.length}`, String(r1.totalWeight), r1.result.metrics.train_loss.toFixed(4), String(r1.result.version)]);
+    expect(rounds[1]!.slice(0, 3)).toEqual(["2", "open", "0 / 2"]);
+    // Example-weighted train loss: (10 * 2 + 20 * 3) / 30.
+    expect(r1.result.metrics.train_loss).toBeCloseTo(80 / 30, 6);
+
+    const clients = await page.locator('[data-testid="client-row"]').evaluateAll((rows) => rows.map((r) => Array.from(r.querySelectorAll("td")).slice(0, 3).map((td) => td.textContent)));
+    expect(clients.map((c) => c[0])).toEqual(["alice", "bob", "carol"]);
+    const uploaded = new Set(r1.sampled);
+    for (const [id, , uploads] of clients) expect(uploads).toBe(uploaded.has(id!) ? "1" : "0");
+
+    const plotWidth = await page.locator('[data-testid="plot"]').evaluate((img) => (img as HTMLImageElement).naturalWidth);
+    expect(plotWidth).toBeGreaterThan(0);
+    mkdirSync(OUTPUT, { recursive: true });
+    await page.screenshot({ path: join(OUTPUT, "dashboard.png"), fullPage: true });
+  }, 60_000);
+});

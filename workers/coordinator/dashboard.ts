@@ -1,0 +1,87 @@
+// The dashboard (GET /): federations, the selected one's rounds and clients, and its metric curve, read
+// from the same JSON API every two seconds.
+
+const SCRIPT = String.raw`
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+};
+const table = (id, headers, rows) =>
+  el("table", { "data-testid": id }, el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", {}, h)))), el("tbody", {}, ...rows));
+const json = async (url) => {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(url + ": " + res.status);
+  return res.json();
+};
+const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "-");
+let selected = new URLSearchParams(location.search).get("federation");
+
+async function refresh() {
+  const feds = await json("/federations");
+  if (!selected && feds.length) selected = feds[0].id;
+  document.getElementById("federations").replaceChildren(
+    table("federations", ["federation", "model", "strategy", "rounds", "version", "open round"], feds.map((f) =>
+      el("tr", { "data-testid": "federation-row", class: f.id === selected ? "selected" : "" },
+        el("td", {}, el("a", { href: "?federation=" + encodeURIComponent(f.id) }, f.id)), el("td", {}, f.config.model.name),
+        el("td", {}, f.config.strategy.name), el("td", {}, f.roundsDone + " / " + f.config.rounds), el("td", {}, f.version), el("td", {}, f.openRound ?? "-")))),
+  );
+  const fed = feds.find((f) => f.id === selected);
+  if (!fed) {
+    document.getElementById("detail").replaceChildren(el("p", {}, feds.length ? "no federation " + selected : "no federations yet: POST /federations"));
+    return;
+  }
+  const rounds = await Promise.all((await json("/federations/" + encodeURIComponent(fed.id) + "/metrics")).map((r) => json("/federations/" + encodeURIComponent(fed.id) + "/rounds/" + r.round)));
+  const clients = new Map(fed.config.clients.map((c) => [c, { sampled: 0, uploads: 0, examples: 0, last: 0 }]));
+  for (const r of rounds) {
+    for (const c of r.sampled) clients.get(c).sampled++;
+    for (const x of r.receipts) Object.assign(clients.get(x.clientId), { uploads: clients.get(x.clientId).uploads + 1, examples: x.numExamples, last: x.receivedAt });
+  }
+  document.getElementById("detail").replaceChildren(
+    el("h2", {}, fed.id),
+    el("img", { "data-testid": "plot", alt: "train loss by round", src: "/federations/" + encodeURIComponent(fed.id) + "/plot.svg?v=" + fed.version + "-" + rounds.length }),
+    el("h3", {}, "Rounds"),
+    table("rounds", ["round", "status", "uploads", "examples", "train loss", "version", "opened", "closed"], rounds.map((r) =>
+      el("tr", { "data-testid": "round-row" }, el("td", {}, r.round), el("td", {}, r.status), el("td", {}, r.uploads + " / " + r.sampled.length), el("td", {}, r.totalWeight),
+        el("td", {}, r.result && r.result.metrics && r.result.metrics.train_loss !== undefined ? r.result.metrics.train_loss.toFixed(4) : "-"),
+        el("td", {}, r.result && r.result.version !== undefined ? r.result.version : "-"), el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt))))),
+    el("h3", {}, "Clients"),
+    table("clients", ["client", "sampled", "uploads", "examples (last)", "last upload"], [...clients].map(([id, c]) =>
+      el("tr", { "data-testid": "client-row" }, el("td", {}, id), el("td", {}, c.sampled), el("td", {}, c.uploads), el("td", {}, c.examples || "-"), el("td", {}, time(c.last))))),
+  );
+  document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+}
+
+const tick = () => refresh().catch((e) => (document.getElementById("updated").textContent = "error: " + e.message));
+tick();
+setInterval(tick, 2000);
+`;
+
+export function dashboardHtml(): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>fedflare</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+  body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
+  table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
+  th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.8rem; text-align: right; }
+  th:first-child, td:first-child { text-align: left; }
+  tr.selected td { background: #eef4fb; }
+  img { max-width: 720px; width: 100%; border: 1px solid #eee; }
+  #updated { color: #888; font-size: 0.85rem; }
+</style>
+</head>
+<body>
+<h1>fedflare</h1>
+<p id="updated">loading…</p>
+<div id="federations"></div>
+<div id="detail"></div>
+<script type="module">${SCRIPT}</script>
+</body>
+</html>
+`;
+}
