@@ -1,18 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { parseFederationConfig, parseUploadMetadata } from "../../src/protocol/federation.ts";
+import { federationConfig } from "../fixtures/federation.ts";
 
-const good = {
-  id: "fed-1",
-  model: { name: "fedflare-sotu-4m", config: { model_type: "llama" } },
-  method: { type: "lora", r: 8, alpha: 16, targetModules: ["q_proj", "v_proj"] },
-  strategy: { name: "fedavg" },
-  rounds: 3,
-  clients: ["a", "b", "c", "d"],
-  clientsPerRound: 4,
-  minClients: 2,
-  local: { steps: 10, batchSize: 4, lr: 1e-3 },
-  deadlineSeconds: 60,
-};
+const good = federationConfig("fed-1", { local: { steps: 10, batchSize: 4, lr: 1e-3 } }) as Record<string, any>;
 
 describe("federation config", () => {
   it("fills defaults", () => {
