@@ -2,25 +2,12 @@
 // the FedAvg result, every refusal (status, code, nothing changed) and the deadline alarm.
 import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { toHfConfig } from "../../src/engine/config.ts";
 import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
-import { tinyConfig } from "../fixtures/tiny-llama.ts";
+import { federationConfig } from "../fixtures/federation.ts";
 
-const model = tinyConfig({ heads: 4, kvHeads: 2 });
-const baseConfig = {
-  model: { name: "tiny", config: toHfConfig(model) },
-  method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] },
-  strategy: { name: "fedavg" },
-  rounds: 3,
-  clients: ["c1", "c2", "c3", "c4"],
-  clientsPerRound: 4,
-  minClients: 2,
-  local: { steps: 2, batchSize: 2, lr: 1e-3 },
-  deadlineSeconds: 600,
-};
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   return Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(bytes))), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -30,7 +17,7 @@ type Aggregator = ReturnType<typeof env.AGGREGATOR.getByName>;
 
 async function setup(name: string, overrides: Record<string, unknown> = {}) {
   const stub: Aggregator = env.AGGREGATOR.getByName(name);
-  const created = await stub.createFederation({ ...baseConfig, id: name, ...overrides });
+  const created = await stub.createFederation(federationConfig(name, overrides));
   if (!created.ok) throw new Error(created.error.message);
   const v0 = await stub.getVersion(name, 0);
   if (!v0.ok) throw new Error("no version 0");
@@ -150,9 +137,9 @@ describe("aggregator: refusals change nothing", () => {
     const { stub } = await setup("opening");
     await stub.openRound("opening");
     expect(await stub.openRound("opening")).toMatchObject({ ok: false, error: { status: 409, code: "round_open" } });
-    expect(await stub.createFederation({ ...baseConfig, id: "opening" })).toMatchObject({ ok: false, error: { status: 409, code: "federation_exists" } });
+    expect(await stub.createFederation(federationConfig("opening"))).toMatchObject({ ok: false, error: { status: 409, code: "federation_exists" } });
     const other = env.AGGREGATOR.getByName("bad-config");
-    expect(await other.createFederation({ ...baseConfig, id: "bad-config", strategy: { name: "fedadam", beta1: 2 } })).toMatchObject({ ok: false, error: { status: 400, code: "config_invalid", message: expect.stringMatching(/beta1/) } });
+    expect(await other.createFederation(federationConfig("bad-config", { strategy: { name: "fedadam", beta1: 2 } }))).toMatchObject({ ok: false, error: { status: 400, code: "config_invalid", message: expect.stringMatching(/beta1/) } });
     expect(await other.getFederation("bad-config")).toMatchObject({ ok: false, error: { status: 404, code: "federation_not_found" } });
   });
 });

@@ -1,24 +1,12 @@
 // The coordinator's HTTP API in workerd, as a user and a client call it.
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { toHfConfig } from "../../src/engine/config.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { deriveClientSecret, signRequest } from "../../src/protocol/signature.ts";
-import { tinyConfig } from "../fixtures/tiny-llama.ts";
+import { federationConfig } from "../fixtures/federation.ts";
 
 const api = (path: string, init?: RequestInit) => exports.default.fetch(`http://coordinator${path}`, init);
-const config = (id: string) => ({
-  id,
-  model: { name: "tiny", config: toHfConfig(tinyConfig()) },
-  method: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] },
-  strategy: { name: "fedavg" },
-  rounds: 2,
-  clients: ["alice", "bob"],
-  clientsPerRound: 2,
-  minClients: 1,
-  local: { steps: 1, batchSize: 1, lr: 1e-3 },
-  deadlineSeconds: 600,
-});
+const config = (id: string) => federationConfig(id, { method: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] }, rounds: 2, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1 });
 
 async function signedPut(path: string, body: Uint8Array, client: string, opts: { key?: string; secretOf?: string } = {}) {
   const secret = await deriveClientSecret("test-master-key", opts.secretOf ?? client);
