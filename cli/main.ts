@@ -1,5 +1,6 @@
 // The `fedflare` command.
 import { FedflareError } from "../src/errors.ts";
+import { clientSecret, clientSecretUsage } from "./commands/client-secret.ts";
 import { exportData, exportDataUsage } from "./commands/export-data.ts";
 import { generate, generateUsage } from "./commands/generate.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
@@ -15,6 +16,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: 
   train: { run: train, usage: trainUsage },
   perplexity: { run: perplexityCommand, usage: perplexityUsage },
   "export-data": { run: exportData, usage: exportDataUsage },
+  "client-secret": { run: clientSecret, usage: clientSecretUsage },
 };
 
 const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)
