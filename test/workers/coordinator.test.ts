@@ -43,7 +43,7 @@ describe("aggregator Durable Object", () => {
     expect(await stub.schema()).toBe(SCHEMA_VERSION);
     await runInDurableObject(stub, (_instance, state) => {
       const tables = state.storage.sql.exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").toArray();
-      expect(tables.map((t) => t.name)).toEqual(["blobs", "federations", "nonces", "receipts", "rounds", "schema_version"]);
+      expect(tables.map((t) => t.name)).toEqual(["blobs", "federations", "nonces", "receipts", "registry", "rounds", "schema_version"]);
       // Migrating again is a no-op.
       expect(migrate(state.storage)).toBe(SCHEMA_VERSION);
       expect(state.storage.sql.exec("SELECT version FROM schema_version").toArray()).toEqual([{ version: SCHEMA_VERSION }]);
