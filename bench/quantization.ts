@@ -12,6 +12,7 @@ import { buildLlamaGraph } from "../src/engine/llama/graph.ts";
 import { loadModel } from "../src/engine/model-files.ts";
 import type { QuantMode } from "../src/engine/quantize.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
+import { logSoftmax } from "../src/engine/sampling.ts";
 import { printTable } from "./lib/table.ts";
 import { writeResults } from "./lib/results.ts";
 
@@ -31,14 +32,6 @@ const every = Math.max(1, Math.floor(all.length / Number(values.windows)));
 const windows = all.filter((_, i) => i % every === 0).slice(0, Number(values.windows));
 const V = config.vocabSize;
 
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const x of row) max = Math.max(max, x);
-  let z = 0;
-  for (const x of row) z += Math.exp(x - max);
-  const lz = max + Math.log(z);
-  return Float64Array.from(row, (x) => x - lz);
-}
 
 const modes: QuantMode[] = ["f32", "int8", "int4"];
 const perMode = new Map<QuantMode, { nll: number[]; logp: Float64Array[] }>();

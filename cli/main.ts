@@ -1,6 +1,7 @@
 // The `fedflare` command.
 import { FedflareError } from "../src/errors.ts";
 import { clientSecret, clientSecretUsage } from "./commands/client-secret.ts";
+import { endpoint, endpointUsage } from "./commands/endpoint.ts";
 import { exportData, exportDataUsage } from "./commands/export-data.ts";
 import { generate, generateUsage } from "./commands/generate.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
@@ -17,6 +18,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: 
   perplexity: { run: perplexityCommand, usage: perplexityUsage },
   "export-data": { run: exportData, usage: exportDataUsage },
   "client-secret": { run: clientSecret, usage: clientSecretUsage },
+  endpoint: { run: endpoint, usage: endpointUsage },
 };
 
 const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)

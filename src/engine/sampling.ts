@@ -41,3 +41,19 @@ export function sampleToken(logits: ArrayLike<number>, opts: SamplingOptions, un
   }
   return probs[keep - 1]!.id;
 }
+
+/** log softmax of one row of logits, in float64. */
+export function logSoftmax(logits: ArrayLike<number>): Float64Array {
+  const max = logits[argmax(logits)]!;
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! - max);
+  const lz = max + Math.log(z);
+  return Float64Array.from(logits as ArrayLike<number>, (x) => x - lz);
+}
+
+/** The k largest entries as [index, value], largest first (ties by index). */
+export function topK(values: ArrayLike<number>, k: number): [number, number][] {
+  const idx = Array.from({ length: values.length }, (_, i) => i);
+  idx.sort((a, b) => values[b]! - values[a]! || a - b);
+  return idx.slice(0, k).map((i) => [i, values[i]!]);
+}

@@ -1,0 +1,34 @@
+import { basename, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { loadModel } from "../../src/engine/model-files.ts";
+import { startEndpoint } from "../../workers/inference-endpoint/server.ts";
+import { dirSource } from "../model-dir.ts";
+import { positiveInt } from "../numbers.ts";
+import { UsageError } from "../usage.ts";
+
+export const endpointUsage = `fedflare endpoint --model DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-wait-ms 5] [--threads 2]
+  Serves the model with an OpenAI-compatible API (GET /v1/models, POST /v1/completions) on onnxruntime-node,
+  CUDA where available; GET /health reports the provider. Set FEDFLARE_ENDPOINT_TOKEN to require a bearer token.`;
+
+export async function endpoint(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { model: { type: "string" }, port: { type: "string", default: "8000" }, host: { type: "string", default: "127.0.0.1" }, "max-batch": { type: "string", default: "8" }, "max-wait-ms": { type: "string", default: "5" }, threads: { type: "string", default: "2" } },
+    strict: true,
+  });
+  if (!values.model) throw new UsageError("--model DIR is required");
+  const model = await loadModel(dirSource(values.model));
+  const token = process.env.FEDFLARE_ENDPOINT_TOKEN;
+  const running = await startEndpoint({
+    model,
+    name: basename(resolve(values.model)),
+    port: positiveInt("port", values.port, 0),
+    host: values.host,
+    maxBatch: positiveInt("max-batch", values["max-batch"]),
+    maxWaitMs: positiveInt("max-wait-ms", values["max-wait-ms"], 0),
+    threads: positiveInt("threads", values.threads),
+    ...(token ? { token } : {}),
+  });
+  process.stderr.write(`serving ${basename(resolve(values.model))} on ${running.url}/v1 (${running.provider}${token ? ", bearer token required" : ", no token: set FEDFLARE_ENDPOINT_TOKEN to require one"})\n`);
+  await new Promise<void>((done) => process.once("SIGINT", () => void running.close().then(done)));
+}

@@ -1,0 +1,87 @@
+// The reference inference endpoint as a user calls it: through the official `openai` npm client.
+// Echoed prompt log-probs are checked against `fedflare score` on the same text.
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dirSource } from "../../cli/model-dir.ts";
+import { loadModel } from "../../src/engine/model-files.ts";
+import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
+import { runCli } from "../cli/run-cli.ts";
+import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
+import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
+
+const root = tempDir("endpoint");
+const config = tinyConfig({ heads: 4, kvHeads: 2 });
+const modelDir = writeHfModel(join(root, "tiny"), config, tinyWeights(config, 14));
+const TOKEN = "test-token";
+let endpoint: RunningEndpoint;
+let client: OpenAI;
+
+beforeAll(async () => {
+  endpoint = await startEndpoint({ model: await loadModel(dirSource(modelDir)), name: "tiny", port: 0, token: TOKEN, maxBatch: 4, maxWaitMs: 20 });
+  client = new OpenAI({ baseURL: `${endpoint.url}/v1`, apiKey: TOKEN, maxRetries: 0 });
+});
+afterAll(async () => {
+  await endpoint?.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+const text = "The quick brown fox jumps over the lazy dog.";
+
+describe("the inference endpoint through the openai client", () => {
+  it("lists its model and reports its provider", async () => {
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(["tiny"]);
+    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { provider: string };
+    expect(health.provider).toBe(endpoint.provider);
+  });
+
+  it("echoes the prompt's log-probs as vLLM does (first null) and they equal fedflare score", async () => {
+    const r = await client.completions.create({ model: "tiny", prompt: text, max_tokens: 0, echo: true, logprobs: 3 });
+    const lp = r.choices[0]!.logprobs!;
+    const scored = JSON.parse((await runCli(["score", "--model", modelDir, "--text", text])).stdout) as { tokens: number[]; logprobs: number[] };
+    expect(lp.token_logprobs![0]).toBeNull();
+    expect(lp.token_logprobs!.length).toBe(scored.tokens.length);
+    scored.logprobs.forEach((x, i) => expect(Math.abs(lp.token_logprobs![i + 1]! - x)).toBeLessThan(1e-4));
+    expect(Object.keys(lp.top_logprobs![1]!)).toHaveLength(3);
+    expect(r.choices[0]!.text).toBe(text);
+    expect(r.usage).toMatchObject({ prompt_tokens: scored.tokens.length, completion_tokens: 0 });
+  });
+
+  it("batches concurrent scoring requests and answers each with its own prompt", async () => {
+    const prompts = ["The dog sleeps.", "Each client trains, the server averages.", "The fox runs away.", "Federated learning."];
+    const rs = await Promise.all(prompts.map((p) => client.completions.create({ model: "tiny", prompt: p, max_tokens: 0, echo: true, logprobs: 0 })));
+    for (const [i, r] of rs.entries()) {
+      const single = JSON.parse((await runCli(["score", "--model", modelDir, "--text", prompts[i]!])).stdout) as { logprobs: number[] };
+      single.logprobs.forEach((x, t) => expect(Math.abs(r.choices[0]!.logprobs!.token_logprobs![t + 1]! - x)).toBeLessThan(1e-4));
+    }
+    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { batches: number };
+    expect(health.batches).toBeLessThan(1 + 1 + 4); // fewer forward passes than requests: they were batched
+  });
+
+  it("generates greedily like fedflare generate, with token ids as the prompt, and honours stop", async () => {
+    const gen = JSON.parse((await runCli(["generate", "--model", modelDir, "--prompt", "The dog", "--max-tokens", "6", "--json"])).stdout) as { prompt_tokens: number[]; tokens: number[]; text: string };
+    const r = await client.completions.create({ model: "tiny", prompt: gen.prompt_tokens, max_tokens: 6, temperature: 0, logprobs: 1 });
+    expect(r.choices[0]!.logprobs!.tokens!.length).toBe(6);
+    expect(r.usage!.completion_tokens).toBe(6);
+    const sampledA = await client.completions.create({ model: "tiny", prompt: "The", max_tokens: 8, temperature: 1.2, seed: 5 });
+    const sampledB = await client.completions.create({ model: "tiny", prompt: "The", max_tokens: 8, temperature: 1.2, seed: 5 });
+    expect(sampledA.choices[0]!.text).toBe(sampledB.choices[0]!.text);
+    const first = r.choices[0]!.text;
+    if (first.length > 2) {
+      const stopped = await client.completions.create({ model: "tiny", prompt: gen.prompt_tokens, max_tokens: 6, temperature: 0, stop: first.slice(1, 2) });
+      expect(stopped.choices[0]).toMatchObject({ text: first.slice(0, first.indexOf(first.slice(1, 2))), finish_reason: "stop" });
+    }
+  });
+
+  it.each([
+    ["a wrong token", () => new OpenAI({ baseURL: `${endpoint.url}/v1`, apiKey: "nope", maxRetries: 0 }).models.list(), 401],
+    ["another model", () => client.completions.create({ model: "gpt-4", prompt: "x" }), 404],
+    ["logprobs above 20", () => client.completions.create({ model: "tiny", prompt: "x", logprobs: 21 }), 400],
+    ["n = 2", () => client.completions.create({ model: "tiny", prompt: "x", n: 2 }), 400],
+    ["a token id outside the vocabulary", () => client.completions.create({ model: "tiny", prompt: [1, 99999], max_tokens: 1 }), 400],
+  ])("refuses %s with its status and an OpenAI error body", async (_, call, status) => {
+    await expect(call()).rejects.toMatchObject({ status, error: { message: expect.any(String), type: expect.any(String) } });
+  });
+});

@@ -1,0 +1,76 @@
+// The reference inference endpoint's HTTP API (hono): an OpenAI-compatible subset (GET /v1/models,
+// POST /v1/completions) behind a bearer token, with body limits and every error as JSON in OpenAI's
+// shape {error: {message, type, param, code}}.
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import * as v from "valibot";
+import { complete, type Engine } from "./completions.ts";
+import { CompletionRequest } from "./schemas.ts";
+
+export interface EndpointOptions {
+  engine: Engine;
+  /** Requests must carry `Authorization: Bearer <token>` when set. */
+  token?: string;
+  provider: "cuda" | "cpu";
+  maxBodyBytes?: number;
+  maxBatch: number;
+  maxWaitMs: number;
+}
+
+const TYPES: Record<number, string> = { 400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error", 500: "server_error" };
+
+function openaiError(c: Context, status: ContentfulStatusCode, code: string, message: string, param: string | null = null): Response {
+  return c.json({ error: { message, type: TYPES[status] ?? "invalid_request_error", param, code } }, status);
+}
+
+/** Equal-length strings compared without an early exit, so timing does not reveal the token. */
+function sameToken(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+export function endpointApp(o: EndpointOptions): Hono {
+  const app = new Hono();
+  app.get("/health", (c) => c.json({ status: "ok", model: o.engine.name, provider: o.provider, max_batch: o.maxBatch, max_wait_ms: o.maxWaitMs, batches: o.engine.forward.batchSizes.length }));
+  app.use("/v1/*", async (c, next) => {
+    if (o.token && !sameToken(c.req.header("authorization") ?? "", `Bearer ${o.token}`)) return openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");
+    await next();
+  });
+  app.use("/v1/*", bodyLimit({ maxSize: o.maxBodyBytes ?? 8 << 20, onError: (c) => openaiError(c, 413, "body_too_large", `the body exceeds ${o.maxBodyBytes ?? 8 << 20} bytes`) }));
+
+  app.get("/v1/models", (c) => c.json({ object: "list", data: [{ id: o.engine.name, object: "model", created: 0, owned_by: "fedflare" }] }));
+
+  app.post("/v1/completions", async (c) => {
+    let json: unknown;
+    try {
+      json = await c.req.json();
+    } catch (e) {
+      return openaiError(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`);
+    }
+    const parsed = v.safeParse(CompletionRequest, json);
+    if (!parsed.success) {
+      const issue = parsed.issues[0];
+      const param = v.getDotPath(issue);
+      return openaiError(c, 400, "invalid_request", `${param ?? "body"}: ${issue.message}`, param);
+    }
+    if (parsed.output.model !== o.engine.name) return openaiError(c, 404, "model_not_found", `this endpoint serves "${o.engine.name}", not "${parsed.output.model}"`, "model");
+    try {
+      return c.json(await complete(o.engine, parsed.output, parsed.output.seed ?? Math.floor(Math.random() * 2 ** 31)));
+    } catch (e) {
+      if (e instanceof RangeError) return openaiError(c, 400, "invalid_request", e.message, "prompt");
+      throw e;
+    }
+  });
+
+  app.notFound((c) => openaiError(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}`));
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) return openaiError(c, err.status as ContentfulStatusCode, "error", err.message);
+    console.error(err);
+    return openaiError(c, 500, "internal", "internal error");
+  });
+  return app;
+}

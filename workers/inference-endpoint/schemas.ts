@@ -1,0 +1,21 @@
+// The OpenAI completions request subset the endpoint implements, validated before use.
+import * as v from "valibot";
+
+const tokenIds = v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.minLength(1));
+
+export const CompletionRequest = v.object({
+  model: v.string(),
+  /** Text, token ids, or a list of either (one choice each). */
+  prompt: v.union([v.string(), tokenIds, v.pipe(v.array(v.string()), v.minLength(1)), v.pipe(v.array(tokenIds), v.minLength(1))]),
+  max_tokens: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4096))), 16),
+  echo: v.optional(v.boolean(), false),
+  logprobs: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(20)))),
+  temperature: v.optional(v.nullable(v.pipe(v.number(), v.minValue(0), v.maxValue(2))), 1),
+  top_p: v.optional(v.nullable(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))), 1),
+  stop: v.optional(v.nullable(v.union([v.string(), v.pipe(v.array(v.string()), v.maxLength(4))]))),
+  seed: v.optional(v.nullable(v.pipe(v.number(), v.integer()))),
+  n: v.optional(v.nullable(v.literal(1, "only n = 1 is supported"))),
+  stream: v.optional(v.nullable(v.literal(false, "streaming is not supported"))),
+  user: v.optional(v.string()),
+});
+export type CompletionRequest = v.InferOutput<typeof CompletionRequest>;
