@@ -26,7 +26,10 @@ export interface ForwardInput {
 }
 
 export interface ForwardOutput {
+  /** Empty for a hidden-states graph. */
   logits: Float32Array;
+  /** [B, S, hidden] from a graph built with hiddenAfter. */
+  hidden?: Float32Array;
   nll?: Float32Array;
   cache?: KvCache;
 }
@@ -93,7 +96,8 @@ export class ForwardModel {
       feeds.targets = { data: BigInt64Array.from(input.targets.flat(), BigInt), dims: [input.ids.length, input.ids[0]!.length] };
     }
     const out = await this.session.run(feeds);
-    const result: ForwardOutput = { logits: out.logits!.data as Float32Array };
+    const result: ForwardOutput = { logits: (out.logits?.data as Float32Array | undefined) ?? new Float32Array(0) };
+    if (this.opts.hiddenAfter !== undefined) result.hidden = out.hidden!.data as Float32Array;
     if (this.opts.nll) result.nll = out.nll!.data as Float32Array;
     if (this.opts.kvCache) {
       const keys: HostTensor[] = [];

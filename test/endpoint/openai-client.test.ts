@@ -6,6 +6,9 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dirSource } from "../../cli/model-dir.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
+import { toFloat32 } from "../../src/protocol/dtypes.ts";
+import { readSafetensors } from "../../src/protocol/safetensors.ts";
+import { referenceHidden } from "../reference/llama-f64.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { runCli } from "../cli/run-cli.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
@@ -83,5 +86,42 @@ describe("the inference endpoint through the openai client", () => {
     ["a token id outside the vocabulary", () => client.completions.create({ model: "tiny", prompt: [1, 99999], max_tokens: 1 }), 400],
   ])("refuses %s with its status and an OpenAI error body", async (_, call, status) => {
     await expect(call()).rejects.toMatchObject({ status, error: { message: expect.any(String), type: expect.any(String) } });
+  });
+});
+
+describe("hidden states (POST /v1/hidden-states)", () => {
+  const post = (body: unknown, token = TOKEN) => fetch(`${endpoint.url}/v1/hidden-states`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+  const rows = [
+    [1, 40, 41, 42, 43],
+    [1, 77, 78],
+  ];
+
+  it.each([0, 1, 2])("after %i layers equal the float64 reference's, padded rows included up to their length", async (layer) => {
+    const res = await post({ model: "tiny", input_ids: rows, layer });
+    expect(res.status).toBe(200);
+    const file = readSafetensors(new Uint8Array(await res.arrayBuffer()));
+    const t = file.tensors.get("hidden_states")!;
+    expect(t.shape).toEqual([2, 5, config.hiddenSize]);
+    expect(file.metadata).toMatchObject({ layer: String(layer), lengths: "[5,3]" });
+    const got = toFloat32("F32", t.data);
+    const weights = (await loadModel(dirSource(modelDir))).weights;
+    const ref = referenceHidden(config, weights, { ids: rows.map((r) => [...r, ...Array(5 - r.length).fill(0)]), mask: rows.map((r) => [...r.map(() => 1), ...Array(5 - r.length).fill(0)]) }, layer);
+    const H = config.hiddenSize;
+    let max = 0;
+    rows.forEach((r, b) => r.forEach((_, pos) => { for (let k = 0; k < H; k++) max = Math.max(max, Math.abs(got[(b * 5 + pos) * H + k]! - ref[(b * 5 + pos) * H + k]!)); }));
+    expect(max).toBeLessThan(1e-4);
+  });
+
+  it("answers in bf16 when asked, and refuses a layer beyond the model", async () => {
+    const bf = readSafetensors(new Uint8Array(await (await post({ model: "tiny", input_ids: rows, layer: 1, dtype: "bf16" })).arrayBuffer())).tensors.get("hidden_states")!;
+    const f32 = readSafetensors(new Uint8Array(await (await post({ model: "tiny", input_ids: rows, layer: 1 })).arrayBuffer())).tensors.get("hidden_states")!;
+    expect(bf.dtype).toBe("BF16");
+    const a = toFloat32("BF16", bf.data);
+    const b = toFloat32("F32", f32.data);
+    b.forEach((x, i) => expect(Math.abs(a[i]! - x)).toBeLessThanOrEqual(Math.abs(x) / 128 + 1e-6));
+    const bad = await post({ model: "tiny", input_ids: rows, layer: config.numLayers + 1 });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ error: { message: expect.stringMatching(/layer must be in \[0, 2\]/) } });
+    expect((await post({ model: "tiny", input_ids: rows, layer: 0 }, "wrong")).status).toBe(401);
   });
 });

@@ -38,6 +38,15 @@ export interface ReferenceInput {
 
 /** logits [B, n + T, V] in float64 (n: soft-prompt length). */
 export function referenceLogits(c: LlamaConfig, weights: Weights, input: ReferenceInput, lora?: ReadonlyMap<string, LoraPair>): Float64Array {
+  return referenceRun(c, weights, input, lora, c.numLayers).logits;
+}
+
+/** The hidden states after `layers` decoder layers, [B, T, hidden] (transformers' hidden_states[layers]). */
+export function referenceHidden(c: LlamaConfig, weights: Weights, input: ReferenceInput, layers: number): Float64Array {
+  return referenceRun(c, weights, input, undefined, layers).hidden;
+}
+
+function referenceRun(c: LlamaConfig, weights: Weights, input: ReferenceInput, lora: ReadonlyMap<string, LoraPair> | undefined, layers: number): { logits: Float64Array; hidden: Float64Array } {
   const B = input.ids.length;
   const H = c.hiddenSize;
   const n = (input.prefix?.length ?? 0) / H;
@@ -57,6 +66,7 @@ export function referenceLogits(c: LlamaConfig, weights: Weights, input: Referen
   const invFreq = Array.from({ length: D / 2 }, (_, i) => 1 / Math.pow(c.ropeTheta, (2 * i) / D));
 
   const logits = new Float64Array(B * T * c.vocabSize);
+  const hidden = new Float64Array(B * T * H);
   for (let b = 0; b < B; b++) {
     // positions as transformers derives them from the mask: cumsum - 1, padding at 1.
     let seen = 0;
@@ -65,7 +75,7 @@ export function referenceLogits(c: LlamaConfig, weights: Weights, input: Referen
     for (let t = 0; t < T; t++)
       for (let k = 0; k < H; k++) h[t * H + k] = t < n ? input.prefix![t * H + k]! : w("model.embed_tokens.weight")[input.ids[b]![t - n]! * H + k]!;
 
-    for (let l = 0; l < c.numLayers; l++) {
+    for (let l = 0; l < layers; l++) {
       const p = `model.layers.${l}`;
       const x = rmsNorm(h, T, H, w(`${p}.input_layernorm.weight`), c.rmsNormEps);
       const q = lin(x, T, H, `${p}.self_attn.q_proj`, c.numHeads * D);
@@ -120,11 +130,12 @@ export function referenceLogits(c: LlamaConfig, weights: Weights, input: Referen
       const down = lin(act, T, I, `${p}.mlp.down_proj`, H);
       h = h.map((val, i) => val + down[i]!);
     }
+    hidden.set(h, b * T * H);
     const final = rmsNorm(h, T, H, w("model.norm.weight"), c.rmsNormEps);
     const head = c.tieWordEmbeddings ? w("model.embed_tokens.weight") : w("lm_head.weight");
     logits.set(linear(final, T, H, head, c.vocabSize), b * T * c.vocabSize);
   }
-  return logits;
+  return { logits, hidden };
 }
 
 function logSoftmaxAt(row: Float64Array, target: number): number {

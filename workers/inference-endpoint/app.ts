@@ -1,5 +1,5 @@
 // The reference inference endpoint's HTTP API (hono): an OpenAI-compatible subset (GET /v1/models,
-// POST /v1/completions) behind a bearer token, with body limits and every error as JSON in OpenAI's
+// POST /v1/completions) and fedflare's POST /v1/hidden-states, behind a bearer token, with body limits and every error as JSON in OpenAI's
 // shape {error: {message, type, param, code}}.
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -7,7 +7,8 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import * as v from "valibot";
 import { complete, type Engine } from "./completions.ts";
-import { CompletionRequest } from "./schemas.ts";
+import { hiddenStates } from "./hidden-states.ts";
+import { CompletionRequest, HiddenStatesRequest } from "./schemas.ts";
 
 export interface EndpointOptions {
   engine: Engine;
@@ -62,6 +63,27 @@ export function endpointApp(o: EndpointOptions): Hono {
       return c.json(await complete(o.engine, parsed.output, parsed.output.seed ?? Math.floor(Math.random() * 2 ** 31)));
     } catch (e) {
       if (e instanceof RangeError) return openaiError(c, 400, "invalid_request", e.message, "prompt");
+      throw e;
+    }
+  });
+
+  app.post("/v1/hidden-states", async (c) => {
+    let json: unknown;
+    try {
+      json = await c.req.json();
+    } catch (e) {
+      return openaiError(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`);
+    }
+    const parsed = v.safeParse(HiddenStatesRequest, json);
+    if (!parsed.success) {
+      const param = v.getDotPath(parsed.issues[0]);
+      return openaiError(c, 400, "invalid_request", `${param ?? "body"}: ${parsed.issues[0].message}`, param);
+    }
+    if (parsed.output.model !== o.engine.name) return openaiError(c, 404, "model_not_found", `this endpoint serves "${o.engine.name}", not "${parsed.output.model}"`, "model");
+    try {
+      return new Response(await hiddenStates(o.engine, parsed.output), { headers: { "content-type": "application/octet-stream" } });
+    } catch (e) {
+      if (e instanceof RangeError) return openaiError(c, 400, "invalid_request", e.message);
       throw e;
     }
   });

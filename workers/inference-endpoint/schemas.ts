@@ -19,3 +19,13 @@ export const CompletionRequest = v.object({
   user: v.optional(v.string()),
 });
 export type CompletionRequest = v.InferOutput<typeof CompletionRequest>;
+
+/** fedflare's extension: the trunk's hidden states after `layer` decoder layers, for split training. */
+export const HiddenStatesRequest = v.object({
+  model: v.string(),
+  /** Rows of token ids (right-padded in the answer; `lengths` says where each ends). */
+  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(256)),
+  layer: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  dtype: v.optional(v.picklist(["f32", "f16", "bf16"]), "f32"),
+});
+export type HiddenStatesRequest = v.InferOutput<typeof HiddenStatesRequest>;

@@ -36,6 +36,11 @@ export interface ForwardOptions {
   lora?: ReadonlyMap<string, LoraPair>;
   /** Adds past_key_values inputs and present outputs (for generation). */
   kvCache?: boolean;
+  /**
+   * Stops after this many decoder layers and outputs `hidden` [B, S, hidden] (transformers'
+   * hidden_states[n]: 0 is the embeddings) instead of logits: the frozen trunk an endpoint serves.
+   */
+  hiddenAfter?: number;
   /** Adds a `targets` input and an `nll` output [B, S]. */
   nll?: boolean;
   /**
@@ -196,7 +201,10 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     nRep === 1 ? x : g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [x, g.ints(2)]), g.ints(1, 1, nRep, 1, 1)]), g.ints(0, c.numHeads, -1, c.headDim)]);
   const invSqrtD = g.scalar(1 / Math.sqrt(c.headDim));
 
-  for (let l = 0; l < c.numLayers; l++) {
+  const layers = opts.hiddenAfter ?? c.numLayers;
+  if (!Number.isInteger(layers) || layers < 0 || layers > c.numLayers) throw new Error(`hiddenAfter must be an integer in [0, ${c.numLayers}], got ${layers}`);
+  if (opts.hiddenAfter !== undefined && (train || opts.nll)) throw new Error("a hidden-states graph has no head: it cannot train or score");
+  for (let l = 0; l < layers; l++) {
     const x = rmsNorm(h, `model.layers.${l}.input_layernorm.weight`);
     const q = rope(heads(linear(x, l, "q_proj"), c.numHeads));
     let k = rope(heads(linear(x, l, "k_proj"), c.numKvHeads));
@@ -219,6 +227,11 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     h = g.op("Add", [h, linear(act, l, "down_proj")]);
   }
 
+  if (opts.hiddenAfter !== undefined) {
+    g.op("Reshape", [h, shapeBS(c.hiddenSize)], {}, { outputs: ["hidden"] });
+    g.output("hidden", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]);
+    return g.toBytes();
+  }
   const final = rmsNorm(h, FINAL_NORM);
   const head = c.tieWordEmbeddings ? tiedHead() : frozenMatrix(LM_HEAD, c.vocabSize, c.hiddenSize, quant === "f32" ? "f32" : "int8");
   const logits2d = gemmT(final, head);
