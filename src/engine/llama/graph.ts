@@ -23,7 +23,8 @@ export interface LoraPair {
 /** What a training graph trains; each trainable tensor is a float graph input, the rest stay frozen. */
 export interface TrainSpec {
   /** LoRA on these modules of every layer, as inputs `<linear>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r]. */
-  lora?: { r: number; scaling: number; modules: readonly LinearModule[]; dropout?: number; seed?: number };
+  /** `fromLayer`: LoRA only on the layers from this index up (those a split client holds). */
+  lora?: { r: number; scaling: number; modules: readonly LinearModule[]; dropout?: number; seed?: number; fromLayer?: number };
   /** Tensors trained in full, by Hugging Face name (float inputs even on a quantized base). */
   full?: readonly string[];
   /** Trainable prefix embeddings `soft_prompt` [n, hidden] placed before the tokens (prompt tuning). */
@@ -41,6 +42,11 @@ export interface ForwardOptions {
    * hidden_states[n]: 0 is the embeddings) instead of logits: the frozen trunk an endpoint serves.
    */
   hiddenAfter?: number;
+  /**
+   * Starts at this decoder layer from a `hidden_in` [B, S, hidden] input (the trunk's hidden states
+   * after as many layers, e.g. from an endpoint) instead of token ids: split training's upper part.
+   */
+  fromLayer?: number;
   /** Adds a `targets` input and an `nll` output [B, S]. */
   nll?: boolean;
   /**
@@ -68,7 +74,7 @@ export function trainableTensors(c: LlamaConfig, spec: TrainSpec): TrainableTens
     out.push({ name, shape });
   }
   if (spec.lora)
-    for (let l = 0; l < c.numLayers; l++)
+    for (let l = spec.lora.fromLayer ?? 0; l < c.numLayers; l++)
       for (const m of spec.lora.modules) {
         const [o, i] = linearShape(c, m);
         out.push({ name: `${linearName(l, m)}.lora_A.weight`, shape: [spec.lora.r, i] }, { name: `${linearName(l, m)}.lora_B.weight`, shape: [o, spec.lora.r] });
@@ -89,7 +95,10 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   const train = opts.train;
   if (train?.softPromptTokens && opts.kvCache) throw new Error("a soft prompt with a KV cache is not supported: prefill with the prompt first");
   const g = new GraphBuilder(train ? "llama_train" : "llama_forward");
-  const inputIds = g.input("input_ids", ElemType.INT64, ["batch", "tokens"]);
+  const fromLayer = opts.fromLayer ?? 0;
+  if (!Number.isInteger(fromLayer) || fromLayer < 0 || fromLayer > c.numLayers) throw new Error(`fromLayer must be an integer in [0, ${c.numLayers}], got ${fromLayer}`);
+  if (opts.fromLayer !== undefined && (train?.softPromptTokens || opts.kvCache)) throw new Error("a graph from a cut layer takes hidden states: no soft prompt, no KV cache");
+  const inputIds = opts.fromLayer === undefined ? g.input("input_ids", ElemType.INT64, ["batch", "tokens"]) : "";
   const positionIds = g.input("position_ids", ElemType.INT64, ["batch", "seq"]);
   const bias = g.input("attention_bias", ElemType.FLOAT, ["batch", 1, "seq", "total"]);
   const trainables = train ? trainableTensors(c, train) : [];
@@ -138,7 +147,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     if (frozen) {
       delta = gemmT(gemmT(x, f32(`${name}.lora_A.weight`, [frozen.r, inp], frozen.a)), f32(`${name}.lora_B.weight`, [out, frozen.r], frozen.b));
       scaling = frozen.scaling;
-    } else if (train?.lora?.modules.includes(module)) {
+    } else if (train?.lora?.modules.includes(module) && layer >= (train.lora.fromLayer ?? 0)) {
       // PEFT drops the LoRA branch's input (lora_dropout); each module draws its own mask.
       const p = train.lora.dropout ?? 0;
       const dropped = p > 0 ? g.opN("Dropout", [x, g.scalar(p), g.bool(true)], { seed: (train.lora.seed ?? 0) * 1000 + dropoutCount++ }, { outputs: 2 })[0]! : x;
@@ -157,21 +166,25 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
 
   // Embedding: the table is int8 per row when the base is quantized (Gather cannot read int4) and the
   // table is frozen; a tied head reads the same table.
-  const flatIds = g.op("Reshape", [inputIds, g.ints(-1)]);
+  // The embedding (only where the graph starts from token ids; a split graph needs the table only for a tied head).
   let h: string;
   let tiedHead: () => string;
   if (quant === "f32" || trainable.has(EMBED)) {
-    const table = tensor(EMBED, [c.vocabSize, c.hiddenSize]);
-    h = g.op("Gather", [table, flatIds], { axis: 0 });
+    const table = c.tieWordEmbeddings || opts.fromLayer === undefined ? tensor(EMBED, [c.vocabSize, c.hiddenSize]) : "";
+    h = inputIds && g.op("Gather", [table, g.op("Reshape", [inputIds, g.ints(-1)])], { axis: 0 });
     tiedHead = () => table;
   } else {
     const q = quantizeInt8(weight(EMBED), c.vocabSize, c.hiddenSize);
     const qName = g.initializer(`${EMBED}.q8`, ElemType.INT8, [c.vocabSize, c.hiddenSize], new Uint8Array(q.q.buffer));
     const scale = f32(`${EMBED}.scale`, [c.vocabSize], q.scale);
-    const rows = g.op("Cast", [g.op("Gather", [qName, flatIds], { axis: 0 })], { to: ElemType.FLOAT });
-    h = g.op("Mul", [rows, g.op("Unsqueeze", [g.op("Gather", [scale, flatIds], { axis: 0 }), g.ints(-1)])]);
+    if (inputIds) {
+      const flatIds = g.op("Reshape", [inputIds, g.ints(-1)]);
+      const rows = g.op("Cast", [g.op("Gather", [qName, flatIds], { axis: 0 })], { to: ElemType.FLOAT });
+      h = g.op("Mul", [rows, g.op("Unsqueeze", [g.op("Gather", [scale, flatIds], { axis: 0 }), g.ints(-1)])]);
+    } else h = "";
     tiedHead = () => g.op("DequantizeLinear", [qName, scale], { axis: 0 });
   }
+  if (opts.fromLayer !== undefined) h = g.op("Reshape", [g.input("hidden_in", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]), g.ints(-1, c.hiddenSize)]);
   if (train?.softPromptTokens) {
     // Every row gets the same trainable prefix (Lester et al. 2021): [B, n, H] ++ [B, T, H].
     const batch = g.op("Gather", [bs, g.ints(0)], { axis: 0 });
@@ -204,7 +217,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   const layers = opts.hiddenAfter ?? c.numLayers;
   if (!Number.isInteger(layers) || layers < 0 || layers > c.numLayers) throw new Error(`hiddenAfter must be an integer in [0, ${c.numLayers}], got ${layers}`);
   if (opts.hiddenAfter !== undefined && (train || opts.nll)) throw new Error("a hidden-states graph has no head: it cannot train or score");
-  for (let l = 0; l < layers; l++) {
+  for (let l = fromLayer; l < layers; l++) {
     const x = rmsNorm(h, `model.layers.${l}.input_layernorm.weight`);
     const q = rope(heads(linear(x, l, "q_proj"), c.numHeads));
     let k = rope(heads(linear(x, l, "k_proj"), c.numKvHeads));

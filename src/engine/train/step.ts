@@ -15,6 +15,8 @@ export interface TrainBatch {
   targets: readonly (readonly number[])[];
   /** [B][T] weight of each position's NLL in the loss (e.g. 1 / number of predicted tokens). */
   lossWeights: readonly (readonly number[])[];
+  /** [B, T, hidden]: the trunk's hidden states, for a graph built from a cut layer (fromLayer). */
+  hidden?: Float32Array;
 }
 
 export interface StepResult {
@@ -29,16 +31,18 @@ export class TrainStep {
   readonly spec: TrainSpec;
   readonly tensors: readonly TrainableTensor[];
   private readonly session: Session;
+  private readonly split: boolean;
 
-  private constructor(config: LlamaConfig, spec: TrainSpec, session: Session) {
+  private constructor(config: LlamaConfig, spec: TrainSpec, session: Session, split: boolean) {
     this.config = config;
     this.spec = spec;
     this.tensors = trainableTensors(config, spec);
     this.session = session;
+    this.split = split;
   }
 
-  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, spec: TrainSpec, opts: Pick<ForwardOptions, "quant" | "lora"> = {}): Promise<TrainStep> {
-    return new TrainStep(config, spec, await runtime.createSession(buildLlamaGraph(config, weights, { ...opts, train: spec })));
+  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, spec: TrainSpec, opts: Pick<ForwardOptions, "quant" | "lora" | "fromLayer"> = {}): Promise<TrainStep> {
+    return new TrainStep(config, spec, await runtime.createSession(buildLlamaGraph(config, weights, { ...opts, train: spec })), opts.fromLayer !== undefined);
   }
 
   async run(batch: TrainBatch, params: ReadonlyMap<string, Float32Array>): Promise<StepResult> {
@@ -50,6 +54,13 @@ export class TrainStep {
     const pad = <T>(rows: readonly (readonly T[])[], fill: T) => rows.flatMap((r) => [...Array<T>(n).fill(fill), ...r]);
     feeds.targets = { data: BigInt64Array.from(pad(batch.targets, 0), BigInt), dims: [B, S] };
     feeds.loss_weights = { data: Float32Array.from(pad(batch.lossWeights, 0)), dims: [B, S] };
+    if (this.split) {
+      // The upper part starts from the trunk's hidden states, not from token ids.
+      if (!batch.hidden || batch.hidden.length !== B * S * this.config.hiddenSize)
+        throw new ModelError("input_invalid", `train step: this split graph needs the trunk's hidden states [${B}, ${S}, ${this.config.hiddenSize}]`);
+      delete feeds.input_ids;
+      feeds.hidden_in = { data: batch.hidden, dims: [B, S, this.config.hiddenSize] };
+    }
     for (const t of this.tensors) {
       const p = params.get(t.name);
       const size = t.shape.reduce((a, b) => a * b, 1);
