@@ -1,7 +1,8 @@
+import { readdirSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { loadModel } from "../../src/engine/model-files.ts";
-import { startEndpoint } from "../../workers/inference-endpoint/server.ts";
+import { modelFingerprint, startEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { dirSource } from "../model-dir.ts";
 import { positiveInt } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
@@ -17,10 +18,13 @@ export async function endpoint(args: string[]): Promise<void> {
     strict: true,
   });
   if (!values.model) throw new UsageError("--model DIR is required");
-  const model = await loadModel(dirSource(values.model));
+  const source = dirSource(values.model);
+  const model = await loadModel(source);
+  const fingerprint = await modelFingerprint((f) => source.read(f), readdirSync(values.model).filter((f) => /\.(json|safetensors)$/.test(f)));
   const token = process.env.FEDFLARE_ENDPOINT_TOKEN;
   const running = await startEndpoint({
     model,
+    fingerprint,
     name: basename(resolve(values.model)),
     port: positiveInt("port", values.port, 0),
     host: values.host,

@@ -22,7 +22,7 @@ let endpoint: RunningEndpoint;
 let client: OpenAI;
 
 beforeAll(async () => {
-  endpoint = await startEndpoint({ model: await loadModel(dirSource(modelDir)), name: "tiny", port: 0, token: TOKEN, maxBatch: 4, maxWaitMs: 20 });
+  endpoint = await startEndpoint({ model: await loadModel(dirSource(modelDir)), fingerprint: "tiny-fingerprint", name: "tiny", port: 0, token: TOKEN, maxBatch: 4, maxWaitMs: 20 });
   client = new OpenAI({ baseURL: `${endpoint.url}/v1`, apiKey: TOKEN, maxRetries: 0 });
 });
 afterAll(async () => {

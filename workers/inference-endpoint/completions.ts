@@ -9,6 +9,7 @@ import type { CompletionRequest } from "./schemas.ts";
 
 export interface Engine {
   name: string;
+  fingerprint: string;
   model: LoadedModel;
   /** Batched forward passes: token ids -> logits [T, V]. */
   forward: Batcher<number[], Float32Array>;

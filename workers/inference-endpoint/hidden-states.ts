@@ -19,5 +19,5 @@ export async function hiddenStates(engine: Engine, req: HiddenStatesRequest): Pr
   const shape = [req.input_ids.length, T, config.hiddenSize];
   const data = req.dtype === "f16" ? float32ToF16(hidden!) : req.dtype === "bf16" ? float32ToBF16(hidden!) : hidden!;
   const dtype = req.dtype === "f16" ? "F16" : req.dtype === "bf16" ? "BF16" : "F32";
-  return writeSafetensors({ hidden_states: { dtype, shape, data } }, { format: "pt", model: engine.name, layer: String(req.layer), lengths: JSON.stringify(lengths) });
+  return writeSafetensors({ hidden_states: { dtype, shape, data } }, { format: "pt", model: engine.name, fingerprint: engine.fingerprint, layer: String(req.layer), lengths: JSON.stringify(lengths) });
 }

@@ -10,6 +10,8 @@ import { endpointApp } from "./app.ts";
 
 export interface EndpointConfig {
   model: LoadedModel;
+  /** Identifies the exact model and tokenizer (see modelFingerprint); clients key their caches by it. */
+  fingerprint: string;
   name: string;
   port: number;
   host?: string;
@@ -45,7 +47,7 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
     if (!trunks.has(layer)) trunks.set(layer, ForwardModel.create(runtime, c.model.config, c.model.weights, { hiddenAfter: layer }));
     return trunks.get(layer)!;
   };
-  const app = endpointApp({ engine: { name: c.name, model: c.model, forward, generator, lock: { tail: Promise.resolve() }, trunk }, ...(c.token ? { token: c.token } : {}), provider, maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 });
+  const app = endpointApp({ engine: { name: c.name, fingerprint: c.fingerprint, model: c.model, forward, generator, lock: { tail: Promise.resolve() }, trunk }, ...(c.token ? { token: c.token } : {}), provider, maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: c.port, hostname: c.host ?? "127.0.0.1" }, () => resolve(s));
   });
@@ -56,4 +58,17 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
     provider,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
+}
+
+/** SHA-256 over a model folder's config, tokenizer and weight files: changes whenever any of them does. */
+export async function modelFingerprint(read: (name: string) => Promise<Uint8Array | null>, files: readonly string[]): Promise<string> {
+  const parts: Uint8Array[] = [];
+  for (const f of [...files].sort()) {
+    const bytes = await read(f);
+    if (bytes) parts.push(new TextEncoder().encode(`${f}\n`), new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(bytes))));
+  }
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) all.set(p, (at += p.length) - p.length);
+  return Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", all)), (b) => b.toString(16).padStart(2, "0")).join("");
 }

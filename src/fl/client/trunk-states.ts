@@ -1,0 +1,66 @@
+// A split client's frozen trunk, offloaded: hidden states after the cut layer from an inference
+// endpoint (POST /v1/hidden-states), cached per example. The trunk is frozen, so a state depends only
+// on the model, the tokenizer, the cut and the token ids: the cache key holds all four (the model and
+// tokenizer through the endpoint's fingerprint), so a changed model or tokenizer misses the cache.
+// Privacy: the endpoint sees the client's token ids; only gradients stay local.
+import { toFloat32 } from "../../protocol/dtypes.ts";
+import { readSafetensors } from "../../protocol/safetensors.ts";
+
+export interface TrunkEndpoint {
+  url: string;
+  token?: string;
+  model: string;
+  /** The endpoint's model-and-tokenizer fingerprint (GET /health). */
+  fingerprint: string;
+  hiddenSize: number;
+}
+
+export interface TrunkCache {
+  get(key: string): Promise<Float32Array | null>;
+  put(key: string, states: Float32Array): Promise<void>;
+}
+
+const headers = (ep: Pick<TrunkEndpoint, "token">) => ({ "content-type": "application/json", ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}) });
+
+/** Reads the endpoint's model name and fingerprint. */
+export async function connectTrunk(url: string, hiddenSize: number, token?: string): Promise<TrunkEndpoint> {
+  const res = await fetch(`${url}/health`);
+  if (!res.ok) throw new Error(`trunk endpoint ${url}: /health answered ${res.status}`);
+  const h = (await res.json()) as { model: string; fingerprint: string };
+  return { url, model: h.model, fingerprint: h.fingerprint, hiddenSize, ...(token ? { token } : {}) };
+}
+
+async function cacheKey(ep: TrunkEndpoint, cut: number, ids: readonly number[]): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${ep.fingerprint}|${cut}|${ids.join(",")}`));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Each row's hidden states after `cut` layers ([length, hidden]), from the cache or the endpoint. */
+export async function trunkStates(ep: TrunkEndpoint, cache: TrunkCache, cut: number, rows: readonly (readonly number[])[]): Promise<Float32Array[]> {
+  const keys = await Promise.all(rows.map((r) => cacheKey(ep, cut, r)));
+  const out = await Promise.all(keys.map((k) => cache.get(k)));
+  const missing = out.flatMap((s, i) => (s ? [] : [i]));
+  if (missing.length) {
+    const res = await fetch(`${ep.url}/v1/hidden-states`, { method: "POST", headers: headers(ep), body: JSON.stringify({ model: ep.model, input_ids: missing.map((i) => rows[i]), layer: cut }) });
+    if (!res.ok) throw new Error(`trunk endpoint: /v1/hidden-states answered ${res.status}: ${await res.text()}`);
+    const file = readSafetensors(new Uint8Array(await res.arrayBuffer()));
+    if (file.metadata.fingerprint !== ep.fingerprint) throw new Error(`the endpoint's model changed (fingerprint ${file.metadata.fingerprint}, expected ${ep.fingerprint}): reconnect`);
+    const t = file.tensors.get("hidden_states")!;
+    const all = toFloat32(t.dtype as "F32", t.data);
+    const T = t.shape[1]!;
+    const H = ep.hiddenSize;
+    for (const [j, i] of missing.entries()) {
+      const states = all.slice(j * T * H, (j * T + rows[i]!.length) * H);
+      out[i] = states;
+      await cache.put(keys[i]!, states);
+    }
+  }
+  return out as Float32Array[];
+}
+
+/** Rows' states right-padded with zeros into one [B, T, hidden] tensor. */
+export function padStates(states: readonly Float32Array[], T: number, hidden: number): Float32Array {
+  const out = new Float32Array(states.length * T * hidden);
+  states.forEach((s, b) => out.set(s.subarray(0, T * hidden), b * T * hidden));
+  return out;
+}
