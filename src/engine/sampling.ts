@@ -51,9 +51,17 @@ export function logSoftmax(logits: ArrayLike<number>): Float64Array {
   return Float64Array.from(logits as ArrayLike<number>, (x) => x - lz);
 }
 
-/** The k largest entries as [index, value], largest first (ties by index). */
+/** The k largest entries as [index, value], largest first (ties by index): one pass, O(n k) for small k. */
 export function topK(values: ArrayLike<number>, k: number): [number, number][] {
-  const idx = Array.from({ length: values.length }, (_, i) => i);
-  idx.sort((a, b) => values[b]! - values[a]! || a - b);
-  return idx.slice(0, k).map((i) => [i, values[i]!]);
+  const top: [number, number][] = [];
+  if (k <= 0) return top;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (top.length === k && v <= top[k - 1]![1]) continue;
+    let at = top.length;
+    while (at > 0 && top[at - 1]![1] < v) at--;
+    top.splice(at, 0, [i, v]);
+    if (top.length > k) top.pop();
+  }
+  return top;
 }

@@ -1,0 +1,98 @@
+// Offloading the frozen trunk: per LoRA training step on the client's runtime (ORT-web, one thread, the
+// Worker's), the whole model run locally vs the layers above a cut layer with the trunk's hidden states
+// from the inference endpoint (fetched, or cached from an earlier epoch), at each cut; bytes the client
+// downloads per step; and the endpoint's scoring throughput against batch size next to the float32
+// MatMul ceiling of its runtime, measured in the same run.
+// Run: node bench/offload.ts [--quick]
+import { basename } from "node:path";
+import { dirSource } from "../cli/model-dir.ts";
+import { windowBatch } from "../src/data/lm-windows.ts";
+import { loraScaling } from "../src/engine/lora/peft.ts";
+import { initLoraParams } from "../src/engine/lora/init.ts";
+import { loadModel } from "../src/engine/model-files.ts";
+import { detectNodeProvider, ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
+import { ortWebRuntime } from "../src/engine/runtimes/ort-web.ts";
+import { seededUniform } from "../src/engine/sampling.ts";
+import { TrainStep } from "../src/engine/train/step.ts";
+import { connectTrunk, padStates, trunkStates } from "../src/fl/client/trunk-states.ts";
+import { startEndpoint } from "../workers/inference-endpoint/server.ts";
+import { ortMatMul } from "./lib/ceiling.ts";
+import { printTable } from "./lib/table.ts";
+import { writeResults } from "./lib/results.ts";
+import { timeInterleaved } from "./lib/timing.ts";
+
+const quick = process.argv.includes("--quick");
+const MODEL = "models/fedflare-sotu-4m";
+const B = quick ? 2 : 8;
+const T = quick ? 32 : 128;
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+const model = await loadModel(dirSource(MODEL));
+const c = model.config;
+const u = seededUniform(3);
+const windows = Array.from({ length: B }, () => Array.from({ length: T + 1 }, () => 3 + Math.floor(u() * (c.vocabSize - 3))));
+const batch = windowBatch(windows);
+const endpoint = await startEndpoint({ model, fingerprint: "bench", name: basename(MODEL), port: 0, maxBatch: 8, maxWaitMs: 2 });
+const ep = await connectTrunk(endpoint.url, c.hiddenSize);
+const modules = ["q_proj", "v_proj"] as const;
+
+const steps: Record<string, unknown>[] = [];
+for (let cut = 1; cut < c.numLayers; cut++) {
+  log(`cut after layer ${cut}`);
+  const spec = { lora: { r: 8, scaling: loraScaling({ r: 8, alpha: 16, useRslora: false }), modules: [...modules], fromLayer: cut } };
+  const params = new Map([...initLoraParams(c, 8, [...modules], 1)].filter(([k]) => Number(k.split(".")[2]) >= cut));
+  const local = await TrainStep.create(ortWebRuntime(), c, model.weights, spec, { quant: "int8" });
+  const upper = await TrainStep.create(ortWebRuntime(), c, model.weights, spec, { quant: "int8", fromLayer: cut });
+  const fresh = () => ({ store: new Map<string, Float32Array>(), get: async () => null, put: async () => undefined });
+  const kept = new Map<string, Float32Array>();
+  const cache = { get: async (k: string) => kept.get(k) ?? null, put: async (k: string, v: Float32Array) => void kept.set(k, v) };
+  await trunkStates(ep, cache, cut, batch.ids);
+  let bytes = 0;
+  const fetchStates = async () => {
+    const res = await fetch(`${endpoint.url}/v1/hidden-states`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: ep.model, input_ids: batch.ids, layer: cut, dtype: "bf16" }) });
+    bytes = (await res.arrayBuffer()).byteLength;
+  };
+  const [l, offloaded, cached, fetchOnly] = await timeInterleaved(
+    [
+      () => local.run(batch, params),
+      async () => upper.run({ ...batch, hidden: padStates(await trunkStates(ep, fresh(), cut, batch.ids), T, c.hiddenSize) }, params),
+      async () => upper.run({ ...batch, hidden: padStates(await trunkStates(ep, cache, cut, batch.ids), T, c.hiddenSize) }, params),
+      fetchStates,
+    ],
+    { warmup: 1, reps: quick ? 2 : 5 },
+  );
+  steps.push({ cut, localMs: l!.medianMs, offloadedMs: offloaded!.medianMs, cachedMs: cached!.medianMs, fetchMs: fetchOnly!.medianMs, bytesF32: B * T * c.hiddenSize * 4, bytesBf16: bytes, uploadBytesPerStep: 0 });
+  await local.release();
+  await upper.release();
+}
+
+// Endpoint throughput: concurrent scoring requests of one T-token prompt each, batched up to maxBatch.
+const throughput: Record<string, unknown>[] = [];
+const provider = await detectNodeProvider();
+const ceiling = await ortMatMul(ortNodeRuntime(2, provider), B * T, c.hiddenSize, c.intermediateSize);
+for (const maxBatch of quick ? [1, 4] : [1, 2, 4, 8, 16]) {
+  const server = await startEndpoint({ model, fingerprint: "bench", name: "m", port: 0, maxBatch, maxWaitMs: 2 });
+  const prompts = Array.from({ length: maxBatch * 2 }, (_, i) => windows[i % B]!.slice(0, T));
+  const score = () => Promise.all(prompts.map((p) => fetch(`${server.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "m", prompt: p, max_tokens: 0, echo: true, logprobs: 0 }) }).then((r) => r.json())));
+  const [t, ceil] = await timeInterleaved([score, () => ceiling.run()], { warmup: 1, reps: quick ? 2 : 5 });
+  throughput.push({ maxBatch, requests: prompts.length, tokensPerSec: (prompts.length * T) / (t!.medianMs / 1000), ceilingGflops: (2 * B * T * c.hiddenSize * c.intermediateSize) / (ceil!.medianMs / 1000) / 1e9 });
+  await server.close();
+  log(`endpoint max batch ${maxBatch}: ${(throughput.at(-1)!.tokensPerSec as number).toFixed(0)} tok/s`);
+}
+await endpoint.close();
+
+const fwdFlopsPerToken = 2 * (c.numLayers * (c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize) + c.vocabSize * c.hiddenSize) + c.numLayers * 4 * T * c.numHeads * c.headDim;
+printTable(
+  ["cut", "local ms/step", "offloaded ms/step", "cached ms/step", "fetch ms", "download KiB/step (bf16)", "f32 would be KiB"],
+  steps.map((s) => [String(s.cut), (s.localMs as number).toFixed(0), (s.offloadedMs as number).toFixed(0), (s.cachedMs as number).toFixed(0), (s.fetchMs as number).toFixed(0), ((s.bytesBf16 as number) / 1024).toFixed(0), ((s.bytesF32 as number) / 1024).toFixed(0)]),
+);
+process.stdout.write(`client step: LoRA r=8 on q,v above the cut, int8 base, ORT-web one thread, batch ${B} x ${T}; uploads per step: none (gradients stay local)\n\n`);
+printTable(
+  ["max batch", "requests", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
+  throughput.map((t) => {
+    const gflops = ((t.tokensPerSec as number) * fwdFlopsPerToken) / 1e9;
+    return [String(t.maxBatch), String(t.requests), (t.tokensPerSec as number).toFixed(0), gflops.toFixed(1), (t.ceilingGflops as number).toFixed(1), ((100 * gflops) / (t.ceilingGflops as number)).toFixed(1)];
+  }),
+);
+process.stdout.write(`endpoint: ${provider} (onnxruntime-node, 2 threads), scoring ${T}-token prompts (echo, logprobs 0), ${fwdFlopsPerToken.toFixed(0)} FLOP/token\n`);
+await writeResults(quick ? "offload-quick" : "offload", { model: MODEL, batch: B, seq: T, provider, steps, throughput, fwdFlopsPerToken });
