@@ -89,6 +89,12 @@ describe("the inference endpoint through the openai client", () => {
   });
 });
 
+it("documents its API, the hidden-states extension included, in an OpenAPI document", async () => {
+  const doc = (await (await fetch(`${endpoint.url}/openapi.json`)).json()) as { paths: Record<string, unknown>; components: { schemas: Record<string, { properties: Record<string, unknown> }> } };
+  expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(["/v1/models", "/v1/completions", "/v1/hidden-states"]));
+  expect(Object.keys(doc.components.schemas.HiddenStatesRequest!.properties)).toEqual(["model", "input_ids", "layer", "dtype"]);
+});
+
 describe("hidden states (POST /v1/hidden-states)", () => {
   const post = (body: unknown, token = TOKEN) => fetch(`${endpoint.url}/v1/hidden-states`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body) });
   const rows = [

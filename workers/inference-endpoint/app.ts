@@ -8,6 +8,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import * as v from "valibot";
 import { complete, type Engine } from "./completions.ts";
 import { hiddenStates } from "./hidden-states.ts";
+import { endpointOpenapi } from "./openapi.ts";
 import { CompletionRequest, HiddenStatesRequest } from "./schemas.ts";
 
 export interface EndpointOptions {
@@ -37,6 +38,7 @@ function sameToken(a: string, b: string): boolean {
 export function endpointApp(o: EndpointOptions): Hono {
   const app = new Hono();
   app.get("/health", (c) => c.json({ status: "ok", model: o.engine.name, fingerprint: o.engine.fingerprint, provider: o.provider, max_batch: o.maxBatch, max_wait_ms: o.maxWaitMs, batches: o.engine.forward.batchSizes.length }));
+  app.get("/openapi.json", (c) => c.json(endpointOpenapi()));
   app.use("/v1/*", async (c, next) => {
     if (o.token && !sameToken(c.req.header("authorization") ?? "", `Bearer ${o.token}`)) return openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");
     await next();

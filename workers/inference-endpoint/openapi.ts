@@ -1,0 +1,43 @@
+// The endpoint's OpenAPI 3.1 document, its request bodies generated from the schemas that validate them.
+import { toJsonSchema } from "@valibot/to-json-schema";
+import { CompletionRequest, HiddenStatesRequest } from "./schemas.ts";
+
+const error = { $ref: "#/components/schemas/Error" };
+const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [String(s), { description: "an OpenAI-shaped error", content: { "application/json": { schema: error } } }]));
+
+export function endpointOpenapi(): object {
+  return {
+    openapi: "3.1.0",
+    info: { title: "fedflare inference endpoint", version: "0.1.0", description: "An OpenAI-compatible subset (models, completions) and fedflare's hidden-states extension for split training. The endpoint sees the token ids it is sent." },
+    components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+      schemas: {
+        CompletionRequest: toJsonSchema(CompletionRequest, { errorMode: "ignore" }),
+        HiddenStatesRequest: toJsonSchema(HiddenStatesRequest, { errorMode: "ignore" }),
+        Error: { type: "object", required: ["error"], properties: { error: { type: "object", properties: { message: { type: "string" }, type: { type: "string" }, param: { type: ["string", "null"] }, code: { type: "string" } } } } },
+      },
+    },
+    security: [{ bearer: [] }],
+    paths: {
+      "/health": { get: { summary: "Model, fingerprint, execution provider (cuda or cpu), batching", security: [], responses: { "200": { description: "status" } } } },
+      "/v1/models": { get: { summary: "The served model", responses: { "200": { description: "OpenAI model list" }, ...errors(401) } } },
+      "/v1/completions": {
+        post: {
+          summary: "OpenAI completions: scoring (max_tokens 0, echo, logprobs) and generation",
+          requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/CompletionRequest" } } } },
+          responses: { "200": { description: "OpenAI text_completion; echoed prompt log-probs as vLLM (first null)" }, ...errors(400, 401, 404, 413) },
+        },
+      },
+      "/v1/hidden-states": {
+        post: {
+          summary: "fedflare extension: hidden states after `layer` decoder layers (transformers' hidden_states[layer]) for split training",
+          requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/HiddenStatesRequest" } } } },
+          responses: {
+            "200": { description: "safetensors with `hidden_states` [batch, max length, hidden] in the dtype asked for; __metadata__: model, fingerprint, layer, lengths (JSON)", content: { "application/octet-stream": {} } },
+            ...errors(400, 401, 404, 413),
+          },
+        },
+      },
+    },
+  };
+}
