@@ -47,48 +47,34 @@ export function endpointApp(o: EndpointOptions): Hono {
 
   app.get("/v1/models", (c) => c.json({ object: "list", data: [{ id: o.engine.name, object: "model", created: 0, owned_by: "fedflare" }] }));
 
-  app.post("/v1/completions", async (c) => {
+  /**
+   * A POST body parsed and validated for this model, handed to `answer`; malformed JSON, a schema failure,
+   * another model, and a RangeError from `answer` (ids outside the vocabulary, layers beyond the model)
+   * are 400/404 errors naming the field.
+   */
+  const route = <S extends v.GenericSchema<unknown, { model: string }>>(schema: S, answer: (body: v.InferOutput<S>) => Promise<Response>) => async (c: Context) => {
     let json: unknown;
     try {
       json = await c.req.json();
     } catch (e) {
       return openaiError(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`);
     }
-    const parsed = v.safeParse(CompletionRequest, json);
-    if (!parsed.success) {
-      const issue = parsed.issues[0];
-      const param = v.getDotPath(issue);
-      return openaiError(c, 400, "invalid_request", `${param ?? "body"}: ${issue.message}`, param);
-    }
-    if (parsed.output.model !== o.engine.name) return openaiError(c, 404, "model_not_found", `this endpoint serves "${o.engine.name}", not "${parsed.output.model}"`, "model");
-    try {
-      return c.json(await complete(o.engine, parsed.output, parsed.output.seed ?? Math.floor(Math.random() * 2 ** 31)));
-    } catch (e) {
-      if (e instanceof RangeError) return openaiError(c, 400, "invalid_request", e.message, "prompt");
-      throw e;
-    }
-  });
-
-  app.post("/v1/hidden-states", async (c) => {
-    let json: unknown;
-    try {
-      json = await c.req.json();
-    } catch (e) {
-      return openaiError(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`);
-    }
-    const parsed = v.safeParse(HiddenStatesRequest, json);
+    const parsed = v.safeParse(schema, json);
     if (!parsed.success) {
       const param = v.getDotPath(parsed.issues[0]);
       return openaiError(c, 400, "invalid_request", `${param ?? "body"}: ${parsed.issues[0].message}`, param);
     }
     if (parsed.output.model !== o.engine.name) return openaiError(c, 404, "model_not_found", `this endpoint serves "${o.engine.name}", not "${parsed.output.model}"`, "model");
     try {
-      return new Response(await hiddenStates(o.engine, parsed.output), { headers: { "content-type": "application/octet-stream" } });
+      return await answer(parsed.output);
     } catch (e) {
       if (e instanceof RangeError) return openaiError(c, 400, "invalid_request", e.message);
       throw e;
     }
-  });
+  };
+
+  app.post("/v1/completions", route(CompletionRequest, async (body) => Response.json(await complete(o.engine, body, body.seed ?? Math.floor(Math.random() * 2 ** 31)))));
+  app.post("/v1/hidden-states", route(HiddenStatesRequest, async (body) => new Response(await hiddenStates(o.engine, body), { headers: { "content-type": "application/octet-stream" } })));
 
   app.notFound((c) => openaiError(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}`));
   app.onError((err, c) => {
