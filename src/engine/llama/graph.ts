@@ -6,7 +6,7 @@ import { GraphBuilder } from "../onnx/builder.ts";
 import { ElemType } from "../onnx/proto.ts";
 import { quantizeInt4, quantizeInt8, type QuantMode } from "../quantize.ts";
 import { addGradientsFrom } from "../autodiff/driver.ts";
-import { EMBED, FINAL_NORM, LM_HEAD, expectedTensors, linearName, linearShape, type LinearModule } from "./names.ts";
+import { EMBED, FINAL_NORM, LM_HEAD, allLayers, expectedTensors, linearName, linearShape, type LinearModule } from "./names.ts";
 import { ropeInvFreq } from "./rope.ts";
 
 /** Float32 weights by Hugging Face name. */
@@ -47,6 +47,11 @@ export interface ForwardOptions {
    * after as many layers, e.g. from an endpoint) instead of token ids: split training's upper part.
    */
   fromLayer?: number;
+  /**
+   * The decoder layers to run, by original index, increasing (an offsite-tuning emulator: the adapter's
+   * layers and a uniformly dropped middle); all layers by default. Not combined with fromLayer/hiddenAfter.
+   */
+  layerIndices?: readonly number[];
   /** Adds a `targets` input and an `nll` output [B, S]. */
   nll?: boolean;
   /**
@@ -64,17 +69,17 @@ export interface TrainableTensor {
 export const SOFT_PROMPT = "soft_prompt";
 
 /** The trainable graph inputs a spec makes, in a fixed order. */
-export function trainableTensors(c: LlamaConfig, spec: TrainSpec): TrainableTensor[] {
+export function trainableTensors(c: LlamaConfig, spec: TrainSpec, layers: readonly number[] = allLayers(c)): TrainableTensor[] {
   const out: TrainableTensor[] = [];
   if (spec.softPromptTokens) out.push({ name: SOFT_PROMPT, shape: [spec.softPromptTokens, c.hiddenSize] });
-  const expected = expectedTensors(c);
+  const expected = expectedTensors(c, layers);
   for (const name of spec.full ?? []) {
     const shape = expected.get(name);
     if (!shape) throw new Error(`cannot train "${name}": not a tensor of this model`);
     out.push({ name, shape });
   }
   if (spec.lora)
-    for (let l = spec.lora.fromLayer ?? 0; l < c.numLayers; l++)
+    for (const l of layers.filter((x) => x >= (spec.lora!.fromLayer ?? 0)))
       for (const m of spec.lora.modules) {
         const [o, i] = linearShape(c, m);
         out.push({ name: `${linearName(l, m)}.lora_A.weight`, shape: [spec.lora.r, i] }, { name: `${linearName(l, m)}.lora_B.weight`, shape: [o, spec.lora.r] });
@@ -101,7 +106,12 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   const inputIds = opts.fromLayer === undefined ? g.input("input_ids", ElemType.INT64, ["batch", "tokens"]) : "";
   const positionIds = g.input("position_ids", ElemType.INT64, ["batch", "seq"]);
   const bias = g.input("attention_bias", ElemType.FLOAT, ["batch", 1, "seq", "total"]);
-  const trainables = train ? trainableTensors(c, train) : [];
+  const positions = opts.layerIndices ?? allLayers(c);
+  if (opts.layerIndices && (opts.fromLayer !== undefined || opts.hiddenAfter !== undefined)) throw new Error("layerIndices cannot be combined with fromLayer or hiddenAfter");
+  positions.forEach((l, p) => {
+    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers || (p > 0 && l <= positions[p - 1]!)) throw new Error(`layerIndices must increase within [0, ${c.numLayers}), got ${JSON.stringify(positions)}`);
+  });
+  const trainables = train ? trainableTensors(c, train, positions) : [];
   const trainable = new Set(trainables.map((t) => t.name));
   for (const t of trainables) g.input(t.name, ElemType.FLOAT, t.shape);
   const weight = (name: string): Float32Array => {
@@ -217,7 +227,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   const layers = opts.hiddenAfter ?? c.numLayers;
   if (!Number.isInteger(layers) || layers < 0 || layers > c.numLayers) throw new Error(`hiddenAfter must be an integer in [0, ${c.numLayers}], got ${layers}`);
   if (opts.hiddenAfter !== undefined && (train || opts.nll)) throw new Error("a hidden-states graph has no head: it cannot train or score");
-  for (let l = fromLayer; l < layers; l++) {
+  for (const l of positions.slice(fromLayer, layers)) {
     const x = rmsNorm(h, `model.layers.${l}.input_layernorm.weight`);
     const q = rope(heads(linear(x, l, "q_proj"), c.numHeads));
     let k = rope(heads(linear(x, l, "k_proj"), c.numKvHeads));

@@ -35,11 +35,14 @@ export const EMBED = "model.embed_tokens.weight";
 export const FINAL_NORM = "model.norm.weight";
 export const LM_HEAD = "lm_head.weight";
 
-/** Every tensor the model needs, with its shape. `lm_head.weight` only when the head is untied. */
-export function expectedTensors(c: LlamaConfig): Map<string, number[]> {
+/**
+ * Every tensor the model needs, with its shape: of all its layers, or of the decoder layers `layers`
+ * (original indices, as an offsite-tuning emulator keeps them). `lm_head.weight` only when untied.
+ */
+export function expectedTensors(c: LlamaConfig, layers: readonly number[] = allLayers(c)): Map<string, number[]> {
   const m = new Map<string, number[]>();
   m.set(EMBED, [c.vocabSize, c.hiddenSize]);
-  for (let l = 0; l < c.numLayers; l++) {
+  for (const l of layers) {
     m.set(`model.layers.${l}.input_layernorm.weight`, [c.hiddenSize]);
     m.set(`model.layers.${l}.post_attention_layernorm.weight`, [c.hiddenSize]);
     for (const mod of LINEAR_MODULES) m.set(`${linearName(l, mod)}.weight`, linearShape(c, mod));
@@ -47,4 +50,8 @@ export function expectedTensors(c: LlamaConfig): Map<string, number[]> {
   m.set(FINAL_NORM, [c.hiddenSize]);
   if (!c.tieWordEmbeddings) m.set(LM_HEAD, [c.vocabSize, c.hiddenSize]);
   return m;
+}
+
+export function allLayers(c: LlamaConfig): number[] {
+  return Array.from({ length: c.numLayers }, (_, l) => l);
 }

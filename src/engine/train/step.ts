@@ -33,16 +33,16 @@ export class TrainStep {
   private readonly session: Session;
   private readonly split: boolean;
 
-  private constructor(config: LlamaConfig, spec: TrainSpec, session: Session, split: boolean) {
+  private constructor(config: LlamaConfig, spec: TrainSpec, session: Session, split: boolean, layers?: readonly number[]) {
     this.config = config;
     this.spec = spec;
-    this.tensors = trainableTensors(config, spec);
+    this.tensors = trainableTensors(config, spec, layers);
     this.session = session;
     this.split = split;
   }
 
-  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, spec: TrainSpec, opts: Pick<ForwardOptions, "quant" | "lora" | "fromLayer"> = {}): Promise<TrainStep> {
-    return new TrainStep(config, spec, await runtime.createSession(buildLlamaGraph(config, weights, { ...opts, train: spec })), opts.fromLayer !== undefined);
+  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, spec: TrainSpec, opts: Pick<ForwardOptions, "quant" | "lora" | "fromLayer" | "layerIndices"> = {}): Promise<TrainStep> {
+    return new TrainStep(config, spec, await runtime.createSession(buildLlamaGraph(config, weights, { ...opts, train: spec })), opts.fromLayer !== undefined, opts.layerIndices);
   }
 
   async run(batch: TrainBatch, params: ReadonlyMap<string, Float32Array>): Promise<StepResult> {
