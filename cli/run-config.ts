@@ -26,7 +26,7 @@ export const RunConfig = v.strictObject({
   clients: v.optional(int(1, 32), 4),
   clientsPerRound: v.optional(int(1, 32)),
   rounds: v.optional(int(1, 1000), 4),
-  method: v.optional(LoraMethod, { type: "lora", r: 8, alpha: 16, targetModules: [...ALL_MODULES], dropout: 0, rslora: false }),
+  method: v.optional(LoraMethod, { type: "lora", r: 8, alpha: 16, targetModules: [...ALL_MODULES], dropout: 0, rslora: false, fromLayer: 0 }),
   strategy: v.optional(v.looseObject({ name: v.string() }), { name: "fedavg" }),
   local: v.optional(v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: v.pipe(v.number(), v.gtValue(0)), maxTokens: v.optional(int(2, 8192), 64) }), {
     steps: 12,

@@ -136,14 +136,16 @@ export class Federations {
     }
     // Version 0 is PEFT's initialisation (B = 0): the global model starts as the base model.
     const m = config.method;
-    const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], config.seed);
+    if (m.fromLayer >= model.numLayers) throw new AggregatorError("config_invalid", `method.fromLayer ${m.fromLayer} leaves no layer of the ${model.numLayers} with LoRA`);
+    const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], config.seed, m.fromLayer);
     const pairs = new Map<string, { a: Float32Array; b: Float32Array; r: number; scaling: number }>();
     for (const [name, a] of params)
       if (name.endsWith(".lora_A.weight")) {
         const linear = name.slice(0, -".lora_A.weight".length);
         pairs.set(linear, { a, b: params.get(`${linear}.lora_B.weight`)!, r: m.r, scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }) });
       }
-    const files = writePeftAdapter({ config: { r: m.r, alpha: m.alpha, targetModules: m.targetModules as LinearModule[], dropout: m.dropout, useRslora: m.rslora, baseModel: config.model.name }, pairs });
+    const layers = m.fromLayer > 0 ? Array.from({ length: model.numLayers - m.fromLayer }, (_, i) => m.fromLayer + i) : null;
+    const files = writePeftAdapter({ config: { r: m.r, alpha: m.alpha, targetModules: m.targetModules as LinearModule[], dropout: m.dropout, useRslora: m.rslora, baseModel: config.model.name, layers }, pairs });
     const state = initialServerState();
     this.storage.transactionSync(() => {
       this.sql.exec("INSERT INTO federations (id, config, created_at, version) VALUES (?, ?, ?, 0)", config.id, JSON.stringify(config), now);

@@ -15,6 +15,8 @@ export const LoraMethod = v.strictObject({
   targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)),
   dropout: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(0.9)), 0),
   rslora: v.optional(v.boolean(), false),
+  /** LoRA only on the layers from this index up (PEFT's layers_to_transform); clients may offload the trunk below. */
+  fromLayer: v.optional(int(0, 1000), 0),
 });
 
 export const FederationConfig = v.pipe(

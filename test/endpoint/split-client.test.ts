@@ -76,3 +76,30 @@ describe("a split client over HTTP", () => {
     await expect(trunkStates({ ...ep, fingerprint: "fp-2" }, memoryCache(), CUT, batch.ids)).rejects.toThrow(/model changed/);
   });
 });
+
+describe("a client's local update with its trunk offloaded", () => {
+  it("equals the update computed with the whole model locally, over several steps", async () => {
+    const { runLocalSteps, startLocal } = await import("../../src/fl/client/local-update.ts");
+    const { initLoraParams } = await import("../../src/engine/lora/init.ts");
+    const { tokenizeExample } = await import("../../src/data/examples.ts");
+    const model = await loadModel(dirSource(modelDir));
+    const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server sleeps in the sun."].map((text) => tokenizeExample({ text }, model.tokenizer, 2, 32));
+    const global = new Map([...initLoraParams(config, 4, ["q_proj", "v_proj"], 3, CUT)].map(([k, v]) => [`base_model.model.${k}`, v]));
+    expect([...global.keys()].every((k) => Number(k.split(".")[4]) >= CUT)).toBe(true);
+    const task = {
+      round: 1,
+      proximalMu: 0,
+      local: { steps: 4, batchSize: 3, lr: 1e-2, maxTokens: 32 },
+      method: { type: "lora" as const, r: 4, alpha: 8, targetModules: ["q_proj" as const, "v_proj" as const], dropout: 0, rslora: false, fromLayer: CUT },
+      quant: "f32" as const,
+      seed: 1,
+    };
+    const local = { config, weights, runtime: ortNodeRuntime() };
+    const whole = await runLocalSteps(local, task, global, examples, startLocal(global));
+    const cache = memoryCache();
+    const offloaded = await runLocalSteps(local, task, global, examples, startLocal(global), Infinity, { endpoint: await connectTrunk(endpoint.url, config.hiddenSize, "t"), cache });
+    expect(cache.store.size).toBe(examples.length);
+    expect(Math.abs(offloaded.lossSum - whole.lossSum)).toBeLessThan(1e-4);
+    for (const [k, v] of whole.params) expect(maxAbsDiff(offloaded.params.get(k)!, v)).toBeLessThan(1e-5);
+  });
+});

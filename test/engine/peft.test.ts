@@ -27,8 +27,18 @@ describe("PEFT adapter files", () => {
   it("reads back what it wrote", async () => {
     const dir = writeAdapterDir(join(tempDir("peft"), "a"), { config: adapterConfig, pairs });
     const back = await loadPeftAdapter(dirSource(dir), model);
-    expect(back.config).toEqual(adapterConfig);
+    expect(back.config).toEqual({ ...adapterConfig, layers: null });
     for (const [name, p] of pairs) expect(back.pairs.get(name)).toEqual(p);
+  });
+
+  it("keeps layers_to_transform: LoRA only on the layers listed (a split client's upper layers)", async () => {
+    const upper = new Map([...pairs].filter(([name]) => name.startsWith("model.layers.1.")));
+    const dir = writeAdapterDir(join(tempDir("peft-layers"), "a"), { config: { ...adapterConfig, layers: [1] }, pairs: upper });
+    const back = await loadPeftAdapter(dirSource(dir), model);
+    expect(back.config.layers).toEqual([1]);
+    expect([...back.pairs.keys()].sort()).toEqual([...upper.keys()].sort());
+    const beyond = writeAdapterDir(join(tempDir("peft-layers"), "b"), { config: { ...adapterConfig, layers: [5] }, pairs: new Map() });
+    await expect(loadPeftAdapter(dirSource(beyond), model)).rejects.toMatchObject({ code: "adapter_invalid", message: expect.stringMatching(/layer 5/) });
   });
 
   it("scales by alpha / r, or alpha / sqrt(r) with rsLoRA", () => {

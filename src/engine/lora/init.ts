@@ -4,11 +4,11 @@ import type { LlamaConfig } from "../config.ts";
 import { linearName, linearShape, type LinearModule } from "../llama/names.ts";
 import { seededUniform } from "../sampling.ts";
 
-/** Trainable tensors by graph input name (`<linear>.lora_A.weight`, `<linear>.lora_B.weight`). */
-export function initLoraParams(c: LlamaConfig, r: number, modules: readonly LinearModule[], seed: number): Map<string, Float32Array> {
+/** Trainable tensors by graph input name (`<linear>.lora_A.weight`, `<linear>.lora_B.weight`), on the layers from `fromLayer` up. */
+export function initLoraParams(c: LlamaConfig, r: number, modules: readonly LinearModule[], seed: number, fromLayer = 0): Map<string, Float32Array> {
   const u = seededUniform(seed);
   const out = new Map<string, Float32Array>();
-  for (let l = 0; l < c.numLayers; l++)
+  for (let l = fromLayer; l < c.numLayers; l++)
     for (const m of modules) {
       const [o, i] = linearShape(c, m);
       const bound = 1 / Math.sqrt(i);

@@ -21,7 +21,7 @@ const AdapterConfigSchema = v.looseObject({
   use_dora: v.optional(v.literal(false), false),
   fan_in_fan_out: v.optional(v.literal(false), false),
   base_model_name_or_path: v.optional(v.nullable(v.string())),
-  layers_to_transform: v.optional(v.null()),
+  layers_to_transform: v.optional(v.nullable(v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.minLength(1)))),
   rank_pattern: v.optional(v.record(v.string(), v.never())),
   alpha_pattern: v.optional(v.record(v.string(), v.never())),
 });
@@ -33,6 +33,8 @@ export interface AdapterConfig {
   dropout: number;
   useRslora: boolean;
   baseModel: string | null;
+  /** PEFT's layers_to_transform: the layers with LoRA (all when null); a split client trains those above its cut. */
+  layers?: number[] | null;
 }
 
 export interface LoraAdapter {
@@ -53,7 +55,7 @@ export function parseAdapterConfig(json: unknown): AdapterConfig {
     throw new ModelError("adapter_invalid", `adapter_config.json: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`);
   }
   const c = parsed.output;
-  return { r: c.r, alpha: c.lora_alpha, targetModules: [...new Set(c.target_modules)], dropout: c.lora_dropout, useRslora: c.use_rslora, baseModel: c.base_model_name_or_path ?? null };
+  return { r: c.r, alpha: c.lora_alpha, targetModules: [...new Set(c.target_modules)], dropout: c.lora_dropout, useRslora: c.use_rslora, baseModel: c.base_model_name_or_path ?? null, layers: c.layers_to_transform ?? null };
 }
 
 const peftKey = (linear: string, which: "A" | "B") => `base_model.model.${linear}.lora_${which}.weight`;
@@ -90,7 +92,9 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
     used.add(key);
     return toFloat32(t.dtype, t.data);
   };
-  for (let l = 0; l < model.numLayers; l++)
+  const layers = config.layers ?? Array.from({ length: model.numLayers }, (_, l) => l);
+  for (const l of layers) if (l >= model.numLayers) throw new ModelError("adapter_invalid", `adapter_config.json: layers_to_transform names layer ${l}; the base has ${model.numLayers}`);
+  for (const l of layers)
     for (const m of config.targetModules) {
       const name = linearName(l, m);
       const [out, inp] = linearShape(model, m);
@@ -119,7 +123,7 @@ export function writePeftAdapter(adapter: LoraAdapter): { "adapter_config.json":
     inference_mode: true,
     init_lora_weights: true,
     modules_to_save: null,
-    layers_to_transform: null,
+    layers_to_transform: c.layers ?? null,
     rank_pattern: {},
     alpha_pattern: {},
   };

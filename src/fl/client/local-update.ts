@@ -18,6 +18,7 @@ import { Trainer } from "../../engine/train/trainer.ts";
 import type { FederationConfig } from "../../protocol/federation.ts";
 import { addProximalGradient } from "../strategies/fedprox.ts";
 import type { TensorMap } from "../tensors.ts";
+import { padStates, trunkStates, type TrunkCache, type TrunkEndpoint } from "./trunk-states.ts";
 
 const PEFT_PREFIX = "base_model.model.";
 
@@ -57,10 +58,18 @@ export interface LocalModel {
 }
 
 /** Runs up to `maxSteps` more updates of the task (all remaining when absent); returns the new state. */
-export async function runLocalSteps(model: LocalModel, task: LocalTask, global: TensorMap, examples: readonly TokenizedExample[], state: LocalState, maxSteps = Infinity): Promise<LocalState> {
+/** An offloaded frozen trunk: its endpoint and the client's cache of its states. */
+export interface Trunk {
+  endpoint: TrunkEndpoint;
+  cache: TrunkCache;
+}
+
+export async function runLocalSteps(model: LocalModel, task: LocalTask, global: TensorMap, examples: readonly TokenizedExample[], state: LocalState, maxSteps = Infinity, trunk?: Trunk): Promise<LocalState> {
+  if (trunk && task.method.fromLayer === 0) throw new Error("offloading the trunk needs the method's fromLayer above 0 (LoRA only above the cut)");
   const m = task.method;
-  const spec = { lora: { r: m.r, scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }), modules: m.targetModules as LinearModule[], dropout: m.dropout, seed: task.seed + task.round } };
-  const step = await TrainStep.create(model.runtime, model.config, model.weights, spec, { quant: task.quant });
+  const spec = { lora: { r: m.r, scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }), modules: m.targetModules as LinearModule[], dropout: m.dropout, seed: task.seed + task.round, fromLayer: m.fromLayer } };
+  // With a trunk endpoint the client runs only the layers from the cut; the trunk's states come from the endpoint.
+  const step = await TrainStep.create(model.runtime, model.config, model.weights, spec, { quant: task.quant, ...(trunk ? { fromLayer: m.fromLayer } : {}) });
   const globalParams: TensorMap = new Map([...global].map(([k, t]) => [graphName(k), t]));
   const copy = (t: TensorMap): TensorMap => new Map([...t].map(([k, v]) => [k, Float32Array.from(v)]));
   const next: LocalState = { ...state, params: copy(state.params), optimizer: { ...state.optimizer, slots: copy(state.optimizer.slots) }, order: [...state.order] };
@@ -77,7 +86,13 @@ export async function runLocalSteps(model: LocalModel, task: LocalTask, global: 
       next.order.push(...shuffled([...examples.keys()], seededUniform(task.seed * 7919 + task.round * 104729 + next.pass++)));
     }
     const batch = next.order.splice(0, Math.min(task.local.batchSize, examples.length)).map((i) => examples[i]!);
-    next.lossSum += (await trainer.update([exampleBatch(batch)])).loss;
+    const b = exampleBatch(batch);
+    if (trunk) {
+      // States of the unpadded inputs; padded positions get zeros, which no real position attends to.
+      const states = await trunkStates(trunk.endpoint, trunk.cache, task.method.fromLayer, batch.map((e) => e.ids.slice(0, -1)));
+      b.hidden = padStates(states, b.ids[0]!.length, model.config.hiddenSize);
+    }
+    next.lossSum += (await trainer.update([b])).loss;
     next.step++;
   }
   await step.release();

@@ -18,7 +18,7 @@ const task = (mu = 0): LocalTask => ({
   round: 1,
   proximalMu: mu,
   local: { steps: 6, batchSize: 2, lr: 2e-2, maxTokens: 32 },
-  method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], dropout: 0, rslora: false },
+  method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], dropout: 0, rslora: false, fromLayer: 0 },
   quant: "int8",
   seed: 1,
 });
