@@ -22,7 +22,7 @@ let endpoint: RunningEndpoint;
 let client: OpenAI;
 
 beforeAll(async () => {
-  endpoint = await startEndpoint({ model: await loadModel(dirSource(modelDir)), fingerprint: "tiny-fingerprint", name: "tiny", port: 0, token: TOKEN, maxBatch: 4, maxWaitMs: 20 });
+  endpoint = await startEndpoint({ model: await loadModel(dirSource(modelDir)), fingerprint: "tiny-fingerprint", name: "tiny", port: 0, token: TOKEN, maxBatch: 4, maxWaitMs: 50 });
   client = new OpenAI({ baseURL: `${endpoint.url}/v1`, apiKey: TOKEN, maxRetries: 0 });
 });
 afterAll(async () => {
@@ -59,8 +59,9 @@ describe("the inference endpoint through the openai client", () => {
       const single = JSON.parse((await runCli(["score", "--model", modelDir, "--text", prompts[i]!])).stdout) as { logprobs: number[] };
       single.logprobs.forEach((x, t) => expect(Math.abs(r.choices[0]!.logprobs!.token_logprobs![t + 1]! - x)).toBeLessThan(1e-4));
     }
-    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { batches: number };
-    expect(health.batches).toBeLessThan(1 + 1 + 4); // fewer forward passes than requests: they were batched
+    // The four arrived within the batching window: one forward pass served several of them.
+    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { largest_batch: number };
+    expect(health.largest_batch).toBeGreaterThan(1);
   });
 
   it("generates greedily like fedflare generate, with token ids as the prompt, and honours stop", async () => {
