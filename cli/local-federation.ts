@@ -22,6 +22,8 @@ export interface LocalFederationOptions {
   /** Federation ids the clients pull open rounds of on their cron. */
   federations?: readonly string[];
   stepsPerInvocation?: number;
+  /** An inference endpoint serving the frozen trunk to split clients. */
+  trunkUrl?: string;
 }
 
 type Init = { method?: string; body?: string | Uint8Array; headers?: Record<string, string> };
@@ -58,6 +60,7 @@ export class LocalFederation {
               MODEL_PREFIX: "model/",
               STEPS_PER_INVOCATION: String(o.stepsPerInvocation ?? 8),
               FEDERATIONS: (o.federations ?? []).join(","),
+              ...(o.trunkUrl ? { TRUNK_URL: o.trunkUrl } : {}),
             },
           })),
         )),

@@ -18,6 +18,12 @@ export interface ClientEnv {
   TRAINER: DurableObjectNamespace<ClientTrainer>;
   /** Federation ids (comma-separated) this client pulls open rounds of on its cron. */
   FEDERATIONS?: string;
+  /**
+   * An inference endpoint serving the base model's frozen trunk: with it, and a method whose fromLayer
+   * is above 0, the client runs only the layers from the cut (the endpoint sees this client's tokens).
+   */
+  TRUNK_URL?: string;
+  TRUNK_TOKEN?: string;
   /** Local updates per invocation, to stay inside a Worker's CPU budget. */
   STEPS_PER_INVOCATION?: string;
 }

@@ -6,6 +6,7 @@ import { tokenizeExample, type TokenizedExample } from "../../src/data/examples.
 import { loadModel, type LoadedModel } from "../../src/engine/model-files.ts";
 import { localResult, runLocalSteps, startLocal, type LocalTask } from "../../src/fl/client/local-update.ts";
 import { decodeLocalState, encodeLocalState } from "../../src/fl/client/state-file.ts";
+import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
 import { signedUpload } from "../../src/fl/client/upload.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { deleteBlob, readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
@@ -108,7 +109,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     let state = saved ? decodeLocalState(saved) : startLocal(global.tensors);
     if (state.step < task.local.steps) {
       const perInvocation = Number(this.env.STEPS_PER_INVOCATION ?? "8");
-      state = await runLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime() }, task, global.tensors, examples, state, perInvocation);
+      const trunk = this.env.TRUNK_URL && task.method.fromLayer > 0 ? { endpoint: await connectTrunk(this.env.TRUNK_URL, model.config.hiddenSize, this.env.TRUNK_TOKEN), cache: this.trunkCache() } : undefined;
+      state = await runLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime() }, task, global.tensors, examples, state, perInvocation, trunk);
       this.ctx.storage.transactionSync(() => {
         writeBlob(this.sql, key("state"), encodeLocalState(state));
         this.sql.exec("UPDATE jobs SET steps_done = ?, updated_at = ? WHERE federation_id = ? AND round = ?", state.step, Date.now(), job.federation_id, job.round);
@@ -141,6 +143,17 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       this.cache = { model, examples, maxTokens };
     }
     return this.cache;
+  }
+
+  /** Trunk states kept in this object's SQLite, so later rounds and epochs ask the endpoint nothing. */
+  private trunkCache(): TrunkCache {
+    return {
+      get: async (key) => {
+        const bytes = readBlob(this.sql, `trunk/${key}`);
+        return bytes ? new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) : null;
+      },
+      put: async (key, states) => writeBlob(this.sql, `trunk/${key}`, new Uint8Array(states.buffer, states.byteOffset, states.byteLength)),
+    };
   }
 
   private fail(job: JobRow, detail: string): void {

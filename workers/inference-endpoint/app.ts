@@ -37,7 +37,7 @@ function sameToken(a: string, b: string): boolean {
 
 export function endpointApp(o: EndpointOptions): Hono {
   const app = new Hono();
-  app.get("/health", (c) => c.json({ status: "ok", model: o.engine.name, fingerprint: o.engine.fingerprint, provider: o.provider, max_batch: o.maxBatch, max_wait_ms: o.maxWaitMs, batches: o.engine.forward.batchSizes.length, largest_batch: Math.max(0, ...o.engine.forward.batchSizes) }));
+  app.get("/health", (c) => c.json({ status: "ok", model: o.engine.name, fingerprint: o.engine.fingerprint, provider: o.provider, max_batch: o.maxBatch, max_wait_ms: o.maxWaitMs, batches: o.engine.forward.batchSizes.length, largest_batch: Math.max(0, ...o.engine.forward.batchSizes), hidden_state_rows: o.engine.served.hiddenStateRows }));
   app.get("/openapi.json", (c) => c.json(endpointOpenapi()));
   app.use("/v1/*", async (c, next) => {
     if (o.token && !sameToken(c.req.header("authorization") ?? "", `Bearer ${o.token}`)) return openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");

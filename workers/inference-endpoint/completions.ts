@@ -17,6 +17,8 @@ export interface Engine {
   generator: ForwardModel;
   /** Serialises generation on the single generator session. */
   lock: { tail: Promise<unknown> };
+  /** Counts for /health. */
+  served: { hiddenStateRows: number };
   /** A hidden-states graph stopping after `layer` decoder layers (built once per layer). */
   trunk(layer: number): Promise<ForwardModel>;
 }

@@ -12,6 +12,7 @@ export async function hiddenStates(engine: Engine, req: HiddenStatesRequest): Pr
   const lengths = req.input_ids.map((r) => r.length);
   const T = Math.max(...lengths);
   const model = await engine.trunk(req.layer);
+  engine.served.hiddenStateRows += req.input_ids.length;
   const { hidden } = await model.run({
     ids: req.input_ids.map((r) => [...r, ...Array<number>(T - r.length).fill(0)]),
     mask: req.input_ids.map((r) => [...r.map(() => 1), ...Array<number>(T - r.length).fill(0)]),
