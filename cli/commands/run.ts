@@ -7,12 +7,10 @@ import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { tokenizeExample } from "../../src/data/examples.ts";
 import { ForwardModel } from "../../src/engine/forward.ts";
-import type { LoraPair } from "../../src/engine/llama/graph.ts";
-import { loraScaling } from "../../src/engine/lora/peft.ts";
+import { loraPairs, loraScaling } from "../../src/engine/lora/peft.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { heldOutLoss } from "../../src/engine/train/evaluate.ts";
-import { graphName } from "../../src/fl/client/local-update.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { linePlotSvg } from "../../src/report/line-plot.ts";
@@ -99,10 +97,7 @@ export async function run(args: string[]): Promise<void> {
     const scaling = loraScaling({ r: config.method.r, alpha: config.method.alpha, useRslora: config.method.rslora });
     const evaluate = async (version: number): Promise<number> => {
       const adapter: TensorMap = decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer()), `version ${version}`).tensors;
-      const lora = new Map<string, LoraPair>();
-      for (const [key, a] of adapter)
-        if (key.endsWith(".lora_A.weight")) lora.set(graphName(key).slice(0, -".lora_A.weight".length), { a, b: adapter.get(key.replace("lora_A", "lora_B"))!, r: config.method.r, scaling });
-      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true, lora });
+      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true, lora: loraPairs(adapter, config.method.r, scaling) });
       const { loss } = await heldOutLoss(forward, heldOut);
       await forward.release();
       return loss;

@@ -7,10 +7,9 @@ import { parseJsonl } from "../../src/data/jsonl.ts";
 import { shuffled } from "../../src/data/lm-windows.ts";
 import { splitEvery } from "../../src/data/split.ts";
 import { ForwardModel } from "../../src/engine/forward.ts";
-import type { LoraPair } from "../../src/engine/llama/graph.ts";
 import { LINEAR_MODULES, type LinearModule } from "../../src/engine/llama/names.ts";
 import { initLoraParams } from "../../src/engine/lora/init.ts";
-import { loraScaling, writePeftAdapter } from "../../src/engine/lora/peft.ts";
+import { loraPairs, loraScaling, writePeftAdapter } from "../../src/engine/lora/peft.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { heldOutLoss } from "../../src/engine/train/evaluate.ts";
@@ -81,14 +80,7 @@ export async function train(args: string[]): Promise<void> {
 
   const scaling = loraScaling({ r, alpha, useRslora: values.rslora });
   const spec = { lora: { r, scaling, modules: modules as LinearModule[], dropout, seed } };
-  const pairsOf = (params: ReadonlyMap<string, Float32Array>) => {
-    const pairs = new Map<string, LoraPair>();
-    for (const [name, a] of params) if (name.endsWith(".lora_A.weight")) {
-      const linear = name.slice(0, -".lora_A.weight".length);
-      pairs.set(linear, { a, b: params.get(`${linear}.lora_B.weight`)!, r, scaling });
-    }
-    return pairs;
-  };
+  const pairsOf = (params: ReadonlyMap<string, Float32Array>) => loraPairs(params, r, scaling);
   const evaluate = async (params: ReadonlyMap<string, Float32Array> | null) => {
     const model = await ForwardModel.create(runtime, config, weights, { quant, nll: true, ...(params ? { lora: pairsOf(params) } : {}) });
     const result = await heldOutLoss(model, heldSet);

@@ -7,12 +7,12 @@ import { parseLlamaConfig } from "../../src/engine/config.ts";
 import { FedflareError } from "../../src/errors.ts";
 import type { LinearModule } from "../../src/engine/llama/names.ts";
 import { initLoraParams } from "../../src/engine/lora/init.ts";
-import { loraScaling, writePeftAdapter } from "../../src/engine/lora/peft.ts";
+import { loraPairs, loraScaling, writePeftAdapter } from "../../src/engine/lora/peft.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { FlError } from "../../src/fl/errors.ts";
 import { initialServerState } from "../../src/fl/server-state.ts";
-import { assertSameShapes, decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { assertSameShapes, decodeTensorFile, encodeTensorFile, tensorShapes } from "../../src/fl/tensor-file.ts";
 import { assertFinite } from "../../src/fl/tensors.ts";
 import { foldDelta, meanOf, weightedMetricMean } from "../../src/fl/weighted-mean.ts";
 import { parseFederationConfig, parseUploadMetadata, type FederationConfig } from "../../src/protocol/federation.ts";
@@ -138,12 +138,7 @@ export class Federations {
     const m = config.method;
     if (m.fromLayer >= model.numLayers) throw new AggregatorError("config_invalid", `method.fromLayer ${m.fromLayer} leaves no layer of the ${model.numLayers} with LoRA`);
     const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], config.seed, m.fromLayer);
-    const pairs = new Map<string, { a: Float32Array; b: Float32Array; r: number; scaling: number }>();
-    for (const [name, a] of params)
-      if (name.endsWith(".lora_A.weight")) {
-        const linear = name.slice(0, -".lora_A.weight".length);
-        pairs.set(linear, { a, b: params.get(`${linear}.lora_B.weight`)!, r: m.r, scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }) });
-      }
+    const pairs = loraPairs(params, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));
     const layers = m.fromLayer > 0 ? Array.from({ length: model.numLayers - m.fromLayer }, (_, i) => m.fromLayer + i) : null;
     const files = writePeftAdapter({ config: { r: m.r, alpha: m.alpha, targetModules: m.targetModules as LinearModule[], dropout: m.dropout, useRslora: m.rslora, baseModel: config.model.name, layers }, pairs });
     const state = initialServerState();
@@ -185,7 +180,11 @@ export class Federations {
   }
 
   round(id: string, round: number): RoundView {
-    const fed = this.get(id);
+    return this.roundOf(this.get(id), round);
+  }
+
+  private roundOf(fed: FederationView, round: number): RoundView {
+    const id = fed.id;
     const r = this.sql.exec<RoundRow>("SELECT * FROM rounds WHERE federation_id = ? AND round = ?", id, round).toArray()[0];
     if (!r) throw new AggregatorError("round_not_found", `"${id}" has no round ${round}`);
     const { local, method, model } = fed.config;
@@ -240,7 +239,7 @@ export class Federations {
    */
   async upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
     const fed = this.get(u.federationId);
-    const round = this.round(u.federationId, u.round);
+    const round = this.roundOf(fed, u.round);
     if (!fed.config.clients.includes(u.clientId)) throw new AggregatorError("client_unknown", `client "${u.clientId}" is not a member of "${u.federationId}"`);
     const prior = this.sql
       .exec<{ idempotency_key: string; body_sha256: string; num_examples: number; received_at: number }>(
@@ -259,8 +258,9 @@ export class Federations {
     if (this.sql.exec("SELECT 1 FROM nonces WHERE client_id = ? AND nonce = ?", u.clientId, u.nonce).toArray().length)
       throw new AggregatorError("nonce_reused", `nonce ${u.nonce} was already used by "${u.clientId}": sign each request anew`);
 
-    const global = decodeTensorFile(this.version(u.federationId, round.baseVersion), "global adapter");
-    const delta = this.decodeDelta(u.body, global.shapes);
+    // The global version's names and shapes, from its header: the values are not needed to fold.
+    const shapes = tensorShapes(readBlob(this.sql, versionKey(u.federationId, round.baseVersion))!);
+    const delta = this.decodeDelta(u.body, shapes);
     const info = (() => {
       try {
         return parseUploadMetadata(delta.metadata);
@@ -276,7 +276,7 @@ export class Federations {
     this.storage.transactionSync(() => {
       const prevSum = readBlob(this.sql, sumKey(u.federationId, u.round));
       const sum = foldDelta(prevSum ? decodeTensorFile(prevSum, "running sum").tensors : null, delta.tensors, info.numExamples);
-      writeBlob(this.sql, sumKey(u.federationId, u.round), encodeTensorFile(sum, global.shapes));
+      writeBlob(this.sql, sumKey(u.federationId, u.round), encodeTensorFile(sum, shapes));
       this.sql.exec(
         "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         u.federationId, u.round, u.clientId, u.idempotencyKey, u.bodySha256, info.numExamples, JSON.stringify(info.metrics), now, performance.now() - started,

@@ -1,7 +1,7 @@
 // Named float tensors to and from safetensors bytes: how adapters, deltas and server state are stored
 // and cross the wire (never as JSON numbers).
 import { toFloat32 } from "../protocol/dtypes.ts";
-import { readSafetensors, writeSafetensors, type TensorInput } from "../protocol/safetensors.ts";
+import { readSafetensors, readSafetensorsHeader, writeSafetensors, type TensorInput } from "../protocol/safetensors.ts";
 import { FlError } from "./errors.ts";
 import type { TensorMap } from "./tensors.ts";
 
@@ -22,6 +22,11 @@ export function decodeTensorFile(bytes: Uint8Array, what: string): TensorFile {
     shapes.set(name, t.shape);
   }
   return { tensors, shapes, metadata: file.metadata };
+}
+
+/** Tensor names and shapes from the header alone (nothing decoded). */
+export function tensorShapes(bytes: Uint8Array): Map<string, number[]> {
+  return new Map([...readSafetensorsHeader(bytes).tensors].map(([name, t]) => [name, t.shape]));
 }
 
 export function encodeTensorFile(tensors: TensorMap, shapes: ReadonlyMap<string, readonly number[]>, metadata: Record<string, string> = { format: "pt" }): Uint8Array {

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tokenizeExample } from "../../src/data/examples.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { ForwardModel } from "../../src/engine/forward.ts";
-import type { LoraPair } from "../../src/engine/llama/graph.ts";
+import { loraPairs } from "../../src/engine/lora/peft.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
@@ -75,13 +75,7 @@ async function trigger(ids: string[], round: number): Promise<void> {
 const tok = loadTokenizer(tokenizerJson);
 const heldExamples = heldOut.map((r) => tokenizeExample(r, tok, 2, 32));
 async function heldOutLossOf(adapter: TensorMap): Promise<number> {
-  const pairs = new Map<string, LoraPair>();
-  for (const [key, a] of adapter)
-    if (key.endsWith(".lora_A.weight")) {
-      const linear = key.slice("base_model.model.".length, -".lora_A.weight".length);
-      pairs.set(linear, { a, b: adapter.get(key.replace("lora_A", "lora_B"))!, r: 4, scaling: 2 });
-    }
-  const fwd = await ForwardModel.create(ortNodeRuntime(), model, weights, { quant: "int8", nll: true, lora: pairs });
+  const fwd = await ForwardModel.create(ortNodeRuntime(), model, weights, { quant: "int8", nll: true, lora: loraPairs(adapter, 4, 2) });
   return (await heldOutLoss(fwd, heldExamples)).loss;
 }
 

@@ -58,7 +58,19 @@ export function parseAdapterConfig(json: unknown): AdapterConfig {
   return { r: c.r, alpha: c.lora_alpha, targetModules: [...new Set(c.target_modules)], dropout: c.lora_dropout, useRslora: c.use_rslora, baseModel: c.base_model_name_or_path ?? null, layers: c.layers_to_transform ?? null };
 }
 
-const peftKey = (linear: string, which: "A" | "B") => `base_model.model.${linear}.lora_${which}.weight`;
+const PEFT_PREFIX = "base_model.model.";
+const peftKey = (linear: string, which: "A" | "B") => `${PEFT_PREFIX}${linear}.lora_${which}.weight`;
+
+/** PEFT key ("base_model.model.<linear>.lora_A.weight") to training-graph input ("<linear>.lora_A.weight"). */
+export const graphName = (key: string) => (key.startsWith(PEFT_PREFIX) ? key.slice(PEFT_PREFIX.length) : key);
+
+/** LoRA pairs by linear name from tensors named `<linear>.lora_A.weight` / `.lora_B.weight` (graph input names or PEFT keys). */
+export function loraPairs(tensors: ReadonlyMap<string, Float32Array>, r: number, scaling: number): Map<string, LoraPair> {
+  const pairs = new Map<string, LoraPair>();
+  for (const [key, a] of tensors)
+    if (key.endsWith(".lora_A.weight")) pairs.set(graphName(key).slice(0, -".lora_A.weight".length), { a, b: tensors.get(key.replace(/lora_A\.weight$/, "lora_B.weight"))!, r, scaling });
+  return pairs;
+}
 
 /** Reads an adapter folder and checks every tensor against the base model's config. */
 export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): Promise<LoraAdapter> {

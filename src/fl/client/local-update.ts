@@ -8,7 +8,7 @@ import { shuffled } from "../../data/lm-windows.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
 import type { Weights } from "../../engine/llama/graph.ts";
 import type { LinearModule } from "../../engine/llama/names.ts";
-import { loraScaling } from "../../engine/lora/peft.ts";
+import { graphName, loraScaling } from "../../engine/lora/peft.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { Runtime } from "../../engine/runtime.ts";
 import { seededUniform } from "../../engine/sampling.ts";
@@ -20,10 +20,6 @@ import { addProximalGradient } from "../strategies/fedprox.ts";
 import type { TensorMap } from "../tensors.ts";
 import { padStates, trunkStates, type TrunkCache, type TrunkEndpoint } from "./trunk-states.ts";
 
-const PEFT_PREFIX = "base_model.model.";
-
-/** PEFT key ("base_model.model.<linear>.lora_A.weight") to training-graph input ("<linear>.lora_A.weight"). */
-export const graphName = (peftKey: string) => (peftKey.startsWith(PEFT_PREFIX) ? peftKey.slice(PEFT_PREFIX.length) : peftKey);
 
 export interface LocalTask {
   round: number;
