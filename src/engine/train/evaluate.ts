@@ -4,7 +4,7 @@ import { exampleBatch } from "../../data/examples.ts";
 import type { ForwardModel } from "../forward.ts";
 
 /** `model` must be built with nll. */
-export async function heldOutLoss(model: ForwardModel, examples: readonly TokenizedExample[], batchSize = 8): Promise<{ loss: number; tokens: number }> {
+export async function heldOutLoss(model: ForwardModel, examples: readonly TokenizedExample[], batchSize = 8, onProgress?: (done: number) => void): Promise<{ loss: number; tokens: number }> {
   let sum = 0;
   let tokens = 0;
   for (let i = 0; i < examples.length; i += batchSize) {
@@ -17,6 +17,7 @@ export async function heldOutLoss(model: ForwardModel, examples: readonly Tokeni
         tokens++;
       }
     });
+    onProgress?.(Math.min(i + batchSize, examples.length));
   }
   return { loss: sum / tokens, tokens };
 }
