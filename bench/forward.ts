@@ -8,7 +8,8 @@
 import { parseLlamaConfig, type LlamaConfig } from "../src/engine/config.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
 import { initLlamaWeights } from "../src/engine/llama/init.ts";
-import { EMBED, expectedTensors } from "../src/engine/llama/names.ts";
+import { expectedTensors } from "../src/engine/llama/names.ts";
+import { forwardFlopsPerToken } from "./lib/flops.ts";
 import type { QuantMode } from "../src/engine/quantize.ts";
 import type { Runtime, RuntimeName } from "../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
@@ -70,19 +71,6 @@ function llamaConfig(s: Size): LlamaConfig {
   });
 }
 
-/**
- * Model FLOPs per token of one forward at sequence length T (PaLM's convention, forward only):
- *   2 * (weights of the linears: q, k, v, o, gate, up, down of every layer, and the untied head)
- *   + layers * 4 * T * heads * headDim      (QK^T and PV, 2 * T * heads * headDim each)
- * The graph computes all T x T scores and masks afterwards, so the causal half is counted as done.
- * Norms, RoPE, softmax, SiLU, dequantization and the embedding gather are left out.
- */
-function flopsPerToken(c: LlamaConfig, T: number): number {
-  let linear = 0;
-  for (const [name, shape] of expectedTensors(c)) if (shape.length === 2 && name !== EMBED) linear += shape[0]! * shape[1]!;
-  return 2 * linear + c.numLayers * 4 * T * c.numHeads * c.headDim;
-}
-
 function paramCount(c: LlamaConfig): number {
   let n = 0;
   for (const shape of expectedTensors(c).values()) n += shape.reduce((a, b) => a * b, 1);
@@ -103,7 +91,7 @@ for (const size of sizes) {
   const next = seededUniform(3);
   const ids = Array.from({ length: BATCH }, () => Array.from({ length: SEQ }, () => Math.floor(next() * size.vocab)));
   const params = paramCount(config);
-  const fpt = flopsPerToken(config, SEQ);
+  const fpt = forwardFlopsPerToken(config, SEQ);
   sizeInfo.push({ ...size, params, flopsPerToken: fpt });
 
   for (const spec of RUNTIMES) {

@@ -17,6 +17,7 @@ import { TrainStep } from "../src/engine/train/step.ts";
 import { connectTrunk, padStates, trunkStates } from "../src/fl/client/trunk-states.ts";
 import { startEndpoint } from "../workers/inference-endpoint/server.ts";
 import { ortMatMul } from "./lib/ceiling.ts";
+import { forwardFlopsPerToken } from "./lib/flops.ts";
 import { printTable } from "./lib/table.ts";
 import { writeResults } from "./lib/results.ts";
 import { timeInterleaved } from "./lib/timing.ts";
@@ -81,7 +82,7 @@ for (const maxBatch of quick ? [1, 4] : [1, 2, 4, 8, 16]) {
 }
 await endpoint.close();
 
-const fwdFlopsPerToken = 2 * (c.numLayers * (c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize) + c.vocabSize * c.hiddenSize) + c.numLayers * 4 * T * c.numHeads * c.headDim;
+const fwdFlopsPerToken = forwardFlopsPerToken(c, T);
 printTable(
   ["cut", "local ms/step", "offloaded ms/step", "cached ms/step", "fetch ms", "download KiB/step (bf16)", "f32 would be KiB"],
   steps.map((s) => [String(s.cut), (s.localMs as number).toFixed(0), (s.offloadedMs as number).toFixed(0), (s.cachedMs as number).toFixed(0), (s.fetchMs as number).toFixed(0), ((s.bytesBf16 as number) / 1024).toFixed(0), ((s.bytesF32 as number) / 1024).toFixed(0)]),
