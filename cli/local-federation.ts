@@ -24,6 +24,8 @@ export interface LocalFederationOptions {
   stepsPerInvocation?: number;
   /** An inference endpoint serving the frozen trunk to split clients. */
   trunkUrl?: string;
+  /** An OpenAI-compatible API (base URL ending in /v1) discrete-prompt clients score at. */
+  completionsUrl?: string;
 }
 
 type Init = { method?: string; body?: string | Uint8Array; headers?: Record<string, string> };
@@ -61,6 +63,7 @@ export class LocalFederation {
               STEPS_PER_INVOCATION: String(o.stepsPerInvocation ?? 8),
               FEDERATIONS: (o.federations ?? []).join(","),
               ...(o.trunkUrl ? { TRUNK_URL: o.trunkUrl } : {}),
+              ...(o.completionsUrl ? { OPENAI_BASE_URL: o.completionsUrl } : {}),
             },
           })),
         )),

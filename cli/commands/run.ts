@@ -17,6 +17,7 @@ import { emulate } from "../../src/fl/offsite/files.ts";
 import { zoGlobal, zoInitial } from "../../src/fl/client/zo-update.ts";
 import { bbtGlobalOf, initialPrompt, project, projectionScale } from "../../src/fl/bbt/fedbpt.ts";
 import { initialAdapterRequest } from "../../src/fl/offsite/supply.ts";
+import { bestPrompt, discreteItems, distributionsOf, localRowScorer, promptAccuracy, promptTokens } from "../../src/fl/prompt/discrete-round.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { linePlotSvg } from "../../src/report/line-plot.ts";
@@ -74,13 +75,17 @@ export async function run(args: string[]): Promise<void> {
   // Offsite-tuning: the clients get the emulator, and the federation starts from the owner's adapter.
   const emulated = method.type === "offsite" ? emulate(model.config, model.weights, method, basename(config.model), tokenizerFiles(config.model)) : null;
   if (emulated) log(`offsite-tuning: adapter layers ${JSON.stringify(emulated.description.adapter_layers)}, clients run the emulator's layers ${JSON.stringify(emulated.description.emulator_layers)}`);
+  if (method.type === "discrete" && !data.labels) throw new UsageError(`the discrete-prompt method scores label words: use a classification task (spam), not ${config.task}`);
+  // The endpoint serves split LoRA's trunk, or the completions API discrete-prompt clients query.
   const endpoint =
-    method.type === "lora" && method.fromLayer > 0 && config.trunk === "endpoint"
+    (method.type === "lora" && method.fromLayer > 0 && config.trunk === "endpoint") || method.type === "discrete"
       ? await startEndpoint({ model, fingerprint: await modelFingerprint(async (f) => modelFiles.get(f) ?? null, [...modelFiles.keys()]), name: basename(config.model), port: 0 })
       : null;
   if (endpoint && method.type === "lora") log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) serves the trunk: clients hold only layers ${method.fromLayer}+`);
+  if (endpoint && method.type === "discrete") log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) serves /v1/completions: clients hold only the tokenizer`);
+  const endpointBindings = !endpoint ? {} : method.type === "discrete" ? { completionsUrl: `${endpoint.url}/v1` } : { trunkUrl: endpoint.url };
   log("starting the coordinator, the aggregator and the client workers in workerd");
-  const fed = await LocalFederation.start({ stateDir: join(dir, "state"), masterKey, clients, modelFiles: emulated?.emulator ?? modelFiles, federations: [FED], ...(endpoint ? { trunkUrl: endpoint.url } : {}) }).catch(async (e: unknown) => {
+  const fed = await LocalFederation.start({ stateDir: join(dir, "state"), masterKey, clients, modelFiles: emulated?.emulator ?? modelFiles, federations: [FED], ...endpointBindings }).catch(async (e: unknown) => {
     await endpoint?.close();
     throw e;
   });
@@ -129,7 +134,7 @@ export async function run(args: string[]): Promise<void> {
     const globalModel = (adapter: TensorMap) => {
       const opts = { quant: config.quant, nll: true } as const;
       if (method.type === "offsite") return ForwardModel.create(ortNodeRuntime(2), model.config, plugIn(model.config, model.weights, adapter, offsiteLayout(model.config.numLayers, method)), opts);
-      if (method.type === "fedbpt") throw new Error("a FedBPT version is a soft prompt: promptModel scores it");
+      if (method.type === "fedbpt" || method.type === "discrete") throw new Error(`a ${method.type} version is a prompt: promptModel or the discrete scorer scores it`);
       if (method.type === "fedkseed") {
         // The version is the cumulative scalar per seed: the model is w0 - lr * sum_j c_j z_j.
         const cumulative = new Map([...adapter.get("seed_sums")!.entries()].filter(([, c]) => c !== 0));
@@ -150,8 +155,19 @@ export async function run(args: string[]): Promise<void> {
       const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true, inputs: { softPromptTokens: method.promptTokens } });
       return { forward, params: new Map([["soft_prompt", prompt]]) };
     };
+    /** Discrete prompts: the version's most probable prompt before each held-out example; the loss is the label words' NLL per token. */
+    const scoreDiscrete = async (adapter: TensorMap) => {
+      if (method.type !== "discrete") return null;
+      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true });
+      const t = promptTokens(model.tokenizer, method.phrases, method.labels);
+      const r = await promptAccuracy(localRowScorer(forward), t, bestPrompt(distributionsOf(adapter, method)), discreteItems(model.tokenizer, labeled, method.labels), maxTokens);
+      await forward.release();
+      return { loss: r.labelNll, accuracy: r.accuracy };
+    };
     const evaluate = async (version: number): Promise<{ loss: number; accuracy: number | null }> => {
       const adapter: TensorMap = decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer()), `version ${version}`).tensors;
+      const discrete = await scoreDiscrete(adapter);
+      if (discrete) return discrete;
       const { forward, params } = (await promptModel(adapter)) ?? { forward: await globalModel(adapter), params: undefined };
       const { loss } = await heldOutLoss(forward, heldOut, 8, undefined, params);
       const accuracy = data.labels ? (await labelAccuracy(forward, model.tokenizer, labeled, data.labels, { maxTokens, ...(params ? { params } : {}) })).accuracy : null;
@@ -204,9 +220,10 @@ export async function run(args: string[]): Promise<void> {
     }
 
     const adapterDir = join(dir, "adapter");
+    const final = new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${state.version}`)).arrayBuffer());
     writeFiles(adapterDir, [
       ["adapter_config.json", await (await fed.coordinator(`/federations/${FED}/versions/${state.version}/adapter_config.json`)).text()],
-      ["adapter_model.safetensors", new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${state.version}`)).arrayBuffer())],
+      ["adapter_model.safetensors", final],
     ]);
     const points = (f: (r: RoundRecord) => number | null) => records.filter((r) => f(r) !== null).map((r) => [r.round, f(r)!] as const);
     writeFileSync(
@@ -231,7 +248,9 @@ export async function run(args: string[]): Promise<void> {
           ? `npx fedflare offsite plug-in --model ${config.model} --adapter ${adapterDir} --out DIR`
           : method.type === "fedkseed"
             ? "the cumulative scalar per seed; the model is w0 - lr * sum_j c_j z_j (src/fl/client/zo-update.ts zoGlobal)"
-            : "the mean z and squared step size; the soft prompt is p0 + A z (src/fl/bbt/fedbpt.ts)";
+            : method.type === "fedbpt"
+              ? "the mean z and squared step size; the soft prompt is p0 + A z (src/fl/bbt/fedbpt.ts)"
+              : `the slots' distributions over the phrases; the most probable prompt: "${bestPrompt(distributionsOf(decodeTensorFile(final, "adapter").tensors, method)).map((k) => method.phrases[k]).join(" ")}"`;
     process.stdout.write([table, "", `run folder: ${dir} (${((Date.now() - started) / 1000).toFixed(0)} s)`, `adapter:    ${adapterDir}  (${use})`, ""].join("\n"));
   } finally {
     process.off("SIGINT", interrupt);

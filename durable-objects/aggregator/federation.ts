@@ -110,6 +110,8 @@ const SEED_SUMS = "seed_sums";
 /** A FedBPT version: the global mean z and squared step size (averaging squares pools the step sizes). */
 const BPT_MEAN = "mean";
 const BPT_SIGMA2 = "sigma2";
+/** A discrete-prompt version: the slots' distributions over the phrases (src/fl/prompt/discrete-round.ts). */
+const PROBS = "probs";
 const versionKey = (fed: string, v: number) => `version/${fed}/${v}`;
 const sumKey = (fed: string, round: number) => `sum/${fed}/${round}`;
 const stateKey = (fed: string) => `state/${fed}`;
@@ -180,6 +182,13 @@ export class Federations {
       if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `FedBPT recombines the clients' means: use strategy "fedavg", not "${config.strategy.name}"`);
       const tensors = new Map([[BPT_MEAN, new Float32Array(m.dimension)], [BPT_SIGMA2, Float32Array.of(m.sigma ** 2)]]);
       return { tensors: encodeTensorFile(tensors, new Map([[BPT_MEAN, [m.dimension]], [BPT_SIGMA2, [1]]])), config: JSON.stringify({ method: "fedbpt", base_model: config.model.name, prompt_tokens: m.promptTokens, dimension: m.dimension, labels: m.labels, seed: config.seed }, null, 2) + "\n" };
+    }
+    if (m.type === "discrete") {
+      // Version 0: every slot uniform over the phrases; versions move by the clients' averaged changes.
+      if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `discrete prompts average the clients' distributions: use strategy "fedavg", not "${config.strategy.name}"`);
+      const shape = [m.slots, m.phrases.length];
+      const tensors = new Map([[PROBS, new Float32Array(m.slots * m.phrases.length).fill(1 / m.phrases.length)]]);
+      return { tensors: encodeTensorFile(tensors, new Map([[PROBS, shape]])), config: JSON.stringify({ method: "discrete", base_model: config.model.name, slots: m.slots, phrases: m.phrases, labels: m.labels, seed: config.seed }, null, 2) + "\n" };
     }
     if (m.fromLayer >= model.numLayers) throw new AggregatorError("config_invalid", `method.fromLayer ${m.fromLayer} leaves no layer of the ${model.numLayers} with LoRA`);
     const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], config.seed, m.fromLayer);

@@ -18,6 +18,14 @@ export function seededUniform(seed: number): () => number {
   };
 }
 
+/**
+ * The `n`th draw stream of a client's round: one generator per (client seed, round, purpose, n), so a
+ * resumed job redraws what it drew before, and different purposes (batch order, seed choice) never share numbers.
+ */
+export function roundStream(clientSeed: number, round: number, purpose: number, n: number): () => number {
+  return seededUniform(clientSeed * 7919 + round * 104729 + purpose * 15485863 + n);
+}
+
 export function argmax(logits: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;

@@ -12,7 +12,9 @@ export type FlErrorCode =
   /** A server state that does not fit the strategy or the global tensors. */
   | "state_invalid"
   /** An adapter folder whose description (adapter_config.json) is missing or malformed. */
-  | "adapter_invalid";
+  | "adapter_invalid"
+  /** An inference API refused a request, or answered without what the method needs (echoed log-probs). */
+  | "api_failed";
 
 /** A federated-learning failure: aggregation, strategies, server state. */
 export class FlError extends FedflareError<FlErrorCode> {}

@@ -68,6 +68,11 @@ describe("the inference endpoint through the openai client", () => {
     const gen = JSON.parse((await runCli(["generate", "--model", modelDir, "--prompt", "The dog", "--max-tokens", "6", "--json"])).stdout) as { prompt_tokens: number[]; tokens: number[]; text: string };
     const r = await client.completions.create({ model: "tiny", prompt: gen.prompt_tokens, max_tokens: 6, temperature: 0, logprobs: 1 });
     expect(r.choices[0]!.logprobs!.tokens!.length).toBe(6);
+    // One token with the echo (how scoring clients ask): taken from the echo's own forward pass, the same token.
+    const one = await client.completions.create({ model: "tiny", prompt: gen.prompt_tokens, max_tokens: 1, temperature: 0, echo: true, logprobs: 1 });
+    expect(one.choices[0]!.logprobs!.tokens!.length).toBe(gen.prompt_tokens.length + 1);
+    expect(one.choices[0]!.logprobs!.token_logprobs!.at(-1)).toBeCloseTo(r.choices[0]!.logprobs!.token_logprobs![0]!, 4);
+    expect(one.usage!.completion_tokens).toBe(1);
     expect(r.usage!.completion_tokens).toBe(6);
     const sampledA = await client.completions.create({ model: "tiny", prompt: "The", max_tokens: 8, temperature: 1.2, seed: 5 });
     const sampledB = await client.completions.create({ model: "tiny", prompt: "The", max_tokens: 8, temperature: 1.2, seed: 5 });

@@ -24,6 +24,14 @@ export interface ClientEnv {
    */
   TRUNK_URL?: string;
   TRUNK_TOKEN?: string;
+  /**
+   * An OpenAI-compatible completions API serving the base model (base URL ending in /v1; vLLM or fedflare's
+   * endpoint), for discrete-prompt federations; OPENAI_MODEL names the served model (default: the
+   * federation's model.name). The API sees this client's examples.
+   */
+  OPENAI_BASE_URL?: string;
+  OPENAI_API_KEY?: string;
+  OPENAI_MODEL?: string;
   /** Local updates per invocation, to stay inside a Worker's CPU budget (zeroth-order steps: a quarter as many). */
   STEPS_PER_INVOCATION?: string;
 }

@@ -3,7 +3,8 @@
 // steps per invocation, so local training never outlives a Worker's CPU budget and survives eviction.
 import { DurableObject } from "cloudflare:workers";
 import { tokenizeExample, type TokenizedExample } from "../../src/data/examples.ts";
-import { loadConfig, loadModel, type LoadedModel } from "../../src/engine/model-files.ts";
+import { loadConfig, loadModel, loadModelTokenizer, type LoadedModel } from "../../src/engine/model-files.ts";
+import type { TextTokenizer } from "../../src/engine/tokenizer/load.ts";
 import { localResult, runLocalSteps, startLocal, type LocalTask } from "../../src/fl/client/local-update.ts";
 import { loadedLayers } from "../../src/fl/client/method-plan.ts";
 import type { TrainStep } from "../../src/engine/train/step.ts";
@@ -14,12 +15,14 @@ import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, type ZoTask } fr
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { decodeSeedSums, encodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
-import type { FedBptMethod, FedKSeedMethod } from "../../src/protocol/federation.ts";
+import type { DiscretePromptMethod, FedBptMethod, FedKSeedMethod } from "../../src/protocol/federation.ts";
+import { completionsRowScorer } from "../../src/fl/prompt/completions-api.ts";
+import { discreteDelta, discreteItems, discreteSteps, distributionsOf, promptTokens, startDiscrete, type DiscreteState } from "../../src/fl/prompt/discrete-round.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
 import type { Example } from "../../src/data/jsonl.ts";
 import { shuffled } from "../../src/data/lm-windows.ts";
-import { seededUniform } from "../../src/engine/sampling.ts";
+import { roundStream } from "../../src/engine/sampling.ts";
 import { bbtDelta, bbtGenerations, bbtGlobalOf, localPromptScorer, startBbt, type BbtClientState } from "../../src/fl/bbt/fedbpt.ts";
 import { deleteBlob, readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import { applyMigrations } from "../../durable-objects/shared/migrations.ts";
@@ -58,7 +61,9 @@ const MAX_UPLOAD_ATTEMPTS = 5;
 
 /** A round's task as the job keeps it: for any method, with what it started from. */
 type ClientTask = Omit<LocalTask, "method"> & {
-  method: LocalTask["method"] | FedKSeedMethod | FedBptMethod;
+  method: LocalTask["method"] | FedKSeedMethod | FedBptMethod | DiscretePromptMethod;
+  /** The federation's model name (what a completions API serves it as, unless OPENAI_MODEL says otherwise). */
+  modelName: string;
   federationSeed: number;
   baseVersion: number;
   /** Bytes this client downloaded to start the round (the version, or FedKSeed's seed changes). */
@@ -74,6 +79,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   private readonly sql: SqlStorage;
   /** The model and tokenized partition, kept while this instance lives (reloaded after eviction). */
   private cache: { model: LoadedModel; examples: TokenizedExample[]; raw: Example[]; key: string } | null = null;
+  private prompts: { tokenizer: TextTokenizer; raw: Example[] } | null = null;
   /** Training sessions of the job in progress, kept between its slices (released when it ends). */
   private sessions = new Map<string, TrainStep>();
   private sessionsJob = "";
@@ -121,22 +127,38 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       await this.prepare(job, key);
       return 0;
     }
-    const { model, examples } = await this.load(task);
     const global = decodeTensorFile(readBlob(this.sql, key("global"))!, "global");
     const perInvocation = Number(this.env.STEPS_PER_INVOCATION ?? "8");
     const saved = readBlob(this.sql, key("state"));
-    const runtime = workerdOrtRuntime();
     let body: Uint8Array;
-    if (task.method.type === "fedbpt") {
+    if (task.method.type === "discrete") {
       const m = task.method;
+      const { tokenizer, raw } = await this.loadTokenizer();
+      const labeled = labeledPrompts(raw).filter((x) => m.labels.includes(x.label));
+      if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
+      if (!this.env.OPENAI_BASE_URL) throw new Error("a discrete-prompt federation scores prompts at an OpenAI-compatible API: set OPENAI_BASE_URL (and OPENAI_API_KEY) in this client's deployment");
+      const start = distributionsOf(global.tensors, m);
+      let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as DiscreteState) : startDiscrete(start);
+      if (state.step < task.local.steps && !state.exhausted) {
+        const scorer = completionsRowScorer({ baseURL: this.env.OPENAI_BASE_URL, ...(this.env.OPENAI_API_KEY ? { apiKey: this.env.OPENAI_API_KEY } : {}), model: this.env.OPENAI_MODEL ?? task.modelName });
+        const opts = { steps: task.local.steps, population: m.population, lr: task.local.lr, batchSize: task.local.batchSize, maxTokens: task.local.maxTokens, clientSeed: task.seed, round: task.round, ...(m.queryBudget ? { budget: m.queryBudget } : {}) };
+        state = await discreteSteps(scorer, promptTokens(tokenizer, m.phrases, m.labels), discreteItems(tokenizer, labeled, m.labels), state, perInvocation, opts);
+        this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.step);
+        return 0;
+      }
+      const spent = { api_requests: state.usage.requests, api_rows: state.usage.rows, api_prompt_tokens: state.usage.promptTokens, steps: state.step, download_bytes: task.downloadBytes ?? 0 };
+      body = encodeTensorFile(discreteDelta(start, state.distributions), global.shapes, updateMetadata(labeled.length, Number.isFinite(state.lastLoss) ? { train_loss: state.lastLoss, ...spent } : spent));
+    } else if (task.method.type === "fedbpt") {
+      const m = task.method;
+      const { model } = await this.load(task);
       const labeled = labeledPrompts(this.cache!.raw).filter((x) => m.labels.includes(x.label));
       if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
       const start = bbtGlobalOf(global.tensors);
       let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as BbtClientState) : startBbt(start, task.seed + task.round);
       if (state.cma.generation < m.generations) {
-        const scorer = await localPromptScorer(runtime, model.config, model.weights, model.tokenizer, { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed }, m.labels, task.local.maxTokens);
+        const scorer = await localPromptScorer(workerdOrtRuntime(), model.config, model.weights, model.tokenizer, { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed }, m.labels, task.local.maxTokens);
         // Each generation scores its candidates on a seeded sample of local.batchSize examples.
-        const itemsOf = (g: number) => shuffled(labeled, seededUniform(task.seed * 7919 + task.round * 104729 + g)).slice(0, task.local.batchSize);
+        const itemsOf = (g: number) => shuffled(labeled, roundStream(task.seed, task.round, 0, g)).slice(0, task.local.batchSize);
         state = await bbtGenerations(scorer, state, itemsOf, 1, m.population);
         await scorer.release();
         this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.cma.generation);
@@ -144,25 +166,27 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       }
       body = encodeTensorFile(bbtDelta(start, state.cma), global.shapes, updateMetadata(labeled.length, { train_loss: state.lastBest, evaluations: state.evaluations, generations: state.cma.generation, download_bytes: task.downloadBytes ?? 0 }));
     } else if (task.method.type === "fedkseed") {
+      const { model, examples } = await this.load(task);
       const labels = task.method.labels;
       const zoTask: ZoTask = { ...task, method: task.method, ...(labels ? { labelIds: labels.map((l) => model.tokenizer.encode(` ${l}`, { addSpecialTokens: false })) } : {}) };
       let state = saved ? decodeZoState(saved) : startZo(global.tensors);
       if (state.step < task.local.steps) {
         // A zeroth-order step scores two points (each over every label with labels): about four times a
         // gradient step's forward work, so an invocation takes a quarter of the steps.
-        state = await zoLocalSteps({ config: model.config, weights: model.weights, runtime }, zoTask, examples, state, Math.max(1, Math.floor(perInvocation / 4)), this.seedHistory(job.federation_id, task.method.k));
+        state = await zoLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime() }, zoTask, examples, state, Math.max(1, Math.floor(perInvocation / 4)), this.seedHistory(job.federation_id, task.method.k));
         this.saveProgress(job, key, encodeZoState(state), state.step);
         return 0;
       }
       body = encodeSeedSums(state.sums, updateMetadata(examples.length, { ...zoMetrics(state), download_bytes: task.downloadBytes ?? 0 }));
     } else {
+      const { model, examples } = await this.load(task);
       const localTask: LocalTask = { ...task, method: task.method };
       const offloaded = isOffloaded(this.env, task.method);
       let state = saved ? decodeLocalState(saved) : startLocal(global.tensors);
       if (state.step < task.local.steps) {
         const trunk = offloaded ? { endpoint: await connectTrunk(this.env.TRUNK_URL!, model.config.hiddenSize, this.env.TRUNK_TOKEN), cache: this.trunkCache() } : undefined;
         if (this.sessionsJob !== key("job")) await this.releaseSessions(key("job"));
-        state = await runLocalSteps({ config: model.config, weights: model.weights, runtime, sessions: this.sessions }, localTask, global.tensors, examples, state, perInvocation, trunk);
+        state = await runLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime(), sessions: this.sessions }, localTask, global.tensors, examples, state, perInvocation, trunk);
         this.saveProgress(job, key, encodeLocalState(state), state.step);
         return 0;
       }
@@ -194,9 +218,9 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const fed = encodeURIComponent(job.federation_id);
     const res = await coordinatorFetch(this.env, `/federations/${fed}/rounds/${job.round}`);
     if (!res.ok) throw new Error(`reading round ${job.round}: ${res.status} ${await res.text()}`);
-    const round = (await res.json()) as { baseVersion: number; sampled: string[]; task: { proximalMu: number; local: LocalTask["local"]; method: ClientTask["method"]; model: { quant: LocalTask["quant"] }; seed: number } };
+    const round = (await res.json()) as { baseVersion: number; sampled: string[]; task: { proximalMu: number; local: LocalTask["local"]; method: ClientTask["method"]; model: { name: string; quant: LocalTask["quant"] }; seed: number } };
     if (!round.sampled.includes(this.env.CLIENT_ID)) throw new Error(`this client (${this.env.CLIENT_ID}) was not sampled for round ${job.round}`);
-    const task: ClientTask = { round: job.round, proximalMu: round.task.proximalMu, local: round.task.local, method: round.task.method, quant: round.task.model.quant, seed: hashSeed(`${job.federation_id}/${this.env.CLIENT_ID}`), federationSeed: round.task.seed, baseVersion: round.baseVersion };
+    const task: ClientTask = { round: job.round, proximalMu: round.task.proximalMu, local: round.task.local, method: round.task.method, quant: round.task.model.quant, modelName: round.task.model.name, seed: hashSeed(`${job.federation_id}/${this.env.CLIENT_ID}`), federationSeed: round.task.seed, baseVersion: round.baseVersion };
     let start: Uint8Array;
     if (task.method.type === "fedkseed") {
       const synced = await this.syncSeeds(job.federation_id, { ...task, method: task.method }, round.baseVersion);
@@ -256,6 +280,12 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       writeBlob(this.sql, key("state"), state);
       this.sql.exec("UPDATE jobs SET steps_done = ?, updated_at = ? WHERE federation_id = ? AND round = ?", step, Date.now(), job.federation_id, job.round);
     });
+  }
+
+  /** The tokenizer and the partition alone: what a client that scores at an API needs. */
+  private async loadTokenizer() {
+    this.prompts ??= { tokenizer: await loadModelTokenizer(r2ModelSource(this.env)), raw: await loadPartition(this.env) };
+    return this.prompts;
   }
 
   /** The model's layers the method runs (and no others), and the tokenized partition. */

@@ -2,10 +2,10 @@
 // echoed prompt's log-probs from one batched forward, then generation with the KV cache.
 import type { Batcher } from "../../src/engine/batcher.ts";
 import type { ForwardModel } from "../../src/engine/forward.ts";
-import { generateTokens, type StepLogprobs } from "../../src/engine/generate.ts";
+import { generateTokens, type GenerateResult, type StepLogprobs } from "../../src/engine/generate.ts";
 import type { LoadedModel } from "../../src/engine/model-files.ts";
 import type { Runtime } from "../../src/engine/runtime.ts";
-import { logSoftmax, topK } from "../../src/engine/sampling.ts";
+import { logSoftmax, sampleToken, seededUniform, topK } from "../../src/engine/sampling.ts";
 import type { CompletionRequest } from "./schemas.ts";
 
 export interface Engine {
@@ -53,9 +53,17 @@ export async function complete(engine: Engine, req: CompletionRequest, seed: num
   let promptTokens = 0;
   let completionTokens = 0;
   const texts = typeof req.prompt === "string" ? [req.prompt] : (req.prompt as unknown[]).map((x) => (typeof x === "string" ? x : null));
-  for (const [index, ids] of prompts(engine, req.prompt).entries()) {
-    for (const id of ids) if (id >= V) throw new RangeError(`token id ${id} is outside the vocabulary (${V})`);
+  const all = prompts(engine, req.prompt);
+  for (const ids of all) for (const id of ids) if (id >= V) throw new RangeError(`token id ${id} is outside the vocabulary (${V})`);
+  const maxTokens = req.max_tokens ?? 16;
+  const sampling = { temperature: req.temperature ?? 1, topP: req.top_p ?? 1 };
+  // One forward pass per prompt, all submitted at once so the batcher joins them: the echoed log-probs,
+  // and for max_tokens = 1 (how scoring clients ask, vLLM wanting at least one token) the token too.
+  const needsLogits = (req.echo && k !== null) || maxTokens === 1;
+  const logitsOf = await Promise.all(all.map((ids) => (needsLogits ? engine.forward.submit(ids) : null)));
+  for (const [index, ids] of all.entries()) {
     promptTokens += ids.length;
+    const logits = logitsOf[index] ?? null;
     const logprobs: Logprobs | null = k === null ? null : { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
     let text = "";
     let offset = 0;
@@ -74,21 +82,28 @@ export async function complete(engine: Engine, req: CompletionRequest, seed: num
       text = texts[index] ?? tokenizer.decode(ids);
       if (logprobs) {
         // The first prompt token has no prediction (vLLM's null); each later one is scored by the forward pass.
-        const logits = await engine.forward.submit(ids);
         ids.forEach((id, t) => {
           if (t === 0) return add(id, null, null);
-          const lp = logSoftmax(logits.subarray((t - 1) * V, t * V));
+          const lp = logSoftmax(logits!.subarray((t - 1) * V, t * V));
           add(id, lp[id]!, top(topK(lp, k!)));
         });
       }
     }
     let finish: "stop" | "length" = "length";
-    const maxTokens = req.max_tokens ?? 16;
     if (maxTokens > 0) {
-      const run = () => generateTokens(engine.generator, ids, { maxTokens, temperature: req.temperature ?? 1, topP: req.top_p ?? 1, seed: seed + index, stopIds: config.eosTokenIds, topLogprobs: k ?? 0 });
-      const job = engine.lock.tail.then(run, run);
-      engine.lock.tail = job.catch(() => undefined);
-      const out = await job;
+      let out: GenerateResult;
+      if (logits) {
+        // The one token from the prompt's last position, drawn as generateTokens draws its first.
+        const row = logits.subarray((ids.length - 1) * V, ids.length * V);
+        const next = sampleToken(row, sampling, seededUniform(seed + index));
+        const lp = logSoftmax(row);
+        out = { tokens: [next], logprobs: [{ logprob: lp[next]!, top: topK(lp, k ?? 0) }], finishReason: config.eosTokenIds.includes(next) ? "stop" : "length" };
+      } else {
+        const run = () => generateTokens(engine.generator, ids, { maxTokens, ...sampling, seed: seed + index, stopIds: config.eosTokenIds, topLogprobs: k ?? 0 });
+        const job = engine.lock.tail.then(run, run);
+        engine.lock.tail = job.catch(() => undefined);
+        out = await job;
+      }
       let generated = tokenizer.decode(out.tokens);
       finish = out.finishReason;
       let kept = out.tokens.length;

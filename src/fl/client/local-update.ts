@@ -10,7 +10,7 @@ import type { Weights } from "../../engine/llama/graph.ts";
 import { graphName } from "../../engine/lora/peft.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { Runtime } from "../../engine/runtime.ts";
-import { seededUniform } from "../../engine/sampling.ts";
+import { roundStream } from "../../engine/sampling.ts";
 import { adamW, type OptimizerState } from "../../engine/train/optimizer.ts";
 import { TrainStep } from "../../engine/train/step.ts";
 import { Trainer } from "../../engine/train/trainer.ts";
@@ -101,7 +101,7 @@ export async function runLocalSteps(model: LocalModel, task: LocalTask, global: 
  * the round and the pass), so a resumed run draws the batches an unbroken run would. Advances `order`/`pass`.
  */
 export function drawBatch<E>(at: { order: number[]; pass: number }, examples: readonly E[], task: Pick<LocalTask, "seed" | "round" | "local">): E[] {
-  if (at.order.length < task.local.batchSize) at.order.push(...shuffled([...examples.keys()], seededUniform(task.seed * 7919 + task.round * 104729 + at.pass++)));
+  if (at.order.length < task.local.batchSize) at.order.push(...shuffled([...examples.keys()], roundStream(task.seed, task.round, 0, at.pass++)));
   return at.order.splice(0, Math.min(task.local.batchSize, examples.length)).map((i) => examples[i]!);
 }
 

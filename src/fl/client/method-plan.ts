@@ -30,7 +30,7 @@ export function methodPlan(method: Method, c: LlamaConfig, opts: { offloaded: bo
     const layout = offsiteLayout(c.numLayers, method);
     return { spec: { full: adapterTensorNames(c, layout) }, graph: { layerIndices: layout.emulator }, layers: layout.emulator };
   }
-  if (method.type === "fedkseed" || method.type === "fedbpt") throw new FlError("strategy_invalid", `${method.type} is a black-box method: it has no training graph to plan`);
+  if (method.type === "fedkseed" || method.type === "fedbpt" || method.type === "discrete") throw new FlError("strategy_invalid", `${method.type} is a black-box method: it has no training graph to plan`);
   const spec: TrainSpec = {
     lora: { r: method.r, scaling: loraScaling({ r: method.r, alpha: method.alpha, useRslora: method.rslora }), modules: method.targetModules as LinearModule[], dropout: method.dropout, seed: opts.seed, fromLayer: method.fromLayer },
   };
@@ -39,8 +39,12 @@ export function methodPlan(method: Method, c: LlamaConfig, opts: { offloaded: bo
   return { spec, graph: { fromLayer: method.fromLayer }, layers: range(method.fromLayer, c.numLayers), cut: method.fromLayer };
 }
 
-/** The decoder layers a client loads for a method (all when undefined); the black-box methods run the whole model. */
+/**
+ * The decoder layers a client loads for a method (all when undefined); FedKSeed and FedBPT run the whole
+ * model. A discrete-prompt client loads none: it asks an API and holds only the tokenizer.
+ */
 export function loadedLayers(method: Method, c: LlamaConfig, offloaded: boolean): number[] | undefined {
+  if (method.type === "discrete") throw new FlError("strategy_invalid", "a discrete-prompt client scores prompts at an inference API: it loads no weights, only the tokenizer");
   if (method.type === "fedkseed" || method.type === "fedbpt") return undefined;
   return methodPlan(method, c, { offloaded, seed: 0 }).layers;
 }

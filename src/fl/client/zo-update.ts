@@ -13,7 +13,7 @@ import { initLoraParams } from "../../engine/lora/init.ts";
 import { loraScaling } from "../../engine/lora/peft.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { Runtime } from "../../engine/runtime.ts";
-import { seededUniform } from "../../engine/sampling.ts";
+import { roundStream } from "../../engine/sampling.ts";
 import type { FederationConfig, FedKSeedMethod } from "../../protocol/federation.ts";
 import type { TensorMap } from "../tensors.ts";
 import { accumulate, pickSeed, rebuild, seedPool, seedProbabilities, zoStep } from "../zo/fedkseed.ts";
@@ -92,7 +92,7 @@ export async function zoLocalSteps(model: ZoModel, task: ZoTask, examples: reado
     const batch = drawBatch(next, examples, task);
     const loss = task.labelIds ? verbalizerLoss(forward, batch, task.labelIds, task.local.maxTokens) : completionLoss(forward, exampleBatch(batch));
     // One uniform number per step, from the client's seed, the round and the step: resumable draws.
-    const u = seededUniform(task.seed * 31 + task.round * 7919 + next.step)();
+    const u = roundStream(task.seed, task.round, 1, next.step)();
     const r = await zoStep(next.params, pool, pickSeed(m.k, u, probabilities), loss, { epsilon: m.epsilon, lr: task.local.lr, kind: m.direction });
     next.params = r.params;
     accumulate(next.sums, [r.step]);
