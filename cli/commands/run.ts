@@ -23,7 +23,9 @@ import type { TensorMap } from "../../src/fl/tensors.ts";
 import { linePlotSvg } from "../../src/report/line-plot.ts";
 import { formatTable } from "../../src/report/table.ts";
 import { modelFingerprint, startEndpoint } from "../../workers/inference-endpoint/server.ts";
+import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { LocalFederation } from "../local-federation.ts";
+import { descendantCpuSeconds } from "../process-cpu.ts";
 import { dirSource, tokenizerFiles } from "../model-dir.ts";
 import { parseRunConfig, type RunConfig } from "../run-config.ts";
 import { runData } from "../run-data.ts";
@@ -49,6 +51,29 @@ interface RoundRecord {
   /** Classification tasks: the share of held-out examples whose label words are the most probable. */
   heldout_accuracy?: number | null;
   seconds: number;
+  /** What a sampled client spent in the round (means over the clients that uploaded). */
+  clients?: ClientCost;
+}
+
+interface ClientCost {
+  /** The update's body, as uploaded. */
+  upload_bytes: number;
+  /** The version (or FedKSeed's per-seed changes) fetched to start the round. */
+  download_bytes: number;
+  /** Discrete prompts: rows scored at the completions API, and the requests they took. */
+  api_rows?: number;
+  api_requests?: number;
+  /** CPU seconds of the workerd process (client workers and the aggregator's folds) per sampled client; null without /proc. */
+  cpu_seconds: number | null;
+}
+
+/** The clients' costs of a round, from the updates they uploaded (the metrics in each body's header). */
+function clientCost(uploads: readonly Uint8Array[], cpuSeconds: number | null, sampled: number): ClientCost | undefined {
+  if (uploads.length === 0) return undefined;
+  const metrics = uploads.map((u) => JSON.parse(readSafetensorsHeader(u).metadata.metrics ?? "{}") as Record<string, number>);
+  const mean = (f: (i: number) => number) => uploads.reduce((s, _, i) => s + f(i), 0) / uploads.length;
+  const api = metrics[0]!.api_rows === undefined ? {} : { api_rows: mean((i) => metrics[i]!.api_rows ?? 0), api_requests: mean((i) => metrics[i]!.api_requests ?? 0) };
+  return { upload_bytes: mean((i) => uploads[i]!.length), download_bytes: mean((i) => metrics[i]!.download_bytes ?? 0), ...api, cpu_seconds: cpuSeconds === null ? null : cpuSeconds / sampled };
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -198,6 +223,7 @@ export async function run(args: string[]): Promise<void> {
     let state = await api<{ roundsDone: number; openRound: number | null; version: number }>(`/federations/${FED}`);
     while (state.roundsDone < config.rounds || state.openRound !== null) {
       const roundStart = Date.now();
+      const cpuStart = descendantCpuSeconds("workerd");
       const round = state.openRound ?? (await api<{ round: number }>(`/federations/${FED}/rounds`, "POST")).round;
       const info = await api<{ sampled: string[] }>(`/federations/${FED}/rounds/${round}`);
       for (const id of info.sampled) await fed.client(id, "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round }) });
@@ -211,9 +237,12 @@ export async function run(args: string[]): Promise<void> {
         if (r.status !== "open") break;
         await new Promise((res) => setTimeout(res, 500));
       }
+      const cpuEnd = descendantCpuSeconds("workerd");
+      const uploaded = await Promise.all(info.sampled.map(async (id) => fed.client(id, `/tasks/${FED}/${round}/delta`)));
+      const cost = clientCost(await Promise.all(uploaded.filter((res) => res.ok).map(async (res) => new Uint8Array(await res.arrayBuffer()))), cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length);
       state = await api(`/federations/${FED}`);
       const scored = r.status === "closed" ? await evaluate(state.version) : { loss: records.at(-1)!.heldout_loss, accuracy: records.at(-1)!.heldout_accuracy ?? null };
-      const record: RoundRecord = { round, status: r.status, version: state.version, uploads: r.uploads, train_loss: r.result?.metrics?.train_loss ?? null, heldout_loss: scored.loss, heldout_accuracy: scored.accuracy, seconds: (Date.now() - roundStart) / 1000 };
+      const record: RoundRecord = { round, status: r.status, version: state.version, uploads: r.uploads, train_loss: r.result?.metrics?.train_loss ?? null, heldout_loss: scored.loss, heldout_accuracy: scored.accuracy, seconds: (Date.now() - roundStart) / 1000, ...(cost ? { clients: cost } : {}) };
       records.push(record);
       appendFileSync(metricsFile, JSON.stringify(record) + "\n");
       log(`round ${round} ${r.status}: train loss ${record.train_loss?.toFixed(4) ?? "-"}, held-out loss ${scored.loss.toFixed(4)}${scored.accuracy === null ? "" : `, accuracy ${(100 * scored.accuracy).toFixed(1)} %`} (${record.seconds.toFixed(1)} s)`);

@@ -37,10 +37,10 @@ describe("discrete prompt learning", () => {
 
   it("mines the words most informative of a label", () => {
     const items = [
-      ...Array.from({ length: 6 }, (_, i) => ({ text: `win money now offer ${i} free`, label: "spam" })),
-      ...Array.from({ length: 6 }, (_, i) => ({ text: `meeting notes attached ${i} thanks`, label: "ham" })),
-      ...Array.from({ length: 6 }, () => ({ text: "hello there", label: "spam" })),
-      ...Array.from({ length: 6 }, () => ({ text: "hello there", label: "ham" })),
+      ...Array.from({ length: 6 }, (_, i) => ({ prompt: `win money now offer ${i} free`, label: "spam" })),
+      ...Array.from({ length: 6 }, (_, i) => ({ prompt: `meeting notes attached ${i} thanks`, label: "ham" })),
+      ...Array.from({ length: 6 }, () => ({ prompt: "hello there", label: "spam" })),
+      ...Array.from({ length: 6 }, () => ({ prompt: "hello there", label: "ham" })),
     ];
     const top = pmiPhrases(items, 6);
     expect(top).toHaveLength(6);

@@ -191,7 +191,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
         return 0;
       }
       await this.releaseSessions("");
-      body = deltaBody(localResult(global.tensors, state, examples.length), global.shapes);
+      const result = localResult(global.tensors, state, examples.length);
+      body = deltaBody({ ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes ?? 0 } }, global.shapes);
     }
     const upload = await signedUpload(job.federation_id, job.round, this.env.CLIENT_ID, this.env.CLIENT_SECRET, body);
     const res = await coordinatorFetch(this.env, upload.path, { method: "PUT", headers: upload.headers, body: upload.body });

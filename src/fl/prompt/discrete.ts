@@ -55,17 +55,17 @@ export function averageDistributions(clients: readonly { distributions: readonly
 }
 
 /**
- * Candidate phrases mined from a client's labelled texts: the words with the highest pointwise mutual
+ * Candidate phrases mined from a client's labelled prompts: the words with the highest pointwise mutual
  * information with some label, log p(word, label) / (p(word) p(label)), over words seen at least `minCount` times.
  */
-export function pmiPhrases(items: readonly { text: string; label: string }[], count: number, minCount = 3): string[] {
+export function pmiPhrases(items: readonly { prompt: string; label: string }[], count: number, minCount = 3): string[] {
   const words = (t: string) => [...new Set(t.toLowerCase().match(/[a-z][a-z']+/g) ?? [])];
   const wordCount = new Map<string, number>();
   const joint = new Map<string, number>();
   const labelCount = new Map<string, number>();
   for (const x of items) {
     labelCount.set(x.label, (labelCount.get(x.label) ?? 0) + 1);
-    for (const w of words(x.text)) {
+    for (const w of words(x.prompt)) {
       wordCount.set(w, (wordCount.get(w) ?? 0) + 1);
       joint.set(`${w}\u0000${x.label}`, (joint.get(`${w}\u0000${x.label}`) ?? 0) + 1);
     }

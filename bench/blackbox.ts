@@ -1,0 +1,135 @@
+// The black-box methods beside white-box LoRA on one task and one data split, each run as a real
+// federation (`fedflare run`: client workers and the aggregator Durable Object in workerd): per method,
+// the bytes a client uploads and downloads per round, the rows it scores per round (forward passes of a
+// prompt + label: API queries for a client that holds no model), the CPU seconds of the client workers
+// per client round, and held-out accuracy after every round, against the base model's zero-shot
+// accuracy and against LoRA. Task: SpamAssassin spam/ham with label words, iid over the clients.
+// Run: node bench/blackbox.ts [--quick] [--rounds N] [--only lora,fedkseed,fedbpt,discrete,fedone]
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { run } from "../cli/commands/run.ts";
+import { parseRunConfig, type RunConfig } from "../cli/run-config.ts";
+import { runData } from "../cli/run-data.ts";
+import { labeledPrompts } from "../src/engine/train/evaluate.ts";
+import { pmiPhrases } from "../src/fl/prompt/discrete.ts";
+import { linePlotSvg } from "../src/report/line-plot.ts";
+import { fmt, printTable } from "../src/report/table.ts";
+import { writeResults } from "./lib/results.ts";
+
+const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, rounds: { type: "string" }, only: { type: "string" } } });
+const quick = values.quick;
+const ROUNDS = Number(values.rounds ?? (quick ? 1 : 5));
+const labels = ["spam", "ham"];
+const base = {
+  task: "spam",
+  records: quick ? 200 : 1000,
+  partitioner: { type: "iid" },
+  clients: quick ? 2 : 4,
+  rounds: ROUNDS,
+  quant: "f32",
+  seed: 0,
+  deadlineSeconds: 3600,
+} as const;
+const local = (steps: number, batchSize: number, lr: number) => ({ steps: quick ? Math.min(steps, 2) : steps, batchSize, lr, maxTokens: 96 });
+
+// Candidate phrases for the discrete prompts: PMI-mined from the first client's partition (a participant
+// contributes its vocabulary; the others' data stays put).
+const first = runData(parseRunConfig({ ...base, method: { type: "fedbpt", labels } }, "bench")).partitions[0]!;
+const phrases = pmiPhrases(labeledPrompts(first), 24, 3);
+
+const discrete = { type: "discrete", slots: 4, phrases, population: 4, labels };
+const methods: Record<string, { label: string; config: Record<string, unknown> }> = {
+  lora: { label: "LoRA (white-box, gradients)", config: { method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(10, 8, 3e-3) } },
+  fedkseed: {
+    label: "FedKSeed (zeroth-order, shared seeds)",
+    config: { method: { type: "fedkseed", k: 4096, epsilon: 1e-3, labels, trains: { type: "lora", r: 1, alpha: 2, targetModules: ["v_proj"] } }, local: local(40, 16, 0.02) },
+  },
+  fedbpt: { label: "FedBPT (CMA-ES, soft prompt)", config: { method: { type: "fedbpt", promptTokens: 5, dimension: 50, sigma: 1, generations: quick ? 1 : 4, labels }, local: local(1, 16, 1) } },
+  discrete: { label: "discrete prompts (API only)", config: { method: discrete, local: local(10, 16, 0.05) } },
+  fedone: { label: "discrete prompts, FedOne (1 client/round)", config: { method: discrete, clientsPerRound: 1, local: local(10, 16, 0.05) } },
+};
+const chosen = (values.only ?? Object.keys(methods).join(",")).split(",");
+
+interface RoundRecord {
+  round: number;
+  heldout_accuracy: number | null;
+  clients?: { upload_bytes: number; download_bytes: number; api_rows?: number; api_requests?: number; cpu_seconds: number | null };
+}
+
+const out = mkdtempSync(join(tmpdir(), "fedflare-blackbox-"));
+const results: Record<string, { label: string; config: RunConfig; rounds: RoundRecord[]; rowsPerClientRound: number }> = {};
+for (const name of chosen) {
+  const m = methods[name];
+  if (!m) throw new Error(`unknown method "${name}": one of ${Object.keys(methods).join(", ")}`);
+  const config = parseRunConfig({ ...base, ...m.config }, name);
+  const dir = join(out, name);
+  const file = join(out, `${name}.json`);
+  writeFileSync(file, JSON.stringify(config));
+  process.stderr.write(`\n== ${m.label}\n`);
+  await run(["--config", file, "--out", dir]);
+  const rounds = readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as RoundRecord);
+  results[name] = { label: m.label, config, rounds, rowsPerClientRound: rowsScored(config, rounds) };
+}
+
+/**
+ * Rows (prompt + label sequences) a client scores per round: discrete prompts count them at the API;
+ * FedKSeed scores two points per step, FedBPT each candidate of each generation, each over a batch and every label.
+ */
+function rowsScored(c: RunConfig, rounds: readonly RoundRecord[]): number {
+  const m = c.method;
+  const batchRows = c.local.batchSize * labels.length;
+  if (m.type === "discrete") {
+    const withCost = rounds.filter((r) => r.clients?.api_rows !== undefined);
+    return withCost.reduce((s, r) => s + r.clients!.api_rows!, 0) / Math.max(1, withCost.length);
+  }
+  if (m.type === "fedkseed") return 2 * c.local.steps * batchRows;
+  if (m.type === "fedbpt") return m.generations * (m.population ?? 4 + Math.floor(3 * Math.log(m.dimension))) * batchRows;
+  return 0;
+}
+
+const heldOut = runData(parseRunConfig({ ...base, method: { type: "fedbpt", labels } }, "bench")).heldOut;
+const majority = Math.max(...labels.map((l) => labeledPrompts(heldOut).filter((x) => x.label === l).length)) / heldOut.length;
+const zeroShot = results.lora?.rounds[0]?.heldout_accuracy ?? null;
+const pct = (x: number | null | undefined) => (x == null ? "-" : fmt(100 * x, 1));
+const meanOf = (rs: readonly RoundRecord[], f: (r: NonNullable<RoundRecord["clients"]>) => number | null) => {
+  const xs = rs.flatMap((r) => (r.clients && f(r.clients) !== null ? [f(r.clients)!] : []));
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
+};
+const rows = Object.entries(results).map(([, r]) => {
+  const trained = r.rounds.filter((x) => x.round > 0);
+  const final = trained.at(-1)?.heldout_accuracy ?? null;
+  return {
+    method: r.label,
+    upBytes: meanOf(trained, (c) => c.upload_bytes),
+    downBytes: meanOf(trained, (c) => c.download_bytes),
+    rows: r.rowsPerClientRound,
+    apiRequests: meanOf(trained, (c) => c.api_requests ?? null),
+    cpuSeconds: meanOf(trained, (c) => c.cpu_seconds),
+    start: r.rounds[0]?.heldout_accuracy ?? null,
+    final,
+    best: Math.max(...trained.map((x) => x.heldout_accuracy ?? -1)),
+    perRound: r.rounds.map((x) => x.heldout_accuracy),
+  };
+});
+console.log(`\nSpamAssassin spam/ham, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ${heldOut.length} mails (majority class ${pct(majority)} %); zero-shot accuracy ${pct(zeroShot)} %`);
+printTable(
+  ["method", "up B/client/round", "down B/client/round", "rows scored/client/round", "API requests", "CPU s/client/round", "round 0 acc %", "final acc %", "best acc %", "final - zero-shot (points)"],
+  rows.map((r) => [r.method, r.upBytes === null ? "-" : fmt(r.upBytes), r.downBytes === null ? "-" : fmt(r.downBytes), r.rows ? fmt(r.rows) : "-", r.apiRequests === null ? "-" : fmt(r.apiRequests, 1), r.cpuSeconds === null ? "-" : fmt(r.cpuSeconds, 1), pct(r.start), pct(r.final), pct(r.best), r.final === null || zeroShot === null ? "-" : fmt(100 * (r.final - zeroShot), 1)]),
+);
+console.log("\naccuracy % after each round (round 0: the starting version)");
+printTable(["round", ...rows.map((r) => r.method)], Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.perRound[i]))]));
+const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+writeFileSync(
+  new URL("./results/blackbox.svg", import.meta.url),
+  linePlotSvg(
+    [
+      ...rows.map((r, i) => ({ name: r.method, points: r.perRound.flatMap((a, round) => (a === null ? [] : [[round, 100 * a] as const])), color: colors[i % colors.length]! })),
+      ...(zeroShot === null ? [] : [{ name: "zero-shot", points: [[0, 100 * zeroShot] as const, [ROUNDS, 100 * zeroShot] as const], color: "#7f7f7f" }]),
+    ],
+    { title: "Held-out accuracy on SpamAssassin, per round", xLabel: "round", yLabel: "accuracy %", integerX: true },
+  ),
+);
+const path = await writeResults("blackbox", { quick, rounds: ROUNDS, majorityClass: majority, zeroShot, heldOut: heldOut.length, runs: results, summary: rows });
+console.log(`\nwrote ${path} and bench/results/blackbox.svg; runs in ${out}`);
