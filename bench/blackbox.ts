@@ -3,9 +3,12 @@
 // the bytes a client uploads and downloads per round, the rows it scores per round (forward passes of a
 // prompt + label: API queries for a client that holds no model), the CPU seconds of the client workers
 // per client round, and held-out accuracy after every round, against the base model's zero-shot
-// accuracy and against LoRA. Task: SpamAssassin spam/ham with label words, iid over the clients.
-// Run: node bench/blackbox.ts [--quick] [--rounds N] [--only lora,fedkseed,fedbpt,discrete,fedone]
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+// accuracy and against LoRA. Task: SpamAssassin spam/ham with label words, iid over the clients; and a
+// generation task (CMUdict grapheme-to-phoneme) for the methods that train on a completion's NLL
+// (LoRA, FedKSeed), scored by held-out loss.
+// Run: node bench/blackbox.ts [--quick] [--rounds N] [--only lora,fedkseed,...] [--out DIR]
+// With --out, methods whose run in DIR/<method> already has every round are read, not run again.
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -18,7 +21,7 @@ import { linePlotSvg } from "../src/report/line-plot.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, rounds: { type: "string" }, only: { type: "string" } } });
+const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, rounds: { type: "string" }, only: { type: "string" }, out: { type: "string" } } });
 const quick = values.quick;
 const ROUNDS = Number(values.rounds ?? (quick ? 1 : 5));
 const labels = ["spam", "ham"];
@@ -40,6 +43,7 @@ const first = runData(parseRunConfig({ ...base, method: { type: "fedbpt", labels
 const phrases = pmiPhrases(labeledPrompts(first), 24, 3);
 
 const discrete = { type: "discrete", slots: 4, phrases, population: 4, labels };
+const g2p = { task: "g2p", records: quick ? 200 : 1200, partitioner: { type: "iid" } };
 const methods: Record<string, { label: string; config: Record<string, unknown> }> = {
   lora: { label: "LoRA (white-box, gradients)", config: { method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(10, 8, 3e-3) } },
   fedkseed: {
@@ -49,16 +53,24 @@ const methods: Record<string, { label: string; config: Record<string, unknown> }
   fedbpt: { label: "FedBPT (CMA-ES, soft prompt)", config: { method: { type: "fedbpt", promptTokens: 5, dimension: 50, sigma: 1, generations: quick ? 1 : 4, labels }, local: local(1, 16, 1) } },
   discrete: { label: "discrete prompts (API only)", config: { method: discrete, local: local(10, 16, 0.05) } },
   fedone: { label: "discrete prompts, FedOne (1 client/round)", config: { method: discrete, clientsPerRound: 1, local: local(10, 16, 0.05) } },
+  "g2p-lora": { label: "LoRA (white-box, gradients)", config: { ...g2p, method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(10, 8, 3e-3) } },
+  "g2p-fedkseed": {
+    label: "FedKSeed (zeroth-order, shared seeds)",
+    config: { ...g2p, method: { type: "fedkseed", k: 4096, epsilon: 1e-3, trains: { type: "full", tensors: ["model.norm.weight", "model.layers.3.post_attention_layernorm.weight", "model.layers.3.input_layernorm.weight"] } }, local: local(40, 16, 0.01) },
+  },
 };
 const chosen = (values.only ?? Object.keys(methods).join(",")).split(",");
 
 interface RoundRecord {
   round: number;
+  heldout_loss: number;
   heldout_accuracy: number | null;
+  heldout_balanced_accuracy?: number | null;
   clients?: { upload_bytes: number; download_bytes: number; api_rows?: number; api_requests?: number; cpu_seconds: number | null };
 }
 
-const out = mkdtempSync(join(tmpdir(), "fedflare-blackbox-"));
+const out = values.out ?? mkdtempSync(join(tmpdir(), "fedflare-blackbox-"));
+const readRounds = (dir: string) => (existsSync(join(dir, "metrics.jsonl")) ? readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as RoundRecord) : []);
 const results: Record<string, { label: string; config: RunConfig; rounds: RoundRecord[]; rowsPerClientRound: number }> = {};
 for (const name of chosen) {
   const m = methods[name];
@@ -66,10 +78,13 @@ for (const name of chosen) {
   const config = parseRunConfig({ ...base, ...m.config }, name);
   const dir = join(out, name);
   const file = join(out, `${name}.json`);
-  writeFileSync(file, JSON.stringify(config));
-  process.stderr.write(`\n== ${m.label}\n`);
-  await run(["--config", file, "--out", dir]);
-  const rounds = readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as RoundRecord);
+  if (readRounds(dir).length !== ROUNDS + 1) {
+    rmSync(dir, { recursive: true, force: true });
+    writeFileSync(file, JSON.stringify(config));
+    process.stderr.write(`\n== ${name}: ${m.label}\n`);
+    await run(["--config", file, "--out", dir]);
+  }
+  const rounds = readRounds(dir);
   results[name] = { label: m.label, config, rounds, rowsPerClientRound: rowsScored(config, rounds) };
 }
 
@@ -89,6 +104,8 @@ function rowsScored(c: RunConfig, rounds: readonly RoundRecord[]): number {
   return 0;
 }
 
+const spamRuns = Object.entries(results).filter(([name]) => !name.startsWith("g2p-"));
+const genRuns = Object.entries(results).filter(([name]) => name.startsWith("g2p-"));
 const heldOut = runData(parseRunConfig({ ...base, method: { type: "fedbpt", labels } }, "bench")).heldOut;
 const majority = Math.max(...labels.map((l) => labeledPrompts(heldOut).filter((x) => x.label === l).length)) / heldOut.length;
 const zeroShot = results.lora?.rounds[0]?.heldout_accuracy ?? null;
@@ -97,10 +114,10 @@ const meanOf = (rs: readonly RoundRecord[], f: (r: NonNullable<RoundRecord["clie
   const xs = rs.flatMap((r) => (r.clients && f(r.clients) !== null ? [f(r.clients)!] : []));
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
 };
-const rows = Object.entries(results).map(([, r]) => {
+const summarize = ([name, r]: [string, (typeof results)[string]]) => {
   const trained = r.rounds.filter((x) => x.round > 0);
-  const final = trained.at(-1)?.heldout_accuracy ?? null;
   return {
+    name,
     method: r.label,
     upBytes: meanOf(trained, (c) => c.upload_bytes),
     downBytes: meanOf(trained, (c) => c.download_bytes),
@@ -108,18 +125,35 @@ const rows = Object.entries(results).map(([, r]) => {
     apiRequests: meanOf(trained, (c) => c.api_requests ?? null),
     cpuSeconds: meanOf(trained, (c) => c.cpu_seconds),
     start: r.rounds[0]?.heldout_accuracy ?? null,
-    final,
+    final: trained.at(-1)?.heldout_accuracy ?? null,
     best: Math.max(...trained.map((x) => x.heldout_accuracy ?? -1)),
     perRound: r.rounds.map((x) => x.heldout_accuracy),
+    balancedPerRound: r.rounds.map((x) => x.heldout_balanced_accuracy ?? null),
+    lossPerRound: r.rounds.map((x) => x.heldout_loss),
   };
-});
-console.log(`\nSpamAssassin spam/ham, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ${heldOut.length} mails (majority class ${pct(majority)} %); zero-shot accuracy ${pct(zeroShot)} %`);
-printTable(
-  ["method", "up B/client/round", "down B/client/round", "rows scored/client/round", "API requests", "CPU s/client/round", "round 0 acc %", "final acc %", "best acc %", "final - zero-shot (points)"],
-  rows.map((r) => [r.method, r.upBytes === null ? "-" : fmt(r.upBytes), r.downBytes === null ? "-" : fmt(r.downBytes), r.rows ? fmt(r.rows) : "-", r.apiRequests === null ? "-" : fmt(r.apiRequests, 1), r.cpuSeconds === null ? "-" : fmt(r.cpuSeconds, 1), pct(r.start), pct(r.final), pct(r.best), r.final === null || zeroShot === null ? "-" : fmt(100 * (r.final - zeroShot), 1)]),
-);
-console.log("\naccuracy % after each round (round 0: the starting version)");
-printTable(["round", ...rows.map((r) => r.method)], Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.perRound[i]))]));
+};
+const costCells = (r: ReturnType<typeof summarize>) => [r.upBytes === null ? "-" : fmt(r.upBytes), r.downBytes === null ? "-" : fmt(r.downBytes), r.rows ? fmt(r.rows) : "-", r.apiRequests === null ? "-" : fmt(r.apiRequests, 1), r.cpuSeconds === null ? "-" : fmt(r.cpuSeconds, 1)];
+const costHeaders = ["up B/client/round", "down B/client/round", "rows scored/client/round", "API requests", "CPU s/client/round"];
+const rows = spamRuns.map(summarize);
+if (rows.length) {
+  console.log(`\nSpamAssassin spam/ham, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ${heldOut.length} mails (majority class ${pct(majority)} %); zero-shot accuracy ${pct(zeroShot)} %`);
+  printTable(
+    ["method", ...costHeaders, "round 0 acc %", "final acc %", "best acc %", "final - zero-shot (points)", "final balanced acc %"],
+    rows.map((r) => [r.method, ...costCells(r), pct(r.start), pct(r.final), pct(r.best), r.final === null || zeroShot === null ? "-" : fmt(100 * (r.final - zeroShot), 1), pct(r.balancedPerRound.at(-1))]),
+  );
+  console.log("\nbalanced accuracy % (mean per-label recall; 50 for any constant answer) after each round");
+  printTable(["round", ...rows.map((r) => r.method)], Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.balancedPerRound[i]))]));
+  console.log("\naccuracy % after each round (round 0: the starting version)");
+  printTable(["round", ...rows.map((r) => r.method)], Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.perRound[i]))]));
+}
+const generation = genRuns.map(summarize);
+if (generation.length) {
+  console.log(`\nCMUdict grapheme-to-phoneme (generation), ${g2p.records} records iid over ${base.clients} clients, ${ROUNDS} rounds: held-out completion loss (nats per token); round 0 is the base model`);
+  printTable(
+    ["method", ...costHeaders, "round 0 loss", "final loss", "final - zero-shot"],
+    generation.map((r) => [r.method, ...costCells(r), fmt(r.lossPerRound[0]!, 4), fmt(r.lossPerRound.at(-1)!, 4), fmt(r.lossPerRound.at(-1)! - r.lossPerRound[0]!, 4)]),
+  );
+}
 const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
 writeFileSync(
   new URL("./results/blackbox.svg", import.meta.url),
@@ -131,5 +165,5 @@ writeFileSync(
     { title: "Held-out accuracy on SpamAssassin, per round", xLabel: "round", yLabel: "accuracy %", integerX: true },
   ),
 );
-const path = await writeResults("blackbox", { quick, rounds: ROUNDS, majorityClass: majority, zeroShot, heldOut: heldOut.length, runs: results, summary: rows });
+const path = await writeResults("blackbox", { quick, rounds: ROUNDS, majorityClass: majority, zeroShot, heldOut: heldOut.length, runs: results, summary: rows, generation });
 console.log(`\nwrote ${path} and bench/results/blackbox.svg; runs in ${out}`);

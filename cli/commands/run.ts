@@ -12,6 +12,7 @@ import { loraPairs, loraScaling } from "../../src/engine/lora/peft.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { heldOutLoss, labelAccuracy, labeledPrompts } from "../../src/engine/train/evaluate.ts";
+import { balancedAccuracy } from "../../src/data/metrics.ts";
 import { offsiteLayout, plugIn } from "../../src/fl/offsite/emulator.ts";
 import { emulate } from "../../src/fl/offsite/files.ts";
 import { zoGlobal, zoInitial } from "../../src/fl/client/zo-update.ts";
@@ -50,6 +51,8 @@ interface RoundRecord {
   heldout_loss: number;
   /** Classification tasks: the share of held-out examples whose label words are the most probable. */
   heldout_accuracy?: number | null;
+  /** The same, as the mean per-label recall: a constant answer scores 1 / labels however skewed the data. */
+  heldout_balanced_accuracy?: number | null;
   seconds: number;
   /** What a sampled client spent in the round (means over the clients that uploaded). */
   clients?: ClientCost;
@@ -66,6 +69,13 @@ interface ClientCost {
   /** CPU seconds of the workerd process (client workers and the aggregator's folds) per sampled client; null without /proc. */
   cpu_seconds: number | null;
 }
+
+type Scored = { loss: number; accuracy: number | null; balanced: number | null };
+
+const scoreFields = (s: Scored) => ({ heldout_loss: s.loss, heldout_accuracy: s.accuracy, heldout_balanced_accuracy: s.balanced });
+
+/** A round that failed leaves the model as it was: its scores are the last round's. */
+const previous = (r: RoundRecord): Scored => ({ loss: r.heldout_loss, accuracy: r.heldout_accuracy ?? null, balanced: r.heldout_balanced_accuracy ?? null });
 
 /** The clients' costs of a round, from the updates they uploaded (the metrics in each body's header). */
 function clientCost(uploads: readonly Uint8Array[], cpuSeconds: number | null, sampled: number): ClientCost | undefined {
@@ -187,17 +197,17 @@ export async function run(args: string[]): Promise<void> {
       const t = promptTokens(model.tokenizer, method.phrases, method.labels);
       const r = await promptAccuracy(localRowScorer(forward), t, bestPrompt(distributionsOf(adapter, method)), discreteItems(model.tokenizer, labeled, method.labels), maxTokens);
       await forward.release();
-      return { loss: r.labelNll, accuracy: r.accuracy };
+      return { loss: r.labelNll, accuracy: r.accuracy, balanced: balancedAccuracy(r.predicted.map((k) => method.labels[k]!), labeled.map((x) => x.label)) };
     };
-    const evaluate = async (version: number): Promise<{ loss: number; accuracy: number | null }> => {
+    const evaluate = async (version: number): Promise<Scored> => {
       const adapter: TensorMap = decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer()), `version ${version}`).tensors;
       const discrete = await scoreDiscrete(adapter);
       if (discrete) return discrete;
       const { forward, params } = (await promptModel(adapter)) ?? { forward: await globalModel(adapter), params: undefined };
       const { loss } = await heldOutLoss(forward, heldOut, 8, undefined, params);
-      const accuracy = data.labels ? (await labelAccuracy(forward, model.tokenizer, labeled, data.labels, { maxTokens, ...(params ? { params } : {}) })).accuracy : null;
+      const scored = data.labels ? await labelAccuracy(forward, model.tokenizer, labeled, data.labels, { maxTokens, ...(params ? { params } : {}) }) : null;
       await forward.release();
-      return { loss, accuracy };
+      return { loss, accuracy: scored?.accuracy ?? null, balanced: scored ? balancedAccuracy(scored.predicted, labeled.map((x) => x.label)) : null };
     };
 
     const metricsFile = join(dir, "metrics.jsonl");
@@ -205,7 +215,7 @@ export async function run(args: string[]): Promise<void> {
     if (records.length === 0) {
       // Round 0: the base model (version 0 is PEFT's initialisation, B = 0, or the owner's own adapter).
       const zero = await evaluate(0);
-      const base: RoundRecord = { round: 0, status: "base", version: 0, uploads: 0, train_loss: null, heldout_loss: zero.loss, heldout_accuracy: zero.accuracy, seconds: 0 };
+      const base: RoundRecord = { round: 0, status: "base", version: 0, uploads: 0, train_loss: null, ...scoreFields(zero), seconds: 0 };
       records.push(base);
       appendFileSync(metricsFile, JSON.stringify(base) + "\n");
     }
@@ -215,8 +225,8 @@ export async function run(args: string[]): Promise<void> {
     for (const s of await api<Summary[]>(`/federations/${FED}/metrics`)) {
       if (s.status === "open" || records.some((r) => r.round === s.round)) continue;
       const version = s.result?.version ?? records.at(-1)!.version;
-      const scored = s.status === "closed" ? await evaluate(version) : { loss: records.at(-1)!.heldout_loss, accuracy: records.at(-1)!.heldout_accuracy ?? null };
-      const record: RoundRecord = { round: s.round, status: s.status, version, uploads: s.uploads, train_loss: s.result?.metrics?.train_loss ?? null, heldout_loss: scored.loss, heldout_accuracy: scored.accuracy, seconds: ((s.closedAt ?? s.openedAt) - s.openedAt) / 1000 };
+      const scored = s.status === "closed" ? await evaluate(version) : previous(records.at(-1)!);
+      const record: RoundRecord = { round: s.round, status: s.status, version, uploads: s.uploads, train_loss: s.result?.metrics?.train_loss ?? null, ...scoreFields(scored), seconds: ((s.closedAt ?? s.openedAt) - s.openedAt) / 1000 };
       records.push(record);
       appendFileSync(metricsFile, JSON.stringify(record) + "\n");
     }
@@ -241,8 +251,8 @@ export async function run(args: string[]): Promise<void> {
       const uploaded = await Promise.all(info.sampled.map(async (id) => fed.client(id, `/tasks/${FED}/${round}/delta`)));
       const cost = clientCost(await Promise.all(uploaded.filter((res) => res.ok).map(async (res) => new Uint8Array(await res.arrayBuffer()))), cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length);
       state = await api(`/federations/${FED}`);
-      const scored = r.status === "closed" ? await evaluate(state.version) : { loss: records.at(-1)!.heldout_loss, accuracy: records.at(-1)!.heldout_accuracy ?? null };
-      const record: RoundRecord = { round, status: r.status, version: state.version, uploads: r.uploads, train_loss: r.result?.metrics?.train_loss ?? null, heldout_loss: scored.loss, heldout_accuracy: scored.accuracy, seconds: (Date.now() - roundStart) / 1000, ...(cost ? { clients: cost } : {}) };
+      const scored = r.status === "closed" ? await evaluate(state.version) : previous(records.at(-1)!);
+      const record: RoundRecord = { round, status: r.status, version: state.version, uploads: r.uploads, train_loss: r.result?.metrics?.train_loss ?? null, ...scoreFields(scored), seconds: (Date.now() - roundStart) / 1000, ...(cost ? { clients: cost } : {}) };
       records.push(record);
       appendFileSync(metricsFile, JSON.stringify(record) + "\n");
       log(`round ${round} ${r.status}: train loss ${record.train_loss?.toFixed(4) ?? "-"}, held-out loss ${scored.loss.toFixed(4)}${scored.accuracy === null ? "" : `, accuracy ${(100 * scored.accuracy).toFixed(1)} %`} (${record.seconds.toFixed(1)} s)`);

@@ -19,6 +19,16 @@ export function accuracy(predicted: readonly string[], gold: readonly string[]):
   return matchRate(predicted, gold, (p, g) => p === g);
 }
 
+/**
+ * The mean over the gold labels present of the share of their examples predicted right (per-class
+ * recall): 1 / (number of labels) for any constant prediction, so it tells learning the label prior
+ * apart from telling the classes apart, where plain accuracy on a skewed set does not.
+ */
+export function balancedAccuracy(predicted: readonly string[], gold: readonly string[]): number {
+  const classes = [...new Set(gold)];
+  return classes.reduce((s, c) => s + accuracy(predicted.filter((_, i) => gold[i] === c), gold.filter((g) => g === c)), 0) / classes.length;
+}
+
 /** Trimmed, whitespace runs collapsed to one space; case and stress digits kept (" AH0  B " → "AH0 B"). */
 export function normalizeAnswer(s: string): string {
   return s.replace(/\s+/g, " ").trim();

@@ -121,6 +121,27 @@ describe("fedflare run", () => {
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({ method: "fedbpt", dimension: 6 });
   }, 300_000);
 
+  it("runs discrete prompts on spam at the endpoint it starts: clients hold the tokenizer, each version's best prompt scored", async () => {
+    const file = join(root, "discrete.json");
+    const method = { type: "discrete", slots: 2, phrases: ["free", "money", "meeting", "thanks", "click"], population: 2, labels: ["spam", "ham"] };
+    writeFileSync(file, JSON.stringify({ model: modelDir, task: "spam", records: 80, clients: 2, rounds: 2, method, local: { steps: 3, batchSize: 4, lr: 0.2, maxTokens: 48 }, evalExamples: 6 }));
+    const out = join(root, "discrete-run");
+    const r = await runCli(["run", "--config", file, "--out", out]);
+    expect(r.code, r.stderr).toBe(0);
+    type Cost = { upload_bytes: number; download_bytes: number; api_rows: number; api_requests: number; cpu_seconds: number | null };
+    const all = records(out) as (Record_ & { heldout_accuracy: number; heldout_balanced_accuracy: number; clients?: Cost })[];
+    expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
+    for (const x of all) expect(x.heldout_balanced_accuracy).toEqual(expect.any(Number));
+    // Each step: 2 prompts x 4 mails x 2 labels = 16 rows in one request; three steps a round.
+    expect(all[1]!.clients).toMatchObject({ api_rows: 3 * 16, api_requests: 3 });
+    // Up: the change of a 2 x 5 distribution (40 bytes of numbers and the safetensors header); down: version 0.
+    expect(all[1]!.clients!.upload_bytes).toBeGreaterThan(40);
+    expect(all[1]!.clients!.upload_bytes).toBeLessThan(600);
+    expect(all[1]!.clients!.download_bytes).toBeGreaterThan(40);
+    expect(r.stdout).toMatch(/the most probable prompt: "\w+ \w+"/);
+    expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({ method: "discrete", slots: 2, phrases: method.phrases });
+  }, 300_000);
+
   it("refuses a config with an unknown field, naming it", async () => {
     const bad = join(root, "bad.json");
     writeFileSync(bad, JSON.stringify({ rounds: 2, colour: "red" }));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { accuracy, classifyByLogProb, exactMatch, normalizeAnswer, perplexityFromNll } from "../../src/data/metrics.ts";
+import { accuracy, balancedAccuracy, classifyByLogProb, exactMatch, normalizeAnswer, perplexityFromNll } from "../../src/data/metrics.ts";
 import { g2pTask } from "../../src/data/tasks/g2p-task.ts";
 import { sentenceChunks, sotuTask } from "../../src/data/tasks/sotu.ts";
 import { parseMail, spamTask } from "../../src/data/tasks/spam.ts";
@@ -53,6 +53,13 @@ describe("metrics", () => {
   it("perplexity is exp of the mean NLL per token", () => {
     expect(perplexityFromNll(3 * Math.log(4), 3)).toBeCloseTo(4, 12);
     expect(() => perplexityFromNll(1, 0)).toThrow(expect.objectContaining({ code: "dataset_empty" }));
+  });
+
+  it("balanced accuracy is the mean per-label recall: a constant answer scores 1 / labels on skewed data", () => {
+    const gold = ["ham", "ham", "ham", "spam"];
+    expect(accuracy(["ham", "ham", "ham", "ham"], gold)).toBe(0.75);
+    expect(balancedAccuracy(["ham", "ham", "ham", "ham"], gold)).toBe(0.5);
+    expect(balancedAccuracy(["ham", "spam", "ham", "spam"], gold)).toBeCloseTo((2 / 3 + 1) / 2, 12);
   });
 
   it("accuracy and exact match count equal answers, exact match after trimming and collapsing spaces", () => {

@@ -65,11 +65,12 @@ export async function promptScores(scorer: RowScorer, t: PromptTokens, choice: r
 }
 
 /** A prompt on items: accuracy, the verbalizer cross-entropy, and the gold label words' NLL per token. */
-export async function promptAccuracy(scorer: RowScorer, t: PromptTokens, choice: readonly number[] | null, items: readonly DiscreteItem[], maxTokens: number, usage?: ApiUsage): Promise<{ accuracy: number; crossEntropy: number; labelNll: number }> {
+export async function promptAccuracy(scorer: RowScorer, t: PromptTokens, choice: readonly number[] | null, items: readonly DiscreteItem[], maxTokens: number, usage?: ApiUsage): Promise<{ accuracy: number; crossEntropy: number; labelNll: number; predicted: number[] }> {
   const scores = await promptScores(scorer, t, choice, items, maxTokens, usage);
-  const correct = scores.filter((s, i) => argmax(s) === items[i]!.gold).length;
+  const predicted = scores.map((s) => argmax(s));
+  const correct = predicted.filter((p, i) => p === items[i]!.gold).length;
   const labelNll = scores.reduce((sum, s, i) => sum - s[items[i]!.gold]!, 0) / items.reduce((n, x) => n + t.labels[x.gold]!.length, 0);
-  return { accuracy: correct / items.length, crossEntropy: verbalizerCrossEntropy(scores, items.map((x) => x.gold)), labelNll };
+  return { accuracy: correct / items.length, crossEntropy: verbalizerCrossEntropy(scores, items.map((x) => x.gold)), labelNll, predicted };
 }
 
 /** Scores rows with a local model (one "request" per call): the same numbers an API's echoed log-probs give. */
