@@ -8,7 +8,7 @@
 // (LoRA, FedKSeed), scored by held-out loss.
 // Run: node bench/blackbox.ts [--quick] [--rounds N] [--only lora,fedkseed,...] [--out DIR]
 // With --out, methods whose run in DIR/<method> already has every round are read, not run again.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -70,6 +70,7 @@ interface RoundRecord {
 }
 
 const out = values.out ?? mkdtempSync(join(tmpdir(), "fedflare-blackbox-"));
+mkdirSync(out, { recursive: true });
 const readRounds = (dir: string) => (existsSync(join(dir, "metrics.jsonl")) ? readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as RoundRecord) : []);
 const results: Record<string, { label: string; config: RunConfig; rounds: RoundRecord[]; rowsPerClientRound: number }> = {};
 for (const name of chosen) {
