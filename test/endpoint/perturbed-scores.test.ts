@@ -4,14 +4,13 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dirSource } from "../../cli/model-dir.ts";
-import { exampleBatch, tokenizeExample } from "../../src/data/examples.ts";
+import { tokenizeExample } from "../../src/data/examples.ts";
 import { ForwardModel } from "../../src/engine/forward.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
-import { endpointLoss } from "../../src/fl/client/zo-endpoint.ts";
-import { zoInitial, zoSpec } from "../../src/fl/client/zo-update.ts";
-import { applyTerms, moveTensors, moveTerms, seedPool, zoStep, type SeedTerms } from "../../src/fl/zo/fedkseed.ts";
-import type { TensorMap } from "../../src/fl/tensors.ts";
+import { endpointZoEvaluator } from "../../src/fl/client/zo-endpoint.ts";
+import { localZoEvaluator, startZo, zoInitial, zoLocalSteps, zoSpec, zoSteps, type ZoTask } from "../../src/fl/client/zo-update.ts";
+import { applyTerms, seedPool, type SeedTerms } from "../../src/fl/zo/fedkseed.ts";
 import type { FedKSeedMethod } from "../../src/protocol/federation.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
@@ -33,28 +32,42 @@ afterAll(async () => {
 });
 
 describe("POST /v1/perturbed-scores", () => {
-  it("scores a batch at w0 + seed terms as the local forward does, and a remote step equals the local step", async () => {
+  it("scores rows at w0 + seed terms as the local forward does, and a remote step equals the local step", async () => {
     const model = await loadModel(dirSource(modelDir));
     const examples = ["The fox trains.", "Each client trains, the server averages."].map((text) => tokenizeExample({ text }, model.tokenizer, 2, 32));
-    const batch = exampleBatch(examples);
-    const local = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true, inputs: zoSpec(method) });
-    const localLoss = async (p: TensorMap) => {
-      const { nll } = await local.run({ ids: batch.ids, mask: batch.mask!, targets: batch.targets, params: p });
-      return batch.lossWeights.flat().reduce((s, w, i) => s + w * nll![i]!, 0);
-    };
+    const forward = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true, inputs: zoSpec(method) });
+    const local = localZoEvaluator(forward, method.direction);
+    const remote = endpointZoEvaluator({ url: endpoint.url, model: "tiny", token: "t" }, method, 9);
     const w0 = zoInitial(config, weights, method, 9);
     const pool = seedPool(3, 16);
     const terms: SeedTerms = [[pool[2]!, 0.05], [pool[7]!, -0.02]];
-    const remote = endpointLoss({ url: endpoint.url, model: "tiny", token: "t" }, method, 9, batch);
-    expect(await remote(terms)).toBeCloseTo(await localLoss(applyTerms(w0, terms)), 4);
-
-    const opts = { epsilon: 1e-2, lr: 0.5 };
-    const here = await zoStep(applyTerms(w0, terms), pool, 5, localLoss, opts, moveTensors());
-    const there = await zoStep(terms, pool, 5, remote, opts, moveTerms);
-    expect(there.step.g).toBeCloseTo(here.step.g!, 2);
-    expect(there.params).toHaveLength(3);
+    const there = await remote.rowNlls(examples, terms);
+    const here = await local.rowNlls(examples, applyTerms(w0, terms));
+    there.forEach((x, i) => expect(x).toBeCloseTo(here[i]!, 4));
+    // The perturbation is applied: the base point scores differently.
+    expect(Math.abs((await remote.rowNlls(examples, []))[0]! - there[0]!)).toBeGreaterThan(1e-4);
     const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { perturbed_rows: number };
-    expect(health.perturbed_rows).toBe(2 * 3);
+    expect(health.perturbed_rows).toBe(2 * 2);
+    await forward.release();
+  });
+
+  it("a client round of FedKSeed steps with its model only at the endpoint equals the same round run locally", async () => {
+    const model = await loadModel(dirSource(modelDir));
+    const labels = ["fox", "dog"];
+    const examples = Array.from({ length: 6 }, (_, i) => tokenizeExample({ prompt: `The ${["quick", "lazy", "sleepy"][i % 3]} animal is a`, completion: ` ${labels[i % 2]}` }, model.tokenizer, 2, 32));
+    const task: ZoTask = { round: 2, local: { steps: 6, batchSize: 3, lr: 0.5, maxTokens: 32 }, method: { ...method, labels }, quant: "f32", federationSeed: 9, seed: 4, labelIds: labels.map((l) => model.tokenizer.encode(` ${l}`, { addSpecialTokens: false })) };
+    const w0 = zoInitial(config, weights, method, 9);
+    const local = await zoLocalSteps({ config, weights, runtime: ortNodeRuntime() }, task, examples, startZo(w0));
+    const ep = endpointZoEvaluator({ url: endpoint.url, model: "tiny", token: "t" }, method, 9);
+    const remote = await zoSteps(ep, task, examples, startZo<SeedTerms>([]), 3);
+    const resumed = await zoSteps(ep, task, examples, remote);
+    expect(resumed.step).toBe(6);
+    expect([...resumed.sums.keys()]).toEqual([...local.sums.keys()]);
+    for (const [j, c] of local.sums) expect(resumed.sums.get(j)).toBeCloseTo(c, 2);
+    // The remote point is the steps as terms: applied to w0 it is the local client's tensors.
+    expect(resumed.params).toHaveLength(6 - resumed.skipped);
+    const rebuilt = applyTerms(w0, resumed.params);
+    for (const [k, t] of local.params) t.forEach((x, i) => expect(rebuilt.get(k)![i]).toBeCloseTo(x, 4));
   });
 
   it.each([

@@ -7,6 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalFederation } from "../../cli/local-federation.ts";
+import { dirSource } from "../../cli/model-dir.ts";
+import { loadModel } from "../../src/engine/model-files.ts";
+import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
 import { zoGlobal, zoInitial, type ZoTask } from "../../src/fl/client/zo-update.ts";
@@ -14,7 +17,7 @@ import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { decodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
 import type { FedKSeedMethod } from "../../src/protocol/federation.ts";
 import { federationConfig } from "../fixtures/federation.ts";
-import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
+import { tinyTokenizerJson, writeHfModel } from "../fixtures/hf-model.ts";
 import { runRound } from "../fixtures/rounds.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 
@@ -26,20 +29,25 @@ const local = { steps: 6, batchSize: 4, lr: 1e-3, maxTokens: 32 };
 const record = (i: number) => ({ prompt: `The ${["fox", "dog", "sun", "model"][i % 4]} trains.`, completion: ` It averages ${i}.` });
 let root: string;
 let fed: LocalFederation;
+/** The same clients with the model only at an inference endpoint: their buckets hold no weights. */
+let remote: LocalFederation;
+let endpoint: RunningEndpoint;
+const files = () => hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } });
+const partitions = ["k1", "k2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 2 * c }, (_, i) => record(i * 2 + c)) }));
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-fedkseed-"));
-  fed = await LocalFederation.start({
-    stateDir: join(root, "state"),
-    masterKey: "ks-master",
-    clients: ["k1", "k2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 2 * c }, (_, i) => record(i * 2 + c)) })),
-    modelFiles: hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } }),
-    stepsPerInvocation: 4,
-  });
+  fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: "ks-master", clients: partitions, modelFiles: files(), stepsPerInvocation: 4 });
+  const dir = writeHfModel(join(root, "model"), model, weights);
+  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "ks-fp", name: "tiny", port: 0 });
+  const withoutWeights = new Map([...files()].filter(([f]) => !f.endsWith(".safetensors")));
+  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "ks-master", clients: partitions, modelFiles: withoutWeights, stepsPerInvocation: 4, trunkUrl: endpoint.url });
 }, 120_000);
 
 afterAll(async () => {
   await fed?.dispose();
+  await remote?.dispose();
+  await endpoint?.close();
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -78,5 +86,18 @@ describe("a FedKSeed federation", () => {
       incremental = zoGlobal(incremental, task, diff);
     }
     for (const [k, t] of global) t.forEach((x, i) => expect(incremental.get(k)![i]).toBeCloseTo(x, 5));
+
+    // The same federation with the model only at the endpoint: the clients hold the tokenizer, name
+    // points by seed terms (POST /v1/perturbed-scores) and upload the same per-seed sums.
+    expect((await remote.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
+    for (const n of [1, 2, 3]) expect(await runRound(remote, "ks", n, ["k1", "k2"])).toMatchObject({ status: "closed", uploads: 2 });
+    for (const [c, id] of ["k1", "k2"].entries()) {
+      const there = decodeSeedSums(new Uint8Array(await (await remote.client(id, "/tasks/ks/3/delta")).arrayBuffer()), K, "remote upload").sums;
+      const here = decodeSeedSums(uploads[c]!, K, "upload").sums;
+      expect([...there.keys()].sort()).toEqual([...here.keys()].sort());
+      for (const [j, v] of here) expect(there.get(j)!).toBeCloseTo(v, 1);
+    }
+    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { perturbed_rows: number };
+    expect(health.perturbed_rows).toBeGreaterThan(0);
   }, 300_000);
 });

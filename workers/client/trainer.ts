@@ -8,10 +8,12 @@ import type { TextTokenizer } from "../../src/engine/tokenizer/load.ts";
 import { localResult, runLocalSteps, startLocal, type LocalTask } from "../../src/fl/client/local-update.ts";
 import { loadedLayers } from "../../src/fl/client/method-plan.ts";
 import type { TrainStep } from "../../src/engine/train/step.ts";
-import { decodeLocalState, decodeZoState, encodeLocalState, encodeZoState } from "../../src/fl/client/state-file.ts";
+import { decodeLocalState, decodeZoState, decodeZoTermsState, encodeLocalState, encodeZoState, encodeZoTermsState } from "../../src/fl/client/state-file.ts";
+import { endpointZoEvaluator } from "../../src/fl/client/zo-endpoint.ts";
+import { globalTerms, seedPool, type SeedTerms } from "../../src/fl/zo/fedkseed.ts";
 import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
 import { deltaBody, signedUpload, updateMetadata } from "../../src/fl/client/upload.ts";
-import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, type ZoTask } from "../../src/fl/client/zo-update.ts";
+import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSteps, type ZoState, type ZoTask } from "../../src/fl/client/zo-update.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { decodeSeedSums, encodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
@@ -69,6 +71,11 @@ type ClientTask = Omit<LocalTask, "method"> & {
   /** Bytes this client downloaded to start the round (the version, or FedKSeed's seed changes). */
   downloadBytes?: number;
 };
+
+/** FedKSeed with an endpoint: the model lives there, the client holds the tokenizer and names points by seed terms. */
+function zoAtEndpoint(env: ClientEnv, method: ClientTask["method"]): boolean {
+  return env.TRUNK_URL !== undefined && method.type === "fedkseed";
+}
 
 /** A LoRA method above layer 0 with an endpoint for the trunk: the client holds only the layers from the cut. */
 function isOffloaded(env: ClientEnv, method: ClientTask["method"]): boolean {
@@ -166,16 +173,33 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       }
       body = encodeTensorFile(bbtDelta(start, state.cma), global.shapes, updateMetadata(labeled.length, { train_loss: state.lastBest, evaluations: state.evaluations, generations: state.cma.generation, download_bytes: task.downloadBytes ?? 0 }));
     } else if (task.method.type === "fedkseed") {
-      const { model, examples } = await this.load(task);
-      const labels = task.method.labels;
-      const zoTask: ZoTask = { ...task, method: task.method, ...(labels ? { labelIds: labels.map((l) => model.tokenizer.encode(` ${l}`, { addSpecialTokens: false })) } : {}) };
-      let state = saved ? decodeZoState(saved) : startZo(global.tensors);
-      if (state.step < task.local.steps) {
-        // A zeroth-order step scores two points (each over every label with labels): about four times a
-        // gradient step's forward work, so an invocation takes a quarter of the steps.
-        state = await zoLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime() }, zoTask, examples, state, Math.max(1, Math.floor(perInvocation / 4)), this.seedHistory(job.federation_id, task.method.k));
-        this.saveProgress(job, key, encodeZoState(state), state.step);
-        return 0;
+      const m = task.method;
+      const atEndpoint = zoAtEndpoint(this.env, m);
+      const { tokenizer, examples } = atEndpoint ? await this.loadTokenized(task) : { ...(await this.load(task)), tokenizer: this.cache!.model.tokenizer };
+      const zoTask: ZoTask = { ...task, method: m, ...(m.labels ? { labelIds: m.labels.map((l) => tokenizer.encode(` ${l}`, { addSpecialTokens: false })) } : {}) };
+      // A zeroth-order step scores two points (each over every label with labels): about four times a
+      // gradient step's forward work, so an invocation takes a quarter of the steps.
+      const steps = Math.max(1, Math.floor(perInvocation / 4));
+      const history = this.seedHistory(job.federation_id, m.k);
+      let state: ZoState<unknown>;
+      if (atEndpoint) {
+        let at = saved ? decodeZoTermsState(saved) : startZo<SeedTerms>(JSON.parse(global.metadata.terms ?? "[]") as SeedTerms);
+        if (at.step < task.local.steps) {
+          const ep = await connectTrunk(this.env.TRUNK_URL!, 0, this.env.TRUNK_TOKEN);
+          at = await zoSteps(endpointZoEvaluator(ep, m, task.federationSeed), zoTask, examples, at, steps, history);
+          this.saveProgress(job, key, encodeZoTermsState(at), at.step);
+          return 0;
+        }
+        state = at;
+      } else {
+        let at = saved ? decodeZoState(saved) : startZo(global.tensors);
+        if (at.step < task.local.steps) {
+          const { model } = this.cache!;
+          at = await zoLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime() }, zoTask, examples, at, steps, history);
+          this.saveProgress(job, key, encodeZoState(at), at.step);
+          return 0;
+        }
+        state = at;
       }
       body = encodeSeedSums(state.sums, updateMetadata(examples.length, { ...zoMetrics(state), download_bytes: task.downloadBytes ?? 0 }));
     } else {
@@ -224,8 +248,9 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const task: ClientTask = { round: job.round, proximalMu: round.task.proximalMu, local: round.task.local, method: round.task.method, quant: round.task.model.quant, modelName: round.task.model.name, seed: hashSeed(`${job.federation_id}/${this.env.CLIENT_ID}`), federationSeed: round.task.seed, baseVersion: round.baseVersion };
     let start: Uint8Array;
     if (task.method.type === "fedkseed") {
-      const synced = await this.syncSeeds(job.federation_id, { ...task, method: task.method }, round.baseVersion);
-      start = encodeTensorFile(synced.params, new Map());
+      const synced = await this.syncSeeds(job.federation_id, { ...task, method: task.method }, round.baseVersion, zoAtEndpoint(this.env, task.method));
+      // At an endpoint the start is the global model as seed terms; locally, its tensors.
+      start = synced.params ? encodeTensorFile(synced.params, new Map()) : encodeTensorFile(new Map(), new Map(), { format: "pt", terms: JSON.stringify(synced.terms) });
       task.downloadBytes = synced.bytes;
     } else {
       const version = await coordinatorFetch(this.env, `/federations/${fed}/versions/${round.baseVersion}`);
@@ -242,17 +267,22 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   /**
    * FedKSeed: brings this client's copy of the global model (kept per federation, with the version it is
    * at) to `version` by applying each later round's sparse per-seed change, and records those changes as
-   * the seeds' history (FedKSeed-Pro). Only the rounds it missed cross the wire.
+   * the seeds' history (FedKSeed-Pro). Only the rounds it missed cross the wire. A client whose model
+   * lives at an endpoint keeps only the history; its model is the terms the cumulative scalars make.
    */
-  private async syncSeeds(federationId: string, task: ZoTask, version: number): Promise<{ params: TensorMap; bytes: number }> {
+  private async syncSeeds(federationId: string, task: ZoTask, version: number, atEndpoint: boolean): Promise<{ params: TensorMap | null; terms: SeedTerms; bytes: number }> {
     const cacheKey = `zo/${federationId}`;
     const saved = readBlob(this.sql, cacheKey);
     const cached = saved ? decodeTensorFile(saved, "FedKSeed model") : null;
-    let at = cached && Number(cached.metadata.version) <= version ? Number(cached.metadata.version) : 0;
-    const { model } = await this.load(task);
-    let params = cached && at > 0 ? cached.tensors : zoInitial(model.config, model.weights, task.method, task.federationSeed);
-    const history: [number, number[]][] = at > 0 ? (JSON.parse(cached!.metadata.history ?? "[]") as [number, number[]][]) : [];
-    const byIndex = new Map(history);
+    // A cache written at an endpoint holds no tensors: a local client starts over from w0.
+    const usable = cached !== null && Number(cached.metadata.version) <= version && (atEndpoint || cached.tensors.size > 0);
+    let at = usable ? Number(cached.metadata.version) : 0;
+    let params: TensorMap | null = null;
+    if (!atEndpoint) {
+      const { model } = await this.load(task);
+      params = usable && at > 0 ? cached.tensors : zoInitial(model.config, model.weights, task.method, task.federationSeed);
+    }
+    const byIndex = new Map(at > 0 ? (JSON.parse(cached!.metadata.history ?? "[]") as [number, number[]][]) : []);
     let bytes = 0;
     for (; at < version; at++) {
       const res = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(federationId)}/versions/${at + 1}/seeds?since=${at}`);
@@ -260,11 +290,12 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       const diff = new Uint8Array(await res.arrayBuffer());
       bytes += diff.length;
       const { sums } = decodeSeedSums(diff, task.method.k, `version ${at + 1}`);
-      params = zoGlobal(params, task, sums);
+      if (params) params = zoGlobal(params, task, sums);
       for (const [j, v] of sums) byIndex.set(j, [...(byIndex.get(j) ?? []), v]);
     }
-    writeBlob(this.sql, cacheKey, encodeTensorFile(params, new Map(), { format: "pt", version: String(version), history: JSON.stringify([...byIndex]) }));
-    return { params, bytes };
+    writeBlob(this.sql, cacheKey, encodeTensorFile(params ?? new Map(), new Map(), { format: "pt", version: String(version), history: JSON.stringify([...byIndex]) }));
+    const cumulative = new Map([...byIndex].map(([j, vs]) => [j, vs.reduce((a, b) => a + b, 0)]));
+    return { params, terms: globalTerms(seedPool(task.federationSeed, task.method.k), cumulative, task.local.lr), bytes };
   }
 
   /** FedKSeed-Pro's history: each seed's per-round aggregated scalars, as this client has seen them. */
@@ -287,6 +318,14 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   private async loadTokenizer() {
     this.prompts ??= { tokenizer: await loadModelTokenizer(r2ModelSource(this.env)), raw: await loadPartition(this.env) };
     return this.prompts;
+  }
+
+  /** The tokenizer and the partition tokenized, without weights: a client whose model lives at an endpoint. */
+  private async loadTokenized(task: Pick<ClientTask, "local">) {
+    const { tokenizer, raw } = await this.loadTokenizer();
+    const config = await loadConfig(r2ModelSource(this.env));
+    const eos = config.eosTokenIds[0] ?? 0;
+    return { tokenizer, examples: raw.map((e) => tokenizeExample(e, tokenizer, eos, Math.min(task.local.maxTokens, config.maxPositions))) };
   }
 
   /** The model's layers the method runs (and no others), and the tokenized partition. */

@@ -2,9 +2,8 @@
 // directions regenerated from the federation's seed pool, on the tensors the method trains (LoRA pairs or
 // whole tensors), the loss being the mean NLL of a batch; it keeps only the per-seed sums of the step
 // scalars, which are all it uploads. Resumable like the gradient update: its state is plain data.
-import { exampleBatch, type TokenizedExample } from "../../data/examples.ts";
-import type { TrainBatch } from "../../engine/train/step.ts";
-import { labelScores, verbalizerCrossEntropy } from "../../engine/train/evaluate.ts";
+import { completionExample, type TokenizedExample } from "../../data/examples.ts";
+import { exampleNlls, verbalizerCrossEntropy } from "../../engine/train/evaluate.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
 import { ForwardModel } from "../../engine/forward.ts";
 import type { TrainSpec, Weights } from "../../engine/llama/graph.ts";
@@ -16,7 +15,7 @@ import type { Runtime } from "../../engine/runtime.ts";
 import { roundStream } from "../../engine/sampling.ts";
 import type { FederationConfig, FedKSeedMethod } from "../../protocol/federation.ts";
 import type { TensorMap } from "../tensors.ts";
-import { accumulate, pickSeed, rebuild, seedPool, seedProbabilities, zoStep } from "../zo/fedkseed.ts";
+import { accumulate, moveTensors, pickSeed, rebuild, seedPool, seedProbabilities, zoStep, type Mover } from "../zo/fedkseed.ts";
 import { drawBatch } from "./local-update.ts";
 
 export interface ZoTask {
@@ -32,9 +31,10 @@ export interface ZoTask {
   labelIds?: number[][];
 }
 
-export interface ZoState {
+export interface ZoState<P = TensorMap> {
   step: number;
-  params: TensorMap;
+  /** The point the client is at: tensors, or seed terms naming a point at an endpoint. */
+  params: P;
   /** Per-seed sums of this round's step scalars. */
   sums: Map<number, number>;
   order: number[];
@@ -67,8 +67,9 @@ export function zoGlobal(w0: TensorMap, task: Pick<ZoTask, "method" | "federatio
   return rebuild(w0, seedPool(task.federationSeed, task.method.k), cumulative, task.local.lr, task.method.direction);
 }
 
-export function startZo(global: TensorMap): ZoState {
-  return { step: 0, params: new Map([...global].map(([k, t]) => [k, Float32Array.from(t)])), sums: new Map(), order: [], pass: 0, lossSum: 0, skipped: 0 };
+export function startZo<P = TensorMap>(params: P): ZoState<P> {
+  const copy = params instanceof Map ? (new Map([...params].map(([k, t]) => [k, Float32Array.from(t as Float32Array)])) as P) : params;
+  return { step: 0, params: copy, sums: new Map(), order: [], pass: 0, lossSum: 0, skipped: 0 };
 }
 
 export interface ZoModel {
@@ -78,42 +79,62 @@ export interface ZoModel {
 }
 
 /**
+ * Where a FedKSeed client's losses come from: each row's summed NLL over its trained tokens at a point
+ * `P` (tensors held locally, or seed terms naming a point at an endpoint), and how a step moves `P`.
+ */
+export interface ZoEvaluator<P> {
+  rowNlls(rows: readonly TokenizedExample[], at: P): Promise<number[]>;
+  move: Mover<P>;
+}
+
+/** The local evaluator: a forward graph taking the moved tensors as inputs. */
+export function localZoEvaluator(forward: ForwardModel, kind: FedKSeedMethod["direction"]): ZoEvaluator<TensorMap> {
+  return { rowNlls: (rows, at) => exampleNlls(forward, rows, 8, undefined, at), move: moveTensors(kind) };
+}
+
+/**
  * Up to `maxSteps` more steps. `history` (FedKSeed-Pro): the per-round aggregated scalars of each seed,
  * from which seeds are drawn by importance; uniform draws without it.
  */
 export async function zoLocalSteps(model: ZoModel, task: ZoTask, examples: readonly TokenizedExample[], state: ZoState, maxSteps = Infinity, history?: readonly (readonly number[])[]): Promise<ZoState> {
+  const forward = await ForwardModel.create(model.runtime, model.config, model.weights, { quant: task.quant, nll: true, inputs: zoSpec(task.method) });
+  try {
+    return await zoSteps(localZoEvaluator(forward, task.method.direction), task, examples, state, maxSteps, history);
+  } finally {
+    await forward.release();
+  }
+}
+
+/** The steps themselves, wherever the losses come from. */
+export async function zoSteps<P>(ev: ZoEvaluator<P>, task: ZoTask, examples: readonly TokenizedExample[], state: ZoState<P>, maxSteps = Infinity, history?: readonly (readonly number[])[]): Promise<ZoState<P>> {
   const m = task.method;
   const pool = seedPool(task.federationSeed, m.k);
   const probabilities = m.pro && history ? seedProbabilities(history, 1) : undefined;
-  const forward = await ForwardModel.create(model.runtime, model.config, model.weights, { quant: task.quant, nll: true, inputs: zoSpec(m) });
-  const next: ZoState = { ...state, params: state.params, sums: new Map(state.sums), order: [...state.order] };
+  const next: ZoState<P> = { ...state, sums: new Map(state.sums), order: [...state.order] };
   const end = Math.min(task.local.steps, state.step + maxSteps);
   while (next.step < end) {
     const batch = drawBatch(next, examples, task);
-    const loss = task.labelIds ? verbalizerLoss(forward, batch, task.labelIds, task.local.maxTokens) : completionLoss(forward, exampleBatch(batch));
+    const loss = task.labelIds ? verbalizerLoss(ev, batch, task.labelIds, task.local.maxTokens) : completionLoss(ev, batch);
     // One uniform number per step, from the client's seed, the round and the step: resumable draws.
     const u = roundStream(task.seed, task.round, 1, next.step)();
-    const r = await zoStep(next.params, pool, pickSeed(m.k, u, probabilities), loss, { epsilon: m.epsilon, lr: task.local.lr, kind: m.direction });
+    const r = await zoStep(next.params, pool, pickSeed(m.k, u, probabilities), loss, { epsilon: m.epsilon, lr: task.local.lr, kind: m.direction }, ev.move);
     next.params = r.params;
     accumulate(next.sums, [r.step]);
     if (r.step.g === null) next.skipped++;
     else next.lossSum += (r.step.lossPlus + r.step.lossMinus) / 2;
     next.step++;
   }
-  await forward.release();
   return next;
 }
 
-/** The batch's mean NLL over its trained positions, at the given parameters. */
-function completionLoss(forward: ForwardModel, b: TrainBatch): (params: TensorMap) => Promise<number> {
-  return async (params) => {
-    const { nll } = await forward.run({ ids: b.ids, mask: b.mask!, targets: b.targets, params });
-    return b.lossWeights.flat().reduce((s, w, i) => s + w * nll![i]!, 0);
-  };
+/** The batch's mean NLL over its trained positions. */
+function completionLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[]): (at: P) => Promise<number> {
+  const trained = batch.reduce((s, e) => s + e.trained.reduce((a, b) => a + b, 0), 0);
+  return async (at) => (await ev.rowNlls(batch, at)).reduce((a, b) => a + b, 0) / trained;
 }
 
 /** The verbalizer cross-entropy of the batch: its prompts, each label's words after them, the gold label its completion's. */
-function verbalizerLoss(forward: ForwardModel, batch: readonly TokenizedExample[], labelIds: readonly (readonly number[])[], maxTokens: number): (params: TensorMap) => Promise<number> {
+function verbalizerLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[], labelIds: readonly (readonly number[])[], maxTokens: number): (at: P) => Promise<number> {
   const prompts = batch.map((e) => e.ids.slice(0, e.trained.indexOf(1)));
   const gold = batch.map((e) => {
     const completion = e.ids.slice(e.trained.indexOf(1));
@@ -121,9 +142,13 @@ function verbalizerLoss(forward: ForwardModel, batch: readonly TokenizedExample[
     if (j < 0) throw new RangeError("an example's completion is none of the method's labels: is this a classification task with these labels?");
     return j;
   });
-  return async (params) => verbalizerCrossEntropy(await labelScores(forward, prompts, labelIds, { maxTokens, params }), gold);
+  const rows = prompts.flatMap((prompt) => labelIds.map((ids) => completionExample(prompt, ids, maxTokens)));
+  return async (at) => {
+    const nlls = await ev.rowNlls(rows, at);
+    return verbalizerCrossEntropy(prompts.map((_, i) => labelIds.map((_, j) => -nlls[i * labelIds.length + j]!)), gold);
+  };
 }
 
-export function zoMetrics(state: ZoState): Record<string, number> {
+export function zoMetrics(state: ZoState<unknown>): Record<string, number> {
   return { train_loss: state.lossSum / Math.max(1, state.step - state.skipped), local_steps: state.step, skipped_steps: state.skipped, seeds_used: state.sums.size };
 }

@@ -4,7 +4,7 @@ import { ForwardModel } from "../../../src/engine/forward.ts";
 import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../../src/engine/tokenizer/load.ts";
 import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSpec, type ZoTask } from "../../../src/fl/client/zo-update.ts";
-import { seededUniform } from "../../../src/engine/sampling.ts";
+import { roundStream } from "../../../src/engine/sampling.ts";
 import { labelAccuracy } from "../../../src/engine/train/evaluate.ts";
 import { perturbed, pickSeed, seedPool, seedProbabilities } from "../../../src/fl/zo/fedkseed.ts";
 import type { FedKSeedMethod } from "../../../src/protocol/federation.ts";
@@ -69,7 +69,7 @@ describe("a FedKSeed client's local work", () => {
     const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
     const history = Array.from({ length: 8 }, (_, j) => (j === 3 || j === 6 ? [1, -1] : [0.001]));
     // The draws the client makes: one uniform number per step, through Pro's probabilities or not.
-    const draws = (p?: number[]) => [...new Set(Array.from({ length: 10 }, (_, step) => pickSeed(8, seededUniform(t.seed * 31 + t.round * 7919 + step)(), p)))].sort();
+    const draws = (p?: number[]) => [...new Set(Array.from({ length: 10 }, (_, step) => pickSeed(8, roundStream(t.seed, t.round, 1, step)(), p)))].sort();
     const pro = await zoLocalSteps(model, t, examples, startZo(w0), Infinity, history);
     const plain = await zoLocalSteps(model, { ...t, method: { ...t.method, pro: false } }, examples, startZo(w0), Infinity, history);
     expect([...pro.sums.keys()].sort()).toEqual(draws(seedProbabilities(history, 1)));
