@@ -22,6 +22,7 @@ export const AGGREGATOR_ERRORS = {
   metadata_invalid: 422,
   tensor_mismatch: 422,
   non_finite: 422,
+  update_invalid: 422,
 } as const;
 
 export type AggregatorErrorCode = keyof typeof AGGREGATOR_ERRORS;

@@ -344,6 +344,7 @@ export class Federations {
     const shapes = tensorShapes(readBlob(this.sql, versionKey(u.federationId, round.baseVersion))!);
     const m = fed.config.method;
     const delta = m.type === "fedkseed" ? this.decodeSeedUpload(u.body, m.k) : this.decodeTensors(u.body, shapes, "upload");
+    if (m.type === "discrete" || m.type === "fedbpt") this.checkPoint(m.type, u.federationId, round.baseVersion, delta.tensors);
     const info = (() => {
       try {
         return parseUploadMetadata(delta.metadata);
@@ -371,6 +372,32 @@ export class Federations {
     });
     if (status !== "open") await this.armAlarm();
     return { federationId: u.federationId, round: u.round, clientId: u.clientId, numExamples: info.numExamples, receivedAt: now, replayed: false, roundStatus: status };
+  }
+
+  /**
+   * Prompt methods upload a change of a point that has to stay valid: a discrete client's distributions
+   * (global + change) must be probability distributions, a FedBPT client's squared step size positive.
+   * Refused here, before the fold, so one bad update cannot corrupt the version.
+   */
+  private checkPoint(method: "discrete" | "fedbpt", id: string, baseVersion: number, change: ReadonlyMap<string, Float32Array>): void {
+    const global = decodeTensorFile(this.version(id, baseVersion), `version ${baseVersion}`);
+    if (method === "fedbpt") {
+      const sigma2 = global.tensors.get(BPT_SIGMA2)![0]! + change.get(BPT_SIGMA2)![0]!;
+      if (!(sigma2 > 0)) throw new AggregatorError("update_invalid", `the upload's step size is not positive: sigma2 = ${sigma2} (the global ${global.tensors.get(BPT_SIGMA2)![0]} plus the change)`);
+      return;
+    }
+    const [slots, n] = global.shapes.get(PROBS)!;
+    const g = global.tensors.get(PROBS)!;
+    const d = change.get(PROBS)!;
+    for (let s = 0; s < slots!; s++) {
+      let sum = 0;
+      for (let k = s * n!; k < (s + 1) * n!; k++) {
+        const p = g[k]! + d[k]!;
+        if (p < -1e-4) throw new AggregatorError("update_invalid", `slot ${s} of the upload's distributions gives phrase ${k - s * n!} the probability ${p}: the global distributions plus the change must be probabilities`);
+        sum += p;
+      }
+      if (Math.abs(sum - 1) > 1e-3) throw new AggregatorError("update_invalid", `slot ${s} of the upload's distributions sums to ${sum}, not 1: the global distributions plus the change must be probabilities`);
+    }
   }
 
   private decodeTensors(body: Uint8Array, shapes: ReadonlyMap<string, readonly number[]>, what: string) {

@@ -1,5 +1,6 @@
-// A FedBPT federation in the aggregator (workerd, real SQLite): versions are the global mean z and
-// squared step size; clients upload their change; the fold gives FedBPT's recombination.
+// Prompt federations in the aggregator (workerd, real SQLite). FedBPT: versions are the global mean z
+// and squared step size, clients upload their change, the fold gives FedBPT's recombination. Both it and
+// discrete prompts refuse updates that would leave their point invalid, before folding them.
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { bbtAggregate, bbtDelta, bbtGlobalOf } from "../../src/fl/bbt/fedbpt.ts";
@@ -37,6 +38,38 @@ describe("a FedBPT federation", () => {
     const want = bbtAggregate(clients);
     g1.mean.forEach((m, i) => expect(m).toBeCloseTo(want.mean[i]!, 6));
     expect(g1.sigma).toBeCloseTo(want.sigma, 6);
+  });
+
+  it("refuses an update whose step size would not be positive, keeping the round's accepted updates", async () => {
+    const config = federationConfig("bpt-4", { method, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1 });
+    expect((await api("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
+    expect((await api("/federations/bpt-4/rounds", { method: "POST" })).status).toBe(201);
+    const shapes = new Map([["mean", [6]], ["sigma2", [1]]]);
+    const bad = encodeTensorFile(new Map([["mean", new Float32Array(6)], ["sigma2", Float32Array.of(-1)]]), shapes, { format: "pt", num_examples: "5" });
+    const res = await upload("bpt-4", 1, "alice", bad);
+    expect(res.status).toBe(422);
+    expect(await res.json()).toMatchObject({ error: { code: "update_invalid", message: expect.stringMatching(/step size is not positive/) } });
+    const good = encodeTensorFile(bbtDelta({ mean: Array(6).fill(0), sigma: 0.5 }, { mean: [1, 1, 1, 1, 1, 1], sigma: 0.3 }), shapes, { format: "pt", num_examples: "5" });
+    expect((await upload("bpt-4", 1, "bob", good)).status).toBe(200);
+    expect((await (await api("/federations/bpt-4/rounds/1")).json()) as { uploads: number }).toMatchObject({ uploads: 1 });
+  });
+
+  it("refuses a discrete-prompt update whose distributions leave the simplex", async () => {
+    const phrases = ["free", "money", "meeting"];
+    const config = federationConfig("dp-1", { method: { type: "discrete", slots: 2, phrases, labels: ["spam", "ham"] }, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1 });
+    expect((await api("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
+    expect((await api("/federations/dp-1/rounds", { method: "POST" })).status).toBe(201);
+    const third = 1 / 3;
+    const change = (probs: number[]) => encodeTensorFile(new Map([["probs", Float32Array.from(probs, (p) => p - third)]]), new Map([["probs", [2, 3]]]), { format: "pt", num_examples: "4" });
+    for (const [probs, message] of [
+      [[1.2, -0.2, 0, third, third, third], /probability -0\.2/],
+      [[0.5, 0.5, 0.5, third, third, third], /sums to 1\.5/],
+    ] as const) {
+      const res = await upload("dp-1", 1, "alice", change([...probs]));
+      expect(res.status).toBe(422);
+      expect(((await res.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: "update_invalid", message: expect.stringMatching(message) });
+    }
+    expect((await upload("dp-1", 1, "alice", change([0.6, 0.4, 0, 0.2, 0.2, 0.6]))).status).toBe(200);
   });
 
   it("refuses other strategies and fewer than two labels", async () => {
