@@ -7,7 +7,7 @@
 // generation task (CMUdict grapheme-to-phoneme) for the methods that train on a completion's NLL
 // (LoRA, FedKSeed), scored by held-out loss.
 // Run: node bench/blackbox.ts [--quick] [--rounds N] [--only lora,fedkseed,...] [--out DIR]
-// With --out, methods whose run in DIR/<method> already has every round are read, not run again.
+// With --out, methods whose run in DIR/<method> has the same config and every round are read, not run again.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -79,7 +79,8 @@ for (const name of chosen) {
   const config = parseRunConfig({ ...base, ...m.config }, name);
   const dir = join(out, name);
   const file = join(out, `${name}.json`);
-  if (readRounds(dir).length !== ROUNDS + 1) {
+  const sameConfig = existsSync(join(dir, "config.json")) && readFileSync(join(dir, "config.json"), "utf8") === JSON.stringify(config, null, 2) + "\n";
+  if (!sameConfig || readRounds(dir).length !== ROUNDS + 1) {
     rmSync(dir, { recursive: true, force: true });
     writeFileSync(file, JSON.stringify(config));
     process.stderr.write(`\n== ${name}: ${m.label}\n`);
