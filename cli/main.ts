@@ -6,6 +6,7 @@ import { exportData, exportDataUsage } from "./commands/export-data.ts";
 import { generate, generateUsage } from "./commands/generate.ts";
 import { offsite, offsiteUsage } from "./commands/offsite.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
+import { phrases, phrasesUsage } from "./commands/phrases.ts";
 import { run, runUsage } from "./commands/run.ts";
 import { score, scoreUsage } from "./commands/score.ts";
 import { train, trainUsage } from "./commands/train.ts";
@@ -21,6 +22,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: 
   "client-secret": { run: clientSecret, usage: clientSecretUsage },
   endpoint: { run: endpoint, usage: endpointUsage },
   offsite: { run: offsite, usage: offsiteUsage },
+  phrases: { run: phrases, usage: phrasesUsage },
 };
 
 const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)
