@@ -34,8 +34,9 @@ export interface DiscreteItem {
 
 export function promptTokens(tok: TextTokenizer, phrases: readonly string[], labels: readonly string[]): PromptTokens {
   const bare = (s: string) => tok.encode(s, { addSpecialTokens: false });
+  // The special tokens before the text (BOS); any the tokenizer appends (EOS) do not belong mid-row.
   const withSpecial = tok.encode("a");
-  return { head: withSpecial.slice(0, withSpecial.length - bare("a").length), phrases: phrases.map((p) => bare(` ${p}`)), separator: bare("\n"), labels: labels.map((l) => bare(` ${l}`)) };
+  return { head: withSpecial.slice(0, Math.max(0, withSpecial.indexOf(bare("a")[0]!))), phrases: phrases.map((p) => bare(` ${p}`)), separator: bare("\n"), labels: labels.map((l) => bare(` ${l}`)) };
 }
 
 export function discreteItems(tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[]): DiscreteItem[] {
