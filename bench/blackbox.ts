@@ -45,10 +45,10 @@ const phrases = pmiPhrases(labeledPrompts(first), 24, 3);
 const discrete = { type: "discrete", slots: 4, phrases, population: 4, labels };
 const g2p = { task: "g2p", records: quick ? 200 : 1200, partitioner: { type: "iid" } };
 const methods: Record<string, { label: string; config: Record<string, unknown> }> = {
-  lora: { label: "LoRA (white-box, gradients)", config: { method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(10, 8, 3e-3) } },
+  lora: { label: "LoRA (white-box, gradients)", config: { method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(20, 8, 1e-2) } },
   fedkseed: {
     label: "FedKSeed (zeroth-order, shared seeds)",
-    config: { method: { type: "fedkseed", k: 4096, epsilon: 1e-3, labels, trains: { type: "lora", r: 1, alpha: 2, targetModules: ["v_proj"] } }, local: local(40, 16, 0.02) },
+    config: { method: { type: "fedkseed", k: 4096, epsilon: 1e-3, labels, trains: { type: "lora", r: 1, alpha: 2, targetModules: ["v_proj"] } }, local: local(40, 8, 0.03) },
   },
   fedbpt: { label: "FedBPT (CMA-ES, soft prompt)", config: { method: { type: "fedbpt", promptTokens: 5, dimension: 50, sigma: 1, generations: quick ? 1 : 4, labels }, local: local(1, 16, 1) } },
   discrete: { label: "discrete prompts (API only)", config: { method: discrete, local: local(10, 16, 0.05) } },
@@ -92,11 +92,12 @@ for (const name of chosen) {
 
 /**
  * Rows (prompt + label sequences) a client scores per round: discrete prompts count them at the API;
- * FedKSeed scores two points per step, FedBPT each candidate of each generation, each over a batch and every label.
+ * FedKSeed scores two points per step, FedBPT each candidate of each generation, each over a batch (and every label).
  */
 function rowsScored(c: RunConfig, rounds: readonly RoundRecord[]): number {
   const m = c.method;
-  const batchRows = c.local.batchSize * labels.length;
+  // A labelled step scores each example once per label; a completion's NLL scores it once.
+  const batchRows = c.local.batchSize * ("labels" in m && m.labels ? m.labels.length : 1);
   if (m.type === "discrete") {
     const withCost = rounds.filter((r) => r.clients?.api_rows !== undefined);
     return withCost.reduce((s, r) => s + r.clients!.api_rows!, 0) / Math.max(1, withCost.length);
