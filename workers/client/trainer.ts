@@ -61,6 +61,15 @@ type JobRow = { federation_id: string; round: number; status: JobView["status"];
 
 const MAX_UPLOAD_ATTEMPTS = 5;
 
+/** What every method's slice of work reads: the job, its storage keys, the version it started from, its saved state. */
+interface Slice {
+  job: JobRow;
+  key: (what: string) => string;
+  global: ReturnType<typeof decodeTensorFile>;
+  saved: Uint8Array | null;
+  perInvocation: number;
+}
+
 /** A round's task as the job keeps it: for any method, with what it started from. */
 type ClientTask = Omit<LocalTask, "method"> & {
   method: LocalTask["method"] | FedKSeedMethod | FedBptMethod | DiscretePromptMethod;
@@ -137,87 +146,14 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const global = decodeTensorFile(readBlob(this.sql, key("global"))!, "global");
     const perInvocation = Number(this.env.STEPS_PER_INVOCATION ?? "8");
     const saved = readBlob(this.sql, key("state"));
-    let body: Uint8Array;
-    if (task.method.type === "discrete") {
-      const m = task.method;
-      const { tokenizer, raw } = await this.loadTokenizer();
-      const labeled = labeledPrompts(raw).filter((x) => m.labels.includes(x.label));
-      if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
-      if (!this.env.OPENAI_BASE_URL) throw new Error("a discrete-prompt federation scores prompts at an OpenAI-compatible API: set OPENAI_BASE_URL (and OPENAI_API_KEY) in this client's deployment");
-      const start = distributionsOf(global.tensors, m);
-      let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as DiscreteState) : startDiscrete(start);
-      if (state.step < task.local.steps && !state.exhausted) {
-        const scorer = completionsRowScorer({ baseURL: this.env.OPENAI_BASE_URL, ...(this.env.OPENAI_API_KEY ? { apiKey: this.env.OPENAI_API_KEY } : {}), model: this.env.OPENAI_MODEL ?? task.modelName });
-        const opts = { steps: task.local.steps, population: m.population, lr: task.local.lr, batchSize: task.local.batchSize, maxTokens: task.local.maxTokens, clientSeed: task.seed, round: task.round, ...(m.queryBudget ? { budget: m.queryBudget } : {}) };
-        state = await discreteSteps(scorer, promptTokens(tokenizer, m.phrases, m.labels), discreteItems(tokenizer, labeled, m.labels), state, perInvocation, opts);
-        this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.step);
-        return 0;
-      }
-      const spent = { api_requests: state.usage.requests, api_rows: state.usage.rows, api_prompt_tokens: state.usage.promptTokens, steps: state.step, download_bytes: task.downloadBytes ?? 0 };
-      body = encodeTensorFile(discreteDelta(start, state.distributions), global.shapes, updateMetadata(labeled.length, Number.isFinite(state.lastLoss) ? { train_loss: state.lastLoss, ...spent } : spent));
-    } else if (task.method.type === "fedbpt") {
-      const m = task.method;
-      const { model } = await this.load(task);
-      const labeled = labeledPrompts(this.cache!.raw).filter((x) => m.labels.includes(x.label));
-      if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
-      const start = bbtGlobalOf(global.tensors);
-      let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as BbtClientState) : startBbt(start, task.seed + task.round);
-      if (state.cma.generation < m.generations) {
-        const scorer = await localPromptScorer(workerdOrtRuntime(), model.config, model.weights, model.tokenizer, { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed }, m.labels, task.local.maxTokens);
-        // Each generation scores its candidates on a seeded sample of local.batchSize examples.
-        const itemsOf = (g: number) => shuffled(labeled, roundStream(task.seed, task.round, 0, g)).slice(0, task.local.batchSize);
-        state = await bbtGenerations(scorer, state, itemsOf, 1, m.population);
-        await scorer.release();
-        this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.cma.generation);
-        return 0;
-      }
-      body = encodeTensorFile(bbtDelta(start, state.cma), global.shapes, updateMetadata(labeled.length, { train_loss: state.lastBest, evaluations: state.evaluations, generations: state.cma.generation, download_bytes: task.downloadBytes ?? 0 }));
-    } else if (task.method.type === "fedkseed") {
-      const m = task.method;
-      const atEndpoint = zoAtEndpoint(this.env, m);
-      const { tokenizer, examples } = atEndpoint ? await this.loadTokenized(task) : { ...(await this.load(task)), tokenizer: this.cache!.model.tokenizer };
-      const zoTask: ZoTask = { ...task, method: m, ...(m.labels ? { labelIds: m.labels.map((l) => tokenizer.encode(` ${l}`, { addSpecialTokens: false })) } : {}) };
-      // A zeroth-order step scores two points (each over every label with labels): about four times a
-      // gradient step's forward work, so an invocation takes a quarter of the steps.
-      const steps = Math.max(1, Math.floor(perInvocation / 4));
-      const history = this.seedHistory(job.federation_id, m.k);
-      let state: ZoState<unknown>;
-      if (atEndpoint) {
-        let at = saved ? decodeZoTermsState(saved) : startZo<SeedTerms>(JSON.parse(global.metadata.terms ?? "[]") as SeedTerms);
-        if (at.step < task.local.steps) {
-          const ep = await connectTrunk(this.env.TRUNK_URL!, 0, this.env.TRUNK_TOKEN);
-          at = await zoSteps(endpointZoEvaluator(ep, m, task.federationSeed), zoTask, examples, at, steps, history);
-          this.saveProgress(job, key, encodeZoTermsState(at), at.step);
-          return 0;
-        }
-        state = at;
-      } else {
-        let at = saved ? decodeZoState(saved) : startZo(global.tensors);
-        if (at.step < task.local.steps) {
-          const { model } = this.cache!;
-          at = await zoLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime() }, zoTask, examples, at, steps, history);
-          this.saveProgress(job, key, encodeZoState(at), at.step);
-          return 0;
-        }
-        state = at;
-      }
-      body = encodeSeedSums(state.sums, updateMetadata(examples.length, { ...zoMetrics(state), download_bytes: task.downloadBytes ?? 0 }));
-    } else {
-      const { model, examples } = await this.load(task);
-      const localTask: LocalTask = { ...task, method: task.method };
-      const offloaded = isOffloaded(this.env, task.method);
-      let state = saved ? decodeLocalState(saved) : startLocal(global.tensors);
-      if (state.step < task.local.steps) {
-        const trunk = offloaded ? { endpoint: await connectTrunk(this.env.TRUNK_URL!, model.config.hiddenSize, this.env.TRUNK_TOKEN), cache: this.trunkCache() } : undefined;
-        if (this.sessionsJob !== key("job")) await this.releaseSessions(key("job"));
-        state = await runLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime(), sessions: this.sessions }, localTask, global.tensors, examples, state, perInvocation, trunk);
-        this.saveProgress(job, key, encodeLocalState(state), state.step);
-        return 0;
-      }
-      await this.releaseSessions("");
-      const result = localResult(global.tensors, state, examples.length);
-      body = deltaBody({ ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes ?? 0 } }, global.shapes);
-    }
+    const slice: Slice = { job, key, global, saved, perInvocation };
+    const m = task.method;
+    const body =
+      m.type === "discrete" ? await this.discreteSlice(slice, { ...task, method: m })
+      : m.type === "fedbpt" ? await this.fedbptSlice(slice, { ...task, method: m })
+      : m.type === "fedkseed" ? await this.fedkseedSlice(slice, { ...task, method: m })
+      : await this.gradientSlice(slice, { ...task, method: m });
+    if (body === null) return 0;
     const upload = await signedUpload(job.federation_id, job.round, this.env.CLIENT_ID, this.env.CLIENT_SECRET, body);
     const res = await coordinatorFetch(this.env, upload.path, { method: "PUT", headers: upload.headers, body: upload.body });
     const detail = await res.text();
@@ -233,6 +169,97 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     if (res.status < 500 || job.attempts + 1 >= MAX_UPLOAD_ATTEMPTS) throw new Error(`upload refused: ${res.status} ${detail}`);
     this.sql.exec("UPDATE jobs SET attempts = attempts + 1, detail = ? WHERE federation_id = ? AND round = ?", detail, job.federation_id, job.round);
     return 1000 * 2 ** job.attempts;
+  }
+
+  /** Discrete prompts: policy-gradient steps scored at the completions API; null while steps remain. */
+  private async discreteSlice({ job, key, global, saved, perInvocation }: Slice, task: ClientTask & { method: DiscretePromptMethod }): Promise<Uint8Array | null> {
+    const m = task.method;
+    const { tokenizer, raw } = await this.loadTokenizer();
+    const labeled = labeledPrompts(raw).filter((x) => m.labels.includes(x.label));
+    if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
+    if (!this.env.OPENAI_BASE_URL) throw new Error("a discrete-prompt federation scores prompts at an OpenAI-compatible API: set OPENAI_BASE_URL (and OPENAI_API_KEY) in this client's deployment");
+    const start = distributionsOf(global.tensors, m);
+    let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as DiscreteState) : startDiscrete(start);
+    if (state.step < task.local.steps && !state.exhausted) {
+      const scorer = completionsRowScorer({ baseURL: this.env.OPENAI_BASE_URL, ...(this.env.OPENAI_API_KEY ? { apiKey: this.env.OPENAI_API_KEY } : {}), model: this.env.OPENAI_MODEL ?? task.modelName });
+      const opts = { steps: task.local.steps, population: m.population, lr: task.local.lr, batchSize: task.local.batchSize, maxTokens: task.local.maxTokens, clientSeed: task.seed, round: task.round, ...(m.queryBudget ? { budget: m.queryBudget } : {}) };
+      state = await discreteSteps(scorer, promptTokens(tokenizer, m.phrases, m.labels), discreteItems(tokenizer, labeled, m.labels), state, perInvocation, opts);
+      this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.step);
+      return null;
+    }
+    const spent = { api_requests: state.usage.requests, api_rows: state.usage.rows, api_prompt_tokens: state.usage.promptTokens, steps: state.step, download_bytes: task.downloadBytes ?? 0 };
+    return encodeTensorFile(discreteDelta(start, state.distributions), global.shapes, updateMetadata(labeled.length, Number.isFinite(state.lastLoss) ? { train_loss: state.lastLoss, ...spent } : spent));
+  }
+
+  /** FedBPT: one CMA-ES generation per invocation; null while generations remain. */
+  private async fedbptSlice({ job, key, global, saved }: Slice, task: ClientTask & { method: FedBptMethod }): Promise<Uint8Array | null> {
+    const m = task.method;
+    const { model } = await this.load(task);
+    const labeled = labeledPrompts(this.cache!.raw).filter((x) => m.labels.includes(x.label));
+    if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
+    const start = bbtGlobalOf(global.tensors);
+    let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as BbtClientState) : startBbt(start, task.seed + task.round);
+    if (state.cma.generation < m.generations) {
+      const scorer = await localPromptScorer(workerdOrtRuntime(), model.config, model.weights, model.tokenizer, { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed }, m.labels, task.local.maxTokens);
+      // Each generation scores its candidates on a seeded sample of local.batchSize examples.
+      const itemsOf = (g: number) => shuffled(labeled, roundStream(task.seed, task.round, 0, g)).slice(0, task.local.batchSize);
+      state = await bbtGenerations(scorer, state, itemsOf, 1, m.population);
+      await scorer.release();
+      this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.cma.generation);
+      return null;
+    }
+    return encodeTensorFile(bbtDelta(start, state.cma), global.shapes, updateMetadata(labeled.length, { train_loss: state.lastBest, evaluations: state.evaluations, generations: state.cma.generation, download_bytes: task.downloadBytes ?? 0 }));
+  }
+
+  /** FedKSeed: zeroth-order steps, on local tensors or at the endpoint; null while steps remain. */
+  private async fedkseedSlice({ job, key, global, saved, perInvocation }: Slice, task: ClientTask & { method: FedKSeedMethod }): Promise<Uint8Array | null> {
+    const m = task.method;
+    const atEndpoint = zoAtEndpoint(this.env, m);
+    const { tokenizer, examples } = atEndpoint ? await this.loadTokenized(task) : { ...(await this.load(task)), tokenizer: this.cache!.model.tokenizer };
+    const zoTask: ZoTask = { ...task, method: m, ...(m.labels ? { labelIds: m.labels.map((l) => tokenizer.encode(` ${l}`, { addSpecialTokens: false })) } : {}) };
+    // A zeroth-order step scores two points (each over every label with labels): about four times a
+    // gradient step's forward work, so an invocation takes a quarter of the steps.
+    const steps = Math.max(1, Math.floor(perInvocation / 4));
+    const history = this.seedHistory(job.federation_id, m.k);
+    let state: ZoState<unknown>;
+    if (atEndpoint) {
+      let at = saved ? decodeZoTermsState(saved) : startZo<SeedTerms>(JSON.parse(global.metadata.terms ?? "[]") as SeedTerms);
+      if (at.step < task.local.steps) {
+        const ep = await connectTrunk(this.env.TRUNK_URL!, 0, this.env.TRUNK_TOKEN);
+        at = await zoSteps(endpointZoEvaluator(ep, m, task.federationSeed), zoTask, examples, at, steps, history);
+        this.saveProgress(job, key, encodeZoTermsState(at), at.step);
+        return null;
+      }
+      state = at;
+    } else {
+      let at = saved ? decodeZoState(saved) : startZo(global.tensors);
+      if (at.step < task.local.steps) {
+        const { model } = this.cache!;
+        at = await zoLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime() }, zoTask, examples, at, steps, history);
+        this.saveProgress(job, key, encodeZoState(at), at.step);
+        return null;
+      }
+      state = at;
+    }
+    return encodeSeedSums(state.sums, updateMetadata(examples.length, { ...zoMetrics(state), download_bytes: task.downloadBytes ?? 0 }));
+  }
+
+  /** LoRA and offsite-tuning: gradient steps (the trunk offloaded where configured); null while steps remain. */
+  private async gradientSlice({ job, key, global, saved, perInvocation }: Slice, task: ClientTask & { method: LocalTask["method"] }): Promise<Uint8Array | null> {
+    const { model, examples } = await this.load(task);
+    const localTask: LocalTask = { ...task, method: task.method };
+    const offloaded = isOffloaded(this.env, task.method);
+    let state = saved ? decodeLocalState(saved) : startLocal(global.tensors);
+    if (state.step < task.local.steps) {
+      const trunk = offloaded ? { endpoint: await connectTrunk(this.env.TRUNK_URL!, model.config.hiddenSize, this.env.TRUNK_TOKEN), cache: this.trunkCache() } : undefined;
+      if (this.sessionsJob !== key("job")) await this.releaseSessions(key("job"));
+      state = await runLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime(), sessions: this.sessions }, localTask, global.tensors, examples, state, perInvocation, trunk);
+      this.saveProgress(job, key, encodeLocalState(state), state.step);
+      return null;
+    }
+    await this.releaseSessions("");
+    const result = localResult(global.tensors, state, examples.length);
+    return deltaBody({ ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes ?? 0 } }, global.shapes);
   }
 
   /**
