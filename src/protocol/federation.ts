@@ -62,7 +62,8 @@ export type FedKSeedMethod = v.InferOutput<typeof FedKSeedMethod>;
  * FedBPT (Sun et al., ICML 2024) over BBT's subspace: clients search z in R^`dimension` with CMA-ES for a
  * soft prompt of `promptTokens` tokens, p0 + A z, by the verbalizer cross-entropy of `labels`. A version
  * is the global mean z and step size (as `sigma2`, so averaging pools the clients' step sizes); an
- * upload is the client's mean and squared step size after its generations.
+ * upload is the client's mean and squared step size after its generations. A client's round is
+ * `generations`, each scored on `local.batchSize` examples; `local.steps` and `local.lr` are not used.
  */
 export const FedBptMethod = v.strictObject({
   type: v.literal("fedbpt"),
@@ -81,6 +82,7 @@ export type FedBptMethod = v.InferOutput<typeof FedBptMethod>;
  * learned by a policy gradient on the verbalizer cross-entropy of `labels`. A version is the
  * distributions [slots, phrases]; an upload is the client's change of them. `population` prompts are
  * sampled per step; `queryBudget` caps the rows (prompt + label sequences) a client scores per round.
+ * A round is `local.steps` policy-gradient steps at `local.lr`, each on `local.batchSize` examples.
  * FedOne is `clientsPerRound: 1`.
  */
 export const DiscretePromptMethod = v.strictObject({
