@@ -56,9 +56,17 @@ export async function labelAccuracy(model: ForwardModel, tok: TextTokenizer, ite
 
 /** Per prompt (token ids), each label's words' (token ids) total log-probability after it. */
 export async function labelScores(model: ForwardModel, prompts: readonly (readonly number[])[], labelIds: readonly (readonly number[])[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> }): Promise<number[][]> {
-  const scored = prompts.flatMap((prompt) => labelIds.map((ids) => completionExample(prompt, ids, opts.maxTokens)));
-  const nlls = await exampleNlls(model, scored, opts.batchSize, undefined, opts.params);
-  return prompts.map((_, i) => labelIds.map((_, j) => -nlls[i * labelIds.length + j]!));
+  return scoresOfLabelRows(await exampleNlls(model, labelRows(prompts, labelIds, opts.maxTokens), opts.batchSize, undefined, opts.params), labelIds.length);
+}
+
+/** The rows that score each prompt with each label's words after it, prompt-major; a long prompt keeps its beginning. */
+export function labelRows(prompts: readonly (readonly number[])[], labelIds: readonly (readonly number[])[], maxTokens: number): TokenizedExample[] {
+  return prompts.flatMap((prompt) => labelIds.map((ids) => completionExample(prompt, ids, maxTokens)));
+}
+
+/** labelRows' summed NLLs as scores: per prompt, each label's total log-probability. */
+export function scoresOfLabelRows(nlls: readonly number[], labels: number): number[][] {
+  return Array.from({ length: nlls.length / labels }, (_, i) => Array.from({ length: labels }, (_, j) => -nlls[i * labels + j]!));
 }
 
 /** The verbalizer's cross-entropy (BBT, Sun et al. 2022): the mean of -log softmax over the labels' scores at the gold label. */

@@ -2,8 +2,8 @@
 // directions regenerated from the federation's seed pool, on the tensors the method trains (LoRA pairs or
 // whole tensors), the loss being the mean NLL of a batch; it keeps only the per-seed sums of the step
 // scalars, which are all it uploads. Resumable like the gradient update: its state is plain data.
-import { completionExample, type TokenizedExample } from "../../data/examples.ts";
-import { exampleNlls, verbalizerCrossEntropy } from "../../engine/train/evaluate.ts";
+import type { TokenizedExample } from "../../data/examples.ts";
+import { exampleNlls, labelRows, scoresOfLabelRows, verbalizerCrossEntropy } from "../../engine/train/evaluate.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
 import { ForwardModel } from "../../engine/forward.ts";
 import type { TrainSpec, Weights } from "../../engine/llama/graph.ts";
@@ -142,11 +142,8 @@ function verbalizerLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[
     if (j < 0) throw new RangeError("an example's completion is none of the method's labels: is this a classification task with these labels?");
     return j;
   });
-  const rows = prompts.flatMap((prompt) => labelIds.map((ids) => completionExample(prompt, ids, maxTokens)));
-  return async (at) => {
-    const nlls = await ev.rowNlls(rows, at);
-    return verbalizerCrossEntropy(prompts.map((_, i) => labelIds.map((_, j) => -nlls[i * labelIds.length + j]!)), gold);
-  };
+  const rows = labelRows(prompts, labelIds, maxTokens);
+  return async (at) => verbalizerCrossEntropy(scoresOfLabelRows(await ev.rowNlls(rows, at), labelIds.length), gold);
 }
 
 export function zoMetrics(state: ZoState<unknown>): Record<string, number> {

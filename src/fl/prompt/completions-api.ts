@@ -1,8 +1,9 @@
 // Label scoring through any OpenAI-compatible POST /v1/completions: each row (prompt + a label's words,
-// as token ids) is echoed with its log-probabilities, and a label's score is the sum over its own
-// tokens. Rows go as token-id prompts, many in one request. vLLM needs max_tokens >= 1 (vllm#9336), so
+// as token ids) is echoed with its log-probabilities, and the row's NLL is the sum over its trained
+// (label) tokens. Rows go as token-id prompts, many in one request. vLLM needs max_tokens >= 1 (vllm#9336), so
 // one token is generated and ignored; it must be serving the same tokenizer the client encodes with.
 import OpenAI from "openai";
+import type { TokenizedExample } from "../../data/examples.ts";
 import { FlError } from "../errors.ts";
 
 export interface CompletionsApi {
@@ -23,8 +24,8 @@ export interface ApiUsage {
 
 export const noUsage = (): ApiUsage => ({ requests: 0, rows: 0, promptTokens: 0 });
 
-/** Scores rows of token ids: for each, the summed log-probability of its last `scored` tokens; what it spent is added to `usage`. */
-export type RowScorer = (rows: readonly { ids: readonly number[]; scored: number }[], usage: ApiUsage) => Promise<number[]>;
+/** Scores rows: for each, the summed NLL of its trained tokens (as exampleNlls gives it); what it spent is added to `usage`. */
+export type RowScorer = (rows: readonly TokenizedExample[], usage: ApiUsage) => Promise<number[]>;
 
 /** Adds one request of `rows` to `usage`. */
 export function charge(usage: ApiUsage, rows: readonly { ids: readonly number[] }[]): void {
@@ -53,13 +54,14 @@ export function completionsRowScorer(api: CompletionsApi): RowScorer {
         const lps = byIndex.get(i)?.logprobs?.token_logprobs;
         if (!lps || lps.length < row.ids.length)
           throw new FlError("api_failed", `the completions API answered row ${at + i} without the echoed prompt's log-probs (${lps?.length ?? 0} of ${row.ids.length}): the server must support echo with logprobs`);
-        let sum = 0;
-        for (let t = row.ids.length - row.scored; t < row.ids.length; t++) {
+        let nll = 0;
+        row.trained.forEach((trained, t) => {
+          if (!trained) return;
           const lp = lps[t];
           if (typeof lp !== "number" || !Number.isFinite(lp)) throw new FlError("api_failed", `the completions API gave no finite log-prob for token ${t} of row ${at + i}`);
-          sum += lp;
-        }
-        out.push(sum);
+          nll -= lp;
+        });
+        out.push(nll);
       });
     }
     return out;

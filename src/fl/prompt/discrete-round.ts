@@ -2,11 +2,11 @@
 // prompts from the slot distributions, scores each on a batch of the client's labelled prompts through a
 // row scorer (an OpenAI-compatible API, or a local model), and takes one variance-reduced policy-gradient
 // step on the verbalizer cross-entropy. Rows are token ids: [special tokens] phrases "\n" prompt label.
-import { completionExample } from "../../data/examples.ts";
+import type { TokenizedExample } from "../../data/examples.ts";
 import { shuffled } from "../../data/lm-windows.ts";
 import { argmax, roundStream } from "../../engine/sampling.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
-import { exampleNlls, verbalizerCrossEntropy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
+import { exampleNlls, labelRows, scoresOfLabelRows, verbalizerCrossEntropy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
 import type { ForwardModel } from "../../engine/forward.ts";
 import { charge, noUsage, type ApiUsage, type RowScorer } from "./completions-api.ts";
 import { policyGradientStep, samplePrompt } from "./discrete.ts";
@@ -47,22 +47,15 @@ export function discreteItems(tok: TextTokenizer, items: readonly LabeledPrompt[
   });
 }
 
-/** The rows scoring `items` under a prompt (phrase indices per slot, or none), item-major then label; a long example keeps its beginning. */
-function promptedRows(t: PromptTokens, choice: readonly number[] | null, items: readonly DiscreteItem[], maxTokens: number) {
+/** The rows scoring `items` under a prompt (phrase indices per slot, or none), item-major then label. */
+function promptedRows(t: PromptTokens, choice: readonly number[] | null, items: readonly DiscreteItem[], maxTokens: number): TokenizedExample[] {
   const prefix = choice ? [...t.head, ...choice.flatMap((k) => t.phrases[k]!), ...t.separator] : t.head;
-  return items.flatMap((x) =>
-    t.labels.map((label) => {
-      const { ids } = completionExample([...prefix, ...x.body], label, maxTokens);
-      return { ids, scored: label.length };
-    }),
-  );
+  return labelRows(items.map((x) => [...prefix, ...x.body]), t.labels, maxTokens);
 }
 
 /** Per item, each label's score (summed log-prob) under a prompt. */
 export async function promptScores(scorer: RowScorer, t: PromptTokens, choice: readonly number[] | null, items: readonly DiscreteItem[], maxTokens: number, usage: ApiUsage = noUsage()): Promise<number[][]> {
-  const flat = await scorer(promptedRows(t, choice, items, maxTokens), usage);
-  const L = t.labels.length;
-  return items.map((_, i) => flat.slice(i * L, (i + 1) * L));
+  return scoresOfLabelRows(await scorer(promptedRows(t, choice, items, maxTokens), usage), t.labels.length);
 }
 
 /** A prompt on items: accuracy, the verbalizer cross-entropy, and the gold label words' NLL per token. */
@@ -78,8 +71,7 @@ export async function promptAccuracy(scorer: RowScorer, t: PromptTokens, choice:
 export function localRowScorer(model: ForwardModel, batchSize = 8): RowScorer {
   return async (rows, usage) => {
     charge(usage, rows);
-    const nlls = await exampleNlls(model, rows.map((r) => ({ ids: [...r.ids], trained: r.ids.map((_, t) => (t >= r.ids.length - r.scored ? 1 : 0)) })), batchSize);
-    return nlls.map((x) => -x);
+    return exampleNlls(model, rows, batchSize);
   };
 }
 
@@ -121,13 +113,8 @@ export async function discreteSteps(scorer: RowScorer, t: PromptTokens, items: r
     const u = roundStream(o.clientSeed, o.round, 1, next.step);
     const prompts = Array.from({ length: o.population }, () => samplePrompt(next.distributions, next.distributions.map(() => u())));
     // All sampled prompts' rows in one scorer call: one API request when they fit.
-    const flat = await scorer(prompts.flatMap((p) => promptedRows(t, p, batch, o.maxTokens)), next.usage);
-    const per = batchSize * t.labels.length;
-    const samples = prompts.map((prompt, j) => {
-      const rows = flat.slice(j * per, (j + 1) * per);
-      const scores = batch.map((_, b) => rows.slice(b * t.labels.length, (b + 1) * t.labels.length));
-      return { prompt, loss: verbalizerCrossEntropy(scores, batch.map((x) => x.gold)) };
-    });
+    const scores = scoresOfLabelRows(await scorer(prompts.flatMap((p) => promptedRows(t, p, batch, o.maxTokens)), next.usage), t.labels.length);
+    const samples = prompts.map((prompt, j) => ({ prompt, loss: verbalizerCrossEntropy(scores.slice(j * batchSize, (j + 1) * batchSize), batch.map((x) => x.gold)) }));
     next = { ...next, distributions: policyGradientStep(next.distributions, samples, o.lr), step: next.step + 1, lastLoss: samples.reduce((s, x) => s + x.loss, 0) / samples.length };
   }
   return next;
