@@ -112,6 +112,11 @@ const BPT_MEAN = "mean";
 const BPT_SIGMA2 = "sigma2";
 /** A discrete-prompt version: the slots' distributions over the phrases (src/fl/prompt/discrete-round.ts). */
 const PROBS = "probs";
+/** The black-box methods' versions move by the plain weighted mean of the clients' changes: no server optimizer. */
+function requireFedAvg(config: FederationConfig, why: string): void {
+  if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `${why}: use strategy "fedavg", not "${config.strategy.name}"`);
+}
+
 const versionKey = (fed: string, v: number) => `version/${fed}/${v}`;
 const sumKey = (fed: string, round: number) => `sum/${fed}/${round}`;
 const stateKey = (fed: string) => `state/${fed}`;
@@ -170,7 +175,7 @@ export class Federations {
     }
     if (m.type === "fedkseed") {
       // Version 0: no seed has moved yet; w0 is PEFT's initialisation or the base tensors, made by each client.
-      if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `FedKSeed averages the clients' per-seed scalars: use strategy "fedavg", not "${config.strategy.name}"`);
+      requireFedAvg(config, "FedKSeed averages the clients' per-seed scalars");
       if (m.trains.type === "full") {
         const known = expectedTensors(model);
         for (const name of m.trains.tensors) if (!known.has(name)) throw new AggregatorError("config_invalid", `method.trains.tensors: "${name}" is not a tensor of this model`);
@@ -179,13 +184,13 @@ export class Federations {
     }
     if (m.type === "fedbpt") {
       // Version 0: z = 0 (the prompt p0) and the initial step size; versions move by the clients' averaged changes.
-      if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `FedBPT recombines the clients' means: use strategy "fedavg", not "${config.strategy.name}"`);
+      requireFedAvg(config, "FedBPT recombines the clients' means");
       const tensors = new Map([[BPT_MEAN, new Float32Array(m.dimension)], [BPT_SIGMA2, Float32Array.of(m.sigma ** 2)]]);
       return { tensors: encodeTensorFile(tensors, new Map([[BPT_MEAN, [m.dimension]], [BPT_SIGMA2, [1]]])), config: JSON.stringify({ method: "fedbpt", base_model: config.model.name, prompt_tokens: m.promptTokens, dimension: m.dimension, labels: m.labels, seed: config.seed }, null, 2) + "\n" };
     }
     if (m.type === "discrete") {
       // Version 0: every slot uniform over the phrases; versions move by the clients' averaged changes.
-      if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `discrete prompts average the clients' distributions: use strategy "fedavg", not "${config.strategy.name}"`);
+      requireFedAvg(config, "discrete prompts average the clients' distributions");
       const shape = [m.slots, m.phrases.length];
       const tensors = new Map([[PROBS, new Float32Array(m.slots * m.phrases.length).fill(1 / m.phrases.length)]]);
       return { tensors: encodeTensorFile(tensors, new Map([[PROBS, shape]])), config: JSON.stringify({ method: "discrete", base_model: config.model.name, slots: m.slots, phrases: m.phrases, labels: m.labels, seed: config.seed }, null, 2) + "\n" };

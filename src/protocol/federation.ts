@@ -6,6 +6,8 @@ import { ProtocolError } from "./errors.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 const positive = v.pipe(v.number(), v.gtValue(0), v.finite());
+/** A classification task's labels: its completions are " " + label. */
+const labels = v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(2));
 const id = v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"));
 
 export const LoraMethod = v.strictObject({
@@ -50,7 +52,7 @@ export const FedKSeedMethod = v.strictObject({
    * For a classification task whose completions are " " + label: the steps' loss is the verbalizer
    * cross-entropy over these labels' words (BBT) instead of the completion's NLL.
    */
-  labels: v.optional(v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(2))),
+  labels: v.optional(labels),
   trains: v.variant("type", [
     v.strictObject({ type: v.literal("lora"), r: int(1, 256), alpha: positive, targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)), rslora: v.optional(v.boolean(), false) }),
     v.strictObject({ type: v.literal("full"), tensors: v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1)) }),
@@ -72,7 +74,7 @@ export const FedBptMethod = v.strictObject({
   sigma: v.optional(positive, 1),
   generations: v.optional(int(1, 10_000), 8),
   population: v.optional(int(2, 1000)),
-  labels: v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(2)),
+  labels,
 });
 export type FedBptMethod = v.InferOutput<typeof FedBptMethod>;
 
@@ -91,7 +93,7 @@ export const DiscretePromptMethod = v.strictObject({
   phrases: v.pipe(v.array(v.pipe(v.string(), v.minLength(1), v.maxLength(64))), v.minLength(2), v.maxLength(4096), v.check((xs) => new Set(xs).size === xs.length, "phrases must be unique")),
   population: v.optional(int(2, 256), 4),
   queryBudget: v.optional(int(1)),
-  labels: v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(2)),
+  labels,
 });
 export type DiscretePromptMethod = v.InferOutput<typeof DiscretePromptMethod>;
 

@@ -5,6 +5,7 @@ import { DurableObject } from "cloudflare:workers";
 import { tokenizeExample, type TokenizedExample } from "../../src/data/examples.ts";
 import { loadConfig, loadModel, loadModelTokenizer, type LoadedModel } from "../../src/engine/model-files.ts";
 import type { TextTokenizer } from "../../src/engine/tokenizer/load.ts";
+import type { LlamaConfig } from "../../src/engine/config.ts";
 import { localResult, runLocalSteps, startLocal, type LocalTask } from "../../src/fl/client/local-update.ts";
 import { loadedLayers } from "../../src/fl/client/method-plan.ts";
 import type { TrainStep } from "../../src/engine/train/step.ts";
@@ -95,7 +96,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   private readonly sql: SqlStorage;
   /** The model and tokenized partition, kept while this instance lives (reloaded after eviction). */
   private cache: { model: LoadedModel; examples: TokenizedExample[]; raw: Example[]; key: string } | null = null;
-  private prompts: { tokenizer: TextTokenizer; raw: Example[] } | null = null;
+  /** Without weights (a client that scores at an API or endpoint): the tokenizer, the config, the partition, tokenized per maxTokens. */
+  private prompts: { tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[]; tokenized: Map<number, TokenizedExample[]> } | null = null;
   /** Training sessions of the job in progress, kept between its slices (released when it ends). */
   private sessions = new Map<string, TrainStep>();
   private sessionsJob = "";
@@ -343,16 +345,17 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
 
   /** The tokenizer and the partition alone: what a client that scores at an API needs. */
   private async loadTokenizer() {
-    this.prompts ??= { tokenizer: await loadModelTokenizer(r2ModelSource(this.env)), raw: await loadPartition(this.env) };
+    const source = r2ModelSource(this.env);
+    this.prompts ??= { tokenizer: await loadModelTokenizer(source), config: await loadConfig(source), raw: await loadPartition(this.env), tokenized: new Map() };
     return this.prompts;
   }
 
   /** The tokenizer and the partition tokenized, without weights: a client whose model lives at an endpoint. */
   private async loadTokenized(task: Pick<ClientTask, "local">) {
-    const { tokenizer, raw } = await this.loadTokenizer();
-    const config = await loadConfig(r2ModelSource(this.env));
-    const eos = config.eosTokenIds[0] ?? 0;
-    return { tokenizer, examples: raw.map((e) => tokenizeExample(e, tokenizer, eos, Math.min(task.local.maxTokens, config.maxPositions))) };
+    const p = await this.loadTokenizer();
+    const maxTokens = task.local.maxTokens;
+    if (!p.tokenized.has(maxTokens)) p.tokenized.set(maxTokens, tokenizePartition(p.raw, p.tokenizer, p.config, maxTokens));
+    return { tokenizer: p.tokenizer, examples: p.tokenized.get(maxTokens)! };
   }
 
   /** The model's layers the method runs (and no others), and the tokenized partition. */
@@ -363,10 +366,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const key = JSON.stringify([task.local.maxTokens, layers ?? "all"]);
     if (this.cache?.key !== key) {
       const model = await loadModel(source, layers ? { layers } : {});
-      const eos = model.config.eosTokenIds[0] ?? 0;
       const raw = await loadPartition(this.env);
-      const examples = raw.map((e) => tokenizeExample(e, model.tokenizer, eos, Math.min(task.local.maxTokens, model.config.maxPositions)));
-      this.cache = { model, examples, raw, key };
+      this.cache = { model, examples: tokenizePartition(raw, model.tokenizer, model.config, task.local.maxTokens), raw, key };
     }
     return this.cache;
   }
@@ -391,6 +392,12 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   private fail(job: JobRow, detail: string): void {
     this.sql.exec("UPDATE jobs SET status = 'failed', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", detail, Date.now(), job.federation_id, job.round);
   }
+}
+
+/** A partition's records as token ids (EOS after each text or completion), cut to maxTokens and the model's context. */
+function tokenizePartition(raw: readonly Example[], tok: TextTokenizer, config: LlamaConfig, maxTokens: number): TokenizedExample[] {
+  const eos = config.eosTokenIds[0] ?? 0;
+  return raw.map((e) => tokenizeExample(e, tok, eos, Math.min(maxTokens, config.maxPositions)));
 }
 
 /** A stable 32-bit seed from a string (FNV-1a), so a client's dropout and batch order are reproducible. */
