@@ -20,6 +20,7 @@ import { bbtGlobalOf, initialPrompt, project, projectionScale } from "../../src/
 import { initialAdapterRequest } from "../../src/fl/offsite/supply.ts";
 import { bestPrompt, discreteItems, distributionsOf, localRowScorer, promptAccuracy, promptTokens } from "../../src/fl/prompt/discrete-round.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { SEED_SUMS } from "../../src/fl/version-tensors.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { linePlotSvg } from "../../src/report/line-plot.ts";
 import { formatTable } from "../../src/report/table.ts";
@@ -172,7 +173,7 @@ export async function run(args: string[]): Promise<void> {
       if (method.type === "fedbpt" || method.type === "discrete") throw new Error(`a ${method.type} version is a prompt: promptModel or the discrete scorer scores it`);
       if (method.type === "fedkseed") {
         // The version is the cumulative scalar per seed: the model is w0 - lr * sum_j c_j z_j.
-        const cumulative = new Map([...adapter.get("seed_sums")!.entries()].filter(([, c]) => c !== 0));
+        const cumulative = new Map([...adapter.get(SEED_SUMS)!.entries()].filter(([, c]) => c !== 0));
         const params = zoGlobal(zoInitial(model.config, model.weights, method, config.seed), { method, federationSeed: config.seed, local: config.local }, cumulative);
         const t = method.trains;
         if (t.type === "full") return ForwardModel.create(ortNodeRuntime(2), model.config, new Map([...model.weights, ...params]), opts);

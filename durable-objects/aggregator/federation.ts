@@ -15,6 +15,7 @@ import { describeOffsite } from "../../src/fl/offsite/description.ts";
 import { adapterShapes, offsiteLayout, type OffsiteLayout } from "../../src/fl/offsite/emulator.ts";
 import { initialServerState } from "../../src/fl/server-state.ts";
 import { decodeSeedSums, denseSeedSums, encodeSeedSums, seedDiff } from "../../src/fl/zo/seed-sums.ts";
+import { BPT_MEAN, BPT_SIGMA2, PROBS, SEED_SUMS } from "../../src/fl/version-tensors.ts";
 import { assertSameShapes, decodeTensorFile, encodeTensorFile, tensorShapes } from "../../src/fl/tensor-file.ts";
 import { assertFinite } from "../../src/fl/tensors.ts";
 import { foldDelta, meanOf, weightedMetricMean } from "../../src/fl/weighted-mean.ts";
@@ -105,13 +106,6 @@ type RoundRow = {
   result: string | null;
 };
 
-/** A FedKSeed version's one tensor: the cumulative scalar per seed of the pool. */
-const SEED_SUMS = "seed_sums";
-/** A FedBPT version: the global mean z and squared step size (averaging squares pools the step sizes). */
-const BPT_MEAN = "mean";
-const BPT_SIGMA2 = "sigma2";
-/** A discrete-prompt version: the slots' distributions over the phrases (src/fl/prompt/discrete-round.ts). */
-const PROBS = "probs";
 /** The black-box methods' versions move by the plain weighted mean of the clients' changes: no server optimizer. */
 function requireFedAvg(config: FederationConfig, why: string): void {
   if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `${why}: use strategy "fedavg", not "${config.strategy.name}"`);

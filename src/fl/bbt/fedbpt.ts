@@ -12,6 +12,7 @@ import type { Runtime } from "../../engine/runtime.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
 import { labelAccuracy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
 import { ask, cmaParameters, initialCma, tell, type CmaState } from "../cma/cma-es.ts";
+import { BPT_MEAN, BPT_SIGMA2 } from "../version-tensors.ts";
 import { direction, philox4x32 } from "../zo/directions.ts";
 
 export interface BbtSpace {
@@ -130,9 +131,9 @@ export function bbtAggregate(results: readonly Pick<BbtClientResult, "mean" | "s
 
 /** A version's tensors as the global state: `mean` [d] and `sigma2` [1]. */
 export function bbtGlobalOf(tensors: ReadonlyMap<string, Float32Array>): BbtGlobal {
-  const mean = tensors.get("mean");
-  const sigma2 = tensors.get("sigma2");
-  if (!mean || !sigma2 || sigma2.length !== 1 || !(sigma2[0]! > 0)) throw new RangeError('a FedBPT version holds "mean" [d] and a positive "sigma2" [1]');
+  const mean = tensors.get(BPT_MEAN);
+  const sigma2 = tensors.get(BPT_SIGMA2);
+  if (!mean || !sigma2 || sigma2.length !== 1 || !(sigma2[0]! > 0)) throw new RangeError(`a FedBPT version holds "${BPT_MEAN}" [d] and a positive "${BPT_SIGMA2}" [1]`);
   return { mean: [...mean], sigma: Math.sqrt(sigma2[0]!) };
 }
 
@@ -142,7 +143,7 @@ export function bbtGlobalOf(tensors: ReadonlyMap<string, Float32Array>): BbtGlob
  */
 export function bbtDelta(global: BbtGlobal, result: Pick<BbtClientResult, "mean" | "sigma">): Map<string, Float32Array> {
   return new Map([
-    ["mean", Float32Array.from(result.mean, (m, i) => m - global.mean[i]!)],
-    ["sigma2", Float32Array.of(result.sigma ** 2 - global.sigma ** 2)],
+    [BPT_MEAN, Float32Array.from(result.mean, (m, i) => m - global.mean[i]!)],
+    [BPT_SIGMA2, Float32Array.of(result.sigma ** 2 - global.sigma ** 2)],
   ]);
 }

@@ -9,10 +9,8 @@ import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
 import { exampleNlls, labelRows, scoresOfLabelRows, verbalizerCrossEntropy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
 import type { ForwardModel } from "../../engine/forward.ts";
 import { charge, noUsage, type ApiUsage, type RowScorer } from "./completions-api.ts";
+import { PROBS } from "../version-tensors.ts";
 import { policyGradientStep, samplePrompt } from "./discrete.ts";
-
-/** A version's one tensor: the slots' distributions over the phrases, [slots, phrases]. */
-export const PROBS = "probs";
 
 /** The token ids prompts are assembled from. */
 export interface PromptTokens {
@@ -120,7 +118,7 @@ export async function discreteSteps(scorer: RowScorer, t: PromptTokens, items: r
   return next;
 }
 
-/** A version's tensor "probs" [slots, phrases] as the slots' distributions. */
+/** A version's distributions tensor [slots, phrases] as the slots' distributions. */
 export function distributionsOf(tensors: ReadonlyMap<string, Float32Array>, shape: { slots: number; phrases: readonly string[] }): number[][] {
   const probs = tensors.get(PROBS);
   const n = shape.phrases.length;
