@@ -10,7 +10,7 @@ export interface TokenizedExample {
   trained: number[];
 }
 
-/** A text is cut at `maxTokens`; a pair's prompt is cut (keeping its beginning) so its completion still fits. */
+/** A text is cut at `maxTokens`; a pair's prompt is cut (see completionExample) so its completion still fits. */
 export function tokenizeExample(ex: Example, tok: TextTokenizer, eosId: number, maxTokens: number): TokenizedExample {
   if ("text" in ex) {
     const ids = [...tok.encode(ex.text), eosId].slice(0, maxTokens);
@@ -19,9 +19,16 @@ export function tokenizeExample(ex: Example, tok: TextTokenizer, eosId: number, 
   return completionExample(tok.encode(ex.prompt), [...tok.encode(ex.completion, { addSpecialTokens: false }), eosId], maxTokens);
 }
 
-/** Prompt then completion, trained on the completion only; the prompt keeps at least its first token. */
+/**
+ * Prompt then completion, trained on the completion only. A prompt too long for the window loses its
+ * middle: it keeps its head and its last quarter of the room, so an instruction that ends the prompt
+ * ("Answer:") still meets the completion (head+tail truncation: Sun et al. 2019, "How to Fine-Tune BERT
+ * for Text Classification?"). It keeps at least its first token.
+ */
 export function completionExample(prompt: readonly number[], completion: readonly number[], maxTokens: number): TokenizedExample {
-  const kept = prompt.slice(0, Math.max(1, maxTokens - completion.length));
+  const room = Math.max(1, maxTokens - completion.length);
+  const tail = prompt.length > room ? Math.floor(room / 4) : 0;
+  const kept = tail > 0 ? [...prompt.slice(0, room - tail), ...prompt.slice(-tail)] : prompt.slice(0, room);
   const ids = [...kept, ...completion].slice(0, maxTokens);
   return { ids, trained: ids.map((_, t) => (t >= kept.length ? 1 : 0)) };
 }

@@ -40,6 +40,10 @@ describe("examples", () => {
     const cut = tokenizeExample({ prompt: "abcdef", completion: "xy" }, charTok, 2, 5);
     expect(cut.ids).toEqual([1, 97, 120, 121, 2]);
     expect(cut.trained).toEqual([0, 0, 1, 1, 1]);
+    // With room for more, a long prompt loses its middle: the head and the last quarter of the room stay.
+    const middle = tokenizeExample({ prompt: "abcdefghijkl", completion: "x" }, charTok, 2, 11);
+    expect(middle.ids).toEqual([1, ..."abcdef", ..."kl", ..."x", 2].map((c) => (typeof c === "string" ? c.charCodeAt(0) : c)));
+    expect(middle.trained).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
     // A completion longer than the window keeps the first prompt token and is cut at the end.
     expect(tokenizeExample({ prompt: "ab", completion: "wxyz" }, charTok, 2, 3)).toEqual({ ids: [1, 119, 120], trained: [0, 1, 1] });
   });

@@ -44,7 +44,7 @@ export function labeledPrompts(examples: readonly Example[]): LabeledPrompt[] {
 
 /**
  * Accuracy of picking, for each prompt, the label whose words (" " + label) have the highest total
- * log-probability after it. Prompts longer than `maxTokens` minus the label keep their beginning.
+ * log-probability after it. Prompts longer than `maxTokens` minus the label lose their middle (completionExample).
  */
 export async function labelAccuracy(model: ForwardModel, tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> }): Promise<{ accuracy: number; predicted: string[]; crossEntropy: number }> {
   for (const x of items) if (!labels.includes(x.label)) throw new RangeError(`label "${x.label}" is not one of ${JSON.stringify(labels)}`);
@@ -59,7 +59,7 @@ export async function labelScores(model: ForwardModel, prompts: readonly (readon
   return scoresOfLabelRows(await exampleNlls(model, labelRows(prompts, labelIds, opts.maxTokens), opts.batchSize, undefined, opts.params), labelIds.length);
 }
 
-/** The rows that score each prompt with each label's words after it, prompt-major; a long prompt keeps its beginning. */
+/** The rows that score each prompt with each label's words after it, prompt-major; a long prompt loses its middle (completionExample). */
 export function labelRows(prompts: readonly (readonly number[])[], labelIds: readonly (readonly number[])[], maxTokens: number): TokenizedExample[] {
   return prompts.flatMap((prompt) => labelIds.map((ids) => completionExample(prompt, ids, maxTokens)));
 }
