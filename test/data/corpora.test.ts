@@ -1,6 +1,6 @@
 // Real records from the three corpus packages, turned into examples and partitions.
 import { describe, expect, it } from "vitest";
-import { cmudict, sotuAddresses, spamAssassin } from "../../cli/corpora.ts";
+import { cmudict, sotuAddresses, spamAssassin, spamAssassinSplit } from "../../cli/corpora.ts";
 import { dirichletPartitioner } from "../../src/data/partitioners/dirichlet.ts";
 import { naturalPartitioner } from "../../src/data/partitioners/natural.ts";
 import { g2pTask } from "../../src/data/tasks/g2p-task.ts";
@@ -20,6 +20,17 @@ describe("corpora as tasks", () => {
     }
     const skewed = dirichletPartitioner(mails.map(task.label), { numPartitions: 8, alpha: 0.3, seed: 0, minPartitionSize: 20 });
     expect(Array.from({ length: 8 }, (_, id) => skewed.loadPartition(id).length).reduce((a, b) => a + b, 0)).toBe(6046);
+  });
+
+  it("SpamAssassin: the spam task's half and the mail model's pretraining half share no mail and keep each group's share", () => {
+    const { task, pretraining } = spamAssassinSplit();
+    const key = (m: { group: string; id: string }) => `${m.group}/${m.id}`;
+    const seen = new Set(pretraining.map(key));
+    expect(task.length + pretraining.length).toBe(6046);
+    expect(task.filter((m) => seen.has(key(m)))).toEqual([]);
+    const perGroup = (ms: { group: string }[]) => ms.reduce<Record<string, number>>((n, m) => ({ ...n, [m.group]: (n[m.group] ?? 0) + 1 }), {});
+    expect(perGroup(task)).toEqual({ "easy-ham-1": 1250, "easy-ham-2": 700, "hard-ham-1": 125, "spam-1": 250, "spam-2": 698 });
+    expect(perGroup(pretraining)).toEqual(perGroup(task));
   });
 
   it("SOTU: addresses by president and by party", () => {

@@ -29,13 +29,17 @@ export function parseMail(text: string): { subject: string; body: string } {
 }
 
 /**
- * The prompt shows the subject and the body with HTML tags dropped and whitespace collapsed, cut to
- * `maxBodyChars` so a mail fits a short context. MIME parts and encodings are not decoded.
+ * A mail as text: "Subject: ..." and the body with HTML tags dropped and whitespace collapsed, cut to
+ * `maxBodyChars`. MIME parts and encodings are not decoded.
  */
-export function spamExample(mail: SpamMail, maxBodyChars: number): PairExample {
+export function mailText(mail: SpamMail, maxBodyChars: number): string {
   const { subject, body } = parseMail(mail.text);
-  const shown = collapse(body.replace(/<[^>]*>/g, " ")).slice(0, maxBodyChars);
-  return { prompt: `Classify this email as spam or ham.\nSubject: ${subject}\n${shown}\nAnswer:`, completion: ` ${spamLabel(mail)}` };
+  return `Subject: ${subject}\n${collapse(body.replace(/<[^>]*>/g, " ")).slice(0, maxBodyChars)}`;
+}
+
+/** The prompt shows the mail's text (mailText), cut to `maxBodyChars` so it fits a short context. */
+export function spamExample(mail: SpamMail, maxBodyChars: number): PairExample {
+  return { prompt: `Classify this email as spam or ham.\n${mailText(mail, maxBodyChars)}\nAnswer:`, completion: ` ${spamLabel(mail)}` };
 }
 
 /** spam-1 and spam-2 hold spam; easy-ham-1, easy-ham-2 and hard-ham-1 hold ham. */
