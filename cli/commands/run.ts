@@ -26,6 +26,7 @@ import { linePlotSvg } from "../../src/report/line-plot.ts";
 import { formatTable } from "../../src/report/table.ts";
 import { modelFingerprint, startEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { labelWordsOf } from "../../src/protocol/federation.ts";
 import { LocalFederation } from "../local-federation.ts";
 import { descendantCpuSeconds } from "../process-cpu.ts";
 import { dirSource, tokenizerFiles } from "../model-dir.ts";
@@ -166,6 +167,13 @@ export async function run(args: string[]): Promise<void> {
     const maxTokens = config.local.maxTokens ?? 64;
     const heldOut = data.heldOut.map((e) => tokenizeExample(e, model.tokenizer, eos, maxTokens));
     const labeled = data.labels ? labeledPrompts(data.heldOut) : [];
+    // The held-out accuracy scores the method's label words, where it has them, for the task's labels.
+    const verbalizer = "labelWords" in method && method.labelWords ? method : null;
+    const words = verbalizer && data.labels?.map((l) => {
+      const i = verbalizer.labels!.indexOf(l);
+      if (i < 0) throw new UsageError(`method.labels ${JSON.stringify(verbalizer.labels)} lack the task's label "${l}"`);
+      return verbalizer.labelWords![i]!;
+    });
     /** The global model at a version: the base with the LoRA adapter, or with the offsite adapter plugged in. */
     const globalModel = (adapter: TensorMap) => {
       const opts = { quant: config.quant, nll: true } as const;
@@ -195,7 +203,7 @@ export async function run(args: string[]): Promise<void> {
     const scoreDiscrete = async (adapter: TensorMap) => {
       if (method.type !== "discrete") return null;
       const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true });
-      const t = promptTokens(model.tokenizer, method.phrases, method.labels);
+      const t = promptTokens(model.tokenizer, method.phrases, labelWordsOf(method));
       const r = await promptAccuracy(localRowScorer(forward), t, bestPrompt(distributionsOf(adapter, method)), discreteItems(model.tokenizer, labeled, method.labels), maxTokens);
       await forward.release();
       return { loss: r.labelNll, accuracy: r.accuracy, balanced: balancedAccuracy(r.predicted.map((k) => method.labels[k]!), labeled.map((x) => x.label)) };
@@ -206,7 +214,7 @@ export async function run(args: string[]): Promise<void> {
       if (discrete) return discrete;
       const { forward, params } = (await promptModel(adapter)) ?? { forward: await globalModel(adapter), params: undefined };
       const { loss } = await heldOutLoss(forward, heldOut, 8, undefined, params);
-      const scored = data.labels ? await labelAccuracy(forward, model.tokenizer, labeled, data.labels, { maxTokens, ...(params ? { params } : {}) }) : null;
+      const scored = data.labels ? await labelAccuracy(forward, model.tokenizer, labeled, data.labels, { maxTokens, ...(params ? { params } : {}), ...(words ? { words } : {}) }) : null;
       await forward.release();
       return { loss, accuracy: scored?.accuracy ?? null, balanced: scored ? balancedAccuracy(scored.predicted, labeled.map((x) => x.label)) : null };
     };

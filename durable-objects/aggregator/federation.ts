@@ -19,7 +19,7 @@ import { BPT_MEAN, BPT_SIGMA2, PROBS, SEED_SUMS } from "../../src/fl/version-ten
 import { assertSameShapes, decodeTensorFile, encodeTensorFile, tensorShapes } from "../../src/fl/tensor-file.ts";
 import { assertFinite } from "../../src/fl/tensors.ts";
 import { foldDelta, meanOf, weightedMetricMean } from "../../src/fl/weighted-mean.ts";
-import { parseFederationConfig, parseUploadMetadata, type FederationConfig, type OffsiteMethod } from "../../src/protocol/federation.ts";
+import { labelWordsOf, parseFederationConfig, parseUploadMetadata, type FederationConfig, type OffsiteMethod } from "../../src/protocol/federation.ts";
 import { OPERATOR_ID } from "../../src/protocol/signature.ts";
 import { SafetensorsError } from "../../src/protocol/safetensors.ts";
 import { readBlob, writeBlob, deleteBlob } from "../shared/blobs.ts";
@@ -180,14 +180,14 @@ export class Federations {
       // Version 0: z = 0 (the prompt p0) and the initial step size; versions move by the clients' averaged changes.
       requireFedAvg(config, "FedBPT recombines the clients' means");
       const tensors = new Map([[BPT_MEAN, new Float32Array(m.dimension)], [BPT_SIGMA2, Float32Array.of(m.sigma ** 2)]]);
-      return { tensors: encodeTensorFile(tensors, new Map([[BPT_MEAN, [m.dimension]], [BPT_SIGMA2, [1]]])), config: JSON.stringify({ method: "fedbpt", base_model: config.model.name, prompt_tokens: m.promptTokens, dimension: m.dimension, labels: m.labels, seed: config.seed }, null, 2) + "\n" };
+      return { tensors: encodeTensorFile(tensors, new Map([[BPT_MEAN, [m.dimension]], [BPT_SIGMA2, [1]]])), config: JSON.stringify({ method: "fedbpt", base_model: config.model.name, prompt_tokens: m.promptTokens, dimension: m.dimension, labels: m.labels, label_words: labelWordsOf(m), seed: config.seed }, null, 2) + "\n" };
     }
     if (m.type === "discrete") {
       // Version 0: every slot uniform over the phrases; versions move by the clients' averaged changes.
       requireFedAvg(config, "discrete prompts average the clients' distributions");
       const shape = [m.slots, m.phrases.length];
       const tensors = new Map([[PROBS, new Float32Array(m.slots * m.phrases.length).fill(1 / m.phrases.length)]]);
-      return { tensors: encodeTensorFile(tensors, new Map([[PROBS, shape]])), config: JSON.stringify({ method: "discrete", base_model: config.model.name, slots: m.slots, phrases: m.phrases, labels: m.labels, seed: config.seed }, null, 2) + "\n" };
+      return { tensors: encodeTensorFile(tensors, new Map([[PROBS, shape]])), config: JSON.stringify({ method: "discrete", base_model: config.model.name, slots: m.slots, phrases: m.phrases, labels: m.labels, label_words: labelWordsOf(m), seed: config.seed }, null, 2) + "\n" };
     }
     if (m.fromLayer >= model.numLayers) throw new AggregatorError("config_invalid", `method.fromLayer ${m.fromLayer} leaves no layer of the ${model.numLayers} with LoRA`);
     const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], config.seed, m.fromLayer);

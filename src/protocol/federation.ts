@@ -8,6 +8,12 @@ const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v
 const positive = v.pipe(v.number(), v.gtValue(0), v.finite());
 /** A classification task's labels: its completions are " " + label. */
 const labels = v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(2));
+/**
+ * The verbalizer (PET, Schick and Schütze 2021; BBT): the word scored for each label, in the order of
+ * `labels`, as " " + word. Defaults to the labels themselves; a base that was never taught the task's
+ * label names ("ham" may even be two rare tokens) may still tell the classes apart by other words.
+ */
+const labelWords = v.optional(v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(2)));
 const id = v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"));
 
 export const LoraMethod = v.strictObject({
@@ -53,6 +59,7 @@ export const FedKSeedMethod = v.strictObject({
    * cross-entropy over these labels' words (BBT) instead of the completion's NLL.
    */
   labels: v.optional(labels),
+  labelWords,
   trains: v.variant("type", [
     v.strictObject({ type: v.literal("lora"), r: int(1, 256), alpha: positive, targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)), rslora: v.optional(v.boolean(), false) }),
     v.strictObject({ type: v.literal("full"), tensors: v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1)) }),
@@ -75,6 +82,7 @@ export const FedBptMethod = v.strictObject({
   generations: v.optional(int(1, 10_000), 8),
   population: v.optional(int(2, 1000)),
   labels,
+  labelWords,
 });
 export type FedBptMethod = v.InferOutput<typeof FedBptMethod>;
 
@@ -94,11 +102,20 @@ export const DiscretePromptMethod = v.strictObject({
   population: v.optional(int(2, 256), 4),
   queryBudget: v.optional(int(1)),
   labels,
+  labelWords,
 });
 export type DiscretePromptMethod = v.InferOutput<typeof DiscretePromptMethod>;
 
-export const Method = v.variant("type", [LoraMethod, OffsiteMethod, FedKSeedMethod, FedBptMethod, DiscretePromptMethod]);
+export const Method = v.pipe(
+  v.variant("type", [LoraMethod, OffsiteMethod, FedKSeedMethod, FedBptMethod, DiscretePromptMethod]),
+  v.check((m) => !("labelWords" in m) || m.labelWords === undefined || m.labelWords.length === m.labels?.length, "method.labelWords needs one word per label, in the order of method.labels"),
+);
 export type Method = v.InferOutput<typeof Method>;
+
+/** The words a method scores for its labels: its labelWords, or the labels themselves. */
+export function labelWordsOf(m: { labels: readonly string[]; labelWords?: readonly string[] | undefined }): readonly string[] {
+  return m.labelWords ?? m.labels;
+}
 
 export const FederationConfig = v.pipe(
   v.strictObject({

@@ -50,7 +50,7 @@ describe("FedBPT's subspace", () => {
     const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize), { bos_token: "<s>", add_bos_token: true });
     const labels = ["fox", "dog"];
     const items = ["The quick brown", "The lazy", "Each client trains, the", "It runs away, the", "The sun and the", "Rockets and the"].map((prompt, i) => ({ prompt, label: labels[i % 2]! }));
-    const scorer = await localPromptScorer(ortNodeRuntime(), config, weights, tok, space, labels, 32);
+    const scorer = await localPromptScorer(ortNodeRuntime(), config, weights, tok, space, { labels }, 32);
     const before = (await scorer.score(Array(8).fill(0), items)).crossEntropy;
     const r = await bbtClientRound(scorer, { mean: Array(8).fill(0), sigma: 1 }, items, { generations: 6, seed: 3 });
     expect(r.evaluations).toBe(6 * (4 + Math.floor(3 * Math.log(8))));

@@ -72,10 +72,13 @@ describe("a FedBPT federation", () => {
     expect((await upload("dp-1", 1, "alice", change([0.6, 0.4, 0, 0.2, 0.2, 0.6]))).status).toBe(200);
   });
 
-  it("refuses other strategies and fewer than two labels", async () => {
-    for (const c of [federationConfig("bpt-2", { method, strategy: { name: "fedyogi" } }), federationConfig("bpt-3", { method: { ...method, labels: ["spam"] } })]) {
+  it("refuses other strategies, fewer than two labels and label words that do not match the labels", async () => {
+    for (const c of [federationConfig("bpt-2", { method, strategy: { name: "fedyogi" } }), federationConfig("bpt-3", { method: { ...method, labels: ["spam"] } }), federationConfig("bpt-4", { method: { ...method, labelWords: ["offer", "work", "list"] } })]) {
       const res = await api("/federations", { method: "POST", body: JSON.stringify(c) });
       expect(res.status).toBe(400);
     }
+    const worded = await api("/federations", { method: "POST", body: JSON.stringify(federationConfig("bpt-5", { method: { ...method, labelWords: ["offer", "work"] } })) });
+    expect(worded.status, await worded.clone().text()).toBe(201);
+    expect(await (await api("/federations/bpt-5/versions/0/adapter_config.json")).json()).toMatchObject({ labels: ["spam", "ham"], label_words: ["offer", "work"] });
   });
 });

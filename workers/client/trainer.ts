@@ -18,11 +18,11 @@ import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSteps, type Zo
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { decodeSeedSums, encodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
-import type { DiscretePromptMethod, FedBptMethod, FedKSeedMethod } from "../../src/protocol/federation.ts";
+import { labelWordsOf, type DiscretePromptMethod, type FedBptMethod, type FedKSeedMethod } from "../../src/protocol/federation.ts";
 import { completionsRowScorer } from "../../src/fl/prompt/completions-api.ts";
 import { discreteDelta, discreteItems, discreteSteps, distributionsOf, promptTokens, startDiscrete, type DiscreteState } from "../../src/fl/prompt/discrete-round.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
-import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
+import { labeledPrompts, wordIds } from "../../src/engine/train/evaluate.ts";
 import type { Example } from "../../src/data/jsonl.ts";
 import { shuffled } from "../../src/data/lm-windows.ts";
 import { roundStream } from "../../src/engine/sampling.ts";
@@ -185,7 +185,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     if (state.step < task.local.steps && !state.exhausted) {
       const scorer = completionsRowScorer({ baseURL: this.env.OPENAI_BASE_URL, ...(this.env.OPENAI_API_KEY ? { apiKey: this.env.OPENAI_API_KEY } : {}), model: this.env.OPENAI_MODEL ?? task.modelName });
       const opts = { steps: task.local.steps, population: m.population, lr: task.local.lr, batchSize: task.local.batchSize, maxTokens: task.local.maxTokens, clientSeed: task.seed, round: task.round, ...(m.queryBudget ? { budget: m.queryBudget } : {}) };
-      state = await discreteSteps(scorer, promptTokens(tokenizer, m.phrases, m.labels), discreteItems(tokenizer, labeled, m.labels), state, perInvocation, opts);
+      state = await discreteSteps(scorer, promptTokens(tokenizer, m.phrases, labelWordsOf(m)), discreteItems(tokenizer, labeled, m.labels), state, perInvocation, opts);
       this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.step);
       return null;
     }
@@ -202,7 +202,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const start = bbtGlobalOf(global.tensors);
     let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as BbtClientState) : startBbt(start, task.seed + task.round);
     if (state.cma.generation < m.generations) {
-      const scorer = await localPromptScorer(workerdOrtRuntime(), model.config, model.weights, model.tokenizer, { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed }, m.labels, task.local.maxTokens);
+      const scorer = await localPromptScorer(workerdOrtRuntime(), model.config, model.weights, model.tokenizer, { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed }, m, task.local.maxTokens);
       // Each generation scores its candidates on a seeded sample of local.batchSize examples.
       const itemsOf = (g: number) => shuffled(labeled, roundStream(task.seed, task.round, 0, g)).slice(0, task.local.batchSize);
       state = await bbtGenerations(scorer, state, itemsOf, 1, m.population);
@@ -218,7 +218,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const m = task.method;
     const atEndpoint = zoAtEndpoint(this.env, m);
     const { tokenizer, examples } = atEndpoint ? await this.loadTokenized(task) : { ...(await this.load(task)), tokenizer: this.cache!.model.tokenizer };
-    const zoTask: ZoTask = { ...task, method: m, ...(m.labels ? { labelIds: m.labels.map((l) => tokenizer.encode(` ${l}`, { addSpecialTokens: false })) } : {}) };
+    const zoTask: ZoTask = { ...task, method: m, ...(m.labels ? { labelIds: wordIds(tokenizer, m.labels), wordIds: wordIds(tokenizer, labelWordsOf({ labels: m.labels, labelWords: m.labelWords })) } : {}) };
     // A zeroth-order step scores two points (each over every label with labels): about four times a
     // gradient step's forward work, so an invocation takes a quarter of the steps.
     const steps = Math.max(1, Math.floor(perInvocation / 4));

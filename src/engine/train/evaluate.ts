@@ -43,15 +43,20 @@ export function labeledPrompts(examples: readonly Example[]): LabeledPrompt[] {
 }
 
 /**
- * Accuracy of picking, for each prompt, the label whose words (" " + label) have the highest total
- * log-probability after it. Prompts longer than `maxTokens` minus the label lose their middle (completionExample).
+ * Accuracy of picking, for each prompt, the label whose word (" " + word; `words` defaults to the labels)
+ * has the highest total log-probability after it. Prompts longer than `maxTokens` minus the word lose
+ * their middle (completionExample).
  */
-export async function labelAccuracy(model: ForwardModel, tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> }): Promise<{ accuracy: number; predicted: string[]; crossEntropy: number }> {
+export async function labelAccuracy(model: ForwardModel, tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array>; words?: readonly string[] }): Promise<{ accuracy: number; predicted: string[]; crossEntropy: number }> {
   for (const x of items) if (!labels.includes(x.label)) throw new RangeError(`label "${x.label}" is not one of ${JSON.stringify(labels)}`);
-  const labelIds = labels.map((l) => tok.encode(` ${l}`, { addSpecialTokens: false }));
-  const scores = await labelScores(model, items.map((x) => tok.encode(x.prompt)), labelIds, opts);
+  const scores = await labelScores(model, items.map((x) => tok.encode(x.prompt)), wordIds(tok, opts.words ?? labels), opts);
   const predicted = scores.map((s) => classifyByLogProb(Object.fromEntries(labels.map((l, j) => [l, [s[j]!]]))));
   return { accuracy: accuracy(predicted, items.map((x) => x.label)), predicted, crossEntropy: verbalizerCrossEntropy(scores, items.map((x) => labels.indexOf(x.label))) };
+}
+
+/** Each word as the token ids of " " + word, as a completion follows a prompt. */
+export function wordIds(tok: TextTokenizer, words: readonly string[]): number[][] {
+  return words.map((w) => tok.encode(` ${w}`, { addSpecialTokens: false }));
 }
 
 /** Per prompt (token ids), each label's words' (token ids) total log-probability after it. */

@@ -11,6 +11,7 @@ import { EMBED } from "../../engine/llama/names.ts";
 import type { Runtime } from "../../engine/runtime.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
 import { labelAccuracy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
+import { labelWordsOf } from "../../protocol/federation.ts";
 import { ask, cmaParameters, initialCma, tell, type CmaState } from "../cma/cma-es.ts";
 import { BPT_MEAN, BPT_SIGMA2 } from "../version-tensors.ts";
 import { direction, philox4x32 } from "../zo/directions.ts";
@@ -60,7 +61,7 @@ export interface PromptScorer {
 }
 
 /** Scores prompts with a local forward graph that takes the soft prompt as an input. */
-export async function localPromptScorer(runtime: Runtime, c: LlamaConfig, weights: Weights, tok: TextTokenizer, space: BbtSpace, labels: readonly string[], maxTokens: number): Promise<PromptScorer> {
+export async function localPromptScorer(runtime: Runtime, c: LlamaConfig, weights: Weights, tok: TextTokenizer, space: BbtSpace, verbalizer: { labels: readonly string[]; labelWords?: readonly string[] | undefined }, maxTokens: number): Promise<PromptScorer> {
   const model = await ForwardModel.create(runtime, c, weights, { nll: true, inputs: { softPromptTokens: space.promptTokens } });
   const p0 = initialPrompt(c, weights, space);
   const scale = projectionScale(c, weights, space.dimension);
@@ -68,7 +69,7 @@ export async function localPromptScorer(runtime: Runtime, c: LlamaConfig, weight
     async score(z, items) {
       const offset = project(z, space, c.hiddenSize, scale);
       const prompt = p0.map((x, i) => x + offset[i]!);
-      return labelAccuracy(model, tok, items, labels, { maxTokens, params: new Map([["soft_prompt", prompt]]) });
+      return labelAccuracy(model, tok, items, verbalizer.labels, { maxTokens, params: new Map([["soft_prompt", prompt]]), words: labelWordsOf(verbalizer) });
     },
     release: () => model.release(),
   };

@@ -27,8 +27,10 @@ export interface ZoTask {
   federationSeed: number;
   /** This client's seed: its batch order and seed draws. */
   seed: number;
-  /** With the method's `labels`: each label's words as token ids (" " + label, by the client's tokenizer). */
+  /** With the method's `labels`: each label as token ids (" " + label, by the client's tokenizer), to find an example's gold label. */
   labelIds?: number[][];
+  /** The words scored for the labels (the method's labelWords), as token ids; defaults to labelIds. */
+  wordIds?: number[][];
 }
 
 export interface ZoState<P = TensorMap> {
@@ -114,7 +116,7 @@ export async function zoSteps<P>(ev: ZoEvaluator<P>, task: ZoTask, examples: rea
   const end = Math.min(task.local.steps, state.step + maxSteps);
   while (next.step < end) {
     const batch = drawBatch(next, examples, task);
-    const loss = task.labelIds ? verbalizerLoss(ev, batch, task.labelIds, task.local.maxTokens) : completionLoss(ev, batch);
+    const loss = task.labelIds ? verbalizerLoss(ev, batch, task.labelIds, task.wordIds ?? task.labelIds, task.local.maxTokens) : completionLoss(ev, batch);
     // One uniform number per step, from the client's seed, the round and the step: resumable draws.
     const u = roundStream(task.seed, task.round, 1, next.step)();
     const r = await zoStep(next.params, pool, pickSeed(m.k, u, probabilities), loss, { epsilon: m.epsilon, lr: task.local.lr, kind: m.direction }, ev.move);
@@ -133,8 +135,8 @@ function completionLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[
   return async (at) => (await ev.rowNlls(batch, at)).reduce((a, b) => a + b, 0) / trained;
 }
 
-/** The verbalizer cross-entropy of the batch: its prompts, each label's words after them, the gold label its completion's. */
-function verbalizerLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[], labelIds: readonly (readonly number[])[], maxTokens: number): (at: P) => Promise<number> {
+/** The verbalizer cross-entropy of the batch: its prompts, each label's word after them, the gold label its completion's. */
+function verbalizerLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[], labelIds: readonly (readonly number[])[], wordIds: readonly (readonly number[])[], maxTokens: number): (at: P) => Promise<number> {
   const prompts = batch.map((e) => e.ids.slice(0, e.trained.indexOf(1)));
   const gold = batch.map((e) => {
     const completion = e.ids.slice(e.trained.indexOf(1));
@@ -142,8 +144,8 @@ function verbalizerLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[
     if (j < 0) throw new RangeError("an example's completion is none of the method's labels: is this a classification task with these labels?");
     return j;
   });
-  const rows = labelRows(prompts, labelIds, maxTokens);
-  return async (at) => verbalizerCrossEntropy(scoresOfLabelRows(await ev.rowNlls(rows, at), labelIds.length), gold);
+  const rows = labelRows(prompts, wordIds, maxTokens);
+  return async (at) => verbalizerCrossEntropy(scoresOfLabelRows(await ev.rowNlls(rows, at), wordIds.length), gold);
 }
 
 export function zoMetrics(state: ZoState<unknown>): Record<string, number> {

@@ -5,7 +5,7 @@ import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../../src/engine/tokenizer/load.ts";
 import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSpec, type ZoTask } from "../../../src/fl/client/zo-update.ts";
 import { roundStream } from "../../../src/engine/sampling.ts";
-import { labelAccuracy } from "../../../src/engine/train/evaluate.ts";
+import { labelAccuracy, wordIds } from "../../../src/engine/train/evaluate.ts";
 import { perturbed, pickSeed, seedPool, seedProbabilities } from "../../../src/fl/zo/fedkseed.ts";
 import type { FedKSeedMethod } from "../../../src/protocol/federation.ts";
 import type { TensorMap } from "../../../src/fl/tensors.ts";
@@ -81,7 +81,7 @@ describe("a FedKSeed client's local work", () => {
     const labels = ["fox", "dog"];
     const pairs = ["The quick brown", "The lazy", "Each client trains, the", "It runs away, the"].map((prompt, i) => ({ prompt, completion: ` ${labels[i % 2]}` }));
     const labeled = pairs.map((p) => tokenizeExample(p, tok, 2, 32));
-    const labelIds = labels.map((l) => tok.encode(` ${l}`, { addSpecialTokens: false }));
+    const labelIds = wordIds(tok, labels);
     const t: ZoTask = { ...task({ k: 8, labels }, 1), local: { steps: 1, batchSize: 4, lr: 1e-3, maxTokens: 32 }, labelIds };
     const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
     const state = await zoLocalSteps(model, t, labeled, startZo(w0));
@@ -91,5 +91,12 @@ describe("a FedKSeed client's local work", () => {
     const ce = async (scale: number) => (await labelAccuracy(forward, tok, items, labels, { maxTokens: 32, params: perturbed(w0, seedPool(t.federationSeed, 8)[j]!, scale) })).crossEntropy;
     expect(state.lossSum).toBeCloseTo(((await ce(1e-3)) + (await ce(-1e-3))) / 2, 5);
     await expect(zoLocalSteps(model, t, examples, startZo(w0))).rejects.toThrow(/none of the method's labels/);
+    // With label words, the gold label still comes from the completion, but the words are what is scored.
+    const words = ["cat", "bird"];
+    const worded = await zoLocalSteps(model, { ...t, wordIds: wordIds(tok, words) }, labeled, startZo(w0));
+    expect([...worded.sums.keys()]).toEqual([j]);
+    const wordCe = async (scale: number) => (await labelAccuracy(forward, tok, items, labels, { maxTokens: 32, params: perturbed(w0, seedPool(t.federationSeed, 8)[j]!, scale), words })).crossEntropy;
+    expect(worded.lossSum).toBeCloseTo(((await wordCe(1e-3)) + (await wordCe(-1e-3))) / 2, 5);
+    expect(Math.abs(worded.lossSum - state.lossSum)).toBeGreaterThan(1e-3);
   });
 });
