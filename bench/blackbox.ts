@@ -6,7 +6,9 @@
 // accuracy and against LoRA. Task: SpamAssassin spam/ham with label words, iid over the clients; and a
 // generation task (CMUdict grapheme-to-phoneme) for the methods that train on a completion's NLL
 // (LoRA, FedKSeed), scored by held-out loss.
-// Run: node bench/blackbox.ts [--quick] [--rounds N] [--only lora,fedkseed,...] [--out DIR]
+// The base is fedflare-mail-4m: the default model knows speeches only and scores " spam" and " ham" with
+// no regard to the mail, which leaves a method that steers the base's outputs only the label prior.
+// Run: node bench/blackbox.ts [--quick] [--rounds N] [--only lora,fedkseed,...] [--model DIR] [--out DIR]
 // With --out, methods whose run in DIR/<method> has the same config and every round are read, not run again.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,11 +23,18 @@ import { linePlotSvg } from "../src/report/line-plot.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, rounds: { type: "string" }, only: { type: "string" }, out: { type: "string" } } });
+const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, rounds: { type: "string" }, only: { type: "string" }, model: { type: "string", default: "models/fedflare-mail-4m" }, out: { type: "string" } } });
 const quick = values.quick;
 const ROUNDS = Number(values.rounds ?? (quick ? 1 : 5));
 const labels = ["spam", "ham"];
+// The black-box methods score label words: " offer" for spam, " work" for ham. In fedflare-mail-4m's
+// vocabulary " ham" is two tokens and the pair (" spam", " ham") tells the classes apart no better than
+// chance; among natural single-token pairs scored zero-shot on the public half of the corpus (the
+// model's pretraining mails), (" offer", " work") separates them with a ROC AUC of 0.91.
+const labelWords = ["offer", "work"];
+const verbal = { labels, labelWords };
 const base = {
+  model: values.model,
   task: "spam",
   records: quick ? 200 : 1000,
   partitioner: { type: "iid" },
@@ -42,15 +51,16 @@ const local = (steps: number, batchSize: number, lr: number) => ({ steps: quick 
 const first = runData(parseRunConfig({ ...base, method: { type: "fedbpt", labels } }, "bench")).partitions[0]!;
 const phrases = pmiPhrases(labeledPrompts(first), 24, 3);
 
-const discrete = { type: "discrete", slots: 4, phrases, population: 4, labels };
-const g2p = { task: "g2p", records: quick ? 200 : 1200, partitioner: { type: "iid" } };
+const discrete = { type: "discrete", slots: 4, phrases, population: 4, ...verbal };
+// The generation task runs on the default model: nothing in it is mail.
+const g2p = { model: "models/fedflare-sotu-4m", task: "g2p", records: quick ? 200 : 1200, partitioner: { type: "iid" } };
 const methods: Record<string, { label: string; config: Record<string, unknown> }> = {
   lora: { label: "LoRA (white-box, gradients)", config: { method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(20, 8, 1e-2) } },
   fedkseed: {
     label: "FedKSeed (zeroth-order, shared seeds)",
-    config: { method: { type: "fedkseed", k: 4096, epsilon: 1e-3, labels, trains: { type: "lora", r: 1, alpha: 2, targetModules: ["v_proj"] } }, local: local(40, 8, 0.03) },
+    config: { method: { type: "fedkseed", k: 4096, epsilon: 1e-3, ...verbal, trains: { type: "lora", r: 1, alpha: 2, targetModules: ["v_proj"] } }, local: local(40, 8, 0.03) },
   },
-  fedbpt: { label: "FedBPT (CMA-ES, soft prompt)", config: { method: { type: "fedbpt", promptTokens: 5, dimension: 50, sigma: 1, generations: quick ? 1 : 4, labels }, local: local(1, 16, 1) } },
+  fedbpt: { label: "FedBPT (CMA-ES, soft prompt)", config: { method: { type: "fedbpt", promptTokens: 5, dimension: 50, sigma: 1, generations: quick ? 1 : 4, ...verbal }, local: local(1, 16, 1) } },
   discrete: { label: "discrete prompts (API only)", config: { method: discrete, local: local(10, 16, 0.05) } },
   fedone: { label: "discrete prompts, FedOne (1 client/round)", config: { method: discrete, clientsPerRound: 1, local: local(10, 16, 0.05) } },
   "g2p-lora": { label: "LoRA (white-box, gradients)", config: { ...g2p, method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(10, 8, 3e-3) } },
@@ -111,7 +121,6 @@ const spamRuns = Object.entries(results).filter(([name]) => !name.startsWith("g2
 const genRuns = Object.entries(results).filter(([name]) => name.startsWith("g2p-"));
 const heldOut = runData(parseRunConfig({ ...base, method: { type: "fedbpt", labels } }, "bench")).heldOut;
 const majority = Math.max(...labels.map((l) => labeledPrompts(heldOut).filter((x) => x.label === l).length)) / heldOut.length;
-const zeroShot = results.lora?.rounds[0]?.heldout_accuracy ?? null;
 const pct = (x: number | null | undefined) => (x == null ? "-" : fmt(100 * x, 1));
 const meanOf = (rs: readonly RoundRecord[], f: (r: NonNullable<RoundRecord["clients"]>) => number | null) => {
   const xs = rs.flatMap((r) => (r.clients && f(r.clients) !== null ? [f(r.clients)!] : []));
@@ -139,10 +148,11 @@ const costCells = (r: ReturnType<typeof summarize>) => [r.upBytes === null ? "-"
 const costHeaders = ["up B/client/round", "down B/client/round", "rows scored/client/round", "API requests", "CPU s/client/round"];
 const rows = spamRuns.map(summarize);
 if (rows.length) {
-  console.log(`\nSpamAssassin spam/ham, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ${heldOut.length} mails (majority class ${pct(majority)} %); zero-shot accuracy ${pct(zeroShot)} %`);
+  console.log(`\nSpamAssassin spam/ham on ${base.model}, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ${heldOut.length} mails (majority class ${pct(majority)} %).`);
+  console.log(`Zero-shot is each method's round 0: the base model scoring the label names (LoRA) or the label words ${JSON.stringify(labelWords)} (black-box methods).`);
   printTable(
-    ["method", ...costHeaders, "round 0 acc %", "final acc %", "best acc %", "final - zero-shot (points)", "final balanced acc %"],
-    rows.map((r) => [r.method, ...costCells(r), pct(r.start), pct(r.final), pct(r.best), r.final === null || zeroShot === null ? "-" : fmt(100 * (r.final - zeroShot), 1), pct(r.balancedPerRound.at(-1))]),
+    ["method", ...costHeaders, "zero-shot acc %", "final acc %", "best acc %", "final - zero-shot (points)", "zero-shot balanced %", "final balanced %"],
+    rows.map((r) => [r.method, ...costCells(r), pct(r.start), pct(r.final), pct(r.best), r.final === null || r.start === null ? "-" : fmt(100 * (r.final - r.start), 1), pct(r.balancedPerRound[0]), pct(r.balancedPerRound.at(-1))]),
   );
   console.log("\nbalanced accuracy % (mean per-label recall; 50 for any constant answer) after each round");
   printTable(["round", ...rows.map((r) => r.method)], Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.balancedPerRound[i]))]));
@@ -161,12 +171,9 @@ const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
 writeFileSync(
   new URL("./results/blackbox.svg", import.meta.url),
   linePlotSvg(
-    [
-      ...rows.map((r, i) => ({ name: r.method, points: r.perRound.flatMap((a, round) => (a === null ? [] : [[round, 100 * a] as const])), color: colors[i % colors.length]! })),
-      ...(zeroShot === null ? [] : [{ name: "zero-shot", points: [[0, 100 * zeroShot] as const, [ROUNDS, 100 * zeroShot] as const], color: "#7f7f7f" }]),
-    ],
-    { title: "Held-out accuracy on SpamAssassin, per round", xLabel: "round", yLabel: "accuracy %", integerX: true },
+    rows.map((r, i) => ({ name: r.method, points: r.perRound.flatMap((a, round) => (a === null ? [] : [[round, 100 * a] as const])), color: colors[i % colors.length]! })),
+    { title: "Held-out accuracy on SpamAssassin, per round (round 0: zero-shot)", xLabel: "round", yLabel: "accuracy %", integerX: true },
   ),
 );
-const path = await writeResults("blackbox", { quick, rounds: ROUNDS, majorityClass: majority, zeroShot, heldOut: heldOut.length, runs: results, summary: rows, generation });
+const path = await writeResults("blackbox", { quick, rounds: ROUNDS, majorityClass: majority, labelWords, heldOut: heldOut.length, runs: results, summary: rows, generation });
 console.log(`\nwrote ${path} and bench/results/blackbox.svg; runs in ${out}`);
