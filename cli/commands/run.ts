@@ -11,12 +11,12 @@ import { ForwardModel } from "../../src/engine/forward.ts";
 import { loraPairs, loraScaling } from "../../src/engine/lora/peft.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
-import { heldOutLoss, labelAccuracy, labeledPrompts } from "../../src/engine/train/evaluate.ts";
+import { beforeCompletion, heldOutLoss, labelAccuracy, labeledPrompts } from "../../src/engine/train/evaluate.ts";
 import { balancedAccuracy } from "../../src/data/metrics.ts";
 import { offsiteLayout, plugIn } from "../../src/fl/offsite/emulator.ts";
 import { emulate } from "../../src/fl/offsite/files.ts";
 import { zoGlobal, zoInitial } from "../../src/fl/client/zo-update.ts";
-import { bbtGlobalOf, initialPrompt, project, projectionScale } from "../../src/fl/bbt/fedbpt.ts";
+import { bbtGlobalOf, initialPrompt, project, projectionScale, softPromptLayout } from "../../src/fl/bbt/fedbpt.ts";
 import { initialAdapterRequest } from "../../src/fl/offsite/supply.ts";
 import { bestPrompt, discreteItems, distributionsOf, localRowScorer, promptAccuracy, promptTokens } from "../../src/fl/prompt/discrete-round.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
@@ -196,14 +196,15 @@ export async function run(args: string[]): Promise<void> {
       const space = { promptTokens: method.promptTokens, dimension: method.dimension, seed: config.seed };
       const offset = project(bbtGlobalOf(adapter).mean, space, model.config.hiddenSize, projectionScale(model.config, model.weights, method.dimension));
       const prompt = initialPrompt(model.config, model.weights, space).map((x, i) => x + offset[i]!);
-      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true, inputs: { softPromptTokens: method.promptTokens } });
-      return { forward, params: new Map([["soft_prompt", prompt]]) };
+      const { inputs, after } = softPromptLayout(model.config, method.promptTokens, method.placement);
+      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true, inputs });
+      return { forward, params: new Map([["soft_prompt", prompt]]), after };
     };
     /** Discrete prompts: the version's most probable prompt before each held-out example; the loss is the label words' NLL per token. */
     const scoreDiscrete = async (adapter: TensorMap) => {
       if (method.type !== "discrete") return null;
       const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true });
-      const t = promptTokens(model.tokenizer, method.phrases, labelWordsOf(method));
+      const t = promptTokens(model.tokenizer, method.phrases, labelWordsOf(method), method.placement);
       const r = await promptAccuracy(localRowScorer(forward), t, bestPrompt(distributionsOf(adapter, method)), discreteItems(model.tokenizer, labeled, method.labels), maxTokens);
       await forward.release();
       return { loss: r.labelNll, accuracy: r.accuracy, balanced: balancedAccuracy(r.predicted.map((k) => method.labels[k]!), labeled.map((x) => x.label)) };
@@ -212,9 +213,9 @@ export async function run(args: string[]): Promise<void> {
       const adapter: TensorMap = decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer()), `version ${version}`).tensors;
       const discrete = await scoreDiscrete(adapter);
       if (discrete) return discrete;
-      const { forward, params } = (await promptModel(adapter)) ?? { forward: await globalModel(adapter), params: undefined };
-      const { loss } = await heldOutLoss(forward, heldOut, 8, undefined, params);
-      const scored = data.labels ? await labelAccuracy(forward, model.tokenizer, labeled, data.labels, { maxTokens, ...(params ? { params } : {}), ...(words ? { words } : {}) }) : null;
+      const { forward, params, after } = (await promptModel(adapter)) ?? { forward: await globalModel(adapter), params: undefined, after: [] };
+      const { loss } = await heldOutLoss(forward, heldOut.map((e) => beforeCompletion(e, after)), 8, undefined, params);
+      const scored = data.labels ? await labelAccuracy(forward, model.tokenizer, labeled, data.labels, { maxTokens, after, ...(params ? { params } : {}), ...(words ? { words } : {}) }) : null;
       await forward.release();
       return { loss, accuracy: scored?.accuracy ?? null, balanced: scored ? balancedAccuracy(scored.predicted, labeled.map((x) => x.label)) : null };
     };

@@ -41,14 +41,16 @@ export interface ForwardOutput {
 export function llamaFeeds(
   c: LlamaConfig,
   input: Pick<ForwardInput, "ids" | "mask" | "past">,
-  opts: { kvCache: boolean; softPromptTokens?: number },
+  opts: { kvCache: boolean; softPromptTokens?: number; inlinePromptTokens?: number },
 ): { feeds: Record<string, HostTensor>; fullMask: number[]; total: number } {
+  // Ids past the vocabulary name an inline soft prompt's tokens (TrainSpec.softPromptInline).
+  const ids = c.vocabSize + (opts.inlinePromptTokens ?? 0);
   const B = input.ids.length;
   const T = input.ids[0]?.length ?? 0;
   if (B === 0 || T === 0) throw new ModelError("input_invalid", "forward: the batch is empty");
   for (const row of input.ids) {
     if (row.length !== T) throw new ModelError("input_invalid", `forward: rows have different lengths (${T} and ${row.length}); pad them and pass a mask`);
-    for (const id of row) if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ModelError("input_invalid", `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+    for (const id of row) if (!Number.isInteger(id) || id < 0 || id >= ids) throw new ModelError("input_invalid", `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})${ids > c.vocabSize ? ` and the soft prompt's ids [${c.vocabSize}, ${ids})` : ""}`);
   }
   const past = input.past;
   const P = past?.length ?? 0;
@@ -106,12 +108,17 @@ export class ForwardModel {
 
   async run(input: ForwardInput): Promise<ForwardOutput> {
     const c = this.config;
-    // A soft prompt (an input of this graph) adds n positions before the tokens, which predict nothing.
-    const n = this.opts.inputs?.softPromptTokens ?? 0;
-    const { feeds, fullMask, total } = llamaFeeds(c, input, { kvCache: this.opts.kvCache ?? false, softPromptTokens: n });
+    // A soft prompt (an input of this graph) adds n positions before the tokens, which predict nothing,
+    // unless it is inline: then rows carry its ids among their tokens.
+    const prompt = this.opts.inputs?.softPromptTokens ?? 0;
+    const inline = this.opts.inputs?.softPromptInline ?? false;
+    const n = inline ? 0 : prompt;
+    const { feeds, fullMask, total } = llamaFeeds(c, input, { kvCache: this.opts.kvCache ?? false, softPromptTokens: n, inlinePromptTokens: inline ? prompt : 0 });
     if (this.opts.nll) {
       if (!input.targets) throw new ModelError("input_invalid", "forward: this graph computes nll and needs targets");
-      feeds.targets = { data: BigInt64Array.from(input.targets.flatMap((r) => [...Array<number>(n).fill(0), ...r]), BigInt), dims: [input.ids.length, n + input.ids[0]!.length] };
+      // An inline prompt's ids are targets of the positions before them, which nothing scores: any id will do.
+      const target = (id: number) => (id < c.vocabSize ? id : 0);
+      feeds.targets = { data: BigInt64Array.from(input.targets.flatMap((r) => [...Array<number>(n).fill(0), ...r.map(target)]), BigInt), dims: [input.ids.length, n + input.ids[0]!.length] };
     }
     feedParams(feeds, this.inputs, input.params, "forward");
     const out = await this.session.run(feeds);

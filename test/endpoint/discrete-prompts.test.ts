@@ -61,6 +61,18 @@ describe("discrete prompts through an OpenAI-compatible completions API", () => 
     expect(remote.flat().some((x, i) => Math.abs(x - plain.flat()[i]!) > 1e-3)).toBe(true);
   });
 
+  it("the suffix placement puts the phrases between the example and its label words", async () => {
+    const t = promptTokens(model.tokenizer, phrases, labels, "suffix");
+    const xs = discreteItems(model.tokenizer, items, labels);
+    const remote = await promptScores(completionsRowScorer(api()), t, [1, 3], xs, 32);
+    const bare = (s: string) => model.tokenizer.encode(s, { addSpecialTokens: false });
+    const byHand = items.map((x) => [...model.tokenizer.encode(x.prompt), ...bare(` ${phrases[1]}`), ...bare(` ${phrases[3]}`)]);
+    const reference = await labelScores(forward, byHand, t.labels, { maxTokens: 32 });
+    remote.flat().forEach((x, i) => expect(x).toBeCloseTo(reference.flat()[i]!, 4));
+    const prefixed = await promptScores(localRowScorer(forward), promptTokens(model.tokenizer, phrases, labels), [1, 3], xs, 32);
+    expect(remote.flat().some((x, i) => Math.abs(x - prefixed.flat()[i]!) > 1e-3)).toBe(true);
+  });
+
   it("a round of policy-gradient steps through the API equals the same round scored locally, and keeps its query budget", async () => {
     const t = promptTokens(model.tokenizer, phrases, labels);
     const xs = discreteItems(model.tokenizer, items, labels);

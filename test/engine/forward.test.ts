@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ForwardModel } from "../../src/engine/forward.ts";
 import { buildLlamaGraph, type LoraPair } from "../../src/engine/llama/graph.ts";
+import { quantizeInt8 } from "../../src/engine/quantize.ts";
 import type { Runtime } from "../../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { ortWebRuntime } from "../../src/engine/runtimes/ort-web.ts";
@@ -128,5 +129,42 @@ describe("a forward graph with a soft prompt as input (for black-box prompt tuni
       const lse = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));
       expect(nll![3 + t]).toBeCloseTo(lse - row[targets[0]![t]!]!, 4);
     }
+  });
+
+  it("inline: ids past the vocabulary are the prompt's tokens, wherever the row puts them", async () => {
+    const c = tinyConfig({ heads: 4, kvHeads: 2 });
+    const w = tinyWeights(c, 63);
+    const V = c.vocabSize;
+    const H = c.hiddenSize;
+    // A soft prompt equal to the embeddings of tokens 50, 51, 52 must score as those tokens do.
+    const table = w.get("model.embed_tokens.weight")!;
+    const prompt = Float32Array.from({ length: 3 * H }, (_, i) => table[(50 + Math.floor(i / H)) * H + (i % H)]!);
+    const params = new Map([["soft_prompt", prompt]]);
+    const targets = [[40, 41, 42, 43, 44, 2]];
+    const inline = await ForwardModel.create(ortNodeRuntime(), c, w, { nll: true, inputs: { softPromptTokens: 3, softPromptInline: true } });
+    const plain = await ForwardModel.create(ortNodeRuntime(), c, w, { nll: true });
+    const got = (await inline.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params })).nll!;
+    expect(got).toHaveLength(6);
+    expect(maxAbsDiff(got, (await plain.run({ ids: [[1, 40, 50, 51, 52, 41]], targets })).nll!)).toBeLessThan(1e-5);
+    // Another prompt changes what follows it, not what comes before it (causal).
+    const other = (await inline.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params: new Map([["soft_prompt", prompt.map((x) => -x)]]) })).nll!;
+    expect(maxAbsDiff(other.subarray(0, 2), got.subarray(0, 2))).toBeLessThan(1e-6);
+    expect(maxAbsDiff(other.subarray(2), got.subarray(2))).toBeGreaterThan(1e-3);
+    // Placed first, it is the prefix prompt.
+    const prefix = await ForwardModel.create(ortNodeRuntime(), c, w, { nll: true, inputs: { softPromptTokens: 3 } });
+    const asPrefix = (await prefix.run({ ids: [[1, 40, 41]], targets: [[40, 41, 42]], params })).nll!;
+    const asInline = (await inline.run({ ids: [[V, V + 1, V + 2, 1, 40, 41]], targets: [[0, 0, 0, 40, 41, 42]], params })).nll!;
+    expect(maxAbsDiff(asInline.subarray(3), asPrefix.subarray(3))).toBeLessThan(1e-5);
+    // The int8 base reads its token rows from the quantized table, the prompt as given: a prompt of the
+    // dequantized rows of tokens 50-52 scores as those tokens.
+    const q = quantizeInt8(table, V, H);
+    const dequantized = Float32Array.from(prompt, (_, i) => q.q[50 * H + i]! * q.scale[50 + Math.floor(i / H)]!);
+    const q8 = await ForwardModel.create(ortNodeRuntime(), c, w, { quant: "int8", nll: true, inputs: { softPromptTokens: 3, softPromptInline: true } });
+    const q8Plain = await ForwardModel.create(ortNodeRuntime(), c, w, { quant: "int8", nll: true });
+    const q8Got = (await q8.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params: new Map([["soft_prompt", dequantized]]) })).nll!;
+    expect(maxAbsDiff(q8Got, (await q8Plain.run({ ids: [[1, 40, 50, 51, 52, 41]], targets })).nll!)).toBeLessThan(1e-5);
+    await expect(inline.run({ ids: [[1, V + 3]], targets: [[0, 0]], params })).rejects.toThrow(/outside the vocabulary \[0, \d+\) and the soft prompt's ids/);
+    await expect(plain.run({ ids: [[1, V]], targets: [[0, 0]] })).rejects.toThrow(/outside the vocabulary \[0, \d+\)$/);
+    expect(() => buildLlamaGraph(c, w, { train: { softPromptTokens: 3, softPromptInline: true } })).toThrow(/softPromptInline/);
   });
 });

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
+import { ForwardModel } from "../../src/engine/forward.ts";
 import { EMBED } from "../../src/engine/llama/names.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
+import { labelAccuracy } from "../../src/engine/train/evaluate.ts";
 import { bbtAggregate, bbtClientRound, initialPrompt, localPromptScorer, project, projectionScale } from "../../src/fl/bbt/fedbpt.ts";
 import { direction } from "../../src/fl/zo/directions.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
@@ -58,5 +60,23 @@ describe("FedBPT's subspace", () => {
     expect(r.mean).toHaveLength(8);
     expect(r.numExamples).toBe(6);
     await scorer.release();
+  });
+
+  it("as a suffix, the soft prompt sits between each prompt and its label words", async () => {
+    const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize), { bos_token: "<s>", add_bos_token: true });
+    const labels = ["fox", "dog"];
+    const items = ["The quick brown", "The lazy", "Each client trains, the", "It runs away, the"].map((prompt, i) => ({ prompt, label: labels[i % 2]! }));
+    // At z = 0 the prompt is p0, rows of the embedding table: it scores as those tokens after each prompt.
+    const H = config.hiddenSize;
+    const table = weights.get(EMBED)!;
+    const p0 = initialPrompt(config, weights, space);
+    const tokens = Array.from({ length: space.promptTokens }, (_, t) => Array.from({ length: config.vocabSize }, (_, id) => id).find((id) => table.subarray(id * H, (id + 1) * H).every((x, k) => x === p0[t * H + k]))!);
+    const plain = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true });
+    const byHand = await labelAccuracy(plain, tok, items, labels, { maxTokens: 32, after: tokens });
+    const suffix = await localPromptScorer(ortNodeRuntime(), config, weights, tok, space, { labels, placement: "suffix" }, 32);
+    expect((await suffix.score(Array(8).fill(0), items)).crossEntropy).toBeCloseTo(byHand.crossEntropy, 5);
+    const prefix = await localPromptScorer(ortNodeRuntime(), config, weights, tok, space, { labels }, 32);
+    expect(Math.abs((await prefix.score(Array(8).fill(0), items)).crossEntropy - byHand.crossEntropy)).toBeGreaterThan(1e-4);
+    await Promise.all([plain.release(), suffix.release(), prefix.release()]);
   });
 });

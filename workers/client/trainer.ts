@@ -185,7 +185,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     if (state.step < task.local.steps && !state.exhausted) {
       const scorer = completionsRowScorer({ baseURL: this.env.OPENAI_BASE_URL, ...(this.env.OPENAI_API_KEY ? { apiKey: this.env.OPENAI_API_KEY } : {}), model: this.env.OPENAI_MODEL ?? task.modelName });
       const opts = { steps: task.local.steps, population: m.population, lr: task.local.lr, batchSize: task.local.batchSize, maxTokens: task.local.maxTokens, clientSeed: task.seed, round: task.round, ...(m.queryBudget ? { budget: m.queryBudget } : {}) };
-      state = await discreteSteps(scorer, promptTokens(tokenizer, m.phrases, labelWordsOf(m)), discreteItems(tokenizer, labeled, m.labels), state, perInvocation, opts);
+      state = await discreteSteps(scorer, promptTokens(tokenizer, m.phrases, labelWordsOf(m), m.placement), discreteItems(tokenizer, labeled, m.labels), state, perInvocation, opts);
       this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.step);
       return null;
     }

@@ -30,6 +30,12 @@ export interface TrainSpec {
   /** Trainable prefix embeddings `soft_prompt` [n, hidden] placed before the tokens (prompt tuning). */
   softPromptTokens?: number;
   /**
+   * The soft prompt is not a prefix: input id vocabSize + k stands for its token k wherever a row puts it
+   * (between an example and its label, say: a small causal model barely sees a prefix 100 tokens back).
+   * Forward graphs (`inputs`) only.
+   */
+  softPromptInline?: boolean;
+  /**
    * Adds a distillation term to the loss (offsite-tuning's emulator distillation, Xiao et al. 2023): with
    * h the hidden state after decoder layer `afterLayer` (original index) and t the input teacher_hidden
    * [B,S,H], weight * sum over positions of distill_weights [B,S] * |h - t|^2 / |t|^2 (normalised MSE).
@@ -115,6 +121,8 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   // The tensors that are graph inputs: trained, or fed (e.g. perturbed) at every run.
   const spec = train ?? (opts.inputs ? { ...opts.inputs, ...(opts.inputs.lora ? { lora: { ...opts.inputs.lora, dropout: 0 } } : {}) } : undefined);
   if (spec?.softPromptTokens && opts.kvCache) throw new Error("a soft prompt with a KV cache is not supported: prefill with the prompt first");
+  if (spec?.softPromptInline && (train || !spec.softPromptTokens)) throw new Error("softPromptInline: a forward graph's soft prompt (inputs with softPromptTokens), not a training graph's");
+  const inline = spec?.softPromptInline ? spec.softPromptTokens! : 0;
   const g = new GraphBuilder(train ? "llama_train" : "llama_forward");
   const fromLayer = opts.fromLayer ?? 0;
   if (!Number.isInteger(fromLayer) || fromLayer < 0 || fromLayer > c.numLayers) throw new Error(`fromLayer must be an integer in [0, ${c.numLayers}], got ${fromLayer}`);
@@ -195,23 +203,30 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   // The embedding (only where the graph starts from token ids; a split graph needs the table only for a tied head).
   let h: string;
   let tiedHead: () => string;
+  const flatInputIds = inputIds && g.op("Reshape", [inputIds, g.ints(-1)]);
+  // Inline soft-prompt ids (>= vocabSize) read the table's last row, then take their soft-prompt row.
+  const tokenIds = () => (inline ? g.op("Min", [flatInputIds, g.ints(c.vocabSize - 1)]) : flatInputIds);
   if (quant === "f32" || trainable.has(EMBED)) {
     const table = c.tieWordEmbeddings || opts.fromLayer === undefined ? tensor(EMBED, [c.vocabSize, c.hiddenSize]) : "";
-    h = inputIds && g.op("Gather", [table, g.op("Reshape", [inputIds, g.ints(-1)])], { axis: 0 });
+    h = inputIds && g.op("Gather", [table, tokenIds()], { axis: 0 });
     tiedHead = () => table;
   } else {
     const q = quantizeInt8(weight(EMBED), c.vocabSize, c.hiddenSize);
     const qName = g.initializer(`${EMBED}.q8`, ElemType.INT8, [c.vocabSize, c.hiddenSize], new Uint8Array(q.q.buffer));
     const scale = f32(`${EMBED}.scale`, [c.vocabSize], q.scale);
     if (inputIds) {
-      const flatIds = g.op("Reshape", [inputIds, g.ints(-1)]);
+      const flatIds = tokenIds();
       const rows = g.op("Cast", [g.op("Gather", [qName, flatIds], { axis: 0 })], { to: ElemType.FLOAT });
       h = g.op("Mul", [rows, g.op("Unsqueeze", [g.op("Gather", [scale, flatIds], { axis: 0 }), g.ints(-1)])]);
     } else h = "";
     tiedHead = () => g.op("DequantizeLinear", [qName, scale], { axis: 0 });
   }
   if (opts.fromLayer !== undefined) h = g.op("Reshape", [g.input("hidden_in", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]), g.ints(-1, c.hiddenSize)]);
-  if (spec?.softPromptTokens) {
+  if (inline) {
+    const isPrompt = g.op("Unsqueeze", [g.op("GreaterOrEqual", [flatInputIds, g.ints(c.vocabSize)]), g.ints(-1)]);
+    const promptRows = g.op("Gather", [SOFT_PROMPT, g.op("Max", [g.op("Sub", [flatInputIds, g.ints(c.vocabSize)]), g.ints(0)])], { axis: 0 });
+    h = g.op("Where", [isPrompt, promptRows, h]);
+  } else if (spec?.softPromptTokens) {
     // Every row gets the same trainable prefix (Lester et al. 2021): [B, n, H] ++ [B, T, H].
     const batch = g.op("Gather", [bs, g.ints(0)], { axis: 0 });
     const prefix = g.op("Expand", [g.op("Unsqueeze", [SOFT_PROMPT, g.ints(0)]), g.op("Concat", [batch, g.ints(spec.softPromptTokens, c.hiddenSize)], { axis: 0 })]);

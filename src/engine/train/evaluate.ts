@@ -32,6 +32,13 @@ export async function exampleNlls(model: ForwardModel, examples: readonly Tokeni
   return out;
 }
 
+/** `e` with `ids` inserted before its completion (its first trained position), themselves untrained. */
+export function beforeCompletion(e: TokenizedExample, ids: readonly number[]): TokenizedExample {
+  const at = e.trained.indexOf(1);
+  if (at < 0 || ids.length === 0) return e;
+  return { ids: [...e.ids.slice(0, at), ...ids, ...e.ids.slice(at)], trained: [...e.trained.slice(0, at), ...ids.map(() => 0), ...e.trained.slice(at)] };
+}
+
 export interface LabeledPrompt {
   prompt: string;
   label: string;
@@ -47,9 +54,10 @@ export function labeledPrompts(examples: readonly Example[]): LabeledPrompt[] {
  * has the highest total log-probability after it. Prompts longer than `maxTokens` minus the word lose
  * their middle (completionExample).
  */
-export async function labelAccuracy(model: ForwardModel, tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array>; words?: readonly string[] }): Promise<{ accuracy: number; predicted: string[]; crossEntropy: number }> {
+export async function labelAccuracy(model: ForwardModel, tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array>; words?: readonly string[]; after?: readonly number[] }): Promise<{ accuracy: number; predicted: string[]; crossEntropy: number }> {
   for (const x of items) if (!labels.includes(x.label)) throw new RangeError(`label "${x.label}" is not one of ${JSON.stringify(labels)}`);
-  const scores = await labelScores(model, items.map((x) => tok.encode(x.prompt)), wordIds(tok, opts.words ?? labels), opts);
+  // `after`: ids between each prompt and the label words (an inline soft prompt's).
+  const scores = await labelScores(model, items.map((x) => [...tok.encode(x.prompt), ...(opts.after ?? [])]), wordIds(tok, opts.words ?? labels), opts);
   const predicted = scores.map((s) => classifyByLogProb(Object.fromEntries(labels.map((l, j) => [l, [s[j]!]]))));
   return { accuracy: accuracy(predicted, items.map((x) => x.label)), predicted, crossEntropy: verbalizerCrossEntropy(scores, items.map((x) => labels.indexOf(x.label))) };
 }

@@ -6,12 +6,12 @@
 // examples) and pools their step sizes: only d + 1 numbers cross the wire each way, never a d x d matrix.
 import type { LlamaConfig } from "../../engine/config.ts";
 import { ForwardModel } from "../../engine/forward.ts";
-import type { Weights } from "../../engine/llama/graph.ts";
+import type { TrainSpec, Weights } from "../../engine/llama/graph.ts";
 import { EMBED } from "../../engine/llama/names.ts";
 import type { Runtime } from "../../engine/runtime.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
 import { labelAccuracy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
-import { labelWordsOf } from "../../protocol/federation.ts";
+import { labelWordsOf, type PromptPlacement } from "../../protocol/federation.ts";
 import { ask, cmaParameters, initialCma, tell, type CmaState } from "../cma/cma-es.ts";
 import { BPT_MEAN, BPT_SIGMA2 } from "../version-tensors.ts";
 import { direction, philox4x32 } from "../zo/directions.ts";
@@ -54,6 +54,15 @@ export function initialPrompt(c: LlamaConfig, weights: Weights, space: BbtSpace)
   return out;
 }
 
+/**
+ * How a soft prompt of n tokens enters a forward graph: a prefix (BBT), or, placed as a suffix, inline
+ * after each prompt as the ids vocabSize..vocabSize+n-1 (`after`), so the label words follow it directly.
+ */
+export function softPromptLayout(c: LlamaConfig, n: number, placement: PromptPlacement): { inputs: TrainSpec; after: number[] } {
+  if (placement === "prefix") return { inputs: { softPromptTokens: n }, after: [] };
+  return { inputs: { softPromptTokens: n, softPromptInline: true }, after: Array.from({ length: n }, (_, k) => c.vocabSize + k) };
+}
+
 export interface PromptScorer {
   /** Accuracy and the verbalizer cross-entropy of the soft prompt p0 + A z on the items. */
   score(z: readonly number[], items: readonly LabeledPrompt[]): Promise<{ accuracy: number; crossEntropy: number }>;
@@ -61,15 +70,16 @@ export interface PromptScorer {
 }
 
 /** Scores prompts with a local forward graph that takes the soft prompt as an input. */
-export async function localPromptScorer(runtime: Runtime, c: LlamaConfig, weights: Weights, tok: TextTokenizer, space: BbtSpace, verbalizer: { labels: readonly string[]; labelWords?: readonly string[] | undefined }, maxTokens: number): Promise<PromptScorer> {
-  const model = await ForwardModel.create(runtime, c, weights, { nll: true, inputs: { softPromptTokens: space.promptTokens } });
+export async function localPromptScorer(runtime: Runtime, c: LlamaConfig, weights: Weights, tok: TextTokenizer, space: BbtSpace, verbalizer: { labels: readonly string[]; labelWords?: readonly string[] | undefined; placement?: PromptPlacement }, maxTokens: number): Promise<PromptScorer> {
+  const { inputs, after } = softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix");
+  const model = await ForwardModel.create(runtime, c, weights, { nll: true, inputs });
   const p0 = initialPrompt(c, weights, space);
   const scale = projectionScale(c, weights, space.dimension);
   return {
     async score(z, items) {
       const offset = project(z, space, c.hiddenSize, scale);
       const prompt = p0.map((x, i) => x + offset[i]!);
-      return labelAccuracy(model, tok, items, verbalizer.labels, { maxTokens, params: new Map([["soft_prompt", prompt]]), words: labelWordsOf(verbalizer) });
+      return labelAccuracy(model, tok, items, verbalizer.labels, { maxTokens, params: new Map([["soft_prompt", prompt]]), words: labelWordsOf(verbalizer), after });
     },
     release: () => model.release(),
   };

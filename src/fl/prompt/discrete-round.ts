@@ -1,11 +1,13 @@
 // A client's round of discrete prompt learning (BDPL, Diao et al. 2023): each step samples `population`
 // prompts from the slot distributions, scores each on a batch of the client's labelled prompts through a
 // row scorer (an OpenAI-compatible API, or a local model), and takes one variance-reduced policy-gradient
-// step on the verbalizer cross-entropy. Rows are token ids: [special tokens] phrases "\n" prompt label.
+// step on the verbalizer cross-entropy. Rows are token ids: [special tokens] phrases "\n" prompt label,
+// or with the suffix placement [special tokens] prompt phrases label.
 import type { TokenizedExample } from "../../data/examples.ts";
 import { shuffled } from "../../data/lm-windows.ts";
 import { argmax, roundStream } from "../../engine/sampling.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
+import type { PromptPlacement } from "../../protocol/federation.ts";
 import { exampleNlls, labelRows, scoresOfLabelRows, verbalizerCrossEntropy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
 import type { ForwardModel } from "../../engine/forward.ts";
 import { charge, noUsage, type ApiUsage, type RowScorer } from "./completions-api.ts";
@@ -22,6 +24,8 @@ export interface PromptTokens {
   separator: number[];
   /** Each label's words (" " + label). */
   labels: number[][];
+  /** Before the example, or between it and the label words. */
+  placement: PromptPlacement;
 }
 
 export interface DiscreteItem {
@@ -30,11 +34,11 @@ export interface DiscreteItem {
   gold: number;
 }
 
-export function promptTokens(tok: TextTokenizer, phrases: readonly string[], labels: readonly string[]): PromptTokens {
+export function promptTokens(tok: TextTokenizer, phrases: readonly string[], labels: readonly string[], placement: PromptPlacement = "prefix"): PromptTokens {
   const bare = (s: string) => tok.encode(s, { addSpecialTokens: false });
   // The special tokens before the text (BOS); any the tokenizer appends (EOS) do not belong mid-row.
   const withSpecial = tok.encode("a");
-  return { head: withSpecial.slice(0, Math.max(0, withSpecial.indexOf(bare("a")[0]!))), phrases: phrases.map((p) => bare(` ${p}`)), separator: bare("\n"), labels: labels.map((l) => bare(` ${l}`)) };
+  return { head: withSpecial.slice(0, Math.max(0, withSpecial.indexOf(bare("a")[0]!))), phrases: phrases.map((p) => bare(` ${p}`)), separator: bare("\n"), labels: labels.map((l) => bare(` ${l}`)), placement };
 }
 
 export function discreteItems(tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[]): DiscreteItem[] {
@@ -47,8 +51,10 @@ export function discreteItems(tok: TextTokenizer, items: readonly LabeledPrompt[
 
 /** The rows scoring `items` under a prompt (phrase indices per slot, or none), item-major then label. */
 function promptedRows(t: PromptTokens, choice: readonly number[] | null, items: readonly DiscreteItem[], maxTokens: number): TokenizedExample[] {
-  const prefix = choice ? [...t.head, ...choice.flatMap((k) => t.phrases[k]!), ...t.separator] : t.head;
-  return labelRows(items.map((x) => [...prefix, ...x.body]), t.labels, maxTokens);
+  const phrases = choice ? choice.flatMap((k) => t.phrases[k]!) : [];
+  // A suffix stays whole when the example is cut: head+tail truncation keeps the prompt's last quarter.
+  const row = (x: DiscreteItem) => (t.placement === "suffix" ? [...t.head, ...x.body, ...phrases] : [...t.head, ...(choice ? [...phrases, ...t.separator] : []), ...x.body]);
+  return labelRows(items.map(row), t.labels, maxTokens);
 }
 
 /** Per item, each label's score (summed log-prob) under a prompt. */
