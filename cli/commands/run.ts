@@ -11,12 +11,13 @@ import { ForwardModel } from "../../src/engine/forward.ts";
 import { loraPairs, loraScaling } from "../../src/engine/lora/peft.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
+import { SOFT_PROMPT } from "../../src/engine/llama/graph.ts";
 import { beforeCompletion, heldOutLoss, labelAccuracy, labeledPrompts } from "../../src/engine/train/evaluate.ts";
 import { balancedAccuracy } from "../../src/data/metrics.ts";
 import { offsiteLayout, plugIn } from "../../src/fl/offsite/emulator.ts";
 import { emulate } from "../../src/fl/offsite/files.ts";
 import { zoGlobal, zoInitial } from "../../src/fl/client/zo-update.ts";
-import { bbtGlobalOf, initialPrompt, project, projectionScale, softPromptLayout } from "../../src/fl/bbt/fedbpt.ts";
+import { bbtGlobalOf, softPromptLayout, softPromptOf } from "../../src/fl/bbt/fedbpt.ts";
 import { initialAdapterRequest } from "../../src/fl/offsite/supply.ts";
 import { bestPrompt, discreteItems, distributionsOf, localRowScorer, promptAccuracy, promptTokens } from "../../src/fl/prompt/discrete-round.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
@@ -194,11 +195,10 @@ export async function run(args: string[]): Promise<void> {
     const promptModel = async (adapter: TensorMap) => {
       if (method.type !== "fedbpt") return null;
       const space = { promptTokens: method.promptTokens, dimension: method.dimension, seed: config.seed };
-      const offset = project(bbtGlobalOf(adapter).mean, space, model.config.hiddenSize, projectionScale(model.config, model.weights, method.dimension));
-      const prompt = initialPrompt(model.config, model.weights, space).map((x, i) => x + offset[i]!);
+      const prompt = softPromptOf(model.config, model.weights, space)(bbtGlobalOf(adapter).mean);
       const { inputs, after } = softPromptLayout(model.config, method.promptTokens, method.placement);
       const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true, inputs });
-      return { forward, params: new Map([["soft_prompt", prompt]]), after };
+      return { forward, params: new Map([[SOFT_PROMPT, prompt]]), after };
     };
     /** Discrete prompts: the version's most probable prompt before each held-out example; the loss is the label words' NLL per token. */
     const scoreDiscrete = async (adapter: TensorMap) => {

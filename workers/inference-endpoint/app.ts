@@ -1,5 +1,5 @@
 // The reference inference endpoint's HTTP API (hono): an OpenAI-compatible subset (GET /v1/models,
-// POST /v1/completions) and fedflare's POST /v1/hidden-states and /v1/perturbed-scores, behind a bearer token, with body limits and every error as JSON in OpenAI's
+// POST /v1/completions) and fedflare's POST /v1/hidden-states, /v1/perturbed-scores and /v1/prompt-scores, behind a bearer token, with body limits and every error as JSON in OpenAI's
 // shape {error: {message, type, param, code}}.
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -10,7 +10,8 @@ import { complete, type Engine } from "./completions.ts";
 import { hiddenStates } from "./hidden-states.ts";
 import { endpointOpenapi } from "./openapi.ts";
 import { perturbedScores } from "./perturbed-scores.ts";
-import { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest } from "./schemas.ts";
+import { promptScores } from "./prompt-scores.ts";
+import { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest, PromptScoresRequest } from "./schemas.ts";
 
 export interface EndpointOptions {
   engine: Engine;
@@ -38,7 +39,7 @@ function sameToken(a: string, b: string): boolean {
 
 export function endpointApp(o: EndpointOptions): Hono {
   const app = new Hono();
-  app.get("/health", (c) => c.json({ status: "ok", model: o.engine.name, fingerprint: o.engine.fingerprint, provider: o.provider, max_batch: o.maxBatch, max_wait_ms: o.maxWaitMs, batches: o.engine.forward.batchSizes.length, largest_batch: Math.max(0, ...o.engine.forward.batchSizes), hidden_state_rows: o.engine.served.hiddenStateRows, perturbed_rows: o.engine.served.perturbedRows }));
+  app.get("/health", (c) => c.json({ status: "ok", model: o.engine.name, fingerprint: o.engine.fingerprint, provider: o.provider, max_batch: o.maxBatch, max_wait_ms: o.maxWaitMs, batches: o.engine.forward.batchSizes.length, largest_batch: Math.max(0, ...o.engine.forward.batchSizes), hidden_state_rows: o.engine.served.hiddenStateRows, perturbed_rows: o.engine.served.perturbedRows, prompt_rows: o.engine.served.promptRows }));
   app.get("/openapi.json", (c) => c.json(endpointOpenapi()));
   app.use("/v1/*", async (c, next) => {
     if (o.token && !sameToken(c.req.header("authorization") ?? "", `Bearer ${o.token}`)) return openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");
@@ -77,6 +78,7 @@ export function endpointApp(o: EndpointOptions): Hono {
   app.post("/v1/completions", route(CompletionRequest, async (body) => Response.json(await complete(o.engine, body, body.seed ?? Math.floor(Math.random() * 2 ** 31)))));
   app.post("/v1/hidden-states", route(HiddenStatesRequest, async (body) => new Response(await hiddenStates(o.engine, body), { headers: { "content-type": "application/octet-stream" } })));
   app.post("/v1/perturbed-scores", route(PerturbedScoresRequest, async (body) => Response.json(await perturbedScores(o.engine, body))));
+  app.post("/v1/prompt-scores", route(PromptScoresRequest, async (body) => Response.json(await promptScores(o.engine, body))));
 
   app.notFound((c) => openaiError(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}`));
   app.onError((err, c) => {

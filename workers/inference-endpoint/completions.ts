@@ -19,10 +19,10 @@ export interface Engine {
   /** Serialises generation on the single generator session. */
   lock: { tail: Promise<unknown> };
   /** Counts for /health. */
-  served: { hiddenStateRows: number; perturbedRows: number };
+  served: { hiddenStateRows: number; perturbedRows: number; promptRows: number };
   /** The runtime the endpoint's sessions run on. */
   runtime: Runtime;
-  /** A forward graph taking the trained tensors as inputs, built once per `key` (what is trained). */
+  /** A forward graph taking tensors as inputs (what is trained, a soft prompt), built once per `key`. */
   perturbable(key: string, build: () => Promise<ForwardModel>): Promise<ForwardModel>;
   /** A hidden-states graph stopping after `layer` decoder layers (built once per layer). */
   trunk(layer: number): Promise<ForwardModel>;

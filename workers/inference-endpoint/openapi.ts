@@ -1,6 +1,6 @@
 // The endpoint's OpenAPI 3.1 document, its request bodies generated from the schemas that validate them.
 import { toJsonSchema } from "@valibot/to-json-schema";
-import { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest } from "./schemas.ts";
+import { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest, PromptScoresRequest } from "./schemas.ts";
 
 const error = { $ref: "#/components/schemas/Error" };
 const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [String(s), { description: "an OpenAI-shaped error", content: { "application/json": { schema: error } } }]));
@@ -8,13 +8,14 @@ const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) =>
 export function endpointOpenapi(): object {
   return {
     openapi: "3.1.0",
-    info: { title: "fedflare inference endpoint", version: "0.1.0", description: "An OpenAI-compatible subset (models, completions) and fedflare's extensions: hidden states for split training, perturbed scores for zeroth-order methods. The endpoint sees the token ids it is sent." },
+    info: { title: "fedflare inference endpoint", version: "0.1.0", description: "An OpenAI-compatible subset (models, completions) and fedflare's extensions: hidden states for split training, perturbed scores for zeroth-order methods, prompt scores for black-box prompt tuning. The endpoint sees the token ids it is sent." },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
       schemas: {
         CompletionRequest: toJsonSchema(CompletionRequest, { errorMode: "ignore" }),
         HiddenStatesRequest: toJsonSchema(HiddenStatesRequest, { errorMode: "ignore" }),
         PerturbedScoresRequest: toJsonSchema(PerturbedScoresRequest, { errorMode: "ignore" }),
+        PromptScoresRequest: toJsonSchema(PromptScoresRequest, { errorMode: "ignore" }),
         Error: { type: "object", required: ["error"], properties: { error: { type: "object", properties: { message: { type: "string" }, type: { type: "string" }, param: { type: ["string", "null"] }, code: { type: "string" } } } } },
       },
     },
@@ -45,6 +46,14 @@ export function endpointOpenapi(): object {
           description: "z is fedflare's seeded direction (Philox4x32-10, src/fl/zo/directions.ts) for the seed and each tensor's name; w0 is PEFT's LoRA initialisation from federation_seed, or the model's own tensors. A FedKSeed client whose model lives here sends its model and each two-point perturbation as terms, never tensors.",
           requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/PerturbedScoresRequest" } } } },
           responses: { "200": { description: "{object: fedflare.perturbed_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}" }, ...errors(400, 401, 404, 413) },
+        },
+      },
+      "/v1/prompt-scores": {
+        post: {
+          summary: "fedflare extension for FedBPT: summed NLL per row under the soft prompt p0 + A z, projected by the endpoint from z and the seed",
+          description: "p0 is the embeddings of prompt.tokens vocabulary tokens drawn from prompt.seed; A's column i is fedflare's seeded Gaussian direction 'fedbpt/A/i' scaled by the embedding's standard deviation over sqrt(dimension) (src/fl/bbt/fedbpt.ts). placement prefix puts the prompt before every row; suffix puts token k wherever a row holds the id vocab_size + k.",
+          requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/PromptScoresRequest" } } } },
+          responses: { "200": { description: "{object: fedflare.prompt_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}" }, ...errors(400, 401, 404, 413) },
         },
       },
     },

@@ -49,3 +49,23 @@ export const PerturbedScoresRequest = v.object({
   terms: v.pipe(v.array(v.tuple([u32, v.pipe(v.number(), v.finite())])), v.maxLength(1 << 20)),
 });
 export type PerturbedScoresRequest = v.InferOutput<typeof PerturbedScoresRequest>;
+
+/**
+ * fedflare's extension for FedBPT (black-box prompt tuning): score rows under the soft prompt p0 + A z
+ * that the endpoint makes itself from z and the projection seed (src/fl/bbt/fedbpt.ts), so a client
+ * sends d numbers, not n x hidden embeddings. With placement "suffix" a row's ids vocab_size + k stand
+ * for the prompt's token k; with "prefix" the prompt goes before every row.
+ */
+export const PromptScoresRequest = v.object({
+  model: v.string(),
+  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(256)),
+  loss_mask: v.array(v.array(v.picklist([0, 1]))),
+  prompt: v.object({
+    tokens: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(256)),
+    dimension: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000)),
+    seed: u32,
+    placement: v.optional(v.picklist(["prefix", "suffix"]), "prefix"),
+    z: v.array(v.pipe(v.number(), v.finite())),
+  }),
+});
+export type PromptScoresRequest = v.InferOutput<typeof PromptScoresRequest>;

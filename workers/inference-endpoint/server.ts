@@ -52,7 +52,7 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
     if (!perturbables.has(key)) perturbables.set(key, build());
     return perturbables.get(key)!;
   };
-  const engine = { name: c.name, fingerprint: c.fingerprint, model: c.model, forward, generator, lock: { tail: Promise.resolve() }, trunk, served: { hiddenStateRows: 0, perturbedRows: 0 }, runtime, perturbable };
+  const engine = { name: c.name, fingerprint: c.fingerprint, model: c.model, forward, generator, lock: { tail: Promise.resolve() }, trunk, served: { hiddenStateRows: 0, perturbedRows: 0, promptRows: 0 }, runtime, perturbable };
   const app = endpointApp({ engine, ...(c.token ? { token: c.token } : {}), provider, maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: c.port, hostname: c.host ?? "127.0.0.1" }, () => resolve(s));

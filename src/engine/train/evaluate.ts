@@ -55,9 +55,18 @@ export function labeledPrompts(examples: readonly Example[]): LabeledPrompt[] {
  * their middle (completionExample).
  */
 export async function labelAccuracy(model: ForwardModel, tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array>; words?: readonly string[]; after?: readonly number[] }): Promise<{ accuracy: number; predicted: string[]; crossEntropy: number }> {
-  for (const x of items) if (!labels.includes(x.label)) throw new RangeError(`label "${x.label}" is not one of ${JSON.stringify(labels)}`);
+  checkLabels(items, labels);
   // `after`: ids between each prompt and the label words (an inline soft prompt's).
   const scores = await labelScores(model, items.map((x) => [...tok.encode(x.prompt), ...(opts.after ?? [])]), wordIds(tok, opts.words ?? labels), opts);
+  return accuracyOfScores(scores, items, labels);
+}
+
+export function checkLabels(items: readonly LabeledPrompt[], labels: readonly string[]): void {
+  for (const x of items) if (!labels.includes(x.label)) throw new RangeError(`label "${x.label}" is not one of ${JSON.stringify(labels)}`);
+}
+
+/** Per item, the label with the highest score; the accuracy of those picks and the verbalizer cross-entropy. */
+export function accuracyOfScores(scores: readonly (readonly number[])[], items: readonly LabeledPrompt[], labels: readonly string[]): { accuracy: number; predicted: string[]; crossEntropy: number } {
   const predicted = scores.map((s) => classifyByLogProb(Object.fromEntries(labels.map((l, j) => [l, [s[j]!]]))));
   return { accuracy: accuracy(predicted, items.map((x) => x.label)), predicted, crossEntropy: verbalizerCrossEntropy(scores, items.map((x) => labels.indexOf(x.label))) };
 }

@@ -6,12 +6,14 @@
 // examples) and pools their step sizes: only d + 1 numbers cross the wire each way, never a d x d matrix.
 import type { LlamaConfig } from "../../engine/config.ts";
 import { ForwardModel } from "../../engine/forward.ts";
-import type { TrainSpec, Weights } from "../../engine/llama/graph.ts";
+import { SOFT_PROMPT, type TrainSpec, type Weights } from "../../engine/llama/graph.ts";
 import { EMBED } from "../../engine/llama/names.ts";
 import type { Runtime } from "../../engine/runtime.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
-import { labelAccuracy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
+import type { TokenizedExample } from "../../data/examples.ts";
+import { accuracyOfScores, checkLabels, exampleNlls, labelRows, scoresOfLabelRows, wordIds, type LabeledPrompt } from "../../engine/train/evaluate.ts";
 import { labelWordsOf, type PromptPlacement } from "../../protocol/federation.ts";
+import { rowNllsAt, type ScoringEndpoint } from "../client/endpoint-scores.ts";
 import { ask, cmaParameters, initialCma, tell, type CmaState } from "../cma/cma-es.ts";
 import { BPT_MEAN, BPT_SIGMA2 } from "../version-tensors.ts";
 import { direction, philox4x32 } from "../zo/directions.ts";
@@ -69,20 +71,46 @@ export interface PromptScorer {
   release(): Promise<void>;
 }
 
-/** Scores prompts with a local forward graph that takes the soft prompt as an input. */
-export async function localPromptScorer(runtime: Runtime, c: LlamaConfig, weights: Weights, tok: TextTokenizer, space: BbtSpace, verbalizer: { labels: readonly string[]; labelWords?: readonly string[] | undefined; placement?: PromptPlacement }, maxTokens: number): Promise<PromptScorer> {
-  const { inputs, after } = softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix");
-  const model = await ForwardModel.create(runtime, c, weights, { nll: true, inputs });
+/** z to the soft prompt p0 + A z (p0 and A's scale made once). */
+export function softPromptOf(c: LlamaConfig, weights: Weights, space: BbtSpace): (z: readonly number[]) => Float32Array {
   const p0 = initialPrompt(c, weights, space);
   const scale = projectionScale(c, weights, space.dimension);
+  return (z) => {
+    const offset = project(z, space, c.hiddenSize, scale);
+    return p0.map((x, i) => x + offset[i]!);
+  };
+}
+
+/** Each row's summed NLL over its trained tokens under the soft prompt of z, wherever it is computed. */
+export type PromptRowNlls = (rows: readonly TokenizedExample[], z: readonly number[]) => Promise<number[]>;
+
+export type BbtVerbalizer = { labels: readonly string[]; labelWords?: readonly string[] | undefined; placement?: PromptPlacement };
+
+/** Scores soft prompts by the label words' rows: each prompt, the soft prompt's ids if it is a suffix, a label word. */
+export function promptScorer(rowNlls: PromptRowNlls, c: LlamaConfig, tok: TextTokenizer, space: BbtSpace, verbalizer: BbtVerbalizer, maxTokens: number, release: () => Promise<void> = async () => {}): PromptScorer {
+  const { after } = softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix");
+  const words = wordIds(tok, labelWordsOf(verbalizer));
   return {
     async score(z, items) {
-      const offset = project(z, space, c.hiddenSize, scale);
-      const prompt = p0.map((x, i) => x + offset[i]!);
-      return labelAccuracy(model, tok, items, verbalizer.labels, { maxTokens, params: new Map([["soft_prompt", prompt]]), words: labelWordsOf(verbalizer), after });
+      checkLabels(items, verbalizer.labels);
+      const rows = labelRows(items.map((x) => [...tok.encode(x.prompt), ...after]), words, maxTokens);
+      return accuracyOfScores(scoresOfLabelRows(await rowNlls(rows, z), words.length), items, verbalizer.labels);
     },
-    release: () => model.release(),
+    release,
   };
+}
+
+/** Scores prompts at an inference endpoint (POST /v1/prompt-scores), which projects z itself: only token ids and z go out. */
+export function endpointPromptScorer(ep: ScoringEndpoint, c: LlamaConfig, tok: TextTokenizer, space: BbtSpace, verbalizer: BbtVerbalizer, maxTokens: number): PromptScorer {
+  const placement = verbalizer.placement ?? "prefix";
+  return promptScorer((rows, z) => rowNllsAt(ep, "/v1/prompt-scores", rows, { prompt: { tokens: space.promptTokens, dimension: space.dimension, seed: space.seed, placement, z } }), c, tok, space, verbalizer, maxTokens);
+}
+
+/** Scores prompts with a local forward graph that takes the soft prompt as an input. */
+export async function localPromptScorer(runtime: Runtime, c: LlamaConfig, weights: Weights, tok: TextTokenizer, space: BbtSpace, verbalizer: BbtVerbalizer, maxTokens: number): Promise<PromptScorer> {
+  const model = await ForwardModel.create(runtime, c, weights, { nll: true, inputs: softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix").inputs });
+  const prompt = softPromptOf(c, weights, space);
+  return promptScorer((rows, z) => exampleNlls(model, rows, 8, undefined, new Map([[SOFT_PROMPT, prompt(z)]])), c, tok, space, verbalizer, maxTokens, () => model.release());
 }
 
 export interface BbtGlobal {
