@@ -42,7 +42,7 @@ describe("POST /v1/prompt-scores", () => {
     const here = await local.score(z, items);
     const there = await remote.score(z, items);
     expect(there.crossEntropy).toBeCloseTo(here.crossEntropy, 5);
-    expect(there.predicted).toEqual(here.predicted);
+    expect(there.accuracy).toBe(here.accuracy);
     // z reaches the prompt: another z scores otherwise.
     expect(Math.abs((await remote.score(z.map((x) => -x), items)).crossEntropy - there.crossEntropy)).toBeGreaterThan(1e-4);
     // A client's CMA-ES round through the endpoint equals the local round.

@@ -20,7 +20,8 @@ export interface ClientEnv {
   FEDERATIONS?: string;
   /**
    * An inference endpoint serving the base model's frozen trunk: with it, and a method whose fromLayer
-   * is above 0, the client runs only the layers from the cut (the endpoint sees this client's tokens).
+   * is above 0, the client runs only the layers from the cut; FedKSeed and FedBPT clients hold no weights
+   * and score at the endpoint (/v1/perturbed-scores, /v1/prompt-scores). The endpoint sees this client's tokens.
    */
   TRUNK_URL?: string;
   TRUNK_TOKEN?: string;

@@ -26,7 +26,7 @@ import { labeledPrompts, wordIds } from "../../src/engine/train/evaluate.ts";
 import type { Example } from "../../src/data/jsonl.ts";
 import { shuffled } from "../../src/data/lm-windows.ts";
 import { roundStream } from "../../src/engine/sampling.ts";
-import { bbtDelta, bbtGenerations, bbtGlobalOf, localPromptScorer, startBbt, type BbtClientState } from "../../src/fl/bbt/fedbpt.ts";
+import { bbtDelta, bbtGenerations, bbtGlobalOf, endpointPromptScorer, localPromptScorer, startBbt, type BbtClientState } from "../../src/fl/bbt/fedbpt.ts";
 import { deleteBlob, readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import { applyMigrations } from "../../durable-objects/shared/migrations.ts";
 import { workerdOrtRuntime } from "../lib/ort-workerd.ts";
@@ -83,8 +83,8 @@ type ClientTask = Omit<LocalTask, "method"> & {
 };
 
 /** FedKSeed with an endpoint: the model lives there, the client holds the tokenizer and names points by seed terms. */
-function zoAtEndpoint(env: ClientEnv, method: ClientTask["method"]): boolean {
-  return env.TRUNK_URL !== undefined && method.type === "fedkseed";
+function scoredAtEndpoint(env: ClientEnv, method: ClientTask["method"]): boolean {
+  return env.TRUNK_URL !== undefined && (method.type === "fedkseed" || method.type === "fedbpt");
 }
 
 /** A LoRA method above layer 0 with an endpoint for the trunk: the client holds only the layers from the cut. */
@@ -196,13 +196,18 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   /** FedBPT: one CMA-ES generation per invocation; null while generations remain. */
   private async fedbptSlice({ job, key, global, saved }: Slice, task: ClientTask & { method: FedBptMethod }): Promise<Uint8Array | null> {
     const m = task.method;
-    const { model } = await this.load(task);
-    const labeled = labeledPrompts(this.cache!.raw).filter((x) => m.labels.includes(x.label));
+    const atEndpoint = scoredAtEndpoint(this.env, m);
+    const raw = atEndpoint ? (await this.loadTokenizer()).raw : (await this.load(task), this.cache!.raw);
+    const labeled = labeledPrompts(raw).filter((x) => m.labels.includes(x.label));
     if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
     const start = bbtGlobalOf(global.tensors);
     let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as BbtClientState) : startBbt(start, task.seed + task.round);
     if (state.cma.generation < m.generations) {
-      const scorer = await localPromptScorer(workerdOrtRuntime(), model.config, model.weights, model.tokenizer, { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed }, m, task.local.maxTokens);
+      const space = { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed };
+      // At an endpoint only token ids and each candidate's z go out; the endpoint makes the prompt.
+      const scorer = atEndpoint
+        ? endpointPromptScorer(await connectTrunk(this.env.TRUNK_URL!, 0, this.env.TRUNK_TOKEN), this.prompts!.config, this.prompts!.tokenizer, space, m, task.local.maxTokens)
+        : await localPromptScorer(workerdOrtRuntime(), this.cache!.model.config, this.cache!.model.weights, this.cache!.model.tokenizer, space, m, task.local.maxTokens);
       // Each generation scores its candidates on a seeded sample of local.batchSize examples.
       const itemsOf = (g: number) => shuffled(labeled, roundStream(task.seed, task.round, 0, g)).slice(0, task.local.batchSize);
       state = await bbtGenerations(scorer, state, itemsOf, 1, m.population);
@@ -216,7 +221,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   /** FedKSeed: zeroth-order steps, on local tensors or at the endpoint; null while steps remain. */
   private async fedkseedSlice({ job, key, global, saved, perInvocation }: Slice, task: ClientTask & { method: FedKSeedMethod }): Promise<Uint8Array | null> {
     const m = task.method;
-    const atEndpoint = zoAtEndpoint(this.env, m);
+    const atEndpoint = scoredAtEndpoint(this.env, m);
     const { tokenizer, examples } = atEndpoint ? await this.loadTokenized(task) : { ...(await this.load(task)), tokenizer: this.cache!.model.tokenizer };
     const zoTask: ZoTask = { ...task, method: m, ...(m.labels ? { labelIds: wordIds(tokenizer, m.labels), wordIds: wordIds(tokenizer, labelWordsOf({ labels: m.labels, labelWords: m.labelWords })) } : {}) };
     // A zeroth-order step scores two points (each over every label with labels): about four times a
@@ -277,7 +282,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const task: ClientTask = { round: job.round, proximalMu: round.task.proximalMu, local: round.task.local, method: round.task.method, quant: round.task.model.quant, modelName: round.task.model.name, seed: hashSeed(`${job.federation_id}/${this.env.CLIENT_ID}`), federationSeed: round.task.seed, baseVersion: round.baseVersion };
     let start: Uint8Array;
     if (task.method.type === "fedkseed") {
-      const synced = await this.syncSeeds(job.federation_id, { ...task, method: task.method }, round.baseVersion, zoAtEndpoint(this.env, task.method));
+      const synced = await this.syncSeeds(job.federation_id, { ...task, method: task.method }, round.baseVersion, scoredAtEndpoint(this.env, task.method));
       // At an endpoint the start is the global model as seed terms; locally, its tensors.
       start = synced.params ? encodeTensorFile(synced.params, new Map()) : encodeTensorFile(new Map(), new Map(), { format: "pt", terms: JSON.stringify(synced.terms) });
       task.downloadBytes = synced.bytes;
