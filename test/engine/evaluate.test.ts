@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ForwardModel } from "../../src/engine/forward.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
-import { exampleNlls, heldOutLoss, labelAccuracy } from "../../src/engine/train/evaluate.ts";
+import { beforeCompletion, exampleNlls, heldOutLoss, labelAccuracy } from "../../src/engine/train/evaluate.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 import { referenceLogprobs } from "../reference/llama-f64.ts";
@@ -49,5 +49,11 @@ describe("held-out evaluation", () => {
     const tokens = examples.reduce((n, e) => n + e.trained.reduce((a, b) => a + b, 0), 0);
     const { loss } = await heldOutLoss(model, examples);
     expect(loss).toBeCloseTo((nlls[0]! + nlls[1]!) / tokens, 5);
+  });
+
+  it("beforeCompletion puts ids between a prompt and its completion, untrained; a row with nothing trained is left as it is", () => {
+    expect(beforeCompletion({ ids: [1, 5, 6, 7, 8], trained: [0, 0, 0, 1, 1] }, [90, 91])).toEqual({ ids: [1, 5, 6, 90, 91, 7, 8], trained: [0, 0, 0, 0, 0, 1, 1] });
+    const untrained = { ids: [1, 5, 6], trained: [0, 0, 0] };
+    expect(beforeCompletion(untrained, [90])).toBe(untrained);
   });
 });
