@@ -89,6 +89,8 @@ export const FedBptMethod = v.strictObject({
   sigma: v.optional(positive, 1),
   generations: v.optional(int(1, 10_000), 8),
   population: v.optional(int(2, 1000)),
+  /** FedBPT's perturbation rate: with it above 0, fitness is the cross-entropy over that on a copy with this share of tokens random. */
+  perturb: v.optional(v.pipe(v.number(), v.minValue(0), v.ltValue(1)), 0),
   labels,
   labelWords,
   placement,

@@ -4,7 +4,8 @@ import { EMBED } from "../../src/engine/llama/names.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
 import { labelAccuracy } from "../../src/engine/train/evaluate.ts";
-import { bbtAggregate, bbtClientRound, initialPrompt, localPromptScorer, project, projectionScale } from "../../src/fl/bbt/fedbpt.ts";
+import { seededUniform } from "../../src/engine/sampling.ts";
+import { bbtAggregate, bbtClientRound, bbtGenerations, initialPrompt, localPromptScorer, project, projectionScale, startBbt, type PromptScorer } from "../../src/fl/bbt/fedbpt.ts";
 import { direction } from "../../src/fl/zo/directions.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
@@ -78,5 +79,30 @@ describe("FedBPT's subspace", () => {
     const prefix = await localPromptScorer(ortNodeRuntime(), config, weights, tok, space, { labels }, 32);
     expect(Math.abs((await prefix.score(Array(8).fill(0), items)).crossEntropy - byHand.crossEntropy)).toBeGreaterThan(1e-4);
     await Promise.all([plain.release(), suffix.release(), prefix.release()]);
+  });
+
+  it("perturbation: the fitness is the cross-entropy over that on the perturbed copy, which every candidate of a generation shares", async () => {
+    const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize), { bos_token: "<s>", add_bos_token: true });
+    const labels = ["fox", "dog"];
+    const items = ["The quick brown", "The lazy", "Each client trains, the", "It runs away, the"].map((prompt, i) => ({ prompt, label: labels[i % 2]! }));
+    const scorer = await localPromptScorer(ortNodeRuntime(), config, weights, tok, space, { labels }, 32);
+    const z = Array(8).fill(0.3);
+    const clean = (await scorer.score(z, items)).crossEntropy;
+    const noise = (rate: number, seed: number) => ({ rate, draws: () => seededUniform(seed) });
+    expect((await scorer.score(z, items, noise(0, 1))).crossEntropy).toBe(clean);
+    const noisy = (await scorer.score(z, items, noise(0.5, 1))).crossEntropy;
+    expect(Math.abs(noisy - clean)).toBeGreaterThan(1e-4);
+    expect((await scorer.score(z, items, noise(0.5, 1))).crossEntropy).toBe(noisy);
+    expect((await scorer.score(z, items, noise(0.5, 2))).crossEntropy).not.toBe(noisy);
+    await scorer.release();
+
+    // A scorer whose perturbed cross-entropy is 2: the same candidates, each fitness halved.
+    const fake: PromptScorer = { score: async (x, _items, n) => ({ accuracy: 0, crossEntropy: n ? 2 : x.reduce((a, b) => a + b * b, 1) }), release: async () => {} };
+    const start = startBbt({ mean: Array(8).fill(1), sigma: 0.5 }, 4);
+    const plain = await bbtGenerations(fake, start, () => items, 3);
+    const ratio = await bbtGenerations(fake, start, () => items, 3, undefined, () => noise(0.5, 1));
+    expect(ratio.evaluations).toBe(2 * plain.evaluations);
+    expect(ratio.lastBest).toBeCloseTo(plain.lastBest / 2, 12);
+    ratio.cma.mean.forEach((m, i) => expect(m).toBeCloseTo(plain.cma.mean[i]!, 12));
   });
 });

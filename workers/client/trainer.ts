@@ -210,7 +210,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
         : await localPromptScorer(workerdOrtRuntime(), this.cache!.model.config, this.cache!.model.weights, this.cache!.model.tokenizer, space, m, task.local.maxTokens);
       // Each generation scores its candidates on a seeded sample of local.batchSize examples.
       const itemsOf = (g: number) => shuffled(labeled, roundStream(task.seed, task.round, 0, g)).slice(0, task.local.batchSize);
-      state = await bbtGenerations(scorer, state, itemsOf, 1, m.population);
+      const noiseOf = m.perturb > 0 ? (g: number) => ({ rate: m.perturb, draws: () => roundStream(task.seed, task.round, 2, g) }) : undefined;
+      state = await bbtGenerations(scorer, state, itemsOf, 1, m.population, noiseOf);
       await scorer.release();
       this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.cma.generation);
       return null;

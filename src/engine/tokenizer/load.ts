@@ -23,3 +23,9 @@ export function loadTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown =
     decode: (ids, opts) => tok.decode([...ids], { skip_special_tokens: opts?.skipSpecialTokens ?? false }),
   };
 }
+
+/** The special tokens a tokenizer puts before the text (BOS), found by encoding one letter. */
+export function leadingSpecialIds(tok: TextTokenizer): number[] {
+  const withSpecial = tok.encode("a");
+  return withSpecial.slice(0, Math.max(0, withSpecial.indexOf(tok.encode("a", { addSpecialTokens: false })[0]!)));
+}

@@ -9,7 +9,7 @@ import { ForwardModel } from "../../engine/forward.ts";
 import { SOFT_PROMPT, type TrainSpec, type Weights } from "../../engine/llama/graph.ts";
 import { EMBED } from "../../engine/llama/names.ts";
 import type { Runtime } from "../../engine/runtime.ts";
-import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
+import { leadingSpecialIds, type TextTokenizer } from "../../engine/tokenizer/load.ts";
 import type { TokenizedExample } from "../../data/examples.ts";
 import { accuracyOfScores, checkLabels, exampleNlls, labelRows, scoresOfLabelRows, wordIds, type LabeledPrompt } from "../../engine/train/evaluate.ts";
 import { labelWordsOf, type PromptPlacement } from "../../protocol/federation.ts";
@@ -65,9 +65,19 @@ export function softPromptLayout(c: LlamaConfig, n: number, placement: PromptPla
   return { inputs: { softPromptTokens: n, softPromptInline: true }, after: Array.from({ length: n }, (_, k) => c.vocabSize + k) };
 }
 
+/**
+ * FedBPT's perturbed copy of the data: each prompt token (not the leading special tokens) replaced by a
+ * uniform vocabulary id with probability `rate`, by the draws of a fresh `draws()` stream, so every
+ * candidate of a generation meets the same copy.
+ */
+export interface DataNoise {
+  rate: number;
+  draws: () => () => number;
+}
+
 export interface PromptScorer {
-  /** Accuracy and the verbalizer cross-entropy of the soft prompt p0 + A z on the items. */
-  score(z: readonly number[], items: readonly LabeledPrompt[]): Promise<{ accuracy: number; crossEntropy: number }>;
+  /** Accuracy and the verbalizer cross-entropy of the soft prompt p0 + A z on the items (or their perturbed copy). */
+  score(z: readonly number[], items: readonly LabeledPrompt[], noise?: DataNoise): Promise<{ accuracy: number; crossEntropy: number }>;
   release(): Promise<void>;
 }
 
@@ -90,10 +100,13 @@ export type BbtVerbalizer = { labels: readonly string[]; labelWords?: readonly s
 export function promptScorer(rowNlls: PromptRowNlls, c: LlamaConfig, tok: TextTokenizer, space: BbtSpace, verbalizer: BbtVerbalizer, maxTokens: number, release: () => Promise<void> = async () => {}): PromptScorer {
   const { after } = softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix");
   const words = wordIds(tok, labelWordsOf(verbalizer));
+  const head = leadingSpecialIds(tok).length;
+  const perturbed = (ids: number[], noise: DataNoise | undefined, u: (() => number) | undefined) => (noise && u ? ids.map((id, t) => (t >= head && u() < noise.rate ? Math.floor(u() * c.vocabSize) : id)) : ids);
   return {
-    async score(z, items) {
+    async score(z, items, noise) {
       checkLabels(items, verbalizer.labels);
-      const rows = labelRows(items.map((x) => [...tok.encode(x.prompt), ...after]), words, maxTokens);
+      const u = noise?.draws();
+      const rows = labelRows(items.map((x) => [...perturbed(tok.encode(x.prompt), noise, u), ...after]), words, maxTokens);
       return accuracyOfScores(scoresOfLabelRows(await rowNlls(rows, z), words.length), items, verbalizer.labels);
     },
     release,
@@ -129,7 +142,7 @@ export interface BbtClientResult extends BbtGlobal {
 export interface BbtClientState {
   cma: CmaState;
   evaluations: number;
-  /** The verbalizer cross-entropy of the best candidate of the last generation. */
+  /** The best fitness of the last generation (the verbalizer cross-entropy, or its ratio with perturbation). */
   lastBest: number;
 }
 
@@ -137,16 +150,25 @@ export function startBbt(global: BbtGlobal, seed: number): BbtClientState {
   return { cma: initialCma(global.mean, global.sigma, seed), evaluations: 0, lastBest: NaN };
 }
 
-/** `generations` more CMA-ES generations, each scored on the items `itemsOf(generation)` gives (resumable: the state is plain data). */
-export async function bbtGenerations(scorer: PromptScorer, state: BbtClientState, itemsOf: (generation: number) => readonly LabeledPrompt[], generations: number, population?: number): Promise<BbtClientState> {
+/**
+ * `generations` more CMA-ES generations, each scored on the items `itemsOf(generation)` gives (resumable:
+ * the state is plain data). With `noiseOf`, a candidate's fitness is its cross-entropy on the items over
+ * that on their perturbed copy (FedBPT's perturbation, against overfitting a client's few examples): a
+ * prompt scores well for helping on the text, not on noise.
+ */
+export async function bbtGenerations(scorer: PromptScorer, state: BbtClientState, itemsOf: (generation: number) => readonly LabeledPrompt[], generations: number, population?: number, noiseOf?: (generation: number) => DataNoise): Promise<BbtClientState> {
   const params = cmaParameters(state.cma.dimension, population);
   let { cma, evaluations, lastBest } = state;
   for (let g = 0; g < generations; g++) {
     const items = itemsOf(cma.generation);
+    const noise = noiseOf?.(cma.generation);
     const candidates = ask(cma, params);
     const fitness = [];
-    for (const z of candidates) fitness.push((await scorer.score(z, items)).crossEntropy);
-    evaluations += candidates.length;
+    for (const z of candidates) {
+      const clean = (await scorer.score(z, items)).crossEntropy;
+      fitness.push(noise ? clean / (await scorer.score(z, items, noise)).crossEntropy : clean);
+    }
+    evaluations += candidates.length * (noise ? 2 : 1);
     lastBest = Math.min(...fitness.filter(Number.isFinite));
     cma = tell(cma, params, candidates, fitness);
   }

@@ -6,7 +6,7 @@
 import type { TokenizedExample } from "../../data/examples.ts";
 import { shuffled } from "../../data/lm-windows.ts";
 import { argmax, roundStream } from "../../engine/sampling.ts";
-import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
+import { leadingSpecialIds, type TextTokenizer } from "../../engine/tokenizer/load.ts";
 import type { PromptPlacement } from "../../protocol/federation.ts";
 import { exampleNlls, labelRows, scoresOfLabelRows, verbalizerCrossEntropy, type LabeledPrompt } from "../../engine/train/evaluate.ts";
 import type { ForwardModel } from "../../engine/forward.ts";
@@ -37,8 +37,7 @@ export interface DiscreteItem {
 export function promptTokens(tok: TextTokenizer, phrases: readonly string[], labels: readonly string[], placement: PromptPlacement = "prefix"): PromptTokens {
   const bare = (s: string) => tok.encode(s, { addSpecialTokens: false });
   // The special tokens before the text (BOS); any the tokenizer appends (EOS) do not belong mid-row.
-  const withSpecial = tok.encode("a");
-  return { head: withSpecial.slice(0, Math.max(0, withSpecial.indexOf(bare("a")[0]!))), phrases: phrases.map((p) => bare(` ${p}`)), separator: bare("\n"), labels: labels.map((l) => bare(` ${l}`)), placement };
+  return { head: leadingSpecialIds(tok), phrases: phrases.map((p) => bare(` ${p}`)), separator: bare("\n"), labels: labels.map((l) => bare(` ${l}`)), placement };
 }
 
 export function discreteItems(tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[]): DiscreteItem[] {
