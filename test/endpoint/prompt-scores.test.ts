@@ -53,6 +53,17 @@ describe("POST /v1/prompt-scores", () => {
     await local.release();
   });
 
+  it("sends more rows than one request takes in several requests", async () => {
+    const many = Array.from({ length: 25 }, () => items).flat();
+    const verbalizer = { labels, placement: "suffix" as const };
+    const local = await localPromptScorer(ortNodeRuntime(), config, weights, model.tokenizer, space, verbalizer, 32);
+    const before = ((await (await fetch(`${endpoint.url}/health`)).json()) as { prompt_rows: number }).prompt_rows;
+    // 150 items x 2 labels = 300 rows: over the 256 one request may carry.
+    expect((await endpointPromptScorer(ep(), config, model.tokenizer, space, verbalizer, 32).score(z, many)).crossEntropy).toBeCloseTo((await local.score(z, many)).crossEntropy, 5);
+    expect(((await (await fetch(`${endpoint.url}/health`)).json()) as { prompt_rows: number }).prompt_rows - before).toBe(300);
+    await local.release();
+  });
+
   it("refuses a z of the wrong length, ids beyond the prompt's, a bad mask and a one-token row, with 400s", async () => {
     const V = config.vocabSize;
     const prompt = { tokens: 3, dimension: 6, seed: 11, placement: "suffix", z };

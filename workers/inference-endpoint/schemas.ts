@@ -1,5 +1,6 @@
 // The OpenAI completions request subset the endpoint implements, validated before use.
 import * as v from "valibot";
+import { MAX_SCORED_ROWS } from "../../src/fl/client/endpoint-scores.ts";
 import { FedKSeedMethod } from "../../src/protocol/federation.ts";
 
 const tokenIds = v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.minLength(1));
@@ -40,7 +41,7 @@ const u32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff
  */
 export const PerturbedScoresRequest = v.object({
   model: v.string(),
-  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(256)),
+  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(MAX_SCORED_ROWS)),
   /** Per row and token: 1 when the token counts in the loss (it is predicted from those before it). */
   loss_mask: v.array(v.array(v.picklist([0, 1]))),
   trains: FedKSeedMethod.entries.trains,
@@ -58,7 +59,7 @@ export type PerturbedScoresRequest = v.InferOutput<typeof PerturbedScoresRequest
  */
 export const PromptScoresRequest = v.object({
   model: v.string(),
-  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(256)),
+  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(MAX_SCORED_ROWS)),
   loss_mask: v.array(v.array(v.picklist([0, 1]))),
   prompt: v.object({
     tokens: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(256)),

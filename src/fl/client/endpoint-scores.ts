@@ -8,13 +8,21 @@ export interface ScoringEndpoint {
   token?: string;
 }
 
-/** Each row's summed NLL over its trained tokens, scored at `path` with the extension's own fields. */
+/** The most rows the endpoint takes in one request (its schemas' input_ids limit). */
+export const MAX_SCORED_ROWS = 256;
+
+/** Each row's summed NLL over its trained tokens, scored at `path` with the extension's own fields, in requests of at most MAX_SCORED_ROWS rows. */
 export async function rowNllsAt(ep: ScoringEndpoint, path: string, rows: readonly TokenizedExample[], fields: Record<string, unknown>): Promise<number[]> {
-  const res = await fetch(`${ep.url}${path}`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}) },
-    body: JSON.stringify({ model: ep.model, input_ids: rows.map((r) => r.ids), loss_mask: rows.map((r) => r.trained), ...fields }),
-  });
-  if (!res.ok) throw new Error(`${path} at ${ep.url}: ${res.status} ${await res.text()}`);
-  return ((await res.json()) as { nll: number[] }).nll;
+  const out: number[] = [];
+  for (let i = 0; i < rows.length; i += MAX_SCORED_ROWS) {
+    const chunk = rows.slice(i, i + MAX_SCORED_ROWS);
+    const res = await fetch(`${ep.url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}) },
+      body: JSON.stringify({ model: ep.model, input_ids: chunk.map((r) => r.ids), loss_mask: chunk.map((r) => r.trained), ...fields }),
+    });
+    if (!res.ok) throw new Error(`${path} at ${ep.url}: ${res.status} ${await res.text()}`);
+    out.push(...((await res.json()) as { nll: number[] }).nll);
+  }
+  return out;
 }
