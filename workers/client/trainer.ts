@@ -82,7 +82,7 @@ type ClientTask = Omit<LocalTask, "method"> & {
   downloadBytes?: number;
 };
 
-/** FedKSeed with an endpoint: the model lives there, the client holds the tokenizer and names points by seed terms. */
+/** FedKSeed or FedBPT with an endpoint: the model lives there; the client holds the tokenizer and sends seed terms (FedKSeed) or each candidate's z (FedBPT). */
 function scoredAtEndpoint(env: ClientEnv, method: ClientTask["method"]): boolean {
   return env.TRUNK_URL !== undefined && (method.type === "fedkseed" || method.type === "fedbpt");
 }
@@ -196,18 +196,19 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   /** FedBPT: one CMA-ES generation per invocation; null while generations remain. */
   private async fedbptSlice({ job, key, global, saved }: Slice, task: ClientTask & { method: FedBptMethod }): Promise<Uint8Array | null> {
     const m = task.method;
-    const atEndpoint = scoredAtEndpoint(this.env, m);
-    const raw = atEndpoint ? (await this.loadTokenizer()).raw : (await this.load(task), this.cache!.raw);
-    const labeled = labeledPrompts(raw).filter((x) => m.labels.includes(x.label));
+    // At an endpoint the client holds the tokenizer and its data, no weights.
+    const remote = scoredAtEndpoint(this.env, m) ? await this.loadTokenizer() : null;
+    const model = remote ? null : (await this.load(task)).model;
+    const labeled = labeledPrompts(remote ? remote.raw : this.cache!.raw).filter((x) => m.labels.includes(x.label));
     if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
     const start = bbtGlobalOf(global.tensors);
     let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as BbtClientState) : startBbt(start, task.seed + task.round);
     if (state.cma.generation < m.generations) {
       const space = { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed };
       // At an endpoint only token ids and each candidate's z go out; the endpoint makes the prompt.
-      const scorer = atEndpoint
-        ? endpointPromptScorer(await connectTrunk(this.env.TRUNK_URL!, 0, this.env.TRUNK_TOKEN), this.prompts!.config, this.prompts!.tokenizer, space, m, task.local.maxTokens)
-        : await localPromptScorer(workerdOrtRuntime(), this.cache!.model.config, this.cache!.model.weights, this.cache!.model.tokenizer, space, m, task.local.maxTokens);
+      const scorer = remote
+        ? endpointPromptScorer(await connectTrunk(this.env.TRUNK_URL!, 0, this.env.TRUNK_TOKEN), remote.config, remote.tokenizer, space, m, task.local.maxTokens)
+        : await localPromptScorer(workerdOrtRuntime(), model!.config, model!.weights, model!.tokenizer, space, m, task.local.maxTokens);
       // Each generation scores its candidates on a seeded sample of local.batchSize examples.
       const itemsOf = (g: number) => shuffled(labeled, roundStream(task.seed, task.round, 0, g)).slice(0, task.local.batchSize);
       const noiseOf = m.perturb > 0 ? (g: number) => ({ rate: m.perturb, draws: () => roundStream(task.seed, task.round, 2, g) }) : undefined;
