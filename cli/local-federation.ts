@@ -16,6 +16,9 @@ export interface LocalClient {
 export interface LocalFederationOptions {
   stateDir: string;
   masterKey: string;
+  /** The coordinator's operator and viewer bearer tokens (FEDFLARE_OPERATOR_TOKEN, FEDFLARE_VIEWER_TOKEN); random when not given. */
+  operatorToken?: string;
+  viewerToken?: string;
   clients: readonly LocalClient[];
   /** Model files (Hugging Face layout), put in the MODEL bucket under "model/". */
   modelFiles: ReadonlyMap<string, string | Uint8Array>;
@@ -26,6 +29,8 @@ export interface LocalFederationOptions {
   trunkUrl?: string;
   /** An OpenAI-compatible API (base URL ending in /v1) discrete-prompt clients score at. */
   completionsUrl?: string;
+  /** The bearer token of the endpoint at trunkUrl / completionsUrl (TRUNK_TOKEN, OPENAI_API_KEY). */
+  endpointToken?: string;
 }
 
 type Init = { method?: string; body?: string | Uint8Array; headers?: Record<string, string> };
@@ -36,18 +41,24 @@ export class LocalFederation {
   /** Where the coordinator answers HTTP (its dashboard at /). */
   url: URL;
 
-  private constructor(mf: Miniflare, options: MiniflareOptions, url: URL) {
+  readonly operatorToken: string;
+  readonly viewerToken: string;
+
+  private constructor(mf: Miniflare, options: MiniflareOptions, url: URL, tokens: { operator: string; viewer: string }) {
     this.mf = mf;
     this.options = options;
     this.url = url;
+    this.operatorToken = tokens.operator;
+    this.viewerToken = tokens.viewer;
   }
 
   static async start(o: LocalFederationOptions): Promise<LocalFederation> {
+    const tokens = { operator: o.operatorToken ?? randomToken(), viewer: o.viewerToken ?? randomToken() };
     const [coordinatorDir, clientDir] = await Promise.all([bundleWorker("wrangler.toml"), bundleWorker("workers/client/wrangler.toml")]);
     const options = convertV4MiniflareOptions({
       resourcePersistencePath: o.stateDir,
       workers: [
-        { name: "coordinator", ...modulesOf(coordinatorDir), compatibilityDate: "2026-11-01", durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } }, bindings: { FEDFLARE_MASTER_KEY: o.masterKey } },
+        { name: "coordinator", ...modulesOf(coordinatorDir), compatibilityDate: "2026-11-01", durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } }, bindings: { FEDFLARE_MASTER_KEY: o.masterKey, FEDFLARE_OPERATOR_TOKEN: tokens.operator, FEDFLARE_VIEWER_TOKEN: tokens.viewer } },
         ...(await Promise.all(
           o.clients.map(async (c) => ({
             name: `client-${c.id}`,
@@ -64,13 +75,14 @@ export class LocalFederation {
               FEDERATIONS: (o.federations ?? []).join(","),
               ...(o.trunkUrl ? { TRUNK_URL: o.trunkUrl } : {}),
               ...(o.completionsUrl ? { OPENAI_BASE_URL: o.completionsUrl } : {}),
+              ...(o.endpointToken ? { TRUNK_TOKEN: o.endpointToken, OPENAI_API_KEY: o.endpointToken } : {}),
             },
           })),
         )),
       ],
     });
     const mf = new Miniflare(options);
-    const fed = new LocalFederation(mf, options, await mf.ready);
+    const fed = new LocalFederation(mf, options, await mf.ready, tokens);
     const firstClient = o.clients[0];
     if (firstClient) {
       const models = await mf.getR2Bucket("MODEL", `client-${firstClient.id}`);
@@ -80,8 +92,9 @@ export class LocalFederation {
     return fed;
   }
 
-  async coordinator(path: string, init?: Init): Promise<Response> {
-    return this.dispatch("coordinator", `http://coordinator${path}`, init);
+  /** A request to the coordinator as the operator (its bearer token added unless the request names another). */
+  async coordinator(path: string, init: Init = {}): Promise<Response> {
+    return this.dispatch("coordinator", `http://coordinator${path}`, { ...init, headers: { authorization: `Bearer ${this.operatorToken}`, ...init.headers } });
   }
 
   async client(id: string, path: string, init?: Init): Promise<Response> {
@@ -120,6 +133,11 @@ export class LocalFederation {
   dispose(): Promise<void> {
     return this.mf.dispose();
   }
+}
+
+/** 32 random bytes as hex: a bearer token for one local run. */
+export function randomToken(): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex");
 }
 
 /** A bundle's modules as wrangler wrote them, the main module first (the client's also holds the ORT .wasm). */

@@ -46,9 +46,8 @@ export async function deriveClientSecret(masterKey: string, clientId: string): P
   return hex(await crypto.subtle.sign("HMAC", await hmacKey(masterKey), enc.encode(`fedflare-client:${clientId}`)));
 }
 
-async function canonical(method: string, path: string, timestamp: string, nonce: string, body: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
-  const digest = hex(await crypto.subtle.digest("SHA-256", own(body)));
-  return own(enc.encode(`${method.toUpperCase()}\n${path}\n${timestamp}\n${nonce}\n${digest}`));
+function canonicalOf(method: string, path: string, timestamp: string, nonce: string, bodySha256: string): Uint8Array<ArrayBuffer> {
+  return own(enc.encode(`${method.toUpperCase()}\n${path}\n${timestamp}\n${nonce}\n${bodySha256}`));
 }
 
 export interface SignedHeaders {
@@ -58,10 +57,11 @@ export interface SignedHeaders {
   [HEADERS.signature]: string;
 }
 
-export async function signRequest(secret: string, clientId: string, method: string, path: string, body: Uint8Array, now = Date.now()): Promise<SignedHeaders> {
+/** Signs a request: `path` is what the receiver sees (pathname and query string); GETs sign an empty body. */
+export async function signRequest(secret: string, clientId: string, method: string, path: string, body: Uint8Array = new Uint8Array(), now = Date.now()): Promise<SignedHeaders> {
   const timestamp = String(Math.floor(now / 1000));
   const nonce = hex(crypto.getRandomValues(new Uint8Array(16)).buffer as ArrayBuffer);
-  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), await canonical(method, path, timestamp, nonce, body));
+  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), canonicalOf(method, path, timestamp, nonce, await bodyDigest(body)));
   return { [HEADERS.client]: clientId, [HEADERS.timestamp]: timestamp, [HEADERS.nonce]: nonce, [HEADERS.signature]: hex(mac) };
 }
 
@@ -71,20 +71,54 @@ export interface VerifiedRequest {
   timestamp: number;
 }
 
-/** Checks the headers' signature over the request; replay of a nonce is the caller's to refuse. */
-export async function verifyRequest(masterKey: string, headers: Headers, method: string, path: string, body: Uint8Array, now = Date.now()): Promise<VerifiedRequest> {
+/** Signed headers whose syntax and timestamp were checked, before the body is read. */
+export interface SignedHeaderValues extends VerifiedRequest {
+  signature: Uint8Array<ArrayBuffer>;
+  timestampText: string;
+}
+
+/** Client ids: a letter or digit, then letters, digits, '.', '_' or '-' (64 at most); the operator signs as OPERATOR_ID. */
+export const CLIENT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/**
+ * Checks the signed headers' presence and syntax and the timestamp window, without the body or any
+ * secret, so a request that cannot be valid is refused before its body is read.
+ */
+export function parseSignedHeaders(headers: Headers, now = Date.now()): SignedHeaderValues {
   const get = (h: string) => headers.get(h);
   const [clientId, timestamp, nonce, signature] = [get(HEADERS.client), get(HEADERS.timestamp), get(HEADERS.nonce), get(HEADERS.signature)];
   if (!clientId || !timestamp || !nonce || !signature)
     throw new SignatureError("signature_missing", `signed requests carry ${Object.values(HEADERS).join(", ")}`);
+  if (clientId !== OPERATOR_ID && !CLIENT_ID_PATTERN.test(clientId))
+    throw new SignatureError("signature_invalid", `the client id must match ${CLIENT_ID_PATTERN.source}`);
   const ts = Number(timestamp);
   if (!/^\d{1,12}$/.test(timestamp) || Math.abs(now / 1000 - ts) > MAX_SKEW_SECONDS)
-    throw new SignatureError("signature_expired", `timestamp ${timestamp} is more than ${MAX_SKEW_SECONDS} s from the server's clock (${Math.floor(now / 1000)})`);
+    throw new SignatureError("signature_expired", `timestamp ${timestamp.slice(0, 20)} is more than ${MAX_SKEW_SECONDS} s from the server's clock (${Math.floor(now / 1000)})`);
   if (!/^[0-9a-f]{16,64}$/.test(nonce)) throw new SignatureError("signature_invalid", "the nonce must be 16-64 hex digits");
-  const mac = fromHex(signature);
-  const key = await hmacKey(await deriveClientSecret(masterKey, clientId));
+  const mac = signature.length === 64 ? fromHex(signature) : null;
+  if (!mac) throw new SignatureError("signature_invalid", "the signature must be 64 hex digits (HMAC-SHA256)");
+  return { clientId, nonce, timestamp: ts, timestampText: timestamp, signature: mac };
+}
+
+/** Hex SHA-256 of a body, as the signature covers it. */
+export async function bodyDigest(body: Uint8Array): Promise<string> {
+  return hex(await crypto.subtle.digest("SHA-256", own(body)));
+}
+
+/**
+ * Checks parsed headers' HMAC under `secret` over the method, the path (with its query string) and the
+ * body's hex SHA-256 (hashed as it streamed in). Replay of a nonce is the caller's to refuse.
+ */
+export async function verifySignature(secret: string, h: SignedHeaderValues, method: string, path: string, bodySha256: string): Promise<VerifiedRequest> {
+  const key = await hmacKey(secret);
   // crypto.subtle.verify compares in constant time.
-  if (!mac || !(await crypto.subtle.verify("HMAC", key, mac, await canonical(method, path, timestamp, nonce, body))))
-    throw new SignatureError("signature_invalid", `the signature does not match the request for client "${clientId}": check its secret, and sign the exact body and path`);
-  return { clientId, nonce, timestamp: ts };
+  if (!(await crypto.subtle.verify("HMAC", key, h.signature, canonicalOf(method, path, h.timestampText, h.nonce, bodySha256))))
+    throw new SignatureError("signature_invalid", `the signature does not match the request for client "${h.clientId}": check its secret, and sign the exact body and path`);
+  return { clientId: h.clientId, nonce: h.nonce, timestamp: h.timestamp };
+}
+
+/** Checks the headers' signature over the request with the secret derived for the signer; replay is the caller's to refuse. */
+export async function verifyRequest(masterKey: string, headers: Headers, method: string, path: string, body: Uint8Array, now = Date.now()): Promise<VerifiedRequest> {
+  const h = parseSignedHeaders(headers, now);
+  return verifySignature(await deriveClientSecret(masterKey, h.clientId), h, method, path, await bodyDigest(body));
 }
