@@ -6,7 +6,11 @@ declare global {
     interface Env {
       AGGREGATOR: DurableObjectNamespace<Aggregator>;
       /** The operator's master key; each client's signing secret is derived from it (src/protocol/signature.ts). */
-      FEDFLARE_MASTER_KEY: string;
+      FEDFLARE_MASTER_KEY?: string;
+      /** The operator's bearer token: create, open, close or fail rounds, supply version 0, delete. */
+      FEDFLARE_OPERATOR_TOKEN?: string;
+      /** The read-only viewer's bearer token: the dashboard, the list, metrics, rounds, plots and versions. */
+      FEDFLARE_VIEWER_TOKEN?: string;
     }
     interface GlobalProps {
       mainModule: typeof import("./coordinator/index.ts");

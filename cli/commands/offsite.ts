@@ -22,7 +22,7 @@ export const offsiteUsage = `fedflare offsite emulator --model DIR --bottom N --
   Writes DIR/emulator (the emulator for clients: the bottom and top layers and N uniformly kept middle
   layers, under their original indices) and DIR/adapter (the adapter, an offsite federation's version 0).
   With --distill-steps, the kept middle layers are first distilled from the full ones on the SOTU corpus.
-fedflare offsite supply --coordinator URL --federation ID --adapter DIR   (FEDFLARE_MASTER_KEY)
+fedflare offsite supply --coordinator URL --federation ID --adapter DIR   (FEDFLARE_OPERATOR_TOKEN)
   Gives an offsite federation its version 0, signed as the operator.
 fedflare offsite plug-in --model DIR --adapter DIR --out DIR
   Writes the full model with a trained adapter (a version's adapter_model.safetensors and
@@ -83,9 +83,9 @@ async function emulatorCommand(args: string[]): Promise<void> {
 async function supplyCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { coordinator: { type: "string" }, federation: { type: "string" }, adapter: { type: "string" } }, strict: true });
   if (!values.coordinator || !values.federation || !values.adapter) throw new UsageError("--coordinator URL, --federation ID and --adapter DIR are required");
-  const master = process.env.FEDFLARE_MASTER_KEY;
-  if (!master) throw new UsageError("set FEDFLARE_MASTER_KEY to the coordinator's master key");
-  const { path, ...init } = await initialAdapterRequest(values.federation, master, new Uint8Array(readFileSync(join(values.adapter, "adapter_model.safetensors"))));
+  const token = process.env.FEDFLARE_OPERATOR_TOKEN;
+  if (!token) throw new UsageError("set FEDFLARE_OPERATOR_TOKEN to the coordinator's operator token");
+  const { path, ...init } = await initialAdapterRequest(values.federation, token, new Uint8Array(readFileSync(join(values.adapter, "adapter_model.safetensors"))));
   const res = await fetch(new URL(path, values.coordinator), init);
   const text = await res.text();
   if (!res.ok) throw new UsageError(`the coordinator refused the adapter: ${res.status} ${text}`);

@@ -12,6 +12,7 @@ export const AGGREGATOR_ERRORS = {
   initial_not_needed: 409,
   round_not_found: 404,
   round_closed: 409,
+  round_short: 409,
   version_not_found: 404,
   client_unknown: 403,
   client_not_sampled: 403,

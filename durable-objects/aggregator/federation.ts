@@ -3,9 +3,9 @@
 // storage, close at quorum or at the deadline with at least the minimum. Every change is one
 // transactionSync, so a restart at any point loses nothing that was acknowledged.
 import { shuffled } from "../../src/data/lm-windows.ts";
-import { parseLlamaConfig, type LlamaConfig } from "../../src/engine/config.ts";
+import { assertModelBounds, parseLlamaConfig, type LlamaConfig } from "../../src/engine/config.ts";
 import { FedflareError } from "../../src/errors.ts";
-import { expectedTensors, type LinearModule } from "../../src/engine/llama/names.ts";
+import { expectedTensors, linearShape, type LinearModule } from "../../src/engine/llama/names.ts";
 import { initLoraParams } from "../../src/engine/lora/init.ts";
 import { loraPairs, loraScaling, writePeftAdapter } from "../../src/engine/lora/peft.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
@@ -20,9 +20,10 @@ import { assertSameShapes, decodeTensorFile, encodeTensorFile, tensorShapes } fr
 import { assertFinite } from "../../src/fl/tensors.ts";
 import { foldDelta, meanOf, weightedMetricMean } from "../../src/fl/weighted-mean.ts";
 import { labelWordsOf, parseFederationConfig, parseUploadMetadata, type FederationConfig, type OffsiteMethod } from "../../src/protocol/federation.ts";
-import { OPERATOR_ID } from "../../src/protocol/signature.ts";
 import { SafetensorsError } from "../../src/protocol/safetensors.ts";
+import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { readBlob, writeBlob, deleteBlob } from "../shared/blobs.ts";
+import { guardedSql } from "../shared/guarded-sql.ts";
 import { AggregatorError } from "./errors.ts";
 
 export interface FederationView {
@@ -124,7 +125,7 @@ export class Federations {
 
   constructor(storage: DurableObjectStorage) {
     this.storage = storage;
-    this.sql = storage.sql;
+    this.sql = guardedSql(storage.sql);
   }
 
   create(json: unknown, now: number): FederationView {
@@ -141,10 +142,12 @@ export class Federations {
     let model;
     try {
       model = parseLlamaConfig(config.model.config);
+      assertModelBounds(model);
     } catch (e) {
       if (e instanceof FedflareError) throw new AggregatorError("config_invalid", `model.config: ${e.message}`);
       throw e;
     }
+    this.checkVersionSize(config, model);
     const initial = this.initialVersion(config, model);
     const state = initialServerState();
     this.storage.transactionSync(() => {
@@ -197,6 +200,27 @@ export class Federations {
     return { tensors: files["adapter_model.safetensors"], config: files["adapter_config.json"] };
   }
 
+  /**
+   * Refuses, before anything is allocated, a federation whose versions could not live inside the
+   * platform's limits (platform-limits.ts): an upload crosses one RPC call under maxUploadBytes, and
+   * closing a round holds a few copies of the version in a 128 MB isolate.
+   */
+  private checkVersionSize(config: FederationConfig, model: LlamaConfig): void {
+    const m = config.method;
+    let floats: number;
+    if (m.type === "lora") {
+      const layers = Math.max(0, model.numLayers - m.fromLayer);
+      floats = layers * m.targetModules.reduce((n, t) => n + m.r * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0), 0);
+    } else if (m.type === "offsite") floats = [...adapterShapes(model, this.offsite(m, model)).values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0);
+    else if (m.type === "fedkseed") floats = m.k;
+    else if (m.type === "fedbpt") floats = m.dimension + 1;
+    else floats = m.slots * m.phrases.length;
+    const bytes = floats * 4;
+    const largest = Math.min(MAX_ADAPTER_BYTES, config.maxUploadBytes);
+    if (bytes > largest)
+      throw new AggregatorError("config_invalid", `the adapter would be ${bytes} bytes (${floats} float32 values); a federation's adapter may be at most ${largest} bytes (${largest === MAX_ADAPTER_BYTES ? "what closing a round can hold in a Worker's 128 MB" : "its maxUploadBytes"}): use a smaller rank, fewer target modules or layers`);
+  }
+
   private offsite(m: OffsiteMethod, model: LlamaConfig): OffsiteLayout {
     try {
       const layout = offsiteLayout(model.numLayers, m);
@@ -212,21 +236,16 @@ export class Federations {
    * An offsite-tuning federation's version 0: the model owner's adapter tensors (its bottom and top layers,
    * full-model names and shapes), accepted once, before the first round.
    */
-  supplyInitial(id: string, body: Uint8Array, nonce: string, now: number): FederationView {
+  supplyInitial(id: string, body: Uint8Array): FederationView {
     const fed = this.get(id);
     const m = fed.config.method;
     if (m.type !== "offsite") throw new AggregatorError("initial_not_needed", `"${id}" is a LoRA federation: its version 0 is PEFT's initialisation, made at creation`);
     if (readBlob(this.sql, versionKey(id, 0))) throw new AggregatorError("initial_exists", `"${id}" already has its initial adapter; versions are immutable`);
     if (body.length > fed.config.maxUploadBytes) throw new AggregatorError("body_too_large", `the initial adapter is ${body.length} bytes; this federation accepts at most ${fed.config.maxUploadBytes}`);
-    if (this.sql.exec("SELECT 1 FROM nonces WHERE client_id = ? AND nonce = ?", OPERATOR_ID, nonce).toArray().length)
-      throw new AggregatorError("nonce_reused", `nonce ${nonce} was already used: sign each request anew`);
     const model = parseLlamaConfig(fed.config.model.config);
     const shapes = adapterShapes(model, this.offsite(m, model));
     const file = this.decodeTensors(body, shapes, "initial adapter");
-    this.storage.transactionSync(() => {
-      writeBlob(this.sql, versionKey(id, 0), encodeTensorFile(file.tensors, shapes, { format: "pt" }));
-      this.sql.exec("INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)", OPERATOR_ID, nonce, now + NONCE_TTL_MS);
-    });
+    this.storage.transactionSync(() => writeBlob(this.sql, versionKey(id, 0), encodeTensorFile(file.tensors, shapes, { format: "pt" })));
     return this.get(id);
   }
 
@@ -248,7 +267,7 @@ export class Federations {
     if (fed.openRound !== null) throw new AggregatorError("round_open", `round ${fed.openRound} of "${id}" is still open; wait for it to close (quorum or deadline)`);
     if (fed.roundsDone >= fed.config.rounds) throw new AggregatorError("federation_finished", `"${id}" has completed its ${fed.config.rounds} rounds`);
     if (fed.version === 0 && !readBlob(this.sql, versionKey(id, 0)))
-      throw new AggregatorError("initial_missing", `"${id}" is an offsite-tuning federation without its initial adapter: the operator supplies version 0 first (PUT /federations/${id}/versions/0, signed as ${OPERATOR_ID}; npx fedflare offsite emulator writes it)`);
+      throw new AggregatorError("initial_missing", `"${id}" is an offsite-tuning federation without its initial adapter: the operator supplies version 0 first (PUT /federations/${id}/versions/0 with the operator's token; npx fedflare offsite emulator writes it)`);
     const round = (this.sql.exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ?", id).one().n ?? 0) + 1;
     const sampled = shuffled(fed.config.clients, seededUniform(fed.config.seed * 100_003 + round)).slice(0, fed.config.clientsPerRound).sort();
     const deadline = now + fed.config.deadlineSeconds * 1000;
@@ -334,6 +353,7 @@ export class Federations {
       throw new AggregatorError("upload_conflict", `client "${u.clientId}" already uploaded to round ${u.round} with another ${prior.idempotency_key === u.idempotencyKey ? "body" : "idempotency key"}; one update per client per round`);
     }
     if (round.status !== "open") throw new AggregatorError("round_closed", `round ${u.round} of "${u.federationId}" is ${round.status}; the current version is ${fed.version}`);
+    if (now > round.deadline) throw new AggregatorError("round_closed", `round ${u.round} of "${u.federationId}" passed its deadline ${new Date(round.deadline).toISOString()}; it closes with what it has`);
     if (!round.sampled.includes(u.clientId)) throw new AggregatorError("client_not_sampled", `client "${u.clientId}" was not sampled for round ${u.round}`);
     if (u.body.length > fed.config.maxUploadBytes) throw new AggregatorError("body_too_large", `the upload is ${u.body.length} bytes; this federation accepts at most ${fed.config.maxUploadBytes}`);
     if (this.sql.exec("SELECT 1 FROM nonces WHERE client_id = ? AND nonce = ?", u.clientId, u.nonce).toArray().length)
@@ -352,13 +372,20 @@ export class Federations {
         throw e;
       }
     })();
+    if (info.numExamples > fed.config.maxExamplesPerClient)
+      throw new AggregatorError("metadata_invalid", `upload __metadata__: num_examples ${info.numExamples} is over this federation's maxExamplesPerClient (${fed.config.maxExamplesPerClient})`);
 
     const started = performance.now();
-    let status: RoundView["status"] = "open";
     const quorum = fed.config.quorum ?? fed.config.clientsPerRound;
     this.storage.transactionSync(() => {
       const prevSum = readBlob(this.sql, sumKey(u.federationId, u.round));
-      const sum = foldDelta(prevSum ? decodeTensorFile(prevSum, "running sum").tensors : null, delta.tensors, info.numExamples);
+      let sum;
+      try {
+        sum = foldDelta(prevSum ? decodeTensorFile(prevSum, "running sum").tensors : null, delta.tensors, info.numExamples);
+      } catch (e) {
+        if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", `${e.message}: the update is refused and the round keeps what it accepted`);
+        throw e;
+      }
       writeBlob(this.sql, sumKey(u.federationId, u.round), encodeTensorFile(sum, shapes));
       this.sql.exec(
         "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -367,9 +394,12 @@ export class Federations {
       this.sql.exec("INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)", u.clientId, u.nonce, now + NONCE_TTL_MS);
       this.sql.exec("DELETE FROM nonces WHERE expires_at < ?", now);
       this.sql.exec("UPDATE rounds SET uploads = uploads + 1, total_weight = total_weight + ? WHERE federation_id = ? AND round = ?", info.numExamples, u.federationId, u.round);
-      if (round.uploads + 1 >= quorum) status = this.close(u.federationId, u.round, now);
     });
-    if (status !== "open") await this.armAlarm();
+    let status: RoundView["status"] = "open";
+    if (round.uploads + 1 >= quorum) {
+      status = this.finish(u.federationId, u.round, now, "close");
+      await this.armAlarm();
+    }
     return { federationId: u.federationId, round: u.round, clientId: u.clientId, numExamples: info.numExamples, receivedAt: now, replayed: false, roundStatus: status };
   }
 
@@ -433,8 +463,55 @@ export class Federations {
     return encodeSeedSums(seedDiff(sums(since), sums(version)), { format: "pt", since: String(since), version: String(version) });
   }
 
+  /**
+   * Ends an open round in its own transaction: "close" applies the strategy (a close that throws marks
+   * the round failed with the error as its reason, so no round stays open forever), "fail" drops the
+   * round's sum. Returns the round's status after.
+   */
+  private finish(id: string, round: number, now: number, action: "close" | "fail", reason = ""): "closed" | "failed" {
+    if (action === "close") {
+      try {
+        this.storage.transactionSync(() => this.close(id, round, now));
+        return "closed";
+      } catch (e) {
+        reason = `closing failed: ${e instanceof Error ? e.message : String(e)}`;
+        console.error(`federation "${id}" round ${round}: ${reason}`);
+      }
+    }
+    this.storage.transactionSync(() => {
+      deleteBlob(this.sql, sumKey(id, round));
+      this.sql.exec("UPDATE rounds SET status = 'failed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?", now, JSON.stringify({ reason: reason.slice(0, 2000) }), id, round);
+    });
+    return "failed";
+  }
+
+  /** The operator's "close now": the open round closes with what it has, if that is at least minClients. */
+  async closeNow(id: string, round: number, now: number): Promise<RoundView> {
+    const r = this.openRoundRow(id, round);
+    const fed = this.get(id);
+    if (r.uploads < fed.config.minClients) throw new AggregatorError("round_short", `round ${round} of "${id}" has ${r.uploads} of the ${fed.config.minClients} uploads it needs to close; fail it instead (POST .../rounds/${round}/fail)`);
+    this.finish(id, round, now, "close");
+    await this.armAlarm();
+    return this.round(id, round);
+  }
+
+  /** The operator's "fail now": the open round ends without a new version; its uploads are dropped. */
+  async failNow(id: string, round: number, reason: string, now: number): Promise<RoundView> {
+    this.openRoundRow(id, round);
+    this.finish(id, round, now, "fail", `failed by the operator: ${reason}`);
+    await this.armAlarm();
+    return this.round(id, round);
+  }
+
+  private openRoundRow(id: string, round: number): RoundRow {
+    const r = this.sql.exec<RoundRow>("SELECT * FROM rounds WHERE federation_id = ? AND round = ?", id, round).toArray()[0];
+    if (!r) throw new AggregatorError("round_not_found", `"${id}" has no round ${round}`);
+    if (r.status !== "open") throw new AggregatorError("round_closed", `round ${round} of "${id}" is already ${r.status}`);
+    return r;
+  }
+
   /** Applies the strategy to the round's mean delta and stores the next global version; inside a transaction. */
-  private close(id: string, round: number, now: number): "closed" {
+  private close(id: string, round: number, now: number): void {
     const fed = this.get(id);
     const r = this.sql.exec<RoundRow>("SELECT * FROM rounds WHERE federation_id = ? AND round = ?", id, round).one();
     const global = decodeTensorFile(readBlob(this.sql, versionKey(id, r.base_version))!, "global adapter");
@@ -452,9 +529,11 @@ export class Federations {
     writeBlob(this.sql, versionKey(id, version), encodeTensorFile(next.global, global.shapes, global.metadata));
     writeBlob(this.sql, stateKey(id), encodeTensorFile(next.state.slots, new Map(), { format: "pt", round: String(next.state.round) }));
     deleteBlob(this.sql, sumKey(id, round));
+    // Version 0 stays (clients without a version start from it); the latest keepVersions stay besides.
+    const pruned = version - fed.config.keepVersions;
+    if (pruned > 0) deleteBlob(this.sql, versionKey(id, pruned));
     this.sql.exec("UPDATE federations SET version = ? WHERE id = ?", version, id);
     this.sql.exec("UPDATE rounds SET status = 'closed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?", now, JSON.stringify(result), id, round);
-    return "closed";
   }
 
   /** The alarm's work: every open round past its deadline closes with at least the minimum, else fails. */
@@ -462,14 +541,8 @@ export class Federations {
     const due = this.sql.exec<{ federation_id: string; round: number; uploads: number }>("SELECT federation_id, round, uploads FROM rounds WHERE status = 'open' AND deadline <= ?", now).toArray();
     for (const d of due) {
       const fed = this.get(d.federation_id);
-      this.storage.transactionSync(() => {
-        if (d.uploads >= fed.config.minClients) this.close(d.federation_id, d.round, now);
-        else {
-          const reason = `deadline passed with ${d.uploads} of the ${fed.config.minClients} uploads needed`;
-          deleteBlob(this.sql, sumKey(d.federation_id, d.round));
-          this.sql.exec("UPDATE rounds SET status = 'failed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?", now, JSON.stringify({ reason }), d.federation_id, d.round);
-        }
-      });
+      if (d.uploads >= fed.config.minClients) this.finish(d.federation_id, d.round, now, "close");
+      else this.finish(d.federation_id, d.round, now, "fail", `deadline passed with ${d.uploads} of the ${fed.config.minClients} uploads needed`);
     }
     await this.armAlarm();
   }

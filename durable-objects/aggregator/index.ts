@@ -3,11 +3,14 @@
 import { DurableObject } from "cloudflare:workers";
 import { attempt, attemptAsync, type Result } from "./errors.ts";
 import { Federations, type FederationView, type RoundSummary, type RoundView, type UploadReceipt, type UploadRequest } from "./federation.ts";
+import { Registry, type RegistryEntry } from "./registry.ts";
 import { migrate } from "./schema.ts";
+import { guardedSql } from "../shared/guarded-sql.ts";
 
 export class Aggregator extends DurableObject<Cloudflare.Env> {
   private readonly schemaVersion: number;
   private readonly federations: Federations;
+  private readonly registry: Registry;
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
@@ -15,6 +18,7 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     // so the schema is current before any handler runs.
     this.schemaVersion = migrate(ctx.storage);
     this.federations = new Federations(ctx.storage);
+    this.registry = new Registry(guardedSql(ctx.storage.sql));
   }
 
   schema(): number {
@@ -31,6 +35,26 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
 
   async openRound(id: string): Promise<Result<RoundView>> {
     return attemptAsync(() => this.federations.openRound(id, Date.now()));
+  }
+
+  async closeRound(id: string, round: number): Promise<Result<RoundView>> {
+    return attemptAsync(() => this.federations.closeNow(id, round, Date.now()));
+  }
+
+  async failRound(id: string, round: number, reason: string): Promise<Result<RoundView>> {
+    return attemptAsync(() => this.federations.failNow(id, round, reason, Date.now()));
+  }
+
+  /** Deletes the federation: its object's whole storage and its alarm. */
+  async deleteFederation(id: string): Promise<Result<{ deleted: string }>> {
+    return attemptAsync(async () => {
+      this.federations.get(id);
+      await this.ctx.storage.deleteAlarm();
+      await this.ctx.storage.deleteAll();
+      // deleteAll drops the tables too: the object may be named again by a new federation of this id.
+      migrate(this.ctx.storage);
+      return { deleted: id };
+    });
   }
 
   getRound(id: string, round: number): Result<RoundView> {
@@ -53,22 +77,31 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     return attempt(() => this.federations.adapterConfig(id));
   }
 
-  supplyInitial(id: string, body: Uint8Array, nonce: string): Result<FederationView> {
-    return attempt(() => this.federations.supplyInitial(id, body, nonce, Date.now()));
+  supplyInitial(id: string, body: Uint8Array): Result<FederationView> {
+    return attempt(() => this.federations.supplyInitial(id, body));
   }
 
   async upload(request: UploadRequest): Promise<Result<UploadReceipt>> {
     return attemptAsync(() => this.federations.upload(request, Date.now()));
   }
 
-  /** On the REGISTRY object: remembers a federation id. */
-  register(federationId: string): void {
-    this.ctx.storage.sql.exec("INSERT INTO registry (federation_id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", federationId, Date.now());
+  /** On the registry object: remembers a federation (its members and upload cap). */
+  register(entry: RegistryEntry): void {
+    this.registry.register(entry, Date.now());
   }
 
-  /** On the REGISTRY object: every federation id, oldest first. */
+  /** On the registry object: a federation's entry, or null when there is none. */
+  lookup(id: string): RegistryEntry | null {
+    return this.registry.lookup(id);
+  }
+
+  unregister(id: string): void {
+    this.registry.unregister(id);
+  }
+
+  /** On the registry object: every federation id, oldest first. */
   registered(): string[] {
-    return this.ctx.storage.sql.exec<{ federation_id: string }>("SELECT federation_id FROM registry ORDER BY created_at, federation_id").toArray().map((r) => r.federation_id);
+    return this.registry.ids();
   }
 
   override async alarm(): Promise<void> {

@@ -57,6 +57,9 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   // v3: the registry of federation ids, kept by the object named REGISTRY (one object per federation
   // holds the rest), so the coordinator can list them.
   ["CREATE TABLE registry (federation_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL)"],
+  // v4: each registry entry's members and upload cap (JSON), read before a federation's object is
+  // addressed; entries registered before v4 have none and are not served until registered again.
+  ["ALTER TABLE registry ADD COLUMN entry TEXT"],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

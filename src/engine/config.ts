@@ -144,3 +144,16 @@ export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
     torch_dtype: "float32",
   };
 }
+
+/**
+ * Dimensions a federation's model may have: above every Llama-family checkpoint a Worker could hold
+ * (Llama-3.1-405B has hidden 16,384, 126 layers, vocabulary 128,256), and low enough that shapes computed
+ * from them never overflow or ask for terabytes.
+ */
+export const MODEL_BOUNDS = { hiddenSize: 16_384, intermediateSize: 65_536, numLayers: 256, numHeads: 256, headDim: 1024, vocabSize: 1 << 20, maxPositions: 1 << 20 } as const;
+
+/** Throws ModelError naming the first dimension over MODEL_BOUNDS. */
+export function assertModelBounds(c: LlamaConfig): void {
+  for (const [field, max] of Object.entries(MODEL_BOUNDS) as [keyof typeof MODEL_BOUNDS, number][])
+    if (c[field] > max) throw new ModelError("config_invalid", `config.json: ${field} ${c[field]} is over the ${max} a federation's model may have`);
+}

@@ -3,6 +3,7 @@
 import * as v from "valibot";
 import { LINEAR_MODULES } from "../engine/llama/names.ts";
 import { ProtocolError } from "./errors.ts";
+import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 const positive = v.pipe(v.number(), v.gtValue(0), v.finite());
@@ -137,7 +138,7 @@ export const FederationConfig = v.pipe(
      * the shapes), and the quantization clients run it in. Where the weights live is each client's deployment.
      */
     model: v.strictObject({
-      name: v.pipe(v.string(), v.minLength(1)),
+      name: v.pipe(v.string(), v.minLength(1), v.maxLength(256)),
       config: v.record(v.string(), v.unknown()),
       quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8"),
     }),
@@ -154,8 +155,12 @@ export const FederationConfig = v.pipe(
     local: v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: positive, maxTokens: v.optional(int(2, 8192), 128) }),
     deadlineSeconds: v.pipe(v.number(), v.minValue(1), v.maxValue(7 * 24 * 3600)),
     seed: v.optional(int(0, 2 ** 32 - 1), 0),
-    /** Largest upload body accepted, in bytes. */
-    maxUploadBytes: v.optional(int(1024, 256 * 2 ** 20), 64 * 2 ** 20),
+    /** Largest upload body accepted, in bytes: at most what crosses one Durable Object RPC call (platform-limits.ts). */
+    maxUploadBytes: v.optional(int(1024, MAX_UPLOAD_BYTES), MAX_UPLOAD_BYTES),
+    /** The most examples one upload may claim: its weight in the mean is capped by it. */
+    maxExamplesPerClient: v.optional(int(1, 1_000_000_000), 100_000),
+    /** Global versions kept besides version 0; older ones are pruned as rounds close, so storage stays bounded. */
+    keepVersions: v.optional(int(1, 100_000), 50),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),
@@ -163,15 +168,21 @@ export const FederationConfig = v.pipe(
 );
 export type FederationConfig = v.InferOutput<typeof FederationConfig>;
 
+/** An upload's metrics: a few named finite numbers, so receipts and round results stay small rows. */
+export const METRICS_LIMITS = { keys: 16, keyLength: 64, jsonBytes: 2048 } as const;
+
 /** What an upload's safetensors `__metadata__` holds besides the format (all strings on the wire). */
 export const UploadMetadata = v.strictObject({
   format: v.optional(v.string()),
   num_examples: v.pipe(v.string(), v.regex(/^[1-9][0-9]{0,9}$/, "must be a positive integer")),
   /** JSON object of numeric metrics, e.g. {"train_loss": 1.23}. */
-  metrics: v.optional(v.string(), "{}"),
+  metrics: v.optional(v.pipe(v.string(), v.maxLength(METRICS_LIMITS.jsonBytes, `must be at most ${METRICS_LIMITS.jsonBytes} characters`)), "{}"),
 });
 
-const Metrics = v.record(v.string(), v.pipe(v.number(), v.finite()));
+const Metrics = v.pipe(
+  v.record(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]+$/, "metric names are letters, digits, '_', '.' or '-'"), v.maxLength(METRICS_LIMITS.keyLength)), v.pipe(v.number(), v.finite())),
+  v.check((m) => Object.keys(m).length <= METRICS_LIMITS.keys, `at most ${METRICS_LIMITS.keys} metrics`),
+);
 
 export type ConfigErrorCode = "config_invalid" | "metadata_invalid";
 

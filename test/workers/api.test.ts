@@ -1,18 +1,11 @@
 // The coordinator's HTTP API in workerd, as a user and a client call it.
-import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { deriveClientSecret, signRequest } from "../../src/protocol/signature.ts";
+import { anonymous, api, signedPut } from "../fixtures/coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
-const api = (path: string, init?: RequestInit) => exports.default.fetch(`http://coordinator${path}`, init);
 const config = (id: string) => federationConfig(id, { method: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] }, rounds: 2, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1 });
 
-async function signedPut(path: string, body: Uint8Array, client: string, opts: { key?: string; secretOf?: string } = {}) {
-  const secret = await deriveClientSecret("test-master-key", opts.secretOf ?? client);
-  const headers = { ...(await signRequest(secret, client, "PUT", path, body)), ...(opts.key === "" ? {} : { "idempotency-key": opts.key ?? `${client}-1` }) };
-  return api(path, { method: "PUT", headers, body });
-}
 
 describe("coordinator API", () => {
   it("runs a round over HTTP: create, open, signed uploads, the new version as a PEFT folder", async () => {
@@ -45,7 +38,7 @@ describe("coordinator API", () => {
     ["an oversized JSON body", () => api("/federations", { method: "POST", body: "x".repeat((1 << 20) + 1) }), 413, "payload_too_large", /at most|exceeds/],
     ["an unknown federation", () => api("/federations/nope"), 404, "federation_not_found", /nope/],
     ["a round number that is not a number", () => api("/federations/http-1/rounds/one"), 400, "bad_request", /round must be/],
-    ["an upload without signature headers", () => api("/federations/http-1/rounds/1/updates/alice", { method: "PUT", headers: { "idempotency-key": "k" }, body: "x" }), 401, "signature_missing", /signed requests/],
+    ["an upload without signature headers", () => anonymous("/federations/http-1/rounds/1/updates/alice", { method: "PUT", headers: { "idempotency-key": "k" }, body: "x" }), 401, "signature_missing", /signed requests/],
     ["an upload signed with another client's secret", () => signedPut("/federations/http-1/rounds/1/updates/alice", new Uint8Array(8), "alice", { secretOf: "bob" }), 401, "signature_invalid", /does not match/],
     ["an upload signed by one client for another", () => signedPut("/federations/http-1/rounds/1/updates/alice", new Uint8Array(8), "bob"), 403, "forbidden", /signed by "bob"/],
     ["an upload without an Idempotency-Key", () => signedPut("/federations/http-1/rounds/1/updates/alice", new Uint8Array(8), "alice", { key: "" }), 400, "bad_request", /Idempotency-Key/],

@@ -1,23 +1,17 @@
 // A FedKSeed federation in the aggregator (workerd, real SQLite): versions are the cumulative scalar per
 // seed of the pool; clients upload sparse per-seed sums; a client fetches the sparse change since the
 // version it holds.
-import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { decodeSeedSums, encodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
 import { writeSafetensors } from "../../src/protocol/safetensors.ts";
-import { deriveClientSecret, signRequest } from "../../src/protocol/signature.ts";
+import { api, signedPut } from "../fixtures/coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
 const K = 64;
 const method = { type: "fedkseed", k: K, trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] } };
 const config = (id: string, overrides: Record<string, unknown> = {}) => federationConfig(id, { method, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1, ...overrides });
-const api = (path: string, init?: RequestInit) => exports.default.fetch(`http://coordinator${path}`, init);
-async function upload(fed: string, round: number, client: string, body: Uint8Array) {
-  const path = `/federations/${fed}/rounds/${round}/updates/${client}`;
-  const headers = { ...(await signRequest(await deriveClientSecret("test-master-key", client), client, "PUT", path, body)), "idempotency-key": `${client}-${round}-${body.length}` };
-  return api(path, { method: "PUT", headers, body });
-}
+const upload = (fed: string, round: number, client: string, body: Uint8Array) => signedPut(`/federations/${fed}/rounds/${round}/updates/${client}`, body, client, { key: `${client}-${round}-${body.length}` });
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 const sums = (entries: [number, number][], n: number) => encodeSeedSums(new Map(entries), { format: "pt", num_examples: String(n) });
 

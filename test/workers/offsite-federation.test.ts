@@ -1,6 +1,5 @@
 // An offsite-tuning federation in the aggregator (workerd, real SQLite): no version 0 until the operator
-// supplies the owner's adapter (signed, strictly checked, once); then rounds fold full-tensor deltas.
-import { exports } from "cloudflare:workers";
+// supplies the owner's adapter (with the operator's token, strictly checked, once); then rounds fold full-tensor deltas.
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { toHfConfig } from "../../src/engine/config.ts";
@@ -9,7 +8,7 @@ import { seededUniform } from "../../src/engine/sampling.ts";
 import { adapterShapes, offsiteLayout } from "../../src/fl/offsite/emulator.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
-import { deriveClientSecret, OPERATOR_ID, signRequest } from "../../src/protocol/signature.ts";
+import { api, signedPut } from "../fixtures/coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyConfig } from "../fixtures/tiny-llama.ts";
 
@@ -18,15 +17,11 @@ const split = { bottom: 1, top: 1, middle: 2 };
 const shapes = adapterShapes(model, offsiteLayout(model.numLayers, split));
 const config = (id: string, method: Record<string, unknown> = { type: "offsite", ...split }) =>
   federationConfig(id, { model: { name: "tiny-6", config: toHfConfig(model) }, method, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1 });
-const api = (path: string, init?: RequestInit) => exports.default.fetch(`http://coordinator${path}`, init);
 const random = (seed: number, scale: number): TensorMap => {
   const u = seededUniform(seed);
   return new Map([...shapes].map(([k, s]) => [k, normalSamples(u, s.reduce((a, b) => a * b, 1), scale)]));
 };
-async function signedPut(path: string, body: Uint8Array, as: string, key?: string) {
-  const headers = { ...(await signRequest(await deriveClientSecret("test-master-key", as), as, "PUT", path, body)), ...(key ? { "idempotency-key": key } : {}) };
-  return api(path, { method: "PUT", headers, body });
-}
+const supply = (path: string, body: Uint8Array) => api(path, { method: "PUT", body });
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 
 describe("an offsite-tuning federation", () => {
@@ -41,11 +36,11 @@ describe("an offsite-tuning federation", () => {
     const initial = random(1, 0.02);
     const path = "/federations/off-1/versions/0";
     const refusals: [string, Promise<Response>, number, string][] = [
-      ["a client's signature", signedPut(path, encodeTensorFile(initial, shapes), "alice"), 403, "forbidden"],
-      ["a tensor missing", signedPut(path, encodeTensorFile(new Map([...initial].slice(1)), shapes), OPERATOR_ID), 422, "tensor_mismatch"],
-      ["a middle layer's tensor", signedPut(path, encodeTensorFile(new Map(initial).set("model.layers.2.mlp.up_proj.weight", new Float32Array(96 * 64)), new Map(shapes).set("model.layers.2.mlp.up_proj.weight", [96, 64])), OPERATOR_ID), 422, "tensor_mismatch"],
-      ["a transposed tensor", signedPut(path, encodeTensorFile(initial, new Map(shapes).set("model.layers.0.mlp.up_proj.weight", [64, 96])), OPERATOR_ID), 422, "tensor_mismatch"],
-      ["a NaN", signedPut(path, encodeTensorFile(new Map(initial).set("model.layers.5.input_layernorm.weight", new Float32Array(64).fill(NaN)), shapes), OPERATOR_ID), 422, "non_finite"],
+      ["a client's signature", signedPut(path, encodeTensorFile(initial, shapes), "alice"), 401, "unauthorized"],
+      ["a tensor missing", supply(path, encodeTensorFile(new Map([...initial].slice(1)), shapes)), 422, "tensor_mismatch"],
+      ["a middle layer's tensor", supply(path, encodeTensorFile(new Map(initial).set("model.layers.2.mlp.up_proj.weight", new Float32Array(96 * 64)), new Map(shapes).set("model.layers.2.mlp.up_proj.weight", [96, 64]))), 422, "tensor_mismatch"],
+      ["a transposed tensor", supply(path, encodeTensorFile(initial, new Map(shapes).set("model.layers.0.mlp.up_proj.weight", [64, 96]))), 422, "tensor_mismatch"],
+      ["a NaN", supply(path, encodeTensorFile(new Map(initial).set("model.layers.5.input_layernorm.weight", new Float32Array(64).fill(NaN)), shapes)), 422, "non_finite"],
     ];
     for (const [what, call, status, code] of refusals) {
       const res = await call;
@@ -53,26 +48,26 @@ describe("an offsite-tuning federation", () => {
     }
     expect((await api(path)).status).toBe(404);
 
-    const ok = await signedPut(path, encodeTensorFile(initial, shapes), OPERATOR_ID);
+    const ok = await supply(path, encodeTensorFile(initial, shapes));
     expect(ok.status).toBe(201);
     const v0 = decodeTensorFile(new Uint8Array(await (await api(path)).arrayBuffer()), "v0");
     expect(v0.shapes).toEqual(shapes);
     for (const [k, t] of initial) expect(v0.tensors.get(k)).toEqual(t);
-    const again = await signedPut(path, encodeTensorFile(random(2, 0.02), shapes), OPERATOR_ID);
+    const again = await supply(path, encodeTensorFile(random(2, 0.02), shapes));
     expect([again.status, (await error(again)).code]).toEqual([409, "initial_exists"]);
   });
 
   it("folds full-tensor deltas into the adapter: version 1 is version 0 plus the example-weighted mean", async () => {
     const stub = env.AGGREGATOR.getByName("off-2");
-    expect((await stub.createFederation(config("off-2"))).ok).toBe(true);
+    expect((await api("/federations", { method: "POST", body: JSON.stringify(config("off-2")) })).status).toBe(201);
     const initial = random(3, 0.02);
-    expect((await stub.supplyInitial("off-2", encodeTensorFile(initial, shapes), "00000000000000a1")).ok).toBe(true);
+    expect((await stub.supplyInitial("off-2", encodeTensorFile(initial, shapes))).ok).toBe(true);
     const round = await stub.openRound("off-2");
     expect(round.ok && round.value.task.method).toEqual({ type: "offsite", ...split });
     const deltas = [random(4, 0.01), random(5, 0.01)];
     for (const [i, client] of ["alice", "bob"].entries()) {
       const body = encodeTensorFile(deltas[i]!, shapes, { format: "pt", num_examples: String(i === 0 ? 10 : 30) });
-      const res = await signedPut(`/federations/off-2/rounds/1/updates/${client}`, body, client, `${client}-1`);
+      const res = await signedPut(`/federations/off-2/rounds/1/updates/${client}`, body, client, { key: `${client}-1` });
       expect(res.status).toBe(200);
     }
     const v1 = await stub.getVersion("off-2", 1);
@@ -89,7 +84,7 @@ describe("an offsite-tuning federation", () => {
       expect([res.status, (await error(res)).code]).toEqual([400, "config_invalid"]);
     }
     expect((await api("/federations", { method: "POST", body: JSON.stringify(federationConfig("lora-1")) })).status).toBe(201);
-    const res = await signedPut("/federations/lora-1/versions/0", encodeTensorFile(random(6, 0.02), shapes), OPERATOR_ID);
+    const res = await supply("/federations/lora-1/versions/0", encodeTensorFile(random(6, 0.02), shapes));
     expect([res.status, (await error(res)).code]).toEqual([409, "initial_not_needed"]);
   });
 });

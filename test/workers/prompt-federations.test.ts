@@ -1,20 +1,14 @@
 // Prompt federations in the aggregator (workerd, real SQLite). FedBPT: versions are the global mean z
 // and squared step size, clients upload their change, the fold gives FedBPT's recombination. Both it and
 // discrete prompts refuse updates that would leave their point invalid, before folding them.
-import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { bbtAggregate, bbtDelta, bbtGlobalOf } from "../../src/fl/bbt/fedbpt.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { deriveClientSecret, signRequest } from "../../src/protocol/signature.ts";
+import { api, signedPut } from "../fixtures/coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
 const method = { type: "fedbpt", promptTokens: 4, dimension: 6, sigma: 0.5, labels: ["spam", "ham"] };
-const api = (path: string, init?: RequestInit) => exports.default.fetch(`http://coordinator${path}`, init);
-async function upload(fed: string, round: number, client: string, body: Uint8Array) {
-  const path = `/federations/${fed}/rounds/${round}/updates/${client}`;
-  const headers = { ...(await signRequest(await deriveClientSecret("test-master-key", client), client, "PUT", path, body)), "idempotency-key": `${client}-${round}` };
-  return api(path, { method: "PUT", headers, body });
-}
+const upload = (fed: string, round: number, client: string, body: Uint8Array) => signedPut(`/federations/${fed}/rounds/${round}/updates/${client}`, body, client, { key: `${client}-${round}` });
 const version = async (fed: string, v: number) => bbtGlobalOf(decodeTensorFile(new Uint8Array(await (await api(`/federations/${fed}/versions/${v}`)).arrayBuffer()), `v${v}`).tensors);
 
 describe("a FedBPT federation", () => {

@@ -8,7 +8,8 @@ export const MAX_JSON_BYTES = 1 << 20;
 /** The coordinator's own cap on uploads; each federation sets a lower one (maxUploadBytes). */
 export const MAX_UPLOAD_BYTES = 256 << 20;
 
-export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
+/** Reads the body, refusing it from its Content-Length or as soon as it streams past `limit`; `onChunk` sees each part as it arrives. */
+export async function readBody(c: Context, limit: number, onChunk?: (chunk: Uint8Array) => Promise<void> | void): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? NaN);
   if (declared > limit) throw new HTTPException(413, { message: `the body is ${declared} bytes; at most ${limit} are accepted` });
   const reader = c.req.raw.body?.getReader();
@@ -23,6 +24,7 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
       await reader.cancel();
       throw new HTTPException(413, { message: `the body exceeds ${limit} bytes` });
     }
+    if (onChunk) await onChunk(value);
     parts.push(value);
   }
   const out = new Uint8Array(size);
@@ -34,10 +36,32 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
   return out;
 }
 
+/** Deeper JSON is refused before parsing: configs nest a few levels, and a parser or validator may recurse. */
+export const MAX_JSON_DEPTH = 32;
+
+/** The deepest nesting of arrays and objects in JSON text (strings skipped), counted without parsing. */
+export function jsonDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (ch === 92) i++;
+      else if (ch === 34) inString = false;
+    } else if (ch === 34) inString = true;
+    else if (ch === 91 || ch === 123) deepest = Math.max(deepest, ++depth);
+    else if (ch === 93 || ch === 125) depth--;
+  }
+  return deepest;
+}
+
 export async function readJson(c: Context): Promise<unknown> {
-  const bytes = await readBody(c, MAX_JSON_BYTES);
+  const text = new TextDecoder().decode(await readBody(c, MAX_JSON_BYTES));
+  const depth = jsonDepth(text);
+  if (depth > MAX_JSON_DEPTH) throw new HTTPException(400, { message: `the body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted` });
   try {
-    return JSON.parse(new TextDecoder().decode(bytes));
+    return JSON.parse(text);
   } catch (e) {
     throw new HTTPException(400, { message: `the body is not valid JSON: ${(e as Error).message}` });
   }

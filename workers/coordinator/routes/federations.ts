@@ -1,22 +1,31 @@
-// Federations and their rounds: create, read, open the next round, read a round.
+// Federations and their rounds: create, read, open the next round, read a round; the operator's
+// actions on an open round (close it now, fail it) and on a federation (delete it).
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
+import * as v from "valibot";
+import type { Result } from "../../../durable-objects/aggregator/errors.ts";
+import type { FederationView } from "../../../durable-objects/aggregator/federation.ts";
 import { linePlotSvg } from "../../../src/report/line-plot.ts";
 import { aggregator, answer, intParam, registry } from "../aggregator.ts";
 import { readJson } from "../body.ts";
+import { forget, operator, reader, viewer, type Env } from "../credentials.ts";
 
-export const federations = new Hono<{ Bindings: Cloudflare.Env }>();
+export const federations = new Hono<Env>();
 
-federations.post("/", async (c) => {
+federations.post("/", operator(), async (c) => {
   const config = await readJson(c);
   const id = (config as { id?: unknown } | null)?.id;
-  if (typeof id !== "string" || id === "") throw new HTTPException(400, { message: 'the federation config needs an "id" (string)' });
-  const created = await aggregator(c.env, id).createFederation(config);
-  if (created.ok) await registry(c.env).register(id);
+  if (typeof id !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) throw new HTTPException(400, { message: 'the federation config needs an "id": 1-64 letters, digits, \'.\', \'_\' or \'-\', starting with a letter or digit' });
+  const stub = aggregator(c.env, id);
+  const created = (await stub.createFederation(config)) as unknown as Result<FederationView>;
+  // Registered after its object holds it; a create retried after a crash between the two registers it then.
+  const existing: Result<FederationView> | null = !created.ok && created.error.code === "federation_exists" ? ((await stub.getFederation(id)) as unknown as Result<FederationView>) : null;
+  const view = created.ok ? created.value : existing?.ok ? existing.value : null;
+  if (view) await registry(c.env).register({ id, clients: view.config.clients, maxUploadBytes: view.config.maxUploadBytes });
   return answer(c, created, 201);
 });
 
-federations.get("/", async (c) => {
+federations.get("/", viewer(), async (c) => {
   const ids = await registry(c.env).registered();
   const views = [];
   for (const id of ids) {
@@ -27,7 +36,7 @@ federations.get("/", async (c) => {
 });
 
 /** Per-round client train loss (example-weighted) as an SVG chart, for the dashboard. */
-federations.get("/:id/plot.svg", async (c) => {
+federations.get("/:id/plot.svg", viewer(), async (c) => {
   const id = c.req.param("id");
   const m = await aggregator(c.env, id).getMetrics(id);
   if (!m.ok) return answer(c, m);
@@ -44,14 +53,39 @@ federations.get("/:id/plot.svg", async (c) => {
   return new Response(svg, { headers: { "content-type": "image/svg+xml", "cache-control": "no-store" } });
 });
 
-federations.get("/:id", async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getFederation(c.req.param("id"))));
+federations.get("/:id", reader(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getFederation(c.req.param("id"))));
 
-federations.get("/:id/metrics", async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getMetrics(c.req.param("id"))));
+federations.delete("/:id", operator(), async (c) => {
+  const id = c.req.param("id");
+  // Unregistered first: from then on no request reaches the object, which then deletes its storage.
+  await registry(c.env).unregister(id);
+  forget(id);
+  return answer(c, await aggregator(c.env, id).deleteFederation(id));
+});
 
-federations.post("/:id/rounds", async (c) => answer(c, await aggregator(c.env, c.req.param("id")).openRound(c.req.param("id")), 201));
+federations.get("/:id/metrics", viewer(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getMetrics(c.req.param("id"))));
 
-federations.get("/:id/rounds/:round", async (c) => {
+federations.post("/:id/rounds", operator(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).openRound(c.req.param("id")), 201));
+
+federations.get("/:id/rounds/:round", reader(), async (c) => {
   const round = intParam(c, "round");
   if (round instanceof Response) return round;
   return answer(c, await aggregator(c.env, c.req.param("id")).getRound(c.req.param("id"), round));
+});
+
+federations.post("/:id/rounds/:round/close", operator(), async (c) => {
+  const round = intParam(c, "round");
+  if (round instanceof Response) return round;
+  return answer(c, await aggregator(c.env, c.req.param("id")).closeRound(c.req.param("id"), round));
+});
+
+const FailBody = v.strictObject({ reason: v.optional(v.pipe(v.string(), v.maxLength(500)), "no reason given") });
+
+federations.post("/:id/rounds/:round/fail", operator(), async (c) => {
+  const round = intParam(c, "round");
+  if (round instanceof Response) return round;
+  const raw = c.req.header("content-length") === "0" || !c.req.raw.body ? {} : await readJson(c);
+  const body = v.safeParse(FailBody, raw);
+  if (!body.success) throw new HTTPException(400, { message: `the body is {"reason": string of at most 500 characters}: ${body.issues[0].message}` });
+  return answer(c, await aggregator(c.env, c.req.param("id")).failRound(c.req.param("id"), round, body.output.reason));
 });

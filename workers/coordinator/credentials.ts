@@ -1,0 +1,135 @@
+// Who may call a route (DESIGN.md, "Trust at the boundary"): the operator's bearer token for what changes
+// a federation, the viewer's (or the operator's) for reading it, or a member client's HMAC signature for
+// what a client needs. Checked as middleware, before a body is read and before any Durable Object is
+// addressed; a coordinator without its secrets answers 503 naming the secret, never an open route.
+import type { Context, MiddlewareHandler } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { timingSafeEqual } from "hono/utils/buffer";
+import { parseSignedHeaders, SignatureError, verifySignature, deriveClientSecret, type VerifiedRequest } from "../../src/protocol/signature.ts";
+import { registry } from "./aggregator.ts";
+import { readBody } from "./body.ts";
+import { errorResponse } from "./errors.ts";
+import type { RegistryEntry } from "../../durable-objects/aggregator/registry.ts";
+
+export type Role = "operator" | "viewer" | "member";
+
+export type Env = { Bindings: Cloudflare.Env; Variables: { role: Role; signer?: VerifiedRequest; federation?: RegistryEntry; body?: Uint8Array; bodySha256?: string } };
+
+const SECRETS = { operator: "FEDFLARE_OPERATOR_TOKEN", viewer: "FEDFLARE_VIEWER_TOKEN", member: "FEDFLARE_MASTER_KEY" } as const;
+
+function secret(c: Context<Env>, role: Role): string {
+  const value = c.env[SECRETS[role]];
+  if (typeof value !== "string" || value.length < 16)
+    throw new HTTPException(503, { message: `the coordinator is not configured: set the secret ${SECRETS[role]} (at least 16 characters) with \`npx wrangler secret put ${SECRETS[role]}\`` });
+  return value;
+}
+
+function bearer(c: Context<Env>): string | null {
+  const h = c.req.header("authorization");
+  const m = h ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(h) : null;
+  return m ? m[1]! : null;
+}
+
+/** The role a bearer token grants among `allowed` (the operator's token reads as well), or null. */
+async function tokenRole(c: Context<Env>, token: string, allowed: readonly Role[]): Promise<Role | null> {
+  for (const role of ["operator", "viewer"] as const) {
+    if (!allowed.includes(role) && !(role === "operator" && allowed.includes("viewer"))) continue;
+    if (await timingSafeEqual(token, secret(c, role))) return role;
+  }
+  return null;
+}
+
+/**
+ * The federation named by the path, from the registry (one object), before its own object is addressed:
+ * an unknown id touches no Durable Object of its own. Entries are immutable, so an isolate keeps them.
+ */
+const known = new Map<string, RegistryEntry>();
+const KNOWN_CAP = 1024;
+
+/** The path's federation: null when the route names none, "unknown" when the registry has no such id. */
+async function federationOf(c: Context<Env>): Promise<RegistryEntry | null | "unknown"> {
+  const id = c.req.param("id");
+  if (id === undefined) return null;
+  const cached = known.get(id);
+  if (cached) return cached;
+  const entry = await registry(c.env).lookup(id);
+  if (!entry) return "unknown";
+  if (known.size >= KNOWN_CAP) known.delete(known.keys().next().value!);
+  known.set(id, entry);
+  return entry;
+}
+
+/** Forgets a federation this isolate knew (it was deleted). */
+export function forget(id: string): void {
+  known.delete(id);
+}
+
+/** Reads the body under `limit`, hashing it as it streams in (DigestStream), so a signed body is read once. */
+async function hashedBody(c: Context<Env>, limit: number): Promise<{ body: Uint8Array; sha256: string }> {
+  const digest = new crypto.DigestStream("SHA-256");
+  const writer = digest.getWriter();
+  const body = await readBody(c, limit, (chunk) => writer.write(chunk));
+  await writer.close();
+  const sha256 = Array.from(new Uint8Array(await digest.digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return { body, sha256 };
+}
+
+/**
+ * Middleware: the request must carry one of the `allowed` credentials. A member's signature is checked
+ * over the body (read under `bodyLimit`, or the federation's maxUploadBytes when it is a function), its
+ * signer must be a member of the federation in the path, and the body is left in `c.var.body`.
+ */
+export function requireCredential(allowed: readonly Role[], bodyLimit: number | ((f: RegistryEntry) => number) = 0): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const token = bearer(c);
+    if (token !== null) {
+      const role = await tokenRole(c, token, allowed);
+      if (!role) throw new HTTPException(401, { message: `the bearer token is not valid for this route (it needs ${describe(allowed)})` });
+      c.set("role", role);
+      const fed = await federationOf(c);
+      if (fed === "unknown") return unknown(c);
+      if (fed) c.set("federation", fed);
+      return next();
+    }
+    if (!allowed.includes("member") || (allowed.length > 1 && c.req.header("x-fedflare-client") === undefined))
+      throw new HTTPException(401, { message: `this route needs ${describe(allowed)}` });
+    const masterKey = secret(c, "member");
+    let headers;
+    try {
+      headers = parseSignedHeaders(c.req.raw.headers);
+    } catch (e) {
+      if (e instanceof SignatureError) return errorResponse(c, 401, e.code, e.message);
+      throw e;
+    }
+    const fed = await federationOf(c);
+    if (fed === "unknown") return unknown(c);
+    if (!fed) throw new HTTPException(403, { message: "client signatures are accepted only on a federation's routes" });
+    if (!fed.clients.includes(headers.clientId)) throw new HTTPException(403, { message: `client "${headers.clientId}" is not a member of federation "${fed.id}"` });
+    const limit = typeof bodyLimit === "function" ? bodyLimit(fed) : bodyLimit;
+    const { body, sha256 } = await hashedBody(c, limit);
+    const url = new URL(c.req.url);
+    try {
+      c.set("signer", await verifySignature(await deriveClientSecret(masterKey, headers.clientId), headers, c.req.method, url.pathname + url.search, sha256));
+    } catch (e) {
+      if (e instanceof SignatureError) return errorResponse(c, 401, e.code, e.message);
+      throw e;
+    }
+    c.set("role", "member");
+    c.set("federation", fed);
+    c.set("body", body);
+    c.set("bodySha256", sha256);
+    return next();
+  };
+}
+
+const unknown = (c: Context<Env>) => errorResponse(c, 404, "federation_not_found", `no federation "${c.req.param("id")}"`);
+
+function describe(allowed: readonly Role[]): string {
+  const names = { operator: "the operator's token (Authorization: Bearer $FEDFLARE_OPERATOR_TOKEN)", viewer: "the viewer's or the operator's token", member: "a member client's signature" };
+  return allowed.map((r) => names[r]).join(" or ");
+}
+
+export const operator = () => requireCredential(["operator"]);
+export const viewer = () => requireCredential(["viewer"]);
+/** Reads a federation's client needs too: its rounds and versions. */
+export const reader = () => requireCredential(["viewer", "member"]);
