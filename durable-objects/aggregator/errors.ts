@@ -2,7 +2,7 @@ import { FedflareError } from "../../src/errors.ts";
 
 /** Every refusal of the aggregator: its HTTP status and a stable code. */
 export const AGGREGATOR_ERRORS = {
-  config_invalid: 400,
+  config_invalid: 422,
   federation_exists: 409,
   federation_not_found: 404,
   federation_finished: 409,

@@ -150,10 +150,18 @@ export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
  * (Llama-3.1-405B has hidden 16,384, 126 layers, vocabulary 128,256), and low enough that shapes computed
  * from them never overflow or ask for terabytes.
  */
-export const MODEL_BOUNDS = { hiddenSize: 16_384, intermediateSize: 65_536, numLayers: 256, numHeads: 256, headDim: 1024, vocabSize: 1 << 20, maxPositions: 1 << 20 } as const;
+export const MODEL_BOUNDS = {
+  hiddenSize: ["hidden_size", 16_384],
+  intermediateSize: ["intermediate_size", 65_536],
+  numLayers: ["num_hidden_layers", 256],
+  numHeads: ["num_attention_heads", 256],
+  headDim: ["head_dim", 1024],
+  vocabSize: ["vocab_size", 1 << 20],
+  maxPositions: ["max_position_embeddings", 1 << 20],
+} as const;
 
-/** Throws ModelError naming the first dimension over MODEL_BOUNDS. */
+/** Throws ModelError naming the first dimension over MODEL_BOUNDS, by its config.json name. */
 export function assertModelBounds(c: LlamaConfig): void {
-  for (const [field, max] of Object.entries(MODEL_BOUNDS) as [keyof typeof MODEL_BOUNDS, number][])
-    if (c[field] > max) throw new ModelError("config_invalid", `config.json: ${field} ${c[field]} is over the ${max} a federation's model may have`);
+  for (const [field, [name, max]] of Object.entries(MODEL_BOUNDS) as [keyof typeof MODEL_BOUNDS, (typeof MODEL_BOUNDS)[keyof typeof MODEL_BOUNDS]][])
+    if (c[field] > max) throw new ModelError("config_invalid", `config.json: ${name} ${c[field]} is over the ${max} a federation's model may have`);
 }

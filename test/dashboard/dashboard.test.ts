@@ -1,5 +1,6 @@
 // The coordinator's dashboard in headless Chromium (Debian's, driven by playwright-core), checked
-// against the API after a real round in workerd; the screenshot stays in test-output/dashboard.png.
+// against the API after a real round in workerd, after signing in with the viewer token (a wrong token
+// is refused, and the token never appears in a URL); the screenshot stays in test-output/dashboard.png.
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,8 +48,17 @@ afterAll(async () => {
 describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
   it("shows the federations, rounds, clients and the metric curve the API reports", async () => {
     const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+    const urls: string[] = [];
+    page.on("request", (r) => urls.push(r.url()));
     await page.goto(new URL("/?federation=dash", fed.url).href);
+    await page.fill('[data-testid="token"]', "not-the-token-0123456789");
+    await page.click('[data-testid="sign-in"] button');
+    await page.waitForSelector('[data-testid="sign-in"] >> text=not valid');
+    expect(await page.locator('[data-testid="round-row"]').count()).toBe(0);
+    await page.fill('[data-testid="token"]', fed.viewerToken);
+    await page.click('[data-testid="sign-in"] button');
     await page.waitForSelector('[data-testid="round-row"] >> nth=1');
+    expect(urls.filter((u) => u.includes(fed.viewerToken))).toEqual([]);
     const api = async <T>(path: string) => (await (await fed.coordinator(path)).json()) as T;
     const view = await api<{ roundsDone: number; version: number; openRound: number; config: { rounds: number; strategy: { name: string } } }>("/federations/dash");
 

@@ -139,7 +139,7 @@ describe("aggregator: refusals change nothing", () => {
     expect(await stub.openRound("opening")).toMatchObject({ ok: false, error: { status: 409, code: "round_open" } });
     expect(await stub.createFederation(federationConfig("opening"))).toMatchObject({ ok: false, error: { status: 409, code: "federation_exists" } });
     const other = env.AGGREGATOR.getByName("bad-config");
-    expect(await other.createFederation(federationConfig("bad-config", { strategy: { name: "fedadam", beta1: 2 } }))).toMatchObject({ ok: false, error: { status: 400, code: "config_invalid", message: expect.stringMatching(/beta1/) } });
+    expect(await other.createFederation(federationConfig("bad-config", { strategy: { name: "fedadam", beta1: 2 } }))).toMatchObject({ ok: false, error: { status: 422, code: "config_invalid", message: expect.stringMatching(/beta1/) } });
     expect(await other.getFederation("bad-config")).toMatchObject({ ok: false, error: { status: 404, code: "federation_not_found" } });
   });
 });

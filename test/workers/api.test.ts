@@ -1,7 +1,7 @@
 // The coordinator's HTTP API in workerd, as a user and a client call it.
 import { describe, expect, it } from "vitest";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { anonymous, api, signedPut } from "../fixtures/coordinator-api.ts";
+import { anonymous, api, signedPut } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
 const config = (id: string) => federationConfig(id, { method: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] }, rounds: 2, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1 });
@@ -34,7 +34,7 @@ describe("coordinator API", () => {
   it.each([
     ["malformed JSON", () => api("/federations", { method: "POST", body: "{" }), 400, "bad_request", /not valid JSON/],
     ["a config without an id", () => api("/federations", { method: "POST", body: "{}" }), 400, "bad_request", /"id"/],
-    ["an invalid config", () => api("/federations", { method: "POST", body: JSON.stringify({ ...config("bad"), rounds: 0 }) }), 400, "config_invalid", /rounds/],
+    ["an invalid config", () => api("/federations", { method: "POST", body: JSON.stringify({ ...config("bad"), rounds: 0 }) }), 422, "config_invalid", /rounds/],
     ["an oversized JSON body", () => api("/federations", { method: "POST", body: "x".repeat((1 << 20) + 1) }), 413, "payload_too_large", /at most|exceeds/],
     ["an unknown federation", () => api("/federations/nope"), 404, "federation_not_found", /nope/],
     ["a round number that is not a number", () => api("/federations/http-1/rounds/one"), 400, "bad_request", /round must be/],

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { decodeSeedSums, encodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
 import { writeSafetensors } from "../../src/protocol/safetensors.ts";
-import { api, signedPut } from "../fixtures/coordinator-api.ts";
+import { api, signedPut } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
 const K = 64;
@@ -64,7 +64,7 @@ describe("a FedKSeed federation", () => {
     const bad = [config("ks-3", { strategy: { name: "fedadam" } }), config("ks-4", { method: { ...method, trains: { type: "full", tensors: ["model.layers.9.mlp.up_proj.weight"] } } })];
     for (const c of bad) {
       const res = await api("/federations", { method: "POST", body: JSON.stringify(c) });
-      expect([res.status, (await error(res)).code]).toEqual([400, "config_invalid"]);
+      expect([res.status, (await error(res)).code]).toEqual([422, "config_invalid"]);
     }
     expect((await api("/federations", { method: "POST", body: JSON.stringify(federationConfig("lora-ks")) })).status).toBe(201);
     expect((await api("/federations/lora-ks/versions/0/seeds")).status).toBe(404);

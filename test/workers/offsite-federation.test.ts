@@ -8,7 +8,7 @@ import { seededUniform } from "../../src/engine/sampling.ts";
 import { adapterShapes, offsiteLayout } from "../../src/fl/offsite/emulator.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
-import { api, signedPut } from "../fixtures/coordinator-api.ts";
+import { api, signedPut } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyConfig } from "../fixtures/tiny-llama.ts";
 
@@ -81,7 +81,7 @@ describe("an offsite-tuning federation", () => {
   it("refuses splits the model cannot hold and an initial adapter for a LoRA federation", async () => {
     for (const method of [{ type: "offsite", bottom: 4, top: 3, middle: 0 }, { type: "offsite", bottom: 0, top: 0, middle: 2 }, { type: "offsite", bottom: 1, top: 1, middle: 1 }]) {
       const res = await api("/federations", { method: "POST", body: JSON.stringify(config(`off-bad-${method.bottom}-${method.middle}`, method)) });
-      expect([res.status, (await error(res)).code]).toEqual([400, "config_invalid"]);
+      expect([res.status, (await error(res)).code]).toEqual([422, "config_invalid"]);
     }
     expect((await api("/federations", { method: "POST", body: JSON.stringify(federationConfig("lora-1")) })).status).toBe(201);
     const res = await supply("/federations/lora-1/versions/0", encodeTensorFile(random(6, 0.02), shapes));

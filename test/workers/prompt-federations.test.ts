@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { bbtAggregate, bbtDelta, bbtGlobalOf } from "../../src/fl/bbt/fedbpt.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { api, signedPut } from "../fixtures/coordinator-api.ts";
+import { api, signedPut } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
 const method = { type: "fedbpt", promptTokens: 4, dimension: 6, sigma: 0.5, labels: ["spam", "ham"] };

@@ -81,7 +81,8 @@ async function hashedBody(c: Context<Env>, limit: number): Promise<{ body: Uint8
  */
 export function requireCredential(allowed: readonly Role[], bodyLimit: number | ((f: RegistryEntry) => number) = 0): MiddlewareHandler<Env> {
   return async (c, next) => {
-    const token = bearer(c);
+    const signedByClient = allowed.includes("member") && c.req.header("x-fedflare-client") !== undefined;
+    const token = signedByClient ? null : bearer(c);
     if (token !== null) {
       const role = await tokenRole(c, token, allowed);
       if (!role) throw new HTTPException(401, { message: `the bearer token is not valid for this route (it needs ${describe(allowed)})` });
@@ -91,7 +92,7 @@ export function requireCredential(allowed: readonly Role[], bodyLimit: number | 
       if (fed) c.set("federation", fed);
       return next();
     }
-    if (!allowed.includes("member") || (allowed.length > 1 && c.req.header("x-fedflare-client") === undefined))
+    if (!allowed.includes("member") || (allowed.length > 1 && !signedByClient))
       throw new HTTPException(401, { message: `this route needs ${describe(allowed)}` });
     const masterKey = secret(c, "member");
     let headers;

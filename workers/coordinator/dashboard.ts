@@ -1,5 +1,6 @@
 // The dashboard (GET /): federations, the selected one's rounds and clients, and its metric curve, read
-// from the same JSON API every two seconds.
+// from the same JSON API every two seconds. The page itself holds no data: it asks for the viewer token,
+// keeps it in the tab's sessionStorage and sends it as a header (never in a URL, where logs keep it).
 
 const SCRIPT = String.raw`
 const el = (tag, attrs = {}, ...children) => {
@@ -10,11 +11,34 @@ const el = (tag, attrs = {}, ...children) => {
 };
 const table = (id, headers, rows) =>
   el("table", { "data-testid": id }, el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", {}, h)))), el("tbody", {}, ...rows));
-const json = async (url) => {
-  const res = await fetch(url);
+const TOKEN = "fedflare-viewer-token";
+class SignedOut extends Error {}
+const get = async (url) => {
+  const res = await fetch(url, { headers: { authorization: "Bearer " + sessionStorage.getItem(TOKEN) } });
+  if (res.status === 401) throw new SignedOut((await res.json()).error.message);
   if (!res.ok) throw new Error(url + ": " + res.status);
-  return res.json();
+  return res;
 };
+const json = async (url) => (await get(url)).json();
+let plotUrl = null;
+const plot = async (url) => {
+  if (plotUrl) URL.revokeObjectURL(plotUrl);
+  plotUrl = URL.createObjectURL(await (await get(url)).blob());
+  return plotUrl;
+};
+function signIn(message) {
+  sessionStorage.removeItem(TOKEN);
+  const input = el("input", { type: "password", "data-testid": "token", placeholder: "viewer token", autocomplete: "off", size: "40" });
+  const form = el("form", { "data-testid": "sign-in" }, el("p", {}, message), input, " ", el("button", { type: "submit" }, "Sign in"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN, input.value);
+    document.getElementById("detail").replaceChildren();
+    tick();
+  });
+  document.getElementById("federations").replaceChildren(form);
+  document.getElementById("updated").textContent = "";
+}
 const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "-");
 let selected = new URLSearchParams(location.search).get("federation");
 
@@ -40,7 +64,7 @@ async function refresh() {
   }
   document.getElementById("detail").replaceChildren(
     el("h2", {}, fed.id),
-    el("img", { "data-testid": "plot", alt: "train loss by round", src: "/federations/" + encodeURIComponent(fed.id) + "/plot.svg?v=" + fed.version + "-" + rounds.length }),
+    el("img", { "data-testid": "plot", alt: "train loss by round", src: await plot("/federations/" + encodeURIComponent(fed.id) + "/plot.svg") }),
     el("h3", {}, "Rounds"),
     table("rounds", ["round", "status", "uploads", "examples", "train loss", "version", "opened", "closed"], rounds.map((r) =>
       el("tr", { "data-testid": "round-row" }, el("td", {}, r.round), el("td", {}, r.status), el("td", {}, r.uploads + " / " + r.sampled.length), el("td", {}, r.totalWeight),
@@ -53,9 +77,12 @@ async function refresh() {
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
-const tick = () => refresh().catch((e) => (document.getElementById("updated").textContent = "error: " + e.message));
+const tick = () => {
+  if (!sessionStorage.getItem(TOKEN)) return signIn("Sign in with the coordinator's viewer token (FEDFLARE_VIEWER_TOKEN).");
+  refresh().catch((e) => (e instanceof SignedOut ? signIn(e.message) : (document.getElementById("updated").textContent = "error: " + e.message)));
+};
 tick();
-setInterval(tick, 2000);
+setInterval(() => sessionStorage.getItem(TOKEN) && tick(), 2000);
 `;
 
 export function dashboardHtml(): string {

@@ -1,0 +1,265 @@
+// The coordinator at its boundary, in workerd with the real aggregator: every route's credential, what a
+// request that cannot be valid costs (nothing read, no object touched), every number a client sends
+// bounded, and the platform limits local workerd does not enforce, each refusal leaving the state as it was.
+import { listDurableObjectIds, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import app from "../../workers/coordinator/index.ts";
+import { guardedSql, StorageLimitError } from "../../durable-objects/shared/guarded-sql.ts";
+import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
+import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { MAX_ADAPTER_BYTES, MAX_UPLOAD_BYTES } from "../../src/protocol/platform-limits.ts";
+import { HEADERS } from "../../src/protocol/signature.ts";
+import { anonymous, api, OPERATOR_TOKEN, signed, signedPut, viewerApi } from "./coordinator-api.ts";
+import { federationConfig } from "../fixtures/federation.ts";
+
+const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
+const create = async (id: string, overrides: Record<string, unknown> = {}) => {
+  const res = await api("/federations", { method: "POST", body: JSON.stringify(federationConfig(id, overrides)) });
+  expect(res.status).toBe(201);
+};
+const v0 = async (id: string) => decodeTensorFile(new Uint8Array(await (await api(`/federations/${id}/versions/0`)).arrayBuffer()), "v0");
+const deltaBody = (global: Awaited<ReturnType<typeof v0>>, value: number, metadata: Record<string, string>) =>
+  encodeTensorFile(new Map([...global.tensors].map(([k, t]) => [k, t.map(() => value)])), global.shapes, { format: "pt", ...metadata });
+/** Everything a refusal must leave unchanged: the federation and its round. */
+const snapshot = async (id: string) => [await (await api(`/federations/${id}`)).text(), await (await api(`/federations/${id}/rounds/1`)).text()];
+
+describe("credentials on every route", async () => {
+  await create("auth-1");
+  await api("/federations/auth-1/rounds", { method: "POST" });
+  const routes: [string, string][] = [
+    ["POST", "/federations"],
+    ["GET", "/federations"],
+    ["GET", "/federations/auth-1"],
+    ["DELETE", "/federations/auth-1"],
+    ["GET", "/federations/auth-1/metrics"],
+    ["GET", "/federations/auth-1/plot.svg"],
+    ["POST", "/federations/auth-1/rounds"],
+    ["GET", "/federations/auth-1/rounds/1"],
+    ["POST", "/federations/auth-1/rounds/1/close"],
+    ["POST", "/federations/auth-1/rounds/1/fail"],
+    ["GET", "/federations/auth-1/versions/0"],
+    ["GET", "/federations/auth-1/versions/0/adapter_model.safetensors"],
+    ["GET", "/federations/auth-1/versions/0/adapter_config.json"],
+    ["GET", "/federations/auth-1/versions/0/seeds"],
+    ["PUT", "/federations/auth-1/versions/0"],
+  ];
+
+  it.each(routes)("%s %s without a credential is 401 and changes nothing", async (method, path) => {
+    const before = await snapshot("auth-1");
+    const res = await anonymous(path, { method, ...(method === "GET" ? {} : { body: "{}" }) });
+    expect(res.status).toBe(401);
+    expect((await error(res)).message).toMatch(/token|signature/);
+    expect(await snapshot("auth-1")).toEqual(before);
+  });
+
+  it("refuses a wrong token, and the viewer's token on what changes a federation", async () => {
+    const wrong = await anonymous("/federations", { headers: { authorization: "Bearer not-the-token-0123456789" } });
+    expect([wrong.status, (await error(wrong)).code]).toEqual([401, "unauthorized"]);
+    for (const [method, path] of routes.filter(([m]) => m !== "GET")) {
+      const res = await viewerApi(path, { method, body: "{}" });
+      expect([method, path, res.status]).toEqual([method, path, 401]);
+    }
+    expect((await viewerApi("/federations")).status).toBe(200);
+    expect((await viewerApi("/federations/auth-1/metrics")).status).toBe(200);
+  });
+
+  it("lets a member client read its federation's rounds and versions, and no one else's", async () => {
+    await create("auth-2", { clients: ["zed"], clientsPerRound: 1, minClients: 1 });
+    expect((await signed("/federations/auth-1/rounds/1", "c1")).status).toBe(200);
+    expect((await signed("/federations/auth-1/versions/0", "c1")).status).toBe(200);
+    const other = await signed("/federations/auth-2/versions/0", "c1");
+    expect([other.status, (await error(other)).message]).toEqual([403, 'client "c1" is not a member of federation "auth-2"']);
+    // A client's signature is no operator: it reads, it does not open rounds or list federations.
+    expect((await signed("/federations/auth-1/rounds", "c1", { method: "POST" })).status).toBe(401);
+    expect((await signed("/federations", "c1")).status).toBe(401);
+    const forged = await signed("/federations/auth-1/versions/0", "c1", { secretOf: "c2" });
+    expect([forged.status, (await error(forged)).code]).toEqual([401, "signature_invalid"]);
+  });
+
+  it("answers 503 naming the secret when the coordinator has none, before touching any object", async () => {
+    const { FEDFLARE_OPERATOR_TOKEN: _o, FEDFLARE_VIEWER_TOKEN: _v, FEDFLARE_MASTER_KEY: _m, ...bare } = env;
+    const before = (await listDurableObjectIds(env.AGGREGATOR)).length;
+    const cases: [string, RequestInit, string][] = [
+      ["/federations", { method: "POST", body: "{}", headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } }, "FEDFLARE_OPERATOR_TOKEN"],
+      ["/federations", { headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } }, "FEDFLARE_OPERATOR_TOKEN"],
+      ["/federations/auth-1/rounds/1/updates/c1", { method: "PUT", headers: { [HEADERS.client]: "c1", "idempotency-key": "k" }, body: "x" }, "FEDFLARE_MASTER_KEY"],
+    ];
+    for (const [path, init, secret] of cases) {
+      const res = await app.request(`http://coordinator${path}`, init, bare);
+      expect(res.status).toBe(503);
+      expect((await error(res)).message).toContain(`set the secret ${secret}`);
+    }
+    expect((await listDurableObjectIds(env.AGGREGATOR)).length).toBe(before);
+  });
+});
+
+describe("checks before reading", () => {
+  it("refuses an unauthenticated 200 MiB upload from its headers, reading almost none of it", async () => {
+    await create("read-1");
+    let pulled = 0;
+    const chunk = new Uint8Array(64 * 1024);
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulled >= 200 * 2 ** 20) return controller.close();
+        pulled += chunk.length;
+        controller.enqueue(chunk);
+      },
+    });
+    const headers = { [HEADERS.client]: "c1", [HEADERS.timestamp]: "1", [HEADERS.nonce]: "00".repeat(16), [HEADERS.signature]: "00".repeat(32), "idempotency-key": "k" };
+    const res = await anonymous("/federations/read-1/rounds/1/updates/c1", { method: "PUT", headers, body, duplex: "half" } as RequestInit);
+    expect([res.status, (await error(res)).code]).toEqual([401, "signature_expired"]);
+    expect(pulled).toBeLessThan(2 ** 20);
+  });
+
+  it("refuses a declared Content-Length over the federation's cap at once", async () => {
+    await create("read-2", { maxUploadBytes: 8192 });
+    await api("/federations/read-2/rounds", { method: "POST" });
+    const before = await snapshot("read-2");
+    const res = await signedPut("/federations/read-2/rounds/1/updates/c1", new Uint8Array(16384), "c1");
+    expect([res.status, (await error(res)).message]).toEqual([413, "the body is 16384 bytes; at most 8192 are accepted"]);
+    expect(await snapshot("read-2")).toEqual(before);
+  });
+
+  it("touches no Durable Object for 200 requests naming unknown federations", async () => {
+    const before = (await listDurableObjectIds(env.AGGREGATOR)).map((id) => id.toString()).sort();
+    for (let i = 0; i < 100; i++) expect((await anonymous(`/federations/ghost-${i}/versions/0`)).status).toBe(401);
+    for (let i = 0; i < 100; i++) {
+      const res = await viewerApi(`/federations/ghost-${i}`);
+      expect([res.status, (await error(res)).code]).toEqual([404, "federation_not_found"]);
+    }
+    expect((await listDurableObjectIds(env.AGGREGATOR)).map((id) => id.toString()).sort()).toEqual(before);
+  });
+
+  it("refuses JSON nested 100,000 deep with a 400", async () => {
+    const res = await api("/federations", { method: "POST", body: "[".repeat(100_000) + "]".repeat(100_000) });
+    expect([res.status, (await error(res)).message]).toEqual([400, "the body nests 100000 levels deep; at most 32 are accepted"]);
+  });
+});
+
+describe("every number a client sends is bounded", async () => {
+  await create("bound-1", { maxExamplesPerClient: 1000 });
+  await api("/federations/bound-1/rounds", { method: "POST" });
+  const global = await v0("bound-1");
+  const put = (client: string, body: Uint8Array) => signedPut(`/federations/bound-1/rounds/1/updates/${client}`, body, client);
+
+  it.each([
+    ["num_examples 9,999,999,999", () => deltaBody(global, 1, { num_examples: "9999999999" }), 422, "metadata_invalid", /num_examples 9999999999 is over this federation's maxExamplesPerClient \(1000\)/],
+    ["metrics of 2.8 MiB", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify({ train_loss: 1, pad: "x".repeat(2.8 * 2 ** 20) }) }), 422, "metadata_invalid", /metrics.*at most 2048 characters/],
+    ["17 metrics", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify(Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`m${i}`, i]))) }), 422, "metadata_invalid", /at most 16 metrics/],
+    ["float32 values of 3e38, which overflow once weighted", () => deltaBody(global, 3e38, { num_examples: "10" }), 422, "non_finite", /overflow/],
+  ])("refuses %s and keeps the round as it was", async (_, body, status, code, message) => {
+    const before = await snapshot("bound-1");
+    const res = await put("c1", body());
+    expect(res.status).toBe(status);
+    expect(await error(res)).toMatchObject({ code, message: expect.stringMatching(message) });
+    expect(await snapshot("bound-1")).toEqual(before);
+  });
+
+  it("still folds a good upload after the refusals", async () => {
+    const res = await put("c1", deltaBody(global, 0.5, { num_examples: "1000" }));
+    expect(res.status).toBe(200);
+    expect(await (await api("/federations/bound-1/rounds/1")).json()).toMatchObject({ uploads: 1, totalWeight: 1000 });
+  });
+});
+
+describe("limits checked at creation", () => {
+  it.each([
+    ["an upload cap over what one RPC call carries", { maxUploadBytes: 64 * 2 ** 20 }, /maxUploadBytes.*31457280/],
+    ["hidden_size 1e12", { model: { name: "huge", config: { ...(federationConfig("x").model as { config: Record<string, unknown> }).config, hidden_size: 1e12, intermediate_size: 1e12 } } }, /hidden_size 1000000000000 is over the 16384/],
+    ["an adapter over what a close can hold", { method: { type: "lora", r: 256, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] }, model: { name: "wide", config: { ...(federationConfig("x").model as { config: Record<string, unknown> }).config, hidden_size: 4096, intermediate_size: 11008, num_attention_heads: 32, num_key_value_heads: 8 } } }, new RegExp(`may be at most ${MAX_ADAPTER_BYTES} bytes`)],
+  ])("refuses %s with 422, naming the largest that fits", async (_, overrides, message) => {
+    const res = await api("/federations", { method: "POST", body: JSON.stringify(federationConfig(`limit-${Math.random().toString(36).slice(2)}`, overrides)) });
+    expect(res.status).toBe(422);
+    expect(await error(res)).toMatchObject({ code: "config_invalid", message: expect.stringMatching(message) });
+    expect(MAX_UPLOAD_BYTES).toBe(30 * 2 ** 20);
+  });
+});
+
+describe("the platform's 2 MB SQLite value limit", () => {
+  it("is enforced by the guard local SQLite lacks, and blobs stay under it by chunking", async () => {
+    await runInDurableObject(env.AGGREGATOR.getByName("guard-test"), (_instance, state) => {
+      const sql = guardedSql(state.storage.sql);
+      const big = new Uint8Array(2_200_000);
+      expect(() => sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", "k", 0, big)).toThrow(StorageLimitError);
+      expect(() => sql.exec("INSERT INTO federations (id, config, created_at) VALUES (?, ?, 0)", "f", "x".repeat(2_000_001))).toThrow(/over the platform's 2000000-byte limit/);
+      // Unguarded, local SQLite takes what production refuses: the reason for the guard.
+      state.storage.sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", "raw", 0, big);
+      const value = new Uint8Array(5_000_000).map((_, i) => i % 251);
+      writeBlob(sql, "chunked", value);
+      expect(readBlob(sql, "chunked")).toEqual(value);
+    });
+  });
+});
+
+describe("rounds that cannot get stuck", () => {
+  it("closes a round now with what it has, or refuses below the minimum; fails it; refuses uploads after", async () => {
+    await create("ops-1", { clientsPerRound: 4, minClients: 2 });
+    await api("/federations/ops-1/rounds", { method: "POST" });
+    const global = await v0("ops-1");
+    expect((await signedPut("/federations/ops-1/rounds/1/updates/c1", deltaBody(global, 0.5, { num_examples: "10" }), "c1")).status).toBe(200);
+    const short = await api("/federations/ops-1/rounds/1/close", { method: "POST" });
+    expect([short.status, (await error(short)).code]).toEqual([409, "round_short"]);
+    expect((await signedPut("/federations/ops-1/rounds/1/updates/c2", deltaBody(global, 1.5, { num_examples: "30" }), "c2")).status).toBe(200);
+    const closed = await api("/federations/ops-1/rounds/1/close", { method: "POST" });
+    expect(await closed.json()).toMatchObject({ status: "closed", uploads: 2, result: { version: 1 } });
+    const v1 = decodeTensorFile(new Uint8Array(await (await api("/federations/ops-1/versions/1")).arrayBuffer()), "v1");
+    // (10 * 0.5 + 30 * 1.5) / 40 = 1.25 added to every value.
+    for (const [k, t] of global.tensors) expect(v1.tensors.get(k)![0]).toBeCloseTo(t[0]! + 1.25, 6);
+
+    await api("/federations/ops-1/rounds", { method: "POST" });
+    const failed = await api("/federations/ops-1/rounds/2/fail", { method: "POST", body: JSON.stringify({ reason: "client c3 is compromised" }) });
+    expect(await failed.json()).toMatchObject({ status: "failed", result: { reason: "failed by the operator: client c3 is compromised" } });
+    const late = await signedPut("/federations/ops-1/rounds/2/updates/c1", deltaBody(v1, 0.1, { num_examples: "10" }), "c1");
+    expect([late.status, (await error(late)).code]).toEqual([409, "round_closed"]);
+  });
+
+  it("refuses uploads once the deadline has passed, before the alarm has run", async () => {
+    await create("ops-2");
+    await api("/federations/ops-2/rounds", { method: "POST" });
+    await runInDurableObject(env.AGGREGATOR.getByName("ops-2"), (_i, state) => void state.storage.sql.exec("UPDATE rounds SET deadline = ?", Date.now() - 1000));
+    const res = await signedPut("/federations/ops-2/rounds/1/updates/c1", deltaBody(await v0("ops-2"), 0.1, { num_examples: "10" }), "c1");
+    expect([res.status, (await error(res)).message]).toEqual([409, expect.stringMatching(/passed its deadline/)]);
+  });
+
+  it("marks a round whose close throws failed, with the reason, and opens the next", async () => {
+    await create("ops-3", { clientsPerRound: 2, clients: ["c1", "c2"], minClients: 1 });
+    await api("/federations/ops-3/rounds", { method: "POST" });
+    const global = await v0("ops-3");
+    // A server state that no longer decodes: the close cannot apply the strategy.
+    await runInDurableObject(env.AGGREGATOR.getByName("ops-3"), (_i, state) => void state.storage.sql.exec("UPDATE blobs SET data = ? WHERE key = 'state/ops-3'", new Uint8Array([1, 2, 3])));
+    expect((await signedPut("/federations/ops-3/rounds/1/updates/c1", deltaBody(global, 0.5, { num_examples: "10" }), "c1")).status).toBe(200);
+    const res = await signedPut("/federations/ops-3/rounds/1/updates/c2", deltaBody(global, 0.5, { num_examples: "10" }), "c2");
+    expect(await res.json()).toMatchObject({ roundStatus: "failed" });
+    const round = (await (await api("/federations/ops-3/rounds/1")).json()) as { status: string; result: { reason: string } };
+    expect(round.status).toBe("failed");
+    expect(round.result.reason).toMatch(/^closing failed: /);
+    expect(await (await api("/federations/ops-3")).json()).toMatchObject({ version: 0, openRound: null });
+    expect((await api("/federations/ops-3/rounds", { method: "POST" })).status).toBe(201);
+  });
+
+  it("keeps version 0 and the latest keepVersions versions", async () => {
+    await create("ops-4", { clientsPerRound: 1, clients: ["c1"], minClients: 1, rounds: 4, keepVersions: 2 });
+    for (let round = 1; round <= 4; round++) {
+      await api("/federations/ops-4/rounds", { method: "POST" });
+      expect((await signedPut(`/federations/ops-4/rounds/${round}/updates/c1`, deltaBody(await v0("ops-4"), 0.1, { num_examples: "1" }), "c1", { key: `k${round}` })).status).toBe(200);
+    }
+    const present = await Promise.all([0, 1, 2, 3, 4].map(async (v) => (await api(`/federations/ops-4/versions/${v}`)).status));
+    expect(present).toEqual([200, 404, 404, 200, 200]);
+  });
+
+  it("deletes a federation with its storage; its id then names nothing", async () => {
+    await create("ops-5");
+    await api("/federations/ops-5/rounds", { method: "POST" });
+    const res = await api("/federations/ops-5", { method: "DELETE" });
+    expect(await res.json()).toEqual({ deleted: "ops-5" });
+    expect((await api("/federations/ops-5")).status).toBe(404);
+    expect(((await (await api("/federations")).json()) as { id: string }[]).map((f) => f.id)).not.toContain("ops-5");
+    await runInDurableObject(env.AGGREGATOR.getByName("ops-5"), (_i, state) => {
+      expect(state.storage.sql.exec("SELECT COUNT(*) AS n FROM blobs").one().n).toBe(0);
+      expect(state.storage.sql.exec("SELECT COUNT(*) AS n FROM rounds").one().n).toBe(0);
+    });
+    expect(await runInDurableObject(env.AGGREGATOR.getByName("ops-5"), (_i, state) => state.storage.getAlarm())).toBeNull();
+    await create("ops-5");
+  });
+});
