@@ -7,6 +7,7 @@ import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "min
 import type { Example } from "../src/data/jsonl.ts";
 import { deriveClientSecret } from "../src/protocol/signature.ts";
 import { bundleWorker } from "./bundle-worker.ts";
+import { descendants, listenerOf } from "./process-tree.ts";
 
 export interface LocalClient {
   id: string;
@@ -126,6 +127,22 @@ export class LocalFederation {
   /** Stops workerd and starts it again on the persisted storage. */
   async restart(): Promise<void> {
     await this.mf.dispose();
+    this.mf = new Miniflare(this.options);
+    this.url = await this.mf.ready;
+  }
+
+  /**
+   * Kills workerd with SIGKILL wherever it is (mid-request, mid-write), keeps it down for `downMs`, then
+   * starts it again on the persisted storage: a crash, where restart() stops it between requests.
+   */
+  async crash(downMs = 0): Promise<void> {
+    const workerd = listenerOf(Number(this.url.port), descendants(process.pid, "workerd"));
+    if (!workerd) throw new Error(`no workerd process below ${process.pid} listens on ${this.url.host} (crash() reads Linux /proc)`);
+    process.kill(workerd.pid, "SIGKILL");
+    // Disposed before Node sees the exit, so Miniflare does not restart the runtime itself; with workerd
+    // already dead this only closes this process's side (its loopback server, connections, the exit's reaping).
+    await this.mf.dispose();
+    await new Promise((r) => setTimeout(r, downMs));
     this.mf = new Miniflare(this.options);
     this.url = await this.mf.ready;
   }
