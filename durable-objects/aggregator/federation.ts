@@ -13,16 +13,17 @@ import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { FlError } from "../../src/fl/errors.ts";
 import { describeOffsite } from "../../src/fl/offsite/description.ts";
 import { adapterShapes, offsiteLayout, type OffsiteLayout } from "../../src/fl/offsite/emulator.ts";
-import { initialServerState } from "../../src/fl/server-state.ts";
 import { decodeSeedSums, denseSeedSums, encodeSeedSums, seedDiff } from "../../src/fl/zo/seed-sums.ts";
 import { BPT_MEAN, BPT_SIGMA2, PROBS, SEED_SUMS } from "../../src/fl/version-tensors.ts";
-import { assertSameShapes, decodeTensorFile, encodeTensorFile, tensorShapes } from "../../src/fl/tensor-file.ts";
+import { arraySource, flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import { assertSameShapes, decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { assertFinite } from "../../src/fl/tensors.ts";
-import { foldDelta, meanOf, weightedMetricMean } from "../../src/fl/weighted-mean.ts";
+import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
 import { labelWordsOf, parseFederationConfig, parseUploadMetadata, type FederationConfig, type OffsiteMethod } from "../../src/protocol/federation.ts";
-import { SafetensorsError } from "../../src/protocol/safetensors.ts";
+import { readSafetensorsHeader, SafetensorsError, type SafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
-import { readBlob, writeBlob, deleteBlob } from "../shared/blobs.ts";
+import { closeSegments, foldSegments } from "./accumulator.ts";
+import { deleteBlob, readBlob, readBlobRange, writeBlob } from "../shared/blobs.ts";
 import { guardedSql } from "../shared/guarded-sql.ts";
 import { AggregatorError } from "./errors.ts";
 
@@ -107,6 +108,21 @@ type RoundRow = {
   result: string | null;
 };
 
+/**
+ * Runs `fn`, answering a refusal of the wire formats, the tensors or the metadata as the aggregator's
+ * error (status and code) that names `what`.
+ */
+function refusing<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw new AggregatorError("safetensors_invalid", `${what}: ${e.message} (${e.code})`);
+    if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", e.message);
+    if (e instanceof FedflareError && e.code === "metadata_invalid") throw new AggregatorError("metadata_invalid", e.message);
+    throw e;
+  }
+}
+
 /** The black-box methods' versions move by the plain weighted mean of the clients' changes: no server optimizer. */
 function requireFedAvg(config: FederationConfig, why: string): void {
   if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `${why}: use strategy "fedavg", not "${config.strategy.name}"`);
@@ -114,7 +130,8 @@ function requireFedAvg(config: FederationConfig, why: string): void {
 
 const versionKey = (fed: string, v: number) => `version/${fed}/${v}`;
 const sumKey = (fed: string, round: number) => `sum/${fed}/${round}`;
-const stateKey = (fed: string) => `state/${fed}`;
+/** A strategy's slot (momentum, moments): a flat float32 vector in the versions' data order. */
+const stateKey = (fed: string, slot: string) => `state/${fed}/${slot}`;
 const adapterConfigKey = (fed: string) => `adapter-config/${fed}`;
 /** Nonces are kept as long as a signed request stays acceptable, and a little more. */
 const NONCE_TTL_MS = 15 * 60 * 1000;
@@ -149,12 +166,10 @@ export class Federations {
     }
     this.checkVersionSize(config, model);
     const initial = this.initialVersion(config, model);
-    const state = initialServerState();
     this.storage.transactionSync(() => {
       this.sql.exec("INSERT INTO federations (id, config, created_at, version) VALUES (?, ?, ?, 0)", config.id, JSON.stringify(config), now);
       if (initial.tensors) writeBlob(this.sql, versionKey(config.id, 0), initial.tensors);
       writeBlob(this.sql, adapterConfigKey(config.id), new TextEncoder().encode(initial.config));
-      writeBlob(this.sql, stateKey(config.id), encodeTensorFile(state.slots, new Map(), { format: "pt", round: String(state.round) }));
     });
     return this.get(config.id);
   }
@@ -359,34 +374,19 @@ export class Federations {
     if (this.sql.exec("SELECT 1 FROM nonces WHERE client_id = ? AND nonce = ?", u.clientId, u.nonce).toArray().length)
       throw new AggregatorError("nonce_reused", `nonce ${u.nonce} was already used by "${u.clientId}": sign each request anew`);
 
-    // The global version's names and shapes, from its header: the values are not needed to fold.
-    const shapes = tensorShapes(readBlob(this.sql, versionKey(u.federationId, round.baseVersion))!);
+    // The global version's layout, from its header: the update is read against it a segment at a time.
+    const layout = flatLayout(this.versionHeader(u.federationId, round.baseVersion));
     const m = fed.config.method;
-    const delta = m.type === "fedkseed" ? this.decodeSeedUpload(u.body, m.k) : this.decodeTensors(u.body, shapes, "upload");
-    if (m.type === "discrete" || m.type === "fedbpt") this.checkPoint(m.type, u.federationId, round.baseVersion, delta.tensors);
-    const info = (() => {
-      try {
-        return parseUploadMetadata(delta.metadata);
-      } catch (e) {
-        if (e instanceof FedflareError) throw new AggregatorError("metadata_invalid", e.message);
-        throw e;
-      }
-    })();
+    const update = refusing("upload", () => (m.type === "fedkseed" ? this.seedSource(u.body, m.k) : tensorFileSource(u.body, layout, "upload")));
+    if (m.type === "discrete" || m.type === "fedbpt") this.checkPoint(m.type, u.federationId, round.baseVersion, refusing("upload", () => decodeTensorFile(u.body, "upload").tensors));
+    const info = refusing("upload __metadata__", () => parseUploadMetadata(update.metadata));
     if (info.numExamples > fed.config.maxExamplesPerClient)
       throw new AggregatorError("metadata_invalid", `upload __metadata__: num_examples ${info.numExamples} is over this federation's maxExamplesPerClient (${fed.config.maxExamplesPerClient})`);
 
     const started = performance.now();
     const quorum = fed.config.quorum ?? fed.config.clientsPerRound;
     this.storage.transactionSync(() => {
-      const prevSum = readBlob(this.sql, sumKey(u.federationId, u.round));
-      let sum;
-      try {
-        sum = foldDelta(prevSum ? decodeTensorFile(prevSum, "running sum").tensors : null, delta.tensors, info.numExamples);
-      } catch (e) {
-        if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", `${e.message}: the update is refused and the round keeps what it accepted`);
-        throw e;
-      }
-      writeBlob(this.sql, sumKey(u.federationId, u.round), encodeTensorFile(sum, shapes));
+      refusing("upload", () => foldSegments(this.sql, sumKey(u.federationId, u.round), layout, update.source, info.numExamples, round.uploads === 0));
       this.sql.exec(
         "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         u.federationId, u.round, u.clientId, u.idempotencyKey, u.bodySha256, info.numExamples, JSON.stringify(info.metrics), now, performance.now() - started,
@@ -430,28 +430,25 @@ export class Federations {
   }
 
   private decodeTensors(body: Uint8Array, shapes: ReadonlyMap<string, readonly number[]>, what: string) {
-    try {
+    return refusing(what, () => {
       const file = decodeTensorFile(body, what);
       assertSameShapes(shapes, file.shapes, what);
       assertFinite(file.tensors, what);
       return file;
-    } catch (e) {
-      if (e instanceof SafetensorsError) throw new AggregatorError("safetensors_invalid", `${what}: ${e.message} (${e.code})`);
-      if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", e.message);
-      throw e;
-    }
+    });
   }
 
   /** A FedKSeed upload (sparse per-seed sums) as the dense delta of the cumulative per-seed vector. */
-  private decodeSeedUpload(body: Uint8Array, k: number) {
-    try {
-      const { sums, metadata } = decodeSeedSums(body, k, "upload");
-      return { tensors: new Map([[SEED_SUMS, denseSeedSums(sums, k)]]), shapes: new Map([[SEED_SUMS, [k]]]), metadata };
-    } catch (e) {
-      if (e instanceof SafetensorsError) throw new AggregatorError("safetensors_invalid", `upload: ${e.message} (${e.code})`);
-      if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", e.message);
-      throw e;
-    }
+  private seedSource(body: Uint8Array, k: number) {
+    const { sums, metadata } = decodeSeedSums(body, k, "upload");
+    return { source: arraySource(denseSeedSums(sums, k)), metadata };
+  }
+
+  /** A version's safetensors header, read from its first chunks without its values. */
+  private versionHeader(id: string, version: number): SafetensorsHeader {
+    const key = versionKey(id, version);
+    const n = Number(new DataView(readBlobRange(this.sql, key, 0, 8).buffer).getBigUint64(0, true));
+    return readSafetensorsHeader(readBlobRange(this.sql, key, 0, 8 + n));
   }
 
   /** A FedKSeed federation's per-seed change from version `since` to `version`, sparse: what a client that holds `since` needs. */
@@ -510,15 +507,33 @@ export class Federations {
     return r;
   }
 
-  /** Applies the strategy to the round's mean delta and stores the next global version; inside a transaction. */
+  /**
+   * Applies the strategy to the round's mean delta and stores the next global version and server state,
+   * a segment at a time (accumulator.ts); inside a transaction.
+   */
   private close(id: string, round: number, now: number): void {
     const fed = this.get(id);
     const r = this.sql.exec<RoundRow>("SELECT * FROM rounds WHERE federation_id = ? AND round = ?", id, round).one();
-    const global = decodeTensorFile(readBlob(this.sql, versionKey(id, r.base_version))!, "global adapter");
-    const sum = decodeTensorFile(readBlob(this.sql, sumKey(id, round))!, "running sum").tensors;
-    const stateFile = decodeTensorFile(readBlob(this.sql, stateKey(id))!, "server state");
-    const next = createStrategy(fed.config.strategy).aggregateTrain(global.tensors, meanOf(sum, r.total_weight), { round: Number(stateFile.metadata.round ?? 0), slots: stateFile.tensors });
+    const state = this.sql.exec<{ server_round: number; server_slots: string }>("SELECT server_round, server_slots FROM federations WHERE id = ?", id).one();
+    const previousSlots = JSON.parse(state.server_slots) as string[];
+    const header = this.versionHeader(id, r.base_version);
     const version = fed.version + 1;
+    const slots = closeSegments(this.sql, {
+      layout: flatLayout(header),
+      globalKey: versionKey(id, r.base_version),
+      dataStart: header.dataStart,
+      sumKey: sumKey(id, round),
+      totalWeight: r.total_weight,
+      strategy: createStrategy(fed.config.strategy),
+      round: state.server_round,
+      slots: previousSlots,
+      stateKey: (slot) => stateKey(id, slot),
+      nextKey: versionKey(id, version),
+      nextStateKey: (slot) => `${stateKey(id, slot)}#next`,
+    });
+    for (const slot of previousSlots) deleteBlob(this.sql, stateKey(id, slot));
+    for (const slot of slots) this.sql.exec("UPDATE blobs SET key = ? WHERE key = ?", stateKey(id, slot), `${stateKey(id, slot)}#next`);
+    this.sql.exec("UPDATE federations SET server_round = ?, server_slots = ? WHERE id = ?", state.server_round + 1, JSON.stringify(slots), id);
     const receipts = this.sql.exec<{ num_examples: number; metrics: string }>("SELECT num_examples, metrics FROM receipts WHERE federation_id = ? AND round = ?", id, round).toArray();
     const result: RoundResult = {
       version,
@@ -526,8 +541,6 @@ export class Federations {
       totalWeight: r.total_weight,
       metrics: weightedMetricMean(receipts.map((x) => ({ numExamples: x.num_examples, metrics: JSON.parse(x.metrics) as Record<string, number> }))),
     };
-    writeBlob(this.sql, versionKey(id, version), encodeTensorFile(next.global, global.shapes, global.metadata));
-    writeBlob(this.sql, stateKey(id), encodeTensorFile(next.state.slots, new Map(), { format: "pt", round: String(next.state.round) }));
     deleteBlob(this.sql, sumKey(id, round));
     // Version 0 stays (clients without a version start from it); the latest keepVersions stay besides.
     const pruned = version - fed.config.keepVersions;

@@ -60,6 +60,12 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   // v4: each registry entry's members and upload cap (JSON), read before a federation's object is
   // addressed; entries registered before v4 have none and are not served until registered again.
   ["ALTER TABLE registry ADD COLUMN entry TEXT"],
+  // v5: the server state as the strategy's round and slot names here, each slot a flat float32 blob
+  // (state/<id>/<slot>) closed a segment at a time; running sums are flat float32 blobs too.
+  [
+    "ALTER TABLE federations ADD COLUMN server_round INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE federations ADD COLUMN server_slots TEXT NOT NULL DEFAULT '[]'",
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -26,3 +26,66 @@ export function readBlob(sql: SqlStorage, key: string): Uint8Array | null {
 export function deleteBlob(sql: SqlStorage, key: string): void {
   sql.exec("DELETE FROM blobs WHERE key = ?", key);
 }
+
+/** Bytes [offset, offset + length) of the value under `key`, reading only the chunks that hold them. */
+export function readBlobRange(sql: SqlStorage, key: string, offset: number, length: number, chunkBytes = CHUNK_BYTES): Uint8Array {
+  const out = new Uint8Array(length);
+  if (length === 0) return out;
+  const first = Math.floor(offset / chunkBytes);
+  const last = Math.floor((offset + length - 1) / chunkBytes);
+  const rows = sql.exec<{ chunk: number; data: ArrayBuffer }>("SELECT chunk, data FROM blobs WHERE key = ? AND chunk BETWEEN ? AND ? ORDER BY chunk", key, first, last).toArray();
+  if (rows.length !== last - first + 1) throw new Error(`blob "${key}" has no bytes ${offset}-${offset + length}`);
+  for (const r of rows) {
+    const base = r.chunk * chunkBytes;
+    const from = Math.max(offset, base);
+    const to = Math.min(offset + length, base + r.data.byteLength);
+    if (to > from) out.set(new Uint8Array(r.data, from - base, to - from), from - offset);
+  }
+  return out;
+}
+
+/** Float32 elements [start, start + n) of a value that is a flat float32 vector. */
+export function readFloats(sql: SqlStorage, key: string, start: number, n: number): Float32Array {
+  return new Float32Array(readBlobRange(sql, key, start * 4, n * 4).buffer);
+}
+
+/**
+ * Writes a value a part at a time, in rows of `chunkBytes`, so a value larger than memory can be written
+ * by parts; call inside transactionSync, from `open` to `end`.
+ */
+export class BlobWriter {
+  private readonly sql: SqlStorage;
+  private readonly key: string;
+  private readonly chunkBytes: number;
+  private buffer: Uint8Array;
+  private filled = 0;
+  private chunk = 0;
+
+  constructor(sql: SqlStorage, key: string, chunkBytes = CHUNK_BYTES) {
+    this.sql = sql;
+    this.key = key;
+    this.chunkBytes = chunkBytes;
+    this.buffer = new Uint8Array(chunkBytes);
+    sql.exec("DELETE FROM blobs WHERE key = ?", key);
+  }
+
+  write(bytes: Uint8Array): void {
+    let at = 0;
+    while (at < bytes.length) {
+      const n = Math.min(bytes.length - at, this.chunkBytes - this.filled);
+      this.buffer.set(bytes.subarray(at, at + n), this.filled);
+      this.filled += n;
+      at += n;
+      if (this.filled === this.chunkBytes) this.flush();
+    }
+  }
+
+  end(): void {
+    if (this.filled > 0 || this.chunk === 0) this.flush();
+  }
+
+  private flush(): void {
+    this.sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", this.key, this.chunk++, this.buffer.subarray(0, this.filled));
+    this.filled = 0;
+  }
+}

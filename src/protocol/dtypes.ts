@@ -17,6 +17,10 @@ export const DTYPE_BYTES: Readonly<Record<DType, number>> = Object.freeze({
   I64: 8,
 });
 
+export function isFloatDType(x: DType): x is FloatDType {
+  return x === "F32" || x === "F16" || x === "BF16";
+}
+
 export function isDType(x: unknown): x is DType {
   return typeof x === "string" && Object.hasOwn(DTYPE_BYTES, x);
 }

@@ -163,3 +163,37 @@ describe("aggregator: the deadline alarm", () => {
     expect(await stub.openRound("deadline")).toMatchObject({ ok: true, value: { round: 3, baseVersion: 1 } });
   });
 });
+
+describe("aggregator: a close a segment at a time", () => {
+  it("gives what the strategy gives on whole tensors, with its moments carried across rounds (FedAdam, an adapter over two segments)", async () => {
+    const { toHfConfig } = await import("../../src/engine/config.ts");
+    const { tinyConfig } = await import("../fixtures/tiny-llama.ts");
+    const { createStrategy } = await import("../../src/fl/create-strategy.ts");
+    const { weightedMean } = await import("../../src/fl/weighted-mean.ts");
+    const { SEGMENT } = await import("../../durable-objects/aggregator/accumulator.ts");
+    const strategy = { name: "fedadam", eta: 0.05 };
+    const model = { name: "tiny-256", config: toHfConfig(tinyConfig({ hidden: 256, intermediate: 512, heads: 4, kvHeads: 2 })) };
+    const all7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    const { stub, global } = await setup("segments", { model, method: { type: "lora", r: 48, alpha: 16, targetModules: all7 }, strategy, clients: ["c1", "c2"], clientsPerRound: 2, minClients: 1 });
+    const floats = [...global.tensors.values()].reduce((n, t) => n + t.length, 0);
+    expect(floats).toBeGreaterThan(SEGMENT);
+    expect(floats % SEGMENT).not.toBe(0);
+    let expected = global.tensors;
+    let state = { round: 0, slots: new Map() as TensorMap };
+    for (let round = 1; round <= 2; round++) {
+      await stub.openRound("segments");
+      const results = [3, 5].map((n, i) => ({ delta: randomDelta(global.tensors, 40 + 10 * round + i, 0.02), weight: n }));
+      for (const [i, r] of results.entries()) expect((await upload(stub, "segments", round, `c${i + 1}`, body(r.delta, global.shapes, r.weight))).ok).toBe(true);
+      const next = createStrategy(strategy).aggregateTrain(expected, weightedMean(results), state);
+      ({ global: expected, state } = next);
+      const got = decodeTensorFile((await stub.getVersion("segments", round) as { value: Uint8Array }).value, `v${round}`);
+      expect(got.shapes).toEqual(global.shapes);
+      for (const [name, t] of expected) {
+        const g = got.tensors.get(name)!;
+        let worst = 0;
+        for (let i = 0; i < t.length; i++) worst = Math.max(worst, Math.abs(g[i]! - t[i]!));
+        expect([name, worst < 1e-6]).toEqual([name, true]);
+      }
+    }
+  });
+});

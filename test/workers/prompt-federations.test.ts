@@ -69,7 +69,7 @@ describe("a FedBPT federation", () => {
   it("refuses other strategies, fewer than two labels and label words that do not match the labels", async () => {
     for (const c of [federationConfig("bpt-2", { method, strategy: { name: "fedyogi" } }), federationConfig("bpt-3", { method: { ...method, labels: ["spam"] } }), federationConfig("bpt-4", { method: { ...method, labelWords: ["offer", "work", "list"] } })]) {
       const res = await api("/federations", { method: "POST", body: JSON.stringify(c) });
-      expect(res.status).toBe(400);
+      expect(res.status).toBe(422);
     }
     const worded = await api("/federations", { method: "POST", body: JSON.stringify(federationConfig("bpt-5", { method: { ...method, labelWords: ["offer", "work"] } })) });
     expect(worded.status, await worded.clone().text()).toBe(201);

@@ -1,0 +1,96 @@
+// The running weighted sum of a round's updates, and the close that turns it into the next version,
+// computed a segment (one storage chunk) at a time: an aggregator holds the upload it is folding and a
+// few segments, never several copies of the adapter, so an adapter up to what one RPC call carries fits
+// a 128 MB isolate (bench/aggregator measures it). Call inside transactionSync: a throw at any segment
+// rolls back every segment written before it.
+import { pieces, type FlatLayout, type FlatSource } from "../../src/fl/flat-tensors.ts";
+import { FlError } from "../../src/fl/errors.ts";
+import { slotKey } from "../../src/fl/server-state.ts";
+import type { Strategy } from "../../src/fl/strategy.ts";
+import { BlobWriter, CHUNK_BYTES, readBlobRange, readFloats } from "../shared/blobs.ts";
+
+/** Elements a segment holds: one storage chunk of float32, so a segment of the sum is one row. */
+export const SEGMENT = CHUNK_BYTES / 4;
+
+const bytesOf = (t: Float32Array) => new Uint8Array(t.buffer, t.byteOffset, t.byteLength);
+
+function where(layout: FlatLayout, flat: number): string {
+  const t = layout.tensors.find((x) => flat >= x.start && flat < x.start + x.length);
+  return t ? `tensor "${t.name}" at index ${flat - t.start}` : `element ${flat}`;
+}
+
+/**
+ * Adds weight · update into the flat sum stored under `key` (created when `first`). A non-finite update
+ * value or a sum that would overflow float32 throws FlError `non_finite` naming the tensor and index.
+ */
+export function foldSegments(sql: SqlStorage, key: string, layout: FlatLayout, update: FlatSource, weight: number, first: boolean): void {
+  const delta = new Float32Array(SEGMENT);
+  for (let start = 0, chunk = 0; start < layout.total; start += SEGMENT, chunk++) {
+    const n = Math.min(SEGMENT, layout.total - start);
+    const d = delta.subarray(0, n);
+    update.read(start, d);
+    const sum = first ? new Float32Array(n) : readFloats(sql, key, start, n);
+    for (let i = 0; i < n; i++) {
+      if (!Number.isFinite(d[i]!)) throw new FlError("non_finite", `update: ${where(layout, start + i)} holds ${d[i]}`);
+      const next = Math.fround(sum[i]! + weight * d[i]!);
+      if (!Number.isFinite(next)) throw new FlError("non_finite", `running sum (float32 overflow): ${where(layout, start + i)} would hold ${next}`);
+      sum[i] = next;
+    }
+    sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?) ON CONFLICT (key, chunk) DO UPDATE SET data = excluded.data", key, chunk, bytesOf(sum));
+  }
+}
+
+export interface CloseInput {
+  layout: FlatLayout;
+  /** The global version's key, and where its data starts (its header is copied to the next version). */
+  globalKey: string;
+  dataStart: number;
+  sumKey: string;
+  totalWeight: number;
+  strategy: Strategy;
+  /** The server state: its round and the slots it holds, each a flat vector under stateKey(slot). */
+  round: number;
+  slots: readonly string[];
+  stateKey: (slot: string) => string;
+  nextKey: string;
+  /** Where the next state's slots go (written then swapped in by the caller). */
+  nextStateKey: (slot: string) => string;
+}
+
+/**
+ * Writes the next version, global + the strategy applied to sum / totalWeight, and the strategy's next
+ * slots, segment by segment; returns the slots' names. Strategies are elementwise (Reddi et al. 2021;
+ * Hsu et al. 2019), so applying one to each tensor's segment gives what it gives on whole tensors.
+ */
+export function closeSegments(sql: SqlStorage, c: CloseInput): string[] {
+  const next = new BlobWriter(sql, c.nextKey);
+  next.write(readBlobRange(sql, c.globalKey, 0, c.dataStart));
+  const writers = new Map<string, BlobWriter>();
+  for (let start = 0; start < c.layout.total; start += SEGMENT) {
+    const n = Math.min(SEGMENT, c.layout.total - start);
+    const mean = readFloats(sql, c.sumKey, start, n).map((x) => x / c.totalWeight);
+    const global = new Float32Array(readBlobRange(sql, c.globalKey, c.dataStart + start * 4, n * 4).buffer);
+    const previous = new Map(c.slots.map((slot) => [slot, readFloats(sql, c.stateKey(slot), start, n)]));
+    const out = new Float32Array(n);
+    const outSlots = new Map<string, Float32Array>();
+    for (const { tensor, into, count } of pieces(c.layout, start, n)) {
+      const cut = (t: Float32Array) => t.subarray(into, into + count);
+      const state = { round: c.round, slots: new Map([...previous].map(([slot, t]) => [slotKey(slot, tensor.name), cut(t)])) };
+      const r = c.strategy.aggregateTrain(new Map([[tensor.name, cut(global)]]), new Map([[tensor.name, cut(mean)]]), state);
+      out.set(r.global.get(tensor.name)!, into);
+      for (const [key, t] of r.state.slots) {
+        const slot = key.slice(0, -(tensor.name.length + 1));
+        if (!outSlots.has(slot)) outSlots.set(slot, new Float32Array(n));
+        outSlots.get(slot)!.set(t, into);
+      }
+    }
+    next.write(bytesOf(out));
+    for (const [slot, t] of outSlots) {
+      if (!writers.has(slot)) writers.set(slot, new BlobWriter(sql, c.nextStateKey(slot)));
+      writers.get(slot)!.write(bytesOf(t));
+    }
+  }
+  next.end();
+  for (const w of writers.values()) w.end();
+  return [...writers.keys()];
+}

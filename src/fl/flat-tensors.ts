@@ -1,0 +1,84 @@
+// A tensor file seen as one flat float32 vector, read a segment at a time: how the aggregator folds an
+// upload into its running sum and closes a round in memory bounded by a segment, not by the adapter
+// (a Worker's isolate has 128 MB; platform-limits.ts). The flat order is the global version's data
+// order; an upload may list its tensors in any order and in F32, F16 or BF16.
+import { isFloatDType, toFloat32, type FloatDType } from "../protocol/dtypes.ts";
+import { readSafetensorsHeader, SafetensorsError, type SafetensorsHeader } from "../protocol/safetensors.ts";
+import { FlError } from "./errors.ts";
+
+export interface FlatTensor {
+  name: string;
+  shape: number[];
+  /** Index of its first element in the flat vector. */
+  start: number;
+  length: number;
+}
+
+export interface FlatLayout {
+  tensors: FlatTensor[];
+  /** Elements in all. */
+  total: number;
+}
+
+/** The layout of a tensor file's header, in its data order. */
+export function flatLayout(header: SafetensorsHeader): FlatLayout {
+  const tensors: FlatTensor[] = [];
+  let total = 0;
+  for (const [name, t] of header.tensors) {
+    const length = t.shape.reduce((a, b) => a * b, 1);
+    tensors.push({ name, shape: t.shape, start: total, length });
+    total += length;
+  }
+  return { tensors, total };
+}
+
+/** The pieces of [start, start + n) that lie in each tensor: the tensor, the offset in it, the offset in the segment, the count. */
+export function* pieces(layout: FlatLayout, start: number, n: number): Generator<{ tensor: FlatTensor; at: number; into: number; count: number }> {
+  for (const tensor of layout.tensors) {
+    const from = Math.max(start, tensor.start);
+    const to = Math.min(start + n, tensor.start + tensor.length);
+    if (from < to) yield { tensor, at: from - tensor.start, into: from - start, count: to - from };
+  }
+}
+
+/** A flat vector that fills `out` with its elements [start, start + out.length). */
+export interface FlatSource {
+  total: number;
+  read(start: number, out: Float32Array): void;
+}
+
+/**
+ * An upload's tensors as a flat source in `layout`'s order, checked without copying the body: the same
+ * names and shapes as the layout, float dtypes, no bytes past the last tensor. Throws FlError
+ * `tensor_mismatch` or SafetensorsError.
+ */
+export function tensorFileSource(body: Uint8Array, layout: FlatLayout, what: string): { source: FlatSource; metadata: Record<string, string> } {
+  const header = readSafetensorsHeader(body);
+  if (header.dataStart + header.dataBytes !== body.length)
+    throw new SafetensorsError(body.length > header.dataStart + header.dataBytes ? "trailing_bytes" : "out_of_bounds", `${what}: the data buffer is ${body.length - header.dataStart} bytes, the header describes ${header.dataBytes}`);
+  for (const t of layout.tensors) {
+    const got = header.tensors.get(t.name);
+    if (!got) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" ${JSON.stringify(t.shape)} is missing`);
+    if (got.shape.length !== t.shape.length || got.shape.some((d, i) => d !== t.shape[i])) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" has shape ${JSON.stringify(got.shape)}, expected ${JSON.stringify(t.shape)}`);
+    if (!isFloatDType(got.dtype)) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" is ${got.dtype}; deltas and adapters are float tensors`);
+  }
+  if (header.tensors.size !== layout.tensors.length) {
+    const names = new Set(layout.tensors.map((t) => t.name));
+    const extra = [...header.tensors.keys()].find((n) => !names.has(n));
+    throw new FlError("tensor_mismatch", `${what}: tensor "${extra}" is not part of the global adapter`);
+  }
+  const read = (start: number, out: Float32Array) => {
+    for (const { tensor, at, into, count } of pieces(layout, start, out.length)) {
+      const info = header.tensors.get(tensor.name)!;
+      const size = info.dtype === "F32" ? 4 : 2;
+      const from = header.dataStart + info.dataOffsets[0] + at * size;
+      out.set(toFloat32(info.dtype as FloatDType, body.subarray(from, from + count * size)), into);
+    }
+  };
+  return { source: { total: layout.total, read }, metadata: header.metadata };
+}
+
+/** A dense vector as a flat source (FedKSeed's per-seed sums). */
+export function arraySource(values: Float32Array): FlatSource {
+  return { total: values.length, read: (start, out) => out.set(values.subarray(start, start + out.length)) };
+}
