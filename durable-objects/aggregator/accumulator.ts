@@ -7,7 +7,7 @@ import { pieces, type FlatLayout, type FlatSource } from "../../src/fl/flat-tens
 import { FlError } from "../../src/fl/errors.ts";
 import { slotKey } from "../../src/fl/server-state.ts";
 import type { Strategy } from "../../src/fl/strategy.ts";
-import { BlobWriter, CHUNK_BYTES, readBlobRange, readFloats } from "../shared/blobs.ts";
+import { BlobWriter, CHUNK_BYTES, readBlobRange, readFloats, type SqlExec } from "../shared/blobs.ts";
 
 /** Elements a segment holds: one storage chunk of float32, so a segment of the sum is one row. */
 export const SEGMENT = CHUNK_BYTES / 4;
@@ -23,7 +23,7 @@ function where(layout: FlatLayout, flat: number): string {
  * Adds weight · update into the flat sum stored under `key` (created when `first`). A non-finite update
  * value or a sum that would overflow float32 throws FlError `non_finite` naming the tensor and index.
  */
-export function foldSegments(sql: SqlStorage, key: string, layout: FlatLayout, update: FlatSource, weight: number, first: boolean): void {
+export function foldSegments(sql: SqlExec, key: string, layout: FlatLayout, update: FlatSource, weight: number, first: boolean): void {
   const delta = new Float32Array(SEGMENT);
   for (let start = 0, chunk = 0; start < layout.total; start += SEGMENT, chunk++) {
     const n = Math.min(SEGMENT, layout.total - start);
@@ -62,7 +62,7 @@ export interface CloseInput {
  * slots, segment by segment; returns the slots' names. Strategies are elementwise (Reddi et al. 2021;
  * Hsu et al. 2019), so applying one to each tensor's segment gives what it gives on whole tensors.
  */
-export function closeSegments(sql: SqlStorage, c: CloseInput): string[] {
+export function closeSegments(sql: SqlExec, c: CloseInput): string[] {
   const next = new BlobWriter(sql, c.nextKey);
   next.write(readBlobRange(sql, c.globalKey, 0, c.dataStart));
   const writers = new Map<string, BlobWriter>();

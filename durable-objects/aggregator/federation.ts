@@ -217,8 +217,8 @@ export class Federations {
 
   /**
    * Refuses, before anything is allocated, a federation whose versions could not live inside the
-   * platform's limits (platform-limits.ts): an upload crosses one RPC call under maxUploadBytes, and
-   * closing a round holds a few copies of the version in a 128 MB isolate.
+   * platform's limits (platform-limits.ts): an upload of the adapter crosses one RPC call, under its
+   * maxUploadBytes.
    */
   private checkVersionSize(config: FederationConfig, model: LlamaConfig): void {
     const m = config.method;
@@ -233,7 +233,7 @@ export class Federations {
     const bytes = floats * 4;
     const largest = Math.min(MAX_ADAPTER_BYTES, config.maxUploadBytes);
     if (bytes > largest)
-      throw new AggregatorError("config_invalid", `the adapter would be ${bytes} bytes (${floats} float32 values); a federation's adapter may be at most ${largest} bytes (${largest === MAX_ADAPTER_BYTES ? "what closing a round can hold in a Worker's 128 MB" : "its maxUploadBytes"}): use a smaller rank, fewer target modules or layers`);
+      throw new AggregatorError("config_invalid", `the adapter would be ${bytes} bytes (${floats} float32 values); a federation's adapter may be at most ${largest} bytes (${largest === MAX_ADAPTER_BYTES ? "what an upload carries through one Durable Object RPC call of 32 MiB" : "its maxUploadBytes"}): use a smaller rank, fewer target modules or layers`);
   }
 
   private offsite(m: OffsiteMethod, model: LlamaConfig): OffsiteLayout {
@@ -341,6 +341,28 @@ export class Federations {
     const bytes = readBlob(this.sql, versionKey(id, version));
     if (!bytes) throw new AggregatorError("version_not_found", `"${id}" has no adapter version ${version}`);
     return bytes;
+  }
+
+  /**
+   * A version as a stream of its storage chunks, read one at a time as the reader pulls: what the
+   * coordinator serves, holding one chunk however large the version (a stream is not bound by the RPC
+   * limit on a serialized value). Versions are immutable; one pruned mid-stream ends it with an error.
+   */
+  versionStream(id: string, version: number): { bytes: number; stream: ReadableStream<Uint8Array> } {
+    this.get(id);
+    const key = versionKey(id, version);
+    const { chunks, bytes } = this.sql.exec<{ chunks: number; bytes: number | null }>("SELECT COUNT(*) AS chunks, SUM(LENGTH(data)) AS bytes FROM blobs WHERE key = ?", key).one();
+    if (chunks === 0) throw new AggregatorError("version_not_found", `"${id}" has no adapter version ${version}`);
+    let chunk = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull: (controller) => {
+        const row = this.sql.exec<{ data: ArrayBuffer }>("SELECT data FROM blobs WHERE key = ? AND chunk = ?", key, chunk++).toArray()[0];
+        if (!row) return controller.error(new Error(`version ${version} of "${id}" was pruned while it was read`));
+        controller.enqueue(new Uint8Array(row.data));
+        if (chunk === chunks) controller.close();
+      },
+    });
+    return { bytes: bytes ?? 0, stream };
   }
 
   adapterConfig(id: string): string {

@@ -69,6 +69,11 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     return attempt(() => this.federations.version(id, version));
   }
 
+  /** A version as a stream (for serving: no RPC size limit, one chunk in memory at a time). */
+  streamVersion(id: string, version: number): Result<{ bytes: number; stream: ReadableStream<Uint8Array> }> {
+    return attempt(() => this.federations.versionStream(id, version));
+  }
+
   getSeedDiff(id: string, version: number, since: number): Result<Uint8Array> {
     return attempt(() => this.federations.seedDiff(id, version, since));
   }

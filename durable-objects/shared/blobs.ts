@@ -1,17 +1,25 @@
 // Binary values larger than a row may hold, split into chunks: the platform allows 2 MB per row or
 // BLOB, which local SQLite does not enforce, so the chunking is ours (DESIGN.md, platform facts).
 
+/**
+ * The part of a Durable Object's SqlStorage these helpers call, structurally, so the same code runs over
+ * node:sqlite in bench/ (SqlStorage satisfies it).
+ */
+export interface SqlExec {
+  exec<T extends Record<string, ArrayBuffer | string | number | null>>(query: string, ...bindings: unknown[]): { toArray(): T[]; one(): T };
+}
+
 /** 1 MiB: half the platform's row limit. */
 export const CHUNK_BYTES = 1 << 20;
 
 /** Replaces the value under `key`; call inside transactionSync so a reader never sees half of it. */
-export function writeBlob(sql: SqlStorage, key: string, bytes: Uint8Array, chunkBytes = CHUNK_BYTES): void {
+export function writeBlob(sql: SqlExec, key: string, bytes: Uint8Array, chunkBytes = CHUNK_BYTES): void {
   sql.exec("DELETE FROM blobs WHERE key = ?", key);
   const count = Math.max(1, Math.ceil(bytes.length / chunkBytes));
   for (let i = 0; i < count; i++) sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", key, i, bytes.subarray(i * chunkBytes, (i + 1) * chunkBytes));
 }
 
-export function readBlob(sql: SqlStorage, key: string): Uint8Array | null {
+export function readBlob(sql: SqlExec, key: string): Uint8Array | null {
   const rows = sql.exec<{ data: ArrayBuffer }>("SELECT data FROM blobs WHERE key = ? ORDER BY chunk", key).toArray();
   if (rows.length === 0) return null;
   const out = new Uint8Array(rows.reduce((n, r) => n + r.data.byteLength, 0));
@@ -23,12 +31,12 @@ export function readBlob(sql: SqlStorage, key: string): Uint8Array | null {
   return out;
 }
 
-export function deleteBlob(sql: SqlStorage, key: string): void {
+export function deleteBlob(sql: SqlExec, key: string): void {
   sql.exec("DELETE FROM blobs WHERE key = ?", key);
 }
 
 /** Bytes [offset, offset + length) of the value under `key`, reading only the chunks that hold them. */
-export function readBlobRange(sql: SqlStorage, key: string, offset: number, length: number, chunkBytes = CHUNK_BYTES): Uint8Array {
+export function readBlobRange(sql: SqlExec, key: string, offset: number, length: number, chunkBytes = CHUNK_BYTES): Uint8Array {
   const out = new Uint8Array(length);
   if (length === 0) return out;
   const first = Math.floor(offset / chunkBytes);
@@ -45,7 +53,7 @@ export function readBlobRange(sql: SqlStorage, key: string, offset: number, leng
 }
 
 /** Float32 elements [start, start + n) of a value that is a flat float32 vector. */
-export function readFloats(sql: SqlStorage, key: string, start: number, n: number): Float32Array {
+export function readFloats(sql: SqlExec, key: string, start: number, n: number): Float32Array {
   return new Float32Array(readBlobRange(sql, key, start * 4, n * 4).buffer);
 }
 
@@ -54,14 +62,14 @@ export function readFloats(sql: SqlStorage, key: string, start: number, n: numbe
  * by parts; call inside transactionSync, from `open` to `end`.
  */
 export class BlobWriter {
-  private readonly sql: SqlStorage;
+  private readonly sql: SqlExec;
   private readonly key: string;
   private readonly chunkBytes: number;
   private buffer: Uint8Array;
   private filled = 0;
   private chunk = 0;
 
-  constructor(sql: SqlStorage, key: string, chunkBytes = CHUNK_BYTES) {
+  constructor(sql: SqlExec, key: string, chunkBytes = CHUNK_BYTES) {
     this.sql = sql;
     this.key = key;
     this.chunkBytes = chunkBytes;

@@ -12,14 +12,16 @@ export const SQLITE_MAX_BINDINGS = 100;
 export const ISOLATE_MAX_BYTES = 128 * 2 ** 20;
 
 /**
- * The largest upload (and version) that crosses one RPC call whole: the 32 MiB limit less 2 MiB for the
- * call's other fields and serialization.
+ * The largest upload (and version) that crosses one RPC call whole: the 32 MiB limit less 64 KiB for the
+ * call's other fields and their serialization.
  */
-export const MAX_UPLOAD_BYTES = 30 * 2 ** 20;
+export const MAX_UPLOAD_BYTES = RPC_MAX_BYTES - 64 * 1024;
 
 /**
- * The largest adapter (float32 bytes of one version) a federation may have: closing a round holds the
- * global version, the running sum, the mean, the next version and its encoding (measured by
- * bench/aggregator), plus the strategy's slots (up to two more copies), inside a 128 MB isolate.
+ * The largest adapter (float32 bytes of one version) a federation may have: an upload of it, with up to
+ * 1 MiB of safetensors header, must cross one RPC call. Memory does not bind first: the aggregator folds
+ * and closes a segment at a time (durable-objects/aggregator/accumulator.ts), holding the upload and a
+ * few segments (bench/aggregator measures the peak). Larger adapters need their bytes outside RPC
+ * (R2 objects read by range), which this limit refuses at creation rather than failing at the first upload.
  */
-export const MAX_ADAPTER_BYTES = 8 * 2 ** 20;
+export const MAX_ADAPTER_BYTES = MAX_UPLOAD_BYTES - 2 ** 20;

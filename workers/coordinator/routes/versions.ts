@@ -13,9 +13,10 @@ const tensors = async (c: Context<Env>) => {
   const version = intParam(c, "version");
   if (version instanceof Response) return version;
   const id = c.req.param("id") ?? "";
-  const r = await aggregator(c.env, id).getVersion(id, version);
+  const r = await aggregator(c.env, id).streamVersion(id, version);
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
-  return new Response(r.value, { headers: { "content-type": "application/octet-stream", "cache-control": "private, max-age=31536000, immutable" } });
+  const { bytes, stream } = r.value;
+  return new Response(stream, { headers: { "content-type": "application/octet-stream", "content-length": String(bytes), "cache-control": "private, max-age=31536000, immutable" } });
 };
 
 versions.get("/:id/versions/:version", reader(), tensors);

@@ -1,0 +1,85 @@
+// The aggregator's own memory, folding and closing, measured apart from workerd: the Durable Object's
+// accumulator code (durable-objects/aggregator/accumulator.ts) run in a Node process of its own over
+// node:sqlite on a file (SQLite's pages stay in the kernel's cache, not in this process), with the
+// peak resident set (/proc VmHWM) reset before each phase. Run by bench/aggregator.ts as
+//   node --expose-gc bench/lib/aggregator-memory.ts RANK FOLDS
+// and prints one JSON line.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { closeSegments, foldSegments } from "../../durable-objects/aggregator/accumulator.ts";
+import { writeBlob, type SqlExec } from "../../durable-objects/shared/blobs.ts";
+import { parseLlamaConfig } from "../../src/engine/config.ts";
+import type { LinearModule } from "../../src/engine/llama/names.ts";
+import { initLoraParams } from "../../src/engine/lora/init.ts";
+import { loraPairs, writePeftAdapter } from "../../src/engine/lora/peft.ts";
+import { normalSamples } from "../../src/engine/llama/init.ts";
+import { seededUniform } from "../../src/engine/sampling.ts";
+import { createStrategy } from "../../src/fl/create-strategy.ts";
+import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import { encodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
+
+export const BENCH_MODEL = { model_type: "llama", hidden_size: 1024, intermediate_size: 2816, num_hidden_layers: 16, num_attention_heads: 16, num_key_value_heads: 4, vocab_size: 32000, max_position_embeddings: 2048 };
+export const BENCH_MODULES: LinearModule[] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/** A Durable Object's SQL over node:sqlite: what the accumulator calls (exec, toArray, one), blobs as ArrayBuffers as workerd returns them. */
+function sqlStorage(db: DatabaseSync): SqlExec {
+  const exec = (query: string, ...bindings: unknown[]) => {
+    const rows = db.prepare(query).all(...(bindings as (Uint8Array | number | string)[])).map((r) =>
+      Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Uint8Array ? v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength) : v])),
+    );
+    return { toArray: () => rows, one: () => rows[0] };
+  };
+  return { exec } as unknown as SqlExec;
+}
+
+const mib = (field: string) => Number(new RegExp(`^${field}:\\s*(\\d+)`, "m").exec(readFileSync("/proc/self/status", "utf8"))![1]) / 1024;
+const resetPeak = () => writeFileSync("/proc/self/clear_refs", "5");
+const gc = (globalThis as { gc?: () => void }).gc!;
+
+if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
+  const rank = Number(process.argv[2]);
+  const folds = Number(process.argv[3] ?? 3);
+  const dir = mkdtempSync(join(tmpdir(), "fedflare-agg-mem-"));
+  const db = new DatabaseSync(join(dir, "do.sqlite"));
+  db.exec("CREATE TABLE blobs (key TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, chunk))");
+  const sql = sqlStorage(db);
+  const model = parseLlamaConfig(BENCH_MODEL);
+  const params = initLoraParams(model, rank, BENCH_MODULES, 0);
+  const v0 = writePeftAdapter({ config: { r: rank, alpha: 2 * rank, targetModules: BENCH_MODULES, dropout: 0, useRslora: false, baseModel: "bench", layers: null }, pairs: loraPairs(params, rank, 2) })["adapter_model.safetensors"];
+  writeBlob(sql, "v0", v0);
+  const header = readSafetensorsHeader(v0);
+  const layout = flatLayout(header);
+  const shapes = new Map([...header.tensors].map(([k, t]) => [k, t.shape]));
+  const bodies = Array.from({ length: folds }, (_, i) => {
+    const u = seededUniform(i);
+    return encodeTensorFile(new Map([...shapes].map(([k, s]) => [k, normalSamples(u, s.reduce((a, b) => a * b, 1), 1e-3)])), shapes, { format: "pt", num_examples: "10" });
+  });
+  const adapterBytes = layout.total * 4;
+  params.clear();
+  gc();
+  const baseline = mib("VmRSS");
+  resetPeak();
+  const foldStart = performance.now();
+  for (const [i, body] of bodies.entries()) {
+    db.exec("BEGIN");
+    foldSegments(sql, "sum", layout, tensorFileSource(body, layout, "upload").source, 10, i === 0);
+    db.exec("COMMIT");
+  }
+  const foldMs = (performance.now() - foldStart) / folds;
+  const peakFold = mib("VmHWM");
+  gc();
+  const beforeClose = mib("VmRSS");
+  resetPeak();
+  const closeStart = performance.now();
+  db.exec("BEGIN");
+  const slots = closeSegments(sql, { layout, globalKey: "v0", dataStart: header.dataStart, sumKey: "sum", totalWeight: 10 * folds, strategy: createStrategy({ name: "fedadam" }), round: 0, slots: [], stateKey: (s) => `state/${s}`, nextKey: "v1", nextStateKey: (s) => `state/${s}#next` });
+  db.exec("COMMIT");
+  const closeMs = performance.now() - closeStart;
+  const peakClose = mib("VmHWM");
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+  process.stdout.write(JSON.stringify({ rank, adapterBytes, uploadBytes: bodies[0]!.length, folds, baselineMiB: baseline, foldPeakOverMiB: peakFold - baseline, foldMsPerMB: foldMs / (bodies[0]!.length / 1e6), closePeakOverMiB: peakClose - beforeClose, closeMs, slots }) + "\n");
+}
