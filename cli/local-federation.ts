@@ -5,7 +5,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "miniflare";
 import type { Example } from "../src/data/jsonl.ts";
-import { deriveClientSecret } from "../src/protocol/signature.ts";
+import { deriveClientSecret, OPERATOR_ID, signRequest } from "../src/protocol/signature.ts";
 import { bundleWorker } from "./bundle-worker.ts";
 import { descendants, listenerOf } from "./process-tree.ts";
 
@@ -44,13 +44,16 @@ export class LocalFederation {
 
   readonly operatorToken: string;
   readonly viewerToken: string;
+  /** The master key: client() signs as the operator with the secret it derives for each client. */
+  private readonly masterKey: string;
 
-  private constructor(mf: Miniflare, options: MiniflareOptions, url: URL, tokens: { operator: string; viewer: string }) {
+  private constructor(mf: Miniflare, options: MiniflareOptions, url: URL, tokens: { operator: string; viewer: string }, masterKey: string) {
     this.mf = mf;
     this.options = options;
     this.url = url;
     this.operatorToken = tokens.operator;
     this.viewerToken = tokens.viewer;
+    this.masterKey = masterKey;
   }
 
   static async start(o: LocalFederationOptions): Promise<LocalFederation> {
@@ -83,7 +86,7 @@ export class LocalFederation {
       ],
     });
     const mf = new Miniflare(options);
-    const fed = new LocalFederation(mf, options, await mf.ready, tokens);
+    const fed = new LocalFederation(mf, options, await mf.ready, tokens, o.masterKey);
     const firstClient = o.clients[0];
     if (firstClient) {
       const models = await mf.getR2Bucket("MODEL", `client-${firstClient.id}`);
@@ -98,8 +101,11 @@ export class LocalFederation {
     return this.dispatch("coordinator", `http://coordinator${path}`, { ...init, headers: { authorization: `Bearer ${this.operatorToken}`, ...init.headers } });
   }
 
-  async client(id: string, path: string, init?: Init): Promise<Response> {
-    return this.dispatch(`client-${id}`, `http://client${path}`, init);
+  /** A request to a client worker, signed by the operator (headers the request names override the signature's). */
+  async client(id: string, path: string, init: Init = {}): Promise<Response> {
+    const body = typeof init.body === "string" ? new TextEncoder().encode(init.body) : init.body;
+    const signed = await signRequest(await deriveClientSecret(this.masterKey, id), OPERATOR_ID, init.method ?? "GET", path, body);
+    return this.dispatch(`client-${id}`, `http://client${path}`, { ...init, headers: { ...signed, ...init.headers } });
   }
 
   /**

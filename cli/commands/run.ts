@@ -26,7 +26,6 @@ import type { TensorMap } from "../../src/fl/tensors.ts";
 import { linePlotSvg } from "../../src/report/line-plot.ts";
 import { formatTable } from "../../src/report/table.ts";
 import { modelFingerprint, startEndpoint } from "../../workers/inference-endpoint/server.ts";
-import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { labelWordsOf } from "../../src/protocol/federation.ts";
 import { LocalFederation } from "../local-federation.ts";
 import { descendantCpuSeconds } from "../process-cpu.ts";
@@ -80,13 +79,13 @@ const scoreFields = (s: Scored) => ({ heldout_loss: s.loss, heldout_accuracy: s.
 /** A round that failed leaves the model as it was: its scores are the last round's. */
 const previous = (r: RoundRecord): Scored => ({ loss: r.heldout_loss, accuracy: r.heldout_accuracy ?? null, balanced: r.heldout_balanced_accuracy ?? null });
 
-/** The clients' costs of a round, from the updates they uploaded (the metrics in each body's header). */
-function clientCost(uploads: readonly Uint8Array[], cpuSeconds: number | null, sampled: number): ClientCost | undefined {
+/** The clients' costs of a round, from their job views: each upload's size and the metrics it declared. */
+function clientCost(uploads: readonly { bytes: number; metrics: Record<string, number> }[], cpuSeconds: number | null, sampled: number): ClientCost | undefined {
   if (uploads.length === 0) return undefined;
-  const metrics = uploads.map((u) => JSON.parse(readSafetensorsHeader(u).metadata.metrics ?? "{}") as Record<string, number>);
+  const metrics = uploads.map((u) => u.metrics);
   const mean = (f: (i: number) => number) => uploads.reduce((s, _, i) => s + f(i), 0) / uploads.length;
   const api = metrics[0]!.api_rows === undefined ? {} : { api_rows: mean((i) => metrics[i]!.api_rows ?? 0), api_requests: mean((i) => metrics[i]!.api_requests ?? 0) };
-  return { upload_bytes: mean((i) => uploads[i]!.length), download_bytes: mean((i) => metrics[i]!.download_bytes ?? 0), ...api, cpu_seconds: cpuSeconds === null ? null : cpuSeconds / sampled };
+  return { upload_bytes: mean((i) => uploads[i]!.bytes), download_bytes: mean((i) => metrics[i]!.download_bytes ?? 0), ...api, cpu_seconds: cpuSeconds === null ? null : cpuSeconds / sampled };
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -258,8 +257,11 @@ export async function run(args: string[]): Promise<void> {
         await new Promise((res) => setTimeout(res, 500));
       }
       const cpuEnd = descendantCpuSeconds("workerd");
-      const uploaded = await Promise.all(info.sampled.map(async (id) => fed.client(id, `/tasks/${FED}/${round}/delta`)));
-      const cost = clientCost(await Promise.all(uploaded.filter((res) => res.ok).map(async (res) => new Uint8Array(await res.arrayBuffer()))), cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length);
+      // The clients' job views give each upload's size and declared metrics (no route hands out an upload).
+      type Job = { status: string; uploadBytes: number | null; uploadMetrics: Record<string, number> | null };
+      const views = await Promise.all(info.sampled.map(async (id) => (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as Job));
+      const uploaded = views.filter((j) => j.status === "uploaded" && j.uploadBytes !== null).map((j) => ({ bytes: j.uploadBytes!, metrics: j.uploadMetrics ?? {} }));
+      const cost = clientCost(uploaded, cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length);
       state = await api(`/federations/${FED}`);
       const scored = r.status === "closed" ? await evaluate(state.version) : previous(records.at(-1)!);
       const record: RoundRecord = { round, status: r.status, version: state.version, uploads: r.uploads, train_loss: r.result?.metrics?.train_loss ?? null, ...scoreFields(scored), seconds: (Date.now() - roundStart) / 1000, ...(cost ? { clients: cost } : {}) };

@@ -15,7 +15,7 @@ import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyTokenizerJson, writeHfModel } from "../fixtures/hf-model.ts";
-import { runRound } from "../fixtures/rounds.ts";
+import { runRound, uploadOf } from "../fixtures/rounds.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 
 const model = tinyConfig({ heads: 4, kvHeads: 2 });
@@ -34,12 +34,13 @@ beforeAll(async () => {
   endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "discrete-fp", name: "tiny", port: 0 });
   fed = await LocalFederation.start({
     stateDir: join(root, "state"),
-    masterKey: "discrete-master",
+    masterKey: "discrete-master-key",
     clients: ["d1", "d2"].map((id, c) => ({ id, partition: Array.from({ length: sizes[c]! }, (_, i) => record(i * 2 + c)) })),
     // Clients get the tokenizer and config only: a worker that tried to load weights would fail.
     modelFiles: new Map([...hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } })].filter(([f]) => !f.endsWith(".safetensors"))),
     completionsUrl: `${endpoint.url}/v1`,
     stepsPerInvocation: 2,
+    federations: ["dp"],
   });
 }, 120_000);
 
@@ -61,7 +62,7 @@ describe("a discrete-prompt federation", () => {
     expect(v2.flat().some((p, i) => Math.abs(p - v1.flat()[i]!) > 1e-4)).toBe(true);
     for (const p of v2) expect(p.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
     // Version 2 = version 1 + the example-weighted mean of the clients' changes.
-    const uploads = await Promise.all(["d1", "d2"].map(async (id) => decodeTensorFile(new Uint8Array(await (await fed.client(id, "/tasks/dp/2/delta")).arrayBuffer()), id)));
+    const uploads = await Promise.all(["d1", "d2"].map(async (id) => decodeTensorFile(await uploadOf(fed, id, "dp", 2), id)));
     const change = uploads.map((u) => u.tensors.get("probs")!);
     v2.flat().forEach((p, i) => expect(p).toBeCloseTo(v1.flat()[i]! + (sizes[0]! * change[0]![i]! + sizes[1]! * change[1]![i]!) / (sizes[0]! + sizes[1]!), 5));
     // Up: 2 x 4 numbers. Each step scored 3 prompts x 4 examples x 2 labels = 24 rows in one request; the

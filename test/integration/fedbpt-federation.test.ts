@@ -16,7 +16,7 @@ import { bbtGlobalOf } from "../../src/fl/bbt/fedbpt.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyTokenizerJson, writeHfModel } from "../fixtures/hf-model.ts";
-import { runRound } from "../fixtures/rounds.ts";
+import { runRound, uploadOf } from "../fixtures/rounds.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 
 const model = tinyConfig({ heads: 4, kvHeads: 2 });
@@ -32,10 +32,10 @@ const files = () => hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSi
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-fedbpt-"));
   const clients = ["b1", "b2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 2 * c }, (_, i) => record(i * 2 + c)) }));
-  fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: "bpt-master", clients, modelFiles: files() });
+  fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: "bpt-federation-master", clients, modelFiles: files(), federations: ["bpt"] });
   endpoint = await startEndpoint({ model: await loadModel(dirSource(writeHfModel(join(root, "model"), model, weights))), fingerprint: "bpt-fp", name: "tiny", port: 0 });
   const withoutWeights = new Map([...files()].filter(([f]) => !f.endsWith(".safetensors")));
-  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "bpt-master", clients, modelFiles: withoutWeights, trunkUrl: endpoint.url });
+  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "bpt-federation-master", clients, modelFiles: withoutWeights, federations: ["bpt"], trunkUrl: endpoint.url });
 }, 120_000);
 
 afterAll(async () => {
@@ -55,7 +55,7 @@ describe("a FedBPT federation", () => {
     const [v0, v2] = [await version(0), await version(2)];
     expect(v2.mean.some((m, i) => m !== v0.mean[i])).toBe(true);
     expect(v2.sigma).toBeGreaterThan(0);
-    const upload = decodeTensorFile(new Uint8Array(await (await fed.client("b1", "/tasks/bpt/2/delta")).arrayBuffer()), "upload");
+    const upload = decodeTensorFile(await uploadOf(fed, "b1", "bpt", 2), "upload");
     // Only d + 1 numbers go up: the mean's change and the squared step size's.
     expect([...upload.shapes]).toEqual([["mean", [8]], ["sigma2", [1]]]);
     const metrics = JSON.parse(upload.metadata.metrics!) as Record<string, number>;

@@ -4,6 +4,7 @@
 // clients' cron in round 3). The test recomputes every global version from the
 // clients' deltas, checks the held-out loss falls, and restarts workerd (persisted storage) in the
 // middle of a round after two uploads were acknowledged.
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +22,7 @@ import type { TensorMap } from "../../src/fl/tensors.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 import { LocalFederation } from "../../cli/local-federation.ts";
+import { uploadOf } from "../fixtures/rounds.ts";
 
 const MASTER = "integration-master-key";
 const CLIENTS = ["c1", "c2", "c3", "c4"];
@@ -135,7 +137,11 @@ describe("a federation of four client workers", () => {
       // The new version, recomputed from the clients' own deltas (float64): v = v_prev + Σ n Δ / Σ n.
       const prev = await version(round - 1);
       const next = await version(round);
-      const deltas = await Promise.all(CLIENTS.map(async (id) => decodeTensorFile(new Uint8Array(await (await client(id, `/tasks/${FED}/${round}/delta`)).arrayBuffer()), id)));
+      const uploads = await Promise.all(CLIENTS.map((id) => uploadOf(fed, id, FED, round)));
+      const deltas = uploads.map((u, k) => decodeTensorFile(u, CLIENTS[k]!));
+      // Each client's job view describes its upload (size, SHA-256) without handing it out.
+      for (const [k, id] of CLIENTS.entries())
+        expect(await (await client(id, `/tasks/${FED}/${round}`)).json()).toMatchObject({ status: "uploaded", uploadBytes: uploads[k]!.length, uploadSha256: createHash("sha256").update(uploads[k]!).digest("hex") });
       const n = deltas.map((d) => Number(d.metadata.num_examples));
       expect(n).toEqual(sizes);
       const total = n.reduce((a, b) => a + b, 0);

@@ -18,7 +18,7 @@ import { decodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
 import type { FedKSeedMethod } from "../../src/protocol/federation.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyTokenizerJson, writeHfModel } from "../fixtures/hf-model.ts";
-import { runRound } from "../fixtures/rounds.ts";
+import { runRound, uploadOf } from "../fixtures/rounds.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 
 const model = tinyConfig({ heads: 4, kvHeads: 2 });
@@ -37,11 +37,11 @@ const partitions = ["k1", "k2"].map((id, c) => ({ id, partition: Array.from({ le
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-fedkseed-"));
-  fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: "ks-master", clients: partitions, modelFiles: files(), stepsPerInvocation: 4 });
+  fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: "fedkseed-master-key", clients: partitions, modelFiles: files(), stepsPerInvocation: 4, federations: ["ks"] });
   const dir = writeHfModel(join(root, "model"), model, weights);
   endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "ks-fp", name: "tiny", port: 0 });
   const withoutWeights = new Map([...files()].filter(([f]) => !f.endsWith(".safetensors")));
-  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "ks-master", clients: partitions, modelFiles: withoutWeights, stepsPerInvocation: 4, trunkUrl: endpoint.url });
+  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "fedkseed-master-key", clients: partitions, modelFiles: withoutWeights, stepsPerInvocation: 4, federations: ["ks"], trunkUrl: endpoint.url });
 }, 120_000);
 
 afterAll(async () => {
@@ -57,7 +57,7 @@ describe("a FedKSeed federation", () => {
     expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
     for (const n of [1, 2, 3]) expect(await runRound(fed, "ks", n, ["k1", "k2"])).toMatchObject({ status: "closed", uploads: 2 });
 
-    const uploads = await Promise.all(["k1", "k2"].map(async (id) => new Uint8Array(await (await fed.client(id, "/tasks/ks/3/delta")).arrayBuffer())));
+    const uploads = await Promise.all(["k1", "k2"].map((id) => uploadOf(fed, id, "ks", 3)));
     for (const body of uploads) {
       const { sums, metadata } = decodeSeedSums(body, K, "upload");
       // At most one seed per step, and only scalars: the upload is a few hundred bytes.
@@ -92,7 +92,7 @@ describe("a FedKSeed federation", () => {
     expect((await remote.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
     for (const n of [1, 2, 3]) expect(await runRound(remote, "ks", n, ["k1", "k2"])).toMatchObject({ status: "closed", uploads: 2 });
     for (const [c, id] of ["k1", "k2"].entries()) {
-      const there = decodeSeedSums(new Uint8Array(await (await remote.client(id, "/tasks/ks/3/delta")).arrayBuffer()), K, "remote upload").sums;
+      const there = decodeSeedSums(await uploadOf(remote, id, "ks", 3), K, "remote upload").sums;
       const here = decodeSeedSums(uploads[c]!, K, "upload").sums;
       expect([...there.keys()].sort()).toEqual([...here.keys()].sort());
       for (const [j, v] of here) expect(there.get(j)!).toBeCloseTo(v, 1);

@@ -26,7 +26,7 @@ const split = { bottom: 1, top: 1, middle: 2 };
 const tokenizerJson = tinyTokenizerJson(model.vocabSize);
 const tokenizer = { json: tokenizerJson, config: { bos_token: "<s>", eos_token: "</s>", add_bos_token: true } };
 const record = (i: number) => ({ prompt: `The ${["fox", "dog", "sun", "model"][i % 4]} trains.`, completion: ` It averages ${i}.` });
-const MASTER = "offsite-master";
+const MASTER = "offsite-master-key";
 let root: string;
 let fed: LocalFederation;
 
@@ -37,6 +37,7 @@ beforeAll(async () => {
     masterKey: MASTER,
     clients: ["o1", "o2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 2 * c }, (_, i) => record(i * 2 + c)) })),
     modelFiles: emulate(model, full, split, "tiny-6", tokenizer).emulator,
+    federations: ["offsite"],
   });
 }, 120_000);
 
@@ -50,7 +51,7 @@ describe("an offsite-tuning federation", () => {
     const config = federationConfig("offsite", { model: { name: "tiny-6", config: toHfConfig(model), quant: "f32" }, clients: ["o1", "o2"], clientsPerRound: 2, minClients: 2, rounds: 2, method: { type: "offsite", ...split }, local: { steps: 3, batchSize: 4, lr: 1e-3 } });
     expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
     const { adapter } = emulate(model, full, split, "tiny-6", tokenizer);
-    const supply = await initialAdapterRequest("offsite", MASTER, adapter.get("adapter_model.safetensors") as Uint8Array);
+    const supply = await initialAdapterRequest("offsite", fed.operatorToken, adapter.get("adapter_model.safetensors") as Uint8Array);
     const supplied = await fed.coordinator(supply.path, supply);
     expect(supplied.status, await supplied.clone().text()).toBe(201);
 

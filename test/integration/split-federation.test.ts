@@ -29,11 +29,12 @@ beforeAll(async () => {
   endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "split-fp", name: "tiny", port: 0 });
   fed = await LocalFederation.start({
     stateDir: join(root, "state"),
-    masterKey: "split-master",
+    masterKey: "split-master-key-16",
     clients: ["s1", "s2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 4 * c }, (_, i) => record(i * 2 + c)) })),
     // The clients' bucket holds no layer below the cut: a client that loaded the trunk would fail.
     modelFiles: hfModelFiles(model, new Map([...weights].filter(([k]) => !k.startsWith("model.layers.0."))), tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } }),
     trunkUrl: endpoint.url,
+    federations: ["split"],
   });
 }, 120_000);
 

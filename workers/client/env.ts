@@ -4,8 +4,14 @@ import type { ClientTrainer } from "./trainer.ts";
 export interface ClientEnv {
   /** This client's id, as listed in the federation's config. */
   CLIENT_ID: string;
-  /** Its signing secret (`wrangler secret put CLIENT_SECRET`), derived by the operator from the master key. */
-  CLIENT_SECRET: string;
+  /**
+   * Its signing secret (`wrangler secret put CLIENT_SECRET`), derived by the operator from the master key:
+   * it signs this client's requests to the coordinator and checks the operator's requests to this client.
+   * Without it every route but /health answers 503.
+   */
+  CLIENT_SECRET?: string;
+  /** The owner's bearer token for triggering tasks by hand (`wrangler secret put CLIENT_OWNER_TOKEN`); optional. */
+  CLIENT_OWNER_TOKEN?: string;
   /** The coordinator: a service binding, or reached at COORDINATOR_URL. */
   COORDINATOR?: Fetcher;
   COORDINATOR_URL?: string;
@@ -16,7 +22,7 @@ export interface ClientEnv {
   DATA: R2Bucket;
   DATA_KEY?: string;
   TRAINER: DurableObjectNamespace<ClientTrainer>;
-  /** Federation ids (comma-separated) this client pulls open rounds of on its cron. */
+  /** Federation ids (comma-separated) this client trains for: it pulls their open rounds on its cron and takes only their tasks. */
   FEDERATIONS?: string;
   /**
    * An inference endpoint serving the base model's frozen trunk: with it, and a method whose fromLayer
@@ -35,4 +41,19 @@ export interface ClientEnv {
   OPENAI_MODEL?: string;
   /** Local updates per invocation, to stay inside a Worker's CPU budget (zeroth-order steps: a quarter as many). */
   STEPS_PER_INVOCATION?: string;
+  /**
+   * The owner's limits (positive integers; defaults in policy.ts LIMIT_DEFAULTS). A task over one is refused
+   * (POST /tasks answers 422; a pulled task's job fails), naming the limit.
+   * MAX_LOCAL_STEPS: local steps of a round (FedBPT: generations), default 1000.
+   * MAX_TOKENS_PER_EXAMPLE: the round's local.maxTokens, default 1024.
+   * MAX_EXAMPLES_PER_ROUND: steps x local.batchSize, default 65536.
+   * MAX_API_QUERIES: rows scored at an API or endpoint in a round (black-box methods), default 100000.
+   * MAX_DOWNLOAD_BYTES: bytes fetched to start a round (the version, FedKSeed's seed changes), default 64 MiB;
+   * enforced while reading.
+   */
+  MAX_LOCAL_STEPS?: string;
+  MAX_TOKENS_PER_EXAMPLE?: string;
+  MAX_EXAMPLES_PER_ROUND?: string;
+  MAX_API_QUERIES?: string;
+  MAX_DOWNLOAD_BYTES?: string;
 }

@@ -1,53 +1,62 @@
 // A client worker: a data owner's deployment. It holds its partition and the base model (R2), signs
-// with its own secret, and trains the rounds it is given (pushed to POST /tasks, or pulled on its cron)
-// through its trainer Durable Object.
+// with its own secret, and trains the rounds it is given (pushed to POST /tasks by the operator or its
+// owner, or pulled on its cron) through its trainer Durable Object. No route hands out what it trained.
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { notFound, onError } from "../coordinator/errors.ts";
-import { readJson } from "../coordinator/body.ts";
+import { clientAuth, type ClientApp } from "./auth.ts";
 import type { ClientEnv } from "./env.ts";
-import { coordinatorFetch } from "./sources.ts";
+import { federationRefusal, listedFederations, roundRefusal } from "./policy.ts";
+import { coordinatorFetch, readRound } from "./sources.ts";
 
-const app = new Hono<{ Bindings: ClientEnv }>();
+const app = new Hono<ClientApp>();
 
-app.get("/health", (c) => c.json({ ok: true, service: "fedflare-client", client: c.env.CLIENT_ID }));
+// Open, and says nothing about this deployment.
+app.get("/health", (c) => c.json({ ok: true, service: "fedflare-client" }));
 
-/** A task: {"federationId": "...", "round": N}. */
+app.use("*", clientAuth);
+
+/** A task: {"federationId": "...", "round": N}, for a listed federation's open round that sampled this client, within the owner's limits. */
 app.post("/tasks", async (c) => {
-  const body = (await readJson(c)) as { federationId?: unknown; round?: unknown } | null;
-  if (typeof body?.federationId !== "string" || !Number.isInteger(body.round) || (body.round as number) < 1)
-    throw new HTTPException(400, { message: 'a task is {"federationId": string, "round": positive integer}' });
-  return c.json(await c.env.TRAINER.getByName(body.federationId).start(body.federationId, body.round as number), 202);
+  const body = parseTask(c.var.body);
+  const refusal = federationRefusal(c.env, body.federationId) ?? roundRefusal(c.env, body.federationId, body.round, await readRound(c.env, body.federationId, body.round));
+  if (refusal) throw new HTTPException(refusal.status, { message: refusal.message });
+  return c.json(await c.env.TRAINER.getByName(body.federationId).start(body.federationId, body.round), 202);
 });
 
-const params = (c: { req: { param: (k: string) => string | undefined } }) => ({ fed: c.req.param("federation") ?? "", round: Number(c.req.param("round")) });
-
+/** The job's state, and its upload's size, SHA-256 and declared metrics once made; never the upload itself. */
 app.get("/tasks/:federation/:round", async (c) => {
-  const { fed, round } = params(c);
+  const fed = c.req.param("federation");
+  const round = Number(c.req.param("round"));
   const job = await c.env.TRAINER.getByName(fed).job(fed, round);
   if (!job) throw new HTTPException(404, { message: `no task for round ${round} of "${fed}"` });
   return c.json(job);
 });
 
-app.get("/tasks/:federation/:round/delta", async (c) => {
-  const { fed, round } = params(c);
-  const delta = await c.env.TRAINER.getByName(fed).delta(fed, round);
-  if (!delta) throw new HTTPException(404, { message: `no uploaded delta for round ${round} of "${fed}"` });
-  return new Response(delta, { headers: { "content-type": "application/octet-stream" } });
-});
-
 app.notFound(notFound);
 app.onError(onError);
 
+function parseTask(bytes: Uint8Array): { federationId: string; round: number } {
+  let body: { federationId?: unknown; round?: unknown } | null;
+  try {
+    body = JSON.parse(new TextDecoder().decode(bytes)) as typeof body;
+  } catch (e) {
+    throw new HTTPException(400, { message: `the body is not valid JSON: ${(e as Error).message}` });
+  }
+  if (typeof body?.federationId !== "string" || !Number.isInteger(body.round) || (body.round as number) < 1)
+    throw new HTTPException(400, { message: 'a task is {"federationId": string, "round": positive integer}' });
+  return { federationId: body.federationId, round: body.round as number };
+}
+
 /** Pull: on its cron, the client asks each of its federations for an open round it was sampled for. */
 async function pullTasks(env: ClientEnv): Promise<void> {
-  for (const fed of (env.FEDERATIONS ?? "").split(",").map((f) => f.trim()).filter(Boolean)) {
+  for (const fed of listedFederations(env)) {
     const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}`);
     if (!res.ok) throw new Error(`reading federation "${fed}": ${res.status} ${await res.text()}`);
     const { openRound } = (await res.json()) as { openRound: number | null };
     if (openRound === null) continue;
-    const round = (await (await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}/rounds/${openRound}`)).json()) as { sampled: string[] };
-    if (round.sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound);
+    // The trainer checks the round and the owner's limits when it starts; a refused job records why.
+    if ((await readRound(env, fed, openRound)).sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound);
   }
 }
 

@@ -1,6 +1,11 @@
-// Where a client's model and data live: an R2 bucket holding the Hugging Face folder and the partition.
+// Where a client's model, data and rounds come from: an R2 bucket holding the Hugging Face folder and the
+// partition, an inference endpoint where configured, and the coordinator, read with signed requests.
+import { HTTPException } from "hono/http-exception";
 import { parseJsonl, type Example } from "../../src/data/jsonl.ts";
 import type { ModelSource } from "../../src/engine/model-files.ts";
+import type { FederationConfig, Method } from "../../src/protocol/federation.ts";
+import type { QuantMode } from "../../src/engine/quantize.ts";
+import { signRequest } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
 
 export function r2ModelSource(env: ClientEnv): ModelSource {
@@ -21,9 +26,70 @@ export async function loadPartition(env: ClientEnv): Promise<Example[]> {
   return parseJsonl(await obj.text(), `r2://DATA/${key}`);
 }
 
-/** A request to the coordinator, over the service binding when there is one. */
-export function coordinatorFetch(env: ClientEnv, path: string, init?: RequestInit): Promise<Response> {
-  if (env.COORDINATOR) return env.COORDINATOR.fetch(`https://coordinator${path}`, init);
+/** FedKSeed or FedBPT with an endpoint: the model lives there; the client holds the tokenizer and sends seed terms (FedKSeed) or each candidate's z (FedBPT). */
+export function scoredAtEndpoint(env: ClientEnv, method: Method): boolean {
+  return env.TRUNK_URL !== undefined && (method.type === "fedkseed" || method.type === "fedbpt");
+}
+
+/**
+ * A request to the coordinator (over the service binding when there is one), signed with this client's
+ * secret over the method, the path with its query string (what the coordinator sees) and the body. Each
+ * call signs anew: a nonce is good for one request.
+ */
+export async function coordinatorFetch(env: ClientEnv, path: string, init: { method?: "GET" | "PUT"; body?: Uint8Array; headers?: Record<string, string> } = {}): Promise<Response> {
+  if (!env.CLIENT_SECRET) throw new Error("this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: `fedflare client-secret --client <id>`)");
+  const method = init.method ?? "GET";
+  const signed = await signRequest(env.CLIENT_SECRET, env.CLIENT_ID, method, path, init.body);
+  const request = { method, headers: { ...init.headers, ...signed }, ...(init.body ? { body: init.body } : {}) };
+  if (env.COORDINATOR) return env.COORDINATOR.fetch(`https://coordinator${path}`, request);
   if (!env.COORDINATOR_URL) throw new Error("set COORDINATOR (a service binding) or COORDINATOR_URL");
-  return fetch(new URL(path, env.COORDINATOR_URL), init);
+  return fetch(new URL(path, env.COORDINATOR_URL), request);
+}
+
+/** What a client reads of a round (GET /federations/{id}/rounds/{n}): its state, who was sampled, and the task. */
+export interface RoundInfo {
+  status: "open" | "closed" | "failed";
+  baseVersion: number;
+  sampled: string[];
+  task: { proximalMu: number; local: FederationConfig["local"]; method: Method; model: { name: string; quant: QuantMode }; seed: number };
+}
+
+/** A round as the coordinator reports it; its refusal is passed on (404 as 404, anything else as 502). */
+export async function readRound(env: ClientEnv, federationId: string, round: number): Promise<RoundInfo> {
+  const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(federationId)}/rounds/${round}`);
+  if (!res.ok) throw new HTTPException(res.status === 404 ? 404 : 502, { message: `the coordinator answered ${res.status} for round ${round} of "${federationId}": ${(await res.text()).slice(0, 500)}` });
+  return (await res.json()) as RoundInfo;
+}
+
+/**
+ * A response's body, refused past `cap` bytes: on its declared length before reading, else as soon as
+ * the bytes read pass the cap (the rest is not read).
+ */
+export async function readCapped(res: Response, cap: number, tooLarge: (bytes: string) => string): Promise<Uint8Array> {
+  const declared = Number(res.headers.get("content-length") ?? NaN);
+  if (declared > cap) {
+    await res.body?.cancel();
+    throw new Error(tooLarge(`${declared} bytes`));
+  }
+  const reader = res.body?.getReader();
+  if (!reader) return new Uint8Array();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > cap) {
+      await reader.cancel();
+      throw new Error(tooLarge(`more than ${cap} bytes`));
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }

@@ -13,7 +13,7 @@ import { decodeLocalState, decodeZoState, decodeZoTermsState, encodeLocalState, 
 import { endpointZoEvaluator } from "../../src/fl/client/zo-endpoint.ts";
 import { globalTerms, seedPool, type SeedTerms } from "../../src/fl/zo/fedkseed.ts";
 import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
-import { deltaBody, signedUpload, updateMetadata } from "../../src/fl/client/upload.ts";
+import { attemptUpload, deltaBody, MAX_UPLOAD_ATTEMPTS, updateMetadata, uploadRequest, uploadRetryDelayMs } from "../../src/fl/client/upload.ts";
 import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSteps, type ZoState, type ZoTask } from "../../src/fl/client/zo-update.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
@@ -22,6 +22,7 @@ import { labelWordsOf, type DiscretePromptMethod, type FedBptMethod, type FedKSe
 import { completionsRowScorer } from "../../src/fl/prompt/completions-api.ts";
 import { discreteDelta, discreteItems, discreteSteps, distributionsOf, promptTokens, startDiscrete, type DiscreteState } from "../../src/fl/prompt/discrete-round.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { bodyDigest } from "../../src/protocol/signature.ts";
 import { labeledPrompts, wordIds } from "../../src/engine/train/evaluate.ts";
 import type { Example } from "../../src/data/jsonl.ts";
 import { shuffled } from "../../src/data/lm-windows.ts";
@@ -31,7 +32,8 @@ import { deleteBlob, readBlob, writeBlob } from "../../durable-objects/shared/bl
 import { applyMigrations } from "../../durable-objects/shared/migrations.ts";
 import { workerdOrtRuntime } from "../lib/ort-workerd.ts";
 import type { ClientEnv } from "./env.ts";
-import { coordinatorFetch, loadPartition, r2ModelSource } from "./sources.ts";
+import { federationRefusal, ownerLimits, roundRefusal } from "./policy.ts";
+import { coordinatorFetch, loadPartition, r2ModelSource, readCapped, readRound, scoredAtEndpoint } from "./sources.ts";
 
 const MIGRATIONS = [
   [
@@ -48,6 +50,8 @@ const MIGRATIONS = [
     )`,
     "CREATE TABLE blobs (key TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, chunk))",
   ],
+  // The upload, once made, is kept (blob "delta/...") and described here, so retries send the same body.
+  ["ALTER TABLE jobs ADD COLUMN upload_bytes INTEGER", "ALTER TABLE jobs ADD COLUMN upload_sha256 TEXT", "ALTER TABLE jobs ADD COLUMN upload_metrics TEXT"],
 ];
 
 export interface JobView {
@@ -56,11 +60,25 @@ export interface JobView {
   status: "queued" | "training" | "uploaded" | "failed";
   stepsDone: number;
   detail: string | null;
+  /** The upload's size and hex SHA-256 once made (null before), never its content. */
+  uploadBytes: number | null;
+  uploadSha256: string | null;
+  /** The metrics the upload declares to the coordinator (loss, steps, bytes downloaded, API use). */
+  uploadMetrics: Record<string, number> | null;
 }
 
-type JobRow = { federation_id: string; round: number; status: JobView["status"]; task: string | null; steps_done: number; attempts: number; detail: string | null };
-
-const MAX_UPLOAD_ATTEMPTS = 5;
+type JobRow = {
+  federation_id: string;
+  round: number;
+  status: JobView["status"];
+  task: string | null;
+  steps_done: number;
+  attempts: number;
+  detail: string | null;
+  upload_bytes: number | null;
+  upload_sha256: string | null;
+  upload_metrics: string | null;
+};
 
 /** What every method's slice of work reads: the job, its storage keys, the version it started from, its saved state. */
 interface Slice {
@@ -81,11 +99,6 @@ type ClientTask = Omit<LocalTask, "method"> & {
   /** Bytes this client downloaded to start the round (the version, or FedKSeed's seed changes). */
   downloadBytes?: number;
 };
-
-/** FedKSeed or FedBPT with an endpoint: the model lives there; the client holds the tokenizer and sends seed terms (FedKSeed) or each candidate's z (FedBPT). */
-function scoredAtEndpoint(env: ClientEnv, method: ClientTask["method"]): boolean {
-  return env.TRUNK_URL !== undefined && (method.type === "fedkseed" || method.type === "fedbpt");
-}
 
 /** A LoRA method above layer 0 with an endpoint for the trunk: the client holds only the layers from the cut. */
 function isOffloaded(env: ClientEnv, method: ClientTask["method"]): boolean {
@@ -117,10 +130,15 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
 
   job(federationId: string, round: number): JobView | null {
     const r = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE federation_id = ? AND round = ?", federationId, round).toArray()[0];
-    return r ? { federationId: r.federation_id, round: r.round, status: r.status, stepsDone: r.steps_done, detail: r.detail } : null;
+    if (!r) return null;
+    const metrics = r.upload_metrics === null ? null : (JSON.parse(r.upload_metrics) as Record<string, number>);
+    return { federationId: r.federation_id, round: r.round, status: r.status, stepsDone: r.steps_done, detail: r.detail, uploadBytes: r.upload_bytes, uploadSha256: r.upload_sha256, uploadMetrics: metrics };
   }
 
-  /** The delta this client uploaded for a round (safetensors), for inspection. */
+  /**
+   * The upload this client made for a round (safetensors), for its owner's own code and tests (RPC on the
+   * binding): no route of the worker serves it.
+   */
   delta(federationId: string, round: number): Uint8Array | null {
     return readBlob(this.sql, `delta/${federationId}/${round}`);
   }
@@ -140,6 +158,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   /** One slice of work; returns the delay before the next slice, or null when the job is finished. */
   private async advance(job: JobRow): Promise<number | null> {
     const key = (what: string) => `${what}/${job.federation_id}/${job.round}`;
+    const made = readBlob(this.sql, key("delta"));
+    if (made) return this.upload(job, made);
     const task = job.task ? (JSON.parse(job.task) as ClientTask) : null;
     if (!task) {
       await this.prepare(job, key);
@@ -156,21 +176,33 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       : m.type === "fedkseed" ? await this.fedkseedSlice(slice, { ...task, method: m })
       : await this.gradientSlice(slice, { ...task, method: m });
     if (body === null) return 0;
-    const upload = await signedUpload(job.federation_id, job.round, this.env.CLIENT_ID, this.env.CLIENT_SECRET, body);
-    const res = await coordinatorFetch(this.env, upload.path, { method: "PUT", headers: upload.headers, body: upload.body });
-    const detail = await res.text();
-    if (res.ok) {
-      this.ctx.storage.transactionSync(() => {
-        writeBlob(this.sql, key("delta"), body);
-        for (const k of ["global", "state"]) deleteBlob(this.sql, key(k));
-        this.sql.exec("UPDATE jobs SET status = 'uploaded', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", detail, Date.now(), job.federation_id, job.round);
-      });
+    // Kept before the first attempt: every retry sends these same bytes under the same idempotency key.
+    const metrics = readSafetensorsHeader(body).metadata.metrics ?? "{}";
+    const sha256 = await bodyDigest(body);
+    this.ctx.storage.transactionSync(() => {
+      writeBlob(this.sql, key("delta"), body);
+      for (const k of ["global", "state"]) deleteBlob(this.sql, key(k));
+      this.sql.exec("UPDATE jobs SET upload_bytes = ?, upload_sha256 = ?, upload_metrics = ?, updated_at = ? WHERE federation_id = ? AND round = ?", body.length, sha256, metrics, Date.now(), job.federation_id, job.round);
+    });
+    return this.upload(job, body);
+  }
+
+  /**
+   * One upload attempt, signed anew. Network errors, 5xx and an expired signature are retried with
+   * exponential backoff from the alarm (the same key and body, so the coordinator folds it once);
+   * other refusals, or the last attempt, fail the job.
+   */
+  private async upload(job: JobRow, body: Uint8Array): Promise<number | null> {
+    const req = uploadRequest(job.federation_id, job.round, this.env.CLIENT_ID);
+    const { outcome, detail } = await attemptUpload(() => coordinatorFetch(this.env, req.path, { method: "PUT", headers: req.headers, body }));
+    if (outcome === "accepted") {
+      this.sql.exec("UPDATE jobs SET status = 'uploaded', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", detail, Date.now(), job.federation_id, job.round);
       return null;
     }
-    // Refusals (4xx) are final; server errors are retried with backoff, the same idempotency key each time.
-    if (res.status < 500 || job.attempts + 1 >= MAX_UPLOAD_ATTEMPTS) throw new Error(`upload refused: ${res.status} ${detail}`);
-    this.sql.exec("UPDATE jobs SET attempts = attempts + 1, detail = ? WHERE federation_id = ? AND round = ?", detail, job.federation_id, job.round);
-    return 1000 * 2 ** job.attempts;
+    const attempts = job.attempts + 1;
+    if (outcome === "refused" || attempts >= MAX_UPLOAD_ATTEMPTS) throw new Error(`upload ${outcome === "refused" ? "refused" : `failed after ${attempts} attempts`}: ${detail}`);
+    this.sql.exec("UPDATE jobs SET attempts = ?, detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", attempts, `upload attempt ${attempts} of ${MAX_UPLOAD_ATTEMPTS}: ${detail}`, Date.now(), job.federation_id, job.round);
+    return uploadRetryDelayMs(job.attempts);
   }
 
   /** Discrete prompts: policy-gradient steps scored at the completions API; null while steps remain. */
@@ -272,26 +304,29 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   }
 
   /**
-   * Reads the round's task and stores what the job starts from: the global version's tensors, or for
-   * FedKSeed the global model this client rebuilds from the per-seed changes since the version it last held.
+   * Reads the round's task, refuses it unless this client takes it (listed federation, open round that
+   * sampled it, within the owner's limits), and stores what the job starts from: the global version's
+   * tensors, or for FedKSeed the global model this client rebuilds from the per-seed changes since the
+   * version it last held. What it downloads is capped by MAX_DOWNLOAD_BYTES as it reads.
    */
   private async prepare(job: JobRow, key: (what: string) => string): Promise<void> {
-    const fed = encodeURIComponent(job.federation_id);
-    const res = await coordinatorFetch(this.env, `/federations/${fed}/rounds/${job.round}`);
-    if (!res.ok) throw new Error(`reading round ${job.round}: ${res.status} ${await res.text()}`);
-    const round = (await res.json()) as { baseVersion: number; sampled: string[]; task: { proximalMu: number; local: LocalTask["local"]; method: ClientTask["method"]; model: { name: string; quant: LocalTask["quant"] }; seed: number } };
-    if (!round.sampled.includes(this.env.CLIENT_ID)) throw new Error(`this client (${this.env.CLIENT_ID}) was not sampled for round ${job.round}`);
+    const round = await readRound(this.env, job.federation_id, job.round);
+    const refusal = federationRefusal(this.env, job.federation_id) ?? roundRefusal(this.env, job.federation_id, job.round, round);
+    if (refusal) throw new Error(refusal.message);
+    const limit = ownerLimits(this.env).MAX_DOWNLOAD_BYTES;
+    const tooLarge = (what: string, left: number) => (size: string) =>
+      `${what} is ${size}, over the ${left} bytes left of this client's MAX_DOWNLOAD_BYTES (${limit}) for round ${job.round}: its owner raises MAX_DOWNLOAD_BYTES in its wrangler.toml [vars] to take this task`;
     const task: ClientTask = { round: job.round, proximalMu: round.task.proximalMu, local: round.task.local, method: round.task.method, quant: round.task.model.quant, modelName: round.task.model.name, seed: hashSeed(`${job.federation_id}/${this.env.CLIENT_ID}`), federationSeed: round.task.seed, baseVersion: round.baseVersion };
     let start: Uint8Array;
     if (task.method.type === "fedkseed") {
-      const synced = await this.syncSeeds(job.federation_id, { ...task, method: task.method }, round.baseVersion, scoredAtEndpoint(this.env, task.method));
+      const synced = await this.syncSeeds(job.federation_id, { ...task, method: task.method }, round.baseVersion, scoredAtEndpoint(this.env, task.method), limit, tooLarge);
       // At an endpoint the start is the global model as seed terms; locally, its tensors.
       start = synced.params ? encodeTensorFile(synced.params, new Map()) : encodeTensorFile(new Map(), new Map(), { format: "pt", terms: JSON.stringify(synced.terms) });
       task.downloadBytes = synced.bytes;
     } else {
-      const version = await coordinatorFetch(this.env, `/federations/${fed}/versions/${round.baseVersion}`);
-      if (!version.ok) throw new Error(`fetching adapter version ${round.baseVersion}: ${version.status}`);
-      start = new Uint8Array(await version.arrayBuffer());
+      const version = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(job.federation_id)}/versions/${round.baseVersion}`);
+      if (!version.ok) throw new Error(`fetching adapter version ${round.baseVersion}: ${version.status} ${(await version.text()).slice(0, 500)}`);
+      start = await readCapped(version, limit, tooLarge(`version ${round.baseVersion}`, limit));
       task.downloadBytes = start.length;
     }
     this.ctx.storage.transactionSync(() => {
@@ -306,7 +341,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
    * the seeds' history (FedKSeed-Pro). Only the rounds it missed cross the wire. A client whose model
    * lives at an endpoint keeps only the history; its model is the terms the cumulative scalars make.
    */
-  private async syncSeeds(federationId: string, task: ZoTask, version: number, atEndpoint: boolean): Promise<{ params: TensorMap | null; terms: SeedTerms; bytes: number }> {
+  private async syncSeeds(federationId: string, task: ZoTask, version: number, atEndpoint: boolean, limit: number, tooLarge: (what: string, left: number) => (size: string) => string): Promise<{ params: TensorMap | null; terms: SeedTerms; bytes: number }> {
     const cacheKey = `zo/${federationId}`;
     const saved = readBlob(this.sql, cacheKey);
     const cached = saved ? decodeTensorFile(saved, "FedKSeed model") : null;
@@ -323,7 +358,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     for (; at < version; at++) {
       const res = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(federationId)}/versions/${at + 1}/seeds?since=${at}`);
       if (!res.ok) throw new Error(`fetching the seed changes of version ${at + 1}: ${res.status} ${await res.text()}`);
-      const diff = new Uint8Array(await res.arrayBuffer());
+      const diff = await readCapped(res, limit - bytes, tooLarge(`the seed changes of version ${at + 1}`, limit - bytes));
       bytes += diff.length;
       const { sums } = decodeSeedSums(diff, task.method.k, `version ${at + 1}`);
       if (params) params = zoGlobal(params, task, sums);

@@ -1,15 +1,8 @@
-// A client's update as a signed HTTP request: the body (a delta as safetensors, or FedKSeed's per-seed
-// sums) with num_examples and metrics in its __metadata__, an idempotency key that names the
-// (federation, round, client) slot, and the signature headers.
-import { signRequest } from "../../protocol/signature.ts";
+// A client's update as an HTTP request: the body (a delta as safetensors, or FedKSeed's per-seed sums)
+// with num_examples and metrics in its __metadata__, an idempotency key that names the (federation,
+// round, client) slot, and what each attempt's answer means. The caller signs each attempt anew.
 import { encodeTensorFile } from "../tensor-file.ts";
 import type { LocalResult } from "./local-update.ts";
-
-export interface SignedUpload {
-  path: string;
-  headers: Record<string, string>;
-  body: Uint8Array;
-}
 
 /** The metadata every update carries. */
 export function updateMetadata(numExamples: number, metrics: Record<string, number>): Record<string, string> {
@@ -21,8 +14,50 @@ export function deltaBody(result: LocalResult, shapes: ReadonlyMap<string, reado
   return encodeTensorFile(result.delta, shapes, updateMetadata(result.numExamples, result.metrics));
 }
 
-export async function signedUpload(federationId: string, round: number, clientId: string, secret: string, body: Uint8Array): Promise<SignedUpload> {
+/** Where an update goes, and its headers besides the signature: the same idempotency key on every attempt. */
+export function uploadRequest(federationId: string, round: number, clientId: string): { path: string; headers: Record<string, string> } {
   const path = `/federations/${encodeURIComponent(federationId)}/rounds/${round}/updates/${encodeURIComponent(clientId)}`;
-  const headers = { ...(await signRequest(secret, clientId, "PUT", path, body)), "idempotency-key": `${federationId}/${round}/${clientId}`, "content-type": "application/octet-stream" };
-  return { path, headers, body };
+  return { path, headers: { "idempotency-key": `${federationId}/${round}/${clientId}`, "content-type": "application/octet-stream" } };
+}
+
+/** Attempts in all before an upload's job fails; with uploadRetryDelayMs, about two minutes of retrying. */
+export const MAX_UPLOAD_ATTEMPTS = 8;
+
+/** The wait after failed attempt `attempt` (0-based): 1 s, 2 s, 4 s, ... */
+export function uploadRetryDelayMs(attempt: number): number {
+  return 1000 * 2 ** attempt;
+}
+
+export interface UploadOutcome {
+  /** accepted (2xx, including the coordinator's answer to a retry it already folded); retry; refused for good. */
+  outcome: "accepted" | "retry" | "refused";
+  detail: string;
+}
+
+/**
+ * Sends one attempt and says what its answer means. Retried: the coordinator not reached (the update may
+ * or may not have landed: the same key and body make a retry safe), a server error or 429, and a 401
+ * signature_expired (a clock off by more than the window, or a slow transfer: the retry is signed anew).
+ */
+export async function attemptUpload(send: () => Promise<Response>): Promise<UploadOutcome> {
+  let res: Response;
+  try {
+    res = await send();
+  } catch (e) {
+    return { outcome: "retry", detail: `the coordinator could not be reached: ${(e as Error).message}` };
+  }
+  const text = await res.text();
+  const detail = `${res.status} ${text}`;
+  if (res.ok) return { outcome: "accepted", detail };
+  if (res.status >= 500 || res.status === 429 || (res.status === 401 && errorCode(text) === "signature_expired")) return { outcome: "retry", detail };
+  return { outcome: "refused", detail };
+}
+
+/** The coordinator's error code ({"error": {"code"}}), if the answer is one. */
+function errorCode(text: string): string | undefined {
+  try {
+    return (JSON.parse(text) as { error?: { code?: string } } | null)?.error?.code;
+  } catch {
+    return undefined;
+  }
 }
