@@ -1,10 +1,11 @@
 // The aggregator's own memory, folding and closing, measured apart from workerd: the Durable Object's
 // accumulator code (durable-objects/aggregator/accumulator.ts) run in a Node process of its own over
-// node:sqlite on a file (SQLite's pages stay in the kernel's cache, not in this process), with the
-// peak resident set (/proc VmHWM) reset before each phase. Run by bench/aggregator.ts as
-//   node --expose-gc bench/lib/aggregator-memory.ts RANK FOLDS
-// and prints one JSON line.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+// node:sqlite on a file (SQLite's pages stay in the kernel's cache). Each phase runs twice: once timed,
+// once with the live JavaScript memory (V8 heap plus ArrayBuffers, after a full GC) sampled at every
+// storage call, i.e. at every segment; the peak over the phase's start is the phase's working memory.
+// Resident-set peaks would not do: a process reuses pages it freed before, so they hide growth.
+// Run by bench/aggregator.ts as  node --expose-gc bench/lib/aggregator-memory.ts RANK FOLDS ; prints one JSON line.
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
@@ -25,8 +26,9 @@ export const BENCH_MODEL = { model_type: "llama", hidden_size: 1024, intermediat
 export const BENCH_MODULES: LinearModule[] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 /** A Durable Object's SQL over node:sqlite: what the accumulator calls (exec, toArray, one), blobs as ArrayBuffers as workerd returns them. */
-function sqlStorage(db: DatabaseSync): SqlExec {
+function sqlStorage(db: DatabaseSync, probe: { on: boolean; peak: number }): SqlExec {
   const exec = (query: string, ...bindings: unknown[]) => {
+    if (probe.on) probe.peak = Math.max(probe.peak, live());
     const rows = db.prepare(query).all(...(bindings as (Uint8Array | number | string)[])).map((r) =>
       Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Uint8Array ? v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength) : v])),
     );
@@ -35,9 +37,26 @@ function sqlStorage(db: DatabaseSync): SqlExec {
   return { exec } as unknown as SqlExec;
 }
 
-const mib = (field: string) => Number(new RegExp(`^${field}:\\s*(\\d+)`, "m").exec(readFileSync("/proc/self/status", "utf8"))![1]) / 1024;
-const resetPeak = () => writeFileSync("/proc/self/clear_refs", "5");
 const gc = (globalThis as { gc?: () => void }).gc!;
+/** Live JavaScript memory after a full GC, MiB: the V8 heap in use and ArrayBuffers outside it. */
+function live(): number {
+  gc();
+  const m = process.memoryUsage();
+  return (m.heapUsed + m.arrayBuffers) / 2 ** 20;
+}
+
+/** Runs `phase` timed, then again (on fresh keys) probed: its ms and its peak live memory over its start, MiB. */
+function measure(probe: { on: boolean; peak: number }, phase: (pass: number) => void): { ms: number; peakOverMiB: number } {
+  const t = performance.now();
+  phase(0);
+  const ms = performance.now() - t;
+  const start = live();
+  probe.peak = start;
+  probe.on = true;
+  phase(1);
+  probe.on = false;
+  return { ms, peakOverMiB: probe.peak - start };
+}
 
 if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
   const rank = Number(process.argv[2]);
@@ -45,7 +64,8 @@ if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
   const dir = mkdtempSync(join(tmpdir(), "fedflare-agg-mem-"));
   const db = new DatabaseSync(join(dir, "do.sqlite"));
   db.exec("CREATE TABLE blobs (key TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, chunk))");
-  const sql = sqlStorage(db);
+  const probe = { on: false, peak: 0 };
+  const sql = sqlStorage(db, probe);
   const model = parseLlamaConfig(BENCH_MODEL);
   const params = initLoraParams(model, rank, BENCH_MODULES, 0);
   const v0 = writePeftAdapter({ config: { r: rank, alpha: 2 * rank, targetModules: BENCH_MODULES, dropout: 0, useRslora: false, baseModel: "bench", layers: null }, pairs: loraPairs(params, rank, 2) })["adapter_model.safetensors"];
@@ -59,27 +79,21 @@ if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
   });
   const adapterBytes = layout.total * 4;
   params.clear();
-  gc();
-  const baseline = mib("VmRSS");
-  resetPeak();
-  const foldStart = performance.now();
-  for (const [i, body] of bodies.entries()) {
+  const fold = measure(probe, (pass) => {
+    for (const [i, body] of bodies.entries()) {
+      db.exec("BEGIN");
+      foldSegments(sql, `sum${pass}`, layout, tensorFileSource(body, layout, "upload").source, 10, i === 0);
+      db.exec("COMMIT");
+    }
+  });
+  let slots: string[] = [];
+  const close = measure(probe, (pass) => {
     db.exec("BEGIN");
-    foldSegments(sql, "sum", layout, tensorFileSource(body, layout, "upload").source, 10, i === 0);
+    slots = closeSegments(sql, { layout, globalKey: "v0", dataStart: header.dataStart, sumKey: `sum${pass}`, totalWeight: 10 * folds, strategy: createStrategy({ name: "fedadam" }), round: 0, slots: [], stateKey: (s) => `state/${s}`, nextKey: `v1-${pass}`, nextStateKey: (s) => `state/${s}#${pass}` });
     db.exec("COMMIT");
-  }
-  const foldMs = (performance.now() - foldStart) / folds;
-  const peakFold = mib("VmHWM");
-  gc();
-  const beforeClose = mib("VmRSS");
-  resetPeak();
-  const closeStart = performance.now();
-  db.exec("BEGIN");
-  const slots = closeSegments(sql, { layout, globalKey: "v0", dataStart: header.dataStart, sumKey: "sum", totalWeight: 10 * folds, strategy: createStrategy({ name: "fedadam" }), round: 0, slots: [], stateKey: (s) => `state/${s}`, nextKey: "v1", nextStateKey: (s) => `state/${s}#next` });
-  db.exec("COMMIT");
-  const closeMs = performance.now() - closeStart;
-  const peakClose = mib("VmHWM");
+  });
   db.close();
   rmSync(dir, { recursive: true, force: true });
-  process.stdout.write(JSON.stringify({ rank, adapterBytes, uploadBytes: bodies[0]!.length, folds, baselineMiB: baseline, foldPeakOverMiB: peakFold - baseline, foldMsPerMB: foldMs / (bodies[0]!.length / 1e6), closePeakOverMiB: peakClose - beforeClose, closeMs, slots }) + "\n");
+  const uploadMB = bodies[0]!.length / 1e6;
+  process.stdout.write(JSON.stringify({ rank, adapterBytes, uploadBytes: bodies[0]!.length, folds, foldPeakOverMiB: fold.peakOverMiB, foldMsPerMB: fold.ms / folds / uploadMB, closePeakOverMiB: close.peakOverMiB, closeMs: close.ms, slots }) + "\n");
 }

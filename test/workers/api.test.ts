@@ -1,6 +1,7 @@
 // The coordinator's HTTP API in workerd, as a user and a client call it.
 import { describe, expect, it } from "vitest";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
+import app from "../../workers/coordinator/index.ts";
 import { anonymous, api, signedPut } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
@@ -55,5 +56,20 @@ describe("coordinator API", () => {
     expect(doc.openapi).toBe("3.1.0");
     expect(Object.keys(doc.components.schemas.FederationConfig!.properties)).toEqual(expect.arrayContaining(["id", "model", "method", "strategy", "rounds", "clients", "deadlineSeconds"]));
     expect(doc.components.schemas.UploadMetadata!.properties).toHaveProperty("num_examples");
+  });
+
+  it("documents every route with the credential it needs; only the health check, the document and the dashboard's shell are open", async () => {
+    const doc = (await (await api("/openapi.json")).json()) as { paths: Record<string, Record<string, { security?: object[] }>> };
+    const open = new Set(["GET /", "GET /health", "GET /openapi.json"]);
+    const routes = new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, "{$1}")}`));
+    for (const route of routes) {
+      if (open.has(route)) continue;
+      const [method, path] = route.split(" ") as [string, string];
+      expect([route, (doc.paths[path]?.[method.toLowerCase()]?.security ?? []).length > 0]).toEqual([route, true]);
+    }
+    for (const route of open) {
+      const [method, path] = route.split(" ") as [string, string];
+      expect((await anonymous(path, { method })).status).toBe(200);
+    }
   });
 });

@@ -5,35 +5,36 @@ import { HTTPException } from "hono/http-exception";
 
 /** JSON bodies (federation configs) are small. */
 export const MAX_JSON_BYTES = 1 << 20;
-/** The coordinator's own cap on uploads; each federation sets a lower one (maxUploadBytes). */
-export const MAX_UPLOAD_BYTES = 256 << 20;
-
-/** Reads the body, refusing it from its Content-Length or as soon as it streams past `limit`; `onChunk` sees each part as it arrives. */
+/**
+ * Reads the body, refusing it from its Content-Length or as soon as it streams past `limit`; `onChunk`
+ * sees each part as it arrives. With a Content-Length the bytes go straight into one buffer of that size
+ * (an upload is held once, not as parts and a copy); without one the buffer doubles as needed.
+ */
 export async function readBody(c: Context, limit: number, onChunk?: (chunk: Uint8Array) => Promise<void> | void): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? NaN);
   if (declared > limit) throw new HTTPException(413, { message: `the body is ${declared} bytes; at most ${limit} are accepted` });
   const reader = c.req.raw.body?.getReader();
   if (!reader) return new Uint8Array();
-  const parts: Uint8Array[] = [];
+  let out = new Uint8Array(Number.isSafeInteger(declared) && declared >= 0 ? declared : Math.min(limit, 64 * 1024));
   let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    size += value.length;
-    if (size > limit) {
+    if (size + value.length > limit) {
       await reader.cancel();
       throw new HTTPException(413, { message: `the body exceeds ${limit} bytes` });
     }
     if (onChunk) await onChunk(value);
-    parts.push(value);
+    if (size + value.length > out.length) {
+      const grown = new Uint8Array(Math.min(limit, Math.max(size + value.length, 2 * out.length)));
+      grown.set(out.subarray(0, size));
+      out = grown;
+    }
+    out.set(value, size);
+    size += value.length;
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  // An exact-size buffer: a view into a larger one would carry the whole buffer through an RPC call.
+  return size === out.length ? out : out.slice(0, size);
 }
 
 /** Deeper JSON is refused before parsing: configs nest a few levels, and a parser or validator may recurse. */
