@@ -164,7 +164,7 @@ export function randomToken(): string {
 }
 
 /** A bundle's modules as wrangler wrote them, the main module first (the client's also holds the ORT .wasm). */
-function modulesOf(dir: string) {
+export function modulesOf(dir: string) {
   return {
     modulesRoot: dir,
     modules: readdirSync(dir)

@@ -6,14 +6,14 @@
 // the clients under test run in a second Miniflare and reach it through a Node proxy that records every
 // request and injects the upload's faults.
 import { createHash } from "node:crypto";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bundleWorker } from "../../cli/bundle-worker.ts";
-import { LocalFederation } from "../../cli/local-federation.ts";
+import { LocalFederation, modulesOf } from "../../cli/local-federation.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
 import { deriveClientSecret, OPERATOR_ID, signRequest, verifyRequest } from "../../src/protocol/signature.ts";
@@ -70,16 +70,6 @@ function startProxy(): Promise<string> {
     });
   });
   return new Promise((resolve) => proxy.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(proxy.address() as { port: number }).port}`)));
-}
-
-function modulesOf(dir: string) {
-  return {
-    modulesRoot: dir,
-    modules: readdirSync(dir)
-      .filter((f) => f.endsWith(".js") || f.endsWith(".wasm"))
-      .sort((a, b) => Number(b === "index.js") - Number(a === "index.js"))
-      .map((f) => ({ type: f.endsWith(".wasm") ? ("CompiledWasm" as const) : ("ESModule" as const), path: join(dir, f) })),
-  };
 }
 
 type Init = { method?: string; body?: string; headers?: Record<string, string> };
