@@ -33,8 +33,10 @@ const c = model.config;
 const u = seededUniform(3);
 const windows = Array.from({ length: B }, () => Array.from({ length: T + 1 }, () => 3 + Math.floor(u() * (c.vocabSize - 3))));
 const batch = windowBatch(windows);
-const endpoint = await startEndpoint({ model, fingerprint: "bench", name: basename(MODEL), port: 0, maxBatch: 8, maxWaitMs: 2 });
-const ep = await connectTrunk(endpoint.url, c.hiddenSize);
+const TOKEN = "bench";
+const auth = { authorization: `Bearer ${TOKEN}` };
+const endpoint = await startEndpoint({ model, fingerprint: "bench", name: basename(MODEL), port: 0, token: TOKEN, maxBatch: 8, maxWaitMs: 2 });
+const ep = await connectTrunk(endpoint.url, c.hiddenSize, TOKEN);
 const modules = ["q_proj", "v_proj"] as const;
 
 const steps: Record<string, unknown>[] = [];
@@ -50,7 +52,7 @@ for (let cut = 1; cut < c.numLayers; cut++) {
   await trunkStates(ep, cache, cut, batch.ids);
   let bytes = 0;
   const fetchStates = async () => {
-    const res = await fetch(`${endpoint.url}/v1/hidden-states`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: ep.model, input_ids: batch.ids, layer: cut, dtype: "bf16" }) });
+    const res = await fetch(`${endpoint.url}/v1/hidden-states`, { method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ model: ep.model, input_ids: batch.ids, layer: cut, dtype: "bf16" }) });
     bytes = (await res.arrayBuffer()).byteLength;
   };
   const [l, offloaded, cached, fetchOnly] = await timeInterleaved(
@@ -72,9 +74,10 @@ const throughput: Record<string, unknown>[] = [];
 const provider = await detectNodeProvider();
 const ceiling = await ortMatMul(ortNodeRuntime(2, provider), B * T, c.hiddenSize, c.intermediateSize);
 for (const maxBatch of quick ? [1, 4] : [1, 2, 4, 8, 16]) {
-  const server = await startEndpoint({ model, fingerprint: "bench", name: "m", port: 0, maxBatch, maxWaitMs: 2 });
+  // As many requests computing as a batch holds, so one-prompt requests can fill it.
+  const server = await startEndpoint({ model, fingerprint: "bench", name: "m", port: 0, token: TOKEN, maxBatch, maxWaitMs: 2, limits: { maxConcurrent: maxBatch } });
   const prompts = Array.from({ length: maxBatch * 2 }, (_, i) => windows[i % B]!.slice(0, T));
-  const score = () => Promise.all(prompts.map((p) => fetch(`${server.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "m", prompt: p, max_tokens: 0, echo: true, logprobs: 0 }) }).then((r) => r.json())));
+  const score = () => Promise.all(prompts.map((p) => fetch(`${server.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ model: "m", prompt: p, max_tokens: 0, echo: true, logprobs: 0 }) }).then((r) => r.json())));
   const [t, ceil] = await timeInterleaved([score, () => ceiling.run()], { warmup: 1, reps: quick ? 2 : 5 });
   throughput.push({ maxBatch, requests: prompts.length, tokensPerSec: (prompts.length * T) / (t!.medianMs / 1000), ceilingGflops: (2 * B * T * c.hiddenSize * c.intermediateSize) / (ceil!.medianMs / 1000) / 1e9 });
   await server.close();

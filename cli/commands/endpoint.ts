@@ -7,21 +7,24 @@ import { dirSource } from "../model-dir.ts";
 import { positiveInt } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 
-export const endpointUsage = `fedflare endpoint --model DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-wait-ms 5] [--threads 2]
+export const endpointUsage = `fedflare endpoint --model DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-wait-ms 5] [--threads 2] [--no-auth]
   Serves the model with an OpenAI-compatible API (GET /v1/models, POST /v1/completions) on onnxruntime-node,
-  CUDA where available; GET /health reports the provider. Set FEDFLARE_ENDPOINT_TOKEN to require a bearer token.`;
+  CUDA where available; GET /health with the token reports the provider. Requests must carry the bearer token
+  in FEDFLARE_ENDPOINT_TOKEN; it refuses to start without one unless --no-auth (anyone reaching the port may use it).`;
 
 export async function endpoint(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { model: { type: "string" }, port: { type: "string", default: "8000" }, host: { type: "string", default: "127.0.0.1" }, "max-batch": { type: "string", default: "8" }, "max-wait-ms": { type: "string", default: "5" }, threads: { type: "string", default: "2" } },
+    options: { model: { type: "string" }, port: { type: "string", default: "8000" }, host: { type: "string", default: "127.0.0.1" }, "max-batch": { type: "string", default: "8" }, "max-wait-ms": { type: "string", default: "5" }, threads: { type: "string", default: "2" }, "no-auth": { type: "boolean", default: false } },
     strict: true,
   });
   if (!values.model) throw new UsageError("--model DIR is required");
+  const token = process.env.FEDFLARE_ENDPOINT_TOKEN || undefined;
+  if (token && values["no-auth"]) throw new UsageError("FEDFLARE_ENDPOINT_TOKEN is set and --no-auth given: unset the token or drop --no-auth");
+  if (!token && !values["no-auth"]) throw new UsageError("set FEDFLARE_ENDPOINT_TOKEN to the bearer token clients must send (e.g. openssl rand -hex 32), or pass --no-auth to serve without one");
   const source = dirSource(values.model);
   const model = await loadModel(source);
   const fingerprint = await modelFingerprint((f) => source.read(f), readdirSync(values.model).filter((f) => /\.(json|safetensors)$/.test(f)));
-  const token = process.env.FEDFLARE_ENDPOINT_TOKEN;
   const running = await startEndpoint({
     model,
     fingerprint,
@@ -31,8 +34,8 @@ export async function endpoint(args: string[]): Promise<void> {
     maxBatch: positiveInt("max-batch", values["max-batch"]),
     maxWaitMs: positiveInt("max-wait-ms", values["max-wait-ms"], 0),
     threads: positiveInt("threads", values.threads),
-    ...(token ? { token } : {}),
+    ...(token ? { token } : { noAuth: true }),
   });
-  process.stderr.write(`serving ${basename(resolve(values.model))} on ${running.url}/v1 (${running.provider}${token ? ", bearer token required" : ", no token: set FEDFLARE_ENDPOINT_TOKEN to require one"})\n`);
+  process.stderr.write(`serving ${basename(resolve(values.model))} on ${running.url}/v1 (${running.provider}${token ? ", bearer token from FEDFLARE_ENDPOINT_TOKEN required" : ", --no-auth: no token, anyone reaching the port may use it"})\n`);
   await new Promise<void>((done) => process.once("SIGINT", () => void running.close().then(done)));
 }

@@ -27,7 +27,7 @@ import { linePlotSvg } from "../../src/report/line-plot.ts";
 import { formatTable } from "../../src/report/table.ts";
 import { modelFingerprint, startEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { labelWordsOf } from "../../src/protocol/federation.ts";
-import { LocalFederation } from "../local-federation.ts";
+import { LocalFederation, randomToken } from "../local-federation.ts";
 import { descendantCpuSeconds } from "../process-cpu.ts";
 import { dirSource, tokenizerFiles } from "../model-dir.ts";
 import { parseRunConfig, type RunConfig } from "../run-config.ts";
@@ -113,16 +113,18 @@ export async function run(args: string[]): Promise<void> {
   const emulated = method.type === "offsite" ? emulate(model.config, model.weights, method, basename(config.model), tokenizerFiles(config.model)) : null;
   if (emulated) log(`offsite-tuning: adapter layers ${JSON.stringify(emulated.description.adapter_layers)}, clients run the emulator's layers ${JSON.stringify(emulated.description.emulator_layers)}`);
   if (method.type === "discrete" && !data.labels) throw new UsageError(`the discrete-prompt method scores label words: use a classification task (spam), not ${config.task}`);
-  // The endpoint serves split LoRA's trunk, or the completions API discrete-prompt clients query.
+  // The endpoint serves split LoRA's trunk, or the completions API discrete-prompt clients query, to
+  // this run's clients only: they get its token.
+  const endpointToken = randomToken();
   const endpoint =
     (method.type === "lora" && method.fromLayer > 0 && config.trunk === "endpoint") || method.type === "discrete"
-      ? await startEndpoint({ model, fingerprint: await modelFingerprint(async (f) => modelFiles.get(f) ?? null, [...modelFiles.keys()]), name: basename(config.model), port: 0 })
+      ? await startEndpoint({ model, fingerprint: await modelFingerprint(async (f) => modelFiles.get(f) ?? null, [...modelFiles.keys()]), name: basename(config.model), port: 0, token: endpointToken })
       : null;
   if (endpoint && method.type === "lora") log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) serves the trunk: clients hold only layers ${method.fromLayer}+`);
   if (endpoint && method.type === "discrete") log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) serves /v1/completions: clients hold only the tokenizer`);
   const endpointBindings = !endpoint ? {} : method.type === "discrete" ? { completionsUrl: `${endpoint.url}/v1` } : { trunkUrl: endpoint.url };
   log("starting the coordinator, the aggregator and the client workers in workerd");
-  const fed = await LocalFederation.start({ stateDir: join(dir, "state"), masterKey, clients, modelFiles: emulated?.emulator ?? modelFiles, federations: [FED], ...endpointBindings }).catch(async (e: unknown) => {
+  const fed = await LocalFederation.start({ stateDir: join(dir, "state"), masterKey, clients, modelFiles: emulated?.emulator ?? modelFiles, federations: [FED], ...endpointBindings, ...(endpoint ? { endpointToken } : {}) }).catch(async (e: unknown) => {
     await endpoint?.close();
     throw e;
   });

@@ -55,7 +55,7 @@ describe("discrete prompts through an OpenAI-compatible completions API", () => 
     // 12 items x 2 labels = 24 rows, one request; the endpoint ran them as batches, not one by one.
     expect(usage).toMatchObject({ requests: 1, rows: 24 });
     expect(usage.promptTokens).toBeGreaterThan(24 * 8);
-    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { largest_batch: number };
+    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { largest_batch: number };
     expect(health.largest_batch).toBeGreaterThan(1);
     // A chosen prompt changes the scores (the phrases are really prepended).
     expect(remote.flat().some((x, i) => Math.abs(x - plain.flat()[i]!) > 1e-3)).toBe(true);

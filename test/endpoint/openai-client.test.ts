@@ -36,7 +36,7 @@ describe("the inference endpoint through the openai client", () => {
   it("lists its model and reports its provider", async () => {
     const models = await client.models.list();
     expect(models.data.map((m) => m.id)).toEqual(["tiny"]);
-    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { provider: string };
+    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { provider: string };
     expect(health.provider).toBe(endpoint.provider);
   });
 
@@ -60,7 +60,7 @@ describe("the inference endpoint through the openai client", () => {
       single.logprobs.forEach((x, t) => expect(Math.abs(r.choices[0]!.logprobs!.token_logprobs![t + 1]! - x)).toBeLessThan(1e-4));
     }
     // The four arrived within the batching window: one forward pass served several of them.
-    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { largest_batch: number };
+    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { largest_batch: number };
     expect(health.largest_batch).toBeGreaterThan(1);
   });
 

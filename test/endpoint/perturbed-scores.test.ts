@@ -46,7 +46,7 @@ describe("POST /v1/perturbed-scores", () => {
     there.forEach((x, i) => expect(x).toBeCloseTo(here[i]!, 4));
     // The perturbation is applied: the base point scores differently.
     expect(Math.abs((await remote.rowNlls(examples, []))[0]! - there[0]!)).toBeGreaterThan(1e-4);
-    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { perturbed_rows: number };
+    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: "Bearer t" } })).json()) as { perturbed_rows: number };
     expect(health.perturbed_rows).toBe(2 * 2);
     await forward.release();
   });

@@ -57,10 +57,10 @@ describe("POST /v1/prompt-scores", () => {
     const many = Array.from({ length: 25 }, () => items).flat();
     const verbalizer = { labels, placement: "suffix" as const };
     const local = await localPromptScorer(ortNodeRuntime(), config, weights, model.tokenizer, space, verbalizer, 32);
-    const before = ((await (await fetch(`${endpoint.url}/health`)).json()) as { prompt_rows: number }).prompt_rows;
+    const before = ((await (await fetch(`${endpoint.url}/health`, { headers: { authorization: "Bearer t" } })).json()) as { prompt_rows: number }).prompt_rows;
     // 150 items x 2 labels = 300 rows: over the 256 one request may carry.
     expect((await endpointPromptScorer(ep(), config, model.tokenizer, space, verbalizer, 32).score(z, many)).crossEntropy).toBeCloseTo((await local.score(z, many)).crossEntropy, 5);
-    expect(((await (await fetch(`${endpoint.url}/health`)).json()) as { prompt_rows: number }).prompt_rows - before).toBe(300);
+    expect(((await (await fetch(`${endpoint.url}/health`, { headers: { authorization: "Bearer t" } })).json()) as { prompt_rows: number }).prompt_rows - before).toBe(300);
     await local.release();
   });
 
@@ -83,7 +83,7 @@ describe("POST /v1/prompt-scores", () => {
     const ok = await post({ model: "tiny", input_ids: [[1, V, V + 1, V + 2, 6]], loss_mask: [[0, 0, 0, 0, 1]], prompt });
     expect(ok.status).toBe(200);
     expect(((await ok.json()) as { tokens: number[] }).tokens).toEqual([1]);
-    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { prompt_rows: number };
+    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: "Bearer t" } })).json()) as { prompt_rows: number };
     expect(health.prompt_rows).toBeGreaterThan(0);
   });
 });

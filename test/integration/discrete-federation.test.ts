@@ -27,11 +27,12 @@ const sizes = [6, 10];
 let root: string;
 let fed: LocalFederation;
 let endpoint: RunningEndpoint;
+const ENDPOINT_TOKEN = "discrete-endpoint-token";
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-discrete-"));
   const dir = writeHfModel(join(root, "model"), model, weights);
-  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "discrete-fp", name: "tiny", port: 0 });
+  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "discrete-fp", name: "tiny", port: 0, token: ENDPOINT_TOKEN });
   fed = await LocalFederation.start({
     stateDir: join(root, "state"),
     masterKey: "discrete-master-key",
@@ -39,6 +40,7 @@ beforeAll(async () => {
     // Clients get the tokenizer and config only: a worker that tried to load weights would fail.
     modelFiles: new Map([...hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } })].filter(([f]) => !f.endsWith(".safetensors"))),
     completionsUrl: `${endpoint.url}/v1`,
+    endpointToken: ENDPOINT_TOKEN,
     stepsPerInvocation: 2,
     federations: ["dp"],
   });

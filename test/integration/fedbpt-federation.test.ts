@@ -28,14 +28,15 @@ let fed: LocalFederation;
 let remote: LocalFederation;
 let endpoint: RunningEndpoint;
 const files = () => hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } });
+const ENDPOINT_TOKEN = "bpt-endpoint-token";
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-fedbpt-"));
   const clients = ["b1", "b2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 2 * c }, (_, i) => record(i * 2 + c)) }));
   fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: "bpt-federation-master", clients, modelFiles: files(), federations: ["bpt"] });
-  endpoint = await startEndpoint({ model: await loadModel(dirSource(writeHfModel(join(root, "model"), model, weights))), fingerprint: "bpt-fp", name: "tiny", port: 0 });
+  endpoint = await startEndpoint({ model: await loadModel(dirSource(writeHfModel(join(root, "model"), model, weights))), fingerprint: "bpt-fp", name: "tiny", port: 0, token: ENDPOINT_TOKEN });
   const withoutWeights = new Map([...files()].filter(([f]) => !f.endsWith(".safetensors")));
-  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "bpt-federation-master", clients, modelFiles: withoutWeights, federations: ["bpt"], trunkUrl: endpoint.url });
+  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "bpt-federation-master", clients, modelFiles: withoutWeights, federations: ["bpt"], trunkUrl: endpoint.url, endpointToken: ENDPOINT_TOKEN });
 }, 120_000);
 
 afterAll(async () => {
@@ -68,7 +69,7 @@ describe("a FedBPT federation", () => {
     const there = bbtGlobalOf(decodeTensorFile(new Uint8Array(await (await remote.coordinator("/federations/bpt/versions/2")).arrayBuffer()), "remote v2").tensors);
     there.mean.forEach((m, i) => expect(m).toBeCloseTo(v2.mean[i]!, 3));
     expect(there.sigma).toBeCloseTo(v2.sigma, 4);
-    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { prompt_rows: number };
+    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${ENDPOINT_TOKEN}` } })).json()) as { prompt_rows: number };
     expect(health.prompt_rows).toBeGreaterThan(0);
   }, 300_000);
 });

@@ -34,14 +34,15 @@ let remote: LocalFederation;
 let endpoint: RunningEndpoint;
 const files = () => hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } });
 const partitions = ["k1", "k2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 2 * c }, (_, i) => record(i * 2 + c)) }));
+const ENDPOINT_TOKEN = "ks-endpoint-token";
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-fedkseed-"));
   fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: "fedkseed-master-key", clients: partitions, modelFiles: files(), stepsPerInvocation: 4, federations: ["ks"] });
   const dir = writeHfModel(join(root, "model"), model, weights);
-  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "ks-fp", name: "tiny", port: 0 });
+  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "ks-fp", name: "tiny", port: 0, token: ENDPOINT_TOKEN });
   const withoutWeights = new Map([...files()].filter(([f]) => !f.endsWith(".safetensors")));
-  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "fedkseed-master-key", clients: partitions, modelFiles: withoutWeights, stepsPerInvocation: 4, federations: ["ks"], trunkUrl: endpoint.url });
+  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "fedkseed-master-key", clients: partitions, modelFiles: withoutWeights, stepsPerInvocation: 4, federations: ["ks"], trunkUrl: endpoint.url, endpointToken: ENDPOINT_TOKEN });
 }, 120_000);
 
 afterAll(async () => {
@@ -97,7 +98,7 @@ describe("a FedKSeed federation", () => {
       expect([...there.keys()].sort()).toEqual([...here.keys()].sort());
       for (const [j, v] of here) expect(there.get(j)!).toBeCloseTo(v, 1);
     }
-    const health = (await (await fetch(`${endpoint.url}/health`)).json()) as { perturbed_rows: number };
+    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${ENDPOINT_TOKEN}` } })).json()) as { perturbed_rows: number };
     expect(health.perturbed_rows).toBeGreaterThan(0);
   }, 300_000);
 });

@@ -63,9 +63,9 @@ describe("an offsite-tuning federation", () => {
     for (const [k, t] of v0) expect(Math.max(...v2.get(k)!.map((x, i) => Math.abs(x - t[i]!))), k).toBeGreaterThan(0);
 
     const plugged = plugIn(model, full, v2, offsiteLayout(model.numLayers, split));
-    const endpoint = await startEndpoint({ model: { config: model, weights: plugged, tokenizer: loadTokenizer(tokenizerJson, tokenizer.config) }, fingerprint: "plugged", name: "tiny-6-tuned", port: 0 });
+    const endpoint = await startEndpoint({ model: { config: model, weights: plugged, tokenizer: loadTokenizer(tokenizerJson, tokenizer.config) }, fingerprint: "plugged", name: "tiny-6-tuned", port: 0, token: "offsite-endpoint-token" });
     try {
-      const res = await fetch(`${endpoint.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "tiny-6-tuned", prompt: [1, 40, 41, 42, 43], max_tokens: 0, echo: true, logprobs: 0 }) });
+      const res = await fetch(`${endpoint.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer offsite-endpoint-token" }, body: JSON.stringify({ model: "tiny-6-tuned", prompt: [1, 40, 41, 42, 43], max_tokens: 0, echo: true, logprobs: 0 }) });
       const served = ((await res.json()) as { choices: { logprobs: { token_logprobs: (number | null)[] } }[] }).choices[0]!.logprobs.token_logprobs.slice(1) as number[];
       const tuned = referenceLogprobs(model, plugged, [1, 40, 41, 42, 43]);
       const base = referenceLogprobs(model, full, [1, 40, 41, 42, 43]);

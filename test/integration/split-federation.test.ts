@@ -22,11 +22,12 @@ const record = (i: number) => ({ prompt: `The ${["fox", "dog", "sun", "model"][i
 let root: string;
 let fed: LocalFederation;
 let endpoint: RunningEndpoint;
+const ENDPOINT_TOKEN = "split-endpoint-token";
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-split-"));
   const dir = writeHfModel(join(root, "model"), model, weights);
-  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "split-fp", name: "tiny", port: 0 });
+  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "split-fp", name: "tiny", port: 0, token: ENDPOINT_TOKEN });
   fed = await LocalFederation.start({
     stateDir: join(root, "state"),
     masterKey: "split-master-key-16",
@@ -35,6 +36,7 @@ beforeAll(async () => {
     modelFiles: hfModelFiles(model, new Map([...weights].filter(([k]) => !k.startsWith("model.layers.0."))), tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } }),
     trunkUrl: endpoint.url,
     federations: ["split"],
+    endpointToken: ENDPOINT_TOKEN,
   });
 }, 120_000);
 
@@ -54,7 +56,7 @@ describe("a split federation", () => {
     expect(await (await fed.coordinator("/federations/split/versions/0/adapter_config.json")).json()).toMatchObject({ layers_to_transform: [1] });
     const trunkRows = async (n: number) => {
       expect(await runRound(fed, "split", n, ["s1", "s2"])).toMatchObject({ status: "closed", uploads: 2 });
-      return ((await (await fetch(`${endpoint.url}/health`)).json()) as { hidden_state_rows: number }).hidden_state_rows;
+      return ((await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${ENDPOINT_TOKEN}` } })).json()) as { hidden_state_rows: number }).hidden_state_rows;
     };
     // Round 1 fetches every training example's trunk states (16 distinct examples); round 2, with a new
     // global adapter but the same frozen trunk, is served from the clients' caches.

@@ -1,13 +1,19 @@
 // The reference inference endpoint's HTTP API (hono): an OpenAI-compatible subset (GET /v1/models,
-// POST /v1/completions) and fedflare's POST /v1/hidden-states, /v1/perturbed-scores and /v1/prompt-scores, behind a bearer token, with body limits and every error as JSON in OpenAI's
-// shape {error: {message, type, param, code}}.
+// POST /v1/completions) and fedflare's POST /v1/hidden-states, /v1/perturbed-scores and /v1/prompt-scores,
+// behind a bearer token unless started without one, every request within the limits of limits.ts, and
+// every error as JSON in OpenAI's shape {error: {message, type, param, code}}.
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
+import { timingSafeEqual } from "hono/utils/buffer";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import * as v from "valibot";
+import { ModelError } from "../../src/engine/errors.ts";
 import { complete, type Engine } from "./completions.ts";
+import { completionDemand, hiddenStatesDemand, perturbedScoresDemand, promptIds, promptScoresDemand } from "./demands.ts";
+import { Gate, GateFull } from "./gate.ts";
 import { hiddenStates } from "./hidden-states.ts";
+import { refusal, type Demand, type EndpointLimits } from "./limits.ts";
 import { endpointOpenapi } from "./openapi.ts";
 import { perturbedScores } from "./perturbed-scores.ts";
 import { promptScores } from "./prompt-scores.ts";
@@ -15,70 +21,140 @@ import { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest, PromptS
 
 export interface EndpointOptions {
   engine: Engine;
-  /** Requests must carry `Authorization: Bearer <token>` when set. */
-  token?: string;
+  /** Requests must carry `Authorization: Bearer <token>`; null only when started with noAuth. */
+  token: string | null;
   provider: "cuda" | "cpu";
-  maxBodyBytes?: number;
+  limits: EndpointLimits;
   maxBatch: number;
   maxWaitMs: number;
 }
 
-const TYPES: Record<number, string> = { 400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error", 500: "server_error" };
+const TYPES: Record<number, string> = { 400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error", 504: "server_error" };
 
 function openaiError(c: Context, status: ContentfulStatusCode, code: string, message: string, param: string | null = null): Response {
   return c.json({ error: { message, type: TYPES[status] ?? "invalid_request_error", param, code } }, status);
 }
 
-/** Equal-length strings compared without an early exit, so timing does not reveal the token. */
-function sameToken(a: string, b: string): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  return diff === 0;
+/** The body's size and shape, measured (`demand`) and prepared for the route's handler (`input`). */
+interface Measured<I> {
+  demand: Demand;
+  input: I;
 }
 
 export function endpointApp(o: EndpointOptions): Hono {
+  const { engine, limits } = o;
+  const gate = new Gate(limits.maxConcurrent, limits.maxQueued);
   const app = new Hono();
-  app.get("/health", (c) => c.json({ status: "ok", model: o.engine.name, fingerprint: o.engine.fingerprint, provider: o.provider, max_batch: o.maxBatch, max_wait_ms: o.maxWaitMs, batches: o.engine.forward.batchSizes.length, largest_batch: Math.max(0, ...o.engine.forward.batchSizes), hidden_state_rows: o.engine.served.hiddenStateRows, perturbed_rows: o.engine.served.perturbedRows, prompt_rows: o.engine.served.promptRows }));
+  // Compared in constant time (hashed first, so the length does not show either).
+  const authorized = async (header: string | undefined) => o.token === null || (header !== undefined && (await timingSafeEqual(header, `Bearer ${o.token}`)));
+  const unauthorized = (c: Context) => openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");
+
+  // Without credentials, only that the endpoint is up; the model, its fingerprint and the load are for callers with the token.
+  app.get("/health", async (c) => {
+    const header = c.req.header("authorization");
+    if (header === undefined && o.token !== null) return c.json({ status: "ok" });
+    if (!(await authorized(header))) return unauthorized(c);
+    return c.json({
+      status: "ok",
+      model: engine.name,
+      fingerprint: engine.fingerprint,
+      provider: o.provider,
+      max_batch: o.maxBatch,
+      max_wait_ms: o.maxWaitMs,
+      batches: engine.forward.batchSizes.length,
+      largest_batch: Math.max(0, ...engine.forward.batchSizes),
+      hidden_state_rows: engine.served.hiddenStateRows,
+      perturbed_rows: engine.served.perturbedRows,
+      prompt_rows: engine.served.promptRows,
+      sessions: engine.sessions.stats(),
+      ...gate.stats(),
+      limits,
+    });
+  });
   app.get("/openapi.json", (c) => c.json(endpointOpenapi()));
   app.use("/v1/*", async (c, next) => {
-    if (o.token && !sameToken(c.req.header("authorization") ?? "", `Bearer ${o.token}`)) return openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");
+    if (!(await authorized(c.req.header("authorization")))) return unauthorized(c);
     await next();
   });
-  app.use("/v1/*", bodyLimit({ maxSize: o.maxBodyBytes ?? 8 << 20, onError: (c) => openaiError(c, 413, "body_too_large", `the body exceeds ${o.maxBodyBytes ?? 8 << 20} bytes`) }));
+  app.use("/v1/*", bodyLimit({ maxSize: limits.maxBodyBytes, onError: (c) => openaiError(c, 413, "body_too_large", `the body exceeds ${limits.maxBodyBytes} bytes (maxBodyBytes)`) }));
 
-  app.get("/v1/models", (c) => c.json({ object: "list", data: [{ id: o.engine.name, object: "model", created: 0, owned_by: "fedflare" }] }));
+  app.get("/v1/models", (c) => c.json({ object: "list", data: [{ id: engine.name, object: "model", created: 0, owned_by: "fedflare" }] }));
 
-  /**
-   * A POST body parsed and validated for this model, handed to `answer`; malformed JSON, a schema failure,
-   * another model, and a RangeError from `answer` (ids outside the vocabulary, layers beyond the model)
-   * are 400/404 errors naming the field.
-   */
-  const route = <S extends v.GenericSchema<unknown, { model: string }>>(schema: S, answer: (body: v.InferOutput<S>) => Promise<Response>) => async (c: Context) => {
-    let json: unknown;
-    try {
-      json = await c.req.json();
-    } catch (e) {
-      return openaiError(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`);
-    }
-    const parsed = v.safeParse(schema, json);
-    if (!parsed.success) {
-      const param = v.getDotPath(parsed.issues[0]);
-      return openaiError(c, 400, "invalid_request", `${param ?? "body"}: ${parsed.issues[0].message}`, param);
-    }
-    if (parsed.output.model !== o.engine.name) return openaiError(c, 404, "model_not_found", `this endpoint serves "${o.engine.name}", not "${parsed.output.model}"`, "model");
-    try {
-      return await answer(parsed.output);
-    } catch (e) {
-      if (e instanceof RangeError) return openaiError(c, 400, "invalid_request", e.message);
-      throw e;
-    }
+  const badRequest = (c: Context, e: unknown) => {
+    // Bad values the handlers or the model find (ids outside the vocabulary, layers beyond the model) are the caller's.
+    if (e instanceof RangeError || (e instanceof ModelError && e.code === "input_invalid")) return openaiError(c, 400, "invalid_request", e.message);
+    throw e;
   };
 
-  app.post("/v1/completions", route(CompletionRequest, async (body) => Response.json(await complete(o.engine, body, body.seed ?? Math.floor(Math.random() * 2 ** 31)))));
-  app.post("/v1/hidden-states", route(HiddenStatesRequest, async (body) => new Response(await hiddenStates(o.engine, body), { headers: { "content-type": "application/octet-stream" } })));
-  app.post("/v1/perturbed-scores", route(PerturbedScoresRequest, async (body) => Response.json(await perturbedScores(o.engine, body))));
-  app.post("/v1/prompt-scores", route(PromptScoresRequest, async (body) => Response.json(await promptScores(o.engine, body))));
+  /**
+   * The one stage every POST passes: the body parsed and validated for this model (malformed JSON, a
+   * schema failure, another model are 400/404 naming the field), measured and held to the limits (400 or
+   * 413 naming the limit), then a computing slot (429 when the queue is full, 503 when the timeout passes
+   * in the queue), and `answer` raced against the timeout (504). The timeout cannot interrupt
+   * synchronous work (the perturbation's draws: maxPerturbationWork bounds those); past it the request
+   * is answered, keeps its slot until its work ends, and a completion stops before its next prompt.
+   */
+  const route =
+    <S extends v.GenericSchema<unknown, { model: string }>, I>(schema: S, measure: (body: v.InferOutput<S>) => Measured<I>, answer: (input: I, signal: AbortSignal) => Promise<Response>) =>
+    async (c: Context) => {
+      const signal = AbortSignal.timeout(limits.timeoutMs);
+      let json: unknown;
+      try {
+        json = await c.req.json();
+      } catch (e) {
+        return openaiError(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`);
+      }
+      const parsed = v.safeParse(schema, json);
+      if (!parsed.success) {
+        const param = v.getDotPath(parsed.issues[0]);
+        return openaiError(c, 400, "invalid_request", `${param ?? "body"}: ${parsed.issues[0].message}`, param);
+      }
+      if (parsed.output.model !== engine.name) return openaiError(c, 404, "model_not_found", `this endpoint serves "${engine.name}", not "${parsed.output.model}"`, "model");
+      let measured: Measured<I>;
+      try {
+        measured = measure(parsed.output);
+      } catch (e) {
+        return badRequest(c, e);
+      }
+      const refused = refusal(measured.demand, limits, engine.model.config.maxPositions);
+      if (refused) return openaiError(c, refused.status, refused.code, refused.message, refused.param);
+      let leave: () => void;
+      try {
+        leave = await gate.enter(signal);
+      } catch (e) {
+        if (!(e instanceof GateFull) && !signal.aborted) throw e;
+        c.header("retry-after", "1");
+        if (e instanceof GateFull) return openaiError(c, 429, "too_many_requests", `the endpoint is busy: ${limits.maxConcurrent} requests compute at once (maxConcurrent) and ${limits.maxQueued} more may wait (maxQueued); retry later`);
+        return openaiError(c, 503, "queue_timeout", `the request waited ${limits.timeoutMs} ms (timeoutMs) for one of the ${limits.maxConcurrent} computing slots (maxConcurrent); retry later`);
+      }
+      const work = answer(measured.input, signal).finally(leave);
+      const timedOut = new Promise<null>((resolve) => signal.addEventListener("abort", () => resolve(null), { once: true }));
+      try {
+        const res = await Promise.race([work, timedOut]);
+        if (res) return res;
+        // Answered already: what the abandoned work throws (the signal's abort) goes nowhere.
+        work.catch(() => undefined);
+        return openaiError(c, 504, "timeout", `the request did not finish within ${limits.timeoutMs} ms (timeoutMs)`);
+      } catch (e) {
+        return badRequest(c, e);
+      }
+    };
+  const asIs = <B>(demand: (body: B) => Demand) => (body: B) => ({ demand: demand(body), input: body });
+
+  app.post(
+    "/v1/completions",
+    route(
+      CompletionRequest,
+      (body) => {
+        const prompts = promptIds(engine.model, body.prompt);
+        return { demand: completionDemand(prompts, body), input: { body, prompts } };
+      },
+      async ({ body, prompts }, signal) => Response.json(await complete(engine, body, prompts, body.seed ?? Math.floor(Math.random() * 2 ** 31), signal)),
+    ),
+  );
+  app.post("/v1/hidden-states", route(HiddenStatesRequest, asIs((b) => hiddenStatesDemand(engine.model, b)), async (body) => new Response(await hiddenStates(engine, body), { headers: { "content-type": "application/octet-stream" } })));
+  app.post("/v1/perturbed-scores", route(PerturbedScoresRequest, asIs((b) => perturbedScoresDemand(engine.model, b)), async (body) => Response.json(await perturbedScores(engine, body))));
+  app.post("/v1/prompt-scores", route(PromptScoresRequest, asIs((b) => promptScoresDemand(engine.model, b)), async (body) => Response.json(await promptScores(engine, body))));
 
   app.notFound((c) => openaiError(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}`));
   app.onError((err, c) => {

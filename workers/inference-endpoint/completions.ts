@@ -7,6 +7,7 @@ import type { LoadedModel } from "../../src/engine/model-files.ts";
 import type { Runtime } from "../../src/engine/runtime.ts";
 import { logSoftmax, sampleToken, seededUniform, topK } from "../../src/engine/sampling.ts";
 import type { CompletionRequest } from "./schemas.ts";
+import type { SessionCache } from "./session-cache.ts";
 
 export interface Engine {
   name: string;
@@ -22,10 +23,8 @@ export interface Engine {
   served: { hiddenStateRows: number; perturbedRows: number; promptRows: number };
   /** The runtime the endpoint's sessions run on. */
   runtime: Runtime;
-  /** A forward graph taking tensors as inputs (what is trained, a soft prompt), built once per `key`. */
-  perturbable(key: string, build: () => Promise<ForwardModel>): Promise<ForwardModel>;
-  /** A hidden-states graph stopping after `layer` decoder layers (built once per layer). */
-  trunk(layer: number): Promise<ForwardModel>;
+  /** Graphs built per request shape: hidden states per cut layer, scoring per trained tensors or soft prompt. */
+  sessions: SessionCache<ForwardModel>;
 }
 
 interface Logprobs {
@@ -35,14 +34,8 @@ interface Logprobs {
   text_offset: number[];
 }
 
-function prompts(engine: Engine, p: CompletionRequest["prompt"]): number[][] {
-  const encode = (text: string) => engine.model.tokenizer.encode(text);
-  if (typeof p === "string") return [encode(p)];
-  if (typeof p[0] === "number") return [p as number[]];
-  return (p as (string | number[])[]).map((x) => (typeof x === "string" ? encode(x) : x));
-}
-
-export async function complete(engine: Engine, req: CompletionRequest, seed: number) {
+/** `all` is the request's prompts as token ids (promptIds); generation stops between prompts once `signal` aborts. */
+export async function complete(engine: Engine, req: CompletionRequest, all: readonly number[][], seed: number, signal: AbortSignal) {
   const { tokenizer, config } = engine.model;
   const V = config.vocabSize;
   const piece = (id: number) => tokenizer.decode([id]);
@@ -53,7 +46,6 @@ export async function complete(engine: Engine, req: CompletionRequest, seed: num
   let promptTokens = 0;
   let completionTokens = 0;
   const texts = typeof req.prompt === "string" ? [req.prompt] : (req.prompt as unknown[]).map((x) => (typeof x === "string" ? x : null));
-  const all = prompts(engine, req.prompt);
   for (const ids of all) for (const id of ids) if (id >= V) throw new RangeError(`token id ${id} is outside the vocabulary (${V})`);
   const maxTokens = req.max_tokens ?? 16;
   const sampling = { temperature: req.temperature ?? 1, topP: req.top_p ?? 1 };
@@ -99,7 +91,11 @@ export async function complete(engine: Engine, req: CompletionRequest, seed: num
         const lp = logSoftmax(row);
         out = { tokens: [next], logprobs: [{ logprob: lp[next]!, top: topK(lp, k ?? 0) }], finishReason: config.eosTokenIds.includes(next) ? "stop" : "length" };
       } else {
-        const run = () => generateTokens(engine.generator, ids, { maxTokens, ...sampling, seed: seed + index, stopIds: config.eosTokenIds, topLogprobs: k ?? 0 });
+        // A request past its timeout (already answered) gives up its turn on the generator.
+        const run = () => {
+          signal.throwIfAborted();
+          return generateTokens(engine.generator, ids, { maxTokens, ...sampling, seed: seed + index, stopIds: config.eosTokenIds, topLogprobs: k ?? 0 });
+        };
         const job = engine.lock.tail.then(run, run);
         engine.lock.tail = job.catch(() => undefined);
         out = await job;

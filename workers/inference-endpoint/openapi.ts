@@ -8,7 +8,7 @@ const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) =>
 export function endpointOpenapi(): object {
   return {
     openapi: "3.1.0",
-    info: { title: "fedflare inference endpoint", version: "0.1.0", description: "An OpenAI-compatible subset (models, completions) and fedflare's extensions: hidden states for split training, perturbed scores for zeroth-order methods, prompt scores for black-box prompt tuning. The endpoint sees the token ids it is sent." },
+    info: { title: "fedflare inference endpoint", version: "0.1.0", description: "An OpenAI-compatible subset (models, completions) and fedflare's extensions: hidden states for split training, perturbed scores for zeroth-order methods, prompt scores for black-box prompt tuning. The endpoint sees the token ids it is sent. A request over one of its limits (rows, positions, max_tokens, answer bytes, perturbation work; GET /health with the token lists them) is refused before it computes, with 400 or 413 naming the limit; 429 (queue full) and 503 (timed out in the queue) carry retry-after; 504 is the timeout while computing." },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
       schemas: {
@@ -21,13 +21,13 @@ export function endpointOpenapi(): object {
     },
     security: [{ bearer: [] }],
     paths: {
-      "/health": { get: { summary: "Model, fingerprint, execution provider (cuda or cpu), batching", security: [], responses: { "200": { description: "status" } } } },
+      "/health": { get: { summary: "Whether the endpoint is up; with the token also the model, fingerprint, execution provider (cuda or cpu), batching, sessions, load and limits", security: [{}, { bearer: [] }], responses: { "200": { description: "status" }, ...errors(401) } } },
       "/v1/models": { get: { summary: "The served model", responses: { "200": { description: "OpenAI model list" }, ...errors(401) } } },
       "/v1/completions": {
         post: {
           summary: "OpenAI completions: scoring (max_tokens 0, echo, logprobs) and generation",
           requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/CompletionRequest" } } } },
-          responses: { "200": { description: "OpenAI text_completion; echoed prompt log-probs as vLLM (first null)" }, ...errors(400, 401, 404, 413) },
+          responses: { "200": { description: "OpenAI text_completion; echoed prompt log-probs as vLLM (first null)" }, ...errors(400, 401, 404, 413, 429, 503, 504) },
         },
       },
       "/v1/hidden-states": {
@@ -36,7 +36,7 @@ export function endpointOpenapi(): object {
           requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/HiddenStatesRequest" } } } },
           responses: {
             "200": { description: "safetensors with `hidden_states` [batch, max length, hidden] in the dtype asked for; __metadata__: model, fingerprint, layer, lengths (JSON)", content: { "application/octet-stream": {} } },
-            ...errors(400, 401, 404, 413),
+            ...errors(400, 401, 404, 413, 429, 503, 504),
           },
         },
       },
@@ -45,7 +45,7 @@ export function endpointOpenapi(): object {
           summary: "fedflare extension for zeroth-order methods: summed NLL per row under the model with its trained tensors at w0 + sum scale * z(seed)",
           description: "z is fedflare's seeded direction (Philox4x32-10, src/fl/zo/directions.ts) for the seed and each tensor's name; w0 is PEFT's LoRA initialisation from federation_seed, or the model's own tensors. A FedKSeed client whose model lives here sends its model and each two-point perturbation as terms, never tensors.",
           requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/PerturbedScoresRequest" } } } },
-          responses: { "200": { description: "{object: fedflare.perturbed_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}" }, ...errors(400, 401, 404, 413) },
+          responses: { "200": { description: "{object: fedflare.perturbed_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}" }, ...errors(400, 401, 404, 413, 429, 503, 504) },
         },
       },
       "/v1/prompt-scores": {
@@ -53,7 +53,7 @@ export function endpointOpenapi(): object {
           summary: "fedflare extension for FedBPT: summed NLL per row under the soft prompt p0 + A z, projected by the endpoint from z and the seed",
           description: "p0 is the embeddings of prompt.tokens vocabulary tokens drawn from prompt.seed; A's column i is fedflare's seeded Gaussian direction 'fedbpt/A/i' scaled by the embedding's standard deviation over sqrt(dimension) (src/fl/bbt/fedbpt.ts). placement prefix puts the prompt before every row; suffix puts token k wherever a row holds the id vocab_size + k.",
           requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/PromptScoresRequest" } } } },
-          responses: { "200": { description: "{object: fedflare.prompt_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}" }, ...errors(400, 401, 404, 413) },
+          responses: { "200": { description: "{object: fedflare.prompt_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}" }, ...errors(400, 401, 404, 413, 429, 503, 504) },
         },
       },
     },

@@ -11,14 +11,20 @@ import type { Engine } from "./completions.ts";
 import { countedTokens, maskedRows } from "./masked-rows.ts";
 import type { PerturbedScoresRequest } from "./schemas.ts";
 
+/** The request as a FedKSeed method: only what it trains and its directions matter here. */
+export const requestMethod = (req: Pick<PerturbedScoresRequest, "direction" | "trains">) => ({ type: "fedkseed", k: 1, epsilon: 1, direction: req.direction, pro: false, trains: req.trains }) as FedKSeedMethod;
+
+/** `req.trains` names tensors of this model (perturbedScoresDemand checked it). */
 export async function perturbedScores(engine: Engine, req: PerturbedScoresRequest): Promise<{ object: string; model: string; nll: number[]; tokens: number[] }> {
   const { config, weights } = engine.model;
   const rows = maskedRows(req.input_ids, req.loss_mask, config.vocabSize, "the vocabulary");
-  const method = { type: "fedkseed", k: 1, epsilon: 1, direction: req.direction, pro: false, trains: req.trains } as FedKSeedMethod;
-  if (req.trains.type === "full") for (const n of req.trains.tensors) if (!weights.has(n)) throw new RangeError(`trains.tensors: "${n}" is not a tensor of this model`);
-  const model = await engine.perturbable(JSON.stringify(req.trains), () => ForwardModel.create(engine.runtime, config, weights, { nll: true, inputs: zoSpec(method) }));
+  const method = requestMethod(req);
   const params = applyTerms(zoInitial(config, weights, method, req.federation_seed), req.terms, req.direction);
-  const nll = await exampleNlls(model, rows, rows.length, undefined, params);
+  const nll = await engine.sessions.use(
+    `perturbed/${JSON.stringify(req.trains)}`,
+    () => ForwardModel.create(engine.runtime, config, weights, { nll: true, inputs: zoSpec(method) }),
+    (model) => exampleNlls(model, rows, rows.length, undefined, params),
+  );
   engine.served.perturbedRows += req.input_ids.length;
   return { object: "fedflare.perturbed_scores", model: engine.name, nll, tokens: countedTokens(rows) };
 }

@@ -16,9 +16,12 @@ export async function promptScores(engine: Engine, req: PromptScoresRequest): Pr
   const inline = p.placement === "suffix" ? p.tokens : 0;
   const rows = maskedRows(req.input_ids, req.loss_mask, config.vocabSize + inline, inline ? "the vocabulary and the prompt's ids" : "the vocabulary");
   const layout = softPromptLayout(config, p.tokens, p.placement);
-  const model = await engine.perturbable(`prompt/${p.tokens}/${p.placement}`, () => ForwardModel.create(engine.runtime, config, weights, { nll: true, inputs: layout.inputs }));
   const prompt = softPromptOf(config, weights, { promptTokens: p.tokens, dimension: p.dimension, seed: p.seed })(p.z);
-  const nll = await exampleNlls(model, rows, rows.length, undefined, new Map([[SOFT_PROMPT, prompt]]));
+  const nll = await engine.sessions.use(
+    `prompt/${p.tokens}/${p.placement}`,
+    () => ForwardModel.create(engine.runtime, config, weights, { nll: true, inputs: layout.inputs }),
+    (model) => exampleNlls(model, rows, rows.length, undefined, new Map([[SOFT_PROMPT, prompt]])),
+  );
   engine.served.promptRows += rows.length;
   return { object: "fedflare.prompt_scores", model: engine.name, nll, tokens: countedTokens(rows) };
 }

@@ -1,6 +1,6 @@
-// The OpenAI completions request subset the endpoint implements, validated before use.
+// The OpenAI completions request subset the endpoint implements, validated before use. Sizes (rows,
+// max_tokens, terms) are the endpoint's configurable limits (limits.ts), not fixed here.
 import * as v from "valibot";
-import { MAX_SCORED_ROWS } from "../../src/fl/client/endpoint-scores.ts";
 import { FedKSeedMethod } from "../../src/protocol/federation.ts";
 
 const tokenIds = v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.minLength(1));
@@ -9,7 +9,7 @@ export const CompletionRequest = v.object({
   model: v.string(),
   /** Text, token ids, or a list of either (one choice each). */
   prompt: v.union([v.string(), tokenIds, v.pipe(v.array(v.string()), v.minLength(1)), v.pipe(v.array(tokenIds), v.minLength(1))]),
-  max_tokens: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4096))), 16),
+  max_tokens: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0))), 16),
   echo: v.optional(v.boolean(), false),
   logprobs: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(20)))),
   temperature: v.optional(v.nullable(v.pipe(v.number(), v.minValue(0), v.maxValue(2))), 1),
@@ -26,7 +26,7 @@ export type CompletionRequest = v.InferOutput<typeof CompletionRequest>;
 export const HiddenStatesRequest = v.object({
   model: v.string(),
   /** Rows of token ids (right-padded in the answer; `lengths` says where each ends). */
-  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(256)),
+  input_ids: v.pipe(v.array(tokenIds), v.minLength(1)),
   layer: v.pipe(v.number(), v.integer(), v.minValue(0)),
   dtype: v.optional(v.picklist(["f32", "f16", "bf16"]), "f32"),
 });
@@ -41,13 +41,13 @@ const u32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff
  */
 export const PerturbedScoresRequest = v.object({
   model: v.string(),
-  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(MAX_SCORED_ROWS)),
+  input_ids: v.pipe(v.array(tokenIds), v.minLength(1)),
   /** Per row and token: 1 when the token counts in the loss (it is predicted from those before it). */
   loss_mask: v.array(v.array(v.picklist([0, 1]))),
   trains: FedKSeedMethod.entries.trains,
   direction: v.optional(v.picklist(["gaussian", "rademacher"]), "gaussian"),
   federation_seed: v.optional(u32, 0),
-  terms: v.pipe(v.array(v.tuple([u32, v.pipe(v.number(), v.finite())])), v.maxLength(1 << 20)),
+  terms: v.array(v.tuple([u32, v.pipe(v.number(), v.finite())])),
 });
 export type PerturbedScoresRequest = v.InferOutput<typeof PerturbedScoresRequest>;
 
@@ -59,7 +59,7 @@ export type PerturbedScoresRequest = v.InferOutput<typeof PerturbedScoresRequest
  */
 export const PromptScoresRequest = v.object({
   model: v.string(),
-  input_ids: v.pipe(v.array(tokenIds), v.minLength(1), v.maxLength(MAX_SCORED_ROWS)),
+  input_ids: v.pipe(v.array(tokenIds), v.minLength(1)),
   loss_mask: v.array(v.array(v.picklist([0, 1]))),
   prompt: v.object({
     tokens: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(256)),

@@ -7,6 +7,8 @@ import { ForwardModel } from "../../src/engine/forward.ts";
 import type { LoadedModel } from "../../src/engine/model-files.ts";
 import { detectNodeProvider, ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { endpointApp } from "./app.ts";
+import { endpointLimits, type EndpointLimits } from "./limits.ts";
+import { SessionCache } from "./session-cache.ts";
 
 export interface EndpointConfig {
   model: LoadedModel;
@@ -15,7 +17,12 @@ export interface EndpointConfig {
   name: string;
   port: number;
   host?: string;
+  /** The bearer token every /v1 request must carry; required unless `noAuth`. */
   token?: string;
+  /** Serve without a token: anyone who reaches the port may use the model. */
+  noAuth?: boolean;
+  /** Overrides of ENDPOINT_LIMITS. */
+  limits?: Partial<EndpointLimits>;
   maxBatch?: number;
   maxWaitMs?: number;
   threads?: number;
@@ -28,6 +35,9 @@ export interface RunningEndpoint {
 }
 
 export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint> {
+  if (c.noAuth && c.token) throw new Error("startEndpoint: give a token or noAuth: true, not both");
+  if (!c.noAuth && !c.token) throw new Error("startEndpoint: a token is required (every /v1 request must carry it as a bearer token); pass noAuth: true to serve without one");
+  const limits = endpointLimits(c.limits);
   const provider = await detectNodeProvider();
   const runtime = ortNodeRuntime(c.threads ?? 2, provider);
   const scorer = await ForwardModel.create(runtime, c.model.config, c.model.weights);
@@ -42,18 +52,9 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
     },
     { maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 },
   );
-  const trunks = new Map<number, Promise<ForwardModel>>();
-  const trunk = (layer: number) => {
-    if (!trunks.has(layer)) trunks.set(layer, ForwardModel.create(runtime, c.model.config, c.model.weights, { hiddenAfter: layer }));
-    return trunks.get(layer)!;
-  };
-  const perturbables = new Map<string, Promise<ForwardModel>>();
-  const perturbable = (key: string, build: () => Promise<ForwardModel>) => {
-    if (!perturbables.has(key)) perturbables.set(key, build());
-    return perturbables.get(key)!;
-  };
-  const engine = { name: c.name, fingerprint: c.fingerprint, model: c.model, forward, generator, lock: { tail: Promise.resolve() }, trunk, served: { hiddenStateRows: 0, perturbedRows: 0, promptRows: 0 }, runtime, perturbable };
-  const app = endpointApp({ engine, ...(c.token ? { token: c.token } : {}), provider, maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 });
+  const sessions = new SessionCache<ForwardModel>(limits.maxSessions);
+  const engine = { name: c.name, fingerprint: c.fingerprint, model: c.model, forward, generator, lock: { tail: Promise.resolve() }, served: { hiddenStateRows: 0, perturbedRows: 0, promptRows: 0 }, runtime, sessions };
+  const app = endpointApp({ engine, token: c.token ?? null, provider, limits, maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: c.port, hostname: c.host ?? "127.0.0.1" }, () => resolve(s));
   });
@@ -62,7 +63,11 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
   return {
     url: `http://${c.host ?? "127.0.0.1"}:${port}`,
     provider,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      sessions.clear();
+      await Promise.all([scorer.release(), generator.release()]);
+    },
   };
 }
 

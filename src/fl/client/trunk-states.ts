@@ -22,11 +22,12 @@ export interface TrunkCache {
 
 const headers = (ep: Pick<TrunkEndpoint, "token">) => ({ "content-type": "application/json", ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}) });
 
-/** Reads the endpoint's model name and fingerprint. */
+/** Reads the endpoint's model name and fingerprint (shown to callers with its token). */
 export async function connectTrunk(url: string, hiddenSize: number, token?: string): Promise<TrunkEndpoint> {
-  const res = await fetch(`${url}/health`);
+  const res = await fetch(`${url}/health`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   if (!res.ok) throw new Error(`trunk endpoint ${url}: /health answered ${res.status}`);
-  const h = (await res.json()) as { model: string; fingerprint: string };
+  const h = (await res.json()) as { model?: string; fingerprint?: string };
+  if (!h.model || !h.fingerprint) throw new Error(`trunk endpoint ${url}: /health names no model${token ? "" : ": it shows its model only to callers with its token (TRUNK_TOKEN for a client worker)"}`);
   return { url, model: h.model, fingerprint: h.fingerprint, hiddenSize, ...(token ? { token } : {}) };
 }
 
