@@ -1,4 +1,4 @@
-// A federation's rounds in the aggregator's SQLite storage (DESIGN.md, "The round, as data"): open a
+// A federation's rounds in the aggregator's SQLite storage (docs/ARCHITECTURE.md, "The round"): open a
 // round, accept each sampled client's delta exactly once and fold it into a running weighted sum kept in
 // storage, close at quorum or at the deadline with at least the minimum. Every change is one
 // transactionSync, so a restart at any point loses nothing that was acknowledged.

@@ -1,5 +1,5 @@
 // Binary values larger than a row may hold, split into chunks: the platform allows 2 MB per row or
-// BLOB, which local SQLite does not enforce, so the chunking is ours (DESIGN.md, platform facts).
+// BLOB, which local SQLite does not enforce, so the chunking is ours (docs/ARCHITECTURE.md, "Platform limits").
 
 /**
  * The part of a Durable Object's SqlStorage these helpers call, structurally, so the same code runs over

@@ -1,4 +1,4 @@
-// Who may call a route (DESIGN.md, "Trust at the boundary"): the operator's bearer token for what changes
+// Who may call a route (docs/ARCHITECTURE.md, "Trust at the boundary"): the operator's bearer token for what changes
 // a federation, the viewer's (or the operator's) for reading it, or a member client's HMAC signature for
 // what a client needs. Checked as middleware, before a body is read and before any Durable Object is
 // addressed; a coordinator without its secrets answers 503 naming the secret, never an open route.
