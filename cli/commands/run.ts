@@ -128,7 +128,7 @@ export async function run(args: string[]): Promise<void> {
     await endpoint?.close();
     throw e;
   });
-  log(`dashboard: ${fed.url.href}`);
+  log(`dashboard: ${fed.url.href} (sign in with the viewer token ${fed.viewerToken})`);
   // Ctrl-C stops workerd cleanly; everything acknowledged is in the run's storage for --resume.
   // Prepended: Miniflare's own exit hook (registered first) exits at once.
   const interrupt = () => {
@@ -160,7 +160,7 @@ export async function run(args: string[]): Promise<void> {
         seed: config.seed,
       });
     if (emulated && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
-      const supply = await initialAdapterRequest(FED, masterKey, emulated.adapter.get("adapter_model.safetensors") as Uint8Array);
+      const supply = await initialAdapterRequest(FED, fed.operatorToken, emulated.adapter.get("adapter_model.safetensors") as Uint8Array);
       const res = await fed.coordinator(supply.path, supply);
       if (!res.ok) throw new Error(`supplying the initial adapter: ${res.status} ${await res.text()}`);
     }

@@ -7,6 +7,8 @@ import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 const positive = v.pipe(v.number(), v.gtValue(0), v.finite());
+/** A number in (0, max]: learning rates, scales and step sizes are bounded so no config turns a version into infinities. */
+const upTo = (max: number) => v.pipe(v.number(), v.gtValue(0), v.maxValue(max));
 /** A classification task's labels: its completions are " " + label. */
 const labels = v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(2));
 /**
@@ -28,7 +30,7 @@ const id = v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must
 export const LoraMethod = v.strictObject({
   type: v.literal("lora"),
   r: int(1, 256),
-  alpha: positive,
+  alpha: upTo(1e4),
   targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)),
   dropout: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(0.9)), 0),
   rslora: v.optional(v.boolean(), false),
@@ -60,7 +62,7 @@ export type OffsiteMethod = v.InferOutput<typeof OffsiteMethod>;
 export const FedKSeedMethod = v.strictObject({
   type: v.literal("fedkseed"),
   k: v.optional(int(1, 1 << 20), 4096),
-  epsilon: v.optional(positive, 1e-3),
+  epsilon: v.optional(upTo(1), 1e-3),
   direction: v.optional(v.picklist(["gaussian", "rademacher"]), "gaussian"),
   pro: v.optional(v.boolean(), false),
   /**
@@ -70,7 +72,7 @@ export const FedKSeedMethod = v.strictObject({
   labels: v.optional(labels),
   labelWords,
   trains: v.variant("type", [
-    v.strictObject({ type: v.literal("lora"), r: int(1, 256), alpha: positive, targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)), rslora: v.optional(v.boolean(), false) }),
+    v.strictObject({ type: v.literal("lora"), r: int(1, 256), alpha: upTo(1e4), targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)), rslora: v.optional(v.boolean(), false) }),
     v.strictObject({ type: v.literal("full"), tensors: v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1)) }),
   ]),
 });
@@ -87,7 +89,7 @@ export const FedBptMethod = v.strictObject({
   type: v.literal("fedbpt"),
   promptTokens: v.optional(int(1, 256), 10),
   dimension: v.optional(int(1, 10_000), 100),
-  sigma: v.optional(positive, 1),
+  sigma: v.optional(upTo(1e3), 1),
   generations: v.optional(int(1, 10_000), 8),
   population: v.optional(int(2, 1000)),
   /** FedBPT's perturbation rate: with it above 0, fitness is the cross-entropy over that on a copy with this share of tokens random. */
@@ -112,7 +114,7 @@ export const DiscretePromptMethod = v.strictObject({
   slots: v.optional(int(1, 64), 4),
   phrases: v.pipe(v.array(v.pipe(v.string(), v.minLength(1), v.maxLength(64))), v.minLength(2), v.maxLength(4096), v.check((xs) => new Set(xs).size === xs.length, "phrases must be unique")),
   population: v.optional(int(2, 256), 4),
-  queryBudget: v.optional(int(1)),
+  queryBudget: v.optional(int(1, 1_000_000_000)),
   labels,
   labelWords,
   placement,
@@ -152,7 +154,7 @@ export const FederationConfig = v.pipe(
     quorum: v.optional(int(1)),
     /** Uploads a round needs by its deadline, or it fails. */
     minClients: int(1),
-    local: v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: positive, maxTokens: v.optional(int(2, 8192), 128) }),
+    local: v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: upTo(10), maxTokens: v.optional(int(2, 8192), 128) }),
     deadlineSeconds: v.pipe(v.number(), v.minValue(1), v.maxValue(7 * 24 * 3600)),
     seed: v.optional(int(0, 2 ** 32 - 1), 0),
     /** Largest upload body accepted, in bytes: at most what crosses one Durable Object RPC call (platform-limits.ts). */

@@ -166,6 +166,7 @@ describe("every number a client sends is bounded", async () => {
 describe("limits checked at creation", () => {
   it.each([
     ["an upload cap over what one RPC call carries", { maxUploadBytes: 64 * 2 ** 20 }, /maxUploadBytes.*33488896/],
+    ["a learning rate of 1e300", { local: { steps: 2, batchSize: 2, lr: 1e300 } }, /local\.lr/],
     ["hidden_size 1e12", { model: { name: "huge", config: { ...(federationConfig("x").model as { config: Record<string, unknown> }).config, hidden_size: 1e12, intermediate_size: 1e12 } } }, /hidden_size 1000000000000 is over the 16384/],
     ["an adapter over what one RPC call carries", { method: { type: "lora", r: 256, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] }, model: { name: "wide", config: { ...(federationConfig("x").model as { config: Record<string, unknown> }).config, hidden_size: 4096, intermediate_size: 11008, num_attention_heads: 32, num_key_value_heads: 8 } } }, new RegExp(`may be at most ${MAX_ADAPTER_BYTES} bytes`)],
   ])("refuses %s with 422, naming the largest that fits", async (_, overrides, message) => {
@@ -236,6 +237,17 @@ describe("rounds that cannot get stuck", () => {
     expect(round.result.reason).toMatch(/^closing failed: blob "state\/ops-3\/m" has no bytes/);
     expect(await (await api("/federations/ops-3")).json()).toMatchObject({ version: 0, openRound: null });
     expect((await api("/federations/ops-3/rounds", { method: "POST" })).status).toBe(201);
+  });
+
+  it("fails a round whose strategy would write infinities into the next version, and keeps the version", async () => {
+    await create("ops-6", { clientsPerRound: 1, clients: ["c1"], minClients: 1, strategy: { name: "fedadam", eta: 1e39 } });
+    await api("/federations/ops-6/rounds", { method: "POST" });
+    const res = await signedPut("/federations/ops-6/rounds/1/updates/c1", deltaBody(await v0("ops-6"), 0.5, { num_examples: "10" }), "c1");
+    expect(await res.json()).toMatchObject({ roundStatus: "failed" });
+    const round = (await (await api("/federations/ops-6/rounds/1")).json()) as { result: { reason: string } };
+    expect(round.result.reason).toMatch(/^closing failed: fedadam: new global: .*Infinity/);
+    expect(await (await api("/federations/ops-6")).json()).toMatchObject({ version: 0 });
+    expect((await api("/federations/ops-6/versions/1")).status).toBe(404);
   });
 
   it("keeps version 0 and the latest keepVersions versions", async () => {
