@@ -1,6 +1,6 @@
 // What one request may ask of the endpoint, and the single check of a request's demand against it: each
 // cap is refused before any of its work is done, with a message naming the cap and its value.
-import { MAX_SCORED_ROWS } from "../../src/fl/client/endpoint-scores.ts";
+import { MAX_HIDDEN_STATE_BYTES, MAX_SCORED_ROWS } from "../../src/fl/client/endpoint-scores.ts";
 
 export interface EndpointLimits {
   /** Rows (prompts) in one request, on every route; at least what clients send (MAX_SCORED_ROWS). */
@@ -26,7 +26,7 @@ export interface EndpointLimits {
 export const ENDPOINT_LIMITS: Readonly<EndpointLimits> = Object.freeze({
   maxRows: MAX_SCORED_ROWS,
   maxTokens: 256,
-  maxHiddenStateBytes: 16 << 20,
+  maxHiddenStateBytes: MAX_HIDDEN_STATE_BYTES,
   // About 20 s of seeded Gaussian draws (~3.4M values/s on one core), which block the event loop: enough
   // for a FedKSeed model of k = 4096 seeds on a rank-4 LoRA of q, v in fedflare-mail-4m (4097 x 14336).
   maxPerturbationWork: 1 << 26,

@@ -5,6 +5,7 @@
 // Privacy: the endpoint sees the client's token ids; only gradients stay local.
 import { toFloat32 } from "../../protocol/dtypes.ts";
 import { readSafetensors } from "../../protocol/safetensors.ts";
+import { MAX_HIDDEN_STATE_BYTES, MAX_SCORED_ROWS } from "./endpoint-scores.ts";
 
 export interface TrunkEndpoint {
   url: string;
@@ -36,12 +37,33 @@ async function cacheKey(ep: TrunkEndpoint, cut: number, ids: readonly number[]):
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/**
+ * The rows' indices in requests the endpoint's caps admit: at most MAX_SCORED_ROWS rows, and an answer
+ * (rows x the longest row x hidden x 4 bytes, as the endpoint pads) of at most MAX_HIDDEN_STATE_BYTES.
+ */
+export function hiddenStateRequests(lengths: readonly number[], indices: readonly number[], hidden: number): number[][] {
+  const requests: number[][] = [];
+  let current: number[] = [];
+  let longest = 0;
+  for (const i of indices) {
+    const T = Math.max(longest, lengths[i]!);
+    if (current.length > 0 && (current.length === MAX_SCORED_ROWS || (current.length + 1) * T * hidden * 4 > MAX_HIDDEN_STATE_BYTES)) {
+      requests.push(current);
+      current = [];
+    }
+    current.push(i);
+    longest = current.length === 1 ? lengths[i]! : T;
+  }
+  if (current.length) requests.push(current);
+  return requests;
+}
+
 /** Each row's hidden states after `cut` layers ([length, hidden]), from the cache or the endpoint. */
 export async function trunkStates(ep: TrunkEndpoint, cache: TrunkCache, cut: number, rows: readonly (readonly number[])[]): Promise<Float32Array[]> {
   const keys = await Promise.all(rows.map((r) => cacheKey(ep, cut, r)));
   const out = await Promise.all(keys.map((k) => cache.get(k)));
-  const missing = out.flatMap((s, i) => (s ? [] : [i]));
-  if (missing.length) {
+  const absent = out.flatMap((s, i) => (s ? [] : [i]));
+  for (const missing of hiddenStateRequests(rows.map((r) => r.length), absent, ep.hiddenSize)) {
     const res = await fetch(`${ep.url}/v1/hidden-states`, { method: "POST", headers: headers(ep), body: JSON.stringify({ model: ep.model, input_ids: missing.map((i) => rows[i]), layer: cut }) });
     if (!res.ok) throw new Error(`trunk endpoint: /v1/hidden-states answered ${res.status}: ${await res.text()}`);
     const file = readSafetensors(new Uint8Array(await res.arrayBuffer()));
