@@ -46,8 +46,12 @@ export async function deriveClientSecret(masterKey: string, clientId: string): P
   return hex(await crypto.subtle.sign("HMAC", await hmacKey(masterKey), enc.encode(`fedflare-client:${clientId}`)));
 }
 
-function canonicalOf(method: string, path: string, timestamp: string, nonce: string, bodySha256: string): Uint8Array<ArrayBuffer> {
-  return own(enc.encode(`${method.toUpperCase()}\n${path}\n${timestamp}\n${nonce}\n${bodySha256}`));
+/**
+ * What a signature covers. The signer's id is in it: a client's secret signs both its own requests and,
+ * in the operator's hands, the tasks sent to it (as OPERATOR_ID), so one must never verify as the other.
+ */
+function canonicalOf(method: string, path: string, signer: string, timestamp: string, nonce: string, bodySha256: string): Uint8Array<ArrayBuffer> {
+  return own(enc.encode(`${method.toUpperCase()}\n${path}\n${signer}\n${timestamp}\n${nonce}\n${bodySha256}`));
 }
 
 export interface SignedHeaders {
@@ -61,7 +65,7 @@ export interface SignedHeaders {
 export async function signRequest(secret: string, clientId: string, method: string, path: string, body: Uint8Array = new Uint8Array(), now = Date.now()): Promise<SignedHeaders> {
   const timestamp = String(Math.floor(now / 1000));
   const nonce = hex(crypto.getRandomValues(new Uint8Array(16)).buffer as ArrayBuffer);
-  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), canonicalOf(method, path, timestamp, nonce, await bodyDigest(body)));
+  const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), canonicalOf(method, path, clientId, timestamp, nonce, await bodyDigest(body)));
   return { [HEADERS.client]: clientId, [HEADERS.timestamp]: timestamp, [HEADERS.nonce]: nonce, [HEADERS.signature]: hex(mac) };
 }
 
@@ -112,7 +116,7 @@ export async function bodyDigest(body: Uint8Array): Promise<string> {
 export async function verifySignature(secret: string, h: SignedHeaderValues, method: string, path: string, bodySha256: string): Promise<VerifiedRequest> {
   const key = await hmacKey(secret);
   // crypto.subtle.verify compares in constant time.
-  if (!(await crypto.subtle.verify("HMAC", key, h.signature, canonicalOf(method, path, h.timestampText, h.nonce, bodySha256))))
+  if (!(await crypto.subtle.verify("HMAC", key, h.signature, canonicalOf(method, path, h.clientId, h.timestampText, h.nonce, bodySha256))))
     throw new SignatureError("signature_invalid", `the signature does not match the request for client "${h.clientId}": check its secret, and sign the exact body and path`);
   return { clientId: h.clientId, nonce: h.nonce, timestamp: h.timestamp };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { deriveClientSecret, HEADERS, signRequest, verifyRequest } from "../../src/protocol/signature.ts";
+import { bodyDigest, deriveClientSecret, HEADERS, OPERATOR_ID, parseSignedHeaders, signRequest, verifyRequest, verifySignature } from "../../src/protocol/signature.ts";
 
 const master = "operator-master-key";
 const body = new TextEncoder().encode("tensor bytes");
@@ -35,7 +35,26 @@ describe("request signatures", () => {
     ["a garbled signature", async () => verifyRequest(master, await signed({ [HEADERS.signature]: "zz" }), "PUT", path, body), "signature_invalid"],
     ["a timestamp ten minutes old", async () => verifyRequest(master, await signed({}, Date.now() - 600_000), "PUT", path, body), "signature_expired"],
     ["no signature header", async () => { const h = await signed(); h.delete(HEADERS.signature); return verifyRequest(master, h, "PUT", path, body); }, "signature_missing"],
+    ["a client id of the wrong syntax", async () => verifyRequest(master, await signed({ [HEADERS.client]: "../alice" }), "PUT", path, body), "signature_invalid"],
+    ["a nonce that is not hex", async () => verifyRequest(master, await signed({ [HEADERS.nonce]: "not-a-nonce-at-all" }), "PUT", path, body), "signature_invalid"],
   ])("refuses %s", async (_, run, code) => {
     await expect(run()).rejects.toMatchObject({ name: "SignatureError", code });
+  });
+
+  it("binds the signer's id: a client's own signature relabelled as the operator's does not verify under the same secret", async () => {
+    const secret = await deriveClientSecret(master, "alice");
+    const own = await signRequest(secret, "alice", "POST", "/tasks", body);
+    const relabelled = parseSignedHeaders(new Headers({ ...own, [HEADERS.client]: OPERATOR_ID }));
+    await expect(verifySignature(secret, relabelled, "POST", "/tasks", await bodyDigest(body))).rejects.toMatchObject({ code: "signature_invalid" });
+    const operator = parseSignedHeaders(new Headers({ ...(await signRequest(secret, OPERATOR_ID, "POST", "/tasks", body)) }));
+    expect((await verifySignature(secret, operator, "POST", "/tasks", await bodyDigest(body))).clientId).toBe(OPERATOR_ID);
+  });
+
+  it("covers the query string of a signed read", async () => {
+    const secret = await deriveClientSecret(master, "alice");
+    const read = parseSignedHeaders(new Headers({ ...(await signRequest(secret, "alice", "GET", "/federations/f/versions/3/seeds?since=1")) }));
+    const empty = await bodyDigest(new Uint8Array());
+    expect((await verifySignature(secret, read, "GET", "/federations/f/versions/3/seeds?since=1", empty)).clientId).toBe("alice");
+    await expect(verifySignature(secret, read, "GET", "/federations/f/versions/3/seeds?since=0", empty)).rejects.toMatchObject({ code: "signature_invalid" });
   });
 });

@@ -170,9 +170,12 @@ describe("limits checked at creation", () => {
     ["hidden_size 1e12", { model: { name: "huge", config: { ...(federationConfig("x").model as { config: Record<string, unknown> }).config, hidden_size: 1e12, intermediate_size: 1e12 } } }, /hidden_size 1000000000000 is over the 16384/],
     ["an adapter over what one RPC call carries", { method: { type: "lora", r: 256, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] }, model: { name: "wide", config: { ...(federationConfig("x").model as { config: Record<string, unknown> }).config, hidden_size: 4096, intermediate_size: 11008, num_attention_heads: 32, num_key_value_heads: 8 } } }, new RegExp(`may be at most ${MAX_ADAPTER_BYTES} bytes`)],
   ])("refuses %s with 422, naming the largest that fits", async (_, overrides, message) => {
-    const res = await api("/federations", { method: "POST", body: JSON.stringify(federationConfig(`limit-${Math.random().toString(36).slice(2)}`, overrides)) });
+    const id = `limit-${Math.random().toString(36).slice(2)}`;
+    const res = await api("/federations", { method: "POST", body: JSON.stringify(federationConfig(id, overrides)) });
     expect(res.status).toBe(422);
     expect(await error(res)).toMatchObject({ code: "config_invalid", message: expect.stringMatching(message) });
+    // Nothing was created: no federation left unusable.
+    expect((await api(`/federations/${id}`)).status).toBe(404);
     expect(MAX_UPLOAD_BYTES).toBe(32 * 2 ** 20 - 65536);
   });
 });

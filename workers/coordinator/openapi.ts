@@ -69,7 +69,7 @@ export function openapi(): object {
         put: {
           security: CLIENT,
           summary: "Upload a client's delta for a round (signed; folded exactly once)",
-          description: `Body: safetensors of the delta (trained minus global, PEFT key names) whose __metadata__ holds num_examples and metrics (UploadMetadata). Headers: Idempotency-Key, and the signature headers ${Object.values(HEADERS).join(", ")} (HMAC-SHA256 over method, path, timestamp, nonce and the body's SHA-256 with the client's secret).`,
+          description: `Body: safetensors of the delta (trained minus global, PEFT key names) whose __metadata__ holds num_examples and metrics (UploadMetadata). Headers: Idempotency-Key, and the signature headers ${Object.values(HEADERS).join(", ")} (HMAC-SHA256 over the method, the path with its query, the signer's id, the timestamp, the nonce and the body's SHA-256, with the client's secret).`,
           parameters: [pathId, pathInt("round"), { name: "client", in: "path", required: true, schema: { type: "string" } }, { name: "Idempotency-Key", in: "header", required: true, schema: { type: "string", maxLength: 128 } }],
           requestBody: { required: true, content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
           responses: {
