@@ -12,8 +12,8 @@ export class Batcher<In, Out> {
   private queue: { item: In; resolve: (o: Out) => void; reject: (e: unknown) => void }[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
   private running = false;
-  /** Sizes of the batches run so far (for /health and benchmarks). */
-  readonly batchSizes: number[] = [];
+  /** Batches run so far and the largest (for /health and benchmarks): counters, as a server runs for months. */
+  readonly stats = { batches: 0, items: 0, largest: 0 };
 
   constructor(run: (items: In[]) => Promise<Out[]>, opts: BatcherOptions) {
     this.run = run;
@@ -40,7 +40,9 @@ export class Batcher<In, Out> {
     const batch = this.queue.splice(0, this.opts.maxBatch);
     if (batch.length === 0) return;
     this.running = true;
-    this.batchSizes.push(batch.length);
+    this.stats.batches++;
+    this.stats.items += batch.length;
+    this.stats.largest = Math.max(this.stats.largest, batch.length);
     try {
       const out = await this.run(batch.map((b) => b.item));
       batch.forEach((b, i) => b.resolve(out[i]!));

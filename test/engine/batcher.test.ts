@@ -8,6 +8,7 @@ describe("Batcher", () => {
     const out = await Promise.all([1, 2, 3, 4, 5].map((x) => b.submit(x)));
     expect(out).toEqual([10, 20, 30, 40, 50]);
     expect(calls).toEqual([[1, 2, 3], [4, 5]]);
+    expect(b.stats).toEqual({ batches: 2, items: 5, largest: 3 });
   });
 
   it("runs a lone request after maxWaitMs", async () => {
@@ -15,7 +16,7 @@ describe("Batcher", () => {
     const t0 = Date.now();
     expect(await b.submit("a")).toBe("A");
     expect(Date.now() - t0).toBeGreaterThanOrEqual(15);
-    expect(b.batchSizes).toEqual([1]);
+    expect(b.stats).toEqual({ batches: 1, items: 1, largest: 1 });
   });
 
   it("rejects every request of a failed batch, and goes on", async () => {

@@ -4,8 +4,8 @@
 // hands it on as c.var.body.
 import type { MiddlewareHandler } from "hono";
 import { timingSafeEqual } from "hono/utils/buffer";
-import { errorResponse } from "../coordinator/errors.ts";
-import { readBody } from "../coordinator/body.ts";
+import { errorResponse } from "../lib/http-errors.ts";
+import { readBody } from "../lib/http-body.ts";
 import { bodyDigest, OPERATOR_ID, parseSignedHeaders, SignatureError, verifySignature } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
 

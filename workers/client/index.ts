@@ -3,7 +3,7 @@
 // owner, or pulled on its cron) through its trainer Durable Object. No route hands out what it trained.
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { notFound, onError } from "../coordinator/errors.ts";
+import { notFound, onError } from "../lib/http-errors.ts";
 import { clientAuth, type ClientApp } from "./auth.ts";
 import type { ClientEnv } from "./env.ts";
 import { federationRefusal, listedFederations, roundRefusal } from "./policy.ts";

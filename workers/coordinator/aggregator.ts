@@ -2,7 +2,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Result } from "../../durable-objects/aggregator/errors.ts";
-import { errorResponse } from "./errors.ts";
+import { errorResponse } from "../lib/http-errors.ts";
 
 export function aggregator(env: Cloudflare.Env, federationId: string) {
   return env.AGGREGATOR.getByName(federationId);

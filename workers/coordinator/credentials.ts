@@ -7,8 +7,8 @@ import { HTTPException } from "hono/http-exception";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { parseSignedHeaders, SignatureError, verifySignature, deriveClientSecret, type VerifiedRequest } from "../../src/protocol/signature.ts";
 import { registry } from "./aggregator.ts";
-import { readBody } from "./body.ts";
-import { errorResponse } from "./errors.ts";
+import { readBody } from "../lib/http-body.ts";
+import { errorResponse } from "../lib/http-errors.ts";
 import type { RegistryEntry } from "../../durable-objects/aggregator/registry.ts";
 
 export type Role = "operator" | "viewer" | "member";

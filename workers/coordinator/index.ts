@@ -1,7 +1,7 @@
 // The coordinator worker: the HTTP gateway in front of the aggregator Durable Objects.
 import { Hono } from "hono";
 import { dashboardHtml } from "./dashboard.ts";
-import { notFound, onError } from "./errors.ts";
+import { notFound, onError } from "../lib/http-errors.ts";
 import { openapi } from "./openapi.ts";
 import { federations } from "./routes/federations.ts";
 import { updates } from "./routes/updates.ts";

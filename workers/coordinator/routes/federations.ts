@@ -7,7 +7,7 @@ import type { Result } from "../../../durable-objects/aggregator/errors.ts";
 import type { FederationView } from "../../../durable-objects/aggregator/federation.ts";
 import { linePlotSvg } from "../../../src/report/line-plot.ts";
 import { aggregator, answer, intParam, registry } from "../aggregator.ts";
-import { readJson } from "../body.ts";
+import { readJson } from "../../lib/http-body.ts";
 import { forget, operator, reader, viewer, type Env } from "../credentials.ts";
 
 export const federations = new Hono<Env>();

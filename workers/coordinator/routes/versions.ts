@@ -3,9 +3,9 @@
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { aggregator, answer, intParam } from "../aggregator.ts";
-import { readBody } from "../body.ts";
+import { readBody } from "../../lib/http-body.ts";
 import { operator, reader, type Env } from "../credentials.ts";
-import { errorResponse } from "../errors.ts";
+import { errorResponse } from "../../lib/http-errors.ts";
 
 export const versions = new Hono<Env>();
 

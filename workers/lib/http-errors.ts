@@ -1,4 +1,4 @@
-// Every error leaves the coordinator as JSON {error: {code, message}} with its HTTP status.
+// Every error leaves a worker (the coordinator, a client) as JSON {error: {code, message}} with its HTTP status.
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
