@@ -5,7 +5,7 @@ import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { describe, expect, it, vi } from "vitest";
 import { migrate, SCHEMA_VERSION } from "../../durable-objects/aggregator/schema.ts";
-import { onError } from "../../workers/coordinator/errors.ts";
+import { onError } from "../../workers/lib/http-errors.ts";
 
 describe("coordinator worker", () => {
   it("answers /health", async () => {
