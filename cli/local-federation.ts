@@ -125,6 +125,15 @@ export class LocalFederation {
     }
   }
 
+  /**
+   * A Durable Object of one of the workers, by binding and name, over Miniflare's proxy: for tests and
+   * local inspection (a client's trainer holds what it uploaded, which no route hands out).
+   */
+  async durableObject(worker: string, binding: string, name: string): Promise<unknown> {
+    const ns = await this.mf.getDurableObjectNamespace(binding, worker);
+    return ns.get(ns.idFromName(name));
+  }
+
   /** Runs a client's cron handler (it pulls open rounds it was sampled for). */
   async cron(id: string): Promise<void> {
     await (await this.mf.getWorker(`client-${id}`)).scheduled({ cron: "* * * * *" });
