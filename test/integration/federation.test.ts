@@ -139,6 +139,8 @@ describe("a federation of four client workers", () => {
       const next = await version(round);
       const uploads = await Promise.all(CLIENTS.map((id) => uploadOf(fed, id, FED, round)));
       const deltas = uploads.map((u, k) => decodeTensorFile(u, CLIENTS[k]!));
+      // A client keeps its last accepted upload only: the previous round's is gone from its storage.
+      if (round > 1) await expect(uploadOf(fed, CLIENTS[0]!, FED, round - 1)).rejects.toThrow(/made no upload/);
       // Each client's job view describes its upload (size, SHA-256) without handing it out.
       for (const [k, id] of CLIENTS.entries())
         expect(await (await client(id, `/tasks/${FED}/${round}`)).json()).toMatchObject({ status: "uploaded", uploadBytes: uploads[k]!.length, uploadSha256: createHash("sha256").update(uploads[k]!).digest("hex") });

@@ -196,7 +196,12 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const req = uploadRequest(job.federation_id, job.round, this.env.CLIENT_ID);
     const { outcome, detail } = await attemptUpload(() => coordinatorFetch(this.env, req.path, { method: "PUT", headers: req.headers, body }));
     if (outcome === "accepted") {
-      this.sql.exec("UPDATE jobs SET status = 'uploaded', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", detail, Date.now(), job.federation_id, job.round);
+      // The accepted upload is kept for inspection; earlier rounds' are not, so storage does not grow with rounds.
+      const prefix = `delta/${job.federation_id}/`;
+      this.ctx.storage.transactionSync(() => {
+        this.sql.exec("DELETE FROM blobs WHERE substr(key, 1, ?) = ? AND key != ?", prefix.length, prefix, `${prefix}${job.round}`);
+        this.sql.exec("UPDATE jobs SET status = 'uploaded', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", detail, Date.now(), job.federation_id, job.round);
+      });
       return null;
     }
     const attempts = job.attempts + 1;
