@@ -2,6 +2,7 @@
 // the Durable Object) over the method, path, timestamp, nonce and the SHA-256 of the body. Each
 // client's secret is derived from the operator's master key, so the server stores no client secrets.
 import { ProtocolError } from "./errors.ts";
+import { toHex } from "./hex.ts";
 
 export const HEADERS = {
   client: "x-fedflare-client",
@@ -18,10 +19,6 @@ export type SignatureErrorCode = "signature_missing" | "signature_expired" | "si
 export class SignatureError extends ProtocolError<SignatureErrorCode> {}
 
 const enc = new TextEncoder();
-
-function hex(bytes: ArrayBuffer): string {
-  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 function fromHex(s: string): Uint8Array<ArrayBuffer> | null {
   if (!/^([0-9a-f]{2})+$/.test(s)) return null;
@@ -43,7 +40,7 @@ export const OPERATOR_ID = "_operator";
 
 /** The client's secret: HMAC(master key, "fedflare-client:" + client id), hex. */
 export async function deriveClientSecret(masterKey: string, clientId: string): Promise<string> {
-  return hex(await crypto.subtle.sign("HMAC", await hmacKey(masterKey), enc.encode(`fedflare-client:${clientId}`)));
+  return toHex(await crypto.subtle.sign("HMAC", await hmacKey(masterKey), enc.encode(`fedflare-client:${clientId}`)));
 }
 
 /**
@@ -64,9 +61,9 @@ export interface SignedHeaders {
 /** Signs a request: `path` is what the receiver sees (pathname and query string); GETs sign an empty body. */
 export async function signRequest(secret: string, clientId: string, method: string, path: string, body: Uint8Array = new Uint8Array(), now = Date.now()): Promise<SignedHeaders> {
   const timestamp = String(Math.floor(now / 1000));
-  const nonce = hex(crypto.getRandomValues(new Uint8Array(16)).buffer as ArrayBuffer);
+  const nonce = toHex(crypto.getRandomValues(new Uint8Array(16)));
   const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), canonicalOf(method, path, clientId, timestamp, nonce, await bodyDigest(body)));
-  return { [HEADERS.client]: clientId, [HEADERS.timestamp]: timestamp, [HEADERS.nonce]: nonce, [HEADERS.signature]: hex(mac) };
+  return { [HEADERS.client]: clientId, [HEADERS.timestamp]: timestamp, [HEADERS.nonce]: nonce, [HEADERS.signature]: toHex(mac) };
 }
 
 export interface VerifiedRequest {
@@ -106,7 +103,7 @@ export function parseSignedHeaders(headers: Headers, now = Date.now()): SignedHe
 
 /** Hex SHA-256 of a body, as the signature covers it. */
 export async function bodyDigest(body: Uint8Array): Promise<string> {
-  return hex(await crypto.subtle.digest("SHA-256", own(body)));
+  return toHex(await crypto.subtle.digest("SHA-256", own(body)));
 }
 
 /**

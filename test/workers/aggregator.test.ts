@@ -6,12 +6,11 @@ import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
+import { bodyDigest } from "../../src/protocol/signature.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
 
-async function sha256(bytes: Uint8Array): Promise<string> {
-  return Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(bytes))), (b) => b.toString(16).padStart(2, "0")).join("");
-}
+const sha256 = bodyDigest;
 
 type Aggregator = ReturnType<typeof env.AGGREGATOR.getByName>;
 

@@ -6,6 +6,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { parseSignedHeaders, SignatureError, verifySignature, deriveClientSecret, type VerifiedRequest } from "../../src/protocol/signature.ts";
+import { toHex } from "../../src/protocol/hex.ts";
 import { registry } from "./aggregator.ts";
 import { readBody } from "../lib/http-body.ts";
 import { errorResponse } from "../lib/http-errors.ts";
@@ -70,8 +71,7 @@ async function hashedBody(c: Context<Env>, limit: number): Promise<{ body: Uint8
   const writer = digest.getWriter();
   const body = await readBody(c, limit, (chunk) => writer.write(chunk));
   await writer.close();
-  const sha256 = Array.from(new Uint8Array(await digest.digest), (b) => b.toString(16).padStart(2, "0")).join("");
-  return { body, sha256 };
+  return { body, sha256: toHex(await digest.digest) };
 }
 
 /**

@@ -9,6 +9,7 @@ import { detectNodeProvider, ortNodeRuntime } from "../../src/engine/runtimes/or
 import { endpointApp } from "./app.ts";
 import { endpointLimits, type EndpointLimits } from "./limits.ts";
 import { SessionCache } from "./session-cache.ts";
+import { toHex } from "../../src/protocol/hex.ts";
 
 export interface EndpointConfig {
   model: LoadedModel;
@@ -81,5 +82,5 @@ export async function modelFingerprint(read: (name: string) => Promise<Uint8Arra
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) all.set(p, (at += p.length) - p.length);
-  return Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", all)), (b) => b.toString(16).padStart(2, "0")).join("");
+  return toHex(await crypto.subtle.digest("SHA-256", all));
 }
