@@ -272,6 +272,13 @@ export class Federations {
     return { id, config: JSON.parse(r.config) as FederationConfig, version: r.version, createdAt: r.created_at, roundsDone, openRound: open?.round ?? null };
   }
 
+  /** The federation, for a reader: a client (when given) must be one of its members. */
+  readBy(id: string, client?: string): FederationView {
+    const fed = this.get(id);
+    if (client !== undefined && !fed.config.clients.includes(client)) throw new AggregatorError("client_unknown", `client "${client}" is not a member of "${id}"`);
+    return fed;
+  }
+
   private row(id: string) {
     return this.sql.exec<{ config: string; version: number; created_at: number }>("SELECT config, version, created_at FROM federations WHERE id = ?", id).toArray()[0];
   }

@@ -29,8 +29,12 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     return attempt(() => this.federations.create(config, Date.now()));
   }
 
-  getFederation(id: string): Result<FederationView> {
-    return attempt(() => this.federations.get(id));
+  /**
+   * Reads take `client` when a client signed the request: the object checks its membership itself, so a
+   * gateway's cached registry entry (members of a deleted federation whose id was reused) admits no one.
+   */
+  getFederation(id: string, client?: string): Result<FederationView> {
+    return attempt(() => this.federations.readBy(id, client));
   }
 
   async openRound(id: string): Promise<Result<RoundView>> {
@@ -57,8 +61,8 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     });
   }
 
-  getRound(id: string, round: number): Result<RoundView> {
-    return attempt(() => this.federations.round(id, round));
+  getRound(id: string, round: number, client?: string): Result<RoundView> {
+    return attempt(() => (this.federations.readBy(id, client), this.federations.round(id, round)));
   }
 
   getMetrics(id: string): Result<RoundSummary[]> {
@@ -70,16 +74,16 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
   }
 
   /** A version as a stream (for serving: no RPC size limit, one chunk in memory at a time). */
-  streamVersion(id: string, version: number): Result<{ bytes: number; stream: ReadableStream<Uint8Array> }> {
-    return attempt(() => this.federations.versionStream(id, version));
+  streamVersion(id: string, version: number, client?: string): Result<{ bytes: number; stream: ReadableStream<Uint8Array> }> {
+    return attempt(() => (this.federations.readBy(id, client), this.federations.versionStream(id, version)));
   }
 
-  getSeedDiff(id: string, version: number, since: number): Result<Uint8Array> {
-    return attempt(() => this.federations.seedDiff(id, version, since));
+  getSeedDiff(id: string, version: number, since: number, client?: string): Result<Uint8Array> {
+    return attempt(() => (this.federations.readBy(id, client), this.federations.seedDiff(id, version, since)));
   }
 
-  getAdapterConfig(id: string): Result<string> {
-    return attempt(() => this.federations.adapterConfig(id));
+  getAdapterConfig(id: string, client?: string): Result<string> {
+    return attempt(() => (this.federations.readBy(id, client), this.federations.adapterConfig(id)));
   }
 
   supplyInitial(id: string, body: Uint8Array): Result<FederationView> {

@@ -295,3 +295,19 @@ describe("versions served as streams", () => {
     expect([missing.status, (await error(missing)).code]).toEqual([404, "version_not_found"]);
   });
 });
+
+describe("a gateway's stale registry entry", () => {
+  it("admits no former member once the id names a new federation: the object checks membership itself", async () => {
+    await create("stale-1", { clients: ["c1"], clientsPerRound: 1, minClients: 1 });
+    expect((await signed("/federations/stale-1/versions/0", "c1")).status).toBe(200);
+    // Deleted and re-created behind this isolate's back (as through another isolate): its cache still lists c1.
+    expect((await env.AGGREGATOR.getByName("stale-1").deleteFederation("stale-1")).ok).toBe(true);
+    await env.AGGREGATOR.getByName("_registry").unregister("stale-1");
+    await create("stale-1", { clients: ["c9"], clientsPerRound: 1, minClients: 1 });
+    for (const path of ["/federations/stale-1", "/federations/stale-1/versions/0", "/federations/stale-1/versions/0/adapter_config.json"]) {
+      const res = await signed(path, "c1");
+      expect([path, res.status, (await error(res)).code]).toEqual([path, 403, "client_unknown"]);
+    }
+    expect((await signed("/federations/stale-1/versions/0", "c9")).status).toBe(200);
+  });
+});

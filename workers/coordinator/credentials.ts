@@ -48,10 +48,10 @@ const known = new Map<string, RegistryEntry>();
 const KNOWN_CAP = 1024;
 
 /** The path's federation: null when the route names none, "unknown" when the registry has no such id. */
-async function federationOf(c: Context<Env>): Promise<RegistryEntry | null | "unknown"> {
+async function federationOf(c: Context<Env>, fresh = false): Promise<RegistryEntry | null | "unknown"> {
   const id = c.req.param("id");
   if (id === undefined) return null;
-  const cached = known.get(id);
+  const cached = fresh ? undefined : known.get(id);
   if (cached) return cached;
   const entry = await registry(c.env).lookup(id);
   if (!entry) return "unknown";
@@ -102,7 +102,9 @@ export function requireCredential(allowed: readonly Role[], bodyLimit: number | 
       if (e instanceof SignatureError) return errorResponse(c, 401, e.code, e.message);
       throw e;
     }
-    const fed = await federationOf(c);
+    let fed = await federationOf(c);
+    // A cached entry may be a deleted federation's whose id was reused: a non-member is looked up again.
+    if (fed !== null && fed !== "unknown" && !fed.clients.includes(headers.clientId)) fed = await federationOf(c, true);
     if (fed === "unknown") return unknown(c);
     if (!fed) throw new HTTPException(403, { message: "client signatures are accepted only on a federation's routes" });
     if (!fed.clients.includes(headers.clientId)) throw new HTTPException(403, { message: `client "${headers.clientId}" is not a member of federation "${fed.id}"` });
@@ -129,6 +131,9 @@ function describe(allowed: readonly Role[]): string {
   const names = { operator: "the operator's token (Authorization: Bearer $FEDFLARE_OPERATOR_TOKEN)", viewer: "the viewer's or the operator's token", member: "a member client's signature" };
   return allowed.map((r) => names[r]).join(" or ");
 }
+
+/** The client that signed the request, when a client did (the object checks its membership again). */
+export const signerOf = (c: Context<Env>): string | undefined => (c.get("role") === "member" ? c.get("signer")!.clientId : undefined);
 
 export const operator = () => requireCredential(["operator"]);
 export const viewer = () => requireCredential(["viewer"]);

@@ -8,7 +8,7 @@ import type { FederationView } from "../../../durable-objects/aggregator/federat
 import { linePlotSvg } from "../../../src/report/line-plot.ts";
 import { aggregator, answer, intParam, registry } from "../aggregator.ts";
 import { readJson } from "../../lib/http-body.ts";
-import { forget, operator, reader, viewer, type Env } from "../credentials.ts";
+import { forget, operator, reader, signerOf, viewer, type Env } from "../credentials.ts";
 
 export const federations = new Hono<Env>();
 
@@ -53,7 +53,7 @@ federations.get("/:id/plot.svg", viewer(), async (c) => {
   return new Response(svg, { headers: { "content-type": "image/svg+xml", "cache-control": "no-store" } });
 });
 
-federations.get("/:id", reader(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getFederation(c.req.param("id"))));
+federations.get("/:id", reader(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getFederation(c.req.param("id"), signerOf(c))));
 
 federations.delete("/:id", operator(), async (c) => {
   const id = c.req.param("id");
@@ -70,7 +70,7 @@ federations.post("/:id/rounds", operator(), async (c) => answer(c, await aggrega
 federations.get("/:id/rounds/:round", reader(), async (c) => {
   const round = intParam(c, "round");
   if (round instanceof Response) return round;
-  return answer(c, await aggregator(c.env, c.req.param("id")).getRound(c.req.param("id"), round));
+  return answer(c, await aggregator(c.env, c.req.param("id")).getRound(c.req.param("id"), round, signerOf(c)));
 });
 
 federations.post("/:id/rounds/:round/close", operator(), async (c) => {

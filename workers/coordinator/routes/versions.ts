@@ -4,7 +4,7 @@ import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { aggregator, answer, intParam } from "../aggregator.ts";
 import { readBody } from "../../lib/http-body.ts";
-import { operator, reader, type Env } from "../credentials.ts";
+import { operator, reader, signerOf, type Env } from "../credentials.ts";
 import { errorResponse } from "../../lib/http-errors.ts";
 
 export const versions = new Hono<Env>();
@@ -13,7 +13,7 @@ const tensors = async (c: Context<Env>) => {
   const version = intParam(c, "version");
   if (version instanceof Response) return version;
   const id = c.req.param("id") ?? "";
-  const r = await aggregator(c.env, id).streamVersion(id, version);
+  const r = await aggregator(c.env, id).streamVersion(id, version, signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
   const { bytes, stream } = r.value;
   return new Response(stream, { headers: { "content-type": "application/octet-stream", "content-length": String(bytes), "cache-control": "private, max-age=31536000, immutable" } });
@@ -23,7 +23,7 @@ versions.get("/:id/versions/:version", reader(), tensors);
 versions.get("/:id/versions/:version/adapter_model.safetensors", reader(), tensors);
 
 versions.get("/:id/versions/:version/adapter_config.json", reader(), async (c) => {
-  const r = await aggregator(c.env, c.req.param("id")).getAdapterConfig(c.req.param("id"));
+  const r = await aggregator(c.env, c.req.param("id")).getAdapterConfig(c.req.param("id"), signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
   return new Response(r.value, { headers: { "content-type": "application/json" } });
 });
@@ -35,7 +35,7 @@ versions.get("/:id/versions/:version/seeds", reader(), async (c) => {
   const raw = c.req.query("since") ?? "0";
   if (!/^\d{1,9}$/.test(raw)) return errorResponse(c, 400, "bad_request", `since must be a non-negative integer, got "${raw}"`);
   const id = c.req.param("id") ?? "";
-  const r = await aggregator(c.env, id).getSeedDiff(id, version, Number(raw));
+  const r = await aggregator(c.env, id).getSeedDiff(id, version, Number(raw), signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
   return new Response(r.value, { headers: { "content-type": "application/octet-stream", "cache-control": "private, max-age=31536000, immutable" } });
 });
