@@ -82,7 +82,7 @@ if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
   const fold = measure(probe, (pass) => {
     for (const [i, body] of bodies.entries()) {
       db.exec("BEGIN");
-      foldSegments(sql, `sum${pass}`, layout, tensorFileSource(body, layout, "upload").source, 10, i === 0);
+      foldSegments(sql, `sum${pass}`, layout, tensorFileSource(body, layout, header.dataStart, "upload").source, 10, i === 0);
       db.exec("COMMIT");
     }
   });

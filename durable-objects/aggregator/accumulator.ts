@@ -40,6 +40,24 @@ export function foldSegments(sql: SqlExec, key: string, layout: FlatLayout, upda
   }
 }
 
+/**
+ * Writes `header` then the flat source's values as float32 under `key`, refusing (FlError `non_finite`,
+ * naming the tensor and index) a value that is not finite.
+ */
+export function copySegments(sql: SqlExec, key: string, header: Uint8Array, layout: FlatLayout, source: FlatSource): void {
+  const out = new BlobWriter(sql, key);
+  out.write(header);
+  const values = new Float32Array(SEGMENT);
+  for (let start = 0; start < layout.total; start += SEGMENT) {
+    const v = values.subarray(0, Math.min(SEGMENT, layout.total - start));
+    source.read(start, v);
+    const bad = v.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) throw new FlError("non_finite", `${where(layout, start + bad)} holds ${v[bad]}`);
+    out.write(bytesOf(v));
+  }
+  out.end();
+}
+
 export interface CloseInput {
   layout: FlatLayout;
   /** The global version's key, and where its data starts (its header is copied to the next version). */

@@ -20,6 +20,7 @@ export const AGGREGATOR_ERRORS = {
   nonce_reused: 409,
   body_too_large: 413,
   safetensors_invalid: 400,
+  header_too_large: 422,
   metadata_invalid: 422,
   tensor_mismatch: 422,
   non_finite: 422,

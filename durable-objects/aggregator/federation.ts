@@ -15,14 +15,13 @@ import { describeOffsite } from "../../src/fl/offsite/description.ts";
 import { adapterShapes, offsiteLayout, type OffsiteLayout } from "../../src/fl/offsite/emulator.ts";
 import { decodeSeedSums, denseSeedSums, encodeSeedSums, seedDiff } from "../../src/fl/zo/seed-sums.ts";
 import { BPT_MEAN, BPT_SIGMA2, PROBS, SEED_SUMS } from "../../src/fl/version-tensors.ts";
-import { arraySource, flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
-import { assertSameShapes, decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { assertFinite } from "../../src/fl/tensors.ts";
+import { arraySource, flatLayout, tensorFileSource, UPDATE_METADATA_BYTES } from "../../src/fl/flat-tensors.ts";
+import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
-import { labelWordsOf, parseFederationConfig, parseUploadMetadata, type FederationConfig, type OffsiteMethod } from "../../src/protocol/federation.ts";
-import { readSafetensorsHeader, SafetensorsError, type SafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { labelWordsOf, METRICS_LIMITS, parseFederationConfig, parseUploadMetadata, type FederationConfig, type OffsiteMethod } from "../../src/protocol/federation.ts";
+import { readSafetensorsHeader, SafetensorsError, safetensorsHeader, type SafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
-import { closeSegments, foldSegments } from "./accumulator.ts";
+import { closeSegments, copySegments, foldSegments } from "./accumulator.ts";
 import { deleteBlob, readBlob, readBlobRange, writeBlob } from "../shared/blobs.ts";
 import { guardedSql } from "../shared/guarded-sql.ts";
 import { AggregatorError } from "./errors.ts";
@@ -116,6 +115,8 @@ function refusing<T>(what: string, fn: () => T): T {
   try {
     return fn();
   } catch (e) {
+    if (e instanceof SafetensorsError && e.code === "header_too_large")
+      throw new AggregatorError("header_too_large", `${what}: ${e.message}: a header holds its tensors' entries and at most ${UPDATE_METADATA_BYTES} bytes of metadata (metrics of at most ${METRICS_LIMITS.jsonBytes} characters)`);
     if (e instanceof SafetensorsError) throw new AggregatorError("safetensors_invalid", `${what}: ${e.message} (${e.code})`);
     if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", e.message);
     if (e instanceof FedflareError && e.code === "metadata_invalid") throw new AggregatorError("metadata_invalid", e.message);
@@ -259,8 +260,11 @@ export class Federations {
     if (body.length > fed.config.maxUploadBytes) throw new AggregatorError("body_too_large", `the initial adapter is ${body.length} bytes; this federation accepts at most ${fed.config.maxUploadBytes}`);
     const model = parseLlamaConfig(fed.config.model.config);
     const shapes = adapterShapes(model, this.offsite(m, model));
-    const file = this.decodeTensors(body, shapes, "initial adapter");
-    this.storage.transactionSync(() => writeBlob(this.sql, versionKey(id, 0), encodeTensorFile(file.tensors, shapes, { format: "pt" })));
+    // Version 0 as float32 in the layout the aggregator writes, converted and checked a segment at a time.
+    const { header } = safetensorsHeader([...shapes].map(([name, shape]) => [name, { dtype: "F32", shape }] as const));
+    const layout = flatLayout(readSafetensorsHeader(header));
+    const { source } = refusing("initial adapter", () => tensorFileSource(body, layout, header.length, "initial adapter"));
+    this.storage.transactionSync(() => refusing("initial adapter", () => copySegments(this.sql, versionKey(id, 0), header, layout, source)));
     return this.get(id);
   }
 
@@ -404,9 +408,10 @@ export class Federations {
       throw new AggregatorError("nonce_reused", `nonce ${u.nonce} was already used by "${u.clientId}": sign each request anew`);
 
     // The global version's layout, from its header: the update is read against it a segment at a time.
-    const layout = flatLayout(this.versionHeader(u.federationId, round.baseVersion));
+    const globalHeader = this.versionHeader(u.federationId, round.baseVersion);
+    const layout = flatLayout(globalHeader);
     const m = fed.config.method;
-    const update = refusing("upload", () => (m.type === "fedkseed" ? this.seedSource(u.body, m.k) : tensorFileSource(u.body, layout, "upload")));
+    const update = refusing("upload", () => (m.type === "fedkseed" ? this.seedSource(u.body, m.k) : tensorFileSource(u.body, layout, globalHeader.dataStart, "upload")));
     if (m.type === "discrete" || m.type === "fedbpt") this.checkPoint(m.type, u.federationId, round.baseVersion, refusing("upload", () => decodeTensorFile(u.body, "upload").tensors));
     const info = refusing("upload __metadata__", () => parseUploadMetadata(update.metadata));
     if (info.numExamples > fed.config.maxExamplesPerClient)
@@ -456,15 +461,6 @@ export class Federations {
       }
       if (Math.abs(sum - 1) > 1e-3) throw new AggregatorError("update_invalid", `slot ${s} of the upload's distributions sums to ${sum}, not 1: the global distributions plus the change must be probabilities`);
     }
-  }
-
-  private decodeTensors(body: Uint8Array, shapes: ReadonlyMap<string, readonly number[]>, what: string) {
-    return refusing(what, () => {
-      const file = decodeTensorFile(body, what);
-      assertSameShapes(shapes, file.shapes, what);
-      assertFinite(file.tensors, what);
-      return file;
-    });
   }
 
   /** A FedKSeed upload (sparse per-seed sums) as the dense delta of the cumulative per-seed vector. */

@@ -6,6 +6,13 @@ import { isFloatDType, toFloat32, type FloatDType } from "../protocol/dtypes.ts"
 import { readSafetensorsHeader, SafetensorsError, type SafetensorsHeader } from "../protocol/safetensors.ts";
 import { FlError } from "./errors.ts";
 
+/**
+ * Room an update's header may take beyond its global version's (its metadata: num_examples, metrics of at
+ * most 2 KiB, the format): a longer header is refused before it is parsed, as parsing a header costs
+ * memory and time in proportion to it (a header of half a million empty tensors took 335 MiB and 4 s).
+ */
+export const UPDATE_METADATA_BYTES = 64 * 1024;
+
 export interface FlatTensor {
   name: string;
   shape: number[];
@@ -48,12 +55,12 @@ export interface FlatSource {
 }
 
 /**
- * An upload's tensors as a flat source in `layout`'s order, checked without copying the body: the same
- * names and shapes as the layout, float dtypes, no bytes past the last tensor. Throws FlError
- * `tensor_mismatch` or SafetensorsError.
+ * An upload's tensors as a flat source in `layout`'s order, checked without copying the body: a header at
+ * most `globalHeaderBytes` + UPDATE_METADATA_BYTES long, the same names and shapes as the layout, float
+ * dtypes, no bytes past the last tensor. Throws FlError `tensor_mismatch` or SafetensorsError.
  */
-export function tensorFileSource(body: Uint8Array, layout: FlatLayout, what: string): { source: FlatSource; metadata: Record<string, string> } {
-  const header = readSafetensorsHeader(body);
+export function tensorFileSource(body: Uint8Array, layout: FlatLayout, globalHeaderBytes: number, what: string): { source: FlatSource; metadata: Record<string, string> } {
+  const header = readSafetensorsHeader(body, { maxHeaderBytes: globalHeaderBytes + UPDATE_METADATA_BYTES });
   if (header.dataStart + header.dataBytes !== body.length)
     throw new SafetensorsError(body.length > header.dataStart + header.dataBytes ? "trailing_bytes" : "out_of_bounds", `${what}: the data buffer is ${body.length - header.dataStart} bytes, the header describes ${header.dataBytes}`);
   for (const t of layout.tensors) {

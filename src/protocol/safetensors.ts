@@ -298,10 +298,31 @@ export function writeSafetensors(
   if (!isObject(metadata) || !Object.values(metadata).every((v) => typeof v === "string")) {
     fail("writer_bad_input", `metadata must be an object of strings, got ${quote(metadata)}`);
   }
-  entries.sort(
+  const { header, order, dataBytes } = safetensorsHeader(entries.map(([name, { dtype, shape }]) => [name, { dtype, shape }]), metadata);
+  const byName = new Map(entries);
+  const out = new Uint8Array(header.length + dataBytes);
+  out.set(header);
+  let at = header.length;
+  for (const name of order) {
+    const { data } = byName.get(name)!;
+    out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), at);
+    at += data.byteLength;
+  }
+  return out;
+}
+
+/**
+ * The header writeSafetensors writes for tensors of these dtypes and shapes (the 8-byte length, the JSON,
+ * its padding), the order their data follows in, and the data's length: for writing a file a part at a
+ * time when its values are not all in memory at once.
+ */
+export function safetensorsHeader(
+  tensors: readonly (readonly [string, { dtype: DType; shape: number[] }])[],
+  metadata: Record<string, string> = { format: "pt" },
+): { header: Uint8Array<ArrayBuffer>; order: string[]; dataBytes: number } {
+  const entries = [...tensors].sort(
     ([a, x], [b, y]) => LAYOUT_ORDER.indexOf(x.dtype) - LAYOUT_ORDER.indexOf(y.dtype) || compareCodePoints(a, b),
   );
-
   const fields = [
     `${quote(METADATA_KEY)}:{${Object.keys(metadata)
       .sort(compareCodePoints)
@@ -309,23 +330,18 @@ export function writeSafetensors(
       .join(",")}}`,
   ];
   let offset = 0;
-  for (const [name, { dtype, shape, data }] of entries) {
-    fields.push(`${quote(name)}:{"dtype":"${dtype}","shape":[${shape.join(",")}],"data_offsets":[${offset},${offset + data.byteLength}]}`);
-    offset += data.byteLength;
+  for (const [name, { dtype, shape }] of entries) {
+    const bytes = byteLength(dtype, shape);
+    fields.push(`${quote(name)}:{"dtype":"${dtype}","shape":[${shape.join(",")}],"data_offsets":[${offset},${offset + bytes}]}`);
+    offset += bytes;
   }
   const json = new TextEncoder().encode(`{${fields.join(",")}}`);
   const headerBytes = Math.ceil(json.byteLength / 8) * 8;
-
-  const out = new Uint8Array(8 + headerBytes + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes), true);
-  out.set(json, 8);
-  out.fill(0x20, 8 + json.byteLength, 8 + headerBytes);
-  let at = 8 + headerBytes;
-  for (const [, { data }] of entries) {
-    out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), at);
-    at += data.byteLength;
-  }
-  return out;
+  const header = new Uint8Array(8 + headerBytes);
+  new DataView(header.buffer).setBigUint64(0, BigInt(headerBytes), true);
+  header.set(json, 8);
+  header.fill(0x20, 8 + json.byteLength);
+  return { header, order: entries.map(([name]) => name), dataBytes: offset };
 }
 
 function checkInput(name: string, tensor: TensorInput): void {

@@ -21,6 +21,15 @@ const create = async (id: string, overrides: Record<string, unknown> = {}) => {
 const v0 = async (id: string) => decodeTensorFile(new Uint8Array(await (await api(`/federations/${id}/versions/0`)).arrayBuffer()), "v0");
 const deltaBody = (global: Awaited<ReturnType<typeof v0>>, value: number, metadata: Record<string, string>) =>
   encodeTensorFile(new Map([...global.tensors].map(([k, t]) => [k, t.map(() => value)])), global.shapes, { format: "pt", ...metadata });
+/** A safetensors file of `n` zero-size tensors: a valid file whose header is as long as an attacker likes. */
+function emptyTensors(n: number): Uint8Array {
+  const entries = Array.from({ length: n }, (_, i) => `"t${i}":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`);
+  const json = new TextEncoder().encode(`{"__metadata__":{"num_examples":"1"},${entries.join(",")}}`);
+  const out = new Uint8Array(8 + json.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  return out;
+}
 /** Everything a refusal must leave unchanged: the federation and its round. */
 const snapshot = async (id: string) => [await (await api(`/federations/${id}`)).text(), await (await api(`/federations/${id}/rounds/1`)).text()];
 
@@ -145,8 +154,10 @@ describe("every number a client sends is bounded", async () => {
 
   it.each([
     ["num_examples 9,999,999,999", () => deltaBody(global, 1, { num_examples: "9999999999" }), 422, "metadata_invalid", /num_examples 9999999999 is over this federation's maxExamplesPerClient \(1000\)/],
-    ["metrics of 2.8 MiB", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify({ train_loss: 1, pad: "x".repeat(2.8 * 2 ** 20) }) }), 422, "metadata_invalid", /metrics.*at most 2048 characters/],
+    ["metrics of 2.8 MiB", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify({ train_loss: 1, pad: "x".repeat(2.8 * 2 ** 20) }) }), 422, "header_too_large", /metrics of at most 2048 characters/],
+    ["metrics of 3 KiB", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify({ train_loss: 1, pad: "x".repeat(3072) }) }), 422, "metadata_invalid", /metrics.*at most 2048 characters/],
     ["17 metrics", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify(Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`m${i}`, i]))) }), 422, "metadata_invalid", /at most 16 metrics/],
+    ["a header of 20,000 empty tensors (its parse would cost memory in proportion)", () => emptyTensors(20_000), 422, "header_too_large", /header length \d+ bytes is over the cap of \d+ bytes/],
     ["float32 values of 3e38, which overflow once weighted", () => deltaBody(global, 3e38, { num_examples: "10" }), 422, "non_finite", /overflow/],
   ])("refuses %s and keeps the round as it was", async (_, body, status, code, message) => {
     const before = await snapshot("bound-1");
@@ -160,6 +171,17 @@ describe("every number a client sends is bounded", async () => {
     const res = await put("c1", deltaBody(global, 0.5, { num_examples: "1000" }));
     expect(res.status).toBe(200);
     expect(await (await api("/federations/bound-1/rounds/1")).json()).toMatchObject({ uploads: 1, totalWeight: 1000 });
+  });
+});
+
+describe("FedKSeed uploads", () => {
+  it("refuse a seed-sum header longer than two tensors and their metadata need", async () => {
+    await create("ks-bound", { method: { type: "fedkseed", k: 64, trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] } }, clients: ["c1"], clientsPerRound: 1, minClients: 1 });
+    await api("/federations/ks-bound/rounds", { method: "POST" });
+    const before = await snapshot("ks-bound");
+    const res = await signedPut("/federations/ks-bound/rounds/1/updates/c1", emptyTensors(5_000), "c1");
+    expect([res.status, (await error(res)).message]).toEqual([422, expect.stringMatching(/over the cap of 65536 bytes/)]);
+    expect(await snapshot("ks-bound")).toEqual(before);
   });
 });
 

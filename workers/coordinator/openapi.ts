@@ -74,7 +74,7 @@ export function openapi(): object {
           requestBody: { required: true, content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
           responses: {
             "200": { description: "the receipt (replayed: true for a retry of an accepted upload)" },
-            ...refusals("bad_request", "signature", "client_unknown", "client_not_sampled", "round_not_found", "round_closed", "upload_conflict", "nonce_reused", "body_too_large", "safetensors_invalid", "metadata_invalid", "tensor_mismatch", "non_finite", "update_invalid"),
+            ...refusals("bad_request", "signature", "client_unknown", "client_not_sampled", "round_not_found", "round_closed", "upload_conflict", "nonce_reused", "body_too_large", "safetensors_invalid", "header_too_large", "metadata_invalid", "tensor_mismatch", "non_finite", "update_invalid"),
           },
         },
       },
