@@ -13,6 +13,18 @@ import { FlError } from "./errors.ts";
  */
 export const UPDATE_METADATA_BYTES = 64 * 1024;
 
+/**
+ * An update's header, refused past `maxHeaderBytes` before it is parsed; bytes whose declared header runs
+ * past their end are not a tensor file at all (header_out_of_bounds), whatever that length.
+ */
+export function readUpdateHeader(body: Uint8Array, maxHeaderBytes: number): SafetensorsHeader {
+  if (body.length >= 8) {
+    const n = new DataView(body.buffer, body.byteOffset, 8).getBigUint64(0, true);
+    if (n > BigInt(body.length - 8)) throw new SafetensorsError("header_out_of_bounds", `header length ${n} bytes runs past the end of the input (${body.length - 8} bytes after the length): not a safetensors file`);
+  }
+  return readSafetensorsHeader(body, { maxHeaderBytes });
+}
+
 export interface FlatTensor {
   name: string;
   shape: number[];
@@ -60,7 +72,7 @@ export interface FlatSource {
  * dtypes, no bytes past the last tensor. Throws FlError `tensor_mismatch` or SafetensorsError.
  */
 export function tensorFileSource(body: Uint8Array, layout: FlatLayout, globalHeaderBytes: number, what: string): { source: FlatSource; metadata: Record<string, string> } {
-  const header = readSafetensorsHeader(body, { maxHeaderBytes: globalHeaderBytes + UPDATE_METADATA_BYTES });
+  const header = readUpdateHeader(body, globalHeaderBytes + UPDATE_METADATA_BYTES);
   if (header.dataStart + header.dataBytes !== body.length)
     throw new SafetensorsError(body.length > header.dataStart + header.dataBytes ? "trailing_bytes" : "out_of_bounds", `${what}: the data buffer is ${body.length - header.dataStart} bytes, the header describes ${header.dataBytes}`);
   for (const t of layout.tensors) {

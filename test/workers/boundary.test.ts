@@ -9,8 +9,8 @@ import { guardedSql, StorageLimitError } from "../../durable-objects/shared/guar
 import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { MAX_ADAPTER_BYTES, MAX_UPLOAD_BYTES } from "../../src/protocol/platform-limits.ts";
-import { HEADERS } from "../../src/protocol/signature.ts";
-import { anonymous, api, OPERATOR_TOKEN, signed, signedPut, viewerApi } from "./coordinator-api.ts";
+import { deriveClientSecret, HEADERS, signRequest } from "../../src/protocol/signature.ts";
+import { anonymous, api, MASTER_KEY, OPERATOR_TOKEN, signed, signedPut, viewerApi } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
@@ -115,10 +115,42 @@ describe("checks before reading", () => {
         controller.enqueue(chunk);
       },
     });
-    const headers = { [HEADERS.client]: "c1", [HEADERS.timestamp]: "1", [HEADERS.nonce]: "00".repeat(16), [HEADERS.signature]: "00".repeat(32), "idempotency-key": "k" };
+    const headers = { [HEADERS.client]: "c1", [HEADERS.timestamp]: "1", [HEADERS.nonce]: "00".repeat(16), [HEADERS.signature]: "00".repeat(32), [HEADERS.contentSha256]: "00".repeat(32), "idempotency-key": "k" };
     const res = await anonymous("/federations/read-1/rounds/1/updates/c1", { method: "PUT", headers, body, duplex: "half" } as RequestInit);
     expect([res.status, (await error(res)).code]).toEqual([401, "signature_expired"]);
     expect(pulled).toBeLessThan(2 ** 20);
+  });
+
+  it("checks a member's signature from its headers before reading the body: a forged one is refused having read almost none of it", async () => {
+    await create("read-3");
+    let pulled = 0;
+    const chunk = new Uint8Array(64 * 1024);
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulled >= 30 * 2 ** 20) return controller.close();
+        pulled += chunk.length;
+        controller.enqueue(chunk);
+      },
+    });
+    const headers = { [HEADERS.client]: "c1", [HEADERS.timestamp]: String(Math.floor(Date.now() / 1000)), [HEADERS.nonce]: "00".repeat(16), [HEADERS.signature]: "00".repeat(32), [HEADERS.contentSha256]: "00".repeat(32), "idempotency-key": "k" };
+    const res = await anonymous("/federations/read-3/rounds/1/updates/c1", { method: "PUT", headers, body, duplex: "half" } as RequestInit);
+    expect([res.status, (await error(res)).code]).toEqual([401, "signature_invalid"]);
+    expect(pulled).toBeLessThan(2 ** 20);
+  });
+
+  it("refuses a body that is not the one its signature covers", async () => {
+    await create("read-4");
+    await api("/federations/read-4/rounds", { method: "POST" });
+    const before = await snapshot("read-4");
+    const good = deltaBody(await v0("read-4"), 0.1, { num_examples: "10" });
+    const path = "/federations/read-4/rounds/1/updates/c1";
+    const headers = { ...(await signRequest(await deriveClientSecret(MASTER_KEY, "c1"), "c1", "PUT", path, good)), "idempotency-key": "k" };
+    const swapped = good.slice();
+    swapped[swapped.length - 1] = swapped[swapped.length - 1]! ^ 1;
+    const res = await anonymous(path, { method: "PUT", headers, body: swapped });
+    expect([res.status, (await error(res)).code]).toEqual([400, "body_mismatch"]);
+    expect(await snapshot("read-4")).toEqual(before);
+    expect((await anonymous(path, { method: "PUT", headers: { ...(await signRequest(await deriveClientSecret(MASTER_KEY, "c1"), "c1", "PUT", path, good)), "idempotency-key": "k" }, body: good })).status).toBe(200);
   });
 
   it("refuses a declared Content-Length over the federation's cap at once", async () => {

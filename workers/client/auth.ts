@@ -6,7 +6,7 @@ import type { MiddlewareHandler } from "hono";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { errorResponse } from "../lib/http-errors.ts";
 import { readBody } from "../lib/http-body.ts";
-import { bodyDigest, OPERATOR_ID, parseSignedHeaders, SignatureError, verifySignature } from "../../src/protocol/signature.ts";
+import { assertBody, bodyDigest, OPERATOR_ID, parseSignedHeaders, SignatureError, verifySignature } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
 
 /** Task bodies are {"federationId", "round"}: a few dozen bytes. */
@@ -32,9 +32,10 @@ export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
   try {
     const headers = parseSignedHeaders(c.req.raw.headers);
     if (headers.clientId !== OPERATOR_ID) return errorResponse(c, 401, "unauthorized", `requests to a client are signed by the operator (as "${OPERATOR_ID}") or carry its owner's bearer token; this one is signed by "${headers.clientId}"`);
-    const body = await readBody(c, MAX_REQUEST_BYTES);
     const url = new URL(c.req.url);
-    await verifySignature(c.env.CLIENT_SECRET, headers, c.req.method, url.pathname + url.search, await bodyDigest(body));
+    await verifySignature(c.env.CLIENT_SECRET, headers, c.req.method, url.pathname + url.search);
+    const body = await readBody(c, MAX_REQUEST_BYTES);
+    assertBody(headers, await bodyDigest(body));
     c.set("body", body);
   } catch (e) {
     if (e instanceof SignatureError) return errorResponse(c, 401, e.code, e.code === "signature_missing" ? `${e.message} (signed by the operator), or Authorization: Bearer <CLIENT_OWNER_TOKEN>` : e.message);

@@ -5,7 +5,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { timingSafeEqual } from "hono/utils/buffer";
-import { parseSignedHeaders, SignatureError, verifySignature, deriveClientSecret, type VerifiedRequest } from "../../src/protocol/signature.ts";
+import { assertBody, deriveClientSecret, parseSignedHeaders, SignatureError, verifySignature, type VerifiedRequest } from "../../src/protocol/signature.ts";
 import { toHex } from "../../src/protocol/hex.ts";
 import { registry } from "./aggregator.ts";
 import { readBody } from "../lib/http-body.ts";
@@ -108,13 +108,16 @@ export function requireCredential(allowed: readonly Role[], bodyLimit: number | 
     if (fed === "unknown") return unknown(c);
     if (!fed) throw new HTTPException(403, { message: "client signatures are accepted only on a federation's routes" });
     if (!fed.clients.includes(headers.clientId)) throw new HTTPException(403, { message: `client "${headers.clientId}" is not a member of federation "${fed.id}"` });
-    const limit = typeof bodyLimit === "function" ? bodyLimit(fed) : bodyLimit;
-    const { body, sha256 } = await hashedBody(c, limit);
     const url = new URL(c.req.url);
+    let body: Uint8Array;
+    let sha256: string;
     try {
-      c.set("signer", await verifySignature(await deriveClientSecret(masterKey, headers.clientId), headers, c.req.method, url.pathname + url.search, sha256));
+      // The signature is checked over the body's signed digest before one byte of the body is read.
+      c.set("signer", await verifySignature(await deriveClientSecret(masterKey, headers.clientId), headers, c.req.method, url.pathname + url.search));
+      ({ body, sha256 } = await hashedBody(c, typeof bodyLimit === "function" ? bodyLimit(fed) : bodyLimit));
+      assertBody(headers, sha256);
     } catch (e) {
-      if (e instanceof SignatureError) return errorResponse(c, 401, e.code, e.message);
+      if (e instanceof SignatureError) return errorResponse(c, e.code === "body_mismatch" ? 400 : 401, e.code, e.message);
       throw e;
     }
     c.set("role", "member");

@@ -2,7 +2,7 @@
 // the pool) and the aggregator's diff between two versions, both sparse — only the seeds that moved —
 // as safetensors with two tensors: `indices` (I32, increasing) and `values` (F32).
 import { readSafetensors, writeSafetensors } from "../../protocol/safetensors.ts";
-import { UPDATE_METADATA_BYTES } from "../flat-tensors.ts";
+import { readUpdateHeader, UPDATE_METADATA_BYTES } from "../flat-tensors.ts";
 import { FlError } from "../errors.ts";
 
 export function encodeSeedSums(sums: ReadonlyMap<number, number>, metadata: Record<string, string> = { format: "pt" }): Uint8Array {
@@ -19,7 +19,8 @@ export function encodeSeedSums(sums: ReadonlyMap<number, number>, metadata: Reco
 /** Parses and checks a sparse seed-sum file against a pool of k seeds (throws SafetensorsError or FlError). */
 export function decodeSeedSums(bytes: Uint8Array, k: number, what: string): { sums: Map<number, number>; metadata: Record<string, string> } {
   // Two tensors and a little metadata: a larger header is refused before it is parsed.
-  const file = readSafetensors(bytes, { maxHeaderBytes: UPDATE_METADATA_BYTES });
+  readUpdateHeader(bytes, UPDATE_METADATA_BYTES);
+  const file = readSafetensors(bytes);
   const names = [...file.tensors.keys()].sort();
   if (names.join() !== "indices,values") throw new FlError("tensor_mismatch", `${what}: a seed-sum file holds exactly "indices" and "values", not ${JSON.stringify(names)}`);
   const idx = file.tensors.get("indices")!;
