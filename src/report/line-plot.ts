@@ -19,14 +19,21 @@ export interface PlotOptions {
 
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
-/** About `count` round tick values covering [lo, hi]. */
-function ticks(lo: number, hi: number, count: number, integers = false): number[] {
+/**
+ * About `count` round tick values covering [lo, hi], made by index (i · step): adding the step to a running
+ * value never advances when the step is below the values' float spacing (a span of 1e-16 around 1), and
+ * that loop never ended; the loop counts ticks, as past 2^53 an index + 1 does not advance either. A span too fine for `count` distinct ticks gets its two ends.
+ */
+export function ticks(lo: number, hi: number, count: number, integers = false): number[] {
   const span = hi - lo || 1;
   const step0 = 10 ** Math.floor(Math.log10(span / count));
   const step = Math.max(integers ? 1 : 0, [1, 2, 5, 10].map((m) => m * step0).find((s) => span / s <= count)!);
-  const out: number[] = [];
-  for (let t = Math.ceil(lo / step) * step; t <= hi + 1e-9 * span; t += step) out.push(Number(t.toPrecision(12)));
-  return out;
+  const first = Math.ceil(lo / step);
+  const last = Math.floor((hi + 1e-9 * span) / step);
+  if (!Number.isFinite(first) || !Number.isFinite(last) || last - first > 4 * count) return [lo, hi];
+  const out = new Set<number>();
+  for (let k = 0; k <= last - first; k++) out.add(Number(((first + k) * step).toPrecision(12)));
+  return [...out];
 }
 
 export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
