@@ -3,6 +3,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { attempt, attemptAsync, type Result } from "./errors.ts";
 import { Federations, type FederationView, type RoundSummary, type RoundView, type UploadReceipt, type UploadRequest } from "./federation.ts";
+import { memberFederationView, memberRoundView, type MemberFederationView, type MemberRoundView } from "./member-views.ts";
 import { Registry, type RegistryEntry } from "./registry.ts";
 import { migrate } from "./schema.ts";
 import { guardedSql } from "../shared/guarded-sql.ts";
@@ -29,12 +30,13 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     return attempt(() => this.federations.create(config, Date.now()));
   }
 
-  /**
-   * Reads take `client` when a client signed the request: the object checks its membership itself, so a
-   * gateway's cached registry entry (members of a deleted federation whose id was reused) admits no one.
-   */
-  getFederation(id: string, client?: string): Result<FederationView> {
-    return attempt(() => this.federations.readBy(id, client));
+  getFederation(id: string): Result<FederationView> {
+    return attempt(() => this.federations.get(id));
+  }
+
+  /** What a member client reads of its federation (member-views.ts). */
+  getFederationAsMember(id: string, client: string): Result<MemberFederationView> {
+    return attempt(() => memberFederationView(this.federations.readBy(id, client)));
   }
 
   async openRound(id: string): Promise<Result<RoundView>> {
@@ -61,8 +63,12 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     });
   }
 
-  getRound(id: string, round: number, client?: string): Result<RoundView> {
-    return attempt(() => (this.federations.readBy(id, client), this.federations.round(id, round)));
+  getRound(id: string, round: number): Result<RoundView> {
+    return attempt(() => this.federations.round(id, round));
+  }
+
+  getRoundAsMember(id: string, round: number, client: string): Result<MemberRoundView> {
+    return attempt(() => (this.federations.readBy(id, client), memberRoundView(this.federations.round(id, round), client)));
   }
 
   getMetrics(id: string): Result<RoundSummary[]> {
@@ -73,7 +79,11 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     return attempt(() => this.federations.version(id, version));
   }
 
-  /** A version as a stream (for serving: no RPC size limit, one chunk in memory at a time). */
+  /**
+   * A version as a stream (for serving: no RPC size limit, one chunk in memory at a time). Reads take
+   * `client` when a client signed the request: the object checks its membership itself, so a gateway's
+   * cached registry entry (members of a deleted federation whose id was reused) admits no one.
+   */
   streamVersion(id: string, version: number, client?: string): Result<{ bytes: number; stream: ReadableStream<Uint8Array> }> {
     return attempt(() => (this.federations.readBy(id, client), this.federations.versionStream(id, version)));
   }

@@ -82,6 +82,12 @@ describe("credentials on every route", async () => {
     // A client's signature is no operator: it reads, it does not open rounds or list federations.
     expect((await signed("/federations/auth-1/rounds", "c1", { method: "POST" })).status).toBe(401);
     expect((await signed("/federations", "c1")).status).toBe(401);
+    // What a member reads: what it needs to train, nothing of the other clients (their counts, the round's metrics).
+    const round = (await (await signed("/federations/auth-1/rounds/1", "c1")).json()) as Record<string, unknown>;
+    expect(Object.keys(round).sort()).toEqual(["baseVersion", "deadline", "federationId", "openedAt", "round", "sampled", "status", "task"]);
+    expect(round.sampled).toEqual(["c1"]);
+    expect(await (await signed("/federations/auth-1", "c1")).json()).toEqual({ id: "auth-1", version: 0, roundsDone: 0, openRound: 1 });
+    expect(Object.keys(await (await viewerApi("/federations/auth-1/rounds/1")).json())).toEqual(expect.arrayContaining(["receipts", "result", "totalWeight"]));
     const forged = await signed("/federations/auth-1/versions/0", "c1", { secretOf: "c2" });
     expect([forged.status, (await error(forged)).code]).toEqual([401, "signature_invalid"]);
   });

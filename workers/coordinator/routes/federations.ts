@@ -53,7 +53,11 @@ federations.get("/:id/plot.svg", viewer(), async (c) => {
   return new Response(svg, { headers: { "content-type": "image/svg+xml", "cache-control": "no-store" } });
 });
 
-federations.get("/:id", reader(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getFederation(c.req.param("id"), signerOf(c))));
+federations.get("/:id", reader(), async (c) => {
+  const id = c.req.param("id");
+  const client = signerOf(c);
+  return answer(c, client === undefined ? await aggregator(c.env, id).getFederation(id) : await aggregator(c.env, id).getFederationAsMember(id, client));
+});
 
 federations.delete("/:id", operator(), async (c) => {
   const id = c.req.param("id");
@@ -70,7 +74,9 @@ federations.post("/:id/rounds", operator(), async (c) => answer(c, await aggrega
 federations.get("/:id/rounds/:round", reader(), async (c) => {
   const round = intParam(c, "round");
   if (round instanceof Response) return round;
-  return answer(c, await aggregator(c.env, c.req.param("id")).getRound(c.req.param("id"), round, signerOf(c)));
+  const id = c.req.param("id");
+  const client = signerOf(c);
+  return answer(c, client === undefined ? await aggregator(c.env, id).getRound(id, round) : await aggregator(c.env, id).getRoundAsMember(id, round, client));
 });
 
 federations.post("/:id/rounds/:round/close", operator(), async (c) => {

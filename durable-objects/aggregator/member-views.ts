@@ -1,0 +1,20 @@
+// What a member client reads of its federation: what it needs to train (the open round, the round's
+// task, whether it was sampled, the version to start from), not the other clients' example counts or the
+// round's aggregated metrics, from which two clients' reports give away a third's (the viewer reads those).
+import type { FederationView, RoundView } from "./federation.ts";
+
+export type MemberFederationView = Pick<FederationView, "id" | "version" | "roundsDone" | "openRound">;
+
+export type MemberRoundView = Pick<RoundView, "federationId" | "round" | "status" | "baseVersion" | "openedAt" | "deadline" | "task"> & {
+  /** This client, if the round sampled it; no other client's id. */
+  sampled: string[];
+};
+
+export function memberFederationView(f: FederationView): MemberFederationView {
+  return { id: f.id, version: f.version, roundsDone: f.roundsDone, openRound: f.openRound };
+}
+
+export function memberRoundView(r: RoundView, client: string): MemberRoundView {
+  const { federationId, round, status, baseVersion, openedAt, deadline, task } = r;
+  return { federationId, round, status, baseVersion, openedAt, deadline, task, sampled: r.sampled.includes(client) ? [client] : [] };
+}
