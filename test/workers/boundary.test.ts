@@ -323,6 +323,23 @@ describe("rounds that cannot get stuck", () => {
     expect(present).toEqual([200, 404, 404, 200, 200]);
   });
 
+  it("finishes a delete cut off half-way, whichever half was done, and a re-create then starts afresh", async () => {
+    // The registry forgot it, the object still holds it.
+    await create("ops-7", { clients: ["c1", "c2"], clientsPerRound: 2, minClients: 1 });
+    await api("/federations/ops-7/rounds", { method: "POST" });
+    await env.AGGREGATOR.getByName("_registry").unregister("ops-7");
+    expect(await (await api("/federations/ops-7", { method: "DELETE" })).json()).toEqual({ deleted: "ops-7" });
+    await create("ops-7", { clients: ["c9"], clientsPerRound: 1, minClients: 1 });
+    expect(await (await api("/federations/ops-7")).json()).toMatchObject({ openRound: null, config: { clients: ["c9"] } });
+    // The object was emptied, the registry still names it.
+    expect((await env.AGGREGATOR.getByName("ops-7").deleteFederation("ops-7")).ok).toBe(true);
+    expect((await api("/federations/ops-7")).status).toBe(404);
+    expect(await (await api("/federations/ops-7", { method: "DELETE" })).json()).toEqual({ deleted: "ops-7" });
+    expect(await env.AGGREGATOR.getByName("_registry").lookup("ops-7")).toBeNull();
+    const again = await api("/federations/ops-7", { method: "DELETE" });
+    expect([again.status, (await error(again)).code]).toEqual([404, "federation_not_found"]);
+  });
+
   it("deletes a federation with its storage; its id then names nothing", async () => {
     await create("ops-5");
     await api("/federations/ops-5/rounds", { method: "POST" });

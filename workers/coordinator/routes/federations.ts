@@ -8,7 +8,7 @@ import type { FederationView } from "../../../durable-objects/aggregator/federat
 import { linePlotSvg } from "../../../src/report/line-plot.ts";
 import { aggregator, answer, intParam, registry } from "../aggregator.ts";
 import { readJson } from "../../lib/http-body.ts";
-import { forget, operator, reader, signerOf, viewer, type Env } from "../credentials.ts";
+import { forget, operator, operatorOnAnyId, reader, signerOf, viewer, type Env } from "../credentials.ts";
 
 export const federations = new Hono<Env>();
 
@@ -59,12 +59,18 @@ federations.get("/:id", reader(), async (c) => {
   return answer(c, client === undefined ? await aggregator(c.env, id).getFederation(id) : await aggregator(c.env, id).getFederationAsMember(id, client));
 });
 
-federations.delete("/:id", operator(), async (c) => {
+federations.delete("/:id", operatorOnAnyId(), async (c) => {
   const id = c.req.param("id");
-  // Unregistered first: from then on no request reaches the object, which then deletes its storage.
+  // The object's storage first, then the registry: a delete cut off between the two leaves an entry that
+  // names an empty object (answered "not found"), and a retried delete finishes it; never a registry
+  // without the entry and an object still holding the federation, which a re-create would bring back.
+  const deleted = (await aggregator(c.env, id).deleteFederation(id)) as unknown as Result<{ deleted: string }>;
+  if (!deleted.ok && deleted.error.code !== "federation_not_found") return answer(c, deleted);
+  const registered = c.get("federation") !== undefined;
   await registry(c.env).unregister(id);
   forget(id);
-  return answer(c, await aggregator(c.env, id).deleteFederation(id));
+  if (!deleted.ok && !registered) return answer(c, deleted);
+  return c.json({ deleted: id });
 });
 
 federations.get("/:id/metrics", viewer(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getMetrics(c.req.param("id"))));
