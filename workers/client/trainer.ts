@@ -12,6 +12,7 @@ import type { TrainStep } from "../../src/engine/train/step.ts";
 import { decodeLocalState, decodeZoState, decodeZoTermsState, encodeLocalState, encodeZoState, encodeZoTermsState } from "../../src/fl/client/state-file.ts";
 import { endpointZoEvaluator } from "../../src/fl/client/zo-endpoint.ts";
 import { globalTerms, seedPool, type SeedTerms } from "../../src/fl/zo/fedkseed.ts";
+import { seedChangesTo, type SeedChange } from "../../src/fl/zo/seed-sync.ts";
 import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
 import { attemptUpload, deltaBody, MAX_UPLOAD_ATTEMPTS, updateMetadata, uploadRequest, uploadRetryDelayMs } from "../../src/fl/client/upload.ts";
 import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSteps, type ZoState, type ZoTask } from "../../src/fl/client/zo-update.ts";
@@ -352,20 +353,22 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const cached = saved ? decodeTensorFile(saved, "FedKSeed model") : null;
     // A cache written at an endpoint holds no tensors: a local client starts over from w0.
     const usable = cached !== null && Number(cached.metadata.version) <= version && (atEndpoint || cached.tensors.size > 0);
-    let at = usable ? Number(cached.metadata.version) : 0;
-    let params: TensorMap | null = null;
-    if (!atEndpoint) {
-      const { model } = await this.load(task);
-      params = usable && at > 0 ? cached.tensors : zoInitial(model.config, model.weights, task.method, task.federationSeed);
-    }
-    const byIndex = new Map(at > 0 ? (JSON.parse(cached!.metadata.history ?? "[]") as [number, number[]][]) : []);
+    const at = usable ? Number(cached.metadata.version) : 0;
+    const initial = async () => (atEndpoint ? null : (({ model }) => zoInitial(model.config, model.weights, task.method, task.federationSeed))(await this.load(task)));
     let bytes = 0;
-    for (; at < version; at++) {
-      const res = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(federationId)}/versions/${at + 1}/seeds?since=${at}`);
-      if (!res.ok) throw new Error(`fetching the seed changes of version ${at + 1}: ${res.status} ${await res.text()}`);
-      const diff = await readCapped(res, limit - bytes, tooLarge(`the seed changes of version ${at + 1}`, limit - bytes));
+    const change: SeedChange = async (v, since) => {
+      const res = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(federationId)}/versions/${v}/seeds?since=${since}`);
+      if (res.status === 404) return null;
+      if (!res.ok) throw new Error(`fetching the seed changes of version ${v} since ${since}: ${res.status} ${await res.text()}`);
+      const diff = await readCapped(res, limit - bytes, tooLarge(`the seed changes of version ${v}`, limit - bytes));
       bytes += diff.length;
-      const { sums } = decodeSeedSums(diff, task.method.k, `version ${at + 1}`);
+      return decodeSeedSums(diff, task.method.k, `version ${v}`).sums;
+    };
+    const sync = await seedChangesTo(change, at, version);
+    const fresh = sync.fromScratch || at === 0;
+    let params: TensorMap | null = fresh ? await initial() : atEndpoint ? null : cached!.tensors;
+    const byIndex = new Map(fresh ? [] : (JSON.parse(cached!.metadata.history ?? "[]") as [number, number[]][]));
+    for (const sums of sync.changes) {
       if (params) params = zoGlobal(params, task, sums);
       for (const [j, v] of sums) byIndex.set(j, [...(byIndex.get(j) ?? []), v]);
     }
