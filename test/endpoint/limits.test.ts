@@ -127,6 +127,15 @@ describe("caps refused before computing, naming the limit", () => {
     await refused("/v1/prompt-scores", { ...scoring, ...rows, prompt: { tokens: 4, dimension: 8, seed: 3, z: Array(8).fill(0.1) } }, 400, /needs 514 positions \(510 tokens \+ 4 soft prompt tokens\)/);
   });
 
+  it("text prompts too many or too long for the context: refused before they are tokenized, naming the cap", async () => {
+    await refused("/v1/completions", { model: "tiny", prompt: Array(1_000_000).fill("hi"), max_tokens: 1 }, 413, /1000000 rows.*at most 256 a request \(maxRows\)/, "too_many_rows");
+    await refused("/v1/completions", { model: "tiny", prompt: "word".repeat(1_000_000), max_tokens: 0 }, 400, /prompt\[0\] needs 62500 positions: this model's max_position_embeddings is 512/, "context_length_exceeded");
+  });
+
+  it("echoed log-probs over the answer cap: 413 naming maxEchoEntries", async () => {
+    await refused("/v1/completions", { model: "tiny", prompt: Array.from({ length: 256 }, () => ids(510)), max_tokens: 0, echo: true, logprobs: 20 }, 413, /2741760 entries .* at most 1048576 a request \(maxEchoEntries\)/, "answer_too_large");
+  });
+
   it("max_tokens above the cap: 400 naming maxTokens", async () => {
     await refused("/v1/completions", { model: "tiny", prompt: [ids(5)], max_tokens: 300 }, 400, /max_tokens is 300: .* at most 256 tokens a completion \(maxTokens\)/, "max_tokens_too_large");
   });

@@ -10,10 +10,10 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import * as v from "valibot";
 import { ModelError } from "../../src/engine/errors.ts";
 import { complete, type Engine } from "./completions.ts";
-import { completionDemand, hiddenStatesDemand, perturbedScoresDemand, promptIds, promptScoresDemand } from "./demands.ts";
+import { completionDemand, hiddenStatesDemand, perturbedScoresDemand, promptIds, promptScoresDemand, promptTextDemand } from "./demands.ts";
 import { Gate, GateFull } from "./gate.ts";
 import { hiddenStates } from "./hidden-states.ts";
-import { refusal, type Demand, type EndpointLimits } from "./limits.ts";
+import { Refused, refusal, type Demand, type EndpointLimits } from "./limits.ts";
 import { endpointOpenapi } from "./openapi.ts";
 import { perturbedScores } from "./perturbed-scores.ts";
 import { promptScores } from "./prompt-scores.ts";
@@ -114,6 +114,7 @@ export function endpointApp(o: EndpointOptions): Hono {
       try {
         measured = measure(parsed.output);
       } catch (e) {
+        if (e instanceof Refused) return openaiError(c, e.refusal.status, e.refusal.code, e.refusal.message, e.refusal.param);
         return badRequest(c, e);
       }
       const refused = refusal(measured.demand, limits, engine.model.config.maxPositions);
@@ -146,6 +147,8 @@ export function endpointApp(o: EndpointOptions): Hono {
     route(
       CompletionRequest,
       (body) => {
+        const early = refusal(promptTextDemand(body), limits, engine.model.config.maxPositions);
+        if (early) throw new Refused(early);
         const prompts = promptIds(engine.model, body.prompt);
         return { demand: completionDemand(prompts, body), input: { body, prompts } };
       },

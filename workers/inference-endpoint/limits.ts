@@ -11,6 +11,8 @@ export interface EndpointLimits {
   maxHiddenStateBytes: number;
   /** Values a request's perturbation generates: (terms + 1) x trained values, or z's length x the soft prompt's values. */
   maxPerturbationWork: number;
+  /** Echoed prompt log-prob entries an answer may hold: positions x (1 + logprobs), about 30 bytes of JSON each. */
+  maxEchoEntries: number;
   /** Request body bytes. */
   maxBodyBytes: number;
   /** ORT sessions kept for hidden states and scoring (per cut layer, per `trains`, per soft-prompt shape); the least recently used is released. */
@@ -30,6 +32,7 @@ export const ENDPOINT_LIMITS: Readonly<EndpointLimits> = Object.freeze({
   // About 20 s of seeded Gaussian draws (~3.4M values/s on one core), which block the event loop: enough
   // for a FedKSeed model of k = 4096 seeds on a rank-4 LoRA of q, v in fedflare-mail-4m (4097 x 14336).
   maxPerturbationWork: 1 << 26,
+  maxEchoEntries: 1 << 20,
   maxBodyBytes: 8 << 20,
   maxSessions: 4,
   // The default batch (maxBatch 8): one-prompt requests computing together fill one forward pass.
@@ -59,6 +62,8 @@ export interface Demand {
   extraPositions?: { count: number; what: string };
   maxTokens?: number;
   hiddenStates?: { hidden: number };
+  /** Echoed log-prob entries the answer will hold. */
+  echoEntries?: number;
   perturbation?: { values: number; what: string };
 }
 
@@ -67,6 +72,15 @@ export interface Refusal {
   code: string;
   message: string;
   param: string | null;
+}
+
+/** A refusal found while measuring, before the measure's own work (tokenizing) is done. */
+export class Refused extends Error {
+  readonly refusal: Refusal;
+  constructor(refusal: Refusal) {
+    super(refusal.message);
+    this.refusal = refusal;
+  }
 }
 
 /** The first limit `d` goes over, or null; `maxPositions` is the model's max_position_embeddings. */
@@ -86,6 +100,8 @@ export function refusal(d: Demand, limits: EndpointLimits, maxPositions: number)
     if (bytes > limits.maxHiddenStateBytes)
       return { status: 413, code: "hidden_states_too_large", param: d.rowsField, message: `the hidden states asked for are ${bytes} bytes (${rows} rows x ${d.rows[longest]} positions x ${d.hiddenStates.hidden} hidden x 4): this endpoint answers at most ${limits.maxHiddenStateBytes} (maxHiddenStateBytes); send fewer or shorter rows a request` };
   }
+  if (d.echoEntries !== undefined && d.echoEntries > limits.maxEchoEntries)
+    return { status: 413, code: "answer_too_large", param: "echo", message: `the echoed log-probs would be ${d.echoEntries} entries (prompt positions x (1 + logprobs)): this endpoint answers at most ${limits.maxEchoEntries} a request (maxEchoEntries); send fewer or shorter prompts, or fewer logprobs` };
   if (d.perturbation && d.perturbation.values > limits.maxPerturbationWork)
     return { status: 413, code: "perturbation_too_large", param: null, message: `the perturbation needs ${d.perturbation.values} values (${d.perturbation.what}): this endpoint generates at most ${limits.maxPerturbationWork} a request (maxPerturbationWork)` };
   return null;
