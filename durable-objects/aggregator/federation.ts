@@ -124,6 +124,17 @@ function refusing<T>(what: string, fn: () => T): T {
   }
 }
 
+/** A round's result keeps this many metrics at most, so its row stays small whatever names clients report. */
+const ROUND_METRICS = 32;
+
+/** The example-weighted mean of the metrics the most clients report (ties by name), ROUND_METRICS of them at most. */
+function roundMetrics(results: { numExamples: number; metrics: Record<string, number> }[]): Record<string, number> {
+  const reporters = new Map<string, number>();
+  for (const r of results) for (const key of Object.keys(r.metrics)) reporters.set(key, (reporters.get(key) ?? 0) + 1);
+  const kept = new Set([...reporters].sort(([a, n], [b, m]) => m - n || (a < b ? -1 : 1)).slice(0, ROUND_METRICS).map(([key]) => key));
+  return weightedMetricMean(results.map((r) => ({ numExamples: r.numExamples, metrics: Object.fromEntries(Object.entries(r.metrics).filter(([key]) => kept.has(key))) })));
+}
+
 /** The black-box methods' versions move by the plain weighted mean of the clients' changes: no server optimizer. */
 function requireFedAvg(config: FederationConfig, why: string): void {
   if (config.strategy.name !== "fedavg") throw new AggregatorError("config_invalid", `${why}: use strategy "fedavg", not "${config.strategy.name}"`);
@@ -564,7 +575,7 @@ export class Federations {
       version,
       uploads: r.uploads,
       totalWeight: r.total_weight,
-      metrics: weightedMetricMean(receipts.map((x) => ({ numExamples: x.num_examples, metrics: JSON.parse(x.metrics) as Record<string, number> }))),
+      metrics: roundMetrics(receipts.map((x) => ({ numExamples: x.num_examples, metrics: JSON.parse(x.metrics) as Record<string, number> }))),
     };
     deleteBlob(this.sql, sumKey(id, round));
     // Version 0 stays (clients without a version start from it); the latest keepVersions stay besides.

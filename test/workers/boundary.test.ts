@@ -205,6 +205,20 @@ describe("every number a client sends is bounded", async () => {
     expect(await snapshot("bound-1")).toEqual(before);
   });
 
+  it("keeps a round's result small whatever metric names clients report: the 32 most reported", async () => {
+    const clients = Array.from({ length: 4 }, (_, i) => `m${i}`);
+    await create("bound-2", { clients, clientsPerRound: 4, minClients: 1 });
+    await api("/federations/bound-2/rounds", { method: "POST" });
+    const g = await v0("bound-2");
+    for (const [i, c] of clients.entries()) {
+      const metrics = Object.fromEntries([["train_loss", 1 + i], ...Array.from({ length: 15 }, (_, j) => [`c${i}_m${j}`, j])]);
+      expect((await signedPut("/federations/bound-2/rounds/1/updates/" + c, deltaBody(g, 0.1, { num_examples: "10", metrics: JSON.stringify(metrics) }), c)).status).toBe(200);
+    }
+    const result = ((await (await api("/federations/bound-2/rounds/1")).json()) as { result: { metrics: Record<string, number> } }).result.metrics;
+    expect(Object.keys(result)).toHaveLength(32);
+    expect(result.train_loss).toBeCloseTo(2.5, 6);
+  });
+
   it("still folds a good upload after the refusals", async () => {
     const res = await put("c1", deltaBody(global, 0.5, { num_examples: "1000" }));
     expect(res.status).toBe(200);
@@ -247,6 +261,7 @@ describe("the platform's 2 MB SQLite value limit", () => {
       const big = new Uint8Array(2_200_000);
       expect(() => sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", "k", 0, big)).toThrow(StorageLimitError);
       expect(() => sql.exec("INSERT INTO federations (id, config, created_at) VALUES (?, ?, 0)", "f", "x".repeat(2_000_001))).toThrow(/over the platform's 2000000-byte limit/);
+      expect(() => sql.exec("INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", "f", 1, "c", "k".repeat(1_000_000), "s", 1, "m".repeat(1_000_001), 0, 0)).toThrow(/together, over the platform's 2000000-byte limit on a row/);
       // Unguarded, local SQLite takes what production refuses: the reason for the guard.
       state.storage.sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", "raw", 0, big);
       const value = new Uint8Array(5_000_000).map((_, i) => i % 251);
