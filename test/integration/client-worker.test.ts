@@ -44,6 +44,8 @@ let proxy: Server;
 const seen: Seen[] = [];
 /** Faults the next uploads meet, in order. */
 const faults: Fault[] = [];
+/** Faults the next downloads of a version meet, in order. */
+const versionFaults: "503"[] = [];
 
 /** Forwards to the coordinator; an upload (PUT) takes the next fault, if any. */
 function startProxy(): Promise<string> {
@@ -52,7 +54,7 @@ function startProxy(): Promise<string> {
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
       const body = Buffer.concat(chunks);
-      const fault = req.method === "PUT" ? (faults.shift() ?? null) : null;
+      const fault = req.method === "PUT" ? (faults.shift() ?? null) : req.url!.includes("/versions/") ? (versionFaults.shift() ?? null) : null;
       seen.push({ method: req.method!, url: req.url!, headers: req.headers, body, fault });
       if (fault === "503") return void res.writeHead(503, { "content-type": "application/json" }).end('{"error":{"code":"internal","message":"unavailable"}}');
       if (fault === "signature_expired") return void res.writeHead(401, { "content-type": "application/json" }).end('{"error":{"code":"signature_expired","message":"timestamp is more than 300 s from the server\'s clock"}}');
@@ -239,4 +241,14 @@ describe("a client worker's boundary", () => {
     const pulled = seen.filter((s) => s.method === "GET" && s.headers["x-fedflare-client"] === "b").map((s) => s.url);
     expect(pulled).toEqual(expect.arrayContaining([`/federations/${FED}`, `/federations/${FED}/rounds/2`]));
   });
+
+  it("retries a slice whose download met a busy coordinator (503, 503), with backoff, then trains and uploads", async () => {
+    versionFaults.push("503", "503");
+    const before = seen.length;
+    expect((await asOwner("a", "/tasks", task(2))).status).toBe(202);
+    const job = await jobOf("a", 2, (j) => j.status === "uploaded" || j.status === "failed");
+    expect(job.status, job.detail ?? "").toBe("uploaded");
+    const downloads = seen.slice(before).filter((s) => s.method === "GET" && s.url.includes("/versions/"));
+    expect(downloads.map((d) => d.fault)).toEqual(["503", "503", null]);
+  }, 120_000);
 });

@@ -7,6 +7,7 @@ import type { FederationConfig, Method } from "../../src/protocol/federation.ts"
 import type { QuantMode } from "../../src/engine/quantize.ts";
 import { signRequest } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
+import { TransientError } from "../../src/fl/client/transient.ts";
 
 export function r2ModelSource(env: ClientEnv): ModelSource {
   const prefix = env.MODEL_PREFIX ?? "";
@@ -41,9 +42,12 @@ export async function coordinatorFetch(env: ClientEnv, path: string, init: { met
   const method = init.method ?? "GET";
   const signed = await signRequest(env.CLIENT_SECRET, env.CLIENT_ID, method, path, init.body);
   const request = { method, headers: { ...init.headers, ...signed }, ...(init.body ? { body: init.body } : {}) };
-  if (env.COORDINATOR) return env.COORDINATOR.fetch(`https://coordinator${path}`, request);
-  if (!env.COORDINATOR_URL) throw new Error("set COORDINATOR (a service binding) or COORDINATOR_URL");
-  return fetch(new URL(path, env.COORDINATOR_URL), request);
+  if (!env.COORDINATOR && !env.COORDINATOR_URL) throw new Error("set COORDINATOR (a service binding) or COORDINATOR_URL");
+  try {
+    return await (env.COORDINATOR ? env.COORDINATOR.fetch(`https://coordinator${path}`, request) : fetch(new URL(path, env.COORDINATOR_URL), request));
+  } catch (e) {
+    throw new TransientError(`the coordinator could not be reached: ${(e as Error).message}`);
+  }
 }
 
 /** What a client reads of a round (GET /federations/{id}/rounds/{n}): its state, who was sampled, and the task. */

@@ -35,6 +35,8 @@ import { workerdOrtRuntime } from "../lib/ort-workerd.ts";
 import type { ClientEnv } from "./env.ts";
 import { federationRefusal, ownerLimits, roundRefusal } from "./policy.ts";
 import { coordinatorFetch, loadPartition, r2ModelSource, readCapped, readRound, scoredAtEndpoint } from "./sources.ts";
+import { failure, TransientError } from "../../src/fl/client/transient.ts";
+import { HTTPException } from "hono/http-exception";
 
 const MIGRATIONS = [
   [
@@ -53,7 +55,12 @@ const MIGRATIONS = [
   ],
   // The upload, once made, is kept (blob "delta/...") and described here, so retries send the same body.
   ["ALTER TABLE jobs ADD COLUMN upload_bytes INTEGER", "ALTER TABLE jobs ADD COLUMN upload_sha256 TEXT", "ALTER TABLE jobs ADD COLUMN upload_metrics TEXT"],
+  // Slices retried after a transient failure (the coordinator or an endpoint busy, down or unreachable).
+  ["ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0"],
 ];
+
+/** A job's slices may meet this many transient failures in a row, retried with backoff (1 s, 2 s, ... 32 s), before it fails. */
+export const MAX_SLICE_RETRIES = 6;
 
 export interface JobView {
   federationId: string;
@@ -79,6 +86,7 @@ type JobRow = {
   upload_bytes: number | null;
   upload_sha256: string | null;
   upload_metrics: string | null;
+  retries: number;
 };
 
 /** What every method's slice of work reads: the job, its storage keys, the version it started from, its saved state. */
@@ -149,9 +157,17 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     if (!job) return;
     try {
       const more = await this.advance(job);
+      if (job.retries > 0) this.sql.exec("UPDATE jobs SET retries = 0 WHERE federation_id = ? AND round = ?", job.federation_id, job.round);
       if (more !== null) await this.ctx.storage.setAlarm(Date.now() + more);
     } catch (e) {
-      this.fail(job, (e as Error).message);
+      const message = (e as Error).message;
+      const transient = e instanceof TransientError || (e instanceof HTTPException && e.status === 502);
+      if (transient && job.retries < MAX_SLICE_RETRIES) {
+        this.sql.exec("UPDATE jobs SET retries = retries + 1, detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", `retry ${job.retries + 1} of ${MAX_SLICE_RETRIES}: ${message}`, Date.now(), job.federation_id, job.round);
+        await this.ctx.storage.setAlarm(Date.now() + 1000 * 2 ** job.retries);
+        return;
+      }
+      this.fail(job, message);
       await this.ctx.storage.setAlarm(Date.now());
     }
   }
@@ -331,7 +347,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       task.downloadBytes = synced.bytes;
     } else {
       const version = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(job.federation_id)}/versions/${round.baseVersion}`);
-      if (!version.ok) throw new Error(`fetching adapter version ${round.baseVersion}: ${version.status} ${(await version.text()).slice(0, 500)}`);
+      if (!version.ok) throw await failure(`fetching adapter version ${round.baseVersion}`, version);
       start = await readCapped(version, limit, tooLarge(`version ${round.baseVersion}`, limit));
       task.downloadBytes = start.length;
     }
@@ -359,7 +375,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const change: SeedChange = async (v, since) => {
       const res = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(federationId)}/versions/${v}/seeds?since=${since}`);
       if (res.status === 404) return null;
-      if (!res.ok) throw new Error(`fetching the seed changes of version ${v} since ${since}: ${res.status} ${await res.text()}`);
+      if (!res.ok) throw await failure(`fetching the seed changes of version ${v} since ${since}`, res);
       const diff = await readCapped(res, limit - bytes, tooLarge(`the seed changes of version ${v}`, limit - bytes));
       bytes += diff.length;
       return decodeSeedSums(diff, task.method.k, `version ${v}`).sums;

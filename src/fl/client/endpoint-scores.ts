@@ -1,6 +1,7 @@
 // fedflare's scoring extensions of the inference endpoint (/v1/perturbed-scores, /v1/prompt-scores):
 // rows go as token ids with a loss mask, each row's summed NLL over its masked tokens comes back.
 import type { TokenizedExample } from "../../data/examples.ts";
+import { request } from "./transient.ts";
 
 export interface ScoringEndpoint {
   url: string;
@@ -19,12 +20,11 @@ export async function rowNllsAt(ep: ScoringEndpoint, path: string, rows: readonl
   const out: number[] = [];
   for (let i = 0; i < rows.length; i += MAX_SCORED_ROWS) {
     const chunk = rows.slice(i, i + MAX_SCORED_ROWS);
-    const res = await fetch(`${ep.url}${path}`, {
+    const res = await request(`${path} at ${ep.url}`, `${ep.url}${path}`, {
       method: "POST",
       headers: { "content-type": "application/json", ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}) },
       body: JSON.stringify({ model: ep.model, input_ids: chunk.map((r) => r.ids), loss_mask: chunk.map((r) => r.trained), ...fields }),
     });
-    if (!res.ok) throw new Error(`${path} at ${ep.url}: ${res.status} ${await res.text()}`);
     out.push(...((await res.json()) as { nll: number[] }).nll);
   }
   return out;

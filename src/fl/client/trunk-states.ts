@@ -7,6 +7,7 @@ import { toFloat32 } from "../../protocol/dtypes.ts";
 import { toHex } from "../../protocol/hex.ts";
 import { readSafetensors } from "../../protocol/safetensors.ts";
 import { MAX_HIDDEN_STATE_BYTES, MAX_SCORED_ROWS } from "./endpoint-scores.ts";
+import { request } from "./transient.ts";
 
 export interface TrunkEndpoint {
   url: string;
@@ -26,8 +27,7 @@ const headers = (ep: Pick<TrunkEndpoint, "token">) => ({ "content-type": "applic
 
 /** Reads the endpoint's model name and fingerprint (shown to callers with its token). */
 export async function connectTrunk(url: string, hiddenSize: number, token?: string): Promise<TrunkEndpoint> {
-  const res = await fetch(`${url}/health`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-  if (!res.ok) throw new Error(`trunk endpoint ${url}: /health answered ${res.status}`);
+  const res = await request(`trunk endpoint ${url}: /health`, `${url}/health`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   const h = (await res.json()) as { model?: string; fingerprint?: string };
   if (!h.model || !h.fingerprint) throw new Error(`trunk endpoint ${url}: /health names no model${token ? "" : ": it shows its model only to callers with its token (TRUNK_TOKEN for a client worker)"}`);
   return { url, model: h.model, fingerprint: h.fingerprint, hiddenSize, ...(token ? { token } : {}) };
@@ -65,8 +65,7 @@ export async function trunkStates(ep: TrunkEndpoint, cache: TrunkCache, cut: num
   const out = await Promise.all(keys.map((k) => cache.get(k)));
   const absent = out.flatMap((s, i) => (s ? [] : [i]));
   for (const missing of hiddenStateRequests(rows.map((r) => r.length), absent, ep.hiddenSize)) {
-    const res = await fetch(`${ep.url}/v1/hidden-states`, { method: "POST", headers: headers(ep), body: JSON.stringify({ model: ep.model, input_ids: missing.map((i) => rows[i]), layer: cut }) });
-    if (!res.ok) throw new Error(`trunk endpoint: /v1/hidden-states answered ${res.status}: ${await res.text()}`);
+    const res = await request("trunk endpoint: /v1/hidden-states", `${ep.url}/v1/hidden-states`, { method: "POST", headers: headers(ep), body: JSON.stringify({ model: ep.model, input_ids: missing.map((i) => rows[i]), layer: cut }) });
     const file = readSafetensors(new Uint8Array(await res.arrayBuffer()));
     if (file.metadata.fingerprint !== ep.fingerprint) throw new Error(`the endpoint's model changed (fingerprint ${file.metadata.fingerprint}, expected ${ep.fingerprint}): reconnect`);
     const t = file.tensors.get("hidden_states")!;

@@ -44,7 +44,7 @@ export async function attemptUpload(send: () => Promise<Response>): Promise<Uplo
   try {
     res = await send();
   } catch (e) {
-    return { outcome: "retry", detail: `the coordinator could not be reached: ${(e as Error).message}` };
+    return { outcome: "retry", detail: (e as Error).message };
   }
   const text = await res.text();
   const detail = `${res.status} ${text}`;
