@@ -189,7 +189,7 @@ for (const r of rows) if (r.refused !== null) process.stdout.write(`${r.adapterM
 process.stdout.write(
   `Times are end to end from this process (sign, send, fold in the object, answer): fold ms/MB is the median of ${FOLDS - 1} uploads over the upload's size; close ms is the last upload's time less that median. ` +
     `Memory is the whole workerd process (every isolate and the runtime, the coordinator's copies of each body included): /proc VmRSS before, and VmHWM reset before and read after each phase. ` +
-    `"object:" columns are the aggregator's accumulator alone (Node, node:sqlite on a file): its peak live memory (V8 heap and ArrayBuffers after a full GC, sampled at every storage call) over its inputs (the uploads it holds) while folding ${FOLDS - 1} uploads and closing with FedAdam; V8 grows its heap in pages, so small values read as 0 or 4 MiB.\n` +
+    `"object:" columns are the aggregator's accumulator alone (Node, node:sqlite on a file): the spread of its live memory (V8 heap and ArrayBuffers after a full GC, sampled at every storage call: highest less lowest) while folding ${FOLDS - 1} uploads and closing with FedAdam, the uploads it holds not counted.\n` +
     `${CONCURRENT} concurrent uploads of ${(bodies[0]!.length / MB).toFixed(1)} MB: ${(CONCURRENT / seconds).toFixed(1)} uploads/s, all ${loadRound.uploads} folded once (total weight ${loadRound.totalWeight}).\n`,
 );
 await writeResults("aggregator", { strategy: "fedadam", folds: FOLDS, model: "hidden 1024, 16 layers, GQA 16/4, SwiGLU 2816; LoRA on all seven modules", sizes: rows, concurrent: { clients: CONCURRENT, uploadBytes: bodies[0]!.length, uploadsPerSecond: CONCURRENT / seconds, uploads: loadRound.uploads } });

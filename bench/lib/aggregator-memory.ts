@@ -2,7 +2,8 @@
 // accumulator code (durable-objects/aggregator/accumulator.ts) run in a Node process of its own over
 // node:sqlite on a file (SQLite's pages stay in the kernel's cache). Each phase runs twice: once timed,
 // once with the live JavaScript memory (V8 heap plus ArrayBuffers, after a full GC) sampled at every
-// storage call, i.e. at every segment; the peak over the phase's start is the phase's working memory.
+// storage call, i.e. at every segment; the spread of those samples (highest less lowest, the phase's start
+// included) is the phase's working memory.
 // Resident-set peaks would not do: a process reuses pages it freed before, so they hide growth.
 // Run by bench/aggregator.ts as  node --expose-gc bench/lib/aggregator-memory.ts RANK FOLDS ; prints one JSON line.
 import { mkdtempSync, rmSync } from "node:fs";
@@ -26,9 +27,19 @@ export const BENCH_MODEL = { model_type: "llama", hidden_size: 1024, intermediat
 export const BENCH_MODULES: LinearModule[] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 /** A Durable Object's SQL over node:sqlite: what the accumulator calls (exec, toArray, one), blobs as ArrayBuffers as workerd returns them. */
-function sqlStorage(db: DatabaseSync, probe: { on: boolean; peak: number }): SqlExec {
+interface Probe {
+  on: boolean;
+  low: number;
+  high: number;
+}
+
+function sqlStorage(db: DatabaseSync, probe: Probe): SqlExec {
   const exec = (query: string, ...bindings: unknown[]) => {
-    if (probe.on) probe.peak = Math.max(probe.peak, live());
+    if (probe.on) {
+      const now = live();
+      probe.low = Math.min(probe.low, now);
+      probe.high = Math.max(probe.high, now);
+    }
     const rows = db.prepare(query).all(...(bindings as (Uint8Array | number | string)[])).map((r) =>
       Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Uint8Array ? v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength) : v])),
     );
@@ -45,17 +56,16 @@ function live(): number {
   return (m.heapUsed + m.arrayBuffers) / 2 ** 20;
 }
 
-/** Runs `phase` timed, then again (on fresh keys) probed: its ms and its peak live memory over its start, MiB. */
-function measure(probe: { on: boolean; peak: number }, phase: (pass: number) => void): { ms: number; peakOverMiB: number } {
+/** Runs `phase` timed, then again (on fresh keys) probed: its ms and the spread of its live memory, MiB. */
+function measure(probe: Probe, phase: (pass: number) => void): { ms: number; peakOverMiB: number } {
   const t = performance.now();
   phase(0);
   const ms = performance.now() - t;
-  const start = live();
-  probe.peak = start;
+  probe.low = probe.high = live();
   probe.on = true;
   phase(1);
   probe.on = false;
-  return { ms, peakOverMiB: probe.peak - start };
+  return { ms, peakOverMiB: probe.high - probe.low };
 }
 
 if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
@@ -64,7 +74,7 @@ if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
   const dir = mkdtempSync(join(tmpdir(), "fedflare-agg-mem-"));
   const db = new DatabaseSync(join(dir, "do.sqlite"));
   db.exec("CREATE TABLE blobs (key TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, chunk))");
-  const probe = { on: false, peak: 0 };
+  const probe: Probe = { on: false, low: 0, high: 0 };
   const sql = sqlStorage(db, probe);
   const model = parseLlamaConfig(BENCH_MODEL);
   const params = initLoraParams(model, rank, BENCH_MODULES, 0);
