@@ -76,8 +76,9 @@ async function hashedBody(c: Context<Env>, limit: number): Promise<{ body: Uint8
 
 /**
  * Middleware: the request must carry one of the `allowed` credentials. A member's signature is checked
- * over the body (read under `bodyLimit`, or the federation's maxUploadBytes when it is a function), its
- * signer must be a member of the federation in the path, and the body is left in `c.var.body`.
+ * from its headers (the signer a member of the federation in the path, the HMAC over the body's signed
+ * digest) before the body is read; then the body, read under `bodyLimit` (the federation's
+ * maxUploadBytes when it is a function), must have that digest, and is left in `c.var.body`.
  */
 export function requireCredential(allowed: readonly Role[], bodyLimit: number | ((f: RegistryEntry) => number) = 0, opts: { unregistered?: boolean } = {}): MiddlewareHandler<Env> {
   return async (c, next) => {
