@@ -1,4 +1,4 @@
-// onnxruntime-web inside workerd (DESIGN.md, platform facts: onnxruntime-web 1.30 runs inside workerd).
+// onnxruntime-web inside workerd (docs/ARCHITECTURE.md, "Runtime facts").
 // The `./wasm` export resolves to the bundle build, whose Emscripten glue is inside the module.
 import * as ort from "onnxruntime-web/wasm";
 // Imported as a compiled WebAssembly.Module by wrangler's and the vitest plugin's CompiledWasm rule:

@@ -1,5 +1,5 @@
 // Matrix products. Backward products are written as Gemm with transA/transB where the operands are
-// 2-D (cheaper than an explicit Transpose, DESIGN.md platform facts).
+// 2-D (cheaper than an explicit Transpose: docs/ARCHITECTURE.md, "Runtime facts").
 import type { GradContext, GradRule } from "../rule.ts";
 
 /** The last two axes swapped. */
