@@ -5,6 +5,7 @@
 // rolls back every segment written before it.
 import { pieces, type FlatLayout, type FlatSource } from "../../src/fl/flat-tensors.ts";
 import { FlError } from "../../src/fl/errors.ts";
+import { addFold, checkFold } from "../../src/fl/weighted-mean.ts";
 import { slotKey } from "../../src/fl/server-state.ts";
 import type { Strategy } from "../../src/fl/strategy.ts";
 import { BlobWriter, CHUNK_BYTES, readBlobRange, readFloats, type SqlExec } from "../shared/blobs.ts";
@@ -30,12 +31,8 @@ export function foldSegments(sql: SqlExec, key: string, layout: FlatLayout, upda
     const d = delta.subarray(0, n);
     update.read(start, d);
     const sum = first ? new Float32Array(n) : readFloats(sql, key, start, n);
-    for (let i = 0; i < n; i++) {
-      if (!Number.isFinite(d[i]!)) throw new FlError("non_finite", `update: ${where(layout, start + i)} holds ${d[i]}`);
-      const next = Math.fround(sum[i]! + weight * d[i]!);
-      if (!Number.isFinite(next)) throw new FlError("non_finite", `running sum (float32 overflow): ${where(layout, start + i)} would hold ${next}`);
-      sum[i] = next;
-    }
+    checkFold(sum, d, weight, (i) => where(layout, start + i));
+    addFold(sum, d, weight);
     sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?) ON CONFLICT (key, chunk) DO UPDATE SET data = excluded.data", key, chunk, bytesOf(sum));
   }
 }

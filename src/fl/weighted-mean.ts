@@ -5,15 +5,35 @@ import { assertFinite, assertSameTensors, type TensorMap } from "./tensors.ts";
  * Example-weighted averaging of client deltas, as Flower's FedAvg weights by `num_examples`:
  * mean = Σ_k n_k·Δ_k / Σ_k n_k.
  *
- * The aggregator streams it: `foldDelta` adds one client's n_k·Δ_k into a running sum (the only thing it
- * keeps, never all deltas), and `meanOf` divides by Σ n_k at the end. `weightedMean` is the same mean
- * computed at once, in float64, for checking the streaming one.
+ * Streamed: `foldDelta` adds one client's n_k·Δ_k into a running sum (the only thing kept, never all
+ * deltas), and `meanOf` divides by Σ n_k at the end. The aggregator folds the same way a storage segment
+ * at a time (durable-objects/aggregator/accumulator.ts), through the same `checkFold` and `addFold`.
+ * `weightedMean` is the same mean computed at once, in float64, for checking the streaming one.
  */
 
 /** Throws FlError `weight_invalid` unless `weight` is a finite number > 0. */
 export function assertWeight(weight: number, what: string): void {
   if (typeof weight !== "number" || !Number.isFinite(weight) || weight <= 0)
     throw new FlError("weight_invalid", `${what}: weight must be a finite number > 0, got ${weight}`);
+}
+
+/**
+ * Refuses, writing nothing, what `addFold` would make of `sum` (zeros when null) and `weight`·`delta`: a NaN
+ * or infinity in the delta, or a float32 overflow of the sum, as FlError `non_finite` naming the element
+ * (`where(i)`: the tensor and index).
+ */
+export function checkFold(sum: Float32Array | null, delta: Float32Array, weight: number, where: (i: number) => string): void {
+  for (let i = 0; i < delta.length; i++) {
+    const d = delta[i]!;
+    if (!Number.isFinite(d)) throw new FlError("non_finite", `delta: ${where(i)} holds ${d}`);
+    const next = Math.fround((sum === null ? 0 : sum[i]!) + weight * d);
+    if (!Number.isFinite(next)) throw new FlError("non_finite", `running sum (float32 overflow): ${where(i)} would hold ${next}`);
+  }
+}
+
+/** sum += weight·delta, elementwise in float32; `checkFold` first. */
+export function addFold(sum: Float32Array, delta: Float32Array, weight: number): void {
+  for (let i = 0; i < delta.length; i++) sum[i] = sum[i]! + weight * delta[i]!;
 }
 
 /**
@@ -25,32 +45,12 @@ export function assertWeight(weight: number, what: string): void {
  */
 export function foldDelta(sum: TensorMap | null, delta: TensorMap, weight: number): TensorMap {
   assertWeight(weight, "delta");
-  assertFinite(delta, "delta");
-  if (sum === null) {
-    const out: TensorMap = new Map();
-    for (const [name, d] of delta) {
-      const s = new Float32Array(d.length);
-      for (let i = 0; i < d.length; i++) s[i] = weight * d[i]!;
-      out.set(name, s);
-    }
-    assertFinite(out, "weighted delta (float32 overflow)");
-    return out;
-  }
-  assertSameTensors(sum, delta, "delta vs running sum");
+  if (sum !== null) assertSameTensors(sum, delta, "delta vs running sum");
   // Check every new value before writing any, so a refusal leaves the sum as it was.
-  for (const [name, s] of sum) {
-    const d = delta.get(name)!;
-    for (let i = 0; i < s.length; i++) {
-      const next = Math.fround(s[i]! + weight * d[i]!);
-      if (!Number.isFinite(next))
-        throw new FlError("non_finite", `running sum (float32 overflow): tensor "${name}" would hold ${next} at index ${i}`);
-    }
-  }
-  for (const [name, s] of sum) {
-    const d = delta.get(name)!;
-    for (let i = 0; i < s.length; i++) s[i] = s[i]! + weight * d[i]!;
-  }
-  return sum;
+  for (const [name, d] of delta) checkFold(sum?.get(name) ?? null, d, weight, (i) => `tensor "${name}" at index ${i}`);
+  const out = sum ?? new Map([...delta].map(([name, d]) => [name, new Float32Array(d.length)]));
+  for (const [name, d] of delta) addFold(out.get(name)!, d, weight);
+  return out;
 }
 
 /** The mean from a running sum: sum / totalWeight, as new tensors. */
