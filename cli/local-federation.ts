@@ -5,6 +5,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "miniflare";
 import type { Example } from "../src/data/jsonl.ts";
+import { toHex } from "../src/protocol/hex.ts";
 import { deriveClientSecret, OPERATOR_ID, signRequest } from "../src/protocol/signature.ts";
 import { bundleWorker } from "./bundle-worker.ts";
 import { descendants, listenerOf } from "./process-tree.ts";
@@ -169,7 +170,7 @@ export class LocalFederation {
 
 /** 32 random bytes as hex: a bearer token for one local run. */
 export function randomToken(): string {
-  return Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex");
+  return toHex(crypto.getRandomValues(new Uint8Array(32)));
 }
 
 /** A bundle's modules as wrangler wrote them, the main module first (the client's also holds the ORT .wasm). */

@@ -8,6 +8,7 @@ import { clientAuth, type ClientApp } from "./auth.ts";
 import type { ClientEnv } from "./env.ts";
 import { federationRefusal, listedFederations, roundRefusal } from "./policy.ts";
 import { coordinatorFetch, readRound } from "./sources.ts";
+import { parseJsonBody } from "../lib/http-body.ts";
 
 const app = new Hono<ClientApp>();
 
@@ -37,12 +38,7 @@ app.notFound(notFound);
 app.onError(onError);
 
 function parseTask(bytes: Uint8Array): { federationId: string; round: number } {
-  let body: { federationId?: unknown; round?: unknown } | null;
-  try {
-    body = JSON.parse(new TextDecoder().decode(bytes)) as typeof body;
-  } catch (e) {
-    throw new HTTPException(400, { message: `the body is not valid JSON: ${(e as Error).message}` });
-  }
+  const body = parseJsonBody(bytes) as { federationId?: unknown; round?: unknown } | null;
   if (typeof body?.federationId !== "string" || !Number.isInteger(body.round) || (body.round as number) < 1)
     throw new HTTPException(400, { message: 'a task is {"federationId": string, "round": positive integer}' });
   return { federationId: body.federationId, round: body.round as number };

@@ -8,6 +8,7 @@ import type { QuantMode } from "../../src/engine/quantize.ts";
 import { signRequest } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
 import { TransientError } from "../../src/fl/client/transient.ts";
+import { readCapped } from "../lib/http-body.ts";
 
 export function r2ModelSource(env: ClientEnv): ModelSource {
   const prefix = env.MODEL_PREFIX ?? "";
@@ -65,35 +66,7 @@ export async function readRound(env: ClientEnv, federationId: string, round: num
   return (await res.json()) as RoundInfo;
 }
 
-/**
- * A response's body, refused past `cap` bytes: on its declared length before reading, else as soon as
- * the bytes read pass the cap (the rest is not read).
- */
-export async function readCapped(res: Response, cap: number, tooLarge: (bytes: string) => string): Promise<Uint8Array> {
-  const declared = Number(res.headers.get("content-length") ?? NaN);
-  if (declared > cap) {
-    await res.body?.cancel();
-    throw new Error(tooLarge(`${declared} bytes`));
-  }
-  const reader = res.body?.getReader();
-  if (!reader) return new Uint8Array();
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > cap) {
-      await reader.cancel();
-      throw new Error(tooLarge(`more than ${cap} bytes`));
-    }
-    parts.push(value);
-  }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+/** A response's body, refused past `cap` bytes as it is read; `tooLarge` words the refusal from the size seen. */
+export function readResponse(res: Response, cap: number, tooLarge: (size: string) => string): Promise<Uint8Array> {
+  return readCapped(res.body, Number(res.headers.get("content-length") ?? NaN), cap, (declared) => new Error(tooLarge(declared === null ? `more than ${cap} bytes` : `${declared} bytes`)));
 }

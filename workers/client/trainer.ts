@@ -34,7 +34,7 @@ import { applyMigrations } from "../../durable-objects/shared/migrations.ts";
 import { workerdOrtRuntime } from "../lib/ort-workerd.ts";
 import type { ClientEnv } from "./env.ts";
 import { federationRefusal, ownerLimits, roundRefusal } from "./policy.ts";
-import { coordinatorFetch, loadPartition, r2ModelSource, readCapped, readRound, scoredAtEndpoint } from "./sources.ts";
+import { coordinatorFetch, loadPartition, r2ModelSource, readResponse, readRound, scoredAtEndpoint } from "./sources.ts";
 import { failure, TransientError } from "../../src/fl/client/transient.ts";
 import { HTTPException } from "hono/http-exception";
 
@@ -348,7 +348,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     } else {
       const version = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(job.federation_id)}/versions/${round.baseVersion}`);
       if (!version.ok) throw await failure(`fetching adapter version ${round.baseVersion}`, version);
-      start = await readCapped(version, limit, tooLarge(`version ${round.baseVersion}`, limit));
+      start = await readResponse(version, limit, tooLarge(`version ${round.baseVersion}`, limit));
       task.downloadBytes = start.length;
     }
     this.ctx.storage.transactionSync(() => {
@@ -376,7 +376,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       const res = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(federationId)}/versions/${v}/seeds?since=${since}`);
       if (res.status === 404) return null;
       if (!res.ok) throw await failure(`fetching the seed changes of version ${v} since ${since}`, res);
-      const diff = await readCapped(res, limit - bytes, tooLarge(`the seed changes of version ${v}`, limit - bytes));
+      const diff = await readResponse(res, limit - bytes, tooLarge(`the seed changes of version ${v}`, limit - bytes));
       bytes += diff.length;
       return decodeSeedSums(diff, task.method.k, `version ${v}`).sums;
     };

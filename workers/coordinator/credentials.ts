@@ -5,7 +5,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { timingSafeEqual } from "hono/utils/buffer";
-import { assertBody, deriveClientSecret, parseSignedHeaders, SignatureError, verifySignature, type VerifiedRequest } from "../../src/protocol/signature.ts";
+import { assertBody, deriveClientSecret, HEADERS, parseSignedHeaders, SignatureError, verifySignature, type VerifiedRequest } from "../../src/protocol/signature.ts";
 import { toHex } from "../../src/protocol/hex.ts";
 import { registry } from "./aggregator.ts";
 import { readBody } from "../lib/http-body.ts";
@@ -42,7 +42,9 @@ async function tokenRole(c: Context<Env>, token: string, allowed: readonly Role[
 
 /**
  * The federation named by the path, from the registry (one object), before its own object is addressed:
- * an unknown id touches no Durable Object of its own. Entries are immutable, so an isolate keeps them.
+ * an unknown id touches no Durable Object of its own. An isolate keeps the entries it read; one may go
+ * stale when a federation is deleted and its id reused, so a non-member is looked up again and the
+ * federation's object checks a reading client's membership itself.
  */
 const known = new Map<string, RegistryEntry>();
 const KNOWN_CAP = 1024;
@@ -82,7 +84,7 @@ async function hashedBody(c: Context<Env>, limit: number): Promise<{ body: Uint8
  */
 export function requireCredential(allowed: readonly Role[], bodyLimit: number | ((f: RegistryEntry) => number) = 0, opts: { unregistered?: boolean } = {}): MiddlewareHandler<Env> {
   return async (c, next) => {
-    const signedByClient = allowed.includes("member") && c.req.header("x-fedflare-client") !== undefined;
+    const signedByClient = allowed.includes("member") && c.req.header(HEADERS.client) !== undefined;
     const token = signedByClient ? null : bearer(c);
     if (token !== null) {
       const role = await tokenRole(c, token, allowed);

@@ -6,14 +6,33 @@ import { HTTPException } from "hono/http-exception";
 /** JSON bodies (federation configs) are small. */
 export const MAX_JSON_BYTES = 1 << 20;
 /**
- * Reads the body, refusing it from its Content-Length or as soon as it streams past `limit`; `onChunk`
- * sees each part as it arrives. With a Content-Length the bytes go straight into one buffer of that size
- * (an upload is held once, not as parts and a copy); without one the buffer doubles as needed.
+ * Reads a request's body, refusing it from its Content-Length or as soon as it streams past `limit`;
+ * `onChunk` sees each part as it arrives.
  */
-export async function readBody(c: Context, limit: number, onChunk?: (chunk: Uint8Array) => Promise<void> | void): Promise<Uint8Array> {
-  const declared = Number(c.req.header("content-length") ?? NaN);
-  if (declared > limit) throw new HTTPException(413, { message: `the body is ${declared} bytes; at most ${limit} are accepted` });
-  const reader = c.req.raw.body?.getReader();
+export function readBody(c: Context, limit: number, onChunk?: (chunk: Uint8Array) => Promise<void> | void): Promise<Uint8Array> {
+  const tooLarge = (declared: number | null) =>
+    new HTTPException(413, { message: declared === null ? `the body exceeds ${limit} bytes` : `the body is ${declared} bytes; at most ${limit} are accepted` });
+  return readCapped(c.req.raw.body, Number(c.req.header("content-length") ?? NaN), limit, tooLarge, onChunk);
+}
+
+/**
+ * A body (a request's or a response's) read under `limit` bytes: refused from its declared length
+ * before any of it is read (`tooLarge` gets that length), or as soon as it streams past the limit
+ * (`tooLarge` gets null), the rest not read. With a declared length the bytes go straight into one buffer
+ * of that size (an upload is held once, not as parts and a copy); without one the buffer doubles as needed.
+ */
+export async function readCapped(
+  stream: ReadableStream<Uint8Array> | null,
+  declared: number,
+  limit: number,
+  tooLarge: (declared: number | null) => Error,
+  onChunk?: (chunk: Uint8Array) => Promise<void> | void,
+): Promise<Uint8Array> {
+  if (declared > limit) {
+    await stream?.cancel();
+    throw tooLarge(declared);
+  }
+  const reader = stream?.getReader();
   if (!reader) return new Uint8Array();
   let out = new Uint8Array(Number.isSafeInteger(declared) && declared >= 0 ? declared : Math.min(limit, 64 * 1024));
   let size = 0;
@@ -22,7 +41,7 @@ export async function readBody(c: Context, limit: number, onChunk?: (chunk: Uint
     if (done) break;
     if (size + value.length > limit) {
       await reader.cancel();
-      throw new HTTPException(413, { message: `the body exceeds ${limit} bytes` });
+      throw tooLarge(null);
     }
     if (onChunk) await onChunk(value);
     if (size + value.length > out.length) {
@@ -58,7 +77,12 @@ export function jsonDepth(text: string): number {
 }
 
 export async function readJson(c: Context): Promise<unknown> {
-  const text = new TextDecoder().decode(await readBody(c, MAX_JSON_BYTES));
+  return parseJsonBody(await readBody(c, MAX_JSON_BYTES));
+}
+
+/** A body already read, parsed as JSON: too deep or not JSON is a 400 saying which. */
+export function parseJsonBody(bytes: Uint8Array): unknown {
+  const text = new TextDecoder().decode(bytes);
   const depth = jsonDepth(text);
   if (depth > MAX_JSON_DEPTH) throw new HTTPException(400, { message: `the body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted` });
   try {

@@ -5,6 +5,9 @@ export class TransientError extends Error {
   override name = "TransientError";
 }
 
+/** An answer worth trying again later: the other side was busy (429) or failed (5xx). */
+export const busy = (status: number): boolean => status === 429 || status >= 500;
+
 /** `fetch`, with a network failure as a TransientError and an answer that is not ok as an error naming `what`: transient for 429 and 5xx. */
 export async function request(what: string, url: string | URL, init?: RequestInit): Promise<Response> {
   let res: Response;
@@ -20,5 +23,5 @@ export async function request(what: string, url: string | URL, init?: RequestIni
 /** The error for an answer that is not ok: transient for 429 and 5xx, final otherwise; it names `what` and quotes the answer. */
 export async function failure(what: string, res: Response): Promise<Error> {
   const message = `${what}: ${res.status} ${(await res.text()).slice(0, 500)}`;
-  return res.status === 429 || res.status >= 500 ? new TransientError(message) : new Error(message);
+  return busy(res.status) ? new TransientError(message) : new Error(message);
 }

@@ -3,6 +3,7 @@
 // round, client) slot, and what each attempt's answer means. The caller signs each attempt anew.
 import { encodeTensorFile } from "../tensor-file.ts";
 import type { LocalResult } from "./local-update.ts";
+import { busy } from "./transient.ts";
 
 /** The metadata every update carries. */
 export function updateMetadata(numExamples: number, metrics: Record<string, number>): Record<string, string> {
@@ -49,7 +50,7 @@ export async function attemptUpload(send: () => Promise<Response>): Promise<Uplo
   const text = await res.text();
   const detail = `${res.status} ${text}`;
   if (res.ok) return { outcome: "accepted", detail };
-  if (res.status >= 500 || res.status === 429 || (res.status === 401 && errorCode(text) === "signature_expired")) return { outcome: "retry", detail };
+  if (busy(res.status) || (res.status === 401 && errorCode(text) === "signature_expired")) return { outcome: "retry", detail };
   return { outcome: "refused", detail };
 }
 
