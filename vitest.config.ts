@@ -15,7 +15,18 @@ export default defineConfig({
       },
       {
         // Tests that run inside workerd, with the coordinator worker of wrangler.toml as `main`.
-        plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.toml" }, miniflare: { bindings: { FEDFLARE_MASTER_KEY: "test-master-key-0123456789", FEDFLARE_OPERATOR_TOKEN: "test-operator-token-0123456789", FEDFLARE_VIEWER_TOKEN: "test-viewer-token-0123456789" } } })],
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: {
+                FEDFLARE_MASTER_KEY: "test-master-key-0123456789",
+                FEDFLARE_OPERATOR_TOKEN: "test-operator-token-0123456789",
+                FEDFLARE_VIEWER_TOKEN: "test-viewer-token-0123456789",
+              },
+            },
+          }),
+        ],
         test: {
           name: "workers",
           include: ["test/workers/**/*.test.ts"],

@@ -48,8 +48,14 @@ function workerd(): { pid: number; rssMiB: () => number; peakMiB: () => number; 
   const procs = descendants(process.pid, "workerd");
   if (procs.length !== 1) throw new Error(`expected one workerd process, found ${procs.length}`);
   const pid = procs[0]!.pid;
-  const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN) / 1024;
-  return { pid, rssMiB: () => field("VmRSS"), peakMiB: () => field("VmHWM"), resetPeak: () => writeFileSync(`/proc/${pid}/clear_refs`, "5") };
+  const field = (name: string) =>
+    Number(new RegExp(`^${name}:\\s*(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN) / 1024;
+  return {
+    pid,
+    rssMiB: () => field("VmRSS"),
+    peakMiB: () => field("VmHWM"),
+    resetPeak: () => writeFileSync(`/proc/${pid}/clear_refs`, "5"),
+  };
 }
 
 async function start(root: string) {
@@ -57,24 +63,50 @@ async function start(root: string) {
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       resourcePersistencePath: join(root, "state"),
-      workers: [{ name: "coordinator", modulesRoot: dir, modules: [{ type: "ESModule", path: join(dir, "index.js") }], compatibilityDate: "2026-11-01", durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } }, bindings: { FEDFLARE_MASTER_KEY: MASTER, FEDFLARE_OPERATOR_TOKEN: OPERATOR, FEDFLARE_VIEWER_TOKEN: randomToken() } }],
+      workers: [
+        {
+          name: "coordinator",
+          modulesRoot: dir,
+          modules: [{ type: "ESModule", path: join(dir, "index.js") }],
+          compatibilityDate: "2026-11-01",
+          durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } },
+          bindings: { FEDFLARE_MASTER_KEY: MASTER, FEDFLARE_OPERATOR_TOKEN: OPERATOR, FEDFLARE_VIEWER_TOKEN: randomToken() },
+        },
+      ],
     }),
   );
   await mf.ready;
   const api = async (path: string, init: { method?: string; body?: string | Uint8Array; headers?: Record<string, string> } = {}) =>
-    (await mf.getWorker("coordinator")).fetch(`http://coordinator${path}`, { ...init, headers: { authorization: `Bearer ${OPERATOR}`, ...init.headers } });
+    (await mf.getWorker("coordinator")).fetch(`http://coordinator${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${OPERATOR}`, ...init.headers },
+    });
   return { mf, api };
 }
 
 type Api = Awaited<ReturnType<typeof start>>["api"];
 
 function federation(id: string, r: number, clients: string[]) {
-  return { id, model: { name: "bench-1024x16", config: MODEL }, method: { type: "lora", r, alpha: 2 * r, targetModules: MODULES }, strategy: { name: "fedadam" }, rounds: 2, clients, clientsPerRound: clients.length, minClients: 1, local: { steps: 1, batchSize: 1, lr: 1e-3 }, deadlineSeconds: 3600 };
+  return {
+    id,
+    model: { name: "bench-1024x16", config: MODEL },
+    method: { type: "lora", r, alpha: 2 * r, targetModules: MODULES },
+    strategy: { name: "fedadam" },
+    rounds: 2,
+    clients,
+    clientsPerRound: clients.length,
+    minClients: 1,
+    local: { steps: 1, batchSize: 1, lr: 1e-3 },
+    deadlineSeconds: 3600,
+  };
 }
 
 async function uploadBody(api: Api, id: string, client: string, round: number, body: Uint8Array): Promise<number> {
   const path = `/federations/${id}/rounds/${round}/updates/${client}`;
-  const headers = { ...(await signRequest(await deriveClientSecret(MASTER, client), client, "PUT", path, body)), "idempotency-key": `${round}-${client}` };
+  const headers = {
+    ...(await signRequest(await deriveClientSecret(MASTER, client), client, "PUT", path, body)),
+    "idempotency-key": `${round}-${client}`,
+  };
   const started = performance.now();
   const res = await api(path, { method: "PUT", headers, body });
   if (res.status !== 200) throw new Error(`upload of ${client}: ${res.status} ${await res.text()}`);
@@ -84,7 +116,16 @@ async function uploadBody(api: Api, id: string, client: string, round: number, b
 /** Deltas with the version's names and shapes, from its header: random values, one seed a client. */
 function deltaBody(shapes: Map<string, number[]>, seed: number): Uint8Array {
   const u = seededUniform(seed);
-  const delta = new Map([...shapes].map(([k, s]) => [k, normalSamples(u, s.reduce((a, b) => a * b, 1), 1e-3)]));
+  const delta = new Map(
+    [...shapes].map(([k, s]) => [
+      k,
+      normalSamples(
+        u,
+        s.reduce((a, b) => a * b, 1),
+        1e-3,
+      ),
+    ]),
+  );
   return encodeTensorFile(delta, shapes, { format: "pt", num_examples: String(10 + seed), metrics: '{"train_loss":1}' });
 }
 
@@ -115,8 +156,14 @@ const rows: SizeRow[] = [];
 for (const target of TARGETS_MB) {
   const rank = Math.max(1, Math.floor((target * MB) / PER_RANK_BYTES));
   const adapterMB = (rank * PER_RANK_BYTES) / MB;
-  const accumulator = JSON.parse(execFileSync(process.execPath, ["--expose-gc", "--no-warnings", "bench/lib/aggregator-memory.ts", String(rank), String(FOLDS - 1)], { encoding: "utf8" })) as AccumulatorMemory;
-  log(`${target} MB (r=${rank}): the accumulator alone: fold +${accumulator.foldPeakOverMiB.toFixed(1)} MiB, close +${accumulator.closePeakOverMiB.toFixed(1)} MiB over its inputs`);
+  const accumulator = JSON.parse(
+    execFileSync(process.execPath, ["--expose-gc", "--no-warnings", "bench/lib/aggregator-memory.ts", String(rank), String(FOLDS - 1)], {
+      encoding: "utf8",
+    }),
+  ) as AccumulatorMemory;
+  log(
+    `${target} MB (r=${rank}): the accumulator alone: fold +${accumulator.foldPeakOverMiB.toFixed(1)} MiB, close +${accumulator.closePeakOverMiB.toFixed(1)} MiB over its inputs`,
+  );
   const root = mkdtempSync(join(tmpdir(), "fedflare-bench-agg-"));
   const { mf, api } = await start(root);
   try {
@@ -141,7 +188,8 @@ for (const target of TARGETS_MB) {
     const last = await uploadBody(api, "bench", clients[FOLDS - 1]!, 1, bodies[FOLDS - 1]!);
     const peakClose = proc.peakMiB();
     const round = (await (await api("/federations/bench/rounds/1")).json()) as { status: string; uploads: number };
-    if (round.status !== "closed" || round.uploads !== FOLDS) throw new Error(`round 1 is ${round.status} with ${round.uploads} of ${FOLDS} uploads`);
+    if (round.status !== "closed" || round.uploads !== FOLDS)
+      throw new Error(`round 1 is ${round.status} with ${round.uploads} of ${FOLDS} uploads`);
     proc.resetPeak();
     const t = performance.now();
     const v1 = new Uint8Array(await (await api("/federations/bench/versions/1")).arrayBuffer());
@@ -150,8 +198,24 @@ for (const target of TARGETS_MB) {
     if (v1.length < rank * PER_RANK_BYTES) throw new Error(`version 1 is ${v1.length} bytes`);
     const uploadMB = bodies[0]!.length / MB;
     const foldMs = median(folds);
-    rows.push({ targetMB: target, rank, adapterMB, refused: null, accumulator, uploadMB, foldMsPerMB: foldMs / uploadMB, closeMs: last - foldMs, downloadMs, baselineMiB: baseline, peakFoldMiB: peakFold, peakCloseMiB: peakClose, peakDownloadMiB: peakDownload });
-    log(`${target} MB (r=${rank}): folds ${folds.map((x) => x.toFixed(0)).join(", ")} ms, fold+close ${last.toFixed(0)} ms, peak ${peakFold.toFixed(0)}/${peakClose.toFixed(0)}/${peakDownload.toFixed(0)} MiB over ${baseline.toFixed(0)}`);
+    rows.push({
+      targetMB: target,
+      rank,
+      adapterMB,
+      refused: null,
+      accumulator,
+      uploadMB,
+      foldMsPerMB: foldMs / uploadMB,
+      closeMs: last - foldMs,
+      downloadMs,
+      baselineMiB: baseline,
+      peakFoldMiB: peakFold,
+      peakCloseMiB: peakClose,
+      peakDownloadMiB: peakDownload,
+    });
+    log(
+      `${target} MB (r=${rank}): folds ${folds.map((x) => x.toFixed(0)).join(", ")} ms, fold+close ${last.toFixed(0)} ms, peak ${peakFold.toFixed(0)}/${peakClose.toFixed(0)}/${peakDownload.toFixed(0)} MiB over ${baseline.toFixed(0)}`,
+    );
   } finally {
     await mf.dispose();
     rmSync(root, { recursive: true, force: true });
@@ -162,7 +226,8 @@ for (const target of TARGETS_MB) {
 const root = mkdtempSync(join(tmpdir(), "fedflare-bench-agg-"));
 const { mf, api } = await start(root);
 const clients = Array.from({ length: CONCURRENT }, (_, i) => `c${String(i).padStart(3, "0")}`);
-if ((await api("/federations", { method: "POST", body: JSON.stringify(federation("load", 1, clients)) })).status !== 201) throw new Error("could not create the load federation");
+if ((await api("/federations", { method: "POST", body: JSON.stringify(federation("load", 1, clients)) })).status !== 201)
+  throw new Error("could not create the load federation");
 await api("/federations/load/rounds", { method: "POST" });
 const shapes = tensorShapes(new Uint8Array(await (await api("/federations/load/versions/0")).arrayBuffer()));
 const bodies = clients.map((_, i) => deltaBody(shapes, i));
@@ -173,16 +238,42 @@ const loadRound = (await (await api("/federations/load/rounds/1")).json()) as { 
 await mf.dispose();
 rmSync(root, { recursive: true, force: true });
 const expectedWeight = clients.reduce((s, _, i) => s + 10 + i, 0);
-if (loadRound.status !== "closed" || loadRound.uploads !== CONCURRENT || loadRound.totalWeight !== expectedWeight) throw new Error(`load round: ${JSON.stringify(loadRound)}`);
+if (loadRound.status !== "closed" || loadRound.uploads !== CONCURRENT || loadRound.totalWeight !== expectedWeight)
+  throw new Error(`load round: ${JSON.stringify(loadRound)}`);
 
 printTable(
-  ["adapter MB (LoRA r)", "upload MB", "fold ms/MB", "close ms", "download ms", "workerd RSS before MiB", "peak folding MiB", "peak closing MiB", "peak serving MiB", "object: fold +MiB", "object: close +MiB", "object: fold ms/MB", "object: close ms"],
+  [
+    "adapter MB (LoRA r)",
+    "upload MB",
+    "fold ms/MB",
+    "close ms",
+    "download ms",
+    "workerd RSS before MiB",
+    "peak folding MiB",
+    "peak closing MiB",
+    "peak serving MiB",
+    "object: fold +MiB",
+    "object: close +MiB",
+    "object: fold ms/MB",
+    "object: close ms",
+  ],
   rows.map((r) => {
     const a = r.accumulator;
     const own = [a.foldPeakOverMiB.toFixed(1), a.closePeakOverMiB.toFixed(1), a.foldMsPerMB.toFixed(1), a.closeMs.toFixed(0)];
     return r.refused !== null
       ? [`${r.adapterMB.toFixed(1)} (r=${r.rank})`, "refused at creation", "", "", "", "", "", "", "", ...own]
-      : [`${r.adapterMB.toFixed(1)} (r=${r.rank})`, r.uploadMB!.toFixed(1), r.foldMsPerMB!.toFixed(1), r.closeMs!.toFixed(0), r.downloadMs!.toFixed(0), r.baselineMiB!.toFixed(0), r.peakFoldMiB!.toFixed(0), r.peakCloseMiB!.toFixed(0), r.peakDownloadMiB!.toFixed(0), ...own];
+      : [
+          `${r.adapterMB.toFixed(1)} (r=${r.rank})`,
+          r.uploadMB!.toFixed(1),
+          r.foldMsPerMB!.toFixed(1),
+          r.closeMs!.toFixed(0),
+          r.downloadMs!.toFixed(0),
+          r.baselineMiB!.toFixed(0),
+          r.peakFoldMiB!.toFixed(0),
+          r.peakCloseMiB!.toFixed(0),
+          r.peakDownloadMiB!.toFixed(0),
+          ...own,
+        ];
   }),
 );
 for (const r of rows) if (r.refused !== null) process.stdout.write(`${r.adapterMB.toFixed(1)} MB: ${r.refused}\n`);
@@ -192,4 +283,10 @@ process.stdout.write(
     `"object:" columns are the aggregator's accumulator alone (Node, node:sqlite on a file): the spread of its live memory (V8 heap and ArrayBuffers after a full GC, sampled at every storage call: highest less lowest) while folding ${FOLDS - 1} uploads and closing with FedAdam, the uploads it holds not counted.\n` +
     `${CONCURRENT} concurrent uploads of ${(bodies[0]!.length / MB).toFixed(1)} MB: ${(CONCURRENT / seconds).toFixed(1)} uploads/s, all ${loadRound.uploads} folded once (total weight ${loadRound.totalWeight}).\n`,
 );
-await writeResults("aggregator", { strategy: "fedadam", folds: FOLDS, model: "hidden 1024, 16 layers, GQA 16/4, SwiGLU 2816; LoRA on all seven modules", sizes: rows, concurrent: { clients: CONCURRENT, uploadBytes: bodies[0]!.length, uploadsPerSecond: CONCURRENT / seconds, uploads: loadRound.uploads } });
+await writeResults("aggregator", {
+  strategy: "fedadam",
+  folds: FOLDS,
+  model: "hidden 1024, 16 layers, GQA 16/4, SwiGLU 2816; LoRA on all seven modules",
+  sizes: rows,
+  concurrent: { clients: CONCURRENT, uploadBytes: bodies[0]!.length, uploadsPerSecond: CONCURRENT / seconds, uploads: loadRound.uploads },
+});

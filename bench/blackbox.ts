@@ -28,7 +28,15 @@ import { linePlotSvg } from "../src/report/line-plot.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, rounds: { type: "string" }, only: { type: "string" }, model: { type: "string", default: "models/fedflare-mail-4m" }, out: { type: "string" } } });
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    rounds: { type: "string" },
+    only: { type: "string" },
+    model: { type: "string", default: "models/fedflare-mail-4m" },
+    out: { type: "string" },
+  },
+});
 const quick = values.quick;
 const ROUNDS = Number(values.rounds ?? (quick ? 1 : 5));
 const labels = ["spam", "ham"];
@@ -49,7 +57,12 @@ const base = {
   seed: 0,
   deadlineSeconds: 3600,
 } as const;
-const local = (steps: number, batchSize: number, lr: number) => ({ steps: quick ? Math.min(steps, 2) : steps, batchSize, lr, maxTokens: 96 });
+const local = (steps: number, batchSize: number, lr: number) => ({
+  steps: quick ? Math.min(steps, 2) : steps,
+  batchSize,
+  lr,
+  maxTokens: 96,
+});
 
 // Candidate phrases for the discrete prompts: PMI-mined from the first client's partition (a participant
 // contributes its vocabulary; the others' data stays put).
@@ -62,20 +75,59 @@ const discrete = { type: "discrete", slots: 4, phrases, population: 4, placement
 // The generation task runs on the default model: nothing in it is mail.
 const g2p = { model: "models/fedflare-sotu-4m", task: "g2p", records: quick ? 200 : 1200, partitioner: { type: "iid" } };
 const methods: Record<string, { label: string; config: Record<string, unknown> }> = {
-  lora: { label: "LoRA (white-box, gradients)", config: { method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(20, 8, 1e-2) } },
+  lora: {
+    label: "LoRA (white-box, gradients)",
+    config: {
+      method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 },
+      trunk: "local",
+      local: local(20, 8, 1e-2),
+    },
+  },
   fedkseed: {
     label: "FedKSeed (zeroth-order, shared seeds)",
     // The final norm's 256 weights scale the features the tied head reads: few enough dimensions for
     // zeroth-order steps to move the label scores in 5 rounds (a rank-1 LoRA on v_proj did not).
-    config: { method: { type: "fedkseed", k: 4096, epsilon: 1e-3, ...verbal, trains: { type: "full", tensors: ["model.norm.weight"] } }, local: local(40, 8, 0.05) },
+    config: {
+      method: { type: "fedkseed", k: 4096, epsilon: 1e-3, ...verbal, trains: { type: "full", tensors: ["model.norm.weight"] } },
+      local: local(40, 8, 0.05),
+    },
   },
-  fedbpt: { label: "FedBPT (CMA-ES, soft prompt)", config: { method: { type: "fedbpt", promptTokens: 5, dimension: 50, sigma: 1, generations: quick ? 1 : 4, placement: "suffix", ...verbal }, local: local(1, 16, 1) } },
+  fedbpt: {
+    label: "FedBPT (CMA-ES, soft prompt)",
+    config: {
+      method: { type: "fedbpt", promptTokens: 5, dimension: 50, sigma: 1, generations: quick ? 1 : 4, placement: "suffix", ...verbal },
+      local: local(1, 16, 1),
+    },
+  },
   discrete: { label: "discrete prompts (API only)", config: { method: discrete, local: local(10, 16, 0.05) } },
-  fedone: { label: "discrete prompts, FedOne (1 client/round)", config: { method: discrete, clientsPerRound: 1, local: local(10, 16, 0.05) } },
-  "g2p-lora": { label: "LoRA (white-box, gradients)", config: { ...g2p, method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 }, trunk: "local", local: local(10, 8, 3e-3) } },
+  fedone: {
+    label: "discrete prompts, FedOne (1 client/round)",
+    config: { method: discrete, clientsPerRound: 1, local: local(10, 16, 0.05) },
+  },
+  "g2p-lora": {
+    label: "LoRA (white-box, gradients)",
+    config: {
+      ...g2p,
+      method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 },
+      trunk: "local",
+      local: local(10, 8, 3e-3),
+    },
+  },
   "g2p-fedkseed": {
     label: "FedKSeed (zeroth-order, shared seeds)",
-    config: { ...g2p, method: { type: "fedkseed", k: 4096, epsilon: 1e-3, trains: { type: "full", tensors: ["model.norm.weight", "model.layers.3.post_attention_layernorm.weight", "model.layers.3.input_layernorm.weight"] } }, local: local(40, 16, 0.01) },
+    config: {
+      ...g2p,
+      method: {
+        type: "fedkseed",
+        k: 4096,
+        epsilon: 1e-3,
+        trains: {
+          type: "full",
+          tensors: ["model.norm.weight", "model.layers.3.post_attention_layernorm.weight", "model.layers.3.input_layernorm.weight"],
+        },
+      },
+      local: local(40, 16, 0.01),
+    },
   },
 };
 const chosen = (values.only ?? Object.keys(methods).join(",")).split(",");
@@ -90,7 +142,14 @@ interface RoundRecord {
 
 const out = values.out ?? mkdtempSync(join(tmpdir(), "fedflare-blackbox-"));
 mkdirSync(out, { recursive: true });
-const readRounds = (dir: string) => (existsSync(join(dir, "metrics.jsonl")) ? readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as RoundRecord) : []);
+const readRounds = (dir: string) =>
+  existsSync(join(dir, "metrics.jsonl"))
+    ? readFileSync(join(dir, "metrics.jsonl"), "utf8")
+        .trim()
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as RoundRecord)
+    : [];
 const results: Record<string, { label: string; config: RunConfig; rounds: RoundRecord[]; rowsPerClientRound: number }> = {};
 for (const name of chosen) {
   const m = methods[name];
@@ -98,7 +157,8 @@ for (const name of chosen) {
   const config = parseRunConfig({ ...base, ...m.config }, name);
   const dir = join(out, name);
   const file = join(out, `${name}.json`);
-  const sameConfig = existsSync(join(dir, "config.json")) && readFileSync(join(dir, "config.json"), "utf8") === JSON.stringify(config, null, 2) + "\n";
+  const sameConfig =
+    existsSync(join(dir, "config.json")) && readFileSync(join(dir, "config.json"), "utf8") === `${JSON.stringify(config, null, 2)}\n`;
   if (!sameConfig || readRounds(dir).length !== ROUNDS + 1) {
     rmSync(dir, { recursive: true, force: true });
     writeFileSync(file, JSON.stringify(config));
@@ -137,7 +197,13 @@ const baseModel = await loadModel(dirSource(base.model));
 const baseForward = await ForwardModel.create(ortNodeRuntime(2), baseModel.config, baseModel.weights, { nll: true });
 const zeroShotRun = await labelAccuracy(baseForward, baseModel.tokenizer, heldOutLabeled, labels, { maxTokens: 96, words: labelWords });
 await baseForward.release();
-const zeroShot = { accuracy: zeroShotRun.accuracy, balanced: balancedAccuracy(zeroShotRun.predicted, heldOutLabeled.map((x) => x.label)) };
+const zeroShot = {
+  accuracy: zeroShotRun.accuracy,
+  balanced: balancedAccuracy(
+    zeroShotRun.predicted,
+    heldOutLabeled.map((x) => x.label),
+  ),
+};
 const pct = (x: number | null | undefined) => (x == null ? "-" : fmt(100 * x, 1));
 const meanOf = (rs: readonly RoundRecord[], f: (r: NonNullable<RoundRecord["clients"]>) => number | null) => {
   const xs = rs.flatMap((r) => (r.clients && f(r.clients) !== null ? [f(r.clients)!] : []));
@@ -161,37 +227,88 @@ const summarize = ([name, r]: [string, (typeof results)[string]]) => {
     lossPerRound: r.rounds.map((x) => x.heldout_loss),
   };
 };
-const costCells = (r: ReturnType<typeof summarize>) => [r.upBytes === null ? "-" : fmt(r.upBytes), r.downBytes === null ? "-" : fmt(r.downBytes), r.rows ? fmt(r.rows) : "-", r.apiRequests === null ? "-" : fmt(r.apiRequests, 1), r.cpuSeconds === null ? "-" : fmt(r.cpuSeconds, 1)];
+const costCells = (r: ReturnType<typeof summarize>) => [
+  r.upBytes === null ? "-" : fmt(r.upBytes),
+  r.downBytes === null ? "-" : fmt(r.downBytes),
+  r.rows ? fmt(r.rows) : "-",
+  r.apiRequests === null ? "-" : fmt(r.apiRequests, 1),
+  r.cpuSeconds === null ? "-" : fmt(r.cpuSeconds, 1),
+];
 const costHeaders = ["up B/client/round", "down B/client/round", "rows scored/client/round", "API requests", "CPU s/client/round"];
 const rows = spamRuns.map(summarize);
 if (rows.length) {
-  console.log(`\nSpamAssassin spam/ham on ${base.model}, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ${heldOut.length} mails (majority class ${pct(majority)} %).`);
-  console.log(`Zero-shot: the base model with no prompt scoring the label words ${JSON.stringify(labelWords)}: accuracy ${pct(zeroShot.accuracy)} %, balanced ${pct(zeroShot.balanced)} %; LoRA, which trains the label names, starts from its own round 0.`);
+  console.log(
+    `\nSpamAssassin spam/ham on ${base.model}, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ${heldOut.length} mails (majority class ${pct(majority)} %).`,
+  );
+  console.log(
+    `Zero-shot: the base model with no prompt scoring the label words ${JSON.stringify(labelWords)}: accuracy ${pct(zeroShot.accuracy)} %, balanced ${pct(zeroShot.balanced)} %; LoRA, which trains the label names, starts from its own round 0.`,
+  );
   const zeroOf = (r: (typeof rows)[number]) => (r.name === "lora" ? r.start : zeroShot.accuracy);
   printTable(
     ["method", ...costHeaders, "round 0 acc %", "final acc %", "best acc %", "final - zero-shot (points)", "final balanced %"],
-    rows.map((r) => [r.method, ...costCells(r), pct(r.start), pct(r.final), pct(r.best), r.final === null || zeroOf(r) === null ? "-" : fmt(100 * (r.final - zeroOf(r)!), 1), pct(r.balancedPerRound.at(-1))]),
+    rows.map((r) => [
+      r.method,
+      ...costCells(r),
+      pct(r.start),
+      pct(r.final),
+      pct(r.best),
+      r.final === null || zeroOf(r) === null ? "-" : fmt(100 * (r.final - zeroOf(r)!), 1),
+      pct(r.balancedPerRound.at(-1)),
+    ]),
   );
   console.log("\nbalanced accuracy % (mean per-label recall; 50 for any constant answer) after each round");
-  printTable(["round", ...rows.map((r) => r.method)], Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.balancedPerRound[i]))]));
+  printTable(
+    ["round", ...rows.map((r) => r.method)],
+    Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.balancedPerRound[i]))]),
+  );
   console.log("\naccuracy % after each round (round 0: the starting version)");
-  printTable(["round", ...rows.map((r) => r.method)], Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.perRound[i]))]));
+  printTable(
+    ["round", ...rows.map((r) => r.method)],
+    Array.from({ length: ROUNDS + 1 }, (_, i) => [i, ...rows.map((r) => pct(r.perRound[i]))]),
+  );
 }
 const generation = genRuns.map(summarize);
 if (generation.length) {
-  console.log(`\nCMUdict grapheme-to-phoneme (generation), ${g2p.records} records iid over ${base.clients} clients, ${ROUNDS} rounds: held-out completion loss (nats per token); round 0 is the base model`);
+  console.log(
+    `\nCMUdict grapheme-to-phoneme (generation), ${g2p.records} records iid over ${base.clients} clients, ${ROUNDS} rounds: held-out completion loss (nats per token); round 0 is the base model`,
+  );
   printTable(
     ["method", ...costHeaders, "round 0 loss", "final loss", "final - zero-shot"],
-    generation.map((r) => [r.method, ...costCells(r), fmt(r.lossPerRound[0]!, 4), fmt(r.lossPerRound.at(-1)!, 4), fmt(r.lossPerRound.at(-1)! - r.lossPerRound[0]!, 4)]),
+    generation.map((r) => [
+      r.method,
+      ...costCells(r),
+      fmt(r.lossPerRound[0]!, 4),
+      fmt(r.lossPerRound.at(-1)!, 4),
+      fmt(r.lossPerRound.at(-1)! - r.lossPerRound[0]!, 4),
+    ]),
   );
 }
 const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
 writeFileSync(
   new URL("./results/blackbox.svg", import.meta.url),
   linePlotSvg(
-    rows.map((r, i) => ({ name: r.method, points: r.perRound.flatMap((a, round) => (a === null ? [] : [[round, 100 * a] as const])), color: colors[i % colors.length]! })),
-    { title: "Held-out accuracy on SpamAssassin, per round (round 0: the starting version)", xLabel: "round", yLabel: "accuracy %", integerX: true },
+    rows.map((r, i) => ({
+      name: r.method,
+      points: r.perRound.flatMap((a, round) => (a === null ? [] : [[round, 100 * a] as const])),
+      color: colors[i % colors.length]!,
+    })),
+    {
+      title: "Held-out accuracy on SpamAssassin, per round (round 0: the starting version)",
+      xLabel: "round",
+      yLabel: "accuracy %",
+      integerX: true,
+    },
   ),
 );
-const path = await writeResults("blackbox", { quick, rounds: ROUNDS, majorityClass: majority, labelWords, zeroShot, heldOut: heldOut.length, runs: results, summary: rows, generation });
+const path = await writeResults("blackbox", {
+  quick,
+  rounds: ROUNDS,
+  majorityClass: majority,
+  labelWords,
+  zeroShot,
+  heldOut: heldOut.length,
+  runs: results,
+  summary: rows,
+  generation,
+});
 console.log(`\nwrote ${path} and bench/results/blackbox.svg; runs in ${out}`);

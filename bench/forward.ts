@@ -81,7 +81,9 @@ const sizes = quick ? SIZES.filter((s) => s.name !== "medium") : SIZES;
 const steps = sizes.reduce((n, s) => n + RUNTIMES.length * s.quants.length, 0);
 let step = 0;
 
-console.error(`forward bench: batch ${BATCH} x seq ${SEQ}, warm-up ${TIMING.warmup}, at least ${TIMING.reps} timed rounds${quick ? " (quick)" : ""}`);
+console.error(
+  `forward bench: batch ${BATCH} x seq ${SEQ}, warm-up ${TIMING.warmup}, at least ${TIMING.reps} timed rounds${quick ? " (quick)" : ""}`,
+);
 const sizeInfo = [];
 const forward = [];
 for (const size of sizes) {
@@ -115,7 +117,19 @@ for (const size of sizes) {
       const matMulMs = mm!.medianMs / calls;
       const ceilingGflops = (2 * m * k * n) / matMulMs / 1e6;
       const ceiling = { m, k, n, callsPerSample: calls, sampleMedianMs: mm!.medianMs, samplesMs: mm!.samplesMs, msPerCall: matMulMs };
-      forward.push({ size: size.name, params, quant, runtime: spec.name, threads: spec.threads, ...t!, tokensPerSec, gflops, ceiling, ceilingGflops, mfu: gflops / ceilingGflops });
+      forward.push({
+        size: size.name,
+        params,
+        quant,
+        runtime: spec.name,
+        threads: spec.threads,
+        ...t!,
+        tokensPerSec,
+        gflops,
+        ceiling,
+        ceilingGflops,
+        mfu: gflops / ceilingGflops,
+      });
       console.error(
         `[${++step}/${steps}] ${size.name} ${quant} ${spec.name} x${spec.threads}: forward ${fmt(t!.medianMs, 1)} ms, MatMul ${fmt(matMulMs, 2)} ms x ${calls} (medians of ${t!.samplesMs.length})` +
           ` -> ${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} of ${fmt(ceilingGflops, 1)} GFLOP/s`,
@@ -125,10 +139,26 @@ for (const size of sizes) {
   }
 }
 
-console.log(`Llama forward, batch ${BATCH} x seq ${SEQ}, logits only; ceiling = float32 MatMul [${TOKENS}, hidden] x [hidden, intermediate], same runtime, timed in turns with the forward`);
+console.log(
+  `Llama forward, batch ${BATCH} x seq ${SEQ}, logits only; ceiling = float32 MatMul [${TOKENS}, hidden] x [hidden, intermediate], same runtime, timed in turns with the forward`,
+);
 printTable(
   ["size", "params", "quant", "runtime", "threads", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
-  forward.map((r) => [r.size, `${fmt(r.params / 1e6, 1)}M`, r.quant, r.runtime, r.threads, fmt(r.tokensPerSec), fmt(r.gflops, 1), fmt(r.ceilingGflops, 1), fmt(100 * r.mfu, 1)]),
+  forward.map((r) => [
+    r.size,
+    `${fmt(r.params / 1e6, 1)}M`,
+    r.quant,
+    r.runtime,
+    r.threads,
+    fmt(r.tokensPerSec),
+    fmt(r.gflops, 1),
+    fmt(r.ceilingGflops, 1),
+    fmt(100 * r.mfu, 1),
+  ]),
 );
-const file = await writeResults(quick ? "forward-quick" : "forward", { settings: { batch: BATCH, seq: SEQ, timing: TIMING, quick }, sizes: sizeInfo, forward });
+const file = await writeResults(quick ? "forward-quick" : "forward", {
+  settings: { batch: BATCH, seq: SEQ, timing: TIMING, quick },
+  sizes: sizeInfo,
+  forward,
+});
 console.log(`\nwrote ${file}`);

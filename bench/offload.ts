@@ -35,7 +35,15 @@ const windows = Array.from({ length: B }, () => Array.from({ length: T + 1 }, ()
 const batch = windowBatch(windows);
 const TOKEN = "bench";
 const auth = { authorization: `Bearer ${TOKEN}` };
-const endpoint = await startEndpoint({ model, fingerprint: "bench", name: basename(MODEL), port: 0, token: TOKEN, maxBatch: 8, maxWaitMs: 2 });
+const endpoint = await startEndpoint({
+  model,
+  fingerprint: "bench",
+  name: basename(MODEL),
+  port: 0,
+  token: TOKEN,
+  maxBatch: 8,
+  maxWaitMs: 2,
+});
 const ep = await connectTrunk(endpoint.url, c.hiddenSize, TOKEN);
 const modules = ["q_proj", "v_proj"] as const;
 
@@ -52,7 +60,11 @@ for (let cut = 1; cut < c.numLayers; cut++) {
   await trunkStates(ep, cache, cut, batch.ids);
   let bytes = 0;
   const fetchStates = async () => {
-    const res = await fetch(`${endpoint.url}/v1/hidden-states`, { method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ model: ep.model, input_ids: batch.ids, layer: cut, dtype: "bf16" }) });
+    const res = await fetch(`${endpoint.url}/v1/hidden-states`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth },
+      body: JSON.stringify({ model: ep.model, input_ids: batch.ids, layer: cut, dtype: "bf16" }),
+    });
     bytes = (await res.arrayBuffer()).byteLength;
   };
   const [l, offloaded, cached, fetchOnly] = await timeInterleaved(
@@ -64,7 +76,16 @@ for (let cut = 1; cut < c.numLayers; cut++) {
     ],
     { warmup: 1, reps: quick ? 2 : 5 },
   );
-  steps.push({ cut, localMs: l!.medianMs, offloadedMs: offloaded!.medianMs, cachedMs: cached!.medianMs, fetchMs: fetchOnly!.medianMs, bytesF32: B * T * c.hiddenSize * 4, bytesBf16: bytes, uploadBytesPerStep: 0 });
+  steps.push({
+    cut,
+    localMs: l!.medianMs,
+    offloadedMs: offloaded!.medianMs,
+    cachedMs: cached!.medianMs,
+    fetchMs: fetchOnly!.medianMs,
+    bytesF32: B * T * c.hiddenSize * 4,
+    bytesBf16: bytes,
+    uploadBytesPerStep: 0,
+  });
   await local.release();
   await upper.release();
 }
@@ -75,11 +96,34 @@ const provider = await detectNodeProvider();
 const ceiling = await ortMatMul(ortNodeRuntime(2, provider), B * T, c.hiddenSize, c.intermediateSize);
 for (const maxBatch of quick ? [1, 4] : [1, 2, 4, 8, 16]) {
   // As many requests computing as a batch holds, so one-prompt requests can fill it.
-  const server = await startEndpoint({ model, fingerprint: "bench", name: "m", port: 0, token: TOKEN, maxBatch, maxWaitMs: 2, limits: { maxConcurrent: maxBatch } });
+  const server = await startEndpoint({
+    model,
+    fingerprint: "bench",
+    name: "m",
+    port: 0,
+    token: TOKEN,
+    maxBatch,
+    maxWaitMs: 2,
+    limits: { maxConcurrent: maxBatch },
+  });
   const prompts = Array.from({ length: maxBatch * 2 }, (_, i) => windows[i % B]!.slice(0, T));
-  const score = () => Promise.all(prompts.map((p) => fetch(`${server.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ model: "m", prompt: p, max_tokens: 0, echo: true, logprobs: 0 }) }).then((r) => r.json())));
+  const score = () =>
+    Promise.all(
+      prompts.map((p) =>
+        fetch(`${server.url}/v1/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...auth },
+          body: JSON.stringify({ model: "m", prompt: p, max_tokens: 0, echo: true, logprobs: 0 }),
+        }).then((r) => r.json()),
+      ),
+    );
   const [t, ceil] = await timeInterleaved([score, () => ceiling.run()], { warmup: 1, reps: quick ? 2 : 5 });
-  throughput.push({ maxBatch, requests: prompts.length, tokensPerSec: (prompts.length * T) / (t!.medianMs / 1000), ceilingGflops: (2 * B * T * c.hiddenSize * c.intermediateSize) / (ceil!.medianMs / 1000) / 1e9 });
+  throughput.push({
+    maxBatch,
+    requests: prompts.length,
+    tokensPerSec: (prompts.length * T) / (t!.medianMs / 1000),
+    ceilingGflops: (2 * B * T * c.hiddenSize * c.intermediateSize) / (ceil!.medianMs / 1000) / 1e9,
+  });
   await server.close();
   log(`endpoint max batch ${maxBatch}: ${(throughput.at(-1)!.tokensPerSec as number).toFixed(0)} tok/s`);
 }
@@ -88,15 +132,34 @@ await endpoint.close();
 const fwdFlopsPerToken = forwardFlopsPerToken(c, T);
 printTable(
   ["cut", "local ms/step", "offloaded ms/step", "cached ms/step", "fetch ms", "download KiB/step (bf16)", "f32 would be KiB"],
-  steps.map((s) => [String(s.cut), (s.localMs as number).toFixed(0), (s.offloadedMs as number).toFixed(0), (s.cachedMs as number).toFixed(0), (s.fetchMs as number).toFixed(0), ((s.bytesBf16 as number) / 1024).toFixed(0), ((s.bytesF32 as number) / 1024).toFixed(0)]),
+  steps.map((s) => [
+    String(s.cut),
+    (s.localMs as number).toFixed(0),
+    (s.offloadedMs as number).toFixed(0),
+    (s.cachedMs as number).toFixed(0),
+    (s.fetchMs as number).toFixed(0),
+    ((s.bytesBf16 as number) / 1024).toFixed(0),
+    ((s.bytesF32 as number) / 1024).toFixed(0),
+  ]),
 );
-process.stdout.write(`client step: LoRA r=8 on q,v above the cut, int8 base, ORT-web one thread, batch ${B} x ${T}; uploads per step: none (gradients stay local)\n\n`);
+process.stdout.write(
+  `client step: LoRA r=8 on q,v above the cut, int8 base, ORT-web one thread, batch ${B} x ${T}; uploads per step: none (gradients stay local)\n\n`,
+);
 printTable(
   ["max batch", "requests", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
   throughput.map((t) => {
     const gflops = ((t.tokensPerSec as number) * fwdFlopsPerToken) / 1e9;
-    return [String(t.maxBatch), String(t.requests), (t.tokensPerSec as number).toFixed(0), gflops.toFixed(1), (t.ceilingGflops as number).toFixed(1), ((100 * gflops) / (t.ceilingGflops as number)).toFixed(1)];
+    return [
+      String(t.maxBatch),
+      String(t.requests),
+      (t.tokensPerSec as number).toFixed(0),
+      gflops.toFixed(1),
+      (t.ceilingGflops as number).toFixed(1),
+      ((100 * gflops) / (t.ceilingGflops as number)).toFixed(1),
+    ];
   }),
 );
-process.stdout.write(`endpoint: ${provider} (onnxruntime-node, 2 threads), scoring ${T}-token prompts (echo, logprobs 0), ${fwdFlopsPerToken.toFixed(0)} FLOP/token\n`);
+process.stdout.write(
+  `endpoint: ${provider} (onnxruntime-node, 2 threads), scoring ${T}-token prompts (echo, logprobs 0), ${fwdFlopsPerToken.toFixed(0)} FLOP/token\n`,
+);
 await writeResults(quick ? "offload-quick" : "offload", { model: MODEL, batch: B, seq: T, provider, steps, throughput, fwdFlopsPerToken });

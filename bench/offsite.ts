@@ -59,15 +59,23 @@ const runtime = ortNodeRuntime(2);
 // A balanced, seeded sample: PER_LABEL_TRAIN + PER_LABEL_TEST mails of each label.
 const mails = shuffled(spamAssassin(), seededUniform(11));
 const byLabel = SPAM_LABELS.map((l) => mails.filter((m) => spamLabel(m) === l));
-const pick = (from: number, n: number) => byLabel.flatMap((ms) => ms.slice(from, from + n)).map((m) => ({ pair: spamExample(m, 400), label: spamLabel(m) }));
+const pick = (from: number, n: number) =>
+  byLabel.flatMap((ms) => ms.slice(from, from + n)).map((m) => ({ pair: spamExample(m, 400), label: spamLabel(m) }));
 const train = shuffled(pick(0, PER_LABEL_TRAIN), seededUniform(12));
 const test = pick(PER_LABEL_TRAIN, PER_LABEL_TEST);
 const eos = c.eosTokenIds[0] ?? 0;
-const tokenize = (x: (typeof train)[number]): TokenizedExample => completionExample(model.tokenizer.encode(x.pair.prompt), model.tokenizer.encode(x.pair.completion, { addSpecialTokens: false }), MAX_TOKENS);
+const tokenize = (x: (typeof train)[number]): TokenizedExample =>
+  completionExample(
+    model.tokenizer.encode(x.pair.prompt),
+    model.tokenizer.encode(x.pair.completion, { addSpecialTokens: false }),
+    MAX_TOKENS,
+  );
 const trainExamples = train.map(tokenize);
 const testExamples = test.map(tokenize);
 const testPrompts: LabeledPrompt[] = test.map((x) => ({ prompt: x.pair.prompt, label: x.label }));
-log(`${basename(values.model)}: ${c.numLayers} layers; adapter ${JSON.stringify(layout.adapter)}, emulator ${JSON.stringify(layout.emulator)}; ${train.length} training and ${test.length} test mails`);
+log(
+  `${basename(values.model)}: ${c.numLayers} layers; adapter ${JSON.stringify(layout.adapter)}, emulator ${JSON.stringify(layout.emulator)}; ${train.length} training and ${test.length} test mails`,
+);
 
 async function evaluate(weights: Map<string, Float32Array>, layerIndices?: readonly number[]) {
   const forward = await ForwardModel.create(runtime, c, weights, { nll: true, ...(layerIndices ? { layerIndices } : {}) });
@@ -101,7 +109,12 @@ const full = model.weights;
 const dropped = emulatorWeights(c, full, layout);
 log(`distilling the emulator's middle: ${DISTILL_STEPS} updates on SOTU windows`);
 const distillStarted = performance.now();
-const sotu = packWindows(sotuSplit().train.slice(0, 40).map((a) => [...model.tokenizer.encode(a.text), eos]), MAX_TOKENS);
+const sotu = packWindows(
+  sotuSplit()
+    .train.slice(0, 40)
+    .map((a) => [...model.tokenizer.encode(a.text), eos]),
+  MAX_TOKENS,
+);
 const distilled = await distillEmulator(runtime, c, full, dropped, split, layout, sotu, {
   steps: DISTILL_STEPS,
   batch: BATCH,
@@ -118,7 +131,10 @@ const fullFt = await evaluate(plugIn(c, full, fullTuned.adapter, layout));
 const params = (w: ReadonlyMap<string, Float32Array>) => [...w.values()].reduce((a, t) => a + t.length, 0);
 type Row = { setting: string; emulator: string | null; layers: number; accuracy: number; loss: number; tuneSeconds: number | null };
 const variants = [];
-for (const [kind, weights] of [["uniform drop", dropped], ["distilled", distilled]] as const) {
+for (const [kind, weights] of [
+  ["uniform drop", dropped],
+  ["distilled", distilled],
+] as const) {
   log(`emulator (${kind}): zero-shot, then fine-tuning the adapter on it`);
   const zero = await evaluate(weights, layout.emulator);
   const tuned = await tune(weights, layout.emulator);
@@ -131,8 +147,20 @@ const rows: Row[] = [
   { setting: "full model, zero-shot", emulator: null, layers: c.numLayers, ...fullZero, tuneSeconds: null },
   ...variants.map((v) => ({ setting: `emulator (${v.kind}), zero-shot`, emulator: v.kind, layers: E, ...v.zero, tuneSeconds: null })),
   { setting: "full model, adapter fine-tuned", emulator: null, layers: c.numLayers, ...fullFt, tuneSeconds: fullTuned.seconds },
-  ...variants.map((v) => ({ setting: `emulator (${v.kind}), adapter fine-tuned`, emulator: v.kind, layers: E, ...v.ft, tuneSeconds: v.tuned.seconds })),
-  ...variants.map((v) => ({ setting: `plug-in (${v.kind} emulator's adapter in the full model)`, emulator: v.kind, layers: c.numLayers, ...v.plugged, tuneSeconds: null })),
+  ...variants.map((v) => ({
+    setting: `emulator (${v.kind}), adapter fine-tuned`,
+    emulator: v.kind,
+    layers: E,
+    ...v.ft,
+    tuneSeconds: v.tuned.seconds,
+  })),
+  ...variants.map((v) => ({
+    setting: `plug-in (${v.kind} emulator's adapter in the full model)`,
+    emulator: v.kind,
+    layers: c.numLayers,
+    ...v.plugged,
+    tuneSeconds: null,
+  })),
 ];
 printTable(
   ["setting", "layers run", "accuracy %", "completion NLL", "tuning s"],
@@ -141,7 +169,9 @@ printTable(
 console.log(
   `\nadapter: layers ${JSON.stringify(layout.adapter)} (${fmt(params(fullTuned.adapter))} parameters, trained in full); emulator: ${JSON.stringify(layout.emulator)} (${fmt(params(dropped))} parameters vs ${fmt(params(full))} in the full model)`,
 );
-console.log(`${STEPS} AdamW updates of ${BATCH} mails, lr ${LR}; ${test.length} balanced test mails (chance 50 %); distillation: ${DISTILL_STEPS} updates, ${fmt(distillSeconds, 1)} s`);
+console.log(
+  `${STEPS} AdamW updates of ${BATCH} mails, lr ${LR}; ${test.length} balanced test mails (chance 50 %); distillation: ${DISTILL_STEPS} updates, ${fmt(distillSeconds, 1)} s`,
+);
 const file = await writeResults(quick ? "offsite-quick" : "offsite", {
   model: basename(values.model),
   split,

@@ -25,13 +25,14 @@ const { values } = parseArgs({
 });
 const window = Number(values.window);
 const { config, weights, tokenizer } = await loadModel(dirSource(values.model));
-const docs = sotuSplit().heldOut.map((a) => [config.bosTokenId ?? [], tokenizer.encode(a.text, { addSpecialTokens: false }), config.eosTokenIds.slice(0, 1)].flat());
+const docs = sotuSplit().heldOut.map((a) =>
+  [config.bosTokenId ?? [], tokenizer.encode(a.text, { addSpecialTokens: false }), config.eosTokenIds.slice(0, 1)].flat(),
+);
 // An evenly spaced sample of the held-out windows, each scored on its own.
 const all = packWindows(docs, window);
 const every = Math.max(1, Math.floor(all.length / Number(values.windows)));
 const windows = all.filter((_, i) => i % every === 0).slice(0, Number(values.windows));
 const V = config.vocabSize;
-
 
 const modes: QuantMode[] = ["f32", "int8", "int4"];
 const perMode = new Map<QuantMode, { nll: number[]; logp: Float64Array[] }>();
@@ -74,6 +75,14 @@ const rows = modes.map((quant) => {
 const floatPpl = rows[0]!.ppl;
 printTable(
   ["weights", "tokens", "perplexity", "Δ vs f32", "mean KL(f32‖q) nats", "top-1 agreement", "graph MB"],
-  rows.map((r) => [r.quant, r.tokens, r.ppl.toFixed(3), `${(((r.ppl - floatPpl) / floatPpl) * 100).toFixed(2)}%`, r.kl.toExponential(2), `${(r.top1 * 100).toFixed(1)}%`, (r.graphBytes / 2 ** 20).toFixed(2)]),
+  rows.map((r) => [
+    r.quant,
+    r.tokens,
+    r.ppl.toFixed(3),
+    `${(((r.ppl - floatPpl) / floatPpl) * 100).toFixed(2)}%`,
+    r.kl.toExponential(2),
+    `${(r.top1 * 100).toFixed(1)}%`,
+    (r.graphBytes / 2 ** 20).toFixed(2),
+  ]),
 );
 writeResults("quantization", { model: values.model, text: "sotu held-out", windows: windows.length, window, config, rows });

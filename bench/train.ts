@@ -80,15 +80,18 @@ async function benchModel(): Promise<{ source: string; config: LlamaConfig; weig
  */
 function flopsPerToken(c: LlamaConfig, T: number): { forward: number; train: number } {
   const size = (m: LinearModule) => linearShape(c, m).reduce((a, b) => a * b, 1);
-  const layerLinear = (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const).reduce((n, m) => n + size(m), 0);
+  const layerLinear = (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const).reduce(
+    (n, m) => n + size(m),
+    0,
+  );
   const linear = c.numLayers * layerLinear + c.vocabSize * c.hiddenSize;
   const attention = 4 * T * c.numHeads * c.headDim;
   const lora = MODULES.reduce((n, m) => n + 2 * SPEC.lora!.r * linearShape(c, m).reduce((a, b) => a + b, 0), 0);
   const forward = 2 * linear + c.numLayers * (attention + lora);
-  const backward = 2 * linear + c.numLayers * (2 * attention + 2 * lora) - 2 * (size("q_proj") + size("k_proj") + size("v_proj")) - attention / 2;
+  const backward =
+    2 * linear + c.numLayers * (2 * attention + 2 * lora) - 2 * (size("q_proj") + size("k_proj") + size("v_proj")) - attention / 2;
   return { forward, train: forward + backward };
 }
-
 
 /** The ceiling on tfjs-wasm: tf.matMul on its fast path (2-D, nothing transposed, the weight kept). */
 function tfjsMatMul(m: number, k: number, n: number): Ceiling {
@@ -114,23 +117,37 @@ interface Work {
 const { source, config, weights } = await benchModel();
 const fpt = flopsPerToken(config, SEQ);
 const next = seededUniform(3);
-const batch = windowBatch(Array.from({ length: BATCH }, () => Array.from({ length: SEQ + 1 }, () => Math.floor(next() * config.vocabSize))));
+const batch = windowBatch(
+  Array.from({ length: BATCH }, () => Array.from({ length: SEQ + 1 }, () => Math.floor(next() * config.vocabSize))),
+);
 // LoRA tensors as after some training (B != 0, unlike PEFT's init), so that every gradient is non-zero and compared.
 const lora = new Map(trainableTensors(config, SPEC).map((t) => [t.name, normalSamples(next, t.shape[0]! * t.shape[1]!, 0.02)]));
 const [m, k, n] = [TOKENS, config.hiddenSize, config.intermediateSize];
 // MatMul calls per sample so that they do about one training step's FLOPs (both halves of a round span similar time).
 const calls = Math.max(1, Math.round((fpt.train * TOKENS) / (2 * m * k * n)));
-console.error(`train bench: ${source}, batch ${BATCH} x ${SEQ}, LoRA r=${SPEC.lora!.r} on ${MODULES.join(",")}, ${fmt(fpt.train / 1e6, 2)} MFLOP/token (forward ${fmt(fpt.forward / 1e6, 2)})${quick ? " (quick)" : ""}`);
+console.error(
+  `train bench: ${source}, batch ${BATCH} x ${SEQ}, LoRA r=${SPEC.lora!.r} on ${MODULES.join(",")}, ${fmt(fpt.train / 1e6, 2)} MFLOP/token (forward ${fmt(fpt.forward / 1e6, 2)})${quick ? " (quick)" : ""}`,
+);
 
 await useTfjsWasm();
-const tfjsInfo = { version: tf.version.tfjs, backend: tf.getBackend(), simd: tf.env().getBool("WASM_HAS_SIMD_SUPPORT"), threads: tf.env().getBool("WASM_HAS_MULTITHREAD_SUPPORT") ? "multi" : 1 };
+const tfjsInfo = {
+  version: tf.version.tfjs,
+  backend: tf.getBackend(),
+  simd: tf.env().getBool("WASM_HAS_SIMD_SUPPORT"),
+  threads: tf.env().getBool("WASM_HAS_MULTITHREAD_SUPPORT") ? "multi" : 1,
+};
 const tfjsModel = new TfjsLlamaLora(config, weights, SPEC.lora!, lora, SEQ);
 const webRt = ortWebRuntime();
 const ortStep = (rt: Runtime, quant: QuantMode) => TrainStep.create(rt, config, weights, SPEC, { quant });
 const webF32 = await ortStep(webRt, "f32");
 const webInt8 = await ortStep(webRt, "int8");
 // The training step's forward alone (same LoRA, frozen; logits and nll out): what the backward adds.
-const frozenLora = new Map(MODULES.flatMap((mod) => Array.from({ length: config.numLayers }, (_, l) => linearName(l, mod))).map((name) => [name, { a: lora.get(`${name}.lora_A.weight`)!, b: lora.get(`${name}.lora_B.weight`)!, r: SPEC.lora!.r, scaling: SPEC.lora!.scaling }]));
+const frozenLora = new Map(
+  MODULES.flatMap((mod) => Array.from({ length: config.numLayers }, (_, l) => linearName(l, mod))).map((name) => [
+    name,
+    { a: lora.get(`${name}.lora_A.weight`)!, b: lora.get(`${name}.lora_B.weight`)!, r: SPEC.lora!.r, scaling: SPEC.lora!.scaling },
+  ]),
+);
 const webForward = await ForwardModel.create(webRt, config, weights, { nll: true, lora: frozenLora });
 
 // The same step, checked before it is timed: losses, and gradients against ORT-web float32.
@@ -150,7 +167,10 @@ const checks = Object.entries(results).map(([name, r]) => {
   }
   return { name, loss: r.loss, lossRelDiff: Math.abs(r.loss - ref.loss) / ref.loss, gradMaxRelDiff: maxRel };
 });
-for (const c of checks) console.error(`check ${c.name}: loss ${c.loss.toFixed(6)} (rel. diff ${c.lossRelDiff.toExponential(1)}), gradients max |diff| / max |grad| ${c.gradMaxRelDiff.toExponential(1)}`);
+for (const c of checks)
+  console.error(
+    `check ${c.name}: loss ${c.loss.toFixed(6)} (rel. diff ${c.lossRelDiff.toExponential(1)}), gradients max |diff| / max |grad| ${c.gradMaxRelDiff.toExponential(1)}`,
+  );
 
 interface Row extends Omit<Work, "run" | "ceiling">, Timing {
   tokensPerSec: number;
@@ -174,7 +194,9 @@ async function measure(works: Work[], ceilings: Record<string, Ceiling>): Promis
     const gflops = (tokensPerSec * (w.step === "train" ? fpt.train : fpt.forward)) / 1e9;
     const c = ceilingGflops.get(ceiling)!;
     rows.push({ ...w, ...t, tokensPerSec, gflops, ceilingGflops: c, mfu: gflops / c });
-    console.error(`${w.label}: ${fmt(t.medianMs, 1)} ms/step (median of ${t.samplesMs.length}) -> ${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} of ${fmt(c, 1)} GFLOP/s`);
+    console.error(
+      `${w.label}: ${fmt(t.medianMs, 1)} ms/step (median of ${t.samplesMs.length}) -> ${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} of ${fmt(c, 1)} GFLOP/s`,
+    );
   });
   for (const c of Object.values(ceilings)) await c.release();
 }
@@ -183,11 +205,51 @@ async function measure(works: Work[], ceilings: Record<string, Ceiling>): Promis
 console.error(`timing ORT-web and tfjs-wasm in turns; ceilings: MatMul [${m}, ${k}] x [${k}, ${n}], ${calls} calls per sample`);
 await measure(
   [
-    { label: "ort-web f32", runtime: "ort-web", threads: 1, quant: "f32", step: "train", ceiling: "ort", run: () => webF32.run(batch, lora) },
-    { label: "ort-web int8", runtime: "ort-web", threads: 1, quant: "int8", step: "train", ceiling: "ort", run: () => webInt8.run(batch, lora) },
-    { label: "ort-web f32 forward", runtime: "ort-web", threads: 1, quant: "f32", step: "forward", ceiling: "ort", run: () => webForward.run({ ids: batch.ids, targets: batch.targets }) },
-    { label: "tfjs-wasm hand-written", runtime: "tfjs-wasm, hand-written backward", threads: 1, quant: "f32", step: "train", ceiling: "tfjs", run: async () => tfjsModel.stepManual(batch) },
-    { label: "tfjs-wasm variableGrads", runtime: "tfjs-wasm, tf.variableGrads", threads: 1, quant: "f32", step: "train", ceiling: "tfjs", run: async () => tfjsModel.stepAutodiff(batch) },
+    {
+      label: "ort-web f32",
+      runtime: "ort-web",
+      threads: 1,
+      quant: "f32",
+      step: "train",
+      ceiling: "ort",
+      run: () => webF32.run(batch, lora),
+    },
+    {
+      label: "ort-web int8",
+      runtime: "ort-web",
+      threads: 1,
+      quant: "int8",
+      step: "train",
+      ceiling: "ort",
+      run: () => webInt8.run(batch, lora),
+    },
+    {
+      label: "ort-web f32 forward",
+      runtime: "ort-web",
+      threads: 1,
+      quant: "f32",
+      step: "forward",
+      ceiling: "ort",
+      run: () => webForward.run({ ids: batch.ids, targets: batch.targets }),
+    },
+    {
+      label: "tfjs-wasm hand-written",
+      runtime: "tfjs-wasm, hand-written backward",
+      threads: 1,
+      quant: "f32",
+      step: "train",
+      ceiling: "tfjs",
+      run: async () => tfjsModel.stepManual(batch),
+    },
+    {
+      label: "tfjs-wasm variableGrads",
+      runtime: "tfjs-wasm, tf.variableGrads",
+      threads: 1,
+      quant: "f32",
+      step: "train",
+      ceiling: "tfjs",
+      run: async () => tfjsModel.stepAutodiff(batch),
+    },
   ],
   { ort: await ortMatMul(webRt, m, k, n), tfjs: tfjsMatMul(m, k, n) },
 );
@@ -198,8 +260,23 @@ for (const threads of [1, 2]) {
   const rt = ortNodeRuntime(threads);
   const step = await ortStep(rt, "f32");
   const r = await step.run(batch, lora);
-  console.error(`check ort-node x${threads}: loss ${r.loss.toFixed(6)} (rel. diff ${(Math.abs(r.loss - ref.loss) / ref.loss).toExponential(1)})`);
-  await measure([{ label: `ort-node f32 x${threads}`, runtime: "ort-node", threads, quant: "f32", step: "train", ceiling: "ort", run: () => step.run(batch, lora) }], { ort: await ortMatMul(rt, m, k, n) });
+  console.error(
+    `check ort-node x${threads}: loss ${r.loss.toFixed(6)} (rel. diff ${(Math.abs(r.loss - ref.loss) / ref.loss).toExponential(1)})`,
+  );
+  await measure(
+    [
+      {
+        label: `ort-node f32 x${threads}`,
+        runtime: "ort-node",
+        threads,
+        quant: "f32",
+        step: "train",
+        ceiling: "ort",
+        run: () => step.run(batch, lora),
+      },
+    ],
+    { ort: await ortMatMul(rt, m, k, n) },
+  );
   await step.release();
 }
 
@@ -218,20 +295,57 @@ const ratios = {
   webTrainOverForwardMs: web.medianMs / row("ort-web f32 forward").medianMs,
 };
 
-console.log(`LoRA training step (r=${SPEC.lora!.r} on ${MODULES.join(", ")}), batch ${BATCH} x ${SEQ}, ${source}; ${fmt(fpt.train / 1e6, 2)} MFLOP/token` + ` (forward ${fmt(fpt.forward / 1e6, 2)}); ceiling = float32 MatMul [${m}, ${k}] x [${k}, ${n}] on the same runtime, timed in turns with its steps`);
+console.log(
+  `LoRA training step (r=${SPEC.lora!.r} on ${MODULES.join(", ")}), batch ${BATCH} x ${SEQ}, ${source}; ${fmt(fpt.train / 1e6, 2)} MFLOP/token` +
+    ` (forward ${fmt(fpt.forward / 1e6, 2)}); ceiling = float32 MatMul [${m}, ${k}] x [${k}, ${n}] on the same runtime, timed in turns with its steps`,
+);
 printTable(
   ["runtime", "threads", "quant", "step", "ms/step", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
-  rows.map((r) => [r.runtime, r.threads, r.quant, r.step === "train" ? "LoRA train" : "forward only", fmt(r.medianMs, 1), fmt(r.tokensPerSec), fmt(r.gflops, 1), fmt(r.ceilingGflops, 1), fmt(100 * r.mfu, 1)]),
+  rows.map((r) => [
+    r.runtime,
+    r.threads,
+    r.quant,
+    r.step === "train" ? "LoRA train" : "forward only",
+    fmt(r.medianMs, 1),
+    fmt(r.tokensPerSec),
+    fmt(r.gflops, 1),
+    fmt(r.ceilingGflops, 1),
+    fmt(100 * r.mfu, 1),
+  ]),
 );
-console.log(`\nsame step: loss ${checks.map((c) => `${c.name} ${c.loss.toFixed(5)}`).join(", ")}; gradients vs ort-web f32: ${checks.slice(1).map((c) => `${c.name} ${c.gradMaxRelDiff.toExponential(1)}`).join(", ")} (max |diff| / max |grad|)`);
+console.log(
+  `\nsame step: loss ${checks.map((c) => `${c.name} ${c.loss.toFixed(5)}`).join(", ")}; gradients vs ort-web f32: ${checks
+    .slice(1)
+    .map((c) => `${c.name} ${c.gradMaxRelDiff.toExponential(1)}`)
+    .join(", ")} (max |diff| / max |grad|)`,
+);
 console.log(`ORT-web f32 tokens/s / tfjs-wasm tf.variableGrads: ${fmt(ratios.webOverTfjsVariableGrads, 2)}x`);
-console.log(`ORT-web f32 tokens/s / tfjs-wasm best (${best.runtime}): ${fmt(ratios.webOverTfjsBest, 2)}x (target >= 2x: ${ratios.webOverTfjsBest >= 2 ? "met" : "not met"}); int8: ${fmt(ratios.webInt8OverTfjsBest, 2)}x`);
-console.log(`ORT-web f32 training MFU: ${fmt(100 * web.mfu, 1)} % of its MatMul ceiling (target >= 40 %: ${web.mfu >= 0.4 ? "met" : "not met"}); training step / forward-only: ${fmt(ratios.webTrainOverForwardMs, 2)}x the time for ${fmt(fpt.train / fpt.forward, 2)}x the FLOPs`);
+console.log(
+  `ORT-web f32 tokens/s / tfjs-wasm best (${best.runtime}): ${fmt(ratios.webOverTfjsBest, 2)}x (target >= 2x: ${ratios.webOverTfjsBest >= 2 ? "met" : "not met"}); int8: ${fmt(ratios.webInt8OverTfjsBest, 2)}x`,
+);
+console.log(
+  `ORT-web f32 training MFU: ${fmt(100 * web.mfu, 1)} % of its MatMul ceiling (target >= 40 %: ${web.mfu >= 0.4 ? "met" : "not met"}); training step / forward-only: ${fmt(ratios.webTrainOverForwardMs, 2)}x the time for ${fmt(fpt.train / fpt.forward, 2)}x the FLOPs`,
+);
 const profiledMs = profile.reduce((a, p) => a + p.msPerStep, 0);
-console.log(`ORT-web f32 training step by op type (profiler; its kernels add up to ${fmt(profiledMs, 1)} ms per step): ${profile.slice(0, 8).map((p) => `${p.opType} ${fmt(p.msPerStep, 1)} ms (${fmt(100 * p.share, 0)} %)`).join(", ")}`);
+console.log(
+  `ORT-web f32 training step by op type (profiler; its kernels add up to ${fmt(profiledMs, 1)} ms per step): ${profile
+    .slice(0, 8)
+    .map((p) => `${p.opType} ${fmt(p.msPerStep, 1)} ms (${fmt(100 * p.share, 0)} %)`)
+    .join(", ")}`,
+);
 const file = await writeResults(quick ? "train-quick" : "train", {
   settings: { batch: BATCH, seq: SEQ, lora: SPEC.lora, timing: TIMING, quick, ceiling: { m, k, n, callsPerSample: calls }, tfjs: tfjsInfo },
-  model: { source, hidden: config.hiddenSize, intermediate: config.intermediateSize, layers: config.numLayers, heads: config.numHeads, kvHeads: config.numKvHeads, vocab: config.vocabSize, tied: config.tieWordEmbeddings, flopsPerToken: fpt },
+  model: {
+    source,
+    hidden: config.hiddenSize,
+    intermediate: config.intermediateSize,
+    layers: config.numLayers,
+    heads: config.numHeads,
+    kvHeads: config.numKvHeads,
+    vocab: config.vocabSize,
+    tied: config.tieWordEmbeddings,
+    flopsPerToken: fpt,
+  },
   checks,
   rows,
   ratios,
@@ -251,7 +365,11 @@ async function profileOrtWeb(runs = 3): Promise<{ opType: string; msPerStep: num
   const mutableFs = fs as { writeSync: typeof fs.writeSync };
   const writeSync = fs.writeSync;
   let text = "";
-  mutableFs.writeSync = ((fd: number, data: string, ...rest: never[]) => (fd === 1 && typeof data === "string" ? ((text += data), Buffer.byteLength(data)) : writeSync(fd, data, ...rest))) as typeof fs.writeSync;
+  mutableFs.writeSync = ((fd: number, data: string, ...rest: never[]) => {
+    if (fd !== 1 || typeof data !== "string") return writeSync(fd, data, ...rest);
+    text += data;
+    return Buffer.byteLength(data);
+  }) as typeof fs.writeSync;
   try {
     await step.release();
   } finally {
@@ -260,7 +378,9 @@ async function profileOrtWeb(runs = 3): Promise<{ opType: string; msPerStep: num
   const events = JSON.parse(text) as { cat: string; name: string; ts: number; dur: number; args: { op_name?: string } }[];
   const firstRunEnd = Math.min(...events.filter((e) => e.name === "model_run").map((e) => e.ts + e.dur));
   const byType = new Map<string, number>();
-  for (const e of events) if (e.cat === "Node" && e.args.op_name && e.ts > firstRunEnd) byType.set(e.args.op_name, (byType.get(e.args.op_name) ?? 0) + e.dur / 1000 / runs);
+  for (const e of events)
+    if (e.cat === "Node" && e.args.op_name && e.ts > firstRunEnd)
+      byType.set(e.args.op_name, (byType.get(e.args.op_name) ?? 0) + e.dur / 1000 / runs);
   const total = [...byType.values()].reduce((a, b) => a + b, 0);
   return [...byType].sort((a, b) => b[1] - a[1]).map(([opType, msPerStep]) => ({ opType, msPerStep, share: msPerStep / total }));
 }

@@ -10,8 +10,11 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export function bundleWorker(config: string): Promise<string> {
   const out = mkdtempSync(join(tmpdir(), "fedflare-bundle-"));
   return new Promise((resolve, reject) =>
-    execFile(process.execPath, [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "-c", config, "--outdir", out], { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false" } }, (err, _stdout, stderr) =>
-      err ? reject(new Error(`bundling ${config} failed: ${stderr}`)) : resolve(out),
+    execFile(
+      process.execPath,
+      [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "-c", config, "--outdir", out],
+      { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
+      (err, _stdout, stderr) => (err ? reject(new Error(`bundling ${config} failed: ${stderr}`)) : resolve(out)),
     ),
   );
 }

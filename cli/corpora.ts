@@ -41,6 +41,9 @@ export function spamAssassin(): SpamMail[] {
  * so no federated or held-out mail was seen in pretraining.
  */
 export function spamAssassinSplit(): { task: SpamMail[]; pretraining: SpamMail[] } {
-  const { train, heldOut } = splitEvery(spamAssassin().sort((a, b) => a.group.localeCompare(b.group) || a.id.localeCompare(b.id)), 2);
+  const { train, heldOut } = splitEvery(
+    spamAssassin().sort((a, b) => a.group.localeCompare(b.group) || a.id.localeCompare(b.id)),
+    2,
+  );
   return { task: train, pretraining: heldOut };
 }

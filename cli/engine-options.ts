@@ -41,7 +41,10 @@ export function pickQuant(q: string): QuantMode {
 }
 
 /** Loads the model (and adapter) named by the options and opens its forward graph. */
-export async function openModel(values: EngineValues, graph: Omit<ForwardOptions, "quant" | "lora">): Promise<{ loaded: LoadedModel; forward: ForwardModel }> {
+export async function openModel(
+  values: EngineValues,
+  graph: Omit<ForwardOptions, "quant" | "lora">,
+): Promise<{ loaded: LoadedModel; forward: ForwardModel }> {
   if (!values.model) throw new UsageError("--model DIR is required (a Hugging Face model folder)");
   const runtime = pickRuntime(values.runtime, values.threads);
   const quant = pickQuant(values.quant);

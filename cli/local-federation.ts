@@ -63,7 +63,13 @@ export class LocalFederation {
     const options = convertV4MiniflareOptions({
       resourcePersistencePath: o.stateDir,
       workers: [
-        { name: "coordinator", ...modulesOf(coordinatorDir), compatibilityDate: "2026-11-01", durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } }, bindings: { FEDFLARE_MASTER_KEY: o.masterKey, FEDFLARE_OPERATOR_TOKEN: tokens.operator, FEDFLARE_VIEWER_TOKEN: tokens.viewer } },
+        {
+          name: "coordinator",
+          ...modulesOf(coordinatorDir),
+          compatibilityDate: "2026-11-01",
+          durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } },
+          bindings: { FEDFLARE_MASTER_KEY: o.masterKey, FEDFLARE_OPERATOR_TOKEN: tokens.operator, FEDFLARE_VIEWER_TOKEN: tokens.viewer },
+        },
         ...(await Promise.all(
           o.clients.map(async (c) => ({
             name: `client-${c.id}`,
@@ -93,13 +99,17 @@ export class LocalFederation {
       const models = await mf.getR2Bucket("MODEL", `client-${firstClient.id}`);
       for (const [name, content] of o.modelFiles) await models.put(`model/${name}`, content);
     }
-    for (const c of o.clients) await (await mf.getR2Bucket("DATA", `client-${c.id}`)).put("partition.jsonl", c.partition.map((r) => JSON.stringify(r)).join("\n"));
+    for (const c of o.clients)
+      await (await mf.getR2Bucket("DATA", `client-${c.id}`)).put("partition.jsonl", c.partition.map((r) => JSON.stringify(r)).join("\n"));
     return fed;
   }
 
   /** A request to the coordinator as the operator (its bearer token added unless the request names another). */
   async coordinator(path: string, init: Init = {}): Promise<Response> {
-    return this.dispatch("coordinator", `http://coordinator${path}`, { ...init, headers: { authorization: `Bearer ${this.operatorToken}`, ...init.headers } });
+    return this.dispatch("coordinator", `http://coordinator${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${this.operatorToken}`, ...init.headers },
+    });
   }
 
   /** A request to a client worker, signed by the operator (headers the request names override the signature's). */
@@ -119,7 +129,7 @@ export class LocalFederation {
       try {
         return (await (await this.mf.getWorker(worker)).fetch(url, init)) as unknown as Response;
       } catch (e) {
-        const code = ((e as { cause?: { code?: string } }).cause ?? {}).code;
+        const code = (e as { cause?: { code?: string } }).cause?.code;
         if (attempt >= 3 || (code !== "EPIPE" && code !== "ECONNRESET")) throw e;
         await new Promise((r) => setTimeout(r, 200 * attempt));
       }

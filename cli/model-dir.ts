@@ -30,5 +30,7 @@ export function readJsonFile(dir: string, name: string): unknown {
 /** A model folder's tokenizer.json and, when it has one, tokenizer_config.json, to copy along. */
 export function tokenizerFiles(dir: string): { json: unknown; config?: Record<string, unknown> } {
   const json = readJsonFile(dir, "tokenizer.json");
-  return existsSync(join(dir, "tokenizer_config.json")) ? { json, config: readJsonFile(dir, "tokenizer_config.json") as Record<string, unknown> } : { json };
+  return existsSync(join(dir, "tokenizer_config.json"))
+    ? { json, config: readJsonFile(dir, "tokenizer_config.json") as Record<string, unknown> }
+    : { json };
 }

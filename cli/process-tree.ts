@@ -23,7 +23,12 @@ function readStat(pid: string): ProcessStat | null {
     // The command name is parenthesised and may hold spaces: fields resume after the last ")".
     const close = s.lastIndexOf(")");
     const rest = s.slice(close + 2).split(" ");
-    return { pid: Number(pid), ppid: Number(rest[1]), comm: s.slice(s.indexOf("(") + 1, close), cpuSeconds: (Number(rest[11]) + Number(rest[12])) / USER_HZ };
+    return {
+      pid: Number(pid),
+      ppid: Number(rest[1]),
+      comm: s.slice(s.indexOf("(") + 1, close),
+      cpuSeconds: (Number(rest[11]) + Number(rest[12])) / USER_HZ,
+    };
   } catch {
     // The process ended while we read.
     return null;
@@ -33,7 +38,10 @@ function readStat(pid: string): ProcessStat | null {
 /** Every descendant of `root` (children, grandchildren, ...), optionally only those named `command`. */
 export function descendants(root = process.pid, command?: string): ProcessStat[] {
   if (!hasProc()) return [];
-  const stats = readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map(readStat).filter((s): s is ProcessStat => s !== null);
+  const stats = readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .map(readStat)
+    .filter((s): s is ProcessStat => s !== null);
   const children = new Map<number, ProcessStat[]>();
   for (const s of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), s]);
   const found: ProcessStat[] = [];

@@ -38,12 +38,20 @@ export const RunConfig = v.strictObject({
    */
   trunk: v.optional(v.picklist(["endpoint", "local"]), "endpoint"),
   strategy: v.optional(v.looseObject({ name: v.string() }), { name: "fedavg" }),
-  local: v.optional(v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: v.pipe(v.number(), v.gtValue(0)), maxTokens: v.optional(int(2, 8192), 64) }), {
-    steps: 12,
-    batchSize: 8,
-    lr: 3e-3,
-    maxTokens: 64,
-  }),
+  local: v.optional(
+    v.strictObject({
+      steps: int(1, 100_000),
+      batchSize: int(1, 1024),
+      lr: v.pipe(v.number(), v.gtValue(0)),
+      maxTokens: v.optional(int(2, 8192), 64),
+    }),
+    {
+      steps: 12,
+      batchSize: 8,
+      lr: 3e-3,
+      maxTokens: 64,
+    },
+  ),
   quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8"),
   deadlineSeconds: v.optional(v.pipe(v.number(), v.minValue(1)), 900),
   /** Held-out examples scored after every round (the evaluation's cost). */
@@ -58,6 +66,7 @@ export function parseRunConfig(json: unknown, source: string): RunConfig {
     const issue = r.issues[0];
     throw new UsageError(`${source}: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`);
   }
-  if ((r.output.clientsPerRound ?? r.output.clients) > r.output.clients) throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
+  if ((r.output.clientsPerRound ?? r.output.clients) > r.output.clients)
+    throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
   return r.output;
 }

@@ -35,7 +35,10 @@ interface Corpus<Raw> {
 function corpus(c: RunConfig): Corpus<unknown> {
   if (c.task === "g2p") {
     const dict = cmudict();
-    const raws: G2pEntry[] = Object.keys(dict).filter((w) => isPlainWord(w)).sort().map((w) => [w, dict[w]!]);
+    const raws: G2pEntry[] = Object.keys(dict)
+      .filter((w) => isPlainWord(w))
+      .sort()
+      .map((w) => [w, dict[w]!]);
     return { task: g2pTask, raws, label: g2pTask.partitionKey } as Corpus<unknown>;
   }
   if (c.task === "spam") {
@@ -53,8 +56,13 @@ export function runData(c: RunConfig): RunData {
   const { train, heldOut } = splitEvery(sample, 10);
   let partitioner: Partitioner & { keys?: readonly (readonly string[])[] };
   if (c.partitioner.type === "iid") partitioner = iidPartitioner(train.length, { numPartitions: c.clients, seed: c.seed });
-  else if (c.partitioner.type === "dirichlet") partitioner = dirichletPartitioner(train.map(label), { numPartitions: c.clients, alpha: c.partitioner.alpha, seed: c.seed });
-  else partitioner = naturalPartitioner(train.map((r) => task.partitionKey(r)), c.clients);
+  else if (c.partitioner.type === "dirichlet")
+    partitioner = dirichletPartitioner(train.map(label), { numPartitions: c.clients, alpha: c.partitioner.alpha, seed: c.seed });
+  else
+    partitioner = naturalPartitioner(
+      train.map((r) => task.partitionKey(r)),
+      c.clients,
+    );
   const partitions = Array.from({ length: c.clients }, (_, i) => partitioner.loadPartition(i).flatMap((j) => task.examples(train[j])));
   return {
     ...("labels" in task ? { labels: (task as ClassificationTask<unknown>).labels } : {}),

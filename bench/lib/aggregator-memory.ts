@@ -23,7 +23,16 @@ import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
 import { encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 
-export const BENCH_MODEL = { model_type: "llama", hidden_size: 1024, intermediate_size: 2816, num_hidden_layers: 16, num_attention_heads: 16, num_key_value_heads: 4, vocab_size: 32000, max_position_embeddings: 2048 };
+export const BENCH_MODEL = {
+  model_type: "llama",
+  hidden_size: 1024,
+  intermediate_size: 2816,
+  num_hidden_layers: 16,
+  num_attention_heads: 16,
+  num_key_value_heads: 4,
+  vocab_size: 32000,
+  max_position_embeddings: 2048,
+};
 export const BENCH_MODULES: LinearModule[] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 /** A Durable Object's SQL over node:sqlite: what the accumulator calls (exec, toArray, one), blobs as ArrayBuffers as workerd returns them. */
@@ -40,9 +49,14 @@ function sqlStorage(db: DatabaseSync, probe: Probe): SqlExec {
       probe.low = Math.min(probe.low, now);
       probe.high = Math.max(probe.high, now);
     }
-    const rows = db.prepare(query).all(...(bindings as (Uint8Array | number | string)[])).map((r) =>
-      Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v instanceof Uint8Array ? v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength) : v])),
-    );
+    const rows = db
+      .prepare(query)
+      .all(...(bindings as (Uint8Array | number | string)[]))
+      .map((r) =>
+        Object.fromEntries(
+          Object.entries(r).map(([k, v]) => [k, v instanceof Uint8Array ? v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength) : v]),
+        ),
+      );
     return { toArray: () => rows, one: () => rows[0] };
   };
   return { exec } as unknown as SqlExec;
@@ -78,14 +92,30 @@ if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
   const sql = sqlStorage(db, probe);
   const model = parseLlamaConfig(BENCH_MODEL);
   const params = initLoraParams(model, rank, BENCH_MODULES, 0);
-  const v0 = writePeftAdapter({ config: { r: rank, alpha: 2 * rank, targetModules: BENCH_MODULES, dropout: 0, useRslora: false, baseModel: "bench", layers: null }, pairs: loraPairs(params, rank, 2) })["adapter_model.safetensors"];
+  const v0 = writePeftAdapter({
+    config: { r: rank, alpha: 2 * rank, targetModules: BENCH_MODULES, dropout: 0, useRslora: false, baseModel: "bench", layers: null },
+    pairs: loraPairs(params, rank, 2),
+  })["adapter_model.safetensors"];
   writeBlob(sql, "v0", v0);
   const header = readSafetensorsHeader(v0);
   const layout = flatLayout(header);
   const shapes = new Map([...header.tensors].map(([k, t]) => [k, t.shape]));
   const bodies = Array.from({ length: folds }, (_, i) => {
     const u = seededUniform(i);
-    return encodeTensorFile(new Map([...shapes].map(([k, s]) => [k, normalSamples(u, s.reduce((a, b) => a * b, 1), 1e-3)])), shapes, { format: "pt", num_examples: "10" });
+    return encodeTensorFile(
+      new Map(
+        [...shapes].map(([k, s]) => [
+          k,
+          normalSamples(
+            u,
+            s.reduce((a, b) => a * b, 1),
+            1e-3,
+          ),
+        ]),
+      ),
+      shapes,
+      { format: "pt", num_examples: "10" },
+    );
   });
   const adapterBytes = layout.total * 4;
   params.clear();
@@ -99,11 +129,35 @@ if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
   let slots: string[] = [];
   const close = measure(probe, (pass) => {
     db.exec("BEGIN");
-    slots = closeSegments(sql, { layout, globalKey: "v0", dataStart: header.dataStart, sumKey: `sum${pass}`, totalWeight: 10 * folds, strategy: createStrategy({ name: "fedadam" }), round: 0, slots: [], stateKey: (s) => `state/${s}`, nextKey: `v1-${pass}`, nextStateKey: (s) => `state/${s}#${pass}` });
+    slots = closeSegments(sql, {
+      layout,
+      globalKey: "v0",
+      dataStart: header.dataStart,
+      sumKey: `sum${pass}`,
+      totalWeight: 10 * folds,
+      strategy: createStrategy({ name: "fedadam" }),
+      round: 0,
+      slots: [],
+      stateKey: (s) => `state/${s}`,
+      nextKey: `v1-${pass}`,
+      nextStateKey: (s) => `state/${s}#${pass}`,
+    });
     db.exec("COMMIT");
   });
   db.close();
   rmSync(dir, { recursive: true, force: true });
   const uploadMB = bodies[0]!.length / 1e6;
-  process.stdout.write(JSON.stringify({ rank, adapterBytes, uploadBytes: bodies[0]!.length, folds, foldPeakOverMiB: fold.peakOverMiB, foldMsPerMB: fold.ms / folds / uploadMB, closePeakOverMiB: close.peakOverMiB, closeMs: close.ms, slots }) + "\n");
+  process.stdout.write(
+    `${JSON.stringify({
+      rank,
+      adapterBytes,
+      uploadBytes: bodies[0]!.length,
+      folds,
+      foldPeakOverMiB: fold.peakOverMiB,
+      foldMsPerMB: fold.ms / folds / uploadMB,
+      closePeakOverMiB: close.peakOverMiB,
+      closeMs: close.ms,
+      slots,
+    })}\n`,
+  );
 }

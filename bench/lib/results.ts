@@ -30,6 +30,6 @@ export async function writeResults(name: string, data: Record<string, unknown>):
   const dir = new URL("../results/", import.meta.url);
   await mkdir(dir, { recursive: true });
   const file = new URL(`${name}.json`, dir);
-  await writeFile(file, JSON.stringify({ machine: machineInfo(), ...data }, null, 2) + "\n");
+  await writeFile(file, `${JSON.stringify({ machine: machineInfo(), ...data }, null, 2)}\n`);
   return file.pathname;
 }

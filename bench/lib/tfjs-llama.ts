@@ -91,7 +91,13 @@ export class TfjsLlamaLora {
   private readonly bias: tf.Tensor;
 
   /** Weights by Hugging Face name, LoRA tensors by `<linear>.lora_A.weight` / `.lora_B.weight`; T = sequence length. */
-  constructor(c: LlamaConfig, weights: ReadonlyMap<string, Float32Array>, spec: LoraSpec, lora: ReadonlyMap<string, Float32Array>, T: number) {
+  constructor(
+    c: LlamaConfig,
+    weights: ReadonlyMap<string, Float32Array>,
+    spec: LoraSpec,
+    lora: ReadonlyMap<string, Float32Array>,
+    T: number,
+  ) {
     this.c = c;
     this.spec = spec;
     const get = (name: string) => weights.get(name) ?? missing(name);
@@ -111,14 +117,23 @@ export class TfjsLlamaLora {
     for (const [name, data] of lora) {
       const isA = name.endsWith(".lora_A.weight");
       const [out, inp] = shapeOf(c, name.replace(/\.lora_[AB]\.weight$/, ".weight"));
-      this.lora.set(name, tf.tidy(() => tf.variable(tf.tensor2d(data, isA ? [spec.r, inp] : [out, spec.r]), true, name)));
+      this.lora.set(
+        name,
+        tf.tidy(() => tf.variable(tf.tensor2d(data, isA ? [spec.r, inp] : [out, spec.r]), true, name)),
+      );
     }
     // RoPE as graph.ts: positions 0..T-1 (no padding), cos/sin [T, hd] with the frequencies repeated.
     const inv = ropeInvFreq(c);
     const half = c.headDim / 2;
     const angle = (t: number, i: number) => t * inv[i % half]!;
-    this.cos = tf.tensor2d(Float32Array.from({ length: T * c.headDim }, (_, j) => Math.cos(angle(Math.floor(j / c.headDim), j % c.headDim))), [T, c.headDim]);
-    this.sin = tf.tensor2d(Float32Array.from({ length: T * c.headDim }, (_, j) => Math.sin(angle(Math.floor(j / c.headDim), j % c.headDim))), [T, c.headDim]);
+    this.cos = tf.tensor2d(
+      Float32Array.from({ length: T * c.headDim }, (_, j) => Math.cos(angle(Math.floor(j / c.headDim), j % c.headDim))),
+      [T, c.headDim],
+    );
+    this.sin = tf.tensor2d(
+      Float32Array.from({ length: T * c.headDim }, (_, j) => Math.sin(angle(Math.floor(j / c.headDim), j % c.headDim))),
+      [T, c.headDim],
+    );
     // rotate_half(x) = x R with R[i + half, i] = -1, R[i, i + half] = 1.
     const r = new Float32Array(c.headDim * c.headDim);
     for (let i = 0; i < half; i++) {
@@ -128,7 +143,10 @@ export class TfjsLlamaLora {
     const rot = tf.tensor2d(r, [c.headDim, c.headDim]);
     // Held like a weight: x R going forward, d R^T going back.
     this.rot = { w: tf.transpose(rot), wt: rot };
-    this.bias = tf.tensor2d(Float32Array.from({ length: T * T }, (_, j) => (j % T <= Math.floor(j / T) ? 0 : MASKED)), [T, T]);
+    this.bias = tf.tensor2d(
+      Float32Array.from({ length: T * T }, (_, j) => (j % T <= Math.floor(j / T) ? 0 : MASKED)),
+      [T, T],
+    );
   }
 
   /** The step with tf.variableGrads over the forward: what the tfjs documentation teaches. */
@@ -149,7 +167,18 @@ export class TfjsLlamaLora {
   }
 
   dispose(): void {
-    tf.dispose([...this.lora.values(), this.embed, this.head.wt, this.cos, this.sin, this.rot.w, this.rot.wt, this.bias, ...this.norms.values(), ...[...this.linears.values()].flatMap((f) => [f.w, f.wt])]);
+    tf.dispose([
+      ...this.lora.values(),
+      this.embed,
+      this.head.wt,
+      this.cos,
+      this.sin,
+      this.rot.w,
+      this.rot.wt,
+      this.bias,
+      ...this.norms.values(),
+      ...[...this.linears.values()].flatMap((f) => [f.w, f.wt]),
+    ]);
     if (!this.c.tieWordEmbeddings) this.head.w.dispose();
   }
 
@@ -178,7 +207,10 @@ export class TfjsLlamaLora {
       // [B*kv, nRep*T, hd] meets its own k and v, and the scores regroup to [B, heads, T, T] for free.
       const scores = tf.reshape(tf.mul(tf.matMul(q, tf.transpose(k, [0, 2, 1])), 1 / Math.sqrt(c.headDim)), [B, c.numHeads, T, T]);
       const p = tf.reshape(tf.softmax(tf.add(scores, this.bias)), [B * c.numKvHeads, nRep * T, T]);
-      const merged = tf.reshape(tf.transpose(tf.reshape(tf.matMul(p, v), [B, c.numHeads, T, c.headDim]), [0, 2, 1, 3]), [N, c.numHeads * c.headDim]);
+      const merged = tf.reshape(tf.transpose(tf.reshape(tf.matMul(p, v), [B, c.numHeads, T, c.headDim]), [0, 2, 1, 3]), [
+        N,
+        c.numHeads * c.headDim,
+      ]);
       const hMid = tf.add(h, this.linear(merged, l, "o_proj", u));
       const { y, inv: inv2 } = this.rmsNorm(hMid, `model.layers.${l}.post_attention_layernorm.weight`);
       const gate = this.linear(y, l, "gate_proj", u);
@@ -214,7 +246,11 @@ export class TfjsLlamaLora {
       const dhMid = tf.add(dh, this.rmsNormBack(dY, k.hMid, k.inv2, `model.layers.${l}.post_attention_layernorm.weight`));
       // Attention: hMid = hIn + merge(P V) Wo^T, P = softmax(q k^T / sqrt(hd) + bias).
       const dMerged = tf.matMul(dhMid, wOf("o_proj"));
-      const dO = tf.reshape(tf.transpose(tf.reshape(dMerged, [B, T, c.numHeads, c.headDim]), [0, 2, 1, 3]), [B * c.numKvHeads, nRep * T, c.headDim]);
+      const dO = tf.reshape(tf.transpose(tf.reshape(dMerged, [B, T, c.numHeads, c.headDim]), [0, 2, 1, 3]), [
+        B * c.numKvHeads,
+        nRep * T,
+        c.headDim,
+      ]);
       const dP = tf.matMul(dO, tf.transpose(k.v, [0, 2, 1]));
       const dV = tf.matMul(tf.transpose(k.p, [0, 2, 1]), dO);
       const dS = tf.mul(tf.mul(k.p, tf.sub(dP, tf.sum(tf.mul(dP, k.p), -1, true))), 1 / Math.sqrt(c.headDim));
@@ -227,7 +263,11 @@ export class TfjsLlamaLora {
         break;
       }
       const dK = this.unheads(this.ropeBack(tf.matMul(tf.transpose(dS, [0, 2, 1]), k.q), B, c.numKvHeads, T), B, T, c.numKvHeads);
-      const dX = tf.addN([this.linearBack(dQ, k, l, "q_proj", grads), this.linearBack(dK, k, l, "k_proj", grads), this.linearBack(dVf, k, l, "v_proj", grads)]);
+      const dX = tf.addN([
+        this.linearBack(dQ, k, l, "q_proj", grads),
+        this.linearBack(dK, k, l, "k_proj", grads),
+        this.linearBack(dVf, k, l, "v_proj", grads),
+      ]);
       dh = tf.add(dhMid, this.rmsNormBack(dX, k.hIn, k.inv1, `model.layers.${l}.input_layernorm.weight`));
     }
     return grads;

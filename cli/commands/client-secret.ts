@@ -10,6 +10,9 @@ export async function clientSecret(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { client: { type: "string" } }, strict: true });
   if (!values.client) throw new UsageError("--client ID is required");
   const master = process.env.FEDFLARE_MASTER_KEY;
-  if (!master) throw new UsageError("set FEDFLARE_MASTER_KEY to the coordinator's master key (the value given to `wrangler secret put FEDFLARE_MASTER_KEY`)");
-  process.stdout.write((await deriveClientSecret(master, values.client)) + "\n");
+  if (!master)
+    throw new UsageError(
+      "set FEDFLARE_MASTER_KEY to the coordinator's master key (the value given to `wrangler secret put FEDFLARE_MASTER_KEY`)",
+    );
+  process.stdout.write(`${await deriveClientSecret(master, values.client)}\n`);
 }

@@ -15,16 +15,31 @@ export const endpointUsage = `fedflare endpoint --model DIR [--port 8000] [--hos
 export async function endpoint(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { model: { type: "string" }, port: { type: "string", default: "8000" }, host: { type: "string", default: "127.0.0.1" }, "max-batch": { type: "string", default: "8" }, "max-wait-ms": { type: "string", default: "5" }, threads: { type: "string", default: "2" }, "no-auth": { type: "boolean", default: false } },
+    options: {
+      model: { type: "string" },
+      port: { type: "string", default: "8000" },
+      host: { type: "string", default: "127.0.0.1" },
+      "max-batch": { type: "string", default: "8" },
+      "max-wait-ms": { type: "string", default: "5" },
+      threads: { type: "string", default: "2" },
+      "no-auth": { type: "boolean", default: false },
+    },
     strict: true,
   });
   if (!values.model) throw new UsageError("--model DIR is required");
   const token = process.env.FEDFLARE_ENDPOINT_TOKEN || undefined;
-  if (token && values["no-auth"]) throw new UsageError("FEDFLARE_ENDPOINT_TOKEN is set and --no-auth given: unset the token or drop --no-auth");
-  if (!token && !values["no-auth"]) throw new UsageError("set FEDFLARE_ENDPOINT_TOKEN to the bearer token clients must send (e.g. openssl rand -hex 32), or pass --no-auth to serve without one");
+  if (token && values["no-auth"])
+    throw new UsageError("FEDFLARE_ENDPOINT_TOKEN is set and --no-auth given: unset the token or drop --no-auth");
+  if (!token && !values["no-auth"])
+    throw new UsageError(
+      "set FEDFLARE_ENDPOINT_TOKEN to the bearer token clients must send (e.g. openssl rand -hex 32), or pass --no-auth to serve without one",
+    );
   const source = dirSource(values.model);
   const model = await loadModel(source);
-  const fingerprint = await modelFingerprint((f) => source.read(f), readdirSync(values.model).filter((f) => /\.(json|safetensors)$/.test(f)));
+  const fingerprint = await modelFingerprint(
+    (f) => source.read(f),
+    readdirSync(values.model).filter((f) => /\.(json|safetensors)$/.test(f)),
+  );
   const running = await startEndpoint({
     model,
     fingerprint,
@@ -36,6 +51,8 @@ export async function endpoint(args: string[]): Promise<void> {
     threads: positiveInt("threads", values.threads),
     ...(token ? { token } : { noAuth: true }),
   });
-  process.stderr.write(`serving ${basename(resolve(values.model))} on ${running.url}/v1 (${running.provider}${token ? ", bearer token from FEDFLARE_ENDPOINT_TOKEN required" : ", --no-auth: no token, anyone reaching the port may use it"})\n`);
+  process.stderr.write(
+    `serving ${basename(resolve(values.model))} on ${running.url}/v1 (${running.provider}${token ? ", bearer token from FEDFLARE_ENDPOINT_TOKEN required" : ", --no-auth: no token, anyone reaching the port may use it"})\n`,
+  );
   await new Promise<void>((done) => process.once("SIGINT", () => void running.close().then(done)));
 }

@@ -33,5 +33,7 @@ export async function generate(args: string[]): Promise<void> {
   const out = await generateTokens(forward, prompt, { ...opts, stopIds: loaded.config.eosTokenIds });
   await forward.release();
   const text = loaded.tokenizer.decode(out.tokens, { skipSpecialTokens: true });
-  process.stdout.write(values.json ? JSON.stringify({ prompt_tokens: prompt, tokens: out.tokens, text, finish_reason: out.finishReason }) + "\n" : text + "\n");
+  process.stdout.write(
+    values.json ? `${JSON.stringify({ prompt_tokens: prompt, tokens: out.tokens, text, finish_reason: out.finishReason })}\n` : `${text}\n`,
+  );
 }

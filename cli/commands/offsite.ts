@@ -45,7 +45,11 @@ async function emulatorCommand(args: string[]): Promise<void> {
     strict: true,
   });
   if (!values.model || !values.out) throw new UsageError("--model DIR and --out DIR are required");
-  const split = { bottom: positiveInt("bottom", values.bottom ?? "", 0), top: positiveInt("top", values.top ?? "", 0), middle: positiveInt("middle", values.middle ?? "", 0) };
+  const split = {
+    bottom: positiveInt("bottom", values.bottom ?? "", 0),
+    top: positiveInt("top", values.top ?? "", 0),
+    middle: positiveInt("middle", values.middle ?? "", 0),
+  };
   const model = await loadModel(dirSource(values.model));
   const steps = positiveInt("distill-steps", values["distill-steps"], 0);
   let weights = model.weights;
@@ -62,30 +66,51 @@ async function emulatorCommand(args: string[]): Promise<void> {
       tokens += docs.at(-1)!.length;
     }
     const windows = packWindows(docs, 128);
-    const distilled = await distillEmulator(ortNodeRuntime(positiveInt("threads", values.threads)), model.config, model.weights, emulatorWeights(model.config, model.weights, layout), split, layout, windows, {
-      steps,
-      batch: 8,
-      lr: positiveNumber("distill-lr", values["distill-lr"]),
-      weight: positiveNumber("distill-weight", values["distill-weight"]),
-      onStep: (s, loss, distill) => {
-        if (s % 25 === 0 || s === steps) process.stderr.write(`distilling: step ${s}/${steps}  loss ${loss.toFixed(4)} (distillation ${distill.toFixed(4)})\n`);
+    const distilled = await distillEmulator(
+      ortNodeRuntime(positiveInt("threads", values.threads)),
+      model.config,
+      model.weights,
+      emulatorWeights(model.config, model.weights, layout),
+      split,
+      layout,
+      windows,
+      {
+        steps,
+        batch: 8,
+        lr: positiveNumber("distill-lr", values["distill-lr"]),
+        weight: positiveNumber("distill-weight", values["distill-weight"]),
+        onStep: (s, loss, distill) => {
+          if (s % 25 === 0 || s === steps)
+            process.stderr.write(`distilling: step ${s}/${steps}  loss ${loss.toFixed(4)} (distillation ${distill.toFixed(4)})\n`);
+        },
       },
-    });
+    );
     // The emulator's middle is the distilled one; every other tensor is the full model's own.
     weights = new Map([...model.weights].map(([n, t]) => [n, distilled.get(n) ?? t]));
   }
   const out = emulate(model.config, weights, split, basename(resolve(values.model)), tokenizerFiles(values.model));
   writeFiles(join(values.out, "emulator"), out.emulator);
   writeFiles(join(values.out, "adapter"), out.adapter);
-  process.stderr.write(`emulator layers ${JSON.stringify(out.description.emulator_layers)} of ${model.config.numLayers} in ${join(values.out, "emulator")}; adapter layers ${JSON.stringify(out.description.adapter_layers)} in ${join(values.out, "adapter")}\n`);
+  process.stderr.write(
+    `emulator layers ${JSON.stringify(out.description.emulator_layers)} of ${model.config.numLayers} in ${join(values.out, "emulator")}; adapter layers ${JSON.stringify(out.description.adapter_layers)} in ${join(values.out, "adapter")}\n`,
+  );
 }
 
 async function supplyCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { coordinator: { type: "string" }, federation: { type: "string" }, adapter: { type: "string" } }, strict: true });
-  if (!values.coordinator || !values.federation || !values.adapter) throw new UsageError("--coordinator URL, --federation ID and --adapter DIR are required");
+  const { values } = parseArgs({
+    args,
+    options: { coordinator: { type: "string" }, federation: { type: "string" }, adapter: { type: "string" } },
+    strict: true,
+  });
+  if (!values.coordinator || !values.federation || !values.adapter)
+    throw new UsageError("--coordinator URL, --federation ID and --adapter DIR are required");
   const token = process.env.FEDFLARE_OPERATOR_TOKEN;
   if (!token) throw new UsageError("set FEDFLARE_OPERATOR_TOKEN to the coordinator's operator token");
-  const { path, ...init } = await initialAdapterRequest(values.federation, token, new Uint8Array(readFileSync(join(values.adapter, "adapter_model.safetensors"))));
+  const { path, ...init } = await initialAdapterRequest(
+    values.federation,
+    token,
+    new Uint8Array(readFileSync(join(values.adapter, "adapter_model.safetensors"))),
+  );
   const res = await fetch(new URL(path, values.coordinator), init);
   const text = await res.text();
   if (!res.ok) throw new UsageError(`the coordinator refused the adapter: ${res.status} ${text}`);
@@ -93,17 +118,35 @@ async function supplyCommand(args: string[]): Promise<void> {
 }
 
 async function plugInCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { model: { type: "string" }, adapter: { type: "string" }, out: { type: "string" } }, strict: true });
+  const { values } = parseArgs({
+    args,
+    options: { model: { type: "string" }, adapter: { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
   if (!values.model || !values.adapter || !values.out) throw new UsageError("--model DIR, --adapter DIR and --out DIR are required");
   const model = await loadModel(dirSource(values.model));
-  const { tensors, description } = readAdapterFolder(model.config, new Uint8Array(readFileSync(join(values.adapter, "adapter_model.safetensors"))), readJsonFile(values.adapter, "adapter_config.json"), values.adapter);
+  const { tensors, description } = readAdapterFolder(
+    model.config,
+    new Uint8Array(readFileSync(join(values.adapter, "adapter_model.safetensors"))),
+    readJsonFile(values.adapter, "adapter_config.json"),
+    values.adapter,
+  );
   const weights = plugIn(model.config, model.weights, tensors, offsiteLayout(model.config.numLayers, description));
   const tokenizer = tokenizerFiles(values.model);
-  writeFiles(values.out, hfModelFiles(model.config, weights, tokenizer.json, tokenizer.config ? { tokenizerConfig: tokenizer.config } : {}));
-  process.stderr.write(`wrote ${values.out}: ${basename(resolve(values.model))} with adapter layers ${JSON.stringify(description.adapter_layers)} from ${values.adapter}\n`);
+  writeFiles(
+    values.out,
+    hfModelFiles(model.config, weights, tokenizer.json, tokenizer.config ? { tokenizerConfig: tokenizer.config } : {}),
+  );
+  process.stderr.write(
+    `wrote ${values.out}: ${basename(resolve(values.model))} with adapter layers ${JSON.stringify(description.adapter_layers)} from ${values.adapter}\n`,
+  );
 }
 
-const SUBCOMMANDS: Record<string, (args: string[]) => Promise<void>> = { emulator: emulatorCommand, supply: supplyCommand, "plug-in": plugInCommand };
+const SUBCOMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  emulator: emulatorCommand,
+  supply: supplyCommand,
+  "plug-in": plugInCommand,
+};
 
 export async function offsite(args: string[]): Promise<void> {
   const [sub, ...rest] = args;

@@ -14,10 +14,15 @@ export const phrasesUsage = `fedflare phrases --data FILE.jsonl [--count 24] [--
   among words seen in at least --min-count records.`;
 
 export async function phrases(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { data: { type: "string" }, count: { type: "string", default: "24" }, "min-count": { type: "string", default: "3" } }, strict: true });
+  const { values } = parseArgs({
+    args,
+    options: { data: { type: "string" }, count: { type: "string", default: "24" }, "min-count": { type: "string", default: "3" } },
+    strict: true,
+  });
   if (!values.data) throw new UsageError("--data FILE.jsonl is required");
   const items = labeledPrompts(parseJsonl(readFileSync(values.data, "utf8"), values.data));
-  if (new Set(items.map((x) => x.label)).size < 2) throw new UsageError(`${values.data} needs {"prompt", "completion"} records with at least two distinct completions (the labels)`);
+  if (new Set(items.map((x) => x.label)).size < 2)
+    throw new UsageError(`${values.data} needs {"prompt", "completion"} records with at least two distinct completions (the labels)`);
   const mined = pmiPhrases(items, positiveInt("count", values.count), positiveInt("min-count", values["min-count"]));
-  process.stdout.write(JSON.stringify(mined) + "\n");
+  process.stdout.write(`${JSON.stringify(mined)}\n`);
 }

@@ -19,7 +19,14 @@ import { emulate } from "../../src/fl/offsite/files.ts";
 import { zoGlobal, zoInitial } from "../../src/fl/client/zo-update.ts";
 import { bbtGlobalOf, softPromptLayout, softPromptOf } from "../../src/fl/bbt/fedbpt.ts";
 import { initialAdapterRequest } from "../../src/fl/offsite/supply.ts";
-import { bestPrompt, discreteItems, distributionsOf, localRowScorer, promptAccuracy, promptTokens } from "../../src/fl/prompt/discrete-round.ts";
+import {
+  bestPrompt,
+  discreteItems,
+  distributionsOf,
+  localRowScorer,
+  promptAccuracy,
+  promptTokens,
+} from "../../src/fl/prompt/discrete-round.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { SEED_SUMS } from "../../src/fl/version-tensors.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
@@ -77,26 +84,51 @@ type Scored = { loss: number; accuracy: number | null; balanced: number | null }
 const scoreFields = (s: Scored) => ({ heldout_loss: s.loss, heldout_accuracy: s.accuracy, heldout_balanced_accuracy: s.balanced });
 
 /** A round that failed leaves the model as it was: its scores are the last round's. */
-const previous = (r: RoundRecord): Scored => ({ loss: r.heldout_loss, accuracy: r.heldout_accuracy ?? null, balanced: r.heldout_balanced_accuracy ?? null });
+const previous = (r: RoundRecord): Scored => ({
+  loss: r.heldout_loss,
+  accuracy: r.heldout_accuracy ?? null,
+  balanced: r.heldout_balanced_accuracy ?? null,
+});
 
 /** The clients' costs of a round, from their job views: each upload's size and the metrics it declared. */
-function clientCost(uploads: readonly { bytes: number; metrics: Record<string, number> }[], cpuSeconds: number | null, sampled: number): ClientCost | undefined {
+function clientCost(
+  uploads: readonly { bytes: number; metrics: Record<string, number> }[],
+  cpuSeconds: number | null,
+  sampled: number,
+): ClientCost | undefined {
   if (uploads.length === 0) return undefined;
   const metrics = uploads.map((u) => u.metrics);
   const mean = (f: (i: number) => number) => uploads.reduce((s, _, i) => s + f(i), 0) / uploads.length;
-  const api = metrics[0]!.api_rows === undefined ? {} : { api_rows: mean((i) => metrics[i]!.api_rows ?? 0), api_requests: mean((i) => metrics[i]!.api_requests ?? 0) };
-  return { upload_bytes: mean((i) => uploads[i]!.bytes), download_bytes: mean((i) => metrics[i]!.download_bytes ?? 0), ...api, cpu_seconds: cpuSeconds === null ? null : cpuSeconds / sampled };
+  const api =
+    metrics[0]!.api_rows === undefined
+      ? {}
+      : { api_rows: mean((i) => metrics[i]!.api_rows ?? 0), api_requests: mean((i) => metrics[i]!.api_requests ?? 0) };
+  return {
+    upload_bytes: mean((i) => uploads[i]!.bytes),
+    download_bytes: mean((i) => metrics[i]!.download_bytes ?? 0),
+    ...api,
+    cpu_seconds: cpuSeconds === null ? null : cpuSeconds / sampled,
+  };
 }
 
 export async function run(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { config: { type: "string" }, out: { type: "string" }, resume: { type: "string" } }, strict: true });
-  if (values.resume && (values.config || values.out)) throw new UsageError("--resume DIR takes the run's own config; do not combine it with --config or --out");
-  const dir = values.resume ?? values.out ?? join("runs", new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-"));
+  const { values } = parseArgs({
+    args,
+    options: { config: { type: "string" }, out: { type: "string" }, resume: { type: "string" } },
+    strict: true,
+  });
+  if (values.resume && (values.config || values.out))
+    throw new UsageError("--resume DIR takes the run's own config; do not combine it with --config or --out");
+  const dir =
+    values.resume ?? values.out ?? join("runs", new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-"));
   const configPath = values.resume ? join(dir, "config.json") : values.config;
   if (values.resume && !existsSync(configPath!)) throw new UsageError(`${dir} has no config.json: is it a run folder?`);
-  const config: RunConfig = parseRunConfig(configPath ? JSON.parse(readFileSync(configPath, "utf8")) : {}, configPath ?? "the default config");
+  const config: RunConfig = parseRunConfig(
+    configPath ? JSON.parse(readFileSync(configPath, "utf8")) : {},
+    configPath ?? "the default config",
+  );
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  writeFileSync(join(dir, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
   const keyFile = join(dir, "master.key");
   if (!existsSync(keyFile)) writeFileSync(keyFile, crypto.randomUUID());
   const masterKey = readFileSync(keyFile, "utf8");
@@ -106,25 +138,56 @@ export async function run(args: string[]): Promise<void> {
   const model = await loadModel(dirSource(config.model));
   const data = runData(config);
   const clients = data.partitions.map((partition, i) => ({ id: `c${i + 1}`, partition }));
-  log(`${config.task}: ${clients.map((c) => `${c.id} ${c.partition.length}${data.keys[clients.indexOf(c)]!.length ? ` (${data.keys[clients.indexOf(c)]!.join("")})` : ""}`).join(", ")} examples; ${data.heldOut.length} held out`);
-  const modelFiles = new Map(readdirSync(config.model).filter((f) => /\.(json|safetensors)$/.test(f)).map((f) => [f, new Uint8Array(readFileSync(join(config.model, f)))] as const));
+  log(
+    `${config.task}: ${clients.map((c) => `${c.id} ${c.partition.length}${data.keys[clients.indexOf(c)]!.length ? ` (${data.keys[clients.indexOf(c)]!.join("")})` : ""}`).join(", ")} examples; ${data.heldOut.length} held out`,
+  );
+  const modelFiles = new Map(
+    readdirSync(config.model)
+      .filter((f) => /\.(json|safetensors)$/.test(f))
+      .map((f) => [f, new Uint8Array(readFileSync(join(config.model, f)))] as const),
+  );
   const method = config.method;
   // Offsite-tuning: the clients get the emulator, and the federation starts from the owner's adapter.
-  const emulated = method.type === "offsite" ? emulate(model.config, model.weights, method, basename(config.model), tokenizerFiles(config.model)) : null;
-  if (emulated) log(`offsite-tuning: adapter layers ${JSON.stringify(emulated.description.adapter_layers)}, clients run the emulator's layers ${JSON.stringify(emulated.description.emulator_layers)}`);
-  if (method.type === "discrete" && !data.labels) throw new UsageError(`the discrete-prompt method scores label words: use a classification task (spam), not ${config.task}`);
+  const emulated =
+    method.type === "offsite" ? emulate(model.config, model.weights, method, basename(config.model), tokenizerFiles(config.model)) : null;
+  if (emulated)
+    log(
+      `offsite-tuning: adapter layers ${JSON.stringify(emulated.description.adapter_layers)}, clients run the emulator's layers ${JSON.stringify(emulated.description.emulator_layers)}`,
+    );
+  if (method.type === "discrete" && !data.labels)
+    throw new UsageError(`the discrete-prompt method scores label words: use a classification task (spam), not ${config.task}`);
   // The endpoint serves split LoRA's trunk, or the completions API discrete-prompt clients query, to
   // this run's clients only: they get its token.
   const endpointToken = randomToken();
   const endpoint =
     (method.type === "lora" && method.fromLayer > 0 && config.trunk === "endpoint") || method.type === "discrete"
-      ? await startEndpoint({ model, fingerprint: await modelFingerprint(async (f) => modelFiles.get(f) ?? null, [...modelFiles.keys()]), name: basename(config.model), port: 0, token: endpointToken })
+      ? await startEndpoint({
+          model,
+          fingerprint: await modelFingerprint(async (f) => modelFiles.get(f) ?? null, [...modelFiles.keys()]),
+          name: basename(config.model),
+          port: 0,
+          token: endpointToken,
+        })
       : null;
-  if (endpoint && method.type === "lora") log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) serves the trunk: clients hold only layers ${method.fromLayer}+`);
-  if (endpoint && method.type === "discrete") log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) serves /v1/completions: clients hold only the tokenizer`);
-  const endpointBindings = !endpoint ? {} : method.type === "discrete" ? { completionsUrl: `${endpoint.url}/v1` } : { trunkUrl: endpoint.url };
+  if (endpoint && method.type === "lora")
+    log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) serves the trunk: clients hold only layers ${method.fromLayer}+`);
+  if (endpoint && method.type === "discrete")
+    log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) serves /v1/completions: clients hold only the tokenizer`);
+  const endpointBindings = !endpoint
+    ? {}
+    : method.type === "discrete"
+      ? { completionsUrl: `${endpoint.url}/v1` }
+      : { trunkUrl: endpoint.url };
   log("starting the coordinator, the aggregator and the client workers in workerd");
-  const fed = await LocalFederation.start({ stateDir: join(dir, "state"), masterKey, clients, modelFiles: emulated?.emulator ?? modelFiles, federations: [FED], ...endpointBindings, ...(endpoint ? { endpointToken } : {}) }).catch(async (e: unknown) => {
+  const fed = await LocalFederation.start({
+    stateDir: join(dir, "state"),
+    masterKey,
+    clients,
+    modelFiles: emulated?.emulator ?? modelFiles,
+    federations: [FED],
+    ...endpointBindings,
+    ...(endpoint ? { endpointToken } : {}),
+  }).catch(async (e: unknown) => {
     await endpoint?.close();
     throw e;
   });
@@ -148,7 +211,11 @@ export async function run(args: string[]): Promise<void> {
     if (existing.status === 404)
       await api("/federations", "POST", {
         id: FED,
-        model: { name: basename(config.model), config: JSON.parse(new TextDecoder().decode(modelFiles.get("config.json")!)), quant: config.quant },
+        model: {
+          name: basename(config.model),
+          config: JSON.parse(new TextDecoder().decode(modelFiles.get("config.json")!)),
+          quant: config.quant,
+        },
         method: config.method,
         strategy: config.strategy,
         rounds: config.rounds,
@@ -171,23 +238,39 @@ export async function run(args: string[]): Promise<void> {
     const labeled = data.labels ? labeledPrompts(data.heldOut) : [];
     // The held-out accuracy scores the method's label words, where it has them, for the task's labels.
     const verbalizer = "labelWords" in method && method.labelWords ? method : null;
-    const words = verbalizer && data.labels?.map((l) => {
-      const i = verbalizer.labels!.indexOf(l);
-      if (i < 0) throw new UsageError(`method.labels ${JSON.stringify(verbalizer.labels)} lack the task's label "${l}"`);
-      return verbalizer.labelWords![i]!;
-    });
+    const words =
+      verbalizer &&
+      data.labels?.map((l) => {
+        const i = verbalizer.labels!.indexOf(l);
+        if (i < 0) throw new UsageError(`method.labels ${JSON.stringify(verbalizer.labels)} lack the task's label "${l}"`);
+        return verbalizer.labelWords![i]!;
+      });
     /** The global model at a version: the base with the LoRA adapter, or with the offsite adapter plugged in. */
     const globalModel = (adapter: TensorMap) => {
       const opts = { quant: config.quant, nll: true } as const;
-      if (method.type === "offsite") return ForwardModel.create(ortNodeRuntime(2), model.config, plugIn(model.config, model.weights, adapter, offsiteLayout(model.config.numLayers, method)), opts);
-      if (method.type === "fedbpt" || method.type === "discrete") throw new Error(`a ${method.type} version is a prompt: promptModel or the discrete scorer scores it`);
+      if (method.type === "offsite")
+        return ForwardModel.create(
+          ortNodeRuntime(2),
+          model.config,
+          plugIn(model.config, model.weights, adapter, offsiteLayout(model.config.numLayers, method)),
+          opts,
+        );
+      if (method.type === "fedbpt" || method.type === "discrete")
+        throw new Error(`a ${method.type} version is a prompt: promptModel or the discrete scorer scores it`);
       if (method.type === "fedkseed") {
         // The version is the cumulative scalar per seed: the model is w0 - lr * sum_j c_j z_j.
         const cumulative = new Map([...adapter.get(SEED_SUMS)!.entries()].filter(([, c]) => c !== 0));
-        const params = zoGlobal(zoInitial(model.config, model.weights, method, config.seed), { method, federationSeed: config.seed, local: config.local }, cumulative);
+        const params = zoGlobal(
+          zoInitial(model.config, model.weights, method, config.seed),
+          { method, federationSeed: config.seed, local: config.local },
+          cumulative,
+        );
         const t = method.trains;
         if (t.type === "full") return ForwardModel.create(ortNodeRuntime(2), model.config, new Map([...model.weights, ...params]), opts);
-        return ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { ...opts, lora: loraPairs(params, t.r, loraScaling({ r: t.r, alpha: t.alpha, useRslora: t.rslora })) });
+        return ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, {
+          ...opts,
+          lora: loraPairs(params, t.r, loraScaling({ r: t.r, alpha: t.alpha, useRslora: t.rslora })),
+        });
       }
       const lora = loraPairs(adapter, method.r, loraScaling({ r: method.r, alpha: method.alpha, useRslora: method.rslora }));
       return ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { ...opts, lora });
@@ -206,40 +289,103 @@ export async function run(args: string[]): Promise<void> {
       if (method.type !== "discrete") return null;
       const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true });
       const t = promptTokens(model.tokenizer, method.phrases, labelWordsOf(method), method.placement);
-      const r = await promptAccuracy(localRowScorer(forward), t, bestPrompt(distributionsOf(adapter, method)), discreteItems(model.tokenizer, labeled, method.labels), maxTokens);
+      const r = await promptAccuracy(
+        localRowScorer(forward),
+        t,
+        bestPrompt(distributionsOf(adapter, method)),
+        discreteItems(model.tokenizer, labeled, method.labels),
+        maxTokens,
+      );
       await forward.release();
-      return { loss: r.labelNll, accuracy: r.accuracy, balanced: balancedAccuracy(r.predicted.map((k) => method.labels[k]!), labeled.map((x) => x.label)) };
+      return {
+        loss: r.labelNll,
+        accuracy: r.accuracy,
+        balanced: balancedAccuracy(
+          r.predicted.map((k) => method.labels[k]!),
+          labeled.map((x) => x.label),
+        ),
+      };
     };
     const evaluate = async (version: number): Promise<Scored> => {
-      const adapter: TensorMap = decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer()), `version ${version}`).tensors;
+      const adapter: TensorMap = decodeTensorFile(
+        new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer()),
+        `version ${version}`,
+      ).tensors;
       const discrete = await scoreDiscrete(adapter);
       if (discrete) return discrete;
-      const { forward, params, after } = (await promptModel(adapter)) ?? { forward: await globalModel(adapter), params: undefined, after: [] };
-      const { loss } = await heldOutLoss(forward, heldOut.map((e) => beforeCompletion(e, after)), 8, undefined, params);
-      const scored = data.labels ? await labelAccuracy(forward, model.tokenizer, labeled, data.labels, { maxTokens, after, ...(params ? { params } : {}), ...(words ? { words } : {}) }) : null;
+      const { forward, params, after } = (await promptModel(adapter)) ?? {
+        forward: await globalModel(adapter),
+        params: undefined,
+        after: [],
+      };
+      const { loss } = await heldOutLoss(
+        forward,
+        heldOut.map((e) => beforeCompletion(e, after)),
+        8,
+        undefined,
+        params,
+      );
+      const scored = data.labels
+        ? await labelAccuracy(forward, model.tokenizer, labeled, data.labels, {
+            maxTokens,
+            after,
+            ...(params ? { params } : {}),
+            ...(words ? { words } : {}),
+          })
+        : null;
       await forward.release();
-      return { loss, accuracy: scored?.accuracy ?? null, balanced: scored ? balancedAccuracy(scored.predicted, labeled.map((x) => x.label)) : null };
+      return {
+        loss,
+        accuracy: scored?.accuracy ?? null,
+        balanced: scored
+          ? balancedAccuracy(
+              scored.predicted,
+              labeled.map((x) => x.label),
+            )
+          : null,
+      };
     };
 
     const metricsFile = join(dir, "metrics.jsonl");
-    const records: RoundRecord[] = existsSync(metricsFile) ? readFileSync(metricsFile, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as RoundRecord) : [];
+    const records: RoundRecord[] = existsSync(metricsFile)
+      ? readFileSync(metricsFile, "utf8")
+          .trim()
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as RoundRecord)
+      : [];
     if (records.length === 0) {
       // Round 0: the base model (version 0 is PEFT's initialisation, B = 0, or the owner's own adapter).
       const zero = await evaluate(0);
       const base: RoundRecord = { round: 0, status: "base", version: 0, uploads: 0, train_loss: null, ...scoreFields(zero), seconds: 0 };
       records.push(base);
-      appendFileSync(metricsFile, JSON.stringify(base) + "\n");
+      appendFileSync(metricsFile, `${JSON.stringify(base)}\n`);
     }
     log(`held-out loss of the base model: ${records[0]!.heldout_loss.toFixed(4)}`);
     // Rounds that ended while the runner was not watching (an interrupted run): record them now.
-    type Summary = { round: number; status: string; uploads: number; openedAt: number; closedAt: number | null; result: { version?: number; metrics?: Record<string, number> } | null };
+    type Summary = {
+      round: number;
+      status: string;
+      uploads: number;
+      openedAt: number;
+      closedAt: number | null;
+      result: { version?: number; metrics?: Record<string, number> } | null;
+    };
     for (const s of await api<Summary[]>(`/federations/${FED}/metrics`)) {
       if (s.status === "open" || records.some((r) => r.round === s.round)) continue;
       const version = s.result?.version ?? records.at(-1)!.version;
       const scored = s.status === "closed" ? await evaluate(version) : previous(records.at(-1)!);
-      const record: RoundRecord = { round: s.round, status: s.status, version, uploads: s.uploads, train_loss: s.result?.metrics?.train_loss ?? null, ...scoreFields(scored), seconds: ((s.closedAt ?? s.openedAt) - s.openedAt) / 1000 };
+      const record: RoundRecord = {
+        round: s.round,
+        status: s.status,
+        version,
+        uploads: s.uploads,
+        train_loss: s.result?.metrics?.train_loss ?? null,
+        ...scoreFields(scored),
+        seconds: ((s.closedAt ?? s.openedAt) - s.openedAt) / 1000,
+      };
       records.push(record);
-      appendFileSync(metricsFile, JSON.stringify(record) + "\n");
+      appendFileSync(metricsFile, `${JSON.stringify(record)}\n`);
     }
     let state = await api<{ roundsDone: number; openRound: number | null; version: number }>(`/federations/${FED}`);
     while (state.roundsDone < config.rounds || state.openRound !== null) {
@@ -252,24 +398,47 @@ export async function run(args: string[]): Promise<void> {
       let r: { status: string; uploads: number; result: { version?: number; metrics?: Record<string, number>; reason?: string } | null };
       for (;;) {
         r = await api(`/federations/${FED}/rounds/${round}`);
-        const jobs = await Promise.all(info.sampled.map(async (id) => ({ id, job: (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as { status: string; stepsDone: number } })));
+        const jobs = await Promise.all(
+          info.sampled.map(async (id) => ({
+            id,
+            job: (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as { status: string; stepsDone: number },
+          })),
+        );
         const line = `round ${round}/${config.rounds}  ${jobs.map(({ id, job }) => `${id} ${job.status === "training" ? `${job.stepsDone}/${config.local.steps}` : job.status}`).join("  ")}  uploads ${r.uploads}/${info.sampled.length}`;
-        if (line !== shown) log((shown = line));
+        if (line !== shown) {
+          shown = line;
+          log(line);
+        }
         if (r.status !== "open") break;
         await new Promise((res) => setTimeout(res, 500));
       }
       const cpuEnd = descendantCpuSeconds("workerd");
       // The clients' job views give each upload's size and declared metrics (no route hands out an upload).
       type Job = { status: string; uploadBytes: number | null; uploadMetrics: Record<string, number> | null };
-      const views = await Promise.all(info.sampled.map(async (id) => (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as Job));
-      const uploaded = views.filter((j) => j.status === "uploaded" && j.uploadBytes !== null).map((j) => ({ bytes: j.uploadBytes!, metrics: j.uploadMetrics ?? {} }));
+      const views = await Promise.all(
+        info.sampled.map(async (id) => (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as Job),
+      );
+      const uploaded = views
+        .filter((j) => j.status === "uploaded" && j.uploadBytes !== null)
+        .map((j) => ({ bytes: j.uploadBytes!, metrics: j.uploadMetrics ?? {} }));
       const cost = clientCost(uploaded, cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length);
       state = await api(`/federations/${FED}`);
       const scored = r.status === "closed" ? await evaluate(state.version) : previous(records.at(-1)!);
-      const record: RoundRecord = { round, status: r.status, version: state.version, uploads: r.uploads, train_loss: r.result?.metrics?.train_loss ?? null, ...scoreFields(scored), seconds: (Date.now() - roundStart) / 1000, ...(cost ? { clients: cost } : {}) };
+      const record: RoundRecord = {
+        round,
+        status: r.status,
+        version: state.version,
+        uploads: r.uploads,
+        train_loss: r.result?.metrics?.train_loss ?? null,
+        ...scoreFields(scored),
+        seconds: (Date.now() - roundStart) / 1000,
+        ...(cost ? { clients: cost } : {}),
+      };
       records.push(record);
-      appendFileSync(metricsFile, JSON.stringify(record) + "\n");
-      log(`round ${round} ${r.status}: train loss ${record.train_loss?.toFixed(4) ?? "-"}, held-out loss ${scored.loss.toFixed(4)}${scored.accuracy === null ? "" : `, accuracy ${(100 * scored.accuracy).toFixed(1)} %`} (${record.seconds.toFixed(1)} s)`);
+      appendFileSync(metricsFile, `${JSON.stringify(record)}\n`);
+      log(
+        `round ${round} ${r.status}: train loss ${record.train_loss?.toFixed(4) ?? "-"}, held-out loss ${scored.loss.toFixed(4)}${scored.accuracy === null ? "" : `, accuracy ${(100 * scored.accuracy).toFixed(1)} %`} (${record.seconds.toFixed(1)} s)`,
+      );
     }
 
     const adapterDir = join(dir, "adapter");
@@ -286,13 +455,26 @@ export async function run(args: string[]): Promise<void> {
           { name: "held-out loss", points: points((r) => r.heldout_loss), color: "#d62728" },
           { name: "clients' train loss (weighted)", points: points((r) => r.train_loss), color: "#1f77b4" },
         ],
-        { title: `fedflare run: ${config.task}, ${config.clients} clients, ${config.strategy.name}`, xLabel: "round", yLabel: "loss (nats per token)", integerX: true },
+        {
+          title: `fedflare run: ${config.task}, ${config.clients} clients, ${config.strategy.name}`,
+          xLabel: "round",
+          yLabel: "loss (nats per token)",
+          integerX: true,
+        },
       ),
     );
     const withAccuracy = data.labels !== undefined;
     const table = formatTable(
       ["round", "status", "uploads", "train loss", "held-out loss", ...(withAccuracy ? ["held-out accuracy %"] : []), "seconds"],
-      records.map((r) => [r.round, r.status, r.uploads, r.train_loss?.toFixed(4) ?? "-", r.heldout_loss.toFixed(4), ...(withAccuracy ? [r.heldout_accuracy == null ? "-" : (100 * r.heldout_accuracy).toFixed(1)] : []), r.seconds.toFixed(1)]),
+      records.map((r) => [
+        r.round,
+        r.status,
+        r.uploads,
+        r.train_loss?.toFixed(4) ?? "-",
+        r.heldout_loss.toFixed(4),
+        ...(withAccuracy ? [r.heldout_accuracy == null ? "-" : (100 * r.heldout_accuracy).toFixed(1)] : []),
+        r.seconds.toFixed(1),
+      ]),
     );
     const use =
       method.type === "lora"
@@ -303,8 +485,16 @@ export async function run(args: string[]): Promise<void> {
             ? "the cumulative scalar per seed; the model is w0 - lr * sum_j c_j z_j (src/fl/client/zo-update.ts zoGlobal)"
             : method.type === "fedbpt"
               ? "the mean z and squared step size; the soft prompt is p0 + A z (src/fl/bbt/fedbpt.ts)"
-              : `the slots' distributions over the phrases; the most probable prompt: "${bestPrompt(distributionsOf(decodeTensorFile(final, "adapter").tensors, method)).map((k) => method.phrases[k]).join(" ")}"`;
-    process.stdout.write([table, "", `run folder: ${dir} (${((Date.now() - started) / 1000).toFixed(0)} s)`, `adapter:    ${adapterDir}  (${use})`, ""].join("\n"));
+              : `the slots' distributions over the phrases; the most probable prompt: "${bestPrompt(
+                  distributionsOf(decodeTensorFile(final, "adapter").tensors, method),
+                )
+                  .map((k) => method.phrases[k])
+                  .join(" ")}"`;
+    process.stdout.write(
+      [table, "", `run folder: ${dir} (${((Date.now() - started) / 1000).toFixed(0)} s)`, `adapter:    ${adapterDir}  (${use})`, ""].join(
+        "\n",
+      ),
+    );
   } finally {
     process.off("SIGINT", interrupt);
     process.off("SIGTERM", interrupt);

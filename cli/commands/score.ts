@@ -12,5 +12,5 @@ export async function score(args: string[]): Promise<void> {
   const { loaded, forward } = await openModel(values, { nll: true });
   const result = await scoreText(forward, loaded.tokenizer, values.text);
   await forward.release();
-  process.stdout.write(JSON.stringify(result) + "\n");
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 }

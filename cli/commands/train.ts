@@ -52,7 +52,9 @@ export async function train(args: string[]): Promise<void> {
   if (!values.data) throw new UsageError("--data FILE.jsonl is required");
   if (!values.out) throw new UsageError("--out DIR is required");
   const modules = values.targets.split(",").map((t) => t.trim());
-  for (const m of modules) if (!(LINEAR_MODULES as readonly string[]).includes(m)) throw new UsageError(`--targets: "${m}" is not one of ${LINEAR_MODULES.join(", ")}`);
+  for (const m of modules)
+    if (!(LINEAR_MODULES as readonly string[]).includes(m))
+      throw new UsageError(`--targets: "${m}" is not one of ${LINEAR_MODULES.join(", ")}`);
   const r = positiveInt("r", values.r);
   const dropout = number("dropout", values.dropout, 0, 0.9);
   const alpha = positiveNumber("alpha", values.alpha);
@@ -71,7 +73,10 @@ export async function train(args: string[]): Promise<void> {
   const records = parseJsonl(readFileSync(values.data, "utf8"), values.data);
   const { train: trainRecords, heldOut } = splitEvery(records, evalEvery);
   if (heldOut.length === 0 || trainRecords.length === 0)
-    throw new DataError("dataset_too_small", `${values.data}: ${records.length} records leave none to ${heldOut.length ? "train on" : "hold out"} with --eval-every ${evalEvery}`);
+    throw new DataError(
+      "dataset_too_small",
+      `${values.data}: ${records.length} records leave none to ${heldOut.length ? "train on" : "hold out"} with --eval-every ${evalEvery}`,
+    );
   const tokenized = (xs: typeof records) => xs.map((x) => tokenizeExample(x, tokenizer, eos, Math.min(maxTokens, config.maxPositions)));
   const trainSet = tokenized(trainRecords);
   const heldSet = tokenized(heldOut);
@@ -105,7 +110,8 @@ export async function train(args: string[]): Promise<void> {
     if (order.length < batchSize) order = [...order, ...shuffled(trainSet, uniform)];
     const { loss } = await trainer.update([exampleBatch(order.splice(0, Math.min(batchSize, trainSet.length)))]);
     curve.push({ step: s + 1, loss });
-    if ((s + 1) % 10 === 0 || s + 1 === steps) log(`step ${s + 1}/${steps}  loss ${loss.toFixed(4)}  ${((Date.now() - started) / (s + 1)).toFixed(0)} ms/step`);
+    if ((s + 1) % 10 === 0 || s + 1 === steps)
+      log(`step ${s + 1}/${steps}  loss ${loss.toFixed(4)}  ${((Date.now() - started) / (s + 1)).toFixed(0)} ms/step`);
   }
   await step.release();
   const after = await evaluate(params);
@@ -115,8 +121,15 @@ export async function train(args: string[]): Promise<void> {
     config: { r, alpha, targetModules: spec.lora.modules, dropout, useRslora: values.rslora, baseModel: values.model },
     pairs: pairsOf(params),
   });
-  const summary = { heldout_loss_before: before, heldout_loss_after: after, steps, train_records: trainSet.length, heldout_records: heldSet.length, seconds: (Date.now() - started) / 1000 };
-  writeFiles(values.out, [...Object.entries(adapter), ["training_log.json", JSON.stringify({ ...summary, curve }) + "\n"]]);
+  const summary = {
+    heldout_loss_before: before,
+    heldout_loss_after: after,
+    steps,
+    train_records: trainSet.length,
+    heldout_records: heldSet.length,
+    seconds: (Date.now() - started) / 1000,
+  };
+  writeFiles(values.out, [...Object.entries(adapter), ["training_log.json", `${JSON.stringify({ ...summary, curve })}\n`]]);
   log(`wrote ${join(values.out, "adapter_model.safetensors")}`);
-  process.stdout.write(JSON.stringify(summary) + "\n");
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
 }

@@ -33,7 +33,12 @@ export function foldSegments(sql: SqlExec, key: string, layout: FlatLayout, upda
     const sum = first ? new Float32Array(n) : readFloats(sql, key, start, n);
     checkFold(sum, d, weight, (i) => where(layout, start + i));
     addFold(sum, d, weight);
-    sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?) ON CONFLICT (key, chunk) DO UPDATE SET data = excluded.data", key, chunk, bytesOf(sum));
+    sql.exec(
+      "INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?) ON CONFLICT (key, chunk) DO UPDATE SET data = excluded.data",
+      key,
+      chunk,
+      bytesOf(sum),
+    );
   }
 }
 

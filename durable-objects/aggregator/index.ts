@@ -2,7 +2,14 @@
 // methods over Workers RPC; each answers a Result (errors as data: RPC keeps only an error's message).
 import { DurableObject } from "cloudflare:workers";
 import { attempt, attemptAsync, type Result } from "./errors.ts";
-import { Federations, type FederationView, type RoundSummary, type RoundView, type UploadReceipt, type UploadRequest } from "./federation.ts";
+import {
+  Federations,
+  type FederationView,
+  type RoundSummary,
+  type RoundView,
+  type UploadReceipt,
+  type UploadRequest,
+} from "./federation.ts";
 import { memberFederationView, memberRoundView, type MemberFederationView, type MemberRoundView } from "./member-views.ts";
 import { Registry, type RegistryEntry } from "./registry.ts";
 import { migrate } from "./schema.ts";
@@ -68,7 +75,10 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
   }
 
   getRoundAsMember(id: string, round: number, client: string): Result<MemberRoundView> {
-    return attempt(() => (this.federations.readBy(id, client), memberRoundView(this.federations.round(id, round), client)));
+    return attempt(() => {
+      this.federations.readBy(id, client);
+      return memberRoundView(this.federations.round(id, round), client);
+    });
   }
 
   getMetrics(id: string): Result<RoundSummary[]> {
@@ -85,15 +95,24 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
    * cached registry entry (members of a deleted federation whose id was reused) admits no one.
    */
   streamVersion(id: string, version: number, client?: string): Result<{ bytes: number; stream: ReadableStream<Uint8Array> }> {
-    return attempt(() => (this.federations.readBy(id, client), this.federations.versionStream(id, version)));
+    return attempt(() => {
+      this.federations.readBy(id, client);
+      return this.federations.versionStream(id, version);
+    });
   }
 
   getSeedDiff(id: string, version: number, since: number, client?: string): Result<Uint8Array> {
-    return attempt(() => (this.federations.readBy(id, client), this.federations.seedDiff(id, version, since)));
+    return attempt(() => {
+      this.federations.readBy(id, client);
+      return this.federations.seedDiff(id, version, since);
+    });
   }
 
   getAdapterConfig(id: string, client?: string): Result<string> {
-    return attempt(() => (this.federations.readBy(id, client), this.federations.adapterConfig(id)));
+    return attempt(() => {
+      this.federations.readBy(id, client);
+      return this.federations.adapterConfig(id);
+    });
   }
 
   supplyInitial(id: string, body: Uint8Array): Result<FederationView> {

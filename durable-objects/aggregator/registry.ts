@@ -18,7 +18,9 @@ export class Registry {
   register(entry: RegistryEntry, now: number): void {
     this.sql.exec(
       "INSERT INTO registry (federation_id, created_at, entry) VALUES (?, ?, ?) ON CONFLICT (federation_id) DO UPDATE SET entry = excluded.entry",
-      entry.id, now, JSON.stringify({ clients: entry.clients, maxUploadBytes: entry.maxUploadBytes }),
+      entry.id,
+      now,
+      JSON.stringify({ clients: entry.clients, maxUploadBytes: entry.maxUploadBytes }),
     );
   }
 
@@ -35,6 +37,9 @@ export class Registry {
 
   /** Every registered federation id, oldest first. */
   ids(): string[] {
-    return this.sql.exec<{ federation_id: string }>("SELECT federation_id FROM registry WHERE entry IS NOT NULL ORDER BY created_at, federation_id").toArray().map((r) => r.federation_id);
+    return this.sql
+      .exec<{ federation_id: string }>("SELECT federation_id FROM registry WHERE entry IS NOT NULL ORDER BY created_at, federation_id")
+      .toArray()
+      .map((r) => r.federation_id);
   }
 }

@@ -16,7 +16,8 @@ export const CHUNK_BYTES = 1 << 20;
 export function writeBlob(sql: SqlExec, key: string, bytes: Uint8Array, chunkBytes = CHUNK_BYTES): void {
   sql.exec("DELETE FROM blobs WHERE key = ?", key);
   const count = Math.max(1, Math.ceil(bytes.length / chunkBytes));
-  for (let i = 0; i < count; i++) sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", key, i, bytes.subarray(i * chunkBytes, (i + 1) * chunkBytes));
+  for (let i = 0; i < count; i++)
+    sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", key, i, bytes.subarray(i * chunkBytes, (i + 1) * chunkBytes));
 }
 
 export function readBlob(sql: SqlExec, key: string): Uint8Array | null {
@@ -41,7 +42,14 @@ export function readBlobRange(sql: SqlExec, key: string, offset: number, length:
   if (length === 0) return out;
   const first = Math.floor(offset / chunkBytes);
   const last = Math.floor((offset + length - 1) / chunkBytes);
-  const rows = sql.exec<{ chunk: number; data: ArrayBuffer }>("SELECT chunk, data FROM blobs WHERE key = ? AND chunk BETWEEN ? AND ? ORDER BY chunk", key, first, last).toArray();
+  const rows = sql
+    .exec<{ chunk: number; data: ArrayBuffer }>(
+      "SELECT chunk, data FROM blobs WHERE key = ? AND chunk BETWEEN ? AND ? ORDER BY chunk",
+      key,
+      first,
+      last,
+    )
+    .toArray();
   if (rows.length !== last - first + 1) throw new Error(`blob "${key}" has no bytes ${offset}-${offset + length}`);
   for (const r of rows) {
     const base = r.chunk * chunkBytes;

@@ -18,16 +18,26 @@ function valueBytes(v: SqlStorageValue): number {
 
 export function guardedSql(sql: SqlStorage): SqlStorage {
   const exec: SqlStorage["exec"] = (query, ...bindings) => {
-    if (utf8Bytes(query) > SQLITE_STATEMENT_MAX_BYTES) throw new StorageLimitError(`a SQL statement of ${query.length} characters is over the platform's ${SQLITE_STATEMENT_MAX_BYTES} bytes`);
-    if (bindings.length > SQLITE_MAX_BINDINGS) throw new StorageLimitError(`${bindings.length} bound parameters are over the platform's ${SQLITE_MAX_BINDINGS}`);
+    if (utf8Bytes(query) > SQLITE_STATEMENT_MAX_BYTES)
+      throw new StorageLimitError(
+        `a SQL statement of ${query.length} characters is over the platform's ${SQLITE_STATEMENT_MAX_BYTES} bytes`,
+      );
+    if (bindings.length > SQLITE_MAX_BINDINGS)
+      throw new StorageLimitError(`${bindings.length} bound parameters are over the platform's ${SQLITE_MAX_BINDINGS}`);
     let total = 0;
     bindings.forEach((b, i) => {
       const n = valueBytes(b as SqlStorageValue);
-      if (n > SQLITE_VALUE_MAX_BYTES) throw new StorageLimitError(`parameter ${i + 1} of "${query.slice(0, 60)}" is ${n} bytes, over the platform's ${SQLITE_VALUE_MAX_BYTES}-byte limit on a SQLite value`);
+      if (n > SQLITE_VALUE_MAX_BYTES)
+        throw new StorageLimitError(
+          `parameter ${i + 1} of "${query.slice(0, 60)}" is ${n} bytes, over the platform's ${SQLITE_VALUE_MAX_BYTES}-byte limit on a SQLite value`,
+        );
       total += n;
     });
     // A row is at most 2 MB too; each of our statements writes one row, so its parameters together bound it.
-    if (total > SQLITE_VALUE_MAX_BYTES) throw new StorageLimitError(`the parameters of "${query.slice(0, 60)}" are ${total} bytes together, over the platform's ${SQLITE_VALUE_MAX_BYTES}-byte limit on a row`);
+    if (total > SQLITE_VALUE_MAX_BYTES)
+      throw new StorageLimitError(
+        `the parameters of "${query.slice(0, 60)}" are ${total} bytes together, over the platform's ${SQLITE_VALUE_MAX_BYTES}-byte limit on a row`,
+      );
     return sql.exec(query, ...bindings);
   };
   return new Proxy(sql, {

@@ -11,7 +11,10 @@ export function applyMigrations(storage: DurableObjectStorage, migrations: reado
     const statements = migrations[version]!;
     storage.transactionSync(() => {
       for (const statement of statements) sql.exec(statement);
-      sql.exec("INSERT INTO schema_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version", version + 1);
+      sql.exec(
+        "INSERT INTO schema_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+        version + 1,
+      );
     });
   }
   return version;

@@ -37,7 +37,10 @@ export function completionExample(prompt: readonly number[], completion: readonl
  * A padded batch; each trained position weighs 1 / `totalTrained` (the update's trained positions, for
  * accumulation), so the loss is the mean NLL over the update.
  */
-export function exampleBatch(examples: readonly TokenizedExample[], totalTrained = examples.reduce((s, e) => s + e.trained.reduce((a, b) => a + b, 0), 0)): TrainBatch {
+export function exampleBatch(
+  examples: readonly TokenizedExample[],
+  totalTrained = examples.reduce((s, e) => s + e.trained.reduce((a, b) => a + b, 0), 0),
+): TrainBatch {
   const len = Math.max(...examples.map((e) => e.ids.length)) - 1;
   const row = (xs: readonly number[]) => [...xs, ...Array<number>(len - xs.length).fill(0)];
   return {

@@ -9,7 +9,8 @@ export function perplexityFromNll(sumNll: number, tokens: number): number {
 }
 
 function matchRate(predicted: readonly string[], gold: readonly string[], same: (p: string, g: string) => boolean): number {
-  if (predicted.length !== gold.length) throw new DataError("metric_inputs_mismatched", `${predicted.length} predictions for ${gold.length} gold answers`);
+  if (predicted.length !== gold.length)
+    throw new DataError("metric_inputs_mismatched", `${predicted.length} predictions for ${gold.length} gold answers`);
   if (gold.length === 0) throw new DataError("dataset_empty", "no answers to score");
   return predicted.filter((p, i) => same(p, gold[i]!)).length / gold.length;
 }
@@ -26,7 +27,17 @@ export function accuracy(predicted: readonly string[], gold: readonly string[]):
  */
 export function balancedAccuracy(predicted: readonly string[], gold: readonly string[]): number {
   const classes = [...new Set(gold)];
-  return classes.reduce((s, c) => s + accuracy(predicted.filter((_, i) => gold[i] === c), gold.filter((g) => g === c)), 0) / classes.length;
+  return (
+    classes.reduce(
+      (s, c) =>
+        s +
+        accuracy(
+          predicted.filter((_, i) => gold[i] === c),
+          gold.filter((g) => g === c),
+        ),
+      0,
+    ) / classes.length
+  );
 }
 
 /** Trimmed, whitespace runs collapsed to one space; case and stress digits kept (" AH0  B " → "AH0 B"). */

@@ -68,7 +68,8 @@ const SUPPORTED_TYPES = new Set(["llama"]);
 
 /** Validates a parsed `config.json`; throws ModelError naming the offending field. */
 export function parseLlamaConfig(json: unknown): LlamaConfig {
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new ModelError("config_invalid", "config.json: field \"(root)\": expected a JSON object");
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    throw new ModelError("config_invalid", 'config.json: field "(root)": expected a JSON object');
   const parsed = v.safeParse(RawLlamaConfig, json);
   if (!parsed.success) {
     const issue = parsed.issues[0];
@@ -77,20 +78,37 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
   }
   const c = parsed.output;
   if (!SUPPORTED_TYPES.has(c.model_type))
-    throw new ModelError("config_unsupported", `config.json: model_type "${c.model_type}" is not supported; fedflare runs the Llama family (model_type "llama")`);
-  if (c.hidden_act !== "silu") throw new ModelError("config_unsupported", `config.json: hidden_act "${c.hidden_act}" is not supported; Llama uses "silu"`);
-  if (c.attention_bias || c.mlp_bias) throw new ModelError("config_unsupported", "config.json: attention_bias / mlp_bias are not supported (Llama linears have no bias)");
+    throw new ModelError(
+      "config_unsupported",
+      `config.json: model_type "${c.model_type}" is not supported; fedflare runs the Llama family (model_type "llama")`,
+    );
+  if (c.hidden_act !== "silu")
+    throw new ModelError("config_unsupported", `config.json: hidden_act "${c.hidden_act}" is not supported; Llama uses "silu"`);
+  if (c.attention_bias || c.mlp_bias)
+    throw new ModelError("config_unsupported", "config.json: attention_bias / mlp_bias are not supported (Llama linears have no bias)");
   const numKvHeads = c.num_key_value_heads ?? c.num_attention_heads;
   if (c.num_attention_heads % numKvHeads !== 0)
-    throw new ModelError("config_invalid", `config.json: num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+    throw new ModelError(
+      "config_invalid",
+      `config.json: num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${numKvHeads})`,
+    );
   const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
   if (!Number.isInteger(headDim))
-    throw new ModelError("config_invalid", `config.json: hidden_size (${c.hidden_size}) is not divisible by num_attention_heads (${c.num_attention_heads}) and no head_dim is given`);
+    throw new ModelError(
+      "config_invalid",
+      `config.json: hidden_size (${c.hidden_size}) is not divisible by num_attention_heads (${c.num_attention_heads}) and no head_dim is given`,
+    );
   if (headDim % 2 !== 0) throw new ModelError("config_invalid", `config.json: head_dim ${headDim} must be even for rotary embeddings`);
-  for (const [name, id] of [["bos_token_id", c.bos_token_id], ["pad_token_id", c.pad_token_id]] as const)
-    if (id != null && id >= c.vocab_size) throw new ModelError("config_invalid", `config.json: ${name} ${id} is outside the vocabulary (vocab_size ${c.vocab_size})`);
+  for (const [name, id] of [
+    ["bos_token_id", c.bos_token_id],
+    ["pad_token_id", c.pad_token_id],
+  ] as const)
+    if (id != null && id >= c.vocab_size)
+      throw new ModelError("config_invalid", `config.json: ${name} ${id} is outside the vocabulary (vocab_size ${c.vocab_size})`);
   const eos = c.eos_token_id == null ? [] : Array.isArray(c.eos_token_id) ? c.eos_token_id : [c.eos_token_id];
-  for (const id of eos) if (id >= c.vocab_size) throw new ModelError("config_invalid", `config.json: eos_token_id ${id} is outside the vocabulary (vocab_size ${c.vocab_size})`);
+  for (const id of eos)
+    if (id >= c.vocab_size)
+      throw new ModelError("config_invalid", `config.json: eos_token_id ${id} is outside the vocabulary (vocab_size ${c.vocab_size})`);
   return {
     modelType: c.model_type,
     hiddenSize: c.hidden_size,
@@ -114,7 +132,10 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
 function ropeScaling(raw: v.InferOutput<typeof RopeScaling> | null | undefined): RopeScaling | null {
   if (!raw || raw.rope_type === "default") return null;
   if (raw.rope_type === "linear") return { rope_type: "linear", factor: raw.factor as number };
-  const { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } = raw as Extract<RopeScaling, { rope_type: "llama3" }>;
+  const { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } = raw as Extract<
+    RopeScaling,
+    { rope_type: "llama3" }
+  >;
   return { rope_type: "llama3", factor, low_freq_factor, high_freq_factor, original_max_position_embeddings };
 }
 
@@ -162,6 +183,10 @@ export const MODEL_BOUNDS = {
 
 /** Throws ModelError naming the first dimension over MODEL_BOUNDS, by its config.json name. */
 export function assertModelBounds(c: LlamaConfig): void {
-  for (const [field, [name, max]] of Object.entries(MODEL_BOUNDS) as [keyof typeof MODEL_BOUNDS, (typeof MODEL_BOUNDS)[keyof typeof MODEL_BOUNDS]][])
-    if (c[field] > max) throw new ModelError("config_invalid", `config.json: ${name} ${c[field]} is over the ${max} a federation's model may have`);
+  for (const [field, [name, max]] of Object.entries(MODEL_BOUNDS) as [
+    keyof typeof MODEL_BOUNDS,
+    (typeof MODEL_BOUNDS)[keyof typeof MODEL_BOUNDS],
+  ][])
+    if (c[field] > max)
+      throw new ModelError("config_invalid", `config.json: ${name} ${c[field]} is over the ${max} a federation's model may have`);
 }

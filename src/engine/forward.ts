@@ -49,15 +49,22 @@ export function llamaFeeds(
   const T = input.ids[0]?.length ?? 0;
   if (B === 0 || T === 0) throw new ModelError("input_invalid", "forward: the batch is empty");
   for (const row of input.ids) {
-    if (row.length !== T) throw new ModelError("input_invalid", `forward: rows have different lengths (${T} and ${row.length}); pad them and pass a mask`);
-    for (const id of row) if (!Number.isInteger(id) || id < 0 || id >= ids) throw new ModelError("input_invalid", `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})${ids > c.vocabSize ? ` and the soft prompt's ids [${c.vocabSize}, ${ids})` : ""}`);
+    if (row.length !== T)
+      throw new ModelError("input_invalid", `forward: rows have different lengths (${T} and ${row.length}); pad them and pass a mask`);
+    for (const id of row)
+      if (!Number.isInteger(id) || id < 0 || id >= ids)
+        throw new ModelError(
+          "input_invalid",
+          `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})${ids > c.vocabSize ? ` and the soft prompt's ids [${c.vocabSize}, ${ids})` : ""}`,
+        );
   }
   const past = input.past;
   const P = past?.length ?? 0;
   // Soft-prompt positions come first in every row and are always attended to.
   const n = opts.softPromptTokens ?? 0;
   const S = n + T;
-  if (P + S > c.maxPositions) throw new ModelError("input_invalid", `forward: ${P + S} positions exceed max_position_embeddings ${c.maxPositions}`);
+  if (P + S > c.maxPositions)
+    throw new ModelError("input_invalid", `forward: ${P + S} positions exceed max_position_embeddings ${c.maxPositions}`);
   const fullMask: number[] = [];
   for (let b = 0; b < B; b++) {
     for (let j = 0; j < P; j++) fullMask.push(past!.mask[b * P + j]!);
@@ -79,11 +86,20 @@ export function llamaFeeds(
 }
 
 /** Feeds each tensor of `tensors` from `params`, checking that it is there with its size. */
-export function feedParams(feeds: Record<string, HostTensor>, tensors: readonly TrainableTensor[], params: ReadonlyMap<string, Float32Array> | undefined, what: string): void {
+export function feedParams(
+  feeds: Record<string, HostTensor>,
+  tensors: readonly TrainableTensor[],
+  params: ReadonlyMap<string, Float32Array> | undefined,
+  what: string,
+): void {
   for (const t of tensors) {
     const p = params?.get(t.name);
     const size = t.shape.reduce((a, b) => a * b, 1);
-    if (!p || p.length !== size) throw new ModelError("input_invalid", `${what}: "${t.name}" needs ${size} values ${JSON.stringify(t.shape)}, got ${p?.length ?? "none"}`);
+    if (!p || p.length !== size)
+      throw new ModelError(
+        "input_invalid",
+        `${what}: "${t.name}" needs ${size} values ${JSON.stringify(t.shape)}, got ${p?.length ?? "none"}`,
+      );
     feeds[t.name] = { data: p, dims: t.shape };
   }
 }
@@ -113,12 +129,22 @@ export class ForwardModel {
     const prompt = this.opts.inputs?.softPromptTokens ?? 0;
     const inline = this.opts.inputs?.softPromptInline ?? false;
     const n = inline ? 0 : prompt;
-    const { feeds, fullMask, total } = llamaFeeds(c, input, { kvCache: this.opts.kvCache ?? false, softPromptTokens: n, inlinePromptTokens: inline ? prompt : 0 });
+    const { feeds, fullMask, total } = llamaFeeds(c, input, {
+      kvCache: this.opts.kvCache ?? false,
+      softPromptTokens: n,
+      inlinePromptTokens: inline ? prompt : 0,
+    });
     if (this.opts.nll) {
       if (!input.targets) throw new ModelError("input_invalid", "forward: this graph computes nll and needs targets");
       // An inline prompt's ids are targets of the positions before them, which nothing scores: any id will do.
       const target = (id: number) => (id < c.vocabSize ? id : 0);
-      feeds.targets = { data: BigInt64Array.from(input.targets.flatMap((r) => [...Array<number>(n).fill(0), ...r.map(target)]), BigInt), dims: [input.ids.length, n + input.ids[0]!.length] };
+      feeds.targets = {
+        data: BigInt64Array.from(
+          input.targets.flatMap((r) => [...Array<number>(n).fill(0), ...r.map(target)]),
+          BigInt,
+        ),
+        dims: [input.ids.length, n + input.ids[0]!.length],
+      };
     }
     feedParams(feeds, this.inputs, input.params, "forward");
     const out = await this.session.run(feeds);

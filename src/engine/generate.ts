@@ -29,7 +29,11 @@ export async function generateTokens(model: ForwardModel, prompt: readonly numbe
   const uniform = seededUniform(opts.seed);
   const tokens: number[] = [];
   const logprobs: StepLogprobs[] = [];
-  const done = (finishReason: GenerateResult["finishReason"]): GenerateResult => ({ tokens, finishReason, ...(opts.topLogprobs === undefined ? {} : { logprobs }) });
+  const done = (finishReason: GenerateResult["finishReason"]): GenerateResult => ({
+    tokens,
+    finishReason,
+    ...(opts.topLogprobs === undefined ? {} : { logprobs }),
+  });
   let step = await model.run({ ids: [prompt] });
   let rows = prompt.length;
   while (tokens.length < opts.maxTokens) {

@@ -27,7 +27,10 @@ const IGNORED = /\.rotary_emb\.inv_freq$/;
 
 const ShardIndex = v.object({
   metadata: v.optional(v.record(v.string(), v.unknown())),
-  weight_map: v.record(v.string(), v.pipe(v.string(), v.regex(/^[^/\\]+\.safetensors$/, "must name a .safetensors file in the model folder"))),
+  weight_map: v.record(
+    v.string(),
+    v.pipe(v.string(), v.regex(/^[^/\\]+\.safetensors$/, "must name a .safetensors file in the model folder")),
+  ),
 });
 
 async function readJson(source: ModelSource, name: string, required: true): Promise<unknown>;
@@ -41,7 +44,10 @@ async function readJson(source: ModelSource, name: string, required: boolean): P
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch (e) {
-    throw new ModelError(name === "config.json" ? "config_invalid" : name.startsWith("tokenizer") ? "tokenizer_invalid" : "weights_invalid", `${source.location}/${name} is not valid JSON: ${(e as Error).message}`);
+    throw new ModelError(
+      name === "config.json" ? "config_invalid" : name.startsWith("tokenizer") ? "tokenizer_invalid" : "weights_invalid",
+      `${source.location}/${name} is not valid JSON: ${(e as Error).message}`,
+    );
   }
 }
 
@@ -73,18 +79,25 @@ async function readCheckpoint(source: ModelSource, wanted?: ReadonlySet<string>)
   if (indexJson === null) return readShard(source, "model.safetensors");
   const index = v.safeParse(ShardIndex, indexJson);
   if (!index.success)
-    throw new ModelError("weights_invalid", `${source.location}/model.safetensors.index.json: field "${v.getDotPath(index.issues[0]) ?? "(root)"}": ${index.issues[0].message}`);
+    throw new ModelError(
+      "weights_invalid",
+      `${source.location}/model.safetensors.index.json: field "${v.getDotPath(index.issues[0]) ?? "(root)"}": ${index.issues[0].message}`,
+    );
   const map = Object.entries(index.output.weight_map).filter(([name]) => !wanted || wanted.has(name));
   const all = new Map<string, TensorEntry>();
   for (const file of [...new Set(map.map(([, file]) => file))].sort()) {
     for (const [name, t] of await readShard(source, file)) {
       if (index.output.weight_map[name] !== file)
-        throw new ModelError("weights_invalid", `${source.location}/${file} holds "${name}", which the index places in ${index.output.weight_map[name] ?? "no file"}`);
+        throw new ModelError(
+          "weights_invalid",
+          `${source.location}/${file} holds "${name}", which the index places in ${index.output.weight_map[name] ?? "no file"}`,
+        );
       all.set(name, t);
     }
   }
   for (const [name, file] of map)
-    if (!all.has(name)) throw new ModelError("tensor_missing", `${source.location}: the index places "${name}" in ${file}, which does not contain it`);
+    if (!all.has(name))
+      throw new ModelError("tensor_missing", `${source.location}: the index places "${name}" in ${file}, which does not contain it`);
   return all;
 }
 
@@ -99,7 +112,9 @@ export interface LoadOptions {
 
 /** The checkpoint's tensors as float32, each checked by name, dtype and shape against the config. */
 export async function loadWeights(source: ModelSource, config: LlamaConfig, opts: LoadOptions = {}): Promise<Map<string, Float32Array>> {
-  for (const l of opts.layers ?? []) if (!Number.isInteger(l) || l < 0 || l >= config.numLayers) throw new ModelError("input_invalid", `layer ${l} does not exist: the model has ${config.numLayers} layers`);
+  for (const l of opts.layers ?? [])
+    if (!Number.isInteger(l) || l < 0 || l >= config.numLayers)
+      throw new ModelError("input_invalid", `layer ${l} does not exist: the model has ${config.numLayers} layers`);
   const all = expectedTensors(config);
   const needed = expectedTensors(config, opts.layers);
   const raw = await readCheckpoint(source, opts.layers ? new Set(needed.keys()) : undefined);
@@ -109,16 +124,27 @@ export async function loadWeights(source: ModelSource, config: LlamaConfig, opts
       if (IGNORED.test(name)) continue;
       // A tied checkpoint may still carry lm_head.weight; transformers ties it to the embedding.
       if (name === LM_HEAD && config.tieWordEmbeddings) continue;
-      throw new ModelError("tensor_unexpected", `${source.location}: tensor "${name}" is not part of a Llama model with this config.json (${config.numLayers} layers)`);
+      throw new ModelError(
+        "tensor_unexpected",
+        `${source.location}: tensor "${name}" is not part of a Llama model with this config.json (${config.numLayers} layers)`,
+      );
     }
-    if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16") throw new ModelError("tensor_dtype", `${source.location}: tensor "${name}" is ${t.dtype}; weights must be F32, F16 or BF16`);
+    if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16")
+      throw new ModelError("tensor_dtype", `${source.location}: tensor "${name}" is ${t.dtype}; weights must be F32, F16 or BF16`);
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
-      throw new ModelError("tensor_shape", `${source.location}: tensor "${name}" has shape ${JSON.stringify(t.shape)} but config.json implies ${JSON.stringify(shape)}`);
+      throw new ModelError(
+        "tensor_shape",
+        `${source.location}: tensor "${name}" has shape ${JSON.stringify(t.shape)} but config.json implies ${JSON.stringify(shape)}`,
+      );
   }
   const weights = new Map<string, Float32Array>();
   for (const [name, shape] of needed) {
     const t = raw.get(name);
-    if (!t) throw new ModelError("tensor_missing", `${source.location}: tensor "${name}" ${JSON.stringify(shape)} is missing from the checkpoint`);
+    if (!t)
+      throw new ModelError(
+        "tensor_missing",
+        `${source.location}: tensor "${name}" ${JSON.stringify(shape)} is missing from the checkpoint`,
+      );
     weights.set(name, toFloat32(t.dtype as "F32" | "F16" | "BF16", t.data));
   }
   return weights;

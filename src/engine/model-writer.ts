@@ -19,13 +19,21 @@ function tensor(dtype: FloatDType, shape: number[], w: Float32Array): TensorInpu
 }
 
 /** File name -> content. Shapes come from the config, so a weight of the wrong size fails here. */
-export function hfModelFiles(config: LlamaConfig, weights: ReadonlyMap<string, Float32Array>, tokenizerJson: unknown, opts: HfModelOptions = {}): Map<string, string | Uint8Array> {
+export function hfModelFiles(
+  config: LlamaConfig,
+  weights: ReadonlyMap<string, Float32Array>,
+  tokenizerJson: unknown,
+  opts: HfModelOptions = {},
+): Map<string, string | Uint8Array> {
   const dtype = opts.dtype ?? "F32";
   const shapes = expectedTensors(config);
   const files = new Map<string, string | Uint8Array>();
-  files.set("config.json", JSON.stringify({ ...toHfConfig(config), torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype] }, null, 2) + "\n");
+  files.set(
+    "config.json",
+    `${JSON.stringify({ ...toHfConfig(config), torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype] }, null, 2)}\n`,
+  );
   files.set("tokenizer.json", JSON.stringify(tokenizerJson));
-  if (opts.tokenizerConfig) files.set("tokenizer_config.json", JSON.stringify(opts.tokenizerConfig, null, 2) + "\n");
+  if (opts.tokenizerConfig) files.set("tokenizer_config.json", `${JSON.stringify(opts.tokenizerConfig, null, 2)}\n`);
   const names = [...weights.keys()].sort();
   const entry = (n: string) => [n, tensor(dtype, shapes.get(n) ?? [weights.get(n)!.length], weights.get(n)!)] as const;
   const shards = opts.shards ?? 1;
@@ -42,6 +50,6 @@ export function hfModelFiles(config: LlamaConfig, weights: ReadonlyMap<string, F
     for (const n of mine) weightMap[n] = file;
     files.set(file, writeSafetensors(Object.fromEntries(mine.map(entry))));
   }
-  files.set("model.safetensors.index.json", JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2) + "\n");
+  files.set("model.safetensors.index.json", `${JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2)}\n`);
   return files;
 }

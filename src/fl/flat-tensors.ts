@@ -20,7 +20,11 @@ export const UPDATE_METADATA_BYTES = 64 * 1024;
 export function readUpdateHeader(body: Uint8Array, maxHeaderBytes: number): SafetensorsHeader {
   if (body.length >= 8) {
     const n = new DataView(body.buffer, body.byteOffset, 8).getBigUint64(0, true);
-    if (n > BigInt(body.length - 8)) throw new SafetensorsError("header_out_of_bounds", `header length ${n} bytes runs past the end of the input (${body.length - 8} bytes after the length): not a safetensors file`);
+    if (n > BigInt(body.length - 8))
+      throw new SafetensorsError(
+        "header_out_of_bounds",
+        `header length ${n} bytes runs past the end of the input (${body.length - 8} bytes after the length): not a safetensors file`,
+      );
   }
   return readSafetensorsHeader(body, { maxHeaderBytes });
 }
@@ -52,7 +56,11 @@ export function flatLayout(header: SafetensorsHeader): FlatLayout {
 }
 
 /** The pieces of [start, start + n) that lie in each tensor: the tensor, the offset in it, the offset in the segment, the count. */
-export function* pieces(layout: FlatLayout, start: number, n: number): Generator<{ tensor: FlatTensor; at: number; into: number; count: number }> {
+export function* pieces(
+  layout: FlatLayout,
+  start: number,
+  n: number,
+): Generator<{ tensor: FlatTensor; at: number; into: number; count: number }> {
   for (const tensor of layout.tensors) {
     const from = Math.max(start, tensor.start);
     const to = Math.min(start + n, tensor.start + tensor.length);
@@ -71,15 +79,28 @@ export interface FlatSource {
  * most `globalHeaderBytes` + UPDATE_METADATA_BYTES long, the same names and shapes as the layout, float
  * dtypes, no bytes past the last tensor. Throws FlError `tensor_mismatch` or SafetensorsError.
  */
-export function tensorFileSource(body: Uint8Array, layout: FlatLayout, globalHeaderBytes: number, what: string): { source: FlatSource; metadata: Record<string, string> } {
+export function tensorFileSource(
+  body: Uint8Array,
+  layout: FlatLayout,
+  globalHeaderBytes: number,
+  what: string,
+): { source: FlatSource; metadata: Record<string, string> } {
   const header = readUpdateHeader(body, globalHeaderBytes + UPDATE_METADATA_BYTES);
   if (header.dataStart + header.dataBytes !== body.length)
-    throw new SafetensorsError(body.length > header.dataStart + header.dataBytes ? "trailing_bytes" : "out_of_bounds", `${what}: the data buffer is ${body.length - header.dataStart} bytes, the header describes ${header.dataBytes}`);
+    throw new SafetensorsError(
+      body.length > header.dataStart + header.dataBytes ? "trailing_bytes" : "out_of_bounds",
+      `${what}: the data buffer is ${body.length - header.dataStart} bytes, the header describes ${header.dataBytes}`,
+    );
   for (const t of layout.tensors) {
     const got = header.tensors.get(t.name);
     if (!got) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" ${JSON.stringify(t.shape)} is missing`);
-    if (got.shape.length !== t.shape.length || got.shape.some((d, i) => d !== t.shape[i])) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" has shape ${JSON.stringify(got.shape)}, expected ${JSON.stringify(t.shape)}`);
-    if (!isFloatDType(got.dtype)) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" is ${got.dtype}; deltas and adapters are float tensors`);
+    if (got.shape.length !== t.shape.length || got.shape.some((d, i) => d !== t.shape[i]))
+      throw new FlError(
+        "tensor_mismatch",
+        `${what}: tensor "${t.name}" has shape ${JSON.stringify(got.shape)}, expected ${JSON.stringify(t.shape)}`,
+      );
+    if (!isFloatDType(got.dtype))
+      throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" is ${got.dtype}; deltas and adapters are float tensors`);
   }
   if (header.tensors.size !== layout.tensors.length) {
     const names = new Set(layout.tensors.map((t) => t.name));

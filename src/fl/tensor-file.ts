@@ -17,7 +17,8 @@ export function decodeTensorFile(bytes: Uint8Array, what: string): TensorFile {
   const tensors: TensorMap = new Map();
   const shapes = new Map<string, number[]>();
   for (const [name, t] of file.tensors) {
-    if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16") throw new FlError("tensor_mismatch", `${what}: tensor "${name}" is ${t.dtype}; deltas and adapters are float tensors`);
+    if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16")
+      throw new FlError("tensor_mismatch", `${what}: tensor "${name}" is ${t.dtype}; deltas and adapters are float tensors`);
     tensors.set(name, Float32Array.from(toFloat32(t.dtype, t.data)));
     shapes.set(name, t.shape);
   }
@@ -29,18 +30,28 @@ export function tensorShapes(bytes: Uint8Array): Map<string, number[]> {
   return new Map([...readSafetensorsHeader(bytes).tensors].map(([name, t]) => [name, t.shape]));
 }
 
-export function encodeTensorFile(tensors: TensorMap, shapes: ReadonlyMap<string, readonly number[]>, metadata: Record<string, string> = { format: "pt" }): Uint8Array {
+export function encodeTensorFile(
+  tensors: TensorMap,
+  shapes: ReadonlyMap<string, readonly number[]>,
+  metadata: Record<string, string> = { format: "pt" },
+): Uint8Array {
   const input: Record<string, TensorInput> = {};
   for (const [name, t] of tensors) input[name] = { dtype: "F32", shape: [...(shapes.get(name) ?? [t.length])], data: t };
   return writeSafetensors(input, metadata);
 }
 
 /** Refuses a file whose tensor names or shapes differ from the expected ones, naming the first difference. */
-export function assertSameShapes(expected: ReadonlyMap<string, readonly number[]>, actual: ReadonlyMap<string, readonly number[]>, what: string): void {
+export function assertSameShapes(
+  expected: ReadonlyMap<string, readonly number[]>,
+  actual: ReadonlyMap<string, readonly number[]>,
+  what: string,
+): void {
   for (const [name, shape] of expected) {
     const got = actual.get(name);
     if (!got) throw new FlError("tensor_mismatch", `${what}: tensor "${name}" ${JSON.stringify(shape)} is missing`);
-    if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) throw new FlError("tensor_mismatch", `${what}: tensor "${name}" has shape ${JSON.stringify(got)}, expected ${JSON.stringify(shape)}`);
+    if (got.length !== shape.length || got.some((d, i) => d !== shape[i]))
+      throw new FlError("tensor_mismatch", `${what}: tensor "${name}" has shape ${JSON.stringify(got)}, expected ${JSON.stringify(shape)}`);
   }
-  for (const name of actual.keys()) if (!expected.has(name)) throw new FlError("tensor_mismatch", `${what}: tensor "${name}" is not part of the global adapter`);
+  for (const name of actual.keys())
+    if (!expected.has(name)) throw new FlError("tensor_mismatch", `${what}: tensor "${name}" is not part of the global adapter`);
 }

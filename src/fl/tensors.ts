@@ -21,8 +21,7 @@ export function assertSameTensors(expected: TensorMap, actual: TensorMap, what: 
     if (other.length !== t.length)
       throw new FlError("tensor_mismatch", `${what}: tensor "${name}" has ${other.length} elements, expected ${t.length}`);
   }
-  for (const name of actual.keys())
-    if (!expected.has(name)) throw new FlError("tensor_mismatch", `${what}: unexpected tensor "${name}"`);
+  for (const name of actual.keys()) if (!expected.has(name)) throw new FlError("tensor_mismatch", `${what}: unexpected tensor "${name}"`);
 }
 
 /** Throws FlError `non_finite` naming the first tensor and index holding a NaN or an infinity. */

@@ -37,16 +37,11 @@ export function isDType(x: unknown): x is DType {
 export function toFloat32(dtype: FloatDType, bytes: Uint8Array): Float32Array {
   const size = DTYPE_BYTES[dtype];
   if (bytes.byteLength % size !== 0) {
-    throw new ProtocolError(
-      "bad_byte_length",
-      `${dtype} data must be a multiple of ${size} bytes, got ${bytes.byteLength}`,
-    );
+    throw new ProtocolError("bad_byte_length", `${dtype} data must be a multiple of ${size} bytes, got ${bytes.byteLength}`);
   }
   const n = bytes.byteLength / size;
   if (dtype === "F32") {
-    return bytes.byteOffset % 4 === 0
-      ? new Float32Array(bytes.buffer, bytes.byteOffset, n)
-      : new Float32Array(bytes.slice().buffer);
+    return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Float32Array(bytes.slice().buffer);
   }
   const out = new Float32Array(n);
   const bits = new Uint32Array(out.buffer);
@@ -110,8 +105,7 @@ export function float32ToBF16(values: Float32Array): Uint16Array<ArrayBuffer> {
   for (let i = 0; i < bits.length; i++) {
     const x = bits[i]!;
     // Plain rounding could carry a NaN with a low-only payload into infinity: force it quiet.
-    out[i] =
-      (x & 0x7fffffff) > 0x7f800000 ? (x >>> 16) | 0x0040 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+    out[i] = (x & 0x7fffffff) > 0x7f800000 ? (x >>> 16) | 0x0040 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
   }
   return out;
 }

@@ -6,7 +6,7 @@ import { ProtocolError } from "./errors.ts";
 import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
-const positive = v.pipe(v.number(), v.gtValue(0), v.finite());
+const _positive = v.pipe(v.number(), v.gtValue(0), v.finite());
 /** A number in (0, max]: learning rates, scales and step sizes are bounded so no config turns a version into infinities. */
 const upTo = (max: number) => v.pipe(v.number(), v.gtValue(0), v.maxValue(max));
 /** A classification task's labels: its completions are " " + label. */
@@ -25,7 +25,10 @@ const labelWords = v.optional(v.pipe(v.array(v.pipe(v.string(), v.minLength(1)))
  */
 const placement = v.optional(v.picklist(["prefix", "suffix"]), "prefix");
 export type PromptPlacement = "prefix" | "suffix";
-const id = v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"));
+const id = v.pipe(
+  v.string(),
+  v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"),
+);
 
 export const LoraMethod = v.strictObject({
   type: v.literal("lora"),
@@ -72,7 +75,13 @@ export const FedKSeedMethod = v.strictObject({
   labels: v.optional(labels),
   labelWords,
   trains: v.variant("type", [
-    v.strictObject({ type: v.literal("lora"), r: int(1, 256), alpha: upTo(1e4), targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)), rslora: v.optional(v.boolean(), false) }),
+    v.strictObject({
+      type: v.literal("lora"),
+      r: int(1, 256),
+      alpha: upTo(1e4),
+      targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)),
+      rslora: v.optional(v.boolean(), false),
+    }),
     v.strictObject({ type: v.literal("full"), tensors: v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1)) }),
   ]),
 });
@@ -112,7 +121,12 @@ export type FedBptMethod = v.InferOutput<typeof FedBptMethod>;
 export const DiscretePromptMethod = v.strictObject({
   type: v.literal("discrete"),
   slots: v.optional(int(1, 64), 4),
-  phrases: v.pipe(v.array(v.pipe(v.string(), v.minLength(1), v.maxLength(64))), v.minLength(2), v.maxLength(4096), v.check((xs) => new Set(xs).size === xs.length, "phrases must be unique")),
+  phrases: v.pipe(
+    v.array(v.pipe(v.string(), v.minLength(1), v.maxLength(64))),
+    v.minLength(2),
+    v.maxLength(4096),
+    v.check((xs) => new Set(xs).size === xs.length, "phrases must be unique"),
+  ),
   population: v.optional(int(2, 256), 4),
   queryBudget: v.optional(int(1, 1_000_000_000)),
   labels,
@@ -123,7 +137,10 @@ export type DiscretePromptMethod = v.InferOutput<typeof DiscretePromptMethod>;
 
 export const Method = v.pipe(
   v.variant("type", [LoraMethod, OffsiteMethod, FedKSeedMethod, FedBptMethod, DiscretePromptMethod]),
-  v.check((m) => !("labelWords" in m) || m.labelWords === undefined || m.labelWords.length === m.labels?.length, "method.labelWords needs one word per label, in the order of method.labels"),
+  v.check(
+    (m) => !("labelWords" in m) || m.labelWords === undefined || m.labelWords.length === m.labels?.length,
+    "method.labelWords needs one word per label, in the order of method.labels",
+  ),
 );
 export type Method = v.InferOutput<typeof Method>;
 
@@ -148,7 +165,12 @@ export const FederationConfig = v.pipe(
     /** Validated in full by the strategy factory (src/fl/create-strategy.ts). */
     strategy: v.looseObject({ name: v.string() }),
     rounds: int(1, 10_000),
-    clients: v.pipe(v.array(id), v.minLength(1), v.maxLength(10_000), v.check((xs) => new Set(xs).size === xs.length, "client ids must be unique")),
+    clients: v.pipe(
+      v.array(id),
+      v.minLength(1),
+      v.maxLength(10_000),
+      v.check((xs) => new Set(xs).size === xs.length, "client ids must be unique"),
+    ),
     clientsPerRound: int(1),
     /** Uploads that close a round at once; defaults to clientsPerRound. */
     quorum: v.optional(int(1)),
@@ -166,7 +188,10 @@ export const FederationConfig = v.pipe(
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),
-  v.check((c) => (c.quorum ?? c.clientsPerRound) <= c.clientsPerRound && (c.quorum ?? c.clientsPerRound) >= c.minClients, "quorum must lie between minClients and clientsPerRound"),
+  v.check(
+    (c) => (c.quorum ?? c.clientsPerRound) <= c.clientsPerRound && (c.quorum ?? c.clientsPerRound) >= c.minClients,
+    "quorum must lie between minClients and clientsPerRound",
+  ),
 );
 export type FederationConfig = v.InferOutput<typeof FederationConfig>;
 
@@ -178,11 +203,21 @@ export const UploadMetadata = v.strictObject({
   format: v.optional(v.string()),
   num_examples: v.pipe(v.string(), v.regex(/^[1-9][0-9]{0,9}$/, "must be a positive integer")),
   /** JSON object of numeric metrics, e.g. {"train_loss": 1.23}. */
-  metrics: v.optional(v.pipe(v.string(), v.maxLength(METRICS_LIMITS.jsonBytes, `must be at most ${METRICS_LIMITS.jsonBytes} characters`)), "{}"),
+  metrics: v.optional(
+    v.pipe(v.string(), v.maxLength(METRICS_LIMITS.jsonBytes, `must be at most ${METRICS_LIMITS.jsonBytes} characters`)),
+    "{}",
+  ),
 });
 
 const Metrics = v.pipe(
-  v.record(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]+$/, "metric names are letters, digits, '_', '.' or '-'"), v.maxLength(METRICS_LIMITS.keyLength)), v.pipe(v.number(), v.finite())),
+  v.record(
+    v.pipe(
+      v.string(),
+      v.regex(/^[A-Za-z0-9_.-]+$/, "metric names are letters, digits, '_', '.' or '-'"),
+      v.maxLength(METRICS_LIMITS.keyLength),
+    ),
+    v.pipe(v.number(), v.finite()),
+  ),
   v.check((m) => Object.keys(m).length <= METRICS_LIMITS.keys, `at most ${METRICS_LIMITS.keys} metrics`),
 );
 

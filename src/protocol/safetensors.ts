@@ -117,10 +117,7 @@ function byteLength(dtype: DType, shape: number[]): number {
 }
 
 /** Parses and validates the header only; `bytes` may be just the first `8 + N` bytes of a file. */
-export function parseSafetensorsHeader(
-  bytes: Uint8Array,
-  opts?: ParseOptions,
-): ParseResult<SafetensorsHeader> {
+export function parseSafetensorsHeader(bytes: Uint8Array, opts?: ParseOptions): ParseResult<SafetensorsHeader> {
   return attempt(() => readSafetensorsHeader(bytes, opts));
 }
 
@@ -135,7 +132,10 @@ export function readSafetensorsHeader(bytes: Uint8Array, opts?: ParseOptions): S
   const headerBytes = Number(n);
   const dataStart = 8 + headerBytes;
   if (dataStart > bytes.byteLength) {
-    fail("header_out_of_bounds", `header length ${headerBytes} bytes runs past the end of the input (${bytes.byteLength - 8} bytes after the length)`);
+    fail(
+      "header_out_of_bounds",
+      `header length ${headerBytes} bytes runs past the end of the input (${bytes.byteLength - 8} bytes after the length)`,
+    );
   }
 
   let text: string;
@@ -169,11 +169,19 @@ export function readSafetensorsHeader(bytes: Uint8Array, opts?: ParseOptions): S
   infos.sort(([, a], [, b]) => a.dataOffsets[0] - b.dataOffsets[0] || a.dataOffsets[1] - b.dataOffsets[1]);
   let end = 0;
   let previous: string | undefined;
-  for (const [name, { dataOffsets: [begin, stop] }] of infos) {
+  for (const [
+    name,
+    {
+      dataOffsets: [begin, stop],
+    },
+  ] of infos) {
     if (begin > end) {
-      fail("offsets_gap", previous === undefined
-        ? `tensor ${quote(name)} starts at byte ${begin} but the data buffer must start with a tensor at 0`
-        : `tensor ${quote(name)} starts at byte ${begin} but the previous tensor ${quote(previous)} ends at ${end} (gap of ${begin - end} bytes)`);
+      fail(
+        "offsets_gap",
+        previous === undefined
+          ? `tensor ${quote(name)} starts at byte ${begin} but the data buffer must start with a tensor at 0`
+          : `tensor ${quote(name)} starts at byte ${begin} but the previous tensor ${quote(previous)} ends at ${end} (gap of ${begin - end} bytes)`,
+      );
     }
     if (begin < end) {
       fail("offsets_overlap", `tensor ${quote(name)} starts at byte ${begin}, inside tensor ${quote(previous)} which ends at ${end}`);
@@ -216,7 +224,10 @@ function checkEntry(name: string, entry: unknown): TensorInfo {
   }
   const need = byteLength(dtype, shape);
   if (end - begin !== need) {
-    fail("size_mismatch", `${where}: data spans ${begin}..${end} (${end - begin} bytes) but ${dtype} ${showShape(shape)} needs ${need} bytes`);
+    fail(
+      "size_mismatch",
+      `${where}: data spans ${begin}..${end} (${end - begin} bytes) but ${dtype} ${showShape(shape)} needs ${need} bytes`,
+    );
   }
   return { dtype, shape, dataOffsets: [begin, end] };
 }
@@ -277,7 +288,14 @@ export function readSafetensors(bytes: Uint8Array, opts?: ParseOptions): Safeten
     fail("trailing_bytes", `data buffer has ${available} bytes but the tensors end at ${header.dataBytes}`);
   }
   const tensors = new Map<string, TensorEntry>();
-  for (const [name, { dtype, shape, dataOffsets: [begin, end] }] of header.tensors) {
+  for (const [
+    name,
+    {
+      dtype,
+      shape,
+      dataOffsets: [begin, end],
+    },
+  ] of header.tensors) {
     tensors.set(name, { dtype, shape, data: bytes.subarray(header.dataStart + begin, header.dataStart + end) });
   }
   return { metadata: header.metadata, tensors };
@@ -298,7 +316,10 @@ export function writeSafetensors(
   if (!isObject(metadata) || !Object.values(metadata).every((v) => typeof v === "string")) {
     fail("writer_bad_input", `metadata must be an object of strings, got ${quote(metadata)}`);
   }
-  const { header, order, dataBytes } = safetensorsHeader(entries.map(([name, { dtype, shape }]) => [name, { dtype, shape }]), metadata);
+  const { header, order, dataBytes } = safetensorsHeader(
+    entries.map(([name, { dtype, shape }]) => [name, { dtype, shape }]),
+    metadata,
+  );
   const byName = new Map(entries);
   const out = new Uint8Array(header.length + dataBytes);
   out.set(header);
@@ -348,14 +369,18 @@ function checkInput(name: string, tensor: TensorInput): void {
   const where = `tensor ${quote(name)}`;
   if (name === "") fail("writer_bad_input", "tensor names must not be empty");
   if (name === METADATA_KEY) fail("writer_bad_input", `${where}: the name is reserved for metadata`);
-  if (!isDType(tensor.dtype)) fail("writer_bad_input", `${where}: dtype ${quote(tensor.dtype)} is not one of ${Object.keys(DTYPE_BYTES).join(", ")}`);
+  if (!isDType(tensor.dtype))
+    fail("writer_bad_input", `${where}: dtype ${quote(tensor.dtype)} is not one of ${Object.keys(DTYPE_BYTES).join(", ")}`);
   if (!Array.isArray(tensor.shape) || !tensor.shape.every(isCount)) {
     fail("writer_bad_input", `${where}: shape ${quote(tensor.shape)} must be an array of non-negative integers`);
   }
   if (!ArrayBuffer.isView(tensor.data)) fail("writer_bad_input", `${where}: data must be a typed array`);
   const need = byteLength(tensor.dtype, tensor.shape);
   if (tensor.data.byteLength !== need) {
-    fail("writer_bad_input", `${where}: data has ${tensor.data.byteLength} bytes but ${tensor.dtype} ${showShape(tensor.shape)} needs ${need} bytes`);
+    fail(
+      "writer_bad_input",
+      `${where}: data has ${tensor.data.byteLength} bytes but ${tensor.dtype} ${showShape(tensor.shape)} needs ${need} bytes`,
+    );
   }
 }
 

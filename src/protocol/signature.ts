@@ -50,7 +50,14 @@ export async function deriveClientSecret(masterKey: string, clientId: string): P
  * What a signature covers. The signer's id is in it: a client's secret signs both its own requests and,
  * in the operator's hands, the tasks sent to it (as OPERATOR_ID), so one must never verify as the other.
  */
-function canonicalOf(method: string, path: string, signer: string, timestamp: string, nonce: string, bodySha256: string): Uint8Array<ArrayBuffer> {
+function canonicalOf(
+  method: string,
+  path: string,
+  signer: string,
+  timestamp: string,
+  nonce: string,
+  bodySha256: string,
+): Uint8Array<ArrayBuffer> {
   return own(enc.encode(`${method.toUpperCase()}\n${path}\n${signer}\n${timestamp}\n${nonce}\n${bodySha256}`));
 }
 
@@ -63,12 +70,25 @@ export interface SignedHeaders {
 }
 
 /** Signs a request: `path` is what the receiver sees (pathname and query string); GETs sign an empty body. */
-export async function signRequest(secret: string, clientId: string, method: string, path: string, body: Uint8Array = new Uint8Array(), now = Date.now()): Promise<SignedHeaders> {
+export async function signRequest(
+  secret: string,
+  clientId: string,
+  method: string,
+  path: string,
+  body: Uint8Array = new Uint8Array(),
+  now = Date.now(),
+): Promise<SignedHeaders> {
   const timestamp = String(Math.floor(now / 1000));
   const nonce = toHex(crypto.getRandomValues(new Uint8Array(16)));
   const digest = await bodyDigest(body);
   const mac = await crypto.subtle.sign("HMAC", await hmacKey(secret), canonicalOf(method, path, clientId, timestamp, nonce, digest));
-  return { [HEADERS.client]: clientId, [HEADERS.timestamp]: timestamp, [HEADERS.nonce]: nonce, [HEADERS.signature]: toHex(mac), [HEADERS.contentSha256]: digest };
+  return {
+    [HEADERS.client]: clientId,
+    [HEADERS.timestamp]: timestamp,
+    [HEADERS.nonce]: nonce,
+    [HEADERS.signature]: toHex(mac),
+    [HEADERS.contentSha256]: digest,
+  };
 }
 
 export interface VerifiedRequest {
@@ -94,18 +114,28 @@ export const CLIENT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
  */
 export function parseSignedHeaders(headers: Headers, now = Date.now()): SignedHeaderValues {
   const get = (h: string) => headers.get(h);
-  const [clientId, timestamp, nonce, signature, contentSha256] = [get(HEADERS.client), get(HEADERS.timestamp), get(HEADERS.nonce), get(HEADERS.signature), get(HEADERS.contentSha256)];
+  const [clientId, timestamp, nonce, signature, contentSha256] = [
+    get(HEADERS.client),
+    get(HEADERS.timestamp),
+    get(HEADERS.nonce),
+    get(HEADERS.signature),
+    get(HEADERS.contentSha256),
+  ];
   if (!clientId || !timestamp || !nonce || !signature || !contentSha256)
     throw new SignatureError("signature_missing", `signed requests carry ${Object.values(HEADERS).join(", ")}`);
   if (clientId !== OPERATOR_ID && !CLIENT_ID_PATTERN.test(clientId))
     throw new SignatureError("signature_invalid", `the client id must match ${CLIENT_ID_PATTERN.source}`);
   const ts = Number(timestamp);
   if (!/^\d{1,12}$/.test(timestamp) || Math.abs(now / 1000 - ts) > MAX_SKEW_SECONDS)
-    throw new SignatureError("signature_expired", `timestamp ${timestamp.slice(0, 20)} is more than ${MAX_SKEW_SECONDS} s from the server's clock (${Math.floor(now / 1000)})`);
+    throw new SignatureError(
+      "signature_expired",
+      `timestamp ${timestamp.slice(0, 20)} is more than ${MAX_SKEW_SECONDS} s from the server's clock (${Math.floor(now / 1000)})`,
+    );
   if (!/^[0-9a-f]{16,64}$/.test(nonce)) throw new SignatureError("signature_invalid", "the nonce must be 16-64 hex digits");
   const mac = signature.length === 64 ? fromHex(signature) : null;
   if (!mac) throw new SignatureError("signature_invalid", "the signature must be 64 hex digits (HMAC-SHA256)");
-  if (!/^[0-9a-f]{64}$/.test(contentSha256)) throw new SignatureError("signature_invalid", `${HEADERS.contentSha256} must be the body's SHA-256 in 64 hex digits`);
+  if (!/^[0-9a-f]{64}$/.test(contentSha256))
+    throw new SignatureError("signature_invalid", `${HEADERS.contentSha256} must be the body's SHA-256 in 64 hex digits`);
   return { clientId, nonce, timestamp: ts, timestampText: timestamp, signature: mac, contentSha256 };
 }
 
@@ -122,18 +152,39 @@ export async function bodyDigest(body: Uint8Array): Promise<string> {
 export async function verifySignature(secret: string, h: SignedHeaderValues, method: string, path: string): Promise<VerifiedRequest> {
   const key = await hmacKey(secret);
   // crypto.subtle.verify compares in constant time.
-  if (!(await crypto.subtle.verify("HMAC", key, h.signature, canonicalOf(method, path, h.clientId, h.timestampText, h.nonce, h.contentSha256))))
-    throw new SignatureError("signature_invalid", `the signature does not match the request for client "${h.clientId}": check its secret, and sign the exact body and path`);
+  if (
+    !(await crypto.subtle.verify(
+      "HMAC",
+      key,
+      h.signature,
+      canonicalOf(method, path, h.clientId, h.timestampText, h.nonce, h.contentSha256),
+    ))
+  )
+    throw new SignatureError(
+      "signature_invalid",
+      `the signature does not match the request for client "${h.clientId}": check its secret, and sign the exact body and path`,
+    );
   return { clientId: h.clientId, nonce: h.nonce, timestamp: h.timestamp };
 }
 
 /** Refuses a body whose SHA-256 (hashed as it streamed in) is not the one the verified headers carry. */
 export function assertBody(h: SignedHeaderValues, bodySha256: string): void {
-  if (bodySha256 !== h.contentSha256) throw new SignatureError("body_mismatch", `the body's SHA-256 is ${bodySha256}, not the signed ${h.contentSha256}: it changed on the way`);
+  if (bodySha256 !== h.contentSha256)
+    throw new SignatureError(
+      "body_mismatch",
+      `the body's SHA-256 is ${bodySha256}, not the signed ${h.contentSha256}: it changed on the way`,
+    );
 }
 
 /** Checks the headers' signature over the request with the secret derived for the signer; replay is the caller's to refuse. */
-export async function verifyRequest(masterKey: string, headers: Headers, method: string, path: string, body: Uint8Array, now = Date.now()): Promise<VerifiedRequest> {
+export async function verifyRequest(
+  masterKey: string,
+  headers: Headers,
+  method: string,
+  path: string,
+  body: Uint8Array,
+  now = Date.now(),
+): Promise<VerifiedRequest> {
   const h = parseSignedHeaders(headers, now);
   const verified = await verifySignature(await deriveClientSecret(masterKey, h.clientId), h, method, path);
   assertBody(h, await bodyDigest(body));

@@ -43,7 +43,8 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
   const fy = (y: number) => (o.logY ? Math.log10(y) : y);
   const all = series.flatMap((s) => s.points);
   // Ranges padded a little (and widened when all points share a value), so every point is inside.
-  const pad = (lo: number, hi: number, by: number): [number, number] => (hi > lo ? [lo - (hi - lo) * by, hi + (hi - lo) * by] : [lo - 1, hi + 1]);
+  const pad = (lo: number, hi: number, by: number): [number, number] =>
+    hi > lo ? [lo - (hi - lo) * by, hi + (hi - lo) * by] : [lo - 1, hi + 1];
   const [x0, x1] = pad(Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0])), 0);
   const [y0, y1] = pad(Math.min(...all.map((p) => fy(p[1]))), Math.max(...all.map((p) => fy(p[1]))), 0.05);
   const sx = (x: number) => m.left + ((x - x0) / (x1 - x0 || 1)) * (W - m.left - m.right);
@@ -54,11 +55,15 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
     `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`,
   ];
   for (const t of ticks(x0, x1, 8, o.integerX))
-    parts.push(`<line x1="${sx(t)}" x2="${sx(t)}" y1="${m.top}" y2="${H - m.bottom}" stroke="#eee"/><text x="${sx(t)}" y="${H - m.bottom + 16}" text-anchor="middle">${t}</text>`);
+    parts.push(
+      `<line x1="${sx(t)}" x2="${sx(t)}" y1="${m.top}" y2="${H - m.bottom}" stroke="#eee"/><text x="${sx(t)}" y="${H - m.bottom + 16}" text-anchor="middle">${t}</text>`,
+    );
   for (const t of ticks(y0, y1, 6)) {
     const y = o.logY ? 10 ** t : t;
     const yy = H - m.bottom - ((t - y0) / (y1 - y0 || 1)) * (H - m.top - m.bottom);
-    parts.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${yy}" y2="${yy}" stroke="#eee"/><text x="${m.left - 6}" y="${yy + 4}" text-anchor="end">${Number(y.toPrecision(3))}</text>`);
+    parts.push(
+      `<line x1="${m.left}" x2="${W - m.right}" y1="${yy}" y2="${yy}" stroke="#eee"/><text x="${m.left - 6}" y="${yy + 4}" text-anchor="end">${Number(y.toPrecision(3))}</text>`,
+    );
   }
   parts.push(
     `<rect x="${m.left}" y="${m.top}" width="${W - m.left - m.right}" height="${H - m.top - m.bottom}" fill="none" stroke="#888"/>`,
@@ -68,10 +73,13 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
   series.forEach((s, i) => {
     const d = s.points.map((p, j) => `${j ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.5"/>`);
-    if (s.points.length < 40) for (const p of s.points) parts.push(`<circle cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
+    if (s.points.length < 40)
+      for (const p of s.points) parts.push(`<circle cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
     // Legend at the top right, as wide as its longest name (about 7 px a character at 12 px).
     const lx = W - m.right - 30 - 7 * Math.max(...series.map((x) => x.name.length));
-    parts.push(`<rect x="${lx}" y="${m.top + 10 + i * 18}" width="12" height="3" fill="${s.color}"/><text x="${lx + 18}" y="${m.top + 15 + i * 18}">${esc(s.name)}</text>`);
+    parts.push(
+      `<rect x="${lx}" y="${m.top + 10 + i * 18}" width="12" height="3" fill="${s.color}"/><text x="${lx + 18}" y="${m.top + 15 + i * 18}">${esc(s.name)}</text>`,
+    );
   });
   parts.push("</svg>\n");
   return parts.join("\n");

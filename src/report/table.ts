@@ -7,7 +7,11 @@ export function formatTable(headers: readonly string[], rows: readonly (readonly
   const text = rows.map((r) => headers.map((_, i) => String(r[i] ?? "")));
   const widths = headers.map((h, i) => Math.max(h.length, ...text.map((r) => r[i]!.length)));
   const right = headers.map((_, i) => text.length > 0 && text.every((r) => /^([-+]?\d|-$)/.test(r[i]!)) && text.some((r) => r[i] !== "-"));
-  const line = (cells: readonly string[]) => cells.map((c, i) => (right[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (right[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(headers), line(widths.map((w) => "-".repeat(w))), ...text.map(line)].join("\n");
 }
 

@@ -11,12 +11,18 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 describe("fedflare export-data", () => {
   it("writes a seeded sample of CMUdict as grapheme-to-phoneme pairs", async () => {
     const out = (n: string) => join(root, n);
-    await Promise.all([runCli(["export-data", "--dataset", "cmudict", "--records", "50", "--out", out("a.jsonl")]), runCli(["export-data", "--dataset", "cmudict", "--records", "50", "--out", out("b.jsonl")])]);
+    await Promise.all([
+      runCli(["export-data", "--dataset", "cmudict", "--records", "50", "--out", out("a.jsonl")]),
+      runCli(["export-data", "--dataset", "cmudict", "--records", "50", "--out", out("b.jsonl")]),
+    ]);
     const a = parseJsonl(readFileSync(out("a.jsonl"), "utf8"));
     expect(a).toHaveLength(50);
     expect(readFileSync(out("b.jsonl"), "utf8")).toBe(readFileSync(out("a.jsonl"), "utf8"));
     for (const r of a) {
-      expect(r).toMatchObject({ prompt: expect.stringMatching(/^Pronounce [a-z]{3,10}:$/), completion: expect.stringMatching(/^( [A-Z]{1,2}[012]?)+$/) });
+      expect(r).toMatchObject({
+        prompt: expect.stringMatching(/^Pronounce [a-z]{3,10}:$/),
+        completion: expect.stringMatching(/^( [A-Z]{1,2}[012]?)+$/),
+      });
     }
   });
 

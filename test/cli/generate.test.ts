@@ -35,7 +35,22 @@ describe("fedflare generate", () => {
   });
 
   it("samples reproducibly for a seed and differently for another", async () => {
-    const args = (seed: string) => ["generate", "--model", modelDir, "--prompt", "The", "--max-tokens", "12", "--temperature", "1.5", "--top-p", "0.95", "--seed", seed, "--json"];
+    const args = (seed: string) => [
+      "generate",
+      "--model",
+      modelDir,
+      "--prompt",
+      "The",
+      "--max-tokens",
+      "12",
+      "--temperature",
+      "1.5",
+      "--top-p",
+      "0.95",
+      "--seed",
+      seed,
+      "--json",
+    ];
     const [a, b, c] = await Promise.all([runCli(args("1")), runCli(args("1")), runCli(args("2"))]);
     const ta = (JSON.parse(a.stdout) as Generated).tokens;
     expect((JSON.parse(b.stdout) as Generated).tokens).toEqual(ta);

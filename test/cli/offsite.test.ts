@@ -21,7 +21,15 @@ describe("fedflare offsite", () => {
     const made = await runCli(["offsite", "emulator", "--model", modelDir, "--bottom", "1", "--top", "1", "--middle", "2", "--out", out]);
     expect(made.code, made.stderr).toBe(0);
     const description = JSON.parse(readFileSync(join(out, "emulator", "offsite.json"), "utf8"));
-    expect(description).toEqual({ method: "offsite", base_model: "model", bottom: 1, top: 1, middle: 2, adapter_layers: [0, 5], emulator_layers: [0, 1, 4, 5] });
+    expect(description).toEqual({
+      method: "offsite",
+      base_model: "model",
+      bottom: 1,
+      top: 1,
+      middle: 2,
+      adapter_layers: [0, 5],
+      emulator_layers: [0, 1, 4, 5],
+    });
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toEqual(description);
     const emulator = await loadModel(dirSource(join(out, "emulator")), { layers: description.emulator_layers });
     expect([...new Set([...emulator.weights.keys()].map(layerOf).filter((l) => l >= 0))]).toEqual([0, 1, 4, 5]);
@@ -40,14 +48,34 @@ describe("fedflare offsite", () => {
     // Trained: exactly the adapter's tensors change.
     const trained = new Map([...adapter.tensors].map(([n, t]) => [n, t.map((x) => x + 0.25)]));
     writeFileSync(adapterFile, encodeTensorFile(trained, adapter.shapes));
-    expect((await runCli(["offsite", "plug-in", "--model", modelDir, "--adapter", join(out, "adapter"), "--out", join(root, "plugged")])).code).toBe(0);
+    expect(
+      (await runCli(["offsite", "plug-in", "--model", modelDir, "--adapter", join(out, "adapter"), "--out", join(root, "plugged")])).code,
+    ).toBe(0);
     for (const [n, w] of (await loadModel(dirSource(join(root, "plugged")))).weights) expect(w).toEqual(trained.get(n) ?? weights.get(n));
   });
 
   it.each([
-    ["a missing adapter tensor", (t: Map<string, Float32Array>, s: Map<string, number[]>) => { t.delete("model.layers.5.mlp.down_proj.weight"); s.delete("model.layers.5.mlp.down_proj.weight"); }, /model\.layers\.5\.mlp\.down_proj\.weight.*missing/],
-    ["a transposed tensor", (_: Map<string, Float32Array>, s: Map<string, number[]>) => void s.set("model.layers.0.mlp.up_proj.weight", [64, 96]), /up_proj.*\[64,96\].*expected \[96,64\]/],
-    ["a middle layer's tensor", (t: Map<string, Float32Array>, s: Map<string, number[]>) => { t.set("model.layers.2.input_layernorm.weight", new Float32Array(64)); s.set("model.layers.2.input_layernorm.weight", [64]); }, /layers\.2\.input_layernorm.*not part/],
+    [
+      "a missing adapter tensor",
+      (t: Map<string, Float32Array>, s: Map<string, number[]>) => {
+        t.delete("model.layers.5.mlp.down_proj.weight");
+        s.delete("model.layers.5.mlp.down_proj.weight");
+      },
+      /model\.layers\.5\.mlp\.down_proj\.weight.*missing/,
+    ],
+    [
+      "a transposed tensor",
+      (_: Map<string, Float32Array>, s: Map<string, number[]>) => void s.set("model.layers.0.mlp.up_proj.weight", [64, 96]),
+      /up_proj.*\[64,96\].*expected \[96,64\]/,
+    ],
+    [
+      "a middle layer's tensor",
+      (t: Map<string, Float32Array>, s: Map<string, number[]>) => {
+        t.set("model.layers.2.input_layernorm.weight", new Float32Array(64));
+        s.set("model.layers.2.input_layernorm.weight", [64]);
+      },
+      /layers\.2\.input_layernorm.*not part/,
+    ],
     ["a NaN", (t: Map<string, Float32Array>) => void t.get("model.layers.0.input_layernorm.weight")!.fill(NaN), /non-finite|NaN/],
   ])("plug-in refuses %s", async (_, edit, message) => {
     const out = join(root, `bad-${Math.random().toString(36).slice(2)}`);
@@ -63,7 +91,24 @@ describe("fedflare offsite", () => {
 
   it("distills the emulator's middle on the SOTU corpus when asked: only the kept middle layers differ from the full model", async () => {
     const out = join(root, "distilled");
-    const r = await runCli(["offsite", "emulator", "--model", modelDir, "--bottom", "1", "--top", "1", "--middle", "2", "--out", out, "--distill-steps", "2", "--distill-lr", "1e-3"]);
+    const r = await runCli([
+      "offsite",
+      "emulator",
+      "--model",
+      modelDir,
+      "--bottom",
+      "1",
+      "--top",
+      "1",
+      "--middle",
+      "2",
+      "--out",
+      out,
+      "--distill-steps",
+      "2",
+      "--distill-lr",
+      "1e-3",
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/distilling: step 2\/2 +loss \d+\.\d+ \(distillation \d+\.\d+\)/);
     const emulator = await loadModel(dirSource(join(out, "emulator")), { layers: [0, 1, 4, 5] });
@@ -79,7 +124,20 @@ describe("fedflare offsite", () => {
     writeFileSync(join(out, "adapter", "adapter_config.json"), JSON.stringify({ peft_type: "LORA" }));
     const r = await runCli(["offsite", "plug-in", "--model", modelDir, "--adapter", join(out, "adapter"), "--out", join(out, "x")]);
     expect([r.code, r.stderr]).toEqual([1, expect.stringMatching(/adapter_invalid.*not an offsite-tuning adapter/)]);
-    const split = await runCli(["offsite", "emulator", "--model", modelDir, "--bottom", "4", "--top", "4", "--middle", "0", "--out", join(root, "x")]);
+    const split = await runCli([
+      "offsite",
+      "emulator",
+      "--model",
+      modelDir,
+      "--bottom",
+      "4",
+      "--top",
+      "4",
+      "--middle",
+      "0",
+      "--out",
+      join(root, "x"),
+    ]);
     expect([split.code, split.stderr]).toEqual([1, expect.stringMatching(/exceeds the model's 6 layers/)]);
   });
 });

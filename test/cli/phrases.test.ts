@@ -21,7 +21,13 @@ describe("fedflare phrases", () => {
     expect(mined).toHaveLength(4);
     // "mail" is in every record: no association with either label.
     for (const w of mined) expect(["win", "money", "free", "offer", "meeting", "agenda", "attached"]).toContain(w);
-    writeFileSync(file, rows.slice(0, 5).map((r) => JSON.stringify(r)).join("\n"));
+    writeFileSync(
+      file,
+      rows
+        .slice(0, 5)
+        .map((r) => JSON.stringify(r))
+        .join("\n"),
+    );
     const one = await runCli(["phrases", "--data", file]);
     expect(one.code).toBe(2);
     expect(one.stderr).toMatch(/at least two distinct completions/);

@@ -8,7 +8,8 @@ import { spamTask } from "../../src/data/tasks/spam.ts";
 describe("run data", () => {
   it("draws a spam run's records, held-out mails included, from the half of the corpus the mail model was not pretrained on", () => {
     const data = runData(parseRunConfig({ task: "spam", records: 3023, clients: 3, rounds: 1 }, "test"));
-    const prompts = (ms: ReturnType<typeof spamAssassinSplit>["task"]) => new Set(ms.flatMap((m) => spamTask().examples(m)).map((e) => ("prompt" in e ? e.prompt : "")));
+    const prompts = (ms: ReturnType<typeof spamAssassinSplit>["task"]) =>
+      new Set(ms.flatMap((m) => spamTask().examples(m)).map((e) => ("prompt" in e ? e.prompt : "")));
     const { task, pretraining } = spamAssassinSplit();
     const drawn = [...data.partitions.flat(), ...data.heldOut].map((e) => ("prompt" in e ? e.prompt : ""));
     expect(data.partitions.flat().length).toBe(3023 - 302);

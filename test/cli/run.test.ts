@@ -36,12 +36,20 @@ interface Record_ {
   version: number;
   heldout_loss: number;
 }
-const records = (dir: string) => readFileSync(join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record_);
+const records = (dir: string) =>
+  readFileSync(join(dir, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record_);
 
 describe("fedflare run", () => {
   it("runs a local federation, stops cleanly on SIGINT, and --resume finishes it without redoing rounds", async () => {
     const out = join(root, "run");
-    const child = spawn(process.execPath, [fileURLToPath(new URL("../../bin/fedflare.js", import.meta.url)), "run", "--config", runConfig, "--out", out], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(
+      process.execPath,
+      [fileURLToPath(new URL("../../bin/fedflare.js", import.meta.url)), "run", "--config", runConfig, "--out", out],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
     const exited = new Promise<number | null>((res) => child.on("exit", res));
@@ -61,7 +69,8 @@ describe("fedflare run", () => {
     expect(all.map((r) => r.version)).toEqual([0, 1, 2, 3]);
     expect(all.at(-1)!.heldout_loss).toBeLessThan(all[0]!.heldout_loss);
     expect(resumed.stdout).toMatch(/round +status +uploads/);
-    for (const f of ["config.json", "plot.svg", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"]) expect(existsSync(join(out, f)), f).toBe(true);
+    for (const f of ["config.json", "plot.svg", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"])
+      expect(existsSync(join(out, f)), f).toBe(true);
     expect(readFileSync(join(out, "plot.svg"), "utf8")).toMatch(/^<svg/);
     const adapter = await loadPeftAdapter(dirSource(join(out, "adapter")), config);
     expect(adapter.config).toMatchObject({ r: 4, alpha: 8 });
@@ -73,7 +82,19 @@ describe("fedflare run", () => {
     const deep = tinyConfig({ heads: 4, kvHeads: 2, layers: 4 });
     const deepDir = writeHfModel(join(root, "model-4l"), deep, tinyWeights(deep, 6));
     const file = join(root, "offsite.json");
-    writeFileSync(file, JSON.stringify({ model: deepDir, task: "spam", records: 80, clients: 2, rounds: 2, method: { type: "offsite", bottom: 1, top: 1, middle: 0 }, local: { steps: 2, batchSize: 4, lr: 1e-3, maxTokens: 48 }, evalExamples: 6 }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        model: deepDir,
+        task: "spam",
+        records: 80,
+        clients: 2,
+        rounds: 2,
+        method: { type: "offsite", bottom: 1, top: 1, middle: 0 },
+        local: { steps: 2, batchSize: 4, lr: 1e-3, maxTokens: 48 },
+        evalExamples: 6,
+      }),
+    );
     const out = join(root, "offsite-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
@@ -88,15 +109,45 @@ describe("fedflare run", () => {
     }
     expect(all[2]!.heldout_loss).not.toBe(all[0]!.heldout_loss);
     expect(r.stdout).toMatch(/held-out accuracy %/);
-    expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({ method: "offsite", adapter_layers: [0, 3], emulator_layers: [0, 3] });
-    const plugged = await runCli(["offsite", "plug-in", "--model", deepDir, "--adapter", join(out, "adapter"), "--out", join(root, "offsite-plugged")]);
+    expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({
+      method: "offsite",
+      adapter_layers: [0, 3],
+      emulator_layers: [0, 3],
+    });
+    const plugged = await runCli([
+      "offsite",
+      "plug-in",
+      "--model",
+      deepDir,
+      "--adapter",
+      join(out, "adapter"),
+      "--out",
+      join(root, "offsite-plugged"),
+    ]);
     expect(plugged.code, plugged.stderr).toBe(0);
   }, 300_000);
 
   it("runs FedKSeed on spam's label words: clients upload per-seed scalars, each version rebuilt from them and scored", async () => {
     const file = join(root, "fedkseed.json");
-    const method = { type: "fedkseed", k: 128, labels: ["spam", "ham"], trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] } };
-    writeFileSync(file, JSON.stringify({ model: modelDir, task: "spam", records: 80, clients: 2, rounds: 2, method, local: { steps: 4, batchSize: 4, lr: 1e-3, maxTokens: 48 }, evalExamples: 6 }));
+    const method = {
+      type: "fedkseed",
+      k: 128,
+      labels: ["spam", "ham"],
+      trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] },
+    };
+    writeFileSync(
+      file,
+      JSON.stringify({
+        model: modelDir,
+        task: "spam",
+        records: 80,
+        clients: 2,
+        rounds: 2,
+        method,
+        local: { steps: 4, batchSize: 4, lr: 1e-3, maxTokens: 48 },
+        evalExamples: 6,
+      }),
+    );
     const out = join(root, "fedkseed-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
@@ -110,7 +161,19 @@ describe("fedflare run", () => {
   it("runs FedBPT on spam: clients search the soft prompt's subspace, each version's prompt scored", async () => {
     const file = join(root, "fedbpt.json");
     const method = { type: "fedbpt", promptTokens: 2, dimension: 6, generations: 2, labels: ["spam", "ham"] };
-    writeFileSync(file, JSON.stringify({ model: modelDir, task: "spam", records: 80, clients: 2, rounds: 2, method, local: { steps: 1, batchSize: 4, lr: 1, maxTokens: 48 }, evalExamples: 6 }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        model: modelDir,
+        task: "spam",
+        records: 80,
+        clients: 2,
+        rounds: 2,
+        method,
+        local: { steps: 1, batchSize: 4, lr: 1, maxTokens: 48 },
+        evalExamples: 6,
+      }),
+    );
     const out = join(root, "fedbpt-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
@@ -123,8 +186,26 @@ describe("fedflare run", () => {
 
   it("runs discrete prompts on spam at the endpoint it starts: clients hold the tokenizer, each version's best prompt scored", async () => {
     const file = join(root, "discrete.json");
-    const method = { type: "discrete", slots: 2, phrases: ["free", "money", "meeting", "thanks", "click"], population: 2, labels: ["spam", "ham"] };
-    writeFileSync(file, JSON.stringify({ model: modelDir, task: "spam", records: 80, clients: 2, rounds: 2, method, local: { steps: 3, batchSize: 4, lr: 0.2, maxTokens: 48 }, evalExamples: 6 }));
+    const method = {
+      type: "discrete",
+      slots: 2,
+      phrases: ["free", "money", "meeting", "thanks", "click"],
+      population: 2,
+      labels: ["spam", "ham"],
+    };
+    writeFileSync(
+      file,
+      JSON.stringify({
+        model: modelDir,
+        task: "spam",
+        records: 80,
+        clients: 2,
+        rounds: 2,
+        method,
+        local: { steps: 3, batchSize: 4, lr: 0.2, maxTokens: 48 },
+        evalExamples: 6,
+      }),
+    );
     const out = join(root, "discrete-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
@@ -139,7 +220,11 @@ describe("fedflare run", () => {
     expect(all[1]!.clients!.upload_bytes).toBeLessThan(600);
     expect(all[1]!.clients!.download_bytes).toBeGreaterThan(40);
     expect(r.stdout).toMatch(/the most probable prompt: "\w+ \w+"/);
-    expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({ method: "discrete", slots: 2, phrases: method.phrases });
+    expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({
+      method: "discrete",
+      slots: 2,
+      phrases: method.phrases,
+    });
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {

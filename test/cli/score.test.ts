@@ -41,13 +41,21 @@ describe("fedflare score", () => {
 
   it.each([
     ["LoRA r=4 alpha=8 on q,v", 4, 8, false, ["q_proj", "v_proj"]],
-    ["rsLoRA r=8 alpha=16 on all seven modules", 8, 16, true, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]],
+    [
+      "rsLoRA r=8 alpha=16 on all seven modules",
+      8,
+      16,
+      true,
+      ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    ],
   ] as const)("with a PEFT adapter (%s) agrees with the reference that adds scaling * B A", async (_, r, alpha, useRslora, modules) => {
     const adapterConfig = { r, alpha, targetModules: [...modules], dropout: 0, useRslora, baseModel: modelDir };
     const pairs = tinyLora(config, [...modules], r, alpha, useRslora);
     for (const p of pairs.values()) expect(p.scaling).toBe(loraScaling(adapterConfig));
     const adapterDir = writeAdapterDir(join(root, `adapter-${r}`), { config: adapterConfig, pairs });
-    const withAdapter = JSON.parse((await runCli(["score", "--model", modelDir, "--adapter", adapterDir, "--text", text])).stdout) as Scored;
+    const withAdapter = JSON.parse(
+      (await runCli(["score", "--model", modelDir, "--adapter", adapterDir, "--text", text])).stdout,
+    ) as Scored;
     const ref = referenceLogprobs(config, weights, withAdapter.tokens, pairs);
     withAdapter.logprobs.forEach((lp, i) => expect(Math.abs(lp - ref[i]!)).toBeLessThan(1e-4));
     // The adapter changes the scores: a run that ignored it would fail the comparison above.
@@ -56,7 +64,10 @@ describe("fedflare score", () => {
   });
 
   it("gives the same scores on ort-web", async () => {
-    const [node, web] = await Promise.all([runCli(["score", "--model", modelDir, "--text", text]), runCli(["score", "--model", modelDir, "--text", text, "--runtime", "ort-web"])]);
+    const [node, web] = await Promise.all([
+      runCli(["score", "--model", modelDir, "--text", text]),
+      runCli(["score", "--model", modelDir, "--text", text, "--runtime", "ort-web"]),
+    ]);
     const a = JSON.parse(node.stdout) as Scored;
     const b = JSON.parse(web.stdout) as Scored;
     a.logprobs.forEach((lp, i) => expect(Math.abs(lp - b.logprobs[i]!)).toBeLessThan(1e-4));

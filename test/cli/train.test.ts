@@ -13,9 +13,12 @@ const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const modelDir = writeHfModel(join(root, "model"), config, tinyWeights(config, 3));
 // A template the base model does not know and an adapter can learn: the completion repeats the animal.
 const animals = ["fox", "dog", "sun", "server", "client", "worker", "model", "rocket"];
-const records = Array.from({ length: 60 }, (_, i) => ({ prompt: `The ${animals[i % 8]} trains.`, completion: ` The ${animals[i % 8]} averages.` }));
+const records = Array.from({ length: 60 }, (_, i) => ({
+  prompt: `The ${animals[i % 8]} trains.`,
+  completion: ` The ${animals[i % 8]} averages.`,
+}));
 const data = join(root, "data.jsonl");
-writeFileSync(data, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
+writeFileSync(data, `${records.map((r) => JSON.stringify(r)).join("\n")}\n`);
 
 interface Summary {
   heldout_loss_before: number;
@@ -25,7 +28,25 @@ interface Summary {
 describe("fedflare train", () => {
   it("trains a PEFT LoRA adapter that lowers the held-out loss, and score --adapter shows it", async () => {
     const out = join(root, "adapter");
-    const r = await runCli(["train", "--model", modelDir, "--data", data, "--out", out, "--steps", "40", "--batch", "6", "--lr", "1e-2", "--r", "4", "--targets", "q_proj,v_proj,o_proj"]);
+    const r = await runCli([
+      "train",
+      "--model",
+      modelDir,
+      "--data",
+      data,
+      "--out",
+      out,
+      "--steps",
+      "40",
+      "--batch",
+      "6",
+      "--lr",
+      "1e-2",
+      "--r",
+      "4",
+      "--targets",
+      "q_proj,v_proj,o_proj",
+    ]);
     expect(r.code, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout) as Summary;
     expect(summary.heldout_loss_after).toBeLessThan(summary.heldout_loss_before * 0.8);
@@ -36,14 +57,19 @@ describe("fedflare train", () => {
     // A held-out record (every 10th): its completion is scored better with the adapter.
     const held = records[9]!;
     const text = held.prompt + held.completion;
-    const [base, tuned] = await Promise.all([runCli(["score", "--model", modelDir, "--text", text]), runCli(["score", "--model", modelDir, "--adapter", out, "--text", text])]);
-    expect((JSON.parse(tuned.stdout) as { mean_nll: number }).mean_nll).toBeLessThan((JSON.parse(base.stdout) as { mean_nll: number }).mean_nll);
+    const [base, tuned] = await Promise.all([
+      runCli(["score", "--model", modelDir, "--text", text]),
+      runCli(["score", "--model", modelDir, "--adapter", out, "--text", text]),
+    ]);
+    expect((JSON.parse(tuned.stdout) as { mean_nll: number }).mean_nll).toBeLessThan(
+      (JSON.parse(base.stdout) as { mean_nll: number }).mean_nll,
+    );
   });
 
   it.each([
     ['{"text": 3}', /data\.jsonl:1: expected \{"text": string\}/],
     ['{"prompt": "a"}\nnot json', /data\.jsonl:1/],
-    ["{\"text\": \"ok\"}\n{oops", /data\.jsonl:2: not valid JSON/],
+    ['{"text": "ok"}\n{oops', /data\.jsonl:2: not valid JSON/],
   ])("refuses a malformed JSONL file (%j) naming the line", async (content, message) => {
     const bad = join(root, "data.jsonl".replace("data", `bad${Math.random().toString(36).slice(2)}`));
     writeFileSync(bad, content);

@@ -27,7 +27,11 @@ beforeAll(async () => {
   const opened = (await (await fed.coordinator("/federations/dash/rounds", { method: "POST" })).json()) as { sampled: string[] };
   const global = decodeTensorFile(new Uint8Array(await (await fed.coordinator("/federations/dash/versions/0")).arrayBuffer()), "v0");
   for (const [i, id] of opened.sampled.entries()) {
-    const body = encodeTensorFile(new Map([...global.tensors].map(([k, t]) => [k, t.map(() => 0.01)])), global.shapes, { format: "pt", num_examples: String(10 * (i + 1)), metrics: JSON.stringify({ train_loss: 2 + i }) });
+    const body = encodeTensorFile(new Map([...global.tensors].map(([k, t]) => [k, t.map(() => 0.01)])), global.shapes, {
+      format: "pt",
+      num_examples: String(10 * (i + 1)),
+      metrics: JSON.stringify({ train_loss: 2 + i }),
+    });
     const path = `/federations/dash/rounds/1/updates/${id}`;
     const headers = { ...(await signRequest(await deriveClientSecret(MASTER, id), id, "PUT", path, body)), "idempotency-key": `k-${id}` };
     expect((await fed.coordinator(path, { method: "PUT", headers, body })).status).toBe(200);
@@ -35,7 +39,15 @@ beforeAll(async () => {
   await fed.coordinator("/federations/dash/rounds", { method: "POST" });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   });
 }, 120_000);
 
@@ -60,19 +72,51 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
     await page.waitForSelector('[data-testid="round-row"] >> nth=1');
     expect(urls.filter((u) => u.includes(fed.viewerToken))).toEqual([]);
     const api = async <T>(path: string) => (await (await fed.coordinator(path)).json()) as T;
-    const view = await api<{ roundsDone: number; version: number; openRound: number; config: { rounds: number; strategy: { name: string } } }>("/federations/dash");
+    const view = await api<{
+      roundsDone: number;
+      version: number;
+      openRound: number;
+      config: { rounds: number; strategy: { name: string } };
+    }>("/federations/dash");
 
     const fedRow = await page.locator('[data-testid="federation-row"]').first().locator("td").allInnerTexts();
-    expect(fedRow).toEqual(["dash", "tiny", view.config.strategy.name, `${view.roundsDone} / ${view.config.rounds}`, String(view.version), String(view.openRound)]);
+    expect(fedRow).toEqual([
+      "dash",
+      "tiny",
+      view.config.strategy.name,
+      `${view.roundsDone} / ${view.config.rounds}`,
+      String(view.version),
+      String(view.openRound),
+    ]);
 
-    const rounds = await page.locator('[data-testid="round-row"]').evaluateAll((rows) => rows.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
-    const r1 = await api<{ uploads: number; sampled: string[]; totalWeight: number; result: { version: number; metrics: { train_loss: number } } }>("/federations/dash/rounds/1");
-    expect(rounds[0]!.slice(0, 6)).toEqual(["1", "closed", `${r1.uploads} / ${r1.sampled.length}`, String(r1.totalWeight), r1.result.metrics.train_loss.toFixed(4), String(r1.result.version)]);
+    const rounds = await page
+      .locator('[data-testid="round-row"]')
+      .evaluateAll((rows) => rows.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
+    const r1 = await api<{
+      uploads: number;
+      sampled: string[];
+      totalWeight: number;
+      result: { version: number; metrics: { train_loss: number } };
+    }>("/federations/dash/rounds/1");
+    expect(rounds[0]!.slice(0, 6)).toEqual([
+      "1",
+      "closed",
+      `${r1.uploads} / ${r1.sampled.length}`,
+      String(r1.totalWeight),
+      r1.result.metrics.train_loss.toFixed(4),
+      String(r1.result.version),
+    ]);
     expect(rounds[1]!.slice(0, 3)).toEqual(["2", "open", "0 / 2"]);
     // Example-weighted train loss: (10 * 2 + 20 * 3) / 30.
     expect(r1.result.metrics.train_loss).toBeCloseTo(80 / 30, 6);
 
-    const clients = await page.locator('[data-testid="client-row"]').evaluateAll((rows) => rows.map((r) => Array.from(r.querySelectorAll("td")).slice(0, 3).map((td) => td.textContent)));
+    const clients = await page.locator('[data-testid="client-row"]').evaluateAll((rows) =>
+      rows.map((r) =>
+        Array.from(r.querySelectorAll("td"))
+          .slice(0, 3)
+          .map((td) => td.textContent),
+      ),
+    );
     expect(clients.map((c) => c[0])).toEqual(["alice", "bob", "carol"]);
     const uploaded = new Set(r1.sampled);
     for (const [id, , uploads] of clients) expect(uploads).toBe(uploaded.has(id!) ? "1" : "0");

@@ -14,9 +14,15 @@ describe("corpora as tasks", () => {
     const natural = naturalPartitioner(mails.map(task.partitionKey));
     expect(natural.keys.flat()).toEqual(["easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2"]);
     expect(Array.from({ length: 5 }, (_, id) => natural.loadPartition(id).length)).toEqual([2500, 1400, 250, 500, 1396]);
-    const first = natural.loadPartition(3).slice(0, 3).map((i) => task.examples(mails[i]!)[0]!);
+    const first = natural
+      .loadPartition(3)
+      .slice(0, 3)
+      .map((i) => task.examples(mails[i]!)[0]!);
     for (const ex of first) {
-      expect(ex).toMatchObject({ prompt: expect.stringMatching(/^Classify this email as spam or ham\.\nSubject: .+\n.+\nAnswer:$/), completion: " spam" });
+      expect(ex).toMatchObject({
+        prompt: expect.stringMatching(/^Classify this email as spam or ham\.\nSubject: .+\n.+\nAnswer:$/),
+        completion: " spam",
+      });
     }
     const skewed = dirichletPartitioner(mails.map(task.label), { numPartitions: 8, alpha: 0.3, seed: 0, minPartitionSize: 20 });
     expect(Array.from({ length: 8 }, (_, id) => skewed.loadPartition(id).length).reduce((a, b) => a + b, 0)).toBe(6046);
@@ -28,7 +34,11 @@ describe("corpora as tasks", () => {
     const seen = new Set(pretraining.map(key));
     expect(task.length + pretraining.length).toBe(6046);
     expect(task.filter((m) => seen.has(key(m)))).toEqual([]);
-    const perGroup = (ms: { group: string }[]) => ms.reduce<Record<string, number>>((n, m) => ({ ...n, [m.group]: (n[m.group] ?? 0) + 1 }), {});
+    const perGroup = (ms: { group: string }[]) => {
+      const n: Record<string, number> = {};
+      for (const m of ms) n[m.group] = (n[m.group] ?? 0) + 1;
+      return n;
+    };
     expect(perGroup(task)).toEqual({ "easy-ham-1": 1250, "easy-ham-2": 700, "hard-ham-1": 125, "spam-1": 250, "spam-2": 698 });
     expect(perGroup(pretraining)).toEqual(perGroup(task));
   });
@@ -47,7 +57,8 @@ describe("corpora as tasks", () => {
     const dict = cmudict();
     const entries = ["ADDISON", "BANANA", "ZEBRA"].map((w) => [w, dict[w]!] as const);
     expect(g2pTask.examples(entries[0]!)).toEqual([{ prompt: "Pronounce addison:", completion: " AE1 D IH0 S AH0 N" }]);
-    for (const e of entries) expect(g2pTask.examples(e)).toEqual([{ prompt: expect.any(String), completion: expect.stringMatching(/^( [A-Z]+[0-2]?)+$/) }]);
+    for (const e of entries)
+      expect(g2pTask.examples(e)).toEqual([{ prompt: expect.any(String), completion: expect.stringMatching(/^( [A-Z]+[0-2]?)+$/) }]);
     expect(entries.map(g2pTask.partitionKey)).toEqual(["A", "B", "Z"]);
   });
 });

@@ -49,19 +49,56 @@ describe("examples", () => {
   });
 
   it("pads a batch and weighs trained positions by 1 / their count", () => {
-    const b = exampleBatch([tokenizeExample({ text: "xy" }, charTok, 2, 100), tokenizeExample({ prompt: "a", completion: "b" }, charTok, 2, 100)]);
-    expect(b.ids).toEqual([[1, 120, 121], [1, 97, 98]]);
-    expect(b.targets).toEqual([[120, 121, 2], [97, 98, 2]]);
-    expect(b.mask).toEqual([[1, 1, 1], [1, 1, 1]]);
-    expect(b.lossWeights).toEqual([[0.2, 0.2, 0.2], [0, 0.2, 0.2]]);
+    const b = exampleBatch([
+      tokenizeExample({ text: "xy" }, charTok, 2, 100),
+      tokenizeExample({ prompt: "a", completion: "b" }, charTok, 2, 100),
+    ]);
+    expect(b.ids).toEqual([
+      [1, 120, 121],
+      [1, 97, 98],
+    ]);
+    expect(b.targets).toEqual([
+      [120, 121, 2],
+      [97, 98, 2],
+    ]);
+    expect(b.mask).toEqual([
+      [1, 1, 1],
+      [1, 1, 1],
+    ]);
+    expect(b.lossWeights).toEqual([
+      [0.2, 0.2, 0.2],
+      [0, 0.2, 0.2],
+    ]);
   });
 });
 
 describe("language-modelling windows", () => {
   it("packs documents into windows of length + 1 that overlap by one token", () => {
-    const w = packWindows([[1, 2, 3], [4, 5, 6, 7]], 3);
-    expect(w).toEqual([[1, 2, 3, 4], [4, 5, 6, 7]]);
-    expect(windowBatch(w)).toEqual({ ids: [[1, 2, 3], [4, 5, 6]], targets: [[2, 3, 4], [5, 6, 7]], lossWeights: [[1 / 6, 1 / 6, 1 / 6], [1 / 6, 1 / 6, 1 / 6]] });
+    const w = packWindows(
+      [
+        [1, 2, 3],
+        [4, 5, 6, 7],
+      ],
+      3,
+    );
+    expect(w).toEqual([
+      [1, 2, 3, 4],
+      [4, 5, 6, 7],
+    ]);
+    expect(windowBatch(w)).toEqual({
+      ids: [
+        [1, 2, 3],
+        [4, 5, 6],
+      ],
+      targets: [
+        [2, 3, 4],
+        [5, 6, 7],
+      ],
+      lossWeights: [
+        [1 / 6, 1 / 6, 1 / 6],
+        [1 / 6, 1 / 6, 1 / 6],
+      ],
+    });
   });
   it("shuffles deterministically for a seed", () => {
     const xs = [...Array(20).keys()];

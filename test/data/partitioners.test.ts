@@ -74,7 +74,8 @@ describe("Dirichlet partitioner", () => {
   });
 
   it("skews labels more as alpha decreases (Hsu et al. 2019)", () => {
-    const entropy = (alpha: number) => meanLabelEntropy(partsOf(dirichletPartitioner(labels, { numPartitions: 10, alpha, seed: 5, minPartitionSize: 1 })));
+    const entropy = (alpha: number) =>
+      meanLabelEntropy(partsOf(dirichletPartitioner(labels, { numPartitions: 10, alpha, seed: 5, minPartitionSize: 1 })));
     const [low, mid, high] = [entropy(0.1), entropy(1), entropy(100)];
     expect(low).toBeLessThan(mid);
     expect(mid).toBeLessThan(high);
@@ -89,12 +90,16 @@ describe("Dirichlet partitioner", () => {
   });
 
   it("says when minPartitionSize is impossible or not reached", () => {
-    expect(() => dirichletPartitioner(labels, { numPartitions: 10, alpha: 1, seed: 0, minPartitionSize: 101 })).toThrow(/cannot give 10 partitions 101 items/);
+    expect(() => dirichletPartitioner(labels, { numPartitions: 10, alpha: 1, seed: 0, minPartitionSize: 101 })).toThrow(
+      /cannot give 10 partitions 101 items/,
+    );
     expect(() => dirichletPartitioner(labels, { numPartitions: 10, alpha: 0.05, seed: 0, minPartitionSize: 90 })).toThrow(
       expect.objectContaining({ code: "partition_min_size_unmet", message: expect.stringMatching(/after 10 Dirichlet\(0.05\) draws/) }),
     );
     for (const alpha of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
-      expect(() => dirichletPartitioner(labels, { numPartitions: 2, alpha, seed: 0 })).toThrow(expect.objectContaining({ code: "partitioner_invalid" }));
+      expect(() => dirichletPartitioner(labels, { numPartitions: 2, alpha, seed: 0 })).toThrow(
+        expect.objectContaining({ code: "partitioner_invalid" }),
+      );
     }
   });
 });
@@ -110,7 +115,10 @@ describe("natural partitioner", () => {
 
   it("merges keys round-robin into fewer partitions", () => {
     const p = naturalPartitioner(keys, 2);
-    expect(partsOf(p)).toEqual([[1, 3, 4], [0, 2]]);
+    expect(partsOf(p)).toEqual([
+      [1, 3, 4],
+      [0, 2],
+    ]);
     expect(p.keys).toEqual([["a", "c"], ["b"]]);
   });
 

@@ -18,7 +18,9 @@ describe("spam task", () => {
 
   it("asks for spam or ham with the subject and the tag-free, collapsed, truncated body", () => {
     const task = spamTask(12);
-    expect(task.examples(mail)).toEqual([{ prompt: "Classify this email as spam or ham.\nSubject: Weekly news\nHello there \nAnswer:", completion: " ham" }]);
+    expect(task.examples(mail)).toEqual([
+      { prompt: "Classify this email as spam or ham.\nSubject: Weekly news\nHello there \nAnswer:", completion: " ham" },
+    ]);
     expect(task.label(mail)).toBe("ham");
     expect(task.label({ ...mail, group: "spam-2" })).toBe("spam");
     expect(task.partitionKey(mail)).toBe("hard-ham-1");
@@ -44,7 +46,9 @@ describe("SOTU task", () => {
 
 describe("g2p task", () => {
   it("pairs a word with its phones, keyed by first letter", () => {
-    expect(g2pTask.examples(["ADDISON", "AE1 D IH0 S AH0 N"])).toEqual([{ prompt: "Pronounce addison:", completion: " AE1 D IH0 S AH0 N" }]);
+    expect(g2pTask.examples(["ADDISON", "AE1 D IH0 S AH0 N"])).toEqual([
+      { prompt: "Pronounce addison:", completion: " AE1 D IH0 S AH0 N" },
+    ]);
     expect(g2pTask.partitionKey(["ADDISON", "AE1 D IH0 S AH0 N"])).toBe("A");
   });
 });

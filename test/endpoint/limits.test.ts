@@ -22,12 +22,24 @@ const TOKEN = "limits-token";
 let model: LoadedModel;
 let endpoint: RunningEndpoint;
 
-type Health = { status: string; model?: string; computing: number; queued: number; sessions: { cached: number; built: number; released: number }; limits: Record<string, number> };
+type Health = {
+  status: string;
+  model?: string;
+  computing: number;
+  queued: number;
+  sessions: { cached: number; built: number; released: number };
+  limits: Record<string, number>;
+};
 type ErrorBody = { error: { message: string; code: string; type: string } };
 
 const post = (ep: RunningEndpoint, path: string, body: unknown, token: string | null = TOKEN) =>
-  fetch(`${ep.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
-const health = async (ep: RunningEndpoint) => (await (await fetch(`${ep.url}/health`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as Health;
+  fetch(`${ep.url}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+const health = async (ep: RunningEndpoint) =>
+  (await (await fetch(`${ep.url}/health`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as Health;
 const ids = (n: number, from = 3) => Array.from({ length: n }, (_, i) => from + (i % 250));
 const lora = (r: number, module = "q_proj") => ({ type: "lora", r, alpha: 2 * r, targetModules: [module], rslora: false });
 const scoring = { model: "tiny", input_ids: [ids(6)], loss_mask: [[0, 0, 1, 1, 1, 1]] };
@@ -49,7 +61,14 @@ async function refused(path: string, body: unknown, status: number, message: Reg
 
 beforeAll(async () => {
   model = await loadModel(dirSource(modelDir));
-  endpoint = await startEndpoint({ model, fingerprint: "fp", name: "tiny", port: 0, token: TOKEN, limits: { maxSessions: 2, maxHiddenStateBytes: 4 << 20 } });
+  endpoint = await startEndpoint({
+    model,
+    fingerprint: "fp",
+    name: "tiny",
+    port: 0,
+    token: TOKEN,
+    limits: { maxSessions: 2, maxHiddenStateBytes: 4 << 20 },
+  });
 });
 afterAll(async () => {
   await endpoint?.close();
@@ -93,56 +112,146 @@ describe("the token", () => {
   it("/health says only that the endpoint is up without it, everything with it, and 401 to a wrong one", async () => {
     expect(await (await fetch(`${endpoint.url}/health`)).json()).toEqual({ status: "ok" });
     expect((await fetch(`${endpoint.url}/health`, { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
-    expect(await health(endpoint)).toMatchObject({ status: "ok", model: "tiny", fingerprint: "fp", limits: { ...ENDPOINT_LIMITS, maxSessions: 2, maxHiddenStateBytes: 4 << 20 } });
+    expect(await health(endpoint)).toMatchObject({
+      status: "ok",
+      model: "tiny",
+      fingerprint: "fp",
+      limits: { ...ENDPOINT_LIMITS, maxSessions: 2, maxHiddenStateBytes: 4 << 20 },
+    });
   });
 });
 
 describe("caps refused before computing, naming the limit", () => {
   it("keeps the clients' rows per scoring request within the row cap", async () => {
     expect(ENDPOINT_LIMITS.maxRows).toBeGreaterThanOrEqual(MAX_SCORED_ROWS);
-    await expect(startEndpoint({ model, fingerprint: "fp", name: "tiny", port: 0, token: "t", limits: { maxRows: MAX_SCORED_ROWS - 1 } })).rejects.toThrow(/maxRows must be at least 256/);
+    await expect(
+      startEndpoint({ model, fingerprint: "fp", name: "tiny", port: 0, token: "t", limits: { maxRows: MAX_SCORED_ROWS - 1 } }),
+    ).rejects.toThrow(/maxRows must be at least 256/);
   });
 
   it.each([
     ["/v1/completions", { model: "tiny", prompt: Array.from({ length: 2000 }, () => ids(4)), max_tokens: 1 }],
     ["/v1/hidden-states", { model: "tiny", input_ids: Array.from({ length: 2000 }, () => ids(4)), layer: 1 }],
-    ["/v1/perturbed-scores", { ...scoring, input_ids: Array.from({ length: 2000 }, () => ids(6)), loss_mask: Array(2000).fill([0, 0, 1, 1, 1, 1]), trains: lora(2), terms: [] }],
-    ["/v1/prompt-scores", { ...scoring, input_ids: Array.from({ length: 2000 }, () => ids(6)), loss_mask: Array(2000).fill([0, 0, 1, 1, 1, 1]), prompt: { tokens: 4, dimension: 8, seed: 3, z: Array(8).fill(0.1) } }],
+    [
+      "/v1/perturbed-scores",
+      {
+        ...scoring,
+        input_ids: Array.from({ length: 2000 }, () => ids(6)),
+        loss_mask: Array(2000).fill([0, 0, 1, 1, 1, 1]),
+        trains: lora(2),
+        terms: [],
+      },
+    ],
+    [
+      "/v1/prompt-scores",
+      {
+        ...scoring,
+        input_ids: Array.from({ length: 2000 }, () => ids(6)),
+        loss_mask: Array(2000).fill([0, 0, 1, 1, 1, 1]),
+        prompt: { tokens: 4, dimension: 8, seed: 3, z: Array(8).fill(0.1) },
+      },
+    ],
   ])("2,000 rows to %s: 413 naming maxRows", async (path, body) => {
     await refused(path, body, 413, /2000 rows.*at most 256 a request \(maxRows\)/, "too_many_rows");
   });
 
   it("a 600-token prompt on a 512-position model: 400, never 500, on every route", async () => {
     const window = /needs 600 positions: this model's max_position_embeddings is 512/;
-    await refused("/v1/completions", { model: "tiny", prompt: [ids(600)], max_tokens: 0, echo: true, logprobs: 0 }, 400, window, "context_length_exceeded");
-    await refused("/v1/hidden-states", { model: "tiny", input_ids: [ids(5), ids(600)], layer: 1 }, 400, /input_ids\[1\] needs 600 positions: this model's max_position_embeddings is 512/);
+    await refused(
+      "/v1/completions",
+      { model: "tiny", prompt: [ids(600)], max_tokens: 0, echo: true, logprobs: 0 },
+      400,
+      window,
+      "context_length_exceeded",
+    );
+    await refused(
+      "/v1/hidden-states",
+      { model: "tiny", input_ids: [ids(5), ids(600)], layer: 1 },
+      400,
+      /input_ids\[1\] needs 600 positions: this model's max_position_embeddings is 512/,
+    );
     const mask = [0, ...Array(599).fill(1)];
-    await refused("/v1/perturbed-scores", { ...scoring, input_ids: [ids(600)], loss_mask: [mask], trains: lora(2), terms: [] }, 400, window);
-    await refused("/v1/prompt-scores", { ...scoring, input_ids: [ids(600)], loss_mask: [mask], prompt: { tokens: 4, dimension: 8, seed: 3, placement: "suffix", z: Array(8).fill(0.1) } }, 400, window);
+    await refused(
+      "/v1/perturbed-scores",
+      { ...scoring, input_ids: [ids(600)], loss_mask: [mask], trains: lora(2), terms: [] },
+      400,
+      window,
+    );
+    await refused(
+      "/v1/prompt-scores",
+      {
+        ...scoring,
+        input_ids: [ids(600)],
+        loss_mask: [mask],
+        prompt: { tokens: 4, dimension: 8, seed: 3, placement: "suffix", z: Array(8).fill(0.1) },
+      },
+      400,
+      window,
+    );
   });
 
   it("counts what is added to a row: max_tokens after a prompt, a prefix soft prompt before a row", async () => {
-    await refused("/v1/completions", { model: "tiny", prompt: [ids(500)], max_tokens: 16 }, 400, /needs 516 positions \(500 tokens \+ 16 of max_tokens\): this model's max_position_embeddings is 512/);
+    await refused(
+      "/v1/completions",
+      { model: "tiny", prompt: [ids(500)], max_tokens: 16 },
+      400,
+      /needs 516 positions \(500 tokens \+ 16 of max_tokens\): this model's max_position_embeddings is 512/,
+    );
     const rows = { input_ids: [ids(510)], loss_mask: [[0, ...Array(509).fill(1)]] };
-    await refused("/v1/prompt-scores", { ...scoring, ...rows, prompt: { tokens: 4, dimension: 8, seed: 3, z: Array(8).fill(0.1) } }, 400, /needs 514 positions \(510 tokens \+ 4 soft prompt tokens\)/);
+    await refused(
+      "/v1/prompt-scores",
+      { ...scoring, ...rows, prompt: { tokens: 4, dimension: 8, seed: 3, z: Array(8).fill(0.1) } },
+      400,
+      /needs 514 positions \(510 tokens \+ 4 soft prompt tokens\)/,
+    );
   });
 
   it("text prompts too many or too long for the context: refused before they are tokenized, naming the cap", async () => {
-    await refused("/v1/completions", { model: "tiny", prompt: Array(1_000_000).fill("hi"), max_tokens: 1 }, 413, /1000000 rows.*at most 256 a request \(maxRows\)/, "too_many_rows");
-    await refused("/v1/completions", { model: "tiny", prompt: "word".repeat(1_000_000), max_tokens: 0 }, 400, /prompt\[0\] needs 62500 positions: this model's max_position_embeddings is 512/, "context_length_exceeded");
+    await refused(
+      "/v1/completions",
+      { model: "tiny", prompt: Array(1_000_000).fill("hi"), max_tokens: 1 },
+      413,
+      /1000000 rows.*at most 256 a request \(maxRows\)/,
+      "too_many_rows",
+    );
+    await refused(
+      "/v1/completions",
+      { model: "tiny", prompt: "word".repeat(1_000_000), max_tokens: 0 },
+      400,
+      /prompt\[0\] needs 62500 positions: this model's max_position_embeddings is 512/,
+      "context_length_exceeded",
+    );
   });
 
   it("echoed log-probs over the answer cap: 413 naming maxEchoEntries", async () => {
-    await refused("/v1/completions", { model: "tiny", prompt: Array.from({ length: 256 }, () => ids(510)), max_tokens: 0, echo: true, logprobs: 20 }, 413, /2741760 entries .* at most 1048576 a request \(maxEchoEntries\)/, "answer_too_large");
+    await refused(
+      "/v1/completions",
+      { model: "tiny", prompt: Array.from({ length: 256 }, () => ids(510)), max_tokens: 0, echo: true, logprobs: 20 },
+      413,
+      /2741760 entries .* at most 1048576 a request \(maxEchoEntries\)/,
+      "answer_too_large",
+    );
   });
 
   it("max_tokens above the cap: 400 naming maxTokens", async () => {
-    await refused("/v1/completions", { model: "tiny", prompt: [ids(5)], max_tokens: 300 }, 400, /max_tokens is 300: .* at most 256 tokens a completion \(maxTokens\)/, "max_tokens_too_large");
+    await refused(
+      "/v1/completions",
+      { model: "tiny", prompt: [ids(5)], max_tokens: 300 },
+      400,
+      /max_tokens is 300: .* at most 256 tokens a completion \(maxTokens\)/,
+      "max_tokens_too_large",
+    );
   });
 
   it("hidden states for 64 x 512 over the byte cap: 413 before computing", async () => {
     const before = (await health(endpoint)).sessions.built;
-    await refused("/v1/hidden-states", { model: "tiny", input_ids: Array.from({ length: 64 }, () => ids(512)), layer: 2 }, 413, /8388608 bytes \(64 rows x 512 positions x 64 hidden x 4\).*at most 4194304 \(maxHiddenStateBytes\)/, "hidden_states_too_large");
+    await refused(
+      "/v1/hidden-states",
+      { model: "tiny", input_ids: Array.from({ length: 64 }, () => ids(512)), layer: 2 },
+      413,
+      /8388608 bytes \(64 rows x 512 positions x 64 hidden x 4\).*at most 4194304 \(maxHiddenStateBytes\)/,
+      "hidden_states_too_large",
+    );
     // Only the valid request (layer 1) may have built a session: the refused one (layer 2) built none.
     expect((await health(endpoint)).sessions.built - before).toBeLessThanOrEqual(1);
   });
@@ -150,16 +259,30 @@ describe("caps refused before computing, naming the limit", () => {
   it("20,000 perturbation terms over a tensor: 413 naming maxPerturbationWork, at its default", async () => {
     const embed = { type: "full", tensors: ["model.embed_tokens.weight"] };
     const terms = Array.from({ length: 20_000 }, (_, i) => [i, 1e-3]);
-    await refused("/v1/perturbed-scores", { ...scoring, trains: embed, terms }, 413, /needs 384019200 values \(\(20000 terms \+ w0\) x 19200 trained values\).*at most 67108864 a request \(maxPerturbationWork\)/, "perturbation_too_large");
+    await refused(
+      "/v1/perturbed-scores",
+      { ...scoring, trains: embed, terms },
+      413,
+      /needs 384019200 values \(\(20000 terms \+ w0\) x 19200 trained values\).*at most 67108864 a request \(maxPerturbationWork\)/,
+      "perturbation_too_large",
+    );
     const prompt = { tokens: 256, dimension: 10_000, seed: 1, z: Array(10_000).fill(0.1) };
-    await refused("/v1/prompt-scores", { ...scoring, prompt }, 413, /10000 z values x 256 prompt tokens x 64 hidden.*\(maxPerturbationWork\)/);
+    await refused(
+      "/v1/prompt-scores",
+      { ...scoring, prompt },
+      413,
+      /10000 z values x 256 prompt tokens x 64 hidden.*\(maxPerturbationWork\)/,
+    );
   });
 });
 
 describe("sessions", () => {
   it("many distinct `trains` keep at most maxSessions cached, the least recently used released", async () => {
     // On v_proj: no other test's session.
-    const score = async (r: number) => expect((await post(endpoint, "/v1/perturbed-scores", { ...scoring, trains: lora(r, "v_proj"), terms: [[1, 0.01]] })).status).toBe(200);
+    const score = async (r: number) =>
+      expect((await post(endpoint, "/v1/perturbed-scores", { ...scoring, trains: lora(r, "v_proj"), terms: [[1, 0.01]] })).status).toBe(
+        200,
+      );
     const start = (await health(endpoint)).sessions;
     for (let r = 1; r <= 12; r++) {
       await score(r);
@@ -192,7 +315,13 @@ describe("sessions", () => {
     await running;
     await new Promise((tick) => setTimeout(tick, 0));
     expect(released).toEqual(["a"]);
-    await expect(cache.use("c", () => Promise.reject(new Error("no graph")), async () => undefined)).rejects.toThrow("no graph");
+    await expect(
+      cache.use(
+        "c",
+        () => Promise.reject(new Error("no graph")),
+        async () => undefined,
+      ),
+    ).rejects.toThrow("no graph");
     expect(cache.stats().cached).toBe(0);
     await cache.use("c", session("c"), async () => undefined);
     expect(cache.stats()).toMatchObject({ cached: 1, built: 4 });
@@ -204,7 +333,16 @@ describe("concurrency and time", () => {
   beforeAll(async () => {
     // One request computes, one may wait, 500 ms each. A single prompt waits 3 s in the batcher for a
     // batch of 8 to fill, so it outlasts the timeout; eight prompts fill a batch and go at once.
-    busy = await startEndpoint({ model, fingerprint: "fp", name: "tiny", port: 0, token: TOKEN, maxBatch: 8, maxWaitMs: 3000, limits: { maxConcurrent: 1, maxQueued: 1, timeoutMs: 500 } });
+    busy = await startEndpoint({
+      model,
+      fingerprint: "fp",
+      name: "tiny",
+      port: 0,
+      token: TOKEN,
+      maxBatch: 8,
+      maxWaitMs: 3000,
+      limits: { maxConcurrent: 1, maxQueued: 1, timeoutMs: 500 },
+    });
   });
   afterAll(async () => {
     await busy?.close();
@@ -219,11 +357,17 @@ describe("concurrency and time", () => {
     const over = await post(busy, "/v1/completions", one);
     expect(over.status).toBe(429);
     expect(over.headers.get("retry-after")).toBe("1");
-    expect(((await over.json()) as ErrorBody).error).toMatchObject({ code: "too_many_requests", type: "rate_limit_error", message: expect.stringMatching(/1 requests compute at once \(maxConcurrent\) and 1 more may wait \(maxQueued\)/) });
+    expect(((await over.json()) as ErrorBody).error).toMatchObject({
+      code: "too_many_requests",
+      type: "rate_limit_error",
+      message: expect.stringMatching(/1 requests compute at once \(maxConcurrent\) and 1 more may wait \(maxQueued\)/),
+    });
     const waited = await queued;
     expect(waited.status).toBe(503);
     expect(waited.headers.get("retry-after")).toBe("1");
-    expect(((await waited.json()) as ErrorBody).error.message).toMatch(/waited 500 ms \(timeoutMs\) for one of the 1 computing slots \(maxConcurrent\)/);
+    expect(((await waited.json()) as ErrorBody).error.message).toMatch(
+      /waited 500 ms \(timeoutMs\) for one of the 1 computing slots \(maxConcurrent\)/,
+    );
     const late = await slow;
     expect(late.status).toBe(504);
     expect(((await late.json()) as ErrorBody).error.message).toMatch(/did not finish within 500 ms \(timeoutMs\)/);

@@ -59,9 +59,13 @@ describe("a split client over HTTP", () => {
 
     const spec = { lora: { r: 4, scaling: 2, modules: ["q_proj" as const, "v_proj" as const], fromLayer: CUT } };
     const params = new Map<string, Float32Array>();
-    for (const [name, p] of tinyLora(config, ["q_proj", "v_proj"], 4, 8)) if (Number(name.split(".")[2]) >= CUT) params.set(`${name}.lora_A.weight`, p.a).set(`${name}.lora_B.weight`, p.b);
+    for (const [name, p] of tinyLora(config, ["q_proj", "v_proj"], 4, 8))
+      if (Number(name.split(".")[2]) >= CUT) params.set(`${name}.lora_A.weight`, p.a).set(`${name}.lora_B.weight`, p.b);
     const e2e = await (await TrainStep.create(ortNodeRuntime(), config, weights, spec)).run(batch, params);
-    const split = await (await TrainStep.create(ortNodeRuntime(), config, weights, spec, { fromLayer: CUT })).run({ ...batch, hidden }, params);
+    const split = await (await TrainStep.create(ortNodeRuntime(), config, weights, spec, { fromLayer: CUT })).run(
+      { ...batch, hidden },
+      params,
+    );
     expect(Math.abs(split.loss - e2e.loss)).toBeLessThan(1e-4);
     for (const [name, g] of e2e.grads) expect(maxAbsDiff(split.grads.get(name)!, g) / Math.max(...g.map(Math.abs))).toBeLessThan(1e-4);
   });
@@ -83,21 +87,34 @@ describe("a client's local update with its trunk offloaded", () => {
     const { initLoraParams } = await import("../../src/engine/lora/init.ts");
     const { tokenizeExample } = await import("../../src/data/examples.ts");
     const model = await loadModel(dirSource(modelDir));
-    const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server sleeps in the sun."].map((text) => tokenizeExample({ text }, model.tokenizer, 2, 32));
+    const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server sleeps in the sun."].map((text) =>
+      tokenizeExample({ text }, model.tokenizer, 2, 32),
+    );
     const global = new Map([...initLoraParams(config, 4, ["q_proj", "v_proj"], 3, CUT)].map(([k, v]) => [`base_model.model.${k}`, v]));
     expect([...global.keys()].every((k) => Number(k.split(".")[4]) >= CUT)).toBe(true);
     const task = {
       round: 1,
       proximalMu: 0,
       local: { steps: 4, batchSize: 3, lr: 1e-2, maxTokens: 32 },
-      method: { type: "lora" as const, r: 4, alpha: 8, targetModules: ["q_proj" as const, "v_proj" as const], dropout: 0, rslora: false, fromLayer: CUT },
+      method: {
+        type: "lora" as const,
+        r: 4,
+        alpha: 8,
+        targetModules: ["q_proj" as const, "v_proj" as const],
+        dropout: 0,
+        rslora: false,
+        fromLayer: CUT,
+      },
       quant: "f32" as const,
       seed: 1,
     };
     const local = { config, weights, runtime: ortNodeRuntime() };
     const whole = await runLocalSteps(local, task, global, examples, startLocal(global));
     const cache = memoryCache();
-    const offloaded = await runLocalSteps(local, task, global, examples, startLocal(global), Infinity, { endpoint: await connectTrunk(endpoint.url, config.hiddenSize, "t"), cache });
+    const offloaded = await runLocalSteps(local, task, global, examples, startLocal(global), Infinity, {
+      endpoint: await connectTrunk(endpoint.url, config.hiddenSize, "t"),
+      cache,
+    });
     expect(cache.store.size).toBe(examples.length);
     expect(Math.abs(offloaded.lossSum - whole.lossSum)).toBeLessThan(1e-4);
     for (const [k, v] of whole.params) expect(maxAbsDiff(offloaded.params.get(k)!, v)).toBeLessThan(1e-5);

@@ -4,10 +4,19 @@ import { Batcher } from "../../src/engine/batcher.ts";
 describe("Batcher", () => {
   it("runs up to maxBatch together and keeps each caller's answer", async () => {
     const calls: number[][] = [];
-    const b = new Batcher(async (xs: number[]) => (calls.push(xs), xs.map((x) => x * 10)), { maxBatch: 3, maxWaitMs: 50 });
+    const b = new Batcher(
+      async (xs: number[]) => {
+        calls.push(xs);
+        return xs.map((x) => x * 10);
+      },
+      { maxBatch: 3, maxWaitMs: 50 },
+    );
     const out = await Promise.all([1, 2, 3, 4, 5].map((x) => b.submit(x)));
     expect(out).toEqual([10, 20, 30, 40, 50]);
-    expect(calls).toEqual([[1, 2, 3], [4, 5]]);
+    expect(calls).toEqual([
+      [1, 2, 3],
+      [4, 5],
+    ]);
     expect(b.stats).toEqual({ batches: 2, items: 5, largest: 3 });
   });
 
@@ -21,10 +30,13 @@ describe("Batcher", () => {
 
   it("rejects every request of a failed batch, and goes on", async () => {
     let fail = true;
-    const b = new Batcher(async (xs: number[]) => {
-      if (fail) throw new Error("boom");
-      return xs;
-    }, { maxBatch: 2, maxWaitMs: 5 });
+    const b = new Batcher(
+      async (xs: number[]) => {
+        if (fail) throw new Error("boom");
+        return xs;
+      },
+      { maxBatch: 2, maxWaitMs: 5 },
+    );
     await expect(Promise.all([b.submit(1), b.submit(2)])).rejects.toThrow("boom");
     fail = false;
     expect(await b.submit(3)).toBe(3);

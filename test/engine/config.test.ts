@@ -20,15 +20,42 @@ describe("parseLlamaConfig", () => {
   it("fills transformers' defaults", () => {
     const { num_key_value_heads: _, ...noKv } = base;
     const c = parseLlamaConfig(noKv);
-    expect(c).toMatchObject({ numKvHeads: 4, headDim: 16, ropeTheta: 10000, tieWordEmbeddings: false, maxPositions: 2048, eosTokenIds: [2], ropeScaling: null });
+    expect(c).toMatchObject({
+      numKvHeads: 4,
+      headDim: 16,
+      ropeTheta: 10000,
+      tieWordEmbeddings: false,
+      maxPositions: 2048,
+      eosTokenIds: [2],
+      ropeScaling: null,
+    });
   });
 
   it("reads SmolLM-135M's config as it is published", () => {
     const smol = {
-      architectures: ["LlamaForCausalLM"], attention_bias: false, attention_dropout: 0, bos_token_id: 0, eos_token_id: 0, hidden_act: "silu", hidden_size: 576,
-      initializer_range: 0.02, intermediate_size: 1536, max_position_embeddings: 2048, model_type: "llama", num_attention_heads: 9, num_hidden_layers: 30,
-      num_key_value_heads: 3, pretraining_tp: 1, rms_norm_eps: 1e-5, rope_scaling: null, rope_theta: 10000, tie_word_embeddings: true, torch_dtype: "bfloat16",
-      transformers_version: "4.40.1", use_cache: true, vocab_size: 49152,
+      architectures: ["LlamaForCausalLM"],
+      attention_bias: false,
+      attention_dropout: 0,
+      bos_token_id: 0,
+      eos_token_id: 0,
+      hidden_act: "silu",
+      hidden_size: 576,
+      initializer_range: 0.02,
+      intermediate_size: 1536,
+      max_position_embeddings: 2048,
+      model_type: "llama",
+      num_attention_heads: 9,
+      num_hidden_layers: 30,
+      num_key_value_heads: 3,
+      pretraining_tp: 1,
+      rms_norm_eps: 1e-5,
+      rope_scaling: null,
+      rope_theta: 10000,
+      tie_word_embeddings: true,
+      torch_dtype: "bfloat16",
+      transformers_version: "4.40.1",
+      use_cache: true,
+      vocab_size: 49152,
     };
     expect(parseLlamaConfig(smol)).toMatchObject({ headDim: 64, numKvHeads: 3, tieWordEmbeddings: true, eosTokenIds: [0] });
   });
@@ -46,7 +73,12 @@ describe("parseLlamaConfig", () => {
     ["string vocab", { ...base, vocab_size: "300" }, "config_invalid", /vocab_size/],
     ["negative eps", { ...base, rms_norm_eps: -1 }, "config_invalid", /rms_norm_eps/],
     ["heads not a multiple of kv heads", { ...base, num_key_value_heads: 3 }, "config_invalid", /multiple of num_key_value_heads/],
-    ["hidden not divisible by heads", { ...base, hidden_size: 66, num_attention_heads: 4, num_key_value_heads: 4 }, "config_invalid", /not divisible/],
+    [
+      "hidden not divisible by heads",
+      { ...base, hidden_size: 66, num_attention_heads: 4, num_key_value_heads: 4 },
+      "config_invalid",
+      /not divisible/,
+    ],
     ["odd head_dim", { ...base, head_dim: 15 }, "config_invalid", /even/],
     ["eos outside vocab", { ...base, eos_token_id: 300 }, "config_invalid", /eos_token_id 300/],
     ["bos outside vocab", { ...base, bos_token_id: 1000 }, "config_invalid", /bos_token_id/],
@@ -79,7 +111,13 @@ describe("ropeInvFreq", () => {
   });
 
   it("applies llama3 scaling: high frequencies kept, low divided, middle interpolated", () => {
-    const scaling = { rope_type: "llama3" as const, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+    const scaling = {
+      rope_type: "llama3" as const,
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    };
     const plain = ropeInvFreq({ headDim: 128, ropeTheta: 500000, ropeScaling: null });
     const f = ropeInvFreq({ headDim: 128, ropeTheta: 500000, ropeScaling: scaling });
     expect(f[0]).toBe(plain[0]); // wavelength 2π < 8192/4

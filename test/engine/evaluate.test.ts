@@ -11,7 +11,9 @@ const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const weights = tinyWeights(config, 77);
 const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize), { bos_token: "<s>", add_bos_token: true });
 const labels = ["fox", "dog", "sun"];
-const items = ["The quick brown", "Each client trains, the", "It's 2026: workers and", "Federated learning trains one"].map((prompt, i) => ({ prompt, label: labels[i % 3]! }));
+const items = ["The quick brown", "Each client trains, the", "It's 2026: workers and", "Federated learning trains one"].map(
+  (prompt, i) => ({ prompt, label: labels[i % 3]! }),
+);
 
 /** log p of each label's words after the prompt, by the float64 reference. */
 function referenceScores(prompt: string, maxTokens: number): number[] {
@@ -27,7 +29,9 @@ describe("held-out evaluation", () => {
   it("picks the label whose words are most probable, as the float64 reference does, whatever the batching", async () => {
     const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true });
     for (const maxTokens of [64, 4]) {
-      const expected = items.map((x) => labels[referenceScores(x.prompt, maxTokens).reduce((best, s, i, all) => (s > all[best]! ? i : best), 0)]!);
+      const expected = items.map(
+        (x) => labels[referenceScores(x.prompt, maxTokens).reduce((best, s, i, all) => (s > all[best]! ? i : best), 0)]!,
+      );
       const gold = items.map((x) => x.label);
       const want = expected.filter((p, i) => p === gold[i]).length / items.length;
       for (const batchSize of [1, 5]) {
@@ -40,7 +44,10 @@ describe("held-out evaluation", () => {
 
   it("sums each example's NLL over its trained positions; heldOutLoss is their total per token", async () => {
     const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true });
-    const examples = [tok.encode("The quick brown fox jumps"), tok.encode("Each client trains")].map((ids, i) => ({ ids, trained: ids.map((_, t): number => (t >= 1 + i ? 1 : 0)) }));
+    const examples = [tok.encode("The quick brown fox jumps"), tok.encode("Each client trains")].map((ids, i) => ({
+      ids,
+      trained: ids.map((_, t): number => (t >= 1 + i ? 1 : 0)),
+    }));
     const nlls = await exampleNlls(model, examples, 2);
     examples.forEach((e, i) => {
       const lp = referenceLogprobs(config, weights, e.ids);
@@ -52,7 +59,10 @@ describe("held-out evaluation", () => {
   });
 
   it("beforeCompletion puts ids between a prompt and its completion, untrained; a row with nothing trained is left as it is", () => {
-    expect(beforeCompletion({ ids: [1, 5, 6, 7, 8], trained: [0, 0, 0, 1, 1] }, [90, 91])).toEqual({ ids: [1, 5, 6, 90, 91, 7, 8], trained: [0, 0, 0, 0, 0, 1, 1] });
+    expect(beforeCompletion({ ids: [1, 5, 6, 7, 8], trained: [0, 0, 0, 1, 1] }, [90, 91])).toEqual({
+      ids: [1, 5, 6, 90, 91, 7, 8],
+      trained: [0, 0, 0, 0, 0, 1, 1],
+    });
     const untrained = { ids: [1, 5, 6], trained: [0, 0, 0] };
     expect(beforeCompletion(untrained, [90])).toBe(untrained);
   });

@@ -69,7 +69,10 @@ describe("runtime parity", () => {
   it("ORT-web and ORT-node give the same logits (1e-4) on the same graph", async () => {
     const config = tinyConfig({ heads: 4, kvHeads: 2 });
     const weights = tinyWeights(config, 2);
-    const [web, node] = await Promise.all([ForwardModel.create(ortWebRuntime(), config, weights), ForwardModel.create(ortNodeRuntime(), config, weights)]);
+    const [web, node] = await Promise.all([
+      ForwardModel.create(ortWebRuntime(), config, weights),
+      ForwardModel.create(ortNodeRuntime(), config, weights),
+    ]);
     const a = await web.run({ ids, mask });
     const b = await node.run({ ids, mask });
     expect(maxAbsDiff(a.logits, b.logits)).toBeLessThan(1e-4);
@@ -80,9 +83,18 @@ describe("input validation", () => {
   it("refuses ids outside the vocabulary, ragged rows and overlong sequences", async () => {
     const config = tinyConfig();
     const model = await ForwardModel.create(ortNodeRuntime(), config, tinyWeights(config));
-    await expect(model.run({ ids: [[1, config.vocabSize]] })).rejects.toMatchObject({ code: "input_invalid", message: expect.stringMatching(/outside the vocabulary/) });
-    await expect(model.run({ ids: [[1, 2], [3]] })).rejects.toMatchObject({ code: "input_invalid", message: expect.stringMatching(/different lengths/) });
-    await expect(model.run({ ids: [new Array(config.maxPositions + 1).fill(1)] })).rejects.toMatchObject({ code: "input_invalid", message: expect.stringMatching(/max_position_embeddings/) });
+    await expect(model.run({ ids: [[1, config.vocabSize]] })).rejects.toMatchObject({
+      code: "input_invalid",
+      message: expect.stringMatching(/outside the vocabulary/),
+    });
+    await expect(model.run({ ids: [[1, 2], [3]] })).rejects.toMatchObject({
+      code: "input_invalid",
+      message: expect.stringMatching(/different lengths/),
+    });
+    await expect(model.run({ ids: [new Array(config.maxPositions + 1).fill(1)] })).rejects.toMatchObject({
+      code: "input_invalid",
+      message: expect.stringMatching(/max_position_embeddings/),
+    });
   });
 });
 
@@ -92,9 +104,19 @@ describe("a forward graph with its tensors as inputs (for zeroth-order methods)"
     const w = tinyWeights(c, 61);
     const ids = [[1, 40, 41, 42, 43]];
     const lora = tinyLora(c, ["q_proj", "v_proj"], 4, 8);
-    const loraParams = new Map([...lora].flatMap(([name, p]) => [[`${name}.lora_A.weight`, p.a], [`${name}.lora_B.weight`, p.b]] as const));
+    const loraParams = new Map(
+      [...lora].flatMap(
+        ([name, p]) =>
+          [
+            [`${name}.lora_A.weight`, p.a],
+            [`${name}.lora_B.weight`, p.b],
+          ] as const,
+      ),
+    );
     const scaling = [...lora.values()][0]!.scaling;
-    const viaInputs = await ForwardModel.create(ortNodeRuntime(), c, w, { inputs: { lora: { r: 4, scaling, modules: ["q_proj", "v_proj"], dropout: 0.5 } } });
+    const viaInputs = await ForwardModel.create(ortNodeRuntime(), c, w, {
+      inputs: { lora: { r: 4, scaling, modules: ["q_proj", "v_proj"], dropout: 0.5 } },
+    });
     const baked = await ForwardModel.create(ortNodeRuntime(), c, w, { lora });
     expect((await viaInputs.run({ ids, params: loraParams })).logits).toEqual((await baked.run({ ids })).logits);
     // A second run with other values: no session rebuilt, other logits.
@@ -141,13 +163,18 @@ describe("a forward graph with a soft prompt as input (for black-box prompt tuni
     const prompt = Float32Array.from({ length: 3 * H }, (_, i) => table[(50 + Math.floor(i / H)) * H + (i % H)]!);
     const params = new Map([["soft_prompt", prompt]]);
     const targets = [[40, 41, 42, 43, 44, 2]];
-    const inline = await ForwardModel.create(ortNodeRuntime(), c, w, { nll: true, inputs: { softPromptTokens: 3, softPromptInline: true } });
+    const inline = await ForwardModel.create(ortNodeRuntime(), c, w, {
+      nll: true,
+      inputs: { softPromptTokens: 3, softPromptInline: true },
+    });
     const plain = await ForwardModel.create(ortNodeRuntime(), c, w, { nll: true });
     const got = (await inline.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params })).nll!;
     expect(got).toHaveLength(6);
     expect(maxAbsDiff(got, (await plain.run({ ids: [[1, 40, 50, 51, 52, 41]], targets })).nll!)).toBeLessThan(1e-5);
     // Another prompt changes what follows it, not what comes before it (causal).
-    const other = (await inline.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params: new Map([["soft_prompt", prompt.map((x) => -x)]]) })).nll!;
+    const other = (
+      await inline.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params: new Map([["soft_prompt", prompt.map((x) => -x)]]) })
+    ).nll!;
     expect(maxAbsDiff(other.subarray(0, 2), got.subarray(0, 2))).toBeLessThan(1e-6);
     expect(maxAbsDiff(other.subarray(2), got.subarray(2))).toBeGreaterThan(1e-3);
     // Placed first, it is the prefix prompt.
@@ -159,11 +186,17 @@ describe("a forward graph with a soft prompt as input (for black-box prompt tuni
     // dequantized rows of tokens 50-52 scores as those tokens.
     const q = quantizeInt8(table, V, H);
     const dequantized = Float32Array.from(prompt, (_, i) => q.q[50 * H + i]! * q.scale[50 + Math.floor(i / H)]!);
-    const q8 = await ForwardModel.create(ortNodeRuntime(), c, w, { quant: "int8", nll: true, inputs: { softPromptTokens: 3, softPromptInline: true } });
+    const q8 = await ForwardModel.create(ortNodeRuntime(), c, w, {
+      quant: "int8",
+      nll: true,
+      inputs: { softPromptTokens: 3, softPromptInline: true },
+    });
     const q8Plain = await ForwardModel.create(ortNodeRuntime(), c, w, { quant: "int8", nll: true });
     const q8Got = (await q8.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params: new Map([["soft_prompt", dequantized]]) })).nll!;
     expect(maxAbsDiff(q8Got, (await q8Plain.run({ ids: [[1, 40, 50, 51, 52, 41]], targets })).nll!)).toBeLessThan(1e-5);
-    await expect(inline.run({ ids: [[1, V + 3]], targets: [[0, 0]], params })).rejects.toThrow(/outside the vocabulary \[0, \d+\) and the soft prompt's ids/);
+    await expect(inline.run({ ids: [[1, V + 3]], targets: [[0, 0]], params })).rejects.toThrow(
+      /outside the vocabulary \[0, \d+\) and the soft prompt's ids/,
+    );
     await expect(plain.run({ ids: [[1, V]], targets: [[0, 0]] })).rejects.toThrow(/outside the vocabulary \[0, \d+\)$/);
     expect(() => buildLlamaGraph(c, w, { train: { softPromptTokens: 3, softPromptInline: true } })).toThrow(/softPromptInline/);
   });

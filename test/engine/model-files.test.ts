@@ -15,11 +15,14 @@ const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const weights = tinyWeights(config, 9);
 const shapes = expectedTensors(config);
 let n = 0;
-const write = (opts: Parameters<typeof writeHfModel>[3] = {}, w: ReadonlyMap<string, Float32Array> = weights) => writeHfModel(join(root, `m${n++}`), config, w, opts);
+const write = (opts: Parameters<typeof writeHfModel>[3] = {}, w: ReadonlyMap<string, Float32Array> = weights) =>
+  writeHfModel(join(root, `m${n++}`), config, w, opts);
 /** A model whose model.safetensors holds the F32 tensors `edit` leaves in the record. */
 const withTensors = (edit: (t: Record<string, TensorInput>) => void) => {
   const d = write();
-  const t: Record<string, TensorInput> = Object.fromEntries([...weights].map(([k, w]) => [k, { dtype: "F32", shape: shapes.get(k)!, data: w }]));
+  const t: Record<string, TensorInput> = Object.fromEntries(
+    [...weights].map(([k, w]) => [k, { dtype: "F32", shape: shapes.get(k)!, data: w }]),
+  );
   edit(t);
   writeFileSync(join(d, "model.safetensors"), writeSafetensors(t));
   return d;
@@ -42,20 +45,107 @@ describe("loadModel", () => {
     expect(m.tokenizer.decode(ids, { skipSpecialTokens: true })).toBe("The quick brown fox");
   });
 
-
   const broken: [string, () => string, string, RegExp][] = [
-    ["no config.json", () => { const d = write(); rmSync(join(d, "config.json")); return d; }, "file_missing", /config\.json is missing/],
-    ["config.json not JSON", () => { const d = write(); writeFileSync(join(d, "config.json"), "{"); return d; }, "config_invalid", /not valid JSON/],
-    ["no weights file", () => { const d = write(); rmSync(join(d, "model.safetensors")); return d; }, "file_missing", /model\.safetensors is missing/],
-    ["truncated safetensors", () => { const d = write(); const f = join(d, "model.safetensors"); writeFileSync(f, readFileSync(f).subarray(0, 1000)); return d; }, "weights_invalid", /model\.safetensors/],
+    [
+      "no config.json",
+      () => {
+        const d = write();
+        rmSync(join(d, "config.json"));
+        return d;
+      },
+      "file_missing",
+      /config\.json is missing/,
+    ],
+    [
+      "config.json not JSON",
+      () => {
+        const d = write();
+        writeFileSync(join(d, "config.json"), "{");
+        return d;
+      },
+      "config_invalid",
+      /not valid JSON/,
+    ],
+    [
+      "no weights file",
+      () => {
+        const d = write();
+        rmSync(join(d, "model.safetensors"));
+        return d;
+      },
+      "file_missing",
+      /model\.safetensors is missing/,
+    ],
+    [
+      "truncated safetensors",
+      () => {
+        const d = write();
+        const f = join(d, "model.safetensors");
+        writeFileSync(f, readFileSync(f).subarray(0, 1000));
+        return d;
+      },
+      "weights_invalid",
+      /model\.safetensors/,
+    ],
     ["a missing tensor", () => withTensors((t) => delete t["model.layers.1.mlp.up_proj.weight"]), "tensor_missing", /up_proj/],
-    ["a tensor the config has no place for", () => withTensors((t) => (t["model.layers.2.mlp.up_proj.weight"] = { dtype: "F32", shape: [2, 2], data: new Float32Array(4) })), "tensor_unexpected", /layers\.2/],
-    ["a misshapen tensor", () => withTensors((t) => (t["model.layers.0.self_attn.k_proj.weight"]!.shape = [64, 32])), "tensor_shape", /k_proj.*\[64,32\].*\[32,64\]/],
-    ["integer weights", () => withTensors((t) => (t["model.embed_tokens.weight"] = { dtype: "I32", shape: [300, 64], data: new Int32Array(300 * 64) })), "tensor_dtype", /I32/],
-    ["a shard the index names but is missing", () => { const d = write({ shards: 2 }); rmSync(join(d, "model-00002-of-00002.safetensors")); return d; }, "file_missing", /00002/],
-    ["an index with a path outside the folder", () => { const d = write({ shards: 2 }); writeFileSync(join(d, "model.safetensors.index.json"), JSON.stringify({ weight_map: { a: "../x.safetensors" } })); return d; }, "weights_invalid", /weight_map/],
-    ["no tokenizer.json", () => { const d = write(); rmSync(join(d, "tokenizer.json")); return d; }, "file_missing", /tokenizer\.json/],
-    ["a tokenizer.json without a model", () => { const d = write(); writeFileSync(join(d, "tokenizer.json"), "{}"); return d; }, "tokenizer_invalid", /model/],
+    [
+      "a tensor the config has no place for",
+      () => withTensors((t) => (t["model.layers.2.mlp.up_proj.weight"] = { dtype: "F32", shape: [2, 2], data: new Float32Array(4) })),
+      "tensor_unexpected",
+      /layers\.2/,
+    ],
+    [
+      "a misshapen tensor",
+      () => withTensors((t) => (t["model.layers.0.self_attn.k_proj.weight"]!.shape = [64, 32])),
+      "tensor_shape",
+      /k_proj.*\[64,32\].*\[32,64\]/,
+    ],
+    [
+      "integer weights",
+      () => withTensors((t) => (t["model.embed_tokens.weight"] = { dtype: "I32", shape: [300, 64], data: new Int32Array(300 * 64) })),
+      "tensor_dtype",
+      /I32/,
+    ],
+    [
+      "a shard the index names but is missing",
+      () => {
+        const d = write({ shards: 2 });
+        rmSync(join(d, "model-00002-of-00002.safetensors"));
+        return d;
+      },
+      "file_missing",
+      /00002/,
+    ],
+    [
+      "an index with a path outside the folder",
+      () => {
+        const d = write({ shards: 2 });
+        writeFileSync(join(d, "model.safetensors.index.json"), JSON.stringify({ weight_map: { a: "../x.safetensors" } }));
+        return d;
+      },
+      "weights_invalid",
+      /weight_map/,
+    ],
+    [
+      "no tokenizer.json",
+      () => {
+        const d = write();
+        rmSync(join(d, "tokenizer.json"));
+        return d;
+      },
+      "file_missing",
+      /tokenizer\.json/,
+    ],
+    [
+      "a tokenizer.json without a model",
+      () => {
+        const d = write();
+        writeFileSync(join(d, "tokenizer.json"), "{}");
+        return d;
+      },
+      "tokenizer_invalid",
+      /model/,
+    ],
   ];
   it.each(broken)("refuses %s with a typed error", async (_, make, code, message) => {
     await expect(loadModel(dirSource(make()))).rejects.toMatchObject({ name: "ModelError", code, message: expect.stringMatching(message) });
@@ -65,14 +155,25 @@ describe("loadModel", () => {
 describe("loadModel with a subset of layers", () => {
   const deep = tinyConfig({ heads: 4, kvHeads: 2, layers: 4 });
   const deepWeights = tinyWeights(deep, 10);
-  const writeDeep = (w: ReadonlyMap<string, Float32Array>, opts: Parameters<typeof writeHfModel>[3] = {}) => writeHfModel(join(root, `m${n++}`), deep, w, opts);
+  const writeDeep = (w: ReadonlyMap<string, Float32Array>, opts: Parameters<typeof writeHfModel>[3] = {}) =>
+    writeHfModel(join(root, `m${n++}`), deep, w, opts);
   /** A source over a folder that records which files were read. */
   const recording = (dir: string) => {
     const reads: string[] = [];
     const inner = dirSource(dir);
-    return { reads, source: { location: inner.location, read: (name: string) => (reads.push(name), inner.read(name)) } };
+    return {
+      reads,
+      source: {
+        location: inner.location,
+        read: (name: string) => {
+          reads.push(name);
+          return inner.read(name);
+        },
+      },
+    };
   };
-  const layerNames = (w: ReadonlyMap<string, unknown>) => [...new Set([...w.keys()].flatMap((k) => /^model\.layers\.(\d+)\./.exec(k)?.[1] ?? []))].map(Number).sort();
+  const layerNames = (w: ReadonlyMap<string, unknown>) =>
+    [...new Set([...w.keys()].flatMap((k) => /^model\.layers\.(\d+)\./.exec(k)?.[1] ?? []))].map(Number).sort();
 
   it("decodes only the layers asked for, plus the embedding, final norm and head, bit for bit", async () => {
     const m = await loadModel(dirSource(writeDeep(deepWeights)), { layers: [2, 3] });
@@ -98,17 +199,31 @@ describe("loadModel with a subset of layers", () => {
     const dir = writeDeep(kept);
     const m = await loadModel(dirSource(dir), { layers: [0, 3] });
     expect(layerNames(m.weights)).toEqual([0, 3]);
-    await expect(loadModel(dirSource(dir))).rejects.toMatchObject({ code: "tensor_missing", message: expect.stringMatching(/layers\.1\./) });
-    await expect(loadModel(dirSource(dir), { layers: [0, 2] })).rejects.toMatchObject({ code: "tensor_missing", message: expect.stringMatching(/layers\.2\./) });
+    await expect(loadModel(dirSource(dir))).rejects.toMatchObject({
+      code: "tensor_missing",
+      message: expect.stringMatching(/layers\.1\./),
+    });
+    await expect(loadModel(dirSource(dir), { layers: [0, 2] })).rejects.toMatchObject({
+      code: "tensor_missing",
+      message: expect.stringMatching(/layers\.2\./),
+    });
   });
 
   it("still checks the shapes of the layers it does not decode, and refuses layers the model lacks", async () => {
     const bad = writeDeep(deepWeights);
     const deepShapes = expectedTensors(deep);
-    const t: Record<string, TensorInput> = Object.fromEntries([...deepWeights].map(([k, w]) => [k, { dtype: "F32", shape: deepShapes.get(k)!, data: w }]));
+    const t: Record<string, TensorInput> = Object.fromEntries(
+      [...deepWeights].map(([k, w]) => [k, { dtype: "F32", shape: deepShapes.get(k)!, data: w }]),
+    );
     t["model.layers.0.mlp.up_proj.weight"] = { dtype: "F32", shape: [7], data: new Float32Array(7) };
     writeFileSync(join(bad, "model.safetensors"), writeSafetensors(t));
-    await expect(loadModel(dirSource(bad), { layers: [3] })).rejects.toMatchObject({ code: "tensor_shape", message: expect.stringMatching(/layers\.0\.mlp\.up_proj/) });
-    await expect(loadModel(dirSource(writeDeep(deepWeights)), { layers: [4] })).rejects.toMatchObject({ code: "input_invalid", message: expect.stringMatching(/layer 4 .*4 layers/) });
+    await expect(loadModel(dirSource(bad), { layers: [3] })).rejects.toMatchObject({
+      code: "tensor_shape",
+      message: expect.stringMatching(/layers\.0\.mlp\.up_proj/),
+    });
+    await expect(loadModel(dirSource(writeDeep(deepWeights)), { layers: [4] })).rejects.toMatchObject({
+      code: "input_invalid",
+      message: expect.stringMatching(/layer 4 .*4 layers/),
+    });
   });
 });

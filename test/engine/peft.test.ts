@@ -8,7 +8,14 @@ import { tempDir, writeAdapterDir } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyLora } from "../fixtures/tiny-llama.ts";
 
 const model = tinyConfig({ heads: 4, kvHeads: 2, layers: 2 });
-const adapterConfig = { r: 4, alpha: 8, targetModules: ["q_proj" as const, "v_proj" as const], dropout: 0.05, useRslora: false, baseModel: "tiny" };
+const adapterConfig = {
+  r: 4,
+  alpha: 8,
+  targetModules: ["q_proj" as const, "v_proj" as const],
+  dropout: 0.05,
+  useRslora: false,
+  baseModel: "tiny",
+};
 const pairs = tinyLora(model, ["q_proj", "v_proj"], 4, 8);
 
 describe("PEFT adapter files", () => {
@@ -16,12 +23,25 @@ describe("PEFT adapter files", () => {
     const files = writePeftAdapter({ config: adapterConfig, pairs });
     const t = readSafetensors(files["adapter_model.safetensors"]).tensors;
     expect([...t.keys()].sort()).toEqual(
-      [0, 1].flatMap((l) => ["q_proj", "v_proj"].flatMap((m) => ["A", "B"].map((w) => `base_model.model.model.layers.${l}.self_attn.${m}.lora_${w}.weight`))).sort(),
+      [0, 1]
+        .flatMap((l) =>
+          ["q_proj", "v_proj"].flatMap((m) => ["A", "B"].map((w) => `base_model.model.model.layers.${l}.self_attn.${m}.lora_${w}.weight`)),
+        )
+        .sort(),
     );
     expect(t.get("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")!.shape).toEqual([4, 64]);
     expect(t.get("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight")!.shape).toEqual([32, 4]);
     const cfg = JSON.parse(files["adapter_config.json"]);
-    expect(cfg).toMatchObject({ peft_type: "LORA", task_type: "CAUSAL_LM", r: 4, lora_alpha: 8, target_modules: ["q_proj", "v_proj"], bias: "none", use_rslora: false, lora_dropout: 0.05 });
+    expect(cfg).toMatchObject({
+      peft_type: "LORA",
+      task_type: "CAUSAL_LM",
+      r: 4,
+      lora_alpha: 8,
+      target_modules: ["q_proj", "v_proj"],
+      bias: "none",
+      use_rslora: false,
+      lora_dropout: 0.05,
+    });
   });
 
   it("reads back what it wrote", async () => {
@@ -38,7 +58,10 @@ describe("PEFT adapter files", () => {
     expect(back.config.layers).toEqual([1]);
     expect([...back.pairs.keys()].sort()).toEqual([...upper.keys()].sort());
     const beyond = writeAdapterDir(join(tempDir("peft-layers"), "b"), { config: { ...adapterConfig, layers: [5] }, pairs: new Map() });
-    await expect(loadPeftAdapter(dirSource(beyond), model)).rejects.toMatchObject({ code: "adapter_invalid", message: expect.stringMatching(/layer 5/) });
+    await expect(loadPeftAdapter(dirSource(beyond), model)).rejects.toMatchObject({
+      code: "adapter_invalid",
+      message: expect.stringMatching(/layer 5/),
+    });
   });
 
   it("scales by alpha / r, or alpha / sqrt(r) with rsLoRA", () => {
@@ -55,7 +78,9 @@ describe("PEFT adapter files", () => {
     ["DoRA", { ...good, use_dora: true }, /use_dora/],
     ["a rank pattern", { ...good, rank_pattern: { q_proj: 8 } }, /rank_pattern/],
   ])("refuses an adapter_config.json with %s", (_, json, message) => {
-    expect(() => parseAdapterConfig(json)).toThrow(expect.objectContaining({ code: "adapter_invalid", message: expect.stringMatching(message) }));
+    expect(() => parseAdapterConfig(json)).toThrow(
+      expect.objectContaining({ code: "adapter_invalid", message: expect.stringMatching(message) }),
+    );
   });
 
   it.each([
@@ -67,7 +92,10 @@ describe("PEFT adapter files", () => {
     mkdirSync(dir);
     const files = writePeftAdapter({ config: adapterConfig, pairs });
     writeFileSync(join(dir, "adapter_model.safetensors"), files["adapter_model.safetensors"]);
-    writeFileSync(join(dir, "adapter_config.json"), writePeftAdapter({ config: { ...cfg, targetModules: [...cfg.targetModules] }, pairs: new Map() })["adapter_config.json"]);
+    writeFileSync(
+      join(dir, "adapter_config.json"),
+      writePeftAdapter({ config: { ...cfg, targetModules: [...cfg.targetModules] }, pairs: new Map() })["adapter_config.json"],
+    );
     await expect(loadPeftAdapter(dirSource(dir), model)).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
   });
 });

@@ -39,7 +39,10 @@ describe("int4 blocks of 32 (Q4_0 style)", () => {
   });
 });
 
-describe.each([["ort-node", ortNodeRuntime], ["ort-web", ortWebRuntime]] as const)("quantized graphs on %s", (_, makeRuntime) => {
+describe.each([
+  ["ort-node", ortNodeRuntime],
+  ["ort-web", ortWebRuntime],
+] as const)("quantized graphs on %s", (_, makeRuntime) => {
   it.each(["int8", "int4"] as const)("%s: dequantization in the graph equals the reference on dequantized weights", async (mode) => {
     // o_proj in = heads*headDim = hidden; down_proj in = intermediate (96 = 3 blocks of 32).
     const config = tinyConfig({ hidden: 64, intermediate: 96, heads: 4, kvHeads: 2, tied: mode === "int4" });

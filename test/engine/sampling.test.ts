@@ -26,8 +26,15 @@ describe("sampleToken", () => {
 
 describe("topK", () => {
   it("returns the k largest, largest first, ties by index", () => {
-    expect(topK([3, 9, 1, 9, 5], 3)).toEqual([[1, 9], [3, 9], [4, 5]]);
+    expect(topK([3, 9, 1, 9, 5], 3)).toEqual([
+      [1, 9],
+      [3, 9],
+      [4, 5],
+    ]);
     expect(topK([1, 2], 0)).toEqual([]);
-    expect(topK([1, 2], 5)).toEqual([[1, 2], [0, 1]]);
+    expect(topK([1, 2], 5)).toEqual([
+      [1, 2],
+      [0, 1],
+    ]);
   });
 });

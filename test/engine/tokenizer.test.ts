@@ -12,14 +12,21 @@ describe("byte-level BPE", () => {
     expect(m[10]).toBe("Ċ");
   });
 
-  const json = trainByteLevelBpe(TOKENIZER_TEXT, { vocabSize: 320, specialTokens: ["<unk>", "<s>", "</s>"], bosToken: "<s>", minFrequency: 1 });
+  const json = trainByteLevelBpe(TOKENIZER_TEXT, {
+    vocabSize: 320,
+    specialTokens: ["<unk>", "<s>", "</s>"],
+    bosToken: "<s>",
+    minFrequency: 1,
+  });
   const tok = loadTokenizer(json);
 
   it("trains merges up to the vocabulary size, deterministically", () => {
     const model = json.model as { vocab: Record<string, number>; merges: [string, string][] };
     expect(Object.keys(model.vocab)).toHaveLength(320);
     expect(model.merges).toHaveLength(320 - 256 - 3);
-    expect(trainByteLevelBpe(TOKENIZER_TEXT, { vocabSize: 320, specialTokens: ["<unk>", "<s>", "</s>"], bosToken: "<s>", minFrequency: 1 })).toEqual(json);
+    expect(
+      trainByteLevelBpe(TOKENIZER_TEXT, { vocabSize: 320, specialTokens: ["<unk>", "<s>", "</s>"], bosToken: "<s>", minFrequency: 1 }),
+    ).toEqual(json);
     // Every merge joins two symbols already in the vocabulary, into the next id.
     model.merges.forEach(([a, b], i) => {
       expect(model.vocab[a]).toBeLessThan(259 + i);

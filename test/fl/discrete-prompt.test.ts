@@ -32,7 +32,12 @@ describe("discrete prompt learning", () => {
   });
 
   it("averages clients' distributions by their examples", () => {
-    expect(averageDistributions([{ distributions: [[1, 0]], numExamples: 1 }, { distributions: [[0, 1]], numExamples: 3 }])).toEqual([[0.25, 0.75]]);
+    expect(
+      averageDistributions([
+        { distributions: [[1, 0]], numExamples: 1 },
+        { distributions: [[0, 1]], numExamples: 3 },
+      ]),
+    ).toEqual([[0.25, 0.75]]);
   });
 
   it("mines the words most informative of a label", () => {

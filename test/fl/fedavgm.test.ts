@@ -46,13 +46,26 @@ describe("FedAvgM", () => {
     const s = createStrategy({ name: "fedavgm", serverMomentum: 0.9 });
     const g = tm({ a: [1, 2], b: [3] });
     const d = tm({ a: [0, 0], b: [0] });
-    expectFlError(() => s.aggregateTrain(g, d, { round: 1, slots: tm({ "momentum/a": [0, 0] }) }), "state_invalid", '"momentum/b"', "missing");
-    expectFlError(() => s.aggregateTrain(g, d, { round: 1, slots: tm({ "momentum/a": [0], "momentum/b": [0] }) }), "state_invalid", '"momentum/a"');
+    expectFlError(
+      () => s.aggregateTrain(g, d, { round: 1, slots: tm({ "momentum/a": [0, 0] }) }),
+      "state_invalid",
+      '"momentum/b"',
+      "missing",
+    );
+    expectFlError(
+      () => s.aggregateTrain(g, d, { round: 1, slots: tm({ "momentum/a": [0], "momentum/b": [0] }) }),
+      "state_invalid",
+      '"momentum/a"',
+    );
     expectFlError(
       () => s.aggregateTrain(g, d, { round: 1, slots: tm({ "momentum/a": [0, 0], "momentum/b": [0], "v/a": [0, 0] }) }),
       "state_invalid",
       '"v/a"',
     );
-    expectFlError(() => s.aggregateTrain(g, d, { round: 1, slots: tm({ "momentum/a": [0, NaN], "momentum/b": [0] }) }), "state_invalid", "index 1");
+    expectFlError(
+      () => s.aggregateTrain(g, d, { round: 1, slots: tm({ "momentum/a": [0, NaN], "momentum/b": [0] }) }),
+      "state_invalid",
+      "index 1",
+    );
   });
 });

@@ -5,9 +5,15 @@ import { accumulate, perturbed, pickSeed, rebuild, seedPool, seedProbabilities, 
 import type { TensorMap } from "../../src/fl/tensors.ts";
 
 // A smooth loss with its minimum at `target`: sum of squared differences over both tensors.
-const target: TensorMap = new Map([["a", Float32Array.from({ length: 12 }, (_, i) => Math.sin(i))], ["b", Float32Array.from({ length: 5 }, (_, i) => i / 5)]]);
+const target: TensorMap = new Map([
+  ["a", Float32Array.from({ length: 12 }, (_, i) => Math.sin(i))],
+  ["b", Float32Array.from({ length: 5 }, (_, i) => i / 5)],
+]);
 const quadratic = async (p: TensorMap) => [...p].reduce((s, [k, t]) => s + t.reduce((a, x, i) => a + (x - target.get(k)![i]!) ** 2, 0), 0);
-const w0: TensorMap = new Map([["a", new Float32Array(12)], ["b", new Float32Array(5)]]);
+const w0: TensorMap = new Map([
+  ["a", new Float32Array(12)],
+  ["b", new Float32Array(5)],
+]);
 
 describe("FedKSeed", () => {
   it("derives a fixed pool of K distinct seeds from the federation's seed", () => {
@@ -40,7 +46,10 @@ describe("FedKSeed", () => {
     const pool = seedPool(1, 4);
     const { params, step } = await zoStep(w0, pool, 2, quadratic, { epsilon: 1e-3, lr: 0.1 });
     // For a quadratic the central difference is exact: g = <grad L(w0), z> = sum -2 target * z.
-    const exact = [...target].reduce((s, [k, t]) => s + t.reduce((a, x, i) => a - 2 * x * direction("gaussian", pool[2]!, k, t.length)[i]!, 0), 0);
+    const exact = [...target].reduce(
+      (s, [k, t]) => s + t.reduce((a, x, i) => a - 2 * x * direction("gaussian", pool[2]!, k, t.length)[i]!, 0),
+      0,
+    );
     expect(step.g).toBeCloseTo(exact, 2);
     expect(params).toEqual(perturbed(w0, pool[2]!, -0.1 * step.g!));
     const skipped = await zoStep(w0, pool, 1, async (p) => (p.get("a")![0]! > 0 ? NaN : 1), { epsilon: 1e-3, lr: 0.1 });

@@ -27,7 +27,11 @@ describe("FedAdagrad", () => {
 
   it("keeps a first moment when β1 > 0", () => {
     // β1 = 0.5, η = 1, τ = 1, one element: Δ = 2 → m = 0.5·0 + 0.5·2 = 1; v = 4; x = 0 + 1·1/(2 + 1) = 1/3
-    const r = createStrategy({ name: "fedadagrad", eta: 1, tau: 1, beta1: 0.5 }).aggregateTrain(tm({ w: [0] }), tm({ w: [2] }), initialServerState());
+    const r = createStrategy({ name: "fedadagrad", eta: 1, tau: 1, beta1: 0.5 }).aggregateTrain(
+      tm({ w: [0] }),
+      tm({ w: [2] }),
+      initialServerState(),
+    );
     expectTensors(r.global, { w: [1 / 3] });
   });
 });
@@ -88,7 +92,11 @@ describe("FedAdam", () => {
 
   it("refuses a state with only some of its moments", () => {
     const s = createStrategy({ name: "fedadam" });
-    expectFlError(() => s.aggregateTrain(tm({ w: [1] }), tm({ w: [1] }), { round: 1, slots: tm({ "m/w": [0] }) }), "state_invalid", '"v/w"');
+    expectFlError(
+      () => s.aggregateTrain(tm({ w: [1] }), tm({ w: [1] }), { round: 1, slots: tm({ "m/w": [0] }) }),
+      "state_invalid",
+      '"v/w"',
+    );
   });
 });
 

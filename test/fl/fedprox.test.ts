@@ -43,7 +43,8 @@ describe("addProximalGradient", () => {
         const wm = new Map([...params].map(([k, t]) => [k, t.slice()]));
         wp.get(name)![i] = w[i]! + h;
         wm.get(name)![i] = w[i]! - h;
-        const numeric = (proximalPenalty(wp, global, mu) - proximalPenalty(wm, global, mu)) / (Math.fround(w[i]! + h) - Math.fround(w[i]! - h));
+        const numeric =
+          (proximalPenalty(wp, global, mu) - proximalPenalty(wm, global, mu)) / (Math.fround(w[i]! + h) - Math.fround(w[i]! - h));
         expect(grads.get(name)![i]).toBeCloseTo(numeric, 4);
       }
     }

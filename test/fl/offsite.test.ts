@@ -36,7 +36,9 @@ describe("the emulator", () => {
     const { logits } = await model.run({ ids });
     // The emulator as an ordinary 6-layer model, its layers renumbered 0..5.
     const standalone = parseLlamaConfig({ ...toHfConfig(config), num_hidden_layers: layout.emulator.length });
-    const renamed = new Map([...emu].map(([n, t]) => [n.replace(/^model\.layers\.(\d+)\./, (_, l) => `model.layers.${layout.emulator.indexOf(Number(l))}.`), t]));
+    const renamed = new Map(
+      [...emu].map(([n, t]) => [n.replace(/^model\.layers\.(\d+)\./, (_, l) => `model.layers.${layout.emulator.indexOf(Number(l))}.`), t]),
+    );
     expect(maxAbsDiff(logits, referenceLogits(standalone, renamed, { ids }))).toBeLessThan(1e-4);
   });
 
@@ -52,7 +54,8 @@ describe("the emulator", () => {
     for (let i = 0; i < 10; i++) losses.push((await trainer.update([batch])).loss);
     expect(losses.at(-1)!).toBeLessThan(losses[0]!);
 
-    const fullModel = async (w: Map<string, Float32Array>) => (await (await ForwardModel.create(ortNodeRuntime(), config, w)).run({ ids })).logits;
+    const fullModel = async (w: Map<string, Float32Array>) =>
+      (await (await ForwardModel.create(ortNodeRuntime(), config, w)).run({ ids })).logits;
     const original = await fullModel(full);
     // An untrained adapter plugged in changes nothing, bit for bit.
     const untrained = new Map(names.map((n) => [n, full.get(n)!]));
@@ -75,7 +78,13 @@ describe("emulator distillation", () => {
     const u = seededUniform(8);
     const windows = Array.from({ length: 16 }, () => Array.from({ length: 9 }, () => 3 + Math.floor(u() * 290)));
     const terms: number[] = [];
-    const distilled = await distillEmulator(ortNodeRuntime(), config, full, emu, split, layout, windows, { steps: 30, batch: 4, lr: 1e-3, weight: 10, onStep: (_, __, d) => terms.push(d) });
+    const distilled = await distillEmulator(ortNodeRuntime(), config, full, emu, split, layout, windows, {
+      steps: 30,
+      batch: 4,
+      lr: 1e-3,
+      weight: 10,
+      onStep: (_, __, d) => terms.push(d),
+    });
     expect(terms).toHaveLength(30);
     expect(terms.slice(-5).reduce((a, b) => a + b) / 5).toBeLessThan(0.8 * (terms.slice(0, 5).reduce((a, b) => a + b) / 5));
     for (const [n, t] of distilled) {
@@ -84,6 +93,17 @@ describe("emulator distillation", () => {
       else expect(t, n).toEqual(emu.get(n));
     }
     expect([...distilled.keys()].sort()).toEqual([...emu.keys()].sort());
-    await expect(distillEmulator(ortNodeRuntime(), config, full, emulatorWeights(config, full, offsiteLayout(8, { bottom: 1, top: 2, middle: 0 })), { bottom: 1, top: 2, middle: 0 }, offsiteLayout(8, { bottom: 1, top: 2, middle: 0 }), windows, { steps: 1, batch: 1, lr: 1e-3 })).rejects.toThrow(/middle layers/);
+    await expect(
+      distillEmulator(
+        ortNodeRuntime(),
+        config,
+        full,
+        emulatorWeights(config, full, offsiteLayout(8, { bottom: 1, top: 2, middle: 0 })),
+        { bottom: 1, top: 2, middle: 0 },
+        offsiteLayout(8, { bottom: 1, top: 2, middle: 0 }),
+        windows,
+        { steps: 1, batch: 1, lr: 1e-3 },
+      ),
+    ).rejects.toThrow(/middle layers/);
   });
 });

@@ -15,7 +15,10 @@ function aggregator(kept: readonly number[]) {
 describe("seedChangesTo", () => {
   it("asks each round's change while every version is kept (FedKSeed-Pro's history needs them)", async () => {
     const a = aggregator([1, 2, 3, 4]);
-    expect(await seedChangesTo(a.change, 1, 4)).toEqual({ fromScratch: false, changes: [new Map([[0, 1]]), new Map([[0, 1]]), new Map([[0, 1]])] });
+    expect(await seedChangesTo(a.change, 1, 4)).toEqual({
+      fromScratch: false,
+      changes: [new Map([[0, 1]]), new Map([[0, 1]]), new Map([[0, 1]])],
+    });
     expect(a.asked).toEqual(["2-1", "3-2", "4-3"]);
   });
 

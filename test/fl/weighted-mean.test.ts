@@ -54,9 +54,7 @@ describe("foldDelta / meanOf", () => {
     const expected: Record<string, number[]> = {};
     for (const name of ["lora_A.weight", "lora_B.weight"]) {
       const n = results[0]!.delta.get(name)!.length;
-      expected[name] = Array.from({ length: n }, (_, i) =>
-        results.reduce((acc, r) => acc + r.weight * r.delta.get(name)![i]!, 0) / 28,
-      );
+      expected[name] = Array.from({ length: n }, (_, i) => results.reduce((acc, r) => acc + r.weight * r.delta.get(name)![i]!, 0) / 28);
     }
     expectTensors(direct, expected, 1e-7);
     expectTensors(streamed, expected, 1e-6);
@@ -68,9 +66,24 @@ describe("foldDelta / meanOf", () => {
   it("with equal weights is the plain mean", () => {
     // ([1,2] + [3,-2] + [5,3]) / 3 = [3, 1]
     let sum: TensorMap | null = null;
-    for (const d of [[1, 2], [3, -2], [5, 3]]) sum = foldDelta(sum, tm({ w: d }), 10);
+    for (const d of [
+      [1, 2],
+      [3, -2],
+      [5, 3],
+    ])
+      sum = foldDelta(sum, tm({ w: d }), 10);
     expect(plain(meanOf(sum!, 30))).toEqual({ w: [3, 1] });
-    expect(plain(weightedMean([[1, 2], [3, -2], [5, 3]].map((d) => ({ delta: tm({ w: d }), weight: 10 }))))).toEqual({ w: [3, 1] });
+    expect(
+      plain(
+        weightedMean(
+          [
+            [1, 2],
+            [3, -2],
+            [5, 3],
+          ].map((d) => ({ delta: tm({ w: d }), weight: 10 })),
+        ),
+      ),
+    ).toEqual({ w: [3, 1] });
   });
 });
 
@@ -81,7 +94,15 @@ describe("refusals", () => {
     expectFlError(() => foldDelta(sum(), tm({ a: [1, 2, 3] }), 1), "tensor_mismatch", '"b"', "missing");
     expectFlError(() => foldDelta(sum(), tm({ a: [1, 2, 3], b: [4, 5], c: [0] }), 1), "tensor_mismatch", '"c"', "unexpected");
     expectFlError(() => foldDelta(sum(), tm({ a: [1, 2], b: [4, 5] }), 1), "tensor_mismatch", '"a"', "2 elements", "expected 3");
-    expectFlError(() => weightedMean([{ delta: tm({ a: [1] }), weight: 1 }, { delta: tm({ x: [1] }), weight: 1 }]), "tensor_mismatch", '"a"');
+    expectFlError(
+      () =>
+        weightedMean([
+          { delta: tm({ a: [1] }), weight: 1 },
+          { delta: tm({ x: [1] }), weight: 1 },
+        ]),
+      "tensor_mismatch",
+      '"a"',
+    );
   });
 
   it("refuses NaN and infinities naming the tensor and index, and leaves the sum as it was", () => {
@@ -134,7 +155,11 @@ describe("weightedMetricMean", () => {
     expect(weightedMetricMean([])).toEqual({});
     expectFlError(() => weightedMetricMean([{ numExamples: 0, metrics: { loss: 1 } }]), "weight_invalid", "result 0");
     const err = expectFlError(
-      () => weightedMetricMean([{ numExamples: 1, metrics: { loss: 1 } }, { numExamples: 2, metrics: { loss: NaN } }]),
+      () =>
+        weightedMetricMean([
+          { numExamples: 1, metrics: { loss: 1 } },
+          { numExamples: 2, metrics: { loss: NaN } },
+        ]),
       "non_finite",
       "result 1",
       '"loss"',

@@ -54,11 +54,20 @@ function startProxy(): Promise<string> {
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
       const body = Buffer.concat(chunks);
-      const fault = req.method === "PUT" ? (faults.shift() ?? null) : req.url!.includes("/versions/") ? (versionFaults.shift() ?? null) : null;
+      const fault =
+        req.method === "PUT" ? (faults.shift() ?? null) : req.url!.includes("/versions/") ? (versionFaults.shift() ?? null) : null;
       seen.push({ method: req.method!, url: req.url!, headers: req.headers, body, fault });
-      if (fault === "503") return void res.writeHead(503, { "content-type": "application/json" }).end('{"error":{"code":"internal","message":"unavailable"}}');
-      if (fault === "signature_expired") return void res.writeHead(401, { "content-type": "application/json" }).end('{"error":{"code":"signature_expired","message":"timestamp is more than 300 s from the server\'s clock"}}');
-      const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !["host", "connection", "content-length"].includes(k)).map(([k, v]) => [k, String(v)]));
+      if (fault === "503")
+        return void res.writeHead(503, { "content-type": "application/json" }).end('{"error":{"code":"internal","message":"unavailable"}}');
+      if (fault === "signature_expired")
+        return void res
+          .writeHead(401, { "content-type": "application/json" })
+          .end('{"error":{"code":"signature_expired","message":"timestamp is more than 300 s from the server\'s clock"}}');
+      const headers = Object.fromEntries(
+        Object.entries(req.headers)
+          .filter(([k]) => !["host", "connection", "content-length"].includes(k))
+          .map(([k, v]) => [k, String(v)]),
+      );
       void fetch(new URL(req.url!, fed.url), { method: req.method!, headers, ...(body.length ? { body: new Uint8Array(body) } : {}) })
         .then(async (answer) => {
           const bytes = Buffer.from(await answer.arrayBuffer());
@@ -71,23 +80,38 @@ function startProxy(): Promise<string> {
         .catch((e: unknown) => res.writeHead(502).end(String(e)));
     });
   });
-  return new Promise((resolve) => proxy.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(proxy.address() as { port: number }).port}`)));
+  return new Promise((resolve) =>
+    proxy.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(proxy.address() as { port: number }).port}`)),
+  );
 }
 
 type Init = { method?: string; body?: string; headers?: Record<string, string> };
-const call = async (id: string, path: string, init: Init = {}) => (await (await mf.getWorker(`client-${id}`)).fetch(`http://client${path}`, init)) as unknown as Response;
-const asOwner = (id: string, path: string, init: Init = {}) => call(id, path, { ...init, headers: { authorization: `Bearer ${owner(id)}`, ...init.headers } });
+const call = async (id: string, path: string, init: Init = {}) =>
+  (await (await mf.getWorker(`client-${id}`)).fetch(`http://client${path}`, init)) as unknown as Response;
+const asOwner = (id: string, path: string, init: Init = {}) =>
+  call(id, path, { ...init, headers: { authorization: `Bearer ${owner(id)}`, ...init.headers } });
 /** Signed as the operator with `secretOf`'s secret (the client's own, unless a test says otherwise). */
 async function asOperator(id: string, path: string, init: Init = {}, secretOf = id, signer = OPERATOR_ID): Promise<Response> {
   const body = init.body === undefined ? undefined : new TextEncoder().encode(init.body);
-  return call(id, path, { ...init, headers: { ...(await signRequest(await deriveClientSecret(MASTER, secretOf), signer, init.method ?? "GET", path, body)), ...init.headers } });
+  return call(id, path, {
+    ...init,
+    headers: {
+      ...(await signRequest(await deriveClientSecret(MASTER, secretOf), signer, init.method ?? "GET", path, body)),
+      ...init.headers,
+    },
+  });
 }
 const task = (round: number, federationId = FED) => ({ method: "POST", body: JSON.stringify({ federationId, round }) });
 const errorOf = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 
 async function jobOf(id: string, round: number, done: (j: { status: string }) => boolean) {
   for (let i = 0; ; i++) {
-    const job = (await (await asOwner(id, `/tasks/${FED}/${round}`)).json()) as { status: string; detail: string | null; uploadBytes: number | null; uploadSha256: string | null };
+    const job = (await (await asOwner(id, `/tasks/${FED}/${round}`)).json()) as {
+      status: string;
+      detail: string | null;
+      uploadBytes: number | null;
+      uploadSha256: string | null;
+    };
     if (done(job)) return job;
     if (i > 600) throw new Error(`client ${id}'s job is still ${JSON.stringify(job)}`);
     await new Promise((r) => setTimeout(r, 200));
@@ -105,21 +129,50 @@ beforeAll(async () => {
     compatibilityDate: "2026-11-01",
     durableObjects: { TRAINER: { className: "ClientTrainer", useSQLite: true } },
     r2Buckets: { MODEL: "models", DATA: `data-${id}` },
-    bindings: { CLIENT_ID: id, ...(secret ? { CLIENT_SECRET: await deriveClientSecret(MASTER, id) } : {}), CLIENT_OWNER_TOKEN: owner(id), COORDINATOR_URL: coordinatorUrl, MODEL_PREFIX: "model/", STEPS_PER_INVOCATION: "8", FEDERATIONS: FED, ...vars },
+    bindings: {
+      CLIENT_ID: id,
+      ...(secret ? { CLIENT_SECRET: await deriveClientSecret(MASTER, id) } : {}),
+      CLIENT_OWNER_TOKEN: owner(id),
+      COORDINATOR_URL: coordinatorUrl,
+      MODEL_PREFIX: "model/",
+      STEPS_PER_INVOCATION: "8",
+      FEDERATIONS: FED,
+      ...vars,
+    },
   });
   mf = new Miniflare(
     convertV4MiniflareOptions({
-      workers: [await client("a", {}), await client("b", { MAX_LOCAL_STEPS: "2" }), await client("c", { MAX_DOWNLOAD_BYTES: "100" }), await client("nosecret", {}, false)],
+      workers: [
+        await client("a", {}),
+        await client("b", { MAX_LOCAL_STEPS: "2" }),
+        await client("c", { MAX_DOWNLOAD_BYTES: "100" }),
+        await client("nosecret", {}, false),
+      ],
     }),
   );
   await mf.ready;
   const weights = tinyWeights(model, 3);
   const models = await mf.getR2Bucket("MODEL", "client-a");
-  for (const [name, content] of hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } })) await models.put(`model/${name}`, content);
-  for (const id of ["a", "b", "c"]) await (await mf.getR2Bucket("DATA", `client-${id}`)).put("partition.jsonl", Array.from({ length: 8 }, (_, i) => JSON.stringify(record(i))).join("\n"));
+  for (const [name, content] of hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), {
+    tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" },
+  }))
+    await models.put(`model/${name}`, content);
+  for (const id of ["a", "b", "c"])
+    await (await mf.getR2Bucket("DATA", `client-${id}`)).put(
+      "partition.jsonl",
+      Array.from({ length: 8 }, (_, i) => JSON.stringify(record(i))).join("\n"),
+    );
 
   // Every client sampled each round; the first upload closes it.
-  const config = federationConfig(FED, { model: { name: "tiny", config: toHfConfig(model), quant: "f32" }, clients: ["a", "b", "c"], clientsPerRound: 3, minClients: 1, quorum: 1, rounds: 3, local: { steps: 3, batchSize: 4, lr: 1e-2, maxTokens: 32 } });
+  const config = federationConfig(FED, {
+    model: { name: "tiny", config: toHfConfig(model), quant: "f32" },
+    clients: ["a", "b", "c"],
+    clientsPerRound: 3,
+    minClients: 1,
+    quorum: 1,
+    rounds: 3,
+    local: { steps: 3, batchSize: 4, lr: 1e-2, maxTokens: 32 },
+  });
   expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
   expect((await fed.coordinator(`/federations/${FED}/rounds`, { method: "POST" })).status).toBe(201);
 }, 120_000);
@@ -158,7 +211,13 @@ describe("a client worker's boundary", () => {
     const notOperator = await asOperator("a", "/tasks", task(1), "a", "a");
     expect(notOperator.status).toBe(401);
     // A valid signature over another body does not carry this one.
-    const headers = await signRequest(await deriveClientSecret(MASTER, "a"), OPERATOR_ID, "POST", "/tasks", new TextEncoder().encode(JSON.stringify({ federationId: FED, round: 2 })));
+    const headers = await signRequest(
+      await deriveClientSecret(MASTER, "a"),
+      OPERATOR_ID,
+      "POST",
+      "/tasks",
+      new TextEncoder().encode(JSON.stringify({ federationId: FED, round: 2 })),
+    );
     expect((await call("a", "/tasks", { ...task(1), headers: { ...headers } })).status).toBe(401);
     expect((await call("a", `/tasks/${FED}/1`)).status).toBe(401);
     expect((await asOwner("a", `/tasks/${FED}/1`)).status).toBe(404);
@@ -166,7 +225,10 @@ describe("a client worker's boundary", () => {
   });
 
   it("refuses a body over its cap before reading it", async () => {
-    const res = await asOwner("a", "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round: 1, pad: "x".repeat(5000) }) });
+    const res = await asOwner("a", "/tasks", {
+      method: "POST",
+      body: JSON.stringify({ federationId: FED, round: 1, pad: "x".repeat(5000) }),
+    });
     expect(res.status).toBe(413);
   });
 
@@ -208,11 +270,18 @@ describe("a client worker's boundary", () => {
     expect(puts.every((p) => createHash("sha256").update(p.body).digest("hex") === sha)).toBe(true);
     // Each attempt signed anew: four nonces, each signature good for its request.
     expect(new Set(puts.map((p) => p.headers["x-fedflare-nonce"])).size).toBe(4);
-    for (const p of puts) expect((await verifyRequest(MASTER, new Headers(p.headers as Record<string, string>), "PUT", p.url, new Uint8Array(p.body))).clientId).toBe("a");
+    for (const p of puts)
+      expect(
+        (await verifyRequest(MASTER, new Headers(p.headers as Record<string, string>), "PUT", p.url, new Uint8Array(p.body))).clientId,
+      ).toBe("a");
     // The last answer is the coordinator's replay of the fold the dropped attempt made.
     expect(job.detail).toMatch(/"replayed":\s*true/);
     expect(job).toMatchObject({ uploadBytes: puts[0]!.body.length, uploadSha256: sha });
-    const round = (await (await fed.coordinator(`/federations/${FED}/rounds/1`)).json()) as { status: string; uploads: number; receipts: { clientId: string }[] };
+    const round = (await (await fed.coordinator(`/federations/${FED}/rounds/1`)).json()) as {
+      status: string;
+      uploads: number;
+      receipts: { clientId: string }[];
+    };
     expect(round).toMatchObject({ status: "closed", uploads: 1 });
     expect(round.receipts.map((r) => r.clientId)).toEqual(["a"]);
   }, 120_000);

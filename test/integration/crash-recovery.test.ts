@@ -54,7 +54,8 @@ const get = async (path: string) => {
   return res;
 };
 const roundOf = async (id: string, round: number) => (await (await get(`/federations/${id}/rounds/${round}`)).json()) as Round;
-const versionOf = async (id: string, v: number) => decodeTensorFile(new Uint8Array(await (await get(`/federations/${id}/versions/${v}`)).arrayBuffer()), `${id} v${v}`);
+const versionOf = async (id: string, v: number) =>
+  decodeTensorFile(new Uint8Array(await (await get(`/federations/${id}/versions/${v}`)).arrayBuffer()), `${id} v${v}`);
 
 async function createAndOpen(config: Record<string, unknown>): Promise<{ round: Round; v0: TensorFile }> {
   const id = config.id as string;
@@ -70,7 +71,15 @@ function updateOf(federationId: string, v0: TensorFile, i: number): Update {
   const delta: TensorMap = new Map([...v0.tensors].map(([name, t]) => [name, normalSamples(uniform, t.length, 1e-2)]));
   const numExamples = EXAMPLES[i]!;
   const clientId = CLIENTS[i]!;
-  return { federationId, round: 1, clientId, key: `${federationId}-${clientId}`, numExamples, delta, body: Uint8Array.from(encodeTensorFile(delta, v0.shapes, { format: "pt", num_examples: String(numExamples), metrics: "{}" })) };
+  return {
+    federationId,
+    round: 1,
+    clientId,
+    key: `${federationId}-${clientId}`,
+    numExamples,
+    delta,
+    body: Uint8Array.from(encodeTensorFile(delta, v0.shapes, { format: "pt", num_examples: String(numExamples), metrics: "{}" })),
+  };
 }
 
 /**
@@ -79,7 +88,10 @@ function updateOf(federationId: string, v0: TensorFile, i: number): Update {
  */
 async function send(u: Update, body: BodyInit = u.body): Promise<Response> {
   const path = `/federations/${u.federationId}/rounds/${u.round}/updates/${u.clientId}`;
-  const headers = { ...(await signRequest(await deriveClientSecret(MASTER, u.clientId), u.clientId, "PUT", path, u.body)), "idempotency-key": u.key };
+  const headers = {
+    ...(await signRequest(await deriveClientSecret(MASTER, u.clientId), u.clientId, "PUT", path, u.body)),
+    "idempotency-key": u.key,
+  };
   // Node's fetch sends a stream only with duplex "half", which the DOM typings do not know.
   const init: RequestInit & { duplex: "half" } = { method: "PUT", headers, body, duplex: "half" };
   return fetch(new URL(path, fed.url), init);
@@ -181,8 +193,16 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
   it("mid-upload: a body cut off loses nothing acknowledged; a kill after the last byte folds the update whole or not at all; a kill as the round closes keeps the close; retries are accepted once", async () => {
     const id = "crash-mid-upload";
     // A wider model and rank 64 on every module: uploads of 4 MiB, long enough to be cut off.
-    const model = { name: "tiny-wide", config: toHfConfig(tinyConfig({ hidden: 256, intermediate: 512, layers: 4, heads: 4, kvHeads: 2 })) };
-    const method = { type: "lora", r: 64, alpha: 128, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] };
+    const model = {
+      name: "tiny-wide",
+      config: toHfConfig(tinyConfig({ hidden: 256, intermediate: 512, layers: 4, heads: 4, kvHeads: 2 })),
+    };
+    const method = {
+      type: "lora",
+      r: 64,
+      alpha: 128,
+      targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    };
     const { v0 } = await createAndOpen(federationConfig(id, { model, method, quorum: 4, minClients: 2 }));
     const updates = CLIENTS.map((_, i) => updateOf(id, v0, i));
     const [u1, u2, u3, u4] = updates as [Update, Update, Update, Update];
@@ -199,7 +219,10 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
 
     // Killed with half of c2's body sent: the coordinator never had the whole update.
     const half = streamed(u2, u2.body.length >> 1);
-    const cutOff = send(u2, half.stream).then((r) => r.status, (e: Error) => e);
+    const cutOff = send(u2, half.stream).then(
+      (r) => r.status,
+      (e: Error) => e,
+    );
     await half.sent;
     await fed.crash();
     expect(await cutOff).toBeInstanceOf(Error);
@@ -209,14 +232,19 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     // Killed after all of c3's body was sent, aimed at the end of its handling, where the fold runs (any
     // point of it is fine: it must be folded whole or not at all, and folded if answered).
     const whole = streamed(u3, u3.body.length);
-    const lastByte = send(u3, whole.stream).then((r) => r.status, (e: Error) => e);
+    const lastByte = send(u3, whole.stream).then(
+      (r) => r.status,
+      (e: Error) => e,
+    );
     await whole.sent;
     await new Promise((r) => setTimeout(r, handlingMs * 0.8));
     await fed.crash();
     const answered = await lastByte;
     const afterKill = await roundOf(id, 1);
     const folded = clientsOf(afterKill).includes("c3");
-    process.stderr.write(`kill ${(handlingMs * 0.8).toFixed(0)} ms after c3's last byte (c1 took ${handlingMs.toFixed(0)} ms): ${answered instanceof Error ? `no answer (${answered.message})` : `answered ${answered}`}, ${folded ? "folded" : "absent"} after the restart\n`);
+    process.stderr.write(
+      `kill ${(handlingMs * 0.8).toFixed(0)} ms after c3's last byte (c1 took ${handlingMs.toFixed(0)} ms): ${answered instanceof Error ? `no answer (${answered.message})` : `answered ${answered}`}, ${folded ? "folded" : "absent"} after the restart\n`,
+    );
     if (answered === 200) expect(folded).toBe(true);
     expect(afterKill).toMatchObject({ status: "open", uploads: folded ? 2 : 1, totalWeight: folded ? 20 : 6 });
     expect(clientsOf(afterKill)).toEqual(folded ? ["c1", "c3"] : ["c1"]);
@@ -226,11 +254,16 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     expect(await accepted(u3)).toMatchObject({ replayed: folded, roundStatus: "open" });
 
     // c4 completes the quorum; killed the moment the round shows closed, whether or not c4 had its answer.
-    const closing = send(u4).then((r) => r.status, (e: Error) => e);
+    const closing = send(u4).then(
+      (r) => r.status,
+      (e: Error) => e,
+    );
     expect(await roundWhen(id, (r) => r.status !== "open", 30_000, 0)).toMatchObject({ status: "closed" });
     await fed.crash();
     const closingAnswer = await closing;
-    process.stderr.write(`kill as the round closed: c4 ${closingAnswer instanceof Error ? `had no answer (${closingAnswer.message})` : `was answered ${closingAnswer}`}\n`);
+    process.stderr.write(
+      `kill as the round closed: c4 ${closingAnswer instanceof Error ? `had no answer (${closingAnswer.message})` : `was answered ${closingAnswer}`}\n`,
+    );
     expect(await accepted(u4)).toMatchObject({ replayed: true, roundStatus: "closed" });
     const closed = await roundOf(id, 1);
     expect(closed).toMatchObject({ status: "closed", uploads: 4, totalWeight: 48, result: { version: 1, uploads: 4, totalWeight: 48 } });
@@ -255,7 +288,9 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     expect(r).toMatchObject({ status: "closed", uploads: 2, totalWeight: 16, result: { version: 1, uploads: 2, totalWeight: 16 } });
     expect(clientsOf(r)).toEqual(["c1", "c2"]);
     expect(r.closedAt!).toBeGreaterThanOrEqual(round.deadline + 1000);
-    process.stderr.write(`deadline round closed ${r.closedAt! - round.deadline} ms after its deadline, ${Date.now() - restartedAt} ms after workerd was back\n`);
+    process.stderr.write(
+      `deadline round closed ${r.closedAt! - round.deadline} ms after its deadline, ${Date.now() - restartedAt} ms after workerd was back\n`,
+    );
     expectMean(await versionOf(id, 1), v0, updates);
   });
 });

@@ -71,7 +71,8 @@ async function version(v: number): Promise<TensorMap> {
 }
 
 async function trigger(ids: string[], round: number): Promise<void> {
-  for (const id of ids) expect((await client(id, "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round }) })).status).toBe(202);
+  for (const id of ids)
+    expect((await client(id, "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round }) })).status).toBe(202);
 }
 
 const tok = loadTokenizer(tokenizerJson);
@@ -143,7 +144,11 @@ describe("a federation of four client workers", () => {
       if (round > 1) await expect(uploadOf(fed, CLIENTS[0]!, FED, round - 1)).rejects.toThrow(/made no upload/);
       // Each client's job view describes its upload (size, SHA-256) without handing it out.
       for (const [k, id] of CLIENTS.entries())
-        expect(await (await client(id, `/tasks/${FED}/${round}`)).json()).toMatchObject({ status: "uploaded", uploadBytes: uploads[k]!.length, uploadSha256: createHash("sha256").update(uploads[k]!).digest("hex") });
+        expect(await (await client(id, `/tasks/${FED}/${round}`)).json()).toMatchObject({
+          status: "uploaded",
+          uploadBytes: uploads[k]!.length,
+          uploadSha256: createHash("sha256").update(uploads[k]!).digest("hex"),
+        });
       const n = deltas.map((d) => Number(d.metadata.num_examples));
       expect(n).toEqual(sizes);
       const total = n.reduce((a, b) => a + b, 0);
@@ -162,6 +167,8 @@ describe("a federation of four client workers", () => {
     for (let i = 1; i < losses.length; i++) expect(losses[i]!).toBeLessThan(losses[i - 1]!);
     process.stderr.write(`held-out loss by version: ${losses.map((l) => l.toFixed(4)).join(" -> ")}\n`);
     for (const [i, r] of timeline.entries())
-      process.stderr.write(`round ${i + 1}: ${r.closedAt! - r.openedAt} ms open; uploads at +${r.receipts.map((x) => `${x.receivedAt - r.openedAt} ms (${x.clientId}, fold ${x.foldMs.toFixed(1)} ms)`).join(", +")}\n`);
+      process.stderr.write(
+        `round ${i + 1}: ${r.closedAt! - r.openedAt} ms open; uploads at +${r.receipts.map((x) => `${x.receivedAt - r.openedAt} ms (${x.clientId}, fold ${x.foldMs.toFixed(1)} ms)`).join(", +")}\n`,
+      );
   }, 600_000);
 });

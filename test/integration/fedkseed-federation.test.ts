@@ -24,7 +24,14 @@ import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 const model = tinyConfig({ heads: 4, kvHeads: 2 });
 const weights = tinyWeights(model, 13);
 const K = 256;
-const method: FedKSeedMethod = { type: "fedkseed", k: K, epsilon: 1e-3, direction: "gaussian", pro: true, trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], rslora: false } };
+const method: FedKSeedMethod = {
+  type: "fedkseed",
+  k: K,
+  epsilon: 1e-3,
+  direction: "gaussian",
+  pro: true,
+  trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], rslora: false },
+};
 const local = { steps: 6, batchSize: 4, lr: 1e-3, maxTokens: 32 };
 const record = (i: number) => ({ prompt: `The ${["fox", "dog", "sun", "model"][i % 4]} trains.`, completion: ` It averages ${i}.` });
 let root: string;
@@ -32,17 +39,40 @@ let fed: LocalFederation;
 /** The same clients with the model only at an inference endpoint: their buckets hold no weights. */
 let remote: LocalFederation;
 let endpoint: RunningEndpoint;
-const files = () => hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } });
+const files = () =>
+  hfModelFiles(model, weights, tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } });
 const partitions = ["k1", "k2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 2 * c }, (_, i) => record(i * 2 + c)) }));
 const ENDPOINT_TOKEN = "ks-endpoint-token";
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-fedkseed-"));
-  fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: "fedkseed-master-key", clients: partitions, modelFiles: files(), stepsPerInvocation: 4, federations: ["ks"] });
+  fed = await LocalFederation.start({
+    stateDir: join(root, "state"),
+    masterKey: "fedkseed-master-key",
+    clients: partitions,
+    modelFiles: files(),
+    stepsPerInvocation: 4,
+    federations: ["ks"],
+  });
   const dir = writeHfModel(join(root, "model"), model, weights);
-  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "ks-fp", name: "tiny", port: 0, token: ENDPOINT_TOKEN });
+  endpoint = await startEndpoint({
+    model: await loadModel(dirSource(dir)),
+    fingerprint: "ks-fp",
+    name: "tiny",
+    port: 0,
+    token: ENDPOINT_TOKEN,
+  });
   const withoutWeights = new Map([...files()].filter(([f]) => !f.endsWith(".safetensors")));
-  remote = await LocalFederation.start({ stateDir: join(root, "remote"), masterKey: "fedkseed-master-key", clients: partitions, modelFiles: withoutWeights, stepsPerInvocation: 4, federations: ["ks"], trunkUrl: endpoint.url, endpointToken: ENDPOINT_TOKEN });
+  remote = await LocalFederation.start({
+    stateDir: join(root, "remote"),
+    masterKey: "fedkseed-master-key",
+    clients: partitions,
+    modelFiles: withoutWeights,
+    stepsPerInvocation: 4,
+    federations: ["ks"],
+    trunkUrl: endpoint.url,
+    endpointToken: ENDPOINT_TOKEN,
+  });
 }, 120_000);
 
 afterAll(async () => {
@@ -54,7 +84,16 @@ afterAll(async () => {
 
 describe("a FedKSeed federation", () => {
   it("moves the global model with a few hundred bytes per client per round, and every party rebuilds the same model", async () => {
-    const config = federationConfig("ks", { model: { name: "tiny", config: toHfConfig(model), quant: "f32" }, clients: ["k1", "k2"], clientsPerRound: 2, minClients: 2, rounds: 3, method, local, seed: 21 });
+    const config = federationConfig("ks", {
+      model: { name: "tiny", config: toHfConfig(model), quant: "f32" },
+      clients: ["k1", "k2"],
+      clientsPerRound: 2,
+      minClients: 2,
+      rounds: 3,
+      method,
+      local,
+      seed: 21,
+    });
     expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
     for (const n of [1, 2, 3]) expect(await runRound(fed, "ks", n, ["k1", "k2"])).toMatchObject({ status: "closed", uploads: 2 });
 
@@ -72,7 +111,10 @@ describe("a FedKSeed federation", () => {
       expect(metrics.download_bytes).toBeLessThan(1024);
     }
 
-    const v3 = decodeTensorFile(new Uint8Array(await (await fed.coordinator("/federations/ks/versions/3")).arrayBuffer()), "v3").tensors.get("seed_sums")!;
+    const v3 = decodeTensorFile(
+      new Uint8Array(await (await fed.coordinator("/federations/ks/versions/3")).arrayBuffer()),
+      "v3",
+    ).tensors.get("seed_sums")!;
     const cumulative = new Map([...v3.entries()].filter(([, c]) => c !== 0));
     expect(cumulative.size).toBeGreaterThan(0);
     expect(cumulative.size).toBeLessThanOrEqual(3 * 2 * local.steps);
@@ -83,7 +125,11 @@ describe("a FedKSeed federation", () => {
     expect(Math.max(...[...global].flatMap(([k, t]) => [...t].map((x, i) => Math.abs(x - w0.get(k)![i]!))))).toBeGreaterThan(0);
     let incremental = w0;
     for (const v of [1, 2, 3]) {
-      const diff = decodeSeedSums(new Uint8Array(await (await fed.coordinator(`/federations/ks/versions/${v}/seeds?since=${v - 1}`)).arrayBuffer()), K, `diff ${v}`).sums;
+      const diff = decodeSeedSums(
+        new Uint8Array(await (await fed.coordinator(`/federations/ks/versions/${v}/seeds?since=${v - 1}`)).arrayBuffer()),
+        K,
+        `diff ${v}`,
+      ).sums;
       incremental = zoGlobal(incremental, task, diff);
     }
     for (const [k, t] of global) t.forEach((x, i) => expect(incremental.get(k)![i]).toBeCloseTo(x, 5));
@@ -98,7 +144,9 @@ describe("a FedKSeed federation", () => {
       expect([...there.keys()].sort()).toEqual([...here.keys()].sort());
       for (const [j, v] of here) expect(there.get(j)!).toBeCloseTo(v, 1);
     }
-    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${ENDPOINT_TOKEN}` } })).json()) as { perturbed_rows: number };
+    const health = (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${ENDPOINT_TOKEN}` } })).json()) as {
+      perturbed_rows: number;
+    };
     expect(health.perturbed_rows).toBeGreaterThan(0);
   }, 300_000);
 });

@@ -48,7 +48,15 @@ afterAll(async () => {
 
 describe("an offsite-tuning federation", () => {
   it("clients tune the adapter on the emulator; the plugged-in result is what the endpoint then serves", async () => {
-    const config = federationConfig("offsite", { model: { name: "tiny-6", config: toHfConfig(model), quant: "f32" }, clients: ["o1", "o2"], clientsPerRound: 2, minClients: 2, rounds: 2, method: { type: "offsite", ...split }, local: { steps: 3, batchSize: 4, lr: 1e-3 } });
+    const config = federationConfig("offsite", {
+      model: { name: "tiny-6", config: toHfConfig(model), quant: "f32" },
+      clients: ["o1", "o2"],
+      clientsPerRound: 2,
+      minClients: 2,
+      rounds: 2,
+      method: { type: "offsite", ...split },
+      local: { steps: 3, batchSize: 4, lr: 1e-3 },
+    });
     expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
     const { adapter } = emulate(model, full, split, "tiny-6", tokenizer);
     const supply = await initialAdapterRequest("offsite", fed.operatorToken, adapter.get("adapter_model.safetensors") as Uint8Array);
@@ -56,17 +64,30 @@ describe("an offsite-tuning federation", () => {
     expect(supplied.status, await supplied.clone().text()).toBe(201);
 
     for (const n of [1, 2]) expect(await runRound(fed, "offsite", n, ["o1", "o2"])).toMatchObject({ status: "closed", uploads: 2 });
-    const version = async (v: number) => decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/offsite/versions/${v}`)).arrayBuffer()), `v${v}`).tensors;
+    const version = async (v: number) =>
+      decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/offsite/versions/${v}`)).arrayBuffer()), `v${v}`).tensors;
     const [v0, v2] = [await version(0), await version(2)];
     // Every adapter tensor of both layers moved; nothing else is in a version.
     expect([...v2.keys()].sort()).toEqual([...v0.keys()].sort());
     for (const [k, t] of v0) expect(Math.max(...v2.get(k)!.map((x, i) => Math.abs(x - t[i]!))), k).toBeGreaterThan(0);
 
     const plugged = plugIn(model, full, v2, offsiteLayout(model.numLayers, split));
-    const endpoint = await startEndpoint({ model: { config: model, weights: plugged, tokenizer: loadTokenizer(tokenizerJson, tokenizer.config) }, fingerprint: "plugged", name: "tiny-6-tuned", port: 0, token: "offsite-endpoint-token" });
+    const endpoint = await startEndpoint({
+      model: { config: model, weights: plugged, tokenizer: loadTokenizer(tokenizerJson, tokenizer.config) },
+      fingerprint: "plugged",
+      name: "tiny-6-tuned",
+      port: 0,
+      token: "offsite-endpoint-token",
+    });
     try {
-      const res = await fetch(`${endpoint.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer offsite-endpoint-token" }, body: JSON.stringify({ model: "tiny-6-tuned", prompt: [1, 40, 41, 42, 43], max_tokens: 0, echo: true, logprobs: 0 }) });
-      const served = ((await res.json()) as { choices: { logprobs: { token_logprobs: (number | null)[] } }[] }).choices[0]!.logprobs.token_logprobs.slice(1) as number[];
+      const res = await fetch(`${endpoint.url}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: "Bearer offsite-endpoint-token" },
+        body: JSON.stringify({ model: "tiny-6-tuned", prompt: [1, 40, 41, 42, 43], max_tokens: 0, echo: true, logprobs: 0 }),
+      });
+      const served = (
+        (await res.json()) as { choices: { logprobs: { token_logprobs: (number | null)[] } }[] }
+      ).choices[0]!.logprobs.token_logprobs.slice(1) as number[];
       const tuned = referenceLogprobs(model, plugged, [1, 40, 41, 42, 43]);
       const base = referenceLogprobs(model, full, [1, 40, 41, 42, 43]);
       served.forEach((x, i) => expect(Math.abs(x - tuned[i]!)).toBeLessThan(1e-4));

@@ -27,13 +27,24 @@ const ENDPOINT_TOKEN = "split-endpoint-token";
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-split-"));
   const dir = writeHfModel(join(root, "model"), model, weights);
-  endpoint = await startEndpoint({ model: await loadModel(dirSource(dir)), fingerprint: "split-fp", name: "tiny", port: 0, token: ENDPOINT_TOKEN });
+  endpoint = await startEndpoint({
+    model: await loadModel(dirSource(dir)),
+    fingerprint: "split-fp",
+    name: "tiny",
+    port: 0,
+    token: ENDPOINT_TOKEN,
+  });
   fed = await LocalFederation.start({
     stateDir: join(root, "state"),
     masterKey: "split-master-key-16",
     clients: ["s1", "s2"].map((id, c) => ({ id, partition: Array.from({ length: 6 + 4 * c }, (_, i) => record(i * 2 + c)) })),
     // The clients' bucket holds no layer below the cut: a client that loaded the trunk would fail.
-    modelFiles: hfModelFiles(model, new Map([...weights].filter(([k]) => !k.startsWith("model.layers.0."))), tinyTokenizerJson(model.vocabSize), { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } }),
+    modelFiles: hfModelFiles(
+      model,
+      new Map([...weights].filter(([k]) => !k.startsWith("model.layers.0."))),
+      tinyTokenizerJson(model.vocabSize),
+      { tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" } },
+    ),
     trunkUrl: endpoint.url,
     federations: ["split"],
     endpointToken: ENDPOINT_TOKEN,
@@ -48,15 +59,28 @@ afterAll(async () => {
 
 describe("a split federation", () => {
   it("clients train above the cut on the endpoint's trunk states; the aggregator folds their deltas", async () => {
-    const config = federationConfig("split", { clients: ["s1", "s2"], clientsPerRound: 2, minClients: 2, rounds: 2, method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 1 }, local: { steps: 4, batchSize: 4, lr: 1e-2 } });
+    const config = federationConfig("split", {
+      clients: ["s1", "s2"],
+      clientsPerRound: 2,
+      minClients: 2,
+      rounds: 2,
+      method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 1 },
+      local: { steps: 4, batchSize: 4, lr: 1e-2 },
+    });
     expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
     const v0 = decodeTensorFile(new Uint8Array(await (await fed.coordinator("/federations/split/versions/0")).arrayBuffer()), "v0");
     // LoRA only on the layers above the cut (layer 1 of 2).
     expect([...v0.tensors.keys()].every((k) => k.includes(".layers.1."))).toBe(true);
-    expect(await (await fed.coordinator("/federations/split/versions/0/adapter_config.json")).json()).toMatchObject({ layers_to_transform: [1] });
+    expect(await (await fed.coordinator("/federations/split/versions/0/adapter_config.json")).json()).toMatchObject({
+      layers_to_transform: [1],
+    });
     const trunkRows = async (n: number) => {
       expect(await runRound(fed, "split", n, ["s1", "s2"])).toMatchObject({ status: "closed", uploads: 2 });
-      return ((await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${ENDPOINT_TOKEN}` } })).json()) as { hidden_state_rows: number }).hidden_state_rows;
+      return (
+        (await (await fetch(`${endpoint.url}/health`, { headers: { authorization: `Bearer ${ENDPOINT_TOKEN}` } })).json()) as {
+          hidden_state_rows: number;
+        }
+      ).hidden_state_rows;
     };
     // Round 1 fetches every training example's trunk states (16 distinct examples); round 2, with a new
     // global adapter but the same frozen trunk, is served from the clients' caches.

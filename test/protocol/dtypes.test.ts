@@ -78,9 +78,7 @@ describe("toFloat32", () => {
   });
 
   it("rejects a byte length that is not a whole number of elements", () => {
-    expect(() => toFloat32("F16", new Uint8Array(3))).toThrow(
-      expect.objectContaining({ code: "bad_byte_length" }),
-    );
+    expect(() => toFloat32("F16", new Uint8Array(3))).toThrow(expect.objectContaining({ code: "bad_byte_length" }));
     expect(() => toFloat32("F32", new Uint8Array(6))).toThrow(ProtocolError);
   });
 });

@@ -28,8 +28,7 @@ function file(header: string | Uint8Array, data: number | Uint8Array = 0, length
 const headerText = (bytes: Uint8Array) =>
   new TextDecoder().decode(bytes.subarray(8, 8 + Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true))));
 
-const entry = (dtype: string, shape: unknown, offsets: unknown) =>
-  JSON.stringify({ dtype, shape, data_offsets: offsets });
+const entry = (dtype: string, shape: unknown, offsets: unknown) => JSON.stringify({ dtype, shape, data_offsets: offsets });
 
 const EXAMPLES: Record<DType, TensorInput["data"]> = {
   F32: new Float32Array([1.5, -2, Infinity, NaN, 3.25, -0]),
@@ -76,7 +75,16 @@ describe("writeSafetensors / readSafetensors", () => {
     const c: TensorInput = { dtype: "F32", shape: [1], data: new Float32Array([3]) };
     const first = writeSafetensors({ a, b, c }, { z: "1", a: "2" });
     expect(writeSafetensors({ a, b, c }, { z: "1", a: "2" })).toEqual(first);
-    expect(writeSafetensors(new Map([["c", c], ["b", b], ["a", a]]), { a: "2", z: "1" })).toEqual(first);
+    expect(
+      writeSafetensors(
+        new Map([
+          ["c", c],
+          ["b", b],
+          ["a", a],
+        ]),
+        { a: "2", z: "1" },
+      ),
+    ).toEqual(first);
     expect(headerText(first).trimEnd()).toBe(
       '{"__metadata__":{"a":"2","z":"1"},' +
         '"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},' +
@@ -100,7 +108,7 @@ describe("writeSafetensors / readSafetensors", () => {
   it('writes __metadata__ {"format":"pt"} by default, and the given metadata otherwise', () => {
     expect(headerText(writeSafetensors({}))).toBe('{"__metadata__":{"format":"pt"}}');
     expect(readSafetensors(writeSafetensors({}, {})).metadata).toEqual({});
-    expect(readSafetensors(writeSafetensors({}, { format: "np", "a b": "\"\n" })).metadata).toEqual({
+    expect(readSafetensors(writeSafetensors({}, { format: "np", "a b": '"\n' })).metadata).toEqual({
       format: "np",
       "a b": '"\n',
     });
@@ -267,10 +275,25 @@ describe("malformed files", () => {
 
   it("has a case for every reader error code", () => {
     const all: SafetensorsErrorCode[] = [
-      "too_short", "header_too_large", "header_out_of_bounds", "header_not_utf8", "header_not_json",
-      "header_not_object", "header_bad_start", "duplicate_tensor", "metadata_not_object",
-      "metadata_value_not_string", "metadata_duplicate_key", "bad_tensor_entry", "unknown_dtype",
-      "bad_shape", "bad_offsets", "size_mismatch", "offsets_gap", "offsets_overlap", "out_of_bounds",
+      "too_short",
+      "header_too_large",
+      "header_out_of_bounds",
+      "header_not_utf8",
+      "header_not_json",
+      "header_not_object",
+      "header_bad_start",
+      "duplicate_tensor",
+      "metadata_not_object",
+      "metadata_value_not_string",
+      "metadata_duplicate_key",
+      "bad_tensor_entry",
+      "unknown_dtype",
+      "bad_shape",
+      "bad_offsets",
+      "size_mismatch",
+      "offsets_gap",
+      "offsets_overlap",
+      "out_of_bounds",
       "trailing_bytes",
     ];
     expect(new Set(cases.map(([code]) => code))).toEqual(new Set(all));
@@ -286,9 +309,7 @@ describe("malformed files", () => {
       'tensor "model.embed_tokens.weight": data spans 100..200 (100 bytes) but F32 [4, 8] needs 128 bytes',
     );
     const gap = file(`{"a":${f32x2},"b":${entry("U8", [1], [9, 10])}}`, 10);
-    expect(() => readSafetensors(gap)).toThrow(
-      'tensor "b" starts at byte 9 but the previous tensor "a" ends at 8 (gap of 1 bytes)',
-    );
+    expect(() => readSafetensors(gap)).toThrow('tensor "b" starts at byte 9 but the previous tensor "a" ends at 8 (gap of 1 bytes)');
   });
 });
 

@@ -1,5 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { assertBody, bodyDigest, deriveClientSecret, HEADERS, OPERATOR_ID, parseSignedHeaders, signRequest, verifyRequest, verifySignature } from "../../src/protocol/signature.ts";
+import {
+  assertBody,
+  bodyDigest,
+  deriveClientSecret,
+  HEADERS,
+  OPERATOR_ID,
+  parseSignedHeaders,
+  signRequest,
+  verifyRequest,
+  verifySignature,
+} from "../../src/protocol/signature.ts";
 
 const master = "operator-master-key";
 const body = new TextEncoder().encode("tensor bytes");
@@ -27,16 +37,48 @@ describe("request signatures", () => {
   });
 
   it.each([
-    ["a changed body", async () => verifyRequest(master, await signed(), "PUT", path, new TextEncoder().encode("tensor bytez")), "body_mismatch"],
+    [
+      "a changed body",
+      async () => verifyRequest(master, await signed(), "PUT", path, new TextEncoder().encode("tensor bytez")),
+      "body_mismatch",
+    ],
     ["another path", async () => verifyRequest(master, await signed(), "PUT", path.replace("/1/", "/2/"), body), "signature_invalid"],
     ["another method", async () => verifyRequest(master, await signed(), "POST", path, body), "signature_invalid"],
-    ["another client's name", async () => verifyRequest(master, await signed({ [HEADERS.client]: "bob" }), "PUT", path, body), "signature_invalid"],
+    [
+      "another client's name",
+      async () => verifyRequest(master, await signed({ [HEADERS.client]: "bob" }), "PUT", path, body),
+      "signature_invalid",
+    ],
     ["a wrong master key", async () => verifyRequest("wrong", await signed(), "PUT", path, body), "signature_invalid"],
-    ["a garbled signature", async () => verifyRequest(master, await signed({ [HEADERS.signature]: "zz" }), "PUT", path, body), "signature_invalid"],
-    ["a timestamp ten minutes old", async () => verifyRequest(master, await signed({}, Date.now() - 600_000), "PUT", path, body), "signature_expired"],
-    ["no signature header", async () => { const h = await signed(); h.delete(HEADERS.signature); return verifyRequest(master, h, "PUT", path, body); }, "signature_missing"],
-    ["a client id of the wrong syntax", async () => verifyRequest(master, await signed({ [HEADERS.client]: "../alice" }), "PUT", path, body), "signature_invalid"],
-    ["a nonce that is not hex", async () => verifyRequest(master, await signed({ [HEADERS.nonce]: "not-a-nonce-at-all" }), "PUT", path, body), "signature_invalid"],
+    [
+      "a garbled signature",
+      async () => verifyRequest(master, await signed({ [HEADERS.signature]: "zz" }), "PUT", path, body),
+      "signature_invalid",
+    ],
+    [
+      "a timestamp ten minutes old",
+      async () => verifyRequest(master, await signed({}, Date.now() - 600_000), "PUT", path, body),
+      "signature_expired",
+    ],
+    [
+      "no signature header",
+      async () => {
+        const h = await signed();
+        h.delete(HEADERS.signature);
+        return verifyRequest(master, h, "PUT", path, body);
+      },
+      "signature_missing",
+    ],
+    [
+      "a client id of the wrong syntax",
+      async () => verifyRequest(master, await signed({ [HEADERS.client]: "../alice" }), "PUT", path, body),
+      "signature_invalid",
+    ],
+    [
+      "a nonce that is not hex",
+      async () => verifyRequest(master, await signed({ [HEADERS.nonce]: "not-a-nonce-at-all" }), "PUT", path, body),
+      "signature_invalid",
+    ],
   ])("refuses %s", async (_, run, code) => {
     await expect(run()).rejects.toMatchObject({ name: "SignatureError", code });
   });
@@ -52,9 +94,13 @@ describe("request signatures", () => {
 
   it("covers the query string of a signed read", async () => {
     const secret = await deriveClientSecret(master, "alice");
-    const read = parseSignedHeaders(new Headers({ ...(await signRequest(secret, "alice", "GET", "/federations/f/versions/3/seeds?since=1")) }));
+    const read = parseSignedHeaders(
+      new Headers({ ...(await signRequest(secret, "alice", "GET", "/federations/f/versions/3/seeds?since=1")) }),
+    );
     expect((await verifySignature(secret, read, "GET", "/federations/f/versions/3/seeds?since=1")).clientId).toBe("alice");
-    await expect(verifySignature(secret, read, "GET", "/federations/f/versions/3/seeds?since=0")).rejects.toMatchObject({ code: "signature_invalid" });
+    await expect(verifySignature(secret, read, "GET", "/federations/f/versions/3/seeds?since=0")).rejects.toMatchObject({
+      code: "signature_invalid",
+    });
   });
 
   it("checks the signature from the headers alone, then the body against the digest they sign", async () => {
@@ -65,7 +111,9 @@ describe("request signatures", () => {
     const other = await bodyDigest(new TextEncoder().encode("other bytes"));
     expect(() => assertBody(h, other)).toThrow(expect.objectContaining({ code: "body_mismatch" }));
     expect(() => assertBody(h, h.contentSha256)).not.toThrow();
-    const forged = parseSignedHeaders(new Headers({ ...(await signRequest(secret, "alice", "PUT", path, body)), [HEADERS.contentSha256]: "0".repeat(64) }));
+    const forged = parseSignedHeaders(
+      new Headers({ ...(await signRequest(secret, "alice", "PUT", path, body)), [HEADERS.contentSha256]: "0".repeat(64) }),
+    );
     await expect(verifySignature(secret, forged, "PUT", path)).rejects.toMatchObject({ code: "signature_invalid" });
   });
 });

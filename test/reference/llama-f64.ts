@@ -37,7 +37,12 @@ export interface ReferenceInput {
 }
 
 /** logits [B, n + T, V] in float64 (n: soft-prompt length). */
-export function referenceLogits(c: LlamaConfig, weights: Weights, input: ReferenceInput, lora?: ReadonlyMap<string, LoraPair>): Float64Array {
+export function referenceLogits(
+  c: LlamaConfig,
+  weights: Weights,
+  input: ReferenceInput,
+  lora?: ReadonlyMap<string, LoraPair>,
+): Float64Array {
   return referenceRun(c, weights, input, lora, c.numLayers).logits;
 }
 
@@ -46,7 +51,13 @@ export function referenceHidden(c: LlamaConfig, weights: Weights, input: Referen
   return referenceRun(c, weights, input, undefined, layers).hidden;
 }
 
-function referenceRun(c: LlamaConfig, weights: Weights, input: ReferenceInput, lora: ReadonlyMap<string, LoraPair> | undefined, layers: number): { logits: Float64Array; hidden: Float64Array } {
+function referenceRun(
+  c: LlamaConfig,
+  weights: Weights,
+  input: ReferenceInput,
+  lora: ReadonlyMap<string, LoraPair> | undefined,
+  layers: number,
+): { logits: Float64Array; hidden: Float64Array } {
   const B = input.ids.length;
   const H = c.hiddenSize;
   const n = (input.prefix?.length ?? 0) / H;
@@ -63,7 +74,7 @@ function referenceRun(c: LlamaConfig, weights: Weights, input: ReferenceInput, l
     return y;
   };
   const mask = (input.mask ?? input.ids.map((r) => r.map(() => 1))).map((r) => [...Array<number>(n).fill(1), ...r]);
-  const invFreq = Array.from({ length: D / 2 }, (_, i) => 1 / Math.pow(c.ropeTheta, (2 * i) / D));
+  const invFreq = Array.from({ length: D / 2 }, (_, i) => 1 / c.ropeTheta ** ((2 * i) / D));
 
   const logits = new Float64Array(B * T * c.vocabSize);
   const hidden = new Float64Array(B * T * H);
@@ -73,7 +84,8 @@ function referenceRun(c: LlamaConfig, weights: Weights, input: ReferenceInput, l
     const pos = mask[b]!.map((m) => (m ? seen++ : 1));
     let h = new Float64Array(T * H);
     for (let t = 0; t < T; t++)
-      for (let k = 0; k < H; k++) h[t * H + k] = t < n ? input.prefix![t * H + k]! : w("model.embed_tokens.weight")[input.ids[b]![t - n]! * H + k]!;
+      for (let k = 0; k < H; k++)
+        h[t * H + k] = t < n ? input.prefix![t * H + k]! : w("model.embed_tokens.weight")[input.ids[b]![t - n]! * H + k]!;
 
     for (let l = 0; l < layers; l++) {
       const p = `model.layers.${l}`;
@@ -157,7 +169,8 @@ export function referenceLoss(
   const logits = referenceLogits(c, weights, input, lora);
   const V = c.vocabSize;
   let loss = 0;
-  for (let i = 0; i < targets.length; i++) if (lossWeights[i]) loss -= lossWeights[i]! * logSoftmaxAt(logits.subarray(i * V, (i + 1) * V), targets[i]!);
+  for (let i = 0; i < targets.length; i++)
+    if (lossWeights[i]) loss -= lossWeights[i]! * logSoftmaxAt(logits.subarray(i * V, (i + 1) * V), targets[i]!);
   return loss;
 }
 

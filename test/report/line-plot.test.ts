@@ -12,7 +12,19 @@ describe("line plot ticks", () => {
     const t = ticks(1 - 1e-17, 1.0000000000000002 + 1e-17, 6);
     expect(t.length).toBeGreaterThan(0);
     expect(t.length).toBeLessThanOrEqual(24);
-    const svg = linePlotSvg([{ name: "loss", points: [[1, 1], [2, 1.0000000000000002]], color: "#000" }], { title: "t", xLabel: "x", yLabel: "y", integerX: true });
+    const svg = linePlotSvg(
+      [
+        {
+          name: "loss",
+          points: [
+            [1, 1],
+            [2, 1.0000000000000002],
+          ],
+          color: "#000",
+        },
+      ],
+      { title: "t", xLabel: "x", yLabel: "y", integerX: true },
+    );
     expect(svg).toMatch(/^<svg/);
     expect(svg.match(/<line /g)!.length).toBeLessThan(60);
   });

@@ -31,7 +31,10 @@ function emptyTensors(n: number): Uint8Array {
   return out;
 }
 /** Everything a refusal must leave unchanged: the federation and its round. */
-const snapshot = async (id: string) => [await (await api(`/federations/${id}`)).text(), await (await api(`/federations/${id}/rounds/1`)).text()];
+const snapshot = async (id: string) => [
+  await (await api(`/federations/${id}`)).text(),
+  await (await api(`/federations/${id}/rounds/1`)).text(),
+];
 
 describe("credentials on every route", async () => {
   await create("auth-1");
@@ -84,10 +87,21 @@ describe("credentials on every route", async () => {
     expect((await signed("/federations", "c1")).status).toBe(401);
     // What a member reads: what it needs to train, nothing of the other clients (their counts, the round's metrics).
     const round = (await (await signed("/federations/auth-1/rounds/1", "c1")).json()) as Record<string, unknown>;
-    expect(Object.keys(round).sort()).toEqual(["baseVersion", "deadline", "federationId", "openedAt", "round", "sampled", "status", "task"]);
+    expect(Object.keys(round).sort()).toEqual([
+      "baseVersion",
+      "deadline",
+      "federationId",
+      "openedAt",
+      "round",
+      "sampled",
+      "status",
+      "task",
+    ]);
     expect(round.sampled).toEqual(["c1"]);
     expect(await (await signed("/federations/auth-1", "c1")).json()).toEqual({ id: "auth-1", version: 0, roundsDone: 0, openRound: 1 });
-    expect(Object.keys(await (await viewerApi("/federations/auth-1/rounds/1")).json())).toEqual(expect.arrayContaining(["receipts", "result", "totalWeight"]));
+    expect(Object.keys(await (await viewerApi("/federations/auth-1/rounds/1")).json())).toEqual(
+      expect.arrayContaining(["receipts", "result", "totalWeight"]),
+    );
     const forged = await signed("/federations/auth-1/versions/0", "c1", { secretOf: "c2" });
     expect([forged.status, (await error(forged)).code]).toEqual([401, "signature_invalid"]);
   });
@@ -98,7 +112,11 @@ describe("credentials on every route", async () => {
     const cases: [string, RequestInit, string][] = [
       ["/federations", { method: "POST", body: "{}", headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } }, "FEDFLARE_OPERATOR_TOKEN"],
       ["/federations", { headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } }, "FEDFLARE_OPERATOR_TOKEN"],
-      ["/federations/auth-1/rounds/1/updates/c1", { method: "PUT", headers: { [HEADERS.client]: "c1", "idempotency-key": "k" }, body: "x" }, "FEDFLARE_MASTER_KEY"],
+      [
+        "/federations/auth-1/rounds/1/updates/c1",
+        { method: "PUT", headers: { [HEADERS.client]: "c1", "idempotency-key": "k" }, body: "x" },
+        "FEDFLARE_MASTER_KEY",
+      ],
     ];
     for (const [path, init, secret] of cases) {
       const res = await app.request(`http://coordinator${path}`, init, bare);
@@ -124,13 +142,25 @@ function countedBody(bytes: number) {
 }
 
 /** Signed headers of client c1 with a signature of zeros. */
-const forgedHeaders = (timestamp: string) => ({ [HEADERS.client]: "c1", [HEADERS.timestamp]: timestamp, [HEADERS.nonce]: "00".repeat(16), [HEADERS.signature]: "00".repeat(32), [HEADERS.contentSha256]: "00".repeat(32), "idempotency-key": "k" });
+const forgedHeaders = (timestamp: string) => ({
+  [HEADERS.client]: "c1",
+  [HEADERS.timestamp]: timestamp,
+  [HEADERS.nonce]: "00".repeat(16),
+  [HEADERS.signature]: "00".repeat(32),
+  [HEADERS.contentSha256]: "00".repeat(32),
+  "idempotency-key": "k",
+});
 
 describe("checks before reading", () => {
   it("refuses an unauthenticated 200 MiB upload from its headers, reading almost none of it", async () => {
     await create("read-1");
     const { body, pulled } = countedBody(200 * 2 ** 20);
-    const res = await anonymous("/federations/read-1/rounds/1/updates/c1", { method: "PUT", headers: forgedHeaders("1"), body, duplex: "half" } as RequestInit);
+    const res = await anonymous("/federations/read-1/rounds/1/updates/c1", {
+      method: "PUT",
+      headers: forgedHeaders("1"),
+      body,
+      duplex: "half",
+    } as RequestInit);
     expect([res.status, (await error(res)).code]).toEqual([401, "signature_expired"]);
     expect(pulled()).toBeLessThan(2 ** 20);
   });
@@ -138,7 +168,12 @@ describe("checks before reading", () => {
   it("checks a member's signature from its headers before reading the body: a forged one is refused having read almost none of it", async () => {
     await create("read-3");
     const { body, pulled } = countedBody(30 * 2 ** 20);
-    const res = await anonymous("/federations/read-3/rounds/1/updates/c1", { method: "PUT", headers: forgedHeaders(String(Math.floor(Date.now() / 1000))), body, duplex: "half" } as RequestInit);
+    const res = await anonymous("/federations/read-3/rounds/1/updates/c1", {
+      method: "PUT",
+      headers: forgedHeaders(String(Math.floor(Date.now() / 1000))),
+      body,
+      duplex: "half",
+    } as RequestInit);
     expect([res.status, (await error(res)).code]).toEqual([401, "signature_invalid"]);
     expect(pulled()).toBeLessThan(2 ** 20);
   });
@@ -155,7 +190,15 @@ describe("checks before reading", () => {
     const res = await anonymous(path, { method: "PUT", headers, body: swapped });
     expect([res.status, (await error(res)).code]).toEqual([400, "body_mismatch"]);
     expect(await snapshot("read-4")).toEqual(before);
-    expect((await anonymous(path, { method: "PUT", headers: { ...(await signRequest(await deriveClientSecret(MASTER_KEY, "c1"), "c1", "PUT", path, good)), "idempotency-key": "k" }, body: good })).status).toBe(200);
+    expect(
+      (
+        await anonymous(path, {
+          method: "PUT",
+          headers: { ...(await signRequest(await deriveClientSecret(MASTER_KEY, "c1"), "c1", "PUT", path, good)), "idempotency-key": "k" },
+          body: good,
+        })
+      ).status,
+    ).toBe(200);
   });
 
   it("refuses a declared Content-Length over the federation's cap at once", async () => {
@@ -190,12 +233,52 @@ describe("every number a client sends is bounded", async () => {
   const put = (client: string, body: Uint8Array) => signedPut(`/federations/bound-1/rounds/1/updates/${client}`, body, client);
 
   it.each([
-    ["num_examples 9,999,999,999", () => deltaBody(global, 1, { num_examples: "9999999999" }), 422, "metadata_invalid", /num_examples 9999999999 is over this federation's maxExamplesPerClient \(1000\)/],
-    ["metrics of 2.8 MiB", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify({ train_loss: 1, pad: "x".repeat(2.8 * 2 ** 20) }) }), 422, "header_too_large", /metrics of at most 2048 characters/],
-    ["metrics of 3 KiB", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify({ train_loss: 1, pad: "x".repeat(3072) }) }), 422, "metadata_invalid", /metrics.*at most 2048 characters/],
-    ["17 metrics", () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify(Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`m${i}`, i]))) }), 422, "metadata_invalid", /at most 16 metrics/],
-    ["a header of 20,000 empty tensors (its parse would cost memory in proportion)", () => emptyTensors(20_000), 422, "header_too_large", /header length \d+ bytes is over the cap of \d+ bytes/],
-    ["float32 values of 3e38, which overflow once weighted", () => deltaBody(global, 3e38, { num_examples: "10" }), 422, "non_finite", /overflow/],
+    [
+      "num_examples 9,999,999,999",
+      () => deltaBody(global, 1, { num_examples: "9999999999" }),
+      422,
+      "metadata_invalid",
+      /num_examples 9999999999 is over this federation's maxExamplesPerClient \(1000\)/,
+    ],
+    [
+      "metrics of 2.8 MiB",
+      () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify({ train_loss: 1, pad: "x".repeat(2.8 * 2 ** 20) }) }),
+      422,
+      "header_too_large",
+      /metrics of at most 2048 characters/,
+    ],
+    [
+      "metrics of 3 KiB",
+      () => deltaBody(global, 0.1, { num_examples: "10", metrics: JSON.stringify({ train_loss: 1, pad: "x".repeat(3072) }) }),
+      422,
+      "metadata_invalid",
+      /metrics.*at most 2048 characters/,
+    ],
+    [
+      "17 metrics",
+      () =>
+        deltaBody(global, 0.1, {
+          num_examples: "10",
+          metrics: JSON.stringify(Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`m${i}`, i]))),
+        }),
+      422,
+      "metadata_invalid",
+      /at most 16 metrics/,
+    ],
+    [
+      "a header of 20,000 empty tensors (its parse would cost memory in proportion)",
+      () => emptyTensors(20_000),
+      422,
+      "header_too_large",
+      /header length \d+ bytes is over the cap of \d+ bytes/,
+    ],
+    [
+      "float32 values of 3e38, which overflow once weighted",
+      () => deltaBody(global, 3e38, { num_examples: "10" }),
+      422,
+      "non_finite",
+      /overflow/,
+    ],
   ])("refuses %s and keeps the round as it was", async (_, body, status, code, message) => {
     const before = await snapshot("bound-1");
     const res = await put("c1", body());
@@ -211,9 +294,18 @@ describe("every number a client sends is bounded", async () => {
     const g = await v0("bound-2");
     for (const [i, c] of clients.entries()) {
       const metrics = Object.fromEntries([["train_loss", 1 + i], ...Array.from({ length: 15 }, (_, j) => [`c${i}_m${j}`, j])]);
-      expect((await signedPut("/federations/bound-2/rounds/1/updates/" + c, deltaBody(g, 0.1, { num_examples: "10", metrics: JSON.stringify(metrics) }), c)).status).toBe(200);
+      expect(
+        (
+          await signedPut(
+            `/federations/bound-2/rounds/1/updates/${c}`,
+            deltaBody(g, 0.1, { num_examples: "10", metrics: JSON.stringify(metrics) }),
+            c,
+          )
+        ).status,
+      ).toBe(200);
     }
-    const result = ((await (await api("/federations/bound-2/rounds/1")).json()) as { result: { metrics: Record<string, number> } }).result.metrics;
+    const result = ((await (await api("/federations/bound-2/rounds/1")).json()) as { result: { metrics: Record<string, number> } }).result
+      .metrics;
     expect(Object.keys(result)).toHaveLength(32);
     expect(result.train_loss).toBeCloseTo(2.5, 6);
   });
@@ -227,7 +319,12 @@ describe("every number a client sends is bounded", async () => {
 
 describe("FedKSeed uploads", () => {
   it("refuse a seed-sum header longer than two tensors and their metadata need", async () => {
-    await create("ks-bound", { method: { type: "fedkseed", k: 64, trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] } }, clients: ["c1"], clientsPerRound: 1, minClients: 1 });
+    await create("ks-bound", {
+      method: { type: "fedkseed", k: 64, trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] } },
+      clients: ["c1"],
+      clientsPerRound: 1,
+      minClients: 1,
+    });
     await api("/federations/ks-bound/rounds", { method: "POST" });
     const before = await snapshot("ks-bound");
     const res = await signedPut("/federations/ks-bound/rounds/1/updates/c1", emptyTensors(5_000), "c1");
@@ -240,8 +337,42 @@ describe("limits checked at creation", () => {
   it.each([
     ["an upload cap over what one RPC call carries", { maxUploadBytes: 64 * 2 ** 20 }, /maxUploadBytes.*33488896/],
     ["a learning rate of 1e300", { local: { steps: 2, batchSize: 2, lr: 1e300 } }, /local\.lr/],
-    ["hidden_size 1e12", { model: { name: "huge", config: { ...(federationConfig("x").model as { config: Record<string, unknown> }).config, hidden_size: 1e12, intermediate_size: 1e12 } } }, /hidden_size 1000000000000 is over the 16384/],
-    ["an adapter over what one RPC call carries", { method: { type: "lora", r: 256, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] }, model: { name: "wide", config: { ...(federationConfig("x").model as { config: Record<string, unknown> }).config, hidden_size: 4096, intermediate_size: 11008, num_attention_heads: 32, num_key_value_heads: 8 } } }, new RegExp(`may be at most ${MAX_ADAPTER_BYTES} bytes`)],
+    [
+      "hidden_size 1e12",
+      {
+        model: {
+          name: "huge",
+          config: {
+            ...(federationConfig("x").model as { config: Record<string, unknown> }).config,
+            hidden_size: 1e12,
+            intermediate_size: 1e12,
+          },
+        },
+      },
+      /hidden_size 1000000000000 is over the 16384/,
+    ],
+    [
+      "an adapter over what one RPC call carries",
+      {
+        method: {
+          type: "lora",
+          r: 256,
+          alpha: 16,
+          targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        },
+        model: {
+          name: "wide",
+          config: {
+            ...(federationConfig("x").model as { config: Record<string, unknown> }).config,
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+          },
+        },
+      },
+      new RegExp(`may be at most ${MAX_ADAPTER_BYTES} bytes`),
+    ],
   ])("refuses %s with 422, naming the largest that fits", async (_, overrides, message) => {
     const id = `limit-${Math.random().toString(36).slice(2)}`;
     const res = await api("/federations", { method: "POST", body: JSON.stringify(federationConfig(id, overrides)) });
@@ -259,8 +390,23 @@ describe("the platform's 2 MB SQLite value limit", () => {
       const sql = guardedSql(state.storage.sql);
       const big = new Uint8Array(2_200_000);
       expect(() => sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", "k", 0, big)).toThrow(StorageLimitError);
-      expect(() => sql.exec("INSERT INTO federations (id, config, created_at) VALUES (?, ?, 0)", "f", "x".repeat(2_000_001))).toThrow(/over the platform's 2000000-byte limit/);
-      expect(() => sql.exec("INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", "f", 1, "c", "k".repeat(1_000_000), "s", 1, "m".repeat(1_000_001), 0, 0)).toThrow(/together, over the platform's 2000000-byte limit on a row/);
+      expect(() => sql.exec("INSERT INTO federations (id, config, created_at) VALUES (?, ?, 0)", "f", "x".repeat(2_000_001))).toThrow(
+        /over the platform's 2000000-byte limit/,
+      );
+      expect(() =>
+        sql.exec(
+          "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          "f",
+          1,
+          "c",
+          "k".repeat(1_000_000),
+          "s",
+          1,
+          "m".repeat(1_000_001),
+          0,
+          0,
+        ),
+      ).toThrow(/together, over the platform's 2000000-byte limit on a row/);
       // Unguarded, local SQLite takes what production refuses: the reason for the guard.
       state.storage.sql.exec("INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?)", "raw", 0, big);
       const value = new Uint8Array(5_000_000).map((_, i) => i % 251);
@@ -275,10 +421,14 @@ describe("rounds that cannot get stuck", () => {
     await create("ops-1", { clientsPerRound: 4, minClients: 2 });
     await api("/federations/ops-1/rounds", { method: "POST" });
     const global = await v0("ops-1");
-    expect((await signedPut("/federations/ops-1/rounds/1/updates/c1", deltaBody(global, 0.5, { num_examples: "10" }), "c1")).status).toBe(200);
+    expect((await signedPut("/federations/ops-1/rounds/1/updates/c1", deltaBody(global, 0.5, { num_examples: "10" }), "c1")).status).toBe(
+      200,
+    );
     const short = await api("/federations/ops-1/rounds/1/close", { method: "POST" });
     expect([short.status, (await error(short)).code]).toEqual([409, "round_short"]);
-    expect((await signedPut("/federations/ops-1/rounds/1/updates/c2", deltaBody(global, 1.5, { num_examples: "30" }), "c2")).status).toBe(200);
+    expect((await signedPut("/federations/ops-1/rounds/1/updates/c2", deltaBody(global, 1.5, { num_examples: "30" }), "c2")).status).toBe(
+      200,
+    );
     const closed = await api("/federations/ops-1/rounds/1/close", { method: "POST" });
     expect(await closed.json()).toMatchObject({ status: "closed", uploads: 2, result: { version: 1 } });
     const v1 = decodeTensorFile(new Uint8Array(await (await api("/federations/ops-1/versions/1")).arrayBuffer()), "v1");
@@ -286,7 +436,10 @@ describe("rounds that cannot get stuck", () => {
     for (const [k, t] of global.tensors) expect(v1.tensors.get(k)![0]).toBeCloseTo(t[0]! + 1.25, 6);
 
     await api("/federations/ops-1/rounds", { method: "POST" });
-    const failed = await api("/federations/ops-1/rounds/2/fail", { method: "POST", body: JSON.stringify({ reason: "client c3 is compromised" }) });
+    const failed = await api("/federations/ops-1/rounds/2/fail", {
+      method: "POST",
+      body: JSON.stringify({ reason: "client c3 is compromised" }),
+    });
     expect(await failed.json()).toMatchObject({ status: "failed", result: { reason: "failed by the operator: client c3 is compromised" } });
     const late = await signedPut("/federations/ops-1/rounds/2/updates/c1", deltaBody(v1, 0.1, { num_examples: "10" }), "c1");
     expect([late.status, (await error(late)).code]).toEqual([409, "round_closed"]);
@@ -295,7 +448,10 @@ describe("rounds that cannot get stuck", () => {
   it("refuses uploads once the deadline has passed, before the alarm has run", async () => {
     await create("ops-2");
     await api("/federations/ops-2/rounds", { method: "POST" });
-    await runInDurableObject(env.AGGREGATOR.getByName("ops-2"), (_i, state) => void state.storage.sql.exec("UPDATE rounds SET deadline = ?", Date.now() - 1000));
+    await runInDurableObject(
+      env.AGGREGATOR.getByName("ops-2"),
+      (_i, state) => void state.storage.sql.exec("UPDATE rounds SET deadline = ?", Date.now() - 1000),
+    );
     const res = await signedPut("/federations/ops-2/rounds/1/updates/c1", deltaBody(await v0("ops-2"), 0.1, { num_examples: "10" }), "c1");
     expect([res.status, (await error(res)).message]).toEqual([409, expect.stringMatching(/passed its deadline/)]);
   });
@@ -305,8 +461,13 @@ describe("rounds that cannot get stuck", () => {
     await api("/federations/ops-3/rounds", { method: "POST" });
     const global = await v0("ops-3");
     // A server state naming a slot whose values are gone: the close cannot apply the strategy.
-    await runInDurableObject(env.AGGREGATOR.getByName("ops-3"), (_i, state) => void state.storage.sql.exec("UPDATE federations SET server_slots = '[\"m\"]'"));
-    expect((await signedPut("/federations/ops-3/rounds/1/updates/c1", deltaBody(global, 0.5, { num_examples: "10" }), "c1")).status).toBe(200);
+    await runInDurableObject(
+      env.AGGREGATOR.getByName("ops-3"),
+      (_i, state) => void state.storage.sql.exec("UPDATE federations SET server_slots = '[\"m\"]'"),
+    );
+    expect((await signedPut("/federations/ops-3/rounds/1/updates/c1", deltaBody(global, 0.5, { num_examples: "10" }), "c1")).status).toBe(
+      200,
+    );
     const res = await signedPut("/federations/ops-3/rounds/1/updates/c2", deltaBody(global, 0.5, { num_examples: "10" }), "c2");
     expect(await res.json()).toMatchObject({ roundStatus: "failed" });
     const round = (await (await api("/federations/ops-3/rounds/1")).json()) as { status: string; result: { reason: string } };
@@ -331,7 +492,13 @@ describe("rounds that cannot get stuck", () => {
     await create("ops-4", { clientsPerRound: 1, clients: ["c1"], minClients: 1, rounds: 4, keepVersions: 2 });
     for (let round = 1; round <= 4; round++) {
       await api("/federations/ops-4/rounds", { method: "POST" });
-      expect((await signedPut(`/federations/ops-4/rounds/${round}/updates/c1`, deltaBody(await v0("ops-4"), 0.1, { num_examples: "1" }), "c1", { key: `k${round}` })).status).toBe(200);
+      expect(
+        (
+          await signedPut(`/federations/ops-4/rounds/${round}/updates/c1`, deltaBody(await v0("ops-4"), 0.1, { num_examples: "1" }), "c1", {
+            key: `k${round}`,
+          })
+        ).status,
+      ).toBe(200);
     }
     const present = await Promise.all([0, 1, 2, 3, 4].map(async (v) => (await api(`/federations/ops-4/versions/${v}`)).status));
     expect(present).toEqual([200, 404, 404, 200, 200]);
@@ -375,7 +542,15 @@ describe("versions served as streams", () => {
     const { toHfConfig } = await import("../../src/engine/config.ts");
     const { tinyConfig } = await import("../fixtures/tiny-llama.ts");
     const model = { name: "tiny-256", config: toHfConfig(tinyConfig({ hidden: 256, intermediate: 512, heads: 4, kvHeads: 2 })) };
-    await create("stream-1", { model, method: { type: "lora", r: 48, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] } });
+    await create("stream-1", {
+      model,
+      method: {
+        type: "lora",
+        r: 48,
+        alpha: 16,
+        targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+      },
+    });
     const res = await api("/federations/stream-1/versions/0");
     const bytes = new Uint8Array(await res.arrayBuffer());
     expect(bytes.length).toBeGreaterThan(2 ** 20);

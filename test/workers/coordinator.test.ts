@@ -23,8 +23,12 @@ describe("coordinator worker", () => {
   it("answers HTTP exceptions with their status and other errors with a JSON 500 that hides the message", async () => {
     const logged = vi.spyOn(console, "error").mockImplementation(() => {});
     const app = new Hono()
-      .get("/upload", () => { throw new HTTPException(413, { message: "too big" }); })
-      .get("/bug", () => { throw new Error("secret detail"); })
+      .get("/upload", () => {
+        throw new HTTPException(413, { message: "too big" });
+      })
+      .get("/bug", () => {
+        throw new Error("secret detail");
+      })
       .onError(onError);
     const big = await app.request("/upload");
     expect(big.status).toBe(413);
@@ -42,7 +46,9 @@ describe("aggregator Durable Object", () => {
     const stub = env.AGGREGATOR.getByName("schema-test");
     expect(await stub.schema()).toBe(SCHEMA_VERSION);
     await runInDurableObject(stub, (_instance, state) => {
-      const tables = state.storage.sql.exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").toArray();
+      const tables = state.storage.sql
+        .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .toArray();
       expect(tables.map((t) => t.name)).toEqual(["blobs", "federations", "nonces", "receipts", "registry", "rounds", "schema_version"]);
       // Migrating again is a no-op.
       expect(migrate(state.storage)).toBe(SCHEMA_VERSION);

@@ -10,8 +10,10 @@ import { federationConfig } from "../fixtures/federation.ts";
 
 const K = 64;
 const method = { type: "fedkseed", k: K, trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] } };
-const config = (id: string, overrides: Record<string, unknown> = {}) => federationConfig(id, { method, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1, ...overrides });
-const upload = (fed: string, round: number, client: string, body: Uint8Array) => signedPut(`/federations/${fed}/rounds/${round}/updates/${client}`, body, client, { key: `${client}-${round}-${body.length}` });
+const config = (id: string, overrides: Record<string, unknown> = {}) =>
+  federationConfig(id, { method, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1, ...overrides });
+const upload = (fed: string, round: number, client: string, body: Uint8Array) =>
+  signedPut(`/federations/${fed}/rounds/${round}/updates/${client}`, body, client, { key: `${client}-${round}-${body.length}` });
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 const sums = (entries: [number, number][], n: number) => encodeSeedSums(new Map(entries), { format: "pt", num_examples: String(n) });
 
@@ -21,14 +23,44 @@ describe("a FedKSeed federation", () => {
     const v0 = decodeTensorFile(new Uint8Array(await (await api("/federations/ks-1/versions/0")).arrayBuffer()), "v0");
     expect([...v0.tensors.keys()]).toEqual(["seed_sums"]);
     expect(v0.tensors.get("seed_sums")).toEqual(new Float32Array(K));
-    expect(await (await api("/federations/ks-1/versions/0/adapter_config.json")).json()).toMatchObject({ method: "fedkseed", k: K, epsilon: 1e-3, direction: "gaussian", pro: false, lr: 1e-3 });
+    expect(await (await api("/federations/ks-1/versions/0/adapter_config.json")).json()).toMatchObject({
+      method: "fedkseed",
+      k: K,
+      epsilon: 1e-3,
+      direction: "gaussian",
+      pro: false,
+      lr: 1e-3,
+    });
 
     expect((await api("/federations/ks-1/rounds", { method: "POST" })).status).toBe(201);
-    const alice = sums([[3, 1.5], [10, -2]], 10);
+    const alice = sums(
+      [
+        [3, 1.5],
+        [10, -2],
+      ],
+      10,
+    );
     expect(alice.length).toBeLessThan(300);
     expect((await upload("ks-1", 1, "alice", alice)).status).toBe(200);
-    expect((await upload("ks-1", 1, "bob", sums([[3, 0.5], [20, 4]], 30))).status).toBe(200);
-    const v1 = decodeTensorFile(new Uint8Array(await (await api("/federations/ks-1/versions/1")).arrayBuffer()), "v1").tensors.get("seed_sums")!;
+    expect(
+      (
+        await upload(
+          "ks-1",
+          1,
+          "bob",
+          sums(
+            [
+              [3, 0.5],
+              [20, 4],
+            ],
+            30,
+          ),
+        )
+      ).status,
+    ).toBe(200);
+    const v1 = decodeTensorFile(new Uint8Array(await (await api("/federations/ks-1/versions/1")).arrayBuffer()), "v1").tensors.get(
+      "seed_sums",
+    )!;
     const expected = new Float32Array(K);
     expected[3] = (10 * 1.5 + 30 * 0.5) / 40;
     expected[10] = (10 * -2) / 40;
@@ -39,8 +71,16 @@ describe("a FedKSeed federation", () => {
     expect(diff.status).toBe(200);
     const bytes = new Uint8Array(await diff.arrayBuffer());
     expect(bytes.length).toBeLessThan(300);
-    expect(decodeSeedSums(bytes, K, "diff").sums).toEqual(new Map([[3, 0.75], [10, -0.5], [20, 3]]));
-    expect(decodeSeedSums(new Uint8Array(await (await api("/federations/ks-1/versions/1/seeds?since=1")).arrayBuffer()), K, "diff").sums.size).toBe(0);
+    expect(decodeSeedSums(bytes, K, "diff").sums).toEqual(
+      new Map([
+        [3, 0.75],
+        [10, -0.5],
+        [20, 3],
+      ]),
+    );
+    expect(
+      decodeSeedSums(new Uint8Array(await (await api("/federations/ks-1/versions/1/seeds?since=1")).arrayBuffer()), K, "diff").sums.size,
+    ).toBe(0);
   });
 
   it("refuses malformed seed uploads, changing nothing", async () => {
@@ -49,8 +89,24 @@ describe("a FedKSeed federation", () => {
     const cases: [string, Uint8Array, number, string][] = [
       ["an index outside the pool", sums([[K, 1]], 5), 422, "tensor_mismatch"],
       ["a NaN sum", sums([[1, NaN]], 5), 422, "non_finite"],
-      ["decreasing indices", writeSafetensors({ indices: { dtype: "I32", shape: [2], data: Int32Array.from([5, 2]) }, values: { dtype: "F32", shape: [2], data: Float32Array.from([1, 1]) } }, { num_examples: "5" }), 422, "tensor_mismatch"],
-      ["a dense tensor instead", writeSafetensors({ seed_sums: { dtype: "F32", shape: [K], data: new Float32Array(K) } }, { num_examples: "5" }), 422, "tensor_mismatch"],
+      [
+        "decreasing indices",
+        writeSafetensors(
+          {
+            indices: { dtype: "I32", shape: [2], data: Int32Array.from([5, 2]) },
+            values: { dtype: "F32", shape: [2], data: Float32Array.from([1, 1]) },
+          },
+          { num_examples: "5" },
+        ),
+        422,
+        "tensor_mismatch",
+      ],
+      [
+        "a dense tensor instead",
+        writeSafetensors({ seed_sums: { dtype: "F32", shape: [K], data: new Float32Array(K) } }, { num_examples: "5" }),
+        422,
+        "tensor_mismatch",
+      ],
       ["bytes that are not safetensors", new TextEncoder().encode("not a tensor file"), 400, "safetensors_invalid"],
     ];
     for (const [what, body, status, code] of cases) {
@@ -61,7 +117,10 @@ describe("a FedKSeed federation", () => {
   });
 
   it("refuses other strategies, unknown tensors, and seed diffs of LoRA federations or backwards", async () => {
-    const bad = [config("ks-3", { strategy: { name: "fedadam" } }), config("ks-4", { method: { ...method, trains: { type: "full", tensors: ["model.layers.9.mlp.up_proj.weight"] } } })];
+    const bad = [
+      config("ks-3", { strategy: { name: "fedadam" } }),
+      config("ks-4", { method: { ...method, trains: { type: "full", tensors: ["model.layers.9.mlp.up_proj.weight"] } } }),
+    ];
     for (const c of bad) {
       const res = await api("/federations", { method: "POST", body: JSON.stringify(c) });
       expect([res.status, (await error(res)).code]).toEqual([422, "config_invalid"]);

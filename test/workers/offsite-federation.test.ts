@@ -16,10 +16,25 @@ const model = tinyConfig({ heads: 4, kvHeads: 2, layers: 6 });
 const split = { bottom: 1, top: 1, middle: 2 };
 const shapes = adapterShapes(model, offsiteLayout(model.numLayers, split));
 const config = (id: string, method: Record<string, unknown> = { type: "offsite", ...split }) =>
-  federationConfig(id, { model: { name: "tiny-6", config: toHfConfig(model) }, method, clients: ["alice", "bob"], clientsPerRound: 2, minClients: 1 });
+  federationConfig(id, {
+    model: { name: "tiny-6", config: toHfConfig(model) },
+    method,
+    clients: ["alice", "bob"],
+    clientsPerRound: 2,
+    minClients: 1,
+  });
 const random = (seed: number, scale: number): TensorMap => {
   const u = seededUniform(seed);
-  return new Map([...shapes].map(([k, s]) => [k, normalSamples(u, s.reduce((a, b) => a * b, 1), scale)]));
+  return new Map(
+    [...shapes].map(([k, s]) => [
+      k,
+      normalSamples(
+        u,
+        s.reduce((a, b) => a * b, 1),
+        scale,
+      ),
+    ]),
+  );
 };
 const supply = (path: string, body: Uint8Array) => api(path, { method: "PUT", body });
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
@@ -27,20 +42,53 @@ const error = async (res: Response) => ((await res.json()) as { error: { code: s
 describe("an offsite-tuning federation", () => {
   it("has no version 0 and opens no round until the operator supplies the adapter, which is checked strictly and accepted once", async () => {
     expect((await api("/federations", { method: "POST", body: JSON.stringify(config("off-1")) })).status).toBe(201);
-    expect(await (await api("/federations/off-1/versions/0/adapter_config.json")).json()).toEqual({ method: "offsite", base_model: "tiny-6", ...split, adapter_layers: [0, 5], emulator_layers: [0, 1, 4, 5] });
+    expect(await (await api("/federations/off-1/versions/0/adapter_config.json")).json()).toEqual({
+      method: "offsite",
+      base_model: "tiny-6",
+      ...split,
+      adapter_layers: [0, 5],
+      emulator_layers: [0, 1, 4, 5],
+    });
     expect((await api("/federations/off-1/versions/0")).status).toBe(404);
     const early = await api("/federations/off-1/rounds", { method: "POST" });
     expect(early.status).toBe(409);
-    expect(await error(early)).toMatchObject({ code: "initial_missing", message: expect.stringMatching(/PUT \/federations\/off-1\/versions\/0/) });
+    expect(await error(early)).toMatchObject({
+      code: "initial_missing",
+      message: expect.stringMatching(/PUT \/federations\/off-1\/versions\/0/),
+    });
 
     const initial = random(1, 0.02);
     const path = "/federations/off-1/versions/0";
     const refusals: [string, Promise<Response>, number, string][] = [
       ["a client's signature", signedPut(path, encodeTensorFile(initial, shapes), "alice"), 401, "unauthorized"],
       ["a tensor missing", supply(path, encodeTensorFile(new Map([...initial].slice(1)), shapes)), 422, "tensor_mismatch"],
-      ["a middle layer's tensor", supply(path, encodeTensorFile(new Map(initial).set("model.layers.2.mlp.up_proj.weight", new Float32Array(96 * 64)), new Map(shapes).set("model.layers.2.mlp.up_proj.weight", [96, 64]))), 422, "tensor_mismatch"],
-      ["a transposed tensor", supply(path, encodeTensorFile(initial, new Map(shapes).set("model.layers.0.mlp.up_proj.weight", [64, 96]))), 422, "tensor_mismatch"],
-      ["a NaN", supply(path, encodeTensorFile(new Map(initial).set("model.layers.5.input_layernorm.weight", new Float32Array(64).fill(NaN)), shapes)), 422, "non_finite"],
+      [
+        "a middle layer's tensor",
+        supply(
+          path,
+          encodeTensorFile(
+            new Map(initial).set("model.layers.2.mlp.up_proj.weight", new Float32Array(96 * 64)),
+            new Map(shapes).set("model.layers.2.mlp.up_proj.weight", [96, 64]),
+          ),
+        ),
+        422,
+        "tensor_mismatch",
+      ],
+      [
+        "a transposed tensor",
+        supply(path, encodeTensorFile(initial, new Map(shapes).set("model.layers.0.mlp.up_proj.weight", [64, 96]))),
+        422,
+        "tensor_mismatch",
+      ],
+      [
+        "a NaN",
+        supply(
+          path,
+          encodeTensorFile(new Map(initial).set("model.layers.5.input_layernorm.weight", new Float32Array(64).fill(NaN)), shapes),
+        ),
+        422,
+        "non_finite",
+      ],
     ];
     for (const [what, call, status, code] of refusals) {
       const res = await call;
@@ -79,8 +127,15 @@ describe("an offsite-tuning federation", () => {
   });
 
   it("refuses splits the model cannot hold and an initial adapter for a LoRA federation", async () => {
-    for (const method of [{ type: "offsite", bottom: 4, top: 3, middle: 0 }, { type: "offsite", bottom: 0, top: 0, middle: 2 }, { type: "offsite", bottom: 1, top: 1, middle: 1 }]) {
-      const res = await api("/federations", { method: "POST", body: JSON.stringify(config(`off-bad-${method.bottom}-${method.middle}`, method)) });
+    for (const method of [
+      { type: "offsite", bottom: 4, top: 3, middle: 0 },
+      { type: "offsite", bottom: 0, top: 0, middle: 2 },
+      { type: "offsite", bottom: 1, top: 1, middle: 1 },
+    ]) {
+      const res = await api("/federations", {
+        method: "POST",
+        body: JSON.stringify(config(`off-bad-${method.bottom}-${method.middle}`, method)),
+      });
       expect([res.status, (await error(res)).code]).toEqual([422, "config_invalid"]);
     }
     expect((await api("/federations", { method: "POST", body: JSON.stringify(federationConfig("lora-1")) })).status).toBe(201);

@@ -20,25 +20,49 @@ export type ClientApp = { Bindings: ClientEnv; Variables: { body: Uint8Array } }
  */
 export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
   if (!c.env.CLIENT_SECRET)
-    return errorResponse(c, 503, "not_configured", "this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: `fedflare client-secret --client <id>`)");
+    return errorResponse(
+      c,
+      503,
+      "not_configured",
+      "this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: `fedflare client-secret --client <id>`)",
+    );
   const authorization = c.req.header("authorization");
   if (authorization !== undefined) {
     const token = /^Bearer (.+)$/.exec(authorization)?.[1];
-    if (!c.env.CLIENT_OWNER_TOKEN) return errorResponse(c, 401, "unauthorized", "this client takes no bearer token: its owner has not set CLIENT_OWNER_TOKEN (`wrangler secret put CLIENT_OWNER_TOKEN`)");
-    if (token === undefined || !(await timingSafeEqual(token, c.env.CLIENT_OWNER_TOKEN))) return errorResponse(c, 401, "unauthorized", "the bearer token is not this client's CLIENT_OWNER_TOKEN");
+    if (!c.env.CLIENT_OWNER_TOKEN)
+      return errorResponse(
+        c,
+        401,
+        "unauthorized",
+        "this client takes no bearer token: its owner has not set CLIENT_OWNER_TOKEN (`wrangler secret put CLIENT_OWNER_TOKEN`)",
+      );
+    if (token === undefined || !(await timingSafeEqual(token, c.env.CLIENT_OWNER_TOKEN)))
+      return errorResponse(c, 401, "unauthorized", "the bearer token is not this client's CLIENT_OWNER_TOKEN");
     c.set("body", await readBody(c, MAX_REQUEST_BYTES));
     return next();
   }
   try {
     const headers = parseSignedHeaders(c.req.raw.headers);
-    if (headers.clientId !== OPERATOR_ID) return errorResponse(c, 401, "unauthorized", `requests to a client are signed by the operator (as "${OPERATOR_ID}") or carry its owner's bearer token; this one is signed by "${headers.clientId}"`);
+    if (headers.clientId !== OPERATOR_ID)
+      return errorResponse(
+        c,
+        401,
+        "unauthorized",
+        `requests to a client are signed by the operator (as "${OPERATOR_ID}") or carry its owner's bearer token; this one is signed by "${headers.clientId}"`,
+      );
     const url = new URL(c.req.url);
     await verifySignature(c.env.CLIENT_SECRET, headers, c.req.method, url.pathname + url.search);
     const body = await readBody(c, MAX_REQUEST_BYTES);
     assertBody(headers, await bodyDigest(body));
     c.set("body", body);
   } catch (e) {
-    if (e instanceof SignatureError) return errorResponse(c, 401, e.code, e.code === "signature_missing" ? `${e.message} (signed by the operator), or Authorization: Bearer <CLIENT_OWNER_TOKEN>` : e.message);
+    if (e instanceof SignatureError)
+      return errorResponse(
+        c,
+        401,
+        e.code,
+        e.code === "signature_missing" ? `${e.message} (signed by the operator), or Authorization: Bearer <CLIENT_OWNER_TOKEN>` : e.message,
+      );
     throw e;
   }
   return next();

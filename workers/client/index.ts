@@ -20,7 +20,9 @@ app.use("*", clientAuth);
 /** A task: {"federationId": "...", "round": N}, for a listed federation's open round that sampled this client, within the owner's limits. */
 app.post("/tasks", async (c) => {
   const body = parseTask(c.var.body);
-  const refusal = federationRefusal(c.env, body.federationId) ?? roundRefusal(c.env, body.federationId, body.round, await readRound(c.env, body.federationId, body.round));
+  const refusal =
+    federationRefusal(c.env, body.federationId) ??
+    roundRefusal(c.env, body.federationId, body.round, await readRound(c.env, body.federationId, body.round));
   if (refusal) throw new HTTPException(refusal.status, { message: refusal.message });
   return c.json(await c.env.TRAINER.getByName(body.federationId).start(body.federationId, body.round), 202);
 });

@@ -31,7 +31,10 @@ export function ownerLimits(env: ClientEnv): OwnerLimits {
   for (const name of Object.keys(LIMIT_DEFAULTS) as LimitName[]) {
     const raw = env[name];
     if (raw === undefined || raw === "") continue;
-    if (!/^[1-9][0-9]{0,14}$/.test(raw.trim())) throw new HTTPException(503, { message: `this client's ${name} is "${raw.slice(0, 40)}": set a positive integer in its wrangler.toml [vars]` });
+    if (!/^[1-9][0-9]{0,14}$/.test(raw.trim()))
+      throw new HTTPException(503, {
+        message: `this client's ${name} is "${raw.slice(0, 40)}": set a positive integer in its wrangler.toml [vars]`,
+      });
     out[name] = Number(raw);
   }
   return out;
@@ -44,10 +47,13 @@ export function taskDemands(env: ClientEnv, task: RoundInfo["task"]): Omit<Owner
   const steps = m.type === "fedbpt" ? m.generations : localSteps;
   const remote = scoredAtEndpoint(env, m);
   const queries =
-    m.type === "discrete" ? Math.min(m.queryBudget ?? Infinity, steps * m.population * batchSize * m.labels.length)
-    : m.type === "fedbpt" && remote ? steps * (m.population ?? cmaParameters(m.dimension).lambda) * (m.perturb > 0 ? 2 : 1) * batchSize * m.labels.length
-    : m.type === "fedkseed" && remote ? steps * 2 * batchSize * (m.labels?.length ?? 1)
-    : 0;
+    m.type === "discrete"
+      ? Math.min(m.queryBudget ?? Infinity, steps * m.population * batchSize * m.labels.length)
+      : m.type === "fedbpt" && remote
+        ? steps * (m.population ?? cmaParameters(m.dimension).lambda) * (m.perturb > 0 ? 2 : 1) * batchSize * m.labels.length
+        : m.type === "fedkseed" && remote
+          ? steps * 2 * batchSize * (m.labels?.length ?? 1)
+          : 0;
   return { MAX_LOCAL_STEPS: steps, MAX_TOKENS_PER_EXAMPLE: maxTokens, MAX_EXAMPLES_PER_ROUND: steps * batchSize, MAX_API_QUERIES: queries };
 }
 
@@ -57,23 +63,34 @@ export interface Refusal {
 }
 
 export function listedFederations(env: ClientEnv): string[] {
-  return (env.FEDERATIONS ?? "").split(",").map((f) => f.trim()).filter(Boolean);
+  return (env.FEDERATIONS ?? "")
+    .split(",")
+    .map((f) => f.trim())
+    .filter(Boolean);
 }
 
 export function federationRefusal(env: ClientEnv, federationId: string): Refusal | null {
   if (listedFederations(env).includes(federationId)) return null;
-  return { status: 403, message: `this client trains only for the federations in its FEDERATIONS var (${JSON.stringify(env.FEDERATIONS ?? "")}): its owner adds "${federationId}" there to take its tasks` };
+  return {
+    status: 403,
+    message: `this client trains only for the federations in its FEDERATIONS var (${JSON.stringify(env.FEDERATIONS ?? "")}): its owner adds "${federationId}" there to take its tasks`,
+  };
 }
 
 /** Why this client will not train `round` of `federationId` as the coordinator describes it, or null. */
 export function roundRefusal(env: ClientEnv, federationId: string, round: number, info: RoundInfo): Refusal | null {
   const what = `round ${round} of "${federationId}"`;
-  if (info.status !== "open") return { status: 409, message: `${what} is ${info.status} at the coordinator: only an open round is trained` };
+  if (info.status !== "open")
+    return { status: 409, message: `${what} is ${info.status} at the coordinator: only an open round is trained` };
   if (!info.sampled.includes(env.CLIENT_ID)) return { status: 409, message: `this client (${env.CLIENT_ID}) was not sampled for ${what}` };
   const limits = ownerLimits(env);
   const demands = taskDemands(env, info.task);
   for (const [name, asked] of Object.entries(demands) as [LimitName, number][])
-    if (asked > limits[name]) return { status: 422, message: `${what} asks ${asked} (${LIMIT_UNITS[name]}), over this client's ${name} of ${limits[name]}: its owner raises ${name} in its wrangler.toml [vars] to take this task` };
+    if (asked > limits[name])
+      return {
+        status: 422,
+        message: `${what} asks ${asked} (${LIMIT_UNITS[name]}), over this client's ${name} of ${limits[name]}: its owner raises ${name} in its wrangler.toml [vars] to take this task`,
+      };
   return null;
 }
 

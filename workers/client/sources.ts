@@ -38,14 +38,23 @@ export function scoredAtEndpoint(env: ClientEnv, method: Method): boolean {
  * secret over the method, the path with its query string (what the coordinator sees) and the body. Each
  * call signs anew: a nonce is good for one request.
  */
-export async function coordinatorFetch(env: ClientEnv, path: string, init: { method?: "GET" | "PUT"; body?: Uint8Array; headers?: Record<string, string> } = {}): Promise<Response> {
-  if (!env.CLIENT_SECRET) throw new Error("this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: `fedflare client-secret --client <id>`)");
+export async function coordinatorFetch(
+  env: ClientEnv,
+  path: string,
+  init: { method?: "GET" | "PUT"; body?: Uint8Array; headers?: Record<string, string> } = {},
+): Promise<Response> {
+  if (!env.CLIENT_SECRET)
+    throw new Error(
+      "this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: `fedflare client-secret --client <id>`)",
+    );
   const method = init.method ?? "GET";
   const signed = await signRequest(env.CLIENT_SECRET, env.CLIENT_ID, method, path, init.body);
   const request = { method, headers: { ...init.headers, ...signed }, ...(init.body ? { body: init.body } : {}) };
   if (!env.COORDINATOR && !env.COORDINATOR_URL) throw new Error("set COORDINATOR (a service binding) or COORDINATOR_URL");
   try {
-    return await (env.COORDINATOR ? env.COORDINATOR.fetch(`https://coordinator${path}`, request) : fetch(new URL(path, env.COORDINATOR_URL), request));
+    return await (env.COORDINATOR
+      ? env.COORDINATOR.fetch(`https://coordinator${path}`, request)
+      : fetch(new URL(path, env.COORDINATOR_URL), request));
   } catch (e) {
     throw new TransientError(`the coordinator could not be reached: ${(e as Error).message}`);
   }
@@ -62,11 +71,19 @@ export interface RoundInfo {
 /** A round as the coordinator reports it; its refusal is passed on (404 as 404, anything else as 502). */
 export async function readRound(env: ClientEnv, federationId: string, round: number): Promise<RoundInfo> {
   const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(federationId)}/rounds/${round}`);
-  if (!res.ok) throw new HTTPException(res.status === 404 ? 404 : 502, { message: `the coordinator answered ${res.status} for round ${round} of "${federationId}": ${(await res.text()).slice(0, 500)}` });
+  if (!res.ok)
+    throw new HTTPException(res.status === 404 ? 404 : 502, {
+      message: `the coordinator answered ${res.status} for round ${round} of "${federationId}": ${(await res.text()).slice(0, 500)}`,
+    });
   return (await res.json()) as RoundInfo;
 }
 
 /** A response's body, refused past `cap` bytes as it is read; `tooLarge` words the refusal from the size seen. */
 export function readResponse(res: Response, cap: number, tooLarge: (size: string) => string): Promise<Uint8Array> {
-  return readCapped(res.body, Number(res.headers.get("content-length") ?? NaN), cap, (declared) => new Error(tooLarge(declared === null ? `more than ${cap} bytes` : `${declared} bytes`)));
+  return readCapped(
+    res.body,
+    Number(res.headers.get("content-length") ?? NaN),
+    cap,
+    (declared) => new Error(tooLarge(declared === null ? `more than ${cap} bytes` : `${declared} bytes`)),
+  );
 }

@@ -9,26 +9,65 @@ import type { LlamaConfig } from "../../src/engine/config.ts";
 import { localResult, runLocalSteps, startLocal, type LocalTask } from "../../src/fl/client/local-update.ts";
 import { loadedLayers } from "../../src/fl/client/method-plan.ts";
 import type { TrainStep } from "../../src/engine/train/step.ts";
-import { decodeLocalState, decodeZoState, decodeZoTermsState, encodeLocalState, encodeZoState, encodeZoTermsState } from "../../src/fl/client/state-file.ts";
+import {
+  decodeLocalState,
+  decodeZoState,
+  decodeZoTermsState,
+  encodeLocalState,
+  encodeZoState,
+  encodeZoTermsState,
+} from "../../src/fl/client/state-file.ts";
 import { endpointZoEvaluator } from "../../src/fl/client/zo-endpoint.ts";
 import { globalTerms, seedPool, type SeedTerms } from "../../src/fl/zo/fedkseed.ts";
 import { seedChangesTo, type SeedChange } from "../../src/fl/zo/seed-sync.ts";
 import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
-import { attemptUpload, deltaBody, MAX_UPLOAD_ATTEMPTS, updateMetadata, uploadRequest, uploadRetryDelayMs } from "../../src/fl/client/upload.ts";
-import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSteps, type ZoState, type ZoTask } from "../../src/fl/client/zo-update.ts";
+import {
+  attemptUpload,
+  deltaBody,
+  MAX_UPLOAD_ATTEMPTS,
+  updateMetadata,
+  uploadRequest,
+  uploadRetryDelayMs,
+} from "../../src/fl/client/upload.ts";
+import {
+  startZo,
+  zoGlobal,
+  zoInitial,
+  zoLocalSteps,
+  zoMetrics,
+  zoSteps,
+  type ZoState,
+  type ZoTask,
+} from "../../src/fl/client/zo-update.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { decodeSeedSums, encodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
 import { labelWordsOf, type DiscretePromptMethod, type FedBptMethod, type FedKSeedMethod } from "../../src/protocol/federation.ts";
 import { completionsRowScorer } from "../../src/fl/prompt/completions-api.ts";
-import { discreteDelta, discreteItems, discreteSteps, distributionsOf, promptTokens, startDiscrete, type DiscreteState } from "../../src/fl/prompt/discrete-round.ts";
+import {
+  discreteDelta,
+  discreteItems,
+  discreteSteps,
+  distributionsOf,
+  promptTokens,
+  startDiscrete,
+  type DiscreteState,
+} from "../../src/fl/prompt/discrete-round.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { bodyDigest } from "../../src/protocol/signature.ts";
 import { labeledPrompts, wordIds } from "../../src/engine/train/evaluate.ts";
 import type { Example } from "../../src/data/jsonl.ts";
 import { shuffled } from "../../src/data/lm-windows.ts";
 import { roundStream } from "../../src/engine/sampling.ts";
-import { bbtDelta, bbtGenerations, bbtGlobalOf, endpointPromptScorer, localPromptScorer, startBbt, type BbtClientState } from "../../src/fl/bbt/fedbpt.ts";
+import {
+  bbtDelta,
+  bbtGenerations,
+  bbtGlobalOf,
+  endpointPromptScorer,
+  localPromptScorer,
+  startBbt,
+  type BbtClientState,
+} from "../../src/fl/bbt/fedbpt.ts";
 import { deleteBlob, readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import { applyMigrations } from "../../durable-objects/shared/migrations.ts";
 import { workerdOrtRuntime } from "../lib/ort-workerd.ts";
@@ -54,7 +93,11 @@ const MIGRATIONS = [
     "CREATE TABLE blobs (key TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, chunk))",
   ],
   // The upload, once made, is kept (blob "delta/...") and described here, so retries send the same body.
-  ["ALTER TABLE jobs ADD COLUMN upload_bytes INTEGER", "ALTER TABLE jobs ADD COLUMN upload_sha256 TEXT", "ALTER TABLE jobs ADD COLUMN upload_metrics TEXT"],
+  [
+    "ALTER TABLE jobs ADD COLUMN upload_bytes INTEGER",
+    "ALTER TABLE jobs ADD COLUMN upload_sha256 TEXT",
+    "ALTER TABLE jobs ADD COLUMN upload_metrics TEXT",
+  ],
   // Slices retried after a transient failure (the coordinator or an endpoint busy, down or unreachable).
   ["ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0"],
 ];
@@ -119,7 +162,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   /** The model and tokenized partition, kept while this instance lives (reloaded after eviction). */
   private cache: { model: LoadedModel; examples: TokenizedExample[]; raw: Example[]; key: string } | null = null;
   /** Without weights (a client that scores at an API or endpoint): the tokenizer, the config, the partition, tokenized per maxTokens. */
-  private prompts: { tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[]; tokenized: Map<number, TokenizedExample[]> } | null = null;
+  private prompts: { tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[]; tokenized: Map<number, TokenizedExample[]> } | null =
+    null;
   /** Training sessions of the job in progress, kept between its slices (released when it ends). */
   private sessions = new Map<string, TrainStep>();
   private sessionsJob = "";
@@ -132,7 +176,12 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
 
   /** Queues a round's job (idempotent) and wakes the alarm to work on it. */
   async start(federationId: string, round: number): Promise<JobView> {
-    this.sql.exec("INSERT INTO jobs (federation_id, round, status, updated_at) VALUES (?, ?, 'queued', ?) ON CONFLICT DO NOTHING", federationId, round, Date.now());
+    this.sql.exec(
+      "INSERT INTO jobs (federation_id, round, status, updated_at) VALUES (?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+      federationId,
+      round,
+      Date.now(),
+    );
     await this.ctx.storage.setAlarm(Date.now());
     return this.job(federationId, round)!;
   }
@@ -141,7 +190,16 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const r = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE federation_id = ? AND round = ?", federationId, round).toArray()[0];
     if (!r) return null;
     const metrics = r.upload_metrics === null ? null : (JSON.parse(r.upload_metrics) as Record<string, number>);
-    return { federationId: r.federation_id, round: r.round, status: r.status, stepsDone: r.steps_done, detail: r.detail, uploadBytes: r.upload_bytes, uploadSha256: r.upload_sha256, uploadMetrics: metrics };
+    return {
+      federationId: r.federation_id,
+      round: r.round,
+      status: r.status,
+      stepsDone: r.steps_done,
+      detail: r.detail,
+      uploadBytes: r.upload_bytes,
+      uploadSha256: r.upload_sha256,
+      uploadMetrics: metrics,
+    };
   }
 
   /**
@@ -163,7 +221,13 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       const message = (e as Error).message;
       const transient = e instanceof TransientError || (e instanceof HTTPException && e.status === 502);
       if (transient && job.retries < MAX_SLICE_RETRIES) {
-        this.sql.exec("UPDATE jobs SET retries = retries + 1, detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", `retry ${job.retries + 1} of ${MAX_SLICE_RETRIES}: ${message}`, Date.now(), job.federation_id, job.round);
+        this.sql.exec(
+          "UPDATE jobs SET retries = retries + 1, detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?",
+          `retry ${job.retries + 1} of ${MAX_SLICE_RETRIES}: ${message}`,
+          Date.now(),
+          job.federation_id,
+          job.round,
+        );
         await this.ctx.storage.setAlarm(Date.now() + 1000 * 2 ** job.retries);
         return;
       }
@@ -188,10 +252,13 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const slice: Slice = { job, key, global, saved, perInvocation };
     const m = task.method;
     const body =
-      m.type === "discrete" ? await this.discreteSlice(slice, { ...task, method: m })
-      : m.type === "fedbpt" ? await this.fedbptSlice(slice, { ...task, method: m })
-      : m.type === "fedkseed" ? await this.fedkseedSlice(slice, { ...task, method: m })
-      : await this.gradientSlice(slice, { ...task, method: m });
+      m.type === "discrete"
+        ? await this.discreteSlice(slice, { ...task, method: m })
+        : m.type === "fedbpt"
+          ? await this.fedbptSlice(slice, { ...task, method: m })
+          : m.type === "fedkseed"
+            ? await this.fedkseedSlice(slice, { ...task, method: m })
+            : await this.gradientSlice(slice, { ...task, method: m });
     if (body === null) return 0;
     // Kept before the first attempt: every retry sends these same bytes under the same idempotency key.
     const metrics = readSafetensorsHeader(body).metadata.metrics ?? "{}";
@@ -199,7 +266,15 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     this.ctx.storage.transactionSync(() => {
       writeBlob(this.sql, key("delta"), body);
       for (const k of ["global", "state"]) deleteBlob(this.sql, key(k));
-      this.sql.exec("UPDATE jobs SET upload_bytes = ?, upload_sha256 = ?, upload_metrics = ?, updated_at = ? WHERE federation_id = ? AND round = ?", body.length, sha256, metrics, Date.now(), job.federation_id, job.round);
+      this.sql.exec(
+        "UPDATE jobs SET upload_bytes = ?, upload_sha256 = ?, upload_metrics = ?, updated_at = ? WHERE federation_id = ? AND round = ?",
+        body.length,
+        sha256,
+        metrics,
+        Date.now(),
+        job.federation_id,
+        job.round,
+      );
     });
     return this.upload(job, body);
   }
@@ -211,40 +286,93 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
    */
   private async upload(job: JobRow, body: Uint8Array): Promise<number | null> {
     const req = uploadRequest(job.federation_id, job.round, this.env.CLIENT_ID);
-    const { outcome, detail } = await attemptUpload(() => coordinatorFetch(this.env, req.path, { method: "PUT", headers: req.headers, body }));
+    const { outcome, detail } = await attemptUpload(() =>
+      coordinatorFetch(this.env, req.path, { method: "PUT", headers: req.headers, body }),
+    );
     if (outcome === "accepted") {
       // The accepted upload is kept for inspection; earlier rounds' are not, so storage does not grow with rounds.
       const prefix = `delta/${job.federation_id}/`;
       this.ctx.storage.transactionSync(() => {
         this.sql.exec("DELETE FROM blobs WHERE substr(key, 1, ?) = ? AND key != ?", prefix.length, prefix, `${prefix}${job.round}`);
-        this.sql.exec("UPDATE jobs SET status = 'uploaded', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", detail, Date.now(), job.federation_id, job.round);
+        this.sql.exec(
+          "UPDATE jobs SET status = 'uploaded', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?",
+          detail,
+          Date.now(),
+          job.federation_id,
+          job.round,
+        );
       });
       return null;
     }
     const attempts = job.attempts + 1;
-    if (outcome === "refused" || attempts >= MAX_UPLOAD_ATTEMPTS) throw new Error(`upload ${outcome === "refused" ? "refused" : `failed after ${attempts} attempts`}: ${detail}`);
-    this.sql.exec("UPDATE jobs SET attempts = ?, detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", attempts, `upload attempt ${attempts} of ${MAX_UPLOAD_ATTEMPTS}: ${detail}`, Date.now(), job.federation_id, job.round);
+    if (outcome === "refused" || attempts >= MAX_UPLOAD_ATTEMPTS)
+      throw new Error(`upload ${outcome === "refused" ? "refused" : `failed after ${attempts} attempts`}: ${detail}`);
+    this.sql.exec(
+      "UPDATE jobs SET attempts = ?, detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?",
+      attempts,
+      `upload attempt ${attempts} of ${MAX_UPLOAD_ATTEMPTS}: ${detail}`,
+      Date.now(),
+      job.federation_id,
+      job.round,
+    );
     return uploadRetryDelayMs(job.attempts);
   }
 
   /** Discrete prompts: policy-gradient steps scored at the completions API; null while steps remain. */
-  private async discreteSlice({ job, key, global, saved, perInvocation }: Slice, task: ClientTask & { method: DiscretePromptMethod }): Promise<Uint8Array | null> {
+  private async discreteSlice(
+    { job, key, global, saved, perInvocation }: Slice,
+    task: ClientTask & { method: DiscretePromptMethod },
+  ): Promise<Uint8Array | null> {
     const m = task.method;
     const { tokenizer, raw } = await this.loadTokenizer();
     const labeled = labeledPrompts(raw).filter((x) => m.labels.includes(x.label));
-    if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
-    if (!this.env.OPENAI_BASE_URL) throw new Error("a discrete-prompt federation scores prompts at an OpenAI-compatible API: set OPENAI_BASE_URL (and OPENAI_API_KEY) in this client's deployment");
+    if (labeled.length === 0)
+      throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
+    if (!this.env.OPENAI_BASE_URL)
+      throw new Error(
+        "a discrete-prompt federation scores prompts at an OpenAI-compatible API: set OPENAI_BASE_URL (and OPENAI_API_KEY) in this client's deployment",
+      );
     const start = distributionsOf(global.tensors, m);
     let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as DiscreteState) : startDiscrete(start);
     if (state.step < task.local.steps && !state.exhausted) {
-      const scorer = completionsRowScorer({ baseURL: this.env.OPENAI_BASE_URL, ...(this.env.OPENAI_API_KEY ? { apiKey: this.env.OPENAI_API_KEY } : {}), model: this.env.OPENAI_MODEL ?? task.modelName });
-      const opts = { steps: task.local.steps, population: m.population, lr: task.local.lr, batchSize: task.local.batchSize, maxTokens: task.local.maxTokens, clientSeed: task.seed, round: task.round, ...(m.queryBudget ? { budget: m.queryBudget } : {}) };
-      state = await discreteSteps(scorer, promptTokens(tokenizer, m.phrases, labelWordsOf(m), m.placement), discreteItems(tokenizer, labeled, m.labels), state, perInvocation, opts);
+      const scorer = completionsRowScorer({
+        baseURL: this.env.OPENAI_BASE_URL,
+        ...(this.env.OPENAI_API_KEY ? { apiKey: this.env.OPENAI_API_KEY } : {}),
+        model: this.env.OPENAI_MODEL ?? task.modelName,
+      });
+      const opts = {
+        steps: task.local.steps,
+        population: m.population,
+        lr: task.local.lr,
+        batchSize: task.local.batchSize,
+        maxTokens: task.local.maxTokens,
+        clientSeed: task.seed,
+        round: task.round,
+        ...(m.queryBudget ? { budget: m.queryBudget } : {}),
+      };
+      state = await discreteSteps(
+        scorer,
+        promptTokens(tokenizer, m.phrases, labelWordsOf(m), m.placement),
+        discreteItems(tokenizer, labeled, m.labels),
+        state,
+        perInvocation,
+        opts,
+      );
       this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.step);
       return null;
     }
-    const spent = { api_requests: state.usage.requests, api_rows: state.usage.rows, api_prompt_tokens: state.usage.promptTokens, steps: state.step, download_bytes: task.downloadBytes ?? 0 };
-    return encodeTensorFile(discreteDelta(start, state.distributions), global.shapes, updateMetadata(labeled.length, Number.isFinite(state.lastLoss) ? { train_loss: state.lastLoss, ...spent } : spent));
+    const spent = {
+      api_requests: state.usage.requests,
+      api_rows: state.usage.rows,
+      api_prompt_tokens: state.usage.promptTokens,
+      steps: state.step,
+      download_bytes: task.downloadBytes ?? 0,
+    };
+    return encodeTensorFile(
+      discreteDelta(start, state.distributions),
+      global.shapes,
+      updateMetadata(labeled.length, Number.isFinite(state.lastLoss) ? { train_loss: state.lastLoss, ...spent } : spent),
+    );
   }
 
   /** FedBPT: one CMA-ES generation per invocation; null while generations remain. */
@@ -254,32 +382,64 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const remote = scoredAtEndpoint(this.env, m) ? await this.loadTokenizer() : null;
     const model = remote ? null : (await this.load(task)).model;
     const labeled = labeledPrompts(remote ? remote.raw : this.cache!.raw).filter((x) => m.labels.includes(x.label));
-    if (labeled.length === 0) throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
+    if (labeled.length === 0)
+      throw new Error(`no example of this client's partition is a prompt whose completion is one of ${JSON.stringify(m.labels)}`);
     const start = bbtGlobalOf(global.tensors);
     let state = saved ? (JSON.parse(new TextDecoder().decode(saved)) as BbtClientState) : startBbt(start, task.seed + task.round);
     if (state.cma.generation < m.generations) {
       const space = { promptTokens: m.promptTokens, dimension: m.dimension, seed: task.federationSeed };
       // At an endpoint only token ids and each candidate's z go out; the endpoint makes the prompt.
       const scorer = remote
-        ? endpointPromptScorer(await connectTrunk(this.env.TRUNK_URL!, 0, this.env.TRUNK_TOKEN), remote.config, remote.tokenizer, space, m, task.local.maxTokens)
+        ? endpointPromptScorer(
+            await connectTrunk(this.env.TRUNK_URL!, 0, this.env.TRUNK_TOKEN),
+            remote.config,
+            remote.tokenizer,
+            space,
+            m,
+            task.local.maxTokens,
+          )
         : await localPromptScorer(workerdOrtRuntime(), model!.config, model!.weights, model!.tokenizer, space, m, task.local.maxTokens);
       // Each generation scores its candidates on a seeded sample of local.batchSize examples.
       const itemsOf = (g: number) => shuffled(labeled, roundStream(task.seed, task.round, 0, g)).slice(0, task.local.batchSize);
-      const noiseOf = m.perturb > 0 ? (g: number) => ({ rate: m.perturb, draws: () => roundStream(task.seed, task.round, 2, g) }) : undefined;
+      const noiseOf =
+        m.perturb > 0 ? (g: number) => ({ rate: m.perturb, draws: () => roundStream(task.seed, task.round, 2, g) }) : undefined;
       state = await bbtGenerations(scorer, state, itemsOf, 1, m.population, noiseOf);
       await scorer.release();
       this.saveProgress(job, key, new TextEncoder().encode(JSON.stringify(state)), state.cma.generation);
       return null;
     }
-    return encodeTensorFile(bbtDelta(start, state.cma), global.shapes, updateMetadata(labeled.length, { train_loss: state.lastBest, evaluations: state.evaluations, generations: state.cma.generation, download_bytes: task.downloadBytes ?? 0 }));
+    return encodeTensorFile(
+      bbtDelta(start, state.cma),
+      global.shapes,
+      updateMetadata(labeled.length, {
+        train_loss: state.lastBest,
+        evaluations: state.evaluations,
+        generations: state.cma.generation,
+        download_bytes: task.downloadBytes ?? 0,
+      }),
+    );
   }
 
   /** FedKSeed: zeroth-order steps, on local tensors or at the endpoint; null while steps remain. */
-  private async fedkseedSlice({ job, key, global, saved, perInvocation }: Slice, task: ClientTask & { method: FedKSeedMethod }): Promise<Uint8Array | null> {
+  private async fedkseedSlice(
+    { job, key, global, saved, perInvocation }: Slice,
+    task: ClientTask & { method: FedKSeedMethod },
+  ): Promise<Uint8Array | null> {
     const m = task.method;
     const atEndpoint = scoredAtEndpoint(this.env, m);
-    const { tokenizer, examples } = atEndpoint ? await this.loadTokenized(task) : { ...(await this.load(task)), tokenizer: this.cache!.model.tokenizer };
-    const zoTask: ZoTask = { ...task, method: m, ...(m.labels ? { labelIds: wordIds(tokenizer, m.labels), wordIds: wordIds(tokenizer, labelWordsOf({ labels: m.labels, labelWords: m.labelWords })) } : {}) };
+    const { tokenizer, examples } = atEndpoint
+      ? await this.loadTokenized(task)
+      : { ...(await this.load(task)), tokenizer: this.cache!.model.tokenizer };
+    const zoTask: ZoTask = {
+      ...task,
+      method: m,
+      ...(m.labels
+        ? {
+            labelIds: wordIds(tokenizer, m.labels),
+            wordIds: wordIds(tokenizer, labelWordsOf({ labels: m.labels, labelWords: m.labelWords })),
+          }
+        : {}),
+    };
     // A zeroth-order step scores two points (each over every label with labels): about four times a
     // gradient step's forward work, so an invocation takes a quarter of the steps.
     const steps = Math.max(1, Math.floor(perInvocation / 4));
@@ -298,7 +458,14 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       let at = saved ? decodeZoState(saved) : startZo(global.tensors);
       if (at.step < task.local.steps) {
         const { model } = this.cache!;
-        at = await zoLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime() }, zoTask, examples, at, steps, history);
+        at = await zoLocalSteps(
+          { config: model.config, weights: model.weights, runtime: workerdOrtRuntime() },
+          zoTask,
+          examples,
+          at,
+          steps,
+          history,
+        );
         this.saveProgress(job, key, encodeZoState(at), at.step);
         return null;
       }
@@ -308,15 +475,28 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   }
 
   /** LoRA and offsite-tuning: gradient steps (the trunk offloaded where configured); null while steps remain. */
-  private async gradientSlice({ job, key, global, saved, perInvocation }: Slice, task: ClientTask & { method: LocalTask["method"] }): Promise<Uint8Array | null> {
+  private async gradientSlice(
+    { job, key, global, saved, perInvocation }: Slice,
+    task: ClientTask & { method: LocalTask["method"] },
+  ): Promise<Uint8Array | null> {
     const { model, examples } = await this.load(task);
     const localTask: LocalTask = { ...task, method: task.method };
     const offloaded = isOffloaded(this.env, task.method);
     let state = saved ? decodeLocalState(saved) : startLocal(global.tensors);
     if (state.step < task.local.steps) {
-      const trunk = offloaded ? { endpoint: await connectTrunk(this.env.TRUNK_URL!, model.config.hiddenSize, this.env.TRUNK_TOKEN), cache: this.trunkCache() } : undefined;
+      const trunk = offloaded
+        ? { endpoint: await connectTrunk(this.env.TRUNK_URL!, model.config.hiddenSize, this.env.TRUNK_TOKEN), cache: this.trunkCache() }
+        : undefined;
       if (this.sessionsJob !== key("job")) await this.releaseSessions(key("job"));
-      state = await runLocalSteps({ config: model.config, weights: model.weights, runtime: workerdOrtRuntime(), sessions: this.sessions }, localTask, global.tensors, examples, state, perInvocation, trunk);
+      state = await runLocalSteps(
+        { config: model.config, weights: model.weights, runtime: workerdOrtRuntime(), sessions: this.sessions },
+        localTask,
+        global.tensors,
+        examples,
+        state,
+        perInvocation,
+        trunk,
+      );
       this.saveProgress(job, key, encodeLocalState(state), state.step);
       return null;
     }
@@ -338,22 +518,50 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const limit = ownerLimits(this.env).MAX_DOWNLOAD_BYTES;
     const tooLarge = (what: string, left: number) => (size: string) =>
       `${what} is ${size}, over the ${left} bytes left of this client's MAX_DOWNLOAD_BYTES (${limit}) for round ${job.round}: its owner raises MAX_DOWNLOAD_BYTES in its wrangler.toml [vars] to take this task`;
-    const task: ClientTask = { round: job.round, proximalMu: round.task.proximalMu, local: round.task.local, method: round.task.method, quant: round.task.model.quant, modelName: round.task.model.name, seed: hashSeed(`${job.federation_id}/${this.env.CLIENT_ID}`), federationSeed: round.task.seed, baseVersion: round.baseVersion };
+    const task: ClientTask = {
+      round: job.round,
+      proximalMu: round.task.proximalMu,
+      local: round.task.local,
+      method: round.task.method,
+      quant: round.task.model.quant,
+      modelName: round.task.model.name,
+      seed: hashSeed(`${job.federation_id}/${this.env.CLIENT_ID}`),
+      federationSeed: round.task.seed,
+      baseVersion: round.baseVersion,
+    };
     let start: Uint8Array;
     if (task.method.type === "fedkseed") {
-      const synced = await this.syncSeeds(job.federation_id, { ...task, method: task.method }, round.baseVersion, scoredAtEndpoint(this.env, task.method), limit, tooLarge);
+      const synced = await this.syncSeeds(
+        job.federation_id,
+        { ...task, method: task.method },
+        round.baseVersion,
+        scoredAtEndpoint(this.env, task.method),
+        limit,
+        tooLarge,
+      );
       // At an endpoint the start is the global model as seed terms; locally, its tensors.
-      start = synced.params ? encodeTensorFile(synced.params, new Map()) : encodeTensorFile(new Map(), new Map(), { format: "pt", terms: JSON.stringify(synced.terms) });
+      start = synced.params
+        ? encodeTensorFile(synced.params, new Map())
+        : encodeTensorFile(new Map(), new Map(), { format: "pt", terms: JSON.stringify(synced.terms) });
       task.downloadBytes = synced.bytes;
     } else {
-      const version = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(job.federation_id)}/versions/${round.baseVersion}`);
+      const version = await coordinatorFetch(
+        this.env,
+        `/federations/${encodeURIComponent(job.federation_id)}/versions/${round.baseVersion}`,
+      );
       if (!version.ok) throw await failure(`fetching adapter version ${round.baseVersion}`, version);
       start = await readResponse(version, limit, tooLarge(`version ${round.baseVersion}`, limit));
       task.downloadBytes = start.length;
     }
     this.ctx.storage.transactionSync(() => {
       writeBlob(this.sql, key("global"), start);
-      this.sql.exec("UPDATE jobs SET status = 'training', task = ?, updated_at = ? WHERE federation_id = ? AND round = ?", JSON.stringify(task), Date.now(), job.federation_id, job.round);
+      this.sql.exec(
+        "UPDATE jobs SET status = 'training', task = ?, updated_at = ? WHERE federation_id = ? AND round = ?",
+        JSON.stringify(task),
+        Date.now(),
+        job.federation_id,
+        job.round,
+      );
     });
   }
 
@@ -363,14 +571,22 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
    * the seeds' history (FedKSeed-Pro). Only the rounds it missed cross the wire. A client whose model
    * lives at an endpoint keeps only the history; its model is the terms the cumulative scalars make.
    */
-  private async syncSeeds(federationId: string, task: ZoTask, version: number, atEndpoint: boolean, limit: number, tooLarge: (what: string, left: number) => (size: string) => string): Promise<{ params: TensorMap | null; terms: SeedTerms; bytes: number }> {
+  private async syncSeeds(
+    federationId: string,
+    task: ZoTask,
+    version: number,
+    atEndpoint: boolean,
+    limit: number,
+    tooLarge: (what: string, left: number) => (size: string) => string,
+  ): Promise<{ params: TensorMap | null; terms: SeedTerms; bytes: number }> {
     const cacheKey = `zo/${federationId}`;
     const saved = readBlob(this.sql, cacheKey);
     const cached = saved ? decodeTensorFile(saved, "FedKSeed model") : null;
     // A cache written at an endpoint holds no tensors: a local client starts over from w0.
     const usable = cached !== null && Number(cached.metadata.version) <= version && (atEndpoint || cached.tensors.size > 0);
     const at = usable ? Number(cached.metadata.version) : 0;
-    const initial = async () => (atEndpoint ? null : (({ model }) => zoInitial(model.config, model.weights, task.method, task.federationSeed))(await this.load(task)));
+    const initial = async () =>
+      atEndpoint ? null : (({ model }) => zoInitial(model.config, model.weights, task.method, task.federationSeed))(await this.load(task));
     let bytes = 0;
     const change: SeedChange = async (v, since) => {
       const res = await coordinatorFetch(this.env, `/federations/${encodeURIComponent(federationId)}/versions/${v}/seeds?since=${since}`);
@@ -388,7 +604,11 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       if (params) params = zoGlobal(params, task, sums);
       for (const [j, v] of sums) byIndex.set(j, [...(byIndex.get(j) ?? []), v]);
     }
-    writeBlob(this.sql, cacheKey, encodeTensorFile(params ?? new Map(), new Map(), { format: "pt", version: String(version), history: JSON.stringify([...byIndex]) }));
+    writeBlob(
+      this.sql,
+      cacheKey,
+      encodeTensorFile(params ?? new Map(), new Map(), { format: "pt", version: String(version), history: JSON.stringify([...byIndex]) }),
+    );
     const cumulative = new Map([...byIndex].map(([j, vs]) => [j, vs.reduce((a, b) => a + b, 0)]));
     return { params, terms: globalTerms(seedPool(task.federationSeed, task.method.k), cumulative, task.local.lr), bytes };
   }
@@ -405,14 +625,25 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   private saveProgress(job: JobRow, key: (what: string) => string, state: Uint8Array, step: number): void {
     this.ctx.storage.transactionSync(() => {
       writeBlob(this.sql, key("state"), state);
-      this.sql.exec("UPDATE jobs SET steps_done = ?, updated_at = ? WHERE federation_id = ? AND round = ?", step, Date.now(), job.federation_id, job.round);
+      this.sql.exec(
+        "UPDATE jobs SET steps_done = ?, updated_at = ? WHERE federation_id = ? AND round = ?",
+        step,
+        Date.now(),
+        job.federation_id,
+        job.round,
+      );
     });
   }
 
   /** The tokenizer and the partition alone: what a client that scores at an API needs. */
   private async loadTokenizer() {
     const source = r2ModelSource(this.env);
-    this.prompts ??= { tokenizer: await loadModelTokenizer(source), config: await loadConfig(source), raw: await loadPartition(this.env), tokenized: new Map() };
+    this.prompts ??= {
+      tokenizer: await loadModelTokenizer(source),
+      config: await loadConfig(source),
+      raw: await loadPartition(this.env),
+      tokenized: new Map(),
+    };
     return this.prompts;
   }
 
@@ -456,7 +687,13 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   }
 
   private fail(job: JobRow, detail: string): void {
-    this.sql.exec("UPDATE jobs SET status = 'failed', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?", detail, Date.now(), job.federation_id, job.round);
+    this.sql.exec(
+      "UPDATE jobs SET status = 'failed', detail = ?, updated_at = ? WHERE federation_id = ? AND round = ?",
+      detail,
+      Date.now(),
+      job.federation_id,
+      job.round,
+    );
   }
 }
 

@@ -5,7 +5,15 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { timingSafeEqual } from "hono/utils/buffer";
-import { assertBody, deriveClientSecret, HEADERS, parseSignedHeaders, SignatureError, verifySignature, type VerifiedRequest } from "../../src/protocol/signature.ts";
+import {
+  assertBody,
+  deriveClientSecret,
+  HEADERS,
+  parseSignedHeaders,
+  SignatureError,
+  verifySignature,
+  type VerifiedRequest,
+} from "../../src/protocol/signature.ts";
 import { toHex } from "../../src/protocol/hex.ts";
 import { registry } from "./aggregator.ts";
 import { readBody } from "../lib/http-body.ts";
@@ -14,14 +22,19 @@ import type { RegistryEntry } from "../../durable-objects/aggregator/registry.ts
 
 export type Role = "operator" | "viewer" | "member";
 
-export type Env = { Bindings: Cloudflare.Env; Variables: { role: Role; signer?: VerifiedRequest; federation?: RegistryEntry; body?: Uint8Array; bodySha256?: string } };
+export type Env = {
+  Bindings: Cloudflare.Env;
+  Variables: { role: Role; signer?: VerifiedRequest; federation?: RegistryEntry; body?: Uint8Array; bodySha256?: string };
+};
 
 const SECRETS = { operator: "FEDFLARE_OPERATOR_TOKEN", viewer: "FEDFLARE_VIEWER_TOKEN", member: "FEDFLARE_MASTER_KEY" } as const;
 
 function secret(c: Context<Env>, role: Role): string {
   const value = c.env[SECRETS[role]];
   if (typeof value !== "string" || value.length < 16)
-    throw new HTTPException(503, { message: `the coordinator is not configured: set the secret ${SECRETS[role]} (at least 16 characters) with \`npx wrangler secret put ${SECRETS[role]}\`` });
+    throw new HTTPException(503, {
+      message: `the coordinator is not configured: set the secret ${SECRETS[role]} (at least 16 characters) with \`npx wrangler secret put ${SECRETS[role]}\``,
+    });
   return value;
 }
 
@@ -82,7 +95,11 @@ async function hashedBody(c: Context<Env>, limit: number): Promise<{ body: Uint8
  * digest) before the body is read; then the body, read under `bodyLimit` (the federation's
  * maxUploadBytes when it is a function), must have that digest, and is left in `c.var.body`.
  */
-export function requireCredential(allowed: readonly Role[], bodyLimit: number | ((f: RegistryEntry) => number) = 0, opts: { unregistered?: boolean } = {}): MiddlewareHandler<Env> {
+export function requireCredential(
+  allowed: readonly Role[],
+  bodyLimit: number | ((f: RegistryEntry) => number) = 0,
+  opts: { unregistered?: boolean } = {},
+): MiddlewareHandler<Env> {
   return async (c, next) => {
     const signedByClient = allowed.includes("member") && c.req.header(HEADERS.client) !== undefined;
     const token = signedByClient ? null : bearer(c);
@@ -98,7 +115,7 @@ export function requireCredential(allowed: readonly Role[], bodyLimit: number | 
     if (!allowed.includes("member") || (allowed.length > 1 && !signedByClient))
       throw new HTTPException(401, { message: `this route needs ${describe(allowed)}` });
     const masterKey = secret(c, "member");
-    let headers;
+    let headers: ReturnType<typeof parseSignedHeaders>;
     try {
       headers = parseSignedHeaders(c.req.raw.headers);
     } catch (e) {
@@ -110,13 +127,17 @@ export function requireCredential(allowed: readonly Role[], bodyLimit: number | 
     if (fed !== null && fed !== "unknown" && !fed.clients.includes(headers.clientId)) fed = await federationOf(c, true);
     if (fed === "unknown") return unknown(c);
     if (!fed) throw new HTTPException(403, { message: "client signatures are accepted only on a federation's routes" });
-    if (!fed.clients.includes(headers.clientId)) throw new HTTPException(403, { message: `client "${headers.clientId}" is not a member of federation "${fed.id}"` });
+    if (!fed.clients.includes(headers.clientId))
+      throw new HTTPException(403, { message: `client "${headers.clientId}" is not a member of federation "${fed.id}"` });
     const url = new URL(c.req.url);
     let body: Uint8Array;
     let sha256: string;
     try {
       // The signature is checked over the body's signed digest before one byte of the body is read.
-      c.set("signer", await verifySignature(await deriveClientSecret(masterKey, headers.clientId), headers, c.req.method, url.pathname + url.search));
+      c.set(
+        "signer",
+        await verifySignature(await deriveClientSecret(masterKey, headers.clientId), headers, c.req.method, url.pathname + url.search),
+      );
       ({ body, sha256 } = await hashedBody(c, typeof bodyLimit === "function" ? bodyLimit(fed) : bodyLimit));
       assertBody(headers, sha256);
     } catch (e) {
@@ -134,7 +155,11 @@ export function requireCredential(allowed: readonly Role[], bodyLimit: number | 
 const unknown = (c: Context<Env>) => errorResponse(c, 404, "federation_not_found", `no federation "${c.req.param("id")}"`);
 
 function describe(allowed: readonly Role[]): string {
-  const names = { operator: "the operator's token (Authorization: Bearer $FEDFLARE_OPERATOR_TOKEN)", viewer: "the viewer's or the operator's token", member: "a member client's signature" };
+  const names = {
+    operator: "the operator's token (Authorization: Bearer $FEDFLARE_OPERATOR_TOKEN)",
+    viewer: "the viewer's or the operator's token",
+    member: "a member client's signature",
+  };
   return allowed.map((r) => names[r]).join(" or ");
 }
 

@@ -2,7 +2,7 @@
 // from the same JSON API every two seconds. The page itself holds no data: it asks for the viewer token,
 // keeps it in the tab's sessionStorage and sends it as a header (never in a URL, where logs keep it).
 
-const SCRIPT = String.raw`
+const SCRIPT = `
 const el = (tag, attrs = {}, ...children) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);

@@ -7,10 +7,23 @@ import { HEADERS } from "../../src/protocol/signature.ts";
 
 const json = (schema: object) => ({ "application/json": { schema } });
 const error = { $ref: "#/components/schemas/Error" };
-const GATEWAY_ERRORS = { bad_request: 400, signature: 401, unauthorized: 401, forbidden: 403, payload_too_large: 413, not_configured: 503 } as const;
-const statusOf = (code: keyof typeof AGGREGATOR_ERRORS | keyof typeof GATEWAY_ERRORS): number => (code in GATEWAY_ERRORS ? GATEWAY_ERRORS[code as keyof typeof GATEWAY_ERRORS] : AGGREGATOR_ERRORS[code as keyof typeof AGGREGATOR_ERRORS]);
+const GATEWAY_ERRORS = {
+  bad_request: 400,
+  signature: 401,
+  unauthorized: 401,
+  forbidden: 403,
+  payload_too_large: 413,
+  not_configured: 503,
+} as const;
+const statusOf = (code: keyof typeof AGGREGATOR_ERRORS | keyof typeof GATEWAY_ERRORS): number =>
+  code in GATEWAY_ERRORS ? GATEWAY_ERRORS[code as keyof typeof GATEWAY_ERRORS] : AGGREGATOR_ERRORS[code as keyof typeof AGGREGATOR_ERRORS];
 const refusals = (...codes: (keyof typeof AGGREGATOR_ERRORS | keyof typeof GATEWAY_ERRORS)[]) =>
-  Object.fromEntries([...new Set(codes.map(statusOf))].map((s) => [String(s), { description: codes.filter((c) => statusOf(c) === s).join(", "), content: json(error) }]));
+  Object.fromEntries(
+    [...new Set(codes.map(statusOf))].map((s) => [
+      String(s),
+      { description: codes.filter((c) => statusOf(c) === s).join(", "), content: json(error) },
+    ]),
+  );
 const pathId = { name: "id", in: "path", required: true, schema: { type: "string" } };
 const pathInt = (name: string) => ({ name, in: "path", required: true, schema: { type: "integer", minimum: 0 } });
 /** Who may call a route (workers/coordinator/credentials.ts). */
@@ -18,63 +31,187 @@ const OPERATOR = [{ operatorToken: [] }];
 const VIEWER = [{ viewerToken: [] }, { operatorToken: [] }];
 const READER = [...VIEWER, { clientSignature: [] }];
 const CLIENT = [{ clientSignature: [] }];
-const guarded = (security: object[], op: { responses: object } & Record<string, unknown>) => ({ ...op, security, responses: { ...op.responses, ...refusals("unauthorized", "not_configured") } });
+const guarded = (security: object[], op: { responses: object } & Record<string, unknown>) => ({
+  ...op,
+  security,
+  responses: { ...op.responses, ...refusals("unauthorized", "not_configured") },
+});
 
 /** A version's safetensors, served under its own path and under the file name PEFT loads. */
 const versionBytes = {
-  get: { security: READER, summary: "A global adapter version as safetensors (LoRA: PEFT key names; offsite-tuning: the adapter layers' tensors under the full model's names)", parameters: [pathId, pathInt("version")], responses: { "200": { description: "safetensors bytes", content: { "application/octet-stream": {} } }, ...refusals("version_not_found") } },
+  get: {
+    security: READER,
+    summary:
+      "A global adapter version as safetensors (LoRA: PEFT key names; offsite-tuning: the adapter layers' tensors under the full model's names)",
+    parameters: [pathId, pathInt("version")],
+    responses: {
+      "200": { description: "safetensors bytes", content: { "application/octet-stream": {} } },
+      ...refusals("version_not_found"),
+    },
+  },
 };
 
 export function openapi(): object {
   return {
     openapi: "3.1.0",
-    info: { title: "fedflare coordinator", version: "0.1.0", description: "Federated post-training of LLM adapters: federations, rounds, signed client updates, global adapter versions." },
+    info: {
+      title: "fedflare coordinator",
+      version: "0.1.0",
+      description: "Federated post-training of LLM adapters: federations, rounds, signed client updates, global adapter versions.",
+    },
     paths: {
       "/federations": {
-        post: guarded(OPERATOR, { summary: "Create a federation", description: "Refused (config_invalid) when the adapter could not cross one Durable Object RPC call (the message names the largest size that would) or the model's dimensions are out of bounds.", requestBody: { required: true, content: json({ $ref: "#/components/schemas/FederationConfig" }) }, responses: { "201": { description: "the federation" }, ...refusals("bad_request", "payload_too_large", "config_invalid", "federation_exists") } }),
+        post: guarded(OPERATOR, {
+          summary: "Create a federation",
+          description:
+            "Refused (config_invalid) when the adapter could not cross one Durable Object RPC call (the message names the largest size that would) or the model's dimensions are out of bounds.",
+          requestBody: { required: true, content: json({ $ref: "#/components/schemas/FederationConfig" }) },
+          responses: {
+            "201": { description: "the federation" },
+            ...refusals("bad_request", "payload_too_large", "config_invalid", "federation_exists"),
+          },
+        }),
         get: guarded(VIEWER, { summary: "Every federation, oldest first", responses: { "200": { description: "the federations" } } }),
       },
       "/federations/{id}": {
-        get: guarded(READER, { summary: "Read a federation", parameters: [pathId], responses: { "200": { description: "the federation" }, ...refusals("federation_not_found", "forbidden") } }),
-        delete: guarded(OPERATOR, { summary: "Delete a federation and all its storage", parameters: [pathId], responses: { "200": { description: '{"deleted": id}' }, ...refusals("federation_not_found") } }),
+        get: guarded(READER, {
+          summary: "Read a federation",
+          parameters: [pathId],
+          responses: { "200": { description: "the federation" }, ...refusals("federation_not_found", "forbidden") },
+        }),
+        delete: guarded(OPERATOR, {
+          summary: "Delete a federation and all its storage",
+          parameters: [pathId],
+          responses: { "200": { description: '{"deleted": id}' }, ...refusals("federation_not_found") },
+        }),
       },
-      "/federations/{id}/metrics": { get: guarded(VIEWER, { summary: "Every round with its outcome and example-weighted client metrics", parameters: [pathId], responses: { "200": { description: "rounds, oldest first" }, ...refusals("federation_not_found") } }) },
-      "/federations/{id}/plot.svg": { get: guarded(VIEWER, { summary: "The clients' train loss by round, as an SVG chart", parameters: [pathId], responses: { "200": { description: "SVG", content: { "image/svg+xml": {} } }, ...refusals("federation_not_found") } }) },
-      "/federations/{id}/rounds": { post: guarded(OPERATOR, { summary: "Open the next round", parameters: [pathId], responses: { "201": { description: "the round, with its sampled clients and task" }, ...refusals("federation_not_found", "round_open", "federation_finished", "initial_missing") } }) },
-      "/federations/{id}/rounds/{round}": { get: guarded(READER, { summary: "Read a round", parameters: [pathId, pathInt("round")], responses: { "200": { description: "the round" }, ...refusals("bad_request", "round_not_found", "forbidden") } }) },
-      "/federations/{id}/rounds/{round}/close": { post: guarded(OPERATOR, { summary: "Close an open round now with the uploads it has (at least minClients)", parameters: [pathId, pathInt("round")], responses: { "200": { description: "the closed round" }, ...refusals("round_not_found", "round_closed", "round_short") } }) },
-      "/federations/{id}/rounds/{round}/fail": { post: guarded(OPERATOR, { summary: "Fail an open round now: no new version, its uploads dropped", parameters: [pathId, pathInt("round")], requestBody: { required: false, content: json({ type: "object", properties: { reason: { type: "string", maxLength: 500 } } }) }, responses: { "200": { description: "the failed round" }, ...refusals("bad_request", "round_not_found", "round_closed") } }) },
+      "/federations/{id}/metrics": {
+        get: guarded(VIEWER, {
+          summary: "Every round with its outcome and example-weighted client metrics",
+          parameters: [pathId],
+          responses: { "200": { description: "rounds, oldest first" }, ...refusals("federation_not_found") },
+        }),
+      },
+      "/federations/{id}/plot.svg": {
+        get: guarded(VIEWER, {
+          summary: "The clients' train loss by round, as an SVG chart",
+          parameters: [pathId],
+          responses: { "200": { description: "SVG", content: { "image/svg+xml": {} } }, ...refusals("federation_not_found") },
+        }),
+      },
+      "/federations/{id}/rounds": {
+        post: guarded(OPERATOR, {
+          summary: "Open the next round",
+          parameters: [pathId],
+          responses: {
+            "201": { description: "the round, with its sampled clients and task" },
+            ...refusals("federation_not_found", "round_open", "federation_finished", "initial_missing"),
+          },
+        }),
+      },
+      "/federations/{id}/rounds/{round}": {
+        get: guarded(READER, {
+          summary: "Read a round",
+          parameters: [pathId, pathInt("round")],
+          responses: { "200": { description: "the round" }, ...refusals("bad_request", "round_not_found", "forbidden") },
+        }),
+      },
+      "/federations/{id}/rounds/{round}/close": {
+        post: guarded(OPERATOR, {
+          summary: "Close an open round now with the uploads it has (at least minClients)",
+          parameters: [pathId, pathInt("round")],
+          responses: { "200": { description: "the closed round" }, ...refusals("round_not_found", "round_closed", "round_short") },
+        }),
+      },
+      "/federations/{id}/rounds/{round}/fail": {
+        post: guarded(OPERATOR, {
+          summary: "Fail an open round now: no new version, its uploads dropped",
+          parameters: [pathId, pathInt("round")],
+          requestBody: { required: false, content: json({ type: "object", properties: { reason: { type: "string", maxLength: 500 } } }) },
+          responses: { "200": { description: "the failed round" }, ...refusals("bad_request", "round_not_found", "round_closed") },
+        }),
+      },
       "/federations/{id}/versions/{version}": versionBytes,
       "/federations/{id}/versions/{version}/adapter_model.safetensors": versionBytes,
       "/federations/{id}/versions/{version}/seeds": {
         get: {
           summary: "A FedKSeed federation's per-seed change since an earlier version, sparse",
-          description: "Safetensors with `indices` (I32, increasing seed indices of the pool) and `values` (F32): the version's cumulative per-seed scalars minus those of version `since`. A client holding `since` applies them as w -= lr * sum_j values_j z_j.",
-          parameters: [pathId, pathInt("version"), { name: "since", in: "query", required: false, schema: { type: "integer", minimum: 0, default: 0 } }],
-          responses: { "200": { description: "safetensors bytes", content: { "application/octet-stream": {} } }, ...refusals("bad_request", "federation_not_found", "version_not_found") },
+          description:
+            "Safetensors with `indices` (I32, increasing seed indices of the pool) and `values` (F32): the version's cumulative per-seed scalars minus those of version `since`. A client holding `since` applies them as w -= lr * sum_j values_j z_j.",
+          parameters: [
+            pathId,
+            pathInt("version"),
+            { name: "since", in: "query", required: false, schema: { type: "integer", minimum: 0, default: 0 } },
+          ],
+          responses: {
+            "200": { description: "safetensors bytes", content: { "application/octet-stream": {} } },
+            ...refusals("bad_request", "federation_not_found", "version_not_found"),
+          },
           security: READER,
         },
       },
       "/federations/{id}/versions/0": {
         put: guarded(OPERATOR, {
           summary: "Supply an offsite-tuning federation's initial adapter (operator only, once, before round 1)",
-          description: "Body: safetensors of every tensor of the adapter's layers (the federation's bottom and top layers) under the full model's names and shapes, as `npx fedflare offsite emulator` writes it.",
+          description:
+            "Body: safetensors of every tensor of the adapter's layers (the federation's bottom and top layers) under the full model's names and shapes, as `npx fedflare offsite emulator` writes it.",
           parameters: [pathId],
           requestBody: { required: true, content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
-          responses: { "201": { description: "the federation" }, ...refusals("payload_too_large", "federation_not_found", "initial_not_needed", "initial_exists", "body_too_large", "safetensors_invalid", "tensor_mismatch", "non_finite") },
+          responses: {
+            "201": { description: "the federation" },
+            ...refusals(
+              "payload_too_large",
+              "federation_not_found",
+              "initial_not_needed",
+              "initial_exists",
+              "body_too_large",
+              "safetensors_invalid",
+              "tensor_mismatch",
+              "non_finite",
+            ),
+          },
         }),
       },
-      "/federations/{id}/versions/{version}/adapter_config.json": { get: { security: READER, summary: "What the versions hold: PEFT's adapter_config.json for LoRA; for offsite-tuning the split (bottom, top, middle, adapter_layers, emulator_layers)", parameters: [pathId, pathInt("version")], responses: { "200": { description: "JSON" } } } },
+      "/federations/{id}/versions/{version}/adapter_config.json": {
+        get: {
+          security: READER,
+          summary:
+            "What the versions hold: PEFT's adapter_config.json for LoRA; for offsite-tuning the split (bottom, top, middle, adapter_layers, emulator_layers)",
+          parameters: [pathId, pathInt("version")],
+          responses: { "200": { description: "JSON" } },
+        },
+      },
       "/federations/{id}/rounds/{round}/updates/{client}": {
         put: {
           security: CLIENT,
           summary: "Upload a client's delta for a round (signed; folded exactly once)",
           description: `Body: safetensors of the delta (trained minus global, PEFT key names) whose __metadata__ holds num_examples and metrics (UploadMetadata). Headers: Idempotency-Key, and the signature headers ${Object.values(HEADERS).join(", ")} (HMAC-SHA256 over the method, the path with its query, the signer's id, the timestamp, the nonce and the body's SHA-256, with the client's secret).`,
-          parameters: [pathId, pathInt("round"), { name: "client", in: "path", required: true, schema: { type: "string" } }, { name: "Idempotency-Key", in: "header", required: true, schema: { type: "string", maxLength: 128 } }],
+          parameters: [
+            pathId,
+            pathInt("round"),
+            { name: "client", in: "path", required: true, schema: { type: "string" } },
+            { name: "Idempotency-Key", in: "header", required: true, schema: { type: "string", maxLength: 128 } },
+          ],
           requestBody: { required: true, content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
           responses: {
             "200": { description: "the receipt (replayed: true for a retry of an accepted upload)" },
-            ...refusals("bad_request", "signature", "client_unknown", "client_not_sampled", "round_not_found", "round_closed", "upload_conflict", "nonce_reused", "body_too_large", "safetensors_invalid", "header_too_large", "metadata_invalid", "tensor_mismatch", "non_finite", "update_invalid"),
+            ...refusals(
+              "bad_request",
+              "signature",
+              "client_unknown",
+              "client_not_sampled",
+              "round_not_found",
+              "round_closed",
+              "upload_conflict",
+              "nonce_reused",
+              "body_too_large",
+              "safetensors_invalid",
+              "header_too_large",
+              "metadata_invalid",
+              "tensor_mismatch",
+              "non_finite",
+              "update_invalid",
+            ),
           },
         },
       },
@@ -83,12 +220,31 @@ export function openapi(): object {
       schemas: {
         FederationConfig: toJsonSchema(FederationConfig, { errorMode: "ignore" }),
         UploadMetadata: toJsonSchema(UploadMetadata, { errorMode: "ignore" }),
-        Error: { type: "object", required: ["error"], properties: { error: { type: "object", required: ["code", "message"], properties: { code: { type: "string" }, message: { type: "string" } } } } },
+        Error: {
+          type: "object",
+          required: ["error"],
+          properties: {
+            error: { type: "object", required: ["code", "message"], properties: { code: { type: "string" }, message: { type: "string" } } },
+          },
+        },
       },
       securitySchemes: {
-        operatorToken: { type: "http", scheme: "bearer", description: "FEDFLARE_OPERATOR_TOKEN: create, open, close or fail rounds, supply version 0, delete; reads everything too." },
-        viewerToken: { type: "http", scheme: "bearer", description: "FEDFLARE_VIEWER_TOKEN: read-only (dashboard, list, metrics, rounds, plots, versions)." },
-        clientSignature: { type: "apiKey", in: "header", name: HEADERS.signature, description: `A member client's HMAC-SHA256 (${Object.values(HEADERS).join(", ")}) over the method, path with query, timestamp, nonce and the body's SHA-256, with the secret the operator derives from FEDFLARE_MASTER_KEY. Reads only its federations.` },
+        operatorToken: {
+          type: "http",
+          scheme: "bearer",
+          description: "FEDFLARE_OPERATOR_TOKEN: create, open, close or fail rounds, supply version 0, delete; reads everything too.",
+        },
+        viewerToken: {
+          type: "http",
+          scheme: "bearer",
+          description: "FEDFLARE_VIEWER_TOKEN: read-only (dashboard, list, metrics, rounds, plots, versions).",
+        },
+        clientSignature: {
+          type: "apiKey",
+          in: "header",
+          name: HEADERS.signature,
+          description: `A member client's HMAC-SHA256 (${Object.values(HEADERS).join(", ")}) over the method, path with query, timestamp, nonce and the body's SHA-256, with the secret the operator derives from FEDFLARE_MASTER_KEY. Reads only its federations.`,
+        },
       },
     },
   };

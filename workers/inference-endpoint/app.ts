@@ -29,7 +29,16 @@ export interface EndpointOptions {
   maxWaitMs: number;
 }
 
-const TYPES: Record<number, string> = { 400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error", 504: "server_error" };
+const TYPES: Record<number, string> = {
+  400: "invalid_request_error",
+  401: "authentication_error",
+  404: "not_found_error",
+  413: "invalid_request_error",
+  429: "rate_limit_error",
+  500: "server_error",
+  503: "server_error",
+  504: "server_error",
+};
 
 function openaiError(c: Context, status: ContentfulStatusCode, code: string, message: string, param: string | null = null): Response {
   return c.json({ error: { message, type: TYPES[status] ?? "invalid_request_error", param, code } }, status);
@@ -46,8 +55,10 @@ export function endpointApp(o: EndpointOptions): Hono {
   const gate = new Gate(limits.maxConcurrent, limits.maxQueued);
   const app = new Hono();
   // Compared in constant time (hashed first, so the length does not show either).
-  const authorized = async (header: string | undefined) => o.token === null || (header !== undefined && (await timingSafeEqual(header, `Bearer ${o.token}`)));
-  const unauthorized = (c: Context) => openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");
+  const authorized = async (header: string | undefined) =>
+    o.token === null || (header !== undefined && (await timingSafeEqual(header, `Bearer ${o.token}`)));
+  const unauthorized = (c: Context) =>
+    openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");
 
   // Without credentials, only that the endpoint is up; the model, its fingerprint and the load are for callers with the token.
   app.get("/health", async (c) => {
@@ -76,13 +87,20 @@ export function endpointApp(o: EndpointOptions): Hono {
     if (!(await authorized(c.req.header("authorization")))) return unauthorized(c);
     await next();
   });
-  app.use("/v1/*", bodyLimit({ maxSize: limits.maxBodyBytes, onError: (c) => openaiError(c, 413, "body_too_large", `the body exceeds ${limits.maxBodyBytes} bytes (maxBodyBytes)`) }));
+  app.use(
+    "/v1/*",
+    bodyLimit({
+      maxSize: limits.maxBodyBytes,
+      onError: (c) => openaiError(c, 413, "body_too_large", `the body exceeds ${limits.maxBodyBytes} bytes (maxBodyBytes)`),
+    }),
+  );
 
   app.get("/v1/models", (c) => c.json({ object: "list", data: [{ id: engine.name, object: "model", created: 0, owned_by: "fedflare" }] }));
 
   const badRequest = (c: Context, e: unknown) => {
     // Bad values the handlers or the model find (ids outside the vocabulary, layers beyond the model) are the caller's.
-    if (e instanceof RangeError || (e instanceof ModelError && e.code === "input_invalid")) return openaiError(c, 400, "invalid_request", e.message);
+    if (e instanceof RangeError || (e instanceof ModelError && e.code === "input_invalid"))
+      return openaiError(c, 400, "invalid_request", e.message);
     throw e;
   };
 
@@ -95,7 +113,11 @@ export function endpointApp(o: EndpointOptions): Hono {
    * is answered, keeps its slot until its work ends, and a completion stops before its next prompt.
    */
   const route =
-    <S extends v.GenericSchema<unknown, { model: string }>, I>(schema: S, measure: (body: v.InferOutput<S>) => Measured<I>, answer: (input: I, signal: AbortSignal) => Promise<Response>) =>
+    <S extends v.GenericSchema<unknown, { model: string }>, I>(
+      schema: S,
+      measure: (body: v.InferOutput<S>) => Measured<I>,
+      answer: (input: I, signal: AbortSignal) => Promise<Response>,
+    ) =>
     async (c: Context) => {
       const signal = AbortSignal.timeout(limits.timeoutMs);
       let json: unknown;
@@ -109,7 +131,8 @@ export function endpointApp(o: EndpointOptions): Hono {
         const param = v.getDotPath(parsed.issues[0]);
         return openaiError(c, 400, "invalid_request", `${param ?? "body"}: ${parsed.issues[0].message}`, param);
       }
-      if (parsed.output.model !== engine.name) return openaiError(c, 404, "model_not_found", `this endpoint serves "${engine.name}", not "${parsed.output.model}"`, "model");
+      if (parsed.output.model !== engine.name)
+        return openaiError(c, 404, "model_not_found", `this endpoint serves "${engine.name}", not "${parsed.output.model}"`, "model");
       let measured: Measured<I>;
       try {
         measured = measure(parsed.output);
@@ -125,8 +148,19 @@ export function endpointApp(o: EndpointOptions): Hono {
       } catch (e) {
         if (!(e instanceof GateFull) && !signal.aborted) throw e;
         c.header("retry-after", "1");
-        if (e instanceof GateFull) return openaiError(c, 429, "too_many_requests", `the endpoint is busy: ${limits.maxConcurrent} requests compute at once (maxConcurrent) and ${limits.maxQueued} more may wait (maxQueued); retry later`);
-        return openaiError(c, 503, "queue_timeout", `the request waited ${limits.timeoutMs} ms (timeoutMs) for one of the ${limits.maxConcurrent} computing slots (maxConcurrent); retry later`);
+        if (e instanceof GateFull)
+          return openaiError(
+            c,
+            429,
+            "too_many_requests",
+            `the endpoint is busy: ${limits.maxConcurrent} requests compute at once (maxConcurrent) and ${limits.maxQueued} more may wait (maxQueued); retry later`,
+          );
+        return openaiError(
+          c,
+          503,
+          "queue_timeout",
+          `the request waited ${limits.timeoutMs} ms (timeoutMs) for one of the ${limits.maxConcurrent} computing slots (maxConcurrent); retry later`,
+        );
       }
       const work = answer(measured.input, signal).finally(leave);
       const timedOut = new Promise<null>((resolve) => signal.addEventListener("abort", () => resolve(null), { once: true }));
@@ -140,7 +174,9 @@ export function endpointApp(o: EndpointOptions): Hono {
         return badRequest(c, e);
       }
     };
-  const asIs = <B>(demand: (body: B) => Demand) => (body: B) => ({ demand: demand(body), input: body });
+  const asIs =
+    <B>(demand: (body: B) => Demand) =>
+    (body: B) => ({ demand: demand(body), input: body });
 
   app.post(
     "/v1/completions",
@@ -152,12 +188,34 @@ export function endpointApp(o: EndpointOptions): Hono {
         const prompts = promptIds(engine.model, body.prompt);
         return { demand: completionDemand(prompts, body), input: { body, prompts } };
       },
-      async ({ body, prompts }, signal) => Response.json(await complete(engine, body, prompts, body.seed ?? Math.floor(Math.random() * 2 ** 31), signal)),
+      async ({ body, prompts }, signal) =>
+        Response.json(await complete(engine, body, prompts, body.seed ?? Math.floor(Math.random() * 2 ** 31), signal)),
     ),
   );
-  app.post("/v1/hidden-states", route(HiddenStatesRequest, asIs((b) => hiddenStatesDemand(engine.model, b)), async (body) => new Response(await hiddenStates(engine, body), { headers: { "content-type": "application/octet-stream" } })));
-  app.post("/v1/perturbed-scores", route(PerturbedScoresRequest, asIs((b) => perturbedScoresDemand(engine.model, b)), async (body) => Response.json(await perturbedScores(engine, body))));
-  app.post("/v1/prompt-scores", route(PromptScoresRequest, asIs((b) => promptScoresDemand(engine.model, b)), async (body) => Response.json(await promptScores(engine, body))));
+  app.post(
+    "/v1/hidden-states",
+    route(
+      HiddenStatesRequest,
+      asIs((b) => hiddenStatesDemand(engine.model, b)),
+      async (body) => new Response(await hiddenStates(engine, body), { headers: { "content-type": "application/octet-stream" } }),
+    ),
+  );
+  app.post(
+    "/v1/perturbed-scores",
+    route(
+      PerturbedScoresRequest,
+      asIs((b) => perturbedScoresDemand(engine.model, b)),
+      async (body) => Response.json(await perturbedScores(engine, body)),
+    ),
+  );
+  app.post(
+    "/v1/prompt-scores",
+    route(
+      PromptScoresRequest,
+      asIs((b) => promptScoresDemand(engine.model, b)),
+      async (body) => Response.json(await promptScores(engine, body)),
+    ),
+  );
 
   app.notFound((c) => openaiError(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}`));
   app.onError((err, c) => {

@@ -103,12 +103,22 @@ export async function complete(engine: Engine, req: CompletionRequest, all: read
       let out: GenerateResult;
       if (prompt?.first) {
         const { next, logprob, top: alternatives } = prompt.first;
-        out = { tokens: [next], logprobs: [{ logprob, top: alternatives }], finishReason: config.eosTokenIds.includes(next) ? "stop" : "length" };
+        out = {
+          tokens: [next],
+          logprobs: [{ logprob, top: alternatives }],
+          finishReason: config.eosTokenIds.includes(next) ? "stop" : "length",
+        };
       } else {
         // A request past its timeout (already answered) gives up its turn on the generator.
         const run = () => {
           signal.throwIfAborted();
-          return generateTokens(engine.generator, ids, { maxTokens, ...sampling, seed: seed + index, stopIds: config.eosTokenIds, topLogprobs: k ?? 0 });
+          return generateTokens(engine.generator, ids, {
+            maxTokens,
+            ...sampling,
+            seed: seed + index,
+            stopIds: config.eosTokenIds,
+            topLogprobs: k ?? 0,
+          });
         };
         const job = engine.lock.tail.then(run, run);
         engine.lock.tail = job.catch(() => undefined);

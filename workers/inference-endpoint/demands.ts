@@ -16,7 +16,12 @@ export const MAX_CHARS_PER_TOKEN = 64;
  */
 export function promptTextDemand(req: CompletionRequest): Demand {
   const p = req.prompt;
-  const rows = typeof p === "string" ? [Math.ceil(p.length / MAX_CHARS_PER_TOKEN)] : typeof p[0] === "number" ? [p.length] : (p as (string | number[])[]).map((x) => (typeof x === "string" ? Math.ceil(x.length / MAX_CHARS_PER_TOKEN) : x.length));
+  const rows =
+    typeof p === "string"
+      ? [Math.ceil(p.length / MAX_CHARS_PER_TOKEN)]
+      : typeof p[0] === "number"
+        ? [p.length]
+        : (p as (string | number[])[]).map((x) => (typeof x === "string" ? Math.ceil(x.length / MAX_CHARS_PER_TOKEN) : x.length));
   return { rows, rowsField: "prompt" };
 }
 
@@ -33,7 +38,13 @@ export function completionDemand(prompts: readonly (readonly number[])[], req: C
   const maxTokens = req.max_tokens ?? 16;
   const rows = prompts.map((p) => p.length);
   const echoEntries = req.echo && req.logprobs != null ? rows.reduce((a, b) => a + b, 0) * (1 + req.logprobs) : 0;
-  return { rows, rowsField: "prompt", maxTokens, echoEntries, ...(maxTokens > 0 ? { extraPositions: { count: maxTokens, what: "of max_tokens" } } : {}) };
+  return {
+    rows,
+    rowsField: "prompt",
+    maxTokens,
+    echoEntries,
+    ...(maxTokens > 0 ? { extraPositions: { count: maxTokens, what: "of max_tokens" } } : {}),
+  };
 }
 
 export function hiddenStatesDemand(model: LoadedModel, req: HiddenStatesRequest): Demand {
@@ -52,7 +63,11 @@ export function perturbedScoresDemand(model: LoadedModel, req: PerturbedScoresRe
       trained += w.length;
     }
   } else trained = trainableTensors(config, zoSpec(requestMethod(req))).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
-  return { rows: req.input_ids.map((r) => r.length), rowsField: "input_ids", perturbation: { values: (req.terms.length + 1) * trained, what: `(${req.terms.length} terms + w0) x ${trained} trained values` } };
+  return {
+    rows: req.input_ids.map((r) => r.length),
+    rowsField: "input_ids",
+    perturbation: { values: (req.terms.length + 1) * trained, what: `(${req.terms.length} terms + w0) x ${trained} trained values` },
+  };
 }
 
 /** The projection draws one column of prompt tokens x hidden values per entry of z; a prefix prompt adds its positions to every row. */

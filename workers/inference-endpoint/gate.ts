@@ -19,7 +19,8 @@ export class Gate {
     signal.throwIfAborted();
     if (this.computing < this.slots) this.computing++;
     else {
-      if (this.waiting.length >= this.queued) throw new GateFull(`all ${this.slots} computing slots are busy and ${this.waiting.length} requests wait`);
+      if (this.waiting.length >= this.queued)
+        throw new GateFull(`all ${this.slots} computing slots are busy and ${this.waiting.length} requests wait`);
       await new Promise<void>((resolve, reject) => {
         const go = () => {
           signal.removeEventListener("abort", abort);

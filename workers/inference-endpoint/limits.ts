@@ -46,9 +46,13 @@ export function endpointLimits(overrides: Partial<EndpointLimits> = {}): Endpoin
   const limits = { ...ENDPOINT_LIMITS, ...overrides };
   for (const [name, value] of Object.entries(limits)) {
     const least = name === "maxQueued" ? 0 : 1;
-    if (!Number.isSafeInteger(value) || value < least) throw new RangeError(`endpoint limit ${name} must be an integer >= ${least}, got ${value}`);
+    if (!Number.isSafeInteger(value) || value < least)
+      throw new RangeError(`endpoint limit ${name} must be an integer >= ${least}, got ${value}`);
   }
-  if (limits.maxRows < MAX_SCORED_ROWS) throw new RangeError(`endpoint limit maxRows must be at least ${MAX_SCORED_ROWS}: fedflare's clients send up to that many rows a scoring request, got ${limits.maxRows}`);
+  if (limits.maxRows < MAX_SCORED_ROWS)
+    throw new RangeError(
+      `endpoint limit maxRows must be at least ${MAX_SCORED_ROWS}: fedflare's clients send up to that many rows a scoring request, got ${limits.maxRows}`,
+    );
   return limits;
 }
 
@@ -86,23 +90,55 @@ export class Refused extends Error {
 /** The first limit `d` goes over, or null; `maxPositions` is the model's max_position_embeddings. */
 export function refusal(d: Demand, limits: EndpointLimits, maxPositions: number): Refusal | null {
   const rows = d.rows.length;
-  if (rows > limits.maxRows) return { status: 413, code: "too_many_rows", param: d.rowsField, message: `${d.rowsField} has ${rows} rows: this endpoint takes at most ${limits.maxRows} a request (maxRows); split the request` };
-  if (d.maxTokens !== undefined && d.maxTokens > limits.maxTokens) return { status: 400, code: "max_tokens_too_large", param: "max_tokens", message: `max_tokens is ${d.maxTokens}: this endpoint generates at most ${limits.maxTokens} tokens a completion (maxTokens)` };
+  if (rows > limits.maxRows)
+    return {
+      status: 413,
+      code: "too_many_rows",
+      param: d.rowsField,
+      message: `${d.rowsField} has ${rows} rows: this endpoint takes at most ${limits.maxRows} a request (maxRows); split the request`,
+    };
+  if (d.maxTokens !== undefined && d.maxTokens > limits.maxTokens)
+    return {
+      status: 400,
+      code: "max_tokens_too_large",
+      param: "max_tokens",
+      message: `max_tokens is ${d.maxTokens}: this endpoint generates at most ${limits.maxTokens} tokens a completion (maxTokens)`,
+    };
   const extra = d.extraPositions?.count ?? 0;
   const longest = d.rows.reduce((best, n, i) => (n > d.rows[best]! ? i : best), 0);
   const positions = (d.rows[longest] ?? 0) + extra;
   if (positions > maxPositions) {
     const parts = extra ? ` (${d.rows[longest]} tokens + ${extra} ${d.extraPositions!.what})` : "";
-    return { status: 400, code: "context_length_exceeded", param: d.rowsField, message: `${d.rowsField}[${longest}] needs ${positions} positions${parts}: this model's max_position_embeddings is ${maxPositions}` };
+    return {
+      status: 400,
+      code: "context_length_exceeded",
+      param: d.rowsField,
+      message: `${d.rowsField}[${longest}] needs ${positions} positions${parts}: this model's max_position_embeddings is ${maxPositions}`,
+    };
   }
   if (d.hiddenStates) {
     const bytes = rows * (d.rows[longest] ?? 0) * d.hiddenStates.hidden * 4;
     if (bytes > limits.maxHiddenStateBytes)
-      return { status: 413, code: "hidden_states_too_large", param: d.rowsField, message: `the hidden states asked for are ${bytes} bytes (${rows} rows x ${d.rows[longest]} positions x ${d.hiddenStates.hidden} hidden x 4): this endpoint answers at most ${limits.maxHiddenStateBytes} (maxHiddenStateBytes); send fewer or shorter rows a request` };
+      return {
+        status: 413,
+        code: "hidden_states_too_large",
+        param: d.rowsField,
+        message: `the hidden states asked for are ${bytes} bytes (${rows} rows x ${d.rows[longest]} positions x ${d.hiddenStates.hidden} hidden x 4): this endpoint answers at most ${limits.maxHiddenStateBytes} (maxHiddenStateBytes); send fewer or shorter rows a request`,
+      };
   }
   if (d.echoEntries !== undefined && d.echoEntries > limits.maxEchoEntries)
-    return { status: 413, code: "answer_too_large", param: "echo", message: `the echoed log-probs would be ${d.echoEntries} entries (prompt positions x (1 + logprobs)): this endpoint answers at most ${limits.maxEchoEntries} a request (maxEchoEntries); send fewer or shorter prompts, or fewer logprobs` };
+    return {
+      status: 413,
+      code: "answer_too_large",
+      param: "echo",
+      message: `the echoed log-probs would be ${d.echoEntries} entries (prompt positions x (1 + logprobs)): this endpoint answers at most ${limits.maxEchoEntries} a request (maxEchoEntries); send fewer or shorter prompts, or fewer logprobs`,
+    };
   if (d.perturbation && d.perturbation.values > limits.maxPerturbationWork)
-    return { status: 413, code: "perturbation_too_large", param: null, message: `the perturbation needs ${d.perturbation.values} values (${d.perturbation.what}): this endpoint generates at most ${limits.maxPerturbationWork} a request (maxPerturbationWork)` };
+    return {
+      status: 413,
+      code: "perturbation_too_large",
+      param: null,
+      message: `the perturbation needs ${d.perturbation.values} values (${d.perturbation.what}): this endpoint generates at most ${limits.maxPerturbationWork} a request (maxPerturbationWork)`,
+    };
   return null;
 }

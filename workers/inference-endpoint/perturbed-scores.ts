@@ -12,10 +12,14 @@ import { countedTokens, maskedRows } from "./masked-rows.ts";
 import type { PerturbedScoresRequest } from "./schemas.ts";
 
 /** The request as a FedKSeed method: only what it trains and its directions matter here. */
-export const requestMethod = (req: Pick<PerturbedScoresRequest, "direction" | "trains">) => ({ type: "fedkseed", k: 1, epsilon: 1, direction: req.direction, pro: false, trains: req.trains }) as FedKSeedMethod;
+export const requestMethod = (req: Pick<PerturbedScoresRequest, "direction" | "trains">) =>
+  ({ type: "fedkseed", k: 1, epsilon: 1, direction: req.direction, pro: false, trains: req.trains }) as FedKSeedMethod;
 
 /** `req.trains` names tensors of this model (perturbedScoresDemand checked it). */
-export async function perturbedScores(engine: Engine, req: PerturbedScoresRequest): Promise<{ object: string; model: string; nll: number[]; tokens: number[] }> {
+export async function perturbedScores(
+  engine: Engine,
+  req: PerturbedScoresRequest,
+): Promise<{ object: string; model: string; nll: number[]; tokens: number[] }> {
   const { config, weights } = engine.model;
   const rows = maskedRows(req.input_ids, req.loss_mask, config.vocabSize, "the vocabulary");
   const method = requestMethod(req);

@@ -9,12 +9,20 @@ import type { Engine } from "./completions.ts";
 import { countedTokens, maskedRows } from "./masked-rows.ts";
 import type { PromptScoresRequest } from "./schemas.ts";
 
-export async function promptScores(engine: Engine, req: PromptScoresRequest): Promise<{ object: string; model: string; nll: number[]; tokens: number[] }> {
+export async function promptScores(
+  engine: Engine,
+  req: PromptScoresRequest,
+): Promise<{ object: string; model: string; nll: number[]; tokens: number[] }> {
   const { config, weights } = engine.model;
   const p = req.prompt;
   if (p.z.length !== p.dimension) throw new RangeError(`prompt.z has ${p.z.length} numbers for dimension ${p.dimension}`);
   const inline = p.placement === "suffix" ? p.tokens : 0;
-  const rows = maskedRows(req.input_ids, req.loss_mask, config.vocabSize + inline, inline ? "the vocabulary and the prompt's ids" : "the vocabulary");
+  const rows = maskedRows(
+    req.input_ids,
+    req.loss_mask,
+    config.vocabSize + inline,
+    inline ? "the vocabulary and the prompt's ids" : "the vocabulary",
+  );
   const layout = softPromptLayout(config, p.tokens, p.placement);
   const prompt = softPromptOf(config, weights, { promptTokens: p.tokens, dimension: p.dimension, seed: p.seed })(p.z);
   const nll = await engine.sessions.use(

@@ -37,7 +37,10 @@ export interface RunningEndpoint {
 
 export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint> {
   if (c.noAuth && c.token) throw new Error("startEndpoint: give a token or noAuth: true, not both");
-  if (!c.noAuth && !c.token) throw new Error("startEndpoint: a token is required (every /v1 request must carry it as a bearer token); pass noAuth: true to serve without one");
+  if (!c.noAuth && !c.token)
+    throw new Error(
+      "startEndpoint: a token is required (every /v1 request must carry it as a bearer token); pass noAuth: true to serve without one",
+    );
   const limits = endpointLimits(c.limits);
   const provider = await detectNodeProvider();
   const runtime = ortNodeRuntime(c.threads ?? 2, provider);
@@ -48,13 +51,26 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
   const forward = new Batcher<number[], Float32Array>(
     async (batch) => {
       const len = Math.max(...batch.map((ids) => ids.length));
-      const { logits } = await scorer.run({ ids: batch.map((ids) => [...ids, ...Array<number>(len - ids.length).fill(0)]), mask: batch.map((ids) => ids.map(() => 1).concat(Array<number>(len - ids.length).fill(0))) });
+      const { logits } = await scorer.run({
+        ids: batch.map((ids) => [...ids, ...Array<number>(len - ids.length).fill(0)]),
+        mask: batch.map((ids) => ids.map(() => 1).concat(Array<number>(len - ids.length).fill(0))),
+      });
       return batch.map((ids, b) => logits.slice(b * len * V, (b * len + ids.length) * V));
     },
     { maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 },
   );
   const sessions = new SessionCache<ForwardModel>(limits.maxSessions);
-  const engine = { name: c.name, fingerprint: c.fingerprint, model: c.model, forward, generator, lock: { tail: Promise.resolve() }, served: { hiddenStateRows: 0, perturbedRows: 0, promptRows: 0 }, runtime, sessions };
+  const engine = {
+    name: c.name,
+    fingerprint: c.fingerprint,
+    model: c.model,
+    forward,
+    generator,
+    lock: { tail: Promise.resolve() },
+    served: { hiddenStateRows: 0, perturbedRows: 0, promptRows: 0 },
+    runtime,
+    sessions,
+  };
   const app = endpointApp({ engine, token: c.token ?? null, provider, limits, maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: c.port, hostname: c.host ?? "127.0.0.1" }, () => resolve(s));
@@ -81,6 +97,9 @@ export async function modelFingerprint(read: (name: string) => Promise<Uint8Arra
   }
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
-  for (const p of parts) all.set(p, (at += p.length) - p.length);
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.length;
+  }
   return toHex(await crypto.subtle.digest("SHA-256", all));
 }

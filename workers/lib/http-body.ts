@@ -11,7 +11,9 @@ export const MAX_JSON_BYTES = 1 << 20;
  */
 export function readBody(c: Context, limit: number, onChunk?: (chunk: Uint8Array) => Promise<void> | void): Promise<Uint8Array> {
   const tooLarge = (declared: number | null) =>
-    new HTTPException(413, { message: declared === null ? `the body exceeds ${limit} bytes` : `the body is ${declared} bytes; at most ${limit} are accepted` });
+    new HTTPException(413, {
+      message: declared === null ? `the body exceeds ${limit} bytes` : `the body is ${declared} bytes; at most ${limit} are accepted`,
+    });
   return readCapped(c.req.raw.body, Number(c.req.header("content-length") ?? NaN), limit, tooLarge, onChunk);
 }
 
@@ -84,7 +86,8 @@ export async function readJson(c: Context): Promise<unknown> {
 export function parseJsonBody(bytes: Uint8Array): unknown {
   const text = new TextDecoder().decode(bytes);
   const depth = jsonDepth(text);
-  if (depth > MAX_JSON_DEPTH) throw new HTTPException(400, { message: `the body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted` });
+  if (depth > MAX_JSON_DEPTH)
+    throw new HTTPException(400, { message: `the body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted` });
   try {
     return JSON.parse(text);
   } catch (e) {

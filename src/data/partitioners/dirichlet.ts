@@ -26,7 +26,10 @@ export function dirichletPartitioner(labels: readonly string[], opts: DirichletO
   requireInt("maxTries", maxTries, 1);
   if (!(alpha > 0 && Number.isFinite(alpha))) throw new DataError("partitioner_invalid", `alpha must be a finite number > 0, got ${alpha}`);
   if (labels.length < numPartitions * minPartitionSize) {
-    throw new DataError("partition_min_size_unmet", `${labels.length} items cannot give ${numPartitions} partitions ${minPartitionSize} items each`);
+    throw new DataError(
+      "partition_min_size_unmet",
+      `${labels.length} items cannot give ${numPartitions} partitions ${minPartitionSize} items each`,
+    );
   }
   const byLabel = new Map<string, number[]>();
   labels.forEach((label, i) => {

@@ -14,7 +14,10 @@ export interface IidOptions {
 export function iidPartitioner(size: number, { numPartitions, seed }: IidOptions): Partitioner {
   requireInt("numPartitions", numPartitions, 1);
   if (size < numPartitions) throw new DataError("dataset_too_small", `${size} items cannot fill ${numPartitions} partitions`);
-  const order = shuffled(Array.from({ length: size }, (_, i) => i), seededUniform(seed));
+  const order = shuffled(
+    Array.from({ length: size }, (_, i) => i),
+    seededUniform(seed),
+  );
   const base = Math.floor(size / numPartitions);
   const larger = size % numPartitions;
   const parts: number[][] = [];

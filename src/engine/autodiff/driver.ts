@@ -29,14 +29,18 @@ export function addGradientsFrom(g: GraphBuilder, seeds: ReadonlyMap<string, str
 
   // Values that depend on a trainable tensor.
   const needs = new Set<string>(wrt);
-  for (const n of forward) if (!NON_DIFFERENTIABLE.has(n.opType) && n.inputs.some((i) => needs.has(i))) for (const o of n.outputs) needs.add(o);
+  for (const n of forward)
+    if (!NON_DIFFERENTIABLE.has(n.opType) && n.inputs.some((i) => needs.has(i))) for (const o of n.outputs) needs.add(o);
   for (const v of seeds.keys()) if (!needs.has(v)) throw new Error(`"${v}" does not depend on any of ${JSON.stringify(wrt)}`);
 
   const contributions = new Map<string, string[]>([...seeds].map(([v, grad]) => [v, [grad]]));
   const shapes = new Map<string, string>();
   const shapeOf = (v: string) => {
     let s = shapes.get(v);
-    if (!s) shapes.set(v, (s = g.op("Shape", [v])));
+    if (!s) {
+      s = g.op("Shape", [v]);
+      shapes.set(v, s);
+    }
     return s;
   };
   // Gradients used more than once are summed once, when first read.
@@ -52,7 +56,10 @@ export function addGradientsFrom(g: GraphBuilder, seeds: ReadonlyMap<string, str
     const inputNeeds = node.inputs.map((i) => needs.has(i));
     if (!inputNeeds.some(Boolean) || gradOutputs.every((x) => x === null) || NON_DIFFERENTIABLE.has(node.opType)) continue;
     const rule = RULE_BY_OP.get(node.opType);
-    if (!rule) throw new MissingGradientError(`no gradient rule for op ${node.opType} (node ${node.name}); add one under src/engine/autodiff/rules/ or keep its inputs frozen`);
+    if (!rule)
+      throw new MissingGradientError(
+        `no gradient rule for op ${node.opType} (node ${node.name}); add one under src/engine/autodiff/rules/ or keep its inputs frozen`,
+      );
     const ctx: GradContext = {
       g,
       node,
@@ -60,7 +67,8 @@ export function addGradientsFrom(g: GraphBuilder, seeds: ReadonlyMap<string, str
       output: (i) => node.outputs[i]!,
       gradOutput: (i) => gradOutputs[i] ?? null,
       needsGrad: (i) => inputNeeds[i] ?? false,
-      attr: <T extends AttributeValue>(name: string, fallback: T) => (node.attributes.find(([k]) => k === name)?.[1] as T | undefined) ?? fallback,
+      attr: <T extends AttributeValue>(name: string, fallback: T) =>
+        (node.attributes.find(([k]) => k === name)?.[1] as T | undefined) ?? fallback,
       rank: (v) => {
         const r = rank.get(v);
         if (r === undefined) throw new Error(`rank of "${v}" is unknown`);

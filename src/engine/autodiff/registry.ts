@@ -10,13 +10,35 @@ import { logSoftmax, softmax } from "./rules/softmax.ts";
 import { cast, cos, exp, identity, neg, reciprocal, sigmoid, sin, sqrt } from "./rules/unary.ts";
 
 export const RULES: readonly GradRule[] = [
-  add, sub, mul, div, where,
-  neg, identity, cast, sqrt, reciprocal, sigmoid, exp, sin, cos,
-  softmax, logSoftmax,
-  reduceSum, reduceMean,
-  matMul, gemm,
-  reshape, unsqueeze, squeeze, transpose, expand, concat, split,
-  gather, gatherElements,
+  add,
+  sub,
+  mul,
+  div,
+  where,
+  neg,
+  identity,
+  cast,
+  sqrt,
+  reciprocal,
+  sigmoid,
+  exp,
+  sin,
+  cos,
+  softmax,
+  logSoftmax,
+  reduceSum,
+  reduceMean,
+  matMul,
+  gemm,
+  reshape,
+  unsqueeze,
+  squeeze,
+  transpose,
+  expand,
+  concat,
+  split,
+  gather,
+  gatherElements,
   dropout,
 ];
 
@@ -24,6 +46,17 @@ export const RULES: readonly GradRule[] = [
  * Ops whose outputs are not differentiable functions of their inputs (shapes, comparisons, integer
  * results) or whose inputs are frozen by construction (dequantized weights): gradients stop here.
  */
-export const NON_DIFFERENTIABLE: ReadonlySet<string> = new Set(["Shape", "Size", "Equal", "Greater", "Less", "NonZero", "ConstantOfShape", "DequantizeLinear", "Range", "ArgMax"]);
+export const NON_DIFFERENTIABLE: ReadonlySet<string> = new Set([
+  "Shape",
+  "Size",
+  "Equal",
+  "Greater",
+  "Less",
+  "NonZero",
+  "ConstantOfShape",
+  "DequantizeLinear",
+  "Range",
+  "ArgMax",
+]);
 
 export const RULE_BY_OP: ReadonlyMap<string, GradRule> = new Map(RULES.map((r) => [r.opType, r]));

@@ -100,7 +100,10 @@ export function trainableTensors(c: LlamaConfig, spec: TrainSpec, layers: readon
     for (const l of layers.filter((x) => x >= (spec.lora!.fromLayer ?? 0)))
       for (const m of spec.lora.modules) {
         const [o, i] = linearShape(c, m);
-        out.push({ name: `${linearName(l, m)}.lora_A.weight`, shape: [spec.lora.r, i] }, { name: `${linearName(l, m)}.lora_B.weight`, shape: [o, spec.lora.r] });
+        out.push(
+          { name: `${linearName(l, m)}.lora_A.weight`, shape: [spec.lora.r, i] },
+          { name: `${linearName(l, m)}.lora_B.weight`, shape: [o, spec.lora.r] },
+        );
       }
   return out;
 }
@@ -119,21 +122,28 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   if (train && opts.inputs) throw new Error("a graph either trains (train) or takes its tensors as inputs (inputs), not both");
   if (opts.inputs?.distill) throw new Error("inputs: LoRA pairs, full tensors and a soft prompt; no distillation");
   // The tensors that are graph inputs: trained, or fed (e.g. perturbed) at every run.
-  const spec = train ?? (opts.inputs ? { ...opts.inputs, ...(opts.inputs.lora ? { lora: { ...opts.inputs.lora, dropout: 0 } } : {}) } : undefined);
-  if (spec?.softPromptTokens && opts.kvCache) throw new Error("a soft prompt with a KV cache is not supported: prefill with the prompt first");
-  if (spec?.softPromptInline && (train || !spec.softPromptTokens)) throw new Error("softPromptInline: a forward graph's soft prompt (inputs with softPromptTokens), not a training graph's");
+  const spec =
+    train ?? (opts.inputs ? { ...opts.inputs, ...(opts.inputs.lora ? { lora: { ...opts.inputs.lora, dropout: 0 } } : {}) } : undefined);
+  if (spec?.softPromptTokens && opts.kvCache)
+    throw new Error("a soft prompt with a KV cache is not supported: prefill with the prompt first");
+  if (spec?.softPromptInline && (train || !spec.softPromptTokens))
+    throw new Error("softPromptInline: a forward graph's soft prompt (inputs with softPromptTokens), not a training graph's");
   const inline = spec?.softPromptInline ? spec.softPromptTokens! : 0;
   const g = new GraphBuilder(train ? "llama_train" : "llama_forward");
   const fromLayer = opts.fromLayer ?? 0;
-  if (!Number.isInteger(fromLayer) || fromLayer < 0 || fromLayer > c.numLayers) throw new Error(`fromLayer must be an integer in [0, ${c.numLayers}], got ${fromLayer}`);
-  if (opts.fromLayer !== undefined && (spec?.softPromptTokens || opts.kvCache)) throw new Error("a graph from a cut layer takes hidden states: no soft prompt, no KV cache");
+  if (!Number.isInteger(fromLayer) || fromLayer < 0 || fromLayer > c.numLayers)
+    throw new Error(`fromLayer must be an integer in [0, ${c.numLayers}], got ${fromLayer}`);
+  if (opts.fromLayer !== undefined && (spec?.softPromptTokens || opts.kvCache))
+    throw new Error("a graph from a cut layer takes hidden states: no soft prompt, no KV cache");
   const inputIds = opts.fromLayer === undefined ? g.input("input_ids", ElemType.INT64, ["batch", "tokens"]) : "";
   const positionIds = g.input("position_ids", ElemType.INT64, ["batch", "seq"]);
   const bias = g.input("attention_bias", ElemType.FLOAT, ["batch", 1, "seq", "total"]);
   const positions = opts.layerIndices ?? allLayers(c);
-  if (opts.layerIndices && (opts.fromLayer !== undefined || opts.hiddenAfter !== undefined)) throw new Error("layerIndices cannot be combined with fromLayer or hiddenAfter");
+  if (opts.layerIndices && (opts.fromLayer !== undefined || opts.hiddenAfter !== undefined))
+    throw new Error("layerIndices cannot be combined with fromLayer or hiddenAfter");
   positions.forEach((l, p) => {
-    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers || (p > 0 && l <= positions[p - 1]!)) throw new Error(`layerIndices must increase within [0, ${c.numLayers}), got ${JSON.stringify(positions)}`);
+    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers || (p > 0 && l <= positions[p - 1]!))
+      throw new Error(`layerIndices must increase within [0, ${c.numLayers}), got ${JSON.stringify(positions)}`);
   });
   const trainables = spec ? trainableTensors(c, spec, positions) : [];
   const trainable = new Set(trainables.map((t) => t.name));
@@ -179,12 +189,18 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     let delta: string | null = null;
     let scaling = 0;
     if (frozen) {
-      delta = gemmT(gemmT(x, f32(`${name}.lora_A.weight`, [frozen.r, inp], frozen.a)), f32(`${name}.lora_B.weight`, [out, frozen.r], frozen.b));
+      delta = gemmT(
+        gemmT(x, f32(`${name}.lora_A.weight`, [frozen.r, inp], frozen.a)),
+        f32(`${name}.lora_B.weight`, [out, frozen.r], frozen.b),
+      );
       scaling = frozen.scaling;
     } else if (spec?.lora?.modules.includes(module) && layer >= (spec.lora.fromLayer ?? 0)) {
       // PEFT drops the LoRA branch's input (lora_dropout); each module draws its own mask.
       const p = spec.lora.dropout ?? 0;
-      const dropped = p > 0 ? g.opN("Dropout", [x, g.scalar(p), g.bool(true)], { seed: (spec.lora.seed ?? 0) * 1000 + dropoutCount++ }, { outputs: 2 })[0]! : x;
+      const dropped =
+        p > 0
+          ? g.opN("Dropout", [x, g.scalar(p), g.bool(true)], { seed: (spec.lora.seed ?? 0) * 1000 + dropoutCount++ }, { outputs: 2 })[0]!
+          : x;
       delta = gemmT(gemmT(dropped, `${name}.lora_A.weight`), `${name}.lora_B.weight`);
       scaling = spec.lora.scaling;
     }
@@ -221,15 +237,21 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     } else h = "";
     tiedHead = () => g.op("DequantizeLinear", [qName, scale], { axis: 0 });
   }
-  if (opts.fromLayer !== undefined) h = g.op("Reshape", [g.input("hidden_in", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]), g.ints(-1, c.hiddenSize)]);
+  if (opts.fromLayer !== undefined)
+    h = g.op("Reshape", [g.input("hidden_in", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]), g.ints(-1, c.hiddenSize)]);
   if (inline) {
     const isPrompt = g.op("Unsqueeze", [g.op("GreaterOrEqual", [flatInputIds, g.ints(c.vocabSize)]), g.ints(-1)]);
-    const promptRows = g.op("Gather", [SOFT_PROMPT, g.op("Max", [g.op("Sub", [flatInputIds, g.ints(c.vocabSize)]), g.ints(0)])], { axis: 0 });
+    const promptRows = g.op("Gather", [SOFT_PROMPT, g.op("Max", [g.op("Sub", [flatInputIds, g.ints(c.vocabSize)]), g.ints(0)])], {
+      axis: 0,
+    });
     h = g.op("Where", [isPrompt, promptRows, h]);
   } else if (spec?.softPromptTokens) {
     // Every row gets the same trainable prefix (Lester et al. 2021): [B, n, H] ++ [B, T, H].
     const batch = g.op("Gather", [bs, g.ints(0)], { axis: 0 });
-    const prefix = g.op("Expand", [g.op("Unsqueeze", [SOFT_PROMPT, g.ints(0)]), g.op("Concat", [batch, g.ints(spec.softPromptTokens, c.hiddenSize)], { axis: 0 })]);
+    const prefix = g.op("Expand", [
+      g.op("Unsqueeze", [SOFT_PROMPT, g.ints(0)]),
+      g.op("Concat", [batch, g.ints(spec.softPromptTokens, c.hiddenSize)], { axis: 0 }),
+    ]);
     const tokens = g.op("Reshape", [h, g.op("Concat", [batch, g.ints(-1, c.hiddenSize)], { axis: 0 })]);
     h = g.op("Reshape", [g.op("Concat", [prefix, tokens], { axis: 1 }), g.ints(-1, c.hiddenSize)]);
   }
@@ -252,13 +274,20 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   const nRep = c.numHeads / c.numKvHeads;
   // GQA: each kv head serves nRep consecutive query heads (transformers' repeat_kv).
   const repeatKv = (x: string): string =>
-    nRep === 1 ? x : g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [x, g.ints(2)]), g.ints(1, 1, nRep, 1, 1)]), g.ints(0, c.numHeads, -1, c.headDim)]);
+    nRep === 1
+      ? x
+      : g.op("Reshape", [
+          g.op("Expand", [g.op("Unsqueeze", [x, g.ints(2)]), g.ints(1, 1, nRep, 1, 1)]),
+          g.ints(0, c.numHeads, -1, c.headDim),
+        ]);
   const invSqrtD = g.scalar(1 / Math.sqrt(c.headDim));
 
   const layers = opts.hiddenAfter ?? c.numLayers;
-  if (!Number.isInteger(layers) || layers < 0 || layers > c.numLayers) throw new Error(`hiddenAfter must be an integer in [0, ${c.numLayers}], got ${layers}`);
+  if (!Number.isInteger(layers) || layers < 0 || layers > c.numLayers)
+    throw new Error(`hiddenAfter must be an integer in [0, ${c.numLayers}], got ${layers}`);
   if (opts.hiddenAfter !== undefined && (train || opts.nll)) throw new Error("a hidden-states graph has no head: it cannot train or score");
-  if (train?.distill && !positions.slice(fromLayer, layers).includes(train.distill.afterLayer)) throw new Error(`distill.afterLayer ${train.distill.afterLayer} is not a layer this graph runs`);
+  if (train?.distill && !positions.slice(fromLayer, layers).includes(train.distill.afterLayer))
+    throw new Error(`distill.afterLayer ${train.distill.afterLayer} is not a layer this graph runs`);
   let distilled = "";
   for (const l of positions.slice(fromLayer, layers)) {
     const x = rmsNorm(h, `model.layers.${l}.input_layernorm.weight`);
@@ -272,7 +301,10 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
       g.output(`present_key.${l}`, ElemType.FLOAT, ["batch", c.numKvHeads, "total", c.headDim]);
       g.output(`present_value.${l}`, ElemType.FLOAT, ["batch", c.numKvHeads, "total", c.headDim]);
     }
-    const scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [repeatKv(k)], { perm: [0, 1, 3, 2] })]), invSqrtD]), bias]);
+    const scores = g.op("Add", [
+      g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [repeatKv(k)], { perm: [0, 1, 3, 2] })]), invSqrtD]),
+      bias,
+    ]);
     const attn = g.op("MatMul", [g.op("Softmax", [scores], { axis: -1 }), repeatKv(v)]);
     const merged = g.op("Reshape", [g.op("Transpose", [attn], { perm: [0, 2, 1, 3] }), g.ints(-1, c.numHeads * c.headDim)]);
     h = g.op("Add", [h, linear(merged, l, "o_proj")]);
@@ -308,25 +340,41 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
       const seeds = new Map<string, string>();
       if (train.distill) {
         // Its gradient written directly: d/dh = weight * w * 2 (h - t) / |t|^2 (t is a constant).
-        const teacher = g.op("Reshape", [g.input("teacher_hidden", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]), g.ints(-1, c.hiddenSize)]);
+        const teacher = g.op("Reshape", [
+          g.input("teacher_hidden", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]),
+          g.ints(-1, c.hiddenSize),
+        ]);
         const w = g.op("Reshape", [g.input("distill_weights", ElemType.FLOAT, ["batch", "seq"]), g.ints(-1)]);
         const diff = g.op("Sub", [distilled, teacher]);
         const sq = (x: string) => g.op("ReduceSum", [g.op("Mul", [x, x]), g.ints(1)], { keepdims: 0 });
         const perPosition = g.op("Div", [w, g.op("Add", [sq(teacher), g.scalar(1e-12)])]);
-        const term = g.op("Mul", [g.op("ReduceSum", [g.op("Mul", [sq(diff), perPosition])], { keepdims: 0 }), g.scalar(train.distill.weight)]);
+        const term = g.op("Mul", [
+          g.op("ReduceSum", [g.op("Mul", [sq(diff), perPosition])], { keepdims: 0 }),
+          g.scalar(train.distill.weight),
+        ]);
         g.op("Identity", [term], {}, { outputs: ["distill_loss"] });
         g.output("distill_loss", ElemType.FLOAT, []);
         g.op("Add", [lmLoss, term], {}, { outputs: ["loss"] });
-        seeds.set(distilled, g.op("Mul", [g.op("Mul", [diff, g.op("Unsqueeze", [perPosition, g.ints(-1)])]), g.scalar(2 * train.distill.weight)]));
+        seeds.set(
+          distilled,
+          g.op("Mul", [g.op("Mul", [diff, g.op("Unsqueeze", [perPosition, g.ints(-1)])]), g.scalar(2 * train.distill.weight)]),
+        );
       } else g.op("Identity", [lmLoss], {}, { outputs: ["loss"] });
       g.output("loss", ElemType.FLOAT, []);
       // d loss / d logits = w (softmax - onehot(target)), written directly: three passes over the
       // [N, V] logits instead of the six that differentiating LogSoftmax and GatherElements takes.
       const w = g.op("Reshape", [lossWeights, g.ints(-1, 1)]);
       const flatTargets = g.op("Reshape", [targets, g.ints(-1, 1)]);
-      const dLogits = g.op("ScatterElements", [g.op("Mul", [g.op("Exp", [logp]), w]), flatTargets, g.op("Neg", [w])], { axis: 1, reduction: "add" });
+      const dLogits = g.op("ScatterElements", [g.op("Mul", [g.op("Exp", [logp]), w]), flatTargets, g.op("Neg", [w])], {
+        axis: 1,
+        reduction: "add",
+      });
       seeds.set(logits2d, dLogits);
-      for (const [name, grad] of addGradientsFrom(g, seeds, trainables.map((t) => t.name))) {
+      for (const [name, grad] of addGradientsFrom(
+        g,
+        seeds,
+        trainables.map((t) => t.name),
+      )) {
         g.op("Identity", [grad], {}, { outputs: [`grad.${name}`] });
         g.output(`grad.${name}`, ElemType.FLOAT, trainables.find((t) => t.name === name)!.shape);
       }

@@ -5,14 +5,23 @@ import { linearName, linearShape, type LinearModule } from "../llama/names.ts";
 import { seededUniform } from "../sampling.ts";
 
 /** Trainable tensors by graph input name (`<linear>.lora_A.weight`, `<linear>.lora_B.weight`), on the layers from `fromLayer` up. */
-export function initLoraParams(c: LlamaConfig, r: number, modules: readonly LinearModule[], seed: number, fromLayer = 0): Map<string, Float32Array> {
+export function initLoraParams(
+  c: LlamaConfig,
+  r: number,
+  modules: readonly LinearModule[],
+  seed: number,
+  fromLayer = 0,
+): Map<string, Float32Array> {
   const u = seededUniform(seed);
   const out = new Map<string, Float32Array>();
   for (let l = fromLayer; l < c.numLayers; l++)
     for (const m of modules) {
       const [o, i] = linearShape(c, m);
       const bound = 1 / Math.sqrt(i);
-      out.set(`${linearName(l, m)}.lora_A.weight`, Float32Array.from({ length: r * i }, () => (2 * u() - 1) * bound));
+      out.set(
+        `${linearName(l, m)}.lora_A.weight`,
+        Float32Array.from({ length: r * i }, () => (2 * u() - 1) * bound),
+      );
       out.set(`${linearName(l, m)}.lora_B.weight`, new Float32Array(o * r));
     }
   return out;

@@ -55,7 +55,15 @@ export function parseAdapterConfig(json: unknown): AdapterConfig {
     throw new ModelError("adapter_invalid", `adapter_config.json: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`);
   }
   const c = parsed.output;
-  return { r: c.r, alpha: c.lora_alpha, targetModules: [...new Set(c.target_modules)], dropout: c.lora_dropout, useRslora: c.use_rslora, baseModel: c.base_model_name_or_path ?? null, layers: c.layers_to_transform ?? null };
+  return {
+    r: c.r,
+    alpha: c.lora_alpha,
+    targetModules: [...new Set(c.target_modules)],
+    dropout: c.lora_dropout,
+    useRslora: c.use_rslora,
+    baseModel: c.base_model_name_or_path ?? null,
+    layers: c.layers_to_transform ?? null,
+  };
 }
 
 const PEFT_PREFIX = "base_model.model.";
@@ -68,7 +76,13 @@ export const graphName = (key: string) => (key.startsWith(PEFT_PREFIX) ? key.sli
 export function loraPairs(tensors: ReadonlyMap<string, Float32Array>, r: number, scaling: number): Map<string, LoraPair> {
   const pairs = new Map<string, LoraPair>();
   for (const [key, a] of tensors)
-    if (key.endsWith(".lora_A.weight")) pairs.set(graphName(key).slice(0, -".lora_A.weight".length), { a, b: tensors.get(key.replace(/lora_A\.weight$/, "lora_B.weight"))!, r, scaling });
+    if (key.endsWith(".lora_A.weight"))
+      pairs.set(graphName(key).slice(0, -".lora_A.weight".length), {
+        a,
+        b: tensors.get(key.replace(/lora_A\.weight$/, "lora_B.weight"))!,
+        r,
+        scaling,
+      });
   return pairs;
 }
 
@@ -85,11 +99,12 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
   const config = parseAdapterConfig(json);
   const bytes = await source.read("adapter_model.safetensors");
   if (!bytes) throw new ModelError("file_missing", `${source.location}: adapter_model.safetensors is missing`);
-  let tensors;
+  let tensors: ReturnType<typeof readSafetensors>["tensors"];
   try {
     tensors = readSafetensors(bytes).tensors;
   } catch (e) {
-    if (e instanceof SafetensorsError) throw new ModelError("adapter_invalid", `${source.location}/adapter_model.safetensors: ${e.message}`);
+    if (e instanceof SafetensorsError)
+      throw new ModelError("adapter_invalid", `${source.location}/adapter_model.safetensors: ${e.message}`);
     throw e;
   }
   const pairs = new Map<string, LoraPair>();
@@ -98,14 +113,20 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
   const take = (key: string, shape: [number, number]): Float32Array => {
     const t = tensors.get(key);
     if (!t) throw new ModelError("tensor_missing", `${source.location}: adapter tensor "${key}" is missing`);
-    if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16") throw new ModelError("tensor_dtype", `${source.location}: adapter tensor "${key}" is ${t.dtype}, not a float type`);
+    if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16")
+      throw new ModelError("tensor_dtype", `${source.location}: adapter tensor "${key}" is ${t.dtype}, not a float type`);
     if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1])
-      throw new ModelError("tensor_shape", `${source.location}: adapter tensor "${key}" has shape ${JSON.stringify(t.shape)}; r=${config.r} on this base needs ${JSON.stringify(shape)}`);
+      throw new ModelError(
+        "tensor_shape",
+        `${source.location}: adapter tensor "${key}" has shape ${JSON.stringify(t.shape)}; r=${config.r} on this base needs ${JSON.stringify(shape)}`,
+      );
     used.add(key);
     return toFloat32(t.dtype, t.data);
   };
   const layers = config.layers ?? Array.from({ length: model.numLayers }, (_, l) => l);
-  for (const l of layers) if (l >= model.numLayers) throw new ModelError("adapter_invalid", `adapter_config.json: layers_to_transform names layer ${l}; the base has ${model.numLayers}`);
+  for (const l of layers)
+    if (l >= model.numLayers)
+      throw new ModelError("adapter_invalid", `adapter_config.json: layers_to_transform names layer ${l}; the base has ${model.numLayers}`);
   for (const l of layers)
     for (const m of config.targetModules) {
       const name = linearName(l, m);
@@ -113,7 +134,11 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
       pairs.set(name, { a: take(peftKey(name, "A"), [config.r, inp]), b: take(peftKey(name, "B"), [out, config.r]), r: config.r, scaling });
     }
   for (const key of tensors.keys())
-    if (!used.has(key)) throw new ModelError("tensor_unexpected", `${source.location}: adapter tensor "${key}" does not belong to target_modules ${JSON.stringify(config.targetModules)} of a ${model.numLayers}-layer base`);
+    if (!used.has(key))
+      throw new ModelError(
+        "tensor_unexpected",
+        `${source.location}: adapter tensor "${key}" does not belong to target_modules ${JSON.stringify(config.targetModules)} of a ${model.numLayers}-layer base`,
+      );
   return { config, pairs };
 }
 
@@ -144,5 +169,5 @@ export function writePeftAdapter(adapter: LoraAdapter): { "adapter_config.json":
     tensors[peftKey(name, "A")] = { dtype: "F32", shape: [p.r, p.a.length / p.r], data: p.a };
     tensors[peftKey(name, "B")] = { dtype: "F32", shape: [p.b.length / p.r, p.r], data: p.b };
   }
-  return { "adapter_config.json": JSON.stringify(config, null, 2) + "\n", "adapter_model.safetensors": writeSafetensors(tensors) };
+  return { "adapter_config.json": `${JSON.stringify(config, null, 2)}\n`, "adapter_model.safetensors": writeSafetensors(tensors) };
 }

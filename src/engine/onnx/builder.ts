@@ -1,6 +1,15 @@
 // A small typed builder over ONNX graphs, in the manner of onnx's helper.py: nodes made by op type and
 // value names, attributes sorted so that the same graph always encodes to the same bytes.
-import { encodeModel, ElemType, type AttributeValue, type Dim, type GraphProto, type NodeProto, type TensorProto, type ValueInfo } from "./proto.ts";
+import {
+  encodeModel,
+  ElemType,
+  type AttributeValue,
+  type Dim,
+  type GraphProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfo,
+} from "./proto.ts";
 
 export const IR_VERSION = 10;
 /** Opset 21: DequantizeLinear with block_size and INT4, the oldest opset with both. */
@@ -60,12 +69,20 @@ export class GraphBuilder {
   }
 
   /** A shared constant initializer; equal constants are stored once. */
-  constant(elemType: typeof ElemType.INT64 | typeof ElemType.FLOAT | typeof ElemType.DOUBLE, values: readonly number[], dims: readonly number[] = [values.length]): string {
+  constant(
+    elemType: typeof ElemType.INT64 | typeof ElemType.FLOAT | typeof ElemType.DOUBLE,
+    values: readonly number[],
+    dims: readonly number[] = [values.length],
+  ): string {
     const key = `${elemType}|${dims.join(",")}|${values.join(",")}`;
     const existing = this.constants.get(key);
     if (existing) return existing;
     const raw = new Uint8Array(
-      elemType === ElemType.INT64 ? BigInt64Array.from(values, (v) => BigInt(v)).buffer : elemType === ElemType.DOUBLE ? Float64Array.from(values).buffer : Float32Array.from(values).buffer,
+      elemType === ElemType.INT64
+        ? BigInt64Array.from(values, (v) => BigInt(v)).buffer
+        : elemType === ElemType.DOUBLE
+          ? Float64Array.from(values).buffer
+          : Float32Array.from(values).buffer,
     );
     const name = this.fresh(elemType === ElemType.INT64 ? "const_i64" : "const_float");
     this.initializers.push({ name, elemType, dims: [...dims], raw });
@@ -95,7 +112,12 @@ export class GraphBuilder {
 
   /** Zeros of the graph's float type with the shape held by the 1-D int64 value `shape`. */
   zeros(shape: string): string {
-    const zero: TensorProto = { name: "", elemType: this.floatType, dims: [1], raw: new Uint8Array(this.floatType === ElemType.DOUBLE ? 8 : 4) };
+    const zero: TensorProto = {
+      name: "",
+      elemType: this.floatType,
+      dims: [1],
+      raw: new Uint8Array(this.floatType === ElemType.DOUBLE ? 8 : 4),
+    };
     return this.op("ConstantOfShape", [shape], { value: zero });
   }
 
@@ -107,11 +129,19 @@ export class GraphBuilder {
   /** Adds a node; returns all its output names. */
   opN(opType: string, inputs: readonly string[], attrs: Record<string, AttributeValue> = {}, opts: OpOptions = {}): string[] {
     const wanted = opts.outputs ?? 1;
-    const outputs = typeof wanted === "number" ? Array.from({ length: wanted }, () => this.fresh(`${opType}_out`)) : wanted.map((o) => this.claim(o));
+    const outputs =
+      typeof wanted === "number" ? Array.from({ length: wanted }, () => this.fresh(`${opType}_out`)) : wanted.map((o) => this.claim(o));
     const attributes = Object.keys(attrs)
       .sort()
       .map((k) => [k, attrs[k]!] as const);
-    this.nodes.push({ opType, domain: opts.domain ?? "", name: opts.name ?? `${opType}_${this.nodes.length}`, inputs: [...inputs], outputs, attributes });
+    this.nodes.push({
+      opType,
+      domain: opts.domain ?? "",
+      name: opts.name ?? `${opType}_${this.nodes.length}`,
+      inputs: [...inputs],
+      outputs,
+      attributes,
+    });
     return outputs;
   }
 
@@ -147,8 +177,10 @@ export function validateGraph(g: GraphProto): void {
   for (const t of g.initializers) define(t.name, "initializer");
   for (const n of g.nodes) {
     for (const i of n.inputs)
-      if (!defined.has(i)) throw new GraphValidationError(`graph ${g.name}: node ${n.name} (${n.opType}) reads "${i}" before it is defined`);
+      if (!defined.has(i))
+        throw new GraphValidationError(`graph ${g.name}: node ${n.name} (${n.opType}) reads "${i}" before it is defined`);
     for (const o of n.outputs) define(o, `output of node ${n.name}`);
   }
-  for (const o of g.outputs) if (!defined.has(o.name)) throw new GraphValidationError(`graph ${g.name}: output "${o.name}" is never produced`);
+  for (const o of g.outputs)
+    if (!defined.has(o.name)) throw new GraphValidationError(`graph ${g.name}: output "${o.name}" is never produced`);
 }

@@ -139,8 +139,7 @@ function writeValueInfo(w: Writer, v: ValueInfo): void {
       tensor.uint32(tag(1, VARINT)).int32(v.elemType);
       if (v.shape)
         message(tensor, 2, (shape) => {
-          for (const d of v.shape!)
-            message(shape, 1, (dim) => (typeof d === "number" ? int(dim, 1, d) : str(dim, 2, d)));
+          for (const d of v.shape!) message(shape, 1, (dim) => (typeof d === "number" ? int(dim, 1, d) : str(dim, 2, d)));
         });
     }),
   );

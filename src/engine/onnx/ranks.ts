@@ -44,7 +44,11 @@ export function inferRanks(graph: GraphProto): RankInfo {
         break;
       case "Concat": {
         set(0, r(ins[0]!));
-        if (r(ins[0]!) === 1 && ins.every((i) => length.has(i))) length.set(out[0]!, ins.reduce((s, i) => s + length.get(i)!, 0));
+        if (r(ins[0]!) === 1 && ins.every((i) => length.has(i)))
+          length.set(
+            out[0]!,
+            ins.reduce((s, i) => s + length.get(i)!, 0),
+          );
         break;
       }
       case "Reshape": {

@@ -32,7 +32,10 @@ export async function detectNodeProvider(): Promise<NodeProvider> {
   g.output("y", ElemType.FLOAT, [1]);
   try {
     // A build without the CUDA provider logs its failed load: expected here, not worth a line.
-    await (ort.InferenceSession.create as (m: Uint8Array, o: object) => Promise<unknown>)(g.toBytes(), { executionProviders: ["cuda"], logSeverityLevel: 4 });
+    await (ort.InferenceSession.create as (m: Uint8Array, o: object) => Promise<unknown>)(g.toBytes(), {
+      executionProviders: ["cuda"],
+      logSeverityLevel: 4,
+    });
     return "cuda";
   } catch {
     return "cpu";

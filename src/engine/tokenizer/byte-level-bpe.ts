@@ -51,7 +51,10 @@ export function trainByteLevelBpe(texts: Iterable<string>, opts: BpeTrainOptions
       pairCount.set(key, (pairCount.get(key) ?? 0) + sign * n);
       if (sign > 0) {
         let set = pairWords.get(key);
-        if (!set) pairWords.set(key, (set = new Set()));
+        if (!set) {
+          set = new Set();
+          pairWords.set(key, set);
+        }
         set.add(wi);
       }
     }
@@ -77,7 +80,15 @@ export function trainByteLevelBpe(texts: Iterable<string>, opts: BpeTrainOptions
     pairWords.delete(best);
   }
 
-  const special = opts.specialTokens.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
+  const special = opts.specialTokens.map((content, id) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  }));
   const bos = opts.bosToken;
   return {
     version: "1.0",
@@ -90,7 +101,12 @@ export function trainByteLevelBpe(texts: Iterable<string>, opts: BpeTrainOptions
       ? {
           type: "TemplateProcessing",
           single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
-          pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
+          pair: [
+            { SpecialToken: { id: bos, type_id: 0 } },
+            { Sequence: { id: "A", type_id: 0 } },
+            { SpecialToken: { id: bos, type_id: 1 } },
+            { Sequence: { id: "B", type_id: 1 } },
+          ],
           special_tokens: { [bos]: { id: bos, ids: [vocab.get(bos)!], tokens: [bos] } },
         }
       : { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },

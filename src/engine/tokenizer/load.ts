@@ -11,7 +11,7 @@ export interface TextTokenizer {
 
 export function loadTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown = {}): TextTokenizer {
   if (typeof tokenizerJson !== "object" || tokenizerJson === null || !("model" in tokenizerJson))
-    throw new ModelError("tokenizer_invalid", "tokenizer.json: expected a Hugging Face tokenizers object with a \"model\" field");
+    throw new ModelError("tokenizer_invalid", 'tokenizer.json: expected a Hugging Face tokenizers object with a "model" field');
   let tok: Tokenizer;
   try {
     tok = new Tokenizer(tokenizerJson, tokenizerConfig ?? {});

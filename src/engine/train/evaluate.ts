@@ -8,7 +8,13 @@ import type { ForwardModel } from "../forward.ts";
 import type { TextTokenizer } from "../tokenizer/load.ts";
 
 /** Mean NLL per trained token. `model` must be built with nll. */
-export async function heldOutLoss(model: ForwardModel, examples: readonly TokenizedExample[], batchSize = 8, onProgress?: (done: number) => void, params?: ReadonlyMap<string, Float32Array>): Promise<{ loss: number; tokens: number }> {
+export async function heldOutLoss(
+  model: ForwardModel,
+  examples: readonly TokenizedExample[],
+  batchSize = 8,
+  onProgress?: (done: number) => void,
+  params?: ReadonlyMap<string, Float32Array>,
+): Promise<{ loss: number; tokens: number }> {
   const nlls = await exampleNlls(model, examples, batchSize, onProgress, params);
   // Position 0 is never predicted (exampleBatch).
   const tokens = examples.reduce((n, e) => n + e.trained.slice(1).reduce((a, b) => a + b, 0), 0);
@@ -19,7 +25,13 @@ export async function heldOutLoss(model: ForwardModel, examples: readonly Tokeni
  * Summed NLL of each example's trained positions. `model` must be built with nll; `params` feeds a graph
  * built with `inputs` (with a soft prompt, its positions come first and are skipped).
  */
-export async function exampleNlls(model: ForwardModel, examples: readonly TokenizedExample[], batchSize = 8, onProgress?: (done: number) => void, params?: ReadonlyMap<string, Float32Array>): Promise<number[]> {
+export async function exampleNlls(
+  model: ForwardModel,
+  examples: readonly TokenizedExample[],
+  batchSize = 8,
+  onProgress?: (done: number) => void,
+  params?: ReadonlyMap<string, Float32Array>,
+): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < examples.length; i += batchSize) {
     const b = exampleBatch(examples.slice(i, i + batchSize), 1);
@@ -36,7 +48,10 @@ export async function exampleNlls(model: ForwardModel, examples: readonly Tokeni
 export function beforeCompletion(e: TokenizedExample, ids: readonly number[]): TokenizedExample {
   const at = e.trained.indexOf(1);
   if (at < 0 || ids.length === 0) return e;
-  return { ids: [...e.ids.slice(0, at), ...ids, ...e.ids.slice(at)], trained: [...e.trained.slice(0, at), ...ids.map(() => 0), ...e.trained.slice(at)] };
+  return {
+    ids: [...e.ids.slice(0, at), ...ids, ...e.ids.slice(at)],
+    trained: [...e.trained.slice(0, at), ...ids.map(() => 0), ...e.trained.slice(at)],
+  };
 }
 
 export interface LabeledPrompt {
@@ -54,10 +69,27 @@ export function labeledPrompts(examples: readonly Example[]): LabeledPrompt[] {
  * has the highest total log-probability after it. Prompts longer than `maxTokens` minus the word lose
  * their middle (completionExample).
  */
-export async function labelAccuracy(model: ForwardModel, tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array>; words?: readonly string[]; after?: readonly number[] }): Promise<{ accuracy: number; predicted: string[]; crossEntropy: number }> {
+export async function labelAccuracy(
+  model: ForwardModel,
+  tok: TextTokenizer,
+  items: readonly LabeledPrompt[],
+  labels: readonly string[],
+  opts: {
+    maxTokens: number;
+    batchSize?: number;
+    params?: ReadonlyMap<string, Float32Array>;
+    words?: readonly string[];
+    after?: readonly number[];
+  },
+): Promise<{ accuracy: number; predicted: string[]; crossEntropy: number }> {
   checkLabels(items, labels);
   // `after`: ids between each prompt and the label words (an inline soft prompt's).
-  const scores = await labelScores(model, items.map((x) => [...tok.encode(x.prompt), ...(opts.after ?? [])]), wordIds(tok, opts.words ?? labels), opts);
+  const scores = await labelScores(
+    model,
+    items.map((x) => [...tok.encode(x.prompt), ...(opts.after ?? [])]),
+    wordIds(tok, opts.words ?? labels),
+    opts,
+  );
   return accuracyOfScores(scores, items, labels);
 }
 
@@ -66,9 +98,23 @@ export function checkLabels(items: readonly LabeledPrompt[], labels: readonly st
 }
 
 /** Per item, the label with the highest score; the accuracy of those picks and the verbalizer cross-entropy. */
-export function accuracyOfScores(scores: readonly (readonly number[])[], items: readonly LabeledPrompt[], labels: readonly string[]): { accuracy: number; predicted: string[]; crossEntropy: number } {
+export function accuracyOfScores(
+  scores: readonly (readonly number[])[],
+  items: readonly LabeledPrompt[],
+  labels: readonly string[],
+): { accuracy: number; predicted: string[]; crossEntropy: number } {
   const predicted = scores.map((s) => classifyByLogProb(Object.fromEntries(labels.map((l, j) => [l, [s[j]!]]))));
-  return { accuracy: accuracy(predicted, items.map((x) => x.label)), predicted, crossEntropy: verbalizerCrossEntropy(scores, items.map((x) => labels.indexOf(x.label))) };
+  return {
+    accuracy: accuracy(
+      predicted,
+      items.map((x) => x.label),
+    ),
+    predicted,
+    crossEntropy: verbalizerCrossEntropy(
+      scores,
+      items.map((x) => labels.indexOf(x.label)),
+    ),
+  };
 }
 
 /** Each word as the token ids of " " + word, as a completion follows a prompt. */
@@ -77,12 +123,24 @@ export function wordIds(tok: TextTokenizer, words: readonly string[]): number[][
 }
 
 /** Per prompt (token ids), each label's words' (token ids) total log-probability after it. */
-export async function labelScores(model: ForwardModel, prompts: readonly (readonly number[])[], labelIds: readonly (readonly number[])[], opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> }): Promise<number[][]> {
-  return scoresOfLabelRows(await exampleNlls(model, labelRows(prompts, labelIds, opts.maxTokens), opts.batchSize, undefined, opts.params), labelIds.length);
+export async function labelScores(
+  model: ForwardModel,
+  prompts: readonly (readonly number[])[],
+  labelIds: readonly (readonly number[])[],
+  opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> },
+): Promise<number[][]> {
+  return scoresOfLabelRows(
+    await exampleNlls(model, labelRows(prompts, labelIds, opts.maxTokens), opts.batchSize, undefined, opts.params),
+    labelIds.length,
+  );
 }
 
 /** The rows that score each prompt with each label's words after it, prompt-major; a long prompt loses its middle (completionExample). */
-export function labelRows(prompts: readonly (readonly number[])[], labelIds: readonly (readonly number[])[], maxTokens: number): TokenizedExample[] {
+export function labelRows(
+  prompts: readonly (readonly number[])[],
+  labelIds: readonly (readonly number[])[],
+  maxTokens: number,
+): TokenizedExample[] {
   return prompts.flatMap((prompt) => labelIds.map((ids) => completionExample(prompt, ids, maxTokens)));
 }
 

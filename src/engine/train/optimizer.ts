@@ -16,7 +16,10 @@ export interface Optimizer {
 
 function slot(state: OptimizerState, key: string, size: number): Float32Array {
   let s = state.slots.get(key);
-  if (!s) state.slots.set(key, (s = new Float32Array(size)));
+  if (!s) {
+    s = new Float32Array(size);
+    state.slots.set(key, s);
+  }
   return s;
 }
 

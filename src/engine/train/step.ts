@@ -3,7 +3,14 @@
 import type { LlamaConfig } from "../config.ts";
 import { ModelError } from "../errors.ts";
 import { feedParams, llamaFeeds } from "../forward.ts";
-import { buildLlamaGraph, trainableTensors, type ForwardOptions, type TrainableTensor, type TrainSpec, type Weights } from "../llama/graph.ts";
+import {
+  buildLlamaGraph,
+  trainableTensors,
+  type ForwardOptions,
+  type TrainableTensor,
+  type TrainSpec,
+  type Weights,
+} from "../llama/graph.ts";
 import type { Runtime, Session } from "../runtime.ts";
 
 export interface TrainBatch {
@@ -45,8 +52,20 @@ export class TrainStep {
     this.split = split;
   }
 
-  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, spec: TrainSpec, opts: Pick<ForwardOptions, "quant" | "lora" | "fromLayer" | "layerIndices"> = {}): Promise<TrainStep> {
-    return new TrainStep(config, spec, await runtime.createSession(buildLlamaGraph(config, weights, { ...opts, train: spec })), opts.fromLayer !== undefined, opts.layerIndices);
+  static async create(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Weights,
+    spec: TrainSpec,
+    opts: Pick<ForwardOptions, "quant" | "lora" | "fromLayer" | "layerIndices"> = {},
+  ): Promise<TrainStep> {
+    return new TrainStep(
+      config,
+      spec,
+      await runtime.createSession(buildLlamaGraph(config, weights, { ...opts, train: spec })),
+      opts.fromLayer !== undefined,
+      opts.layerIndices,
+    );
   }
 
   async run(batch: TrainBatch, params: ReadonlyMap<string, Float32Array>): Promise<StepResult> {
@@ -61,13 +80,17 @@ export class TrainStep {
     if (this.split) {
       // The upper part starts from the trunk's hidden states, not from token ids.
       if (!batch.hidden || batch.hidden.length !== B * S * this.config.hiddenSize)
-        throw new ModelError("input_invalid", `train step: this split graph needs the trunk's hidden states [${B}, ${S}, ${this.config.hiddenSize}]`);
+        throw new ModelError(
+          "input_invalid",
+          `train step: this split graph needs the trunk's hidden states [${B}, ${S}, ${this.config.hiddenSize}]`,
+        );
       delete feeds.input_ids;
       feeds.hidden_in = { data: batch.hidden, dims: [B, S, this.config.hiddenSize] };
     }
     if (this.spec.distill) {
       const H = this.config.hiddenSize;
-      if (!batch.teacherHidden || batch.teacherHidden.length !== B * S * H) throw new ModelError("input_invalid", `train step: distillation needs the teacher's hidden states [${B}, ${S}, ${H}]`);
+      if (!batch.teacherHidden || batch.teacherHidden.length !== B * S * H)
+        throw new ModelError("input_invalid", `train step: distillation needs the teacher's hidden states [${B}, ${S}, ${H}]`);
       feeds.teacher_hidden = { data: batch.teacherHidden, dims: [B, S, H] };
       // Every real position counts the same; the term is their mean.
       const mask = (batch.mask ?? batch.ids.map((r) => r.map(() => 1))).flat();
@@ -78,7 +101,12 @@ export class TrainStep {
     const out = await this.session.run(feeds);
     const grads = new Map<string, Float32Array>();
     for (const t of this.tensors) grads.set(t.name, out[`grad.${t.name}`]!.data as Float32Array);
-    return { loss: (out.loss!.data as Float32Array)[0]!, nll: out.nll!.data as Float32Array, grads, ...(out.distill_loss ? { distillLoss: (out.distill_loss.data as Float32Array)[0]! } : {}) };
+    return {
+      loss: (out.loss!.data as Float32Array)[0]!,
+      nll: out.nll!.data as Float32Array,
+      grads,
+      ...(out.distill_loss ? { distillLoss: (out.distill_loss.data as Float32Array)[0]! } : {}),
+    };
   }
 
   release(): Promise<void> {

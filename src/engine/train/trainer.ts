@@ -52,8 +52,12 @@ export class Trainer {
     }
     if (!sum) throw new Error("an update needs at least one micro-batch");
     this.opts.gradientHook?.(sum, this.params);
-    for (const [k, g] of sum) if (!g.every(Number.isFinite)) throw new Error(`non-finite gradient for ${k} (loss ${loss}); lower the learning rate`);
-    const gradNorm = this.opts.clip === undefined ? Math.sqrt([...sum.values()].reduce((s, g) => s + g.reduce((a, x) => a + x * x, 0), 0)) : clipGradNorm(sum, this.opts.clip);
+    for (const [k, g] of sum)
+      if (!g.every(Number.isFinite)) throw new Error(`non-finite gradient for ${k} (loss ${loss}); lower the learning rate`);
+    const gradNorm =
+      this.opts.clip === undefined
+        ? Math.sqrt([...sum.values()].reduce((s, g) => s + g.reduce((a, x) => a + x * x, 0), 0))
+        : clipGradNorm(sum, this.opts.clip);
     const lr = learningRate(this.updates, this.opts.schedule);
     this.opts.optimizer.step(this.params, sum, lr);
     return { loss, gradNorm, lr, ...(distillLoss === undefined ? {} : { distillLoss }) };

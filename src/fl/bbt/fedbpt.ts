@@ -11,7 +11,15 @@ import { EMBED } from "../../engine/llama/names.ts";
 import type { Runtime } from "../../engine/runtime.ts";
 import { leadingSpecialIds, type TextTokenizer } from "../../engine/tokenizer/load.ts";
 import type { TokenizedExample } from "../../data/examples.ts";
-import { accuracyOfScores, checkLabels, exampleNlls, labelRows, scoresOfLabelRows, wordIds, type LabeledPrompt } from "../../engine/train/evaluate.ts";
+import {
+  accuracyOfScores,
+  checkLabels,
+  exampleNlls,
+  labelRows,
+  scoresOfLabelRows,
+  wordIds,
+  type LabeledPrompt,
+} from "../../engine/train/evaluate.ts";
 import { labelWordsOf, type PromptPlacement } from "../../protocol/federation.ts";
 import { rowNllsAt, type ScoringEndpoint } from "../client/endpoint-scores.ts";
 import { ask, cmaParameters, initialCma, tell, type CmaState } from "../cma/cma-es.ts";
@@ -28,7 +36,7 @@ export interface BbtSpace {
 }
 
 /** The scale of A's entries: the embedding's standard deviation over sqrt(d) (BBT's choice, so A z ~ embeddings for z ~ N(0, I)). */
-export function projectionScale(c: LlamaConfig, weights: Weights, d: number): number {
+export function projectionScale(_c: LlamaConfig, weights: Weights, d: number): number {
   const e = weights.get(EMBED)!;
   const mean = e.reduce((s, x) => s + x, 0) / e.length;
   return Math.sqrt(e.reduce((s, x) => s + (x - mean) ** 2, 0) / e.length) / Math.sqrt(d);
@@ -97,16 +105,29 @@ export type PromptRowNlls = (rows: readonly TokenizedExample[], z: readonly numb
 export type BbtVerbalizer = { labels: readonly string[]; labelWords?: readonly string[] | undefined; placement?: PromptPlacement };
 
 /** Scores soft prompts by the label words' rows: each prompt, the soft prompt's ids if it is a suffix, a label word. */
-export function promptScorer(rowNlls: PromptRowNlls, c: LlamaConfig, tok: TextTokenizer, space: BbtSpace, verbalizer: BbtVerbalizer, maxTokens: number, release: () => Promise<void> = async () => {}): PromptScorer {
+export function promptScorer(
+  rowNlls: PromptRowNlls,
+  c: LlamaConfig,
+  tok: TextTokenizer,
+  space: BbtSpace,
+  verbalizer: BbtVerbalizer,
+  maxTokens: number,
+  release: () => Promise<void> = async () => {},
+): PromptScorer {
   const { after } = softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix");
   const words = wordIds(tok, labelWordsOf(verbalizer));
   const head = leadingSpecialIds(tok).length;
-  const perturbed = (ids: number[], noise: DataNoise | undefined, u: (() => number) | undefined) => (noise && u ? ids.map((id, t) => (t >= head && u() < noise.rate ? Math.floor(u() * c.vocabSize) : id)) : ids);
+  const perturbed = (ids: number[], noise: DataNoise | undefined, u: (() => number) | undefined) =>
+    noise && u ? ids.map((id, t) => (t >= head && u() < noise.rate ? Math.floor(u() * c.vocabSize) : id)) : ids;
   return {
     async score(z, items, noise) {
       checkLabels(items, verbalizer.labels);
       const u = noise?.draws();
-      const rows = labelRows(items.map((x) => [...perturbed(tok.encode(x.prompt), noise, u), ...after]), words, maxTokens);
+      const rows = labelRows(
+        items.map((x) => [...perturbed(tok.encode(x.prompt), noise, u), ...after]),
+        words,
+        maxTokens,
+      );
       return accuracyOfScores(scoresOfLabelRows(await rowNlls(rows, z), words.length), items, verbalizer.labels);
     },
     release,
@@ -114,16 +135,52 @@ export function promptScorer(rowNlls: PromptRowNlls, c: LlamaConfig, tok: TextTo
 }
 
 /** Scores prompts at an inference endpoint (POST /v1/prompt-scores), which projects z itself: only token ids and z go out. */
-export function endpointPromptScorer(ep: ScoringEndpoint, c: LlamaConfig, tok: TextTokenizer, space: BbtSpace, verbalizer: BbtVerbalizer, maxTokens: number): PromptScorer {
+export function endpointPromptScorer(
+  ep: ScoringEndpoint,
+  c: LlamaConfig,
+  tok: TextTokenizer,
+  space: BbtSpace,
+  verbalizer: BbtVerbalizer,
+  maxTokens: number,
+): PromptScorer {
   const placement = verbalizer.placement ?? "prefix";
-  return promptScorer((rows, z) => rowNllsAt(ep, "/v1/prompt-scores", rows, { prompt: { tokens: space.promptTokens, dimension: space.dimension, seed: space.seed, placement, z } }), c, tok, space, verbalizer, maxTokens);
+  return promptScorer(
+    (rows, z) =>
+      rowNllsAt(ep, "/v1/prompt-scores", rows, {
+        prompt: { tokens: space.promptTokens, dimension: space.dimension, seed: space.seed, placement, z },
+      }),
+    c,
+    tok,
+    space,
+    verbalizer,
+    maxTokens,
+  );
 }
 
 /** Scores prompts with a local forward graph that takes the soft prompt as an input. */
-export async function localPromptScorer(runtime: Runtime, c: LlamaConfig, weights: Weights, tok: TextTokenizer, space: BbtSpace, verbalizer: BbtVerbalizer, maxTokens: number): Promise<PromptScorer> {
-  const model = await ForwardModel.create(runtime, c, weights, { nll: true, inputs: softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix").inputs });
+export async function localPromptScorer(
+  runtime: Runtime,
+  c: LlamaConfig,
+  weights: Weights,
+  tok: TextTokenizer,
+  space: BbtSpace,
+  verbalizer: BbtVerbalizer,
+  maxTokens: number,
+): Promise<PromptScorer> {
+  const model = await ForwardModel.create(runtime, c, weights, {
+    nll: true,
+    inputs: softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix").inputs,
+  });
   const prompt = softPromptOf(c, weights, space);
-  return promptScorer((rows, z) => exampleNlls(model, rows, 8, undefined, new Map([[SOFT_PROMPT, prompt(z)]])), c, tok, space, verbalizer, maxTokens, () => model.release());
+  return promptScorer(
+    (rows, z) => exampleNlls(model, rows, 8, undefined, new Map([[SOFT_PROMPT, prompt(z)]])),
+    c,
+    tok,
+    space,
+    verbalizer,
+    maxTokens,
+    () => model.release(),
+  );
 }
 
 export interface BbtGlobal {
@@ -156,7 +213,14 @@ export function startBbt(global: BbtGlobal, seed: number): BbtClientState {
  * that on their perturbed copy (FedBPT's perturbation, against overfitting a client's few examples): a
  * prompt scores well for helping on the text, not on noise.
  */
-export async function bbtGenerations(scorer: PromptScorer, state: BbtClientState, itemsOf: (generation: number) => readonly LabeledPrompt[], generations: number, population?: number, noiseOf?: (generation: number) => DataNoise): Promise<BbtClientState> {
+export async function bbtGenerations(
+  scorer: PromptScorer,
+  state: BbtClientState,
+  itemsOf: (generation: number) => readonly LabeledPrompt[],
+  generations: number,
+  population?: number,
+  noiseOf?: (generation: number) => DataNoise,
+): Promise<BbtClientState> {
   const params = cmaParameters(state.cma.dimension, population);
   let { cma, evaluations, lastBest } = state;
   for (let g = 0; g < generations; g++) {
@@ -176,9 +240,20 @@ export async function bbtGenerations(scorer: PromptScorer, state: BbtClientState
 }
 
 /** A client's round: `generations` of CMA-ES from the global mean and step size on its examples. */
-export async function bbtClientRound(scorer: PromptScorer, global: BbtGlobal, items: readonly LabeledPrompt[], o: { generations: number; population?: number; seed: number }): Promise<BbtClientResult> {
+export async function bbtClientRound(
+  scorer: PromptScorer,
+  global: BbtGlobal,
+  items: readonly LabeledPrompt[],
+  o: { generations: number; population?: number; seed: number },
+): Promise<BbtClientResult> {
   const state = await bbtGenerations(scorer, startBbt(global, o.seed), () => items, o.generations, o.population);
-  return { mean: state.cma.mean, sigma: state.cma.sigma, numExamples: items.length, evaluations: state.evaluations, loss: (await scorer.score(state.cma.mean, items)).crossEntropy };
+  return {
+    mean: state.cma.mean,
+    sigma: state.cma.sigma,
+    numExamples: items.length,
+    evaluations: state.evaluations,
+    loss: (await scorer.score(state.cma.mean, items)).crossEntropy,
+  };
 }
 
 /** The server's step: the clients' means recombined by their examples, their step sizes pooled (root mean square, weighted). */
@@ -194,7 +269,8 @@ export function bbtAggregate(results: readonly Pick<BbtClientResult, "mean" | "s
 export function bbtGlobalOf(tensors: ReadonlyMap<string, Float32Array>): BbtGlobal {
   const mean = tensors.get(BPT_MEAN);
   const sigma2 = tensors.get(BPT_SIGMA2);
-  if (!mean || !sigma2 || sigma2.length !== 1 || !(sigma2[0]! > 0)) throw new RangeError(`a FedBPT version holds "${BPT_MEAN}" [d] and a positive "${BPT_SIGMA2}" [1]`);
+  if (!mean || !sigma2 || sigma2.length !== 1 || !(sigma2[0]! > 0))
+    throw new RangeError(`a FedBPT version holds "${BPT_MEAN}" [d] and a positive "${BPT_SIGMA2}" [1]`);
   return { mean: [...mean], sigma: Math.sqrt(sigma2[0]!) };
 }
 

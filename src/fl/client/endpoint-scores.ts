@@ -16,7 +16,12 @@ export const MAX_SCORED_ROWS = 256;
 export const MAX_HIDDEN_STATE_BYTES = 16 << 20;
 
 /** Each row's summed NLL over its trained tokens, scored at `path` with the extension's own fields, in requests of at most MAX_SCORED_ROWS rows. */
-export async function rowNllsAt(ep: ScoringEndpoint, path: string, rows: readonly TokenizedExample[], fields: Record<string, unknown>): Promise<number[]> {
+export async function rowNllsAt(
+  ep: ScoringEndpoint,
+  path: string,
+  rows: readonly TokenizedExample[],
+  fields: Record<string, unknown>,
+): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < rows.length; i += MAX_SCORED_ROWS) {
     const chunk = rows.slice(i, i + MAX_SCORED_ROWS);

@@ -20,7 +20,6 @@ import type { TensorMap } from "../tensors.ts";
 import { methodPlan } from "./method-plan.ts";
 import { padStates, trunkStates, type TrunkCache, type TrunkEndpoint } from "./trunk-states.ts";
 
-
 export interface LocalTask {
   round: number;
   proximalMu: number;
@@ -66,19 +65,36 @@ export interface Trunk {
 }
 
 /** Runs up to `maxSteps` more updates of the task (all remaining when absent); returns the new state. */
-export async function runLocalSteps(model: LocalModel, task: LocalTask, global: TensorMap, examples: readonly TokenizedExample[], state: LocalState, maxSteps = Infinity, trunk?: Trunk): Promise<LocalState> {
+export async function runLocalSteps(
+  model: LocalModel,
+  task: LocalTask,
+  global: TensorMap,
+  examples: readonly TokenizedExample[],
+  state: LocalState,
+  maxSteps = Infinity,
+  trunk?: Trunk,
+): Promise<LocalState> {
   const plan = methodPlan(task.method, model.config, { offloaded: trunk !== undefined, seed: task.seed + task.round });
   const key = JSON.stringify([plan, task.quant]);
-  const step = model.sessions?.get(key) ?? (await TrainStep.create(model.runtime, model.config, model.weights, plan.spec, { quant: task.quant, ...plan.graph }));
+  const step =
+    model.sessions?.get(key) ??
+    (await TrainStep.create(model.runtime, model.config, model.weights, plan.spec, { quant: task.quant, ...plan.graph }));
   model.sessions?.set(key, step);
   const globalParams: TensorMap = new Map([...global].map(([k, t]) => [graphName(k), t]));
   const copy = (t: TensorMap): TensorMap => new Map([...t].map(([k, v]) => [k, Float32Array.from(v)]));
-  const next: LocalState = { ...state, params: copy(state.params), optimizer: { ...state.optimizer, slots: copy(state.optimizer.slots) }, order: [...state.order] };
+  const next: LocalState = {
+    ...state,
+    params: copy(state.params),
+    optimizer: { ...state.optimizer, slots: copy(state.optimizer.slots) },
+    order: [...state.order],
+  };
   const trainer = new Trainer(step, next.params, {
     optimizer: adamW({ weightDecay: 0 }, next.optimizer),
     schedule: { lr: task.local.lr, warmupSteps: 0, totalSteps: task.local.steps },
     clip: 1,
-    ...(task.proximalMu > 0 ? { gradientHook: (grads: TensorMap, params: TensorMap) => void addProximalGradient(grads, params, globalParams, task.proximalMu) } : {}),
+    ...(task.proximalMu > 0
+      ? { gradientHook: (grads: TensorMap, params: TensorMap) => void addProximalGradient(grads, params, globalParams, task.proximalMu) }
+      : {}),
   });
   const end = Math.min(task.local.steps, state.step + maxSteps);
   while (next.step < end) {
@@ -86,7 +102,12 @@ export async function runLocalSteps(model: LocalModel, task: LocalTask, global: 
     const b = exampleBatch(batch);
     if (trunk) {
       // States of the unpadded inputs; padded positions get zeros, which no real position attends to.
-      const states = await trunkStates(trunk.endpoint, trunk.cache, plan.cut!, batch.map((e) => e.ids.slice(0, -1)));
+      const states = await trunkStates(
+        trunk.endpoint,
+        trunk.cache,
+        plan.cut!,
+        batch.map((e) => e.ids.slice(0, -1)),
+      );
       b.hidden = padStates(states, b.ids[0]!.length, model.config.hiddenSize);
     }
     next.lossSum += (await trainer.update([b])).loss;
@@ -100,8 +121,13 @@ export async function runLocalSteps(model: LocalModel, task: LocalTask, global: 
  * The next batch of the task's seeded passes over the examples (each pass a shuffle seeded by the client,
  * the round and the pass), so a resumed run draws the batches an unbroken run would. Advances `order`/`pass`.
  */
-export function drawBatch<E>(at: { order: number[]; pass: number }, examples: readonly E[], task: Pick<LocalTask, "seed" | "round" | "local">): E[] {
-  if (at.order.length < task.local.batchSize) at.order.push(...shuffled([...examples.keys()], roundStream(task.seed, task.round, 0, at.pass++)));
+export function drawBatch<E>(
+  at: { order: number[]; pass: number },
+  examples: readonly E[],
+  task: Pick<LocalTask, "seed" | "round" | "local">,
+): E[] {
+  if (at.order.length < task.local.batchSize)
+    at.order.push(...shuffled([...examples.keys()], roundStream(task.seed, task.round, 0, at.pass++)));
   return at.order.splice(0, Math.min(task.local.batchSize, examples.length)).map((i) => examples[i]!);
 }
 
@@ -116,7 +142,10 @@ export function localResult(global: TensorMap, state: LocalState, numExamples: n
   const delta: TensorMap = new Map();
   for (const [key, g] of global) {
     const p = state.params.get(graphName(key))!;
-    delta.set(key, p.map((x, i) => x - g[i]!));
+    delta.set(
+      key,
+      p.map((x, i) => x - g[i]!),
+    );
   }
   return { delta, numExamples, metrics: { train_loss: state.lossSum / Math.max(1, state.step), local_steps: state.step } };
 }

@@ -26,16 +26,26 @@ const range = (from: number, to: number) => Array.from({ length: to - from }, (_
  */
 export function methodPlan(method: Method, c: LlamaConfig, opts: { offloaded: boolean; seed: number }): MethodPlan {
   if (method.type === "offsite") {
-    if (opts.offloaded) throw new FlError("strategy_invalid", "offsite-tuning runs the whole emulator on the client; it has no trunk to offload");
+    if (opts.offloaded)
+      throw new FlError("strategy_invalid", "offsite-tuning runs the whole emulator on the client; it has no trunk to offload");
     const layout = offsiteLayout(c.numLayers, method);
     return { spec: { full: adapterTensorNames(c, layout) }, graph: { layerIndices: layout.emulator }, layers: layout.emulator };
   }
-  if (method.type === "fedkseed" || method.type === "fedbpt" || method.type === "discrete") throw new FlError("strategy_invalid", `${method.type} is a black-box method: it has no training graph to plan`);
+  if (method.type === "fedkseed" || method.type === "fedbpt" || method.type === "discrete")
+    throw new FlError("strategy_invalid", `${method.type} is a black-box method: it has no training graph to plan`);
   const spec: TrainSpec = {
-    lora: { r: method.r, scaling: loraScaling({ r: method.r, alpha: method.alpha, useRslora: method.rslora }), modules: method.targetModules as LinearModule[], dropout: method.dropout, seed: opts.seed, fromLayer: method.fromLayer },
+    lora: {
+      r: method.r,
+      scaling: loraScaling({ r: method.r, alpha: method.alpha, useRslora: method.rslora }),
+      modules: method.targetModules as LinearModule[],
+      dropout: method.dropout,
+      seed: opts.seed,
+      fromLayer: method.fromLayer,
+    },
   };
   if (!opts.offloaded) return { spec, graph: {} };
-  if (method.fromLayer === 0) throw new FlError("strategy_invalid", "offloading the trunk needs the method's fromLayer above 0 (LoRA only above the cut)");
+  if (method.fromLayer === 0)
+    throw new FlError("strategy_invalid", "offloading the trunk needs the method's fromLayer above 0 (LoRA only above the cut)");
   return { spec, graph: { fromLayer: method.fromLayer }, layers: range(method.fromLayer, c.numLayers), cut: method.fromLayer };
 }
 
@@ -44,7 +54,11 @@ export function methodPlan(method: Method, c: LlamaConfig, opts: { offloaded: bo
  * model. A discrete-prompt client loads none: it asks an API and holds only the tokenizer.
  */
 export function loadedLayers(method: Method, c: LlamaConfig, offloaded: boolean): number[] | undefined {
-  if (method.type === "discrete") throw new FlError("strategy_invalid", "a discrete-prompt client scores prompts at an inference API: it loads no weights, only the tokenizer");
+  if (method.type === "discrete")
+    throw new FlError(
+      "strategy_invalid",
+      "a discrete-prompt client scores prompts at an inference API: it loads no weights, only the tokenizer",
+    );
   if (method.type === "fedkseed" || method.type === "fedbpt") return undefined;
   return methodPlan(method, c, { offloaded, seed: 0 }).layers;
 }

@@ -16,11 +16,24 @@ export function encodeLocalState(s: LocalState): Uint8Array {
 
 export function decodeLocalState(bytes: Uint8Array): LocalState {
   const file = decodeTensorFile(bytes, "client state");
-  const c = JSON.parse(file.metadata.state ?? "{}") as { step: number; optimizerStep: number; order: number[]; pass: number; lossSum: number };
+  const c = JSON.parse(file.metadata.state ?? "{}") as {
+    step: number;
+    optimizerStep: number;
+    order: number[];
+    pass: number;
+    lossSum: number;
+  };
   const params: TensorMap = new Map();
   const slots: TensorMap = new Map();
   for (const [k, v] of file.tensors) (k.startsWith("param/") ? params : slots).set(k.slice(k.indexOf("/") + 1), v);
-  return { step: c.step, params, optimizer: { kind: "adamw", step: c.optimizerStep, slots }, order: c.order, pass: c.pass, lossSum: c.lossSum };
+  return {
+    step: c.step,
+    params,
+    optimizer: { kind: "adamw", step: c.optimizerStep, slots },
+    order: c.order,
+    pass: c.pass,
+    lossSum: c.lossSum,
+  };
 }
 
 export function encodeZoState(s: ZoState): Uint8Array {
@@ -30,8 +43,23 @@ export function encodeZoState(s: ZoState): Uint8Array {
 
 export function decodeZoState(bytes: Uint8Array): ZoState {
   const file = decodeTensorFile(bytes, "client state");
-  const c = JSON.parse(file.metadata.state ?? "{}") as { step: number; sums: [number, number][]; order: number[]; pass: number; lossSum: number; skipped: number };
-  return { step: c.step, params: file.tensors, sums: new Map(c.sums), order: c.order, pass: c.pass, lossSum: c.lossSum, skipped: c.skipped };
+  const c = JSON.parse(file.metadata.state ?? "{}") as {
+    step: number;
+    sums: [number, number][];
+    order: number[];
+    pass: number;
+    lossSum: number;
+    skipped: number;
+  };
+  return {
+    step: c.step,
+    params: file.tensors,
+    sums: new Map(c.sums),
+    order: c.order,
+    pass: c.pass,
+    lossSum: c.lossSum,
+    skipped: c.skipped,
+  };
 }
 
 /** A FedKSeed state whose point is seed terms (the model lives at an endpoint): all plain numbers, as JSON. */

@@ -23,13 +23,21 @@ export interface TrunkCache {
   put(key: string, states: Float32Array): Promise<void>;
 }
 
-const headers = (ep: Pick<TrunkEndpoint, "token">) => ({ "content-type": "application/json", ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}) });
+const headers = (ep: Pick<TrunkEndpoint, "token">) => ({
+  "content-type": "application/json",
+  ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}),
+});
 
 /** Reads the endpoint's model name and fingerprint (shown to callers with its token). */
 export async function connectTrunk(url: string, hiddenSize: number, token?: string): Promise<TrunkEndpoint> {
-  const res = await request(`trunk endpoint ${url}: /health`, `${url}/health`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const res = await request(`trunk endpoint ${url}: /health`, `${url}/health`, {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
   const h = (await res.json()) as { model?: string; fingerprint?: string };
-  if (!h.model || !h.fingerprint) throw new Error(`trunk endpoint ${url}: /health names no model${token ? "" : ": it shows its model only to callers with its token (TRUNK_TOKEN for a client worker)"}`);
+  if (!h.model || !h.fingerprint)
+    throw new Error(
+      `trunk endpoint ${url}: /health names no model${token ? "" : ": it shows its model only to callers with its token (TRUNK_TOKEN for a client worker)"}`,
+    );
   return { url, model: h.model, fingerprint: h.fingerprint, hiddenSize, ...(token ? { token } : {}) };
 }
 
@@ -60,14 +68,28 @@ export function hiddenStateRequests(lengths: readonly number[], indices: readonl
 }
 
 /** Each row's hidden states after `cut` layers ([length, hidden]), from the cache or the endpoint. */
-export async function trunkStates(ep: TrunkEndpoint, cache: TrunkCache, cut: number, rows: readonly (readonly number[])[]): Promise<Float32Array[]> {
+export async function trunkStates(
+  ep: TrunkEndpoint,
+  cache: TrunkCache,
+  cut: number,
+  rows: readonly (readonly number[])[],
+): Promise<Float32Array[]> {
   const keys = await Promise.all(rows.map((r) => cacheKey(ep, cut, r)));
   const out = await Promise.all(keys.map((k) => cache.get(k)));
   const absent = out.flatMap((s, i) => (s ? [] : [i]));
-  for (const missing of hiddenStateRequests(rows.map((r) => r.length), absent, ep.hiddenSize)) {
-    const res = await request("trunk endpoint: /v1/hidden-states", `${ep.url}/v1/hidden-states`, { method: "POST", headers: headers(ep), body: JSON.stringify({ model: ep.model, input_ids: missing.map((i) => rows[i]), layer: cut }) });
+  for (const missing of hiddenStateRequests(
+    rows.map((r) => r.length),
+    absent,
+    ep.hiddenSize,
+  )) {
+    const res = await request("trunk endpoint: /v1/hidden-states", `${ep.url}/v1/hidden-states`, {
+      method: "POST",
+      headers: headers(ep),
+      body: JSON.stringify({ model: ep.model, input_ids: missing.map((i) => rows[i]), layer: cut }),
+    });
     const file = readSafetensors(new Uint8Array(await res.arrayBuffer()));
-    if (file.metadata.fingerprint !== ep.fingerprint) throw new Error(`the endpoint's model changed (fingerprint ${file.metadata.fingerprint}, expected ${ep.fingerprint}): reconnect`);
+    if (file.metadata.fingerprint !== ep.fingerprint)
+      throw new Error(`the endpoint's model changed (fingerprint ${file.metadata.fingerprint}, expected ${ep.fingerprint}): reconnect`);
     const t = file.tensors.get("hidden_states")!;
     const all = toFloat32(t.dtype as "F32", t.data);
     const T = t.shape[1]!;

@@ -8,9 +8,19 @@ import { rowNllsAt, type ScoringEndpoint } from "./endpoint-scores.ts";
 import type { ZoEvaluator } from "./zo-update.ts";
 
 /** Rows' summed NLL over their trained tokens at w0 + terms, as the endpoint computes them. */
-export function endpointZoEvaluator(ep: ScoringEndpoint, method: Pick<FedKSeedMethod, "trains" | "direction">, federationSeed: number): ZoEvaluator<SeedTerms> {
+export function endpointZoEvaluator(
+  ep: ScoringEndpoint,
+  method: Pick<FedKSeedMethod, "trains" | "direction">,
+  federationSeed: number,
+): ZoEvaluator<SeedTerms> {
   return {
     move: moveTerms,
-    rowNlls: (rows: readonly TokenizedExample[], terms: SeedTerms) => rowNllsAt(ep, "/v1/perturbed-scores", rows, { trains: method.trains, direction: method.direction, federation_seed: federationSeed, terms }),
+    rowNlls: (rows: readonly TokenizedExample[], terms: SeedTerms) =>
+      rowNllsAt(ep, "/v1/perturbed-scores", rows, {
+        trains: method.trains,
+        direction: method.direction,
+        federation_seed: federationSeed,
+        terms,
+      }),
   };
 }

@@ -50,7 +50,9 @@ export interface ZoState<P = TensorMap> {
 export function zoSpec(method: FedKSeedMethod): TrainSpec {
   const t = method.trains;
   if (t.type === "full") return { full: t.tensors };
-  return { lora: { r: t.r, scaling: loraScaling({ r: t.r, alpha: t.alpha, useRslora: t.rslora }), modules: t.targetModules as LinearModule[] } };
+  return {
+    lora: { r: t.r, scaling: loraScaling({ r: t.r, alpha: t.alpha, useRslora: t.rslora }), modules: t.targetModules as LinearModule[] },
+  };
 }
 
 /** w0: PEFT's initialisation from the federation's seed (as the aggregator would make it), or the base tensors. */
@@ -58,14 +60,20 @@ export function zoInitial(c: LlamaConfig, weights: Weights, method: FedKSeedMeth
   const t = method.trains;
   if (t.type === "lora") return initLoraParams(c, t.r, t.targetModules as LinearModule[], federationSeed);
   const shapes = expectedTensors(c);
-  return new Map(t.tensors.map((n) => {
-    if (!shapes.has(n)) throw new RangeError(`"${n}" is not a tensor of this model`);
-    return [n, Float32Array.from(weights.get(n)!)];
-  }));
+  return new Map(
+    t.tensors.map((n) => {
+      if (!shapes.has(n)) throw new RangeError(`"${n}" is not a tensor of this model`);
+      return [n, Float32Array.from(weights.get(n)!)];
+    }),
+  );
 }
 
 /** The global model at a version: w0 - lr * sum_j c_j z_j. */
-export function zoGlobal(w0: TensorMap, task: Pick<ZoTask, "method" | "federationSeed" | "local">, cumulative: ReadonlyMap<number, number>): TensorMap {
+export function zoGlobal(
+  w0: TensorMap,
+  task: Pick<ZoTask, "method" | "federationSeed" | "local">,
+  cumulative: ReadonlyMap<number, number>,
+): TensorMap {
   return rebuild(w0, seedPool(task.federationSeed, task.method.k), cumulative, task.local.lr, task.method.direction);
 }
 
@@ -98,8 +106,19 @@ export function localZoEvaluator(forward: ForwardModel, kind: FedKSeedMethod["di
  * Up to `maxSteps` more steps. `history` (FedKSeed-Pro): the per-round aggregated scalars of each seed,
  * from which seeds are drawn by importance; uniform draws without it.
  */
-export async function zoLocalSteps(model: ZoModel, task: ZoTask, examples: readonly TokenizedExample[], state: ZoState, maxSteps = Infinity, history?: readonly (readonly number[])[]): Promise<ZoState> {
-  const forward = await ForwardModel.create(model.runtime, model.config, model.weights, { quant: task.quant, nll: true, inputs: zoSpec(task.method) });
+export async function zoLocalSteps(
+  model: ZoModel,
+  task: ZoTask,
+  examples: readonly TokenizedExample[],
+  state: ZoState,
+  maxSteps = Infinity,
+  history?: readonly (readonly number[])[],
+): Promise<ZoState> {
+  const forward = await ForwardModel.create(model.runtime, model.config, model.weights, {
+    quant: task.quant,
+    nll: true,
+    inputs: zoSpec(task.method),
+  });
   try {
     return await zoSteps(localZoEvaluator(forward, task.method.direction), task, examples, state, maxSteps, history);
   } finally {
@@ -108,7 +127,14 @@ export async function zoLocalSteps(model: ZoModel, task: ZoTask, examples: reado
 }
 
 /** The steps themselves, wherever the losses come from. */
-export async function zoSteps<P>(ev: ZoEvaluator<P>, task: ZoTask, examples: readonly TokenizedExample[], state: ZoState<P>, maxSteps = Infinity, history?: readonly (readonly number[])[]): Promise<ZoState<P>> {
+export async function zoSteps<P>(
+  ev: ZoEvaluator<P>,
+  task: ZoTask,
+  examples: readonly TokenizedExample[],
+  state: ZoState<P>,
+  maxSteps = Infinity,
+  history?: readonly (readonly number[])[],
+): Promise<ZoState<P>> {
   const m = task.method;
   const pool = seedPool(task.federationSeed, m.k);
   const probabilities = m.pro && history ? seedProbabilities(history, 1) : undefined;
@@ -116,10 +142,19 @@ export async function zoSteps<P>(ev: ZoEvaluator<P>, task: ZoTask, examples: rea
   const end = Math.min(task.local.steps, state.step + maxSteps);
   while (next.step < end) {
     const batch = drawBatch(next, examples, task);
-    const loss = task.labelIds ? verbalizerLoss(ev, batch, task.labelIds, task.wordIds ?? task.labelIds, task.local.maxTokens) : completionLoss(ev, batch);
+    const loss = task.labelIds
+      ? verbalizerLoss(ev, batch, task.labelIds, task.wordIds ?? task.labelIds, task.local.maxTokens)
+      : completionLoss(ev, batch);
     // One uniform number per step, from the client's seed, the round and the step: resumable draws.
     const u = roundStream(task.seed, task.round, 1, next.step)();
-    const r = await zoStep(next.params, pool, pickSeed(m.k, u, probabilities), loss, { epsilon: m.epsilon, lr: task.local.lr, kind: m.direction }, ev.move);
+    const r = await zoStep(
+      next.params,
+      pool,
+      pickSeed(m.k, u, probabilities),
+      loss,
+      { epsilon: m.epsilon, lr: task.local.lr, kind: m.direction },
+      ev.move,
+    );
     next.params = r.params;
     accumulate(next.sums, [r.step]);
     if (r.step.g === null) next.skipped++;
@@ -136,12 +171,19 @@ function completionLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[
 }
 
 /** The verbalizer cross-entropy of the batch: its prompts, each label's word after them, the gold label its completion's. */
-function verbalizerLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[], labelIds: readonly (readonly number[])[], wordIds: readonly (readonly number[])[], maxTokens: number): (at: P) => Promise<number> {
+function verbalizerLoss<P>(
+  ev: ZoEvaluator<P>,
+  batch: readonly TokenizedExample[],
+  labelIds: readonly (readonly number[])[],
+  wordIds: readonly (readonly number[])[],
+  maxTokens: number,
+): (at: P) => Promise<number> {
   const prompts = batch.map((e) => e.ids.slice(0, e.trained.indexOf(1)));
   const gold = batch.map((e) => {
     const completion = e.ids.slice(e.trained.indexOf(1));
     const j = labelIds.findIndex((ids) => ids.every((id, k) => completion[k] === id));
-    if (j < 0) throw new RangeError("an example's completion is none of the method's labels: is this a classification task with these labels?");
+    if (j < 0)
+      throw new RangeError("an example's completion is none of the method's labels: is this a classification task with these labels?");
     return j;
   });
   const rows = labelRows(prompts, wordIds, maxTokens);
@@ -149,5 +191,10 @@ function verbalizerLoss<P>(ev: ZoEvaluator<P>, batch: readonly TokenizedExample[
 }
 
 export function zoMetrics(state: ZoState<unknown>): Record<string, number> {
-  return { train_loss: state.lossSum / Math.max(1, state.step - state.skipped), local_steps: state.step, skipped_steps: state.skipped, seeds_used: state.sums.size };
+  return {
+    train_loss: state.lossSum / Math.max(1, state.step - state.skipped),
+    local_steps: state.step,
+    skipped_steps: state.skipped,
+    seeds_used: state.sums.size,
+  };
 }

@@ -56,8 +56,18 @@ export function cmaParameters(n: number, lambda = 4 + Math.floor(3 * Math.log(n)
 
 export function initialCma(mean: readonly number[], sigma: number, seed = 0): CmaState {
   const n = mean.length;
-  if (n < 1 || !(sigma > 0)) throw new RangeError(`CMA-ES needs a mean of at least one dimension and a positive step size, got ${n} and ${sigma}`);
-  return { dimension: n, generation: 0, mean: [...mean], sigma, covariance: Matrix.eye(n).to1DArray(), pathC: Array(n).fill(0), pathSigma: Array(n).fill(0), seed };
+  if (n < 1 || !(sigma > 0))
+    throw new RangeError(`CMA-ES needs a mean of at least one dimension and a positive step size, got ${n} and ${sigma}`);
+  return {
+    dimension: n,
+    generation: 0,
+    mean: [...mean],
+    sigma,
+    covariance: Matrix.eye(n).to1DArray(),
+    pathC: Array(n).fill(0),
+    pathSigma: Array(n).fill(0),
+    seed,
+  };
 }
 
 /** B D (C = B D^2 B^T), and C^(-1/2) = B D^-1 B^T. */
@@ -81,10 +91,19 @@ export function ask(state: CmaState, params: CmaParameters): number[][] {
 }
 
 /** The next state from the candidates of `ask` and their fitness (lower is better; NaN ranks last). */
-export function tell(state: CmaState, params: CmaParameters, candidates: readonly (readonly number[])[], fitness: readonly number[]): CmaState {
+export function tell(
+  state: CmaState,
+  params: CmaParameters,
+  candidates: readonly (readonly number[])[],
+  fitness: readonly number[],
+): CmaState {
   const n = state.dimension;
-  if (candidates.length !== params.lambda || fitness.length !== params.lambda) throw new RangeError(`tell needs the ${params.lambda} candidates of ask and their fitness`);
-  const order = fitness.map((f, k) => [Number.isNaN(f) ? Infinity : f, k] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(([, k]) => k);
+  if (candidates.length !== params.lambda || fitness.length !== params.lambda)
+    throw new RangeError(`tell needs the ${params.lambda} candidates of ask and their fitness`);
+  const order = fitness
+    .map((f, k) => [Number.isNaN(f) ? Infinity : f, k] as const)
+    .sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    .map(([, k]) => k);
   const best = order.slice(0, params.mu).map((k) => candidates[k]!);
   const { invSqrt } = decompose(state);
   // y_i = (x_i - m) / sigma; y_w their weighted mean; the new mean m + sigma y_w.

@@ -19,11 +19,23 @@ export const OffsiteDescription = v.strictObject({
 export type OffsiteDescription = v.InferOutput<typeof OffsiteDescription>;
 
 export function describeOffsite(baseModel: string, split: OffsiteSplit, layout: OffsiteLayout): OffsiteDescription {
-  return { method: "offsite", base_model: baseModel, bottom: split.bottom, top: split.top, middle: split.middle, adapter_layers: layout.adapter, emulator_layers: layout.emulator };
+  return {
+    method: "offsite",
+    base_model: baseModel,
+    bottom: split.bottom,
+    top: split.top,
+    middle: split.middle,
+    adapter_layers: layout.adapter,
+    emulator_layers: layout.emulator,
+  };
 }
 
 export function parseOffsiteDescription(json: unknown, where: string): OffsiteDescription {
   const r = v.safeParse(OffsiteDescription, json);
-  if (!r.success) throw new FlError("adapter_invalid", `${where}: not an offsite-tuning adapter description: field "${v.getDotPath(r.issues[0]) ?? "(root)"}": ${r.issues[0].message}`);
+  if (!r.success)
+    throw new FlError(
+      "adapter_invalid",
+      `${where}: not an offsite-tuning adapter description: field "${v.getDotPath(r.issues[0]) ?? "(root)"}": ${r.issues[0].message}`,
+    );
   return r.output;
 }

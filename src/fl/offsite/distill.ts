@@ -27,13 +27,28 @@ export interface DistillOptions {
 }
 
 /** The emulator's weights with its middle layers distilled from the full model on `windows` (token windows of one length). */
-export async function distillEmulator(runtime: Runtime, c: LlamaConfig, full: ReadonlyMap<string, Float32Array>, emulator: ReadonlyMap<string, Float32Array>, split: OffsiteSplit, layout: OffsiteLayout, windows: readonly number[][], o: DistillOptions): Promise<Map<string, Float32Array>> {
+export async function distillEmulator(
+  runtime: Runtime,
+  c: LlamaConfig,
+  full: ReadonlyMap<string, Float32Array>,
+  emulator: ReadonlyMap<string, Float32Array>,
+  split: OffsiteSplit,
+  layout: OffsiteLayout,
+  windows: readonly number[][],
+  o: DistillOptions,
+): Promise<Map<string, Float32Array>> {
   const middle = layout.emulator.filter((l) => !layout.adapter.includes(l));
   if (middle.length === 0) throw new FlError("strategy_invalid", "distillation needs middle layers in the emulator (middle > 0)");
   const names = [...expectedTensors(c, middle).keys()].filter((n) => n.startsWith("model.layers."));
   // The teacher's hidden state after the full middle: hidden_states[numLayers - top].
   const teacher = await ForwardModel.create(runtime, c, full, { hiddenAfter: c.numLayers - split.top });
-  const student = await TrainStep.create(runtime, c, emulator, { full: names, distill: { afterLayer: middle.at(-1)!, weight: o.weight ?? 1 } }, { layerIndices: layout.emulator });
+  const student = await TrainStep.create(
+    runtime,
+    c,
+    emulator,
+    { full: names, distill: { afterLayer: middle.at(-1)!, weight: o.weight ?? 1 } },
+    { layerIndices: layout.emulator },
+  );
   const trainer = new Trainer(student, new Map(names.map((n) => [n, Float32Array.from(emulator.get(n)!)])), {
     optimizer: adamW({ weightDecay: 0 }),
     schedule: { lr: o.lr, warmupSteps: Math.floor(o.steps / 10), totalSteps: o.steps },

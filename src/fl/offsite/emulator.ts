@@ -23,9 +23,17 @@ export interface OffsiteLayout {
 
 export function offsiteLayout(numLayers: number, s: OffsiteSplit): OffsiteLayout {
   const M = numLayers - s.bottom - s.top;
-  if (s.bottom < 0 || s.top < 0 || M < 0) throw new FlError("strategy_invalid", `offsite split: bottom ${s.bottom} + top ${s.top} exceeds the model's ${numLayers} layers`);
-  if (s.middle < 0 || s.middle > M || (s.middle === 1 && M > 1)) throw new FlError("strategy_invalid", `offsite split: keep 0, or 2 to ${M} middle layers (the first and last are kept), not ${s.middle}`);
-  const kept = s.middle === M ? Array.from({ length: M }, (_, i) => i) : Array.from({ length: s.middle }, (_, i) => Math.round((i * (M - 1)) / (s.middle - 1)));
+  if (s.bottom < 0 || s.top < 0 || M < 0)
+    throw new FlError("strategy_invalid", `offsite split: bottom ${s.bottom} + top ${s.top} exceeds the model's ${numLayers} layers`);
+  if (s.middle < 0 || s.middle > M || (s.middle === 1 && M > 1))
+    throw new FlError(
+      "strategy_invalid",
+      `offsite split: keep 0, or 2 to ${M} middle layers (the first and last are kept), not ${s.middle}`,
+    );
+  const kept =
+    s.middle === M
+      ? Array.from({ length: M }, (_, i) => i)
+      : Array.from({ length: s.middle }, (_, i) => Math.round((i * (M - 1)) / (s.middle - 1)));
   const bottom = Array.from({ length: s.bottom }, (_, i) => i);
   const top = Array.from({ length: s.top }, (_, i) => numLayers - s.top + i);
   return { adapter: [...bottom, ...top], emulator: [...bottom, ...kept.map((k) => s.bottom + k), ...top] };
@@ -52,12 +60,19 @@ export function emulatorWeights(c: LlamaConfig, full: ReadonlyMap<string, Float3
  * The full model with a trained adapter plugged in by original layer index, strictly: the adapter must
  * hold exactly the adapter's tensors, each with its full-model size; anything else fails.
  */
-export function plugIn(c: LlamaConfig, full: ReadonlyMap<string, Float32Array>, adapter: ReadonlyMap<string, Float32Array>, layout: OffsiteLayout): Map<string, Float32Array> {
+export function plugIn(
+  c: LlamaConfig,
+  full: ReadonlyMap<string, Float32Array>,
+  adapter: ReadonlyMap<string, Float32Array>,
+  layout: OffsiteLayout,
+): Map<string, Float32Array> {
   const names = adapterTensorNames(c, layout);
   for (const n of names) if (!adapter.has(n)) throw new FlError("tensor_mismatch", `plug-in: the adapter lacks "${n}"`);
   for (const [n, t] of adapter) {
-    if (!names.includes(n)) throw new FlError("tensor_mismatch", `plug-in: "${n}" is not an adapter tensor (adapter layers ${JSON.stringify(layout.adapter)})`);
-    if (t.length !== full.get(n)!.length) throw new FlError("tensor_mismatch", `plug-in: "${n}" has ${t.length} values, the full model ${full.get(n)!.length}`);
+    if (!names.includes(n))
+      throw new FlError("tensor_mismatch", `plug-in: "${n}" is not an adapter tensor (adapter layers ${JSON.stringify(layout.adapter)})`);
+    if (t.length !== full.get(n)!.length)
+      throw new FlError("tensor_mismatch", `plug-in: "${n}" has ${t.length} values, the full model ${full.get(n)!.length}`);
   }
   const out = new Map(full);
   for (const [n, t] of adapter) out.set(n, t);

@@ -18,11 +18,22 @@ export interface Emulated {
   adapter: Files;
 }
 
-export function emulate(c: LlamaConfig, full: ReadonlyMap<string, Float32Array>, split: OffsiteSplit, baseModel: string, tokenizer: { json: unknown; config?: Record<string, unknown> }): Emulated {
+export function emulate(
+  c: LlamaConfig,
+  full: ReadonlyMap<string, Float32Array>,
+  split: OffsiteSplit,
+  baseModel: string,
+  tokenizer: { json: unknown; config?: Record<string, unknown> },
+): Emulated {
   const layout = offsiteLayout(c.numLayers, split);
   const description = describeOffsite(baseModel, split, layout);
-  const emulator = hfModelFiles(c, emulatorWeights(c, full, layout), tokenizer.json, tokenizer.config ? { tokenizerConfig: tokenizer.config } : {});
-  emulator.set("offsite.json", JSON.stringify(description, null, 2) + "\n");
+  const emulator = hfModelFiles(
+    c,
+    emulatorWeights(c, full, layout),
+    tokenizer.json,
+    tokenizer.config ? { tokenizerConfig: tokenizer.config } : {},
+  );
+  emulator.set("offsite.json", `${JSON.stringify(description, null, 2)}\n`);
   const shapes = adapterShapes(c, layout);
   const adapter = adapterFolder(new Map([...shapes.keys()].map((n) => [n, full.get(n)!])), c, description);
   return { description, emulator, adapter };
@@ -32,12 +43,17 @@ export function adapterFolder(tensors: TensorMap, c: LlamaConfig, description: O
   const shapes = adapterShapes(c, offsiteLayout(c.numLayers, description));
   return new Map<string, string | Uint8Array>([
     ["adapter_model.safetensors", encodeTensorFile(tensors, shapes)],
-    ["adapter_config.json", JSON.stringify(description, null, 2) + "\n"],
+    ["adapter_config.json", `${JSON.stringify(description, null, 2)}\n`],
   ]);
 }
 
 /** An adapter folder's tensors and description, checked against the model: every adapter tensor, its exact shape, finite. */
-export function readAdapterFolder(c: LlamaConfig, safetensors: Uint8Array, configJson: unknown, where: string): { tensors: TensorMap; description: OffsiteDescription } {
+export function readAdapterFolder(
+  c: LlamaConfig,
+  safetensors: Uint8Array,
+  configJson: unknown,
+  where: string,
+): { tensors: TensorMap; description: OffsiteDescription } {
   const description = parseOffsiteDescription(configJson, `${where}/adapter_config.json`);
   const file = decodeTensorFile(safetensors, `${where}/adapter_model.safetensors`);
   assertSameShapes(adapterShapes(c, offsiteLayout(c.numLayers, description)), file.shapes, `${where}/adapter_model.safetensors`);

@@ -1,7 +1,16 @@
 // The operator's request that gives an offsite-tuning federation its version 0: the owner's adapter
 // tensors, sent with the operator's bearer token.
 
-export async function initialAdapterRequest(federationId: string, operatorToken: string, body: Uint8Array): Promise<{ path: string; method: "PUT"; headers: Record<string, string>; body: Uint8Array<ArrayBuffer> }> {
+export async function initialAdapterRequest(
+  federationId: string,
+  operatorToken: string,
+  body: Uint8Array,
+): Promise<{ path: string; method: "PUT"; headers: Record<string, string>; body: Uint8Array<ArrayBuffer> }> {
   const path = `/federations/${encodeURIComponent(federationId)}/versions/0`;
-  return { path, method: "PUT", headers: { authorization: `Bearer ${operatorToken}`, "content-type": "application/octet-stream" }, body: Uint8Array.from(body) };
+  return {
+    path,
+    method: "PUT",
+    headers: { authorization: `Bearer ${operatorToken}`, "content-type": "application/octet-stream" },
+    body: Uint8Array.from(body),
+  };
 }

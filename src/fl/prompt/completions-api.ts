@@ -44,7 +44,14 @@ export function completionsRowScorer(api: CompletionsApi): RowScorer {
       const chunk = rows.slice(at, at + perRequest);
       let answer: OpenAI.Completion;
       try {
-        answer = await client.completions.create({ model: api.model, prompt: chunk.map((r) => [...r.ids]), max_tokens: 1, temperature: 0, echo: true, logprobs: 1 });
+        answer = await client.completions.create({
+          model: api.model,
+          prompt: chunk.map((r) => [...r.ids]),
+          max_tokens: 1,
+          temperature: 0,
+          echo: true,
+          logprobs: 1,
+        });
       } catch (e) {
         throw new FlError("api_failed", `the completions API at ${api.baseURL} refused a scoring request: ${(e as Error).message}`);
       }
@@ -53,12 +60,16 @@ export function completionsRowScorer(api: CompletionsApi): RowScorer {
       chunk.forEach((row, i) => {
         const lps = byIndex.get(i)?.logprobs?.token_logprobs;
         if (!lps || lps.length < row.ids.length)
-          throw new FlError("api_failed", `the completions API answered row ${at + i} without the echoed prompt's log-probs (${lps?.length ?? 0} of ${row.ids.length}): the server must support echo with logprobs`);
+          throw new FlError(
+            "api_failed",
+            `the completions API answered row ${at + i} without the echoed prompt's log-probs (${lps?.length ?? 0} of ${row.ids.length}): the server must support echo with logprobs`,
+          );
         let nll = 0;
         row.trained.forEach((trained, t) => {
           if (!trained) return;
           const lp = lps[t];
-          if (typeof lp !== "number" || !Number.isFinite(lp)) throw new FlError("api_failed", `the completions API gave no finite log-prob for token ${t} of row ${at + i}`);
+          if (typeof lp !== "number" || !Number.isFinite(lp))
+            throw new FlError("api_failed", `the completions API gave no finite log-prob for token ${t} of row ${at + i}`);
           nll -= lp;
         });
         out.push(nll);

@@ -22,7 +22,10 @@ export function samplePrompt(distributions: readonly (readonly number[])[], unif
   return distributions.map((p, s) => {
     let acc = 0;
     const u = uniforms[s]!;
-    for (let k = 0; k < p.length; k++) if (u < (acc += p[k]!)) return k;
+    for (let k = 0; k < p.length; k++) {
+      acc += p[k]!;
+      if (u < acc) return k;
+    }
     return p.length - 1;
   });
 }
@@ -33,7 +36,11 @@ export function samplePrompt(distributions: readonly (readonly number[])[], unif
  * e_{a_s} / p[a_s]. b is the mean loss of the other samples (leave-one-out, unbiased); each slot then
  * steps against the gradient and is projected onto the simplex.
  */
-export function policyGradientStep(distributions: readonly (readonly number[])[], samples: readonly { prompt: readonly number[]; loss: number }[], lr: number): number[][] {
+export function policyGradientStep(
+  distributions: readonly (readonly number[])[],
+  samples: readonly { prompt: readonly number[]; loss: number }[],
+  lr: number,
+): number[][] {
   const n = samples.length;
   if (n < 2) throw new RangeError("a variance-reduced policy gradient needs at least two samples");
   const total = samples.reduce((s, x) => s + x.loss, 0);
@@ -42,16 +49,20 @@ export function policyGradientStep(distributions: readonly (readonly number[])[]
     for (const x of samples) {
       const baseline = (total - x.loss) / (n - 1);
       const k = x.prompt[slot]!;
-      grad[k]! += ((x.loss - baseline) / Math.max(p[k]!, 1e-12)) / n;
+      grad[k]! += (x.loss - baseline) / Math.max(p[k]!, 1e-12) / n;
     }
     return projectToSimplex(p.map((q, k) => q - lr * grad[k]!));
   });
 }
 
 /** FedAvg of the clients' distributions, slot by slot, weighted by their examples (a mean of simplex points stays on it). */
-export function averageDistributions(clients: readonly { distributions: readonly (readonly number[])[]; numExamples: number }[]): number[][] {
+export function averageDistributions(
+  clients: readonly { distributions: readonly (readonly number[])[]; numExamples: number }[],
+): number[][] {
   const total = clients.reduce((s, c) => s + c.numExamples, 0);
-  return clients[0]!.distributions.map((p, slot) => p.map((_, k) => clients.reduce((s, c) => s + c.numExamples * c.distributions[slot]![k]!, 0) / total));
+  return clients[0]!.distributions.map((p, slot) =>
+    p.map((_, k) => clients.reduce((s, c) => s + c.numExamples * c.distributions[slot]![k]!, 0) / total),
+  );
 }
 
 /**
@@ -75,8 +86,11 @@ export function pmiPhrases(items: readonly { prompt: string; label: string }[], 
   for (const [key, c] of joint) {
     const [w, label] = key.split("\u0000") as [string, string];
     if (wordCount.get(w)! < minCount) continue;
-    const pmi = Math.log((c / n) / ((wordCount.get(w)! / n) * (labelCount.get(label)! / n)));
+    const pmi = Math.log(c / n / ((wordCount.get(w)! / n) * (labelCount.get(label)! / n)));
     best.set(w, Math.max(best.get(w) ?? -Infinity, pmi));
   }
-  return [...best].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, count).map(([w]) => w);
+  return [...best]
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .slice(0, count)
+    .map(([w]) => w);
 }

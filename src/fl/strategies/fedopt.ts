@@ -53,8 +53,8 @@ export function createFedOpt(name: string, options: FedOptOptions, rule: FedOptR
     const vs: TensorMap = new Map();
     for (const [name, x] of global) {
       const d = meanDelta.get(name)!;
-      const mPrev = previous?.get("m")!.get(name) ?? null;
-      const vPrev = previous?.get("v")!.get(name) ?? null;
+      const mPrev = previous?.get("m")?.get(name) ?? null;
+      const vPrev = previous?.get("v")?.get(name) ?? null;
       const m = new Float32Array(x.length);
       const vv = new Float32Array(x.length);
       const next = new Float32Array(x.length);
@@ -68,6 +68,14 @@ export function createFedOpt(name: string, options: FedOptOptions, rule: FedOptR
       ms.set(name, m);
       vs.set(name, vv);
     }
-    return { global: out, slots: writeSlots(new Map([["m", ms], ["v", vs]])) };
+    return {
+      global: out,
+      slots: writeSlots(
+        new Map([
+          ["m", ms],
+          ["v", vs],
+        ]),
+      ),
+    };
   });
 }

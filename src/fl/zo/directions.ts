@@ -61,8 +61,10 @@ export type DirectionKind = "gaussian" | "rademacher";
  * `seed` is an unsigned 32-bit integer.
  */
 export function direction(kind: DirectionKind, seed: number, name: string, length: number, from = 0): Float32Array {
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`a direction seed is an unsigned 32-bit integer, got ${seed}`);
-  if (!Number.isInteger(from) || from < 0 || !Number.isInteger(length) || length < 0 || from + length > 2 ** 32) throw new RangeError(`direction elements [${from}, ${from + length}) are out of range`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new RangeError(`a direction seed is an unsigned 32-bit integer, got ${seed}`);
+  if (!Number.isInteger(from) || from < 0 || !Number.isInteger(length) || length < 0 || from + length > 2 ** 32)
+    throw new RangeError(`direction elements [${from}, ${from + length}) are out of range`);
   const key = [seed, streamOf(name)];
   const out = new Float32Array(length);
   const x = new Uint32Array(4);
@@ -70,13 +72,19 @@ export function direction(kind: DirectionKind, seed: number, name: string, lengt
   for (let j = 0; j < length; j++) {
     const i = from + j;
     if (kind === "gaussian") {
-      if (Math.floor(i / 2) !== block) philox4x32([(block = Math.floor(i / 2)), 0, 0, 0], key, x);
+      if (Math.floor(i / 2) !== block) {
+        block = Math.floor(i / 2);
+        philox4x32([block, 0, 0, 0], key, x);
+      }
       const u1 = ((x[0]! >>> 5) * 67108864 + (x[1]! >>> 6) + 1) / 9007199254740992;
       const u2 = ((x[2]! >>> 5) * 67108864 + (x[3]! >>> 6)) / 9007199254740992;
       const r = Math.sqrt(-2 * Math.log(u1));
       out[j] = i % 2 === 0 ? r * Math.cos(2 * Math.PI * u2) : r * Math.sin(2 * Math.PI * u2);
     } else {
-      if (Math.floor(i / 4) !== block) philox4x32([(block = Math.floor(i / 4)), 1, 0, 0], key, x);
+      if (Math.floor(i / 4) !== block) {
+        block = Math.floor(i / 4);
+        philox4x32([block, 1, 0, 0], key, x);
+      }
       out[j] = x[i % 4]! >>> 31 ? -1 : 1;
     }
   }

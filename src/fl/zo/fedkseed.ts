@@ -12,10 +12,12 @@ export function seedPool(federationSeed: number, k: number): number[] {
 
 /** params + scale * z(seed), tensor by tensor (z regenerated from the seed and the tensor's name). */
 export function perturbed(params: TensorMap, seed: number, scale: number, kind: DirectionKind = "gaussian"): TensorMap {
-  return new Map([...params].map(([name, t]) => {
-    const z = direction(kind, seed, name, t.length);
-    return [name, t.map((x, i) => x + scale * z[i]!)];
-  }));
+  return new Map(
+    [...params].map(([name, t]) => {
+      const z = direction(kind, seed, name, t.length);
+      return [name, t.map((x, i) => x + scale * z[i]!)];
+    }),
+  );
 }
 
 export interface ZoOptions {
@@ -51,7 +53,14 @@ export const moveTensors =
 export const moveTerms: Mover<SeedTerms> = (terms, seed, scale) => [...terms, [seed, scale] as const];
 
 /** One two-point step along the pool's seed `j`: w <- w - lr * g * z. Returns the new parameters and the step. */
-export async function zoStep<P = TensorMap>(params: P, pool: readonly number[], j: number, loss: (p: P) => Promise<number>, o: ZoOptions, move: Mover<P> = moveTensors(o.kind) as unknown as Mover<P>): Promise<{ params: P; step: ZoStep }> {
+export async function zoStep<P = TensorMap>(
+  params: P,
+  pool: readonly number[],
+  j: number,
+  loss: (p: P) => Promise<number>,
+  o: ZoOptions,
+  move: Mover<P> = moveTensors(o.kind) as unknown as Mover<P>,
+): Promise<{ params: P; step: ZoStep }> {
   const seed = pool[j]!;
   const lossPlus = await loss(move(params, seed, o.epsilon));
   const lossMinus = await loss(move(params, seed, -o.epsilon));
@@ -78,13 +87,21 @@ export function accumulate(into: Map<number, number>, steps: readonly ZoStep[]):
 }
 
 /** w0 - lr * sum_j c_j z_j, summed in increasing seed index, so every party gets the same bits. */
-export function rebuild(w0: TensorMap, pool: readonly number[], coefficients: ReadonlyMap<number, number>, lr: number, kind: DirectionKind = "gaussian"): TensorMap {
+export function rebuild(
+  w0: TensorMap,
+  pool: readonly number[],
+  coefficients: ReadonlyMap<number, number>,
+  lr: number,
+  kind: DirectionKind = "gaussian",
+): TensorMap {
   return applyTerms(w0, globalTerms(pool, coefficients, lr), kind);
 }
 
 /** The global model's terms: (seed_j, -lr * c_j) for every moved seed, in increasing index. */
 export function globalTerms(pool: readonly number[], coefficients: ReadonlyMap<number, number>, lr: number): [number, number][] {
-  return [...coefficients.keys()].sort((a, b) => a - b).flatMap((j) => (coefficients.get(j) === 0 ? [] : [[pool[j]!, -lr * coefficients.get(j)!] as [number, number]]));
+  return [...coefficients.keys()]
+    .sort((a, b) => a - b)
+    .flatMap((j) => (coefficients.get(j) === 0 ? [] : [[pool[j]!, -lr * coefficients.get(j)!] as [number, number]]));
 }
 
 /**
@@ -106,6 +123,9 @@ export function seedProbabilities(history: readonly (readonly number[])[], clip:
 export function pickSeed(k: number, u: number, probabilities?: readonly number[]): number {
   if (!probabilities) return Math.min(k - 1, Math.floor(u * k));
   let acc = 0;
-  for (let j = 0; j < k; j++) if (u < (acc += probabilities[j]!)) return j;
+  for (let j = 0; j < k; j++) {
+    acc += probabilities[j]!;
+    if (u < acc) return j;
+  }
   return k - 1;
 }

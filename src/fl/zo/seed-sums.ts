@@ -17,22 +17,31 @@ export function encodeSeedSums(sums: ReadonlyMap<number, number>, metadata: Reco
 }
 
 /** Parses and checks a sparse seed-sum file against a pool of k seeds (throws SafetensorsError or FlError). */
-export function decodeSeedSums(bytes: Uint8Array, k: number, what: string): { sums: Map<number, number>; metadata: Record<string, string> } {
+export function decodeSeedSums(
+  bytes: Uint8Array,
+  k: number,
+  what: string,
+): { sums: Map<number, number>; metadata: Record<string, string> } {
   // Two tensors and a little metadata: a larger header is refused before it is parsed.
   readUpdateHeader(bytes, UPDATE_METADATA_BYTES);
   const file = readSafetensors(bytes);
   const names = [...file.tensors.keys()].sort();
-  if (names.join() !== "indices,values") throw new FlError("tensor_mismatch", `${what}: a seed-sum file holds exactly "indices" and "values", not ${JSON.stringify(names)}`);
+  if (names.join() !== "indices,values")
+    throw new FlError("tensor_mismatch", `${what}: a seed-sum file holds exactly "indices" and "values", not ${JSON.stringify(names)}`);
   const idx = file.tensors.get("indices")!;
   const val = file.tensors.get("values")!;
   if (idx.dtype !== "I32" || val.dtype !== "F32" || idx.shape.length !== 1 || val.shape.length !== 1 || idx.shape[0] !== val.shape[0])
-    throw new FlError("tensor_mismatch", `${what}: "indices" must be I32 [n] and "values" F32 [n], got ${idx.dtype} ${JSON.stringify(idx.shape)} and ${val.dtype} ${JSON.stringify(val.shape)}`);
+    throw new FlError(
+      "tensor_mismatch",
+      `${what}: "indices" must be I32 [n] and "values" F32 [n], got ${idx.dtype} ${JSON.stringify(idx.shape)} and ${val.dtype} ${JSON.stringify(val.shape)}`,
+    );
   const indices = new Int32Array(idx.data.slice().buffer);
   const values = new Float32Array(val.data.slice().buffer);
   const sums = new Map<number, number>();
   indices.forEach((j, n) => {
     if (j < 0 || j >= k) throw new FlError("tensor_mismatch", `${what}: seed index ${j} is outside the pool of ${k}`);
-    if (n > 0 && j <= indices[n - 1]!) throw new FlError("tensor_mismatch", `${what}: seed indices must increase (index ${j} after ${indices[n - 1]})`);
+    if (n > 0 && j <= indices[n - 1]!)
+      throw new FlError("tensor_mismatch", `${what}: seed indices must increase (index ${j} after ${indices[n - 1]})`);
     if (!Number.isFinite(values[n]!)) throw new FlError("non_finite", `${what}: the value of seed ${j} is not finite`);
     sums.set(j, values[n]!);
   });

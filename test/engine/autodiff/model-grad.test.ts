@@ -29,7 +29,13 @@ const count = predicted.flat().reduce((a, b) => a + b, 0);
 const batch: TrainBatch = { ids, mask, targets, lossWeights: predicted.map((r) => r.map((p) => p / count)) };
 
 const MODULES = ["q_proj", "v_proj", "down_proj"] as const;
-const FULL = ["model.layers.0.input_layernorm.weight", "model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.k_proj.weight", EMBED, "model.norm.weight"];
+const FULL = [
+  "model.layers.0.input_layernorm.weight",
+  "model.layers.1.mlp.down_proj.weight",
+  "model.layers.0.self_attn.k_proj.weight",
+  EMBED,
+  "model.norm.weight",
+];
 const SPECS: [string, TrainSpec][] = [
   ["LoRA r=4 on q,v,down", { lora: { r: 4, scaling: 2, modules: [...MODULES] } }],
   ["full fine-tuning of chosen tensors", { full: FULL }],
@@ -39,7 +45,9 @@ const SPECS: [string, TrainSpec][] = [
 /** The initial trainable values: random LoRA pairs (B non-zero), the model's own tensors, a random prompt. */
 function initialParams(spec: TrainSpec): Map<string, Float32Array> {
   const p = new Map<string, Float32Array>();
-  if (spec.lora) for (const [name, pair] of tinyLora(config, [...MODULES], 4, 8)) p.set(`${name}.lora_A.weight`, pair.a).set(`${name}.lora_B.weight`, pair.b);
+  if (spec.lora)
+    for (const [name, pair] of tinyLora(config, [...MODULES], 4, 8))
+      p.set(`${name}.lora_A.weight`, pair.a).set(`${name}.lora_B.weight`, pair.b);
   for (const name of spec.full ?? []) p.set(name, Float32Array.from(weights.get(name)!));
   if (spec.softPromptTokens) p.set("soft_prompt", normalSamples(seededUniform(5), spec.softPromptTokens * config.hiddenSize, 0.5));
   return p;
@@ -64,7 +72,8 @@ function lossAt(spec: TrainSpec, base: Map<string, Float32Array>, p: Map<string,
 /** Coordinates to check: seeded random ones, and for the embedding, entries of the rows the batch uses. */
 function coordinates(name: string, size: number, seed: number): number[] {
   const u = seededUniform(seed);
-  if (name === EMBED) return Array.from({ length: 10 }, (_, i) => ids.flat()[i % 10]! * config.hiddenSize + Math.floor(u() * config.hiddenSize));
+  if (name === EMBED)
+    return Array.from({ length: 10 }, (_, i) => ids.flat()[i % 10]! * config.hiddenSize + Math.floor(u() * config.hiddenSize));
   return Array.from({ length: 8 }, () => Math.floor(u() * size));
 }
 

@@ -19,7 +19,12 @@ const binary = (op: string, a: number[], b: number[], bMean = 0): Check => ({
   wrt: ["a", "b"],
 });
 const gemm = (transA: number, transB: number, alpha = 1, bias = false): Check => ({
-  build: (g) => g.op("Gemm", [f(g, "a", transA ? [4, 3] : [3, 4]), f(g, "b", transB ? [5, 4] : [4, 5]), ...(bias ? [f(g, "c", [5])] : [])], { transA, transB, alpha: { float: alpha } }),
+  build: (g) =>
+    g.op("Gemm", [f(g, "a", transA ? [4, 3] : [3, 4]), f(g, "b", transB ? [5, 4] : [4, 5]), ...(bias ? [f(g, "c", [5])] : [])], {
+      transA,
+      transB,
+      alpha: { float: alpha },
+    }),
   feeds: { a: randn(transA ? [4, 3] : [3, 4], 1), b: randn(transB ? [5, 4] : [4, 5], 2), ...(bias ? { c: randn([5], 3) } : {}) },
   wrt: bias ? ["a", "b", "c"] : ["a", "b"],
 });
@@ -33,48 +38,132 @@ const CASES: [string, string, Check][] = [
   [
     "Where, both branches",
     "Where",
-    { build: (g) => g.op("Where", [g.op("Greater", [f(g, "c", [2, 3]), g.scalar(0)]), f(g, "a", [2, 3]), f(g, "b", [3])]), feeds: { c: randn([2, 3], 9), a: randn([2, 3], 1), b: randn([3], 2) }, wrt: ["a", "b"] },
+    {
+      build: (g) => g.op("Where", [g.op("Greater", [f(g, "c", [2, 3]), g.scalar(0)]), f(g, "a", [2, 3]), f(g, "b", [3])]),
+      feeds: { c: randn([2, 3], 9), a: randn([2, 3], 1), b: randn([3], 2) },
+      wrt: ["a", "b"],
+    },
   ],
   ["Neg", "Neg", unary("Neg", [2, 3])],
   ["Identity", "Identity", unary("Identity", [4])],
-  ["Cast float to float", "Cast", { build: (g) => g.op("Cast", [f(g, "x", [3])], { to: g.floatType }), feeds: { x: randn([3], 4) }, wrt: ["x"] }],
+  [
+    "Cast float to float",
+    "Cast",
+    { build: (g) => g.op("Cast", [f(g, "x", [3])], { to: g.floatType }), feeds: { x: randn([3], 4) }, wrt: ["x"] },
+  ],
   ["Sqrt of positive values", "Sqrt", unary("Sqrt", [2, 3], 2, 0.3)],
   ["Reciprocal of positive values", "Reciprocal", unary("Reciprocal", [2, 3], 2, 0.3)],
   ["Sigmoid", "Sigmoid", unary("Sigmoid", [2, 3])],
   ["Exp", "Exp", unary("Exp", [2, 3], 0, 0.5)],
   ["Sin", "Sin", unary("Sin", [2, 3])],
   ["Cos", "Cos", unary("Cos", [2, 3])],
-  ["Softmax on the last axis", "Softmax", { build: (g) => g.op("Softmax", [f(g, "x", [2, 3, 5])], { axis: -1 }), feeds: { x: randn([2, 3, 5], 5) }, wrt: ["x"] }],
-  ["LogSoftmax on axis 1", "LogSoftmax", { build: (g) => g.op("LogSoftmax", [f(g, "x", [2, 5])], { axis: 1 }), feeds: { x: randn([2, 5], 6) }, wrt: ["x"] }],
-  ["ReduceSum without keepdims", "ReduceSum", { build: (g) => g.op("ReduceSum", [f(g, "x", [2, 3, 4]), g.ints(1)], { keepdims: 0 }), feeds: { x: randn([2, 3, 4], 7) }, wrt: ["x"] }],
-  ["ReduceMean keeping dims", "ReduceMean", { build: (g) => g.op("ReduceMean", [f(g, "x", [2, 3, 4]), g.ints(-1)], { keepdims: 1 }), feeds: { x: randn([2, 3, 4], 8) }, wrt: ["x"] }],
-  ["MatMul, batched times broadcast matrix", "MatMul", { build: (g) => g.op("MatMul", [f(g, "a", [2, 3, 4]), f(g, "b", [4, 5])]), feeds: { a: randn([2, 3, 4], 1), b: randn([4, 5], 2) }, wrt: ["a", "b"] }],
-  ["MatMul, 2-D", "MatMul", { build: (g) => g.op("MatMul", [f(g, "a", [3, 4]), f(g, "b", [4, 2])]), feeds: { a: randn([3, 4], 1), b: randn([4, 2], 2) }, wrt: ["a", "b"] }],
+  [
+    "Softmax on the last axis",
+    "Softmax",
+    { build: (g) => g.op("Softmax", [f(g, "x", [2, 3, 5])], { axis: -1 }), feeds: { x: randn([2, 3, 5], 5) }, wrt: ["x"] },
+  ],
+  [
+    "LogSoftmax on axis 1",
+    "LogSoftmax",
+    { build: (g) => g.op("LogSoftmax", [f(g, "x", [2, 5])], { axis: 1 }), feeds: { x: randn([2, 5], 6) }, wrt: ["x"] },
+  ],
+  [
+    "ReduceSum without keepdims",
+    "ReduceSum",
+    { build: (g) => g.op("ReduceSum", [f(g, "x", [2, 3, 4]), g.ints(1)], { keepdims: 0 }), feeds: { x: randn([2, 3, 4], 7) }, wrt: ["x"] },
+  ],
+  [
+    "ReduceMean keeping dims",
+    "ReduceMean",
+    {
+      build: (g) => g.op("ReduceMean", [f(g, "x", [2, 3, 4]), g.ints(-1)], { keepdims: 1 }),
+      feeds: { x: randn([2, 3, 4], 8) },
+      wrt: ["x"],
+    },
+  ],
+  [
+    "MatMul, batched times broadcast matrix",
+    "MatMul",
+    {
+      build: (g) => g.op("MatMul", [f(g, "a", [2, 3, 4]), f(g, "b", [4, 5])]),
+      feeds: { a: randn([2, 3, 4], 1), b: randn([4, 5], 2) },
+      wrt: ["a", "b"],
+    },
+  ],
+  [
+    "MatMul, 2-D",
+    "MatMul",
+    {
+      build: (g) => g.op("MatMul", [f(g, "a", [3, 4]), f(g, "b", [4, 2])]),
+      feeds: { a: randn([3, 4], 1), b: randn([4, 2], 2) },
+      wrt: ["a", "b"],
+    },
+  ],
   ["Gemm", "Gemm", gemm(0, 0)],
   ["Gemm transB", "Gemm", gemm(0, 1)],
   ["Gemm transA", "Gemm", gemm(1, 0)],
   ["Gemm transA transB, alpha 0.5, bias", "Gemm", gemm(1, 1, 0.5, true)],
   ["Reshape", "Reshape", { build: (g) => g.op("Reshape", [f(g, "x", [2, 6]), g.ints(3, 4)]), feeds: { x: randn([2, 6], 1) }, wrt: ["x"] }],
-  ["Unsqueeze", "Unsqueeze", { build: (g) => g.op("Unsqueeze", [f(g, "x", [2, 3]), g.ints(1)]), feeds: { x: randn([2, 3], 1) }, wrt: ["x"] }],
-  ["Squeeze", "Squeeze", { build: (g) => g.op("Squeeze", [f(g, "x", [2, 1, 3]), g.ints(1)]), feeds: { x: randn([2, 1, 3], 1) }, wrt: ["x"] }],
-  ["Transpose", "Transpose", { build: (g) => g.op("Transpose", [f(g, "x", [2, 3, 4])], { perm: [1, 2, 0] }), feeds: { x: randn([2, 3, 4], 1) }, wrt: ["x"] }],
+  [
+    "Unsqueeze",
+    "Unsqueeze",
+    { build: (g) => g.op("Unsqueeze", [f(g, "x", [2, 3]), g.ints(1)]), feeds: { x: randn([2, 3], 1) }, wrt: ["x"] },
+  ],
+  [
+    "Squeeze",
+    "Squeeze",
+    { build: (g) => g.op("Squeeze", [f(g, "x", [2, 1, 3]), g.ints(1)]), feeds: { x: randn([2, 1, 3], 1) }, wrt: ["x"] },
+  ],
+  [
+    "Transpose",
+    "Transpose",
+    { build: (g) => g.op("Transpose", [f(g, "x", [2, 3, 4])], { perm: [1, 2, 0] }), feeds: { x: randn([2, 3, 4], 1) }, wrt: ["x"] },
+  ],
   ["Expand", "Expand", { build: (g) => g.op("Expand", [f(g, "x", [3, 1]), g.ints(2, 3, 4)]), feeds: { x: randn([3, 1], 1) }, wrt: ["x"] }],
-  ["Concat of two differentiable inputs", "Concat", { build: (g) => g.op("Concat", [f(g, "a", [2, 2]), f(g, "b", [2, 3])], { axis: 1 }), feeds: { a: randn([2, 2], 1), b: randn([2, 3], 2) }, wrt: ["a", "b"] }],
+  [
+    "Concat of two differentiable inputs",
+    "Concat",
+    {
+      build: (g) => g.op("Concat", [f(g, "a", [2, 2]), f(g, "b", [2, 3])], { axis: 1 }),
+      feeds: { a: randn([2, 2], 1), b: randn([2, 3], 2) },
+      wrt: ["a", "b"],
+    },
+  ],
   [
     "Split with one piece unused",
     "Split",
-    { build: (g) => g.opN("Split", [f(g, "x", [2, 5]), g.ints(2, 3)], { axis: 1 }, { outputs: 2 })[1]!, feeds: { x: randn([2, 5], 1) }, wrt: ["x"] },
+    {
+      build: (g) => g.opN("Split", [f(g, "x", [2, 5]), g.ints(2, 3)], { axis: 1 }, { outputs: 2 })[1]!,
+      feeds: { x: randn([2, 5], 1) },
+      wrt: ["x"],
+    },
   ],
-  ["Gather rows with repeated indices", "Gather", { build: (g) => g.op("Gather", [f(g, "t", [5, 3]), g.input("i", ElemType.INT64, [4])], { axis: 0 }), feeds: { t: randn([5, 3], 1), i: ints([4, 1, 4, 0]) }, wrt: ["t"] }],
+  [
+    "Gather rows with repeated indices",
+    "Gather",
+    {
+      build: (g) => g.op("Gather", [f(g, "t", [5, 3]), g.input("i", ElemType.INT64, [4])], { axis: 0 }),
+      feeds: { t: randn([5, 3], 1), i: ints([4, 1, 4, 0]) },
+      wrt: ["t"],
+    },
+  ],
   [
     "GatherElements",
     "GatherElements",
-    { build: (g) => g.op("GatherElements", [f(g, "t", [2, 4]), g.input("i", ElemType.INT64, [2, 3])], { axis: 1 }), feeds: { t: randn([2, 4], 1), i: ints([0, 3, 3, 1, 1, 2], [2, 3]) }, wrt: ["t"] },
+    {
+      build: (g) => g.op("GatherElements", [f(g, "t", [2, 4]), g.input("i", ElemType.INT64, [2, 3])], { axis: 1 }),
+      feeds: { t: randn([2, 4], 1), i: ints([0, 3, 3, 1, 1, 2], [2, 3]) },
+      wrt: ["t"],
+    },
   ],
   [
     "Dropout in inference mode (the identity)",
     "Dropout",
-    { build: (g) => g.opN("Dropout", [f(g, "x", [2, 3]), g.scalar(0.3), g.bool(false)], {}, { outputs: 2 })[0]!, feeds: { x: randn([2, 3], 1) }, wrt: ["x"] },
+    {
+      build: (g) => g.opN("Dropout", [f(g, "x", [2, 3]), g.scalar(0.3), g.bool(false)], {}, { outputs: 2 })[0]!,
+      feeds: { x: randn([2, 3], 1) },
+      wrt: ["x"],
+    },
   ],
 ];
 
@@ -111,7 +200,9 @@ describe("gradient rules", () => {
     for (const o of ["dx", "kept", "y"]) g.output(o, ElemType.FLOAT);
     const xs = Float32Array.from(randn([200], 1).data);
     const rs = Float32Array.from(randn([200], 2).data);
-    const out = await ortNodeRuntime().createSession(g.toBytes()).then((s) => s.run({ x: { data: xs, dims: [4, 50] }, r: { data: rs, dims: [4, 50] } }));
+    const out = await ortNodeRuntime()
+      .createSession(g.toBytes())
+      .then((s) => s.run({ x: { data: xs, dims: [4, 50] }, r: { data: rs, dims: [4, 50] } }));
     const kept = out.kept!.data as Float32Array;
     const dropped = kept.filter((k) => k === 0).length;
     expect(dropped).toBeGreaterThan(30);

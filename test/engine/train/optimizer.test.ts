@@ -30,10 +30,22 @@ describe("AdamW", () => {
     const b = one([1, 2]);
     const full = adamW();
     const first = adamW();
-    for (const g of [[0.1, 0.2], [0.3, -0.1], [-0.2, 0.5]]) full.step(a, one(g), 0.05);
+    for (const g of [
+      [0.1, 0.2],
+      [0.3, -0.1],
+      [-0.2, 0.5],
+    ])
+      full.step(a, one(g), 0.05);
     first.step(b, one([0.1, 0.2]), 0.05);
-    const resumed = adamW({}, { kind: "adamw", step: first.state.step, slots: new Map([...first.state.slots].map(([k, v]) => [k, Float32Array.from(v)])) });
-    for (const g of [[0.3, -0.1], [-0.2, 0.5]]) resumed.step(b, one(g), 0.05);
+    const resumed = adamW(
+      {},
+      { kind: "adamw", step: first.state.step, slots: new Map([...first.state.slots].map(([k, v]) => [k, Float32Array.from(v)])) },
+    );
+    for (const g of [
+      [0.3, -0.1],
+      [-0.2, 0.5],
+    ])
+      resumed.step(b, one(g), 0.05);
     expect(b.get("w")).toEqual(a.get("w"));
   });
 });
@@ -57,7 +69,10 @@ describe("SGD", () => {
 
 describe("clipGradNorm", () => {
   it("scales to the max norm across tensors and reports the norm before", () => {
-    const g = new Map([["a", Float32Array.from([3])], ["b", Float32Array.from([4])]]);
+    const g = new Map([
+      ["a", Float32Array.from([3])],
+      ["b", Float32Array.from([4])],
+    ]);
     expect(clipGradNorm(g, 1)).toBeCloseTo(5, 6);
     expect(g.get("a")![0]).toBeCloseTo(0.6, 5);
     expect(g.get("b")![0]).toBeCloseTo(0.8, 5);

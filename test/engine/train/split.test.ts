@@ -28,7 +28,8 @@ describe.each([
     const spec = { lora: { r: 4, scaling: 2, modules: [...modules], fromLayer: cut } };
     // LoRA pairs with B non-zero, only on the layers above the cut.
     const params = new Map<string, Float32Array>();
-    for (const [name, p] of tinyLora(config, [...modules], 4, 8)) if (Number(name.split(".")[2]) >= cut) params.set(`${name}.lora_A.weight`, p.a).set(`${name}.lora_B.weight`, p.b);
+    for (const [name, p] of tinyLora(config, [...modules], 4, 8))
+      if (Number(name.split(".")[2]) >= cut) params.set(`${name}.lora_A.weight`, p.a).set(`${name}.lora_B.weight`, p.b);
 
     const whole = await TrainStep.create(rt, config, weights, spec, { quant });
     expect(whole.tensors.map((t) => t.name).sort()).toEqual([...params.keys()].sort());
@@ -51,6 +52,15 @@ describe.each([
 });
 
 it("refuses a split step without the trunk's hidden states", async () => {
-  const step = await TrainStep.create(ortNodeRuntime(), config, weights, { lora: { r: 4, scaling: 2, modules: ["q_proj"], fromLayer: 2 } }, { fromLayer: 2 });
-  await expect(step.run(batch, new Map())).rejects.toMatchObject({ code: "input_invalid", message: expect.stringMatching(/hidden states/) });
+  const step = await TrainStep.create(
+    ortNodeRuntime(),
+    config,
+    weights,
+    { lora: { r: 4, scaling: 2, modules: ["q_proj"], fromLayer: 2 } },
+    { fromLayer: 2 },
+  );
+  await expect(step.run(batch, new Map())).rejects.toMatchObject({
+    code: "input_invalid",
+    message: expect.stringMatching(/hidden states/),
+  });
 });

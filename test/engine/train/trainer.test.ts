@@ -38,9 +38,16 @@ describe("Trainer", () => {
     for (const [k, v] of whole.params) split.params.get(k)!.forEach((x, i) => expect(x).toBeCloseTo(v[i]!, 5));
   });
 
-  it.each([["ort-node", ortNodeRuntime], ["ort-web", ortWebRuntime]] as const)("lowers the training loss with AdamW on %s, int8 base", async (_, rt) => {
+  it.each([
+    ["ort-node", ortNodeRuntime],
+    ["ort-web", ortWebRuntime],
+  ] as const)("lowers the training loss with AdamW on %s, int8 base", async (_, rt) => {
     const step = await TrainStep.create(rt(), config, weights, { lora: { ...spec.lora, dropout: 0.1 } }, { quant: "int8" });
-    const trainer = new Trainer(step, initLoraParams(config, 4, spec.lora.modules, 2), { optimizer: adamW(), schedule: { lr: 1e-2, warmupSteps: 2, totalSteps: 30 }, clip: 1 });
+    const trainer = new Trainer(step, initLoraParams(config, 4, spec.lora.modules, 2), {
+      optimizer: adamW(),
+      schedule: { lr: 1e-2, warmupSteps: 2, totalSteps: 30 },
+      clip: 1,
+    });
     const batch = exampleBatch(examples);
     const losses: number[] = [];
     for (let i = 0; i < 30; i++) losses.push((await trainer.update([batch])).loss);

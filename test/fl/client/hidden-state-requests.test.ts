@@ -4,13 +4,17 @@ import { describe, expect, it } from "vitest";
 import { MAX_HIDDEN_STATE_BYTES, MAX_SCORED_ROWS } from "../../../src/fl/client/endpoint-scores.ts";
 import { hiddenStateRequests } from "../../../src/fl/client/trunk-states.ts";
 
-const answerBytes = (lengths: number[], request: number[], hidden: number) => request.length * Math.max(...request.map((i) => lengths[i]!)) * hidden * 4;
+const answerBytes = (lengths: number[], request: number[], hidden: number) =>
+  request.length * Math.max(...request.map((i) => lengths[i]!)) * hidden * 4;
 
 describe("hiddenStateRequests", () => {
   it("splits 8 rows of 512 tokens on a hidden-2048 model (32 MiB) into two answers of 16 MiB", () => {
     const lengths = Array<number>(8).fill(512);
     const requests = hiddenStateRequests(lengths, [0, 1, 2, 3, 4, 5, 6, 7], 2048);
-    expect(requests).toEqual([[0, 1, 2, 3], [4, 5, 6, 7]]);
+    expect(requests).toEqual([
+      [0, 1, 2, 3],
+      [4, 5, 6, 7],
+    ]);
     for (const r of requests) expect(answerBytes(lengths, r, 2048)).toBeLessThanOrEqual(MAX_HIDDEN_STATE_BYTES);
   });
 
@@ -23,7 +27,13 @@ describe("hiddenStateRequests", () => {
       expect(r.length).toBeLessThanOrEqual(MAX_SCORED_ROWS);
       expect(answerBytes(lengths, r, 576)).toBeLessThanOrEqual(MAX_HIDDEN_STATE_BYTES);
     }
-    expect(hiddenStateRequests(Array<number>(300).fill(4), Array.from({ length: 300 }, (_, i) => i), 64).map((r) => r.length)).toEqual([256, 44]);
+    expect(
+      hiddenStateRequests(
+        Array<number>(300).fill(4),
+        Array.from({ length: 300 }, (_, i) => i),
+        64,
+      ).map((r) => r.length),
+    ).toEqual([256, 44]);
   });
 
   it("sends a row too long for any answer alone, for the endpoint to refuse with its cap named", () => {

@@ -11,7 +11,9 @@ import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
 const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const model = { config, weights: tinyWeights(config, 6), runtime: ortNodeRuntime() };
 const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize));
-const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages.", "The sun sleeps."].map((text) => tokenizeExample({ text }, tok, 2, 32));
+const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages.", "The sun sleeps."].map((text) =>
+  tokenizeExample({ text }, tok, 2, 32),
+);
 // The global adapter as the aggregator stores it: PEFT keys, B = 0.
 const global: TensorMap = new Map([...initLoraParams(config, 4, ["q_proj", "v_proj"], 3)].map(([k, v]) => [`base_model.model.${k}`, v]));
 const task = (mu = 0): LocalTask => ({

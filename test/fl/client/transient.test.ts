@@ -6,7 +6,11 @@ import { request, TransientError } from "../../../src/fl/client/transient.ts";
 
 let url: string;
 const server = createServer((req, res) => res.writeHead(Number(req.url!.slice(1))).end("answer"));
-beforeAll(() => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve())).then(() => void (url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`)));
+beforeAll(() =>
+  new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve())).then(() => {
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }),
+);
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 describe("request", () => {

@@ -15,11 +15,21 @@ import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
 const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const model = { config, weights: tinyWeights(config, 8), runtime: ortNodeRuntime() };
 const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize));
-const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages."].map((text) => tokenizeExample({ text }, tok, 2, 32));
+const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages."].map((text) =>
+  tokenizeExample({ text }, tok, 2, 32),
+);
 const task = (method: Partial<FedKSeedMethod>, steps = 12, lr = 1e-3): ZoTask => ({
   round: 1,
   local: { steps, batchSize: 2, lr, maxTokens: 32 },
-  method: { type: "fedkseed", k: 32, epsilon: 1e-3, direction: "gaussian", pro: false, trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], rslora: false }, ...method },
+  method: {
+    type: "fedkseed",
+    k: 32,
+    epsilon: 1e-3,
+    direction: "gaussian",
+    pro: false,
+    trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], rslora: false },
+    ...method,
+  },
   quant: "f32",
   federationSeed: 11,
   seed: 5,
@@ -57,7 +67,11 @@ describe("a FedKSeed client's local work", () => {
   });
 
   it("lowers the loss forward-only, on whole tensors of the model", async () => {
-    const t = task({ k: 64, trains: { type: "full", tensors: ["model.norm.weight", "model.layers.1.post_attention_layernorm.weight"] } }, 150, 5e-3);
+    const t = task(
+      { k: 64, trains: { type: "full", tensors: ["model.norm.weight", "model.layers.1.post_attention_layernorm.weight"] } },
+      150,
+      5e-3,
+    );
     const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
     expect(w0.get("model.norm.weight")).toEqual(model.weights.get("model.norm.weight"));
     const state = await zoLocalSteps(model, t, examples, startZo(w0));
@@ -69,7 +83,8 @@ describe("a FedKSeed client's local work", () => {
     const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
     const history = Array.from({ length: 8 }, (_, j) => (j === 3 || j === 6 ? [1, -1] : [0.001]));
     // The draws the client makes: one uniform number per step, through Pro's probabilities or not.
-    const draws = (p?: number[]) => [...new Set(Array.from({ length: 10 }, (_, step) => pickSeed(8, roundStream(t.seed, t.round, 1, step)(), p)))].sort();
+    const draws = (p?: number[]) =>
+      [...new Set(Array.from({ length: 10 }, (_, step) => pickSeed(8, roundStream(t.seed, t.round, 1, step)(), p)))].sort();
     const pro = await zoLocalSteps(model, t, examples, startZo(w0), Infinity, history);
     const plain = await zoLocalSteps(model, { ...t, method: { ...t.method, pro: false } }, examples, startZo(w0), Infinity, history);
     expect([...pro.sums.keys()].sort()).toEqual(draws(seedProbabilities(history, 1)));
@@ -79,7 +94,10 @@ describe("a FedKSeed client's local work", () => {
 
   it("with the method's labels, minimises the verbalizer cross-entropy of the batch, not the completion's NLL", async () => {
     const labels = ["fox", "dog"];
-    const pairs = ["The quick brown", "The lazy", "Each client trains, the", "It runs away, the"].map((prompt, i) => ({ prompt, completion: ` ${labels[i % 2]}` }));
+    const pairs = ["The quick brown", "The lazy", "Each client trains, the", "It runs away, the"].map((prompt, i) => ({
+      prompt,
+      completion: ` ${labels[i % 2]}`,
+    }));
     const labeled = pairs.map((p) => tokenizeExample(p, tok, 2, 32));
     const labelIds = wordIds(tok, labels);
     const t: ZoTask = { ...task({ k: 8, labels }, 1), local: { steps: 1, batchSize: 4, lr: 1e-3, maxTokens: 32 }, labelIds };
@@ -88,14 +106,23 @@ describe("a FedKSeed client's local work", () => {
     const j = [...state.sums.keys()][0]!;
     const forward = await ForwardModel.create(model.runtime, config, model.weights, { nll: true, inputs: zoSpec(t.method) });
     const items = pairs.map((p) => ({ prompt: p.prompt, label: p.completion.trim() }));
-    const ce = async (scale: number) => (await labelAccuracy(forward, tok, items, labels, { maxTokens: 32, params: perturbed(w0, seedPool(t.federationSeed, 8)[j]!, scale) })).crossEntropy;
+    const ce = async (scale: number) =>
+      (await labelAccuracy(forward, tok, items, labels, { maxTokens: 32, params: perturbed(w0, seedPool(t.federationSeed, 8)[j]!, scale) }))
+        .crossEntropy;
     expect(state.lossSum).toBeCloseTo(((await ce(1e-3)) + (await ce(-1e-3))) / 2, 5);
     await expect(zoLocalSteps(model, t, examples, startZo(w0))).rejects.toThrow(/none of the method's labels/);
     // With label words, the gold label still comes from the completion, but the words are what is scored.
     const words = ["cat", "bird"];
     const worded = await zoLocalSteps(model, { ...t, wordIds: wordIds(tok, words) }, labeled, startZo(w0));
     expect([...worded.sums.keys()]).toEqual([j]);
-    const wordCe = async (scale: number) => (await labelAccuracy(forward, tok, items, labels, { maxTokens: 32, params: perturbed(w0, seedPool(t.federationSeed, 8)[j]!, scale), words })).crossEntropy;
+    const wordCe = async (scale: number) =>
+      (
+        await labelAccuracy(forward, tok, items, labels, {
+          maxTokens: 32,
+          params: perturbed(w0, seedPool(t.federationSeed, 8)[j]!, scale),
+          words,
+        })
+      ).crossEntropy;
     expect(worded.lossSum).toBeCloseTo(((await wordCe(1e-3)) + (await wordCe(-1e-3))) / 2, 5);
     expect(Math.abs(worded.lossSum - state.lossSum)).toBeGreaterThan(1e-3);
   });

@@ -15,11 +15,17 @@ export const federations = new Hono<Env>();
 federations.post("/", operator(), async (c) => {
   const config = await readJson(c);
   const id = (config as { id?: unknown } | null)?.id;
-  if (typeof id !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) throw new HTTPException(400, { message: 'the federation config needs an "id": 1-64 letters, digits, \'.\', \'_\' or \'-\', starting with a letter or digit' });
+  if (typeof id !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id))
+    throw new HTTPException(400, {
+      message: "the federation config needs an \"id\": 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    });
   const stub = aggregator(c.env, id);
   const created = (await stub.createFederation(config)) as unknown as Result<FederationView>;
   // Registered after its object holds it; a create retried after a crash between the two registers it then.
-  const existing: Result<FederationView> | null = !created.ok && created.error.code === "federation_exists" ? ((await stub.getFederation(id)) as unknown as Result<FederationView>) : null;
+  const existing: Result<FederationView> | null =
+    !created.ok && created.error.code === "federation_exists"
+      ? ((await stub.getFederation(id)) as unknown as Result<FederationView>)
+      : null;
   const view = created.ok ? created.value : existing?.ok ? existing.value : null;
   if (view) await registry(c.env).register({ id, clients: view.config.clients, maxUploadBytes: view.config.maxUploadBytes });
   return answer(c, created, 201);
@@ -44,19 +50,25 @@ federations.get("/:id/plot.svg", viewer(), async (c) => {
     const loss = r.result && "metrics" in r.result ? r.result.metrics.train_loss : undefined;
     return loss === undefined ? [] : [[r.round, loss] as const];
   });
-  const svg = linePlotSvg([{ name: "clients' train loss (example-weighted)", points: points.length ? points : [[0, 0]], color: "#1f77b4" }], {
-    title: `${id}: train loss by round`,
-    xLabel: "round",
-    yLabel: "loss (nats per token)",
-    integerX: true,
-  });
+  const svg = linePlotSvg(
+    [{ name: "clients' train loss (example-weighted)", points: points.length ? points : [[0, 0]], color: "#1f77b4" }],
+    {
+      title: `${id}: train loss by round`,
+      xLabel: "round",
+      yLabel: "loss (nats per token)",
+      integerX: true,
+    },
+  );
   return new Response(svg, { headers: { "content-type": "image/svg+xml", "cache-control": "no-store" } });
 });
 
 federations.get("/:id", reader(), async (c) => {
   const id = c.req.param("id");
   const client = signerOf(c);
-  return answer(c, client === undefined ? await aggregator(c.env, id).getFederation(id) : await aggregator(c.env, id).getFederationAsMember(id, client));
+  return answer(
+    c,
+    client === undefined ? await aggregator(c.env, id).getFederation(id) : await aggregator(c.env, id).getFederationAsMember(id, client),
+  );
 });
 
 federations.delete("/:id", operatorOnAnyId(), async (c) => {
@@ -75,14 +87,21 @@ federations.delete("/:id", operatorOnAnyId(), async (c) => {
 
 federations.get("/:id/metrics", viewer(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getMetrics(c.req.param("id"))));
 
-federations.post("/:id/rounds", operator(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).openRound(c.req.param("id")), 201));
+federations.post("/:id/rounds", operator(), async (c) =>
+  answer(c, await aggregator(c.env, c.req.param("id")).openRound(c.req.param("id")), 201),
+);
 
 federations.get("/:id/rounds/:round", reader(), async (c) => {
   const round = intParam(c, "round");
   if (round instanceof Response) return round;
   const id = c.req.param("id");
   const client = signerOf(c);
-  return answer(c, client === undefined ? await aggregator(c.env, id).getRound(id, round) : await aggregator(c.env, id).getRoundAsMember(id, round, client));
+  return answer(
+    c,
+    client === undefined
+      ? await aggregator(c.env, id).getRound(id, round)
+      : await aggregator(c.env, id).getRoundAsMember(id, round, client),
+  );
 });
 
 federations.post("/:id/rounds/:round/close", operator(), async (c) => {
@@ -98,6 +117,7 @@ federations.post("/:id/rounds/:round/fail", operator(), async (c) => {
   if (round instanceof Response) return round;
   const raw = c.req.header("content-length") === "0" || !c.req.raw.body ? {} : await readJson(c);
   const body = v.safeParse(FailBody, raw);
-  if (!body.success) throw new HTTPException(400, { message: `the body is {"reason": string of at most 500 characters}: ${body.issues[0].message}` });
+  if (!body.success)
+    throw new HTTPException(400, { message: `the body is {"reason": string of at most 500 characters}: ${body.issues[0].message}` });
   return answer(c, await aggregator(c.env, c.req.param("id")).failRound(c.req.param("id"), round, body.output.reason));
 });

@@ -19,8 +19,20 @@ updates.put(
     const round = intParam(c, "round");
     if (round instanceof Response) return round;
     const signer = c.get("signer")!;
-    if (signer.clientId !== c.req.param("client")) throw new HTTPException(403, { message: `signed by "${signer.clientId}" but uploaded for "${c.req.param("client")}"` });
+    if (signer.clientId !== c.req.param("client"))
+      throw new HTTPException(403, { message: `signed by "${signer.clientId}" but uploaded for "${c.req.param("client")}"` });
     const id = c.req.param("id");
-    return answer(c, await aggregator(c.env, id).upload({ federationId: id, round, clientId: signer.clientId, idempotencyKey: c.req.header("idempotency-key")!, bodySha256: c.get("bodySha256")!, nonce: signer.nonce, body: c.get("body")! }));
+    return answer(
+      c,
+      await aggregator(c.env, id).upload({
+        federationId: id,
+        round,
+        clientId: signer.clientId,
+        idempotencyKey: c.req.header("idempotency-key")!,
+        bodySha256: c.get("bodySha256")!,
+        nonce: signer.nonce,
+        body: c.get("body")!,
+      }),
+    );
   },
 );

@@ -16,7 +16,13 @@ const tensors = async (c: Context<Env>) => {
   const r = await aggregator(c.env, id).streamVersion(id, version, signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
   const { bytes, stream } = r.value;
-  return new Response(stream, { headers: { "content-type": "application/octet-stream", "content-length": String(bytes), "cache-control": "private, max-age=31536000, immutable" } });
+  return new Response(stream, {
+    headers: {
+      "content-type": "application/octet-stream",
+      "content-length": String(bytes),
+      "cache-control": "private, max-age=31536000, immutable",
+    },
+  });
 };
 
 versions.get("/:id/versions/:version", reader(), tensors);
@@ -37,7 +43,9 @@ versions.get("/:id/versions/:version/seeds", reader(), async (c) => {
   const id = c.req.param("id") ?? "";
   const r = await aggregator(c.env, id).getSeedDiff(id, version, Number(raw), signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
-  return new Response(r.value, { headers: { "content-type": "application/octet-stream", "cache-control": "private, max-age=31536000, immutable" } });
+  return new Response(r.value, {
+    headers: { "content-type": "application/octet-stream", "cache-control": "private, max-age=31536000, immutable" },
+  });
 });
 
 /** An offsite-tuning federation's initial adapter: the model owner's tensors, supplied by the operator. */

@@ -24,7 +24,11 @@ export const concat: GradRule = {
   grad: (c) => {
     const axis = c.attr("axis", 0);
     const n = c.node.inputs.length;
-    const sizes = c.g.op("Concat", c.node.inputs.map((x) => c.g.op("Gather", [c.shape(x), c.g.ints(axis)], { axis: 0 })), { axis: 0 });
+    const sizes = c.g.op(
+      "Concat",
+      c.node.inputs.map((x) => c.g.op("Gather", [c.shape(x), c.g.ints(axis)], { axis: 0 })),
+      { axis: 0 },
+    );
     return c.g.opN("Split", [c.gradOutput(0)!, sizes], { axis }, { outputs: n });
   },
 };

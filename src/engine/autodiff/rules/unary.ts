@@ -9,7 +9,10 @@ export const identity: GradRule = { opType: "Identity", grad: (c) => [c.gradOutp
 export const cast: GradRule = { opType: "Cast", grad: (c) => [c.gradOutput(0)] };
 
 /** d sqrt(x) = g / (2 y). */
-export const sqrt: GradRule = { opType: "Sqrt", grad: (c) => [c.g.op("Div", [c.g.op("Mul", [c.gradOutput(0)!, c.g.scalar(0.5)]), c.output(0)])] };
+export const sqrt: GradRule = {
+  opType: "Sqrt",
+  grad: (c) => [c.g.op("Div", [c.g.op("Mul", [c.gradOutput(0)!, c.g.scalar(0.5)]), c.output(0)])],
+};
 
 /** d (1/x) = -g y^2. */
 export const reciprocal: GradRule = {
@@ -27,4 +30,7 @@ export const exp: GradRule = { opType: "Exp", grad: (c) => [c.g.op("Mul", [c.gra
 
 export const sin: GradRule = { opType: "Sin", grad: (c) => [c.g.op("Mul", [c.gradOutput(0)!, c.g.op("Cos", [c.input(0)])])] };
 
-export const cos: GradRule = { opType: "Cos", grad: (c) => [c.g.op("Neg", [c.g.op("Mul", [c.gradOutput(0)!, c.g.op("Sin", [c.input(0)])])])] };
+export const cos: GradRule = {
+  opType: "Cos",
+  grad: (c) => [c.g.op("Neg", [c.g.op("Mul", [c.gradOutput(0)!, c.g.op("Sin", [c.input(0)])])])],
+};
