@@ -22,8 +22,8 @@ import { heldOutLoss, labelAccuracy, type LabeledPrompt } from "../src/engine/tr
 import { adamW } from "../src/engine/train/optimizer.ts";
 import { TrainStep } from "../src/engine/train/step.ts";
 import { Trainer } from "../src/engine/train/trainer.ts";
-import { distillEmulator } from "../src/fl/offsite/distill.ts";
-import { adapterTensorNames, emulatorWeights, offsiteLayout, plugIn } from "../src/fl/offsite/emulator.ts";
+import { distillEmulator } from "../src/fl/methods/offsite/distill.ts";
+import { adapterTensorNames, emulatorWeights, offsiteLayout, plugIn } from "../src/fl/methods/offsite/emulator.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
 

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { closeSegments, foldSegments } from "../../durable-objects/aggregator/accumulator.ts";
+import { closeSegments, StreamingSum } from "../../durable-objects/aggregator/accumulator.ts";
 import { writeBlob, type SqlExec } from "../../durable-objects/shared/blobs.ts";
 import { parseLlamaConfig } from "../../src/engine/config.ts";
 import type { LinearModule } from "../../src/engine/llama/names.ts";
@@ -122,7 +122,8 @@ if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
   const fold = measure(probe, (pass) => {
     for (const [i, body] of bodies.entries()) {
       db.exec("BEGIN");
-      foldSegments(sql, `sum${pass}`, layout, tensorFileSource(body, layout, header.dataStart, "upload").source, 10, i === 0);
+      const sum = new StreamingSum(sql, `sum${pass}`, layout, { count: i, totalWeight: 10 * i });
+      sum.add(tensorFileSource(body, layout, header.dataStart, "upload").source, 10);
       db.exec("COMMIT");
     }
   });
@@ -133,8 +134,7 @@ if (process.argv[1]?.endsWith("aggregator-memory.ts")) {
       layout,
       globalKey: "v0",
       dataStart: header.dataStart,
-      sumKey: `sum${pass}`,
-      totalWeight: 10 * folds,
+      mean: (start, n) => new StreamingSum(sql, `sum${pass}`, layout, { count: folds, totalWeight: 10 * folds }).mean(start, n),
       strategy: createStrategy({ name: "fedadam" }),
       round: 0,
       slots: [],

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseJsonl } from "../../src/data/jsonl.ts";
 import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
-import { pmiPhrases } from "../../src/fl/prompt/discrete.ts";
+import { pmiPhrases } from "../../src/fl/methods/discrete/policy-gradient.ts";
 import { positiveInt } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 

@@ -1,5 +1,5 @@
-// The running weighted sum of a round's updates, and the close that turns it into the next version,
-// computed a segment (one storage chunk) at a time: an aggregator holds the upload it is folding and a
+// Where a round's accepted updates go until it closes (the Accumulator), today a running weighted sum,
+// and the close that turns the mean into the next version, computed a segment (one storage chunk) at a time: an aggregator holds the upload it is folding and a
 // few segments, never several copies of the adapter, so an adapter up to what one RPC call carries fits
 // a 128 MB isolate (bench/aggregator measures it). Call inside transactionSync: a throw at any segment
 // rolls back every segment written before it.
@@ -8,7 +8,7 @@ import { FlError } from "../../src/fl/errors.ts";
 import { addFold, checkFold } from "../../src/fl/weighted-mean.ts";
 import { slotKey } from "../../src/fl/server-state.ts";
 import type { Strategy } from "../../src/fl/strategy.ts";
-import { BlobWriter, CHUNK_BYTES, readBlobRange, readFloats, type SqlExec } from "../shared/blobs.ts";
+import { BlobWriter, CHUNK_BYTES, deleteBlob, readBlobRange, readFloats, type SqlExec } from "../shared/blobs.ts";
 
 /** Elements a segment holds: one storage chunk of float32, so a segment of the sum is one row. */
 export const SEGMENT = CHUNK_BYTES / 4;
@@ -60,13 +60,58 @@ export function copySegments(sql: SqlExec, key: string, header: Uint8Array, layo
   out.end();
 }
 
+/**
+ * A round's accepted updates until it closes. The streaming weighted sum below keeps one running sum;
+ * a secure-aggregation modular sum or a robust rule's buffered store keeps something else behind the
+ * same three calls.
+ */
+export interface Accumulator {
+  /** Adds one update with its weight; called inside the upload's transaction. */
+  add(update: FlatSource, weight: number): void;
+  /** The weighted mean of what was added, elements [start, start + n): what the strategy closes over. */
+  mean(start: number, n: number): Float32Array;
+  /** Drops what was added (the round closed or failed). */
+  clear(): void;
+}
+
+/** The example-weighted running sum (FedAvg's numerator, McMahan et al. 2017), one stored row per segment. */
+export class StreamingSum implements Accumulator {
+  private readonly sql: SqlExec;
+  private readonly key: string;
+  private readonly layout: FlatLayout;
+  private count: number;
+  private readonly totalWeight: number;
+
+  /** `so far`: the updates and their total weight already added (from the round's row). */
+  constructor(sql: SqlExec, key: string, layout: FlatLayout, soFar: { count: number; totalWeight: number }) {
+    this.sql = sql;
+    this.key = key;
+    this.layout = layout;
+    this.count = soFar.count;
+    this.totalWeight = soFar.totalWeight;
+  }
+
+  add(update: FlatSource, weight: number): void {
+    foldSegments(this.sql, this.key, this.layout, update, weight, this.count === 0);
+    this.count++;
+  }
+
+  mean(start: number, n: number): Float32Array {
+    return readFloats(this.sql, this.key, start, n).map((x) => x / this.totalWeight);
+  }
+
+  clear(): void {
+    deleteBlob(this.sql, this.key);
+  }
+}
+
 export interface CloseInput {
   layout: FlatLayout;
   /** The global version's key, and where its data starts (its header is copied to the next version). */
   globalKey: string;
   dataStart: number;
-  sumKey: string;
-  totalWeight: number;
+  /** The round's mean update, a segment at a time. */
+  mean: (start: number, n: number) => Float32Array;
   strategy: Strategy;
   /** The server state: its round and the slots it holds, each a flat vector under stateKey(slot). */
   round: number;
@@ -88,7 +133,7 @@ export function closeSegments(sql: SqlExec, c: CloseInput): string[] {
   const writers = new Map<string, BlobWriter>();
   for (let start = 0; start < c.layout.total; start += SEGMENT) {
     const n = Math.min(SEGMENT, c.layout.total - start);
-    const mean = readFloats(sql, c.sumKey, start, n).map((x) => x / c.totalWeight);
+    const mean = c.mean(start, n);
     const global = new Float32Array(readBlobRange(sql, c.globalKey, c.dataStart + start * 4, n * 4).buffer);
     const previous = new Map(c.slots.map((slot) => [slot, readFloats(sql, c.stateKey(slot), start, n)]));
     const out = new Float32Array(n);

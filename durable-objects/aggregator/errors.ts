@@ -1,4 +1,9 @@
 import { FedflareError } from "../../src/errors.ts";
+import { FlError } from "../../src/fl/errors.ts";
+import { UPDATE_METADATA_BYTES } from "../../src/fl/flat-tensors.ts";
+import { MethodError } from "../../src/fl/methods/errors.ts";
+import { METRICS_LIMITS } from "../../src/protocol/federation.ts";
+import { SafetensorsError } from "../../src/protocol/safetensors.ts";
 
 /** Every refusal of the aggregator: its HTTP status and a stable code. */
 export const AGGREGATOR_ERRORS = {
@@ -32,6 +37,44 @@ export type AggregatorErrorCode = keyof typeof AGGREGATOR_ERRORS;
 export class AggregatorError extends FedflareError<AggregatorErrorCode> {
   get status(): number {
     return AGGREGATOR_ERRORS[this.code];
+  }
+}
+
+/**
+ * Runs `fn`, answering a refusal by the wire formats, the tensors, the metadata or the method as the
+ * aggregator's error (status and code) about `what`: the one translation every stage of an upload,
+ * a version read and a view share.
+ */
+export function refusing<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof AggregatorError) throw e;
+    if (e instanceof SafetensorsError && e.code === "header_too_large")
+      throw new AggregatorError(
+        "header_too_large",
+        `${what}: ${e.message}: a header holds its tensors' entries and at most ${UPDATE_METADATA_BYTES} bytes of metadata (metrics of at most ${METRICS_LIMITS.jsonBytes} characters)`,
+      );
+    if (e instanceof SafetensorsError) throw new AggregatorError("safetensors_invalid", `${what}: ${e.message} (${e.code})`);
+    if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", e.message);
+    if (e instanceof MethodError)
+      throw new AggregatorError(
+        e.code === "update_invalid" ? "update_invalid" : e.code === "view_invalid" ? "version_not_found" : "config_invalid",
+        e.message,
+      );
+    if (e instanceof FedflareError && e.code === "metadata_invalid") throw new AggregatorError("metadata_invalid", e.message);
+    throw e;
+  }
+}
+
+/** Runs `fn`, answering any fedflare error as `config_invalid` (a federation being created), prefixed by `what`. */
+export function refusingConfig<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof FedflareError && !(e instanceof AggregatorError))
+      throw new AggregatorError("config_invalid", what ? `${what}: ${e.message}` : e.message, { cause: e });
+    throw e;
   }
 }
 

@@ -101,10 +101,11 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     });
   }
 
-  getSeedDiff(id: string, version: number, since: number, client?: string): Result<Uint8Array> {
+  /** A method's derived read of a version (FedKSeed's per-seed changes since an earlier version, say). */
+  getVersionView(id: string, version: number, name: string, query: Record<string, string>, client?: string): Result<Uint8Array> {
     return attempt(() => {
       this.federations.readBy(id, client);
-      return this.federations.seedDiff(id, version, since);
+      return this.federations.versionView(id, version, name, query);
     });
   }
 

@@ -122,3 +122,10 @@ export function tensorFileSource(
 export function arraySource(values: Float32Array): FlatSource {
   return { total: values.length, read: (start, out) => out.set(values.subarray(start, start + out.length)) };
 }
+
+/** A flat source's tensors, whole: for the small versions a method checks at once (prompts, step sizes). */
+export function readTensors(layout: FlatLayout, source: FlatSource): Map<string, Float32Array> {
+  const flat = new Float32Array(layout.total);
+  source.read(0, flat);
+  return new Map(layout.tensors.map((t) => [t.name, flat.slice(t.start, t.start + t.length)]));
+}

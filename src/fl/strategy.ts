@@ -1,3 +1,4 @@
+import type { FlatLayout, FlatSource } from "./flat-tensors.ts";
 import type { TensorMap } from "./tensors.ts";
 
 /**
@@ -39,8 +40,32 @@ export interface EvaluateResult {
   metrics: Readonly<Record<string, number>>;
 }
 
+/**
+ * One client's update on its way to the sum: its delta as a flat source in the version's layout, and its
+ * weight (examples). What a per-update hook sees and may replace, as Flower's DP and robust wrappers do.
+ */
+export interface ClientUpdate {
+  clientId: string;
+  layout: FlatLayout;
+  source: FlatSource;
+  weight: number;
+}
+
+/** A stage an update passes through between validation and the accumulator (clipping, noise, decompression, unmasking). */
+export type UpdateTransform = (update: ClientUpdate) => ClientUpdate;
+
 export interface Strategy {
   readonly name: string;
+  /**
+   * Flower's initialize_parameters: the global tensors a federation starts from, given the method's
+   * version 0. Absent: the method's version 0 as it is.
+   */
+  initialParameters?(methodInitial: TensorMap): TensorMap;
+  /**
+   * A hook on each accepted update before it is accumulated (clipping for differential privacy, a
+   * robust rule's screening): returns the update to accumulate. Absent: the update as it came.
+   */
+  processUpdate?(update: ClientUpdate): ClientUpdate;
   configureTrain(round: number): ClientTrainConfig;
   /**
    * aggregate-train: the new global tensors from the previous global tensors and the weighted mean of the

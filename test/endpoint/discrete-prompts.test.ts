@@ -11,7 +11,7 @@ import { loadModel, type LoadedModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { labelScores } from "../../src/engine/train/evaluate.ts";
 import { FlError } from "../../src/fl/errors.ts";
-import { completionsRowScorer, noUsage } from "../../src/fl/prompt/completions-api.ts";
+import { completionsRowScorer, noUsage } from "../../src/fl/methods/discrete/completions-api.ts";
 import {
   discreteItems,
   discreteSteps,
@@ -21,7 +21,7 @@ import {
   promptTokens,
   startDiscrete,
   type DiscreteOptions,
-} from "../../src/fl/prompt/discrete-round.ts";
+} from "../../src/fl/methods/discrete/round.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";

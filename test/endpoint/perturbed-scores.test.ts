@@ -8,10 +8,10 @@ import { tokenizeExample } from "../../src/data/examples.ts";
 import { ForwardModel } from "../../src/engine/forward.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
-import { endpointZoEvaluator } from "../../src/fl/client/zo-endpoint.ts";
-import { localZoEvaluator, startZo, zoInitial, zoLocalSteps, zoSpec, zoSteps, type ZoTask } from "../../src/fl/client/zo-update.ts";
-import { applyTerms, seedPool, type SeedTerms } from "../../src/fl/zo/fedkseed.ts";
-import type { FedKSeedMethod } from "../../src/protocol/federation.ts";
+import { endpointZoEvaluator } from "../../src/fl/methods/fedkseed/zo-endpoint.ts";
+import { localZoEvaluator, startZo, zoInitial, zoLocalSteps, zoSpec, zoSteps, type ZoTask } from "../../src/fl/methods/fedkseed/zo-update.ts";
+import { applyTerms, seedPool, type SeedTerms } from "../../src/fl/methods/fedkseed/seed-pool.ts";
+import type { FedKSeedConfig } from "../../src/fl/methods/fedkseed/config.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
@@ -20,7 +20,7 @@ const root = tempDir("perturbed");
 const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const weights = tinyWeights(config, 17);
 const modelDir = writeHfModel(join(root, "tiny"), config, weights);
-const method: FedKSeedMethod = {
+const method: FedKSeedConfig = {
   type: "fedkseed",
   k: 16,
   epsilon: 1e-3,
@@ -44,10 +44,10 @@ describe("POST /v1/perturbed-scores", () => {
     const examples = ["The fox trains.", "Each client trains, the server averages."].map((text) =>
       tokenizeExample({ text }, model.tokenizer, 2, 32),
     );
-    const forward = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true, inputs: zoSpec(method) });
+    const forward = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true, inputs: zoSpec(method.trains) });
     const local = localZoEvaluator(forward, method.direction);
     const remote = endpointZoEvaluator({ url: endpoint.url, model: "tiny", token: "t" }, method, 9);
-    const w0 = zoInitial(config, weights, method, 9);
+    const w0 = zoInitial(config, weights, method.trains, 9);
     const pool = seedPool(3, 16);
     const terms: SeedTerms = [
       [pool[2]!, 0.05],
@@ -85,7 +85,7 @@ describe("POST /v1/perturbed-scores", () => {
       seed: 4,
       labelIds: labels.map((l) => model.tokenizer.encode(` ${l}`, { addSpecialTokens: false })),
     };
-    const w0 = zoInitial(config, weights, method, 9);
+    const w0 = zoInitial(config, weights, method.trains, 9);
     const local = await zoLocalSteps({ config, weights, runtime: ortNodeRuntime() }, task, examples, startZo(w0));
     const ep = endpointZoEvaluator({ url: endpoint.url, model: "tiny", token: "t" }, method, 9);
     const remote = await zoSteps(ep, task, examples, startZo<SeedTerms>([]), 3);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dirSource } from "../../cli/model-dir.ts";
 import { loadModel, type LoadedModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
-import { bbtClientRound, endpointPromptScorer, localPromptScorer } from "../../src/fl/bbt/fedbpt.ts";
+import { bbtClientRound, endpointPromptScorer, localPromptScorer } from "../../src/fl/methods/fedbpt/search.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";

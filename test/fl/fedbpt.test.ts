@@ -15,8 +15,8 @@ import {
   projectionScale,
   startBbt,
   type PromptScorer,
-} from "../../src/fl/bbt/fedbpt.ts";
-import { direction } from "../../src/fl/zo/directions.ts";
+} from "../../src/fl/methods/fedbpt/search.ts";
+import { direction } from "../../src/fl/methods/fedkseed/directions.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 

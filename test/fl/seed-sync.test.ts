@@ -1,6 +1,6 @@
 // A FedKSeed client's way from the version it holds to the round's, with versions pruned or not.
 import { describe, expect, it } from "vitest";
-import { seedChangesTo } from "../../src/fl/zo/seed-sync.ts";
+import { seedChangesTo } from "../../src/fl/methods/fedkseed/seed-sync.ts";
 
 /** An aggregator that keeps versions 0 and `kept`: version v's cumulative scalar of seed 0 is v. */
 function aggregator(kept: readonly number[]) {

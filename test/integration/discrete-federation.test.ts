@@ -10,7 +10,7 @@ import { dirSource } from "../../cli/model-dir.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
-import { distributionsOf } from "../../src/fl/prompt/discrete-round.ts";
+import { distributionsOf } from "../../src/fl/methods/discrete/round.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { federationConfig } from "../fixtures/federation.ts";

@@ -12,7 +12,7 @@ import { loadModel } from "../../src/engine/model-files.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
-import { bbtGlobalOf } from "../../src/fl/bbt/fedbpt.ts";
+import { bbtGlobalOf } from "../../src/fl/methods/fedbpt/search.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyTokenizerJson, writeHfModel } from "../fixtures/hf-model.ts";

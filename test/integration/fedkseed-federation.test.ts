@@ -12,10 +12,10 @@ import { loadModel } from "../../src/engine/model-files.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
-import { zoGlobal, zoInitial, type ZoTask } from "../../src/fl/client/zo-update.ts";
+import { zoGlobal, zoInitial, type ZoTask } from "../../src/fl/methods/fedkseed/zo-update.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { decodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
-import type { FedKSeedMethod } from "../../src/protocol/federation.ts";
+import { decodeSeedSums } from "../../src/fl/methods/fedkseed/seed-sums.ts";
+import type { FedKSeedConfig } from "../../src/fl/methods/fedkseed/config.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyTokenizerJson, writeHfModel } from "../fixtures/hf-model.ts";
 import { runRound, uploadOf } from "../fixtures/rounds.ts";
@@ -24,7 +24,7 @@ import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 const model = tinyConfig({ heads: 4, kvHeads: 2 });
 const weights = tinyWeights(model, 13);
 const K = 256;
-const method: FedKSeedMethod = {
+const method: FedKSeedConfig = {
   type: "fedkseed",
   k: K,
   epsilon: 1e-3,
@@ -119,7 +119,7 @@ describe("a FedKSeed federation", () => {
     expect(cumulative.size).toBeGreaterThan(0);
     expect(cumulative.size).toBeLessThanOrEqual(3 * 2 * local.steps);
     const task: Pick<ZoTask, "method" | "federationSeed" | "local"> = { method, federationSeed: 21, local };
-    const w0 = zoInitial(model, weights, method, 21);
+    const w0 = zoInitial(model, weights, method.trains, 21);
     const global = zoGlobal(w0, task, cumulative);
     // The model moved from w0 (LoRA B was zero).
     expect(Math.max(...[...global].flatMap(([k, t]) => [...t].map((x, i) => Math.abs(x - w0.get(k)![i]!))))).toBeGreaterThan(0);

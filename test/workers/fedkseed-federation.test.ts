@@ -3,7 +3,7 @@
 // version it holds.
 import { describe, expect, it } from "vitest";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { decodeSeedSums, encodeSeedSums } from "../../src/fl/zo/seed-sums.ts";
+import { decodeSeedSums, encodeSeedSums } from "../../src/fl/methods/fedkseed/seed-sums.ts";
 import { writeSafetensors } from "../../src/protocol/safetensors.ts";
 import { api, signedPut } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";

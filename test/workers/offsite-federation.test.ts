@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
-import { adapterShapes, offsiteLayout } from "../../src/fl/offsite/emulator.ts";
+import { adapterShapes, offsiteLayout } from "../../src/fl/methods/offsite/emulator.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { api, signedPut } from "./coordinator-api.ts";

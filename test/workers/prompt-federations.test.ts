@@ -2,7 +2,7 @@
 // and squared step size, clients upload their change, the fold gives FedBPT's recombination. Both it and
 // discrete prompts refuse updates that would leave their point invalid, before folding them.
 import { describe, expect, it } from "vitest";
-import { bbtAggregate, bbtDelta, bbtGlobalOf } from "../../src/fl/bbt/fedbpt.ts";
+import { bbtAggregate, bbtDelta, bbtGlobalOf } from "../../src/fl/methods/fedbpt/search.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { api, signedPut } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";

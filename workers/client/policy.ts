@@ -2,9 +2,9 @@
 // sampled it, and only within the limits its owner set in wrangler.toml. Checked when a task is pushed
 // (POST /tasks answers the refusal) and again when the trainer starts the job (a pulled task fails with it).
 import { HTTPException } from "hono/http-exception";
-import { cmaParameters } from "../../src/fl/cma/cma-es.ts";
+import { clientMethods } from "../../src/fl/methods/client.ts";
 import type { ClientEnv } from "./env.ts";
-import { scoredAtEndpoint, type RoundInfo } from "./sources.ts";
+import { placementOf, type RoundInfo } from "./sources.ts";
 
 /** The owner's limits (wrangler.toml [vars]) and their defaults. */
 export const LIMIT_DEFAULTS = {
@@ -42,19 +42,14 @@ export function ownerLimits(env: ClientEnv): OwnerLimits {
 
 /** What a round's task asks of this client, in the units of the limits it can be checked against before training. */
 export function taskDemands(env: ClientEnv, task: RoundInfo["task"]): Omit<OwnerLimits, "MAX_DOWNLOAD_BYTES"> {
-  const m = task.method;
-  const { steps: localSteps, batchSize, maxTokens } = task.local;
-  const steps = m.type === "fedbpt" ? m.generations : localSteps;
-  const remote = scoredAtEndpoint(env, m);
-  const queries =
-    m.type === "discrete"
-      ? Math.min(m.queryBudget ?? Infinity, steps * m.population * batchSize * m.labels.length)
-      : m.type === "fedbpt" && remote
-        ? steps * (m.population ?? cmaParameters(m.dimension).lambda) * (m.perturb > 0 ? 2 : 1) * batchSize * m.labels.length
-        : m.type === "fedkseed" && remote
-          ? steps * 2 * batchSize * (m.labels?.length ?? 1)
-          : 0;
-  return { MAX_LOCAL_STEPS: steps, MAX_TOKENS_PER_EXAMPLE: maxTokens, MAX_EXAMPLES_PER_ROUND: steps * batchSize, MAX_API_QUERIES: queries };
+  const { side, config } = clientMethods.parse(task.method);
+  const { steps, remoteRows } = side.demands(config, task.local, placementOf(env, side, config));
+  return {
+    MAX_LOCAL_STEPS: steps,
+    MAX_TOKENS_PER_EXAMPLE: task.local.maxTokens,
+    MAX_EXAMPLES_PER_ROUND: steps * task.local.batchSize,
+    MAX_API_QUERIES: remoteRows,
+  };
 }
 
 export interface Refusal {

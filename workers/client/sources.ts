@@ -3,7 +3,8 @@
 import { HTTPException } from "hono/http-exception";
 import { parseJsonl, type Example } from "../../src/data/jsonl.ts";
 import type { ModelSource } from "../../src/engine/model-files.ts";
-import type { FederationConfig, Method } from "../../src/protocol/federation.ts";
+import type { ClientMethod, MethodConfig, Placement } from "../../src/fl/methods/method.ts";
+import type { FederationConfig } from "../../src/protocol/federation.ts";
 import type { QuantMode } from "../../src/engine/quantize.ts";
 import { signRequest } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
@@ -28,9 +29,9 @@ export async function loadPartition(env: ClientEnv): Promise<Example[]> {
   return parseJsonl(await obj.text(), `r2://DATA/${key}`);
 }
 
-/** FedKSeed or FedBPT with an endpoint: the model lives there; the client holds the tokenizer and sends seed terms (FedKSeed) or each candidate's z (FedBPT). */
-export function scoredAtEndpoint(env: ClientEnv, method: Method): boolean {
-  return env.TRUNK_URL !== undefined && (method.type === "fedkseed" || method.type === "fedbpt");
+/** Where this deployment runs a method's forward passes, from the endpoints it was given (TRUNK_URL, OPENAI_BASE_URL). */
+export function placementOf(env: ClientEnv, side: ClientMethod<MethodConfig>, method: MethodConfig): Placement {
+  return side.placement(method, { endpoint: env.TRUNK_URL !== undefined, api: env.OPENAI_BASE_URL !== undefined });
 }
 
 /**
@@ -65,7 +66,13 @@ export interface RoundInfo {
   status: "open" | "closed" | "failed";
   baseVersion: number;
   sampled: string[];
-  task: { proximalMu: number; local: FederationConfig["local"]; method: Method; model: { name: string; quant: QuantMode }; seed: number };
+  task: {
+    proximalMu: number;
+    local: FederationConfig["local"];
+    method: FederationConfig["method"];
+    model: { name: string; quant: QuantMode };
+    seed: number;
+  };
 }
 
 /** A round as the coordinator reports it; its refusal is passed on (404 as 404, anything else as 502). */

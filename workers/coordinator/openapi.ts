@@ -2,6 +2,7 @@
 // validate them, so the document cannot drift from what the worker accepts.
 import { toJsonSchema } from "@valibot/to-json-schema";
 import { AGGREGATOR_ERRORS } from "../../durable-objects/aggregator/errors.ts";
+import { serverMethods } from "../../src/fl/methods/server.ts";
 import { FederationConfig, UploadMetadata } from "../../src/protocol/federation.ts";
 import { HEADERS } from "../../src/protocol/signature.ts";
 
@@ -50,6 +51,23 @@ const versionBytes = {
     },
   },
 };
+
+/** Each registered method's views, with their parameters. */
+function viewList(): string {
+  return serverMethods
+    .types()
+    .flatMap((t) => Object.entries(serverMethods.get(t).views ?? {}).map(([name, v]) => `${t}: "${name}" (${v.params.join(", ")})`))
+    .join("; ");
+}
+
+/** The federation config, its method one of the registered methods' own schemas. */
+function federationConfigSchema(): object {
+  const schema = toJsonSchema(FederationConfig, { errorMode: "ignore" }) as { properties: Record<string, object> };
+  schema.properties.method = {
+    oneOf: serverMethods.types().map((t) => toJsonSchema(serverMethods.get(t).config, { errorMode: "ignore" })),
+  };
+  return schema;
+}
 
 export function openapi(): object {
   return {
@@ -133,14 +151,14 @@ export function openapi(): object {
       },
       "/federations/{id}/versions/{version}": versionBytes,
       "/federations/{id}/versions/{version}/adapter_model.safetensors": versionBytes,
-      "/federations/{id}/versions/{version}/seeds": {
+      "/federations/{id}/versions/{version}/{view}": {
         get: {
-          summary: "A FedKSeed federation's per-seed change since an earlier version, sparse",
-          description:
-            "Safetensors with `indices` (I32, increasing seed indices of the pool) and `values` (F32): the version's cumulative per-seed scalars minus those of version `since`. A client holding `since` applies them as w -= lr * sum_j values_j z_j.",
+          summary: "A method's derived read of a version (its server side's views)",
+          description: `The views of the registered methods: ${viewList()}. FedKSeed's "seeds": safetensors with \`indices\` (I32, increasing seed indices of the pool) and \`values\` (F32), the version's cumulative per-seed scalars minus those of version \`since\`; a client holding \`since\` applies them as w -= lr * sum_j values_j z_j.`,
           parameters: [
             pathId,
             pathInt("version"),
+            { name: "view", in: "path", required: true, schema: { type: "string", pattern: "^[a-z][a-z0-9-]{0,31}$" } },
             { name: "since", in: "query", required: false, schema: { type: "integer", minimum: 0, default: 0 } },
           ],
           responses: {
@@ -218,7 +236,7 @@ export function openapi(): object {
     },
     components: {
       schemas: {
-        FederationConfig: toJsonSchema(FederationConfig, { errorMode: "ignore" }),
+        FederationConfig: federationConfigSchema(),
         UploadMetadata: toJsonSchema(UploadMetadata, { errorMode: "ignore" }),
         Error: {
           type: "object",

@@ -2,9 +2,8 @@
 // body alone, so limits.ts can refuse it before any of the work is done.
 import { trainableTensors } from "../../src/engine/llama/graph.ts";
 import type { LoadedModel } from "../../src/engine/model-files.ts";
-import { zoSpec } from "../../src/fl/client/zo-update.ts";
+import { zoSpec } from "../../src/fl/methods/fedkseed/zo-update.ts";
 import type { Demand } from "./limits.ts";
-import { requestMethod } from "./perturbed-scores.ts";
 import type { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest, PromptScoresRequest } from "./schemas.ts";
 
 /** Characters a token may stand for at the most: a bound, so text too long for the context is refused before it is encoded. */
@@ -62,7 +61,7 @@ export function perturbedScoresDemand(model: LoadedModel, req: PerturbedScoresRe
       if (!w) throw new RangeError(`trains.tensors: "${n}" is not a tensor of this model`);
       trained += w.length;
     }
-  } else trained = trainableTensors(config, zoSpec(requestMethod(req))).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
+  } else trained = trainableTensors(config, zoSpec(req.trains)).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
   return {
     rows: req.input_ids.map((r) => r.length),
     rowsField: "input_ids",

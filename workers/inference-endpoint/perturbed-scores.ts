@@ -4,16 +4,11 @@
 // tensors, and still runs two-point steps: its model and each perturbation are just more terms.
 import { ForwardModel } from "../../src/engine/forward.ts";
 import { exampleNlls } from "../../src/engine/train/evaluate.ts";
-import { zoInitial, zoSpec } from "../../src/fl/client/zo-update.ts";
-import { applyTerms } from "../../src/fl/zo/fedkseed.ts";
-import type { FedKSeedMethod } from "../../src/protocol/federation.ts";
+import { zoInitial, zoSpec } from "../../src/fl/methods/fedkseed/zo-update.ts";
+import { applyTerms } from "../../src/fl/methods/fedkseed/seed-pool.ts";
 import type { Engine } from "./completions.ts";
 import { countedTokens, maskedRows } from "./masked-rows.ts";
 import type { PerturbedScoresRequest } from "./schemas.ts";
-
-/** The request as a FedKSeed method: only what it trains and its directions matter here. */
-export const requestMethod = (req: Pick<PerturbedScoresRequest, "direction" | "trains">) =>
-  ({ type: "fedkseed", k: 1, epsilon: 1, direction: req.direction, pro: false, trains: req.trains }) as FedKSeedMethod;
 
 /** `req.trains` names tensors of this model (perturbedScoresDemand checked it). */
 export async function perturbedScores(
@@ -22,11 +17,10 @@ export async function perturbedScores(
 ): Promise<{ object: string; model: string; nll: number[]; tokens: number[] }> {
   const { config, weights } = engine.model;
   const rows = maskedRows(req.input_ids, req.loss_mask, config.vocabSize, "the vocabulary");
-  const method = requestMethod(req);
-  const params = applyTerms(zoInitial(config, weights, method, req.federation_seed), req.terms, req.direction);
+  const params = applyTerms(zoInitial(config, weights, req.trains, req.federation_seed), req.terms, req.direction);
   const nll = await engine.sessions.use(
     `perturbed/${JSON.stringify(req.trains)}`,
-    () => ForwardModel.create(engine.runtime, config, weights, { nll: true, inputs: zoSpec(method) }),
+    () => ForwardModel.create(engine.runtime, config, weights, { nll: true, inputs: zoSpec(req.trains) }),
     (model) => exampleNlls(model, rows, rows.length, undefined, params),
   );
   engine.served.perturbedRows += req.input_ids.length;

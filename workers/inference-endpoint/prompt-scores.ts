@@ -4,7 +4,7 @@
 import { ForwardModel } from "../../src/engine/forward.ts";
 import { SOFT_PROMPT } from "../../src/engine/llama/graph.ts";
 import { exampleNlls } from "../../src/engine/train/evaluate.ts";
-import { softPromptLayout, softPromptOf } from "../../src/fl/bbt/fedbpt.ts";
+import { softPromptLayout, softPromptOf } from "../../src/fl/methods/fedbpt/search.ts";
 import type { Engine } from "./completions.ts";
 import { countedTokens, maskedRows } from "./masked-rows.ts";
 import type { PromptScoresRequest } from "./schemas.ts";

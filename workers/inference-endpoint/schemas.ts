@@ -1,7 +1,7 @@
 // The OpenAI completions request subset the endpoint implements, validated before use. Sizes (rows,
 // max_tokens, terms) are the endpoint's configurable limits (limits.ts), not fixed here.
 import * as v from "valibot";
-import { FedKSeedMethod } from "../../src/protocol/federation.ts";
+import { FedKSeedConfig } from "../../src/fl/methods/fedkseed/config.ts";
 
 const tokenIds = v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.minLength(1));
 
@@ -44,7 +44,7 @@ export const PerturbedScoresRequest = v.object({
   input_ids: v.pipe(v.array(tokenIds), v.minLength(1)),
   /** Per row and token: 1 when the token counts in the loss (it is predicted from those before it). */
   loss_mask: v.array(v.array(v.picklist([0, 1]))),
-  trains: FedKSeedMethod.entries.trains,
+  trains: FedKSeedConfig.entries.trains,
   direction: v.optional(v.picklist(["gaussian", "rademacher"]), "gaussian"),
   federation_seed: v.optional(u32, 0),
   terms: v.array(v.tuple([u32, v.pipe(v.number(), v.finite())])),

@@ -1,12 +1,12 @@
-// A client's local work for one round: training the method's tensors (LoRA, or an offsite-tuning
-// adapter) from the global version on its own examples, then the delta (trained minus global, by key) with its example count and metrics. The work is
-// resumable: `LocalState` is plain data, so a Worker can run some steps, persist, and go on in its next
+// A client's local work for one round of a gradient method: training its plan's tensors from the global
+// version on its own examples, then the delta (trained minus global, by key) with its example count and
+// metrics. The work is resumable: `LocalState` is plain data, so a Worker can run some steps, persist, and go on in its next
 // invocation without losing the optimizer state (a Worker's CPU time per invocation is bounded).
 import type { TokenizedExample } from "../../data/examples.ts";
 import { exampleBatch } from "../../data/examples.ts";
 import { shuffled } from "../../data/lm-windows.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
-import type { Weights } from "../../engine/llama/graph.ts";
+import type { TrainSpec, Weights } from "../../engine/llama/graph.ts";
 import { graphName } from "../../engine/lora/peft.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { Runtime } from "../../engine/runtime.ts";
@@ -17,14 +17,25 @@ import { Trainer } from "../../engine/train/trainer.ts";
 import type { FederationConfig } from "../../protocol/federation.ts";
 import { addProximalGradient } from "../strategies/fedprox.ts";
 import type { TensorMap } from "../tensors.ts";
-import { methodPlan } from "./method-plan.ts";
 import { padStates, trunkStates, type TrunkCache, type TrunkEndpoint } from "./trunk-states.ts";
+
+/** What a gradient method trains and which layers its graph runs (its client side's plan). */
+export interface GradientPlan {
+  spec: TrainSpec;
+  /** The graph's layers: from a cut (the trunk's states are inputs), or an emulator's by original index. */
+  graph: { fromLayer?: number; layerIndices?: readonly number[] };
+  /** The decoder layers to load (all when absent): no client holds weights its graph never runs. */
+  layers?: number[];
+  /** The cut, when the trunk below it runs at an endpoint. */
+  cut?: number;
+}
 
 export interface LocalTask {
   round: number;
   proximalMu: number;
   local: FederationConfig["local"];
-  method: FederationConfig["method"];
+  /** Its dropout is seeded by the client and the round (the caller's seed + round). */
+  plan: GradientPlan;
   quant: QuantMode;
   seed: number;
 }
@@ -74,7 +85,7 @@ export async function runLocalSteps(
   maxSteps = Infinity,
   trunk?: Trunk,
 ): Promise<LocalState> {
-  const plan = methodPlan(task.method, model.config, { offloaded: trunk !== undefined, seed: task.seed + task.round });
+  const { plan } = task;
   const key = JSON.stringify([plan, task.quant]);
   const step =
     model.sessions?.get(key) ??

@@ -3,8 +3,8 @@
 import { decodeTensorFile, encodeTensorFile } from "../tensor-file.ts";
 import type { TensorMap } from "../tensors.ts";
 import type { LocalState } from "./local-update.ts";
-import type { SeedTerms } from "../zo/fedkseed.ts";
-import type { ZoState } from "./zo-update.ts";
+import type { SeedTerms } from "../methods/fedkseed/seed-pool.ts";
+import type { ZoState } from "../methods/fedkseed/zo-update.ts";
 
 export function encodeLocalState(s: LocalState): Uint8Array {
   const tensors: TensorMap = new Map();

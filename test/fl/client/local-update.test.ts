@@ -4,6 +4,7 @@ import { initLoraParams } from "../../../src/engine/lora/init.ts";
 import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../../src/engine/tokenizer/load.ts";
 import { localResult, runLocalSteps, startLocal, type LocalTask } from "../../../src/fl/client/local-update.ts";
+import { loraPlan } from "../../../src/fl/methods/lora/plan.ts";
 import type { TensorMap } from "../../../src/fl/tensors.ts";
 import { tinyTokenizerJson } from "../../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
@@ -20,7 +21,10 @@ const task = (mu = 0): LocalTask => ({
   round: 1,
   proximalMu: mu,
   local: { steps: 6, batchSize: 2, lr: 2e-2, maxTokens: 32 },
-  method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], dropout: 0, rslora: false, fromLayer: 0 },
+  plan: loraPlan({ type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], dropout: 0, rslora: false, fromLayer: 0 }, config, {
+    offloaded: false,
+    seed: 2,
+  }),
   quant: "int8",
   seed: 1,
 });

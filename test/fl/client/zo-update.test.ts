@@ -3,11 +3,11 @@ import { exampleBatch, tokenizeExample } from "../../../src/data/examples.ts";
 import { ForwardModel } from "../../../src/engine/forward.ts";
 import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../../src/engine/tokenizer/load.ts";
-import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSpec, type ZoTask } from "../../../src/fl/client/zo-update.ts";
+import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSpec, type ZoTask } from "../../../src/fl/methods/fedkseed/zo-update.ts";
 import { roundStream } from "../../../src/engine/sampling.ts";
 import { labelAccuracy, wordIds } from "../../../src/engine/train/evaluate.ts";
-import { perturbed, pickSeed, seedPool, seedProbabilities } from "../../../src/fl/zo/fedkseed.ts";
-import type { FedKSeedMethod } from "../../../src/protocol/federation.ts";
+import { perturbed, pickSeed, seedPool, seedProbabilities } from "../../../src/fl/methods/fedkseed/seed-pool.ts";
+import type { FedKSeedConfig } from "../../../src/fl/methods/fedkseed/config.ts";
 import type { TensorMap } from "../../../src/fl/tensors.ts";
 import { tinyTokenizerJson } from "../../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
@@ -18,7 +18,7 @@ const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize));
 const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages."].map((text) =>
   tokenizeExample({ text }, tok, 2, 32),
 );
-const task = (method: Partial<FedKSeedMethod>, steps = 12, lr = 1e-3): ZoTask => ({
+const task = (method: Partial<FedKSeedConfig>, steps = 12, lr = 1e-3): ZoTask => ({
   round: 1,
   local: { steps, batchSize: 2, lr, maxTokens: 32 },
   method: {
@@ -37,7 +37,7 @@ const task = (method: Partial<FedKSeedMethod>, steps = 12, lr = 1e-3): ZoTask =>
 
 /** The mean NLL of all the examples with the method's tensors at `params`. */
 async function lossAt(t: ZoTask, params: TensorMap): Promise<number> {
-  const forward = await ForwardModel.create(model.runtime, config, model.weights, { nll: true, inputs: zoSpec(t.method) });
+  const forward = await ForwardModel.create(model.runtime, config, model.weights, { nll: true, inputs: zoSpec(t.method.trains) });
   const b = exampleBatch(examples);
   const { nll } = await forward.run({ ids: b.ids, mask: b.mask!, targets: b.targets, params });
   return b.lossWeights.flat().reduce((s, w, i) => s + w * nll![i]!, 0);
@@ -46,7 +46,7 @@ async function lossAt(t: ZoTask, params: TensorMap): Promise<number> {
 describe("a FedKSeed client's local work", () => {
   it("keeps only per-seed sums, from which w0 - lr sum_j c_j z_j rebuilds the stepped parameters", async () => {
     const t = task({});
-    const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
+    const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const state = await zoLocalSteps(model, t, examples, startZo(w0));
     expect(state.step).toBe(12);
     expect(state.sums.size).toBeGreaterThan(0);
@@ -58,7 +58,7 @@ describe("a FedKSeed client's local work", () => {
 
   it("split over two invocations gives exactly the steps of one", async () => {
     const t = task({});
-    const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
+    const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const whole = await zoLocalSteps(model, t, examples, startZo(w0));
     const half = await zoLocalSteps(model, t, examples, startZo(w0), 5);
     const resumed = await zoLocalSteps(model, t, examples, half);
@@ -72,7 +72,7 @@ describe("a FedKSeed client's local work", () => {
       150,
       5e-3,
     );
-    const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
+    const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     expect(w0.get("model.norm.weight")).toEqual(model.weights.get("model.norm.weight"));
     const state = await zoLocalSteps(model, t, examples, startZo(w0));
     expect(await lossAt(t, state.params)).toBeLessThan((await lossAt(t, w0)) - 0.05);
@@ -80,7 +80,7 @@ describe("a FedKSeed client's local work", () => {
 
   it("draws seeds by their history under FedKSeed-Pro", async () => {
     const t = task({ pro: true, k: 8 }, 10);
-    const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
+    const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const history = Array.from({ length: 8 }, (_, j) => (j === 3 || j === 6 ? [1, -1] : [0.001]));
     // The draws the client makes: one uniform number per step, through Pro's probabilities or not.
     const draws = (p?: number[]) =>
@@ -101,10 +101,10 @@ describe("a FedKSeed client's local work", () => {
     const labeled = pairs.map((p) => tokenizeExample(p, tok, 2, 32));
     const labelIds = wordIds(tok, labels);
     const t: ZoTask = { ...task({ k: 8, labels }, 1), local: { steps: 1, batchSize: 4, lr: 1e-3, maxTokens: 32 }, labelIds };
-    const w0 = zoInitial(config, model.weights, t.method, t.federationSeed);
+    const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const state = await zoLocalSteps(model, t, labeled, startZo(w0));
     const j = [...state.sums.keys()][0]!;
-    const forward = await ForwardModel.create(model.runtime, config, model.weights, { nll: true, inputs: zoSpec(t.method) });
+    const forward = await ForwardModel.create(model.runtime, config, model.weights, { nll: true, inputs: zoSpec(t.method.trains) });
     const items = pairs.map((p) => ({ prompt: p.prompt, label: p.completion.trim() }));
     const ce = async (scale: number) =>
       (await labelAccuracy(forward, tok, items, labels, { maxTokens: 32, params: perturbed(w0, seedPool(t.federationSeed, 8)[j]!, scale) }))

@@ -34,14 +34,29 @@ versions.get("/:id/versions/:version/adapter_config.json", reader(), async (c) =
   return new Response(r.value, { headers: { "content-type": "application/json" } });
 });
 
-/** A FedKSeed federation's per-seed change since an earlier version (?since=, default 0), sparse. */
-versions.get("/:id/versions/:version/seeds", reader(), async (c) => {
+/**
+ * A method's derived read of a version (its server side's `views`: FedKSeed's "seeds", the per-seed
+ * change since ?since=, sparse). A view's parameters are non-negative integers (VersionView in
+ * src/fl/methods/method.ts): anything else is refused here, and at most 8 of them reach the object.
+ */
+versions.get("/:id/versions/:version/:view", reader(), async (c) => {
   const version = intParam(c, "version");
   if (version instanceof Response) return version;
-  const raw = c.req.query("since") ?? "0";
-  if (!/^\d{1,9}$/.test(raw)) return errorResponse(c, 400, "bad_request", `since must be a non-negative integer, got "${raw}"`);
+  const view = c.req.param("view");
+  if (!/^[a-z][a-z0-9-]{0,31}$/.test(view))
+    return errorResponse(c, 404, "version_not_found", `no "${view.slice(0, 40)}" view of a version`);
+  // A plain object: what a query parser returns need not cross RPC.
+  const query = Object.fromEntries(Object.entries(c.req.query()));
+  const bad = Object.entries(query).find(([k, v]) => !/^[a-z][a-z0-9_]{0,31}$/.test(k) || !/^\d{1,9}$/.test(v));
+  if (Object.keys(query).length > 8 || bad)
+    return errorResponse(
+      c,
+      400,
+      "bad_request",
+      `a version view takes at most 8 parameters, each a non-negative integer${bad ? `: got ${bad[0].slice(0, 32)}="${bad[1].slice(0, 20)}"` : ""}`,
+    );
   const id = c.req.param("id") ?? "";
-  const r = await aggregator(c.env, id).getSeedDiff(id, version, Number(raw), signerOf(c));
+  const r = await aggregator(c.env, id).getVersionView(id, version, view, query, signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
   return new Response(r.value, {
     headers: { "content-type": "application/octet-stream", "cache-control": "private, max-age=31536000, immutable" },

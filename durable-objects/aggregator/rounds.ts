@@ -1,0 +1,231 @@
+// A federation's rounds (docs/ARCHITECTURE.md, "The round"): open one with its seeded sample, end it at
+// quorum, at the deadline or by the operator, and close it with the strategy over the accumulated mean.
+// Every change is one transactionSync, so a restart at any point loses nothing that was acknowledged.
+import { shuffled } from "../../src/data/lm-windows.ts";
+import { seededUniform } from "../../src/engine/sampling.ts";
+import { createStrategy } from "../../src/fl/create-strategy.ts";
+import { flatLayout } from "../../src/fl/flat-tensors.ts";
+import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
+import { deleteBlob } from "../shared/blobs.ts";
+import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
+import { AggregatorError } from "./errors.ts";
+import { type FederationStore, keys } from "./storage.ts";
+import type { RoundResult, RoundRow } from "./types.ts";
+
+/** A round's result keeps this many metrics at most, so its row stays small whatever names clients report. */
+const ROUND_METRICS = 32;
+
+/** The example-weighted mean of the metrics the most clients report (ties by name), ROUND_METRICS of them at most. */
+function roundMetrics(results: { numExamples: number; metrics: Record<string, number> }[]): Record<string, number> {
+  const reporters = new Map<string, number>();
+  for (const r of results) for (const key of Object.keys(r.metrics)) reporters.set(key, (reporters.get(key) ?? 0) + 1);
+  const kept = new Set(
+    [...reporters]
+      .sort(([a, n], [b, m]) => m - n || (a < b ? -1 : 1))
+      .slice(0, ROUND_METRICS)
+      .map(([key]) => key),
+  );
+  return weightedMetricMean(
+    results.map((r) => ({
+      numExamples: r.numExamples,
+      metrics: Object.fromEntries(Object.entries(r.metrics).filter(([key]) => kept.has(key))),
+    })),
+  );
+}
+
+export class Rounds {
+  private readonly store: FederationStore;
+
+  constructor(store: FederationStore) {
+    this.store = store;
+  }
+
+  /** Where a round's accepted updates accumulate until it closes. */
+  accumulator(id: string, round: RoundRow): Accumulator {
+    const layout = flatLayout(this.store.versionHeader(id, round.base_version));
+    return new StreamingSum(this.store.sql, keys.sum(id, round.round), layout, { count: round.uploads, totalWeight: round.total_weight });
+  }
+
+  /** Opens the next round: samples its clients (seeded) and arms the deadline alarm. */
+  async open(id: string, now: number): Promise<number> {
+    const fed = this.store.get(id);
+    if (fed.openRound !== null)
+      throw new AggregatorError("round_open", `round ${fed.openRound} of "${id}" is still open; wait for it to close (quorum or deadline)`);
+    if (fed.roundsDone >= fed.config.rounds)
+      throw new AggregatorError("federation_finished", `"${id}" has completed its ${fed.config.rounds} rounds`);
+    if (fed.version === 0 && !this.store.hasVersion(id, 0))
+      throw new AggregatorError(
+        "initial_missing",
+        `"${id}" is a federation whose operator supplies version 0 (offsite-tuning's owner adapter): PUT /federations/${id}/versions/0 with the operator's token first (npx fedflare offsite emulator writes it)`,
+      );
+    const sql = this.store.sql;
+    const round = (sql.exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ?", id).one().n ?? 0) + 1;
+    const sampled = shuffled(fed.config.clients, seededUniform(fed.config.seed * 100_003 + round))
+      .slice(0, fed.config.clientsPerRound)
+      .sort();
+    const deadline = now + fed.config.deadlineSeconds * 1000;
+    sql.exec(
+      "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline) VALUES (?, ?, 'open', ?, ?, ?, ?)",
+      id,
+      round,
+      fed.version,
+      JSON.stringify(sampled),
+      now,
+      deadline,
+    );
+    await this.armAlarm();
+    return round;
+  }
+
+  /** Closes the round if this upload brought it to quorum; returns its status. */
+  async afterUpload(id: string, round: number, uploads: number, now: number): Promise<"open" | "closed" | "failed"> {
+    const fed = this.store.get(id);
+    if (uploads < (fed.config.quorum ?? fed.config.clientsPerRound)) return "open";
+    const status = this.finish(id, round, now, "close");
+    await this.armAlarm();
+    return status;
+  }
+
+  /** The operator's "close now": the open round closes with what it has, if that is at least minClients. */
+  async closeNow(id: string, round: number, now: number): Promise<void> {
+    const r = this.openRow(id, round);
+    const fed = this.store.get(id);
+    if (r.uploads < fed.config.minClients)
+      throw new AggregatorError(
+        "round_short",
+        `round ${round} of "${id}" has ${r.uploads} of the ${fed.config.minClients} uploads it needs to close; fail it instead (POST .../rounds/${round}/fail)`,
+      );
+    this.finish(id, round, now, "close");
+    await this.armAlarm();
+  }
+
+  /** The operator's "fail now": the open round ends without a new version; its uploads are dropped. */
+  async failNow(id: string, round: number, reason: string, now: number): Promise<void> {
+    this.openRow(id, round);
+    this.finish(id, round, now, "fail", `failed by the operator: ${reason}`);
+    await this.armAlarm();
+  }
+
+  /** The alarm's work: every open round past its deadline closes with at least the minimum, else fails. */
+  async closeDue(now: number): Promise<void> {
+    const due = this.store.sql
+      .exec<{ federation_id: string; round: number; uploads: number }>(
+        "SELECT federation_id, round, uploads FROM rounds WHERE status = 'open' AND deadline <= ?",
+        now,
+      )
+      .toArray();
+    for (const d of due) {
+      const fed = this.store.get(d.federation_id);
+      if (d.uploads >= fed.config.minClients) this.finish(d.federation_id, d.round, now, "close");
+      else
+        this.finish(
+          d.federation_id,
+          d.round,
+          now,
+          "fail",
+          `deadline passed with ${d.uploads} of the ${fed.config.minClients} uploads needed`,
+        );
+    }
+    await this.armAlarm();
+  }
+
+  private openRow(id: string, round: number): RoundRow {
+    const r = this.store.roundRow(id, round);
+    if (r.status !== "open") throw new AggregatorError("round_closed", `round ${round} of "${id}" is already ${r.status}`);
+    return r;
+  }
+
+  /**
+   * Ends an open round in its own transaction: "close" applies the strategy (a close that throws marks
+   * the round failed with the error as its reason, so no round stays open forever), "fail" drops what
+   * the round accumulated. Returns the round's status after.
+   */
+  private finish(id: string, round: number, now: number, action: "close" | "fail", reason = ""): "closed" | "failed" {
+    if (action === "close") {
+      try {
+        this.store.storage.transactionSync(() => this.close(id, round, now));
+        return "closed";
+      } catch (e) {
+        reason = `closing failed: ${e instanceof Error ? e.message : String(e)}`;
+        console.error(`federation "${id}" round ${round}: ${reason}`);
+      }
+    }
+    this.store.storage.transactionSync(() => {
+      deleteBlob(this.store.sql, keys.sum(id, round));
+      this.store.sql.exec(
+        "UPDATE rounds SET status = 'failed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?",
+        now,
+        JSON.stringify({ reason: reason.slice(0, 2000) }),
+        id,
+        round,
+      );
+    });
+    return "failed";
+  }
+
+  /**
+   * Applies the strategy to the round's mean update and stores the next global version and server state,
+   * a segment at a time (accumulator.ts); inside a transaction.
+   */
+  private close(id: string, round: number, now: number): void {
+    const { sql } = this.store;
+    const fed = this.store.get(id);
+    const r = this.store.roundRow(id, round);
+    const state = sql
+      .exec<{ server_round: number; server_slots: string }>("SELECT server_round, server_slots FROM federations WHERE id = ?", id)
+      .one();
+    const previousSlots = JSON.parse(state.server_slots) as string[];
+    const header = this.store.versionHeader(id, r.base_version);
+    const version = fed.version + 1;
+    const accumulated = this.accumulator(id, r);
+    const slots = closeSegments(sql, {
+      layout: flatLayout(header),
+      globalKey: keys.version(id, r.base_version),
+      dataStart: header.dataStart,
+      mean: (start, n) => accumulated.mean(start, n),
+      strategy: createStrategy(fed.config.strategy),
+      round: state.server_round,
+      slots: previousSlots,
+      stateKey: (slot) => keys.state(id, slot),
+      nextKey: keys.version(id, version),
+      nextStateKey: (slot) => `${keys.state(id, slot)}#next`,
+    });
+    for (const slot of previousSlots) deleteBlob(sql, keys.state(id, slot));
+    for (const slot of slots) sql.exec("UPDATE blobs SET key = ? WHERE key = ?", keys.state(id, slot), `${keys.state(id, slot)}#next`);
+    sql.exec("UPDATE federations SET server_round = ?, server_slots = ? WHERE id = ?", state.server_round + 1, JSON.stringify(slots), id);
+    const receipts = sql
+      .exec<{ num_examples: number; metrics: string }>(
+        "SELECT num_examples, metrics FROM receipts WHERE federation_id = ? AND round = ?",
+        id,
+        round,
+      )
+      .toArray();
+    const result: RoundResult = {
+      version,
+      uploads: r.uploads,
+      totalWeight: r.total_weight,
+      metrics: roundMetrics(
+        receipts.map((x) => ({ numExamples: x.num_examples, metrics: JSON.parse(x.metrics) as Record<string, number> })),
+      ),
+    };
+    accumulated.clear();
+    // Version 0 stays (clients without a version start from it); the latest keepVersions stay besides.
+    const pruned = version - fed.config.keepVersions;
+    if (pruned > 0) deleteBlob(sql, keys.version(id, pruned));
+    sql.exec("UPDATE federations SET version = ? WHERE id = ?", version, id);
+    sql.exec(
+      "UPDATE rounds SET status = 'closed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?",
+      now,
+      JSON.stringify(result),
+      id,
+      round,
+    );
+  }
+
+  /** The alarm points at the earliest open deadline; SQLite is the truth (alarms may repeat). */
+  private async armAlarm(): Promise<void> {
+    const next = this.store.sql.exec<{ d: number | null }>("SELECT MIN(deadline) AS d FROM rounds WHERE status = 'open'").one().d;
+    if (next === null) await this.store.storage.deleteAlarm();
+    else await this.store.storage.setAlarm(next);
+  }
+}

@@ -1,0 +1,121 @@
+// A federation's rows and blobs in the aggregator's SQLite storage: where each thing lives (keys), the
+// federation row, and the versions (immutable once written), read whole, by header, by stream or as tensors.
+import { serverMethods } from "../../src/fl/methods/server.ts";
+import type { MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
+import { decodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
+import type { FederationConfig } from "../../src/protocol/federation.ts";
+import { readSafetensorsHeader, type SafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { readBlob, readBlobRange } from "../shared/blobs.ts";
+import { guardedSql } from "../shared/guarded-sql.ts";
+import { AggregatorError, refusing } from "./errors.ts";
+import type { FederationView, RoundRow } from "./types.ts";
+
+export const keys = {
+  version: (fed: string, v: number) => `version/${fed}/${v}`,
+  sum: (fed: string, round: number) => `sum/${fed}/${round}`,
+  /** A strategy's slot (momentum, moments): a flat float32 vector in the versions' data order. */
+  state: (fed: string, slot: string) => `state/${fed}/${slot}`,
+  /** What the versions hold (adapter_config.json). */
+  description: (fed: string) => `adapter-config/${fed}`,
+};
+
+export class FederationStore {
+  readonly storage: DurableObjectStorage;
+  readonly sql: SqlStorage;
+
+  constructor(storage: DurableObjectStorage) {
+    this.storage = storage;
+    this.sql = guardedSql(storage.sql);
+  }
+
+  exists(id: string): boolean {
+    return this.sql.exec("SELECT 1 FROM federations WHERE id = ?", id).toArray().length > 0;
+  }
+
+  get(id: string): FederationView {
+    const r = this.sql
+      .exec<{ config: string; version: number; created_at: number }>("SELECT config, version, created_at FROM federations WHERE id = ?", id)
+      .toArray()[0];
+    if (!r) throw new AggregatorError("federation_not_found", `no federation "${id}"`);
+    const roundsDone = this.sql
+      .exec<{ n: number }>("SELECT COUNT(*) AS n FROM rounds WHERE federation_id = ? AND status = 'closed'", id)
+      .one().n;
+    const open = this.sql.exec<{ round: number }>("SELECT round FROM rounds WHERE federation_id = ? AND status = 'open'", id).toArray()[0];
+    return {
+      id,
+      config: JSON.parse(r.config) as FederationConfig,
+      version: r.version,
+      createdAt: r.created_at,
+      roundsDone,
+      openRound: open?.round ?? null,
+    };
+  }
+
+  /** The federation, for a reader: a client (when given) must be one of its members. */
+  readBy(id: string, client?: string): FederationView {
+    const fed = this.get(id);
+    if (client !== undefined && !fed.config.clients.includes(client))
+      throw new AggregatorError("client_unknown", `client "${client}" is not a member of "${id}"`);
+    return fed;
+  }
+
+  /** The federation's method (server side) and its config, validated when the federation was created. */
+  method(fed: FederationView): { side: ServerMethod<MethodConfig>; config: MethodConfig } {
+    return refusing("method", () => ({ side: serverMethods.get(fed.config.method.type), config: fed.config.method }));
+  }
+
+  roundRow(id: string, round: number): RoundRow {
+    const r = this.sql.exec<RoundRow>("SELECT * FROM rounds WHERE federation_id = ? AND round = ?", id, round).toArray()[0];
+    if (!r) throw new AggregatorError("round_not_found", `"${id}" has no round ${round}`);
+    return r;
+  }
+
+  hasVersion(id: string, version: number): boolean {
+    return this.sql.exec("SELECT 1 FROM blobs WHERE key = ? AND chunk = 0", keys.version(id, version)).toArray().length > 0;
+  }
+
+  /** The global adapter's safetensors bytes at a version (PEFT key names, or the offsite adapter's full-model names). */
+  version(id: string, version: number): Uint8Array {
+    const bytes = readBlob(this.sql, keys.version(id, version));
+    if (!bytes) throw new AggregatorError("version_not_found", `"${id}" has no adapter version ${version}`);
+    return bytes;
+  }
+
+  versionTensors(id: string, version: number): TensorFile {
+    return decodeTensorFile(this.version(id, version), `version ${version}`);
+  }
+
+  /** A version's safetensors header, read from its first chunks without its values. */
+  versionHeader(id: string, version: number): SafetensorsHeader {
+    const key = keys.version(id, version);
+    const n = Number(new DataView(readBlobRange(this.sql, key, 0, 8).buffer).getBigUint64(0, true));
+    return readSafetensorsHeader(readBlobRange(this.sql, key, 0, 8 + n));
+  }
+
+  /**
+   * A version as a stream of its storage chunks, read one at a time as the reader pulls: what the
+   * coordinator serves, holding one chunk however large the version (a stream is not bound by the RPC
+   * limit on a serialized value). Versions are immutable; one pruned mid-stream ends it with an error.
+   */
+  versionStream(id: string, version: number): { bytes: number; stream: ReadableStream<Uint8Array> } {
+    const key = keys.version(id, version);
+    const { chunks, bytes } = this.sql
+      .exec<{ chunks: number; bytes: number | null }>("SELECT COUNT(*) AS chunks, SUM(LENGTH(data)) AS bytes FROM blobs WHERE key = ?", key)
+      .one();
+    if (chunks === 0) throw new AggregatorError("version_not_found", `"${id}" has no adapter version ${version}`);
+    let chunk = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull: (controller) => {
+        const row = this.sql.exec<{ data: ArrayBuffer }>("SELECT data FROM blobs WHERE key = ? AND chunk = ?", key, chunk++).toArray()[0];
+        if (!row) return controller.error(new Error(`version ${version} of "${id}" was pruned while it was read`));
+        controller.enqueue(new Uint8Array(row.data));
+        if (chunk === chunks) controller.close();
+      },
+    });
+    return { bytes: bytes ?? 0, stream };
+  }
+
+  description(id: string): string {
+    return new TextDecoder().decode(readBlob(this.sql, keys.description(id))!);
+  }
+}

@@ -1,0 +1,88 @@
+// What the aggregator answers over RPC and what an upload request carries.
+import type { FederationConfig } from "../../src/protocol/federation.ts";
+
+export interface FederationView {
+  id: string;
+  config: FederationConfig;
+  version: number;
+  createdAt: number;
+  roundsDone: number;
+  /** The round clients should train now, if one is open. */
+  openRound: number | null;
+}
+
+export interface RoundResult {
+  version: number;
+  uploads: number;
+  totalWeight: number;
+  metrics: Record<string, number>;
+}
+
+export interface RoundView {
+  federationId: string;
+  round: number;
+  status: "open" | "closed" | "failed";
+  baseVersion: number;
+  sampled: string[];
+  openedAt: number;
+  deadline: number;
+  uploads: number;
+  totalWeight: number;
+  closedAt: number | null;
+  result: RoundResult | { reason: string } | null;
+  /** Accepted uploads, in order: who, when, how many examples, and the fold's time in the DO. */
+  receipts: { clientId: string; receivedAt: number; numExamples: number; foldMs: number }[];
+  /** What every sampled client trains with this round; `seed`: the federation's (LoRA's initialisation, FedKSeed's seed pool). */
+  task: {
+    proximalMu: number;
+    local: FederationConfig["local"];
+    method: FederationConfig["method"];
+    model: { name: string; quant: string };
+    seed: number;
+  };
+}
+
+export interface RoundSummary {
+  round: number;
+  status: RoundView["status"];
+  openedAt: number;
+  closedAt: number | null;
+  uploads: number;
+  totalWeight: number;
+  result: RoundView["result"];
+}
+
+export interface UploadRequest {
+  federationId: string;
+  round: number;
+  clientId: string;
+  idempotencyKey: string;
+  /** Hex SHA-256 of the body (computed by the caller, which already hashed it for the signature). */
+  bodySha256: string;
+  nonce: string;
+  body: Uint8Array;
+}
+
+export interface UploadReceipt {
+  federationId: string;
+  round: number;
+  clientId: string;
+  numExamples: number;
+  receivedAt: number;
+  /** True when this answer repeats the one given to an earlier identical upload. */
+  replayed: boolean;
+  roundStatus: RoundView["status"];
+}
+
+export type RoundRow = {
+  round: number;
+  status: RoundView["status"];
+  base_version: number;
+  sampled: string;
+  opened_at: number;
+  deadline: number;
+  uploads: number;
+  total_weight: number;
+  closed_at: number | null;
+  result: string | null;
+};

@@ -1,0 +1,212 @@
+// One upload, as named stages (docs/ARCHITECTURE.md, "The upload"): admit (the round, the member,
+// replay, the limits) → decode (the method) → validate (the metadata, the method) → transforms (the
+// list below, then the strategy's per-update hook) → accumulate (one transaction with the receipt and
+// the nonce) → close at quorum (rounds.ts). A refusal at any stage changes nothing.
+import { parseLlamaConfig } from "../../src/engine/config.ts";
+import { createStrategy } from "../../src/fl/create-strategy.ts";
+import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import type { DecodedUpdate, MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
+import type { ClientUpdate, UpdateTransform } from "../../src/fl/strategy.ts";
+import { parseUploadMetadata, type UploadInfo } from "../../src/protocol/federation.ts";
+import { readSafetensorsHeader, safetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { copySegments } from "./accumulator.ts";
+import { AggregatorError, refusing } from "./errors.ts";
+import type { Rounds } from "./rounds.ts";
+import { type FederationStore, keys } from "./storage.ts";
+import type { FederationView, RoundRow, UploadReceipt, UploadRequest } from "./types.ts";
+
+/** Nonces are kept as long as a signed request stays acceptable, and a little more. */
+const NONCE_TTL_MS = 15 * 60 * 1000;
+
+/**
+ * Transforms every upload passes through before the strategy's hook, in order. Empty today: clipping,
+ * noise, decompression and unmasking join here.
+ */
+const TRANSFORMS: readonly UpdateTransform[] = [];
+
+type Admitted = { replay: UploadReceipt } | { fed: FederationView; round: RoundRow };
+
+export class Uploads {
+  private readonly store: FederationStore;
+  private readonly rounds: Rounds;
+
+  constructor(store: FederationStore, rounds: Rounds) {
+    this.store = store;
+    this.rounds = rounds;
+  }
+
+  /**
+   * Accepts one client's update for a round, exactly once: a retry of an accepted upload (same idempotency
+   * key and body) gets the first answer; anything refused changes nothing.
+   */
+  async upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
+    const admitted = this.admit(u, now);
+    if ("replay" in admitted) return admitted.replay;
+    const { fed, round } = admitted;
+    const method = this.store.method(fed);
+    const update = this.decode(method, fed, round, u.body);
+    const info = this.validate(method, fed, round, update);
+    const strategy = createStrategy(fed.config.strategy);
+    const transforms = strategy.processUpdate ? [...TRANSFORMS, strategy.processUpdate.bind(strategy)] : TRANSFORMS;
+    const started = performance.now();
+    this.store.storage.transactionSync(() => {
+      const transformed = transforms.reduce<ClientUpdate>((x, t) => t(x), {
+        clientId: u.clientId,
+        layout: update.layout,
+        source: update.source,
+        weight: info.numExamples,
+      });
+      refusing("upload", () => this.rounds.accumulator(u.federationId, round).add(transformed.source, transformed.weight));
+      this.record(u, info, now, performance.now() - started);
+    });
+    const status = await this.rounds.afterUpload(u.federationId, u.round, round.uploads + 1, now);
+    return {
+      federationId: u.federationId,
+      round: u.round,
+      clientId: u.clientId,
+      numExamples: info.numExamples,
+      receivedAt: now,
+      replayed: false,
+      roundStatus: status,
+    };
+  }
+
+  /** admit: the federation, the member, a replay of an accepted upload, the round, the sample, the size, the nonce. */
+  private admit(u: UploadRequest, now: number): Admitted {
+    const fed = this.store.get(u.federationId);
+    const round = this.store.roundRow(u.federationId, u.round);
+    if (!fed.config.clients.includes(u.clientId))
+      throw new AggregatorError("client_unknown", `client "${u.clientId}" is not a member of "${u.federationId}"`);
+    const prior = this.store.sql
+      .exec<{ idempotency_key: string; body_sha256: string; num_examples: number; received_at: number }>(
+        "SELECT idempotency_key, body_sha256, num_examples, received_at FROM receipts WHERE federation_id = ? AND round = ? AND client_id = ?",
+        u.federationId,
+        u.round,
+        u.clientId,
+      )
+      .toArray()[0];
+    if (prior) {
+      if (prior.idempotency_key === u.idempotencyKey && prior.body_sha256 === u.bodySha256)
+        return {
+          replay: {
+            federationId: u.federationId,
+            round: u.round,
+            clientId: u.clientId,
+            numExamples: prior.num_examples,
+            receivedAt: prior.received_at,
+            replayed: true,
+            roundStatus: round.status,
+          },
+        };
+      throw new AggregatorError(
+        "upload_conflict",
+        `client "${u.clientId}" already uploaded to round ${u.round} with another ${prior.idempotency_key === u.idempotencyKey ? "body" : "idempotency key"}; one update per client per round`,
+      );
+    }
+    if (round.status !== "open")
+      throw new AggregatorError(
+        "round_closed",
+        `round ${u.round} of "${u.federationId}" is ${round.status}; the current version is ${fed.version}`,
+      );
+    if (now > round.deadline)
+      throw new AggregatorError(
+        "round_closed",
+        `round ${u.round} of "${u.federationId}" passed its deadline ${new Date(round.deadline).toISOString()}; it closes with what it has`,
+      );
+    if (!(JSON.parse(round.sampled) as string[]).includes(u.clientId))
+      throw new AggregatorError("client_not_sampled", `client "${u.clientId}" was not sampled for round ${u.round}`);
+    if (u.body.length > fed.config.maxUploadBytes)
+      throw new AggregatorError(
+        "body_too_large",
+        `the upload is ${u.body.length} bytes; this federation accepts at most ${fed.config.maxUploadBytes}`,
+      );
+    if (this.store.sql.exec("SELECT 1 FROM nonces WHERE client_id = ? AND nonce = ?", u.clientId, u.nonce).toArray().length)
+      throw new AggregatorError("nonce_reused", `nonce ${u.nonce} was already used by "${u.clientId}": sign each request anew`);
+    return { fed, round };
+  }
+
+  /** decode: the method reads the body against the base version's layout (from its header), a segment at a time. */
+  private decode(
+    method: { side: ServerMethod<MethodConfig>; config: MethodConfig },
+    fed: FederationView,
+    round: RoundRow,
+    body: Uint8Array,
+  ) {
+    const header = this.store.versionHeader(fed.id, round.base_version);
+    const layout = flatLayout(header);
+    return refusing("upload", (): DecodedUpdate => {
+      if (method.side.decode) return method.side.decode(method.config, body, layout, header.dataStart);
+      return { layout, ...tensorFileSource(body, layout, header.dataStart, "upload") };
+    });
+  }
+
+  /** validate: the metadata within the federation's limits, then the method's own checks against the base version. */
+  private validate(
+    method: { side: ServerMethod<MethodConfig>; config: MethodConfig },
+    fed: FederationView,
+    round: RoundRow,
+    update: DecodedUpdate,
+  ): UploadInfo {
+    const info = refusing("upload __metadata__", () => parseUploadMetadata(update.metadata));
+    if (info.numExamples > fed.config.maxExamplesPerClient)
+      throw new AggregatorError(
+        "metadata_invalid",
+        `upload __metadata__: num_examples ${info.numExamples} is over this federation's maxExamplesPerClient (${fed.config.maxExamplesPerClient})`,
+      );
+    const check = method.side.validate;
+    if (check) refusing("upload", () => check(method.config, update, () => this.store.versionTensors(fed.id, round.base_version)));
+    return info;
+  }
+
+  /** accumulate's bookkeeping, in the same transaction: the receipt, the nonce, the round's counts. */
+  private record(u: UploadRequest, info: UploadInfo, now: number, foldMs: number): void {
+    const { sql } = this.store;
+    sql.exec(
+      "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      u.federationId,
+      u.round,
+      u.clientId,
+      u.idempotencyKey,
+      u.bodySha256,
+      info.numExamples,
+      JSON.stringify(info.metrics),
+      now,
+      foldMs,
+    );
+    sql.exec("INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)", u.clientId, u.nonce, now + NONCE_TTL_MS);
+    sql.exec("DELETE FROM nonces WHERE expires_at < ?", now);
+    sql.exec(
+      "UPDATE rounds SET uploads = uploads + 1, total_weight = total_weight + ? WHERE federation_id = ? AND round = ?",
+      info.numExamples,
+      u.federationId,
+      u.round,
+    );
+  }
+
+  /**
+   * A version 0 the operator supplies (offsite-tuning's owner adapter: its bottom and top layers,
+   * full-model names and shapes), accepted once, before the first round; converted to float32 in the
+   * layout the aggregator writes and checked a segment at a time.
+   */
+  supplyInitial(id: string, body: Uint8Array): void {
+    const fed = this.store.get(id);
+    const method = this.store.method(fed);
+    const shapesOf = method.side.suppliedShapes;
+    if (!shapesOf)
+      throw new AggregatorError("initial_not_needed", `"${id}" makes its version 0 at creation (method "${fed.config.method.type}")`);
+    if (this.store.hasVersion(id, 0))
+      throw new AggregatorError("initial_exists", `"${id}" already has its initial adapter; versions are immutable`);
+    if (body.length > fed.config.maxUploadBytes)
+      throw new AggregatorError(
+        "body_too_large",
+        `the initial adapter is ${body.length} bytes; this federation accepts at most ${fed.config.maxUploadBytes}`,
+      );
+    const shapes = shapesOf(method.config, parseLlamaConfig(fed.config.model.config));
+    const { header } = safetensorsHeader([...shapes].map(([name, shape]) => [name, { dtype: "F32", shape }] as const));
+    const layout = flatLayout(readSafetensorsHeader(header));
+    const { source } = refusing("initial adapter", () => tensorFileSource(body, layout, header.length, "initial adapter"));
+    this.store.storage.transactionSync(() =>
+      refusing("initial adapter", () => copySegments(this.store.sql, keys.version(id, 0), header, layout, source)),
+    );
+  }
+}

@@ -1,0 +1,95 @@
+// What readers see of a federation's rounds and versions: a round with its receipts and task, the
+// rounds' outcomes, and the methods' derived reads of versions (a method's `views`).
+import { createStrategy } from "../../src/fl/create-strategy.ts";
+import { AggregatorError, refusing } from "./errors.ts";
+import type { FederationStore } from "./storage.ts";
+import type { RoundResult, RoundSummary, RoundView } from "./types.ts";
+
+/** A view's query parameter: a non-negative integer (the coordinator's route checks the same). */
+const PARAM = /^\d{1,9}$/;
+
+export class Views {
+  private readonly store: FederationStore;
+
+  constructor(store: FederationStore) {
+    this.store = store;
+  }
+
+  round(id: string, round: number): RoundView {
+    const fed = this.store.get(id);
+    const r = this.store.roundRow(id, round);
+    const { local, method, model } = fed.config;
+    return {
+      federationId: id,
+      round,
+      status: r.status,
+      baseVersion: r.base_version,
+      sampled: JSON.parse(r.sampled) as string[],
+      openedAt: r.opened_at,
+      deadline: r.deadline,
+      uploads: r.uploads,
+      totalWeight: r.total_weight,
+      closedAt: r.closed_at,
+      result: r.result ? (JSON.parse(r.result) as RoundResult) : null,
+      receipts: this.store.sql
+        .exec<{ client_id: string; received_at: number; num_examples: number; fold_ms: number }>(
+          "SELECT client_id, received_at, num_examples, fold_ms FROM receipts WHERE federation_id = ? AND round = ? ORDER BY received_at, client_id",
+          id,
+          round,
+        )
+        .toArray()
+        .map((x) => ({ clientId: x.client_id, receivedAt: x.received_at, numExamples: x.num_examples, foldMs: x.fold_ms })),
+      task: {
+        proximalMu: createStrategy(fed.config.strategy).configureTrain(round).proximalMu,
+        local,
+        method,
+        model: { name: model.name, quant: model.quant },
+        seed: fed.config.seed,
+      },
+    };
+  }
+
+  /** Every round so far with its outcome and aggregated client metrics, oldest first. */
+  metrics(id: string): RoundSummary[] {
+    this.store.get(id);
+    return this.store.sql
+      .exec<{
+        round: number;
+        status: RoundView["status"];
+        opened_at: number;
+        closed_at: number | null;
+        uploads: number;
+        total_weight: number;
+        result: string | null;
+      }>("SELECT * FROM rounds WHERE federation_id = ? ORDER BY round", id)
+      .toArray()
+      .map((r) => ({
+        round: r.round,
+        status: r.status,
+        openedAt: r.opened_at,
+        closedAt: r.closed_at,
+        uploads: r.uploads,
+        totalWeight: r.total_weight,
+        result: r.result ? (JSON.parse(r.result) as RoundView["result"]) : null,
+      }));
+  }
+
+  /** A method's derived read of a version (`views` of its server side), with its query parameters. */
+  versionView(id: string, version: number, name: string, query: Readonly<Record<string, string>>): Uint8Array {
+    const fed = this.store.get(id);
+    const method = this.store.method(fed);
+    const view = Object.hasOwn(method.side.views ?? {}, name) ? method.side.views![name] : undefined;
+    if (!view)
+      throw new AggregatorError("version_not_found", `"${id}" (method "${fed.config.method.type}") has no "${name}" view of its versions`);
+    const params: Record<string, number> = {};
+    for (const p of view.params) {
+      const raw = query[p] ?? "0";
+      if (!PARAM.test(raw))
+        throw new AggregatorError("version_not_found", `${p} must be a non-negative integer, got "${raw.slice(0, 20)}"`);
+      params[p] = Number(raw);
+    }
+    return refusing(`the "${name}" view`, () =>
+      view.read(method.config, { tensors: (v) => this.store.versionTensors(id, v).tensors }, version, params),
+    );
+  }
+}

@@ -1,0 +1,16 @@
+import * as v from "valibot";
+import { LINEAR_MODULES } from "../../../engine/llama/names.ts";
+import { int, upTo } from "../shared/config-fields.ts";
+
+/** LoRA (Hu et al. 2022) in PEFT's layout; federated as FedIT (Zhang et al. 2024): clients upload their change of A and B. */
+export const LoraConfig = v.strictObject({
+  type: v.literal("lora"),
+  r: int(1, 256),
+  alpha: upTo(1e4),
+  targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)),
+  dropout: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(0.9)), 0),
+  rslora: v.optional(v.boolean(), false),
+  /** LoRA only on the layers from this index up (PEFT's layers_to_transform); clients may offload the trunk below. */
+  fromLayer: v.optional(int(0, 1000), 0),
+});
+export type LoraConfig = v.InferOutput<typeof LoraConfig>;

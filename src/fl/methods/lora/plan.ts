@@ -1,0 +1,26 @@
+import type { LlamaConfig } from "../../../engine/config.ts";
+import type { LinearModule } from "../../../engine/llama/names.ts";
+import { loraScaling } from "../../../engine/lora/peft.ts";
+import type { GradientPlan } from "../../client/local-update.ts";
+import { MethodError } from "../errors.ts";
+import type { LoraConfig } from "./config.ts";
+import { loraLayers } from "./server.ts";
+
+/**
+ * LoRA's training graph: every layer, or, offloaded, only those from its fromLayer (the endpoint serves
+ * the trunk below and the client holds only the layers above the cut).
+ */
+export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boolean; seed: number }): GradientPlan {
+  const lora = {
+    r: m.r,
+    scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }),
+    modules: m.targetModules as LinearModule[],
+    dropout: m.dropout,
+    seed: opts.seed,
+    fromLayer: m.fromLayer,
+  };
+  if (!opts.offloaded) return { spec: { lora }, graph: {} };
+  if (m.fromLayer === 0)
+    throw new MethodError("method_invalid", "offloading the trunk needs the method's fromLayer above 0 (LoRA only above the cut)");
+  return { spec: { lora }, graph: { fromLayer: m.fromLayer }, layers: loraLayers(m, c), cut: m.fromLayer };
+}

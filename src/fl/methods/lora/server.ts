@@ -1,0 +1,42 @@
+// LoRA's aggregator side: version 0 is PEFT's initialisation (B = 0, so the global model starts as the
+// base model) in PEFT's layout, and an upload is a safetensors delta of exactly the version's tensors.
+import type { LlamaConfig } from "../../../engine/config.ts";
+import { linearShape, type LinearModule } from "../../../engine/llama/names.ts";
+import { initLoraParams } from "../../../engine/lora/init.ts";
+import { loraPairs, loraScaling, writePeftAdapter } from "../../../engine/lora/peft.ts";
+import { MethodError } from "../errors.ts";
+import type { ServerMethod } from "../method.ts";
+import { LoraConfig } from "./config.ts";
+
+/** The decoder layers holding LoRA: from fromLayer up. */
+export function loraLayers(m: LoraConfig, model: LlamaConfig): number[] {
+  if (m.fromLayer >= model.numLayers)
+    throw new MethodError("method_invalid", `method.fromLayer ${m.fromLayer} leaves no layer of the ${model.numLayers} with LoRA`);
+  return Array.from({ length: model.numLayers - m.fromLayer }, (_, i) => m.fromLayer + i);
+}
+
+export const loraServer: ServerMethod<LoraConfig> = {
+  type: "lora",
+  config: LoraConfig,
+  versionFloats: (m, model) =>
+    loraLayers(m, model).length *
+    m.targetModules.reduce((n, t) => n + m.r * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0), 0),
+  initial(m, federation, model) {
+    const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], federation.seed, m.fromLayer);
+    const pairs = loraPairs(params, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));
+    const layers = m.fromLayer > 0 ? loraLayers(m, model) : null;
+    const files = writePeftAdapter({
+      config: {
+        r: m.r,
+        alpha: m.alpha,
+        targetModules: m.targetModules as LinearModule[],
+        dropout: m.dropout,
+        useRslora: m.rslora,
+        baseModel: federation.model.name,
+        layers,
+      },
+      pairs,
+    });
+    return { tensors: files["adapter_model.safetensors"], description: files["adapter_config.json"] };
+  },
+};

@@ -1,0 +1,190 @@
+// The method seam (docs/ARCHITECTURE.md, "Adding a method"): a federated method is one folder under
+// src/fl/methods/ that gives each side of a federation what it needs, as Flower's strategies give the
+// server theirs. The aggregator, the client trainer and `fedflare run` read these sides from registries
+// (registry.ts) and never branch on a method's name.
+import type * as v from "valibot";
+import type { TokenizedExample } from "../../data/examples.ts";
+import type { Example } from "../../data/jsonl.ts";
+import type { LlamaConfig } from "../../engine/config.ts";
+import type { LoadedModel } from "../../engine/model-files.ts";
+import type { QuantMode } from "../../engine/quantize.ts";
+import type { Runtime } from "../../engine/runtime.ts";
+import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
+import type { TrainStep } from "../../engine/train/step.ts";
+import type { FederationConfig } from "../../protocol/federation.ts";
+import type { TrunkCache, TrunkEndpoint } from "../client/trunk-states.ts";
+import type { FlatLayout, FlatSource } from "../flat-tensors.ts";
+import type { TensorFile } from "../tensor-file.ts";
+import type { TensorMap } from "../tensors.ts";
+
+/** What every method config has: its type, the registry key. */
+export interface MethodConfig {
+  readonly type: string;
+}
+
+/** A method's config schema (valibot): a strict object whose `type` is the method's literal name. */
+export type ConfigSchema<C extends MethodConfig> = v.GenericSchema<unknown, C>;
+
+interface Side<C extends MethodConfig> {
+  readonly type: string;
+  readonly config: ConfigSchema<C>;
+}
+
+/** An upload after decoding: the update as a flat source in the global version's layout, and its metadata. */
+export interface DecodedUpdate {
+  layout: FlatLayout;
+  source: FlatSource;
+  metadata: Record<string, string>;
+}
+
+/** A derived read of the versions, served at GET /federations/{id}/versions/{v}/{name}?param=n. */
+export interface VersionView<C extends MethodConfig> {
+  /** Its query parameters, each a non-negative integer (0 when absent). */
+  readonly params: readonly string[];
+  read(m: C, versions: { tensors(version: number): TensorMap }, version: number, params: Readonly<Record<string, number>>): Uint8Array;
+}
+
+/** The aggregator's side: what a version holds, version 0, and how an upload is read and checked. */
+export interface ServerMethod<C extends MethodConfig = MethodConfig> extends Side<C> {
+  /** The strategies whose server step suits this method's versions (any when absent), and why. */
+  readonly strategies?: { names: readonly string[]; why: string };
+  /** Float32 values a version holds; throws MethodError `method_invalid` when the config does not fit the model. */
+  versionFloats(m: C, model: LlamaConfig): number;
+  /**
+   * Version 0 as safetensors (null when the operator supplies it: see suppliedShapes), and the description
+   * of the versions served as adapter_config.json.
+   */
+  initial(m: C, federation: FederationConfig, model: LlamaConfig): { tensors: Uint8Array | null; description: string };
+  /** The shapes of a version 0 the operator supplies (offsite-tuning's owner adapter); absent: made at creation. */
+  suppliedShapes?(m: C, model: LlamaConfig): Map<string, number[]>;
+  /** Reads an upload into the global version's layout; absent: a safetensors file of exactly that layout. */
+  decode?(m: C, body: Uint8Array, layout: FlatLayout, dataStart: number): DecodedUpdate;
+  /** Refuses (MethodError `update_invalid`) an update that would leave the version invalid. */
+  validate?(m: C, update: DecodedUpdate, global: () => TensorFile): void;
+  /** Derived reads of its versions, by name. */
+  readonly views?: Readonly<Record<string, VersionView<C>>>;
+}
+
+/**
+ * Where a client runs a method's forward passes: on its own weights, at an inference endpoint that holds
+ * the model (TRUNK_URL), or at an OpenAI-compatible completions API (OPENAI_BASE_URL).
+ */
+export type Placement = "local" | "endpoint" | "api";
+
+/** A round's task as a client's job keeps it, for any method. */
+export interface ClientTask<C extends MethodConfig = MethodConfig> {
+  federationId: string;
+  round: number;
+  proximalMu: number;
+  local: FederationConfig["local"];
+  method: C;
+  quant: QuantMode;
+  /** The federation's model name (what a completions API serves it as, unless the client says otherwise). */
+  modelName: string;
+  /** This client's own seed (dropout, batch order, sampling). */
+  seed: number;
+  /** The federation's seed (LoRA's initialisation, FedKSeed's seed pool, FedBPT's projection). */
+  federationSeed: number;
+  baseVersion: number;
+  /** Bytes this client downloaded to start the round. */
+  downloadBytes: number;
+}
+
+/** What a client's deployment lends a method's work: its model, data, endpoints and storage. */
+export interface ClientResources {
+  runtime: Runtime;
+  /** The model with these decoder layers (all when undefined) and the partition tokenized to maxTokens. */
+  model(
+    layers: readonly number[] | undefined,
+    maxTokens: number,
+  ): Promise<{ model: LoadedModel; examples: TokenizedExample[]; raw: Example[] }>;
+  /** The tokenizer, the model's config and the raw partition: no weights. */
+  prompts(): Promise<{ tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[] }>;
+  /** The partition tokenized to maxTokens, without weights. */
+  tokenized(maxTokens: number): Promise<{ tokenizer: TextTokenizer; examples: TokenizedExample[] }>;
+  /** The inference endpoint at TRUNK_URL (hidden size 0 when only scores come back). */
+  endpoint(hiddenSize: number): Promise<TrunkEndpoint>;
+  /** The completions API at OPENAI_BASE_URL, serving `modelName` unless the deployment names another. */
+  completions(modelName: string): { baseURL: string; apiKey?: string; model: string };
+  /** Training sessions kept between the slices of this job (released when another job starts or on release()). */
+  sessions(): Promise<Map<string, TrainStep>>;
+  releaseSessions(): Promise<void>;
+  /** Trunk hidden states kept across rounds. */
+  trunkCache: TrunkCache;
+  /** This client's storage of the federation, kept across rounds (FedKSeed's model and seed history). */
+  store: { get(name: string): Uint8Array | null; put(name: string, bytes: Uint8Array): void };
+  /** A signed GET of a coordinator path, its body within what is left of MAX_DOWNLOAD_BYTES; null on 404. */
+  download(path: string, what: string): Promise<Uint8Array | null>;
+}
+
+/** One resumable slice of a client's round. */
+export interface SliceContext<C extends MethodConfig> {
+  task: ClientTask<C>;
+  placement: Placement;
+  /** What the round started from (start(), by default the base version). */
+  global: TensorFile;
+  /** The state the previous slice saved, or null at the first. */
+  saved: Uint8Array | null;
+  /** Local steps one invocation may take (STEPS_PER_INVOCATION). */
+  perInvocation: number;
+  /** Saves the state the next slice resumes from, with the steps done so far. */
+  save(state: Uint8Array, step: number): void;
+  resources: ClientResources;
+}
+
+/** The client's side: where it runs, what it loads, what a round asks, and the round's work in slices. */
+export interface ClientMethod<C extends MethodConfig = MethodConfig> extends Side<C> {
+  placement(m: C, offers: { endpoint: boolean; api: boolean }): Placement;
+  /** What a round asks of a client, in the units of its owner's limits: local steps, and rows scored away from it. */
+  demands(m: C, local: FederationConfig["local"], placement: Placement): { steps: number; remoteRows: number };
+  /** What the round starts from, with the bytes it downloaded; absent: the base version. */
+  start?(task: ClientTask<C>, placement: Placement, resources: ClientResources): Promise<{ start: Uint8Array; downloadBytes: number }>;
+  /** One slice of the round: null while work remains, else the upload (safetensors). */
+  slice(ctx: SliceContext<C>): Promise<Uint8Array | null>;
+}
+
+/** A version's held-out scores: the loss, and for classification tasks the accuracy and balanced accuracy. */
+export interface Scored {
+  loss: number;
+  accuracy: number | null;
+  balanced: number | null;
+}
+
+/** What `fedflare run` lends a method to score a version. */
+export interface ScoreContext {
+  runtime: Runtime;
+  model: LoadedModel;
+  quant: QuantMode;
+  seed: number;
+  local: FederationConfig["local"];
+  maxTokens: number;
+  /** The held-out examples, tokenized. */
+  heldOut: readonly TokenizedExample[];
+  /** A classification task's labels and its held-out prompts with their labels; null otherwise. */
+  task: { labels: readonly string[]; labeled: readonly { prompt: string; label: string }[] } | null;
+}
+
+/** What a run must start for a method: nothing, the inference endpoint (trunk or model), or its completions API. */
+export type RunService = "none" | "endpoint" | "api";
+
+/** `fedflare run`'s side: what it starts, what the clients get, how a version scores, and how to use the result. */
+export interface RunMethod<C extends MethodConfig = MethodConfig> extends Side<C> {
+  service(m: C, run: { trunk: "endpoint" | "local" }): RunService;
+  /** A line saying what the service does for this method's clients. */
+  serviceNote?(m: C): string;
+  /** Refuses a task the method cannot learn (a message the user acts on), or null. */
+  taskRefusal?(m: C, task: { name: string; labels: readonly string[] | null }): string | null;
+  /**
+   * What the clients get instead of the model's files, a version 0 the operator supplies, and a line saying
+   * so (offsite-tuning's emulator and owner adapter); absent: the model's files, version 0 made at creation.
+   * `source` is the model's name and its tokenizer files, read by the run: src/ reads no disk.
+   */
+  prepare?(
+    m: C,
+    model: LoadedModel,
+    source: { name: string; tokenizer: { json: unknown; config?: Record<string, unknown> } },
+  ): { modelFiles: Map<string, string | Uint8Array>; initial: Uint8Array; note: string };
+  score(m: C, version: TensorMap, ctx: ScoreContext): Promise<Scored>;
+  /** How to use the final version (a line the run prints). */
+  usage(m: C, final: TensorMap, paths: { adapterDir: string; modelDir: string }): string;
+}

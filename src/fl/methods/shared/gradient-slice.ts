@@ -1,0 +1,24 @@
+// The slice of a gradient method's round (LoRA, offsite-tuning): local steps on the client's examples
+// from the round's version, the trunk's hidden states from the endpoint when the plan has a cut; then the
+// delta as the upload.
+import { localResult, runLocalSteps, startLocal, type GradientPlan } from "../../client/local-update.ts";
+import { decodeLocalState, encodeLocalState } from "../../client/state-file.ts";
+import { deltaBody } from "../../client/upload.ts";
+import type { MethodConfig, SliceContext } from "../method.ts";
+
+export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>, plan: GradientPlan): Promise<Uint8Array | null> {
+  const { task, global, resources } = ctx;
+  const { model, examples } = await resources.model(plan.layers, task.local.maxTokens);
+  let state = ctx.saved ? decodeLocalState(ctx.saved) : startLocal(global.tensors);
+  if (state.step < task.local.steps) {
+    const trunk =
+      plan.cut === undefined ? undefined : { endpoint: await resources.endpoint(model.config.hiddenSize), cache: resources.trunkCache };
+    const local = { config: model.config, weights: model.weights, runtime: resources.runtime, sessions: await resources.sessions() };
+    state = await runLocalSteps(local, { ...task, plan }, global.tensors, examples, state, ctx.perInvocation, trunk);
+    ctx.save(encodeLocalState(state), state.step);
+    return null;
+  }
+  await resources.releaseSessions();
+  const result = localResult(global.tensors, state, examples.length);
+  return deltaBody({ ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes } }, global.shapes);
+}
