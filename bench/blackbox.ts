@@ -23,7 +23,8 @@ import { ForwardModel } from "../src/engine/forward.ts";
 import { loadModel } from "../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
 import { labelAccuracy, labeledPrompts } from "../src/engine/train/evaluate.ts";
-import { pmiPhrases } from "../src/fl/prompt/discrete.ts";
+import { clientMethods } from "../src/fl/methods/client.ts";
+import { pmiPhrases } from "../src/fl/methods/discrete/policy-gradient.ts";
 import { linePlotSvg } from "../src/report/line-plot.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
@@ -74,9 +75,14 @@ const phrases = pmiPhrases(labeledPrompts(first), 24, 3);
 const discrete = { type: "discrete", slots: 4, phrases, population: 4, placement: "suffix", ...verbal };
 // The generation task runs on the default model: nothing in it is mail.
 const g2p = { model: "models/fedflare-sotu-4m", task: "g2p", records: quick ? 200 : 1200, partitioner: { type: "iid" } };
-const methods: Record<string, { label: string; config: Record<string, unknown> }> = {
+/**
+ * The runs, by name. `ownBaseline`: the run's gain is over its own round 0, not over the base model's
+ * zero-shot accuracy on the black-box methods' label words, since it scores the label names it trains.
+ */
+const methods: Record<string, { label: string; config: Record<string, unknown>; ownBaseline?: boolean }> = {
   lora: {
     label: "LoRA (white-box, gradients)",
+    ownBaseline: true,
     config: {
       method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 },
       trunk: "local",
@@ -150,7 +156,10 @@ const readRounds = (dir: string) =>
         .filter(Boolean)
         .map((l) => JSON.parse(l) as RoundRecord)
     : [];
-const results: Record<string, { label: string; config: RunConfig; rounds: RoundRecord[]; rowsPerClientRound: number }> = {};
+const results: Record<
+  string,
+  { label: string; config: RunConfig; rounds: RoundRecord[]; rowsPerClientRound: number; ownBaseline: boolean }
+> = {};
 for (const name of chosen) {
   const m = methods[name];
   if (!m) throw new Error(`unknown method "${name}": one of ${Object.keys(methods).join(", ")}`);
@@ -166,24 +175,17 @@ for (const name of chosen) {
     await run(["--config", file, "--out", dir]);
   }
   const rounds = readRounds(dir);
-  results[name] = { label: m.label, config, rounds, rowsPerClientRound: rowsScored(config, rounds) };
+  results[name] = { label: m.label, config, rounds, rowsPerClientRound: rowsScored(config), ownBaseline: m.ownBaseline ?? false };
 }
 
 /**
- * Rows (prompt + label sequences) a client scores per round: discrete prompts count them at the API;
- * FedKSeed scores two points per step, FedBPT each candidate of each generation, each over a batch (and every label).
+ * Rows (prompt + label sequences) a client scores per round, as its client side plans them where it is
+ * offered an endpoint and an API: discrete prompts' API queries, FedKSeed's two points per step and FedBPT's
+ * candidates per generation, each over a batch and every label; none for a method that trains on its own weights.
  */
-function rowsScored(c: RunConfig, rounds: readonly RoundRecord[]): number {
-  const m = c.method;
-  // A labelled step scores each example once per label; a completion's NLL scores it once.
-  const batchRows = c.local.batchSize * ("labels" in m && m.labels ? m.labels.length : 1);
-  if (m.type === "discrete") {
-    const withCost = rounds.filter((r) => r.clients?.api_rows !== undefined);
-    return withCost.reduce((s, r) => s + r.clients!.api_rows!, 0) / Math.max(1, withCost.length);
-  }
-  if (m.type === "fedkseed") return 2 * c.local.steps * batchRows;
-  if (m.type === "fedbpt") return m.generations * (m.population ?? 4 + Math.floor(3 * Math.log(m.dimension))) * batchRows;
-  return 0;
+function rowsScored(c: RunConfig): number {
+  const side = clientMethods.get(c.method.type);
+  return side.demands(c.method, c.local, side.placement(c.method, { endpoint: true, api: true })).remoteRows;
 }
 
 const spamRuns = Object.entries(results).filter(([name]) => !name.startsWith("g2p-"));
@@ -214,6 +216,7 @@ const summarize = ([name, r]: [string, (typeof results)[string]]) => {
   return {
     name,
     method: r.label,
+    ownBaseline: r.ownBaseline,
     upBytes: meanOf(trained, (c) => c.upload_bytes),
     downBytes: meanOf(trained, (c) => c.download_bytes),
     rows: r.rowsPerClientRound,
@@ -243,7 +246,7 @@ if (rows.length) {
   console.log(
     `Zero-shot: the base model with no prompt scoring the label words ${JSON.stringify(labelWords)}: accuracy ${pct(zeroShot.accuracy)} %, balanced ${pct(zeroShot.balanced)} %; LoRA, which trains the label names, starts from its own round 0.`,
   );
-  const zeroOf = (r: (typeof rows)[number]) => (r.name === "lora" ? r.start : zeroShot.accuracy);
+  const zeroOf = (r: (typeof rows)[number]) => (r.ownBaseline ? r.start : zeroShot.accuracy);
   printTable(
     ["method", ...costHeaders, "round 0 acc %", "final acc %", "best acc %", "final - zero-shot (points)", "final balanced %"],
     rows.map((r) => [

@@ -1,11 +1,13 @@
 // The config of a local federation run (`fedflare run --config FILE`): JSON validated with errors that
 // name the field; every field has a default, so `{}` is the built-in default run.
 import * as v from "valibot";
-import { Method } from "../src/protocol/federation.ts";
+import { MethodError } from "../src/fl/methods/errors.ts";
+import { defaultRunMethod } from "../src/fl/methods/lora/run.ts";
+import type { MethodConfig } from "../src/fl/methods/method.ts";
+import { runMethods } from "../src/fl/methods/run.ts";
 import { UsageError } from "./usage.ts";
 
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
-const ALL_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 
 export const RunConfig = v.strictObject({
   /** A Hugging Face model folder. */
@@ -27,11 +29,10 @@ export const RunConfig = v.strictObject({
   clientsPerRound: v.optional(int(1, 32)),
   rounds: v.optional(int(1, 1000), 4),
   /**
-   * LoRA (above `fromLayer`: the layers below are a frozen trunk), offsite-tuning (the model is emulated
-   * for the clients, and each version plugged back in to evaluate), FedKSeed (zeroth-order, per-seed
-   * scalars on the wire) or FedBPT (CMA-ES over a soft prompt's subspace). The default: LoRA above layer 1.
+   * A method of the run registry (src/fl/methods/run.ts), its fields validated by the method's own schema
+   * in parseRunConfig. The default: LoRA above layer 1.
    */
-  method: v.optional(Method, { type: "lora", r: 8, alpha: 16, targetModules: [...ALL_MODULES], dropout: 0, rslora: false, fromLayer: 1 }),
+  method: v.optional(v.looseObject({ type: v.string() }), defaultRunMethod),
   /**
    * Where a LoRA method's trunk (the layers below fromLayer) runs: at an inference endpoint the run starts
    * on the model (clients then hold only the layers from the cut), or on each client.
@@ -58,7 +59,7 @@ export const RunConfig = v.strictObject({
   evalExamples: v.optional(int(1, 100_000), 200),
   seed: v.optional(int(0, 2 ** 32 - 1), 0),
 });
-export type RunConfig = v.InferOutput<typeof RunConfig>;
+export type RunConfig = Omit<v.InferOutput<typeof RunConfig>, "method"> & { method: MethodConfig };
 
 export function parseRunConfig(json: unknown, source: string): RunConfig {
   const r = v.safeParse(RunConfig, json);
@@ -68,5 +69,10 @@ export function parseRunConfig(json: unknown, source: string): RunConfig {
   }
   if ((r.output.clientsPerRound ?? r.output.clients) > r.output.clients)
     throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
-  return r.output;
+  try {
+    return { ...r.output, method: runMethods.parse(r.output.method).config };
+  } catch (e) {
+    if (e instanceof MethodError) throw new UsageError(`${source}: ${e.message}`);
+    throw e;
+  }
 }

@@ -15,16 +15,13 @@ import { SOFT_PROMPT } from "../../../src/engine/llama/graph.ts";
 import { loadModel, type LoadedModel } from "../../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { beforeCompletion, heldOutLoss, labelAccuracy, labeledPrompts } from "../../../src/engine/train/evaluate.ts";
-import { discreteServer } from "../../../src/fl/methods/discrete/server.ts";
 import { bestPrompt, discreteItems, localRowScorer, promptAccuracy, promptTokens } from "../../../src/fl/methods/discrete/round.ts";
 import { softPromptLayout, softPromptOf } from "../../../src/fl/methods/fedbpt/search.ts";
-import { fedbptServer } from "../../../src/fl/methods/fedbpt/server.ts";
 import { SEED_SUMS } from "../../../src/fl/methods/fedkseed/seed-sums.ts";
-import { fedkseedServer } from "../../../src/fl/methods/fedkseed/server.ts";
 import { defaultRunMethod } from "../../../src/fl/methods/lora/run.ts";
-import { loraServer } from "../../../src/fl/methods/lora/server.ts";
-import type { MethodConfig, ScoreContext, ServerMethod } from "../../../src/fl/methods/method.ts";
+import type { MethodConfig, ScoreContext } from "../../../src/fl/methods/method.ts";
 import { runMethods } from "../../../src/fl/methods/run.ts";
+import { serverMethods } from "../../../src/fl/methods/server.ts";
 import { heldOutWords, verbalizerRefusal } from "../../../src/fl/methods/shared/held-out.ts";
 import { decodeTensorFile } from "../../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../../src/fl/tensors.ts";
@@ -68,8 +65,8 @@ beforeAll(async () => {
 const parsed = (json: unknown) => runMethods.parse(json).config;
 /** The federation's fields the server sides read for version 0. */
 const federation = { model: { name: "tiny" }, seed: SEED, local } as unknown as FederationConfig;
-const version0 = (server: ServerMethod<never>, m: MethodConfig): TensorMap =>
-  decodeTensorFile((server as ServerMethod<MethodConfig>).initial(m, federation, model.config).tensors!, "v0").tensors;
+const version0 = (m: MethodConfig): TensorMap =>
+  decodeTensorFile(serverMethods.get(m.type).initial(m, federation, model.config).tensors!, "v0").tensors;
 const score = (m: MethodConfig, version: TensorMap) => runMethods.get(m.type).score(m, version, ctx);
 
 /** What `fedflare run` scored for a model before the run sides: held-out loss, then the accuracy of `words`. */
@@ -153,7 +150,7 @@ describe("run sides", () => {
 
   it("LoRA: version 0 (B = 0) scores as the base model; a moved adapter does not", async () => {
     const m = parsed({ type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] });
-    const v0 = version0(loraServer, m);
+    const v0 = version0(m);
     expectScores(await score(m, v0), await base());
     const moved = new Map([...v0].map(([n, t]) => [n, n.includes("lora_B") ? t.map((_, i) => 0.05 * Math.sin(i)) : t]));
     expect((await score(m, moved)).loss).not.toBeCloseTo((await base()).loss, 5);
@@ -163,10 +160,10 @@ describe("run sides", () => {
   });
 
   it("offsite-tuning: prepares the emulator and the owner's adapter, which plugged back in scores as the base model", async () => {
-    const m = parsed({ type: "offsite", bottom: 1, top: 1, middle: 1 });
+    const m = parsed({ type: "offsite", bottom: 1, top: 1, middle: 2 });
     const side = runMethods.get("offsite");
     const prepared = side.prepare!(m, model, { name: "tiny", tokenizer: tokenizerFiles(modelDir) });
-    expect(prepared.note).toBe("offsite-tuning: adapter layers [0,3], clients run the emulator's layers [0,1,3]");
+    expect(prepared.note).toBe("offsite-tuning: adapter layers [0,3], clients run the emulator's layers [0,1,2,3]");
     expect(prepared.modelFiles.has("offsite.json")).toBe(true);
     expectScores(await score(m, decodeTensorFile(prepared.initial, "initial").tensors), await base());
   });
@@ -177,7 +174,7 @@ describe("run sides", () => {
       { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] },
     ]) {
       const m = parsed({ type: "fedkseed", k: 16, labels, labelWords: ["offer", "work"], trains });
-      const v0 = version0(fedkseedServer, m);
+      const v0 = version0(m);
       const want = await reference(await ForwardModel.create(ctx.runtime, model.config, model.weights, { quant: "f32", nll: true }), {
         words: ["offer", "work"],
       });
@@ -190,7 +187,7 @@ describe("run sides", () => {
   it("FedBPT: a version scores as the base model with the soft prompt p0 + A z, placed where the method says", async () => {
     for (const placement of ["prefix", "suffix"] as const) {
       const m = parsed({ type: "fedbpt", promptTokens: 2, dimension: 6, labels, placement });
-      const version = new Map([...version0(fedbptServer, m)].map(([n, t]) => [n, n === "mean" ? t.map((_, i) => 0.3 * (i - 2)) : t]));
+      const version = new Map([...version0(m)].map(([n, t]) => [n, n === "mean" ? t.map((_, i) => 0.3 * (i - 2)) : t]));
       const prompt = softPromptOf(model.config, model.weights, { promptTokens: 2, dimension: 6, seed: SEED })([...version.get("mean")!]);
       const { inputs, after } = softPromptLayout(model.config, 2, placement);
       const forward = await ForwardModel.create(ctx.runtime, model.config, model.weights, { quant: "f32", nll: true, inputs });
@@ -222,6 +219,6 @@ describe("run sides", () => {
     expect(runMethods.get("discrete").usage(m, version, { adapterDir: "A", modelDir: "M" })).toBe(
       'the slots\' distributions over the phrases; the most probable prompt: "money free"',
     );
-    expect(version0(discreteServer, m).get("probs")!.length).toBe(6);
+    expect(version0(m).get("probs")!.length).toBe(6);
   });
 });

@@ -1,0 +1,282 @@
+// Drives a local federation for `fedflare run`: starts what the method's run side asks for (the
+// inference endpoint as a trunk or a completions API), the coordinator, the aggregator and the client
+// workers in workerd; creates the federation; scores version 0; records rounds that ended while no runner
+// watched; then opens, pushes and watches each round, scoring every new version on held-out data.
+import { readdirSync, readFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { tokenizeExample } from "../../src/data/examples.ts";
+import { loadModel, type LoadedModel } from "../../src/engine/model-files.ts";
+import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
+import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
+import type { MethodConfig, RunMethod, ScoreContext, Scored } from "../../src/fl/methods/method.ts";
+import { initialAdapterRequest } from "../../src/fl/methods/offsite/supply.ts";
+import { runMethods } from "../../src/fl/methods/run.ts";
+import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { modelFingerprint, startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";
+import { LocalFederation, randomToken, type LocalClient } from "../local-federation.ts";
+import { dirSource, tokenizerFiles } from "../model-dir.ts";
+import { descendantCpuSeconds } from "../process-cpu.ts";
+import type { RunConfig } from "../run-config.ts";
+import { runData } from "../run-data.ts";
+import { UsageError } from "../usage.ts";
+import { clientCost, lossPlot, previous, roundLine, roundsTable, scoreFields, summary, writeAdapter, type RoundRecord } from "./report.ts";
+import type { RunFolder } from "./run-folder.ts";
+
+const FED = "local";
+
+type Log = (line: string) => void;
+
+/** Runs the federation of `folder` to its last round (or resumes it), then writes the report and prints the summary. */
+export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
+  const { config } = folder;
+  const started = Date.now();
+  const side = runMethods.get(config.method.type);
+  const method = config.method;
+  const model = await loadModel(dirSource(config.model));
+  const data = runData(config);
+  const clients = data.partitions.map((partition, i) => ({ id: `c${i + 1}`, partition }));
+  log(
+    `${config.task}: ${clients.map((c, i) => `${c.id} ${c.partition.length}${data.keys[i]!.length ? ` (${data.keys[i]!.join("")})` : ""}`).join(", ")} examples; ${data.heldOut.length} held out`,
+  );
+  const refusal = side.taskRefusal?.(method, { name: config.task, labels: data.labels ?? null });
+  if (refusal) throw new UsageError(refusal);
+  const modelFiles = new Map(
+    readdirSync(config.model)
+      .filter((f) => /\.(json|safetensors)$/.test(f))
+      .map((f) => [f, new Uint8Array(readFileSync(join(config.model, f)))] as const),
+  );
+  const prepared = side.prepare?.(method, model, { name: basename(config.model), tokenizer: tokenizerFiles(config.model) });
+  if (prepared) log(prepared.note);
+
+  const services = await startServices(side, method, config, model, modelFiles, log);
+  log("starting the coordinator, the aggregator and the client workers in workerd");
+  const fed = await LocalFederation.start({
+    stateDir: folder.stateDir,
+    masterKey: folder.masterKey,
+    clients,
+    modelFiles: prepared?.modelFiles ?? modelFiles,
+    federations: [FED],
+    ...services.bindings,
+  }).catch(async (e: unknown) => {
+    await services.endpoint?.close();
+    throw e;
+  });
+  log(`dashboard: ${fed.url.href} (sign in with the viewer token ${fed.viewerToken})`);
+  // Ctrl-C stops workerd cleanly; everything acknowledged is in the run's storage for --resume.
+  // Prepended: Miniflare's own exit hook (registered first) exits at once.
+  const interrupt = () => {
+    log(`\ninterrupted: continue with  npx fedflare run --resume ${folder.dir}`);
+    void Promise.all([fed.dispose(), services.endpoint?.close()]).finally(() => process.exit(130));
+  };
+  process.prependOnceListener("SIGINT", interrupt);
+  process.prependOnceListener("SIGTERM", interrupt);
+  try {
+    await createFederation(fed, config, clients, modelFiles, prepared?.initial ?? null);
+    const ctx = scoreContext(config, model, data);
+    const evaluate = async (version: number): Promise<Scored> => {
+      const bytes = new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer());
+      return side.score(method, decodeTensorFile(bytes, `version ${version}`).tensors, ctx);
+    };
+    if (folder.records.length === 0) {
+      // Round 0: the starting version (version 0: PEFT's initialisation, B = 0, or the owner's own adapter).
+      const zero = await evaluate(0);
+      folder.append({ round: 0, status: "base", version: 0, uploads: 0, train_loss: null, ...scoreFields(zero), seconds: 0 });
+    }
+    log(`held-out loss of the base model: ${folder.records[0]!.heldout_loss.toFixed(4)}`);
+    await recordUnwatched(fed, folder, evaluate);
+    let state = await api<FederationState>(fed, `/federations/${FED}`);
+    while (state.roundsDone < config.rounds || state.openRound !== null) {
+      const round = await driveRound(fed, config, state.openRound, log);
+      state = await api(fed, `/federations/${FED}`);
+      const scored = round.status === "closed" ? await evaluate(state.version) : previous(folder.last());
+      const record: RoundRecord = {
+        round: round.round,
+        status: round.status,
+        version: state.version,
+        uploads: round.uploads,
+        train_loss: round.trainLoss,
+        ...scoreFields(scored),
+        seconds: (Date.now() - round.started) / 1000,
+        ...(round.cost ? { clients: round.cost } : {}),
+      };
+      folder.append(record);
+      log(roundLine(record));
+    }
+
+    const final = new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${state.version}`)).arrayBuffer());
+    const description = await (await fed.coordinator(`/federations/${FED}/versions/${state.version}/adapter_config.json`)).text();
+    writeAdapter(folder.adapterDir, { safetensors: final, description });
+    folder.write("plot.svg", lossPlot(folder.records, config));
+    const usage = side.usage(method, decodeTensorFile(final, "adapter").tensors, { adapterDir: folder.adapterDir, modelDir: config.model });
+    process.stdout.write(
+      summary(roundsTable(folder.records, data.labels !== undefined), {
+        dir: folder.dir,
+        seconds: (Date.now() - started) / 1000,
+        adapterDir: folder.adapterDir,
+        usage,
+      }),
+    );
+  } finally {
+    process.off("SIGINT", interrupt);
+    process.off("SIGTERM", interrupt);
+    await fed.dispose();
+    await services.endpoint?.close();
+  }
+}
+
+/**
+ * The inference endpoint, when the method's run side asks for one, and the client workers' bindings to
+ * it: split LoRA's trunk (TRUNK_URL) or a completions API (OPENAI_BASE_URL). It serves this run's clients
+ * only: they get its token.
+ */
+async function startServices(
+  side: RunMethod<MethodConfig>,
+  method: MethodConfig,
+  config: RunConfig,
+  model: LoadedModel,
+  modelFiles: ReadonlyMap<string, Uint8Array>,
+  log: Log,
+): Promise<{ endpoint: RunningEndpoint | null; bindings: { trunkUrl?: string; completionsUrl?: string; endpointToken?: string } }> {
+  const service = side.service(method, { trunk: config.trunk });
+  if (service === "none") return { endpoint: null, bindings: {} };
+  const token = randomToken();
+  const endpoint = await startEndpoint({
+    model,
+    fingerprint: await modelFingerprint(async (f) => modelFiles.get(f) ?? null, [...modelFiles.keys()]),
+    name: basename(config.model),
+    port: 0,
+    token,
+  });
+  log(`inference endpoint at ${endpoint.url} (${endpoint.provider}) ${side.serviceNote?.(method) ?? "serves the model"}`);
+  const url = service === "api" ? { completionsUrl: `${endpoint.url}/v1` } : { trunkUrl: endpoint.url };
+  return { endpoint, bindings: { ...url, endpointToken: token } };
+}
+
+/** A coordinator route's JSON answer; any other status fails the run with it. */
+async function api<T>(fed: LocalFederation, path: string, method = "GET", body?: unknown): Promise<T> {
+  const res = await fed.coordinator(path, body === undefined ? { method } : { method, body: JSON.stringify(body) });
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as T;
+}
+
+/** Creates the run's federation unless a resumed run's storage has it, and supplies a version 0 the method prepared. */
+async function createFederation(
+  fed: LocalFederation,
+  config: RunConfig,
+  clients: readonly LocalClient[],
+  modelFiles: ReadonlyMap<string, Uint8Array>,
+  initial: Uint8Array | null,
+): Promise<void> {
+  const perRound = config.clientsPerRound ?? config.clients;
+  if ((await fed.coordinator(`/federations/${FED}`)).status === 404)
+    await api(fed, "/federations", "POST", {
+      id: FED,
+      model: {
+        name: basename(config.model),
+        config: JSON.parse(new TextDecoder().decode(modelFiles.get("config.json")!)),
+        quant: config.quant,
+      },
+      method: config.method,
+      strategy: config.strategy,
+      rounds: config.rounds,
+      clients: clients.map((c) => c.id),
+      clientsPerRound: perRound,
+      minClients: Math.max(1, Math.ceil(perRound / 2)),
+      local: config.local,
+      deadlineSeconds: config.deadlineSeconds,
+      seed: config.seed,
+    });
+  if (initial && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
+    const supply = await initialAdapterRequest(FED, fed.operatorToken, initial);
+    const res = await fed.coordinator(supply.path, supply);
+    if (!res.ok) throw new Error(`supplying version 0: ${res.status} ${await res.text()}`);
+  }
+}
+
+/** What a run side scores a version with: the base model, the held-out examples, and a classification task's labels. */
+function scoreContext(config: RunConfig, model: LoadedModel, data: ReturnType<typeof runData>): ScoreContext {
+  const eos = model.config.eosTokenIds[0] ?? 0;
+  const maxTokens = config.local.maxTokens;
+  return {
+    runtime: ortNodeRuntime(2),
+    model,
+    quant: config.quant,
+    seed: config.seed,
+    local: config.local,
+    maxTokens,
+    heldOut: data.heldOut.map((e) => tokenizeExample(e, model.tokenizer, eos, maxTokens)),
+    task: data.labels ? { labels: data.labels, labeled: labeledPrompts(data.heldOut) } : null,
+  };
+}
+
+interface FederationState {
+  roundsDone: number;
+  openRound: number | null;
+  version: number;
+}
+
+/** Records the rounds that ended while no runner watched (an interrupted run), scoring those that closed. */
+async function recordUnwatched(fed: LocalFederation, folder: RunFolder, evaluate: (version: number) => Promise<Scored>): Promise<void> {
+  type Summary = {
+    round: number;
+    status: string;
+    uploads: number;
+    openedAt: number;
+    closedAt: number | null;
+    result: { version?: number; metrics?: Record<string, number> } | null;
+  };
+  for (const s of await api<Summary[]>(fed, `/federations/${FED}/metrics`)) {
+    if (s.status === "open" || folder.records.some((r) => r.round === s.round)) continue;
+    const version = s.result?.version ?? folder.last().version;
+    const scored = s.status === "closed" ? await evaluate(version) : previous(folder.last());
+    folder.append({
+      round: s.round,
+      status: s.status,
+      version,
+      uploads: s.uploads,
+      train_loss: s.result?.metrics?.train_loss ?? null,
+      ...scoreFields(scored),
+      seconds: ((s.closedAt ?? s.openedAt) - s.openedAt) / 1000,
+    });
+  }
+}
+
+/**
+ * Opens a round (or takes the open one), pushes its task to the sampled clients, prints their progress
+ * until it ends, and returns how it ended, when it started and what the clients spent.
+ */
+async function driveRound(fed: LocalFederation, config: RunConfig, open: number | null, log: Log) {
+  const started = Date.now();
+  const cpuStart = descendantCpuSeconds("workerd");
+  const round = open ?? (await api<{ round: number }>(fed, `/federations/${FED}/rounds`, "POST")).round;
+  const info = await api<{ sampled: string[] }>(fed, `/federations/${FED}/rounds/${round}`);
+  for (const id of info.sampled) await fed.client(id, "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round }) });
+  type Job = { status: string; stepsDone: number; uploadBytes: number | null; uploadMetrics: Record<string, number> | null };
+  const jobs = () => Promise.all(info.sampled.map(async (id) => (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as Job));
+  let shown = "";
+  let r: { status: string; uploads: number; result: { version?: number; metrics?: Record<string, number> } | null };
+  for (;;) {
+    r = await api(fed, `/federations/${FED}/rounds/${round}`);
+    const views = await jobs();
+    const line = `round ${round}/${config.rounds}  ${views.map((job, i) => `${info.sampled[i]} ${job.status === "training" ? `${job.stepsDone}/${config.local.steps}` : job.status}`).join("  ")}  uploads ${r.uploads}/${info.sampled.length}`;
+    if (line !== shown) {
+      shown = line;
+      log(line);
+    }
+    if (r.status !== "open") break;
+    await new Promise((res) => setTimeout(res, 500));
+  }
+  const cpuEnd = descendantCpuSeconds("workerd");
+  // The clients' job views give each upload's size and declared metrics (no route hands out an upload).
+  const uploaded = (await jobs())
+    .filter((j) => j.status === "uploaded" && j.uploadBytes !== null)
+    .map((j) => ({ bytes: j.uploadBytes!, metrics: j.uploadMetrics ?? {} }));
+  return {
+    round,
+    status: r.status,
+    uploads: r.uploads,
+    trainLoss: r.result?.metrics?.train_loss ?? null,
+    started,
+    cost: clientCost(uploaded, cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length),
+  };
+}

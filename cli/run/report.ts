@@ -1,0 +1,122 @@
+// What `fedflare run` reports: a round's record (a line of metrics.jsonl), the clients' costs it carries,
+// and at the end plot.svg, the table of rounds, the final adapter folder and the closing lines.
+import type { Scored } from "../../src/fl/methods/method.ts";
+import { linePlotSvg } from "../../src/report/line-plot.ts";
+import { formatTable } from "../../src/report/table.ts";
+import type { RunConfig } from "../run-config.ts";
+import { writeFiles } from "../write-files.ts";
+
+export interface RoundRecord {
+  round: number;
+  status: string;
+  version: number;
+  uploads: number;
+  train_loss: number | null;
+  heldout_loss: number;
+  /** Classification tasks: the share of held-out examples whose label words are the most probable. */
+  heldout_accuracy?: number | null;
+  /** The same, as the mean per-label recall: a constant answer scores 1 / labels however skewed the data. */
+  heldout_balanced_accuracy?: number | null;
+  seconds: number;
+  /** What a sampled client spent in the round (means over the clients that uploaded). */
+  clients?: ClientCost;
+}
+
+export interface ClientCost {
+  /** The update's body, as uploaded. */
+  upload_bytes: number;
+  /** The version (or FedKSeed's per-seed changes) fetched to start the round. */
+  download_bytes: number;
+  /** Discrete prompts: rows scored at the completions API, and the requests they took. */
+  api_rows?: number;
+  api_requests?: number;
+  /** CPU seconds of the workerd process (client workers and the aggregator's folds) per sampled client; null without /proc. */
+  cpu_seconds: number | null;
+}
+
+export const scoreFields = (s: Scored) => ({
+  heldout_loss: s.loss,
+  heldout_accuracy: s.accuracy,
+  heldout_balanced_accuracy: s.balanced,
+});
+
+/** A round that failed leaves the model as it was: its scores are the last round's. */
+export const previous = (r: RoundRecord): Scored => ({
+  loss: r.heldout_loss,
+  accuracy: r.heldout_accuracy ?? null,
+  balanced: r.heldout_balanced_accuracy ?? null,
+});
+
+/** The clients' costs of a round, from their job views: each upload's size and the metrics it declared. */
+export function clientCost(
+  uploads: readonly { bytes: number; metrics: Record<string, number> }[],
+  cpuSeconds: number | null,
+  sampled: number,
+): ClientCost | undefined {
+  if (uploads.length === 0) return undefined;
+  const metrics = uploads.map((u) => u.metrics);
+  const mean = (f: (i: number) => number) => uploads.reduce((s, _, i) => s + f(i), 0) / uploads.length;
+  const api =
+    metrics[0]!.api_rows === undefined
+      ? {}
+      : { api_rows: mean((i) => metrics[i]!.api_rows ?? 0), api_requests: mean((i) => metrics[i]!.api_requests ?? 0) };
+  return {
+    upload_bytes: mean((i) => uploads[i]!.bytes),
+    download_bytes: mean((i) => metrics[i]!.download_bytes ?? 0),
+    ...api,
+    cpu_seconds: cpuSeconds === null ? null : cpuSeconds / sampled,
+  };
+}
+
+/** A closed round's progress line. */
+export function roundLine(r: RoundRecord): string {
+  return `round ${r.round} ${r.status}: train loss ${r.train_loss?.toFixed(4) ?? "-"}, held-out loss ${r.heldout_loss.toFixed(4)}${r.heldout_accuracy == null ? "" : `, accuracy ${(100 * r.heldout_accuracy).toFixed(1)} %`} (${r.seconds.toFixed(1)} s)`;
+}
+
+/** The losses per round as an SVG line plot. */
+export function lossPlot(records: readonly RoundRecord[], config: RunConfig): string {
+  const points = (f: (r: RoundRecord) => number | null) => records.filter((r) => f(r) !== null).map((r) => [r.round, f(r)!] as const);
+  return linePlotSvg(
+    [
+      { name: "held-out loss", points: points((r) => r.heldout_loss), color: "#d62728" },
+      { name: "clients' train loss (weighted)", points: points((r) => r.train_loss), color: "#1f77b4" },
+    ],
+    {
+      title: `fedflare run: ${config.task}, ${config.clients} clients, ${config.strategy.name}`,
+      xLabel: "round",
+      yLabel: "loss (nats per token)",
+      integerX: true,
+    },
+  );
+}
+
+/** The rounds as a text table; the accuracy column for classification tasks. */
+export function roundsTable(records: readonly RoundRecord[], withAccuracy: boolean): string {
+  return formatTable(
+    ["round", "status", "uploads", "train loss", "held-out loss", ...(withAccuracy ? ["held-out accuracy %"] : []), "seconds"],
+    records.map((r) => [
+      r.round,
+      r.status,
+      r.uploads,
+      r.train_loss?.toFixed(4) ?? "-",
+      r.heldout_loss.toFixed(4),
+      ...(withAccuracy ? [r.heldout_accuracy == null ? "-" : (100 * r.heldout_accuracy).toFixed(1)] : []),
+      r.seconds.toFixed(1),
+    ]),
+  );
+}
+
+/** The final version as an adapter folder, as the coordinator serves it: its tensors and its description. */
+export function writeAdapter(dir: string, final: { safetensors: Uint8Array; description: string }): void {
+  writeFiles(dir, [
+    ["adapter_config.json", final.description],
+    ["adapter_model.safetensors", final.safetensors],
+  ]);
+}
+
+/** What the run prints last: the table, where its folder is, and how to use the final version. */
+export function summary(table: string, run: { dir: string; seconds: number; adapterDir: string; usage: string }): string {
+  return [table, "", `run folder: ${run.dir} (${run.seconds.toFixed(0)} s)`, `adapter:    ${run.adapterDir}  (${run.usage})`, ""].join(
+    "\n",
+  );
+}
