@@ -33,6 +33,11 @@ export interface LocalFederationOptions {
   completionsUrl?: string;
   /** The bearer token of the endpoint at trunkUrl / completionsUrl (TRUNK_TOKEN, OPENAI_API_KEY). */
   endpointToken?: string;
+  /**
+   * The wrangler configs bundled for the coordinator and the clients (default: the project's own). A
+   * deployment with methods of its own points these at entries that register them.
+   */
+  workerConfigs?: { coordinator: string; client: string };
 }
 
 type Init = { method?: string; body?: string | Uint8Array; headers?: Record<string, string> };
@@ -59,7 +64,10 @@ export class LocalFederation {
 
   static async start(o: LocalFederationOptions): Promise<LocalFederation> {
     const tokens = { operator: o.operatorToken ?? randomToken(), viewer: o.viewerToken ?? randomToken() };
-    const [coordinatorDir, clientDir] = await Promise.all([bundleWorker("wrangler.toml"), bundleWorker("workers/client/wrangler.toml")]);
+    const [coordinatorDir, clientDir] = await Promise.all([
+      bundleWorker(o.workerConfigs?.coordinator ?? "wrangler.toml"),
+      bundleWorker(o.workerConfigs?.client ?? "workers/client/wrangler.toml"),
+    ]);
     const options = convertV4MiniflareOptions({
       resourcePersistencePath: o.stateDir,
       workers: [
