@@ -8,6 +8,8 @@ import type { RoundInfo } from "../../workers/client/sources.ts";
 const env = (vars: Partial<Record<keyof ClientEnv, string>> = {}) =>
   ({ CLIENT_ID: "c1", FEDERATIONS: "f1, f2", ...vars }) as unknown as ClientEnv;
 const labels = ["spam", "ham"];
+// Complete method configs: a client validates its task's method by the method's own schema before counting.
+const phrases = ["a", "b"];
 const local = { steps: 5, batchSize: 4, lr: 0.1, maxTokens: 64 };
 const taskOf = (method: Record<string, unknown>, l = local) =>
   ({ proximalMu: 0, local: l, method, model: { name: "tiny", quant: "f32" }, seed: 0 }) as unknown as RoundInfo["task"];
@@ -32,13 +34,13 @@ describe("a client's policy", () => {
 
   it("counts what each method's round asks: steps, examples, and rows scored away from the client", () => {
     // Discrete prompts score at the API: population x batch x labels rows a step, capped by the method's budget.
-    expect(taskDemands(env(), taskOf({ type: "discrete", population: 3, labels }))).toEqual({
+    expect(taskDemands(env(), taskOf({ type: "discrete", population: 3, labels, phrases }))).toEqual({
       MAX_LOCAL_STEPS: 5,
       MAX_TOKENS_PER_EXAMPLE: 64,
       MAX_EXAMPLES_PER_ROUND: 20,
       MAX_API_QUERIES: 5 * 3 * 4 * 2,
     });
-    expect(taskDemands(env(), taskOf({ type: "discrete", population: 3, labels, queryBudget: 50 })).MAX_API_QUERIES).toBe(50);
+    expect(taskDemands(env(), taskOf({ type: "discrete", population: 3, labels, phrases, queryBudget: 50 })).MAX_API_QUERIES).toBe(50);
     // FedBPT: its generations are its steps; at an endpoint each scores lambda candidates (4 + floor(3 ln 8) = 10 for d = 8), twice with perturbation.
     const bpt = { type: "fedbpt", dimension: 8, generations: 3, perturb: 0, labels };
     expect(taskDemands(env(), taskOf(bpt))).toMatchObject({ MAX_LOCAL_STEPS: 3, MAX_EXAMPLES_PER_ROUND: 12, MAX_API_QUERIES: 0 });
@@ -52,7 +54,10 @@ describe("a client's policy", () => {
     expect(taskDemands(env({ TRUNK_URL: "http://endpoint" }), taskOf({ ...ks, labels })).MAX_API_QUERIES).toBe(5 * 2 * 4 * 2);
     expect(taskDemands(env(), taskOf(ks)).MAX_API_QUERIES).toBe(0);
     // LoRA trains locally: no API rows, whatever TRUNK_URL serves.
-    expect(taskDemands(env({ TRUNK_URL: "http://endpoint" }), taskOf({ type: "lora", fromLayer: 1 })).MAX_API_QUERIES).toBe(0);
+    expect(
+      taskDemands(env({ TRUNK_URL: "http://endpoint" }), taskOf({ type: "lora", r: 4, alpha: 8, targetModules: ["q_proj"], fromLayer: 1 }))
+        .MAX_API_QUERIES,
+    ).toBe(0);
   });
 
   it("refuses an unlisted federation, a round that is not open or did not sample it, and a task over a limit, each by name", () => {
@@ -61,7 +66,7 @@ describe("a client's policy", () => {
       status: 403,
       message: expect.stringMatching(/FEDERATIONS var \("f1, f2"\).*"f3"/),
     });
-    const discrete = taskOf({ type: "discrete", population: 3, labels });
+    const discrete = taskOf({ type: "discrete", population: 3, labels, phrases });
     expect(roundRefusal(env(), "f1", 2, round(discrete))).toBeNull();
     expect(roundRefusal(env(), "f1", 2, round(discrete, { status: "closed" }))).toMatchObject({
       status: 409,
