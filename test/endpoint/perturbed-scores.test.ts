@@ -9,7 +9,15 @@ import { ForwardModel } from "../../src/engine/forward.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { endpointZoEvaluator } from "../../src/fl/methods/fedkseed/zo-endpoint.ts";
-import { localZoEvaluator, startZo, zoInitial, zoLocalSteps, zoSpec, zoSteps, type ZoTask } from "../../src/fl/methods/fedkseed/zo-update.ts";
+import {
+  localZoEvaluator,
+  startZo,
+  zoInitial,
+  zoLocalSteps,
+  zoSpec,
+  zoSteps,
+  type ZoTask,
+} from "../../src/fl/methods/fedkseed/zo-update.ts";
 import { applyTerms, seedPool, type SeedTerms } from "../../src/fl/methods/fedkseed/seed-pool.ts";
 import type { FedKSeedConfig } from "../../src/fl/methods/fedkseed/config.ts";
 import { startEndpoint, type RunningEndpoint } from "../../workers/inference-endpoint/server.ts";

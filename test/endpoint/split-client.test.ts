@@ -92,26 +92,29 @@ describe("a client's local update with its trunk offloaded", () => {
     );
     const global = new Map([...initLoraParams(config, 4, ["q_proj", "v_proj"], 3, CUT)].map(([k, v]) => [`base_model.model.${k}`, v]));
     expect([...global.keys()].every((k) => Number(k.split(".")[4]) >= CUT)).toBe(true);
-    const task = {
+    const { loraPlan } = await import("../../src/fl/methods/lora/plan.ts");
+    const method = {
+      type: "lora" as const,
+      r: 4,
+      alpha: 8,
+      targetModules: ["q_proj" as const, "v_proj" as const],
+      dropout: 0,
+      rslora: false,
+      fromLayer: CUT,
+    };
+    // The same task, planned for the whole model and for the layers above the cut.
+    const task = (offloaded: boolean) => ({
       round: 1,
       proximalMu: 0,
       local: { steps: 4, batchSize: 3, lr: 1e-2, maxTokens: 32 },
-      method: {
-        type: "lora" as const,
-        r: 4,
-        alpha: 8,
-        targetModules: ["q_proj" as const, "v_proj" as const],
-        dropout: 0,
-        rslora: false,
-        fromLayer: CUT,
-      },
+      plan: loraPlan(method, config, { offloaded, seed: 2 }),
       quant: "f32" as const,
       seed: 1,
-    };
+    });
     const local = { config, weights, runtime: ortNodeRuntime() };
-    const whole = await runLocalSteps(local, task, global, examples, startLocal(global));
+    const whole = await runLocalSteps(local, task(false), global, examples, startLocal(global));
     const cache = memoryCache();
-    const offloaded = await runLocalSteps(local, task, global, examples, startLocal(global), Infinity, {
+    const offloaded = await runLocalSteps(local, task(true), global, examples, startLocal(global), Infinity, {
       endpoint: await connectTrunk(endpoint.url, config.hiddenSize, "t"),
       cache,
     });

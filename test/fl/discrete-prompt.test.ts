@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { seededUniform } from "../../src/engine/sampling.ts";
-import { averageDistributions, pmiPhrases, policyGradientStep, projectToSimplex, samplePrompt } from "../../src/fl/methods/discrete/policy-gradient.ts";
+import {
+  averageDistributions,
+  pmiPhrases,
+  policyGradientStep,
+  projectToSimplex,
+  samplePrompt,
+} from "../../src/fl/methods/discrete/policy-gradient.ts";
 
 describe("discrete prompt learning", () => {
   it("projects onto the simplex: points on it stay, others land on the nearest point", () => {

@@ -16,7 +16,7 @@ import {
   startBbt,
   type PromptScorer,
 } from "../../src/fl/methods/fedbpt/search.ts";
-import { direction } from "../../src/fl/methods/fedkseed/directions.ts";
+import { direction } from "../../src/fl/directions.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 

@@ -1,7 +1,16 @@
 import { describe, expect, it } from "vitest";
 import { seededUniform } from "../../src/engine/sampling.ts";
-import { direction } from "../../src/fl/methods/fedkseed/directions.ts";
-import { accumulate, perturbed, pickSeed, rebuild, seedPool, seedProbabilities, zoStep, type ZoStep } from "../../src/fl/methods/fedkseed/seed-pool.ts";
+import { direction } from "../../src/fl/directions.ts";
+import {
+  accumulate,
+  perturbed,
+  pickSeed,
+  rebuild,
+  seedPool,
+  seedProbabilities,
+  zoStep,
+  type ZoStep,
+} from "../../src/fl/methods/fedkseed/seed-pool.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 
 // A smooth loss with its minimum at `target`: sum of squared differences over both tensors.

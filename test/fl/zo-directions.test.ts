@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { direction, philox4x32, streamOf } from "../../src/fl/methods/fedkseed/directions.ts";
+import { direction, philox4x32, streamOf } from "../../src/fl/directions.ts";
 import { float32Bits, PINNED_DIRECTIONS } from "../fixtures/direction-vectors.ts";
 
 describe("seeded directions", () => {

@@ -18,11 +18,9 @@ const FED = "toy";
 const CLIENTS = ["a", "b", "c"];
 const model = tinyConfig({ heads: 4, kvHeads: 2 });
 // Partitions of different sizes and lengths, so the weighted mean differs from the plain mean of means.
-const partitions = [
-  ["x".repeat(100)],
-  ["ab", "cd", "ef", "gh", "ij"],
-  ["y".repeat(30), "z".repeat(10)],
-].map((texts) => texts.map((text) => ({ text })));
+const partitions = [["x".repeat(100)], ["ab", "cd", "ef", "gh", "ij"], ["y".repeat(30), "z".repeat(10)]].map((texts) =>
+  texts.map((text) => ({ text })),
+);
 
 let root: string;
 let fed: LocalFederation;

@@ -1,6 +1,6 @@
 // The seeded direction generator inside workerd gives the same bits as in Node (the pinned vectors).
 import { describe, expect, it } from "vitest";
-import { direction } from "../../src/fl/methods/fedkseed/directions.ts";
+import { direction } from "../../src/fl/directions.ts";
 import { float32Bits, PINNED_DIRECTIONS } from "../fixtures/direction-vectors.ts";
 
 describe("seeded directions inside workerd", () => {

@@ -1,10 +1,8 @@
-// A client's resumable local state as safetensors bytes: trained tensors and optimizer slots as tensors,
+// A gradient method's resumable local state as safetensors bytes: trained tensors and optimizer slots as tensors,
 // the counters in __metadata__, so it persists in a Durable Object between invocations.
 import { decodeTensorFile, encodeTensorFile } from "../tensor-file.ts";
 import type { TensorMap } from "../tensors.ts";
 import type { LocalState } from "./local-update.ts";
-import type { SeedTerms } from "../methods/fedkseed/seed-pool.ts";
-import type { ZoState } from "../methods/fedkseed/zo-update.ts";
 
 export function encodeLocalState(s: LocalState): Uint8Array {
   const tensors: TensorMap = new Map();
@@ -34,40 +32,4 @@ export function decodeLocalState(bytes: Uint8Array): LocalState {
     pass: c.pass,
     lossSum: c.lossSum,
   };
-}
-
-export function encodeZoState(s: ZoState): Uint8Array {
-  const counters = { step: s.step, sums: [...s.sums], order: s.order, pass: s.pass, lossSum: s.lossSum, skipped: s.skipped };
-  return encodeTensorFile(s.params, new Map(), { format: "pt", state: JSON.stringify(counters) });
-}
-
-export function decodeZoState(bytes: Uint8Array): ZoState {
-  const file = decodeTensorFile(bytes, "client state");
-  const c = JSON.parse(file.metadata.state ?? "{}") as {
-    step: number;
-    sums: [number, number][];
-    order: number[];
-    pass: number;
-    lossSum: number;
-    skipped: number;
-  };
-  return {
-    step: c.step,
-    params: file.tensors,
-    sums: new Map(c.sums),
-    order: c.order,
-    pass: c.pass,
-    lossSum: c.lossSum,
-    skipped: c.skipped,
-  };
-}
-
-/** A FedKSeed state whose point is seed terms (the model lives at an endpoint): all plain numbers, as JSON. */
-export function encodeZoTermsState(s: ZoState<SeedTerms>): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify({ ...s, sums: [...s.sums] }));
-}
-
-export function decodeZoTermsState(bytes: Uint8Array): ZoState<SeedTerms> {
-  const s = JSON.parse(new TextDecoder().decode(bytes)) as Omit<ZoState<SeedTerms>, "sums"> & { sums: [number, number][] };
-  return { ...s, sums: new Map(s.sums) };
 }

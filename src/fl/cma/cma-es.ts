@@ -3,7 +3,7 @@
 // recombination of the best half, cumulative step-size adaptation, rank-one and rank-mu covariance
 // updates. Its state is plain data (resumable across Worker invocations); sampling is seeded.
 import { EigenvalueDecomposition, Matrix } from "ml-matrix";
-import { direction } from "../methods/fedkseed/directions.ts";
+import { direction } from "../directions.ts";
 
 export interface CmaState {
   dimension: number;

@@ -23,7 +23,7 @@ import {
 import { labelWordsOf, type PromptPlacement } from "../shared/config-fields.ts";
 import { rowNllsAt, type ScoringEndpoint } from "../../client/endpoint-scores.ts";
 import { ask, cmaParameters, initialCma, tell, type CmaState } from "../../cma/cma-es.ts";
-import { direction, philox4x32 } from "../fedkseed/directions.ts";
+import { direction, philox4x32 } from "../../directions.ts";
 
 /** A FedBPT version: the global mean z, [d], and squared step size, [1] (averaging squares pools the step sizes). */
 export const BPT_MEAN = "mean";

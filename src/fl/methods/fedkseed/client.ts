@@ -3,7 +3,7 @@
 // weights, or at the endpoint that holds the model (the client sends seed terms, never tensors).
 import { wordIds } from "../../../engine/train/evaluate.ts";
 import { readSafetensorsHeader } from "../../../protocol/safetensors.ts";
-import { decodeZoState, decodeZoTermsState, encodeZoState, encodeZoTermsState } from "../../client/state-file.ts";
+import { decodeZoState, decodeZoTermsState, encodeZoState, encodeZoTermsState } from "./state-file.ts";
 import { updateMetadata } from "../../client/upload.ts";
 import { encodeTensorFile, decodeTensorFile } from "../../tensor-file.ts";
 import type { TensorMap } from "../../tensors.ts";

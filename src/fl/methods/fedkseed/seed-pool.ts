@@ -3,7 +3,7 @@
 // a pool of K seeds fixed per federation, so a step is (seed index, scalar gradient) on the wire and
 // any party rebuilds the model as w0 - lr * sum_j c_j z_j from the cumulative scalar per seed.
 import type { TensorMap } from "../../tensors.ts";
-import { direction, philox4x32, type DirectionKind } from "./directions.ts";
+import { direction, philox4x32, type DirectionKind } from "../../directions.ts";
 
 /** The federation's K seeds (unsigned 32-bit), derived from its seed. */
 export function seedPool(federationSeed: number, k: number): number[] {
