@@ -4,7 +4,7 @@
 // tokenizer through the endpoint's fingerprint), so a changed model or tokenizer misses the cache.
 // Privacy: the endpoint sees the client's token ids; only gradients stay local.
 import { toFloat32 } from "../../protocol/dtypes.ts";
-import { toHex } from "../../protocol/hex.ts";
+import { sha256Hex } from "../../protocol/hex.ts";
 import { readSafetensors } from "../../protocol/safetensors.ts";
 import { MAX_HIDDEN_STATE_BYTES, MAX_SCORED_ROWS } from "./endpoint-scores.ts";
 import { request } from "./transient.ts";
@@ -41,9 +41,8 @@ export async function connectTrunk(url: string, hiddenSize: number, token?: stri
   return { url, model: h.model, fingerprint: h.fingerprint, hiddenSize, ...(token ? { token } : {}) };
 }
 
-async function cacheKey(ep: TrunkEndpoint, cut: number, ids: readonly number[]): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${ep.fingerprint}|${cut}|${ids.join(",")}`));
-  return toHex(digest);
+function cacheKey(ep: TrunkEndpoint, cut: number, ids: readonly number[]): Promise<string> {
+  return sha256Hex(`${ep.fingerprint}|${cut}|${ids.join(",")}`);
 }
 
 /**
