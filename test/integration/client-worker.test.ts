@@ -18,6 +18,7 @@ import { toHfConfig } from "../../src/engine/config.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
 import { deriveClientSecret, OPERATOR_ID, signRequest, verifyRequest } from "../../src/protocol/signature.ts";
 import { federationConfig } from "../fixtures/federation.ts";
+import { malformedBearers } from "../fixtures/malformed-bearer.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 
@@ -222,6 +223,20 @@ describe("a client worker's boundary", () => {
     expect((await call("a", `/tasks/${FED}/1`)).status).toBe(401);
     expect((await asOwner("a", `/tasks/${FED}/1`)).status).toBe(404);
     expect(seen).toEqual([]);
+  });
+
+  it("refuses a malformed Authorization header with 401, even around the owner's token, and creates no job", async () => {
+    const before = seen.length;
+    for (const authorization of malformedBearers(owner("a"))) {
+      const res = await call("a", "/tasks", { ...task(1), headers: { authorization } });
+      expect([authorization, res.status, (await errorOf(res)).message]).toEqual([
+        authorization,
+        401,
+        expect.stringMatching(/must be `Bearer <token>`/),
+      ]);
+    }
+    expect((await asOwner("a", `/tasks/${FED}/1`)).status).toBe(404);
+    expect(seen.length).toBe(before);
   });
 
   it("refuses a body over its cap before reading it", async () => {

@@ -12,6 +12,7 @@ import { MAX_ADAPTER_BYTES, MAX_UPLOAD_BYTES } from "../../src/protocol/platform
 import { deriveClientSecret, HEADERS, signRequest } from "../../src/protocol/signature.ts";
 import { anonymous, api, MASTER_KEY, OPERATOR_TOKEN, signed, signedPut, viewerApi } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
+import { malformedBearers } from "../fixtures/malformed-bearer.ts";
 
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 const create = async (id: string, overrides: Record<string, unknown> = {}) => {
@@ -74,6 +75,17 @@ describe("credentials on every route", async () => {
     }
     expect((await viewerApi("/federations")).status).toBe(200);
     expect((await viewerApi("/federations/auth-1/metrics")).status).toBe(200);
+  });
+
+  it("refuses a malformed Authorization header, even around the operator's token, as having no credential", async () => {
+    for (const authorization of malformedBearers(OPERATOR_TOKEN)) {
+      const res = await anonymous("/federations", { method: "POST", body: "{}", headers: { authorization } });
+      expect([authorization, res.status, (await error(res)).message]).toEqual([
+        authorization,
+        401,
+        "this route needs the operator's token (Authorization: Bearer $FEDFLARE_OPERATOR_TOKEN)",
+      ]);
+    }
   });
 
   it("lets a member client read its federation's rounds and versions, and no one else's", async () => {

@@ -6,6 +6,7 @@ import type { MiddlewareHandler } from "hono";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { errorResponse } from "../lib/http-errors.ts";
 import { readBody } from "../lib/http-body.ts";
+import { bearerToken } from "../../src/protocol/bearer.ts";
 import { assertBody, bodyDigest, OPERATOR_ID, parseSignedHeaders, SignatureError, verifySignature } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
 
@@ -28,7 +29,7 @@ export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
     );
   const authorization = c.req.header("authorization");
   if (authorization !== undefined) {
-    const token = /^Bearer (.+)$/.exec(authorization)?.[1];
+    const token = bearerToken(authorization);
     if (!c.env.CLIENT_OWNER_TOKEN)
       return errorResponse(
         c,
@@ -36,7 +37,14 @@ export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
         "unauthorized",
         "this client takes no bearer token: its owner has not set CLIENT_OWNER_TOKEN (`wrangler secret put CLIENT_OWNER_TOKEN`)",
       );
-    if (token === undefined || !(await timingSafeEqual(token, c.env.CLIENT_OWNER_TOKEN)))
+    if (token === null)
+      return errorResponse(
+        c,
+        401,
+        "unauthorized",
+        "the Authorization header must be `Bearer <token>`, the token 1-512 visible ASCII characters",
+      );
+    if (!(await timingSafeEqual(token, c.env.CLIENT_OWNER_TOKEN)))
       return errorResponse(c, 401, "unauthorized", "the bearer token is not this client's CLIENT_OWNER_TOKEN");
     c.set("body", await readBody(c, MAX_REQUEST_BYTES));
     return next();

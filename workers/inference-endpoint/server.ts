@@ -9,6 +9,7 @@ import { detectNodeProvider, ortNodeRuntime } from "../../src/engine/runtimes/or
 import { endpointApp } from "./app.ts";
 import { endpointLimits, type EndpointLimits } from "./limits.ts";
 import { SessionCache } from "./session-cache.ts";
+import { bearerToken } from "../../src/protocol/bearer.ts";
 import { sha256, sha256Hex } from "../../src/protocol/hex.ts";
 
 export interface EndpointConfig {
@@ -41,6 +42,9 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
     throw new Error(
       "startEndpoint: a token is required (every /v1 request must carry it as a bearer token); pass noAuth: true to serve without one",
     );
+  // A token no request could carry (bearerToken's shape) would lock every caller out.
+  if (c.token && bearerToken(`Bearer ${c.token}`) !== c.token)
+    throw new Error("startEndpoint: the token must be 1-512 visible ASCII characters, without spaces (a bearer token)");
   const limits = endpointLimits(c.limits);
   const provider = await detectNodeProvider();
   const runtime = ortNodeRuntime(c.threads ?? 2, provider);
