@@ -232,6 +232,26 @@ describe("checks before reading", () => {
     expect((await listDurableObjectIds(env.AGGREGATOR)).map((id) => id.toString()).sort()).toEqual(before);
   });
 
+  it("refuses a JSON body over 1 MiB with 413, from its Content-Length or as it streams past the cap", async () => {
+    await create("read-5");
+    for (const path of ["/federations", "/federations/read-5/rounds/1/fail"]) {
+      const declared = await api(path, { method: "POST", body: " ".repeat(2 ** 20 + 1) });
+      expect([path, declared.status, await error(declared)]).toEqual([
+        path,
+        413,
+        { code: "payload_too_large", message: "the body is 1048577 bytes; at most 1048576 are accepted" },
+      ]);
+      const { body, pulled } = countedBody(8 * 2 ** 20);
+      const streamed = await api(path, { method: "POST", body, duplex: "half" } as RequestInit);
+      expect([path, streamed.status, await error(streamed)]).toEqual([
+        path,
+        413,
+        { code: "payload_too_large", message: "the body exceeds 1048576 bytes" },
+      ]);
+      expect(pulled()).toBeLessThan(2 * 2 ** 20);
+    }
+  });
+
   it("refuses JSON nested 100,000 deep with a 400", async () => {
     const res = await api("/federations", { method: "POST", body: "[".repeat(100_000) + "]".repeat(100_000) });
     expect([res.status, (await error(res)).message]).toEqual([400, "the body nests 100000 levels deep; at most 32 are accepted"]);
