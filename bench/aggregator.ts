@@ -24,6 +24,7 @@ import { BENCH_MODEL, BENCH_MODULES } from "./lib/aggregator-memory.ts";
 import { normalSamples } from "../src/engine/llama/init.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { encodeTensorFile, tensorShapes } from "../src/fl/tensor-file.ts";
+import { bearer } from "../src/protocol/bearer.ts";
 import { deriveClientSecret, signRequest } from "../src/protocol/signature.ts";
 import { printTable } from "../src/report/table.ts";
 import { median } from "./lib/timing.ts";
@@ -79,7 +80,7 @@ async function start(root: string) {
   const api = async (path: string, init: { method?: string; body?: string | Uint8Array; headers?: Record<string, string> } = {}) =>
     (await mf.getWorker("coordinator")).fetch(`http://coordinator${path}`, {
       ...init,
-      headers: { authorization: `Bearer ${OPERATOR}`, ...init.headers },
+      headers: { ...bearer(OPERATOR), ...init.headers },
     });
   return { mf, api };
 }

@@ -7,6 +7,7 @@
 import { basename } from "node:path";
 import { dirSource } from "../cli/model-dir.ts";
 import { windowBatch } from "../src/data/lm-windows.ts";
+import { bearer } from "../src/protocol/bearer.ts";
 import { loraScaling } from "../src/engine/lora/peft.ts";
 import { initLoraParams } from "../src/engine/lora/init.ts";
 import { loadModel } from "../src/engine/model-files.ts";
@@ -34,7 +35,7 @@ const u = seededUniform(3);
 const windows = Array.from({ length: B }, () => Array.from({ length: T + 1 }, () => 3 + Math.floor(u() * (c.vocabSize - 3))));
 const batch = windowBatch(windows);
 const TOKEN = "bench";
-const auth = { authorization: `Bearer ${TOKEN}` };
+const auth = bearer(TOKEN);
 const endpoint = await startEndpoint({
   model,
   fingerprint: "bench",

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "miniflare";
 import type { Example } from "../src/data/jsonl.ts";
 import { toHex } from "../src/protocol/hex.ts";
+import { bearer } from "../src/protocol/bearer.ts";
 import { deriveClientSecret, OPERATOR_ID, signRequest } from "../src/protocol/signature.ts";
 import { bundleWorker } from "./bundle-worker.ts";
 import { descendants, listenerOf } from "./process-tree.ts";
@@ -116,7 +117,7 @@ export class LocalFederation {
   async coordinator(path: string, init: Init = {}): Promise<Response> {
     return this.dispatch("coordinator", `http://coordinator${path}`, {
       ...init,
-      headers: { authorization: `Bearer ${this.operatorToken}`, ...init.headers },
+      headers: { ...bearer(this.operatorToken), ...init.headers },
     });
   }
 

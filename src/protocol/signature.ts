@@ -4,7 +4,7 @@
 // checks the signature before it reads the body, then checks the body against that digest as it streams
 // in. Each client's secret is derived from the operator's master key, so the server stores no client secrets.
 import { ProtocolError } from "./errors.ts";
-import { toHex } from "./hex.ts";
+import { sha256Hex, toHex } from "./hex.ts";
 
 export const HEADERS = {
   client: "x-fedflare-client",
@@ -140,9 +140,7 @@ export function parseSignedHeaders(headers: Headers, now = Date.now()): SignedHe
 }
 
 /** Hex SHA-256 of a body, as the signature covers it. */
-export async function bodyDigest(body: Uint8Array): Promise<string> {
-  return toHex(await crypto.subtle.digest("SHA-256", own(body)));
-}
+export const bodyDigest: (body: Uint8Array) => Promise<string> = sha256Hex;
 
 /**
  * Checks parsed headers' HMAC under `secret` over the method, the path (with its query string) and the

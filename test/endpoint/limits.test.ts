@@ -12,6 +12,7 @@ import { startEndpoint, type RunningEndpoint } from "../../workers/inference-end
 import { SessionCache } from "../../workers/inference-endpoint/session-cache.ts";
 import { runCli } from "../cli/run-cli.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
+import { malformedBearers } from "../fixtures/malformed-bearer.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 
 const root = tempDir("limits");
@@ -107,6 +108,27 @@ describe("the token", () => {
     expect(((await res.json()) as ErrorBody).error).toMatchObject({ code: "invalid_api_key", type: "authentication_error" });
     expect((await post(endpoint, "/v1/hidden-states", valid["/v1/hidden-states"], "wrong")).status).toBe(401);
     expect((await post(endpoint, "/v1/hidden-states", valid["/v1/hidden-states"])).status).toBe(200);
+  });
+
+  it("refuses a malformed Authorization header with 401, even around the right token, on /v1 and /health", async () => {
+    for (const authorization of malformedBearers(TOKEN))
+      for (const path of ["/v1/models", "/health"]) {
+        const res = await fetch(`${endpoint.url}${path}`, { headers: { authorization } });
+        expect([authorization, path, res.status, ((await res.json()) as ErrorBody).error.code]).toEqual([
+          authorization,
+          path,
+          401,
+          "invalid_api_key",
+        ]);
+      }
+    expect((await fetch(`${endpoint.url}/v1/models`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(200);
+  });
+
+  it("must have a bearer token's shape to start: one no header could carry is refused", async () => {
+    for (const token of ["t".repeat(513), "two words", "tab\there"])
+      await expect(startEndpoint({ model, fingerprint: "fp", name: "tiny", port: 0, token })).rejects.toThrow(
+        /1-512 visible ASCII characters/,
+      );
   });
 
   it("/health says only that the endpoint is up without it, everything with it, and 401 to a wrong one", async () => {

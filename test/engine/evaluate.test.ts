@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ForwardModel } from "../../src/engine/forward.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
-import { beforeCompletion, exampleNlls, heldOutLoss, labelAccuracy } from "../../src/engine/train/evaluate.ts";
+import { beforeCompletion, exampleNlls, goldIndex, heldOutLoss, labelAccuracy } from "../../src/engine/train/evaluate.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 import { referenceLogprobs } from "../reference/llama-f64.ts";
@@ -26,6 +26,11 @@ function referenceScores(prompt: string, maxTokens: number): number[] {
 }
 
 describe("held-out evaluation", () => {
+  it("finds a gold label's index among the task's labels, and refuses one not among them, naming both", () => {
+    expect(labels.map((l) => goldIndex(l, labels))).toEqual([0, 1, 2]);
+    expect(() => goldIndex("cat", labels)).toThrow(new RangeError('label "cat" is not one of ["fox","dog","sun"]'));
+  });
+
   it("picks the label whose words are most probable, as the float64 reference does, whatever the batching", async () => {
     const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true });
     for (const maxTokens of [64, 4]) {

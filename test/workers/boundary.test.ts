@@ -12,6 +12,7 @@ import { MAX_ADAPTER_BYTES, MAX_UPLOAD_BYTES } from "../../src/protocol/platform
 import { deriveClientSecret, HEADERS, signRequest } from "../../src/protocol/signature.ts";
 import { anonymous, api, MASTER_KEY, OPERATOR_TOKEN, signed, signedPut, viewerApi } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
+import { malformedBearers } from "../fixtures/malformed-bearer.ts";
 
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 const create = async (id: string, overrides: Record<string, unknown> = {}) => {
@@ -74,6 +75,17 @@ describe("credentials on every route", async () => {
     }
     expect((await viewerApi("/federations")).status).toBe(200);
     expect((await viewerApi("/federations/auth-1/metrics")).status).toBe(200);
+  });
+
+  it("refuses a malformed Authorization header, even around the operator's token, as having no credential", async () => {
+    for (const authorization of malformedBearers(OPERATOR_TOKEN)) {
+      const res = await anonymous("/federations", { method: "POST", body: "{}", headers: { authorization } });
+      expect([authorization, res.status, (await error(res)).message]).toEqual([
+        authorization,
+        401,
+        "this route needs the operator's token (Authorization: Bearer $FEDFLARE_OPERATOR_TOKEN)",
+      ]);
+    }
   });
 
   it("lets a member client read its federation's rounds and versions, and no one else's", async () => {
@@ -218,6 +230,26 @@ describe("checks before reading", () => {
       expect([res.status, (await error(res)).code]).toEqual([404, "federation_not_found"]);
     }
     expect((await listDurableObjectIds(env.AGGREGATOR)).map((id) => id.toString()).sort()).toEqual(before);
+  });
+
+  it("refuses a JSON body over 1 MiB with 413, from its Content-Length or as it streams past the cap", async () => {
+    await create("read-5");
+    for (const path of ["/federations", "/federations/read-5/rounds/1/fail"]) {
+      const declared = await api(path, { method: "POST", body: " ".repeat(2 ** 20 + 1) });
+      expect([path, declared.status, await error(declared)]).toEqual([
+        path,
+        413,
+        { code: "payload_too_large", message: "the body is 1048577 bytes; at most 1048576 are accepted" },
+      ]);
+      const { body, pulled } = countedBody(8 * 2 ** 20);
+      const streamed = await api(path, { method: "POST", body, duplex: "half" } as RequestInit);
+      expect([path, streamed.status, await error(streamed)]).toEqual([
+        path,
+        413,
+        { code: "payload_too_large", message: "the body exceeds 1048576 bytes" },
+      ]);
+      expect(pulled()).toBeLessThan(2 * 2 ** 20);
+    }
   });
 
   it("refuses JSON nested 100,000 deep with a 400", async () => {

@@ -1,11 +1,12 @@
 // Who may talk to a client worker: the operator, signing with this client's secret (which it derives
 // from the master key) as OPERATOR_ID, or the data owner with its bearer token. One middleware in front
-// of every route but /health; it reads the (tiny) body once, after the credential's headers pass, and
-// hands it on as c.var.body.
+// of every route but /health; capBody(MAX_REQUEST_BYTES) in front of it refuses an oversized body first,
+// having read at most 4 KiB of it. It reads the body once, after the credential's headers pass, and hands
+// it on as c.var.body.
 import type { MiddlewareHandler } from "hono";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { errorResponse } from "../lib/http-errors.ts";
-import { readBody } from "../lib/http-body.ts";
+import { bearerToken } from "../../src/protocol/bearer.ts";
 import { assertBody, bodyDigest, OPERATOR_ID, parseSignedHeaders, SignatureError, verifySignature } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
 
@@ -28,7 +29,7 @@ export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
     );
   const authorization = c.req.header("authorization");
   if (authorization !== undefined) {
-    const token = /^Bearer (.+)$/.exec(authorization)?.[1];
+    const token = bearerToken(authorization);
     if (!c.env.CLIENT_OWNER_TOKEN)
       return errorResponse(
         c,
@@ -36,9 +37,16 @@ export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
         "unauthorized",
         "this client takes no bearer token: its owner has not set CLIENT_OWNER_TOKEN (`wrangler secret put CLIENT_OWNER_TOKEN`)",
       );
-    if (token === undefined || !(await timingSafeEqual(token, c.env.CLIENT_OWNER_TOKEN)))
+    if (token === null)
+      return errorResponse(
+        c,
+        401,
+        "unauthorized",
+        "the Authorization header must be `Bearer <token>`, the token 1-512 visible ASCII characters",
+      );
+    if (!(await timingSafeEqual(token, c.env.CLIENT_OWNER_TOKEN)))
       return errorResponse(c, 401, "unauthorized", "the bearer token is not this client's CLIENT_OWNER_TOKEN");
-    c.set("body", await readBody(c, MAX_REQUEST_BYTES));
+    c.set("body", new Uint8Array(await c.req.arrayBuffer()));
     return next();
   }
   try {
@@ -52,7 +60,7 @@ export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
       );
     const url = new URL(c.req.url);
     await verifySignature(c.env.CLIENT_SECRET, headers, c.req.method, url.pathname + url.search);
-    const body = await readBody(c, MAX_REQUEST_BYTES);
+    const body = new Uint8Array(await c.req.arrayBuffer());
     assertBody(headers, await bodyDigest(body));
     c.set("body", body);
   } catch (e) {

@@ -4,18 +4,18 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { notFound, onError } from "../lib/http-errors.ts";
-import { clientAuth, type ClientApp } from "./auth.ts";
+import { clientAuth, MAX_REQUEST_BYTES, type ClientApp } from "./auth.ts";
 import type { ClientEnv } from "./env.ts";
 import { federationRefusal, listedFederations, roundRefusal } from "./policy.ts";
 import { coordinatorFetch, readRound } from "./sources.ts";
-import { parseJsonBody } from "../lib/http-body.ts";
+import { capBody, parseJsonBody } from "../lib/http-body.ts";
 
 const app = new Hono<ClientApp>();
 
 // Open, and says nothing about this deployment.
 app.get("/health", (c) => c.json({ ok: true, service: "fedflare-client" }));
 
-app.use("*", clientAuth);
+app.use("*", capBody(MAX_REQUEST_BYTES), clientAuth);
 
 /** A task: {"federationId": "...", "round": N}, for a listed federation's open round that sampled this client, within the owner's limits. */
 app.post("/tasks", async (c) => {

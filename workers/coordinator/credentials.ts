@@ -14,6 +14,7 @@ import {
   verifySignature,
   type VerifiedRequest,
 } from "../../src/protocol/signature.ts";
+import { bearerToken } from "../../src/protocol/bearer.ts";
 import { toHex } from "../../src/protocol/hex.ts";
 import { registry } from "./aggregator.ts";
 import { readBody } from "../lib/http-body.ts";
@@ -36,12 +37,6 @@ function secret(c: Context<Env>, role: Role): string {
       message: `the coordinator is not configured: set the secret ${SECRETS[role]} (at least 16 characters) with \`npx wrangler secret put ${SECRETS[role]}\``,
     });
   return value;
-}
-
-function bearer(c: Context<Env>): string | null {
-  const h = c.req.header("authorization");
-  const m = h ? /^Bearer ([\x21-\x7e]{1,512})$/.exec(h) : null;
-  return m ? m[1]! : null;
 }
 
 /** The role a bearer token grants among `allowed` (the operator's token reads as well), or null. */
@@ -102,7 +97,7 @@ export function requireCredential(
 ): MiddlewareHandler<Env> {
   return async (c, next) => {
     const signedByClient = allowed.includes("member") && c.req.header(HEADERS.client) !== undefined;
-    const token = signedByClient ? null : bearer(c);
+    const token = signedByClient ? null : bearerToken(c.req.header("authorization"));
     if (token !== null) {
       const role = await tokenRole(c, token, allowed);
       if (!role) throw new HTTPException(401, { message: `the bearer token is not valid for this route (it needs ${describe(allowed)})` });

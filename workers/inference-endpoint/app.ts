@@ -9,6 +9,7 @@ import { timingSafeEqual } from "hono/utils/buffer";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import * as v from "valibot";
 import { ModelError } from "../../src/engine/errors.ts";
+import { bearerToken } from "../../src/protocol/bearer.ts";
 import { complete, type Engine } from "./completions.ts";
 import { completionDemand, hiddenStatesDemand, perturbedScoresDemand, promptIds, promptScoresDemand, promptTextDemand } from "./demands.ts";
 import { Gate, GateFull } from "./gate.ts";
@@ -54,9 +55,12 @@ export function endpointApp(o: EndpointOptions): Hono {
   const { engine, limits } = o;
   const gate = new Gate(limits.maxConcurrent, limits.maxQueued);
   const app = new Hono();
-  // Compared in constant time (hashed first, so the length does not show either).
-  const authorized = async (header: string | undefined) =>
-    o.token === null || (header !== undefined && (await timingSafeEqual(header, `Bearer ${o.token}`)));
+  // Only bearerToken's strict shape is taken, as by the coordinator and the client workers; the token is
+  // compared in constant time (hashed first, so the length does not show either).
+  const authorized = async (header: string | undefined) => {
+    const token = bearerToken(header);
+    return o.token === null || (token !== null && (await timingSafeEqual(token, o.token)));
+  };
   const unauthorized = (c: Context) =>
     openaiError(c, 401, "invalid_api_key", "a valid bearer token is required: Authorization: Bearer <token>");
 

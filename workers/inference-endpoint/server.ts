@@ -9,7 +9,8 @@ import { detectNodeProvider, ortNodeRuntime } from "../../src/engine/runtimes/or
 import { endpointApp } from "./app.ts";
 import { endpointLimits, type EndpointLimits } from "./limits.ts";
 import { SessionCache } from "./session-cache.ts";
-import { toHex } from "../../src/protocol/hex.ts";
+import { bearerToken } from "../../src/protocol/bearer.ts";
+import { sha256, sha256Hex } from "../../src/protocol/hex.ts";
 
 export interface EndpointConfig {
   model: LoadedModel;
@@ -41,6 +42,9 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
     throw new Error(
       "startEndpoint: a token is required (every /v1 request must carry it as a bearer token); pass noAuth: true to serve without one",
     );
+  // A token no request could carry (bearerToken's shape) would lock every caller out.
+  if (c.token && bearerToken(`Bearer ${c.token}`) !== c.token)
+    throw new Error("startEndpoint: the token must be 1-512 visible ASCII characters, without spaces (a bearer token)");
   const limits = endpointLimits(c.limits);
   const provider = await detectNodeProvider();
   const runtime = ortNodeRuntime(c.threads ?? 2, provider);
@@ -93,7 +97,7 @@ export async function modelFingerprint(read: (name: string) => Promise<Uint8Arra
   const parts: Uint8Array[] = [];
   for (const f of [...files].sort()) {
     const bytes = await read(f);
-    if (bytes) parts.push(new TextEncoder().encode(`${f}\n`), new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(bytes))));
+    if (bytes) parts.push(new TextEncoder().encode(`${f}\n`), await sha256(bytes));
   }
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
@@ -101,5 +105,5 @@ export async function modelFingerprint(read: (name: string) => Promise<Uint8Arra
     all.set(p, at);
     at += p.length;
   }
-  return toHex(await crypto.subtle.digest("SHA-256", all));
+  return sha256Hex(all);
 }

@@ -1,20 +1,38 @@
 // Request bodies read with a size cap (before buffering all of a large body) and JSON parsed with a
 // clear error.
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 
 /** JSON bodies (federation configs) are small. */
 export const MAX_JSON_BYTES = 1 << 20;
+
+/** The 413 for a body over `limit`: its declared length, or null when it streamed past the limit. */
+const tooLarge = (limit: number, declared: number | null) =>
+  new HTTPException(413, {
+    message: declared === null ? `the body exceeds ${limit} bytes` : `the body is ${declared} bytes; at most ${limit} are accepted`,
+  });
+
+/**
+ * Middleware: a body over `limit` bytes is refused with 413 from its Content-Length, or as soon as it
+ * streams past the limit, before a handler reads it (hono's bodyLimit, with this module's message).
+ */
+export function capBody(limit: number): MiddlewareHandler {
+  return bodyLimit({
+    maxSize: limit,
+    onError: (c) => {
+      const declared = c.req.header("transfer-encoding") === undefined ? c.req.header("content-length") : undefined;
+      throw tooLarge(limit, declared === undefined ? null : Number(declared));
+    },
+  });
+}
+
 /**
  * Reads a request's body, refusing it from its Content-Length or as soon as it streams past `limit`;
  * `onChunk` sees each part as it arrives.
  */
 export function readBody(c: Context, limit: number, onChunk?: (chunk: Uint8Array) => Promise<void> | void): Promise<Uint8Array> {
-  const tooLarge = (declared: number | null) =>
-    new HTTPException(413, {
-      message: declared === null ? `the body exceeds ${limit} bytes` : `the body is ${declared} bytes; at most ${limit} are accepted`,
-    });
-  return readCapped(c.req.raw.body, Number(c.req.header("content-length") ?? NaN), limit, tooLarge, onChunk);
+  return readCapped(c.req.raw.body, Number(c.req.header("content-length") ?? NaN), limit, (declared) => tooLarge(limit, declared), onChunk);
 }
 
 /**
@@ -78,13 +96,9 @@ export function jsonDepth(text: string): number {
   return deepest;
 }
 
-export async function readJson(c: Context): Promise<unknown> {
-  return parseJsonBody(await readBody(c, MAX_JSON_BYTES));
-}
-
-/** A body already read, parsed as JSON: too deep or not JSON is a 400 saying which. */
-export function parseJsonBody(bytes: Uint8Array): unknown {
-  const text = new TextDecoder().decode(bytes);
+/** A body already read (bytes, or text as c.req.text() gives it), parsed as JSON: too deep or not JSON is a 400 saying which. */
+export function parseJsonBody(body: Uint8Array | string): unknown {
+  const text = typeof body === "string" ? body : new TextDecoder().decode(body);
   const depth = jsonDepth(text);
   if (depth > MAX_JSON_DEPTH)
     throw new HTTPException(400, { message: `the body nests ${depth} levels deep; at most ${MAX_JSON_DEPTH} are accepted` });

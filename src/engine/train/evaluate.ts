@@ -93,8 +93,16 @@ export async function labelAccuracy(
   return accuracyOfScores(scores, items, labels);
 }
 
+/** The index of an example's gold `label` among the task's `labels`; a label not among them is refused, naming both. */
+export function goldIndex(label: string, labels: readonly string[]): number {
+  const i = labels.indexOf(label);
+  if (i < 0) throw new RangeError(`label "${label}" is not one of ${JSON.stringify(labels)}`);
+  return i;
+}
+
+/** Refuses items whose label is not among `labels`, before any scoring. */
 export function checkLabels(items: readonly LabeledPrompt[], labels: readonly string[]): void {
-  for (const x of items) if (!labels.includes(x.label)) throw new RangeError(`label "${x.label}" is not one of ${JSON.stringify(labels)}`);
+  for (const x of items) goldIndex(x.label, labels);
 }
 
 /** Per item, the label with the highest score; the accuracy of those picks and the verbalizer cross-entropy. */
@@ -112,7 +120,7 @@ export function accuracyOfScores(
     predicted,
     crossEntropy: verbalizerCrossEntropy(
       scores,
-      items.map((x) => labels.indexOf(x.label)),
+      items.map((x) => goldIndex(x.label, labels)),
     ),
   };
 }

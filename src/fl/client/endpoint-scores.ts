@@ -1,6 +1,7 @@
 // fedflare's scoring extensions of the inference endpoint (/v1/perturbed-scores, /v1/prompt-scores):
 // rows go as token ids with a loss mask, each row's summed NLL over its masked tokens comes back.
 import type { TokenizedExample } from "../../data/examples.ts";
+import { bearer } from "../../protocol/bearer.ts";
 import { request } from "./transient.ts";
 
 export interface ScoringEndpoint {
@@ -27,7 +28,7 @@ export async function rowNllsAt(
     const chunk = rows.slice(i, i + MAX_SCORED_ROWS);
     const res = await request(`${path} at ${ep.url}`, `${ep.url}${path}`, {
       method: "POST",
-      headers: { "content-type": "application/json", ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}) },
+      headers: { "content-type": "application/json", ...bearer(ep.token) },
       body: JSON.stringify({ model: ep.model, input_ids: chunk.map((r) => r.ids), loss_mask: chunk.map((r) => r.trained), ...fields }),
     });
     out.push(...((await res.json()) as { nll: number[] }).nll);

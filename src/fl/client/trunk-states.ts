@@ -3,8 +3,9 @@
 // on the model, the tokenizer, the cut and the token ids: the cache key holds all four (the model and
 // tokenizer through the endpoint's fingerprint), so a changed model or tokenizer misses the cache.
 // Privacy: the endpoint sees the client's token ids; only gradients stay local.
+import { bearer } from "../../protocol/bearer.ts";
 import { toFloat32 } from "../../protocol/dtypes.ts";
-import { toHex } from "../../protocol/hex.ts";
+import { sha256Hex } from "../../protocol/hex.ts";
 import { readSafetensors } from "../../protocol/safetensors.ts";
 import { MAX_HIDDEN_STATE_BYTES, MAX_SCORED_ROWS } from "./endpoint-scores.ts";
 import { request } from "./transient.ts";
@@ -25,13 +26,13 @@ export interface TrunkCache {
 
 const headers = (ep: Pick<TrunkEndpoint, "token">) => ({
   "content-type": "application/json",
-  ...(ep.token ? { authorization: `Bearer ${ep.token}` } : {}),
+  ...bearer(ep.token),
 });
 
 /** Reads the endpoint's model name and fingerprint (shown to callers with its token). */
 export async function connectTrunk(url: string, hiddenSize: number, token?: string): Promise<TrunkEndpoint> {
   const res = await request(`trunk endpoint ${url}: /health`, `${url}/health`, {
-    headers: token ? { authorization: `Bearer ${token}` } : {},
+    headers: bearer(token),
   });
   const h = (await res.json()) as { model?: string; fingerprint?: string };
   if (!h.model || !h.fingerprint)
@@ -41,9 +42,8 @@ export async function connectTrunk(url: string, hiddenSize: number, token?: stri
   return { url, model: h.model, fingerprint: h.fingerprint, hiddenSize, ...(token ? { token } : {}) };
 }
 
-async function cacheKey(ep: TrunkEndpoint, cut: number, ids: readonly number[]): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${ep.fingerprint}|${cut}|${ids.join(",")}`));
-  return toHex(digest);
+function cacheKey(ep: TrunkEndpoint, cut: number, ids: readonly number[]): Promise<string> {
+  return sha256Hex(`${ep.fingerprint}|${cut}|${ids.join(",")}`);
 }
 
 /**

@@ -7,13 +7,13 @@ import type { Result } from "../../../durable-objects/aggregator/errors.ts";
 import type { FederationView } from "../../../durable-objects/aggregator/federation.ts";
 import { linePlotSvg } from "../../../src/report/line-plot.ts";
 import { aggregator, answer, intParam, registry } from "../aggregator.ts";
-import { readJson } from "../../lib/http-body.ts";
+import { capBody, MAX_JSON_BYTES, parseJsonBody } from "../../lib/http-body.ts";
 import { forget, operator, operatorOnAnyId, reader, signerOf, viewer, type Env } from "../credentials.ts";
 
 export const federations = new Hono<Env>();
 
-federations.post("/", operator(), async (c) => {
-  const config = await readJson(c);
+federations.post("/", operator(), capBody(MAX_JSON_BYTES), async (c) => {
+  const config = parseJsonBody(await c.req.text());
   const id = (config as { id?: unknown } | null)?.id;
   if (typeof id !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id))
     throw new HTTPException(400, {
@@ -112,10 +112,10 @@ federations.post("/:id/rounds/:round/close", operator(), async (c) => {
 
 const FailBody = v.strictObject({ reason: v.optional(v.pipe(v.string(), v.maxLength(500)), "no reason given") });
 
-federations.post("/:id/rounds/:round/fail", operator(), async (c) => {
+federations.post("/:id/rounds/:round/fail", operator(), capBody(MAX_JSON_BYTES), async (c) => {
   const round = intParam(c, "round");
   if (round instanceof Response) return round;
-  const raw = c.req.header("content-length") === "0" || !c.req.raw.body ? {} : await readJson(c);
+  const raw = c.req.header("content-length") === "0" || !c.req.raw.body ? {} : parseJsonBody(await c.req.text());
   const body = v.safeParse(FailBody, raw);
   if (!body.success)
     throw new HTTPException(400, { message: `the body is {"reason": string of at most 500 characters}: ${body.issues[0].message}` });

@@ -66,6 +66,8 @@ versions.get("/:id/versions/:version/:view", reader(), async (c) => {
 /** An offsite-tuning federation's initial adapter: the model owner's tensors, supplied by the operator. */
 versions.put("/:id/versions/0", operator(), async (c) => {
   const id = c.req.param("id");
+  // readBody rather than hono's bodyLimit: an adapter near the RPC limit is held once, where bodyLimit buffers a
+  // body sent without Content-Length and arrayBuffer() then copies it.
   const body = await readBody(c, c.get("federation")!.maxUploadBytes);
   return answer(c, await aggregator(c.env, id).supplyInitial(id, body), 201);
 });

@@ -8,7 +8,14 @@ import { shuffled } from "../../../data/lm-windows.ts";
 import { argmax, roundStream } from "../../../engine/sampling.ts";
 import { leadingSpecialIds, type TextTokenizer } from "../../../engine/tokenizer/load.ts";
 import type { PromptPlacement } from "../shared/config-fields.ts";
-import { exampleNlls, labelRows, scoresOfLabelRows, verbalizerCrossEntropy, type LabeledPrompt } from "../../../engine/train/evaluate.ts";
+import {
+  exampleNlls,
+  goldIndex,
+  labelRows,
+  scoresOfLabelRows,
+  verbalizerCrossEntropy,
+  type LabeledPrompt,
+} from "../../../engine/train/evaluate.ts";
 import type { ForwardModel } from "../../../engine/forward.ts";
 import { charge, noUsage, type ApiUsage, type RowScorer } from "./completions-api.ts";
 import { policyGradientStep, samplePrompt } from "./policy-gradient.ts";
@@ -54,11 +61,7 @@ export function promptTokens(
 }
 
 export function discreteItems(tok: TextTokenizer, items: readonly LabeledPrompt[], labels: readonly string[]): DiscreteItem[] {
-  return items.map((x) => {
-    const gold = labels.indexOf(x.label);
-    if (gold < 0) throw new RangeError(`label "${x.label}" is not one of ${JSON.stringify(labels)}`);
-    return { body: tok.encode(x.prompt, { addSpecialTokens: false }), gold };
-  });
+  return items.map((x) => ({ body: tok.encode(x.prompt, { addSpecialTokens: false }), gold: goldIndex(x.label, labels) }));
 }
 
 /** The rows scoring `items` under a prompt (phrase indices per slot, or none), item-major then label. */

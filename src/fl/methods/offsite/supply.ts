@@ -1,5 +1,6 @@
 // The operator's request that gives an offsite-tuning federation its version 0: the owner's adapter
 // tensors, sent with the operator's bearer token.
+import { bearer } from "../../../protocol/bearer.ts";
 
 export async function initialAdapterRequest(
   federationId: string,
@@ -10,7 +11,7 @@ export async function initialAdapterRequest(
   return {
     path,
     method: "PUT",
-    headers: { authorization: `Bearer ${operatorToken}`, "content-type": "application/octet-stream" },
+    headers: { ...bearer(operatorToken), "content-type": "application/octet-stream" },
     body: Uint8Array.from(body),
   };
 }
