@@ -247,7 +247,7 @@ export async function run(args: string[]): Promise<void> {
       });
     /** The global model at a version: the base with the LoRA adapter, or with the offsite adapter plugged in. */
     const globalModel = (adapter: TensorMap) => {
-      const opts = { quant: config.quant, nll: true } as const;
+      const opts = { kind: "forward", quant: config.quant, nll: true } as const;
       if (method.type === "offsite")
         return ForwardModel.create(
           ortNodeRuntime(2),
@@ -281,13 +281,22 @@ export async function run(args: string[]): Promise<void> {
       const space = { promptTokens: method.promptTokens, dimension: method.dimension, seed: config.seed };
       const prompt = softPromptOf(model.config, model.weights, space)(bbtGlobalOf(adapter).mean);
       const { inputs, after } = softPromptLayout(model.config, method.promptTokens, method.placement);
-      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true, inputs });
+      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, {
+        kind: "forward",
+        quant: config.quant,
+        nll: true,
+        inputs,
+      });
       return { forward, params: new Map([[SOFT_PROMPT, prompt]]), after };
     };
     /** Discrete prompts: the version's most probable prompt before each held-out example; the loss is the label words' NLL per token. */
     const scoreDiscrete = async (adapter: TensorMap) => {
       if (method.type !== "discrete") return null;
-      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { quant: config.quant, nll: true });
+      const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, {
+        kind: "forward",
+        quant: config.quant,
+        nll: true,
+      });
       const t = promptTokens(model.tokenizer, method.phrases, labelWordsOf(method), method.placement);
       const r = await promptAccuracy(
         localRowScorer(forward),

@@ -77,8 +77,7 @@ export async function runLocalSteps(
   const plan = methodPlan(task.method, model.config, { offloaded: trunk !== undefined, seed: task.seed + task.round });
   const key = JSON.stringify([plan, task.quant]);
   const step =
-    model.sessions?.get(key) ??
-    (await TrainStep.create(model.runtime, model.config, model.weights, plan.spec, { quant: task.quant, ...plan.graph }));
+    model.sessions?.get(key) ?? (await TrainStep.create(model.runtime, model.config, model.weights, { ...plan.graph, quant: task.quant }));
   model.sessions?.set(key, step);
   const globalParams: TensorMap = new Map([...global].map(([k, t]) => [graphName(k), t]));
   const copy = (t: TensorMap): TensorMap => new Map([...t].map(([k, v]) => [k, Float32Array.from(v)]));

@@ -1,7 +1,7 @@
 // What a client builds for a federation's method: the training graph's trainable tensors, which decoder
 // layers the graph runs, and which layers the client therefore loads at all.
 import type { LlamaConfig } from "../../engine/config.ts";
-import type { TrainSpec } from "../../engine/llama/graph.ts";
+import type { SplitGraph, SplitSpec, TrainGraph } from "../../engine/llama/graph.ts";
 import type { LinearModule } from "../../engine/llama/names.ts";
 import { loraScaling } from "../../engine/lora/peft.ts";
 import type { Method } from "../../protocol/federation.ts";
@@ -9,9 +9,8 @@ import { FlError } from "../errors.ts";
 import { adapterTensorNames, offsiteLayout } from "../offsite/emulator.ts";
 
 export interface MethodPlan {
-  spec: TrainSpec;
-  /** The graph's layers: from a cut (the trunk's states are inputs), or an emulator's by original index. */
-  graph: { fromLayer?: number; layerIndices?: readonly number[] };
+  /** The training graph: from a cut (the trunk's states are inputs), or on an emulator's layers by original index. */
+  graph: TrainGraph | SplitGraph;
   /** The decoder layers to load (all when absent): no client holds weights its graph never runs. */
   layers?: number[];
   /** The cut, when the trunk below it runs at an endpoint. */
@@ -29,11 +28,14 @@ export function methodPlan(method: Method, c: LlamaConfig, opts: { offloaded: bo
     if (opts.offloaded)
       throw new FlError("strategy_invalid", "offsite-tuning runs the whole emulator on the client; it has no trunk to offload");
     const layout = offsiteLayout(c.numLayers, method);
-    return { spec: { full: adapterTensorNames(c, layout) }, graph: { layerIndices: layout.emulator }, layers: layout.emulator };
+    return {
+      graph: { kind: "train", spec: { full: adapterTensorNames(c, layout) }, layerIndices: layout.emulator },
+      layers: layout.emulator,
+    };
   }
   if (method.type === "fedkseed" || method.type === "fedbpt" || method.type === "discrete")
     throw new FlError("strategy_invalid", `${method.type} is a black-box method: it has no training graph to plan`);
-  const spec: TrainSpec = {
+  const spec: SplitSpec = {
     lora: {
       r: method.r,
       scaling: loraScaling({ r: method.r, alpha: method.alpha, useRslora: method.rslora }),
@@ -43,10 +45,14 @@ export function methodPlan(method: Method, c: LlamaConfig, opts: { offloaded: bo
       fromLayer: method.fromLayer,
     },
   };
-  if (!opts.offloaded) return { spec, graph: {} };
+  if (!opts.offloaded) return { graph: { kind: "train", spec } };
   if (method.fromLayer === 0)
     throw new FlError("strategy_invalid", "offloading the trunk needs the method's fromLayer above 0 (LoRA only above the cut)");
-  return { spec, graph: { fromLayer: method.fromLayer }, layers: range(method.fromLayer, c.numLayers), cut: method.fromLayer };
+  return {
+    graph: { kind: "split", spec, fromLayer: method.fromLayer },
+    layers: range(method.fromLayer, c.numLayers),
+    cut: method.fromLayer,
+  };
 }
 
 /**
