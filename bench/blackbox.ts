@@ -196,7 +196,7 @@ const majority = Math.max(...labels.map((l) => heldOutLabeled.filter((x) => x.la
 // Zero-shot: the base model, no prompt, scoring the label words; a prompt method's round 0 is its
 // starting prompt instead (the first phrase in every slot, p0's random tokens).
 const baseModel = await loadModel(dirSource(base.model));
-const baseForward = await ForwardModel.create(ortNodeRuntime(2), baseModel.config, baseModel.weights, { nll: true });
+const baseForward = await ForwardModel.create(ortNodeRuntime(2), baseModel.config, baseModel.weights, { kind: "forward", nll: true });
 const zeroShotRun = await labelAccuracy(baseForward, baseModel.tokenizer, heldOutLabeled, labels, { maxTokens: 96, words: labelWords });
 await baseForward.release();
 const zeroShot = {

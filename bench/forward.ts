@@ -109,7 +109,7 @@ for (const size of sizes) {
       for (let i = 0; i < calls; i++) await matMul.run();
     };
     for (const quant of size.quants) {
-      const model = await ForwardModel.create(rt, config, weights, { quant });
+      const model = await ForwardModel.create(rt, config, weights, { kind: "forward", quant });
       const [t, mm] = await timeInterleaved([() => model.run({ ids }), matMuls], TIMING);
       await model.release();
       const tokensPerSec = TOKENS / (t!.medianMs / 1000);

@@ -53,8 +53,8 @@ for (let cut = 1; cut < c.numLayers; cut++) {
   log(`cut after layer ${cut}`);
   const spec = { lora: { r: 8, scaling: loraScaling({ r: 8, alpha: 16, useRslora: false }), modules: [...modules], fromLayer: cut } };
   const params = new Map([...initLoraParams(c, 8, [...modules], 1)].filter(([k]) => Number(k.split(".")[2]) >= cut));
-  const local = await TrainStep.create(ortWebRuntime(), c, model.weights, spec, { quant: "int8" });
-  const upper = await TrainStep.create(ortWebRuntime(), c, model.weights, spec, { quant: "int8", fromLayer: cut });
+  const local = await TrainStep.create(ortWebRuntime(), c, model.weights, { kind: "train", spec, quant: "int8" });
+  const upper = await TrainStep.create(ortWebRuntime(), c, model.weights, { kind: "split", spec, quant: "int8", fromLayer: cut });
   const fresh = () => ({ store: new Map<string, Float32Array>(), get: async () => null, put: async () => undefined });
   const kept = new Map<string, Float32Array>();
   const cache = { get: async (k: string) => kept.get(k) ?? null, put: async (k: string, v: Float32Array) => void kept.set(k, v) };

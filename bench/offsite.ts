@@ -78,7 +78,7 @@ log(
 );
 
 async function evaluate(weights: Map<string, Float32Array>, layerIndices?: readonly number[]) {
-  const forward = await ForwardModel.create(runtime, c, weights, { nll: true, ...(layerIndices ? { layerIndices } : {}) });
+  const forward = await ForwardModel.create(runtime, c, weights, { kind: "forward", nll: true, ...(layerIndices ? { layerIndices } : {}) });
   const { accuracy } = await labelAccuracy(forward, model.tokenizer, testPrompts, SPAM_LABELS, { maxTokens: MAX_TOKENS });
   const { loss } = await heldOutLoss(forward, testExamples);
   await forward.release();
@@ -87,7 +87,11 @@ async function evaluate(weights: Map<string, Float32Array>, layerIndices?: reado
 
 /** The adapter's tensors after STEPS AdamW updates of the label words' NLL, on the full model or the emulator. */
 async function tune(weights: Map<string, Float32Array>, layerIndices?: readonly number[]) {
-  const step = await TrainStep.create(runtime, c, weights, { full: names }, layerIndices ? { layerIndices } : {});
+  const step = await TrainStep.create(runtime, c, weights, {
+    kind: "train",
+    spec: { full: names },
+    ...(layerIndices ? { layerIndices } : {}),
+  });
   const trainer = new Trainer(step, new Map(names.map((n) => [n, Float32Array.from(weights.get(n)!)])), {
     optimizer: adamW({ weightDecay: 0 }),
     schedule: { lr: LR, warmupSteps: Math.floor(STEPS / 10), totalSteps: STEPS },

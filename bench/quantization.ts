@@ -38,7 +38,7 @@ const modes: QuantMode[] = ["f32", "int8", "int4"];
 const perMode = new Map<QuantMode, { nll: number[]; logp: Float64Array[] }>();
 for (const quant of modes) {
   process.stderr.write(`scoring ${windows.length} windows of ≤${window} tokens with ${quant} weights\n`);
-  const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { quant, nll: true });
+  const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { kind: "forward", quant, nll: true });
   const nll: number[] = [];
   const logp: Float64Array[] = [];
   for (const w of windows) {
@@ -69,7 +69,7 @@ const rows = modes.map((quant) => {
     if (argP === argQ) agree++;
   });
   const ppl = Math.exp(meanNll);
-  const graphBytes = buildLlamaGraph(config, weights, { quant }).length;
+  const graphBytes = buildLlamaGraph(config, weights, { kind: "forward", quant }).length;
   return { quant, tokens: nll.length, ppl, meanNll, kl: kl / logp.length, top1: agree / logp.length, graphBytes };
 });
 const floatPpl = rows[0]!.ppl;

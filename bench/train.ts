@@ -138,7 +138,7 @@ const tfjsInfo = {
 };
 const tfjsModel = new TfjsLlamaLora(config, weights, SPEC.lora!, lora, SEQ);
 const webRt = ortWebRuntime();
-const ortStep = (rt: Runtime, quant: QuantMode) => TrainStep.create(rt, config, weights, SPEC, { quant });
+const ortStep = (rt: Runtime, quant: QuantMode) => TrainStep.create(rt, config, weights, { kind: "train", spec: SPEC, quant });
 const webF32 = await ortStep(webRt, "f32");
 const webInt8 = await ortStep(webRt, "int8");
 // The training step's forward alone (same LoRA, frozen; logits and nll out): what the backward adds.
@@ -148,7 +148,7 @@ const frozenLora = new Map(
     { a: lora.get(`${name}.lora_A.weight`)!, b: lora.get(`${name}.lora_B.weight`)!, r: SPEC.lora!.r, scaling: SPEC.lora!.scaling },
   ]),
 );
-const webForward = await ForwardModel.create(webRt, config, weights, { nll: true, lora: frozenLora });
+const webForward = await ForwardModel.create(webRt, config, weights, { kind: "forward", nll: true, lora: frozenLora });
 
 // The same step, checked before it is timed: losses, and gradients against ORT-web float32.
 const results: Record<string, StepResult | StepOutput> = {

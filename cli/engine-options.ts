@@ -1,7 +1,7 @@
 // Options shared by the commands that run a model: where it is, an adapter, the runtime, quantization.
 import { ModelError } from "../src/engine/errors.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
-import type { ForwardOptions } from "../src/engine/llama/graph.ts";
+import type { ForwardGraph, StepGraph } from "../src/engine/llama/graph.ts";
 import { loadPeftAdapter } from "../src/engine/lora/peft.ts";
 import { loadModel, type LoadedModel } from "../src/engine/model-files.ts";
 import type { QuantMode } from "../src/engine/quantize.ts";
@@ -43,7 +43,7 @@ export function pickQuant(q: string): QuantMode {
 /** Loads the model (and adapter) named by the options and opens its forward graph. */
 export async function openModel(
   values: EngineValues,
-  graph: Omit<ForwardOptions, "quant" | "lora">,
+  graph: Pick<ForwardGraph, "kind" | "nll"> | Pick<StepGraph, "kind">,
 ): Promise<{ loaded: LoadedModel; forward: ForwardModel }> {
   if (!values.model) throw new UsageError("--model DIR is required (a Hugging Face model folder)");
   const runtime = pickRuntime(values.runtime, values.threads);

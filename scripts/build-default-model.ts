@@ -120,7 +120,7 @@ const config = parseLlamaConfig({
 });
 const weights = initLlamaWeights(config, { seed: SEED, std: 0.02 });
 const runtime = ortNodeRuntime(Number(values.threads));
-const step = await TrainStep.create(runtime, config, weights, { full: [...expectedTensors(config).keys()] });
+const step = await TrainStep.create(runtime, config, weights, { kind: "train", spec: { full: [...expectedTensors(config).keys()] } });
 const trainer = new Trainer(step, weights, {
   optimizer: adamW({ beta1: 0.9, beta2: 0.95, weightDecay: 0.01 }),
   schedule: { lr: LR, warmupSteps: WARMUP, totalSteps: STEPS, minLr: LR / 10 },
@@ -129,7 +129,7 @@ const trainer = new Trainer(step, weights, {
 
 const heldSample = heldWindows.filter((_, i) => i % 16 === 0);
 async function heldOutNll(windows: number[][]): Promise<number> {
-  const model = await ForwardModel.create(runtime, config, weights, { nll: true });
+  const model = await ForwardModel.create(runtime, config, weights, { kind: "forward", nll: true });
   const r = await perplexity(model, windows);
   await model.release();
   return r.meanNll;

@@ -28,7 +28,7 @@ export async function generate(args: string[]): Promise<void> {
     topP: number("top-p", values["top-p"], Number.MIN_VALUE, 1),
     seed: number("seed", values.seed, 0, 2 ** 32 - 1, true),
   };
-  const { loaded, forward } = await openModel(values, { kvCache: true });
+  const { loaded, forward } = await openModel(values, { kind: "step" });
   const prompt = loaded.tokenizer.encode(values.prompt);
   const out = await generateTokens(forward, prompt, { ...opts, stopIds: loaded.config.eosTokenIds });
   await forward.release();

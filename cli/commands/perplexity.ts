@@ -21,7 +21,7 @@ export async function perplexityCommand(args: string[]): Promise<void> {
   if (!values.corpus === !values.data) throw new UsageError("give exactly one of --corpus sotu-heldout or --data FILE.jsonl");
   if (values.corpus && values.corpus !== "sotu-heldout") throw new UsageError(`--corpus must be sotu-heldout, got "${values.corpus}"`);
   const window = positiveInt("window", values.window);
-  const { loaded, forward } = await openModel(values, { nll: true });
+  const { loaded, forward } = await openModel(values, { kind: "forward", nll: true });
   const { tokenizer, config } = loaded;
   const texts = values.data
     ? parseJsonl(readFileSync(values.data, "utf8"), values.data).map((r) => ("text" in r ? r.text : r.prompt + r.completion))

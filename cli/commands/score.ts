@@ -9,7 +9,7 @@ export const scoreUsage = `fedflare score --model DIR [--adapter DIR] --text "..
 export async function score(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { ...ENGINE_OPTIONS, text: { type: "string" } }, strict: true });
   if (values.text === undefined) throw new UsageError("--text is required");
-  const { loaded, forward } = await openModel(values, { nll: true });
+  const { loaded, forward } = await openModel(values, { kind: "forward", nll: true });
   const result = await scoreText(forward, loaded.tokenizer, values.text);
   await forward.release();
   process.stdout.write(`${JSON.stringify(result)}\n`);

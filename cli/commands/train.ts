@@ -87,7 +87,12 @@ export async function train(args: string[]): Promise<void> {
   const spec = { lora: { r, scaling, modules: modules as LinearModule[], dropout, seed } };
   const pairsOf = (params: ReadonlyMap<string, Float32Array>) => loraPairs(params, r, scaling);
   const evaluate = async (params: ReadonlyMap<string, Float32Array> | null) => {
-    const model = await ForwardModel.create(runtime, config, weights, { quant, nll: true, ...(params ? { lora: pairsOf(params) } : {}) });
+    const model = await ForwardModel.create(runtime, config, weights, {
+      kind: "forward",
+      quant,
+      nll: true,
+      ...(params ? { lora: pairsOf(params) } : {}),
+    });
     const result = await heldOutLoss(model, heldSet);
     await model.release();
     return result.loss;
@@ -96,7 +101,7 @@ export async function train(args: string[]): Promise<void> {
   log(`held-out loss of the base model: ${before.toFixed(4)}`);
 
   const params = initLoraParams(config, r, spec.lora.modules, seed);
-  const step = await TrainStep.create(runtime, config, weights, spec, { quant });
+  const step = await TrainStep.create(runtime, config, weights, { kind: "train", spec, quant });
   const trainer = new Trainer(step, params, {
     optimizer: adamW({ weightDecay: 0 }),
     schedule: { lr, warmupSteps: Math.min(10, Math.floor(steps / 10)), totalSteps: steps },

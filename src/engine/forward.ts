@@ -2,7 +2,15 @@
 // on the host and hands the graph its cache when it has one.
 import type { LlamaConfig } from "./config.ts";
 import { ModelError } from "./errors.ts";
-import { buildLlamaGraph, trainableTensors, type ForwardOptions, type TrainableTensor, type Weights } from "./llama/graph.ts";
+import {
+  buildLlamaGraph,
+  trainableTensors,
+  type ForwardGraph,
+  type HiddenGraph,
+  type StepGraph,
+  type TrainableTensor,
+  type Weights,
+} from "./llama/graph.ts";
 import { attentionBias, positionIds } from "./llama/masks.ts";
 import type { HostTensor, Runtime, Session } from "./runtime.ts";
 
@@ -20,7 +28,7 @@ export interface ForwardInput {
   ids: readonly (readonly number[])[];
   /** [B][T], 1 for real tokens; defaults to all ones. */
   mask?: readonly (readonly number[])[];
-  /** [B][T] next-token targets, for graphs built with nll. */
+  /** [B][T] next-token targets, for forward graphs built with nll. */
   targets?: readonly (readonly number[])[];
   past?: KvCache;
   /** Values of the graph's input tensors, for a graph built with `inputs`. */
@@ -28,9 +36,9 @@ export interface ForwardInput {
 }
 
 export interface ForwardOutput {
-  /** Empty for a hidden-states graph. */
+  /** Empty for a hidden graph. */
   logits: Float32Array;
-  /** [B, S, hidden] from a graph built with hiddenAfter. */
+  /** [B, S, hidden] from a hidden graph. */
   hidden?: Float32Array;
   /** [B, S]: S = T, or n + T with an n-token soft prompt (its positions first, predicting nothing). */
   nll?: Float32Array;
@@ -109,16 +117,21 @@ export class ForwardModel {
   /** The graph's input tensors (built with `inputs`), fed from ForwardInput.params. */
   readonly inputs: readonly TrainableTensor[];
   private readonly session: Session;
-  private readonly opts: ForwardOptions;
+  private readonly opts: ForwardGraph | HiddenGraph | StepGraph;
 
-  private constructor(config: LlamaConfig, session: Session, opts: ForwardOptions) {
+  private constructor(config: LlamaConfig, session: Session, opts: ForwardGraph | HiddenGraph | StepGraph) {
     this.config = config;
     this.session = session;
     this.opts = opts;
-    this.inputs = opts.inputs ? trainableTensors(config, opts.inputs, opts.layerIndices) : [];
+    this.inputs = opts.kind === "forward" && opts.inputs ? trainableTensors(config, opts.inputs, opts.layerIndices) : [];
   }
 
-  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, opts: ForwardOptions = {}): Promise<ForwardModel> {
+  static async create(
+    runtime: Runtime,
+    config: LlamaConfig,
+    weights: Weights,
+    opts: ForwardGraph | HiddenGraph | StepGraph = { kind: "forward" },
+  ): Promise<ForwardModel> {
     return new ForwardModel(config, await runtime.createSession(buildLlamaGraph(config, weights, opts)), opts);
   }
 
@@ -126,15 +139,17 @@ export class ForwardModel {
     const c = this.config;
     // A soft prompt (an input of this graph) adds n positions before the tokens, which predict nothing,
     // unless it is inline: then rows carry its ids among their tokens.
-    const prompt = this.opts.inputs?.softPromptTokens ?? 0;
-    const inline = this.opts.inputs?.softPromptInline ?? false;
+    const inputs = this.opts.kind === "forward" ? this.opts.inputs : undefined;
+    const nll = this.opts.kind === "forward" && this.opts.nll;
+    const prompt = inputs?.softPromptTokens ?? 0;
+    const inline = inputs?.softPromptInline ?? false;
     const n = inline ? 0 : prompt;
     const { feeds, fullMask, total } = llamaFeeds(c, input, {
-      kvCache: this.opts.kvCache ?? false,
+      kvCache: this.opts.kind === "step",
       softPromptTokens: n,
       inlinePromptTokens: inline ? prompt : 0,
     });
-    if (this.opts.nll) {
+    if (nll) {
       if (!input.targets) throw new ModelError("input_invalid", "forward: this graph computes nll and needs targets");
       // An inline prompt's ids are targets of the positions before them, which nothing scores: any id will do.
       const target = (id: number) => (id < c.vocabSize ? id : 0);
@@ -149,9 +164,9 @@ export class ForwardModel {
     feedParams(feeds, this.inputs, input.params, "forward");
     const out = await this.session.run(feeds);
     const result: ForwardOutput = { logits: (out.logits?.data as Float32Array | undefined) ?? new Float32Array(0) };
-    if (this.opts.hiddenAfter !== undefined) result.hidden = out.hidden!.data as Float32Array;
-    if (this.opts.nll) result.nll = out.nll!.data as Float32Array;
-    if (this.opts.kvCache) {
+    if (this.opts.kind === "hidden") result.hidden = out.hidden!.data as Float32Array;
+    if (nll) result.nll = out.nll!.data as Float32Array;
+    if (this.opts.kind === "step") {
       const keys: HostTensor[] = [];
       const values: HostTensor[] = [];
       for (let l = 0; l < c.numLayers; l++) {

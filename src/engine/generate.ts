@@ -23,7 +23,7 @@ export interface GenerateResult {
   finishReason: "stop" | "length";
 }
 
-/** `model` must be built with kvCache. */
+/** `model` must be a step graph (kind "step"). */
 export async function generateTokens(model: ForwardModel, prompt: readonly number[], opts: GenerateOptions): Promise<GenerateResult> {
   const V = model.config.vocabSize;
   const uniform = seededUniform(opts.seed);

@@ -44,7 +44,7 @@ const api = () => ({ baseURL: `${endpoint.url}/v1`, apiKey: TOKEN, model: "tiny"
 beforeAll(async () => {
   model = await loadModel(dirSource(modelDir));
   endpoint = await startEndpoint({ model, fingerprint: "discrete-fp", name: "tiny", port: 0, token: TOKEN, maxBatch: 16, maxWaitMs: 20 });
-  forward = await ForwardModel.create(ortNodeRuntime(1), model.config, model.weights, { nll: true });
+  forward = await ForwardModel.create(ortNodeRuntime(1), model.config, model.weights, { kind: "forward", nll: true });
 });
 afterAll(async () => {
   await forward?.release();

@@ -52,7 +52,11 @@ describe("POST /v1/perturbed-scores", () => {
     const examples = ["The fox trains.", "Each client trains, the server averages."].map((text) =>
       tokenizeExample({ text }, model.tokenizer, 2, 32),
     );
-    const forward = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true, inputs: zoSpec(method.trains) });
+    const forward = await ForwardModel.create(ortNodeRuntime(), config, weights, {
+      kind: "forward",
+      nll: true,
+      inputs: zoSpec(method.trains),
+    });
     const local = localZoEvaluator(forward, method.direction);
     const remote = endpointZoEvaluator({ url: endpoint.url, model: "tiny", token: "t" }, method, 9);
     const w0 = zoInitial(config, weights, method.trains, 9);

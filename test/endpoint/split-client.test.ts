@@ -53,7 +53,9 @@ describe("a split client over HTTP", () => {
     const second = await trunkStates(offline, cache, CUT, batch.ids);
     second.forEach((s, i) => expect(s).toBe(first[i]));
 
-    const local = await (await ForwardModel.create(ortNodeRuntime(), config, weights, { hiddenAfter: CUT })).run({ ids: batch.ids });
+    const local = await (await ForwardModel.create(ortNodeRuntime(), config, weights, { kind: "hidden", after: CUT })).run({
+      ids: batch.ids,
+    });
     const hidden = padStates(first, 6, config.hiddenSize);
     expect(maxAbsDiff(hidden, local.hidden!)).toBeLessThan(1e-5);
 
@@ -61,8 +63,8 @@ describe("a split client over HTTP", () => {
     const params = new Map<string, Float32Array>();
     for (const [name, p] of tinyLora(config, ["q_proj", "v_proj"], 4, 8))
       if (Number(name.split(".")[2]) >= CUT) params.set(`${name}.lora_A.weight`, p.a).set(`${name}.lora_B.weight`, p.b);
-    const e2e = await (await TrainStep.create(ortNodeRuntime(), config, weights, spec)).run(batch, params);
-    const split = await (await TrainStep.create(ortNodeRuntime(), config, weights, spec, { fromLayer: CUT })).run(
+    const e2e = await (await TrainStep.create(ortNodeRuntime(), config, weights, { kind: "train", spec })).run(batch, params);
+    const split = await (await TrainStep.create(ortNodeRuntime(), config, weights, { kind: "split", spec, fromLayer: CUT })).run(
       { ...batch, hidden },
       params,
     );

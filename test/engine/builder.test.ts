@@ -21,7 +21,7 @@ describe("GraphBuilder", () => {
   it("gives a Llama model the same bytes twice", () => {
     const c = tinyConfig();
     const w = tinyWeights(c);
-    expect(buildLlamaGraph(c, w, { quant: "int4" })).toEqual(buildLlamaGraph(c, w, { quant: "int4" }));
+    expect(buildLlamaGraph(c, w, { kind: "forward", quant: "int4" })).toEqual(buildLlamaGraph(c, w, { kind: "forward", quant: "int4" }));
   });
 
   it("stores equal constants once", () => {

@@ -32,7 +32,7 @@ describe("held-out evaluation", () => {
   });
 
   it("picks the label whose words are most probable, as the float64 reference does, whatever the batching", async () => {
-    const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true });
+    const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { kind: "forward", nll: true });
     for (const maxTokens of [64, 4]) {
       const expected = items.map(
         (x) => labels[referenceScores(x.prompt, maxTokens).reduce((best, s, i, all) => (s > all[best]! ? i : best), 0)]!,
@@ -48,7 +48,7 @@ describe("held-out evaluation", () => {
   });
 
   it("sums each example's NLL over its trained positions; heldOutLoss is their total per token", async () => {
-    const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true });
+    const model = await ForwardModel.create(ortNodeRuntime(), config, weights, { kind: "forward", nll: true });
     const examples = [tok.encode("The quick brown fox jumps"), tok.encode("Each client trains")].map((ids, i) => ({
       ids,
       trained: ids.map((_, t): number => (t >= 1 + i ? 1 : 0)),

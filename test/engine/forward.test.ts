@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ForwardModel } from "../../src/engine/forward.ts";
-import { buildLlamaGraph, type LoraPair } from "../../src/engine/llama/graph.ts";
+import type { GraphKind, LoraPair } from "../../src/engine/llama/graph.ts";
 import { quantizeInt8 } from "../../src/engine/quantize.ts";
 import type { Runtime } from "../../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
@@ -35,7 +35,7 @@ describe.each(runtimes)("Llama forward graph on %s", (_, makeRuntime) => {
     const config = tinyConfig(opts);
     const weights = tinyWeights(config, 11);
     const lora: Map<string, LoraPair> | undefined = withLora ? tinyLora(config, ["q_proj", "v_proj", "down_proj"], 4, 8) : undefined;
-    const model = await ForwardModel.create(makeRuntime(), config, weights, lora ? { lora } : {});
+    const model = await ForwardModel.create(makeRuntime(), config, weights, { kind: "forward", lora });
     const { logits } = await model.run({ ids, mask });
     const ref = referenceLogits(config, weights, { ids, mask }, lora);
     const V = config.vocabSize;
@@ -50,7 +50,7 @@ describe.each(runtimes)("Llama forward graph on %s", (_, makeRuntime) => {
   it("computes per-token NLL equal to -log softmax(logits)[target]", async () => {
     const config = tinyConfig();
     const weights = tinyWeights(config, 5);
-    const model = await ForwardModel.create(makeRuntime(), config, weights, { nll: true });
+    const model = await ForwardModel.create(makeRuntime(), config, weights, { kind: "forward", nll: true });
     const targets = ids.map((row) => [...row.slice(1), 0]);
     const { logits, nll } = await model.run({ ids, mask, targets });
     const V = config.vocabSize;
@@ -115,9 +115,10 @@ describe("a forward graph with its tensors as inputs (for zeroth-order methods)"
     );
     const scaling = [...lora.values()][0]!.scaling;
     const viaInputs = await ForwardModel.create(ortNodeRuntime(), c, w, {
+      kind: "forward",
       inputs: { lora: { r: 4, scaling, modules: ["q_proj", "v_proj"], dropout: 0.5 } },
     });
-    const baked = await ForwardModel.create(ortNodeRuntime(), c, w, { lora });
+    const baked = await ForwardModel.create(ortNodeRuntime(), c, w, { kind: "forward", lora });
     expect((await viaInputs.run({ ids, params: loraParams })).logits).toEqual((await baked.run({ ids })).logits);
     // A second run with other values: no session rebuilt, other logits.
     const moved = new Map([...loraParams].map(([k, t]) => [k, t.map((x) => x * 2)]));
@@ -125,11 +126,10 @@ describe("a forward graph with its tensors as inputs (for zeroth-order methods)"
     await expect(viaInputs.run({ ids })).rejects.toThrow(/forward: ".*lora_A\.weight" needs \d+ values/);
 
     const name = "model.layers.1.mlp.down_proj.weight";
-    const full = await ForwardModel.create(ortNodeRuntime(), c, w, { inputs: { full: [name] } });
+    const full = await ForwardModel.create(ortNodeRuntime(), c, w, { kind: "forward", inputs: { full: [name] } });
     const changed = w.get(name)!.map((x) => x + 0.01);
     const bakedFull = await ForwardModel.create(ortNodeRuntime(), c, new Map(w).set(name, changed));
     expect((await full.run({ ids, params: new Map([[name, changed]]) })).logits).toEqual((await bakedFull.run({ ids })).logits);
-    expect(() => buildLlamaGraph(c, w, { inputs: { distill: { afterLayer: 0, weight: 1 } } })).toThrow(/no distillation/);
   });
 });
 
@@ -140,7 +140,7 @@ describe("a forward graph with a soft prompt as input (for black-box prompt tuni
     const ids = [[1, 40, 41, 42, 43]];
     const targets = [[40, 41, 42, 43, 2]];
     const prompt = Float32Array.from({ length: 3 * c.hiddenSize }, (_, i) => Math.sin(i) * 0.1);
-    const model = await ForwardModel.create(ortNodeRuntime(), c, w, { nll: true, inputs: { softPromptTokens: 3 } });
+    const model = await ForwardModel.create(ortNodeRuntime(), c, w, { kind: "forward", nll: true, inputs: { softPromptTokens: 3 } });
     const { nll } = await model.run({ ids, targets, params: new Map([["soft_prompt", prompt]]) });
     expect(nll).toHaveLength(3 + 5);
     const logits = referenceLogits(c, w, { ids, prefix: prompt });
@@ -164,10 +164,11 @@ describe("a forward graph with a soft prompt as input (for black-box prompt tuni
     const params = new Map([["soft_prompt", prompt]]);
     const targets = [[40, 41, 42, 43, 44, 2]];
     const inline = await ForwardModel.create(ortNodeRuntime(), c, w, {
+      kind: "forward",
       nll: true,
       inputs: { softPromptTokens: 3, softPromptInline: true },
     });
-    const plain = await ForwardModel.create(ortNodeRuntime(), c, w, { nll: true });
+    const plain = await ForwardModel.create(ortNodeRuntime(), c, w, { kind: "forward", nll: true });
     const got = (await inline.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params })).nll!;
     expect(got).toHaveLength(6);
     expect(maxAbsDiff(got, (await plain.run({ ids: [[1, 40, 50, 51, 52, 41]], targets })).nll!)).toBeLessThan(1e-5);
@@ -178,7 +179,7 @@ describe("a forward graph with a soft prompt as input (for black-box prompt tuni
     expect(maxAbsDiff(other.subarray(0, 2), got.subarray(0, 2))).toBeLessThan(1e-6);
     expect(maxAbsDiff(other.subarray(2), got.subarray(2))).toBeGreaterThan(1e-3);
     // Placed first, it is the prefix prompt.
-    const prefix = await ForwardModel.create(ortNodeRuntime(), c, w, { nll: true, inputs: { softPromptTokens: 3 } });
+    const prefix = await ForwardModel.create(ortNodeRuntime(), c, w, { kind: "forward", nll: true, inputs: { softPromptTokens: 3 } });
     const asPrefix = (await prefix.run({ ids: [[1, 40, 41]], targets: [[40, 41, 42]], params })).nll!;
     const asInline = (await inline.run({ ids: [[V, V + 1, V + 2, 1, 40, 41]], targets: [[0, 0, 0, 40, 41, 42]], params })).nll!;
     expect(maxAbsDiff(asInline.subarray(3), asPrefix.subarray(3))).toBeLessThan(1e-5);
@@ -187,17 +188,44 @@ describe("a forward graph with a soft prompt as input (for black-box prompt tuni
     const q = quantizeInt8(table, V, H);
     const dequantized = Float32Array.from(prompt, (_, i) => q.q[50 * H + i]! * q.scale[50 + Math.floor(i / H)]!);
     const q8 = await ForwardModel.create(ortNodeRuntime(), c, w, {
+      kind: "forward",
       quant: "int8",
       nll: true,
       inputs: { softPromptTokens: 3, softPromptInline: true },
     });
-    const q8Plain = await ForwardModel.create(ortNodeRuntime(), c, w, { quant: "int8", nll: true });
+    const q8Plain = await ForwardModel.create(ortNodeRuntime(), c, w, { kind: "forward", quant: "int8", nll: true });
     const q8Got = (await q8.run({ ids: [[1, 40, V, V + 1, V + 2, 41]], targets, params: new Map([["soft_prompt", dequantized]]) })).nll!;
     expect(maxAbsDiff(q8Got, (await q8Plain.run({ ids: [[1, 40, 50, 51, 52, 41]], targets })).nll!)).toBeLessThan(1e-5);
     await expect(inline.run({ ids: [[1, V + 3]], targets: [[0, 0]], params })).rejects.toThrow(
       /outside the vocabulary \[0, \d+\) and the soft prompt's ids/,
     );
     await expect(plain.run({ ids: [[1, V]], targets: [[0, 0]] })).rejects.toThrow(/outside the vocabulary \[0, \d+\)$/);
-    expect(() => buildLlamaGraph(c, w, { train: { softPromptTokens: 3, softPromptInline: true } })).toThrow(/softPromptInline/);
+  });
+});
+
+describe("graph kinds", () => {
+  it("makes the option combinations the builder cannot honour type errors (each line below fails to compile)", () => {
+    const spec = { full: ["model.norm.weight"] };
+    const illegal: GraphKind[] = [
+      // @ts-expect-error: a graph either trains its tensors or takes them as inputs, not both
+      { kind: "train", spec, inputs: spec },
+      // @ts-expect-error: a forward graph has no loss to add a distillation term to
+      { kind: "forward", inputs: { distill: { afterLayer: 0, weight: 1 } } },
+      // @ts-expect-error: an inline soft prompt is a forward graph's (a training graph's prompt is a prefix)
+      { kind: "train", spec: { softPromptTokens: 3, softPromptInline: true } },
+      // @ts-expect-error: an inline soft prompt needs its length
+      { kind: "forward", inputs: { softPromptInline: true } },
+      // @ts-expect-error: a generation step takes no soft prompt (prefill with the prompt first)
+      { kind: "step", inputs: { softPromptTokens: 3 } },
+      // @ts-expect-error: a split graph starts from hidden states: no soft prompt before the tokens
+      { kind: "split", fromLayer: 1, spec: { softPromptTokens: 3 } },
+      // @ts-expect-error: layerIndices pick an emulator's layers, not those above a cut
+      { kind: "split", fromLayer: 1, spec, layerIndices: [0, 1] },
+      // @ts-expect-error: nor those below a hidden graph's output
+      { kind: "hidden", after: 1, layerIndices: [0, 1] },
+      // @ts-expect-error: a hidden graph has no head: it cannot score
+      { kind: "hidden", after: 1, nll: true },
+    ];
+    expect(illegal).toHaveLength(9);
   });
 });

@@ -48,7 +48,7 @@ describe.each([
     const config = tinyConfig({ hidden: 64, intermediate: 96, heads: 4, kvHeads: 2, tied: mode === "int4" });
     const weights = tinyWeights(config, 4);
     const ids = [[1, 7, 99, 42, 250, 3]];
-    const model = await ForwardModel.create(makeRuntime(), config, weights, { quant: mode });
+    const model = await ForwardModel.create(makeRuntime(), config, weights, { kind: "forward", quant: mode });
     const { logits } = await model.run({ ids });
     const ref = referenceLogits(config, effectiveWeights(weights, config, mode), { ids });
     expect(maxAbsDiff(logits, ref)).toBeLessThan(1e-4);

@@ -103,7 +103,7 @@ describe("FedBPT's subspace", () => {
           table.subarray(id * H, (id + 1) * H).every((x, k) => x === p0[t * H + k]),
         )!,
     );
-    const plain = await ForwardModel.create(ortNodeRuntime(), config, weights, { nll: true });
+    const plain = await ForwardModel.create(ortNodeRuntime(), config, weights, { kind: "forward", nll: true });
     const byHand = await labelAccuracy(plain, tok, items, labels, { maxTokens: 32, after: tokens });
     const suffix = await localPromptScorer(ortNodeRuntime(), config, weights, tok, space, { labels, placement: "suffix" }, 32);
     expect((await suffix.score(Array(8).fill(0), items)).crossEntropy).toBeCloseTo(byHand.crossEntropy, 5);

@@ -32,7 +32,7 @@ describe("offsite-tuning layout", () => {
 describe("the emulator", () => {
   it("runs its layers by original index: the same logits as a standalone model of those layers", async () => {
     const emu = emulatorWeights(config, full, layout);
-    const model = await ForwardModel.create(ortNodeRuntime(), config, emu, { layerIndices: layout.emulator });
+    const model = await ForwardModel.create(ortNodeRuntime(), config, emu, { kind: "forward", layerIndices: layout.emulator });
     const { logits } = await model.run({ ids });
     // The emulator as an ordinary 6-layer model, its layers renumbered 0..5.
     const standalone = parseLlamaConfig({ ...toHfConfig(config), num_hidden_layers: layout.emulator.length });
@@ -47,7 +47,11 @@ describe("the emulator", () => {
     const names = adapterTensorNames(config, layout);
     expect(names.every((n) => /^model\.layers\.(0|6|7)\./.test(n))).toBe(true);
     const params = new Map(names.map((n) => [n, Float32Array.from(full.get(n)!)]));
-    const step = await TrainStep.create(ortNodeRuntime(), config, emu, { full: names }, { layerIndices: layout.emulator });
+    const step = await TrainStep.create(ortNodeRuntime(), config, emu, {
+      kind: "train",
+      spec: { full: names },
+      layerIndices: layout.emulator,
+    });
     const trainer = new Trainer(step, params, { optimizer: adamW(), schedule: { lr: 3e-3, warmupSteps: 0, totalSteps: 10 }, clip: 1 });
     const batch = windowBatch([[1, 10, 20, 30, 40, 50, 60, 70, 80]]);
     const losses: number[] = [];

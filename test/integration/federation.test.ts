@@ -78,7 +78,12 @@ async function trigger(ids: string[], round: number): Promise<void> {
 const tok = loadTokenizer(tokenizerJson);
 const heldExamples = heldOut.map((r) => tokenizeExample(r, tok, 2, 32));
 async function heldOutLossOf(adapter: TensorMap): Promise<number> {
-  const fwd = await ForwardModel.create(ortNodeRuntime(), model, weights, { quant: "int8", nll: true, lora: loraPairs(adapter, 4, 2) });
+  const fwd = await ForwardModel.create(ortNodeRuntime(), model, weights, {
+    kind: "forward",
+    quant: "int8",
+    nll: true,
+    lora: loraPairs(adapter, 4, 2),
+  });
   return (await heldOutLoss(fwd, heldExamples)).loss;
 }
 

@@ -13,13 +13,11 @@ describe("training inside workerd (onnxruntime-web)", () => {
     expect(navigator.userAgent).toBe("Cloudflare-Workers");
     const config = tinyConfig({ heads: 4, kvHeads: 2 });
     const modules = ["q_proj", "v_proj", "down_proj"] as const;
-    const step = await TrainStep.create(
-      workerdOrtRuntime(),
-      config,
-      tinyWeights(config, 4),
-      { lora: { r: 4, scaling: 2, modules: [...modules] } },
-      { quant: "int8" },
-    );
+    const step = await TrainStep.create(workerdOrtRuntime(), config, tinyWeights(config, 4), {
+      kind: "train",
+      spec: { lora: { r: 4, scaling: 2, modules: [...modules] } },
+      quant: "int8",
+    });
     const trainer = new Trainer(step, initLoraParams(config, 4, modules, 1), {
       optimizer: adamW(),
       schedule: { lr: 1e-2, warmupSteps: 2, totalSteps: 25 },

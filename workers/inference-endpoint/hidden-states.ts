@@ -17,7 +17,7 @@ export async function hiddenStates(engine: Engine, req: HiddenStatesRequest): Pr
   const T = Math.max(...lengths);
   const { hidden } = await engine.sessions.use(
     `trunk/${req.layer}`,
-    () => ForwardModel.create(engine.runtime, config, engine.model.weights, { hiddenAfter: req.layer }),
+    () => ForwardModel.create(engine.runtime, config, engine.model.weights, { kind: "hidden", after: req.layer }),
     (model) =>
       model.run({
         ids: req.input_ids.map((r) => [...r, ...Array<number>(T - r.length).fill(0)]),

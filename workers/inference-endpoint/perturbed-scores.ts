@@ -20,7 +20,7 @@ export async function perturbedScores(
   const params = applyTerms(zoInitial(config, weights, req.trains, req.federation_seed), req.terms, req.direction);
   const nll = await engine.sessions.use(
     `perturbed/${JSON.stringify(req.trains)}`,
-    () => ForwardModel.create(engine.runtime, config, weights, { nll: true, inputs: zoSpec(req.trains) }),
+    () => ForwardModel.create(engine.runtime, config, weights, { kind: "forward", nll: true, inputs: zoSpec(req.trains) }),
     (model) => exampleNlls(model, rows, rows.length, undefined, params),
   );
   engine.served.perturbedRows += req.input_ids.length;

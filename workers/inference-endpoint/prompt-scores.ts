@@ -27,7 +27,7 @@ export async function promptScores(
   const prompt = softPromptOf(config, weights, { promptTokens: p.tokens, dimension: p.dimension, seed: p.seed })(p.z);
   const nll = await engine.sessions.use(
     `prompt/${p.tokens}/${p.placement}`,
-    () => ForwardModel.create(engine.runtime, config, weights, { nll: true, inputs: layout.inputs }),
+    () => ForwardModel.create(engine.runtime, config, weights, { kind: "forward", nll: true, inputs: layout.inputs }),
     (model) => exampleNlls(model, rows, rows.length, undefined, new Map([[SOFT_PROMPT, prompt]])),
   );
   engine.served.promptRows += rows.length;

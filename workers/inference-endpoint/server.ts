@@ -49,7 +49,7 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
   const provider = await detectNodeProvider();
   const runtime = ortNodeRuntime(c.threads ?? 2, provider);
   const scorer = await ForwardModel.create(runtime, c.model.config, c.model.weights);
-  const generator = await ForwardModel.create(runtime, c.model.config, c.model.weights, { kvCache: true });
+  const generator = await ForwardModel.create(runtime, c.model.config, c.model.weights, { kind: "step" });
   const V = c.model.config.vocabSize;
   // One forward pass for a whole batch: right-padded rows, each caller gets its own rows of logits.
   const forward = new Batcher<number[], Float32Array>(

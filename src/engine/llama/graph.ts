@@ -20,64 +20,108 @@ export interface LoraPair {
   scaling: number;
 }
 
-/** What a training graph trains; each trainable tensor is a float graph input, the rest stay frozen. */
-export interface TrainSpec {
+/** Tensors a graph takes as float inputs (trained, or fed at every run); the rest stay frozen. */
+export interface TensorSpec {
   /** LoRA on these modules of every layer, as inputs `<linear>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r]. */
   /** `fromLayer`: LoRA only on the layers from this index up (those a split client holds). */
   lora?: { r: number; scaling: number; modules: readonly LinearModule[]; dropout?: number; seed?: number; fromLayer?: number };
-  /** Tensors trained in full, by Hugging Face name (float inputs even on a quantized base). */
+  /** Tensors as inputs in full, by Hugging Face name (float inputs even on a quantized base). */
   full?: readonly string[];
-  /** Trainable prefix embeddings `soft_prompt` [n, hidden] placed before the tokens (prompt tuning). */
+  /** Prefix embeddings `soft_prompt` [n, hidden] placed before the tokens (prompt tuning). */
   softPromptTokens?: number;
-  /**
-   * The soft prompt is not a prefix: input id vocabSize + k stands for its token k wherever a row puts it
-   * (between an example and its label, say: a small causal model barely sees a prefix 100 tokens back).
-   * Forward graphs (`inputs`) only.
-   */
-  softPromptInline?: boolean;
+}
+
+/** What a training graph trains. */
+export interface TrainSpec extends TensorSpec {
   /**
    * Adds a distillation term to the loss (offsite-tuning's emulator distillation, Xiao et al. 2023): with
    * h the hidden state after decoder layer `afterLayer` (original index) and t the input teacher_hidden
    * [B,S,H], weight * sum over positions of distill_weights [B,S] * |h - t|^2 / |t|^2 (normalised MSE).
    */
   distill?: { afterLayer: number; weight: number };
+  /** Inline soft prompts are for forward graphs (InputSpec). */
+  softPromptInline?: never;
 }
 
-export interface ForwardOptions {
+/** A split graph's spec: it starts from hidden states, so no soft prompt can go before the tokens. */
+export type SplitSpec = TrainSpec & { softPromptTokens?: never };
+
+/**
+ * The tensors a forward graph takes as inputs: no loss, so no distillation; its LoRA runs without dropout.
+ * With `softPromptInline` the soft prompt is not a prefix: input id vocabSize + k stands for its token k
+ * wherever a row puts it (between an example and its label, say: a small causal model barely sees a
+ * prefix 100 tokens back).
+ */
+export type InputSpec = TensorSpec & { distill?: never } & (
+    | { softPromptInline?: false }
+    | { softPromptTokens: number; softPromptInline: true }
+  );
+
+/** Frozen LoRA pairs by linear name (`model.layers.N.self_attn.q_proj`), e.g. a loaded adapter. */
+export type FrozenLora = ReadonlyMap<string, LoraPair>;
+
+/** Logits [B, S, V] over the whole model (or an emulator's layers). */
+export interface ForwardGraph {
+  kind: "forward";
   quant?: QuantMode;
-  /** Frozen LoRA pairs by linear name (`model.layers.N.self_attn.q_proj`), e.g. a loaded adapter. */
-  lora?: ReadonlyMap<string, LoraPair>;
-  /** Adds past_key_values inputs and present outputs (for generation). */
-  kvCache?: boolean;
-  /**
-   * Stops after this many decoder layers and outputs `hidden` [B, S, hidden] (transformers'
-   * hidden_states[n]: 0 is the embeddings) instead of logits: the frozen trunk an endpoint serves.
-   */
-  hiddenAfter?: number;
-  /**
-   * Starts at this decoder layer from a `hidden_in` [B, S, hidden] input (the trunk's hidden states
-   * after as many layers, e.g. from an endpoint) instead of token ids: split training's upper part.
-   */
-  fromLayer?: number;
-  /**
-   * The decoder layers to run, by original index, increasing (an offsite-tuning emulator: the adapter's
-   * layers and a uniformly dropped middle); all layers by default. Not combined with fromLayer/hiddenAfter.
-   */
-  layerIndices?: readonly number[];
   /** Adds a `targets` input and an `nll` output [B, S]. */
   nll?: boolean;
+  lora?: FrozenLora;
   /**
-   * Makes a training graph: `targets` and `loss_weights` [B, S] inputs, the scalar output
-   * loss = sum(nll * loss_weights), and `grad.<input>` for every trainable input; no logits output.
+   * Makes these tensors (LoRA pairs, full tensors, a soft prompt) graph inputs, fed at every run: a
+   * black-box method evaluates candidate values without rebuilding the session.
    */
-  train?: TrainSpec;
+  inputs?: InputSpec;
   /**
-   * Makes these tensors (LoRA pairs, full tensors, a soft prompt) graph inputs of a forward graph, fed at
-   * every run: a black-box method evaluates candidate values without rebuilding the session. No loss, no
-   * gradients, no LoRA dropout; not with train.
+   * The decoder layers to run, by original index, increasing (an offsite-tuning emulator: the adapter's
+   * layers and a uniformly dropped middle); all layers by default.
    */
-  inputs?: TrainSpec;
+  layerIndices?: readonly number[];
 }
+
+/** A generation step: past_key_values inputs and present outputs besides the logits. */
+export interface StepGraph {
+  kind: "step";
+  quant?: QuantMode;
+  lora?: FrozenLora;
+}
+
+/**
+ * The frozen trunk an endpoint serves: stops after `after` decoder layers and outputs `hidden` [B, S, hidden]
+ * (transformers' hidden_states[after]: 0 is the embeddings) instead of logits.
+ */
+export interface HiddenGraph {
+  kind: "hidden";
+  quant?: QuantMode;
+  after: number;
+}
+
+/**
+ * A training graph: `targets` and `loss_weights` [B, S] inputs, the scalar output loss =
+ * sum(nll * loss_weights), and `grad.<input>` for every trainable input; no logits output.
+ */
+export interface TrainGraph {
+  kind: "train";
+  quant?: QuantMode;
+  spec: TrainSpec;
+  /** As ForwardGraph's: an offsite-tuning emulator's layers. */
+  layerIndices?: readonly number[];
+}
+
+/**
+ * Split training's upper part: a training graph that starts at decoder layer `fromLayer` from a
+ * `hidden_in` [B, S, hidden] input (the trunk's hidden states after as many layers, e.g. from an
+ * endpoint) instead of token ids.
+ */
+export interface SplitGraph {
+  kind: "split";
+  quant?: QuantMode;
+  spec: SplitSpec;
+  fromLayer: number;
+}
+
+/** The graphs buildLlamaGraph makes: each kind takes only the options that apply to it. */
+export type GraphKind = ForwardGraph | StepGraph | HiddenGraph | TrainGraph | SplitGraph;
 
 export interface TrainableTensor {
   name: string;
@@ -87,7 +131,7 @@ export interface TrainableTensor {
 export const SOFT_PROMPT = "soft_prompt";
 
 /** The trainable graph inputs a spec makes, in a fixed order. */
-export function trainableTensors(c: LlamaConfig, spec: TrainSpec, layers: readonly number[] = allLayers(c)): TrainableTensor[] {
+export function trainableTensors(c: LlamaConfig, spec: TensorSpec, layers: readonly number[] = allLayers(c)): TrainableTensor[] {
   const out: TrainableTensor[] = [];
   if (spec.softPromptTokens) out.push({ name: SOFT_PROMPT, shape: [spec.softPromptTokens, c.hiddenSize] });
   const expected = expectedTensors(c, layers);
@@ -109,38 +153,32 @@ export function trainableTensors(c: LlamaConfig, spec: TrainSpec, layers: readon
 }
 
 /**
- * Graph inputs: input_ids [B,T] int64; position_ids [B,S] int64 and attention_bias [B,1,S,past+S] float
- * (0 where a query may attend, a large negative number elsewhere; see masks.ts), where S = T plus the
- * soft prompt's length; targets [B,S] int64 with nll or train; past_key.N / past_value.N
- * [B,kvHeads,P,headDim] with kvCache; the trainable tensors with train.
- * Outputs: logits [B,S,V] (not with train); nll [B,S]; present_key.N / present_value.N; loss and grad.*.
+ * Graph inputs: input_ids [B,T] int64 (hidden_in [B,S,hidden] for a split graph); position_ids [B,S] int64
+ * and attention_bias [B,1,S,past+S] float (0 where a query may attend, a large negative number elsewhere;
+ * see masks.ts), where S = T plus the soft prompt's length; targets [B,S] int64 with nll and in training
+ * graphs; past_key.N / past_value.N [B,kvHeads,P,headDim] in a step graph; the input tensors of the spec.
+ * Outputs: logits [B,S,V] (forward and step); nll [B,S]; present_key.N / present_value.N; hidden; loss and grad.*.
  */
-export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: ForwardOptions = {}): Uint8Array {
+export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind = { kind: "forward" }): Uint8Array {
   const c = config;
   const quant = opts.quant ?? "f32";
-  const train = opts.train;
-  if (train && opts.inputs) throw new Error("a graph either trains (train) or takes its tensors as inputs (inputs), not both");
-  if (opts.inputs?.distill) throw new Error("inputs: LoRA pairs, full tensors and a soft prompt; no distillation");
+  const train = opts.kind === "train" || opts.kind === "split" ? opts.spec : undefined;
+  const inputs = opts.kind === "forward" ? opts.inputs : undefined;
+  const frozenLora = opts.kind === "forward" || opts.kind === "step" ? opts.lora : undefined;
+  const kvCache = opts.kind === "step";
+  const split = opts.kind === "split";
   // The tensors that are graph inputs: trained, or fed (e.g. perturbed) at every run.
-  const spec =
-    train ?? (opts.inputs ? { ...opts.inputs, ...(opts.inputs.lora ? { lora: { ...opts.inputs.lora, dropout: 0 } } : {}) } : undefined);
-  if (spec?.softPromptTokens && opts.kvCache)
-    throw new Error("a soft prompt with a KV cache is not supported: prefill with the prompt first");
-  if (spec?.softPromptInline && (train || !spec.softPromptTokens))
-    throw new Error("softPromptInline: a forward graph's soft prompt (inputs with softPromptTokens), not a training graph's");
-  const inline = spec?.softPromptInline ? spec.softPromptTokens! : 0;
+  const spec: TensorSpec | undefined =
+    train ?? (inputs ? { ...inputs, ...(inputs.lora ? { lora: { ...inputs.lora, dropout: 0 } } : {}) } : undefined);
+  const inline = inputs?.softPromptInline ? inputs.softPromptTokens : 0;
   const g = new GraphBuilder(train ? "llama_train" : "llama_forward");
-  const fromLayer = opts.fromLayer ?? 0;
+  const fromLayer = split ? opts.fromLayer : 0;
   if (!Number.isInteger(fromLayer) || fromLayer < 0 || fromLayer > c.numLayers)
     throw new Error(`fromLayer must be an integer in [0, ${c.numLayers}], got ${fromLayer}`);
-  if (opts.fromLayer !== undefined && (spec?.softPromptTokens || opts.kvCache))
-    throw new Error("a graph from a cut layer takes hidden states: no soft prompt, no KV cache");
-  const inputIds = opts.fromLayer === undefined ? g.input("input_ids", ElemType.INT64, ["batch", "tokens"]) : "";
+  const inputIds = split ? "" : g.input("input_ids", ElemType.INT64, ["batch", "tokens"]);
   const positionIds = g.input("position_ids", ElemType.INT64, ["batch", "seq"]);
   const bias = g.input("attention_bias", ElemType.FLOAT, ["batch", 1, "seq", "total"]);
-  const positions = opts.layerIndices ?? allLayers(c);
-  if (opts.layerIndices && (opts.fromLayer !== undefined || opts.hiddenAfter !== undefined))
-    throw new Error("layerIndices cannot be combined with fromLayer or hiddenAfter");
+  const positions = (opts.kind === "forward" || opts.kind === "train" ? opts.layerIndices : undefined) ?? allLayers(c);
   positions.forEach((l, p) => {
     if (!Number.isInteger(l) || l < 0 || l >= c.numLayers || (p > 0 && l <= positions[p - 1]!))
       throw new Error(`layerIndices must increase within [0, ${c.numLayers}), got ${JSON.stringify(positions)}`);
@@ -185,7 +223,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     const name = linearName(layer, module);
     const [out, inp] = linearShape(c, module);
     const y = gemmT(x, frozenMatrix(`${name}.weight`, out, inp, quant));
-    const frozen = opts.lora?.get(name);
+    const frozen = frozenLora?.get(name);
     let delta: string | null = null;
     let scaling = 0;
     if (frozen) {
@@ -223,7 +261,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
   // Inline soft-prompt ids (>= vocabSize) read the table's last row, then take their soft-prompt row.
   const tokenIds = () => (inline ? g.op("Min", [flatInputIds, g.ints(c.vocabSize - 1)]) : flatInputIds);
   if (quant === "f32" || trainable.has(EMBED)) {
-    const table = c.tieWordEmbeddings || opts.fromLayer === undefined ? tensor(EMBED, [c.vocabSize, c.hiddenSize]) : "";
+    const table = c.tieWordEmbeddings || !split ? tensor(EMBED, [c.vocabSize, c.hiddenSize]) : "";
     h = inputIds && g.op("Gather", [table, tokenIds()], { axis: 0 });
     tiedHead = () => table;
   } else {
@@ -237,8 +275,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     } else h = "";
     tiedHead = () => g.op("DequantizeLinear", [qName, scale], { axis: 0 });
   }
-  if (opts.fromLayer !== undefined)
-    h = g.op("Reshape", [g.input("hidden_in", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]), g.ints(-1, c.hiddenSize)]);
+  if (split) h = g.op("Reshape", [g.input("hidden_in", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]), g.ints(-1, c.hiddenSize)]);
   if (inline) {
     const isPrompt = g.op("Unsqueeze", [g.op("GreaterOrEqual", [flatInputIds, g.ints(c.vocabSize)]), g.ints(-1)]);
     const promptRows = g.op("Gather", [SOFT_PROMPT, g.op("Max", [g.op("Sub", [flatInputIds, g.ints(c.vocabSize)]), g.ints(0)])], {
@@ -282,10 +319,9 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
         ]);
   const invSqrtD = g.scalar(1 / Math.sqrt(c.headDim));
 
-  const layers = opts.hiddenAfter ?? c.numLayers;
+  const layers = opts.kind === "hidden" ? opts.after : c.numLayers;
   if (!Number.isInteger(layers) || layers < 0 || layers > c.numLayers)
-    throw new Error(`hiddenAfter must be an integer in [0, ${c.numLayers}], got ${layers}`);
-  if (opts.hiddenAfter !== undefined && (train || opts.nll)) throw new Error("a hidden-states graph has no head: it cannot train or score");
+    throw new Error(`a hidden graph's after must be an integer in [0, ${c.numLayers}], got ${layers}`);
   if (train?.distill && !positions.slice(fromLayer, layers).includes(train.distill.afterLayer))
     throw new Error(`distill.afterLayer ${train.distill.afterLayer} is not a layer this graph runs`);
   let distilled = "";
@@ -294,7 +330,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     const q = rope(heads(linear(x, l, "q_proj"), c.numHeads));
     let k = rope(heads(linear(x, l, "k_proj"), c.numKvHeads));
     let v = heads(linear(x, l, "v_proj"), c.numKvHeads);
-    if (opts.kvCache) {
+    if (kvCache) {
       const kvShape = ["batch", c.numKvHeads, "past", c.headDim];
       k = g.op("Concat", [g.input(`past_key.${l}`, ElemType.FLOAT, kvShape), k], { axis: 2 }, { outputs: [`present_key.${l}`] });
       v = g.op("Concat", [g.input(`past_value.${l}`, ElemType.FLOAT, kvShape), v], { axis: 2 }, { outputs: [`present_value.${l}`] });
@@ -316,7 +352,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     if (l === train?.distill?.afterLayer) distilled = h;
   }
 
-  if (opts.hiddenAfter !== undefined) {
+  if (opts.kind === "hidden") {
     g.op("Reshape", [h, shapeBS(c.hiddenSize)], {}, { outputs: ["hidden"] });
     g.output("hidden", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]);
     return g.toBytes();
@@ -328,7 +364,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: For
     g.op("Reshape", [logits2d, shapeBS(c.vocabSize)], {}, { outputs: ["logits"] });
     g.output("logits", ElemType.FLOAT, ["batch", "seq", c.vocabSize]);
   }
-  if (opts.nll || train) {
+  if ((opts.kind === "forward" && opts.nll) || train) {
     const targets = g.input("targets", ElemType.INT64, ["batch", "seq"]);
     const logp = g.op("LogSoftmax", [logits2d], { axis: -1 });
     const picked = g.op("GatherElements", [logp, g.op("Reshape", [targets, g.ints(-1, 1)])], { axis: 1 });

@@ -6,8 +6,9 @@ import { feedParams, llamaFeeds } from "../forward.ts";
 import {
   buildLlamaGraph,
   trainableTensors,
-  type ForwardOptions,
+  type SplitGraph,
   type TrainableTensor,
+  type TrainGraph,
   type TrainSpec,
   type Weights,
 } from "../llama/graph.ts";
@@ -22,7 +23,7 @@ export interface TrainBatch {
   targets: readonly (readonly number[])[];
   /** [B][T] weight of each position's NLL in the loss (e.g. 1 / number of predicted tokens). */
   lossWeights: readonly (readonly number[])[];
-  /** [B, T, hidden]: the trunk's hidden states, for a graph built from a cut layer (fromLayer). */
+  /** [B, T, hidden]: the trunk's hidden states, for a split graph (from a cut layer). */
   hidden?: Float32Array;
   /** [B, T, hidden]: the teacher's hidden states, for a graph with a distillation term (spec.distill). */
   teacherHidden?: Float32Array;
@@ -44,28 +45,16 @@ export class TrainStep {
   private readonly session: Session;
   private readonly split: boolean;
 
-  private constructor(config: LlamaConfig, spec: TrainSpec, session: Session, split: boolean, layers?: readonly number[]) {
+  private constructor(config: LlamaConfig, graph: TrainGraph | SplitGraph, session: Session) {
     this.config = config;
-    this.spec = spec;
-    this.tensors = trainableTensors(config, spec, layers);
+    this.spec = graph.spec;
+    this.tensors = trainableTensors(config, graph.spec, graph.kind === "train" ? graph.layerIndices : undefined);
     this.session = session;
-    this.split = split;
+    this.split = graph.kind === "split";
   }
 
-  static async create(
-    runtime: Runtime,
-    config: LlamaConfig,
-    weights: Weights,
-    spec: TrainSpec,
-    opts: Pick<ForwardOptions, "quant" | "lora" | "fromLayer" | "layerIndices"> = {},
-  ): Promise<TrainStep> {
-    return new TrainStep(
-      config,
-      spec,
-      await runtime.createSession(buildLlamaGraph(config, weights, { ...opts, train: spec })),
-      opts.fromLayer !== undefined,
-      opts.layerIndices,
-    );
+  static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, graph: TrainGraph | SplitGraph): Promise<TrainStep> {
+    return new TrainStep(config, graph, await runtime.createSession(buildLlamaGraph(config, weights, graph)));
   }
 
   async run(batch: TrainBatch, params: ReadonlyMap<string, Float32Array>): Promise<StepResult> {

@@ -6,7 +6,7 @@ import type { TokenizedExample } from "../../data/examples.ts";
 import { exampleBatch } from "../../data/examples.ts";
 import { shuffled } from "../../data/lm-windows.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
-import type { TrainSpec, Weights } from "../../engine/llama/graph.ts";
+import type { SplitGraph, TrainGraph, Weights } from "../../engine/llama/graph.ts";
 import { graphName } from "../../engine/lora/peft.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { Runtime } from "../../engine/runtime.ts";
@@ -21,9 +21,8 @@ import { padStates, trunkStates, type TrunkCache, type TrunkEndpoint } from "./t
 
 /** What a gradient method trains and which layers its graph runs (its client side's plan). */
 export interface GradientPlan {
-  spec: TrainSpec;
-  /** The graph's layers: from a cut (the trunk's states are inputs), or an emulator's by original index. */
-  graph: { fromLayer?: number; layerIndices?: readonly number[] };
+  /** The training graph: from a cut (the trunk's states are inputs), or on an emulator's layers by original index. */
+  graph: TrainGraph | SplitGraph;
   /** The decoder layers to load (all when absent): no client holds weights its graph never runs. */
   layers?: number[];
   /** The cut, when the trunk below it runs at an endpoint. */
@@ -88,8 +87,7 @@ export async function runLocalSteps(
   const { plan } = task;
   const key = JSON.stringify([plan, task.quant]);
   const step =
-    model.sessions?.get(key) ??
-    (await TrainStep.create(model.runtime, model.config, model.weights, plan.spec, { quant: task.quant, ...plan.graph }));
+    model.sessions?.get(key) ?? (await TrainStep.create(model.runtime, model.config, model.weights, { ...plan.graph, quant: task.quant }));
   model.sessions?.set(key, step);
   const globalParams: TensorMap = new Map([...global].map(([k, t]) => [graphName(k), t]));
   const copy = (t: TensorMap): TensorMap => new Map([...t].map(([k, v]) => [k, Float32Array.from(v)]));

@@ -79,7 +79,7 @@ function coordinates(name: string, size: number, seed: number): number[] {
 
 describe.each(["f32", "int8", "int4"] as const)("training-graph gradients on a %s base", (quant) => {
   it.each(SPECS)("%s: float32 gradients match float64 finite differences (rel ≤ 1e-3)", async (_, spec) => {
-    const step = await TrainStep.create(ortNodeRuntime(), config, weights, spec, { quant });
+    const step = await TrainStep.create(ortNodeRuntime(), config, weights, { kind: "train", spec, quant });
     const params = initialParams(spec);
     const { loss, grads } = await step.run(batch, params);
     const base = effectiveWeights(weights, config, quant, new Set(spec.full ?? []));
@@ -134,7 +134,7 @@ describe("a distillation term (offsite-tuning's emulator distillation)", () => {
       for (const n of full) w.set(n, p.get(n)!);
       return lossAt({ full }, weights, p) + distillAt(w);
     };
-    const step = await TrainStep.create(ortNodeRuntime(), config, weights, spec);
+    const step = await TrainStep.create(ortNodeRuntime(), config, weights, { kind: "train", spec });
     const params = new Map(full.map((n) => [n, Float32Array.from(weights.get(n)!)]));
     const { loss, grads, distillLoss } = await step.run({ ...batch, teacherHidden: teacher }, params);
     expect(distillLoss).toBeCloseTo(distillAt(weights), 5);

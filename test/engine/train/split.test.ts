@@ -31,15 +31,15 @@ describe.each([
     for (const [name, p] of tinyLora(config, [...modules], 4, 8))
       if (Number(name.split(".")[2]) >= cut) params.set(`${name}.lora_A.weight`, p.a).set(`${name}.lora_B.weight`, p.b);
 
-    const whole = await TrainStep.create(rt, config, weights, spec, { quant });
+    const whole = await TrainStep.create(rt, config, weights, { kind: "train", spec, quant });
     expect(whole.tensors.map((t) => t.name).sort()).toEqual([...params.keys()].sort());
     const e2e = await whole.run(batch, params);
 
     // The trunk (at the same precision as the end-to-end bottom) gives hidden states after `cut`
     // layers; the client's graph starts there.
-    const trunk = await ForwardModel.create(rt, config, weights, { hiddenAfter: cut, quant });
+    const trunk = await ForwardModel.create(rt, config, weights, { kind: "hidden", after: cut, quant });
     const { hidden } = await trunk.run({ ids: batch.ids });
-    const upper = await TrainStep.create(rt, config, weights, spec, { quant, fromLayer: cut });
+    const upper = await TrainStep.create(rt, config, weights, { kind: "split", spec, quant, fromLayer: cut });
     const split = await upper.run({ ...batch, hidden: hidden! }, params);
 
     expect(Math.abs(split.loss - e2e.loss)).toBeLessThan(1e-4);
@@ -52,13 +52,11 @@ describe.each([
 });
 
 it("refuses a split step without the trunk's hidden states", async () => {
-  const step = await TrainStep.create(
-    ortNodeRuntime(),
-    config,
-    weights,
-    { lora: { r: 4, scaling: 2, modules: ["q_proj"], fromLayer: 2 } },
-    { fromLayer: 2 },
-  );
+  const step = await TrainStep.create(ortNodeRuntime(), config, weights, {
+    kind: "split",
+    spec: { lora: { r: 4, scaling: 2, modules: ["q_proj"], fromLayer: 2 } },
+    fromLayer: 2,
+  });
   await expect(step.run(batch, new Map())).rejects.toMatchObject({
     code: "input_invalid",
     message: expect.stringMatching(/hidden states/),

@@ -23,7 +23,7 @@ const spec = { lora: { r: 4, scaling: 2, modules: ["q_proj", "v_proj"] as ("q_pr
 
 describe("Trainer", () => {
   it("accumulating two micro-batches gives the same update as one batch of both", async () => {
-    const step = await TrainStep.create(ortNodeRuntime(), config, weights, spec);
+    const step = await TrainStep.create(ortNodeRuntime(), config, weights, { kind: "train", spec });
     const run = async (micro: ReturnType<typeof exampleBatch>[]) => {
       const params = initLoraParams(config, 4, spec.lora.modules, 1);
       for (const v of params.values()) v.forEach((_, i, a) => (a[i] = a[i] || 0.01 * Math.sin(i)));
@@ -42,7 +42,11 @@ describe("Trainer", () => {
     ["ort-node", ortNodeRuntime],
     ["ort-web", ortWebRuntime],
   ] as const)("lowers the training loss with AdamW on %s, int8 base", async (_, rt) => {
-    const step = await TrainStep.create(rt(), config, weights, { lora: { ...spec.lora, dropout: 0.1 } }, { quant: "int8" });
+    const step = await TrainStep.create(rt(), config, weights, {
+      kind: "train",
+      spec: { lora: { ...spec.lora, dropout: 0.1 } },
+      quant: "int8",
+    });
     const trainer = new Trainer(step, initLoraParams(config, 4, spec.lora.modules, 2), {
       optimizer: adamW(),
       schedule: { lr: 1e-2, warmupSteps: 2, totalSteps: 30 },

@@ -37,7 +37,11 @@ const task = (method: Partial<FedKSeedConfig>, steps = 12, lr = 1e-3): ZoTask =>
 
 /** The mean NLL of all the examples with the method's tensors at `params`. */
 async function lossAt(t: ZoTask, params: TensorMap): Promise<number> {
-  const forward = await ForwardModel.create(model.runtime, config, model.weights, { nll: true, inputs: zoSpec(t.method.trains) });
+  const forward = await ForwardModel.create(model.runtime, config, model.weights, {
+    kind: "forward",
+    nll: true,
+    inputs: zoSpec(t.method.trains),
+  });
   const b = exampleBatch(examples);
   const { nll } = await forward.run({ ids: b.ids, mask: b.mask!, targets: b.targets, params });
   return b.lossWeights.flat().reduce((s, w, i) => s + w * nll![i]!, 0);
@@ -104,7 +108,11 @@ describe("a FedKSeed client's local work", () => {
     const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const state = await zoLocalSteps(model, t, labeled, startZo(w0));
     const j = [...state.sums.keys()][0]!;
-    const forward = await ForwardModel.create(model.runtime, config, model.weights, { nll: true, inputs: zoSpec(t.method.trains) });
+    const forward = await ForwardModel.create(model.runtime, config, model.weights, {
+      kind: "forward",
+      nll: true,
+      inputs: zoSpec(t.method.trains),
+    });
     const items = pairs.map((p) => ({ prompt: p.prompt, label: p.completion.trim() }));
     const ce = async (scale: number) =>
       (await labelAccuracy(forward, tok, items, labels, { maxTokens: 32, params: perturbed(w0, seedPool(t.federationSeed, 8)[j]!, scale) }))

@@ -98,7 +98,8 @@ async function reference(
     ),
   };
 }
-const base = async () => reference(await ForwardModel.create(ctx.runtime, model.config, model.weights, { quant: "f32", nll: true }));
+const base = async () =>
+  reference(await ForwardModel.create(ctx.runtime, model.config, model.weights, { kind: "forward", quant: "f32", nll: true }));
 
 function expectScores(got: { loss: number; accuracy: number | null; balanced: number | null }, want: typeof got) {
   expect(got.loss).toBeCloseTo(want.loss, 5);
@@ -175,9 +176,12 @@ describe("run sides", () => {
     ]) {
       const m = parsed({ type: "fedkseed", k: 16, labels, labelWords: ["offer", "work"], trains });
       const v0 = version0(m);
-      const want = await reference(await ForwardModel.create(ctx.runtime, model.config, model.weights, { quant: "f32", nll: true }), {
-        words: ["offer", "work"],
-      });
+      const want = await reference(
+        await ForwardModel.create(ctx.runtime, model.config, model.weights, { kind: "forward", quant: "f32", nll: true }),
+        {
+          words: ["offer", "work"],
+        },
+      );
       expectScores(await score(m, v0), want);
       const moved = new Map([[SEED_SUMS, Float32Array.from({ length: 16 }, (_, i) => (i % 3) - 1)]]);
       expect((await score(m, moved)).loss).not.toBeCloseTo(want.loss, 6);
@@ -190,7 +194,12 @@ describe("run sides", () => {
       const version = new Map([...version0(m)].map(([n, t]) => [n, n === "mean" ? t.map((_, i) => 0.3 * (i - 2)) : t]));
       const prompt = softPromptOf(model.config, model.weights, { promptTokens: 2, dimension: 6, seed: SEED })([...version.get("mean")!]);
       const { inputs, after } = softPromptLayout(model.config, 2, placement);
-      const forward = await ForwardModel.create(ctx.runtime, model.config, model.weights, { quant: "f32", nll: true, inputs });
+      const forward = await ForwardModel.create(ctx.runtime, model.config, model.weights, {
+        kind: "forward",
+        quant: "f32",
+        nll: true,
+        inputs,
+      });
       expectScores(await score(m, version), await reference(forward, { params: new Map([[SOFT_PROMPT, prompt]]), after }));
     }
   });
@@ -198,7 +207,7 @@ describe("run sides", () => {
   it("discrete prompts: a version scores by its most probable prompt, the loss being the label words' NLL per token", async () => {
     const m = parsed({ type: "discrete", slots: 2, phrases: ["free", "money", "meeting"], labels, placement: "suffix" });
     const version = new Map([["probs", Float32Array.of(0.2, 0.5, 0.3, 0.6, 0.1, 0.3)]]);
-    const forward = await ForwardModel.create(ctx.runtime, model.config, model.weights, { quant: "f32", nll: true });
+    const forward = await ForwardModel.create(ctx.runtime, model.config, model.weights, { kind: "forward", quant: "f32", nll: true });
     const r = await promptAccuracy(
       localRowScorer(forward),
       promptTokens(model.tokenizer, ["free", "money", "meeting"], labels, "suffix"),

@@ -21,7 +21,11 @@ export const discreteRun: RunMethod<DiscreteConfig> = {
   async score(m, version, ctx) {
     const task = ctx.task;
     if (!task) throw new MethodError("method_invalid", NEEDS_LABELS);
-    const forward = await ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, { quant: ctx.quant, nll: true });
+    const forward = await ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, {
+      kind: "forward",
+      quant: ctx.quant,
+      nll: true,
+    });
     try {
       const r = await promptAccuracy(
         localRowScorer(forward),

@@ -17,7 +17,7 @@ export const fedbptRun: RunMethod<FedBptConfig> = {
     const space = { promptTokens: m.promptTokens, dimension: m.dimension, seed: ctx.seed };
     const prompt = softPromptOf(c, ctx.model.weights, space)(bbtGlobalOf(version).mean);
     const { inputs, after } = softPromptLayout(c, m.promptTokens, m.placement);
-    const forward = await ForwardModel.create(ctx.runtime, c, ctx.model.weights, { quant: ctx.quant, nll: true, inputs });
+    const forward = await ForwardModel.create(ctx.runtime, c, ctx.model.weights, { kind: "forward", quant: ctx.quant, nll: true, inputs });
     return scoreModel(ctx, { forward, params: new Map([[SOFT_PROMPT, prompt]]), after, verbalizer: m });
   },
   usage: () => "the mean z and squared step size; the soft prompt is p0 + A z (src/fl/methods/fedbpt/search.ts)",

@@ -6,7 +6,7 @@
 // examples) and pools their step sizes: only d + 1 numbers cross the wire each way, never a d x d matrix.
 import type { LlamaConfig } from "../../../engine/config.ts";
 import { ForwardModel } from "../../../engine/forward.ts";
-import { SOFT_PROMPT, type TrainSpec, type Weights } from "../../../engine/llama/graph.ts";
+import { SOFT_PROMPT, type InputSpec, type Weights } from "../../../engine/llama/graph.ts";
 import { EMBED } from "../../../engine/llama/names.ts";
 import type { Runtime } from "../../../engine/runtime.ts";
 import { leadingSpecialIds, type TextTokenizer } from "../../../engine/tokenizer/load.ts";
@@ -71,7 +71,7 @@ export function initialPrompt(c: LlamaConfig, weights: Weights, space: BbtSpace)
  * How a soft prompt of n tokens enters a forward graph: a prefix (BBT), or, placed as a suffix, inline
  * after each prompt as the ids vocabSize..vocabSize+n-1 (`after`), so the label words follow it directly.
  */
-export function softPromptLayout(c: LlamaConfig, n: number, placement: PromptPlacement): { inputs: TrainSpec; after: number[] } {
+export function softPromptLayout(c: LlamaConfig, n: number, placement: PromptPlacement): { inputs: InputSpec; after: number[] } {
   if (placement === "prefix") return { inputs: { softPromptTokens: n }, after: [] };
   return { inputs: { softPromptTokens: n, softPromptInline: true }, after: Array.from({ length: n }, (_, k) => c.vocabSize + k) };
 }
@@ -171,6 +171,7 @@ export async function localPromptScorer(
   maxTokens: number,
 ): Promise<PromptScorer> {
   const model = await ForwardModel.create(runtime, c, weights, {
+    kind: "forward",
     nll: true,
     inputs: softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix").inputs,
   });

@@ -24,7 +24,7 @@ export const fedkseedRun: RunMethod<FedKSeedConfig> = {
       cumulative,
     );
     const t = m.trains;
-    const opts = { quant: ctx.quant, nll: true } as const;
+    const opts = { kind: "forward", quant: ctx.quant, nll: true } as const;
     const forward =
       t.type === "full"
         ? await ForwardModel.create(ctx.runtime, c, new Map([...ctx.model.weights, ...params]), opts)

@@ -6,7 +6,7 @@ import type { TokenizedExample } from "../../../data/examples.ts";
 import { exampleNlls, labelRows, scoresOfLabelRows, verbalizerCrossEntropy } from "../../../engine/train/evaluate.ts";
 import type { LlamaConfig } from "../../../engine/config.ts";
 import { ForwardModel } from "../../../engine/forward.ts";
-import type { TrainSpec, Weights } from "../../../engine/llama/graph.ts";
+import type { InputSpec, Weights } from "../../../engine/llama/graph.ts";
 import { expectedTensors, type LinearModule } from "../../../engine/llama/names.ts";
 import { initLoraParams } from "../../../engine/lora/init.ts";
 import { loraScaling } from "../../../engine/lora/peft.ts";
@@ -48,7 +48,7 @@ export interface ZoState<P = TensorMap> {
 }
 
 /** The tensors the method moves, as graph inputs. */
-export function zoSpec(t: ZoTrains): TrainSpec {
+export function zoSpec(t: ZoTrains): InputSpec {
   if (t.type === "full") return { full: t.tensors };
   return {
     lora: { r: t.r, scaling: loraScaling({ r: t.r, alpha: t.alpha, useRslora: t.rslora }), modules: t.targetModules as LinearModule[] },
@@ -114,6 +114,7 @@ export async function zoLocalSteps(
   history?: readonly (readonly number[])[],
 ): Promise<ZoState> {
   const forward = await ForwardModel.create(model.runtime, model.config, model.weights, {
+    kind: "forward",
     quant: task.quant,
     nll: true,
     inputs: zoSpec(task.method.trains),

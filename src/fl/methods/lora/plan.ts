@@ -19,8 +19,8 @@ export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boole
     seed: opts.seed,
     fromLayer: m.fromLayer,
   };
-  if (!opts.offloaded) return { spec: { lora }, graph: {} };
+  if (!opts.offloaded) return { graph: { kind: "train", spec: { lora } } };
   if (m.fromLayer === 0)
     throw new MethodError("method_invalid", "offloading the trunk needs the method's fromLayer above 0 (LoRA only above the cut)");
-  return { spec: { lora }, graph: { fromLayer: m.fromLayer }, layers: loraLayers(m, c), cut: m.fromLayer };
+  return { graph: { kind: "split", spec: { lora }, fromLayer: m.fromLayer }, layers: loraLayers(m, c), cut: m.fromLayer };
 }

@@ -25,7 +25,12 @@ export const loraRun: RunMethod<LoraConfig> = {
   serviceNote: (m) => `serves the trunk: clients hold only layers ${m.fromLayer}+`,
   async score(m, version, ctx) {
     const lora = loraPairs(version, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));
-    const forward = await ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, { quant: ctx.quant, nll: true, lora });
+    const forward = await ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, {
+      kind: "forward",
+      quant: ctx.quant,
+      nll: true,
+      lora,
+    });
     return scoreModel(ctx, { forward });
   },
   usage: (_m, _final, paths) => `npx fedflare score --model ${paths.modelDir} --adapter ${paths.adapterDir} --text "..."`,

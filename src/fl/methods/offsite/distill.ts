@@ -41,14 +41,12 @@ export async function distillEmulator(
   if (middle.length === 0) throw new FlError("strategy_invalid", "distillation needs middle layers in the emulator (middle > 0)");
   const names = [...expectedTensors(c, middle).keys()].filter((n) => n.startsWith("model.layers."));
   // The teacher's hidden state after the full middle: hidden_states[numLayers - top].
-  const teacher = await ForwardModel.create(runtime, c, full, { hiddenAfter: c.numLayers - split.top });
-  const student = await TrainStep.create(
-    runtime,
-    c,
-    emulator,
-    { full: names, distill: { afterLayer: middle.at(-1)!, weight: o.weight ?? 1 } },
-    { layerIndices: layout.emulator },
-  );
+  const teacher = await ForwardModel.create(runtime, c, full, { kind: "hidden", after: c.numLayers - split.top });
+  const student = await TrainStep.create(runtime, c, emulator, {
+    kind: "train",
+    spec: { full: names, distill: { afterLayer: middle.at(-1)!, weight: o.weight ?? 1 } },
+    layerIndices: layout.emulator,
+  });
   const trainer = new Trainer(student, new Map(names.map((n) => [n, Float32Array.from(emulator.get(n)!)])), {
     optimizer: adamW({ weightDecay: 0 }),
     schedule: { lr: o.lr, warmupSteps: Math.floor(o.steps / 10), totalSteps: o.steps },

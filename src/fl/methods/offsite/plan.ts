@@ -6,5 +6,8 @@ import { adapterTensorNames, offsiteLayout } from "./emulator.ts";
 /** Offsite-tuning fully trains the adapter's layers on the emulator's layers (Xiao et al. 2023); it loads only those. */
 export function offsitePlan(m: OffsiteConfig, c: LlamaConfig): GradientPlan {
   const layout = offsiteLayout(c.numLayers, m);
-  return { spec: { full: adapterTensorNames(c, layout) }, graph: { layerIndices: layout.emulator }, layers: layout.emulator };
+  return {
+    graph: { kind: "train", spec: { full: adapterTensorNames(c, layout) }, layerIndices: layout.emulator },
+    layers: layout.emulator,
+  };
 }

@@ -23,7 +23,9 @@ export const offsiteRun: RunMethod<OffsiteConfig> = {
   async score(m, version, ctx) {
     const c = ctx.model.config;
     const weights = plugIn(c, ctx.model.weights, version, offsiteLayout(c.numLayers, m));
-    return scoreModel(ctx, { forward: await ForwardModel.create(ctx.runtime, c, weights, { quant: ctx.quant, nll: true }) });
+    return scoreModel(ctx, {
+      forward: await ForwardModel.create(ctx.runtime, c, weights, { kind: "forward", quant: ctx.quant, nll: true }),
+    });
   },
   usage: (_m, _final, paths) => `npx fedflare offsite plug-in --model ${paths.modelDir} --adapter ${paths.adapterDir} --out DIR`,
 };
