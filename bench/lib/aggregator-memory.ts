@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { closeSegments, StreamingSum } from "../../durable-objects/aggregator/accumulator.ts";
 import { writeBlob, type SqlExec } from "../../durable-objects/shared/blobs.ts";
+import { nodeSql } from "./node-sql.ts";
 import { parseLlamaConfig } from "../../src/engine/config.ts";
 import type { LinearModule } from "../../src/engine/llama/names.ts";
 import { initLoraParams } from "../../src/engine/lora/init.ts";
@@ -35,31 +36,20 @@ export const BENCH_MODEL = {
 };
 export const BENCH_MODULES: LinearModule[] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
-/** A Durable Object's SQL over node:sqlite: what the accumulator calls (exec, toArray, one), blobs as ArrayBuffers as workerd returns them. */
 interface Probe {
   on: boolean;
   low: number;
   high: number;
 }
 
+/** The SQL the accumulator runs, sampling live memory before each statement while the probe is on. */
 function sqlStorage(db: DatabaseSync, probe: Probe): SqlExec {
-  const exec = (query: string, ...bindings: unknown[]) => {
-    if (probe.on) {
-      const now = live();
-      probe.low = Math.min(probe.low, now);
-      probe.high = Math.max(probe.high, now);
-    }
-    const rows = db
-      .prepare(query)
-      .all(...(bindings as (Uint8Array | number | string)[]))
-      .map((r) =>
-        Object.fromEntries(
-          Object.entries(r).map(([k, v]) => [k, v instanceof Uint8Array ? v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength) : v]),
-        ),
-      );
-    return { toArray: () => rows, one: () => rows[0] };
-  };
-  return { exec } as unknown as SqlExec;
+  return nodeSql(db, () => {
+    if (!probe.on) return;
+    const now = live();
+    probe.low = Math.min(probe.low, now);
+    probe.high = Math.max(probe.high, now);
+  });
 }
 
 const gc = (globalThis as { gc?: () => void }).gc!;

@@ -4,6 +4,8 @@
 import { assertModelBounds, parseLlamaConfig } from "../../src/engine/config.ts";
 import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { serverMethods } from "../../src/fl/methods/server.ts";
+import type { Strategy } from "../../src/fl/strategy.ts";
+import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { type FederationConfig, parseFederationConfig } from "../../src/protocol/federation.ts";
 import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
@@ -37,7 +39,7 @@ export class Federations {
     const parsed = refusingConfig("", () => parseFederationConfig(json));
     const { side, config: method } = refusingConfig("federation config", () => serverMethods.parse(parsed.method));
     const config: FederationConfig = { ...parsed, method: method as FederationConfig["method"] };
-    refusingConfig("", () => createStrategy(config.strategy));
+    const strategy = refusingConfig("", () => createStrategy(config.strategy));
     if (side.strategies && !side.strategies.names.includes(config.strategy.name))
       throw new AggregatorError(
         "config_invalid",
@@ -52,6 +54,7 @@ export class Federations {
     const floats = refusingConfig("", () => side.versionFloats(method, model));
     checkVersionSize(floats, config.maxUploadBytes);
     const initial = refusingConfig("", () => side.initial(method, config, model));
+    const version0 = initial.tensors && strategy.initialParameters ? startingFrom(strategy, initial.tensors) : initial.tensors;
     this.store.storage.transactionSync(() => {
       this.store.sql.exec(
         "INSERT INTO federations (id, config, created_at, version) VALUES (?, ?, ?, 0)",
@@ -59,7 +62,7 @@ export class Federations {
         JSON.stringify(config),
         now,
       );
-      if (initial.tensors) writeBlob(this.store.sql, keys.version(config.id, 0), initial.tensors);
+      if (version0) writeBlob(this.store.sql, keys.version(config.id, 0), version0);
       writeBlob(this.store.sql, keys.description(config.id), new TextEncoder().encode(initial.description));
     });
     return this.store.get(config.id);
@@ -126,6 +129,13 @@ export class Federations {
   upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
     return this.uploads.upload(u, now);
   }
+}
+
+/** Version 0 as the strategy starts from the method's (Flower's initialize_parameters), in the same layout. */
+function startingFrom(strategy: Strategy, methodInitial: Uint8Array): Uint8Array {
+  const file = decodeTensorFile(methodInitial, "version 0");
+  const tensors = strategy.initialParameters!(file.tensors);
+  return encodeTensorFile(tensors, file.shapes, file.metadata);
 }
 
 /**

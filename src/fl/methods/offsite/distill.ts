@@ -12,7 +12,7 @@ import { adamW } from "../../../engine/train/optimizer.ts";
 import { TrainStep } from "../../../engine/train/step.ts";
 import { Trainer } from "../../../engine/train/trainer.ts";
 import { shuffled, windowBatch } from "../../../data/lm-windows.ts";
-import { FlError } from "../../errors.ts";
+import { MethodError } from "../errors.ts";
 import type { OffsiteLayout, OffsiteSplit } from "./emulator.ts";
 
 export interface DistillOptions {
@@ -38,7 +38,7 @@ export async function distillEmulator(
   o: DistillOptions,
 ): Promise<Map<string, Float32Array>> {
   const middle = layout.emulator.filter((l) => !layout.adapter.includes(l));
-  if (middle.length === 0) throw new FlError("strategy_invalid", "distillation needs middle layers in the emulator (middle > 0)");
+  if (middle.length === 0) throw new MethodError("method_invalid", "distillation needs middle layers in the emulator (middle > 0)");
   const names = [...expectedTensors(c, middle).keys()].filter((n) => n.startsWith("model.layers."));
   // The teacher's hidden state after the full middle: hidden_states[numLayers - top].
   const teacher = await ForwardModel.create(runtime, c, full, { kind: "hidden", after: c.numLayers - split.top });

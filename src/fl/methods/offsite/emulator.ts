@@ -6,6 +6,7 @@
 import type { LlamaConfig } from "../../../engine/config.ts";
 import { EMBED, FINAL_NORM, LM_HEAD, expectedTensors } from "../../../engine/llama/names.ts";
 import { FlError } from "../../errors.ts";
+import { MethodError } from "../errors.ts";
 
 export interface OffsiteSplit {
   bottom: number;
@@ -24,10 +25,10 @@ export interface OffsiteLayout {
 export function offsiteLayout(numLayers: number, s: OffsiteSplit): OffsiteLayout {
   const M = numLayers - s.bottom - s.top;
   if (s.bottom < 0 || s.top < 0 || M < 0)
-    throw new FlError("strategy_invalid", `offsite split: bottom ${s.bottom} + top ${s.top} exceeds the model's ${numLayers} layers`);
+    throw new MethodError("method_invalid", `offsite split: bottom ${s.bottom} + top ${s.top} exceeds the model's ${numLayers} layers`);
   if (s.middle < 0 || s.middle > M || (s.middle === 1 && M > 1))
-    throw new FlError(
-      "strategy_invalid",
+    throw new MethodError(
+      "method_invalid",
       `offsite split: keep 0, or 2 to ${M} middle layers (the first and last are kept), not ${s.middle}`,
     );
   const kept =
