@@ -6,7 +6,6 @@ import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { serverMethods } from "../../src/fl/methods/server.ts";
 import type { Strategy } from "../../src/fl/strategy.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { type FederationConfig, parseFederationConfig } from "../../src/protocol/federation.ts";
 import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
 import { AggregatorError, refusingConfig } from "./errors.ts";
@@ -36,9 +35,8 @@ export class Federations {
    * the model's shapes, the version's size) and stores the federation with its version 0 and description.
    */
   create(json: unknown, now: number): FederationView {
-    const parsed = refusingConfig("", () => parseFederationConfig(json));
-    const { side, config: method } = refusingConfig("federation config", () => serverMethods.parse(parsed.method));
-    const config: FederationConfig = { ...parsed, method: method as FederationConfig["method"] };
+    const { config, side } = refusingConfig("", () => serverMethods.parseFederation(json));
+    const method = config.method;
     const strategy = refusingConfig("", () => createStrategy(config.strategy));
     if (side.strategies && !side.strategies.names.includes(config.strategy.name))
       throw new AggregatorError(

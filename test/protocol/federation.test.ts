@@ -1,5 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { parseFederationConfig, parseUploadMetadata } from "../../src/protocol/federation.ts";
+import { serverMethods } from "../../src/fl/methods/server.ts";
+import { parseUploadMetadata } from "../../src/protocol/federation.ts";
+
+/** A federation config as the aggregator parses it: its fields, then its method by the method's own schema. */
+const parseFederationConfig = (json: unknown) => serverMethods.parseFederation(json).config;
 import { federationConfig } from "../fixtures/federation.ts";
 
 // biome-ignore lint/suspicious/noExplicitAny: the cases below set fields at every depth of a config

@@ -2,6 +2,7 @@
 // aggregator reads server sides, a client worker client sides, `fedflare run` run sides. A method
 // outside this folder (a test's, a user's) is added with `add` in its worker's entry.
 import * as v from "valibot";
+import { ConfigError, type FederationConfig, parseFederationConfig } from "../../protocol/federation.ts";
 import { MethodError } from "./errors.ts";
 import type { MethodConfig } from "./method.ts";
 
@@ -45,5 +46,20 @@ export class MethodRegistry<S extends { type: string; config: v.GenericSchema<un
       throw new MethodError("method_invalid", `field "method${path ? `.${path}` : ""}": ${issue.message}`);
     }
     return { side, config: r.output };
+  }
+
+  /**
+   * A federation config with its method validated by that method's own schema (defaults filled in): the
+   * one parse of a config, refused as ConfigError `config_invalid` naming the field.
+   */
+  parseFederation(json: unknown): { config: FederationConfig; side: S } {
+    const config = parseFederationConfig(json);
+    try {
+      const { side, config: method } = this.parse(config.method);
+      return { config: { ...config, method: method as FederationConfig["method"] }, side };
+    } catch (e) {
+      if (e instanceof MethodError) throw new ConfigError("config_invalid", `federation config: ${e.message}`, { cause: e });
+      throw e;
+    }
   }
 }

@@ -11,7 +11,7 @@ export const fedbptRun: RunMethod<FedBptConfig> = {
   type: "fedbpt",
   config: FedBptConfig,
   service: () => "none",
-  taskRefusal: (m, task) => verbalizerRefusal(m, task),
+  taskRefusal: verbalizerRefusal,
   async score(m, version, ctx) {
     const c = ctx.model.config;
     const space = { promptTokens: m.promptTokens, dimension: m.dimension, seed: ctx.seed };

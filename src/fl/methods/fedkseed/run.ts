@@ -12,7 +12,7 @@ export const fedkseedRun: RunMethod<FedKSeedConfig> = {
   type: "fedkseed",
   config: FedKSeedConfig,
   service: () => "none",
-  taskRefusal: (m, task) => verbalizerRefusal(m, task),
+  taskRefusal: verbalizerRefusal,
   async score(m, version, ctx) {
     const c = ctx.model.config;
     const sums = version.get(SEED_SUMS);
