@@ -1,24 +1,24 @@
 // The reference inference endpoint's HTTP API (hono): an OpenAI-compatible subset (GET /v1/models,
-// POST /v1/completions) and fedflare's POST /v1/hidden-states, /v1/perturbed-scores and /v1/prompt-scores,
-// behind a bearer token unless started without one, every request within the limits of limits.ts, and
-// every error as JSON in OpenAI's shape {error: {message, type, param, code}}.
+// POST /v1/completions), fedflare's POST /v1/hidden-states, and the methods' extensions from their
+// registry (src/fl/methods/endpoint.ts), behind a bearer token unless started without one, every request
+// within the limits of limits.ts, and every error as JSON in OpenAI's shape {error: {message, type, param, code}}.
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { timingSafeEqual } from "hono/utils/buffer";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import * as v from "valibot";
+import type { Demand } from "../../src/engine/endpoint.ts";
 import { ModelError } from "../../src/engine/errors.ts";
+import { endpointExtensions } from "../../src/fl/methods/endpoint.ts";
 import { bearerToken } from "../../src/protocol/bearer.ts";
 import { complete, type Engine } from "./completions.ts";
-import { completionDemand, hiddenStatesDemand, perturbedScoresDemand, promptIds, promptScoresDemand, promptTextDemand } from "./demands.ts";
+import { completionDemand, hiddenStatesDemand, promptIds, promptTextDemand } from "./demands.ts";
 import { Gate, GateFull } from "./gate.ts";
 import { hiddenStates } from "./hidden-states.ts";
-import { Refused, refusal, type Demand, type EndpointLimits } from "./limits.ts";
+import { Refused, refusal, type EndpointLimits } from "./limits.ts";
 import { endpointOpenapi } from "./openapi.ts";
-import { perturbedScores } from "./perturbed-scores.ts";
-import { promptScores } from "./prompt-scores.ts";
-import { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest, PromptScoresRequest } from "./schemas.ts";
+import { CompletionRequest, HiddenStatesRequest } from "./schemas.ts";
 
 export interface EndpointOptions {
   engine: Engine;
@@ -53,6 +53,9 @@ interface Measured<I> {
 
 export function endpointApp(o: EndpointOptions): Hono {
   const { engine, limits } = o;
+  const extensions = endpointExtensions.all();
+  /** Rows each extension has answered, by its counter's name, for /health. */
+  const served = new Map(extensions.map((x) => [x.counter, 0]));
   const gate = new Gate(limits.maxConcurrent, limits.maxQueued);
   const app = new Hono();
   // Only bearerToken's strict shape is taken, as by the coordinator and the client workers; the token is
@@ -79,14 +82,13 @@ export function endpointApp(o: EndpointOptions): Hono {
       batches: engine.forward.stats.batches,
       largest_batch: engine.forward.stats.largest,
       hidden_state_rows: engine.served.hiddenStateRows,
-      perturbed_rows: engine.served.perturbedRows,
-      prompt_rows: engine.served.promptRows,
+      ...Object.fromEntries(served),
       sessions: engine.sessions.stats(),
       ...gate.stats(),
       limits,
     });
   });
-  app.get("/openapi.json", (c) => c.json(endpointOpenapi()));
+  app.get("/openapi.json", (c) => c.json(endpointOpenapi(extensions)));
   app.use("/v1/*", async (c, next) => {
     if (!(await authorized(c.req.header("authorization")))) return unauthorized(c);
     await next();
@@ -178,9 +180,6 @@ export function endpointApp(o: EndpointOptions): Hono {
         return badRequest(c, e);
       }
     };
-  const asIs =
-    <B>(demand: (body: B) => Demand) =>
-    (body: B) => ({ demand: demand(body), input: body });
 
   app.post(
     "/v1/completions",
@@ -200,26 +199,30 @@ export function endpointApp(o: EndpointOptions): Hono {
     "/v1/hidden-states",
     route(
       HiddenStatesRequest,
-      asIs((b) => hiddenStatesDemand(engine.model, b)),
+      (body) => ({ demand: hiddenStatesDemand(engine.model, body), input: body }),
       async (body) => new Response(await hiddenStates(engine, body), { headers: { "content-type": "application/octet-stream" } }),
     ),
   );
-  app.post(
-    "/v1/perturbed-scores",
-    route(
-      PerturbedScoresRequest,
-      asIs((b) => perturbedScoresDemand(engine.model, b)),
-      async (body) => Response.json(await perturbedScores(engine, body)),
-    ),
-  );
-  app.post(
-    "/v1/prompt-scores",
-    route(
-      PromptScoresRequest,
-      asIs((b) => promptScoresDemand(engine.model, b)),
-      async (body) => Response.json(await promptScores(engine, body)),
-    ),
-  );
+  for (const x of extensions) {
+    // hono answers with the first route that matches: an extension at a path the endpoint serves would never be reached.
+    if (app.routes.some((r) => r.method === "POST" && r.path === x.path))
+      throw new Error(`the endpoint extension at ${x.path} takes a route the endpoint serves itself`);
+    app.post(
+      x.path,
+      route(
+        x.request,
+        (body) => {
+          const demand = x.measure(engine.model, body);
+          return { demand, input: { body, rows: demand.rows.length } };
+        },
+        async ({ body, rows }, signal) => {
+          const res = await x.answer(engine, body, signal);
+          served.set(x.counter, served.get(x.counter)! + rows);
+          return res;
+        },
+      ),
+    );
+  }
 
   app.notFound((c) => openaiError(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}`));
   app.onError((err, c) => {

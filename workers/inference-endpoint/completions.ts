@@ -1,29 +1,25 @@
 // POST /v1/completions as OpenAI (and vLLM, for echoed prompt log-probs) answer it: per prompt, the
 // echoed prompt's log-probs from one batched forward, then generation with the KV cache.
 import type { Batcher } from "../../src/engine/batcher.ts";
+import type { EndpointEngine } from "../../src/engine/endpoint.ts";
 import type { ForwardModel } from "../../src/engine/forward.ts";
 import { generateTokens, type GenerateResult, type StepLogprobs } from "../../src/engine/generate.ts";
-import type { LoadedModel } from "../../src/engine/model-files.ts";
-import type { Runtime } from "../../src/engine/runtime.ts";
 import { logSoftmax, sampleToken, seededUniform, topK } from "../../src/engine/sampling.ts";
 import type { CompletionRequest } from "./schemas.ts";
 import type { SessionCache } from "./session-cache.ts";
 
-export interface Engine {
-  name: string;
+/** The endpoint's engine: what it lends extensions (EndpointEngine), and its own batching, generator and counts. */
+export interface Engine extends EndpointEngine {
   fingerprint: string;
-  model: LoadedModel;
   /** Batched forward passes: token ids -> logits [T, V]. */
   forward: Batcher<number[], Float32Array>;
   /** A KV-cache graph for generation (one request at a time). */
   generator: ForwardModel;
   /** Serialises generation on the single generator session. */
   lock: { tail: Promise<unknown> };
-  /** Counts for /health. */
-  served: { hiddenStateRows: number; perturbedRows: number; promptRows: number };
-  /** The runtime the endpoint's sessions run on. */
-  runtime: Runtime;
-  /** Graphs built per request shape: hidden states per cut layer, scoring per trained tensors or soft prompt. */
+  /** Hidden-state rows served, for /health (app.ts counts the extensions' rows). */
+  served: { hiddenStateRows: number };
+  /** Graphs built per request shape: hidden states per cut layer, and the extensions' graphs. */
   sessions: SessionCache<ForwardModel>;
 }
 

@@ -1,10 +1,9 @@
-// Each route's request measured as a Demand (rows, positions, answer size, perturbation work) from its
-// body alone, so limits.ts can refuse it before any of the work is done.
-import { trainableTensors } from "../../src/engine/llama/graph.ts";
+// The endpoint's own routes' requests measured as a Demand (rows, positions, answer size) from their
+// body alone, so limits.ts can refuse them before any of the work is done (a method's extension
+// measures its own: EndpointExtension.measure).
 import type { LoadedModel } from "../../src/engine/model-files.ts";
-import { zoSpec } from "../../src/fl/methods/fedkseed/zo-update.ts";
-import type { Demand } from "./limits.ts";
-import type { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest, PromptScoresRequest } from "./schemas.ts";
+import type { Demand } from "../../src/engine/endpoint.ts";
+import type { CompletionRequest, HiddenStatesRequest } from "./schemas.ts";
 
 /** Characters a token may stand for at the most: a bound, so text too long for the context is refused before it is encoded. */
 export const MAX_CHARS_PER_TOKEN = 64;
@@ -48,35 +47,4 @@ export function completionDemand(prompts: readonly (readonly number[])[], req: C
 
 export function hiddenStatesDemand(model: LoadedModel, req: HiddenStatesRequest): Demand {
   return { rows: req.input_ids.map((r) => r.length), rowsField: "input_ids", hiddenStates: { hidden: model.config.hiddenSize } };
-}
-
-/** The perturbation draws one direction per term over every trained value, and builds w0 over them too. */
-export function perturbedScoresDemand(model: LoadedModel, req: PerturbedScoresRequest): Demand {
-  const { config, weights } = model;
-  let trained: number;
-  if (req.trains.type === "full") {
-    trained = 0;
-    for (const n of req.trains.tensors) {
-      const w = weights.get(n);
-      if (!w) throw new RangeError(`trains.tensors: "${n}" is not a tensor of this model`);
-      trained += w.length;
-    }
-  } else trained = trainableTensors(config, zoSpec(req.trains)).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
-  return {
-    rows: req.input_ids.map((r) => r.length),
-    rowsField: "input_ids",
-    perturbation: { values: (req.terms.length + 1) * trained, what: `(${req.terms.length} terms + w0) x ${trained} trained values` },
-  };
-}
-
-/** The projection draws one column of prompt tokens x hidden values per entry of z; a prefix prompt adds its positions to every row. */
-export function promptScoresDemand(model: LoadedModel, req: PromptScoresRequest): Demand {
-  const p = req.prompt;
-  const H = model.config.hiddenSize;
-  return {
-    rows: req.input_ids.map((r) => r.length),
-    rowsField: "input_ids",
-    ...(p.placement === "prefix" ? { extraPositions: { count: p.tokens, what: "soft prompt tokens" } } : {}),
-    perturbation: { values: p.z.length * p.tokens * H, what: `${p.z.length} z values x ${p.tokens} prompt tokens x ${H} hidden` },
-  };
 }

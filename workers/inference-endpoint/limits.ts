@@ -1,5 +1,6 @@
 // What one request may ask of the endpoint, and the single check of a request's demand against it: each
 // cap is refused before any of its work is done, with a message naming the cap and its value.
+import type { Demand } from "../../src/engine/endpoint.ts";
 import { MAX_HIDDEN_STATE_BYTES, MAX_SCORED_ROWS } from "../../src/fl/client/endpoint-scores.ts";
 
 export interface EndpointLimits {
@@ -30,7 +31,7 @@ export const ENDPOINT_LIMITS: Readonly<EndpointLimits> = Object.freeze({
   maxTokens: 256,
   maxHiddenStateBytes: MAX_HIDDEN_STATE_BYTES,
   // About 20 s of seeded Gaussian draws (~3.4M values/s on one core), which block the event loop: enough
-  // for a FedKSeed model of k = 4096 seeds on a rank-4 LoRA of q, v in fedflare-mail-4m (4097 x 14336).
+  // for a zeroth-order model of k = 4096 seed terms on a rank-4 LoRA of q, v in fedflare-mail-4m (4097 x 14336).
   maxPerturbationWork: 1 << 26,
   maxEchoEntries: 1 << 20,
   maxBodyBytes: 8 << 20,
@@ -54,21 +55,6 @@ export function endpointLimits(overrides: Partial<EndpointLimits> = {}): Endpoin
       `endpoint limit maxRows must be at least ${MAX_SCORED_ROWS}: fedflare's clients send up to that many rows a scoring request, got ${limits.maxRows}`,
     );
   return limits;
-}
-
-/** What a request asks for, measured from its body before anything is computed. */
-export interface Demand {
-  /** Each row's token count. */
-  rows: readonly number[];
-  /** The request field holding the rows, for messages. */
-  rowsField: string;
-  /** Positions every row needs beyond its tokens (a prefix soft prompt, generated tokens), and what they are. */
-  extraPositions?: { count: number; what: string };
-  maxTokens?: number;
-  hiddenStates?: { hidden: number };
-  /** Echoed log-prob entries the answer will hold. */
-  echoEntries?: number;
-  perturbation?: { values: number; what: string };
 }
 
 export interface Refusal {

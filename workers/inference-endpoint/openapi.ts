@@ -1,6 +1,8 @@
-// The endpoint's OpenAPI 3.1 document, its request bodies generated from the schemas that validate them.
+// The endpoint's OpenAPI 3.1 document, its request bodies generated from the schemas that validate them,
+// the methods' extensions (EndpointExtension, src/fl/methods/method.ts) each with the entry it brings.
 import { toJsonSchema } from "@valibot/to-json-schema";
-import { CompletionRequest, HiddenStatesRequest, PerturbedScoresRequest, PromptScoresRequest } from "./schemas.ts";
+import type { EndpointExtension } from "../../src/fl/methods/method.ts";
+import { CompletionRequest, HiddenStatesRequest } from "./schemas.ts";
 
 const error = { $ref: "#/components/schemas/Error" };
 const errors = (...statuses: number[]) =>
@@ -8,22 +10,29 @@ const errors = (...statuses: number[]) =>
     statuses.map((s) => [String(s), { description: "an OpenAI-shaped error", content: { "application/json": { schema: error } } }]),
   );
 
-export function endpointOpenapi(): object {
+/** What every POST may be answered besides 200: the stage all of them pass (app.ts, route). */
+const postErrors = errors(400, 401, 404, 413, 429, 503, 504);
+
+const requestBody = (schema: string) => ({
+  required: true,
+  content: { "application/json": { schema: { $ref: `#/components/schemas/${schema}` } } },
+});
+
+export function endpointOpenapi(extensions: readonly EndpointExtension[]): object {
   return {
     openapi: "3.1.0",
     info: {
       title: "fedflare inference endpoint",
       version: "0.1.0",
       description:
-        "An OpenAI-compatible subset (models, completions) and fedflare's extensions: hidden states for split training, perturbed scores for zeroth-order methods, prompt scores for black-box prompt tuning. The endpoint sees the token ids it is sent. A request over one of its limits (rows, positions, max_tokens, answer bytes, perturbation work; GET /health with the token lists them) is refused before it computes, with 400 or 413 naming the limit; 429 (queue full) and 503 (timed out in the queue) carry retry-after; 504 is the timeout while computing.",
+        "An OpenAI-compatible subset (models, completions) and fedflare's extensions: hidden states for split training, and those of the federated methods whose models live here (each path says what it scores). The endpoint sees the token ids it is sent. A request over one of its limits (rows, positions, max_tokens, answer bytes, perturbation work; GET /health with the token lists them) is refused before it computes, with 400 or 413 naming the limit; 429 (queue full) and 503 (timed out in the queue) carry retry-after; 504 is the timeout while computing.",
     },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
       schemas: {
         CompletionRequest: toJsonSchema(CompletionRequest, { errorMode: "ignore" }),
         HiddenStatesRequest: toJsonSchema(HiddenStatesRequest, { errorMode: "ignore" }),
-        PerturbedScoresRequest: toJsonSchema(PerturbedScoresRequest, { errorMode: "ignore" }),
-        PromptScoresRequest: toJsonSchema(PromptScoresRequest, { errorMode: "ignore" }),
+        ...Object.fromEntries(extensions.map((x) => [x.openapi.schema, toJsonSchema(x.request, { errorMode: "ignore" })])),
         Error: {
           type: "object",
           required: ["error"],
@@ -55,66 +64,40 @@ export function endpointOpenapi(): object {
       "/v1/completions": {
         post: {
           summary: "OpenAI completions: scoring (max_tokens 0, echo, logprobs) and generation",
-          requestBody: { required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/CompletionRequest" } } } },
+          requestBody: requestBody("CompletionRequest"),
           responses: {
             "200": { description: "OpenAI text_completion; echoed prompt log-probs as vLLM (first null)" },
-            ...errors(400, 401, 404, 413, 429, 503, 504),
+            ...postErrors,
           },
         },
       },
       "/v1/hidden-states": {
         post: {
           summary: "fedflare extension: hidden states after `layer` decoder layers (transformers' hidden_states[layer]) for split training",
-          requestBody: {
-            required: true,
-            content: { "application/json": { schema: { $ref: "#/components/schemas/HiddenStatesRequest" } } },
-          },
+          requestBody: requestBody("HiddenStatesRequest"),
           responses: {
             "200": {
               description:
                 "safetensors with `hidden_states` [batch, max length, hidden] in the dtype asked for; __metadata__: model, fingerprint, layer, lengths (JSON)",
               content: { "application/octet-stream": {} },
             },
-            ...errors(400, 401, 404, 413, 429, 503, 504),
+            ...postErrors,
           },
         },
       },
-      "/v1/perturbed-scores": {
-        post: {
-          summary:
-            "fedflare extension for zeroth-order methods: summed NLL per row under the model with its trained tensors at w0 + sum scale * z(seed)",
-          description:
-            "z is fedflare's seeded direction (Philox4x32-10, src/fl/zo/directions.ts) for the seed and each tensor's name; w0 is PEFT's LoRA initialisation from federation_seed, or the model's own tensors. A FedKSeed client whose model lives here sends its model and each two-point perturbation as terms, never tensors.",
-          requestBody: {
-            required: true,
-            content: { "application/json": { schema: { $ref: "#/components/schemas/PerturbedScoresRequest" } } },
-          },
-          responses: {
-            "200": {
-              description: "{object: fedflare.perturbed_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}",
+      ...Object.fromEntries(
+        extensions.map((x) => [
+          x.path,
+          {
+            post: {
+              summary: x.openapi.summary,
+              description: x.openapi.description,
+              requestBody: requestBody(x.openapi.schema),
+              responses: { "200": { description: x.openapi.answer }, ...postErrors },
             },
-            ...errors(400, 401, 404, 413, 429, 503, 504),
           },
-        },
-      },
-      "/v1/prompt-scores": {
-        post: {
-          summary:
-            "fedflare extension for FedBPT: summed NLL per row under the soft prompt p0 + A z, projected by the endpoint from z and the seed",
-          description:
-            "p0 is the embeddings of prompt.tokens vocabulary tokens drawn from prompt.seed; A's column i is fedflare's seeded Gaussian direction 'fedbpt/A/i' scaled by the embedding's standard deviation over sqrt(dimension) (src/fl/bbt/fedbpt.ts). placement prefix puts the prompt before every row; suffix puts token k wherever a row holds the id vocab_size + k.",
-          requestBody: {
-            required: true,
-            content: { "application/json": { schema: { $ref: "#/components/schemas/PromptScoresRequest" } } },
-          },
-          responses: {
-            "200": {
-              description: "{object: fedflare.prompt_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}",
-            },
-            ...errors(400, 401, 404, 413, 429, 503, 504),
-          },
-        },
-      },
+        ]),
+      ),
     },
   };
 }

@@ -71,7 +71,7 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
     forward,
     generator,
     lock: { tail: Promise.resolve() },
-    served: { hiddenStateRows: 0, perturbedRows: 0, promptRows: 0 },
+    served: { hiddenStateRows: 0 },
     runtime,
     sessions,
   };

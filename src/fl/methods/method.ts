@@ -6,6 +6,7 @@ import type * as v from "valibot";
 import type { TokenizedExample } from "../../data/examples.ts";
 import type { Example } from "../../data/jsonl.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
+import type { Demand, EndpointEngine } from "../../engine/endpoint.ts";
 import type { LoadedModel } from "../../engine/model-files.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { Runtime } from "../../engine/runtime.ts";
@@ -187,4 +188,28 @@ export interface RunMethod<C extends MethodConfig = MethodConfig> extends Side<C
   score(m: C, version: TensorMap, ctx: ScoreContext): Promise<Scored>;
   /** How to use the final version (a line the run prints). */
   usage(m: C, final: TensorMap, paths: { adapterDir: string; modelDir: string }): string;
+}
+
+/**
+ * A method's side at the inference endpoint (workers/inference-endpoint/): a POST route it adds there, as
+ * FedKSeed's perturbed scores and FedBPT's prompt scores, for clients whose model lives only at the
+ * endpoint. Its requests pass the endpoint's own stage (token, body limit, schema, model, limits, queue,
+ * timeout); the endpoint reads these from a registry (endpoint.ts) and never branches on a method's name.
+ */
+export interface EndpointExtension<R extends { model: string } = { model: string }> {
+  /** The route, under /v1/ (where the endpoint's token and body limit apply). */
+  readonly path: string;
+  /** The request body (valibot); a `model` other than the served one is answered 404. */
+  readonly request: v.GenericSchema<unknown, R>;
+  /** What a request asks, from its body alone, held to the endpoint's limits before any work; a RangeError is answered 400. */
+  measure(model: LoadedModel, request: R): Demand;
+  /**
+   * The answer to a request within the limits; a RangeError (or ModelError input_invalid) is answered 400.
+   * `signal` aborts when the endpoint's timeout passes (the request is answered 504 by then).
+   */
+  answer(engine: EndpointEngine, request: R, signal: AbortSignal): Promise<Response>;
+  /** The key under which GET /health counts the rows this route has answered (not one of /health's own keys). */
+  readonly counter: string;
+  /** Its OpenAPI entry: the request schema's component name, the route's summary and description, and the 200 answer's. */
+  readonly openapi: { schema: string; summary: string; description: string; answer: string };
 }
