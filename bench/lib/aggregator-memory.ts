@@ -35,7 +35,10 @@ export const BENCH_MODEL = {
 };
 export const BENCH_MODULES: LinearModule[] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
-/** A Durable Object's SQL over node:sqlite: what the accumulator calls (exec, toArray, one), blobs as ArrayBuffers as workerd returns them. */
+/**
+ * A Durable Object's SQL over node:sqlite: what the accumulator calls (exec, toArray, one), blobs as
+ * ArrayBuffers as workerd returns them.
+ */
 interface Probe {
   on: boolean;
   low: number;
