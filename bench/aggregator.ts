@@ -163,7 +163,8 @@ for (const target of TARGETS_MB) {
     }),
   ) as AccumulatorMemory;
   log(
-    `${target} MB (r=${rank}): the accumulator alone: fold +${accumulator.foldPeakOverMiB.toFixed(1)} MiB, close +${accumulator.closePeakOverMiB.toFixed(1)} MiB over its inputs`,
+    `${target} MB (r=${rank}): the accumulator alone: fold +${accumulator.foldPeakOverMiB.toFixed(1)} MiB, ` +
+      `close +${accumulator.closePeakOverMiB.toFixed(1)} MiB over its inputs`,
   );
   const root = mkdtempSync(join(tmpdir(), "fedflare-bench-agg-"));
   const { mf, api } = await start(root);
@@ -215,7 +216,8 @@ for (const target of TARGETS_MB) {
       peakDownloadMiB: peakDownload,
     });
     log(
-      `${target} MB (r=${rank}): folds ${folds.map((x) => x.toFixed(0)).join(", ")} ms, fold+close ${last.toFixed(0)} ms, peak ${peakFold.toFixed(0)}/${peakClose.toFixed(0)}/${peakDownload.toFixed(0)} MiB over ${baseline.toFixed(0)}`,
+      `${target} MB (r=${rank}): folds ${folds.map((x) => x.toFixed(0)).join(", ")} ms, fold+close ${last.toFixed(0)} ms, peak ` +
+        `${peakFold.toFixed(0)}/${peakClose.toFixed(0)}/${peakDownload.toFixed(0)} MiB over ${baseline.toFixed(0)}`,
     );
   } finally {
     await mf.dispose();
@@ -279,10 +281,15 @@ printTable(
 );
 for (const r of rows) if (r.refused !== null) process.stdout.write(`${r.adapterMB.toFixed(1)} MB: ${r.refused}\n`);
 process.stdout.write(
-  `Times are end to end from this process (sign, send, fold in the object, answer): fold ms/MB is the median of ${FOLDS - 1} uploads over the upload's size; close ms is the last upload's time less that median. ` +
-    `Memory is the whole workerd process (every isolate and the runtime, the coordinator's copies of each body included): /proc VmRSS before, and VmHWM reset before and read after each phase. ` +
-    `"object:" columns are the aggregator's accumulator alone (Node, node:sqlite on a file): the spread of its live memory (V8 heap and ArrayBuffers after a full GC, sampled at every storage call: highest less lowest) while folding ${FOLDS - 1} uploads and closing with FedAdam, the uploads it holds not counted.\n` +
-    `${CONCURRENT} concurrent uploads of ${(bodies[0]!.length / MB).toFixed(1)} MB: ${(CONCURRENT / seconds).toFixed(1)} uploads/s, all ${loadRound.uploads} folded once (total weight ${loadRound.totalWeight}).\n`,
+  `Times are end to end from this process (sign, send, fold in the object, answer): fold ms/MB is the median of ` +
+    `${FOLDS - 1} uploads over the upload's size; close ms is the last upload's time less that median. ` +
+    `Memory is the whole workerd process (every isolate and the runtime, the coordinator's copies of each body included): ` +
+    `/proc VmRSS before, and VmHWM reset before and read after each phase. ` +
+    `"object:" columns are the aggregator's accumulator alone (Node, node:sqlite on a file): the spread of its live memory ` +
+    `(V8 heap and ArrayBuffers after a full GC, sampled at every storage call: highest less lowest) while folding ` +
+    `${FOLDS - 1} uploads and closing with FedAdam, the uploads it holds not counted.\n` +
+    `${CONCURRENT} concurrent uploads of ${(bodies[0]!.length / MB).toFixed(1)} MB: ${(CONCURRENT / seconds).toFixed(1)} uploads/s, all ` +
+    `${loadRound.uploads} folded once (total weight ${loadRound.totalWeight}).\n`,
 );
 await writeResults("aggregator", {
   strategy: "fedadam",

@@ -241,10 +241,12 @@ const costHeaders = ["up B/client/round", "down B/client/round", "rows scored/cl
 const rows = spamRuns.map(summarize);
 if (rows.length) {
   console.log(
-    `\nSpamAssassin spam/ham on ${base.model}, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ${heldOut.length} mails (majority class ${pct(majority)} %).`,
+    `\nSpamAssassin spam/ham on ${base.model}, ${base.records} records iid over ${base.clients} clients, ${ROUNDS} rounds; held-out ` +
+      `${heldOut.length} mails (majority class ${pct(majority)} %).`,
   );
   console.log(
-    `Zero-shot: the base model with no prompt scoring the label words ${JSON.stringify(labelWords)}: accuracy ${pct(zeroShot.accuracy)} %, balanced ${pct(zeroShot.balanced)} %; LoRA, which trains the label names, starts from its own round 0.`,
+    `Zero-shot: the base model with no prompt scoring the label words ${JSON.stringify(labelWords)}: accuracy ` +
+      `${pct(zeroShot.accuracy)} %, balanced ${pct(zeroShot.balanced)} %; LoRA, which trains the label names, starts from its own round 0.`,
   );
   const zeroOf = (r: (typeof rows)[number]) => (r.ownBaseline ? r.start : zeroShot.accuracy);
   printTable(
@@ -273,7 +275,8 @@ if (rows.length) {
 const generation = genRuns.map(summarize);
 if (generation.length) {
   console.log(
-    `\nCMUdict grapheme-to-phoneme (generation), ${g2p.records} records iid over ${base.clients} clients, ${ROUNDS} rounds: held-out completion loss (nats per token); round 0 is the base model`,
+    `\nCMUdict grapheme-to-phoneme (generation), ${g2p.records} records iid over ${base.clients} clients, ${ROUNDS} rounds: ` +
+      `held-out completion loss (nats per token); round 0 is the base model`,
   );
   printTable(
     ["method", ...costHeaders, "round 0 loss", "final loss", "final - zero-shot"],

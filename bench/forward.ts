@@ -131,7 +131,8 @@ for (const size of sizes) {
         mfu: gflops / ceilingGflops,
       });
       console.error(
-        `[${++step}/${steps}] ${size.name} ${quant} ${spec.name} x${spec.threads}: forward ${fmt(t!.medianMs, 1)} ms, MatMul ${fmt(matMulMs, 2)} ms x ${calls} (medians of ${t!.samplesMs.length})` +
+        `[${++step}/${steps}] ${size.name} ${quant} ${spec.name} x${spec.threads}: forward ${fmt(t!.medianMs, 1)} ms, MatMul ` +
+          `${fmt(matMulMs, 2)} ms x ${calls} (medians of ${t!.samplesMs.length})` +
           ` -> ${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} of ${fmt(ceilingGflops, 1)} GFLOP/s`,
       );
     }
@@ -140,7 +141,8 @@ for (const size of sizes) {
 }
 
 console.log(
-  `Llama forward, batch ${BATCH} x seq ${SEQ}, logits only; ceiling = float32 MatMul [${TOKENS}, hidden] x [hidden, intermediate], same runtime, timed in turns with the forward`,
+  `Llama forward, batch ${BATCH} x seq ${SEQ}, logits only; ceiling = float32 MatMul [${TOKENS}, hidden] x [hidden, intermediate], ` +
+    `same runtime, timed in turns with the forward`,
 );
 printTable(
   ["size", "params", "quant", "runtime", "threads", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],

@@ -144,7 +144,8 @@ printTable(
   ]),
 );
 process.stdout.write(
-  `client step: LoRA r=8 on q,v above the cut, int8 base, ORT-web one thread, batch ${B} x ${T}; uploads per step: none (gradients stay local)\n\n`,
+  `client step: LoRA r=8 on q,v above the cut, int8 base, ORT-web one thread, batch ${B} x ${T}; uploads per step: none ` +
+    `(gradients stay local)\n\n`,
 );
 printTable(
   ["max batch", "requests", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
@@ -161,6 +162,7 @@ printTable(
   }),
 );
 process.stdout.write(
-  `endpoint: ${provider} (onnxruntime-node, 2 threads), scoring ${T}-token prompts (echo, logprobs 0), ${fwdFlopsPerToken.toFixed(0)} FLOP/token\n`,
+  `endpoint: ${provider} (onnxruntime-node, 2 threads), scoring ${T}-token prompts (echo, logprobs 0), ` +
+    `${fwdFlopsPerToken.toFixed(0)} FLOP/token\n`,
 );
 await writeResults(quick ? "offload-quick" : "offload", { model: MODEL, batch: B, seq: T, provider, steps, throughput, fwdFlopsPerToken });

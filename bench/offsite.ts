@@ -74,7 +74,8 @@ const trainExamples = train.map(tokenize);
 const testExamples = test.map(tokenize);
 const testPrompts: LabeledPrompt[] = test.map((x) => ({ prompt: x.pair.prompt, label: x.label }));
 log(
-  `${basename(values.model)}: ${c.numLayers} layers; adapter ${JSON.stringify(layout.adapter)}, emulator ${JSON.stringify(layout.emulator)}; ${train.length} training and ${test.length} test mails`,
+  `${basename(values.model)}: ${c.numLayers} layers; adapter ${JSON.stringify(layout.adapter)}, emulator ` +
+    `${JSON.stringify(layout.emulator)}; ${train.length} training and ${test.length} test mails`,
 );
 
 async function evaluate(weights: Map<string, Float32Array>, layerIndices?: readonly number[]) {
@@ -171,10 +172,12 @@ printTable(
   rows.map((r) => [r.setting, r.layers, fmt(100 * r.accuracy, 1), r.loss.toFixed(4), r.tuneSeconds === null ? "-" : fmt(r.tuneSeconds, 1)]),
 );
 console.log(
-  `\nadapter: layers ${JSON.stringify(layout.adapter)} (${fmt(params(fullTuned.adapter))} parameters, trained in full); emulator: ${JSON.stringify(layout.emulator)} (${fmt(params(dropped))} parameters vs ${fmt(params(full))} in the full model)`,
+  `\nadapter: layers ${JSON.stringify(layout.adapter)} (${fmt(params(fullTuned.adapter))} parameters, trained in full); emulator: ` +
+    `${JSON.stringify(layout.emulator)} (${fmt(params(dropped))} parameters vs ${fmt(params(full))} in the full model)`,
 );
 console.log(
-  `${STEPS} AdamW updates of ${BATCH} mails, lr ${LR}; ${test.length} balanced test mails (chance 50 %); distillation: ${DISTILL_STEPS} updates, ${fmt(distillSeconds, 1)} s`,
+  `${STEPS} AdamW updates of ${BATCH} mails, lr ${LR}; ${test.length} balanced test mails (chance 50 %); distillation: ` +
+    `${DISTILL_STEPS} updates, ${fmt(distillSeconds, 1)} s`,
 );
 const file = await writeResults(quick ? "offsite-quick" : "offsite", {
   model: basename(values.model),

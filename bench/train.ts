@@ -126,7 +126,8 @@ const [m, k, n] = [TOKENS, config.hiddenSize, config.intermediateSize];
 // MatMul calls per sample so that they do about one training step's FLOPs (both halves of a round span similar time).
 const calls = Math.max(1, Math.round((fpt.train * TOKENS) / (2 * m * k * n)));
 console.error(
-  `train bench: ${source}, batch ${BATCH} x ${SEQ}, LoRA r=${SPEC.lora!.r} on ${MODULES.join(",")}, ${fmt(fpt.train / 1e6, 2)} MFLOP/token (forward ${fmt(fpt.forward / 1e6, 2)})${quick ? " (quick)" : ""}`,
+  `train bench: ${source}, batch ${BATCH} x ${SEQ}, LoRA r=${SPEC.lora!.r} on ${MODULES.join(",")}, ` +
+    `${fmt(fpt.train / 1e6, 2)} MFLOP/token (forward ${fmt(fpt.forward / 1e6, 2)})${quick ? " (quick)" : ""}`,
 );
 
 await useTfjsWasm();
@@ -169,7 +170,8 @@ const checks = Object.entries(results).map(([name, r]) => {
 });
 for (const c of checks)
   console.error(
-    `check ${c.name}: loss ${c.loss.toFixed(6)} (rel. diff ${c.lossRelDiff.toExponential(1)}), gradients max |diff| / max |grad| ${c.gradMaxRelDiff.toExponential(1)}`,
+    `check ${c.name}: loss ${c.loss.toFixed(6)} (rel. diff ${c.lossRelDiff.toExponential(1)}), gradients max |diff| / max |grad| ` +
+      `${c.gradMaxRelDiff.toExponential(1)}`,
   );
 
 interface Row extends Omit<Work, "run" | "ceiling">, Timing {
@@ -195,7 +197,8 @@ async function measure(works: Work[], ceilings: Record<string, Ceiling>): Promis
     const c = ceilingGflops.get(ceiling)!;
     rows.push({ ...w, ...t, tokensPerSec, gflops, ceilingGflops: c, mfu: gflops / c });
     console.error(
-      `${w.label}: ${fmt(t.medianMs, 1)} ms/step (median of ${t.samplesMs.length}) -> ${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} of ${fmt(c, 1)} GFLOP/s`,
+      `${w.label}: ${fmt(t.medianMs, 1)} ms/step (median of ${t.samplesMs.length}) -> ${fmt(tokensPerSec)} tok/s, ${fmt(gflops, 1)} of ` +
+        `${fmt(c, 1)} GFLOP/s`,
     );
   });
   for (const c of Object.values(ceilings)) await c.release();
@@ -296,8 +299,10 @@ const ratios = {
 };
 
 console.log(
-  `LoRA training step (r=${SPEC.lora!.r} on ${MODULES.join(", ")}), batch ${BATCH} x ${SEQ}, ${source}; ${fmt(fpt.train / 1e6, 2)} MFLOP/token` +
-    ` (forward ${fmt(fpt.forward / 1e6, 2)}); ceiling = float32 MatMul [${m}, ${k}] x [${k}, ${n}] on the same runtime, timed in turns with its steps`,
+  `LoRA training step (r=${SPEC.lora!.r} on ${MODULES.join(", ")}), batch ${BATCH} x ${SEQ}, ${source}; ` +
+    `${fmt(fpt.train / 1e6, 2)} MFLOP/token` +
+    ` (forward ${fmt(fpt.forward / 1e6, 2)}); ceiling = float32 MatMul [${m}, ${k}] x [${k}, ${n}] on the same runtime, ` +
+    `timed in turns with its steps`,
 );
 printTable(
   ["runtime", "threads", "quant", "step", "ms/step", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
@@ -321,10 +326,12 @@ console.log(
 );
 console.log(`ORT-web f32 tokens/s / tfjs-wasm tf.variableGrads: ${fmt(ratios.webOverTfjsVariableGrads, 2)}x`);
 console.log(
-  `ORT-web f32 tokens/s / tfjs-wasm best (${best.runtime}): ${fmt(ratios.webOverTfjsBest, 2)}x (target >= 2x: ${ratios.webOverTfjsBest >= 2 ? "met" : "not met"}); int8: ${fmt(ratios.webInt8OverTfjsBest, 2)}x`,
+  `ORT-web f32 tokens/s / tfjs-wasm best (${best.runtime}): ${fmt(ratios.webOverTfjsBest, 2)}x (target >= 2x: ` +
+    `${ratios.webOverTfjsBest >= 2 ? "met" : "not met"}); int8: ${fmt(ratios.webInt8OverTfjsBest, 2)}x`,
 );
 console.log(
-  `ORT-web f32 training MFU: ${fmt(100 * web.mfu, 1)} % of its MatMul ceiling (target >= 40 %: ${web.mfu >= 0.4 ? "met" : "not met"}); training step / forward-only: ${fmt(ratios.webTrainOverForwardMs, 2)}x the time for ${fmt(fpt.train / fpt.forward, 2)}x the FLOPs`,
+  `ORT-web f32 training MFU: ${fmt(100 * web.mfu, 1)} % of its MatMul ceiling (target >= 40 %: ${web.mfu >= 0.4 ? "met" : "not met"}); ` +
+    `training step / forward-only: ${fmt(ratios.webTrainOverForwardMs, 2)}x the time for ${fmt(fpt.train / fpt.forward, 2)}x the FLOPs`,
 );
 const profiledMs = profile.reduce((a, p) => a + p.msPerStep, 0);
 console.log(

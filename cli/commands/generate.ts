@@ -4,7 +4,9 @@ import { ENGINE_OPTIONS, openModel } from "../engine-options.ts";
 import { number } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 
-export const generateUsage = `fedflare generate --model DIR [--adapter DIR] --prompt "..." [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
+export const generateUsage =
+  `fedflare generate --model DIR [--adapter DIR] --prompt "..." [--max-tokens N] [--temperature T] ` +
+  `[--top-p P] [--seed S] [--json]
   Greedy at temperature 0 (the default), else temperature and top-p sampling; uses a KV cache.`;
 
 export async function generate(args: string[]): Promise<void> {

@@ -18,7 +18,9 @@ import { positiveInt, positiveNumber } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 import { writeFiles } from "../write-files.ts";
 
-export const offsiteUsage = `fedflare offsite emulator --model DIR --bottom N --top N --middle N --out DIR [--distill-steps 0] [--distill-lr 1e-4] [--distill-weight 1]
+export const offsiteUsage =
+  `fedflare offsite emulator --model DIR --bottom N --top N --middle N --out DIR [--distill-steps 0] ` +
+  `[--distill-lr 1e-4] [--distill-weight 1]
   Writes DIR/emulator (the emulator for clients: the bottom and top layers and N uniformly kept middle
   layers, under their original indices) and DIR/adapter (the adapter, an offsite federation's version 0).
   With --distill-steps, the kept middle layers are first distilled from the full ones on the SOTU corpus.
@@ -92,7 +94,8 @@ async function emulatorCommand(args: string[]): Promise<void> {
   writeFiles(join(values.out, "emulator"), out.emulator);
   writeFiles(join(values.out, "adapter"), out.adapter);
   process.stderr.write(
-    `emulator layers ${JSON.stringify(out.description.emulator_layers)} of ${model.config.numLayers} in ${join(values.out, "emulator")}; adapter layers ${JSON.stringify(out.description.adapter_layers)} in ${join(values.out, "adapter")}\n`,
+    `emulator layers ${JSON.stringify(out.description.emulator_layers)} of ${model.config.numLayers} in ${join(values.out, "emulator")}; ` +
+      `adapter layers ${JSON.stringify(out.description.adapter_layers)} in ${join(values.out, "adapter")}\n`,
   );
 }
 
@@ -138,7 +141,8 @@ async function plugInCommand(args: string[]): Promise<void> {
     hfModelFiles(model.config, weights, tokenizer.json, tokenizer.config ? { tokenizerConfig: tokenizer.config } : {}),
   );
   process.stderr.write(
-    `wrote ${values.out}: ${basename(resolve(values.model))} with adapter layers ${JSON.stringify(description.adapter_layers)} from ${values.adapter}\n`,
+    `wrote ${values.out}: ${basename(resolve(values.model))} with adapter layers ${JSON.stringify(description.adapter_layers)} from ` +
+      `${values.adapter}\n`,
   );
 }
 

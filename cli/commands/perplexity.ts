@@ -8,7 +8,9 @@ import { ENGINE_OPTIONS, openModel } from "../engine-options.ts";
 import { positiveInt } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 
-export const perplexityUsage = `fedflare perplexity --model DIR (--corpus sotu-heldout | --data FILE.jsonl) [--window 128] [--adapter DIR] [--quant f32|int8|int4]
+export const perplexityUsage =
+  `fedflare perplexity --model DIR (--corpus sotu-heldout | --data FILE.jsonl) [--window 128] ` +
+  `[--adapter DIR] [--quant f32|int8|int4]
   Perplexity over consecutive windows: each document is BOS + text + EOS, the stream is cut into
   windows of --window predicted tokens. sotu-heldout is the default model's held-out split.`;
 

@@ -3,7 +3,9 @@ import { scoreText } from "../../src/engine/score.ts";
 import { ENGINE_OPTIONS, openModel } from "../engine-options.ts";
 import { UsageError } from "../usage.ts";
 
-export const scoreUsage = `fedflare score --model DIR [--adapter DIR] --text "..." [--runtime ort-node|ort-web] [--quant f32|int8|int4] [--threads N]
+export const scoreUsage =
+  `fedflare score --model DIR [--adapter DIR] --text "..." [--runtime ort-node|ort-web] [--quant f32|int8|int4] ` +
+  `[--threads N]
   Prints {"tokens": [...], "logprobs": [...], "mean_nll": x}: logprobs[i] = log p(tokens[i+1] | tokens[0..i]).`;
 
 export async function score(args: string[]): Promise<void> {

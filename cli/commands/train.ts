@@ -22,7 +22,9 @@ import { number, positiveInt, positiveNumber } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 import { writeFiles } from "../write-files.ts";
 
-export const trainUsage = `fedflare train --model DIR --data FILE.jsonl --out DIR [--r 8] [--alpha 16] [--targets q_proj,v_proj] [--rslora] [--dropout 0]
+export const trainUsage =
+  `fedflare train --model DIR --data FILE.jsonl --out DIR [--r 8] [--alpha 16] [--targets q_proj,v_proj] ` +
+  `[--rslora] [--dropout 0]
                 [--steps 100] [--batch 8] [--lr 2e-3] [--max-tokens 128] [--eval-every 10] [--seed 0] [--quant f32|int8|int4]
   Trains a LoRA adapter on JSONL records {"text"} or {"prompt","completion"} (loss on the completion only);
   every --eval-every-th record is held out. Writes a PEFT adapter folder and training_log.json to --out.`;

@@ -36,7 +36,9 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
   const data = runData(config);
   const clients = data.partitions.map((partition, i) => ({ id: `c${i + 1}`, partition }));
   log(
-    `${config.task}: ${clients.map((c, i) => `${c.id} ${c.partition.length}${data.keys[i]!.length ? ` (${data.keys[i]!.join("")})` : ""}`).join(", ")} examples; ${data.heldOut.length} held out`,
+    `${config.task}: ${clients
+      .map((c, i) => `${c.id} ${c.partition.length}${data.keys[i]!.length ? ` (${data.keys[i]!.join("")})` : ""}`)
+      .join(", ")} examples; ${data.heldOut.length} held out`,
   );
   const refusal = side.taskRefusal?.(method, { name: config.task, labels: data.labels ?? null });
   if (refusal) throw new UsageError(refusal);
@@ -258,7 +260,9 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
   for (;;) {
     r = await api(fed, `/federations/${FED}/rounds/${round}`);
     const views = await jobs();
-    const line = `round ${round}/${config.rounds}  ${views.map((job, i) => `${info.sampled[i]} ${job.status === "training" ? `${job.stepsDone}/${config.local.steps}` : job.status}`).join("  ")}  uploads ${r.uploads}/${info.sampled.length}`;
+    const line = `round ${round}/${config.rounds}  ${views
+      .map((job, i) => `${info.sampled[i]} ${job.status === "training" ? `${job.stepsDone}/${config.local.steps}` : job.status}`)
+      .join("  ")}  uploads ${r.uploads}/${info.sampled.length}`;
     if (line !== shown) {
       shown = line;
       log(line);

@@ -70,7 +70,11 @@ export function clientCost(
 
 /** A closed round's progress line. */
 export function roundLine(r: RoundRecord): string {
-  return `round ${r.round} ${r.status}: train loss ${r.train_loss?.toFixed(4) ?? "-"}, held-out loss ${r.heldout_loss.toFixed(4)}${r.heldout_accuracy == null ? "" : `, accuracy ${(100 * r.heldout_accuracy).toFixed(1)} %`} (${r.seconds.toFixed(1)} s)`;
+  return (
+    `round ${r.round} ${r.status}: train loss ${r.train_loss?.toFixed(4) ?? "-"}, held-out loss ` +
+    `${r.heldout_loss.toFixed(4)}${r.heldout_accuracy == null ? "" : `, accuracy ${(100 * r.heldout_accuracy).toFixed(1)} %`} ` +
+    `(${r.seconds.toFixed(1)} s)`
+  );
 }
 
 /** The losses per round as an SVG line plot. */

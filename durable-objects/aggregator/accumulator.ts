@@ -1,8 +1,8 @@
 // Where a round's accepted updates go until it closes (the Accumulator), today a running weighted sum,
-// and the close that turns the mean into the next version, computed a segment (one storage chunk) at a time: an aggregator holds the upload it is folding and a
-// few segments, never several copies of the adapter, so an adapter up to what one RPC call carries fits
-// a 128 MB isolate (bench/aggregator measures it). Call inside transactionSync: a throw at any segment
-// rolls back every segment written before it.
+// and the close that turns the mean into the next version, computed a segment (one storage chunk) at a
+// time: an aggregator holds the upload it is folding and a few segments, never several copies of the
+// adapter, so an adapter up to what one RPC call carries fits a 128 MB isolate (bench/aggregator measures
+// it). Call inside transactionSync: a throw at any segment rolls back every segment written before it.
 import { pieces, type FlatLayout, type FlatSource } from "../../src/fl/flat-tensors.ts";
 import { FlError } from "../../src/fl/errors.ts";
 import { addFold, checkFold } from "../../src/fl/weighted-mean.ts";

@@ -53,7 +53,8 @@ export function refusing<T>(what: string, fn: () => T): T {
     if (e instanceof SafetensorsError && e.code === "header_too_large")
       throw new AggregatorError(
         "header_too_large",
-        `${what}: ${e.message}: a header holds its tensors' entries and at most ${UPDATE_METADATA_BYTES} bytes of metadata (metrics of at most ${METRICS_LIMITS.jsonBytes} characters)`,
+        `${what}: ${e.message}: a header holds its tensors' entries and at most ${UPDATE_METADATA_BYTES} bytes of metadata ` +
+          `(metrics of at most ${METRICS_LIMITS.jsonBytes} characters)`,
       );
     if (e instanceof SafetensorsError) throw new AggregatorError("safetensors_invalid", `${what}: ${e.message} (${e.code})`);
     if (e instanceof FlError) throw new AggregatorError(e.code === "non_finite" ? "non_finite" : "tensor_mismatch", e.message);

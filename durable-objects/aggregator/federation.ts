@@ -147,6 +147,8 @@ function checkVersionSize(floats: number, maxUploadBytes: number): void {
   if (bytes > largest)
     throw new AggregatorError(
       "config_invalid",
-      `the adapter would be ${bytes} bytes (${floats} float32 values); a federation's adapter may be at most ${largest} bytes (${largest === MAX_ADAPTER_BYTES ? "what an upload carries through one Durable Object RPC call of 32 MiB" : "its maxUploadBytes"}): use a smaller rank, fewer target modules or layers`,
+      `the adapter would be ${bytes} bytes (${floats} float32 values); a federation's adapter may be at most ${largest} bytes (${
+        largest === MAX_ADAPTER_BYTES ? "what an upload carries through one Durable Object RPC call of 32 MiB" : "its maxUploadBytes"
+      }): use a smaller rank, fewer target modules or layers`,
     );
 }

@@ -17,7 +17,8 @@ export class Registry {
 
   register(entry: RegistryEntry, now: number): void {
     this.sql.exec(
-      "INSERT INTO registry (federation_id, created_at, entry) VALUES (?, ?, ?) ON CONFLICT (federation_id) DO UPDATE SET entry = excluded.entry",
+      "INSERT INTO registry (federation_id, created_at, entry) VALUES (?, ?, ?) ON CONFLICT (federation_id) " +
+        "DO UPDATE SET entry = excluded.entry",
       entry.id,
       now,
       JSON.stringify({ clients: entry.clients, maxUploadBytes: entry.maxUploadBytes }),

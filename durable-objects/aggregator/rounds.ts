@@ -56,7 +56,8 @@ export class Rounds {
     if (fed.version === 0 && !this.store.hasVersion(id, 0))
       throw new AggregatorError(
         "initial_missing",
-        `"${id}" is a federation whose operator supplies version 0 (offsite-tuning's owner adapter): PUT /federations/${id}/versions/0 with the operator's token first (npx fedflare offsite emulator writes it)`,
+        `"${id}" is a federation whose operator supplies version 0 (offsite-tuning's owner adapter): ` +
+          `PUT /federations/${id}/versions/0 with the operator's token first (npx fedflare offsite emulator writes it)`,
       );
     const sql = this.store.sql;
     const round = (sql.exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ?", id).one().n ?? 0) + 1;
@@ -93,7 +94,8 @@ export class Rounds {
     if (r.uploads < fed.config.minClients)
       throw new AggregatorError(
         "round_short",
-        `round ${round} of "${id}" has ${r.uploads} of the ${fed.config.minClients} uploads it needs to close; fail it instead (POST .../rounds/${round}/fail)`,
+        `round ${round} of "${id}" has ${r.uploads} of the ${fed.config.minClients} uploads it needs to close; fail it instead ` +
+          `(POST .../rounds/${round}/fail)`,
       );
     this.finish(id, round, now, "close");
     await this.armAlarm();

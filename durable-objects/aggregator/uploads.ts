@@ -79,7 +79,8 @@ export class Uploads {
       throw new AggregatorError("client_unknown", `client "${u.clientId}" is not a member of "${u.federationId}"`);
     const prior = this.store.sql
       .exec<{ idempotency_key: string; body_sha256: string; num_examples: number; received_at: number }>(
-        "SELECT idempotency_key, body_sha256, num_examples, received_at FROM receipts WHERE federation_id = ? AND round = ? AND client_id = ?",
+        "SELECT idempotency_key, body_sha256, num_examples, received_at FROM receipts " +
+          "WHERE federation_id = ? AND round = ? AND client_id = ?",
         u.federationId,
         u.round,
         u.clientId,
@@ -100,7 +101,8 @@ export class Uploads {
         };
       throw new AggregatorError(
         "upload_conflict",
-        `client "${u.clientId}" already uploaded to round ${u.round} with another ${prior.idempotency_key === u.idempotencyKey ? "body" : "idempotency key"}; one update per client per round`,
+        `client "${u.clientId}" already uploaded to round ${u.round} with another ` +
+          `${prior.idempotency_key === u.idempotencyKey ? "body" : "idempotency key"}; one update per client per round`,
       );
     }
     if (round.status !== "open")
@@ -151,7 +153,8 @@ export class Uploads {
     if (info.numExamples > fed.config.maxExamplesPerClient)
       throw new AggregatorError(
         "metadata_invalid",
-        `upload __metadata__: num_examples ${info.numExamples} is over this federation's maxExamplesPerClient (${fed.config.maxExamplesPerClient})`,
+        `upload __metadata__: num_examples ${info.numExamples} is over this federation's maxExamplesPerClient ` +
+          `(${fed.config.maxExamplesPerClient})`,
       );
     const check = method.side.validate;
     if (check) refusing("upload", () => check(method.config, update, () => this.store.versionTensors(fed.id, round.base_version)));
@@ -162,7 +165,8 @@ export class Uploads {
   private record(u: UploadRequest, info: UploadInfo, now: number, foldMs: number): void {
     const { sql } = this.store;
     sql.exec(
-      "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       u.federationId,
       u.round,
       u.clientId,

@@ -33,7 +33,8 @@ export class Views {
       result: r.result ? (JSON.parse(r.result) as RoundResult) : null,
       receipts: this.store.sql
         .exec<{ client_id: string; received_at: number; num_examples: number; fold_ms: number }>(
-          "SELECT client_id, received_at, num_examples, fold_ms FROM receipts WHERE federation_id = ? AND round = ? ORDER BY received_at, client_id",
+          "SELECT client_id, received_at, num_examples, fold_ms FROM receipts WHERE federation_id = ? AND round = ? " +
+            "ORDER BY received_at, client_id",
           id,
           round,
         )

@@ -29,14 +29,16 @@ export function guardedSql(sql: SqlStorage): SqlStorage {
       const n = valueBytes(b as SqlStorageValue);
       if (n > SQLITE_VALUE_MAX_BYTES)
         throw new StorageLimitError(
-          `parameter ${i + 1} of "${query.slice(0, 60)}" is ${n} bytes, over the platform's ${SQLITE_VALUE_MAX_BYTES}-byte limit on a SQLite value`,
+          `parameter ${i + 1} of "${query.slice(0, 60)}" is ${n} bytes, over the platform's ` +
+            `${SQLITE_VALUE_MAX_BYTES}-byte limit on a SQLite value`,
         );
       total += n;
     });
     // A row is at most 2 MB too; each of our statements writes one row, so its parameters together bound it.
     if (total > SQLITE_VALUE_MAX_BYTES)
       throw new StorageLimitError(
-        `the parameters of "${query.slice(0, 60)}" are ${total} bytes together, over the platform's ${SQLITE_VALUE_MAX_BYTES}-byte limit on a row`,
+        `the parameters of "${query.slice(0, 60)}" are ${total} bytes together, over the platform's ` +
+          `${SQLITE_VALUE_MAX_BYTES}-byte limit on a row`,
       );
     return sql.exec(query, ...bindings);
   };

@@ -96,7 +96,8 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
   if (!Number.isInteger(headDim))
     throw new ModelError(
       "config_invalid",
-      `config.json: hidden_size (${c.hidden_size}) is not divisible by num_attention_heads (${c.num_attention_heads}) and no head_dim is given`,
+      `config.json: hidden_size (${c.hidden_size}) is not divisible by num_attention_heads (${c.num_attention_heads}) ` +
+        `and no head_dim is given`,
     );
   if (headDim % 2 !== 0) throw new ModelError("config_invalid", `config.json: head_dim ${headDim} must be even for rotary embeddings`);
   for (const [name, id] of [

@@ -63,7 +63,9 @@ export function llamaFeeds(
       if (!Number.isInteger(id) || id < 0 || id >= ids)
         throw new ModelError(
           "input_invalid",
-          `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})${ids > c.vocabSize ? ` and the soft prompt's ids [${c.vocabSize}, ${ids})` : ""}`,
+          `forward: token id ${id} is outside the vocabulary [0, ${c.vocabSize})${
+            ids > c.vocabSize ? ` and the soft prompt's ids [${c.vocabSize}, ${ids})` : ""
+          }`,
         );
   }
   const past = input.past;

@@ -180,7 +180,8 @@ export function readSafetensorsHeader(bytes: Uint8Array, opts?: ParseOptions): S
         "offsets_gap",
         previous === undefined
           ? `tensor ${quote(name)} starts at byte ${begin} but the data buffer must start with a tensor at 0`
-          : `tensor ${quote(name)} starts at byte ${begin} but the previous tensor ${quote(previous)} ends at ${end} (gap of ${begin - end} bytes)`,
+          : `tensor ${quote(name)} starts at byte ${begin} but the previous tensor ${quote(previous)} ends at ${end} (gap of ` +
+              `${begin - end} bytes)`,
       );
     }
     if (begin < end) {

@@ -22,7 +22,8 @@ const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replac
 /**
  * About `count` round tick values covering [lo, hi], made by index (i · step): adding the step to a running
  * value never advances when the step is below the values' float spacing (a span of 1e-16 around 1), and
- * that loop never ended; the loop counts ticks, as past 2^53 an index + 1 does not advance either. A span too fine for `count` distinct ticks gets its two ends.
+ * that loop never ended; the loop counts ticks, as past 2^53 an index + 1 does not advance either. A span
+ * too fine for `count` distinct ticks gets its two ends.
  */
 export function ticks(lo: number, hi: number, count: number, integers = false): number[] {
   const span = hi - lo || 1;
@@ -56,13 +57,15 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
   ];
   for (const t of ticks(x0, x1, 8, o.integerX))
     parts.push(
-      `<line x1="${sx(t)}" x2="${sx(t)}" y1="${m.top}" y2="${H - m.bottom}" stroke="#eee"/><text x="${sx(t)}" y="${H - m.bottom + 16}" text-anchor="middle">${t}</text>`,
+      `<line x1="${sx(t)}" x2="${sx(t)}" y1="${m.top}" y2="${H - m.bottom}" stroke="#eee"/><text x="${sx(t)}" y="${H - m.bottom + 16}" ` +
+        `text-anchor="middle">${t}</text>`,
     );
   for (const t of ticks(y0, y1, 6)) {
     const y = o.logY ? 10 ** t : t;
     const yy = H - m.bottom - ((t - y0) / (y1 - y0 || 1)) * (H - m.top - m.bottom);
     parts.push(
-      `<line x1="${m.left}" x2="${W - m.right}" y1="${yy}" y2="${yy}" stroke="#eee"/><text x="${m.left - 6}" y="${yy + 4}" text-anchor="end">${Number(y.toPrecision(3))}</text>`,
+      `<line x1="${m.left}" x2="${W - m.right}" y1="${yy}" y2="${yy}" stroke="#eee"/><text x="${m.left - 6}" y="${yy + 4}" ` +
+        `text-anchor="end">${Number(y.toPrecision(3))}</text>`,
     );
   }
   parts.push(
@@ -78,7 +81,8 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
     // Legend at the top right, as wide as its longest name (about 7 px a character at 12 px).
     const lx = W - m.right - 30 - 7 * Math.max(...series.map((x) => x.name.length));
     parts.push(
-      `<rect x="${lx}" y="${m.top + 10 + i * 18}" width="12" height="3" fill="${s.color}"/><text x="${lx + 18}" y="${m.top + 15 + i * 18}">${esc(s.name)}</text>`,
+      `<rect x="${lx}" y="${m.top + 10 + i * 18}" width="12" height="3" fill="${s.color}"/><text x="${lx + 18}" ` +
+        `y="${m.top + 15 + i * 18}">${esc(s.name)}</text>`,
     );
   });
   parts.push("</svg>\n");

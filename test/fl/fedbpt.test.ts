@@ -112,7 +112,8 @@ describe("FedBPT's subspace", () => {
     await Promise.all([plain.release(), suffix.release(), prefix.release()]);
   });
 
-  it("perturbation: the fitness is the cross-entropy over that on the perturbed copy, which every candidate of a generation shares", async () => {
+  it(`perturbation: the fitness is the cross-entropy over that on the perturbed copy, \
+which every candidate of a generation shares`, async () => {
     const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize), { bos_token: "<s>", add_bos_token: true });
     const labels = ["fox", "dog"];
     const items = ["The quick brown", "The lazy", "Each client trains, the", "It runs away, the"].map((prompt, i) => ({

@@ -273,7 +273,8 @@ describe("a client worker's boundary", () => {
     expect((await errorOf(res)).code).toBe("not_found");
   });
 
-  it("retries an upload after a 503, an expired signature and a connection lost after the fold, with the same key and body, signed anew; it lands once", async () => {
+  it(`retries an upload after a 503, an expired signature and a connection lost after the fold, with the same key and body, signed anew; \
+it lands once`, async () => {
     faults.push("503", "signature_expired", "drop-after-forward");
     const accepted = await asOwner("a", "/tasks", task(1));
     expect(accepted.status, await accepted.clone().text()).toBe(202);

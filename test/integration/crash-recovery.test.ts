@@ -190,7 +190,8 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     expectMean(await versionOf(id, 1), v0, updates);
   });
 
-  it("mid-upload: a body cut off loses nothing acknowledged; a kill after the last byte folds the update whole or not at all; a kill as the round closes keeps the close; retries are accepted once", async () => {
+  it(`mid-upload: a body cut off loses nothing acknowledged; a kill after the last byte folds the update whole or not at all; \
+a kill as the round closes keeps the close; retries are accepted once`, async () => {
     const id = "crash-mid-upload";
     // A wider model and rank 64 on every module: uploads of 4 MiB, long enough to be cut off.
     const model = {
@@ -243,7 +244,9 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     const afterKill = await roundOf(id, 1);
     const folded = clientsOf(afterKill).includes("c3");
     process.stderr.write(
-      `kill ${(handlingMs * 0.8).toFixed(0)} ms after c3's last byte (c1 took ${handlingMs.toFixed(0)} ms): ${answered instanceof Error ? `no answer (${answered.message})` : `answered ${answered}`}, ${folded ? "folded" : "absent"} after the restart\n`,
+      `kill ${(handlingMs * 0.8).toFixed(0)} ms after c3's last byte (c1 took ${handlingMs.toFixed(0)} ms): ` +
+        `${answered instanceof Error ? `no answer (${answered.message})` : `answered ${answered}`}, ` +
+        `${folded ? "folded" : "absent"} after the restart\n`,
     );
     if (answered === 200) expect(folded).toBe(true);
     expect(afterKill).toMatchObject({ status: "open", uploads: folded ? 2 : 1, totalWeight: folded ? 20 : 6 });
@@ -262,7 +265,8 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     await fed.crash();
     const closingAnswer = await closing;
     process.stderr.write(
-      `kill as the round closed: c4 ${closingAnswer instanceof Error ? `had no answer (${closingAnswer.message})` : `was answered ${closingAnswer}`}\n`,
+      `kill as the round closed: c4 ` +
+        `${closingAnswer instanceof Error ? `had no answer (${closingAnswer.message})` : `was answered ${closingAnswer}`}\n`,
     );
     expect(await accepted(u4)).toMatchObject({ replayed: true, roundStatus: "closed" });
     const closed = await roundOf(id, 1);
@@ -271,7 +275,8 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     expectMean(await versionOf(id, 1), v0, updates);
   });
 
-  it("deadline while down: the persisted alarm fires after the restart and closes the round with the two acknowledged uploads", async () => {
+  it(`deadline while down: the persisted alarm fires after the restart and closes the round \
+with the two acknowledged uploads`, async () => {
     const id = "crash-deadline";
     // deadlineSeconds' minimum is 1; 4 leaves room to upload and kill before it passes on a busy machine.
     const { round, v0 } = await createAndOpen(federationConfig(id, { quorum: 4, minClients: 2, deadlineSeconds: 4 }));
@@ -289,7 +294,8 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     expect(clientsOf(r)).toEqual(["c1", "c2"]);
     expect(r.closedAt!).toBeGreaterThanOrEqual(round.deadline + 1000);
     process.stderr.write(
-      `deadline round closed ${r.closedAt! - round.deadline} ms after its deadline, ${Date.now() - restartedAt} ms after workerd was back\n`,
+      `deadline round closed ${r.closedAt! - round.deadline} ms after its deadline, ` +
+        `${Date.now() - restartedAt} ms after workerd was back\n`,
     );
     expectMean(await versionOf(id, 1), v0, updates);
   });

@@ -71,7 +71,8 @@ afterAll(async () => {
 });
 
 describe("a FedBPT federation", () => {
-  it("clients run CMA-ES generations across invocations and upload mean and step size; the version moves, with the model local or at the endpoint", async () => {
+  it(`clients run CMA-ES generations across invocations and upload mean and step size; the version moves, \
+with the model local or at the endpoint`, async () => {
     const method = { type: "fedbpt", promptTokens: 2, dimension: 8, sigma: 1, generations: 3, labels, placement: "suffix" };
     const config = federationConfig("bpt", {
       model: { name: "tiny", config: toHfConfig(model), quant: "f32" },

@@ -105,7 +105,8 @@ afterAll(async () => {
 });
 
 describe("a federation of four client workers", () => {
-  it("runs 3 rounds of FedAvg LoRA; each version is the weighted mean of the deltas; held-out loss falls; a restart mid-round loses nothing", async () => {
+  it(`runs 3 rounds of FedAvg LoRA; each version is the weighted mean of the deltas; held-out loss falls; \
+a restart mid-round loses nothing`, async () => {
     const config = {
       id: FED,
       model: { name: "tiny", config: toHfConfig(model), quant: "int8" },
@@ -173,7 +174,9 @@ describe("a federation of four client workers", () => {
     process.stderr.write(`held-out loss by version: ${losses.map((l) => l.toFixed(4)).join(" -> ")}\n`);
     for (const [i, r] of timeline.entries())
       process.stderr.write(
-        `round ${i + 1}: ${r.closedAt! - r.openedAt} ms open; uploads at +${r.receipts.map((x) => `${x.receivedAt - r.openedAt} ms (${x.clientId}, fold ${x.foldMs.toFixed(1)} ms)`).join(", +")}\n`,
+        `round ${i + 1}: ${r.closedAt! - r.openedAt} ms open; uploads at +${r.receipts
+          .map((x) => `${x.receivedAt - r.openedAt} ms (${x.clientId}, fold ${x.foldMs.toFixed(1)} ms)`)
+          .join(", +")}\n`,
       );
   }, 600_000);
 });

@@ -274,7 +274,8 @@ describe("aggregator: the deadline alarm", () => {
 });
 
 describe("aggregator: a close a segment at a time", () => {
-  it("gives what the strategy gives on whole tensors, with its moments carried across rounds (FedAdam, an adapter over two segments)", async () => {
+  it(`gives what the strategy gives on whole tensors, with its moments carried across rounds (FedAdam, \
+an adapter over two segments)`, async () => {
     const { toHfConfig } = await import("../../src/engine/config.ts");
     const { tinyConfig } = await import("../fixtures/tiny-llama.ts");
     const { createStrategy } = await import("../../src/fl/create-strategy.ts");

@@ -115,7 +115,8 @@ describe("coordinator API", () => {
     expect(doc.components.schemas.UploadMetadata!.properties).toHaveProperty("num_examples");
   });
 
-  it("documents every route with the credential it needs; only the health check, the document and the dashboard's shell are open", async () => {
+  it(`documents every route with the credential it needs; only the health check, \
+the document and the dashboard's shell are open`, async () => {
     const doc = (await (await api("/openapi.json")).json()) as { paths: Record<string, Record<string, { security?: object[] }>> };
     const open = new Set(["GET /", "GET /health", "GET /openapi.json"]);
     const routes = new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, "{$1}")}`));

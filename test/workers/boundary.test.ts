@@ -177,7 +177,8 @@ describe("checks before reading", () => {
     expect(pulled()).toBeLessThan(2 ** 20);
   });
 
-  it("checks a member's signature from its headers before reading the body: a forged one is refused having read almost none of it", async () => {
+  it(`checks a member's signature from its headers before reading the body: \
+a forged one is refused having read almost none of it`, async () => {
     await create("read-3");
     const { body, pulled } = countedBody(30 * 2 ** 20);
     const res = await anonymous("/federations/read-3/rounds/1/updates/c1", {
@@ -427,7 +428,8 @@ describe("the platform's 2 MB SQLite value limit", () => {
       );
       expect(() =>
         sql.exec(
-          "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, " +
+            "fold_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
           "f",
           1,
           "c",

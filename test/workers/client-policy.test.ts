@@ -41,7 +41,8 @@ describe("a client's policy", () => {
       MAX_API_QUERIES: 5 * 3 * 4 * 2,
     });
     expect(taskDemands(env(), taskOf({ type: "discrete", population: 3, labels, phrases, queryBudget: 50 })).MAX_API_QUERIES).toBe(50);
-    // FedBPT: its generations are its steps; at an endpoint each scores lambda candidates (4 + floor(3 ln 8) = 10 for d = 8), twice with perturbation.
+    // FedBPT: its generations are its steps; at an endpoint each scores lambda candidates (4 + floor(3 ln 8) = 10 for d = 8),
+    // twice with perturbation.
     const bpt = { type: "fedbpt", dimension: 8, generations: 3, perturb: 0, labels };
     expect(taskDemands(env(), taskOf(bpt))).toMatchObject({ MAX_LOCAL_STEPS: 3, MAX_EXAMPLES_PER_ROUND: 12, MAX_API_QUERIES: 0 });
     expect(taskDemands(env({ TRUNK_URL: "http://endpoint" }), taskOf(bpt)).MAX_API_QUERIES).toBe(3 * 10 * 4 * 2);

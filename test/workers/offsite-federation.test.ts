@@ -40,7 +40,8 @@ const supply = (path: string, body: Uint8Array) => api(path, { method: "PUT", bo
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 
 describe("an offsite-tuning federation", () => {
-  it("has no version 0 and opens no round until the operator supplies the adapter, which is checked strictly and accepted once", async () => {
+  it(`has no version 0 and opens no round until the operator supplies the adapter, \
+which is checked strictly and accepted once`, async () => {
     expect((await api("/federations", { method: "POST", body: JSON.stringify(config("off-1")) })).status).toBe(201);
     expect(await (await api("/federations/off-1/versions/0/adapter_config.json")).json()).toEqual({
       method: "offsite",

@@ -25,7 +25,8 @@ export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
       c,
       503,
       "not_configured",
-      "this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: `fedflare client-secret --client <id>`)",
+      "this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: " +
+        "`fedflare client-secret --client <id>`)",
     );
   const authorization = c.req.header("authorization");
   if (authorization !== undefined) {
@@ -56,7 +57,8 @@ export const clientAuth: MiddlewareHandler<ClientApp> = async (c, next) => {
         c,
         401,
         "unauthorized",
-        `requests to a client are signed by the operator (as "${OPERATOR_ID}") or carry its owner's bearer token; this one is signed by "${headers.clientId}"`,
+        `requests to a client are signed by the operator (as "${OPERATOR_ID}") or carry its owner's bearer token; ` +
+          `this one is signed by "${headers.clientId}"`,
       );
     const url = new URL(c.req.url);
     await verifySignature(c.env.CLIENT_SECRET, headers, c.req.method, url.pathname + url.search);

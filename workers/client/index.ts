@@ -17,7 +17,10 @@ app.get("/health", (c) => c.json({ ok: true, service: "fedflare-client" }));
 
 app.use("*", capBody(MAX_REQUEST_BYTES), clientAuth);
 
-/** A task: {"federationId": "...", "round": N}, for a listed federation's open round that sampled this client, within the owner's limits. */
+/**
+ * A task: {"federationId": "...", "round": N}, for a listed federation's open round that sampled this client,
+ * within the owner's limits.
+ */
 app.post("/tasks", async (c) => {
   const body = parseTask(c.var.body);
   const refusal =

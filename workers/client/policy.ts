@@ -68,7 +68,9 @@ export function federationRefusal(env: ClientEnv, federationId: string): Refusal
   if (listedFederations(env).includes(federationId)) return null;
   return {
     status: 403,
-    message: `this client trains only for the federations in its FEDERATIONS var (${JSON.stringify(env.FEDERATIONS ?? "")}): its owner adds "${federationId}" there to take its tasks`,
+    message:
+      `this client trains only for the federations in its FEDERATIONS var (${JSON.stringify(env.FEDERATIONS ?? "")}): ` +
+      `its owner adds "${federationId}" there to take its tasks`,
   };
 }
 
@@ -84,7 +86,9 @@ export function roundRefusal(env: ClientEnv, federationId: string, round: number
     if (asked > limits[name])
       return {
         status: 422,
-        message: `${what} asks ${asked} (${LIMIT_UNITS[name]}), over this client's ${name} of ${limits[name]}: its owner raises ${name} in its wrangler.toml [vars] to take this task`,
+        message:
+          `${what} asks ${asked} (${LIMIT_UNITS[name]}), over this client's ${name} of ${limits[name]}: its owner raises ` +
+          `${name} in its wrangler.toml [vars] to take this task`,
       };
   return null;
 }

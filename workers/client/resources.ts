@@ -126,7 +126,8 @@ export function downloads(env: ClientEnv, limit: number, round: number): { get: 
         res,
         left,
         (size) =>
-          `${what} is ${size}, over the ${left} bytes left of this client's MAX_DOWNLOAD_BYTES (${limit}) for round ${round}: its owner raises MAX_DOWNLOAD_BYTES in its wrangler.toml [vars] to take this task`,
+          `${what} is ${size}, over the ${left} bytes left of this client's MAX_DOWNLOAD_BYTES (${limit}) for round ${round}: ` +
+          `its owner raises MAX_DOWNLOAD_BYTES in its wrangler.toml [vars] to take this task`,
       );
       spent += bytes.length;
       return bytes;

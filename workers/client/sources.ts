@@ -46,7 +46,8 @@ export async function coordinatorFetch(
 ): Promise<Response> {
   if (!env.CLIENT_SECRET)
     throw new Error(
-      "this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: `fedflare client-secret --client <id>`)",
+      "this client has no CLIENT_SECRET: set it with `wrangler secret put CLIENT_SECRET` (the operator gives it: " +
+        "`fedflare client-secret --client <id>`)",
     );
   const method = init.method ?? "GET";
   const signed = await signRequest(env.CLIENT_SECRET, env.CLIENT_ID, method, path, init.body);

@@ -34,7 +34,9 @@ function secret(c: Context<Env>, role: Role): string {
   const value = c.env[SECRETS[role]];
   if (typeof value !== "string" || value.length < 16)
     throw new HTTPException(503, {
-      message: `the coordinator is not configured: set the secret ${SECRETS[role]} (at least 16 characters) with \`npx wrangler secret put ${SECRETS[role]}\``,
+      message:
+        `the coordinator is not configured: set the secret ${SECRETS[role]} (at least 16 characters) ` +
+        `with \`npx wrangler secret put ${SECRETS[role]}\``,
     });
   return value;
 }

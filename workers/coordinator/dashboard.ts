@@ -49,37 +49,55 @@ async function refresh() {
     table("federations", ["federation", "model", "strategy", "rounds", "version", "open round"], feds.map((f) =>
       el("tr", { "data-testid": "federation-row", class: f.id === selected ? "selected" : "" },
         el("td", {}, el("a", { href: "?federation=" + encodeURIComponent(f.id) }, f.id)), el("td", {}, f.config.model.name),
-        el("td", {}, f.config.strategy.name), el("td", {}, f.roundsDone + " / " + f.config.rounds), el("td", {}, f.version), el("td", {}, f.openRound ?? "-")))),
+        el("td", {}, f.config.strategy.name), el("td", {}, f.roundsDone + " / " + f.config.rounds), el("td", {}, f.version),
+        el("td", {}, f.openRound ?? "-")))),
   );
   const fed = feds.find((f) => f.id === selected);
   if (!fed) {
-    document.getElementById("detail").replaceChildren(el("p", {}, feds.length ? "no federation " + selected : "no federations yet: POST /federations"));
+    document.getElementById("detail").replaceChildren(
+      el("p", {}, feds.length ? "no federation " + selected : "no federations yet: POST /federations"),
+    );
     return;
   }
-  const rounds = await Promise.all((await json("/federations/" + encodeURIComponent(fed.id) + "/metrics")).map((r) => json("/federations/" + encodeURIComponent(fed.id) + "/rounds/" + r.round)));
+  const rounds = await Promise.all(
+    (await json("/federations/" + encodeURIComponent(fed.id) + "/metrics")).map((r) =>
+      json("/federations/" + encodeURIComponent(fed.id) + "/rounds/" + r.round),
+    ),
+  );
   const clients = new Map(fed.config.clients.map((c) => [c, { sampled: 0, uploads: 0, examples: 0, last: 0 }]));
   for (const r of rounds) {
     for (const c of r.sampled) clients.get(c).sampled++;
-    for (const x of r.receipts) Object.assign(clients.get(x.clientId), { uploads: clients.get(x.clientId).uploads + 1, examples: x.numExamples, last: x.receivedAt });
+    for (const x of r.receipts)
+      Object.assign(clients.get(x.clientId), { uploads: clients.get(x.clientId).uploads + 1, examples: x.numExamples, last: x.receivedAt });
   }
   document.getElementById("detail").replaceChildren(
     el("h2", {}, fed.id),
-    el("img", { "data-testid": "plot", alt: "train loss by round", src: await plot("/federations/" + encodeURIComponent(fed.id) + "/plot.svg") }),
+    el("img", {
+      "data-testid": "plot",
+      alt: "train loss by round",
+      src: await plot("/federations/" + encodeURIComponent(fed.id) + "/plot.svg"),
+    }),
     el("h3", {}, "Rounds"),
     table("rounds", ["round", "status", "uploads", "examples", "train loss", "version", "opened", "closed"], rounds.map((r) =>
-      el("tr", { "data-testid": "round-row" }, el("td", {}, r.round), el("td", {}, r.status), el("td", {}, r.uploads + " / " + r.sampled.length), el("td", {}, r.totalWeight),
-        el("td", {}, r.result && r.result.metrics && r.result.metrics.train_loss !== undefined ? r.result.metrics.train_loss.toFixed(4) : "-"),
-        el("td", {}, r.result && r.result.version !== undefined ? r.result.version : "-"), el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt))))),
+      el("tr", { "data-testid": "round-row" }, el("td", {}, r.round), el("td", {}, r.status),
+        el("td", {}, r.uploads + " / " + r.sampled.length), el("td", {}, r.totalWeight),
+        el("td", {},
+          r.result && r.result.metrics && r.result.metrics.train_loss !== undefined ? r.result.metrics.train_loss.toFixed(4) : "-"),
+        el("td", {}, r.result && r.result.version !== undefined ? r.result.version : "-"),
+        el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt))))),
     el("h3", {}, "Clients"),
     table("clients", ["client", "sampled", "uploads", "examples (last)", "last upload"], [...clients].map(([id, c]) =>
-      el("tr", { "data-testid": "client-row" }, el("td", {}, id), el("td", {}, c.sampled), el("td", {}, c.uploads), el("td", {}, c.examples || "-"), el("td", {}, time(c.last))))),
+      el("tr", { "data-testid": "client-row" }, el("td", {}, id), el("td", {}, c.sampled), el("td", {}, c.uploads),
+        el("td", {}, c.examples || "-"), el("td", {}, time(c.last))))),
   );
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
 const tick = () => {
   if (!sessionStorage.getItem(TOKEN)) return signIn("Sign in with the coordinator's viewer token (FEDFLARE_VIEWER_TOKEN).");
-  refresh().catch((e) => (e instanceof SignedOut ? signIn(e.message) : (document.getElementById("updated").textContent = "error: " + e.message)));
+  refresh().catch((e) =>
+    (e instanceof SignedOut ? signIn(e.message) : (document.getElementById("updated").textContent = "error: " + e.message)),
+  );
 };
 tick();
 setInterval(() => sessionStorage.getItem(TOKEN) && tick(), 2000);

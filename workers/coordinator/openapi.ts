@@ -43,7 +43,8 @@ const versionBytes = {
   get: {
     security: READER,
     summary:
-      "A global adapter version as safetensors (LoRA: PEFT key names; offsite-tuning: the adapter layers' tensors under the full model's names)",
+      "A global adapter version as safetensors (LoRA: PEFT key names; " +
+      "offsite-tuning: the adapter layers' tensors under the full model's names)",
     parameters: [pathId, pathInt("version")],
     responses: {
       "200": { description: "safetensors bytes", content: { "application/octet-stream": {} } },
@@ -82,7 +83,8 @@ export function openapi(): object {
         post: guarded(OPERATOR, {
           summary: "Create a federation",
           description:
-            "Refused (config_invalid) when the adapter could not cross one Durable Object RPC call (the message names the largest size that would) or the model's dimensions are out of bounds.",
+            "Refused (config_invalid) when the adapter could not cross one Durable Object RPC call " +
+            "(the message names the largest size that would) or the model's dimensions are out of bounds.",
           requestBody: { required: true, content: json({ $ref: "#/components/schemas/FederationConfig" }) },
           responses: {
             "201": { description: "the federation" },
@@ -154,7 +156,10 @@ export function openapi(): object {
       "/federations/{id}/versions/{version}/{view}": {
         get: {
           summary: "A method's derived read of a version (its server side's views)",
-          description: `The views of the registered methods: ${viewList()}. FedKSeed's "seeds": safetensors with \`indices\` (I32, increasing seed indices of the pool) and \`values\` (F32), the version's cumulative per-seed scalars minus those of version \`since\`; a client holding \`since\` applies them as w -= lr * sum_j values_j z_j.`,
+          description:
+            `The views of the registered methods: ${viewList()}. FedKSeed's "seeds": safetensors with \`indices\` (I32, ` +
+            `increasing seed indices of the pool) and \`values\` (F32), the version's cumulative per-seed scalars minus those of version ` +
+            `\`since\`; a client holding \`since\` applies them as w -= lr * sum_j values_j z_j.`,
           parameters: [
             pathId,
             pathInt("version"),
@@ -172,7 +177,8 @@ export function openapi(): object {
         put: guarded(OPERATOR, {
           summary: "Supply an offsite-tuning federation's initial adapter (operator only, once, before round 1)",
           description:
-            "Body: safetensors of every tensor of the adapter's layers (the federation's bottom and top layers) under the full model's names and shapes, as `npx fedflare offsite emulator` writes it.",
+            "Body: safetensors of every tensor of the adapter's layers (the federation's bottom and top layers) " +
+            "under the full model's names and shapes, as `npx fedflare offsite emulator` writes it.",
           parameters: [pathId],
           requestBody: { required: true, content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
           responses: {
@@ -194,7 +200,8 @@ export function openapi(): object {
         get: {
           security: READER,
           summary:
-            "What the versions hold: PEFT's adapter_config.json for LoRA; for offsite-tuning the split (bottom, top, middle, adapter_layers, emulator_layers)",
+            "What the versions hold: PEFT's adapter_config.json for LoRA; for offsite-tuning the split (bottom, top, middle, " +
+            "adapter_layers, emulator_layers)",
           parameters: [pathId, pathInt("version")],
           responses: { "200": { description: "JSON" } },
         },
@@ -203,7 +210,11 @@ export function openapi(): object {
         put: {
           security: CLIENT,
           summary: "Upload a client's delta for a round (signed; folded exactly once)",
-          description: `Body: safetensors of the delta (trained minus global, PEFT key names) whose __metadata__ holds num_examples and metrics (UploadMetadata). Headers: Idempotency-Key, and the signature headers ${Object.values(HEADERS).join(", ")} (HMAC-SHA256 over the method, the path with its query, the signer's id, the timestamp, the nonce and the body's SHA-256, with the client's secret).`,
+          description:
+            `Body: safetensors of the delta (trained minus global, PEFT key names) ` +
+            `whose __metadata__ holds num_examples and metrics (UploadMetadata). Headers: Idempotency-Key, and the signature headers ` +
+            `${Object.values(HEADERS).join(", ")} (HMAC-SHA256 over the method, the path with its query, the signer's id, the timestamp, ` +
+            `the nonce and the body's SHA-256, with the client's secret).`,
           parameters: [
             pathId,
             pathInt("round"),
@@ -261,7 +272,10 @@ export function openapi(): object {
           type: "apiKey",
           in: "header",
           name: HEADERS.signature,
-          description: `A member client's HMAC-SHA256 (${Object.values(HEADERS).join(", ")}) over the method, path with query, timestamp, nonce and the body's SHA-256, with the secret the operator derives from FEDFLARE_MASTER_KEY. Reads only its federations.`,
+          description:
+            `A member client's HMAC-SHA256 (${Object.values(HEADERS).join(", ")}) over the method, path with query, ` +
+            `timestamp, nonce and the body's SHA-256, with the secret the operator derives from FEDFLARE_MASTER_KEY. ` +
+            `Reads only its federations.`,
         },
       },
     },

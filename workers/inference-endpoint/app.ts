@@ -159,13 +159,15 @@ export function endpointApp(o: EndpointOptions): Hono {
             c,
             429,
             "too_many_requests",
-            `the endpoint is busy: ${limits.maxConcurrent} requests compute at once (maxConcurrent) and ${limits.maxQueued} more may wait (maxQueued); retry later`,
+            `the endpoint is busy: ${limits.maxConcurrent} requests compute at once (maxConcurrent) and ` +
+              `${limits.maxQueued} more may wait (maxQueued); retry later`,
           );
         return openaiError(
           c,
           503,
           "queue_timeout",
-          `the request waited ${limits.timeoutMs} ms (timeoutMs) for one of the ${limits.maxConcurrent} computing slots (maxConcurrent); retry later`,
+          `the request waited ${limits.timeoutMs} ms (timeoutMs) for one of the ${limits.maxConcurrent} computing slots (maxConcurrent); ` +
+            `retry later`,
         );
       }
       const work = answer(measured.input, signal).finally(leave);

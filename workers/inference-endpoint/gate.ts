@@ -14,7 +14,10 @@ export class Gate {
     this.queued = queued;
   }
 
-  /** Waits for a slot and returns the function that frees it; throws GateFull when the queue is full, `signal.reason` when it aborts first. */
+  /**
+   * Waits for a slot and returns the function that frees it; throws GateFull when the queue is full,
+   * `signal.reason` when it aborts first.
+   */
   async enter(signal: AbortSignal): Promise<() => void> {
     signal.throwIfAborted();
     if (this.computing < this.slots) this.computing++;

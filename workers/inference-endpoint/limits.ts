@@ -16,7 +16,10 @@ export interface EndpointLimits {
   maxEchoEntries: number;
   /** Request body bytes. */
   maxBodyBytes: number;
-  /** ORT sessions kept for hidden states and scoring (per cut layer, per `trains`, per soft-prompt shape); the least recently used is released. */
+  /**
+   * ORT sessions kept for hidden states and scoring (per cut layer, per `trains`, per soft-prompt shape); the
+   * least recently used is released.
+   */
   maxSessions: number;
   /** Requests computing at once; more wait in the queue. */
   maxConcurrent: number;
@@ -52,7 +55,8 @@ export function endpointLimits(overrides: Partial<EndpointLimits> = {}): Endpoin
   }
   if (limits.maxRows < MAX_SCORED_ROWS)
     throw new RangeError(
-      `endpoint limit maxRows must be at least ${MAX_SCORED_ROWS}: fedflare's clients send up to that many rows a scoring request, got ${limits.maxRows}`,
+      `endpoint limit maxRows must be at least ${MAX_SCORED_ROWS}: ` +
+        `fedflare's clients send up to that many rows a scoring request, got ${limits.maxRows}`,
     );
   return limits;
 }
@@ -109,7 +113,10 @@ export function refusal(d: Demand, limits: EndpointLimits, maxPositions: number)
         status: 413,
         code: "hidden_states_too_large",
         param: d.rowsField,
-        message: `the hidden states asked for are ${bytes} bytes (${rows} rows x ${d.rows[longest]} positions x ${d.hiddenStates.hidden} hidden x 4): this endpoint answers at most ${limits.maxHiddenStateBytes} (maxHiddenStateBytes); send fewer or shorter rows a request`,
+        message:
+          `the hidden states asked for are ${bytes} bytes (${rows} rows x ${d.rows[longest]} positions x ` +
+          `${d.hiddenStates.hidden} hidden x 4): this endpoint answers at most ${limits.maxHiddenStateBytes} (maxHiddenStateBytes); ` +
+          `send fewer or shorter rows a request`,
       };
   }
   if (d.echoEntries !== undefined && d.echoEntries > limits.maxEchoEntries)
@@ -117,14 +124,19 @@ export function refusal(d: Demand, limits: EndpointLimits, maxPositions: number)
       status: 413,
       code: "answer_too_large",
       param: "echo",
-      message: `the echoed log-probs would be ${d.echoEntries} entries (prompt positions x (1 + logprobs)): this endpoint answers at most ${limits.maxEchoEntries} a request (maxEchoEntries); send fewer or shorter prompts, or fewer logprobs`,
+      message:
+        `the echoed log-probs would be ${d.echoEntries} entries (prompt positions x (1 + logprobs)): ` +
+        `this endpoint answers at most ${limits.maxEchoEntries} a request (maxEchoEntries); send fewer or shorter prompts, ` +
+        `or fewer logprobs`,
     };
   if (d.perturbation && d.perturbation.values > limits.maxPerturbationWork)
     return {
       status: 413,
       code: "perturbation_too_large",
       param: null,
-      message: `the perturbation needs ${d.perturbation.values} values (${d.perturbation.what}): this endpoint generates at most ${limits.maxPerturbationWork} a request (maxPerturbationWork)`,
+      message:
+        `the perturbation needs ${d.perturbation.values} values (${d.perturbation.what}): this endpoint generates at most ` +
+        `${limits.maxPerturbationWork} a request (maxPerturbationWork)`,
     };
   return null;
 }

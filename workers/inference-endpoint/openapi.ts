@@ -25,7 +25,11 @@ export function endpointOpenapi(extensions: readonly EndpointExtension[]): objec
       title: "fedflare inference endpoint",
       version: "0.1.0",
       description:
-        "An OpenAI-compatible subset (models, completions) and fedflare's extensions: hidden states for split training, and those of the federated methods whose models live here (each path says what it scores). The endpoint sees the token ids it is sent. A request over one of its limits (rows, positions, max_tokens, answer bytes, perturbation work; GET /health with the token lists them) is refused before it computes, with 400 or 413 naming the limit; 429 (queue full) and 503 (timed out in the queue) carry retry-after; 504 is the timeout while computing.",
+        "An OpenAI-compatible subset (models, completions) and fedflare's extensions: hidden states for split training, " +
+        "and those of the federated methods whose models live here (each path says what it scores). " +
+        "The endpoint sees the token ids it is sent. A request over one of its limits (rows, positions, max_tokens, answer bytes, " +
+        "perturbation work; GET /health with the token lists them) is refused before it computes, with 400 or 413 naming the limit; " +
+        "429 (queue full) and 503 (timed out in the queue) carry retry-after; 504 is the timeout while computing.",
     },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
@@ -55,7 +59,8 @@ export function endpointOpenapi(extensions: readonly EndpointExtension[]): objec
       "/health": {
         get: {
           summary:
-            "Whether the endpoint is up; with the token also the model, fingerprint, execution provider (cuda or cpu), batching, sessions, load and limits",
+            "Whether the endpoint is up; with the token also the model, fingerprint, execution provider (cuda or cpu), batching, " +
+            "sessions, load and limits",
           security: [{}, { bearer: [] }],
           responses: { "200": { description: "status" }, ...errors(401) },
         },
@@ -78,7 +83,8 @@ export function endpointOpenapi(extensions: readonly EndpointExtension[]): objec
           responses: {
             "200": {
               description:
-                "safetensors with `hidden_states` [batch, max length, hidden] in the dtype asked for; __metadata__: model, fingerprint, layer, lengths (JSON)",
+                "safetensors with `hidden_states` [batch, max length, hidden] in the dtype asked for; __metadata__: model, fingerprint, " +
+                "layer, lengths (JSON)",
               content: { "application/octet-stream": {} },
             },
             ...postErrors,

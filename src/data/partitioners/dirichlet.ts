@@ -49,7 +49,8 @@ export function dirichletPartitioner(labels: readonly string[], opts: DirichletO
   }
   throw new DataError(
     "partition_min_size_unmet",
-    `after ${maxTries} Dirichlet(${alpha}) draws the smallest of ${numPartitions} partitions still had ${smallest} < ${minPartitionSize} items; raise alpha or lower numPartitions or minPartitionSize`,
+    `after ${maxTries} Dirichlet(${alpha}) draws the smallest of ${numPartitions} partitions still had ${smallest} < ` +
+      `${minPartitionSize} items; raise alpha or lower numPartitions or minPartitionSize`,
   );
 }
 

@@ -118,7 +118,8 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
     if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1])
       throw new ModelError(
         "tensor_shape",
-        `${source.location}: adapter tensor "${key}" has shape ${JSON.stringify(t.shape)}; r=${config.r} on this base needs ${JSON.stringify(shape)}`,
+        `${source.location}: adapter tensor "${key}" has shape ${JSON.stringify(t.shape)}; r=${config.r} on this base needs ` +
+          `${JSON.stringify(shape)}`,
       );
     used.add(key);
     return toFloat32(t.dtype, t.data);
@@ -137,7 +138,8 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
     if (!used.has(key))
       throw new ModelError(
         "tensor_unexpected",
-        `${source.location}: adapter tensor "${key}" does not belong to target_modules ${JSON.stringify(config.targetModules)} of a ${model.numLayers}-layer base`,
+        `${source.location}: adapter tensor "${key}" does not belong to target_modules ${JSON.stringify(config.targetModules)} of a ` +
+          `${model.numLayers}-layer base`,
       );
   return { config, pairs };
 }

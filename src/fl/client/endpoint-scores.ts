@@ -16,7 +16,10 @@ export const MAX_SCORED_ROWS = 256;
 /** The most hidden-state bytes (rows x positions x hidden x 4) a split client asks for in one request, the endpoint's default cap. */
 export const MAX_HIDDEN_STATE_BYTES = 16 << 20;
 
-/** Each row's summed NLL over its trained tokens, scored at `path` with the extension's own fields, in requests of at most MAX_SCORED_ROWS rows. */
+/**
+ * Each row's summed NLL over its trained tokens, scored at `path` with the extension's own fields, in
+ * requests of at most MAX_SCORED_ROWS rows.
+ */
 export async function rowNllsAt(
   ep: ScoringEndpoint,
   path: string,

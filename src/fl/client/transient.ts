@@ -8,7 +8,10 @@ export class TransientError extends Error {
 /** An answer worth trying again later: the other side was busy (429) or failed (5xx). */
 export const busy = (status: number): boolean => status === 429 || status >= 500;
 
-/** `fetch`, with a network failure as a TransientError and an answer that is not ok as an error naming `what`: transient for 429 and 5xx. */
+/**
+ * `fetch`, with a network failure as a TransientError and an answer that is not ok as an error naming `what`:
+ * transient for 429 and 5xx.
+ */
 export async function request(what: string, url: string | URL, init?: RequestInit): Promise<Response> {
   let res: Response;
   try {

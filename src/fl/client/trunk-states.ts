@@ -37,7 +37,9 @@ export async function connectTrunk(url: string, hiddenSize: number, token?: stri
   const h = (await res.json()) as { model?: string; fingerprint?: string };
   if (!h.model || !h.fingerprint)
     throw new Error(
-      `trunk endpoint ${url}: /health names no model${token ? "" : ": it shows its model only to callers with its token (TRUNK_TOKEN for a client worker)"}`,
+      `trunk endpoint ${url}: /health names no model${
+        token ? "" : ": it shows its model only to callers with its token (TRUNK_TOKEN for a client worker)"
+      }`,
     );
   return { url, model: h.model, fingerprint: h.fingerprint, hiddenSize, ...(token ? { token } : {}) };
 }

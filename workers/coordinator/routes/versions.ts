@@ -53,7 +53,9 @@ versions.get("/:id/versions/:version/:view", reader(), async (c) => {
       c,
       400,
       "bad_request",
-      `a version view takes at most 8 parameters, each a non-negative integer${bad ? `: got ${bad[0].slice(0, 32)}="${bad[1].slice(0, 20)}"` : ""}`,
+      `a version view takes at most 8 parameters, each a non-negative integer${
+        bad ? `: got ${bad[0].slice(0, 32)}="${bad[1].slice(0, 20)}"` : ""
+      }`,
     );
   const id = c.req.param("id") ?? "";
   const r = await aggregator(c.env, id).getVersionView(id, version, view, query, signerOf(c));

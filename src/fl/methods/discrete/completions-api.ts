@@ -62,7 +62,8 @@ export function completionsRowScorer(api: CompletionsApi): RowScorer {
         if (!lps || lps.length < row.ids.length)
           throw new FlError(
             "api_failed",
-            `the completions API answered row ${at + i} without the echoed prompt's log-probs (${lps?.length ?? 0} of ${row.ids.length}): the server must support echo with logprobs`,
+            `the completions API answered row ${at + i} without the echoed prompt's log-probs (${lps?.length ?? 0} of ` +
+              `${row.ids.length}): the server must support echo with logprobs`,
           );
         let nll = 0;
         row.trained.forEach((trained, t) => {

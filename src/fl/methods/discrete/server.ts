@@ -37,7 +37,8 @@ export const discreteServer: ServerMethod<DiscreteConfig> = {
         if (p < -1e-4)
           throw new MethodError(
             "update_invalid",
-            `slot ${s} of the upload's distributions gives phrase ${k - s * n} the probability ${p}: the global distributions plus the change must be probabilities`,
+            `slot ${s} of the upload's distributions gives phrase ${k - s * n} the probability ${p}: ` +
+              `the global distributions plus the change must be probabilities`,
           );
         sum += p;
       }

@@ -64,7 +64,10 @@ export const fedbptEndpoint: EndpointExtension<PromptScoresRequest> = {
     summary:
       "fedflare extension for FedBPT: summed NLL per row under the soft prompt p0 + A z, projected by the endpoint from z and the seed",
     description:
-      "p0 is the embeddings of prompt.tokens vocabulary tokens drawn from prompt.seed; A's column i is fedflare's seeded Gaussian direction 'fedbpt/A/i' scaled by the embedding's standard deviation over sqrt(dimension) (src/fl/methods/fedbpt/search.ts). placement prefix puts the prompt before every row; suffix puts token k wherever a row holds the id vocab_size + k.",
+      "p0 is the embeddings of prompt.tokens vocabulary tokens drawn from prompt.seed; " +
+      "A's column i is fedflare's seeded Gaussian direction 'fedbpt/A/i' scaled by the embedding's standard deviation " +
+      "over sqrt(dimension) (src/fl/methods/fedbpt/search.ts). placement prefix puts the prompt before every row; " +
+      "suffix puts token k wherever a row holds the id vocab_size + k.",
     answer: "{object: fedflare.prompt_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}",
   },
 };

@@ -62,9 +62,12 @@ export const fedkseedEndpoint: EndpointExtension<PerturbedScoresRequest> = {
   openapi: {
     schema: "PerturbedScoresRequest",
     summary:
-      "fedflare extension for zeroth-order methods: summed NLL per row under the model with its trained tensors at w0 + sum scale * z(seed)",
+      "fedflare extension for zeroth-order methods: " +
+      "summed NLL per row under the model with its trained tensors at w0 + sum scale * z(seed)",
     description:
-      "z is fedflare's seeded direction (Philox4x32-10, src/fl/directions.ts) for the seed and each tensor's name; w0 is PEFT's LoRA initialisation from federation_seed, or the model's own tensors. A FedKSeed client whose model lives here sends its model and each two-point perturbation as terms, never tensors.",
+      "z is fedflare's seeded direction (Philox4x32-10, src/fl/directions.ts) for the seed and each tensor's name; " +
+      "w0 is PEFT's LoRA initialisation from federation_seed, or the model's own tensors. " +
+      "A FedKSeed client whose model lives here sends its model and each two-point perturbation as terms, never tensors.",
     answer: "{object: fedflare.perturbed_scores, model, nll: summed NLL of each row's masked tokens, tokens: their count}",
   },
 };

@@ -36,7 +36,8 @@ export function decodeSeedSums(
   if (idx.dtype !== "I32" || val.dtype !== "F32" || idx.shape.length !== 1 || val.shape.length !== 1 || idx.shape[0] !== val.shape[0])
     throw new FlError(
       "tensor_mismatch",
-      `${what}: "indices" must be I32 [n] and "values" F32 [n], got ${idx.dtype} ${JSON.stringify(idx.shape)} and ${val.dtype} ${JSON.stringify(val.shape)}`,
+      `${what}: "indices" must be I32 [n] and "values" F32 [n], got ${idx.dtype} ${JSON.stringify(idx.shape)} and ${val.dtype} ` +
+        `${JSON.stringify(val.shape)}`,
     );
   const indices = new Int32Array(idx.data.slice().buffer);
   const values = new Float32Array(val.data.slice().buffer);

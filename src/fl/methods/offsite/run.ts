@@ -17,7 +17,9 @@ export const offsiteRun: RunMethod<OffsiteConfig> = {
     return {
       modelFiles: emulator,
       initial: adapter.get("adapter_model.safetensors") as Uint8Array,
-      note: `offsite-tuning: adapter layers ${JSON.stringify(description.adapter_layers)}, clients run the emulator's layers ${JSON.stringify(description.emulator_layers)}`,
+      note:
+        `offsite-tuning: adapter layers ${JSON.stringify(description.adapter_layers)}, clients run the emulator's layers ` +
+        `${JSON.stringify(description.emulator_layers)}`,
     };
   },
   async score(m, version, ctx) {
