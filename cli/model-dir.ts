@@ -1,9 +1,14 @@
 // A model or adapter folder on local disk as a ModelSource.
 import { existsSync, readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ModelSource } from "../src/engine/model-files.ts";
 import { UsageError } from "./usage.ts";
+
+const missing = (e: unknown): null => {
+  if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+  throw e;
+};
 
 export function dirSource(dir: string): ModelSource {
   return {
@@ -12,8 +17,23 @@ export function dirSource(dir: string): ModelSource {
       try {
         return new Uint8Array(await readFile(join(dir, name)));
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-        throw e;
+        return missing(e);
+      }
+    },
+    async readRange(name, offset, length) {
+      let file: Awaited<ReturnType<typeof open>>;
+      try {
+        file = await open(join(dir, name), "r");
+      } catch (e) {
+        return missing(e);
+      }
+      try {
+        const size = (await file.stat()).size;
+        const bytes = new Uint8Array(Math.max(0, Math.min(length, size - offset)));
+        const { bytesRead } = await file.read(bytes, 0, bytes.length, offset);
+        return { bytes: bytes.subarray(0, bytesRead), size };
+      } finally {
+        await file.close();
       }
     },
   };

@@ -2,8 +2,8 @@
 // model.safetensors.index.json), tokenizer.json and tokenizer_config.json. Files come through a
 // ModelSource, so the same code loads from disk, R2, KV or a bundled asset.
 import * as v from "valibot";
-import { toFloat32 } from "../protocol/dtypes.ts";
-import { readSafetensors, SafetensorsError, type TensorEntry } from "../protocol/safetensors.ts";
+import { type DType, toFloat32 } from "../protocol/dtypes.ts";
+import { readSafetensors, readSafetensorsHeader, SafetensorsError } from "../protocol/safetensors.ts";
 import { parseLlamaConfig, type LlamaConfig } from "./config.ts";
 import { ModelError } from "./errors.ts";
 import { LM_HEAD, expectedTensors } from "./llama/names.ts";
@@ -12,6 +12,12 @@ import { loadTokenizer, type TextTokenizer } from "./tokenizer/load.ts";
 export interface ModelSource {
   /** A file's bytes by name relative to the model folder, or null when it does not exist. */
   read(name: string): Promise<Uint8Array | null>;
+  /**
+   * Bytes [offset, offset + length) of a file with the file's whole size, or null when it does not
+   * exist. A source that can (an R2 range read, a file on disk) gives it, so a load reads each
+   * checkpoint's header and then only the tensors it keeps, one at a time, never the whole file.
+   */
+  readRange?(name: string, offset: number, length: number): Promise<{ bytes: Uint8Array; size: number } | null>;
   /** Where the files are, for messages. */
   readonly location: string;
 }
@@ -59,22 +65,77 @@ export async function loadModelTokenizer(source: ModelSource): Promise<TextToken
   return loadTokenizer(await readJson(source, "tokenizer.json", true), (await readJson(source, "tokenizer_config.json", false)) ?? {});
 }
 
-async function readShard(source: ModelSource, file: string): Promise<Map<string, TensorEntry>> {
-  const bytes = await source.read(file);
-  if (!bytes) throw new ModelError("file_missing", `${source.location}: ${file} is missing`);
-  try {
-    return readSafetensors(bytes).tensors;
-  } catch (e) {
-    if (e instanceof SafetensorsError) throw new ModelError("weights_invalid", `${source.location}/${file}: ${e.message}`);
-    throw e;
+/** The largest checkpoint header read by range (the parser's own cap is larger; a model's header is kilobytes). */
+const HEADER_CAP = 16 * 2 ** 20;
+
+/** A checkpoint tensor known by its header entry; its bytes are read only when asked for. */
+interface LazyTensor {
+  dtype: DType;
+  shape: number[];
+  bytes(): Promise<Uint8Array>;
+}
+
+const invalid = (source: ModelSource, file: string, e: unknown): never => {
+  if (e instanceof SafetensorsError) throw new ModelError("weights_invalid", `${source.location}/${file}: ${e.message}`);
+  throw e;
+};
+
+/** A shard's tensors: by range reads where the source has them (the header, then each tensor on demand), else the whole file. */
+async function readShard(source: ModelSource, file: string): Promise<Map<string, LazyTensor>> {
+  const missing = () => new ModelError("file_missing", `${source.location}: ${file} is missing`);
+  if (!source.readRange) {
+    const bytes = await source.read(file);
+    if (!bytes) throw missing();
+    let tensors: ReturnType<typeof readSafetensors>["tensors"];
+    try {
+      tensors = readSafetensors(bytes).tensors;
+    } catch (e) {
+      return invalid(source, file, e);
+    }
+    return new Map([...tensors].map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, bytes: async () => t.data }]));
   }
+  const range = source.readRange.bind(source);
+  const first = await range(file, 0, 8);
+  if (!first) throw missing();
+  let header: ReturnType<typeof readSafetensorsHeader>;
+  try {
+    // A length that is short, over the parser's cap or past the file is refused by the parser from these 8 bytes.
+    const n = first.bytes.byteLength < 8 ? 0 : Number(new DataView(first.bytes.buffer, first.bytes.byteOffset, 8).getBigUint64(0, true));
+    const whole = first.bytes.byteLength === 8 && n <= HEADER_CAP && 8 + n <= first.size;
+    header = readSafetensorsHeader(whole ? (await range(file, 0, 8 + n))!.bytes : first.bytes);
+  } catch (e) {
+    return invalid(source, file, e);
+  }
+  const available = first.size - header.dataStart;
+  const why = header.dataBytes > available ? "out_of_bounds" : "trailing_bytes";
+  if (header.dataBytes !== available)
+    throw new ModelError(
+      "weights_invalid",
+      `${source.location}/${file}: the data buffer is ${available} bytes but its tensors end at ${header.dataBytes} (${why})`,
+    );
+  return new Map(
+    [...header.tensors].map(([name, t]) => [
+      name,
+      {
+        dtype: t.dtype,
+        shape: t.shape,
+        bytes: async () => {
+          const [begin, end] = t.dataOffsets;
+          const got = await range(file, header.dataStart + begin, end - begin);
+          if (!got || got.bytes.byteLength !== end - begin)
+            throw new ModelError("weights_invalid", `${source.location}/${file}: tensor "${name}" could not be read whole`);
+          return got.bytes;
+        },
+      },
+    ]),
+  );
 }
 
 /**
  * The raw tensors of the checkpoint by name, from the single file or from its shards: every tensor, or
  * (`wanted`) those of the shards that hold a wanted tensor, so a partial load reads no other shard.
  */
-async function readCheckpoint(source: ModelSource, wanted?: ReadonlySet<string>): Promise<Map<string, TensorEntry>> {
+async function readCheckpoint(source: ModelSource, wanted?: ReadonlySet<string>): Promise<Map<string, LazyTensor>> {
   const indexJson = await readJson(source, "model.safetensors.index.json", false);
   if (indexJson === null) return readShard(source, "model.safetensors");
   const index = v.safeParse(ShardIndex, indexJson);
@@ -84,7 +145,7 @@ async function readCheckpoint(source: ModelSource, wanted?: ReadonlySet<string>)
       `${source.location}/model.safetensors.index.json: field "${v.getDotPath(index.issues[0]) ?? "(root)"}": ${index.issues[0].message}`,
     );
   const map = Object.entries(index.output.weight_map).filter(([name]) => !wanted || wanted.has(name));
-  const all = new Map<string, TensorEntry>();
+  const all = new Map<string, LazyTensor>();
   for (const file of [...new Set(map.map(([, file]) => file))].sort()) {
     for (const [name, t] of await readShard(source, file)) {
       if (index.output.weight_map[name] !== file)
@@ -145,7 +206,8 @@ export async function loadWeights(source: ModelSource, config: LlamaConfig, opts
         "tensor_missing",
         `${source.location}: tensor "${name}" ${JSON.stringify(shape)} is missing from the checkpoint`,
       );
-    weights.set(name, toFloat32(t.dtype as "F32" | "F16" | "BF16", t.data));
+    // One tensor's bytes at a time: with range reads, what the load holds besides the weights it keeps.
+    weights.set(name, toFloat32(t.dtype as "F32" | "F16" | "BF16", await t.bytes()));
   }
   return weights;
 }

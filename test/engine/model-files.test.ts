@@ -2,7 +2,7 @@ import { rmSync, writeFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { dirSource } from "../../cli/model-dir.ts";
-import { loadModel } from "../../src/engine/model-files.ts";
+import { loadModel, type ModelSource } from "../../src/engine/model-files.ts";
 import { expectedTensors } from "../../src/engine/llama/names.ts";
 import { writeSafetensors, type TensorInput } from "../../src/protocol/safetensors.ts";
 import { maxAbsDiff } from "../fixtures/compare.ts";
@@ -224,6 +224,60 @@ describe("loadModel with a subset of layers", () => {
     await expect(loadModel(dirSource(writeDeep(deepWeights)), { layers: [4] })).rejects.toMatchObject({
       code: "input_invalid",
       message: expect.stringMatching(/layer 4 .*4 layers/),
+    });
+  });
+});
+
+describe("loadModel by range reads", () => {
+  const deep = tinyConfig({ heads: 4, kvHeads: 2, layers: 4 });
+  const deepWeights = tinyWeights(deep, 11);
+  /** The folder's source, counting the bytes its range reads return; `ranged: false` drops readRange (whole files). */
+  const counting = (dir: string, ranged = true) => {
+    const inner = dirSource(dir);
+    const seen = { bytes: 0, wholeFiles: [] as string[] };
+    const source: ModelSource = {
+      location: inner.location,
+      read: async (name) => {
+        if (name.endsWith(".safetensors")) seen.wholeFiles.push(name);
+        return inner.read(name);
+      },
+      ...(ranged
+        ? {
+            readRange: async (name: string, offset: number, length: number) => {
+              const got = await inner.readRange!(name, offset, length);
+              seen.bytes += got?.bytes.byteLength ?? 0;
+              return got;
+            },
+          }
+        : {}),
+    };
+    return { seen, source };
+  };
+
+  it("reads the header and then only the tensors it keeps: the same weights as a whole-file load", async () => {
+    const dir = writeHfModel(join(root, `m${n++}`), deep, deepWeights);
+    const fileBytes = readFileSync(join(dir, "model.safetensors")).byteLength;
+    const whole = counting(dir, false);
+    const wholeModel = await loadModel(whole.source, { layers: [3] });
+    expect(whole.seen.wholeFiles).toEqual(["model.safetensors"]);
+    const ranged = counting(dir);
+    const rangedModel = await loadModel(ranged.source, { layers: [3] });
+    expect(ranged.seen.wholeFiles).toEqual([]);
+    for (const [name, w] of wholeModel.weights) expect(rangedModel.weights.get(name)).toEqual(w);
+    // The kept tensors' float32 bytes, plus the header read twice (its length, then itself): nothing of layers 0-2.
+    const kept = [...expectedTensors(deep, [3]).values()].reduce((s, shape) => s + 4 * shape.reduce((a, b) => a * b, 1), 0);
+    const headerBytes = 8 + Number(readFileSync(join(dir, "model.safetensors")).readBigUInt64LE(0));
+    expect(ranged.seen.bytes).toBe(kept + 8 + headerBytes);
+    expect(ranged.seen.bytes).toBeLessThan(fileBytes);
+  });
+
+  it("refuses a checkpoint whose data is cut short, naming the file", async () => {
+    const dir = writeHfModel(join(root, `m${n++}`), deep, deepWeights);
+    const file = join(dir, "model.safetensors");
+    writeFileSync(file, readFileSync(file).subarray(0, -4));
+    await expect(loadModel(dirSource(dir), { layers: [3] })).rejects.toMatchObject({
+      code: "weights_invalid",
+      message: expect.stringMatching(/model\.safetensors: the data buffer is \d+ bytes but its tensors end at \d+ \(out_of_bounds\)/),
     });
   });
 });

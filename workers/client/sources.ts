@@ -19,6 +19,11 @@ export function r2ModelSource(env: ClientEnv): ModelSource {
       const obj = await env.MODEL.get(prefix + name);
       return obj ? new Uint8Array(await obj.arrayBuffer()) : null;
     },
+    // R2 range reads: a client reads a checkpoint's header, then only the tensors of the layers it holds.
+    async readRange(name, offset, length) {
+      const obj = await env.MODEL.get(prefix + name, { range: { offset, length } });
+      return obj ? { bytes: new Uint8Array(await obj.arrayBuffer()), size: obj.size } : null;
+    },
   };
 }
 
