@@ -1,11 +1,13 @@
-// A Hugging Face `config.json` of the Llama family (LlamaConfig in transformers), validated and with
-// transformers' defaults filled in.
+// A Hugging Face `config.json` of the Llama family (LlamaConfig in transformers) or of Qwen2 (Qwen2Config:
+// the same decoder with biases on q/k/v_proj), validated and with transformers' defaults filled in.
 import * as v from "valibot";
 import { ModelError } from "./errors.ts";
+import type { LinearModule } from "./llama/names.ts";
 
 const positiveInt = v.pipe(v.number(), v.integer(), v.minValue(1));
 const tokenId = v.pipe(v.number(), v.integer(), v.minValue(0));
 
+const ROPE_TYPES = ["default", "linear", "llama3"];
 const RopeScaling = v.variant("rope_type", [
   v.looseObject({ rope_type: v.literal("default") }),
   v.looseObject({ rope_type: v.literal("linear"), factor: v.pipe(v.number(), v.minValue(1)) }),
@@ -31,7 +33,7 @@ const RawLlamaConfig = v.looseObject({
   num_key_value_heads: v.optional(v.nullable(positiveInt)),
   head_dim: v.optional(v.nullable(positiveInt)),
   vocab_size: positiveInt,
-  max_position_embeddings: v.optional(positiveInt, 2048),
+  max_position_embeddings: v.optional(positiveInt),
   rms_norm_eps: v.optional(v.pipe(v.number(), v.gtValue(0)), 1e-6),
   rope_theta: v.optional(v.pipe(v.number(), v.gtValue(0)), 10000),
   rope_scaling: v.optional(v.nullable(RopeScaling)),
@@ -39,6 +41,7 @@ const RawLlamaConfig = v.looseObject({
   hidden_act: v.optional(v.string(), "silu"),
   attention_bias: v.optional(v.boolean(), false),
   mlp_bias: v.optional(v.boolean(), false),
+  use_sliding_window: v.optional(v.boolean(), false),
   bos_token_id: v.optional(v.nullable(tokenId)),
   eos_token_id: v.optional(v.nullable(v.union([tokenId, v.array(tokenId)]))),
   pad_token_id: v.optional(v.nullable(tokenId)),
@@ -59,33 +62,49 @@ export interface LlamaConfig {
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
   tieWordEmbeddings: boolean;
+  /** The linears that add a bias, as transformers builds them: Qwen2Attention's q/k/v_proj; LlamaAttention's four with attention_bias. */
+  linearBiases: readonly LinearModule[];
   bosTokenId: number | null;
   eosTokenIds: number[];
   padTokenId: number | null;
 }
 
-const SUPPORTED_TYPES = new Set(["llama"]);
+// model_type -> the architecture toHfConfig writes and transformers' default max_position_embeddings.
+const MODEL_TYPES: Record<string, { architecture: string; maxPositions: number }> = {
+  llama: { architecture: "LlamaForCausalLM", maxPositions: 2048 },
+  qwen2: { architecture: "Qwen2ForCausalLM", maxPositions: 32768 },
+};
+const QKV: readonly LinearModule[] = ["q_proj", "k_proj", "v_proj"];
 
 /** Validates a parsed `config.json`; throws ModelError naming the offending field. */
 export function parseLlamaConfig(json: unknown): LlamaConfig {
   if (typeof json !== "object" || json === null || Array.isArray(json))
     throw new ModelError("config_invalid", 'config.json: field "(root)": expected a JSON object');
-  const parsed = v.safeParse(RawLlamaConfig, json);
+  const parsed = v.safeParse(RawLlamaConfig, withRopeType(json as Record<string, unknown>));
   if (!parsed.success) {
     const issue = parsed.issues[0];
     const field = v.getDotPath(issue) ?? "(root)";
     throw new ModelError("config_invalid", `config.json: field "${field}": ${issue.message}`);
   }
   const c = parsed.output;
-  if (!SUPPORTED_TYPES.has(c.model_type))
+  const modelType = Object.hasOwn(MODEL_TYPES, c.model_type) ? MODEL_TYPES[c.model_type]! : null;
+  if (!modelType)
     throw new ModelError(
       "config_unsupported",
-      `config.json: model_type "${c.model_type}" is not supported; fedflare runs the Llama family (model_type "llama")`,
+      `config.json: model_type "${c.model_type}" is not supported; fedflare runs the Llama family (model_type "llama" or "qwen2")`,
     );
   if (c.hidden_act !== "silu")
     throw new ModelError("config_unsupported", `config.json: hidden_act "${c.hidden_act}" is not supported; Llama uses "silu"`);
-  if (c.attention_bias || c.mlp_bias)
-    throw new ModelError("config_unsupported", "config.json: attention_bias / mlp_bias are not supported (Llama linears have no bias)");
+  if (c.mlp_bias) throw new ModelError("config_unsupported", "config.json: mlp_bias is not supported (biases on gate/up/down_proj)");
+  // Qwen2Attention uses sliding-window attention on layers from max_window_layers up only when this is set.
+  if (c.model_type === "qwen2" && c.use_sliding_window)
+    throw new ModelError(
+      "config_unsupported",
+      "config.json: use_sliding_window is not supported; fedflare attends over the whole sequence",
+    );
+  // Qwen2Attention hardcodes bias=True on q/k/v_proj and False on o_proj, whatever attention_bias says;
+  // LlamaAttention puts config.attention_bias on all four.
+  const linearBiases = c.model_type === "qwen2" ? QKV : c.attention_bias ? [...QKV, "o_proj" as const] : [];
   const numKvHeads = c.num_key_value_heads ?? c.num_attention_heads;
   if (c.num_attention_heads % numKvHeads !== 0)
     throw new ModelError(
@@ -119,15 +138,34 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
     numKvHeads,
     headDim,
     vocabSize: c.vocab_size,
-    maxPositions: c.max_position_embeddings,
+    maxPositions: c.max_position_embeddings ?? modelType.maxPositions,
     rmsNormEps: c.rms_norm_eps,
     ropeTheta: c.rope_theta,
     ropeScaling: ropeScaling(c.rope_scaling),
     tieWordEmbeddings: c.tie_word_embeddings,
+    linearBiases,
     bosTokenId: c.bos_token_id ?? null,
     eosTokenIds: eos,
     padTokenId: c.pad_token_id ?? null,
   };
+}
+
+/**
+ * The config with rope_scaling's legacy `type` read as `rope_type`, as transformers' rope_config_validation
+ * does; a type fedflare does not implement (dynamic, yarn, longrope, ...) is refused by name.
+ */
+function withRopeType(json: Record<string, unknown>): Record<string, unknown> {
+  const raw = json.rope_scaling;
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return json;
+  const scaling = raw as Record<string, unknown>;
+  const type = scaling.rope_type ?? scaling.type;
+  if (typeof type === "string" && !ROPE_TYPES.includes(type))
+    throw new ModelError(
+      "config_invalid",
+      `config.json: field "rope_scaling.rope_type": rope scaling "${type}" is not supported; fedflare implements ` +
+        `${ROPE_TYPES.map((t) => `"${t}"`).join(", ")}`,
+    );
+  return { ...json, rope_scaling: { ...scaling, rope_type: type } };
 }
 
 function ropeScaling(raw: v.InferOutput<typeof RopeScaling> | null | undefined): RopeScaling | null {
@@ -143,7 +181,7 @@ function ropeScaling(raw: v.InferOutput<typeof RopeScaling> | null | undefined):
 /** The HF-layout `config.json` for a config (used to write models). */
 export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
   return {
-    architectures: ["LlamaForCausalLM"],
+    architectures: [MODEL_TYPES[c.modelType]!.architecture],
     model_type: c.modelType,
     hidden_size: c.hiddenSize,
     intermediate_size: c.intermediateSize,
@@ -158,8 +196,8 @@ export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
     rope_scaling: c.ropeScaling,
     tie_word_embeddings: c.tieWordEmbeddings,
     hidden_act: "silu",
-    attention_bias: false,
-    mlp_bias: false,
+    // Qwen2Config has neither field: its q/k/v biases are implied by model_type.
+    ...(c.modelType === "llama" ? { attention_bias: c.linearBiases.length > 0, mlp_bias: false } : {}),
     bos_token_id: c.bosTokenId,
     eos_token_id: c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds,
     pad_token_id: c.padTokenId,

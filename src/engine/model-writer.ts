@@ -1,4 +1,4 @@
-// The files of a Llama model in Hugging Face layout, ready to write anywhere.
+// The files of a Llama (or Qwen2) model in Hugging Face layout, ready to write anywhere; biases are written as the config expects them.
 import { float32ToBF16, float32ToF16, type FloatDType } from "../protocol/dtypes.ts";
 import { writeSafetensors, type TensorInput } from "../protocol/safetensors.ts";
 import { toHfConfig, type LlamaConfig } from "./config.ts";

@@ -85,7 +85,7 @@ describe("parseLlamaConfig", () => {
     ["unknown rope scaling", { ...base, rope_scaling: { rope_type: "yarn", factor: 4 } }, "config_invalid", /rope_scaling/],
     ["other model type", { ...base, model_type: "gpt2" }, "config_unsupported", /gpt2/],
     ["gelu", { ...base, hidden_act: "gelu" }, "config_unsupported", /hidden_act/],
-    ["attention bias", { ...base, attention_bias: true }, "config_unsupported", /bias/],
+    ["mlp bias", { ...base, mlp_bias: true }, "config_unsupported", /mlp_bias/],
   ];
   it.each(bad)("refuses %s", (_, json, code, message) => {
     let err: unknown;

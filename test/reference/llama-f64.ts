@@ -1,5 +1,5 @@
-// A float64 Llama forward in plain TypeScript, written from transformers' modeling_llama.py and
-// independent of the ONNX graph code: the graph must agree with it on tiny random models.
+// A float64 Llama forward in plain TypeScript, written from transformers' modeling_llama.py (and
+// modeling_qwen2.py's biases) and independent of the ONNX graph code: the graph must agree with it on tiny random models.
 import type { LlamaConfig } from "../../src/engine/config.ts";
 import type { LoraPair, Weights } from "../../src/engine/llama/graph.ts";
 
@@ -66,6 +66,9 @@ function referenceRun(
   const w = (name: string) => weights.get(name)!;
   const lin = (x: Mat, n: number, inp: number, name: string, out: number): Mat => {
     const y = linear(x, n, inp, w(`${name}.weight`), out);
+    // nn.Linear's bias, where the checkpoint has one (Qwen2Attention's q/k/v_proj, Llama's attention_bias).
+    const bias = weights.get(`${name}.bias`);
+    if (bias) for (let i = 0; i < y.length; i++) y[i]! += bias[i % out]!;
     const p = lora?.get(name);
     if (p) {
       const delta = linear(linear(x, n, inp, p.a, p.r), n, p.r, p.b, out);

@@ -1,12 +1,12 @@
-// The Llama forward pass (transformers' LlamaForCausalLM) as an ONNX graph. Activations are kept as
-// [B*T, hidden] between blocks so every linear is one Gemm with transB on the [out, in] weight as
-// stored in the checkpoint; attention reshapes to [B, heads, T, head_dim].
+// The Llama forward pass (transformers' LlamaForCausalLM; Qwen2ForCausalLM adds q/k/v biases) as an ONNX
+// graph. Activations are kept as [B*T, hidden] between blocks so every linear is one Gemm with transB on
+// the [out, in] weight as stored in the checkpoint; attention reshapes to [B, heads, T, head_dim].
 import type { LlamaConfig } from "../config.ts";
 import { GraphBuilder } from "../onnx/builder.ts";
 import { ElemType } from "../onnx/proto.ts";
 import { quantizeInt4, quantizeInt8, type QuantMode } from "../quantize.ts";
 import { addGradientsFrom } from "../autodiff/driver.ts";
-import { EMBED, FINAL_NORM, LM_HEAD, allLayers, expectedTensors, linearName, linearShape, type LinearModule } from "./names.ts";
+import { EMBED, FINAL_NORM, LM_HEAD, allLayers, expectedTensors, hasBias, linearName, linearShape, type LinearModule } from "./names.ts";
 import { ropeInvFreq } from "./rope.ts";
 
 /** Float32 weights by Hugging Face name. */
@@ -216,13 +216,15 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
     return f32(name, [rows, cols], w);
   };
 
-  const gemmT = (x: string, w: string) => g.op("Gemm", [x, w], { transB: 1 });
+  // A bias is Gemm's C input (float32 even on a quantized base); none is added where the linear has none.
+  const gemmT = (x: string, w: string, b?: string) => g.op("Gemm", b ? [x, w, b] : [x, w], { transB: 1 });
   let dropoutCount = 0;
 
   const linear = (x: string, layer: number, module: LinearModule): string => {
     const name = linearName(layer, module);
     const [out, inp] = linearShape(c, module);
-    const y = gemmT(x, frozenMatrix(`${name}.weight`, out, inp, quant));
+    // The bias belongs to the base (frozen, as PEFT leaves it); LoRA's update is added to the biased output.
+    const y = gemmT(x, frozenMatrix(`${name}.weight`, out, inp, quant), hasBias(c, module) ? tensor(`${name}.bias`, [out]) : undefined);
     const frozen = frozenLora?.get(name);
     let delta: string | null = null;
     let scaling = 0;

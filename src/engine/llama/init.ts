@@ -1,5 +1,5 @@
 // Initial weights for a Llama model, as transformers' LlamaPreTrainedModel._init_weights: linears and
-// embeddings ~ N(0, initializer_range), RMSNorm weights 1. Seeded, so a model is reproducible.
+// embeddings ~ N(0, initializer_range), biases 0, RMSNorm weights 1. Seeded, so a model is reproducible.
 import type { LlamaConfig } from "../config.ts";
 import { seededUniform } from "../sampling.ts";
 import { expectedTensors } from "./names.ts";
@@ -10,6 +10,8 @@ export interface InitOptions {
   std?: number;
   /** Standard deviation of noise added to the norm weights (0: exactly 1, as transformers). */
   normStd?: number;
+  /** Standard deviation of the linears' biases (0: exactly 0, as transformers). */
+  biasStd?: number;
 }
 
 /** Normal(0, std) samples by Box-Muller. */
@@ -25,7 +27,9 @@ export function initLlamaWeights(config: LlamaConfig, opts: InitOptions): Map<st
   const out = new Map<string, Float32Array>();
   for (const [name, shape] of expectedTensors(config)) {
     const n = shape.reduce((a, b) => a * b, 1);
-    out.set(name, shape.length === 1 ? normalSamples(uniform, n, opts.normStd ?? 0).map((x) => 1 + x) : normalSamples(uniform, n, std));
+    if (name.endsWith(".bias")) out.set(name, normalSamples(uniform, n, opts.biasStd ?? 0));
+    else
+      out.set(name, shape.length === 1 ? normalSamples(uniform, n, opts.normStd ?? 0).map((x) => 1 + x) : normalSamples(uniform, n, std));
   }
   return out;
 }

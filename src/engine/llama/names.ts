@@ -1,4 +1,4 @@
-// Hugging Face tensor names of a LlamaForCausalLM checkpoint and the shapes the config implies.
+// Hugging Face tensor names of a LlamaForCausalLM (or Qwen2ForCausalLM) checkpoint and the shapes the config implies.
 import type { LlamaConfig } from "../config.ts";
 
 export const ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"] as const;
@@ -31,6 +31,11 @@ export function linearShape(c: LlamaConfig, module: LinearModule): [number, numb
   }
 }
 
+/** Whether the linear adds a bias `<linear>.bias` [out] (config.linearBiases). */
+export function hasBias(c: LlamaConfig, module: LinearModule): boolean {
+  return c.linearBiases.includes(module);
+}
+
 export const EMBED = "model.embed_tokens.weight";
 export const FINAL_NORM = "model.norm.weight";
 export const LM_HEAD = "lm_head.weight";
@@ -45,7 +50,11 @@ export function expectedTensors(c: LlamaConfig, layers: readonly number[] = allL
   for (const l of layers) {
     m.set(`model.layers.${l}.input_layernorm.weight`, [c.hiddenSize]);
     m.set(`model.layers.${l}.post_attention_layernorm.weight`, [c.hiddenSize]);
-    for (const mod of LINEAR_MODULES) m.set(`${linearName(l, mod)}.weight`, linearShape(c, mod));
+    for (const mod of LINEAR_MODULES) {
+      const shape = linearShape(c, mod);
+      m.set(`${linearName(l, mod)}.weight`, shape);
+      if (hasBias(c, mod)) m.set(`${linearName(l, mod)}.bias`, [shape[0]]);
+    }
   }
   m.set(FINAL_NORM, [c.hiddenSize]);
   if (!c.tieWordEmbeddings) m.set(LM_HEAD, [c.vocabSize, c.hiddenSize]);
