@@ -16,6 +16,40 @@ export interface Session {
   release(): Promise<void>;
 }
 
+/** What holds an onnxruntime session and frees it: a Session, a TrainStep, a ForwardModel. */
+export interface Releasable {
+  release(): Promise<void>;
+}
+
+/**
+ * Sessions kept between calls, keyed by what determines their graph (a training step's plan, a forward
+ * graph's options), so a Worker that advances a round a slice at a time builds each graph once; their
+ * owner releases them.
+ */
+export type KeptSessions = Map<string, Releasable>;
+
+/**
+ * The session under `key`, built by `create` when absent: kept in `sessions`, its `release` then a no-op
+ * (the owner's), or without them fresh, `release` freeing it.
+ */
+export async function keptSession<S extends Releasable>(
+  sessions: KeptSessions | undefined,
+  key: string,
+  create: () => Promise<S>,
+): Promise<{ session: S; release: () => Promise<void> }> {
+  if (!sessions) {
+    const session = await create();
+    return { session, release: () => session.release() };
+  }
+  // The key names the graph, so what it holds is what `create` makes.
+  let session = sessions.get(key) as S | undefined;
+  if (!session) {
+    session = await create();
+    sessions.set(key, session);
+  }
+  return { session, release: async () => {} };
+}
+
 export type RuntimeName = "ort-web" | "ort-node";
 
 export interface Runtime {

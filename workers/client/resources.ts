@@ -1,12 +1,12 @@
 // What this client's deployment lends a method's work (ClientResources in src/fl/methods/method.ts): the
 // model from R2 with only the layers asked for, the partition tokenized, the endpoint and completions
-// API it was configured with, training sessions and trunk states kept across slices, and its storage.
+// API it was configured with, ORT sessions and trunk states kept across slices, and its storage.
 import { tokenizeExample, type TokenizedExample } from "../../src/data/examples.ts";
 import type { Example } from "../../src/data/jsonl.ts";
 import type { LlamaConfig } from "../../src/engine/config.ts";
 import { loadConfig, loadModel, loadModelTokenizer, type LoadedModel } from "../../src/engine/model-files.ts";
 import type { TextTokenizer } from "../../src/engine/tokenizer/load.ts";
-import type { TrainStep } from "../../src/engine/train/step.ts";
+import type { KeptSessions } from "../../src/engine/runtime.ts";
 import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
 import type { ClientResources } from "../../src/fl/methods/method.ts";
 import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
@@ -26,8 +26,8 @@ export class ModelCache {
   private model: { model: LoadedModel; examples: TokenizedExample[]; raw: Example[]; key: string } | null = null;
   private prompts: { tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[]; tokenized: Map<number, TokenizedExample[]> } | null =
     null;
-  /** Training sessions of the job in progress, kept between its slices. */
-  private readonly sessions = new Map<string, TrainStep>();
+  /** Sessions (training and forward) of the job in progress, kept between its slices. */
+  private readonly sessions: KeptSessions = new Map();
   private sessionsJob = "";
 
   /**

@@ -1,10 +1,7 @@
 // ORT sessions built on demand (a trunk per cut layer, a graph per trained shape), at most `capacity`
 // kept, least recently used released first. A session evicted while requests still run on it is
 // released when the last of them ends, so live sessions are at most `capacity` plus those in use.
-
-interface Releasable {
-  release(): Promise<void>;
-}
+import type { Releasable } from "../../src/engine/runtime.ts";
 
 interface Entry<V> {
   value: Promise<V>;

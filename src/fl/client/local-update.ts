@@ -9,7 +9,7 @@ import type { LlamaConfig } from "../../engine/config.ts";
 import type { SplitGraph, TrainGraph, Weights } from "../../engine/llama/graph.ts";
 import { graphName } from "../../engine/lora/peft.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
-import type { Runtime } from "../../engine/runtime.ts";
+import { keptSession, type KeptSessions, type Runtime } from "../../engine/runtime.ts";
 import { roundStream } from "../../engine/sampling.ts";
 import { adamW, type OptimizerState } from "../../engine/train/optimizer.ts";
 import { TrainStep } from "../../engine/train/step.ts";
@@ -60,12 +60,8 @@ export interface LocalModel {
   config: LlamaConfig;
   weights: Weights;
   runtime: Runtime;
-  /**
-   * Training sessions kept between calls (by method, quantization and dropout seed), so a Worker that
-   * advances a round a slice at a time builds its graph once; the owner releases them. Without it, each
-   * call builds its session and releases it.
-   */
-  sessions?: Map<string, TrainStep>;
+  /** Sessions kept between calls (the training step's by plan and quantization); without them, each call builds and releases its own. */
+  sessions?: KeptSessions;
 }
 
 /** An offloaded frozen trunk: its endpoint and the client's cache of its states. */
@@ -86,9 +82,9 @@ export async function runLocalSteps(
 ): Promise<LocalState> {
   const { plan } = task;
   const key = JSON.stringify([plan, task.quant]);
-  const step =
-    model.sessions?.get(key) ?? (await TrainStep.create(model.runtime, model.config, model.weights, { ...plan.graph, quant: task.quant }));
-  model.sessions?.set(key, step);
+  const { session: step, release } = await keptSession(model.sessions, key, () =>
+    TrainStep.create(model.runtime, model.config, model.weights, { ...plan.graph, quant: task.quant }),
+  );
   const globalParams: TensorMap = new Map([...global].map(([k, t]) => [graphName(k), t]));
   const copy = (t: TensorMap): TensorMap => new Map([...t].map(([k, v]) => [k, Float32Array.from(v)]));
   const next: LocalState = {
@@ -122,7 +118,7 @@ export async function runLocalSteps(
     next.lossSum += (await trainer.update([b])).loss;
     next.step++;
   }
-  if (!model.sessions) await step.release();
+  await release();
   return next;
 }
 

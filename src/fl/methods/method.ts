@@ -9,9 +9,8 @@ import type { LlamaConfig } from "../../engine/config.ts";
 import type { Demand, EndpointEngine } from "../../engine/endpoint.ts";
 import type { LoadedModel } from "../../engine/model-files.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
-import type { Runtime } from "../../engine/runtime.ts";
+import type { KeptSessions, Runtime } from "../../engine/runtime.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
-import type { TrainStep } from "../../engine/train/step.ts";
 import type { FederationConfig } from "../../protocol/federation.ts";
 import type { TrunkCache, TrunkEndpoint } from "../client/trunk-states.ts";
 import type { FlatLayout, FlatSource } from "../flat-tensors.ts";
@@ -107,8 +106,11 @@ export interface ClientResources {
   endpoint(hiddenSize: number): Promise<TrunkEndpoint>;
   /** The completions API at OPENAI_BASE_URL, serving `modelName` unless the deployment names another. */
   completions(modelName: string): { baseURL: string; apiKey?: string; model: string };
-  /** Training sessions kept between the slices of this job (released when another job starts or on release()). */
-  sessions(): Promise<Map<string, TrainStep>>;
+  /**
+   * Sessions (training steps, forward graphs) kept between the slices of this job, keyed by what determines
+   * their graph: released when another job starts or on releaseSessions(), which the round's last slice calls.
+   */
+  sessions(): Promise<KeptSessions>;
   releaseSessions(): Promise<void>;
   /** Trunk hidden states kept across rounds. */
   trunkCache: TrunkCache;

@@ -43,6 +43,7 @@ export const fedbptClient: ClientMethod<FedBptConfig> = {
             space,
             m,
             task.local.maxTokens,
+            await resources.sessions(),
           )
         : endpointPromptScorer(await resources.endpoint(0), prompts.config, prompts.tokenizer, space, m, task.local.maxTokens);
       // Each generation scores its candidates on a seeded sample of local.batchSize examples.
@@ -54,6 +55,7 @@ export const fedbptClient: ClientMethod<FedBptConfig> = {
       save(new TextEncoder().encode(JSON.stringify(state)), state.cma.generation);
       return null;
     }
+    await resources.releaseSessions();
     return encodeTensorFile(
       bbtDelta(start, state.cma),
       global.shapes,

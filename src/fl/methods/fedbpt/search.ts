@@ -8,7 +8,7 @@ import type { LlamaConfig } from "../../../engine/config.ts";
 import { ForwardModel } from "../../../engine/forward.ts";
 import { SOFT_PROMPT, type InputSpec, type Weights } from "../../../engine/llama/graph.ts";
 import { EMBED } from "../../../engine/llama/names.ts";
-import type { Runtime } from "../../../engine/runtime.ts";
+import { keptSession, type KeptSessions, type Runtime } from "../../../engine/runtime.ts";
 import { leadingSpecialIds, type TextTokenizer } from "../../../engine/tokenizer/load.ts";
 import type { TokenizedExample } from "../../../data/examples.ts";
 import {
@@ -160,7 +160,10 @@ export function endpointPromptScorer(
   );
 }
 
-/** Scores prompts with a local forward graph that takes the soft prompt as an input. */
+/**
+ * Scores prompts with a local forward graph that takes the soft prompt as an input, kept in `sessions`
+ * when given (the scorer's release then leaves it to their owner).
+ */
 export async function localPromptScorer(
   runtime: Runtime,
   c: LlamaConfig,
@@ -169,12 +172,16 @@ export async function localPromptScorer(
   space: BbtSpace,
   verbalizer: BbtVerbalizer,
   maxTokens: number,
+  sessions?: KeptSessions,
 ): Promise<PromptScorer> {
-  const model = await ForwardModel.create(runtime, c, weights, {
+  const graph = {
     kind: "forward",
     nll: true,
     inputs: softPromptLayout(c, space.promptTokens, verbalizer.placement ?? "prefix").inputs,
-  });
+  } as const;
+  const { session: model, release } = await keptSession(sessions, JSON.stringify(graph), () =>
+    ForwardModel.create(runtime, c, weights, graph),
+  );
   const prompt = softPromptOf(c, weights, space);
   return promptScorer(
     (rows, z) => exampleNlls(model, rows, 8, undefined, new Map([[SOFT_PROMPT, prompt(z)]])),
@@ -183,7 +190,7 @@ export async function localPromptScorer(
     space,
     verbalizer,
     maxTokens,
-    () => model.release(),
+    release,
   );
 }
 

@@ -124,7 +124,7 @@ export const fedkseedClient: ClientMethod<FedKSeedConfig> = {
       if (at.step < task.local.steps) {
         const { model } = await resources.model(undefined, task.local.maxTokens);
         at = await zoLocalSteps(
-          { config: model.config, weights: model.weights, runtime: resources.runtime },
+          { config: model.config, weights: model.weights, runtime: resources.runtime, sessions: await resources.sessions() },
           zoTask,
           examples,
           at,
@@ -136,6 +136,7 @@ export const fedkseedClient: ClientMethod<FedKSeedConfig> = {
       }
       state = at;
     }
+    await resources.releaseSessions();
     return encodeSeedSums(state.sums, updateMetadata(examples.length, { ...zoMetrics(state), download_bytes: task.downloadBytes }));
   },
 };

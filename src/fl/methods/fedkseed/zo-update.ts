@@ -11,7 +11,7 @@ import { expectedTensors, type LinearModule } from "../../../engine/llama/names.
 import { initLoraParams } from "../../../engine/lora/init.ts";
 import { loraScaling } from "../../../engine/lora/peft.ts";
 import type { QuantMode } from "../../../engine/quantize.ts";
-import type { Runtime } from "../../../engine/runtime.ts";
+import { keptSession, type KeptSessions, type Runtime } from "../../../engine/runtime.ts";
 import { roundStream } from "../../../engine/sampling.ts";
 import type { FederationConfig } from "../../../protocol/federation.ts";
 import type { FedKSeedConfig, ZoTrains } from "./config.ts";
@@ -85,6 +85,8 @@ export interface ZoModel {
   config: LlamaConfig;
   weights: Weights;
   runtime: Runtime;
+  /** Sessions kept between calls (the forward graph's by its options); without them, each call builds and releases its own. */
+  sessions?: KeptSessions;
 }
 
 /**
@@ -113,16 +115,14 @@ export async function zoLocalSteps(
   maxSteps = Infinity,
   history?: readonly (readonly number[])[],
 ): Promise<ZoState> {
-  const forward = await ForwardModel.create(model.runtime, model.config, model.weights, {
-    kind: "forward",
-    quant: task.quant,
-    nll: true,
-    inputs: zoSpec(task.method.trains),
-  });
+  const graph = { kind: "forward", quant: task.quant, nll: true, inputs: zoSpec(task.method.trains) } as const;
+  const { session: forward, release } = await keptSession(model.sessions, JSON.stringify(graph), () =>
+    ForwardModel.create(model.runtime, model.config, model.weights, graph),
+  );
   try {
     return await zoSteps(localZoEvaluator(forward, task.method.direction), task, examples, state, maxSteps, history);
   } finally {
-    await forward.release();
+    await release();
   }
 }
 
