@@ -10,7 +10,7 @@ import { deleteBlob } from "../shared/blobs.ts";
 import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
 import { AggregatorError } from "./errors.ts";
 import { type FederationStore, keys } from "./storage.ts";
-import type { RoundResult, RoundRow } from "./types.ts";
+import type { FederationView, RoundResult, RoundRow } from "./types.ts";
 
 /** A round's result keeps this many metrics at most, so its row stays small whatever names clients report. */
 const ROUND_METRICS = 32;
@@ -79,10 +79,9 @@ export class Rounds {
   }
 
   /** Closes the round if this upload brought it to quorum; returns its status. */
-  async afterUpload(id: string, round: number, uploads: number, now: number): Promise<"open" | "closed" | "failed"> {
-    const fed = this.store.get(id);
+  async afterUpload(fed: FederationView, round: number, uploads: number, now: number): Promise<"open" | "closed" | "failed"> {
     if (uploads < (fed.config.quorum ?? fed.config.clientsPerRound)) return "open";
-    const status = this.finish(id, round, now, "close");
+    const status = this.finish(fed.id, round, now, "close");
     await this.armAlarm();
     return status;
   }

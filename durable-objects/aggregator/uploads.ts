@@ -59,7 +59,7 @@ export class Uploads {
       refusing("upload", () => this.rounds.accumulator(u.federationId, round).add(transformed.source, transformed.weight));
       this.record(u, info, now, performance.now() - started);
     });
-    const status = await this.rounds.afterUpload(u.federationId, u.round, round.uploads + 1, now);
+    const status = await this.rounds.afterUpload(fed, u.round, round.uploads + 1, now);
     return {
       federationId: u.federationId,
       round: u.round,

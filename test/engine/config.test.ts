@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseLlamaConfig, toHfConfig } from "../../src/engine/config.ts";
 import { ModelError } from "../../src/engine/errors.ts";
 import { ropeInvFreq } from "../../src/engine/llama/rope.ts";
+import { PUBLISHED_CONFIGS } from "../fixtures/published-configs.ts";
 
 const base = {
   model_type: "llama",
@@ -32,31 +33,7 @@ describe("parseLlamaConfig", () => {
   });
 
   it("reads SmolLM-135M's config as it is published", () => {
-    const smol = {
-      architectures: ["LlamaForCausalLM"],
-      attention_bias: false,
-      attention_dropout: 0,
-      bos_token_id: 0,
-      eos_token_id: 0,
-      hidden_act: "silu",
-      hidden_size: 576,
-      initializer_range: 0.02,
-      intermediate_size: 1536,
-      max_position_embeddings: 2048,
-      model_type: "llama",
-      num_attention_heads: 9,
-      num_hidden_layers: 30,
-      num_key_value_heads: 3,
-      pretraining_tp: 1,
-      rms_norm_eps: 1e-5,
-      rope_scaling: null,
-      rope_theta: 10000,
-      tie_word_embeddings: true,
-      torch_dtype: "bfloat16",
-      transformers_version: "4.40.1",
-      use_cache: true,
-      vocab_size: 49152,
-    };
+    const smol = PUBLISHED_CONFIGS["HuggingFaceTB/SmolLM-135M"];
     expect(parseLlamaConfig(smol)).toMatchObject({ headDim: 64, numKvHeads: 3, tieWordEmbeddings: true, eosTokenIds: [0] });
   });
 
