@@ -8,6 +8,8 @@
 // (distillEmulator, on SOTU windows: the owner's data, not the task's).
 // Run: node bench/offsite.ts [--quick] [--model DIR] [--bottom 2 --top 2 --middle 4] [--distill-steps N]
 import { basename } from "node:path";
+import type { Weights } from "../src/engine/llama/graph.ts";
+import { elementCount, floatOf } from "../src/engine/quantize.ts";
 import { parseArgs } from "node:util";
 import { sotuSplit, spamAssassin } from "../cli/corpora.ts";
 import { dirSource } from "../cli/model-dir.ts";
@@ -78,7 +80,7 @@ log(
     `${JSON.stringify(layout.emulator)}; ${train.length} training and ${test.length} test mails`,
 );
 
-async function evaluate(weights: Map<string, Float32Array>, layerIndices?: readonly number[]) {
+async function evaluate(weights: Weights, layerIndices?: readonly number[]) {
   const forward = await ForwardModel.create(runtime, c, weights, { kind: "forward", nll: true, ...(layerIndices ? { layerIndices } : {}) });
   const { accuracy } = await labelAccuracy(forward, model.tokenizer, testPrompts, SPAM_LABELS, { maxTokens: MAX_TOKENS });
   const { loss } = await heldOutLoss(forward, testExamples);
@@ -87,13 +89,13 @@ async function evaluate(weights: Map<string, Float32Array>, layerIndices?: reado
 }
 
 /** The adapter's tensors after STEPS AdamW updates of the label words' NLL, on the full model or the emulator. */
-async function tune(weights: Map<string, Float32Array>, layerIndices?: readonly number[]) {
+async function tune(weights: Weights, layerIndices?: readonly number[]) {
   const step = await TrainStep.create(runtime, c, weights, {
     kind: "train",
     spec: { full: names },
     ...(layerIndices ? { layerIndices } : {}),
   });
-  const trainer = new Trainer(step, new Map(names.map((n) => [n, Float32Array.from(weights.get(n)!)])), {
+  const trainer = new Trainer(step, new Map(names.map((n) => [n, Float32Array.from(floatOf(weights.get(n)!))])), {
     optimizer: adamW({ weightDecay: 0 }),
     schedule: { lr: LR, warmupSteps: Math.floor(STEPS / 10), totalSteps: STEPS },
     clip: 1,
@@ -133,7 +135,7 @@ log("fine-tuning the adapter on the full model");
 const fullTuned = await tune(full);
 const fullFt = await evaluate(plugIn(c, full, fullTuned.adapter, layout));
 
-const params = (w: ReadonlyMap<string, Float32Array>) => [...w.values()].reduce((a, t) => a + t.length, 0);
+const params = (w: Weights) => [...w.values()].reduce((a, t) => a + elementCount(t), 0);
 type Row = { setting: string; emulator: string | null; layers: number; accuracy: number; loss: number; tuneSeconds: number | null };
 const variants = [];
 for (const [kind, weights] of [

@@ -14,11 +14,11 @@ import fs, { existsSync } from "node:fs";
 import { dirSource } from "../cli/model-dir.ts";
 import { parseLlamaConfig, type LlamaConfig } from "../src/engine/config.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
-import { trainableTensors, type TrainSpec } from "../src/engine/llama/graph.ts";
+import { trainableTensors, type TrainSpec, type Weights } from "../src/engine/llama/graph.ts";
 import { initLlamaWeights, normalSamples } from "../src/engine/llama/init.ts";
 import { linearName, linearShape, type LinearModule } from "../src/engine/llama/names.ts";
 import { loadConfig, loadWeights } from "../src/engine/model-files.ts";
-import type { QuantMode } from "../src/engine/quantize.ts";
+import { floatWeights, type QuantMode } from "../src/engine/quantize.ts";
 import { ortRuntime, type Runtime } from "../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
 import { ortWeb, ortWebRuntime } from "../src/engine/runtimes/ort-web.ts";
@@ -42,7 +42,7 @@ const TIMING: TimingOptions = quick ? { warmup: 1, reps: 3 } : { warmup: 1, reps
 const MODEL_DIR = new URL("../models/fedflare-sotu-4m/", import.meta.url).pathname;
 
 /** The default model (models/fedflare-sotu-4m once pretrained, else its architecture with random weights), or a tiny one with --quick. */
-async function benchModel(): Promise<{ source: string; config: LlamaConfig; weights: Map<string, Float32Array> }> {
+async function benchModel(): Promise<{ source: string; config: LlamaConfig; weights: Weights }> {
   if (!quick && existsSync(`${MODEL_DIR}config.json`) && existsSync(`${MODEL_DIR}model.safetensors`)) {
     const source = dirSource(MODEL_DIR);
     const config = await loadConfig(source);
@@ -137,7 +137,7 @@ const tfjsInfo = {
   simd: tf.env().getBool("WASM_HAS_SIMD_SUPPORT"),
   threads: tf.env().getBool("WASM_HAS_MULTITHREAD_SUPPORT") ? "multi" : 1,
 };
-const tfjsModel = new TfjsLlamaLora(config, weights, SPEC.lora!, lora, SEQ);
+const tfjsModel = new TfjsLlamaLora(config, floatWeights(weights), SPEC.lora!, lora, SEQ);
 const webRt = ortWebRuntime();
 const ortStep = (rt: Runtime, quant: QuantMode) => TrainStep.create(rt, config, weights, { kind: "train", spec: SPEC, quant });
 const webF32 = await ortStep(webRt, "f32");

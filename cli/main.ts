@@ -7,6 +7,7 @@ import { generate, generateUsage } from "./commands/generate.ts";
 import { offsite, offsiteUsage } from "./commands/offsite.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
 import { phrases, phrasesUsage } from "./commands/phrases.ts";
+import { quantize, quantizeUsage } from "./commands/quantize.ts";
 import { run, runUsage } from "./commands/run.ts";
 import { score, scoreUsage } from "./commands/score.ts";
 import { train, trainUsage } from "./commands/train.ts";
@@ -23,6 +24,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: 
   endpoint: { run: endpoint, usage: endpointUsage },
   offsite: { run: offsite, usage: offsiteUsage },
   phrases: { run: phrases, usage: phrasesUsage },
+  quantize: { run: quantize, usage: quantizeUsage },
 };
 
 const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)

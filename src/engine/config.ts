@@ -3,6 +3,7 @@
 import * as v from "valibot";
 import { ModelError } from "./errors.ts";
 import type { LinearModule } from "./llama/names.ts";
+import { parseQuantizationConfig, quantizationConfig, type StoredQuant } from "./quantized-checkpoint.ts";
 
 const positiveInt = v.pipe(v.number(), v.integer(), v.minValue(1));
 const tokenId = v.pipe(v.number(), v.integer(), v.minValue(0));
@@ -46,6 +47,7 @@ const RawLlamaConfig = v.looseObject({
   eos_token_id: v.optional(v.nullable(v.union([tokenId, v.array(tokenId)]))),
   pad_token_id: v.optional(v.nullable(tokenId)),
   torch_dtype: v.optional(v.nullable(v.string())),
+  quantization_config: v.optional(v.unknown()),
 });
 
 export interface LlamaConfig {
@@ -67,6 +69,8 @@ export interface LlamaConfig {
   bosTokenId: number | null;
   eosTokenIds: number[];
   padTokenId: number | null;
+  /** Set when the checkpoint stores its matrices pre-quantized (config.json's quantization_config). */
+  quantization?: StoredQuant;
 }
 
 // model_type -> the architecture toHfConfig writes and transformers' default max_position_embeddings.
@@ -147,6 +151,7 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
     bosTokenId: c.bos_token_id ?? null,
     eosTokenIds: eos,
     padTokenId: c.pad_token_id ?? null,
+    ...(c.quantization_config === undefined ? {} : { quantization: parseQuantizationConfig(c.quantization_config) }),
   };
 }
 
@@ -202,6 +207,7 @@ export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
     eos_token_id: c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds,
     pad_token_id: c.padTokenId,
     torch_dtype: "float32",
+    ...(c.quantization ? { quantization_config: quantizationConfig(c.quantization) } : {}),
   };
 }
 

@@ -3,7 +3,7 @@
 import type { LlamaConfig } from "./config.ts";
 import { ModelError } from "./errors.ts";
 import {
-  buildLlamaGraph,
+  llamaSession,
   trainableTensors,
   type ForwardGraph,
   type HiddenGraph,
@@ -134,7 +134,7 @@ export class ForwardModel {
     weights: Weights,
     opts: ForwardGraph | HiddenGraph | StepGraph = { kind: "forward" },
   ): Promise<ForwardModel> {
-    return new ForwardModel(config, await runtime.createSession(buildLlamaGraph(config, weights, opts)), opts);
+    return new ForwardModel(config, await llamaSession(runtime, config, weights, opts), opts);
   }
 
   async run(input: ForwardInput): Promise<ForwardOutput> {

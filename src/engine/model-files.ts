@@ -2,11 +2,13 @@
 // model.safetensors.index.json), tokenizer.json and tokenizer_config.json. Files come through a
 // ModelSource, so the same code loads from disk, R2, KV or a bundled asset.
 import * as v from "valibot";
-import { type DType, toFloat32 } from "../protocol/dtypes.ts";
+import { toFloat32 } from "../protocol/dtypes.ts";
 import { readSafetensors, readSafetensorsHeader, SafetensorsError } from "../protocol/safetensors.ts";
 import { parseLlamaConfig, type LlamaConfig } from "./config.ts";
 import { ModelError } from "./errors.ts";
 import { LM_HEAD, expectedTensors } from "./llama/names.ts";
+import { checkPacked, packedNames, unpackWeight, type StoredTensor } from "./quantized-checkpoint.ts";
+import type { BaseTensor } from "./quantize.ts";
 import { loadTokenizer, type TextTokenizer } from "./tokenizer/load.ts";
 
 export interface ModelSource {
@@ -24,7 +26,8 @@ export interface ModelSource {
 
 export interface LoadedModel {
   config: LlamaConfig;
-  weights: Map<string, Float32Array>;
+  /** Matrices of a pre-quantized checkpoint stay in their stored form (config.quantization). */
+  weights: Map<string, BaseTensor>;
   tokenizer: TextTokenizer;
 }
 
@@ -68,20 +71,13 @@ export async function loadModelTokenizer(source: ModelSource): Promise<TextToken
 /** The largest checkpoint header read by range (the parser's own cap is larger; a model's header is kilobytes). */
 const HEADER_CAP = 16 * 2 ** 20;
 
-/** A checkpoint tensor known by its header entry; its bytes are read only when asked for. */
-interface LazyTensor {
-  dtype: DType;
-  shape: number[];
-  bytes(): Promise<Uint8Array>;
-}
-
 const invalid = (source: ModelSource, file: string, e: unknown): never => {
   if (e instanceof SafetensorsError) throw new ModelError("weights_invalid", `${source.location}/${file}: ${e.message}`);
   throw e;
 };
 
 /** A shard's tensors: by range reads where the source has them (the header, then each tensor on demand), else the whole file. */
-async function readShard(source: ModelSource, file: string): Promise<Map<string, LazyTensor>> {
+async function readShard(source: ModelSource, file: string): Promise<Map<string, StoredTensor>> {
   const missing = () => new ModelError("file_missing", `${source.location}: ${file} is missing`);
   if (!source.readRange) {
     const bytes = await source.read(file);
@@ -135,7 +131,7 @@ async function readShard(source: ModelSource, file: string): Promise<Map<string,
  * The raw tensors of the checkpoint by name, from the single file or from its shards: every tensor, or
  * (`wanted`) those of the shards that hold a wanted tensor, so a partial load reads no other shard.
  */
-async function readCheckpoint(source: ModelSource, wanted?: ReadonlySet<string>): Promise<Map<string, LazyTensor>> {
+async function readCheckpoint(source: ModelSource, wanted?: ReadonlySet<string>): Promise<Map<string, StoredTensor>> {
   const indexJson = await readJson(source, "model.safetensors.index.json", false);
   if (indexJson === null) return readShard(source, "model.safetensors");
   const index = v.safeParse(ShardIndex, indexJson);
@@ -145,7 +141,7 @@ async function readCheckpoint(source: ModelSource, wanted?: ReadonlySet<string>)
       `${source.location}/model.safetensors.index.json: field "${v.getDotPath(index.issues[0]) ?? "(root)"}": ${index.issues[0].message}`,
     );
   const map = Object.entries(index.output.weight_map).filter(([name]) => !wanted || wanted.has(name));
-  const all = new Map<string, LazyTensor>();
+  const all = new Map<string, StoredTensor>();
   for (const file of [...new Set(map.map(([, file]) => file))].sort()) {
     for (const [name, t] of await readShard(source, file)) {
       if (index.output.weight_map[name] !== file)
@@ -171,15 +167,34 @@ export interface LoadOptions {
   layers?: readonly number[];
 }
 
-/** The checkpoint's tensors as float32, each checked by name, dtype and shape against the config. */
-export async function loadWeights(source: ModelSource, config: LlamaConfig, opts: LoadOptions = {}): Promise<Map<string, Float32Array>> {
+/**
+ * The checkpoint, every header checked by name, dtype and shape against the config, as the tensors it
+ * holds (of `layers` where given), each read when asked for: float32, or, in a pre-quantized checkpoint,
+ * a matrix as stored (never decoded to float32). A caller that handles one tensor at a time (quantizing a
+ * checkpoint) holds one tensor at a time.
+ */
+export async function openWeights(
+  source: ModelSource,
+  config: LlamaConfig,
+  opts: LoadOptions = {},
+): Promise<{ shapes: Map<string, number[]>; read(name: string): Promise<BaseTensor> }> {
   for (const l of opts.layers ?? [])
     if (!Number.isInteger(l) || l < 0 || l >= config.numLayers)
       throw new ModelError("input_invalid", `layer ${l} does not exist: the model has ${config.numLayers} layers`);
   const all = expectedTensors(config);
   const needed = expectedTensors(config, opts.layers);
-  const raw = await readCheckpoint(source, opts.layers ? new Set(needed.keys()) : undefined);
+  // A quantized matrix is stored under three names (quantized-checkpoint.ts) instead of its own.
+  const storedFor = new Map<string, string>();
+  if (config.quantization) for (const n of all.keys()) for (const p of packedNames(n)) storedFor.set(p, n);
+  const wanted = opts.layers ? new Set([...needed.keys()].flatMap((n) => [n, ...(config.quantization ? packedNames(n) : [])])) : undefined;
+  const raw = await readCheckpoint(source, wanted);
+  const parts = (name: string) => packedNames(name).map((n) => raw.get(n)) as [StoredTensor, StoredTensor, StoredTensor];
   for (const [name, t] of raw) {
+    const quantized = storedFor.get(name);
+    if (quantized) {
+      if (name === packedNames(quantized)[0]) checkPacked(source.location, quantized, all.get(quantized)!, parts(quantized));
+      continue;
+    }
     const shape = all.get(name);
     if (!shape) {
       if (IGNORED.test(name)) continue;
@@ -198,17 +213,28 @@ export async function loadWeights(source: ModelSource, config: LlamaConfig, opts
         `${source.location}: tensor "${name}" has shape ${JSON.stringify(t.shape)} but config.json implies ${JSON.stringify(shape)}`,
       );
   }
-  const weights = new Map<string, Float32Array>();
-  for (const [name, shape] of needed) {
-    const t = raw.get(name);
-    if (!t)
+  for (const [name, shape] of needed)
+    if (!raw.has(name) && !(config.quantization && raw.has(packedNames(name)[0])))
       throw new ModelError(
         "tensor_missing",
         `${source.location}: tensor "${name}" ${JSON.stringify(shape)} is missing from the checkpoint`,
       );
-    // One tensor's bytes at a time: with range reads, what the load holds besides the weights it keeps.
-    weights.set(name, toFloat32(t.dtype as "F32" | "F16" | "BF16", await t.bytes()));
-  }
+  return {
+    shapes: needed,
+    async read(name) {
+      const shape = needed.get(name);
+      if (!shape) throw new ModelError("input_invalid", `"${name}" is not a tensor this load holds`);
+      const t = raw.get(name);
+      return t ? toFloat32(t.dtype as "F32" | "F16" | "BF16", await t.bytes()) : unpackWeight(source.location, name, shape, parts(name));
+    },
+  };
+}
+
+/** The checkpoint's tensors (openWeights), read one at a time: with range reads, what a load holds besides the weights it keeps. */
+export async function loadWeights(source: ModelSource, config: LlamaConfig, opts: LoadOptions = {}): Promise<Map<string, BaseTensor>> {
+  const { shapes, read } = await openWeights(source, config, opts);
+  const weights = new Map<string, BaseTensor>();
+  for (const name of shapes.keys()) weights.set(name, await read(name));
   return weights;
 }
 

@@ -1,6 +1,9 @@
 // The files of a Llama (or Qwen2) model in Hugging Face layout, ready to write anywhere; biases are written as the config expects them.
 import { float32ToBF16, float32ToF16, type FloatDType } from "../protocol/dtypes.ts";
 import { writeSafetensors, type TensorInput } from "../protocol/safetensors.ts";
+import { ModelError } from "./errors.ts";
+import type { BaseTensor } from "./quantize.ts";
+import { packWeight } from "./quantized-checkpoint.ts";
 import { toHfConfig, type LlamaConfig } from "./config.ts";
 import { expectedTensors } from "./llama/names.ts";
 
@@ -18,10 +21,13 @@ function tensor(dtype: FloatDType, shape: number[], w: Float32Array): TensorInpu
   return { dtype, shape, data: w };
 }
 
-/** File name -> content. Shapes come from the config, so a weight of the wrong size fails here. */
+/**
+ * File name -> content. Shapes come from the config, so a weight of the wrong size fails here; quantized
+ * matrices are written in the pre-quantized layout config.quantization names (quantized-checkpoint.ts).
+ */
 export function hfModelFiles(
   config: LlamaConfig,
-  weights: ReadonlyMap<string, Float32Array>,
+  weights: ReadonlyMap<string, BaseTensor>,
   tokenizerJson: unknown,
   opts: HfModelOptions = {},
 ): Map<string, string | Uint8Array> {
@@ -35,10 +41,15 @@ export function hfModelFiles(
   files.set("tokenizer.json", JSON.stringify(tokenizerJson));
   if (opts.tokenizerConfig) files.set("tokenizer_config.json", `${JSON.stringify(opts.tokenizerConfig, null, 2)}\n`);
   const names = [...weights.keys()].sort();
-  const entry = (n: string) => [n, tensor(dtype, shapes.get(n) ?? [weights.get(n)!.length], weights.get(n)!)] as const;
+  const stored = (n: string): [string, TensorInput][] => {
+    const t = weights.get(n)!;
+    if (t instanceof Float32Array) return [[n, tensor(dtype, shapes.get(n) ?? [t.length], t)]];
+    if (!config.quantization) throw new ModelError("input_invalid", `"${n}" is quantized but the config names no quantization`);
+    return packWeight(n, t);
+  };
   const shards = opts.shards ?? 1;
   if (shards === 1) {
-    files.set("model.safetensors", writeSafetensors(Object.fromEntries(names.map(entry))));
+    files.set("model.safetensors", writeSafetensors(new Map(names.flatMap(stored))));
     return files;
   }
   const weightMap: Record<string, string> = {};
@@ -47,8 +58,9 @@ export function hfModelFiles(
   for (let s = 0; s < shards; s++) {
     const file = `model-${String(s + 1).padStart(5, "0")}-of-${String(shards).padStart(5, "0")}.safetensors`;
     const mine = names.slice(s * perShard, (s + 1) * perShard);
-    for (const n of mine) weightMap[n] = file;
-    files.set(file, writeSafetensors(Object.fromEntries(mine.map(entry))));
+    const entries = mine.flatMap(stored);
+    for (const [n] of entries) weightMap[n] = file;
+    files.set(file, writeSafetensors(new Map(entries)));
   }
   files.set("model.safetensors.index.json", `${JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2)}\n`);
   return files;

@@ -22,6 +22,27 @@ export interface Int4Weight {
   scale: Float32Array;
 }
 
+/** A frozen matrix as a quantized checkpoint stores it (src/engine/quantized-checkpoint.ts). */
+export type QuantWeight = Int8Weight | Int4Weight;
+
+/** A base tensor as loaded: float32, or a matrix kept in its stored quantized form. */
+export type BaseTensor = Float32Array | QuantWeight;
+
+/** A base tensor's float32 values: itself, or its quantized values dequantized (one tensor's worth of memory). */
+export function floatOf(t: BaseTensor): Float32Array {
+  return t instanceof Float32Array ? t : dequantize(t);
+}
+
+/** Every base tensor as float32 (for code that needs float weights: references, other engines). */
+export function floatWeights(w: ReadonlyMap<string, BaseTensor>): Map<string, Float32Array> {
+  return new Map([...w].map(([n, t]) => [n, floatOf(t)]));
+}
+
+/** How many values a base tensor stands for. */
+export function elementCount(t: BaseTensor): number {
+  return t instanceof Float32Array ? t.length : t.shape[0] * t.shape[1];
+}
+
 /** int8 per output channel: scale = max|w| / 127 over each row. */
 export function quantizeInt8(w: Float32Array, rows: number, cols: number): Int8Weight {
   const q = new Int8Array(rows * cols);
@@ -62,7 +83,7 @@ export function quantizeInt4(w: Float32Array, rows: number, cols: number): Int4W
 }
 
 /** The float weights a quantized weight stands for (DequantizeLinear's definition). */
-export function dequantize(w: Int8Weight | Int4Weight): Float32Array {
+export function dequantize(w: QuantWeight): Float32Array {
   const [rows, cols] = w.shape;
   const out = new Float32Array(rows * cols);
   for (let i = 0; i < out.length; i++) {

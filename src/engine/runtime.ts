@@ -54,7 +54,10 @@ export type RuntimeName = "ort-web" | "ort-node";
 
 export interface Runtime {
   readonly name: RuntimeName;
-  createSession(model: Uint8Array): Promise<Session>;
+  /** Whether graphs for this runtime keep their large weights out of the model bytes (GraphBuilder's externalAbove). */
+  readonly externalWeights: boolean;
+  /** A session over the model bytes and the external-data files they name (file name -> bytes). */
+  createSession(model: Uint8Array, external?: ReadonlyMap<string, Uint8Array>): Promise<Session>;
 }
 
 /** The part of an onnxruntime package that we use. */
@@ -72,11 +75,13 @@ function elementType(data: TensorData): OrtTensor.Type {
   return "uint8";
 }
 
-export function ortRuntime(name: RuntimeName, ort: OrtModule, options: OrtSession.SessionOptions): Runtime {
+export function ortRuntime(name: RuntimeName, ort: OrtModule, options: OrtSession.SessionOptions, externalWeights = false): Runtime {
   return {
     name,
-    async createSession(model) {
-      const session = await ort.InferenceSession.create(model, options);
+    externalWeights,
+    async createSession(model, external = new Map()) {
+      const externalData = [...external].map(([path, data]) => ({ path, data }));
+      const session = await ort.InferenceSession.create(model, externalData.length ? { ...options, externalData } : options);
       return {
         inputNames: session.inputNames,
         outputNames: session.outputNames,

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseLlamaConfig, toHfConfig } from "../../src/engine/config.ts";
 import { ModelError } from "../../src/engine/errors.ts";
 import { ropeInvFreq } from "../../src/engine/llama/rope.ts";
-import { PUBLISHED_CONFIGS } from "../fixtures/published-configs.ts";
+import { PUBLISHED_CONFIGS } from "../../bench/lib/published-configs.ts";
 
 const base = {
   model_type: "llama",

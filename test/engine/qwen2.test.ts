@@ -1,6 +1,7 @@
 // Qwen2-style attention biases (issue 16): q/k/v_proj biases as Qwen2Attention has them, and Llama's
 // attention_bias (q/k/v/o_proj, as LlamaAttention); parsed, loaded, run, trained with LoRA and exported.
 import { rmSync } from "node:fs";
+import { floatOf } from "../../src/engine/quantize.ts";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { dirSource } from "../../cli/model-dir.ts";
@@ -22,7 +23,7 @@ import { Trainer } from "../../src/engine/train/trainer.ts";
 import { runCli } from "../cli/run-cli.ts";
 import { maxAbsDiff } from "../fixtures/compare.ts";
 import { tempDir, writeAdapterDir, writeHfModel } from "../fixtures/hf-model.ts";
-import { PUBLISHED_CONFIGS } from "../fixtures/published-configs.ts";
+import { PUBLISHED_CONFIGS } from "../../bench/lib/published-configs.ts";
 import { effectiveWeights } from "../fixtures/quantized.ts";
 import { tinyConfig, tinyLora, tinyWeights } from "../fixtures/tiny-llama.ts";
 import { referenceHidden, referenceLogits, referenceLogprobs, referenceLoss } from "../reference/llama-f64.ts";
@@ -263,7 +264,7 @@ describe("LoRA training on a Qwen2-style model", () => {
     const modules = ["q_proj", "v_proj"] as const;
     const dir = writeHfModel(join(root, "train-model"), qwen, qwenWeights);
     const { config, weights } = await loadModel(dirSource(dir));
-    const before = new Map(biasNames(config).map((n) => [n, Float32Array.from(weights.get(n)!)]));
+    const before = new Map(biasNames(config).map((n) => [n, Float32Array.from(floatOf(weights.get(n)!))]));
     const step = await TrainStep.create(ortNodeRuntime(), config, weights, {
       kind: "train",
       spec: { lora: { r: 4, scaling: 2, modules: [...modules] } },

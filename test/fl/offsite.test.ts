@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { windowBatch } from "../../src/data/lm-windows.ts";
 import { ForwardModel } from "../../src/engine/forward.ts";
+import type { Weights } from "../../src/engine/llama/graph.ts";
+import { floatOf } from "../../src/engine/quantize.ts";
 import { parseLlamaConfig, toHfConfig } from "../../src/engine/config.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { adamW } from "../../src/engine/train/optimizer.ts";
@@ -58,11 +60,10 @@ describe("the emulator", () => {
     for (let i = 0; i < 10; i++) losses.push((await trainer.update([batch])).loss);
     expect(losses.at(-1)!).toBeLessThan(losses[0]!);
 
-    const fullModel = async (w: Map<string, Float32Array>) =>
-      (await (await ForwardModel.create(ortNodeRuntime(), config, w)).run({ ids })).logits;
+    const fullModel = async (w: Weights) => (await (await ForwardModel.create(ortNodeRuntime(), config, w)).run({ ids })).logits;
     const original = await fullModel(full);
     // An untrained adapter plugged in changes nothing, bit for bit.
-    const untrained = new Map(names.map((n) => [n, full.get(n)!]));
+    const untrained = new Map(names.map((n) => [n, floatOf(full.get(n)!)]));
     expect(await fullModel(plugIn(config, full, untrained, layout))).toEqual(original);
     expect(maxAbsDiff(await fullModel(plugIn(config, full, trainer.params, layout)), original)).toBeGreaterThan(1e-3);
 

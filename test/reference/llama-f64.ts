@@ -2,6 +2,7 @@
 // modeling_qwen2.py's biases) and independent of the ONNX graph code: the graph must agree with it on tiny random models.
 import type { LlamaConfig } from "../../src/engine/config.ts";
 import type { LoraPair, Weights } from "../../src/engine/llama/graph.ts";
+import { floatOf } from "../../src/engine/quantize.ts";
 
 type Mat = Float64Array;
 
@@ -63,11 +64,12 @@ function referenceRun(
   const n = (input.prefix?.length ?? 0) / H;
   const T = n + input.ids[0]!.length;
   const D = c.headDim;
-  const w = (name: string) => weights.get(name)!;
+  const w = (name: string) => floatOf(weights.get(name)!);
   const lin = (x: Mat, n: number, inp: number, name: string, out: number): Mat => {
     const y = linear(x, n, inp, w(`${name}.weight`), out);
     // nn.Linear's bias, where the checkpoint has one (Qwen2Attention's q/k/v_proj, Llama's attention_bias).
-    const bias = weights.get(`${name}.bias`);
+    const stored = weights.get(`${name}.bias`);
+    const bias = stored && floatOf(stored);
     if (bias) for (let i = 0; i < y.length; i++) y[i]! += bias[i % out]!;
     const p = lora?.get(name);
     if (p) {

@@ -2,15 +2,16 @@
 // graph. Activations are kept as [B*T, hidden] between blocks so every linear is one Gemm with transB on
 // the [out, in] weight as stored in the checkpoint; attention reshapes to [B, heads, T, head_dim].
 import type { LlamaConfig } from "../config.ts";
-import { GraphBuilder } from "../onnx/builder.ts";
+import { type BuilderOptions, GraphBuilder } from "../onnx/builder.ts";
+import type { Runtime, Session } from "../runtime.ts";
 import { ElemType } from "../onnx/proto.ts";
-import { quantizeInt4, quantizeInt8, type QuantMode } from "../quantize.ts";
+import { type BaseTensor, floatOf, quantizeInt4, quantizeInt8, type QuantMode, type QuantWeight } from "../quantize.ts";
 import { addGradientsFrom } from "../autodiff/driver.ts";
 import { EMBED, FINAL_NORM, LM_HEAD, allLayers, expectedTensors, hasBias, linearName, linearShape, type LinearModule } from "./names.ts";
 import { ropeInvFreq } from "./rope.ts";
 
-/** Float32 weights by Hugging Face name. */
-export type Weights = ReadonlyMap<string, Float32Array>;
+/** Base weights by Hugging Face name: float32, or matrices a pre-quantized checkpoint stores quantized. */
+export type Weights = ReadonlyMap<string, BaseTensor>;
 
 /** A LoRA pair for one linear: A [r, in], B [out, r]; the update is scaling * B A. */
 export interface LoraPair {
@@ -130,6 +131,17 @@ export interface TrainableTensor {
 
 export const SOFT_PROMPT = "soft_prompt";
 
+/** An int8 [V, H] table as its quantized values and per-row scales (graph value names). */
+interface QuantHead {
+  q: string;
+  scale: string;
+}
+/** The head's weights: a float value, or an int8 table multiplied chunk by chunk. */
+type Head = { float: string } | QuantHead;
+
+/** The float bytes of one chunk of a quantized head (quantizedLogits). */
+const HEAD_CHUNK_BYTES = 2 * 2 ** 20;
+
 /** The trainable graph inputs a spec makes, in a fixed order. */
 export function trainableTensors(c: LlamaConfig, spec: TensorSpec, layers: readonly number[] = allLayers(c)): TrainableTensor[] {
   const out: TrainableTensor[] = [];
@@ -160,6 +172,19 @@ export function trainableTensors(c: LlamaConfig, spec: TensorSpec, layers: reado
  * Outputs: logits [B,S,V] (forward and step); nll [B,S]; present_key.N / present_value.N; hidden; loss and grad.*.
  */
 export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind = { kind: "forward" }): Uint8Array {
+  return llamaGraph(config, weights, opts).toBytes();
+}
+
+/** Initializers from this size up are external data on runtimes that want it (64 KiB: every weight matrix, no small constant). */
+const EXTERNAL_ABOVE = 64 * 1024;
+
+/** A session of the graph on `runtime`, its weights as external data where the runtime asks for that (ORT-web). */
+export async function llamaSession(runtime: Runtime, config: LlamaConfig, weights: Weights, opts: GraphKind): Promise<Session> {
+  const g = llamaGraph(config, weights, opts, runtime.externalWeights ? { externalAbove: EXTERNAL_ABOVE } : {});
+  return runtime.createSession(g.toBytes(), g.external);
+}
+
+function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, build: BuilderOptions = {}): GraphBuilder {
   const c = config;
   const quant = opts.quant ?? "f32";
   const train = opts.kind === "train" || opts.kind === "split" ? opts.spec : undefined;
@@ -171,7 +196,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
   const spec: TensorSpec | undefined =
     train ?? (inputs ? { ...inputs, ...(inputs.lora ? { lora: { ...inputs.lora, dropout: 0 } } : {}) } : undefined);
   const inline = inputs?.softPromptInline ? inputs.softPromptTokens : 0;
-  const g = new GraphBuilder(train ? "llama_train" : "llama_forward");
+  const g = new GraphBuilder(train ? "llama_train" : "llama_forward", ElemType.FLOAT, build);
   const fromLayer = split ? opts.fromLayer : 0;
   if (!Number.isInteger(fromLayer) || fromLayer < 0 || fromLayer > c.numLayers)
     throw new Error(`fromLayer must be an integer in [0, ${c.numLayers}], got ${fromLayer}`);
@@ -186,11 +211,12 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
   const trainables = spec ? trainableTensors(c, spec, positions) : [];
   const trainable = new Set(trainables.map((t) => t.name));
   for (const t of trainables) g.input(t.name, ElemType.FLOAT, t.shape);
-  const weight = (name: string): Float32Array => {
+  const stored = (name: string): BaseTensor => {
     const w = weights.get(name);
     if (!w) throw new Error(`weight ${name} is missing`);
     return w;
   };
+  const weight = (name: string): Float32Array => floatOf(stored(name));
   const f32 = (name: string, dims: number[], data: Float32Array) => g.initializer(name, ElemType.FLOAT, dims, bytesOf(data));
   /** A float tensor by HF name: the trainable input, or a frozen initializer. */
   const tensor = (name: string, dims: number[]) => (trainable.has(name) ? name : f32(name, dims, weight(name)));
@@ -199,21 +225,101 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
   const bs = g.op("Shape", [positionIds]);
   const shapeBS = (...rest: number[]) => g.op("Concat", [bs, g.ints(...rest)], { axis: 0 });
 
-  // A frozen [out, in] matrix as a float value, dequantized in the graph when quantized.
-  const frozenMatrix = (name: string, rows: number, cols: number, mode: QuantMode): string => {
+  // Float copies of quantized weights live only while they are multiplied:
+  // - ORT may run a node as soon as its inputs exist, and a dequantization reads only weights, so it could
+  //   run at the start and its output live until its reader; its scales are therefore sliced from a start
+  //   that depends on `dep`, the activation the weight multiplies, so it waits for that activation;
+  // - a training graph's backward pass dequantizes the weights it needs again (rematerializes them) rather
+  //   than keeping the forward pass's copies alive; the copy counts its axes from the end, so that ORT's
+  //   common-subexpression elimination cannot merge it back into the forward node.
+  const after = (start: number, dep: string) => g.op("Concat", [g.ints(start), g.op("Shape", [dep], { start: 0, end: 0 })], { axis: 0 });
+  const slice = (x: string, rank: number, start: number, end: number, dep: string, neg: boolean) =>
+    g.op("Slice", [x, after(start, dep), g.ints(end), g.ints(neg ? -rank : 0)]);
+  const remat = new Map<string, (dep: string) => string>();
+  const dequantized = (
+    inputs: (neg: boolean, dep: string) => string[],
+    dep: string,
+    axis: number,
+    rank: number,
+    attrs: Record<string, number> = {},
+  ): string => {
+    const make = (neg: boolean, d: string) => g.op("DequantizeLinear", inputs(neg, d), { ...attrs, axis: neg ? axis - rank : axis });
+    const out = make(false, dep);
+    remat.set(out, (d) => make(true, d));
+    return out;
+  };
+
+  // A frozen [out, in] matrix as a float value, dequantized in the graph when quantized: as the checkpoint
+  // stores it when pre-quantized (whatever `mode` asks), else quantized here to `mode`.
+  const frozenMatrix = (name: string, rows: number, cols: number, mode: QuantMode, dep: string): string => {
     if (trainable.has(name)) return name;
-    const w = weight(name);
-    if (mode === "int8") {
-      const q = quantizeInt8(w, rows, cols);
-      const qName = g.initializer(`${name}.q8`, ElemType.INT8, [rows, cols], new Uint8Array(q.q.buffer));
-      return g.op("DequantizeLinear", [qName, f32(`${name}.scale`, [rows], q.scale)], { axis: 0 });
+    const w = stored(name);
+    const q: QuantWeight | Float32Array =
+      w instanceof Float32Array && mode !== "f32" ? (mode === "int8" ? quantizeInt8(w, rows, cols) : quantizeInt4(w, rows, cols)) : w;
+    if (q instanceof Float32Array) return f32(name, [rows, cols], q);
+    if (q.kind === "int8") {
+      const qName = g.initializer(`${name}.q8`, ElemType.INT8, [rows, cols], bytesOf(q.q));
+      const scale = f32(`${name}.scale`, [rows], q.scale);
+      return dequantized((neg, d) => [qName, slice(scale, 1, 0, rows, d, neg)], dep, 0, 2);
     }
-    if (mode === "int4") {
-      const q = quantizeInt4(w, rows, cols);
-      const qName = g.initializer(`${name}.q4`, ElemType.INT4, [rows, cols], q.packed);
-      return g.op("DequantizeLinear", [qName, f32(`${name}.scale`, [rows, q.scale.length / rows], q.scale)], { axis: 1, block_size: 32 });
-    }
-    return f32(name, [rows, cols], w);
+    const qName = g.initializer(`${name}.q4`, ElemType.INT4, [rows, cols], q.packed);
+    const scale = f32(`${name}.scale`, [rows, q.scale.length / rows], q.scale);
+    return dequantized((neg, d) => [qName, slice(scale, 2, 0, rows, d, neg)], dep, 1, 2, { block_size: 32 });
+  };
+
+  // An int8 [V, H] head in chunks of rows, each dequantized when used: the float head (113 MB for a
+  // 49,152 x 576 vocabulary) never exists whole, only one chunk of about HEAD_CHUNK_BYTES at a time.
+  const headChunks = (t: QuantHead, dep: string): { start: number; end: number; weight: string }[] => {
+    const rows = Math.ceil(c.vocabSize / Math.ceil((c.vocabSize * c.hiddenSize * 4) / HEAD_CHUNK_BYTES));
+    return Array.from({ length: Math.ceil(c.vocabSize / rows) }, (_, k) => {
+      const [start, end] = [k * rows, Math.min(c.vocabSize, (k + 1) * rows)];
+      const weight = dequantized((neg, d) => [slice(t.q, 2, start, end, d, neg), slice(t.scale, 1, start, end, d, neg)], dep, 0, 2);
+      return { start, end, weight };
+    });
+  };
+
+  /**
+   * The negative log-likelihood [N, 1] of the targets [N, 1] under an int8 head, a chunk of the vocabulary
+   * at a time (as cut cross-entropy, Wijmans et al. 2025): each chunk's logits are reduced to their
+   * log-sum-exp and the target's logit and dropped, so no [N, V] tensor exists; `backward` makes each
+   * chunk's logits again and returns d(sum(nll * w)) / dx for weights w [N, 1].
+   */
+  const chunkedNll = (x: string, t: QuantHead, targets: string) => {
+    const chunks = headChunks(t, x).map(({ start, end, weight }) => {
+      const inChunk = g.op("And", [g.op("GreaterOrEqual", [targets, g.ints(start)]), g.op("Less", [targets, g.ints(end)])]);
+      const index = g.op("Clip", [g.op("Sub", [targets, g.ints(start)]), g.ints(0), g.ints(end - start - 1)]);
+      return { weight, inChunk, index };
+    });
+    const logits = chunks.map((k) => gemmT(x, k.weight));
+    const lse = g.op(
+      "ReduceLogSumExp",
+      [
+        g.op(
+          "Concat",
+          logits.map((l) => g.op("ReduceLogSumExp", [l, g.ints(1)], { keepdims: 1 })),
+          { axis: 1 },
+        ),
+        g.ints(1),
+      ],
+      { keepdims: 1 },
+    );
+    const zero = g.scalar(0);
+    const picked = chunks.map((k, i) => g.op("Where", [k.inChunk, g.op("GatherElements", [logits[i]!, k.index], { axis: 1 }), zero]));
+    const nll = g.op("Sub", [lse, picked.length === 1 ? picked[0]! : g.op("Sum", picked)]);
+    const backward = (w: string): string => {
+      // A chunk at a time: its weights are dequantized again once the previous chunk's sum exists, and
+      // the sum grows as a chain of Gemms with C, so one chunk's terms are alive at a time.
+      let dx = "";
+      for (const k of chunks) {
+        const weight = remat.get(k.weight)!(dx || w);
+        const probs = g.op("Mul", [g.op("Exp", [g.op("Sub", [gemmT(x, weight), lse])]), w]);
+        const onehot = g.op("Where", [k.inChunk, g.op("Neg", [w]), zero]);
+        const dLogits = g.op("ScatterElements", [probs, k.index, onehot], { axis: 1, reduction: "add" });
+        dx = g.op("Gemm", dx ? [dLogits, weight, dx] : [dLogits, weight]);
+      }
+      return dx;
+    };
+    return { nll, backward };
   };
 
   // A bias is Gemm's C input (float32 even on a quantized base); none is added where the linear has none.
@@ -224,7 +330,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
     const name = linearName(layer, module);
     const [out, inp] = linearShape(c, module);
     // The bias belongs to the base (frozen, as PEFT leaves it); LoRA's update is added to the biased output.
-    const y = gemmT(x, frozenMatrix(`${name}.weight`, out, inp, quant), hasBias(c, module) ? tensor(`${name}.bias`, [out]) : undefined);
+    const y = gemmT(x, frozenMatrix(`${name}.weight`, out, inp, quant, x), hasBias(c, module) ? tensor(`${name}.bias`, [out]) : undefined);
     const frozen = frozenLora?.get(name);
     let delta: string | null = null;
     let scaling = 0;
@@ -254,28 +360,33 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
     return g.op("Mul", [g.op("Mul", [x, inv]), tensor(name, [c.hiddenSize])]);
   };
 
-  // Embedding: the table is int8 per row when the base is quantized (Gather cannot read int4) and the
-  // table is frozen; a tied head reads the same table.
-  // The embedding (only where the graph starts from token ids; a split graph needs the table only for a tied head).
-  let h: string;
-  let tiedHead: () => string;
+  // A frozen int8 [V, H] table (the embedding, or an untied head), per row: as stored, or quantized here.
+  const int8Table = (name: string): QuantHead => {
+    const w = stored(name);
+    const q = !(w instanceof Float32Array) && w.kind === "int8" ? w : quantizeInt8(weight(name), c.vocabSize, c.hiddenSize);
+    const qName = g.initializer(`${name}.q8`, ElemType.INT8, [c.vocabSize, c.hiddenSize], bytesOf(q.q));
+    return { q: qName, scale: f32(`${name}.scale`, [c.vocabSize], q.scale) };
+  };
+  // The embedding, where the graph starts from token ids (a split graph needs the table only for a tied
+  // head): int8 per row when the base is quantized (Gather cannot read int4) and the table is frozen.
+  let h = "";
+  let tiedTable: Head | null = null;
   const flatInputIds = inputIds && g.op("Reshape", [inputIds, g.ints(-1)]);
   // Inline soft-prompt ids (>= vocabSize) read the table's last row, then take their soft-prompt row.
   const tokenIds = () => (inline ? g.op("Min", [flatInputIds, g.ints(c.vocabSize - 1)]) : flatInputIds);
-  if (quant === "f32" || trainable.has(EMBED)) {
-    const table = c.tieWordEmbeddings || !split ? tensor(EMBED, [c.vocabSize, c.hiddenSize]) : "";
-    h = inputIds && g.op("Gather", [table, tokenIds()], { axis: 0 });
-    tiedHead = () => table;
-  } else {
-    const q = quantizeInt8(weight(EMBED), c.vocabSize, c.hiddenSize);
-    const qName = g.initializer(`${EMBED}.q8`, ElemType.INT8, [c.vocabSize, c.hiddenSize], new Uint8Array(q.q.buffer));
-    const scale = f32(`${EMBED}.scale`, [c.vocabSize], q.scale);
-    if (inputIds) {
-      const flatIds = tokenIds();
-      const rows = g.op("Cast", [g.op("Gather", [qName, flatIds], { axis: 0 })], { to: ElemType.FLOAT });
-      h = g.op("Mul", [rows, g.op("Unsqueeze", [g.op("Gather", [scale, flatIds], { axis: 0 }), g.ints(-1)])]);
-    } else h = "";
-    tiedHead = () => g.op("DequantizeLinear", [qName, scale], { axis: 0 });
+  if (inputIds || c.tieWordEmbeddings) {
+    if (trainable.has(EMBED) || (quant === "f32" && stored(EMBED) instanceof Float32Array)) {
+      tiedTable = { float: tensor(EMBED, [c.vocabSize, c.hiddenSize]) };
+      if (inputIds) h = g.op("Gather", [tiedTable.float, tokenIds()], { axis: 0 });
+    } else {
+      const t = int8Table(EMBED);
+      tiedTable = t;
+      if (inputIds) {
+        const flatIds = tokenIds();
+        const rows = g.op("Cast", [g.op("Gather", [t.q, flatIds], { axis: 0 })], { to: ElemType.FLOAT });
+        h = g.op("Mul", [rows, g.op("Unsqueeze", [g.op("Gather", [t.scale, flatIds], { axis: 0 }), g.ints(-1)])]);
+      }
+    }
   }
   if (split) h = g.op("Reshape", [g.input("hidden_in", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]), g.ints(-1, c.hiddenSize)]);
   if (inline) {
@@ -357,20 +468,42 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
   if (opts.kind === "hidden") {
     g.op("Reshape", [h, shapeBS(c.hiddenSize)], {}, { outputs: ["hidden"] });
     g.output("hidden", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]);
-    return g.toBytes();
+    return g;
   }
   const final = rmsNorm(h, FINAL_NORM);
-  const head = c.tieWordEmbeddings ? tiedHead() : frozenMatrix(LM_HEAD, c.vocabSize, c.hiddenSize, quant === "f32" ? "f32" : "int8");
-  const logits2d = gemmT(final, head);
+  const head: Head = c.tieWordEmbeddings
+    ? tiedTable!
+    : trainable.has(LM_HEAD) || (quant === "f32" && stored(LM_HEAD) instanceof Float32Array)
+      ? { float: tensor(LM_HEAD, [c.vocabSize, c.hiddenSize]) }
+      : int8Table(LM_HEAD);
+  // A training graph on an int8 head never makes the [N, V] logits (chunkedNll); other graphs do.
+  const chunked = train && !("float" in head);
+  const logits2d = chunked
+    ? ""
+    : "float" in head
+      ? gemmT(final, head.float)
+      : g.op(
+          "Concat",
+          headChunks(head, final).map((k) => gemmT(final, k.weight)),
+          { axis: 1 },
+        );
   if (!train) {
     g.op("Reshape", [logits2d, shapeBS(c.vocabSize)], {}, { outputs: ["logits"] });
     g.output("logits", ElemType.FLOAT, ["batch", "seq", c.vocabSize]);
   }
   if ((opts.kind === "forward" && opts.nll) || train) {
     const targets = g.input("targets", ElemType.INT64, ["batch", "seq"]);
-    const logp = g.op("LogSoftmax", [logits2d], { axis: -1 });
-    const picked = g.op("GatherElements", [logp, g.op("Reshape", [targets, g.ints(-1, 1)])], { axis: 1 });
-    const nll = g.op("Reshape", [g.op("Neg", [picked]), bs], {}, { outputs: ["nll"] });
+    const flatTargets = g.op("Reshape", [targets, g.ints(-1, 1)]);
+    const cut = chunked && !("float" in head) ? chunkedNll(final, head, flatTargets) : null;
+    const logp = cut ? "" : g.op("LogSoftmax", [logits2d], { axis: -1 });
+    const nll = g.op(
+      "Reshape",
+      [cut ? cut.nll : g.op("Neg", [g.op("GatherElements", [logp, flatTargets], { axis: 1 })]), bs],
+      {},
+      {
+        outputs: ["nll"],
+      },
+    );
     g.output("nll", ElemType.FLOAT, ["batch", "seq"]);
     if (train) {
       const lossWeights = g.input("loss_weights", ElemType.FLOAT, ["batch", "seq"]);
@@ -399,15 +532,17 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
         );
       } else g.op("Identity", [lmLoss], {}, { outputs: ["loss"] });
       g.output("loss", ElemType.FLOAT, []);
+      // Everything after this is backward: a dequantized weight it needs is dequantized again (rematerialized).
+      const forwardEnd = g.nodes.length;
+      const w = g.op("Reshape", [lossWeights, g.ints(-1, 1)]);
+      if (cut) seeds.set(final, cut.backward(w));
       // d loss / d logits = w (softmax - onehot(target)), written directly: three passes over the
       // [N, V] logits instead of the six that differentiating LogSoftmax and GatherElements takes.
-      const w = g.op("Reshape", [lossWeights, g.ints(-1, 1)]);
-      const flatTargets = g.op("Reshape", [targets, g.ints(-1, 1)]);
-      const dLogits = g.op("ScatterElements", [g.op("Mul", [g.op("Exp", [logp]), w]), flatTargets, g.op("Neg", [w])], {
-        axis: 1,
-        reduction: "add",
-      });
-      seeds.set(logits2d, dLogits);
+      else
+        seeds.set(
+          logits2d,
+          g.op("ScatterElements", [g.op("Mul", [g.op("Exp", [logp]), w]), flatTargets, g.op("Neg", [w])], { axis: 1, reduction: "add" }),
+        );
       for (const [name, grad] of addGradientsFrom(
         g,
         seeds,
@@ -416,11 +551,21 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
         g.op("Identity", [grad], {}, { outputs: [`grad.${name}`] });
         g.output(`grad.${name}`, ElemType.FLOAT, trainables.find((t) => t.name === name)!.shape);
       }
+      // Each copy is made just before its first reader, so it lives from there to its last.
+      const again = new Map<string, string>();
+      for (const n of g.nodes.splice(forwardEnd)) {
+        const inputs = n.inputs.map((x) => {
+          // The copy waits for the node's other input (the gradient it multiplies).
+          if (remat.has(x) && !again.has(x)) again.set(x, remat.get(x)!(n.inputs.find((i) => !remat.has(i))!));
+          return again.get(x) ?? x;
+        });
+        g.nodes.push({ ...n, inputs });
+      }
     }
   }
-  return g.toBytes();
+  return g;
 }
 
-function bytesOf(a: Float32Array): Uint8Array {
+function bytesOf(a: Float32Array | Int8Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }

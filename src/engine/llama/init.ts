@@ -21,15 +21,17 @@ export function normalSamples(uniform: () => number, n: number, std: number): Fl
   return out;
 }
 
-export function initLlamaWeights(config: LlamaConfig, opts: InitOptions): Map<string, Float32Array> {
+/** The initial tensors one at a time, in expectedTensors' order (a model too large to hold in float32 is written as they come). */
+export function* initLlamaTensors(config: LlamaConfig, opts: InitOptions): Generator<[string, Float32Array]> {
   const uniform = seededUniform(opts.seed);
   const std = opts.std ?? 0.02;
-  const out = new Map<string, Float32Array>();
   for (const [name, shape] of expectedTensors(config)) {
     const n = shape.reduce((a, b) => a * b, 1);
-    if (name.endsWith(".bias")) out.set(name, normalSamples(uniform, n, opts.biasStd ?? 0));
-    else
-      out.set(name, shape.length === 1 ? normalSamples(uniform, n, opts.normStd ?? 0).map((x) => 1 + x) : normalSamples(uniform, n, std));
+    if (name.endsWith(".bias")) yield [name, normalSamples(uniform, n, opts.biasStd ?? 0)];
+    else yield [name, shape.length === 1 ? normalSamples(uniform, n, opts.normStd ?? 0).map((x) => 1 + x) : normalSamples(uniform, n, std)];
   }
-  return out;
+}
+
+export function initLlamaWeights(config: LlamaConfig, opts: InitOptions): Map<string, Float32Array> {
+  return new Map(initLlamaTensors(config, opts));
 }

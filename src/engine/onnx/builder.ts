@@ -22,22 +22,37 @@ export interface OpOptions {
   name?: string;
 }
 
+export interface BuilderOptions {
+  /**
+   * Initializers of at least this many bytes are stored as external data (`external`: file name -> bytes)
+   * instead of inside the model bytes: onnxruntime-web copies model bytes into its WASM heap and parses
+   * them, so inline weights pass through that heap two or three times, and the heap never shrinks; external
+   * data is copied once, straight into each initializer's tensor.
+   */
+  externalAbove?: number;
+}
+
 export class GraphBuilder {
   readonly nodes: NodeProto[] = [];
   readonly initializers: TensorProto[] = [];
   readonly inputs: ValueInfo[] = [];
   readonly outputs: ValueInfo[] = [];
+  readonly external = new Map<string, Uint8Array>();
+  private readonly externalAbove: number;
   private readonly names = new Set<string>();
   private readonly constants = new Map<string, string>();
   private counter = 0;
+  /** Nodes made so far (node names stay unique when a pass reorders or replaces nodes). */
+  private nodeCount = 0;
 
   readonly name: string;
   /** The float type of the graph's activations: constants and zeros made by helpers take it. */
   readonly floatType: typeof ElemType.FLOAT | typeof ElemType.DOUBLE;
 
-  constructor(name: string, floatType: typeof ElemType.FLOAT | typeof ElemType.DOUBLE = ElemType.FLOAT) {
+  constructor(name: string, floatType: typeof ElemType.FLOAT | typeof ElemType.DOUBLE = ElemType.FLOAT, opts: BuilderOptions = {}) {
     this.name = name;
     this.floatType = floatType;
+    this.externalAbove = opts.externalAbove ?? Number.POSITIVE_INFINITY;
   }
 
   /** A name not used yet, derived from `hint`. */
@@ -64,7 +79,9 @@ export class GraphBuilder {
   }
 
   initializer(name: string, elemType: ElemType, dims: readonly number[], raw: Uint8Array): string {
-    this.initializers.push({ name: this.claim(name), elemType, dims: [...dims], raw });
+    const external = raw.byteLength >= this.externalAbove ? `${name}.bin` : undefined;
+    this.initializers.push({ name: this.claim(name), elemType, dims: [...dims], raw, ...(external ? { external } : {}) });
+    if (external) this.external.set(external, raw);
     return name;
   }
 
@@ -137,7 +154,7 @@ export class GraphBuilder {
     this.nodes.push({
       opType,
       domain: opts.domain ?? "",
-      name: opts.name ?? `${opType}_${this.nodes.length}`,
+      name: opts.name ?? `${opType}_${this.nodeCount++}`,
       inputs: [...inputs],
       outputs,
       attributes,

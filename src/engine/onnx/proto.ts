@@ -27,6 +27,8 @@ export interface TensorProto {
   dims: readonly number[];
   /** Little-endian element bytes (INT4/UINT4 packed two per byte, low nibble first). */
   raw: Uint8Array;
+  /** Stored outside the model bytes, as the external-data file of this name holding `raw` (onnx's external data). */
+  external?: string;
 }
 
 export type Dim = number | string;
@@ -88,7 +90,22 @@ function writeTensor(w: Writer, t: TensorProto): void {
   for (const d of t.dims) int(w, 1, d);
   w.uint32(tag(2, VARINT)).int32(t.elemType);
   str(w, 8, t.name);
-  w.uint32(tag(9, LEN)).bytes(t.raw);
+  if (!t.external) {
+    w.uint32(tag(9, LEN)).bytes(t.raw);
+    return;
+  }
+  // external_data (StringStringEntryProto: key 1, value 2) and data_location EXTERNAL (1).
+  for (const [key, value] of [
+    ["location", t.external],
+    ["offset", "0"],
+    ["length", String(t.raw.byteLength)],
+  ]) {
+    w.uint32(tag(13, LEN)).fork();
+    str(w, 1, key!);
+    str(w, 2, value!);
+    w.ldelim();
+  }
+  int(w, 14, 1);
 }
 
 // AttributeProto.AttributeType

@@ -5,7 +5,8 @@ import { ortRuntime, type Runtime } from "../runtime.ts";
 export function ortWebRuntime(): Runtime {
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.proxy = false;
-  return ortRuntime("ort-web", ort as never, { executionProviders: ["wasm"] });
+  // A Worker's memory includes the WASM heap's peak: weights go in as external data, copied once.
+  return ortRuntime("ort-web", ort as never, { executionProviders: ["wasm"] }, true);
 }
 
 export { ort as ortWeb };

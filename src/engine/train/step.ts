@@ -4,7 +4,7 @@ import type { LlamaConfig } from "../config.ts";
 import { ModelError } from "../errors.ts";
 import { feedParams, llamaFeeds } from "../forward.ts";
 import {
-  buildLlamaGraph,
+  llamaSession,
   trainableTensors,
   type SplitGraph,
   type TrainableTensor,
@@ -54,7 +54,7 @@ export class TrainStep {
   }
 
   static async create(runtime: Runtime, config: LlamaConfig, weights: Weights, graph: TrainGraph | SplitGraph): Promise<TrainStep> {
-    return new TrainStep(config, graph, await runtime.createSession(buildLlamaGraph(config, weights, graph)));
+    return new TrainStep(config, graph, await llamaSession(runtime, config, weights, graph));
   }
 
   async run(batch: TrainBatch, params: ReadonlyMap<string, Float32Array>): Promise<StepResult> {

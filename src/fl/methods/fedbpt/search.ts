@@ -8,6 +8,7 @@ import type { LlamaConfig } from "../../../engine/config.ts";
 import { ForwardModel } from "../../../engine/forward.ts";
 import { SOFT_PROMPT, type InputSpec, type Weights } from "../../../engine/llama/graph.ts";
 import { EMBED } from "../../../engine/llama/names.ts";
+import { floatOf } from "../../../engine/quantize.ts";
 import { keptSession, type KeptSessions, type Runtime } from "../../../engine/runtime.ts";
 import { leadingSpecialIds, type TextTokenizer } from "../../../engine/tokenizer/load.ts";
 import type { TokenizedExample } from "../../../data/examples.ts";
@@ -40,7 +41,7 @@ export interface BbtSpace {
 
 /** The scale of A's entries: the embedding's standard deviation over sqrt(d) (BBT's choice, so A z ~ embeddings for z ~ N(0, I)). */
 export function projectionScale(_c: LlamaConfig, weights: Weights, d: number): number {
-  const e = weights.get(EMBED)!;
+  const e = floatOf(weights.get(EMBED)!);
   const mean = e.reduce((s, x) => s + x, 0) / e.length;
   return Math.sqrt(e.reduce((s, x) => s + (x - mean) ** 2, 0) / e.length) / Math.sqrt(d);
 }
@@ -58,7 +59,7 @@ export function project(z: readonly number[], space: BbtSpace, hidden: number, s
 
 /** p0: the embeddings of n vocabulary tokens drawn from the federation's seed (BBT starts from real token embeddings). */
 export function initialPrompt(c: LlamaConfig, weights: Weights, space: BbtSpace): Float32Array {
-  const e = weights.get(EMBED)!;
+  const e = floatOf(weights.get(EMBED)!);
   const out = new Float32Array(space.promptTokens * c.hiddenSize);
   for (let t = 0; t < space.promptTokens; t++) {
     const id = philox4x32([t, 0, 0, 0], [space.seed >>> 0, 0xb87])[0]! % c.vocabSize;

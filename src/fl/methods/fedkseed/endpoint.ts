@@ -4,6 +4,7 @@
 // steps: its model and each perturbation are just more terms (zo-endpoint.ts).
 import * as v from "valibot";
 import { trainableTensors } from "../../../engine/llama/graph.ts";
+import { elementCount } from "../../../engine/quantize.ts";
 import { maskedRows, rowScores, scoredRowsFields } from "../../../engine/scored-rows.ts";
 import type { EndpointExtension } from "../method.ts";
 import { int } from "../shared/config-fields.ts";
@@ -39,7 +40,7 @@ export const fedkseedEndpoint: EndpointExtension<PerturbedScoresRequest> = {
       for (const n of req.trains.tensors) {
         const w = weights.get(n);
         if (!w) throw new RangeError(`trains.tensors: "${n}" is not a tensor of this model`);
-        trained += w.length;
+        trained += elementCount(w);
       }
     } else trained = trainableTensors(config, zoSpec(req.trains)).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
     return {

@@ -10,6 +10,7 @@ import type { InputSpec, Weights } from "../../../engine/llama/graph.ts";
 import { expectedTensors, type LinearModule } from "../../../engine/llama/names.ts";
 import { initLoraParams } from "../../../engine/lora/init.ts";
 import { loraScaling } from "../../../engine/lora/peft.ts";
+import { floatOf } from "../../../engine/quantize.ts";
 import type { QuantMode } from "../../../engine/quantize.ts";
 import { keptSession, type KeptSessions, type Runtime } from "../../../engine/runtime.ts";
 import { roundStream } from "../../../engine/sampling.ts";
@@ -62,7 +63,7 @@ export function zoInitial(c: LlamaConfig, weights: Weights, t: ZoTrains, federat
   return new Map(
     t.tensors.map((n) => {
       if (!shapes.has(n)) throw new RangeError(`"${n}" is not a tensor of this model`);
-      return [n, Float32Array.from(weights.get(n)!)];
+      return [n, Float32Array.from(floatOf(weights.get(n)!))];
     }),
   );
 }

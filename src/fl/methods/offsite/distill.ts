@@ -5,6 +5,8 @@
 // middles see the same input). The adapter layers stay as the owner's.
 import type { LlamaConfig } from "../../../engine/config.ts";
 import { ForwardModel } from "../../../engine/forward.ts";
+import type { Weights } from "../../../engine/llama/graph.ts";
+import { type BaseTensor, floatOf } from "../../../engine/quantize.ts";
 import { expectedTensors } from "../../../engine/llama/names.ts";
 import type { Runtime } from "../../../engine/runtime.ts";
 import { seededUniform } from "../../../engine/sampling.ts";
@@ -30,13 +32,13 @@ export interface DistillOptions {
 export async function distillEmulator(
   runtime: Runtime,
   c: LlamaConfig,
-  full: ReadonlyMap<string, Float32Array>,
-  emulator: ReadonlyMap<string, Float32Array>,
+  full: Weights,
+  emulator: Weights,
   split: OffsiteSplit,
   layout: OffsiteLayout,
   windows: readonly number[][],
   o: DistillOptions,
-): Promise<Map<string, Float32Array>> {
+): Promise<Map<string, BaseTensor>> {
   const middle = layout.emulator.filter((l) => !layout.adapter.includes(l));
   if (middle.length === 0) throw new MethodError("method_invalid", "distillation needs middle layers in the emulator (middle > 0)");
   const names = [...expectedTensors(c, middle).keys()].filter((n) => n.startsWith("model.layers."));
@@ -47,7 +49,7 @@ export async function distillEmulator(
     spec: { full: names, distill: { afterLayer: middle.at(-1)!, weight: o.weight ?? 1 } },
     layerIndices: layout.emulator,
   });
-  const trainer = new Trainer(student, new Map(names.map((n) => [n, Float32Array.from(emulator.get(n)!)])), {
+  const trainer = new Trainer(student, new Map(names.map((n) => [n, Float32Array.from(floatOf(emulator.get(n)!))])), {
     optimizer: adamW({ weightDecay: 0 }),
     schedule: { lr: o.lr, warmupSteps: Math.floor(o.steps / 10), totalSteps: o.steps },
     clip: 1,
@@ -62,7 +64,7 @@ export async function distillEmulator(
     o.onStep?.(s + 1, r.loss, r.distillLoss ?? 0);
   }
   await Promise.all([teacher.release(), student.release()]);
-  const out = new Map(emulator);
+  const out = new Map<string, BaseTensor>(emulator);
   for (const [n, t] of trainer.params) out.set(n, t);
   return out;
 }

@@ -4,6 +4,8 @@
 // round(i (M-1) / (m-1)), so the first and last middle layers stay). Every tensor keeps its original
 // layer index, so the trained adapter plugs back into the full model by name.
 import type { LlamaConfig } from "../../../engine/config.ts";
+import type { Weights } from "../../../engine/llama/graph.ts";
+import { type BaseTensor, elementCount } from "../../../engine/quantize.ts";
 import { EMBED, FINAL_NORM, LM_HEAD, expectedTensors } from "../../../engine/llama/names.ts";
 import { FlError } from "../../errors.ts";
 import { MethodError } from "../errors.ts";
@@ -50,8 +52,8 @@ export function adapterTensorNames(c: LlamaConfig, layout: OffsiteLayout): strin
 }
 
 /** The emulator's weights: embedding, final norm, head, and its layers' tensors, under their original names. */
-export function emulatorWeights(c: LlamaConfig, full: ReadonlyMap<string, Float32Array>, layout: OffsiteLayout): Map<string, Float32Array> {
-  const out = new Map<string, Float32Array>();
+export function emulatorWeights(c: LlamaConfig, full: Weights, layout: OffsiteLayout): Map<string, BaseTensor> {
+  const out = new Map<string, BaseTensor>();
   for (const name of expectedTensors(c, layout.emulator).keys()) out.set(name, full.get(name)!);
   for (const name of [EMBED, FINAL_NORM, LM_HEAD]) if (full.has(name)) out.set(name, full.get(name)!);
   return out;
@@ -63,19 +65,19 @@ export function emulatorWeights(c: LlamaConfig, full: ReadonlyMap<string, Float3
  */
 export function plugIn(
   c: LlamaConfig,
-  full: ReadonlyMap<string, Float32Array>,
+  full: Weights,
   adapter: ReadonlyMap<string, Float32Array>,
   layout: OffsiteLayout,
-): Map<string, Float32Array> {
+): Map<string, BaseTensor> {
   const names = adapterTensorNames(c, layout);
   for (const n of names) if (!adapter.has(n)) throw new FlError("tensor_mismatch", `plug-in: the adapter lacks "${n}"`);
   for (const [n, t] of adapter) {
     if (!names.includes(n))
       throw new FlError("tensor_mismatch", `plug-in: "${n}" is not an adapter tensor (adapter layers ${JSON.stringify(layout.adapter)})`);
-    if (t.length !== full.get(n)!.length)
-      throw new FlError("tensor_mismatch", `plug-in: "${n}" has ${t.length} values, the full model ${full.get(n)!.length}`);
+    if (t.length !== elementCount(full.get(n)!))
+      throw new FlError("tensor_mismatch", `plug-in: "${n}" has ${t.length} values, the full model ${elementCount(full.get(n)!)}`);
   }
-  const out = new Map(full);
+  const out = new Map<string, BaseTensor>(full);
   for (const [n, t] of adapter) out.set(n, t);
   return out;
 }

@@ -2,7 +2,9 @@
 // folder holding only the emulator's layers, under their original indices, plus offsite.json), and an
 // adapter folder (the adapter layers' tensors and the description), as the coordinator serves versions.
 import type { LlamaConfig } from "../../../engine/config.ts";
+import type { Weights } from "../../../engine/llama/graph.ts";
 import { hfModelFiles } from "../../../engine/model-writer.ts";
+import { floatOf } from "../../../engine/quantize.ts";
 import { assertSameShapes, decodeTensorFile, encodeTensorFile } from "../../tensor-file.ts";
 import { assertFinite, type TensorMap } from "../../tensors.ts";
 import { describeOffsite, parseOffsiteDescription, type OffsiteDescription } from "./description.ts";
@@ -20,7 +22,7 @@ export interface Emulated {
 
 export function emulate(
   c: LlamaConfig,
-  full: ReadonlyMap<string, Float32Array>,
+  full: Weights,
   split: OffsiteSplit,
   baseModel: string,
   tokenizer: { json: unknown; config?: Record<string, unknown> },
@@ -35,7 +37,7 @@ export function emulate(
   );
   emulator.set("offsite.json", `${JSON.stringify(description, null, 2)}\n`);
   const shapes = adapterShapes(c, layout);
-  const adapter = adapterFolder(new Map([...shapes.keys()].map((n) => [n, full.get(n)!])), c, description);
+  const adapter = adapterFolder(new Map([...shapes.keys()].map((n) => [n, floatOf(full.get(n)!)])), c, description);
   return { description, emulator, adapter };
 }
 
