@@ -1,8 +1,8 @@
 // Offloading the frozen trunk: per LoRA training step on the client's runtime (ORT-web, one thread, the
 // Worker's), the whole model run locally vs the layers above a cut layer with the trunk's hidden states
 // from the inference endpoint (fetched, or cached from an earlier epoch), at each cut; bytes the client
-// downloads per step; and the endpoint's scoring throughput against batch size next to the float32
-// MatMul ceiling of its runtime, measured in the same run.
+// downloads per step; and the endpoint's scoring throughput against batch size as MFU: achieved FLOP/s over
+// the float32 MatMul ceiling of its runtime, measured in the same run.
 // Run: node bench/offload.ts [--quick]
 import { basename } from "node:path";
 import { dirSource } from "../cli/model-dir.ts";
@@ -15,13 +15,15 @@ import { detectNodeProvider, ortNodeRuntime } from "../src/engine/runtimes/ort-n
 import { ortWebRuntime } from "../src/engine/runtimes/ort-web.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { TrainStep } from "../src/engine/train/step.ts";
+import { ForwardModel } from "../src/engine/forward.ts";
+import { scorePrompts } from "../src/engine/score.ts";
 import { connectTrunk, padStates, trunkStates } from "../src/fl/client/trunk-states.ts";
 import { startEndpoint } from "../workers/inference-endpoint/server.ts";
 import { ortMatMul } from "./lib/ceiling.ts";
 import { forwardFlopsPerToken } from "./lib/flops.ts";
 import { printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
-import { timeInterleaved } from "./lib/timing.ts";
+import { median, timeInterleaved, type Timing } from "./lib/timing.ts";
 
 const quick = process.argv.includes("--quick");
 const MODEL = "models/fedflare-sotu-4m";
@@ -31,6 +33,7 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const model = await loadModel(dirSource(MODEL));
 const c = model.config;
+const fwdFlopsPerToken = forwardFlopsPerToken(c, T);
 const u = seededUniform(3);
 const windows = Array.from({ length: B }, () => Array.from({ length: T + 1 }, () => 3 + Math.floor(u() * (c.vocabSize - 3))));
 const batch = windowBatch(windows);
@@ -91,10 +94,15 @@ for (let cut = 1; cut < c.numLayers; cut++) {
   await upper.release();
 }
 
-// Endpoint throughput: concurrent scoring requests of one T-token prompt each, batched up to maxBatch.
+// Endpoint throughput: concurrent scoring requests of one T-token prompt each, batched up to maxBatch,
+// next to the scoring graph alone on the same rows (what the requests' HTTP, JSON and batching add) and
+// the MatMul ceiling, timed in turns.
 const throughput: Record<string, unknown>[] = [];
 const provider = await detectNodeProvider();
-const ceiling = await ortMatMul(ortNodeRuntime(2, provider), B * T, c.hiddenSize, c.intermediateSize);
+const runtime = ortNodeRuntime(2, provider);
+const ceiling = await ortMatMul(runtime, B * T, c.hiddenSize, c.intermediateSize);
+const ceilingFlops = 2 * B * T * c.hiddenSize * c.intermediateSize;
+const scorer = await ForwardModel.create(runtime, c, model.weights, { kind: "forward", logprobs: true });
 for (const maxBatch of quick ? [1, 4] : [1, 2, 4, 8, 16]) {
   // As many requests computing as a batch holds, so one-prompt requests can fill it.
   const server = await startEndpoint({
@@ -118,19 +126,40 @@ for (const maxBatch of quick ? [1, 4] : [1, 2, 4, 8, 16]) {
         }).then((r) => r.json()),
       ),
     );
-  const [t, ceil] = await timeInterleaved([score, () => ceiling.run()], { warmup: 1, reps: quick ? 2 : 5 });
+  const rows = prompts.slice(0, maxBatch).map((ids) => ({ ids, topK: 0 }));
+  // The ceiling's turn does the FLOPs of the requests' turn, so both span as long a stretch of this
+  // shared machine's load: one MatMul alone lasts a few ms, and a burst of other work would swing it.
+  const matmuls = Math.max(1, Math.round((prompts.length * T * fwdFlopsPerToken) / ceilingFlops));
+  const ceilingTurn = async () => {
+    for (let i = 0; i < matmuls; i++) await ceiling.run();
+  };
+  const [t, graph, ceil] = await timeInterleaved([score, () => scorePrompts(scorer, rows), ceilingTurn], {
+    warmup: 1,
+    reps: quick ? 2 : 9,
+  });
+  const ceilingGflops = (matmuls * ceilingFlops) / (ceil!.medianMs / 1000) / 1e9;
+  // Each round's work over the ceiling's in the same round (its time over the ceiling turn's, FLOPs
+  // weighed), then the median: neighbouring turns share the load that other jobs put on the machine.
+  const mfu = (work: Timing, tokens: number) =>
+    median(work.samplesMs.map((ms, i) => (tokens * fwdFlopsPerToken * ceil!.samplesMs[i]!) / (matmuls * ceilingFlops * ms)));
+  const tokensPerSec = (prompts.length * T) / (t!.medianMs / 1000);
+  const graphTokensPerSec = (maxBatch * T) / (graph!.medianMs / 1000);
   throughput.push({
     maxBatch,
     requests: prompts.length,
-    tokensPerSec: (prompts.length * T) / (t!.medianMs / 1000),
-    ceilingGflops: (2 * B * T * c.hiddenSize * c.intermediateSize) / (ceil!.medianMs / 1000) / 1e9,
+    tokensPerSec,
+    graphTokensPerSec,
+    ceilingGflops,
+    mfu: mfu(t!, prompts.length * T),
+    graphMfu: mfu(graph!, maxBatch * T),
   });
   await server.close();
-  log(`endpoint max batch ${maxBatch}: ${(throughput.at(-1)!.tokensPerSec as number).toFixed(0)} tok/s`);
+  log(`endpoint max batch ${maxBatch}: ${tokensPerSec.toFixed(0)} tok/s`);
 }
+await scorer.release();
+await ceiling.release();
 await endpoint.close();
 
-const fwdFlopsPerToken = forwardFlopsPerToken(c, T);
 printTable(
   ["cut", "local ms/step", "offloaded ms/step", "cached ms/step", "fetch ms", "download KiB/step (bf16)", "f32 would be KiB"],
   steps.map((s) => [
@@ -148,21 +177,21 @@ process.stdout.write(
     `(gradients stay local)\n\n`,
 );
 printTable(
-  ["max batch", "requests", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %"],
-  throughput.map((t) => {
-    const gflops = ((t.tokensPerSec as number) * fwdFlopsPerToken) / 1e9;
-    return [
-      String(t.maxBatch),
-      String(t.requests),
-      (t.tokensPerSec as number).toFixed(0),
-      gflops.toFixed(1),
-      (t.ceilingGflops as number).toFixed(1),
-      ((100 * gflops) / (t.ceilingGflops as number)).toFixed(1),
-    ];
-  }),
+  ["max batch", "requests", "tokens/s", "GFLOP/s", "ceiling GFLOP/s", "MFU %", "graph alone tokens/s", "graph alone MFU %"],
+  throughput.map((t) => [
+    String(t.maxBatch),
+    String(t.requests),
+    (t.tokensPerSec as number).toFixed(0),
+    (((t.tokensPerSec as number) * fwdFlopsPerToken) / 1e9).toFixed(1),
+    (t.ceilingGflops as number).toFixed(1),
+    (100 * (t.mfu as number)).toFixed(1),
+    (t.graphTokensPerSec as number).toFixed(0),
+    (100 * (t.graphMfu as number)).toFixed(1),
+  ]),
 );
 process.stdout.write(
-  `endpoint: ${provider} (onnxruntime-node, 2 threads), scoring ${T}-token prompts (echo, logprobs 0), ` +
-    `${fwdFlopsPerToken.toFixed(0)} FLOP/token\n`,
+  `endpoint: ${provider} (onnxruntime-node, 2 threads), scoring ${T}-token prompts (echo, logprobs 0) with log-probs in the ` +
+    `graph, ${fwdFlopsPerToken.toFixed(0)} FLOP/token; MFU = achieved FLOP/s / the float32 MatMul ceiling ` +
+    `[${B * T}, ${c.hiddenSize}] x [${c.hiddenSize}, ${c.intermediateSize}] timed in turns with it (the median of each round's ratio)\n`,
 );
 await writeResults(quick ? "offload-quick" : "offload", { model: MODEL, batch: B, seq: T, provider, steps, throughput, fwdFlopsPerToken });

@@ -28,8 +28,15 @@ export interface ForwardInput {
   ids: readonly (readonly number[])[];
   /** [B][T], 1 for real tokens; defaults to all ones. */
   mask?: readonly (readonly number[])[];
-  /** [B][T] next-token targets, for forward graphs built with nll. */
+  /** [B][T] next-token targets, for forward graphs built with nll or logprobs. */
   targets?: readonly (readonly number[])[];
+  /** The alternatives a graph built with logprobs ranks at each position: at least 1 (the default). */
+  topK?: number;
+  /**
+   * Leaves the logits [B, S, V] in the session: a caller that reads only a scoring graph's outputs need not
+   * have B·S·V floats copied out (16 MB for 8 rows of 128 tokens of a 4,096-word vocabulary).
+   */
+  skipLogits?: boolean;
   past?: KvCache;
   /** Values of the graph's input tensors, for a graph built with `inputs`. */
   params?: ReadonlyMap<string, Float32Array>;
@@ -42,7 +49,22 @@ export interface ForwardOutput {
   hidden?: Float32Array;
   /** [B, S]: S = T, or n + T with an n-token soft prompt (its positions first, predicting nothing). */
   nll?: Float32Array;
+  /** From a graph built with logprobs (see ForwardGraph.logprobs). */
+  logprobs?: ScoredPositions;
   cache?: KvCache;
+}
+
+/** A logprobs graph's outputs per position of its [B, S] batch: log-probs as sampling.ts's logSoftmax computes them. */
+export interface ScoredPositions {
+  /** [B, S]: log p(targets[b][s] | the tokens up to s). */
+  target: Float32Array;
+  /** The alternatives ranked at each position. */
+  k: number;
+  /** [B, S, k]: the k largest log-probs, largest first, and their token ids (ties by lower id). */
+  top: Float32Array;
+  topIds: BigInt64Array;
+  /** [B, V]: the logits at each row's last real position. */
+  last: Float32Array;
 }
 
 /** Checks a batch and makes the feeds every Llama graph takes (ids, positions, attention bias, cache). */
@@ -143,6 +165,7 @@ export class ForwardModel {
     // unless it is inline: then rows carry its ids among their tokens.
     const inputs = this.opts.kind === "forward" ? this.opts.inputs : undefined;
     const nll = this.opts.kind === "forward" && this.opts.nll;
+    const logprobs = this.opts.kind === "forward" && this.opts.logprobs;
     const prompt = inputs?.softPromptTokens ?? 0;
     const inline = inputs?.softPromptInline ?? false;
     const n = inline ? 0 : prompt;
@@ -151,8 +174,10 @@ export class ForwardModel {
       softPromptTokens: n,
       inlinePromptTokens: inline ? prompt : 0,
     });
-    if (nll) {
-      if (!input.targets) throw new ModelError("input_invalid", "forward: this graph computes nll and needs targets");
+    const B = input.ids.length;
+    const S = n + input.ids[0]!.length;
+    if (nll || logprobs) {
+      if (!input.targets) throw new ModelError("input_invalid", "forward: this graph scores targets and needs them");
       // An inline prompt's ids are targets of the positions before them, which nothing scores: any id will do.
       const target = (id: number) => (id < c.vocabSize ? id : 0);
       feeds.targets = {
@@ -160,14 +185,33 @@ export class ForwardModel {
           input.targets.flatMap((r) => [...Array<number>(n).fill(0), ...r.map(target)]),
           BigInt,
         ),
-        dims: [input.ids.length, n + input.ids[0]!.length],
+        dims: [B, S],
       };
     }
+    const k = input.topK ?? 1;
+    if (logprobs) {
+      if (!Number.isInteger(k) || k < 1 || k > c.vocabSize)
+        throw new ModelError("input_invalid", `forward: topK must be an integer in [1, ${c.vocabSize}], got ${k}`);
+      feeds.top_k = { data: BigInt64Array.of(BigInt(k)), dims: [1] };
+      // Each row's last real position (rows are right-padded) among its S, as an index into the B·S
+      // positions; fullMask holds the P cached positions of each row first.
+      const P = total - S;
+      const last = Array.from({ length: B }, (_, b) => b * S + Math.max(0, fullMask.lastIndexOf(1, (b + 1) * total - 1) - b * total - P));
+      feeds.last_rows = { data: BigInt64Array.from(last, BigInt), dims: [B] };
+    }
     feedParams(feeds, this.inputs, input.params, "forward");
-    const out = await this.session.run(feeds);
+    const out = await this.session.run(feeds, input.skipLogits ? this.session.outputNames.filter((o) => o !== "logits") : undefined);
     const result: ForwardOutput = { logits: (out.logits?.data as Float32Array | undefined) ?? new Float32Array(0) };
     if (this.opts.kind === "hidden") result.hidden = out.hidden!.data as Float32Array;
     if (nll) result.nll = out.nll!.data as Float32Array;
+    if (logprobs)
+      result.logprobs = {
+        target: out.target_logprobs!.data as Float32Array,
+        k,
+        top: out.top_logprobs!.data as Float32Array,
+        topIds: out.top_ids!.data as BigInt64Array,
+        last: out.last_logits!.data as Float32Array,
+      };
     if (this.opts.kind === "step") {
       const keys: HostTensor[] = [];
       const values: HostTensor[] = [];

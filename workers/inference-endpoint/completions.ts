@@ -2,17 +2,18 @@
 // echoed prompt's log-probs from one batched forward, then generation with the KV cache.
 import type { Batcher } from "../../src/engine/batcher.ts";
 import type { EndpointEngine } from "../../src/engine/endpoint.ts";
-import type { ForwardModel } from "../../src/engine/forward.ts";
+import type { ForwardModel, ScoredPositions } from "../../src/engine/forward.ts";
 import { generateTokens, type GenerateResult, type StepLogprobs } from "../../src/engine/generate.ts";
-import { logSoftmax, sampleToken, seededUniform, topK } from "../../src/engine/sampling.ts";
+import { logSoftmax, sampleToken, seededUniform } from "../../src/engine/sampling.ts";
+import type { PromptToScore } from "../../src/engine/score.ts";
 import type { CompletionRequest } from "./schemas.ts";
 import type { SessionCache } from "./session-cache.ts";
 
 /** The endpoint's engine: what it lends extensions (EndpointEngine), and its own batching, generator and counts. */
 export interface Engine extends EndpointEngine {
   fingerprint: string;
-  /** Batched forward passes: token ids -> logits [T, V]. */
-  forward: Batcher<number[], Float32Array>;
+  /** Batched scoring of prompts across requests: each prompt's log-probs, top alternatives and last logits. */
+  forward: Batcher<PromptToScore, ScoredPositions>;
   /** A KV-cache graph for generation (one request at a time). */
   generator: ForwardModel;
   /** Serialises generation on the single generator session. */
@@ -45,31 +46,28 @@ export async function complete(engine: Engine, req: CompletionRequest, all: read
   for (const ids of all) for (const id of ids) if (id >= V) throw new RangeError(`token id ${id} is outside the vocabulary (${V})`);
   const maxTokens = req.max_tokens ?? 16;
   const sampling = { temperature: req.temperature ?? 1, topP: req.top_p ?? 1 };
-  // One forward pass per prompt, all submitted at once so the batcher joins them: the echoed log-probs,
-  // and for max_tokens = 1 (how scoring clients ask, vLLM wanting at least one token) the token too. Each
-  // prompt's logits ([T, V], 200 MB for 1,000 tokens of a 49,152-word vocabulary) are reduced to what the
-  // answer needs as they arrive, so a request holds one batch's logits, not every prompt's.
+  // One forward pass per prompt, all submitted at once so the batcher joins them (with other requests'):
+  // the echoed log-probs, and for max_tokens = 1 (how scoring clients ask, vLLM wanting at least one token)
+  // the token too. The graph computes the log-probs and top-k (ForwardGraph.logprobs), so what comes back
+  // per prompt is O(T k) values and one row of logits, not T rows.
   const echoed = req.echo && k !== null;
-  const needsLogits = echoed || maxTokens === 1;
-  const reduce = (ids: readonly number[], index: number) => (logits: Float32Array) => {
-    // The first prompt token has no prediction (vLLM's null); each later one is scored by the forward pass.
-    const echo = echoed
-      ? ids.slice(1).map((id, t) => {
-          const lp = logSoftmax(logits.subarray(t * V, (t + 1) * V));
-          return { id, lp: lp[id]!, top: topK(lp, k!) };
-        })
-      : null;
+  const needsScores = echoed || maxTokens === 1;
+  const reduce = (ids: readonly number[], index: number) => (s: ScoredPositions) => {
+    const alternatives = (t: number, n: number) =>
+      Array.from({ length: n }, (_, j): [number, number] => [Number(s.topIds[t * s.k + j]), s.top[t * s.k + j]!]);
+    // The first prompt token has no prediction (vLLM's null); position t scores token t + 1.
+    const echo = echoed ? ids.slice(1).map((id, t) => ({ id, lp: s.target[t]!, top: alternatives(t, k!) })) : null;
     let first: { next: number; logprob: number; top: [number, number][] } | null = null;
     if (maxTokens === 1) {
       // The one token from the prompt's last position, drawn as generateTokens draws its first.
-      const row = logits.subarray((ids.length - 1) * V, ids.length * V);
-      const next = sampleToken(row, sampling, seededUniform(seed + index));
-      const lp = logSoftmax(row);
-      first = { next, logprob: lp[next]!, top: topK(lp, k ?? 0) };
+      const next = sampleToken(s.last, sampling, seededUniform(seed + index));
+      first = { next, logprob: logSoftmax(s.last)[next]!, top: alternatives(ids.length - 1, k ?? 0) };
     }
     return { echo, first };
   };
-  const scored = await Promise.all(all.map((ids, index) => (needsLogits ? engine.forward.submit(ids).then(reduce(ids, index)) : null)));
+  const scored = await Promise.all(
+    all.map((ids, index) => (needsScores ? engine.forward.submit({ ids, topK: k ?? 0 }).then(reduce(ids, index)) : null)),
+  );
   for (const [index, ids] of all.entries()) {
     promptTokens += ids.length;
     const prompt = scored[index] ?? null;

@@ -5,6 +5,7 @@ import { serve, type ServerType } from "@hono/node-server";
 import { Batcher } from "../../src/engine/batcher.ts";
 import { ForwardModel } from "../../src/engine/forward.ts";
 import type { LoadedModel } from "../../src/engine/model-files.ts";
+import { scorePrompts, type PromptToScore } from "../../src/engine/score.ts";
 import { detectNodeProvider, ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { endpointApp } from "./app.ts";
 import { endpointLimits, type EndpointLimits } from "./limits.ts";
@@ -48,21 +49,15 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
   const limits = endpointLimits(c.limits);
   const provider = await detectNodeProvider();
   const runtime = ortNodeRuntime(c.threads ?? 2, provider);
-  const scorer = await ForwardModel.create(runtime, c.model.config, c.model.weights);
+  // The prompts' log-probs and top alternatives come out of the graph (ForwardGraph.logprobs): the
+  // endpoint never runs a pass over the vocabulary per token, nor copies out the logits.
+  const scorer = await ForwardModel.create(runtime, c.model.config, c.model.weights, { kind: "forward", logprobs: true });
   const generator = await ForwardModel.create(runtime, c.model.config, c.model.weights, { kind: "step" });
-  const V = c.model.config.vocabSize;
-  // One forward pass for a whole batch: right-padded rows, each caller gets its own rows of logits.
-  const forward = new Batcher<number[], Float32Array>(
-    async (batch) => {
-      const len = Math.max(...batch.map((ids) => ids.length));
-      const { logits } = await scorer.run({
-        ids: batch.map((ids) => [...ids, ...Array<number>(len - ids.length).fill(0)]),
-        mask: batch.map((ids) => ids.map(() => 1).concat(Array<number>(len - ids.length).fill(0))),
-      });
-      return batch.map((ids, b) => logits.slice(b * len * V, (b * len + ids.length) * V));
-    },
-    { maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 },
-  );
+  // One forward pass for the prompts of every request waiting, up to maxBatch.
+  const forward = new Batcher((batch: PromptToScore[]) => scorePrompts(scorer, batch), {
+    maxBatch: c.maxBatch ?? 8,
+    maxWaitMs: c.maxWaitMs ?? 5,
+  });
   const sessions = new SessionCache<ForwardModel>(limits.maxSessions);
   const engine = {
     name: c.name,

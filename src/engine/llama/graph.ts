@@ -67,6 +67,15 @@ export interface ForwardGraph {
   quant?: QuantMode;
   /** Adds a `targets` input and an `nll` output [B, S]. */
   nll?: boolean;
+  /**
+   * Adds the completions API's log-probs (`echo` with `logprobs: k`) as sampling.ts's logSoftmax and topK
+   * compute them from the logits, so no per-token pass over the vocabulary runs on the host. Inputs
+   * `targets` [B, S], `top_k` [1] int64 (at least 1: ONNX TopK's K is positive) and `last_rows` [B] int64
+   * (each row's last real position, as an index into the B·S positions); outputs `target_logprobs`
+   * [B, S], `top_logprobs` [B, S, K] and `top_ids` [B, S, K] int64 (largest first, ties by lower id, as
+   * the ONNX spec orders TopK's), and `last_logits` [B, V] to sample a next token from.
+   */
+  logprobs?: boolean;
   lora?: FrozenLora;
   /**
    * Makes these tensors (LoRA pairs, full tensors, a soft prompt) graph inputs, fed at every run: a
@@ -167,9 +176,11 @@ export function trainableTensors(c: LlamaConfig, spec: TensorSpec, layers: reado
 /**
  * Graph inputs: input_ids [B,T] int64 (hidden_in [B,S,hidden] for a split graph); position_ids [B,S] int64
  * and attention_bias [B,1,S,past+S] float (0 where a query may attend, a large negative number elsewhere;
- * see masks.ts), where S = T plus the soft prompt's length; targets [B,S] int64 with nll and in training
- * graphs; past_key.N / past_value.N [B,kvHeads,P,headDim] in a step graph; the input tensors of the spec.
- * Outputs: logits [B,S,V] (forward and step); nll [B,S]; present_key.N / present_value.N; hidden; loss and grad.*.
+ * see masks.ts), where S = T plus the soft prompt's length; targets [B,S] int64 with nll or logprobs and
+ * in training graphs; past_key.N / past_value.N [B,kvHeads,P,headDim] in a step graph; the input tensors
+ * of the spec; top_k and last_rows with logprobs.
+ * Outputs: logits [B,S,V] (forward and step); nll [B,S]; target_logprobs, top_logprobs, top_ids and last_logits
+ * with logprobs; present_key.N / present_value.N; hidden; loss and grad.*.
  */
 export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind = { kind: "forward" }): Uint8Array {
   return llamaGraph(config, weights, opts).toBytes();
@@ -491,8 +502,27 @@ function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, buil
     g.op("Reshape", [logits2d, shapeBS(c.vocabSize)], {}, { outputs: ["logits"] });
     g.output("logits", ElemType.FLOAT, ["batch", "seq", c.vocabSize]);
   }
+  const scored = opts.kind === "forward" && (opts.nll || opts.logprobs);
+  const targets = scored || train ? g.input("targets", ElemType.INT64, ["batch", "seq"]) : "";
+  if (opts.kind === "forward" && opts.logprobs) {
+    // One fused float32 LogSoftmax pass over [B·S, V]: in float64, as sampling.ts's logSoftmax, the Cast
+    // alone took longer than the whole float32 pass (onnxruntime-node 1.30, CPU, [1024, 4096]). Log-probs
+    // end within ~1e-6 of float64 (test/engine/logprobs.test.ts); TopK ranks the logits themselves, so
+    // the top ids are exactly topK's: float32 rounding of the log-probs could tie two logits that differ.
+    const logp = g.op("LogSoftmax", [logits2d], { axis: -1 });
+    const at = (ids: string) => g.op("GatherElements", [logp, ids], { axis: 1 });
+    g.op("Reshape", [at(g.op("Reshape", [targets, g.ints(-1, 1)])), bs], {}, { outputs: ["target_logprobs"] });
+    g.output("target_logprobs", ElemType.FLOAT, ["batch", "seq"]);
+    const k = g.input("top_k", ElemType.INT64, [1]);
+    const ids = g.opN("TopK", [logits2d, k], { axis: -1, largest: 1, sorted: 1 }, { outputs: 2 })[1]!;
+    g.op("Reshape", [at(ids), shapeBS(-1)], {}, { outputs: ["top_logprobs"] });
+    g.op("Reshape", [ids, shapeBS(-1)], {}, { outputs: ["top_ids"] });
+    g.output("top_logprobs", ElemType.FLOAT, ["batch", "seq", "k"]);
+    g.output("top_ids", ElemType.INT64, ["batch", "seq", "k"]);
+    g.op("Gather", [logits2d, g.input("last_rows", ElemType.INT64, ["batch"])], { axis: 0 }, { outputs: ["last_logits"] });
+    g.output("last_logits", ElemType.FLOAT, ["batch", c.vocabSize]);
+  }
   if ((opts.kind === "forward" && opts.nll) || train) {
-    const targets = g.input("targets", ElemType.INT64, ["batch", "seq"]);
     const flatTargets = g.op("Reshape", [targets, g.ints(-1, 1)]);
     const cut = chunked && !("float" in head) ? chunkedNll(final, head, flatTargets) : null;
     const logp = cut ? "" : g.op("LogSoftmax", [logits2d], { axis: -1 });

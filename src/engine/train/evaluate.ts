@@ -35,7 +35,7 @@ export async function exampleNlls(
   const out: number[] = [];
   for (let i = 0; i < examples.length; i += batchSize) {
     const b = exampleBatch(examples.slice(i, i + batchSize), 1);
-    const { nll } = await model.run({ ...b, ...(params ? { params } : {}) });
+    const { nll } = await model.run({ ...b, skipLogits: true, ...(params ? { params } : {}) });
     const width = nll!.length / b.ids.length;
     const offset = width - b.ids[0]!.length;
     b.lossWeights.forEach((row, r) => out.push(row.reduce((sum, w, t) => sum + (w ? nll![r * width + offset + t]! : 0), 0)));
