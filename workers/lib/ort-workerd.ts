@@ -37,5 +37,5 @@ function install(): void {
 /** onnxruntime-web's WASM backend on one thread, as a Worker runs it. */
 export function workerdOrtRuntime(): Runtime {
   install();
-  return ortRuntime("ort-web", ort as never, { executionProviders: ["wasm"] });
+  return ortRuntime("ort-web", ort as never, { executionProviders: ["wasm"] }, true);
 }

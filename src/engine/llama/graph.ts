@@ -280,50 +280,53 @@ function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, buil
 
   // An int8 [V, H] head in chunks of rows, each dequantized when used: the float head (113 MB for a
   // 49,152 x 576 vocabulary) never exists whole, only one chunk of about HEAD_CHUNK_BYTES at a time.
-  const headChunks = (t: QuantHead, dep: string): { start: number; end: number; weight: string }[] => {
+  const headChunks = (t: QuantHead): { start: number; end: number; weight: (dep: string) => string }[] => {
     const rows = Math.ceil(c.vocabSize / Math.ceil((c.vocabSize * c.hiddenSize * 4) / HEAD_CHUNK_BYTES));
     return Array.from({ length: Math.ceil(c.vocabSize / rows) }, (_, k) => {
       const [start, end] = [k * rows, Math.min(c.vocabSize, (k + 1) * rows)];
-      const weight = dequantized((neg, d) => [slice(t.q, 2, start, end, d, neg), slice(t.scale, 1, start, end, d, neg)], dep, 0, 2);
+      const weight = (dep: string) =>
+        dequantized((neg, d) => [slice(t.q, 2, start, end, d, neg), slice(t.scale, 1, start, end, d, neg)], dep, 0, 2);
       return { start, end, weight };
     });
   };
 
   /**
    * The negative log-likelihood [N, 1] of the targets [N, 1] under an int8 head, a chunk of the vocabulary
-   * at a time (as cut cross-entropy, Wijmans et al. 2025): each chunk's logits are reduced to their
-   * log-sum-exp and the target's logit and dropped, so no [N, V] tensor exists; `backward` makes each
-   * chunk's logits again and returns d(sum(nll * w)) / dx for weights w [N, 1].
+   * at a time (as cut cross-entropy, Wijmans et al. 2025): each chunk's logits are reduced to a running
+   * log-sum-exp and the target's logit and dropped before the next chunk is dequantized, so no [N, V]
+   * tensor exists; `backward` makes each chunk's logits again and returns d(sum(nll * w)) / dx for weights w [N, 1].
    */
   const chunkedNll = (x: string, t: QuantHead, targets: string) => {
-    const chunks = headChunks(t, x).map(({ start, end, weight }) => {
+    const zero = g.scalar(0);
+    // [log-sum-exp so far, target logit so far] per position: each chunk waits for it.
+    let state = "";
+    const chunks = headChunks(t).map(({ start, end, weight }) => {
       const inChunk = g.op("And", [g.op("GreaterOrEqual", [targets, g.ints(start)]), g.op("Less", [targets, g.ints(end)])]);
       const index = g.op("Clip", [g.op("Sub", [targets, g.ints(start)]), g.ints(0), g.ints(end - start - 1)]);
-      return { weight, inChunk, index };
+      const w = weight(state || x);
+      const logits = gemmT(x, w);
+      const lse = g.op("ReduceLogSumExp", [logits, g.ints(1)], { keepdims: 1 });
+      const picked = g.op("Where", [inChunk, g.op("GatherElements", [logits, index], { axis: 1 }), zero]);
+      const [before, target] = state ? g.opN("Split", [state, g.ints(1, 1)], { axis: 1 }, { outputs: 2 }) : ["", ""];
+      state = g.op(
+        "Concat",
+        [
+          before ? g.op("ReduceLogSumExp", [g.op("Concat", [before, lse], { axis: 1 }), g.ints(1)], { keepdims: 1 }) : lse,
+          target ? g.op("Add", [target!, picked]) : picked,
+        ],
+        { axis: 1 },
+      );
+      return { weight: w, inChunk, index };
     });
-    const logits = chunks.map((k) => gemmT(x, k.weight));
-    const lse = g.op(
-      "ReduceLogSumExp",
-      [
-        g.op(
-          "Concat",
-          logits.map((l) => g.op("ReduceLogSumExp", [l, g.ints(1)], { keepdims: 1 })),
-          { axis: 1 },
-        ),
-        g.ints(1),
-      ],
-      { keepdims: 1 },
-    );
-    const zero = g.scalar(0);
-    const picked = chunks.map((k, i) => g.op("Where", [k.inChunk, g.op("GatherElements", [logits[i]!, k.index], { axis: 1 }), zero]));
-    const nll = g.op("Sub", [lse, picked.length === 1 ? picked[0]! : g.op("Sum", picked)]);
+    const [lse, target] = g.opN("Split", [state, g.ints(1, 1)], { axis: 1 }, { outputs: 2 });
+    const nll = g.op("Sub", [lse!, target!]);
     const backward = (w: string): string => {
       // A chunk at a time: its weights are dequantized again once the previous chunk's sum exists, and
       // the sum grows as a chain of Gemms with C, so one chunk's terms are alive at a time.
       let dx = "";
       for (const k of chunks) {
         const weight = remat.get(k.weight)!(dx || w);
-        const probs = g.op("Mul", [g.op("Exp", [g.op("Sub", [gemmT(x, weight), lse])]), w]);
+        const probs = g.op("Mul", [g.op("Exp", [g.op("Sub", [gemmT(x, weight), lse!])]), w]);
         const onehot = g.op("Where", [k.inChunk, g.op("Neg", [w]), zero]);
         const dLogits = g.op("ScatterElements", [probs, k.index, onehot], { axis: 1, reduction: "add" });
         dx = g.op("Gemm", dx ? [dLogits, weight, dx] : [dLogits, weight]);
@@ -495,7 +498,7 @@ function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, buil
       ? gemmT(final, head.float)
       : g.op(
           "Concat",
-          headChunks(head, final).map((k) => gemmT(final, k.weight)),
+          headChunks(head).map((k) => gemmT(final, k.weight(final))),
           { axis: 1 },
         );
   if (!train) {
