@@ -9,6 +9,7 @@ import { dirSource } from "../cli/model-dir.ts";
 import { packWindows } from "../src/data/lm-windows.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
 import { buildLlamaGraph } from "../src/engine/llama/graph.ts";
+import { encodeModel } from "../src/engine/onnx/proto.ts";
 import { loadModel } from "../src/engine/model-files.ts";
 import type { QuantMode } from "../src/engine/quantize.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
@@ -69,7 +70,7 @@ const rows = modes.map((quant) => {
     if (argP === argQ) agree++;
   });
   const ppl = Math.exp(meanNll);
-  const graphBytes = buildLlamaGraph(config, weights, { kind: "forward", quant }).length;
+  const graphBytes = encodeModel(buildLlamaGraph(config, weights, { kind: "forward", quant })).length;
   return { quant, tokens: nll.length, ppl, meanNll, kl: kl / logp.length, top1: agree / logp.length, graphBytes };
 });
 const floatPpl = rows[0]!.ppl;

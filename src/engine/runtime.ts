@@ -1,6 +1,7 @@
 // One session interface over onnxruntime-web (WASM) and onnxruntime-node: both expose the
 // onnxruntime-common API, so a runtime is that module plus its session options.
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from "onnxruntime-common";
+import { encodeModel, type ExternalData, type ModelProto } from "./onnx/proto.ts";
 
 export type TensorData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
 
@@ -54,7 +55,8 @@ export type RuntimeName = "ort-web" | "ort-node";
 
 export interface Runtime {
   readonly name: RuntimeName;
-  createSession(model: Uint8Array): Promise<Session>;
+  /** A session of an encoded model, or of a ModelProto the runtime encodes as it takes it best. */
+  createSession(model: Uint8Array | ModelProto): Promise<Session>;
 }
 
 /** The part of an onnxruntime package that we use. */
@@ -72,11 +74,26 @@ function elementType(data: TensorData): OrtTensor.Type {
   return "uint8";
 }
 
+/**
+ * A model as onnxruntime takes it. onnxruntime-web gets the weights as external data: it copies each
+ * from the JavaScript array it is given straight into its tensor in the WASM heap, where bytes with the
+ * weights inline would be copied into the protobuf, into the heap, and parsed there before (the heap
+ * never shrinks after). onnxruntime-node reads external data only from files, so it gets them inline.
+ */
+function sessionInput(name: RuntimeName, model: Uint8Array | ModelProto): { bytes: Uint8Array; options: OrtSession.SessionOptions } {
+  if (model instanceof Uint8Array) return { bytes: model, options: {} };
+  if (name !== "ort-web") return { bytes: encodeModel(model), options: {} };
+  const external: ExternalData = new Map();
+  const bytes = encodeModel(model, external);
+  return { bytes, options: { externalData: [...external].map(([path, data]) => ({ path, data })) } };
+}
+
 export function ortRuntime(name: RuntimeName, ort: OrtModule, options: OrtSession.SessionOptions): Runtime {
   return {
     name,
     async createSession(model) {
-      const session = await ort.InferenceSession.create(model, options);
+      const input = sessionInput(name, model);
+      const session = await ort.InferenceSession.create(input.bytes, { ...options, ...input.options });
       return {
         inputNames: session.inputNames,
         outputNames: session.outputNames,

@@ -3,7 +3,7 @@
 // the [out, in] weight as stored in the checkpoint; attention reshapes to [B, heads, T, head_dim].
 import type { LlamaConfig } from "../config.ts";
 import { GraphBuilder } from "../onnx/builder.ts";
-import { ElemType } from "../onnx/proto.ts";
+import { ElemType, type ModelProto } from "../onnx/proto.ts";
 import { quantizeInt4, quantizeInt8, type QuantMode } from "../quantize.ts";
 import { addGradientsFrom } from "../autodiff/driver.ts";
 import { EMBED, FINAL_NORM, LM_HEAD, allLayers, expectedTensors, hasBias, linearName, linearShape, type LinearModule } from "./names.ts";
@@ -159,7 +159,7 @@ export function trainableTensors(c: LlamaConfig, spec: TensorSpec, layers: reado
  * graphs; past_key.N / past_value.N [B,kvHeads,P,headDim] in a step graph; the input tensors of the spec.
  * Outputs: logits [B,S,V] (forward and step); nll [B,S]; present_key.N / present_value.N; hidden; loss and grad.*.
  */
-export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind = { kind: "forward" }): Uint8Array {
+export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind = { kind: "forward" }): ModelProto {
   const c = config;
   const quant = opts.quant ?? "f32";
   const train = opts.kind === "train" || opts.kind === "split" ? opts.spec : undefined;
@@ -357,7 +357,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
   if (opts.kind === "hidden") {
     g.op("Reshape", [h, shapeBS(c.hiddenSize)], {}, { outputs: ["hidden"] });
     g.output("hidden", ElemType.FLOAT, ["batch", "seq", c.hiddenSize]);
-    return g.toBytes();
+    return g.toModel();
   }
   const final = rmsNorm(h, FINAL_NORM);
   const head = c.tieWordEmbeddings ? tiedHead() : frozenMatrix(LM_HEAD, c.vocabSize, c.hiddenSize, quant === "f32" ? "f32" : "int8");
@@ -418,7 +418,7 @@ export function buildLlamaGraph(config: LlamaConfig, weights: Weights, opts: Gra
       }
     }
   }
-  return g.toBytes();
+  return g.toModel();
 }
 
 function bytesOf(a: Float32Array): Uint8Array {

@@ -6,6 +6,7 @@ import {
   type AttributeValue,
   type Dim,
   type GraphProto,
+  type ModelProto,
   type NodeProto,
   type TensorProto,
   type ValueInfo,
@@ -149,16 +150,21 @@ export class GraphBuilder {
     return { name: this.name, nodes: this.nodes, initializers: this.initializers, inputs: this.inputs, outputs: this.outputs };
   }
 
-  /** The encoded ModelProto; validates first. */
-  toBytes(extraOpsets: ReadonlyArray<{ domain: string; version: number }> = []): Uint8Array {
+  /** The ModelProto, to encode as a runtime takes it (runtime.ts); validates first. */
+  toModel(extraOpsets: ReadonlyArray<{ domain: string; version: number }> = []): ModelProto {
     validateGraph(this.graph());
-    return encodeModel({
+    return {
       irVersion: IR_VERSION,
       opsets: [{ domain: "", version: ONNX_OPSET }, ...extraOpsets],
       producerName: "fedflare",
       producerVersion: "0.1.0",
       graph: this.graph(),
-    });
+    };
+  }
+
+  /** The encoded ModelProto; validates first. */
+  toBytes(extraOpsets: ReadonlyArray<{ domain: string; version: number }> = []): Uint8Array {
+    return encodeModel(this.toModel(extraOpsets));
   }
 }
 

@@ -84,11 +84,31 @@ function int(w: Writer, field: number, n: number): void {
   w.uint32(tag(field, VARINT)).int64(n);
 }
 
-function writeTensor(w: Writer, t: TensorProto): void {
+/** Initializers from this size up are written as external data when the encoder is given a place for it. */
+export const EXTERNAL_DATA_MIN_BYTES = 1024;
+
+/** External data by location: each initializer's bytes as given (no copy), at offset 0 of a "file" of its own. */
+export type ExternalData = Map<string, Uint8Array>;
+
+function writeTensor(w: Writer, t: TensorProto, external?: ExternalData): void {
   for (const d of t.dims) int(w, 1, d);
   w.uint32(tag(2, VARINT)).int32(t.elemType);
   str(w, 8, t.name);
-  w.uint32(tag(9, LEN)).bytes(t.raw);
+  if (external && t.raw.length >= EXTERNAL_DATA_MIN_BYTES) {
+    const location = `x${external.size}`;
+    external.set(location, t.raw);
+    // TensorProto.external_data (13: StringStringEntryProto key 1, value 2), data_location (14) EXTERNAL = 1.
+    for (const [key, value] of [
+      ["location", location],
+      ["offset", "0"],
+      ["length", String(t.raw.length)],
+    ])
+      message(w, 13, (e) => {
+        str(e, 1, key!);
+        str(e, 2, value!);
+      });
+    w.uint32(tag(14, VARINT)).int32(1);
+  } else w.uint32(tag(9, LEN)).bytes(t.raw);
 }
 
 // AttributeProto.AttributeType
@@ -145,22 +165,26 @@ function writeValueInfo(w: Writer, v: ValueInfo): void {
   );
 }
 
-function writeGraph(w: Writer, g: GraphProto): void {
+function writeGraph(w: Writer, g: GraphProto, external?: ExternalData): void {
   for (const n of g.nodes) message(w, 1, (m) => writeNode(m, n));
   str(w, 2, g.name);
-  for (const t of g.initializers) message(w, 5, (m) => writeTensor(m, t));
+  for (const t of g.initializers) message(w, 5, (m) => writeTensor(m, t, external));
   for (const v of g.inputs) message(w, 11, (m) => writeValueInfo(m, v));
   for (const v of g.outputs) message(w, 12, (m) => writeValueInfo(m, v));
 }
 
-export function encodeModel(model: ModelProto): Uint8Array {
+/**
+ * The model's protobuf bytes. With `external`, initializers of EXTERNAL_DATA_MIN_BYTES or more are left
+ * out of the bytes and put there instead (ONNX external data), so the weights are not copied into them.
+ */
+export function encodeModel(model: ModelProto, external?: ExternalData): Uint8Array {
   // The plain Writer, not Writer.create(): where a global Buffer exists (workerd with nodejs_compat)
   // create() picks BufferWriter, whose utf8Write at an offset throws in workerd.
   const w = new Writer();
   int(w, 1, model.irVersion);
   str(w, 2, model.producerName);
   str(w, 3, model.producerVersion);
-  message(w, 7, (m) => writeGraph(m, model.graph));
+  message(w, 7, (m) => writeGraph(m, model.graph, external));
   for (const o of model.opsets)
     message(w, 8, (m) => {
       str(m, 1, o.domain);
