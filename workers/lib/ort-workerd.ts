@@ -34,8 +34,13 @@ function install(): void {
   WebAssembly.instantiate = patched as typeof WebAssembly.instantiate;
 }
 
-/** onnxruntime-web's WASM backend on one thread, as a Worker runs it. */
+/**
+ * onnxruntime-web's WASM backend on one thread, as a Worker runs it. Without prepacking: ORT would keep
+ * a packed copy of every constant Gemm weight beside the weight (two in a training graph, forward and
+ * backward): about twice the weights more in a heap that never shrinks (bench/results/client-memory.json),
+ * to save 3-9 % of a LoRA step (measured interleaved in one process, batches 1 x 32 to 8 x 128).
+ */
 export function workerdOrtRuntime(): Runtime {
   install();
-  return ortRuntime("ort-web", ort as never, { executionProviders: ["wasm"] });
+  return ortRuntime("ort-web", ort as never, { executionProviders: ["wasm"], extra: { session: { disable_prepacking: "1" } } });
 }
