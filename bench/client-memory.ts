@@ -116,9 +116,8 @@ try {
   await endpoint.close();
 }
 
-console.log(
-  `\n${basename(dir)} (${values.quant}), ${local.steps} local steps of batch ${local.batchSize} at ${local.maxTokens} tokens; MiB of the client's workerd process`,
-);
+const setting = `${local.steps} local steps of batch ${local.batchSize} at ${local.maxTokens} tokens`;
+console.log(`\n${basename(dir)} (${values.quant}), ${setting}; MiB of the client's workerd process`);
 printTable(
   ["method", "peak over idle", "idle", "peak", "measure", "upload bytes", "seconds"],
   measured.map((m) => [
