@@ -147,9 +147,11 @@ export class ClientMemoryMeter {
       const idleMiB = statusMiB(pid, "VmRSS");
       const hwm = resetPeak(pid);
       let sampled = idleMiB;
-      const sampler = setInterval(() => {
-        sampled = Math.max(sampled, statusMiB(pid, "VmRSS"));
-      }, SAMPLE_MS);
+      const sampler = hwm
+        ? undefined
+        : setInterval(() => {
+            sampled = Math.max(sampled, statusMiB(pid, "VmRSS"));
+          }, SAMPLE_MS);
       const started = performance.now();
       try {
         const res = await signed("POST", "/tasks", JSON.stringify({ federationId: id, round: 1 }));
