@@ -72,33 +72,8 @@ export class LocalFederation {
     const options = convertV4MiniflareOptions({
       resourcePersistencePath: o.stateDir,
       workers: [
-        {
-          name: "coordinator",
-          ...modulesOf(coordinatorDir),
-          compatibilityDate: "2026-11-01",
-          durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } },
-          bindings: { FEDFLARE_MASTER_KEY: o.masterKey, FEDFLARE_OPERATOR_TOKEN: tokens.operator, FEDFLARE_VIEWER_TOKEN: tokens.viewer },
-        },
-        ...(await Promise.all(
-          o.clients.map(async (c) => ({
-            name: `client-${c.id}`,
-            ...modulesOf(clientDir),
-            compatibilityDate: "2026-11-01",
-            durableObjects: { TRAINER: { className: "ClientTrainer", useSQLite: true } },
-            r2Buckets: { MODEL: "models", DATA: `data-${c.id}` },
-            serviceBindings: { COORDINATOR: "coordinator" },
-            bindings: {
-              CLIENT_ID: c.id,
-              CLIENT_SECRET: await deriveClientSecret(o.masterKey, c.id),
-              MODEL_PREFIX: "model/",
-              STEPS_PER_INVOCATION: String(o.stepsPerInvocation ?? 8),
-              FEDERATIONS: (o.federations ?? []).join(","),
-              ...(o.trunkUrl ? { TRUNK_URL: o.trunkUrl } : {}),
-              ...(o.completionsUrl ? { OPENAI_BASE_URL: o.completionsUrl } : {}),
-              ...(o.endpointToken ? { TRUNK_TOKEN: o.endpointToken, OPENAI_API_KEY: o.endpointToken } : {}),
-            },
-          })),
-        )),
+        coordinatorWorker(coordinatorDir, o.masterKey, tokens),
+        ...(await Promise.all(o.clients.map((c) => clientWorker(clientDir, c.id, o.masterKey, { ...o, coordinator: "coordinator" })))),
       ],
     });
     const mf = new Miniflare(options);
@@ -185,6 +160,49 @@ export class LocalFederation {
   dispose(): Promise<void> {
     return this.mf.dispose();
   }
+}
+
+/** The coordinator worker with its aggregator Durable Object, from its bundle. */
+export function coordinatorWorker(dir: string, masterKey: string, tokens: { operator: string; viewer: string }) {
+  return {
+    name: "coordinator",
+    ...modulesOf(dir),
+    compatibilityDate: "2026-11-01",
+    durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } },
+    bindings: { FEDFLARE_MASTER_KEY: masterKey, FEDFLARE_OPERATOR_TOKEN: tokens.operator, FEDFLARE_VIEWER_TOKEN: tokens.viewer },
+  };
+}
+
+/** What a client worker is bound to besides its identity: its coordinator and the endpoints it was given. */
+export type ClientBindings = Pick<
+  LocalFederationOptions,
+  "federations" | "stepsPerInvocation" | "trunkUrl" | "completionsUrl" | "endpointToken"
+> & {
+  /** The coordinator: a worker of the same Miniflare instance by name, or a URL (one in another workerd process). */
+  coordinator: string | URL;
+};
+
+/** A client worker named `client-<id>` with its own buckets (MODEL, DATA) and trainer Durable Object, from its bundle. */
+export async function clientWorker(dir: string, id: string, masterKey: string, o: ClientBindings) {
+  return {
+    name: `client-${id}`,
+    ...modulesOf(dir),
+    compatibilityDate: "2026-11-01",
+    durableObjects: { TRAINER: { className: "ClientTrainer", useSQLite: true } },
+    r2Buckets: { MODEL: "models", DATA: `data-${id}` },
+    ...(typeof o.coordinator === "string" ? { serviceBindings: { COORDINATOR: o.coordinator } } : {}),
+    bindings: {
+      CLIENT_ID: id,
+      CLIENT_SECRET: await deriveClientSecret(masterKey, id),
+      MODEL_PREFIX: "model/",
+      STEPS_PER_INVOCATION: String(o.stepsPerInvocation ?? 8),
+      FEDERATIONS: (o.federations ?? []).join(","),
+      ...(typeof o.coordinator === "string" ? {} : { COORDINATOR_URL: o.coordinator.href }),
+      ...(o.trunkUrl ? { TRUNK_URL: o.trunkUrl } : {}),
+      ...(o.completionsUrl ? { OPENAI_BASE_URL: o.completionsUrl } : {}),
+      ...(o.endpointToken ? { TRUNK_TOKEN: o.endpointToken, OPENAI_API_KEY: o.endpointToken } : {}),
+    },
+  };
 }
 
 /** 32 random bytes as hex: a bearer token for one local run. */

@@ -57,7 +57,18 @@ export interface Runtime {
   /** Whether graphs for this runtime keep their large weights out of the model bytes (GraphBuilder's externalAbove). */
   readonly externalWeights: boolean;
   /** A session over the model bytes and the external-data files they name (file name -> bytes). */
-  createSession(model: Uint8Array, external?: ReadonlyMap<string, Uint8Array>): Promise<Session>;
+  createSession(model: Uint8Array, external?: ReadonlyMap<string, Uint8Array>, opts?: SessionChoices): Promise<Session>;
+}
+
+export interface SessionChoices {
+  /**
+   * False: no weight prepacking. ORT keeps a packed copy of every constant Gemm weight beside it (two in a
+   * training graph), about twice float weights more in a heap that never shrinks (a 189 MiB float model's
+   * LoRA client in workerd: 905 -> 608 MiB over idle, bench/results/client-memory.json) for 3-9 % of a
+   * step; a graph on a quantized base has no constant float weight, and there it costs memory instead
+   * (SmolLM-135M's shape, split LoRA: 83 -> 119 MiB of WASM heap).
+   */
+  prepack?: boolean;
 }
 
 /** The part of an onnxruntime package that we use. */
@@ -79,9 +90,13 @@ export function ortRuntime(name: RuntimeName, ort: OrtModule, options: OrtSessio
   return {
     name,
     externalWeights,
-    async createSession(model, external = new Map()) {
+    async createSession(model, external = new Map(), choices = {}) {
       const externalData = [...external].map(([path, data]) => ({ path, data }));
-      const session = await ort.InferenceSession.create(model, externalData.length ? { ...options, externalData } : options);
+      const session = await ort.InferenceSession.create(model, {
+        ...options,
+        ...(externalData.length ? { externalData } : {}),
+        ...(choices.prepack === false ? { extra: { session: { disable_prepacking: "1" } } } : {}),
+      });
       return {
         inputNames: session.inputNames,
         outputNames: session.outputNames,

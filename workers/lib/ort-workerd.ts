@@ -5,6 +5,7 @@ import * as ort from "onnxruntime-web/wasm";
 // workerd refuses to compile WASM from bytes at run time, so the module must come precompiled.
 import ortWasm from "onnxruntime-web/ort-wasm-simd-threaded.wasm";
 import { ortRuntime, type Runtime } from "../../src/engine/runtime.ts";
+import { WEB_SESSION } from "../../src/engine/runtimes/ort-web.ts";
 
 // A stand-in for the .wasm bytes: with a `wasmBinary`, ORT neither fetches the file (there is no URL
 // to fetch it from in a Worker) nor streams it; it hands these bytes to WebAssembly.instantiate.
@@ -34,8 +35,8 @@ function install(): void {
   WebAssembly.instantiate = patched as typeof WebAssembly.instantiate;
 }
 
-/** onnxruntime-web's WASM backend on one thread, as a Worker runs it. */
+/** onnxruntime-web's WASM backend on one thread, as a Worker runs it (the session options are WEB_SESSION's). */
 export function workerdOrtRuntime(): Runtime {
   install();
-  return ortRuntime("ort-web", ort as never, { executionProviders: ["wasm"] }, true);
+  return ortRuntime("ort-web", ort as never, WEB_SESSION, true);
 }

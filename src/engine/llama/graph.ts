@@ -192,7 +192,9 @@ const EXTERNAL_ABOVE = 64 * 1024;
 /** A session of the graph on `runtime`, its weights as external data where the runtime asks for that (ORT-web). */
 export async function llamaSession(runtime: Runtime, config: LlamaConfig, weights: Weights, opts: GraphKind): Promise<Session> {
   const g = llamaGraph(config, weights, opts, runtime.externalWeights ? { externalAbove: EXTERNAL_ABOVE } : {});
-  return runtime.createSession(g.toBytes(), g.external);
+  // Prepacking copies constant float weights; a graph on a quantized base has none (SessionChoices).
+  const floatBase = (opts.quant ?? "f32") === "f32" && [...weights.values()].every((w) => w instanceof Float32Array);
+  return runtime.createSession(g.toBytes(), g.external, { prepack: !(floatBase && runtime.externalWeights) });
 }
 
 function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, build: BuilderOptions = {}): GraphBuilder {

@@ -1,0 +1,138 @@
+// A client's peak memory in workerd for one round of each method (issue 16, item 3): LoRA on the whole
+// model, split LoRA at each cut (the trunk below at the inference endpoint), offsite-tuning on its
+// emulator, FedKSeed and FedBPT on the client's own weights and at the endpoint, discrete prompts at a
+// completions API. Each row is one client alone in its own workerd process (bench/lib/workerd-memory.ts);
+// the endpoint runs in this Node process, outside what is measured.
+// Each run is kept in bench/results/client-memory.json under its --as name, so runs before and after a
+// change sit side by side.
+// Run: node bench/client-memory.ts [--as NAME] [--model DIR] [--quant f32|int8|int4] [--batch 4]
+//      [--max-tokens 64] [--only NAME,NAME] [--no-write]
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { parseArgs } from "node:util";
+import { randomToken } from "../cli/local-federation.ts";
+import { spamAssassinSplit } from "../cli/corpora.ts";
+import { dirSource, tokenizerFiles } from "../cli/model-dir.ts";
+import { spamTask } from "../src/data/tasks/spam.ts";
+import { loadModel } from "../src/engine/model-files.ts";
+import { runMethods } from "../src/fl/methods/run.ts";
+import { fmt, printTable } from "../src/report/table.ts";
+import { modelFingerprint, startEndpoint } from "../workers/inference-endpoint/server.ts";
+import { writeResults } from "./lib/results.ts";
+import { type ClientMemory, ClientMemoryMeter } from "./lib/workerd-memory.ts";
+
+const { values } = parseArgs({
+  options: {
+    as: { type: "string", default: "current" },
+    model: { type: "string", default: "models/fedflare-mail-4m" },
+    quant: { type: "string", default: "f32" },
+    batch: { type: "string", default: "4" },
+    "max-tokens": { type: "string", default: "64" },
+    only: { type: "string" },
+    "no-write": { type: "boolean", default: false },
+  },
+});
+const dir = values.model;
+const model = await loadModel(dirSource(dir));
+const L = model.config.numLayers;
+const modelFiles = new Map(
+  readdirSync(dir)
+    .filter((f) => /\.(json|safetensors)$/.test(f))
+    .map((f) => [f, new Uint8Array(readFileSync(join(dir, f)))] as const),
+);
+const hfConfig = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+const local = { steps: 2, batchSize: Number(values.batch), lr: 1e-3, maxTokens: Number(values["max-tokens"]) };
+const verbal = { labels: ["spam", "ham"], labelWords: ["offer", "work"] };
+const lora = { type: "lora", r: 8, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"] };
+
+interface Row {
+  name: string;
+  method: Record<string, unknown>;
+  /** What the client is given: nothing (it holds the model), the endpoint as its trunk, or as a completions API. */
+  at: "local" | "trunk" | "api";
+}
+const methods: Row[] = [
+  { name: "lora", method: lora, at: "local" },
+  ...Array.from(
+    { length: L - 1 },
+    (_, i) => ({ name: `split-lora-cut-${i + 1}`, method: { ...lora, fromLayer: i + 1 }, at: "trunk" }) satisfies Row,
+  ),
+  { name: "offsite", method: { type: "offsite", bottom: 1, top: 1, middle: L >= 6 ? Math.floor((L - 2) / 2) : 0 }, at: "local" },
+  ...(["local", "trunk"] as const).flatMap((at) => [
+    {
+      name: `fedkseed-${at}`,
+      method: { type: "fedkseed", k: 1024, ...verbal, trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] } },
+      at,
+    },
+    {
+      name: `fedbpt-${at}`,
+      method: { type: "fedbpt", promptTokens: 5, dimension: 50, generations: 2, placement: "suffix", ...verbal },
+      at,
+    },
+  ]),
+  {
+    name: "discrete",
+    method: { type: "discrete", slots: 2, phrases: ["Mail:", "Is this spam?", "Answer:", "Label:"], population: 3, ...verbal },
+    at: "api",
+  },
+];
+const rows = methods.filter((r) => !values.only || values.only.split(",").includes(r.name));
+
+const records = spamAssassinSplit().task.slice(0, 32);
+const partition = records.flatMap((r) => spamTask().examples(r));
+const token = randomToken();
+const endpoint = await startEndpoint({
+  model,
+  fingerprint: await modelFingerprint(async (f) => modelFiles.get(f) ?? null, [...modelFiles.keys()]),
+  name: basename(dir),
+  port: 0,
+  token,
+});
+const meter = await ClientMemoryMeter.start();
+const measured: (Row & ClientMemory)[] = [];
+try {
+  for (const row of rows) {
+    const { side, config: method } = runMethods.parse(row.method);
+    const prepared = side.prepare?.(method, model, { name: basename(dir), tokenizer: tokenizerFiles(dir) });
+    const memory = await meter.measure({
+      modelFiles: prepared?.modelFiles ?? modelFiles,
+      partition,
+      federation: {
+        model: { name: basename(dir), config: hfConfig, quant: values.quant },
+        method: row.method,
+        local,
+      },
+      ...(prepared ? { initial: prepared.initial } : {}),
+      bindings: {
+        ...(row.at === "trunk" ? { trunkUrl: endpoint.url } : row.at === "api" ? { completionsUrl: `${endpoint.url}/v1` } : {}),
+        endpointToken: token,
+      },
+    });
+    process.stderr.write(`${row.name}: ${memory.peakOverIdleMiB.toFixed(1)} MiB over ${memory.idleMiB.toFixed(1)} MiB idle\n`);
+    measured.push({ ...row, ...memory });
+  }
+} finally {
+  await meter.dispose();
+  await endpoint.close();
+}
+
+const setting = `${local.steps} local steps of batch ${local.batchSize} at ${local.maxTokens} tokens`;
+console.log(`\n${basename(dir)} (${values.quant}), ${setting}; MiB of the client's workerd process`);
+printTable(
+  ["method", "peak over idle", "idle", "peak", "measure", "upload bytes", "seconds"],
+  measured.map((m) => [
+    m.name,
+    fmt(m.peakOverIdleMiB, 1),
+    fmt(m.idleMiB, 1),
+    fmt(m.peakMiB, 1),
+    m.measure,
+    fmt(m.uploadBytes),
+    fmt(m.seconds, 1),
+  ]),
+);
+if (!values["no-write"]) {
+  const file = new URL("./results/client-memory.json", import.meta.url);
+  const runs = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as { runs: unknown[] }).runs : [];
+  const run = { name: values.as, model: basename(dir), config: hfConfig, quant: values.quant, local, rows: measured };
+  console.log(`\nwrote ${await writeResults("client-memory", { runs: [...runs, run] })}`);
+}

@@ -1,0 +1,227 @@
+// A client's memory while it runs one task, measured in workerd: the client worker alone in its own
+// Miniflare instance (one workerd process), the coordinator in another, so the process's resident set is
+// the client's. The figure is the process's peak resident set (Linux VmHWM, reset through
+// /proc/<pid>/clear_refs once the client is warm) less its resident set when idle: what the task added,
+// isolate and WASM heap together (WASM memory never shrinks, so its peak stays resident). It counts more
+// than the platform's 128 MB isolate limit does: V8 compiling onnxruntime's WASM code as the task first
+// runs it (about 100 MiB for the 0.4 MB model of test/bench/workerd-memory.test.ts), and Miniflare's R2,
+// which serves the client's buckets from the same process. Linux only (/proc).
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { convertV4MiniflareOptions, Miniflare } from "miniflare";
+import { bundleWorker } from "../../cli/bundle-worker.ts";
+import { type ClientBindings, clientWorker, coordinatorWorker, randomToken } from "../../cli/local-federation.ts";
+import { descendants, hasProc, listenerOf } from "../../cli/process-tree.ts";
+import type { Example } from "../../src/data/jsonl.ts";
+import { initialAdapterRequest } from "../../src/fl/methods/offsite/supply.ts";
+import { bearer } from "../../src/protocol/bearer.ts";
+import { deriveClientSecret, OPERATOR_ID, signRequest } from "../../src/protocol/signature.ts";
+
+/** One client task to measure: what the client's buckets hold and the federation whose round it trains. */
+export interface ClientTaskSetup {
+  /** The client's MODEL bucket: a Hugging Face folder's files (or a method's emulator). */
+  modelFiles: ReadonlyMap<string, string | Uint8Array>;
+  partition: readonly Example[];
+  /** The federation's model (name, HF config, quant), method and local settings. */
+  federation: { model: Record<string, unknown>; method: Record<string, unknown>; local: Record<string, unknown>; seed?: number };
+  /** A version 0 the operator supplies (offsite-tuning's adapter). */
+  initial?: Uint8Array;
+  /** The client's endpoints (TRUNK_URL, OPENAI_BASE_URL) and local steps per invocation. */
+  bindings?: Omit<ClientBindings, "coordinator" | "federations">;
+}
+
+export interface ClientMemory {
+  /** The workerd process's resident set once started and warm, MiB. */
+  idleMiB: number;
+  /** Its peak resident set during the task, MiB. */
+  peakMiB: number;
+  /** peakMiB less idleMiB: what the task added. */
+  peakOverIdleMiB: number;
+  /** How the peak was read: VmHWM after a reset, or VmRSS sampled every SAMPLE_MS where the reset is refused. */
+  measure: "VmHWM" | "VmRSS sampled";
+  stepsDone: number;
+  uploadBytes: number;
+  seconds: number;
+}
+
+const SAMPLE_MS = 20;
+const MASTER_KEY = "client-memory-master-key";
+const CLIENT = "mem";
+
+/** A /proc/<pid>/status field in MiB (the kernel reports kB). */
+function statusMiB(pid: number, field: "VmRSS" | "VmHWM"): number {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8")
+    .split("\n")
+    .find((l) => l.startsWith(`${field}:`));
+  if (!line) throw new Error(`/proc/${pid}/status has no ${field}`);
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+/** Resets the process's VmHWM to its current resident set (clear_refs "5"); false where the kernel refuses. */
+function resetPeak(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, "5");
+    return statusMiB(pid, "VmHWM") <= statusMiB(pid, "VmRSS") + 1;
+  } catch {
+    return false;
+  }
+}
+
+/** The workerd process serving a Miniflare instance: the one of this process's descendants listening on its port. */
+function workerdOf(url: URL): number {
+  const p = listenerOf(Number(url.port), descendants(process.pid, "workerd"));
+  if (!p) throw new Error(`no workerd process below ${process.pid} listens on ${url.host}`);
+  return p.pid;
+}
+
+/**
+ * Measures client tasks one at a time: the coordinator runs for the meter's life, each task gets a
+ * fresh client process (so no task starts from another's heap) and a federation of its own.
+ */
+export class ClientMemoryMeter {
+  private tasks = 0;
+
+  private readonly coordinator: { mf: Miniflare; url: URL; operatorToken: string };
+  private readonly clientDir: string;
+  private readonly stateDir: string;
+
+  private constructor(coordinator: ClientMemoryMeter["coordinator"], clientDir: string, stateDir: string) {
+    this.coordinator = coordinator;
+    this.clientDir = clientDir;
+    this.stateDir = stateDir;
+  }
+
+  static async start(): Promise<ClientMemoryMeter> {
+    if (!hasProc()) throw new Error("measuring a client's memory reads Linux /proc");
+    const [coordinatorDir, clientDir] = await Promise.all([bundleWorker("wrangler.toml"), bundleWorker("workers/client/wrangler.toml")]);
+    const stateDir = mkdtempSync(join(tmpdir(), "fedflare-client-memory-"));
+    const tokens = { operator: randomToken(), viewer: randomToken() };
+    const coordinator = new Miniflare(
+      convertV4MiniflareOptions({
+        resourcePersistencePath: join(stateDir, "coordinator"),
+        workers: [coordinatorWorker(coordinatorDir, MASTER_KEY, tokens)],
+      }),
+    );
+    return new ClientMemoryMeter({ mf: coordinator, url: await coordinator.ready, operatorToken: tokens.operator }, clientDir, stateDir);
+  }
+
+  /** Runs one round of `setup` on a fresh client and returns its memory; throws when the task fails. */
+  async measure(setup: ClientTaskSetup): Promise<ClientMemory> {
+    const id = `m${++this.tasks}`;
+    await this.createFederation(id, setup);
+    const options = convertV4MiniflareOptions({
+      // On disk, so the buckets' objects do not sit in the measured process's memory.
+      resourcePersistencePath: join(this.stateDir, id),
+      workers: [
+        await clientWorker(this.clientDir, CLIENT, MASTER_KEY, { ...setup.bindings, federations: [id], coordinator: this.coordinator.url }),
+      ],
+    });
+    // The buckets are filled by a process of their own: writing them leaves freed memory resident, which
+    // the task would then reuse unseen.
+    const filler = new Miniflare(options);
+    try {
+      const models = await filler.getR2Bucket("MODEL", `client-${CLIENT}`);
+      for (const [name, content] of setup.modelFiles) await models.put(`model/${name}`, content);
+      const data = await filler.getR2Bucket("DATA", `client-${CLIENT}`);
+      await data.put("partition.jsonl", setup.partition.map((r) => JSON.stringify(r)).join("\n"));
+    } finally {
+      await filler.dispose();
+    }
+    const client = new Miniflare(options);
+    try {
+      const pid = workerdOf(await client.ready);
+      const worker = await client.getWorker(`client-${CLIENT}`);
+      const signed = async (method: "GET" | "POST", path: string, body?: string): Promise<Response> => {
+        const bytes = body === undefined ? undefined : new TextEncoder().encode(body);
+        const headers = await signRequest(await deriveClientSecret(MASTER_KEY, CLIENT), OPERATOR_ID, method, path, bytes);
+        return (await worker.fetch(`http://client${path}`, {
+          method,
+          headers: { ...headers },
+          ...(bytes ? { body: bytes } : {}),
+        })) as unknown as Response;
+      };
+      // Warm: the worker answers and its trainer Durable Object exists (it has no job yet).
+      await (await signed("GET", `/tasks/${id}/1`)).arrayBuffer();
+      await new Promise((r) => setTimeout(r, 500));
+      const idleMiB = statusMiB(pid, "VmRSS");
+      const hwm = resetPeak(pid);
+      let sampled = idleMiB;
+      const sampler = hwm
+        ? undefined
+        : setInterval(() => {
+            sampled = Math.max(sampled, statusMiB(pid, "VmRSS"));
+          }, SAMPLE_MS);
+      const started = performance.now();
+      try {
+        const res = await signed("POST", "/tasks", JSON.stringify({ federationId: id, round: 1 }));
+        if (res.status !== 202) throw new Error(`POST /tasks: ${res.status} ${await res.text()}`);
+        for (;;) {
+          await new Promise((r) => setTimeout(r, 200));
+          const job = (await (await signed("GET", `/tasks/${id}/1`)).json()) as {
+            status: string;
+            stepsDone: number;
+            detail: string | null;
+            uploadBytes: number | null;
+          };
+          if (job.status === "failed") throw new Error(`the client's task failed: ${job.detail}`);
+          if (job.status !== "uploaded") continue;
+          const peakMiB = hwm ? statusMiB(pid, "VmHWM") : sampled;
+          return {
+            idleMiB,
+            peakMiB,
+            peakOverIdleMiB: peakMiB - idleMiB,
+            measure: hwm ? "VmHWM" : "VmRSS sampled",
+            stepsDone: job.stepsDone,
+            uploadBytes: job.uploadBytes ?? 0,
+            seconds: (performance.now() - started) / 1000,
+          };
+        }
+      } finally {
+        clearInterval(sampler);
+      }
+    } finally {
+      await client.dispose();
+    }
+  }
+
+  /** Creates federation `id` with the client as its one member, supplies its version 0 if given, and opens round 1. */
+  private async createFederation(id: string, setup: ClientTaskSetup): Promise<void> {
+    const config = {
+      id,
+      ...setup.federation,
+      strategy: { name: "fedavg" },
+      rounds: 1,
+      clients: [CLIENT],
+      clientsPerRound: 1,
+      minClients: 1,
+      deadlineSeconds: 3600,
+    };
+    await this.operator("/federations", { method: "POST", body: JSON.stringify(config) });
+    if (setup.initial) {
+      const supply = await initialAdapterRequest(id, this.coordinator.operatorToken, setup.initial);
+      await this.operator(supply.path, supply);
+    }
+    await this.operator(`/federations/${id}/rounds`, { method: "POST" });
+  }
+
+  /** A request to the coordinator as the operator; any refusal throws. */
+  private async operator(
+    path: string,
+    init: { method: string; body?: string | Uint8Array; headers?: Record<string, string> },
+  ): Promise<void> {
+    const url = new URL(path, this.coordinator.url);
+    const res = await this.coordinator.mf.dispatchFetch(url, {
+      method: init.method,
+      headers: { ...bearer(this.coordinator.operatorToken), ...init.headers },
+      ...(init.body ? { body: init.body } : {}),
+    });
+    if (!res.ok) throw new Error(`${init.method} ${url.pathname}: ${res.status} ${await res.text()}`);
+    await res.arrayBuffer();
+  }
+
+  async dispose(): Promise<void> {
+    await this.coordinator.mf.dispose();
+    rmSync(this.stateDir, { recursive: true, force: true });
+  }
+}
