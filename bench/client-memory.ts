@@ -108,7 +108,7 @@ try {
         endpointToken: token,
       },
     });
-    process.stderr.write(`${row.name}: ${memory.peakOverIdleMiB.toFixed(1)} MiB over ${memory.idleMiB.toFixed(1)} MiB idle\n`);
+    process.stderr.write(`${row.name}: isolate ${memory.isolatePeakMiB.toFixed(1)} MiB; process ${memory.peakOverIdleMiB.toFixed(1)} MiB over ${memory.idleMiB.toFixed(1)} MiB idle\n`);
     measured.push({ ...row, ...memory });
   }
 } finally {
@@ -117,14 +117,16 @@ try {
 }
 
 const setting = `${local.steps} local steps of batch ${local.batchSize} at ${local.maxTokens} tokens`;
-console.log(`\n${basename(dir)} (${values.quant}), ${setting}; MiB of the client's workerd process`);
+console.log(`\n${basename(dir)} (${values.quant}), ${setting}; MiB: the isolate (JS heap and buffers + WASM heap) and the workerd process`);
 printTable(
-  ["method", "peak over idle", "idle", "peak", "measure", "upload bytes", "seconds"],
+  ["method", "isolate peak", "JS", "WASM", "process over idle", "idle", "measure", "upload bytes", "seconds"],
   measured.map((m) => [
     m.name,
+    fmt(m.isolatePeakMiB, 1),
+    fmt(m.jsPeakMiB, 1),
+    fmt(m.wasmHeapMiB, 1),
     fmt(m.peakOverIdleMiB, 1),
     fmt(m.idleMiB, 1),
-    fmt(m.peakMiB, 1),
     m.measure,
     fmt(m.uploadBytes),
     fmt(m.seconds, 1),

@@ -6,7 +6,12 @@
 // than the platform's 128 MB isolate limit does: V8 compiling onnxruntime's WASM code as the task first
 // runs it (about 100 MiB for the 0.4 MB model of test/bench/workerd-memory.test.ts), and Miniflare's R2,
 // which serves the client's buckets from the same process. Linux only (/proc).
+// So a second figure is what the isolate itself holds, the measure of the 128 MB limit: its JS heap and
+// the ArrayBuffers it owns, sampled through the V8 inspector (Runtime.getHeapUsage) every SAMPLE_MS,
+// plus onnxruntime's WASM heap as the client reports it (wasmHeapBytes: WASM memory never shrinks, so the
+// last value is the peak). The JS figure is its largest sample, so the sum can only overstate the peak.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
@@ -40,6 +45,12 @@ export interface ClientMemory {
   peakOverIdleMiB: number;
   /** How the peak was read: VmHWM after a reset, or VmRSS sampled every SAMPLE_MS where the reset is refused. */
   measure: "VmHWM" | "VmRSS sampled";
+  /** The isolate's largest JS heap plus ArrayBuffers during the task, MiB (V8 inspector). */
+  jsPeakMiB: number;
+  /** onnxruntime's WASM heap at the end of the task (its peak), MiB. */
+  wasmHeapMiB: number;
+  /** jsPeakMiB + wasmHeapMiB: what the platform's isolate limit counts, overstated at most by the sampling. */
+  isolatePeakMiB: number;
   stepsDone: number;
   uploadBytes: number;
   seconds: number;
@@ -66,6 +77,42 @@ function resetPeak(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A TCP port free now, for workerd's inspector. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** A worker's V8 isolate through workerd's inspector: its JS heap and ArrayBuffer bytes on demand. */
+async function isolateOf(port: number, worker: string): Promise<{ bytes(): Promise<number>; close(): void }> {
+  const targets = (await (await fetch(`http://127.0.0.1:${port}/json`)).json()) as { id: string; webSocketDebuggerUrl: string }[];
+  const target = targets.find((t) => t.id.endsWith(`:${worker}`));
+  if (!target) throw new Error(`workerd's inspector lists no worker "${worker}"`);
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    ws.addEventListener("open", resolve);
+    ws.addEventListener("error", reject);
+  });
+  const pending = new Map<number, (result: { usedSize: number; backingStorageSize?: number }) => void>();
+  ws.addEventListener("message", (e) => {
+    const m = JSON.parse(String(e.data)) as { id?: number; result?: { usedSize: number; backingStorageSize?: number } };
+    if (m.id !== undefined && m.result) pending.get(m.id)?.(m.result);
+    if (m.id !== undefined) pending.delete(m.id);
+  });
+  let id = 0;
+  return {
+    bytes: () =>
+      new Promise((resolve) => {
+        pending.set(++id, (r) => resolve(r.usedSize + (r.backingStorageSize ?? 0)));
+        ws.send(JSON.stringify({ id, method: "Runtime.getHeapUsage" }));
+      }),
+    close: () => ws.close(),
+  };
 }
 
 /** The workerd process serving a Miniflare instance: the one of this process's descendants listening on its port. */
@@ -110,7 +157,9 @@ export class ClientMemoryMeter {
   async measure(setup: ClientTaskSetup): Promise<ClientMemory> {
     const id = `m${++this.tasks}`;
     await this.createFederation(id, setup);
+    const inspectorPort = await freePort();
     const options = convertV4MiniflareOptions({
+      inspectorPort,
       // On disk, so the buckets' objects do not sit in the measured process's memory.
       resourcePersistencePath: join(this.stateDir, id),
       workers: [
@@ -132,6 +181,7 @@ export class ClientMemoryMeter {
     try {
       const pid = workerdOf(await client.ready);
       const worker = await client.getWorker(`client-${CLIENT}`);
+      const isolate = await isolateOf(inspectorPort, `client-${CLIENT}`);
       const signed = async (method: "GET" | "POST", path: string, body?: string): Promise<Response> => {
         const bytes = body === undefined ? undefined : new TextEncoder().encode(body);
         const headers = await signRequest(await deriveClientSecret(MASTER_KEY, CLIENT), OPERATOR_ID, method, path, bytes);
@@ -147,11 +197,13 @@ export class ClientMemoryMeter {
       const idleMiB = statusMiB(pid, "VmRSS");
       const hwm = resetPeak(pid);
       let sampled = idleMiB;
-      const sampler = hwm
-        ? undefined
-        : setInterval(() => {
-            sampled = Math.max(sampled, statusMiB(pid, "VmRSS"));
-          }, SAMPLE_MS);
+      let jsPeak = await isolate.bytes();
+      const sampler = setInterval(() => {
+        if (!hwm) sampled = Math.max(sampled, statusMiB(pid, "VmRSS"));
+        void isolate.bytes().then((b) => {
+          jsPeak = Math.max(jsPeak, b);
+        });
+      }, SAMPLE_MS);
       const started = performance.now();
       try {
         const res = await signed("POST", "/tasks", JSON.stringify({ federationId: id, round: 1 }));
@@ -163,11 +215,16 @@ export class ClientMemoryMeter {
             stepsDone: number;
             detail: string | null;
             uploadBytes: number | null;
+            wasmHeapBytes?: number;
           };
           if (job.status === "failed") throw new Error(`the client's task failed: ${job.detail}`);
           if (job.status !== "uploaded") continue;
           const peakMiB = hwm ? statusMiB(pid, "VmHWM") : sampled;
+          const [jsPeakMiB, wasmHeapMiB] = [jsPeak / 2 ** 20, (job.wasmHeapBytes ?? 0) / 2 ** 20];
           return {
+            jsPeakMiB,
+            wasmHeapMiB,
+            isolatePeakMiB: jsPeakMiB + wasmHeapMiB,
             idleMiB,
             peakMiB,
             peakOverIdleMiB: peakMiB - idleMiB,
@@ -179,6 +236,7 @@ export class ClientMemoryMeter {
         }
       } finally {
         clearInterval(sampler);
+        isolate.close();
       }
     } finally {
       await client.dispose();

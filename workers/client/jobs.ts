@@ -38,6 +38,8 @@ export interface JobView {
   uploadSha256: string | null;
   /** The metrics the upload declares to the coordinator (loss, steps, bytes downloaded, API use). */
   uploadMetrics: Record<string, number> | null;
+  /** This client's onnxruntime WASM heap when asked (its peak so far in this isolate: it never shrinks). */
+  wasmHeapBytes?: number;
 }
 
 export type JobRow = {

@@ -3,6 +3,7 @@
 // number of steps per invocation, so local training never outlives a Worker's CPU budget and survives
 // eviction. The round's work is its method's (src/fl/methods/<name>/client.ts), in slices.
 import { DurableObject } from "cloudflare:workers";
+import { ortHeapBytes } from "../lib/ort-workerd.ts";
 import { HTTPException } from "hono/http-exception";
 import { deleteBlob, readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import { TransientError } from "../../src/fl/client/transient.ts";
@@ -42,7 +43,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   }
 
   job(federationId: string, round: number): JobView | null {
-    return this.jobs.view(federationId, round);
+    const view = this.jobs.view(federationId, round);
+    return view && { ...view, wasmHeapBytes: ortHeapBytes() };
   }
 
   /**

@@ -30,9 +30,29 @@ function install(): void {
   ort.env.wasm.wasmBinary = new Uint8Array(MARKER);
   // Swap the marker for the precompiled module; every other call goes to the platform as before.
   const instantiate = WebAssembly.instantiate.bind(WebAssembly) as (source: unknown, imports?: WebAssembly.Imports) => Promise<unknown>;
-  const patched = async (source: unknown, imports?: WebAssembly.Imports): Promise<unknown> =>
-    isMarker(source) ? { module: ortWasm, instance: await instantiate(ortWasm, imports) } : instantiate(source, imports);
+  const patched = async (source: unknown, imports?: WebAssembly.Imports): Promise<unknown> => {
+    if (!isMarker(source)) return instantiate(source, imports);
+    heap = memoryOf(imports) ?? heap;
+    return { module: ortWasm, instance: await instantiate(ortWasm, imports) };
+  };
   WebAssembly.instantiate = patched as typeof WebAssembly.instantiate;
+}
+
+/** onnxruntime-web's WASM memory, which its glue creates and passes in as an import. */
+let heap: WebAssembly.Memory | null = null;
+
+function memoryOf(imports?: WebAssembly.Imports): WebAssembly.Memory | null {
+  for (const ns of Object.values(imports ?? {}))
+    for (const value of Object.values(ns)) if (value instanceof WebAssembly.Memory) return value;
+  return null;
+}
+
+/**
+ * The bytes of onnxruntime-web's WASM heap in this isolate, 0 before it starts: its peak, since WASM
+ * memory never shrinks. Part of what the platform's 128 MB isolate limit counts, beside the JS heap.
+ */
+export function ortHeapBytes(): number {
+  return heap?.buffer.byteLength ?? 0;
 }
 
 /** onnxruntime-web's WASM backend on one thread, as a Worker runs it (the session options are WEB_SESSION's). */
