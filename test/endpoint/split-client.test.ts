@@ -113,7 +113,7 @@ describe("a client's local update with its trunk offloaded", () => {
       quant: "f32" as const,
       seed: 1,
     });
-    const local = { config, weights, runtime: ortNodeRuntime() };
+    const local = { config, weights: async () => weights, runtime: ortNodeRuntime() };
     const whole = await runLocalSteps(local, task(false), global, examples, startLocal(global));
     const cache = memoryCache();
     const offloaded = await runLocalSteps(local, task(true), global, examples, startLocal(global), Infinity, {

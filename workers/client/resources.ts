@@ -4,7 +4,7 @@
 import { tokenizeExample, type TokenizedExample } from "../../src/data/examples.ts";
 import type { Example } from "../../src/data/jsonl.ts";
 import type { LlamaConfig } from "../../src/engine/config.ts";
-import { loadConfig, loadModel, loadModelTokenizer, type LoadedModel } from "../../src/engine/model-files.ts";
+import { loadConfig, loadModel, loadModelTokenizer, loadWeights, type LoadedModel } from "../../src/engine/model-files.ts";
 import type { TextTokenizer } from "../../src/engine/tokenizer/load.ts";
 import type { KeptSessions } from "../../src/engine/runtime.ts";
 import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
@@ -69,6 +69,7 @@ export class ModelCache {
         }
         return this.model;
       },
+      weights: async (layers) => loadWeights(source, (await prompts()).config, layers ? { layers: [...layers] } : {}),
       prompts,
       tokenized: async (maxTokens) => {
         const p = await prompts();

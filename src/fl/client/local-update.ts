@@ -58,7 +58,8 @@ export function startLocal(global: TensorMap): LocalState {
 
 export interface LocalModel {
   config: LlamaConfig;
-  weights: Weights;
+  /** The base weights, read only when a session has to be built. */
+  weights: () => Promise<Weights>;
   runtime: Runtime;
   /** Sessions kept between calls (the training step's by plan and quantization); without them, each call builds and releases its own. */
   sessions?: KeptSessions;
@@ -82,8 +83,8 @@ export async function runLocalSteps(
 ): Promise<LocalState> {
   const { plan } = task;
   const key = JSON.stringify([plan, task.quant]);
-  const { session: step, release } = await keptSession(model.sessions, key, () =>
-    TrainStep.create(model.runtime, model.config, model.weights, { ...plan.graph, quant: task.quant }),
+  const { session: step, release } = await keptSession(model.sessions, key, async () =>
+    TrainStep.create(model.runtime, model.config, await model.weights(), { ...plan.graph, quant: task.quant }),
   );
   const globalParams: TensorMap = new Map([...global].map(([k, t]) => [graphName(k), t]));
   const copy = (t: TensorMap): TensorMap => new Map([...t].map(([k, v]) => [k, Float32Array.from(v)]));

@@ -8,6 +8,7 @@ import type { Example } from "../../data/jsonl.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
 import type { Demand, EndpointEngine } from "../../engine/endpoint.ts";
 import type { LoadedModel } from "../../engine/model-files.ts";
+import type { Weights } from "../../engine/llama/graph.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { KeptSessions, Runtime } from "../../engine/runtime.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
@@ -98,6 +99,11 @@ export interface ClientResources {
     layers: readonly number[] | undefined,
     maxTokens: number,
   ): Promise<{ model: LoadedModel; examples: TokenizedExample[]; raw: Example[] }>;
+  /**
+   * The base weights of these decoder layers (all when absent), read for a session about to be built and
+   * not kept: once a session holds them, the client holds no other copy.
+   */
+  weights(layers: readonly number[] | undefined): Promise<Weights>;
   /** The tokenizer, the model's config and the raw partition: no weights. */
   prompts(): Promise<{ tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[] }>;
   /** The partition tokenized to maxTokens, without weights. */

@@ -10,7 +10,8 @@ import { tinyTokenizerJson } from "../../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
 
 const config = tinyConfig({ heads: 4, kvHeads: 2 });
-const model = { config, weights: tinyWeights(config, 6), runtime: ortNodeRuntime() };
+const base = tinyWeights(config, 6);
+const model = { config, weights: async () => base, runtime: ortNodeRuntime() };
 const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize));
 const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages.", "The sun sleeps."].map((text) =>
   tokenizeExample({ text }, tok, 2, 32),

@@ -8,12 +8,13 @@ import type { MethodConfig, SliceContext } from "../method.ts";
 
 export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>, plan: GradientPlan): Promise<Uint8Array | null> {
   const { task, global, resources } = ctx;
-  const { model, examples } = await resources.model(plan.layers, task.local.maxTokens);
+  const [{ config }, { examples }] = await Promise.all([resources.prompts(), resources.tokenized(task.local.maxTokens)]);
   let state = ctx.saved ? decodeLocalState(ctx.saved) : startLocal(global.tensors);
   if (state.step < task.local.steps) {
     const trunk =
-      plan.cut === undefined ? undefined : { endpoint: await resources.endpoint(model.config.hiddenSize), cache: resources.trunkCache };
-    const local = { config: model.config, weights: model.weights, runtime: resources.runtime, sessions: await resources.sessions() };
+      plan.cut === undefined ? undefined : { endpoint: await resources.endpoint(config.hiddenSize), cache: resources.trunkCache };
+    const weights = () => resources.weights(plan.layers);
+    const local = { config, weights, runtime: resources.runtime, sessions: await resources.sessions() };
     state = await runLocalSteps(local, { ...task, plan }, global.tensors, examples, state, ctx.perInvocation, trunk);
     ctx.save(encodeLocalState(state), state.step);
     return null;
