@@ -108,7 +108,10 @@ try {
         endpointToken: token,
       },
     });
-    process.stderr.write(`${row.name}: isolate ${memory.isolatePeakMiB.toFixed(1)} MiB; process ${memory.peakOverIdleMiB.toFixed(1)} MiB over ${memory.idleMiB.toFixed(1)} MiB idle\n`);
+    process.stderr.write(
+      `${row.name}: isolate ${memory.isolatePeakMiB.toFixed(1)} MiB; process ` +
+        `${memory.peakOverIdleMiB.toFixed(1)} MiB over ${memory.idleMiB.toFixed(1)} MiB idle\n`,
+    );
     measured.push({ ...row, ...memory });
   }
 } finally {

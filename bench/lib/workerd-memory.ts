@@ -37,6 +37,13 @@ export interface ClientTaskSetup {
   bindings?: Omit<ClientBindings, "coordinator" | "federations">;
 }
 
+/** A measured client during a federation: its rounds, then its figures. */
+interface MeasuredClient {
+  train(round: number): Promise<void>;
+  result(): ClientMemory;
+  dispose(): Promise<void>;
+}
+
 export interface ClientMemory {
   /** The workerd process's resident set once started and warm, MiB. */
   idleMiB: number;
@@ -157,112 +164,157 @@ export class ClientMemoryMeter {
 
   /** Runs one round of `setup` on a fresh client and returns its memory; throws when the task fails. */
   async measure(setup: ClientTaskSetup): Promise<ClientMemory> {
+    return (await this.federation(setup, 1, 1))[0]!;
+  }
+
+  /**
+   * Runs `rounds` rounds of a federation of `clients` fresh clients, each alone in its own workerd process,
+   * all training each round at once; returns each client's memory over all its rounds (its peaks, its
+   * steps and bytes summed). Throws when a task fails.
+   */
+  async federation(setup: ClientTaskSetup, clients: number, rounds: number): Promise<ClientMemory[]> {
     const id = `m${++this.tasks}`;
-    await this.createFederation(id, setup);
+    const ids = clients === 1 ? [CLIENT] : Array.from({ length: clients }, (_, i) => `${CLIENT}${i + 1}`);
+    await this.createFederation(id, setup, ids, rounds);
+    const running: MeasuredClient[] = [];
+    try {
+      for (const client of ids) running.push(await this.startClient(id, client, setup));
+      for (let round = 1; round <= rounds; round++) {
+        if (round > 1) await this.openRound(id);
+        await Promise.all(running.map((c) => c.train(round)));
+      }
+      return running.map((c) => c.result());
+    } finally {
+      await Promise.all(running.map((c) => c.dispose()));
+    }
+  }
+
+  /** A client in a workerd process of its own, its buckets filled, warm and idle, its samplers running. */
+  private async startClient(id: string, client: string, setup: ClientTaskSetup): Promise<MeasuredClient> {
     const inspectorPort = await freePort();
     const options = convertV4MiniflareOptions({
       inspectorPort,
       // On disk, so the buckets' objects do not sit in the measured process's memory.
-      resourcePersistencePath: join(this.stateDir, id),
+      resourcePersistencePath: join(this.stateDir, `${id}-${client}`),
       workers: [
-        await clientWorker(this.clientDir, CLIENT, MASTER_KEY, { ...setup.bindings, federations: [id], coordinator: this.coordinator.url }),
+        await clientWorker(this.clientDir, client, MASTER_KEY, { ...setup.bindings, federations: [id], coordinator: this.coordinator.url }),
       ],
     });
     // The buckets are filled by a process of their own: writing them leaves freed memory resident, which
     // the task would then reuse unseen.
     const filler = new Miniflare(options);
     try {
-      const models = await filler.getR2Bucket("MODEL", `client-${CLIENT}`);
+      const models = await filler.getR2Bucket("MODEL", `client-${client}`);
       for (const [name, content] of setup.modelFiles) await models.put(`model/${name}`, content);
-      const data = await filler.getR2Bucket("DATA", `client-${CLIENT}`);
+      const data = await filler.getR2Bucket("DATA", `client-${client}`);
       await data.put("partition.jsonl", setup.partition.map((r) => JSON.stringify(r)).join("\n"));
     } finally {
       await filler.dispose();
     }
-    const client = new Miniflare(options);
-    try {
-      const pid = workerdOf(await client.ready);
-      const worker = await client.getWorker(`client-${CLIENT}`);
-      const isolate = await isolateOf(inspectorPort, `client-${CLIENT}`);
-      const signed = async (method: "GET" | "POST", path: string, body?: string): Promise<Response> => {
-        const bytes = body === undefined ? undefined : new TextEncoder().encode(body);
-        const headers = await signRequest(await deriveClientSecret(MASTER_KEY, CLIENT), OPERATOR_ID, method, path, bytes);
-        return (await worker.fetch(`http://client${path}`, {
-          method,
-          headers: { ...headers },
-          ...(bytes ? { body: bytes } : {}),
-        })) as unknown as Response;
-      };
-      // Warm: the worker answers and its trainer Durable Object exists (it has no job yet).
-      await (await signed("GET", `/tasks/${id}/1`)).arrayBuffer();
-      await new Promise((r) => setTimeout(r, 500));
-      const idleMiB = statusMiB(pid, "VmRSS");
-      const hwm = resetPeak(pid);
-      let sampled = idleMiB;
-      let jsPeak = await isolate.bytes();
-      // The largest JS sample since the last poll, and the latest one (where the next window starts).
-      let jsWindow = jsPeak;
-      let jsLast = jsPeak;
-      let isolatePeak = 0;
-      const sampler = setInterval(() => {
-        if (!hwm) sampled = Math.max(sampled, statusMiB(pid, "VmRSS"));
-        void isolate.bytes().then((b) => {
-          jsPeak = Math.max(jsPeak, b);
-          jsWindow = Math.max(jsWindow, b);
-          jsLast = b;
-        });
-      }, SAMPLE_MS);
-      const started = performance.now();
-      try {
-        const res = await signed("POST", "/tasks", JSON.stringify({ federationId: id, round: 1 }));
+    const mf = new Miniflare(options);
+    const pid = workerdOf(await mf.ready);
+    const worker = await mf.getWorker(`client-${client}`);
+    const isolate = await isolateOf(inspectorPort, `client-${client}`);
+    const signed = async (method: "GET" | "POST", path: string, body?: string): Promise<Response> => {
+      const bytes = body === undefined ? undefined : new TextEncoder().encode(body);
+      const headers = await signRequest(await deriveClientSecret(MASTER_KEY, client), OPERATOR_ID, method, path, bytes);
+      return (await worker.fetch(`http://client${path}`, {
+        method,
+        headers: { ...headers },
+        ...(bytes ? { body: bytes } : {}),
+      })) as unknown as Response;
+    };
+    // Warm: the worker answers and its trainer Durable Object exists (it has no job yet).
+    await (await signed("GET", `/tasks/${id}/1`)).arrayBuffer();
+    await new Promise((r) => setTimeout(r, 500));
+    const idleMiB = statusMiB(pid, "VmRSS");
+    const hwm = resetPeak(pid);
+    let sampled = idleMiB;
+    let jsPeak = await isolate.bytes();
+    // The largest JS sample since the last poll, and the latest one (where the next window starts).
+    let jsWindow = jsPeak;
+    let jsLast = jsPeak;
+    let isolatePeak = 0;
+    let wasm = 0;
+    const totals = { stepsDone: 0, uploadBytes: 0, seconds: 0 };
+    const sampler = setInterval(() => {
+      if (!hwm) sampled = Math.max(sampled, statusMiB(pid, "VmRSS"));
+      void isolate.bytes().then((b) => {
+        jsPeak = Math.max(jsPeak, b);
+        jsWindow = Math.max(jsWindow, b);
+        jsLast = b;
+      });
+    }, SAMPLE_MS);
+    return {
+      async train(round) {
+        const started = performance.now();
+        const res = await signed("POST", "/tasks", JSON.stringify({ federationId: id, round }));
         if (res.status !== 202) throw new Error(`POST /tasks: ${res.status} ${await res.text()}`);
         for (;;) {
           await new Promise((r) => setTimeout(r, POLL_MS));
-          const job = (await (await signed("GET", `/tasks/${id}/1`)).json()) as {
+          const job = (await (await signed("GET", `/tasks/${id}/${round}`)).json()) as {
             status: string;
             stepsDone: number;
             detail: string | null;
             uploadBytes: number | null;
             wasmHeapBytes?: number;
           };
-          if (job.status === "failed") throw new Error(`the client's task failed: ${job.detail}`);
-          isolatePeak = Math.max(isolatePeak, jsWindow + (job.wasmHeapBytes ?? 0));
+          if (job.status === "failed") throw new Error(`client ${client}'s task of round ${round} failed: ${job.detail}`);
+          wasm = job.wasmHeapBytes ?? 0;
+          isolatePeak = Math.max(isolatePeak, jsWindow + wasm);
           jsWindow = jsLast;
           if (job.status !== "uploaded") continue;
-          const peakMiB = hwm ? statusMiB(pid, "VmHWM") : sampled;
-          const [jsPeakMiB, wasmHeapMiB] = [jsPeak / 2 ** 20, (job.wasmHeapBytes ?? 0) / 2 ** 20];
-          return {
-            jsPeakMiB,
-            wasmHeapMiB,
-            isolatePeakMiB: isolatePeak / 2 ** 20,
-            idleMiB,
-            peakMiB,
-            peakOverIdleMiB: peakMiB - idleMiB,
-            measure: hwm ? "VmHWM" : "VmRSS sampled",
-            stepsDone: job.stepsDone,
-            uploadBytes: job.uploadBytes ?? 0,
-            seconds: (performance.now() - started) / 1000,
-          };
+          totals.stepsDone += job.stepsDone;
+          totals.uploadBytes += job.uploadBytes ?? 0;
+          totals.seconds += (performance.now() - started) / 1000;
+          return;
         }
-      } finally {
+      },
+      result() {
+        const peakMiB = hwm ? statusMiB(pid, "VmHWM") : sampled;
+        return {
+          jsPeakMiB: jsPeak / 2 ** 20,
+          wasmHeapMiB: wasm / 2 ** 20,
+          isolatePeakMiB: isolatePeak / 2 ** 20,
+          idleMiB,
+          peakMiB,
+          peakOverIdleMiB: peakMiB - idleMiB,
+          measure: hwm ? "VmHWM" : "VmRSS sampled",
+          ...totals,
+        };
+      },
+      async dispose() {
         clearInterval(sampler);
         isolate.close();
-      }
-    } finally {
-      await client.dispose();
+        await mf.dispose();
+      },
+    };
+  }
+
+  /** Opens the federation's next round once the last one has closed (its quorum closes it, as uploads land). */
+  private async openRound(id: string): Promise<void> {
+    for (let tries = 0; ; tries++) {
+      const res = await this.coordinator.mf.dispatchFetch(new URL(`/federations/${id}/rounds`, this.coordinator.url), {
+        method: "POST",
+        headers: bearer(this.coordinator.operatorToken),
+      });
+      const text = await res.text();
+      if (res.ok) return;
+      if (tries >= 100) throw new Error(`POST /federations/${id}/rounds: ${res.status} ${text}`);
+      await new Promise((r) => setTimeout(r, POLL_MS));
     }
   }
 
-  /** Creates federation `id` with the client as its one member, supplies its version 0 if given, and opens round 1. */
-  private async createFederation(id: string, setup: ClientTaskSetup): Promise<void> {
+  /** Creates federation `id` of these clients, every one in every round, supplies its version 0 if given, and opens round 1. */
+  private async createFederation(id: string, setup: ClientTaskSetup, clients: string[], rounds: number): Promise<void> {
     const config = {
       id,
       ...setup.federation,
       strategy: { name: "fedavg" },
-      rounds: 1,
-      clients: [CLIENT],
-      clientsPerRound: 1,
-      minClients: 1,
+      rounds,
+      clients,
+      clientsPerRound: clients.length,
+      minClients: clients.length,
       deadlineSeconds: 3600,
     };
     await this.operator("/federations", { method: "POST", body: JSON.stringify(config) });

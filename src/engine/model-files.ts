@@ -88,7 +88,7 @@ async function readShard(source: ModelSource, file: string): Promise<Map<string,
     } catch (e) {
       return invalid(source, file, e);
     }
-    return new Map([...tensors].map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, bytes: async () => t.data }]));
+    return new Map([...tensors].map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, bytes: async () => t.data.slice() }]));
   }
   const range = source.readRange.bind(source);
   const first = await range(file, 0, 8);

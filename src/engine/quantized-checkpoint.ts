@@ -62,6 +62,7 @@ export function packWeight(name: string, w: QuantWeight): [string, TensorInput][
 export interface StoredTensor {
   dtype: DType;
   shape: number[];
+  /** A fresh copy at each call, the caller's to change. */
   bytes(): Promise<Uint8Array>;
 }
 
@@ -121,7 +122,10 @@ export async function unpackWeight(
       "tensor_shape",
       `${where}: "${packedNames(name)[2]}" says ${JSON.stringify(stated)} but config.json implies ${JSON.stringify(expected)}`,
     );
-  const values = (await packed.bytes()).map((b) => b ^ (bits === 8 ? 0x80 : 0x88));
+  // In place: a StoredTensor's bytes are the caller's own (StoredTensor), and a client holds one copy, not two.
+  const values = await packed.bytes();
+  const flip = bits === 8 ? 0x80 : 0x88;
+  for (let i = 0; i < values.length; i++) values[i]! ^= flip;
   const scales = toFloat32(scale.dtype as FloatDType, await scale.bytes());
   const dims = expected as [number, number];
   return bits === 8
