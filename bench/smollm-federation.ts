@@ -55,7 +55,8 @@ const partition = spamAssassinSplit()
   .flatMap((r) => spamTask().examples(r));
 const meter = await ClientMemoryMeter.start();
 log(
-  `two clients, two rounds: split LoRA above layer ${cut} of ${model.config.numLayers}, batch ${local.batchSize} x ${local.maxTokens} tokens`,
+  `two clients, two rounds: split LoRA above layer ${cut} of ${model.config.numLayers}, ` +
+    `batch ${local.batchSize} x ${local.maxTokens} tokens`,
 );
 let clients: Awaited<ReturnType<ClientMemoryMeter["federation"]>>;
 try {
@@ -99,7 +100,8 @@ const file = await writeResults("smollm-federation", {
   rounds: 2,
   limitMiB: LIMIT_MIB,
   measure:
-    "isolate peak: workerd's V8 inspector (JS heap + ArrayBuffers, sampled every 20 ms) plus the client's reported onnxruntime WASM heap, bounded per 100 ms poll",
+    "isolate peak: workerd's V8 inspector (JS heap + ArrayBuffers, sampled every 20 ms) plus the client's " +
+    "reported onnxruntime WASM heap, bounded per 100 ms poll",
   results: clients,
 });
 console.log(`\nwrote ${file}`);
