@@ -4,7 +4,7 @@
 // runs alone in its own workerd process, and its memory is measured as bench/lib/workerd-memory.ts says:
 // the isolate's peak (JS heap and buffers, and onnxruntime's WASM heap), the figure the platform's 128 MB
 // limit counts, and the process's resident set for comparison.
-// Run: node bench/smollm-federation.ts [--cut 28] [--batch 1] [--max-tokens 64] [--shapes DIR]
+// Run: node bench/smollm-federation.ts [--cut 29] [--batch 1] [--max-tokens 64] [--shapes DIR]
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -21,7 +21,7 @@ import { ClientMemoryMeter } from "./lib/workerd-memory.ts";
 
 const { values } = parseArgs({
   options: {
-    cut: { type: "string", default: "28" },
+    cut: { type: "string", default: "29" },
     batch: { type: "string", default: "1" },
     "max-tokens": { type: "string", default: "64" },
     shapes: { type: "string", default: "scratch/shapes" },

@@ -7,6 +7,7 @@ import { generate, generateUsage } from "./commands/generate.ts";
 import { offsite, offsiteUsage } from "./commands/offsite.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
 import { phrases, phrasesUsage } from "./commands/phrases.ts";
+import { plan, planUsage } from "./commands/plan.ts";
 import { quantize, quantizeUsage } from "./commands/quantize.ts";
 import { run, runUsage } from "./commands/run.ts";
 import { score, scoreUsage } from "./commands/score.ts";
@@ -25,6 +26,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: 
   offsite: { run: offsite, usage: offsiteUsage },
   phrases: { run: phrases, usage: phrasesUsage },
   quantize: { run: quantize, usage: quantizeUsage },
+  plan: { run: plan, usage: planUsage },
 };
 
 const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)

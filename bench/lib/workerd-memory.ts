@@ -53,7 +53,8 @@ export interface ClientMemory {
   peakOverIdleMiB: number;
   /** How the peak was read: VmHWM after a reset, or VmRSS sampled every SAMPLE_MS where the reset is refused. */
   measure: "VmHWM" | "VmRSS sampled";
-  /** The isolate's largest JS heap plus ArrayBuffers during the task, MiB (V8 inspector). */
+  /** The isolate's JS heap plus ArrayBuffers when idle, and its largest during the task, MiB (V8 inspector). */
+  jsIdleMiB: number;
   jsPeakMiB: number;
   /** onnxruntime's WASM heap at the end of the task (its peak), MiB. */
   wasmHeapMiB: number;
@@ -230,7 +231,8 @@ export class ClientMemoryMeter {
     const idleMiB = statusMiB(pid, "VmRSS");
     const hwm = resetPeak(pid);
     let sampled = idleMiB;
-    let jsPeak = await isolate.bytes();
+    const jsIdle = await isolate.bytes();
+    let jsPeak = jsIdle;
     // The largest JS sample since the last poll, and the latest one (where the next window starts).
     let jsWindow = jsPeak;
     let jsLast = jsPeak;
@@ -273,6 +275,7 @@ export class ClientMemoryMeter {
       result() {
         const peakMiB = hwm ? statusMiB(pid, "VmHWM") : sampled;
         return {
+          jsIdleMiB: jsIdle / 2 ** 20,
           jsPeakMiB: jsPeak / 2 ** 20,
           wasmHeapMiB: wasm / 2 ** 20,
           isolatePeakMiB: isolatePeak / 2 ** 20,

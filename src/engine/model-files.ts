@@ -6,7 +6,7 @@ import { toFloat32 } from "../protocol/dtypes.ts";
 import { readSafetensors, readSafetensorsHeader, SafetensorsError } from "../protocol/safetensors.ts";
 import { parseLlamaConfig, type LlamaConfig } from "./config.ts";
 import { ModelError } from "./errors.ts";
-import { LM_HEAD, expectedTensors } from "./llama/names.ts";
+import { EMBED, LM_HEAD, expectedTensors } from "./llama/names.ts";
 import { checkPacked, packedNames, unpackWeight, type StoredTensor } from "./quantized-checkpoint.ts";
 import type { BaseTensor } from "./quantize.ts";
 import { loadTokenizer, type TextTokenizer } from "./tokenizer/load.ts";
@@ -165,6 +165,11 @@ export interface LoadOptions {
    * be present (a full checkpoint) or absent (an emulator's); present ones are checked, never decoded.
    */
   layers?: readonly number[];
+  /**
+   * False: not the embedding table, unless the head is tied to it (a split client's graph starts from
+   * hidden states, so with an untied head it never reads the table).
+   */
+  embedding?: boolean;
 }
 
 /**
@@ -183,6 +188,7 @@ export async function openWeights(
       throw new ModelError("input_invalid", `layer ${l} does not exist: the model has ${config.numLayers} layers`);
   const all = expectedTensors(config);
   const needed = expectedTensors(config, opts.layers);
+  if (opts.embedding === false && !config.tieWordEmbeddings) needed.delete(EMBED);
   // A quantized matrix is stored under three names (quantized-checkpoint.ts) instead of its own.
   const storedFor = new Map<string, string>();
   if (config.quantization) for (const n of all.keys()) for (const p of packedNames(n)) storedFor.set(p, n);

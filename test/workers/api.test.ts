@@ -4,6 +4,7 @@ import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts"
 import app from "../../workers/coordinator/index.ts";
 import { anonymous, api, signedPut } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
+import { PUBLISHED_CONFIGS } from "../../bench/lib/published-configs.ts";
 
 const config = (id: string) =>
   federationConfig(id, {
@@ -57,6 +58,21 @@ describe("coordinator API", () => {
       422,
       "config_invalid",
       /rounds/,
+    ],
+    [
+      "a federation whose clients could not fit a Worker (Qwen2.5-0.5B's head alone is 136 MB as int8)",
+      () =>
+        api("/federations", {
+          method: "POST",
+          body: JSON.stringify({
+            ...config("too-big"),
+            model: { name: "qwen", config: PUBLISHED_CONFIGS["Qwen/Qwen2.5-0.5B"], quant: "int8" },
+            method: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"], fromLayer: 23 },
+          }),
+        }),
+      422,
+      "config_invalid",
+      /no client can run this federation inside a Worker's 128 MiB \(local: 24 layers.*endpoint: 1 layers/,
     ],
     [
       "an oversized JSON body",

@@ -69,7 +69,8 @@ export class ModelCache {
         }
         return this.model;
       },
-      weights: async (layers) => loadWeights(source, (await prompts()).config, layers ? { layers: [...layers] } : {}),
+      weights: async (layers, embedding) =>
+        loadWeights(source, (await prompts()).config, { ...(layers ? { layers: [...layers] } : {}), embedding }),
       prompts,
       tokenized: async (maxTokens) => {
         const p = await prompts();

@@ -9,6 +9,7 @@ import type { LlamaConfig } from "../../engine/config.ts";
 import type { Demand, EndpointEngine } from "../../engine/endpoint.ts";
 import type { LoadedModel } from "../../engine/model-files.ts";
 import type { Weights } from "../../engine/llama/graph.ts";
+import type { Footprint } from "../../engine/client-plan.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { KeptSessions, Runtime } from "../../engine/runtime.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
@@ -64,6 +65,12 @@ export interface ServerMethod<C extends MethodConfig = MethodConfig> extends Sid
   validate?(m: C, update: DecodedUpdate, global: () => TensorFile): void;
   /** Derived reads of its versions, by name. */
   readonly views?: Readonly<Record<string, VersionView<C>>>;
+  /**
+   * What a client's step runs at each placement it can take where the model runs on the client (none at
+   * an endpoint or an API), for its memory plan (src/engine/client-plan.ts): `fedflare plan` and the
+   * refusal at creation of a federation no client could run.
+   */
+  footprints(m: C, model: LlamaConfig): Partial<Record<Placement, Footprint>>;
 }
 
 /**
@@ -103,7 +110,7 @@ export interface ClientResources {
    * The base weights of these decoder layers (all when absent), read for a session about to be built and
    * not kept: once a session holds them, the client holds no other copy.
    */
-  weights(layers: readonly number[] | undefined): Promise<Weights>;
+  weights(layers: readonly number[] | undefined, embedding: boolean): Promise<Weights>;
   /** The tokenizer, the model's config and the raw partition: no weights. */
   prompts(): Promise<{ tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[] }>;
   /** The partition tokenized to maxTokens, without weights. */

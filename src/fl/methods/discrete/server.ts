@@ -9,6 +9,8 @@ import { DiscreteConfig } from "./config.ts";
 import { PROBS } from "./round.ts";
 
 export const discreteServer: ServerMethod<DiscreteConfig> = {
+  // Scored at a completions API: the client holds no model.
+  footprints: () => ({}),
   type: "discrete",
   config: DiscreteConfig,
   strategies: { names: ["fedavg"], why: "discrete prompts average the clients' distributions" },

@@ -3,12 +3,14 @@
 import { readTensors } from "../../flat-tensors.ts";
 import { MethodError } from "../errors.ts";
 import type { ServerMethod } from "../method.ts";
-import { describe, tensorVersion } from "../shared/versions.ts";
+import { describe, tensorVersion, wholeModel } from "../shared/versions.ts";
 import { labelWordsOf } from "../shared/config-fields.ts";
 import { FedBptConfig } from "./config.ts";
 import { BPT_MEAN, BPT_SIGMA2 } from "./search.ts";
 
 export const fedbptServer: ServerMethod<FedBptConfig> = {
+  // Forward passes scoring candidate prompts on its own weights; none at an endpoint.
+  footprints: (_m, model) => ({ local: wholeModel(model, false) }),
   type: "fedbpt",
   config: FedBptConfig,
   strategies: { names: ["fedavg"], why: "FedBPT recombines the clients' means" },

@@ -6,11 +6,13 @@ import { arraySource, type FlatLayout } from "../../flat-tensors.ts";
 import { decodeTensorFile } from "../../tensor-file.ts";
 import { MethodError } from "../errors.ts";
 import type { ServerMethod } from "../method.ts";
-import { describe, tensorVersion } from "../shared/versions.ts";
+import { describe, tensorVersion, wholeModel } from "../shared/versions.ts";
 import { FedKSeedConfig } from "./config.ts";
 import { decodeSeedSums, denseSeedSums, encodeSeedSums, SEED_SUMS, seedDiff } from "./seed-sums.ts";
 
 export const fedkseedServer: ServerMethod<FedKSeedConfig> = {
+  // Forward passes of the perturbed model on its own weights; none at an endpoint.
+  footprints: (_m, model) => ({ local: wholeModel(model, false) }),
   type: "fedkseed",
   config: FedKSeedConfig,
   strategies: { names: ["fedavg"], why: "FedKSeed averages the clients' per-seed scalars" },

@@ -6,6 +6,7 @@ import { initLoraParams } from "../../../engine/lora/init.ts";
 import { loraPairs, loraScaling, writePeftAdapter } from "../../../engine/lora/peft.ts";
 import { MethodError } from "../errors.ts";
 import type { ServerMethod } from "../method.ts";
+import { wholeModel } from "../shared/versions.ts";
 import { LoraConfig } from "./config.ts";
 
 /** The decoder layers holding LoRA: from fromLayer up. */
@@ -21,6 +22,11 @@ export const loraServer: ServerMethod<LoraConfig> = {
   versionFloats: (m, model) =>
     loraLayers(m, model).length *
     m.targetModules.reduce((n, t) => n + m.r * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0), 0),
+  // Locally every layer; offloaded (fromLayer > 0) only those above the cut, from the trunk's hidden states.
+  footprints: (m, model) => ({
+    local: wholeModel(model, true),
+    ...(m.fromLayer > 0 ? { endpoint: { layers: loraLayers(m, model), embeds: false, trains: true } } : {}),
+  }),
   initial(m, federation, model) {
     const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], federation.seed, m.fromLayer);
     const pairs = loraPairs(params, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));

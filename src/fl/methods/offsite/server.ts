@@ -18,6 +18,8 @@ function layout(m: OffsiteConfig, model: LlamaConfig): OffsiteLayout {
 export const offsiteServer: ServerMethod<OffsiteConfig> = {
   type: "offsite",
   config: OffsiteConfig,
+  // The client trains on the emulator: the adapter's layers and the compressed middle.
+  footprints: (m, model) => ({ local: { layers: layout(m, model).emulator, embeds: true, trains: true } }),
   versionFloats: (m, model) => [...adapterShapes(model, layout(m, model)).values()].reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0),
   initial: (m, federation, model) => ({
     tensors: null,

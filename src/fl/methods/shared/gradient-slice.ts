@@ -13,7 +13,8 @@ export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>
   if (state.step < task.local.steps) {
     const trunk =
       plan.cut === undefined ? undefined : { endpoint: await resources.endpoint(config.hiddenSize), cache: resources.trunkCache };
-    const weights = () => resources.weights(plan.layers);
+    // A split graph starts from the trunk's hidden states: no embedding lookup.
+    const weights = () => resources.weights(plan.layers, plan.cut === undefined);
     const local = { config, weights, runtime: resources.runtime, sessions: await resources.sessions() };
     state = await runLocalSteps(local, { ...task, plan }, global.tensors, examples, state, ctx.perInvocation, trunk);
     ctx.save(encodeLocalState(state), state.step);

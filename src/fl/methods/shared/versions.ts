@@ -1,5 +1,8 @@
 // Helpers the methods' server sides share: a version 0 from named tensors, the description served
-// beside every version, and a config refusal in the method's one error type.
+// beside every version, a config refusal in the method's one error type, and a whole-model footprint.
+import type { LlamaConfig } from "../../../engine/config.ts";
+import { allLayers } from "../../../engine/llama/names.ts";
+import type { Footprint } from "../../../engine/client-plan.ts";
 import { encodeTensorFile } from "../../tensor-file.ts";
 import { MethodError } from "../errors.ts";
 
@@ -20,4 +23,9 @@ export function configured<T>(field: string, fn: () => T): T {
     if (e instanceof Error) throw new MethodError("method_invalid", `${field}: ${e.message}`, { cause: e });
     throw e;
   }
+}
+
+/** A client running every layer of the model on its own weights: training (a gradient method) or forward passes only. */
+export function wholeModel(model: LlamaConfig, trains: boolean): Footprint {
+  return { layers: allLayers(model), embeds: true, trains };
 }
