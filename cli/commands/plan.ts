@@ -74,7 +74,8 @@ export async function plan(args: string[]): Promise<void> {
   }
   const mib = (b: number) => fmt(b / MIB, 1);
   console.log(
-    `${values.model}: ${config.numLayers} layers, hidden ${config.hiddenSize}, vocabulary ${config.vocabSize}; ${values.method}, ${quant}, ` +
+    `${values.model}: ${config.numLayers} layers, hidden ${config.hiddenSize}, vocabulary ${config.vocabSize}; ` +
+      `${values.method}, ${quant}, ` +
       `batch ${settings.batch} x ${settings.seq} tokens; MiB`,
   );
   printTable(

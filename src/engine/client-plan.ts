@@ -105,7 +105,10 @@ export function activationFeatures(c: LlamaConfig, layers: number, s: StepSettin
   return [1, layers * layerFloatBytes(c), layers * s.batch * s.seq * (c.hiddenSize + c.intermediateSize) * 4];
 }
 
-/** 2 x multiply-adds of a step on these layers and the head (a backward pass about doubles the forward's, the head's recomputed logits add one more). */
+/**
+ * 2 x multiply-adds of a step on these layers and the head: a backward pass about doubles the forward's,
+ * and the head's recomputed logits add one more.
+ */
 export function stepFlops(c: LlamaConfig, f: Footprint, s: StepSettings): number {
   const tokens = s.batch * s.seq;
   const layer = layerFloatBytes(c) / 4 + 2 * s.seq * c.numHeads * c.headDim;
