@@ -1,7 +1,7 @@
 // The aggregator's federations: creating one (its config validated, its method's version 0 made), and
 // the facade over its rounds (rounds.ts), uploads (uploads.ts), storage (storage.ts) and views (views.ts)
 // that the Durable Object's RPC methods call.
-import { clientPlanRefusal } from "../../src/engine/client-plan.ts";
+import { clientPlanRefusal, MIB } from "../../src/engine/client-plan.ts";
 import { assertModelBounds, parseLlamaConfig } from "../../src/engine/config.ts";
 import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { serverMethods } from "../../src/fl/methods/server.ts";
@@ -53,7 +53,7 @@ export class Federations {
     const floats = refusingConfig("", () => side.versionFloats(method, model));
     checkVersionSize(floats, config.maxUploadBytes);
     const settings = { quant: config.model.quant, batch: config.local.batchSize, seq: config.local.maxTokens };
-    const unfit = clientPlanRefusal(model, side.footprints(method, model), settings);
+    const unfit = clientPlanRefusal(model, side.footprints(method, model), settings, config.clientMemoryMiB * MIB);
     if (unfit) throw new AggregatorError("config_invalid", unfit);
     const initial = refusingConfig("", () => side.initial(method, config, model));
     const version0 = initial.tensors && strategy.initialParameters ? startingFrom(strategy, initial.tensors) : initial.tensors;

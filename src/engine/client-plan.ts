@@ -135,22 +135,23 @@ export function planStep(c: LlamaConfig, f: Footprint, s: StepSettings): StepPla
 }
 
 /**
- * Why no client could run these footprints inside a Worker (each placement's predicted peak against the
+ * Why no client could run these footprints inside limitBytes, a Worker's by default (each placement's predicted peak against the
  * limit, and what to change), or null when one placement fits or the model runs elsewhere.
  */
 export function clientPlanRefusal(
   c: LlamaConfig,
   footprints: Readonly<Partial<Record<string, Footprint>>>,
   s: StepSettings,
+  limitBytes = WORKER_MEMORY_BYTES,
 ): string | null {
   const plans = Object.entries(footprints).map(([placement, f]) => ({ placement, f: f!, plan: planStep(c, f!, s) }));
-  if (plans.length === 0 || plans.some((p) => p.plan.fits)) return null;
+  if (plans.length === 0 || plans.some((p) => p.plan.peakBytes <= limitBytes)) return null;
   const mib = (b: number) => `${(b / MIB).toFixed(0)} MiB`;
   const each = plans.map(
     (p) => `${p.placement}: ${p.f.layers.length} layers, ${mib(p.plan.heldBytes)} of weights, a predicted peak of ${mib(p.plan.peakBytes)}`,
   );
   return (
-    `no client can run this federation inside a Worker's ${mib(WORKER_MEMORY_BYTES)} (${each.join("; ")}, at batch ${s.batch} x ` +
+    `no client can run this federation inside its ${mib(limitBytes)} (clientMemoryMiB; ${each.join("; ")}, at batch ${s.batch} x ` +
     `${s.seq} tokens): offload more layers to the endpoint (a higher method.fromLayer), store the base as int4, or lower ` +
     `local.batchSize or local.maxTokens; \`fedflare plan\` shows what each cut needs`
   );

@@ -52,6 +52,11 @@ export const FederationConfig = v.pipe(
     maxUploadBytes: v.optional(int(1024, MAX_UPLOAD_BYTES), MAX_UPLOAD_BYTES),
     /** The most examples one upload may claim: its weight in the mean is capped by it. */
     maxExamplesPerClient: v.optional(int(1, 1_000_000_000), 100_000),
+    /**
+     * The memory each client has, in MiB: a federation whose clients would need more at every placement
+     * the method can take is refused at creation (src/engine/client-plan.ts). 128: a Worker's.
+     */
+    clientMemoryMiB: v.optional(int(16, 1 << 20), 128),
     /** Global versions kept besides version 0; older ones are pruned as rounds close, so storage stays bounded. */
     keepVersions: v.optional(int(1, 100_000), 50),
   }),

@@ -60,7 +60,7 @@ describe("fedflare plan and the refusal at creation", () => {
     const log = console.log;
     console.log = (s: string) => lines.push(s);
     try {
-      expect(await main(["plan", "--model", dir, "--method", "split", "--batch", "1", "--seq", "64"])).toBe(0);
+      expect(await main(["plan", "--model", dir, "--batch", "1", "--seq", "64"])).toBe(0);
     } finally {
       console.log = log;
     }
@@ -73,7 +73,7 @@ describe("fedflare plan and the refusal at creation", () => {
     expect(planStep(smollm, split(cut - 1), settings).fits).toBe(false);
     expect(clientPlanRefusal(smollm, { endpoint: split(cut) }, settings)).toBeNull();
     expect(clientPlanRefusal(smollm, { local: split(0) }, settings)).toMatch(
-      /^no client can run this federation inside a Worker's 128 MiB \(local: 30 layers/,
+      /^no client can run this federation inside its 128 MiB \(clientMemoryMiB; local: 30 layers/,
     );
   });
 });

@@ -72,7 +72,7 @@ describe("coordinator API", () => {
         }),
       422,
       "config_invalid",
-      /no client can run this federation inside a Worker's 128 MiB \(local: 24 layers.*endpoint: 1 layers/,
+      /no client can run this federation inside its 128 MiB \(clientMemoryMiB; local: 24 layers.*endpoint: 1 layers/,
     ],
     [
       "an oversized JSON body",

@@ -71,6 +71,16 @@ export interface ServerMethod<C extends MethodConfig = MethodConfig> extends Sid
    * refusal at creation of a federation no client could run.
    */
   footprints(m: C, model: LlamaConfig): Partial<Record<Placement, Footprint>>;
+  /** The clients `fedflare plan` compares for this method on a model: each its label, and its cut where it offloads a trunk. */
+  planRows(model: LlamaConfig): PlanRow[];
+}
+
+/** One client `fedflare plan` shows. */
+export interface PlanRow {
+  label: string;
+  footprint: Footprint;
+  /** The trunk's layers at the endpoint: the rows with one are the cuts the plan chooses among. */
+  cut?: number;
 }
 
 /**

@@ -21,6 +21,7 @@ export const toyServer: ServerMethod<ToyConfig> = {
   config: ToyConfig,
   strategies: { names: ["fedavg"], why: "the toy's version is a plain weighted mean" },
   footprints: () => ({}),
+  planRows: () => [],
   versionFloats: () => 1,
   initial: () => ({ tensors: tensorVersion([[VALUE, Float32Array.of(0), [1]]]), description: '{"method": "toy-mean"}\n' }),
 };

@@ -11,6 +11,7 @@ import { PROBS } from "./round.ts";
 export const discreteServer: ServerMethod<DiscreteConfig> = {
   // Scored at a completions API: the client holds no model.
   footprints: () => ({}),
+  planRows: () => [],
   type: "discrete",
   config: DiscreteConfig,
   strategies: { names: ["fedavg"], why: "discrete prompts average the clients' distributions" },

@@ -11,6 +11,7 @@ import { BPT_MEAN, BPT_SIGMA2 } from "./search.ts";
 export const fedbptServer: ServerMethod<FedBptConfig> = {
   // Forward passes scoring candidate prompts on its own weights; none at an endpoint.
   footprints: (_m, model) => ({ local: wholeModel(model, false) }),
+  planRows: (model) => [{ label: "local", footprint: wholeModel(model, false) }],
   type: "fedbpt",
   config: FedBptConfig,
   strategies: { names: ["fedavg"], why: "FedBPT recombines the clients' means" },

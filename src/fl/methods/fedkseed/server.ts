@@ -13,6 +13,7 @@ import { decodeSeedSums, denseSeedSums, encodeSeedSums, SEED_SUMS, seedDiff } fr
 export const fedkseedServer: ServerMethod<FedKSeedConfig> = {
   // Forward passes of the perturbed model on its own weights; none at an endpoint.
   footprints: (_m, model) => ({ local: wholeModel(model, false) }),
+  planRows: (model) => [{ label: "local", footprint: wholeModel(model, false) }],
   type: "fedkseed",
   config: FedKSeedConfig,
   strategies: { names: ["fedavg"], why: "FedKSeed averages the clients' per-seed scalars" },

@@ -27,6 +27,15 @@ export const loraServer: ServerMethod<LoraConfig> = {
     local: wholeModel(model, true),
     ...(m.fromLayer > 0 ? { endpoint: { layers: loraLayers(m, model), embeds: false, trains: true } } : {}),
   }),
+  // The whole model on the client, then each cut with the layers above it on the client.
+  planRows: (model) => [
+    { label: "local", footprint: wholeModel(model, true) },
+    ...Array.from({ length: model.numLayers - 1 }, (_, i) => ({
+      label: `cut ${i + 1}`,
+      footprint: { layers: Array.from({ length: model.numLayers - i - 1 }, (_, k) => i + 1 + k), embeds: false, trains: true },
+      cut: i + 1,
+    })),
+  ],
   initial(m, federation, model) {
     const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], federation.seed, m.fromLayer);
     const pairs = loraPairs(params, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));

@@ -20,6 +20,11 @@ export const offsiteServer: ServerMethod<OffsiteConfig> = {
   config: OffsiteConfig,
   // The client trains on the emulator: the adapter's layers and the compressed middle.
   footprints: (m, model) => ({ local: { layers: layout(m, model).emulator, embeds: true, trains: true } }),
+  // An emulator of the first and last layer and half the middle (Xiao et al. 2023 drop about half).
+  planRows(model) {
+    const m = { type: "offsite" as const, bottom: 1, top: 1, middle: Math.max(0, Math.floor((model.numLayers - 2) / 2)) };
+    return [{ label: `emulator ${m.bottom}+${m.middle}+${m.top}`, footprint: this.footprints(m, model).local! }];
+  },
   versionFloats: (m, model) => [...adapterShapes(model, layout(m, model)).values()].reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0),
   initial: (m, federation, model) => ({
     tensors: null,
