@@ -68,6 +68,10 @@ export async function plan(args: string[]): Promise<void> {
       fmt(p.flops / rate, 2),
     ]),
   );
+  if (planned.some((p) => !p.plan.fitted))
+    console.log(
+      "peaks of forward-only steps or of a float base use the terms fitted to training on a quantized base, which overstate them",
+    );
   const cuts = planned.filter((p) => p.cut !== undefined);
   const lowest = cuts.find((p) => p.plan.fits);
   if (lowest) console.log(`lowest cut that fits: ${lowest.cut} (the client runs layers ${lowest.cut}-${config.numLayers - 1})`);

@@ -41,6 +41,11 @@ export interface StepPlan {
   /** The isolate's peak: its JS besides the weights, the weights as read into JS, and the WASM heap at its peak. */
   peakBytes: number;
   fits: boolean;
+  /**
+   * Whether the prediction is in the regime the fit was measured in: a training step on a quantized base.
+   * A forward-only step, or one on a float base, is predicted with the same terms, which overstate it.
+   */
+  fitted: boolean;
   /** Multiply-adds x 2 of one step. */
   flops: number;
 }
@@ -130,13 +135,15 @@ export function planStep(c: LlamaConfig, f: Footprint, s: StepSettings): StepPla
     wasmBytes,
     peakBytes,
     fits: peakBytes <= WORKER_MEMORY_BYTES,
+    fitted: f.trains && s.quant !== "f32",
     flops: stepFlops(c, f, s),
   };
 }
 
 /**
- * Why no client could run these footprints inside limitBytes, a Worker's by default (each placement's predicted peak against the
- * limit, and what to change), or null when one placement fits or the model runs elsewhere.
+ * Why no client could run these footprints inside limitBytes, a Worker's by default (each placement's
+ * predicted peak against the limit, and what to change), or null when one placement fits, the model runs
+ * elsewhere, or a placement's prediction is outside the fit (StepPlan.fitted).
  */
 export function clientPlanRefusal(
   c: LlamaConfig,
@@ -144,8 +151,9 @@ export function clientPlanRefusal(
   s: StepSettings,
   limitBytes = WORKER_MEMORY_BYTES,
 ): string | null {
+  // Only a prediction the fit stands behind refuses: an overstated one would refuse a federation that runs.
   const plans = Object.entries(footprints).map(([placement, f]) => ({ placement, f: f!, plan: planStep(c, f!, s) }));
-  if (plans.length === 0 || plans.some((p) => p.plan.peakBytes <= limitBytes)) return null;
+  if (plans.length === 0 || plans.some((p) => p.plan.peakBytes <= limitBytes || !p.plan.fitted)) return null;
   const mib = (b: number) => `${(b / MIB).toFixed(0)} MiB`;
   const each = plans.map(
     (p) => `${p.placement}: ${p.f.layers.length} layers, ${mib(p.plan.heldBytes)} of weights, a predicted peak of ${mib(p.plan.peakBytes)}`,

@@ -72,6 +72,10 @@ describe("fedflare plan and the refusal at creation", () => {
     expect(planStep(smollm, split(cut), settings).fits).toBe(true);
     expect(planStep(smollm, split(cut - 1), settings).fits).toBe(false);
     expect(clientPlanRefusal(smollm, { endpoint: split(cut) }, settings)).toBeNull();
+    // Outside the fit (forward-only, a float base) the plan overstates, so it never refuses there.
+    expect(planStep(smollm, { ...split(0), trains: false }, settings).fits).toBe(false);
+    expect(clientPlanRefusal(smollm, { local: { ...split(0), trains: false } }, settings)).toBeNull();
+    expect(clientPlanRefusal(smollm, { local: split(0) }, { ...settings, quant: "f32" })).toBeNull();
     expect(clientPlanRefusal(smollm, { local: split(0) }, settings)).toMatch(
       /^no client can run this federation inside its 128 MiB \(clientMemoryMiB; local: 30 layers/,
     );
