@@ -161,6 +161,7 @@ export function clientPlanRefusal(
   return (
     `no client can run this federation inside its ${mib(limitBytes)} (clientMemoryMiB; ${each.join("; ")}, at batch ${s.batch} x ` +
     `${s.seq} tokens): offload more layers to the endpoint (a higher method.fromLayer), store the base as int4, or lower ` +
-    `local.batchSize or local.maxTokens; \`fedflare plan\` shows what each cut needs`
+    `local.batchSize or local.maxTokens (for clients that are not Workers, raise clientMemoryMiB); ` +
+    "`fedflare plan` shows what each cut needs"
   );
 }
