@@ -24,9 +24,50 @@ export interface Releasable {
 /**
  * Sessions kept between calls, keyed by what determines their graph (a training step's plan, a forward
  * graph's options), so a Worker that advances a round a slice at a time builds each graph once; their
- * owner releases them.
+ * owner releases them. A Map is one; `beforeCreate` lets an owner release sessions it will not need
+ * before a new one is built, so the new one reuses their memory.
  */
-export type KeptSessions = Map<string, Releasable>;
+export interface KeptSessions {
+  get(key: string): Releasable | undefined;
+  set(key: string, session: Releasable): void;
+  beforeCreate?(key: string): Promise<void>;
+}
+
+/**
+ * Sessions kept across an owner's jobs (a client's rounds of one federation): a job that asks for a key
+ * gets its session, built in an earlier job or not; the first session a job builds anew releases those
+ * the job has not asked for, so what is held is at most one job's graphs. `startJob` begins a job.
+ */
+export class JobSessions implements KeptSessions {
+  private readonly kept = new Map<string, Releasable>();
+  private asked = new Set<string>();
+
+  startJob(): void {
+    this.asked = new Set();
+  }
+
+  get(key: string): Releasable | undefined {
+    this.asked.add(key);
+    return this.kept.get(key);
+  }
+
+  set(key: string, session: Releasable): void {
+    this.kept.set(key, session);
+  }
+
+  async beforeCreate(): Promise<void> {
+    for (const [key, session] of [...this.kept])
+      if (!this.asked.has(key)) {
+        this.kept.delete(key);
+        await session.release();
+      }
+  }
+
+  /** How many sessions are held. */
+  get size(): number {
+    return this.kept.size;
+  }
+}
 
 /**
  * The session under `key`, built by `create` when absent: kept in `sessions`, its `release` then a no-op
@@ -44,6 +85,7 @@ export async function keptSession<S extends Releasable>(
   // The key names the graph, so what it holds is what `create` makes.
   let session = sessions.get(key) as S | undefined;
   if (!session) {
+    await sessions.beforeCreate?.(key);
     session = await create();
     sessions.set(key, session);
   }

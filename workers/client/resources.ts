@@ -6,7 +6,7 @@ import type { Example } from "../../src/data/jsonl.ts";
 import type { LlamaConfig } from "../../src/engine/config.ts";
 import { loadConfig, loadModel, loadModelTokenizer, loadWeights, type LoadedModel } from "../../src/engine/model-files.ts";
 import type { TextTokenizer } from "../../src/engine/tokenizer/load.ts";
-import type { KeptSessions } from "../../src/engine/runtime.ts";
+import { JobSessions } from "../../src/engine/runtime.ts";
 import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
 import type { ClientResources } from "../../src/fl/methods/method.ts";
 import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
@@ -26,8 +26,8 @@ export class ModelCache {
   private model: { model: LoadedModel; examples: TokenizedExample[]; raw: Example[]; key: string } | null = null;
   private prompts: { tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[]; tokenized: Map<number, TokenizedExample[]> } | null =
     null;
-  /** Sessions (training and forward) of the job in progress, kept between its slices. */
-  private readonly sessions: KeptSessions = new Map();
+  /** Sessions (training and forward), kept between a job's slices and reused by the next round's job. */
+  private readonly sessions = new JobSessions();
   private sessionsJob = "";
 
   /**
@@ -94,20 +94,16 @@ export class ModelCache {
         };
       },
       sessions: async () => {
-        if (this.sessionsJob !== job.key) await this.release(job.key);
+        if (this.sessionsJob !== job.key) {
+          this.sessions.startJob();
+          this.sessionsJob = job.key;
+        }
         return this.sessions;
       },
-      releaseSessions: () => this.release(""),
       trunkCache,
       store: { get: (name) => readBlob(sql, storeKey(name)), put: (name, bytes) => writeBlob(sql, storeKey(name), bytes) },
       download,
     };
-  }
-
-  private async release(job: string): Promise<void> {
-    await Promise.all([...this.sessions.values()].map((s) => s.release()));
-    this.sessions.clear();
-    this.sessionsJob = job;
   }
 }
 

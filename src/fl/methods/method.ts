@@ -130,11 +130,11 @@ export interface ClientResources {
   /** The completions API at OPENAI_BASE_URL, serving `modelName` unless the deployment names another. */
   completions(modelName: string): { baseURL: string; apiKey?: string; model: string };
   /**
-   * Sessions (training steps, forward graphs) kept between the slices of this job, keyed by what determines
-   * their graph: released when another job starts or on releaseSessions(), which the round's last slice calls.
+   * Sessions (training steps, forward graphs) kept between the slices of a job and across its federation's
+   * rounds, keyed by what determines their graph: a round that builds the same graph reuses its session
+   * (no weights read again); the first new graph a job builds releases those the job has not reused.
    */
   sessions(): Promise<KeptSessions>;
-  releaseSessions(): Promise<void>;
   /** Trunk hidden states kept across rounds. */
   trunkCache: TrunkCache;
   /** This client's storage of the federation, kept across rounds (FedKSeed's model and seed history). */

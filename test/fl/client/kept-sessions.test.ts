@@ -2,7 +2,7 @@
 // once, and the round's results exactly those of a session built per slice.
 import { describe, expect, it } from "vitest";
 import { tokenizeExample } from "../../../src/data/examples.ts";
-import { type KeptSessions, keptSession } from "../../../src/engine/runtime.ts";
+import { JobSessions, type KeptSessions, keptSession, type Releasable } from "../../../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../../src/engine/tokenizer/load.ts";
 import { bbtGenerations, localPromptScorer, startBbt } from "../../../src/fl/methods/fedbpt/search.ts";
@@ -17,7 +17,7 @@ const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize), { bos_token: "<s>
 
 describe("sessions kept across a round's slices", () => {
   it("are built once under their key, and left to their owner to release", async () => {
-    const sessions: KeptSessions = new Map();
+    const sessions = new Map<string, Releasable>();
     let built = 0;
     let released = 0;
     const create = async () => {
@@ -31,6 +31,24 @@ describe("sessions kept across a round's slices", () => {
     expect([built, released, sessions.size]).toEqual([1, 0, 1]);
     await (await keptSession(undefined, "a", create)).release();
     expect([built, released]).toEqual([2, 1]);
+  });
+
+  it("are kept across jobs: a job asking for a key gets its session; its first new one releases those it did not ask for", async () => {
+    const sessions = new JobSessions();
+    const made: string[] = [];
+    const released: string[] = [];
+    const create = (key: string) => async () => {
+      made.push(key);
+      return { release: async () => void released.push(key) };
+    };
+    sessions.startJob();
+    const a = await keptSession(sessions, "a", create("a"));
+    await keptSession(sessions, "b", create("b"));
+    // The next round builds "a" again and a new "c": "a" is reused, "b" goes before "c" is built.
+    sessions.startJob();
+    expect((await keptSession(sessions, "a", create("a"))).session).toBe(a.session);
+    await keptSession(sessions, "c", create("c"));
+    expect([made, released, sessions.size]).toEqual([["a", "b", "c"], ["b"], 2]);
   });
 
   it("give FedKSeed's steps, a slice at a time, exactly the state of a fresh session per slice", async () => {
@@ -58,7 +76,7 @@ describe("sessions kept across a round's slices", () => {
       while (state.step < task.local.steps) state = await zoLocalSteps({ config, weights, runtime, sessions }, task, examples, state, 2);
       return state;
     };
-    const sessions: KeptSessions = new Map();
+    const sessions = new Map<string, Releasable>();
     const kept = await sliced(sessions);
     expect(sessions.size).toBe(1);
     expect(kept).toEqual(await sliced());
@@ -81,7 +99,7 @@ describe("sessions kept across a round's slices", () => {
       }
       return state;
     };
-    const sessions: KeptSessions = new Map();
+    const sessions = new Map<string, Releasable>();
     const kept = await search(sessions);
     expect(sessions.size).toBe(1);
     expect(kept).toEqual(await search());

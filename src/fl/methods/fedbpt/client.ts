@@ -55,7 +55,6 @@ export const fedbptClient: ClientMethod<FedBptConfig> = {
       save(new TextEncoder().encode(JSON.stringify(state)), state.cma.generation);
       return null;
     }
-    await resources.releaseSessions();
     return encodeTensorFile(
       bbtDelta(start, state.cma),
       global.shapes,

@@ -136,7 +136,6 @@ export const fedkseedClient: ClientMethod<FedKSeedConfig> = {
       }
       state = at;
     }
-    await resources.releaseSessions();
     return encodeSeedSums(state.sums, updateMetadata(examples.length, { ...zoMetrics(state), download_bytes: task.downloadBytes }));
   },
 };

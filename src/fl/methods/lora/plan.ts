@@ -16,7 +16,8 @@ export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boole
     scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }),
     modules: m.targetModules as LinearModule[],
     dropout: m.dropout,
-    seed: opts.seed,
+    // The seed draws dropout masks only: without dropout the graph, and its kept session, stay the same each round.
+    ...(m.dropout > 0 ? { seed: opts.seed } : {}),
     fromLayer: m.fromLayer,
   };
   if (!opts.offloaded) return { graph: { kind: "train", spec: { lora } } };
