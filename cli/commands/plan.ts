@@ -70,7 +70,8 @@ export async function plan(args: string[]): Promise<void> {
   );
   if (planned.some((p) => !p.plan.fitted))
     console.log(
-      "peaks of forward-only steps or of a float base use the terms fitted to training on a quantized base, which overstate them",
+      "rows outside the fit (forward-only steps, float bases, whole tensors trained, more layers x tokens than it measured) " +
+        "are extrapolated from it, and never refused at creation",
     );
   const cuts = planned.filter((p) => p.cut !== undefined);
   const lowest = cuts.find((p) => p.plan.fits);

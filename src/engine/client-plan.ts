@@ -21,6 +21,8 @@ export interface Footprint {
   embeds: boolean;
   /** Whether it runs a backward pass (training) or forward passes only. */
   trains: boolean;
+  /** Whether it trains whole tensors in float (offsite-tuning's adapter layers) rather than LoRA. */
+  full?: boolean;
 }
 
 export interface StepSettings {
@@ -40,10 +42,13 @@ export interface StepPlan {
   wasmBytes: number;
   /** The isolate's peak: its JS besides the weights, the weights as read into JS, and the WASM heap at its peak. */
   peakBytes: number;
+  /** What the peak cannot be below, with no fit: the weights in JS and copied into the heap at once. */
+  floorBytes: number;
   fits: boolean;
   /**
-   * Whether the prediction is in the regime the fit was measured in: a training step on a quantized base.
-   * A forward-only step, or one on a float base, is predicted with the same terms, which overstate it.
+   * Whether the prediction is inside what the fit measured: a LoRA training step on a quantized base, its
+   * layers x tokens no larger than the fit's largest (FIT_MAX_LAYER_TOKEN_BYTES). Elsewhere (forward-only
+   * steps, float bases, whole tensors trained, more layers or tokens) the same terms are extrapolated.
    */
   fitted: boolean;
   /** Multiply-adds x 2 of one step. */
@@ -58,6 +63,12 @@ export const WASM_START_BYTES = 16 * MIB;
  * weights held, 13.2 and 15.2 MiB; 5.8 MiB idle).
  */
 export const JS_TASK_BYTES = 15 * MIB;
+
+/**
+ * The fit's largest layers x tokens x (hidden + intermediate) x 4 bytes (bench/results/client-memory-model.json:
+ * TinyLlama's shape, 2 layers, 128 tokens); past it the activation term is extrapolated.
+ */
+export const FIT_MAX_LAYER_TOKEN_BYTES = 7_864_320;
 
 /**
  * The activation term of the WASM heap, fitted (bench/client-memory-model.ts): a fixed part; a part per
@@ -135,7 +146,8 @@ export function planStep(c: LlamaConfig, f: Footprint, s: StepSettings): StepPla
     wasmBytes,
     peakBytes,
     fits: peakBytes <= WORKER_MEMORY_BYTES,
-    fitted: f.trains && s.quant !== "f32",
+    floorBytes: WASM_START_BYTES + 2 * heldBytes,
+    fitted: f.trains && !f.full && s.quant !== "f32" && activationFeatures(c, f.layers.length, s)[2] <= FIT_MAX_LAYER_TOKEN_BYTES,
     flops: stepFlops(c, f, s),
   };
 }
@@ -143,7 +155,8 @@ export function planStep(c: LlamaConfig, f: Footprint, s: StepSettings): StepPla
 /**
  * Why no client could run these footprints inside limitBytes, a Worker's by default (each placement's
  * predicted peak against the limit, and what to change), or null when one placement fits, the model runs
- * elsewhere, or a placement's prediction is outside the fit (StepPlan.fitted).
+ * elsewhere, or a placement could fit: its weights alone are under the limit and its prediction is under it
+ * or outside the fit (StepPlan.fitted).
  */
 export function clientPlanRefusal(
   c: LlamaConfig,
@@ -151,9 +164,11 @@ export function clientPlanRefusal(
   s: StepSettings,
   limitBytes = WORKER_MEMORY_BYTES,
 ): string | null {
-  // Only a prediction the fit stands behind refuses: an overstated one would refuse a federation that runs.
+  // Refused only where no placement can fit for sure: its weights alone are over the limit, or the fit
+  // stands behind a prediction over it; an extrapolated prediction refuses nothing.
   const plans = Object.entries(footprints).map(([placement, f]) => ({ placement, f: f!, plan: planStep(c, f!, s) }));
-  if (plans.length === 0 || plans.some((p) => p.plan.peakBytes <= limitBytes || !p.plan.fitted)) return null;
+  const over = (p: StepPlan) => p.floorBytes > limitBytes || (p.fitted && p.peakBytes > limitBytes);
+  if (plans.length === 0 || !plans.every((p) => over(p.plan))) return null;
   const mib = (b: number) => `${(b / MIB).toFixed(0)} MiB`;
   const each = plans.map(
     (p) => `${p.placement}: ${p.f.layers.length} layers, ${mib(p.plan.heldBytes)} of weights, a predicted peak of ${mib(p.plan.peakBytes)}`,

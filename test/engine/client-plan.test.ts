@@ -2,7 +2,7 @@
 // tensors, and its WASM heap is what onnxruntime-web measures for the step (a fresh process each time,
 // since the heap never shrinks), within the tolerance the fit reaches.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { main } from "../../cli/main.ts";
@@ -51,6 +51,15 @@ describe("the WASM heap of a split-LoRA step", () => {
 });
 
 describe("fedflare plan and the refusal at creation", () => {
+  it("refuses no shipped model under fedflare run's defaults (LoRA, int8, 8 x 64), nor beyond what its fit measured", () => {
+    for (const dir of readdirSync("models")) {
+      const c = parseLlamaConfig(JSON.parse(readFileSync(join("models", dir, "config.json"), "utf8")));
+      const whole = { layers: Array.from({ length: c.numLayers }, (_, i) => i), embeds: true, trains: true };
+      for (const seq of [64, 128, 512])
+        expect(clientPlanRefusal(c, { local: whole }, { quant: "int8", batch: 8, seq }), `${dir} x ${seq}`).toBeNull();
+    }
+  });
+
   it("names the lowest cut whose client fits, and refuses a federation no client could run", async () => {
     const dir = join(root, "smollm");
     // The plan reads only config.json.
@@ -72,10 +81,10 @@ describe("fedflare plan and the refusal at creation", () => {
     expect(planStep(smollm, split(cut), settings).fits).toBe(true);
     expect(planStep(smollm, split(cut - 1), settings).fits).toBe(false);
     expect(clientPlanRefusal(smollm, { endpoint: split(cut) }, settings)).toBeNull();
-    // Outside the fit (forward-only, a float base) the plan overstates, so it never refuses there.
-    expect(planStep(smollm, { ...split(0), trains: false }, settings).fits).toBe(false);
-    expect(clientPlanRefusal(smollm, { local: { ...split(0), trains: false } }, settings)).toBeNull();
-    expect(clientPlanRefusal(smollm, { local: split(0) }, { ...settings, quant: "f32" })).toBeNull();
+    // Outside the fit (here forward-only) a prediction over the limit refuses nothing; weights over it alone do.
+    expect(planStep(smollm, { ...split(25), trains: false }, settings).fits).toBe(false);
+    expect(clientPlanRefusal(smollm, { local: { ...split(25), trains: false } }, settings)).toBeNull();
+    expect(clientPlanRefusal(smollm, { local: { ...split(0), trains: false } }, settings)).toMatch(/no client can run/);
     expect(clientPlanRefusal(smollm, { local: split(0) }, settings)).toMatch(
       /^no client can run this federation inside its 128 MiB \(clientMemoryMiB; local: 30 layers/,
     );

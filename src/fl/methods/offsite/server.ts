@@ -19,7 +19,7 @@ export const offsiteServer: ServerMethod<OffsiteConfig> = {
   type: "offsite",
   config: OffsiteConfig,
   // The client trains on the emulator: the adapter's layers and the compressed middle.
-  footprints: (m, model) => ({ local: { layers: layout(m, model).emulator, embeds: true, trains: true } }),
+  footprints: (m, model) => ({ local: { layers: layout(m, model).emulator, embeds: true, trains: true, full: true } }),
   // An emulator of the first and last layer and half the middle (Xiao et al. 2023 drop about half).
   planRows(model) {
     const m = { type: "offsite" as const, bottom: 1, top: 1, middle: Math.max(0, Math.floor((model.numLayers - 2) / 2)) };
