@@ -88,7 +88,7 @@ async function readShard(source: ModelSource, file: string): Promise<Map<string,
     } catch (e) {
       return invalid(source, file, e);
     }
-    return new Map([...tensors].map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, bytes: async () => t.data.slice() }]));
+    return new Map([...tensors].map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, bytes: async () => t.data, owned: false }]));
   }
   const range = source.readRange.bind(source);
   const first = await range(file, 0, 8);
@@ -115,6 +115,7 @@ async function readShard(source: ModelSource, file: string): Promise<Map<string,
       {
         dtype: t.dtype,
         shape: t.shape,
+        owned: true,
         bytes: async () => {
           const [begin, end] = t.dataOffsets;
           const got = await range(file, header.dataStart + begin, end - begin);

@@ -62,8 +62,9 @@ export function packWeight(name: string, w: QuantWeight): [string, TensorInput][
 export interface StoredTensor {
   dtype: DType;
   shape: number[];
-  /** A fresh copy at each call, the caller's to change. */
   bytes(): Promise<Uint8Array>;
+  /** Whether bytes() gives a fresh array the caller may change (a range read), not a view into a file the source keeps. */
+  owned: boolean;
 }
 
 const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
@@ -122,8 +123,9 @@ export async function unpackWeight(
       "tensor_shape",
       `${where}: "${packedNames(name)[2]}" says ${JSON.stringify(stated)} but config.json implies ${JSON.stringify(expected)}`,
     );
-  // In place: a StoredTensor's bytes are the caller's own (StoredTensor), and a client holds one copy, not two.
-  const values = await packed.bytes();
+  // In place where the bytes are the caller's own (a range read), so a client holds one copy, not two.
+  const read = await packed.bytes();
+  const values = packed.owned ? read : read.slice();
   const flip = bits === 8 ? 0x80 : 0x88;
   for (let i = 0; i < values.length; i++) values[i]! ^= flip;
   const scales = toFloat32(scale.dtype as FloatDType, await scale.bytes());
