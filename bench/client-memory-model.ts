@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import { Matrix, solve } from "ml-matrix";
 import { parseLlamaConfig } from "../src/engine/config.ts";
 import { activationFeatures, heldTensors, MIB, WASM_START_BYTES } from "../src/engine/client-plan.ts";
+import { splitFootprint } from "../src/fl/methods/lora/server.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { PUBLISHED_CONFIGS } from "./lib/published-configs.ts";
 import { writeResults } from "./lib/results.ts";
@@ -41,8 +42,7 @@ for (const shape of refit ? [] : SHAPES) {
         { encoding: "utf8", maxBuffer: 1 << 20 },
       );
       const heapBytes = (JSON.parse(out.trim().split("\n").at(-1)!) as { wasmHeapBytes: number }).wasmHeapBytes;
-      const f = { layers: Array.from({ length: layers }, (_, i) => cut + i), embeds: false, trains: true };
-      const held = [...heldTensors(c, f, "int8").values()].reduce((a, b) => a + b, 0);
+      const held = [...heldTensors(c, splitFootprint(c, cut), "int8").values()].reduce((a, b) => a + b, 0);
       const s = { quant: "int8" as const, batch: 1, seq };
       points.push({
         shape,

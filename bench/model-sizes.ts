@@ -10,9 +10,9 @@
 // Run: node bench/model-sizes.ts
 import { execFileSync } from "node:child_process";
 import * as v from "valibot";
-import { type Footprint, MIB, planStep } from "../src/engine/client-plan.ts";
+import { MIB, planStep } from "../src/engine/client-plan.ts";
 import { parseLlamaConfig } from "../src/engine/config.ts";
-import { loraServer } from "../src/fl/methods/lora/server.ts";
+import { loraServer, splitFootprint } from "../src/fl/methods/lora/server.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { PUBLISHED_CONFIGS } from "./lib/published-configs.ts";
 import { writeResults } from "./lib/results.ts";
@@ -26,15 +26,10 @@ const rows = [];
 for (const [shape, json] of Object.entries(PUBLISHED_CONFIGS)) {
   const c = parseLlamaConfig(json);
   const L = c.numLayers;
-  const footprint = (cut: number): Footprint => ({
-    layers: Array.from({ length: L - cut }, (_, i) => cut + i),
-    embeds: false,
-    trains: true,
-  });
   const cuts = Array.from({ length: L - 1 }, (_, i) => i + 1);
-  const lowest = cuts.find((cut) => planStep(c, footprint(cut), SETTINGS).fits) ?? null;
+  const lowest = cuts.find((cut) => planStep(c, splitFootprint(c, cut), SETTINGS).fits) ?? null;
   const measuredCut = lowest ?? L - 1;
-  const plan = planStep(c, footprint(measuredCut), SETTINGS);
+  const plan = planStep(c, splitFootprint(c, measuredCut), SETTINGS);
   log(`${shape}: plan's lowest cut ${lowest ?? "none"}; measuring at ${measuredCut}`);
   const out = execFileSync(
     process.execPath,

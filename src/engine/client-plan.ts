@@ -5,7 +5,7 @@
 // heap (bench/client-memory-model.ts, bench/results/client-memory-model.json), and test/engine/client-plan.test.ts
 // checks a prediction against a fresh measurement.
 import type { LlamaConfig } from "./config.ts";
-import { EMBED, expectedTensors, linearShape } from "./llama/names.ts";
+import { EMBED, expectedTensors, LINEAR_MODULES, linearShape } from "./llama/names.ts";
 import type { QuantMode } from "./quantize.ts";
 import { storedBits } from "./quantized-checkpoint.ts";
 
@@ -99,24 +99,13 @@ export function heldTensors(c: LlamaConfig, f: Footprint, quant: QuantMode): Map
 
 /** Float32 bytes of one decoder layer's linears. */
 function layerFloatBytes(c: LlamaConfig): number {
-  return (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const).reduce((s, m) => {
+  return LINEAR_MODULES.reduce((s, m) => {
     const [o, i] = linearShape(c, m);
     return s + o * i * 4;
   }, 0);
 }
 
-/** The fitted activation bytes of a step (ACTIVATION_FIT), for `layers` decoder layers. */
-export function activationBytes(c: LlamaConfig, layers: number, s: StepSettings): number {
-  const tokens = s.batch * s.seq;
-  const fit = ACTIVATION_FIT;
-  return (
-    fit.fixed +
-    fit.perLayerFloat * layers * layerFloatBytes(c) +
-    fit.perLayerToken * layers * tokens * (c.hiddenSize + c.intermediateSize) * 4
-  );
-}
-
-/** The features the fit weighs, in ACTIVATION_FIT's order (for bench/client-memory-model.ts). */
+/** The features the fit weighs, in ACTIVATION_FIT's order (also bench/client-memory-model.ts's). */
 export function activationFeatures(c: LlamaConfig, layers: number, s: StepSettings): [number, number, number] {
   return [1, layers * layerFloatBytes(c), layers * s.batch * s.seq * (c.hiddenSize + c.intermediateSize) * 4];
 }
@@ -136,7 +125,10 @@ export function stepFlops(c: LlamaConfig, f: Footprint, s: StepSettings): number
 export function planStep(c: LlamaConfig, f: Footprint, s: StepSettings): StepPlan {
   const held = heldTensors(c, f, s.quant);
   const heldBytes = [...held.values()].reduce((a, b) => a + b, 0);
-  const wasmBytes = WASM_START_BYTES + heldBytes + activationBytes(c, f.layers.length, s);
+  const [one, layerFloat, layerToken] = activationFeatures(c, f.layers.length, s);
+  const fit = ACTIVATION_FIT;
+  const activation = fit.fixed * one + fit.perLayerFloat * layerFloat + fit.perLayerToken * layerToken;
+  const wasmBytes = WASM_START_BYTES + heldBytes + activation;
   // The weights read into JS are copied into the heap and dropped, but the garbage collector need not free
   // them before the first steps: counted beside the heap's peak (measured so: bench/results/smollm-federation.json).
   const peakBytes = JS_TASK_BYTES + heldBytes + wasmBytes;
@@ -147,7 +139,7 @@ export function planStep(c: LlamaConfig, f: Footprint, s: StepSettings): StepPla
     peakBytes,
     fits: peakBytes <= WORKER_MEMORY_BYTES,
     floorBytes: WASM_START_BYTES + 2 * heldBytes,
-    fitted: f.trains && !f.full && s.quant !== "f32" && activationFeatures(c, f.layers.length, s)[2] <= FIT_MAX_LAYER_TOKEN_BYTES,
+    fitted: f.trains && !f.full && s.quant !== "f32" && layerToken <= FIT_MAX_LAYER_TOKEN_BYTES,
     flops: stepFlops(c, f, s),
   };
 }

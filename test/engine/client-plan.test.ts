@@ -11,6 +11,7 @@ import { PUBLISHED_CONFIGS } from "../../bench/lib/published-configs.ts";
 import { clientPlanRefusal, heldTensors, MIB, planStep } from "../../src/engine/client-plan.ts";
 import { parseLlamaConfig } from "../../src/engine/config.ts";
 import { packedNames } from "../../src/engine/quantized-checkpoint.ts";
+import { splitFootprint } from "../../src/fl/methods/lora/server.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { tempDir } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
@@ -30,7 +31,7 @@ describe("the bytes a client holds", () => {
         .map((n) => header.tensors.get(n))
         .filter((t) => t && !t.dtype.startsWith("I6"))
         .reduce((s, t) => s + (t!.dataOffsets[1] - t!.dataOffsets[0]), 0);
-    const held = heldTensors(config, { layers: [2], embeds: false, trains: true }, quant);
+    const held = heldTensors(config, splitFootprint(config, 2), quant);
     // A split client with an untied head holds neither the embedding nor the layers below the cut.
     expect([...held.keys()].some((n) => n === "model.embed_tokens.weight" || n.startsWith("model.layers.1."))).toBe(false);
     for (const [name, b] of held) expect(b, name).toBe(stored(name));
@@ -43,7 +44,7 @@ describe("the WASM heap of a split-LoRA step", () => {
     const args = { config: PUBLISHED_CONFIGS["HuggingFaceTB/SmolLM-135M"], cut: 29, batch: 1, seq: 64 };
     const out = execFileSync(process.execPath, ["--no-wasm-tier-up", probe, JSON.stringify(args)], { encoding: "utf8" });
     const measured = (JSON.parse(out.trim().split("\n").at(-1)!) as { wasmHeapBytes: number }).wasmHeapBytes;
-    const predicted = planStep(smollm, { layers: [29], embeds: false, trains: true }, { quant: "int8", batch: 1, seq: 64 }).wasmBytes;
+    const predicted = planStep(smollm, splitFootprint(smollm, 29), { quant: "int8", batch: 1, seq: 64 }).wasmBytes;
     expect(Math.abs(predicted - measured) / measured, `predicted ${predicted / MIB} MiB, measured ${measured / MIB} MiB`).toBeLessThan(
       0.15,
     );
@@ -77,7 +78,7 @@ describe("fedflare plan and the refusal at creation", () => {
     expect(lowest).toMatch(/^lowest cut that fits: \d+ \(the client runs layers \d+-29\)$/);
     const cut = Number(/fits: (\d+)/.exec(lowest!)![1]);
     const settings = { quant: "int8" as const, batch: 1, seq: 64 };
-    const split = (from: number) => ({ layers: Array.from({ length: 30 - from }, (_, i) => from + i), embeds: false, trains: true });
+    const split = (from: number) => splitFootprint(smollm, from);
     expect(planStep(smollm, split(cut), settings).fits).toBe(true);
     expect(planStep(smollm, split(cut - 1), settings).fits).toBe(false);
     expect(clientPlanRefusal(smollm, { endpoint: split(cut) }, settings)).toBeNull();

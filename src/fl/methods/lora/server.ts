@@ -7,6 +7,7 @@ import { loraPairs, loraScaling, writePeftAdapter } from "../../../engine/lora/p
 import { MethodError } from "../errors.ts";
 import type { ServerMethod } from "../method.ts";
 import { wholeModel } from "../shared/versions.ts";
+import type { Footprint } from "../../../engine/client-plan.ts";
 import { LoraConfig } from "./config.ts";
 
 /** The decoder layers holding LoRA: from fromLayer up. */
@@ -14,6 +15,11 @@ export function loraLayers(m: LoraConfig, model: LlamaConfig): number[] {
   if (m.fromLayer >= model.numLayers)
     throw new MethodError("method_invalid", `method.fromLayer ${m.fromLayer} leaves no layer of the ${model.numLayers} with LoRA`);
   return Array.from({ length: model.numLayers - m.fromLayer }, (_, i) => m.fromLayer + i);
+}
+
+/** A client offloading the trunk below `cut`: the layers above it, from the trunk's hidden states. */
+export function splitFootprint(model: LlamaConfig, cut: number): Footprint {
+  return { layers: Array.from({ length: model.numLayers - cut }, (_, i) => cut + i), embeds: false, trains: true };
 }
 
 export const loraServer: ServerMethod<LoraConfig> = {
@@ -25,14 +31,14 @@ export const loraServer: ServerMethod<LoraConfig> = {
   // Locally every layer; offloaded (fromLayer > 0) only those above the cut, from the trunk's hidden states.
   footprints: (m, model) => ({
     local: wholeModel(model, true),
-    ...(m.fromLayer > 0 ? { endpoint: { layers: loraLayers(m, model), embeds: false, trains: true } } : {}),
+    ...(m.fromLayer > 0 ? { endpoint: splitFootprint(model, m.fromLayer) } : {}),
   }),
   // The whole model on the client, then each cut with the layers above it on the client.
   planRows: (model) => [
     { label: "local", footprint: wholeModel(model, true) },
     ...Array.from({ length: model.numLayers - 1 }, (_, i) => ({
       label: `cut ${i + 1}`,
-      footprint: { layers: Array.from({ length: model.numLayers - i - 1 }, (_, k) => i + 1 + k), embeds: false, trains: true },
+      footprint: splitFootprint(model, i + 1),
       cut: i + 1,
     })),
   ],
