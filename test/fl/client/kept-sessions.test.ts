@@ -1,13 +1,13 @@
 // A black-box client keeps its forward session across the slices of a round (issue 16, item 9): built
 // once, and the round's results exactly those of a session built per slice.
 import { describe, expect, it } from "vitest";
-import { tokenizeExample } from "../../../src/data/examples.ts";
 import { JobSessions, type KeptSessions, keptSession, type Releasable } from "../../../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../../src/engine/tokenizer/load.ts";
 import { bbtGenerations, localPromptScorer, startBbt } from "../../../src/fl/methods/fedbpt/search.ts";
-import { startZo, zoInitial, zoLocalSteps, type ZoTask } from "../../../src/fl/methods/fedkseed/zo-update.ts";
+import { startZo, zoInitial, zoLocalSteps } from "../../../src/fl/methods/fedkseed/zo-update.ts";
 import { tinyTokenizerJson } from "../../fixtures/hf-model.ts";
+import { zoExamples, zoTask } from "../../fixtures/zo-task.ts";
 import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
 
 const config = tinyConfig({ heads: 4, kvHeads: 2 });
@@ -52,24 +52,8 @@ describe("sessions kept across a round's slices", () => {
   });
 
   it("give FedKSeed's steps, a slice at a time, exactly the state of a fresh session per slice", async () => {
-    const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages."].map((text) =>
-      tokenizeExample({ text }, tok, 2, 32),
-    );
-    const task: ZoTask = {
-      round: 1,
-      local: { steps: 6, batchSize: 2, lr: 1e-3, maxTokens: 32 },
-      method: {
-        type: "fedkseed",
-        k: 32,
-        epsilon: 1e-3,
-        direction: "gaussian",
-        pro: false,
-        trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], rslora: false },
-      },
-      quant: "f32",
-      federationSeed: 11,
-      seed: 5,
-    };
+    const examples = zoExamples(tok);
+    const task = zoTask({}, 6);
     const w0 = zoInitial(config, weights, task.method.trains, task.federationSeed);
     const sliced = async (sessions?: KeptSessions) => {
       let state = startZo(w0);

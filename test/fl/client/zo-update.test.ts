@@ -7,33 +7,15 @@ import { startZo, zoGlobal, zoInitial, zoLocalSteps, zoMetrics, zoSpec, type ZoT
 import { roundStream } from "../../../src/engine/sampling.ts";
 import { labelAccuracy, wordIds } from "../../../src/engine/train/evaluate.ts";
 import { perturbed, pickSeed, seedPool, seedProbabilities } from "../../../src/fl/methods/fedkseed/seed-pool.ts";
-import type { FedKSeedConfig } from "../../../src/fl/methods/fedkseed/config.ts";
 import type { TensorMap } from "../../../src/fl/tensors.ts";
 import { tinyTokenizerJson } from "../../fixtures/hf-model.ts";
+import { zoExamples, zoTask } from "../../fixtures/zo-task.ts";
 import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
 
 const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const model = { config, weights: tinyWeights(config, 8), runtime: ortNodeRuntime() };
 const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize));
-const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages."].map((text) =>
-  tokenizeExample({ text }, tok, 2, 32),
-);
-const task = (method: Partial<FedKSeedConfig>, steps = 12, lr = 1e-3): ZoTask => ({
-  round: 1,
-  local: { steps, batchSize: 2, lr, maxTokens: 32 },
-  method: {
-    type: "fedkseed",
-    k: 32,
-    epsilon: 1e-3,
-    direction: "gaussian",
-    pro: false,
-    trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], rslora: false },
-    ...method,
-  },
-  quant: "f32",
-  federationSeed: 11,
-  seed: 5,
-});
+const examples = zoExamples(tok);
 
 /** The mean NLL of all the examples with the method's tensors at `params`. */
 async function lossAt(t: ZoTask, params: TensorMap): Promise<number> {
@@ -49,7 +31,7 @@ async function lossAt(t: ZoTask, params: TensorMap): Promise<number> {
 
 describe("a FedKSeed client's local work", () => {
   it("keeps only per-seed sums, from which w0 - lr sum_j c_j z_j rebuilds the stepped parameters", async () => {
-    const t = task({});
+    const t = zoTask({});
     const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const state = await zoLocalSteps(model, t, examples, startZo(w0));
     expect(state.step).toBe(12);
@@ -61,7 +43,7 @@ describe("a FedKSeed client's local work", () => {
   });
 
   it("split over two invocations gives exactly the steps of one", async () => {
-    const t = task({});
+    const t = zoTask({});
     const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const whole = await zoLocalSteps(model, t, examples, startZo(w0));
     const half = await zoLocalSteps(model, t, examples, startZo(w0), 5);
@@ -71,7 +53,7 @@ describe("a FedKSeed client's local work", () => {
   });
 
   it("lowers the loss forward-only, on whole tensors of the model", async () => {
-    const t = task(
+    const t = zoTask(
       { k: 64, trains: { type: "full", tensors: ["model.norm.weight", "model.layers.1.post_attention_layernorm.weight"] } },
       150,
       5e-3,
@@ -83,7 +65,7 @@ describe("a FedKSeed client's local work", () => {
   });
 
   it("draws seeds by their history under FedKSeed-Pro", async () => {
-    const t = task({ pro: true, k: 8 }, 10);
+    const t = zoTask({ pro: true, k: 8 }, 10);
     const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const history = Array.from({ length: 8 }, (_, j) => (j === 3 || j === 6 ? [1, -1] : [0.001]));
     // The draws the client makes: one uniform number per step, through Pro's probabilities or not.
@@ -104,7 +86,7 @@ describe("a FedKSeed client's local work", () => {
     }));
     const labeled = pairs.map((p) => tokenizeExample(p, tok, 2, 32));
     const labelIds = wordIds(tok, labels);
-    const t: ZoTask = { ...task({ k: 8, labels }, 1), local: { steps: 1, batchSize: 4, lr: 1e-3, maxTokens: 32 }, labelIds };
+    const t: ZoTask = { ...zoTask({ k: 8, labels }, 1), local: { steps: 1, batchSize: 4, lr: 1e-3, maxTokens: 32 }, labelIds };
     const w0 = zoInitial(config, model.weights, t.method.trains, t.federationSeed);
     const state = await zoLocalSteps(model, t, labeled, startZo(w0));
     const j = [...state.sums.keys()][0]!;
