@@ -7,17 +7,13 @@
 // change sit side by side.
 // Run: node bench/client-memory.ts [--as NAME] [--model DIR] [--quant f32|int8|int4] [--batch 4]
 //      [--max-tokens 64] [--only NAME,NAME] [--no-write]
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { parseArgs } from "node:util";
-import { randomToken } from "../cli/local-federation.ts";
-import { spamAssassinSplit } from "../cli/corpora.ts";
-import { dirSource, tokenizerFiles } from "../cli/model-dir.ts";
-import { spamTask } from "../src/data/tasks/spam.ts";
-import { loadModel } from "../src/engine/model-files.ts";
+import { tokenizerFiles } from "../cli/model-dir.ts";
 import { runMethods } from "../src/fl/methods/run.ts";
 import { fmt, printTable } from "../src/report/table.ts";
-import { modelFingerprint, startEndpoint } from "../workers/inference-endpoint/server.ts";
+import { measuredModel, spamPartition } from "./lib/measured-clients.ts";
 import { writeResults } from "./lib/results.ts";
 import { type ClientMemory, ClientMemoryMeter } from "./lib/workerd-memory.ts";
 
@@ -33,14 +29,8 @@ const { values } = parseArgs({
   },
 });
 const dir = values.model;
-const model = await loadModel(dirSource(dir));
+const { files: modelFiles, hfConfig, model, endpoint } = await measuredModel(dir, basename(dir));
 const L = model.config.numLayers;
-const modelFiles = new Map(
-  readdirSync(dir)
-    .filter((f) => /\.(json|safetensors)$/.test(f))
-    .map((f) => [f, new Uint8Array(readFileSync(join(dir, f)))] as const),
-);
-const hfConfig = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
 const local = { steps: 2, batchSize: Number(values.batch), lr: 1e-3, maxTokens: Number(values["max-tokens"]) };
 const verbal = { labels: ["spam", "ham"], labelWords: ["offer", "work"] };
 const lora = { type: "lora", r: 8, alpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"] };
@@ -78,16 +68,7 @@ const methods: Row[] = [
 ];
 const rows = methods.filter((r) => !values.only || values.only.split(",").includes(r.name));
 
-const records = spamAssassinSplit().task.slice(0, 32);
-const partition = records.flatMap((r) => spamTask().examples(r));
-const token = randomToken();
-const endpoint = await startEndpoint({
-  model,
-  fingerprint: await modelFingerprint(async (f) => modelFiles.get(f) ?? null, [...modelFiles.keys()]),
-  name: basename(dir),
-  port: 0,
-  token,
-});
+const partition = spamPartition();
 const meter = await ClientMemoryMeter.start();
 const measured: (Row & ClientMemory)[] = [];
 try {
@@ -105,7 +86,7 @@ try {
       ...(prepared ? { initial: prepared.initial } : {}),
       bindings: {
         ...(row.at === "trunk" ? { trunkUrl: endpoint.url } : row.at === "api" ? { completionsUrl: `${endpoint.url}/v1` } : {}),
-        endpointToken: token,
+        endpointToken: endpoint.token,
       },
     });
     process.stderr.write(
