@@ -79,12 +79,8 @@ export class LocalFederation {
     const mf = new Miniflare(options);
     const fed = new LocalFederation(mf, options, await mf.ready, tokens, o.masterKey);
     const firstClient = o.clients[0];
-    if (firstClient) {
-      const models = await mf.getR2Bucket("MODEL", `client-${firstClient.id}`);
-      for (const [name, content] of o.modelFiles) await models.put(`model/${name}`, content);
-    }
-    for (const c of o.clients)
-      await (await mf.getR2Bucket("DATA", `client-${c.id}`)).put("partition.jsonl", c.partition.map((r) => JSON.stringify(r)).join("\n"));
+    if (firstClient) await fillBuckets(mf, firstClient.id, o.modelFiles, null);
+    for (const c of o.clients) await fillBuckets(mf, c.id, new Map(), c.partition);
     return fed;
   }
 
@@ -206,6 +202,36 @@ export async function clientWorker(dir: string, id: string, masterKey: string, o
 }
 
 /** 32 random bytes as hex: a bearer token for one local run. */
+/**
+ * Puts the model folder's files in a client's MODEL bucket (under model/) and its partition in its DATA
+ * bucket. Miniflare carries a put's body from Node as one string, which V8 caps at 512 MiB, so a file
+ * over R2_PART is put in parts (an R2 multipart upload; parts but the last must be 5 MiB or more).
+ */
+export async function fillBuckets(
+  mf: Miniflare,
+  client: string,
+  modelFiles: ReadonlyMap<string, string | Uint8Array>,
+  partition: readonly Example[] | null,
+): Promise<void> {
+  const models = await mf.getR2Bucket("MODEL", `client-${client}`);
+  for (const [name, content] of modelFiles) {
+    const key = `model/${name}`;
+    if (typeof content === "string" || content.length <= R2_PART) {
+      await models.put(key, content);
+      continue;
+    }
+    const upload = await models.createMultipartUpload(key);
+    const parts = [];
+    for (let at = 0; at < content.length; at += R2_PART)
+      parts.push(await upload.uploadPart(parts.length + 1, content.subarray(at, at + R2_PART)));
+    await upload.complete(parts);
+  }
+  if (partition)
+    await (await mf.getR2Bucket("DATA", `client-${client}`)).put("partition.jsonl", partition.map((r) => JSON.stringify(r)).join("\n"));
+}
+
+const R2_PART = 64 * 2 ** 20;
+
 export function randomToken(): string {
   return toHex(crypto.getRandomValues(new Uint8Array(32)));
 }

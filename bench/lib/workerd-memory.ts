@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
 import { bundleWorker } from "../../cli/bundle-worker.ts";
-import { type ClientBindings, clientWorker, coordinatorWorker, randomToken } from "../../cli/local-federation.ts";
+import { type ClientBindings, clientWorker, coordinatorWorker, fillBuckets, randomToken } from "../../cli/local-federation.ts";
 import { descendants, hasProc, listenerOf } from "../../cli/process-tree.ts";
 import type { Example } from "../../src/data/jsonl.ts";
 import { initialAdapterRequest } from "../../src/fl/methods/offsite/supply.ts";
@@ -62,7 +62,16 @@ export interface ClientMemory {
   isolatePeakMiB: number;
   stepsDone: number;
   uploadBytes: number;
+  /** The bytes the client's uploads say it downloaded (its metrics' download_bytes). */
+  downloadBytes: number;
   seconds: number;
+  /**
+   * A step's wall time once its sessions exist: the time from the first step's progress to the last's
+   * over the steps between, in ms (null when a round saved its progress fewer than twice). A step's
+   * progress is saved once per invocation, so this is per step only with STEPS_PER_INVOCATION 1, and
+   * it is read every POLL_MS.
+   */
+  stepMs: number | null;
 }
 
 const SAMPLE_MS = 20;
@@ -205,10 +214,7 @@ export class ClientMemoryMeter {
     // the task would then reuse unseen.
     const filler = new Miniflare(options);
     try {
-      const models = await filler.getR2Bucket("MODEL", `client-${client}`);
-      for (const [name, content] of setup.modelFiles) await models.put(`model/${name}`, content);
-      const data = await filler.getR2Bucket("DATA", `client-${client}`);
-      await data.put("partition.jsonl", setup.partition.map((r) => JSON.stringify(r)).join("\n"));
+      await fillBuckets(filler, client, setup.modelFiles, setup.partition);
     } finally {
       await filler.dispose();
     }
@@ -238,7 +244,9 @@ export class ClientMemoryMeter {
     let jsLast = jsPeak;
     let isolatePeak = 0;
     let wasm = 0;
-    const totals = { stepsDone: 0, uploadBytes: 0, seconds: 0 };
+    const totals = { stepsDone: 0, uploadBytes: 0, downloadBytes: 0, seconds: 0 };
+    // Over all rounds: the steps and time between each round's first and last saved progress.
+    const steady = { steps: 0, ms: 0 };
     const sampler = setInterval(() => {
       if (!hwm) sampled = Math.max(sampled, statusMiB(pid, "VmRSS"));
       void isolate.bytes().then((b) => {
@@ -250,6 +258,8 @@ export class ClientMemoryMeter {
     return {
       async train(round) {
         const started = performance.now();
+        let first: { steps: number; at: number } | null = null;
+        let last: { steps: number; at: number } | null = null;
         const res = await signed("POST", "/tasks", JSON.stringify({ federationId: id, round }));
         if (res.status !== 202) throw new Error(`POST /tasks: ${res.status} ${await res.text()}`);
         for (;;) {
@@ -259,15 +269,25 @@ export class ClientMemoryMeter {
             stepsDone: number;
             detail: string | null;
             uploadBytes: number | null;
+            uploadMetrics: Record<string, number> | null;
             wasmHeapBytes?: number;
           };
           if (job.status === "failed") throw new Error(`client ${client}'s task of round ${round} failed: ${job.detail}`);
           wasm = job.wasmHeapBytes ?? 0;
           isolatePeak = Math.max(isolatePeak, jsWindow + wasm);
           jsWindow = jsLast;
+          if (job.stepsDone > (last?.steps ?? 0)) {
+            last = { steps: job.stepsDone, at: performance.now() };
+            first ??= last;
+          }
           if (job.status !== "uploaded") continue;
+          if (first && last && last.steps > first.steps) {
+            steady.steps += last.steps - first.steps;
+            steady.ms += last.at - first.at;
+          }
           totals.stepsDone += job.stepsDone;
           totals.uploadBytes += job.uploadBytes ?? 0;
+          totals.downloadBytes += job.uploadMetrics?.download_bytes ?? 0;
           totals.seconds += (performance.now() - started) / 1000;
           return;
         }
@@ -284,6 +304,7 @@ export class ClientMemoryMeter {
           peakOverIdleMiB: peakMiB - idleMiB,
           measure: hwm ? "VmHWM" : "VmRSS sampled",
           ...totals,
+          stepMs: steady.steps > 0 ? steady.ms / steady.steps : null,
         };
       },
       async dispose() {
