@@ -52,13 +52,13 @@ const methods: Record<string, Record<string, unknown>> = {
 
 interface Round {
   round: number;
-  heldout_loss: number;
-  heldout_accuracy: number | null;
+  validation_loss: number;
+  validation_accuracy: number | null;
   clients?: { cpu_seconds: number | null };
 }
 
 const out = values.out ?? mkdtempSync(join(tmpdir(), "fedflare-blackbox-sessions-"));
-const measured: Record<string, { cpuSecondsPerClientRound: number | null; heldoutLoss: number; heldoutAccuracy: number | null }> = {};
+const measured: Record<string, { cpuSecondsPerClientRound: number | null; validationLoss: number; validationAccuracy: number | null }> = {};
 for (const [name, config] of Object.entries(methods)) {
   const file = join(out, `${name}.json`);
   const local = { ...(config.local as object), ...(batch === null ? {} : { batchSize: batch }) };
@@ -73,8 +73,8 @@ for (const [name, config] of Object.entries(methods)) {
   // The held-out scores show that the runs compared trained alike (the same seeds give the same version).
   measured[name] = {
     cpuSecondsPerClientRound: final.clients?.cpu_seconds ?? null,
-    heldoutLoss: final.heldout_loss,
-    heldoutAccuracy: final.heldout_accuracy,
+    validationLoss: final.validation_loss,
+    validationAccuracy: final.validation_accuracy,
   };
 }
 

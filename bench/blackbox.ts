@@ -140,9 +140,9 @@ const chosen = (values.only ?? Object.keys(methods).join(",")).split(",");
 
 interface RoundRecord {
   round: number;
-  heldout_loss: number;
-  heldout_accuracy: number | null;
-  heldout_balanced_accuracy?: number | null;
+  validation_loss: number;
+  validation_accuracy: number | null;
+  validation_balanced_accuracy?: number | null;
   clients?: { upload_bytes: number; download_bytes: number; api_rows?: number; api_requests?: number; cpu_seconds: number | null };
 }
 
@@ -190,7 +190,7 @@ function rowsScored(c: RunConfig): number {
 
 const spamRuns = Object.entries(results).filter(([name]) => !name.startsWith("g2p-"));
 const genRuns = Object.entries(results).filter(([name]) => name.startsWith("g2p-"));
-const heldOut = runData(parseRunConfig({ ...base, method: { type: "fedbpt", labels } }, "bench")).heldOut;
+const heldOut = runData(parseRunConfig({ ...base, method: { type: "fedbpt", labels } }, "bench")).validation;
 const heldOutLabeled = labeledPrompts(heldOut);
 const majority = Math.max(...labels.map((l) => heldOutLabeled.filter((x) => x.label === l).length)) / heldOut.length;
 // Zero-shot: the base model, no prompt, scoring the label words; a prompt method's round 0 is its
@@ -222,12 +222,12 @@ const summarize = ([name, r]: [string, (typeof results)[string]]) => {
     rows: r.rowsPerClientRound,
     apiRequests: meanOf(trained, (c) => c.api_requests ?? null),
     cpuSeconds: meanOf(trained, (c) => c.cpu_seconds),
-    start: r.rounds[0]?.heldout_accuracy ?? null,
-    final: trained.at(-1)?.heldout_accuracy ?? null,
-    best: Math.max(...trained.map((x) => x.heldout_accuracy ?? -1)),
-    perRound: r.rounds.map((x) => x.heldout_accuracy),
-    balancedPerRound: r.rounds.map((x) => x.heldout_balanced_accuracy ?? null),
-    lossPerRound: r.rounds.map((x) => x.heldout_loss),
+    start: r.rounds[0]?.validation_accuracy ?? null,
+    final: trained.at(-1)?.validation_accuracy ?? null,
+    best: Math.max(...trained.map((x) => x.validation_accuracy ?? -1)),
+    perRound: r.rounds.map((x) => x.validation_accuracy),
+    balancedPerRound: r.rounds.map((x) => x.validation_balanced_accuracy ?? null),
+    lossPerRound: r.rounds.map((x) => x.validation_loss),
   };
 };
 const costCells = (r: ReturnType<typeof summarize>) => [

@@ -14,7 +14,7 @@ export const RunConfig = v.strictObject({
   model: v.optional(v.string(), "models/fedflare-sotu-4m"),
   /** g2p: CMUdict grapheme-to-phoneme; spam: SpamAssassin classification; sotu: State of the Union LM. */
   task: v.optional(v.picklist(["g2p", "spam", "sotu"]), "g2p"),
-  /** Records drawn (seeded) from the task's corpus; every 10th is held out for evaluation. */
+  /** Records drawn (seeded) from the task's training split (cli/task-splits.ts). */
   records: v.optional(int(20, 100_000), 2400),
   partitioner: v.optional(
     v.variant("type", [
@@ -55,9 +55,22 @@ export const RunConfig = v.strictObject({
   ),
   quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8"),
   deadlineSeconds: v.optional(v.pipe(v.number(), v.minValue(1)), 900),
-  /** Held-out examples scored after every round (the evaluation's cost). */
-  evalExamples: v.optional(int(1, 100_000), 200),
+  /** Validation examples scored after every round (the evaluation's cost); default: the whole validation split. */
+  evalExamples: v.optional(int(1, 100_000)),
+  /** Test examples the last version is scored on once, at the end; default: the whole test split. */
+  testExamples: v.optional(int(1, 100_000)),
   seed: v.optional(int(0, 2 ** 32 - 1), 0),
+  /**
+   * A baseline on the run's own data and partition (bench/quality): "centralized" trains one client on
+   * every partition pooled, with clientsPerRound times the local steps (the examples a round of the
+   * federation sees); "local-only" trains partition `client` alone with the same local budget.
+   */
+  baseline: v.optional(
+    v.variant("type", [
+      v.strictObject({ type: v.literal("centralized") }),
+      v.strictObject({ type: v.literal("local-only"), client: int(0, 31) }),
+    ]),
+  ),
 });
 export type RunConfig = Omit<v.InferOutput<typeof RunConfig>, "method"> & { method: MethodConfig };
 
@@ -69,6 +82,8 @@ export function parseRunConfig(json: unknown, source: string): RunConfig {
   }
   if ((r.output.clientsPerRound ?? r.output.clients) > r.output.clients)
     throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
+  if (r.output.baseline?.type === "local-only" && r.output.baseline.client >= r.output.clients)
+    throw new UsageError(`${source}: field "baseline.client" must be a partition index below "clients" (${r.output.clients})`);
   try {
     return { ...r.output, method: runMethods.parse(r.output.method).config };
   } catch (e) {

@@ -1,73 +1,78 @@
-// The data of a local run: a seeded sample of the task's corpus, every 10th record held out for the
-// runner's evaluation, the rest split among the clients by the configured partitioner.
+// The data of a local run: a seeded sample of the task's training split (cli/task-splits.ts) split among
+// the clients by the configured partitioner; every version scored on the validation split, the last one
+// also on the test split. Seeds vary the sample and the partition, never the evaluated records.
 import type { Example } from "../src/data/jsonl.ts";
 import { shuffled } from "../src/data/lm-windows.ts";
 import { dirichletPartitioner } from "../src/data/partitioners/dirichlet.ts";
 import { iidPartitioner } from "../src/data/partitioners/iid.ts";
 import { naturalPartitioner } from "../src/data/partitioners/natural.ts";
 import type { Partitioner } from "../src/data/partitioners/partitioner.ts";
-import { splitEvery } from "../src/data/split.ts";
-import { g2pTask, type G2pEntry } from "../src/data/tasks/g2p-task.ts";
-import { isPlainWord } from "../src/data/tasks/g2p.ts";
-import { sotuTask } from "../src/data/tasks/sotu.ts";
-import { spamTask } from "../src/data/tasks/spam.ts";
-import type { ClassificationTask, Task } from "../src/data/tasks/task.ts";
+import type { ClassificationTask } from "../src/data/tasks/task.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
-import { cmudict, sotuAddresses, spamAssassinSplit } from "./corpora.ts";
 import type { RunConfig } from "./run-config.ts";
+import { taskSplits } from "./task-splits.ts";
 
 export interface RunData {
   partitions: Example[][];
-  heldOut: Example[];
+  /** What every version is scored on: the validation split, or `evalExamples` of it in a fixed order. */
+  validation: Example[];
+  /** What the last version is scored on once, at the end. */
+  test: Example[];
   /** Records per partition key, for the summary: which natural groups each client holds. */
   keys: string[][];
   /** A classification task's labels (its completions are " " + label), scored by accuracy. */
   labels?: readonly string[];
 }
 
-interface Corpus<Raw> {
-  task: Task<Raw>;
-  raws: Raw[];
-  /** Labels for Dirichlet skew; the partition key where the task has no labels. */
-  label: (raw: Raw) => string;
-}
-
-function corpus(c: RunConfig): Corpus<unknown> {
-  if (c.task === "g2p") {
-    const dict = cmudict();
-    const raws: G2pEntry[] = Object.keys(dict)
-      .filter((w) => isPlainWord(w))
-      .sort()
-      .map((w) => [w, dict[w]!]);
-    return { task: g2pTask, raws, label: g2pTask.partitionKey } as Corpus<unknown>;
-  }
-  if (c.task === "spam") {
-    const task = spamTask();
-    // The half of the corpus that fedflare-mail-4m was not pretrained on, whatever the model.
-    return { task, raws: spamAssassinSplit().task, label: task.label } as Corpus<unknown>;
-  }
-  const task = sotuTask({ by: "president" });
-  return { task, raws: sotuAddresses(), label: task.partitionKey } as Corpus<unknown>;
-}
+/** The seed of the order capped validation and test sets are drawn in: the same records for every run and seed. */
+const EVALUATION_ORDER = 0x5eed;
 
 export function runData(c: RunConfig): RunData {
-  const { task, raws, label } = corpus(c);
-  const sample = shuffled(raws, seededUniform(c.seed)).slice(0, c.records);
-  const { train, heldOut } = splitEvery(sample, 10);
+  const { task, train, validation, test } = taskSplits(c.task);
+  const classes = "labels" in task ? (task as ClassificationTask<unknown>) : null;
+  const sample = shuffled(train, seededUniform(c.seed)).slice(0, c.records);
   let partitioner: Partitioner & { keys?: readonly (readonly string[])[] };
-  if (c.partitioner.type === "iid") partitioner = iidPartitioner(train.length, { numPartitions: c.clients, seed: c.seed });
+  if (c.partitioner.type === "iid") partitioner = iidPartitioner(sample.length, { numPartitions: c.clients, seed: c.seed });
   else if (c.partitioner.type === "dirichlet")
-    partitioner = dirichletPartitioner(train.map(label), { numPartitions: c.clients, alpha: c.partitioner.alpha, seed: c.seed });
+    partitioner = dirichletPartitioner(sample.map(classes?.label ?? task.partitionKey), {
+      numPartitions: c.clients,
+      alpha: c.partitioner.alpha,
+      seed: c.seed,
+    });
   else
     partitioner = naturalPartitioner(
-      train.map((r) => task.partitionKey(r)),
+      sample.map((r) => task.partitionKey(r)),
       c.clients,
     );
-  const partitions = Array.from({ length: c.clients }, (_, i) => partitioner.loadPartition(i).flatMap((j) => task.examples(train[j])));
+  const examples = (records: readonly unknown[]) => records.flatMap((r) => task.examples(r));
+  // A fixed order (the splits keep the corpus's, grouped by label for spam), so a capped set is a sample of both.
+  const fixed = (records: readonly unknown[]) => examples(shuffled(records, seededUniform(EVALUATION_ORDER)));
   return {
-    ...("labels" in task ? { labels: (task as ClassificationTask<unknown>).labels } : {}),
-    partitions,
-    heldOut: heldOut.flatMap((r) => task.examples(r)).slice(0, c.evalExamples),
-    keys: Array.from({ length: c.clients }, (_, i) => [...(partitioner.keys?.[i] ?? [])]),
+    ...(classes ? { labels: classes.labels } : {}),
+    partitions: trained(
+      c,
+      Array.from({ length: c.clients }, (_, i) => examples(partitioner.loadPartition(i).map((j) => sample[j]))),
+    ),
+    validation: fixed(validation).slice(0, c.evalExamples),
+    test: fixed(test).slice(0, c.testExamples),
+    keys: trained(
+      c,
+      Array.from({ length: c.clients }, (_, i) => [...(partitioner.keys?.[i] ?? [])]),
+    ),
   };
+}
+
+/** The partitions a run's clients hold: all of them, or a baseline's one client (RunConfig.baseline). */
+function trained<T>(c: RunConfig, partitions: T[][]): T[][] {
+  if (c.baseline?.type === "centralized") return [partitions.flat()];
+  if (c.baseline) return [partitions[c.baseline.client]!];
+  return partitions;
+}
+
+/** The federation a run creates: its clients per round and local budget; a baseline's is one client's (trained). */
+export function federationShape(c: RunConfig): { clientsPerRound: number; local: RunConfig["local"] } {
+  const perRound = c.clientsPerRound ?? c.clients;
+  if (c.baseline?.type === "centralized") return { clientsPerRound: 1, local: { ...c.local, steps: c.local.steps * perRound } };
+  if (c.baseline) return { clientsPerRound: 1, local: c.local };
+  return { clientsPerRound: perRound, local: c.local };
 }

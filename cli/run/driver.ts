@@ -1,10 +1,12 @@
 // Drives a local federation for `fedflare run`: starts what the method's run side asks for (the
 // inference endpoint as a trunk or a completions API), the coordinator, the aggregator and the client
 // workers in workerd; creates the federation; scores version 0; records rounds that ended while no runner
-// watched; then opens, pushes and watches each round, scoring every new version on held-out data.
+// watched; then opens, pushes and watches each round, scoring every new version on the validation split,
+// and at the end the last version on the test split.
 import { readdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { tokenizeExample } from "../../src/data/examples.ts";
+import type { Example } from "../../src/data/jsonl.ts";
 import { loadModel, type LoadedModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
@@ -17,9 +19,21 @@ import { LocalFederation, randomToken, type LocalClient } from "../local-federat
 import { dirSource, tokenizerFiles } from "../model-dir.ts";
 import { descendantCpuSeconds } from "../process-cpu.ts";
 import type { RunConfig } from "../run-config.ts";
-import { runData } from "../run-data.ts";
+import { federationShape, type RunData, runData } from "../run-data.ts";
 import { UsageError } from "../usage.ts";
-import { clientCost, lossPlot, previous, roundLine, roundsTable, scoreFields, summary, writeAdapter, type RoundRecord } from "./report.ts";
+import {
+  clientCost,
+  lossPlot,
+  previous,
+  type RoundRecord,
+  roundLine,
+  roundsTable,
+  scoreFields,
+  summary,
+  testLine,
+  testRecord,
+  writeAdapter,
+} from "./report.ts";
 import type { RunFolder } from "./run-folder.ts";
 
 const FED = "local";
@@ -38,7 +52,7 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
   log(
     `${config.task}: ${clients
       .map((c, i) => `${c.id} ${c.partition.length}${data.keys[i]!.length ? ` (${data.keys[i]!.join("")})` : ""}`)
-      .join(", ")} examples; ${data.heldOut.length} held out`,
+      .join(", ")} examples; ${data.validation.length} validation, ${data.test.length} test`,
   );
   const refusal = side.taskRefusal?.(method, { name: config.task, labels: data.labels ?? null });
   if (refusal) throw new UsageError(refusal);
@@ -74,7 +88,7 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
   process.prependOnceListener("SIGTERM", interrupt);
   try {
     await createFederation(fed, config, clients, modelFiles, prepared?.initial ?? null);
-    const ctx = scoreContext(config, model, data);
+    const ctx = scoreContext(config, model, data.validation, data.labels);
     const evaluate = async (version: number): Promise<Scored> => {
       const bytes = new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer());
       return side.score(method, decodeTensorFile(bytes, `version ${version}`).tensors, ctx);
@@ -84,7 +98,7 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
       const zero = await evaluate(0);
       folder.append({ round: 0, status: "base", version: 0, uploads: 0, train_loss: null, ...scoreFields(zero), seconds: 0 });
     }
-    log(`held-out loss of the base model: ${folder.records[0]!.heldout_loss.toFixed(4)}`);
+    log(`validation loss of the base model: ${folder.records[0]!.validation_loss.toFixed(4)}`);
     await recordUnwatched(fed, folder, evaluate);
     let state = await api<FederationState>(fed, `/federations/${FED}`);
     while (state.roundsDone < config.rounds || state.openRound !== null) {
@@ -109,9 +123,17 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
     const description = await (await fed.coordinator(`/federations/${FED}/versions/${state.version}/adapter_config.json`)).text();
     writeAdapter(folder.adapterDir, { safetensors: final, description });
     folder.write("plot.svg", lossPlot(folder.records, config));
-    const usage = side.usage(method, decodeTensorFile(final, "adapter").tensors, { adapterDir: folder.adapterDir, modelDir: config.model });
+    const finalTensors = decodeTensorFile(final, "adapter").tensors;
+    const tested = testRecord(
+      state.version,
+      data.test.length,
+      await side.score(method, finalTensors, scoreContext(config, model, data.test, data.labels)),
+    );
+    folder.write("test.json", `${JSON.stringify(tested, null, 2)}\n`);
+    const usage = side.usage(method, finalTensors, { adapterDir: folder.adapterDir, modelDir: config.model });
     process.stdout.write(
       summary(roundsTable(folder.records, data.labels !== undefined), {
+        test: testLine(tested),
         dir: folder.dir,
         seconds: (Date.now() - started) / 1000,
         adapterDir: folder.adapterDir,
@@ -169,7 +191,7 @@ async function createFederation(
   modelFiles: ReadonlyMap<string, Uint8Array>,
   initial: Uint8Array | null,
 ): Promise<void> {
-  const perRound = config.clientsPerRound ?? config.clients;
+  const { clientsPerRound: perRound, local } = federationShape(config);
   if ((await fed.coordinator(`/federations/${FED}`)).status === 404)
     await api(fed, "/federations", "POST", {
       id: FED,
@@ -184,7 +206,7 @@ async function createFederation(
       clients: clients.map((c) => c.id),
       clientsPerRound: perRound,
       minClients: Math.max(1, Math.ceil(perRound / 2)),
-      local: config.local,
+      local,
       deadlineSeconds: config.deadlineSeconds,
       seed: config.seed,
     });
@@ -195,8 +217,8 @@ async function createFederation(
   }
 }
 
-/** What a run side scores a version with: the base model, the held-out examples, and a classification task's labels. */
-function scoreContext(config: RunConfig, model: LoadedModel, data: ReturnType<typeof runData>): ScoreContext {
+/** What a run side scores a version with: the base model, the examples scored, and a classification task's labels. */
+function scoreContext(config: RunConfig, model: LoadedModel, examples: readonly Example[], labels: RunData["labels"]): ScoreContext {
   const eos = model.config.eosTokenIds[0] ?? 0;
   const maxTokens = config.local.maxTokens;
   return {
@@ -206,8 +228,8 @@ function scoreContext(config: RunConfig, model: LoadedModel, data: ReturnType<ty
     seed: config.seed,
     local: config.local,
     maxTokens,
-    heldOut: data.heldOut.map((e) => tokenizeExample(e, model.tokenizer, eos, maxTokens)),
-    task: data.labels ? { labels: data.labels, labeled: labeledPrompts(data.heldOut) } : null,
+    heldOut: examples.map((e) => tokenizeExample(e, model.tokenizer, eos, maxTokens)),
+    task: labels ? { labels, labeled: labeledPrompts(examples) } : null,
   };
 }
 
@@ -261,7 +283,10 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
     r = await api(fed, `/federations/${FED}/rounds/${round}`);
     const views = await jobs();
     const line = `round ${round}/${config.rounds}  ${views
-      .map((job, i) => `${info.sampled[i]} ${job.status === "training" ? `${job.stepsDone}/${config.local.steps}` : job.status}`)
+      .map(
+        (job, i) =>
+          `${info.sampled[i]} ${job.status === "training" ? `${job.stepsDone}/${federationShape(config).local.steps}` : job.status}`,
+      )
       .join("  ")}  uploads ${r.uploads}/${info.sampled.length}`;
     if (line !== shown) {
       shown = line;

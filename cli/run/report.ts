@@ -1,5 +1,7 @@
-// What `fedflare run` reports: a round's record (a line of metrics.jsonl), the clients' costs it carries,
-// and at the end plot.svg, the table of rounds, the final adapter folder and the closing lines.
+// What `fedflare run` reports: a round's record (a line of metrics.jsonl: the version's scores on the
+// validation split), the clients' costs it carries, and at the end the last version's scores on the test
+// split (test.json), plot.svg, the table of rounds, the final adapter folder and the closing lines.
+import { wilsonInterval } from "../../src/data/metrics.ts";
 import type { Scored } from "../../src/fl/methods/method.ts";
 import { linePlotSvg } from "../../src/report/line-plot.ts";
 import { formatTable } from "../../src/report/table.ts";
@@ -12,11 +14,11 @@ export interface RoundRecord {
   version: number;
   uploads: number;
   train_loss: number | null;
-  heldout_loss: number;
-  /** Classification tasks: the share of held-out examples whose label words are the most probable. */
-  heldout_accuracy?: number | null;
+  validation_loss: number;
+  /** Classification tasks: the share of validation examples whose label words are the most probable. */
+  validation_accuracy?: number | null;
   /** The same, as the mean per-label recall: a constant answer scores 1 / labels however skewed the data. */
-  heldout_balanced_accuracy?: number | null;
+  validation_balanced_accuracy?: number | null;
   seconds: number;
   /** What a sampled client spent in the round (means over the clients that uploaded). */
   clients?: ClientCost;
@@ -35,17 +37,44 @@ export interface ClientCost {
 }
 
 export const scoreFields = (s: Scored) => ({
-  heldout_loss: s.loss,
-  heldout_accuracy: s.accuracy,
-  heldout_balanced_accuracy: s.balanced,
+  validation_loss: s.loss,
+  validation_accuracy: s.accuracy,
+  validation_balanced_accuracy: s.balanced,
 });
 
 /** A round that failed leaves the model as it was: its scores are the last round's. */
 export const previous = (r: RoundRecord): Scored => ({
-  loss: r.heldout_loss,
-  accuracy: r.heldout_accuracy ?? null,
-  balanced: r.heldout_balanced_accuracy ?? null,
+  loss: r.validation_loss,
+  accuracy: r.validation_accuracy ?? null,
+  balanced: r.validation_balanced_accuracy ?? null,
 });
+
+/** The last version's scores on the test split (test.json), with the accuracy's 95% Wilson interval. */
+export interface TestRecord extends Scored {
+  version: number;
+  examples: number;
+  accuracy_interval: { low: number; high: number } | null;
+}
+
+export function testRecord(version: number, examples: number, s: Scored): TestRecord {
+  return {
+    version,
+    examples,
+    ...s,
+    accuracy_interval: s.accuracy === null ? null : wilsonInterval(Math.round(s.accuracy * examples), examples),
+  };
+}
+
+/** The test line the run prints last: loss, and accuracy with its interval where the task is a classification. */
+export function testLine(t: TestRecord): string {
+  const pct = (x: number) => (100 * x).toFixed(1);
+  const accuracy =
+    t.accuracy === null
+      ? ""
+      : `, accuracy ${pct(t.accuracy)} % (95% interval ${pct(t.accuracy_interval!.low)}-${pct(t.accuracy_interval!.high)}), ` +
+        `balanced ${pct(t.balanced!)} %`;
+  return `test (${t.examples} examples, version ${t.version}): loss ${t.loss.toFixed(4)}${accuracy}`;
+}
 
 /** The clients' costs of a round, from their job views: each upload's size and the metrics it declared. */
 export function clientCost(
@@ -71,8 +100,8 @@ export function clientCost(
 /** A closed round's progress line. */
 export function roundLine(r: RoundRecord): string {
   return (
-    `round ${r.round} ${r.status}: train loss ${r.train_loss?.toFixed(4) ?? "-"}, held-out loss ` +
-    `${r.heldout_loss.toFixed(4)}${r.heldout_accuracy == null ? "" : `, accuracy ${(100 * r.heldout_accuracy).toFixed(1)} %`} ` +
+    `round ${r.round} ${r.status}: train loss ${r.train_loss?.toFixed(4) ?? "-"}, validation loss ` +
+    `${r.validation_loss.toFixed(4)}${r.validation_accuracy == null ? "" : `, accuracy ${(100 * r.validation_accuracy).toFixed(1)} %`} ` +
     `(${r.seconds.toFixed(1)} s)`
   );
 }
@@ -82,7 +111,7 @@ export function lossPlot(records: readonly RoundRecord[], config: RunConfig): st
   const points = (f: (r: RoundRecord) => number | null) => records.filter((r) => f(r) !== null).map((r) => [r.round, f(r)!] as const);
   return linePlotSvg(
     [
-      { name: "held-out loss", points: points((r) => r.heldout_loss), color: "#d62728" },
+      { name: "validation loss", points: points((r) => r.validation_loss), color: "#d62728" },
       { name: "clients' train loss (weighted)", points: points((r) => r.train_loss), color: "#1f77b4" },
     ],
     {
@@ -97,14 +126,14 @@ export function lossPlot(records: readonly RoundRecord[], config: RunConfig): st
 /** The rounds as a text table; the accuracy column for classification tasks. */
 export function roundsTable(records: readonly RoundRecord[], withAccuracy: boolean): string {
   return formatTable(
-    ["round", "status", "uploads", "train loss", "held-out loss", ...(withAccuracy ? ["held-out accuracy %"] : []), "seconds"],
+    ["round", "status", "uploads", "train loss", "validation loss", ...(withAccuracy ? ["validation accuracy %"] : []), "seconds"],
     records.map((r) => [
       r.round,
       r.status,
       r.uploads,
       r.train_loss?.toFixed(4) ?? "-",
-      r.heldout_loss.toFixed(4),
-      ...(withAccuracy ? [r.heldout_accuracy == null ? "-" : (100 * r.heldout_accuracy).toFixed(1)] : []),
+      r.validation_loss.toFixed(4),
+      ...(withAccuracy ? [r.validation_accuracy == null ? "-" : (100 * r.validation_accuracy).toFixed(1)] : []),
       r.seconds.toFixed(1),
     ]),
   );
@@ -119,8 +148,13 @@ export function writeAdapter(dir: string, final: { safetensors: Uint8Array; desc
 }
 
 /** What the run prints last: the table, where its folder is, and how to use the final version. */
-export function summary(table: string, run: { dir: string; seconds: number; adapterDir: string; usage: string }): string {
-  return [table, "", `run folder: ${run.dir} (${run.seconds.toFixed(0)} s)`, `adapter:    ${run.adapterDir}  (${run.usage})`, ""].join(
-    "\n",
-  );
+export function summary(table: string, run: { test: string; dir: string; seconds: number; adapterDir: string; usage: string }): string {
+  return [
+    table,
+    run.test,
+    "",
+    `run folder: ${run.dir} (${run.seconds.toFixed(0)} s)`,
+    `adapter:    ${run.adapterDir}  (${run.usage})`,
+    "",
+  ].join("\n");
 }

@@ -64,3 +64,19 @@ export function classifyByLogProb<Label extends string>(tokenLogProbs: Readonly<
   if (best === undefined) throw new DataError("dataset_empty", "no labels to choose from");
   return best;
 }
+
+/** The normal quantile of a two-sided 95% interval. */
+const Z95 = 1.959963984540054;
+
+/**
+ * The Wilson score interval (Wilson 1927) of a proportion: `successes` of `n`, at 95%. Unlike the normal
+ * approximation it stays inside [0, 1] and is not zero-width at 0 or n successes.
+ */
+export function wilsonInterval(successes: number, n: number, z = Z95): { low: number; high: number } {
+  if (!(n > 0)) throw new DataError("dataset_empty", `an interval needs at least one trial, got ${n}`);
+  const p = successes / n;
+  const z2 = z * z;
+  const centre = (p + z2 / (2 * n)) / (1 + z2 / n);
+  const half = (z / (1 + z2 / n)) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
+  return { low: Math.max(0, centre - half), high: Math.min(1, centre + half) };
+}

@@ -4,6 +4,8 @@ export interface Series {
   name: string;
   points: readonly (readonly [number, number])[];
   color: string;
+  /** A shaded band around the line (say mean ± std over seeds): its low and high y at each point's x. */
+  band?: readonly (readonly [number, number])[];
 }
 
 export interface PlotOptions {
@@ -42,7 +44,10 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
   const H = o.height ?? 420;
   const m = { left: 70, right: 20, top: 40, bottom: 50 };
   const fy = (y: number) => (o.logY ? Math.log10(y) : y);
-  const all = series.flatMap((s) => s.points);
+  const all = series.flatMap((s) => [
+    ...s.points,
+    ...(s.band ?? []).flatMap(([lo, hi], i) => [[s.points[i]![0], lo] as const, [s.points[i]![0], hi] as const]),
+  ]);
   // Ranges padded a little (and widened when all points share a value), so every point is inside.
   const pad = (lo: number, hi: number, by: number): [number, number] =>
     hi > lo ? [lo - (hi - lo) * by, hi + (hi - lo) * by] : [lo - 1, hi + 1];
@@ -73,6 +78,12 @@ export function linePlotSvg(series: readonly Series[], o: PlotOptions): string {
     `<text x="${W / 2}" y="${H - 12}" text-anchor="middle">${esc(o.xLabel)}</text>`,
     `<text transform="translate(16 ${H / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}${o.logY ? " (log scale)" : ""}</text>`,
   );
+  for (const s of series) {
+    if (!s.band) continue;
+    const upper = s.band.map(([, hi], j) => `${sx(s.points[j]![0]).toFixed(1)},${sy(hi).toFixed(1)}`);
+    const lower = s.band.map(([lo], j) => `${sx(s.points[j]![0]).toFixed(1)},${sy(lo).toFixed(1)}`).reverse();
+    parts.push(`<polygon points="${[...upper, ...lower].join(" ")}" fill="${s.color}" fill-opacity="0.15" stroke="none"/>`);
+  }
   series.forEach((s, i) => {
     const d = s.points.map((p, j) => `${j ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.5"/>`);

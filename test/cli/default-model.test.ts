@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { sotuSplit, spamAssassinSplit } from "../../cli/corpora.ts";
+import { spamAssassinSplit } from "../../cli/corpora.ts";
 import { splitEvery } from "../../src/data/split.ts";
 import { mailText } from "../../src/data/tasks/spam.ts";
 import { tempDir } from "../fixtures/hf-model.ts";
@@ -28,22 +28,17 @@ describe.each([
   });
 });
 
-describe("the shipped default model", () => {
-  it("reaches the card's held-out perplexity range on held-out addresses (int8)", async () => {
-    const file = join(tempDir("default-model"), "held.jsonl");
-    writeFileSync(
-      file,
-      sotuSplit()
-        .heldOut.slice(-2)
-        .map((a) => JSON.stringify({ text: a.text }))
-        .join("\n"),
-    );
-    const r = await runCli(["perplexity", "--model", MODEL, "--data", file, "--quant", "int8"]);
+describe.each(["models/fedflare-sotu-4m", "models/fedflare-sotu-12l", "models/fedflare-mail-4m"])("the shipped model %s", (dir) => {
+  it("has the held-out perplexity its card states, within 2%, by the command the card gives", async () => {
+    const card = readFileSync(join(dir, "README.md"), "utf8");
+    const stated = Number(/Held-out perplexity: \*\*([\d.]+)\*\*/.exec(card)?.[1]);
+    expect(stated).toBeGreaterThan(1);
+    expect(card).toContain(`npx fedflare perplexity --model ${dir} --corpus sotu-heldout`);
+    const r = await runCli(["perplexity", "--model", dir, "--corpus", "sotu-heldout"]);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as { perplexity: number; tokens: number };
-    expect(out.tokens).toBeGreaterThan(5000);
-    expect(out.perplexity).toBeGreaterThan(20);
-    expect(out.perplexity).toBeLessThan(120);
+    expect(out.tokens).toBeGreaterThan(200_000);
+    expect(Math.abs(out.perplexity / stated - 1)).toBeLessThan(0.02);
   });
 });
 

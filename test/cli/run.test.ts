@@ -9,6 +9,7 @@ import { dirSource } from "../../cli/model-dir.ts";
 import { loadPeftAdapter } from "../../src/engine/lora/peft.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
+import type { TestRecord } from "../../cli/run/report.ts";
 import { runCli } from "./run-cli.ts";
 
 const root = tempDir("cli-run");
@@ -34,7 +35,7 @@ interface Record_ {
   round: number;
   status: string;
   version: number;
-  heldout_loss: number;
+  validation_loss: number;
 }
 const records = (dir: string) =>
   readFileSync(join(dir, "metrics.jsonl"), "utf8")
@@ -67,7 +68,7 @@ describe("fedflare run", () => {
     expect(all.map((r) => r.round)).toEqual([0, 1, 2, 3]);
     expect(all.slice(0, 2)).toEqual(before);
     expect(all.map((r) => r.version)).toEqual([0, 1, 2, 3]);
-    expect(all.at(-1)!.heldout_loss).toBeLessThan(all[0]!.heldout_loss);
+    expect(all.at(-1)!.validation_loss).toBeLessThan(all[0]!.validation_loss);
     expect(resumed.stdout).toMatch(/round +status +uploads/);
     for (const f of ["config.json", "plot.svg", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"])
       expect(existsSync(join(out, f)), f).toBe(true);
@@ -93,22 +94,36 @@ describe("fedflare run", () => {
         method: { type: "offsite", bottom: 1, top: 1, middle: 0 },
         local: { steps: 2, batchSize: 4, lr: 1e-3, maxTokens: 48 },
         evalExamples: 6,
+        testExamples: 40,
       }),
     );
     const out = join(root, "offsite-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/adapter layers \[0,3\], clients run the emulator's layers \[0,3\]/);
-    const all = records(out) as (Record_ & { heldout_accuracy: number })[];
+    const all = records(out) as (Record_ & { validation_accuracy: number })[];
     expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
-    // Six held-out mails: accuracy in sixths.
+    // Six validation mails: accuracy in sixths.
     for (const x of all) {
-      expect(x.heldout_accuracy).toBeGreaterThanOrEqual(0);
-      expect(x.heldout_accuracy).toBeLessThanOrEqual(1);
-      expect(Math.abs(x.heldout_accuracy * 6 - Math.round(x.heldout_accuracy * 6))).toBeLessThan(1e-9);
+      expect(x.validation_accuracy).toBeGreaterThanOrEqual(0);
+      expect(x.validation_accuracy).toBeLessThanOrEqual(1);
+      expect(Math.abs(x.validation_accuracy * 6 - Math.round(x.validation_accuracy * 6))).toBeLessThan(1e-9);
     }
-    expect(all[2]!.heldout_loss).not.toBe(all[0]!.heldout_loss);
-    expect(r.stdout).toMatch(/held-out accuracy %/);
+    expect(all[2]!.validation_loss).not.toBe(all[0]!.validation_loss);
+    expect(r.stdout).toMatch(/validation accuracy %/);
+    // The last version on 40 test mails, with the accuracy's Wilson interval (z = 1.96) around it.
+    const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
+    expect(test).toMatchObject({ version: 2, examples: 40 });
+    const k = Math.round(test.accuracy! * 40);
+    expect(Math.abs(test.accuracy! * 40 - k)).toBeLessThan(1e-9);
+    const p = k / 40;
+    const half = (1.96 / (1 + 1.96 ** 2 / 40)) * Math.sqrt((p * (1 - p)) / 40 + 1.96 ** 2 / 6400);
+    const centre = (p + 1.96 ** 2 / 80) / (1 + 1.96 ** 2 / 40);
+    expect(test.accuracy_interval!.low).toBeCloseTo(Math.max(0, centre - half), 3);
+    expect(test.accuracy_interval!.high).toBeCloseTo(Math.min(1, centre + half), 3);
+    expect(r.stdout).toContain(
+      `test (40 examples, version 2): loss ${test.loss.toFixed(4)}, accuracy ${(100 * test.accuracy!).toFixed(1)} %`,
+    );
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({
       method: "offsite",
       adapter_layers: [0, 3],
@@ -151,10 +166,10 @@ describe("fedflare run", () => {
     const out = join(root, "fedkseed-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
-    const all = records(out) as (Record_ & { heldout_accuracy: number })[];
+    const all = records(out) as (Record_ & { validation_accuracy: number })[];
     expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
     // The LoRA pairs start at B = 0 (the base model) and move with the seeds' scalars.
-    expect(all[2]!.heldout_loss).not.toBe(all[0]!.heldout_loss);
+    expect(all[2]!.validation_loss).not.toBe(all[0]!.validation_loss);
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({ method: "fedkseed", k: 128 });
   }, 300_000);
 
@@ -177,10 +192,10 @@ describe("fedflare run", () => {
     const out = join(root, "fedbpt-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
-    const all = records(out) as (Record_ & { heldout_accuracy: number })[];
+    const all = records(out) as (Record_ & { validation_accuracy: number })[];
     expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
     // Version 0 is z = 0 (the prompt p0); the clients' search moves it.
-    expect(all[2]!.heldout_loss).not.toBe(all[0]!.heldout_loss);
+    expect(all[2]!.validation_loss).not.toBe(all[0]!.validation_loss);
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({ method: "fedbpt", dimension: 6 });
   }, 300_000);
 
@@ -210,9 +225,9 @@ describe("fedflare run", () => {
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
     type Cost = { upload_bytes: number; download_bytes: number; api_rows: number; api_requests: number; cpu_seconds: number | null };
-    const all = records(out) as (Record_ & { heldout_accuracy: number; heldout_balanced_accuracy: number; clients?: Cost })[];
+    const all = records(out) as (Record_ & { validation_accuracy: number; validation_balanced_accuracy: number; clients?: Cost })[];
     expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
-    for (const x of all) expect(x.heldout_balanced_accuracy).toEqual(expect.any(Number));
+    for (const x of all) expect(x.validation_balanced_accuracy).toEqual(expect.any(Number));
     // Each step: 2 prompts x 4 mails x 2 labels = 16 rows in one request; three steps a round.
     expect(all[1]!.clients).toMatchObject({ api_rows: 3 * 16, api_requests: 3 });
     // Up: the change of a 2 x 5 distribution (40 bytes of numbers and the safetensors header); down: version 0.

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { accuracy, balancedAccuracy, classifyByLogProb, exactMatch, normalizeAnswer, perplexityFromNll } from "../../src/data/metrics.ts";
+import {
+  accuracy,
+  balancedAccuracy,
+  classifyByLogProb,
+  exactMatch,
+  normalizeAnswer,
+  perplexityFromNll,
+  wilsonInterval,
+} from "../../src/data/metrics.ts";
 import { g2pTask } from "../../src/data/tasks/g2p-task.ts";
 import { sentenceChunks, sotuTask } from "../../src/data/tasks/sotu.ts";
 import { parseMail, spamTask } from "../../src/data/tasks/spam.ts";
@@ -64,6 +72,16 @@ describe("metrics", () => {
     expect(accuracy(["ham", "ham", "ham", "ham"], gold)).toBe(0.75);
     expect(balancedAccuracy(["ham", "ham", "ham", "ham"], gold)).toBe(0.5);
     expect(balancedAccuracy(["ham", "spam", "ham", "spam"], gold)).toBeCloseTo((2 / 3 + 1) / 2, 12);
+  });
+
+  it("the Wilson interval: [0.2366, 0.7634] for 5 of 10, [0, 0.2775] for 0 of 10, ±2.95 points at 550 of 1,100", () => {
+    const five = wilsonInterval(5, 10);
+    expect([five.low, five.high].map((x) => x.toFixed(4))).toEqual(["0.2366", "0.7634"]);
+    const none = wilsonInterval(0, 10);
+    expect([none.low, none.high].map((x) => x.toFixed(4))).toEqual(["0.0000", "0.2775"]);
+    const half = wilsonInterval(550, 1100);
+    expect((half.high - half.low) / 2).toBeCloseTo(0.02953, 4);
+    expect(() => wilsonInterval(0, 0)).toThrow(/at least one trial/);
   });
 
   it("accuracy and exact match count equal answers, exact match after trimming and collapsing spaces", () => {
