@@ -98,6 +98,18 @@ with the model local or at the endpoint`, async () => {
       ["mean", [8]],
       ["sigma2", [1]],
     ]);
+    // Version 2 is version 1 plus the example-weighted mean of round 2's changes (FedAvg), recombined
+    // here in float64 from the uploads as the clients sent them: the mean, and the squared step size.
+    const raw = async (v: number) =>
+      decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/bpt/versions/${v}`)).arrayBuffer()), `v${v}`).tensors;
+    const [r1, r2] = [await raw(1), await raw(2)];
+    const sent = await Promise.all(["b1", "b2"].map(async (id) => decodeTensorFile(await uploadOf(fed, id, "bpt", 2), id)));
+    expect(sent.map((u) => Number(u.metadata.num_examples))).toEqual([6, 8]);
+    for (const name of ["mean", "sigma2"]) {
+      const expected = Float64Array.from(r1.get(name)!);
+      sent.forEach((u, k) => u.tensors.get(name)!.forEach((d, i) => (expected[i]! += (d * [6, 8][k]!) / 14)));
+      expect(Math.max(...[...r2.get(name)!].map((x, i) => Math.abs(x - expected[i]!))), name).toBeLessThan(1e-6);
+    }
     const metrics = JSON.parse(upload.metadata.metrics!) as Record<string, number>;
     expect(metrics.generations).toBe(3);
     expect(metrics.evaluations).toBe(3 * (4 + Math.floor(3 * Math.log(8))));

@@ -111,10 +111,22 @@ describe("a FedKSeed federation", () => {
       expect(metrics.download_bytes).toBeLessThan(1024);
     }
 
-    const v3 = decodeTensorFile(
-      new Uint8Array(await (await fed.coordinator("/federations/ks/versions/3")).arrayBuffer()),
-      "v3",
-    ).tensors.get("seed_sums")!;
+    const seedSums = async (v: number) =>
+      decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/ks/versions/${v}`)).arrayBuffer()), `v${v}`).tensors.get(
+        "seed_sums",
+      )!;
+    const [v2, v3] = [await seedSums(2), await seedSums(3)];
+    // Version 3 is version 2 plus the example-weighted mean of round 3's uploads (FedAvg, learning rate 1),
+    // recombined here in float64 from the uploads as the clients sent them.
+    const sent = uploads.map((body) => {
+      const { sums, metadata } = decodeSeedSums(body, K, "upload");
+      return { sums, examples: Number(metadata.num_examples) };
+    });
+    expect(sent.map((u) => u.examples)).toEqual([6, 8]);
+    const expected = Float64Array.from(v2);
+    for (const { sums, examples } of sent) for (const [j, c] of sums) expected[j]! += (c * examples) / 14;
+    expect(Math.max(...[...v3].map((x, j) => Math.abs(x - expected[j]!)))).toBeLessThan(1e-6);
+    expect(Math.max(...[...v3].map((x, j) => Math.abs(x - v2[j]!)))).toBeGreaterThan(1e-4);
     const cumulative = new Map([...v3.entries()].filter(([, c]) => c !== 0));
     expect(cumulative.size).toBeGreaterThan(0);
     expect(cumulative.size).toBeLessThanOrEqual(3 * 2 * local.steps);
