@@ -9,7 +9,15 @@ import { dirSource } from "../../cli/model-dir.ts";
 import { loadPeftAdapter } from "../../src/engine/lora/peft.ts";
 import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
+import { parseRunConfig } from "../../cli/run-config.ts";
+import { runData } from "../../cli/run-data.ts";
 import type { TestRecord } from "../../cli/run/report.ts";
+import { loraPairs } from "../../src/engine/lora/peft.ts";
+import { loadModel } from "../../src/engine/model-files.ts";
+import type { FedKSeedConfig } from "../../src/fl/methods/fedkseed/config.ts";
+import { zoGlobal, zoInitial } from "../../src/fl/methods/fedkseed/zo-update.ts";
+import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { referenceCompletionLoss, referenceLabelAccuracy } from "../fixtures/reference-accuracy.ts";
 import { runCli } from "./run-cli.ts";
 
 const root = tempDir("cli-run");
@@ -144,25 +152,27 @@ describe("fedflare run", () => {
 
   it("runs FedKSeed on spam's label words: clients upload per-seed scalars, each version rebuilt from them and scored", async () => {
     const file = join(root, "fedkseed.json");
+    // Label words other than the labels: the scores must be the words', the gold the labels.
     const method = {
       type: "fedkseed",
       k: 128,
       labels: ["spam", "ham"],
+      labelWords: ["lazy", "rockets"],
       trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] },
     };
-    writeFileSync(
-      file,
-      JSON.stringify({
-        model: modelDir,
-        task: "spam",
-        records: 80,
-        clients: 2,
-        rounds: 2,
-        method,
-        local: { steps: 4, batchSize: 4, lr: 1e-3, maxTokens: 48 },
-        evalExamples: 6,
-      }),
-    );
+    const json = {
+      model: modelDir,
+      task: "spam",
+      records: 80,
+      clients: 2,
+      rounds: 2,
+      method,
+      quant: "f32",
+      local: { steps: 4, batchSize: 4, lr: 0.05, maxTokens: 48 },
+      evalExamples: 6,
+      testExamples: 12,
+    };
+    writeFileSync(file, JSON.stringify(json));
     const out = join(root, "fedkseed-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
@@ -171,6 +181,33 @@ describe("fedflare run", () => {
     // The LoRA pairs start at B = 0 (the base model) and move with the seeds' scalars.
     expect(all[2]!.validation_loss).not.toBe(all[0]!.validation_loss);
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({ method: "fedkseed", k: 128 });
+
+    // Recomputed in float64 on the run's own validation and test examples: round 0 (B = 0, the base
+    // model's zero-shot) and the last version, rebuilt from its seed sums, on test.
+    const run = parseRunConfig(json, "fedkseed");
+    const data = runData(run);
+    const base = await loadModel(dirSource(modelDir));
+    const zero = referenceLabelAccuracy(base, data.validation, method.labels, method.labelWords, 48);
+    expect(all[0]!.validation_accuracy).toBeCloseTo(zero.accuracy, 9);
+    const sums = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), "final").tensors;
+    const cumulative = new Map([...sums.get("seed_sums")!].flatMap((c, j) => (c === 0 ? [] : [[j, c] as const])));
+    expect(cumulative.size).toBeGreaterThan(0);
+    const zo = { method: run.method as FedKSeedConfig, federationSeed: run.seed, local: run.local };
+    const params = zoGlobal(zoInitial(config, base.weights, zo.method.trains, run.seed), zo, cumulative);
+    const last = referenceLabelAccuracy(base, data.test, method.labels, method.labelWords, 48, loraPairs(params, 2, 2));
+    const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
+    expect(test).toMatchObject({ version: 2, examples: 12 });
+    expect(test.accuracy).toBeCloseTo(last.accuracy, 9);
+    // The words, not the labels, decide: the base model answers both labels by its words, differently by its labels'.
+    expect(new Set(zero.predicted).size).toBe(2);
+    expect(zero.predicted).not.toEqual(referenceLabelAccuracy(base, data.validation, method.labels, method.labels, 48).predicted);
+    // The losses (the gold labels' completions) of round 0 and of the last version, which moved the model.
+    const lossAt = (lora?: ReturnType<typeof loraPairs>) => referenceCompletionLoss(base, data.validation, 48, lora);
+    expect(all[0]!.validation_loss).toBeCloseTo(lossAt(), 5);
+    expect(all[2]!.validation_loss).toBeCloseTo(lossAt(loraPairs(params, 2, 2)), 5);
+    expect(Math.abs(lossAt(loraPairs(params, 2, 2)) - lossAt())).toBeGreaterThan(1e-3);
+    // No near-tie that float32 could break the other way.
+    expect(Math.min(...zero.margins, ...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
   it("runs FedBPT on spam: clients search the soft prompt's subspace, each version's prompt scored", async () => {
