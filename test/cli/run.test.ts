@@ -91,20 +91,19 @@ describe("fedflare run", () => {
     const deep = tinyConfig({ heads: 4, kvHeads: 2, layers: 4 });
     const deepDir = writeHfModel(join(root, "model-4l"), deep, tinyWeights(deep, 6));
     const file = join(root, "offsite.json");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        model: deepDir,
-        task: "spam",
-        records: 80,
-        clients: 2,
-        rounds: 2,
-        method: { type: "offsite", bottom: 1, top: 1, middle: 0 },
-        local: { steps: 2, batchSize: 4, lr: 1e-3, maxTokens: 48 },
-        evalExamples: 6,
-        testExamples: 40,
-      }),
-    );
+    const json = {
+      model: deepDir,
+      task: "spam",
+      records: 80,
+      clients: 2,
+      rounds: 2,
+      method: { type: "offsite", bottom: 1, top: 1, middle: 0 },
+      quant: "f32",
+      local: { steps: 2, batchSize: 4, lr: 1e-3, maxTokens: 48 },
+      evalExamples: 6,
+      testExamples: 40,
+    };
+    writeFileSync(file, JSON.stringify(json));
     const out = join(root, "offsite-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
@@ -132,6 +131,18 @@ describe("fedflare run", () => {
     expect(r.stdout).toContain(
       `test (40 examples, version 2): loss ${test.loss.toFixed(4)}, accuracy ${(100 * test.accuracy!).toFixed(1)} %`,
     );
+    // Recomputed in float64: round 0 is the base model (the owner's adapter layers as they are), the last
+    // version its adapter layers plugged into the full model, scored by the label names on test.
+    const data = runData(parseRunConfig(json, "offsite"));
+    const base = await loadModel(dirSource(deepDir));
+    const layers = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), "final").tensors;
+    const full = { ...base, weights: new Map([...base.weights, ...layers]) };
+    const labels = ["spam", "ham"];
+    expect(all[0]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 48), 5);
+    expect(all[2]!.validation_loss).toBeCloseTo(referenceCompletionLoss(full, data.validation, 48), 5);
+    const last = referenceLabelAccuracy(full, data.test, labels, labels, 48);
+    expect(test.accuracy).toBeCloseTo(last.accuracy, 9);
+    expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({
       method: "offsite",
       adapter_layers: [0, 3],
