@@ -42,9 +42,8 @@ const quick = values.quick;
 const ROUNDS = Number(values.rounds ?? (quick ? 1 : 5));
 const labels = ["spam", "ham"];
 // The black-box methods score label words: " offer" for spam, " work" for ham. In fedflare-mail-4m's
-// vocabulary " ham" is two tokens and the pair (" spam", " ham") tells the classes apart no better than
-// chance; among natural single-token pairs scored zero-shot on the public half of the corpus (the
-// model's pretraining mails), (" offer", " work") separates them with a ROC AUC of 0.91.
+// vocabulary " ham" is two tokens; (" offer", " work") is a single-token pair the base's next-token
+// distribution after "Answer:" ranks differently for spam and ham (bench/quality.ts's zero-shot rows).
 const labelWords = ["offer", "work"];
 const verbal = { labels, labelWords };
 const base = {

@@ -1,0 +1,118 @@
+// The rows of the learning-quality report (bench/quality.ts): a row is a label and a `fedflare run` config
+// (cli/run-config.ts) laid over its task's base settings, so privacy, robustness and heterogeneity add
+// rows, not harnesses. The zero-shot rows need no run: the harness scores the base model itself.
+
+/** A task of the report, its base run settings and the partitions it is reported on. */
+export interface QualityTask {
+  name: "spam" | "g2p" | "sotu";
+  /** Base settings every run of the task shares (model, task, records, clients, rounds, quant, local budget). */
+  base: Record<string, unknown>;
+  partitions: Record<string, Record<string, unknown>>;
+  /** The runs, by row name. */
+  rows: Record<string, { label: string; config: Record<string, unknown> }>;
+}
+
+export type Preset = "quick" | "full";
+
+const LABELS = ["spam", "ham"];
+// fedflare-mail-4m's label words: " ham" is two tokens in its vocabulary, and (" spam", " ham") tells the
+// classes apart no better than chance; (" offer", " work") is a single-token pair the black-box methods
+// can move.
+export const SPAM_LABEL_WORDS = ["offer", "work"];
+const verbal = { labels: LABELS, labelWords: SPAM_LABEL_WORDS };
+const lora = { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 };
+
+/** The report's tasks at a preset: quick is spam, IID, 2 clients, 2 rounds, LoRA and FedKSeed (11.5 minutes for 3 seeds on 2 cores). */
+export function qualityTasks(preset: Preset): QualityTask[] {
+  const quick = preset === "quick";
+  const local = (steps: number, batchSize: number, lr: number) => ({
+    steps: quick ? Math.min(steps, 4) : steps,
+    batchSize,
+    lr,
+    maxTokens: 96,
+  });
+  const spamRows: QualityTask["rows"] = {
+    "lora-fedavg": { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(20, 8, 1e-2) } },
+    "lora-fedprox": {
+      label: "LoRA, FedProx (mu 0.01)",
+      config: { method: lora, trunk: "local", strategy: { name: "fedprox", proximalMu: 0.01 }, local: local(20, 8, 1e-2) },
+    },
+    "lora-fedadam": {
+      label: "LoRA, FedAdam",
+      config: { method: lora, trunk: "local", strategy: { name: "fedadam", eta: 0.01 }, local: local(20, 8, 1e-2) },
+    },
+    "lora-fedyogi": {
+      label: "LoRA, FedYogi",
+      config: { method: lora, trunk: "local", strategy: { name: "fedyogi", eta: 0.01 }, local: local(20, 8, 1e-2) },
+    },
+    "split-lora": {
+      label: "split LoRA (trunk at the endpoint)",
+      config: { method: { ...lora, fromLayer: 2 }, trunk: "endpoint", local: local(20, 8, 1e-2) },
+    },
+    offsite: {
+      label: "offsite-tuning (layers 0 and 3 tuned, 1 of 2 middle kept)",
+      config: { method: { type: "offsite", bottom: 1, top: 1, middle: 1 }, local: local(20, 8, 1e-3) },
+    },
+    fedkseed: {
+      label: "FedKSeed",
+      config: {
+        method: { type: "fedkseed", k: 4096, epsilon: 1e-3, ...verbal, trains: { type: "full", tensors: ["model.norm.weight"] } },
+        local: local(40, 8, 0.05),
+      },
+    },
+    fedbpt: {
+      label: "FedBPT",
+      config: {
+        method: { type: "fedbpt", promptTokens: 5, dimension: 50, sigma: 1, generations: quick ? 1 : 4, placement: "suffix", ...verbal },
+        local: local(1, 16, 1),
+      },
+    },
+  };
+  const spam: QualityTask = {
+    name: "spam",
+    base: {
+      model: "models/fedflare-mail-4m",
+      task: "spam",
+      records: quick ? 400 : 1299,
+      clients: quick ? 2 : 4,
+      rounds: quick ? 2 : 5,
+      quant: "f32",
+      deadlineSeconds: 3600,
+      // The quick preset scores 100 validation and 400 test mails (a 95% interval of about ±4.5 points).
+      ...(quick ? { evalExamples: 100, testExamples: 400 } : {}),
+    },
+    partitions: quick
+      ? { iid: { partitioner: { type: "iid" } } }
+      : {
+          iid: { partitioner: { type: "iid" } },
+          "dirichlet-1.0": { partitioner: { type: "dirichlet", alpha: 1 } },
+          "dirichlet-0.1": { partitioner: { type: "dirichlet", alpha: 0.1 } },
+          natural: { partitioner: { type: "natural" } },
+        },
+    rows: quick ? pick(spamRows, ["lora-fedavg", "fedkseed"]) : spamRows,
+  };
+  if (quick) return [spam];
+  const g2p: QualityTask = {
+    name: "g2p",
+    base: { model: "models/fedflare-sotu-4m", task: "g2p", records: 2400, clients: 4, rounds: 5, deadlineSeconds: 3600 },
+    partitions: { iid: { partitioner: { type: "iid" } }, natural: { partitioner: { type: "natural" } } },
+    rows: {
+      "lora-fedavg": { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(12, 8, 3e-3) } },
+      "split-lora": {
+        label: "split LoRA (trunk at the endpoint)",
+        config: { method: { ...lora, fromLayer: 1 }, local: local(12, 8, 3e-3) },
+      },
+    },
+  };
+  const sotu: QualityTask = {
+    name: "sotu",
+    base: { model: "models/fedflare-sotu-4m", task: "sotu", records: 210, clients: 4, rounds: 5, deadlineSeconds: 3600 },
+    partitions: { natural: { partitioner: { type: "natural" } } },
+    rows: { "lora-fedavg": { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(12, 4, 3e-3) } } },
+  };
+  return [spam, g2p, sotu];
+}
+
+function pick<T>(rows: Record<string, T>, names: readonly string[]): Record<string, T> {
+  return Object.fromEntries(names.map((n) => [n, rows[n]!]));
+}

@@ -1,0 +1,354 @@
+// The learning-quality report (issue 17): for each task and partition (bench/lib/quality-rows.ts), over
+// seeds, on the clean splits of cli/task-splits.ts:
+// - zero-shot: the base model's raw answer (the most probable label words), and calibrated: a threshold on
+//   the label words' score difference fitted on the run's training records only;
+// - local-only: each client trains alone on its partition with the same local budget (mean over clients,
+//   and their spread);
+// - centralized: every partition pooled in one client, seeing as many examples a round as the federation;
+// - federated: each row a real federation (`fedflare run`: client workers and the aggregator Durable Object
+//   in workerd).
+// Every run is scored on the validation split after each round and, once, its last version on the test
+// split: the table reports the last round's test score, fixed in advance, never the best round. Rounds to
+// 95%: the first round whose validation score reaches 95% of the last round's gain over round 0.
+// Resumable: a run whose folder under --out holds the same config and its test score is read, not rerun.
+// Run: node bench/quality.ts [--preset quick|full] [--seeds N] [--only row,...] [--out DIR]
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { run } from "../cli/commands/run.ts";
+import { dirSource } from "../cli/model-dir.ts";
+import { parseRunConfig, type RunConfig } from "../cli/run-config.ts";
+import { runData } from "../cli/run-data.ts";
+import type { RoundRecord, TestRecord } from "../cli/run/report.ts";
+import { tokenizeExample } from "../src/data/examples.ts";
+import { accuracy, balancedAccuracy, wilsonInterval } from "../src/data/metrics.ts";
+import { ForwardModel } from "../src/engine/forward.ts";
+import { loadModel } from "../src/engine/model-files.ts";
+import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
+import { heldOutLoss, labeledPrompts, labelScores, wordIds } from "../src/engine/train/evaluate.ts";
+import { linePlotSvg } from "../src/report/line-plot.ts";
+import { fmt, printTable } from "../src/report/table.ts";
+import { type Preset, type QualityTask, qualityTasks, SPAM_LABEL_WORDS } from "./lib/quality-rows.ts";
+import { writeResults } from "./lib/results.ts";
+
+const { values } = parseArgs({
+  options: {
+    preset: { type: "string", default: "quick" },
+    seeds: { type: "string", default: "3" },
+    only: { type: "string" },
+    out: { type: "string", default: "scratch/quality" },
+  },
+});
+if (values.preset !== "quick" && values.preset !== "full") throw new Error(`--preset is quick or full, not "${values.preset}"`);
+const preset: Preset = values.preset;
+const SEEDS = Array.from({ length: Number(values.seeds) }, (_, i) => i);
+const only = values.only?.split(",");
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+/** One run's scores: the validation metric after each round (round 0 first) and the last version's test scores. */
+interface RunScores {
+  validation: number[];
+  test: TestRecord;
+}
+
+/** The metric a task is reported by: accuracy (higher is better) or the completion loss (lower is better). */
+const metricOf = (t: QualityTask) => (t.name === "spam" ? "accuracy" : "loss");
+const metricValue = (t: QualityTask, s: { accuracy: number | null; loss: number }) => (metricOf(t) === "accuracy" ? s.accuracy! : s.loss);
+
+/** Runs (or reads back) one federation, baseline or not, in `dir`. */
+async function runOnce(config: RunConfig, dir: string, task: QualityTask): Promise<RunScores> {
+  const configText = `${JSON.stringify(config, null, 2)}\n`;
+  const done = existsSync(join(dir, "test.json")) && readFileSync(join(dir, "config.json"), "utf8") === configText;
+  if (!done) {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    const file = `${dir}.config.json`;
+    writeFileSync(file, JSON.stringify(config));
+    await run(["--config", file, "--out", dir]);
+  }
+  const rounds = readFileSync(join(dir, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as RoundRecord);
+  return {
+    validation: rounds.map((r) => metricValue(task, { accuracy: r.validation_accuracy ?? null, loss: r.validation_loss })),
+    test: JSON.parse(readFileSync(join(dir, "test.json"), "utf8")) as TestRecord,
+  };
+}
+
+/** The base model's test scores: raw, and (classification) calibrated by a threshold fitted on the training records. */
+async function zeroShot(config: RunConfig): Promise<{ raw: TestRecord; names: TestRecord | null; calibrated: TestRecord | null }> {
+  const data = runData(config);
+  const model = await loadModel(dirSource(config.model));
+  const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { kind: "forward", nll: true });
+  try {
+    const eos = model.config.eosTokenIds[0] ?? 0;
+    const maxTokens = config.local.maxTokens;
+    const tokens = data.test.map((e) => tokenizeExample(e, model.tokenizer, eos, maxTokens));
+    const { loss } = await heldOutLoss(forward, tokens);
+    if (!data.labels) return { raw: scored(0, tokens.length, { loss, accuracy: null, balanced: null }), names: null, calibrated: null };
+    const labels = data.labels;
+    if (labels.join() !== "spam,ham") throw new Error(`the label words ${SPAM_LABEL_WORDS} are spam's and ham's, not ${labels}'s`);
+    const margins = async (examples: typeof data.test, words: readonly string[] = SPAM_LABEL_WORDS) => {
+      const items = labeledPrompts(examples);
+      const scores = await labelScores(
+        forward,
+        items.map((x) => model.tokenizer.encode(x.prompt)),
+        wordIds(model.tokenizer, words),
+        { maxTokens },
+      );
+      return { gold: items.map((x) => x.label), margin: scores.map((s) => s[0]! - s[1]!) };
+    };
+    const test = await margins(data.test);
+    const train = await margins(data.partitions.flat());
+    const at = (m: { margin: number[] }, t: number) => m.margin.map((d) => (d > t ? labels[0]! : labels[1]!));
+    // The threshold with the best training accuracy, among the midpoints of the sorted training margins.
+    const sorted = [...train.margin].sort((a, b) => a - b);
+    const candidates = [sorted[0]! - 1, ...sorted.slice(1).map((d, i) => (d + sorted[i]!) / 2)];
+    const threshold = candidates.reduce((best, t) =>
+      accuracy(at(train, t), train.gold) > accuracy(at(train, best), train.gold) ? t : best,
+    );
+    const scoreAt = (t: number) => ({
+      loss,
+      accuracy: accuracy(at(test, t), test.gold),
+      balanced: balancedAccuracy(at(test, t), test.gold),
+    });
+    // The label names themselves, as LoRA's rows score them (they train the names, not the words).
+    const names = await margins(data.test, labels);
+    return {
+      raw: scored(0, tokens.length, scoreAt(0)),
+      names: scored(0, tokens.length, {
+        loss,
+        accuracy: accuracy(at(names, 0), names.gold),
+        balanced: balancedAccuracy(at(names, 0), names.gold),
+      }),
+      calibrated: scored(0, tokens.length, scoreAt(threshold)),
+    };
+  } finally {
+    await forward.release();
+  }
+}
+
+function scored(version: number, examples: number, s: { loss: number; accuracy: number | null; balanced: number | null }): TestRecord {
+  return {
+    version,
+    examples,
+    ...s,
+    accuracy_interval: s.accuracy === null ? null : wilsonInterval(Math.round(s.accuracy * examples), examples),
+  };
+}
+
+const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const std = (xs: readonly number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
+
+/** The first round whose score has 95% of the last round's gain over round 0 (null without a gain). */
+function roundsTo95(curve: readonly number[], higherIsBetter: boolean): number | null {
+  const sign = higherIsBetter ? 1 : -1;
+  const gain = sign * (curve.at(-1)! - curve[0]!);
+  if (!(gain > 0)) return null;
+  return curve.findIndex((x) => sign * (x - curve[0]!) >= 0.95 * gain);
+}
+
+interface Row {
+  task: string;
+  partition: string;
+  row: string;
+  label: string;
+  kind: "zero-shot" | "calibrated" | "local-only" | "centralized" | "federated";
+  /** Per seed: the test score (local-only: the mean over clients) and its 95% interval where one applies. */
+  seeds: { seed: number; test: number; balanced: number | null; interval: { low: number; high: number } | null; clientStd?: number }[];
+  /** Per seed, validation after each round (round 0 first). */
+  curves: number[][];
+}
+
+const rows: Row[] = [];
+for (const task of qualityTasks(preset)) {
+  const higher = metricOf(task) === "accuracy";
+  for (const [partition, partitioning] of Object.entries(task.partitions)) {
+    const configOf = (extra: Record<string, unknown>, seed: number) =>
+      parseRunConfig({ ...task.base, ...partitioning, ...extra, seed }, `${task.name}/${partition}`);
+    const folder = (...parts: (string | number)[]) => join(values.out, preset, task.name, partition, ...parts.map(String));
+    const add = (row: Omit<Row, "task" | "partition">) => rows.push({ task: task.name, partition, ...row });
+    const wanted = (name: string) => !only || only.includes(name);
+    const first = Object.values(task.rows)[0]!;
+
+    if (wanted("zero-shot")) {
+      const results = [];
+      for (const seed of SEEDS) results.push({ seed, ...(await zeroShot(configOf(first.config, seed))) });
+      const seedRow = (t: TestRecord, seed: number) => ({
+        seed,
+        test: metricValue(task, t),
+        balanced: t.balanced,
+        interval: t.accuracy_interval,
+      });
+      add({
+        row: "zero-shot",
+        label: `zero-shot, label words ${SPAM_LABEL_WORDS.join("/")}`,
+        kind: "zero-shot",
+        seeds: results.map((r) => seedRow(r.raw, r.seed)),
+        curves: [],
+      });
+      if (results[0]!.names)
+        add({
+          row: "zero-shot-names",
+          label: "zero-shot, label names (LoRA's round 0)",
+          kind: "zero-shot",
+          seeds: results.map((r) => seedRow(r.names!, r.seed)),
+          curves: [],
+        });
+      if (results[0]!.calibrated)
+        add({
+          row: "zero-shot-calibrated",
+          label: "zero-shot, label words, threshold fitted on training records",
+          kind: "calibrated",
+          seeds: results.map((r) => seedRow(r.calibrated!, r.seed)),
+          curves: [],
+        });
+    }
+
+    for (const [name, spec] of Object.entries(task.rows)) {
+      if (!wanted(name)) continue;
+      const seeds: Row["seeds"] = [];
+      const curves: number[][] = [];
+      for (const seed of SEEDS) {
+        log(`\n== ${task.name} / ${partition} / ${name} / seed ${seed}`);
+        const r = await runOnce(configOf(spec.config, seed), folder(name, `seed-${seed}`), task);
+        seeds.push({ seed, test: metricValue(task, r.test), balanced: r.test.balanced, interval: r.test.accuracy_interval });
+        curves.push(r.validation);
+      }
+      add({ row: name, label: spec.label, kind: "federated", seeds, curves });
+    }
+
+    // The baselines train as the first row does (its method, strategy and local budget).
+    if (wanted("centralized")) {
+      const seeds: Row["seeds"] = [];
+      const curves: number[][] = [];
+      for (const seed of SEEDS) {
+        log(`\n== ${task.name} / ${partition} / centralized / seed ${seed}`);
+        const r = await runOnce(
+          configOf({ ...first.config, baseline: { type: "centralized" } }, seed),
+          folder("centralized", `seed-${seed}`),
+          task,
+        );
+        seeds.push({ seed, test: metricValue(task, r.test), balanced: r.test.balanced, interval: r.test.accuracy_interval });
+        curves.push(r.validation);
+      }
+      add({ row: "centralized", label: `centralized (${first.label}, pooled)`, kind: "centralized", seeds, curves });
+    }
+    if (wanted("local-only")) {
+      const seeds: Row["seeds"] = [];
+      const curves: number[][] = [];
+      for (const seed of SEEDS) {
+        const clients = configOf(first.config, seed).clients;
+        const each: RunScores[] = [];
+        for (let client = 0; client < clients; client++) {
+          log(`\n== ${task.name} / ${partition} / local-only client ${client} / seed ${seed}`);
+          const config = configOf({ ...first.config, baseline: { type: "local-only", client } }, seed);
+          each.push(await runOnce(config, folder("local-only", `seed-${seed}`, `client-${client}`), task));
+        }
+        const tests = each.map((r) => metricValue(task, r.test));
+        const balanced = each.map((r) => r.test.balanced);
+        seeds.push({
+          seed,
+          test: mean(tests),
+          balanced: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
+          interval: null,
+          clientStd: std(tests),
+        });
+        curves.push(each[0]!.validation.map((_, i) => mean(each.map((r) => r.validation[i]!))));
+      }
+      add({ row: "local-only", label: `local-only (${first.label}, each client alone)`, kind: "local-only", seeds, curves });
+    }
+    plot(task, partition, higher);
+  }
+}
+
+/** Metric per round per row of one task x partition, mean over seeds with a ± std band. */
+function plot(task: QualityTask, partition: string, higher: boolean): void {
+  const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+  const scale = higher ? 100 : 1;
+  const series = rows
+    .filter((r) => r.task === task.name && r.partition === partition && r.curves.length > 0)
+    .map((r, i) => {
+      const rounds = r.curves[0]!.map((_, k) => r.curves.map((c) => c[k]! * scale));
+      return {
+        name: r.label,
+        color: colors[i % colors.length]!,
+        points: rounds.map((xs, k) => [k, mean(xs)] as const),
+        band: rounds.map((xs) => [mean(xs) - std(xs), mean(xs) + std(xs)] as const),
+      };
+    });
+  if (series.length === 0) return;
+  writeFileSync(
+    new URL(`./results/quality-${preset}-${task.name}-${partition}.svg`, import.meta.url),
+    linePlotSvg(series, {
+      title: `${task.name}, ${partition}: validation ${higher ? "accuracy %" : "loss"} per round (mean ± std over ${SEEDS.length} seeds)`,
+      xLabel: "round",
+      yLabel: higher ? "accuracy %" : "loss (nats per token)",
+      integerX: true,
+    }),
+  );
+}
+
+const summary = rows.map((r) => {
+  const tests = r.seeds.map((s) => s.test);
+  const balanced = r.seeds.map((s) => s.balanced);
+  const higher = r.task === "spam";
+  const curve = r.curves.length ? r.curves[0]!.map((_, k) => mean(r.curves.map((c) => c[k]!))) : null;
+  return {
+    task: r.task,
+    partition: r.partition,
+    row: r.row,
+    label: r.label,
+    kind: r.kind,
+    metric: higher ? "accuracy" : "loss",
+    mean: mean(tests),
+    std: std(tests),
+    balancedMean: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
+    /** The mean over seeds of each run's 95% Wilson half-width (test set sampling alone). */
+    intervalHalfWidth: r.seeds.every((s) => s.interval) ? mean(r.seeds.map((s) => (s.interval!.high - s.interval!.low) / 2)) : null,
+    clientStd: r.seeds.every((s) => s.clientStd !== undefined) ? mean(r.seeds.map((s) => s.clientStd!)) : null,
+    roundsTo95: curve && roundsTo95(curve, higher),
+    seeds: r.seeds,
+    curves: r.curves,
+  };
+});
+
+for (const task of qualityTasks(preset))
+  for (const partition of Object.keys(task.partitions)) {
+    const part = summary.filter((s) => s.task === task.name && s.partition === partition);
+    if (part.length === 0) continue;
+    const acc = metricOf(task) === "accuracy";
+    const show = (x: number) => (acc ? fmt(100 * x, 1) : fmt(x, 4));
+    console.log(`\n${task.name}, ${partition}: test ${acc ? "accuracy %" : "loss"}, mean ± std over ${SEEDS.length} seeds`);
+    printTable(
+      ["row", acc ? "accuracy" : "loss", "± std", ...(acc ? ["± 95% interval", "balanced"] : []), "client std", "rounds to 95%"],
+      part.map((s) => [
+        s.label,
+        show(s.mean),
+        show(s.std),
+        ...(acc
+          ? [s.intervalHalfWidth === null ? "-" : show(s.intervalHalfWidth), s.balancedMean === null ? "-" : show(s.balancedMean)]
+          : []),
+        s.clientStd === null ? "-" : show(s.clientStd),
+        s.roundsTo95 === null ? "-" : String(s.roundsTo95),
+      ]),
+    );
+  }
+
+// Rows of this run replace the same rows of an earlier one (--only reruns a few); the others stay.
+type Written = { presets: Record<string, { seeds: number[]; tasks: unknown; rows: typeof summary }> };
+const file = new URL("./results/quality.json", import.meta.url);
+const presets = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Written).presets : {};
+const key = (s: (typeof summary)[number]) => `${s.task}/${s.partition}/${s.row}`;
+const replaced = new Set(summary.map(key));
+const kept = (presets[preset]?.rows ?? []).filter((s) => !replaced.has(key(s)));
+/** Baselines first, in the order of the module's header; a stable sort keeps each kind's rows as they ran. */
+const KINDS: Row["kind"][] = ["zero-shot", "calibrated", "local-only", "centralized", "federated"];
+function byKind(a: { kind: Row["kind"] }, b: { kind: Row["kind"] }): number {
+  return KINDS.indexOf(a.kind) - KINDS.indexOf(b.kind);
+}
+const path = await writeResults("quality", {
+  presets: { ...presets, [preset]: { seeds: SEEDS, tasks: qualityTasks(preset), rows: [...kept, ...summary].sort(byKind) } },
+});
+console.log(`\nwrote ${path} and bench/results/quality-${preset}-*.svg`);
