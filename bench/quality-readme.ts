@@ -2,23 +2,11 @@
 // the markers `<!-- quality:start -->` and `<!-- quality:end -->`: every figure there comes from the file.
 // Run: node bench/quality-readme.ts
 import { readFileSync, writeFileSync } from "node:fs";
-import { fmt, formatTable } from "../src/report/table.ts";
+import { type QualitySummary, qualityTable } from "./lib/quality-table.ts";
 
-interface Summary {
-  task: string;
-  partition: string;
-  label: string;
-  metric: "accuracy" | "loss";
-  mean: number;
-  std: number;
-  balancedMean: number | null;
-  intervalHalfWidth: number | null;
-  clientStd: number | null;
-  roundsTo95: number | null;
-}
 interface Written {
   machine: { date: string };
-  presets: Record<string, { seeds: number[]; rows: Summary[] }>;
+  presets: Record<string, { seeds: number[]; rows: QualitySummary[] }>;
 }
 
 const START = "<!-- quality:start -->";
@@ -31,25 +19,12 @@ for (const [preset, { seeds, rows }] of Object.entries(results.presets)) {
   for (const group of groups) {
     const part = rows.filter((r) => `${r.task}/${r.partition}` === group);
     const accuracy = part[0]!.metric === "accuracy";
-    const show = (x: number) => (accuracy ? fmt(100 * x, 1) : fmt(x, 4));
     sections.push(
       `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over ${seeds.length} seeds` +
         `${accuracy ? "; ± 95%: the mean Wilson half-width of one run's test accuracy" : ""}`,
       "",
       "```",
-      formatTable(
-        ["row", accuracy ? "accuracy" : "loss", "± std", ...(accuracy ? ["± 95%", "balanced"] : []), "client std", "rounds to 95%"],
-        part.map((r) => [
-          r.label,
-          show(r.mean),
-          show(r.std),
-          ...(accuracy
-            ? [r.intervalHalfWidth === null ? "-" : show(r.intervalHalfWidth), r.balancedMean === null ? "-" : show(r.balancedMean)]
-            : []),
-          r.clientStd === null ? "-" : show(r.clientStd),
-          r.roundsTo95 === null ? "-" : String(r.roundsTo95),
-        ]),
-      ),
+      qualityTable(part),
       "```",
       "",
     );
@@ -61,8 +36,4 @@ const [before, rest] = readme.split(START);
 if (rest === undefined || !rest.includes(END)) throw new Error(`README.md has no ${START} ... ${END} section`);
 const after = rest.slice(rest.indexOf(END));
 writeFileSync(new URL("../README.md", import.meta.url), `${before}${START}\n${sections.join("\n")}${after}`);
-console.log(`wrote ${sections.length ? groupsCount() : 0} tables into README.md from bench/results/quality.json`);
-
-function groupsCount(): number {
-  return Object.values(results.presets).reduce((n, p) => n + new Set(p.rows.map((r) => `${r.task}/${r.partition}`)).size, 0);
-}
+console.log(`wrote ${sections.filter((l) => l === "```").length / 2} tables into README.md from bench/results/quality.json`);

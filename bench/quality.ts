@@ -27,7 +27,7 @@ import { loadModel } from "../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
 import { heldOutLoss, labeledPrompts, labelScores, wordIds } from "../src/engine/train/evaluate.ts";
 import { linePlotSvg } from "../src/report/line-plot.ts";
-import { fmt, printTable } from "../src/report/table.ts";
+import { qualityTable, type QualitySummary } from "./lib/quality-table.ts";
 import { type Preset, type QualityTask, qualityTasks, SPAM_LABEL_WORDS } from "./lib/quality-rows.ts";
 import { writeResults } from "./lib/results.ts";
 
@@ -161,6 +161,12 @@ interface Row {
   curves: number[][];
 }
 
+/** Baselines first, in the order of the module's header; a stable sort keeps each kind's rows as they ran. */
+const KINDS: Row["kind"][] = ["zero-shot", "calibrated", "local-only", "centralized", "federated"];
+function byKind(a: { kind: Row["kind"] }, b: { kind: Row["kind"] }): number {
+  return KINDS.indexOf(a.kind) - KINDS.indexOf(b.kind);
+}
+
 const rows: Row[] = [];
 for (const task of qualityTasks(preset)) {
   const higher = metricOf(task) === "accuracy";
@@ -181,60 +187,38 @@ for (const task of qualityTasks(preset)) {
         balanced: t.balanced,
         interval: t.accuracy_interval,
       });
-      add({
-        row: "zero-shot",
-        label: `zero-shot, label words ${SPAM_LABEL_WORDS.join("/")}`,
-        kind: "zero-shot",
-        seeds: results.map((r) => seedRow(r.raw, r.seed)),
-        curves: [],
-      });
-      if (results[0]!.names)
-        add({
-          row: "zero-shot-names",
-          label: "zero-shot, label names (LoRA's round 0)",
-          kind: "zero-shot",
-          seeds: results.map((r) => seedRow(r.names!, r.seed)),
-          curves: [],
-        });
-      if (results[0]!.calibrated)
-        add({
-          row: "zero-shot-calibrated",
-          label: "zero-shot, label words, threshold fitted on training records",
-          kind: "calibrated",
-          seeds: results.map((r) => seedRow(r.calibrated!, r.seed)),
-          curves: [],
-        });
+      type ZeroShot = (typeof results)[number];
+      const zeroRows: [string, string, Row["kind"], (r: ZeroShot) => TestRecord | null][] = [
+        ["zero-shot", `zero-shot, label words ${SPAM_LABEL_WORDS.join("/")}`, "zero-shot", (r) => r.raw],
+        ["zero-shot-names", "zero-shot, label names (LoRA's round 0)", "zero-shot", (r) => r.names],
+        ["zero-shot-calibrated", "zero-shot, label words, threshold fitted on training records", "calibrated", (r) => r.calibrated],
+      ];
+      for (const [row, label, kind, pick] of zeroRows)
+        if (pick(results[0]!)) add({ row, label, kind, seeds: results.map((r) => seedRow(pick(r)!, r.seed)), curves: [] });
     }
 
-    for (const [name, spec] of Object.entries(task.rows)) {
-      if (!wanted(name)) continue;
-      const seeds: Row["seeds"] = [];
-      const curves: number[][] = [];
+    /** A config's run per seed in folder `name`: each seed's test score and validation curve. */
+    const perSeed = async (name: string, config: Record<string, unknown>): Promise<Pick<Row, "seeds" | "curves">> => {
+      const scored: Pick<Row, "seeds" | "curves"> = { seeds: [], curves: [] };
       for (const seed of SEEDS) {
         log(`\n== ${task.name} / ${partition} / ${name} / seed ${seed}`);
-        const r = await runOnce(configOf(spec.config, seed), folder(name, `seed-${seed}`), task);
-        seeds.push({ seed, test: metricValue(task, r.test), balanced: r.test.balanced, interval: r.test.accuracy_interval });
-        curves.push(r.validation);
+        const r = await runOnce(configOf(config, seed), folder(name, `seed-${seed}`), task);
+        scored.seeds.push({ seed, test: metricValue(task, r.test), balanced: r.test.balanced, interval: r.test.accuracy_interval });
+        scored.curves.push(r.validation);
       }
-      add({ row: name, label: spec.label, kind: "federated", seeds, curves });
-    }
+      return scored;
+    };
+    for (const [name, spec] of Object.entries(task.rows))
+      if (wanted(name)) add({ row: name, label: spec.label, kind: "federated", ...(await perSeed(name, spec.config)) });
 
     // The baselines train as the first row does (its method, strategy and local budget).
-    if (wanted("centralized")) {
-      const seeds: Row["seeds"] = [];
-      const curves: number[][] = [];
-      for (const seed of SEEDS) {
-        log(`\n== ${task.name} / ${partition} / centralized / seed ${seed}`);
-        const r = await runOnce(
-          configOf({ ...first.config, baseline: { type: "centralized" } }, seed),
-          folder("centralized", `seed-${seed}`),
-          task,
-        );
-        seeds.push({ seed, test: metricValue(task, r.test), balanced: r.test.balanced, interval: r.test.accuracy_interval });
-        curves.push(r.validation);
-      }
-      add({ row: "centralized", label: `centralized (${first.label}, pooled)`, kind: "centralized", seeds, curves });
-    }
+    if (wanted("centralized"))
+      add({
+        row: "centralized",
+        label: `centralized (${first.label}, pooled)`,
+        kind: "centralized",
+        ...(await perSeed("centralized", { ...first.config, baseline: { type: "centralized" } })),
+      });
     if (wanted("local-only")) {
       const seeds: Row["seeds"] = [];
       const curves: number[][] = [];
@@ -290,50 +274,38 @@ function plot(task: QualityTask, partition: string, higher: boolean): void {
   );
 }
 
-const summary = rows.map((r) => {
-  const tests = r.seeds.map((s) => s.test);
-  const balanced = r.seeds.map((s) => s.balanced);
-  const higher = r.task === "spam";
-  const curve = r.curves.length ? r.curves[0]!.map((_, k) => mean(r.curves.map((c) => c[k]!))) : null;
-  return {
-    task: r.task,
-    partition: r.partition,
-    row: r.row,
-    label: r.label,
-    kind: r.kind,
-    metric: higher ? "accuracy" : "loss",
-    mean: mean(tests),
-    std: std(tests),
-    balancedMean: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
-    /** The mean over seeds of each run's 95% Wilson half-width (test set sampling alone). */
-    intervalHalfWidth: r.seeds.every((s) => s.interval) ? mean(r.seeds.map((s) => (s.interval!.high - s.interval!.low) / 2)) : null,
-    clientStd: r.seeds.every((s) => s.clientStd !== undefined) ? mean(r.seeds.map((s) => s.clientStd!)) : null,
-    roundsTo95: curve && roundsTo95(curve, higher),
-    seeds: r.seeds,
-    curves: r.curves,
-  };
-});
+const summary = rows
+  .map((r): QualitySummary & { kind: Row["kind"]; seeds: Row["seeds"]; curves: number[][] } => {
+    const tests = r.seeds.map((s) => s.test);
+    const balanced = r.seeds.map((s) => s.balanced);
+    const higher = r.task === "spam";
+    const curve = r.curves.length ? r.curves[0]!.map((_, k) => mean(r.curves.map((c) => c[k]!))) : null;
+    return {
+      task: r.task,
+      partition: r.partition,
+      row: r.row,
+      label: r.label,
+      kind: r.kind,
+      metric: higher ? "accuracy" : "loss",
+      mean: mean(tests),
+      std: std(tests),
+      balancedMean: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
+      intervalHalfWidth: r.seeds.every((s) => s.interval) ? mean(r.seeds.map((s) => (s.interval!.high - s.interval!.low) / 2)) : null,
+      clientStd: r.seeds.every((s) => s.clientStd !== undefined) ? mean(r.seeds.map((s) => s.clientStd!)) : null,
+      roundsTo95: curve && roundsTo95(curve, higher),
+      seeds: r.seeds,
+      curves: r.curves,
+    };
+  })
+  .sort(byKind);
 
 for (const task of qualityTasks(preset))
   for (const partition of Object.keys(task.partitions)) {
     const part = summary.filter((s) => s.task === task.name && s.partition === partition);
     if (part.length === 0) continue;
-    const acc = metricOf(task) === "accuracy";
-    const show = (x: number) => (acc ? fmt(100 * x, 1) : fmt(x, 4));
-    console.log(`\n${task.name}, ${partition}: test ${acc ? "accuracy %" : "loss"}, mean ± std over ${SEEDS.length} seeds`);
-    printTable(
-      ["row", acc ? "accuracy" : "loss", "± std", ...(acc ? ["± 95% interval", "balanced"] : []), "client std", "rounds to 95%"],
-      part.map((s) => [
-        s.label,
-        show(s.mean),
-        show(s.std),
-        ...(acc
-          ? [s.intervalHalfWidth === null ? "-" : show(s.intervalHalfWidth), s.balancedMean === null ? "-" : show(s.balancedMean)]
-          : []),
-        s.clientStd === null ? "-" : show(s.clientStd),
-        s.roundsTo95 === null ? "-" : String(s.roundsTo95),
-      ]),
-    );
+    const what = metricOf(task) === "accuracy" ? "accuracy %" : "loss";
+    console.log(`\n${task.name}, ${partition}: test ${what}, mean ± std over ${SEEDS.length} seeds`);
+    console.log(qualityTable(part));
   }
 
 // Rows of this run replace the same rows of an earlier one (--only reruns a few); the others stay.
@@ -343,11 +315,6 @@ const presets = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Wr
 const key = (s: (typeof summary)[number]) => `${s.task}/${s.partition}/${s.row}`;
 const replaced = new Set(summary.map(key));
 const kept = (presets[preset]?.rows ?? []).filter((s) => !replaced.has(key(s)));
-/** Baselines first, in the order of the module's header; a stable sort keeps each kind's rows as they ran. */
-const KINDS: Row["kind"][] = ["zero-shot", "calibrated", "local-only", "centralized", "federated"];
-function byKind(a: { kind: Row["kind"] }, b: { kind: Row["kind"] }): number {
-  return KINDS.indexOf(a.kind) - KINDS.indexOf(b.kind);
-}
 const path = await writeResults("quality", {
   presets: { ...presets, [preset]: { seeds: SEEDS, tasks: qualityTasks(preset), rows: [...kept, ...summary].sort(byKind) } },
 });
