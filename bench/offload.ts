@@ -195,6 +195,7 @@ printTable(
 process.stdout.write(
   `endpoint: ${provider} (onnxruntime-node, 2 threads), scoring ${T}-token prompts (echo, logprobs 0) with log-probs in the ` +
     `graph, ${fwdFlopsPerToken.toFixed(0)} FLOP/token; MFU = achieved FLOP/s / the float32 MatMul ceiling ` +
-    `[${B * T}, ${c.hiddenSize}] x [${c.hiddenSize}, ${c.vocabSize}] (the head's, the widest) timed in turns with it (the median of each round's ratio)\n`,
+    `[${B * T}, ${c.hiddenSize}] x [${c.hiddenSize}, ${c.vocabSize}] (the head's, the widest) timed in turns with it ` +
+    "(the median of each round's ratio)\n",
 );
 await writeResults(quick ? "offload-quick" : "offload", { model: MODEL, batch: B, seq: T, provider, steps, throughput, fwdFlopsPerToken });
