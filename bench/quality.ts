@@ -10,8 +10,9 @@
 // Every run is scored on the validation split after each round and, once, its last version on the test
 // split: the table reports the last round's test score, fixed in advance, never the best round. Rounds to
 // 95%: the first round whose validation score reaches 95% of the last round's gain over round 0.
-// Resumable: a run whose folder under --out holds the same config and its test score is read, not rerun.
-// Run: node bench/quality.ts [--preset quick|full] [--seeds N] [--only row,...] [--out DIR]
+// Resumable: a run whose folder under --out holds the same config and its test score is read, not rerun;
+// bench/results/quality.json is written as each row finishes, so a stopped report keeps its finished rows.
+// Run: node bench/quality.ts [--preset quick|full] [--seeds N] [--tasks spam,g2p,sotu] [--only row,...] [--out DIR]
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -36,6 +37,7 @@ const { values } = parseArgs({
     preset: { type: "string", default: "quick" },
     seeds: { type: "string", default: "3" },
     only: { type: "string" },
+    tasks: { type: "string" },
     out: { type: "string", default: "scratch/quality" },
   },
 });
@@ -43,6 +45,8 @@ if (values.preset !== "quick" && values.preset !== "full") throw new Error(`--pr
 const preset: Preset = values.preset;
 const SEEDS = Array.from({ length: Number(values.seeds) }, (_, i) => i);
 const only = values.only?.split(",");
+/** The preset's tasks, or those --tasks names. */
+const tasks = qualityTasks(preset).filter((t) => !values.tasks || values.tasks.split(",").includes(t.name));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /** One run's scores: the validation metric after each round (round 0 first) and the last version's test scores. */
@@ -168,13 +172,59 @@ function byKind(a: { kind: Row["kind"] }, b: { kind: Row["kind"] }): number {
 }
 
 const rows: Row[] = [];
-for (const task of qualityTasks(preset)) {
+
+type Summary = QualitySummary & { kind: Row["kind"]; seeds: Row["seeds"]; curves: number[][] };
+
+function summarize(r: Row): Summary {
+  const tests = r.seeds.map((s) => s.test);
+  const balanced = r.seeds.map((s) => s.balanced);
+  const higher = r.task === "spam";
+  const curve = r.curves.length ? r.curves[0]!.map((_, k) => mean(r.curves.map((c) => c[k]!))) : null;
+  return {
+    task: r.task,
+    partition: r.partition,
+    row: r.row,
+    label: r.label,
+    kind: r.kind,
+    metric: higher ? "accuracy" : "loss",
+    mean: mean(tests),
+    std: std(tests),
+    balancedMean: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
+    intervalHalfWidth: r.seeds.every((s) => s.interval) ? mean(r.seeds.map((s) => (s.interval!.high - s.interval!.low) / 2)) : null,
+    clientStd: r.seeds.every((s) => s.clientStd !== undefined) ? mean(r.seeds.map((s) => s.clientStd!)) : null,
+    roundsTo95: curve && roundsTo95(curve, higher),
+    seeds: r.seeds,
+    curves: r.curves,
+  };
+}
+
+const RESULTS = new URL("./results/quality.json", import.meta.url);
+
+/**
+ * Writes this run's rows so far over the same rows of earlier runs (--only reruns a few), the others kept;
+ * called as each row finishes, so a stopped run keeps the rows it finished.
+ */
+async function save(): Promise<string> {
+  type Written = { presets: Record<string, { seeds: number[]; tasks: unknown; rows: Summary[] }> };
+  const presets = existsSync(RESULTS) ? (JSON.parse(readFileSync(RESULTS, "utf8")) as Written).presets : {};
+  const key = (s: Summary) => `${s.task}/${s.partition}/${s.row}`;
+  const done = rows.map(summarize);
+  const replaced = new Set(done.map(key));
+  const kept = (presets[preset]?.rows ?? []).filter((s) => !replaced.has(key(s)));
+  return writeResults("quality", {
+    presets: { ...presets, [preset]: { seeds: SEEDS, tasks: qualityTasks(preset), rows: [...kept, ...done].sort(byKind) } },
+  });
+}
+for (const task of tasks) {
   const higher = metricOf(task) === "accuracy";
   for (const [partition, partitioning] of Object.entries(task.partitions)) {
     const configOf = (extra: Record<string, unknown>, seed: number) =>
       parseRunConfig({ ...task.base, ...partitioning, ...extra, seed }, `${task.name}/${partition}`);
     const folder = (...parts: (string | number)[]) => join(values.out, preset, task.name, partition, ...parts.map(String));
-    const add = (row: Omit<Row, "task" | "partition">) => rows.push({ task: task.name, partition, ...row });
+    const add = async (row: Omit<Row, "task" | "partition">) => {
+      rows.push({ task: task.name, partition, ...row });
+      await save();
+    };
     const wanted = (name: string) => !only || only.includes(name);
     const first = Object.values(task.rows)[0]!;
 
@@ -194,7 +244,7 @@ for (const task of qualityTasks(preset)) {
         ["zero-shot-calibrated", "zero-shot, label words, threshold fitted on training records", "calibrated", (r) => r.calibrated],
       ];
       for (const [row, label, kind, pick] of zeroRows)
-        if (pick(results[0]!)) add({ row, label, kind, seeds: results.map((r) => seedRow(pick(r)!, r.seed)), curves: [] });
+        if (pick(results[0]!)) await add({ row, label, kind, seeds: results.map((r) => seedRow(pick(r)!, r.seed)), curves: [] });
     }
 
     /** A config's run per seed in folder `name`: each seed's test score and validation curve. */
@@ -209,11 +259,11 @@ for (const task of qualityTasks(preset)) {
       return scored;
     };
     for (const [name, spec] of Object.entries(task.rows))
-      if (wanted(name)) add({ row: name, label: spec.label, kind: "federated", ...(await perSeed(name, spec.config)) });
+      if (wanted(name)) await add({ row: name, label: spec.label, kind: "federated", ...(await perSeed(name, spec.config)) });
 
     // The baselines train as the first row does (its method, strategy and local budget).
     if (wanted("centralized"))
-      add({
+      await add({
         row: "centralized",
         label: `centralized (${first.label}, pooled)`,
         kind: "centralized",
@@ -241,7 +291,7 @@ for (const task of qualityTasks(preset)) {
         });
         curves.push(each[0]!.validation.map((_, i) => mean(each.map((r) => r.validation[i]!))));
       }
-      add({ row: "local-only", label: `local-only (${first.label}, each client alone)`, kind: "local-only", seeds, curves });
+      await add({ row: "local-only", label: `local-only (${first.label}, each client alone)`, kind: "local-only", seeds, curves });
     }
     plot(task, partition, higher);
   }
@@ -274,32 +324,8 @@ function plot(task: QualityTask, partition: string, higher: boolean): void {
   );
 }
 
-const summary = rows
-  .map((r): QualitySummary & { kind: Row["kind"]; seeds: Row["seeds"]; curves: number[][] } => {
-    const tests = r.seeds.map((s) => s.test);
-    const balanced = r.seeds.map((s) => s.balanced);
-    const higher = r.task === "spam";
-    const curve = r.curves.length ? r.curves[0]!.map((_, k) => mean(r.curves.map((c) => c[k]!))) : null;
-    return {
-      task: r.task,
-      partition: r.partition,
-      row: r.row,
-      label: r.label,
-      kind: r.kind,
-      metric: higher ? "accuracy" : "loss",
-      mean: mean(tests),
-      std: std(tests),
-      balancedMean: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
-      intervalHalfWidth: r.seeds.every((s) => s.interval) ? mean(r.seeds.map((s) => (s.interval!.high - s.interval!.low) / 2)) : null,
-      clientStd: r.seeds.every((s) => s.clientStd !== undefined) ? mean(r.seeds.map((s) => s.clientStd!)) : null,
-      roundsTo95: curve && roundsTo95(curve, higher),
-      seeds: r.seeds,
-      curves: r.curves,
-    };
-  })
-  .sort(byKind);
-
-for (const task of qualityTasks(preset))
+const summary = rows.map(summarize).sort(byKind);
+for (const task of tasks)
   for (const partition of Object.keys(task.partitions)) {
     const part = summary.filter((s) => s.task === task.name && s.partition === partition);
     if (part.length === 0) continue;
@@ -307,15 +333,4 @@ for (const task of qualityTasks(preset))
     console.log(`\n${task.name}, ${partition}: test ${what}, mean ± std over ${SEEDS.length} seeds`);
     console.log(qualityTable(part));
   }
-
-// Rows of this run replace the same rows of an earlier one (--only reruns a few); the others stay.
-type Written = { presets: Record<string, { seeds: number[]; tasks: unknown; rows: typeof summary }> };
-const file = new URL("./results/quality.json", import.meta.url);
-const presets = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Written).presets : {};
-const key = (s: (typeof summary)[number]) => `${s.task}/${s.partition}/${s.row}`;
-const replaced = new Set(summary.map(key));
-const kept = (presets[preset]?.rows ?? []).filter((s) => !replaced.has(key(s)));
-const path = await writeResults("quality", {
-  presets: { ...presets, [preset]: { seeds: SEEDS, tasks: qualityTasks(preset), rows: [...kept, ...summary].sort(byKind) } },
-});
-console.log(`\nwrote ${path} and bench/results/quality-${preset}-*.svg`);
+console.log(`\nwrote ${await save()} and bench/results/quality-${preset}-*.svg`);

@@ -1,6 +1,7 @@
 // The rows of the learning-quality report (bench/quality.ts): a row is a label and a `fedflare run` config
 // (cli/run-config.ts) laid over its task's base settings, so privacy, robustness and heterogeneity add
 // rows, not harnesses. The zero-shot rows need no run: the harness scores the base model itself.
+import { readFileSync } from "node:fs";
 
 /** A task of the report, its base run settings and the partitions it is reported on. */
 export interface QualityTask {
@@ -15,10 +16,17 @@ export interface QualityTask {
 export type Preset = "quick" | "full";
 
 const LABELS = ["spam", "ham"];
-// fedflare-mail-4m's label words: " ham" is two tokens in its vocabulary, and (" spam", " ham") tells the
-// classes apart no better than chance; (" offer", " work") is a single-token pair the black-box methods
-// can move.
-export const SPAM_LABEL_WORDS = ["offer", "work"];
+/**
+ * fedflare-mail-4m's label words for spam and ham, as bench/label-words.ts chose them on the training
+ * records (the pair whose score difference best tells the classes apart; the label names themselves rank
+ * them the wrong way round) and wrote them to bench/results/label-words.json.
+ */
+export const SPAM_LABEL_WORDS: readonly [string, string] = (() => {
+  const file = JSON.parse(readFileSync(new URL("../results/label-words.json", import.meta.url), "utf8")) as {
+    chosen: { spam: string; ham: string };
+  };
+  return [file.chosen.spam, file.chosen.ham];
+})();
 const verbal = { labels: LABELS, labelWords: SPAM_LABEL_WORDS };
 const lora = { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 };
 

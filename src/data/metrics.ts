@@ -80,3 +80,27 @@ export function wilsonInterval(successes: number, n: number, z = Z95): { low: nu
   const half = (z / (1 + z2 / n)) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
   return { low: Math.max(0, centre - half), high: Math.min(1, centre + half) };
 }
+
+/**
+ * The area under the ROC curve of `scores` for telling the positives from the rest: the probability that a
+ * random positive scores above a random negative, ties counting a half (the Mann-Whitney U statistic over
+ * the product of the classes' sizes).
+ */
+export function rocAuc(scores: readonly number[], positive: readonly boolean[]): number {
+  if (scores.length !== positive.length)
+    throw new DataError("metric_inputs_mismatched", `${scores.length} scores for ${positive.length} labels`);
+  const order = scores.map((s, i) => [s, i] as const).sort((a, b) => a[0] - b[0]);
+  // Average ranks (1-based) over runs of equal scores.
+  const ranks = new Float64Array(scores.length);
+  for (let i = 0; i < order.length; ) {
+    let j = i;
+    while (j + 1 < order.length && order[j + 1]![0] === order[i]![0]) j++;
+    for (let k = i; k <= j; k++) ranks[order[k]![1]] = (i + j) / 2 + 1;
+    i = j + 1;
+  }
+  const pos = positive.filter(Boolean).length;
+  const neg = positive.length - pos;
+  if (pos === 0 || neg === 0) throw new DataError("dataset_empty", "an ROC AUC needs both positives and negatives");
+  const rankSum = positive.reduce((s, p, i) => (p ? s + ranks[i]! : s), 0);
+  return (rankSum - (pos * (pos + 1)) / 2) / (pos * neg);
+}

@@ -6,6 +6,7 @@ import {
   exactMatch,
   normalizeAnswer,
   perplexityFromNll,
+  rocAuc,
   wilsonInterval,
 } from "../../src/data/metrics.ts";
 import { g2pTask } from "../../src/data/tasks/g2p-task.ts";
@@ -82,6 +83,14 @@ describe("metrics", () => {
     const half = wilsonInterval(550, 1100);
     expect((half.high - half.low) / 2).toBeCloseTo(0.02953, 4);
     expect(() => wilsonInterval(0, 0)).toThrow(/at least one trial/);
+  });
+
+  it("ROC AUC: the share of (positive, negative) pairs ordered right, ties a half", () => {
+    expect(rocAuc([0.9, 0.8, 0.3, 0.1], [true, true, false, false])).toBe(1);
+    expect(rocAuc([0.1, 0.3, 0.8, 0.9], [true, true, false, false])).toBe(0);
+    // Pairs (p, n): (0.8, 0.5) right, (0.8, 0.9) wrong, (0.5, 0.5) tie, (0.5, 0.9) wrong: 1.5 / 4.
+    expect(rocAuc([0.8, 0.5, 0.5, 0.9], [true, true, false, false])).toBeCloseTo(0.375, 12);
+    expect(() => rocAuc([1, 2], [true, true])).toThrow(/both positives and negatives/);
   });
 
   it("accuracy and exact match count equal answers, exact match after trimming and collapsing spaces", () => {
