@@ -24,9 +24,15 @@ export function tokenizeExample(ex: Example, tok: TextTokenizer, eosId: number, 
  * middle: it keeps its head and its last quarter of the room, so an instruction that ends the prompt
  * ("Answer:") still meets the completion (head+tail truncation: Sun et al. 2019, "How to Fine-Tune BERT
  * for Text Classification?"). It keeps at least its first token.
+ *
+ * The prompt's room leaves an eighth of the window for the completion, whatever the completion's length
+ * up to that: were the cut to follow the completion, a class whose label has more tokens (" ham" is two
+ * in fedflare-mail-4m's vocabulary, " spam" one) would start its answer at another position, and a
+ * model trained on those examples learns the class from where the prompt ends; scoring then cuts each
+ * candidate label's prompt differently again. Only a longer completion takes more of the window.
  */
 export function completionExample(prompt: readonly number[], completion: readonly number[], maxTokens: number): TokenizedExample {
-  const room = Math.max(1, maxTokens - completion.length);
+  const room = Math.max(1, maxTokens - Math.max(completion.length, Math.ceil(maxTokens / 8)));
   const tail = prompt.length > room ? Math.floor(room / 4) : 0;
   const kept = tail > 0 ? [...prompt.slice(0, room - tail), ...prompt.slice(-tail)] : prompt.slice(0, room);
   const ids = [...kept, ...completion].slice(0, maxTokens);

@@ -168,7 +168,7 @@ describe("fedflare run", () => {
       type: "fedkseed",
       k: 128,
       labels: ["spam", "ham"],
-      labelWords: ["lazy", "rockets"],
+      labelWords: ["workers", "quick"],
       trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] },
     };
     const json = {

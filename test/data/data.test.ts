@@ -44,6 +44,13 @@ describe("examples", () => {
     const middle = tokenizeExample({ prompt: "abcdefghijkl", completion: "x" }, charTok, 2, 11);
     expect(middle.ids).toEqual([1, ..."abcdef", ..."kl", ..."x", 2].map((c) => (typeof c === "string" ? c.charCodeAt(0) : c)));
     expect(middle.trained).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+    // Completions up to an eighth of the window leave the prompt the same room: a label's length cannot
+    // show in where the prompt ends (2 and 3 completion tokens: the prompt keeps 21 of 24 either way).
+    const long = "abcdefghijklmnopqrstuvwxyz";
+    const [short, longer] = ["x", "xy"].map((completion) => tokenizeExample({ prompt: long, completion }, charTok, 2, 24));
+    expect(short!.trained.indexOf(1)).toBe(21);
+    expect(longer!.trained.indexOf(1)).toBe(21);
+    expect(short!.ids.slice(0, 21)).toEqual(longer!.ids.slice(0, 21));
     // A completion longer than the window keeps the first prompt token and is cut at the end.
     expect(tokenizeExample({ prompt: "ab", completion: "wxyz" }, charTok, 2, 3)).toEqual({ ids: [1, 119, 120], trained: [0, 1, 1] });
   });
