@@ -20,7 +20,7 @@ for (const [preset, { seeds, rows }] of Object.entries(results.presets)) {
     const part = rows.filter((r) => `${r.task}/${r.partition}` === group);
     const accuracy = part[0]!.metric === "accuracy";
     sections.push(
-      `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over ${seeds.length} seeds` +
+      `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over ${seeds.length} seed${seeds.length === 1 ? "" : "s"}` +
         `${accuracy ? "; ± 95%: the mean Wilson half-width of one run's test accuracy" : ""}`,
       "",
       "```",
