@@ -19,8 +19,9 @@ for (const [preset, { seeds, rows }] of Object.entries(results.presets)) {
   for (const group of groups) {
     const part = rows.filter((r) => `${r.task}/${r.partition}` === group);
     const accuracy = part[0]!.metric === "accuracy";
+    const over = `${seeds.length} seed${seeds.length === 1 ? "" : "s"}`;
     sections.push(
-      `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over ${seeds.length} seed${seeds.length === 1 ? "" : "s"}` +
+      `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over ${over}` +
         `${accuracy ? "; ± 95%: the mean Wilson half-width of one run's test accuracy" : ""}`,
       "",
       "```",
