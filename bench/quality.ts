@@ -204,8 +204,14 @@ const RESULTS = new URL("./results/quality.json", import.meta.url);
  * Writes this run's rows so far over the same rows of earlier runs (--only reruns a few), the others kept;
  * called as each row finishes, so a stopped run keeps the rows it finished.
  */
+type Written = { presets: Record<string, { seeds: number[]; tasks: unknown; rows: Summary[] }> };
+
+/** The rows bench/results/quality.json holds for this preset. */
+function writtenRows(): Summary[] {
+  return existsSync(RESULTS) ? ((JSON.parse(readFileSync(RESULTS, "utf8")) as Written).presets[preset]?.rows ?? []) : [];
+}
+
 async function save(): Promise<string> {
-  type Written = { presets: Record<string, { seeds: number[]; tasks: unknown; rows: Summary[] }> };
   const presets = existsSync(RESULTS) ? (JSON.parse(readFileSync(RESULTS, "utf8")) as Written).presets : {};
   const key = (s: Summary) => `${s.task}/${s.partition}/${s.row}`;
   const done = rows.map(summarize);
@@ -301,7 +307,8 @@ for (const task of tasks) {
 function plot(task: QualityTask, partition: string, higher: boolean): void {
   const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   const scale = higher ? 100 : 1;
-  const series = rows
+  // Every row the results file holds for this task and partition, earlier runs' included.
+  const series = writtenRows()
     .filter((r) => r.task === task.name && r.partition === partition && r.curves.length > 0)
     .map((r, i) => {
       const rounds = r.curves[0]!.map((_, k) => r.curves.map((c) => c[k]! * scale));
@@ -316,7 +323,7 @@ function plot(task: QualityTask, partition: string, higher: boolean): void {
   writeFileSync(
     new URL(`./results/quality-${preset}-${task.name}-${partition}.svg`, import.meta.url),
     linePlotSvg(series, {
-      title: `${task.name}, ${partition}: validation ${higher ? "accuracy %" : "loss"} per round (mean ± std over ${SEEDS.length} seeds)`,
+      title: `${task.name}, ${partition}: validation ${higher ? "accuracy %" : "loss"} per round (mean ± std over seeds)`,
       xLabel: "round",
       yLabel: higher ? "accuracy %" : "loss (nats per token)",
       integerX: true,
