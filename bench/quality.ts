@@ -20,13 +20,14 @@ import { run } from "../cli/commands/run.ts";
 import { dirSource } from "../cli/model-dir.ts";
 import { parseRunConfig, type RunConfig } from "../cli/run-config.ts";
 import { runData } from "../cli/run-data.ts";
-import type { RoundRecord, TestRecord } from "../cli/run/report.ts";
+import { type RoundRecord, type TestRecord, testRecord } from "../cli/run/report.ts";
 import { tokenizeExample } from "../src/data/examples.ts";
-import { accuracy, balancedAccuracy, wilsonInterval } from "../src/data/metrics.ts";
+import { accuracy, balancedAccuracy } from "../src/data/metrics.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
 import { loadModel } from "../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
 import { heldOutLoss, labeledPrompts, labelScores, wordIds } from "../src/engine/train/evaluate.ts";
+import type { Scored } from "../src/fl/methods/method.ts";
 import { linePlotSvg } from "../src/report/line-plot.ts";
 import { qualityTable, type QualitySummary } from "./lib/quality-table.ts";
 import { type Preset, type QualityTask, qualityTasks, SPAM_LABEL_WORDS } from "./lib/quality-rows.ts";
@@ -80,17 +81,29 @@ async function runOnce(config: RunConfig, dir: string, task: QualityTask): Promi
   };
 }
 
-/** The base model's test scores: raw, and (classification) calibrated by a threshold fitted on the training records. */
-async function zeroShot(config: RunConfig): Promise<{ raw: TestRecord; names: TestRecord | null; calibrated: TestRecord | null }> {
-  const data = runData(config);
-  const model = await loadModel(dirSource(config.model));
+interface ZeroShot {
+  raw: TestRecord;
+  names: TestRecord | null;
+  calibrated: TestRecord | null;
+}
+
+/**
+ * The base model's test scores for each seed's config: raw by the label words and by the label names (the
+ * test split is every seed's, so these are scored once), and (classification) calibrated by a threshold on
+ * the words' score difference fitted on each seed's own training records.
+ */
+async function zeroShot(configs: readonly RunConfig[]): Promise<ZeroShot[]> {
+  const first = configs[0]!;
+  const data = runData(first);
+  const model = await loadModel(dirSource(first.model));
   const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { kind: "forward", nll: true });
   try {
     const eos = model.config.eosTokenIds[0] ?? 0;
-    const maxTokens = config.local.maxTokens;
+    const maxTokens = first.local.maxTokens;
     const tokens = data.test.map((e) => tokenizeExample(e, model.tokenizer, eos, maxTokens));
     const { loss } = await heldOutLoss(forward, tokens);
-    if (!data.labels) return { raw: scored(0, tokens.length, { loss, accuracy: null, balanced: null }), names: null, calibrated: null };
+    const record = (s: Omit<Scored, "loss">) => testRecord(0, tokens.length, { loss, ...s });
+    if (!data.labels) return configs.map(() => ({ raw: record({ accuracy: null, balanced: null }), names: null, calibrated: null }));
     const labels = data.labels;
     if (labels.join() !== "spam,ham") throw new Error(`the label words ${SPAM_LABEL_WORDS} are spam's and ham's, not ${labels}'s`);
     const margins = async (examples: typeof data.test, words: readonly string[] = SPAM_LABEL_WORDS) => {
@@ -103,43 +116,27 @@ async function zeroShot(config: RunConfig): Promise<{ raw: TestRecord; names: Te
       );
       return { gold: items.map((x) => x.label), margin: scores.map((s) => s[0]! - s[1]!) };
     };
+    type Margins = Awaited<ReturnType<typeof margins>>;
+    const at = (m: Margins, t: number) => m.margin.map((d) => (d > t ? labels[0]! : labels[1]!));
+    const scoreAt = (m: Margins, t: number) =>
+      record({ accuracy: accuracy(at(m, t), m.gold), balanced: balancedAccuracy(at(m, t), m.gold) });
     const test = await margins(data.test);
-    const train = await margins(data.partitions.flat());
-    const at = (m: { margin: number[] }, t: number) => m.margin.map((d) => (d > t ? labels[0]! : labels[1]!));
-    // The threshold with the best training accuracy, among the midpoints of the sorted training margins.
-    const sorted = [...train.margin].sort((a, b) => a - b);
-    const candidates = [sorted[0]! - 1, ...sorted.slice(1).map((d, i) => (d + sorted[i]!) / 2)];
-    const threshold = candidates.reduce((best, t) =>
-      accuracy(at(train, t), train.gold) > accuracy(at(train, best), train.gold) ? t : best,
-    );
-    const scoreAt = (t: number) => ({
-      loss,
-      accuracy: accuracy(at(test, t), test.gold),
-      balanced: balancedAccuracy(at(test, t), test.gold),
-    });
+    const raw = scoreAt(test, 0);
     // The label names themselves, as LoRA's rows score them (they train the names, not the words).
-    const names = await margins(data.test, labels);
-    return {
-      raw: scored(0, tokens.length, scoreAt(0)),
-      names: scored(0, tokens.length, {
-        loss,
-        accuracy: accuracy(at(names, 0), names.gold),
-        balanced: balancedAccuracy(at(names, 0), names.gold),
-      }),
-      calibrated: scored(0, tokens.length, scoreAt(threshold)),
-    };
+    const names = scoreAt(await margins(data.test, labels), 0);
+    const scored: ZeroShot[] = [];
+    for (const config of configs) {
+      const train = await margins(runData(config).partitions.flat());
+      // The threshold with the best training accuracy (the first, on ties), among the midpoints of the sorted training margins.
+      const sorted = [...train.margin].sort((a, b) => a - b);
+      const candidates = [sorted[0]! - 1, ...sorted.slice(1).map((d, i) => (d + sorted[i]!) / 2)];
+      const fits = candidates.map((t) => accuracy(at(train, t), train.gold));
+      scored.push({ raw, names, calibrated: scoreAt(test, candidates[fits.indexOf(Math.max(...fits))]!) });
+    }
+    return scored;
   } finally {
     await forward.release();
   }
-}
-
-function scored(version: number, examples: number, s: { loss: number; accuracy: number | null; balanced: number | null }): TestRecord {
-  return {
-    version,
-    examples,
-    ...s,
-    accuracy_interval: s.accuracy === null ? null : wilsonInterval(Math.round(s.accuracy * examples), examples),
-  };
 }
 
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -235,15 +232,13 @@ for (const task of tasks) {
     const first = Object.values(task.rows)[0]!;
 
     if (wanted("zero-shot")) {
-      const results = [];
-      for (const seed of SEEDS) results.push({ seed, ...(await zeroShot(configOf(first.config, seed))) });
+      const results = (await zeroShot(SEEDS.map((seed) => configOf(first.config, seed)))).map((r, i) => ({ seed: SEEDS[i]!, ...r }));
       const seedRow = (t: TestRecord, seed: number) => ({
         seed,
         test: metricValue(task, t),
         balanced: t.balanced,
         interval: t.accuracy_interval,
       });
-      type ZeroShot = (typeof results)[number];
       const zeroRows: [string, string, Row["kind"], (r: ZeroShot) => TestRecord | null][] = [
         ["zero-shot", `zero-shot, label words ${SPAM_LABEL_WORDS.join("/")}`, "zero-shot", (r) => r.raw],
         ["zero-shot-names", "zero-shot, label names (LoRA's round 0)", "zero-shot", (r) => r.names],

@@ -5,6 +5,7 @@ import { MethodError } from "../src/fl/methods/errors.ts";
 import { defaultRunMethod } from "../src/fl/methods/lora/run.ts";
 import type { MethodConfig } from "../src/fl/methods/method.ts";
 import { runMethods } from "../src/fl/methods/run.ts";
+import { TASK_NAMES } from "./task-splits.ts";
 import { UsageError } from "./usage.ts";
 
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
@@ -13,7 +14,7 @@ export const RunConfig = v.strictObject({
   /** A Hugging Face model folder. */
   model: v.optional(v.string(), "models/fedflare-sotu-4m"),
   /** g2p: CMUdict grapheme-to-phoneme; spam: SpamAssassin classification; sotu: State of the Union LM. */
-  task: v.optional(v.picklist(["g2p", "spam", "sotu"]), "g2p"),
+  task: v.optional(v.picklist(TASK_NAMES), "g2p"),
   /** Records drawn (seeded) from the task's training split (cli/task-splits.ts). */
   records: v.optional(int(20, 100_000), 2400),
   partitioner: v.optional(
