@@ -80,7 +80,7 @@ export class LocalFederation {
     const fed = new LocalFederation(mf, options, await mf.ready, tokens, o.masterKey);
     const firstClient = o.clients[0];
     if (firstClient) await fillBuckets(mf, firstClient.id, o.modelFiles, null);
-    for (const c of o.clients) await fillBuckets(mf, c.id, new Map(), c.partition);
+    for (const c of o.clients) await fillBuckets(mf, c.id, null, c.partition);
     return fed;
   }
 
@@ -202,19 +202,27 @@ export async function clientWorker(dir: string, id: string, masterKey: string, o
 }
 
 /** 32 random bytes as hex: a bearer token for one local run. */
-/**
- * Puts the model folder's files in a client's MODEL bucket (under model/) and its partition in its DATA
- * bucket. Miniflare carries a put's body from Node as one string, which V8 caps at 512 MiB, so a file
- * over R2_PART is put in parts (an R2 multipart upload; parts but the last must be 5 MiB or more).
- */
+/** Puts the model folder's files in a client's MODEL bucket (under model/) and its partition in its DATA bucket. */
 export async function fillBuckets(
   mf: Miniflare,
   client: string,
-  modelFiles: ReadonlyMap<string, string | Uint8Array>,
+  modelFiles: ReadonlyMap<string, string | Uint8Array> | null,
   partition: readonly Example[] | null,
 ): Promise<void> {
-  const models = await mf.getR2Bucket("MODEL", `client-${client}`);
-  for (const [name, content] of modelFiles) {
+  if (modelFiles) await putModelFiles(await mf.getR2Bucket("MODEL", `client-${client}`), modelFiles);
+  if (partition)
+    await (await mf.getR2Bucket("DATA", `client-${client}`)).put("partition.jsonl", partition.map((r) => JSON.stringify(r)).join("\n"));
+}
+
+/**
+ * Miniflare carries a put's body from Node as one string, which V8 caps at 512 MiB, so a file over
+ * R2_PART is put in parts (an R2 multipart upload; parts but the last must be 5 MiB or more).
+ */
+async function putModelFiles(
+  models: Awaited<ReturnType<Miniflare["getR2Bucket"]>>,
+  files: ReadonlyMap<string, string | Uint8Array>,
+): Promise<void> {
+  for (const [name, content] of files) {
     const key = `model/${name}`;
     if (typeof content === "string" || content.length <= R2_PART) {
       await models.put(key, content);
@@ -226,8 +234,6 @@ export async function fillBuckets(
       parts.push(await upload.uploadPart(parts.length + 1, content.subarray(at, at + R2_PART)));
     await upload.complete(parts);
   }
-  if (partition)
-    await (await mf.getR2Bucket("DATA", `client-${client}`)).put("partition.jsonl", partition.map((r) => JSON.stringify(r)).join("\n"));
 }
 
 const R2_PART = 64 * 2 ** 20;
