@@ -6,7 +6,7 @@ import { type QualitySummary, qualityTable } from "./lib/quality-table.ts";
 
 interface Written {
   machine: { date: string };
-  presets: Record<string, { seeds: number[]; rows: QualitySummary[] }>;
+  presets: Record<string, { rows: QualitySummary[] }>;
 }
 
 const START = "<!-- quality:start -->";
@@ -14,15 +14,15 @@ const END = "<!-- quality:end -->";
 const results = JSON.parse(readFileSync(new URL("./results/quality.json", import.meta.url), "utf8")) as Written;
 
 const sections: string[] = [];
-for (const [preset, { seeds, rows }] of Object.entries(results.presets)) {
+for (const [preset, { rows }] of Object.entries(results.presets)) {
   const groups = [...new Set(rows.map((r) => `${r.task}/${r.partition}`))];
   for (const group of groups) {
     const part = rows.filter((r) => `${r.task}/${r.partition}` === group);
     const accuracy = part[0]!.metric === "accuracy";
-    const over = `${seeds.length} seed${seeds.length === 1 ? "" : "s"}`;
     sections.push(
-      `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over ${over}` +
-        `${accuracy ? "; ± 95%: the mean Wilson half-width of one run's test accuracy" : ""}`,
+      `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over each row's seeds` +
+        `${accuracy ? "; ± 95%: the mean Wilson half-width of one run's test accuracy" : ""}` +
+        `${part.some((r) => r.generated) ? "; exact match of the greedy pronunciations, and PER: their phoneme error rate" : ""}`,
       "",
       "```",
       qualityTable(part),

@@ -12,7 +12,8 @@
 // 95%: the first round whose validation score reaches 95% of the last round's gain over round 0.
 // Resumable: a run whose folder under --out holds the same config and its test score is read, not rerun;
 // bench/results/quality.json is written as each row finishes, so a stopped report keeps its finished rows.
-// Run: node bench/quality.ts [--preset quick|full] [--seeds N] [--tasks spam,g2p,sotu] [--only row,...] [--out DIR]
+// Run: node bench/quality.ts [--preset quick|full] [--seeds N] [--tasks spam,g2p,sotu] [--partitions iid,...] [--only row,...]
+//   [--out DIR]
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -27,6 +28,7 @@ import { ForwardModel } from "../src/engine/forward.ts";
 import { loadModel } from "../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
 import { heldOutLoss, labeledPrompts, labelScores, wordIds } from "../src/engine/train/evaluate.ts";
+import { greedyScores, greedyTask } from "../src/fl/methods/shared/held-out.ts";
 import type { Scored } from "../src/fl/methods/method.ts";
 import { linePlotSvg } from "../src/report/line-plot.ts";
 import { qualityTable, type QualitySummary } from "./lib/quality-table.ts";
@@ -39,6 +41,7 @@ const { values } = parseArgs({
     seeds: { type: "string", default: "3" },
     only: { type: "string" },
     tasks: { type: "string" },
+    partitions: { type: "string" },
     out: { type: "string", default: "scratch/quality" },
   },
 });
@@ -81,6 +84,16 @@ async function runOnce(config: RunConfig, dir: string, task: QualityTask): Promi
   };
 }
 
+/** A run's test scores as a row keeps them per seed. */
+function seedScores(task: QualityTask, t: TestRecord): Omit<Row["seeds"][number], "seed"> {
+  return {
+    test: metricValue(task, t),
+    balanced: t.balanced,
+    interval: t.accuracy_interval,
+    ...(t.generated ? { generated: t.generated } : {}),
+  };
+}
+
 interface ZeroShot {
   raw: TestRecord;
   names: TestRecord | null;
@@ -96,14 +109,31 @@ async function zeroShot(configs: readonly RunConfig[]): Promise<ZeroShot[]> {
   const first = configs[0]!;
   const data = runData(first);
   const model = await loadModel(dirSource(first.model));
-  const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { kind: "forward", nll: true });
+  const forward = await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, {
+    kind: "forward",
+    quant: first.quant,
+    nll: true,
+  });
   try {
     const eos = model.config.eosTokenIds[0] ?? 0;
     const maxTokens = first.local.maxTokens;
     const tokens = data.test.map((e) => tokenizeExample(e, model.tokenizer, eos, maxTokens));
     const { loss } = await heldOutLoss(forward, tokens);
     const record = (s: Omit<Scored, "loss">) => testRecord(0, tokens.length, { loss, ...s });
-    if (!data.labels) return configs.map(() => ({ raw: record({ accuracy: null, balanced: null }), names: null, calibrated: null }));
+    if (!data.labels) {
+      // An exact-match task: the base model's greedy answers, as the runs' test scoring generates them.
+      const generated =
+        data.metric === "exact_match"
+          ? await greedyScores(
+              await ForwardModel.create(ortNodeRuntime(2), model.config, model.weights, { kind: "step", quant: first.quant }),
+              model,
+              maxTokens,
+              greedyTask(model.tokenizer, data.test, data.partitions.flat()),
+            )
+          : undefined;
+      const raw = record({ accuracy: null, balanced: null, ...(generated ? { generated } : {}) });
+      return configs.map(() => ({ raw, names: null, calibrated: null }));
+    }
     const labels = data.labels;
     if (labels.join() !== "spam,ham") throw new Error(`the label words ${SPAM_LABEL_WORDS} are spam's and ham's, not ${labels}'s`);
     const margins = async (examples: typeof data.test, words: readonly string[] = SPAM_LABEL_WORDS) => {
@@ -157,7 +187,15 @@ interface Row {
   label: string;
   kind: "zero-shot" | "calibrated" | "local-only" | "centralized" | "federated";
   /** Per seed: the test score (local-only: the mean over clients) and its 95% interval where one applies. */
-  seeds: { seed: number; test: number; balanced: number | null; interval: { low: number; high: number } | null; clientStd?: number }[];
+  seeds: {
+    seed: number;
+    test: number;
+    balanced: number | null;
+    interval: { low: number; high: number } | null;
+    clientStd?: number;
+    /** An exact-match task's greedy answers (local-only: the mean over clients). */
+    generated?: Scored["generated"];
+  }[];
   /** Per seed, validation after each round (round 0 first). */
   curves: number[][];
 }
@@ -189,6 +227,13 @@ function summarize(r: Row): Summary {
     balancedMean: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
     intervalHalfWidth: r.seeds.every((s) => s.interval) ? mean(r.seeds.map((s) => (s.interval!.high - s.interval!.low) / 2)) : null,
     clientStd: r.seeds.every((s) => s.clientStd !== undefined) ? mean(r.seeds.map((s) => s.clientStd!)) : null,
+    generated: r.seeds.every((s) => s.generated)
+      ? {
+          exactMatch: mean(r.seeds.map((s) => s.generated!.exactMatch)),
+          exactMatchStd: std(r.seeds.map((s) => s.generated!.exactMatch)),
+          errorRate: mean(r.seeds.map((s) => s.generated!.errorRate)),
+        }
+      : null,
     roundsTo95: curve && roundsTo95(curve, higher),
     seeds: r.seeds,
     curves: r.curves,
@@ -221,6 +266,7 @@ async function save(): Promise<string> {
 for (const task of tasks) {
   const higher = metricOf(task) === "accuracy";
   for (const [partition, partitioning] of Object.entries(task.partitions)) {
+    if (values.partitions && !values.partitions.split(",").includes(partition)) continue;
     const configOf = (extra: Record<string, unknown>, seed: number) =>
       parseRunConfig({ ...task.base, ...partitioning, ...extra, seed }, `${task.name}/${partition}`);
     const folder = (...parts: (string | number)[]) => join(values.out, preset, task.name, partition, ...parts.map(String));
@@ -233,14 +279,14 @@ for (const task of tasks) {
 
     if (wanted("zero-shot")) {
       const results = (await zeroShot(SEEDS.map((seed) => configOf(first.config, seed)))).map((r, i) => ({ seed: SEEDS[i]!, ...r }));
-      const seedRow = (t: TestRecord, seed: number) => ({
-        seed,
-        test: metricValue(task, t),
-        balanced: t.balanced,
-        interval: t.accuracy_interval,
-      });
+      const seedRow = (t: TestRecord, seed: number) => ({ seed, ...seedScores(task, t) });
       const zeroRows: [string, string, Row["kind"], (r: ZeroShot) => TestRecord | null][] = [
-        ["zero-shot", `zero-shot, label words ${SPAM_LABEL_WORDS.join("/")}`, "zero-shot", (r) => r.raw],
+        [
+          "zero-shot",
+          task.name === "spam" ? `zero-shot, label words ${SPAM_LABEL_WORDS.join("/")}` : "zero-shot (the base model)",
+          "zero-shot",
+          (r) => r.raw,
+        ],
         ["zero-shot-names", "zero-shot, label names (LoRA's round 0)", "zero-shot", (r) => r.names],
         ["zero-shot-calibrated", "zero-shot, label words, threshold fitted on training records", "calibrated", (r) => r.calibrated],
       ];
@@ -254,7 +300,7 @@ for (const task of tasks) {
       for (const seed of SEEDS) {
         log(`\n== ${task.name} / ${partition} / ${name} / seed ${seed}`);
         const r = await runOnce(configOf(config, seed), folder(name, `seed-${seed}`), task);
-        scored.seeds.push({ seed, test: metricValue(task, r.test), balanced: r.test.balanced, interval: r.test.accuracy_interval });
+        scored.seeds.push({ seed, ...seedScores(task, r.test) });
         scored.curves.push(r.validation);
       }
       return scored;
@@ -283,12 +329,16 @@ for (const task of tasks) {
         }
         const tests = each.map((r) => metricValue(task, r.test));
         const balanced = each.map((r) => r.test.balanced);
+        const generated = each.map((r) => r.test.generated);
         seeds.push({
           seed,
           test: mean(tests),
           balanced: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
           interval: null,
           clientStd: std(tests),
+          ...(generated.every((g) => g !== undefined)
+            ? { generated: { exactMatch: mean(generated.map((g) => g!.exactMatch)), errorRate: mean(generated.map((g) => g!.errorRate)) } }
+            : {}),
         });
         curves.push(each[0]!.validation.map((_, i) => mean(each.map((r) => r.validation[i]!))));
       }

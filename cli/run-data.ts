@@ -7,7 +7,7 @@ import { dirichletPartitioner } from "../src/data/partitioners/dirichlet.ts";
 import { iidPartitioner } from "../src/data/partitioners/iid.ts";
 import { naturalPartitioner } from "../src/data/partitioners/natural.ts";
 import type { Partitioner } from "../src/data/partitioners/partitioner.ts";
-import type { ClassificationTask } from "../src/data/tasks/task.ts";
+import type { ClassificationTask, Metric } from "../src/data/tasks/task.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import type { RunConfig } from "./run-config.ts";
 import { taskSplits } from "./task-splits.ts";
@@ -22,6 +22,8 @@ export interface RunData {
   keys: string[][];
   /** A classification task's labels (its completions are " " + label), scored by accuracy. */
   labels?: readonly string[];
+  /** The task's metric: exact-match tasks also score greedy answers on the test split. */
+  metric: Metric;
 }
 
 /** The seed of the order capped validation and test sets are drawn in: the same records for every run and seed. */
@@ -49,6 +51,7 @@ export function runData(c: RunConfig): RunData {
   const fixed = (records: readonly unknown[]) => examples(shuffled(records, seededUniform(EVALUATION_ORDER)));
   return {
     ...(classes ? { labels: classes.labels } : {}),
+    metric: task.metric,
     partitions: trained(
       c,
       Array.from({ length: c.clients }, (_, i) => examples(partitioner.loadPartition(i).map((j) => sample[j]))),

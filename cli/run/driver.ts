@@ -11,6 +11,7 @@ import { loadModel, type LoadedModel } from "../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
 import type { MethodConfig, RunMethod, ScoreContext, Scored } from "../../src/fl/methods/method.ts";
+import { greedyTask } from "../../src/fl/methods/shared/held-out.ts";
 import { initialAdapterRequest } from "../../src/fl/methods/offsite/supply.ts";
 import { runMethods } from "../../src/fl/methods/run.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
@@ -88,7 +89,7 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
   process.prependOnceListener("SIGTERM", interrupt);
   try {
     await createFederation(fed, config, clients, modelFiles, prepared?.initial ?? null);
-    const ctx = scoreContext(config, model, data.validation, data.labels);
+    const ctx = scoreContext(config, model, data.validation, data.labels, null);
     const evaluate = async (version: number): Promise<Scored> => {
       const bytes = new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer());
       return side.score(method, decodeTensorFile(bytes, `version ${version}`).tensors, ctx);
@@ -127,7 +128,11 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
     const tested = testRecord(
       state.version,
       data.test.length,
-      await side.score(method, finalTensors, scoreContext(config, model, data.test, data.labels)),
+      await side.score(
+        method,
+        finalTensors,
+        scoreContext(config, model, data.test, data.labels, data.metric === "exact_match" ? data.partitions.flat() : null),
+      ),
     );
     folder.write("test.json", `${JSON.stringify(tested, null, 2)}\n`);
     const usage = side.usage(method, finalTensors, { adapterDir: folder.adapterDir, modelDir: config.model });
@@ -217,8 +222,17 @@ async function createFederation(
   }
 }
 
-/** What a run side scores a version with: the base model, the examples scored, and a classification task's labels. */
-function scoreContext(config: RunConfig, model: LoadedModel, examples: readonly Example[], labels: RunData["labels"]): ScoreContext {
+/**
+ * What a run side scores a version with: the base model, the examples scored, a classification task's
+ * labels, and (the test split of an exact-match task) the training examples that set the greedy answers' budget.
+ */
+function scoreContext(
+  config: RunConfig,
+  model: LoadedModel,
+  examples: readonly Example[],
+  labels: RunData["labels"],
+  training: readonly Example[] | null,
+): ScoreContext {
   const eos = model.config.eosTokenIds[0] ?? 0;
   const maxTokens = config.local.maxTokens;
   return {
@@ -230,6 +244,7 @@ function scoreContext(config: RunConfig, model: LoadedModel, examples: readonly 
     maxTokens,
     heldOut: examples.map((e) => tokenizeExample(e, model.tokenizer, eos, maxTokens)),
     task: labels ? { labels, labeled: labeledPrompts(examples) } : null,
+    generation: training && greedyTask(model.tokenizer, examples, training),
   };
 }
 

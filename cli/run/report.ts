@@ -49,31 +49,38 @@ export const previous = (r: RoundRecord): Scored => ({
   balanced: r.validation_balanced_accuracy ?? null,
 });
 
-/** The last version's scores on the test split (test.json), with the accuracy's 95% Wilson interval. */
+/** The last version's scores on the test split (test.json), with the 95% Wilson intervals of its accuracy and exact match. */
 export interface TestRecord extends Scored {
   version: number;
   examples: number;
   accuracy_interval: { low: number; high: number } | null;
+  exact_match_interval?: { low: number; high: number };
 }
 
 export function testRecord(version: number, examples: number, s: Scored): TestRecord {
+  const interval = (share: number) => wilsonInterval(Math.round(share * examples), examples);
   return {
     version,
     examples,
     ...s,
-    accuracy_interval: s.accuracy === null ? null : wilsonInterval(Math.round(s.accuracy * examples), examples),
+    accuracy_interval: s.accuracy === null ? null : interval(s.accuracy),
+    ...(s.generated ? { exact_match_interval: interval(s.generated.exactMatch) } : {}),
   };
 }
 
-/** The test line the run prints last: loss, and accuracy with its interval where the task is a classification. */
+/** The test line the run prints last: loss, accuracy (classification) or exact match and error rate (greedy answers), with intervals. */
 export function testLine(t: TestRecord): string {
   const pct = (x: number) => (100 * x).toFixed(1);
+  const generated = t.generated
+    ? `, exact match ${pct(t.generated.exactMatch)} % (95% interval ${pct(t.exact_match_interval!.low)}-` +
+      `${pct(t.exact_match_interval!.high)}), error rate ${pct(t.generated.errorRate)} % of the answers' units`
+    : "";
   const accuracy =
     t.accuracy === null
       ? ""
       : `, accuracy ${pct(t.accuracy)} % (95% interval ${pct(t.accuracy_interval!.low)}-${pct(t.accuracy_interval!.high)}), ` +
         `balanced ${pct(t.balanced!)} %`;
-  return `test (${t.examples} examples, version ${t.version}): loss ${t.loss.toFixed(4)}${accuracy}`;
+  return `test (${t.examples} examples, version ${t.version}): loss ${t.loss.toFixed(4)}${accuracy}${generated}`;
 }
 
 /** The clients' costs of a round, from their job views: each upload's size and the metrics it declared. */

@@ -1,5 +1,6 @@
 // Evaluation metrics from numbers a model produced elsewhere: perplexity for language modelling,
-// accuracy for classification (the label whose completion is most probable), exact match for g2p.
+// accuracy for classification (the label whose completion is most probable), exact match and the phoneme
+// error rate for g2p.
 import { DataError } from "./errors.ts";
 
 /** exp(mean NLL per token), from a summed negative log-likelihood (nats) over `tokens` predicted tokens. */
@@ -48,6 +49,31 @@ export function normalizeAnswer(s: string): string {
 /** The fraction of predictions equal to the gold answers after normalizeAnswer. */
 export function exactMatch(predicted: readonly string[], gold: readonly string[]): number {
   return matchRate(predicted, gold, (p, g) => normalizeAnswer(p) === normalizeAnswer(g));
+}
+
+/** The Levenshtein distance between two sequences: the fewest insertions, deletions and substitutions. */
+export function editDistance<T>(a: readonly T[], b: readonly T[]): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next.push(Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    row = next;
+  }
+  return row[b.length]!;
+}
+
+/**
+ * The edit distance between the whitespace-separated units of each prediction and its gold answer, summed
+ * and divided by the gold answers' units (the word error rate's definition; over ARPAbet phonemes it is the
+ * phoneme error rate g2p reports, Bisani and Ney 2008). It can pass 1 when predictions run long.
+ */
+export function unitErrorRate(predicted: readonly string[], gold: readonly string[]): number {
+  const units = (s: string) => normalizeAnswer(s).split(" ").filter(Boolean);
+  const total = gold.reduce((n, g) => n + units(g).length, 0);
+  if (predicted.length !== gold.length)
+    throw new DataError("metric_inputs_mismatched", `${predicted.length} predictions for ${gold.length} gold answers`);
+  if (total === 0) throw new DataError("dataset_empty", "no gold units to score");
+  return predicted.reduce((n, p, i) => n + editDistance(units(p), units(gold[i]!)), 0) / total;
 }
 
 /**

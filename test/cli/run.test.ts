@@ -1,5 +1,6 @@
 // `fedflare run` end to end on a tiny model: a local federation in workerd, interrupted with Ctrl-C
 // (SIGINT) after its first round and continued with --resume, without redoing acknowledged work.
+import assert from "node:assert";
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -12,12 +13,13 @@ import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 import { parseRunConfig } from "../../cli/run-config.ts";
 import { runData } from "../../cli/run-data.ts";
 import type { TestRecord } from "../../cli/run/report.ts";
+import { exactMatch, unitErrorRate } from "../../src/data/metrics.ts";
 import { loraPairs } from "../../src/engine/lora/peft.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import type { FedKSeedConfig } from "../../src/fl/methods/fedkseed/config.ts";
 import { zoGlobal, zoInitial } from "../../src/fl/methods/fedkseed/zo-update.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { referenceCompletionLoss, referenceLabelAccuracy } from "../fixtures/reference-accuracy.ts";
+import { referenceCompletionLoss, referenceGreedy, referenceLabelAccuracy } from "../fixtures/reference-accuracy.ts";
 import { runCli } from "./run-cli.ts";
 
 const root = tempDir("cli-run");
@@ -25,19 +27,19 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 const config = tinyConfig({ heads: 4, kvHeads: 2 });
 const modelDir = writeHfModel(join(root, "model"), config, tinyWeights(config, 5));
 const runConfig = join(root, "run.json");
-writeFileSync(
-  runConfig,
-  JSON.stringify({
-    model: modelDir,
-    task: "g2p",
-    records: 160,
-    clients: 2,
-    rounds: 3,
-    method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj", "down_proj"] },
-    local: { steps: 24, batchSize: 8, lr: 1e-2, maxTokens: 32 },
-    evalExamples: 16,
-  }),
-);
+const g2pRun = {
+  model: modelDir,
+  task: "g2p",
+  records: 160,
+  clients: 2,
+  rounds: 3,
+  method: { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj", "down_proj"] },
+  quant: "f32",
+  local: { steps: 24, batchSize: 8, lr: 1e-2, maxTokens: 32 },
+  evalExamples: 16,
+  testExamples: 12,
+};
+writeFileSync(runConfig, JSON.stringify(g2pRun));
 
 interface Record_ {
   round: number;
@@ -85,6 +87,35 @@ describe("fedflare run", () => {
     expect(adapter.config).toMatchObject({ r: 4, alpha: 8 });
     const scored = await runCli(["score", "--model", modelDir, "--adapter", join(out, "adapter"), "--text", "Pronounce fox: F AA1 K S"]);
     expect(scored.code, scored.stderr).toBe(0);
+
+    // Recomputed in float64 on the run's own examples: round 0 is the base model (B = 0), the last
+    // version the base with the final adapter (scaling alpha / r = 2), and the test split's greedy
+    // pronunciations are the reference's, scored by exact match and phoneme error rate.
+    const data = runData(parseRunConfig(g2pRun, "g2p"));
+    const base = await loadModel(dirSource(modelDir));
+    const final = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), "final").tensors;
+    const lora = loraPairs(final, 4, 2);
+    expect(all[0]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 32), 5);
+    expect(all[3]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 32, lora), 5);
+    const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
+    const pairs = data.test.map((e) => ("prompt" in e ? e : assert.fail("g2p examples are pairs")));
+    // At most twice the longest training answer's tokens, within the window.
+    const budget =
+      2 *
+      Math.max(
+        ...data.partitions.flat().map((e) => ("prompt" in e ? base.tokenizer.encode(e.completion, { addSpecialTokens: false }).length : 0)),
+      );
+    const greedy = referenceGreedy(
+      base,
+      pairs.map((e) => e.prompt),
+      (n) => Math.min(budget, 32 - n),
+      lora,
+    );
+    const gold = pairs.map((e) => e.completion);
+    expect(test).toMatchObject({ version: 3, examples: 12, loss: expect.closeTo(referenceCompletionLoss(base, data.test, 32, lora), 5) });
+    expect(test.generated).toEqual({ exactMatch: exactMatch(greedy, gold), errorRate: unitErrorRate(greedy, gold) });
+    expect(test.exact_match_interval!.high).toBeGreaterThan(test.generated!.exactMatch);
+    expect(resumed.stdout).toContain(`error rate ${(100 * test.generated!.errorRate).toFixed(1)} % of the answers' units`);
   }, 300_000);
 
   it("runs offsite-tuning on a classification task: emulated clients, each version plugged in and scored by accuracy", async () => {

@@ -3,10 +3,12 @@ import {
   accuracy,
   balancedAccuracy,
   classifyByLogProb,
+  editDistance,
   exactMatch,
   normalizeAnswer,
   perplexityFromNll,
   rocAuc,
+  unitErrorRate,
   wilsonInterval,
 } from "../../src/data/metrics.ts";
 import { g2pTask } from "../../src/data/tasks/g2p-task.ts";
@@ -99,6 +101,18 @@ describe("metrics", () => {
     expect(exactMatch([" AE1  D ", "AE1 D", "ae1 d"], ["AE1 D", "AE1 D0", "AE1 D"])).toBeCloseTo(1 / 3, 12);
     expect(() => accuracy(["a"], [])).toThrow(expect.objectContaining({ code: "metric_inputs_mismatched" }));
     expect(() => exactMatch([], [])).toThrow(expect.objectContaining({ code: "dataset_empty" }));
+  });
+
+  it("counts edits between unit sequences, and the phoneme error rate as edits over the gold answers' phonemes", () => {
+    expect(editDistance([], ["a"])).toBe(1);
+    expect(editDistance(["k", "i", "t", "t", "e", "n"], ["s", "i", "t", "t", "i", "n", "g"])).toBe(3);
+    expect(editDistance(["AE1", "D"], ["AE1", "D"])).toBe(0);
+    // "K AE1 T" for "K AE1 T S": one deletion of 4; "D AO1" for "D AO1 G": one insertion of 3; 2 / 7.
+    expect(unitErrorRate([" K AE1 T", "D AO1 "], ["K AE1 T S", " D  AO1 G"])).toBeCloseTo(2 / 7, 12);
+    // A long wrong answer costs more than the gold's length.
+    expect(unitErrorRate(["A B C D"], ["X"])).toBe(4);
+    expect(() => unitErrorRate(["A"], [" "])).toThrow(expect.objectContaining({ code: "dataset_empty" }));
+    expect(() => unitErrorRate([], ["A"])).toThrow(expect.objectContaining({ code: "metric_inputs_mismatched" }));
   });
 
   it("classifies by the highest total log-probability of a label's completion tokens, ties to the first", () => {

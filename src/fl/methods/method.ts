@@ -174,6 +174,11 @@ export interface Scored {
   loss: number;
   accuracy: number | null;
   balanced: number | null;
+  /**
+   * An exact-match task's greedy answers (ScoreContext.answers): the share equal to the gold answer, and the
+   * edit distance between their units over the gold's (g2p's phoneme error rate); absent where not asked.
+   */
+  generated?: { exactMatch: number; errorRate: number };
 }
 
 /** What `fedflare run` lends a method to score a version. */
@@ -188,6 +193,12 @@ export interface ScoreContext {
   heldOut: readonly TokenizedExample[];
   /** A classification task's labels and its held-out prompts with their labels; null otherwise. */
   task: { labels: readonly string[]; labeled: readonly { prompt: string; label: string }[] } | null;
+  /**
+   * An exact-match task's prompts and gold answers, to be answered by greedy generation of at most
+   * `maxNew` tokens (answerBudget); asked of the test split only, since generation costs a model run per
+   * token; null otherwise.
+   */
+  generation: { answers: readonly { prompt: string; answer: string }[]; maxNew: number } | null;
 }
 
 /** What a run must start for a method: nothing, the inference endpoint (trunk or model), or its completions API. */

@@ -9,8 +9,9 @@ import { dirSource, tokenizerFiles } from "../../../cli/model-dir.ts";
 import { parseRunConfig } from "../../../cli/run-config.ts";
 import { tokenizeExample } from "../../../src/data/examples.ts";
 import type { Example } from "../../../src/data/jsonl.ts";
-import { balancedAccuracy } from "../../../src/data/metrics.ts";
+import { balancedAccuracy, exactMatch, unitErrorRate } from "../../../src/data/metrics.ts";
 import { ForwardModel } from "../../../src/engine/forward.ts";
+import { loraPairs } from "../../../src/engine/lora/peft.ts";
 import { SOFT_PROMPT } from "../../../src/engine/llama/graph.ts";
 import { loadModel, type LoadedModel } from "../../../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
@@ -27,6 +28,7 @@ import { decodeTensorFile } from "../../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../../src/fl/tensors.ts";
 import type { FederationConfig } from "../../../src/protocol/federation.ts";
 import { tempDir, writeHfModel } from "../../fixtures/hf-model.ts";
+import { referenceGreedy } from "../../fixtures/reference-accuracy.ts";
 import { tinyConfig, tinyWeights } from "../../fixtures/tiny-llama.ts";
 
 const root = tempDir("run-sides");
@@ -59,6 +61,7 @@ beforeAll(async () => {
     maxTokens: 48,
     heldOut: mails.map((e) => tokenizeExample(e, model.tokenizer, eos, 48)),
     task: { labels, labeled: labeledPrompts(mails) },
+    generation: null,
   };
 });
 
@@ -158,6 +161,23 @@ describe("run sides", () => {
     expect(runMethods.get("lora").usage(m, v0, { adapterDir: "A", modelDir: "M" })).toBe(
       'npx fedflare score --model M --adapter A --text "..."',
     );
+  });
+
+  it("LoRA: an exact-match task's greedy answers, with the version's adapter, match the float64 reference's", async () => {
+    const m = parsed({ type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] });
+    const moved = new Map([...version0(m)].map(([n, t]) => [n, n.includes("lora_B") ? t.map((_, i) => 0.3 * Math.sin(i)) : t]));
+    const prompts = ["Pronounce cat:", "Pronounce dog:", "Pronounce bird:"];
+    const gold = [" K AE1 T", " D AO1 G", " B ER1 D"];
+    const reference = referenceGreedy(model, prompts, (n) => Math.min(6, 48 - n), loraPairs(moved, 2, 2));
+    // The first gold answer is the reference's own, so exact match is at least a third whatever the model says.
+    const answers = prompts.map((prompt, i) => ({ prompt, answer: i === 0 ? ` ${reference[0]}` : gold[i]! }));
+    const scored = await runMethods.get("lora").score(m, moved, { ...ctx, task: null, generation: { answers, maxNew: 6 } });
+    const golds = answers.map((a) => a.answer);
+    expect(scored.generated).toEqual({ exactMatch: exactMatch(reference, golds), errorRate: unitErrorRate(reference, golds) });
+    expect(scored.generated!.exactMatch).toBeGreaterThanOrEqual(1 / 3);
+    expect(scored.generated!.errorRate).toBeGreaterThan(0);
+    // Without answers asked (every validation round), no generation.
+    expect((await runMethods.get("lora").score(m, moved, { ...ctx, task: null })).generated).toBeUndefined();
   });
 
   it("offsite-tuning: prepares the emulator and the owner's adapter, which plugged back in scores as the base model", async () => {

@@ -1,5 +1,6 @@
 // LoRA's side of `fedflare run`: split LoRA (fromLayer > 0) gets the inference endpoint for the frozen
-// trunk below its cut, and a version scores as the base model with the version's adapter.
+// trunk below its cut, and a version scores as the base model with the version's adapter (greedy answers
+// through a generation graph with the same adapter).
 import { ForwardModel } from "../../../engine/forward.ts";
 import { LINEAR_MODULES } from "../../../engine/llama/names.ts";
 import { loraPairs, loraScaling } from "../../../engine/lora/peft.ts";
@@ -31,7 +32,8 @@ export const loraRun: RunMethod<LoraConfig> = {
       nll: true,
       lora,
     });
-    return scoreModel(ctx, { forward });
+    const step = () => ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, { kind: "step", quant: ctx.quant, lora });
+    return scoreModel(ctx, { forward, step });
   },
   usage: (_m, _final, paths) => `npx fedflare score --model ${paths.modelDir} --adapter ${paths.adapterDir} --text "..."`,
 };
