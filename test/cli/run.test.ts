@@ -17,6 +17,9 @@ import { exactMatch, unitErrorRate } from "../../src/data/metrics.ts";
 import { loraPairs } from "../../src/engine/lora/peft.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import type { FedKSeedConfig } from "../../src/fl/methods/fedkseed/config.ts";
+import type { DiscreteConfig } from "../../src/fl/methods/discrete/config.ts";
+import { bestPrompt, distributionsOf } from "../../src/fl/methods/discrete/round.ts";
+import { bbtGlobalOf, softPromptOf } from "../../src/fl/methods/fedbpt/search.ts";
 import { zoGlobal, zoInitial } from "../../src/fl/methods/fedkseed/zo-update.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { referenceCompletionLoss, referenceGreedy, referenceLabelAccuracy } from "../fixtures/reference-accuracy.ts";
@@ -96,7 +99,7 @@ describe("fedflare run", () => {
     const final = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), "final").tensors;
     const lora = loraPairs(final, 4, 2);
     expect(all[0]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 32), 5);
-    expect(all[3]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 32, lora), 5);
+    expect(all[3]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 32, { lora }), 5);
     const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
     const pairs = data.test.map((e) => ("prompt" in e ? e : assert.fail("g2p examples are pairs")));
     // At most twice the longest training answer's tokens, within the window.
@@ -112,7 +115,11 @@ describe("fedflare run", () => {
       lora,
     );
     const gold = pairs.map((e) => e.completion);
-    expect(test).toMatchObject({ version: 3, examples: 12, loss: expect.closeTo(referenceCompletionLoss(base, data.test, 32, lora), 5) });
+    expect(test).toMatchObject({
+      version: 3,
+      examples: 12,
+      loss: expect.closeTo(referenceCompletionLoss(base, data.test, 32, { lora }), 5),
+    });
     expect(test.generated).toEqual({ exactMatch: exactMatch(greedy, gold), errorRate: unitErrorRate(greedy, gold) });
     expect(test.exact_match_interval!.high).toBeGreaterThan(test.generated!.exactMatch);
     expect(resumed.stdout).toContain(`error rate ${(100 * test.generated!.errorRate).toFixed(1)} % of the answers' units`);
@@ -236,7 +243,7 @@ describe("fedflare run", () => {
     expect(cumulative.size).toBeGreaterThan(0);
     const zo = { method: run.method as FedKSeedConfig, federationSeed: run.seed, local: run.local };
     const params = zoGlobal(zoInitial(config, base.weights, zo.method.trains, run.seed), zo, cumulative);
-    const last = referenceLabelAccuracy(base, data.test, method.labels, method.labelWords, 48, loraPairs(params, 2, 2));
+    const last = referenceLabelAccuracy(base, data.test, method.labels, method.labelWords, 48, { lora: loraPairs(params, 2, 2) });
     const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
     expect(test).toMatchObject({ version: 2, examples: 12 });
     expect(test.accuracy).toBeCloseTo(last.accuracy, 9);
@@ -244,7 +251,7 @@ describe("fedflare run", () => {
     expect(new Set(zero.predicted).size).toBe(2);
     expect(zero.predicted).not.toEqual(referenceLabelAccuracy(base, data.validation, method.labels, method.labels, 48).predicted);
     // The losses (the gold labels' completions) of round 0 and of the last version, which moved the model.
-    const lossAt = (lora?: ReturnType<typeof loraPairs>) => referenceCompletionLoss(base, data.validation, 48, lora);
+    const lossAt = (lora?: ReturnType<typeof loraPairs>) => referenceCompletionLoss(base, data.validation, 48, { lora });
     expect(all[0]!.validation_loss).toBeCloseTo(lossAt(), 5);
     expect(all[2]!.validation_loss).toBeCloseTo(lossAt(loraPairs(params, 2, 2)), 5);
     expect(Math.abs(lossAt(loraPairs(params, 2, 2)) - lossAt())).toBeGreaterThan(1e-3);
@@ -254,20 +261,27 @@ describe("fedflare run", () => {
 
   it("runs FedBPT on spam: clients search the soft prompt's subspace, each version's prompt scored", async () => {
     const file = join(root, "fedbpt.json");
-    const method = { type: "fedbpt", promptTokens: 2, dimension: 6, generations: 2, labels: ["spam", "ham"] };
-    writeFileSync(
-      file,
-      JSON.stringify({
-        model: modelDir,
-        task: "spam",
-        records: 80,
-        clients: 2,
-        rounds: 2,
-        method,
-        local: { steps: 1, batchSize: 4, lr: 1, maxTokens: 48 },
-        evalExamples: 6,
-      }),
-    );
+    const method = {
+      type: "fedbpt",
+      promptTokens: 2,
+      dimension: 6,
+      generations: 2,
+      labels: ["spam", "ham"],
+      labelWords: ["workers", "quick"],
+    };
+    const json = {
+      model: modelDir,
+      task: "spam",
+      records: 80,
+      clients: 2,
+      rounds: 2,
+      method,
+      quant: "f32",
+      local: { steps: 1, batchSize: 4, lr: 1, maxTokens: 48 },
+      evalExamples: 6,
+      testExamples: 12,
+    };
+    writeFileSync(file, JSON.stringify(json));
     const out = join(root, "fedbpt-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
@@ -276,6 +290,31 @@ describe("fedflare run", () => {
     // Version 0 is z = 0 (the prompt p0); the clients' search moves it.
     expect(all[2]!.validation_loss).not.toBe(all[0]!.validation_loss);
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({ method: "fedbpt", dimension: 6 });
+
+    // Recomputed in float64: each version is the base model after the soft prompt p0 + A z (round 0: z = 0),
+    // scored by the label words on validation and, for the last version, on test.
+    const run = parseRunConfig(json, "fedbpt");
+    const data = runData(run);
+    const base = await loadModel(dirSource(modelDir));
+    const promptOf = softPromptOf(config, base.weights, { promptTokens: 2, dimension: 6, seed: run.seed });
+    const final = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), "final").tensors;
+    const z = bbtGlobalOf(final).mean;
+    expect(z.some((x) => x !== 0)).toBe(true);
+    const at = (examples: typeof data.test, prompt: Float32Array) =>
+      referenceLabelAccuracy(base, examples, method.labels, method.labelWords, 48, { prefix: prompt });
+    const zero = at(data.validation, promptOf(new Array(6).fill(0)));
+    const last = at(data.test, promptOf(z));
+    expect(all[0]!.validation_accuracy).toBeCloseTo(zero.accuracy, 9);
+    expect(all[0]!.validation_loss).toBeCloseTo(
+      referenceCompletionLoss(base, data.validation, 48, { prefix: promptOf(new Array(6).fill(0)) }),
+      5,
+    );
+    expect(all[2]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 48, { prefix: promptOf(z) }), 5);
+    const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
+    expect(test).toMatchObject({ version: 2, examples: 12 });
+    expect(test.accuracy).toBeCloseTo(last.accuracy, 9);
+    // No near-tie that float32 could break the other way.
+    expect(Math.min(...zero.margins, ...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
   it("runs discrete prompts on spam at the endpoint it starts: clients hold the tokenizer, each version's best prompt scored", async () => {
@@ -286,20 +325,21 @@ describe("fedflare run", () => {
       phrases: ["free", "money", "meeting", "thanks", "click"],
       population: 2,
       labels: ["spam", "ham"],
+      labelWords: ["workers", "quick"],
     };
-    writeFileSync(
-      file,
-      JSON.stringify({
-        model: modelDir,
-        task: "spam",
-        records: 80,
-        clients: 2,
-        rounds: 2,
-        method,
-        local: { steps: 3, batchSize: 4, lr: 0.2, maxTokens: 48 },
-        evalExamples: 6,
-      }),
-    );
+    const json = {
+      model: modelDir,
+      task: "spam",
+      records: 80,
+      clients: 2,
+      rounds: 2,
+      method,
+      quant: "f32",
+      local: { steps: 3, batchSize: 4, lr: 0.2, maxTokens: 48 },
+      evalExamples: 6,
+      testExamples: 12,
+    };
+    writeFileSync(file, JSON.stringify(json));
     const out = join(root, "discrete-run");
     const r = await runCli(["run", "--config", file, "--out", out]);
     expect(r.code, r.stderr).toBe(0);
@@ -319,6 +359,29 @@ describe("fedflare run", () => {
       slots: 2,
       phrases: method.phrases,
     });
+
+    // Recomputed in float64: a version scores as the base model reading its most probable phrases, a
+    // newline and the mail (after the tokenizer's leading special tokens), by the label words; its loss is
+    // the gold words' NLL per token.
+    const run = parseRunConfig(json, "discrete");
+    const data = runData(run);
+    const base = await loadModel(dirSource(modelDir));
+    const tok = base.tokenizer;
+    const bare = (s: string) => tok.encode(s, { addSpecialTokens: false });
+    const head = tok.encode("a").slice(0, tok.encode("a").indexOf(bare("a")[0]!));
+    const final = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), "final").tensors;
+    const chosen = bestPrompt(distributionsOf(final, run.method as DiscreteConfig));
+    expect(r.stdout).toContain(`the most probable prompt: "${chosen.map((k) => method.phrases[k]).join(" ")}"`);
+    const promptIds = (mail: string) => [...head, ...chosen.flatMap((k) => bare(` ${method.phrases[k]}`)), ...bare("\n"), ...bare(mail)];
+    const last = referenceLabelAccuracy(base, data.test, method.labels, method.labelWords, 48, { promptIds });
+    const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
+    expect(test).toMatchObject({ version: 2, examples: 12 });
+    expect(test.accuracy).toBeCloseTo(last.accuracy, 9);
+    const gold = data.test.map((e) => ("prompt" in e && e.completion === " spam" ? 0 : 1));
+    const nll = -last.scores.reduce((s, x, i) => s + x[gold[i]!]!, 0);
+    const tokens = gold.reduce((n: number, g) => n + bare(` ${method.labelWords[g]}`).length, 0);
+    expect(test.loss).toBeCloseTo(nll / tokens, 5);
+    expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {

@@ -179,11 +179,18 @@ export function referenceLoss(
   return loss;
 }
 
-/** log p(ids[t+1] | ids[..t]) for one unpadded sequence. */
-export function referenceLogprobs(c: LlamaConfig, weights: Weights, ids: number[], lora?: ReadonlyMap<string, LoraPair>): number[] {
-  const logits = referenceLogits(c, weights, { ids: [ids] }, lora);
+/** log p(ids[t+1] | ids[..t]) for one unpadded sequence, after a soft-prompt `prefix` [n, hidden] where given. */
+export function referenceLogprobs(
+  c: LlamaConfig,
+  weights: Weights,
+  ids: number[],
+  lora?: ReadonlyMap<string, LoraPair>,
+  prefix?: ArrayLike<number>,
+): number[] {
+  const logits = referenceLogits(c, weights, { ids: [ids], ...(prefix ? { prefix } : {}) }, lora);
   const V = c.vocabSize;
+  const n = (prefix?.length ?? 0) / c.hiddenSize;
   const out: number[] = [];
-  for (let t = 0; t + 1 < ids.length; t++) out.push(logSoftmaxAt(logits.subarray(t * V, (t + 1) * V), ids[t + 1]!));
+  for (let t = 0; t + 1 < ids.length; t++) out.push(logSoftmaxAt(logits.subarray((n + t) * V, (n + t + 1) * V), ids[t + 1]!));
   return out;
 }
