@@ -2,6 +2,10 @@
 // (cli/run-config.ts) laid over its task's base settings, so privacy, robustness and heterogeneity add
 // rows, not harnesses. The zero-shot rows need no run: the harness scores the base model itself.
 import { readFileSync } from "node:fs";
+import { parseRunConfig } from "../../cli/run-config.ts";
+import { runData } from "../../cli/run-data.ts";
+import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
+import { pmiPhrases } from "../../src/fl/methods/discrete/policy-gradient.ts";
 
 /** A task of the report, its base run settings and the partitions it is reported on. */
 export interface QualityTask {
@@ -30,6 +34,16 @@ export const SPAM_LABEL_WORDS: readonly [string, string] = (() => {
 const verbal = { labels: LABELS, labelWords: SPAM_LABEL_WORDS };
 const lora = { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], fromLayer: 0 };
 
+/**
+ * The discrete prompts' candidate phrases: the 24 words with the highest PMI with a label in one client's
+ * training records (the first of 4 IID clients, seed 0; a participant contributes its vocabulary, the
+ * others' data stays put), the same for every partition and seed so that a row is one config.
+ */
+function spamPhrases(records: number): string[] {
+  const config = parseRunConfig({ task: "spam", records, clients: 4, partitioner: { type: "iid" }, seed: 0 }, "phrases");
+  return pmiPhrases(labeledPrompts(runData(config).partitions[0]!), 24, 3);
+}
+
 /** The report's tasks at a preset: quick is spam, IID, 2 clients, 2 rounds, LoRA and FedKSeed (11.5 minutes for 3 seeds on 2 cores). */
 export function qualityTasks(preset: Preset): QualityTask[] {
   const quick = preset === "quick";
@@ -39,6 +53,8 @@ export function qualityTasks(preset: Preset): QualityTask[] {
     lr,
     maxTokens: 96,
   });
+  const spamRecords = quick ? 400 : 1299;
+  const discrete = { type: "discrete", slots: 4, phrases: spamPhrases(spamRecords), population: 4, placement: "suffix", ...verbal };
   const spamRows: QualityTask["rows"] = {
     "lora-fedavg": { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(20, 8, 1e-2) } },
     "lora-fedprox": {
@@ -75,13 +91,23 @@ export function qualityTasks(preset: Preset): QualityTask[] {
         local: local(1, 16, 1),
       },
     },
+    // The prompt methods place their prompt as a suffix, right before the label words (bench/blackbox.ts:
+    // on this 4-layer base a prefix phrase barely moves the label scores).
+    discrete: {
+      label: "discrete prompts (API only)",
+      config: { method: discrete, local: local(10, 16, 0.05) },
+    },
+    fedone: {
+      label: "discrete prompts, FedOne (1 client a round)",
+      config: { method: discrete, clientsPerRound: 1, local: local(10, 16, 0.05) },
+    },
   };
   const spam: QualityTask = {
     name: "spam",
     base: {
       model: "models/fedflare-mail-4m",
       task: "spam",
-      records: quick ? 400 : 1299,
+      records: spamRecords,
       clients: quick ? 2 : 4,
       rounds: quick ? 2 : 5,
       quant: "f32",
