@@ -8,6 +8,7 @@ import { offsite, offsiteUsage } from "./commands/offsite.ts";
 import { perplexityCommand, perplexityUsage } from "./commands/perplexity.ts";
 import { phrases, phrasesUsage } from "./commands/phrases.ts";
 import { plan, planUsage } from "./commands/plan.ts";
+import { privacy, privacyUsage } from "./commands/privacy.ts";
 import { quantize, quantizeUsage } from "./commands/quantize.ts";
 import { run, runUsage } from "./commands/run.ts";
 import { score, scoreUsage } from "./commands/score.ts";
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; usage: 
   phrases: { run: phrases, usage: phrasesUsage },
   quantize: { run: quantize, usage: quantizeUsage },
   plan: { run: plan, usage: planUsage },
+  privacy: { run: privacy, usage: privacyUsage },
 };
 
 const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)
