@@ -6,7 +6,8 @@ import { number, positiveInt, positiveNumber } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 
 export const privacyUsage = `fedflare privacy (--noise-multiplier Z | --target-epsilon E) --sample-rate Q --steps T [--delta D] [--json]
-  The RDP accountant of the Poisson-subsampled Gaussian (dp_accounting's convention): Q is the expected
+  The RDP accountant of the Poisson-subsampled Gaussian (src/privacy/rdp.ts; Opacus's series at fractional
+  orders, dp_accounting's orders and conversion): Q is the expected
   share of the clients sampled a round, T the rounds, D defaults to 1e-5. Prints ε and the best order
   (--json: {"epsilon", "order", "orders", "rdp"}), or with --target-epsilon the smallest noise multiplier
   reaching E (--json: {"noise_multiplier"}).`;

@@ -1,17 +1,18 @@
 // The Rényi-DP accountant of the Poisson-subsampled Gaussian mechanism (Mironov 2017, "Rényi Differential
 // Privacy"; Mironov, Talwar and Zhang 2019, arXiv 1908.10530, section 3.3), composed over steps, and its
 // conversion to (ε, δ) by the improved bound (Balle et al. 2020, arXiv 2004.00010, Prop. 12; Asoodeh et
-// al. 2020, arXiv 2001.05990, Eq. 20). It follows Google's dp_accounting (python/dp_accounting/rdp/
-// rdp_privacy_accountant.py) term for term, fractional orders included: there the series keeps the
-// binomial coefficients' signs, where Opacus sums their absolute values (a looser bound: at q = 0.01,
-// σ = 2.5, 50 steps and α = 1.5, 6.7058e-4 against dp_accounting's 6.5007e-4). At integer orders the
-// two agree. Client-level DP (DP-FedAvg, McMahan et al. 2018): q is the expected share of the population
+// al. 2020, arXiv 2001.05990, Eq. 20), as Google's dp_accounting (python/dp_accounting/rdp/
+// rdp_privacy_accountant.py) converts. At fractional orders the series keeps the binomial coefficients'
+// signs, as Opacus (opacus/accountants/analysis/rdp.py) does and dp_accounting did until 2024: the exact
+// A_α. dp_accounting now sums their absolute values for numerical stability, an upper bound (at q = 0.01,
+// σ = 2.5, 50 steps and α = 1.5: 6.7058e-4 against the exact 6.5007e-4). At integer orders all three
+// agree. Client-level DP (DP-FedAvg, McMahan et al. 2018): q is the expected share of the population
 // sampled per round, a step is a round.
 import erfc from "@stdlib/math-base-special-erfc";
 import erfcx from "@stdlib/math-base-special-erfcx";
 import { PrivacyError } from "./errors.ts";
 
-/** Orders α the accountant tries by default: dp_accounting's, fine near 1 where small ε are decided, sparse above. */
+/** Orders α the accountant tries by default: dp_accounting's DEFAULT_RDP_ORDERS, fine near 1, sparse above. */
 export const DEFAULT_ORDERS: readonly number[] = [
   ...Array.from({ length: 99 }, (_, x) => 1 + (x + 1) / 10),
   ...Array.from({ length: 53 }, (_, x) => 11 + x),
