@@ -109,7 +109,7 @@ describe("the RDP accountant of the subsampled Gaussian", () => {
     expect(epsilonFromRdp([2, 3], [0.1, 0.2], 0).epsilon).toBe(Infinity);
   });
 
-  it("matches Opacus: ε 7.32911117143 at q = 0.04, σ = 1.5, 2,250 steps on its orders; 0.336 at order 23 for two composed mechanisms", () => {
+  it("matches Opacus: ε 7.32911117143 at q 0.04, σ 1.5, 2,250 steps on its orders; 0.336 at order 23 for two mechanisms composed", () => {
     const opacusOrders = [...Array.from({ length: 99 }, (_, x) => 1 + (x + 1) / 10), ...Array.from({ length: 52 }, (_, x) => 12 + x)];
     expect(privacySpent({ sampleRate: 0.04, noiseMultiplier: 1.5, steps: 2250 }, 1e-5, opacusOrders).epsilon).toBeCloseTo(7.32911117143, 7);
     const orders = Array.from({ length: 31 }, (_, i) => i + 2);
