@@ -5,6 +5,7 @@ import { MethodError } from "../src/fl/methods/errors.ts";
 import { defaultRunMethod } from "../src/fl/methods/lora/run.ts";
 import type { MethodConfig } from "../src/fl/methods/method.ts";
 import { runMethods } from "../src/fl/methods/run.ts";
+import { PrivacyConfig } from "../src/protocol/privacy.ts";
 import { TASK_NAMES } from "./task-splits.ts";
 import { UsageError } from "./usage.ts";
 
@@ -40,6 +41,8 @@ export const RunConfig = v.strictObject({
    */
   trunk: v.optional(v.picklist(["endpoint", "local"]), "endpoint"),
   strategy: v.optional(v.looseObject({ name: v.string() }), { name: "fedavg" }),
+  /** Client-level DP for the federation (src/protocol/privacy.ts): clipping, noise, δ and an ε budget. */
+  privacy: v.optional(PrivacyConfig),
   local: v.optional(
     v.strictObject({
       steps: int(1, 100_000),

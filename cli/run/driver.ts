@@ -115,6 +115,7 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
         ...scoreFields(scored),
         seconds: (Date.now() - round.started) / 1000,
         ...(round.cost ? { clients: round.cost } : {}),
+        ...(round.status === "closed" ? round.privacy : epsilonOf(null, folder.last())),
       };
       folder.append(record);
       log(roundLine(record));
@@ -214,6 +215,7 @@ async function createFederation(
       local,
       deadlineSeconds: config.deadlineSeconds,
       seed: config.seed,
+      ...(config.privacy ? { privacy: config.privacy } : {}),
     });
   if (initial && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
     const supply = await initialAdapterRequest(FED, fed.operatorToken, initial);
@@ -254,6 +256,19 @@ interface FederationState {
   version: number;
 }
 
+/** What a round's result says: its version, the clients' metrics and, in a private federation, ε after it. */
+interface RoundOutcome {
+  version?: number;
+  metrics?: Record<string, number>;
+  privacy?: { epsilon: number };
+}
+
+/** A record's ε field: the round's, or (a failed round spends nothing) the last record's; none without privacy. */
+function epsilonOf(result: RoundOutcome | null, last?: RoundRecord): { epsilon?: number } {
+  const epsilon = result?.privacy?.epsilon ?? last?.epsilon;
+  return epsilon === undefined ? {} : { epsilon };
+}
+
 /** Records the rounds that ended while no runner watched (an interrupted run), scoring those that closed. */
 async function recordUnwatched(fed: LocalFederation, folder: RunFolder, evaluate: (version: number) => Promise<Scored>): Promise<void> {
   type Summary = {
@@ -262,7 +277,7 @@ async function recordUnwatched(fed: LocalFederation, folder: RunFolder, evaluate
     uploads: number;
     openedAt: number;
     closedAt: number | null;
-    result: { version?: number; metrics?: Record<string, number> } | null;
+    result: RoundOutcome | null;
   };
   for (const s of await api<Summary[]>(fed, `/federations/${FED}/metrics`)) {
     if (s.status === "open" || folder.records.some((r) => r.round === s.round)) continue;
@@ -276,6 +291,7 @@ async function recordUnwatched(fed: LocalFederation, folder: RunFolder, evaluate
       train_loss: s.result?.metrics?.train_loss ?? null,
       ...scoreFields(scored),
       seconds: ((s.closedAt ?? s.openedAt) - s.openedAt) / 1000,
+      ...epsilonOf(s.result),
     });
   }
 }
@@ -293,7 +309,7 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
   type Job = { status: string; stepsDone: number; uploadBytes: number | null; uploadMetrics: Record<string, number> | null };
   const jobs = () => Promise.all(info.sampled.map(async (id) => (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as Job));
   let shown = "";
-  let r: { status: string; uploads: number; result: { version?: number; metrics?: Record<string, number> } | null };
+  let r: { status: string; uploads: number; result: RoundOutcome | null };
   for (;;) {
     r = await api(fed, `/federations/${FED}/rounds/${round}`);
     const views = await jobs();
@@ -320,6 +336,7 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
     status: r.status,
     uploads: r.uploads,
     trainLoss: r.result?.metrics?.train_loss ?? null,
+    privacy: epsilonOf(r.result),
     started,
     cost: clientCost(uploaded, cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length),
   };

@@ -20,6 +20,8 @@ export interface RoundRecord {
   /** The same, as the mean per-label recall: a constant answer scores 1 / labels however skewed the data. */
   validation_balanced_accuracy?: number | null;
   seconds: number;
+  /** A private federation's ε after this round, at its δ (src/privacy/). */
+  epsilon?: number;
   /** What a sampled client spent in the round (means over the clients that uploaded). */
   clients?: ClientCost;
 }
@@ -108,8 +110,8 @@ export function clientCost(
 export function roundLine(r: RoundRecord): string {
   return (
     `round ${r.round} ${r.status}: train loss ${r.train_loss?.toFixed(4) ?? "-"}, validation loss ` +
-    `${r.validation_loss.toFixed(4)}${r.validation_accuracy == null ? "" : `, accuracy ${(100 * r.validation_accuracy).toFixed(1)} %`} ` +
-    `(${r.seconds.toFixed(1)} s)`
+    `${r.validation_loss.toFixed(4)}${r.validation_accuracy == null ? "" : `, accuracy ${(100 * r.validation_accuracy).toFixed(1)} %`}` +
+    `${r.epsilon === undefined ? "" : `, ε ${r.epsilon.toFixed(3)}`} (${r.seconds.toFixed(1)} s)`
   );
 }
 
@@ -132,8 +134,18 @@ export function lossPlot(records: readonly RoundRecord[], config: RunConfig): st
 
 /** The rounds as a text table; the accuracy column for classification tasks. */
 export function roundsTable(records: readonly RoundRecord[], withAccuracy: boolean): string {
+  const private_ = records.some((r) => r.epsilon !== undefined);
   return formatTable(
-    ["round", "status", "uploads", "train loss", "validation loss", ...(withAccuracy ? ["validation accuracy %"] : []), "seconds"],
+    [
+      "round",
+      "status",
+      "uploads",
+      "train loss",
+      "validation loss",
+      ...(withAccuracy ? ["validation accuracy %"] : []),
+      ...(private_ ? ["ε"] : []),
+      "seconds",
+    ],
     records.map((r) => [
       r.round,
       r.status,
@@ -141,6 +153,7 @@ export function roundsTable(records: readonly RoundRecord[], withAccuracy: boole
       r.train_loss?.toFixed(4) ?? "-",
       r.validation_loss.toFixed(4),
       ...(withAccuracy ? [r.validation_accuracy == null ? "-" : (100 * r.validation_accuracy).toFixed(1)] : []),
+      ...(private_ ? [r.epsilon?.toFixed(3) ?? "-"] : []),
       r.seconds.toFixed(1),
     ]),
   );

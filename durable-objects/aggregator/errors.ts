@@ -11,6 +11,7 @@ export const AGGREGATOR_ERRORS = {
   federation_exists: 409,
   federation_not_found: 404,
   federation_finished: 409,
+  privacy_budget_spent: 409,
   round_open: 409,
   initial_missing: 409,
   initial_exists: 409,

@@ -11,6 +11,7 @@ import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
 import { AggregatorError, refusingConfig } from "./errors.ts";
 import { Rounds } from "./rounds.ts";
+import { federationEpsilon } from "../../src/privacy/federation-privacy.ts";
 import { FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundSummary, RoundView, UploadReceipt, UploadRequest } from "./types.ts";
 import { Uploads } from "./uploads.ts";
@@ -43,6 +44,14 @@ export class Federations {
       throw new AggregatorError(
         "config_invalid",
         `${side.strategies.why}: use strategy ${side.strategies.names.map((n) => `"${n}"`).join(" or ")}, not "${config.strategy.name}"`,
+      );
+    const first = federationEpsilon(config, 1);
+    if (first && config.privacy?.epsilonBudget !== undefined && first.epsilon > config.privacy.epsilonBudget)
+      throw new AggregatorError(
+        "config_invalid",
+        `privacy: one round at noiseMultiplier ${config.privacy.noiseMultiplier} and ${config.clientsPerRound} of ` +
+          `${config.clients.length} clients already spends ε = ${first.epsilon.toFixed(3)}, past epsilonBudget ` +
+          `${config.privacy.epsilonBudget}: raise the noise (npx fedflare privacy --target-epsilon finds it)`,
       );
     if (this.store.exists(config.id)) throw new AggregatorError("federation_exists", `federation "${config.id}" already exists`);
     const model = refusingConfig("model.config", () => {

@@ -3,9 +3,9 @@
 // Every change is one transactionSync, so a restart at any point loses nothing that was acknowledged.
 import { shuffled } from "../../src/data/lm-windows.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
-import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
+import { federationEpsilon, federationStrategy } from "../../src/privacy/federation-privacy.ts";
 import { deleteBlob } from "../shared/blobs.ts";
 import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
 import { AggregatorError } from "./errors.ts";
@@ -53,6 +53,14 @@ export class Rounds {
       throw new AggregatorError("round_open", `round ${fed.openRound} of "${id}" is still open; wait for it to close (quorum or deadline)`);
     if (fed.roundsDone >= fed.config.rounds)
       throw new AggregatorError("federation_finished", `"${id}" has completed its ${fed.config.rounds} rounds`);
+    const budget = fed.config.privacy?.epsilonBudget;
+    const next = federationEpsilon(fed.config, fed.roundsDone + 1);
+    if (budget !== undefined && next && next.epsilon > budget)
+      throw new AggregatorError(
+        "privacy_budget_spent",
+        `"${id}" has spent ε = ${fed.privacy!.epsilon.toFixed(3)} of its budget ${budget} (δ = ${next.delta}); ` +
+          `one more round would reach ε = ${next.epsilon.toFixed(3)}`,
+      );
     if (fed.version === 0 && !this.store.hasVersion(id, 0))
       throw new AggregatorError(
         "initial_missing",
@@ -184,7 +192,7 @@ export class Rounds {
       globalKey: keys.version(id, r.base_version),
       dataStart: header.dataStart,
       mean: (start, n) => accumulated.mean(start, n),
-      strategy: createStrategy(fed.config.strategy),
+      strategy: federationStrategy(fed.config, r.uploads),
       round: state.server_round,
       slots: previousSlots,
       stateKey: (slot) => keys.state(id, slot),
@@ -208,6 +216,7 @@ export class Rounds {
       metrics: roundMetrics(
         receipts.map((x) => ({ numExamples: x.num_examples, metrics: JSON.parse(x.metrics) as Record<string, number> })),
       ),
+      ...(fed.privacy ? { privacy: federationEpsilon(fed.config, fed.roundsDone + 1)! } : {}),
     };
     accumulated.clear();
     // Version 0 stays (clients without a version start from it); the latest keepVersions stay besides.

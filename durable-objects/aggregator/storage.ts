@@ -3,6 +3,7 @@
 import { serverMethods } from "../../src/fl/methods/server.ts";
 import type { MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
 import { decodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
+import { federationEpsilon } from "../../src/privacy/federation-privacy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { readBlob, readBlobRange } from "../shared/blobs.ts";
@@ -41,13 +42,15 @@ export class FederationStore {
       .exec<{ n: number }>("SELECT COUNT(*) AS n FROM rounds WHERE federation_id = ? AND status = 'closed'", id)
       .one().n;
     const open = this.sql.exec<{ round: number }>("SELECT round FROM rounds WHERE federation_id = ? AND status = 'open'", id).toArray()[0];
+    const config = JSON.parse(r.config) as FederationConfig;
     return {
       id,
-      config: JSON.parse(r.config) as FederationConfig,
+      config,
       version: r.version,
       createdAt: r.created_at,
       roundsDone,
       openRound: open?.round ?? null,
+      privacy: federationEpsilon(config, roundsDone),
     };
   }
 

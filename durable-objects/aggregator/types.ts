@@ -1,4 +1,5 @@
 // What the aggregator answers over RPC and what an upload request carries.
+import type { Spent } from "../../src/privacy/federation-privacy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 
 export interface FederationView {
@@ -9,6 +10,8 @@ export interface FederationView {
   roundsDone: number;
   /** The round clients should train now, if one is open. */
   openRound: number | null;
+  /** A private federation's ε spent by its closed rounds (src/privacy/federation-privacy.ts); null without privacy. */
+  privacy: Spent | null;
 }
 
 export interface RoundResult {
@@ -16,6 +19,8 @@ export interface RoundResult {
   uploads: number;
   totalWeight: number;
   metrics: Record<string, number>;
+  /** A private federation's ε after this round. */
+  privacy?: Spent;
 }
 
 export interface RoundView {

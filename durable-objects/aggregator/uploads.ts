@@ -3,7 +3,7 @@
 // list below, then the strategy's per-update hook) → accumulate (one transaction with the receipt and
 // the nonce) → close at quorum (rounds.ts). A refusal at any stage changes nothing.
 import { parseLlamaConfig } from "../../src/engine/config.ts";
-import { createStrategy } from "../../src/fl/create-strategy.ts";
+import { federationStrategy } from "../../src/privacy/federation-privacy.ts";
 import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
 import type { DecodedUpdate, MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
 import type { ClientUpdate, UpdateTransform } from "../../src/fl/strategy.ts";
@@ -46,7 +46,7 @@ export class Uploads {
     const method = this.store.method(fed);
     const update = this.decode(method, fed, round, u.body);
     const info = this.validate(method, fed, round, update);
-    const strategy = createStrategy(fed.config.strategy);
+    const strategy = federationStrategy(fed.config);
     const transforms = strategy.processUpdate ? [...TRANSFORMS, strategy.processUpdate.bind(strategy)] : TRANSFORMS;
     const started = performance.now();
     this.store.storage.transactionSync(() => {

@@ -3,6 +3,7 @@
 import * as v from "valibot";
 import { ProtocolError } from "./errors.ts";
 import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
+import { PrivacyConfig } from "./privacy.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 /** A number in (0, max]: learning rates are bounded so no config turns a version into infinities. */
@@ -59,6 +60,8 @@ export const FederationConfig = v.pipe(
     clientMemoryMiB: v.optional(int(16, 1 << 20), 128),
     /** Global versions kept besides version 0; older ones are pruned as rounds close, so storage stays bounded. */
     keepVersions: v.optional(int(1, 100_000), 50),
+    /** Client-level differential privacy (src/privacy/): clipping, noise and the ε it spends; absent: none. */
+    privacy: v.optional(PrivacyConfig),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),

@@ -22,6 +22,7 @@ import { bestPrompt, distributionsOf } from "../../src/fl/methods/discrete/round
 import { bbtGlobalOf, softPromptOf } from "../../src/fl/methods/fedbpt/search.ts";
 import { zoGlobal, zoInitial } from "../../src/fl/methods/fedkseed/zo-update.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { privacySpent } from "../../src/privacy/rdp.ts";
 import { referenceCompletionLoss, referenceGreedy, referenceLabelAccuracy } from "../fixtures/reference-accuracy.ts";
 import { runCli } from "./run-cli.ts";
 
@@ -136,6 +137,8 @@ describe("fedflare run", () => {
       clients: 2,
       rounds: 2,
       method: { type: "offsite", bottom: 1, top: 1, middle: 0 },
+      // Central DP: both clients sampled each round (q = 1), updates clipped to 1, noise z = 0.5.
+      privacy: { clip: 1, noiseMultiplier: 0.5 },
       quant: "f32",
       local: { steps: 2, batchSize: 4, lr: 1e-3, maxTokens: 48 },
       evalExamples: 6,
@@ -155,7 +158,13 @@ describe("fedflare run", () => {
       expect(Math.abs(x.validation_accuracy * 6 - Math.round(x.validation_accuracy * 6))).toBeLessThan(1e-9);
     }
     expect(all[2]!.validation_loss).not.toBe(all[0]!.validation_loss);
-    expect(r.stdout).toMatch(/validation accuracy %/);
+    expect(r.stdout).toMatch(/validation accuracy % +ε/);
+    // ε after each round as the accountant gives it at δ = 1e-5; none before the first.
+    const spent = all as (Record_ & { epsilon?: number })[];
+    expect(spent[0]!.epsilon).toBeUndefined();
+    for (const k of [1, 2])
+      expect(spent[k]!.epsilon).toBeCloseTo(privacySpent({ sampleRate: 1, noiseMultiplier: 0.5, steps: k }, 1e-5).epsilon, 10);
+    expect(r.stderr).toContain(`, ε ${spent[2]!.epsilon!.toFixed(3)} (`);
     // The last version on 40 test mails, with the accuracy's Wilson interval (z = 1.96) around it.
     const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
     expect(test).toMatchObject({ version: 2, examples: 40 });

@@ -125,7 +125,7 @@ export function openapi(): object {
           parameters: [pathId],
           responses: {
             "201": { description: "the round, with its sampled clients and task" },
-            ...refusals("federation_not_found", "round_open", "federation_finished", "initial_missing"),
+            ...refusals("federation_not_found", "round_open", "federation_finished", "privacy_budget_spent", "initial_missing"),
           },
         }),
       },

@@ -1,0 +1,100 @@
+// Central client-level DP as a strategy wrapper (DP-FedAvg, McMahan et al. 2018, "Learning Differentially
+// Private Recurrent Language Models", Algorithm 1; Flower's DifferentialPrivacyServerSideFixedClipping):
+// each accepted update is clipped to L2 norm S and weighs 1, and the round's mean takes the fixed
+// denominator of the expected clients m (the paper's estimator Σ Δ_k / (qW) with unit weights), so one
+// client moves it by at most S / m whether it joins or not; the mean then gets Gaussian noise of
+// standard deviation z · S / m before the wrapped strategy applies it. The noise is floating-point
+// Gaussian from the platform's CSPRNG: DP up to the floating-point caveats of Mironov 2012.
+import type { FlatSource } from "../fl/flat-tensors.ts";
+import type { ClientUpdate, Strategy } from "../fl/strategy.ts";
+import type { TensorMap } from "../fl/tensors.ts";
+import type { PrivacyConfig } from "../protocol/privacy.ts";
+
+/** Elements read at a time when a pass over an update computes its norm. */
+const PASS = 1 << 16;
+
+/** The update's L2 norm, in float64, one pass over its source. */
+export function updateNorm(source: FlatSource): number {
+  const buf = new Float32Array(Math.min(PASS, source.total));
+  let sum = 0;
+  for (let start = 0; start < source.total; start += PASS) {
+    const part = buf.subarray(0, Math.min(PASS, source.total - start));
+    source.read(start, part);
+    for (const x of part) sum += x * x;
+  }
+  return Math.sqrt(sum);
+}
+
+/** The update scaled to an L2 norm of at most `clip` (as it is when already within), read lazily. */
+export function clipUpdate(u: ClientUpdate, clip: number): ClientUpdate {
+  const norm = updateNorm(u.source);
+  if (norm <= clip) return u;
+  const scale = clip / norm;
+  const source: FlatSource = {
+    total: u.source.total,
+    read(start, out) {
+      u.source.read(start, out);
+      for (let i = 0; i < out.length; i++) out[i]! *= scale;
+    },
+  };
+  return { ...u, source };
+}
+
+/** Standard normal draws from crypto.getRandomValues: Box–Muller over 53-bit uniforms. */
+export function secureNormals(n: number): Float64Array {
+  const out = new Float64Array(n);
+  // 65,536 bytes is the most one getRandomValues call fills.
+  const words = new Uint32Array(16_384);
+  let w = words.length;
+  const uniform = () => {
+    if (w + 2 > words.length) {
+      crypto.getRandomValues(words);
+      w = 0;
+    }
+    const hi = words[w++]! >>> 5;
+    const lo = words[w++]! >>> 6;
+    return (hi * 67_108_864 + lo) / 9_007_199_254_740_992;
+  };
+  for (let i = 0; i < n; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(1 - uniform()));
+    const theta = 2 * Math.PI * uniform();
+    out[i] = r * Math.cos(theta);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(theta);
+  }
+  return out;
+}
+
+/** What the close of one round tells the wrapper: the updates it accumulated and the clients it expected. */
+export interface DpRound {
+  updates: number;
+  expected: number;
+}
+
+/**
+ * `inner` with central DP: processUpdate clips and weighs 1 (after the inner hook, if any); aggregateTrain
+ * rescales the mean of `round.updates` to the fixed denominator `round.expected` and adds N(0, (z S /
+ * expected)²) to every coordinate before the inner strategy's step. `normals` draws the noise.
+ */
+export function withCentralDp(inner: Strategy, p: PrivacyConfig, round: DpRound, normals = secureNormals): Strategy {
+  const rescale = round.updates / round.expected;
+  const std = (p.noiseMultiplier * p.clip) / round.expected;
+  return {
+    name: `dp(${inner.name})`,
+    ...(inner.initialParameters ? { initialParameters: (t: TensorMap) => inner.initialParameters!(t) } : {}),
+    processUpdate: (u) => ({ ...clipUpdate(inner.processUpdate ? inner.processUpdate(u) : u, p.clip), weight: 1 }),
+    configureTrain: (r) => inner.configureTrain(r),
+    aggregateTrain(global, meanDelta, state) {
+      const noisy: TensorMap = new Map();
+      for (const [name, t] of meanDelta) {
+        const z = normals(t.length);
+        noisy.set(
+          name,
+          t.map((x, i) => x * rescale + std * z[i]!),
+        );
+      }
+      return inner.aggregateTrain(global, noisy, state);
+    },
+    configureEvaluate: (r) => inner.configureEvaluate(r),
+    aggregateEvaluate: (results) => inner.aggregateEvaluate(results),
+  };
+}

@@ -1,0 +1,42 @@
+// A federation's strategy with its privacy setting applied, and the ε its closed rounds have spent: the
+// one place the aggregator asks, so no caller branches on whether a federation is private.
+import { createStrategy } from "../fl/create-strategy.ts";
+import type { Strategy } from "../fl/strategy.ts";
+import type { PrivacyConfig } from "../protocol/privacy.ts";
+import { withCentralDp } from "./central-dp.ts";
+import { privacySpent } from "./rdp.ts";
+
+/** What of a federation's config its strategy and its accountant read. */
+export interface PrivateFederation {
+  strategy: unknown;
+  clients: readonly string[];
+  clientsPerRound: number;
+  privacy?: PrivacyConfig | undefined;
+}
+
+/** The configured strategy, wrapped with central DP where the federation has it; `updates`: the closing round's. */
+export function federationStrategy(config: PrivateFederation, updates = config.clientsPerRound): Strategy {
+  const inner = createStrategy(config.strategy);
+  return config.privacy ? withCentralDp(inner, config.privacy, { updates, expected: config.clientsPerRound }) : inner;
+}
+
+/** ε at the federation's δ after `rounds` noised rounds, each sampling clientsPerRound of the clients. */
+export interface Spent {
+  epsilon: number;
+  delta: number;
+  order: number;
+  rounds: number;
+}
+
+/**
+ * The accountant's view of a private federation after `rounds` closed rounds (null without privacy). The
+ * sample rate is clientsPerRound / clients: the rounds sample uniformly without replacement, which the
+ * Poisson-sampling analysis approximates (as TensorFlow Federated and Flower account for it).
+ */
+export function federationEpsilon(config: PrivateFederation, rounds: number): Spent | null {
+  const p = config.privacy;
+  if (!p) return null;
+  const q = config.clientsPerRound / config.clients.length;
+  const spent = privacySpent({ sampleRate: q, noiseMultiplier: p.noiseMultiplier, steps: rounds }, p.delta);
+  return { epsilon: spent.epsilon, delta: p.delta, order: spent.order, rounds };
+}

@@ -1,0 +1,20 @@
+// A federation's differential-privacy setting (DP-FedAvg, McMahan et al. 2018, client level), as the
+// operator posts it with the federation config; src/privacy/ applies it and accounts for it.
+import * as v from "valibot";
+
+export const PrivacyConfig = v.strictObject({
+  /**
+   * central: the aggregator clips each update it receives and adds the Gaussian noise to the round's mean
+   * (it sees the updates, so it must be trusted). Distributed noise under secure aggregation is to come.
+   */
+  mode: v.optional(v.picklist(["central"]), "central"),
+  /** The L2 norm each client's update is clipped to (S): a client's most influence on a round. */
+  clip: v.pipe(v.number(), v.gtValue(0), v.maxValue(1e6)),
+  /** z: the noise's standard deviation on the sum of clipped updates is z · S (> 0: clipping alone is no privacy). */
+  noiseMultiplier: v.pipe(v.number(), v.gtValue(0), v.maxValue(1000)),
+  /** The δ at which ε is reported: below 1 / (the clients), as a rule. */
+  delta: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(0.1)), 1e-5),
+  /** The ε a federation may spend: a round that would pass it is refused at opening. Absent: no budget, ε reported. */
+  epsilonBudget: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1000))),
+});
+export type PrivacyConfig = v.InferOutput<typeof PrivacyConfig>;
