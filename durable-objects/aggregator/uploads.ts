@@ -57,7 +57,7 @@ export class Uploads {
         weight: info.numExamples,
       });
       refusing("upload", () => this.rounds.accumulator(u.federationId, round).add(transformed.source, transformed.weight));
-      this.record(u, info, now, performance.now() - started);
+      this.record(u, info, transformed.weight, now, performance.now() - started);
     });
     const status = await this.rounds.afterUpload(fed, u.round, round.uploads + 1, now);
     return {
@@ -162,7 +162,7 @@ export class Uploads {
   }
 
   /** accumulate's bookkeeping, in the same transaction: the receipt, the nonce, the round's counts. */
-  private record(u: UploadRequest, info: UploadInfo, now: number, foldMs: number): void {
+  private record(u: UploadRequest, info: UploadInfo, weight: number, now: number, foldMs: number): void {
     const { sql } = this.store;
     sql.exec(
       "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) " +
@@ -181,7 +181,7 @@ export class Uploads {
     sql.exec("DELETE FROM nonces WHERE expires_at < ?", now);
     sql.exec(
       "UPDATE rounds SET uploads = uploads + 1, total_weight = total_weight + ? WHERE federation_id = ? AND round = ?",
-      info.numExamples,
+      weight,
       u.federationId,
       u.round,
     );

@@ -21,22 +21,10 @@ let browser: Browser;
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-dash-"));
   fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: MASTER, clients: [], modelFiles: new Map() });
-  // A federation with one closed round (two signed uploads) and a second one open.
-  const config = federationConfig("dash", { clients: ["alice", "bob", "carol"], clientsPerRound: 2, minClients: 1, rounds: 3 });
-  expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
-  const opened = (await (await fed.coordinator("/federations/dash/rounds", { method: "POST" })).json()) as { sampled: string[] };
-  const global = decodeTensorFile(new Uint8Array(await (await fed.coordinator("/federations/dash/versions/0")).arrayBuffer()), "v0");
-  for (const [i, id] of opened.sampled.entries()) {
-    const body = encodeTensorFile(new Map([...global.tensors].map(([k, t]) => [k, t.map(() => 0.01)])), global.shapes, {
-      format: "pt",
-      num_examples: String(10 * (i + 1)),
-      metrics: JSON.stringify({ train_loss: 2 + i }),
-    });
-    const path = `/federations/dash/rounds/1/updates/${id}`;
-    const headers = { ...(await signRequest(await deriveClientSecret(MASTER, id), id, "PUT", path, body)), "idempotency-key": `k-${id}` };
-    expect((await fed.coordinator(path, { method: "PUT", headers, body })).status).toBe(200);
-  }
+  // A federation with one closed round (two signed uploads) and a second one open; a private one with a closed round.
+  await closedRound("dash");
   await fed.coordinator("/federations/dash/rounds", { method: "POST" });
+  await closedRound("dash-dp", { privacy: { clip: 1, noiseMultiplier: 1.5, epsilonBudget: 8 } });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -50,6 +38,27 @@ beforeAll(async () => {
     ],
   });
 }, 120_000);
+
+/** Creates federation `id` and closes its first round with two signed uploads. */
+async function closedRound(id: string, overrides: Record<string, unknown> = {}): Promise<void> {
+  const config = federationConfig(id, { clients: ["alice", "bob", "carol"], clientsPerRound: 2, minClients: 1, rounds: 3, ...overrides });
+  expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
+  const opened = (await (await fed.coordinator(`/federations/${id}/rounds`, { method: "POST" })).json()) as { sampled: string[] };
+  const global = decodeTensorFile(new Uint8Array(await (await fed.coordinator(`/federations/${id}/versions/0`)).arrayBuffer()), "v0");
+  for (const [i, client] of opened.sampled.entries()) {
+    const body = encodeTensorFile(new Map([...global.tensors].map(([k, t]) => [k, t.map(() => 0.01)])), global.shapes, {
+      format: "pt",
+      num_examples: String(10 * (i + 1)),
+      metrics: JSON.stringify({ train_loss: 2 + i }),
+    });
+    const path = `/federations/${id}/rounds/1/updates/${client}`;
+    const headers = {
+      ...(await signRequest(await deriveClientSecret(MASTER, client), client, "PUT", path, body)),
+      "idempotency-key": `k-${client}`,
+    };
+    expect((await fed.coordinator(path, { method: "PUT", headers, body })).status).toBe(200);
+  }
+}
 
 afterAll(async () => {
   await browser?.close();
@@ -87,6 +96,7 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
       `${view.roundsDone} / ${view.config.rounds}`,
       String(view.version),
       String(view.openRound),
+      "-",
     ]);
 
     const rounds = await page
@@ -96,13 +106,14 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
       uploads: number;
       sampled: string[];
       totalWeight: number;
+      receipts: { numExamples: number }[];
       result: { version: number; metrics: { train_loss: number } };
     }>("/federations/dash/rounds/1");
     expect(rounds[0]!.slice(0, 6)).toEqual([
       "1",
       "closed",
       `${r1.uploads} / ${r1.sampled.length}`,
-      String(r1.totalWeight),
+      String(r1.receipts.reduce((n, x) => n + x.numExamples, 0)),
       r1.result.metrics.train_loss.toFixed(4),
       String(r1.result.version),
     ]);
@@ -125,5 +136,22 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
     expect(plotWidth).toBeGreaterThan(0);
     mkdirSync(OUTPUT, { recursive: true });
     await page.screenshot({ path: join(OUTPUT, "dashboard.png"), fullPage: true });
+
+    // The private federation: ε spent and its budget in the list, each round's ε in its rounds.
+    const dp = await api<{ privacy: { epsilon: number } }>("/federations/dash-dp");
+    const dpRound = await api<{ result: { privacy: { epsilon: number } } }>("/federations/dash-dp/rounds/1");
+    expect(dp.privacy.epsilon).toBeGreaterThan(0);
+    expect(dpRound.result.privacy.epsilon).toBe(dp.privacy.epsilon);
+    const rows = await page
+      .locator('[data-testid="federation-row"]')
+      .evaluateAll((rs) => rs.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
+    expect(rows.find((r) => r[0] === "dash-dp")!.at(-1)).toBe(`${dp.privacy.epsilon.toFixed(3)} (8)`);
+    await page.goto(new URL("/?federation=dash-dp", fed.url).href);
+    await page.waitForSelector("h2 >> text=dash-dp");
+    const dpRows = await page
+      .locator('[data-testid="round-row"]')
+      .evaluateAll((rs) => rs.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
+    expect(dpRows[0]![6]).toBe(dpRound.result.privacy.epsilon.toFixed(3));
+    await page.screenshot({ path: join(OUTPUT, "dashboard-private.png"), fullPage: true });
   }, 60_000);
 });

@@ -13,9 +13,10 @@ import { federationConfig } from "../fixtures/federation.ts";
 
 type Aggregator = ReturnType<typeof env.AGGREGATOR.getByName>;
 const CLIENTS = ["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"];
-const privacy = { clip: 0.05, noiseMultiplier: 2, delta: 1e-5 };
+// Little noise (z 0.1), so the mean it is added to is told apart from any other: ε is large, as it must be.
+const privacy = { clip: 0.05, noiseMultiplier: 0.1, delta: 1e-5 };
 /** ε after k rounds sampling 4 of the 8 clients. */
-const epsilonAt = (k: number) => privacySpent({ sampleRate: 0.5, noiseMultiplier: 2, steps: k }, 1e-5).epsilon;
+const epsilonAt = (k: number) => privacySpent({ sampleRate: 0.5, noiseMultiplier: 0.1, steps: k }, 1e-5).epsilon;
 
 let nonce = 0;
 async function upload(
@@ -75,8 +76,12 @@ describe("aggregator: a private federation (central DP)", () => {
       const clipped = deltas.map((d) => Math.min(1, privacy.clip / norm(d)));
       expect(clipped.filter((c) => c < 1)).toHaveLength(2);
       const noise: number[] = [];
+      const signal: number[] = [];
       for (const [k, t] of before)
-        t.forEach((x, j) => noise.push(after.get(k)![j]! - x - deltas.reduce((s, d, i) => s + clipped[i]! * d.get(k)![j]!, 0) / 4));
+        t.forEach((x, j) => {
+          signal.push(deltas.reduce((s, d, i) => s + clipped[i]! * d.get(k)![j]!, 0) / 4);
+          noise.push(after.get(k)![j]! - x - signal.at(-1)!);
+        });
       const mean = noise.reduce((a, b) => a + b, 0) / noise.length;
       const std = Math.sqrt(noise.reduce((a, b) => a + (b - mean) ** 2, 0) / (noise.length - 1));
       const want = (privacy.noiseMultiplier * privacy.clip) / 4;
@@ -84,6 +89,10 @@ describe("aggregator: a private federation (central DP)", () => {
       // The sample std of n normals is within 5 standard errors (1 / sqrt(2n)) of the truth.
       expect(Math.abs(std / want - 1)).toBeLessThan(5 / Math.sqrt(2 * noise.length));
       expect(Math.abs(mean)).toBeLessThan((5 * want) / Math.sqrt(noise.length));
+      // Nothing of the mean is left in the noise (another weighting or denominator would leave a multiple of it).
+      const along = noise.reduce((s, x, i) => s + x * signal[i]!, 0) / signal.reduce((s, x) => s + x * x, 0);
+      expect(Math.abs(along)).toBeLessThan((5 * want) / Math.sqrt(signal.reduce((s, x) => s + x * x, 0)));
+      expect((5 * want) / Math.sqrt(signal.reduce((s, x) => s + x * x, 0))).toBeLessThan(0.5);
     }
     const view = await stub.getFederation(name);
     expect(view).toMatchObject({ ok: true, value: { privacy: { epsilon: expect.closeTo(epsilonAt(2), 10), rounds: 2 } } });

@@ -40,17 +40,20 @@ function signIn(message) {
   document.getElementById("updated").textContent = "";
 }
 const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "-");
+// A private federation's ε so far at its δ, and its budget when it has one.
+const spent = (f) =>
+  f.privacy ? f.privacy.epsilon.toFixed(3) + (f.config.privacy.epsilonBudget ? " (" + f.config.privacy.epsilonBudget + ")" : "") : "-";
 let selected = new URLSearchParams(location.search).get("federation");
 
 async function refresh() {
   const feds = await json("/federations");
   if (!selected && feds.length) selected = feds[0].id;
   document.getElementById("federations").replaceChildren(
-    table("federations", ["federation", "model", "strategy", "rounds", "version", "open round"], feds.map((f) =>
+    table("federations", ["federation", "model", "strategy", "rounds", "version", "open round", "ε spent (budget)"], feds.map((f) =>
       el("tr", { "data-testid": "federation-row", class: f.id === selected ? "selected" : "" },
         el("td", {}, el("a", { href: "?federation=" + encodeURIComponent(f.id) }, f.id)), el("td", {}, f.config.model.name),
         el("td", {}, f.config.strategy.name), el("td", {}, f.roundsDone + " / " + f.config.rounds), el("td", {}, f.version),
-        el("td", {}, f.openRound ?? "-")))),
+        el("td", {}, f.openRound ?? "-"), el("td", {}, spent(f))))),
   );
   const fed = feds.find((f) => f.id === selected);
   if (!fed) {
@@ -78,12 +81,14 @@ async function refresh() {
       src: await plot("/federations/" + encodeURIComponent(fed.id) + "/plot.svg"),
     }),
     el("h3", {}, "Rounds"),
-    table("rounds", ["round", "status", "uploads", "examples", "train loss", "version", "opened", "closed"], rounds.map((r) =>
+    table("rounds", ["round", "status", "uploads", "examples", "train loss", "version", "ε", "opened", "closed"], rounds.map((r) =>
       el("tr", { "data-testid": "round-row" }, el("td", {}, r.round), el("td", {}, r.status),
-        el("td", {}, r.uploads + " / " + r.sampled.length), el("td", {}, r.totalWeight),
+        el("td", {}, r.uploads + " / " + r.sampled.length),
+        el("td", {}, r.receipts.reduce((n, x) => n + x.numExamples, 0)),
         el("td", {},
           r.result && r.result.metrics && r.result.metrics.train_loss !== undefined ? r.result.metrics.train_loss.toFixed(4) : "-"),
         el("td", {}, r.result && r.result.version !== undefined ? r.result.version : "-"),
+        el("td", {}, r.result && r.result.privacy ? r.result.privacy.epsilon.toFixed(3) : "-"),
         el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt))))),
     el("h3", {}, "Clients"),
     table("clients", ["client", "sampled", "uploads", "examples (last)", "last upload"], [...clients].map(([id, c]) =>
