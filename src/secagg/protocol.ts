@@ -1,0 +1,219 @@
+// The four phases of SecAgg+ (Bonawitz et al. 2017, "Practical Secure Aggregation for Privacy-Preserving
+// Machine Learning", section 4; Bell et al. 2020 for the sparse graph) as pure functions of a client's
+// secrets and of what the server relays, so a client worker and the aggregator Durable Object can run
+// them a phase at a time and keep their state between:
+//   1. advertise: each client publishes two X25519 public keys (share encryption, masking);
+//   2. share keys: each splits its masking secret key and a fresh self-mask seed t-of-deg among its
+//      neighbours (Shamir, shamir-secret-sharing) and sends each neighbour its two shares, AES-GCM sealed;
+//   3. masked input: each sends its encoded update plus the self mask plus, per neighbour that shared,
+//      ± the pair mask (they cancel in the sum);
+//   4. unmask: each survivor reveals, per neighbour, the self-mask share if that neighbour sent its
+//      input and the key share if it dropped, never both; the server removes the survivors' self masks
+//      and the dropped clients' pair masks from the sum of the masked inputs.
+// Below the threshold t of shares at any step the round fails with its reason.
+import { combine, split } from "shamir-secret-sharing";
+import { SecAggError } from "./errors.ts";
+import { addInto } from "./fixed-point.ts";
+import { neighbourGraph } from "./graph.ts";
+import { agree, type Bytes, expandMask, keyPair, openShare, privateFromBytes, publicBytes, sealShare, secretBytes } from "./keys.ts";
+
+/** A round's parameters, which every party derives the same way. */
+export interface SecAggRound {
+  /** Binds keys, masks and ciphertexts to one round: the federation and the round number. */
+  context: string;
+  /** Each client's neighbours. */
+  graph: Map<string, string[]>;
+  /** Shares needed to rebuild a secret; also the fewest neighbours a client must keep. */
+  threshold: number;
+  /** Elements of the encoded update. */
+  length: number;
+}
+
+export function secAggRound(
+  context: string,
+  clients: readonly string[],
+  o: { degree: number; threshold: number; seed: number; length: number },
+): SecAggRound {
+  const graph = neighbourGraph(clients, o.degree, o.seed);
+  const fewest = Math.min(...[...graph.values()].map((n) => n.length));
+  if (!(Number.isInteger(o.threshold) && o.threshold >= 2 && o.threshold <= fewest))
+    throw new SecAggError(
+      "secagg_invalid",
+      `the threshold is a whole number in [2, ${fewest}] (the fewest neighbours), got ${o.threshold}`,
+    );
+  if (fewest > 255)
+    throw new SecAggError("secagg_invalid", `Shamir over GF(2^8) makes at most 255 shares; a client has ${fewest} neighbours`);
+  return { context, graph, threshold: o.threshold, length: o.length };
+}
+
+/** What a client publishes in phase 1. */
+export interface Advert {
+  encryptionKey: Bytes;
+  maskingKey: Bytes;
+}
+
+/** What a client keeps between phases (in its own storage): its key pairs and its self-mask seed. */
+export interface ClientSecrets {
+  id: string;
+  encryption: CryptoKeyPair;
+  masking: CryptoKeyPair;
+  seed: Bytes;
+}
+
+const SECRET_BYTES = 32;
+/** A Shamir share of a 32-byte secret: the secret's length and one byte for the share's x. */
+const SHARE_BYTES = SECRET_BYTES + 1;
+
+export async function advertise(id: string): Promise<{ secrets: ClientSecrets; advert: Advert }> {
+  const [encryption, masking] = await Promise.all([keyPair(), keyPair()]);
+  const secrets = { id, encryption, masking, seed: crypto.getRandomValues(new Uint8Array(SECRET_BYTES)) };
+  return { secrets, advert: { encryptionKey: await publicBytes(encryption.publicKey), maskingKey: await publicBytes(masking.publicKey) } };
+}
+
+/** The adverts of `id`'s neighbours that advertised (the server relays this in phase 2). */
+export function rosterFor(round: SecAggRound, adverts: ReadonlyMap<string, Advert>, id: string): Map<string, Advert> {
+  return new Map((round.graph.get(id) ?? []).filter((j) => adverts.has(j)).map((j) => [j, adverts.get(j)!]));
+}
+
+function keepEnough(round: SecAggRound, id: string, have: number, what: string): void {
+  if (have < round.threshold)
+    throw new SecAggError("below_threshold", `client "${id}" has ${have} ${what}, below the threshold ${round.threshold}`);
+}
+
+/** Phase 2: the sealed shares for each neighbour in the roster, by recipient. */
+export async function shareKeys(
+  round: SecAggRound,
+  secrets: ClientSecrets,
+  roster: ReadonlyMap<string, Advert>,
+): Promise<Map<string, Bytes>> {
+  keepEnough(round, secrets.id, roster.size, "neighbours that advertised");
+  const peers = [...roster.keys()];
+  const [keyShares, seedShares] = await Promise.all([
+    split(await secretBytes(secrets.masking.privateKey), peers.length, round.threshold),
+    split(secrets.seed, peers.length, round.threshold),
+  ]);
+  const sealed = new Map<string, Bytes>();
+  for (const [k, j] of peers.entries()) {
+    const plaintext = new Uint8Array(2 * SHARE_BYTES);
+    plaintext.set(keyShares[k]!);
+    plaintext.set(seedShares[k]!, SHARE_BYTES);
+    const agreement = await agree(secrets.encryption.privateKey, roster.get(j)!.encryptionKey);
+    sealed.set(j, await sealShare(agreement, round.context, secrets.id, j, plaintext));
+  }
+  return sealed;
+}
+
+/** The ciphertexts addressed to `id` (phase 3's inbox): from the neighbours that shared their keys. */
+export function inboxFor(shared: ReadonlyMap<string, ReadonlyMap<string, Bytes>>, id: string): Map<string, Bytes> {
+  return new Map([...shared].filter(([, out]) => out.has(id)).map(([from, out]) => [from, out.get(id)!]));
+}
+
+/** The pair mask of a and b, from either side (X25519 agrees), labelled by the sorted pair. */
+async function pairMask(round: SecAggRound, mine: CryptoKey, self: string, peer: string, peerKey: Bytes): Promise<Uint32Array> {
+  const [a, b] = self < peer ? [self, peer] : [peer, self];
+  return expandMask(await agree(mine, peerKey), round.context, `pair ${a} ${b}`, round.length);
+}
+
+const selfMask = (round: SecAggRound, id: string, seed: Uint8Array) => expandMask(seed, round.context, `self ${id}`, round.length);
+
+/** A client's view from phase 3 on: its secrets, its neighbours' adverts, and the shares they sent it. */
+export interface ClientView {
+  secrets: ClientSecrets;
+  roster: ReadonlyMap<string, Advert>;
+  inbox: ReadonlyMap<string, Bytes>;
+}
+
+/** Phase 3: the encoded input plus the self mask plus, per neighbour that shared, + the pair mask if its id sorts after ours, − if before. */
+export async function maskInput(round: SecAggRound, { secrets, roster, inbox }: ClientView, input: Uint32Array): Promise<Uint32Array> {
+  if (input.length !== round.length)
+    throw new SecAggError("secagg_invalid", `an input of ${input.length} elements in a round of ${round.length}`);
+  keepEnough(round, secrets.id, inbox.size, "neighbours that shared their keys");
+  const y = addInto(Uint32Array.from(input), await selfMask(round, secrets.id, secrets.seed));
+  for (const j of inbox.keys()) {
+    const advert = roster.get(j);
+    if (!advert) throw new SecAggError("protocol_violation", `"${j}" shared keys with "${secrets.id}" without being its neighbour`);
+    addInto(y, await pairMask(round, secrets.masking.privateKey, secrets.id, j, advert.maskingKey), secrets.id < j ? 1 : -1);
+  }
+  return y;
+}
+
+/** What the server asks in phase 4: who sent a masked input and who, having shared keys, did not. */
+export interface UnmaskRequest {
+  survivors: ReadonlySet<string>;
+  dropped: ReadonlySet<string>;
+}
+
+/** One revealed share: of a survivor's self-mask seed, or of a dropped client's masking key. */
+export interface RevealedShare {
+  kind: "seed" | "key";
+  share: Bytes;
+}
+
+/** Phase 4: per neighbour in the inbox, the one share the request allows; both asked for one peer is refused. */
+export async function unmask(
+  round: SecAggRound,
+  { secrets, roster, inbox }: ClientView,
+  request: UnmaskRequest,
+): Promise<Map<string, RevealedShare>> {
+  for (const j of request.survivors)
+    if (request.dropped.has(j)) throw new SecAggError("protocol_violation", `"${j}" is asked for as both a survivor and dropped`);
+  keepEnough(round, secrets.id, [...inbox.keys()].filter((j) => request.survivors.has(j)).length + 1, "surviving neighbours and itself");
+  const revealed = new Map<string, RevealedShare>();
+  for (const [j, ciphertext] of inbox) {
+    const kind = request.survivors.has(j) ? "seed" : request.dropped.has(j) ? "key" : null;
+    if (!kind) continue;
+    const agreement = await agree(secrets.encryption.privateKey, roster.get(j)!.encryptionKey);
+    const plaintext = await openShare(agreement, round.context, j, secrets.id, ciphertext);
+    revealed.set(j, { kind, share: plaintext.slice(kind === "key" ? 0 : SHARE_BYTES, kind === "key" ? SHARE_BYTES : 2 * SHARE_BYTES) });
+  }
+  return revealed;
+}
+
+/**
+ * The server's last step: the sum of the survivors' inputs from the sum of their masked inputs (in Z_2^32),
+ * removing each survivor's self mask (its seed rebuilt from its neighbours' shares) and each dropped
+ * client's pair masks with its surviving neighbours (its masking key rebuilt the same way).
+ * `shared`: who completed phase 2; `responses`: phase 4's answers, by responder.
+ */
+export async function unmaskSum(
+  round: SecAggRound,
+  adverts: ReadonlyMap<string, Advert>,
+  shared: ReadonlySet<string>,
+  survivors: ReadonlySet<string>,
+  maskedSum: Uint32Array,
+  responses: ReadonlyMap<string, ReadonlyMap<string, RevealedShare>>,
+): Promise<Uint32Array> {
+  keepEnough(round, "the server", survivors.size, "surviving clients");
+  for (const i of survivors)
+    if (!shared.has(i)) throw new SecAggError("protocol_violation", `"${i}" sent a masked input without sharing its keys`);
+  const sharesOf = (peer: string, kind: RevealedShare["kind"]) => {
+    const got = [...responses].flatMap(([responder, shares]) => {
+      const s = shares.get(peer);
+      if (!s) return [];
+      if (s.kind !== kind || !(round.graph.get(peer) ?? []).includes(responder))
+        throw new SecAggError(
+          "protocol_violation",
+          `"${responder}" revealed a ${s.kind} share of "${peer}", which the round never asks of it`,
+        );
+      return [s.share];
+    });
+    if (got.length < round.threshold)
+      throw new SecAggError(
+        "below_threshold",
+        `${got.length} ${kind} shares of "${peer}" came back, below the threshold ${round.threshold}`,
+      );
+    return got;
+  };
+  const sum = Uint32Array.from(maskedSum);
+  for (const i of survivors) addInto(sum, await selfMask(round, i, await combine(sharesOf(i, "seed"))), -1);
+  for (const i of shared) {
+    if (survivors.has(i)) continue;
+    const key = await privateFromBytes(await combine(sharesOf(i, "key")), adverts.get(i)!.maskingKey);
+    for (const j of round.graph.get(i) ?? []) {
+      if (!survivors.has(j)) continue;
+      // j added the pair mask with sign + when j sorts before i.
+      addInto(sum, await pairMask(round, key, i, j, adverts.get(j)!.maskingKey), j < i ? -1 : 1);
+    }
+  }
+  return sum;
+}

@@ -1,0 +1,125 @@
+// SecAgg+ (src/secagg/) end to end in WebCrypto: clients and a server exchanging the four phases'
+// messages in memory, with clients dropping out at each phase. The server's result must equal the sum of
+// the surviving clients' encoded inputs in Z_2^32 exactly, decoding to their float sum within the
+// rounding; below the threshold the round fails with its reason, and no request gets both of a peer's shares.
+import { describe, expect, it } from "vitest";
+import { seededUniform } from "../../src/engine/sampling.ts";
+import { decodeSum, encode, fixedPointFor } from "../../src/secagg/fixed-point.ts";
+import { defaultDegree, neighbourGraph } from "../../src/secagg/graph.ts";
+import { agree, type Bytes, expandMask, keyPair, openShare, sealShare } from "../../src/secagg/keys.ts";
+import { advertise, inboxFor, rosterFor, secAggRound, shareKeys, unmask } from "../../src/secagg/protocol.ts";
+import { simulate } from "../fixtures/secagg.ts";
+
+describe("SecAgg+", () => {
+  it("encodes by unbiased stochastic rounding: the decoded sum is within the rounding, zero in mean", () => {
+    const fp = fixedPointFor(2, 100);
+    expect(fp.bits).toBe(25);
+    const u = seededUniform(1);
+    const x = 0.123456789;
+    const trials = 20_000;
+    const sum = new Uint32Array(1);
+    let mean = 0;
+    for (let t = 0; t < trials; t++) {
+      const e = encode([x], fp, u);
+      mean += decodeSum(e, fp, 1)[0]! / trials;
+      if (t < 100) sum[0] = sum[0]! + e[0]!;
+    }
+    const step = (2 * fp.range) / (2 ** fp.bits - 1);
+    expect(Math.abs(mean - x)).toBeLessThan((5 * step) / Math.sqrt(trials));
+    expect(Math.abs(decodeSum(sum, fp, 100)[0]! - 100 * x)).toBeLessThan(100 * step);
+    // Clamped to the range; the 32-bit ring holds 100 values of 25 bits, not 200.
+    expect(decodeSum(encode([5, -5], fp, u), fp, 1)).toEqual(Float64Array.from([2, -2]));
+    expect(() => decodeSum(sum, fp, 200)).toThrow(/overflow the 32-bit ring/);
+  });
+
+  it("builds a symmetric sparse graph of the degree asked, the complete graph for small rounds, the same from the seed", () => {
+    const ids = Array.from({ length: 100 }, (_, i) => `c${i}`);
+    const k = defaultDegree(100);
+    expect(k).toBe(14);
+    const g = neighbourGraph(ids, k, 5);
+    for (const [id, ns] of g) {
+      expect(ns).toHaveLength(k);
+      for (const j of ns) expect(g.get(j)).toContain(id);
+    }
+    expect(neighbourGraph(ids, k, 5)).toEqual(g);
+    expect(neighbourGraph(ids, k, 6)).not.toEqual(g);
+    expect(neighbourGraph(["a", "b", "c"], 4, 1).get("a")).toEqual(["b", "c"]);
+    expect(() => neighbourGraph(ids, 3, 1)).toThrow(/even whole number/);
+  });
+
+  it("masks that cancel: the pair mask agrees from both sides, and a full 256-bit key stream repeats only for its key", async () => {
+    const [a, b] = await Promise.all([keyPair(), keyPair()]);
+    const pub = async (k: CryptoKeyPair) => new Uint8Array(await crypto.subtle.exportKey("raw", k.publicKey));
+    const ab = await agree(a.privateKey, await pub(b));
+    const ba = await agree(b.privateKey, await pub(a));
+    expect(ab).toEqual(ba);
+    expect(ab).toHaveLength(32);
+    const m1 = await expandMask(ab, "fed/1", "pair a b", 1000);
+    expect(await expandMask(ba, "fed/1", "pair a b", 1000)).toEqual(m1);
+    expect(await expandMask(ab, "fed/2", "pair a b", 1000)).not.toEqual(m1);
+    // Words spread over the whole 32-bit range (a 32-bit seed would not change this, the key size does; see keys.ts).
+    expect(Math.max(...m1)).toBeGreaterThan(2 ** 31);
+    const sealed = await sealShare(ab, "fed/1", "a", "b", Uint8Array.of(1, 2, 3));
+    expect(await openShare(ba, "fed/1", "a", "b", sealed)).toEqual(Uint8Array.of(1, 2, 3));
+    await expect(openShare(ba, "fed/1", "b", "a", sealed)).rejects.toMatchObject({ code: "decrypt_failed" });
+    await expect(openShare(ba, "fed/2", "a", "b", sealed)).rejects.toMatchObject({ code: "decrypt_failed" });
+  });
+
+  it("sums 8 clients on the complete graph exactly, a masked input alone looking nothing like its input", async () => {
+    const r = await simulate(8, { degree: 8, threshold: 4 });
+    expect(r.survivors.size).toBe(8);
+    expect(r.sum).toEqual(r.want);
+    const step = (2 * r.fp.range) / (2 ** r.fp.bits - 1);
+    r.decoded.forEach((x, k) => expect(Math.abs(x - r.floatSum[k]!)).toBeLessThan(8 * step));
+    expect(r.maskedSum).not.toEqual(r.want);
+  });
+
+  it("sums 30 clients on a sparse graph (degree 10) with dropouts at every phase", async () => {
+    const r = await simulate(30, {
+      degree: 10,
+      threshold: 6,
+      drops: {
+        beforeShare: ["client-003"],
+        beforeInput: ["client-010", "client-020", "client-021"],
+        beforeUnmask: ["client-005", "client-029"],
+      },
+    });
+    expect(r.survivors.size).toBe(26);
+    expect(r.survivors.has("client-010")).toBe(false);
+    expect(r.sum).toEqual(r.want);
+    // Each client masks with its 10 neighbours, not with the 29 others.
+    expect(r.round.graph.get("client-000")).toHaveLength(10);
+  });
+
+  it("fails below the threshold with its reason, and refuses to reveal both shares of one peer", async () => {
+    await expect(
+      simulate(8, { degree: 8, threshold: 6, drops: { beforeInput: ["client-000", "client-001", "client-002"] } }),
+    ).rejects.toMatchObject({
+      code: "below_threshold",
+    });
+    await expect(
+      simulate(8, {
+        degree: 8,
+        threshold: 4,
+        drops: { beforeUnmask: ["client-000", "client-001", "client-002", "client-003", "client-004"] },
+      }),
+    ).rejects.toMatchObject({
+      code: "below_threshold",
+      message: expect.stringMatching(/shares of "client-\d+" came back, below the threshold 4/),
+    });
+    const ids = ["a", "b", "c", "d"];
+    const round = secAggRound("fed/1", ids, { degree: 4, threshold: 2, seed: 1, length: 4 });
+    const parties = await Promise.all(ids.map((id) => advertise(id)));
+    const adverts = new Map(parties.map((p, i) => [ids[i]!, p.advert]));
+    const shared = new Map<string, Map<string, Bytes>>();
+    for (const [i, p] of parties.entries()) shared.set(ids[i]!, await shareKeys(round, p.secrets, rosterFor(round, adverts, ids[i]!)));
+    const both = { survivors: new Set(["b", "c"]), dropped: new Set(["b"]) };
+    const view = { secrets: parties[0]!.secrets, roster: rosterFor(round, adverts, "a"), inbox: inboxFor(shared, "a") };
+    await expect(unmask(round, view, both)).rejects.toMatchObject({
+      code: "protocol_violation",
+    });
+    expect(() => secAggRound("fed/1", ids, { degree: 4, threshold: 4, seed: 1, length: 4 })).toThrow(
+      /threshold is a whole number in \[2, 3\]/,
+    );
+  });
+});
