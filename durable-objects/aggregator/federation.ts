@@ -11,6 +11,7 @@ import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
 import { AggregatorError, refusingConfig } from "./errors.ts";
 import { Rounds } from "./rounds.ts";
+import { updateNoiseMultiplier } from "../../src/privacy/central-dp.ts";
 import { federationEpsilon } from "../../src/privacy/federation-privacy.ts";
 import { FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundSummary, RoundView, UploadReceipt, UploadRequest } from "./types.ts";
@@ -45,6 +46,7 @@ export class Federations {
         "config_invalid",
         `${side.strategies.why}: use strategy ${side.strategies.names.map((n) => `"${n}"`).join(" or ")}, not "${config.strategy.name}"`,
       );
+    if (config.privacy) refusingConfig("privacy", () => updateNoiseMultiplier(config.privacy!, config.clientsPerRound));
     const first = federationEpsilon(config, 1);
     if (first && config.privacy?.epsilonBudget !== undefined && first.epsilon > config.privacy.epsilonBudget)
       throw new AggregatorError(

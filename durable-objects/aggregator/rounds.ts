@@ -5,6 +5,7 @@ import { shuffled } from "../../src/data/lm-windows.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
+import { nextClip as adaptiveClip, secureNormals } from "../../src/privacy/central-dp.ts";
 import { federationEpsilon, federationStrategy } from "../../src/privacy/federation-privacy.ts";
 import { deleteBlob } from "../shared/blobs.ts";
 import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
@@ -192,7 +193,7 @@ export class Rounds {
       globalKey: keys.version(id, r.base_version),
       dataStart: header.dataStart,
       mean: (start, n) => accumulated.mean(start, n),
-      strategy: federationStrategy(fed.config, r.uploads),
+      strategy: federationStrategy(fed.config, { updates: r.uploads, clip: fed.privacy?.clip }),
       round: state.server_round,
       slots: previousSlots,
       stateKey: (slot) => keys.state(id, slot),
@@ -216,7 +217,7 @@ export class Rounds {
       metrics: roundMetrics(
         receipts.map((x) => ({ numExamples: x.num_examples, metrics: JSON.parse(x.metrics) as Record<string, number> })),
       ),
-      ...(fed.privacy ? { privacy: federationEpsilon(fed.config, fed.roundsDone + 1)! } : {}),
+      ...(fed.privacy ? { privacy: this.nextPrivacy(fed, r) } : {}),
     };
     accumulated.clear();
     // Version 0 stays (clients without a version start from it); the latest keepVersions stay besides.
@@ -230,6 +231,18 @@ export class Rounds {
       id,
       round,
     );
+  }
+
+  /**
+   * A private federation's accounting at a close: ε after this round and, with adaptive clipping, the next
+   * round's clip from the noised count of this round's updates within the clip (stored for the uploads to come).
+   */
+  private nextPrivacy(fed: FederationView, r: RoundRow): NonNullable<RoundResult["privacy"]> {
+    const p = fed.config.privacy!;
+    const clip = fed.privacy!.clip;
+    const nextClip = adaptiveClip(p, clip, r.within_clip, fed.config.clientsPerRound, () => secureNormals(1)[0]!);
+    this.store.sql.exec("UPDATE federations SET clip = ? WHERE id = ?", nextClip, fed.id);
+    return { ...federationEpsilon(fed.config, fed.roundsDone + 1)!, clip, nextClip };
   }
 
   /** The alarm points at the earliest open deadline; SQLite is the truth (alarms may repeat). */

@@ -66,6 +66,9 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     "ALTER TABLE federations ADD COLUMN server_round INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE federations ADD COLUMN server_slots TEXT NOT NULL DEFAULT '[]'",
   ],
+  // v6: a private federation's clip in force (null: the configured one; adaptive clipping moves it at each
+  // close) and, per round, the updates that were within it.
+  ["ALTER TABLE federations ADD COLUMN clip REAL", "ALTER TABLE rounds ADD COLUMN within_clip INTEGER NOT NULL DEFAULT 0"],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -4,12 +4,18 @@ import { serverMethods } from "../../src/fl/methods/server.ts";
 import type { MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
 import { decodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
 import { federationEpsilon } from "../../src/privacy/federation-privacy.ts";
+
+/** A private federation's ε so far and the clip in force; null without privacy. */
+function privacyView(config: FederationConfig, roundsDone: number, clip: number | null): PrivacyView | null {
+  const spent = federationEpsilon(config, roundsDone);
+  return spent && { ...spent, clip: clip ?? config.privacy!.clip };
+}
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 import { readSafetensorsHeader, type SafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { readBlob, readBlobRange } from "../shared/blobs.ts";
 import { guardedSql } from "../shared/guarded-sql.ts";
 import { AggregatorError, refusing } from "./errors.ts";
-import type { FederationView, RoundRow } from "./types.ts";
+import type { FederationView, PrivacyView, RoundRow } from "./types.ts";
 
 export const keys = {
   version: (fed: string, v: number) => `version/${fed}/${v}`,
@@ -35,7 +41,10 @@ export class FederationStore {
 
   get(id: string): FederationView {
     const r = this.sql
-      .exec<{ config: string; version: number; created_at: number }>("SELECT config, version, created_at FROM federations WHERE id = ?", id)
+      .exec<{ config: string; version: number; created_at: number; clip: number | null }>(
+        "SELECT config, version, created_at, clip FROM federations WHERE id = ?",
+        id,
+      )
       .toArray()[0];
     if (!r) throw new AggregatorError("federation_not_found", `no federation "${id}"`);
     const roundsDone = this.sql
@@ -50,7 +59,7 @@ export class FederationStore {
       createdAt: r.created_at,
       roundsDone,
       openRound: open?.round ?? null,
-      privacy: federationEpsilon(config, roundsDone),
+      privacy: privacyView(config, roundsDone, r.clip),
     };
   }
 

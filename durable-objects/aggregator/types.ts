@@ -11,16 +11,19 @@ export interface FederationView {
   /** The round clients should train now, if one is open. */
   openRound: number | null;
   /** A private federation's ε spent by its closed rounds (src/privacy/federation-privacy.ts); null without privacy. */
-  privacy: Spent | null;
+  privacy: PrivacyView | null;
 }
+
+/** ε spent so far, and the clip the next updates are held to (adaptive clipping moves it). */
+export type PrivacyView = Spent & { clip: number };
 
 export interface RoundResult {
   version: number;
   uploads: number;
   totalWeight: number;
   metrics: Record<string, number>;
-  /** A private federation's ε after this round. */
-  privacy?: Spent;
+  /** A private federation's ε after this round, the clip its updates were held to and the next round's. */
+  privacy?: Spent & { clip: number; nextClip: number };
 }
 
 export interface RoundView {
@@ -88,6 +91,7 @@ export type RoundRow = {
   deadline: number;
   uploads: number;
   total_weight: number;
+  within_clip: number;
   closed_at: number | null;
   result: string | null;
 };

@@ -46,7 +46,7 @@ export class Uploads {
     const method = this.store.method(fed);
     const update = this.decode(method, fed, round, u.body);
     const info = this.validate(method, fed, round, update);
-    const strategy = federationStrategy(fed.config);
+    const strategy = federationStrategy(fed.config, { clip: fed.privacy?.clip });
     const transforms = strategy.processUpdate ? [...TRANSFORMS, strategy.processUpdate.bind(strategy)] : TRANSFORMS;
     const started = performance.now();
     this.store.storage.transactionSync(() => {
@@ -57,7 +57,7 @@ export class Uploads {
         weight: info.numExamples,
       });
       refusing("upload", () => this.rounds.accumulator(u.federationId, round).add(transformed.source, transformed.weight));
-      this.record(u, info, transformed.weight, now, performance.now() - started);
+      this.record(u, info, transformed, now, performance.now() - started);
     });
     const status = await this.rounds.afterUpload(fed, u.round, round.uploads + 1, now);
     return {
@@ -162,7 +162,7 @@ export class Uploads {
   }
 
   /** accumulate's bookkeeping, in the same transaction: the receipt, the nonce, the round's counts. */
-  private record(u: UploadRequest, info: UploadInfo, weight: number, now: number, foldMs: number): void {
+  private record(u: UploadRequest, info: UploadInfo, folded: ClientUpdate, now: number, foldMs: number): void {
     const { sql } = this.store;
     sql.exec(
       "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) " +
@@ -180,8 +180,10 @@ export class Uploads {
     sql.exec("INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)", u.clientId, u.nonce, now + NONCE_TTL_MS);
     sql.exec("DELETE FROM nonces WHERE expires_at < ?", now);
     sql.exec(
-      "UPDATE rounds SET uploads = uploads + 1, total_weight = total_weight + ? WHERE federation_id = ? AND round = ?",
-      weight,
+      "UPDATE rounds SET uploads = uploads + 1, total_weight = total_weight + ?, within_clip = within_clip + ? " +
+        "WHERE federation_id = ? AND round = ?",
+      folded.weight,
+      folded.withinClip ? 1 : 0,
       u.federationId,
       u.round,
     );

@@ -49,6 +49,8 @@ export interface ClientUpdate {
   layout: FlatLayout;
   source: FlatSource;
   weight: number;
+  /** Set by a clipping stage: whether the update's norm was within the bound (adaptive clipping counts these). */
+  withinClip?: boolean;
 }
 
 /** A stage an update passes through between validation and the accumulator (clipping, noise, decompression, unmasking). */

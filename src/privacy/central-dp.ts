@@ -9,6 +9,7 @@ import type { FlatSource } from "../fl/flat-tensors.ts";
 import type { ClientUpdate, Strategy } from "../fl/strategy.ts";
 import type { TensorMap } from "../fl/tensors.ts";
 import type { PrivacyConfig } from "../protocol/privacy.ts";
+import { PrivacyError } from "./errors.ts";
 
 /** Elements read at a time when a pass over an update computes its norm. */
 const PASS = 1 << 16;
@@ -25,10 +26,10 @@ export function updateNorm(source: FlatSource): number {
   return Math.sqrt(sum);
 }
 
-/** The update scaled to an L2 norm of at most `clip` (as it is when already within), read lazily. */
+/** The update scaled to an L2 norm of at most `clip` (its source as it is when already within), read lazily. */
 export function clipUpdate(u: ClientUpdate, clip: number): ClientUpdate {
   const norm = updateNorm(u.source);
-  if (norm <= clip) return u;
+  if (norm <= clip) return { ...u, withinClip: true };
   const scale = clip / norm;
   const source: FlatSource = {
     total: u.source.total,
@@ -37,7 +38,7 @@ export function clipUpdate(u: ClientUpdate, clip: number): ClientUpdate {
       for (let i = 0; i < out.length; i++) out[i]! *= scale;
     },
   };
-  return { ...u, source };
+  return { ...u, source, withinClip: false };
 }
 
 /** Standard normal draws from crypto.getRandomValues: Box–Muller over 53-bit uniforms. */
@@ -64,24 +65,56 @@ export function secureNormals(n: number): Float64Array {
   return out;
 }
 
-/** What the close of one round tells the wrapper: the updates it accumulated and the clients it expected. */
+/** What the close of one round tells the wrapper: the updates it accumulated, the clients it expected, and the round's clip. */
 export interface DpRound {
   updates: number;
   expected: number;
+  clip: number;
+}
+
+/** The standard deviation of the noise on the count of updates within the clip (Andrew et al.: expected clients / 20). */
+export const bitNoiseOf = (p: PrivacyConfig, expected: number) => p.adaptiveClip?.bitNoise ?? expected / 20;
+
+/**
+ * The noise multiplier on the updates: z itself with a fixed clip; with an adaptive one, raised so that the
+ * updates' and the count's noise together spend what z alone would (Andrew et al. 2021, Theorem 1):
+ * z_Δ = (z^−2 − (2 σ_b)^−2)^−1/2, which needs z < 2 σ_b.
+ */
+export function updateNoiseMultiplier(p: PrivacyConfig, expected: number): number {
+  if (!p.adaptiveClip) return p.noiseMultiplier;
+  const bits = bitNoiseOf(p, expected);
+  if (!(p.noiseMultiplier < 2 * bits))
+    throw new PrivacyError(
+      "privacy_invalid",
+      `adaptive clipping needs noiseMultiplier < 2 · bitNoise (${2 * bits} with ${expected} clients a round); got ${p.noiseMultiplier}`,
+    );
+  return (p.noiseMultiplier ** -2 - (2 * bits) ** -2) ** -0.5;
 }
 
 /**
- * `inner` with central DP: processUpdate clips and weighs 1 (after the inner hook, if any); aggregateTrain
- * rescales the mean of `round.updates` to the fixed denominator `round.expected` and adds N(0, (z S /
- * expected)²) to every coordinate before the inner strategy's step. `normals` draws the noise.
+ * The next round's clip (Andrew et al. 2021, Algorithm 1, the geometric update): C · exp(−η (b̄ − γ)), with
+ * b̄ = (updates within C + N(0, σ_b²)) / expected. Every update over the clip (b̄ near 0) grows it; every
+ * update well within (b̄ near 1) shrinks it; a quantile γ of the norms is its fixed point.
+ */
+export function nextClip(p: PrivacyConfig, clip: number, within: number, expected: number, normal: () => number): number {
+  const a = p.adaptiveClip;
+  if (!a) return clip;
+  const share = (within + bitNoiseOf(p, expected) * normal()) / expected;
+  return clip * Math.exp(-a.learningRate * (share - a.targetQuantile));
+}
+
+/**
+ * `inner` with central DP: processUpdate clips to the round's clip and weighs 1 (after the inner hook, if
+ * any); aggregateTrain rescales the mean of `round.updates` to the fixed denominator `round.expected`
+ * and adds N(0, (z_Δ C / expected)²) to every coordinate before the inner strategy's step. `normals` draws the noise.
  */
 export function withCentralDp(inner: Strategy, p: PrivacyConfig, round: DpRound, normals = secureNormals): Strategy {
   const rescale = round.updates / round.expected;
-  const std = (p.noiseMultiplier * p.clip) / round.expected;
+  const std = (updateNoiseMultiplier(p, round.expected) * round.clip) / round.expected;
   return {
     name: `dp(${inner.name})`,
     ...(inner.initialParameters ? { initialParameters: (t: TensorMap) => inner.initialParameters!(t) } : {}),
-    processUpdate: (u) => ({ ...clipUpdate(inner.processUpdate ? inner.processUpdate(u) : u, p.clip), weight: 1 }),
+    processUpdate: (u) => ({ ...clipUpdate(inner.processUpdate ? inner.processUpdate(u) : u, round.clip), weight: 1 }),
     configureTrain: (r) => inner.configureTrain(r),
     aggregateTrain(global, meanDelta, state) {
       const noisy: TensorMap = new Map();

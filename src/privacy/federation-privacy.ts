@@ -14,10 +14,20 @@ export interface PrivateFederation {
   privacy?: PrivacyConfig | undefined;
 }
 
-/** The configured strategy, wrapped with central DP where the federation has it; `updates`: the closing round's. */
-export function federationStrategy(config: PrivateFederation, updates = config.clientsPerRound): Strategy {
+/**
+ * The configured strategy, wrapped with central DP where the federation has it. `round`: the closing
+ * round's updates (the expected clients while uploads arrive) and the clip in force (the configured one
+ * until adaptive clipping moves it).
+ */
+export function federationStrategy(config: PrivateFederation, round: { updates?: number; clip?: number | undefined } = {}): Strategy {
   const inner = createStrategy(config.strategy);
-  return config.privacy ? withCentralDp(inner, config.privacy, { updates, expected: config.clientsPerRound }) : inner;
+  const p = config.privacy;
+  if (!p) return inner;
+  return withCentralDp(inner, p, {
+    updates: round.updates ?? config.clientsPerRound,
+    expected: config.clientsPerRound,
+    clip: round.clip ?? p.clip,
+  });
 }
 
 /** ε at the federation's δ after `rounds` noised rounds, each sampling clientsPerRound of the clients. */

@@ -8,8 +8,21 @@ export const PrivacyConfig = v.strictObject({
    * (it sees the updates, so it must be trusted). Distributed noise under secure aggregation is to come.
    */
   mode: v.optional(v.picklist(["central"]), "central"),
-  /** The L2 norm each client's update is clipped to (S): a client's most influence on a round. */
+  /** The L2 norm each client's update is clipped to (S): a client's most influence on a round; with adaptiveClip, the first round's. */
   clip: v.pipe(v.number(), v.gtValue(0), v.maxValue(1e6)),
+  /**
+   * The clip follows a quantile of the updates' norms (Andrew et al. 2021, "Differentially Private Learning
+   * with Adaptive Clipping"): after each round C ← C · exp(−learningRate · (b̄ − targetQuantile)), b̄ the
+   * noised share of updates that were within C. The share's noise (bitNoise, default expected clients / 20)
+   * is paid for by raising the updates' noise so the total privacy is that of noiseMultiplier.
+   */
+  adaptiveClip: v.optional(
+    v.strictObject({
+      targetQuantile: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1)), 0.5),
+      learningRate: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(10)), 0.2),
+      bitNoise: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1e6))),
+    }),
+  ),
   /** z: the noise's standard deviation on the sum of clipped updates is z · S (> 0: clipping alone is no privacy). */
   noiseMultiplier: v.pipe(v.number(), v.gtValue(0), v.maxValue(1000)),
   /** The δ at which ε is reported: below 1 / (the clients), as a rule. */

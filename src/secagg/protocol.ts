@@ -123,7 +123,7 @@ export interface ClientView {
   inbox: ReadonlyMap<string, Bytes>;
 }
 
-/** Phase 3: the encoded input plus the self mask plus, per neighbour that shared, + the pair mask if its id sorts after ours, − if before. */
+/** Phase 3: the encoded input + the self mask + per neighbour that shared, + the pair mask if its id sorts after ours, − if before. */
 export async function maskInput(round: SecAggRound, { secrets, roster, inbox }: ClientView, input: Uint32Array): Promise<Uint32Array> {
   if (input.length !== round.length)
     throw new SecAggError("secagg_invalid", `an input of ${input.length} elements in a round of ${round.length}`);

@@ -12,7 +12,7 @@ import { seededUniform } from "../../src/engine/sampling.ts";
 import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { arraySource, flatLayout } from "../../src/fl/flat-tensors.ts";
 import { encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { clipUpdate, secureNormals, updateNorm, withCentralDp } from "../../src/privacy/central-dp.ts";
+import { clipUpdate, nextClip, secureNormals, updateNoiseMultiplier, updateNorm, withCentralDp } from "../../src/privacy/central-dp.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 
 const privacy = { mode: "central" as const, clip: 2, noiseMultiplier: 0.5, delta: 1e-5 };
@@ -68,7 +68,8 @@ describe("central DP (DP-FedAvg) as a strategy wrapper", () => {
     clipped.source.read(0, out);
     expect([...out]).toEqual([1.2, 0, 0, 1.6, 0].map(Math.fround));
     expect(clipped.weight).toBe(3);
-    expect(clipUpdate(u, 10)).toBe(u);
+    expect(clipUpdate(u, 10)).toEqual({ ...u, withinClip: true });
+    expect(clipped.withinClip).toBe(false);
   });
 
   it("gives global + (Σ clipped updates) / m + z S / m · noise, whatever the weights, with the wrapped strategy's step", () => {
@@ -88,7 +89,7 @@ describe("central DP (DP-FedAvg) as a strategy wrapper", () => {
       return out;
     };
     // Three of the four expected clients uploaded: the mean still divides by 4.
-    const strategy = withCentralDp(createStrategy({ name: "fedavg" }), privacy, { updates: 3, expected: 4 }, normals);
+    const strategy = withCentralDp(createStrategy({ name: "fedavg" }), privacy, { updates: 3, expected: 4, clip: privacy.clip }, normals);
     const got = aggregate(strategy, global, updates);
     const scale = [0.2, 1, 0.4];
     for (let i = 0; i < n; i++) {
@@ -99,8 +100,32 @@ describe("central DP (DP-FedAvg) as a strategy wrapper", () => {
     expect(strategy.name).toBe("dp(fedavg)");
     // Through FedAdam the same noisy mean is the pseudo-gradient: the step differs from FedAvg's.
     drawn = 0;
-    const adam = withCentralDp(createStrategy({ name: "fedadam", eta: 0.1 }), privacy, { updates: 3, expected: 4 }, normals);
+    const adam = withCentralDp(
+      createStrategy({ name: "fedadam", eta: 0.1 }),
+      privacy,
+      { updates: 3, expected: 4, clip: privacy.clip },
+      normals,
+    );
     expect(aggregate(adam, global, updates)[0]).not.toBeCloseTo(got[0]!, 3);
+  });
+
+  it("moves an adaptive clip the paper's way: up when updates exceed it, down when they fit, still at the target quantile", () => {
+    const adaptive = { ...privacy, noiseMultiplier: 1, adaptiveClip: { targetQuantile: 0.5, learningRate: 0.2, bitNoise: 5 } };
+    const noNoise = () => 0;
+    // None of 10 within: b̄ = 0, C · exp(0.2 · 0.5); all within: C · exp(−0.2 · 0.5); half: unchanged.
+    expect(nextClip(adaptive, 2, 0, 10, noNoise)).toBeCloseTo(2 * Math.exp(0.1), 12);
+    expect(nextClip(adaptive, 2, 10, 10, noNoise)).toBeCloseTo(2 * Math.exp(-0.1), 12);
+    expect(nextClip(adaptive, 2, 5, 10, noNoise)).toBe(2);
+    // The count's noise: one standard deviation (5) on 10 clients adds 0.5 to b̄.
+    expect(nextClip(adaptive, 2, 5, 10, () => 1)).toBeCloseTo(2 * Math.exp(-0.2 * 0.5), 12);
+    expect(nextClip(privacy, 2, 0, 10, noNoise)).toBe(2);
+    // The updates' noise rises so both noises spend what z alone would: (1 − (2 · 5)^−2)^−1/2.
+    expect(updateNoiseMultiplier(adaptive, 10)).toBeCloseTo((1 - 1 / 100) ** -0.5, 12);
+    expect(updateNoiseMultiplier(privacy, 10)).toBe(privacy.noiseMultiplier);
+    // The default bit noise is 10 / 20 = 0.5: z = 1 is not below 2 σ_b = 1.
+    expect(() => updateNoiseMultiplier({ ...adaptive, adaptiveClip: { targetQuantile: 0.5, learningRate: 0.2 } }, 10)).toThrow(
+      /noiseMultiplier < 2 · bitNoise \(1 with 10 clients a round\)/,
+    );
   });
 
   it("draws standard normals from the CSPRNG: mean 0, variance 1, 95% within ±1.96", () => {

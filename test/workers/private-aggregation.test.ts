@@ -103,6 +103,46 @@ describe("aggregator: a private federation (central DP)", () => {
     expect(await stub.getFederation(name)).toMatchObject({ ok: true, value: { roundsDone: 2, openRound: null } });
   });
 
+  it("moves an adaptive clip after each round: up when every update exceeds it, down when every one fits", async () => {
+    const name = "private-adaptive";
+    const stub: Aggregator = env.AGGREGATOR.getByName(name);
+    // A count noise of 0.01 on 4 clients moves b̄ by 0.0025 a standard deviation: the steps are e^±0.1 within 1%.
+    const adaptive = { clip: 0.05, noiseMultiplier: 0.01, adaptiveClip: { targetQuantile: 0.5, learningRate: 0.2, bitNoise: 0.01 } };
+    const created = await stub.createFederation(federationConfig(name, { privacy: adaptive }));
+    expect(created).toMatchObject({ ok: true, value: { privacy: { clip: 0.05 } } });
+    const v0 = await stub.getVersion(name, 0);
+    const global = decodeTensorFile(v0.ok ? v0.value : new Uint8Array(), "v0");
+    const clips: number[] = [];
+    // Round 1: norms near 0.4 against 0.05, all over; round 2: norms near 0.0004, all within.
+    for (const [round, scale] of [
+      [1, 0.01],
+      [2, 0.00001],
+    ] as const) {
+      const opened = await stub.openRound(name);
+      const sampled = opened.ok ? opened.value.sampled : [];
+      for (const [i, id] of sampled.entries()) {
+        const delta = new Map([...global.tensors].map(([k, t]) => [k, normalSamples(seededUniform(100 * round + i), t.length, scale)]));
+        expect((await upload(stub, name, round, id, delta, global.shapes, 10)).ok).toBe(true);
+      }
+      const closed = await stub.getRound(name, round);
+      const result = (closed.ok ? closed.value.result : null) as { privacy: { clip: number; nextClip: number } };
+      clips.push(result.privacy.clip, result.privacy.nextClip);
+    }
+    expect(clips[0]).toBe(0.05);
+    expect(clips[1]! / clips[0]!).toBeCloseTo(Math.exp(0.1), 2);
+    expect(clips[2]).toBe(clips[1]);
+    expect(clips[3]! / clips[2]!).toBeCloseTo(Math.exp(-0.1), 2);
+    expect(await stub.getFederation(name)).toMatchObject({ ok: true, value: { privacy: { clip: clips[3] } } });
+    // z must stay below 2 σ_b: refused at creation, naming the field.
+    const refused = await env.AGGREGATOR.getByName("private-adaptive-2").createFederation(
+      federationConfig("private-adaptive-2", { privacy: { ...adaptive, noiseMultiplier: 1 } }),
+    );
+    expect(refused).toMatchObject({
+      ok: false,
+      error: { status: 422, code: "config_invalid", message: expect.stringMatching(/^privacy: adaptive clipping needs/) },
+    });
+  });
+
   it("refuses at creation a budget that one round already passes, and noise of 0", async () => {
     const stub: Aggregator = env.AGGREGATOR.getByName("private-refused");
     const tight = await stub.createFederation(
