@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { addInto, encode, fixedPointFor } from "../src/secagg/fixed-point.ts";
+import { SecAggError } from "../src/secagg/errors.ts";
 import { defaultDegree } from "../src/secagg/graph.ts";
 import type { Bytes } from "../src/secagg/keys.ts";
 import {
@@ -49,9 +50,8 @@ async function cpu<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
 
 const sumBytes = (m: ReadonlyMap<string, Bytes>) => [...m.values()].reduce((s, b) => s + b.length + ID_BYTES, 0);
 
-async function run(n: number, dropRate: number) {
+async function run(n: number, dropRate: number, degree: number) {
   const ids = Array.from({ length: n }, (_, i) => `client-${String(i).padStart(4, "0")}`);
-  const degree = Math.min(defaultDegree(n), n % 2 === 0 ? n - 2 : n - 1);
   const threshold = Math.floor(Math.min(degree, n - 1) / 2) + 1;
   const round = secAggRound("bench/1", ids, { degree, threshold, seed: 1, length: LENGTH });
   const fp = fixedPointFor(1, n);
@@ -127,11 +127,24 @@ async function run(n: number, dropRate: number) {
   };
 }
 
-const rows = [];
+type Row = Awaited<ReturnType<typeof run>>;
+const rows: (Row | { clients: number; degree: number; dropRate: number; failed: string })[] = [];
+/** The largest even degree a graph of n clients can have. */
+const most = (n: number) => (n % 2 === 0 ? n - 2 : n - 1);
 for (const n of values.clients.split(",").map(Number))
   for (const d of values.drops.split(",").map(Number)) {
-    process.stderr.write(`n ${n}, drops ${d} ...\n`);
-    rows.push(await run(n, d));
+    // The default degree; where a client is left with fewer surviving neighbours than the threshold, the
+    // round fails (as it must) and the row is kept, then the degree is doubled.
+    for (let degree = Math.min(defaultDegree(n), most(n)); ; degree = Math.min(2 * degree, most(n))) {
+      process.stderr.write(`n ${n}, degree ${degree}, drops ${d} ...\n`);
+      try {
+        rows.push(await run(n, d, degree));
+        break;
+      } catch (e) {
+        if (!(e instanceof SecAggError) || e.code !== "below_threshold" || degree === most(n)) throw e;
+        rows.push({ clients: n, degree, dropRate: d, failed: e.message });
+      }
+    }
   }
 printTable(
   [
@@ -139,24 +152,29 @@ printTable(
     "degree",
     "t",
     "drops",
+    "survivors",
     "CPU ms/client (adv, share, mask, unmask)",
     "KB up/client",
     "KB down/client",
     "server unmask ms",
     "expansion up",
   ],
-  rows.map((r) => [
-    r.clients,
-    r.degree,
-    r.threshold,
-    `${100 * r.dropRate}%`,
-    r.survivors,
-    PHASES.map((p) => fmt(r.cpuMsPerClient[p]!, 1)).join(" / "),
-    fmt(PHASES.reduce((s, p) => s + r.bytesUpPerClient[p]!, 0) / 1024, 1),
-    fmt(PHASES.reduce((s, p) => s + r.bytesDownPerClient[p]!, 0) / 1024, 1),
-    fmt(r.serverUnmaskMs, 0),
-    fmt(r.expansionUp, 4),
-  ]),
+  rows.map((r) =>
+    "failed" in r
+      ? [r.clients, r.degree, "", `${100 * r.dropRate}%`, "round fails", r.failed, "", "", "", ""]
+      : [
+          r.clients,
+          r.degree,
+          r.threshold,
+          `${100 * r.dropRate}%`,
+          r.survivors,
+          PHASES.map((p) => fmt(r.cpuMsPerClient[p]!, 1)).join(" / "),
+          fmt(PHASES.reduce((s, p) => s + r.bytesUpPerClient[p]!, 0) / 1024, 1),
+          fmt(PHASES.reduce((s, p) => s + r.bytesDownPerClient[p]!, 0) / 1024, 1),
+          fmt(r.serverUnmaskMs, 0),
+          fmt(r.expansionUp, 4),
+        ],
+  ),
 );
 console.log(`\n${LENGTH} values an update (${(4 * LENGTH) / 1024} KiB as float32); in one Node process, no network.`);
 console.log(`wrote ${await writeResults("secagg", { length: LENGTH, rows })}`);
