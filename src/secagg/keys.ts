@@ -60,10 +60,17 @@ async function derive(secret: Uint8Array, context: string, info: string, algorit
   );
 }
 
-/** `length` 32-bit words of the AES-CTR keystream under HKDF(secret): a mask any holder of the secret regenerates. */
-export async function expandMask(secret: Uint8Array, context: string, label: string, length: number): Promise<Uint32Array> {
+/**
+ * Words [start, start + length) of the AES-CTR keystream under HKDF(secret): a mask any holder of the
+ * secret regenerates, whole or a segment at a time (the counter block of word w is w / 4; `start` a
+ * multiple of 4).
+ */
+export async function expandMask(secret: Uint8Array, context: string, label: string, length: number, start = 0): Promise<Uint32Array> {
+  if (start % 4 !== 0) throw new SecAggError("secagg_invalid", `a mask segment starts at a multiple of 4 words, not ${start}`);
   const key = await derive(secret, context, `mask ${label}`, "AES-CTR");
-  const stream = await crypto.subtle.encrypt({ name: "AES-CTR", counter: new Uint8Array(16), length: 64 }, key, new Uint8Array(4 * length));
+  const counter = new Uint8Array(16);
+  new DataView(counter.buffer).setBigUint64(8, BigInt(start / 4));
+  const stream = await crypto.subtle.encrypt({ name: "AES-CTR", counter, length: 64 }, key, new Uint8Array(4 * length));
   return new Uint32Array(stream);
 }
 

@@ -57,6 +57,9 @@ describe("SecAgg+", () => {
     const m1 = await expandMask(ab, "fed/1", "pair a b", 1000);
     expect(await expandMask(ba, "fed/1", "pair a b", 1000)).toEqual(m1);
     expect(await expandMask(ab, "fed/2", "pair a b", 1000)).not.toEqual(m1);
+    // A segment regenerated on its own is that stretch of the whole stream (how a large mask is removed piecewise).
+    expect(await expandMask(ab, "fed/1", "pair a b", 100, 600)).toEqual(m1.subarray(600, 700));
+    await expect(expandMask(ab, "fed/1", "pair a b", 10, 6)).rejects.toMatchObject({ code: "secagg_invalid" });
     // Words spread over the whole 32-bit range (a 32-bit seed would not change this, the key size does; see keys.ts).
     expect(Math.max(...m1)).toBeGreaterThan(2 ** 31);
     const sealed = await sealShare(ab, "fed/1", "a", "b", Uint8Array.of(1, 2, 3));
