@@ -240,7 +240,8 @@ export class Rounds {
   private nextPrivacy(fed: FederationView, r: RoundRow): NonNullable<RoundResult["privacy"]> {
     const p = fed.config.privacy!;
     const clip = fed.privacy!.clip;
-    const nextClip = adaptiveClip(p, clip, r.within_clip, fed.config.clientsPerRound, () => secureNormals(1)[0]!);
+    const round = { within: r.within_clip, updates: r.uploads, expected: fed.config.clientsPerRound };
+    const nextClip = adaptiveClip(p, clip, round, () => secureNormals(1)[0]!);
     this.store.sql.exec("UPDATE federations SET clip = ? WHERE id = ?", nextClip, fed.id);
     return { ...federationEpsilon(fed.config, fed.roundsDone + 1)!, clip, nextClip };
   }

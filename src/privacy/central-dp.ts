@@ -92,14 +92,22 @@ export function updateNoiseMultiplier(p: PrivacyConfig, expected: number): numbe
 }
 
 /**
- * The next round's clip (Andrew et al. 2021, Algorithm 1, the geometric update): C · exp(−η (b̄ − γ)), with
- * b̄ = (updates within C + N(0, σ_b²)) / expected. Every update over the clip (b̄ near 0) grows it; every
- * update well within (b̄ near 1) shrinks it; a quantile γ of the norms is its fixed point.
+ * The next round's clip (Andrew et al. 2021, Algorithm 1, the geometric update): C · exp(−η (b̄ − γ)). The
+ * count released is Σ (b_i − ½) + N(0, σ_b²) over the round's `updates`, so one client moves it by ½
+ * (the sensitivity updateNoiseMultiplier's split assumes; tensorflow_privacy centres the bits the same
+ * way), and b̄ = released / expected + ½, clamped to [0, 1]. Every update over the clip (b̄ near 0) grows
+ * it; every update well within (b̄ near 1) shrinks it; a quantile γ of the norms is its fixed point.
  */
-export function nextClip(p: PrivacyConfig, clip: number, within: number, expected: number, normal: () => number): number {
+export function nextClip(
+  p: PrivacyConfig,
+  clip: number,
+  round: { within: number; updates: number; expected: number },
+  normal: () => number,
+): number {
   const a = p.adaptiveClip;
   if (!a) return clip;
-  const share = (within + bitNoiseOf(p, expected) * normal()) / expected;
+  const released = round.within - round.updates / 2 + bitNoiseOf(p, round.expected) * normal();
+  const share = Math.min(1, Math.max(0, released / round.expected + 0.5));
   return clip * Math.exp(-a.learningRate * (share - a.targetQuantile));
 }
 

@@ -33,6 +33,7 @@ export function encode(values: ArrayLike<number>, fp: FixedPoint, uniform: () =>
   const top = 2 ** fp.bits - 1;
   const out = new Uint32Array(values.length);
   for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i]!)) throw new SecAggError("secagg_invalid", `value ${i} is ${values[i]}: an update to encode is finite`);
     const x = Math.min(fp.range, Math.max(-fp.range, values[i]!));
     out[i] = Math.min(top, Math.floor((x + fp.range) * scale + uniform()));
   }

@@ -48,6 +48,16 @@ export async function agree(mine: CryptoKey, peer: Uint8Array): Promise<Bytes> {
   return new Uint8Array(await crypto.subtle.deriveBits(algorithm, mine, 256));
 }
 
+/** The public half of a private key, X25519(k, 9): how the server checks a masking key it rebuilt from shares. */
+export async function publicOf(key: CryptoKey): Promise<Bytes> {
+  const basepoint = new Uint8Array(32);
+  basepoint[0] = 9;
+  return agree(key, basepoint);
+}
+
+/** Whether two byte strings are equal. */
+export const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+
 /** HKDF-SHA256 of `secret` to a 256-bit key for `algorithm`, salted by the round's context, labelled by `info`. */
 async function derive(secret: Uint8Array, context: string, info: string, algorithm: "AES-CTR" | "AES-GCM"): Promise<CryptoKey> {
   const base = await crypto.subtle.importKey("raw", new Uint8Array(secret), "HKDF", false, ["deriveKey"]);

@@ -10,12 +10,29 @@
 //   4. unmask: each survivor reveals, per neighbour, the self-mask share if that neighbour sent its
 //      input and the key share if it dropped, never both; the server removes the survivors' self masks
 //      and the dropped clients' pair masks from the sum of the masked inputs.
-// Below the threshold t of shares at any step the round fails with its reason.
+// Below the threshold t of shares at any step the round fails with its reason. The threshold is more than
+// half of every client's neighbours, so no two disjoint sets of neighbours can rebuild both of a client's
+// secrets. Threat model: an honest-but-curious server (it relays what it gets and picks the graph's seed;
+// adverts are authenticated by the transport's client signatures only) and clients that may drop out;
+// the server checks each rebuilt secret against its advert (the seed's SHA-256, the key's public half),
+// so a wrong share fails the round instead of corrupting the sum.
 import { combine, split } from "shamir-secret-sharing";
 import { SecAggError } from "./errors.ts";
 import { addInto } from "./fixed-point.ts";
 import { neighbourGraph } from "./graph.ts";
-import { agree, type Bytes, expandMask, keyPair, openShare, privateFromBytes, publicBytes, sealShare, secretBytes } from "./keys.ts";
+import {
+  agree,
+  type Bytes,
+  expandMask,
+  keyPair,
+  openShare,
+  privateFromBytes,
+  publicBytes,
+  publicOf,
+  sameBytes,
+  sealShare,
+  secretBytes,
+} from "./keys.ts";
 
 /** A round's parameters, which every party derives the same way. */
 export interface SecAggRound {
@@ -35,11 +52,13 @@ export function secAggRound(
   o: { degree: number; threshold: number; seed: number; length: number },
 ): SecAggRound {
   const graph = neighbourGraph(clients, o.degree, o.seed);
-  const fewest = Math.min(...[...graph.values()].map((n) => n.length));
-  if (!(Number.isInteger(o.threshold) && o.threshold >= 2 && o.threshold <= fewest))
+  const degrees = [...graph.values()].map((n) => n.length);
+  const fewest = Math.min(...degrees);
+  const least = Math.max(2, Math.floor(Math.max(...degrees) / 2) + 1);
+  if (!(Number.isInteger(o.threshold) && o.threshold >= least && o.threshold <= fewest))
     throw new SecAggError(
       "secagg_invalid",
-      `the threshold is a whole number in [2, ${fewest}] (the fewest neighbours), got ${o.threshold}`,
+      `the threshold is a whole number in [${least}, ${fewest}] (over half the neighbours, at most the fewest), got ${o.threshold}`,
     );
   if (fewest > 255)
     throw new SecAggError("secagg_invalid", `Shamir over GF(2^8) makes at most 255 shares; a client has ${fewest} neighbours`);
@@ -50,6 +69,8 @@ export function secAggRound(
 export interface Advert {
   encryptionKey: Bytes;
   maskingKey: Bytes;
+  /** SHA-256 of the self-mask seed: the server checks the seed it rebuilds against it. */
+  seedDigest: Bytes;
 }
 
 /** What a client keeps between phases (in its own storage): its key pairs and its self-mask seed. */
@@ -58,7 +79,21 @@ export interface ClientSecrets {
   encryption: CryptoKeyPair;
   masking: CryptoKeyPair;
   seed: Bytes;
+  /**
+   * The phases this client has answered in the round, kept with its secrets: a second masked input would
+   * reuse the masks (leaking the difference of two inputs), a second unmask could reveal both of a peer's shares.
+   */
+  answered: Set<"input" | "unmask">;
 }
+
+/** Records that a client answers `phase`, refusing a second answer in the same round. */
+function answerOnce(secrets: ClientSecrets, phase: "input" | "unmask"): void {
+  if (secrets.answered.has(phase))
+    throw new SecAggError("protocol_violation", `client "${secrets.id}" already answered the ${phase} phase`);
+  secrets.answered.add(phase);
+}
+
+const sha256 = async (b: Uint8Array) => new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(b)));
 
 const SECRET_BYTES = 32;
 /** A Shamir share of a 32-byte secret: the secret's length and one byte for the share's x. */
@@ -66,8 +101,21 @@ const SHARE_BYTES = SECRET_BYTES + 1;
 
 export async function advertise(id: string): Promise<{ secrets: ClientSecrets; advert: Advert }> {
   const [encryption, masking] = await Promise.all([keyPair(), keyPair()]);
-  const secrets = { id, encryption, masking, seed: crypto.getRandomValues(new Uint8Array(SECRET_BYTES)) };
-  return { secrets, advert: { encryptionKey: await publicBytes(encryption.publicKey), maskingKey: await publicBytes(masking.publicKey) } };
+  const secrets: ClientSecrets = {
+    id,
+    encryption,
+    masking,
+    seed: crypto.getRandomValues(new Uint8Array(SECRET_BYTES)),
+    answered: new Set(),
+  };
+  return {
+    secrets,
+    advert: {
+      encryptionKey: await publicBytes(encryption.publicKey),
+      maskingKey: await publicBytes(masking.publicKey),
+      seedDigest: await sha256(secrets.seed),
+    },
+  };
 }
 
 /** The adverts of `id`'s neighbours that advertised (the server relays this in phase 2). */
@@ -86,8 +134,14 @@ export async function shareKeys(
   secrets: ClientSecrets,
   roster: ReadonlyMap<string, Advert>,
 ): Promise<Map<string, Bytes>> {
-  keepEnough(round, secrets.id, roster.size, "neighbours that advertised");
-  const peers = [...roster.keys()];
+  // A peer whose key does not agree (a low-order X25519 point) is left out rather than stopping the client.
+  const agreements = new Map<string, Bytes>();
+  for (const [j, advert] of roster) {
+    const agreement = await agree(secrets.encryption.privateKey, advert.encryptionKey).catch(() => null);
+    if (agreement) agreements.set(j, agreement);
+  }
+  keepEnough(round, secrets.id, agreements.size, "neighbours that advertised usable keys");
+  const peers = [...agreements.keys()];
   const [keyShares, seedShares] = await Promise.all([
     split(await secretBytes(secrets.masking.privateKey), peers.length, round.threshold),
     split(secrets.seed, peers.length, round.threshold),
@@ -97,8 +151,7 @@ export async function shareKeys(
     const plaintext = new Uint8Array(2 * SHARE_BYTES);
     plaintext.set(keyShares[k]!);
     plaintext.set(seedShares[k]!, SHARE_BYTES);
-    const agreement = await agree(secrets.encryption.privateKey, roster.get(j)!.encryptionKey);
-    sealed.set(j, await sealShare(agreement, round.context, secrets.id, j, plaintext));
+    sealed.set(j, await sealShare(agreements.get(j)!, round.context, secrets.id, j, plaintext));
   }
   return sealed;
 }
@@ -128,6 +181,7 @@ export async function maskInput(round: SecAggRound, { secrets, roster, inbox }: 
   if (input.length !== round.length)
     throw new SecAggError("secagg_invalid", `an input of ${input.length} elements in a round of ${round.length}`);
   keepEnough(round, secrets.id, inbox.size, "neighbours that shared their keys");
+  answerOnce(secrets, "input");
   const y = addInto(Uint32Array.from(input), await selfMask(round, secrets.id, secrets.seed));
   for (const j of inbox.keys()) {
     const advert = roster.get(j);
@@ -158,6 +212,7 @@ export async function unmask(
   for (const j of request.survivors)
     if (request.dropped.has(j)) throw new SecAggError("protocol_violation", `"${j}" is asked for as both a survivor and dropped`);
   keepEnough(round, secrets.id, [...inbox.keys()].filter((j) => request.survivors.has(j)).length + 1, "surviving neighbours and itself");
+  answerOnce(secrets, "unmask");
   const revealed = new Map<string, RevealedShare>();
   for (const [j, ciphertext] of inbox) {
     const kind = request.survivors.has(j) ? "seed" : request.dropped.has(j) ? "key" : null;
@@ -204,11 +259,19 @@ export async function unmaskSum(
       );
     return got;
   };
+  const wrong = (i: string, what: string) =>
+    new SecAggError("protocol_violation", `the shares of "${i}"'s ${what} do not rebuild the one it advertised`);
   const sum = Uint32Array.from(maskedSum);
-  for (const i of survivors) addInto(sum, await selfMask(round, i, await combine(sharesOf(i, "seed"))), -1);
+  for (const i of survivors) {
+    const seed = await combine(sharesOf(i, "seed"));
+    if (!sameBytes(await sha256(seed), adverts.get(i)!.seedDigest)) throw wrong(i, "self-mask seed");
+    addInto(sum, await selfMask(round, i, seed), -1);
+  }
   for (const i of shared) {
     if (survivors.has(i)) continue;
-    const key = await privateFromBytes(await combine(sharesOf(i, "key")), adverts.get(i)!.maskingKey);
+    const advertised = adverts.get(i)!.maskingKey;
+    const key = await privateFromBytes(await combine(sharesOf(i, "key")), advertised).catch(() => null);
+    if (!key || !sameBytes(await publicOf(key).catch(() => new Uint8Array()), advertised)) throw wrong(i, "masking key");
     for (const j of round.graph.get(i) ?? []) {
       if (!survivors.has(j)) continue;
       // j added the pair mask with sign + when j sorts before i.

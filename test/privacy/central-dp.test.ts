@@ -113,12 +113,17 @@ describe("central DP (DP-FedAvg) as a strategy wrapper", () => {
     const adaptive = { ...privacy, noiseMultiplier: 1, adaptiveClip: { targetQuantile: 0.5, learningRate: 0.2, bitNoise: 5 } };
     const noNoise = () => 0;
     // None of 10 within: b̄ = 0, C · exp(0.2 · 0.5); all within: C · exp(−0.2 · 0.5); half: unchanged.
-    expect(nextClip(adaptive, 2, 0, 10, noNoise)).toBeCloseTo(2 * Math.exp(0.1), 12);
-    expect(nextClip(adaptive, 2, 10, 10, noNoise)).toBeCloseTo(2 * Math.exp(-0.1), 12);
-    expect(nextClip(adaptive, 2, 5, 10, noNoise)).toBe(2);
+    const of10 = (within: number, updates = 10) => ({ within, updates, expected: 10 });
+    expect(nextClip(adaptive, 2, of10(0), noNoise)).toBeCloseTo(2 * Math.exp(0.1), 12);
+    expect(nextClip(adaptive, 2, of10(10), noNoise)).toBeCloseTo(2 * Math.exp(-0.1), 12);
+    expect(nextClip(adaptive, 2, of10(5), noNoise)).toBe(2);
+    // 6 of 8 uploads within, of 10 expected: b̄ = (6 − 4) / 10 + ½ = 0.7.
+    expect(nextClip(adaptive, 2, of10(6, 8), noNoise)).toBeCloseTo(2 * Math.exp(-0.2 * 0.2), 12);
+    // b̄ is clamped to [0, 1] whatever the noise draws.
+    expect(nextClip(adaptive, 2, of10(10), () => 100)).toBeCloseTo(2 * Math.exp(-0.1), 12);
     // The count's noise: one standard deviation (5) on 10 clients adds 0.5 to b̄.
-    expect(nextClip(adaptive, 2, 5, 10, () => 1)).toBeCloseTo(2 * Math.exp(-0.2 * 0.5), 12);
-    expect(nextClip(privacy, 2, 0, 10, noNoise)).toBe(2);
+    expect(nextClip(adaptive, 2, of10(5), () => 1)).toBeCloseTo(2 * Math.exp(-0.2 * 0.5), 12);
+    expect(nextClip(privacy, 2, of10(0), noNoise)).toBe(2);
     // The updates' noise rises so both noises spend what z alone would: (1 − (2 · 5)^−2)^−1/2.
     expect(updateNoiseMultiplier(adaptive, 10)).toBeCloseTo((1 - 1 / 100) ** -0.5, 12);
     expect(updateNoiseMultiplier(privacy, 10)).toBe(privacy.noiseMultiplier);

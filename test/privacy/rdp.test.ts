@@ -107,6 +107,9 @@ describe("the RDP accountant of the subsampled Gaussian", () => {
     expect(privacySpent({ sampleRate: 0.1, noiseMultiplier: 0, steps: 10 }, 1e-5).epsilon).toBe(Infinity);
     expect(epsilonFromRdp([2, 3], [0, 0], 0).epsilon).toBe(0);
     expect(epsilonFromRdp([2, 3], [0.1, 0.2], 0).epsilon).toBe(Infinity);
+    // A tiny rate and a large σ put the series below double precision: RDP 0, never a negative refused as input.
+    expect(rdpSubsampledGaussian({ sampleRate: 1e-8, noiseMultiplier: 1000, steps: 1 }).every((r) => r >= 0)).toBe(true);
+    expect(noiseForEpsilon({ sampleRate: 1e-4, steps: 1, delta: 1e-12, targetEpsilon: 1e-4 })).toBeGreaterThan(0);
   });
 
   it("matches Opacus: ε 7.32911117143 at q 0.04, σ 1.5, 2,250 steps on its orders; 0.336 at order 23 for two mechanisms composed", () => {

@@ -7,7 +7,7 @@ import { seededUniform } from "../../src/engine/sampling.ts";
 import { decodeSum, encode, fixedPointFor } from "../../src/secagg/fixed-point.ts";
 import { defaultDegree, neighbourGraph } from "../../src/secagg/graph.ts";
 import { agree, type Bytes, expandMask, keyPair, openShare, sealShare } from "../../src/secagg/keys.ts";
-import { advertise, inboxFor, rosterFor, secAggRound, shareKeys, unmask } from "../../src/secagg/protocol.ts";
+import { advertise, inboxFor, maskInput, rosterFor, secAggRound, shareKeys, unmask } from "../../src/secagg/protocol.ts";
 import { simulate } from "../fixtures/secagg.ts";
 
 describe("SecAgg+", () => {
@@ -94,6 +94,49 @@ describe("SecAgg+", () => {
     expect(r.round.graph.get("client-000")).toHaveLength(10);
   });
 
+  it("fails a wrong share instead of summing garbage, skips a low-order key, and answers each phase once", async () => {
+    // One responder's share, one bit of byte 1 flipped (X25519 clamps bits of byte 0, so a change there can
+    // rebuild an equivalent key): the rebuilt secret misses what its owner advertised.
+    const flip = (kind: "seed" | "key") => (responses: Map<string, Map<string, { kind: string; share: Uint8Array }>>) => {
+      for (const shares of responses.values())
+        for (const s of shares.values())
+          if (s.kind === kind) {
+            s.share[1]! ^= 1;
+            return;
+          }
+    };
+    await expect(simulate(8, { degree: 8, threshold: 4, tamper: flip("seed") })).rejects.toMatchObject({
+      code: "protocol_violation",
+      message: expect.stringMatching(/self-mask seed do not rebuild the one it advertised/),
+    });
+    await expect(
+      simulate(8, { degree: 8, threshold: 4, drops: { beforeInput: ["client-002"] }, tamper: flip("key") }),
+    ).rejects.toMatchObject({
+      code: "protocol_violation",
+      message: expect.stringMatching(/"client-002"'s masking key do not rebuild/),
+    });
+    // A neighbour advertising the all-zero point is left out; the others still sum exactly.
+    const r = await simulate(8, { degree: 8, threshold: 4, lowOrder: "client-005" });
+    expect(r.survivors.has("client-005")).toBe(false);
+    expect(r.sum).toEqual(r.want);
+    // A second masked input (the same masks over another input) or a second unmask answer is refused.
+    const ids = ["a", "b", "c"];
+    const round = secAggRound("fed/1", ids, { degree: 2, threshold: 2, seed: 1, length: 4 });
+    const parties = await Promise.all(ids.map((id) => advertise(id)));
+    const adverts = new Map(parties.map((p, i) => [ids[i]!, p.advert]));
+    const shared = new Map<string, Map<string, Bytes>>();
+    for (const [i, p] of parties.entries()) shared.set(ids[i]!, await shareKeys(round, p.secrets, rosterFor(round, adverts, ids[i]!)));
+    const view = { secrets: parties[0]!.secrets, roster: rosterFor(round, adverts, "a"), inbox: inboxFor(shared, "a") };
+    await maskInput(round, view, new Uint32Array(4));
+    await expect(maskInput(round, view, Uint32Array.of(1, 2, 3, 4))).rejects.toMatchObject({ code: "protocol_violation" });
+    await unmask(round, view, { survivors: new Set(ids), dropped: new Set<string>() });
+    await expect(unmask(round, view, { survivors: new Set(["a", "b"]), dropped: new Set(["c"]) })).rejects.toMatchObject({
+      code: "protocol_violation",
+      message: expect.stringMatching(/already answered the unmask phase/),
+    });
+    expect(() => encode([Number.NaN], fixedPointFor(1, 2), Math.random)).toThrow(/value 0 is NaN/);
+  });
+
   it("fails below the threshold with its reason, and refuses to reveal both shares of one peer", async () => {
     await expect(
       simulate(8, { degree: 8, threshold: 6, drops: { beforeInput: ["client-000", "client-001", "client-002"] } }),
@@ -123,6 +166,11 @@ describe("SecAgg+", () => {
     });
     expect(() => secAggRound("fed/1", ids, { degree: 4, threshold: 4, seed: 1, length: 4 })).toThrow(
       /threshold is a whole number in \[2, 3\]/,
+    );
+    // Half of the neighbours is not enough: two disjoint halves could rebuild both of a client's secrets.
+    const eight = Array.from({ length: 8 }, (_, i) => `c${i}`);
+    expect(() => secAggRound("fed/1", eight, { degree: 8, threshold: 3, seed: 1, length: 4 })).toThrow(
+      /in \[4, 7\] \(over half the neighbours/,
     );
   });
 });
