@@ -48,6 +48,7 @@ async function cpu<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
   return { value, ms: (used.user + used.system) / 1000 };
 }
 
+const advertBytes = (a: Advert) => a.encryptionKey.length + a.maskingKey.length + a.seedDigest.length;
 const sumBytes = (m: ReadonlyMap<string, Bytes>) => [...m.values()].reduce((s, b) => s + b.length + ID_BYTES, 0);
 
 async function run(n: number, dropRate: number, degree: number) {
@@ -73,12 +74,12 @@ async function run(n: number, dropRate: number, degree: number) {
     secrets.set(id, a.value.secrets);
     adverts.set(id, a.value.advert);
     ms.advertise += a.ms;
-    up.advertise += 64;
+    up.advertise += advertBytes(a.value.advert);
   }
   const shared = new Map<string, Map<string, Bytes>>();
   for (const id of ids) {
     const roster = rosterFor(round, adverts, id);
-    down["share keys"] += roster.size * (64 + ID_BYTES);
+    down["share keys"] += [...roster.values()].reduce((s, a) => s + advertBytes(a) + ID_BYTES, 0);
     const s = await cpu(() => shareKeys(round, secrets.get(id)!, roster));
     shared.set(id, s.value);
     ms["share keys"] += s.ms;
