@@ -6,6 +6,7 @@ import { parseRunConfig } from "../../cli/run-config.ts";
 import { runData } from "../../cli/run-data.ts";
 import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
 import { pmiPhrases } from "../../src/fl/methods/discrete/policy-gradient.ts";
+import { noiseForEpsilon } from "../../src/privacy/rdp.ts";
 
 /** A task of the report, its base run settings and the partitions it is reported on. */
 export interface QualityTask {
@@ -54,6 +55,7 @@ export function qualityTasks(preset: Preset): QualityTask[] {
     maxTokens: 96,
   });
   const spamRecords = quick ? 400 : 1299;
+  const spamRounds = quick ? 2 : 5;
   const discrete = { type: "discrete", slots: 4, phrases: spamPhrases(spamRecords), population: 4, placement: "suffix", ...verbal };
   const spamRows: QualityTask["rows"] = {
     "lora-fedavg": { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(20, 8, 1e-2) } },
@@ -109,7 +111,7 @@ export function qualityTasks(preset: Preset): QualityTask[] {
       task: "spam",
       records: spamRecords,
       clients: quick ? 2 : 4,
-      rounds: quick ? 2 : 5,
+      rounds: spamRounds,
       quant: "f32",
       deadlineSeconds: 3600,
       // The quick preset scores 100 validation and 400 test mails (a 95% interval of about ±4.5 points).
@@ -123,7 +125,7 @@ export function qualityTasks(preset: Preset): QualityTask[] {
           "dirichlet-0.1": { partitioner: { type: "dirichlet", alpha: 0.1 } },
           natural: { partitioner: { type: "natural" } },
         },
-    rows: quick ? pick(spamRows, ["lora-fedavg", "fedkseed"]) : spamRows,
+    rows: quick ? pick(spamRows, ["lora-fedavg", "fedkseed"]) : { ...spamRows, ...privateRows(spamRows["lora-fedavg"]!, spamRounds) },
   };
   if (quick) return [spam];
   const g2p: QualityTask = {
@@ -145,6 +147,25 @@ export function qualityTasks(preset: Preset): QualityTask[] {
     rows: { "lora-fedavg": { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(12, 4, 3e-3) } } },
   };
   return [spam, g2p, sotu];
+}
+
+/**
+ * Utility against privacy (issue 18): the row with central client-level DP at ε 8, 4 and 1 (δ 1e-5) over
+ * its `rounds`, every client sampled each round (q = 1), the noise multiplier the accountant's smallest
+ * for that ε, the clip adaptive from 0.1 to the median update norm (Andrew et al. 2021's defaults, so no
+ * clip is tuned on the test set), its count noise at z so that z < 2 σ_b holds.
+ */
+function privateRows(row: { label: string; config: Record<string, unknown> }, rounds: number): QualityTask["rows"] {
+  return Object.fromEntries(
+    [8, 4, 1].map((epsilon) => {
+      const z = noiseForEpsilon({ sampleRate: 1, steps: rounds, delta: 1e-5, targetEpsilon: epsilon });
+      const privacy = { clip: 0.1, noiseMultiplier: z, delta: 1e-5, adaptiveClip: { targetQuantile: 0.5, learningRate: 0.2, bitNoise: z } };
+      return [
+        `lora-fedavg-dp-eps${epsilon}`,
+        { label: `${row.label}, central DP ε ${epsilon} (z ${z.toFixed(2)})`, config: { ...row.config, privacy } },
+      ];
+    }),
+  );
 }
 
 function pick<T>(rows: Record<string, T>, names: readonly string[]): Record<string, T> {
