@@ -4,7 +4,7 @@ import { createStrategy } from "../fl/create-strategy.ts";
 import type { Strategy } from "../fl/strategy.ts";
 import type { PrivacyConfig } from "../protocol/privacy.ts";
 import { withCentralDp } from "./central-dp.ts";
-import { privacySpent } from "./rdp.ts";
+import { DEFAULT_ORDERS, epsilonFromRdp, rdpSubsampledGaussian } from "./rdp.ts";
 
 /** What of a federation's config its strategy and its accountant read. */
 export interface PrivateFederation {
@@ -47,6 +47,27 @@ export function federationEpsilon(config: PrivateFederation, rounds: number): Sp
   const p = config.privacy;
   if (!p) return null;
   const q = config.clientsPerRound / config.clients.length;
-  const spent = privacySpent({ sampleRate: q, noiseMultiplier: p.noiseMultiplier, steps: rounds }, p.delta);
+  const spent = epsilonFromRdp(
+    DEFAULT_ORDERS,
+    roundCurve(q, p.noiseMultiplier).map((r) => r * rounds),
+    p.delta,
+  );
   return { epsilon: spent.epsilon, delta: p.delta, order: spent.order, rounds };
+}
+
+/**
+ * One round's RDP curve per (sample rate, noise multiplier), computed once: the aggregator reads a private
+ * federation's ε on every request (its view), and RDP adds over rounds, so only the conversion runs each time.
+ */
+const curves = new Map<string, number[]>();
+function roundCurve(sampleRate: number, noiseMultiplier: number): number[] {
+  const key = `${sampleRate} ${noiseMultiplier}`;
+  let curve = curves.get(key);
+  if (!curve) {
+    // An object holds one federation; a bound keeps a long-lived process's memo small all the same.
+    if (curves.size >= 64) curves.clear();
+    curve = rdpSubsampledGaussian({ sampleRate, noiseMultiplier, steps: 1 });
+    curves.set(key, curve);
+  }
+  return curve;
 }
