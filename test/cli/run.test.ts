@@ -57,6 +57,28 @@ const records = (dir: string) =>
     .split("\n")
     .map((l) => JSON.parse(l) as Record_);
 
+/** A spam run of the tiny model: 80 records over 2 clients, 2 rounds, f32, 6 validation and 12 test mails. */
+const spamRun = (method: Record<string, unknown>, local: Record<string, number>) => ({
+  model: modelDir,
+  task: "spam",
+  records: 80,
+  clients: 2,
+  rounds: 2,
+  method,
+  quant: "f32",
+  local,
+  evalExamples: 6,
+  testExamples: 12,
+});
+
+/** `fedflare run` on `json`, written as <name>.json, into <name>-run. */
+async function runWith(name: string, json: object) {
+  const file = join(root, `${name}.json`);
+  writeFileSync(file, JSON.stringify(json));
+  const out = join(root, `${name}-run`);
+  return { r: await runCli(["run", "--config", file, "--out", out]), out };
+}
+
 describe("fedflare run", () => {
   it("runs a local federation, stops cleanly on SIGINT, and --resume finishes it without redoing rounds", async () => {
     const out = join(root, "run");
@@ -129,7 +151,6 @@ describe("fedflare run", () => {
   it("runs offsite-tuning on a classification task: emulated clients, each version plugged in and scored by accuracy", async () => {
     const deep = tinyConfig({ heads: 4, kvHeads: 2, layers: 4 });
     const deepDir = writeHfModel(join(root, "model-4l"), deep, tinyWeights(deep, 6));
-    const file = join(root, "offsite.json");
     const json = {
       model: deepDir,
       task: "spam",
@@ -144,9 +165,7 @@ describe("fedflare run", () => {
       evalExamples: 6,
       testExamples: 40,
     };
-    writeFileSync(file, JSON.stringify(json));
-    const out = join(root, "offsite-run");
-    const r = await runCli(["run", "--config", file, "--out", out]);
+    const { r, out } = await runWith("offsite", json);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/adapter layers \[0,3\], clients run the emulator's layers \[0,3\]/);
     const all = records(out) as (Record_ & { validation_accuracy: number })[];
@@ -209,7 +228,6 @@ describe("fedflare run", () => {
   }, 300_000);
 
   it("runs FedKSeed on spam's label words: clients upload per-seed scalars, each version rebuilt from them and scored", async () => {
-    const file = join(root, "fedkseed.json");
     // Label words other than the labels: the scores must be the words', the gold the labels.
     const method = {
       type: "fedkseed",
@@ -218,21 +236,8 @@ describe("fedflare run", () => {
       labelWords: ["workers", "quick"],
       trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] },
     };
-    const json = {
-      model: modelDir,
-      task: "spam",
-      records: 80,
-      clients: 2,
-      rounds: 2,
-      method,
-      quant: "f32",
-      local: { steps: 4, batchSize: 4, lr: 0.05, maxTokens: 48 },
-      evalExamples: 6,
-      testExamples: 12,
-    };
-    writeFileSync(file, JSON.stringify(json));
-    const out = join(root, "fedkseed-run");
-    const r = await runCli(["run", "--config", file, "--out", out]);
+    const json = spamRun(method, { steps: 4, batchSize: 4, lr: 0.05, maxTokens: 48 });
+    const { r, out } = await runWith("fedkseed", json);
     expect(r.code, r.stderr).toBe(0);
     const all = records(out) as (Record_ & { validation_accuracy: number })[];
     expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
@@ -269,7 +274,6 @@ describe("fedflare run", () => {
   }, 300_000);
 
   it("runs FedBPT on spam: clients search the soft prompt's subspace, each version's prompt scored", async () => {
-    const file = join(root, "fedbpt.json");
     const method = {
       type: "fedbpt",
       promptTokens: 2,
@@ -278,21 +282,8 @@ describe("fedflare run", () => {
       labels: ["spam", "ham"],
       labelWords: ["workers", "quick"],
     };
-    const json = {
-      model: modelDir,
-      task: "spam",
-      records: 80,
-      clients: 2,
-      rounds: 2,
-      method,
-      quant: "f32",
-      local: { steps: 1, batchSize: 4, lr: 1, maxTokens: 48 },
-      evalExamples: 6,
-      testExamples: 12,
-    };
-    writeFileSync(file, JSON.stringify(json));
-    const out = join(root, "fedbpt-run");
-    const r = await runCli(["run", "--config", file, "--out", out]);
+    const json = spamRun(method, { steps: 1, batchSize: 4, lr: 1, maxTokens: 48 });
+    const { r, out } = await runWith("fedbpt", json);
     expect(r.code, r.stderr).toBe(0);
     const all = records(out) as (Record_ & { validation_accuracy: number })[];
     expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
@@ -327,7 +318,6 @@ describe("fedflare run", () => {
   }, 300_000);
 
   it("runs discrete prompts on spam at the endpoint it starts: clients hold the tokenizer, each version's best prompt scored", async () => {
-    const file = join(root, "discrete.json");
     const method = {
       type: "discrete",
       slots: 2,
@@ -336,21 +326,8 @@ describe("fedflare run", () => {
       labels: ["spam", "ham"],
       labelWords: ["workers", "quick"],
     };
-    const json = {
-      model: modelDir,
-      task: "spam",
-      records: 80,
-      clients: 2,
-      rounds: 2,
-      method,
-      quant: "f32",
-      local: { steps: 3, batchSize: 4, lr: 0.2, maxTokens: 48 },
-      evalExamples: 6,
-      testExamples: 12,
-    };
-    writeFileSync(file, JSON.stringify(json));
-    const out = join(root, "discrete-run");
-    const r = await runCli(["run", "--config", file, "--out", out]);
+    const json = spamRun(method, { steps: 3, batchSize: 4, lr: 0.2, maxTokens: 48 });
+    const { r, out } = await runWith("discrete", json);
     expect(r.code, r.stderr).toBe(0);
     type Cost = { upload_bytes: number; download_bytes: number; api_rows: number; api_requests: number; cpu_seconds: number | null };
     const all = records(out) as (Record_ & { validation_accuracy: number; validation_balanced_accuracy: number; clients?: Cost })[];
