@@ -9,24 +9,13 @@
 import { parseArgs } from "node:util";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { fmt, printTable } from "../src/report/table.ts";
-import { addInto, encode, fixedPointFor } from "../src/secagg/fixed-point.ts";
+import { encode, fixedPointFor } from "../src/secagg/fixed-point.ts";
 import { SecAggError } from "../src/secagg/errors.ts";
 import { defaultDegree } from "../src/secagg/graph.ts";
 import type { Bytes } from "../src/secagg/keys.ts";
-import {
-  type Advert,
-  advertise,
-  type ClientSecrets,
-  inboxFor,
-  maskInput,
-  type RevealedShare,
-  rosterFor,
-  secAggRound,
-  shareKeys,
-  unmask,
-  unmaskSum,
-} from "../src/secagg/protocol.ts";
+import { type Advert, type RevealedShare, secAggRound } from "../src/secagg/protocol.ts";
 import { writeResults } from "./lib/results.ts";
+import { PHASES, type Phase, simulateRound, type Traffic } from "./lib/secagg-round.ts";
 
 const { values } = parseArgs({
   options: {
@@ -37,8 +26,6 @@ const { values } = parseArgs({
 });
 const LENGTH = Number(values.length);
 const ID_BYTES = 10;
-const PHASES = ["advertise", "share keys", "masked input", "unmask"] as const;
-type Phase = (typeof PHASES)[number];
 
 /** CPU milliseconds (all threads: WebCrypto works on libuv's pool) of `fn`. */
 async function cpu<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
@@ -49,7 +36,22 @@ async function cpu<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
 }
 
 const advertBytes = (a: Advert) => a.encryptionKey.length + a.maskingKey.length + a.seedDigest.length;
-const sumBytes = (m: ReadonlyMap<string, Bytes>) => [...m.values()].reduce((s, b) => s + b.length + ID_BYTES, 0);
+
+/**
+ * A phase's message on the wire: an advert's keys; per peer, its id and its advert, its sealed shares or
+ * one revealed share with its kind (a byte); the masked input's words; the unmask request's neighbour ids
+ * with a survived-or-dropped byte each.
+ */
+function bytesOf(t: Traffic["up"] | Traffic["down"]): number {
+  if (t === undefined) return 0;
+  if (t instanceof Uint32Array) return t.byteLength;
+  if (Array.isArray(t)) return t.length * (ID_BYTES + 1);
+  if (!(t instanceof Map)) return advertBytes(t as Advert);
+  return [...(t as Map<string, Advert | Bytes | RevealedShare>).values()].reduce(
+    (s, x) => s + ID_BYTES + (x instanceof Uint8Array ? x.length : "share" in x ? x.share.length + 1 : advertBytes(x)),
+    0,
+  );
+}
 
 async function run(n: number, dropRate: number, degree: number) {
   const ids = Array.from({ length: n }, (_, i) => `client-${String(i).padStart(4, "0")}`);
@@ -66,51 +68,26 @@ async function run(n: number, dropRate: number, degree: number) {
   const ms: Record<Phase, number> = { advertise: 0, "share keys": 0, "masked input": 0, unmask: 0 };
   const up: Record<Phase, number> = { advertise: 0, "share keys": 0, "masked input": 0, unmask: 0 };
   const down: Record<Phase, number> = { advertise: 0, "share keys": 0, "masked input": 0, unmask: 0 };
-
-  const secrets = new Map<string, ClientSecrets>();
-  const adverts = new Map<string, Advert>();
-  for (const id of ids) {
-    const a = await cpu(() => advertise(id));
-    secrets.set(id, a.value.secrets);
-    adverts.set(id, a.value.advert);
-    ms.advertise += a.ms;
-    up.advertise += advertBytes(a.value.advert);
-  }
-  const shared = new Map<string, Map<string, Bytes>>();
-  for (const id of ids) {
-    const roster = rosterFor(round, adverts, id);
-    down["share keys"] += [...roster.values()].reduce((s, a) => s + advertBytes(a) + ID_BYTES, 0);
-    const s = await cpu(() => shareKeys(round, secrets.get(id)!, roster));
-    shared.set(id, s.value);
-    ms["share keys"] += s.ms;
-    up["share keys"] += sumBytes(s.value);
-  }
-  const view = (id: string) => ({ secrets: secrets.get(id)!, roster: rosterFor(round, adverts, id), inbox: inboxFor(shared, id) });
-  const maskedSum = new Uint32Array(LENGTH);
-  const want = new Uint32Array(LENGTH);
-  const survivors = new Set<string>();
-  for (const id of ids) {
-    const v = view(id);
-    down["masked input"] += sumBytes(v.inbox);
-    if (dropped.has(id)) continue;
-    const x = input(id);
-    const y = await cpu(() => maskInput(round, v, x));
-    addInto(maskedSum, y.value);
-    addInto(want, x);
-    survivors.add(id);
-    ms["masked input"] += y.ms;
-    up["masked input"] += 4 * LENGTH;
-  }
-  const responses = new Map<string, Map<string, RevealedShare>>();
-  for (const id of survivors) {
-    down.unmask += (round.graph.get(id) ?? []).length * (ID_BYTES + 1);
-    const r = await cpu(() => unmask(round, view(id), { survivors, dropped }));
-    responses.set(id, r.value);
-    ms.unmask += r.ms;
-    up.unmask += [...r.value.values()].reduce((s, x) => s + x.share.length + ID_BYTES + 1, 0);
-  }
-  const server = await cpu(() => unmaskSum(round, adverts, new Set(shared.keys()), survivors, maskedSum, responses));
-  if (server.value.some((x, k) => x !== want[k])) throw new Error(`n ${n}, drops ${dropRate}: the unmasked sum is not the survivors' sum`);
+  let serverMs = 0;
+  const { sum, want, survivors } = await simulateRound(
+    round,
+    ids,
+    input,
+    { beforeInput: dropped },
+    {
+      async call(phase, fn) {
+        const r = await cpu(fn);
+        if (phase === "server") serverMs = r.ms;
+        else ms[phase] += r.ms;
+        return r.value;
+      },
+      traffic(phase, _id, t) {
+        down[phase] += bytesOf(t.down);
+        up[phase] += bytesOf(t.up);
+      },
+    },
+  );
+  if (sum.some((x, k) => x !== want[k])) throw new Error(`n ${n}, drops ${dropRate}: the unmasked sum is not the survivors' sum`);
   // Per client: the phases a client takes part in (a dropped one stops after sharing its keys).
   const per = (r: Record<Phase, number>, phase: Phase) => r[phase] / (phase === "masked input" || phase === "unmask" ? survivors.size : n);
   const upTotal = PHASES.reduce((s, p) => s + per(up, p), 0);
@@ -123,7 +100,7 @@ async function run(n: number, dropRate: number, degree: number) {
     cpuMsPerClient: Object.fromEntries(PHASES.map((p) => [p, per(ms, p)])),
     bytesUpPerClient: Object.fromEntries(PHASES.map((p) => [p, per(up, p)])),
     bytesDownPerClient: Object.fromEntries(PHASES.map((p) => [p, per(down, p)])),
-    serverUnmaskMs: server.ms,
+    serverUnmaskMs: serverMs,
     expansionUp: upTotal / (4 * LENGTH),
   };
 }
