@@ -4,6 +4,8 @@ import { UPDATE_METADATA_BYTES } from "../../src/fl/flat-tensors.ts";
 import { MethodError } from "../../src/fl/methods/errors.ts";
 import { METRICS_LIMITS } from "../../src/protocol/federation.ts";
 import { SafetensorsError } from "../../src/protocol/safetensors.ts";
+import { SecAggMessageError } from "../../src/protocol/secure-aggregation.ts";
+import { SecAggError } from "../../src/secagg/errors.ts";
 
 /** Every refusal of the aggregator: its HTTP status and a stable code. */
 export const AGGREGATOR_ERRORS = {
@@ -31,6 +33,12 @@ export const AGGREGATOR_ERRORS = {
   tensor_mismatch: 422,
   non_finite: 422,
   update_invalid: 422,
+  /** Secure aggregation: a message for a phase that is not the round's current one. */
+  phase_closed: 409,
+  /** Secure aggregation: a client that missed an earlier phase, or a round that is not secure. */
+  not_in_phase: 403,
+  /** Secure aggregation: a key-phase message or masked input out of shape. */
+  message_invalid: 422,
 } as const;
 
 export type AggregatorErrorCode = keyof typeof AGGREGATOR_ERRORS;
@@ -64,6 +72,7 @@ export function refusing<T>(what: string, fn: () => T): T {
         e.code === "update_invalid" ? "update_invalid" : e.code === "view_invalid" ? "version_not_found" : "config_invalid",
         e.message,
       );
+    if (e instanceof SecAggMessageError || e instanceof SecAggError) throw new AggregatorError("message_invalid", `${what}: ${e.message}`);
     if (e instanceof FedflareError && e.code === "metadata_invalid") throw new AggregatorError("metadata_invalid", e.message);
     throw e;
   }

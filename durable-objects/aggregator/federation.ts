@@ -6,6 +6,8 @@ import { assertModelBounds, parseLlamaConfig } from "../../src/engine/config.ts"
 import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { serverMethods } from "../../src/fl/methods/server.ts";
 import type { Strategy } from "../../src/fl/strategy.ts";
+import type { FederationConfig } from "../../src/protocol/federation.ts";
+import { secureSettings } from "../../src/secagg/federation.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
@@ -15,10 +17,13 @@ import { updateNoiseMultiplier } from "../../src/privacy/central-dp.ts";
 import { federationEpsilon } from "../../src/privacy/federation-privacy.ts";
 import { FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundSummary, RoundView, UploadReceipt, UploadRequest } from "./types.ts";
+import type { SecAggMessageRequest, SecAggReceipt, SecAggView } from "./secure-rounds.ts";
+import type { SecAggPhaseName } from "../../src/protocol/secure-aggregation.ts";
 import { Uploads } from "./uploads.ts";
 import { Views } from "./views.ts";
 
 export type { FederationView, RoundSummary, RoundView, UploadReceipt, UploadRequest } from "./types.ts";
+export type { SecAggMessageRequest, SecAggReceipt, SecAggView } from "./secure-rounds.ts";
 
 export class Federations {
   private readonly store: FederationStore;
@@ -63,6 +68,7 @@ export class Federations {
     });
     const floats = refusingConfig("", () => side.versionFloats(method, model));
     checkVersionSize(floats, config.maxUploadBytes);
+    if (config.secureAggregation) checkSecure(config, floats);
     const settings = { quant: config.model.quant, batch: config.local.batchSize, seq: config.local.maxTokens };
     const unfit = clientPlanRefusal(model, side.footprints(method, model), settings, config.clientMemoryMiB * MIB);
     if (unfit) throw new AggregatorError("config_invalid", unfit);
@@ -142,7 +148,39 @@ export class Federations {
   upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
     return this.uploads.upload(u, now);
   }
+
+  secAggView(id: string, round: number, client: string): SecAggView {
+    return this.rounds.secure.view(id, round, client);
+  }
+
+  secAggMessage(kind: SecAggPhaseName, m: SecAggMessageRequest, now: number): Promise<SecAggReceipt> {
+    return this.rounds.secure.receive(kind, m, now);
+  }
 }
+
+/**
+ * A secure federation's settings must make a round (secureSettings), its masked input (the values and the
+ * weight ratio, 4 bytes each, and a header) must fit its maxUploadBytes, and it cannot also ask for central
+ * DP, whose aggregator clips each update in the clear.
+ */
+function checkSecure(config: FederationConfig, floats: number): void {
+  if (config.privacy)
+    throw new AggregatorError(
+      "config_invalid",
+      "privacy with secureAggregation: central DP clips each update where the aggregator sees it in the clear, which secure " +
+        "aggregation forbids; distributed DP (clients clip and noise before masking) is not built yet: choose one",
+    );
+  refusingConfig("secureAggregation", () => secureSettings(config));
+  const bytes = (floats + 1) * 4 + MASKED_HEADER_BYTES;
+  if (bytes > config.maxUploadBytes)
+    throw new AggregatorError(
+      "config_invalid",
+      `secureAggregation: a masked input would be ${bytes} bytes, over maxUploadBytes ${config.maxUploadBytes}`,
+    );
+}
+
+/** Room for a masked input's safetensors header and its metadata. */
+const MASKED_HEADER_BYTES = 4096;
 
 /** Version 0 as the strategy starts from the method's (Flower's initialize_parameters), in the same layout. */
 function startingFrom(strategy: Strategy, methodInitial: Uint8Array): Uint8Array {

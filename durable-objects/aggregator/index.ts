@@ -7,9 +7,13 @@ import {
   type FederationView,
   type RoundSummary,
   type RoundView,
+  type SecAggMessageRequest,
+  type SecAggReceipt,
+  type SecAggView,
   type UploadReceipt,
   type UploadRequest,
 } from "./federation.ts";
+import type { SecAggPhaseName } from "../../src/protocol/secure-aggregation.ts";
 import { memberFederationView, memberRoundView, type MemberFederationView, type MemberRoundView } from "./member-views.ts";
 import { Registry, type RegistryEntry } from "./registry.ts";
 import { migrate } from "./schema.ts";
@@ -122,6 +126,16 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
 
   async upload(request: UploadRequest): Promise<Result<UploadReceipt>> {
     return attemptAsync(() => this.federations.upload(request, Date.now()));
+  }
+
+  /** A sampled client's view of its secure round: the parameters and what the current phase gives it. */
+  secAggView(id: string, round: number, client: string): Result<SecAggView> {
+    return attempt(() => this.federations.secAggView(id, round, client));
+  }
+
+  /** One key-phase message of a secure round (advert, shares or unmask), signed by its client. */
+  async secAggMessage(kind: SecAggPhaseName, m: SecAggMessageRequest): Promise<Result<SecAggReceipt>> {
+    return attemptAsync(() => this.federations.secAggMessage(kind, m, Date.now()));
   }
 
   /** On the registry object: remembers a federation (its members and upload cap). */

@@ -5,7 +5,10 @@ import type { FederationView, RoundView } from "./federation.ts";
 
 export type MemberFederationView = Pick<FederationView, "id" | "version" | "roundsDone" | "openRound">;
 
-export type MemberRoundView = Pick<RoundView, "federationId" | "round" | "status" | "baseVersion" | "openedAt" | "deadline" | "task"> & {
+export type MemberRoundView = Pick<
+  RoundView,
+  "federationId" | "round" | "status" | "phase" | "baseVersion" | "openedAt" | "deadline" | "task"
+> & {
   /** This client, if the round sampled it; no other client's id. */
   sampled: string[];
 };
@@ -15,6 +18,6 @@ export function memberFederationView(f: FederationView): MemberFederationView {
 }
 
 export function memberRoundView(r: RoundView, client: string): MemberRoundView {
-  const { federationId, round, status, baseVersion, openedAt, deadline, task } = r;
-  return { federationId, round, status, baseVersion, openedAt, deadline, task, sampled: r.sampled.includes(client) ? [client] : [] };
+  const { federationId, round, status, phase, baseVersion, openedAt, deadline, task } = r;
+  return { federationId, round, status, phase, baseVersion, openedAt, deadline, task, sampled: r.sampled.includes(client) ? [client] : [] };
 }

@@ -25,7 +25,7 @@ export class RingSum {
     for (let start = 0; start < this.length; start += RING_SEGMENT) {
       const w = words.subarray(0, Math.min(RING_SEGMENT, this.length - start));
       read(start, w);
-      this.write(start, first ? w : addInto(this.read(start, w.length), w, 1));
+      this.put(start, first ? w : addInto(this.read(start, w.length), w, 1));
     }
   }
 
@@ -43,7 +43,7 @@ export class RingSum {
       const rowStart = rowEnd - RING_SEGMENT;
       const row = this.read(rowStart, Math.min(RING_SEGMENT, this.length - rowStart));
       addInto(row.subarray(at - rowStart, at - rowStart + n), values.subarray(at - start, at - start + n), sign);
-      this.write(rowStart, row);
+      this.put(rowStart, row);
       at += n;
     }
   }
@@ -53,7 +53,7 @@ export class RingSum {
   }
 
   /** Stores a whole row starting at word `start` (a multiple of RING_SEGMENT). */
-  private write(start: number, words: Uint32Array): void {
+  put(start: number, words: Uint32Array): void {
     this.sql.exec(
       "INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?) ON CONFLICT (key, chunk) DO UPDATE SET data = excluded.data",
       this.key,

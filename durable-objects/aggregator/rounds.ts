@@ -9,6 +9,7 @@ import { nextClip as adaptiveClip, secureNormals } from "../../src/privacy/centr
 import { federationEpsilon, federationStrategy } from "../../src/privacy/federation-privacy.ts";
 import { deleteBlob } from "../shared/blobs.ts";
 import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
+import { SecureRounds } from "./secure-rounds.ts";
 import { AggregatorError } from "./errors.ts";
 import { type FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundResult, RoundRow } from "./types.ts";
@@ -36,9 +37,12 @@ function roundMetrics(results: { numExamples: number; metrics: Record<string, nu
 
 export class Rounds {
   private readonly store: FederationStore;
+  /** Secure rounds' phases (secure-rounds.ts). */
+  readonly secure: SecureRounds;
 
   constructor(store: FederationStore) {
     this.store = store;
+    this.secure = new SecureRounds(store, this);
   }
 
   /** Where a round's accepted updates accumulate until it closes. */
@@ -73,31 +77,40 @@ export class Rounds {
     const sampled = shuffled(fed.config.clients, seededUniform(fed.config.seed * 100_003 + round))
       .slice(0, fed.config.clientsPerRound)
       .sort();
-    const deadline = now + fed.config.deadlineSeconds * 1000;
+    // A secure round opens with its advertise phase, whose deadline is the phase's.
+    const secure = fed.config.secureAggregation;
+    const deadline = now + (secure ? secure.phaseSeconds : fed.config.deadlineSeconds) * 1000;
     sql.exec(
-      "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline) VALUES (?, ?, 'open', ?, ?, ?, ?)",
+      "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline, phase) " +
+        "VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
       id,
       round,
       fed.version,
       JSON.stringify(sampled),
       now,
       deadline,
+      secure ? "advertise" : null,
     );
     await this.armAlarm();
     return round;
   }
 
-  /** Closes the round if this upload brought it to quorum; returns its status. */
+  /** Closes the round if this upload brought it to quorum (a secure round: ends its input phase once all have sent); returns its status. */
   async afterUpload(fed: FederationView, round: number, uploads: number, now: number): Promise<"open" | "closed" | "failed"> {
+    if (fed.config.secureAggregation) return this.secure.afterInput(fed.id, round, now);
     if (uploads < (fed.config.quorum ?? fed.config.clientsPerRound)) return "open";
     const status = this.finish(fed.id, round, now, "close");
     await this.armAlarm();
     return status;
   }
 
-  /** The operator's "close now": the open round closes with what it has, if that is at least minClients. */
+  /**
+   * The operator's "close now": the open round closes with what it has, if that is at least minClients; a
+   * secure round ends its current phase (and fails if too few clients remain for it).
+   */
   async closeNow(id: string, round: number, now: number): Promise<void> {
     const r = this.openRow(id, round);
+    if (r.phase !== null) return this.secure.advance(id, round, now);
     const fed = this.store.get(id);
     if (r.uploads < fed.config.minClients)
       throw new AggregatorError(
@@ -119,12 +132,16 @@ export class Rounds {
   /** The alarm's work: every open round past its deadline closes with at least the minimum, else fails. */
   async closeDue(now: number): Promise<void> {
     const due = this.store.sql
-      .exec<{ federation_id: string; round: number; uploads: number }>(
-        "SELECT federation_id, round, uploads FROM rounds WHERE status = 'open' AND deadline <= ?",
+      .exec<{ federation_id: string; round: number; uploads: number; phase: string | null }>(
+        "SELECT federation_id, round, uploads, phase FROM rounds WHERE status = 'open' AND deadline <= ?",
         now,
       )
       .toArray();
     for (const d of due) {
+      if (d.phase !== null) {
+        await this.secure.advance(d.federation_id, d.round, now);
+        continue;
+      }
       const fed = this.store.get(d.federation_id);
       if (d.uploads >= fed.config.minClients) this.finish(d.federation_id, d.round, now, "close");
       else
@@ -150,7 +167,7 @@ export class Rounds {
    * the round failed with the error as its reason, so no round stays open forever), "fail" drops what
    * the round accumulated. Returns the round's status after.
    */
-  private finish(id: string, round: number, now: number, action: "close" | "fail", reason = ""): "closed" | "failed" {
+  finish(id: string, round: number, now: number, action: "close" | "fail", reason = ""): "closed" | "failed" {
     if (action === "close") {
       try {
         this.store.storage.transactionSync(() => this.close(id, round, now));
@@ -161,7 +178,7 @@ export class Rounds {
       }
     }
     this.store.storage.transactionSync(() => {
-      deleteBlob(this.store.sql, keys.sum(id, round));
+      this.secure.clear(id, round);
       this.store.sql.exec(
         "UPDATE rounds SET status = 'failed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?",
         now,
@@ -187,7 +204,7 @@ export class Rounds {
     const previousSlots = JSON.parse(state.server_slots) as string[];
     const header = this.store.versionHeader(id, r.base_version);
     const version = fed.version + 1;
-    const accumulated = this.accumulator(id, r);
+    const accumulated = r.phase !== null ? this.secure.mean(fed, r) : this.accumulator(id, r);
     const slots = closeSegments(sql, {
       layout: flatLayout(header),
       globalKey: keys.version(id, r.base_version),
@@ -247,7 +264,7 @@ export class Rounds {
   }
 
   /** The alarm points at the earliest open deadline; SQLite is the truth (alarms may repeat). */
-  private async armAlarm(): Promise<void> {
+  async armAlarm(): Promise<void> {
     const next = this.store.sql.exec<{ d: number | null }>("SELECT MIN(deadline) AS d FROM rounds WHERE status = 'open'").one().d;
     if (next === null) await this.store.storage.deleteAlarm();
     else await this.store.storage.setAlarm(next);

@@ -69,6 +69,20 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   // v6: a private federation's clip in force (null: the configured one; adaptive clipping moves it at each
   // close) and, per round, the updates that were within it.
   ["ALTER TABLE federations ADD COLUMN clip REAL", "ALTER TABLE rounds ADD COLUMN within_clip INTEGER NOT NULL DEFAULT 0"],
+  // v7: secure aggregation (SecAgg+): a secure round's phase (null for a plain round; its deadline is the
+  // phase's) and each client's messages of the key phases as they arrived (JSON, bytes as hex).
+  [
+    "ALTER TABLE rounds ADD COLUMN phase TEXT",
+    `CREATE TABLE secagg (
+      federation_id TEXT NOT NULL,
+      round INTEGER NOT NULL,
+      client_id TEXT NOT NULL,
+      advert TEXT NOT NULL,
+      shares TEXT,
+      unmask TEXT,
+      PRIMARY KEY (federation_id, round, client_id)
+    )`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

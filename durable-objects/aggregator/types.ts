@@ -1,6 +1,7 @@
 // What the aggregator answers over RPC and what an upload request carries.
 import type { Spent } from "../../src/privacy/federation-privacy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
+import type { SecurePhase } from "../../src/protocol/secure-aggregation.ts";
 
 export interface FederationView {
   id: string;
@@ -34,6 +35,8 @@ export interface RoundView {
   sampled: string[];
   openedAt: number;
   deadline: number;
+  /** A secure round's phase while it is open, or the one it ended in; null for a plain round. */
+  phase: SecurePhase | null;
   uploads: number;
   totalWeight: number;
   closedAt: number | null;
@@ -92,6 +95,8 @@ export type RoundRow = {
   uploads: number;
   total_weight: number;
   within_clip: number;
+  /** A secure round's phase (secure-rounds.ts); null for a plain round. */
+  phase: SecurePhase | null;
   closed_at: number | null;
   result: string | null;
 };

@@ -9,14 +9,14 @@ import type { DecodedUpdate, MethodConfig, ServerMethod } from "../../src/fl/met
 import type { ClientUpdate, UpdateTransform } from "../../src/fl/strategy.ts";
 import { parseUploadMetadata, type UploadInfo } from "../../src/protocol/federation.ts";
 import { readSafetensorsHeader, safetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { readMaskedInput } from "../../src/secagg/masked-update.ts";
 import { copySegments } from "./accumulator.ts";
+import { RingSum } from "./ring-sum.ts";
 import { AggregatorError, refusing } from "./errors.ts";
+import { assertFreshNonce, spendNonce } from "./nonces.ts";
 import type { Rounds } from "./rounds.ts";
 import { type FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundRow, UploadReceipt, UploadRequest } from "./types.ts";
-
-/** Nonces are kept as long as a signed request stays acceptable, and a little more. */
-const NONCE_TTL_MS = 15 * 60 * 1000;
 
 /**
  * Transforms every upload passes through before the strategy's hook, in order. Empty today: clipping,
@@ -43,22 +43,7 @@ export class Uploads {
     const admitted = this.admit(u, now);
     if ("replay" in admitted) return admitted.replay;
     const { fed, round } = admitted;
-    const method = this.store.method(fed);
-    const update = this.decode(method, fed, round, u.body);
-    const info = this.validate(method, fed, round, update);
-    const strategy = federationStrategy(fed.config, { clip: fed.privacy?.clip });
-    const transforms = strategy.processUpdate ? [...TRANSFORMS, strategy.processUpdate.bind(strategy)] : TRANSFORMS;
-    const started = performance.now();
-    this.store.storage.transactionSync(() => {
-      const transformed = transforms.reduce<ClientUpdate>((x, t) => t(x), {
-        clientId: u.clientId,
-        layout: update.layout,
-        source: update.source,
-        weight: info.numExamples,
-      });
-      refusing("upload", () => this.rounds.accumulator(u.federationId, round).add(transformed.source, transformed.weight));
-      this.record(u, info, transformed, now, performance.now() - started);
-    });
+    const info = round.phase === null ? this.fold(u, fed, round, now) : this.foldMasked(u, fed, round, now);
     const status = await this.rounds.afterUpload(fed, u.round, round.uploads + 1, now);
     return {
       federationId: u.federationId,
@@ -122,9 +107,48 @@ export class Uploads {
         "body_too_large",
         `the upload is ${u.body.length} bytes; this federation accepts at most ${fed.config.maxUploadBytes}`,
       );
-    if (this.store.sql.exec("SELECT 1 FROM nonces WHERE client_id = ? AND nonce = ?", u.clientId, u.nonce).toArray().length)
-      throw new AggregatorError("nonce_reused", `nonce ${u.nonce} was already used by "${u.clientId}": sign each request anew`);
+    assertFreshNonce(this.store.sql, u.clientId, u.nonce);
     return { fed, round };
+  }
+
+  /** decode → validate → transforms → accumulate, for a plain round's update. */
+  private fold(u: UploadRequest, fed: FederationView, round: RoundRow, now: number): UploadInfo {
+    const method = this.store.method(fed);
+    const update = this.decode(method, fed, round, u.body);
+    const info = this.validate(method, fed, round, update);
+    const strategy = federationStrategy(fed.config, { clip: fed.privacy?.clip });
+    const transforms = strategy.processUpdate ? [...TRANSFORMS, strategy.processUpdate.bind(strategy)] : TRANSFORMS;
+    const started = performance.now();
+    this.store.storage.transactionSync(() => {
+      const transformed = transforms.reduce<ClientUpdate>((x, t) => t(x), {
+        clientId: u.clientId,
+        layout: update.layout,
+        source: update.source,
+        weight: info.numExamples,
+      });
+      refusing("upload", () => this.rounds.accumulator(u.federationId, round).add(transformed.source, transformed.weight));
+      this.record(u, info, transformed, now, performance.now() - started);
+    });
+    return info;
+  }
+
+  /**
+   * A secure round's masked input (src/secagg/masked-update.ts): from a client that shared its keys, one U32
+   * vector of the round's length, added into the ring sum as it is; the method's checks cannot see through
+   * the mask (the clamp to the encoding's range bounds each value instead). Its weight, min(n, maxWeight),
+   * is what it carries inside the vector.
+   */
+  private foldMasked(u: UploadRequest, fed: FederationView, round: RoundRow, now: number): UploadInfo {
+    this.rounds.secure.admitInput(fed.id, round, u.clientId);
+    const { round: params, enc } = this.rounds.secure.params(fed, round);
+    const input = refusing("masked input", () => readMaskedInput(u.body, params.length));
+    const info = this.checkMetadata(fed, input.metadata);
+    const started = performance.now();
+    this.store.storage.transactionSync(() => {
+      new RingSum(this.store.sql, keys.sum(fed.id, round.round), params.length).add(input.read, round.uploads === 0);
+      this.record(u, info, { weight: Math.min(info.numExamples, enc.maxWeight) }, now, performance.now() - started);
+    });
+    return info;
   }
 
   /** decode: the method reads the body against the base version's layout (from its header), a segment at a time. */
@@ -149,20 +173,32 @@ export class Uploads {
     round: RoundRow,
     update: DecodedUpdate,
   ): UploadInfo {
-    const info = refusing("upload __metadata__", () => parseUploadMetadata(update.metadata));
+    const info = this.checkMetadata(fed, update.metadata);
+    const check = method.side.validate;
+    if (check) refusing("upload", () => check(method.config, update, () => this.store.versionTensors(fed.id, round.base_version)));
+    return info;
+  }
+
+  /** The upload's metadata, its example count within the federation's cap. */
+  private checkMetadata(fed: FederationView, metadata: Record<string, string>): UploadInfo {
+    const info = refusing("upload __metadata__", () => parseUploadMetadata(metadata));
     if (info.numExamples > fed.config.maxExamplesPerClient)
       throw new AggregatorError(
         "metadata_invalid",
         `upload __metadata__: num_examples ${info.numExamples} is over this federation's maxExamplesPerClient ` +
           `(${fed.config.maxExamplesPerClient})`,
       );
-    const check = method.side.validate;
-    if (check) refusing("upload", () => check(method.config, update, () => this.store.versionTensors(fed.id, round.base_version)));
     return info;
   }
 
   /** accumulate's bookkeeping, in the same transaction: the receipt, the nonce, the round's counts. */
-  private record(u: UploadRequest, info: UploadInfo, folded: ClientUpdate, now: number, foldMs: number): void {
+  private record(
+    u: UploadRequest,
+    info: UploadInfo,
+    folded: Pick<ClientUpdate, "weight" | "withinClip">,
+    now: number,
+    foldMs: number,
+  ): void {
     const { sql } = this.store;
     sql.exec(
       "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) " +
@@ -177,8 +213,7 @@ export class Uploads {
       now,
       foldMs,
     );
-    sql.exec("INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?, ?, ?)", u.clientId, u.nonce, now + NONCE_TTL_MS);
-    sql.exec("DELETE FROM nonces WHERE expires_at < ?", now);
+    spendNonce(sql, u.clientId, u.nonce, now);
     sql.exec(
       "UPDATE rounds SET uploads = uploads + 1, total_weight = total_weight + ?, within_clip = within_clip + ? " +
         "WHERE federation_id = ? AND round = ?",

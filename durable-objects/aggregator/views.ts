@@ -27,6 +27,7 @@ export class Views {
       sampled: JSON.parse(r.sampled) as string[],
       openedAt: r.opened_at,
       deadline: r.deadline,
+      phase: r.phase,
       uploads: r.uploads,
       totalWeight: r.total_weight,
       closedAt: r.closed_at,

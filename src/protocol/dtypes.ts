@@ -1,7 +1,7 @@
 import { ProtocolError } from "./errors.ts";
 
 /** Tensor element types, spelled as in the safetensors header. */
-export type DType = "F32" | "F16" | "BF16" | "I8" | "U8" | "I32" | "I64";
+export type DType = "F32" | "F16" | "BF16" | "I8" | "U8" | "I32" | "U32" | "I64";
 
 /** The element types `toFloat32` decodes. */
 export type FloatDType = "F32" | "F16" | "BF16";
@@ -14,6 +14,7 @@ export const DTYPE_BYTES: Readonly<Record<DType, number>> = Object.freeze({
   I8: 1,
   U8: 1,
   I32: 4,
+  U32: 4,
   I64: 8,
 });
 

@@ -4,6 +4,7 @@ import * as v from "valibot";
 import { ProtocolError } from "./errors.ts";
 import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 import { PrivacyConfig } from "./privacy.ts";
+import { SecureAggregationConfig } from "./secure-aggregation.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 /** A number in (0, max]: learning rates are bounded so no config turns a version into infinities. */
@@ -62,6 +63,8 @@ export const FederationConfig = v.pipe(
     keepVersions: v.optional(int(1, 100_000), 50),
     /** Client-level differential privacy (src/privacy/): clipping, noise and the ε it spends; absent: none. */
     privacy: v.optional(PrivacyConfig),
+    /** Secure aggregation (SecAgg+, src/secagg/): the aggregator sees only the sum of masked updates; absent: plain uploads. */
+    secureAggregation: v.optional(SecureAggregationConfig),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),

@@ -78,7 +78,7 @@ export interface SafetensorsFile {
 export interface TensorInput {
   dtype: DType;
   shape: number[];
-  data: Uint8Array | Int8Array | Uint16Array | Int32Array | Float32Array | BigInt64Array;
+  data: Uint8Array | Int8Array | Uint16Array | Int32Array | Uint32Array | Float32Array | BigInt64Array;
 }
 
 const MAX_HEADER_BYTES = 100_000_000;
@@ -86,7 +86,7 @@ const METADATA_KEY = "__metadata__";
 const ENTRY_FIELDS = ["dtype", "shape", "data_offsets"];
 // The reference writer orders tensors by its Dtype enum, descending, then by name: with the header
 // padded to 8 bytes every tensor then starts aligned to its element size.
-const LAYOUT_ORDER: readonly DType[] = ["I64", "F32", "I32", "BF16", "F16", "I8", "U8"];
+const LAYOUT_ORDER: readonly DType[] = ["I64", "F32", "U32", "I32", "BF16", "F16", "I8", "U8"];
 
 function fail(code: SafetensorsErrorCode, message: string): never {
   throw new SafetensorsError(code, message);
@@ -304,7 +304,7 @@ export function readSafetensors(bytes: Uint8Array, opts?: ParseOptions): Safeten
 
 /**
  * Serializes tensors as the reference writer does, so the same input always gives the same bytes:
- * tensors laid out by dtype alignment (I64, F32, I32, BF16, F16, I8, U8) then name, header entries
+ * tensors laid out by dtype alignment (I64, F32, U32, I32, BF16, F16, I8, U8) then name, header entries
  * in that order after `__metadata__` (whose keys are sorted), header padded with spaces to a
  * multiple of 8 bytes. `metadata` defaults to {"format": "pt"}, which PyTorch loaders expect.
  */

@@ -33,9 +33,9 @@ export async function secretBytes(key: CryptoKey): Promise<Bytes> {
   return fromBase64url(jwk.d!);
 }
 
-/** A private key from its secret bytes and its public key (JWK needs both). */
-export async function privateFromBytes(secret: Uint8Array, publicKey: Uint8Array): Promise<CryptoKey> {
-  return crypto.subtle.importKey("jwk", { kty: "OKP", crv: "X25519", d: base64url(secret), x: base64url(publicKey) }, X25519, false, [
+/** A private key from its secret bytes and its public key (JWK needs both); extractable when a client keeps it to share later. */
+export async function privateFromBytes(secret: Uint8Array, publicKey: Uint8Array, extractable = false): Promise<CryptoKey> {
+  return crypto.subtle.importKey("jwk", { kty: "OKP", crv: "X25519", d: base64url(secret), x: base64url(publicKey) }, X25519, extractable, [
     "deriveBits",
   ]);
 }

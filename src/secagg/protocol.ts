@@ -162,9 +162,17 @@ export function inboxFor(shared: ReadonlyMap<string, ReadonlyMap<string, Bytes>>
 }
 
 /** The pair mask of a and b, from either side (X25519 agrees), labelled by the sorted pair. */
-async function pairMask(round: SecAggRound, mine: CryptoKey, self: string, peer: string, peerKey: Bytes): Promise<Uint32Array> {
+async function pairMask(
+  round: SecAggRound,
+  mine: CryptoKey,
+  self: string,
+  peer: string,
+  peerKey: Uint8Array,
+  start = 0,
+  length = round.length,
+): Promise<Uint32Array> {
   const [a, b] = self < peer ? [self, peer] : [peer, self];
-  return expandMask(await agree(mine, peerKey), round.context, `pair ${a} ${b}`, round.length);
+  return expandMask(await agree(mine, peerKey), round.context, `pair ${a} ${b}`, length, start);
 }
 
 const selfMask = (round: SecAggRound, id: string, seed: Uint8Array) => expandMask(seed, round.context, `self ${id}`, round.length);
@@ -224,20 +232,24 @@ export async function unmask(
   return revealed;
 }
 
+/** What the server rebuilds from the unmask answers: each survivor's self-mask seed, each dropped client's masking key. */
+export interface RecoveredSecrets {
+  seeds: Map<string, Uint8Array>;
+  keys: Map<string, CryptoKey>;
+}
+
 /**
- * The server's last step: the sum of the survivors' inputs from the sum of their masked inputs (in Z_2^32),
- * removing each survivor's self mask (its seed rebuilt from its neighbours' shares) and each dropped
- * client's pair masks with its surviving neighbours (its masking key rebuilt the same way).
- * `shared`: who completed phase 2; `responses`: phase 4's answers, by responder.
+ * The server's secrets for unmasking, from phase 4's answers (`responses`, by responder): each survivor's
+ * self-mask seed and each dropped client's masking key, rebuilt from t shares and checked against its advert.
+ * `shared`: who completed phase 2.
  */
-export async function unmaskSum(
+export async function recoverSecrets(
   round: SecAggRound,
   adverts: ReadonlyMap<string, Advert>,
   shared: ReadonlySet<string>,
   survivors: ReadonlySet<string>,
-  maskedSum: Uint32Array,
   responses: ReadonlyMap<string, ReadonlyMap<string, RevealedShare>>,
-): Promise<Uint32Array> {
+): Promise<RecoveredSecrets> {
   keepEnough(round, "the server", survivors.size, "surviving clients");
   for (const i of survivors)
     if (!shared.has(i)) throw new SecAggError("protocol_violation", `"${i}" sent a masked input without sharing its keys`);
@@ -261,22 +273,55 @@ export async function unmaskSum(
   };
   const wrong = (i: string, what: string) =>
     new SecAggError("protocol_violation", `the shares of "${i}"'s ${what} do not rebuild the one it advertised`);
-  const sum = Uint32Array.from(maskedSum);
+  const recovered: RecoveredSecrets = { seeds: new Map(), keys: new Map() };
   for (const i of survivors) {
     const seed = await combine(sharesOf(i, "seed"));
     if (!sameBytes(await sha256(seed), adverts.get(i)!.seedDigest)) throw wrong(i, "self-mask seed");
-    addInto(sum, await selfMask(round, i, seed), -1);
+    recovered.seeds.set(i, seed);
   }
   for (const i of shared) {
     if (survivors.has(i)) continue;
     const advertised = adverts.get(i)!.maskingKey;
     const key = await privateFromBytes(await combine(sharesOf(i, "key")), advertised).catch(() => null);
     if (!key || !sameBytes(await publicOf(key).catch(() => new Uint8Array()), advertised)) throw wrong(i, "masking key");
+    recovered.keys.set(i, key);
+  }
+  return recovered;
+}
+
+/**
+ * Removes the masks from words [start, start + segment.length) of the sum of the survivors' masked inputs,
+ * in place: each survivor's self mask and each dropped client's pair masks with its surviving neighbours.
+ * A segment at a time, so a large sum is unmasked without sitting whole in memory; `start` a multiple of 4.
+ */
+export async function removeMasks(
+  round: SecAggRound,
+  adverts: ReadonlyMap<string, Advert>,
+  survivors: ReadonlySet<string>,
+  recovered: RecoveredSecrets,
+  start: number,
+  segment: Uint32Array,
+): Promise<Uint32Array> {
+  const n = segment.length;
+  for (const [i, seed] of recovered.seeds) addInto(segment, await expandMask(seed, round.context, `self ${i}`, n, start), -1);
+  for (const [i, key] of recovered.keys)
     for (const j of round.graph.get(i) ?? []) {
       if (!survivors.has(j)) continue;
       // j added the pair mask with sign + when j sorts before i.
-      addInto(sum, await pairMask(round, key, i, j, adverts.get(j)!.maskingKey), j < i ? -1 : 1);
+      addInto(segment, await pairMask(round, key, i, j, adverts.get(j)!.maskingKey, start, n), j < i ? -1 : 1);
     }
-  }
-  return sum;
+  return segment;
+}
+
+/** The sum of the survivors' inputs (in Z_2^32) from the sum of their masked inputs: recoverSecrets, then removeMasks. */
+export async function unmaskSum(
+  round: SecAggRound,
+  adverts: ReadonlyMap<string, Advert>,
+  shared: ReadonlySet<string>,
+  survivors: ReadonlySet<string>,
+  maskedSum: Uint32Array,
+  responses: ReadonlyMap<string, ReadonlyMap<string, RevealedShare>>,
+): Promise<Uint32Array> {
+  const recovered = await recoverSecrets(round, adverts, shared, survivors, responses);
+  return removeMasks(round, adverts, survivors, recovered, 0, Uint32Array.from(maskedSum));
 }

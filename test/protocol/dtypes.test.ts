@@ -20,7 +20,7 @@ function f16Value(h: number): number {
 
 describe("DType", () => {
   it("has the safetensors names and sizes", () => {
-    expect(DTYPE_BYTES).toEqual({ F32: 4, F16: 2, BF16: 2, I8: 1, U8: 1, I32: 4, I64: 8 });
+    expect(DTYPE_BYTES).toEqual({ F32: 4, F16: 2, BF16: 2, I8: 1, U8: 1, I32: 4, U32: 4, I64: 8 });
     expect(isDType("BF16")).toBe(true);
     for (const x of ["F64", "f32", "toString", "", 4, null, undefined]) expect(isDType(x)).toBe(false);
   });

@@ -37,6 +37,7 @@ const EXAMPLES: Record<DType, TensorInput["data"]> = {
   I8: new Int8Array([-128, -1, 0, 1, 2, 127]),
   U8: new Uint8Array([0, 1, 2, 128, 254, 255]),
   I32: new Int32Array([-(2 ** 31), -1, 0, 1, 7, 2 ** 31 - 1]),
+  U32: new Uint32Array([0, 1, 7, 2 ** 31, 2 ** 32 - 2, 2 ** 32 - 1]),
   I64: new BigInt64Array([-(2n ** 63n), -1n, 0n, 1n, 2n ** 40n, 2n ** 63n - 1n]),
 };
 
@@ -66,7 +67,7 @@ describe("writeSafetensors / readSafetensors", () => {
       expect(t.data.byteOffset % DTYPE_BYTES[t.dtype]).toBe(0);
     }
     // Data-buffer order is the reference writer's: dtype alignment, descending.
-    expect([...parsed.tensors.keys()]).toEqual(["t.I64", "t.F32", "t.I32", "t.BF16", "t.F16", "t.I8", "t.U8"]);
+    expect([...parsed.tensors.keys()]).toEqual(["t.I64", "t.F32", "t.U32", "t.I32", "t.BF16", "t.F16", "t.I8", "t.U8"]);
   });
 
   it("is deterministic: same bytes twice and whatever the insertion order", () => {

@@ -104,6 +104,7 @@ describe("credentials on every route", async () => {
       "deadline",
       "federationId",
       "openedAt",
+      "phase",
       "round",
       "sampled",
       "status",

@@ -4,7 +4,9 @@ import { toJsonSchema } from "@valibot/to-json-schema";
 import { AGGREGATOR_ERRORS } from "../../durable-objects/aggregator/errors.ts";
 import { serverMethods } from "../../src/fl/methods/server.ts";
 import { FederationConfig, UploadMetadata } from "../../src/protocol/federation.ts";
+import { SECAGG_MESSAGES } from "../../src/protocol/secure-aggregation.ts";
 import { HEADERS } from "../../src/protocol/signature.ts";
+import { MASKED_INPUT } from "../../src/secagg/masked-update.ts";
 
 const json = (schema: object) => ({ "application/json": { schema } });
 const error = { $ref: "#/components/schemas/Error" };
@@ -52,6 +54,25 @@ const versionBytes = {
     },
   },
 };
+
+/** What a client's signed request about a round may meet before its body is looked at. */
+const SIGNED_ROUND_REFUSALS = ["bad_request", "signature", "client_unknown", "client_not_sampled", "round_not_found"] as const;
+const pathClient = { name: "client", in: "path", required: true, schema: { type: "string" } };
+
+/** A secure round's key-phase message route (workers/coordinator/routes/secure-aggregation.ts). */
+const secAggMessage = (kind: keyof typeof SECAGG_MESSAGES, what: string) => ({
+  put: {
+    security: CLIENT,
+    summary: `A secure round: send the client's ${kind} message (signed; accepted once, the same message again gets the same answer)`,
+    description: what,
+    parameters: [pathId, pathInt("round"), pathClient],
+    requestBody: { required: true, content: json(toJsonSchema(SECAGG_MESSAGES[kind], { errorMode: "ignore" })) },
+    responses: {
+      "200": { description: "the receipt: the message, whether it was replayed, and the round's phase after it" },
+      ...refusals(...SIGNED_ROUND_REFUSALS, "phase_closed", "not_in_phase", "upload_conflict", "nonce_reused", "message_invalid"),
+    },
+  },
+});
 
 /** Each registered method's views, with their parameters. */
 function viewList(): string {
@@ -206,12 +227,42 @@ export function openapi(): object {
           responses: { "200": { description: "JSON" } },
         },
       },
+      "/federations/{id}/rounds/{round}/secagg/{client}": {
+        get: {
+          security: CLIENT,
+          summary: "A secure round, as the signing client reads it: its phase and what the phase gives this client",
+          description:
+            "SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020; docs/ARCHITECTURE.md): phase advertise → share → input → unmask → " +
+            "unmasking. Always: context, threshold, length, range, bits, maxWeight, neighbours. From share: roster (the " +
+            "neighbours' adverts). From input, to a client that shared: inbox (the sealed shares sent to it). In unmask, to a " +
+            "client whose masked input was accepted: request (its surviving and dropped neighbours). Bytes are lowercase hex.",
+          parameters: [pathId, pathInt("round"), pathClient],
+          responses: {
+            "200": { description: "the client's view of the round (SecAggView)" },
+            ...refusals("signature", "client_unknown", "client_not_sampled", "round_not_found", "not_in_phase"),
+          },
+        },
+      },
+      "/federations/{id}/rounds/{round}/secagg/{client}/advert": secAggMessage(
+        "advert",
+        "Phase advertise: two X25519 public keys (share encryption, masking) and the SHA-256 of the self-mask seed.",
+      ),
+      "/federations/{id}/rounds/{round}/secagg/{client}/shares": secAggMessage(
+        "shares",
+        "Phase share: per neighbour in the roster (at least threshold), its Shamir shares of the masking key and of the " +
+          "self-mask seed (33 bytes each), AES-GCM sealed under HKDF(X25519 of the encryption keys): IV, ciphertext, tag.",
+      ),
+      "/federations/{id}/rounds/{round}/secagg/{client}/unmask": secAggMessage(
+        "unmask",
+        "Phase unmask: per neighbour in the request, the seed share of a survivor or the key share of a dropped client, never both.",
+      ),
       "/federations/{id}/rounds/{round}/updates/{client}": {
         put: {
           security: CLIENT,
           summary: "Upload a client's delta for a round (signed; folded exactly once)",
           description:
             `Body: safetensors of the delta (trained minus global, PEFT key names) ` +
+            `(in a secure round's input phase, the masked input instead: one U32 tensor "${MASKED_INPUT}" of the round's length) ` +
             `whose __metadata__ holds num_examples and metrics (UploadMetadata). Headers: Idempotency-Key, and the signature headers ` +
             `${Object.values(HEADERS).join(", ")} (HMAC-SHA256 over the method, the path with its query, the signer's id, the timestamp, ` +
             `the nonce and the body's SHA-256, with the client's secret).`,
@@ -225,12 +276,11 @@ export function openapi(): object {
           responses: {
             "200": { description: "the receipt (replayed: true for a retry of an accepted upload)" },
             ...refusals(
-              "bad_request",
-              "signature",
-              "client_unknown",
-              "client_not_sampled",
-              "round_not_found",
+              ...SIGNED_ROUND_REFUSALS,
               "round_closed",
+              "phase_closed",
+              "not_in_phase",
+              "message_invalid",
               "upload_conflict",
               "nonce_reused",
               "body_too_large",

@@ -1,0 +1,393 @@
+// A secure round's phases in the aggregator (SecAgg+, src/secagg/protocol.ts; docs/ARCHITECTURE.md, "Secure
+// aggregation"): each client's key-phase messages kept in SQLite as they arrive (a restart loses none), the
+// masked inputs summed in Z_2^32 as they arrive (ring-sum.ts), each phase ended when every client it waits
+// for has answered, by its deadline (the alarm) or by the operator, and at the end the masks removed a
+// segment at a time and the weighted mean handed to the strategy (rounds.ts). The aggregator never holds an
+// input unmasked: only the survivors' sum, once they have answered the unmask phase.
+import { secureRound } from "../../src/secagg/federation.ts";
+import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
+import { type Advert, type RevealedShare, recoverSecrets, removeMasks, type SecAggRound } from "../../src/secagg/protocol.ts";
+import { SecAggError } from "../../src/secagg/errors.ts";
+import { flatLayout } from "../../src/fl/flat-tensors.ts";
+import {
+  type AdvertMessage,
+  fromHex,
+  parseSecAggMessage,
+  type SecAggPhaseName,
+  type SecAggView,
+  type SecurePhase,
+  type SharesMessage,
+  type UnmaskMessage,
+} from "../../src/protocol/secure-aggregation.ts";
+import { deleteBlob } from "../shared/blobs.ts";
+import type { Accumulator } from "./accumulator.ts";
+import { AggregatorError, refusing } from "./errors.ts";
+import { assertFreshNonce, spendNonce } from "./nonces.ts";
+import { RING_SEGMENT, RingSum } from "./ring-sum.ts";
+import type { Rounds } from "./rounds.ts";
+import { type FederationStore, keys } from "./storage.ts";
+import type { FederationView, RoundRow } from "./types.ts";
+
+export type { SecAggView };
+
+/** The phase each key-phase message belongs to. */
+const PHASE_OF: Record<SecAggPhaseName, SecurePhase> = { advert: "advertise", shares: "share", unmask: "unmask" };
+
+type MessageRow = { client_id: string; advert: string; shares: string | null; unmask: string | null };
+
+export interface SecAggMessageRequest {
+  federationId: string;
+  round: number;
+  clientId: string;
+  nonce: string;
+  /** The message's JSON (src/protocol/secure-aggregation.ts). */
+  body: Uint8Array;
+}
+
+export interface SecAggReceipt {
+  federationId: string;
+  round: number;
+  clientId: string;
+  message: SecAggPhaseName;
+  /** True when this answer repeats the one given to the same message before. */
+  replayed: boolean;
+  /** The round's phase after this message (it may have ended the phase). */
+  phase: SecurePhase | "closed" | "failed";
+}
+
+export class SecureRounds {
+  private readonly store: FederationStore;
+  private readonly rounds: Rounds;
+  /** Rounds whose unmasking runs in this instance now: its awaits let other events in, which must not start a second. */
+  private readonly unmasking = new Set<string>();
+
+  constructor(store: FederationStore, rounds: Rounds) {
+    this.store = store;
+    this.rounds = rounds;
+  }
+
+  /** The round's SecAgg+ parameters and encoding, derived from the federation, the round and its sample. */
+  params(fed: FederationView, r: RoundRow): ReturnType<typeof secureRound> {
+    const values = flatLayout(this.store.versionHeader(fed.id, r.base_version)).total;
+    return secureRound(fed.config, fed.id, r.round, JSON.parse(r.sampled) as string[], values);
+  }
+
+  view(id: string, round: number, client: string): SecAggView {
+    const fed = this.store.readBy(id, client);
+    const r = this.store.roundRow(id, round);
+    if (r.phase === null) throw new AggregatorError("not_in_phase", `round ${round} of "${id}" is not a secure round`);
+    if (!(JSON.parse(r.sampled) as string[]).includes(client))
+      throw new AggregatorError("client_not_sampled", `client "${client}" was not sampled for round ${round}`);
+    const { round: params, enc } = this.params(fed, r);
+    const neighbours = params.graph.get(client)!;
+    const rows = this.rows(id, round);
+    const view: SecAggView = {
+      federationId: id,
+      round,
+      phase: r.status === "open" ? r.phase : r.status,
+      deadline: r.deadline,
+      context: params.context,
+      threshold: params.threshold,
+      length: params.length,
+      range: enc.fp.range,
+      bits: enc.fp.bits,
+      maxWeight: enc.maxWeight,
+      neighbours,
+    };
+    if (r.status !== "open" || r.phase === "advertise") return view;
+    view.roster = Object.fromEntries(
+      neighbours.filter((j) => rows.has(j)).map((j) => [j, JSON.parse(rows.get(j)!.advert) as AdvertMessage]),
+    );
+    if (r.phase === "share" || !rows.get(client)?.shares) return view;
+    view.inbox = Object.fromEntries(
+      neighbours.flatMap((j) => {
+        const sealed = this.sharesOf(rows.get(j))?.[client];
+        return sealed ? [[j, sealed]] : [];
+      }),
+    );
+    if (r.phase === "unmask") {
+      const survivors = this.survivors(id, round);
+      if (survivors.has(client))
+        view.request = {
+          survivors: neighbours.filter((j) => survivors.has(j)),
+          dropped: neighbours.filter((j) => !survivors.has(j) && rows.get(j)?.shares),
+        };
+    }
+    return view;
+  }
+
+  /** Accepts one key-phase message of a sampled client, exactly once (the same message again gets the first answer). */
+  async receive(kind: SecAggPhaseName, m: SecAggMessageRequest, now: number): Promise<SecAggReceipt> {
+    const fed = this.store.readBy(m.federationId, m.clientId);
+    const r = this.store.roundRow(m.federationId, m.round);
+    if (r.phase === null) throw new AggregatorError("not_in_phase", `round ${m.round} of "${fed.id}" is not a secure round`);
+    if (!(JSON.parse(r.sampled) as string[]).includes(m.clientId))
+      throw new AggregatorError("client_not_sampled", `client "${m.clientId}" was not sampled for round ${m.round}`);
+    const message = refusing(`the ${kind} message`, () => parseSecAggMessage(kind, m.body));
+    const text = JSON.stringify(message);
+    const rows = this.rows(fed.id, m.round);
+    const mine = rows.get(m.clientId);
+    const receipt = (replayed: boolean): SecAggReceipt => {
+      const after = this.store.roundRow(fed.id, m.round);
+      return {
+        federationId: fed.id,
+        round: m.round,
+        clientId: m.clientId,
+        message: kind,
+        replayed,
+        phase: after.status === "open" ? after.phase! : after.status,
+      };
+    };
+    const prior = mine?.[kind === "advert" ? "advert" : kind];
+    if (prior) {
+      if (prior === text) return receipt(true);
+      throw new AggregatorError("upload_conflict", `client "${m.clientId}" already sent another ${kind} message in round ${m.round}`);
+    }
+    if (r.status !== "open" || r.phase !== PHASE_OF[kind])
+      throw new AggregatorError(
+        "phase_closed",
+        `round ${m.round} of "${fed.id}" is ${r.status === "open" ? `in its ${r.phase} phase` : r.status}; ` +
+          `the ${kind} message belongs to its ${PHASE_OF[kind]} phase`,
+      );
+    if (now > r.deadline)
+      throw new AggregatorError("phase_closed", `the ${r.phase} phase of round ${m.round} passed its deadline; it ends with what it has`);
+    assertFreshNonce(this.store.sql, m.clientId, m.nonce);
+    const { round: params } = this.params(fed, r);
+    if (kind === "shares") this.checkShares(params, rows, m.clientId, message as SharesMessage);
+    if (kind === "unmask") this.checkUnmask(params, rows, this.survivors(fed.id, m.round), m.clientId, message as UnmaskMessage);
+    this.store.storage.transactionSync(() => {
+      if (kind === "advert")
+        this.store.sql.exec(
+          "INSERT INTO secagg (federation_id, round, client_id, advert) VALUES (?, ?, ?, ?)",
+          fed.id,
+          m.round,
+          m.clientId,
+          text,
+        );
+      else
+        this.store.sql.exec(
+          `UPDATE secagg SET ${kind} = ? WHERE federation_id = ? AND round = ? AND client_id = ?`,
+          text,
+          fed.id,
+          m.round,
+          m.clientId,
+        );
+      spendNonce(this.store.sql, m.clientId, m.nonce, now);
+    });
+    if (this.waitingFor(fed.id, this.store.roundRow(fed.id, m.round)) === 0) await this.advance(fed.id, m.round, now);
+    return receipt(false);
+  }
+
+  /** After a masked input: the input phase ends once every client that shared its keys has sent one. */
+  async afterInput(id: string, round: number, now: number): Promise<"open" | "closed" | "failed"> {
+    if (this.waitingFor(id, this.store.roundRow(id, round)) === 0) await this.advance(id, round, now);
+    return this.store.roundRow(id, round).status;
+  }
+
+  /** Refuses a masked input from a client that did not share its keys (its masks could not be removed). */
+  admitInput(id: string, r: RoundRow, client: string): void {
+    if (r.phase !== "input")
+      throw new AggregatorError(
+        "phase_closed",
+        `round ${r.round} of "${id}" is in its ${r.phase} phase; masked inputs belong to its input phase`,
+      );
+    if (!this.rows(id, r.round).get(client)?.shares)
+      throw new AggregatorError(
+        "not_in_phase",
+        `client "${client}" did not share its keys in round ${r.round}, so its input cannot be unmasked`,
+      );
+  }
+
+  /**
+   * Ends the round's current phase (every client answered, its deadline passed, or the operator closed
+   * it): the next phase opens if enough clients remain for the round to be unmasked, else the round fails
+   * with its reason; the end of the unmask phase unmasks the sum and closes the round.
+   */
+  async advance(id: string, round: number, now: number): Promise<void> {
+    const fed = this.store.get(id);
+    const r = this.store.roundRow(id, round);
+    if (r.status !== "open" || r.phase === null) return;
+    if (r.phase === "unmask" || r.phase === "unmasking") return this.unmaskAndClose(id, round);
+    const { settings } = this.params(fed, r);
+    const need = Math.max(settings.threshold, fed.config.minClients);
+    const rows = [...this.rows(id, round).values()];
+    const [have, what, next, seconds] = {
+      advertise: [rows.length, "advertised keys", "share", settings.phaseSeconds] as const,
+      share: [rows.filter((x) => x.shares).length, "shared their keys", "input", fed.config.deadlineSeconds] as const,
+      input: [r.uploads, "sent their masked input", "unmask", settings.phaseSeconds] as const,
+    }[r.phase];
+    if (have < need) {
+      this.rounds.finish(
+        id,
+        round,
+        now,
+        "fail",
+        `only ${have} clients ${what} in the ${r.phase} phase; the round needs ${need} (threshold and minClients)`,
+      );
+      return;
+    }
+    this.store.sql.exec(
+      "UPDATE rounds SET phase = ?, deadline = ? WHERE federation_id = ? AND round = ?",
+      next,
+      now + seconds * 1000,
+      id,
+      round,
+    );
+    await this.rounds.armAlarm();
+    if (this.waitingFor(id, this.store.roundRow(id, round)) === 0) await this.advance(id, round, now);
+  }
+
+  /** The secure round's weighted mean from its unmasked sum (written by unmaskAndClose), for the close. */
+  mean(fed: FederationView, r: RoundRow): Pick<Accumulator, "mean" | "clear"> {
+    const { round: params, enc } = this.params(fed, r);
+    const unmasked = new RingSum(this.store.sql, keys.unmasked(fed.id, r.round), params.length);
+    const ratios = ratioSum(unmasked.read(enc.values, 1)[0]!, enc, r.uploads);
+    return {
+      mean: (start, n) => meanSegment(unmasked.read(start, n), enc, r.uploads, ratios),
+      clear: () => this.clear(fed.id, r.round),
+    };
+  }
+
+  /** Drops what a secure round stored: the sums and the key-phase messages. */
+  clear(id: string, round: number): void {
+    deleteBlob(this.store.sql, keys.sum(id, round));
+    deleteBlob(this.store.sql, keys.unmasked(id, round));
+    this.store.sql.exec("DELETE FROM secagg WHERE federation_id = ? AND round = ?", id, round);
+  }
+
+  /** Clients whose answer the current phase still waits for. */
+  private waitingFor(id: string, r: RoundRow): number {
+    if (r.status !== "open") return -1;
+    const rows = [...this.rows(id, r.round).values()];
+    const sharers = rows.filter((x) => x.shares).length;
+    switch (r.phase) {
+      case "advertise":
+        return (JSON.parse(r.sampled) as string[]).length - rows.length;
+      case "share":
+        return rows.length - sharers;
+      case "input":
+        return sharers - r.uploads;
+      case "unmask":
+        return r.uploads - rows.filter((x) => x.unmask).length;
+      default:
+        return -1;
+    }
+  }
+
+  /**
+   * Rebuilds the survivors' self-mask seeds and the dropped clients' masking keys from the unmask answers,
+   * removes the masks from the sum a segment at a time into the unmasked sum, then closes the round. The
+   * phase is stored as "unmasking" with a deadline now first, so a restart part-way resumes from the alarm.
+   */
+  private async unmaskAndClose(id: string, round: number): Promise<void> {
+    const key = `${id}/${round}`;
+    if (this.unmasking.has(key)) return;
+    this.unmasking.add(key);
+    try {
+      this.store.sql.exec(
+        "UPDATE rounds SET phase = 'unmasking', deadline = ? WHERE federation_id = ? AND round = ?",
+        Date.now(),
+        id,
+        round,
+      );
+      const fed = this.store.get(id);
+      const r = this.store.roundRow(id, round);
+      const { round: params } = this.params(fed, r);
+      const rows = this.rows(id, round);
+      const adverts = new Map([...rows].map(([c, x]) => [c, advertOf(JSON.parse(x.advert) as AdvertMessage)]));
+      const shared = new Set([...rows].filter(([, x]) => x.shares).map(([c]) => c));
+      const survivors = this.survivors(id, round);
+      const responses = new Map(
+        [...rows].filter(([, x]) => x.unmask).map(([c, x]) => [c, revealedOf(JSON.parse(x.unmask!) as UnmaskMessage)] as const),
+      );
+      let recovered: Awaited<ReturnType<typeof recoverSecrets>>;
+      try {
+        recovered = await recoverSecrets(params, adverts, shared, survivors, responses);
+      } catch (e) {
+        if (!(e instanceof SecAggError)) throw e;
+        this.rounds.finish(id, round, Date.now(), "fail", `unmasking failed: ${e.message}`);
+        return;
+      }
+      const masked = new RingSum(this.store.sql, keys.sum(id, round), params.length);
+      const unmasked = new RingSum(this.store.sql, keys.unmasked(id, round), params.length);
+      for (let start = 0; start < params.length; start += RING_SEGMENT) {
+        const segment = masked.read(start, Math.min(RING_SEGMENT, params.length - start));
+        await removeMasks(params, adverts, survivors, recovered, start, segment);
+        // The operator may have failed the round while the masks were computed.
+        if (this.store.roundRow(id, round).status !== "open") return;
+        unmasked.put(start, segment);
+      }
+      this.rounds.finish(id, round, Date.now(), "close");
+      await this.rounds.armAlarm();
+    } finally {
+      this.unmasking.delete(key);
+    }
+  }
+
+  /** A sharer's shares go to advertised neighbours only, enough of them to meet the threshold. */
+  private checkShares(params: SecAggRound, rows: Map<string, MessageRow>, client: string, m: SharesMessage): void {
+    const neighbours = new Set(params.graph.get(client));
+    const to = Object.keys(m.shares);
+    const stranger = to.find((j) => !neighbours.has(j) || !rows.has(j));
+    if (stranger !== undefined)
+      throw new AggregatorError(
+        "message_invalid",
+        `the shares message: "${stranger}" is not a neighbour of "${client}" that advertised keys`,
+      );
+    if (to.length < params.threshold)
+      throw new AggregatorError("message_invalid", `the shares message holds ${to.length} shares; the threshold is ${params.threshold}`);
+  }
+
+  /**
+   * A survivor reveals, per neighbour that shared with it, the seed share of a survivor or the key share of
+   * a dropped client, as the request asked; never another kind, never for a client it holds no share of.
+   */
+  private checkUnmask(params: SecAggRound, rows: Map<string, MessageRow>, survivors: Set<string>, client: string, m: UnmaskMessage): void {
+    if (!survivors.has(client))
+      throw new AggregatorError(
+        "not_in_phase",
+        `client "${client}" sent no masked input in round ${params.context}; only survivors unmask`,
+      );
+    for (const [peer, { kind }] of Object.entries(m.shares)) {
+      const held = this.sharesOf(rows.get(peer))?.[client] !== undefined && params.graph.get(client)!.includes(peer);
+      const asked = survivors.has(peer) ? "seed" : "key";
+      if (!held || kind !== asked)
+        throw new AggregatorError(
+          "message_invalid",
+          held
+            ? `the unmask message reveals a ${kind} share of "${peer}"; the round asks for its ${asked} share`
+            : `the unmask message reveals a share of "${peer}", which did not share its keys with "${client}"`,
+        );
+    }
+  }
+
+  private rows(id: string, round: number): Map<string, MessageRow> {
+    const rows = this.store.sql
+      .exec<MessageRow>("SELECT client_id, advert, shares, unmask FROM secagg WHERE federation_id = ? AND round = ?", id, round)
+      .toArray();
+    return new Map(rows.map((x) => [x.client_id, x]));
+  }
+
+  private sharesOf(row: MessageRow | undefined): Record<string, string> | undefined {
+    return row?.shares ? (JSON.parse(row.shares) as SharesMessage).shares : undefined;
+  }
+
+  /** The clients whose masked input the round accepted. */
+  private survivors(id: string, round: number): Set<string> {
+    return new Set(
+      this.store.sql
+        .exec<{ client_id: string }>("SELECT client_id FROM receipts WHERE federation_id = ? AND round = ?", id, round)
+        .toArray()
+        .map((x) => x.client_id),
+    );
+  }
+}
+
+const advertOf = (m: AdvertMessage): Advert => ({
+  encryptionKey: fromHex(m.encryptionKey),
+  maskingKey: fromHex(m.maskingKey),
+  seedDigest: fromHex(m.seedDigest),
+});
+
+const revealedOf = (m: UnmaskMessage): Map<string, RevealedShare> =>
+  new Map(Object.entries(m.shares).map(([peer, s]) => [peer, { kind: s.kind, share: fromHex(s.share) }]));

@@ -1,0 +1,94 @@
+// A client's side of a secure round over the wire (src/protocol/secure-aggregation.ts): its secrets kept
+// between phases as JSON in its own storage, the round read from the aggregator's view of it, and each
+// phase's answer as the message the aggregator takes. The phases themselves are protocol.ts's.
+import { fromHex } from "../protocol/secure-aggregation.ts";
+import type { AdvertMessage, SecAggView, SharesMessage, UnmaskMessage } from "../protocol/secure-aggregation.ts";
+import { toHex } from "../protocol/hex.ts";
+import { SecAggError } from "./errors.ts";
+import { privateFromBytes, publicBytes, secretBytes } from "./keys.ts";
+import type { Advert, ClientSecrets, ClientView, RevealedShare, SecAggRound, UnmaskRequest } from "./protocol.ts";
+import type { Bytes } from "./keys.ts";
+
+/** The round as this client runs it: its own neighbours are the only part of the graph it needs. */
+export function roundOf(view: SecAggView, id: string): SecAggRound {
+  return { context: view.context, graph: new Map([[id, view.neighbours]]), threshold: view.threshold, length: view.length };
+}
+
+export const advertMessage = (a: Advert): AdvertMessage => ({
+  encryptionKey: toHex(a.encryptionKey),
+  maskingKey: toHex(a.maskingKey),
+  seedDigest: toHex(a.seedDigest),
+});
+
+const advertOf = (m: AdvertMessage): Advert => ({
+  encryptionKey: fromHex(m.encryptionKey),
+  maskingKey: fromHex(m.maskingKey),
+  seedDigest: fromHex(m.seedDigest),
+});
+
+/** The neighbours' adverts from the view (share phase on). */
+export function rosterOf(view: SecAggView): Map<string, Advert> {
+  if (!view.roster) throw new SecAggError("secagg_invalid", `the round is in its ${view.phase} phase: no roster yet`);
+  return new Map(Object.entries(view.roster).map(([j, m]) => [j, advertOf(m)]));
+}
+
+export const sharesMessage = (sealed: ReadonlyMap<string, Bytes>): SharesMessage => ({
+  shares: Object.fromEntries([...sealed].map(([j, b]) => [j, toHex(b)])),
+});
+
+/** The client's view from the masked input on: its secrets, its roster and its inbox. */
+export function clientView(view: SecAggView, secrets: ClientSecrets): ClientView {
+  if (!view.inbox) throw new SecAggError("secagg_invalid", `the round is in its ${view.phase} phase: no inbox for "${secrets.id}"`);
+  return {
+    secrets,
+    roster: rosterOf(view),
+    inbox: new Map(Object.entries(view.inbox).map(([j, hex]) => [j, fromHex(hex)])),
+  };
+}
+
+/** The unmask request from the view (unmask phase, to a survivor). */
+export function requestOf(view: SecAggView): UnmaskRequest {
+  if (!view.request) throw new SecAggError("secagg_invalid", `the round is in its ${view.phase} phase: nothing to unmask`);
+  return { survivors: new Set(view.request.survivors), dropped: new Set(view.request.dropped) };
+}
+
+export const unmaskMessage = (revealed: ReadonlyMap<string, RevealedShare>): UnmaskMessage => ({
+  shares: Object.fromEntries([...revealed].map(([j, s]) => [j, { kind: s.kind, share: toHex(s.share) }])),
+});
+
+/** A client's secrets as JSON for its own storage (never sent): both key pairs, the seed, the phases answered. */
+export async function saveSecrets(s: ClientSecrets): Promise<string> {
+  const pair = async (p: CryptoKeyPair) => ({
+    secret: toHex(await secretBytes(p.privateKey)),
+    public: toHex(await publicBytes(p.publicKey)),
+  });
+  return JSON.stringify({
+    id: s.id,
+    encryption: await pair(s.encryption),
+    masking: await pair(s.masking),
+    seed: toHex(s.seed),
+    answered: [...s.answered],
+  });
+}
+
+/** saveSecrets' inverse. */
+export async function loadSecrets(json: string): Promise<ClientSecrets> {
+  const o = JSON.parse(json) as {
+    id: string;
+    encryption: { secret: string; public: string };
+    masking: { secret: string; public: string };
+    seed: string;
+    answered: ("input" | "unmask")[];
+  };
+  const pair = async (p: { secret: string; public: string }): Promise<CryptoKeyPair> => {
+    const publicKey = await crypto.subtle.importKey("raw", fromHex(p.public), { name: "X25519" }, true, []);
+    return { privateKey: await privateFromBytes(fromHex(p.secret), fromHex(p.public), true), publicKey };
+  };
+  return {
+    id: o.id,
+    encryption: await pair(o.encryption),
+    masking: await pair(o.masking),
+    seed: fromHex(o.seed),
+    answered: new Set(o.answered),
+  };
+}

@@ -1,0 +1,78 @@
+// A client's update as secure aggregation carries it: its values times its weight ratio, then the ratio
+// itself, each fixed-point encoded (fixed-point.ts), so that the unmasked sum holds Σ rᵢ Δᵢ and Σ rᵢ and
+// their quotient is the weighted mean (rᵢ = min(nᵢ / maxWeight, 1), as Flower's SecAgg+ weighs updates).
+// On the wire one U32 tensor, masked, in a safetensors file whose metadata is an upload's.
+import type { FlatSource } from "../fl/flat-tensors.ts";
+import { readSafetensors, writeSafetensors } from "../protocol/safetensors.ts";
+import { SecAggError } from "./errors.ts";
+import { decodeSum, encode, type FixedPoint, fixedPointFor } from "./fixed-point.ts";
+
+/** The masked input's one tensor. */
+export const MASKED_INPUT = "secagg.masked_input";
+
+export interface SecureEncoding {
+  fp: FixedPoint;
+  maxWeight: number;
+  /** The update's values (the version's layout); the encoded vector has one more, the weight ratio. */
+  values: number;
+}
+
+/** The encoding of a round of up to `clients` updates of `values` values. */
+export function secureEncoding(o: { range: number; maxWeight: number; clients: number; values: number }): SecureEncoding {
+  return { fp: fixedPointFor(o.range, o.clients), maxWeight: o.maxWeight, values: o.values };
+}
+
+/** A client's weight ratio: its examples over maxWeight, at most 1. */
+export const weightRatio = (numExamples: number, maxWeight: number) => Math.min(numExamples / maxWeight, 1);
+
+/** The encoded vector a client masks: r · each value, then r. */
+export function encodeUpdate(update: FlatSource, numExamples: number, enc: SecureEncoding, uniform: () => number): Uint32Array {
+  if (update.total !== enc.values)
+    throw new SecAggError("secagg_invalid", `an update of ${update.total} values in a round of ${enc.values}`);
+  const r = weightRatio(numExamples, enc.maxWeight);
+  const values = new Float64Array(enc.values + 1);
+  const flat = new Float32Array(enc.values);
+  update.read(0, flat);
+  for (let i = 0; i < flat.length; i++) values[i] = r * flat[i]!;
+  values[enc.values] = r;
+  return encode(values, enc.fp, uniform);
+}
+
+/** Σ rᵢ from the unmasked sum's last word, over `count` clients. */
+export function ratioSum(lastWord: number, enc: SecureEncoding, count: number): number {
+  return decodeSum(Uint32Array.of(lastWord), enc.fp, count)[0]!;
+}
+
+/** The weighted mean's values from a segment of the unmasked sum: Σ rᵢ Δᵢ / Σ rᵢ. */
+export function meanSegment(words: Uint32Array, enc: SecureEncoding, count: number, ratios: number): Float32Array {
+  if (!(ratios > 0)) throw new SecAggError("secagg_invalid", `the survivors' weight ratios sum to ${ratios}`);
+  return Float32Array.from(decodeSum(words, enc.fp, count), (x) => x / ratios);
+}
+
+/** The masked input as an upload's body: its one U32 tensor and the upload's metadata. */
+export function maskedInputFile(masked: Uint32Array, metadata: Record<string, string>): Uint8Array<ArrayBuffer> {
+  return writeSafetensors({ [MASKED_INPUT]: { dtype: "U32", shape: [masked.length], data: masked } }, metadata);
+}
+
+/** A masked input's words, read a segment at a time into `out` from the body (no copy of the whole), and its metadata. */
+export interface MaskedInput {
+  read(start: number, out: Uint32Array): void;
+  metadata: Record<string, string>;
+}
+
+/** A masked input, checked to be one U32 tensor of `length` words. */
+export function readMaskedInput(body: Uint8Array, length: number): MaskedInput {
+  const file = readSafetensors(body);
+  const t = file.tensors.get(MASKED_INPUT);
+  if (file.tensors.size !== 1 || !t || t.dtype !== "U32" || t.shape.length !== 1 || t.shape[0] !== length)
+    throw new SecAggError(
+      "secagg_invalid",
+      `a masked input is one tensor "${MASKED_INPUT}" of dtype U32 and shape [${length}] (the version's values and the weight ratio)`,
+    );
+  const data = t.data;
+  return {
+    read: (start, out) =>
+      new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(data.subarray(4 * start, 4 * (start + out.length))),
+    metadata: file.metadata,
+  };
+}

@@ -1,0 +1,269 @@
+// A secure federation (SecAgg+) in workerd, through the coordinator's routes and the aggregator's SQLite:
+// ten clients on a sparse graph run the four phases with the project's client functions, some dropping
+// before their masked input; the version equals FedAvg over the unmasked sum of the survivors' quantized
+// updates bit for bit, and the plain federation's version within the quantization; what the aggregator
+// stores of an input is only ever masked.
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { normalSamples } from "../../src/engine/llama/init.ts";
+import { seededUniform } from "../../src/engine/sampling.ts";
+import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import { decodeTensorFile, encodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
+import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
+import {
+  advertMessage,
+  clientView,
+  loadSecrets,
+  requestOf,
+  rosterOf,
+  roundOf,
+  saveSecrets,
+  sharesMessage,
+  unmaskMessage,
+} from "../../src/secagg/client.ts";
+import { addInto } from "../../src/secagg/fixed-point.ts";
+import { encodeUpdate, maskedInputFile, meanSegment, ratioSum, type SecureEncoding } from "../../src/secagg/masked-update.ts";
+import { advertise, maskInput, shareKeys, unmask } from "../../src/secagg/protocol.ts";
+import { api, signed } from "./coordinator-api.ts";
+import { federationConfig } from "../fixtures/federation.ts";
+
+const CLIENTS = Array.from({ length: 10 }, (_, i) => `c${i}`);
+const EXAMPLES = [5, 40, 12, 80, 33, 7, 60, 21, 95, 50];
+const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
+
+async function create(id: string, overrides: Record<string, unknown>) {
+  const res = await api("/federations", {
+    method: "POST",
+    body: JSON.stringify(
+      federationConfig(id, { clients: CLIENTS, clientsPerRound: 10, minClients: 3, maxExamplesPerClient: 100, ...overrides }),
+    ),
+  });
+  expect(res.status, await res.clone().text()).toBe(201);
+}
+const version = async (id: string, v: number) =>
+  decodeTensorFile(new Uint8Array(await (await api(`/federations/${id}/versions/${v}`)).arrayBuffer()), `v${v}`);
+const versionBytes = async (id: string, v: number) => new Uint8Array(await (await api(`/federations/${id}/versions/${v}`)).arrayBuffer());
+
+/** Client i's delta: normal values of std 0.02, the same for the secure federation and its plain twin. */
+const deltaOf = (global: TensorFile, i: number, round: number) =>
+  encodeTensorFile(
+    new Map([...global.tensors].map(([k, t], j) => [k, normalSamples(seededUniform(1000 * round + 10 * i + j), t.length, 0.02)])),
+    global.shapes,
+    { format: "pt", num_examples: String(EXAMPLES[i]), metrics: '{"train_loss":1}' },
+  );
+
+const path = (fed: string, round: number, client: string) => `/federations/${fed}/rounds/${round}/secagg/${client}`;
+const put = (p: string, client: string, message: object) =>
+  signed(p, client, { method: "PUT", body: new TextEncoder().encode(JSON.stringify(message)) });
+async function view(fed: string, round: number, client: string): Promise<SecAggView & { phase: string }> {
+  const res = await signed(path(fed, round, client), client);
+  expect(res.status, await res.clone().text()).toBe(200);
+  return res.json();
+}
+async function ok(res: Promise<Response>): Promise<{ phase: string; replayed: boolean }> {
+  const r = await res;
+  expect(r.ok, await r.clone().text()).toBe(true);
+  return r.json();
+}
+
+/**
+ * One secure round: every client advertises and shares; `dropped` leave before their masked input (the
+ * operator then ends the input phase); the survivors unmask. Returns the survivors' encoded inputs' sum
+ * in Z_2^32 and the encoding, to check the version against; `inspect` runs after the first masked input.
+ */
+async function secureRound(
+  fed: string,
+  round: number,
+  dropped: ReadonlySet<string>,
+  inspect?: (plain: Uint32Array, masked: Uint32Array) => Promise<void>,
+): Promise<{ want: Uint32Array; enc: SecureEncoding; survivors: number }> {
+  const versionFile = await versionBytes(fed, round - 1);
+  const header = readSafetensorsHeader(versionFile);
+  const layout = flatLayout(header);
+  const global = decodeTensorFile(versionFile, "global");
+  // Each client keeps its secrets as its storage would: saved as JSON after each phase, loaded for the next.
+  const kept = new Map<string, string>();
+  for (const c of CLIENTS) {
+    const { secrets, advert } = await advertise(c);
+    kept.set(c, await saveSecrets(secrets));
+    await ok(put(`${path(fed, round, c)}/advert`, c, advertMessage(advert)));
+  }
+  for (const c of CLIENTS) {
+    const v = await view(fed, round, c);
+    expect(v.phase).toBe("share");
+    const sealed = await shareKeys(roundOf(v, c), await loadSecrets(kept.get(c)!), rosterOf(v));
+    await ok(put(`${path(fed, round, c)}/shares`, c, sharesMessage(sealed)));
+  }
+  let want: Uint32Array | undefined;
+  let enc: SecureEncoding | undefined;
+  const u = seededUniform(round);
+  let first = false;
+  for (const [i, c] of CLIENTS.entries()) {
+    const v = await view(fed, round, c);
+    expect(v.phase).toBe("input");
+    if (dropped.has(c)) continue;
+    const secrets = await loadSecrets(kept.get(c)!);
+    enc = { fp: { range: v.range, bits: v.bits }, maxWeight: v.maxWeight, values: v.length - 1 };
+    const body = deltaOf(global, i, round);
+    const x = encodeUpdate(tensorFileSource(body, layout, header.dataStart, "delta").source, EXAMPLES[i]!, enc, u);
+    const y = await maskInput(roundOf(v, c), clientView(v, secrets), x);
+    kept.set(c, await saveSecrets(secrets));
+    want = want ? addInto(want, x) : Uint32Array.from(x);
+    const res = await signed(`/federations/${fed}/rounds/${round}/updates/${c}`, c, {
+      method: "PUT",
+      body: maskedInputFile(y, { format: "pt", num_examples: String(EXAMPLES[i]), metrics: '{"train_loss":1}' }),
+      headers: { "idempotency-key": `${c}-${round}` },
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+    if (inspect && !first) await inspect(x, y);
+    first = true;
+  }
+  if (dropped.size) await ok(api(`/federations/${fed}/rounds/${round}/close`, { method: "POST" }));
+  const survivors = CLIENTS.filter((c) => !dropped.has(c));
+  for (const c of survivors) {
+    const v = await view(fed, round, c);
+    expect([v.phase, v.request?.dropped.filter((j) => !dropped.has(j))]).toEqual(["unmask", []]);
+    const revealed = await unmask(roundOf(v, c), clientView(v, await loadSecrets(kept.get(c)!)), requestOf(v));
+    await ok(put(`${path(fed, round, c)}/unmask`, c, unmaskMessage(revealed)));
+  }
+  return { want: want!, enc: enc!, survivors: survivors.length };
+}
+
+/** The plain federation's round with the same deltas from the same clients. */
+async function plainRound(fed: string, round: number, dropped: ReadonlySet<string>) {
+  const global = await version(fed, round - 1);
+  for (const [i, c] of CLIENTS.entries()) {
+    if (dropped.has(c)) continue;
+    const res = await signed(`/federations/${fed}/rounds/${round}/updates/${c}`, c, {
+      method: "PUT",
+      body: deltaOf(global, i, round),
+      headers: { "idempotency-key": `${c}-${round}` },
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+  }
+  if (dropped.size) await ok(api(`/federations/${fed}/rounds/${round}/close`, { method: "POST" }));
+}
+
+describe("a secure federation (SecAgg+) in workerd", () => {
+  it("with 0%, 10% and 30% dropouts before the masked input: FedAvg over the exact sum, the plain federation's version within the quantization", async () => {
+    const secure = { secureAggregation: { range: 1, maxWeight: 100 }, rounds: 3, quorum: 10 };
+    await create("sec-a", secure);
+    await create("plain-a", { rounds: 3 });
+    const drops = [new Set<string>(), new Set(["c4"]), new Set(["c1", "c5", "c8"])];
+    for (const [k, dropped] of drops.entries()) {
+      const round = k + 1;
+      for (const fed of ["sec-a", "plain-a"]) await ok(api(`/federations/${fed}/rounds`, { method: "POST" }));
+      const before = await version("sec-a", round - 1);
+      const inspect =
+        round === 1
+          ? async (plain: Uint32Array, masked: Uint32Array) => {
+              // After the first masked input the aggregator holds it only masked: the ring sum is y, and the
+              // plain encoding's bytes are nowhere in its storage.
+              await runInDurableObject(env.AGGREGATOR.getByName("sec-a"), (_i, state) => {
+                const rows = state.storage.sql.exec<{ key: string; data: ArrayBuffer }>("SELECT key, data FROM blobs").toArray();
+                const sum = rows.find((r) => r.key === "sum/sec-a/1")!;
+                expect(new Uint32Array(sum.data.slice(0, 4 * masked.length))).toEqual(masked);
+                const probe = new Uint8Array(plain.buffer, 0, 64);
+                for (const r of rows) expect(indexOf(new Uint8Array(r.data), probe)).toBe(-1);
+              });
+              // Indistinguishable from uniform: the masked words' bytes pass a chi-square test at p = 0.001 (255 dof).
+              expect(chiSquare(new Uint8Array(masked.buffer))).toBeLessThan(330.5);
+              expect(chiSquare(new Uint8Array(plain.buffer))).toBeGreaterThan(1000);
+            }
+          : undefined;
+      const { want, enc, survivors } = await secureRound("sec-a", round, dropped, inspect);
+      await plainRound("plain-a", round, dropped);
+      const r = await (await api(`/federations/sec-a/rounds/${round}`)).json<{ status: string; phase: string; totalWeight: number }>();
+      expect([r.status, r.phase]).toEqual(["closed", "unmasking"]);
+      expect(r.totalWeight).toBe(EXAMPLES.filter((_, i) => !dropped.has(CLIENTS[i]!)).reduce((a, b) => a + b, 0));
+      // Bit for bit: the version is FedAvg (x + mean, float32) of the mean decoded from the plain sum of the
+      // survivors' quantized inputs, so the unmasked sum was exactly that sum.
+      const ratios = ratioSum(want[enc.values]!, enc, survivors);
+      const mean = meanSegment(want.subarray(0, enc.values), enc, survivors, ratios);
+      const after = await version("sec-a", round);
+      const layout = flatLayout(readSafetensorsHeader(await versionBytes("sec-a", round)));
+      for (const t of layout.tensors) {
+        const expected = before.tensors.get(t.name)!.map((x, i) => x + mean[t.start + i]!);
+        expect(after.tensors.get(t.name)).toEqual(expected);
+      }
+      // Against the plain federation: each value within the encoding's rounding of the weighted mean.
+      const plain = await version("plain-a", round);
+      const unit = (2 * enc.fp.range) / (2 ** enc.fp.bits - 1);
+      const bound = (survivors * unit) / ratios + 1e-6;
+      let worst = 0;
+      for (const [name, t] of after.tensors) {
+        const base = (await version("plain-a", round - 1)).tensors.get(name)!;
+        const b = before.tensors.get(name)!;
+        const p = plain.tensors.get(name)!;
+        t.forEach((x, i) => {
+          worst = Math.max(worst, Math.abs(x - b[i]! - (p[i]! - base[i]!)));
+        });
+      }
+      expect(worst).toBeLessThan(bound);
+      expect(worst).toBeGreaterThan(0);
+    }
+  });
+
+  it("refuses messages out of their phase, shares for strangers, a second different message, and fails below the threshold", async () => {
+    await create("sec-b", { secureAggregation: {}, rounds: 2 });
+    await ok(api("/federations/sec-b/rounds", { method: "POST" }));
+    const v = await view("sec-b", 1, "c0");
+    expect([v.phase, v.threshold, v.neighbours.length, v.roster]).toEqual(["advertise", 5, 8, undefined]);
+    const a = await advertise("c0");
+    const early = await put(`${path("sec-b", 1, "c0")}/shares`, "c0", { shares: {} });
+    expect([early.status, (await error(early)).code]).toEqual([409, "phase_closed"]);
+    await ok(put(`${path("sec-b", 1, "c0")}/advert`, "c0", advertMessage(a.advert)));
+    expect((await ok(put(`${path("sec-b", 1, "c0")}/advert`, "c0", advertMessage(a.advert)))).replayed).toBe(true);
+    const other = await put(`${path("sec-b", 1, "c0")}/advert`, "c0", advertMessage((await advertise("c0")).advert));
+    expect([other.status, (await error(other)).code]).toEqual([409, "upload_conflict"]);
+    const bad = await put(`${path("sec-b", 1, "c1")}/advert`, "c1", { encryptionKey: "00", maskingKey: "11", seedDigest: "22" });
+    expect([bad.status, (await error(bad)).code]).toEqual([422, "message_invalid"]);
+    const forged = await signed(path("sec-b", 1, "c1"), "c0");
+    expect(forged.status).toBe(403);
+    // Only four advertise by the phase's end: the round needs the threshold (5) and fails with its reason.
+    for (const c of ["c1", "c2", "c3"]) await ok(put(`${path("sec-b", 1, c)}/advert`, c, advertMessage((await advertise(c)).advert)));
+    await ok(api("/federations/sec-b/rounds/1/close", { method: "POST" }));
+    const r = await (await api("/federations/sec-b/rounds/1")).json<{ status: string; result: { reason: string } }>();
+    expect([r.status, r.result.reason]).toEqual([
+      "failed",
+      "only 4 clients advertised keys in the advertise phase; the round needs 5 (threshold and minClients)",
+    ]);
+    const late = await put(`${path("sec-b", 1, "c4")}/advert`, "c4", advertMessage((await advertise("c4")).advert));
+    expect([late.status, (await error(late)).code]).toEqual([409, "phase_closed"]);
+  });
+
+  it("is refused at creation with central DP, or with a threshold the graph cannot meet", async () => {
+    for (const [overrides, message] of [
+      [
+        { secureAggregation: {}, privacy: { clip: 1, noiseMultiplier: 1 } },
+        /privacy with secureAggregation: central DP clips each update where the aggregator sees it in the clear/,
+      ],
+      [{ secureAggregation: { threshold: 9 } }, /secureAggregation: the threshold is a whole number in \[5, 8\]/],
+      [{ secureAggregation: { degree: 4, threshold: 2 } }, /secureAggregation: the threshold is a whole number in \[3, 4\]/],
+    ] as const) {
+      const res = await api("/federations", {
+        method: "POST",
+        body: JSON.stringify(federationConfig("sec-c", { clients: CLIENTS, clientsPerRound: 10, ...overrides })),
+      });
+      expect([res.status, (await error(res)).message]).toEqual([422, expect.stringMatching(message)]);
+    }
+  });
+});
+
+function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+/** Pearson's chi-square of the bytes against the uniform distribution over 256 values. */
+function chiSquare(bytes: Uint8Array): number {
+  const counts = new Float64Array(256);
+  for (const b of bytes) counts[b]!++;
+  const expected = bytes.length / 256;
+  return counts.reduce((s, c) => s + (c - expected) ** 2 / expected, 0);
+}
