@@ -6,6 +6,7 @@ import { defaultRunMethod } from "../src/fl/methods/lora/run.ts";
 import type { MethodConfig } from "../src/fl/methods/method.ts";
 import { runMethods } from "../src/fl/methods/run.ts";
 import { PrivacyConfig } from "../src/protocol/privacy.ts";
+import { SecureAggregationConfig } from "../src/protocol/secure-aggregation.ts";
 import { TASK_NAMES } from "./task-splits.ts";
 import { UsageError } from "./usage.ts";
 
@@ -43,6 +44,8 @@ export const RunConfig = v.strictObject({
   strategy: v.optional(v.looseObject({ name: v.string() }), { name: "fedavg" }),
   /** Client-level DP for the federation (src/protocol/privacy.ts): clipping, noise, δ and an ε budget. */
   privacy: v.optional(PrivacyConfig),
+  /** Secure aggregation (SecAgg+, src/protocol/secure-aggregation.ts): the aggregator sees only the sum of masked updates. */
+  secureAggregation: v.optional(SecureAggregationConfig),
   local: v.optional(
     v.strictObject({
       steps: int(1, 100_000),

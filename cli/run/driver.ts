@@ -216,6 +216,7 @@ async function createFederation(
       deadlineSeconds: config.deadlineSeconds,
       seed: config.seed,
       ...(config.privacy ? { privacy: config.privacy } : {}),
+      ...(config.secureAggregation ? { secureAggregation: config.secureAggregation } : {}),
     });
   if (initial && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
     const supply = await initialAdapterRequest(FED, fed.operatorToken, initial);
@@ -306,7 +307,14 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
   const round = open ?? (await api<{ round: number }>(fed, `/federations/${FED}/rounds`, "POST")).round;
   const info = await api<{ sampled: string[] }>(fed, `/federations/${FED}/rounds/${round}`);
   for (const id of info.sampled) await fed.client(id, "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round }) });
-  type Job = { status: string; stepsDone: number; uploadBytes: number | null; uploadMetrics: Record<string, number> | null };
+  type Job = {
+    status: string;
+    stepsDone: number;
+    detail: string | null;
+    uploadBytes: number | null;
+    uploadMetrics: Record<string, number> | null;
+  };
+  const failed = new Set<string>();
   const jobs = () => Promise.all(info.sampled.map(async (id) => (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as Job));
   let shown = "";
   let r: { status: string; uploads: number; result: RoundOutcome | null };
@@ -323,6 +331,13 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
       shown = line;
       log(line);
     }
+    // Why a client failed, once.
+    views.forEach((job, i) => {
+      const id = info.sampled[i]!;
+      if (job.status !== "failed" || failed.has(id)) return;
+      failed.add(id);
+      log(`${id} failed: ${job.detail ?? "no detail"}`);
+    });
     if (r.status !== "open") break;
     await new Promise((res) => setTimeout(res, 500));
   }

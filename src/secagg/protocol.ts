@@ -108,13 +108,15 @@ export async function advertise(id: string): Promise<{ secrets: ClientSecrets; a
     seed: crypto.getRandomValues(new Uint8Array(SECRET_BYTES)),
     answered: new Set(),
   };
+  return { secrets, advert: await advertOf(secrets) };
+}
+
+/** The advert of a client's secrets: the same every time, so a client that kept them can send it again. */
+export async function advertOf(secrets: ClientSecrets): Promise<Advert> {
   return {
-    secrets,
-    advert: {
-      encryptionKey: await publicBytes(encryption.publicKey),
-      maskingKey: await publicBytes(masking.publicKey),
-      seedDigest: await sha256(secrets.seed),
-    },
+    encryptionKey: await publicBytes(secrets.encryption.publicKey),
+    maskingKey: await publicBytes(secrets.masking.publicKey),
+    seedDigest: await sha256(secrets.seed),
   };
 }
 

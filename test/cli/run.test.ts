@@ -370,6 +370,41 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
+  it("runs a secure federation (SecAgg+) whose clients mask their updates: the adapter within the quantization of the plain run's", async () => {
+    // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
+    // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
+    const json = {
+      ...spamRun(
+        { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"] },
+        { steps: 2, batchSize: 4, lr: 0.05, maxTokens: 48 },
+      ),
+      clients: 3,
+      rounds: 1,
+    };
+    const plain = await runWith("plain-3", json);
+    const secure = await runWith("secure-3", { ...json, secureAggregation: { range: 1, maxWeight: 100 } });
+    for (const { r } of [plain, secure]) expect(r.code, r.stderr).toBe(0);
+    expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
+      ["base", 0],
+      ["closed", 1],
+    ]);
+    const adapter = (out: string) =>
+      decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), out).tensors;
+    const [a, b] = [adapter(plain.out), adapter(secure.out)];
+    let worst = 0;
+    let moved = 0;
+    for (const [name, t] of a)
+      t.forEach((x, i) => {
+        worst = Math.max(worst, Math.abs(x - b.get(name)![i]!));
+        moved = Math.max(moved, Math.abs(x));
+      });
+    // bits = 32 − ⌈log2 3⌉ = 30 over [−1, 1]: a unit of 1.9e-9 a value; the mean's error is below 3 units over
+    // the weight ratios' sum (80 / 100 examples), besides float32's rounding of the two sums.
+    expect(worst).toBeGreaterThan(0);
+    expect(worst).toBeLessThan(3e-8);
+    expect(moved).toBeGreaterThan(1e-4);
+  }, 300_000);
+
   it("refuses a config with an unknown field, naming it", async () => {
     const bad = join(root, "bad.json");
     writeFileSync(bad, JSON.stringify({ rounds: 2, colour: "red" }));

@@ -15,6 +15,7 @@ const taskOf = (method: Record<string, unknown>, l = local) =>
   ({ proximalMu: 0, local: l, method, model: { name: "tiny", quant: "f32" }, seed: 0 }) as unknown as RoundInfo["task"];
 const round = (task: RoundInfo["task"], over: Partial<RoundInfo> = {}): RoundInfo => ({
   status: "open",
+  phase: null,
   baseVersion: 0,
   sampled: ["c1"],
   task,

@@ -49,7 +49,16 @@ describe("aggregator Durable Object", () => {
       const tables = state.storage.sql
         .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .toArray();
-      expect(tables.map((t) => t.name)).toEqual(["blobs", "federations", "nonces", "receipts", "registry", "rounds", "schema_version", "secagg"]);
+      expect(tables.map((t) => t.name)).toEqual([
+        "blobs",
+        "federations",
+        "nonces",
+        "receipts",
+        "registry",
+        "rounds",
+        "schema_version",
+        "secagg",
+      ]);
       // Migrating again is a no-op.
       expect(migrate(state.storage)).toBe(SCHEMA_VERSION);
       expect(state.storage.sql.exec("SELECT version FROM schema_version").toArray()).toEqual([{ version: SCHEMA_VERSION }]);

@@ -1,6 +1,7 @@
 // The client trainer's job queue in its SQLite storage: one row per (federation, round), its status, its
 // task once prepared, its progress and its upload's description; blobs under "<what>/<federation>/<round>".
 import { applyMigrations } from "../../durable-objects/shared/migrations.ts";
+import type { SecureStep } from "./secure-steps.ts";
 
 const MIGRATIONS = [
   [
@@ -25,6 +26,8 @@ const MIGRATIONS = [
   ],
   // Slices retried after a transient failure (the coordinator or an endpoint busy, down or unreachable).
   ["ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0"],
+  // A secure round's step (secure-steps.ts); null for a plain round.
+  ["ALTER TABLE jobs ADD COLUMN secure_step TEXT"],
 ];
 
 export interface JobView {
@@ -38,6 +41,8 @@ export interface JobView {
   uploadSha256: string | null;
   /** The metrics the upload declares to the coordinator (loss, steps, bytes downloaded, API use). */
   uploadMetrics: Record<string, number> | null;
+  /** In a secure round, the client's last step done (secure-steps.ts); null in a plain round. */
+  secureStep: SecureStep | null;
   /** This client's onnxruntime WASM heap when asked (its peak so far in this isolate: it never shrinks). */
   wasmHeapBytes?: number;
 }
@@ -54,11 +59,24 @@ export type JobRow = {
   upload_sha256: string | null;
   upload_metrics: string | null;
   retries: number;
+  secure_step: SecureStep | null;
 };
 
 /** The columns a job's progress changes; `updated_at` is set with every change. */
 type JobChange = Partial<
-  Pick<JobRow, "status" | "task" | "steps_done" | "attempts" | "detail" | "upload_bytes" | "upload_sha256" | "upload_metrics" | "retries">
+  Pick<
+    JobRow,
+    | "status"
+    | "task"
+    | "steps_done"
+    | "attempts"
+    | "detail"
+    | "upload_bytes"
+    | "upload_sha256"
+    | "upload_metrics"
+    | "retries"
+    | "secure_step"
+  >
 >;
 
 export class Jobs {
@@ -96,6 +114,7 @@ export class Jobs {
       uploadBytes: r.upload_bytes,
       uploadSha256: r.upload_sha256,
       uploadMetrics: r.upload_metrics === null ? null : (JSON.parse(r.upload_metrics) as Record<string, number>),
+      secureStep: r.secure_step,
     };
   }
 

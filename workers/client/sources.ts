@@ -70,6 +70,8 @@ export async function coordinatorFetch(
 /** What a client reads of a round (GET /federations/{id}/rounds/{n}): its state, who was sampled, and the task. */
 export interface RoundInfo {
   status: "open" | "closed" | "failed";
+  /** A secure round's phase (SecAgg+); null for a plain round. */
+  phase: string | null;
   baseVersion: number;
   sampled: string[];
   task: {

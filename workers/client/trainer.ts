@@ -17,6 +17,7 @@ import type { ClientEnv } from "./env.ts";
 import { type JobRow, Jobs, type JobView } from "./jobs.ts";
 import { federationRefusal, ownerLimits, roundRefusal } from "./policy.ts";
 import { downloads, ModelCache } from "./resources.ts";
+import { type SecureStep, SecureSteps } from "./secure-steps.ts";
 import { coordinatorFetch, placementOf, readRound } from "./sources.ts";
 
 export type { JobView } from "./jobs.ts";
@@ -28,11 +29,13 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   private readonly sql: SqlStorage;
   private readonly jobs: Jobs;
   private readonly cache = new ModelCache();
+  private readonly secure: SecureSteps;
 
   constructor(ctx: DurableObjectState, env: ClientEnv) {
     super(ctx, env);
     this.jobs = new Jobs(ctx.storage);
     this.sql = ctx.storage.sql;
+    this.secure = new SecureSteps(env, this.sql);
   }
 
   /** Queues a round's job (idempotent) and wakes the alarm to work on it. */
@@ -75,15 +78,21 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     }
   }
 
-  /** One slice of work; returns the delay before the next slice, or null when the job is finished. */
+  /**
+   * One slice of work; returns the delay before the next slice, or null when the job is finished. A secure
+   * round's steps (secure-steps.ts) come between: advertise and share keys before training, mask the update
+   * once made, upload the masked input, then answer the unmask request.
+   */
   private async advance(job: JobRow): Promise<number | null> {
     const key = (what: string) => `${what}/${job.federation_id}/${job.round}`;
     const made = readBlob(this.sql, key("delta"));
-    if (made) return this.upload(job, made);
+    if (made) return job.secure_step === null ? this.upload(job, made) : this.secureAfterTraining(job, made, key);
     if (!job.task) {
       await this.prepare(job, key);
       return 0;
     }
+    if (job.secure_step === "pending") return this.stepped(job, await this.secure.advertise(job));
+    if (job.secure_step === "advertised") return this.stepped(job, await this.secure.share(job));
     const task = JSON.parse(job.task) as ClientTask;
     const { side, config } = clientMethods.parse(task.method);
     const limit = ownerLimits(this.env).MAX_DOWNLOAD_BYTES;
@@ -114,7 +123,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       for (const k of ["global", "state"]) deleteBlob(this.sql, key(k));
       this.jobs.update(job, { upload_bytes: body.length, upload_sha256: sha256, upload_metrics: metrics });
     });
-    return this.upload(job, body);
+    return job.secure_step === null ? this.upload(job, body) : 0;
   }
 
   /**
@@ -132,9 +141,10 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       const prefix = `delta/${job.federation_id}/`;
       this.ctx.storage.transactionSync(() => {
         this.sql.exec("DELETE FROM blobs WHERE substr(key, 1, ?) = ? AND key != ?", prefix.length, prefix, `${prefix}${job.round}`);
-        this.jobs.update(job, { status: "uploaded", detail });
+        // A secure round's job goes on to its unmask step.
+        this.jobs.update(job, job.secure_step === null ? { status: "uploaded", detail } : { secure_step: "sent", detail });
       });
-      return null;
+      return job.secure_step === null ? null : 0;
     }
     const attempts = job.attempts + 1;
     if (outcome === "refused" || attempts >= MAX_UPLOAD_ATTEMPTS)
@@ -153,6 +163,10 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const round = await readRound(this.env, job.federation_id, job.round);
     const refusal = federationRefusal(this.env, job.federation_id) ?? roundRefusal(this.env, job.federation_id, job.round, round);
     if (refusal) throw new Error(refusal.message);
+    if (round.phase !== null && round.phase !== "advertise")
+      throw new Error(
+        `round ${job.round} of "${job.federation_id}" is secure and past its advertise phase (${round.phase}): too late to join`,
+      );
     const { side, config } = clientMethods.parse(round.task.method);
     const task: ClientTask = {
       federationId: job.federation_id,
@@ -182,8 +196,41 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     task.downloadBytes = budget.spent();
     this.ctx.storage.transactionSync(() => {
       writeBlob(this.sql, key("global"), start);
-      this.jobs.update(job, { status: "training", task: JSON.stringify(task) });
+      this.jobs.update(job, { status: "training", task: JSON.stringify(task), secure_step: round.phase === null ? null : "pending" });
     });
+  }
+
+  /** A secure step's outcome stored with the job: the next slice at once, or after the wait for a phase. */
+  private stepped(job: JobRow, o: { step: SecureStep | null; wait: number; detail: string | null }): number {
+    if (o.step) this.jobs.update(job, { secure_step: o.step, detail: o.detail });
+    else if (o.detail !== job.detail) this.jobs.update(job, { detail: o.detail });
+    return o.wait;
+  }
+
+  /**
+   * A secure round after training: the update masked once the input phase opens (kept, so retries send the
+   * same bytes), uploaded, then the unmask answer; the job is done once that is sent.
+   */
+  private async secureAfterTraining(job: JobRow, update: Uint8Array, key: (what: string) => string): Promise<number | null> {
+    if (job.secure_step === "shared") {
+      const o = await this.secure.mask(job, update);
+      if (!o.body) return this.stepped(job, o);
+      const body = o.body;
+      const sha256 = await bodyDigest(body);
+      this.ctx.storage.transactionSync(() => {
+        writeBlob(this.sql, key("masked"), body);
+        this.jobs.update(job, { secure_step: "masked", upload_bytes: body.length, upload_sha256: sha256 });
+      });
+      return 0;
+    }
+    if (job.secure_step === "masked") return this.upload(job, readBlob(this.sql, key("masked"))!);
+    const o = await this.secure.unmask(job);
+    if (!o.step) return this.stepped(job, o);
+    this.ctx.storage.transactionSync(() => {
+      deleteBlob(this.sql, key("masked"));
+      this.jobs.update(job, { status: "uploaded", secure_step: o.step, detail: o.detail });
+    });
+    return null;
   }
 }
 

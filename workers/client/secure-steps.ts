@@ -1,0 +1,148 @@
+// A client's part in a secure round (SecAgg+; docs/ARCHITECTURE.md, "Secure aggregation"), step by step
+// from its trainer's alarms: advertise its keys when it prepares the job, share them once the round's share
+// phase opens (before training), mask its update once the input phase opens, and answer the unmask request.
+// Its secrets live in its own storage between steps (never sent); each step is a signed request to the
+// coordinator, and a phase not open yet is waited for by the alarm.
+import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
+import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
+import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import {
+  advertMessage,
+  clientView,
+  loadSecrets,
+  requestOf,
+  rosterOf,
+  roundOf,
+  saveSecrets,
+  sharesMessage,
+  unmaskMessage,
+} from "../../src/secagg/client.ts";
+import { encodeUpdate, maskedInputFile } from "../../src/secagg/masked-update.ts";
+import { advertise, advertOf, maskInput, shareKeys, unmask } from "../../src/secagg/protocol.ts";
+import type { ClientEnv } from "./env.ts";
+import type { JobRow } from "./jobs.ts";
+import { coordinatorFetch } from "./sources.ts";
+import { failure } from "../../src/fl/client/transient.ts";
+
+/** A client's steps in a secure round, in order; each is stored with its job once done. */
+export type SecureStep = "pending" | "advertised" | "shared" | "masked" | "sent" | "unmasked";
+
+/** How long a client waits before asking again whether the phase it needs has opened. */
+export const PHASE_POLL_MS = 1000;
+
+/** What a step does now: done (go on at once), or wait for the round to reach a phase. */
+type Outcome = { step: SecureStep | null; wait: number; detail: string | null };
+
+export class SecureSteps {
+  private readonly env: ClientEnv;
+  private readonly sql: SqlStorage;
+
+  constructor(env: ClientEnv, sql: SqlStorage) {
+    this.env = env;
+    this.sql = sql;
+  }
+
+  private key(job: JobRow, what: string): string {
+    return `${what}/${job.federation_id}/${job.round}`;
+  }
+
+  private path(job: JobRow, what = ""): string {
+    return `/federations/${encodeURIComponent(job.federation_id)}/rounds/${job.round}/secagg/${encodeURIComponent(this.env.CLIENT_ID)}${what}`;
+  }
+
+  /**
+   * Phase 1, once the job is prepared: fresh keys and seed, kept before anything is sent, so a retry sends
+   * the same advert (the coordinator answers it as the one it accepted).
+   */
+  async advertise(job: JobRow): Promise<Outcome> {
+    if (!readBlob(this.sql, this.key(job, "secagg"))) {
+      const { secrets } = await advertise(this.env.CLIENT_ID);
+      this.keep(job, await saveSecrets(secrets));
+    }
+    await this.send(job, "/advert", advertMessage(await advertOf(await this.secrets(job))));
+    return { step: "advertised", wait: 0, detail: null };
+  }
+
+  /** Phase 2, before training: once the share phase opens, the sealed shares for the neighbours that advertised. */
+  async share(job: JobRow): Promise<Outcome> {
+    const view = await this.view(job);
+    if (view.phase === "advertise") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's share phase" };
+    if (view.phase !== "share") throw new Error(`the secure round moved to its ${view.phase} phase before this client shared its keys`);
+    const sealed = await shareKeys(roundOf(view, this.env.CLIENT_ID), await this.secrets(job), rosterOf(view));
+    await this.send(job, "/shares", sharesMessage(sealed));
+    return { step: "shared", wait: 0, detail: null };
+  }
+
+  /**
+   * Phase 3, after training: once the input phase opens, the update (the method's body, the version's
+   * tensors) encoded and masked, as a masked-input body kept for the upload and its retries.
+   */
+  async mask(job: JobRow, update: Uint8Array): Promise<Outcome & { body?: Uint8Array }> {
+    const view = await this.view(job);
+    if (view.phase === "share") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's input phase" };
+    if (view.phase !== "input") throw new Error(`the secure round is in its ${view.phase} phase: too late for this client's input`);
+    const header = readSafetensorsHeader(update);
+    const { source, metadata } = tensorFileSource(update, flatLayout(header), header.dataStart, "update");
+    const enc = { fp: { range: view.range, bits: view.bits }, maxWeight: view.maxWeight, values: view.length - 1 };
+    const x = encodeUpdate(source, Number(metadata.num_examples), enc, cryptoUniform);
+    const secrets = await this.secrets(job);
+    const y = await maskInput(roundOf(view, this.env.CLIENT_ID), clientView(view, secrets), x);
+    const body = maskedInputFile(y, metadata);
+    // The masks are spent: the secrets record it before the body can leave, so no second input is ever masked.
+    this.keep(job, await saveSecrets(secrets));
+    return { step: "masked", wait: 0, detail: null, body };
+  }
+
+  /** Phase 4: once the unmask phase opens, the one share per neighbour the request asks for. */
+  async unmask(job: JobRow): Promise<Outcome> {
+    const view = await this.view(job);
+    if (view.phase === "input") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's unmask phase" };
+    if (view.phase !== "unmask" || !view.request)
+      return { step: "unmasked", wait: 0, detail: `the round is ${view.phase}; nothing to unmask` };
+    const secrets = await this.secrets(job);
+    const revealed = await unmask(roundOf(view, this.env.CLIENT_ID), clientView(view, secrets), requestOf(view));
+    this.keep(job, await saveSecrets(secrets));
+    await this.send(job, "/unmask", unmaskMessage(revealed));
+    return { step: "unmasked", wait: 0, detail: null };
+  }
+
+  private keep(job: JobRow, secrets: string): void {
+    writeBlob(this.sql, this.key(job, "secagg"), new TextEncoder().encode(secrets));
+  }
+
+  private async secrets(job: JobRow) {
+    const saved = readBlob(this.sql, this.key(job, "secagg"));
+    if (!saved) throw new Error(`this client kept no secure-aggregation secrets for round ${job.round}`);
+    return loadSecrets(new TextDecoder().decode(saved));
+  }
+
+  private async view(job: JobRow): Promise<SecAggView> {
+    const res = await coordinatorFetch(this.env, this.path(job));
+    if (!res.ok) throw await failure("reading the secure round", res);
+    return (await res.json()) as SecAggView;
+  }
+
+  /** Sends a key-phase message; a retry of one already accepted gets the same answer. */
+  private async send(job: JobRow, what: string, message: object): Promise<void> {
+    const res = await coordinatorFetch(this.env, this.path(job, what), {
+      method: "PUT",
+      body: new TextEncoder().encode(JSON.stringify(message)),
+      headers: { "content-type": "application/json" },
+    });
+    if (!res.ok) throw await failure(`sending the ${what.slice(1)} message`, res);
+  }
+}
+
+/** Uniform values in [0, 1) from the CSPRNG, drawn 16,384 at a time, for the encoding's stochastic rounding. */
+const cryptoUniform = (() => {
+  const words = new Uint32Array(16_384);
+  let at = words.length;
+  return () => {
+    if (at === words.length) {
+      crypto.getRandomValues(words);
+      at = 0;
+    }
+    return words[at++]! / 2 ** 32;
+  };
+})();
