@@ -370,7 +370,7 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
-  it("runs a secure federation (SecAgg+) whose clients mask their updates: the adapter within the quantization of the plain run's", async () => {
+  it("runs a secure federation (SecAgg+) whose clients mask their updates, within the quantization of the plain run", async () => {
     // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
     // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
     const json = {

@@ -147,7 +147,7 @@ async function plainRound(fed: string, round: number, dropped: ReadonlySet<strin
 }
 
 describe("a secure federation (SecAgg+) in workerd", () => {
-  it("with 0%, 10% and 30% dropouts before the masked input: FedAvg over the exact sum, the plain federation's version within the quantization", async () => {
+  it("with 0%, 10% and 30% dropouts before the masked input: FedAvg over the exact sum, near the plain federation", async () => {
     const secure = { secureAggregation: { range: 1, maxWeight: 100 }, rounds: 3, quorum: 10 };
     await create("sec-a", secure);
     await create("plain-a", { rounds: 3 });
