@@ -48,7 +48,8 @@ export class SecureSteps {
   }
 
   private path(job: JobRow, what = ""): string {
-    return `/federations/${encodeURIComponent(job.federation_id)}/rounds/${job.round}/secagg/${encodeURIComponent(this.env.CLIENT_ID)}${what}`;
+    const round = `/federations/${encodeURIComponent(job.federation_id)}/rounds/${job.round}`;
+    return `${round}/secagg/${encodeURIComponent(this.env.CLIENT_ID)}${what}`;
   }
 
   /**
