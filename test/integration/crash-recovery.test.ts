@@ -16,6 +16,10 @@ import { decodeTensorFile, encodeTensorFile, type TensorFile } from "../../src/f
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { deriveClientSecret, signRequest } from "../../src/protocol/signature.ts";
 import { federationConfig } from "../fixtures/federation.ts";
+import { secureRound } from "../fixtures/secure-clients.ts";
+import { flatLayout } from "../../src/fl/flat-tensors.ts";
+import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
 import { tinyConfig } from "../fixtures/tiny-llama.ts";
 
 const MASTER = "crash-master-key";
@@ -133,7 +137,7 @@ function streamed(u: Update, upTo: number): { stream: ReadableStream<Uint8Array>
 }
 
 /** The version after a round must be v0 + Σ n·Δ / Σ n over exactly these updates (float64 here). */
-function expectMean(next: TensorFile, v0: TensorFile, updates: readonly Update[]): void {
+function expectMean(next: TensorFile, v0: TensorFile, updates: readonly Update[], tolerance = 1e-6): void {
   const total = updates.reduce((s, u) => s + u.numExamples, 0);
   let maxErr = 0;
   for (const [name, base] of v0.tensors) {
@@ -143,7 +147,7 @@ function expectMean(next: TensorFile, v0: TensorFile, updates: readonly Update[]
       maxErr = Math.max(maxErr, Math.abs(got[i]! - (base[i]! + mean)));
     }
   }
-  expect(maxErr).toBeLessThan(1e-6);
+  expect(maxErr).toBeLessThan(tolerance);
 }
 
 const clientsOf = (r: Round) => r.receipts.map((x) => x.clientId).sort();
@@ -298,5 +302,63 @@ with the two acknowledged uploads`, async () => {
         `${Date.now() - restartedAt} ms after workerd was back\n`,
     );
     expectMean(await versionOf(id, 1), v0, updates);
+  });
+
+  it("a secure round (SecAgg+): killed before each phase and between two masked inputs, it unmasks and closes exactly", async () => {
+    const id = "crash-secure";
+    const { v0 } = await createAndOpen(federationConfig(id, { secureAggregation: { maxWeight: 20 }, minClients: 2 }));
+    const version = new Uint8Array(await (await get(`/federations/${id}/versions/0`)).arrayBuffer());
+    const updates = new Map(CLIENTS.map((c, i) => [c, updateOf(id, v0, i).body]));
+    const signedFetch = async (client: string, method: "GET" | "PUT", path: string, body?: Uint8Array, headers = {}) => {
+      const signature = await signRequest(await deriveClientSecret(MASTER, client), client, method, path, body);
+      const res = await fetch(new URL(path, fed.url), {
+        method,
+        headers: { ...signature, ...headers },
+        ...(body ? { body: Uint8Array.from(body) } : {}),
+      });
+      expect(res.ok, `${client} ${method} ${path}: ${res.status} ${await res.clone().text()}`).toBe(true);
+      return res;
+    };
+    const at = (c: string) => `/federations/${id}/rounds/1/secagg/${c}`;
+    const crashes: string[] = [];
+    const { want, enc, survivors } = await secureRound(
+      {
+        view: async (c) => (await signedFetch(c, "GET", at(c))).json(),
+        send: async (c, kind, message) =>
+          void (await signedFetch(c, "PUT", `${at(c)}/${kind}`, new TextEncoder().encode(JSON.stringify(message)))),
+        upload: async (c, body) =>
+          void (await signedFetch(c, "PUT", `/federations/${id}/rounds/1/updates/${c}`, body, { "idempotency-key": c })),
+        close: async () => void expect((await fed.coordinator(`/federations/${id}/rounds/1/close`, { method: "POST" })).ok).toBe(true),
+      },
+      CLIENTS,
+      version,
+      updates,
+      {
+        before: async (phase) => {
+          await fed.crash();
+          crashes.push(phase);
+        },
+        afterInput: async (_c, i) => {
+          if (i !== 1) return;
+          await fed.crash();
+          crashes.push("input 2 of 4");
+        },
+      },
+    );
+    expect(crashes).toEqual(["share", "input", "input 2 of 4", "unmask"]);
+    const r = await roundWhen(id, (x) => x.status !== "open", 20_000, 100);
+    expect(r).toMatchObject({ status: "closed", uploads: 4, totalWeight: 48, result: { version: 1, uploads: 4 } });
+    // The version is v0 + the mean decoded from the plain sum of the four quantized inputs, bit for bit.
+    const ratios = ratioSum(want[enc.values]!, enc, survivors.length);
+    const mean = meanSegment(want.subarray(0, enc.values), enc, survivors.length, ratios);
+    const next = await versionOf(id, 1);
+    const layout = flatLayout(readSafetensorsHeader(version));
+    for (const t of layout.tensors) expect(next.tensors.get(t.name)).toEqual(v0.tensors.get(t.name)!.map((x, i) => x + mean[t.start + i]!));
+    expectMean(
+      next,
+      v0,
+      CLIENTS.map((_, i) => updateOf(id, v0, i)),
+      1e-6,
+    );
   });
 });

@@ -8,24 +8,14 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
-import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { decodeTensorFile, encodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
-import {
-  advertMessage,
-  clientView,
-  loadSecrets,
-  requestOf,
-  rosterOf,
-  roundOf,
-  saveSecrets,
-  sharesMessage,
-  unmaskMessage,
-} from "../../src/secagg/client.ts";
-import { addInto } from "../../src/secagg/fixed-point.ts";
-import { encodeUpdate, maskedInputFile, meanSegment, ratioSum, type SecureEncoding } from "../../src/secagg/masked-update.ts";
-import { advertise, maskInput, shareKeys, unmask } from "../../src/secagg/protocol.ts";
+import { advertMessage } from "../../src/secagg/client.ts";
+import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
+import { advertise } from "../../src/secagg/protocol.ts";
+import { type SecureTransport, secureRound } from "../fixtures/secure-clients.ts";
 import { api, signed } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
@@ -57,7 +47,7 @@ const deltaOf = (global: TensorFile, i: number, round: number) =>
 const path = (fed: string, round: number, client: string) => `/federations/${fed}/rounds/${round}/secagg/${client}`;
 const put = (p: string, client: string, message: object) =>
   signed(p, client, { method: "PUT", body: new TextEncoder().encode(JSON.stringify(message)) });
-async function view(fed: string, round: number, client: string): Promise<SecAggView & { phase: string }> {
+async function view(fed: string, round: number, client: string): Promise<SecAggView> {
   const res = await signed(path(fed, round, client), client);
   expect(res.status, await res.clone().text()).toBe(200);
   return res.json();
@@ -68,68 +58,20 @@ async function ok(res: Promise<Response>): Promise<{ phase: string; replayed: bo
   return r.json();
 }
 
-/**
- * One secure round: every client advertises and shares; `dropped` leave before their masked input (the
- * operator then ends the input phase); the survivors unmask. Returns the survivors' encoded inputs' sum
- * in Z_2^32 and the encoding, to check the version against; `inspect` runs after the first masked input.
- */
-async function secureRound(
-  fed: string,
-  round: number,
-  dropped: ReadonlySet<string>,
-  inspect?: (plain: Uint32Array, masked: Uint32Array) => Promise<void>,
-): Promise<{ want: Uint32Array; enc: SecureEncoding; survivors: number }> {
-  const versionFile = await versionBytes(fed, round - 1);
-  const header = readSafetensorsHeader(versionFile);
-  const layout = flatLayout(header);
-  const global = decodeTensorFile(versionFile, "global");
-  // Each client keeps its secrets as its storage would: saved as JSON after each phase, loaded for the next.
-  const kept = new Map<string, string>();
-  for (const c of CLIENTS) {
-    const { secrets, advert } = await advertise(c);
-    kept.set(c, await saveSecrets(secrets));
-    await ok(put(`${path(fed, round, c)}/advert`, c, advertMessage(advert)));
-  }
-  for (const c of CLIENTS) {
-    const v = await view(fed, round, c);
-    expect(v.phase).toBe("share");
-    const sealed = await shareKeys(roundOf(v, c), await loadSecrets(kept.get(c)!), rosterOf(v));
-    await ok(put(`${path(fed, round, c)}/shares`, c, sharesMessage(sealed)));
-  }
-  let want: Uint32Array | undefined;
-  let enc: SecureEncoding | undefined;
-  const u = seededUniform(round);
-  let first = false;
-  for (const [i, c] of CLIENTS.entries()) {
-    const v = await view(fed, round, c);
-    expect(v.phase).toBe("input");
-    if (dropped.has(c)) continue;
-    const secrets = await loadSecrets(kept.get(c)!);
-    enc = { fp: { range: v.range, bits: v.bits }, maxWeight: v.maxWeight, values: v.length - 1 };
-    const body = deltaOf(global, i, round);
-    const x = encodeUpdate(tensorFileSource(body, layout, header.dataStart, "delta").source, EXAMPLES[i]!, enc, u);
-    const y = await maskInput(roundOf(v, c), clientView(v, secrets), x);
-    kept.set(c, await saveSecrets(secrets));
-    want = want ? addInto(want, x) : Uint32Array.from(x);
-    const res = await signed(`/federations/${fed}/rounds/${round}/updates/${c}`, c, {
-      method: "PUT",
-      body: maskedInputFile(y, { format: "pt", num_examples: String(EXAMPLES[i]), metrics: '{"train_loss":1}' }),
-      headers: { "idempotency-key": `${c}-${round}` },
-    });
-    expect(res.status, await res.clone().text()).toBe(200);
-    if (inspect && !first) await inspect(x, y);
-    first = true;
-  }
-  if (dropped.size) await ok(api(`/federations/${fed}/rounds/${round}/close`, { method: "POST" }));
-  const survivors = CLIENTS.filter((c) => !dropped.has(c));
-  for (const c of survivors) {
-    const v = await view(fed, round, c);
-    expect([v.phase, v.request?.dropped.filter((j) => !dropped.has(j))]).toEqual(["unmask", []]);
-    const revealed = await unmask(roundOf(v, c), clientView(v, await loadSecrets(kept.get(c)!)), requestOf(v));
-    await ok(put(`${path(fed, round, c)}/unmask`, c, unmaskMessage(revealed)));
-  }
-  return { want: want!, enc: enc!, survivors: survivors.length };
-}
+/** The clients' transport: signed requests to the coordinator inside workerd. */
+const transport = (fed: string, round: number): SecureTransport => ({
+  view: (c) => view(fed, round, c),
+  send: async (c, kind, message) => void (await ok(put(`${path(fed, round, c)}/${kind}`, c, message))),
+  upload: async (c, body) =>
+    void (await ok(
+      signed(`/federations/${fed}/rounds/${round}/updates/${c}`, c, {
+        method: "PUT",
+        body,
+        headers: { "idempotency-key": `${c}-${round}` },
+      }),
+    )),
+  close: async () => void (await ok(api(`/federations/${fed}/rounds/${round}/close`, { method: "POST" }))),
+});
 
 /** The plain federation's round with the same deltas from the same clients. */
 async function plainRound(fed: string, round: number, dropped: ReadonlySet<string>) {
@@ -156,9 +98,10 @@ describe("a secure federation (SecAgg+) in workerd", () => {
       const round = k + 1;
       for (const fed of ["sec-a", "plain-a"]) await ok(api(`/federations/${fed}/rounds`, { method: "POST" }));
       const before = await version("sec-a", round - 1);
-      const inspect =
+      const afterInput =
         round === 1
-          ? async (plain: Uint32Array, masked: Uint32Array) => {
+          ? async (_c: string, i: number, plain: Uint32Array, masked: Uint32Array) => {
+              if (i > 0) return;
               // After the first masked input the aggregator holds it only masked: the ring sum is y, and the
               // plain encoding's bytes are nowhere in its storage.
               await runInDurableObject(env.AGGREGATOR.getByName("sec-a"), (_i, state) => {
@@ -173,7 +116,12 @@ describe("a secure federation (SecAgg+) in workerd", () => {
               expect(chiSquare(new Uint8Array(plain.buffer))).toBeGreaterThan(1000);
             }
           : undefined;
-      const { want, enc, survivors } = await secureRound("sec-a", round, dropped, inspect);
+      const global = await versionBytes("sec-a", round - 1);
+      const globalFile = decodeTensorFile(global, "global");
+      const updates = new Map(CLIENTS.map((c, i) => [c, deltaOf(globalFile, i, round)]));
+      const r0 = await secureRound(transport("sec-a", round), CLIENTS, global, updates, { dropped, afterInput });
+      const { want, enc } = r0;
+      const survivors = r0.survivors.length;
       await plainRound("plain-a", round, dropped);
       const r = await (await api(`/federations/sec-a/rounds/${round}`)).json<{ status: string; phase: string; totalWeight: number }>();
       expect([r.status, r.phase]).toEqual(["closed", "unmasking"]);
