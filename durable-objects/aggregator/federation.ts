@@ -8,6 +8,7 @@ import { serverMethods } from "../../src/fl/methods/server.ts";
 import type { Strategy } from "../../src/fl/strategy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 import { secureSettings } from "../../src/secagg/federation.ts";
+import { checkDistributed } from "../../src/privacy/distributed-dp.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
@@ -51,6 +52,8 @@ export class Federations {
         "config_invalid",
         `${side.strategies.why}: use strategy ${side.strategies.names.map((n) => `"${n}"`).join(" or ")}, not "${config.strategy.name}"`,
       );
+    if (config.privacy?.mode === "distributed")
+      refusingConfig("privacy", () => checkDistributed(config.privacy!, config.secureAggregation !== undefined));
     if (config.privacy) refusingConfig("privacy", () => updateNoiseMultiplier(config.privacy!, config.clientsPerRound));
     const first = federationEpsilon(config, 1);
     if (first && config.privacy?.epsilonBudget !== undefined && first.epsilon > config.privacy.epsilonBudget)
@@ -164,11 +167,11 @@ export class Federations {
  * DP, whose aggregator clips each update in the clear.
  */
 function checkSecure(config: FederationConfig, floats: number): void {
-  if (config.privacy)
+  if (config.privacy?.mode === "central")
     throw new AggregatorError(
       "config_invalid",
       "privacy with secureAggregation: central DP clips each update where the aggregator sees it in the clear, which secure " +
-        "aggregation forbids; distributed DP (clients clip and noise before masking) is not built yet: choose one",
+        'aggregation forbids: use privacy.mode "distributed" (clients clip and noise before masking)',
     );
   refusingConfig("secureAggregation", () => secureSettings(config));
   const bytes = (floats + 1) * 4 + MASKED_HEADER_BYTES;

@@ -78,7 +78,7 @@ export class SecureRounds {
     if (r.phase === null) throw new AggregatorError("not_in_phase", `round ${round} of "${id}" is not a secure round`);
     if (!(JSON.parse(r.sampled) as string[]).includes(client))
       throw new AggregatorError("client_not_sampled", `client "${client}" was not sampled for round ${round}`);
-    const { round: params, enc } = this.params(fed, r);
+    const { round: params, enc, settings } = this.params(fed, r);
     const neighbours = params.graph.get(client)!;
     const rows = this.rows(id, round);
     const view: SecAggView = {
@@ -93,6 +93,7 @@ export class SecureRounds {
       bits: enc.fp.bits,
       maxWeight: enc.maxWeight,
       neighbours,
+      ...(settings.noise ? { noise: settings.noise } : {}),
     };
     if (r.status !== "open" || r.phase === "advertise") return view;
     view.roster = Object.fromEntries(

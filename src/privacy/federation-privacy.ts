@@ -4,6 +4,7 @@ import { createStrategy } from "../fl/create-strategy.ts";
 import type { Strategy } from "../fl/strategy.ts";
 import type { PrivacyConfig } from "../protocol/privacy.ts";
 import { withCentralDp } from "./central-dp.ts";
+import { withDistributedDp } from "./distributed-dp.ts";
 import { DEFAULT_ORDERS, epsilonFromRdp, rdpSubsampledGaussian } from "./rdp.ts";
 
 /** What of a federation's config its strategy and its accountant read. */
@@ -23,6 +24,8 @@ export function federationStrategy(config: PrivateFederation, round: { updates?:
   const inner = createStrategy(config.strategy);
   const p = config.privacy;
   if (!p) return inner;
+  if (p.mode === "distributed")
+    return withDistributedDp(inner, { updates: round.updates ?? config.clientsPerRound, expected: config.clientsPerRound });
   return withCentralDp(inner, p, {
     updates: round.updates ?? config.clientsPerRound,
     expected: config.clientsPerRound,

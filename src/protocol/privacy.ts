@@ -5,9 +5,10 @@ import * as v from "valibot";
 export const PrivacyConfig = v.strictObject({
   /**
    * central: the aggregator clips each update it receives and adds the Gaussian noise to the round's mean
-   * (it sees the updates, so it must be trusted). Distributed noise under secure aggregation is to come.
+   * (it sees the updates, so it must be trusted). distributed: with secureAggregation, each client clips
+   * its update and adds its share of the noise before masking (src/privacy/distributed-dp.ts).
    */
-  mode: v.optional(v.picklist(["central"]), "central"),
+  mode: v.optional(v.picklist(["central", "distributed"]), "central"),
   /** The L2 norm each client's update is clipped to (S): a client's most influence on a round; with adaptiveClip, the first round's. */
   clip: v.pipe(v.number(), v.gtValue(0), v.maxValue(1e6)),
   /**

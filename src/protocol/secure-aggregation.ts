@@ -87,6 +87,8 @@ export interface SecAggView {
   maxWeight: number;
   /** This client's neighbours in the round's graph. */
   neighbours: string[];
+  /** With distributed DP: clip the update to this L2 norm and add N(0, std²) to each value before encoding. */
+  noise?: { clip: number; std: number };
   /** From the share phase on: the adverts of the neighbours that advertised. */
   roster?: Record<string, AdvertMessage>;
   /** From the masked-input phase on, to a client that shared: the sealed shares its neighbours sent it. */

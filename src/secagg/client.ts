@@ -4,7 +4,11 @@
 import { fromHex } from "../protocol/secure-aggregation.ts";
 import type { AdvertMessage, SecAggView, SharesMessage, UnmaskMessage } from "../protocol/secure-aggregation.ts";
 import { toHex } from "../protocol/hex.ts";
+import { arraySource, flatLayout, tensorFileSource } from "../fl/flat-tensors.ts";
+import { privatizeUpdate } from "../privacy/distributed-dp.ts";
+import { readSafetensorsHeader } from "../protocol/safetensors.ts";
 import { SecAggError } from "./errors.ts";
+import { encodeUpdate } from "./masked-update.ts";
 import { privateFromBytes, publicBytes, secretBytes } from "./keys.ts";
 import type { Advert, ClientSecrets, ClientView, RevealedShare, SecAggRound, UnmaskRequest } from "./protocol.ts";
 import type { Bytes } from "./keys.ts";
@@ -55,6 +59,27 @@ export function requestOf(view: SecAggView): UnmaskRequest {
 export const unmaskMessage = (revealed: ReadonlyMap<string, RevealedShare>): UnmaskMessage => ({
   shares: Object.fromEntries([...revealed].map(([j, s]) => [j, { kind: s.kind, share: toHex(s.share) }])),
 });
+
+/**
+ * A client's update (a safetensors body of the version's tensors, as it would upload it in a plain round)
+ * as the encoded vector it masks: with distributed DP clipped and noised first (`normals` draws the noise),
+ * then each value times the weight ratio, and the ratio. The order is the body's tensors', which the
+ * versions share (one writer lays them out). Returns the metadata the masked input carries too.
+ */
+export function encodeForRound(
+  view: SecAggView,
+  update: Uint8Array,
+  uniform: () => number,
+  normals: (n: number) => Float64Array,
+): { encoded: Uint32Array; metadata: Record<string, string> } {
+  const header = readSafetensorsHeader(update);
+  const { source, metadata } = tensorFileSource(update, flatLayout(header), header.dataStart, "update");
+  const values = new Float32Array(source.total);
+  source.read(0, values);
+  if (view.noise) privatizeUpdate(values, view.noise.clip, view.noise.std, normals);
+  const enc = { fp: { range: view.range, bits: view.bits }, maxWeight: view.maxWeight, values: view.length - 1 };
+  return { encoded: encodeUpdate(arraySource(values), Number(metadata.num_examples), enc, uniform), metadata };
+}
 
 /** A client's secrets as JSON for its own storage (never sent): both key pairs, the seed, the phases answered. */
 export async function saveSecrets(s: ClientSecrets): Promise<string> {

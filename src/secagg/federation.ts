@@ -1,6 +1,7 @@
 // A secure federation's SecAgg+ round: its settings with their defaults (checked when the federation is
 // created), and the parameters the aggregator and each client derive alike for a round.
 import type { FederationConfig } from "../protocol/federation.ts";
+import { clientNoiseStd } from "../privacy/distributed-dp.ts";
 import { defaultDegree } from "./graph.ts";
 import { secureEncoding, type SecureEncoding } from "./masked-update.ts";
 import { type SecAggRound, secAggRound } from "./protocol.ts";
@@ -11,6 +12,8 @@ export interface SecureSettings {
   range: number;
   maxWeight: number;
   phaseSeconds: number;
+  /** With distributed DP: the clip each client holds its update to and the noise it adds (distributed-dp.ts). */
+  noise?: { clip: number; std: number };
 }
 
 /** The clients' neighbours in a round of n: the degree, or n − 1 on the complete graph. */
@@ -22,13 +25,19 @@ export function secureSettings(config: FederationConfig): SecureSettings {
   const n = config.clientsPerRound;
   const degree = s.degree ?? defaultDegree(n);
   const threshold = s.threshold ?? Math.max(2, Math.floor(neighboursOf(n, degree) / 2) + 1);
-  const settings = {
+  const settings: SecureSettings = {
     degree,
     threshold,
     range: s.range,
     maxWeight: s.maxWeight ?? config.maxExamplesPerClient,
     phaseSeconds: s.phaseSeconds,
   };
+  const p = config.privacy;
+  if (p?.mode === "distributed") {
+    // Unit weights (DP-FedAvg); the range holds a clipped value and its noise to six standard deviations.
+    const std = clientNoiseStd(p, Math.max(threshold, config.minClients));
+    Object.assign(settings, { maxWeight: 1, range: Math.max(s.range, p.clip + 6 * std), noise: { clip: p.clip, std } });
+  }
   // The graph's degrees depend on n alone: a round of stand-in ids checks the threshold against them.
   secAggRound(
     "check",

@@ -331,7 +331,6 @@ with the two acknowledged uploads`, async () => {
         close: async () => void expect((await fed.coordinator(`/federations/${id}/rounds/1/close`, { method: "POST" })).ok).toBe(true),
       },
       CLIENTS,
-      version,
       updates,
       {
         before: async (phase) => {

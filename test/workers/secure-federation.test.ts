@@ -15,6 +15,7 @@ import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
 import { advertMessage } from "../../src/secagg/client.ts";
 import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
 import { advertise } from "../../src/secagg/protocol.ts";
+import { privacySpent } from "../../src/privacy/rdp.ts";
 import { type SecureTransport, secureRound } from "../fixtures/secure-clients.ts";
 import { api, signed } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
@@ -119,7 +120,7 @@ describe("a secure federation (SecAgg+) in workerd", () => {
       const global = await versionBytes("sec-a", round - 1);
       const globalFile = decodeTensorFile(global, "global");
       const updates = new Map(CLIENTS.map((c, i) => [c, deltaOf(globalFile, i, round)]));
-      const r0 = await secureRound(transport("sec-a", round), CLIENTS, global, updates, { dropped, afterInput });
+      const r0 = await secureRound(transport("sec-a", round), CLIENTS, updates, { dropped, afterInput });
       const { want, enc } = r0;
       const survivors = r0.survivors.length;
       await plainRound("plain-a", round, dropped);
@@ -152,6 +153,41 @@ describe("a secure federation (SecAgg+) in workerd", () => {
       expect(worst).toBeLessThan(bound);
       expect(worst).toBeGreaterThan(0);
     }
+  });
+
+  it("with distributed DP: clients clip and noise before masking; the version is the unit-weight sum over m; ε per round", async () => {
+    const privacy = { mode: "distributed", clip: 0.05, noiseMultiplier: 0.5, delta: 1e-5 };
+    await create("sec-dp", { secureAggregation: {}, privacy, rounds: 2 });
+    await ok(api("/federations/sec-dp/rounds", { method: "POST" }));
+    const v = await view("sec-dp", 1, "c0");
+    // Each client's noise: z S / √t, t = max(threshold 5, minClients 3); the range holds S and 6 of it.
+    const std = (0.5 * 0.05) / Math.sqrt(5);
+    expect(v.noise).toEqual({ clip: 0.05, std });
+    expect([v.maxWeight, v.range]).toEqual([1, 1]);
+    const dropped = new Set(["c2"]);
+    const global = await versionBytes("sec-dp", 0);
+    const before = decodeTensorFile(global, "v0");
+    const updates = new Map(CLIENTS.map((c, i) => [c, deltaOf(before, i, 1)]));
+    const { want, enc, survivors } = await secureRound(transport("sec-dp", 1), CLIENTS, updates, { dropped });
+    const r = await (await api("/federations/sec-dp/rounds/1")).json<{
+      status: string;
+      totalWeight: number;
+      result: { privacy: { epsilon: number } };
+    }>();
+    expect([r.status, r.totalWeight]).toEqual(["closed", 9]);
+    expect(r.result.privacy.epsilon).toBeCloseTo(privacySpent({ sampleRate: 1, noiseMultiplier: 0.5, steps: 1 }, 1e-5).epsilon, 10);
+    // Unit weights: the decoded ratios sum to the 9 survivors, the mean is rescaled to the 10 expected.
+    const ratios = ratioSum(want[enc.values]!, enc, survivors.length);
+    expect(ratios).toBeCloseTo(9, 6);
+    const mean = meanSegment(want.subarray(0, enc.values), enc, survivors.length, ratios).map((x) => x * (9 / 10));
+    const after = await version("sec-dp", 1);
+    for (const t of flatLayout(readSafetensorsHeader(global)).tensors)
+      expect(after.tensors.get(t.name)).toEqual(before.tensors.get(t.name)!.map((x, i) => x + mean[t.start + i]!));
+    // The change is the clipped updates' mean plus noise of std about σ_c √9 / 10 per value, not the plain mean.
+    const change = [...after.tensors].flatMap(([name, t]) => Array.from(t, (x, i) => x - before.tensors.get(name)![i]!));
+    const sd = Math.sqrt(change.reduce((s, x) => s + x * x, 0) / change.length);
+    expect(sd).toBeGreaterThan((0.5 * std * 3) / 10);
+    expect(sd).toBeLessThan((1.5 * std * 3) / 10 + 0.05 / Math.sqrt(change.length));
   });
 
   it("refuses messages out of their phase, shares for strangers, a second different message, and fails below the threshold", async () => {
@@ -189,6 +225,11 @@ describe("a secure federation (SecAgg+) in workerd", () => {
         /privacy with secureAggregation: central DP clips each update where the aggregator sees it in the clear/,
       ],
       [{ secureAggregation: { threshold: 9 } }, /secureAggregation: the threshold is a whole number in \[5, 8\]/],
+      [{ privacy: { mode: "distributed", clip: 1, noiseMultiplier: 1 } }, /privacy: mode "distributed" needs secureAggregation/],
+      [
+        { secureAggregation: {}, privacy: { mode: "distributed", clip: 1, noiseMultiplier: 1, adaptiveClip: {} } },
+        /privacy: adaptiveClip with mode "distributed"/,
+      ],
       [{ secureAggregation: { degree: 4, threshold: 2 } }, /secureAggregation: the threshold is a whole number in \[3, 4\]/],
     ] as const) {
       const res = await api("/federations", {

@@ -5,11 +5,11 @@
 // coordinator, and a phase not open yet is waited for by the alarm.
 import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
-import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
-import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import { secureNormals } from "../../src/privacy/central-dp.ts";
 import {
   advertMessage,
   clientView,
+  encodeForRound,
   loadSecrets,
   requestOf,
   rosterOf,
@@ -18,7 +18,7 @@ import {
   sharesMessage,
   unmaskMessage,
 } from "../../src/secagg/client.ts";
-import { encodeUpdate, maskedInputFile } from "../../src/secagg/masked-update.ts";
+import { maskedInputFile } from "../../src/secagg/masked-update.ts";
 import { advertise, advertOf, maskInput, shareKeys, unmask } from "../../src/secagg/protocol.ts";
 import type { ClientEnv } from "./env.ts";
 import type { JobRow } from "./jobs.ts";
@@ -83,10 +83,7 @@ export class SecureSteps {
     const view = await this.view(job);
     if (view.phase === "share") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's input phase" };
     if (view.phase !== "input") throw new Error(`the secure round is in its ${view.phase} phase: too late for this client's input`);
-    const header = readSafetensorsHeader(update);
-    const { source, metadata } = tensorFileSource(update, flatLayout(header), header.dataStart, "update");
-    const enc = { fp: { range: view.range, bits: view.bits }, maxWeight: view.maxWeight, values: view.length - 1 };
-    const x = encodeUpdate(source, Number(metadata.num_examples), enc, cryptoUniform);
+    const { encoded: x, metadata } = encodeForRound(view, update, cryptoUniform, secureNormals);
     const secrets = await this.secrets(job);
     const y = await maskInput(roundOf(view, this.env.CLIENT_ID), clientView(view, secrets), x);
     const body = maskedInputFile(y, metadata);
