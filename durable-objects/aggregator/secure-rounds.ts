@@ -80,7 +80,7 @@ export class SecureRounds {
       throw new AggregatorError("client_not_sampled", `client "${client}" was not sampled for round ${round}`);
     const { round: params, enc, settings } = this.params(fed, r);
     const neighbours = params.graph.get(client)!;
-    const rows = this.rows(id, round);
+    const rows = this.rows(id, round, [client, ...neighbours]);
     const view: SecAggView = {
       federationId: id,
       round,
@@ -126,7 +126,8 @@ export class SecureRounds {
       throw new AggregatorError("client_not_sampled", `client "${m.clientId}" was not sampled for round ${m.round}`);
     const message = refusing(`the ${kind} message`, () => parseSecAggMessage(kind, m.body));
     const text = JSON.stringify(message);
-    const rows = this.rows(fed.id, m.round);
+    const { round: params } = this.params(fed, r);
+    const rows = this.rows(fed.id, m.round, [m.clientId, ...params.graph.get(m.clientId)!]);
     const mine = rows.get(m.clientId);
     const receipt = (replayed: boolean): SecAggReceipt => {
       const after = this.store.roundRow(fed.id, m.round);
@@ -153,7 +154,6 @@ export class SecureRounds {
     if (now > r.deadline)
       throw new AggregatorError("phase_closed", `the ${r.phase} phase of round ${m.round} passed its deadline; it ends with what it has`);
     assertFreshNonce(this.store.sql, m.clientId, m.nonce);
-    const { round: params } = this.params(fed, r);
     if (kind === "shares") this.checkShares(params, rows, m.clientId, message as SharesMessage);
     if (kind === "unmask") this.checkUnmask(params, rows, this.survivors(fed.id, m.round), m.clientId, message as UnmaskMessage);
     this.store.storage.transactionSync(() => {
@@ -192,7 +192,7 @@ export class SecureRounds {
         "phase_closed",
         `round ${r.round} of "${id}" is in its ${r.phase} phase; masked inputs belong to its input phase`,
       );
-    if (!this.rows(id, r.round).get(client)?.shares)
+    if (!this.rows(id, r.round, [client]).get(client)?.shares)
       throw new AggregatorError(
         "not_in_phase",
         `client "${client}" did not share its keys in round ${r.round}, so its input cannot be unmasked`,
@@ -211,10 +211,10 @@ export class SecureRounds {
     if (r.phase === "unmask" || r.phase === "unmasking") return this.unmaskAndClose(id, round);
     const { settings } = this.params(fed, r);
     const need = Math.max(settings.threshold, fed.config.minClients);
-    const rows = [...this.rows(id, round).values()];
+    const counts = this.counts(id, round);
     const [have, what, next, seconds] = {
-      advertise: [rows.length, "advertised keys", "share", settings.phaseSeconds] as const,
-      share: [rows.filter((x) => x.shares).length, "shared their keys", "input", fed.config.deadlineSeconds] as const,
+      advertise: [counts.adverts, "advertised keys", "share", settings.phaseSeconds] as const,
+      share: [counts.sharers, "shared their keys", "input", fed.config.deadlineSeconds] as const,
       input: [r.uploads, "sent their masked input", "unmask", settings.phaseSeconds] as const,
     }[r.phase];
     if (have < need) {
@@ -259,17 +259,16 @@ export class SecureRounds {
   /** Clients whose answer the current phase still waits for. */
   private waitingFor(id: string, r: RoundRow): number {
     if (r.status !== "open") return -1;
-    const rows = [...this.rows(id, r.round).values()];
-    const sharers = rows.filter((x) => x.shares).length;
+    const { adverts, sharers, unmasked } = this.counts(id, r.round);
     switch (r.phase) {
       case "advertise":
-        return (JSON.parse(r.sampled) as string[]).length - rows.length;
+        return (JSON.parse(r.sampled) as string[]).length - adverts;
       case "share":
-        return rows.length - sharers;
+        return adverts - sharers;
       case "input":
         return sharers - r.uploads;
       case "unmask":
-        return r.uploads - rows.filter((x) => x.unmask).length;
+        return r.uploads - unmasked;
       default:
         return -1;
     }
@@ -362,11 +361,24 @@ export class SecureRounds {
     }
   }
 
-  private rows(id: string, round: number): Map<string, MessageRow> {
-    const rows = this.store.sql
-      .exec<MessageRow>("SELECT client_id, advert, shares, unmask FROM secagg WHERE federation_id = ? AND round = ?", id, round)
-      .toArray();
-    return new Map(rows.map((x) => [x.client_id, x]));
+  /** The round's messages by client: of `only` these clients (a client and its neighbours), or of all. */
+  private rows(id: string, round: number, only?: readonly string[]): Map<string, MessageRow> {
+    const query = "SELECT client_id, advert, shares, unmask FROM secagg WHERE federation_id = ? AND round = ?";
+    const rows = only
+      ? this.store.sql.exec<MessageRow>(`${query} AND client_id IN (SELECT value FROM json_each(?))`, id, round, JSON.stringify(only))
+      : this.store.sql.exec<MessageRow>(query, id, round);
+    return new Map(rows.toArray().map((x) => [x.client_id, x]));
+  }
+
+  /** How many clients advertised, shared and answered the unmask request. */
+  private counts(id: string, round: number): { adverts: number; sharers: number; unmasked: number } {
+    return this.store.sql
+      .exec<{ adverts: number; sharers: number; unmasked: number }>(
+        "SELECT COUNT(*) AS adverts, COUNT(shares) AS sharers, COUNT(unmask) AS unmasked FROM secagg WHERE federation_id = ? AND round = ?",
+        id,
+        round,
+      )
+      .one();
   }
 
   private sharesOf(row: MessageRow | undefined): Record<string, string> | undefined {
