@@ -16,7 +16,7 @@ import { decodeTensorFile, encodeTensorFile, type TensorFile } from "../../src/f
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { deriveClientSecret, signRequest } from "../../src/protocol/signature.ts";
 import { federationConfig } from "../fixtures/federation.ts";
-import { secureRound } from "../fixtures/secure-clients.ts";
+import { secureRound } from "../../bench/lib/secure-clients.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";

@@ -16,7 +16,7 @@ import { advertMessage } from "../../src/secagg/client.ts";
 import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
 import { advertise } from "../../src/secagg/protocol.ts";
 import { privacySpent } from "../../src/privacy/rdp.ts";
-import { type SecureTransport, secureRound } from "../fixtures/secure-clients.ts";
+import { type SecureTransport, secureRound } from "../../bench/lib/secure-clients.ts";
 import { api, signed } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 
