@@ -7,7 +7,8 @@
 // float32 update. Each round's version is checked to be FedAvg of the survivors' quantized sum, bit for bit.
 // n = 10, 50, 100, 500 at the degree 2 ⌈log2 n⌉ and the default threshold (a majority of the neighbours),
 // with 0%, 10% and 30% of the clients dropping before their masked input; where a client is left with
-// fewer surviving neighbours than the threshold the row says so and the degree is doubled.
+// fewer surviving neighbours than the threshold the row says so, and the round runs again at the degree
+// the federation derives from that dropout rate (secureAggregation.dropoutRate; src/secagg/graph.ts).
 // Run: node bench/secagg-loopback.ts [--clients 10,50,100,500] [--drops 0,0.1,0.3]
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,7 +25,7 @@ import { readSafetensorsHeader } from "../src/protocol/safetensors.ts";
 import { deriveClientSecret, signRequest } from "../src/protocol/signature.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { SecAggError } from "../src/secagg/errors.ts";
-import { defaultDegree } from "../src/secagg/graph.ts";
+import { defaultDegree, degreeForDropouts } from "../src/secagg/graph.ts";
 import { meanSegment, ratioSum } from "../src/secagg/masked-update.ts";
 import { writeResults } from "./lib/results.ts";
 import { secureRound, type SecureTransport } from "./lib/secure-clients.ts";
@@ -73,8 +74,8 @@ const cpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 
-async function run(n: number, dropRate: number, degree: number) {
-  const id = `loop-${n}-${Math.round(dropRate * 100)}-${degree}`;
+async function run(n: number, dropRate: number, degree: number | null) {
+  const id = `loop-${n}-${Math.round(dropRate * 100)}-${degree ?? "derived"}`;
   const clients = Array.from({ length: n }, (_, i) => `c${String(i).padStart(4, "0")}`);
   await operator("/federations", {
     method: "POST",
@@ -92,7 +93,7 @@ async function run(n: number, dropRate: number, degree: number) {
       maxExamplesPerClient: 100,
       // The clients here are this process, not Workers: the aggregator need not refuse the model for them.
       clientMemoryMiB: 1024,
-      secureAggregation: { degree, phaseSeconds: 3600, maxWeight: 100 },
+      secureAggregation: { ...(degree === null ? { dropoutRate: dropRate } : { degree }), phaseSeconds: 3600, maxWeight: 100 },
     }),
   });
   await operator(`/federations/${id}/rounds`, { method: "POST" });
@@ -172,9 +173,11 @@ async function run(n: number, dropRate: number, degree: number) {
         throw new Error(`${id}: the version is not FedAvg of the sum`);
     }
     const per = (r: Record<Phase, number>, p: Phase) => r[p] / (p === "input" || p === "unmask" ? survivors.length : n);
+    const derived = degree ?? degreeForDropouts(n, dropRate);
     return {
       clients: n,
-      degree: Math.min(degree, n - 1),
+      degree: Math.min(derived, n - 1),
+      degreeFrom: degree === null ? "dropoutRate" : "default",
       dropRate,
       survivors: survivors.length,
       values: valuesPerUpdate,
@@ -188,21 +191,21 @@ async function run(n: number, dropRate: number, degree: number) {
   } catch (e) {
     if (!(e instanceof SecAggError) || e.code !== "below_threshold") throw e;
     await operator(`/federations/${id}/rounds/1/fail`, { method: "POST", body: JSON.stringify({ reason: "bench: below threshold" }) });
-    return { clients: n, degree, dropRate, failed: e.message };
+    return { clients: n, degree: degree ?? degreeForDropouts(n, dropRate), dropRate, failed: e.message };
   }
 }
 
-const most = (n: number) => (n % 2 === 0 ? n - 2 : n - 1);
 const rows: Awaited<ReturnType<typeof run>>[] = [];
 try {
   for (const n of values.clients.split(",").map(Number))
-    for (const d of values.drops.split(",").map(Number))
-      for (let degree = Math.min(defaultDegree(n), most(n)); ; degree = Math.min(2 * degree, most(n))) {
-        process.stderr.write(`n ${n}, degree ${degree}, drops ${d} ...\n`);
-        const row = await run(n, d, degree);
-        rows.push(row);
-        if (!("failed" in row) || degree === most(n)) break;
-      }
+    for (const d of values.drops.split(",").map(Number)) {
+      process.stderr.write(`n ${n}, degree ${defaultDegree(n)}, drops ${d} ...\n`);
+      const row = await run(n, d, defaultDegree(n));
+      rows.push(row);
+      if (!("failed" in row)) continue;
+      process.stderr.write(`n ${n}, the degree for dropoutRate ${d} (${degreeForDropouts(n, d)}) ...\n`);
+      rows.push(await run(n, d, null));
+    }
 } finally {
   await fed.dispose();
   rmSync(root, { recursive: true, force: true });

@@ -15,6 +15,12 @@ export const SecureAggregationConfig = v.strictObject({
     ),
   ),
   /**
+   * The share of sampled clients expected to drop during a round: without a degree, the graph is made dense
+   * enough that every client keeps its threshold of surviving neighbours with probability 0.999
+   * (src/secagg/graph.ts degreeForDropouts). Absent: 2 ⌈log2 n⌉, which survives few dropouts in large rounds.
+   */
+  dropoutRate: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(0.9))),
+  /**
    * Shares that rebuild a client's secrets: more than half its neighbours, at most the fewest neighbours a
    * client has (default: the least allowed, so the most dropouts are survived). Also the fewest survivors
    * a round can be unmasked with.

@@ -2,7 +2,7 @@
 // created), and the parameters the aggregator and each client derive alike for a round.
 import type { FederationConfig } from "../protocol/federation.ts";
 import { clientNoiseStd } from "../privacy/distributed-dp.ts";
-import { defaultDegree } from "./graph.ts";
+import { defaultDegree, degreeForDropouts } from "./graph.ts";
 import { secureEncoding, type SecureEncoding } from "./masked-update.ts";
 import { type SecAggRound, secAggRound } from "./protocol.ts";
 
@@ -23,7 +23,7 @@ const neighboursOf = (n: number, degree: number) => (n <= degree + 1 ? n - 1 : d
 export function secureSettings(config: FederationConfig): SecureSettings {
   const s = config.secureAggregation!;
   const n = config.clientsPerRound;
-  const degree = s.degree ?? defaultDegree(n);
+  const degree = s.degree ?? (s.dropoutRate === undefined ? defaultDegree(n) : degreeForDropouts(n, s.dropoutRate));
   const threshold = s.threshold ?? Math.max(2, Math.floor(neighboursOf(n, degree) / 2) + 1);
   const settings: SecureSettings = {
     degree,

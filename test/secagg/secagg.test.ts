@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { decodeSum, encode, fixedPointFor } from "../../src/secagg/fixed-point.ts";
-import { defaultDegree, neighbourGraph } from "../../src/secagg/graph.ts";
+import { defaultDegree, degreeForDropouts, neighbourGraph } from "../../src/secagg/graph.ts";
 import { agree, type Bytes, expandMask, keyPair, openShare, sealShare } from "../../src/secagg/keys.ts";
 import { advertise, inboxFor, maskInput, rosterFor, secAggRound, shareKeys, unmask } from "../../src/secagg/protocol.ts";
 import { simulate } from "../fixtures/secagg.ts";
@@ -45,6 +45,37 @@ describe("SecAgg+", () => {
     expect(neighbourGraph(ids, k, 6)).not.toEqual(g);
     expect(neighbourGraph(["a", "b", "c"], 4, 1).get("a")).toEqual(["b", "c"]);
     expect(() => neighbourGraph(ids, 3, 1)).toThrow(/even whole number/);
+  });
+
+  it("derives the degree from a dropout rate: the sparsest graph whose clients all keep their threshold w.p. 0.999", () => {
+    // P[Bin(k, p) < t] by the recursion over trials (no binomial coefficients), as a reference.
+    const below = (k: number, p: number, t: number) => {
+      let dist = [1];
+      for (let i = 0; i < k; i++) dist = [...dist, 0].map((_, j) => (dist[j] ?? 0) * (1 - p) + (j > 0 ? dist[j - 1]! * p : 0));
+      return dist.slice(0, t).reduce((a, b) => a + b, 0);
+    };
+    const failing = (n: number, k: number, d: number) => n * below(k, 1 - d, Math.floor(k / 2) + 1);
+    for (const [n, d, k] of [
+      [500, 0.3, 128],
+      [1000, 0.3, 134],
+      [500, 0.1, 24],
+      [100, 0.1, 20],
+    ] as const) {
+      expect(degreeForDropouts(n, d)).toBe(k);
+      expect(failing(n, k, d)).toBeLessThanOrEqual(1e-3);
+      expect(failing(n, k - 2, d)).toBeGreaterThan(1e-3);
+    }
+    // No dropouts: the default; where no sparse graph is enough, the complete one.
+    expect(degreeForDropouts(500, 0)).toBe(defaultDegree(500));
+    expect(degreeForDropouts(50, 0.3)).toBe(50);
+    expect(
+      neighbourGraph(
+        Array.from({ length: 50 }, (_, i) => `c${i}`),
+        50,
+        1,
+      ).get("c0"),
+    ).toHaveLength(49);
+    expect(() => degreeForDropouts(50, 1)).toThrow(/dropout rate/);
   });
 
   it("masks that cancel: the pair mask agrees from both sides, and a full 256-bit key stream repeats only for its key", async () => {
