@@ -7,6 +7,7 @@ import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
 import { nextClip as adaptiveClip, secureNormals } from "../../src/privacy/central-dp.ts";
 import { federationEpsilon, federationStrategy } from "../../src/privacy/federation-privacy.ts";
+import { secureUniform } from "../../src/privacy/secure-random.ts";
 import { deleteBlob } from "../shared/blobs.ts";
 import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
 import { SecureRounds } from "./secure-rounds.ts";
@@ -74,7 +75,10 @@ export class Rounds {
       );
     const sql = this.store.sql;
     const round = (sql.exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ?", id).one().n ?? 0) + 1;
-    const sampled = shuffled(fed.config.clients, seededUniform(fed.config.seed * 100_003 + round))
+    // A private federation's sample is drawn from the CSPRNG: the accountant's amplification by sampling
+    // assumes no one can predict it, as anyone could from the federation's seed.
+    const uniform = fed.config.privacy ? secureUniform() : seededUniform(fed.config.seed * 100_003 + round);
+    const sampled = shuffled(fed.config.clients, uniform)
       .slice(0, fed.config.clientsPerRound)
       .sort();
     // A secure round opens with its advertise phase, whose deadline is the phase's.

@@ -10,6 +10,7 @@ import type { ClientUpdate, Strategy } from "../fl/strategy.ts";
 import type { TensorMap } from "../fl/tensors.ts";
 import type { PrivacyConfig } from "../protocol/privacy.ts";
 import { PrivacyError } from "./errors.ts";
+import { secureUniform } from "./secure-random.ts";
 
 /** Elements read at a time when a pass over an update computes its norm. */
 const PASS = 1 << 16;
@@ -44,18 +45,7 @@ export function clipUpdate(u: ClientUpdate, clip: number): ClientUpdate {
 /** Standard normal draws from crypto.getRandomValues: Box–Muller over 53-bit uniforms. */
 export function secureNormals(n: number): Float64Array {
   const out = new Float64Array(n);
-  // 65,536 bytes is the most one getRandomValues call fills.
-  const words = new Uint32Array(16_384);
-  let w = words.length;
-  const uniform = () => {
-    if (w + 2 > words.length) {
-      crypto.getRandomValues(words);
-      w = 0;
-    }
-    const hi = words[w++]! >>> 5;
-    const lo = words[w++]! >>> 6;
-    return (hi * 67_108_864 + lo) / 9_007_199_254_740_992;
-  };
+  const uniform = secureUniform();
   for (let i = 0; i < n; i += 2) {
     const r = Math.sqrt(-2 * Math.log(1 - uniform()));
     const theta = 2 * Math.PI * uniform();

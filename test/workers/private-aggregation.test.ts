@@ -103,6 +103,24 @@ describe("aggregator: a private federation (central DP)", () => {
     expect(await stub.getFederation(name)).toMatchObject({ ok: true, value: { roundsDone: 2, openRound: null } });
   });
 
+  it("samples a private federation's clients from the CSPRNG, a plain one's from its seed", async () => {
+    const samples = async (kind: string, overrides: Record<string, unknown>) => {
+      const out: string[] = [];
+      for (let k = 0; k < 5; k++) {
+        const stub: Aggregator = env.AGGREGATOR.getByName(`sample-${kind}-${k}`);
+        expect((await stub.createFederation(federationConfig(`sample-${kind}-${k}`, { clients: CLIENTS, seed: 3, ...overrides }))).ok).toBe(
+          true,
+        );
+        const opened = await stub.openRound(`sample-${kind}-${k}`);
+        out.push(JSON.stringify(opened.ok ? opened.value.sampled : null));
+      }
+      return new Set(out);
+    };
+    // Four of eight: 70 samples, so five equal private ones would be a 1 in 70^4 chance.
+    expect((await samples("plain", {})).size).toBe(1);
+    expect((await samples("private", { privacy })).size).toBeGreaterThan(1);
+  });
+
   it("moves an adaptive clip after each round: up when every update exceeds it, down when every one fits", async () => {
     const name = "private-adaptive";
     const stub: Aggregator = env.AGGREGATOR.getByName(name);

@@ -6,6 +6,7 @@
 import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
 import { secureNormals } from "../../src/privacy/central-dp.ts";
+import { secureUniform } from "../../src/privacy/secure-random.ts";
 import {
   advertMessage,
   clientView,
@@ -132,15 +133,5 @@ export class SecureSteps {
   }
 }
 
-/** Uniform values in [0, 1) from the CSPRNG, drawn 16,384 at a time, for the encoding's stochastic rounding. */
-const cryptoUniform = (() => {
-  const words = new Uint32Array(16_384);
-  let at = words.length;
-  return () => {
-    if (at === words.length) {
-      crypto.getRandomValues(words);
-      at = 0;
-    }
-    return words[at++]! / 2 ** 32;
-  };
-})();
+/** The encoding's stochastic rounding draws from the CSPRNG. */
+const cryptoUniform = secureUniform();
