@@ -128,12 +128,14 @@ export function qualityTasks(preset: Preset): QualityTask[] {
     rows: quick ? pick(spamRows, ["lora-fedavg", "fedkseed"]) : { ...spamRows, ...privateRows(spamRows["lora-fedavg"]!, spamRounds) },
   };
   if (quick) return [spam];
+  const g2pLora = { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(12, 8, 3e-3) } };
   const g2p: QualityTask = {
     name: "g2p",
     base: { model: "models/fedflare-sotu-4m", task: "g2p", records: 2400, clients: 4, rounds: 5, deadlineSeconds: 3600 },
     partitions: { iid: { partitioner: { type: "iid" } }, natural: { partitioner: { type: "natural" } } },
     rows: {
-      "lora-fedavg": { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(12, 8, 3e-3) } },
+      "lora-fedavg": g2pLora,
+      ...privateRows(g2pLora, 5),
       "split-lora": {
         label: "split LoRA (trunk at the endpoint)",
         config: { method: { ...lora, fromLayer: 1 }, local: local(12, 8, 3e-3) },
