@@ -78,9 +78,7 @@ export class Rounds {
     // A private federation's sample is drawn from the CSPRNG: the accountant's amplification by sampling
     // assumes no one can predict it, as anyone could from the federation's seed.
     const uniform = fed.config.privacy ? secureUniform() : seededUniform(fed.config.seed * 100_003 + round);
-    const sampled = shuffled(fed.config.clients, uniform)
-      .slice(0, fed.config.clientsPerRound)
-      .sort();
+    const sampled = shuffled(fed.config.clients, uniform).slice(0, fed.config.clientsPerRound).sort();
     // A secure round opens with its advertise phase, whose deadline is the phase's.
     const secure = fed.config.secureAggregation;
     const deadline = now + (secure ? secure.phaseSeconds : fed.config.deadlineSeconds) * 1000;

@@ -153,6 +153,11 @@ export class SecureRounds {
       );
     if (now > r.deadline)
       throw new AggregatorError("phase_closed", `the ${r.phase} phase of round ${m.round} passed its deadline; it ends with what it has`);
+    if (kind !== "advert" && !mine)
+      throw new AggregatorError(
+        "not_in_phase",
+        `client "${m.clientId}" did not advertise keys in round ${m.round}, so it takes no part in it`,
+      );
     assertFreshNonce(this.store.sql, m.clientId, m.nonce);
     if (kind === "shares") this.checkShares(params, rows, m.clientId, message as SharesMessage);
     if (kind === "unmask") this.checkUnmask(params, rows, this.survivors(fed.id, m.round), m.clientId, message as UnmaskMessage);

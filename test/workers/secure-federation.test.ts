@@ -216,6 +216,14 @@ describe("a secure federation (SecAgg+) in workerd", () => {
     ]);
     const late = await put(`${path("sec-b", 1, "c4")}/advert`, "c4", advertMessage((await advertise("c4")).advert));
     expect([late.status, (await error(late)).code]).toEqual([409, "phase_closed"]);
+    // Round 2: five advertise, the operator ends the phase; a client that did not advertise cannot share.
+    await ok(api("/federations/sec-b/rounds", { method: "POST" }));
+    for (const c of ["c0", "c1", "c2", "c3", "c4"])
+      await ok(put(`${path("sec-b", 2, c)}/advert`, c, advertMessage((await advertise(c)).advert)));
+    await ok(api("/federations/sec-b/rounds/2/close", { method: "POST" }));
+    expect((await view("sec-b", 2, "c0")).phase).toBe("share");
+    const stranger = await put(`${path("sec-b", 2, "c5")}/shares`, "c5", { shares: {} });
+    expect([stranger.status, (await error(stranger)).code]).toEqual([403, "not_in_phase"]);
   });
 
   it("is refused at creation with central DP, or with a threshold the graph cannot meet", async () => {
