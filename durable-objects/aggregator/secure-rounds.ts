@@ -60,6 +60,8 @@ export class SecureRounds {
   private readonly rounds: Rounds;
   /** Rounds whose unmasking runs in this instance now: its awaits let other events in, which must not start a second. */
   private readonly unmasking = new Set<string>();
+  /** The parameters of the rounds this instance served last (params). */
+  private readonly known = new Map<string, ReturnType<typeof secureRound>>();
 
   constructor(store: FederationStore, rounds: Rounds) {
     this.store = store;
@@ -68,8 +70,16 @@ export class SecureRounds {
 
   /** The round's SecAgg+ parameters and encoding, derived from the federation, the round and its sample. */
   params(fed: FederationView, r: RoundRow): ReturnType<typeof secureRound> {
+    // A round's parameters never change (its config, number and sample): the graph, O(n · degree) to
+    // build, is built once per round in this instance rather than on every message.
+    const key = `${fed.id}/${r.round}/${fed.createdAt}`;
+    const known = this.known.get(key);
+    if (known) return known;
     const values = flatLayout(this.store.versionHeader(fed.id, r.base_version)).total;
-    return secureRound(fed.config, fed.id, r.round, JSON.parse(r.sampled) as string[], values);
+    const params = secureRound(fed.config, fed.id, r.round, JSON.parse(r.sampled) as string[], values);
+    if (this.known.size >= 4) this.known.delete(this.known.keys().next().value!);
+    this.known.set(key, params);
+    return params;
   }
 
   view(id: string, round: number, client: string): SecAggView {
