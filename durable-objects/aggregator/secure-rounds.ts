@@ -7,7 +7,7 @@
 import { secureRound } from "../../src/secagg/federation.ts";
 import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
 import { type Advert, type RevealedShare, recoverSecrets, removeMasks, type SecAggRound } from "../../src/secagg/protocol.ts";
-import { SecAggError } from "../../src/secagg/errors.ts";
+import { usableKey } from "../../src/secagg/keys.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import {
   type AdvertMessage,
@@ -76,7 +76,7 @@ export class SecureRounds {
     const known = this.known.get(key);
     if (known) return known;
     const values = flatLayout(this.store.versionHeader(fed.id, r.base_version)).total;
-    const params = secureRound(fed.config, fed.id, r.round, JSON.parse(r.sampled) as string[], values);
+    const params = secureRound(fed.config, fed, r.round, JSON.parse(r.sampled) as string[], values);
     if (this.known.size >= 4) this.known.delete(this.known.keys().next().value!);
     this.known.set(key, params);
     return params;
@@ -169,6 +169,7 @@ export class SecureRounds {
         `client "${m.clientId}" did not advertise keys in round ${m.round}, so it takes no part in it`,
       );
     assertFreshNonce(this.store.sql, m.clientId, m.nonce);
+    if (kind === "advert") await this.checkAdvert(message as AdvertMessage);
     if (kind === "shares") this.checkShares(params, rows, m.clientId, message as SharesMessage);
     if (kind === "unmask") this.checkUnmask(params, rows, this.survivors(fed.id, m.round), m.clientId, message as UnmaskMessage);
     this.store.storage.transactionSync(() => {
@@ -255,9 +256,10 @@ export class SecureRounds {
 
   /** The secure round's weighted mean from its unmasked sum (written by unmaskAndClose), for the close. */
   mean(fed: FederationView, r: RoundRow): Pick<Accumulator, "mean" | "clear"> {
-    const { round: params, enc } = this.params(fed, r);
+    const { round: params, enc, settings } = this.params(fed, r);
     const unmasked = new RingSum(this.store.sql, keys.unmasked(fed.id, r.round), params.length);
-    const ratios = ratioSum(unmasked.read(enc.values, 1)[0]!, enc, r.uploads);
+    // With distributed DP every weight is 1: the count, not a sum a client could have skewed.
+    const ratios = settings.noise ? r.uploads : ratioSum(unmasked.read(enc.values, 1)[0]!, enc, r.uploads);
     return {
       mean: (start, n) => meanSegment(unmasked.read(start, n), enc, r.uploads, ratios),
       clear: () => this.clear(fed.id, r.round),
@@ -291,23 +293,41 @@ export class SecureRounds {
 
   /**
    * Rebuilds the survivors' self-mask seeds and the dropped clients' masking keys from the unmask answers,
-   * removes the masks from the sum a segment at a time into the unmasked sum, then closes the round. The
-   * phase is stored as "unmasking" with a deadline now first, so a restart part-way resumes from the alarm.
+   * removes the masks from the sum a segment at a time into the unmasked sum, then closes the round; a
+   * client's material that does not rebuild (a wrong share, a key that does not agree) fails the round with
+   * its reason, never the request. The phase is stored first with a deadline a phase away: a restart
+   * part-way resumes it from the alarm then (a deadline of now would wake the alarm again and again while
+   * this instance is still at work).
    */
   private async unmaskAndClose(id: string, round: number): Promise<void> {
     const key = `${id}/${round}`;
     if (this.unmasking.has(key)) return;
     this.unmasking.add(key);
     try {
+      const fed = this.store.get(id);
+      const { settings } = this.params(fed, this.store.roundRow(id, round));
       this.store.sql.exec(
         "UPDATE rounds SET phase = 'unmasking', deadline = ? WHERE federation_id = ? AND round = ?",
-        Date.now(),
+        Date.now() + settings.phaseSeconds * 1000,
         id,
         round,
       );
-      const fed = this.store.get(id);
-      const r = this.store.roundRow(id, round);
-      const { round: params } = this.params(fed, r);
+      await this.rounds.armAlarm();
+      const failure = await this.unmaskSum(fed, round);
+      // The operator may have failed the round while the masks were computed.
+      if (this.store.roundRow(id, round).status !== "open") return;
+      this.rounds.finish(id, round, Date.now(), failure === null ? "close" : "fail", `unmasking failed: ${failure}`);
+      await this.rounds.armAlarm();
+    } finally {
+      this.unmasking.delete(key);
+    }
+  }
+
+  /** The unmasked sum written a segment at a time; null when done, else why it could not be. */
+  private async unmaskSum(fed: FederationView, round: number): Promise<string | null> {
+    const id = fed.id;
+    try {
+      const { round: params } = this.params(fed, this.store.roundRow(id, round));
       const rows = this.rows(id, round);
       const adverts = new Map([...rows].map(([c, x]) => [c, advertOf(JSON.parse(x.advert) as AdvertMessage)]));
       const shared = new Set([...rows].filter(([, x]) => x.shares).map(([c]) => c));
@@ -315,42 +335,54 @@ export class SecureRounds {
       const responses = new Map(
         [...rows].filter(([, x]) => x.unmask).map(([c, x]) => [c, revealedOf(JSON.parse(x.unmask!) as UnmaskMessage)] as const),
       );
-      let recovered: Awaited<ReturnType<typeof recoverSecrets>>;
-      try {
-        recovered = await recoverSecrets(params, adverts, shared, survivors, responses);
-      } catch (e) {
-        if (!(e instanceof SecAggError)) throw e;
-        this.rounds.finish(id, round, Date.now(), "fail", `unmasking failed: ${e.message}`);
-        return;
-      }
+      const recovered = await recoverSecrets(params, adverts, shared, survivors, responses);
       const masked = new RingSum(this.store.sql, keys.sum(id, round), params.length);
       const unmasked = new RingSum(this.store.sql, keys.unmasked(id, round), params.length);
       for (let start = 0; start < params.length; start += RING_SEGMENT) {
+        if (this.store.roundRow(id, round).status !== "open") return null;
         const segment = masked.read(start, Math.min(RING_SEGMENT, params.length - start));
         await removeMasks(params, adverts, survivors, recovered, start, segment);
-        // The operator may have failed the round while the masks were computed.
-        if (this.store.roundRow(id, round).status !== "open") return;
+        if (this.store.roundRow(id, round).status !== "open") return null;
         unmasked.put(start, segment);
       }
-      this.rounds.finish(id, round, Date.now(), "close");
-      await this.rounds.armAlarm();
-    } finally {
-      this.unmasking.delete(key);
+      return null;
+    } catch (e) {
+      return e instanceof Error ? e.message : String(e);
     }
   }
 
-  /** A sharer's shares go to advertised neighbours only, enough of them to meet the threshold. */
+  /**
+   * A sharer's shares go to exactly its neighbours that advertised (their keys were checked then): each pair
+   * mask is then added by both of its clients or by neither, and a dropped client's pair masks are those
+   * with every surviving neighbour, which the unmasking removes. Enough of them to meet the threshold.
+   */
   private checkShares(params: SecAggRound, rows: Map<string, MessageRow>, client: string, m: SharesMessage): void {
-    const neighbours = new Set(params.graph.get(client));
-    const to = Object.keys(m.shares);
-    const stranger = to.find((j) => !neighbours.has(j) || !rows.has(j));
+    const advertised = params.graph.get(client)!.filter((j) => rows.has(j));
+    const to = new Set(Object.keys(m.shares));
+    const stranger = [...to].find((j) => !advertised.includes(j));
     if (stranger !== undefined)
       throw new AggregatorError(
         "message_invalid",
         `the shares message: "${stranger}" is not a neighbour of "${client}" that advertised keys`,
       );
-    if (to.length < params.threshold)
-      throw new AggregatorError("message_invalid", `the shares message holds ${to.length} shares; the threshold is ${params.threshold}`);
+    const missing = advertised.find((j) => !to.has(j));
+    if (missing !== undefined)
+      throw new AggregatorError(
+        "message_invalid",
+        `the shares message holds none for "${missing}": a client shares with every neighbour that advertised`,
+      );
+    if (to.size < params.threshold)
+      throw new AggregatorError("message_invalid", `the shares message holds ${to.size} shares; the threshold is ${params.threshold}`);
+  }
+
+  /** An advert's keys must agree with a key of ours: a low-order X25519 point would break every neighbour's masks. */
+  private async checkAdvert(m: AdvertMessage): Promise<void> {
+    for (const [name, hex] of [
+      ["encryptionKey", m.encryptionKey],
+      ["maskingKey", m.maskingKey],
+    ] as const)
+      if (!(await usableKey(fromHex(hex))))
+        throw new AggregatorError("message_invalid", `the advert message: ${name} is not a usable X25519 public key (a low-order point)`);
   }
 
   /**

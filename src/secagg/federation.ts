@@ -51,14 +51,15 @@ export function secureSettings(config: FederationConfig): SecureSettings {
 /** A round's SecAgg+ parameters over its sampled clients, and the encoding of updates of `values` values. */
 export function secureRound(
   config: FederationConfig,
-  federationId: string,
+  federation: { id: string; createdAt: number },
   round: number,
   sampled: readonly string[],
   values: number,
 ): { round: SecAggRound; enc: SecureEncoding; settings: SecureSettings } {
   const settings = secureSettings(config);
   return {
-    round: secAggRound(`${federationId}/${round}`, sampled, {
+    // The context names the federation's creation too: an id deleted and reused starts new contexts.
+    round: secAggRound(`${federation.id}/${federation.createdAt}/${round}`, sampled, {
       degree: settings.degree,
       threshold: settings.threshold,
       seed: ((config.seed * 100_003 + round) * 7 + 3) >>> 0,

@@ -48,6 +48,17 @@ export async function agree(mine: CryptoKey, peer: Uint8Array): Promise<Bytes> {
   return new Uint8Array(await crypto.subtle.deriveBits(algorithm, mine, 256));
 }
 
+let probe: Promise<CryptoKeyPair> | undefined;
+
+/** Whether a raw public key agrees with a key pair of our own (a low-order X25519 point does not). */
+export async function usableKey(publicKey: Uint8Array): Promise<boolean> {
+  probe ??= keyPair();
+  return agree((await probe).privateKey, publicKey).then(
+    () => true,
+    () => false,
+  );
+}
+
 /** The public half of a private key, X25519(k, 9): how the server checks a masking key it rebuilt from shares. */
 export async function publicOf(key: CryptoKey): Promise<Bytes> {
   const basepoint = new Uint8Array(32);

@@ -38,15 +38,38 @@ export function encodeUpdate(update: FlatSource, numExamples: number, enc: Secur
   return encode(values, enc.fp, uniform);
 }
 
-/** Σ rᵢ from the unmasked sum's last word, over `count` clients. */
+/**
+ * Σ rᵢ from the unmasked sum's last word, over `count` clients, checked to be what `count` honest ratios in
+ * [1 / maxWeight, 1] can sum to (within the rounding): a client that masked another value would skew the mean.
+ */
 export function ratioSum(lastWord: number, enc: SecureEncoding, count: number): number {
-  return decodeSum(Uint32Array.of(lastWord), enc.fp, count)[0]!;
+  const ratios = decodeSum(inEncoding(Uint32Array.of(lastWord), enc, count), enc.fp, count)[0]!;
+  const slack = (count * 2 * enc.fp.range) / (2 ** enc.fp.bits - 1);
+  if (!(ratios >= count / enc.maxWeight - slack && ratios <= count + slack))
+    throw new SecAggError(
+      "secagg_invalid",
+      `the ${count} weight ratios sum to ${ratios}, outside [${count} / ${enc.maxWeight}, ${count}]: a client masked another value`,
+    );
+  return ratios;
+}
+
+/**
+ * The words of a sum of `count` encoded vectors, checked to be what they can sum to: each value below
+ * 2^bits, so each sum at most count (2^bits − 1). SecAgg+ checks no range of a client's input (the masks hide
+ * it); this catches a client's words outside the encoding when they land above that, not every such client.
+ */
+function inEncoding(words: Uint32Array, enc: SecureEncoding, count: number): Uint32Array {
+  const top = count * (2 ** enc.fp.bits - 1);
+  const at = words.findIndex((w) => w > top);
+  if (at >= 0)
+    throw new SecAggError("secagg_invalid", `the unmasked sum holds ${words[at]} at ${at}, more than ${count} encoded values can make`);
+  return words;
 }
 
 /** The weighted mean's values from a segment of the unmasked sum: Σ rᵢ Δᵢ / Σ rᵢ. */
 export function meanSegment(words: Uint32Array, enc: SecureEncoding, count: number, ratios: number): Float32Array {
   if (!(ratios > 0)) throw new SecAggError("secagg_invalid", `the survivors' weight ratios sum to ${ratios}`);
-  return Float32Array.from(decodeSum(words, enc.fp, count), (x) => x / ratios);
+  return Float32Array.from(decodeSum(inEncoding(words, enc, count), enc.fp, count), (x) => x / ratios);
 }
 
 /** The masked input as an upload's body: its one U32 tensor and the upload's metadata. */

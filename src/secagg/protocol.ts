@@ -227,8 +227,11 @@ export async function unmask(
   for (const [j, ciphertext] of inbox) {
     const kind = request.survivors.has(j) ? "seed" : request.dropped.has(j) ? "key" : null;
     if (!kind) continue;
-    const agreement = await agree(secrets.encryption.privateKey, roster.get(j)!.encryptionKey);
-    const plaintext = await openShare(agreement, round.context, j, secrets.id, ciphertext);
+    // A share that does not open (a neighbour that sent garbage) is not revealed; the others still are.
+    const plaintext = await agree(secrets.encryption.privateKey, roster.get(j)!.encryptionKey)
+      .then((agreement) => openShare(agreement, round.context, j, secrets.id, ciphertext))
+      .catch(() => null);
+    if (!plaintext) continue;
     revealed.set(j, { kind, share: plaintext.slice(kind === "key" ? 0 : SHARE_BYTES, kind === "key" ? SHARE_BYTES : 2 * SHARE_BYTES) });
   }
   return revealed;

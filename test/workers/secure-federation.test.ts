@@ -177,9 +177,8 @@ describe("a secure federation (SecAgg+) in workerd", () => {
     expect([r.status, r.totalWeight]).toEqual(["closed", 9]);
     expect(r.result.privacy.epsilon).toBeCloseTo(privacySpent({ sampleRate: 1, noiseMultiplier: 0.5, steps: 1 }, 1e-5).epsilon, 10);
     // Unit weights: the decoded ratios sum to the 9 survivors, the mean is rescaled to the 10 expected.
-    const ratios = ratioSum(want[enc.values]!, enc, survivors.length);
-    expect(ratios).toBeCloseTo(9, 6);
-    const mean = meanSegment(want.subarray(0, enc.values), enc, survivors.length, ratios).map((x) => x * (9 / 10));
+    expect(ratioSum(want[enc.values]!, enc, survivors.length)).toBeCloseTo(9, 6);
+    const mean = meanSegment(want.subarray(0, enc.values), enc, survivors.length, 9).map((x) => x * (9 / 10));
     const after = await version("sec-dp", 1);
     for (const t of flatLayout(readSafetensorsHeader(global)).tensors)
       expect(after.tensors.get(t.name)).toEqual(before.tensors.get(t.name)!.map((x, i) => x + mean[t.start + i]!));
@@ -188,6 +187,37 @@ describe("a secure federation (SecAgg+) in workerd", () => {
     const sd = Math.sqrt(change.reduce((s, x) => s + x * x, 0) / change.length);
     expect(sd).toBeGreaterThan((0.5 * std * 3) / 10);
     expect(sd).toBeLessThan((1.5 * std * 3) / 10 + 0.05 / Math.sqrt(change.length));
+  });
+
+  it("fails the round with its reason, not the request, when a survivor's unmask answer does not rebuild", async () => {
+    await create("sec-d", { secureAggregation: {}, rounds: 2 });
+    await ok(api("/federations/sec-d/rounds", { method: "POST" }));
+    const global = decodeTensorFile(await versionBytes("sec-d", 0), "v0");
+    const updates = new Map(CLIENTS.map((c, i) => [c, deltaOf(global, i, 1)]));
+    // The last survivor copies, for each peer, another responder's share coordinate (a share's last byte):
+    // the shares then repeat an x, which the Shamir package refuses with an error of its own.
+    const sent = new Map<string, { shares: Record<string, { kind: string; share: string }> }>();
+    const t = transport("sec-d", 1);
+    const garbling: SecureTransport = {
+      ...t,
+      send: async (c, kind, message) => {
+        if (kind !== "unmask") return t.send(c, kind, message);
+        const m = message as { shares: Record<string, { kind: string; share: string }> };
+        if (c === "c9")
+          for (const [peer, s] of Object.entries(m.shares)) {
+            const other = [...sent.values()].find((x) => x.shares[peer])?.shares[peer];
+            if (other) s.share = s.share.slice(0, -2) + other.share.slice(-2);
+          }
+        sent.set(c, m);
+        return t.send(c, kind, m);
+      },
+    };
+    await secureRound(garbling, CLIENTS, updates);
+    const r = await (await api("/federations/sec-d/rounds/1")).json<{ status: string; result: { reason: string } }>();
+    expect(r.status).toBe("failed");
+    expect(r.result.reason).toMatch(/^unmasking failed: /);
+    // The federation goes on: the next round opens.
+    await ok(api("/federations/sec-d/rounds", { method: "POST" }));
   });
 
   it("refuses messages out of their phase, shares for strangers, a second different message, and fails below the threshold", async () => {
@@ -204,6 +234,12 @@ describe("a secure federation (SecAgg+) in workerd", () => {
     expect([other.status, (await error(other)).code]).toEqual([409, "upload_conflict"]);
     const bad = await put(`${path("sec-b", 1, "c1")}/advert`, "c1", { encryptionKey: "00", maskingKey: "11", seedDigest: "22" });
     expect([bad.status, (await error(bad)).code]).toEqual([422, "message_invalid"]);
+    // A low-order key (the zero point) would break every neighbour's masks: refused.
+    const low = await put(`${path("sec-b", 1, "c1")}/advert`, "c1", {
+      ...advertMessage((await advertise("c1")).advert),
+      maskingKey: "0".repeat(64),
+    });
+    expect([low.status, (await error(low)).message]).toEqual([422, expect.stringMatching(/maskingKey is not a usable X25519 public key/)]);
     const forged = await signed(path("sec-b", 1, "c1"), "c0");
     expect(forged.status).toBe(403);
     // Only four advertise by the phase's end: the round needs the threshold (5) and fails with its reason.
@@ -224,6 +260,13 @@ describe("a secure federation (SecAgg+) in workerd", () => {
     expect((await view("sec-b", 2, "c0")).phase).toBe("share");
     const stranger = await put(`${path("sec-b", 2, "c5")}/shares`, "c5", { shares: {} });
     expect([stranger.status, (await error(stranger)).code]).toEqual([403, "not_in_phase"]);
+    // Shares to some of the neighbours that advertised only: each pair mask must be added by both or neither.
+    const advertised = (await view("sec-b", 2, "c0")).neighbours.filter((j) => ["c1", "c2", "c3", "c4"].includes(j));
+    expect(advertised.length).toBeGreaterThan(1);
+    const some = await put(`${path("sec-b", 2, "c0")}/shares`, "c0", {
+      shares: Object.fromEntries(advertised.slice(1).map((j) => [j, "ab".repeat(94)])),
+    });
+    expect([some.status, (await error(some)).message]).toEqual([422, expect.stringContaining(`holds none for "${advertised[0]}"`)]);
   });
 
   it("is refused at creation with central DP, or with a threshold the graph cannot meet", async () => {

@@ -3,7 +3,7 @@
 // phase opens (before training), mask its update once the input phase opens, and answer the unmask request.
 // Its secrets live in its own storage between steps (never sent); each step is a signed request to the
 // coordinator, and a phase not open yet is waited for by the alarm.
-import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
+import { deleteBlob, readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
 import { secureNormals } from "../../src/privacy/central-dp.ts";
 import { secureUniform } from "../../src/privacy/secure-random.ts";
@@ -66,48 +66,70 @@ export class SecureSteps {
     return { step: "advertised", wait: 0, detail: null };
   }
 
-  /** Phase 2, before training: once the share phase opens, the sealed shares for the neighbours that advertised. */
+  /**
+   * Phase 2, before training: once the share phase opens, the sealed shares for the neighbours that
+   * advertised, kept before they are sent: a retry sends the same message (new shares would be another).
+   */
   async share(job: JobRow): Promise<Outcome> {
-    const view = await this.view(job);
-    if (view.phase === "advertise") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's share phase" };
-    if (view.phase !== "share") throw new Error(`the secure round moved to its ${view.phase} phase before this client shared its keys`);
-    const sealed = await shareKeys(roundOf(view, this.env.CLIENT_ID), await this.secrets(job), rosterOf(view));
-    await this.send(job, "/shares", sharesMessage(sealed));
+    const kept = readBlob(this.sql, this.key(job, "secagg-shares"));
+    if (!kept) {
+      const view = await this.view(job);
+      if (view.phase === "advertise") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's share phase" };
+      if (view.phase !== "share") throw new Error(`the secure round moved to its ${view.phase} phase before this client shared its keys`);
+      const sealed = await shareKeys(roundOf(view, this.env.CLIENT_ID), await this.secrets(job), rosterOf(view));
+      writeBlob(this.sql, this.key(job, "secagg-shares"), new TextEncoder().encode(JSON.stringify(sharesMessage(sealed))));
+    }
+    await this.send(job, "/shares", JSON.parse(new TextDecoder().decode(readBlob(this.sql, this.key(job, "secagg-shares"))!)));
     return { step: "shared", wait: 0, detail: null };
   }
 
   /**
    * Phase 3, after training: once the input phase opens, the update (the method's body, the version's
-   * tensors) encoded and masked, as a masked-input body kept for the upload and its retries.
+   * tensors) encoded and masked, as a masked-input body for the upload and its retries, with the secrets
+   * recording that the masks are spent: the caller keeps both in one transaction, so no second input is
+   * ever masked and the one made is never lost.
    */
-  async mask(job: JobRow, update: Uint8Array): Promise<Outcome & { body?: Uint8Array }> {
+  async mask(job: JobRow, update: Uint8Array): Promise<Outcome & { body?: Uint8Array; secrets?: string }> {
     const view = await this.view(job);
     if (view.phase === "share") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's input phase" };
     if (view.phase !== "input") throw new Error(`the secure round is in its ${view.phase} phase: too late for this client's input`);
     const { encoded: x, metadata } = encodeForRound(view, update, cryptoUniform, secureNormals);
     const secrets = await this.secrets(job);
     const y = await maskInput(roundOf(view, this.env.CLIENT_ID), clientView(view, secrets), x);
-    const body = maskedInputFile(y, metadata);
-    // The masks are spent: the secrets record it before the body can leave, so no second input is ever masked.
-    this.keep(job, await saveSecrets(secrets));
-    return { step: "masked", wait: 0, detail: null, body };
+    return { step: "masked", wait: 0, detail: null, body: maskedInputFile(y, metadata), secrets: await saveSecrets(secrets) };
   }
 
-  /** Phase 4: once the unmask phase opens, the one share per neighbour the request asks for. */
+  /**
+   * Phase 4: once the unmask phase opens, the one share per neighbour the request asks for, kept with the
+   * secrets that record the answer in one write before it is sent: a retry sends the same answer, and no
+   * second answer (which could reveal the other share of a peer) is ever made.
+   */
   async unmask(job: JobRow): Promise<Outcome> {
-    const view = await this.view(job);
-    if (view.phase === "input") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's unmask phase" };
-    if (view.phase !== "unmask" || !view.request)
-      return { step: "unmasked", wait: 0, detail: `the round is ${view.phase}; nothing to unmask` };
-    const secrets = await this.secrets(job);
-    const revealed = await unmask(roundOf(view, this.env.CLIENT_ID), clientView(view, secrets), requestOf(view));
-    this.keep(job, await saveSecrets(secrets));
-    await this.send(job, "/unmask", unmaskMessage(revealed));
+    if (!readBlob(this.sql, this.key(job, "secagg-unmask"))) {
+      const view = await this.view(job);
+      if (view.phase === "input") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's unmask phase" };
+      if (view.phase !== "unmask" || !view.request)
+        return { step: "unmasked", wait: 0, detail: `the round is ${view.phase}; nothing to unmask` };
+      const secrets = await this.secrets(job);
+      const message = JSON.stringify(
+        unmaskMessage(await unmask(roundOf(view, this.env.CLIENT_ID), clientView(view, secrets), requestOf(view))),
+      );
+      const saved = await saveSecrets(secrets);
+      this.keep(job, saved, ["secagg-unmask", message]);
+    }
+    await this.send(job, "/unmask", JSON.parse(new TextDecoder().decode(readBlob(this.sql, this.key(job, "secagg-unmask"))!)));
     return { step: "unmasked", wait: 0, detail: null };
   }
 
-  private keep(job: JobRow, secrets: string): void {
+  /** Keeps the secrets (and another of the round's blobs with them), in one synchronous write. */
+  keep(job: JobRow, secrets: string, also?: [what: string, text: string]): void {
     writeBlob(this.sql, this.key(job, "secagg"), new TextEncoder().encode(secrets));
+    if (also) writeBlob(this.sql, this.key(job, also[0]), new TextEncoder().encode(also[1]));
+  }
+
+  /** Forgets the round's secrets and kept messages once the client's part is done. */
+  forget(job: JobRow): void {
+    for (const what of ["secagg", "secagg-shares", "secagg-unmask"]) deleteBlob(this.sql, this.key(job, what));
   }
 
   private async secrets(job: JobRow) {

@@ -215,9 +215,10 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     if (job.secure_step === "shared") {
       const o = await this.secure.mask(job, update);
       if (!o.body) return this.stepped(job, o);
-      const body = o.body;
+      const { body, secrets } = o as { body: Uint8Array; secrets: string };
       const sha256 = await bodyDigest(body);
       this.ctx.storage.transactionSync(() => {
+        this.secure.keep(job, secrets);
         writeBlob(this.sql, key("masked"), body);
         this.jobs.update(job, { secure_step: "masked", upload_bytes: body.length, upload_sha256: sha256 });
       });
@@ -228,6 +229,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     if (!o.step) return this.stepped(job, o);
     this.ctx.storage.transactionSync(() => {
       deleteBlob(this.sql, key("masked"));
+      this.secure.forget(job);
       this.jobs.update(job, { status: "uploaded", secure_step: o.step, detail: o.detail });
     });
     return null;
