@@ -315,7 +315,16 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
     uploadMetrics: Record<string, number> | null;
   };
   const failed = new Set<string>();
-  const jobs = () => Promise.all(info.sampled.map(async (id) => (await (await fed.client(id, `/tasks/${FED}/${round}`)).json()) as Job));
+  // A client that cannot answer shows as such, with its answer as the detail, rather than as a job.
+  const jobs = () =>
+    Promise.all(
+      info.sampled.map(async (id): Promise<Job> => {
+        const res = await fed.client(id, `/tasks/${FED}/${round}`);
+        if (res.ok) return (await res.json()) as Job;
+        const detail = `the client answered ${res.status}: ${(await res.text()).slice(0, 300)}`;
+        return { status: `unreachable (${res.status})`, stepsDone: 0, detail, uploadBytes: null, uploadMetrics: null };
+      }),
+    );
   let shown = "";
   let r: { status: string; uploads: number; result: RoundOutcome | null };
   for (;;) {
@@ -334,9 +343,9 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
     // Why a client failed, once.
     views.forEach((job, i) => {
       const id = info.sampled[i]!;
-      if (job.status !== "failed" || failed.has(id)) return;
+      if ((job.status !== "failed" && !job.status.startsWith("unreachable")) || failed.has(id)) return;
       failed.add(id);
-      log(`${id} failed: ${job.detail ?? "no detail"}`);
+      log(`${id} ${job.status}: ${job.detail ?? "no detail"}`);
     });
     if (r.status !== "open") break;
     await new Promise((res) => setTimeout(res, 500));
