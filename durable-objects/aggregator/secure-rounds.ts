@@ -30,6 +30,13 @@ import type { FederationView, RoundRow } from "./types.ts";
 
 export type { SecAggView };
 
+/**
+ * How long one invocation unmasks before the alarm takes the next segments: a Durable Object's request or
+ * alarm has 30 s of CPU by default, and a large round's unmasking (many dropped clients' pair masks over a
+ * large adapter) can take minutes.
+ */
+const UNMASK_SLICE_MS = 10_000;
+
 /** The phase each key-phase message belongs to. */
 const PHASE_OF: Record<SecAggPhaseName, SecurePhase> = { advert: "advertise", shares: "share", unmask: "unmask" };
 
@@ -313,18 +320,27 @@ export class SecureRounds {
         round,
       );
       await this.rounds.armAlarm();
-      const failure = await this.unmaskSum(fed, round);
+      const outcome = await this.unmaskSum(fed, round);
       // The operator may have failed the round while the masks were computed.
       if (this.store.roundRow(id, round).status !== "open") return;
-      this.rounds.finish(id, round, Date.now(), failure === null ? "close" : "fail", `unmasking failed: ${failure}`);
+      if (outcome === "more")
+        // The next slice from the alarm, at once: each invocation stays within the platform's CPU limit.
+        this.store.sql.exec("UPDATE rounds SET deadline = ? WHERE federation_id = ? AND round = ?", Date.now(), id, round);
+      else if (outcome === "done") this.rounds.finish(id, round, Date.now(), "close");
+      else this.rounds.finish(id, round, Date.now(), "fail", `unmasking failed: ${outcome.failure}`);
       await this.rounds.armAlarm();
     } finally {
       this.unmasking.delete(key);
     }
   }
 
-  /** The unmasked sum written a segment at a time; null when done, else why it could not be. */
-  private async unmaskSum(fed: FederationView, round: number): Promise<string | null> {
+  /**
+   * The unmasked sum written a segment at a time, from the first segment not yet written (a restart or the
+   * previous slice left the others), for at most UNMASK_SLICE_MS: "done", "more" (a slice ended), or why
+   * it could not be.
+   */
+  private async unmaskSum(fed: FederationView, round: number): Promise<"done" | "more" | { failure: string }> {
+    const started = Date.now();
     const id = fed.id;
     try {
       const { round: params } = this.params(fed, this.store.roundRow(id, round));
@@ -338,16 +354,18 @@ export class SecureRounds {
       const recovered = await recoverSecrets(params, adverts, shared, survivors, responses);
       const masked = new RingSum(this.store.sql, keys.sum(id, round), params.length);
       const unmasked = new RingSum(this.store.sql, keys.unmasked(id, round), params.length);
-      for (let start = 0; start < params.length; start += RING_SEGMENT) {
-        if (this.store.roundRow(id, round).status !== "open") return null;
+      const written = this.store.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM blobs WHERE key = ?", keys.unmasked(id, round)).one().n;
+      for (let start = written * RING_SEGMENT; start < params.length; start += RING_SEGMENT) {
+        if (this.store.roundRow(id, round).status !== "open") return "done";
+        if (Date.now() - started > UNMASK_SLICE_MS) return "more";
         const segment = masked.read(start, Math.min(RING_SEGMENT, params.length - start));
         await removeMasks(params, adverts, survivors, recovered, start, segment);
-        if (this.store.roundRow(id, round).status !== "open") return null;
+        if (this.store.roundRow(id, round).status !== "open") return "done";
         unmasked.put(start, segment);
       }
-      return null;
+      return "done";
     } catch (e) {
-      return e instanceof Error ? e.message : String(e);
+      return { failure: e instanceof Error ? e.message : String(e) };
     }
   }
 
