@@ -97,7 +97,7 @@ export class SecureRounds {
       throw new AggregatorError("client_not_sampled", `client "${client}" was not sampled for round ${round}`);
     const { round: params, enc, settings } = this.params(fed, r);
     const neighbours = params.graph.get(client)!;
-    const rows = this.rows(id, round, [client, ...neighbours]);
+    const rows = this.viewRows(id, round, client, [client, ...neighbours]);
     const view: SecAggView = {
       federationId: id,
       round,
@@ -116,10 +116,10 @@ export class SecureRounds {
     view.roster = Object.fromEntries(
       neighbours.filter((j) => rows.has(j)).map((j) => [j, JSON.parse(rows.get(j)!.advert) as AdvertMessage]),
     );
-    if (r.phase === "share" || !rows.get(client)?.shares) return view;
+    if (r.phase === "share" || !rows.get(client)?.shared) return view;
     view.inbox = Object.fromEntries(
       neighbours.flatMap((j) => {
-        const sealed = this.sharesOf(rows.get(j))?.[client];
+        const sealed = rows.get(j)?.to_me;
         return sealed ? [[j, sealed]] : [];
       }),
     );
@@ -128,7 +128,7 @@ export class SecureRounds {
       if (survivors.has(client))
         view.request = {
           survivors: neighbours.filter((j) => survivors.has(j)),
-          dropped: neighbours.filter((j) => !survivors.has(j) && rows.get(j)?.shares),
+          dropped: neighbours.filter((j) => !survivors.has(j) && rows.get(j)?.shared),
         };
     }
     return view;
@@ -433,6 +433,25 @@ export class SecureRounds {
       ? this.store.sql.exec<MessageRow>(`${query} AND client_id IN (SELECT value FROM json_each(?))`, id, round, JSON.stringify(only))
       : this.store.sql.exec<MessageRow>(query, id, round);
     return new Map(rows.toArray().map((x) => [x.client_id, x]));
+  }
+
+  /**
+   * What a client's view needs of its own and its neighbours' rows: each advert, whether it shared, and the
+   * one sealed share addressed to `client` (picked out by SQLite, so a poll does not parse every neighbour's
+   * shares; ids are letters, digits, '.', '_' and '-', safe inside a quoted JSON path).
+   */
+  private viewRows(id: string, round: number, client: string, only: readonly string[]) {
+    const rows = this.store.sql
+      .exec<{ client_id: string; advert: string; shared: number; to_me: string | null }>(
+        "SELECT client_id, advert, shares IS NOT NULL AS shared, json_extract(shares, ?) AS to_me FROM secagg " +
+          "WHERE federation_id = ? AND round = ? AND client_id IN (SELECT value FROM json_each(?))",
+        `$.shares."${client}"`,
+        id,
+        round,
+        JSON.stringify(only),
+      )
+      .toArray();
+    return new Map(rows.map((x) => [x.client_id, x]));
   }
 
   /** How many clients advertised, shared and answered the unmask request. */
