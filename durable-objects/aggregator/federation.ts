@@ -71,7 +71,7 @@ export class Federations {
     });
     const floats = refusingConfig("", () => side.versionFloats(method, model));
     checkVersionSize(floats, config.maxUploadBytes);
-    if (config.secureAggregation) checkSecure(config, floats);
+    if (config.secureAggregation) checkSecure(config, floats, side.decode !== undefined);
     const settings = { quant: config.model.quant, batch: config.local.batchSize, seq: config.local.maxTokens };
     const unfit = clientPlanRefusal(model, side.footprints(method, model), settings, config.clientMemoryMiB * MIB);
     if (unfit) throw new AggregatorError("config_invalid", unfit);
@@ -166,7 +166,16 @@ export class Federations {
  * weight ratio, 4 bytes each, and a header) must fit its maxUploadBytes, and it cannot also ask for central
  * DP, whose aggregator clips each update in the clear.
  */
-function checkSecure(config: FederationConfig, floats: number): void {
+function checkSecure(config: FederationConfig, floats: number, ownUploads: boolean): void {
+  if (ownUploads)
+    throw new AggregatorError(
+      "config_invalid",
+      `secureAggregation: method "${config.method.type}" uploads in a format of its own (FedKSeed: sparse per-seed sums); ` +
+        `secure aggregation takes methods whose uploads are the version's tensors: ${serverMethods
+          .types()
+          .filter((t) => !serverMethods.get(t).decode)
+          .join(", ")}`,
+    );
   if (config.privacy?.mode === "central")
     throw new AggregatorError(
       "config_invalid",

@@ -276,6 +276,13 @@ describe("a secure federation (SecAgg+) in workerd", () => {
         /privacy with secureAggregation: central DP clips each update where the aggregator sees it in the clear/,
       ],
       [{ secureAggregation: { threshold: 9 } }, /secureAggregation: the threshold is a whole number in \[5, 8\]/],
+      [
+        {
+          secureAggregation: {},
+          method: { type: "fedkseed", k: 64, labels: ["a", "b"], trains: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] } },
+        },
+        /method "fedkseed" uploads in a format of its own .*: lora, offsite, fedbpt, discrete$/,
+      ],
       [{ privacy: { mode: "distributed", clip: 1, noiseMultiplier: 1 } }, /privacy: mode "distributed" needs secureAggregation/],
       [
         { secureAggregation: {}, privacy: { mode: "distributed", clip: 1, noiseMultiplier: 1, adaptiveClip: {} } },
