@@ -29,12 +29,18 @@ const scaleOf = (fp: FixedPoint) => (2 ** fp.bits - 1) / (2 * fp.range);
 
 /** Each value clamped, shifted to [0, 2 range], scaled and rounded up with probability its fraction (`uniform` in [0, 1)). */
 export function encode(values: ArrayLike<number>, fp: FixedPoint, uniform: () => number): Uint32Array {
+  return encodeEach(values.length, (i) => values[i]!, fp, uniform);
+}
+
+/** encode over the values `valueAt` gives, without an array of them (a large update encodes in its own size). */
+export function encodeEach(length: number, valueAt: (i: number) => number, fp: FixedPoint, uniform: () => number): Uint32Array {
   const scale = scaleOf(fp);
   const top = 2 ** fp.bits - 1;
-  const out = new Uint32Array(values.length);
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) throw new SecAggError("secagg_invalid", `value ${i} is ${values[i]}: an update to encode is finite`);
-    const x = Math.min(fp.range, Math.max(-fp.range, values[i]!));
+  const out = new Uint32Array(length);
+  for (let i = 0; i < length; i++) {
+    const v = valueAt(i);
+    if (!Number.isFinite(v)) throw new SecAggError("secagg_invalid", `value ${i} is ${v}: an update to encode is finite`);
+    const x = Math.min(fp.range, Math.max(-fp.range, v));
     out[i] = Math.min(top, Math.floor((x + fp.range) * scale + uniform()));
   }
   return out;

@@ -5,7 +5,7 @@
 import type { FlatSource } from "../fl/flat-tensors.ts";
 import { readSafetensors, writeSafetensors } from "../protocol/safetensors.ts";
 import { SecAggError } from "./errors.ts";
-import { decodeSum, encode, type FixedPoint, fixedPointFor } from "./fixed-point.ts";
+import { decodeSum, encodeEach, type FixedPoint, fixedPointFor } from "./fixed-point.ts";
 
 /** The masked input's one tensor. */
 export const MASKED_INPUT = "secagg.masked_input";
@@ -30,12 +30,9 @@ export function encodeUpdate(update: FlatSource, numExamples: number, enc: Secur
   if (update.total !== enc.values)
     throw new SecAggError("secagg_invalid", `an update of ${update.total} values in a round of ${enc.values}`);
   const r = weightRatio(numExamples, enc.maxWeight);
-  const values = new Float64Array(enc.values + 1);
   const flat = new Float32Array(enc.values);
   update.read(0, flat);
-  for (let i = 0; i < flat.length; i++) values[i] = r * flat[i]!;
-  values[enc.values] = r;
-  return encode(values, enc.fp, uniform);
+  return encodeEach(enc.values + 1, (i) => (i < enc.values ? r * flat[i]! : r), enc.fp, uniform);
 }
 
 /**
