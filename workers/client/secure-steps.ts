@@ -29,8 +29,12 @@ import { failure } from "../../src/fl/client/transient.ts";
 /** A client's steps in a secure round, in order; each is stored with its job once done. */
 export type SecureStep = "pending" | "advertised" | "shared" | "masked" | "sent" | "unmasked";
 
-/** How long a client waits before asking again whether the phase it needs has opened. */
-export const PHASE_POLL_MS = 1000;
+/**
+ * How long a client waits before asking again whether the phase it needs has opened: 1 s, growing by half
+ * each time up to 10 s, so clients that finished early do not keep the aggregator busy through a long phase.
+ */
+const PHASE_POLL_MS = 1000;
+const PHASE_POLL_MAX_MS = 10_000;
 
 /** What a step does now: done (go on at once), or wait for the round to reach a phase. */
 type Outcome = { step: SecureStep | null; wait: number; detail: string | null };
@@ -38,6 +42,8 @@ type Outcome = { step: SecureStep | null; wait: number; detail: string | null };
 export class SecureSteps {
   private readonly env: ClientEnv;
   private readonly sql: SqlStorage;
+  /** Consecutive polls per job, in memory (an evicted instance starts again at 1 s). */
+  private readonly polls = new Map<string, number>();
 
   constructor(env: ClientEnv, sql: SqlStorage) {
     this.env = env;
@@ -74,7 +80,7 @@ export class SecureSteps {
     const kept = readBlob(this.sql, this.key(job, "secagg-shares"));
     if (!kept) {
       const view = await this.view(job);
-      if (view.phase === "advertise") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's share phase" };
+      if (view.phase === "advertise") return { step: null, wait: this.poll(job), detail: "waiting for the round's share phase" };
       if (view.phase !== "share") throw new Error(`the secure round moved to its ${view.phase} phase before this client shared its keys`);
       const sealed = await shareKeys(roundOf(view, this.env.CLIENT_ID), await this.secrets(job), rosterOf(view));
       writeBlob(this.sql, this.key(job, "secagg-shares"), new TextEncoder().encode(JSON.stringify(sharesMessage(sealed))));
@@ -91,7 +97,7 @@ export class SecureSteps {
    */
   async mask(job: JobRow, update: Uint8Array): Promise<Outcome & { body?: Uint8Array; secrets?: string }> {
     const view = await this.view(job);
-    if (view.phase === "share") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's input phase" };
+    if (view.phase === "share") return { step: null, wait: this.poll(job), detail: "waiting for the round's input phase" };
     if (view.phase !== "input") throw new Error(`the secure round is in its ${view.phase} phase: too late for this client's input`);
     const { encoded: x, metadata } = encodeForRound(view, update, cryptoUniform, secureNormals);
     const secrets = await this.secrets(job);
@@ -107,7 +113,7 @@ export class SecureSteps {
   async unmask(job: JobRow): Promise<Outcome> {
     if (!readBlob(this.sql, this.key(job, "secagg-unmask"))) {
       const view = await this.view(job);
-      if (view.phase === "input") return { step: null, wait: PHASE_POLL_MS, detail: "waiting for the round's unmask phase" };
+      if (view.phase === "input") return { step: null, wait: this.poll(job), detail: "waiting for the round's unmask phase" };
       if (view.phase !== "unmask" || !view.request)
         return { step: "unmasked", wait: 0, detail: `the round is ${view.phase}; nothing to unmask` };
       const secrets = await this.secrets(job);
@@ -119,6 +125,19 @@ export class SecureSteps {
     }
     await this.send(job, "/unmask", JSON.parse(new TextDecoder().decode(readBlob(this.sql, this.key(job, "secagg-unmask"))!)));
     return { step: "unmasked", wait: 0, detail: null };
+  }
+
+  /** The wait before the next poll of this job's round (a step done starts again at 1 s). */
+  private poll(job: JobRow): number {
+    const key = this.key(job, "poll");
+    const n = this.polls.get(key) ?? 0;
+    this.polls.set(key, n + 1);
+    return Math.min(PHASE_POLL_MAX_MS, Math.round(PHASE_POLL_MS * 1.5 ** n));
+  }
+
+  /** Forgets the job's polls once a step is done. */
+  stepDone(job: JobRow): void {
+    this.polls.delete(this.key(job, "poll"));
   }
 
   /** Keeps the secrets (and another of the round's blobs with them), in one synchronous write. */

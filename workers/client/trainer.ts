@@ -202,8 +202,10 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
 
   /** A secure step's outcome stored with the job: the next slice at once, or after the wait for a phase. */
   private stepped(job: JobRow, o: { step: SecureStep | null; wait: number; detail: string | null }): number {
-    if (o.step) this.jobs.update(job, { secure_step: o.step, detail: o.detail });
-    else if (o.detail !== job.detail) this.jobs.update(job, { detail: o.detail });
+    if (o.step) {
+      this.secure.stepDone(job);
+      this.jobs.update(job, { secure_step: o.step, detail: o.detail });
+    } else if (o.detail !== job.detail) this.jobs.update(job, { detail: o.detail });
     return o.wait;
   }
 
@@ -216,6 +218,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       const o = await this.secure.mask(job, update);
       if (!o.body) return this.stepped(job, o);
       const { body, secrets } = o as { body: Uint8Array; secrets: string };
+      this.secure.stepDone(job);
       const sha256 = await bodyDigest(body);
       this.ctx.storage.transactionSync(() => {
         this.secure.keep(job, secrets);
