@@ -56,6 +56,10 @@ describe("credentials on every route", async () => {
     ["GET", "/federations/auth-1/versions/0/adapter_config.json"],
     ["GET", "/federations/auth-1/versions/0/seeds"],
     ["PUT", "/federations/auth-1/versions/0"],
+    ["GET", "/federations/auth-1/rounds/1/secagg/c1"],
+    ["PUT", "/federations/auth-1/rounds/1/secagg/c1/advert"],
+    ["PUT", "/federations/auth-1/rounds/1/secagg/c1/shares"],
+    ["PUT", "/federations/auth-1/rounds/1/secagg/c1/unmask"],
   ];
 
   it.each(routes)("%s %s without a credential is 401 and changes nothing", async (method, path) => {
