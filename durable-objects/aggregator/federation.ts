@@ -170,7 +170,7 @@ function checkSecure(config: FederationConfig, floats: number, ownUploads: boole
   if (ownUploads)
     throw new AggregatorError(
       "config_invalid",
-      `secureAggregation: method "${config.method.type}" uploads in a format of its own (FedKSeed: sparse per-seed sums); ` +
+      `secureAggregation: method "${config.method.type}" uploads in a format of its own (its server side decodes them); ` +
         `secure aggregation takes methods whose uploads are the version's tensors: ${serverMethods
           .types()
           .filter((t) => !serverMethods.get(t).decode)
