@@ -82,6 +82,9 @@ export class SecureRounds {
     const key = `${fed.id}/${r.round}/${fed.createdAt}`;
     const known = this.known.get(key);
     if (known) return known;
+    // An old round's base version may be pruned (keepVersions): nothing of it is served any more.
+    if (!this.store.hasVersion(fed.id, r.base_version))
+      throw new AggregatorError("round_closed", `round ${r.round} of "${fed.id}" is ${r.status} and its base version was pruned`);
     const values = flatLayout(this.store.versionHeader(fed.id, r.base_version)).total;
     const params = secureRound(fed.config, fed, r.round, JSON.parse(r.sampled) as string[], values);
     if (this.known.size >= 4) this.known.delete(this.known.keys().next().value!);
