@@ -203,6 +203,15 @@ describe("a secure federation (SecAgg+) in workerd", () => {
       send: async (c, kind, message) => {
         if (kind !== "unmask") return t.send(c, kind, message);
         const m = message as { shares: Record<string, { kind: string; share: string }> };
+        if (c === "c9") {
+          // First a key share asked as a seed share (every peer survived): refused, nothing stored.
+          const flipped = { shares: Object.fromEntries(Object.entries(m.shares).map(([p, s]) => [p, { ...s, kind: "key" }])) };
+          const res = await put(`${path("sec-d", 1, c)}/unmask`, c, flipped);
+          expect([res.status, (await error(res)).message]).toEqual([
+            422,
+            expect.stringMatching(/reveals a key share of .* asks for its seed share/),
+          ]);
+        }
         if (c === "c9")
           for (const [peer, s] of Object.entries(m.shares)) {
             const other = [...sent.values()].find((x) => x.shares[peer])?.shares[peer];
