@@ -10,7 +10,7 @@ export const RING_SEGMENT = CHUNK_BYTES / 4;
 
 export class RingSum {
   private readonly sql: SqlExec;
-  private readonly key: string;
+  readonly key: string;
   private readonly length: number;
 
   constructor(sql: SqlExec, key: string, length: number) {
@@ -50,6 +50,23 @@ export class RingSum {
 
   clear(): void {
     deleteBlob(this.sql, this.key);
+  }
+
+  /**
+   * Writes into `to` this sum with `apply` done to each row, from the first row `to` does not hold yet (an
+   * earlier call, or a run a restart cut short, wrote the others), while `goOn` says so before each row.
+   * Returns whether every row is written: how the unmasking runs in slices across invocations.
+   */
+  async transformInto(to: RingSum, apply: (start: number, row: Uint32Array) => Promise<unknown>, goOn: () => boolean): Promise<boolean> {
+    const written = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM blobs WHERE key = ?", to.key).one().n;
+    for (let start = written * RING_SEGMENT; start < this.length; start += RING_SEGMENT) {
+      if (!goOn()) return false;
+      const row = this.read(start, Math.min(RING_SEGMENT, this.length - start));
+      await apply(start, row);
+      if (!goOn()) return false;
+      to.put(start, row);
+    }
+    return true;
   }
 
   /** Stores a whole row starting at word `start` (a multiple of RING_SEGMENT). */

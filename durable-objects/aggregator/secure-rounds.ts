@@ -23,7 +23,7 @@ import { deleteBlob } from "../shared/blobs.ts";
 import type { Accumulator } from "./accumulator.ts";
 import { AggregatorError, refusing } from "./errors.ts";
 import { assertFreshNonce, spendNonce } from "./nonces.ts";
-import { RING_SEGMENT, RingSum } from "./ring-sum.ts";
+import { RingSum } from "./ring-sum.ts";
 import type { Rounds } from "./rounds.ts";
 import { type FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundRow } from "./types.ts";
@@ -357,16 +357,14 @@ export class SecureRounds {
       const recovered = await recoverSecrets(params, adverts, shared, survivors, responses);
       const masked = new RingSum(this.store.sql, keys.sum(id, round), params.length);
       const unmasked = new RingSum(this.store.sql, keys.unmasked(id, round), params.length);
-      const written = this.store.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM blobs WHERE key = ?", keys.unmasked(id, round)).one().n;
-      for (let start = written * RING_SEGMENT; start < params.length; start += RING_SEGMENT) {
-        if (this.store.roundRow(id, round).status !== "open") return "done";
-        if (Date.now() - started > UNMASK_SLICE_MS) return "more";
-        const segment = masked.read(start, Math.min(RING_SEGMENT, params.length - start));
-        await removeMasks(params, adverts, survivors, recovered, start, segment);
-        if (this.store.roundRow(id, round).status !== "open") return "done";
-        unmasked.put(start, segment);
-      }
-      return "done";
+      // The caller sees a round no longer open (the operator failed it meanwhile) for itself.
+      const goOn = () => this.store.roundRow(id, round).status === "open" && Date.now() - started <= UNMASK_SLICE_MS;
+      const complete = await masked.transformInto(
+        unmasked,
+        (start, row) => removeMasks(params, adverts, survivors, recovered, start, row),
+        goOn,
+      );
+      return complete ? "done" : "more";
     } catch (e) {
       return { failure: e instanceof Error ? e.message : String(e) };
     }

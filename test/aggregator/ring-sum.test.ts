@@ -8,6 +8,33 @@ import { RING_SEGMENT, RingSum } from "../../durable-objects/aggregator/ring-sum
 import { seededUniform } from "../../src/engine/sampling.ts";
 
 describe("the ring sum of masked inputs", () => {
+  it("transforms into another sum row by row, in slices that resume from the first row not written", async () => {
+    const db = new DatabaseSync(":memory:");
+    const sql = nodeSql(db);
+    sql.exec("CREATE TABLE blobs (key TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, chunk))");
+    const length = 2 * RING_SEGMENT + 5;
+    const u = seededUniform(4);
+    const [x, mask] = [0, 1].map(() => Uint32Array.from({ length }, () => Math.floor(u() * 2 ** 32)));
+    const masked = new RingSum(sql, "masked", length);
+    masked.add((start, out) => out.set(x!.subarray(start, start + out.length).map((v, k) => v + mask![start + k]!)), true);
+    const unmasked = new RingSum(sql, "unmasked", length);
+    const applied: number[] = [];
+    const remove = async (start: number, row: Uint32Array) => {
+      applied.push(start);
+      for (let k = 0; k < row.length; k++) row[k] = row[k]! - mask![start + k]!;
+    };
+    // A first slice that may do one row, then stops; the next goes on from the second row.
+    let budget = 2;
+    expect(await masked.transformInto(unmasked, remove, () => budget-- > 0)).toBe(false);
+    expect(applied).toEqual([0]);
+    expect(await masked.transformInto(unmasked, remove, () => true)).toBe(true);
+    expect(applied).toEqual([0, RING_SEGMENT, 2 * RING_SEGMENT]);
+    expect(unmasked.read(0, length)).toEqual(x);
+    // A finished transform has nothing left to do.
+    expect(await masked.transformInto(unmasked, remove, () => true)).toBe(true);
+    expect(applied).toHaveLength(3);
+  });
+
   it("adds in Z_2^32 across rows, keeps rows of at most 1 MiB, and removes a vector segment by segment", () => {
     const db = new DatabaseSync(":memory:");
     const sql = nodeSql(db);
