@@ -278,17 +278,34 @@ export async function recoverSecrets(
   };
   const wrong = (i: string, what: string) =>
     new SecAggError("protocol_violation", `the shares of "${i}"'s ${what} do not rebuild the one it advertised`);
+  /**
+   * The secret the shares rebuild that `fits` its advert: from all of them, else from all but one (a single
+   * wrong or repeated share, a faulty or malicious responder, is left out while t others remain).
+   */
+  const rebuild = async (shares: Uint8Array[], fits: (secret: Uint8Array) => Promise<boolean>) => {
+    const sets = [shares, ...(shares.length > round.threshold ? shares.map((_, k) => shares.filter((_, j) => j !== k)) : [])];
+    for (const set of sets) {
+      const secret = await combine(set).catch(() => null);
+      if (secret && (await fits(secret))) return secret;
+    }
+    return null;
+  };
   const recovered: RecoveredSecrets = { seeds: new Map(), keys: new Map() };
   for (const i of survivors) {
-    const seed = await combine(sharesOf(i, "seed"));
-    if (!sameBytes(await sha256(seed), adverts.get(i)!.seedDigest)) throw wrong(i, "self-mask seed");
+    const seed = await rebuild(sharesOf(i, "seed"), async (s) => sameBytes(await sha256(s), adverts.get(i)!.seedDigest));
+    if (!seed) throw wrong(i, "self-mask seed");
     recovered.seeds.set(i, seed);
   }
   for (const i of shared) {
     if (survivors.has(i)) continue;
     const advertised = adverts.get(i)!.maskingKey;
-    const key = await privateFromBytes(await combine(sharesOf(i, "key")), advertised).catch(() => null);
-    if (!key || !sameBytes(await publicOf(key).catch(() => new Uint8Array()), advertised)) throw wrong(i, "masking key");
+    const keyOf = (s: Uint8Array) => privateFromBytes(s, advertised).catch(() => null);
+    const secret = await rebuild(sharesOf(i, "key"), async (s) => {
+      const key = await keyOf(s);
+      return key !== null && sameBytes(await publicOf(key).catch(() => new Uint8Array()), advertised);
+    });
+    const key = secret && (await keyOf(secret));
+    if (!key) throw wrong(i, "masking key");
     recovered.keys.set(i, key);
   }
   return recovered;

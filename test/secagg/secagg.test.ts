@@ -125,23 +125,27 @@ describe("SecAgg+", () => {
     expect(r.round.graph.get("client-000")).toHaveLength(10);
   });
 
-  it("fails a wrong share instead of summing garbage, skips a low-order key, and answers each phase once", async () => {
-    // One responder's share, one bit of byte 1 flipped (X25519 clamps bits of byte 0, so a change there can
-    // rebuild an equivalent key): the rebuilt secret misses what its owner advertised.
-    const flip = (kind: "seed" | "key") => (responses: Map<string, Map<string, { kind: string; share: Uint8Array }>>) => {
-      for (const shares of responses.values())
-        for (const s of shares.values())
-          if (s.kind === kind) {
-            s.share[1]! ^= 1;
-            return;
-          }
+  it("leaves out one wrong share, fails two instead of summing garbage, skips a low-order key, answers each phase once", async () => {
+    // `count` responders' shares of one peer, one bit of byte 1 flipped (X25519 clamps bits of byte 0, so a
+    // change there can rebuild an equivalent key): a secret rebuilt with them misses what its owner advertised.
+    const flip = (kind: "seed" | "key", count: number) => (responses: Map<string, Map<string, { kind: string; share: Uint8Array }>>) => {
+      const peer = [...responses.values()].flatMap((m) => [...m].filter(([, s]) => s.kind === kind).map(([p]) => p))[0];
+      let left = count;
+      for (const shares of responses.values()) {
+        const s = shares.get(peer!);
+        if (s && left-- > 0) s.share[1]! ^= 1;
+      }
     };
-    await expect(simulate(8, { degree: 8, threshold: 4, tamper: flip("seed") })).rejects.toMatchObject({
+    const one = await simulate(8, { degree: 8, threshold: 4, tamper: flip("seed", 1) });
+    expect(one.sum).toEqual(one.want);
+    const oneKey = await simulate(8, { degree: 8, threshold: 4, drops: { beforeInput: ["client-002"] }, tamper: flip("key", 1) });
+    expect(oneKey.sum).toEqual(oneKey.want);
+    await expect(simulate(8, { degree: 8, threshold: 4, tamper: flip("seed", 2) })).rejects.toMatchObject({
       code: "protocol_violation",
       message: expect.stringMatching(/self-mask seed do not rebuild the one it advertised/),
     });
     await expect(
-      simulate(8, { degree: 8, threshold: 4, drops: { beforeInput: ["client-002"] }, tamper: flip("key") }),
+      simulate(8, { degree: 8, threshold: 4, drops: { beforeInput: ["client-002"] }, tamper: flip("key", 2) }),
     ).rejects.toMatchObject({
       code: "protocol_violation",
       message: expect.stringMatching(/"client-002"'s masking key do not rebuild/),

@@ -189,43 +189,50 @@ describe("a secure federation (SecAgg+) in workerd", () => {
     expect(sd).toBeLessThan((1.5 * std * 3) / 10 + 0.05 / Math.sqrt(change.length));
   });
 
-  it("fails the round with its reason, not the request, when a survivor's unmask answer does not rebuild", async () => {
-    await create("sec-d", { secureAggregation: {}, rounds: 2 });
-    await ok(api("/federations/sec-d/rounds", { method: "POST" }));
-    const global = decodeTensorFile(await versionBytes("sec-d", 0), "v0");
-    const updates = new Map(CLIENTS.map((c, i) => [c, deltaOf(global, i, 1)]));
-    // The last survivor copies, for each peer, another responder's share coordinate (a share's last byte):
-    // the shares then repeat an x, which the Shamir package refuses with an error of its own.
-    const sent = new Map<string, { shares: Record<string, { kind: string; share: string }> }>();
-    const t = transport("sec-d", 1);
-    const garbling: SecureTransport = {
-      ...t,
-      send: async (c, kind, message) => {
-        if (kind !== "unmask") return t.send(c, kind, message);
-        const m = message as { shares: Record<string, { kind: string; share: string }> };
-        if (c === "c9") {
-          // First a key share asked as a seed share (every peer survived): refused, nothing stored.
-          const flipped = { shares: Object.fromEntries(Object.entries(m.shares).map(([p, s]) => [p, { ...s, kind: "key" }])) };
-          const res = await put(`${path("sec-d", 1, c)}/unmask`, c, flipped);
-          expect([res.status, (await error(res)).message]).toEqual([
-            422,
-            expect.stringMatching(/reveals a key share of .* asks for its seed share/),
-          ]);
-        }
-        if (c === "c9")
-          for (const [peer, s] of Object.entries(m.shares)) {
-            const other = [...sent.values()].find((x) => x.shares[peer])?.shares[peer];
-            if (other) s.share = s.share.slice(0, -2) + other.share.slice(-2);
+  it("leaves out one responder's wrong shares; fails the round with its reason, not the request, when two send them", async () => {
+    await create("sec-d", { secureAggregation: {}, rounds: 3 });
+    // The garbling survivors copy, for each peer, another responder's share coordinate (a share's last byte):
+    // those shares then repeat an x, which the Shamir package refuses with an error of its own.
+    const roundWith = async (round: number, garblers: readonly string[]) => {
+      await ok(api("/federations/sec-d/rounds", { method: "POST" }));
+      const global = decodeTensorFile(await versionBytes("sec-d", round - 1), "global");
+      const updates = new Map(CLIENTS.map((c, i) => [c, deltaOf(global, i, round)]));
+      const sent = new Map<string, { shares: Record<string, { kind: string; share: string }> }>();
+      const t = transport("sec-d", round);
+      const garbling: SecureTransport = {
+        ...t,
+        send: async (c, kind, message) => {
+          if (kind !== "unmask") return t.send(c, kind, message);
+          const m = message as { shares: Record<string, { kind: string; share: string }> };
+          if (round === 1 && c === "c9") {
+            // First a key share asked as a seed share (every peer survived): refused, nothing stored.
+            const flipped = { shares: Object.fromEntries(Object.entries(m.shares).map(([p, s]) => [p, { ...s, kind: "key" }])) };
+            const res = await put(`${path("sec-d", round, c)}/unmask`, c, flipped);
+            expect([res.status, (await error(res)).message]).toEqual([
+              422,
+              expect.stringMatching(/reveals a key share of .* asks for its seed share/),
+            ]);
           }
-        sent.set(c, m);
-        return t.send(c, kind, m);
-      },
+          if (garblers.includes(c))
+            for (const [peer, s] of Object.entries(m.shares)) {
+              const other = [...sent.values()].find((x) => x.shares[peer])?.shares[peer];
+              if (other) s.share = s.share.slice(0, -2) + other.share.slice(-2);
+            }
+          sent.set(c, m);
+          return t.send(c, kind, m);
+        },
+      };
+      await secureRound(garbling, CLIENTS, updates);
+      return (await api(`/federations/sec-d/rounds/${round}`)).json<{ status: string; result: { reason?: string } }>();
     };
-    await secureRound(garbling, CLIENTS, updates);
-    const r = await (await api("/federations/sec-d/rounds/1")).json<{ status: string; result: { reason: string } }>();
-    expect(r.status).toBe("failed");
-    expect(r.result.reason).toMatch(/^unmasking failed: /);
-    // The federation goes on: the next round opens.
+    // One responder's bad shares are left out (t others remain): the round closes.
+    expect((await roundWith(1, ["c9"])).status).toBe("closed");
+    // Two: no secret rebuilds from all but one share; the round fails with its reason and the next opens.
+    const r = await roundWith(2, ["c8", "c9"]);
+    expect([r.status, r.result.reason]).toEqual([
+      "failed",
+      expect.stringMatching(/^unmasking failed: .*do not rebuild the one it advertised/),
+    ]);
     await ok(api("/federations/sec-d/rounds", { method: "POST" }));
   });
 
