@@ -95,9 +95,7 @@ export class SecureRounds {
   view(id: string, round: number, client: string): SecAggView {
     const fed = this.store.readBy(id, client);
     const r = this.store.roundRow(id, round);
-    if (r.phase === null) throw new AggregatorError("not_in_phase", `round ${round} of "${id}" is not a secure round`);
-    if (!(JSON.parse(r.sampled) as string[]).includes(client))
-      throw new AggregatorError("client_not_sampled", `client "${client}" was not sampled for round ${round}`);
+    assertSampledSecure(id, r, client);
     const { round: params, enc, settings } = this.params(fed, r);
     const neighbours = params.graph.get(client)!;
     const rows = this.viewRows(id, round, client, [client, ...neighbours]);
@@ -141,9 +139,7 @@ export class SecureRounds {
   async receive(kind: SecAggPhaseName, m: SecAggMessageRequest, now: number): Promise<SecAggReceipt> {
     const fed = this.store.readBy(m.federationId, m.clientId);
     const r = this.store.roundRow(m.federationId, m.round);
-    if (r.phase === null) throw new AggregatorError("not_in_phase", `round ${m.round} of "${fed.id}" is not a secure round`);
-    if (!(JSON.parse(r.sampled) as string[]).includes(m.clientId))
-      throw new AggregatorError("client_not_sampled", `client "${m.clientId}" was not sampled for round ${m.round}`);
+    assertSampledSecure(fed.id, r, m.clientId);
     const message = refusing(`the ${kind} message`, () => parseSecAggMessage(kind, m.body));
     const text = JSON.stringify(message);
     const { round: params } = this.params(fed, r);
@@ -479,6 +475,13 @@ export class SecureRounds {
         .map((x) => x.client_id),
     );
   }
+}
+
+/** A client's request about a round must be about a secure round that sampled it. */
+function assertSampledSecure(id: string, r: RoundRow, client: string): asserts r is RoundRow & { phase: SecurePhase } {
+  if (r.phase === null) throw new AggregatorError("not_in_phase", `round ${r.round} of "${id}" is not a secure round`);
+  if (!(JSON.parse(r.sampled) as string[]).includes(client))
+    throw new AggregatorError("client_not_sampled", `client "${client}" was not sampled for round ${r.round}`);
 }
 
 const advertOf = (m: AdvertMessage): Advert => ({
