@@ -176,9 +176,10 @@ export class Rounds {
         return "closed";
       } catch (e) {
         reason = `closing failed: ${e instanceof Error ? e.message : String(e)}`;
-        console.error(`federation "${id}" round ${round}: ${reason}`);
       }
     }
+    // A failed round is the operator's to look into, whatever failed it: its reason goes to the log too.
+    console.error(`federation "${id}" round ${round} failed: ${reason}`);
     this.store.storage.transactionSync(() => {
       this.secure.clear(id, round);
       this.store.sql.exec(

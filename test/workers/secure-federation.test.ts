@@ -5,7 +5,7 @@
 // stores of an input is only ever masked.
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
@@ -48,16 +48,46 @@ const deltaOf = (global: TensorFile, i: number, round: number) =>
 const path = (fed: string, round: number, client: string) => `/federations/${fed}/rounds/${round}/secagg/${client}`;
 const put = (p: string, client: string, message: object) =>
   signed(p, client, { method: "PUT", body: new TextEncoder().encode(JSON.stringify(message)) });
+/** Every body the coordinator returned to a client or the operator in these tests. */
+const responses: string[] = [];
 async function view(fed: string, round: number, client: string): Promise<SecAggView> {
   const res = await signed(path(fed, round, client), client);
-  expect(res.status, await res.clone().text()).toBe(200);
+  responses.push(await res.clone().text());
+  expect(res.status, responses.at(-1)).toBe(200);
   return res.json();
 }
 async function ok(res: Promise<Response>): Promise<{ phase: string; replayed: boolean }> {
   const r = await res;
-  expect(r.ok, await r.clone().text()).toBe(true);
+  responses.push(await r.clone().text());
+  expect(r.ok, responses.at(-1)).toBe(true);
   return r.json();
 }
+
+/**
+ * Every line the coordinator and the aggregator logged: vitest's workers pool runs the main worker and its
+ * Durable Objects in the tests' isolate, so spies on console see what they log (calls go through).
+ */
+const spies: { mock: { calls: unknown[][] } }[] = [];
+const logged = () =>
+  spies.flatMap((s) => s.mock.calls.map((args) => args.map((a) => (a instanceof Error ? a.stack : String(a))).join(" ")));
+beforeAll(() => {
+  for (const level of ["log", "info", "warn", "error", "debug"] as const) spies.push(vi.spyOn(console, level));
+});
+
+/** How a client's plain input could appear in a text: its words in hex, base64 and decimal, its first float. */
+function probesOf(plain: Uint32Array, update: Uint8Array): string[] {
+  const bytes = new Uint8Array(plain.buffer, plain.byteOffset, 48);
+  const first = decodeTensorFile(update, "update").tensors.values().next().value!;
+  return [
+    Array.from(bytes.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join(""),
+    btoa(String.fromCharCode(...bytes)),
+    Array.from(plain.subarray(0, 3)).join(","),
+    String(first[0]),
+    btoa(String.fromCharCode(...new Uint8Array(first.buffer, first.byteOffset, 48))),
+  ];
+}
+/** The responses and log lines that hold any of the probes. */
+const leaks = (probes: readonly string[]) => [...responses, ...logged()].filter((text) => probes.some((p) => text.includes(p)));
 
 /** The clients' transport: signed requests to the coordinator inside workerd. */
 const transport = (fed: string, round: number): SecureTransport => ({
@@ -95,6 +125,7 @@ describe("a secure federation (SecAgg+) in workerd", () => {
     await create("sec-a", secure);
     await create("plain-a", { rounds: 3 });
     const drops = [new Set<string>(), new Set(["c4"]), new Set(["c1", "c5", "c8"])];
+    const probes: string[] = [];
     for (const [k, dropped] of drops.entries()) {
       const round = k + 1;
       for (const fed of ["sec-a", "plain-a"]) await ok(api(`/federations/${fed}/rounds`, { method: "POST" }));
@@ -103,6 +134,7 @@ describe("a secure federation (SecAgg+) in workerd", () => {
         round === 1
           ? async (_c: string, i: number, plain: Uint32Array, masked: Uint32Array) => {
               if (i > 0) return;
+              probes.push(...probesOf(plain, updates.get("c0")!));
               // After the first masked input the aggregator holds it only masked: the ring sum is y, and the
               // plain encoding's bytes are nowhere in its storage.
               await runInDurableObject(env.AGGREGATOR.getByName("sec-a"), (_i, state) => {
@@ -153,6 +185,9 @@ describe("a secure federation (SecAgg+) in workerd", () => {
       expect(worst).toBeLessThan(bound);
       expect(worst).toBeGreaterThan(0);
     }
+    // Nothing returned or logged holds client 0's plain input.
+    expect(probes).toHaveLength(5);
+    expect(leaks(probes)).toEqual([]);
   });
 
   it("with distributed DP: clients clip and noise before masking; the version is the unit-weight sum over m; ε per round", async () => {
@@ -193,6 +228,7 @@ describe("a secure federation (SecAgg+) in workerd", () => {
     await create("sec-d", { secureAggregation: {}, rounds: 3 });
     // The garbling survivors copy, for each peer, another responder's share coordinate (a share's last byte):
     // those shares then repeat an x, which the Shamir package refuses with an error of its own.
+    const probes: string[] = [];
     const roundWith = async (round: number, garblers: readonly string[]) => {
       await ok(api("/federations/sec-d/rounds", { method: "POST" }));
       const global = decodeTensorFile(await versionBytes("sec-d", round - 1), "global");
@@ -222,7 +258,9 @@ describe("a secure federation (SecAgg+) in workerd", () => {
           return t.send(c, kind, m);
         },
       };
-      await secureRound(garbling, CLIENTS, updates);
+      await secureRound(garbling, CLIENTS, updates, {
+        afterInput: async (c, _i, plain) => void probes.push(...probesOf(plain, updates.get(c)!)),
+      });
       return (await api(`/federations/sec-d/rounds/${round}`)).json<{ status: string; result: { reason?: string } }>();
     };
     // One responder's bad shares are left out (t others remain): the round closes.
@@ -233,6 +271,11 @@ describe("a secure federation (SecAgg+) in workerd", () => {
       "failed",
       expect.stringMatching(/^unmasking failed: .*do not rebuild the one it advertised/),
     ]);
+    // The aggregator logged the failure (the spies see its lines), and neither a log line nor a response
+    // holds any client's plain input, though its secrets were being rebuilt when the round failed.
+    expect(logged()).toContainEqual(expect.stringContaining(`round 2 failed: ${r.result.reason}`));
+    expect(probes).toHaveLength(5 * 20);
+    expect(leaks(probes)).toEqual([]);
     await ok(api("/federations/sec-d/rounds", { method: "POST" }));
   });
 
