@@ -39,7 +39,8 @@ describe.each(["models/fedflare-sotu-4m", "models/fedflare-sotu-12l", "models/fe
     const out = JSON.parse(r.stdout) as { perplexity: number; tokens: number };
     expect(out.tokens).toBeGreaterThan(200_000);
     expect(Math.abs(out.perplexity / stated - 1)).toBeLessThan(0.02);
-  });
+    // Over 200,000 tokens: 23-44 s on 2 cores beside the other test files.
+  }, 180_000);
 });
 
 describe("the shipped mail model", () => {
