@@ -14,7 +14,9 @@ export type FlErrorCode =
   /** An adapter folder whose description (adapter_config.json) is missing or malformed. */
   | "adapter_invalid"
   /** An inference API refused a request, or answered without what the method needs (echoed log-probs). */
-  | "api_failed";
+  | "api_failed"
+  /** A robust aggregation rule that cannot run on the round's updates (too few for the attackers it assumes). */
+  | "robust_invalid";
 
 /** A federated-learning failure: aggregation, strategies, server state. */
 export class FlError extends FedflareError<FlErrorCode> {}
