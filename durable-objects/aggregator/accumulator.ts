@@ -66,8 +66,8 @@ export function copySegments(sql: SqlExec, key: string, header: Uint8Array, layo
  * same three calls.
  */
 export interface Accumulator {
-  /** Adds one update with its weight; called inside the upload's transaction. */
-  add(update: FlatSource, weight: number): void;
+  /** Adds one client's update with its weight; called inside the upload's transaction. */
+  add(update: FlatSource, weight: number, client: string): void;
   /** The weighted mean of what was added, elements [start, start + n): what the strategy closes over. */
   mean(start: number, n: number): Float32Array;
   /** Drops what was added (the round closed or failed). */

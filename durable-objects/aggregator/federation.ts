@@ -10,7 +10,7 @@ import type { FederationConfig } from "../../src/protocol/federation.ts";
 import { secureSettings } from "../../src/secagg/federation.ts";
 import { checkDistributed } from "../../src/privacy/distributed-dp.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
+import { DURABLE_OBJECT_STORAGE_MAX_BYTES, MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
 import { AggregatorError, refusingConfig } from "./errors.ts";
 import { Rounds } from "./rounds.ts";
@@ -72,6 +72,7 @@ export class Federations {
     const floats = refusingConfig("", () => side.versionFloats(method, model));
     checkVersionSize(floats, config.maxUploadBytes);
     if (config.secureAggregation) checkSecure(config, floats, side.decode !== undefined);
+    if (config.robust) checkRobust(config, floats);
     const settings = { quant: config.model.quant, batch: config.local.batchSize, seq: config.local.maxTokens };
     const unfit = clientPlanRefusal(model, side.footprints(method, model), settings, config.clientMemoryMiB * MIB);
     if (unfit) throw new AggregatorError("config_invalid", unfit);
@@ -188,6 +189,39 @@ function checkSecure(config: FederationConfig, floats: number, ownUploads: boole
     throw new AggregatorError(
       "config_invalid",
       `secureAggregation: a masked input would be ${bytes} bytes, over maxUploadBytes ${config.maxUploadBytes}`,
+    );
+}
+
+/**
+ * A robust federation's rule must see each update in the clear, so it cannot run with secure aggregation
+ * or with DP (whose noise is calibrated to the mean's sensitivity, not a median's); Krum must outnumber its
+ * attackers in every round that can close; a round's updates, all kept until it closes, must fit in the
+ * object's storage with room to spare.
+ */
+function checkRobust(config: FederationConfig, floats: number): void {
+  const robust = config.robust!;
+  const refuse = (message: string) => {
+    throw new AggregatorError("config_invalid", `robust: ${message}`);
+  };
+  if (config.secureAggregation)
+    refuse(
+      "its rules need each update in the clear, which secure aggregation hides; under secure aggregation, bound each " +
+        'update\'s norm on the client with privacy.mode "distributed" (each client clips before masking)',
+    );
+  if (config.privacy) refuse("DP's noise is calibrated to the plain mean's sensitivity; a federation takes one of privacy and robust");
+  const rule = robust.rule;
+  if ((rule.name === "krum" || rule.name === "multi-krum") && config.minClients <= 2 * rule.byzantine + 2)
+    refuse(
+      `${rule.name} tolerates ${rule.byzantine} attackers only among more than ${2 * rule.byzantine + 2} updates; ` +
+        `raise minClients (${config.minClients}) or lower byzantine`,
+    );
+  if (rule.name === "multi-krum" && rule.select !== undefined && rule.select > config.minClients)
+    refuse(`multi-krum selects ${rule.select} updates, more than a round closing with minClients (${config.minClients}) has`);
+  const kept = config.clientsPerRound * floats * 4;
+  if (kept > DURABLE_OBJECT_STORAGE_MAX_BYTES / 2)
+    refuse(
+      `a round keeps every update until it closes: ${config.clientsPerRound} × ${floats * 4} bytes, over the ` +
+        `${DURABLE_OBJECT_STORAGE_MAX_BYTES / 2} bytes (half an object's storage) it may hold; sample fewer clients a round`,
     );
 }
 

@@ -10,6 +10,7 @@ import { federationEpsilon, federationStrategy } from "../../src/privacy/federat
 import { secureUniform } from "../../src/privacy/secure-random.ts";
 import { deleteBlob } from "../shared/blobs.ts";
 import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
+import { BufferedUpdates } from "./buffered-updates.ts";
 import { SecureRounds } from "./secure-rounds.ts";
 import { AggregatorError } from "./errors.ts";
 import { type FederationStore, keys } from "./storage.ts";
@@ -49,6 +50,8 @@ export class Rounds {
   /** Where a round's accepted updates accumulate until it closes. */
   accumulator(id: string, round: RoundRow): Accumulator {
     const layout = flatLayout(this.store.versionHeader(id, round.base_version));
+    const robust = this.store.get(id).config.robust;
+    if (robust) return new BufferedUpdates(this.store.sql, keys.updates(id, round.round), layout, robust, round.uploads);
     return new StreamingSum(this.store.sql, keys.sum(id, round.round), layout, { count: round.uploads, totalWeight: round.total_weight });
   }
 
@@ -238,6 +241,7 @@ export class Rounds {
         receipts.map((x) => ({ numExamples: x.num_examples, metrics: JSON.parse(x.metrics) as Record<string, number> })),
       ),
       ...(fed.privacy ? { privacy: this.nextPrivacy(fed, r) } : {}),
+      ...(accumulated instanceof BufferedUpdates ? { robust: accumulated.summary() } : {}),
     };
     accumulated.clear();
     // Version 0 stays (clients without a version start from it); the latest keepVersions stay besides.

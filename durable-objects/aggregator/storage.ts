@@ -20,6 +20,8 @@ import type { FederationView, PrivacyView, RoundRow } from "./types.ts";
 export const keys = {
   version: (fed: string, v: number) => `version/${fed}/${v}`,
   sum: (fed: string, round: number) => `sum/${fed}/${round}`,
+  /** A robust round's updates, each under its index, and the geometric median's estimate (buffered-updates.ts). */
+  updates: (fed: string, round: number) => `updates/${fed}/${round}`,
   /** A secure round's sum once its masks are removed, written a segment at a time before it closes. */
   unmasked: (fed: string, round: number) => `unmasked/${fed}/${round}`,
   /** A strategy's slot (momentum, moments): a flat float32 vector in the versions' data order. */

@@ -2,6 +2,7 @@
 import type { Spent } from "../../src/privacy/federation-privacy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 import type { SecurePhase } from "../../src/protocol/secure-aggregation.ts";
+import type { RobustSummary } from "./buffered-updates.ts";
 
 export interface FederationView {
   id: string;
@@ -25,6 +26,8 @@ export interface RoundResult {
   metrics: Record<string, number>;
   /** A private federation's ε after this round, the clip its updates were held to and the next round's. */
   privacy?: Spent & { clip: number; nextClip: number };
+  /** A robust federation's rule and what it did: the clients it clipped or kept. */
+  robust?: RobustSummary;
 }
 
 export interface RoundView {

@@ -126,7 +126,7 @@ export class Uploads {
         source: update.source,
         weight: info.numExamples,
       });
-      refusing("upload", () => this.rounds.accumulator(u.federationId, round).add(transformed.source, transformed.weight));
+      refusing("upload", () => this.rounds.accumulator(u.federationId, round).add(transformed.source, transformed.weight, u.clientId));
       this.record(u, info, transformed, now, performance.now() - started);
     });
     return info;

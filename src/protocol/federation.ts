@@ -4,6 +4,7 @@ import * as v from "valibot";
 import { ProtocolError } from "./errors.ts";
 import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 import { PrivacyConfig } from "./privacy.ts";
+import { RobustConfig } from "./robust.ts";
 import { SecureAggregationConfig } from "./secure-aggregation.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
@@ -65,6 +66,8 @@ export const FederationConfig = v.pipe(
     privacy: v.optional(PrivacyConfig),
     /** Secure aggregation (SecAgg+, src/secagg/): the aggregator sees only the sum of masked updates; absent: plain uploads. */
     secureAggregation: v.optional(SecureAggregationConfig),
+    /** Robust aggregation (src/fl/robust/): norm bounding, weight caps, a rule other than the mean; absent: FedAvg's mean. */
+    robust: v.optional(RobustConfig),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),

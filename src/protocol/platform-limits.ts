@@ -8,6 +8,8 @@ export const SQLITE_VALUE_MAX_BYTES = 2_000_000;
 /** A SQL statement's text, and the parameters bound to one statement. */
 export const SQLITE_STATEMENT_MAX_BYTES = 100_000;
 export const SQLITE_MAX_BINDINGS = 100;
+/** What one SQLite-backed Durable Object may store. */
+export const DURABLE_OBJECT_STORAGE_MAX_BYTES = 10 * 10 ** 9;
 /** An isolate's memory. */
 export const ISOLATE_MAX_BYTES = 128 * 2 ** 20;
 

@@ -6,7 +6,8 @@ import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { FlError } from "../../src/fl/errors.ts";
 import type { Aggregate } from "../../src/fl/robust/aggregate.ts";
-import { type RobustConfig, robustAggregate } from "../../src/fl/robust/rules.ts";
+import { robustAggregate } from "../../src/fl/robust/rules.ts";
+import type { RobustConfig } from "../../src/protocol/robust.ts";
 import { arrayUpdateSet, forBlocks, type UpdateSet } from "../../src/fl/robust/update-set.ts";
 
 const D = 37;

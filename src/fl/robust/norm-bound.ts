@@ -5,6 +5,7 @@
 //   still pulls).
 // - Weight caps: each client's weight capped, or every weight 1, so an inflated example count buys no
 //   more than the cap.
+import type { RobustConfig } from "../../protocol/robust.ts";
 import { FlError } from "../errors.ts";
 import { forBlocks, mappedSet, type UpdateSet } from "./update-set.ts";
 
@@ -26,7 +27,8 @@ export function median(values: ArrayLike<number>): number {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
-export type NormBound = { bound: number } | { bound: "median" };
+type NormBound = NonNullable<RobustConfig["normBound"]>;
+type WeightCap = NonNullable<RobustConfig["weights"]>;
 
 /** What norm bounding did: the bound it used and each update's norm before it. */
 export interface NormBoundReport {
@@ -48,8 +50,6 @@ export function boundNorms(set: UpdateSet, option: NormBound, budgetBytes: numbe
   });
   return { set: scaled, report: { bound, norms: Array.from(norms), clipped: scales.filter((s) => s < 1).length } };
 }
-
-export type WeightCap = { cap: number } | "uniform";
 
 /** The set with each weight capped at `cap`, or every weight 1. */
 export function capWeights(set: UpdateSet, option: WeightCap): UpdateSet {

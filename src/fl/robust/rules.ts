@@ -1,27 +1,14 @@
 // A robust aggregation as one config: an optional weight cap, then optional norm bounding, then a rule
 // that turns the round's updates into its aggregate (what the strategy then applies as it applies the
 // plain mean). Each rule's paper and the attackers it tolerates are in its module.
+import type { RobustConfig, RobustRule } from "../../protocol/robust.ts";
 import { FlError } from "../errors.ts";
 import { type Aggregate, meanOf } from "./aggregate.ts";
 import { coordinateMedian, trimmedMean } from "./coordinate.ts";
-import { GEOMETRIC_MEDIAN_DEFAULTS, type GeometricMedianOptions, type GeometricMedianReport, geometricMedian } from "./geometric-median.ts";
+import { GEOMETRIC_MEDIAN_DEFAULTS, type GeometricMedianReport, geometricMedian } from "./geometric-median.ts";
 import { type KrumReport, multiKrum } from "./krum.ts";
-import { boundNorms, capWeights, type NormBound, type NormBoundReport, type WeightCap } from "./norm-bound.ts";
+import { boundNorms, capWeights, type NormBoundReport } from "./norm-bound.ts";
 import { DEFAULT_BUDGET_BYTES, memoryVector, type UpdateSet, type VectorStore } from "./update-set.ts";
-
-export type RobustRule =
-  | { name: "mean" }
-  | { name: "median" }
-  | { name: "trimmed-mean"; trim: number }
-  | { name: "krum"; byzantine: number }
-  | { name: "multi-krum"; byzantine: number; select?: number }
-  | ({ name: "geometric-median" } & Partial<GeometricMedianOptions>);
-
-export interface RobustConfig {
-  rule: RobustRule;
-  normBound?: NormBound;
-  weights?: WeightCap;
-}
 
 /** What a robust aggregation did, for the round's result. */
 export interface RobustReport {
