@@ -1,16 +1,12 @@
 // Robust federations in workerd (issue 19): the aggregator keeps a round's updates in storage rows, applies
 // the federation's rule at the close a block at a time, names what it did in the round's result and drops
 // the updates; the version equals the rule computed here in float64 on the same uploads.
-import { runInDurableObject } from "cloudflare:test";
-import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { toHfConfig } from "../../src/engine/config.ts";
-import { normalSamples } from "../../src/engine/llama/init.ts";
-import { seededUniform } from "../../src/engine/sampling.ts";
-import { decodeTensorFile, encodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyConfig } from "../fixtures/tiny-llama.ts";
-import { api, signed } from "./coordinator-api.ts";
+import { api } from "./coordinator-api.ts";
+import { firstRound, honestDelta, keptRows, uploadBody, version } from "./robust-rounds.ts";
 
 const CLIENTS = ["c0", "c1", "c2", "c3", "c4", "c5", "c6"];
 const ATTACKERS = new Set(["c5", "c6"]);
@@ -19,60 +15,29 @@ const error = async (res: Response) => ((await res.json()) as { error: { code: s
 async function create(id: string, overrides: Record<string, unknown>): Promise<Response> {
   return api("/federations", {
     method: "POST",
-    body: JSON.stringify(federationConfig(id, { clients: CLIENTS, clientsPerRound: 7, minClients: 7, ...overrides })),
+    body: JSON.stringify(
+      federationConfig(id, { clients: CLIENTS, clientsPerRound: 7, minClients: 7, maxExamplesPerClient: 1_000_000_000, ...overrides }),
+    ),
   });
 }
-const version = async (id: string, v: number) =>
-  decodeTensorFile(new Uint8Array(await (await api(`/federations/${id}/versions/${v}`)).arrayBuffer()), `v${v}`);
 
-/**
- * Client i's delta: honest ones share a direction (normal of std 0.02) plus their own noise (std 0.005), as
- * clients' updates on one task do; an attacker sends `attack` of an honest-looking one.
- */
-function deltaOf(global: TensorFile, i: number, attack: (x: number) => number): Map<string, Float32Array> {
-  return new Map(
-    [...global.tensors].map(([k, t], j) => {
-      const common = normalSamples(seededUniform(7 + j), t.length, 0.02);
-      const own = normalSamples(seededUniform(100 * i + j), t.length, 0.005);
-      const d = common.map((x, m) => x + own[m]!);
-      return [k, ATTACKERS.has(CLIENTS[i]!) ? d.map(attack) : d];
-    }),
-  );
-}
-
-/** One round: every client uploads its delta (attackers claiming a billion examples), the last closes it. */
-async function round(id: string, attack: (x: number) => number) {
-  await api(`/federations/${id}/rounds`, { method: "POST" });
+/** Round 1 with the attackers sending `attack` of their honest delta and claiming a billion examples. */
+async function attacked(id: string, attack: (x: number) => number) {
   const global = await version(id, 0);
-  const deltas = CLIENTS.map((_, i) => deltaOf(global, i, attack));
-  for (const [i, c] of CLIENTS.entries()) {
-    const examples = ATTACKERS.has(c) ? "1000000000" : String(10 * (i + 1));
-    const body = encodeTensorFile(deltas[i]!, global.shapes, { format: "pt", num_examples: examples, metrics: "{}" });
-    const res = await signed(`/federations/${id}/rounds/1/updates/${c}`, c, {
-      method: "PUT",
-      body,
-      headers: { "idempotency-key": `${c}-1` },
-    });
-    expect(res.status, await res.clone().text()).toBe(200);
-  }
-  const r = await (await api(`/federations/${id}/rounds/1`)).json<{ status: string; result: { robust: Record<string, unknown> } }>();
-  expect(r.status).toBe("closed");
-  return { global, deltas, result: r.result, after: await version(id, 1) };
+  const deltas = CLIENTS.map((c, i) => {
+    const d = honestDelta(global, i);
+    return ATTACKERS.has(c) ? new Map([...d].map(([k, t]) => [k, t.map(attack)])) : d;
+  });
+  const bodies = new Map(CLIENTS.map((c, i) => [c, uploadBody(global, deltas[i]!, ATTACKERS.has(c) ? 1e9 : 10 * (i + 1))]));
+  return { global, deltas, ...(await firstRound(id, bodies)) };
 }
-
-/** The robust round's rows left in the aggregator's storage. */
-const keptRows = (id: string) =>
-  runInDurableObject(
-    env.AGGREGATOR.getByName(id),
-    (_i, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM blobs WHERE key LIKE 'updates/%'").one().n,
-  );
 
 describe("a robust federation in workerd", () => {
   it("median: the version is the global plus each coordinate's median of the uploads, whatever two attackers send", async () => {
-    const created = await create("rob-median", { robust: { rule: { name: "median" } }, maxExamplesPerClient: 1_000_000_000 });
+    const created = await create("rob-median", { robust: { rule: { name: "median" } } });
     expect(created.status, await created.clone().text()).toBe(201);
-    const { global, deltas, result, after } = await round("rob-median", (x) => 100 * x);
-    expect(result.robust).toEqual({ rule: "median", updates: 7 });
+    const { global, deltas, robust, after } = await attacked("rob-median", (x) => 100 * x);
+    expect(robust).toEqual({ rule: "median", updates: 7 });
     for (const [name, t] of global.tensors) {
       // Seven float32 values: the median is one of them, so the version is exact.
       const want = t.map((x, k) => x + deltas.map((d) => d.get(name)![k]!).sort((a, b) => a - b)[3]!);
@@ -83,21 +48,17 @@ describe("a robust federation in workerd", () => {
 
   it("Multi-Krum after norm bounding at the median norm: keeps the honest clients, and the version is their unweighted mean", async () => {
     const robust = { rule: { name: "multi-krum", byzantine: 2 }, normBound: { bound: "median" } };
-    expect((await create("rob-krum", { robust, maxExamplesPerClient: 1_000_000_000 })).status).toBe(201);
-    const { global, deltas, result, after } = await round("rob-krum", (x) => -10 * x);
+    expect((await create("rob-krum", { robust })).status).toBe(201);
+    const { global, deltas, robust: summary, after } = await attacked("rob-krum", (x) => -10 * x);
     const names = [...global.tensors.keys()];
     const norms = deltas.map((d) => Math.sqrt(names.reduce((s, n) => s + d.get(n)!.reduce((a, x) => a + x * x, 0), 0)));
     const bound = [...norms].sort((a, b) => a - b)[3]!;
-    const summary = result.robust as {
-      selected: { count: number; clients: string[] };
-      normBound: { bound: number; clippedClients: string[] };
-    };
-    expect(summary.normBound.bound).toBeCloseTo(bound, 6);
-    expect(summary.normBound.clippedClients.sort()).toEqual(CLIENTS.filter((_, i) => norms[i]! > bound).sort());
-    expect(summary.selected.count).toBe(5);
-    expect(summary.selected.clients.sort()).toEqual(CLIENTS.filter((c) => !ATTACKERS.has(c)));
+    expect(summary.normBound!.bound).toBeCloseTo(bound, 6);
+    expect(summary.normBound!.clippedClients.sort()).toEqual(CLIENTS.filter((_, i) => norms[i]! > bound).sort());
+    expect(summary.selected!.count).toBe(5);
+    expect(summary.selected!.clients.sort()).toEqual(CLIENTS.filter((c) => !ATTACKERS.has(c)));
     for (const [name, t] of global.tensors) {
-      const kept = summary.selected.clients.map((c) => CLIENTS.indexOf(c));
+      const kept = summary.selected!.clients.map((c) => CLIENTS.indexOf(c));
       const mean = t.map((_, k) => kept.reduce((s, i) => s + deltas[i]!.get(name)![k]! * Math.min(1, bound / norms[i]!), 0) / kept.length);
       const got = after.tensors.get(name)!;
       t.forEach((x, k) => expect(Math.abs(got[k]! - x - mean[k]!)).toBeLessThan(1e-6));
@@ -107,10 +68,9 @@ describe("a robust federation in workerd", () => {
 
   it("the geometric median with uniform weights: near the honest updates' mean, not the attackers' billion examples", async () => {
     const robust = { rule: { name: "geometric-median" }, weights: "uniform" };
-    expect((await create("rob-gm", { robust, maxExamplesPerClient: 1_000_000_000 })).status).toBe(201);
-    const { global, deltas, result, after } = await round("rob-gm", (x) => 50 * x + 0.5);
-    const summary = result.robust as { geometricMedian: { iterations: number; objective: number } };
-    expect(summary.geometricMedian.iterations).toBeGreaterThanOrEqual(1);
+    expect((await create("rob-gm", { robust })).status).toBe(201);
+    const { global, deltas, robust: summary, after } = await attacked("rob-gm", (x) => 50 * x + 0.5);
+    expect(summary.geometricMedian!.iterations).toBeGreaterThanOrEqual(1);
     // The change is within the honest clients' own noise of their mean (the attackers sit 0.5 away per
     // value; the plain mean, with their billion examples, would be theirs).
     let worst = 0;
