@@ -4,6 +4,7 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "miniflare";
+import type { ModelAttack } from "../src/fl/attacks/model-poisoning.ts";
 import type { Example } from "../src/data/jsonl.ts";
 import { toHex } from "../src/protocol/hex.ts";
 import { bearer } from "../src/protocol/bearer.ts";
@@ -14,6 +15,8 @@ import { descendants, listenerOf } from "./process-tree.ts";
 export interface LocalClient {
   id: string;
   partition: readonly Example[];
+  /** A model attack this client's worker applies to its uploads (benchmarks of the robust rules only). */
+  attack?: ModelAttack;
 }
 
 export interface LocalFederationOptions {
@@ -73,7 +76,9 @@ export class LocalFederation {
       resourcePersistencePath: o.stateDir,
       workers: [
         coordinatorWorker(coordinatorDir, o.masterKey, tokens),
-        ...(await Promise.all(o.clients.map((c) => clientWorker(clientDir, c.id, o.masterKey, { ...o, coordinator: "coordinator" })))),
+        ...(await Promise.all(
+          o.clients.map((c) => clientWorker(clientDir, c.id, o.masterKey, { ...o, coordinator: "coordinator", attack: c.attack })),
+        )),
       ],
     });
     const mf = new Miniflare(options);
@@ -176,6 +181,7 @@ export type ClientBindings = Pick<
 > & {
   /** The coordinator: a worker of the same Miniflare instance by name, or a URL (one in another workerd process). */
   coordinator: string | URL;
+  attack?: ModelAttack;
 };
 
 /** A client worker named `client-<id>` with its own buckets (MODEL, DATA) and trainer Durable Object, from its bundle. */
@@ -197,6 +203,7 @@ export async function clientWorker(dir: string, id: string, masterKey: string, o
       ...(o.trunkUrl ? { TRUNK_URL: o.trunkUrl } : {}),
       ...(o.completionsUrl ? { OPENAI_BASE_URL: o.completionsUrl } : {}),
       ...(o.endpointToken ? { TRUNK_TOKEN: o.endpointToken, OPENAI_API_KEY: o.endpointToken } : {}),
+      ...(o.attack ? { ATTACK: JSON.stringify(o.attack) } : {}),
     },
   };
 }

@@ -5,7 +5,9 @@ import { MethodError } from "../src/fl/methods/errors.ts";
 import { defaultRunMethod } from "../src/fl/methods/lora/run.ts";
 import type { MethodConfig } from "../src/fl/methods/method.ts";
 import { runMethods } from "../src/fl/methods/run.ts";
+import { ModelAttack } from "../src/fl/attacks/model-poisoning.ts";
 import { PrivacyConfig } from "../src/protocol/privacy.ts";
+import { RobustConfig } from "../src/protocol/robust.ts";
 import { SecureAggregationConfig } from "../src/protocol/secure-aggregation.ts";
 import { TASK_NAMES } from "./task-splits.ts";
 import { UsageError } from "./usage.ts";
@@ -46,6 +48,18 @@ export const RunConfig = v.strictObject({
   privacy: v.optional(PrivacyConfig),
   /** Secure aggregation (SecAgg+, src/protocol/secure-aggregation.ts): the aggregator sees only the sum of masked updates. */
   secureAggregation: v.optional(SecureAggregationConfig),
+  /** Robust aggregation (src/protocol/robust.ts): a rule other than the mean, norm bounding, weight caps. */
+  robust: v.optional(RobustConfig),
+  /**
+   * Malicious clients, for benchmarks of the robust rules (src/fl/attacks/): the last `attackers` clients
+   * poison their uploads (a model attack, through their worker's ATTACK binding) or flip their labels.
+   */
+  attack: v.optional(
+    v.strictObject({
+      attackers: int(1, 31),
+      poison: v.union([ModelAttack, v.strictObject({ type: v.literal("label-flip") })]),
+    }),
+  ),
   local: v.optional(
     v.strictObject({
       steps: int(1, 100_000),
@@ -89,6 +103,10 @@ export function parseRunConfig(json: unknown, source: string): RunConfig {
   }
   if ((r.output.clientsPerRound ?? r.output.clients) > r.output.clients)
     throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
+  if (r.output.attack && r.output.attack.attackers >= r.output.clients)
+    throw new UsageError(`${source}: field "attack.attackers" must leave an honest client among "clients" (${r.output.clients})`);
+  if (r.output.attack && r.output.baseline)
+    throw new UsageError(`${source}: field "attack": a baseline trains without attackers; drop one of "attack" and "baseline"`);
   if (r.output.baseline?.type === "local-only" && r.output.baseline.client >= r.output.clients)
     throw new UsageError(`${source}: field "baseline.client" must be a partition index below "clients" (${r.output.clients})`);
   try {

@@ -2,6 +2,7 @@
 // the clients by the configured partitioner; every version scored on the validation split, the last one
 // also on the test split. Seeds vary the sample and the partition, never the evaluated records.
 import type { Example } from "../src/data/jsonl.ts";
+import { flipLabels } from "../src/fl/attacks/data-poisoning.ts";
 import { shuffled } from "../src/data/lm-windows.ts";
 import { dirichletPartitioner } from "../src/data/partitioners/dirichlet.ts";
 import { iidPartitioner } from "../src/data/partitioners/iid.ts";
@@ -10,6 +11,7 @@ import type { Partitioner } from "../src/data/partitioners/partitioner.ts";
 import type { ClassificationTask, Metric } from "../src/data/tasks/task.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import type { RunConfig } from "./run-config.ts";
+import { UsageError } from "./usage.ts";
 import { taskSplits } from "./task-splits.ts";
 
 export interface RunData {
@@ -32,6 +34,8 @@ const EVALUATION_ORDER = 0x5eed;
 export function runData(c: RunConfig): RunData {
   const { task, train, validation, test } = taskSplits(c.task);
   const classes = "labels" in task ? (task as ClassificationTask<unknown>) : null;
+  if (c.attack?.poison.type === "label-flip" && !classes)
+    throw new UsageError(`attack: label-flip needs a classification task; "${c.task}" has no labels`);
   const sample = shuffled(train, seededUniform(c.seed)).slice(0, c.records);
   let partitioner: Partitioner & { keys?: readonly (readonly string[])[] };
   if (c.partitioner.type === "iid") partitioner = iidPartitioner(sample.length, { numPartitions: c.clients, seed: c.seed });
@@ -54,7 +58,10 @@ export function runData(c: RunConfig): RunData {
     metric: task.metric,
     partitions: trained(
       c,
-      Array.from({ length: c.clients }, (_, i) => examples(partitioner.loadPartition(i).map((j) => sample[j]))),
+      Array.from({ length: c.clients }, (_, i) => {
+        const own = examples(partitioner.loadPartition(i).map((j) => sample[j]));
+        return attacker(c, i, "label-flip") ? flipLabels(own, classes!.labels) : own;
+      }),
     ),
     validation: fixed(validation).slice(0, c.evalExamples),
     test: fixed(test).slice(0, c.testExamples),
@@ -63,6 +70,11 @@ export function runData(c: RunConfig): RunData {
       Array.from({ length: c.clients }, (_, i) => [...(partitioner.keys?.[i] ?? [])]),
     ),
   };
+}
+
+/** Whether client `i` of the run attacks (the last `attackers` do), with this poison when given. */
+export function attacker(c: RunConfig, i: number, poison?: string): boolean {
+  return c.attack !== undefined && i >= c.clients - c.attack.attackers && (poison === undefined || c.attack.poison.type === poison);
 }
 
 /** The partitions a run's clients hold: all of them, or a baseline's one client (RunConfig.baseline). */

@@ -20,7 +20,7 @@ import { LocalFederation, randomToken, type LocalClient } from "../local-federat
 import { dirSource, tokenizerFiles } from "../model-dir.ts";
 import { descendantCpuSeconds } from "../process-cpu.ts";
 import type { RunConfig } from "../run-config.ts";
-import { federationShape, type RunData, runData } from "../run-data.ts";
+import { attacker, federationShape, type RunData, runData } from "../run-data.ts";
 import { UsageError } from "../usage.ts";
 import {
   clientCost,
@@ -49,7 +49,10 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
   const method = config.method;
   const model = await loadModel(dirSource(config.model));
   const data = runData(config);
-  const clients = data.partitions.map((partition, i) => ({ id: `c${i + 1}`, partition }));
+  const clients = data.partitions.map((partition, i) => {
+    const poison = config.attack?.poison;
+    return { id: `c${i + 1}`, partition, ...(poison && poison.type !== "label-flip" && attacker(config, i) ? { attack: poison } : {}) };
+  });
   log(
     `${config.task}: ${clients
       .map((c, i) => `${c.id} ${c.partition.length}${data.keys[i]!.length ? ` (${data.keys[i]!.join("")})` : ""}`)
@@ -211,12 +214,14 @@ async function createFederation(
       rounds: config.rounds,
       clients: clients.map((c) => c.id),
       clientsPerRound: perRound,
-      minClients: Math.max(1, Math.ceil(perRound / 2)),
+      // A robust rule counts its attackers among a full round (Krum needs more than 2f + 2 updates).
+      minClients: config.robust ? perRound : Math.max(1, Math.ceil(perRound / 2)),
       local,
       deadlineSeconds: config.deadlineSeconds,
       seed: config.seed,
       ...(config.privacy ? { privacy: config.privacy } : {}),
       ...(config.secureAggregation ? { secureAggregation: config.secureAggregation } : {}),
+      ...(config.robust ? { robust: config.robust } : {}),
     });
   if (initial && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
     const supply = await initialAdapterRequest(FED, fed.operatorToken, initial);

@@ -46,4 +46,25 @@ describe("run data", () => {
     });
     expect(() => config({ baseline: { type: "local-only", client: 3 } })).toThrow(/baseline.client/);
   });
+
+  it("flips the labels of the last attackers' partitions only, and refuses an attack it cannot run", () => {
+    const base = { task: "spam", records: 300, clients: 3, rounds: 1, seed: 4 };
+    const honest = runData(parseRunConfig(base, "t"));
+    const poisoned = runData(parseRunConfig({ ...base, attack: { attackers: 1, poison: { type: "label-flip" } } }, "t"));
+    expect(poisoned.partitions.slice(0, 2)).toEqual(honest.partitions.slice(0, 2));
+    const other = { " spam": " ham", " ham": " spam" } as Record<string, string>;
+    expect(poisoned.partitions[2]).toEqual(
+      honest.partitions[2]!.map((e) => ("completion" in e ? { ...e, completion: other[e.completion] } : e)),
+    );
+    expect(poisoned.validation).toEqual(honest.validation);
+    expect(() => runData(parseRunConfig({ ...base, task: "g2p", attack: { attackers: 1, poison: { type: "label-flip" } } }, "t"))).toThrow(
+      /label-flip needs a classification task; "g2p" has no labels/,
+    );
+    expect(() => parseRunConfig({ ...base, attack: { attackers: 3, poison: { type: "scale", factor: 10 } } }, "t")).toThrow(
+      /attack.attackers" must leave an honest client/,
+    );
+    expect(() =>
+      parseRunConfig({ ...base, attack: { attackers: 1, poison: { type: "scale", factor: 10 } }, baseline: { type: "centralized" } }, "t"),
+    ).toThrow(/a baseline trains without attackers/);
+  });
 });

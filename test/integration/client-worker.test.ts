@@ -16,6 +16,7 @@ import { bundleWorker } from "../../cli/bundle-worker.ts";
 import { LocalFederation, modulesOf } from "../../cli/local-federation.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
+import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { deriveClientSecret, OPERATOR_ID, signRequest, verifyRequest } from "../../src/protocol/signature.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { malformedBearers } from "../fixtures/malformed-bearer.ts";
@@ -148,6 +149,8 @@ beforeAll(async () => {
         await client("b", { MAX_LOCAL_STEPS: "2" }),
         await client("c", { MAX_DOWNLOAD_BYTES: "100" }),
         await client("nosecret", {}, false),
+        // A benchmark's attacker: Gaussian noise of std 1000 in place of its update, claiming a billion examples.
+        await client("d", { ATTACK: JSON.stringify({ type: "gaussian", std: 1000, examples: 1e9 }) }),
       ],
     }),
   );
@@ -158,7 +161,7 @@ beforeAll(async () => {
     tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" },
   }))
     await models.put(`model/${name}`, content);
-  for (const id of ["a", "b", "c"])
+  for (const id of ["a", "b", "c", "d"])
     await (await mf.getR2Bucket("DATA", `client-${id}`)).put(
       "partition.jsonl",
       Array.from({ length: 8 }, (_, i) => JSON.stringify(record(i))).join("\n"),
@@ -167,8 +170,8 @@ beforeAll(async () => {
   // Every client sampled each round; the first upload closes it.
   const config = federationConfig(FED, {
     model: { name: "tiny", config: toHfConfig(model), quant: "f32" },
-    clients: ["a", "b", "c"],
-    clientsPerRound: 3,
+    clients: ["a", "b", "c", "d"],
+    clientsPerRound: 4,
     minClients: 1,
     quorum: 1,
     rounds: 3,
@@ -336,5 +339,19 @@ it lands once`, async () => {
     expect(job.status, job.detail ?? "").toBe("uploaded");
     const downloads = seen.slice(before).filter((s) => s.method === "GET" && s.url.includes("/versions/"));
     expect(downloads.map((d) => d.fault)).toEqual(["503", "503", null]);
+  }, 120_000);
+
+  it("with an ATTACK binding uploads the attack's update and claim, which the coordinator refuses past its example cap", async () => {
+    expect((await fed.coordinator(`/federations/${FED}/rounds`, { method: "POST" })).status).toBe(201);
+    expect((await asOwner("d", "/tasks", task(3))).status).toBe(202);
+    const job = await jobOf("d", 3, (j) => j.status === "uploaded" || j.status === "failed");
+    expect([job.status, job.detail]).toEqual(["failed", expect.stringMatching(/upload refused: .*num_examples/)]);
+    const put = seen.find((s) => s.method === "PUT" && s.headers["x-fedflare-client"] === "d")!;
+    const file = decodeTensorFile(new Uint8Array(put.body), "d's upload");
+    expect(file.metadata.num_examples).toBe("1000000000");
+    const values = [...file.tensors.values()].flatMap((t) => Array.from(t));
+    const std = Math.sqrt(values.reduce((s, x) => s + x * x, 0) / values.length);
+    expect(std).toBeGreaterThan(900);
+    expect(std).toBeLessThan(1100);
   }, 120_000);
 });

@@ -51,6 +51,12 @@ export interface ClientEnv {
    * MAX_DOWNLOAD_BYTES: bytes fetched to start a round (the version, FedKSeed's seed changes), default 64 MiB;
    * enforced while reading.
    */
+  /**
+   * A model attack (src/fl/attacks/model-poisoning.ts, JSON) this client applies to every upload it makes:
+   * for benchmarks and tests of the robust rules only (`fedflare run`'s attack field sets it); never set it
+   * in a deployment.
+   */
+  ATTACK?: string;
   MAX_LOCAL_STEPS?: string;
   MAX_TOKENS_PER_EXAMPLE?: string;
   MAX_EXAMPLES_PER_ROUND?: string;

@@ -11,6 +11,9 @@ import { attemptUpload, MAX_UPLOAD_ATTEMPTS, uploadRequest, uploadRetryDelayMs }
 import { clientMethods } from "../../src/fl/methods/client.ts";
 import type { ClientTask } from "../../src/fl/methods/method.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
+import { ModelAttack, poisonUpload } from "../../src/fl/attacks/model-poisoning.ts";
+import { seededUniform } from "../../src/engine/sampling.ts";
+import * as v from "valibot";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { bodyDigest } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
@@ -115,6 +118,11 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       ),
     });
     if (body === null) return 0;
+    return this.made(job, this.env.ATTACK ? attacked(this.env.ATTACK, this.env.CLIENT_ID, job.round, body) : body, key);
+  }
+
+  /** Keeps the round's upload (its update, or a secure round's plain delta to mask) and sends it. */
+  private async made(job: JobRow, body: Uint8Array, key: (what: string) => string): Promise<number | null> {
     // Kept before the first attempt: every retry sends these same bytes under the same idempotency key.
     const metrics = readSafetensorsHeader(body).metadata.metrics ?? "{}";
     const sha256 = await bodyDigest(body);
@@ -244,4 +252,10 @@ function hashSeed(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
   return h;
+}
+
+/** The upload as the ATTACK binding's attack makes it, its noise seeded by the client and the round. */
+function attacked(attack: string, client: string, round: number, body: Uint8Array): Uint8Array {
+  const seed = [...client].reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) >>> 0, round);
+  return poisonUpload(v.parse(ModelAttack, JSON.parse(attack)), body, seededUniform(seed));
 }
