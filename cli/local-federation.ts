@@ -4,7 +4,7 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "miniflare";
-import type { ModelAttack } from "../src/fl/attacks/model-poisoning.ts";
+import type { ClientAttack } from "../src/fl/attacks/model-poisoning.ts";
 import type { Example } from "../src/data/jsonl.ts";
 import { toHex } from "../src/protocol/hex.ts";
 import { bearer } from "../src/protocol/bearer.ts";
@@ -16,7 +16,7 @@ export interface LocalClient {
   id: string;
   partition: readonly Example[];
   /** A model attack this client's worker applies to its uploads (benchmarks of the robust rules only). */
-  attack?: ModelAttack;
+  attack?: ClientAttack;
 }
 
 export interface LocalFederationOptions {
@@ -72,12 +72,16 @@ export class LocalFederation {
       bundleWorker(o.workerConfigs?.coordinator ?? "wrangler.toml"),
       bundleWorker(o.workerConfigs?.client ?? "workers/client/wrangler.toml"),
     ]);
+    // Colluding attackers share one object, held by the first of them.
+    const collusionHost = o.clients.find((c) => c.attack?.type === "alie")?.id;
     const options = convertV4MiniflareOptions({
       resourcePersistencePath: o.stateDir,
       workers: [
         coordinatorWorker(coordinatorDir, o.masterKey, tokens),
         ...(await Promise.all(
-          o.clients.map((c) => clientWorker(clientDir, c.id, o.masterKey, { ...o, coordinator: "coordinator", attack: c.attack })),
+          o.clients.map((c) =>
+            clientWorker(clientDir, c.id, o.masterKey, { ...o, coordinator: "coordinator", attack: c.attack, collusionHost }),
+          ),
         )),
       ],
     });
@@ -181,7 +185,9 @@ export type ClientBindings = Pick<
 > & {
   /** The coordinator: a worker of the same Miniflare instance by name, or a URL (one in another workerd process). */
   coordinator: string | URL;
-  attack?: ModelAttack;
+  attack?: ClientAttack;
+  /** The client whose worker holds the colluders' object, when some clients collude ("a little is enough"). */
+  collusionHost?: string;
 };
 
 /** A client worker named `client-<id>` with its own buckets (MODEL, DATA) and trainer Durable Object, from its bundle. */
@@ -190,7 +196,12 @@ export async function clientWorker(dir: string, id: string, masterKey: string, o
     name: `client-${id}`,
     ...modulesOf(dir),
     compatibilityDate: "2026-11-01",
-    durableObjects: { TRAINER: { className: "ClientTrainer", useSQLite: true } },
+    durableObjects: {
+      TRAINER: { className: "ClientTrainer", useSQLite: true },
+      ...(o.attack?.type === "alie"
+        ? { COLLUSION: { className: "Collusion", scriptName: `client-${o.collusionHost}`, useSQLite: true } }
+        : {}),
+    },
     r2Buckets: { MODEL: "models", DATA: `data-${id}` },
     ...(typeof o.coordinator === "string" ? { serviceBindings: { COORDINATOR: o.coordinator } } : {}),
     bindings: {

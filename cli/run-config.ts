@@ -57,7 +57,12 @@ export const RunConfig = v.strictObject({
   attack: v.optional(
     v.strictObject({
       attackers: int(1, 31),
-      poison: v.union([ModelAttack, v.strictObject({ type: v.literal("label-flip") })]),
+      poison: v.union([
+        ModelAttack,
+        v.strictObject({ type: v.literal("label-flip") }),
+        /** "A little is enough": z defaults to Baruch et al.'s z_max for the round's clients and attackers. */
+        v.strictObject({ type: v.literal("alie"), z: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(100))) }),
+      ]),
     }),
   ),
   local: v.optional(
@@ -105,6 +110,8 @@ export function parseRunConfig(json: unknown, source: string): RunConfig {
     throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
   if (r.output.attack && r.output.attack.attackers >= r.output.clients)
     throw new UsageError(`${source}: field "attack.attackers" must leave an honest client among "clients" (${r.output.clients})`);
+  if (r.output.attack?.poison.type === "alie" && (r.output.clientsPerRound ?? r.output.clients) < r.output.clients)
+    throw new UsageError(`${source}: field "attack": colluders ("alie") wait for each other, so every client must be sampled each round`);
   if (r.output.attack && r.output.baseline)
     throw new UsageError(`${source}: field "attack": a baseline trains without attackers; drop one of "attack" and "baseline"`);
   if (r.output.baseline?.type === "local-only" && r.output.baseline.client >= r.output.clients)

@@ -21,6 +21,7 @@ import { dirSource, tokenizerFiles } from "../model-dir.ts";
 import { descendantCpuSeconds } from "../process-cpu.ts";
 import type { RunConfig } from "../run-config.ts";
 import { attacker, federationShape, type RunData, runData } from "../run-data.ts";
+import { alieZ, type ClientAttack } from "../../src/fl/attacks/model-poisoning.ts";
 import { UsageError } from "../usage.ts";
 import {
   clientCost,
@@ -50,8 +51,8 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
   const model = await loadModel(dirSource(config.model));
   const data = runData(config);
   const clients = data.partitions.map((partition, i) => {
-    const poison = config.attack?.poison;
-    return { id: `c${i + 1}`, partition, ...(poison && poison.type !== "label-flip" && attacker(config, i) ? { attack: poison } : {}) };
+    const attack = clientAttack(config);
+    return { id: `c${i + 1}`, partition, ...(attack && attacker(config, i) ? { attack } : {}) };
   });
   log(
     `${config.task}: ${clients
@@ -162,6 +163,15 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
  * it: split LoRA's trunk (TRUNK_URL) or a completions API (OPENAI_BASE_URL). It serves this run's clients
  * only: they get its token.
  */
+/** The attack a run's attacking clients' workers make (label flipping happens in their data instead). */
+function clientAttack(config: RunConfig): ClientAttack | null {
+  const poison = config.attack?.poison;
+  if (!poison || poison.type === "label-flip") return null;
+  if (poison.type !== "alie") return poison;
+  const colluders = config.attack!.attackers;
+  return { type: "alie", colluders, z: poison.z ?? alieZ(federationShape(config).clientsPerRound, colluders) };
+}
+
 async function startServices(
   side: RunMethod<MethodConfig>,
   method: MethodConfig,

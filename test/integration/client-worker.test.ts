@@ -16,6 +16,7 @@ import { bundleWorker } from "../../cli/bundle-worker.ts";
 import { LocalFederation, modulesOf } from "../../cli/local-federation.ts";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { hfModelFiles } from "../../src/engine/model-writer.ts";
+import { alieTensors } from "../../src/fl/attacks/model-poisoning.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { deriveClientSecret, OPERATOR_ID, signRequest, verifyRequest } from "../../src/protocol/signature.ts";
 import { federationConfig } from "../fixtures/federation.ts";
@@ -151,6 +152,16 @@ beforeAll(async () => {
         await client("nosecret", {}, false),
         // A benchmark's attacker: Gaussian noise of std 1000 in place of its update, claiming a billion examples.
         await client("d", { ATTACK: JSON.stringify({ type: "gaussian", std: 1000, examples: 1e9 }) }),
+        // Two colluders of "a little is enough", pooling their honest updates in e's Collusion object.
+        ...(await Promise.all(
+          ["e", "f"].map(async (id) => ({
+            ...(await client(id, { ATTACK: JSON.stringify({ type: "alie", colluders: 2, z: 1.5 }) })),
+            durableObjects: {
+              TRAINER: { className: "ClientTrainer", useSQLite: true },
+              COLLUSION: { className: "Collusion", scriptName: "client-e", useSQLite: true },
+            },
+          })),
+        )),
       ],
     }),
   );
@@ -161,7 +172,7 @@ beforeAll(async () => {
     tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" },
   }))
     await models.put(`model/${name}`, content);
-  for (const id of ["a", "b", "c", "d"])
+  for (const id of ["a", "b", "c", "d", "e", "f"])
     await (await mf.getR2Bucket("DATA", `client-${id}`)).put(
       "partition.jsonl",
       Array.from({ length: 8 }, (_, i) => JSON.stringify(record(i))).join("\n"),
@@ -170,11 +181,11 @@ beforeAll(async () => {
   // Every client sampled each round; the first upload closes it.
   const config = federationConfig(FED, {
     model: { name: "tiny", config: toHfConfig(model), quant: "f32" },
-    clients: ["a", "b", "c", "d"],
-    clientsPerRound: 4,
+    clients: ["a", "b", "c", "d", "e", "f"],
+    clientsPerRound: 6,
     minClients: 1,
     quorum: 1,
-    rounds: 3,
+    rounds: 4,
     local: { steps: 3, batchSize: 4, lr: 1e-2, maxTokens: 32 },
   });
   expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
@@ -353,5 +364,33 @@ it lands once`, async () => {
     const std = Math.sqrt(values.reduce((s, x) => s + x * x, 0) / values.length);
     expect(std).toBeGreaterThan(900);
     expect(std).toBeLessThan(1100);
+  }, 120_000);
+
+  it("colluders wait for each other's honest updates, then each uploads μ − zσ of them", async () => {
+    // Round 3 took no upload (d's was refused): the operator ends it.
+    const ended = await fed.coordinator(`/federations/${FED}/rounds/3/fail`, {
+      method: "POST",
+      body: JSON.stringify({ reason: "no upload" }),
+    });
+    expect(ended.status, await ended.clone().text()).toBe(200);
+    expect((await fed.coordinator(`/federations/${FED}/rounds`, { method: "POST" })).status).toBe(201);
+    for (const id of ["e", "f"]) expect((await asOwner(id, "/tasks", task(4))).status).toBe(202);
+    // The first upload closes the round (quorum 1); the other colluder's is refused, as the round closed.
+    const jobs = await Promise.all(["e", "f"].map((id) => jobOf(id, 4, (j) => j.status === "uploaded" || j.status === "failed")));
+    expect(jobs.map((j) => j.status).sort()).toEqual(["failed", "uploaded"]);
+    const ns = await mf.getDurableObjectNamespace("COLLUSION", "client-e");
+    // Offering again as a colluder that already did stores nothing and returns the pool.
+    const pooled = (await (
+      ns.get(ns.idFromName(`${FED}/4`)) as unknown as { offer(c: string, b: Uint8Array, n: number): Promise<Uint8Array[]> }
+    ).offer("e", new Uint8Array(), 2))!;
+    expect(pooled).toHaveLength(2);
+    const want = alieTensors(
+      pooled.map((b) => decodeTensorFile(b, "pooled").tensors),
+      1.5,
+    );
+    const puts = seen.filter((s) => s.method === "PUT" && ["e", "f"].includes(String(s.headers["x-fedflare-client"])));
+    expect(puts).toHaveLength(2);
+    for (const p of puts) expect(decodeTensorFile(new Uint8Array(p.body), "colluder").tensors).toEqual(want);
+    expect(pooled[0]).not.toEqual(pooled[1]);
   }, 120_000);
 });

@@ -1,3 +1,4 @@
+import type { Collusion } from "./collusion.ts";
 import type { ClientTrainer } from "./trainer.ts";
 
 /** A client deployment's bindings (workers/client/wrangler.toml): its identity, data, model and coordinator. */
@@ -57,6 +58,8 @@ export interface ClientEnv {
    * in a deployment.
    */
   ATTACK?: string;
+  /** Where "a little is enough" attackers pool their honest updates (collusion.ts); bound with such an ATTACK only. */
+  COLLUSION?: DurableObjectNamespace<Collusion>;
   MAX_LOCAL_STEPS?: string;
   MAX_TOKENS_PER_EXAMPLE?: string;
   MAX_EXAMPLES_PER_ROUND?: string;

@@ -66,3 +66,4 @@ export default {
   scheduled: (_controller: ScheduledController, env: ClientEnv, ctx: ExecutionContext) => ctx.waitUntil(pullTasks(env)),
 } satisfies ExportedHandler<ClientEnv>;
 export { ClientTrainer } from "./trainer.ts";
+export { Collusion } from "./collusion.ts";

@@ -11,11 +11,9 @@ import { attemptUpload, MAX_UPLOAD_ATTEMPTS, uploadRequest, uploadRetryDelayMs }
 import { clientMethods } from "../../src/fl/methods/client.ts";
 import type { ClientTask } from "../../src/fl/methods/method.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { ModelAttack, poisonUpload } from "../../src/fl/attacks/model-poisoning.ts";
-import { seededUniform } from "../../src/engine/sampling.ts";
-import * as v from "valibot";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { bodyDigest } from "../../src/protocol/signature.ts";
+import { attackedUpload } from "./attack-step.ts";
 import type { ClientEnv } from "./env.ts";
 import { type JobRow, Jobs, type JobView } from "./jobs.ts";
 import { federationRefusal, ownerLimits, roundRefusal } from "./policy.ts";
@@ -90,6 +88,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const key = (what: string) => `${what}/${job.federation_id}/${job.round}`;
     const made = readBlob(this.sql, key("delta"));
     if (made) return job.secure_step === null ? this.upload(job, made) : this.secureAfterTraining(job, made, key);
+    const honest = readBlob(this.sql, key("honest"));
+    if (honest) return this.attack(job, honest, key);
     if (!job.task) {
       await this.prepare(job, key);
       return 0;
@@ -118,7 +118,21 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       ),
     });
     if (body === null) return 0;
-    return this.made(job, this.env.ATTACK ? attacked(this.env.ATTACK, this.env.CLIENT_ID, job.round, body) : body, key);
+    if (!this.env.ATTACK) return this.made(job, body, key);
+    this.ctx.storage.transactionSync(() => {
+      writeBlob(this.sql, key("honest"), body);
+      for (const k of ["global", "state"]) deleteBlob(this.sql, key(k));
+    });
+    return 0;
+  }
+
+  /** A benchmark attacker's round (the ATTACK binding): its upload made from the honest one, once it can be. */
+  private async attack(job: JobRow, honest: Uint8Array, key: (what: string) => string): Promise<number | null> {
+    const body = await attackedUpload(this.env, job.federation_id, job.round, honest);
+    if (body) return this.made(job, body, key);
+    if (job.detail !== "waiting for the colluders' honest updates")
+      this.jobs.update(job, { detail: "waiting for the colluders' honest updates" });
+    return 1000;
   }
 
   /** Keeps the round's upload (its update, or a secure round's plain delta to mask) and sends it. */
@@ -128,7 +142,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const sha256 = await bodyDigest(body);
     this.ctx.storage.transactionSync(() => {
       writeBlob(this.sql, key("delta"), body);
-      for (const k of ["global", "state"]) deleteBlob(this.sql, key(k));
+      for (const k of ["global", "state", "honest"]) deleteBlob(this.sql, key(k));
       this.jobs.update(job, { upload_bytes: body.length, upload_sha256: sha256, upload_metrics: metrics });
     });
     return job.secure_step === null ? this.upload(job, body) : 0;
@@ -252,10 +266,4 @@ function hashSeed(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
   return h;
-}
-
-/** The upload as the ATTACK binding's attack makes it, its noise seeded by the client and the round. */
-function attacked(attack: string, client: string, round: number, body: Uint8Array): Uint8Array {
-  const seed = [...client].reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) >>> 0, round);
-  return poisonUpload(v.parse(ModelAttack, JSON.parse(attack)), body, seededUniform(seed));
 }

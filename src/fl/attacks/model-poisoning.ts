@@ -25,6 +25,16 @@ export const ModelAttack = v.variant("type", [
 ]);
 export type ModelAttack = v.InferOutput<typeof ModelAttack>;
 
+/** "A little is enough" among `colluders` clients, each sending μ − z σ of the colluders' honest updates. */
+export const AlieAttack = v.strictObject({
+  type: v.literal("alie"),
+  colluders: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1000)),
+  z: v.pipe(v.number(), v.minValue(0), v.maxValue(100)),
+});
+/** What a client worker's ATTACK binding holds. */
+export const ClientAttack = v.variant("type", [...ModelAttack.options, AlieAttack]);
+export type ClientAttack = v.InferOutput<typeof ClientAttack>;
+
 /** The attack's tensors in place of the honest `tensors` (Gaussian draws from `uniform`). */
 export function poisonTensors(attack: ModelAttack, tensors: TensorMap, uniform: () => number): TensorMap {
   const map = (f: (t: Float32Array) => Float32Array) => new Map([...tensors].map(([k, t]) => [k, f(t)]));
