@@ -12,7 +12,8 @@
 // 95%: the first round whose validation score reaches 95% of the last round's gain over round 0.
 // Resumable: a run whose folder under --out holds the same config and its test score is read, not rerun;
 // bench/results/quality.json is written as each row finishes, so a stopped report keeps its finished rows.
-// Run: node bench/quality.ts [--preset quick|full] [--seeds N] [--tasks spam,g2p,sotu] [--partitions iid,...] [--only row,...]
+// The robust preset is the robustness report (bench/lib/robust-rows.ts).
+// Run: node bench/quality.ts [--preset quick|full|robust] [--seeds N] [--tasks spam,g2p,sotu] [--partitions iid,...] [--only row,...]
 //   [--out DIR]
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -45,8 +46,8 @@ const { values } = parseArgs({
     out: { type: "string", default: "scratch/quality" },
   },
 });
-if (values.preset !== "quick" && values.preset !== "full") throw new Error(`--preset is quick or full, not "${values.preset}"`);
-const preset: Preset = values.preset;
+if (!["quick", "full", "robust"].includes(values.preset)) throw new Error(`--preset is quick, full or robust, not "${values.preset}"`);
+const preset = values.preset as Preset;
 const SEEDS = Array.from({ length: Number(values.seeds) }, (_, i) => i);
 const only = values.only?.split(",");
 /** The preset's tasks, or those --tasks names. */

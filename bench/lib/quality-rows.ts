@@ -7,6 +7,7 @@ import { runData } from "../../cli/run-data.ts";
 import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
 import { pmiPhrases } from "../../src/fl/methods/discrete/policy-gradient.ts";
 import { noiseForEpsilon } from "../../src/privacy/rdp.ts";
+import { robustBase, robustRows } from "./robust-rows.ts";
 
 /** A task of the report, its base run settings and the partitions it is reported on. */
 export interface QualityTask {
@@ -18,7 +19,7 @@ export interface QualityTask {
   rows: Record<string, { label: string; config: Record<string, unknown> }>;
 }
 
-export type Preset = "quick" | "full";
+export type Preset = "quick" | "full" | "robust";
 
 const LABELS = ["spam", "ham"];
 /**
@@ -47,6 +48,15 @@ function spamPhrases(records: number): string[] {
 
 /** The report's tasks at a preset: quick is spam, IID, 2 clients, 2 rounds, LoRA and FedKSeed (11.5 minutes for 3 seeds on 2 cores). */
 export function qualityTasks(preset: Preset): QualityTask[] {
+  if (preset === "robust")
+    return qualityTasks("full")
+      .filter((t): t is QualityTask & { name: "spam" | "g2p" } => t.name !== "sotu")
+      .map((t) => ({
+        ...t,
+        base: robustBase(t.base),
+        partitions: { iid: t.partitions.iid! },
+        rows: robustRows(t.name, t.rows["lora-fedavg"]!, t.base.clients as number),
+      }));
   const quick = preset === "quick";
   const local = (steps: number, batchSize: number, lr: number) => ({
     steps: quick ? Math.min(steps, 4) : steps,

@@ -1,0 +1,73 @@
+// The robustness rows of the quality report (issue 19): `node bench/quality.ts --preset robust`. Ten clients,
+// IID, LoRA with FedAvg as the full preset trains it, each client's local steps cut so that a round sees as
+// many examples as the full preset's round (its fewer clients) does; each attack (src/fl/attacks/) by 10%, 20% and 30% of
+// the clients against each defence (src/fl/robust/), the undefended mean as the baseline, and each defence
+// on clean data (what it costs when nobody attacks). A row's name is attack.defence.percent.
+import type { QualityTask } from "./quality-rows.ts";
+
+const CLIENTS = 10;
+
+/** The attacks, as `fedflare run`'s attack.poison (cli/run-config.ts); label flipping only where there are labels. */
+const ATTACKS: Record<string, { label: string; poison: Record<string, unknown>; classification?: true }> = {
+  "sign-flip": { label: "sign flip ×1", poison: { type: "sign-flip", scale: 1 } },
+  scale: { label: "scaling ×10", poison: { type: "scale", factor: 10 } },
+  gaussian: { label: "Gaussian σ 0.1", poison: { type: "gaussian", std: 0.1 } },
+  // Within the coordinator's example cap (maxExamplesPerClient, 100,000): a claim above it is refused.
+  inflate: { label: "sign flip claiming 100,000 examples", poison: { type: "sign-flip", scale: 1, examples: 100_000 } },
+  alie: { label: "a little is enough", poison: { type: "alie" } },
+  "label-flip": { label: "label flipping", poison: { type: "label-flip" }, classification: true },
+};
+
+/** The defences for `attackers` of the clients, as the federation's robust field (none: the plain mean). */
+function defences(attackers: number): Record<string, { label: string; robust?: Record<string, unknown> }> {
+  const byzantine = Math.max(attackers, 1);
+  return {
+    none: { label: "FedAvg" },
+    median: { label: "median", robust: { rule: { name: "median" } } },
+    trimmed: { label: `trimmed mean β ${byzantine / CLIENTS}`, robust: { rule: { name: "trimmed-mean", trim: byzantine / CLIENTS } } },
+    krum: { label: `Krum f ${byzantine}`, robust: { rule: { name: "krum", byzantine } } },
+    "multi-krum": { label: `Multi-Krum f ${byzantine}`, robust: { rule: { name: "multi-krum", byzantine } } },
+    "geometric-median": { label: "geometric median, uniform weights", robust: { rule: { name: "geometric-median" }, weights: "uniform" } },
+    "norm-bound": {
+      label: "norm bound at the median, uniform weights",
+      robust: { rule: { name: "mean" }, normBound: { bound: "median" }, weights: "uniform" },
+    },
+  };
+}
+
+/**
+ * A task's robustness rows over its full-preset LoRA row (`fullClients` clients a round): every attack ×
+ * defence × share of attackers, and each defence alone.
+ */
+export function robustRows(
+  task: "spam" | "g2p",
+  full: { label: string; config: Record<string, unknown> },
+  fullClients: number,
+): QualityTask["rows"] {
+  const local = full.config.local as { steps: number };
+  const clean = {
+    ...full,
+    config: { ...full.config, local: { ...local, steps: Math.max(1, Math.round((local.steps * fullClients) / CLIENTS)) } },
+  };
+  const rows: QualityTask["rows"] = {};
+  for (const [name, d] of Object.entries(defences(0)))
+    rows[`clean.${name}`] = {
+      label: `${clean.label}, no attackers, ${d.label}`,
+      config: { ...clean.config, ...(d.robust ? { robust: d.robust } : {}) },
+    };
+  for (const percent of [10, 20, 30]) {
+    const attackers = (percent * CLIENTS) / 100;
+    for (const [attack, a] of Object.entries(ATTACKS)) {
+      if (a.classification && task !== "spam") continue;
+      for (const [name, d] of Object.entries(defences(attackers)))
+        rows[`${attack}.${name}.${percent}`] = {
+          label: `${a.label} by ${percent}% of the clients, ${d.label}`,
+          config: { ...clean.config, attack: { attackers, poison: a.poison }, ...(d.robust ? { robust: d.robust } : {}) },
+        };
+    }
+  }
+  return rows;
+}
+
+/** The robust preset's base settings over a task's full-preset base: ten clients. */
+export const robustBase = (base: Record<string, unknown>) => ({ ...base, clients: CLIENTS });
