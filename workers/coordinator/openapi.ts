@@ -323,9 +323,10 @@ export function openapi(): object {
           in: "header",
           name: HEADERS.signature,
           description:
-            `A member client's HMAC-SHA256 (${Object.values(HEADERS).join(", ")}) over the method, path with query, ` +
-            `timestamp, nonce and the body's SHA-256, with the secret the operator derives from FEDFLARE_MASTER_KEY. ` +
-            `Reads only its federations.`,
+            `A member client's signature: headers ${Object.values(HEADERS).join(", ")}; the signature is lowercase hex ` +
+            `HMAC-SHA256, keyed by the client's secret (the operator derives it from FEDFLARE_MASTER_KEY), of the lines ` +
+            `METHOD, path with its query, client id, Unix timestamp in seconds, nonce (16 random bytes, hex) and the body's ` +
+            `SHA-256 in hex, joined by newlines. docs/PROTOCOL.md gives every step. Reads only its federations.`,
         },
       },
     },
