@@ -1,4 +1,4 @@
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loraScaling } from "../../src/engine/lora/peft.ts";
@@ -61,6 +61,43 @@ describe("fedflare score", () => {
     // The adapter changes the scores: a run that ignored it would fail the comparison above.
     const base = referenceLogprobs(config, weights, withAdapter.tokens);
     expect(Math.max(...base.map((b, i) => Math.abs(b - ref[i]!)))).toBeGreaterThan(0.01);
+  });
+
+  it("with rank_pattern and alpha_pattern (a rank and an alpha per module), agrees with the reference", async () => {
+    // r 4, alpha 8 by default; layer 0's q_proj rank 2; every v_proj rank 6; every q_proj alpha 3.
+    const adapterConfig = {
+      r: 4,
+      alpha: 8,
+      targetModules: ["q_proj" as const, "v_proj" as const],
+      dropout: 0,
+      useRslora: false,
+      baseModel: modelDir,
+      rankPattern: { "layers.0.self_attn.q_proj": 2, v_proj: 6 },
+      alphaPattern: { q_proj: 3 },
+    };
+    const expected: Record<string, [number, number]> = {
+      "model.layers.0.self_attn.q_proj": [2, 3],
+      "model.layers.1.self_attn.q_proj": [4, 3],
+      "model.layers.0.self_attn.v_proj": [6, 8],
+      "model.layers.1.self_attn.v_proj": [6, 8],
+    };
+    const pairs = new Map(
+      Object.entries(expected).map(([name, [r, alpha]], i) => {
+        const module = name.endsWith("q_proj") ? "q_proj" : "v_proj";
+        const one = tinyLora(config, [module], r, alpha, false, 30 + i).get(name)!;
+        return [name, one] as const;
+      }),
+    );
+    const adapterDir = writeAdapterDir(join(root, "adapter-patterns"), { config: adapterConfig, pairs });
+    const written = JSON.parse(readFileSync(join(adapterDir, "adapter_config.json"), "utf8"));
+    expect([written.rank_pattern, written.alpha_pattern]).toEqual([adapterConfig.rankPattern, adapterConfig.alphaPattern]);
+    const scored = JSON.parse((await runCli(["score", "--model", modelDir, "--adapter", adapterDir, "--text", text])).stdout) as Scored;
+    const ref = referenceLogprobs(config, weights, scored.tokens, pairs);
+    scored.logprobs.forEach((lp, i) => expect(Math.abs(lp - ref[i]!)).toBeLessThan(1e-4));
+    // Read with the config's one rank and alpha instead, the scores would differ: each pattern matters.
+    const uniform = new Map([...pairs].map(([name, p]) => [name, { ...p, scaling: 8 / p.r }]));
+    const wrong = referenceLogprobs(config, weights, scored.tokens, uniform);
+    expect(Math.max(...wrong.map((w, i) => Math.abs(w - ref[i]!)))).toBeGreaterThan(0.01);
   });
 
   it("gives the same scores on ort-web", async () => {

@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { dirSource } from "../../cli/model-dir.ts";
-import { loadPeftAdapter, loraScaling, parseAdapterConfig, writePeftAdapter } from "../../src/engine/lora/peft.ts";
+import { loadPeftAdapter, loraScaling, moduleLora, parseAdapterConfig, patternKey, writePeftAdapter } from "../../src/engine/lora/peft.ts";
 import { readSafetensors } from "../../src/protocol/safetensors.ts";
 import { tempDir, writeAdapterDir } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyLora } from "../fixtures/tiny-llama.ts";
@@ -64,6 +64,25 @@ describe("PEFT adapter files", () => {
     });
   });
 
+  it("matches rank_pattern and alpha_pattern keys as PEFT's get_pattern_key: the name or a suffix after a dot, the first key first", () => {
+    const q0 = "model.layers.0.self_attn.q_proj";
+    const q10 = "model.layers.10.self_attn.q_proj";
+    expect(patternKey({ q_proj: 2 }, q0)).toBe("q_proj");
+    expect(patternKey({ "layers.0.self_attn.q_proj": 2 }, q0)).toBe("layers.0.self_attn.q_proj");
+    expect(patternKey({ "layers.0.self_attn.q_proj": 2 }, q10)).toBeUndefined();
+    expect(patternKey({ "0.self_attn.q_proj": 2 }, q10)).toBeUndefined();
+    expect(patternKey({ proj: 2 }, q0)).toBeUndefined();
+    expect(patternKey({ [q0]: 2 }, q0)).toBe(q0);
+    // A '.' is a regular expression's: it matches any character, as in PEFT.
+    expect(patternKey({ "layers.0.self_attn.q.proj": 2 }, q0)).toBe("layers.0.self_attn.q.proj");
+    expect(patternKey({ q_proj: 2, "layers.0.self_attn.q_proj": 8 }, q0)).toBe("q_proj");
+    const c = { ...adapterConfig, rankPattern: { "layers.0.self_attn.q_proj": 2, v_proj: 6 }, alphaPattern: { q_proj: 3 } };
+    expect(moduleLora(c, q0)).toEqual({ r: 2, alpha: 3, scaling: 1.5 });
+    expect(moduleLora(c, "model.layers.1.self_attn.q_proj")).toEqual({ r: 4, alpha: 3, scaling: 0.75 });
+    expect(moduleLora(c, "model.layers.1.self_attn.v_proj")).toEqual({ r: 6, alpha: 8, scaling: 8 / 6 });
+    expect(moduleLora({ ...c, useRslora: true }, q0).scaling).toBeCloseTo(3 / Math.sqrt(2), 12);
+  });
+
   it("scales by alpha / r, or alpha / sqrt(r) with rsLoRA", () => {
     expect(loraScaling({ r: 16, alpha: 32, useRslora: false })).toBe(2);
     expect(loraScaling({ r: 16, alpha: 32, useRslora: true })).toBe(8);
@@ -76,7 +95,12 @@ describe("PEFT adapter files", () => {
     ["an unknown target module", { ...good, target_modules: ["c_attn"] }, /target_modules/],
     ["a bias", { ...good, bias: "all" }, /bias/],
     ["DoRA", { ...good, use_dora: true }, /use_dora/],
-    ["a rank pattern", { ...good, rank_pattern: { q_proj: 8 } }, /rank_pattern/],
+    [
+      "a rank pattern key with regex syntax",
+      { ...good, rank_pattern: { "(q|v)_proj": 8 } },
+      /rank_pattern.*a pattern key is a module name/,
+    ],
+    ["an alpha pattern of 0", { ...good, alpha_pattern: { q_proj: 0 } }, /alpha_pattern/],
   ])("refuses an adapter_config.json with %s", (_, json, message) => {
     expect(() => parseAdapterConfig(json)).toThrow(
       expect.objectContaining({ code: "adapter_invalid", message: expect.stringMatching(message) }),

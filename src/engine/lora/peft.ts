@@ -9,6 +9,16 @@ import type { LoraPair } from "../llama/graph.ts";
 import { LINEAR_MODULES, linearName, linearShape, type LinearModule } from "../llama/names.ts";
 import type { ModelSource } from "../model-files.ts";
 
+/**
+ * A rank_pattern or alpha_pattern key: a module name or a suffix of one at a dot ("q_proj",
+ * "layers.0.self_attn.q_proj"). PEFT matches keys as regular expressions; keys with regex syntax beyond
+ * '.' are refused, so no pattern from an adapter file can make matching slow.
+ */
+const PatternKey = v.pipe(
+  v.string(),
+  v.regex(/^[A-Za-z0-9_.]{1,256}$/, "a pattern key is a module name or its suffix: letters, digits, '_' and '.'"),
+);
+
 const AdapterConfigSchema = v.looseObject({
   peft_type: v.literal("LORA"),
   task_type: v.optional(v.nullable(v.string())),
@@ -22,8 +32,8 @@ const AdapterConfigSchema = v.looseObject({
   fan_in_fan_out: v.optional(v.literal(false), false),
   base_model_name_or_path: v.optional(v.nullable(v.string())),
   layers_to_transform: v.optional(v.nullable(v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.minLength(1)))),
-  rank_pattern: v.optional(v.record(v.string(), v.never())),
-  alpha_pattern: v.optional(v.record(v.string(), v.never())),
+  rank_pattern: v.optional(v.record(PatternKey, v.pipe(v.number(), v.integer(), v.minValue(1))), {}),
+  alpha_pattern: v.optional(v.record(PatternKey, v.pipe(v.number(), v.gtValue(0))), {}),
 });
 
 export interface AdapterConfig {
@@ -35,6 +45,9 @@ export interface AdapterConfig {
   baseModel: string | null;
   /** PEFT's layers_to_transform: the layers with LoRA (all when null); a split client trains those above its cut. */
   layers?: number[] | null;
+  /** PEFT's rank_pattern and alpha_pattern: a rank and an alpha per module, by key (modulePattern); none when absent. */
+  rankPattern?: Record<string, number>;
+  alphaPattern?: Record<string, number>;
 }
 
 export interface LoraAdapter {
@@ -46,6 +59,24 @@ export interface LoraAdapter {
 /** PEFT's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski 2023). */
 export function loraScaling(c: Pick<AdapterConfig, "r" | "alpha" | "useRslora">): number {
   return c.useRslora ? c.alpha / Math.sqrt(c.r) : c.alpha / c.r;
+}
+
+/**
+ * The first key of a pattern (in its order) that matches the module name `linear` as PEFT's
+ * get_pattern_key does: the whole name, or a suffix of it after a dot, the key read as a regular
+ * expression (so its '.' matches any character); undefined when none does.
+ */
+export function patternKey(pattern: Record<string, number>, linear: string): string | undefined {
+  return Object.keys(pattern).find((key) => new RegExp(`^(.*\\.)?(${key})$`).test(linear));
+}
+
+/** A module's rank, alpha and scaling: the config's, unless its rank_pattern or alpha_pattern names the module. */
+export function moduleLora(c: AdapterConfig, linear: string): { r: number; alpha: number; scaling: number } {
+  const rKey = patternKey(c.rankPattern ?? {}, linear);
+  const alphaKey = patternKey(c.alphaPattern ?? {}, linear);
+  const r = rKey === undefined ? c.r : c.rankPattern![rKey]!;
+  const alpha = alphaKey === undefined ? c.alpha : c.alphaPattern![alphaKey]!;
+  return { r, alpha, scaling: loraScaling({ r, alpha, useRslora: c.useRslora }) };
 }
 
 export function parseAdapterConfig(json: unknown): AdapterConfig {
@@ -63,6 +94,8 @@ export function parseAdapterConfig(json: unknown): AdapterConfig {
     useRslora: c.use_rslora,
     baseModel: c.base_model_name_or_path ?? null,
     layers: c.layers_to_transform ?? null,
+    ...(Object.keys(c.rank_pattern).length ? { rankPattern: c.rank_pattern } : {}),
+    ...(Object.keys(c.alpha_pattern).length ? { alphaPattern: c.alpha_pattern } : {}),
   };
 }
 
@@ -108,9 +141,8 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
     throw e;
   }
   const pairs = new Map<string, LoraPair>();
-  const scaling = loraScaling(config);
   const used = new Set<string>();
-  const take = (key: string, shape: [number, number]): Float32Array => {
+  const take = (key: string, shape: [number, number], r: number): Float32Array => {
     const t = tensors.get(key);
     if (!t) throw new ModelError("tensor_missing", `${source.location}: adapter tensor "${key}" is missing`);
     if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16")
@@ -118,7 +150,7 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
     if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1])
       throw new ModelError(
         "tensor_shape",
-        `${source.location}: adapter tensor "${key}" has shape ${JSON.stringify(t.shape)}; r=${config.r} on this base needs ` +
+        `${source.location}: adapter tensor "${key}" has shape ${JSON.stringify(t.shape)}; r=${r} on this base needs ` +
           `${JSON.stringify(shape)}`,
       );
     used.add(key);
@@ -132,7 +164,8 @@ export async function loadPeftAdapter(source: ModelSource, model: LlamaConfig): 
     for (const m of config.targetModules) {
       const name = linearName(l, m);
       const [out, inp] = linearShape(model, m);
-      pairs.set(name, { a: take(peftKey(name, "A"), [config.r, inp]), b: take(peftKey(name, "B"), [out, config.r]), r: config.r, scaling });
+      const { r, scaling } = moduleLora(config, name);
+      pairs.set(name, { a: take(peftKey(name, "A"), [r, inp], r), b: take(peftKey(name, "B"), [out, r], r), r, scaling });
     }
   for (const key of tensors.keys())
     if (!used.has(key))
@@ -163,8 +196,8 @@ export function writePeftAdapter(adapter: LoraAdapter): { "adapter_config.json":
     init_lora_weights: true,
     modules_to_save: null,
     layers_to_transform: c.layers ?? null,
-    rank_pattern: {},
-    alpha_pattern: {},
+    rank_pattern: c.rankPattern ?? {},
+    alpha_pattern: c.alphaPattern ?? {},
   };
   const tensors: Record<string, TensorInput> = {};
   for (const [name, p] of adapter.pairs) {
