@@ -21,6 +21,7 @@ import { dirSource, tokenizerFiles } from "../model-dir.ts";
 import { descendantCpuSeconds } from "../process-cpu.ts";
 import type { RunConfig } from "../run-config.ts";
 import { attacker, federationShape, type RunData, runData } from "../run-data.ts";
+import type { Progress } from "./progress.ts";
 import { alieZ, type ClientAttack } from "../../src/fl/attacks/model-poisoning.ts";
 import { UsageError } from "../usage.ts";
 import {
@@ -43,7 +44,8 @@ const FED = "local";
 type Log = (line: string) => void;
 
 /** Runs the federation of `folder` to its last round (or resumes it), then writes the report and prints the summary. */
-export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
+export async function driveRun(folder: RunFolder, progress: Progress): Promise<void> {
+  const log: Log = (line) => progress.line(line);
   const { config } = folder;
   const started = Date.now();
   const side = runMethods.get(config.method.type);
@@ -107,7 +109,7 @@ export async function driveRun(folder: RunFolder, log: Log): Promise<void> {
     await recordUnwatched(fed, folder, evaluate);
     let state = await api<FederationState>(fed, `/federations/${FED}`);
     while (state.roundsDone < config.rounds || state.openRound !== null) {
-      const round = await driveRound(fed, config, state.openRound, log);
+      const round = await driveRound(fed, config, state.openRound, progress);
       state = await api(fed, `/federations/${FED}`);
       const scored = round.status === "closed" ? await evaluate(state.version) : previous(folder.last());
       const record: RoundRecord = {
@@ -316,7 +318,7 @@ async function recordUnwatched(fed: LocalFederation, folder: RunFolder, evaluate
  * Opens a round (or takes the open one), pushes its task to the sampled clients, prints their progress
  * until it ends, and returns how it ended, when it started and what the clients spent.
  */
-async function driveRound(fed: LocalFederation, config: RunConfig, open: number | null, log: Log) {
+async function driveRound(fed: LocalFederation, config: RunConfig, open: number | null, progress: Progress) {
   const started = Date.now();
   const cpuStart = descendantCpuSeconds("workerd");
   const round = open ?? (await api<{ round: number }>(fed, `/federations/${FED}/rounds`, "POST")).round;
@@ -340,31 +342,29 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
         return { status: `unreachable (${res.status})`, stepsDone: 0, detail, uploadBytes: null, uploadMetrics: null };
       }),
     );
-  let shown = "";
   let r: { status: string; uploads: number; result: RoundOutcome | null };
+  const steps = federationShape(config).local.steps;
   for (;;) {
     r = await api(fed, `/federations/${FED}/rounds/${round}`);
     const views = await jobs();
-    const line = `round ${round}/${config.rounds}  ${views
-      .map(
-        (job, i) =>
-          `${info.sampled[i]} ${job.status === "training" ? `${job.stepsDone}/${federationShape(config).local.steps}` : job.status}`,
-      )
-      .join("  ")}  uploads ${r.uploads}/${info.sampled.length}`;
-    if (line !== shown) {
-      shown = line;
-      log(line);
-    }
+    progress.round({
+      round,
+      rounds: config.rounds,
+      clients: views.map((job, i) => ({ id: info.sampled[i]!, status: job.status, stepsDone: job.stepsDone, steps })),
+      uploads: r.uploads,
+      elapsedMs: Date.now() - started,
+    });
     // Why a client failed, once.
     views.forEach((job, i) => {
       const id = info.sampled[i]!;
       if ((job.status !== "failed" && !job.status.startsWith("unreachable")) || failed.has(id)) return;
       failed.add(id);
-      log(`${id} ${job.status}: ${job.detail ?? "no detail"}`);
+      progress.warn(`${id} ${job.status}: ${job.detail ?? "no detail"}`);
     });
     if (r.status !== "open") break;
     await new Promise((res) => setTimeout(res, 500));
   }
+  progress.endRound();
   const cpuEnd = descendantCpuSeconds("workerd");
   // The clients' job views give each upload's size and declared metrics (no route hands out an upload).
   const uploaded = (await jobs())
