@@ -58,7 +58,8 @@ const clientWord = (c: ClientState) => (c.status === "training" ? `${c.stepsDone
 
 /** The line a round's state prints as without a terminal (what `npm start` printed before the block existed). */
 export function stateLine(s: RoundState): string {
-  return `round ${s.round}/${s.rounds}  ${s.clients.map((c) => `${c.id} ${clientWord(c)}`).join("  ")}  uploads ${s.uploads}/${s.clients.length}`;
+  const clients = s.clients.map((c) => `${c.id} ${clientWord(c)}`).join("  ");
+  return `round ${s.round}/${s.rounds}  ${clients}  uploads ${s.uploads}/${s.clients.length}`;
 }
 
 export function progressFor(mode: ProgressMode, out: NodeJS.WriteStream): Progress {
@@ -79,7 +80,9 @@ export function progressFor(mode: ProgressMode, out: NodeJS.WriteStream): Progre
         },
         line: (text) => event({ event: "line", text }),
         warn: (text) => event({ event: "warning", text }),
-        endRound: () => void (shown = ""),
+        endRound() {
+          shown = "";
+        },
       };
     }
     case "lines": {
@@ -93,7 +96,9 @@ export function progressFor(mode: ProgressMode, out: NodeJS.WriteStream): Progre
         },
         line: write,
         warn: write,
-        endRound: () => void (shown = ""),
+        endRound() {
+          shown = "";
+        },
       };
     }
     case "terminal":
@@ -124,7 +129,9 @@ function terminalProgress(out: NodeJS.WriteStream): Progress {
         block = { bars, header, clients };
       }
       block.header.update(0, {
-        title: `round ${s.round}/${s.rounds}  uploads ${s.uploads}/${s.clients.length}  elapsed ${duration(s.elapsedMs)}  left ${timeLeft(s)}`,
+        title:
+          `round ${s.round}/${s.rounds}  uploads ${s.uploads}/${s.clients.length}  ` +
+          `elapsed ${duration(s.elapsedMs)}  left ${timeLeft(s)}`,
       });
       for (const c of s.clients) {
         const done = c.status === "uploaded" ? c.steps : c.status === "training" ? c.stepsDone : 0;
