@@ -160,11 +160,6 @@ export async function driveRun(folder: RunFolder, progress: Progress): Promise<v
   }
 }
 
-/**
- * The inference endpoint, when the method's run side asks for one, and the client workers' bindings to
- * it: split LoRA's trunk (TRUNK_URL) or a completions API (OPENAI_BASE_URL). It serves this run's clients
- * only: they get its token.
- */
 /** The attack a run's attacking clients' workers make (label flipping happens in their data instead). */
 function clientAttack(config: RunConfig): ClientAttack | null {
   const poison = config.attack?.poison;
@@ -174,6 +169,11 @@ function clientAttack(config: RunConfig): ClientAttack | null {
   return { type: "alie", colluders, z: poison.z ?? alieZ(federationShape(config).clientsPerRound, colluders) };
 }
 
+/**
+ * The inference endpoint, when the method's run side asks for one, and the client workers' bindings to
+ * it: split LoRA's trunk (TRUNK_URL) or a completions API (OPENAI_BASE_URL). It serves this run's clients
+ * only: they get its token.
+ */
 async function startServices(
   side: RunMethod<MethodConfig>,
   method: MethodConfig,

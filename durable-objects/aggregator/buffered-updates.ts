@@ -10,10 +10,10 @@ import { type RobustReport, robustAggregate } from "../../src/fl/robust/rules.ts
 import type { UpdateSet, VectorStore } from "../../src/fl/robust/update-set.ts";
 import type { RobustConfig } from "../../src/protocol/robust.ts";
 import { assertWeight } from "../../src/fl/weighted-mean.ts";
-import { BlobWriter, CHUNK_BYTES, deleteBlob, readBlobRange, type SqlExec } from "../shared/blobs.ts";
+import { BlobWriter, CHUNK_BYTES, deleteBlob, readBlobRange, readFloats, type SqlExec } from "../shared/blobs.ts";
 import { type Accumulator, copySegments, SEGMENT } from "./accumulator.ts";
 
-/** Bytes before an update's values: its client and weight as JSON, padded with spaces. */
+/** Bytes before an update's values: its client and weight as JSON, padded with spaces (a multiple of 4). */
 const HEADER_BYTES = 256;
 
 /** What the round's result says of its robust aggregation: the rule's report, clients named, kept small. */
@@ -75,7 +75,7 @@ export class BufferedUpdates implements Accumulator {
         count: this.count,
         total: this.layout.total,
         weight: (i) => weights[i]!,
-        read: (i, s, out) => out.set(new Float32Array(readBlobRange(this.sql, this.key(i), HEADER_BYTES + 4 * s, 4 * out.length).buffer)),
+        read: (i, s, out) => out.set(readFloats(this.sql, this.key(i), HEADER_BYTES / 4 + s, out.length)),
       };
       this.computed = robustAggregate(this.config, set, { estimate: (total) => storedVector(this.sql, `${this.prefix}/estimate`, total) });
     }
@@ -114,7 +114,7 @@ function storedVector(sql: SqlExec, key: string, total: number): VectorStore {
   zeros.end();
   return {
     total,
-    read: (start, out) => out.set(new Float32Array(readBlobRange(sql, key, 4 * start, 4 * out.length).buffer)),
+    read: (start, out) => out.set(readFloats(sql, key, start, out.length)),
     write(start, values) {
       const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
       const from = 4 * start;

@@ -217,6 +217,25 @@ function checkRobust(config: FederationConfig, floats: number): void {
     );
   if (rule.name === "multi-krum" && rule.select !== undefined && rule.select > config.minClients)
     refuse(`multi-krum selects ${rule.select} updates, more than a round closing with minClients (${config.minClients}) has`);
+  // Krum's distances: a float64 per pair of updates in memory, and the pairs' values in CPU at the close.
+  if ((rule.name === "krum" || rule.name === "multi-krum") && 8 * config.clientsPerRound ** 2 > KRUM_MEMORY_BYTES)
+    refuse(`${rule.name} keeps a distance per pair of updates: ${config.clientsPerRound} a round is more than its memory allows`);
+  if ((rule.name === "krum" || rule.name === "multi-krum") && (config.clientsPerRound ** 2 / 2) * floats > KRUM_PAIR_VALUES)
+    refuse(
+      `${rule.name} compares every pair of updates at the close: ${config.clientsPerRound} updates of ${floats} values ` +
+        "would pass the close's five minutes of CPU (bench/robust-cost.ts); sample fewer clients or use the median",
+    );
+  if (rule.name === "trimmed-mean" && rule.trim > 0 && Math.floor(rule.trim * config.minClients) === 0)
+    refuse(
+      `trimmed-mean cuts ⌊trim · n⌋ values at each end: with trim ${rule.trim}, a round closing with minClients ` +
+        `(${config.minClients}) cuts none; raise trim or minClients`,
+    );
+  // The mean and the geometric median weigh updates by the example counts clients declare.
+  if ((rule.name === "mean" || rule.name === "geometric-median") && !robust.weights)
+    refuse(
+      `${rule.name} weighs each update by the examples its client declares, so one client claiming many outweighs ` +
+        'the rest: set weights ("uniform", or {"cap": N})',
+    );
   const kept = config.clientsPerRound * floats * 4;
   if (kept > DURABLE_OBJECT_STORAGE_MAX_BYTES / 2)
     refuse(
@@ -224,6 +243,14 @@ function checkRobust(config: FederationConfig, floats: number): void {
         `${DURABLE_OBJECT_STORAGE_MAX_BYTES / 2} bytes (half an object's storage) it may hold; sample fewer clients a round`,
     );
 }
+
+/** Krum's pairwise distances may take this much of the isolate's memory. */
+const KRUM_MEMORY_BYTES = 16 * 2 ** 20;
+/**
+ * Values compared at a Krum close at most: bench/robust-cost.ts measured 1e10 (100 updates of 2M values)
+ * in 23-28 s on this project's 2-core machine, so this stays inside the five-minute CPU limit.
+ */
+const KRUM_PAIR_VALUES = 1e11;
 
 /** Room for a masked input's safetensors header and its metadata. */
 const MASKED_HEADER_BYTES = 4096;

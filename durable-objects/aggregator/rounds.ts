@@ -185,6 +185,9 @@ export class Rounds {
     console.error(`federation "${id}" round ${round} failed: ${reason}`);
     this.store.storage.transactionSync(() => {
       this.secure.clear(id, round);
+      // A plain round's accumulator (a robust round's buffered updates, the running sum) goes too.
+      const row = this.store.roundRow(id, round);
+      if (row.phase === null) this.accumulator(id, row).clear();
       this.store.sql.exec(
         "UPDATE rounds SET status = 'failed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?",
         now,

@@ -18,6 +18,7 @@ describe("attacks", () => {
     ] as const)
       expect(alieZ(n, f)).toBeCloseTo(z, 4);
     expect(() => alieZ(10, 0)).toThrow(/colluders f is a whole number in \[1, n\)/);
+    expect(() => alieZ(10, 6)).toThrow(/needs f ≤ ⌊n\/2⌋ colluders/);
     const honest = [
       [1, 2, 3],
       [3, 2, 1],

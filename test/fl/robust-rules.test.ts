@@ -200,7 +200,7 @@ describe("robust aggregation rules against float64 references", () => {
     refuse({ rule: { name: "trimmed-mean", trim: 0.5 } }, /trim is a fraction in \[0, 0.5\)/);
     refuse({ rule: { name: "multi-krum", byzantine: 1, select: 7 } }, /select is a whole number in \[1, 6\]/);
     refuse({ rule: { name: "geometric-median", smoothing: 0 } }, /smoothing > 0/);
-    refuse({ rule: { name: "mean" }, normBound: { bound: 0 } }, /the bound must be > 0/);
+    refuse({ rule: { name: "mean" }, normBound: { bound: -1 } }, /the bound must be >= 0/);
   });
 });
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { toHfConfig } from "../../src/engine/config.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyConfig } from "../fixtures/tiny-llama.ts";
-import { api } from "./coordinator-api.ts";
+import { api, signed } from "./coordinator-api.ts";
 import { firstRound, honestDelta, keptRows, uploadBody, version } from "./robust-rounds.ts";
 
 const CLIENTS = ["c0", "c1", "c2", "c3", "c4", "c5", "c6"];
@@ -43,6 +43,21 @@ describe("a robust federation in workerd", () => {
       const want = t.map((x, k) => x + deltas.map((d) => d.get(name)![k]!).sort((a, b) => a - b)[3]!);
       expect(after.tensors.get(name)).toEqual(want);
     }
+    expect(await keptRows("rob-median")).toBe(0);
+    // A round that fails drops the updates it kept: round 2 gets two uploads, then the operator fails it.
+    expect((await api("/federations/rob-median/rounds", { method: "POST" })).status).toBe(201);
+    const v1 = await version("rob-median", 1);
+    for (const c of ["c0", "c1"]) {
+      const res = await signed(`/federations/rob-median/rounds/2/updates/${c}`, c, {
+        method: "PUT",
+        body: uploadBody(v1, honestDelta(v1, 0), 10),
+        headers: { "idempotency-key": `${c}-2` },
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+    }
+    expect(await keptRows("rob-median")).toBeGreaterThan(0);
+    const failed = await api("/federations/rob-median/rounds/2/fail", { method: "POST", body: JSON.stringify({ reason: "test" }) });
+    expect(failed.status, await failed.clone().text()).toBe(200);
     expect(await keptRows("rob-median")).toBe(0);
   });
 
@@ -99,6 +114,17 @@ describe("a robust federation in workerd", () => {
         /selects 8 updates/,
       ],
       [{ robust: { rule: { name: "trimmed-mean", trim: 0.5 } } }, /field "robust.rule.trim"/],
+      [{ robust: { rule: { name: "trimmed-mean", trim: 0.1 } } }, /with trim 0.1, a round closing with minClients \(7\) cuts none/],
+      [{ robust: { rule: { name: "geometric-median" } } }, /geometric-median weighs each update by the examples its client declares/],
+      [{ robust: { rule: { name: "mean" }, normBound: { bound: 1 } } }, /mean weighs each update .*: set weights/],
+      [
+        {
+          robust: { rule: { name: "krum", byzantine: 1 } },
+          clients: Array.from({ length: 2000 }, (_, i) => `k${i}`),
+          clientsPerRound: 2000,
+        },
+        /krum keeps a distance per pair of updates: 2000 a round/,
+      ],
       [
         {
           robust: { rule: { name: "median" } },

@@ -52,6 +52,11 @@ export interface ClientEnv {
    * MAX_DOWNLOAD_BYTES: bytes fetched to start a round (the version, FedKSeed's seed changes), default 64 MiB;
    * enforced while reading.
    */
+  MAX_LOCAL_STEPS?: string;
+  MAX_TOKENS_PER_EXAMPLE?: string;
+  MAX_EXAMPLES_PER_ROUND?: string;
+  MAX_API_QUERIES?: string;
+  MAX_DOWNLOAD_BYTES?: string;
   /**
    * A model attack (src/fl/attacks/model-poisoning.ts, JSON) this client applies to every upload it makes:
    * for benchmarks and tests of the robust rules only (`fedflare run`'s attack field sets it); never set it
@@ -60,9 +65,4 @@ export interface ClientEnv {
   ATTACK?: string;
   /** Where "a little is enough" attackers pool their honest updates (collusion.ts); bound with such an ATTACK only. */
   COLLUSION?: DurableObjectNamespace<Collusion>;
-  MAX_LOCAL_STEPS?: string;
-  MAX_TOKENS_PER_EXAMPLE?: string;
-  MAX_EXAMPLES_PER_ROUND?: string;
-  MAX_API_QUERIES?: string;
-  MAX_DOWNLOAD_BYTES?: string;
 }

@@ -60,6 +60,7 @@ export function alieZ(n: number, f: number): number {
   if (!(Number.isInteger(n) && Number.isInteger(f) && f >= 1 && f < n))
     throw new FlError("robust_invalid", `alie: colluders f is a whole number in [1, n), got f = ${f} of n = ${n}`);
   const s = Math.floor(n / 2 + 1) - f;
+  if (s < 1) throw new FlError("robust_invalid", `alie: the formula needs f ≤ ⌊n/2⌋ colluders, got f = ${f} of n = ${n}`);
   return quantile((n - s) / n, 0, 1);
 }
 

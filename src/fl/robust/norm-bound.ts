@@ -41,7 +41,8 @@ export interface NormBoundReport {
 export function boundNorms(set: UpdateSet, option: NormBound, budgetBytes: number): { set: UpdateSet; report: NormBoundReport } {
   const norms = updateNorms(set, budgetBytes);
   const bound = option.bound === "median" ? median(norms) : option.bound;
-  if (!(bound > 0)) throw new FlError("robust_invalid", `normBound: the bound must be > 0, got ${bound}`);
+  // A median of 0 (most updates all zeros) scales every other update to zeros too.
+  if (!(bound >= 0)) throw new FlError("robust_invalid", `normBound: the bound must be >= 0, got ${bound}`);
   const scales = Array.from(norms, (n) => (n > bound ? bound / n : 1));
   const weights = Array.from({ length: set.count }, (_, i) => set.weight(i));
   const scaled = mappedSet(set, weights, (i, values) => {

@@ -24,7 +24,10 @@ export interface VectorStore extends FlatSource {
   write(start: number, values: Float32Array): void;
 }
 
-/** Bytes of update values a rule reads at once unless told otherwise: 8 MiB (reads copy them once more; bench/robust-cost.ts measures the peak). */
+/**
+ * Bytes of update values a rule reads at once unless told otherwise: 8 MiB (each read copies them once
+ * more; bench/robust-cost.ts measures the peak).
+ */
 export const DEFAULT_BUDGET_BYTES = 8 << 20;
 
 /** Updates held in memory (tests, Node runs). */
