@@ -39,6 +39,8 @@ export const AGGREGATOR_ERRORS = {
   not_in_phase: 403,
   /** Secure aggregation: a key-phase message or masked input out of shape. */
   message_invalid: 422,
+  /** A client's progress heartbeat sooner than the least interval (round-progress.ts). */
+  too_frequent: 429,
 } as const;
 
 export type AggregatorErrorCode = keyof typeof AGGREGATOR_ERRORS;

@@ -12,7 +12,9 @@ import { checkDistributed } from "../../src/privacy/distributed-dp.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { DURABLE_OBJECT_STORAGE_MAX_BYTES, MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
-import { AggregatorError, refusingConfig } from "./errors.ts";
+import { AggregatorError, refusing, refusingConfig } from "./errors.ts";
+import { type ClientProgress, RoundProgress } from "./round-progress.ts";
+import { parseProgressReport } from "../../src/protocol/progress.ts";
 import { Rounds } from "./rounds.ts";
 import { updateNoiseMultiplier } from "../../src/privacy/central-dp.ts";
 import { federationEpsilon } from "../../src/privacy/federation-privacy.ts";
@@ -31,12 +33,14 @@ export class Federations {
   private readonly rounds: Rounds;
   private readonly uploads: Uploads;
   private readonly views: Views;
+  private readonly progress: RoundProgress;
 
   constructor(storage: DurableObjectStorage) {
     this.store = new FederationStore(storage);
     this.rounds = new Rounds(this.store);
     this.uploads = new Uploads(this.store, this.rounds);
     this.views = new Views(this.store);
+    this.progress = new RoundProgress(this.store);
   }
 
   /**
@@ -118,7 +122,18 @@ export class Federations {
   }
 
   round(id: string, round: number): RoundView {
-    return this.views.round(id, round);
+    return { ...this.views.round(id, round), progress: this.progress.of(id, round) };
+  }
+
+  /** A sampled client's heartbeat in an open round (round-progress.ts). */
+  reportProgress(id: string, round: number, client: string, body: Uint8Array, now: number): ClientProgress {
+    const report = refusing("progress", () => parseProgressReport(body));
+    return this.progress.report(id, round, client, report, now);
+  }
+
+  /** Forgets what the object keeps in memory of a federation (it was deleted). */
+  forget(id: string): void {
+    this.progress.forget(id);
   }
 
   metrics(id: string): RoundSummary[] {

@@ -16,6 +16,7 @@ import {
 import type { SecAggPhaseName } from "../../src/protocol/secure-aggregation.ts";
 import { memberFederationView, memberRoundView, type MemberFederationView, type MemberRoundView } from "./member-views.ts";
 import { Registry, type RegistryEntry } from "./registry.ts";
+import type { ClientProgress } from "./round-progress.ts";
 import { migrate } from "./schema.ts";
 import { guardedSql } from "../shared/guarded-sql.ts";
 
@@ -66,12 +67,18 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
   async deleteFederation(id: string): Promise<Result<{ deleted: string }>> {
     return attemptAsync(async () => {
       this.federations.get(id);
+      this.federations.forget(id);
       await this.ctx.storage.deleteAlarm();
       await this.ctx.storage.deleteAll();
       // deleteAll drops the tables too: the object may be named again by a new federation of this id.
       migrate(this.ctx.storage);
       return { deleted: id };
     });
+  }
+
+  /** A sampled client's heartbeat: its steps done of those planned, in an open round. */
+  reportProgress(id: string, round: number, client: string, body: Uint8Array): Result<ClientProgress> {
+    return attempt(() => this.federations.reportProgress(id, round, client, body, Date.now()));
   }
 
   getRound(id: string, round: number): Result<RoundView> {

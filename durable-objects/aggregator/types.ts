@@ -3,6 +3,7 @@ import type { Spent } from "../../src/privacy/federation-privacy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 import type { SecurePhase } from "../../src/protocol/secure-aggregation.ts";
 import type { RobustSummary } from "./buffered-updates.ts";
+import type { ClientProgress } from "./round-progress.ts";
 
 export interface FederationView {
   id: string;
@@ -46,6 +47,8 @@ export interface RoundView {
   result: RoundResult | { reason: string } | null;
   /** Accepted uploads, in order: who, when, how many examples, and the fold's time in the DO. */
   receipts: { clientId: string; receivedAt: number; numExamples: number; foldMs: number }[];
+  /** The open round's latest heartbeat of each sampled client that sent one (round-progress.ts); kept in memory only. */
+  progress?: Record<string, ClientProgress>;
   /** What every sampled client trains with this round; `seed`: the federation's (LoRA's initialisation, FedKSeed's seed pool). */
   task: {
     proximalMu: number;

@@ -58,7 +58,11 @@ function startProxy(): Promise<string> {
     req.on("end", () => {
       const body = Buffer.concat(chunks);
       const fault =
-        req.method === "PUT" ? (faults.shift() ?? null) : req.url!.includes("/versions/") ? (versionFaults.shift() ?? null) : null;
+        req.method === "PUT" && req.url!.includes("/updates/")
+          ? (faults.shift() ?? null)
+          : req.url!.includes("/versions/")
+            ? (versionFaults.shift() ?? null)
+            : null;
       seen.push({ method: req.method!, url: req.url!, headers: req.headers, body, fault });
       if (fault === "503")
         return void res.writeHead(503, { "content-type": "application/json" }).end('{"error":{"code":"internal","message":"unavailable"}}');
@@ -152,6 +156,8 @@ beforeAll(async () => {
         await client("nosecret", {}, false),
         // A benchmark's attacker: Gaussian noise of std 1000 in place of its update, claiming a billion examples.
         await client("d", { ATTACK: JSON.stringify({ type: "gaussian", std: 1000, examples: 1e9 }) }),
+        // A client that trains one step per slice, so it reports its progress between slices.
+        await client("g", { STEPS_PER_INVOCATION: "1" }),
         // Two colluders of "a little is enough", pooling their honest updates in e's Collusion object.
         ...(await Promise.all(
           ["e", "f"].map(async (id) => ({
@@ -172,7 +178,7 @@ beforeAll(async () => {
     tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" },
   }))
     await models.put(`model/${name}`, content);
-  for (const id of ["a", "b", "c", "d", "e", "f"])
+  for (const id of ["a", "b", "c", "d", "e", "f", "g"])
     await (await mf.getR2Bucket("DATA", `client-${id}`)).put(
       "partition.jsonl",
       Array.from({ length: 8 }, (_, i) => JSON.stringify(record(i))).join("\n"),
@@ -181,11 +187,11 @@ beforeAll(async () => {
   // Every client sampled each round; the first upload closes it.
   const config = federationConfig(FED, {
     model: { name: "tiny", config: toHfConfig(model), quant: "f32" },
-    clients: ["a", "b", "c", "d", "e", "f"],
-    clientsPerRound: 6,
+    clients: ["a", "b", "c", "d", "e", "f", "g"],
+    clientsPerRound: 7,
     minClients: 1,
     quorum: 1,
-    rounds: 4,
+    rounds: 5,
     local: { steps: 3, batchSize: 4, lr: 1e-2, maxTokens: 32 },
   });
   expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
@@ -294,7 +300,7 @@ it lands once`, async () => {
     expect(accepted.status, await accepted.clone().text()).toBe(202);
     const job = await jobOf("a", 1, (j) => j.status === "uploaded" || j.status === "failed");
     expect(job.status, job.detail ?? "").toBe("uploaded");
-    const puts = seen.filter((s) => s.method === "PUT");
+    const puts = seen.filter((s) => s.method === "PUT" && s.url.includes("/updates/"));
     expect(puts.map((p) => p.fault)).toEqual(["503", "signature_expired", "drop-after-forward", null]);
     expect(new Set(puts.map((p) => p.headers["idempotency-key"]))).toEqual(new Set([`${FED}/1/a`]));
     const sha = createHash("sha256").update(puts[0]!.body).digest("hex");
@@ -357,7 +363,7 @@ it lands once`, async () => {
     expect((await asOwner("d", "/tasks", task(3))).status).toBe(202);
     const job = await jobOf("d", 3, (j) => j.status === "uploaded" || j.status === "failed");
     expect([job.status, job.detail]).toEqual(["failed", expect.stringMatching(/upload refused: .*num_examples/)]);
-    const put = seen.find((s) => s.method === "PUT" && s.headers["x-fedflare-client"] === "d")!;
+    const put = seen.find((s) => s.method === "PUT" && s.url.includes("/updates/") && s.headers["x-fedflare-client"] === "d")!;
     const file = decodeTensorFile(new Uint8Array(put.body), "d's upload");
     expect(file.metadata.num_examples).toBe("1000000000");
     const values = [...file.tensors.values()].flatMap((t) => Array.from(t));
@@ -388,9 +394,32 @@ it lands once`, async () => {
       pooled.map((b) => decodeTensorFile(b, "pooled").tensors),
       1.5,
     );
-    const puts = seen.filter((s) => s.method === "PUT" && ["e", "f"].includes(String(s.headers["x-fedflare-client"])));
+    const puts = seen.filter(
+      (s) => s.method === "PUT" && s.url.includes("/updates/") && ["e", "f"].includes(String(s.headers["x-fedflare-client"])),
+    );
     expect(puts).toHaveLength(2);
     for (const p of puts) expect(decodeTensorFile(new Uint8Array(p.body), "colluder").tensors).toEqual(want);
     expect(pooled[0]).not.toEqual(pooled[1]);
+  }, 120_000);
+
+  it("reports its progress between slices, signed, to the round's progress route", async () => {
+    expect((await fed.coordinator(`/federations/${FED}/rounds`, { method: "POST" })).status).toBe(201);
+    expect((await asOwner("g", "/tasks", task(5))).status).toBe(202);
+    const job = await jobOf("g", 5, (j) => j.status === "uploaded" || j.status === "failed");
+    expect(job.status, job.detail ?? "").toBe("uploaded");
+    const beats = seen.filter((s) => s.method === "PUT" && s.url === `/federations/${FED}/rounds/5/progress/g`);
+    // One step a slice, three steps, a heartbeat at most every 5 s: the first slice's.
+    expect(beats.map((b) => JSON.parse(b.body.toString()))).toEqual([{ stepsDone: 1, steps: 3 }]);
+    expect(
+      (
+        await verifyRequest(
+          MASTER,
+          new Headers(beats[0]!.headers as Record<string, string>),
+          "PUT",
+          beats[0]!.url,
+          new Uint8Array(beats[0]!.body),
+        )
+      ).clientId,
+    ).toBe("g");
   }, 120_000);
 });

@@ -31,6 +31,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
   private readonly jobs: Jobs;
   private readonly cache = new ModelCache();
   private readonly secure: SecureSteps;
+  /** When this object last sent a progress heartbeat (at most one every HEARTBEAT_MS). */
+  private lastHeartbeat = 0;
 
   constructor(ctx: DurableObjectState, env: ClientEnv) {
     super(ctx, env);
@@ -117,13 +119,37 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
         downloads(this.env, limit - task.downloadBytes, job.round).get,
       ),
     });
-    if (body === null) return 0;
+    if (body === null) {
+      await this.heartbeat(job, task);
+      return 0;
+    }
     if (!this.env.ATTACK) return this.made(job, body, key);
     this.ctx.storage.transactionSync(() => {
       writeBlob(this.sql, key("honest"), body);
       for (const k of ["global", "state"]) deleteBlob(this.sql, key(k));
     });
     return 0;
+  }
+
+  /**
+   * Tells the coordinator how far the round's training is (its steps done of the local steps planned), at
+   * most every HEARTBEAT_MS; best effort: a heartbeat that fails changes nothing of the job.
+   */
+  private async heartbeat(job: JobRow, task: ClientTask): Promise<void> {
+    const now = Date.now();
+    if (now - this.lastHeartbeat < HEARTBEAT_MS) return;
+    this.lastHeartbeat = now;
+    const stepsDone = this.jobs.view(job.federation_id, job.round)?.stepsDone ?? 0;
+    const report = { stepsDone: Math.min(stepsDone, task.local.steps), steps: task.local.steps };
+    await coordinatorFetch(
+      this.env,
+      `/federations/${encodeURIComponent(job.federation_id)}/rounds/${job.round}/progress/${this.env.CLIENT_ID}`,
+      {
+        method: "PUT",
+        body: new TextEncoder().encode(JSON.stringify(report)),
+        headers: { "content-type": "application/json" },
+      },
+    ).catch(() => undefined);
   }
 
   /** A benchmark attacker's round (the ATTACK binding): its upload made from the honest one, once it can be. */
@@ -260,6 +286,9 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     return null;
   }
 }
+
+/** The least time between two progress heartbeats of a client (the coordinator takes one every 2 s). */
+const HEARTBEAT_MS = 5000;
 
 /** A stable 32-bit seed from a string (FNV-1a), so a client's dropout and batch order are reproducible. */
 function hashSeed(s: string): number {

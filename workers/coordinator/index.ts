@@ -4,6 +4,7 @@ import { dashboardHtml } from "./dashboard.ts";
 import { notFound, onError } from "../lib/http-errors.ts";
 import { openapi } from "./openapi.ts";
 import { federations } from "./routes/federations.ts";
+import { progress } from "./routes/progress.ts";
 import { secureAggregation } from "./routes/secure-aggregation.ts";
 import { updates } from "./routes/updates.ts";
 import { versions } from "./routes/versions.ts";
@@ -17,6 +18,7 @@ app.route("/federations", federations);
 app.route("/federations", versions);
 app.route("/federations", updates);
 app.route("/federations", secureAggregation);
+app.route("/federations", progress);
 
 app.notFound(notFound);
 app.onError(onError);

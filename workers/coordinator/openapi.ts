@@ -1,5 +1,6 @@
 // The API's OpenAPI 3.1 document, with request bodies generated from the same valibot schemas that
 // validate them, so the document cannot drift from what the worker accepts.
+import { ProgressReport } from "../../src/protocol/progress.ts";
 import { toJsonSchema } from "@valibot/to-json-schema";
 import { AGGREGATOR_ERRORS } from "../../durable-objects/aggregator/errors.ts";
 import { serverMethods } from "../../src/fl/methods/server.ts";
@@ -256,6 +257,19 @@ export function openapi(): object {
         "unmask",
         "Phase unmask: per neighbour in the request, the seed share of a survivor or the key share of a dropped client, never both.",
       ),
+      "/federations/{id}/rounds/{round}/progress/{client}": {
+        put: {
+          security: CLIENT,
+          summary: "A sampled client's heartbeat while it trains: its steps done of those planned (signed; at most one every 2 s)",
+          description: "The operator and the viewer see the open round's latest heartbeat per client in its `progress` field.",
+          parameters: [pathId, pathInt("round"), pathClient],
+          requestBody: { required: true, content: json(toJsonSchema(ProgressReport, { errorMode: "ignore" })) },
+          responses: {
+            "200": { description: "the heartbeat as kept: stepsDone, steps and the time it was received" },
+            ...refusals(...SIGNED_ROUND_REFUSALS, "round_closed", "metadata_invalid", "too_frequent"),
+          },
+        },
+      },
       "/federations/{id}/rounds/{round}/updates/{client}": {
         put: {
           security: CLIENT,
