@@ -50,7 +50,10 @@ interface Row {
   liveMiB: number;
 }
 
-/** One round of `n` updates under `robust` (null: the streaming mean): its add and close times, stored bytes and (when `sample`) live memory. */
+/**
+ * One round of `n` updates under `robust` (null: the streaming mean): its add and close times, stored bytes
+ * and (when `sample`) live memory.
+ */
 function round(robust: RobustConfig | null, n: number, values: Float32Array, sample: boolean) {
   const total = values.length;
   const layout: FlatLayout = { tensors: [{ name: "w", shape: [total], start: 0, length: total }], total };

@@ -17,7 +17,7 @@ export const runUsage = `fedflare run [--config FILE] [--out DIR] | fedflare run
   for the trunk unless "trunk": "local". Without --config, the built-in default run (the default model,
   g2p over 4 clients, LoRA above layer 1 with the trunk at the endpoint). In a terminal each round shows as
   a block redrawn in place (a bar per client, time left); elsewhere a line per change; --json prints each
-  change as a JSON line, --quiet only warnings.`;
+  change as a JSON line (the workers' own log lines may come between), --quiet only warnings.`;
 
 export async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({

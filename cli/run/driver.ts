@@ -88,7 +88,9 @@ export async function driveRun(folder: RunFolder, progress: Progress): Promise<v
   // Ctrl-C stops workerd cleanly; everything acknowledged is in the run's storage for --resume.
   // Prepended: Miniflare's own exit hook (registered first) exits at once.
   const interrupt = () => {
-    log(`\ninterrupted: continue with  npx fedflare run --resume ${folder.dir}`);
+    // The round's block ends first (cli-progress shows the cursor again), so the hint prints below it.
+    progress.endRound();
+    progress.warn(`\ninterrupted: continue with  npx fedflare run --resume ${folder.dir}`);
     void Promise.all([fed.dispose(), services.endpoint?.close()]).finally(() => process.exit(130));
   };
   process.prependOnceListener("SIGINT", interrupt);
@@ -344,27 +346,31 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
     );
   let r: { status: string; uploads: number; result: RoundOutcome | null };
   const steps = federationShape(config).local.steps;
-  for (;;) {
-    r = await api(fed, `/federations/${FED}/rounds/${round}`);
-    const views = await jobs();
-    progress.round({
-      round,
-      rounds: config.rounds,
-      clients: views.map((job, i) => ({ id: info.sampled[i]!, status: job.status, stepsDone: job.stepsDone, steps })),
-      uploads: r.uploads,
-      elapsedMs: Date.now() - started,
-    });
-    // Why a client failed, once.
-    views.forEach((job, i) => {
-      const id = info.sampled[i]!;
-      if ((job.status !== "failed" && !job.status.startsWith("unreachable")) || failed.has(id)) return;
-      failed.add(id);
-      progress.warn(`${id} ${job.status}: ${job.detail ?? "no detail"}`);
-    });
-    if (r.status !== "open") break;
-    await new Promise((res) => setTimeout(res, 500));
+  // The block ends however the round does (an error too), so its redraw timer never keeps Node alive.
+  try {
+    for (;;) {
+      r = await api(fed, `/federations/${FED}/rounds/${round}`);
+      const views = await jobs();
+      progress.round({
+        round,
+        rounds: config.rounds,
+        clients: views.map((job, i) => ({ id: info.sampled[i]!, status: job.status, stepsDone: job.stepsDone, steps })),
+        uploads: r.uploads,
+        elapsedMs: Date.now() - started,
+      });
+      // Why a client failed, once.
+      views.forEach((job, i) => {
+        const id = info.sampled[i]!;
+        if ((job.status !== "failed" && !job.status.startsWith("unreachable")) || failed.has(id)) return;
+        failed.add(id);
+        progress.warn(`${id} ${job.status}: ${job.detail ?? "no detail"}`);
+      });
+      if (r.status !== "open") break;
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  } finally {
+    progress.endRound();
   }
-  progress.endRound();
   const cpuEnd = descendantCpuSeconds("workerd");
   // The clients' job views give each upload's size and declared metrics (no route hands out an upload).
   const uploaded = (await jobs())

@@ -33,12 +33,13 @@ export interface Progress {
 
 export type ProgressMode = "auto" | "lines" | "terminal" | "json" | "quiet";
 
-/** The share of the round's work done: uploaded or failed clients count whole, training ones by their steps. */
+/** A client the round waits for no more: it uploaded, failed, or cannot be reached. */
+const finished = (c: ClientState) => c.status === "uploaded" || c.status === "failed" || c.status.startsWith("unreachable");
+
+/** The share of the round's work done: finished clients count whole, training ones by their steps. */
 export function roundShare(s: RoundState): number {
   if (s.clients.length === 0) return 0;
-  const each = s.clients.map((c) =>
-    c.status === "uploaded" || c.status === "failed" ? 1 : c.status === "training" ? Math.min(1, c.stepsDone / Math.max(1, c.steps)) : 0,
-  );
+  const each = s.clients.map((c) => (finished(c) ? 1 : c.status === "training" ? Math.min(1, c.stepsDone / Math.max(1, c.steps)) : 0));
   return each.reduce((a, b) => a + b, 0) / each.length;
 }
 
@@ -121,6 +122,8 @@ function terminalProgress(out: NodeJS.WriteStream): Progress {
           hideCursor: true,
           clearOnComplete: false,
           autopadding: true,
+          // A line logged above the block moves it down: every bar is redrawn, changed or not.
+          forceRedraw: true,
           fps: 5,
         });
         const header = bars.create(1, 0, {}, { format: "{title}" });

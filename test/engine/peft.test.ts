@@ -76,6 +76,12 @@ describe("PEFT adapter files", () => {
     // A '.' is a regular expression's: it matches any character, as in PEFT.
     expect(patternKey({ "layers.0.self_attn.q.proj": 2 }, q0)).toBe("layers.0.self_attn.q.proj");
     expect(patternKey({ q_proj: 2, "layers.0.self_attn.q_proj": 8 }, q0)).toBe("q_proj");
+    // Keys as PEFT's documentation writes them: anchored, escaped, with a wildcard.
+    expect(patternKey({ "^model.layers.0.self_attn.q_proj": 2 }, q0)).toBe("^model.layers.0.self_attn.q_proj");
+    expect(patternKey({ "^layers.0.self_attn.q_proj": 2 }, q0)).toBeUndefined();
+    expect(patternKey({ "layers\\.\\d\\.self_attn\\.q_proj": 2 }, q10)).toBeUndefined();
+    expect(patternKey({ "layers\\.\\d+\\.self_attn\\.q_proj": 2 }, q10)).toBe("layers\\.\\d+\\.self_attn\\.q_proj");
+    expect(patternKey({ "layers.1.*q_proj": 2 }, q10)).toBe("layers.1.*q_proj");
     const c = { ...adapterConfig, rankPattern: { "layers.0.self_attn.q_proj": 2, v_proj: 6 }, alphaPattern: { q_proj: 3 } };
     expect(moduleLora(c, q0)).toEqual({ r: 2, alpha: 3, scaling: 1.5 });
     expect(moduleLora(c, "model.layers.1.self_attn.q_proj")).toEqual({ r: 4, alpha: 3, scaling: 0.75 });
@@ -95,11 +101,9 @@ describe("PEFT adapter files", () => {
     ["an unknown target module", { ...good, target_modules: ["c_attn"] }, /target_modules/],
     ["a bias", { ...good, bias: "all" }, /bias/],
     ["DoRA", { ...good, use_dora: true }, /use_dora/],
-    [
-      "a rank pattern key with regex syntax",
-      { ...good, rank_pattern: { "(q|v)_proj": 8 } },
-      /rank_pattern.*a pattern key is a module name/,
-    ],
+    ["a rank pattern key with a group", { ...good, rank_pattern: { "(q|v)_proj": 8 } }, /rank_pattern.*without groups, classes or braces/],
+    ["a rank pattern key of many quantifiers", { ...good, rank_pattern: { "q.*.*.*.*_proj": 8 } }, /at most three quantifiers/],
+    ["a rank pattern key that is no regular expression", { ...good, rank_pattern: { "q_proj*+": 8 } }, /a valid regular expression/],
     ["an alpha pattern of 0", { ...good, alpha_pattern: { q_proj: 0 } }, /alpha_pattern/],
   ])("refuses an adapter_config.json with %s", (_, json, message) => {
     expect(() => parseAdapterConfig(json)).toThrow(

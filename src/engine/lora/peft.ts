@@ -11,12 +11,25 @@ import type { ModelSource } from "../model-files.ts";
 
 /**
  * A rank_pattern or alpha_pattern key: a module name or a suffix of one at a dot ("q_proj",
- * "layers.0.self_attn.q_proj"). PEFT matches keys as regular expressions; keys with regex syntax beyond
- * '.' are refused, so no pattern from an adapter file can make matching slow.
+ * "layers.0.self_attn.q_proj"), read as a regular expression as PEFT reads it ("^model.layers.1.*q_proj",
+ * "layers\.\d\.self_attn"). Without groups or classes and with at most three quantifiers, no key from an
+ * adapter file can make matching the short module names slow.
  */
 const PatternKey = v.pipe(
   v.string(),
-  v.regex(/^[A-Za-z0-9_.]{1,256}$/, "a pattern key is a module name or its suffix: letters, digits, '_' and '.'"),
+  v.regex(
+    /^[A-Za-z0-9_.^$\\*+?|-]{1,256}$/,
+    "a pattern key is a module name, its suffix, or a regular expression without groups, classes or braces",
+  ),
+  v.check((key) => (key.replace(/\\./g, "").match(/[*+?]/g) ?? []).length <= 3, "a pattern key has at most three quantifiers"),
+  v.check((key) => {
+    try {
+      new RegExp(key);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "a pattern key is a valid regular expression"),
 );
 
 const AdapterConfigSchema = v.looseObject({
@@ -45,7 +58,7 @@ export interface AdapterConfig {
   baseModel: string | null;
   /** PEFT's layers_to_transform: the layers with LoRA (all when null); a split client trains those above its cut. */
   layers?: number[] | null;
-  /** PEFT's rank_pattern and alpha_pattern: a rank and an alpha per module, by key (modulePattern); none when absent. */
+  /** PEFT's rank_pattern and alpha_pattern: a rank and an alpha per module, by key (patternKey); none when absent. */
   rankPattern?: Record<string, number>;
   alphaPattern?: Record<string, number>;
 }
