@@ -163,6 +163,14 @@ function describe(allowed: readonly Role[]): string {
 /** The client that signed the request, when a client did (the object checks its membership again). */
 export const signerOf = (c: Context<Env>): string | undefined => (c.get("role") === "member" ? c.get("signer")!.clientId : undefined);
 
+/** The signed request's signer, who must be the client the path names: a client speaks only for itself. */
+export function pathSigner(c: Context<Env>): VerifiedRequest {
+  const signer = c.get("signer")!;
+  if (signer.clientId !== c.req.param("client"))
+    throw new HTTPException(403, { message: `signed by "${signer.clientId}" but the path names "${c.req.param("client")}"` });
+  return signer;
+}
+
 export const operator = () => requireCredential(["operator"]);
 /** The operator, on a federation the registry may have lost (a delete cut off half-way is finished by another). */
 export const operatorOnAnyId = () => requireCredential(["operator"], 0, { unregistered: true });

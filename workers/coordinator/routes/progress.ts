@@ -2,19 +2,16 @@
 // at most one every two seconds per client; the aggregator keeps the latest in memory for the round's
 // viewers (durable-objects/aggregator/round-progress.ts).
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
 import { PROGRESS_BYTES } from "../../../src/protocol/progress.ts";
 import { aggregator, answer, intParam } from "../aggregator.ts";
-import { requireCredential, type Env } from "../credentials.ts";
+import { pathSigner, requireCredential, type Env } from "../credentials.ts";
 
 export const progress = new Hono<Env>();
 
 progress.put("/:id/rounds/:round/progress/:client", requireCredential(["member"], PROGRESS_BYTES), async (c) => {
   const round = intParam(c, "round");
   if (round instanceof Response) return round;
-  const signer = c.get("signer")!;
-  if (signer.clientId !== c.req.param("client"))
-    throw new HTTPException(403, { message: `signed by "${signer.clientId}" but reported for "${c.req.param("client")}"` });
+  const signer = pathSigner(c);
   const id = c.req.param("id");
   return answer(c, await aggregator(c.env, id).reportProgress(id, round, signer.clientId, c.get("body")!));
 });

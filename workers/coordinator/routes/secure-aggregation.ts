@@ -2,9 +2,8 @@
 // what its phase gives it and sends its advert, its sealed shares and its unmask answer, each signed; its
 // masked input goes through the updates route. The aggregator checks each message against the round.
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
 import { aggregator, answer, intParam } from "../aggregator.ts";
-import { requireCredential, type Env } from "../credentials.ts";
+import { pathSigner, requireCredential, type Env } from "../credentials.ts";
 import type { SecAggPhaseName } from "../../../src/protocol/secure-aggregation.ts";
 
 export const secureAggregation = new Hono<Env>();
@@ -15,16 +14,10 @@ export const SECAGG_MESSAGE_BYTES = 128 * 1024;
 const PATH = "/:id/rounds/:round/secagg/:client";
 const MESSAGES: readonly SecAggPhaseName[] = ["advert", "shares", "unmask"];
 
-/** The signer must be the client the path names. */
-function signerIsClient(signer: string, client: string): void {
-  if (signer !== client) throw new HTTPException(403, { message: `signed by "${signer}" but addressed as "${client}"` });
-}
-
 secureAggregation.get(PATH, requireCredential(["member"]), async (c) => {
   const round = intParam(c, "round");
   if (round instanceof Response) return round;
-  const client = c.get("signer")!.clientId;
-  signerIsClient(client, c.req.param("client"));
+  const client = pathSigner(c).clientId;
   const id = c.req.param("id");
   return answer(c, await aggregator(c.env, id).secAggView(id, round, client));
 });
@@ -33,8 +26,7 @@ for (const kind of MESSAGES)
   secureAggregation.put(`${PATH}/${kind}`, requireCredential(["member"], SECAGG_MESSAGE_BYTES), async (c) => {
     const round = intParam(c, "round");
     if (round instanceof Response) return round;
-    const signer = c.get("signer")!;
-    signerIsClient(signer.clientId, c.req.param("client"));
+    const signer = pathSigner(c);
     const id = c.req.param("id");
     return answer(
       c,

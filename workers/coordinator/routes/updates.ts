@@ -3,7 +3,7 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { aggregator, answer, intParam } from "../aggregator.ts";
-import { requireCredential, type Env } from "../credentials.ts";
+import { pathSigner, requireCredential, type Env } from "../credentials.ts";
 
 export const updates = new Hono<Env>();
 
@@ -18,9 +18,7 @@ updates.put(
   async (c) => {
     const round = intParam(c, "round");
     if (round instanceof Response) return round;
-    const signer = c.get("signer")!;
-    if (signer.clientId !== c.req.param("client"))
-      throw new HTTPException(403, { message: `signed by "${signer.clientId}" but uploaded for "${c.req.param("client")}"` });
+    const signer = pathSigner(c);
     const id = c.req.param("id");
     return answer(
       c,
