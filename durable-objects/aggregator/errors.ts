@@ -41,6 +41,8 @@ export const AGGREGATOR_ERRORS = {
   message_invalid: 422,
   /** A client's progress heartbeat sooner than the least interval (round-progress.ts). */
   too_frequent: 429,
+  /** Federated evaluation: a report of a version nobody asked the clients to evaluate. */
+  evaluation_not_requested: 409,
 } as const;
 
 export type AggregatorErrorCode = keyof typeof AGGREGATOR_ERRORS;

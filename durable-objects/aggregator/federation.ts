@@ -14,6 +14,7 @@ import { DURABLE_OBJECT_STORAGE_MAX_BYTES, MAX_ADAPTER_BYTES } from "../../src/p
 import { writeBlob } from "../shared/blobs.ts";
 import { AggregatorError, refusing, refusingConfig } from "./errors.ts";
 import { type ClientProgress, RoundProgress } from "./round-progress.ts";
+import { Evaluations } from "./evaluations.ts";
 import { parseProgressReport } from "../../src/protocol/progress.ts";
 import { Rounds } from "./rounds.ts";
 import { updateNoiseMultiplier } from "../../src/privacy/central-dp.ts";
@@ -34,6 +35,7 @@ export class Federations {
   private readonly uploads: Uploads;
   private readonly views: Views;
   private readonly progress: RoundProgress;
+  readonly evaluations: Evaluations;
 
   constructor(storage: DurableObjectStorage) {
     this.store = new FederationStore(storage);
@@ -41,6 +43,7 @@ export class Federations {
     this.uploads = new Uploads(this.store, this.rounds);
     this.views = new Views(this.store);
     this.progress = new RoundProgress(this.store);
+    this.evaluations = new Evaluations(this.store);
   }
 
   /**

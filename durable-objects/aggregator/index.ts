@@ -17,6 +17,7 @@ import type { SecAggPhaseName } from "../../src/protocol/secure-aggregation.ts";
 import { memberFederationView, memberRoundView, type MemberFederationView, type MemberRoundView } from "./member-views.ts";
 import { Registry, type RegistryEntry } from "./registry.ts";
 import type { ClientProgress } from "./round-progress.ts";
+import type { EvaluationReceipt, EvaluationView } from "./evaluations.ts";
 import { migrate } from "./schema.ts";
 import { guardedSql } from "../shared/guarded-sql.ts";
 
@@ -48,7 +49,10 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
 
   /** What a member client reads of its federation (member-views.ts). */
   getFederationAsMember(id: string, client: string): Result<MemberFederationView> {
-    return attempt(() => memberFederationView(this.federations.readBy(id, client)));
+    return attempt(() => ({
+      ...memberFederationView(this.federations.readBy(id, client)),
+      evaluate: this.federations.evaluations.pending(id, client),
+    }));
   }
 
   async openRound(id: string): Promise<Result<RoundView>> {
@@ -74,6 +78,23 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
       migrate(this.ctx.storage);
       return { deleted: id };
     });
+  }
+
+  /** Asks the clients to evaluate a version (the operator). */
+  requestEvaluation(id: string, version: number): Result<{ federationId: string; version: number; requestedAt: number }> {
+    return attempt(() => this.ctx.storage.transactionSync(() => this.federations.evaluations.request(id, version, Date.now())));
+  }
+
+  /** A member's report of a version scored on its own held-out split. */
+  reportEvaluation(id: string, version: number, client: string, body: Uint8Array): Result<EvaluationReceipt> {
+    return attempt(() =>
+      this.ctx.storage.transactionSync(() => this.federations.evaluations.report(id, version, client, body, Date.now())),
+    );
+  }
+
+  /** A version's evaluation: the example-weighted mean of the reports, and each client's. */
+  getEvaluation(id: string, version: number): Result<EvaluationView> {
+    return attempt(() => this.federations.evaluations.view(id, version));
   }
 
   /** A sampled client's heartbeat: its steps done of those planned, in an open round. */

@@ -3,7 +3,10 @@
 // round's aggregated metrics, from which two clients' reports give away a third's (the viewer reads those).
 import type { FederationView, RoundView } from "./federation.ts";
 
-export type MemberFederationView = Pick<FederationView, "id" | "version" | "roundsDone" | "openRound">;
+export type MemberFederationView = Pick<FederationView, "id" | "version" | "roundsDone" | "openRound"> & {
+  /** The versions this client is asked to evaluate and has not reported, newest first (evaluations.ts). */
+  evaluate?: number[];
+};
 
 export type MemberRoundView = Pick<
   RoundView,

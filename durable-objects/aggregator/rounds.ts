@@ -11,6 +11,7 @@ import { secureUniform } from "../../src/privacy/secure-random.ts";
 import { deleteBlob } from "../shared/blobs.ts";
 import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
 import { BufferedUpdates } from "./buffered-updates.ts";
+import { askToEvaluate } from "./evaluations.ts";
 import { SecureRounds } from "./secure-rounds.ts";
 import { AggregatorError } from "./errors.ts";
 import { type FederationStore, keys } from "./storage.ts";
@@ -19,8 +20,11 @@ import type { FederationView, RoundResult, RoundRow } from "./types.ts";
 /** A round's result keeps this many metrics at most, so its row stays small whatever names clients report. */
 const ROUND_METRICS = 32;
 
-/** The example-weighted mean of the metrics the most clients report (ties by name), ROUND_METRICS of them at most. */
-function roundMetrics(results: { numExamples: number; metrics: Record<string, number> }[]): Record<string, number> {
+/**
+ * The example-weighted mean of the metrics the most clients report (ties by name), ROUND_METRICS of them at
+ * most: a round's, and a version's evaluation's (evaluations.ts).
+ */
+export function roundMetrics(results: { numExamples: number; metrics: Record<string, number> }[]): Record<string, number> {
   const reporters = new Map<string, number>();
   for (const r of results) for (const key of Object.keys(r.metrics)) reporters.set(key, (reporters.get(key) ?? 0) + 1);
   const kept = new Set(
@@ -251,6 +255,7 @@ export class Rounds {
     const pruned = version - fed.config.keepVersions;
     if (pruned > 0) deleteBlob(sql, keys.version(id, pruned));
     sql.exec("UPDATE federations SET version = ? WHERE id = ?", version, id);
+    if (fed.config.evaluateEvery && version % fed.config.evaluateEvery === 0) askToEvaluate(sql, id, version, now);
     sql.exec(
       "UPDATE rounds SET status = 'closed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?",
       now,

@@ -83,6 +83,24 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       PRIMARY KEY (federation_id, round, client_id)
     )`,
   ],
+  // v8: federated evaluation: the versions the clients are asked to evaluate, and each client's report.
+  [
+    `CREATE TABLE evaluation_requests (
+      federation_id TEXT NOT NULL,
+      version INTEGER NOT NULL,
+      requested_at INTEGER NOT NULL,
+      PRIMARY KEY (federation_id, version)
+    )`,
+    `CREATE TABLE evaluations (
+      federation_id TEXT NOT NULL,
+      version INTEGER NOT NULL,
+      client_id TEXT NOT NULL,
+      num_examples INTEGER NOT NULL,
+      metrics TEXT NOT NULL,
+      received_at INTEGER NOT NULL,
+      PRIMARY KEY (federation_id, version, client_id)
+    )`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

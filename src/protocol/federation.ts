@@ -68,6 +68,8 @@ export const FederationConfig = v.pipe(
     secureAggregation: v.optional(SecureAggregationConfig),
     /** Robust aggregation (src/fl/robust/): norm bounding, weight caps, a rule other than the mean; absent: FedAvg's mean. */
     robust: v.optional(RobustConfig),
+    /** Federated evaluation: every k-th version is asked of the clients to evaluate as it is made (absent: on request only). */
+    evaluateEvery: v.optional(int(1, 10_000)),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),
@@ -100,7 +102,7 @@ export const UploadMetadata = v.strictObject({
   ),
 });
 
-const Metrics = v.pipe(
+export const Metrics = v.pipe(
   v.record(
     v.pipe(
       v.string(),

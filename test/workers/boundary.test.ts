@@ -115,7 +115,13 @@ describe("credentials on every route", async () => {
       "task",
     ]);
     expect(round.sampled).toEqual(["c1"]);
-    expect(await (await signed("/federations/auth-1", "c1")).json()).toEqual({ id: "auth-1", version: 0, roundsDone: 0, openRound: 1 });
+    expect(await (await signed("/federations/auth-1", "c1")).json()).toEqual({
+      id: "auth-1",
+      version: 0,
+      roundsDone: 0,
+      openRound: 1,
+      evaluate: [],
+    });
     expect(Object.keys(await (await viewerApi("/federations/auth-1/rounds/1")).json())).toEqual(
       expect.arrayContaining(["receipts", "result", "totalWeight"]),
     );

@@ -51,6 +51,8 @@ describe("aggregator Durable Object", () => {
         .toArray();
       expect(tables.map((t) => t.name)).toEqual([
         "blobs",
+        "evaluation_requests",
+        "evaluations",
         "federations",
         "nonces",
         "receipts",

@@ -9,7 +9,7 @@ import { alieTensors, alieZ, type ModelAttack, poisonUpload } from "../../src/fl
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { api } from "./coordinator-api.ts";
-import { firstRound, honestDelta, uploadBody, version } from "./robust-rounds.ts";
+import { firstRound, honestDelta, uploadBody, version } from "./federation-rounds.ts";
 
 const CLIENTS = Array.from({ length: 10 }, (_, i) => `c${i}`);
 const ATTACKERS = ["c8", "c9"];

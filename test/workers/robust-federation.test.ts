@@ -6,7 +6,7 @@ import { toHfConfig } from "../../src/engine/config.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { tinyConfig } from "../fixtures/tiny-llama.ts";
 import { api, signed } from "./coordinator-api.ts";
-import { firstRound, honestDelta, keptRows, uploadBody, version } from "./robust-rounds.ts";
+import { firstRound, honestDelta, keptRows, uploadBody, version } from "./federation-rounds.ts";
 
 const CLIENTS = ["c0", "c1", "c2", "c3", "c4", "c5", "c6"];
 const ATTACKERS = new Set(["c5", "c6"]);

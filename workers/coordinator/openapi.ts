@@ -1,5 +1,6 @@
 // The API's OpenAPI 3.1 document, with request bodies generated from the same valibot schemas that
 // validate them, so the document cannot drift from what the worker accepts.
+import { EvaluationReport } from "../../src/protocol/evaluation.ts";
 import { ProgressReport } from "../../src/protocol/progress.ts";
 import { toJsonSchema } from "@valibot/to-json-schema";
 import { AGGREGATOR_ERRORS } from "../../durable-objects/aggregator/errors.ts";
@@ -257,6 +258,40 @@ export function openapi(): object {
         "unmask",
         "Phase unmask: per neighbour in the request, the seed share of a survivor or the key share of a dropped client, never both.",
       ),
+      "/federations/{id}/versions/{version}/evaluate": {
+        post: guarded(OPERATOR, {
+          summary: "Ask the clients to evaluate a version on their own held-out splits (federated evaluation)",
+          description:
+            "A member's GET /federations/{id} lists the versions it is asked to evaluate (evaluate); evaluateEvery asks every k-th.",
+          parameters: [pathId, pathInt("version")],
+          responses: {
+            "201": { description: "the request: version, requestedAt" },
+            ...refusals("federation_not_found", "version_not_found"),
+          },
+        }),
+      },
+      "/federations/{id}/versions/{version}/evaluations/{client}": {
+        put: {
+          security: CLIENT,
+          summary: "A member's evaluation of a version: examples scored and metrics (signed; once per version, the same report replays)",
+          parameters: [pathId, pathInt("version"), pathClient],
+          requestBody: { required: true, content: json(toJsonSchema(EvaluationReport, { errorMode: "ignore" })) },
+          responses: {
+            "200": { description: "the receipt: numExamples, receivedAt, replayed" },
+            ...refusals("bad_request", "signature", "client_unknown", "evaluation_not_requested", "metadata_invalid", "upload_conflict"),
+          },
+        },
+      },
+      "/federations/{id}/versions/{version}/evaluation": {
+        get: guarded(VIEWER, {
+          summary: "A version's federated evaluation: the example-weighted mean of the clients' reports, and each report",
+          parameters: [pathId, pathInt("version")],
+          responses: {
+            "200": { description: "reports, numExamples, metrics, clients" },
+            ...refusals("federation_not_found", "version_not_found"),
+          },
+        }),
+      },
       "/federations/{id}/rounds/{round}/progress/{client}": {
         put: {
           security: CLIENT,

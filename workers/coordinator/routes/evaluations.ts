@@ -1,0 +1,32 @@
+// Federated evaluation (issue 22; durable-objects/aggregator/evaluations.ts): the operator asks the clients
+// to evaluate a version, each member reports its own held-out scores of it (signed, a few numbers, never an
+// example), and readers see the example-weighted mean and each client's report. Mounted before the versions
+// routes, whose method views would take the GET's path.
+import { Hono } from "hono";
+import { EVALUATION_BYTES } from "../../../src/protocol/evaluation.ts";
+import { aggregator, answer, intParam } from "../aggregator.ts";
+import { operator, pathSigner, requireCredential, viewer, type Env } from "../credentials.ts";
+
+export const evaluations = new Hono<Env>();
+
+evaluations.post("/:id/versions/:version/evaluate", operator(), async (c) => {
+  const version = intParam(c, "version");
+  if (version instanceof Response) return version;
+  const id = c.req.param("id");
+  return answer(c, await aggregator(c.env, id).requestEvaluation(id, version), 201);
+});
+
+evaluations.put("/:id/versions/:version/evaluations/:client", requireCredential(["member"], EVALUATION_BYTES), async (c) => {
+  const version = intParam(c, "version");
+  if (version instanceof Response) return version;
+  const signer = pathSigner(c);
+  const id = c.req.param("id");
+  return answer(c, await aggregator(c.env, id).reportEvaluation(id, version, signer.clientId, c.get("body")!));
+});
+
+evaluations.get("/:id/versions/:version/evaluation", viewer(), async (c) => {
+  const version = intParam(c, "version");
+  if (version instanceof Response) return version;
+  const id = c.req.param("id");
+  return answer(c, await aggregator(c.env, id).getEvaluation(id, version));
+});
