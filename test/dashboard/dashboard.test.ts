@@ -17,13 +17,20 @@ const OUTPUT = join(process.cwd(), "test-output");
 let root: string;
 let fed: LocalFederation;
 let browser: Browser;
+/** The open round's sampled clients; the first has sent a heartbeat. */
+let openSampled: string[];
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "fedflare-dash-"));
   fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: MASTER, clients: [], modelFiles: new Map() });
   // A federation with one closed round (two signed uploads) and a second one open; a private one with a closed round.
   await closedRound("dash");
-  await fed.coordinator("/federations/dash/rounds", { method: "POST" });
+  openSampled = ((await (await fed.coordinator("/federations/dash/rounds", { method: "POST" })).json()) as { sampled: string[] }).sampled;
+  // The first sampled client of the open round reports 5 of its 12 steps.
+  const beat = new TextEncoder().encode(JSON.stringify({ stepsDone: 5, steps: 12 }));
+  const beatPath = `/federations/dash/rounds/2/progress/${openSampled[0]}`;
+  const beatHeaders = await signRequest(await deriveClientSecret(MASTER, openSampled[0]!), openSampled[0]!, "PUT", beatPath, beat);
+  expect((await fed.coordinator(beatPath, { method: "PUT", headers: { ...beatHeaders }, body: beat })).status).toBe(200);
   await closedRound("dash-dp", { privacy: { clip: 1, noiseMultiplier: 1.5, epsilonBudget: 8 } });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -131,6 +138,22 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
     expect(clients.map((c) => c[0])).toEqual(["alice", "bob", "carol"]);
     const uploaded = new Set(r1.sampled);
     for (const [id, , uploads] of clients) expect(uploads).toBe(uploaded.has(id!) ? "1" : "0");
+
+    // The method, and the open round's clients as their heartbeats say.
+    expect(await page.locator('[data-testid="method"]').textContent()).toBe(
+      'method: lora (r 4, alpha 8, targetModules ["q_proj","v_proj"], dropout 0, rslora false, fromLayer 0)',
+    );
+    const progress = await page.locator('[data-testid="progress-row"]').evaluateAll((rows) =>
+      rows.map((r) =>
+        Array.from(r.querySelectorAll("td"))
+          .slice(0, 2)
+          .map((td) => td.textContent),
+      ),
+    );
+    expect(progress).toEqual([
+      [openSampled[0], "5 / 12"],
+      [openSampled[1], "waiting"],
+    ]);
 
     const plotWidth = await page.locator('[data-testid="plot"]').evaluate((img) => (img as HTMLImageElement).naturalWidth);
     expect(plotWidth).toBeGreaterThan(0);

@@ -1,5 +1,6 @@
-// The dashboard (GET /): federations, the selected one's rounds and clients, and its metric curve, read
-// from the same JSON API every two seconds. The page itself holds no data: it asks for the viewer token,
+// The dashboard (GET /): federations, the selected one's method, the open round's clients as they train
+// (their heartbeats), its rounds and clients, and its metric curve, read from the same JSON API every two
+// seconds. The page itself holds no data: it asks for the viewer token,
 // keeps it in the tab's sessionStorage and sends it as a header (never in a URL, where logs keep it).
 
 const SCRIPT = `
@@ -44,6 +45,25 @@ const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "-");
 const spent = (f) =>
   f.privacy ? f.privacy.epsilon.toFixed(3) + (f.config.privacy.epsilonBudget ? " (" + f.config.privacy.epsilonBudget + ")" : "") : "-";
 let selected = new URLSearchParams(location.search).get("federation");
+// The method and what wraps it: "lora (r 4, alpha 8, …), robust median, SecAgg+, central DP".
+const methodOf = (c) => {
+  const { type, ...settings } = c.method;
+  const rest = Object.entries(settings).map(([k, v]) => k + " " + (typeof v === "object" ? JSON.stringify(v) : v)).join(", ");
+  const extras = [
+    c.robust ? "robust " + c.robust.rule.name : null,
+    c.secureAggregation ? "SecAgg+" : null,
+    c.privacy ? (c.privacy.mode ?? "central") + " DP" : null,
+  ].filter(Boolean);
+  return [type + (rest ? " (" + rest + ")" : ""), ...extras].join(", ");
+};
+// A sampled client of the open round: uploaded, or its last heartbeat's steps, or waiting for one.
+const progressRow = (r, c) => {
+  const p = r.progress && r.progress[c];
+  const uploaded = r.receipts.some((x) => x.clientId === c);
+  const bar = el("progress", { max: p ? p.steps : 1, value: uploaded ? (p ? p.steps : 1) : p ? p.stepsDone : 0 });
+  return el("tr", { "data-testid": "progress-row" }, el("td", {}, c),
+    el("td", {}, uploaded ? "uploaded" : p ? p.stepsDone + " / " + p.steps : "waiting"), el("td", {}, bar), el("td", {}, time(p && p.at)));
+};
 
 async function refresh() {
   const feds = await json("/federations");
@@ -73,8 +93,14 @@ async function refresh() {
     for (const x of r.receipts)
       Object.assign(clients.get(x.clientId), { uploads: clients.get(x.clientId).uploads + 1, examples: x.numExamples, last: x.receivedAt });
   }
+  const open = rounds.find((r) => r.status === "open");
   document.getElementById("detail").replaceChildren(
     el("h2", {}, fed.id),
+    el("p", { "data-testid": "method" }, "method: " + methodOf(fed.config)),
+    ...(open
+      ? [el("h3", {}, "Round " + open.round + " (open): " + open.uploads + " of " + open.sampled.length + " uploaded"),
+         table("progress", ["client", "steps", "", "last heard"], open.sampled.map((c) => progressRow(open, c)))]
+      : []),
     el("img", {
       "data-testid": "plot",
       alt: "train loss by round",
@@ -123,6 +149,11 @@ export function dashboardHtml(): string {
   tr.selected td { background: #eef4fb; }
   img { max-width: 720px; width: 100%; border: 1px solid #eee; }
   #updated { color: #888; font-size: 0.85rem; }
+  @media (max-width: 640px) {
+    body { margin: 0.6rem; }
+    table { display: block; overflow-x: auto; }
+    th, td { padding: 0.25rem 0.5rem; }
+  }
 </style>
 </head>
 <body>
