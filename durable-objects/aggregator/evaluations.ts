@@ -118,6 +118,18 @@ export class Evaluations {
     return receipt({ client_id: client, num_examples: report.numExamples, metrics, received_at: now }, false);
   }
 
+  /** Every version asked for, oldest first, each with its folded reports (without each client's). */
+  list(id: string): Omit<EvaluationView, "clients">[] {
+    this.store.get(id);
+    return this.store.sql
+      .exec<{ version: number }>("SELECT version FROM evaluation_requests WHERE federation_id = ? ORDER BY version", id)
+      .toArray()
+      .map((r) => {
+        const { clients: _, ...folded } = this.view(id, r.version);
+        return folded;
+      });
+  }
+
   view(id: string, version: number): EvaluationView {
     this.store.get(id);
     const requestedAt = this.requested(id, version);

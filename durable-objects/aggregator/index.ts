@@ -92,6 +92,11 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     );
   }
 
+  /** Every evaluated version's folded reports, oldest first. */
+  listEvaluations(id: string): Result<Omit<EvaluationView, "clients">[]> {
+    return attempt(() => this.federations.evaluations.list(id));
+  }
+
   /** A version's evaluation: the example-weighted mean of the reports, and each client's. */
   getEvaluation(id: string, version: number): Result<EvaluationView> {
     return attempt(() => this.federations.evaluations.view(id, version));

@@ -31,6 +31,17 @@ beforeAll(async () => {
   const beatPath = `/federations/dash/rounds/2/progress/${openSampled[0]}`;
   const beatHeaders = await signRequest(await deriveClientSecret(MASTER, openSampled[0]!), openSampled[0]!, "PUT", beatPath, beat);
   expect((await fed.coordinator(beatPath, { method: "PUT", headers: { ...beatHeaders }, body: beat })).status).toBe(200);
+  // Version 1 evaluated by two clients: loss (10 · 2 + 30 · 1) / 40 = 1.25; accuracy 0.5 from carol alone.
+  expect((await fed.coordinator("/federations/dash/versions/1/evaluate", { method: "POST" })).status).toBe(201);
+  for (const [client, report] of [
+    ["alice", { numExamples: 10, metrics: { loss: 2 } }],
+    ["carol", { numExamples: 30, metrics: { loss: 1, accuracy: 0.5 } }],
+  ] as const) {
+    const body = new TextEncoder().encode(JSON.stringify(report));
+    const path = `/federations/dash/versions/1/evaluations/${client}`;
+    const headers = await signRequest(await deriveClientSecret(MASTER, client), client, "PUT", path, body);
+    expect((await fed.coordinator(path, { method: "PUT", headers: { ...headers }, body })).status).toBe(200);
+  }
   await closedRound("dash-dp", { privacy: { clip: 1, noiseMultiplier: 1.5, epsilonBudget: 8 } });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -154,6 +165,11 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
       [openSampled[0], "5 / 12"],
       [openSampled[1], "waiting"],
     ]);
+
+    const evaluations = await page
+      .locator('[data-testid="evaluation-row"]')
+      .evaluateAll((rows) => rows.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
+    expect(evaluations).toEqual([["1", "2", "40", "0.5000", "1.2500"]]);
 
     const plotWidth = await page.locator('[data-testid="plot"]').evaluate((img) => (img as HTMLImageElement).naturalWidth);
     expect(plotWidth).toBeGreaterThan(0);

@@ -57,6 +57,9 @@ describe("federated evaluation", () => {
     expect(view.metrics.loss).toBeCloseTo(mean("loss"), 12);
     expect(view.metrics.accuracy).toBeCloseTo(mean("accuracy"), 12);
     expect(view.metrics.accuracy).toBeCloseTo((30 * 0.6 + 10 * 0.9) / 40, 12);
+    // The list of evaluated versions holds the same fold, without each client's report.
+    const { clients: _, ...folded } = view as typeof view & { clients: unknown };
+    expect(await (await viewerApi("/federations/evals/evaluations")).json()).toEqual([folded]);
     // Bounded and signed: each refusal with its status and code.
     for (const [res, status, code] of [
       [await report("evals", 0, "c4", { numExamples: 5, metrics: { loss: 1e7 } }), 422, "metadata_invalid"],

@@ -94,6 +94,8 @@ async function refresh() {
       Object.assign(clients.get(x.clientId), { uploads: clients.get(x.clientId).uploads + 1, examples: x.numExamples, last: x.receivedAt });
   }
   const open = rounds.find((r) => r.status === "open");
+  const evaluated = await json("/federations/" + encodeURIComponent(fed.id) + "/evaluations");
+  const metricNames = [...new Set(evaluated.flatMap((e) => Object.keys(e.metrics)))].sort();
   document.getElementById("detail").replaceChildren(
     el("h2", {}, fed.id),
     el("p", { "data-testid": "method" }, "method: " + methodOf(fed.config)),
@@ -106,6 +108,12 @@ async function refresh() {
       alt: "train loss by round",
       src: await plot("/federations/" + encodeURIComponent(fed.id) + "/plot.svg"),
     }),
+    ...(evaluated.length
+      ? [el("h3", {}, "Federated evaluation"),
+         table("evaluations", ["version", "reports", "examples", ...metricNames], evaluated.map((e) =>
+           el("tr", { "data-testid": "evaluation-row" }, el("td", {}, e.version), el("td", {}, e.reports), el("td", {}, e.numExamples),
+             ...metricNames.map((m) => el("td", {}, e.metrics[m] === undefined ? "-" : e.metrics[m].toFixed(4))))))]
+      : []),
     el("h3", {}, "Rounds"),
     table("rounds", ["round", "status", "uploads", "examples", "train loss", "version", "ε", "opened", "closed"], rounds.map((r) =>
       el("tr", { "data-testid": "round-row" }, el("td", {}, r.round), el("td", {}, r.status),

@@ -282,6 +282,16 @@ export function openapi(): object {
           },
         },
       },
+      "/federations/{id}/evaluations": {
+        get: guarded(VIEWER, {
+          summary: "Every version the clients were asked to evaluate, oldest first, with the example-weighted mean of the reports",
+          parameters: [pathId],
+          responses: {
+            "200": { description: "[{version, requestedAt, reports, numExamples, metrics}]" },
+            ...refusals("federation_not_found"),
+          },
+        }),
+      },
       "/federations/{id}/versions/{version}/evaluation": {
         get: guarded(VIEWER, {
           summary: "A version's federated evaluation: the example-weighted mean of the clients' reports, and each report",

@@ -24,6 +24,11 @@ evaluations.put("/:id/versions/:version/evaluations/:client", requireCredential(
   return answer(c, await aggregator(c.env, id).reportEvaluation(id, version, signer.clientId, c.get("body")!));
 });
 
+evaluations.get("/:id/evaluations", viewer(), async (c) => {
+  const id = c.req.param("id");
+  return answer(c, await aggregator(c.env, id).listEvaluations(id));
+});
+
 evaluations.get("/:id/versions/:version/evaluation", viewer(), async (c) => {
   const version = intParam(c, "version");
   if (version instanceof Response) return version;
