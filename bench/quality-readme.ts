@@ -2,7 +2,7 @@
 // the markers `<!-- quality:start -->` and `<!-- quality:end -->`: every figure there comes from the file.
 // Run: node bench/quality-readme.ts
 import { readFileSync, writeFileSync } from "node:fs";
-import { type QualitySummary, qualityTable } from "./lib/quality-table.ts";
+import { type QualitySummary, qualityTable, robustMatrix } from "./lib/quality-table.ts";
 
 interface Written {
   machine: { date: string };
@@ -19,6 +19,15 @@ for (const [preset, { rows }] of Object.entries(results.presets)) {
   for (const group of groups) {
     const part = rows.filter((r) => `${r.task}/${r.partition}` === group);
     const accuracy = part[0]!.metric === "accuracy";
+    if (preset === "robust") {
+      sections.push(
+        `robust preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"} by attack (lines) and defence ` +
+          "(columns), mean ± std over seeds; rows not run yet show -",
+        "",
+        ...robustMatrix(part).flatMap((t) => ["```", t, "```", ""]),
+      );
+      continue;
+    }
     sections.push(
       `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over each row's seeds` +
         `${accuracy ? "; ± 95%: the mean Wilson half-width of one run's test accuracy" : ""}` +

@@ -56,3 +56,30 @@ export function qualityTable(rows: readonly QualitySummary[]): string {
     ]),
   );
 }
+
+/**
+ * The robust preset's rows (bench/lib/robust-rows.ts, named attack.defence.percent and clean.defence) as one
+ * table per share of attackers: an attack per line, a defence per column, each cell the test metric's mean
+ * (± its std over seeds when there are several); the clean line is each defence with no attacker. Rows the
+ * results do not hold yet show "-".
+ */
+export function robustMatrix(rows: readonly QualitySummary[]): string[] {
+  const accuracy = rows[0]?.metric === "accuracy";
+  const show = (x: number) => (accuracy ? fmt(100 * x, 1) : fmt(x, 4));
+  const cell = (r: QualitySummary | undefined) => (!r ? "-" : `${show(r.mean)}${r.seeds.length > 1 ? ` ± ${show(r.std)}` : ""}`);
+  const parts = rows.map((r) => ({ r, name: r.row.split(".") }));
+  const defences = [...new Set(parts.map((p) => p.name[1]!))];
+  const attacks = [...new Set(parts.filter((p) => p.name[0] !== "clean").map((p) => p.name[0]!))];
+  const percents = [...new Set(parts.filter((p) => p.name.length === 3).map((p) => p.name[2]!))];
+  percents.sort((a, b) => Number(a) - Number(b));
+  const find = (name: string) => rows.find((r) => r.row === name);
+  return percents.map((percent) =>
+    formatTable(
+      [`${percent}% attackers`, ...defences],
+      [
+        ["no attacker", ...defences.map((d) => cell(find(`clean.${d}`)))],
+        ...attacks.map((a) => [a, ...defences.map((d) => cell(find(`${a}.${d}.${percent}`)))]),
+      ],
+    ),
+  );
+}
