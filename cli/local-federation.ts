@@ -174,6 +174,7 @@ export function coordinatorWorker(dir: string, masterKey: string, tokens: { oper
     ...modulesOf(dir),
     compatibilityDate: "2026-11-01",
     durableObjects: { AGGREGATOR: { className: "Aggregator", useSQLite: true } },
+    r2Buckets: { VERSIONS: "versions" },
     bindings: { FEDFLARE_MASTER_KEY: masterKey, FEDFLARE_OPERATOR_TOKEN: tokens.operator, FEDFLARE_VIEWER_TOKEN: tokens.viewer },
   };
 }

@@ -11,6 +11,11 @@ declare global {
       FEDFLARE_OPERATOR_TOKEN?: string;
       /** The read-only viewer's bearer token: the dashboard, the list, metrics, rounds, plots and versions. */
       FEDFLARE_VIEWER_TOKEN?: string;
+      /**
+       * Where versions are kept once read (workers/coordinator/version-store.ts), so later reads do not ask
+       * the aggregator; without it every read does.
+       */
+      VERSIONS?: R2Bucket;
     }
     interface GlobalProps {
       mainModule: typeof import("./coordinator/index.ts");

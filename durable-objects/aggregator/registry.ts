@@ -6,6 +6,11 @@ export interface RegistryEntry {
   id: string;
   clients: string[];
   maxUploadBytes: number;
+  /**
+   * When the federation was created (its FederationView's createdAt): with the id, it names this federation
+   * and no later one of the same id (absent in entries registered before it was kept).
+   */
+  createdAt?: number;
 }
 
 export class Registry {
@@ -21,7 +26,7 @@ export class Registry {
         "DO UPDATE SET entry = excluded.entry",
       entry.id,
       now,
-      JSON.stringify({ clients: entry.clients, maxUploadBytes: entry.maxUploadBytes }),
+      JSON.stringify({ clients: entry.clients, maxUploadBytes: entry.maxUploadBytes, createdAt: entry.createdAt }),
     );
   }
 
@@ -29,7 +34,7 @@ export class Registry {
     const row = this.sql.exec<{ entry: string | null }>("SELECT entry FROM registry WHERE federation_id = ?", id).toArray()[0];
     if (!row?.entry) return null;
     const e = JSON.parse(row.entry) as Omit<RegistryEntry, "id">;
-    return { id, clients: e.clients, maxUploadBytes: e.maxUploadBytes };
+    return { id, clients: e.clients, maxUploadBytes: e.maxUploadBytes, ...(e.createdAt === undefined ? {} : { createdAt: e.createdAt }) };
   }
 
   unregister(id: string): void {

@@ -13,6 +13,7 @@ import { deriveClientSecret, HEADERS, signRequest } from "../../src/protocol/sig
 import { anonymous, api, MASTER_KEY, OPERATOR_TOKEN, signed, signedPut, viewerApi } from "./coordinator-api.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { malformedBearers } from "../fixtures/malformed-bearer.ts";
+import { dropVersions } from "../../workers/coordinator/version-store.ts";
 
 const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 const create = async (id: string, overrides: Record<string, unknown> = {}) => {
@@ -611,9 +612,11 @@ describe("a gateway's stale registry entry", () => {
   it("admits no former member once the id names a new federation: the object checks membership itself", async () => {
     await create("stale-1", { clients: ["c1"], clientsPerRound: 1, minClients: 1 });
     expect((await signed("/federations/stale-1/versions/0", "c1")).status).toBe(200);
-    // Deleted and re-created behind this isolate's back (as through another isolate): its cache still lists c1.
+    // Deleted and re-created behind this isolate's back (as through another isolate's DELETE: the object,
+    // the registry entry, the versions kept in R2): its cache still lists c1.
     expect((await env.AGGREGATOR.getByName("stale-1").deleteFederation("stale-1")).ok).toBe(true);
     await env.AGGREGATOR.getByName("_registry").unregister("stale-1");
+    await dropVersions(env, "stale-1");
     await create("stale-1", { clients: ["c9"], clientsPerRound: 1, minClients: 1 });
     for (const path of ["/federations/stale-1", "/federations/stale-1/versions/0", "/federations/stale-1/versions/0/adapter_config.json"]) {
       const res = await signed(path, "c1");

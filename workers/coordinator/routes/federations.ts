@@ -9,6 +9,7 @@ import { linePlotSvg } from "../../../src/report/line-plot.ts";
 import { aggregator, answer, intParam, registry } from "../aggregator.ts";
 import { capBody, MAX_JSON_BYTES, parseJsonBody } from "../../lib/http-body.ts";
 import { forget, operator, operatorOnAnyId, reader, signerOf, viewer, type Env } from "../credentials.ts";
+import { dropVersions } from "../version-store.ts";
 
 export const federations = new Hono<Env>();
 
@@ -27,7 +28,13 @@ federations.post("/", operator(), capBody(MAX_JSON_BYTES), async (c) => {
       ? ((await stub.getFederation(id)) as unknown as Result<FederationView>)
       : null;
   const view = created.ok ? created.value : existing?.ok ? existing.value : null;
-  if (view) await registry(c.env).register({ id, clients: view.config.clients, maxUploadBytes: view.config.maxUploadBytes });
+  if (view)
+    await registry(c.env).register({
+      id,
+      clients: view.config.clients,
+      maxUploadBytes: view.config.maxUploadBytes,
+      createdAt: view.createdAt,
+    });
   return answer(c, created, 201);
 });
 
@@ -81,6 +88,7 @@ federations.delete("/:id", operatorOnAnyId(), async (c) => {
   const registered = c.get("federation") !== undefined;
   await registry(c.env).unregister(id);
   forget(id);
+  await dropVersions(c.env, id);
   if (!deleted.ok && !registered) return answer(c, deleted);
   return c.json({ deleted: id });
 });

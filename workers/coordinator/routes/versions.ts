@@ -6,6 +6,7 @@ import { aggregator, answer, intParam } from "../aggregator.ts";
 import { readBody } from "../../lib/http-body.ts";
 import { operator, reader, signerOf, type Env } from "../credentials.ts";
 import { errorResponse } from "../../lib/http-errors.ts";
+import { keepVersion, versionKey } from "../version-store.ts";
 
 export const versions = new Hono<Env>();
 
@@ -13,16 +14,19 @@ const tensors = async (c: Context<Env>) => {
   const version = intParam(c, "version");
   if (version instanceof Response) return version;
   const id = c.req.param("id") ?? "";
+  const headers = (bytes: number, source: "r2" | "aggregator") => ({
+    "content-type": "application/octet-stream",
+    "content-length": String(bytes),
+    "cache-control": "private, max-age=31536000, immutable",
+    "x-fedflare-source": source,
+  });
+  const key = versionKey(c.env, c.get("federation")!, version);
+  const kept = key ? await c.env.VERSIONS!.get(key) : null;
+  if (kept) return new Response(kept.body, { headers: headers(kept.size, "r2") });
   const r = await aggregator(c.env, id).streamVersion(id, version, signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
   const { bytes, stream } = r.value;
-  return new Response(stream, {
-    headers: {
-      "content-type": "application/octet-stream",
-      "content-length": String(bytes),
-      "cache-control": "private, max-age=31536000, immutable",
-    },
-  });
+  return new Response(key ? keepVersion(c.env, c.executionCtx, key, stream, bytes) : stream, { headers: headers(bytes, "aggregator") });
 };
 
 versions.get("/:id/versions/:version", reader(), tensors);
