@@ -23,7 +23,7 @@ export class RoundProgress {
     this.store.readBy(id, client);
     const r = this.store.roundRow(id, round);
     if (r.status !== "open") throw new AggregatorError("round_closed", `round ${round} of "${id}" is ${r.status}`);
-    if (!(JSON.parse(r.sampled) as string[]).includes(client))
+    if (!this.store.isSampled(id, round, client))
       throw new AggregatorError("client_not_sampled", `client "${client}" was not sampled for round ${round}`);
     let kept = this.rounds.get(id);
     if (!kept || kept.round !== round) {

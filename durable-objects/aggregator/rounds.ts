@@ -91,15 +91,15 @@ export class Rounds {
     const deadline = now + (secure ? secure.phaseSeconds : fed.config.deadlineSeconds) * 1000;
     sql.exec(
       "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline, phase) " +
-        "VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, 'open', ?, '[]', ?, ?, ?)",
       id,
       round,
       fed.version,
-      JSON.stringify(sampled),
       now,
       deadline,
       secure ? "advertise" : null,
     );
+    this.store.recordSample(id, round, sampled);
     await this.armAlarm();
     return round;
   }

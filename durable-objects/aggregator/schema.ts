@@ -1,7 +1,7 @@
 import { applyMigrations } from "../shared/migrations.ts";
 
 // The aggregator's schema, version by version (applied by shared/migrations.ts).
-const MIGRATIONS: readonly (readonly string[])[] = [
+export const MIGRATIONS: readonly (readonly string[])[] = [
   // v1: federations and their validated config (JSON).
   [
     `CREATE TABLE federations (
@@ -100,6 +100,18 @@ const MIGRATIONS: readonly (readonly string[])[] = [
       received_at INTEGER NOT NULL,
       PRIMARY KEY (federation_id, version, client_id)
     )`,
+  ],
+  // v9: a round's sampled clients as rows, so a client's membership is one indexed lookup (not a parse of
+  // every id at every upload) and no statement binds the whole sample; rounds.sampled is no longer written.
+  [
+    `CREATE TABLE round_clients (
+      federation_id TEXT NOT NULL,
+      round INTEGER NOT NULL,
+      client_id TEXT NOT NULL,
+      PRIMARY KEY (federation_id, round, client_id)
+    )`,
+    "INSERT INTO round_clients (federation_id, round, client_id) " +
+      "SELECT r.federation_id, r.round, j.value FROM rounds r, json_each(r.sampled) j",
   ],
 ];
 

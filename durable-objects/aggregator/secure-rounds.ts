@@ -86,7 +86,7 @@ export class SecureRounds {
     if (!this.store.hasVersion(fed.id, r.base_version))
       throw new AggregatorError("round_closed", `round ${r.round} of "${fed.id}" is ${r.status} and its base version was pruned`);
     const values = flatLayout(this.store.versionHeader(fed.id, r.base_version)).total;
-    const params = secureRound(fed.config, fed, r.round, JSON.parse(r.sampled) as string[], values);
+    const params = secureRound(fed.config, fed, r.round, this.store.sampled(fed.id, r.round), values);
     if (this.known.size >= 4) this.known.delete(this.known.keys().next().value!);
     this.known.set(key, params);
     return params;
@@ -95,7 +95,7 @@ export class SecureRounds {
   view(id: string, round: number, client: string): SecAggView {
     const fed = this.store.readBy(id, client);
     const r = this.store.roundRow(id, round);
-    assertSampledSecure(id, r, client);
+    assertSampledSecure(id, r, client, this.store);
     const { round: params, enc, settings } = this.params(fed, r);
     const neighbours = params.graph.get(client)!;
     const rows = this.viewRows(id, round, client, [client, ...neighbours]);
@@ -139,7 +139,7 @@ export class SecureRounds {
   async receive(kind: SecAggPhaseName, m: SecAggMessageRequest, now: number): Promise<SecAggReceipt> {
     const fed = this.store.readBy(m.federationId, m.clientId);
     const r = this.store.roundRow(m.federationId, m.round);
-    assertSampledSecure(fed.id, r, m.clientId);
+    assertSampledSecure(fed.id, r, m.clientId, this.store);
     const message = refusing(`the ${kind} message`, () => parseSecAggMessage(kind, m.body));
     const text = JSON.stringify(message);
     const { round: params } = this.params(fed, r);
@@ -285,7 +285,7 @@ export class SecureRounds {
     const { adverts, sharers, unmasked } = this.counts(id, r.round);
     switch (r.phase) {
       case "advertise":
-        return (JSON.parse(r.sampled) as string[]).length - adverts;
+        return this.store.sampleSize(id, r.round) - adverts;
       case "share":
         return adverts - sharers;
       case "input":
@@ -478,9 +478,14 @@ export class SecureRounds {
 }
 
 /** A client's request about a round must be about a secure round that sampled it. */
-function assertSampledSecure(id: string, r: RoundRow, client: string): asserts r is RoundRow & { phase: SecurePhase } {
+function assertSampledSecure(
+  id: string,
+  r: RoundRow,
+  client: string,
+  store: FederationStore,
+): asserts r is RoundRow & { phase: SecurePhase } {
   if (r.phase === null) throw new AggregatorError("not_in_phase", `round ${r.round} of "${id}" is not a secure round`);
-  if (!(JSON.parse(r.sampled) as string[]).includes(client))
+  if (!store.isSampled(id, r.round, client))
     throw new AggregatorError("client_not_sampled", `client "${client}" was not sampled for round ${r.round}`);
 }
 

@@ -86,6 +86,42 @@ export class FederationStore {
     return r;
   }
 
+  /** The clients a round sampled, in order. */
+  sampled(id: string, round: number): string[] {
+    return this.sql
+      .exec<{ client_id: string }>(
+        "SELECT client_id FROM round_clients WHERE federation_id = ? AND round = ? ORDER BY client_id",
+        id,
+        round,
+      )
+      .toArray()
+      .map((r) => r.client_id);
+  }
+
+  /** Whether a round sampled `client`: one lookup by the table's key. */
+  isSampled(id: string, round: number, client: string): boolean {
+    return (
+      this.sql.exec("SELECT 1 FROM round_clients WHERE federation_id = ? AND round = ? AND client_id = ?", id, round, client).toArray()
+        .length > 0
+    );
+  }
+
+  /** How many clients a round sampled. */
+  sampleSize(id: string, round: number): number {
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM round_clients WHERE federation_id = ? AND round = ?", id, round).one().n;
+  }
+
+  /** Records a round's sample, 30 clients a statement (90 bindings, inside SQLite's 100). */
+  recordSample(id: string, round: number, clients: readonly string[]): void {
+    for (let i = 0; i < clients.length; i += 30) {
+      const part = clients.slice(i, i + 30);
+      this.sql.exec(
+        `INSERT INTO round_clients (federation_id, round, client_id) VALUES ${part.map(() => "(?, ?, ?)").join(", ")}`,
+        ...part.flatMap((c) => [id, round, c]),
+      );
+    }
+  }
+
   hasVersion(id: string, version: number): boolean {
     return this.sql.exec("SELECT 1 FROM blobs WHERE key = ? AND chunk = 0", keys.version(id, version)).toArray().length > 0;
   }

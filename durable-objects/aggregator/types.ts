@@ -95,7 +95,6 @@ export type RoundRow = {
   round: number;
   status: RoundView["status"];
   base_version: number;
-  sampled: string;
   opened_at: number;
   deadline: number;
   uploads: number;

@@ -100,7 +100,7 @@ export class Uploads {
         "round_closed",
         `round ${u.round} of "${u.federationId}" passed its deadline ${new Date(round.deadline).toISOString()}; it closes with what it has`,
       );
-    if (!(JSON.parse(round.sampled) as string[]).includes(u.clientId))
+    if (!this.store.isSampled(u.federationId, u.round, u.clientId))
       throw new AggregatorError("client_not_sampled", `client "${u.clientId}" was not sampled for round ${u.round}`);
     if (u.body.length > fed.config.maxUploadBytes)
       throw new AggregatorError(

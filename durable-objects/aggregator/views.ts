@@ -24,7 +24,7 @@ export class Views {
       round,
       status: r.status,
       baseVersion: r.base_version,
-      sampled: JSON.parse(r.sampled) as string[],
+      sampled: this.store.sampled(id, round),
       openedAt: r.opened_at,
       deadline: r.deadline,
       phase: r.phase,

@@ -4,7 +4,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { describe, expect, it, vi } from "vitest";
-import { migrate, SCHEMA_VERSION } from "../../durable-objects/aggregator/schema.ts";
+import { MIGRATIONS, migrate, SCHEMA_VERSION } from "../../durable-objects/aggregator/schema.ts";
 import { onError } from "../../workers/lib/http-errors.ts";
 
 describe("coordinator worker", () => {
@@ -57,6 +57,7 @@ describe("aggregator Durable Object", () => {
         "nonces",
         "receipts",
         "registry",
+        "round_clients",
         "rounds",
         "schema_version",
         "secagg",
@@ -64,6 +65,21 @@ describe("aggregator Durable Object", () => {
       // Migrating again is a no-op.
       expect(migrate(state.storage)).toBe(SCHEMA_VERSION);
       expect(state.storage.sql.exec("SELECT version FROM schema_version").toArray()).toEqual([{ version: SCHEMA_VERSION }]);
+    });
+  });
+
+  it("moves a round's sample from its JSON column into rows when it migrates to v9", async () => {
+    await runInDurableObject(env.AGGREGATOR.getByName("schema-v9"), (_instance, state) => {
+      const sql = state.storage.sql;
+      // A round as v8 wrote it, then v9's statements after its CREATE.
+      sql.exec(
+        "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline) " +
+          "VALUES ('old', 3, 'closed', 2, '[\"a\",\"c9\",\"b\"]', 0, 0)",
+      );
+      for (const statement of MIGRATIONS[8]!.slice(1)) sql.exec(statement);
+      expect(
+        sql.exec("SELECT federation_id, round, client_id FROM round_clients WHERE federation_id = 'old' ORDER BY client_id").toArray(),
+      ).toEqual(["a", "b", "c9"].map((client_id) => ({ federation_id: "old", round: 3, client_id })));
     });
   });
 });
