@@ -137,6 +137,7 @@ export class Federations {
   /** Forgets what the object keeps in memory of a federation (it was deleted). */
   forget(id: string): void {
     this.progress.forget(id);
+    this.store.forget(id);
   }
 
   metrics(id: string): RoundSummary[] {

@@ -103,6 +103,7 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
   ],
   // v9: a round's sampled clients as rows, so a client's membership is one indexed lookup (not a parse of
   // every id at every upload) and no statement binds the whole sample; rounds.sampled is no longer written.
+  // And an index on the nonces' expiry, which every accepted request deletes by (a scan of every nonce before).
   [
     `CREATE TABLE round_clients (
       federation_id TEXT NOT NULL,
@@ -112,6 +113,7 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
     )`,
     "INSERT INTO round_clients (federation_id, round, client_id) " +
       "SELECT r.federation_id, r.round, j.value FROM rounds r, json_each(r.sampled) j",
+    "CREATE INDEX nonces_expiry ON nonces (expires_at)",
   ],
 ];
 

@@ -33,6 +33,8 @@ export const keys = {
 export class FederationStore {
   readonly storage: DurableObjectStorage;
   readonly sql: SqlStorage;
+  /** Parsed configs by federation, with the creation time they belong to (config). */
+  private readonly configs = new Map<string, { createdAt: number; config: FederationConfig }>();
 
   constructor(storage: DurableObjectStorage) {
     this.storage = storage;
@@ -45,8 +47,8 @@ export class FederationStore {
 
   get(id: string): FederationView {
     const r = this.sql
-      .exec<{ config: string; version: number; created_at: number; clip: number | null }>(
-        "SELECT config, version, created_at, clip FROM federations WHERE id = ?",
+      .exec<{ version: number; created_at: number; clip: number | null }>(
+        "SELECT version, created_at, clip FROM federations WHERE id = ?",
         id,
       )
       .toArray()[0];
@@ -55,7 +57,7 @@ export class FederationStore {
       .exec<{ n: number }>("SELECT COUNT(*) AS n FROM rounds WHERE federation_id = ? AND status = 'closed'", id)
       .one().n;
     const open = this.sql.exec<{ round: number }>("SELECT round FROM rounds WHERE federation_id = ? AND status = 'open'", id).toArray()[0];
-    const config = JSON.parse(r.config) as FederationConfig;
+    const config = this.config(id, r.created_at);
     return {
       id,
       config,
@@ -65,6 +67,26 @@ export class FederationStore {
       openRound: open?.round ?? null,
       privacy: privacyView(config, roundsDone, r.clip),
     };
+  }
+
+  /**
+   * A federation's config, parsed once per object: it never changes while the federation lives (its
+   * creation time names it), and with thousands of clients its JSON is large enough that parsing it at
+   * every upload made an upload's cost grow with the federation (bench/load.ts). Callers must not change it.
+   */
+  private config(id: string, createdAt: number): FederationConfig {
+    const kept = this.configs.get(id);
+    if (kept?.createdAt === createdAt) return kept.config;
+    const text = this.sql.exec<{ config: string }>("SELECT config FROM federations WHERE id = ?", id).one().config;
+    const config = JSON.parse(text) as FederationConfig;
+    if (this.configs.size >= 16) this.configs.delete(this.configs.keys().next().value!);
+    this.configs.set(id, { createdAt, config });
+    return config;
+  }
+
+  /** Forgets a federation's parsed config (it was deleted: a new one of its id may follow). */
+  forget(id: string): void {
+    this.configs.delete(id);
   }
 
   /** The federation, for a reader: a client (when given) must be one of its members. */
