@@ -194,6 +194,31 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     expectMean(await versionOf(id, 1), v0, updates);
   });
 
+  it("a robust round (median): killed between uploads, its kept updates survive and the close takes each coordinate's median", async () => {
+    const id = "crash-robust";
+    const { v0 } = await createAndOpen(federationConfig(id, { quorum: 4, minClients: 4, robust: { rule: { name: "median" } } }));
+    const updates = CLIENTS.map((_, i) => updateOf(id, v0, i));
+    for (const u of updates.slice(0, 2)) expect(await accepted(u)).toMatchObject({ replayed: false, roundStatus: "open" });
+    await fed.crash();
+    expect(await accepted(updates[1]!)).toMatchObject({ replayed: true, roundStatus: "open" });
+    expect(await accepted(updates[2]!)).toMatchObject({ replayed: false, roundStatus: "open" });
+    expect(await accepted(updates[3]!)).toMatchObject({ replayed: false, roundStatus: "closed" });
+    expect(await roundOf(id, 1)).toMatchObject({
+      status: "closed",
+      uploads: 4,
+      result: { version: 1, robust: { rule: "median", updates: 4 } },
+    });
+    // Four updates: each value is the mean of the two middle ones (float64 here).
+    const next = await versionOf(id, 1);
+    let worst = 0;
+    for (const [name, base] of v0.tensors)
+      next.tensors.get(name)!.forEach((x, k) => {
+        const sorted = updates.map((u) => u.delta.get(name)![k]!).sort((a, b) => a - b);
+        worst = Math.max(worst, Math.abs(x - (base[k]! + (sorted[1]! + sorted[2]!) / 2)));
+      });
+    expect(worst).toBeLessThan(1e-6);
+  });
+
   it(`mid-upload: a body cut off loses nothing acknowledged; a kill after the last byte folds the update whole or not at all; \
 a kill as the round closes keeps the close; retries are accepted once`, async () => {
     const id = "crash-mid-upload";
