@@ -25,10 +25,15 @@ function coordinateRule(set: UpdateSet, budgetBytes: number, reduce: (sorted: Fl
   };
 }
 
-/** The coordinate-wise median (the mean of the two middle values for an even count). */
+/** The median of values sorted ascending (the mean of the two middle ones for an even count). */
+export function sortedMedian(sorted: ArrayLike<number>): number {
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The coordinate-wise median. */
 export function coordinateMedian(set: UpdateSet, budgetBytes: number): Aggregate {
-  const mid = set.count >> 1;
-  return coordinateRule(set, budgetBytes, (v) => (v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2));
+  return coordinateRule(set, budgetBytes, sortedMedian);
 }
 
 /** The coordinate-wise trimmed mean: ⌊trim · n⌋ values cut at each end. */

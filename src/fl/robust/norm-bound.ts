@@ -7,10 +7,11 @@
 //   more than the cap.
 import type { RobustConfig } from "../../protocol/robust.ts";
 import { FlError } from "../errors.ts";
+import { sortedMedian } from "./coordinate.ts";
 import { forBlocks, mappedSet, type UpdateSet } from "./update-set.ts";
 
 /** Each update's L2 norm, in float64, one pass over the set. */
-export function updateNorms(set: UpdateSet, budgetBytes: number): Float64Array {
+function updateNorms(set: UpdateSet, budgetBytes: number): Float64Array {
   const sums = new Float64Array(set.count);
   forBlocks(set, 0, set.total, budgetBytes, (_, blocks) =>
     blocks.forEach((b, i) => {
@@ -18,13 +19,6 @@ export function updateNorms(set: UpdateSet, budgetBytes: number): Float64Array {
     }),
   );
   return sums.map(Math.sqrt);
-}
-
-/** The median of `values` (the mean of the two middle ones for an even count). */
-export function median(values: ArrayLike<number>): number {
-  const sorted = Float64Array.from(values).sort();
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 type NormBound = NonNullable<RobustConfig["normBound"]>;
@@ -40,7 +34,7 @@ export interface NormBoundReport {
 /** The set with each update scaled to an L2 norm of at most the bound (fixed, or the median norm). */
 export function boundNorms(set: UpdateSet, option: NormBound, budgetBytes: number): { set: UpdateSet; report: NormBoundReport } {
   const norms = updateNorms(set, budgetBytes);
-  const bound = option.bound === "median" ? median(norms) : option.bound;
+  const bound = option.bound === "median" ? sortedMedian(Float64Array.from(norms).sort()) : option.bound;
   // A median of 0 (most updates all zeros) scales every other update to zeros too.
   if (!(bound >= 0)) throw new FlError("robust_invalid", `normBound: the bound must be >= 0, got ${bound}`);
   const scales = Array.from(norms, (n) => (n > bound ? bound / n : 1));
