@@ -6,6 +6,13 @@ export interface SamplingOptions {
   topP: number;
 }
 
+/** A stable 32-bit seed from a string (FNV-1a): a client's dropout and batch order, an attacker's noise. */
+export function hashSeed(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
 /** A seeded uniform [0, 1) generator (mulberry32), so a seed reproduces a sample. */
 export function seededUniform(seed: number): () => number {
   let a = seed >>> 0;

@@ -13,6 +13,7 @@ import type { ClientTask } from "../../src/fl/methods/method.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { bodyDigest } from "../../src/protocol/signature.ts";
+import { hashSeed } from "../../src/engine/sampling.ts";
 import { attackedUpload } from "./attack-step.ts";
 import type { ClientEnv } from "./env.ts";
 import { type JobRow, Jobs, type JobView } from "./jobs.ts";
@@ -289,10 +290,3 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
 
 /** The least time between two progress heartbeats of a client (the coordinator takes one every 2 s). */
 const HEARTBEAT_MS = 5000;
-
-/** A stable 32-bit seed from a string (FNV-1a), so a client's dropout and batch order are reproducible. */
-function hashSeed(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-}
