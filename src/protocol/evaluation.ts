@@ -2,7 +2,7 @@
 // sends it: how many examples it scored and a few metrics, never an example. Each metric is bounded so no
 // report can dominate the example-weighted mean by its size alone.
 import * as v from "valibot";
-import { ConfigError, Metrics } from "./federation.ts";
+import { Metrics, parseClientReport } from "./federation.ts";
 
 /** The largest magnitude a reported metric may have. */
 export const METRIC_BOUND = 1e6;
@@ -20,17 +20,5 @@ export type EvaluationReport = v.InferOutput<typeof EvaluationReport>;
 export const EVALUATION_BYTES = 4096;
 
 export function parseEvaluationReport(body: Uint8Array): EvaluationReport {
-  let json: unknown;
-  try {
-    json = JSON.parse(new TextDecoder().decode(body));
-  } catch {
-    throw new ConfigError("metadata_invalid", 'an evaluation report is JSON: {"numExamples": n, "metrics": {"loss": x, ...}}');
-  }
-  const r = v.safeParse(EvaluationReport, json);
-  if (!r.success)
-    throw new ConfigError(
-      "metadata_invalid",
-      `evaluation report: field "${v.getDotPath(r.issues[0]) ?? "(root)"}": ${r.issues[0].message}`,
-    );
-  return r.output;
+  return parseClientReport(EvaluationReport, body, "an evaluation report", '{"numExamples": n, "metrics": {"loss": x, ...}}');
 }

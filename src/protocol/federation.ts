@@ -123,6 +123,22 @@ function firstIssue(issues: readonly v.BaseIssue<unknown>[], what: string): stri
   return `${what}: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`;
 }
 
+/**
+ * A small JSON report a client sends besides its updates (a progress heartbeat, an evaluation), checked by
+ * `schema`; refused as metadata_invalid, naming `what` and the field, or the JSON `shape` it must have.
+ */
+export function parseClientReport<T>(schema: v.GenericSchema<unknown, T>, body: Uint8Array, what: string, shape: string): T {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(body));
+  } catch {
+    throw new ConfigError("metadata_invalid", `${what} is JSON: ${shape}`);
+  }
+  const r = v.safeParse(schema, json);
+  if (!r.success) throw new ConfigError("metadata_invalid", firstIssue(r.issues, what));
+  return r.output;
+}
+
 export function parseFederationConfig(json: unknown): FederationConfig {
   const r = v.safeParse(FederationConfig, json);
   if (!r.success) throw new ConfigError("config_invalid", firstIssue(r.issues, "federation config"));

@@ -1,7 +1,7 @@
 // A client's heartbeat while it trains a round: how far it is, so the open round shows where each client
 // is. Small and bounded: two integers.
 import * as v from "valibot";
-import { ConfigError } from "./federation.ts";
+import { parseClientReport } from "./federation.ts";
 
 const steps = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000));
 
@@ -15,14 +15,5 @@ export type ProgressReport = v.InferOutput<typeof ProgressReport>;
 export const PROGRESS_BYTES = 256;
 
 export function parseProgressReport(body: Uint8Array): ProgressReport {
-  let json: unknown;
-  try {
-    json = JSON.parse(new TextDecoder().decode(body));
-  } catch {
-    throw new ConfigError("metadata_invalid", 'a progress report is JSON: {"stepsDone": n, "steps": m}');
-  }
-  const r = v.safeParse(ProgressReport, json);
-  if (!r.success)
-    throw new ConfigError("metadata_invalid", `progress report: field "${v.getDotPath(r.issues[0]) ?? "(root)"}": ${r.issues[0].message}`);
-  return r.output;
+  return parseClientReport(ProgressReport, body, "a progress report", '{"stepsDone": n, "steps": m}');
 }
