@@ -122,10 +122,13 @@ export class Evaluations {
   list(id: string): Omit<EvaluationView, "clients">[] {
     this.store.get(id);
     return this.store.sql
-      .exec<{ version: number }>("SELECT version FROM evaluation_requests WHERE federation_id = ? ORDER BY version", id)
+      .exec<{ version: number; requested_at: number }>(
+        "SELECT version, requested_at FROM evaluation_requests WHERE federation_id = ? ORDER BY version",
+        id,
+      )
       .toArray()
       .map((r) => {
-        const { clients: _, ...folded } = this.view(id, r.version);
+        const { clients: _, ...folded } = this.fold(id, r.version, r.requested_at);
         return folded;
       });
   }
@@ -135,6 +138,11 @@ export class Evaluations {
     const requestedAt = this.requested(id, version);
     if (requestedAt === null)
       throw new AggregatorError("version_not_found", `no evaluation of version ${version} of "${id}" was asked for`);
+    return this.fold(id, version, requestedAt);
+  }
+
+  /** A requested version's reports and their example-weighted mean. */
+  private fold(id: string, version: number, requestedAt: number): EvaluationView {
     const clients = this.rows(id, version).map((r) => ({
       clientId: r.client_id,
       numExamples: r.num_examples,
