@@ -14,12 +14,13 @@ import { parseArgs } from "node:util";
 import { LocalFederation } from "../cli/local-federation.ts";
 import { descendantCpuSeconds } from "../cli/process-cpu.ts";
 import { descendants } from "../cli/process-tree.ts";
-import { parseLlamaConfig, toHfConfig } from "../src/engine/config.ts";
+import { toHfConfig } from "../src/engine/config.ts";
 import { normalSamples } from "../src/engine/llama/init.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { decodeTensorFile, encodeTensorFile } from "../src/fl/tensor-file.ts";
 import { deriveClientSecret, signRequest } from "../src/protocol/signature.ts";
 import { fmt, printTable } from "../src/report/table.ts";
+import { tinyConfig } from "../test/fixtures/tiny-llama.ts";
 import { writeResults } from "./lib/results.ts";
 
 const { values } = parseArgs({
@@ -33,23 +34,8 @@ const CONCURRENCY = Number(values.concurrency);
 const DOWNLOADS = Number(values.downloads);
 const MASTER = "load-bench-master-key";
 const log = (s: string) => process.stderr.write(`${s}\n`);
-// A small adapter: LoRA r 1 on q_proj of 2 layers of width 64, 256 values (1 KB a delta).
-const MODEL = toHfConfig(
-  parseLlamaConfig({
-    model_type: "llama",
-    hidden_size: 64,
-    intermediate_size: 96,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    vocab_size: 300,
-    max_position_embeddings: 256,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    bos_token_id: 1,
-    eos_token_id: 2,
-  }),
-);
+// A small adapter: LoRA r 1 on q_proj of the tests' tiny model (2 layers of width 64), 256 values (1 KB a delta).
+const MODEL = toHfConfig(tinyConfig({ heads: 4, kvHeads: 2 }));
 
 const root = mkdtempSync(join(tmpdir(), "fedflare-load-"));
 const fed = await LocalFederation.start({ stateDir: join(root, "state"), masterKey: MASTER, clients: [], modelFiles: new Map() });
