@@ -229,7 +229,8 @@ function checkRobust(config: FederationConfig, floats: number): void {
     );
   if (config.privacy) refuse("DP's noise is calibrated to the plain mean's sensitivity; a federation takes one of privacy and robust");
   const rule = robust.rule;
-  if ((rule.name === "krum" || rule.name === "multi-krum") && config.minClients <= 2 * rule.byzantine + 2)
+  const krum = rule.name === "krum" || rule.name === "multi-krum";
+  if (krum && config.minClients <= 2 * rule.byzantine + 2)
     refuse(
       `${rule.name} tolerates ${rule.byzantine} attackers only among more than ${2 * rule.byzantine + 2} updates; ` +
         `raise minClients (${config.minClients}) or lower byzantine`,
@@ -237,9 +238,9 @@ function checkRobust(config: FederationConfig, floats: number): void {
   if (rule.name === "multi-krum" && rule.select !== undefined && rule.select > config.minClients)
     refuse(`multi-krum selects ${rule.select} updates, more than a round closing with minClients (${config.minClients}) has`);
   // Krum's distances: a float64 per pair of updates in memory, and the pairs' values in CPU at the close.
-  if ((rule.name === "krum" || rule.name === "multi-krum") && 8 * config.clientsPerRound ** 2 > KRUM_MEMORY_BYTES)
+  if (krum && 8 * config.clientsPerRound ** 2 > KRUM_MEMORY_BYTES)
     refuse(`${rule.name} keeps a distance per pair of updates: ${config.clientsPerRound} a round is more than its memory allows`);
-  if ((rule.name === "krum" || rule.name === "multi-krum") && (config.clientsPerRound ** 2 / 2) * floats > KRUM_PAIR_VALUES)
+  if (krum && (config.clientsPerRound ** 2 / 2) * floats > KRUM_PAIR_VALUES)
     refuse(
       `${rule.name} compares every pair of updates at the close: ${config.clientsPerRound} updates of ${floats} values ` +
         "would pass the close's five minutes of CPU (bench/robust-cost.ts); sample fewer clients or use the median",
