@@ -41,6 +41,10 @@ export const AGGREGATOR_ERRORS = {
   message_invalid: 422,
   /** A client's progress heartbeat sooner than the least interval (round-progress.ts). */
   too_frequent: 429,
+  /** Sharded aggregation: a call for a federation's shard that reached its root object, or the reverse. */
+  misdirected: 421,
+  /** Sharded aggregation: a shard object that could not be sealed or read at a round's end; the round stays open. */
+  shard_unavailable: 503,
   /** Federated evaluation: a report of a version nobody asked the clients to evaluate. */
   evaluation_not_requested: 409,
 } as const;

@@ -17,6 +17,8 @@ import { type ClientProgress, RoundProgress } from "./round-progress.ts";
 import { Evaluations } from "./evaluations.ts";
 import { parseProgressReport } from "../../src/protocol/progress.ts";
 import { Rounds } from "./rounds.ts";
+import { ShardReplica } from "./shard-replica.ts";
+import type { ShardDescriptor, ShardPeers, ShardSeal } from "./sharded-rounds.ts";
 import { updateNoiseMultiplier } from "../../src/privacy/central-dp.ts";
 import { federationEpsilon } from "../../src/privacy/federation-privacy.ts";
 import { FederationStore, keys } from "./storage.ts";
@@ -35,11 +37,14 @@ export class Federations {
   private readonly uploads: Uploads;
   private readonly views: Views;
   private readonly progress: RoundProgress;
+  /** This object's part as a shard of a sharded federation (shard-replica.ts); unused in a root object. */
+  private readonly replica: ShardReplica;
   readonly evaluations: Evaluations;
 
-  constructor(storage: DurableObjectStorage) {
+  constructor(storage: DurableObjectStorage, peers: ShardPeers) {
     this.store = new FederationStore(storage);
-    this.rounds = new Rounds(this.store);
+    this.rounds = new Rounds(this.store, peers);
+    this.replica = new ShardReplica(this.store, peers);
     this.uploads = new Uploads(this.store, this.rounds);
     this.views = new Views(this.store);
     this.progress = new RoundProgress(this.store);
@@ -80,6 +85,7 @@ export class Federations {
     checkVersionSize(floats, config.maxUploadBytes);
     if (config.secureAggregation) checkSecure(config, floats, side.decode !== undefined);
     if (config.robust) checkRobust(config, floats);
+    if ((config.shards ?? 1) > 1) checkShards(config);
     const settings = { quant: config.model.quant, batch: config.local.batchSize, seq: config.local.maxTokens };
     const unfit = clientPlanRefusal(model, side.footprints(method, model), settings, config.clientMemoryMiB * MIB);
     if (unfit) throw new AggregatorError("config_invalid", unfit);
@@ -168,8 +174,42 @@ export class Federations {
     return this.store.get(id);
   }
 
-  upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
-    return this.uploads.upload(u, now);
+  /** An upload: folded here, or, routed to a shard object, into the shard's partial sum of its round. */
+  async upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
+    if (u.shard === undefined) return this.uploads.upload(u, now);
+    await this.replica.ensure(u.federationId, u.round, u.shard);
+    return this.uploads.upload(u, now, (fed, round, uploads) => this.replica.afterUpload(fed, round, uploads));
+  }
+
+  /** The root's answer to a shard taking its part of a round. */
+  shardDescriptor(id: string, round: number, shard: number): ShardDescriptor {
+    const fed = this.store.get(id);
+    if ((fed.config.shards ?? 1) <= shard)
+      throw new AggregatorError("misdirected", `"${id}" has ${fed.config.shards ?? 1} shard objects, no shard ${shard}`);
+    return this.rounds.sharded.descriptor(id, round, shard);
+  }
+
+  /** The root's answer to a shard that has its part of the quorum. */
+  shardReady(id: string, round: number, shard: number, now: number): Promise<RoundView["status"]> {
+    return this.rounds.shardReady(id, round, shard, now);
+  }
+
+  /** A shard's end of its part of a round, at the root's call. */
+  sealShard(d: ShardDescriptor): ShardSeal {
+    return this.replica.seal(d);
+  }
+
+  shardChunk(id: string, round: number, chunk: number): Uint8Array {
+    return this.replica.chunk(id, round, chunk);
+  }
+
+  shardUploads(id: string, round: number): number {
+    return this.replica.uploads(id, round);
+  }
+
+  /** Deletes what the federation's shard objects hold (a root deleting its federation). */
+  dropShards(id: string): Promise<void> {
+    return this.rounds.sharded.drop(this.store.get(id));
   }
 
   secAggView(id: string, round: number, client: string): SecAggView {
@@ -261,6 +301,26 @@ function checkRobust(config: FederationConfig, floats: number): void {
     refuse(
       `a round keeps every update until it closes: ${config.clientsPerRound} × ${floats * 4} bytes, over the ` +
         `${DURABLE_OBJECT_STORAGE_MAX_BYTES / 2} bytes (half an object's storage) it may hold; sample fewer clients a round`,
+    );
+}
+
+/**
+ * A sharded federation folds each shard's uploads into a partial sum the root adds up: what a plain or
+ * central-DP round accumulates. A robust rule needs every update in one place (run per shard, a median of
+ * each shard's updates is not the round's), so it is refused; so is secure aggregation, whose key phases and
+ * unmasking run in one object (its modular sums would combine across shards; not built yet).
+ */
+function checkShards(config: FederationConfig): void {
+  if (config.robust)
+    throw new AggregatorError(
+      "config_invalid",
+      "shards: a robust rule needs all of a round's updates in one object, which shards split; use one of shards and robust",
+    );
+  if (config.secureAggregation)
+    throw new AggregatorError(
+      "config_invalid",
+      "shards: secure aggregation runs its key phases and its unmasking in the federation's one object; " +
+        "use one of shards and secureAggregation",
     );
 }
 

@@ -1,7 +1,8 @@
 // The aggregator Durable Object: a thin class over its SQLite storage. The coordinator calls its
 // methods over Workers RPC; each answers a Result (errors as data: RPC keeps only an error's message).
 import { DurableObject } from "cloudflare:workers";
-import { attempt, attemptAsync, type Result } from "./errors.ts";
+import { shardObjectName } from "../../src/fl/shards.ts";
+import { AggregatorError, type AggregatorErrorCode, attempt, attemptAsync, type Result } from "./errors.ts";
 import {
   Federations,
   type FederationView,
@@ -19,6 +20,7 @@ import { Registry, type RegistryEntry } from "./registry.ts";
 import type { ClientProgress } from "./round-progress.ts";
 import type { EvaluationReceipt, EvaluationView } from "./evaluations.ts";
 import { migrate } from "./schema.ts";
+import type { ShardDescriptor, ShardPeers, ShardSeal } from "./sharded-rounds.ts";
 import { guardedSql } from "../shared/guarded-sql.ts";
 
 export class Aggregator extends DurableObject<Cloudflare.Env> {
@@ -31,7 +33,7 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     // SQL calls are synchronous and no request is delivered before the constructor returns,
     // so the schema is current before any handler runs.
     this.schemaVersion = migrate(ctx.storage);
-    this.federations = new Federations(ctx.storage);
+    this.federations = new Federations(ctx.storage, shardPeers(env));
     this.registry = new Registry(guardedSql(ctx.storage.sql));
   }
 
@@ -71,13 +73,27 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
   async deleteFederation(id: string): Promise<Result<{ deleted: string }>> {
     return attemptAsync(async () => {
       this.federations.get(id);
-      this.federations.forget(id);
-      await this.ctx.storage.deleteAlarm();
-      await this.ctx.storage.deleteAll();
-      // deleteAll drops the tables too: the object may be named again by a new federation of this id.
-      migrate(this.ctx.storage);
+      // Its shards first: a delete cut off between leaves the root, and a retried delete finishes it.
+      await this.federations.dropShards(id);
+      await this.wipe(id);
       return { deleted: id };
     });
+  }
+
+  /** On a shard object: deletes what it holds of a federation its root is deleting. */
+  async dropShard(id: string): Promise<Result<{ deleted: string }>> {
+    return attemptAsync(async () => {
+      await this.wipe(id);
+      return { deleted: id };
+    });
+  }
+
+  private async wipe(id: string): Promise<void> {
+    this.federations.forget(id);
+    await this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.deleteAll();
+    // deleteAll drops the tables too: the object may be named again by a new federation of this id.
+    migrate(this.ctx.storage);
   }
 
   /** Asks the clients to evaluate a version (the operator). */
@@ -161,6 +177,31 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     return attemptAsync(() => this.federations.upload(request, Date.now()));
   }
 
+  /** On a federation's root: a shard's part of a round (sharded-rounds.ts). */
+  shardRound(id: string, round: number, shard: number): Result<ShardDescriptor> {
+    return attempt(() => this.federations.shardDescriptor(id, round, shard));
+  }
+
+  /** On a federation's root: a shard reports its part of the quorum; answers the round's status after. */
+  async shardReady(id: string, round: number, shard: number): Promise<Result<RoundView["status"]>> {
+    return attemptAsync(() => this.federations.shardReady(id, round, shard, Date.now()));
+  }
+
+  /** On a shard object: ends its part of a round and says what it holds (shard-replica.ts). */
+  sealShard(d: ShardDescriptor): Result<ShardSeal> {
+    return attempt(() => this.federations.sealShard(d));
+  }
+
+  /** On a shard object: one storage chunk of a sealed round's partial sum. */
+  shardChunk(id: string, round: number, chunk: number): Result<Uint8Array> {
+    return attempt(() => this.federations.shardChunk(id, round, chunk));
+  }
+
+  /** On a shard object: the uploads it has accepted in a round. */
+  shardUploads(id: string, round: number): Result<number> {
+    return attempt(() => this.federations.shardUploads(id, round));
+  }
+
   /** A sampled client's view of its secure round: the parameters and what the current phase gives it. */
   secAggView(id: string, round: number, client: string): Result<SecAggView> {
     return attempt(() => this.federations.secAggView(id, round, client));
@@ -193,4 +234,26 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
   override async alarm(): Promise<void> {
     await this.federations.closeDue(Date.now());
   }
+}
+
+/** A result's value, or its refusal thrown again as the aggregator's error (an RPC between objects). */
+function unwrap<T>(result: unknown): T {
+  const r = result as Result<T>;
+  if (!r.ok) throw new AggregatorError(r.error.code as AggregatorErrorCode, r.error.message);
+  return r.value;
+}
+
+/** The calls between a sharded federation's root object and its shard objects, over Workers RPC. */
+function shardPeers(env: Cloudflare.Env): ShardPeers {
+  const root = (id: string) => env.AGGREGATOR.getByName(id);
+  const shard = (id: string, k: number) => env.AGGREGATOR.getByName(shardObjectName(id, k));
+  return {
+    seal: async (id, d) => unwrap(await shard(id, d.shard).sealShard(d)),
+    chunk: async (id, round, k, chunk) => unwrap(await shard(id, k).shardChunk(id, round, chunk)),
+    uploads: async (id, round, k) => unwrap(await shard(id, k).shardUploads(id, round)),
+    drop: async (id, k) => void unwrap(await shard(id, k).dropShard(id)),
+    descriptor: async (id, round, k) => unwrap(await root(id).shardRound(id, round, k)),
+    version: async (id, version) => unwrap<{ stream: ReadableStream<Uint8Array> }>(await root(id).streamVersion(id, version)).stream,
+    ready: async (id, round, k) => unwrap(await root(id).shardReady(id, round, k)),
+  };
 }

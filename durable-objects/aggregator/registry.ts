@@ -11,6 +11,8 @@ export interface RegistryEntry {
    * and no later one of the same id (absent in entries registered before it was kept).
    */
   createdAt?: number;
+  /** The federation's shard objects, to which the coordinator routes uploads (src/fl/shards.ts); absent: one object. */
+  shards?: number;
 }
 
 export class Registry {
@@ -26,7 +28,7 @@ export class Registry {
         "DO UPDATE SET entry = excluded.entry",
       entry.id,
       now,
-      JSON.stringify({ clients: entry.clients, maxUploadBytes: entry.maxUploadBytes, createdAt: entry.createdAt }),
+      JSON.stringify({ clients: entry.clients, maxUploadBytes: entry.maxUploadBytes, createdAt: entry.createdAt, shards: entry.shards }),
     );
   }
 
@@ -34,7 +36,13 @@ export class Registry {
     const row = this.sql.exec<{ entry: string | null }>("SELECT entry FROM registry WHERE federation_id = ?", id).toArray()[0];
     if (!row?.entry) return null;
     const e = JSON.parse(row.entry) as Omit<RegistryEntry, "id">;
-    return { id, clients: e.clients, maxUploadBytes: e.maxUploadBytes, ...(e.createdAt === undefined ? {} : { createdAt: e.createdAt }) };
+    return {
+      id,
+      clients: e.clients,
+      maxUploadBytes: e.maxUploadBytes,
+      ...(e.createdAt === undefined ? {} : { createdAt: e.createdAt }),
+      ...(e.shards === undefined ? {} : { shards: e.shards }),
+    };
   }
 
   unregister(id: string): void {

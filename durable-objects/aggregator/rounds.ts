@@ -13,9 +13,13 @@ import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts"
 import { BufferedUpdates } from "./buffered-updates.ts";
 import { askToEvaluate } from "./evaluations.ts";
 import { SecureRounds } from "./secure-rounds.ts";
+import { type ShardPeers, ShardedRounds } from "./sharded-rounds.ts";
 import { AggregatorError } from "./errors.ts";
 import { type FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundResult, RoundRow } from "./types.ts";
+
+/** How long the alarm waits before it retries a sharded round's end that a shard could not answer. */
+const SHARD_RETRY_MS = 5000;
 
 /** A round's result keeps this many metrics at most, so its row stays small whatever names clients report. */
 const ROUND_METRICS = 32;
@@ -45,10 +49,13 @@ export class Rounds {
   private readonly store: FederationStore;
   /** Secure rounds' phases (secure-rounds.ts). */
   readonly secure: SecureRounds;
+  /** Sharded rounds' plans, shards and merges (sharded-rounds.ts). */
+  readonly sharded: ShardedRounds;
 
-  constructor(store: FederationStore) {
+  constructor(store: FederationStore, peers: ShardPeers) {
     this.store = store;
     this.secure = new SecureRounds(store, this);
+    this.sharded = new ShardedRounds(store, peers);
   }
 
   /** Where a round's accepted updates accumulate until it closes. */
@@ -100,6 +107,7 @@ export class Rounds {
       secure ? "advertise" : null,
     );
     this.store.recordSample(id, round, sampled);
+    if (isSharded(fed)) this.sharded.plan(fed, round, sampled);
     await this.armAlarm();
     return round;
   }
@@ -121,19 +129,22 @@ export class Rounds {
     const r = this.openRow(id, round);
     if (r.phase !== null) return this.secure.advance(id, round, now);
     const fed = this.store.get(id);
-    if (r.uploads < fed.config.minClients)
+    const uploads = isSharded(fed) ? await this.sharded.uploads(id, round) : r.uploads;
+    if (uploads < fed.config.minClients)
       throw new AggregatorError(
         "round_short",
-        `round ${round} of "${id}" has ${r.uploads} of the ${fed.config.minClients} uploads it needs to close; fail it instead ` +
+        `round ${round} of "${id}" has ${uploads} of the ${fed.config.minClients} uploads it needs to close; fail it instead ` +
           `(POST .../rounds/${round}/fail)`,
       );
-    this.finish(id, round, now, "close");
+    if (isSharded(fed)) await this.endSharded(id, round, now);
+    else this.finish(id, round, now, "close");
     await this.armAlarm();
   }
 
   /** The operator's "fail now": the open round ends without a new version; its uploads are dropped. */
   async failNow(id: string, round: number, reason: string, now: number): Promise<void> {
     this.openRow(id, round);
+    if (isSharded(this.store.get(id))) await this.sharded.sealForFailure(id, round);
     this.finish(id, round, now, "fail", `failed by the operator: ${reason}`);
     await this.armAlarm();
   }
@@ -146,13 +157,19 @@ export class Rounds {
         now,
       )
       .toArray();
+    let retry = false;
     for (const d of due) {
       if (d.phase !== null) {
         await this.secure.advance(d.federation_id, d.round, now);
         continue;
       }
       const fed = this.store.get(d.federation_id);
-      if (d.uploads >= fed.config.minClients) this.finish(d.federation_id, d.round, now, "close");
+      if (isSharded(fed))
+        await this.endSharded(d.federation_id, d.round, now).catch((e: unknown) => {
+          console.error(`federation "${fed.id}" round ${d.round}: its end waits for a shard: ${e instanceof Error ? e.message : e}`);
+          retry = true;
+        });
+      else if (d.uploads >= fed.config.minClients) this.finish(d.federation_id, d.round, now, "close");
       else
         this.finish(
           d.federation_id,
@@ -162,7 +179,27 @@ export class Rounds {
           `deadline passed with ${d.uploads} of the ${fed.config.minClients} uploads needed`,
         );
     }
+    await this.armAlarm(retry ? now + SHARD_RETRY_MS : 0);
+  }
+
+  /** A shard reached its part of the quorum (sharded-rounds.ts); once all have, the round ends. */
+  async shardReady(id: string, round: number, shard: number, now: number): Promise<RoundRow["status"]> {
+    const status = await this.sharded.ready(id, round, shard, () => this.endSharded(id, round, now));
     await this.armAlarm();
+    return status;
+  }
+
+  /**
+   * A sharded round's end: its shards sealed and their partial sums merged (sharded-rounds.ts), then it closes
+   * with at least minClients uploads (always so at quorum or the operator's close), else fails.
+   */
+  private endSharded(id: string, round: number, now: number): Promise<void> {
+    return this.sharded.collect(id, round, () => {
+      const uploads = this.store.roundRow(id, round).uploads;
+      const min = this.store.get(id).config.minClients;
+      if (uploads >= min) this.finish(id, round, now, "close");
+      else this.finish(id, round, now, "fail", `deadline passed with ${uploads} of the ${min} uploads needed`);
+    });
   }
 
   private openRow(id: string, round: number): RoundRow {
@@ -278,10 +315,12 @@ export class Rounds {
     return { ...federationEpsilon(fed.config, fed.roundsDone + 1)!, clip, nextClip };
   }
 
-  /** The alarm points at the earliest open deadline; SQLite is the truth (alarms may repeat). */
-  async armAlarm(): Promise<void> {
+  /** The alarm points at the earliest open deadline, or `notBefore` if later; SQLite is the truth (alarms may repeat). */
+  async armAlarm(notBefore = 0): Promise<void> {
     const next = this.store.sql.exec<{ d: number | null }>("SELECT MIN(deadline) AS d FROM rounds WHERE status = 'open'").one().d;
     if (next === null) await this.store.storage.deleteAlarm();
-    else await this.store.storage.setAlarm(next);
+    else await this.store.storage.setAlarm(Math.max(next, notBefore));
   }
 }
+
+const isSharded = (fed: FederationView) => (fed.config.shards ?? 1) > 1;

@@ -115,6 +115,23 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
       "SELECT r.federation_id, r.round, j.value FROM rounds r, json_each(r.sampled) j",
     "CREATE INDEX nonces_expiry ON nonces (expires_at)",
   ],
+  // v10: sharded aggregation (docs/ARCHITECTURE.md, "Sharded aggregation"). In a federation's root object,
+  // a row per round and shard: its part of the quorum, whether it reported reaching it, whether it is sealed
+  // (its counts are then in the round's row and its receipts copied), and how many of its partial sum's
+  // chunks there are and are merged into the round's sum. In a shard object, one such row for its own part.
+  [
+    `CREATE TABLE round_shards (
+      federation_id TEXT NOT NULL,
+      round INTEGER NOT NULL,
+      shard INTEGER NOT NULL,
+      quorum INTEGER NOT NULL,
+      ready INTEGER NOT NULL DEFAULT 0,
+      sealed INTEGER NOT NULL DEFAULT 0,
+      chunks INTEGER NOT NULL DEFAULT 0,
+      merged INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (federation_id, round, shard)
+    )`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -78,6 +78,8 @@ export interface UploadRequest {
   bodySha256: string;
   nonce: string;
   body: Uint8Array;
+  /** The shard object the coordinator routed the upload to (src/fl/shards.ts); absent for a federation of one object. */
+  shard?: number;
 }
 
 export interface UploadReceipt {

@@ -24,6 +24,9 @@ import type { FederationView, RoundRow, UploadReceipt, UploadRequest } from "./t
  */
 const TRANSFORMS: readonly UpdateTransform[] = [];
 
+/** What follows an accepted upload (the round's quorum check); answers the round's status. */
+export type AfterUpload = (fed: FederationView, round: number, uploads: number) => Promise<RoundRow["status"]>;
+
 type Admitted = { replay: UploadReceipt } | { fed: FederationView; round: RoundRow };
 
 export class Uploads {
@@ -39,12 +42,16 @@ export class Uploads {
    * Accepts one client's update for a round, exactly once: a retry of an accepted upload (same idempotency
    * key and body) gets the first answer; anything refused changes nothing.
    */
-  async upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
+  async upload(
+    u: UploadRequest,
+    now: number,
+    after: AfterUpload = (fed, round, uploads) => this.rounds.afterUpload(fed, round, uploads, now),
+  ): Promise<UploadReceipt> {
     const admitted = this.admit(u, now);
     if ("replay" in admitted) return admitted.replay;
     const { fed, round } = admitted;
     const info = round.phase === null ? this.fold(u, fed, round, now) : this.foldMasked(u, fed, round, now);
-    const status = await this.rounds.afterUpload(fed, u.round, round.uploads + 1, now);
+    const status = await after(fed, u.round, round.uploads + 1);
     return {
       federationId: u.federationId,
       round: u.round,
@@ -60,6 +67,8 @@ export class Uploads {
   private admit(u: UploadRequest, now: number): Admitted {
     const fed = this.store.get(u.federationId);
     const round = this.store.roundRow(u.federationId, u.round);
+    if ((fed.config.shards ?? 1) > 1 && u.shard === undefined)
+      throw new AggregatorError("misdirected", `"${u.federationId}" folds uploads in its shard objects; the coordinator routes them there`);
     if (!fed.config.clients.includes(u.clientId))
       throw new AggregatorError("client_unknown", `client "${u.clientId}" is not a member of "${u.federationId}"`);
     const prior = this.store.sql

@@ -105,3 +105,20 @@ export class BlobWriter {
     this.filled = 0;
   }
 }
+
+/**
+ * Writes a stream's bytes under `key`, in rows of CHUNK_BYTES whatever chunks the stream yields (a stream
+ * over RPC is re-chunked on the way). Rows commit as they fill, so write under a key of its own and rename
+ * it in a transaction once the stream ends; returns the bytes written.
+ */
+export async function writeStreamBlob(sql: SqlExec, key: string, stream: ReadableStream<Uint8Array>): Promise<number> {
+  const out = new BlobWriter(sql, key);
+  let bytes = 0;
+  const reader = stream.getReader();
+  for (let part = await reader.read(); !part.done; part = await reader.read()) {
+    out.write(part.value);
+    bytes += part.value.length;
+  }
+  out.end();
+  return bytes;
+}

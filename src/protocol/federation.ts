@@ -8,6 +8,11 @@ import { RobustConfig } from "./robust.ts";
 import { SecureAggregationConfig } from "./secure-aggregation.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+/**
+ * Shards a federation may have: the root reads every shard's partial sum at each close (an adapter's size
+ * from each), so the close's reads grow with the count; 64 spreads 10,000 uploads to about 160 an object.
+ */
+export const MAX_SHARDS = 64;
 /** A number in (0, max]: learning rates are bounded so no config turns a version into infinities. */
 const upTo = (max: number) => v.pipe(v.number(), v.gtValue(0), v.maxValue(max));
 const id = v.pipe(
@@ -70,9 +75,15 @@ export const FederationConfig = v.pipe(
     robust: v.optional(RobustConfig),
     /** Federated evaluation: every k-th version is asked of the clients to evaluate as it is made (absent: on request only). */
     evaluateEvery: v.optional(int(1, 10_000)),
+    /**
+     * Shard objects a round's uploads spread over, each folding its clients' uploads into a partial sum that the
+     * federation's object combines at the close (docs/ARCHITECTURE.md, "Sharded aggregation"); absent: 1.
+     */
+    shards: v.optional(int(1, MAX_SHARDS)),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),
+  v.check((c) => (c.shards ?? 1) <= c.clientsPerRound, "shards cannot exceed clientsPerRound (a shard would fold nobody's upload)"),
   v.check(
     (c) => (c.quorum ?? c.clientsPerRound) <= c.clientsPerRound && (c.quorum ?? c.clientsPerRound) >= c.minClients,
     "quorum must lie between minClients and clientsPerRound",

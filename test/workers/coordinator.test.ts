@@ -58,6 +58,7 @@ describe("aggregator Durable Object", () => {
         "receipts",
         "registry",
         "round_clients",
+        "round_shards",
         "rounds",
         "schema_version",
         "secagg",

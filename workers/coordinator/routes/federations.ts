@@ -34,6 +34,7 @@ federations.post("/", operator(), capBody(MAX_JSON_BYTES), async (c) => {
       clients: view.config.clients,
       maxUploadBytes: view.config.maxUploadBytes,
       createdAt: view.createdAt,
+      ...(view.config.shards === undefined ? {} : { shards: view.config.shards }),
     });
   return answer(c, created, 201);
 });

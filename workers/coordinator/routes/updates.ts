@@ -2,6 +2,7 @@
 // metrics in its __metadata__) with an Idempotency-Key, handed to the aggregator to fold exactly once.
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { shardObjectName, shardOf } from "../../../src/fl/shards.ts";
 import { aggregator, answer, intParam } from "../aggregator.ts";
 import { pathSigner, requireCredential, type Env } from "../credentials.ts";
 
@@ -20,9 +21,12 @@ updates.put(
     if (round instanceof Response) return round;
     const signer = pathSigner(c);
     const id = c.req.param("id");
+    // A sharded federation's upload goes to the shard object its round and client hash to (src/fl/shards.ts).
+    const shards = c.get("federation")?.shards ?? 1;
+    const shard = shards > 1 ? shardOf(round, signer.clientId, shards) : undefined;
     return answer(
       c,
-      await aggregator(c.env, id).upload({
+      await aggregator(c.env, shard === undefined ? id : shardObjectName(id, shard)).upload({
         federationId: id,
         round,
         clientId: signer.clientId,
@@ -30,6 +34,7 @@ updates.put(
         bodySha256: c.get("bodySha256")!,
         nonce: signer.nonce,
         body: c.get("body")!,
+        ...(shard === undefined ? {} : { shard }),
       }),
     );
   },

@@ -1,0 +1,184 @@
+// Sharded aggregation, a shard object's side (docs/ARCHITECTURE.md, "Sharded aggregation"). A shard holds,
+// for the round it serves, a replica of what an upload's stages read (the federation's row, the round's row,
+// its own clients as the round's sample, the base version) and runs the same stages as the root would
+// (uploads.ts) into a partial sum of its own. It takes its part from the root the first time one of its
+// clients uploads, reports to the root when it has its part of the quorum, and is sealed by the root at the
+// round's end, after which it refuses the round's uploads and serves its partial sum a chunk at a time.
+import { deleteBlob, writeStreamBlob } from "../shared/blobs.ts";
+import { AggregatorError } from "./errors.ts";
+import type { ShardDescriptor, ShardPeers, ShardSeal } from "./sharded-rounds.ts";
+import { type FederationStore, keys } from "./storage.ts";
+import type { FederationView, RoundView } from "./types.ts";
+
+export class ShardReplica {
+  private readonly store: FederationStore;
+  private readonly peers: ShardPeers;
+  /** A round's part being fetched from the root, so concurrent first uploads fetch it once. */
+  private readonly adopting = new Map<string, Promise<void>>();
+
+  constructor(store: FederationStore, peers: ShardPeers) {
+    this.store = store;
+    this.peers = peers;
+  }
+
+  /** Takes this shard's part of a round from the root, with the round's base version, unless it holds it. */
+  async ensure(id: string, round: number, shard: number): Promise<void> {
+    if (this.part(id, round)) return;
+    const key = `${id}\n${round}`;
+    const running = this.adopting.get(key);
+    if (running) return running;
+    const work = (async () => {
+      try {
+        const d = await this.peers.descriptor(id, round, shard);
+        const incoming = `${keys.version(id, d.baseVersion)}#incoming`;
+        const fetch = d.status === "open" && !this.store.hasVersion(id, d.baseVersion);
+        if (fetch) await writeStreamBlob(this.store.sql, incoming, await this.peers.version(id, d.baseVersion));
+        this.store.storage.transactionSync(() => {
+          this.adopt(d);
+          if (fetch) {
+            deleteBlob(this.store.sql, keys.version(id, d.baseVersion));
+            this.store.sql.exec("UPDATE blobs SET key = ? WHERE key = ?", keys.version(id, d.baseVersion), incoming);
+          }
+        });
+      } finally {
+        this.adopting.delete(key);
+      }
+    })();
+    this.adopting.set(key, work);
+    return work;
+  }
+
+  /** After an upload: at or past this shard's part of the quorum, it tells the root (which may close the round). */
+  async afterUpload(fed: FederationView, round: number, uploads: number): Promise<RoundView["status"]> {
+    const part = this.part(fed.id, round)!;
+    if (uploads < part.quorum) return "open";
+    try {
+      return await this.peers.ready(fed.id, round, part.shard);
+    } catch (e) {
+      // The upload is folded and acknowledged; without the report the round closes at its deadline.
+      console.error(
+        `federation "${fed.id}" round ${round}: shard ${part.shard} could not report its quorum: ${e instanceof Error ? e.message : e}`,
+      );
+      return "open";
+    }
+  }
+
+  /** Ends this shard's part of a round (the root's call): later uploads are refused; returns what it holds. */
+  seal(d: ShardDescriptor): ShardSeal {
+    const { sql } = this.store;
+    const id = d.federationId;
+    return this.store.storage.transactionSync(() => {
+      this.adopt(d);
+      sql.exec("UPDATE rounds SET status = 'closed' WHERE federation_id = ? AND round = ? AND status = 'open'", id, d.round);
+      sql.exec("UPDATE round_shards SET sealed = 1 WHERE federation_id = ? AND round = ?", id, d.round);
+      const r = this.store.roundRow(id, d.round);
+      const chunks = sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM blobs WHERE key = ?", keys.sum(id, d.round)).one().n;
+      const receipts = sql
+        .exec<{
+          client_id: string;
+          idempotency_key: string;
+          body_sha256: string;
+          num_examples: number;
+          metrics: string;
+          received_at: number;
+          fold_ms: number;
+        }>(
+          "SELECT client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms FROM receipts " +
+            "WHERE federation_id = ? AND round = ? ORDER BY client_id",
+          id,
+          d.round,
+        )
+        .toArray()
+        .map((x) => ({
+          clientId: x.client_id,
+          idempotencyKey: x.idempotency_key,
+          bodySha256: x.body_sha256,
+          numExamples: x.num_examples,
+          metrics: x.metrics,
+          receivedAt: x.received_at,
+          foldMs: x.fold_ms,
+        }));
+      return { uploads: r.uploads, totalWeight: r.total_weight, withinClip: r.within_clip, chunks, receipts };
+    });
+  }
+
+  /** One storage chunk of a sealed round's partial sum. */
+  chunk(id: string, round: number, chunk: number): Uint8Array {
+    if (!this.part(id, round)?.sealed) throw new AggregatorError("round_open", `shard of "${id}" round ${round} is not sealed`);
+    const row = this.store.sql
+      .exec<{ data: ArrayBuffer }>("SELECT data FROM blobs WHERE key = ? AND chunk = ?", keys.sum(id, round), chunk)
+      .toArray()[0];
+    if (!row) throw new AggregatorError("round_not_found", `shard of "${id}" round ${round} has no chunk ${chunk}`);
+    return new Uint8Array(row.data);
+  }
+
+  /** The uploads this shard has accepted in a round (0 before any). */
+  uploads(id: string, round: number): number {
+    return (
+      this.store.sql.exec<{ uploads: number }>("SELECT uploads FROM rounds WHERE federation_id = ? AND round = ?", id, round).toArray()[0]
+        ?.uploads ?? 0
+    );
+  }
+
+  /**
+   * Writes the rows a round's part needs where they are missing (a sealed or failed round keeps its status),
+   * and drops what earlier rounds left: their partial sums (merged before the root opened this round), other
+   * versions and samples. A replica of an earlier federation of the same id (deleted) is dropped first.
+   */
+  private adopt(d: ShardDescriptor): void {
+    const { sql } = this.store;
+    const id = d.federationId;
+    const held = sql.exec<{ created_at: number }>("SELECT created_at FROM federations WHERE id = ?", id).toArray()[0];
+    if (held && held.created_at !== d.createdAt) {
+      for (const table of ["receipts", "rounds", "round_clients", "round_shards"])
+        sql.exec(`DELETE FROM ${table} WHERE federation_id = ?`, id);
+      sql.exec("DELETE FROM federations WHERE id = ?", id);
+      sql.exec("DELETE FROM blobs");
+      this.store.forget(id);
+    }
+    // A late upload to an earlier round adopts that round's part too (to be refused as closed): it must not
+    // move the federation's row back or drop the newer round's partial sum.
+    const latest = sql.exec<{ n: number | null }>("SELECT MAX(round) AS n FROM round_shards WHERE federation_id = ?", id).one().n;
+    const newest = latest === null || d.round >= latest;
+    sql.exec(
+      "INSERT INTO federations (id, config, created_at, version, clip) VALUES (?, ?, ?, ?, ?) " +
+        `ON CONFLICT (id) DO ${newest ? "UPDATE SET version = excluded.version, clip = excluded.clip" : "NOTHING"}`,
+      id,
+      d.config,
+      d.createdAt,
+      d.baseVersion,
+      d.clip,
+    );
+    if (!this.part(id, d.round)) {
+      sql.exec(
+        "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline) VALUES (?, ?, ?, ?, '[]', ?, ?)",
+        id,
+        d.round,
+        d.status,
+        d.baseVersion,
+        d.openedAt,
+        d.deadline,
+      );
+      this.store.recordSample(id, d.round, d.clients);
+      sql.exec("INSERT INTO round_shards (federation_id, round, shard, quorum) VALUES (?, ?, ?, ?)", id, d.round, d.shard, d.quorum);
+    }
+    if (!newest) return;
+    sql.exec("DELETE FROM blobs WHERE key LIKE 'sum/%' AND key <> ?", keys.sum(id, d.round));
+    sql.exec(
+      "DELETE FROM blobs WHERE key LIKE 'version/%' AND key NOT IN (?, ?)",
+      keys.version(id, d.baseVersion),
+      `${keys.version(id, d.baseVersion)}#incoming`,
+    );
+    sql.exec("DELETE FROM round_clients WHERE federation_id = ? AND round < ?", id, d.round);
+  }
+
+  private part(id: string, round: number) {
+    return this.store.sql
+      .exec<{ shard: number; quorum: number; sealed: number }>(
+        "SELECT shard, quorum, sealed FROM round_shards WHERE federation_id = ? AND round = ?",
+        id,
+        round,
+      )
+      .toArray()[0];
+  }
+}

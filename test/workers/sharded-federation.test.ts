@@ -1,0 +1,211 @@
+// A sharded federation in workerd (issue 20): the coordinator routes each upload to the shard object its
+// round and client hash to, each shard folds its clients' uploads with the same checks into a partial sum,
+// and the root seals the shards, merges their sums and closes: at quorum, by the operator, at the deadline.
+// Each version equals the example-weighted mean of exactly the accepted uploads, recomputed here in float64;
+// a shard that cannot answer leaves the round open with the others' sums kept, and the close completes once
+// it answers again.
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { shardObjectName, shardOf } from "../../src/fl/shards.ts";
+import type { TensorFile } from "../../src/fl/tensor-file.ts";
+import type { TensorMap } from "../../src/fl/tensors.ts";
+import { federationConfig } from "../fixtures/federation.ts";
+import { api, signed } from "./coordinator-api.ts";
+import { honestDelta, uploadBody, version } from "./federation-rounds.ts";
+
+const CLIENTS = ["c1", "c2", "c3", "c4", "c5", "c6"];
+const SHARDS = 3;
+const examplesOf = (c: string) => 4 * Number(c.slice(1)) + 2;
+const error = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
+const shardStub = (id: string, shard: number) => env.AGGREGATOR.getByName(shardObjectName(id, shard));
+
+interface Round {
+  status: string;
+  uploads: number;
+  totalWeight: number;
+  receipts: { clientId: string; numExamples: number }[];
+  result: { version: number; uploads: number } | { reason: string } | null;
+}
+const roundOf = async (id: string, round: number) => (await (await api(`/federations/${id}/rounds/${round}`)).json()) as Round;
+
+async function create(id: string, overrides: Record<string, unknown> = {}) {
+  const res = await api("/federations", {
+    method: "POST",
+    body: JSON.stringify(
+      federationConfig(id, { clients: CLIENTS, clientsPerRound: 6, minClients: 2, rounds: 5, shards: SHARDS, ...overrides }),
+    ),
+  });
+  return res;
+}
+
+/** Uploads each client's delta on `base` to `round`; answers each upload's JSON. */
+async function upload(id: string, round: number, base: TensorFile, clients: readonly string[]) {
+  const deltas = new Map<string, TensorMap>();
+  const answers = [];
+  for (const c of clients) {
+    const delta = honestDelta(base, Number(c.slice(1)) + 10 * round);
+    deltas.set(c, delta);
+    const res = await signed(`/federations/${id}/rounds/${round}/updates/${c}`, c, {
+      method: "PUT",
+      body: uploadBody(base, delta, examplesOf(c)),
+      headers: { "idempotency-key": `${c}-${round}` },
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+    answers.push((await res.json()) as { roundStatus: string; replayed: boolean });
+  }
+  return { deltas, answers };
+}
+
+/** The next version must be base + Σ n·Δ / Σ n over exactly these uploads (float64 here). */
+function expectMean(next: TensorFile, base: TensorFile, deltas: ReadonlyMap<string, TensorMap>): void {
+  const total = [...deltas.keys()].reduce((s, c) => s + examplesOf(c), 0);
+  let worst = 0;
+  for (const [name, t] of base.tensors) {
+    const got = next.tensors.get(name)!;
+    for (let i = 0; i < t.length; i++) {
+      let mean = 0;
+      for (const [c, d] of deltas) mean += (examplesOf(c) * d.get(name)![i]!) / total;
+      worst = Math.max(worst, Math.abs(got[i]! - (t[i]! + mean)));
+    }
+  }
+  expect(worst).toBeLessThan(1e-6);
+}
+
+const shardReceipts = (id: string, shard: number) =>
+  runInDurableObject(shardStub(id, shard), (_i, state) =>
+    state.storage.sql
+      .exec<{ round: number; client_id: string }>("SELECT round, client_id FROM receipts ORDER BY round, client_id")
+      .toArray()
+      .map((r) => `${r.round}:${r.client_id}`),
+  );
+
+describe("a sharded federation in workerd", () => {
+  it("folds each upload in its shard and closes at quorum, by the operator and at the deadline with the float64 mean", async () => {
+    const id = "shard-a";
+    const created = await create(id);
+    expect(created.status, await created.clone().text()).toBe(201);
+    // Round 1: every client; the upload that completes the last shard's part closes the round.
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    const v0 = await version(id, 0);
+    const r1 = await upload(id, 1, v0, CLIENTS);
+    expect(r1.answers.map((a) => a.roundStatus)).toEqual(["open", "open", "open", "open", "open", "closed"]);
+    const round1 = await roundOf(id, 1);
+    expect(round1).toMatchObject({ status: "closed", uploads: 6, totalWeight: 6 * 2 + 4 * 21, result: { version: 1, uploads: 6 } });
+    expect(round1.receipts.map((r) => r.clientId).sort()).toEqual(CLIENTS);
+    const v1 = await version(id, 1);
+    expectMean(v1, v0, r1.deltas);
+    // Each shard holds the receipts of its own clients only, and the clients spread over more than one shard.
+    const held = await Promise.all([0, 1, 2].map((k) => shardReceipts(id, k)));
+    for (let k = 0; k < SHARDS; k++) expect(held[k]).toEqual(CLIENTS.filter((c) => shardOf(1, c, SHARDS) === k).map((c) => `1:${c}`));
+    expect(held.filter((h) => h.length > 0).length).toBeGreaterThan(1);
+    // A retry of an accepted upload is answered from its shard's receipt, not folded again.
+    const again = await signed(`/federations/${id}/rounds/1/updates/c1`, "c1", {
+      method: "PUT",
+      body: uploadBody(v0, r1.deltas.get("c1")!, examplesOf("c1")),
+      headers: { "idempotency-key": "c1-1" },
+    });
+    expect(await again.json()).toMatchObject({ replayed: true, roundStatus: "closed" });
+
+    // Round 2: three uploads, then the operator closes it with them.
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    const r2 = await upload(id, 2, v1, ["c2", "c4", "c5"]);
+    expect(r2.answers.every((a) => a.roundStatus === "open")).toBe(true);
+    const closed = await api(`/federations/${id}/rounds/2/close`, { method: "POST" });
+    expect(closed.status, await closed.clone().text()).toBe(200);
+    expect(await roundOf(id, 2)).toMatchObject({ status: "closed", uploads: 3, result: { version: 2, uploads: 3 } });
+    const v2 = await version(id, 2);
+    expectMean(v2, v1, r2.deltas);
+    // Round 2's shards dropped round 1's partial sums when they took their part (the root merged them first).
+    const sums = await runInDurableObject(shardStub(id, shardOf(2, "c2", SHARDS)), (_i, state) =>
+      state.storage.sql
+        .exec<{ key: string }>("SELECT DISTINCT key FROM blobs WHERE key LIKE 'sum/%'")
+        .toArray()
+        .map((r) => r.key),
+    );
+    expect(sums).toEqual([`sum/${id}/2`]);
+
+    // Round 3: two uploads, then the deadline passes: the alarm closes it with them; a late upload is refused.
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    const r3 = await upload(id, 3, v2, ["c1", "c6"]);
+    const root = env.AGGREGATOR.getByName(id);
+    await runInDurableObject(root, (_i, state) => {
+      state.storage.sql.exec("UPDATE rounds SET deadline = ? WHERE federation_id = ? AND round = 3", Date.now() - 1, id);
+    });
+    await runDurableObjectAlarm(root);
+    expect(await roundOf(id, 3)).toMatchObject({ status: "closed", uploads: 2, result: { version: 3, uploads: 2 } });
+    expectMean(await version(id, 3), v2, r3.deltas);
+    const late = await signed(`/federations/${id}/rounds/3/updates/c3`, "c3", {
+      method: "PUT",
+      body: uploadBody(v2, honestDelta(v2, 3), 5),
+      headers: { "idempotency-key": "c3-3" },
+    });
+    expect(late.status).toBe(409);
+    expect((await error(late)).code).toBe("round_closed");
+  });
+
+  it("a shard that cannot answer leaves the round open with the others' sums kept; the close completes once it answers", async () => {
+    const id = "shard-b";
+    expect((await create(id)).status).toBe(201);
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    const v0 = await version(id, 0);
+    const r1 = await upload(id, 1, v0, ["c1", "c2", "c3", "c4"]);
+    // The shard of c4 breaks: its table of parts is gone, so it cannot be sealed.
+    const broken = shardOf(1, "c4", SHARDS);
+    await runInDurableObject(shardStub(id, broken), (_i, state) => {
+      state.storage.sql.exec("ALTER TABLE round_shards RENAME TO round_shards_away");
+    });
+    const refused = await api(`/federations/${id}/rounds/1/close`, { method: "POST" });
+    expect(refused.status).toBe(503);
+    const e = await error(refused);
+    expect(e.code).toBe("shard_unavailable");
+    expect(e.message).toContain(`shard ${broken} did not answer`);
+    expect((await roundOf(id, 1)).status).toBe("open");
+    // The shards before it are sealed at the root, their counts in the round's row, none merged twice below.
+    const sealed = await runInDurableObject(env.AGGREGATOR.getByName(id), (_i, state) =>
+      state.storage.sql.exec<{ shard: number; sealed: number }>("SELECT shard, sealed FROM round_shards ORDER BY shard").toArray(),
+    );
+    expect(sealed.filter((s) => s.shard < broken).every((s) => s.sealed === 1)).toBe(true);
+    expect(sealed.find((s) => s.shard === broken)!.sealed).toBe(0);
+    await runInDurableObject(shardStub(id, broken), (_i, state) => {
+      state.storage.sql.exec("ALTER TABLE round_shards_away RENAME TO round_shards");
+    });
+    const closed = await api(`/federations/${id}/rounds/1/close`, { method: "POST" });
+    expect(closed.status, await closed.clone().text()).toBe(200);
+    expect(await roundOf(id, 1)).toMatchObject({ status: "closed", uploads: 4, result: { version: 1, uploads: 4 } });
+    expectMean(await version(id, 1), v0, r1.deltas);
+    // Deleting the federation deletes what its shards hold.
+    expect((await api(`/federations/${id}`, { method: "DELETE" })).status).toBe(200);
+    for (let k = 0; k < SHARDS; k++)
+      expect(
+        await runInDurableObject(
+          shardStub(id, k),
+          (_i, state) => state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM receipts").one().n,
+        ),
+      ).toBe(0);
+  });
+
+  it("refuses shards with a robust rule, with secure aggregation, or more shards than clients a round; and an upload sent to the root", async () => {
+    for (const [overrides, words] of [
+      [{ robust: { rule: { name: "median" } } }, "a robust rule needs all of a round's updates in one object"],
+      [{ secureAggregation: { range: 1, maxWeight: 1000 } }, "secure aggregation runs its key phases"],
+      [{ shards: 7 }, "shards cannot exceed clientsPerRound"],
+    ] as const) {
+      const res = await create("shard-refused", overrides);
+      expect(res.status).toBe(422);
+      expect((await error(res)).message).toContain(words);
+    }
+    expect((await create("shard-c")).status).toBe(201);
+    expect((await api("/federations/shard-c/rounds", { method: "POST" })).status).toBe(201);
+    const direct = await env.AGGREGATOR.getByName("shard-c").upload({
+      federationId: "shard-c",
+      round: 1,
+      clientId: "c1",
+      idempotencyKey: "k",
+      bodySha256: "00",
+      nonce: "n",
+      body: new Uint8Array(8),
+    });
+    expect(direct).toMatchObject({ ok: false, error: { status: 421, code: "misdirected" } });
+  });
+});
