@@ -194,6 +194,19 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("workerd killed with SIGKILL and s
     expectMean(await versionOf(id, 1), v0, updates);
   });
 
+  it("a sharded round: killed between uploads to its shard objects, every acknowledged upload is merged once at the close", async () => {
+    const id = "crash-sharded";
+    const { v0 } = await createAndOpen(federationConfig(id, { quorum: 4, minClients: 2, shards: 2 }));
+    const updates = CLIENTS.map((_, i) => updateOf(id, v0, i));
+    for (const u of updates.slice(0, 3)) expect(await accepted(u)).toMatchObject({ replayed: false, roundStatus: "open" });
+    await fed.crash();
+    expect(await accepted(updates[2]!)).toMatchObject({ replayed: true, roundStatus: "open" });
+    expect(await accepted(updates[3]!)).toMatchObject({ replayed: false, roundStatus: "closed" });
+    expect(await roundOf(id, 1)).toMatchObject({ status: "closed", uploads: 4, totalWeight: 48, result: { version: 1, uploads: 4 } });
+    expect(clientsOf(await roundOf(id, 1))).toEqual(CLIENTS);
+    expectMean(await versionOf(id, 1), v0, updates);
+  });
+
   it("a robust round (median): killed between uploads, its kept updates survive and the close takes each coordinate's median", async () => {
     const id = "crash-robust";
     const { v0 } = await createAndOpen(federationConfig(id, { quorum: 4, minClients: 4, robust: { rule: { name: "median" } } }));
