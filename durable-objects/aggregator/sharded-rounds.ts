@@ -199,7 +199,8 @@ export class ShardedRounds {
       for (let i = 0; i < s.receipts.length; i += RECEIPT_ROWS) {
         const part = s.receipts.slice(i, i + RECEIPT_ROWS);
         sql.exec(
-          "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) " +
+          "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, " +
+            "received_at, fold_ms) " +
             `VALUES ${part.map(() => "(?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ")}`,
           ...part.flatMap((x) => [id, round, x.clientId, x.idempotencyKey, x.bodySha256, x.numExamples, x.metrics, x.receivedAt, x.foldMs]),
         );

@@ -185,7 +185,7 @@ describe("a sharded federation in workerd", () => {
       ).toBe(0);
   });
 
-  it("refuses shards with a robust rule, with secure aggregation, or more shards than clients a round; and an upload sent to the root", async () => {
+  it("refuses shards with a robust rule, secure aggregation or more shards than a round samples; an upload sent to the root", async () => {
     for (const [overrides, words] of [
       [{ robust: { rule: { name: "median" } } }, "a robust rule needs all of a round's updates in one object"],
       [{ secureAggregation: { range: 1, maxWeight: 1000 } }, "secure aggregation runs its key phases"],
