@@ -50,6 +50,8 @@ export const RunConfig = v.strictObject({
   secureAggregation: v.optional(SecureAggregationConfig),
   /** Robust aggregation (src/protocol/robust.ts): a rule other than the mean, norm bounding, weight caps. */
   robust: v.optional(RobustConfig),
+  /** Shard objects the federation's uploads spread over (docs/ARCHITECTURE.md, "Sharded aggregation"). */
+  shards: v.optional(int(1, 32)),
   /**
    * Malicious clients, for benchmarks of the robust rules (src/fl/attacks/): the last `attackers` clients
    * poison their uploads (a model attack, through their worker's ATTACK binding) or flip their labels.

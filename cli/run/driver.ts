@@ -236,6 +236,7 @@ async function createFederation(
       ...(config.privacy ? { privacy: config.privacy } : {}),
       ...(config.secureAggregation ? { secureAggregation: config.secureAggregation } : {}),
       ...(config.robust ? { robust: config.robust } : {}),
+      ...(config.shards ? { shards: config.shards } : {}),
     });
   if (initial && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
     const supply = await initialAdapterRequest(FED, fed.operatorToken, initial);

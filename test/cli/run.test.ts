@@ -49,6 +49,7 @@ interface Record_ {
   round: number;
   status: string;
   version: number;
+  uploads: number;
   validation_loss: number;
 }
 const records = (dir: string) =>
@@ -370,7 +371,7 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
-  it("runs a secure federation (SecAgg+) whose clients mask their updates, within the quantization of the plain run", async () => {
+  it("runs a secure federation (SecAgg+) within the quantization of the plain run, a sharded one within float32 rounding", async () => {
     // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
     // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
     const json = {
@@ -383,7 +384,8 @@ describe("fedflare run", () => {
     };
     const plain = await runWith("plain-3", json);
     const secure = await runWith("secure-3", { ...json, secureAggregation: { range: 1, maxWeight: 100 } });
-    for (const { r } of [plain, secure]) expect(r.code, r.stderr).toBe(0);
+    const sharded = await runWith("sharded-3", { ...json, shards: 2 });
+    for (const { r } of [plain, secure, sharded]) expect(r.code, r.stderr).toBe(0);
     expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
       ["base", 0],
       ["closed", 1],
@@ -403,6 +405,15 @@ describe("fedflare run", () => {
     expect(worst).toBeGreaterThan(0);
     expect(worst).toBeLessThan(3e-8);
     expect(moved).toBeGreaterThan(1e-4);
+    // Sharded: the same float32 sums added in another grouping (each shard's, then the root's).
+    const c = adapter(sharded.out);
+    let apart = 0;
+    for (const [name, t] of a) t.forEach((x, i) => (apart = Math.max(apart, Math.abs(x - c.get(name)![i]!))));
+    expect(apart).toBeLessThan(1e-6);
+    expect(records(sharded.out).map((x) => [x.status, x.version, x.uploads])).toEqual([
+      ["base", 0, 0],
+      ["closed", 1, 3],
+    ]);
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {
