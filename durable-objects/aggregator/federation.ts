@@ -178,7 +178,7 @@ export class Federations {
   async upload(u: UploadRequest, now: number): Promise<UploadReceipt> {
     if (u.shard === undefined) return this.uploads.upload(u, now);
     await this.replica.ensure(u.federationId, u.round, u.shard);
-    return this.uploads.upload(u, now, (fed, round, uploads) => this.replica.afterUpload(fed, round, uploads));
+    return this.uploads.upload(u, now, this.replica);
   }
 
   /** The root's answer to a shard taking its part of a round. */
@@ -306,21 +306,14 @@ function checkRobust(config: FederationConfig, floats: number): void {
 
 /**
  * A sharded federation folds each shard's uploads into a partial sum the root adds up: what a plain or
- * central-DP round accumulates. A robust rule needs every update in one place (run per shard, a median of
- * each shard's updates is not the round's), so it is refused; so is secure aggregation, whose key phases and
- * unmasking run in one object (its modular sums would combine across shards; not built yet).
+ * central-DP round accumulates, and a secure round's masked inputs in Z_2^32 (sums too). A robust rule needs
+ * every update in one place (run per shard, a median of each shard's updates is not the round's): refused.
  */
 function checkShards(config: FederationConfig): void {
   if (config.robust)
     throw new AggregatorError(
       "config_invalid",
       "shards: a robust rule needs all of a round's updates in one object, which shards split; use one of shards and robust",
-    );
-  if (config.secureAggregation)
-    throw new AggregatorError(
-      "config_invalid",
-      "shards: secure aggregation runs its key phases and its unmasking in the federation's one object; " +
-        "use one of shards and secureAggregation",
     );
 }
 

@@ -55,7 +55,7 @@ export class Rounds {
   constructor(store: FederationStore, peers: ShardPeers) {
     this.store = store;
     this.secure = new SecureRounds(store, this);
-    this.sharded = new ShardedRounds(store, peers);
+    this.sharded = new ShardedRounds(store, peers, (id, round) => this.secure.inputOf(id, round));
   }
 
   /** Where a round's accepted updates accumulate until it closes. */
@@ -159,17 +159,19 @@ export class Rounds {
       .toArray();
     let retry = false;
     for (const d of due) {
-      if (d.phase !== null) {
-        await this.secure.advance(d.federation_id, d.round, now);
-        continue;
-      }
       const fed = this.store.get(d.federation_id);
-      if (isSharded(fed))
-        await this.endSharded(d.federation_id, d.round, now).catch((e: unknown) => {
-          console.error(`federation "${fed.id}" round ${d.round}: its end waits for a shard: ${e instanceof Error ? e.message : e}`);
+      const end =
+        d.phase !== null ? this.secure.advance(fed.id, d.round, now) : isSharded(fed) ? this.endSharded(fed.id, d.round, now) : null;
+      if (end) {
+        // A sharded round's end can wait for a shard that does not answer: the alarm tries again.
+        await end.catch((e: unknown) => {
+          if (!(e instanceof AggregatorError && e.code === "shard_unavailable")) throw e;
+          console.error(`federation "${fed.id}" round ${d.round}: ${e.message}`);
           retry = true;
         });
-      else if (d.uploads >= fed.config.minClients) this.finish(d.federation_id, d.round, now, "close");
+        continue;
+      }
+      if (d.uploads >= fed.config.minClients) this.finish(d.federation_id, d.round, now, "close");
       else
         this.finish(
           d.federation_id,
@@ -184,7 +186,10 @@ export class Rounds {
 
   /** A shard reached its part of the quorum (sharded-rounds.ts); once all have, the round ends. */
   async shardReady(id: string, round: number, shard: number, now: number): Promise<RoundRow["status"]> {
-    const status = await this.sharded.ready(id, round, shard, () => this.endSharded(id, round, now));
+    // A secure round's input phase ends (its shards sealed and merged, then the unmask phase); a plain round ends.
+    const end = () =>
+      this.store.roundRow(id, round).phase === null ? this.endSharded(id, round, now) : this.secure.advance(id, round, now);
+    const status = await this.sharded.ready(id, round, shard, end);
     await this.armAlarm();
     return status;
   }

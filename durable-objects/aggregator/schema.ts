@@ -118,7 +118,8 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
   // v10: sharded aggregation (docs/ARCHITECTURE.md, "Sharded aggregation"). In a federation's root object,
   // a row per round and shard: its part of the quorum, whether it reported reaching it, whether it is sealed
   // (its counts are then in the round's row and its receipts copied), and how many of its partial sum's
-  // chunks there are and are merged into the round's sum. In a shard object, one such row for its own part.
+  // chunks there are and are merged into the round's sum. In a shard object, one such row for its own part,
+  // with a secure round's masked-input shape (JSON: its length and weight cap).
   [
     `CREATE TABLE round_shards (
       federation_id TEXT NOT NULL,
@@ -129,6 +130,7 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
       sealed INTEGER NOT NULL DEFAULT 0,
       chunks INTEGER NOT NULL DEFAULT 0,
       merged INTEGER NOT NULL DEFAULT 0,
+      secure TEXT,
       PRIMARY KEY (federation_id, round, shard)
     )`,
   ],

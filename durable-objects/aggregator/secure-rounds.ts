@@ -25,6 +25,7 @@ import { AggregatorError, refusing } from "./errors.ts";
 import { assertFreshNonce, spendNonce } from "./nonces.ts";
 import { RingSum } from "./ring-sum.ts";
 import type { Rounds } from "./rounds.ts";
+import type { SecureInput } from "./sharded-rounds.ts";
 import { type FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundRow } from "./types.ts";
 
@@ -207,6 +208,14 @@ export class SecureRounds {
     return this.store.roundRow(id, round).status;
   }
 
+  /** A round in its input phase: the clients that shared their keys, and the masked inputs' shape (what a shard admits). */
+  inputOf(id: string, round: number): SecureInput {
+    const fed = this.store.get(id);
+    const { round: params, enc } = this.params(fed, this.store.roundRow(id, round));
+    const sharers = [...this.rows(id, round)].filter(([, x]) => x.shares).map(([c]) => c);
+    return { sharers, shape: { length: params.length, maxWeight: enc.maxWeight } };
+  }
+
   /** Refuses a masked input from a client that did not share its keys (its masks could not be removed). */
   admitInput(id: string, r: RoundRow, client: string): void {
     if (r.phase !== "input")
@@ -231,6 +240,17 @@ export class SecureRounds {
     const r = this.store.roundRow(id, round);
     if (r.status !== "open" || r.phase === null) return;
     if (r.phase === "unmask" || r.phase === "unmasking") return this.unmaskAndClose(id, round);
+    // A sharded round's inputs are in its shards: sealed and merged first, so the count and the sum are here.
+    if (r.phase === "input" && (fed.config.shards ?? 1) > 1)
+      return this.rounds.sharded.collect(id, round, () => this.endPhase(id, round, now));
+    return this.endPhase(id, round, now);
+  }
+
+  /** Ends the current key or input phase: the next opens with enough clients, else the round fails. */
+  private async endPhase(id: string, round: number, now: number): Promise<void> {
+    const fed = this.store.get(id);
+    const r = this.store.roundRow(id, round);
+    if (r.status !== "open" || r.phase === null || r.phase === "unmask" || r.phase === "unmasking") return;
     const { settings } = this.params(fed, r);
     const need = Math.max(settings.threshold, fed.config.minClients);
     const counts = this.counts(id, round);
@@ -256,6 +276,8 @@ export class SecureRounds {
       id,
       round,
     );
+    if (next === "input" && (fed.config.shards ?? 1) > 1)
+      this.rounds.sharded.replan(id, round, fed.config.shards!, this.inputOf(id, round).sharers);
     await this.rounds.armAlarm();
     if (this.waitingFor(id, this.store.roundRow(id, round)) === 0) await this.advance(id, round, now);
   }

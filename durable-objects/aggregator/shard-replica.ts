@@ -6,9 +6,9 @@
 // round's end, after which it refuses the round's uploads and serves its partial sum a chunk at a time.
 import { deleteBlob, writeStreamBlob } from "../shared/blobs.ts";
 import { AggregatorError } from "./errors.ts";
-import type { ShardDescriptor, ShardPeers, ShardSeal } from "./sharded-rounds.ts";
+import type { MaskedShape, ShardDescriptor, ShardPeers, ShardSeal } from "./sharded-rounds.ts";
 import { type FederationStore, keys } from "./storage.ts";
-import type { FederationView, RoundView } from "./types.ts";
+import type { FederationView, RoundRow, RoundView } from "./types.ts";
 
 export class ShardReplica {
   private readonly store: FederationStore;
@@ -30,6 +30,13 @@ export class ShardReplica {
     const work = (async () => {
       try {
         const d = await this.peers.descriptor(id, round, shard);
+        // A secure round's shard takes masked inputs in the input phase only, from the clients that shared their
+        // keys by then; a part read before it would name none of them, so it is not kept.
+        if (d.status === "open" && d.phase !== null && d.phase !== "input")
+          throw new AggregatorError(
+            "phase_closed",
+            `round ${round} of "${id}" is in its ${d.phase} phase; masked inputs belong to its input phase`,
+          );
         const incoming = `${keys.version(id, d.baseVersion)}#incoming`;
         const fetch = d.status === "open" && !this.store.hasVersion(id, d.baseVersion);
         if (fetch) await writeStreamBlob(this.store.sql, incoming, await this.peers.version(id, d.baseVersion));
@@ -46,6 +53,17 @@ export class ShardReplica {
     })();
     this.adopting.set(key, work);
     return work;
+  }
+
+  /** A secure round's masked input, admitted by the shard's part: the round's sample here is its clients that shared keys. */
+  maskedInput(fed: FederationView, round: RoundRow, _client: string): MaskedShape {
+    const secure = this.part(fed.id, round.round)?.secure;
+    if (round.phase !== "input" || !secure)
+      throw new AggregatorError(
+        "phase_closed",
+        `round ${round.round} of "${fed.id}" is in its ${round.phase} phase; masked inputs belong to its input phase`,
+      );
+    return JSON.parse(secure) as MaskedShape;
   }
 
   /** After an upload: at or past this shard's part of the quorum, it tells the root (which may close the round). */
@@ -69,7 +87,12 @@ export class ShardReplica {
     const id = d.federationId;
     return this.store.storage.transactionSync(() => {
       this.adopt(d);
-      sql.exec("UPDATE rounds SET status = 'closed' WHERE federation_id = ? AND round = ? AND status = 'open'", id, d.round);
+      sql.exec(
+        "UPDATE rounds SET status = ? WHERE federation_id = ? AND round = ? AND status = 'open'",
+        d.status === "failed" ? "failed" : "closed",
+        id,
+        d.round,
+      );
       sql.exec("UPDATE round_shards SET sealed = 1 WHERE federation_id = ? AND round = ?", id, d.round);
       const r = this.store.roundRow(id, d.round);
       const chunks = sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM blobs WHERE key = ?", keys.sum(id, d.round)).one().n;
@@ -151,16 +174,25 @@ export class ShardReplica {
     );
     if (!this.part(id, d.round)) {
       sql.exec(
-        "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline) VALUES (?, ?, ?, ?, '[]', ?, ?)",
+        "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline, phase) " +
+          "VALUES (?, ?, ?, ?, '[]', ?, ?, ?)",
         id,
         d.round,
         d.status,
         d.baseVersion,
         d.openedAt,
         d.deadline,
+        d.phase,
       );
       this.store.recordSample(id, d.round, d.clients);
-      sql.exec("INSERT INTO round_shards (federation_id, round, shard, quorum) VALUES (?, ?, ?, ?)", id, d.round, d.shard, d.quorum);
+      sql.exec(
+        "INSERT INTO round_shards (federation_id, round, shard, quorum, secure) VALUES (?, ?, ?, ?, ?)",
+        id,
+        d.round,
+        d.shard,
+        d.quorum,
+        d.secure ? JSON.stringify(d.secure) : null,
+      );
     }
     if (!newest) return;
     sql.exec("DELETE FROM blobs WHERE key LIKE 'sum/%' AND key <> ?", keys.sum(id, d.round));
@@ -174,8 +206,8 @@ export class ShardReplica {
 
   private part(id: string, round: number) {
     return this.store.sql
-      .exec<{ shard: number; quorum: number; sealed: number }>(
-        "SELECT shard, quorum, sealed FROM round_shards WHERE federation_id = ? AND round = ?",
+      .exec<{ shard: number; quorum: number; sealed: number; secure: string | null }>(
+        "SELECT shard, quorum, sealed, secure FROM round_shards WHERE federation_id = ? AND round = ?",
         id,
         round,
       )

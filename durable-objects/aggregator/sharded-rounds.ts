@@ -7,6 +7,8 @@
 // sealed sums kept, until it can (the alarm retries) or the operator fails the round.
 import { planShards, shardOf } from "../../src/fl/shards.ts";
 import { addFold, checkFold } from "../../src/fl/weighted-mean.ts";
+import type { SecurePhase } from "../../src/protocol/secure-aggregation.ts";
+import { addInto } from "../../src/secagg/fixed-point.ts";
 import { AggregatorError } from "./errors.ts";
 import { type FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundView } from "./types.ts";
@@ -23,13 +25,27 @@ export interface ShardDescriptor {
   clip: number | null;
   round: number;
   status: Status;
+  /** A secure round's phase (a shard takes masked inputs in its input phase only); null for a plain round. */
+  phase: SecurePhase | null;
   baseVersion: number;
   openedAt: number;
   deadline: number;
   shard: number;
-  /** The round's sampled clients whose uploads this shard folds. */
+  /** The round's sampled clients whose uploads this shard folds (a secure round's: those that shared their keys). */
   clients: string[];
   quorum: number;
+  /** A secure round's masked inputs: their length in words and the weight cap each carries. */
+  secure?: MaskedShape;
+}
+
+export interface MaskedShape {
+  length: number;
+  maxWeight: number;
+}
+
+export interface SecureInput {
+  sharers: readonly string[];
+  shape: MaskedShape;
 }
 
 /** A sealed shard's part of a round: its counts, how many chunks its partial sum has, and its receipts. */
@@ -73,12 +89,15 @@ const RECEIPT_ROWS = 11;
 export class ShardedRounds {
   private readonly store: FederationStore;
   private readonly peers: ShardPeers;
+  /** A secure round's input phase: its clients that shared their keys and the masked inputs' shape (secure-rounds.ts). */
+  private readonly secureInput: (id: string, round: number) => SecureInput;
   /** A round's end in progress, so the alarm, the operator and a shard's report share one. */
   private readonly ending = new Map<string, Promise<void>>();
 
-  constructor(store: FederationStore, peers: ShardPeers) {
+  constructor(store: FederationStore, peers: ShardPeers, secureInput: (id: string, round: number) => SecureInput) {
     this.store = store;
     this.peers = peers;
+    this.secureInput = secureInput;
   }
 
   /** Records a new round's part for each shard (one that folds nobody starts ready). */
@@ -95,13 +114,17 @@ export class ShardedRounds {
       );
   }
 
-  /** A shard's part of a round; a sealed shard's round reads as closed, so a late upload there is refused. */
+  /**
+   * A shard's part of a round; a sealed shard's round reads as closed, so a late upload there is refused. A
+   * secure round in its input phase gives `secure`: its clients that shared their keys and the inputs' shape.
+   */
   descriptor(id: string, round: number, shard: number): ShardDescriptor {
     const fed = this.store.get(id);
     const r = this.store.roundRow(id, round);
     const part = this.part(id, round, shard);
     const { config } = this.store.sql.exec<{ config: string }>("SELECT config FROM federations WHERE id = ?", id).one();
     const shards = fed.config.shards!;
+    const secure = r.status === "open" && r.phase === "input" ? this.secureInput(id, round) : undefined;
     return {
       federationId: id,
       config,
@@ -109,13 +132,33 @@ export class ShardedRounds {
       clip: fed.privacy?.clip ?? null,
       round,
       status: part.sealed && r.status === "open" ? "closed" : r.status,
+      phase: r.phase,
       baseVersion: r.base_version,
       openedAt: r.opened_at,
       deadline: r.deadline,
       shard,
-      clients: this.store.sampled(id, round).filter((c) => shardOf(round, c, shards) === shard),
+      clients: (secure?.sharers ?? this.store.sampled(id, round)).filter((c) => shardOf(round, c, shards) === shard),
       quorum: part.quorum,
+      ...(secure ? { secure: secure.shape } : {}),
     };
+  }
+
+  /**
+   * A secure round's input phase: each shard's part becomes its clients that shared their keys, all of whom
+   * it waits for (the phase ends when every sharer has sent its input, as in one object).
+   */
+  replan(id: string, round: number, shards: number, sharers: readonly string[]): void {
+    for (let shard = 0; shard < shards; shard++) {
+      const quorum = sharers.filter((c) => shardOf(round, c, shards) === shard).length;
+      this.store.sql.exec(
+        "UPDATE round_shards SET quorum = ?, ready = ? WHERE federation_id = ? AND round = ? AND shard = ?",
+        quorum,
+        quorum === 0 ? 1 : 0,
+        id,
+        round,
+        shard,
+      );
+    }
   }
 
   /** A shard reached its part of the quorum: once every shard has, the round ends and closes. */
@@ -141,7 +184,7 @@ export class ShardedRounds {
    * Seals every shard and merges each partial sum into the round's, then runs `then` (the close, or the
    * fail): one at a time per round. A seal or a read that fails throws; what completed before it stays.
    */
-  collect(id: string, round: number, then: () => void): Promise<void> {
+  collect(id: string, round: number, then: () => Promise<void> | void): Promise<void> {
     const key = `${id}\n${round}`;
     const running = this.ending.get(key);
     if (running) return running;
@@ -151,7 +194,7 @@ export class ShardedRounds {
         for (const s of this.shards(id, round))
           for (let c = s.merged; c < s.chunks; c++)
             this.merge(id, round, s.shard, c, await reaching(id, round, s.shard, this.peers.chunk(id, round, s.shard, c)));
-        if (this.store.roundRow(id, round).status === "open") then();
+        if (this.store.roundRow(id, round).status === "open") await then();
       } finally {
         this.ending.delete(key);
       }
@@ -164,7 +207,7 @@ export class ShardedRounds {
   async sealForFailure(id: string, round: number): Promise<void> {
     for (const s of this.shards(id, round))
       if (!s.sealed)
-        await this.peers.seal(id, this.descriptor(id, round, s.shard)).catch((e: unknown) => {
+        await this.peers.seal(id, { ...this.descriptor(id, round, s.shard), status: "failed" }).catch((e: unknown) => {
           console.error(`federation "${id}" round ${round}: shard ${s.shard} was not sealed: ${e instanceof Error ? e.message : e}`);
         });
   }
@@ -215,23 +258,29 @@ export class ShardedRounds {
       if (this.part(id, round, shard).merged !== chunk) return;
       const key = keys.sum(id, round);
       const held = sql.exec<{ data: ArrayBuffer }>("SELECT data FROM blobs WHERE key = ? AND chunk = ?", key, chunk).toArray()[0];
-      const add = new Float32Array(bytes.slice().buffer);
-      let sum = add;
-      if (held) {
-        sum = new Float32Array(held.data);
-        if (sum.length !== add.length)
-          throw new AggregatorError(
-            "tensor_mismatch",
-            `shard ${shard}'s partial sum has ${add.length} values in chunk ${chunk}, not ${sum.length}`,
-          );
-        checkFold(sum, add, 1, (i) => `element ${(chunk * bytes.length) / 4 + i} of the sum of shard ${shard}`);
-        addFold(sum, add, 1);
+      if (held && held.data.byteLength !== bytes.length)
+        throw new AggregatorError(
+          "tensor_mismatch",
+          `shard ${shard}'s partial sum has ${bytes.length} bytes in chunk ${chunk}, not ${held.data.byteLength}`,
+        );
+      let sum = bytes;
+      // A secure round's sums are of masked words in Z_2^32 (ring-sum.ts); a plain round's of float32.
+      if (held && this.store.roundRow(id, round).phase !== null) {
+        const words = new Uint32Array(held.data);
+        addInto(words, new Uint32Array(bytes.slice().buffer), 1);
+        sum = new Uint8Array(words.buffer);
+      } else if (held) {
+        const floats = new Float32Array(held.data);
+        const add = new Float32Array(bytes.slice().buffer);
+        checkFold(floats, add, 1, (i) => `element ${(chunk * bytes.length) / 4 + i} of the sum of shard ${shard}`);
+        addFold(floats, add, 1);
+        sum = new Uint8Array(floats.buffer);
       }
       sql.exec(
         "INSERT INTO blobs (key, chunk, data) VALUES (?, ?, ?) ON CONFLICT (key, chunk) DO UPDATE SET data = excluded.data",
         key,
         chunk,
-        new Uint8Array(sum.buffer),
+        sum,
       );
       sql.exec("UPDATE round_shards SET merged = ? WHERE federation_id = ? AND round = ? AND shard = ?", chunk + 1, id, round, shard);
     });

@@ -15,6 +15,7 @@ import { RingSum } from "./ring-sum.ts";
 import { AggregatorError, refusing } from "./errors.ts";
 import { assertFreshNonce, spendNonce } from "./nonces.ts";
 import type { Rounds } from "./rounds.ts";
+import type { MaskedShape } from "./sharded-rounds.ts";
 import { type FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundRow, UploadReceipt, UploadRequest } from "./types.ts";
 
@@ -24,8 +25,13 @@ import type { FederationView, RoundRow, UploadReceipt, UploadRequest } from "./t
  */
 const TRANSFORMS: readonly UpdateTransform[] = [];
 
-/** What follows an accepted upload (the round's quorum check); answers the round's status. */
-export type AfterUpload = (fed: FederationView, round: number, uploads: number) => Promise<RoundRow["status"]>;
+/** What a shard object does where the root would (shard-replica.ts): admit a masked input, and report after an upload. */
+export interface ShardHooks {
+  /** A secure round's masked input: admitted in the input phase from a client that shared its keys; its shape. */
+  maskedInput(fed: FederationView, round: RoundRow, client: string): MaskedShape;
+  /** After an accepted upload: the round's status (a shard reports its part of the quorum to the root). */
+  afterUpload(fed: FederationView, round: number, uploads: number): Promise<RoundRow["status"]>;
+}
 
 type Admitted = { replay: UploadReceipt } | { fed: FederationView; round: RoundRow };
 
@@ -42,16 +48,17 @@ export class Uploads {
    * Accepts one client's update for a round, exactly once: a retry of an accepted upload (same idempotency
    * key and body) gets the first answer; anything refused changes nothing.
    */
-  async upload(
-    u: UploadRequest,
-    now: number,
-    after: AfterUpload = (fed, round, uploads) => this.rounds.afterUpload(fed, round, uploads, now),
-  ): Promise<UploadReceipt> {
+  async upload(u: UploadRequest, now: number, shard?: ShardHooks): Promise<UploadReceipt> {
     const admitted = this.admit(u, now);
     if ("replay" in admitted) return admitted.replay;
     const { fed, round } = admitted;
-    const info = round.phase === null ? this.fold(u, fed, round, now) : this.foldMasked(u, fed, round, now);
-    const status = await after(fed, u.round, round.uploads + 1);
+    const info =
+      round.phase === null
+        ? this.fold(u, fed, round, now)
+        : this.foldMasked(u, fed, round, now, (shard ?? this).maskedInput(fed, round, u.clientId));
+    const status = shard
+      ? await shard.afterUpload(fed, u.round, round.uploads + 1)
+      : await this.rounds.afterUpload(fed, u.round, round.uploads + 1, now);
     return {
       federationId: u.federationId,
       round: u.round,
@@ -147,17 +154,22 @@ export class Uploads {
    * the mask (the clamp to the encoding's range bounds each value instead). Its weight, min(n, maxWeight),
    * is what it carries inside the vector.
    */
-  private foldMasked(u: UploadRequest, fed: FederationView, round: RoundRow, now: number): UploadInfo {
-    this.rounds.secure.admitInput(fed.id, round, u.clientId);
-    const { round: params, enc } = this.rounds.secure.params(fed, round);
-    const input = refusing("masked input", () => readMaskedInput(u.body, params.length));
+  private foldMasked(u: UploadRequest, fed: FederationView, round: RoundRow, now: number, shape: MaskedShape): UploadInfo {
+    const input = refusing("masked input", () => readMaskedInput(u.body, shape.length));
     const info = this.checkMetadata(fed, input.metadata);
     const started = performance.now();
     this.store.storage.transactionSync(() => {
-      new RingSum(this.store.sql, keys.sum(fed.id, round.round), params.length).add(input.read, round.uploads === 0);
-      this.record(u, info, { weight: Math.min(info.numExamples, enc.maxWeight) }, now, performance.now() - started);
+      new RingSum(this.store.sql, keys.sum(fed.id, round.round), shape.length).add(input.read, round.uploads === 0);
+      this.record(u, info, { weight: Math.min(info.numExamples, shape.maxWeight) }, now, performance.now() - started);
     });
     return info;
+  }
+
+  /** The root's admission of a masked input (secure-rounds.ts): a client that shared its keys, in the input phase. */
+  maskedInput(fed: FederationView, round: RoundRow, client: string): MaskedShape {
+    this.rounds.secure.admitInput(fed.id, round, client);
+    const { round: params, enc } = this.rounds.secure.params(fed, round);
+    return { length: params.length, maxWeight: enc.maxWeight };
   }
 
   /** decode: the method reads the body against the base version's layout (from its header), a segment at a time. */

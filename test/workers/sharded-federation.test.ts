@@ -7,8 +7,12 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { type SecureTransport, secureRound } from "../../bench/lib/secure-clients.ts";
+import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { shardObjectName, shardOf } from "../../src/fl/shards.ts";
-import type { TensorFile } from "../../src/fl/tensor-file.ts";
+import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
+import { decodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { api, signed } from "./coordinator-api.ts";
@@ -185,10 +189,66 @@ describe("a sharded federation in workerd", () => {
       ).toBe(0);
   });
 
-  it("refuses shards with a robust rule, secure aggregation or more shards than a round samples; an upload sent to the root", async () => {
+  it("a secure round (SecAgg+) over shards: masked inputs summed in Z_2^32 per shard and merged; the version is exact", async () => {
+    const id = "shard-sec";
+    const created = await create(id, { secureAggregation: { range: 1, maxWeight: 100 }, minClients: 3 });
+    expect(created.status, await created.clone().text()).toBe(201);
+    const ok = async (res: Promise<Response>) => {
+      const r = await res;
+      expect(r.ok, await r.clone().text()).toBe(true);
+      return r;
+    };
+    for (const [round, dropped] of [
+      [1, new Set<string>()],
+      [2, new Set(["c3"])],
+    ] as const) {
+      await ok(api(`/federations/${id}/rounds`, { method: "POST" }));
+      const before = await version(id, round - 1);
+      const updates = new Map(
+        CLIENTS.map((c) => [c, uploadBody(before, honestDelta(before, Number(c.slice(1)) + 10 * round), examplesOf(c))]),
+      );
+      const path = (c: string) => `/federations/${id}/rounds/${round}/secagg/${c}`;
+      const transport: SecureTransport = {
+        view: async (c) => (await ok(signed(path(c), c))).json(),
+        send: async (c, kind, message) =>
+          void (await ok(signed(`${path(c)}/${kind}`, c, { method: "PUT", body: new TextEncoder().encode(JSON.stringify(message)) }))),
+        upload: async (c, body) =>
+          void (await ok(
+            signed(`/federations/${id}/rounds/${round}/updates/${c}`, c, {
+              method: "PUT",
+              body,
+              headers: { "idempotency-key": `${c}-${round}` },
+            }),
+          )),
+        close: async () => void (await ok(api(`/federations/${id}/rounds/${round}/close`, { method: "POST" }))),
+      };
+      const { want, enc, survivors } = await secureRound(transport, CLIENTS, updates, { dropped });
+      const r = await roundOf(id, round);
+      expect(r).toMatchObject({ status: "closed", uploads: CLIENTS.length - dropped.size });
+      expect(r.receipts.map((x) => x.clientId).sort()).toEqual(survivors.slice().sort());
+      // The survivors' inputs spread over more than one shard, and each shard holds its own clients' receipts.
+      const held = await Promise.all([0, 1, 2].map((k) => shardReceipts(id, k)));
+      for (let k = 0; k < SHARDS; k++)
+        expect(held[k]!.filter((x) => x.startsWith(`${round}:`))).toEqual(
+          survivors
+            .filter((c) => shardOf(round, c, SHARDS) === k)
+            .map((c) => `${round}:${c}`)
+            .sort(),
+        );
+      expect(held.filter((h) => h.some((x) => x.startsWith(`${round}:`))).length).toBeGreaterThan(1);
+      // Bit for bit: FedAvg of the mean decoded from the plain sum of the survivors' quantized inputs.
+      const ratios = ratioSum(want[enc.values]!, enc, survivors.length);
+      const mean = meanSegment(want.subarray(0, enc.values), enc, survivors.length, ratios);
+      const bytes = new Uint8Array(await (await api(`/federations/${id}/versions/${round}`)).arrayBuffer());
+      const after = decodeTensorFile(bytes, `v${round}`);
+      for (const t of flatLayout(readSafetensorsHeader(bytes)).tensors)
+        expect(after.tensors.get(t.name)).toEqual(before.tensors.get(t.name)!.map((x, i) => x + mean[t.start + i]!));
+    }
+  });
+
+  it("refuses shards with a robust rule or more shards than a round samples; an upload sent to the root", async () => {
     for (const [overrides, words] of [
       [{ robust: { rule: { name: "median" } } }, "a robust rule needs all of a round's updates in one object"],
-      [{ secureAggregation: { range: 1, maxWeight: 1000 } }, "secure aggregation runs its key phases"],
       [{ shards: 7 }, "shards cannot exceed clientsPerRound"],
     ] as const) {
       const res = await create("shard-refused", overrides);
