@@ -276,8 +276,8 @@ export class Rounds {
     for (const slot of slots) sql.exec("UPDATE blobs SET key = ? WHERE key = ?", keys.state(id, slot), `${keys.state(id, slot)}#next`);
     sql.exec("UPDATE federations SET server_round = ?, server_slots = ? WHERE id = ?", state.server_round + 1, JSON.stringify(slots), id);
     const receipts = sql
-      .exec<{ num_examples: number; metrics: string }>(
-        "SELECT num_examples, metrics FROM receipts WHERE federation_id = ? AND round = ?",
+      .exec<{ num_examples: number; metrics: string; bytes: number }>(
+        "SELECT num_examples, metrics, bytes FROM receipts WHERE federation_id = ? AND round = ?",
         id,
         round,
       )
@@ -291,6 +291,11 @@ export class Rounds {
       ),
       ...(fed.privacy ? { privacy: this.nextPrivacy(fed, r) } : {}),
       ...(accumulated instanceof BufferedUpdates ? { robust: accumulated.summary() } : {}),
+      bytes: {
+        up: receipts.reduce((n, x) => n + x.bytes, 0),
+        version: sql.exec<{ n: number }>("SELECT SUM(LENGTH(data)) AS n FROM blobs WHERE key = ?", keys.version(id, r.base_version)).one()
+          .n,
+      },
     };
     accumulated.clear();
     // Version 0 stays (clients without a version start from it); the latest keepVersions stay besides.

@@ -133,6 +133,8 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
       secure TEXT,
       PRIMARY KEY (federation_id, round, shard)
     )`,
+    // And each receipt's upload size, for the bytes a round moved.
+    "ALTER TABLE receipts ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0",
   ],
 ];
 

@@ -105,8 +105,9 @@ export class ShardReplica {
           metrics: string;
           received_at: number;
           fold_ms: number;
+          bytes: number;
         }>(
-          "SELECT client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms FROM receipts " +
+          "SELECT client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms, bytes FROM receipts " +
             "WHERE federation_id = ? AND round = ? ORDER BY client_id",
           id,
           d.round,
@@ -120,6 +121,7 @@ export class ShardReplica {
           metrics: x.metrics,
           receivedAt: x.received_at,
           foldMs: x.fold_ms,
+          bytes: x.bytes,
         }));
       return { uploads: r.uploads, totalWeight: r.total_weight, withinClip: r.within_clip, chunks, receipts };
     });

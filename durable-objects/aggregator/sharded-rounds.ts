@@ -62,6 +62,7 @@ export interface ShardSeal {
     metrics: string;
     receivedAt: number;
     foldMs: number;
+    bytes: number;
   }[];
 }
 
@@ -83,8 +84,8 @@ export interface ShardPeers {
   ready(id: string, round: number, shard: number): Promise<Status>;
 }
 
-/** Receipt columns a statement binds per row: 9, so 11 rows stay inside SQLite's 100 bindings. */
-const RECEIPT_ROWS = 11;
+/** Receipt columns a statement binds per row: 10, so 9 rows stay inside SQLite's 100 bindings. */
+const RECEIPT_ROWS = 9;
 
 export class ShardedRounds {
   private readonly store: FederationStore;
@@ -243,9 +244,20 @@ export class ShardedRounds {
         const part = s.receipts.slice(i, i + RECEIPT_ROWS);
         sql.exec(
           "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, " +
-            "received_at, fold_ms) " +
-            `VALUES ${part.map(() => "(?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ")}`,
-          ...part.flatMap((x) => [id, round, x.clientId, x.idempotencyKey, x.bodySha256, x.numExamples, x.metrics, x.receivedAt, x.foldMs]),
+            "received_at, fold_ms, bytes) " +
+            `VALUES ${part.map(() => "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ")}`,
+          ...part.flatMap((x) => [
+            id,
+            round,
+            x.clientId,
+            x.idempotencyKey,
+            x.bodySha256,
+            x.numExamples,
+            x.metrics,
+            x.receivedAt,
+            x.foldMs,
+            x.bytes,
+          ]),
         );
       }
     });

@@ -29,6 +29,8 @@ export interface RoundResult {
   privacy?: Spent & { clip: number; nextClip: number };
   /** A robust federation's rule and what it did: the clients it clipped or kept. */
   robust?: RobustSummary;
+  /** Bytes the round moved: its accepted uploads', and its base version's (what each client reading it downloads). */
+  bytes?: { up: number; version: number };
 }
 
 export interface RoundView {
@@ -46,7 +48,7 @@ export interface RoundView {
   closedAt: number | null;
   result: RoundResult | { reason: string } | null;
   /** Accepted uploads, in order: who, when, how many examples, and the fold's time in the DO. */
-  receipts: { clientId: string; receivedAt: number; numExamples: number; foldMs: number }[];
+  receipts: { clientId: string; receivedAt: number; numExamples: number; foldMs: number; bytes: number }[];
   /** The open round's latest heartbeat of each sampled client that sent one (round-progress.ts); kept in memory only. */
   progress?: Record<string, ClientProgress>;
   /** What every sampled client trains with this round; `seed`: the federation's (LoRA's initialisation, FedKSeed's seed pool). */

@@ -222,8 +222,8 @@ export class Uploads {
   ): void {
     const { sql } = this.store;
     sql.exec(
-      "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms) " +
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, fold_ms, " +
+        "bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       u.federationId,
       u.round,
       u.clientId,
@@ -233,6 +233,7 @@ export class Uploads {
       JSON.stringify(info.metrics),
       now,
       foldMs,
+      u.body.length,
     );
     spendNonce(sql, u.clientId, u.nonce, now);
     sql.exec(

@@ -33,14 +33,20 @@ export class Views {
       closedAt: r.closed_at,
       result: r.result ? (JSON.parse(r.result) as RoundResult) : null,
       receipts: this.store.sql
-        .exec<{ client_id: string; received_at: number; num_examples: number; fold_ms: number }>(
-          "SELECT client_id, received_at, num_examples, fold_ms FROM receipts WHERE federation_id = ? AND round = ? " +
+        .exec<{ client_id: string; received_at: number; num_examples: number; fold_ms: number; bytes: number }>(
+          "SELECT client_id, received_at, num_examples, fold_ms, bytes FROM receipts WHERE federation_id = ? AND round = ? " +
             "ORDER BY received_at, client_id",
           id,
           round,
         )
         .toArray()
-        .map((x) => ({ clientId: x.client_id, receivedAt: x.received_at, numExamples: x.num_examples, foldMs: x.fold_ms })),
+        .map((x) => ({
+          clientId: x.client_id,
+          receivedAt: x.received_at,
+          numExamples: x.num_examples,
+          foldMs: x.fold_ms,
+          bytes: x.bytes,
+        })),
       task: {
         proximalMu: createStrategy(fed.config.strategy).configureTrain(round).proximalMu,
         local,

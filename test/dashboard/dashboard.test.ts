@@ -136,6 +136,15 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
       String(r1.result.version),
     ]);
     expect(rounds[1]!.slice(0, 3)).toEqual(["2", "open", "0 / 2"]);
+    // The bytes the round moved: its uploads' sum and its base version's size, as the API reports them.
+    const moved = await api<{ result: { bytes: { up: number; version: number } }; receipts: { bytes: number }[] }>(
+      "/federations/dash/rounds/1",
+    );
+    expect(moved.result.bytes.up).toBe(moved.receipts.reduce((n, x) => n + x.bytes, 0));
+    expect(moved.result.bytes.up).toBeGreaterThan(0);
+    const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
+    expect(rounds[0]!.slice(9)).toEqual([kib(moved.result.bytes.up), kib(moved.result.bytes.version)]);
+    expect(rounds[1]!.slice(9)).toEqual(["-", "-"]);
     // Example-weighted train loss: (10 * 2 + 20 * 3) / 30.
     expect(r1.result.metrics.train_loss).toBeCloseTo(80 / 30, 6);
 
@@ -171,8 +180,18 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
       .evaluateAll((rows) => rows.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
     expect(evaluations).toEqual([["1", "2", "40", "0.5000", "1.2500"]]);
 
-    const plotWidth = await page.locator('[data-testid="plot"]').evaluate((img) => (img as HTMLImageElement).naturalWidth);
-    expect(plotWidth).toBeGreaterThan(0);
+    // The loss curve and a curve per evaluation metric (its title the metric), read once every image has
+    // loaded: each refresh renders new images, which load afresh.
+    const plots = await page.waitForFunction(() => {
+      const imgs = Array.from(document.querySelectorAll<HTMLImageElement>("img[data-testid]"));
+      if (!imgs.every((i) => i.complete && i.naturalWidth > 0)) return null;
+      return imgs.map((i) => [i.dataset.testid, i.alt]);
+    });
+    expect(await plots.jsonValue()).toEqual([
+      ["plot", "train loss by round"],
+      ["evaluation-plot", "accuracy by version"],
+      ["evaluation-plot", "loss by version"],
+    ]);
     mkdirSync(OUTPUT, { recursive: true });
     await page.screenshot({ path: join(OUTPUT, "dashboard.png"), fullPage: true });
 

@@ -48,6 +48,7 @@ describe("credentials on every route", async () => {
     ["DELETE", "/federations/auth-1"],
     ["GET", "/federations/auth-1/metrics"],
     ["GET", "/federations/auth-1/plot.svg"],
+    ["GET", "/federations/auth-1/evaluation.svg"],
     ["POST", "/federations/auth-1/rounds"],
     ["GET", "/federations/auth-1/rounds/1"],
     ["POST", "/federations/auth-1/rounds/1/close"],

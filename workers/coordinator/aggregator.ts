@@ -19,6 +19,10 @@ export function answer<T>(c: Context, r: Result<T>, status: ContentfulStatusCode
   return c.json(r.value as object, status);
 }
 
+/** An SVG chart as the dashboard reads it: never cached, since each refresh may add points. */
+export const svgResponse = (svg: string) =>
+  new Response(svg, { headers: { "content-type": "image/svg+xml", "cache-control": "no-store" } });
+
 /** Path parameters that must be non-negative integers (round and version numbers). */
 export function intParam(c: Context, name: string): number | Response {
   const raw = c.req.param(name) ?? "";

@@ -1,5 +1,6 @@
 // The dashboard (GET /): federations, the selected one's method, the open round's clients as they train
-// (their heartbeats), its rounds and clients, and its metric curve, read from the same JSON API every two
+// (their heartbeats), its rounds (with the bytes each moved) and clients, its train-loss curve and a curve
+// per federated-evaluation metric, read from the same JSON API every two
 // seconds. The page itself holds no data: it asks for the viewer token,
 // keeps it in the tab's sessionStorage and sends it as a header (never in a URL, where logs keep it).
 
@@ -21,11 +22,18 @@ const get = async (url) => {
   return res;
 };
 const json = async (url) => (await get(url)).json();
-let plotUrl = null;
+// The charts' object URLs of the page on screen, revoked once the next refresh has replaced it.
+let plotUrls = [];
+let shownUrls = [];
 const plot = async (url) => {
-  if (plotUrl) URL.revokeObjectURL(plotUrl);
-  plotUrl = URL.createObjectURL(await (await get(url)).blob());
-  return plotUrl;
+  const made = URL.createObjectURL(await (await get(url)).blob());
+  plotUrls.push(made);
+  return made;
+};
+const shown = () => {
+  for (const u of shownUrls) URL.revokeObjectURL(u);
+  shownUrls = plotUrls;
+  plotUrls = [];
 };
 function signIn(message) {
   sessionStorage.removeItem(TOKEN);
@@ -41,6 +49,7 @@ function signIn(message) {
   document.getElementById("updated").textContent = "";
 }
 const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "-");
+const bytes = (n) => (n >= 1048576 ? (n / 1048576).toFixed(2) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B");
 // A private federation's ε so far at its δ, and its budget when it has one.
 const spent = (f) =>
   f.privacy ? f.privacy.epsilon.toFixed(3) + (f.config.privacy.epsilonBudget ? " (" + f.config.privacy.epsilonBudget + ")" : "") : "-";
@@ -112,10 +121,17 @@ async function refresh() {
       ? [el("h3", {}, "Federated evaluation"),
          table("evaluations", ["version", "reports", "examples", ...metricNames], evaluated.map((e) =>
            el("tr", { "data-testid": "evaluation-row" }, el("td", {}, e.version), el("td", {}, e.reports), el("td", {}, e.numExamples),
-             ...metricNames.map((m) => el("td", {}, e.metrics[m] === undefined ? "-" : e.metrics[m].toFixed(4))))))]
+             ...metricNames.map((m) => el("td", {}, e.metrics[m] === undefined ? "-" : e.metrics[m].toFixed(4)))))),
+         ...(await Promise.all(metricNames.map(async (m) => el("img", {
+           "data-testid": "evaluation-plot",
+           alt: m + " by version",
+           src: await plot("/federations/" + encodeURIComponent(fed.id) + "/evaluation.svg?metric=" + encodeURIComponent(m)),
+         }))))]
       : []),
     el("h3", {}, "Rounds"),
-    table("rounds", ["round", "status", "uploads", "examples", "train loss", "version", "ε", "opened", "closed"], rounds.map((r) =>
+    table("rounds",
+      ["round", "status", "uploads", "examples", "train loss", "version", "ε", "opened", "closed", "bytes up", "version bytes"],
+      rounds.map((r) =>
       el("tr", { "data-testid": "round-row" }, el("td", {}, r.round), el("td", {}, r.status),
         el("td", {}, r.uploads + " / " + r.sampled.length),
         el("td", {}, r.receipts.reduce((n, x) => n + x.numExamples, 0)),
@@ -123,12 +139,15 @@ async function refresh() {
           r.result && r.result.metrics && r.result.metrics.train_loss !== undefined ? r.result.metrics.train_loss.toFixed(4) : "-"),
         el("td", {}, r.result && r.result.version !== undefined ? r.result.version : "-"),
         el("td", {}, r.result && r.result.privacy ? r.result.privacy.epsilon.toFixed(3) : "-"),
-        el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt))))),
+        el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt)),
+        el("td", {}, r.result && r.result.bytes ? bytes(r.result.bytes.up) : "-"),
+        el("td", {}, r.result && r.result.bytes ? bytes(r.result.bytes.version) : "-")))),
     el("h3", {}, "Clients"),
     table("clients", ["client", "sampled", "uploads", "examples (last)", "last upload"], [...clients].map(([id, c]) =>
       el("tr", { "data-testid": "client-row" }, el("td", {}, id), el("td", {}, c.sampled), el("td", {}, c.uploads),
         el("td", {}, c.examples || "-"), el("td", {}, time(c.last))))),
   );
+  shown();
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 

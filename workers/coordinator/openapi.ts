@@ -142,6 +142,19 @@ export function openapi(): object {
           responses: { "200": { description: "SVG", content: { "image/svg+xml": {} } }, ...refusals("federation_not_found") },
         }),
       },
+      "/federations/{id}/evaluation.svg": {
+        get: guarded(VIEWER, {
+          summary: "A federated-evaluation metric (query metric, default loss) by version, as an SVG chart",
+          parameters: [
+            pathId,
+            { name: "metric", in: "query", required: false, schema: { type: "string", pattern: "^[A-Za-z0-9_.-]{1,64}$" } },
+          ],
+          responses: {
+            "200": { description: "SVG", content: { "image/svg+xml": {} } },
+            ...refusals("bad_request", "federation_not_found"),
+          },
+        }),
+      },
       "/federations/{id}/rounds": {
         post: guarded(OPERATOR, {
           summary: "Open the next round",

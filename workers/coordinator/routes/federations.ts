@@ -6,7 +6,7 @@ import * as v from "valibot";
 import type { Result } from "../../../durable-objects/aggregator/errors.ts";
 import type { FederationView } from "../../../durable-objects/aggregator/federation.ts";
 import { linePlotSvg } from "../../../src/report/line-plot.ts";
-import { aggregator, answer, intParam, registry } from "../aggregator.ts";
+import { aggregator, answer, intParam, registry, svgResponse } from "../aggregator.ts";
 import { capBody, MAX_JSON_BYTES, parseJsonBody } from "../../lib/http-body.ts";
 import { forget, operator, operatorOnAnyId, reader, signerOf, viewer, type Env } from "../credentials.ts";
 import { dropVersions } from "../version-store.ts";
@@ -67,7 +67,7 @@ federations.get("/:id/plot.svg", viewer(), async (c) => {
       integerX: true,
     },
   );
-  return new Response(svg, { headers: { "content-type": "image/svg+xml", "cache-control": "no-store" } });
+  return svgResponse(svg);
 });
 
 federations.get("/:id", reader(), async (c) => {
