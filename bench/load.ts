@@ -5,11 +5,12 @@
 // Per case and shard count: uploads a second, p50 and p99 acknowledgement latency, the latency of the upload
 // that closed the round (it waits for the seals, the merges and the close), refused or failed uploads,
 // workerd's CPU and peak resident memory over the uploads (the whole process: the coordinator, every object
-// and the runtime), the busiest object's fold time (the sum of its uploads' folds: what one object does one
-// after another, since an object runs one request at a time), version downloads a second (and how many came
+// and the runtime), the busiest object's time on uploads (the sum over its receipts of its time from an
+// upload's admission to its receipt: what one object does one after another, since an object runs one
+// request at a time), version downloads a second (and how many came
 // from R2), and the largest difference between the new version and FedAvg computed here in float64 from what
 // was sent. Local workerd runs every object on one thread, so the uploads a second here are the machine's;
-// the busiest object's fold time is what sharding divides in production, where objects run apart.
+// the busiest object's time is what sharding divides in production, where objects run apart.
 // Run: node bench/load.ts [--clients 1000,10000] [--large 100] [--shards 1,8] [--concurrency 64] [--downloads 2000]
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -155,7 +156,7 @@ async function runCase(c: Case) {
     uploads: number;
     receipts: { clientId: string; foldMs: number }[];
   };
-  // What each object folded one after another: the root's every upload, or each shard's own.
+  // What each object did one upload after another: the root's every upload, or each shard's own.
   const busy = new Map<number, number>();
   for (const r of round.receipts) {
     const object = c.shards > 1 ? shardOf(1, r.clientId, c.shards) : 0;
@@ -201,7 +202,7 @@ async function runCase(c: Case) {
     failedUploads: uploads.failed,
     workerdCpuSeconds: cpu,
     workerdPeakMiB: peakMiB,
-    busiestObjectFoldSeconds: Math.max(...busy.values()),
+    busiestObjectSeconds: Math.max(...busy.values()),
     objects: busy.size,
     downloadsPerSecond: DOWNLOADS / downloads.seconds,
     downloadsFromR2: fromR2,
@@ -233,7 +234,7 @@ printTable(
     "failed",
     "workerd CPU s",
     "workerd peak MiB",
-    "busiest object's folds s",
+    "busiest object's uploads s",
     "downloads/s (from R2)",
     "max |v - mean|",
   ],
@@ -249,7 +250,7 @@ printTable(
     r.failedUploads,
     fmt(r.workerdCpuSeconds, 1),
     fmt(r.workerdPeakMiB, 0),
-    fmt(r.busiestObjectFoldSeconds, 2),
+    fmt(r.busiestObjectSeconds, 2),
     `${fmt(r.downloadsPerSecond, 0)} (${r.downloadsFromR2})`,
     r.maxDifferenceFromFloat64Mean.toExponential(1),
   ]),

@@ -47,7 +47,7 @@ export interface RoundView {
   totalWeight: number;
   closedAt: number | null;
   result: RoundResult | { reason: string } | null;
-  /** Accepted uploads, in order: who, when, how many examples, and the fold's time in the DO. */
+  /** Accepted uploads, in order: who, when, how many examples, the object's time on it (admission to receipt), its bytes. */
   receipts: { clientId: string; receivedAt: number; numExamples: number; foldMs: number; bytes: number }[];
   /** The open round's latest heartbeat of each sampled client that sent one (round-progress.ts); kept in memory only. */
   progress?: Record<string, ClientProgress>;

@@ -49,13 +49,15 @@ export class Uploads {
    * key and body) gets the first answer; anything refused changes nothing.
    */
   async upload(u: UploadRequest, now: number, shard?: ShardHooks): Promise<UploadReceipt> {
+    // The object's time on the upload, admission to receipt: what it does for one upload before the next.
+    const started = performance.now();
     const admitted = this.admit(u, now);
     if ("replay" in admitted) return admitted.replay;
     const { fed, round } = admitted;
     const info =
       round.phase === null
-        ? this.fold(u, fed, round, now)
-        : this.foldMasked(u, fed, round, now, (shard ?? this).maskedInput(fed, round, u.clientId));
+        ? this.fold(u, fed, round, now, started)
+        : this.foldMasked(u, fed, round, now, started, (shard ?? this).maskedInput(fed, round, u.clientId));
     const status = shard
       ? await shard.afterUpload(fed, u.round, round.uploads + 1)
       : await this.rounds.afterUpload(fed, u.round, round.uploads + 1, now);
@@ -128,13 +130,12 @@ export class Uploads {
   }
 
   /** decode → validate → transforms → accumulate, for a plain round's update. */
-  private fold(u: UploadRequest, fed: FederationView, round: RoundRow, now: number): UploadInfo {
+  private fold(u: UploadRequest, fed: FederationView, round: RoundRow, now: number, started: number): UploadInfo {
     const method = this.store.method(fed);
     const update = this.decode(method, fed, round, u.body);
     const info = this.validate(method, fed, round, update);
     const strategy = federationStrategy(fed.config, { clip: fed.privacy?.clip });
     const transforms = strategy.processUpdate ? [...TRANSFORMS, strategy.processUpdate.bind(strategy)] : TRANSFORMS;
-    const started = performance.now();
     this.store.storage.transactionSync(() => {
       const transformed = transforms.reduce<ClientUpdate>((x, t) => t(x), {
         clientId: u.clientId,
@@ -154,10 +155,9 @@ export class Uploads {
    * the mask (the clamp to the encoding's range bounds each value instead). Its weight, min(n, maxWeight),
    * is what it carries inside the vector.
    */
-  private foldMasked(u: UploadRequest, fed: FederationView, round: RoundRow, now: number, shape: MaskedShape): UploadInfo {
+  private foldMasked(u: UploadRequest, fed: FederationView, round: RoundRow, now: number, started: number, shape: MaskedShape): UploadInfo {
     const input = refusing("masked input", () => readMaskedInput(u.body, shape.length));
     const info = this.checkMetadata(fed, input.metadata);
-    const started = performance.now();
     this.store.storage.transactionSync(() => {
       new RingSum(this.store.sql, keys.sum(fed.id, round.round), shape.length).add(input.read, round.uploads === 0);
       this.record(u, info, { weight: Math.min(info.numExamples, shape.maxWeight) }, now, performance.now() - started);
