@@ -84,6 +84,12 @@ export class Federations {
     const floats = refusingConfig("", () => side.versionFloats(method, model));
     checkVersionSize(floats, config.maxUploadBytes);
     if (config.secureAggregation) checkSecure(config, floats, side.decode !== undefined);
+    if (config.secureAggregation && side.frozen?.(method))
+      throw new AggregatorError(
+        "config_invalid",
+        "secureAggregation: the method's uploads leave its frozen tensors out (FFA-LoRA's A), while a masked input " +
+          "carries the whole version; use one of freezeA and secureAggregation",
+      );
     if (config.robust) checkRobust(config, floats);
     if ((config.shards ?? 1) > 1) checkShards(config);
     const settings = { quant: config.model.quant, batch: config.local.batchSize, seq: config.local.maxTokens };

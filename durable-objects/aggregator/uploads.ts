@@ -183,7 +183,7 @@ export class Uploads {
     const layout = flatLayout(header);
     return refusing("upload", (): DecodedUpdate => {
       if (method.side.decode) return method.side.decode(method.config, body, layout, header.dataStart);
-      return { layout, ...tensorFileSource(body, layout, header.dataStart, "upload") };
+      return { layout, ...tensorFileSource(body, layout, header.dataStart, "upload", method.side.frozen?.(method.config) ?? null) };
     });
   }
 

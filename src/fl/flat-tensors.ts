@@ -77,13 +77,15 @@ export interface FlatSource {
 /**
  * An upload's tensors as a flat source in `layout`'s order, checked without copying the body: a header at
  * most `globalHeaderBytes` + UPDATE_METADATA_BYTES long, the same names and shapes as the layout, float
- * dtypes, no bytes past the last tensor. Throws FlError `tensor_mismatch` or SafetensorsError.
+ * dtypes, no bytes past the last tensor. Tensors `frozen` names must be left out, and read as zeros (their
+ * change). Throws FlError `tensor_mismatch` or SafetensorsError.
  */
 export function tensorFileSource(
   body: Uint8Array,
   layout: FlatLayout,
   globalHeaderBytes: number,
   what: string,
+  frozen: ((tensor: string) => boolean) | null = null,
 ): { source: FlatSource; metadata: Record<string, string> } {
   const header = readUpdateHeader(body, globalHeaderBytes + UPDATE_METADATA_BYTES);
   if (header.dataStart + header.dataBytes !== body.length)
@@ -91,8 +93,13 @@ export function tensorFileSource(
       body.length > header.dataStart + header.dataBytes ? "trailing_bytes" : "out_of_bounds",
       `${what}: the data buffer is ${body.length - header.dataStart} bytes, the header describes ${header.dataBytes}`,
     );
+  const sent = frozen ? layout.tensors.filter((t) => !frozen(t.name)) : layout.tensors;
   for (const t of layout.tensors) {
     const got = header.tensors.get(t.name);
+    if (frozen?.(t.name)) {
+      if (got) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" is frozen (its change is zero): leave it out`);
+      continue;
+    }
     if (!got) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" ${JSON.stringify(t.shape)} is missing`);
     if (got.shape.length !== t.shape.length || got.shape.some((d, i) => d !== t.shape[i]))
       throw new FlError(
@@ -102,14 +109,18 @@ export function tensorFileSource(
     if (!isFloatDType(got.dtype))
       throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" is ${got.dtype}; deltas and adapters are float tensors`);
   }
-  if (header.tensors.size !== layout.tensors.length) {
+  if (header.tensors.size !== sent.length) {
     const names = new Set(layout.tensors.map((t) => t.name));
     const extra = [...header.tensors.keys()].find((n) => !names.has(n));
     throw new FlError("tensor_mismatch", `${what}: tensor "${extra}" is not part of the global adapter`);
   }
   const read = (start: number, out: Float32Array) => {
     for (const { tensor, at, into, count } of pieces(layout, start, out.length)) {
-      const info = header.tensors.get(tensor.name)!;
+      const info = header.tensors.get(tensor.name);
+      if (!info) {
+        out.fill(0, into, into + count);
+        continue;
+      }
       const size = info.dtype === "F32" ? 4 : 2;
       const from = header.dataStart + info.dataOffsets[0] + at * size;
       out.set(toFloat32(info.dtype as FloatDType, body.subarray(from, from + count * size)), into);

@@ -14,6 +14,7 @@ import { parseRunConfig } from "../../cli/run-config.ts";
 import { runData } from "../../cli/run-data.ts";
 import type { TestRecord } from "../../cli/run/report.ts";
 import { exactMatch, unitErrorRate } from "../../src/data/metrics.ts";
+import { initLoraParams } from "../../src/engine/lora/init.ts";
 import { loraPairs } from "../../src/engine/lora/peft.ts";
 import { loadModel } from "../../src/engine/model-files.ts";
 import type { FedKSeedConfig } from "../../src/fl/methods/fedkseed/config.ts";
@@ -50,6 +51,7 @@ interface Record_ {
   status: string;
   version: number;
   uploads: number;
+  clients?: { upload_bytes: number };
   validation_loss: number;
 }
 const records = (dir: string) =>
@@ -371,7 +373,7 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
-  it("runs a secure federation (SecAgg+) within the quantization of the plain run, a sharded one within float32 rounding", async () => {
+  it("runs SecAgg+ within the quantization of the plain run, shards within float32 rounding, FFA-LoRA with A kept", async () => {
     // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
     // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
     const json = {
@@ -385,7 +387,8 @@ describe("fedflare run", () => {
     const plain = await runWith("plain-3", json);
     const secure = await runWith("secure-3", { ...json, secureAggregation: { range: 1, maxWeight: 100 } });
     const sharded = await runWith("sharded-3", { ...json, shards: 2 });
-    for (const { r } of [plain, secure, sharded]) expect(r.code, r.stderr).toBe(0);
+    const ffa = await runWith("ffa-3", { ...json, method: { ...json.method, freezeA: true } });
+    for (const { r } of [plain, secure, sharded, ffa]) expect(r.code, r.stderr).toBe(0);
     expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
       ["base", 0],
       ["closed", 1],
@@ -414,6 +417,18 @@ describe("fedflare run", () => {
       ["base", 0, 0],
       ["closed", 1, 3],
     ]);
+    // FFA-LoRA through the client workers: A as version 0 had it (the plain run's A moved from the same start),
+    // B moved, and uploads of B alone, about half the plain run's bytes.
+    const f = adapter(ffa.out);
+    const init = initLoraParams(config, 2, ["q_proj", "v_proj"], 0);
+    for (const [name, t] of f) {
+      if (!name.endsWith(".lora_A.weight")) continue;
+      expect(t).toEqual(init.get(name.slice("base_model.model.".length)));
+      expect(a.get(name)).not.toEqual(t);
+    }
+    const bytesOf = (out: string) => records(out)[1]!.clients!.upload_bytes;
+    expect(bytesOf(ffa.out) / bytesOf(plain.out)).toBeGreaterThan(0.45);
+    expect(bytesOf(ffa.out) / bytesOf(plain.out)).toBeLessThan(0.55);
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {

@@ -27,6 +27,11 @@ export interface GradientPlan {
   layers?: number[];
   /** The cut, when the trunk below it runs at an endpoint. */
   cut?: number;
+  /**
+   * A name suffix of parameters kept as the version has them (FFA-LoRA's ".lora_A.weight"): no gradient
+   * moves them (AdamW skips a parameter without one) and the upload leaves them out.
+   */
+  frozen?: string;
 }
 
 export interface LocalTask {
@@ -98,9 +103,12 @@ export async function runLocalSteps(
     optimizer: adamW({ weightDecay: 0 }, next.optimizer),
     schedule: { lr: task.local.lr, warmupSteps: 0, totalSteps: task.local.steps },
     clip: 1,
-    ...(task.proximalMu > 0
-      ? { gradientHook: (grads: TensorMap, params: TensorMap) => void addProximalGradient(grads, params, globalParams, task.proximalMu) }
-      : {}),
+    gradientHook: (grads: TensorMap, params: TensorMap) => {
+      if (task.proximalMu > 0) addProximalGradient(grads, params, globalParams, task.proximalMu);
+      // After the proximal term (it wants every parameter): a frozen parameter's gradient goes, so it neither
+      // moves nor counts in the clipped norm.
+      if (plan.frozen) for (const name of [...grads.keys()]) if (name.endsWith(plan.frozen)) grads.delete(name);
+    },
   });
   const end = Math.min(task.local.steps, state.step + maxSteps);
   while (next.step < end) {
@@ -144,9 +152,10 @@ export interface LocalResult {
   metrics: Record<string, number>;
 }
 
-export function localResult(global: TensorMap, state: LocalState, numExamples: number): LocalResult {
+export function localResult(global: TensorMap, state: LocalState, numExamples: number, frozen?: string): LocalResult {
   const delta: TensorMap = new Map();
   for (const [key, g] of global) {
+    if (frozen && key.endsWith(frozen)) continue;
     const p = state.params.get(graphName(key))!;
     delta.set(
       key,

@@ -61,6 +61,11 @@ export interface ServerMethod<C extends MethodConfig = MethodConfig> extends Sid
   suppliedShapes?(m: C, model: LlamaConfig): Map<string, number[]>;
   /** Reads an upload into the global version's layout; absent: a safetensors file of exactly that layout. */
   decode?(m: C, body: Uint8Array, layout: FlatLayout, dataStart: number): DecodedUpdate;
+  /**
+   * A version's tensors the clients never train (FFA-LoRA's A): left out of an upload, their change is zero;
+   * absent or null: every tensor is uploaded.
+   */
+  frozen?(m: C): ((tensor: string) => boolean) | null;
   /** Refuses (MethodError `update_invalid`) an update that would leave the version invalid. */
   validate?(m: C, update: DecodedUpdate, global: () => TensorFile): void;
   /** Derived reads of its versions, by name. */

@@ -65,6 +65,28 @@ describe("a client's local update", () => {
     expect(r.metrics.train_loss).toBeGreaterThan(0);
   });
 
+  it("FFA-LoRA: A stays exactly as the version has it, B trains, and the delta holds B alone", async () => {
+    const ffa: LocalTask = {
+      ...task(0.5),
+      plan: loraPlan(
+        { type: "lora", r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], dropout: 0, rslora: false, fromLayer: 0, freezeA: true },
+        config,
+        { offloaded: false, seed: 2 },
+      ),
+    };
+    const state = await runLocalSteps(model, ffa, global, examples, startLocal(global));
+    const a = [...global.keys()].filter((k) => k.endsWith(".lora_A.weight"));
+    const b = [...global.keys()].filter((k) => k.endsWith(".lora_B.weight"));
+    expect(a.length).toBe(4);
+    for (const k of a) expect(state.params.get(k.slice("base_model.model.".length))).toEqual(global.get(k));
+    const r = localResult(global, state, examples.length, ffa.plan.frozen);
+    expect([...r.delta.keys()]).toEqual(b);
+    expect(norm(r.delta)).toBeGreaterThan(0);
+    // The plain plan moves A too, from the same start.
+    const plain = localResult(global, await runLocalSteps(model, task(0.5), global, examples, startLocal(global)), 5);
+    expect(norm(new Map(a.map((k) => [k, plain.delta.get(k)!])))).toBeGreaterThan(0);
+  });
+
   it("stays closer to the global adapter under FedProx's proximal term", async () => {
     const free = localResult(global, await runLocalSteps(model, task(0), global, examples, startLocal(global)), 5);
     const prox = localResult(global, await runLocalSteps(model, task(50), global, examples, startLocal(global)), 5);

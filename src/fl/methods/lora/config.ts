@@ -12,5 +12,10 @@ export const LoraConfig = v.strictObject({
   rslora: v.optional(v.boolean(), false),
   /** LoRA only on the layers from this index up (PEFT's layers_to_transform); clients may offload the trunk below. */
   fromLayer: v.optional(int(0, 1000), 0),
+  /**
+   * FFA-LoRA (Sun et al. 2024): A stays at its shared initialisation and clients train and upload only B (half
+   * the bytes up), so the mean of the clients' B is exactly the update of the product B·A.
+   */
+  freezeA: v.optional(v.boolean()),
 });
 export type LoraConfig = v.InferOutput<typeof LoraConfig>;

@@ -20,8 +20,10 @@ export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boole
     ...(m.dropout > 0 ? { seed: opts.seed } : {}),
     fromLayer: m.fromLayer,
   };
-  if (!opts.offloaded) return { graph: { kind: "train", spec: { lora } } };
+  // FFA-LoRA: A stays as the version has it (its shared initialisation).
+  const frozen = m.freezeA ? { frozen: ".lora_A.weight" } : {};
+  if (!opts.offloaded) return { graph: { kind: "train", spec: { lora } }, ...frozen };
   if (m.fromLayer === 0)
     throw new MethodError("method_invalid", "offloading the trunk needs the method's fromLayer above 0 (LoRA only above the cut)");
-  return { graph: { kind: "split", spec: { lora }, fromLayer: m.fromLayer }, layers: loraLayers(m, c), cut: m.fromLayer };
+  return { graph: { kind: "split", spec: { lora }, fromLayer: m.fromLayer }, layers: loraLayers(m, c), cut: m.fromLayer, ...frozen };
 }

@@ -25,6 +25,7 @@ export function splitFootprint(model: LlamaConfig, cut: number): Footprint {
 export const loraServer: ServerMethod<LoraConfig> = {
   type: "lora",
   config: LoraConfig,
+  frozen: (m) => (m.freezeA ? (tensor) => tensor.endsWith(".lora_A.weight") : null),
   versionFloats: (m, model) =>
     loraLayers(m, model).length *
     m.targetModules.reduce((n, t) => n + m.r * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0), 0),

@@ -20,6 +20,6 @@ export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>
     ctx.save(encodeLocalState(state), state.step);
     return null;
   }
-  const result = localResult(global.tensors, state, examples.length);
+  const result = localResult(global.tensors, state, examples.length, plan.frozen);
   return deltaBody({ ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes } }, global.shapes);
 }
