@@ -52,6 +52,8 @@ export const RunConfig = v.strictObject({
   robust: v.optional(RobustConfig),
   /** Shard objects the federation's uploads spread over (docs/ARCHITECTURE.md, "Sharded aggregation"). */
   shards: v.optional(int(1, 32)),
+  /** The dtype clients upload their updates in (F16 or BF16: half the bytes up). */
+  uploadDtype: v.optional(v.picklist(["F32", "F16", "BF16"])),
   /**
    * Malicious clients, for benchmarks of the robust rules (src/fl/attacks/): the last `attackers` clients
    * poison their uploads (a model attack, through their worker's ATTACK binding) or flip their labels.

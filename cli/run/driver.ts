@@ -237,6 +237,7 @@ async function createFederation(
       ...(config.secureAggregation ? { secureAggregation: config.secureAggregation } : {}),
       ...(config.robust ? { robust: config.robust } : {}),
       ...(config.shards ? { shards: config.shards } : {}),
+      ...(config.uploadDtype ? { uploadDtype: config.uploadDtype } : {}),
     });
   if (initial && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
     const supply = await initialAdapterRequest(FED, fed.operatorToken, initial);

@@ -92,6 +92,12 @@ export class Federations {
       );
     if (config.robust) checkRobust(config, floats);
     if ((config.shards ?? 1) > 1) checkShards(config);
+    if (config.secureAggregation && config.uploadDtype && config.uploadDtype !== "F32")
+      throw new AggregatorError(
+        "config_invalid",
+        `uploadDtype ${config.uploadDtype}: a secure round's masked input is its own fixed-point encoding in Z_2^32 ` +
+          "(secureAggregation.range and the clients' count set its precision), not a float tensor; leave uploadDtype out",
+      );
     const settings = { quant: config.model.quant, batch: config.local.batchSize, seq: config.local.maxTokens };
     const unfit = clientPlanRefusal(model, side.footprints(method, model), settings, config.clientMemoryMiB * MIB);
     if (unfit) throw new AggregatorError("config_invalid", unfit);

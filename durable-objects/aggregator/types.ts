@@ -58,6 +58,8 @@ export interface RoundView {
     method: FederationConfig["method"];
     model: { name: string; quant: string };
     seed: number;
+    /** The dtype gradient updates are uploaded in (the federation's uploadDtype), when not F32. */
+    uploadDtype?: FederationConfig["uploadDtype"];
   };
 }
 

@@ -53,6 +53,7 @@ export class Views {
         method,
         model: { name: model.name, quant: model.quant },
         seed: fed.config.seed,
+        ...(fed.config.uploadDtype ? { uploadDtype: fed.config.uploadDtype } : {}),
       },
     };
   }

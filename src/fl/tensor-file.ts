@@ -1,6 +1,6 @@
 // Named float tensors to and from safetensors bytes: how adapters, deltas and server state are stored
 // and cross the wire (never as JSON numbers).
-import { toFloat32 } from "../protocol/dtypes.ts";
+import { type FloatDType, float32ToBF16, float32ToF16, toFloat32 } from "../protocol/dtypes.ts";
 import { readSafetensors, readSafetensorsHeader, writeSafetensors, type TensorInput } from "../protocol/safetensors.ts";
 import { FlError } from "./errors.ts";
 import type { TensorMap } from "./tensors.ts";
@@ -34,9 +34,12 @@ export function encodeTensorFile(
   tensors: TensorMap,
   shapes: ReadonlyMap<string, readonly number[]>,
   metadata: Record<string, string> = { format: "pt" },
+  dtype: FloatDType = "F32",
 ): Uint8Array {
   const input: Record<string, TensorInput> = {};
-  for (const [name, t] of tensors) input[name] = { dtype: "F32", shape: [...(shapes.get(name) ?? [t.length])], data: t };
+  // F16 and BF16 round each value to nearest, ties to even (src/protocol/dtypes.ts).
+  const encode = { F32: (t: Float32Array) => t, F16: float32ToF16, BF16: float32ToBF16 }[dtype];
+  for (const [name, t] of tensors) input[name] = { dtype, shape: [...(shapes.get(name) ?? [t.length])], data: encode(t) };
   return writeSafetensors(input, metadata);
 }
 

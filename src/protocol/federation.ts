@@ -80,6 +80,11 @@ export const FederationConfig = v.pipe(
      * federation's object combines at the close (docs/ARCHITECTURE.md, "Sharded aggregation"); absent: 1.
      */
     shards: v.optional(int(1, MAX_SHARDS)),
+    /**
+     * The dtype clients upload a gradient method's update in: F16 or BF16 halve the bytes up (the aggregator
+     * folds in float32 whatever it reads); absent: F32.
+     */
+    uploadDtype: v.optional(v.picklist(["F32", "F16", "BF16"])),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),

@@ -373,7 +373,7 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
-  it("runs SecAgg+ within the quantization of the plain run, shards within float32 rounding, FFA-LoRA with A kept", async () => {
+  it("runs SecAgg+ within its quantization of the plain run, shards within float32's rounding, FFA-LoRA, F16 uploads", async () => {
     // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
     // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
     const json = {
@@ -388,7 +388,8 @@ describe("fedflare run", () => {
     const secure = await runWith("secure-3", { ...json, secureAggregation: { range: 1, maxWeight: 100 } });
     const sharded = await runWith("sharded-3", { ...json, shards: 2 });
     const ffa = await runWith("ffa-3", { ...json, method: { ...json.method, freezeA: true } });
-    for (const { r } of [plain, secure, sharded, ffa]) expect(r.code, r.stderr).toBe(0);
+    const half = await runWith("f16-3", { ...json, uploadDtype: "F16" });
+    for (const { r } of [plain, secure, sharded, ffa, half]) expect(r.code, r.stderr).toBe(0);
     expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
       ["base", 0],
       ["closed", 1],
@@ -429,6 +430,20 @@ describe("fedflare run", () => {
     const bytesOf = (out: string) => records(out)[1]!.clients!.upload_bytes;
     expect(bytesOf(ffa.out) / bytesOf(plain.out)).toBeGreaterThan(0.45);
     expect(bytesOf(ffa.out) / bytesOf(plain.out)).toBeLessThan(0.55);
+    // F16 uploads: 2 bytes a value fewer (the header's dtypes are as long), and the version within F16's
+    // rounding (2^-11 of a value) of the plain one's.
+    const values = [...a.values()].reduce((n, t) => n + t.length, 0);
+    expect(bytesOf(plain.out) - bytesOf(half.out)).toBe(2 * values);
+    const h = adapter(half.out);
+    let apart16 = 0;
+    let largest = 0;
+    for (const [name, t] of a)
+      t.forEach((x, i) => {
+        apart16 = Math.max(apart16, Math.abs(x - h.get(name)![i]!));
+        largest = Math.max(largest, Math.abs(x));
+      });
+    expect(apart16).toBeGreaterThan(0);
+    expect(apart16).toBeLessThan(largest * 2 ** -11 + 1e-7);
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {

@@ -247,6 +247,12 @@ describe("aggregator: refusals change nothing", () => {
       error: { status: 422, code: "config_invalid", message: expect.stringMatching(/beta1/) },
     });
     expect(await other.getFederation("bad-config")).toMatchObject({ ok: false, error: { status: 404, code: "federation_not_found" } });
+    // F16 uploads under secure aggregation: its masked inputs are a fixed-point encoding of their own.
+    const secure = { secureAggregation: { range: 1, maxWeight: 100 }, uploadDtype: "F16" };
+    expect(await other.createFederation(federationConfig("bad-config", secure))).toMatchObject({
+      ok: false,
+      error: { status: 422, code: "config_invalid", message: expect.stringMatching(/uploadDtype F16: a secure round's masked input/) },
+    });
   });
 });
 

@@ -80,6 +80,7 @@ export interface RoundInfo {
     method: FederationConfig["method"];
     model: { name: string; quant: QuantMode };
     seed: number;
+    uploadDtype?: FederationConfig["uploadDtype"];
   };
 }
 

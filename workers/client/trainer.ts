@@ -229,6 +229,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       federationSeed: round.task.seed,
       baseVersion: round.baseVersion,
       downloadBytes: 0,
+      ...(round.task.uploadDtype ? { uploadDtype: round.task.uploadDtype } : {}),
     };
     const budget = downloads(this.env, ownerLimits(this.env).MAX_DOWNLOAD_BYTES, job.round);
     const placement = placementOf(this.env, side, config);

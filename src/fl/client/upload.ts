@@ -1,6 +1,7 @@
 // A client's update as an HTTP request: the body (a delta as safetensors, or FedKSeed's per-seed sums)
 // with num_examples and metrics in its __metadata__, an idempotency key that names the (federation,
 // round, client) slot, and what each attempt's answer means. The caller signs each attempt anew.
+import type { FloatDType } from "../../protocol/dtypes.ts";
 import { encodeTensorFile } from "../tensor-file.ts";
 import type { LocalResult } from "./local-update.ts";
 import { busy } from "./transient.ts";
@@ -11,8 +12,8 @@ export function updateMetadata(numExamples: number, metrics: Record<string, numb
 }
 
 /** A gradient method's update body: the delta (trained minus global). */
-export function deltaBody(result: LocalResult, shapes: ReadonlyMap<string, readonly number[]>): Uint8Array {
-  return encodeTensorFile(result.delta, shapes, updateMetadata(result.numExamples, result.metrics));
+export function deltaBody(result: LocalResult, shapes: ReadonlyMap<string, readonly number[]>, dtype: FloatDType = "F32"): Uint8Array {
+  return encodeTensorFile(result.delta, shapes, updateMetadata(result.numExamples, result.metrics), dtype);
 }
 
 /** Where an update goes, and its headers besides the signature: the same idempotency key on every attempt. */

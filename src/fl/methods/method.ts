@@ -4,6 +4,7 @@
 // (registry.ts) and never branch on a method's name.
 import type * as v from "valibot";
 import type { TokenizedExample } from "../../data/examples.ts";
+import type { FloatDType } from "../../protocol/dtypes.ts";
 import type { Example } from "../../data/jsonl.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
 import type { Demand, EndpointEngine } from "../../engine/endpoint.ts";
@@ -111,6 +112,8 @@ export interface ClientTask<C extends MethodConfig = MethodConfig> {
   baseVersion: number;
   /** Bytes this client downloaded to start the round. */
   downloadBytes: number;
+  /** The dtype a gradient method's update is uploaded in (the federation's uploadDtype); absent: F32. */
+  uploadDtype?: FloatDType;
 }
 
 /** What a client's deployment lends a method's work: its model, data, endpoints and storage. */

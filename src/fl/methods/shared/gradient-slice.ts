@@ -21,5 +21,5 @@ export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>
     return null;
   }
   const result = localResult(global.tensors, state, examples.length, plan.frozen);
-  return deltaBody({ ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes } }, global.shapes);
+  return deltaBody({ ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes } }, global.shapes, task.uploadDtype);
 }
