@@ -6,6 +6,7 @@ import { defaultRunMethod } from "../src/fl/methods/lora/run.ts";
 import type { MethodConfig } from "../src/fl/methods/method.ts";
 import { runMethods } from "../src/fl/methods/run.ts";
 import { ModelAttack } from "../src/fl/attacks/model-poisoning.ts";
+import { UPLOAD_DTYPES } from "../src/protocol/federation.ts";
 import { PrivacyConfig } from "../src/protocol/privacy.ts";
 import { RobustConfig } from "../src/protocol/robust.ts";
 import { SecureAggregationConfig } from "../src/protocol/secure-aggregation.ts";
@@ -52,8 +53,8 @@ export const RunConfig = v.strictObject({
   robust: v.optional(RobustConfig),
   /** Shard objects the federation's uploads spread over (docs/ARCHITECTURE.md, "Sharded aggregation"). */
   shards: v.optional(int(1, 32)),
-  /** The dtype clients upload their updates in (F16 or BF16: half the bytes up). */
-  uploadDtype: v.optional(v.picklist(["F32", "F16", "BF16"])),
+  /** The dtype clients upload their updates in (F16 or BF16: half the bytes up; I8: a quarter). */
+  uploadDtype: v.optional(v.picklist(UPLOAD_DTYPES)),
   /**
    * Malicious clients, for benchmarks of the robust rules (src/fl/attacks/): the last `attackers` clients
    * poison their uploads (a model attack, through their worker's ATTACK binding) or flip their labels.

@@ -2,9 +2,10 @@
 // upload into its running sum and closes a round in memory bounded by a segment, not by the adapter
 // (a Worker's isolate has 128 MB; platform-limits.ts). The flat order is the global version's data
 // order; an upload may list its tensors in any order and in F32, F16 or BF16.
-import { isFloatDType, toFloat32, type FloatDType } from "../protocol/dtypes.ts";
+import { DTYPE_BYTES, isFloatDType, toFloat32, type FloatDType } from "../protocol/dtypes.ts";
 import { readSafetensorsHeader, SafetensorsError, type SafetensorsHeader } from "../protocol/safetensors.ts";
 import { FlError } from "./errors.ts";
+import { readScales } from "./int8-updates.ts";
 
 /**
  * Room an update's header may take beyond its global version's (its metadata: num_examples, metrics of at
@@ -77,8 +78,8 @@ export interface FlatSource {
 /**
  * An upload's tensors as a flat source in `layout`'s order, checked without copying the body: a header at
  * most `globalHeaderBytes` + UPDATE_METADATA_BYTES long, the same names and shapes as the layout, float
- * dtypes, no bytes past the last tensor. Tensors `frozen` names must be left out, and read as zeros (their
- * change). Throws FlError `tensor_mismatch` or SafetensorsError.
+ * dtypes (or I8 with its scale, int8-updates.ts), no bytes past the last tensor. Tensors `frozen` names must
+ * be left out, and read as zeros (their change). Throws FlError `tensor_mismatch` or SafetensorsError.
  */
 export function tensorFileSource(
   body: Uint8Array,
@@ -106,9 +107,17 @@ export function tensorFileSource(
         "tensor_mismatch",
         `${what}: tensor "${t.name}" has shape ${JSON.stringify(got.shape)}, expected ${JSON.stringify(t.shape)}`,
       );
-    if (!isFloatDType(got.dtype))
-      throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" is ${got.dtype}; deltas and adapters are float tensors`);
+    if (!isFloatDType(got.dtype) && got.dtype !== "I8")
+      throw new FlError(
+        "tensor_mismatch",
+        `${what}: tensor "${t.name}" is ${got.dtype}; deltas and adapters are float tensors (or I8 with scales)`,
+      );
   }
+  const scales = readScales(
+    header.metadata,
+    sent.filter((t) => header.tensors.get(t.name)?.dtype === "I8").map((t) => t.name),
+    what,
+  );
   if (header.tensors.size !== sent.length) {
     const names = new Set(layout.tensors.map((t) => t.name));
     const extra = [...header.tensors.keys()].find((n) => !names.has(n));
@@ -121,9 +130,13 @@ export function tensorFileSource(
         out.fill(0, into, into + count);
         continue;
       }
-      const size = info.dtype === "F32" ? 4 : 2;
+      const size = DTYPE_BYTES[info.dtype];
       const from = header.dataStart + info.dataOffsets[0] + at * size;
-      out.set(toFloat32(info.dtype as FloatDType, body.subarray(from, from + count * size)), into);
+      if (info.dtype === "I8") {
+        const scale = scales.get(tensor.name)!;
+        const q = new Int8Array(body.buffer, body.byteOffset + from, count);
+        for (let i = 0; i < count; i++) out[into + i] = q[i]! * scale;
+      } else out.set(toFloat32(info.dtype as FloatDType, body.subarray(from, from + count * size)), into);
     }
   };
   return { source: { total: layout.total, read }, metadata: header.metadata };

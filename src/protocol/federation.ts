@@ -13,6 +13,9 @@ const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.number(), v
  * from each), so the close's reads grow with the count; 64 spreads 10,000 uploads to about 160 an object.
  */
 export const MAX_SHARDS = 64;
+/** The dtypes a federation may ask its clients to upload in. */
+export const UPLOAD_DTYPES = ["F32", "F16", "BF16", "I8"] as const;
+export type UploadDType = (typeof UPLOAD_DTYPES)[number];
 /** A number in (0, max]: learning rates are bounded so no config turns a version into infinities. */
 const upTo = (max: number) => v.pipe(v.number(), v.gtValue(0), v.maxValue(max));
 const id = v.pipe(
@@ -81,10 +84,11 @@ export const FederationConfig = v.pipe(
      */
     shards: v.optional(int(1, MAX_SHARDS)),
     /**
-     * The dtype clients upload a gradient method's update in: F16 or BF16 halve the bytes up (the aggregator
-     * folds in float32 whatever it reads); absent: F32.
+     * The dtype clients upload a gradient method's update in: F16 or BF16 halve the bytes up, I8 (a scale per
+     * tensor, stochastic rounding: src/fl/int8-updates.ts) quarters them; the aggregator folds in float32
+     * whatever it reads; absent: F32.
      */
-    uploadDtype: v.optional(v.picklist(["F32", "F16", "BF16"])),
+    uploadDtype: v.optional(v.picklist(UPLOAD_DTYPES)),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),
@@ -116,6 +120,8 @@ export const UploadMetadata = v.strictObject({
     v.pipe(v.string(), v.maxLength(METRICS_LIMITS.jsonBytes, `must be at most ${METRICS_LIMITS.jsonBytes} characters`)),
     "{}",
   ),
+  /** An int8 upload's scale of each I8 tensor (JSON), checked with its tensors (src/fl/int8-updates.ts). */
+  scales: v.optional(v.string()),
 });
 
 export const Metrics = v.pipe(

@@ -373,7 +373,7 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
-  it("runs SecAgg+ within its quantization of the plain run, shards within float32's rounding, FFA-LoRA, F16 uploads", async () => {
+  it("runs SecAgg+ within its quantization of the plain run, shards within float32's rounding, FFA-LoRA, F16 and I8", async () => {
     // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
     // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
     const json = {
@@ -389,7 +389,8 @@ describe("fedflare run", () => {
     const sharded = await runWith("sharded-3", { ...json, shards: 2 });
     const ffa = await runWith("ffa-3", { ...json, method: { ...json.method, freezeA: true } });
     const half = await runWith("f16-3", { ...json, uploadDtype: "F16" });
-    for (const { r } of [plain, secure, sharded, ffa, half]) expect(r.code, r.stderr).toBe(0);
+    const quarter = await runWith("i8-3", { ...json, uploadDtype: "I8" });
+    for (const { r } of [plain, secure, sharded, ffa, half, quarter]) expect(r.code, r.stderr).toBe(0);
     expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
       ["base", 0],
       ["closed", 1],
@@ -444,6 +445,20 @@ describe("fedflare run", () => {
       });
     expect(apart16).toBeGreaterThan(0);
     expect(apart16).toBeLessThan(largest * 2 ** -11 + 1e-7);
+    // I8 uploads: 3 bytes a value fewer, less each tensor's scale in the metadata (under 100 bytes), and each
+    // value within a few scales (a scale: the largest change / 127) of the plain run's, averaged over the
+    // clients' independent roundings.
+    const saved = bytesOf(plain.out) - bytesOf(quarter.out);
+    expect(saved).toBeGreaterThan(3 * values - 100 * a.size);
+    expect(saved).toBeLessThan(3 * values);
+    const q8 = adapter(quarter.out);
+    for (const [name, t] of a) {
+      const start = init.get(name.slice("base_model.model.".length)) ?? new Float32Array(t.length);
+      const scale = t.reduce((m, x, i) => Math.max(m, Math.abs(x - start[i]!)), 0) / 127;
+      const apart8 = t.reduce((m, x, i) => Math.max(m, Math.abs(x - q8.get(name)![i]!)), 0);
+      expect(apart8).toBeGreaterThan(0);
+      expect(apart8).toBeLessThan(3 * scale);
+    }
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {

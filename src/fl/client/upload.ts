@@ -1,7 +1,9 @@
 // A client's update as an HTTP request: the body (a delta as safetensors, or FedKSeed's per-seed sums)
 // with num_examples and metrics in its __metadata__, an idempotency key that names the (federation,
 // round, client) slot, and what each attempt's answer means. The caller signs each attempt anew.
-import type { FloatDType } from "../../protocol/dtypes.ts";
+import type { UploadDType } from "../../protocol/federation.ts";
+import { writeSafetensors, type TensorInput } from "../../protocol/safetensors.ts";
+import { quantizeInt8 } from "../int8-updates.ts";
 import { encodeTensorFile } from "../tensor-file.ts";
 import type { LocalResult } from "./local-update.ts";
 import { busy } from "./transient.ts";
@@ -11,9 +13,26 @@ export function updateMetadata(numExamples: number, metrics: Record<string, numb
   return { format: "pt", num_examples: String(numExamples), metrics: JSON.stringify(metrics) };
 }
 
-/** A gradient method's update body: the delta (trained minus global). */
-export function deltaBody(result: LocalResult, shapes: ReadonlyMap<string, readonly number[]>, dtype: FloatDType = "F32"): Uint8Array {
-  return encodeTensorFile(result.delta, shapes, updateMetadata(result.numExamples, result.metrics), dtype);
+/**
+ * A gradient method's update body: the delta (trained minus global) in `dtype`; I8 rounds stochastically
+ * with `uniform` (int8-updates.ts) and writes each tensor's scale in the metadata.
+ */
+export function deltaBody(
+  result: LocalResult,
+  shapes: ReadonlyMap<string, readonly number[]>,
+  dtype: UploadDType = "F32",
+  uniform: () => number = Math.random,
+): Uint8Array {
+  const metadata = updateMetadata(result.numExamples, result.metrics);
+  if (dtype !== "I8") return encodeTensorFile(result.delta, shapes, metadata, dtype);
+  const input: Record<string, TensorInput> = {};
+  const scales: Record<string, number> = {};
+  for (const [name, t] of result.delta) {
+    const { q, scale } = quantizeInt8(t, uniform);
+    input[name] = { dtype: "I8", shape: [...(shapes.get(name) ?? [t.length])], data: q };
+    scales[name] = scale;
+  }
+  return writeSafetensors(input, { ...metadata, scales: JSON.stringify(scales) });
 }
 
 /** Where an update goes, and its headers besides the signature: the same idempotency key on every attempt. */

@@ -4,7 +4,6 @@
 // (registry.ts) and never branch on a method's name.
 import type * as v from "valibot";
 import type { TokenizedExample } from "../../data/examples.ts";
-import type { FloatDType } from "../../protocol/dtypes.ts";
 import type { Example } from "../../data/jsonl.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
 import type { Demand, EndpointEngine } from "../../engine/endpoint.ts";
@@ -14,7 +13,7 @@ import type { Footprint } from "../../engine/client-plan.ts";
 import type { QuantMode } from "../../engine/quantize.ts";
 import type { KeptSessions, Runtime } from "../../engine/runtime.ts";
 import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
-import type { FederationConfig } from "../../protocol/federation.ts";
+import type { FederationConfig, UploadDType } from "../../protocol/federation.ts";
 import type { TrunkCache, TrunkEndpoint } from "../client/trunk-states.ts";
 import type { FlatLayout, FlatSource } from "../flat-tensors.ts";
 import type { TensorFile } from "../tensor-file.ts";
@@ -113,7 +112,7 @@ export interface ClientTask<C extends MethodConfig = MethodConfig> {
   /** Bytes this client downloaded to start the round. */
   downloadBytes: number;
   /** The dtype a gradient method's update is uploaded in (the federation's uploadDtype); absent: F32. */
-  uploadDtype?: FloatDType;
+  uploadDtype?: UploadDType;
 }
 
 /** What a client's deployment lends a method's work: its model, data, endpoints and storage. */

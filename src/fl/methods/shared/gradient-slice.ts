@@ -4,6 +4,7 @@
 import { localResult, runLocalSteps, startLocal, type GradientPlan } from "../../client/local-update.ts";
 import { decodeLocalState, encodeLocalState } from "../../client/state-file.ts";
 import { deltaBody } from "../../client/upload.ts";
+import { seededUniform } from "../../../engine/sampling.ts";
 import type { MethodConfig, SliceContext } from "../method.ts";
 
 export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>, plan: GradientPlan): Promise<Uint8Array | null> {
@@ -21,5 +22,12 @@ export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>
     return null;
   }
   const result = localResult(global.tensors, state, examples.length, plan.frozen);
-  return deltaBody({ ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes } }, global.shapes, task.uploadDtype);
+  // Stochastic rounding (I8) seeded by the client and the round, so a retried slice uploads the same bytes.
+  const uniform = seededUniform(task.seed * 7919 + task.round);
+  return deltaBody(
+    { ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes } },
+    global.shapes,
+    task.uploadDtype,
+    uniform,
+  );
 }
