@@ -238,6 +238,7 @@ async function createFederation(
       ...(config.robust ? { robust: config.robust } : {}),
       ...(config.shards ? { shards: config.shards } : {}),
       ...(config.uploadDtype ? { uploadDtype: config.uploadDtype } : {}),
+      ...(config.topK !== undefined ? { topK: config.topK } : {}),
     });
   if (initial && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
     const supply = await initialAdapterRequest(FED, fed.operatorToken, initial);

@@ -92,6 +92,12 @@ export class Federations {
       );
     if (config.robust) checkRobust(config, floats);
     if ((config.shards ?? 1) > 1) checkShards(config);
+    if (config.topK !== undefined && ((config.uploadDtype ?? "F32") !== "F32" || config.secureAggregation))
+      throw new AggregatorError(
+        "config_invalid",
+        "topK: sparse updates send their values as F32 with their positions, which neither another uploadDtype nor a " +
+          "secure round's dense masked input carries; use topK alone",
+      );
     if (config.secureAggregation && config.uploadDtype && config.uploadDtype !== "F32")
       throw new AggregatorError(
         "config_invalid",

@@ -60,6 +60,8 @@ export interface RoundView {
     seed: number;
     /** The dtype gradient updates are uploaded in (the federation's uploadDtype), when not F32. */
     uploadDtype?: FederationConfig["uploadDtype"];
+    /** The fraction of each tensor's values a sparse update sends (the federation's topK). */
+    topK?: number;
   };
 }
 

@@ -54,6 +54,7 @@ export class Views {
         model: { name: model.name, quant: model.quant },
         seed: fed.config.seed,
         ...(fed.config.uploadDtype ? { uploadDtype: fed.config.uploadDtype } : {}),
+        ...(fed.config.topK !== undefined ? { topK: fed.config.topK } : {}),
       },
     };
   }

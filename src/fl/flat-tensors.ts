@@ -6,6 +6,7 @@ import { DTYPE_BYTES, isFloatDType, toFloat32, type FloatDType } from "../protoc
 import { readSafetensorsHeader, SafetensorsError, type SafetensorsHeader } from "../protocol/safetensors.ts";
 import { FlError } from "./errors.ts";
 import { readScales } from "./int8-updates.ts";
+import { checkIndices, firstAtOrAfter, INDICES_SUFFIX, type SparseTensor } from "./sparse-updates.ts";
 
 /**
  * Room an update's header may take beyond its global version's (its metadata: num_examples, metrics of at
@@ -78,7 +79,7 @@ export interface FlatSource {
 /**
  * An upload's tensors as a flat source in `layout`'s order, checked without copying the body: a header at
  * most `globalHeaderBytes` + UPDATE_METADATA_BYTES long, the same names and shapes as the layout, float
- * dtypes (or I8 with its scale, int8-updates.ts), no bytes past the last tensor. Tensors `frozen` names must
+ * dtypes (or I8 with its scale, int8-updates.ts; or sparse, sparse-updates.ts), no bytes past the last tensor. Tensors `frozen` names must
  * be left out, and read as zeros (their change). Throws FlError `tensor_mismatch` or SafetensorsError.
  */
 export function tensorFileSource(
@@ -95,6 +96,8 @@ export function tensorFileSource(
       `${what}: the data buffer is ${body.length - header.dataStart} bytes, the header describes ${header.dataBytes}`,
     );
   const sent = frozen ? layout.tensors.filter((t) => !frozen(t.name)) : layout.tensors;
+  // Sparse tensors (sparse-updates.ts): their positions and values, read once and checked.
+  const sparse = new Map<string, SparseTensor>();
   for (const t of layout.tensors) {
     const got = header.tensors.get(t.name);
     if (frozen?.(t.name)) {
@@ -102,6 +105,20 @@ export function tensorFileSource(
       continue;
     }
     if (!got) throw new FlError("tensor_mismatch", `${what}: tensor "${t.name}" ${JSON.stringify(t.shape)} is missing`);
+    const positions = header.tensors.get(t.name + INDICES_SUFFIX);
+    if (positions) {
+      if (got.shape.length !== 1 || !isFloatDType(got.dtype) || positions.dtype !== "I32" || positions.shape.length !== 1)
+        throw new FlError(
+          "tensor_mismatch",
+          `${what}: sparse tensor "${t.name}" is its values (1-D, float) and "${t.name}${INDICES_SUFFIX}" their positions (1-D, I32)`,
+        );
+      const from = header.dataStart + positions.dataOffsets[0];
+      const indices = new Int32Array(body.slice(from, header.dataStart + positions.dataOffsets[1]).buffer);
+      checkIndices(t.name, indices, got.shape[0]!, t.length, what);
+      const at = header.dataStart + got.dataOffsets[0];
+      sparse.set(t.name, { indices, values: toFloat32(got.dtype as FloatDType, body.subarray(at, header.dataStart + got.dataOffsets[1])) });
+      continue;
+    }
     if (got.shape.length !== t.shape.length || got.shape.some((d, i) => d !== t.shape[i]))
       throw new FlError(
         "tensor_mismatch",
@@ -115,10 +132,10 @@ export function tensorFileSource(
   }
   const scales = readScales(
     header.metadata,
-    sent.filter((t) => header.tensors.get(t.name)?.dtype === "I8").map((t) => t.name),
+    sent.filter((t) => !sparse.has(t.name) && header.tensors.get(t.name)?.dtype === "I8").map((t) => t.name),
     what,
   );
-  if (header.tensors.size !== sent.length) {
+  if (header.tensors.size !== sent.length + sparse.size) {
     const names = new Set(layout.tensors.map((t) => t.name));
     const extra = [...header.tensors.keys()].find((n) => !names.has(n));
     throw new FlError("tensor_mismatch", `${what}: tensor "${extra}" is not part of the global adapter`);
@@ -126,8 +143,11 @@ export function tensorFileSource(
   const read = (start: number, out: Float32Array) => {
     for (const { tensor, at, into, count } of pieces(layout, start, out.length)) {
       const info = header.tensors.get(tensor.name);
-      if (!info) {
+      const s = sparse.get(tensor.name);
+      if (!info || s) {
         out.fill(0, into, into + count);
+        for (let j = s ? firstAtOrAfter(s.indices, at) : 0; s && j < s.indices.length && s.indices[j]! < at + count; j++)
+          out[into + s.indices[j]! - at] = s.values[j]!;
         continue;
       }
       const size = DTYPE_BYTES[info.dtype];

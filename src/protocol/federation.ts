@@ -89,6 +89,12 @@ export const FederationConfig = v.pipe(
      * whatever it reads; absent: F32.
      */
     uploadDtype: v.optional(v.picklist(UPLOAD_DTYPES)),
+    /**
+     * Top-k sparsification with error feedback (src/fl/sparse-updates.ts): clients upload, of each tensor of a
+     * gradient method's update, this fraction of its values largest in magnitude (F32, with their positions),
+     * and add what they did not send to their next update; absent: dense updates.
+     */
+    topK: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),

@@ -373,7 +373,7 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
-  it("runs SecAgg+ within its quantization of the plain run, shards within float32's rounding, FFA-LoRA, F16 and I8", async () => {
+  it("runs SecAgg+ within its quantization of the plain run, shards within float32's rounding, FFA-LoRA, F16, I8, top-k", async () => {
     // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
     // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
     const json = {
@@ -390,7 +390,8 @@ describe("fedflare run", () => {
     const ffa = await runWith("ffa-3", { ...json, method: { ...json.method, freezeA: true } });
     const half = await runWith("f16-3", { ...json, uploadDtype: "F16" });
     const quarter = await runWith("i8-3", { ...json, uploadDtype: "I8" });
-    for (const { r } of [plain, secure, sharded, ffa, half, quarter]) expect(r.code, r.stderr).toBe(0);
+    const sparse = await runWith("topk-3", { ...json, topK: 0.25 });
+    for (const { r } of [plain, secure, sharded, ffa, half, quarter, sparse]) expect(r.code, r.stderr).toBe(0);
     expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
       ["base", 0],
       ["closed", 1],
@@ -459,6 +460,19 @@ describe("fedflare run", () => {
       expect(apart8).toBeGreaterThan(0);
       expect(apart8).toBeLessThan(3 * scale);
     }
+    // Top-k (a quarter of each tensor's values, with their positions: 8 bytes each, so half the data; this
+    // tiny adapter's header, twice as many entries, takes back part of it): fewer bytes, and each tensor changed
+    // in at most the union of the three clients' quarters.
+    expect(bytesOf(sparse.out)).toBeLessThan(bytesOf(plain.out));
+    const sp = adapter(sparse.out);
+    let changed = 0;
+    for (const [name, t] of sp) {
+      const start = init.get(name.slice("base_model.model.".length)) ?? new Float32Array(t.length);
+      const moved = t.filter((x, i) => x !== start[i]).length;
+      expect(moved).toBeLessThanOrEqual(3 * Math.ceil(0.25 * t.length));
+      changed += moved;
+    }
+    expect(changed).toBeGreaterThan(0);
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {

@@ -253,6 +253,11 @@ describe("aggregator: refusals change nothing", () => {
       ok: false,
       error: { status: 422, code: "config_invalid", message: expect.stringMatching(/uploadDtype F16: a secure round's masked input/) },
     });
+    // Top-k's values go as F32 with their positions: not with another dtype.
+    expect(await other.createFederation(federationConfig("bad-config", { topK: 0.1, uploadDtype: "I8" }))).toMatchObject({
+      ok: false,
+      error: { status: 422, code: "config_invalid", message: expect.stringMatching(/topK: sparse updates send their values as F32/) },
+    });
   });
 });
 

@@ -81,6 +81,7 @@ export interface RoundInfo {
     model: { name: string; quant: QuantMode };
     seed: number;
     uploadDtype?: FederationConfig["uploadDtype"];
+    topK?: number;
   };
 }
 

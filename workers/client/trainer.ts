@@ -230,6 +230,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       baseVersion: round.baseVersion,
       downloadBytes: 0,
       ...(round.task.uploadDtype ? { uploadDtype: round.task.uploadDtype } : {}),
+      ...(round.task.topK !== undefined ? { topK: round.task.topK } : {}),
     };
     const budget = downloads(this.env, ownerLimits(this.env).MAX_DOWNLOAD_BYTES, job.round);
     const placement = placementOf(this.env, side, config);

@@ -4,6 +4,7 @@
 import type { UploadDType } from "../../protocol/federation.ts";
 import { writeSafetensors, type TensorInput } from "../../protocol/safetensors.ts";
 import { quantizeInt8 } from "../int8-updates.ts";
+import { INDICES_SUFFIX, type SparseTensor } from "../sparse-updates.ts";
 import { encodeTensorFile } from "../tensor-file.ts";
 import type { LocalResult } from "./local-update.ts";
 import { busy } from "./transient.ts";
@@ -33,6 +34,16 @@ export function deltaBody(
     scales[name] = scale;
   }
   return writeSafetensors(input, { ...metadata, scales: JSON.stringify(scales) });
+}
+
+/** A sparse update's body (sparse-updates.ts): each tensor's sent values (F32) and their positions (I32). */
+export function sparseBody(sent: ReadonlyMap<string, SparseTensor>, numExamples: number, metrics: Record<string, number>): Uint8Array {
+  const input: Record<string, TensorInput> = {};
+  for (const [name, s] of sent) {
+    input[name] = { dtype: "F32", shape: [s.values.length], data: s.values };
+    input[name + INDICES_SUFFIX] = { dtype: "I32", shape: [s.indices.length], data: s.indices };
+  }
+  return writeSafetensors(input, updateMetadata(numExamples, metrics));
 }
 
 /** Where an update goes, and its headers besides the signature: the same idempotency key on every attempt. */

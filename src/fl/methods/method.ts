@@ -113,6 +113,8 @@ export interface ClientTask<C extends MethodConfig = MethodConfig> {
   downloadBytes: number;
   /** The dtype a gradient method's update is uploaded in (the federation's uploadDtype); absent: F32. */
   uploadDtype?: UploadDType;
+  /** The fraction of each tensor a sparse update sends, the rest fed back into the next (the federation's topK). */
+  topK?: number;
 }
 
 /** What a client's deployment lends a method's work: its model, data, endpoints and storage. */

@@ -3,7 +3,8 @@
 // delta as the upload.
 import { localResult, runLocalSteps, startLocal, type GradientPlan } from "../../client/local-update.ts";
 import { decodeLocalState, encodeLocalState } from "../../client/state-file.ts";
-import { deltaBody } from "../../client/upload.ts";
+import { sparseRound } from "../../client/sparse-feedback.ts";
+import { deltaBody, sparseBody } from "../../client/upload.ts";
 import { seededUniform } from "../../../engine/sampling.ts";
 import type { MethodConfig, SliceContext } from "../method.ts";
 
@@ -22,12 +23,10 @@ export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>
     return null;
   }
   const result = localResult(global.tensors, state, examples.length, plan.frozen);
+  const metrics = { ...result.metrics, download_bytes: task.downloadBytes };
+  if (task.topK !== undefined)
+    return sparseBody(sparseRound(resources.store, task.round, result.delta, task.topK), result.numExamples, metrics);
   // Stochastic rounding (I8) seeded by the client and the round, so a retried slice uploads the same bytes.
   const uniform = seededUniform(task.seed * 7919 + task.round);
-  return deltaBody(
-    { ...result, metrics: { ...result.metrics, download_bytes: task.downloadBytes } },
-    global.shapes,
-    task.uploadDtype,
-    uniform,
-  );
+  return deltaBody({ ...result, metrics }, global.shapes, task.uploadDtype, uniform);
 }
