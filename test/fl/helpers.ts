@@ -39,3 +39,13 @@ export function expectFlError(fn: () => unknown, code: FlErrorCode, ...parts: st
   for (const part of parts) expect(err.message).toContain(part);
   return err;
 }
+
+/** "accepted" when `run` returns, else the message it threw: for tables of refusals. */
+export function refusalOf(run: () => unknown): string {
+  try {
+    run();
+    return "accepted";
+  } catch (e) {
+    return (e as Error).message;
+  }
+}

@@ -2,6 +2,7 @@
 // the aggregator's reader decodes I8 times its scale into the layout, and refuses an I8 tensor without a
 // usable scale or scales of tensors that are not I8.
 import { describe, expect, it } from "vitest";
+import { refusalOf } from "./helpers.ts";
 import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { deltaBody } from "../../src/fl/client/upload.ts";
@@ -66,14 +67,7 @@ describe("int8 updates", () => {
         },
         { num_examples: "1", ...(scales === undefined ? {} : { scales }) },
       );
-    const refusal = (b: Uint8Array) => {
-      try {
-        tensorFileSource(b, layout, global.dataStart, "upload");
-        return "accepted";
-      } catch (e) {
-        return (e as Error).message;
-      }
-    };
+    const refusal = (b: Uint8Array) => refusalOf(() => tensorFileSource(b, layout, global.dataStart, "upload"));
     expect(refusal(i8('{"a":0.5}'))).toBe("accepted");
     expect(refusal(i8(undefined))).toContain('I8 tensors need __metadata__ "scales"');
     expect(refusal(i8('{"a":-1}'))).toContain('I8 tensor "a" needs a finite, non-negative scale');

@@ -2,6 +2,7 @@
 // what it keeps back are its updates' sum (float64 here); a round's last slice run again sends the same
 // update; the aggregator's reader scatters the values into the layout and refuses malformed positions.
 import { describe, expect, it } from "vitest";
+import { refusalOf } from "./helpers.ts";
 import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { sparseRound } from "../../src/fl/client/sparse-feedback.ts";
@@ -82,14 +83,7 @@ describe("top-k sparse updates", () => {
         },
         { num_examples: "1" },
       );
-    const refusal = (b: Uint8Array) => {
-      try {
-        tensorFileSource(b, layout, global.dataStart, "upload");
-        return "accepted";
-      } catch (e) {
-        return (e as Error).message;
-      }
-    };
+    const refusal = (b: Uint8Array) => refusalOf(() => tensorFileSource(b, layout, global.dataStart, "upload"));
     expect(refusal(body([0, 5, 127]))).toBe("accepted");
     expect(refusal(body([0, 5, 128]))).toContain("strictly ascending within its 128 values (position 2 is 128)");
     expect(refusal(body([5, 5]))).toContain("strictly ascending");
