@@ -58,7 +58,8 @@ export function checkIndices(name: string, indices: Int32Array, count: number, s
     if (indices[i]! < 0 || indices[i]! >= size || (i > 0 && indices[i]! <= indices[i - 1]!))
       throw new FlError(
         "tensor_mismatch",
-        `${what}: sparse tensor "${name}": its positions must be strictly ascending within its ${size} values (position ${i} is ${indices[i]})`,
+        `${what}: sparse tensor "${name}": its positions must be strictly ascending within its ${size} values ` +
+          `(position ${i} is ${indices[i]})`,
       );
 }
 
