@@ -58,6 +58,8 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 interface RunScores {
   validation: number[];
   test: TestRecord;
+  /** A federated run's bytes a client sent and fetched a round, the mean over its rounds; null without them. */
+  bytes: { up: number; down: number } | null;
 }
 
 /** The metric a task is reported by: accuracy (higher is better) or the completion loss (lower is better). */
@@ -79,9 +81,11 @@ async function runOnce(config: RunConfig, dir: string, task: QualityTask): Promi
     .trim()
     .split("\n")
     .map((l) => JSON.parse(l) as RoundRecord);
+  const costs = rounds.flatMap((r) => (r.clients ? [r.clients] : []));
   return {
     validation: rounds.map((r) => metricValue(task, { accuracy: r.validation_accuracy ?? null, loss: r.validation_loss })),
     test: JSON.parse(readFileSync(join(dir, "test.json"), "utf8")) as TestRecord,
+    bytes: costs.length ? { up: mean(costs.map((c) => c.upload_bytes)), down: mean(costs.map((c) => c.download_bytes)) } : null,
   };
 }
 
@@ -196,6 +200,8 @@ interface Row {
     clientStd?: number;
     /** An exact-match task's greedy answers (local-only: the mean over clients). */
     generated?: Scored["generated"];
+    /** A federation's bytes a client sent and fetched a round (runOnce). */
+    bytes?: { up: number; down: number };
   }[];
   /** Per seed, validation after each round (round 0 first). */
   curves: number[][];
@@ -236,6 +242,9 @@ function summarize(r: Row): Summary {
         }
       : null,
     roundsTo95: curve && roundsTo95(curve, higher),
+    bytes: r.seeds.every((s) => s.bytes)
+      ? { up: mean(r.seeds.map((s) => s.bytes!.up)), down: mean(r.seeds.map((s) => s.bytes!.down)) }
+      : null,
     seeds: r.seeds,
     curves: r.curves,
   };
@@ -301,7 +310,7 @@ for (const task of tasks) {
       for (const seed of SEEDS) {
         log(`\n== ${task.name} / ${partition} / ${name} / seed ${seed}`);
         const r = await runOnce(configOf(config, seed), folder(name, `seed-${seed}`), task);
-        scored.seeds.push({ seed, ...seedScores(task, r.test) });
+        scored.seeds.push({ seed, ...seedScores(task, r.test), ...(r.bytes ? { bytes: r.bytes } : {}) });
         scored.curves.push(r.validation);
       }
       return scored;

@@ -135,7 +135,9 @@ export function qualityTasks(preset: Preset): QualityTask[] {
           "dirichlet-0.1": { partitioner: { type: "dirichlet", alpha: 0.1 } },
           natural: { partitioner: { type: "natural" } },
         },
-    rows: quick ? pick(spamRows, ["lora-fedavg", "fedkseed"]) : { ...spamRows, ...privateRows(spamRows["lora-fedavg"]!, spamRounds) },
+    rows: quick
+      ? pick(spamRows, ["lora-fedavg", "fedkseed"])
+      : { ...spamRows, ...privateRows(spamRows["lora-fedavg"]!, spamRounds), ...compressedRows(spamRows["lora-fedavg"]!) },
   };
   if (quick) return [spam];
   const g2pLora = { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(12, 8, 3e-3) } };
@@ -146,6 +148,7 @@ export function qualityTasks(preset: Preset): QualityTask[] {
     rows: {
       "lora-fedavg": g2pLora,
       ...privateRows(g2pLora, 5),
+      ...compressedRows(g2pLora),
       "split-lora": {
         label: "split LoRA (trunk at the endpoint)",
         config: { method: { ...lora, fromLayer: 1 }, local: local(12, 8, 3e-3) },
@@ -195,6 +198,24 @@ function privateRows(row: { label: string; config: Record<string, unknown> }, ro
         ];
       }),
     ),
+  };
+}
+
+/**
+ * Fewer bytes up (issue 21), each against its uncompressed row: F16, BF16 and I8 updates, top-k at a tenth
+ * with error feedback, and FFA-LoRA (A frozen, B alone sent).
+ */
+function compressedRows(row: { label: string; config: Record<string, unknown> }): QualityTask["rows"] {
+  const method = row.config.method as Record<string, unknown>;
+  return {
+    "lora-fedavg-f16": { label: `${row.label}, F16 updates`, config: { ...row.config, uploadDtype: "F16" } },
+    "lora-fedavg-bf16": { label: `${row.label}, BF16 updates`, config: { ...row.config, uploadDtype: "BF16" } },
+    "lora-fedavg-i8": { label: `${row.label}, I8 updates (stochastic rounding)`, config: { ...row.config, uploadDtype: "I8" } },
+    "lora-fedavg-topk10": { label: `${row.label}, top-10% updates with error feedback`, config: { ...row.config, topK: 0.1 } },
+    "ffa-lora": {
+      label: `FFA-LoRA (A frozen), ${row.label.replace(/^LoRA, /, "")}`,
+      config: { ...row.config, method: { ...method, freezeA: true } },
+    },
   };
 }
 

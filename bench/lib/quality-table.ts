@@ -16,6 +16,8 @@ export interface QualitySummary {
   intervalHalfWidth: number | null;
   clientStd: number | null;
   roundsTo95: number | null;
+  /** A federated row's bytes a client sent and fetched a round (mean over rounds and seeds); absent or null otherwise. */
+  bytes?: { up: number; down: number } | null;
   /** An exact-match task's greedy answers on test: exact match (mean and std over seeds) and the error rate per gold unit. */
   generated?: { exactMatch: number; exactMatchStd: number; errorRate: number } | null;
   /** The row's runs, one per seed. */
@@ -27,6 +29,7 @@ export function qualityTable(rows: readonly QualitySummary[]): string {
   const show = (x: number) => (accuracy ? fmt(100 * x, 1) : fmt(x, 4));
   const pct = (x: number) => fmt(100 * x, 1);
   const generated = rows.some((r) => r.generated);
+  const bytes = rows.some((r) => r.bytes);
   return formatTable(
     [
       "row",
@@ -37,6 +40,7 @@ export function qualityTable(rows: readonly QualitySummary[]): string {
       ...(generated ? ["exact match %", "± std", "PER %"] : []),
       "client std",
       "rounds to 95%",
+      ...(bytes ? ["KiB up / down a client a round"] : []),
     ],
     rows.map((r) => [
       r.label,
@@ -53,6 +57,7 @@ export function qualityTable(rows: readonly QualitySummary[]): string {
         : []),
       r.clientStd === null ? "-" : show(r.clientStd),
       r.roundsTo95 === null ? "-" : String(r.roundsTo95),
+      ...(bytes ? [r.bytes ? `${fmt(r.bytes.up / 1024, 1)} / ${fmt(r.bytes.down / 1024, 1)}` : "-"] : []),
     ]),
   );
 }
