@@ -57,6 +57,8 @@ export const RunConfig = v.strictObject({
   uploadDtype: v.optional(v.picklist(UPLOAD_DTYPES)),
   /** Top-k sparse updates with error feedback: the fraction of each tensor's values a client sends. */
   topK: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),
+  /** The dtype clients download versions in (F16 or BF16: half the bytes down). */
+  downloadDtype: v.optional(v.picklist(["F32", "F16", "BF16"])),
   /**
    * Malicious clients, for benchmarks of the robust rules (src/fl/attacks/): the last `attackers` clients
    * poison their uploads (a model attack, through their worker's ATTACK binding) or flip their labels.

@@ -239,6 +239,7 @@ async function createFederation(
       ...(config.shards ? { shards: config.shards } : {}),
       ...(config.uploadDtype ? { uploadDtype: config.uploadDtype } : {}),
       ...(config.topK !== undefined ? { topK: config.topK } : {}),
+      ...(config.downloadDtype ? { downloadDtype: config.downloadDtype } : {}),
     });
   if (initial && (await fed.coordinator(`/federations/${FED}/versions/0`)).status === 404) {
     const supply = await initialAdapterRequest(FED, fed.operatorToken, initial);

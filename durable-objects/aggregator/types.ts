@@ -62,6 +62,8 @@ export interface RoundView {
     uploadDtype?: FederationConfig["uploadDtype"];
     /** The fraction of each tensor's values a sparse update sends (the federation's topK). */
     topK?: number;
+    /** The dtype clients download the version in (the federation's downloadDtype), when not F32. */
+    downloadDtype?: FederationConfig["downloadDtype"];
   };
 }
 

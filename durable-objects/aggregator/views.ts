@@ -55,6 +55,7 @@ export class Views {
         seed: fed.config.seed,
         ...(fed.config.uploadDtype ? { uploadDtype: fed.config.uploadDtype } : {}),
         ...(fed.config.topK !== undefined ? { topK: fed.config.topK } : {}),
+        ...(fed.config.downloadDtype ? { downloadDtype: fed.config.downloadDtype } : {}),
       },
     };
   }

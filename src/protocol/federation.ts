@@ -95,6 +95,11 @@ export const FederationConfig = v.pipe(
      * and add what they did not send to their next update; absent: dense updates.
      */
     topK: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),
+    /**
+     * The dtype clients download versions in (GET .../versions/{v}?dtype=): F16 or BF16 halve the bytes down; the
+     * aggregator keeps F32 and adds the mean change to it; absent: F32.
+     */
+    downloadDtype: v.optional(v.picklist(["F32", "F16", "BF16"])),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),

@@ -51,7 +51,7 @@ interface Record_ {
   status: string;
   version: number;
   uploads: number;
-  clients?: { upload_bytes: number };
+  clients?: { upload_bytes: number; download_bytes: number };
   validation_loss: number;
 }
 const records = (dir: string) =>
@@ -373,7 +373,7 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
-  it("runs SecAgg+ within its quantization of the plain run, shards within float32's rounding, FFA-LoRA, F16, I8, top-k", async () => {
+  it("runs SecAgg+ within its quantization of the plain run, shards within float32 rounding, FFA-LoRA, compression", async () => {
     // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
     // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
     const json = {
@@ -391,7 +391,8 @@ describe("fedflare run", () => {
     const half = await runWith("f16-3", { ...json, uploadDtype: "F16" });
     const quarter = await runWith("i8-3", { ...json, uploadDtype: "I8" });
     const sparse = await runWith("topk-3", { ...json, topK: 0.25 });
-    for (const { r } of [plain, secure, sharded, ffa, half, quarter, sparse]) expect(r.code, r.stderr).toBe(0);
+    const down = await runWith("f16-down-3", { ...json, downloadDtype: "F16" });
+    for (const { r } of [plain, secure, sharded, ffa, half, quarter, sparse, down]) expect(r.code, r.stderr).toBe(0);
     expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
       ["base", 0],
       ["closed", 1],
@@ -473,6 +474,15 @@ describe("fedflare run", () => {
       changed += moved;
     }
     expect(changed).toBeGreaterThan(0);
+    // F16 downloads: 2 bytes a value fewer down (the header's offsets may print a few digits shorter), and a
+    // version that moved as far as the plain one's, within F16's rounding of where the clients started.
+    const fetched = (out: string) => records(out)[1]!.clients!.download_bytes;
+    expect(Math.abs(fetched(plain.out) - fetched(down.out) - 2 * values)).toBeLessThan(64);
+    const d16 = adapter(down.out);
+    let apartDown = 0;
+    for (const [name, t] of a) t.forEach((x, i) => (apartDown = Math.max(apartDown, Math.abs(x - d16.get(name)![i]!))));
+    expect(apartDown).toBeGreaterThan(0);
+    expect(apartDown).toBeLessThan(0.05 * largest);
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {

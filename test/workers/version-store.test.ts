@@ -3,6 +3,9 @@
 // federation's copies go with it, and a new federation of the same id never gets the old one's bytes.
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { float32ToF16, toFloat32 } from "../../src/protocol/dtypes.ts";
+import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
+import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { federationConfig } from "../fixtures/federation.ts";
 import { api, signed, viewerApi } from "./coordinator-api.ts";
 
@@ -46,5 +49,25 @@ describe("versions kept in R2", () => {
     expect(again[0]!.source).toBe("aggregator");
     expect(again[0]!.bytes).not.toEqual(first[0]!.bytes);
     expect(again.at(-1)!.bytes).toEqual(again[0]!.bytes);
+  });
+
+  it("serves a version as F16 (half the bytes, each value rounded to nearest), kept in R2 beside the F32 one", async () => {
+    const body = JSON.stringify(federationConfig("half", { clients: ["c1", "c2"], clientsPerRound: 2, minClients: 1 }));
+    expect((await api("/federations", { method: "POST", body })).status).toBe(201);
+    const f32 = decodeTensorFile(new Uint8Array(await (await viewerApi("/federations/half/versions/0")).arrayBuffer()), "v0");
+    const reads = await readUntilKept(() => signed("/federations/half/versions/0?dtype=F16", "c1"));
+    expect(reads[0]!.source).toBe("aggregator");
+    expect(reads.at(-1)!.bytes).toEqual(reads[0]!.bytes);
+    const f16 = decodeTensorFile(reads[0]!.bytes, "v0 as F16");
+    const values = [...f32.tensors.values()].reduce((n, t) => n + t.length, 0);
+    expect(readSafetensorsHeader(reads[0]!.bytes).dataBytes).toBe(2 * values);
+    for (const [name, t] of f32.tensors) expect(f16.tensors.get(name)).toEqual(toFloat32("F16", new Uint8Array(float32ToF16(t).buffer)));
+    const { createdAt } = await (await api("/federations/half")).json<{ createdAt: number }>();
+    expect((await kept("half")).sort()).toEqual([`versions/half/${createdAt}/0`, `versions/half/${createdAt}/0.F16`]);
+    const bad = await viewerApi("/federations/half/versions/0?dtype=F8");
+    expect([bad.status, ((await bad.json()) as { error: { message: string } }).error.message]).toEqual([
+      400,
+      'dtype is F32, F16 or BF16, not "F8"',
+    ]);
   });
 });

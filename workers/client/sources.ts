@@ -82,6 +82,7 @@ export interface RoundInfo {
     seed: number;
     uploadDtype?: FederationConfig["uploadDtype"];
     topK?: number;
+    downloadDtype?: FederationConfig["downloadDtype"];
   };
 }
 

@@ -239,7 +239,8 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       const resources = this.cache.resources(this.env, this.sql, { federationId: job.federation_id, key: key("job") }, budget.get);
       start = (await side.start(task, placement, resources)).start;
     } else {
-      const path = `/federations/${encodeURIComponent(job.federation_id)}/versions/${round.baseVersion}`;
+      const dtype = round.task.downloadDtype && round.task.downloadDtype !== "F32" ? `?dtype=${round.task.downloadDtype}` : "";
+      const path = `/federations/${encodeURIComponent(job.federation_id)}/versions/${round.baseVersion}${dtype}`;
       const version = await budget.get(path, `version ${round.baseVersion}`);
       if (!version) throw new Error(`the coordinator has no version ${round.baseVersion} of "${job.federation_id}"`);
       start = version;

@@ -18,6 +18,8 @@ const GATEWAY_ERRORS = {
   unauthorized: 401,
   forbidden: 403,
   payload_too_large: 413,
+  /** A version asked for in a dtype it cannot be converted to (routes/versions.ts). */
+  version_unconvertible: 422,
   not_configured: 503,
 } as const;
 const statusOf = (code: keyof typeof AGGREGATOR_ERRORS | keyof typeof GATEWAY_ERRORS): number =>
@@ -49,10 +51,20 @@ const versionBytes = {
     summary:
       "A global adapter version as safetensors (LoRA: PEFT key names; " +
       "offsite-tuning: the adapter layers' tensors under the full model's names)",
-    parameters: [pathId, pathInt("version")],
+    parameters: [
+      pathId,
+      pathInt("version"),
+      {
+        name: "dtype",
+        in: "query",
+        required: false,
+        description: "F32 (the default), or F16 / BF16: the version converted as it streams, half the bytes",
+        schema: { type: "string", enum: ["F32", "F16", "BF16"] },
+      },
+    ],
     responses: {
       "200": { description: "safetensors bytes", content: { "application/octet-stream": {} } },
-      ...refusals("version_not_found"),
+      ...refusals("bad_request", "version_not_found", "version_unconvertible"),
     },
   },
 };

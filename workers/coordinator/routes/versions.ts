@@ -6,6 +6,8 @@ import { aggregator, answer, intParam } from "../aggregator.ts";
 import { readBody } from "../../lib/http-body.ts";
 import { operator, reader, signerOf, type Env } from "../credentials.ts";
 import { errorResponse } from "../../lib/http-errors.ts";
+import { halfPrecisionStream } from "../../../src/protocol/half-precision.ts";
+import { SafetensorsError } from "../../../src/protocol/safetensors.ts";
 import { keepVersion, versionKey } from "../version-store.ts";
 
 export const versions = new Hono<Env>();
@@ -20,12 +22,25 @@ const tensors = async (c: Context<Env>) => {
     "cache-control": "private, max-age=31536000, immutable",
     "x-fedflare-source": source,
   });
-  const key = versionKey(c.env, c.get("federation")!, version);
+  // ?dtype=F16 or BF16: the version converted as it streams (half the bytes; kept in R2 beside the F32 one).
+  const dtype = c.req.query("dtype") ?? "F32";
+  if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16")
+    return errorResponse(c, 400, "bad_request", `dtype is F32, F16 or BF16, not "${dtype.slice(0, 20)}"`);
+  const base = versionKey(c.env, c.get("federation")!, version);
+  const key = base && (dtype === "F32" ? base : `${base}.${dtype}`);
   const kept = key ? await c.env.VERSIONS!.get(key) : null;
   if (kept) return new Response(kept.body, { headers: headers(kept.size, "r2") });
   const r = await aggregator(c.env, id).streamVersion(id, version, signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
-  const { bytes, stream } = r.value;
+  let { bytes, stream } = r.value;
+  if (dtype !== "F32") {
+    try {
+      ({ bytes, stream } = await halfPrecisionStream(stream, dtype));
+    } catch (e) {
+      if (!(e instanceof SafetensorsError)) throw e;
+      return errorResponse(c, 422, "version_unconvertible", `version ${version} cannot be served as ${dtype}: ${e.message}`);
+    }
+  }
   return new Response(key ? keepVersion(c.env, c.executionCtx, key, stream, bytes) : stream, { headers: headers(bytes, "aggregator") });
 };
 
