@@ -152,6 +152,18 @@ export class Federations {
     return { ...this.views.round(id, round), progress: this.progress.of(id, round) };
   }
 
+  /**
+   * A round as its readers see it: a sharded plain round, while open, counts its uploads over its shards (its
+   * receipts and weights come to this object when they are sealed); a shard that cannot answer leaves the count
+   * as this object has it.
+   */
+  async roundNow(id: string, round: number): Promise<RoundView> {
+    const view = this.round(id, round);
+    if (view.status !== "open" || view.phase !== null || (this.store.get(id).config.shards ?? 1) <= 1) return view;
+    const uploads = await this.rounds.sharded.uploads(id, round).catch(() => view.uploads);
+    return { ...view, uploads };
+  }
+
   /** A sampled client's heartbeat in an open round (round-progress.ts). */
   reportProgress(id: string, round: number, client: string, body: Uint8Array, now: number): ClientProgress {
     const report = refusing("progress", () => parseProgressReport(body));

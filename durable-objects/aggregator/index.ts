@@ -123,8 +123,8 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     return attempt(() => this.federations.reportProgress(id, round, client, body, Date.now()));
   }
 
-  getRound(id: string, round: number): Result<RoundView> {
-    return attempt(() => this.federations.round(id, round));
+  async getRound(id: string, round: number): Promise<Result<RoundView>> {
+    return attemptAsync(() => this.federations.roundNow(id, round));
   }
 
   getRoundAsMember(id: string, round: number, client: string): Result<MemberRoundView> {

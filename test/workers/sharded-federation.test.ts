@@ -115,6 +115,8 @@ describe("a sharded federation in workerd", () => {
     expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
     const r2 = await upload(id, 2, v1, ["c2", "c4", "c5"]);
     expect(r2.answers.every((a) => a.roundStatus === "open")).toBe(true);
+    // While it is open the operator sees the uploads counted over the shards.
+    expect(await roundOf(id, 2)).toMatchObject({ status: "open", uploads: 3 });
     const closed = await api(`/federations/${id}/rounds/2/close`, { method: "POST" });
     expect(closed.status, await closed.clone().text()).toBe(200);
     expect(await roundOf(id, 2)).toMatchObject({ status: "closed", uploads: 3, result: { version: 2, uploads: 3 } });
