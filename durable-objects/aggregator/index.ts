@@ -51,10 +51,7 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
 
   /** What a member client reads of its federation (member-views.ts). */
   getFederationAsMember(id: string, client: string): Result<MemberFederationView> {
-    return attempt(() => ({
-      ...memberFederationView(this.federations.readBy(id, client)),
-      evaluate: this.federations.evaluations.pending(id, client),
-    }));
+    return attempt(() => memberFederationView(this.federations.readBy(id, client), this.federations.evaluations.pending(id, client)));
   }
 
   async openRound(id: string): Promise<Result<RoundView>> {

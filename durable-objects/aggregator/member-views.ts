@@ -6,6 +6,8 @@ import type { FederationView, RoundView } from "./federation.ts";
 export type MemberFederationView = Pick<FederationView, "id" | "version" | "roundsDone" | "openRound"> & {
   /** The versions this client is asked to evaluate and has not reported, newest first (evaluations.ts). */
   evaluate?: number[];
+  /** What scoring them takes, when there are some: the method, the model's quantization, the examples' length. */
+  evaluation?: { method: FederationView["config"]["method"]; quant: string; maxTokens: number };
 };
 
 export type MemberRoundView = Pick<
@@ -16,8 +18,17 @@ export type MemberRoundView = Pick<
   sampled: string[];
 };
 
-export function memberFederationView(f: FederationView): MemberFederationView {
-  return { id: f.id, version: f.version, roundsDone: f.roundsDone, openRound: f.openRound };
+export function memberFederationView(f: FederationView, evaluate: number[]): MemberFederationView {
+  return {
+    id: f.id,
+    version: f.version,
+    roundsDone: f.roundsDone,
+    openRound: f.openRound,
+    evaluate,
+    ...(evaluate.length
+      ? { evaluation: { method: f.config.method, quant: f.config.model.quant, maxTokens: f.config.local.maxTokens } }
+      : {}),
+  };
 }
 
 export function memberRoundView(r: RoundView, client: string): MemberRoundView {

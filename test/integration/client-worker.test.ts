@@ -23,6 +23,12 @@ import { federationConfig } from "../fixtures/federation.ts";
 import { malformedBearers } from "../fixtures/malformed-bearer.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
+import { tokenizeExample } from "../../src/data/examples.ts";
+import { ForwardModel } from "../../src/engine/forward.ts";
+import { loraPairs, loraScaling } from "../../src/engine/lora/peft.ts";
+import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
+import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
+import { heldOutLoss } from "../../src/engine/train/evaluate.ts";
 
 const MASTER = "client-worker-master";
 const FED = "cw";
@@ -421,5 +427,42 @@ it lands once`, async () => {
         )
       ).clientId,
     ).toBe("g");
+  }, 120_000);
+
+  it("scores a version asked of it on its held-out split, on its cron, and reports the loss, signed", async () => {
+    const heldOut = Array.from({ length: 5 }, (_, i) => record(i + 20));
+    await (await mf.getR2Bucket("DATA", "client-a")).put("heldout.jsonl", heldOut.map((r) => JSON.stringify(r)).join("\n"));
+    const { version } = (await (await fed.coordinator(`/federations/${FED}`)).json()) as { version: number };
+    expect((await fed.coordinator(`/federations/${FED}/versions/${version}/evaluate`, { method: "POST" })).status).toBe(201);
+    await (await mf.getWorker("client-a")).scheduled({ cron: "* * * * *" });
+    type View = { reports: number; clients: { clientId: string; numExamples: number; metrics: { loss: number } }[] };
+    const read = async () => (await (await fed.coordinator(`/federations/${FED}/versions/${version}/evaluation`)).json()) as View;
+    let view = await read();
+    for (let i = 0; i < 300 && !view.reports; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      view = await read();
+    }
+    expect(view.clients.map((c) => [c.clientId, c.numExamples])).toEqual([["a", 5]]);
+    // The same loss computed here: the base model with the version's adapter on the same tokenized examples.
+    const adapter = decodeTensorFile(
+      new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer()),
+      "v",
+    );
+    const tok = loadTokenizer(tinyTokenizerJson(model.vocabSize));
+    const eos = model.eosTokenIds[0] ?? 0;
+    const forward = await ForwardModel.create(ortNodeRuntime(), model, tinyWeights(model, 3), {
+      kind: "forward",
+      quant: "f32",
+      nll: true,
+      lora: loraPairs(adapter.tensors, 4, loraScaling({ r: 4, alpha: 8, useRslora: false })),
+    });
+    const { loss } = await heldOutLoss(
+      forward,
+      heldOut.map((e) => tokenizeExample(e, tok, eos, 32)),
+    );
+    await forward.release();
+    expect(view.clients[0]!.metrics.loss).toBeCloseTo(loss, 5);
+    const report = seen.find((s) => s.method === "PUT" && s.url === `/federations/${FED}/versions/${version}/evaluations/a`)!;
+    expect(JSON.parse(report.body.toString())).toEqual({ numExamples: 5, metrics: { loss: view.clients[0]!.metrics.loss } });
   }, 120_000);
 });

@@ -22,6 +22,13 @@ export interface ClientEnv {
   /** This client's data partition: JSONL of {"text"} or {"prompt","completion"} at DATA_KEY. */
   DATA: R2Bucket;
   DATA_KEY?: string;
+  /**
+   * This client's held-out split (JSONL, as the partition) at EVAL_KEY (default heldout.jsonl): the versions the
+   * operator asks the clients to evaluate are scored on its first MAX_EVAL_EXAMPLES (default 256) examples;
+   * without it the client reports nothing.
+   */
+  EVAL_KEY?: string;
+  MAX_EVAL_EXAMPLES?: string;
   TRAINER: DurableObjectNamespace<ClientTrainer>;
   /** Federation ids (comma-separated) this client trains for: it pulls their open rounds on its cron and takes only their tasks. */
   FEDERATIONS?: string;

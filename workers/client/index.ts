@@ -6,6 +6,7 @@ import { HTTPException } from "hono/http-exception";
 import { notFound, onError } from "../lib/http-errors.ts";
 import { clientAuth, MAX_REQUEST_BYTES, type ClientApp } from "./auth.ts";
 import type { ClientEnv } from "./env.ts";
+import type { EvaluationTask } from "./evaluation.ts";
 import { federationRefusal, listedFederations, roundRefusal } from "./policy.ts";
 import { coordinatorFetch, readRound } from "./sources.ts";
 import { capBody, parseJsonBody } from "../lib/http-body.ts";
@@ -54,7 +55,16 @@ async function pullTasks(env: ClientEnv): Promise<void> {
   for (const fed of listedFederations(env)) {
     const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}`);
     if (!res.ok) throw new Error(`reading federation "${fed}": ${res.status} ${await res.text()}`);
-    const { openRound } = (await res.json()) as { openRound: number | null };
+    const { openRound, evaluate, evaluation } = (await res.json()) as {
+      openRound: number | null;
+      evaluate?: number[];
+      evaluation?: EvaluationTask;
+    };
+    // Versions the operator asked the clients to evaluate: a failure here does not keep the round's task back.
+    if (evaluate?.length && evaluation)
+      await env.TRAINER.getByName(fed)
+        .evaluate(fed, evaluate, evaluation)
+        .catch((e: unknown) => console.error(`evaluating versions of "${fed}": ${e instanceof Error ? e.message : String(e)}`));
     if (openRound === null) continue;
     // The trainer checks the round and the owner's limits when it starts; a refused job records why.
     if ((await readRound(env, fed, openRound)).sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound);

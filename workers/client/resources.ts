@@ -13,7 +13,7 @@ import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
 import { workerdOrtRuntime } from "../lib/ort-workerd.ts";
 import type { ClientEnv } from "./env.ts";
 import { failure } from "../../src/fl/client/transient.ts";
-import { coordinatorFetch, loadPartition, r2ModelSource, readResponse } from "./sources.ts";
+import { coordinatorFetch, loadHeldOut, loadPartition, r2ModelSource, readResponse } from "./sources.ts";
 
 /** A partition's records as token ids (EOS after each text or completion), cut to maxTokens and the model's context. */
 function tokenizePartition(raw: readonly Example[], tok: TextTokenizer, config: LlamaConfig, maxTokens: number): TokenizedExample[] {
@@ -76,6 +76,12 @@ export class ModelCache {
         const p = await prompts();
         if (!p.tokenized.has(maxTokens)) p.tokenized.set(maxTokens, tokenizePartition(p.raw, p.tokenizer, p.config, maxTokens));
         return { tokenizer: p.tokenizer, examples: p.tokenized.get(maxTokens)! };
+      },
+      heldOut: async (maxTokens) => {
+        const raw = await loadHeldOut(env);
+        if (!raw) return null;
+        const p = await prompts();
+        return tokenizePartition(raw, p.tokenizer, p.config, maxTokens);
       },
       endpoint: (hiddenSize) => {
         if (!env.TRUNK_URL)

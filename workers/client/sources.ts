@@ -34,6 +34,15 @@ export async function loadPartition(env: ClientEnv): Promise<Example[]> {
   return parseJsonl(await obj.text(), `r2://DATA/${key}`);
 }
 
+/** This client's held-out split (EVAL_KEY), its first MAX_EVAL_EXAMPLES examples; null when the bucket has none. */
+export async function loadHeldOut(env: ClientEnv): Promise<Example[] | null> {
+  const key = env.EVAL_KEY ?? "heldout.jsonl";
+  const obj = await env.DATA.get(key);
+  if (!obj) return null;
+  const cap = Number(env.MAX_EVAL_EXAMPLES ?? 256);
+  return parseJsonl(await obj.text(), `r2://DATA/${key}`).slice(0, Number.isInteger(cap) && cap > 0 ? cap : 256);
+}
+
 /** Where this deployment runs a method's forward passes, from the endpoints it was given (TRUNK_URL, OPENAI_BASE_URL). */
 export function placementOf(env: ClientEnv, side: ClientMethod<MethodConfig>, method: MethodConfig): Placement {
   return side.placement(method, { endpoint: env.TRUNK_URL !== undefined, api: env.OPENAI_BASE_URL !== undefined });

@@ -16,6 +16,7 @@ import { bodyDigest } from "../../src/protocol/signature.ts";
 import { hashSeed } from "../../src/engine/sampling.ts";
 import { attackedUpload } from "./attack-step.ts";
 import type { ClientEnv } from "./env.ts";
+import { type EvaluationTask, evaluateVersions } from "./evaluation.ts";
 import { type JobRow, Jobs, type JobView } from "./jobs.ts";
 import { federationRefusal, ownerLimits, roundRefusal } from "./policy.ts";
 import { downloads, ModelCache } from "./resources.ts";
@@ -40,6 +41,11 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     this.jobs = new Jobs(ctx.storage);
     this.sql = ctx.storage.sql;
     this.secure = new SecureSteps(env, this.sql);
+  }
+
+  /** Federated evaluation: scores and reports the versions asked of this client (evaluation.ts); returns those reported. */
+  evaluate(federationId: string, versions: number[], task: EvaluationTask): Promise<number[]> {
+    return evaluateVersions(this.env, this.sql, this.cache, federationId, versions, task);
   }
 
   /** Queues a round's job (idempotent) and wakes the alarm to work on it. */

@@ -16,6 +16,7 @@ import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
 import type { FederationConfig, UploadDType } from "../../protocol/federation.ts";
 import type { TrunkCache, TrunkEndpoint } from "../client/trunk-states.ts";
 import type { FlatLayout, FlatSource } from "../flat-tensors.ts";
+import type { EvaluationReport } from "../../protocol/evaluation.ts";
 import type { TensorFile } from "../tensor-file.ts";
 import type { TensorMap } from "../tensors.ts";
 
@@ -134,6 +135,8 @@ export interface ClientResources {
   prompts(): Promise<{ tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[] }>;
   /** The partition tokenized to maxTokens, without weights. */
   tokenized(maxTokens: number): Promise<{ tokenizer: TextTokenizer; examples: TokenizedExample[] }>;
+  /** This client's held-out split tokenized to maxTokens (federated evaluation); null when it has none. */
+  heldOut(maxTokens: number): Promise<TokenizedExample[] | null>;
   /** The inference endpoint at TRUNK_URL (hidden size 0 when only scores come back). */
   endpoint(hiddenSize: number): Promise<TrunkEndpoint>;
   /** The completions API at OPENAI_BASE_URL, serving `modelName` unless the deployment names another. */
@@ -176,6 +179,19 @@ export interface ClientMethod<C extends MethodConfig = MethodConfig> extends Sid
   start?(task: ClientTask<C>, placement: Placement, resources: ClientResources): Promise<{ start: Uint8Array; downloadBytes: number }>;
   /** One slice of the round: null while work remains, else the upload (safetensors). */
   slice(ctx: SliceContext<C>): Promise<Uint8Array | null>;
+  /**
+   * Federated evaluation (issue 22): a version scored on this client's held-out split, as the report it sends
+   * (never an example); null when it has no held-out split or cannot score here. Absent: the method's clients
+   * do not evaluate.
+   */
+  evaluate?(m: C, ctx: EvaluationContext, version: TensorFile, resources: ClientResources): Promise<EvaluationReport | null>;
+}
+
+/** What a client scores a version with: the federation's quantization and example length. */
+export interface EvaluationContext {
+  quant: QuantMode;
+  maxTokens: number;
+  placement: Placement;
 }
 
 /** A version's held-out scores: the loss, and for classification tasks the accuracy and balanced accuracy. */

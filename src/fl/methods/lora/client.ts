@@ -1,5 +1,9 @@
 // LoRA's client side: gradient steps on the adapter; with an endpoint and fromLayer above 0 the frozen
-// trunk below the cut runs there and the client holds only the layers above it (split learning).
+// trunk below the cut runs there and the client holds only the layers above it (split learning). A client
+// that trains locally also scores versions on its held-out split (federated evaluation).
+import { ForwardModel } from "../../../engine/forward.ts";
+import { loraPairs, loraScaling } from "../../../engine/lora/peft.ts";
+import { heldOutLoss } from "../../../engine/train/evaluate.ts";
 import type { ClientMethod } from "../method.ts";
 import { gradientSlice } from "../shared/gradient-slice.ts";
 import { LoraConfig } from "./config.ts";
@@ -14,5 +18,26 @@ export const loraClient: ClientMethod<LoraConfig> = {
     const { config } = await ctx.resources.prompts();
     const plan = loraPlan(ctx.task.method, config, { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round });
     return gradientSlice(ctx, plan);
+  },
+  // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it
+  // (lora/run.ts). Only where the client holds the whole model: a split client's trunk is the endpoint's.
+  evaluate: async (m, ctx, version, resources) => {
+    if (ctx.placement !== "local") return null;
+    const heldOut = await resources.heldOut(ctx.maxTokens);
+    if (!heldOut?.length) return null;
+    const { config } = await resources.prompts();
+    const lora = loraPairs(version.tensors, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));
+    const forward = await ForwardModel.create(resources.runtime, config, await resources.weights(undefined, true), {
+      kind: "forward",
+      quant: ctx.quant,
+      nll: true,
+      lora,
+    });
+    try {
+      const { loss } = await heldOutLoss(forward, heldOut);
+      return { numExamples: heldOut.length, metrics: { loss } };
+    } finally {
+      await forward.release();
+    }
   },
 };
