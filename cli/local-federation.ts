@@ -17,6 +17,8 @@ export interface LocalClient {
   partition: readonly Example[];
   /** A model attack this client's worker applies to its uploads (benchmarks of the robust rules only). */
   attack?: ClientAttack;
+  /** Its held-out split (heldout.jsonl in its DATA bucket), which it scores the versions asked of it on. */
+  heldOut?: readonly Example[];
 }
 
 export interface LocalFederationOptions {
@@ -89,7 +91,7 @@ export class LocalFederation {
     const fed = new LocalFederation(mf, options, await mf.ready, tokens, o.masterKey);
     const firstClient = o.clients[0];
     if (firstClient) await fillBuckets(mf, firstClient.id, o.modelFiles, null);
-    for (const c of o.clients) await fillBuckets(mf, c.id, null, c.partition);
+    for (const c of o.clients) await fillBuckets(mf, c.id, null, c.partition, c.heldOut);
     return fed;
   }
 
@@ -221,16 +223,19 @@ export async function clientWorker(dir: string, id: string, masterKey: string, o
 }
 
 /** 32 random bytes as hex: a bearer token for one local run. */
-/** Puts the model folder's files in a client's MODEL bucket (under model/) and its partition in its DATA bucket. */
+/** Puts the model folder's files in a client's MODEL bucket (under model/), its partition and held-out split in its DATA bucket. */
 export async function fillBuckets(
   mf: Miniflare,
   client: string,
   modelFiles: ReadonlyMap<string, string | Uint8Array> | null,
   partition: readonly Example[] | null,
+  heldOut?: readonly Example[],
 ): Promise<void> {
   if (modelFiles) await putModelFiles(await mf.getR2Bucket("MODEL", `client-${client}`), modelFiles);
-  if (partition)
-    await (await mf.getR2Bucket("DATA", `client-${client}`)).put("partition.jsonl", partition.map((r) => JSON.stringify(r)).join("\n"));
+  const data = await mf.getR2Bucket("DATA", `client-${client}`);
+  const jsonl = (xs: readonly Example[]) => xs.map((r) => JSON.stringify(r)).join("\n");
+  if (partition) await data.put("partition.jsonl", jsonl(partition));
+  if (heldOut?.length) await data.put("heldout.jsonl", jsonl(heldOut));
 }
 
 /**

@@ -57,6 +57,11 @@ export const RunConfig = v.strictObject({
   uploadDtype: v.optional(v.picklist(UPLOAD_DTYPES)),
   /** Top-k sparse updates with error feedback: the fraction of each tensor's values a client sends. */
   topK: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),
+  /**
+   * Federated evaluation as a deployment has it: each client worker also scores every version on its share of
+   * the validation split and reports it (recorded as federated_loss beside the run's own validation scores).
+   */
+  federatedEvaluation: v.optional(v.boolean(), false),
   /** The dtype clients download versions in (F16 or BF16: half the bytes down). */
   downloadDtype: v.optional(v.picklist(["F32", "F16", "BF16"])),
   /**

@@ -54,7 +54,9 @@ export async function driveRun(folder: RunFolder, progress: Progress): Promise<v
   const data = runData(config);
   const clients = data.partitions.map((partition, i) => {
     const attack = clientAttack(config);
-    return { id: `c${i + 1}`, partition, ...(attack && attacker(config, i) ? { attack } : {}) };
+    // federatedEvaluation: each client holds every n-th validation example, to score versions on in its worker.
+    const heldOut = config.federatedEvaluation ? data.validation.filter((_, j) => j % data.partitions.length === i) : null;
+    return { id: `c${i + 1}`, partition, ...(attack && attacker(config, i) ? { attack } : {}), ...(heldOut ? { heldOut } : {}) };
   });
   log(
     `${config.task}: ${clients
@@ -102,10 +104,22 @@ export async function driveRun(folder: RunFolder, progress: Progress): Promise<v
       const bytes = new Uint8Array(await (await fed.coordinator(`/federations/${FED}/versions/${version}`)).arrayBuffer());
       return side.score(method, decodeTensorFile(bytes, `version ${version}`).tensors, ctx);
     };
+    // federatedEvaluation: the operator asks for the version's evaluation, each client scores it in its worker.
+    const federated = async (version: number): Promise<{ federated_loss?: number }> =>
+      config.federatedEvaluation ? federatedLoss(fed, clients, version) : {};
     if (folder.records.length === 0) {
       // Round 0: the starting version (version 0: PEFT's initialisation, B = 0, or the owner's own adapter).
       const zero = await evaluate(0);
-      folder.append({ round: 0, status: "base", version: 0, uploads: 0, train_loss: null, ...scoreFields(zero), seconds: 0 });
+      folder.append({
+        round: 0,
+        status: "base",
+        version: 0,
+        uploads: 0,
+        train_loss: null,
+        ...scoreFields(zero),
+        ...(await federated(0)),
+        seconds: 0,
+      });
     }
     log(`validation loss of the base model: ${folder.records[0]!.validation_loss.toFixed(4)}`);
     await recordUnwatched(fed, folder, evaluate);
@@ -121,6 +135,7 @@ export async function driveRun(folder: RunFolder, progress: Progress): Promise<v
         uploads: round.uploads,
         train_loss: round.trainLoss,
         ...scoreFields(scored),
+        ...(round.status === "closed" ? await federated(state.version) : {}),
         seconds: (Date.now() - round.started) / 1000,
         ...(round.cost ? { clients: round.cost } : {}),
         ...(round.status === "closed" ? round.privacy : epsilonOf(null, folder.last())),
@@ -204,6 +219,21 @@ async function api<T>(fed: LocalFederation, path: string, method = "GET", body?:
   const res = await fed.coordinator(path, body === undefined ? { method } : { method, body: JSON.stringify(body) });
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
   return (await res.json()) as T;
+}
+
+/**
+ * A version's federated evaluation, as a deployment runs it: asked of the clients, scored by each in its
+ * worker on its held-out share, folded by the aggregator; absent when no client reported (a method whose
+ * clients do not evaluate).
+ */
+async function federatedLoss(fed: LocalFederation, clients: readonly LocalClient[], version: number): Promise<{ federated_loss?: number }> {
+  await api(fed, `/federations/${FED}/versions/${version}/evaluate`, "POST");
+  for (const c of clients) {
+    const res = await fed.client(c.id, "/evaluations", { method: "POST", body: JSON.stringify({ federationId: FED }) });
+    if (!res.ok) throw new Error(`client ${c.id} could not evaluate version ${version}: ${res.status} ${await res.text()}`);
+  }
+  const view = await api<{ reports: number; metrics: Record<string, number> }>(fed, `/federations/${FED}/versions/${version}/evaluation`);
+  return view.reports && view.metrics.loss !== undefined ? { federated_loss: view.metrics.loss } : {};
 }
 
 /** Creates the run's federation unless a resumed run's storage has it, and supplies a version 0 the method prepared. */

@@ -22,6 +22,11 @@ export interface RoundRecord {
   seconds: number;
   /** A private federation's ε after this round, at its δ (src/privacy/). */
   epsilon?: number;
+  /**
+   * federatedEvaluation: the clients' own scores of the version on their shares of the validation split, in
+   * their workers, as the aggregator folds their reports (example-weighted): the deployed path.
+   */
+  federated_loss?: number;
   /** What a sampled client spent in the round (means over the clients that uploaded). */
   clients?: ClientCost;
 }
@@ -111,6 +116,7 @@ export function roundLine(r: RoundRecord): string {
   return (
     `round ${r.round} ${r.status}: train loss ${r.train_loss?.toFixed(4) ?? "-"}, validation loss ` +
     `${r.validation_loss.toFixed(4)}${r.validation_accuracy == null ? "" : `, accuracy ${(100 * r.validation_accuracy).toFixed(1)} %`}` +
+    `${r.federated_loss === undefined ? "" : `, federated loss ${r.federated_loss.toFixed(4)}`}` +
     `${r.epsilon === undefined ? "" : `, ε ${r.epsilon.toFixed(3)}`} (${r.seconds.toFixed(1)} s)`
   );
 }

@@ -43,6 +43,7 @@ const g2pRun = {
   local: { steps: 24, batchSize: 8, lr: 1e-2, maxTokens: 32 },
   evalExamples: 16,
   testExamples: 12,
+  federatedEvaluation: true,
 };
 writeFileSync(runConfig, JSON.stringify(g2pRun));
 
@@ -52,6 +53,7 @@ interface Record_ {
   version: number;
   uploads: number;
   clients?: { upload_bytes: number; download_bytes: number };
+  federated_loss?: number;
   validation_loss: number;
 }
 const records = (dir: string) =>
@@ -126,6 +128,14 @@ describe("fedflare run", () => {
     const lora = loraPairs(final, 4, 2);
     expect(all[0]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 32), 5);
     expect(all[3]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 32, { lora }), 5);
+    // Federated evaluation: each of the two client workers scored every other validation example, and the
+    // aggregator took the example-weighted mean of their two losses.
+    const shares = [0, 1].map((i) => data.validation.filter((_, j) => j % 2 === i));
+    const federated = (options: { lora?: typeof lora }) =>
+      shares.reduce((s, share) => s + share.length * referenceCompletionLoss(base, share, 32, options), 0) / data.validation.length;
+    expect(all[0]!.federated_loss).toBeCloseTo(federated({}), 5);
+    expect(all[3]!.federated_loss).toBeCloseTo(federated({ lora }), 5);
+    expect(all[3]!.federated_loss).not.toBeCloseTo(all[3]!.validation_loss, 6);
     const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
     const pairs = data.test.map((e) => ("prompt" in e ? e : assert.fail("g2p examples are pairs")));
     // At most twice the longest training answer's tokens, within the window.

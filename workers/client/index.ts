@@ -50,21 +50,41 @@ function parseTask(bytes: Uint8Array): { federationId: string; round: number } {
   return { federationId: body.federationId, round: body.round as number };
 }
 
+/** What a member reads of its federation: the open round, and the versions it is asked to evaluate. */
+async function memberView(env: ClientEnv, fed: string) {
+  const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}`);
+  if (!res.ok) throw new Error(`reading federation "${fed}": ${res.status} ${await res.text()}`);
+  return (await res.json()) as { openRound: number | null; evaluate?: number[]; evaluation?: EvaluationTask };
+}
+
+/** Scores and reports the versions the federation asks this client to evaluate; returns those reported. */
+async function evaluatePending(env: ClientEnv, fed: string, view: Awaited<ReturnType<typeof memberView>>): Promise<number[]> {
+  if (!view.evaluate?.length || !view.evaluation) return [];
+  return env.TRAINER.getByName(fed).evaluate(fed, view.evaluate, view.evaluation);
+}
+
+/**
+ * Federated evaluation now, rather than on the cron: {"federationId": "..."}, a listed federation; answers the
+ * versions reported.
+ */
+app.post("/evaluations", async (c) => {
+  const body = parseJsonBody(c.var.body) as { federationId?: unknown } | null;
+  if (typeof body?.federationId !== "string")
+    throw new HTTPException(400, { message: 'an evaluation request is {"federationId": string}' });
+  const refusal = federationRefusal(c.env, body.federationId);
+  if (refusal) throw new HTTPException(refusal.status, { message: refusal.message });
+  return c.json({ reported: await evaluatePending(c.env, body.federationId, await memberView(c.env, body.federationId)) });
+});
+
 /** Pull: on its cron, the client asks each of its federations for an open round it was sampled for. */
 async function pullTasks(env: ClientEnv): Promise<void> {
   for (const fed of listedFederations(env)) {
-    const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}`);
-    if (!res.ok) throw new Error(`reading federation "${fed}": ${res.status} ${await res.text()}`);
-    const { openRound, evaluate, evaluation } = (await res.json()) as {
-      openRound: number | null;
-      evaluate?: number[];
-      evaluation?: EvaluationTask;
-    };
+    const view = await memberView(env, fed);
     // Versions the operator asked the clients to evaluate: a failure here does not keep the round's task back.
-    if (evaluate?.length && evaluation)
-      await env.TRAINER.getByName(fed)
-        .evaluate(fed, evaluate, evaluation)
-        .catch((e: unknown) => console.error(`evaluating versions of "${fed}": ${e instanceof Error ? e.message : String(e)}`));
+    await evaluatePending(env, fed, view).catch((e: unknown) =>
+      console.error(`evaluating versions of "${fed}": ${e instanceof Error ? e.message : String(e)}`),
+    );
+    const { openRound } = view;
     if (openRound === null) continue;
     // The trainer checks the round and the owner's limits when it starts; a refused job records why.
     if ((await readRound(env, fed, openRound)).sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound);
