@@ -92,6 +92,20 @@ export class Federations {
       );
     if (config.robust) checkRobust(config, floats);
     if ((config.shards ?? 1) > 1) checkShards(config);
+    const compressed = [
+      ...((config.uploadDtype ?? "F32") !== "F32" ? ["uploadDtype"] : []),
+      ...(config.topK !== undefined ? ["topK"] : []),
+      ...((config.downloadDtype ?? "F32") !== "F32" ? ["downloadDtype"] : []),
+    ];
+    if (compressed.length && !side.compressible)
+      throw new AggregatorError(
+        "config_invalid",
+        `${compressed.join(", ")}: method "${method.type}" does not upload the change of the version it downloads ` +
+          `(compressed transfers are for ${serverMethods
+            .types()
+            .filter((t) => serverMethods.get(t).compressible)
+            .join(", ")})`,
+      );
     if (config.topK !== undefined && ((config.uploadDtype ?? "F32") !== "F32" || config.secureAggregation))
       throw new AggregatorError(
         "config_invalid",

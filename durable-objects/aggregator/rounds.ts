@@ -3,6 +3,7 @@
 // Every change is one transactionSync, so a restart at any point loses nothing that was acknowledged.
 import { shuffled } from "../../src/data/lm-windows.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
+import { FlError } from "../../src/fl/errors.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
 import { nextClip as adaptiveClip, secureNormals } from "../../src/privacy/central-dp.ts";
@@ -136,7 +137,7 @@ export class Rounds {
         `round ${round} of "${id}" has ${uploads} of the ${fed.config.minClients} uploads it needs to close; fail it instead ` +
           `(POST .../rounds/${round}/fail)`,
       );
-    if (isSharded(fed)) await this.endSharded(id, round, now);
+    if (isSharded(fed)) await this.endSharded(id, round, now).catch((e: unknown) => this.retrySoon(id, round, now, e));
     else this.finish(id, round, now, "close");
     await this.armAlarm();
   }
@@ -144,7 +145,11 @@ export class Rounds {
   /** The operator's "fail now": the open round ends without a new version; its uploads are dropped. */
   async failNow(id: string, round: number, reason: string, now: number): Promise<void> {
     this.openRow(id, round);
-    if (isSharded(this.store.get(id))) await this.sharded.sealForFailure(id, round);
+    if (isSharded(this.store.get(id))) {
+      await this.sharded.sealForFailure(id, round);
+      // The round's end may have closed it while the shards were sealed: a closed round stays closed.
+      if (this.store.roundRow(id, round).status !== "open") return;
+    }
     this.finish(id, round, now, "fail", `failed by the operator: ${reason}`);
     await this.armAlarm();
   }
@@ -189,22 +194,44 @@ export class Rounds {
     // A secure round's input phase ends (its shards sealed and merged, then the unmask phase); a plain round ends.
     const end = () =>
       this.store.roundRow(id, round).phase === null ? this.endSharded(id, round, now) : this.secure.advance(id, round, now);
-    const status = await this.sharded.ready(id, round, shard, end);
+    const status = await this.sharded.ready(id, round, shard, end).catch((e: unknown) => this.retrySoon(id, round, now, e));
     await this.armAlarm();
     return status;
+  }
+
+  /**
+   * A sharded round's end met a shard that did not answer: its deadline comes forward to SHARD_RETRY_MS from
+   * now (it has its quorum, or the operator asked to close it), so the alarm tries again then; rethrows the
+   * refusal for the caller's answer.
+   */
+  private retrySoon(id: string, round: number, now: number, e: unknown): never {
+    if (e instanceof AggregatorError && e.code === "shard_unavailable")
+      this.store.sql.exec(
+        "UPDATE rounds SET deadline = MIN(deadline, ?) WHERE federation_id = ? AND round = ? AND status = 'open'",
+        now + SHARD_RETRY_MS,
+        id,
+        round,
+      );
+    throw e;
   }
 
   /**
    * A sharded round's end: its shards sealed and their partial sums merged (sharded-rounds.ts), then it closes
    * with at least minClients uploads (always so at quorum or the operator's close), else fails.
    */
-  private endSharded(id: string, round: number, now: number): Promise<void> {
-    return this.sharded.collect(id, round, () => {
-      const uploads = this.store.roundRow(id, round).uploads;
-      const min = this.store.get(id).config.minClients;
-      if (uploads >= min) this.finish(id, round, now, "close");
-      else this.finish(id, round, now, "fail", `deadline passed with ${uploads} of the ${min} uploads needed`);
-    });
+  private async endSharded(id: string, round: number, now: number): Promise<void> {
+    try {
+      await this.sharded.collect(id, round, () => {
+        const uploads = this.store.roundRow(id, round).uploads;
+        const min = this.store.get(id).config.minClients;
+        if (uploads >= min) this.finish(id, round, now, "close");
+        else this.finish(id, round, now, "fail", `deadline passed with ${uploads} of the ${min} uploads needed`);
+      });
+    } catch (e) {
+      // The shards' sums overflow float32 when added (each was finite): the round cannot close, as a close that throws.
+      if (!(e instanceof FlError)) throw e;
+      this.finish(id, round, now, "fail", `merging the shards' sums failed: ${e.message}`);
+    }
   }
 
   private openRow(id: string, round: number): RoundRow {

@@ -29,7 +29,7 @@ export class ShardReplica {
     if (running) return running;
     const work = (async () => {
       try {
-        const d = await this.peers.descriptor(id, round, shard);
+        const d = await this.fromRoot(id, this.peers.descriptor(id, round, shard));
         // A secure round's shard takes masked inputs in the input phase only, from the clients that shared their
         // keys by then; a part read before it would name none of them, so it is not kept.
         if (d.status === "open" && d.phase !== null && d.phase !== "input")
@@ -39,7 +39,8 @@ export class ShardReplica {
           );
         const incoming = `${keys.version(id, d.baseVersion)}#incoming`;
         const fetch = d.status === "open" && !this.store.hasVersion(id, d.baseVersion);
-        if (fetch) await writeStreamBlob(this.store.sql, incoming, await this.peers.version(id, d.baseVersion));
+        if (fetch)
+          await this.fromRoot(id, (async () => writeStreamBlob(this.store.sql, incoming, await this.peers.version(id, d.baseVersion)))());
         this.store.storage.transactionSync(() => {
           this.adopt(d);
           if (fetch) {
@@ -64,6 +65,19 @@ export class ShardReplica {
         `round ${round.round} of "${fed.id}" is in its ${round.phase} phase; masked inputs belong to its input phase`,
       );
     return JSON.parse(secure) as MaskedShape;
+  }
+
+  /** A call to the federation's root: its refusals as they are, its failure as `shard_unavailable` (503, worth a retry). */
+  private async fromRoot<T>(id: string, call: Promise<T>): Promise<T> {
+    try {
+      return await call;
+    } catch (e) {
+      if (e instanceof AggregatorError) throw e;
+      throw new AggregatorError(
+        "shard_unavailable",
+        `the shard could not read its part of the round from "${id}"'s object (${e instanceof Error ? e.message : String(e)}); retry the upload`,
+      );
+    }
   }
 
   /** After an upload: at or past this shard's part of the quorum, it tells the root (which may close the round). */

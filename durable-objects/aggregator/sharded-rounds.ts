@@ -166,7 +166,9 @@ export class ShardedRounds {
   async ready(id: string, round: number, shard: number, end: () => Promise<void>): Promise<Status> {
     this.part(id, round, shard);
     this.store.sql.exec("UPDATE round_shards SET ready = 1 WHERE federation_id = ? AND round = ? AND shard = ?", id, round, shard);
-    if (this.store.roundRow(id, round).status !== "open") return this.store.roundRow(id, round).status;
+    const r = this.store.roundRow(id, round);
+    // A report that arrives after the round's inputs were collected (a secure round past its input phase) ends nothing.
+    if (r.status !== "open" || (r.phase !== null && r.phase !== "input")) return r.status;
     const waiting = this.store.sql
       .exec<{ n: number }>("SELECT COUNT(*) AS n FROM round_shards WHERE federation_id = ? AND round = ? AND ready = 0", id, round)
       .one().n;
@@ -177,7 +179,9 @@ export class ShardedRounds {
 
   /** The uploads the round's shards hold now (asked of each; the operator's close checks them against minClients). */
   async uploads(id: string, round: number): Promise<number> {
-    const counts = await Promise.all(this.shards(id, round).map((s) => this.peers.uploads(id, round, s.shard)));
+    const counts = await Promise.all(
+      this.shards(id, round).map((s) => reaching(id, round, s.shard, this.peers.uploads(id, round, s.shard))),
+    );
     return counts.reduce((a, b) => a + b, 0);
   }
 
@@ -216,7 +220,7 @@ export class ShardedRounds {
   /** Deletes what every shard holds of the federation (before the root's own storage goes). */
   async drop(fed: FederationView): Promise<void> {
     const shards = fed.config.shards ?? 1;
-    for (let shard = 0; shard < shards && shards > 1; shard++) await this.peers.drop(fed.id, shard);
+    for (let shard = 0; shard < shards && shards > 1; shard++) await reaching(fed.id, null, shard, this.peers.drop(fed.id, shard));
   }
 
   private async seal(id: string, round: number, shard: number): Promise<void> {
@@ -267,7 +271,8 @@ export class ShardedRounds {
   private merge(id: string, round: number, shard: number, chunk: number, bytes: Uint8Array): void {
     const { sql } = this.store;
     this.store.storage.transactionSync(() => {
-      if (this.part(id, round, shard).merged !== chunk) return;
+      // A round failed meanwhile (the operator) keeps no sum; a chunk merged before is not merged again.
+      if (this.store.roundRow(id, round).status !== "open" || this.part(id, round, shard).merged !== chunk) return;
       const key = keys.sum(id, round);
       const held = sql.exec<{ data: ArrayBuffer }>("SELECT data FROM blobs WHERE key = ? AND chunk = ?", key, chunk).toArray()[0];
       if (held && held.data.byteLength !== bytes.length)
@@ -322,15 +327,21 @@ export class ShardedRounds {
   }
 }
 
-/** A call to a shard, its failure answered as the round's: open still, what other shards sealed kept. */
-async function reaching<T>(id: string, round: number, shard: number, call: Promise<T>): Promise<T> {
+/**
+ * A call to a shard, its failure answered as `shard_unavailable` (503): the round stays open with what the other
+ * shards sealed (or the federation undeleted), to be tried again.
+ */
+async function reaching<T>(id: string, round: number | null, shard: number, call: Promise<T>): Promise<T> {
   try {
     return await call;
   } catch (e) {
+    const why = `shard ${shard} of "${id}" did not answer (${e instanceof Error ? e.message : String(e)})`;
     throw new AggregatorError(
       "shard_unavailable",
-      `round ${round} of "${id}" cannot end yet: shard ${shard} did not answer (${e instanceof Error ? e.message : String(e)}); ` +
-        "the round stays open with what the other shards sealed: close it again (the alarm retries after its deadline), or fail it",
+      round === null
+        ? `the federation cannot be deleted yet: ${why}; delete it again`
+        : `round ${round} of "${id}" cannot end yet: ${why}; the round stays open with what the other shards sealed: ` +
+            "close it again (the alarm retries after its deadline), or fail it",
     );
   }
 }

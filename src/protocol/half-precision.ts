@@ -21,6 +21,19 @@ export async function halfPrecisionStream(
   dtype: "F16" | "BF16",
 ): Promise<{ bytes: number; stream: ReadableStream<Uint8Array> }> {
   const reader = source.getReader();
+  try {
+    return await convert(reader, dtype);
+  } catch (e) {
+    await reader.cancel(e).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** The conversion once the source is being read (halfPrecisionStream). */
+async function convert(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  dtype: "F16" | "BF16",
+): Promise<{ bytes: number; stream: ReadableStream<Uint8Array> }> {
   let held = new Uint8Array(0);
   const more = async () => {
     const r = await reader.read();
@@ -41,7 +54,7 @@ export async function halfPrecisionStream(
   // Values convert in place of one another, so both files must lay their tensors out in the same order.
   if (converted.order.join("\n") !== byOffset.map(([name]) => name).join("\n"))
     throw new SafetensorsError("bad_offsets", "the version's tensors are not in the writer's order");
-  const convert = dtype === "F16" ? float32ToF16 : float32ToBF16;
+  const encode = dtype === "F16" ? float32ToF16 : float32ToBF16;
   let pending: Uint8Array | null = held.subarray(8 + n);
   let carry = new Uint8Array(0);
   const stream = new ReadableStream<Uint8Array>({
@@ -67,7 +80,13 @@ export async function halfPrecisionStream(
         carry = all.slice(usable);
         if (usable === 0) continue;
         const values = new Float32Array(all.slice(0, usable).buffer);
-        controller.enqueue(new Uint8Array(convert(values).buffer));
+        // F16 holds magnitudes up to 65504: a larger finite value would arrive as an infinity.
+        const far = dtype === "F16" ? values.find((x) => Number.isFinite(x) && Math.abs(x) >= 65520) : undefined;
+        if (far !== undefined) {
+          controller.error(new SafetensorsError("out_of_bounds", `the version holds ${far}, beyond F16's range: ask for BF16`));
+          return;
+        }
+        controller.enqueue(new Uint8Array(encode(values).buffer));
         return;
       }
     },

@@ -49,6 +49,14 @@ describe("a version as F16 or BF16", () => {
       }
     });
 
+  it("ends the stream with an error at a value beyond F16's range (BF16 holds it)", async () => {
+    const far = writeSafetensors({ a: { dtype: "F32", shape: [3], data: Float32Array.of(1, 70000, 2) } });
+    const { stream } = await halfPrecisionStream(chunked(far, [64]), "F16");
+    await expect(collect(stream)).rejects.toThrow("the version holds 70000, beyond F16's range: ask for BF16");
+    const bf16 = await halfPrecisionStream(chunked(far, [64]), "BF16");
+    expect((await collect(bf16.stream)).length).toBe(bf16.bytes);
+  });
+
   it("refuses a version with a tensor that is not F32", async () => {
     const mixed = writeSafetensors({ a: { dtype: "F16", shape: [2], data: new Uint16Array(2) } });
     await expect(halfPrecisionStream(chunked(mixed, [100]), "F16")).rejects.toThrow('tensor "a" is F16; only F32 versions convert');

@@ -253,6 +253,12 @@ describe("aggregator: refusals change nothing", () => {
       ok: false,
       error: { status: 422, code: "config_invalid", message: expect.stringMatching(/uploadDtype F16: a secure round's masked input/) },
     });
+    // Compressed transfers are for methods whose clients upload the change of what they download.
+    const fedkseed = { type: "fedkseed", k: 16, trains: { type: "full", tensors: ["model.norm.weight"] } };
+    expect(await other.createFederation(federationConfig("bad-config", { method: fedkseed, downloadDtype: "BF16" }))).toMatchObject({
+      ok: false,
+      error: { status: 422, code: "config_invalid", message: expect.stringMatching(/downloadDtype: method "fedkseed" does not upload/) },
+    });
     // Top-k's values go as F32 with their positions: not with another dtype.
     expect(await other.createFederation(federationConfig("bad-config", { topK: 0.1, uploadDtype: "I8" }))).toMatchObject({
       ok: false,

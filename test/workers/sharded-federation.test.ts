@@ -165,7 +165,7 @@ describe("a sharded federation in workerd", () => {
     expect(refused.status).toBe(503);
     const e = await error(refused);
     expect(e.code).toBe("shard_unavailable");
-    expect(e.message).toContain(`shard ${broken} did not answer`);
+    expect(e.message).toContain(`shard ${broken} of "${id}" did not answer`);
     expect((await roundOf(id, 1)).status).toBe("open");
     // The shards before it are sealed at the root, their counts in the round's row, none merged twice below.
     const sealed = await runInDurableObject(env.AGGREGATOR.getByName(id), (_i, state) =>
@@ -246,6 +246,30 @@ describe("a sharded federation in workerd", () => {
       for (const t of flatLayout(readSafetensorsHeader(bytes)).tensors)
         expect(after.tensors.get(t.name)).toEqual(before.tensors.get(t.name)!.map((x, i) => x + mean[t.start + i]!));
     }
+  });
+
+  it("a round whose shards' sums overflow float32 when added fails with the reason, the next round opens", async () => {
+    const id = "shard-overflow";
+    expect((await create(id, { minClients: 2 })).status).toBe(201);
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    const v0 = await version(id, 0);
+    // Two clients of different shards, each weight 1 and values 2e38: each shard's sum is finite, theirs is not.
+    const [a, b] = [CLIENTS.find((c) => shardOf(1, c, SHARDS) === 0)!, CLIENTS.find((c) => shardOf(1, c, SHARDS) === 1)!];
+    for (const c of [a, b]) {
+      const big = new Map([...v0.tensors].map(([k, t]) => [k, new Float32Array(t.length).fill(2e38)]));
+      const res = await signed(`/federations/${id}/rounds/1/updates/${c}`, c, {
+        method: "PUT",
+        body: uploadBody(v0, big, 1),
+        headers: { "idempotency-key": `${c}-1` },
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+    }
+    const closed = await api(`/federations/${id}/rounds/1/close`, { method: "POST" });
+    expect(closed.status, await closed.clone().text()).toBe(200);
+    const r = await roundOf(id, 1);
+    expect(r.status).toBe("failed");
+    expect((r.result as { reason: string }).reason).toContain("merging the shards' sums failed: running sum (float32 overflow)");
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
   });
 
   it("refuses shards with a robust rule or more shards than a round samples; an upload sent to the root", async () => {

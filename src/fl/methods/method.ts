@@ -63,6 +63,12 @@ export interface ServerMethod<C extends MethodConfig = MethodConfig> extends Sid
   /** Reads an upload into the global version's layout; absent: a safetensors file of exactly that layout. */
   decode?(m: C, body: Uint8Array, layout: FlatLayout, dataStart: number): DecodedUpdate;
   /**
+   * Its clients train from the version they download and upload each tensor's change (the gradient slice): so
+   * the version may be fetched in F16 or BF16 and the change sent in F16, BF16, I8 or top-k (the federation's
+   * downloadDtype, uploadDtype and topK); absent: those are refused at creation.
+   */
+  compressible?: true;
+  /**
    * A version's tensors the clients never train (FFA-LoRA's A): left out of an upload, their change is zero;
    * absent or null: every tensor is uploaded.
    */

@@ -26,6 +26,7 @@ export const loraServer: ServerMethod<LoraConfig> = {
   type: "lora",
   config: LoraConfig,
   frozen: (m) => (m.freezeA ? (tensor) => tensor.endsWith(".lora_A.weight") : null),
+  compressible: true,
   versionFloats: (m, model) =>
     loraLayers(m, model).length *
     m.targetModules.reduce((n, t) => n + m.r * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0), 0),

@@ -18,6 +18,7 @@ function layout(m: OffsiteConfig, model: LlamaConfig): OffsiteLayout {
 export const offsiteServer: ServerMethod<OffsiteConfig> = {
   type: "offsite",
   config: OffsiteConfig,
+  compressible: true,
   // The client trains on the emulator: the adapter's layers and the compressed middle.
   footprints: (m, model) => ({ local: { layers: layout(m, model).emulator, embeds: true, trains: true, full: true } }),
   // An emulator of the first and last layer and half the middle (Xiao et al. 2023 drop about half).
