@@ -75,7 +75,8 @@ export class ShardReplica {
       if (e instanceof AggregatorError) throw e;
       throw new AggregatorError(
         "shard_unavailable",
-        `the shard could not read its part of the round from "${id}"'s object (${e instanceof Error ? e.message : String(e)}); retry the upload`,
+        `the shard could not read its part of the round from "${id}"'s object ` +
+          `(${e instanceof Error ? e.message : String(e)}); retry the upload`,
       );
     }
   }
