@@ -28,7 +28,7 @@ import { ForwardModel } from "../../src/engine/forward.ts";
 import { loraPairs, loraScaling } from "../../src/engine/lora/peft.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
-import { heldOutLoss } from "../../src/engine/train/evaluate.ts";
+import { heldOutLoss, labelAccuracy } from "../../src/engine/train/evaluate.ts";
 
 const MASTER = "client-worker-master";
 const FED = "cw";
@@ -429,13 +429,17 @@ it lands once`, async () => {
     ).toBe("g");
   }, 120_000);
 
-  it("scores a version asked of it on its held-out split, on its cron, and reports the loss, signed", async () => {
+  it("scores a version asked of it on its held-out split, on its cron or asked, and reports its loss and accuracy, signed", async () => {
     const heldOut = Array.from({ length: 5 }, (_, i) => record(i + 20));
     await (await mf.getR2Bucket("DATA", "client-a")).put("heldout.jsonl", heldOut.map((r) => JSON.stringify(r)).join("\n"));
     const { version } = (await (await fed.coordinator(`/federations/${FED}`)).json()) as { version: number };
     expect((await fed.coordinator(`/federations/${FED}/versions/${version}/evaluate`, { method: "POST" })).status).toBe(201);
     await (await mf.getWorker("client-a")).scheduled({ cron: "* * * * *" });
-    type View = { reports: number; clients: { clientId: string; numExamples: number; metrics: { loss: number } }[] };
+    type View = {
+      reports: number;
+      metrics: { loss: number };
+      clients: { clientId: string; numExamples: number; metrics: { loss: number; accuracy?: number } }[];
+    };
     const read = async () => (await (await fed.coordinator(`/federations/${FED}/versions/${version}/evaluation`)).json()) as View;
     let view = await read();
     for (let i = 0; i < 300 && !view.reports; i++) {
@@ -464,5 +468,36 @@ it lands once`, async () => {
     expect(view.clients[0]!.metrics.loss).toBeCloseTo(loss, 5);
     const report = seen.find((s) => s.method === "PUT" && s.url === `/federations/${FED}/versions/${version}/evaluations/a`)!;
     expect(JSON.parse(report.body.toString())).toEqual({ numExamples: 5, metrics: { loss: view.clients[0]!.metrics.loss } });
+
+    // A held-out split whose completions are two labels, each several times: the accuracy of the likelier label too.
+    const labeled = Array.from({ length: 6 }, (_, i) => ({
+      prompt: `The ${["fox", "dog", "sun"][i % 3]} is`,
+      completion: i % 2 ? " big" : " small",
+    }));
+    await (await mf.getR2Bucket("DATA", "client-b")).put("heldout.jsonl", labeled.map((r) => JSON.stringify(r)).join("\n"));
+    const answered = await asOwner("b", "/evaluations", { method: "POST", body: JSON.stringify({ federationId: FED }) });
+    expect(await answered.json()).toEqual({ reported: [version] });
+    const fromB = (await read()).clients.find((c) => c.clientId === "b")!;
+    const forward2 = await ForwardModel.create(ortNodeRuntime(), model, tinyWeights(model, 3), {
+      kind: "forward",
+      quant: "f32",
+      nll: true,
+      lora: loraPairs(adapter.tensors, 4, loraScaling({ r: 4, alpha: 8, useRslora: false })),
+    });
+    const items = labeled.map((e) => ({ prompt: e.prompt, label: e.completion }));
+    const want = await labelAccuracy(forward2, tok, items, [" big", " small"], { maxTokens: 32 });
+    const wantLoss = await heldOutLoss(
+      forward2,
+      labeled.map((e) => tokenizeExample(e, tok, eos, 32)),
+    );
+    await forward2.release();
+    expect(fromB.numExamples).toBe(6);
+    expect(fromB.metrics.accuracy).toBe(want.accuracy);
+    expect(fromB.metrics.loss).toBeCloseTo(wantLoss.loss, 5);
+    // The folded view: the example-weighted mean of the two clients' losses.
+    expect(((await read()) as unknown as { metrics: { loss: number } }).metrics.loss).toBeCloseTo(
+      (5 * view.clients[0]!.metrics.loss + 6 * fromB.metrics.loss) / 11,
+      9,
+    );
   }, 120_000);
 });

@@ -81,7 +81,7 @@ export class ModelCache {
         const raw = await loadHeldOut(env);
         if (!raw) return null;
         const p = await prompts();
-        return tokenizePartition(raw, p.tokenizer, p.config, maxTokens);
+        return { raw, examples: tokenizePartition(raw, p.tokenizer, p.config, maxTokens) };
       },
       endpoint: (hiddenSize) => {
         if (!env.TRUNK_URL)

@@ -141,8 +141,8 @@ export interface ClientResources {
   prompts(): Promise<{ tokenizer: TextTokenizer; config: LlamaConfig; raw: Example[] }>;
   /** The partition tokenized to maxTokens, without weights. */
   tokenized(maxTokens: number): Promise<{ tokenizer: TextTokenizer; examples: TokenizedExample[] }>;
-  /** This client's held-out split tokenized to maxTokens (federated evaluation); null when it has none. */
-  heldOut(maxTokens: number): Promise<TokenizedExample[] | null>;
+  /** This client's held-out split, as records and tokenized to maxTokens (federated evaluation); null when it has none. */
+  heldOut(maxTokens: number): Promise<{ raw: Example[]; examples: TokenizedExample[] } | null>;
   /** The inference endpoint at TRUNK_URL (hidden size 0 when only scores come back). */
   endpoint(hiddenSize: number): Promise<TrunkEndpoint>;
   /** The completions API at OPENAI_BASE_URL, serving `modelName` unless the deployment names another. */

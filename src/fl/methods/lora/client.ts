@@ -3,7 +3,7 @@
 // that trains locally also scores versions on its held-out split (federated evaluation).
 import { ForwardModel } from "../../../engine/forward.ts";
 import { loraPairs, loraScaling } from "../../../engine/lora/peft.ts";
-import { heldOutLoss } from "../../../engine/train/evaluate.ts";
+import { heldOutLoss, labelAccuracy } from "../../../engine/train/evaluate.ts";
 import type { ClientMethod } from "../method.ts";
 import { gradientSlice } from "../shared/gradient-slice.ts";
 import { LoraConfig } from "./config.ts";
@@ -20,11 +20,14 @@ export const loraClient: ClientMethod<LoraConfig> = {
     return gradientSlice(ctx, plan);
   },
   // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it
-  // (lora/run.ts). Only where the client holds the whole model: a split client's trunk is the endpoint's.
+  // (lora/run.ts), and, where the held-out completions are a few labels each given several times (a
+  // classification task's), the accuracy of the most probable label. Only where the client holds the whole
+  // model: a split client's trunk is the endpoint's.
   evaluate: async (m, ctx, version, resources) => {
     if (ctx.placement !== "local") return null;
-    const heldOut = await resources.heldOut(ctx.maxTokens);
-    if (!heldOut?.length) return null;
+    const held = await resources.heldOut(ctx.maxTokens);
+    if (!held?.examples.length) return null;
+    const heldOut = held.examples;
     const { config } = await resources.prompts();
     const lora = loraPairs(version.tensors, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));
     const forward = await ForwardModel.create(resources.runtime, config, await resources.weights(undefined, true), {
@@ -35,7 +38,14 @@ export const loraClient: ClientMethod<LoraConfig> = {
     });
     try {
       const { loss } = await heldOutLoss(forward, heldOut);
-      return { numExamples: heldOut.length, metrics: { loss } };
+      const labeled = held.raw.flatMap((e) => ("prompt" in e ? [{ prompt: e.prompt, label: e.completion }] : []));
+      const labels = [...new Set(labeled.map((x) => x.label))].sort();
+      const metrics: Record<string, number> = { loss };
+      if (labeled.length === held.raw.length && labels.length >= 2 && labels.length <= 8 && labels.length * 2 <= labeled.length) {
+        const { tokenizer } = await resources.prompts();
+        metrics.accuracy = (await labelAccuracy(forward, tokenizer, labeled, labels, { maxTokens: ctx.maxTokens })).accuracy;
+      }
+      return { numExamples: heldOut.length, metrics };
     } finally {
       await forward.release();
     }
