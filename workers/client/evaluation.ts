@@ -18,8 +18,9 @@ export interface EvaluationTask {
 }
 
 /**
- * Scores and reports each of `versions` (newest first), returning those reported. Nothing is reported when
- * the method's clients do not evaluate, or cannot here (a split client), or the client has no held-out split.
+ * Scores and reports the newest of `versions` (the next call takes the next: one forward pass over the held-out
+ * split per invocation keeps it inside a Worker's CPU time), returning what was reported. Nothing is reported
+ * when the method's clients do not evaluate, or cannot here (a split client), or the client has no held-out split.
  */
 export async function evaluateVersions(
   env: ClientEnv,
@@ -35,7 +36,7 @@ export async function evaluateVersions(
   if (!side.evaluate) return [];
   const limits = ownerLimits(env);
   const reported: number[] = [];
-  for (const v of versions) {
+  for (const v of versions.slice(0, 1)) {
     const budget = downloads(env, limits.MAX_DOWNLOAD_BYTES, 0);
     const bytes = await budget.get(`/federations/${encodeURIComponent(federationId)}/versions/${v}`, `version ${v}`);
     if (!bytes) continue;
