@@ -16,6 +16,7 @@ import { AggregatorError, refusing, refusingConfig } from "./errors.ts";
 import { type ClientProgress, RoundProgress } from "./round-progress.ts";
 import { Evaluations } from "./evaluations.ts";
 import { parseProgressReport } from "../../src/protocol/progress.ts";
+import { isSharded } from "../../src/fl/shards.ts";
 import { Rounds } from "./rounds.ts";
 import { ShardReplica } from "./shard-replica.ts";
 import type { ShardDescriptor, ShardPeers, ShardSeal } from "./sharded-rounds.ts";
@@ -91,7 +92,7 @@ export class Federations {
           "carries the whole version; use one of freezeA and secureAggregation",
       );
     if (config.robust) checkRobust(config, floats);
-    if ((config.shards ?? 1) > 1) checkShards(config);
+    if (isSharded(config)) checkShards(config);
     const compressed = [
       ...((config.uploadDtype ?? "F32") !== "F32" ? ["uploadDtype"] : []),
       ...(config.topK !== undefined ? ["topK"] : []),
@@ -173,7 +174,7 @@ export class Federations {
    */
   async roundNow(id: string, round: number): Promise<RoundView> {
     const view = this.round(id, round);
-    if (view.status !== "open" || view.phase !== null || (this.store.get(id).config.shards ?? 1) <= 1) return view;
+    if (view.status !== "open" || view.phase !== null || !isSharded(this.store.get(id).config)) return view;
     const uploads = await this.rounds.sharded.uploads(id, round).catch(() => view.uploads);
     return { ...view, uploads };
   }

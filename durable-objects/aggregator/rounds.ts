@@ -4,6 +4,7 @@
 import { shuffled } from "../../src/data/lm-windows.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { FlError } from "../../src/fl/errors.ts";
+import { isSharded } from "../../src/fl/shards.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
 import { nextClip as adaptiveClip, secureNormals } from "../../src/privacy/central-dp.ts";
@@ -108,7 +109,7 @@ export class Rounds {
       secure ? "advertise" : null,
     );
     this.store.recordSample(id, round, sampled);
-    if (isSharded(fed)) this.sharded.plan(fed, round, sampled);
+    if (isSharded(fed.config)) this.sharded.plan(fed, round, sampled);
     await this.armAlarm();
     return round;
   }
@@ -130,14 +131,14 @@ export class Rounds {
     const r = this.openRow(id, round);
     if (r.phase !== null) return this.secure.advance(id, round, now);
     const fed = this.store.get(id);
-    const uploads = isSharded(fed) ? await this.sharded.uploads(id, round) : r.uploads;
+    const uploads = isSharded(fed.config) ? await this.sharded.uploads(id, round) : r.uploads;
     if (uploads < fed.config.minClients)
       throw new AggregatorError(
         "round_short",
         `round ${round} of "${id}" has ${uploads} of the ${fed.config.minClients} uploads it needs to close; fail it instead ` +
           `(POST .../rounds/${round}/fail)`,
       );
-    if (isSharded(fed)) await this.endSharded(id, round, now).catch((e: unknown) => this.retrySoon(id, round, now, e));
+    if (isSharded(fed.config)) await this.endSharded(id, round, now).catch((e: unknown) => this.retrySoon(id, round, now, e));
     else this.finish(id, round, now, "close");
     await this.armAlarm();
   }
@@ -145,7 +146,7 @@ export class Rounds {
   /** The operator's "fail now": the open round ends without a new version; its uploads are dropped. */
   async failNow(id: string, round: number, reason: string, now: number): Promise<void> {
     this.openRow(id, round);
-    if (isSharded(this.store.get(id))) {
+    if (isSharded(this.store.get(id).config)) {
       await this.sharded.sealForFailure(id, round);
       // The round's end may have closed it while the shards were sealed: a closed round stays closed.
       if (this.store.roundRow(id, round).status !== "open") return;
@@ -166,7 +167,7 @@ export class Rounds {
     for (const d of due) {
       const fed = this.store.get(d.federation_id);
       const end =
-        d.phase !== null ? this.secure.advance(fed.id, d.round, now) : isSharded(fed) ? this.endSharded(fed.id, d.round, now) : null;
+        d.phase !== null ? this.secure.advance(fed.id, d.round, now) : isSharded(fed.config) ? this.endSharded(fed.id, d.round, now) : null;
       if (end) {
         // A sharded round's end can wait for a shard that does not answer: the alarm tries again.
         await end.catch((e: unknown) => {
@@ -359,5 +360,3 @@ export class Rounds {
     else await this.store.storage.setAlarm(Math.max(next, notBefore));
   }
 }
-
-const isSharded = (fed: FederationView) => (fed.config.shards ?? 1) > 1;

@@ -9,6 +9,7 @@ import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
 import { type Advert, type RevealedShare, recoverSecrets, removeMasks, type SecAggRound } from "../../src/secagg/protocol.ts";
 import { usableKey } from "../../src/secagg/keys.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
+import { isSharded } from "../../src/fl/shards.ts";
 import {
   type AdvertMessage,
   fromHex,
@@ -241,8 +242,7 @@ export class SecureRounds {
     if (r.status !== "open" || r.phase === null) return;
     if (r.phase === "unmask" || r.phase === "unmasking") return this.unmaskAndClose(id, round);
     // A sharded round's inputs are in its shards: sealed and merged first, so the count and the sum are here.
-    if (r.phase === "input" && (fed.config.shards ?? 1) > 1)
-      return this.rounds.sharded.collect(id, round, () => this.endPhase(id, round, now));
+    if (r.phase === "input" && isSharded(fed.config)) return this.rounds.sharded.collect(id, round, () => this.endPhase(id, round, now));
     return this.endPhase(id, round, now);
   }
 
@@ -276,7 +276,7 @@ export class SecureRounds {
       id,
       round,
     );
-    if (next === "input" && (fed.config.shards ?? 1) > 1)
+    if (next === "input" && isSharded(fed.config))
       this.rounds.sharded.replan(id, round, fed.config.shards!, this.inputOf(id, round).sharers);
     await this.rounds.armAlarm();
     if (this.waitingFor(id, this.store.roundRow(id, round)) === 0) await this.advance(id, round, now);

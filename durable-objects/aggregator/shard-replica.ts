@@ -5,6 +5,7 @@
 // clients uploads, reports to the root when it has its part of the quorum, and is sealed by the root at the
 // round's end, after which it refuses the round's uploads and serves its partial sum a chunk at a time.
 import { deleteBlob, writeStreamBlob } from "../shared/blobs.ts";
+import { SingleFlight } from "../shared/single-flight.ts";
 import { AggregatorError } from "./errors.ts";
 import type { MaskedShape, ShardDescriptor, ShardPeers, ShardSeal } from "./sharded-rounds.ts";
 import { type FederationStore, keys } from "./storage.ts";
@@ -14,7 +15,7 @@ export class ShardReplica {
   private readonly store: FederationStore;
   private readonly peers: ShardPeers;
   /** A round's part being fetched from the root, so concurrent first uploads fetch it once. */
-  private readonly adopting = new Map<string, Promise<void>>();
+  private readonly adopting = new SingleFlight();
 
   constructor(store: FederationStore, peers: ShardPeers) {
     this.store = store;
@@ -24,36 +25,30 @@ export class ShardReplica {
   /** Takes this shard's part of a round from the root, with the round's base version, unless it holds it. */
   async ensure(id: string, round: number, shard: number): Promise<void> {
     if (this.part(id, round)) return;
-    const key = `${id}\n${round}`;
-    const running = this.adopting.get(key);
-    if (running) return running;
-    const work = (async () => {
-      try {
-        const d = await this.fromRoot(id, this.peers.descriptor(id, round, shard));
-        // A secure round's shard takes masked inputs in the input phase only, from the clients that shared their
-        // keys by then; a part read before it would name none of them, so it is not kept.
-        if (d.status === "open" && d.phase !== null && d.phase !== "input")
-          throw new AggregatorError(
-            "phase_closed",
-            `round ${round} of "${id}" is in its ${d.phase} phase; masked inputs belong to its input phase`,
-          );
-        const incoming = `${keys.version(id, d.baseVersion)}#incoming`;
-        const fetch = d.status === "open" && !this.store.hasVersion(id, d.baseVersion);
-        if (fetch)
-          await this.fromRoot(id, (async () => writeStreamBlob(this.store.sql, incoming, await this.peers.version(id, d.baseVersion)))());
-        this.store.storage.transactionSync(() => {
-          this.adopt(d);
-          if (fetch) {
-            deleteBlob(this.store.sql, keys.version(id, d.baseVersion));
-            this.store.sql.exec("UPDATE blobs SET key = ? WHERE key = ?", keys.version(id, d.baseVersion), incoming);
-          }
-        });
-      } finally {
-        this.adopting.delete(key);
-      }
-    })();
-    this.adopting.set(key, work);
-    return work;
+    return this.adopting.run(`${id}\n${round}`, async () => {
+      const d = await this.fromRoot(id, this.peers.descriptor(id, round, shard));
+      // A secure round's shard takes masked inputs in the input phase only, from the clients that shared their
+      // keys by then; a part read before it would name none of them, so it is not kept.
+      if (d.status === "open" && d.phase !== null && d.phase !== "input")
+        throw new AggregatorError(
+          "phase_closed",
+          `round ${round} of "${id}" is in its ${d.phase} phase; masked inputs belong to its input phase`,
+        );
+      const incoming = `${keys.version(id, d.baseVersion)}#incoming`;
+      const fetch = d.status === "open" && !this.store.hasVersion(id, d.baseVersion);
+      if (fetch)
+        await this.fromRoot(
+          id,
+          this.peers.version(id, d.baseVersion).then((stream) => writeStreamBlob(this.store.sql, incoming, stream)),
+        );
+      this.store.storage.transactionSync(() => {
+        this.adopt(d);
+        if (fetch) {
+          deleteBlob(this.store.sql, keys.version(id, d.baseVersion));
+          this.store.sql.exec("UPDATE blobs SET key = ? WHERE key = ?", keys.version(id, d.baseVersion), incoming);
+        }
+      });
+    });
   }
 
   /** A secure round's masked input, admitted by the shard's part: the round's sample here is its clients that shared keys. */

@@ -5,10 +5,11 @@
 // step commits with the record of its progress, so a restart of the root or of a shard at any point resumes
 // where it stopped and merges nothing twice; a shard that cannot answer leaves the round open, the others'
 // sealed sums kept, until it can (the alarm retries) or the operator fails the round.
-import { planShards, shardOf } from "../../src/fl/shards.ts";
+import { isSharded, planShards, shardOf } from "../../src/fl/shards.ts";
 import { addFold, checkFold } from "../../src/fl/weighted-mean.ts";
 import type { SecurePhase } from "../../src/protocol/secure-aggregation.ts";
 import { addInto } from "../../src/secagg/fixed-point.ts";
+import { SingleFlight } from "../shared/single-flight.ts";
 import { AggregatorError } from "./errors.ts";
 import { type FederationStore, keys } from "./storage.ts";
 import type { FederationView, RoundView } from "./types.ts";
@@ -93,7 +94,7 @@ export class ShardedRounds {
   /** A secure round's input phase: its clients that shared their keys and the masked inputs' shape (secure-rounds.ts). */
   private readonly secureInput: (id: string, round: number) => SecureInput;
   /** A round's end in progress, so the alarm, the operator and a shard's report share one. */
-  private readonly ending = new Map<string, Promise<void>>();
+  private readonly ending = new SingleFlight();
 
   constructor(store: FederationStore, peers: ShardPeers, secureInput: (id: string, round: number) => SecureInput) {
     this.store = store;
@@ -190,22 +191,13 @@ export class ShardedRounds {
    * fail): one at a time per round. A seal or a read that fails throws; what completed before it stays.
    */
   collect(id: string, round: number, then: () => Promise<void> | void): Promise<void> {
-    const key = `${id}\n${round}`;
-    const running = this.ending.get(key);
-    if (running) return running;
-    const work = (async () => {
-      try {
-        for (const s of this.shards(id, round)) if (!s.sealed) await this.seal(id, round, s.shard);
-        for (const s of this.shards(id, round))
-          for (let c = s.merged; c < s.chunks; c++)
-            this.merge(id, round, s.shard, c, await reaching(id, round, s.shard, this.peers.chunk(id, round, s.shard, c)));
-        if (this.store.roundRow(id, round).status === "open") await then();
-      } finally {
-        this.ending.delete(key);
-      }
-    })();
-    this.ending.set(key, work);
-    return work;
+    return this.ending.run(`${id}\n${round}`, async () => {
+      for (const s of this.shards(id, round)) if (!s.sealed) await this.seal(id, round, s.shard);
+      for (const s of this.shards(id, round))
+        for (let c = s.merged; c < s.chunks; c++)
+          this.merge(id, round, s.shard, c, await reaching(id, round, s.shard, this.peers.chunk(id, round, s.shard, c)));
+      if (this.store.roundRow(id, round).status === "open") await then();
+    });
   }
 
   /** Seals what it can of a round that fails (its uploads are dropped): a shard that cannot answer refuses uploads at the deadline. */
@@ -219,8 +211,8 @@ export class ShardedRounds {
 
   /** Deletes what every shard holds of the federation (before the root's own storage goes). */
   async drop(fed: FederationView): Promise<void> {
-    const shards = fed.config.shards ?? 1;
-    for (let shard = 0; shard < shards && shards > 1; shard++) await reaching(fed.id, null, shard, this.peers.drop(fed.id, shard));
+    if (!isSharded(fed.config)) return;
+    for (let shard = 0; shard < fed.config.shards!; shard++) await reaching(fed.id, null, shard, this.peers.drop(fed.id, shard));
   }
 
   private async seal(id: string, round: number, shard: number): Promise<void> {

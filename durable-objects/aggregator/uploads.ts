@@ -5,6 +5,7 @@
 import { parseLlamaConfig } from "../../src/engine/config.ts";
 import { federationStrategy } from "../../src/privacy/federation-privacy.ts";
 import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import { isSharded } from "../../src/fl/shards.ts";
 import type { DecodedUpdate, MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
 import type { ClientUpdate, UpdateTransform } from "../../src/fl/strategy.ts";
 import { parseUploadMetadata, type UploadInfo } from "../../src/protocol/federation.ts";
@@ -76,7 +77,7 @@ export class Uploads {
   private admit(u: UploadRequest, now: number): Admitted {
     const fed = this.store.get(u.federationId);
     const round = this.store.roundRow(u.federationId, u.round);
-    if ((fed.config.shards ?? 1) > 1 && u.shard === undefined)
+    if (isSharded(fed.config) && u.shard === undefined)
       throw new AggregatorError("misdirected", `"${u.federationId}" folds uploads in its shard objects; the coordinator routes them there`);
     if (!fed.config.clients.includes(u.clientId))
       throw new AggregatorError("client_unknown", `client "${u.clientId}" is not a member of "${u.federationId}"`);

@@ -34,5 +34,8 @@ export function planShards(round: number, sampled: readonly string[], shards: nu
   return plans;
 }
 
+/** Whether a federation's config spreads its uploads over shard objects (more than one). */
+export const isSharded = (config: { shards?: number | undefined }) => (config.shards ?? 1) > 1;
+
 /** The name of a federation's shard object: "/" cannot occur in a federation id, so no federation has it. */
 export const shardObjectName = (federation: string, shard: number) => `${federation}/shard-${shard}`;

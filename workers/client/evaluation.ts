@@ -34,29 +34,27 @@ export async function evaluateVersions(
   if (refusal) throw new Error(refusal.message);
   const { side, config } = clientMethods.parse(task.method);
   if (!side.evaluate) return [];
+  const v = versions[0];
+  if (v === undefined) return [];
   const limits = ownerLimits(env);
-  const reported: number[] = [];
-  for (const v of versions.slice(0, 1)) {
-    const budget = downloads(env, limits.MAX_DOWNLOAD_BYTES, 0);
-    const bytes = await budget.get(`/federations/${encodeURIComponent(federationId)}/versions/${v}`, `version ${v}`);
-    if (!bytes) continue;
-    const resources = cache.resources(env, sql, { federationId, key: `evaluate/${v}` }, budget.get);
-    const ctx = {
-      quant: task.quant as QuantMode,
-      maxTokens: Math.min(task.maxTokens, limits.MAX_TOKENS_PER_EXAMPLE),
-      placement: placementOf(env, side, config),
-    };
-    const report = await side.evaluate(config, ctx, decodeTensorFile(bytes, `version ${v}`), resources);
-    if (!report) return reported;
-    const path = `/federations/${encodeURIComponent(federationId)}/versions/${v}/evaluations/${encodeURIComponent(env.CLIENT_ID)}`;
-    const res = await coordinatorFetch(env, path, {
-      method: "PUT",
-      body: new TextEncoder().encode(JSON.stringify(report)),
-      headers: { "content-type": "application/json" },
-    });
-    // 409: reported before (a report is accepted once) or no longer asked.
-    if (!res.ok && res.status !== 409) throw new Error(`reporting version ${v}'s evaluation: ${res.status} ${await res.text()}`);
-    reported.push(v);
-  }
-  return reported;
+  const budget = downloads(env, limits.MAX_DOWNLOAD_BYTES, 0);
+  const bytes = await budget.get(`/federations/${encodeURIComponent(federationId)}/versions/${v}`, `version ${v}`);
+  if (!bytes) return [];
+  const resources = cache.resources(env, sql, { federationId, key: `evaluate/${v}` }, budget.get);
+  const ctx = {
+    quant: task.quant as QuantMode,
+    maxTokens: Math.min(task.maxTokens, limits.MAX_TOKENS_PER_EXAMPLE),
+    placement: placementOf(env, side, config),
+  };
+  const report = await side.evaluate(config, ctx, decodeTensorFile(bytes, `version ${v}`), resources);
+  if (!report) return [];
+  const path = `/federations/${encodeURIComponent(federationId)}/versions/${v}/evaluations/${encodeURIComponent(env.CLIENT_ID)}`;
+  const res = await coordinatorFetch(env, path, {
+    method: "PUT",
+    body: new TextEncoder().encode(JSON.stringify(report)),
+    headers: { "content-type": "application/json" },
+  });
+  // 409: reported before (a report is accepted once) or no longer asked.
+  if (!res.ok && res.status !== 409) throw new Error(`reporting version ${v}'s evaluation: ${res.status} ${await res.text()}`);
+  return [v];
 }
