@@ -10,7 +10,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { parseArgs } from "node:util";
 import { type Accumulator, SEGMENT, StreamingSum } from "../durable-objects/aggregator/accumulator.ts";
-import { BufferedUpdates } from "../durable-objects/aggregator/buffered-updates.ts";
+import { BufferedUpdates, robustRule } from "../durable-objects/aggregator/buffered-updates.ts";
 import { normalSamples } from "../src/engine/llama/init.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { arraySource, type FlatLayout } from "../src/fl/flat-tensors.ts";
@@ -69,7 +69,7 @@ function round(robust: RobustConfig | null, n: number, values: Float32Array, sam
   sql.exec("CREATE TABLE blobs (key TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, chunk))");
   const accumulator = (count: number): Accumulator =>
     robust
-      ? new BufferedUpdates(sql, "updates/b/1", layout, robust, count)
+      ? new BufferedUpdates(sql, "updates/b/1", layout, robustRule(robust), count)
       : new StreamingSum(sql, "sum/b/1", layout, { count, totalWeight: (n * (n + 1)) / 2 });
   const scaled = new Float32Array(total);
   const adds: number[] = [];

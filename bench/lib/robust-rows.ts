@@ -7,6 +7,13 @@ import type { QualityTask } from "./quality-rows.ts";
 
 const CLIENTS = 10;
 
+/**
+ * Learning rates tried for the clean federation (tune.lr-* rows). Ten clients of eight steps each move the
+ * adapter less a round than the full preset's four of twenty: at its lr 0.01 the clean federation still
+ * answers the majority class after five rounds, which no attack can be measured against.
+ */
+const LR_CANDIDATES = [0.01, 0.03, 0.1];
+
 /** The attacks, as `fedflare run`'s attack.poison (cli/run-config.ts); label flipping only where there are labels. */
 const ATTACKS: Record<string, { label: string; poison: Record<string, unknown>; classification?: true }> = {
   "sign-flip": { label: "sign flip ×1", poison: { type: "sign-flip", scale: 1 } },
@@ -50,6 +57,12 @@ export function robustRows(
     config: { ...full.config, local: { ...local, steps: Math.max(1, Math.round((local.steps * fullClients) / CLIENTS)) } },
   };
   const rows: QualityTask["rows"] = {};
+  // The learning rate of the clean federation, chosen on the validation split: each candidate's clean FedAvg run.
+  for (const lr of LR_CANDIDATES)
+    rows[`tune.lr-${lr}`] = {
+      label: `${clean.label}, no attackers, lr ${lr} (validation only)`,
+      config: { ...clean.config, local: { ...(clean.config.local as object), lr } },
+    };
   for (const [name, d] of Object.entries(defences(0)))
     rows[`clean.${name}`] = {
       label: `${clean.label}, no attackers, ${d.label}`,

@@ -1,10 +1,12 @@
-// A round's updates kept one by one for a robust rule that needs every update (src/fl/robust/): each under
+// A round's updates kept one by one for a rule that needs every update (a robust rule, src/fl/robust/, or a
+// method's own, ServerMethod.aggregation): each under
 // its own key, a fixed header (the client and its weight) then its float32 values in 1 MiB rows, so no row
 // passes the platform's 2 MB. At the close the rule reads them back in blocks inside its memory budget; the
 // geometric median keeps its estimate in rows too. Storage grows by the round's uploads times the adapter's
 // size until the close drops them.
 import { FlError } from "../../src/fl/errors.ts";
 import type { FlatLayout, FlatSource } from "../../src/fl/flat-tensors.ts";
+import type { MethodAggregation, MethodReport } from "../../src/fl/methods/method.ts";
 import type { Aggregate } from "../../src/fl/robust/aggregate.ts";
 import { type RobustReport, robustAggregate } from "../../src/fl/robust/rules.ts";
 import type { UpdateSet, VectorStore } from "../../src/fl/robust/update-set.ts";
@@ -31,20 +33,74 @@ export interface RobustSummary {
 /** Clients a summary names at most, so a round's result stays a small row. */
 const NAMED = 100;
 
+/** What a round's result says of its rule: a robust rule's summary, or a method's own report. */
+export interface RuleResult {
+  /** A robust federation's rule and what it did: the clients it clipped or kept. */
+  robust?: RobustSummary;
+  /** A method's own rule over every update (HetLoRA's weights, FlexLoRA's truncation) and the clients it read, in its order. */
+  aggregation?: MethodReport & { clients: string[] };
+}
+
+/** What a buffered round computes at its close: the aggregate of the kept updates, and what the round's result says of it. */
+export interface BufferedRule {
+  aggregate(
+    set: UpdateSet,
+    estimate: (total: number) => VectorStore,
+  ): { aggregate: Aggregate; result(client: (i: number) => string): RuleResult };
+}
+
+/** A robust federation's rule (src/fl/robust/), its result the RobustSummary. */
+export function robustRule(config: RobustConfig): BufferedRule {
+  return {
+    aggregate(set, estimate) {
+      const { aggregate, report } = robustAggregate(config, set, { estimate });
+      return { aggregate, result: (client) => ({ robust: robustSummary(report, set.count, client) }) };
+    },
+  };
+}
+
+/** A method's own rule over every update (ServerMethod.aggregation), given the round's base version; its aggregate kept in rows. */
+export function methodRule(rule: MethodAggregation, layout: FlatLayout, global: FlatSource): BufferedRule {
+  return {
+    aggregate(set, estimate) {
+      const out = estimate(set.total);
+      const report = rule.aggregate(set, layout, global, out);
+      const clients = Math.min(set.count, NAMED);
+      return {
+        aggregate: out,
+        result: (client) => ({ aggregation: { ...report, clients: Array.from({ length: clients }, (_, i) => client(i)) } }),
+      };
+    },
+  };
+}
+
+function robustSummary(report: RobustReport, updates: number, client: (i: number) => string): RobustSummary {
+  const summary: RobustSummary = { rule: report.rule, updates };
+  if (report.normBound) {
+    const { bound, norms } = report.normBound;
+    const clipped = norms.flatMap((x, i) => (x > bound ? [i] : []));
+    summary.normBound = { bound, clipped: clipped.length, clippedClients: clipped.slice(0, NAMED).map(client) };
+  }
+  if (report.krum) summary.selected = { count: report.krum.selected.length, clients: report.krum.selected.slice(0, NAMED).map(client) };
+  if (report.geometricMedian)
+    summary.geometricMedian = { iterations: report.geometricMedian.iterations, objective: report.geometricMedian.objective.at(-1)! };
+  return summary;
+}
+
 export class BufferedUpdates implements Accumulator {
   private readonly sql: SqlExec;
   private readonly prefix: string;
   private readonly layout: FlatLayout;
-  private readonly config: RobustConfig;
+  private readonly rule: BufferedRule;
   private count: number;
-  private computed: { aggregate: Aggregate; report: RobustReport } | null = null;
+  private computed: ReturnType<BufferedRule["aggregate"]> | null = null;
 
   /** `count`: the updates already added (from the round's row). */
-  constructor(sql: SqlExec, prefix: string, layout: FlatLayout, config: RobustConfig, count: number) {
+  constructor(sql: SqlExec, prefix: string, layout: FlatLayout, rule: BufferedRule, count: number) {
     this.sql = sql;
     this.prefix = prefix;
     this.layout = layout;
-    this.config = config;
+    this.rule = rule;
     this.count = count;
   }
 
@@ -77,28 +133,17 @@ export class BufferedUpdates implements Accumulator {
         weight: (i) => weights[i]!,
         read: (i, s, out) => out.set(readFloats(this.sql, this.key(i), HEADER_BYTES / 4 + s, out.length)),
       };
-      this.computed = robustAggregate(this.config, set, { estimate: (total) => storedVector(this.sql, `${this.prefix}/estimate`, total) });
+      this.computed = this.rule.aggregate(set, (total) => storedVector(this.sql, `${this.prefix}/estimate`, total));
     }
     const out = new Float32Array(n);
     this.computed.aggregate.read(start, out);
     return out;
   }
 
-  /** The round's robust summary, once `mean` has run. */
-  summary(): RobustSummary {
-    const report = this.computed?.report;
-    if (!report) throw new FlError("state_invalid", "the robust summary is read after the aggregate");
-    const client = (i: number) => this.header(i).client;
-    const summary: RobustSummary = { rule: report.rule, updates: this.count };
-    if (report.normBound) {
-      const { bound, norms } = report.normBound;
-      const clipped = norms.flatMap((x, i) => (x > bound ? [i] : []));
-      summary.normBound = { bound, clipped: clipped.length, clippedClients: clipped.slice(0, NAMED).map(client) };
-    }
-    if (report.krum) summary.selected = { count: report.krum.selected.length, clients: report.krum.selected.slice(0, NAMED).map(client) };
-    if (report.geometricMedian)
-      summary.geometricMedian = { iterations: report.geometricMedian.iterations, objective: report.geometricMedian.objective.at(-1)! };
-    return summary;
+  /** What the round's result says of the rule, once `mean` has run. */
+  result(): RuleResult {
+    if (!this.computed) throw new FlError("state_invalid", "the rule's result is read after the aggregate");
+    return this.computed.result((i) => this.header(i).client);
   }
 
   clear(): void {

@@ -5,6 +5,9 @@ import { clientPlanRefusal, MIB } from "../../src/engine/client-plan.ts";
 import { assertModelBounds, parseLlamaConfig } from "../../src/engine/config.ts";
 import { createStrategy } from "../../src/fl/create-strategy.ts";
 import { serverMethods } from "../../src/fl/methods/server.ts";
+import type { MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
+import { flatLayout } from "../../src/fl/flat-tensors.ts";
+import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import type { Strategy } from "../../src/fl/strategy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 import { secureSettings } from "../../src/secagg/federation.ts";
@@ -123,6 +126,7 @@ export class Federations {
     const unfit = clientPlanRefusal(model, side.footprints(method, model), settings, config.clientMemoryMiB * MIB);
     if (unfit) throw new AggregatorError("config_invalid", unfit);
     const initial = refusingConfig("", () => side.initial(method, config, model));
+    checkMethodRules(config, side, method, initial.tensors);
     const version0 = initial.tensors && strategy.initialParameters ? startingFrom(strategy, initial.tensors) : initial.tensors;
     this.store.storage.transactionSync(() => {
       this.store.sql.exec(
@@ -341,11 +345,48 @@ function checkRobust(config: FederationConfig, floats: number): void {
       `${rule.name} weighs each update by the examples its client declares, so one client claiming many outweighs ` +
         'the rest: set weights ("uniform", or {"cap": N})',
     );
+  checkKept(config, floats, "robust");
+}
+
+/** A round that keeps every update until it closes (a robust or a method's own rule) may fill half an object's storage. */
+function checkKept(config: FederationConfig, floats: number, what: string): void {
   const kept = config.clientsPerRound * floats * 4;
   if (kept > DURABLE_OBJECT_STORAGE_MAX_BYTES / 2)
-    refuse(
-      `a round keeps every update until it closes: ${config.clientsPerRound} × ${floats * 4} bytes, over the ` +
+    throw new AggregatorError(
+      "config_invalid",
+      `${what}: a round keeps every update until it closes: ${config.clientsPerRound} × ${floats * 4} bytes, over the ` +
         `${DURABLE_OBJECT_STORAGE_MAX_BYTES / 2} bytes (half an object's storage) it may hold; sample fewer clients a round`,
+    );
+}
+
+/** Memory a method's own rule may hold at the close (its factors for every update of one module), of the isolate's 128 MB. */
+const METHOD_RULE_BYTES = 32 * MIB;
+
+/**
+ * Uploads in each client's own shape (perClient) are lifted by the aggregator, which needs them in the clear and in
+ * one object; a method's own rule (aggregation) keeps every update, as a robust rule does, and replaces the mean DP
+ * is calibrated to.
+ */
+function checkMethodRules(config: FederationConfig, side: ServerMethod, method: MethodConfig, initial: Uint8Array | null): void {
+  const per = side.perClient?.(method) ?? null;
+  const own = side.aggregation?.(method) ?? null;
+  const what = own?.option ?? per?.option;
+  if (!what) return;
+  const refuse = (message: string) => {
+    throw new AggregatorError("config_invalid", `${what}: ${message}`);
+  };
+  if (config.secureAggregation)
+    refuse("the aggregator reads each client's upload in its own shape, which a masked input hides; use one of them");
+  if (isSharded(config)) refuse("each upload is lifted against the version the root object holds; use one of them and shards");
+  if (own && config.robust) refuse("the method's rule and a robust rule both make the round's aggregate; use one of them");
+  if (own && config.privacy) refuse("DP's noise is calibrated to the plain mean's sensitivity, which the method's rule replaces");
+  if (!own || !initial) return;
+  const layout = flatLayout(readSafetensorsHeader(initial));
+  checkKept(config, layout.total, what);
+  const peak = own.peakBytes(layout, config.clientsPerRound);
+  if (peak > METHOD_RULE_BYTES)
+    refuse(
+      `its close would hold ${peak} bytes for ${config.clientsPerRound} updates, over ${METHOD_RULE_BYTES}; sample fewer clients a round`,
     );
 }
 

@@ -2,7 +2,7 @@
 import type { Spent } from "../../src/privacy/federation-privacy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 import type { SecurePhase } from "../../src/protocol/secure-aggregation.ts";
-import type { RobustSummary } from "./buffered-updates.ts";
+import type { RuleResult } from "./buffered-updates.ts";
 import type { ClientProgress } from "./round-progress.ts";
 
 export interface FederationView {
@@ -20,15 +20,13 @@ export interface FederationView {
 /** ε spent so far, and the clip the next updates are held to (adaptive clipping moves it). */
 export type PrivacyView = Spent & { clip: number };
 
-export interface RoundResult {
+export interface RoundResult extends RuleResult {
   version: number;
   uploads: number;
   totalWeight: number;
   metrics: Record<string, number>;
   /** A private federation's ε after this round, the clip its updates were held to and the next round's. */
   privacy?: Spent & { clip: number; nextClip: number };
-  /** A robust federation's rule and what it did: the clients it clipped or kept. */
-  robust?: RobustSummary;
   /** Bytes the round moved: its accepted uploads', and its base version's (what each client reading it downloads). */
   bytes?: { up: number; version: number };
 }

@@ -133,7 +133,7 @@ export class Uploads {
   /** decode → validate → transforms → accumulate, for a plain round's update. */
   private fold(u: UploadRequest, fed: FederationView, round: RoundRow, now: number, started: number): UploadInfo {
     const method = this.store.method(fed);
-    const update = this.decode(method, fed, round, u.body);
+    const update = this.decode(method, fed, round, u.body, u.clientId);
     const info = this.validate(method, fed, round, update);
     const strategy = federationStrategy(fed.config, { clip: fed.privacy?.clip });
     const transforms = strategy.processUpdate ? [...TRANSFORMS, strategy.processUpdate.bind(strategy)] : TRANSFORMS;
@@ -173,18 +173,27 @@ export class Uploads {
     return { length: params.length, maxWeight: enc.maxWeight };
   }
 
-  /** decode: the method reads the body against the base version's layout (from its header), a segment at a time. */
+  /**
+   * decode: the method reads the body against the base version's layout (from its header), a segment at a
+   * time; where uploads differ per client (perClient), against the client's layout, then lifted into the version's.
+   */
   private decode(
     method: { side: ServerMethod<MethodConfig>; config: MethodConfig },
     fed: FederationView,
     round: RoundRow,
     body: Uint8Array,
+    client: string,
   ) {
     const header = this.store.versionHeader(fed.id, round.base_version);
     const layout = flatLayout(header);
     return refusing("upload", (): DecodedUpdate => {
       if (method.side.decode) return method.side.decode(method.config, body, layout, header.dataStart);
-      return { layout, ...tensorFileSource(body, layout, header.dataStart, "upload", method.side.frozen?.(method.config) ?? null) };
+      const per = method.side.perClient?.(method.config) ?? null;
+      const own = per ? per.layout(client, layout) : layout;
+      const read = tensorFileSource(body, own, header.dataStart, "upload", method.side.frozen?.(method.config) ?? null);
+      if (!per) return { layout, ...read };
+      const version = () => this.store.versionTensors(fed.id, round.base_version);
+      return { layout, metadata: read.metadata, source: per.lift(client, read.source, own, layout, version) };
     });
   }
 

@@ -6,7 +6,7 @@ import { DatabaseSync } from "node:sqlite";
 import { describe, expect, it } from "vitest";
 import { nodeSql } from "../../bench/lib/node-sql.ts";
 import { SEGMENT } from "../../durable-objects/aggregator/accumulator.ts";
-import { BufferedUpdates } from "../../durable-objects/aggregator/buffered-updates.ts";
+import { BufferedUpdates, robustRule } from "../../durable-objects/aggregator/buffered-updates.ts";
 import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { arraySource } from "../../src/fl/flat-tensors.ts";
@@ -29,8 +29,8 @@ describe("a robust round's buffered updates", () => {
       const updates = Array.from({ length: 5 }, (_, i) => normalSamples(u, TOTAL, 0.01 * (i + 1)));
       const weights = [5, 4, 3, 2, 1];
       // Added in two sittings, as two uploads' transactions would: the second accumulator resumes at the count.
-      new BufferedUpdates(sql, "updates/f/1", layout, config, 0).add(arraySource(updates[0]!), weights[0]!, "c0");
-      const buffered = new BufferedUpdates(sql, "updates/f/1", layout, config, 1);
+      new BufferedUpdates(sql, "updates/f/1", layout, robustRule(config), 0).add(arraySource(updates[0]!), weights[0]!, "c0");
+      const buffered = new BufferedUpdates(sql, "updates/f/1", layout, robustRule(config), 1);
       for (let i = 1; i < 5; i++) buffered.add(arraySource(updates[i]!), weights[i]!, `c${i}`);
       const got = new Float32Array(TOTAL);
       for (let s = 0; s < TOTAL; s += SEGMENT) got.set(buffered.mean(s, Math.min(SEGMENT, TOTAL - s)), s);
@@ -41,7 +41,7 @@ describe("a robust round's buffered updates", () => {
       expect(widest).toBe(1 << 20);
       // Two rows per update (a header and 1 MiB + 4,000 bytes of values), two for the geometric median's estimate.
       expect(sql.exec<{ n: number }>("SELECT count(*) AS n FROM blobs").one().n).toBe(config.rule.name === "geometric-median" ? 12 : 10);
-      expect(buffered.summary()).toMatchObject({ rule: config.rule.name, updates: 5 });
+      expect(buffered.result().robust).toMatchObject({ rule: config.rule.name, updates: 5 });
       buffered.clear();
       expect(sql.exec<{ n: number }>("SELECT count(*) AS n FROM blobs").one().n).toBe(0);
     });

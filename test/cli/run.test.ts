@@ -383,7 +383,7 @@ describe("fedflare run", () => {
     expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
-  it("runs SecAgg+ within its quantization of the plain run, shards within float32 rounding, FFA-LoRA, compression", async () => {
+  it("runs SecAgg+ within its quantization of the plain run, shards within rounding, FFA-LoRA, compression, hetero ranks", async () => {
     // Three clients (the fewest SecAgg+ takes: a complete graph of two neighbours each, threshold 2), one round:
     // a second would train from versions apart by the quantization, which Adam's normalised steps magnify.
     const json = {
@@ -402,7 +402,8 @@ describe("fedflare run", () => {
     const quarter = await runWith("i8-3", { ...json, uploadDtype: "I8" });
     const sparse = await runWith("topk-3", { ...json, topK: 0.25 });
     const down = await runWith("f16-down-3", { ...json, downloadDtype: "F16" });
-    for (const { r } of [plain, secure, sharded, ffa, half, quarter, sparse, down]) expect(r.code, r.stderr).toBe(0);
+    const het = await runWith("hetlora-3", { ...json, method: { ...json.method, hetero: { rule: "hetlora", ranks: { c1: 1 } } } });
+    for (const { r } of [plain, secure, sharded, ffa, half, quarter, sparse, down, het]) expect(r.code, r.stderr).toBe(0);
     expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
       ["base", 0],
       ["closed", 1],
@@ -443,9 +444,16 @@ describe("fedflare run", () => {
     const bytesOf = (out: string) => records(out)[1]!.clients!.upload_bytes;
     expect(bytesOf(ffa.out) / bytesOf(plain.out)).toBeGreaterThan(0.45);
     expect(bytesOf(ffa.out) / bytesOf(plain.out)).toBeLessThan(0.55);
+    // Per-client ranks through the client workers: c1 trains rank 1 of the version's 2 and uploads half the
+    // values (its header as long, but for the digits of its metrics), so the clients' mean upload is a third of
+    // half the values' 4 bytes smaller than the plain run's.
+    const values = [...a.values()].reduce((n, t) => n + t.length, 0);
+    expect(Math.abs(bytesOf(plain.out) - bytesOf(het.out) - (2 * values) / 3)).toBeLessThan(60);
+    const hetAdapter = adapter(het.out);
+    for (const [name, t] of a) expect(hetAdapter.get(name)!.length).toBe(t.length);
+    expect([...hetAdapter].some(([name, t]) => t.some((x, i) => x !== a.get(name)![i]))).toBe(true);
     // F16 uploads: 2 bytes a value fewer (the header's dtypes are as long), and the version within F16's
     // rounding (2^-11 of a value) of the plain one's.
-    const values = [...a.values()].reduce((n, t) => n + t.length, 0);
     expect(bytesOf(plain.out) - bytesOf(half.out)).toBe(2 * values);
     const h = adapter(half.out);
     let apart16 = 0;

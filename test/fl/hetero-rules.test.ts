@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { normalSamples } from "../../src/engine/llama/init.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
-import { type LoraFactors, product, sparsityWeights, stack, svdRedistribute, zeroPadMean } from "../../src/fl/hetero/rules.ts";
+import { type LoraFactors, product, productNorm, sparsityWeights, stack, svdRedistribute, zeroPadMean } from "../../src/fl/hetero/rules.ts";
 
 const s = { in: 12, out: 9 };
 const client = (r: number, seed: number): LoraFactors => ({
@@ -62,5 +62,31 @@ describe("heterogeneous-rank rules", () => {
     // Rank Σ r_k = 9 is the whole: nothing lost.
     expect(distance(product(factors.get(9)!, s), want)).toBeLessThan(1e-9);
     expect(() => svdRedistribute(clients, weights, s, [10])).toThrow("rank 10 is above the module's 9");
+  });
+
+  it("FlexLoRA on a module wider than the stack (its SVD through the stack's QR, no in × out product) agrees with the dense SVD", () => {
+    const wide = { in: 30, out: 25 };
+    const f = (r: number, seed: number): LoraFactors => ({
+      r,
+      a: Float64Array.from(normalSamples(seededUniform(seed), r * wide.in, 1)),
+      b: Float64Array.from(normalSamples(seededUniform(seed + 7), wide.out * r, 1)),
+    });
+    const few = [f(2, 11), f(3, 12)];
+    const p = [0.25, 0.75];
+    const dense = new Float64Array(wide.out * wide.in);
+    few.forEach((c, k) => product(c, wide).forEach((x, i) => (dense[i]! += p[k]! * x)));
+    const { factors, singular } = svdRedistribute(few, p, wide, [1, 3, 5, 8]);
+    // The stack has rank 5: five singular values, and rank 5 (or more) reproduces the product.
+    expect(singular.length).toBe(5);
+    for (const [r, g] of factors) {
+      const tail = Math.sqrt(singular.slice(r).reduce((t, x) => t + x * x, 0));
+      expect(distance(product(g, wide), dense)).toBeCloseTo(tail, 9);
+    }
+    expect(distance(product(factors.get(8)!, wide), dense)).toBeLessThan(1e-9);
+    // The Frobenius norm without the product, against the product's.
+    for (const c of [...few, ...clients]) {
+      const shape = c.a.length === c.r * wide.in ? wide : s;
+      expect(productNorm(c, shape)).toBeCloseTo(Math.sqrt(product(c, shape).reduce((t, v) => t + v * v, 0)), 10);
+    }
   });
 });

@@ -1,4 +1,4 @@
-// A federation's rounds in workerd, for the robust and evaluation tests: honest clients' deltas that share a
+// A federation's rounds in workerd, for the robust, heterogeneous-rank and evaluation tests: honest clients' deltas that share a
 // direction, every client's upload through the coordinator, and the round's result and version read back.
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";

@@ -225,6 +225,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     const { side, config } = clientMethods.parse(round.task.method);
     const task: ClientTask = {
       federationId: job.federation_id,
+      clientId: this.env.CLIENT_ID,
       round: job.round,
       proximalMu: round.task.proximalMu,
       local: round.task.local,

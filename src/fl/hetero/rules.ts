@@ -6,9 +6,12 @@
 //   with HetLoRA's sparsity weights p_k = ‖B_k A_k‖_F / Σ_j ‖B_j A_j‖_F in place of the data sizes;
 // - stacking (FLoRA, Wang et al. 2024): A = vstack(p_k A_k), B = hstack(B_k), so B·A = Σ p_k B_k A_k exactly,
 //   at rank Σ r_k;
-// - SVD (FlexLoRA, Bai et al. 2024): ΔW = Σ p_k B_k A_k in full, redistributed to each rank r by its truncated
-//   SVD (B = U_r √Σ_r, A = √Σ_r V_rᵀ), whose error is the tail of the singular values.
-import { Matrix, SingularValueDecomposition } from "ml-matrix";
+// - SVD (FlexLoRA, Bai et al. 2024): ΔW = Σ p_k B_k A_k, redistributed to each rank r by its truncated SVD
+//   (B = U_r √Σ_r, A = √Σ_r V_rᵀ), whose error is the tail of the singular values. ΔW is never formed when the
+//   stacked rank K = Σ r_k is below the module's sides: the SVD of the stack B·A = (Q_B R_B)(Q_A R_A)ᵀ is Q_B
+//   times the SVD of the K × K core R_B R_Aᵀ times Q_Aᵀ (Halko et al. 2011, section 5.1), so a 4096 × 4096
+//   module costs K² (in + out), not in · out.
+import { Matrix, QrDecomposition, SingularValueDecomposition } from "ml-matrix";
 import { FlError } from "../errors.ts";
 
 export interface LoraFactors {
@@ -47,11 +50,28 @@ export function product(f: LoraFactors, s: ModuleShape): Float64Array {
   return w;
 }
 
-const frobenius = (x: Float64Array) => Math.sqrt(x.reduce((s, v) => s + v * v, 0));
+/**
+ * ‖B·A‖_F without the product: ‖BA‖²_F = tr(BᵀB · AAᵀ), two r × r Gram matrices, r²(in + out) work and no
+ * out × in buffer.
+ */
+export function productNorm(f: LoraFactors, s: ModuleShape): number {
+  const { r } = f;
+  let sum = 0;
+  for (let j = 0; j < r; j++)
+    for (let k = 0; k < r; k++) {
+      let bb = 0;
+      for (let o = 0; o < s.out; o++) bb += f.b[o * r + j]! * f.b[o * r + k]!;
+      if (bb === 0) continue;
+      let aa = 0;
+      for (let i = 0; i < s.in; i++) aa += f.a[j * s.in + i]! * f.a[k * s.in + i]!;
+      sum += bb * aa;
+    }
+  return Math.sqrt(Math.max(0, sum));
+}
 
 /** HetLoRA's sparsity weights: each client's ‖B_k A_k‖_F over their sum (uniform when every product is zero). */
 export function sparsityWeights(clients: readonly LoraFactors[], s: ModuleShape): number[] {
-  const norms = clients.map((c) => frobenius(product(c, s)));
+  const norms = clients.map((c) => productNorm(c, s));
   const total = norms.reduce((a, b) => a + b, 0);
   return total === 0 ? clients.map(() => 1 / clients.length) : norms.map((n) => n / total);
 }
@@ -85,9 +105,44 @@ export function stack(clients: readonly LoraFactors[], weights: readonly number[
   return { a, b, r };
 }
 
+/** The SVD of Σ p_k B_k A_k: U (out × n), the singular values (n of them, descending) and V (in × n). */
+function productSvd(
+  clients: readonly LoraFactors[],
+  weights: readonly number[],
+  s: ModuleShape,
+): { u: Matrix; singular: number[]; v: Matrix } {
+  const k = clients.reduce((n, c) => n + c.r, 0);
+  if (k >= Math.min(s.in, s.out)) {
+    const w = new Float64Array(s.out * s.in);
+    clients.forEach((c, i) => product(c, s).forEach((x, j) => (w[j]! += weights[i]! * x)));
+    const rows = Array.from({ length: s.out }, (_, o) => Array.from(w.subarray(o * s.in, (o + 1) * s.in)));
+    const svd = new SingularValueDecomposition(new Matrix(rows), { autoTranspose: true });
+    return { u: svd.leftSingularVectors, singular: svd.diagonal, v: svd.rightSingularVectors };
+  }
+  // The stack: B = [p_1 B_1 | …] (out × K), Aᵀ = [A_1ᵀ | …] (in × K), so B·A = Σ p_k B_k A_k.
+  const b = new Matrix(s.out, k);
+  const at = new Matrix(s.in, k);
+  let col = 0;
+  clients.forEach((c, i) => {
+    for (let j = 0; j < c.r; j++, col++) {
+      for (let o = 0; o < s.out; o++) b.set(o, col, weights[i]! * c.b[o * c.r + j]!);
+      for (let x = 0; x < s.in; x++) at.set(x, col, c.a[j * s.in + x]!);
+    }
+  });
+  const qb = new QrDecomposition(b);
+  const qa = new QrDecomposition(at);
+  const core = new SingularValueDecomposition(qb.upperTriangularMatrix.mmul(qa.upperTriangularMatrix.transpose()));
+  return {
+    u: qb.orthogonalMatrix.mmul(core.leftSingularVectors),
+    singular: core.diagonal,
+    v: qa.orthogonalMatrix.mmul(core.rightSingularVectors),
+  };
+}
+
 /**
  * FlexLoRA: ΔW = Σ p_k B_k A_k, and for each rank asked its truncated SVD's factors (√Σ split across both), with
- * the singular values (their tail past a rank is the rank's reconstruction error in the Frobenius norm).
+ * the singular values, at most the stacked rank of them (their tail past a rank is the rank's reconstruction
+ * error in the Frobenius norm).
  */
 export function svdRedistribute(
   clients: readonly LoraFactors[],
@@ -96,19 +151,15 @@ export function svdRedistribute(
   ranks: readonly number[],
 ): { factors: Map<number, LoraFactors>; singular: number[] } {
   check(clients, weights, s);
-  const w = new Float64Array(s.out * s.in);
-  clients.forEach((c, k) => product(c, s).forEach((x, i) => (w[i]! += weights[k]! * x)));
-  const rows = Array.from({ length: s.out }, (_, o) => Array.from(w.subarray(o * s.in, (o + 1) * s.in)));
-  const svd = new SingularValueDecomposition(new Matrix(rows), { autoTranspose: true });
-  const u = svd.leftSingularVectors;
-  const v = svd.rightSingularVectors;
-  const singular = svd.diagonal;
+  for (const r of ranks)
+    if (r > Math.min(s.in, s.out)) throw new FlError("tensor_mismatch", `rank ${r} is above the module's ${Math.min(s.in, s.out)}`);
+  const { u, singular, v } = productSvd(clients, weights, s);
   const factors = new Map<number, LoraFactors>();
   for (const r of ranks) {
-    if (r > Math.min(s.in, s.out)) throw new FlError("tensor_mismatch", `rank ${r} is above the module's ${Math.min(s.in, s.out)}`);
     const a = new Float64Array(r * s.in);
     const b = new Float64Array(s.out * r);
-    for (let j = 0; j < r; j++) {
+    // Past the stacked rank the product has no more directions: those factors stay zero.
+    for (let j = 0; j < Math.min(r, singular.length); j++) {
       const root = Math.sqrt(singular[j]!);
       for (let o = 0; o < s.out; o++) b[o * r + j] = u.get(o, j) * root;
       for (let i = 0; i < s.in; i++) a[j * s.in + i] = v.get(i, j) * root;

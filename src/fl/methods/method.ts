@@ -16,6 +16,7 @@ import type { TextTokenizer } from "../../engine/tokenizer/load.ts";
 import type { FederationConfig, UploadDType } from "../../protocol/federation.ts";
 import type { TrunkCache, TrunkEndpoint } from "../client/trunk-states.ts";
 import type { FlatLayout, FlatSource } from "../flat-tensors.ts";
+import type { UpdateSet, VectorStore } from "../robust/update-set.ts";
 import type { EvaluationReport } from "../../protocol/evaluation.ts";
 import type { TensorFile } from "../tensor-file.ts";
 import type { TensorMap } from "../tensors.ts";
@@ -73,6 +74,16 @@ export interface ServerMethod<C extends MethodConfig = MethodConfig> extends Sid
    * absent or null: every tensor is uploaded.
    */
   frozen?(m: C): ((tensor: string) => boolean) | null;
+  /**
+   * Clients whose uploads differ in shape from the version (LoRA's per-client ranks); absent or null: every
+   * upload has the version's layout.
+   */
+  perClient?(m: C): PerClientUploads | null;
+  /**
+   * A rule that needs every update of a round (HetLoRA's per-module weights, FlexLoRA's SVD): the round keeps
+   * its updates as a robust round does and the close takes this aggregate; absent or null: the weighted mean.
+   */
+  aggregation?(m: C): MethodAggregation | null;
   /** Refuses (MethodError `update_invalid`) an update that would leave the version invalid. */
   validate?(m: C, update: DecodedUpdate, global: () => TensorFile): void;
   /** Derived reads of its versions, by name. */
@@ -86,6 +97,28 @@ export interface ServerMethod<C extends MethodConfig = MethodConfig> extends Sid
   /** The clients `fedflare plan` compares for this method on a model: each its label, and its cut where it offloads a trunk. */
   planRows(model: LlamaConfig): PlanRow[];
 }
+
+/** Uploads whose shape is the client's own: what a client sends, and how it is read into the version's layout. */
+export interface PerClientUploads {
+  /** The option that makes uploads differ, for refusals ("method.hetero"). */
+  readonly option: string;
+  /** The layout of `client`'s upload, from the version's. */
+  layout(client: string, global: FlatLayout): FlatLayout;
+  /** `client`'s upload, read in its own layout, as a change of the version in the version's layout. */
+  lift(client: string, update: FlatSource, own: FlatLayout, global: FlatLayout, version: () => TensorFile): FlatSource;
+}
+
+/** A method's aggregate over a round's kept updates, and what it did (for the round's result). */
+export interface MethodAggregation {
+  readonly option: string;
+  /** Values one close holds at once for `updates` updates in this layout (the refusal at creation bounds it). */
+  peakBytes(global: FlatLayout, updates: number): number;
+  /** Writes the change of the version into `out`; the version itself is `global`. */
+  aggregate(set: UpdateSet, layout: FlatLayout, global: FlatSource, out: VectorStore): MethodReport;
+}
+
+/** What a method's rule reports for the round's result: plain values, and lists by update in the set's order. */
+export type MethodReport = Record<string, string | number | number[] | string[]>;
 
 /** One client `fedflare plan` shows. */
 export interface PlanRow {
@@ -104,6 +137,8 @@ export type Placement = "local" | "endpoint" | "api";
 /** A round's task as a client's job keeps it, for any method. */
 export interface ClientTask<C extends MethodConfig = MethodConfig> {
   federationId: string;
+  /** The client's id (CLIENT_ID): a method whose clients differ (LoRA's per-client ranks) reads its own part. */
+  clientId: string;
   round: number;
   proximalMu: number;
   local: FederationConfig["local"];

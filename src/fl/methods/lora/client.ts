@@ -7,6 +7,7 @@ import { heldOutLoss, labelAccuracy } from "../../../engine/train/evaluate.ts";
 import type { ClientMethod } from "../method.ts";
 import { gradientSlice } from "../shared/gradient-slice.ts";
 import { LoraConfig } from "./config.ts";
+import { clientRank, truncateVersion } from "./hetero.ts";
 import { loraPlan } from "./plan.ts";
 
 export const loraClient: ClientMethod<LoraConfig> = {
@@ -16,8 +17,10 @@ export const loraClient: ClientMethod<LoraConfig> = {
   demands: (_m, local) => ({ steps: local.steps, remoteRows: 0 }),
   slice: async (ctx) => {
     const { config } = await ctx.resources.prompts();
-    const plan = loraPlan(ctx.task.method, config, { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round });
-    return gradientSlice(ctx, plan);
+    const m = ctx.task.method;
+    const rank = clientRank(m, ctx.task.clientId);
+    const plan = loraPlan(m, config, { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round, rank });
+    return gradientSlice(rank < m.r ? { ...ctx, global: truncateVersion(ctx.global, rank) } : ctx, plan);
   },
   // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it
   // (lora/run.ts), and, where the held-out completions are a few labels each given several times (a

@@ -1,5 +1,6 @@
 import * as v from "valibot";
 import { LINEAR_MODULES } from "../../../engine/llama/names.ts";
+import { CLIENT_ID_PATTERN } from "../../../protocol/signature.ts";
 import { int, upTo } from "../shared/config-fields.ts";
 
 /** LoRA (Hu et al. 2022) in PEFT's layout; federated as FedIT (Zhang et al. 2024): clients upload their change of A and B. */
@@ -17,5 +18,21 @@ export const LoraConfig = v.strictObject({
    * the bytes up), so the mean of the clients' B is exactly the update of the product B·A.
    */
   freezeA: v.optional(v.boolean()),
+  /**
+   * Per-client ranks (issue 21): each listed client trains the first `ranks[client]` ranks of the version
+   * (rank r, the largest) with the version's scaling, and uploads that; the rest train rank r. The rule
+   * combines them: "zero-pad" (each upload padded to r, the example-weighted mean), "hetlora" (HetLoRA's
+   * per-module sparsity weights, Cho et al. 2024) or "flexlora" (the rank-r SVD of the mean product, Bai et al.
+   * 2024). src/fl/methods/lora/hetero.ts.
+   */
+  hetero: v.optional(
+    v.strictObject({
+      rule: v.picklist(["zero-pad", "hetlora", "flexlora"]),
+      ranks: v.pipe(
+        v.record(v.pipe(v.string(), v.regex(CLIENT_ID_PATTERN, "a client id")), int(1, 256)),
+        v.check((x) => Object.keys(x).length <= 10_000, "method.hetero.ranks names at most 10,000 clients"),
+      ),
+    }),
+  ),
 });
 export type LoraConfig = v.InferOutput<typeof LoraConfig>;

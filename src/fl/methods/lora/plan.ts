@@ -8,11 +8,12 @@ import { loraLayers } from "./server.ts";
 
 /**
  * LoRA's training graph: every layer, or, offloaded, only those from its fromLayer (the endpoint serves
- * the trunk below and the client holds only the layers above the cut).
+ * the trunk below and the client holds only the layers above the cut); at the client's rank.
  */
-export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boolean; seed: number }): GradientPlan {
+export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boolean; seed: number; rank?: number }): GradientPlan {
   const lora = {
-    r: m.r,
+    // A client of a lower rank (method.hetero) trains the version's first ranks at the version's scaling.
+    r: opts.rank ?? m.r,
     scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }),
     modules: m.targetModules as LinearModule[],
     dropout: m.dropout,

@@ -8,7 +8,9 @@ import { MethodError } from "../errors.ts";
 import type { ServerMethod } from "../method.ts";
 import { wholeModel } from "../shared/versions.ts";
 import type { Footprint } from "../../../engine/client-plan.ts";
+import { encodeTensorFile } from "../../tensor-file.ts";
 import { LoraConfig } from "./config.ts";
+import { checkHetero, heteroAggregation, heteroUploads, truncateVersion } from "./hetero.ts";
 
 /** The decoder layers holding LoRA: from fromLayer up. */
 export function loraLayers(m: LoraConfig, model: LlamaConfig): number[] {
@@ -27,9 +29,30 @@ export const loraServer: ServerMethod<LoraConfig> = {
   config: LoraConfig,
   frozen: (m) => (m.freezeA ? (tensor) => tensor.endsWith(".lora_A.weight") : null),
   compressible: true,
-  versionFloats: (m, model) =>
-    loraLayers(m, model).length *
-    m.targetModules.reduce((n, t) => n + m.r * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0), 0),
+  perClient: heteroUploads,
+  aggregation: heteroAggregation,
+  versionFloats(m, model) {
+    checkHetero(m);
+    return (
+      loraLayers(m, model).length *
+      m.targetModules.reduce((n, t) => n + m.r * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0), 0)
+    );
+  },
+  views: {
+    /** The version as a client of rank r trains it (method.hetero): each A's first r rows, each B's first r columns. */
+    rank: {
+      params: ["r"],
+      read(m, versions, version, { r = 0 }) {
+        if (r < 1 || r > m.r) throw new MethodError("view_invalid", `r must be a rank from 1 to the version's ${m.r}, not ${r}`);
+        const tensors = versions.tensors(version);
+        const shapes = new Map(
+          [...tensors].map(([name, t]) => [name, name.endsWith(".lora_A.weight") ? [m.r, t.length / m.r] : [t.length / m.r, m.r]]),
+        );
+        const cut = truncateVersion({ tensors, shapes, metadata: {} }, r);
+        return encodeTensorFile(cut.tensors, cut.shapes, { format: "pt", rank: String(r), version: String(version) });
+      },
+    },
+  },
   // Locally every layer; offloaded (fromLayer > 0) only those above the cut, from the trunk's hidden states.
   footprints: (m, model) => ({
     local: wholeModel(model, true),

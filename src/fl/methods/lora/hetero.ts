@@ -1,0 +1,139 @@
+// LoRA with per-client ranks (method.hetero): the version holds rank r, the largest; a client of rank
+// r_k < r trains the version's first r_k ranks (A's first rows, B's first columns: HetLoRA's truncation,
+// and, since FlexLoRA's versions are stored as SVD factors ordered by singular value, FlexLoRA's rank-r_k
+// SVD) at the version's scaling α/r, so the truncated product is the version's own, and uploads their
+// change. The aggregator lifts that upload into rank r as u_k = pad(trunc_k(G) + δ_k) − G: the change from
+// G to the client's zero-padded factors, whose mean is zero-padding's aggregate and whose factors G + u_k
+// are what HetLoRA and FlexLoRA combine (src/fl/hetero/aggregation.ts).
+import type { FlatLayout, FlatSource, FlatTensor } from "../../flat-tensors.ts";
+import { pieces } from "../../flat-tensors.ts";
+import { heteroAggregate, type LoraModule, moduleBytes } from "../../hetero/aggregation.ts";
+import type { TensorFile } from "../../tensor-file.ts";
+import { MethodError } from "../errors.ts";
+import type { MethodAggregation, PerClientUploads } from "../method.ts";
+import type { LoraConfig } from "./config.ts";
+
+const A = ".lora_A.weight";
+const B = ".lora_B.weight";
+
+/** The rank `client` trains: its own in method.hetero.ranks, else the version's. */
+export const clientRank = (m: LoraConfig, client: string): number => m.hetero?.ranks[client] ?? m.r;
+
+/** Refuses per-client ranks the version cannot hold, or combined with what they contradict. */
+export function checkHetero(m: LoraConfig): void {
+  if (!m.hetero) return;
+  const over = Object.entries(m.hetero.ranks).find(([, r]) => r > m.r);
+  if (over)
+    throw new MethodError(
+      "method_invalid",
+      `method.hetero.ranks: client "${over[0]}" has rank ${over[1]}, above the version's r ${m.r} (r is the largest rank)`,
+    );
+  if (m.freezeA)
+    throw new MethodError("method_invalid", "method.hetero with freezeA: FFA-LoRA's frozen A is shared at one rank; use one of them");
+}
+
+/** A tensor's shape at rank r: A is r × in, B is out × r. */
+function shapeAt(name: string, shape: readonly number[], r: number): number[] {
+  if (name.endsWith(A)) return [r, shape[1]!];
+  if (name.endsWith(B)) return [shape[0]!, r];
+  throw new MethodError("method_invalid", `tensor "${name}" is not a LoRA factor`);
+}
+
+/** A version truncated to rank r: each A's first r rows and each B's first r columns. */
+export function truncateVersion(file: TensorFile, r: number): TensorFile {
+  const tensors = new Map<string, Float32Array>();
+  const shapes = new Map<string, number[]>();
+  for (const [name, t] of file.tensors) {
+    const shape = file.shapes.get(name)!;
+    const [rows, cols] = shape as [number, number];
+    const to = shapeAt(name, shape, r);
+    if (name.endsWith(A)) tensors.set(name, t.slice(0, r * cols));
+    else
+      tensors.set(
+        name,
+        Float32Array.from({ length: rows * r }, (_, i) => t[Math.floor(i / r) * cols + (i % r)]!),
+      );
+    shapes.set(name, to);
+  }
+  return { tensors, shapes, metadata: file.metadata };
+}
+
+/** The version's layout at rank r, in the same order. */
+export function layoutAt(global: FlatLayout, r: number): FlatLayout {
+  let total = 0;
+  const tensors = global.tensors.map((t) => {
+    const shape = shapeAt(t.name, t.shape, r);
+    const length = shape[0]! * shape[1]!;
+    const out: FlatTensor = { name: t.name, shape, start: total, length };
+    total += length;
+    return out;
+  });
+  return { tensors, total };
+}
+
+/** A rank-r upload (read in `own`) lifted into the version's rank: its change where it has ranks, −G past them. */
+export function liftedUpdate(update: FlatSource, own: FlatLayout, global: FlatLayout, version: () => TensorFile, r: number): FlatSource {
+  const byName = new Map(own.tensors.map((t) => [t.name, t]));
+  let g: TensorFile | null = null;
+  return {
+    total: global.total,
+    read(start, out) {
+      g ??= version();
+      for (const { tensor, at, into, count } of pieces(global, start, out.length)) {
+        const mine = byName.get(tensor.name)!;
+        const values = g.tensors.get(tensor.name)!;
+        const [, cols] = tensor.shape as [number, number];
+        if (tensor.name.endsWith(A)) {
+          // A's first r rows are the first r · in values in both layouts.
+          const kept = Math.max(0, Math.min(at + count, mine.length) - at);
+          if (kept > 0) update.read(mine.start + at, out.subarray(into, into + kept));
+          for (let i = kept; i < count; i++) out[into + i] = -values[at + i]!;
+          continue;
+        }
+        // B (out × R): row o's first r columns are the upload's row o.
+        const firstRow = Math.floor(at / cols);
+        const lastRow = Math.floor((at + count - 1) / cols);
+        const rows = new Float32Array((lastRow - firstRow + 1) * r);
+        update.read(mine.start + firstRow * r, rows);
+        for (let i = 0; i < count; i++) {
+          const o = Math.floor((at + i) / cols);
+          const j = (at + i) % cols;
+          out[into + i] = j < r ? rows[(o - firstRow) * r + j]! : -values[at + i]!;
+        }
+      }
+    },
+  };
+}
+
+/** The per-client uploads of a federation with method.hetero; null without. */
+export function heteroUploads(m: LoraConfig): PerClientUploads | null {
+  if (!m.hetero) return null;
+  return {
+    option: "method.hetero",
+    layout: (client, global) => layoutAt(global, clientRank(m, client)),
+    lift: (client, update, own, global, version) => liftedUpdate(update, own, global, version, clientRank(m, client)),
+  };
+}
+
+/** The layout's LoRA modules: each A with its B, at rank r. */
+export function loraModules(layout: FlatLayout, r: number): LoraModule[] {
+  const byName = new Map(layout.tensors.map((t) => [t.name, t]));
+  return layout.tensors
+    .filter((t) => t.name.endsWith(A))
+    .map((a) => {
+      const b = byName.get(a.name.slice(0, -A.length) + B);
+      if (!b) throw new MethodError("method_invalid", `LoRA factor "${a.name}" has no B`);
+      return { a, b, shape: { in: a.shape[1]!, out: b.shape[0]! }, r };
+    });
+}
+
+/** HetLoRA's or FlexLoRA's aggregate over the round's kept updates; null for zero-padding (the plain mean) or without hetero. */
+export function heteroAggregation(m: LoraConfig): MethodAggregation | null {
+  const rule = m.hetero?.rule;
+  if (rule !== "hetlora" && rule !== "flexlora") return null;
+  return {
+    option: `method.hetero.rule "${rule}"`,
+    peakBytes: (global, updates) => Math.max(...loraModules(global, m.r).map((x) => moduleBytes(x, updates))),
+    aggregate: (set, layout, global, out) => ({ ...heteroAggregate(rule, set, loraModules(layout, m.r), global, out) }),
+  };
+}
