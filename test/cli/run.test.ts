@@ -25,6 +25,7 @@ import { zoGlobal, zoInitial } from "../../src/fl/methods/fedkseed/zo-update.ts"
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { privacySpent } from "../../src/privacy/rdp.ts";
 import { referenceCompletionLoss, referenceGreedy, referenceLabelAccuracy } from "../fixtures/reference-accuracy.ts";
+import { referenceLogprobs } from "../reference/llama-f64.ts";
 import { runCli } from "./run-cli.ts";
 
 const root = tempDir("cli-run");
@@ -501,6 +502,38 @@ describe("fedflare run", () => {
     for (const [name, t] of a) t.forEach((x, i) => (apartDown = Math.max(apartDown, Math.abs(x - d16.get(name)![i]!))));
     expect(apartDown).toBeGreaterThan(0);
     expect(apartDown).toBeLessThan(0.05 * largest);
+  }, 300_000);
+
+  it("trains an adapter of rank and alpha patterns with per-client ranks; fedflare and the float64 reference score it alike", async () => {
+    // r 2 and alpha 4 but layer 0's q_proj at rank 1, every v_proj at rank 3 and every q_proj at alpha 3; c1 at
+    // rank 1 (so rank 1 everywhere), FlexLoRA's rule; two rounds, so the second trains from the rule's SVD.
+    const rankPattern = { "layers.0.self_attn.q_proj": 1, v_proj: 3 };
+    const alphaPattern = { q_proj: 3 };
+    const method = { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], rankPattern, alphaPattern };
+    const json = { ...spamRun(method, { steps: 2, batchSize: 4, lr: 0.05, maxTokens: 48 }), clients: 3 };
+    const { r, out } = await runWith("patterns", { ...json, method: { ...method, hetero: { rule: "flexlora", ranks: { c1: 1 } } } });
+    expect(r.code, r.stderr).toBe(0);
+    const adapterDir = join(out, "adapter");
+    const written = JSON.parse(readFileSync(join(adapterDir, "adapter_config.json"), "utf8"));
+    expect([written.r, written.lora_alpha, written.rank_pattern, written.alpha_pattern]).toEqual([2, 4, rankPattern, alphaPattern]);
+    const adapter = await loadPeftAdapter(dirSource(adapterDir), config);
+    const want: Record<string, [number, number]> = {
+      "model.layers.0.self_attn.q_proj": [1, 3],
+      "model.layers.1.self_attn.q_proj": [2, 1.5],
+      "model.layers.0.self_attn.v_proj": [3, 4 / 3],
+      "model.layers.1.self_attn.v_proj": [3, 4 / 3],
+    };
+    expect(Object.fromEntries([...adapter.pairs].map(([name, p]) => [name, [p.r, p.scaling]]))).toEqual(want);
+    for (const p of adapter.pairs.values()) expect(p.b.some((x) => x !== 0)).toBe(true);
+    const text = "Win a free prize now, reply to this mail.";
+    const scored = JSON.parse((await runCli(["score", "--model", modelDir, "--adapter", adapterDir, "--text", text])).stdout) as {
+      tokens: number[];
+      logprobs: number[];
+    };
+    const ref = referenceLogprobs(config, tinyWeights(config, 5), scored.tokens, adapter.pairs);
+    scored.logprobs.forEach((lp, i) => expect(Math.abs(lp - ref[i]!)).toBeLessThan(1e-4));
+    const base = referenceLogprobs(config, tinyWeights(config, 5), scored.tokens);
+    expect(Math.max(...base.map((b, i) => Math.abs(b - ref[i]!)))).toBeGreaterThan(1e-3);
   }, 300_000);
 
   it("refuses a config with an unknown field, naming it", async () => {

@@ -78,7 +78,7 @@ const lifted = RANKS.map((r, k) => {
   const own = layoutAt(layout, r);
   const { source } = tensorFileSource(bodies[k]!, own, 4096, "upload");
   const out = new Float32Array(layout.total);
-  const lift = liftedUpdate(source, own, layout, () => G, r);
+  const lift = liftedUpdate(source, own, layout, () => G);
   // Read in odd pieces, so every piece boundary inside a tensor (and a B row) is crossed.
   for (let s = 0; s < layout.total; s += 7) lift.read(s, out.subarray(s, Math.min(layout.total, s + 7)));
   return out;
@@ -114,7 +114,7 @@ describe("per-client ranks on the aggregator", () => {
 
   it("HetLoRA: per module, the zero-padded factors weighted by ‖B_k A_k‖_F over their sum", () => {
     const out = memoryVector(layout.total);
-    const report = heteroAggregate("hetlora", arrayUpdateSet(lifted, EXAMPLES), loraModules(layout, R), globalSource, out);
+    const report = heteroAggregate("hetlora", arrayUpdateSet(lifted, EXAMPLES), loraModules(layout), globalSource, out);
     const next = new Float32Array(layout.total);
     out.read(0, next);
     const meanWeights = [0, 0, 0];
@@ -138,7 +138,7 @@ describe("per-client ranks on the aggregator", () => {
 
   it("FlexLoRA: the next version is the rank-R SVD of Σ p_k B_k A_k, and its truncation to r_k that rank's SVD", () => {
     const out = memoryVector(layout.total);
-    const report = heteroAggregate("flexlora", arrayUpdateSet(lifted, EXAMPLES), loraModules(layout, R), globalSource, out);
+    const report = heteroAggregate("flexlora", arrayUpdateSet(lifted, EXAMPLES), loraModules(layout), globalSource, out);
     const next = new Float32Array(layout.total);
     out.read(0, next);
     let worstShare = 0;

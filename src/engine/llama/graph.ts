@@ -25,7 +25,16 @@ export interface LoraPair {
 export interface TensorSpec {
   /** LoRA on these modules of every layer, as inputs `<linear>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r]. */
   /** `fromLayer`: LoRA only on the layers from this index up (those a split client holds). */
-  lora?: { r: number; scaling: number; modules: readonly LinearModule[]; dropout?: number; seed?: number; fromLayer?: number };
+  /** `modules`: a rank and a scaling by linear name where they are not r and scaling (PEFT's rank_pattern, alpha_pattern). */
+  lora?: {
+    r: number;
+    scaling: number;
+    modules: readonly LinearModule[];
+    dropout?: number;
+    seed?: number;
+    fromLayer?: number;
+    patterns?: Readonly<Record<string, { r: number; scaling: number }>>;
+  };
   /** Tensors as inputs in full, by Hugging Face name (float inputs even on a quantized base). */
   full?: readonly string[];
   /** Prefix embeddings `soft_prompt` [n, hidden] placed before the tokens (prompt tuning). */
@@ -165,9 +174,10 @@ export function trainableTensors(c: LlamaConfig, spec: TensorSpec, layers: reado
     for (const l of layers.filter((x) => x >= (spec.lora!.fromLayer ?? 0)))
       for (const m of spec.lora.modules) {
         const [o, i] = linearShape(c, m);
+        const r = spec.lora.patterns?.[linearName(l, m)]?.r ?? spec.lora.r;
         out.push(
-          { name: `${linearName(l, m)}.lora_A.weight`, shape: [spec.lora.r, i] },
-          { name: `${linearName(l, m)}.lora_B.weight`, shape: [o, spec.lora.r] },
+          { name: `${linearName(l, m)}.lora_A.weight`, shape: [r, i] },
+          { name: `${linearName(l, m)}.lora_B.weight`, shape: [o, r] },
         );
       }
   return out;
@@ -364,7 +374,7 @@ function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, buil
           ? g.opN("Dropout", [x, g.scalar(p), g.bool(true)], { seed: (spec.lora.seed ?? 0) * 1000 + dropoutCount++ }, { outputs: 2 })[0]!
           : x;
       delta = gemmT(gemmT(dropped, `${name}.lora_A.weight`), `${name}.lora_B.weight`);
-      scaling = spec.lora.scaling;
+      scaling = spec.lora.patterns?.[name]?.scaling ?? spec.lora.scaling;
     }
     return delta ? g.op("Add", [y, g.op("Mul", [delta, g.scalar(scaling)])]) : y;
   };

@@ -4,13 +4,17 @@ import type { LlamaConfig } from "../config.ts";
 import { linearName, linearShape, type LinearModule } from "../llama/names.ts";
 import { seededUniform } from "../sampling.ts";
 
-/** Trainable tensors by graph input name (`<linear>.lora_A.weight`, `<linear>.lora_B.weight`), on the layers from `fromLayer` up. */
+/**
+ * Trainable tensors by graph input name (`<linear>.lora_A.weight`, `<linear>.lora_B.weight`), on the layers from
+ * `fromLayer` up, each module at `rankOf` its linear name (r unless a rank_pattern says otherwise).
+ */
 export function initLoraParams(
   c: LlamaConfig,
   r: number,
   modules: readonly LinearModule[],
   seed: number,
   fromLayer = 0,
+  rankOf: (linear: string) => number = () => r,
 ): Map<string, Float32Array> {
   const u = seededUniform(seed);
   const out = new Map<string, Float32Array>();
@@ -18,11 +22,12 @@ export function initLoraParams(
     for (const m of modules) {
       const [o, i] = linearShape(c, m);
       const bound = 1 / Math.sqrt(i);
+      const rank = rankOf(linearName(l, m));
       out.set(
         `${linearName(l, m)}.lora_A.weight`,
-        Float32Array.from({ length: r * i }, () => (2 * u() - 1) * bound),
+        Float32Array.from({ length: rank * i }, () => (2 * u() - 1) * bound),
       );
-      out.set(`${linearName(l, m)}.lora_B.weight`, new Float32Array(o * r));
+      out.set(`${linearName(l, m)}.lora_B.weight`, new Float32Array(o * rank));
     }
   return out;
 }

@@ -15,7 +15,7 @@ import type { ModelSource } from "../model-files.ts";
  * "layers\.\d\.self_attn"). Without groups or classes and with at most three quantifiers, no key from an
  * adapter file can make matching the short module names slow.
  */
-const PatternKey = v.pipe(
+export const PatternKey = v.pipe(
   v.string(),
   v.regex(
     /^[A-Za-z0-9_.^$\\*+?|-]{1,256}$/,
@@ -129,6 +129,16 @@ export function loraPairs(tensors: ReadonlyMap<string, Float32Array>, r: number,
         r,
         scaling,
       });
+  return pairs;
+}
+
+/** LoRA pairs (loraPairs' names) each at its module's rank and scaling under the config's patterns (moduleLora). */
+export function adapterPairs(tensors: ReadonlyMap<string, Float32Array>, c: AdapterConfig): Map<string, LoraPair> {
+  const pairs = loraPairs(tensors, c.r, loraScaling(c));
+  for (const [name, p] of pairs) {
+    const { r, scaling } = moduleLora(c, name);
+    pairs.set(name, { ...p, r, scaling });
+  }
   return pairs;
 }
 

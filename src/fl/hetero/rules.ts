@@ -7,7 +7,8 @@
 // - stacking (FLoRA, Wang et al. 2024): A = vstack(p_k A_k), B = hstack(B_k), so B·A = Σ p_k B_k A_k exactly,
 //   at rank Σ r_k;
 // - SVD (FlexLoRA, Bai et al. 2024): ΔW = Σ p_k B_k A_k, redistributed to each rank r by its truncated SVD
-//   (B = U_r √Σ_r, A = √Σ_r V_rᵀ), whose error is the tail of the singular values. ΔW is never formed when the
+//   (B = U_r Σ_r, A = V_rᵀ, as the paper has it: A orthonormal rows and B the scale, as LoRA starts from a
+//   unit-scale A and a small B), whose error is the tail of the singular values. ΔW is never formed when the
 //   stacked rank K = Σ r_k is below the module's sides: the SVD of the stack B·A = (Q_B R_B)(Q_A R_A)ᵀ is Q_B
 //   times the SVD of the K × K core R_B R_Aᵀ times Q_Aᵀ (Halko et al. 2011, section 5.1), so a 4096 × 4096
 //   module costs K² (in + out), not in · out.
@@ -140,7 +141,7 @@ function productSvd(
 }
 
 /**
- * FlexLoRA: ΔW = Σ p_k B_k A_k, and for each rank asked its truncated SVD's factors (√Σ split across both), with
+ * FlexLoRA: ΔW = Σ p_k B_k A_k, and for each rank asked its truncated SVD's factors (B = U Σ, A = Vᵀ), with
  * the singular values, at most the stacked rank of them (their tail past a rank is the rank's reconstruction
  * error in the Frobenius norm).
  */
@@ -160,9 +161,8 @@ export function svdRedistribute(
     const b = new Float64Array(s.out * r);
     // Past the stacked rank the product has no more directions: those factors stay zero.
     for (let j = 0; j < Math.min(r, singular.length); j++) {
-      const root = Math.sqrt(singular[j]!);
-      for (let o = 0; o < s.out; o++) b[o * r + j] = u.get(o, j) * root;
-      for (let i = 0; i < s.in; i++) a[j * s.in + i] = v.get(i, j) * root;
+      for (let o = 0; o < s.out; o++) b[o * r + j] = u.get(o, j) * singular[j]!;
+      for (let i = 0; i < s.in; i++) a[j * s.in + i] = v.get(i, j);
     }
     factors.set(r, { a, b, r });
   }

@@ -2,10 +2,10 @@
 // trunk below the cut runs there and the client holds only the layers above it (split learning). A client
 // that trains locally also scores versions on its held-out split (federated evaluation).
 import { ForwardModel } from "../../../engine/forward.ts";
-import { loraPairs, loraScaling } from "../../../engine/lora/peft.ts";
 import { heldOutLoss, labelAccuracy } from "../../../engine/train/evaluate.ts";
 import type { ClientMethod } from "../method.ts";
 import { gradientSlice } from "../shared/gradient-slice.ts";
+import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
 import { clientRank, truncateVersion } from "./hetero.ts";
 import { loraPlan } from "./plan.ts";
@@ -20,7 +20,7 @@ export const loraClient: ClientMethod<LoraConfig> = {
     const m = ctx.task.method;
     const rank = clientRank(m, ctx.task.clientId);
     const plan = loraPlan(m, config, { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round, rank });
-    return gradientSlice(rank < m.r ? { ...ctx, global: truncateVersion(ctx.global, rank) } : ctx, plan);
+    return gradientSlice(Number.isFinite(rank) ? { ...ctx, global: truncateVersion(ctx.global, rank) } : ctx, plan);
   },
   // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it
   // (lora/run.ts), and, where the held-out completions are a few labels each given several times (a
@@ -32,7 +32,7 @@ export const loraClient: ClientMethod<LoraConfig> = {
     if (!held?.examples.length) return null;
     const heldOut = held.examples;
     const { config } = await resources.prompts();
-    const lora = loraPairs(version.tensors, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));
+    const lora = versionPairs(m, version.tensors);
     const forward = await ForwardModel.create(resources.runtime, config, await resources.weights(undefined, true), {
       kind: "forward",
       quant: ctx.quant,

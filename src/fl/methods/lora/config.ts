@@ -1,5 +1,6 @@
 import * as v from "valibot";
 import { LINEAR_MODULES } from "../../../engine/llama/names.ts";
+import { PatternKey } from "../../../engine/lora/peft.ts";
 import { CLIENT_ID_PATTERN } from "../../../protocol/signature.ts";
 import { int, upTo } from "../shared/config-fields.ts";
 
@@ -11,6 +12,12 @@ export const LoraConfig = v.strictObject({
   targetModules: v.pipe(v.array(v.picklist(LINEAR_MODULES)), v.minLength(1)),
   dropout: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(0.9)), 0),
   rslora: v.optional(v.boolean(), false),
+  /**
+   * PEFT's rank_pattern and alpha_pattern: a rank and an alpha for the modules a key names (the module's name
+   * or a suffix of it after a dot, as a regular expression: PEFT's get_pattern_key), r and alpha elsewhere.
+   */
+  rankPattern: v.optional(v.record(PatternKey, int(1, 256))),
+  alphaPattern: v.optional(v.record(PatternKey, upTo(1e4))),
   /** LoRA only on the layers from this index up (PEFT's layers_to_transform); clients may offload the trunk below. */
   fromLayer: v.optional(int(0, 1000), 0),
   /**

@@ -1,8 +1,8 @@
-// LoRA with per-client ranks (method.hetero): the version holds rank r, the largest; a client of rank
-// r_k < r trains the version's first r_k ranks (A's first rows, B's first columns: HetLoRA's truncation,
-// and, since FlexLoRA's versions are stored as SVD factors ordered by singular value, FlexLoRA's rank-r_k
-// SVD) at the version's scaling α/r, so the truncated product is the version's own, and uploads their
-// change. The aggregator lifts that upload into rank r as u_k = pad(trunc_k(G) + δ_k) − G: the change from
+// LoRA with per-client ranks (method.hetero): the version holds rank r (each module its rank_pattern's);
+// a client of rank r_k trains the version's first r_k ranks of each module (A's first rows, B's first
+// columns: HetLoRA's truncation, and, since FlexLoRA's versions are stored as SVD factors ordered by
+// singular value, FlexLoRA's rank-r_k SVD) at the version's scaling α/r, so the truncated product is the
+// version's own, and uploads their change. The aggregator lifts that upload into rank r as u_k = pad(trunc_k(G) + δ_k) − G: the change from
 // G to the client's zero-padded factors, whose mean is zero-padding's aggregate and whose factors G + u_k
 // are what HetLoRA and FlexLoRA combine (src/fl/hetero/aggregation.ts).
 import type { FlatLayout, FlatSource, FlatTensor } from "../../flat-tensors.ts";
@@ -16,30 +16,31 @@ import type { LoraConfig } from "./config.ts";
 const A = ".lora_A.weight";
 const B = ".lora_B.weight";
 
-/** The rank `client` trains: its own in method.hetero.ranks, else the version's. */
-export const clientRank = (m: LoraConfig, client: string): number => m.hetero?.ranks[client] ?? m.r;
+/** The rank `client` trains: its own in method.hetero.ranks, or none (every module at the version's rank). */
+export const clientRank = (m: LoraConfig, client: string): number => m.hetero?.ranks[client] ?? Number.POSITIVE_INFINITY;
 
 /** Refuses per-client ranks the version cannot hold, or combined with what they contradict. */
 export function checkHetero(m: LoraConfig): void {
   if (!m.hetero) return;
-  const over = Object.entries(m.hetero.ranks).find(([, r]) => r > m.r);
+  const largest = Math.max(m.r, ...Object.values(m.rankPattern ?? {}));
+  const over = Object.entries(m.hetero.ranks).find(([, r]) => r > largest);
   if (over)
     throw new MethodError(
       "method_invalid",
-      `method.hetero.ranks: client "${over[0]}" has rank ${over[1]}, above the version's r ${m.r} (r is the largest rank)`,
+      `method.hetero.ranks: client "${over[0]}" has rank ${over[1]}, above the version's largest rank ${largest}`,
     );
   if (m.freezeA)
     throw new MethodError("method_invalid", "method.hetero with freezeA: FFA-LoRA's frozen A is shared at one rank; use one of them");
 }
 
-/** A tensor's shape at rank r: A is r × in, B is out × r. */
+/** A tensor's shape for a client of rank r: its module's rank (a rank_pattern's) where that is lower; A is r × in, B out × r. */
 function shapeAt(name: string, shape: readonly number[], r: number): number[] {
-  if (name.endsWith(A)) return [r, shape[1]!];
-  if (name.endsWith(B)) return [shape[0]!, r];
+  if (name.endsWith(A)) return [Math.min(r, shape[0]!), shape[1]!];
+  if (name.endsWith(B)) return [shape[0]!, Math.min(r, shape[1]!)];
   throw new MethodError("method_invalid", `tensor "${name}" is not a LoRA factor`);
 }
 
-/** A version truncated to rank r: each A's first r rows and each B's first r columns. */
+/** A version truncated to rank r: each A's first r rows and each B's first r columns (all of a module of lower rank). */
 export function truncateVersion(file: TensorFile, r: number): TensorFile {
   const tensors = new Map<string, Float32Array>();
   const shapes = new Map<string, number[]>();
@@ -47,12 +48,14 @@ export function truncateVersion(file: TensorFile, r: number): TensorFile {
     const shape = file.shapes.get(name)!;
     const [rows, cols] = shape as [number, number];
     const to = shapeAt(name, shape, r);
-    if (name.endsWith(A)) tensors.set(name, t.slice(0, r * cols));
-    else
+    if (name.endsWith(A)) tensors.set(name, t.slice(0, to[0]! * cols));
+    else {
+      const k = to[1]!;
       tensors.set(
         name,
-        Float32Array.from({ length: rows * r }, (_, i) => t[Math.floor(i / r) * cols + (i % r)]!),
+        Float32Array.from({ length: rows * k }, (_, i) => t[Math.floor(i / k) * cols + (i % k)]!),
       );
+    }
     shapes.set(name, to);
   }
   return { tensors, shapes, metadata: file.metadata };
@@ -72,7 +75,7 @@ export function layoutAt(global: FlatLayout, r: number): FlatLayout {
 }
 
 /** A rank-r upload (read in `own`) lifted into the version's rank: its change where it has ranks, −G past them. */
-export function liftedUpdate(update: FlatSource, own: FlatLayout, global: FlatLayout, version: () => TensorFile, r: number): FlatSource {
+export function liftedUpdate(update: FlatSource, own: FlatLayout, global: FlatLayout, version: () => TensorFile): FlatSource {
   const byName = new Map(own.tensors.map((t) => [t.name, t]));
   let g: TensorFile | null = null;
   return {
@@ -91,6 +94,7 @@ export function liftedUpdate(update: FlatSource, own: FlatLayout, global: FlatLa
           continue;
         }
         // B (out × R): row o's first r columns are the upload's row o.
+        const r = mine.shape[1]!;
         const firstRow = Math.floor(at / cols);
         const lastRow = Math.floor((at + count - 1) / cols);
         const rows = new Float32Array((lastRow - firstRow + 1) * r);
@@ -111,19 +115,19 @@ export function heteroUploads(m: LoraConfig): PerClientUploads | null {
   return {
     option: "method.hetero",
     layout: (client, global) => layoutAt(global, clientRank(m, client)),
-    lift: (client, update, own, global, version) => liftedUpdate(update, own, global, version, clientRank(m, client)),
+    lift: (_client, update, own, global, version) => liftedUpdate(update, own, global, version),
   };
 }
 
-/** The layout's LoRA modules: each A with its B, at rank r. */
-export function loraModules(layout: FlatLayout, r: number): LoraModule[] {
+/** The layout's LoRA modules: each A with its B, at its rank (A's rows). */
+export function loraModules(layout: FlatLayout): LoraModule[] {
   const byName = new Map(layout.tensors.map((t) => [t.name, t]));
   return layout.tensors
     .filter((t) => t.name.endsWith(A))
     .map((a) => {
       const b = byName.get(a.name.slice(0, -A.length) + B);
       if (!b) throw new MethodError("method_invalid", `LoRA factor "${a.name}" has no B`);
-      return { a, b, shape: { in: a.shape[1]!, out: b.shape[0]! }, r };
+      return { a, b, shape: { in: a.shape[1]!, out: b.shape[0]! }, r: a.shape[0]! };
     });
 }
 
@@ -133,7 +137,7 @@ export function heteroAggregation(m: LoraConfig): MethodAggregation | null {
   if (rule !== "hetlora" && rule !== "flexlora") return null;
   return {
     option: `method.hetero.rule "${rule}"`,
-    peakBytes: (global, updates) => Math.max(...loraModules(global, m.r).map((x) => moduleBytes(x, updates))),
-    aggregate: (set, layout, global, out) => ({ ...heteroAggregate(rule, set, loraModules(layout, m.r), global, out) }),
+    peakBytes: (global, updates) => Math.max(...loraModules(global).map((x) => moduleBytes(x, updates))),
+    aggregate: (set, layout, global, out) => ({ ...heteroAggregate(rule, set, loraModules(layout), global, out) }),
   };
 }

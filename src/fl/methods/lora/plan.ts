@@ -3,6 +3,7 @@ import type { LinearModule } from "../../../engine/llama/names.ts";
 import { loraScaling } from "../../../engine/lora/peft.ts";
 import type { GradientPlan } from "../../client/local-update.ts";
 import { MethodError } from "../errors.ts";
+import { patternModules } from "./adapter.ts";
 import type { LoraConfig } from "./config.ts";
 import { loraLayers } from "./server.ts";
 
@@ -10,16 +11,19 @@ import { loraLayers } from "./server.ts";
  * LoRA's training graph: every layer, or, offloaded, only those from its fromLayer (the endpoint serves
  * the trunk below and the client holds only the layers above the cut); at the client's rank.
  */
+/** `rank`: a client's own rank (method.hetero), at most each module's; absent: the version's ranks. */
 export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boolean; seed: number; rank?: number }): GradientPlan {
+  const patterns = patternModules(m, loraLayers(m, c), opts.rank);
   const lora = {
     // A client of a lower rank (method.hetero) trains the version's first ranks at the version's scaling.
-    r: opts.rank ?? m.r,
+    r: Math.min(opts.rank ?? m.r, m.r),
     scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }),
     modules: m.targetModules as LinearModule[],
     dropout: m.dropout,
     // The seed draws dropout masks only: without dropout the graph, and its kept session, stay the same each round.
     ...(m.dropout > 0 ? { seed: opts.seed } : {}),
     fromLayer: m.fromLayer,
+    ...(patterns ? { patterns } : {}),
   };
   // FFA-LoRA: A stays as the version has it (its shared initialisation).
   const frozen = m.freezeA ? { frozen: ".lora_A.weight" } : {};

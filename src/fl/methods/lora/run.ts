@@ -3,9 +3,9 @@
 // through a generation graph with the same adapter).
 import { ForwardModel } from "../../../engine/forward.ts";
 import { LINEAR_MODULES } from "../../../engine/llama/names.ts";
-import { loraPairs, loraScaling } from "../../../engine/lora/peft.ts";
 import type { RunMethod } from "../method.ts";
 import { scoreModel } from "../shared/held-out.ts";
+import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
 
 /** The run config's method when it names none: LoRA r 8 on every linear module above layer 1, the trunk at the endpoint. */
@@ -25,7 +25,7 @@ export const loraRun: RunMethod<LoraConfig> = {
   service: (m, run) => (m.fromLayer > 0 && run.trunk === "endpoint" ? "endpoint" : "none"),
   serviceNote: (m) => `serves the trunk: clients hold only layers ${m.fromLayer}+`,
   async score(m, version, ctx) {
-    const lora = loraPairs(version, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));
+    const lora = versionPairs(m, version);
     const forward = await ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, {
       kind: "forward",
       quant: ctx.quant,

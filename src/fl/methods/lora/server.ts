@@ -1,14 +1,15 @@
 // LoRA's aggregator side: version 0 is PEFT's initialisation (B = 0, so the global model starts as the
 // base model) in PEFT's layout, and an upload is a safetensors delta of exactly the version's tensors.
 import type { LlamaConfig } from "../../../engine/config.ts";
-import { linearShape, type LinearModule } from "../../../engine/llama/names.ts";
+import { linearName, linearShape, type LinearModule } from "../../../engine/llama/names.ts";
 import { initLoraParams } from "../../../engine/lora/init.ts";
-import { loraPairs, loraScaling, writePeftAdapter } from "../../../engine/lora/peft.ts";
+import { writePeftAdapter } from "../../../engine/lora/peft.ts";
 import { MethodError } from "../errors.ts";
 import type { ServerMethod } from "../method.ts";
 import { wholeModel } from "../shared/versions.ts";
 import type { Footprint } from "../../../engine/client-plan.ts";
 import { encodeTensorFile } from "../../tensor-file.ts";
+import { adapterConfigOf, moduleRank, versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
 import { checkHetero, heteroAggregation, heteroUploads, truncateVersion } from "./hetero.ts";
 
@@ -33,9 +34,14 @@ export const loraServer: ServerMethod<LoraConfig> = {
   aggregation: heteroAggregation,
   versionFloats(m, model) {
     checkHetero(m);
-    return (
-      loraLayers(m, model).length *
-      m.targetModules.reduce((n, t) => n + m.r * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0), 0)
+    return loraLayers(m, model).reduce(
+      (n, l) =>
+        n +
+        m.targetModules.reduce(
+          (k, t) => k + moduleRank(m, linearName(l, t as LinearModule)) * linearShape(model, t as LinearModule).reduce((a, b) => a + b, 0),
+          0,
+        ),
+      0,
     );
   },
   views: {
@@ -46,7 +52,10 @@ export const loraServer: ServerMethod<LoraConfig> = {
         if (r < 1 || r > m.r) throw new MethodError("view_invalid", `r must be a rank from 1 to the version's ${m.r}, not ${r}`);
         const tensors = versions.tensors(version);
         const shapes = new Map(
-          [...tensors].map(([name, t]) => [name, name.endsWith(".lora_A.weight") ? [m.r, t.length / m.r] : [t.length / m.r, m.r]]),
+          [...tensors].map(([name, t]) => {
+            const rank = moduleRank(m, name.slice(0, -".lora_A.weight".length));
+            return [name, name.endsWith(".lora_A.weight") ? [rank, t.length / rank] : [t.length / rank, rank]];
+          }),
         );
         const cut = truncateVersion({ tensors, shapes, metadata: {} }, r);
         return encodeTensorFile(cut.tensors, cut.shapes, { format: "pt", rank: String(r), version: String(version) });
@@ -68,20 +77,12 @@ export const loraServer: ServerMethod<LoraConfig> = {
     })),
   ],
   initial(m, federation, model) {
-    const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], federation.seed, m.fromLayer);
-    const pairs = loraPairs(params, m.r, loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }));
-    const layers = m.fromLayer > 0 ? loraLayers(m, model) : null;
+    const params = initLoraParams(model, m.r, m.targetModules as LinearModule[], federation.seed, m.fromLayer, (linear) =>
+      moduleRank(m, linear),
+    );
     const files = writePeftAdapter({
-      config: {
-        r: m.r,
-        alpha: m.alpha,
-        targetModules: m.targetModules as LinearModule[],
-        dropout: m.dropout,
-        useRslora: m.rslora,
-        baseModel: federation.model.name,
-        layers,
-      },
-      pairs,
+      config: adapterConfigOf(m, federation.model.name, m.fromLayer > 0 ? loraLayers(m, model) : null),
+      pairs: versionPairs(m, params),
     });
     return { tensors: files["adapter_model.safetensors"], description: files["adapter_config.json"] };
   },
