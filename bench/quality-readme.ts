@@ -2,7 +2,8 @@
 // the markers `<!-- quality:start -->` and `<!-- quality:end -->`: every figure there comes from the file.
 // Run: node bench/quality-readme.ts
 import { readFileSync, writeFileSync } from "node:fs";
-import { type QualitySummary, qualityTable, robustMatrix } from "./lib/quality-table.ts";
+import { fmt } from "../src/report/table.ts";
+import { type QualitySummary, qualityTable, robustMatrix, tuningTable } from "./lib/quality-table.ts";
 
 interface Written {
   machine: { date: string };
@@ -20,11 +21,31 @@ for (const [preset, { rows }] of Object.entries(results.presets)) {
     const part = rows.filter((r) => `${r.task}/${r.partition}` === group);
     const accuracy = part[0]!.metric === "accuracy";
     if (preset === "robust") {
+      const where = group.replace("/", ", ");
+      const tuning = tuningTable(part);
       sections.push(
-        `robust preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"} by attack (lines) and defence ` +
+        ...(tuning
+          ? [
+              `robust preset, ${where}: the learning rates tried on the clean federation (chosen by validation loss)`,
+              "",
+              "```",
+              tuning,
+              "```",
+              "",
+            ]
+          : []),
+        `robust preset, ${where}: test ${accuracy ? "accuracy %" : "loss"} by attack (lines) and defence ` +
           "(columns), mean ± std over seeds; rows not run yet show -",
         "",
         ...robustMatrix(part).flatMap((t) => ["```", t, "```", ""]),
+        // Where the clean federation barely leaves the majority class, accuracy cannot tell rows apart; the loss can.
+        ...(accuracy
+          ? [
+              `robust preset, ${where}: test loss by attack and defence (the same runs)`,
+              "",
+              ...robustMatrix(part, (r) => (r.testLoss === undefined ? "-" : fmt(r.testLoss, 4))).flatMap((t) => ["```", t, "```", ""]),
+            ]
+          : []),
       );
       continue;
     }

@@ -12,8 +12,9 @@
 // 95%: the first round whose validation score reaches 95% of the last round's gain over round 0.
 // Resumable: a run whose folder under --out holds the same config and its test score is read, not rerun;
 // bench/results/quality.json is written as each row finishes, so a stopped report keeps its finished rows.
-// The robust preset is the robustness report (bench/lib/robust-rows.ts).
-// Run: node bench/quality.ts [--preset quick|full|robust] [--seeds N] [--tasks spam,g2p,sotu] [--partitions iid,...] [--only row,...]
+// The robust preset is the robustness report (bench/lib/robust-rows.ts), the hetero preset the heterogeneous
+// ranks and compression report (bench/lib/hetero-rows.ts).
+// Run: node bench/quality.ts [--preset quick|full|robust|hetero] [--seeds N] [--tasks spam,g2p,sotu] [--partitions iid,...] [--only row,...]
 //   [--out DIR]
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -46,7 +47,8 @@ const { values } = parseArgs({
     out: { type: "string", default: "scratch/quality" },
   },
 });
-if (!["quick", "full", "robust"].includes(values.preset)) throw new Error(`--preset is quick, full or robust, not "${values.preset}"`);
+if (!["quick", "full", "robust", "hetero"].includes(values.preset))
+  throw new Error(`--preset is quick, full, robust or hetero, not "${values.preset}"`);
 const preset = values.preset as Preset;
 const SEEDS = Array.from({ length: Number(values.seeds) }, (_, i) => i);
 const only = values.only?.split(",");
@@ -57,6 +59,8 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 /** One run's scores: the validation metric after each round (round 0 first) and the last version's test scores. */
 interface RunScores {
   validation: number[];
+  /** The validation loss after each round (the spam task's validation metric is its accuracy). */
+  validationLoss: number[];
   test: TestRecord;
   /** A federated run's bytes a client sent and fetched a round, the mean over its rounds; null without them. */
   bytes: { up: number; down: number } | null;
@@ -84,6 +88,7 @@ async function runOnce(config: RunConfig, dir: string, task: QualityTask): Promi
   const costs = rounds.flatMap((r) => (r.clients ? [r.clients] : []));
   return {
     validation: rounds.map((r) => metricValue(task, { accuracy: r.validation_accuracy ?? null, loss: r.validation_loss })),
+    validationLoss: rounds.map((r) => r.validation_loss),
     test: JSON.parse(readFileSync(join(dir, "test.json"), "utf8")) as TestRecord,
     bytes: costs.length ? { up: mean(costs.map((c) => c.upload_bytes)), down: mean(costs.map((c) => c.download_bytes)) } : null,
   };
@@ -93,6 +98,7 @@ async function runOnce(config: RunConfig, dir: string, task: QualityTask): Promi
 function seedScores(task: QualityTask, t: TestRecord): Omit<Row["seeds"][number], "seed"> {
   return {
     test: metricValue(task, t),
+    loss: t.loss,
     balanced: t.balanced,
     interval: t.accuracy_interval,
     ...(t.generated ? { generated: t.generated } : {}),
@@ -195,6 +201,10 @@ interface Row {
   seeds: {
     seed: number;
     test: number;
+    /** The test completion loss (the metric itself where the task is scored by its loss). */
+    loss: number;
+    /** A federated run's last validation loss. */
+    validationLoss?: number;
     balanced: number | null;
     interval: { low: number; high: number } | null;
     clientStd?: number;
@@ -231,6 +241,8 @@ function summarize(r: Row): Summary {
     metric: higher ? "accuracy" : "loss",
     mean: mean(tests),
     std: std(tests),
+    testLoss: mean(r.seeds.map((s) => s.loss)),
+    validationLoss: r.seeds.every((s) => s.validationLoss !== undefined) ? mean(r.seeds.map((s) => s.validationLoss!)) : null,
     balancedMean: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
     intervalHalfWidth: r.seeds.every((s) => s.interval) ? mean(r.seeds.map((s) => (s.interval!.high - s.interval!.low) / 2)) : null,
     clientStd: r.seeds.every((s) => s.clientStd !== undefined) ? mean(r.seeds.map((s) => s.clientStd!)) : null,
@@ -310,7 +322,12 @@ for (const task of tasks) {
       for (const seed of SEEDS) {
         log(`\n== ${task.name} / ${partition} / ${name} / seed ${seed}`);
         const r = await runOnce(configOf(config, seed), folder(name, `seed-${seed}`), task);
-        scored.seeds.push({ seed, ...seedScores(task, r.test), ...(r.bytes ? { bytes: r.bytes } : {}) });
+        scored.seeds.push({
+          seed,
+          ...seedScores(task, r.test),
+          validationLoss: r.validationLoss.at(-1)!,
+          ...(r.bytes ? { bytes: r.bytes } : {}),
+        });
         scored.curves.push(r.validation);
       }
       return scored;
@@ -343,6 +360,7 @@ for (const task of tasks) {
         seeds.push({
           seed,
           test: mean(tests),
+          loss: mean(each.map((r) => r.test.loss)),
           balanced: balanced.every((b) => b !== null) ? mean(balanced as number[]) : null,
           interval: null,
           clientStd: std(tests),

@@ -7,6 +7,7 @@ import { runData } from "../../cli/run-data.ts";
 import { labeledPrompts } from "../../src/engine/train/evaluate.ts";
 import { pmiPhrases } from "../../src/fl/methods/discrete/policy-gradient.ts";
 import { noiseForEpsilon } from "../../src/privacy/rdp.ts";
+import { heteroTask } from "./hetero-rows.ts";
 import { robustBase, robustRows } from "./robust-rows.ts";
 
 /** A task of the report, its base run settings and the partitions it is reported on. */
@@ -19,7 +20,7 @@ export interface QualityTask {
   rows: Record<string, { label: string; config: Record<string, unknown> }>;
 }
 
-export type Preset = "quick" | "full" | "robust";
+export type Preset = "quick" | "full" | "robust" | "hetero";
 
 const LABELS = ["spam", "ham"];
 /**
@@ -48,6 +49,7 @@ function spamPhrases(records: number): string[] {
 
 /** The report's tasks at a preset: quick is spam, IID, 2 clients, 2 rounds, LoRA and FedKSeed (11.5 minutes for 3 seeds on 2 cores). */
 export function qualityTasks(preset: Preset): QualityTask[] {
+  if (preset === "hetero") return [heteroTask(qualityTasks("full").find((t) => t.name === "g2p")!)];
   if (preset === "robust")
     return qualityTasks("full")
       .filter((t): t is QualityTask & { name: "spam" | "g2p" } => t.name !== "sotu")

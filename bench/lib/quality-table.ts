@@ -11,6 +11,10 @@ export interface QualitySummary {
   metric: "accuracy" | "loss";
   mean: number;
   std: number;
+  /** The test completion loss, mean over seeds (absent in results written before it was kept). */
+  testLoss?: number;
+  /** A federated row's last validation loss, mean over seeds; null for baselines. */
+  validationLoss?: number | null;
   balancedMean: number | null;
   /** The mean over seeds of each run's 95% Wilson half-width (test set sampling alone). */
   intervalHalfWidth: number | null;
@@ -64,14 +68,19 @@ export function qualityTable(rows: readonly QualitySummary[]): string {
 
 /**
  * The robust preset's rows (bench/lib/robust-rows.ts, named attack.defence.percent and clean.defence) as one
- * table per share of attackers: an attack per line, a defence per column, each cell the test metric's mean
- * (± its std over seeds when there are several); the clean line is each defence with no attacker. Rows the
- * results do not hold yet show "-".
+ * table per share of attackers: an attack per line, a defence per column, each cell `value` of the row (the
+ * test metric's mean, ± its std over seeds when there are several, by default); the clean line is each defence
+ * with no attacker. Rows the results do not hold yet show "-"; the tuning rows (tune.*) are not in it.
  */
-export function robustMatrix(rows: readonly QualitySummary[]): string[] {
-  const accuracy = rows[0]?.metric === "accuracy";
-  const show = (x: number) => (accuracy ? fmt(100 * x, 1) : fmt(x, 4));
-  const cell = (r: QualitySummary | undefined) => (!r ? "-" : `${show(r.mean)}${r.seeds.length > 1 ? ` ± ${show(r.std)}` : ""}`);
+export function robustMatrix(
+  all: readonly QualitySummary[],
+  value: (r: QualitySummary) => string = (r) => {
+    const show = (x: number) => (r.metric === "accuracy" ? fmt(100 * x, 1) : fmt(x, 4));
+    return `${show(r.mean)}${r.seeds.length > 1 ? ` ± ${show(r.std)}` : ""}`;
+  },
+): string[] {
+  const rows = all.filter((r) => !r.row.startsWith("tune."));
+  const cell = (r: QualitySummary | undefined) => (r ? value(r) : "-");
   const parts = rows.map((r) => ({ r, name: r.row.split(".") }));
   const defences = [...new Set(parts.map((p) => p.name[1]!))];
   const attacks = [...new Set(parts.filter((p) => p.name[0] !== "clean").map((p) => p.name[0]!))];
@@ -88,3 +97,23 @@ export function robustMatrix(rows: readonly QualitySummary[]): string[] {
     ),
   );
 }
+
+/** The robust preset's tuning rows (tune.*): each candidate's last validation loss and metric, and its test metric. */
+export function tuningTable(all: readonly QualitySummary[]): string | null {
+  const rows = all.filter((r) => r.row.startsWith("tune."));
+  if (!rows.length) return null;
+  const accuracy = rows[0]!.metric === "accuracy";
+  const show = (x: number) => (accuracy ? fmt(100 * x, 1) : fmt(x, 4));
+  return formatTable(
+    ["row", "seeds", "validation loss", `validation ${accuracy ? "accuracy %" : "loss"}`, `test ${accuracy ? "accuracy %" : "loss"}`],
+    rows.map((r) => [
+      r.label,
+      String(r.seeds.length),
+      r.validationLoss == null ? "-" : fmt(r.validationLoss, 4),
+      show(mean((r as QualitySummary & { curves: number[][] }).curves.map((c) => c.at(-1)!))),
+      show(r.mean),
+    ]),
+  );
+}
+
+const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;

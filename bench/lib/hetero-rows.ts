@@ -1,0 +1,42 @@
+// The heterogeneity rows of the quality report (issue 21): `node bench/quality.ts --preset hetero`. g2p split
+// by first letter (the natural, non-IID partition), four clients, 20 rounds of three local steps each (the
+// full preset's sixty steps a client, in more rounds, as the rules' instability shows over rounds), LoRA on
+// q_proj and v_proj at the full preset's learning rate:
+// - one rank for every client: rank 8 (what a client that can afford it trains) and rank 2 (what every
+//   client can: the weakest one's);
+// - per-client ranks 2, 4, 4 and 8 under each rule of method.hetero: zero-padding, HetLoRA, FlexLoRA;
+// - FFA-LoRA at rank 8 (A frozen, half the bytes up), and rank 8's updates in F16, BF16, I8 and top-10%.
+// Each row's bytes up and down a client a round are in its results beside its final loss.
+import type { QualityTask } from "./quality-rows.ts";
+
+const RANKS = { c1: 2, c2: 4, c3: 4, c4: 8 };
+
+/** The hetero preset's g2p task over the full preset's (its model, records and learning rate). */
+export function heteroTask(full: QualityTask): QualityTask {
+  const base = full.rows["lora-fedavg"]!.config;
+  const local = { ...(base.local as Record<string, number>), steps: 3 };
+  const lora = (r: number, extra: Record<string, unknown> = {}) => ({
+    ...base,
+    local,
+    method: { type: "lora", r, alpha: 2 * r, targetModules: ["q_proj", "v_proj"], fromLayer: 0, ...extra },
+  });
+  const rank8 = lora(8);
+  const rule = (name: string) => lora(8, { hetero: { rule: name, ranks: RANKS } });
+  return {
+    name: "g2p",
+    base: { ...full.base, rounds: 20, evalExamples: 200 },
+    partitions: { natural: full.partitions.natural! },
+    rows: {
+      "fedit-r8": { label: "FedIT, every client rank 8", config: rank8 },
+      "fedit-r2": { label: "FedIT, every client rank 2", config: lora(2) },
+      "zero-pad": { label: "ranks 2/4/4/8, zero-padding", config: rule("zero-pad") },
+      hetlora: { label: "ranks 2/4/4/8, HetLoRA (sparsity weights)", config: rule("hetlora") },
+      flexlora: { label: "ranks 2/4/4/8, FlexLoRA (SVD)", config: rule("flexlora") },
+      "ffa-lora": { label: "FFA-LoRA rank 8 (A frozen)", config: lora(8, { freezeA: true }) },
+      "fedit-r8-f16": { label: "FedIT rank 8, F16 updates", config: { ...rank8, uploadDtype: "F16" } },
+      "fedit-r8-bf16": { label: "FedIT rank 8, BF16 updates", config: { ...rank8, uploadDtype: "BF16" } },
+      "fedit-r8-i8": { label: "FedIT rank 8, I8 updates", config: { ...rank8, uploadDtype: "I8" } },
+      "fedit-r8-topk10": { label: "FedIT rank 8, top-10% updates with error feedback", config: { ...rank8, topK: 0.1 } },
+    },
+  };
+}
