@@ -14,8 +14,8 @@
 // bench/results/quality.json is written as each row finishes, so a stopped report keeps its finished rows.
 // The robust preset is the robustness report (bench/lib/robust-rows.ts), the hetero preset the heterogeneous
 // ranks and compression report (bench/lib/hetero-rows.ts).
-// Run: node bench/quality.ts [--preset quick|full|robust|hetero] [--seeds N] [--tasks spam,g2p,sotu] [--partitions iid,...] [--only row,...]
-//   [--out DIR]
+// Run: node bench/quality.ts [--preset quick|full|robust|hetero] [--seeds N] [--tasks spam,g2p,sotu] [--partitions iid,...]
+//   [--only row,...] [--out DIR]
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
