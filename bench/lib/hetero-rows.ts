@@ -4,7 +4,7 @@
 // q_proj and v_proj at the full preset's learning rate:
 // - one rank for every client: rank 8 (what a client that can afford it trains) and rank 2 (what every
 //   client can: the weakest one's);
-// - per-client ranks 2, 4, 4 and 8 under each rule of method.hetero: zero-padding, HetLoRA, FlexLoRA;
+// - per-client ranks 2, 4, 4 and 8 under each rule of method.hetero: zero-padding, HetLoRA, FlexLoRA, FLoRA;
 // - FFA-LoRA at rank 8 (A frozen, half the bytes up), and rank 8's updates in F16, BF16, I8 and top-10%.
 // Each row's bytes up and down a client a round are in its results beside its final loss.
 import type { QualityTask } from "./quality-rows.ts";
@@ -32,6 +32,7 @@ export function heteroTask(full: QualityTask): QualityTask {
       "zero-pad": { label: "ranks 2/4/4/8, zero-padding", config: rule("zero-pad") },
       hetlora: { label: "ranks 2/4/4/8, HetLoRA (sparsity weights)", config: rule("hetlora") },
       flexlora: { label: "ranks 2/4/4/8, FlexLoRA (SVD)", config: rule("flexlora") },
+      flora: { label: "ranks 2/4/4/8, FLoRA (stacked, cut to rank 8)", config: rule("flora") },
       "ffa-lora": { label: "FFA-LoRA rank 8 (A frozen)", config: lora(8, { freezeA: true }) },
       "fedit-r8-f16": { label: "FedIT rank 8, F16 updates", config: { ...rank8, uploadDtype: "F16" } },
       "fedit-r8-bf16": { label: "FedIT rank 8, BF16 updates", config: { ...rank8, uploadDtype: "BF16" } },

@@ -404,7 +404,8 @@ describe("fedflare run", () => {
     const sparse = await runWith("topk-3", { ...json, topK: 0.25 });
     const down = await runWith("f16-down-3", { ...json, downloadDtype: "F16" });
     const het = await runWith("hetlora-3", { ...json, method: { ...json.method, hetero: { rule: "hetlora", ranks: { c1: 1 } } } });
-    for (const { r } of [plain, secure, sharded, ffa, half, quarter, sparse, down, het]) expect(r.code, r.stderr).toBe(0);
+    const flora = await runWith("flora-3", { ...json, method: { ...json.method, hetero: { rule: "flora", ranks: { c1: 1 } } } });
+    for (const { r } of [plain, secure, sharded, ffa, half, quarter, sparse, down, het, flora]) expect(r.code, r.stderr).toBe(0);
     expect(records(secure.out).map((x) => [x.status, x.version])).toEqual([
       ["base", 0],
       ["closed", 1],
@@ -453,6 +454,12 @@ describe("fedflare run", () => {
     const hetAdapter = adapter(het.out);
     for (const [name, t] of a) expect(hetAdapter.get(name)!.length).toBe(t.length);
     expect([...hetAdapter].some(([name, t]) => t.some((x, i) => x !== a.get(name)![i]))).toBe(true);
+    // FLoRA: the same bytes up as per-client ranks (fresh factors of each client's rank, as many values), and a
+    // version of the same rank whose product moved from version 0's (B was zero there).
+    expect(Math.abs(bytesOf(flora.out) - bytesOf(het.out))).toBeLessThan(60);
+    const fl = adapter(flora.out);
+    for (const [name, t] of a) expect(fl.get(name)!.length).toBe(t.length);
+    expect([...fl].some(([name, t]) => name.endsWith(".lora_B.weight") && t.some((x) => x !== 0))).toBe(true);
     // F16 uploads: 2 bytes a value fewer (the header's dtypes are as long), and the version within F16's
     // rounding (2^-11 of a value) of the plain one's.
     expect(bytesOf(plain.out) - bytesOf(half.out)).toBe(2 * values);
@@ -502,7 +509,7 @@ describe("fedflare run", () => {
     for (const [name, t] of a) t.forEach((x, i) => (apartDown = Math.max(apartDown, Math.abs(x - d16.get(name)![i]!))));
     expect(apartDown).toBeGreaterThan(0);
     expect(apartDown).toBeLessThan(0.05 * largest);
-  }, 300_000);
+  }, 600_000);
 
   it("trains an adapter of rank and alpha patterns with per-client ranks; fedflare and the float64 reference score it alike", async () => {
     // r 2 and alpha 4 but layer 0's q_proj at rank 1, every v_proj at rank 3 and every q_proj at alpha 3; c1 at

@@ -136,6 +136,48 @@ describe("per-client ranks on the aggregator", () => {
     expect(report.weights!.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 12);
   });
 
+  it("FLoRA: fresh factors padded, and the next version the rank-R SVD of B_G A_G + Σ p_k B_k A_k", () => {
+    // The same bodies read as FLoRA's uploads: each client's fresh factors (δ_k here), zero-padded to rank R.
+    const fresh = RANKS.map((r, k) => {
+      const own = layoutAt(layout, r);
+      const out = new Float32Array(layout.total);
+      liftedUpdate(tensorFileSource(bodies[k]!, own, 4096, "upload").source, own, layout, () => G, true).read(0, out);
+      return out;
+    });
+    const freshFactors = (k: number, m: (typeof MODULES)[number]) => {
+      const r = RANKS[k]!;
+      const da = deltas[k]!.get(aName(m.name))!;
+      const db = deltas[k]!.get(bName(m.name))!;
+      return {
+        a: Array.from({ length: R }, (_, j) => Array.from({ length: m.in }, (_, i) => (j < r ? da[j * m.in + i]! : 0))),
+        b: Array.from({ length: m.out }, (_, o) => Array.from({ length: R }, (_, j) => (j < r ? db[o * r + j]! : 0))),
+      };
+    };
+    for (const [k] of RANKS.entries())
+      for (const m of MODULES) {
+        const got = factorsOf(fresh[k]!, m);
+        const want = freshFactors(k, m);
+        expect(Math.max(...minus(got.a, want.a).flat().map(Math.abs), ...minus(got.b, want.b).flat().map(Math.abs))).toBe(0);
+      }
+    const out = memoryVector(layout.total);
+    const report = heteroAggregate("flora", arrayUpdateSet(fresh, EXAMPLES), loraModules(layout), globalSource, out);
+    const next = new Float32Array(layout.total);
+    out.read(0, next);
+    const total = EXAMPLES.reduce((a, b) => a + b, 0);
+    let worstShare = 0;
+    for (const m of MODULES) {
+      const g = productOf(factorsOf(globalFlat, m));
+      const products = RANKS.map((_, k) => productOf(freshFactors(k, m)));
+      const dW = g.map((row, o) => row.map((x, i) => x + products.reduce((s, pr, k) => s + (EXAMPLES[k]! / total) * pr[o]![i]!, 0)));
+      const sigma = new SingularValueDecomposition(new Matrix(dW), { autoTranspose: true }).diagonal;
+      const tail = Math.sqrt(sigma.slice(R).reduce((s, x) => s + x * x, 0));
+      worstShare = Math.max(worstShare, tail / frobenius(dW));
+      expect(frobenius(minus(productOf(factorsOf(plus(globalFlat, next), m)), dW))).toBeCloseTo(tail, 4);
+    }
+    expect(worstShare).toBeGreaterThan(0.01);
+    expect(report.truncation).toBeCloseTo(worstShare, 5);
+  });
+
   it("FlexLoRA: the next version is the rank-R SVD of Σ p_k B_k A_k, and its truncation to r_k that rank's SVD", () => {
     const out = memoryVector(layout.total);
     const report = heteroAggregate("flexlora", arrayUpdateSet(lifted, EXAMPLES), loraModules(layout), globalSource, out);

@@ -1,9 +1,10 @@
 // LoRA with per-client ranks (issue 21) in workerd: each client uploads the change of the version's first
-// r_k ranks in its own shapes; the aggregator lifts each into rank r and, by the federation's rule, writes
-// version 1 as the example-weighted mean of the lifted changes (zero-padding) or as the pure rules make it
-// from them (HetLoRA, FlexLoRA: src/fl/hetero/, checked against float64 references in test/fl/); an upload
-// in another rank's shape is refused, the rank view serves what a client of that rank trains, and the
-// combinations the lift or the rules cannot take are refused at creation.
+// r_k ranks (FLoRA: fresh factors of rank r_k) in its own shapes; the aggregator lifts each into rank r and,
+// by the federation's rule, writes version 1 as the example-weighted mean of the lifted changes
+// (zero-padding) or as the pure rules make it from them (HetLoRA, FlexLoRA, FLoRA: src/fl/hetero/, checked
+// against float64 references in test/fl/); an upload in another rank's shape is refused, the rank view
+// serves what a client of that rank trains, and the combinations the lift or the rules cannot take are
+// refused at creation.
 import { describe, expect, it } from "vitest";
 import { heteroAggregate } from "../../src/fl/hetero/aggregation.ts";
 import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
@@ -39,13 +40,13 @@ function body(v0: TensorFile, c: string, i: number): Uint8Array {
 }
 
 /** Each upload lifted into rank r as the aggregator reads it, as flat vectors. */
-function liftedAll(v0Bytes: Uint8Array, bodies: Map<string, Uint8Array>): Float32Array[] {
+function liftedAll(v0Bytes: Uint8Array, bodies: Map<string, Uint8Array>, fresh: boolean): Float32Array[] {
   const layout = flatLayout(readSafetensorsHeader(v0Bytes));
   const v0 = decodeTensorFile(v0Bytes, "v0");
   return [...bodies].map(([c, b]) => {
     const own = layoutAt(layout, RANKS[c]!);
     const out = new Float32Array(layout.total);
-    liftedUpdate(tensorFileSource(b, own, 4096, "upload").source, own, layout, () => v0).read(0, out);
+    liftedUpdate(tensorFileSource(b, own, 4096, "upload").source, own, layout, () => v0, fresh).read(0, out);
     return out;
   });
 }
@@ -58,7 +59,7 @@ const flatOf = (f: TensorFile, bytes: Uint8Array) => {
 };
 
 describe("a federation with per-client ranks in workerd", () => {
-  for (const rule of ["zero-pad", "hetlora", "flexlora"])
+  for (const rule of ["zero-pad", "hetlora", "flexlora", "flora"])
     it(`${rule}: version 1 is the rule over the lifted rank-r_k uploads; another rank's shape is refused`, async () => {
       const id = `het-${rule}`;
       const created = await create(id, { method: method(rule) });
@@ -92,7 +93,7 @@ describe("a federation with per-client ranks in workerd", () => {
       expect(round.status).toBe("closed");
       const v1 = await version(id, 1);
 
-      const lifted = liftedAll(v0Bytes, bodies);
+      const lifted = liftedAll(v0Bytes, bodies, rule === "flora");
       const { layout, out: g } = flatOf(v0, v0Bytes);
       const want = new Float32Array(layout.total);
       if (rule === "zero-pad") {
@@ -104,7 +105,7 @@ describe("a federation with per-client ranks in workerd", () => {
         const out = memoryVector(layout.total);
         const source = { total: layout.total, read: (s: number, o: Float32Array) => o.set(g.subarray(s, s + o.length)) };
         const report = heteroAggregate(
-          rule as "hetlora" | "flexlora",
+          rule as "hetlora" | "flexlora" | "flora",
           arrayUpdateSet(lifted, Object.values(EXAMPLES)),
           loraModules(layout),
           source,
@@ -150,6 +151,7 @@ describe("a federation with per-client ranks in workerd", () => {
         /calibrated to the plain mean/,
       ],
       ["het-shards", { method: method("zero-pad"), shards: 2 }, /shards/],
+      ["het-flora-topk", { method: method("flora"), topK: 0.1 }, /trained values, not changes/],
     ];
     for (const [id, overrides, message] of cases) {
       const res = await create(id, overrides);

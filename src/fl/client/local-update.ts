@@ -32,6 +32,11 @@ export interface GradientPlan {
    * moves them (AdamW skips a parameter without one) and the upload leaves them out.
    */
   frozen?: string;
+  /**
+   * Zeroes, in place, the gradient of the part of a parameter that stays as the version has it (FLoRA's
+   * frozen stack of earlier ranks), so it neither moves nor counts in the clipped norm.
+   */
+  mask?: (name: string, grad: Float32Array) => void;
 }
 
 export interface LocalTask {
@@ -108,6 +113,7 @@ export async function runLocalSteps(
       // After the proximal term (it wants every parameter): a frozen parameter's gradient goes, so it neither
       // moves nor counts in the clipped norm.
       if (plan.frozen) for (const name of [...grads.keys()]) if (name.endsWith(plan.frozen)) grads.delete(name);
+      if (plan.mask) for (const [name, g] of grads) plan.mask(name, g);
     },
   });
   const end = Math.min(task.local.steps, state.step + maxSteps);

@@ -5,14 +5,18 @@
 // - HetLoRA (Cho et al. 2024): Σ p_k u_k with p_k = ‖B_k A_k‖_F / Σ_j ‖B_j A_j‖_F per module, so the next G
 //   is the sparsity-weighted mean of the zero-padded factors;
 // - FlexLoRA (Bai et al. 2024): the rank-R truncated SVD of Σ p_k B_k A_k (p_k the example weights) minus G,
-//   so each client's truncation of the next G is the SVD at its own rank.
+//   so each client's truncation of the next G is the SVD at its own rank;
+// - FLoRA (Wang et al. 2024), whose uploads are fresh factors trained on top of G (u_k those, zero-padded):
+//   the rank-R truncated SVD of B_G A_G + Σ p_k B_k A_k minus G. FLoRA stacks exactly and merges the stack into
+//   the base; the clients' bases here are quantized and shared, so the stack is cut back to rank R instead,
+//   and the round reports the share of it the cut dropped.
 // Memory: one module's factors for every update at once, in float64 (creation bounds it: moduleBytes).
 import { FlError } from "../errors.ts";
 import type { FlatSource, FlatTensor } from "../flat-tensors.ts";
 import type { UpdateSet, VectorStore } from "../robust/update-set.ts";
 import { type LoraFactors, type ModuleShape, sparsityWeights, svdRedistribute } from "./rules.ts";
 
-export type HeteroRule = "hetlora" | "flexlora";
+export type HeteroRule = "hetlora" | "flexlora" | "flora";
 
 /** One LoRA module of the layout: its A (R × in) and B (out × R) tensors. */
 export interface LoraModule {
@@ -28,8 +32,8 @@ export type HeteroReport = {
   /** HetLoRA: each update's weight, the mean over the modules. */
   weights?: number[];
   /**
-   * FlexLoRA: the largest share of a module's ΔW the rank-R truncation dropped, ‖tail‖_F / ‖ΔW‖_F (0 when the
-   * clients' stacked rank fits in R).
+   * FlexLoRA, FLoRA: the largest share of a module's ΔW the rank-R truncation dropped, ‖tail‖_F / ‖ΔW‖_F (0 when
+   * the stacked rank fits in R).
    */
   truncation?: number;
 };
@@ -82,7 +86,16 @@ export function heteroAggregate(
       });
     } else {
       const p = factors.map((_, i) => set.weight(i) / total);
-      const { factors: svd, singular } = svdRedistribute(factors, p, m.shape, [m.r]);
+      // FLoRA: the version's product plus the stack of the clients' fresh factors (their uploads, padded).
+      const g64 = { r: m.r, a: Float64Array.from(g.a), b: Float64Array.from(g.b) };
+      const [stacked, weights] =
+        rule === "flora"
+          ? [
+              [g64, ...updates.map((u) => u.change)],
+              [1, ...p],
+            ]
+          : [factors, p];
+      const { factors: svd, singular } = svdRedistribute(stacked, weights, m.shape, [m.r]);
       const energy = singular.reduce((s, x) => s + x * x, 0);
       const tail = singular.slice(m.r).reduce((s, x) => s + x * x, 0);
       if (energy > 0) truncation = Math.max(truncation, Math.sqrt(tail / energy));

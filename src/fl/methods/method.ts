@@ -102,6 +102,11 @@ export interface ServerMethod<C extends MethodConfig = MethodConfig> extends Sid
 export interface PerClientUploads {
   /** The option that makes uploads differ, for refusals ("method.hetero"). */
   readonly option: string;
+  /**
+   * Whether uploads are changes of the version (as the version's own are), so top-k's error feedback and the
+   * mean apply to them; false: they are values of their own (FLoRA's fresh factors).
+   */
+  readonly changes: boolean;
   /** The layout of `client`'s upload, from the version's. */
   layout(client: string, global: FlatLayout): FlatLayout;
   /** `client`'s upload, read in its own layout, as a change of the version in the version's layout. */

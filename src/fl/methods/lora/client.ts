@@ -7,6 +7,7 @@ import type { ClientMethod } from "../method.ts";
 import { gradientSlice } from "../shared/gradient-slice.ts";
 import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
+import { floraMask, floraStart, freshFactors } from "./flora.ts";
 import { clientRank, truncateVersion } from "./hetero.ts";
 import { loraPlan } from "./plan.ts";
 
@@ -19,7 +20,15 @@ export const loraClient: ClientMethod<LoraConfig> = {
     const { config } = await ctx.resources.prompts();
     const m = ctx.task.method;
     const rank = clientRank(m, ctx.task.clientId);
-    const plan = loraPlan(m, config, { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round, rank });
+    const opts = { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round };
+    if (m.hetero?.rule === "flora") {
+      // Fresh factors of the client's rank on top of the version, the version's ranks frozen.
+      const r = Math.min(rank, m.r);
+      const start = floraStart(m, config, ctx.global, r, ctx.task.seed * 7919 + ctx.task.round);
+      const plan = { ...loraPlan(m, config, { ...opts, rank: m.r + r }), mask: floraMask(m.r, m.r + r) };
+      return gradientSlice({ ...ctx, global: start }, plan, (params) => freshFactors(params, ctx.global, r));
+    }
+    const plan = loraPlan(m, config, { ...opts, ...(Number.isFinite(rank) ? { rank } : {}) });
     return gradientSlice(Number.isFinite(rank) ? { ...ctx, global: truncateVersion(ctx.global, rank) } : ctx, plan);
   },
   // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it

@@ -29,12 +29,14 @@ export const LoraConfig = v.strictObject({
    * Per-client ranks (issue 21): each listed client trains the first `ranks[client]` ranks of the version
    * (rank r, the largest) with the version's scaling, and uploads that; the rest train rank r. The rule
    * combines them: "zero-pad" (each upload padded to r, the example-weighted mean), "hetlora" (HetLoRA's
-   * per-module sparsity weights, Cho et al. 2024) or "flexlora" (the rank-r SVD of the mean product, Bai et al.
-   * 2024). src/fl/methods/lora/hetero.ts.
+   * per-module sparsity weights, Cho et al. 2024), "flexlora" (the rank-r SVD of the mean product, Bai et al.
+   * 2024) or "flora" (Wang et al. 2024: each client trains fresh factors of its rank on top of the version,
+   * frozen, and the version's product plus the stack of theirs is cut back to rank r by its SVD).
+   * src/fl/methods/lora/hetero.ts, flora.ts.
    */
   hetero: v.optional(
     v.strictObject({
-      rule: v.picklist(["zero-pad", "hetlora", "flexlora"]),
+      rule: v.picklist(["zero-pad", "hetlora", "flexlora", "flora"]),
       ranks: v.pipe(
         v.record(v.pipe(v.string(), v.regex(CLIENT_ID_PATTERN, "a client id")), int(1, 256)),
         v.check((x) => Object.keys(x).length <= 10_000, "method.hetero.ranks names at most 10,000 clients"),

@@ -31,6 +31,11 @@ export function checkHetero(m: LoraConfig): void {
     );
   if (m.freezeA)
     throw new MethodError("method_invalid", "method.hetero with freezeA: FFA-LoRA's frozen A is shared at one rank; use one of them");
+  if (m.hetero.rule === "flora" && (m.rankPattern || m.alphaPattern))
+    throw new MethodError(
+      "method_invalid",
+      'method.hetero.rule "flora" stacks fresh factors of one rank a client on every module; leave rankPattern and alphaPattern out',
+    );
 }
 
 /** A tensor's shape for a client of rank r: its module's rank (a rank_pattern's) where that is lower; A is r × in, B out × r. */
@@ -74,8 +79,18 @@ export function layoutAt(global: FlatLayout, r: number): FlatLayout {
   return { tensors, total };
 }
 
-/** A rank-r upload (read in `own`) lifted into the version's rank: its change where it has ranks, −G past them. */
-export function liftedUpdate(update: FlatSource, own: FlatLayout, global: FlatLayout, version: () => TensorFile): FlatSource {
+/**
+ * A rank-r upload (read in `own`) lifted into the version's rank: its change where it has ranks, −G past them
+ * (the change to the client's zero-padded factors); or, `fresh` (FLoRA's freshly trained factors), the
+ * upload zero-padded.
+ */
+export function liftedUpdate(
+  update: FlatSource,
+  own: FlatLayout,
+  global: FlatLayout,
+  version: () => TensorFile,
+  fresh = false,
+): FlatSource {
   const byName = new Map(own.tensors.map((t) => [t.name, t]));
   let g: TensorFile | null = null;
   return {
@@ -90,7 +105,7 @@ export function liftedUpdate(update: FlatSource, own: FlatLayout, global: FlatLa
           // A's first r rows are the first r · in values in both layouts.
           const kept = Math.max(0, Math.min(at + count, mine.length) - at);
           if (kept > 0) update.read(mine.start + at, out.subarray(into, into + kept));
-          for (let i = kept; i < count; i++) out[into + i] = -values[at + i]!;
+          for (let i = kept; i < count; i++) out[into + i] = fresh ? 0 : -values[at + i]!;
           continue;
         }
         // B (out × R): row o's first r columns are the upload's row o.
@@ -102,7 +117,7 @@ export function liftedUpdate(update: FlatSource, own: FlatLayout, global: FlatLa
         for (let i = 0; i < count; i++) {
           const o = Math.floor((at + i) / cols);
           const j = (at + i) % cols;
-          out[into + i] = j < r ? rows[(o - firstRow) * r + j]! : -values[at + i]!;
+          out[into + i] = j < r ? rows[(o - firstRow) * r + j]! : fresh ? 0 : -values[at + i]!;
         }
       }
     },
@@ -115,7 +130,8 @@ export function heteroUploads(m: LoraConfig): PerClientUploads | null {
   return {
     option: "method.hetero",
     layout: (client, global) => layoutAt(global, clientRank(m, client)),
-    lift: (_client, update, own, global, version) => liftedUpdate(update, own, global, version),
+    changes: m.hetero.rule !== "flora",
+    lift: (_client, update, own, global, version) => liftedUpdate(update, own, global, version, m.hetero!.rule === "flora"),
   };
 }
 
@@ -131,10 +147,10 @@ export function loraModules(layout: FlatLayout): LoraModule[] {
     });
 }
 
-/** HetLoRA's or FlexLoRA's aggregate over the round's kept updates; null for zero-padding (the plain mean) or without hetero. */
+/** HetLoRA's, FlexLoRA's or FLoRA's aggregate over the round's kept updates; null for zero-padding (the plain mean) or without hetero. */
 export function heteroAggregation(m: LoraConfig): MethodAggregation | null {
   const rule = m.hetero?.rule;
-  if (rule !== "hetlora" && rule !== "flexlora") return null;
+  if (rule === undefined || rule === "zero-pad") return null;
   return {
     option: `method.hetero.rule "${rule}"`,
     peakBytes: (global, updates) => Math.max(...loraModules(global).map((x) => moduleBytes(x, updates))),

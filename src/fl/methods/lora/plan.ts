@@ -11,12 +11,12 @@ import { loraLayers } from "./server.ts";
  * LoRA's training graph: every layer, or, offloaded, only those from its fromLayer (the endpoint serves
  * the trunk below and the client holds only the layers above the cut); at the client's rank.
  */
-/** `rank`: a client's own rank (method.hetero), at most each module's; absent: the version's ranks. */
+/** `rank`: the rank the client trains (method.hetero: its own, or FLoRA's stack); absent: the version's. */
 export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boolean; seed: number; rank?: number }): GradientPlan {
   const patterns = patternModules(m, loraLayers(m, c), opts.rank);
   const lora = {
     // A client of a lower rank (method.hetero) trains the version's first ranks at the version's scaling.
-    r: Math.min(opts.rank ?? m.r, m.r),
+    r: opts.rank ?? m.r,
     scaling: loraScaling({ r: m.r, alpha: m.alpha, useRslora: m.rslora }),
     modules: m.targetModules as LinearModule[],
     dropout: m.dropout,

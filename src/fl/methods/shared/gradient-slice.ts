@@ -6,9 +6,18 @@ import { decodeLocalState, encodeLocalState } from "../../client/state-file.ts";
 import { sparseRound } from "../../client/sparse-feedback.ts";
 import { deltaBody, sparseBody } from "../../client/upload.ts";
 import { seededUniform } from "../../../engine/sampling.ts";
+import type { TensorMap } from "../../tensors.ts";
 import type { MethodConfig, SliceContext } from "../method.ts";
 
-export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>, plan: GradientPlan): Promise<Uint8Array | null> {
+/**
+ * `sent`: what the upload carries instead of the change of each tensor (FLoRA's freshly trained factors), from
+ * the trained parameters by graph input name; absent: the change.
+ */
+export async function gradientSlice<C extends MethodConfig>(
+  ctx: SliceContext<C>,
+  plan: GradientPlan,
+  sent?: (params: TensorMap) => { tensors: TensorMap; shapes: Map<string, number[]> },
+): Promise<Uint8Array | null> {
   const { task, global, resources } = ctx;
   const [{ config }, { examples }] = await Promise.all([resources.prompts(), resources.tokenized(task.local.maxTokens)]);
   let state = ctx.saved ? decodeLocalState(ctx.saved) : startLocal(global.tensors);
@@ -24,9 +33,11 @@ export async function gradientSlice<C extends MethodConfig>(ctx: SliceContext<C>
   }
   const result = localResult(global.tensors, state, examples.length, plan.frozen);
   const metrics = { ...result.metrics, download_bytes: task.downloadBytes };
+  const own = sent?.(state.params);
   if (task.topK !== undefined)
     return sparseBody(sparseRound(resources.store, task.round, result.delta, task.topK), result.numExamples, metrics);
   // Stochastic rounding (I8) seeded by the client and the round, so a retried slice uploads the same bytes.
   const uniform = seededUniform(task.seed * 7919 + task.round);
+  if (own) return deltaBody({ ...result, delta: own.tensors, metrics }, own.shapes, task.uploadDtype, uniform);
   return deltaBody({ ...result, metrics }, global.shapes, task.uploadDtype, uniform);
 }
