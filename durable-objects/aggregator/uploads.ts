@@ -4,7 +4,7 @@
 // the nonce) → close at quorum (rounds.ts). A refusal at any stage changes nothing.
 import { parseLlamaConfig } from "../../src/engine/config.ts";
 import { federationStrategy } from "../../src/privacy/federation-privacy.ts";
-import { flatLayout, tensorFileSource } from "../../src/fl/flat-tensors.ts";
+import { flatLayout, readUpdateHeader, tensorFileSource, UPDATE_METADATA_BYTES } from "../../src/fl/flat-tensors.ts";
 import { isSharded } from "../../src/fl/shards.ts";
 import type { DecodedUpdate, MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
 import type { ClientUpdate, UpdateTransform } from "../../src/fl/strategy.ts";
@@ -189,7 +189,8 @@ export class Uploads {
     return refusing("upload", (): DecodedUpdate => {
       if (method.side.decode) return method.side.decode(method.config, body, layout, header.dataStart);
       const per = method.side.perClient?.(method.config) ?? null;
-      const own = per ? per.layout(client, layout) : layout;
+      const sent = per && readUpdateHeader(body, header.dataStart + UPDATE_METADATA_BYTES).tensors;
+      const own = per ? per.layout(client, layout, (name) => sent!.get(name)?.shape) : layout;
       const read = tensorFileSource(body, own, header.dataStart, "upload", method.side.frozen?.(method.config) ?? null);
       if (!per) return { layout, ...read };
       const version = () => this.store.versionTensors(fed.id, round.base_version);

@@ -47,6 +47,12 @@ export interface ClientEnv {
   OPENAI_BASE_URL?: string;
   OPENAI_API_KEY?: string;
   OPENAI_MODEL?: string;
+  /**
+   * The highest LoRA rank this client trains (a positive integer): in a federation with method.hetero it trains
+   * the lower of it and the rank the operator assigned it, and uploads at that rank; a federation without
+   * method.hetero whose rank is above it fails the client's job, saying so. Absent: the assigned rank.
+   */
+  ADAPTER_RANK?: string;
   /** Local updates per invocation, to stay inside a Worker's CPU budget (zeroth-order steps: a quarter as many). */
   STEPS_PER_INVOCATION?: string;
   /**

@@ -238,6 +238,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       downloadBytes: 0,
       ...(round.task.uploadDtype ? { uploadDtype: round.task.uploadDtype } : {}),
       ...(round.task.topK !== undefined ? { topK: round.task.topK } : {}),
+      ...(this.env.ADAPTER_RANK !== undefined ? { maxRank: adapterRank(this.env.ADAPTER_RANK) } : {}),
     };
     const budget = downloads(this.env, ownerLimits(this.env).MAX_DOWNLOAD_BYTES, job.round);
     const placement = placementOf(this.env, side, config);
@@ -300,3 +301,10 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
 
 /** The least time between two progress heartbeats of a client (the coordinator takes one every 2 s). */
 const HEARTBEAT_MS = 5000;
+
+/** ADAPTER_RANK as a rank: a positive integer, or the job fails naming the setting. */
+function adapterRank(raw: string): number {
+  const r = Number(raw);
+  if (!/^\d{1,4}$/.test(raw) || r < 1) throw new Error(`ADAPTER_RANK must be a positive integer, not "${raw.slice(0, 20)}"`);
+  return r;
+}

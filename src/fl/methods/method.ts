@@ -107,8 +107,11 @@ export interface PerClientUploads {
    * mean apply to them; false: they are values of their own (FLoRA's fresh factors).
    */
   readonly changes: boolean;
-  /** The layout of `client`'s upload, from the version's. */
-  layout(client: string, global: FlatLayout): FlatLayout;
+  /**
+   * The layout of `client`'s upload, from the version's and the shapes its header declares (`sent`, by tensor
+   * name: a client may train less than it was assigned); throws FlError `tensor_mismatch` for shapes it may not send.
+   */
+  layout(client: string, global: FlatLayout, sent: (tensor: string) => readonly number[] | undefined): FlatLayout;
   /** `client`'s upload, read in its own layout, as a change of the version in the version's layout. */
   lift(client: string, update: FlatSource, own: FlatLayout, global: FlatLayout, version: () => TensorFile): FlatSource;
 }
@@ -156,6 +159,8 @@ export interface ClientTask<C extends MethodConfig = MethodConfig> {
   /** The federation's seed (LoRA's initialisation, FedKSeed's seed pool, FedBPT's projection). */
   federationSeed: number;
   baseVersion: number;
+  /** The highest adapter rank this client's deployment trains (its ADAPTER_RANK); absent: what the federation assigns it. */
+  maxRank?: number;
   /** Bytes this client downloaded to start the round. */
   downloadBytes: number;
   /** The dtype a gradient method's update is uploaded in (the federation's uploadDtype); absent: F32. */

@@ -9,6 +9,7 @@ import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
 import { floraMask, floraStart, freshFactors } from "./flora.ts";
 import { clientRank, truncateVersion } from "./hetero.ts";
+import { MethodError } from "../errors.ts";
 import { loraPlan } from "./plan.ts";
 
 export const loraClient: ClientMethod<LoraConfig> = {
@@ -19,7 +20,12 @@ export const loraClient: ClientMethod<LoraConfig> = {
   slice: async (ctx) => {
     const { config } = await ctx.resources.prompts();
     const m = ctx.task.method;
-    const rank = clientRank(m, ctx.task.clientId);
+    const rank = Math.min(clientRank(m, ctx.task.clientId), ctx.task.maxRank ?? Number.POSITIVE_INFINITY);
+    if (rank < m.r && !m.hetero)
+      throw new MethodError(
+        "method_invalid",
+        `this client trains at most rank ${rank} (ADAPTER_RANK); without method.hetero, every client trains the adapter's rank ${m.r}`,
+      );
     const opts = { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round };
     if (m.hetero?.rule === "flora") {
       // Fresh factors of the client's rank on top of the version, the version's ranks frozen.

@@ -9,6 +9,7 @@ import type { FlatLayout, FlatSource, FlatTensor } from "../../flat-tensors.ts";
 import { pieces } from "../../flat-tensors.ts";
 import { heteroAggregate, type LoraModule, moduleBytes } from "../../hetero/aggregation.ts";
 import type { TensorFile } from "../../tensor-file.ts";
+import { FlError } from "../../errors.ts";
 import { MethodError } from "../errors.ts";
 import type { MethodAggregation, PerClientUploads } from "../method.ts";
 import type { LoraConfig } from "./config.ts";
@@ -124,12 +125,25 @@ export function liftedUpdate(
   };
 }
 
+/**
+ * The rank of `client`'s upload: the most rows its A tensors declare (a module of a lower rank_pattern rank sends
+ * that rank), at most the rank it was assigned, which its deployment may lower (ADAPTER_RANK).
+ */
+function uploadRank(m: LoraConfig, client: string, global: FlatLayout, sent: (tensor: string) => readonly number[] | undefined): number {
+  const assigned = Math.min(clientRank(m, client), Math.max(...global.tensors.filter((t) => t.name.endsWith(A)).map((t) => t.shape[0]!)));
+  const rows = global.tensors.flatMap((t) => (t.name.endsWith(A) ? [sent(t.name)?.[0] ?? assigned] : []));
+  const r = Math.max(...rows);
+  if (!Number.isInteger(r) || r < 1 || r > assigned)
+    throw new FlError("tensor_mismatch", `upload: client "${client}" trains at most rank ${assigned}; its lora_A tensors have ${r} rows`);
+  return r;
+}
+
 /** The per-client uploads of a federation with method.hetero; null without. */
 export function heteroUploads(m: LoraConfig): PerClientUploads | null {
   if (!m.hetero) return null;
   return {
     option: "method.hetero",
-    layout: (client, global) => layoutAt(global, clientRank(m, client)),
+    layout: (client, global, sent) => layoutAt(global, uploadRank(m, client, global, sent)),
     changes: m.hetero.rule !== "flora",
     lift: (_client, update, own, global, version) => liftedUpdate(update, own, global, version, m.hetero!.rule === "flora"),
   };
