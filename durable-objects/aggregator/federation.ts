@@ -361,6 +361,12 @@ function checkKept(config: FederationConfig, floats: number, what: string): void
 
 /** Memory a method's own rule may hold at the close (its factors for every update of one module), of the isolate's 128 MB. */
 const METHOD_RULE_BYTES = 32 * MIB;
+/**
+ * Work a method's own rule may do at the close: bench/hetero-cost.ts measured 21 to 40 ns a unit of the SVD on
+ * modules of 576 to 4096 (this project's 2-core machine, two benchmarks beside it; small SVDs cost more a unit
+ * but little in all), so 3e9 units is about two minutes, inside a Durable Object's five minutes of CPU.
+ */
+const METHOD_RULE_WORK = 3e9;
 
 /**
  * Uploads in each client's own shape (perClient) are lifted by the aggregator, which needs them in the clear and in
@@ -389,6 +395,12 @@ function checkMethodRules(config: FederationConfig, side: ServerMethod, method: 
   if (peak > METHOD_RULE_BYTES)
     refuse(
       `its close would hold ${peak} bytes for ${config.clientsPerRound} updates, over ${METHOD_RULE_BYTES}; sample fewer clients a round`,
+    );
+  const work = own.work(layout, config.clientsPerRound);
+  if (work > METHOD_RULE_WORK)
+    refuse(
+      `its close would take ${work.toExponential(2)} units of work for ${config.clientsPerRound} updates, over ` +
+        `${METHOD_RULE_WORK.toExponential(0)} (about two minutes: bench/hetero-cost.ts); sample fewer clients a round or lower the rank`,
     );
 }
 

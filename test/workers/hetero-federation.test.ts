@@ -13,6 +13,8 @@ import { arrayUpdateSet, memoryVector } from "../../src/fl/robust/update-set.ts"
 import { decodeTensorFile, encodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
 import { readSafetensorsHeader } from "../../src/protocol/safetensors.ts";
 import { federationConfig } from "../fixtures/federation.ts";
+import { toHfConfig } from "../../src/engine/config.ts";
+import { tinyConfig } from "../fixtures/tiny-llama.ts";
 import { api, signed } from "./coordinator-api.ts";
 import { honestDelta, keptRows, version } from "./federation-rounds.ts";
 
@@ -154,6 +156,22 @@ describe("a federation with per-client ranks in workerd", () => {
       ["het-shards", { method: method("zero-pad"), shards: 2 }, /shards/],
       ["het-flora-topk", { method: method("flora"), topK: 0.1 }, /trained values, not changes/],
     ];
+    // A close past its bound on work: 15 clients of rank 16 on 16 modules of 4096 × 4096 (K = 240 each: 240² ·
+    // 8192 units a module, 7.5e9 in all), though within its memory (31.5 MB for one module's factors).
+    const wide = toHfConfig(tinyConfig({ hidden: 4096, intermediate: 64, layers: 8, heads: 32, kvHeads: 32, vocab: 64 }));
+    const many = Array.from({ length: 15 }, (_, i) => `c${i + 1}`);
+    cases.push([
+      "het-work",
+      {
+        model: { name: "wide", config: wide, quant: "f32" },
+        clients: many,
+        clientsPerRound: 15,
+        method: { type: "lora", r: 16, alpha: 32, targetModules: ["q_proj", "v_proj"], hetero: { rule: "flexlora", ranks: { c1: 4 } } },
+        maxUploadBytes: 33_488_896,
+        clientMemoryMiB: 8192,
+      },
+      /its close would take 7.55e\+9 units of work for 15 updates, over 3e\+9/,
+    ]);
     for (const [id, overrides, message] of cases) {
       const res = await create(id, overrides);
       expect(res.status, id).toBe(422);

@@ -121,6 +121,8 @@ export interface MethodAggregation {
   readonly option: string;
   /** Values one close holds at once for `updates` updates in this layout (the refusal at creation bounds it). */
   peakBytes(global: FlatLayout, updates: number): number;
+  /** Work units of one close for `updates` updates (its CPU time, at the nanoseconds a unit its bench measures). */
+  work(global: FlatLayout, updates: number): number;
   /** Writes the change of the version into `out`; the version itself is `global`. */
   aggregate(set: UpdateSet, layout: FlatLayout, global: FlatSource, out: VectorStore): MethodReport;
 }

@@ -149,6 +149,15 @@ export function heteroUploads(m: LoraConfig): PerClientUploads | null {
   };
 }
 
+/**
+ * Work units of one module's SVD over a stacked rank K (src/fl/hetero/rules.ts): K²(in + out) through the stack's
+ * QR, in · out · min(in, out) for the dense product once K reaches the smaller side. bench/hetero-cost.ts
+ * measures the nanoseconds a unit.
+ */
+export function moduleWork(shape: { in: number; out: number }, k: number): number {
+  return k >= Math.min(shape.in, shape.out) ? shape.in * shape.out * Math.min(shape.in, shape.out) : k * k * (shape.in + shape.out);
+}
+
 /** The layout's LoRA modules: each A with its B, at its rank (A's rows). */
 export function loraModules(layout: FlatLayout): LoraModule[] {
   const byName = new Map(layout.tensors.map((t) => [t.name, t]));
@@ -168,6 +177,16 @@ export function heteroAggregation(m: LoraConfig): MethodAggregation | null {
   return {
     option: `method.hetero.rule "${rule}"`,
     peakBytes: (global, updates) => Math.max(...loraModules(global).map((x) => moduleBytes(x, updates))),
+    // HetLoRA's weights: two r × r Gram matrices an update; the SVD rules: each module's SVD of K ranks.
+    work: (global, updates) =>
+      loraModules(global).reduce(
+        (n, x) =>
+          n +
+          (rule === "hetlora"
+            ? updates * x.r * x.r * (x.shape.in + x.shape.out)
+            : moduleWork(x.shape, updates * x.r + (rule === "flora" ? x.r : 0))),
+        0,
+      ),
     aggregate: (set, layout, global, out) => ({ ...heteroAggregate(rule, set, loraModules(layout), global, out) }),
   };
 }
