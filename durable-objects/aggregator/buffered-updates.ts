@@ -65,11 +65,18 @@ export function methodRule(rule: MethodAggregation, layout: FlatLayout, global: 
     aggregate(set, estimate) {
       const out = estimate(set.total);
       const report = rule.aggregate(set, layout, global, out);
-      const clients = Math.min(set.count, NAMED);
-      return {
-        aggregate: out,
-        result: (client) => ({ aggregation: { ...report, clients: Array.from({ length: clients }, (_, i) => client(i)) } }),
-      };
+      // An SVD's factors may pass float32 though every update was finite: the round fails rather than the version.
+      const values = new Float32Array(SEGMENT);
+      for (let start = 0; start < set.total; start += SEGMENT) {
+        const v = values.subarray(0, Math.min(SEGMENT, set.total - start));
+        out.read(start, v);
+        const bad = v.findIndex((x) => !Number.isFinite(x));
+        if (bad >= 0) throw new FlError("non_finite", `${rule.option}: the round's aggregate holds ${v[bad]} at element ${start + bad}`);
+      }
+      // Lists by update, as the clients named: the first NAMED.
+      const kept = Object.fromEntries(Object.entries(report).map(([k, x]) => [k, Array.isArray(x) ? x.slice(0, NAMED) : x]));
+      const clients = Array.from({ length: Math.min(set.count, NAMED) }, (_, i) => i);
+      return { aggregate: out, result: (client) => ({ aggregation: { ...(kept as MethodReport), clients: clients.map(client) } }) };
     },
   };
 }

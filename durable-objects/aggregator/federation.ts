@@ -385,8 +385,13 @@ function checkMethodRules(config: FederationConfig, side: ServerMethod, method: 
     refuse("the aggregator reads each client's upload in its own shape, which a masked input hides; use one of them");
   if (isSharded(config)) refuse("each upload is lifted against the version the root object holds; use one of them and shards");
   if (own && config.robust) refuse("the method's rule and a robust rule both make the round's aggregate; use one of them");
-  if (per && !per.changes && config.topK !== undefined)
-    refuse("its uploads are trained values, not changes, which top-k's error feedback carries from round to round; leave topK out");
+  if (per && config.topK !== undefined)
+    refuse(
+      "a sparse upload's tensors are its values and their positions, which do not say the client's shapes (nor, FLoRA's, " +
+        "are they changes top-k's error feedback could carry); leave topK out",
+    );
+  if (own?.strategies && !own.strategies.names.includes(config.strategy.name))
+    refuse(`${own.strategies.why}: use strategy ${own.strategies.names.map((n) => `"${n}"`).join(" or ")}, not "${config.strategy.name}"`);
   if (own && config.privacy) refuse("DP's noise is calibrated to the plain mean's sensitivity, which the method's rule replaces");
   if (!own || !initial) return;
   const layout = flatLayout(readSafetensorsHeader(initial));

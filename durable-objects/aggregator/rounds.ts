@@ -5,13 +5,12 @@ import { shuffled } from "../../src/data/lm-windows.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { FlError } from "../../src/fl/errors.ts";
 import { isSharded } from "../../src/fl/shards.ts";
-import { type FlatSource, flatLayout } from "../../src/fl/flat-tensors.ts";
+import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { weightedMetricMean } from "../../src/fl/weighted-mean.ts";
 import { nextClip as adaptiveClip, secureNormals } from "../../src/privacy/central-dp.ts";
 import { federationEpsilon, federationStrategy } from "../../src/privacy/federation-privacy.ts";
 import { secureUniform } from "../../src/privacy/secure-random.ts";
-import type { SafetensorsHeader } from "../../src/protocol/safetensors.ts";
-import { deleteBlob, readBlobRange } from "../shared/blobs.ts";
+import { deleteBlob } from "../shared/blobs.ts";
 import { type Accumulator, closeSegments, StreamingSum } from "./accumulator.ts";
 import { BufferedUpdates, methodRule, robustRule } from "./buffered-updates.ts";
 import { askToEvaluate } from "./evaluations.ts";
@@ -68,19 +67,11 @@ export class Rounds {
     const fed = this.store.get(id);
     const method = this.store.method(fed);
     const own = method.side.aggregation?.(method.config) ?? null;
-    const rule = fed.config.robust ? robustRule(fed.config.robust) : own && methodRule(own, layout, this.versionSource(id, round, header));
+    const rule = fed.config.robust
+      ? robustRule(fed.config.robust)
+      : own && methodRule(own, layout, this.store.versionSource(id, round.base_version, header));
     if (rule) return new BufferedUpdates(this.store.sql, keys.updates(id, round.round), layout, rule, round.uploads);
     return new StreamingSum(this.store.sql, keys.sum(id, round.round), layout, { count: round.uploads, totalWeight: round.total_weight });
-  }
-
-  /** A round's base version as a flat source, read from its rows (versions are stored as float32). */
-  private versionSource(id: string, round: RoundRow, header: SafetensorsHeader): FlatSource {
-    const key = keys.version(id, round.base_version);
-    return {
-      total: flatLayout(header).total,
-      read: (start, out) =>
-        out.set(new Float32Array(readBlobRange(this.store.sql, key, header.dataStart + start * 4, out.length * 4).buffer)),
-    };
   }
 
   /** Opens the next round: samples its clients (seeded) and arms the deadline alarm. */

@@ -1,5 +1,6 @@
 // A federation's rows and blobs in the aggregator's SQLite storage: where each thing lives (keys), the
 // federation row, and the versions (immutable once written), read whole, by header, by stream or as tensors.
+import { type FlatSource, flatLayout } from "../../src/fl/flat-tensors.ts";
 import { serverMethods } from "../../src/fl/methods/server.ts";
 import type { MethodConfig, ServerMethod } from "../../src/fl/methods/method.ts";
 import { decodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
@@ -157,6 +158,15 @@ export class FederationStore {
 
   versionTensors(id: string, version: number): TensorFile {
     return decodeTensorFile(this.version(id, version), `version ${version}`);
+  }
+
+  /** A version's values as a flat source, read from its rows by range (versions are stored as float32). */
+  versionSource(id: string, version: number, header: SafetensorsHeader): FlatSource {
+    const key = keys.version(id, version);
+    return {
+      total: flatLayout(header).total,
+      read: (start, out) => out.set(new Float32Array(readBlobRange(this.sql, key, header.dataStart + start * 4, out.length * 4).buffer)),
+    };
   }
 
   /** A version's safetensors header, read from its first chunks without its values. */

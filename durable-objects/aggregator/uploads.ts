@@ -193,7 +193,7 @@ export class Uploads {
       const own = per ? per.layout(client, layout, (name) => sent!.get(name)?.shape) : layout;
       const read = tensorFileSource(body, own, header.dataStart, "upload", method.side.frozen?.(method.config) ?? null);
       if (!per) return { layout, ...read };
-      const version = () => this.store.versionTensors(fed.id, round.base_version);
+      const version = this.store.versionSource(fed.id, round.base_version, header);
       return { layout, metadata: read.metadata, source: per.lift(client, read.source, own, layout, version) };
     });
   }

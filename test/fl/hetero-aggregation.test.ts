@@ -1,6 +1,7 @@
 // LoRA with per-client ranks (issue 21), the aggregator's side against float64 references written here: a
 // rank-r_k upload, read in its own layout and lifted, is pad(trunc_k(G) + δ_k) − G value for value;
-// HetLoRA's aggregate is the per-module sparsity-weighted mean of the zero-padded factors; FlexLoRA's next
+// HetLoRA's aggregate is the per-module sparsity-weighted mean of the zero-padded factors (each norm capped at
+// the module's median, so inflating one's factors buys no weight); FlexLoRA's next
 // version is the rank-R SVD of the example-weighted mean product, and its truncation to each client's rank
 // that rank's SVD (errors the singular values' tails).
 import { Matrix, SingularValueDecomposition } from "ml-matrix";
@@ -78,7 +79,7 @@ const lifted = RANKS.map((r, k) => {
   const own = layoutAt(layout, r);
   const { source } = tensorFileSource(bodies[k]!, own, 4096, "upload");
   const out = new Float32Array(layout.total);
-  const lift = liftedUpdate(source, own, layout, () => G);
+  const lift = liftedUpdate(source, own, layout, globalSource);
   // Read in odd pieces, so every piece boundary inside a tensor (and a B row) is crossed.
   for (let s = 0; s < layout.total; s += 7) lift.read(s, out.subarray(s, Math.min(layout.total, s + 7)));
   return out;
@@ -112,7 +113,7 @@ describe("per-client ranks on the aggregator", () => {
     expect(() => tensorFileSource(bodies[0]!, layoutAt(layout, 3), 4096, "upload")).toThrow(/has shape \[2,6\], expected \[3,6\]/);
   });
 
-  it("HetLoRA: per module, the zero-padded factors weighted by ‖B_k A_k‖_F over their sum", () => {
+  it("HetLoRA: per module, the zero-padded factors weighted by ‖B_k A_k‖_F (capped at the median) over their sum", () => {
     const out = memoryVector(layout.total);
     const report = heteroAggregate("hetlora", arrayUpdateSet(lifted, EXAMPLES), loraModules(layout), globalSource, out);
     const next = new Float32Array(layout.total);
@@ -120,8 +121,12 @@ describe("per-client ranks on the aggregator", () => {
     const meanWeights = [0, 0, 0];
     for (const m of MODULES) {
       const padded = RANKS.map((_, k) => paddedFactors(k, m));
+      // Each norm capped at the module's median (of three: the middle one).
       const norms = padded.map((f) => frobenius(productOf(f)));
-      const p = norms.map((n) => n / norms.reduce((a, b) => a + b, 0));
+      const median = [...norms].sort((a, b) => a - b)[1]!;
+      const capped = norms.map((n) => Math.min(n, median));
+      const p = capped.map((n) => n / capped.reduce((a, b) => a + b, 0));
+      expect(capped).not.toEqual(norms);
       p.forEach((x, k) => (meanWeights[k]! += x / MODULES.length));
       const want = {
         a: padded[0]!.a.map((row, j) => row.map((_, i) => padded.reduce((s, f, k) => s + p[k]! * f.a[j]![i]!, 0))),
@@ -141,7 +146,7 @@ describe("per-client ranks on the aggregator", () => {
     const fresh = RANKS.map((r, k) => {
       const own = layoutAt(layout, r);
       const out = new Float32Array(layout.total);
-      liftedUpdate(tensorFileSource(bodies[k]!, own, 4096, "upload").source, own, layout, () => G, true).read(0, out);
+      liftedUpdate(tensorFileSource(bodies[k]!, own, 4096, "upload").source, own, layout, globalSource, true).read(0, out);
       return out;
     });
     const freshFactors = (k: number, m: (typeof MODULES)[number]) => {

@@ -112,8 +112,8 @@ export interface PerClientUploads {
    * name: a client may train less than it was assigned); throws FlError `tensor_mismatch` for shapes it may not send.
    */
   layout(client: string, global: FlatLayout, sent: (tensor: string) => readonly number[] | undefined): FlatLayout;
-  /** `client`'s upload, read in its own layout, as a change of the version in the version's layout. */
-  lift(client: string, update: FlatSource, own: FlatLayout, global: FlatLayout, version: () => TensorFile): FlatSource;
+  /** `client`'s upload, read in its own layout, in the version's layout (`version`: its values, read by range). */
+  lift(client: string, update: FlatSource, own: FlatLayout, global: FlatLayout, version: FlatSource): FlatSource;
 }
 
 /** A method's aggregate over a round's kept updates, and what it did (for the round's result). */
@@ -121,6 +121,8 @@ export interface MethodAggregation {
   readonly option: string;
   /** Values one close holds at once for `updates` updates in this layout (the refusal at creation bounds it). */
   peakBytes(global: FlatLayout, updates: number): number;
+  /** The strategies whose server step suits the rule's result (any when absent), and why. */
+  readonly strategies?: { names: readonly string[]; why: string };
   /** Work units of one close for `updates` updates (its CPU time, at the nanoseconds a unit its bench measures). */
   work(global: FlatLayout, updates: number): number;
   /** Writes the change of the version into `out`; the version itself is `global`. */

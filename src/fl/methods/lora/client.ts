@@ -8,7 +8,7 @@ import { gradientSlice } from "../shared/gradient-slice.ts";
 import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
 import { floraMask, floraStart, freshFactors } from "./flora.ts";
-import { clientRank, truncateVersion } from "./hetero.ts";
+import { clientRank, largestRank, truncateVersion } from "./hetero.ts";
 import { MethodError } from "../errors.ts";
 import { loraPlan } from "./plan.ts";
 
@@ -20,11 +20,13 @@ export const loraClient: ClientMethod<LoraConfig> = {
   slice: async (ctx) => {
     const { config } = await ctx.resources.prompts();
     const m = ctx.task.method;
-    const rank = Math.min(clientRank(m, ctx.task.clientId), ctx.task.maxRank ?? Number.POSITIVE_INFINITY);
-    if (rank < m.r && !m.hetero)
+    // Its rank: the assigned one, lowered by its deployment's ADAPTER_RANK, at most the version's largest.
+    const largest = largestRank(m);
+    const rank = Math.min(clientRank(m, ctx.task.clientId), ctx.task.maxRank ?? largest, largest);
+    if (rank < largest && !m.hetero)
       throw new MethodError(
         "method_invalid",
-        `this client trains at most rank ${rank} (ADAPTER_RANK); without method.hetero, every client trains the adapter's rank ${m.r}`,
+        `this client trains at most rank ${rank} (ADAPTER_RANK); without method.hetero, every client trains ranks up to ${largest}`,
       );
     const opts = { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round };
     if (m.hetero?.rule === "flora") {
@@ -34,8 +36,8 @@ export const loraClient: ClientMethod<LoraConfig> = {
       const plan = { ...loraPlan(m, config, { ...opts, rank: m.r + r }), mask: floraMask(m.r, m.r + r) };
       return gradientSlice({ ...ctx, global: start }, plan, (params) => freshFactors(params, ctx.global, r));
     }
-    const plan = loraPlan(m, config, { ...opts, ...(Number.isFinite(rank) ? { rank } : {}) });
-    return gradientSlice(Number.isFinite(rank) ? { ...ctx, global: truncateVersion(ctx.global, rank) } : ctx, plan);
+    if (rank === largest) return gradientSlice(ctx, loraPlan(m, config, opts));
+    return gradientSlice({ ...ctx, global: truncateVersion(ctx.global, rank) }, loraPlan(m, config, { ...opts, rank }));
   },
   // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it
   // (lora/run.ts), and, where the held-out completions are a few labels each given several times (a

@@ -20,10 +20,13 @@ const B = ".lora_B.weight";
 /** The rank `client` trains: its own in method.hetero.ranks, or none (every module at the version's rank). */
 export const clientRank = (m: LoraConfig, client: string): number => m.hetero?.ranks[client] ?? Number.POSITIVE_INFINITY;
 
+/** The version's largest module rank: r, or a rank_pattern's above it. */
+export const largestRank = (m: LoraConfig): number => Math.max(m.r, ...Object.values(m.rankPattern ?? {}));
+
 /** Refuses per-client ranks the version cannot hold, or combined with what they contradict. */
 export function checkHetero(m: LoraConfig): void {
   if (!m.hetero) return;
-  const largest = Math.max(m.r, ...Object.values(m.rankPattern ?? {}));
+  const largest = largestRank(m);
   const over = Object.entries(m.hetero.ranks).find(([, r]) => r > largest);
   if (over)
     throw new MethodError(
@@ -83,30 +86,24 @@ export function layoutAt(global: FlatLayout, r: number): FlatLayout {
 /**
  * A rank-r upload (read in `own`) lifted into the version's rank: its change where it has ranks, −G past them
  * (the change to the client's zero-padded factors); or, `fresh` (FLoRA's freshly trained factors), the
- * upload zero-padded.
+ * upload zero-padded. `version` is G in the version's layout, read a piece at a time (never whole).
  */
-export function liftedUpdate(
-  update: FlatSource,
-  own: FlatLayout,
-  global: FlatLayout,
-  version: () => TensorFile,
-  fresh = false,
-): FlatSource {
+export function liftedUpdate(update: FlatSource, own: FlatLayout, global: FlatLayout, version: FlatSource, fresh = false): FlatSource {
   const byName = new Map(own.tensors.map((t) => [t.name, t]));
-  let g: TensorFile | null = null;
   return {
     total: global.total,
     read(start, out) {
-      g ??= version();
       for (const { tensor, at, into, count } of pieces(global, start, out.length)) {
         const mine = byName.get(tensor.name)!;
-        const values = g.tensors.get(tensor.name)!;
+        // G's values of this piece, where the upload has none (not read for FLoRA's, padded with zeros).
+        const values = new Float32Array(count);
+        if (!fresh) version.read(tensor.start + at, values);
         const [, cols] = tensor.shape as [number, number];
         if (tensor.name.endsWith(A)) {
           // A's first r rows are the first r · in values in both layouts.
           const kept = Math.max(0, Math.min(at + count, mine.length) - at);
           if (kept > 0) update.read(mine.start + at, out.subarray(into, into + kept));
-          for (let i = kept; i < count; i++) out[into + i] = fresh ? 0 : -values[at + i]!;
+          for (let i = kept; i < count; i++) out[into + i] = -values[i]!;
           continue;
         }
         // B (out × R): row o's first r columns are the upload's row o.
@@ -118,7 +115,7 @@ export function liftedUpdate(
         for (let i = 0; i < count; i++) {
           const o = Math.floor((at + i) / cols);
           const j = (at + i) % cols;
-          out[into + i] = j < r ? rows[(o - firstRow) * r + j]! : fresh ? 0 : -values[at + i]!;
+          out[into + i] = j < r ? rows[(o - firstRow) * r + j]! : -values[i]!;
         }
       }
     },
@@ -176,7 +173,17 @@ export function heteroAggregation(m: LoraConfig): MethodAggregation | null {
   if (rule === undefined || rule === "zero-pad") return null;
   return {
     option: `method.hetero.rule "${rule}"`,
-    peakBytes: (global, updates) => Math.max(...loraModules(global).map((x) => moduleBytes(x, updates))),
+    // The SVD rules' next version is the SVD's factors, ordered by singular value, which clients truncate: a
+    // server optimizer's step on them would mix bases that change every round.
+    ...(rule === "hetlora"
+      ? {}
+      : {
+          strategies: {
+            names: ["fedavg"],
+            why: `method.hetero.rule "${rule}" makes the next version from the SVD of the round's products`,
+          },
+        }),
+    peakBytes: (global, updates) => Math.max(...loraModules(global).map((x) => moduleBytes(x, updates, rule !== "hetlora"))),
     // HetLoRA's weights: two r × r Gram matrices an update; the SVD rules: each module's SVD of K ranks.
     work: (global, updates) =>
       loraModules(global).reduce(

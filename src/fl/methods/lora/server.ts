@@ -3,7 +3,7 @@
 import type { LlamaConfig } from "../../../engine/config.ts";
 import { linearName, linearShape, type LinearModule } from "../../../engine/llama/names.ts";
 import { initLoraParams } from "../../../engine/lora/init.ts";
-import { writePeftAdapter } from "../../../engine/lora/peft.ts";
+import { graphName, writePeftAdapter } from "../../../engine/lora/peft.ts";
 import { MethodError } from "../errors.ts";
 import type { ServerMethod } from "../method.ts";
 import { wholeModel } from "../shared/versions.ts";
@@ -11,7 +11,7 @@ import type { Footprint } from "../../../engine/client-plan.ts";
 import { encodeTensorFile } from "../../tensor-file.ts";
 import { adapterConfigOf, moduleRank, versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
-import { checkHetero, heteroAggregation, heteroUploads, truncateVersion } from "./hetero.ts";
+import { checkHetero, heteroAggregation, heteroUploads, largestRank, truncateVersion } from "./hetero.ts";
 
 /** The decoder layers holding LoRA: from fromLayer up. */
 export function loraLayers(m: LoraConfig, model: LlamaConfig): number[] {
@@ -49,11 +49,13 @@ export const loraServer: ServerMethod<LoraConfig> = {
     rank: {
       params: ["r"],
       read(m, versions, version, { r = 0 }) {
-        if (r < 1 || r > m.r) throw new MethodError("view_invalid", `r must be a rank from 1 to the version's ${m.r}, not ${r}`);
+        const largest = largestRank(m);
+        if (r < 1 || r > largest) throw new MethodError("view_invalid", `r must be a rank from 1 to the version's ${largest}, not ${r}`);
         const tensors = versions.tensors(version);
         const shapes = new Map(
           [...tensors].map(([name, t]) => {
-            const rank = moduleRank(m, name.slice(0, -".lora_A.weight".length));
+            // The module's name as the patterns are matched everywhere else: the graph's, without PEFT's prefix.
+            const rank = moduleRank(m, graphName(name).slice(0, -".lora_A.weight".length));
             return [name, name.endsWith(".lora_A.weight") ? [rank, t.length / rank] : [t.length / rank, rank]];
           }),
         );
