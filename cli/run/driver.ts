@@ -3,6 +3,7 @@
 // workers in workerd; creates the federation; scores version 0; records rounds that ended while no runner
 // watched; then opens, pushes and watches each round, scoring every new version on the validation split,
 // and at the end the last version on the test split.
+import { FedflareError } from "../../src/errors.ts";
 import { readdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { tokenizeExample } from "../../src/data/examples.ts";
@@ -124,8 +125,17 @@ export async function driveRun(folder: RunFolder, progress: Progress): Promise<v
     log(`validation loss of the base model: ${folder.records[0]!.validation_loss.toFixed(4)}`);
     await recordUnwatched(fed, folder, evaluate);
     let state = await api<FederationState>(fed, `/federations/${FED}`);
+    const failures: string[] = [];
     while (state.roundsDone < config.rounds || state.openRound !== null) {
+      // Failed rounds do not count towards config.rounds; a federation whose rounds keep failing stops here.
+      if (failures.length === MAX_FAILED_IN_A_ROW)
+        throw new FedflareError(
+          "rounds_failing",
+          `${MAX_FAILED_IN_A_ROW} rounds failed in a row (the last: ${failures.at(-1)}); the clients' errors above say why`,
+        );
       const round = await driveRound(fed, config, state.openRound, progress);
+      if (round.status === "failed") failures.push(round.reason ?? "no reason given");
+      else failures.length = 0;
       state = await api(fed, `/federations/${FED}`);
       const scored = round.status === "closed" ? await evaluate(state.version) : previous(folder.last());
       const record: RoundRecord = {
@@ -317,6 +327,9 @@ interface RoundOutcome {
   privacy?: { epsilon: number };
 }
 
+/** Rounds that may fail one after another before a run stops (a failed round does not count towards its rounds). */
+const MAX_FAILED_IN_A_ROW = 3;
+
 /** A record's ε field: the round's, or (a failed round spends nothing) the last record's; none without privacy. */
 function epsilonOf(result: RoundOutcome | null, last?: RoundRecord): { epsilon?: number } {
   const epsilon = result?.privacy?.epsilon ?? last?.epsilon;
@@ -359,7 +372,12 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
   const cpuStart = descendantCpuSeconds("workerd");
   const round = open ?? (await api<{ round: number }>(fed, `/federations/${FED}/rounds`, "POST")).round;
   const info = await api<{ sampled: string[] }>(fed, `/federations/${FED}/rounds/${round}`);
-  for (const id of info.sampled) await fed.client(id, "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round }) });
+  // A client that refuses the task (its owner's limits) has no job: its answer is its status.
+  const refused = new Map<string, { status: number; text: string }>();
+  for (const id of info.sampled) {
+    const res = await fed.client(id, "/tasks", { method: "POST", body: JSON.stringify({ federationId: FED, round }) });
+    if (!res.ok) refused.set(id, { status: res.status, text: (await res.text()).slice(0, 300) });
+  }
   type Job = {
     status: string;
     stepsDone: number;
@@ -372,6 +390,9 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
   const jobs = () =>
     Promise.all(
       info.sampled.map(async (id): Promise<Job> => {
+        const refusal = refused.get(id);
+        if (refusal)
+          return { status: `refused (${refusal.status})`, stepsDone: 0, detail: refusal.text, uploadBytes: null, uploadMetrics: null };
         const res = await fed.client(id, `/tasks/${FED}/${round}`);
         if (res.ok) return (await res.json()) as Job;
         const detail = `the client answered ${res.status}: ${(await res.text()).slice(0, 300)}`;
@@ -395,7 +416,7 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
       // Why a client failed, once.
       views.forEach((job, i) => {
         const id = info.sampled[i]!;
-        if ((job.status !== "failed" && !job.status.startsWith("unreachable")) || failed.has(id)) return;
+        if ((job.status !== "failed" && !/^(unreachable|refused)/.test(job.status)) || failed.has(id)) return;
         failed.add(id);
         progress.warn(`${id} ${job.status}: ${job.detail ?? "no detail"}`);
       });
@@ -415,6 +436,7 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
     status: r.status,
     uploads: r.uploads,
     trainLoss: r.result?.metrics?.train_loss ?? null,
+    reason: r.result && "reason" in r.result ? String(r.result.reason) : null,
     privacy: epsilonOf(r.result),
     started,
     cost: clientCost(uploaded, cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length),

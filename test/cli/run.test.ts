@@ -543,6 +543,22 @@ describe("fedflare run", () => {
     expect(Math.max(...base.map((b, i) => Math.abs(b - ref[i]!)))).toBeGreaterThan(1e-3);
   }, 300_000);
 
+  it("stops after three rounds fail in a row, showing why the clients refused their tasks", async () => {
+    // 1,001 local steps is over every client's MAX_LOCAL_STEPS (1,000): each refuses, and each round fails at its deadline.
+    const json = {
+      ...spamRun({ type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] }, { steps: 1001, batchSize: 4, lr: 0.05 }),
+      deadlineSeconds: 2,
+    };
+    const { r, out } = await runWith("failing", json);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("c1 refused (422)");
+    expect(r.stderr).toContain("over this client's MAX_LOCAL_STEPS of 1000");
+    expect(r.stderr).toContain(
+      "fedflare run: error [rounds_failing]: 3 rounds failed in a row (the last: deadline passed with 0 of the 1 uploads needed)",
+    );
+    expect(records(out).map((x) => x.status)).toEqual(["base", "failed", "failed", "failed"]);
+  }, 120_000);
+
   it("refuses a config with an unknown field, naming it", async () => {
     const bad = join(root, "bad.json");
     writeFileSync(bad, JSON.stringify({ rounds: 2, colour: "red" }));
