@@ -3,7 +3,7 @@
 // global rank R: u_k = pad(trunc_k(G) + δ_k) − G, so the client's factors are W_k = G + u_k, zero past its rank.
 // The aggregate is the change of G the strategy then applies:
 // - HetLoRA (Cho et al. 2024): Σ p_k u_k with p_k = ‖B_k A_k‖_F / Σ_j ‖B_j A_j‖_F per module, each norm capped
-//   at the module's median (cappedSparsityWeights), so the next G is the sparsity-weighted mean of the
+//   at the module's median (sparsityWeights' cap), so the next G is the sparsity-weighted mean of the
 //   zero-padded factors;
 // - FlexLoRA (Bai et al. 2024): the rank-R truncated SVD of Σ p_k B_k A_k (p_k the example weights) minus G,
 //   so each client's truncation of the next G is the SVD at its own rank;
@@ -15,7 +15,7 @@
 import { FlError } from "../errors.ts";
 import type { FlatSource, FlatTensor } from "../flat-tensors.ts";
 import type { UpdateSet, VectorStore } from "../robust/update-set.ts";
-import { type LoraFactors, type ModuleShape, productNorm, svdRedistribute } from "./rules.ts";
+import { type LoraFactors, type ModuleShape, sparsityWeights, svdRedistribute } from "./rules.ts";
 
 export type HeteroRule = "hetlora" | "flexlora" | "flora";
 
@@ -53,20 +53,6 @@ const read = (source: { read(start: number, out: Float32Array): void }, t: FlatT
   return out;
 };
 
-/**
- * HetLoRA's sparsity weights with each norm capped at the module's median norm: a client cannot buy weight by
- * inflating its factors (the paper's weights would give one of three clients 0.99999 for B scaled by 1000),
- * while a low-norm update still counts less, the weights' purpose.
- */
-function cappedSparsityWeights(factors: readonly LoraFactors[], shape: ModuleShape): number[] {
-  const norms = factors.map((f) => productNorm(f, shape));
-  const sorted = [...norms].sort((a, b) => a - b);
-  const median = sorted[(sorted.length - 1) >> 1]!;
-  const capped = norms.map((n) => Math.min(n, median));
-  const total = capped.reduce((a, b) => a + b, 0);
-  return total === 0 ? capped.map(() => 1 / capped.length) : capped.map((n) => n / total);
-}
-
 /** Update i's change u and its factors G + u, for one module, in float64. */
 function moduleFactors(set: UpdateSet, m: LoraModule, g: { a: Float32Array; b: Float32Array }) {
   return Array.from({ length: set.count }, (_, i) => {
@@ -97,7 +83,7 @@ export function heteroAggregate(
     const factors = updates.map((u) => u.factors);
     let next: { a: Float64Array; b: Float64Array };
     if (rule === "hetlora") {
-      const p = cappedSparsityWeights(factors, m.shape);
+      const p = sparsityWeights(factors, m.shape, "median");
       p.forEach((x, i) => (weightSums[i]! += x));
       next = { a: new Float64Array(m.a.length), b: new Float64Array(m.b.length) };
       updates.forEach((u, i) => {

@@ -70,9 +70,18 @@ export function productNorm(f: LoraFactors, s: ModuleShape): number {
   return Math.sqrt(Math.max(0, sum));
 }
 
-/** HetLoRA's sparsity weights: each client's ‖B_k A_k‖_F over their sum (uniform when every product is zero). */
-export function sparsityWeights(clients: readonly LoraFactors[], s: ModuleShape): number[] {
-  const norms = clients.map((c) => productNorm(c, s));
+/**
+ * HetLoRA's sparsity weights: each client's ‖B_k A_k‖_F over their sum (uniform when every product is zero).
+ * `cap` "median": each norm first capped at the clients' median norm, so a client cannot buy weight by inflating
+ * its factors (the paper's weights give one of three clients 0.99999 for B scaled by 1000), while a low-norm
+ * update still counts less, the weights' purpose.
+ */
+export function sparsityWeights(clients: readonly LoraFactors[], s: ModuleShape, cap?: "median"): number[] {
+  let norms = clients.map((c) => productNorm(c, s));
+  if (cap) {
+    const median = [...norms].sort((a, b) => a - b)[(norms.length - 1) >> 1]!;
+    norms = norms.map((n) => Math.min(n, median));
+  }
   const total = norms.reduce((a, b) => a + b, 0);
   return total === 0 ? clients.map(() => 1 / clients.length) : norms.map((n) => n / total);
 }

@@ -103,11 +103,6 @@ export interface PerClientUploads {
   /** The option that makes uploads differ, for refusals ("method.hetero"). */
   readonly option: string;
   /**
-   * Whether uploads are changes of the version (as the version's own are), so top-k's error feedback and the
-   * mean apply to them; false: they are values of their own (FLoRA's fresh factors).
-   */
-  readonly changes: boolean;
-  /**
    * The layout of `client`'s upload, from the version's and the shapes its header declares (`sent`, by tensor
    * name: a client may train less than it was assigned); throws FlError `tensor_mismatch` for shapes it may not send.
    */

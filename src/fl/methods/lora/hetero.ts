@@ -2,9 +2,10 @@
 // a client of rank r_k trains the version's first r_k ranks of each module (A's first rows, B's first
 // columns: HetLoRA's truncation, and, since FlexLoRA's versions are stored as SVD factors ordered by
 // singular value, FlexLoRA's rank-r_k SVD) at the version's scaling α/r, so the truncated product is the
-// version's own, and uploads their change. The aggregator lifts that upload into rank r as u_k = pad(trunc_k(G) + δ_k) − G: the change from
-// G to the client's zero-padded factors, whose mean is zero-padding's aggregate and whose factors G + u_k
-// are what HetLoRA and FlexLoRA combine (src/fl/hetero/aggregation.ts).
+// version's own, and uploads their change. The aggregator lifts that upload into rank r as
+// u_k = pad(trunc_k(G) + δ_k) − G: the change from G to the client's zero-padded factors, whose mean is
+// zero-padding's aggregate and whose factors G + u_k are what HetLoRA and FlexLoRA combine
+// (src/fl/hetero/aggregation.ts; FLoRA's uploads are fresh factors instead, padded: flora.ts).
 import type { FlatLayout, FlatSource, FlatTensor } from "../../flat-tensors.ts";
 import { pieces } from "../../flat-tensors.ts";
 import { heteroAggregate, type LoraModule, moduleBytes } from "../../hetero/aggregation.ts";
@@ -141,7 +142,6 @@ export function heteroUploads(m: LoraConfig): PerClientUploads | null {
   return {
     option: "method.hetero",
     layout: (client, global, sent) => layoutAt(global, uploadRank(m, client, global, sent)),
-    changes: m.hetero.rule !== "flora",
     lift: (_client, update, own, global, version) => liftedUpdate(update, own, global, version, m.hetero!.rule === "flora"),
   };
 }

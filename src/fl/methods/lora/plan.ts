@@ -9,9 +9,9 @@ import { loraLayers } from "./server.ts";
 
 /**
  * LoRA's training graph: every layer, or, offloaded, only those from its fromLayer (the endpoint serves
- * the trunk below and the client holds only the layers above the cut); at the client's rank.
+ * the trunk below and the client holds only the layers above the cut), at `rank`: the rank the client trains
+ * (method.hetero: its own, or FLoRA's stack), the version's when absent.
  */
-/** `rank`: the rank the client trains (method.hetero: its own, or FLoRA's stack); absent: the version's. */
 export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boolean; seed: number; rank?: number }): GradientPlan {
   const patterns = patternModules(m, loraLayers(m, c), opts.rank);
   const lora = {

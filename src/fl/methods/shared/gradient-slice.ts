@@ -33,11 +33,10 @@ export async function gradientSlice<C extends MethodConfig>(
   }
   const result = localResult(global.tensors, state, examples.length, plan.frozen);
   const metrics = { ...result.metrics, download_bytes: task.downloadBytes };
-  const own = sent?.(state.params);
   if (task.topK !== undefined)
     return sparseBody(sparseRound(resources.store, task.round, result.delta, task.topK), result.numExamples, metrics);
   // Stochastic rounding (I8) seeded by the client and the round, so a retried slice uploads the same bytes.
   const uniform = seededUniform(task.seed * 7919 + task.round);
-  if (own) return deltaBody({ ...result, delta: own.tensors, metrics }, own.shapes, task.uploadDtype, uniform);
-  return deltaBody({ ...result, metrics }, global.shapes, task.uploadDtype, uniform);
+  const body = sent?.(state.params) ?? { tensors: result.delta, shapes: global.shapes };
+  return deltaBody({ ...result, delta: body.tensors, metrics }, body.shapes, task.uploadDtype, uniform);
 }
