@@ -156,6 +156,11 @@ describe("a federation with per-client ranks in workerd", () => {
       ["het-shards", { method: method("zero-pad"), shards: 2 }, /shards/],
       ["het-topk", { method: method("zero-pad"), topK: 0.1 }, /do not say the client's shapes/],
       ["het-fedadam", { method: method("flexlora"), strategy: { name: "fedadam" } }, /use strategy "fedavg", not "fedadam"/],
+      [
+        "het-prune",
+        { method: { ...method("flexlora"), hetero: { rule: "flexlora", ranks: {}, prune: { gamma: 0.5, lambda: 1 } } } },
+        /method.hetero.prune is HetLoRA's rank self-pruning; rule "flexlora" has none/,
+      ],
     ];
     // A close past its bound on work though within its memory: 12 clients of rank 4 on 160 modules of 4096 × 4096
     // (K = 48 each: 48² · 8192 units a module, 3.02e9 in all; 80 bytes · 48 · 8192 = 31.5 MB for one module).

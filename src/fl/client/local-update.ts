@@ -37,6 +37,8 @@ export interface GradientPlan {
    * frozen stack of earlier ranks), so it neither moves nor counts in the clipped norm.
    */
   mask?: (name: string, grad: Float32Array) => void;
+  /** Adds, in place, a regulariser's gradient at the parameters (HetLoRA's tail penalty), by graph name. */
+  penalty?: (grads: TensorMap, params: TensorMap) => void;
 }
 
 export interface LocalTask {
@@ -110,6 +112,7 @@ export async function runLocalSteps(
     clip: 1,
     gradientHook: (grads: TensorMap, params: TensorMap) => {
       if (task.proximalMu > 0) addProximalGradient(grads, params, globalParams, task.proximalMu);
+      plan.penalty?.(grads, params);
       // After the proximal term (it wants every parameter): a frozen parameter's gradient goes, so it neither
       // moves nor counts in the clipped norm.
       if (plan.frozen) for (const name of [...grads.keys()]) if (name.endsWith(plan.frozen)) grads.delete(name);

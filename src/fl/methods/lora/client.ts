@@ -9,6 +9,8 @@ import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
 import { floraMask, floraStart, freshFactors } from "./flora.ts";
 import { clientRank, largestRank, truncateVersion } from "./hetero.ts";
+import { heldRank, holdRank, prunedChange, prunedRank, tailPenalty, tailScore } from "./hetlora-prune.ts";
+import { graphName } from "../../../engine/lora/peft.ts";
 import { MethodError } from "../errors.ts";
 import { loraPlan } from "./plan.ts";
 
@@ -22,7 +24,9 @@ export const loraClient: ClientMethod<LoraConfig> = {
     const m = ctx.task.method;
     // Its rank: the assigned one, lowered by its deployment's ADAPTER_RANK, at most the version's largest.
     const largest = largestRank(m);
-    const rank = Math.min(clientRank(m, ctx.task.clientId), ctx.task.maxRank ?? largest, largest);
+    // HetLoRA's self-pruning lowers it further, for good (hetlora-prune.ts).
+    const held = m.hetero?.prune ? heldRank(ctx.resources.store, ctx.task.round) : largest;
+    const rank = Math.min(clientRank(m, ctx.task.clientId), ctx.task.maxRank ?? largest, largest, held);
     if (rank < largest && !m.hetero)
       throw new MethodError(
         "method_invalid",
@@ -36,8 +40,20 @@ export const loraClient: ClientMethod<LoraConfig> = {
       const plan = { ...loraPlan(m, config, { ...opts, rank: m.r + r }), mask: floraMask(m.r, m.r + r) };
       return gradientSlice({ ...ctx, global: start }, plan, (params) => freshFactors(params, ctx.global, r));
     }
-    if (rank === largest) return gradientSlice(ctx, loraPlan(m, config, opts));
-    return gradientSlice({ ...ctx, global: truncateVersion(ctx.global, rank) }, loraPlan(m, config, { ...opts, rank }));
+    const prune = m.hetero?.prune;
+    if (!prune) {
+      if (rank === largest) return gradientSlice(ctx, loraPlan(m, config, opts));
+      return gradientSlice({ ...ctx, global: truncateVersion(ctx.global, rank) }, loraPlan(m, config, { ...opts, rank }));
+    }
+    // HetLoRA's self-pruning: the tail a prune would drop is penalised, and dropped if it shrank in training.
+    const start = truncateVersion(ctx.global, rank);
+    const to = prunedRank(prune, rank);
+    const plan = { ...loraPlan(m, config, { ...opts, rank }), penalty: tailPenalty(prune, start, to) };
+    return gradientSlice({ ...ctx, global: start }, plan, (params) => {
+      const kept = tailScore(start, to, (name) => params.get(graphName(name))!) < tailScore(start, to) ? to : rank;
+      if (kept < rank) holdRank(ctx.resources.store, { round: ctx.task.round, from: rank, to: kept });
+      return { ...prunedChange(params, start, kept), metrics: { lora_rank: kept } };
+    });
   },
   // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it
   // (lora/run.ts), and, where the held-out completions are a few labels each given several times (a

@@ -41,6 +41,18 @@ export const LoraConfig = v.strictObject({
         v.record(v.pipe(v.string(), v.regex(CLIENT_ID_PATTERN, "a client id")), int(1, 256)),
         v.check((x) => Object.keys(x).length <= 10_000, "method.hetero.ranks names at most 10,000 clients"),
       ),
+      /**
+       * HetLoRA's rank self-pruning (rule "hetlora" only): each client penalises, with weight `lambda`, the ranks
+       * a prune would drop (from max(minRank, ⌊gamma r_k⌋) up), and drops them for good when their norm product
+       * shrank over its local training (hetlora-prune.ts).
+       */
+      prune: v.optional(
+        v.strictObject({
+          gamma: v.pipe(v.number(), v.gtValue(0), v.ltValue(1)),
+          lambda: v.pipe(v.number(), v.minValue(0), v.maxValue(100)),
+          minRank: v.optional(int(1, 256), 1),
+        }),
+      ),
     }),
   ),
 });

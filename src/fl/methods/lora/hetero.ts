@@ -36,6 +36,8 @@ export function checkHetero(m: LoraConfig): void {
     );
   if (m.freezeA)
     throw new MethodError("method_invalid", "method.hetero with freezeA: FFA-LoRA's frozen A is shared at one rank; use one of them");
+  if (m.hetero.prune && m.hetero.rule !== "hetlora")
+    throw new MethodError("method_invalid", `method.hetero.prune is HetLoRA's rank self-pruning; rule "${m.hetero.rule}" has none`);
   if (m.hetero.rule === "flora" && (m.rankPattern || m.alphaPattern))
     throw new MethodError(
       "method_invalid",

@@ -10,13 +10,14 @@ import type { TensorMap } from "../../tensors.ts";
 import type { MethodConfig, SliceContext } from "../method.ts";
 
 /**
- * `sent`: what the upload carries instead of the change of each tensor (FLoRA's freshly trained factors), from
- * the trained parameters by graph input name; absent: the change.
+ * `sent`: what the upload carries instead of the change of each tensor (FLoRA's freshly trained factors, a
+ * pruned HetLoRA client's first ranks), with any metrics of its own, from the trained parameters by graph input
+ * name; absent: the change.
  */
 export async function gradientSlice<C extends MethodConfig>(
   ctx: SliceContext<C>,
   plan: GradientPlan,
-  sent?: (params: TensorMap) => { tensors: TensorMap; shapes: Map<string, number[]> },
+  sent?: (params: TensorMap) => { tensors: TensorMap; shapes: Map<string, number[]>; metrics?: Record<string, number> },
 ): Promise<Uint8Array | null> {
   const { task, global, resources } = ctx;
   const [{ config }, { examples }] = await Promise.all([resources.prompts(), resources.tokenized(task.local.maxTokens)]);
@@ -38,5 +39,5 @@ export async function gradientSlice<C extends MethodConfig>(
   // Stochastic rounding (I8) seeded by the client and the round, so a retried slice uploads the same bytes.
   const uniform = seededUniform(task.seed * 7919 + task.round);
   const body = sent?.(state.params) ?? { tensors: result.delta, shapes: global.shapes };
-  return deltaBody({ ...result, delta: body.tensors, metrics }, body.shapes, task.uploadDtype, uniform);
+  return deltaBody({ ...result, delta: body.tensors, metrics: { ...metrics, ...body.metrics } }, body.shapes, task.uploadDtype, uniform);
 }
