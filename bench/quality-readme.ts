@@ -20,20 +20,21 @@ for (const [preset, { rows }] of Object.entries(results.presets)) {
   for (const group of groups) {
     const part = rows.filter((r) => `${r.task}/${r.partition}` === group);
     const accuracy = part[0]!.metric === "accuracy";
-    if (preset === "robust") {
-      const where = group.replace("/", ", ");
-      const tuning = tuningTable(part);
+    const where = group.replace("/", ", ");
+    // A preset's tuning rows (tune.*): settings tried on the validation split, chosen by its loss.
+    const tuning = tuningTable(part);
+    if (tuning)
       sections.push(
-        ...(tuning
-          ? [
-              `robust preset, ${where}: the learning rates tried on the clean federation (chosen by validation loss)`,
-              "",
-              "```",
-              tuning,
-              "```",
-              "",
-            ]
-          : []),
+        `${preset} preset, ${where}: the learning rates tried${preset === "robust" ? " on the clean federation" : ""}, ` +
+          "chosen by validation loss",
+        "",
+        "```",
+        tuning,
+        "```",
+        "",
+      );
+    if (preset === "robust") {
+      sections.push(
         `robust preset, ${where}: test ${accuracy ? "accuracy %" : "loss"} by attack (lines) and defence ` +
           "(columns), mean ± std over seeds; rows not run yet show -",
         "",
@@ -50,12 +51,12 @@ for (const [preset, { rows }] of Object.entries(results.presets)) {
       continue;
     }
     sections.push(
-      `${preset} preset, ${group.replace("/", ", ")}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over each row's seeds` +
+      `${preset} preset, ${where}: test ${accuracy ? "accuracy %" : "loss"}, mean ± std over each row's seeds` +
         `${accuracy ? "; ± 95%: the mean Wilson half-width of one run's test accuracy" : ""}` +
         `${part.some((r) => r.generated) ? "; exact match of the greedy pronunciations, and PER: their phoneme error rate" : ""}`,
       "",
       "```",
-      qualityTable(part),
+      qualityTable(part.filter((r) => !r.row.startsWith("tune."))),
       "```",
       "",
     );
