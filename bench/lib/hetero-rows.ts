@@ -23,7 +23,7 @@ const PRUNE = { gamma: 0.99, lambda: 0.01, minRank: 1 };
  * one learning rate; its rate is the full preset's times one of these, tried on the validation split
  * (tune.ffa-lr-x* rows) and chosen by the last validation loss in FFA_LR_FACTOR.
  */
-const FFA_LR_FACTORS = [1, 3, 10];
+const FFA_LR_FACTORS = [1, 3, 10, 30];
 const FFA_LR_FACTOR = 1;
 
 /** The hetero preset's g2p task over the full preset's (its model, records and learning rate). */
