@@ -15,9 +15,10 @@ import type { QualityTask } from "./quality-rows.ts";
 const RANKS = { c1: 2, c2: 4, c3: 4, c4: 8 };
 /**
  * HetLoRA's self-pruning as the reimplementations cross-read for it default (hetlora-prune.ts): γ 0.99, so a
- * prune drops one rank at these ranks, and λ 0.01.
+ * prune drops one rank at these ranks, and λ 0.01; and at λ 1, under which the penalty, not the task, moves the tail.
  */
 const PRUNE = { gamma: 0.99, lambda: 0.01, minRank: 1 };
+const HEAVY_PRUNE = { ...PRUNE, lambda: 1 };
 /**
  * FFA-LoRA trains B alone from zero against a frozen random A, so the product moves more slowly than LoRA's at
  * one learning rate; its rate is the full preset's times one of these, tried on the validation split
@@ -53,6 +54,10 @@ export function heteroTask(full: QualityTask): QualityTask {
       "hetlora-prune": {
         label: `ranks 2/4/4/8, HetLoRA with rank self-pruning (γ ${PRUNE.gamma}, λ ${PRUNE.lambda})`,
         config: rule("hetlora", { prune: PRUNE }),
+      },
+      "hetlora-prune-l1": {
+        label: `ranks 2/4/4/8, HetLoRA with rank self-pruning (γ ${HEAVY_PRUNE.gamma}, λ ${HEAVY_PRUNE.lambda})`,
+        config: rule("hetlora", { prune: HEAVY_PRUNE }),
       },
       flexlora: { label: "ranks 2/4/4/8, FlexLoRA (SVD)", config: rule("flexlora") },
       flora: { label: "ranks 2/4/4/8, FLoRA (stacked, cut to rank 8)", config: rule("flora") },
