@@ -14,7 +14,7 @@ import type { QualityTask } from "./quality-rows.ts";
 
 const RANKS = { c1: 2, c2: 4, c3: 4, c4: 8 };
 /**
- * HetLoRA's self-pruning as the reimplementations cross-read for it default (hetlora-prune.ts): γ 0.99, so a
+ * HetLoRA's self-pruning as the reimplementation read for it defaults (hetlora-prune.ts): γ 0.99, so a
  * prune drops one rank at these ranks, and λ 0.01; and at λ 1, under which the penalty, not the task, moves the tail.
  */
 const PRUNE = { gamma: 0.99, lambda: 0.01, minRank: 1 };

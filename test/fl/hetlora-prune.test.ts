@@ -1,11 +1,21 @@
 // HetLoRA's rank self-pruning on the client (src/fl/methods/lora/hetlora-prune.ts): the rank a prune lowers to,
 // the tail's norm product and its gradient against float64 references (the gradient by central differences of
 // the product), the upload cut to the kept ranks, and the kept rank across rounds and a retried round.
+import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import { graphName } from "../../src/engine/lora/peft.ts";
 import { seededUniform } from "../../src/engine/sampling.ts";
 import { heldRank, holdRank, prunedChange, prunedRank, tailPenalty, tailScore } from "../../src/fl/methods/lora/hetlora-prune.ts";
-import type { TensorFile } from "../../src/fl/tensor-file.ts";
+import { decodeTensorFile, type TensorFile } from "../../src/fl/tensor-file.ts";
+import { tokenizeExample } from "../../src/data/examples.ts";
+import { initLoraParams } from "../../src/engine/lora/init.ts";
+import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
+import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
+import { loraClient } from "../../src/fl/methods/lora/client.ts";
+import { LoraConfig } from "../../src/fl/methods/lora/config.ts";
+import type { ClientResources, SliceContext } from "../../src/fl/methods/method.ts";
+import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
+import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 import type { TensorMap } from "../../src/fl/tensors.ts";
 
 const PREFIX = "base_model.model.model.layers.0.self_attn";
@@ -56,6 +66,8 @@ describe("HetLoRA's rank self-pruning", () => {
     expect(prunedRank({ gamma: 0.5, lambda: 1, minRank: 6 }, 8)).toBe(6);
     expect(prunedRank({ gamma: 0.5, lambda: 1, minRank: 6 }, 4)).toBe(4);
     expect(prunedRank({ gamma: 0.3, lambda: 1, minRank: 1 }, 2)).toBe(1);
+    // 0.29 · 100 is 28.999999999999996 in floating point.
+    expect(prunedRank({ gamma: 0.29, lambda: 1, minRank: 1 }, 100)).toBe(29);
   });
 
   it("scores the tail as the float64 reference does, each module at its own rank", () => {
@@ -133,5 +145,95 @@ describe("HetLoRA's rank self-pruning", () => {
     holdRank(store, { round: 5, from: 7, to: 6 });
     expect(heldRank(store, 5)).toBe(7);
     expect(heldRank(store, 6)).toBe(6);
+    // A record from a round still to come (a federation re-created under its id), or one that does not parse, is none.
+    expect(heldRank(store, 4)).toBe(Number.POSITIVE_INFINITY);
+    for (const text of ["{", "{}", '{"round": 1, "from": 2, "to": 3}', '{"round": 1, "from": 2, "to": 0}'])
+      expect(heldRank({ get: () => new TextEncoder().encode(text) }, 9), text).toBe(Number.POSITIVE_INFINITY);
   });
+});
+
+describe("a HetLoRA client's slice with self-pruning", () => {
+  const config = tinyConfig({ heads: 4, kvHeads: 2 });
+  const base = tinyWeights(config, 6);
+  const tok = loadTokenizer(tinyTokenizerJson(config.vocabSize));
+  const examples = ["The fox trains.", "The dog averages.", "Each client trains.", "The server averages."].map((text) =>
+    tokenizeExample({ text }, tok, 2, 32),
+  );
+  // Rank 4, γ 0.5: a prune halves the rank. The penalty outweighs the task a thousandfold and the steps are small
+  // beside the version's factors, so a tail with a nonzero B shrinks in training.
+  const m = v.parse(LoraConfig, {
+    type: "lora",
+    r: 4,
+    alpha: 8,
+    targetModules: ["q_proj", "v_proj"],
+    hetero: { rule: "hetlora", ranks: {}, prune: { gamma: 0.5, lambda: 100 } },
+  });
+  /** Version 0's factors, B zero (a first round) or drawn as large as A's. */
+  function versionOf(zeroB: boolean): TensorFile {
+    const uniform = seededUniform(5);
+    const tensors = new Map<string, Float32Array>();
+    const shapes = new Map<string, number[]>();
+    for (const [k, t] of initLoraParams(config, 4, ["q_proj", "v_proj"], 3)) {
+      const name = `base_model.model.${k}`;
+      const isB = k.endsWith(".lora_B.weight");
+      tensors.set(name, isB && !zeroB ? t.map(() => uniform() - 0.5) : t);
+      shapes.set(name, isB ? [t.length / 4, 4] : [4, t.length / 4]);
+    }
+    return { tensors, shapes, metadata: {} };
+  }
+  /** Runs round `round`'s slices (steps, then the upload) against `store`; the upload's lora_A rows. */
+  async function uploadRank(global: TensorFile, round: number, store: Map<string, Uint8Array>): Promise<number> {
+    let saved: Uint8Array | null = null;
+    const resources = {
+      runtime: ortNodeRuntime(),
+      prompts: async () => ({ config }),
+      tokenized: async () => ({ examples }),
+      weights: async () => base,
+      sessions: async () => undefined,
+      trunkCache: undefined,
+      store: { get: (n: string) => store.get(n) ?? null, put: (n: string, b: Uint8Array) => void store.set(n, b) },
+    } as unknown as ClientResources;
+    const ctx = {
+      task: {
+        clientId: "c1",
+        round,
+        proximalMu: 0,
+        local: { steps: 2, batchSize: 2, lr: 1e-3, maxTokens: 32 },
+        method: m,
+        quant: "f32",
+        seed: 1,
+        federationSeed: 1,
+        baseVersion: round - 1,
+        downloadBytes: 0,
+      },
+      placement: "local",
+      global,
+      perInvocation: 8,
+      save: (state: Uint8Array) => {
+        saved = state;
+      },
+      resources,
+    } as unknown as SliceContext<LoraConfig>;
+    for (let i = 0; i < 2; i++) {
+      const body = await loraClient.slice({ ...ctx, saved });
+      if (body) {
+        const file = decodeTensorFile(body, "upload");
+        return Math.max(...[...file.shapes].filter(([n]) => n.endsWith(".lora_A.weight")).map(([, s]) => s[0]!));
+      }
+    }
+    throw new Error("no upload after the round's steps");
+  }
+
+  it("keeps its rank where B's tail starts at zero, prunes a shrinking tail, keeps the lower rank, and a retry trains as its first try", async () => {
+    const store = new Map<string, Uint8Array>();
+    expect(await uploadRank(versionOf(true), 1, store)).toBe(4);
+    expect(store.size).toBe(0);
+    expect(await uploadRank(versionOf(false), 2, store)).toBe(2);
+    // Round 2 again (a retried upload): from rank 4 as its first try, to the same rank 2.
+    expect(await uploadRank(versionOf(false), 2, store)).toBe(2);
+    // Round 3 trains at the kept rank 2 and halves it again; from rank 4 it would upload 2.
+    expect(await uploadRank(versionOf(false), 3, store)).toBe(1);
+    // At minRank nothing is left to prune.
+    expect(await uploadRank(versionOf(false), 4, store)).toBe(1);
+  }, 120_000);
 });

@@ -46,13 +46,16 @@ export const loraClient: ClientMethod<LoraConfig> = {
       return gradientSlice({ ...ctx, global: truncateVersion(ctx.global, rank) }, loraPlan(m, config, { ...opts, rank }));
     }
     // HetLoRA's self-pruning: the tail a prune would drop is penalised, and dropped if it shrank in training.
-    const start = truncateVersion(ctx.global, rank);
+    const start = rank === largest ? ctx.global : truncateVersion(ctx.global, rank);
     const to = prunedRank(prune, rank);
     const plan = { ...loraPlan(m, config, { ...opts, rank }), penalty: tailPenalty(prune, start, to) };
     return gradientSlice({ ...ctx, global: start }, plan, (params) => {
       const kept = tailScore(start, to, (name) => params.get(graphName(name))!) < tailScore(start, to) ? to : rank;
       if (kept < rank) holdRank(ctx.resources.store, { round: ctx.task.round, from: rank, to: kept });
-      return { ...prunedChange(params, start, kept), metrics: { lora_rank: kept } };
+      const upload = prunedChange(params, start, kept);
+      // The upload's rank as the aggregator reads it: its A's most rows (a module of a lower pattern rank sends that).
+      const sent = Math.max(...[...upload.shapes].filter(([name]) => name.endsWith(".lora_A.weight")).map(([, s]) => s[0]!));
+      return { ...upload, metrics: { lora_rank: sent } };
     });
   },
   // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it

@@ -2,11 +2,14 @@
 // λ Σ ‖B_t‖_F ‖A_t‖_F over each module's tail t, the ranks a prune would drop (from r' = max(minRank, ⌊γ r⌋) up
 // to r: A's last rows, B's last columns), and when that sum ends the round's local training lower than the
 // version had it, uploads only its first r' ranks and trains at r' from then on. The paper gives the rule's
-// shape; the regulariser as the product of the tail norms, the before/after test and the rank floor follow the
-// public reimplementations cross-read for it (FederatedScope's HetLoRA client), since λ and γ are not stated in
-// what could be read of the paper. The aggregator needs nothing more: an upload's rank is its header's, at most
-// the assigned one (hetero.ts), and the ranks from r' up count as zero in the client's zero-padded factors.
+// shape; the regulariser as the product of the tail norms, the before/after test and the rank floor follow a
+// public reimplementation (FedLoRA-public, on FederatedScope: γ 0.99 and λ 0.01 by default; others differ),
+// since λ and γ could not be read in the paper. The aggregator needs nothing more: an upload's rank is its
+// header's, at most the assigned one (hetero.ts), and the ranks from r' up count as zero in the client's
+// zero-padded factors.
+import * as v from "valibot";
 import { graphName } from "../../../engine/lora/peft.ts";
+import { int } from "../shared/config-fields.ts";
 import type { TensorFile } from "../../tensor-file.ts";
 import type { TensorMap } from "../../tensors.ts";
 import type { LoraConfig } from "./config.ts";
@@ -17,7 +20,7 @@ const A = ".lora_A.weight";
 const B = ".lora_B.weight";
 
 /** The rank a prune of rank r lowers to: max(minRank, ⌊γ r⌋), or r itself at or below minRank. */
-export const prunedRank = (p: Prune, r: number): number => Math.min(r, Math.max(p.minRank, Math.floor(p.gamma * r)));
+export const prunedRank = (p: Prune, r: number): number => Math.min(r, Math.max(p.minRank, Math.floor(p.gamma * r + 1e-9)));
 
 /** The squared Frobenius norms of A's rows from `from` and of B's columns from `from`, B having `rank` columns. */
 function tailNorms(a: Float32Array, b: Float32Array, rank: number, from: number): { a2: number; b2: number } {
@@ -97,21 +100,29 @@ export function prunedChange(params: TensorMap, version: TensorFile, rank: numbe
 const STORED = "hetlora-rank";
 
 /** A client's rank as its prunes left it, in its federation's storage: the round of the last prune, and the rank before and after. */
-interface Held {
-  round: number;
-  from: number;
-  to: number;
-}
+const Held = v.pipe(
+  v.strictObject({ round: int(1), from: int(2, 256), to: int(1, 255) }),
+  v.check((h) => h.to < h.from),
+);
+type Held = v.InferOutput<typeof Held>;
 
 /**
  * The rank a client's earlier prunes leave it at the start of `round` (none: no prune yet). A prune made in
  * this same round (a retried round) counts as not yet made, so the retry trains at the rank the first try did.
+ * A record that does not parse, or from a round still to come (a federation re-created under its id), is none.
  */
 export function heldRank(store: { get(name: string): Uint8Array | null }, round: number): number {
   const bytes = store.get(STORED);
   if (!bytes) return Number.POSITIVE_INFINITY;
-  const held = JSON.parse(new TextDecoder().decode(bytes)) as Held;
-  return held.round < round ? held.to : held.from;
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+  const held = v.safeParse(Held, json);
+  if (!held.success || held.output.round > round) return Number.POSITIVE_INFINITY;
+  return held.output.round < round ? held.output.to : held.output.from;
 }
 
 /** Keeps a prune from rank `from` to `to` made in `round`. */
