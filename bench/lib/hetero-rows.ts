@@ -22,9 +22,10 @@ const HEAVY_PRUNE = { ...PRUNE, lambda: 1 };
 /**
  * FFA-LoRA trains B alone from zero against a frozen random A, so the product moves more slowly than LoRA's at
  * one learning rate; its rate is the full preset's times one of these, tried on the validation split
- * (tune.ffa-lr-x* rows) and chosen by the last validation loss in FFA_LR_FACTOR.
+ * (tune.ffa-lr-x* rows) and chosen by the last validation loss in FFA_LR_FACTOR. FedIT's rank 8 is tried at
+ * ×10 too (tune.fedit-r8-lr-x10), to show whether a larger rate would change its rows as well.
  */
-const FFA_LR_FACTORS = [1, 3, 10, 30];
+const FFA_LR_FACTORS = [1, 3, 10, 30, 100];
 const FFA_LR_FACTOR = 1;
 
 /** The hetero preset's g2p task over the full preset's (its model, records and learning rate). */
@@ -38,10 +39,11 @@ export function heteroTask(full: QualityTask): QualityTask {
   });
   const rank8 = lora(8);
   const rule = (name: string, extra: Record<string, unknown> = {}) => lora(8, { hetero: { rule: name, ranks: RANKS, ...extra } });
-  const ffa = (factor: number) => ({
-    ...lora(8, { freezeA: true }),
+  const faster = (config: ReturnType<typeof lora>, factor: number) => ({
+    ...config,
     local: { ...local, lr: Number((local.lr! * factor).toPrecision(12)) },
   });
+  const ffa = (factor: number) => faster(lora(8, { freezeA: true }), factor);
   return {
     name: "g2p",
     base: { ...full.base, rounds: 20, evalExamples: 200, testExamples: 400 },
@@ -64,6 +66,7 @@ export function heteroTask(full: QualityTask): QualityTask {
       ...Object.fromEntries(
         FFA_LR_FACTORS.map((f) => [`tune.ffa-lr-x${f}`, { label: `FFA-LoRA rank 8, lr ×${f} (tuning run)`, config: ffa(f) }]),
       ),
+      "tune.fedit-r8-lr-x10": { label: "FedIT, every client rank 8, lr ×10 (tuning run)", config: faster(rank8, 10) },
       "ffa-lora": { label: `FFA-LoRA rank 8 (A frozen), lr ×${FFA_LR_FACTOR}`, config: ffa(FFA_LR_FACTOR) },
       "fedit-r8-f16": { label: "FedIT rank 8, F16 updates", config: { ...rank8, uploadDtype: "F16" } },
       "fedit-r8-bf16": { label: "FedIT rank 8, BF16 updates", config: { ...rank8, uploadDtype: "BF16" } },
