@@ -104,13 +104,14 @@ export function tuningTable(all: readonly QualitySummary[]): string | null {
   if (!rows.length) return null;
   const accuracy = rows[0]!.metric === "accuracy";
   const show = (x: number) => (accuracy ? fmt(100 * x, 1) : fmt(x, 4));
+  // A task scored by its loss has one validation column: the loss is its metric.
   return formatTable(
-    ["row", "seeds", "validation loss", `validation ${accuracy ? "accuracy %" : "loss"}`, `test ${accuracy ? "accuracy %" : "loss"}`],
+    ["row", "seeds", "validation loss", ...(accuracy ? ["validation accuracy %"] : []), `test ${accuracy ? "accuracy %" : "loss"}`],
     rows.map((r) => [
       r.label,
       String(r.seeds.length),
       r.validationLoss == null ? "-" : fmt(r.validationLoss, 4),
-      show(mean((r as QualitySummary & { curves: number[][] }).curves.map((c) => c.at(-1)!))),
+      ...(accuracy ? [show(mean((r as QualitySummary & { curves: number[][] }).curves.map((c) => c.at(-1)!)))] : []),
       show(r.mean),
     ]),
   );

@@ -224,7 +224,7 @@ describe("a HetLoRA client's slice with self-pruning", () => {
     throw new Error("no upload after the round's steps");
   }
 
-  it("keeps its rank where B's tail starts at zero, prunes a shrinking tail, keeps the lower rank, and a retry trains as its first try", async () => {
+  it("keeps its rank where B's tail starts at zero, prunes a shrinking tail for good, and retries a round at its first rank", async () => {
     const store = new Map<string, Uint8Array>();
     expect(await uploadRank(versionOf(true), 1, store)).toBe(4);
     expect(store.size).toBe(0);
