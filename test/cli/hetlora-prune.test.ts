@@ -3,7 +3,8 @@
 // nothing to shrink. After that a client prunes where its tail ended its training smaller than the version
 // had it; with AdamW's steps of about lr a value, a tail that the last round only began to grow may not shrink.
 // This seeded run prunes c1 (assigned rank 2) to rank 1 in round 2 and c2 (rank 4) to 2 in round 3, which the
-// uploads' bytes show; the last version is then the zero-padded mean of ranks 1 and 2, exactly zero past rank 2.
+// uploads' bytes show, and their downloads, of only the ranks each trains; the last version is then the
+// zero-padded mean of ranks 1 and 2, exactly zero past rank 2.
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -42,7 +43,7 @@ describe("fedflare run with HetLoRA's rank self-pruning", () => {
     const rounds = readFileSync(join(out, "metrics.jsonl"), "utf8")
       .trim()
       .split("\n")
-      .map((l) => JSON.parse(l) as { round: number; clients?: { upload_bytes: number } });
+      .map((l) => JSON.parse(l) as { round: number; clients?: { upload_bytes: number; download_bytes: number } });
     const adapter = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), out);
     const values = [...adapter.tensors.values()].reduce((n, t) => n + t.length, 0);
     // The bytes of a rank-k upload's values: a quarter of the version's values a rank (it has rank 4), 4 bytes each.
@@ -52,6 +53,13 @@ describe("fedflare run with HetLoRA's rank self-pruning", () => {
     // length each round, but for the digits of their metrics.
     expect(Math.abs(up[0]! - up[1]! - atRank(1) / 2)).toBeLessThan(40);
     expect(Math.abs(up[1]! - up[2]! - atRank(2) / 2)).toBeLessThan(40);
+    // A client below the version's rank fetches only its ranks (the rank view), at the start of a round, before
+    // any prune in it: c1 at 2, 2 and 1, c2 the whole version each round. So round 1 fetches the ranks it sends
+    // (headers apart: an upload's carries its metrics), and round 3 half a rank less.
+    const down = rounds.slice(1).map((x) => x.clients!.download_bytes);
+    expect(Math.abs(down[0]! - up[0]!)).toBeLessThan(200);
+    expect(down[1]).toBe(down[0]);
+    expect(Math.abs(down[1]! - down[2]! - atRank(1) / 2)).toBeLessThan(40);
     for (const [name, shape] of adapter.shapes) {
       const t = adapter.tensors.get(name)!;
       const rankOf = (i: number) => (name.endsWith(".lora_A.weight") ? Math.floor(i / shape[1]!) : i % shape[1]!);

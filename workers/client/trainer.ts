@@ -237,16 +237,22 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       baseVersion: round.baseVersion,
       downloadBytes: 0,
       ...(round.task.uploadDtype ? { uploadDtype: round.task.uploadDtype } : {}),
+      ...(round.task.downloadDtype ? { downloadDtype: round.task.downloadDtype } : {}),
       ...(round.task.topK !== undefined ? { topK: round.task.topK } : {}),
       ...(this.env.ADAPTER_RANK !== undefined ? { maxRank: adapterRank(this.env.ADAPTER_RANK) } : {}),
     };
     const budget = downloads(this.env, ownerLimits(this.env).MAX_DOWNLOAD_BYTES, job.round);
     const placement = placementOf(this.env, side, config);
+    const own = side.start
+      ? await side.start(
+          task,
+          placement,
+          this.cache.resources(this.env, this.sql, { federationId: job.federation_id, key: key("job") }, budget.get),
+        )
+      : null;
     let start: Uint8Array;
-    if (side.start) {
-      const resources = this.cache.resources(this.env, this.sql, { federationId: job.federation_id, key: key("job") }, budget.get);
-      start = (await side.start(task, placement, resources)).start;
-    } else {
+    if (own) start = own.start;
+    else {
       const dtype = round.task.downloadDtype && round.task.downloadDtype !== "F32" ? `?dtype=${round.task.downloadDtype}` : "";
       const path = `/federations/${encodeURIComponent(job.federation_id)}/versions/${round.baseVersion}${dtype}`;
       const version = await budget.get(path, `version ${round.baseVersion}`);

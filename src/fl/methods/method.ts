@@ -162,6 +162,8 @@ export interface ClientTask<C extends MethodConfig = MethodConfig> {
   maxRank?: number;
   /** Bytes this client downloaded to start the round. */
   downloadBytes: number;
+  /** The dtype the version is fetched in (the federation's downloadDtype); absent: F32. */
+  downloadDtype?: "F32" | "F16" | "BF16";
   /** The dtype a gradient method's update is uploaded in (the federation's uploadDtype); absent: F32. */
   uploadDtype?: UploadDType;
   /** The fraction of each tensor a sparse update sends, the rest fed back into the next (the federation's topK). */
@@ -225,8 +227,12 @@ export interface ClientMethod<C extends MethodConfig = MethodConfig> extends Sid
   placement(m: C, offers: { endpoint: boolean; api: boolean }): Placement;
   /** What a round asks of a client, in the units of its owner's limits: local steps, and rows scored away from it. */
   demands(m: C, local: FederationConfig["local"], placement: Placement): { steps: number; remoteRows: number };
-  /** What the round starts from, with the bytes it downloaded; absent: the base version. */
-  start?(task: ClientTask<C>, placement: Placement, resources: ClientResources): Promise<{ start: Uint8Array; downloadBytes: number }>;
+  /** What the round starts from, with the bytes it downloaded; absent, or null for this round: the base version. */
+  start?(
+    task: ClientTask<C>,
+    placement: Placement,
+    resources: ClientResources,
+  ): Promise<{ start: Uint8Array; downloadBytes: number } | null>;
   /** One slice of the round: null while work remains, else the upload (safetensors). */
   slice(ctx: SliceContext<C>): Promise<Uint8Array | null>;
   /**

@@ -3,7 +3,7 @@
 // that trains locally also scores versions on its held-out split (federated evaluation).
 import { ForwardModel } from "../../../engine/forward.ts";
 import { heldOutLoss, labelAccuracy } from "../../../engine/train/evaluate.ts";
-import type { ClientMethod } from "../method.ts";
+import type { ClientMethod, ClientResources, ClientTask } from "../method.ts";
 import { gradientSlice } from "../shared/gradient-slice.ts";
 import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
@@ -14,19 +14,38 @@ import { graphName } from "../../../engine/lora/peft.ts";
 import { MethodError } from "../errors.ts";
 import { loraPlan } from "./plan.ts";
 
+/**
+ * The rank a client trains this round: the assigned one, lowered by its deployment's ADAPTER_RANK and, for
+ * good, by HetLoRA's self-pruning (hetlora-prune.ts), at most the version's largest.
+ */
+function trainedRank(task: ClientTask<LoraConfig>, store: ClientResources["store"]): number {
+  const m = task.method;
+  const largest = largestRank(m);
+  const held = m.hetero?.prune ? heldRank(store, task.round) : largest;
+  return Math.min(clientRank(m, task.clientId), task.maxRank ?? largest, largest, held);
+}
+
 export const loraClient: ClientMethod<LoraConfig> = {
   type: "lora",
   config: LoraConfig,
   placement: (m, offers) => (offers.endpoint && m.fromLayer > 0 ? "endpoint" : "local"),
   demands: (_m, local) => ({ steps: local.steps, remoteRows: 0 }),
+  // A client below the version's rank fetches only the ranks it trains (the version's rank view), but FLoRA's,
+  // which stacks its own on the whole version, and one whose federation sends versions in half precision.
+  start: async (task, _placement, resources) => {
+    const m = task.method;
+    const rank = trainedRank(task, resources.store);
+    if (!m.hetero || m.hetero.rule === "flora" || rank >= largestRank(m) || (task.downloadDtype ?? "F32") !== "F32") return null;
+    const path = `/federations/${encodeURIComponent(task.federationId)}/versions/${task.baseVersion}/rank?r=${rank}`;
+    const start = await resources.download(path, `version ${task.baseVersion} at rank ${rank}`);
+    if (!start) throw new Error(`the coordinator has no version ${task.baseVersion} of "${task.federationId}"`);
+    return { start, downloadBytes: start.length };
+  },
   slice: async (ctx) => {
     const { config } = await ctx.resources.prompts();
     const m = ctx.task.method;
-    // Its rank: the assigned one, lowered by its deployment's ADAPTER_RANK, at most the version's largest.
     const largest = largestRank(m);
-    // HetLoRA's self-pruning lowers it further, for good (hetlora-prune.ts).
-    const held = m.hetero?.prune ? heldRank(ctx.resources.store, ctx.task.round) : largest;
-    const rank = Math.min(clientRank(m, ctx.task.clientId), ctx.task.maxRank ?? largest, largest, held);
+    const rank = trainedRank(ctx.task, ctx.resources.store);
     if (rank < largest && !m.hetero)
       throw new MethodError(
         "method_invalid",
