@@ -1,5 +1,5 @@
-// Versions served from R2 once read (issue 20): the first read of a version goes to the aggregator and
-// keeps a copy; later reads, a member's signed ones too, come from R2 without asking it. A deleted
+// Versions served from R2 once read (issue 20): the first read of a version (or of a method's view of it)
+// goes to the aggregator and keeps a copy; later reads, a member's signed ones too, come from R2 without asking it. A deleted
 // federation's copies go with it, and a new federation of the same id never gets the old one's bytes.
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
@@ -39,8 +39,16 @@ describe("versions kept in R2", () => {
     // A member's signed read, and the PEFT file name, come from the same copy.
     const member = await signed("/federations/kept/versions/0/adapter_model.safetensors", "c1");
     expect([member.headers.get("x-fedflare-source"), new Uint8Array(await member.arrayBuffer())]).toEqual(["r2", first[0]!.bytes]);
+    // A view of it (LoRA's rank view) is kept beside it, by its name and parameters, and served from there.
+    const view = await readUntilKept(() => signed("/federations/kept/versions/0/rank?r=1", "c1"));
+    expect(view[0]!.source).toBe("aggregator");
+    expect(view.at(-1)!.bytes).toEqual(view[0]!.bytes);
+    // Rank 1 of the version's 4: a quarter of its values.
+    expect(readSafetensorsHeader(view[0]!.bytes).dataBytes * 4).toBe(readSafetensorsHeader(first[0]!.bytes).dataBytes);
+    expect((await kept("kept")).sort()).toEqual([`versions/kept/${createdAt}/0`, `versions/kept/${createdAt}/0.rank.r-1`]);
     // A version that does not exist is still the aggregator's 404, and nothing is kept for it.
     expect((await viewerApi("/federations/kept/versions/7")).status).toBe(404);
+    expect((await viewerApi("/federations/kept/versions/7/rank?r=1")).status).toBe(404);
     expect((await api("/federations/kept", { method: "DELETE" })).status).toBe(200);
     expect(await kept("kept")).toEqual([]);
     // The same id again, another seed: its own version 0, read from the aggregator first.

@@ -55,8 +55,10 @@ versions.get("/:id/versions/:version/adapter_config.json", reader(), async (c) =
 
 /**
  * A method's derived read of a version (its server side's `views`: FedKSeed's "seeds", the per-seed
- * change since ?since=, sparse). A view's parameters are non-negative integers (VersionView in
- * src/fl/methods/method.ts): anything else is refused here, and at most 8 of them reach the object.
+ * change since ?since=, sparse; LoRA's "rank", what a client of rank r fetches). A view's parameters are
+ * non-negative integers (VersionView in src/fl/methods/method.ts): anything else is refused here, and at most
+ * 8 of them reach the object. A view of a version is as immutable as the version, so it is kept in R2 beside
+ * it once read, as the version is, under its name and its parameters in order.
  */
 versions.get("/:id/versions/:version/:view", reader(), async (c) => {
   const version = intParam(c, "version");
@@ -76,12 +78,29 @@ versions.get("/:id/versions/:version/:view", reader(), async (c) => {
         bad ? `: got ${bad[0].slice(0, 32)}="${bad[1].slice(0, 20)}"` : ""
       }`,
     );
+  const headers = (source: "r2" | "aggregator") => ({
+    "content-type": "application/octet-stream",
+    "cache-control": "private, max-age=31536000, immutable",
+    "x-fedflare-source": source,
+  });
+  const base = versionKey(c.env, c.get("federation")!, version);
+  const params = Object.keys(query)
+    .sort()
+    .map((k) => `.${k}-${query[k]}`)
+    .join("");
+  const key = base && `${base}.${view}${params}`;
+  const kept = key ? await c.env.VERSIONS!.get(key) : null;
+  if (kept) return new Response(kept.body, { headers: headers("r2") });
   const id = c.req.param("id") ?? "";
   const r = await aggregator(c.env, id).getVersionView(id, version, view, query, signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
-  return new Response(r.value, {
-    headers: { "content-type": "application/octet-stream", "cache-control": "private, max-age=31536000, immutable" },
-  });
+  if (key)
+    c.executionCtx.waitUntil(
+      c.env
+        .VERSIONS!.put(key, r.value)
+        .catch((e: unknown) => console.error(`keeping ${key} in R2 failed: ${e instanceof Error ? e.message : String(e)}`)),
+    );
+  return new Response(r.value, { headers: headers("aggregator") });
 });
 
 /** An offsite-tuning federation's initial adapter: the model owner's tensors, supplied by the operator. */
