@@ -9,7 +9,7 @@ import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
 import { floraMask, floraStart, freshFactors } from "./flora.ts";
 import { clientRank, largestRank, truncateVersion } from "./hetero.ts";
-import { heldRank, holdRank, prunedChange, prunedRank, tailPenalty, tailScore } from "./hetlora-prune.ts";
+import { heldRank, holdRank, prunedRank, tailPenalty, tailScore } from "./hetlora-prune.ts";
 import { graphName } from "../../../engine/lora/peft.ts";
 import { MethodError } from "../errors.ts";
 import { loraPlan } from "./plan.ts";
@@ -68,13 +68,14 @@ export const loraClient: ClientMethod<LoraConfig> = {
     const start = rank === largest ? ctx.global : truncateVersion(ctx.global, rank);
     const to = prunedRank(prune, rank);
     const plan = { ...loraPlan(m, config, { ...opts, rank }), penalty: tailPenalty(prune, start, to) };
-    return gradientSlice({ ...ctx, global: start }, plan, (params) => {
+    return gradientSlice({ ...ctx, global: start }, plan, (params, delta) => {
       const kept = tailScore(start, to, (name) => params.get(graphName(name))!) < tailScore(start, to) ? to : rank;
       if (kept < rank) holdRank(ctx.resources.store, { round: ctx.task.round, from: rank, to: kept });
-      const upload = prunedChange(params, start, kept);
+      // The change's first `kept` ranks, as a version is cut for a client of that rank.
+      const { tensors, shapes } = truncateVersion({ tensors: delta, shapes: start.shapes, metadata: {} }, kept);
       // The upload's rank as the aggregator reads it: its A's most rows (a module of a lower pattern rank sends that).
-      const sent = Math.max(...[...upload.shapes].filter(([name]) => name.endsWith(".lora_A.weight")).map(([, s]) => s[0]!));
-      return { ...upload, metrics: { lora_rank: sent } };
+      const sent = Math.max(...[...shapes].filter(([name]) => name.endsWith(".lora_A.weight")).map(([, s]) => s[0]!));
+      return { tensors, shapes, metrics: { lora_rank: sent } };
     });
   },
   // The held-out completion loss of the base model with the version's adapter, as `fedflare run` scores it

@@ -68,35 +68,6 @@ export function tailPenalty(p: Prune, version: TensorFile, from: number): (grads
   };
 }
 
-/** The change from `version` (the client's truncation) to the trained `params`, cut to each module's first `rank` ranks. */
-export function prunedChange(params: TensorMap, version: TensorFile, rank: number): { tensors: TensorMap; shapes: Map<string, number[]> } {
-  const tensors: TensorMap = new Map();
-  const shapes = new Map<string, number[]>();
-  for (const [name, g] of version.tensors) {
-    const [rows, cols] = version.shapes.get(name) as [number, number];
-    const t = params.get(graphName(name))!;
-    if (name.endsWith(A)) {
-      const keep = Math.min(rank, rows);
-      tensors.set(
-        name,
-        Float32Array.from({ length: keep * cols }, (_, i) => t[i]! - g[i]!),
-      );
-      shapes.set(name, [keep, cols]);
-    } else {
-      const keep = Math.min(rank, cols);
-      tensors.set(
-        name,
-        Float32Array.from({ length: rows * keep }, (_, i) => {
-          const j = Math.floor(i / keep) * cols + (i % keep);
-          return t[j]! - g[j]!;
-        }),
-      );
-      shapes.set(name, [rows, keep]);
-    }
-  }
-  return { tensors, shapes };
-}
-
 const STORED = "hetlora-rank";
 
 /** A client's rank as its prunes left it, in its federation's storage: the round of the last prune, and the rank before and after. */

@@ -11,13 +11,13 @@ import type { MethodConfig, SliceContext } from "../method.ts";
 
 /**
  * `sent`: what the upload carries instead of the change of each tensor (FLoRA's freshly trained factors, a
- * pruned HetLoRA client's first ranks), with any metrics of its own, from the trained parameters by graph input
- * name; absent: the change.
+ * pruned HetLoRA client's first ranks of the change), with any metrics of its own, from the trained parameters
+ * by graph input name and the change by version key; absent: the change.
  */
 export async function gradientSlice<C extends MethodConfig>(
   ctx: SliceContext<C>,
   plan: GradientPlan,
-  sent?: (params: TensorMap) => { tensors: TensorMap; shapes: Map<string, number[]>; metrics?: Record<string, number> },
+  sent?: (params: TensorMap, delta: TensorMap) => { tensors: TensorMap; shapes: Map<string, number[]>; metrics?: Record<string, number> },
 ): Promise<Uint8Array | null> {
   const { task, global, resources } = ctx;
   const [{ config }, { examples }] = await Promise.all([resources.prompts(), resources.tokenized(task.local.maxTokens)]);
@@ -38,6 +38,6 @@ export async function gradientSlice<C extends MethodConfig>(
     return sparseBody(sparseRound(resources.store, task.round, result.delta, task.topK), result.numExamples, metrics);
   // Stochastic rounding (I8) seeded by the client and the round, so a retried slice uploads the same bytes.
   const uniform = seededUniform(task.seed * 7919 + task.round);
-  const body = sent?.(state.params) ?? { tensors: result.delta, shapes: global.shapes };
+  const body = sent?.(state.params, result.delta) ?? { tensors: result.delta, shapes: global.shapes };
   return deltaBody({ ...result, delta: body.tensors, metrics: { ...metrics, ...body.metrics } }, body.shapes, task.uploadDtype, uniform);
 }
