@@ -59,16 +59,13 @@ export const loraClient: ClientMethod<LoraConfig> = {
       const plan = { ...loraPlan(m, config, { ...opts, rank: m.r + r }), mask: floraMask(m.r, m.r + r) };
       return gradientSlice({ ...ctx, global: start }, plan, (params) => freshFactors(params, ctx.global, r));
     }
-    const prune = m.hetero?.prune;
-    if (!prune) {
-      if (rank === largest) return gradientSlice(ctx, loraPlan(m, config, opts));
-      return gradientSlice({ ...ctx, global: truncateVersion(ctx.global, rank) }, loraPlan(m, config, { ...opts, rank }));
-    }
-    // HetLoRA's self-pruning: the tail a prune would drop is penalised, and dropped if it shrank in training.
     const start = rank === largest ? ctx.global : truncateVersion(ctx.global, rank);
+    const plan = loraPlan(m, config, rank === largest ? opts : { ...opts, rank });
+    const prune = m.hetero?.prune;
+    if (!prune) return gradientSlice({ ...ctx, global: start }, plan);
+    // HetLoRA's self-pruning: the tail a prune would drop is penalised, and dropped if it shrank in training.
     const to = prunedRank(prune, rank);
-    const plan = { ...loraPlan(m, config, { ...opts, rank }), penalty: tailPenalty(prune, start, to) };
-    return gradientSlice({ ...ctx, global: start }, plan, (params, delta) => {
+    return gradientSlice({ ...ctx, global: start }, { ...plan, penalty: tailPenalty(prune, start, to) }, (params, delta) => {
       const kept = tailScore(start, to, (name) => params.get(graphName(name))!) < tailScore(start, to) ? to : rank;
       if (kept < rank) holdRank(ctx.resources.store, { round: ctx.task.round, from: rank, to: kept });
       // The change's first `kept` ranks, as a version is cut for a client of that rank.
