@@ -23,13 +23,18 @@ export function keepVersion(
 ): ReadableStream<Uint8Array> {
   const [answer, copy] = stream.tee();
   const sized = new FixedLengthStream(bytes);
-  ctx.waitUntil(
-    Promise.all([copy.pipeTo(sized.writable), env.VERSIONS!.put(key, sized.readable)]).catch((e: unknown) =>
-      console.error(`keeping ${key} in R2 failed: ${e instanceof Error ? e.message : String(e)}`),
-    ),
-  );
+  ctx.waitUntil(Promise.all([copy.pipeTo(sized.writable), env.VERSIONS!.put(key, sized.readable)]).catch(failedToKeep(key)));
   return answer;
 }
+
+/** Bytes already whole in memory (a method's view of a version) kept in R2 under `key` after the answer, as keepVersion keeps a stream. */
+export function keepBytes(env: Cloudflare.Env, ctx: { waitUntil(promise: Promise<unknown>): void }, key: string, bytes: Uint8Array): void {
+  ctx.waitUntil(env.VERSIONS!.put(key, bytes).catch(failedToKeep(key)));
+}
+
+/** A copy that fails to be written is only a later read's miss: logged, not thrown. */
+const failedToKeep = (key: string) => (e: unknown) =>
+  console.error(`keeping ${key} in R2 failed: ${e instanceof Error ? e.message : String(e)}`);
 
 /** Deletes every version kept for federation `id`, a listing page at a time (the federation was deleted). */
 export async function dropVersions(env: Cloudflare.Env, id: string): Promise<void> {

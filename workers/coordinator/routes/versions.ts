@@ -8,20 +8,22 @@ import { operator, reader, signerOf, type Env } from "../credentials.ts";
 import { errorResponse } from "../../lib/http-errors.ts";
 import { halfPrecisionStream } from "../../../src/protocol/half-precision.ts";
 import { SafetensorsError } from "../../../src/protocol/safetensors.ts";
-import { keepVersion, versionKey } from "../version-store.ts";
+import { keepBytes, keepVersion, versionKey } from "../version-store.ts";
 
 export const versions = new Hono<Env>();
+
+/** A version's, or a view's, bytes: immutable, and from R2 or from the aggregator. */
+const headers = (bytes: number, source: "r2" | "aggregator") => ({
+  "content-type": "application/octet-stream",
+  "content-length": String(bytes),
+  "cache-control": "private, max-age=31536000, immutable",
+  "x-fedflare-source": source,
+});
 
 const tensors = async (c: Context<Env>) => {
   const version = intParam(c, "version");
   if (version instanceof Response) return version;
   const id = c.req.param("id") ?? "";
-  const headers = (bytes: number, source: "r2" | "aggregator") => ({
-    "content-type": "application/octet-stream",
-    "content-length": String(bytes),
-    "cache-control": "private, max-age=31536000, immutable",
-    "x-fedflare-source": source,
-  });
   // ?dtype=F16 or BF16: the version converted as it streams (half the bytes; kept in R2 beside the F32 one).
   const dtype = c.req.query("dtype") ?? "F32";
   if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16")
@@ -78,11 +80,6 @@ versions.get("/:id/versions/:version/:view", reader(), async (c) => {
         bad ? `: got ${bad[0].slice(0, 32)}="${bad[1].slice(0, 20)}"` : ""
       }`,
     );
-  const headers = (source: "r2" | "aggregator") => ({
-    "content-type": "application/octet-stream",
-    "cache-control": "private, max-age=31536000, immutable",
-    "x-fedflare-source": source,
-  });
   const base = versionKey(c.env, c.get("federation")!, version);
   const params = Object.keys(query)
     .sort()
@@ -90,17 +87,12 @@ versions.get("/:id/versions/:version/:view", reader(), async (c) => {
     .join("");
   const key = base && `${base}.${view}${params}`;
   const kept = key ? await c.env.VERSIONS!.get(key) : null;
-  if (kept) return new Response(kept.body, { headers: headers("r2") });
+  if (kept) return new Response(kept.body, { headers: headers(kept.size, "r2") });
   const id = c.req.param("id") ?? "";
   const r = await aggregator(c.env, id).getVersionView(id, version, view, query, signerOf(c));
   if (!r.ok) return errorResponse(c, r.error.status as ContentfulStatusCode, r.error.code, r.error.message);
-  if (key)
-    c.executionCtx.waitUntil(
-      c.env
-        .VERSIONS!.put(key, r.value)
-        .catch((e: unknown) => console.error(`keeping ${key} in R2 failed: ${e instanceof Error ? e.message : String(e)}`)),
-    );
-  return new Response(r.value, { headers: headers("aggregator") });
+  if (key) keepBytes(c.env, c.executionCtx, key, r.value);
+  return new Response(r.value, { headers: headers(r.value.length, "aggregator") });
 });
 
 /** An offsite-tuning federation's initial adapter: the model owner's tensors, supplied by the operator. */
