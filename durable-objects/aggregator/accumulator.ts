@@ -49,15 +49,33 @@ export function foldSegments(sql: SqlExec, key: string, layout: FlatLayout, upda
 export function copySegments(sql: SqlExec, key: string, header: Uint8Array, layout: FlatLayout, source: FlatSource): void {
   const out = new BlobWriter(sql, key);
   out.write(header);
+  finiteSegments(
+    source,
+    layout.total,
+    (at, x) => `${where(layout, at)} holds ${x}`,
+    (v) => out.write(bytesOf(v)),
+  );
+  out.end();
+}
+
+/**
+ * Reads `total` values of `source` a segment at a time, refusing (FlError `non_finite`, with `message` of the
+ * element and its value) the first that is not finite, and hands each segment to `each` (reused: copy to keep).
+ */
+export function finiteSegments(
+  source: Pick<FlatSource, "read">,
+  total: number,
+  message: (at: number, value: number) => string,
+  each?: (values: Float32Array) => void,
+): void {
   const values = new Float32Array(SEGMENT);
-  for (let start = 0; start < layout.total; start += SEGMENT) {
-    const v = values.subarray(0, Math.min(SEGMENT, layout.total - start));
+  for (let start = 0; start < total; start += SEGMENT) {
+    const v = values.subarray(0, Math.min(SEGMENT, total - start));
     source.read(start, v);
     const bad = v.findIndex((x) => !Number.isFinite(x));
-    if (bad >= 0) throw new FlError("non_finite", `${where(layout, start + bad)} holds ${v[bad]}`);
-    out.write(bytesOf(v));
+    if (bad >= 0) throw new FlError("non_finite", message(start + bad, v[bad]!));
+    each?.(v);
   }
-  out.end();
 }
 
 /**

@@ -13,7 +13,7 @@ import type { UpdateSet, VectorStore } from "../../src/fl/robust/update-set.ts";
 import type { RobustConfig } from "../../src/protocol/robust.ts";
 import { assertWeight } from "../../src/fl/weighted-mean.ts";
 import { BlobWriter, CHUNK_BYTES, deleteBlob, readBlobRange, readFloats, type SqlExec } from "../shared/blobs.ts";
-import { type Accumulator, copySegments, SEGMENT } from "./accumulator.ts";
+import { type Accumulator, copySegments, finiteSegments, SEGMENT } from "./accumulator.ts";
 
 /** Bytes before an update's values: its client and weight as JSON, padded with spaces (a multiple of 4). */
 const HEADER_BYTES = 256;
@@ -66,13 +66,7 @@ export function methodRule(rule: MethodAggregation, layout: FlatLayout, global: 
       const out = estimate(set.total);
       const report = rule.aggregate(set, layout, global, out);
       // An SVD's factors may pass float32 though every update was finite: the round fails rather than the version.
-      const values = new Float32Array(SEGMENT);
-      for (let start = 0; start < set.total; start += SEGMENT) {
-        const v = values.subarray(0, Math.min(SEGMENT, set.total - start));
-        out.read(start, v);
-        const bad = v.findIndex((x) => !Number.isFinite(x));
-        if (bad >= 0) throw new FlError("non_finite", `${rule.option}: the round's aggregate holds ${v[bad]} at element ${start + bad}`);
-      }
+      finiteSegments(out, set.total, (at, x) => `${rule.option}: the round's aggregate holds ${x} at element ${at}`);
       // Lists by update, as the clients named: the first NAMED.
       const kept = Object.fromEntries(Object.entries(report).map(([k, x]) => [k, Array.isArray(x) ? x.slice(0, NAMED) : x]));
       const clients = Array.from({ length: Math.min(set.count, NAMED) }, (_, i) => i);
