@@ -57,7 +57,7 @@ export function qualityTasks(preset: Preset): QualityTask[] {
         ...t,
         base: robustBase(t.base),
         partitions: { iid: t.partitions.iid! },
-        rows: robustRows(t.name, t.rows["lora-fedavg"]!, t.base.clients as number),
+        rows: robustRows(t.name, t.rows["lora-fedavg"]!, t.base.clients as number, t.name === "spam" ? verbal : undefined),
       }));
   const quick = preset === "quick";
   const local = (steps: number, batchSize: number, lr: number) => ({

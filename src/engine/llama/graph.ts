@@ -49,6 +49,13 @@ export interface TrainSpec extends TensorSpec {
    * [B,S,H], weight * sum over positions of distill_weights [B,S] * |h - t|^2 / |t|^2 (normalised MSE).
    */
   distill?: { afterLayer: number; weight: number };
+  /**
+   * The loss's softmax over these token ids only (a verbalizer's label words, as prompt-based fine-tuning
+   * trains them: LM-BFF, Gao et al. 2021): logits from their rows of the head alone, so no [N, V] tensor
+   * exists, and a target among them is scored against the others. A weighted target outside them is an
+   * error of the caller's: it scores as the first id.
+   */
+  vocabulary?: readonly number[];
   /** Inline soft prompts are for forward graphs (InputSpec). */
   softPromptInline?: never;
 }
@@ -348,6 +355,26 @@ function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, buil
     return { nll, backward };
   };
 
+  // A verbalizer's words (TrainSpec.vocabulary): their rows of the head, as the embedding lookup reads an int8
+  // table, and each target as its index among them (the first where it is none).
+  const vocabularyOf = (ids: readonly number[]) => {
+    if (ids.length < 2 || new Set(ids).size !== ids.length || ids.some((id) => !Number.isInteger(id) || id < 0 || id >= c.vocabSize))
+      throw new Error(`a training vocabulary needs at least 2 distinct token ids in [0, ${c.vocabSize}), got ${JSON.stringify(ids)}`);
+    const list = g.initializer("vocabulary", ElemType.INT64, [ids.length], bytesOf(BigInt64Array.from(ids.map(BigInt))));
+    const rows = (t: Head) =>
+      "float" in t
+        ? g.op("Gather", [t.float, list], { axis: 0 })
+        : g.op("Mul", [
+            g.op("Cast", [g.op("Gather", [t.q, list], { axis: 0 })], { to: ElemType.FLOAT }),
+            g.op("Unsqueeze", [g.op("Gather", [t.scale, list], { axis: 0 }), g.ints(-1)]),
+          ]);
+    const index = (targets: string) => {
+      const hit = g.op("Equal", [g.op("Reshape", [targets, g.ints(-1, 1)]), g.op("Unsqueeze", [list, g.ints(0)])]);
+      return g.op("ArgMax", [g.op("Cast", [hit], { to: ElemType.FLOAT })], { axis: 1, keepdims: 1 });
+    };
+    return { rows, index };
+  };
+
   // A bias is Gemm's C input (float32 even on a quantized base); none is added where the linear has none.
   const gemmT = (x: string, w: string, b?: string) => g.op("Gemm", b ? [x, w, b] : [x, w], { transB: 1 });
   let dropoutCount = 0;
@@ -502,17 +529,20 @@ function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, buil
     : trainable.has(LM_HEAD) || (quant === "f32" && stored(LM_HEAD) instanceof Float32Array)
       ? { float: tensor(LM_HEAD, [c.vocabSize, c.hiddenSize]) }
       : int8Table(LM_HEAD);
+  const vocabulary = train?.vocabulary ? vocabularyOf(train.vocabulary) : null;
   // A training graph on an int8 head never makes the [N, V] logits (chunkedNll); other graphs do.
-  const chunked = train && !("float" in head);
+  const chunked = train && !vocabulary && !("float" in head);
   const logits2d = chunked
     ? ""
-    : "float" in head
-      ? gemmT(final, head.float)
-      : g.op(
-          "Concat",
-          headChunks(head).map((k) => gemmT(final, k.weight(final))),
-          { axis: 1 },
-        );
+    : vocabulary
+      ? gemmT(final, vocabulary.rows(head))
+      : "float" in head
+        ? gemmT(final, head.float)
+        : g.op(
+            "Concat",
+            headChunks(head).map((k) => gemmT(final, k.weight(final))),
+            { axis: 1 },
+          );
   if (!train) {
     g.op("Reshape", [logits2d, shapeBS(c.vocabSize)], {}, { outputs: ["logits"] });
     g.output("logits", ElemType.FLOAT, ["batch", "seq", c.vocabSize]);
@@ -538,7 +568,7 @@ function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, buil
     g.output("last_logits", ElemType.FLOAT, ["batch", c.vocabSize]);
   }
   if ((opts.kind === "forward" && opts.nll) || train) {
-    const flatTargets = g.op("Reshape", [targets, g.ints(-1, 1)]);
+    const flatTargets = vocabulary ? vocabulary.index(targets) : g.op("Reshape", [targets, g.ints(-1, 1)]);
     const cut = chunked && !("float" in head) ? chunkedNll(final, head, flatTargets) : null;
     const logp = cut ? "" : g.op("LogSoftmax", [logits2d], { axis: -1 });
     const nll = g.op(
@@ -611,6 +641,6 @@ function llamaGraph(config: LlamaConfig, weights: Weights, opts: GraphKind, buil
   return g;
 }
 
-function bytesOf(a: Float32Array | Int8Array): Uint8Array {
+function bytesOf(a: Float32Array | Int8Array | BigInt64Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }

@@ -152,6 +152,25 @@ export function labelRows(
   return prompts.flatMap((prompt) => labelIds.map((ids) => completionExample(prompt, ids, maxTokens)));
 }
 
+/**
+ * Tokenized prompt/completion examples of a classification task as their prompts (up to the completion) and
+ * the index of their gold label: the label whose ids (" " + label) begin the completion.
+ */
+export function promptsAndGold(
+  examples: readonly TokenizedExample[],
+  labelIds: readonly (readonly number[])[],
+): { prompts: number[][]; gold: number[] } {
+  const prompts = examples.map((e) => e.ids.slice(0, e.trained.indexOf(1)));
+  const gold = examples.map((e) => {
+    const completion = e.ids.slice(e.trained.indexOf(1));
+    const j = labelIds.findIndex((ids) => ids.every((id, k) => completion[k] === id));
+    if (j < 0)
+      throw new RangeError("an example's completion is none of the method's labels: is this a classification task with these labels?");
+    return j;
+  });
+  return { prompts, gold };
+}
+
 /** labelRows' summed NLLs as scores: per prompt, each label's total log-probability. */
 export function scoresOfLabelRows(nlls: readonly number[], labels: number): number[][] {
   return Array.from({ length: nlls.length / labels }, (_, i) => Array.from({ length: labels }, (_, j) => -nlls[i * labels + j]!));

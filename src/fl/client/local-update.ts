@@ -39,6 +39,8 @@ export interface GradientPlan {
   mask?: (name: string, grad: Float32Array) => void;
   /** Adds, in place, a regulariser's gradient at the parameters (HetLoRA's tail penalty), by graph name. */
   penalty?: (grads: TensorMap, params: TensorMap) => void;
+  /** The rows trained instead of the client's examples, one each (LoRA's label-word rows). */
+  examples?: (tokenized: readonly TokenizedExample[]) => TokenizedExample[];
 }
 
 export interface LocalTask {

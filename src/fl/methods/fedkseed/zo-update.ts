@@ -3,7 +3,7 @@
 // whole tensors), the loss being the mean NLL of a batch; it keeps only the per-seed sums of the step
 // scalars, which are all it uploads. Resumable like the gradient update: its state is plain data.
 import type { TokenizedExample } from "../../../data/examples.ts";
-import { exampleNlls, labelRows, scoresOfLabelRows, verbalizerCrossEntropy } from "../../../engine/train/evaluate.ts";
+import { exampleNlls, labelRows, promptsAndGold, scoresOfLabelRows, verbalizerCrossEntropy } from "../../../engine/train/evaluate.ts";
 import type { LlamaConfig } from "../../../engine/config.ts";
 import { ForwardModel } from "../../../engine/forward.ts";
 import type { InputSpec, Weights } from "../../../engine/llama/graph.ts";
@@ -179,14 +179,7 @@ function verbalizerLoss<P>(
   wordIds: readonly (readonly number[])[],
   maxTokens: number,
 ): (at: P) => Promise<number> {
-  const prompts = batch.map((e) => e.ids.slice(0, e.trained.indexOf(1)));
-  const gold = batch.map((e) => {
-    const completion = e.ids.slice(e.trained.indexOf(1));
-    const j = labelIds.findIndex((ids) => ids.every((id, k) => completion[k] === id));
-    if (j < 0)
-      throw new RangeError("an example's completion is none of the method's labels: is this a classification task with these labels?");
-    return j;
-  });
+  const { prompts, gold } = promptsAndGold(batch, labelIds);
   const rows = labelRows(prompts, wordIds, maxTokens);
   return async (at) => verbalizerCrossEntropy(scoresOfLabelRows(await ev.rowNlls(rows, at), wordIds.length), gold);
 }

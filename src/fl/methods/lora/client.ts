@@ -2,7 +2,8 @@
 // trunk below the cut runs there and the client holds only the layers above it (split learning). A client
 // that trains locally also scores versions on its held-out split (federated evaluation).
 import { ForwardModel } from "../../../engine/forward.ts";
-import { heldOutLoss, labelAccuracy } from "../../../engine/train/evaluate.ts";
+import { heldOutLoss, labelAccuracy, labeledPrompts } from "../../../engine/train/evaluate.ts";
+import { labelWordsOf } from "../shared/config-fields.ts";
 import type { ClientMethod, ClientResources, ClientTask } from "../method.ts";
 import { gradientSlice } from "../shared/gradient-slice.ts";
 import { versionPairs } from "./adapter.ts";
@@ -13,6 +14,7 @@ import { heldRank, holdRank, prunedRank, tailPenalty, tailScore } from "./hetlor
 import { graphName } from "../../../engine/lora/peft.ts";
 import { MethodError } from "../errors.ts";
 import { loraPlan } from "./plan.ts";
+import { labelWordTraining } from "./verbalizer.ts";
 
 /**
  * The rank a client trains this round: the assigned one, lowered by its deployment's ADAPTER_RANK and, for
@@ -42,7 +44,7 @@ export const loraClient: ClientMethod<LoraConfig> = {
     return { start, downloadBytes: start.length };
   },
   slice: async (ctx) => {
-    const { config } = await ctx.resources.prompts();
+    const { config, tokenizer } = await ctx.resources.prompts();
     const m = ctx.task.method;
     const largest = largestRank(m);
     const rank = trainedRank(ctx.task, ctx.resources.store);
@@ -51,7 +53,8 @@ export const loraClient: ClientMethod<LoraConfig> = {
         "method_invalid",
         `this client trains at most rank ${rank} (ADAPTER_RANK); without method.hetero, every client trains ranks up to ${largest}`,
       );
-    const opts = { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round };
+    const words = labelWordTraining(m, tokenizer, ctx.task.local.maxTokens);
+    const opts = { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round, words };
     if (m.hetero?.rule === "flora") {
       // Fresh factors of the client's rank on top of the version, the version's ranks frozen.
       const r = Math.min(rank, m.r);
@@ -93,6 +96,13 @@ export const loraClient: ClientMethod<LoraConfig> = {
       lora,
     });
     try {
+      if (m.labels) {
+        // Trained on the label words: scored by them, the loss their cross-entropy.
+        const { tokenizer } = await resources.prompts();
+        const words = labelWordsOf({ labels: m.labels, labelWords: m.labelWords });
+        const scored = await labelAccuracy(forward, tokenizer, labeledPrompts(held.raw), m.labels, { maxTokens: ctx.maxTokens, words });
+        return { numExamples: heldOut.length, metrics: { loss: scored.crossEntropy, accuracy: scored.accuracy } };
+      }
       const { loss } = await heldOutLoss(forward, heldOut);
       const labeled = held.raw.flatMap((e) => ("prompt" in e ? [{ prompt: e.prompt, label: e.completion }] : []));
       const labels = [...new Set(labeled.map((x) => x.label))].sort();

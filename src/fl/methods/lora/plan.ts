@@ -6,13 +6,18 @@ import { MethodError } from "../errors.ts";
 import { patternModules } from "./adapter.ts";
 import type { LoraConfig } from "./config.ts";
 import { loraLayers } from "./server.ts";
+import type { LabelWordTraining } from "./verbalizer.ts";
 
 /**
  * LoRA's training graph: every layer, or, offloaded, only those from its fromLayer (the endpoint serves
  * the trunk below and the client holds only the layers above the cut), at `rank`: the rank the client trains
- * (method.hetero: its own, or FLoRA's stack), the version's when absent.
+ * (method.hetero: its own, or FLoRA's stack), the version's when absent; with `words`, on the label words only.
  */
-export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boolean; seed: number; rank?: number }): GradientPlan {
+export function loraPlan(
+  m: LoraConfig,
+  c: LlamaConfig,
+  opts: { offloaded: boolean; seed: number; rank?: number; words?: LabelWordTraining | null },
+): GradientPlan {
   const patterns = patternModules(m, loraLayers(m, c), opts.rank);
   const lora = {
     // A client of a lower rank (method.hetero) trains the version's first ranks at the version's scaling.
@@ -27,8 +32,10 @@ export function loraPlan(m: LoraConfig, c: LlamaConfig, opts: { offloaded: boole
   };
   // FFA-LoRA: A stays as the version has it (its shared initialisation).
   const frozen = m.freezeA ? { frozen: ".lora_A.weight" } : {};
-  if (!opts.offloaded) return { graph: { kind: "train", spec: { lora } }, ...frozen };
+  const words = opts.words ? { examples: opts.words.examples } : {};
+  const spec = { lora, ...(opts.words ? { vocabulary: opts.words.vocabulary } : {}) };
+  if (!opts.offloaded) return { graph: { kind: "train", spec }, ...frozen, ...words };
   if (m.fromLayer === 0)
     throw new MethodError("method_invalid", "offloading the trunk needs the method's fromLayer above 0 (LoRA only above the cut)");
-  return { graph: { kind: "split", spec: { lora }, fromLayer: m.fromLayer }, layers: loraLayers(m, c), cut: m.fromLayer, ...frozen };
+  return { graph: { kind: "split", spec, fromLayer: m.fromLayer }, layers: loraLayers(m, c), cut: m.fromLayer, ...frozen, ...words };
 }

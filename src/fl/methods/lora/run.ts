@@ -4,9 +4,10 @@
 import { ForwardModel } from "../../../engine/forward.ts";
 import { LINEAR_MODULES } from "../../../engine/llama/names.ts";
 import type { RunMethod } from "../method.ts";
-import { scoreModel } from "../shared/held-out.ts";
+import { scoreModel, verbalizerRefusal } from "../shared/held-out.ts";
 import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
+import { labelWordTraining } from "./verbalizer.ts";
 
 /** The run config's method when it names none: LoRA r 8 on every linear module above layer 1, the trunk at the endpoint. */
 export const defaultRunMethod: LoraConfig = {
@@ -24,7 +25,15 @@ export const loraRun: RunMethod<LoraConfig> = {
   config: LoraConfig,
   service: (m, run) => (m.fromLayer > 0 && run.trunk === "endpoint" ? "endpoint" : "none"),
   serviceNote: (m) => `serves the trunk: clients hold only layers ${m.fromLayer}+`,
+  taskRefusal: (m, task) =>
+    !m.labels
+      ? null
+      : task.labels
+        ? verbalizerRefusal(m, task)
+        : `method.labels trains LoRA on a classification task's label words, not ${task.name}`,
   async score(m, version, ctx) {
+    // Refused here, before round 1, as each client would: a label word of more than one token.
+    labelWordTraining(m, ctx.model.tokenizer, ctx.maxTokens);
     const lora = versionPairs(m, version);
     const forward = await ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, {
       kind: "forward",
@@ -33,7 +42,7 @@ export const loraRun: RunMethod<LoraConfig> = {
       lora,
     });
     const step = () => ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, { kind: "step", quant: ctx.quant, lora });
-    return scoreModel(ctx, { forward, step });
+    return scoreModel(ctx, { forward, step, ...(m.labels ? { verbalizer: m, wordLoss: true } : {}) });
   },
   usage: (_m, _final, paths) => `npx fedflare score --model ${paths.modelDir} --adapter ${paths.adapterDir} --text "..."`,
 };

@@ -28,7 +28,8 @@ export async function gradientSlice<C extends MethodConfig>(
     // A split graph starts from the trunk's hidden states: no embedding lookup.
     const weights = () => resources.weights(plan.layers, plan.cut === undefined);
     const local = { config, weights, runtime: resources.runtime, sessions: await resources.sessions() };
-    state = await runLocalSteps(local, { ...task, plan }, global.tensors, examples, state, ctx.perInvocation, trunk);
+    const rows = plan.examples?.(examples) ?? examples;
+    state = await runLocalSteps(local, { ...task, plan }, global.tensors, rows, state, ctx.perInvocation, trunk);
     ctx.save(encodeLocalState(state), state.step);
     return null;
   }

@@ -47,6 +47,8 @@ export function verbalizerRefusal(m: Verbalizer, task: { labels: readonly string
  * soft prompt), `after` are ids between each prompt and its completion (an inline soft prompt's), and
  * the accuracy scores `verbalizer`'s words (heldOutWords). Where the context asks for greedy answers,
  * `step` opens the same model as a generation graph (kind "step"); a method without one reports none.
+ * `wordLoss`: on a classification task the loss is the verbalizer's cross-entropy, not the completion's NLL
+ * (a method trained on its label words alone: LoRA with method.labels).
  */
 export async function scoreModel(
   ctx: ScoreContext,
@@ -55,21 +57,26 @@ export async function scoreModel(
     params?: ReadonlyMap<string, Float32Array>;
     after?: readonly number[];
     verbalizer?: Verbalizer;
+    wordLoss?: boolean;
     step?: () => Promise<ForwardModel>;
   },
 ): Promise<Scored> {
   const { forward, params } = run;
   const after = run.after ?? [];
   try {
-    const { loss } = await heldOutLoss(
-      forward,
-      ctx.heldOut.map((e) => beforeCompletion(e, after)),
-      8,
-      undefined,
-      params,
-    );
     const task = ctx.task;
+    const completionLoss = async () =>
+      (
+        await heldOutLoss(
+          forward,
+          ctx.heldOut.map((e) => beforeCompletion(e, after)),
+          8,
+          undefined,
+          params,
+        )
+      ).loss;
     if (!task) {
+      const loss = await completionLoss();
       const generated =
         ctx.generation && run.step ? await greedyScores(await run.step(), ctx.model, ctx.maxTokens, ctx.generation) : undefined;
       return { loss, accuracy: null, balanced: null, ...(generated ? { generated } : {}) };
@@ -82,7 +89,7 @@ export async function scoreModel(
       ...(words ? { words } : {}),
     });
     return {
-      loss,
+      loss: run.wordLoss ? scored.crossEntropy : await completionLoss(),
       accuracy: scored.accuracy,
       balanced: balancedAccuracy(
         scored.predicted,

@@ -1,0 +1,50 @@
+// LoRA on a classification task's label words (prompt-based fine-tuning: LM-BFF, Gao et al. 2021; PET):
+// each example trains only the word of its gold label after its prompt, the loss's softmax over the label
+// words alone, which is the verbalizer cross-entropy the black-box methods train on (BBT). A base that
+// already tells the classes apart by some words (fedflare-mail-4m's " additional" and " act", chosen by
+// bench/label-words.ts) starts near the task; its label names, never learned, start at chance.
+import { completionExample, type TokenizedExample } from "../../../data/examples.ts";
+import type { TextTokenizer } from "../../../engine/tokenizer/load.ts";
+import { promptsAndGold, wordIds } from "../../../engine/train/evaluate.ts";
+import { labelWordsOf } from "../shared/config-fields.ts";
+import { MethodError } from "../errors.ts";
+import type { LoraConfig } from "./config.ts";
+
+/** What a client trains on with method.labels: the words' token ids, and its examples as word rows. */
+export interface LabelWordTraining {
+  /** One token id a label, in the order of method.labels. */
+  vocabulary: number[];
+  /** The client's tokenized examples as prompt + the gold label's word, only the word trained. */
+  examples(tokenized: readonly TokenizedExample[]): TokenizedExample[];
+}
+
+/**
+ * The label-word training of `m` under `tok`, or null without method.labels. A word of more than one token is
+ * refused: the loss is one softmax at the position after the prompt.
+ */
+export function labelWordTraining(m: LoraConfig, tok: TextTokenizer, maxTokens: number): LabelWordTraining | null {
+  if (!m.labels) return null;
+  const labels = m.labels;
+  const words = labelWordsOf({ labels, labelWords: m.labelWords });
+  const vocabulary = wordIds(tok, words).map((ids, i) => {
+    if (ids.length !== 1)
+      throw new MethodError(
+        "method_invalid",
+        `LoRA's label words are one token each in the model's vocabulary; " ${words[i]}" is ${ids.length}: choose another word in method.labelWords`,
+      );
+    return ids[0]!;
+  });
+  if (new Set(vocabulary).size !== vocabulary.length)
+    throw new MethodError(
+      "method_invalid",
+      `method.labelWords ${JSON.stringify(words)} name one token twice: each label needs its own word`,
+    );
+  const labelIds = wordIds(tok, labels);
+  return {
+    vocabulary,
+    examples: (tokenized) => {
+      const { prompts, gold } = promptsAndGold(tokenized, labelIds);
+      return prompts.map((prompt, i) => completionExample(prompt, [vocabulary[gold[i]!]!], maxTokens));
+    },
+  };
+}
