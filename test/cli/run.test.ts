@@ -287,6 +287,63 @@ describe("fedflare run", () => {
     expect(Math.min(...zero.margins, ...last.margins)).toBeGreaterThan(1e-4);
   }, 300_000);
 
+  it("trains LoRA on spam's label words: each version scored by the words, its loss their cross-entropy", async () => {
+    // Words other than the labels, one token each in the tiny vocabulary (" spam" and " ham" are four).
+    const method = {
+      type: "lora",
+      r: 2,
+      alpha: 4,
+      targetModules: ["q_proj", "v_proj"],
+      labels: ["spam", "ham"],
+      labelWords: ["the", "and"],
+    };
+    const json = { ...spamRun(method, { steps: 6, batchSize: 4, lr: 0.05, maxTokens: 48 }), federatedEvaluation: true };
+    const { r, out } = await runWith("lora-words", json);
+    expect(r.code, r.stderr).toBe(0);
+    const all = records(out) as (Record_ & { validation_accuracy: number })[];
+    expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
+
+    // Recomputed in float64: round 0 is the base model, the last version the base with the final adapter; the
+    // loss is the mean over examples of -log softmax of the words' scores at the gold label.
+    const data = runData(parseRunConfig(json, "lora-words"));
+    const base = await loadModel(dirSource(modelDir));
+    const final = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), "final").tensors;
+    const lora = loraPairs(final, 2, 2);
+    const scoredOn = (examples: typeof data.test, options: { lora?: typeof lora } = {}) => {
+      const s = referenceLabelAccuracy(base, examples, method.labels, method.labelWords, 48, options);
+      const gold = examples.map((e) => method.labels.indexOf("prompt" in e ? e.completion.trim() : assert.fail("spam examples are pairs")));
+      const ce = s.scores.reduce((sum, x, i) => sum + Math.log(x.reduce((a, y) => a + Math.exp(y), 0)) - x[gold[i]!]!, 0) / examples.length;
+      return { ...s, ce };
+    };
+    const zero = scoredOn(data.validation);
+    const moved = scoredOn(data.validation, { lora });
+    expect(all[0]!.validation_accuracy).toBeCloseTo(zero.accuracy, 9);
+    expect(all[0]!.validation_loss).toBeCloseTo(zero.ce, 5);
+    expect(all[2]!.validation_accuracy).toBeCloseTo(moved.accuracy, 9);
+    expect(all[2]!.validation_loss).toBeCloseTo(moved.ce, 5);
+    expect(Math.abs(moved.ce - zero.ce)).toBeGreaterThan(1e-3);
+    // The words, not the labels, decide.
+    expect(zero.predicted).not.toEqual(referenceLabelAccuracy(base, data.validation, method.labels, method.labels, 48).predicted);
+    // Federated evaluation: each client scored every other validation mail by the words, weighted by its count.
+    const shares = [0, 1].map((i) => data.validation.filter((_, j) => j % 2 === i));
+    const federated = shares.reduce((s, share) => s + share.length * scoredOn(share, { lora }).ce, 0) / data.validation.length;
+    expect((all[2] as Record_).federated_loss).toBeCloseTo(federated, 5);
+    const test = JSON.parse(readFileSync(join(out, "test.json"), "utf8")) as TestRecord;
+    const last = scoredOn(data.test, { lora });
+    expect(test).toMatchObject({ version: 2, examples: 12 });
+    expect(test.accuracy).toBeCloseTo(last.accuracy, 9);
+    expect(test.loss).toBeCloseTo(last.ce, 5);
+    expect(Math.min(...zero.margins, ...moved.margins, ...last.margins)).toBeGreaterThan(1e-4);
+
+    // A label word of more than one token is refused before round 1, naming it; so is a task without labels.
+    const long = await runWith("lora-long-word", { ...json, method: { ...method, labelWords: ["the", "quick"] } });
+    expect(long.r.code).not.toBe(0);
+    expect(long.r.stderr).toMatch(/LoRA's label words are one token each in the model's vocabulary; " quick" is 5/);
+    const g2p = await runWith("lora-words-g2p", { ...g2pRun, method });
+    expect(g2p.r.code).not.toBe(0);
+    expect(g2p.r.stderr).toMatch(/method.labels trains LoRA on a classification task's label words, not g2p/);
+  }, 300_000);
+
   it("runs FedBPT on spam: clients search the soft prompt's subspace, each version's prompt scored", async () => {
     const method = {
       type: "fedbpt",

@@ -30,7 +30,8 @@ export function labelWordTraining(m: LoraConfig, tok: TextTokenizer, maxTokens: 
     if (ids.length !== 1)
       throw new MethodError(
         "method_invalid",
-        `LoRA's label words are one token each in the model's vocabulary; " ${words[i]}" is ${ids.length}: choose another word in method.labelWords`,
+        `LoRA's label words are one token each in the model's vocabulary; " ${words[i]}" is ${ids.length}: ` +
+          "choose another word in method.labelWords",
       );
     return ids[0]!;
   });
