@@ -16,8 +16,8 @@
 // ranks and compression report (bench/lib/hetero-rows.ts).
 // Run: node bench/quality.ts [--preset quick|full|robust|hetero] [--seeds N] [--tasks spam,g2p,sotu] [--partitions iid,...]
 //   [--only row,...] [--out DIR]
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { run } from "../cli/commands/run.ts";
 import { dirSource } from "../cli/model-dir.ts";
@@ -70,11 +70,29 @@ interface RunScores {
 const metricOf = (t: QualityTask) => (t.name === "spam" ? "accuracy" : "loss");
 const metricValue = (t: QualityTask, s: { accuracy: number | null; loss: number }) => (metricOf(t) === "accuracy" ? s.accuracy! : s.loss);
 
+/** A finished run of the same config and seed under another row of the same task and partition, or null. */
+function finishedTwin(dir: string, configText: string): string | null {
+  const rows = dirname(dirname(dir));
+  if (!existsSync(rows)) return null;
+  for (const row of readdirSync(rows)) {
+    const other = join(rows, row, basename(dir));
+    if (other === dir || !existsSync(join(other, "test.json"))) continue;
+    if (readFileSync(join(other, "config.json"), "utf8") === configText) return other;
+  }
+  return null;
+}
+
 /** Runs (or reads back) one federation, baseline or not, in `dir`. */
 async function runOnce(config: RunConfig, dir: string, task: QualityTask): Promise<RunScores> {
   const configText = `${JSON.stringify(config, null, 2)}\n`;
   const done = existsSync(join(dir, "test.json")) && readFileSync(join(dir, "config.json"), "utf8") === configText;
-  if (!done) {
+  const same = done ? null : finishedTwin(dir, configText);
+  if (same) {
+    // A row of the same config (the tuning run at the chosen rate, say) already ran this seed: its run is this one.
+    rmSync(dir, { recursive: true, force: true });
+    cpSync(same, dir, { recursive: true });
+    console.log(`== ${dir}: the same config as ${same}, its run reused`);
+  } else if (!done) {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     const file = `${dir}.config.json`;
