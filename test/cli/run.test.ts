@@ -322,6 +322,9 @@ describe("fedflare run", () => {
     expect(all[2]!.validation_accuracy).toBeCloseTo(moved.accuracy, 9);
     expect(all[2]!.validation_loss).toBeCloseTo(moved.ce, 5);
     expect(Math.abs(moved.ce - zero.ce)).toBeGreaterThan(1e-3);
+    // The clients trained the words' two-way cross-entropy (near ln 2 here), not the labels' completions
+    // (four tokens and EOS, each about ln 300 at first).
+    for (const x of all.slice(1)) expect((x as Record_ & { train_loss: number }).train_loss).toBeLessThan(1.5);
     // The words, not the labels, decide.
     expect(zero.predicted).not.toEqual(referenceLabelAccuracy(base, data.validation, method.labels, method.labels, 48).predicted);
     // Federated evaluation: each client scored every other validation mail by the words, weighted by its count.
@@ -339,6 +342,9 @@ describe("fedflare run", () => {
     const long = await runWith("lora-long-word", { ...json, method: { ...method, labelWords: ["the", "quick"] } });
     expect(long.r.code).not.toBe(0);
     expect(long.r.stderr).toMatch(/LoRA's label words are one token each in the model's vocabulary; " quick" is 5/);
+    const other = await runWith("lora-other-labels", { ...json, method: { ...method, labels: ["pos", "neg"] } });
+    expect(other.r.code).not.toBe(0);
+    expect(other.r.stderr).toMatch(/method.labels \["pos","neg"\] lack the task's label "spam"/);
     const g2p = await runWith("lora-words-g2p", { ...g2pRun, method });
     expect(g2p.r.code).not.toBe(0);
     expect(g2p.r.stderr).toMatch(/method.labels trains LoRA on a classification task's label words, not g2p/);

@@ -4,6 +4,7 @@ import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import { tokenizeExample } from "../../src/data/examples.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
+import { labelRows, promptsAndGold } from "../../src/engine/train/evaluate.ts";
 import { LoraConfig } from "../../src/fl/methods/lora/config.ts";
 import { loraPlan } from "../../src/fl/methods/lora/plan.ts";
 import { labelWordTraining } from "../../src/fl/methods/lora/verbalizer.ts";
@@ -16,7 +17,21 @@ const base = { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] };
 const m = v.parse(LoraConfig, { ...base, labels: ["spam", "ham"], labelWords: ["the", "and"] });
 
 describe("LoRA on label words", () => {
-  it("trains each example's prompt, as the client cut it, followed by its gold label's word, only that word", () => {
+  it("takes a completion's label only where the label's ids are the whole completion, up to EOS", () => {
+    const row = (completion: number[]) => ({ ids: [1, 2, ...completion], trained: [0, 0, ...completion.map(() => 1)] });
+    // Label 0's ids [5] begin label 1's [5, 6]: " 10" is not " 1".
+    expect(promptsAndGold([row([5, 6, 9]), row([5, 9]), row([5, 6])], [[5], [5, 6]])).toEqual({
+      prompts: [
+        [1, 2],
+        [1, 2],
+        [1, 2],
+      ],
+      gold: [1, 0, 1],
+    });
+    expect(() => promptsAndGold([row([5, 7, 9])], [[5], [5, 6]])).toThrow(/none of the method's labels/);
+  });
+
+  it("trains each example's prompt, cut as scoring cuts it, followed by its gold label's word, only that word", () => {
     const words = labelWordTraining(m, tok, 24)!;
     const [the, and] = [" the", " and"].map((w) => tok.encode(w, { addSpecialTokens: false })[0]!);
     expect(words.vocabulary).toEqual([the, and]);
@@ -24,15 +39,22 @@ describe("LoRA on label words", () => {
       { prompt: "Subject: cheap pills now, click here for more and more and more", completion: " spam" },
       { prompt: "Subject: minutes", completion: " ham" },
     ];
-    const tokenized = examples.map((e) => tokenizeExample(e, tok, 2, 24));
-    const rows = words.examples(tokenized);
+    const rows = words.examples(examples);
+    // Each row is the one held-out scoring makes for the gold word (labelRows), the word alone trained.
+    const scoring = labelRows(
+      examples.map((e) => tok.encode(e.prompt)),
+      [[the!], [and!]],
+      24,
+    );
+    expect(rows).toEqual([scoring[0], scoring[3]]);
     rows.forEach((row, i) => {
-      const prompt = tokenized[i]!.ids.slice(0, tokenized[i]!.trained.indexOf(1));
-      expect(row.ids).toEqual([...prompt, i === 0 ? the : and]);
-      expect(row.trained).toEqual([...prompt.map(() => 0), 1]);
+      expect(row.ids.at(-1)).toBe(i === 0 ? the : and);
+      expect(row.trained).toEqual([...row.ids.slice(1).map(() => 0), 1]);
     });
-    // The first prompt was cut to fit the window; its row keeps the cut.
-    expect(rows[0]!.ids.length).toBeLessThan(tok.encode(examples[0]!.prompt).length + 1);
+    // The first prompt was cut to fit the window, not by the label's length: " spam" and EOS take 5 tokens,
+    // more than the window's eighth, so the tokenized training example cut it shorter.
+    expect(rows[0]!.ids.length).toBe(24 - 3 + 1);
+    expect(tokenizeExample(examples[0]!, tok, 2, 24).trained.indexOf(1)).toBe(24 - 5);
     const plan = loraPlan(m, config, { offloaded: false, seed: 0, words });
     expect(plan.graph.spec.vocabulary).toEqual([the, and]);
     expect(plan.examples).toBe(words.examples);
@@ -41,13 +63,13 @@ describe("LoRA on label words", () => {
 
   it("refuses a completion that is none of the labels, a word of several tokens, one token for two labels", () => {
     const words = labelWordTraining(m, tok, 24)!;
-    expect(() => words.examples([tokenizeExample({ prompt: "x", completion: " eggs" }, tok, 2, 24)])).toThrow(
-      /an example's completion is none of the method's labels/,
-    );
+    expect(() => words.examples([{ prompt: "x", completion: " eggs" }])).toThrow(/label "eggs" is not one of \["spam","ham"\]/);
+    expect(() => words.examples([{ text: "x" }])).toThrow(/trains prompt\/completion pairs; a record here is a plain text/);
     expect(() => labelWordTraining({ ...m, labelWords: ["the", "quick"] }, tok, 24)).toThrow(
       /LoRA's label words are one token each in the model's vocabulary; " quick" is 5: choose another word in method.labelWords/,
     );
     expect(() => labelWordTraining({ ...m, labelWords: ["the", "the"] }, tok, 24)).toThrow(/name one token twice/);
     expect(() => v.parse(LoraConfig, { ...base, labelWords: ["the", "and"] })).toThrow(/one word per label/);
+    expect(() => v.parse(LoraConfig, { ...base, labels: ["spam", "spam"] })).toThrow(/method.labels are distinct/);
   });
 });

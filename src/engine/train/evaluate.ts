@@ -154,7 +154,8 @@ export function labelRows(
 
 /**
  * Tokenized prompt/completion examples of a classification task as their prompts (up to the completion) and
- * the index of their gold label: the label whose ids (" " + label) begin the completion.
+ * the index of their gold label: the longest label whose ids (" " + label) are the completion, up to its EOS
+ * (" 1" begins " 10" but is not its label).
  */
 export function promptsAndGold(
   examples: readonly TokenizedExample[],
@@ -163,7 +164,16 @@ export function promptsAndGold(
   const prompts = examples.map((e) => e.ids.slice(0, e.trained.indexOf(1)));
   const gold = examples.map((e) => {
     const completion = e.ids.slice(e.trained.indexOf(1));
-    const j = labelIds.findIndex((ids) => ids.every((id, k) => completion[k] === id));
+    // The longest such label: a completion cut before its EOS may also be a shorter label and its EOS.
+    const j = labelIds.reduce(
+      (best, ids, i) =>
+        completion.length - ids.length <= 1 &&
+        ids.every((id, k) => completion[k] === id) &&
+        (best < 0 || ids.length > labelIds[best]!.length)
+          ? i
+          : best,
+      -1,
+    );
     if (j < 0)
       throw new RangeError("an example's completion is none of the method's labels: is this a classification task with these labels?");
     return j;

@@ -3,6 +3,7 @@
 // metrics. The work is resumable: `LocalState` is plain data, so a Worker can run some steps, persist, and go on in its next
 // invocation without losing the optimizer state (a Worker's CPU time per invocation is bounded).
 import type { TokenizedExample } from "../../data/examples.ts";
+import type { Example } from "../../data/jsonl.ts";
 import { exampleBatch } from "../../data/examples.ts";
 import { shuffled } from "../../data/lm-windows.ts";
 import type { LlamaConfig } from "../../engine/config.ts";
@@ -39,8 +40,8 @@ export interface GradientPlan {
   mask?: (name: string, grad: Float32Array) => void;
   /** Adds, in place, a regulariser's gradient at the parameters (HetLoRA's tail penalty), by graph name. */
   penalty?: (grads: TensorMap, params: TensorMap) => void;
-  /** The rows trained instead of the client's examples, one each (LoRA's label-word rows). */
-  examples?: (tokenized: readonly TokenizedExample[]) => TokenizedExample[];
+  /** The rows trained instead of the client's tokenized examples, one per record (LoRA's label-word rows). */
+  examples?: (raw: readonly Example[]) => TokenizedExample[];
 }
 
 export interface LocalTask {

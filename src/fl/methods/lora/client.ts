@@ -97,11 +97,14 @@ export const loraClient: ClientMethod<LoraConfig> = {
     });
     try {
       if (m.labels) {
-        // Trained on the label words: scored by them, the loss their cross-entropy.
+        // Trained on the label words: scored by them, the loss their cross-entropy, over the records of the labels.
+        const labels = m.labels;
+        const items = labeledPrompts(held.raw).filter((x) => labels.includes(x.label));
+        if (!items.length) return null;
         const { tokenizer } = await resources.prompts();
-        const words = labelWordsOf({ labels: m.labels, labelWords: m.labelWords });
-        const scored = await labelAccuracy(forward, tokenizer, labeledPrompts(held.raw), m.labels, { maxTokens: ctx.maxTokens, words });
-        return { numExamples: heldOut.length, metrics: { loss: scored.crossEntropy, accuracy: scored.accuracy } };
+        const words = labelWordsOf({ labels, labelWords: m.labelWords });
+        const scored = await labelAccuracy(forward, tokenizer, items, labels, { maxTokens: ctx.maxTokens, words });
+        return { numExamples: items.length, metrics: { loss: scored.crossEntropy, accuracy: scored.accuracy } };
       }
       const { loss } = await heldOutLoss(forward, heldOut);
       const labeled = held.raw.flatMap((e) => ("prompt" in e ? [{ prompt: e.prompt, label: e.completion }] : []));

@@ -4,6 +4,7 @@
 import { ForwardModel } from "../../../engine/forward.ts";
 import { LINEAR_MODULES } from "../../../engine/llama/names.ts";
 import type { RunMethod } from "../method.ts";
+import { labelWordsOf } from "../shared/config-fields.ts";
 import { scoreModel, verbalizerRefusal } from "../shared/held-out.ts";
 import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
@@ -29,7 +30,7 @@ export const loraRun: RunMethod<LoraConfig> = {
     !m.labels
       ? null
       : task.labels
-        ? verbalizerRefusal(m, task)
+        ? verbalizerRefusal({ labels: m.labels, labelWords: labelWordsOf({ labels: m.labels, labelWords: m.labelWords }) }, task)
         : `method.labels trains LoRA on a classification task's label words, not ${task.name}`,
   async score(m, version, ctx) {
     // Refused here, before round 1, as each client would: a label word of more than one token.

@@ -4,8 +4,9 @@
 // already tells the classes apart by some words (fedflare-mail-4m's " additional" and " act", chosen by
 // bench/label-words.ts) starts near the task; its label names, never learned, start at chance.
 import { completionExample, type TokenizedExample } from "../../../data/examples.ts";
+import type { Example } from "../../../data/jsonl.ts";
 import type { TextTokenizer } from "../../../engine/tokenizer/load.ts";
-import { promptsAndGold, wordIds } from "../../../engine/train/evaluate.ts";
+import { goldIndex, wordIds } from "../../../engine/train/evaluate.ts";
 import { labelWordsOf } from "../shared/config-fields.ts";
 import { MethodError } from "../errors.ts";
 import type { LoraConfig } from "./config.ts";
@@ -14,8 +15,11 @@ import type { LoraConfig } from "./config.ts";
 export interface LabelWordTraining {
   /** One token id a label, in the order of method.labels. */
   vocabulary: number[];
-  /** The client's tokenized examples as prompt + the gold label's word, only the word trained. */
-  examples(tokenized: readonly TokenizedExample[]): TokenizedExample[];
+  /**
+   * The client's examples as prompt + the gold label's word, only the word trained, each prompt cut as held-out
+   * scoring cuts it (labelRows): the window's room does not depend on the label's length.
+   */
+  examples(raw: readonly Example[]): TokenizedExample[];
 }
 
 /**
@@ -40,12 +44,12 @@ export function labelWordTraining(m: LoraConfig, tok: TextTokenizer, maxTokens: 
       "method_invalid",
       `method.labelWords ${JSON.stringify(words)} name one token twice: each label needs its own word`,
     );
-  const labelIds = wordIds(tok, labels);
   return {
     vocabulary,
-    examples: (tokenized) => {
-      const { prompts, gold } = promptsAndGold(tokenized, labelIds);
-      return prompts.map((prompt, i) => completionExample(prompt, [vocabulary[gold[i]!]!], maxTokens));
-    },
+    examples: (raw) =>
+      raw.map((e) => {
+        if (!("prompt" in e)) throw new RangeError("LoRA on label words trains prompt/completion pairs; a record here is a plain text");
+        return completionExample(tok.encode(e.prompt), [vocabulary[goldIndex(e.completion.trim(), labels)]!], maxTokens);
+      }),
   };
 }

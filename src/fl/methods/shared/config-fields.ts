@@ -5,7 +5,11 @@ export const int = (min: number, max = Number.MAX_SAFE_INTEGER) => v.pipe(v.numb
 /** A number in (0, max]: learning rates, scales and step sizes are bounded so no config turns a version into infinities. */
 export const upTo = (max: number) => v.pipe(v.number(), v.gtValue(0), v.maxValue(max));
 /** A classification task's labels: its completions are " " + label. */
-export const labels = v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(2));
+export const labels = v.pipe(
+  v.array(v.pipe(v.string(), v.minLength(1))),
+  v.minLength(2),
+  v.check((xs) => new Set(xs).size === xs.length, "method.labels are distinct"),
+);
 /**
  * The verbalizer (PET, Schick and Schütze 2021; BBT): the word scored for each label, in the order of
  * `labels`, as " " + word. Defaults to the labels themselves; a base that was never taught the task's

@@ -20,7 +20,7 @@ export async function gradientSlice<C extends MethodConfig>(
   sent?: (params: TensorMap, delta: TensorMap) => { tensors: TensorMap; shapes: Map<string, number[]>; metrics?: Record<string, number> },
 ): Promise<Uint8Array | null> {
   const { task, global, resources } = ctx;
-  const [{ config }, { examples }] = await Promise.all([resources.prompts(), resources.tokenized(task.local.maxTokens)]);
+  const [{ config, raw }, { examples }] = await Promise.all([resources.prompts(), resources.tokenized(task.local.maxTokens)]);
   let state = ctx.saved ? decodeLocalState(ctx.saved) : startLocal(global.tensors);
   if (state.step < task.local.steps) {
     const trunk =
@@ -28,7 +28,7 @@ export async function gradientSlice<C extends MethodConfig>(
     // A split graph starts from the trunk's hidden states: no embedding lookup.
     const weights = () => resources.weights(plan.layers, plan.cut === undefined);
     const local = { config, weights, runtime: resources.runtime, sessions: await resources.sessions() };
-    const rows = plan.examples?.(examples) ?? examples;
+    const rows = plan.examples?.(raw) ?? examples;
     state = await runLocalSteps(local, { ...task, plan }, global.tensors, rows, state, ctx.perInvocation, trunk);
     ctx.save(encodeLocalState(state), state.step);
     return null;
