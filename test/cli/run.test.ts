@@ -300,7 +300,7 @@ describe("fedflare run", () => {
     const json = { ...spamRun(method, { steps: 6, batchSize: 4, lr: 0.05, maxTokens: 48 }), federatedEvaluation: true };
     const { r, out } = await runWith("lora-words", json);
     expect(r.code, r.stderr).toBe(0);
-    const all = records(out) as (Record_ & { validation_accuracy: number })[];
+    const all = records(out) as (Record_ & { validation_accuracy: number; train_loss: number })[];
     expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
 
     // Recomputed in float64: round 0 is the base model, the last version the base with the final adapter; the
@@ -324,7 +324,7 @@ describe("fedflare run", () => {
     expect(Math.abs(moved.ce - zero.ce)).toBeGreaterThan(1e-3);
     // The clients trained the words' two-way cross-entropy (near ln 2 here), not the labels' completions
     // (four tokens and EOS, each about ln 300 at first).
-    for (const x of all.slice(1)) expect((x as Record_ & { train_loss: number }).train_loss).toBeLessThan(1.5);
+    for (const x of all.slice(1)) expect(x.train_loss).toBeLessThan(1.5);
     // The words, not the labels, decide.
     expect(zero.predicted).not.toEqual(referenceLabelAccuracy(base, data.validation, method.labels, method.labels, 48).predicted);
     // Federated evaluation: each client scored every other validation mail by the words, weighted by its count.
