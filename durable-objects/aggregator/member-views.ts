@@ -6,8 +6,11 @@ import type { FederationView, RoundView } from "./federation.ts";
 export type MemberFederationView = Pick<FederationView, "id" | "version" | "roundsDone" | "openRound"> & {
   /** The versions this client is asked to evaluate and has not reported, newest first (evaluations.ts). */
   evaluate?: number[];
-  /** What scoring them takes, when there are some: the method, the model's quantization, the examples' length. */
-  evaluation?: { method: FederationView["config"]["method"]; quant: string; maxTokens: number };
+  /**
+   * What scoring them takes, when there are some: the method, the model's quantization, the examples' length,
+   * and when the federation was created (the round task's createdAt).
+   */
+  evaluation?: { method: FederationView["config"]["method"]; quant: string; maxTokens: number; createdAt: number };
 };
 
 export type MemberRoundView = Pick<
@@ -26,7 +29,9 @@ export function memberFederationView(f: FederationView, evaluate: number[]): Mem
     openRound: f.openRound,
     evaluate,
     ...(evaluate.length
-      ? { evaluation: { method: f.config.method, quant: f.config.model.quant, maxTokens: f.config.local.maxTokens } }
+      ? {
+          evaluation: { method: f.config.method, quant: f.config.model.quant, maxTokens: f.config.local.maxTokens, createdAt: f.createdAt },
+        }
       : {}),
   };
 }

@@ -56,6 +56,11 @@ export interface RoundView {
     method: FederationConfig["method"];
     model: { name: string; quant: string };
     seed: number;
+    /**
+     * When the federation was created: with its id, it names this federation and not an earlier one deleted
+     * under the same id, whose state a client may still keep (workers/client/resources.ts).
+     */
+    createdAt: number;
     /** The dtype gradient updates are uploaded in (the federation's uploadDtype), when not F32. */
     uploadDtype?: FederationConfig["uploadDtype"];
     /** The fraction of each tensor's values a sparse update sends (the federation's topK). */

@@ -53,6 +53,7 @@ export class Views {
         method,
         model: { name: model.name, quant: model.quant },
         seed: fed.config.seed,
+        createdAt: fed.createdAt,
         ...(fed.config.uploadDtype ? { uploadDtype: fed.config.uploadDtype } : {}),
         ...(fed.config.topK !== undefined ? { topK: fed.config.topK } : {}),
         ...(fed.config.downloadDtype ? { downloadDtype: fed.config.downloadDtype } : {}),

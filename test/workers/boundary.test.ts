@@ -117,6 +117,9 @@ describe("credentials on every route", async () => {
       "task",
     ]);
     expect(round.sampled).toEqual(["c1"]);
+    // The task names the federation by its creation too: a client keeps its state per federation under both.
+    const { createdAt } = (await (await viewerApi("/federations/auth-1")).json()) as { createdAt: number };
+    expect((round.task as { createdAt: number }).createdAt).toBe(createdAt);
     expect(await (await signed("/federations/auth-1", "c1")).json()).toEqual({
       id: "auth-1",
       version: 0,

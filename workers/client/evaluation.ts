@@ -15,6 +15,8 @@ export interface EvaluationTask {
   method: FederationConfig["method"];
   quant: string;
   maxTokens: number;
+  /** When the federation was created (its store is this federation's: workers/client/federation-store.ts). */
+  createdAt: number;
 }
 
 /**
@@ -40,7 +42,7 @@ export async function evaluateVersions(
   const budget = downloads(env, limits.MAX_DOWNLOAD_BYTES, 0);
   const bytes = await budget.get(`/federations/${encodeURIComponent(federationId)}/versions/${v}`, `version ${v}`);
   if (!bytes) return [];
-  const resources = cache.resources(env, sql, { federationId, key: `evaluate/${v}` }, budget.get);
+  const resources = cache.resources(env, sql, { federationId, createdAt: task.createdAt, key: `evaluate/${v}` }, budget.get);
   const ctx = {
     quant: task.quant as QuantMode,
     maxTokens: Math.min(task.maxTokens, limits.MAX_TOKENS_PER_EXAMPLE),

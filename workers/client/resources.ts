@@ -10,6 +10,7 @@ import { JobSessions } from "../../src/engine/runtime.ts";
 import { connectTrunk, type TrunkCache } from "../../src/fl/client/trunk-states.ts";
 import type { ClientResources } from "../../src/fl/methods/method.ts";
 import { readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
+import { federationStore } from "./federation-store.ts";
 import { workerdOrtRuntime } from "../lib/ort-workerd.ts";
 import type { ClientEnv } from "./env.ts";
 import { failure } from "../../src/fl/client/transient.ts";
@@ -37,7 +38,7 @@ export class ModelCache {
   resources(
     env: ClientEnv,
     sql: SqlStorage,
-    job: { federationId: string; key: string },
+    job: { federationId: string; createdAt: number; key: string },
     download: ClientResources["download"],
   ): ClientResources {
     const source = r2ModelSource(env);
@@ -50,7 +51,6 @@ export class ModelCache {
       };
       return this.prompts;
     };
-    const storeKey = (name: string) => `${name}/${job.federationId}`;
     const trunkCache: TrunkCache = {
       get: async (key) => {
         const bytes = readBlob(sql, `trunk/${key}`);
@@ -107,7 +107,7 @@ export class ModelCache {
         return this.sessions;
       },
       trunkCache,
-      store: { get: (name) => readBlob(sql, storeKey(name)), put: (name, bytes) => writeBlob(sql, storeKey(name), bytes) },
+      store: federationStore(sql, job.federationId, job.createdAt),
       download,
     };
   }

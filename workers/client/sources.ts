@@ -89,6 +89,8 @@ export interface RoundInfo {
     method: FederationConfig["method"];
     model: { name: string; quant: QuantMode };
     seed: number;
+    /** When the federation was created: with its id, it names this federation (workers/client/federation-store.ts). */
+    createdAt: number;
     uploadDtype?: FederationConfig["uploadDtype"];
     topK?: number;
     downloadDtype?: FederationConfig["downloadDtype"];

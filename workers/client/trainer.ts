@@ -122,7 +122,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       resources: this.cache.resources(
         this.env,
         this.sql,
-        { federationId: job.federation_id, key: key("job") },
+        { federationId: job.federation_id, createdAt: task.federationCreatedAt, key: key("job") },
         downloads(this.env, limit - task.downloadBytes, job.round).get,
       ),
     });
@@ -234,6 +234,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       modelName: round.task.model.name,
       seed: hashSeed(`${job.federation_id}/${this.env.CLIENT_ID}`),
       federationSeed: round.task.seed,
+      federationCreatedAt: round.task.createdAt,
       baseVersion: round.baseVersion,
       downloadBytes: 0,
       ...(round.task.uploadDtype ? { uploadDtype: round.task.uploadDtype } : {}),
@@ -247,7 +248,12 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       ? await side.start(
           task,
           placement,
-          this.cache.resources(this.env, this.sql, { federationId: job.federation_id, key: key("job") }, budget.get),
+          this.cache.resources(
+            this.env,
+            this.sql,
+            { federationId: job.federation_id, createdAt: task.federationCreatedAt, key: key("job") },
+            budget.get,
+          ),
         )
       : null;
     let start: Uint8Array;

@@ -157,6 +157,8 @@ export interface ClientTask<C extends MethodConfig = MethodConfig> {
   seed: number;
   /** The federation's seed (LoRA's initialisation, FedKSeed's seed pool, FedBPT's projection). */
   federationSeed: number;
+  /** When the federation was created: with federationId, it names this federation, not one deleted before it under that id. */
+  federationCreatedAt: number;
   baseVersion: number;
   /** The highest adapter rank this client's deployment trains (its ADAPTER_RANK); absent: what the federation assigns it. */
   maxRank?: number;

@@ -80,7 +80,7 @@ type Held = v.InferOutput<typeof Held>;
 /**
  * The rank a client's earlier prunes leave it at the start of `round` (none: no prune yet). A prune made in
  * this same round (a retried round) counts as not yet made, so the retry trains at the rank the first try did.
- * A record that does not parse, or from a round still to come (a federation re-created under its id), is none.
+ * A record that does not parse, or from a round still to come (not this federation's), is none.
  */
 export function heldRank(store: { get(name: string): Uint8Array | null }, round: number): number {
   const bytes = store.get(STORED);
