@@ -27,7 +27,22 @@ const id = v.pipe(
  * A method config: its `type` names a registered method (src/fl/methods/), whose own schema validates the
  * rest where the method runs (the aggregator, a client, `fedflare run`).
  */
-const MethodField = v.looseObject({ type: v.pipe(v.string(), v.minLength(1), v.maxLength(64)) });
+export const MethodField = v.looseObject({ type: v.pipe(v.string(), v.minLength(1), v.maxLength(64)) });
+/** What every client of a round runs: its steps, examples a step, learning rate and tokens an example. */
+export const LocalConfig = v.strictObject({
+  steps: int(1, 100_000),
+  batchSize: int(1, 1024),
+  lr: upTo(10),
+  maxTokens: v.optional(int(2, 8192), 128),
+});
+/** The quantization clients run the base model in. */
+export const ModelQuant = v.picklist(["f32", "int8", "int4"]);
+/** The dtypes a version may be downloaded in. */
+export const DownloadDType = v.picklist(["F32", "F16", "BF16"]);
+/** The fraction of each tensor a sparse update sends. */
+export const TopK = v.pipe(v.number(), v.gtValue(0), v.maxValue(1));
+/** A federation's seed. */
+export const FederationSeed = int(0, 2 ** 32 - 1);
 
 export const FederationConfig = v.pipe(
   v.strictObject({
@@ -39,7 +54,7 @@ export const FederationConfig = v.pipe(
     model: v.strictObject({
       name: v.pipe(v.string(), v.minLength(1), v.maxLength(256)),
       config: v.record(v.string(), v.unknown()),
-      quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8"),
+      quant: v.optional(ModelQuant, "int8"),
     }),
     method: MethodField,
     /** Validated in full by the strategy factory (src/fl/create-strategy.ts). */
@@ -56,9 +71,9 @@ export const FederationConfig = v.pipe(
     quorum: v.optional(int(1)),
     /** Uploads a round needs by its deadline, or it fails. */
     minClients: int(1),
-    local: v.strictObject({ steps: int(1, 100_000), batchSize: int(1, 1024), lr: upTo(10), maxTokens: v.optional(int(2, 8192), 128) }),
+    local: LocalConfig,
     deadlineSeconds: v.pipe(v.number(), v.minValue(1), v.maxValue(7 * 24 * 3600)),
-    seed: v.optional(int(0, 2 ** 32 - 1), 0),
+    seed: v.optional(FederationSeed, 0),
     /** Largest upload body accepted, in bytes: at most what crosses one Durable Object RPC call (platform-limits.ts). */
     maxUploadBytes: v.optional(int(1024, MAX_UPLOAD_BYTES), MAX_UPLOAD_BYTES),
     /** The most examples one upload may claim: its weight in the mean is capped by it. */
@@ -94,12 +109,12 @@ export const FederationConfig = v.pipe(
      * gradient method's update, this fraction of its values largest in magnitude (F32, with their positions),
      * and add what they did not send to their next update; absent: dense updates.
      */
-    topK: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),
+    topK: v.optional(TopK),
     /**
      * The dtype clients download versions in (GET .../versions/{v}?dtype=): F16 or BF16 halve the bytes down; the
      * aggregator keeps F32 and adds the mean change to it; absent: F32.
      */
-    downloadDtype: v.optional(v.picklist(["F32", "F16", "BF16"])),
+    downloadDtype: v.optional(DownloadDType),
   }),
   v.check((c) => c.clientsPerRound <= c.clients.length, "clientsPerRound cannot exceed the number of clients"),
   v.check((c) => c.minClients <= c.clientsPerRound, "minClients cannot exceed clientsPerRound"),
@@ -151,7 +166,7 @@ export type ConfigErrorCode = "config_invalid" | "metadata_invalid";
 
 export class ConfigError extends ProtocolError<ConfigErrorCode> {}
 
-function firstIssue(issues: readonly v.BaseIssue<unknown>[], what: string): string {
+export function firstIssue(issues: readonly v.BaseIssue<unknown>[], what: string): string {
   const issue = issues[0]!;
   return `${what}: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`;
 }

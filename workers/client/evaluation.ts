@@ -2,22 +2,12 @@
 // each downloaded within the owner's MAX_DOWNLOAD_BYTES, scored on its held-out split (EVAL_KEY) by the
 // federation's method (its client side's `evaluate`), and reported, signed: a few numbers, never an example.
 import { clientMethods } from "../../src/fl/methods/client.ts";
-import type { FederationConfig } from "../../src/protocol/federation.ts";
-import type { QuantMode } from "../../src/engine/quantize.ts";
+import type { EvaluationTask } from "../../src/protocol/member-views.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import type { ClientEnv } from "./env.ts";
 import { federationRefusal, ownerLimits } from "./policy.ts";
 import { downloads, type ModelCache } from "./resources.ts";
 import { coordinatorFetch, placementOf } from "./sources.ts";
-
-/** What the federation's member view says scoring its versions takes. */
-export interface EvaluationTask {
-  method: FederationConfig["method"];
-  quant: string;
-  maxTokens: number;
-  /** When the federation was created (its store is this federation's: workers/client/federation-store.ts). */
-  createdAt: number;
-}
 
 /**
  * Scores and reports the newest of `versions` (the next call takes the next: one forward pass over the held-out
@@ -44,7 +34,7 @@ export async function evaluateVersions(
   if (!bytes) return [];
   const resources = cache.resources(env, sql, { federationId, createdAt: task.createdAt, key: `evaluate/${v}` }, budget.get);
   const ctx = {
-    quant: task.quant as QuantMode,
+    quant: task.quant,
     maxTokens: Math.min(task.maxTokens, limits.MAX_TOKENS_PER_EXAMPLE),
     placement: placementOf(env, side, config),
   };

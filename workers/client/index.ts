@@ -6,7 +6,7 @@ import { HTTPException } from "hono/http-exception";
 import { notFound, onError } from "../lib/http-errors.ts";
 import { clientAuth, MAX_REQUEST_BYTES, type ClientApp } from "./auth.ts";
 import type { ClientEnv } from "./env.ts";
-import type { EvaluationTask } from "./evaluation.ts";
+import { parseMemberFederation } from "../../src/protocol/member-views.ts";
 import { federationRefusal, listedFederations, roundRefusal } from "./policy.ts";
 import { coordinatorFetch, readRound } from "./sources.ts";
 import { capBody, parseJsonBody } from "../lib/http-body.ts";
@@ -54,7 +54,7 @@ function parseTask(bytes: Uint8Array): { federationId: string; round: number } {
 async function memberView(env: ClientEnv, fed: string) {
   const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}`);
   if (!res.ok) throw new Error(`reading federation "${fed}": ${res.status} ${await res.text()}`);
-  return (await res.json()) as { openRound: number | null; evaluate?: number[]; evaluation?: EvaluationTask };
+  return parseMemberFederation(await res.json(), `federation "${fed}"`);
 }
 
 /** Scores and reports the versions the federation asks this client to evaluate; returns those reported. */

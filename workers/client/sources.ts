@@ -4,8 +4,7 @@ import { HTTPException } from "hono/http-exception";
 import { parseJsonl, type Example } from "../../src/data/jsonl.ts";
 import type { ModelSource } from "../../src/engine/model-files.ts";
 import type { ClientMethod, MethodConfig, Placement } from "../../src/fl/methods/method.ts";
-import type { FederationConfig } from "../../src/protocol/federation.ts";
-import type { QuantMode } from "../../src/engine/quantize.ts";
+import { type MemberRound, parseMemberRound } from "../../src/protocol/member-views.ts";
 import { signRequest } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
 import { TransientError } from "../../src/fl/client/transient.ts";
@@ -77,25 +76,7 @@ export async function coordinatorFetch(
 }
 
 /** What a client reads of a round (GET /federations/{id}/rounds/{n}): its state, who was sampled, and the task. */
-export interface RoundInfo {
-  status: "open" | "closed" | "failed";
-  /** A secure round's phase (SecAgg+); null for a plain round. */
-  phase: string | null;
-  baseVersion: number;
-  sampled: string[];
-  task: {
-    proximalMu: number;
-    local: FederationConfig["local"];
-    method: FederationConfig["method"];
-    model: { name: string; quant: QuantMode };
-    seed: number;
-    /** When the federation was created: with its id, it names this federation (workers/client/federation-store.ts). */
-    createdAt: number;
-    uploadDtype?: FederationConfig["uploadDtype"];
-    topK?: number;
-    downloadDtype?: FederationConfig["downloadDtype"];
-  };
-}
+export type RoundInfo = MemberRound;
 
 /** A round as the coordinator reports it; its refusal is passed on (404 as 404, anything else as 502). */
 export async function readRound(env: ClientEnv, federationId: string, round: number): Promise<RoundInfo> {
@@ -104,7 +85,18 @@ export async function readRound(env: ClientEnv, federationId: string, round: num
     throw new HTTPException(res.status === 404 ? 404 : 502, {
       message: `the coordinator answered ${res.status} for round ${round} of "${federationId}": ${(await res.text()).slice(0, 500)}`,
     });
-  return (await res.json()) as RoundInfo;
+  const what = `round ${round} of "${federationId}"`;
+  let json: unknown;
+  try {
+    json = await res.json();
+  } catch {
+    throw new HTTPException(502, { message: `the coordinator's ${what} is not JSON` });
+  }
+  try {
+    return parseMemberRound(json, what);
+  } catch (e) {
+    throw new HTTPException(502, { message: (e as Error).message });
+  }
 }
 
 /** A response's body, refused past `cap` bytes as it is read; `tooLarge` words the refusal from the size seen. */
