@@ -10,11 +10,23 @@ import { readSafetensorsHeader } from "../protocol/safetensors.ts";
 import { SecAggError } from "./errors.ts";
 import { encodeUpdate } from "./masked-update.ts";
 import { privateFromBytes, publicBytes, secretBytes } from "./keys.ts";
-import type { Advert, ClientSecrets, ClientView, RevealedShare, SecAggRound, UnmaskRequest } from "./protocol.ts";
+import {
+  type Advert,
+  checkThreshold,
+  type ClientSecrets,
+  type ClientView,
+  type RevealedShare,
+  type SecAggRound,
+  type UnmaskRequest,
+} from "./protocol.ts";
 import type { Bytes } from "./keys.ts";
 
-/** The round as this client runs it: its own neighbours are the only part of the graph it needs. */
+/**
+ * The round as this client runs it: its own neighbours are the only part of the graph it needs. The
+ * threshold is checked against them (over half), whatever the server says.
+ */
 export function roundOf(view: SecAggView, id: string): SecAggRound {
+  checkThreshold(view.threshold, view.neighbours.length, view.neighbours.length);
   return { context: view.context, graph: new Map([[id, view.neighbours]]), threshold: view.threshold, length: view.length };
 }
 

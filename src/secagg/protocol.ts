@@ -46,6 +46,20 @@ export interface SecAggRound {
   length: number;
 }
 
+/**
+ * Refuses a threshold that is not over half of every client's neighbours (clients keep `fewest` to `most`), or
+ * that is more than the fewest. The server checks the graph it draws; each client checks its own neighbours,
+ * so a server that asks for fewer shares than that is refused before any is made.
+ */
+export function checkThreshold(threshold: number, fewest: number, most: number): void {
+  const least = Math.max(2, Math.floor(most / 2) + 1);
+  if (!(Number.isInteger(threshold) && threshold >= least && threshold <= fewest))
+    throw new SecAggError(
+      "secagg_invalid",
+      `the threshold is a whole number in [${least}, ${fewest}] (over half the neighbours, at most the fewest), got ${threshold}`,
+    );
+}
+
 export function secAggRound(
   context: string,
   clients: readonly string[],
@@ -54,12 +68,7 @@ export function secAggRound(
   const graph = neighbourGraph(clients, o.degree, o.seed);
   const degrees = [...graph.values()].map((n) => n.length);
   const fewest = Math.min(...degrees);
-  const least = Math.max(2, Math.floor(Math.max(...degrees) / 2) + 1);
-  if (!(Number.isInteger(o.threshold) && o.threshold >= least && o.threshold <= fewest))
-    throw new SecAggError(
-      "secagg_invalid",
-      `the threshold is a whole number in [${least}, ${fewest}] (over half the neighbours, at most the fewest), got ${o.threshold}`,
-    );
+  checkThreshold(o.threshold, fewest, Math.max(...degrees));
   if (fewest > 255)
     throw new SecAggError("secagg_invalid", `Shamir over GF(2^8) makes at most 255 shares; a client has ${fewest} neighbours`);
   return { context, graph, threshold: o.threshold, length: o.length };

@@ -8,6 +8,8 @@ import { decodeSum, encode, fixedPointFor } from "../../src/secagg/fixed-point.t
 import { defaultDegree, degreeForDropouts, neighbourGraph } from "../../src/secagg/graph.ts";
 import { agree, type Bytes, expandMask, keyPair, openShare, sealShare } from "../../src/secagg/keys.ts";
 import { advertise, inboxFor, maskInput, rosterFor, secAggRound, shareKeys, unmask } from "../../src/secagg/protocol.ts";
+import { roundOf } from "../../src/secagg/client.ts";
+import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
 import { simulate } from "../fixtures/secagg.ts";
 
 describe("SecAgg+", () => {
@@ -126,14 +128,20 @@ describe("SecAgg+", () => {
   });
 
   it("leaves out one wrong share, fails two instead of summing garbage, skips a low-order key, answers each phase once", async () => {
-    // `count` responders' shares of one peer, one bit of byte 1 flipped (X25519 clamps bits of byte 0, so a
+    // `count` responders' shares of one peer changed in bytes 1 and 2 (X25519 clamps bits of byte 0, so a
     // change there can rebuild an equivalent key): a secret rebuilt with them misses what its owner advertised.
+    // The k-th changed share gets 1 and k + 1: two shares changed alike in one byte would cancel in the
+    // interpolation whenever their Lagrange coefficients are equal (about one set of shares in 255), and a
+    // rebuild from both would pass; changed unalike in two bytes, they cannot cancel in both.
     const flip = (kind: "seed" | "key", count: number) => (responses: Map<string, Map<string, { kind: string; share: Uint8Array }>>) => {
       const peer = [...responses.values()].flatMap((m) => [...m].filter(([, s]) => s.kind === kind).map(([p]) => p))[0];
-      let left = count;
+      let changed = 0;
       for (const shares of responses.values()) {
         const s = shares.get(peer!);
-        if (s && left-- > 0) s.share[1]! ^= 1;
+        if (!s || changed >= count) continue;
+        s.share[1]! ^= 1;
+        s.share[2]! ^= changed + 1;
+        changed++;
       }
     };
     const one = await simulate(8, { degree: 8, threshold: 4, tamper: flip("seed", 1) });
@@ -207,5 +215,11 @@ describe("SecAgg+", () => {
     expect(() => secAggRound("fed/1", eight, { degree: 8, threshold: 3, seed: 1, length: 4 })).toThrow(
       /in \[4, 7\] \(over half the neighbours/,
     );
+    // A client checks the threshold its view gives against its own neighbours before it shares anything.
+    const clientSide = (threshold: number) =>
+      roundOf({ context: "fed/1", threshold, length: 4, neighbours: ["c1", "c2", "c3", "c4"] } as SecAggView, "c0");
+    expect(clientSide(3).threshold).toBe(3);
+    for (const low of [1, 2]) expect(() => clientSide(low)).toThrow(/threshold is a whole number in \[3, 4\].*got \d/);
+    expect(() => clientSide(5)).toThrow(/in \[3, 4\]/);
   });
 });
