@@ -1,7 +1,7 @@
 // Wire types of the federation API: the federation config a user posts, and what a client's upload
 // carries besides its tensors. Each schema and its type together (valibot), parsed before use.
 import * as v from "valibot";
-import { ProtocolError } from "./errors.ts";
+import { firstIssue, ProtocolError } from "./errors.ts";
 import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 import { PrivacyConfig } from "./privacy.ts";
 import { RobustConfig } from "./robust.ts";
@@ -165,11 +165,6 @@ export const Metrics = v.pipe(
 export type ConfigErrorCode = "config_invalid" | "metadata_invalid";
 
 export class ConfigError extends ProtocolError<ConfigErrorCode> {}
-
-export function firstIssue(issues: readonly v.BaseIssue<unknown>[], what: string): string {
-  const issue = issues[0]!;
-  return `${what}: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`;
-}
 
 /**
  * A small JSON report a client sends besides its updates (a progress heartbeat, an evaluation), checked by

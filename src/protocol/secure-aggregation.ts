@@ -1,7 +1,8 @@
 // A federation's secure-aggregation setting (SecAgg+, src/secagg/) as the operator posts it, and the
 // messages of its phases as clients send them (JSON, bytes as lowercase hex), each parsed before use.
 import * as v from "valibot";
-import { ProtocolError } from "./errors.ts";
+import { firstIssue, ProtocolError } from "./errors.ts";
+import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 
 export const SecureAggregationConfig = v.strictObject({
   /** Neighbours per client (even): default 2 ⌈log2 n⌉ for n sampled clients (Bell et al. 2020), the complete graph below it. */
@@ -75,32 +76,49 @@ export type UnmaskMessage = v.InferOutput<typeof UnmaskMessage>;
 /** A secure round's phases, then the aggregator's unmasking before it closes. */
 export type SecurePhase = "advertise" | "share" | "input" | "unmask" | "unmasking";
 
-/** What a sampled client reads of its secure round: the parameters, and what the current phase gives it. */
-export interface SecAggView {
-  federationId: string;
-  round: number;
-  phase: SecurePhase | "closed" | "failed";
+const whole = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+const ids = v.pipe(v.array(v.pipe(v.string(), v.maxLength(64))), v.maxLength(MAX_PEERS));
+
+/**
+ * What a sampled client reads of its secure round: the parameters, and what the current phase gives it. The
+ * client parses it before it acts on it (fields it does not know are dropped); the threshold is checked
+ * against its neighbours where the round is built (src/secagg/client.ts roundOf).
+ */
+export const SecAggView = v.object({
+  federationId: v.pipe(v.string(), v.maxLength(64)),
+  round: whole(1, Number.MAX_SAFE_INTEGER),
+  phase: v.picklist(["advertise", "share", "input", "unmask", "unmasking", "closed", "failed"]),
   /** The phase's deadline (the masked input's is the round's training deadline). */
-  deadline: number;
+  deadline: whole(0, Number.MAX_SAFE_INTEGER),
   /** Binds keys, masks and ciphertexts to this round. */
-  context: string;
-  threshold: number;
-  /** Words of the masked input: the version's values and the weight ratio. */
-  length: number;
+  context: v.pipe(v.string(), v.maxLength(256)),
+  threshold: whole(2, MAX_PEERS),
+  /** Words of the masked input (4 bytes each, within one upload): the version's values and the weight ratio. */
+  length: whole(1, MAX_UPLOAD_BYTES / 4),
   /** The fixed-point encoding: values clamped to [−range, range], `bits` bits each; the weight ratio min(n / maxWeight, 1). */
-  range: number;
-  bits: number;
-  maxWeight: number;
+  range: v.pipe(v.number(), v.minValue(1), v.maxValue(1e6)),
+  bits: whole(8, 32),
+  maxWeight: whole(1, 1_000_000_000),
   /** This client's neighbours in the round's graph. */
-  neighbours: string[];
+  neighbours: ids,
   /** With distributed DP: clip the update to this L2 norm and add N(0, std²) to each value before encoding. */
-  noise?: { clip: number; std: number };
+  noise: v.optional(v.object({ clip: v.pipe(v.number(), v.finite(), v.gtValue(0)), std: v.pipe(v.number(), v.finite(), v.minValue(0)) })),
   /** From the share phase on: the adverts of the neighbours that advertised. */
-  roster?: Record<string, AdvertMessage>;
+  roster: v.optional(peers(AdvertMessage)),
   /** From the masked-input phase on, to a client that shared: the sealed shares its neighbours sent it. */
-  inbox?: Record<string, string>;
+  inbox: v.optional(peers(hexOf(SECAGG_BYTES.sealedShares))),
   /** In the unmask phase, to a survivor: which neighbours sent their masked input and which, having shared, did not. */
-  request?: { survivors: string[]; dropped: string[] };
+  request: v.optional(v.object({ survivors: ids, dropped: ids })),
+});
+export type SecAggView = v.InferOutput<typeof SecAggView>;
+
+export class SecAggViewError extends ProtocolError<"view_invalid"> {}
+
+/** A secure round's view as the coordinator answers it, or SecAggViewError naming the first field out of shape. */
+export function parseSecAggView(json: unknown): SecAggView {
+  const r = v.safeParse(SecAggView, json);
+  if (!r.success) throw new SecAggViewError("view_invalid", firstIssue(r.issues, "the coordinator's secure round view"));
+  return r.output;
 }
 
 export const SECAGG_MESSAGES = { advert: AdvertMessage, shares: SharesMessage, unmask: UnmaskMessage } as const;
@@ -117,10 +135,7 @@ export function parseSecAggMessage<P extends SecAggPhaseName>(phase: P, body: Ui
     throw new SecAggMessageError("message_invalid", `the ${phase} message is not valid JSON`);
   }
   const r = v.safeParse(SECAGG_MESSAGES[phase], json);
-  if (!r.success) {
-    const issue = r.issues[0];
-    throw new SecAggMessageError("message_invalid", `the ${phase} message: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`);
-  }
+  if (!r.success) throw new SecAggMessageError("message_invalid", firstIssue(r.issues, `the ${phase} message`));
   return r.output as v.InferOutput<(typeof SECAGG_MESSAGES)[P]>;
 }
 

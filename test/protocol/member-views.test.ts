@@ -1,7 +1,9 @@
 // What a client reads of the coordinator is parsed before it acts on it: a round's task out of the
-// federation schema's bounds, or missing what names the federation, is refused naming the field.
+// federation schema's bounds, or missing what names the federation, or a secure round's parameters out of
+// shape, are refused naming the field.
 import { describe, expect, it } from "vitest";
 import { parseMemberFederation, parseMemberRound } from "../../src/protocol/member-views.ts";
+import { parseSecAggView } from "../../src/protocol/secure-aggregation.ts";
 
 const round = () => ({
   federationId: "f",
@@ -83,5 +85,39 @@ describe("a member's view of its federation", () => {
     [{ openRound: null, evaluate: [1], evaluation: { ...evaluation, maxTokens: 1 } }, "evaluation.maxTokens"],
   ])("refuses %j, naming %s", (json, field) => {
     expect(() => parseMemberFederation(json, 'federation "f"')).toThrow(`the coordinator's federation "f": field "${field}"`);
+  });
+});
+
+describe("a member's view of its secure round", () => {
+  const advert = { encryptionKey: "a".repeat(64), maskingKey: "b".repeat(64), seedDigest: "c".repeat(64) };
+  const view = () => ({
+    federationId: "f",
+    round: 1,
+    phase: "share",
+    deadline: 1_700_000_000_000,
+    context: "f/1",
+    threshold: 3,
+    length: 1000,
+    range: 1,
+    bits: 28,
+    maxWeight: 100_000,
+    neighbours: ["c1", "c2", "c3", "c4"],
+    roster: { c1: advert, c2: advert },
+  });
+  it("parses the round's parameters and what its phase gives", () => {
+    expect(parseSecAggView({ ...view(), extra: 1 })).toEqual(view());
+  });
+  it.each([
+    [{ threshold: 1 }, "threshold"],
+    [{ bits: 40 }, "bits"],
+    [{ length: 0 }, "length"],
+    [{ phase: "done" }, "phase"],
+    [{ neighbours: "c1" }, "neighbours"],
+    [{ roster: { c1: { ...advert, maskingKey: "zz" } } }, "roster.c1.maskingKey"],
+    [{ inbox: { c1: "00" } }, "inbox.c1"],
+    [{ noise: { clip: 0, std: 1 } }, "noise.clip"],
+    [{ request: { survivors: ["c1"], dropped: [3] } }, "request.dropped.0"],
+  ])("refuses %j, naming %s", (change, field) => {
+    expect(() => parseSecAggView({ ...view(), ...change })).toThrow(`the coordinator's secure round view: field "${field}"`);
   });
 });

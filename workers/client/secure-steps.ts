@@ -4,7 +4,7 @@
 // Its secrets live in its own storage between steps (never sent); each step is a signed request to the
 // coordinator, and a phase not open yet is waited for by the alarm.
 import { deleteBlob, readBlob, writeBlob } from "../../durable-objects/shared/blobs.ts";
-import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
+import { parseSecAggView, type SecAggView } from "../../src/protocol/secure-aggregation.ts";
 import { secureNormals } from "../../src/privacy/central-dp.ts";
 import { secureUniform } from "../../src/privacy/secure-random.ts";
 import {
@@ -160,7 +160,7 @@ export class SecureSteps {
   private async view(job: JobRow): Promise<SecAggView> {
     const res = await coordinatorFetch(this.env, this.path(job));
     if (!res.ok) throw await failure("reading the secure round", res);
-    return (await res.json()) as SecAggView;
+    return parseSecAggView(await res.json());
   }
 
   /** Sends a key-phase message; a retry of one already accepted gets the same answer. */
