@@ -1,5 +1,6 @@
 // The config of a local federation run (`fedflare run --config FILE`): JSON validated with errors that
 // name the field; every field has a default, so `{}` is the built-in default run.
+import { firstIssue } from "../src/errors.ts";
 import * as v from "valibot";
 import { MethodError } from "../src/fl/methods/errors.ts";
 import { defaultRunMethod } from "../src/fl/methods/lora/run.ts";
@@ -116,10 +117,7 @@ export type RunConfig = Omit<v.InferOutput<typeof RunConfig>, "method"> & { meth
 
 export function parseRunConfig(json: unknown, source: string): RunConfig {
   const r = v.safeParse(RunConfig, json);
-  if (!r.success) {
-    const issue = r.issues[0];
-    throw new UsageError(`${source}: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`);
-  }
+  if (!r.success) throw new UsageError(firstIssue(r.issues, source));
   if ((r.output.clientsPerRound ?? r.output.clients) > r.output.clients)
     throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
   if (r.output.attack && r.output.attack.attackers >= r.output.clients)

@@ -1,5 +1,6 @@
 // A Hugging Face `config.json` of the Llama family (LlamaConfig in transformers) or of Qwen2 (Qwen2Config:
 // the same decoder with biases on q/k/v_proj), validated and with transformers' defaults filled in.
+import { firstIssue } from "../errors.ts";
 import * as v from "valibot";
 import { ModelError } from "./errors.ts";
 import type { LinearModule } from "./llama/names.ts";
@@ -85,11 +86,7 @@ export function parseLlamaConfig(json: unknown): LlamaConfig {
   if (typeof json !== "object" || json === null || Array.isArray(json))
     throw new ModelError("config_invalid", 'config.json: field "(root)": expected a JSON object');
   const parsed = v.safeParse(RawLlamaConfig, withRopeType(json as Record<string, unknown>));
-  if (!parsed.success) {
-    const issue = parsed.issues[0];
-    const field = v.getDotPath(issue) ?? "(root)";
-    throw new ModelError("config_invalid", `config.json: field "${field}": ${issue.message}`);
-  }
+  if (!parsed.success) throw new ModelError("config_invalid", firstIssue(parsed.issues, "config.json"));
   const c = parsed.output;
   const modelType = Object.hasOwn(MODEL_TYPES, c.model_type) ? MODEL_TYPES[c.model_type]! : null;
   if (!modelType)

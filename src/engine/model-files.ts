@@ -1,6 +1,7 @@
 // A Llama-family model in Hugging Face layout: config.json, model.safetensors (or shards named by
 // model.safetensors.index.json), tokenizer.json and tokenizer_config.json. Files come through a
 // ModelSource, so the same code loads from disk, R2, KV or a bundled asset.
+import { firstIssue } from "../errors.ts";
 import * as v from "valibot";
 import { toFloat32 } from "../protocol/dtypes.ts";
 import { readSafetensors, readSafetensorsHeader, SafetensorsError } from "../protocol/safetensors.ts";
@@ -136,11 +137,7 @@ async function readCheckpoint(source: ModelSource, wanted?: ReadonlySet<string>)
   const indexJson = await readJson(source, "model.safetensors.index.json", false);
   if (indexJson === null) return readShard(source, "model.safetensors");
   const index = v.safeParse(ShardIndex, indexJson);
-  if (!index.success)
-    throw new ModelError(
-      "weights_invalid",
-      `${source.location}/model.safetensors.index.json: field "${v.getDotPath(index.issues[0]) ?? "(root)"}": ${index.issues[0].message}`,
-    );
+  if (!index.success) throw new ModelError("weights_invalid", firstIssue(index.issues, `${source.location}/model.safetensors.index.json`));
   const map = Object.entries(index.output.weight_map).filter(([name]) => !wanted || wanted.has(name));
   const all = new Map<string, StoredTensor>();
   for (const file of [...new Set(map.map(([, file]) => file))].sort()) {

@@ -1,3 +1,4 @@
+import { firstIssue } from "../errors.ts";
 import * as v from "valibot";
 import { FlError } from "./errors.ts";
 import type { Strategy } from "./strategy.ts";
@@ -31,9 +32,7 @@ export type StrategyName = StrategyConfig["name"];
 export function parseStrategyConfig(json: unknown): StrategyConfig {
   const parsed = v.safeParse(StrategyConfig, json);
   if (parsed.success) return parsed.output;
-  const issue = parsed.issues[0];
-  const field = v.getDotPath(issue) ?? "(root)";
-  throw new FlError("strategy_invalid", `strategy config: field "${field}": ${issue.message}`);
+  throw new FlError("strategy_invalid", firstIssue(parsed.issues, "strategy config"));
 }
 
 /** The strategy a config names, its options validated (`strategy_invalid` naming the field). */

@@ -1,7 +1,8 @@
 // Wire types of the federation API: the federation config a user posts, and what a client's upload
 // carries besides its tensors. Each schema and its type together (valibot), parsed before use.
 import * as v from "valibot";
-import { firstIssue, ProtocolError } from "./errors.ts";
+import { firstIssue } from "../errors.ts";
+import { ProtocolError } from "./errors.ts";
 import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 import { PrivacyConfig } from "./privacy.ts";
 import { RobustConfig } from "./robust.ts";

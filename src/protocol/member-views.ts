@@ -2,7 +2,8 @@
 // on it: the coordinator is the operator's, and a client trains only a task its schema and its owner's limits
 // (workers/client/policy.ts) admit. Fields a client does not know are dropped, so a coordinator may add some.
 import * as v from "valibot";
-import { firstIssue, ProtocolError } from "./errors.ts";
+import { firstIssue } from "../errors.ts";
+import { ProtocolError } from "./errors.ts";
 import { DownloadDType, FederationSeed, LocalConfig, MethodField, type MethodJson, ModelQuant, TopK, UPLOAD_DTYPES } from "./federation.ts";
 
 const count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER));

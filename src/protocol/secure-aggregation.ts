@@ -1,7 +1,8 @@
 // A federation's secure-aggregation setting (SecAgg+, src/secagg/) as the operator posts it, and the
 // messages of its phases as clients send them (JSON, bytes as lowercase hex), each parsed before use.
 import * as v from "valibot";
-import { firstIssue, ProtocolError } from "./errors.ts";
+import { firstIssue } from "../errors.ts";
+import { ProtocolError } from "./errors.ts";
 import { MAX_UPLOAD_BYTES } from "./platform-limits.ts";
 
 export const SecureAggregationConfig = v.strictObject({

@@ -1,5 +1,6 @@
 // LoRA adapters in PEFT's file layout (adapter_config.json + adapter_model.safetensors with PEFT's
 // key names), so an adapter moves unchanged between fedflare, PEFT and vLLM.
+import { firstIssue } from "../../errors.ts";
 import * as v from "valibot";
 import { toFloat32 } from "../../protocol/dtypes.ts";
 import { readSafetensors, SafetensorsError, writeSafetensors, type TensorInput } from "../../protocol/safetensors.ts";
@@ -94,10 +95,7 @@ export function moduleLora(c: AdapterConfig, linear: string): { r: number; alpha
 
 export function parseAdapterConfig(json: unknown): AdapterConfig {
   const parsed = v.safeParse(AdapterConfigSchema, json);
-  if (!parsed.success) {
-    const issue = parsed.issues[0];
-    throw new ModelError("adapter_invalid", `adapter_config.json: field "${v.getDotPath(issue) ?? "(root)"}": ${issue.message}`);
-  }
+  if (!parsed.success) throw new ModelError("adapter_invalid", firstIssue(parsed.issues, "adapter_config.json"));
   const c = parsed.output;
   return {
     r: c.r,

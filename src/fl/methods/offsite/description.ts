@@ -1,5 +1,6 @@
 // What an offsite-tuning federation's versions hold, as the coordinator serves it beside each version
 // (adapter_config.json) and `fedflare offsite` writes it beside an adapter: the split and its layers.
+import { firstIssue } from "../../../errors.ts";
 import * as v from "valibot";
 import { FlError } from "../../errors.ts";
 import type { OffsiteLayout, OffsiteSplit } from "./emulator.ts";
@@ -32,10 +33,6 @@ export function describeOffsite(baseModel: string, split: OffsiteSplit, layout: 
 
 export function parseOffsiteDescription(json: unknown, where: string): OffsiteDescription {
   const r = v.safeParse(OffsiteDescription, json);
-  if (!r.success)
-    throw new FlError(
-      "adapter_invalid",
-      `${where}: not an offsite-tuning adapter description: field "${v.getDotPath(r.issues[0]) ?? "(root)"}": ${r.issues[0].message}`,
-    );
+  if (!r.success) throw new FlError("adapter_invalid", firstIssue(r.issues, `${where}: not an offsite-tuning adapter description`));
   return r.output;
 }
