@@ -1,6 +1,9 @@
 // What a member client reads of the coordinator (its round and its federation), parsed before the client acts
 // on it: the coordinator is the operator's, and a client trains only a task its schema and its owner's limits
-// (workers/client/policy.ts) admit. Fields a client does not know are dropped, so a coordinator may add some.
+// (workers/client/policy.ts) admit. Fields a client does not know are dropped from the round, its task and the
+// federation view, so a coordinator may add some there; the task's local settings are as strict as the
+// federation schema's. The round's task names the federation's creation (createdAt): deploy the coordinator
+// before clients that read it.
 import * as v from "valibot";
 import { firstIssue } from "../errors.ts";
 import { ProtocolError } from "./errors.ts";

@@ -96,8 +96,11 @@ export const SecAggView = v.object({
   threshold: whole(2, MAX_PEERS),
   /** Words of the masked input (4 bytes each, within one upload): the version's values and the weight ratio. */
   length: whole(1, MAX_UPLOAD_BYTES / 4),
-  /** The fixed-point encoding: values clamped to [−range, range], `bits` bits each; the weight ratio min(n / maxWeight, 1). */
-  range: v.pipe(v.number(), v.minValue(1), v.maxValue(1e6)),
+  /**
+   * The fixed-point encoding: values clamped to [−range, range], `bits` bits each; the weight ratio min(n / maxWeight, 1).
+   * No cap but finiteness: with distributed DP the range grows to cover the clip and the noise (src/secagg/federation.ts).
+   */
+  range: v.pipe(v.number(), v.finite(), v.minValue(1)),
   bits: whole(8, 32),
   maxWeight: whole(1, 1_000_000_000),
   /** This client's neighbours in the round's graph. */

@@ -44,5 +44,14 @@ describe("a client's federation store", () => {
     again.put("topk-residual", Uint8Array.of(8));
     expect([again.get("fedkseed-model"), again.get("topk-residual")]).toEqual([Uint8Array.of(4, 4), Uint8Array.of(8)]);
     expect(rows(sql)).toBe(3);
+
+    // A stale job of the first federation writing late keeps its own value and wipes nothing of the later one's.
+    first.put("topk-residual", Uint8Array.of(1));
+    expect([again.get("fedkseed-model"), again.get("topk-residual")]).toEqual([Uint8Array.of(4, 4), Uint8Array.of(8)]);
+    expect(rows(sql)).toBe(4);
+    // The later federation's next write drops it.
+    again.put("topk-residual", Uint8Array.of(9));
+    expect(first.get("topk-residual")).toBeNull();
+    expect(rows(sql)).toBe(3);
   });
 });

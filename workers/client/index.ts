@@ -8,7 +8,7 @@ import { clientAuth, MAX_REQUEST_BYTES, type ClientApp } from "./auth.ts";
 import type { ClientEnv } from "./env.ts";
 import { parseMemberFederation } from "../../src/protocol/member-views.ts";
 import { federationRefusal, listedFederations, roundRefusal } from "./policy.ts";
-import { coordinatorFetch, readRound } from "./sources.ts";
+import { coordinatorAnswer, coordinatorFetch, readRound } from "./sources.ts";
 import { capBody, parseJsonBody } from "../lib/http-body.ts";
 
 const app = new Hono<ClientApp>();
@@ -54,7 +54,8 @@ function parseTask(bytes: Uint8Array): { federationId: string; round: number } {
 async function memberView(env: ClientEnv, fed: string) {
   const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}`);
   if (!res.ok) throw new Error(`reading federation "${fed}": ${res.status} ${await res.text()}`);
-  return parseMemberFederation(await res.json(), `federation "${fed}"`);
+  const json: unknown = await res.json();
+  return coordinatorAnswer(() => parseMemberFederation(json, `federation "${fed}"`));
 }
 
 /** Scores and reports the versions the federation asks this client to evaluate; returns those reported. */
@@ -77,18 +78,22 @@ app.post("/evaluations", async (c) => {
 });
 
 /** Pull: on its cron, the client asks each of its federations for an open round it was sampled for. */
+/** Logs a failure of work on the cron, which has no one to answer. */
+const logged = (what: string) => (e: unknown) => console.error(`${what}: ${e instanceof Error ? e.message : String(e)}`);
+
 async function pullTasks(env: ClientEnv): Promise<void> {
-  for (const fed of listedFederations(env)) {
-    const view = await memberView(env, fed);
-    // Versions the operator asked the clients to evaluate: a failure here does not keep the round's task back.
-    await evaluatePending(env, fed, view).catch((e: unknown) =>
-      console.error(`evaluating versions of "${fed}": ${e instanceof Error ? e.message : String(e)}`),
-    );
-    const { openRound } = view;
-    if (openRound === null) continue;
-    // The trainer checks the round and the owner's limits when it starts; a refused job records why.
-    if ((await readRound(env, fed, openRound)).sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound);
-  }
+  // One federation whose coordinator fails or answers out of shape does not keep the others' tasks back.
+  for (const fed of listedFederations(env)) await pullTask(env, fed).catch(logged(`pulling the task of "${fed}"`));
+}
+
+async function pullTask(env: ClientEnv, fed: string): Promise<void> {
+  const view = await memberView(env, fed);
+  // Versions the operator asked the clients to evaluate: a failure here does not keep the round's task back.
+  await evaluatePending(env, fed, view).catch(logged(`evaluating versions of "${fed}"`));
+  const { openRound } = view;
+  if (openRound === null) return;
+  // The trainer checks the round and the owner's limits when it starts; a refused job records why.
+  if ((await readRound(env, fed, openRound)).sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound);
 }
 
 export default {

@@ -4,7 +4,7 @@ import { HTTPException } from "hono/http-exception";
 import { parseJsonl, type Example } from "../../src/data/jsonl.ts";
 import type { ModelSource } from "../../src/engine/model-files.ts";
 import type { ClientMethod, MethodConfig, Placement } from "../../src/fl/methods/method.ts";
-import { type MemberRound, parseMemberRound } from "../../src/protocol/member-views.ts";
+import { CoordinatorAnswerError, type MemberRound, parseMemberRound } from "../../src/protocol/member-views.ts";
 import { signRequest } from "../../src/protocol/signature.ts";
 import type { ClientEnv } from "./env.ts";
 import { TransientError } from "../../src/fl/client/transient.ts";
@@ -92,10 +92,16 @@ export async function readRound(env: ClientEnv, federationId: string, round: num
   } catch {
     throw new HTTPException(502, { message: `the coordinator's ${what} is not JSON` });
   }
+  return coordinatorAnswer(() => parseMemberRound(json, what));
+}
+
+/** A coordinator's answer parsed by `parse`; one that does not parse is a 502 naming the field, caused by the parse's error. */
+export function coordinatorAnswer<T>(parse: () => T): T {
   try {
-    return parseMemberRound(json, what);
+    return parse();
   } catch (e) {
-    throw new HTTPException(502, { message: (e as Error).message });
+    if (e instanceof CoordinatorAnswerError) throw new HTTPException(502, { message: e.message, cause: e });
+    throw e;
   }
 }
 

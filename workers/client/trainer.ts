@@ -17,7 +17,7 @@ import { hashSeed } from "../../src/engine/sampling.ts";
 import { attackedUpload } from "./attack-step.ts";
 import type { ClientEnv } from "./env.ts";
 import { evaluateVersions } from "./evaluation.ts";
-import type { EvaluationTask } from "../../src/protocol/member-views.ts";
+import { CoordinatorAnswerError, type EvaluationTask } from "../../src/protocol/member-views.ts";
 import { type JobRow, Jobs, type JobView } from "./jobs.ts";
 import { federationRefusal, ownerLimits, roundRefusal } from "./policy.ts";
 import { downloads, ModelCache } from "./resources.ts";
@@ -78,7 +78,9 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
       if (more !== null) await this.ctx.storage.setAlarm(Date.now() + more);
     } catch (e) {
       const message = (e as Error).message;
-      const transient = e instanceof TransientError || (e instanceof HTTPException && e.status === 502);
+      // A 502 of the coordinator's own is retried; its answer that did not parse would not parse again.
+      const transient =
+        e instanceof TransientError || (e instanceof HTTPException && e.status === 502 && !(e.cause instanceof CoordinatorAnswerError));
       if (transient && job.retries < MAX_SLICE_RETRIES) {
         this.jobs.update(job, { retries: job.retries + 1, detail: `retry ${job.retries + 1} of ${MAX_SLICE_RETRIES}: ${message}` });
         await this.ctx.storage.setAlarm(Date.now() + 1000 * 2 ** job.retries);
