@@ -32,6 +32,8 @@ import { heldOutLoss, labelAccuracy } from "../../src/engine/train/evaluate.ts";
 
 const MASTER = "client-worker-master";
 const FED = "cw";
+/** A federation deleted and created again under its id. */
+const AGAIN = "cw-again";
 const model = tinyConfig({ heads: 4, kvHeads: 2 });
 const record = (i: number) => ({ prompt: `The ${["fox", "dog", "sun", "model"][i % 4]} trains.`, completion: ` It averages ${i}.` });
 const owner = (id: string) => `owner-token-${id}`;
@@ -117,9 +119,9 @@ async function asOperator(id: string, path: string, init: Init = {}, secretOf = 
 const task = (round: number, federationId = FED) => ({ method: "POST", body: JSON.stringify({ federationId, round }) });
 const errorOf = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
 
-async function jobOf(id: string, round: number, done: (j: { status: string }) => boolean) {
+async function jobOf(id: string, round: number, done: (j: { status: string }) => boolean, federationId = FED) {
   for (let i = 0; ; i++) {
-    const job = (await (await asOwner(id, `/tasks/${FED}/${round}`)).json()) as {
+    const job = (await (await asOwner(id, `/tasks/${federationId}/${round}`)).json()) as {
       status: string;
       detail: string | null;
       uploadBytes: number | null;
@@ -164,6 +166,8 @@ beforeAll(async () => {
         await client("d", { ATTACK: JSON.stringify({ type: "gaussian", std: 1000, examples: 1e9 }) }),
         // A client that trains one step per slice, so it reports its progress between slices.
         await client("g", { STEPS_PER_INVOCATION: "1" }),
+        // A client of a federation that is deleted and created again under its id.
+        await client("h", { FEDERATIONS: AGAIN }),
         // Two colluders of "a little is enough", pooling their honest updates in e's Collusion object.
         ...(await Promise.all(
           ["e", "f"].map(async (id) => ({
@@ -184,7 +188,7 @@ beforeAll(async () => {
     tokenizerConfig: { bos_token: "<s>", eos_token: "</s>" },
   }))
     await models.put(`model/${name}`, content);
-  for (const id of ["a", "b", "c", "d", "e", "f", "g"])
+  for (const id of ["a", "b", "c", "d", "e", "f", "g", "h"])
     await (await mf.getR2Bucket("DATA", `client-${id}`)).put(
       "partition.jsonl",
       Array.from({ length: 8 }, (_, i) => JSON.stringify(record(i))).join("\n"),
@@ -499,5 +503,36 @@ it lands once`, async () => {
       (5 * view.clients[0]!.metrics.loss + 6 * fromB.metrics.loss) / 11,
       9,
     );
+  }, 120_000);
+
+  it("trains a re-created federation's round afresh, not the deleted federation's job of the same number", async () => {
+    const create = async (seed: number) => {
+      const config = federationConfig(AGAIN, {
+        model: { name: "tiny", config: toHfConfig(model), quant: "f32" },
+        clients: ["h"],
+        clientsPerRound: 1,
+        minClients: 1,
+        rounds: 2,
+        seed,
+        local: { steps: 2, batchSize: 4, lr: 1e-2, maxTokens: 32 },
+      });
+      expect((await fed.coordinator("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
+      expect((await fed.coordinator(`/federations/${AGAIN}/rounds`, { method: "POST" })).status).toBe(201);
+    };
+    const trained = async () => {
+      expect((await asOwner("h", "/tasks", task(1, AGAIN))).status).toBe(202);
+      const job = await jobOf("h", 1, (j) => j.status === "uploaded" || j.status === "failed", AGAIN);
+      expect(job.status, job.detail ?? "").toBe("uploaded");
+      const round = (await (await fed.coordinator(`/federations/${AGAIN}/rounds/1`)).json()) as { status: string; uploads: number };
+      expect(round).toMatchObject({ status: "closed", uploads: 1 });
+      return job.uploadSha256;
+    };
+    await create(1);
+    const first = await trained();
+    expect((await fed.coordinator(`/federations/${AGAIN}`, { method: "DELETE" })).status).toBe(200);
+    // The same id, another seed (another LoRA initialisation): round 1 is a new round, and the job trains it.
+    await create(2);
+    const second = await trained();
+    expect(second).not.toBe(first);
   }, 120_000);
 });

@@ -24,11 +24,12 @@ app.use("*", capBody(MAX_REQUEST_BYTES), clientAuth);
  */
 app.post("/tasks", async (c) => {
   const body = parseTask(c.var.body);
-  const refusal =
-    federationRefusal(c.env, body.federationId) ??
-    roundRefusal(c.env, body.federationId, body.round, await readRound(c.env, body.federationId, body.round));
+  const listed = federationRefusal(c.env, body.federationId);
+  if (listed) throw new HTTPException(listed.status, { message: listed.message });
+  const round = await readRound(c.env, body.federationId, body.round);
+  const refusal = roundRefusal(c.env, body.federationId, body.round, round);
   if (refusal) throw new HTTPException(refusal.status, { message: refusal.message });
-  return c.json(await c.env.TRAINER.getByName(body.federationId).start(body.federationId, body.round), 202);
+  return c.json(await c.env.TRAINER.getByName(body.federationId).start(body.federationId, body.round, round.task.createdAt), 202);
 });
 
 /** The job's state, and its upload's size, SHA-256 and declared metrics once made; never the upload itself. */
@@ -93,7 +94,8 @@ async function pullTask(env: ClientEnv, fed: string): Promise<void> {
   const { openRound } = view;
   if (openRound === null) return;
   // The trainer checks the round and the owner's limits when it starts; a refused job records why.
-  if ((await readRound(env, fed, openRound)).sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound);
+  const round = await readRound(env, fed, openRound);
+  if (round.sampled.includes(env.CLIENT_ID)) await env.TRAINER.getByName(fed).start(fed, openRound, round.task.createdAt);
 }
 
 export default {

@@ -28,6 +28,8 @@ const MIGRATIONS = [
   ["ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0"],
   // A secure round's step (secure-steps.ts); null for a plain round.
   ["ALTER TABLE jobs ADD COLUMN secure_step TEXT"],
+  // When the job's federation was created: a federation created again under its id has rounds of its own.
+  ["ALTER TABLE jobs ADD COLUMN created_at INTEGER"],
 ];
 
 export interface JobView {
@@ -60,6 +62,8 @@ export type JobRow = {
   upload_metrics: string | null;
   retries: number;
   secure_step: SecureStep | null;
+  /** When the job's federation was created; null for a job queued before this was kept. */
+  created_at: number | null;
 };
 
 /** The columns a job's progress changes; `updated_at` is set with every change. */
@@ -87,14 +91,35 @@ export class Jobs {
     this.sql = storage.sql;
   }
 
-  /** Queues a round's job; a job already there stays as it is. */
-  queue(federationId: string, round: number): void {
+  /**
+   * Queues a round's job of the federation created at `createdAt`. A job already there stays as it is, unless
+   * it was made for an earlier federation of this id (deleted and created again): the round it trained is
+   * gone, so it is dropped with its blobs and this round's job queued in its place.
+   */
+  queue(federationId: string, round: number, createdAt: number): void {
+    const held = this.sql
+      .exec<{ created_at: number | null }>("SELECT created_at FROM jobs WHERE federation_id = ? AND round = ?", federationId, round)
+      .toArray()[0];
+    if (held?.created_at != null && held.created_at < createdAt) this.drop(federationId, round);
     this.sql.exec(
-      "INSERT INTO jobs (federation_id, round, status, updated_at) VALUES (?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+      "INSERT INTO jobs (federation_id, round, status, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?) ON CONFLICT DO NOTHING",
       federationId,
       round,
+      createdAt,
       Date.now(),
     );
+  }
+
+  /** Deletes a job and its blobs ("<what>/<federation>/<round>", one segment before the federation). */
+  private drop(federationId: string, round: number): void {
+    const suffix = `/${federationId}/${round}`;
+    this.sql.exec(
+      "DELETE FROM blobs WHERE substr(key, -?) = ? AND instr(substr(key, 1, length(key) - ?), '/') = 0",
+      suffix.length,
+      suffix,
+      suffix.length,
+    );
+    this.sql.exec("DELETE FROM jobs WHERE federation_id = ? AND round = ?", federationId, round);
   }
 
   /** The oldest job still to work on. */

@@ -49,9 +49,9 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
     return evaluateVersions(this.env, this.sql, this.cache, federationId, versions, task);
   }
 
-  /** Queues a round's job (idempotent) and wakes the alarm to work on it. */
-  async start(federationId: string, round: number): Promise<JobView> {
-    this.jobs.queue(federationId, round);
+  /** Queues a round's job of the federation created at `createdAt` (idempotent) and wakes the alarm to work on it. */
+  async start(federationId: string, round: number, createdAt: number): Promise<JobView> {
+    this.jobs.queue(federationId, round, createdAt);
     await this.ctx.storage.setAlarm(Date.now());
     return this.jobs.view(federationId, round)!;
   }
