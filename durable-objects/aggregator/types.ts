@@ -58,7 +58,7 @@ export interface RoundView {
     seed: number;
     /**
      * When the federation was created: with its id, it names this federation and not an earlier one deleted
-     * under the same id, whose state a client may still keep (workers/client/resources.ts).
+     * under the same id, whose state a client may still keep (workers/client/federation-store.ts).
      */
     createdAt: number;
     /** The dtype gradient updates are uploaded in (the federation's uploadDtype), when not F32. */

@@ -8,7 +8,7 @@ import { clientAuth, MAX_REQUEST_BYTES, type ClientApp } from "./auth.ts";
 import type { ClientEnv } from "./env.ts";
 import { parseMemberFederation } from "../../src/protocol/member-views.ts";
 import { federationRefusal, listedFederations, roundRefusal } from "./policy.ts";
-import { coordinatorAnswer, coordinatorFetch, readRound } from "./sources.ts";
+import { coordinatorFetch, coordinatorJson, readRound } from "./sources.ts";
 import { capBody, parseJsonBody } from "../lib/http-body.ts";
 
 const app = new Hono<ClientApp>();
@@ -55,8 +55,7 @@ function parseTask(bytes: Uint8Array): { federationId: string; round: number } {
 async function memberView(env: ClientEnv, fed: string) {
   const res = await coordinatorFetch(env, `/federations/${encodeURIComponent(fed)}`);
   if (!res.ok) throw new Error(`reading federation "${fed}": ${res.status} ${await res.text()}`);
-  const json: unknown = await res.json();
-  return coordinatorAnswer(() => parseMemberFederation(json, `federation "${fed}"`));
+  return coordinatorJson(res, `federation "${fed}"`, parseMemberFederation);
 }
 
 /** Scores and reports the versions the federation asks this client to evaluate; returns those reported. */
@@ -78,10 +77,10 @@ app.post("/evaluations", async (c) => {
   return c.json({ reported: await evaluatePending(c.env, body.federationId, await memberView(c.env, body.federationId)) });
 });
 
-/** Pull: on its cron, the client asks each of its federations for an open round it was sampled for. */
 /** Logs a failure of work on the cron, which has no one to answer. */
 const logged = (what: string) => (e: unknown) => console.error(`${what}: ${e instanceof Error ? e.message : String(e)}`);
 
+/** Pull: on its cron, the client asks each of its federations for an open round it was sampled for. */
 async function pullTasks(env: ClientEnv): Promise<void> {
   // One federation whose coordinator fails or answers out of shape does not keep the others' tasks back.
   for (const fed of listedFederations(env)) await pullTask(env, fed).catch(logged(`pulling the task of "${fed}"`));

@@ -85,20 +85,22 @@ export async function readRound(env: ClientEnv, federationId: string, round: num
     throw new HTTPException(res.status === 404 ? 404 : 502, {
       message: `the coordinator answered ${res.status} for round ${round} of "${federationId}": ${(await res.text()).slice(0, 500)}`,
     });
-  const what = `round ${round} of "${federationId}"`;
+  return coordinatorJson(res, `round ${round} of "${federationId}"`, parseMemberRound);
+}
+
+/**
+ * A coordinator's JSON answer about `what`, parsed by `parse`: one that is not JSON is a 502; one out of shape
+ * is a 502 naming the field, caused by the parse's CoordinatorAnswerError (a retry would read the same).
+ */
+export async function coordinatorJson<T>(res: Response, what: string, parse: (json: unknown, what: string) => T): Promise<T> {
   let json: unknown;
   try {
     json = await res.json();
   } catch {
     throw new HTTPException(502, { message: `the coordinator's ${what} is not JSON` });
   }
-  return coordinatorAnswer(() => parseMemberRound(json, what));
-}
-
-/** A coordinator's answer parsed by `parse`; one that does not parse is a 502 naming the field, caused by the parse's error. */
-export function coordinatorAnswer<T>(parse: () => T): T {
   try {
-    return parse();
+    return parse(json, what);
   } catch (e) {
     if (e instanceof CoordinatorAnswerError) throw new HTTPException(502, { message: e.message, cause: e });
     throw e;
