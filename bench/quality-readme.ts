@@ -4,10 +4,17 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { fmt } from "../src/report/table.ts";
 import { type QualitySummary, qualityTable, robustMatrix, tuningTable } from "./lib/quality-table.ts";
+import { type RuleCounts, ruleCell, sumRuleCounts } from "./lib/robust-counts.ts";
 
 interface Written {
   machine: { date: string };
   presets: Record<string, { rows: QualitySummary[] }>;
+}
+
+/** A row's rule counts summed over its seeds; null where no seed has them. */
+function ruleOf(r: QualitySummary): RuleCounts | null {
+  const counts = (r.seeds as { rule?: RuleCounts }[]).flatMap((s) => (s.rule ? [s.rule] : []));
+  return counts.length ? sumRuleCounts(counts) : null;
 }
 
 const START = "<!-- quality:start -->";
@@ -45,6 +52,17 @@ for (const [preset, { rows }] of Object.entries(results.presets)) {
               `robust preset, ${where}: test loss by attack and defence (the same runs)`,
               "",
               ...robustMatrix(part, (r) => (r.testLoss === undefined ? "-" : fmt(r.testLoss, 4))).flatMap((t) => ["```", t, "```", ""]),
+            ]
+          : []),
+        ...(part.some((r) => ruleOf(r))
+          ? [
+              `robust preset, ${where}: where a rule let attackers through, over every round of every seed: the ` +
+                "attackers' (A) and the honest clients' (H) updates Krum kept or the norm bound clipped, of those it saw",
+              "",
+              ...robustMatrix(
+                part.filter((r) => ruleOf(r)),
+                (r) => ruleCell(ruleOf(r)!),
+              ).flatMap((t) => ["```", t, "```", ""]),
             ]
           : []),
       );

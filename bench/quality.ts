@@ -34,6 +34,7 @@ import { greedyScores, greedyTask } from "../src/fl/methods/shared/held-out.ts";
 import type { Scored } from "../src/fl/methods/method.ts";
 import { linePlotSvg } from "../src/report/line-plot.ts";
 import { qualityTable, type QualitySummary } from "./lib/quality-table.ts";
+import { type RuleCounts, ruleCounts } from "./lib/robust-counts.ts";
 import { type Preset, type QualityTask, qualityTasks, SPAM_LABEL_WORDS } from "./lib/quality-rows.ts";
 import { writeResults } from "./lib/results.ts";
 
@@ -64,6 +65,8 @@ interface RunScores {
   test: TestRecord;
   /** A federated run's bytes a client sent and fetched a round, the mean over its rounds; null without them. */
   bytes: { up: number; down: number } | null;
+  /** A robust run's rule: the attackers' and the honest clients' updates it kept or clipped (null without a rule). */
+  rule: RuleCounts | null;
 }
 
 /** The metric a task is reported by: accuracy (higher is better) or the completion loss (lower is better). */
@@ -109,6 +112,7 @@ async function runOnce(config: RunConfig, dir: string, task: QualityTask): Promi
     validationLoss: rounds.map((r) => r.validation_loss),
     test: JSON.parse(readFileSync(join(dir, "test.json"), "utf8")) as TestRecord,
     bytes: costs.length ? { up: mean(costs.map((c) => c.upload_bytes)), down: mean(costs.map((c) => c.download_bytes)) } : null,
+    rule: ruleCounts(config, rounds),
   };
 }
 
@@ -230,6 +234,8 @@ interface Row {
     generated?: Scored["generated"];
     /** A federation's bytes a client sent and fetched a round (runOnce). */
     bytes?: { up: number; down: number };
+    /** A robust run's rule: the updates it kept or clipped, attackers' and honest (runOnce). */
+    rule?: RuleCounts;
   }[];
   /** Per seed, validation after each round (round 0 first). */
   curves: number[][];
@@ -345,6 +351,7 @@ for (const task of tasks) {
           ...seedScores(task, r.test),
           validationLoss: r.validationLoss.at(-1)!,
           ...(r.bytes ? { bytes: r.bytes } : {}),
+          ...(r.rule ? { rule: r.rule } : {}),
         });
         scored.curves.push(r.validation);
       }

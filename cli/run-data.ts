@@ -72,6 +72,9 @@ export function runData(c: RunConfig): RunData {
   };
 }
 
+/** Client `i`'s id in a run's federation. */
+export const clientId = (i: number) => `c${i + 1}`;
+
 /** Whether client `i` of the run attacks (the last `attackers` do), with this poison when given. */
 export function attacker(c: RunConfig, i: number, poison?: string): boolean {
   return c.attack !== undefined && i >= c.clients - c.attack.attackers && (poison === undefined || c.attack.poison.type === poison);

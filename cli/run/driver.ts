@@ -21,7 +21,7 @@ import { LocalFederation, randomToken, type LocalClient } from "../local-federat
 import { dirSource, tokenizerFiles } from "../model-dir.ts";
 import { descendantCpuSeconds } from "../process-cpu.ts";
 import type { RunConfig } from "../run-config.ts";
-import { attacker, federationShape, type RunData, runData } from "../run-data.ts";
+import { attacker, clientId, federationShape, type RunData, runData } from "../run-data.ts";
 import type { Progress } from "./progress.ts";
 import { alieZ, type ClientAttack } from "../../src/fl/attacks/model-poisoning.ts";
 import { UsageError } from "../usage.ts";
@@ -39,6 +39,7 @@ import {
   writeAdapter,
 } from "./report.ts";
 import type { RunFolder } from "./run-folder.ts";
+import type { RobustSummary } from "../../durable-objects/aggregator/buffered-updates.ts";
 
 const FED = "local";
 
@@ -57,7 +58,7 @@ export async function driveRun(folder: RunFolder, progress: Progress): Promise<v
     const attack = clientAttack(config);
     // federatedEvaluation: each client holds every n-th validation example, to score versions on in its worker.
     const heldOut = config.federatedEvaluation ? data.validation.filter((_, j) => j % data.partitions.length === i) : null;
-    return { id: `c${i + 1}`, partition, ...(attack && attacker(config, i) ? { attack } : {}), ...(heldOut ? { heldOut } : {}) };
+    return { id: clientId(i), partition, ...(attack && attacker(config, i) ? { attack } : {}), ...(heldOut ? { heldOut } : {}) };
   });
   log(
     `${config.task}: ${clients
@@ -149,6 +150,7 @@ export async function driveRun(folder: RunFolder, progress: Progress): Promise<v
         seconds: (Date.now() - round.started) / 1000,
         ...(round.cost ? { clients: round.cost } : {}),
         ...(round.status === "closed" ? round.privacy : epsilonOf(null, folder.last())),
+        ...(round.robust ? { robust: round.robust } : {}),
       };
       folder.append(record);
       log(roundLine(record));
@@ -320,11 +322,12 @@ interface FederationState {
   version: number;
 }
 
-/** What a round's result says: its version, the clients' metrics and, in a private federation, ε after it. */
+/** What a round's result says: its version, the clients' metrics, in a private federation ε after it, in a robust one what its rule did. */
 interface RoundOutcome {
   version?: number;
   metrics?: Record<string, number>;
   privacy?: { epsilon: number };
+  robust?: RobustSummary;
 }
 
 /** Rounds that may fail one after another before a run stops (a failed round does not count towards its rounds). */
@@ -359,6 +362,7 @@ async function recordUnwatched(fed: LocalFederation, folder: RunFolder, evaluate
       ...scoreFields(scored),
       seconds: ((s.closedAt ?? s.openedAt) - s.openedAt) / 1000,
       ...epsilonOf(s.result),
+      ...(s.result?.robust ? { robust: s.result.robust } : {}),
     });
   }
 }
@@ -438,6 +442,7 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
     trainLoss: r.result?.metrics?.train_loss ?? null,
     reason: r.result && "reason" in r.result ? String(r.result.reason) : null,
     privacy: epsilonOf(r.result),
+    robust: r.result?.robust ?? null,
     started,
     cost: clientCost(uploaded, cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart, info.sampled.length),
   };

@@ -1,6 +1,7 @@
 // What `fedflare run` reports: a round's record (a line of metrics.jsonl: the version's scores on the
 // validation split), the clients' costs it carries, and at the end the last version's scores on the test
 // split (test.json), plot.svg, the table of rounds, the final adapter folder and the closing lines.
+import type { RobustSummary } from "../../durable-objects/aggregator/buffered-updates.ts";
 import { wilsonInterval } from "../../src/data/metrics.ts";
 import type { Scored } from "../../src/fl/methods/method.ts";
 import { linePlotSvg } from "../../src/report/line-plot.ts";
@@ -29,6 +30,8 @@ export interface RoundRecord {
   federated_loss?: number;
   /** What a sampled client spent in the round (means over the clients that uploaded). */
   clients?: ClientCost;
+  /** A robust federation's round: what its rule did (the clients it clipped or kept), as the round's result says. */
+  robust?: RobustSummary;
 }
 
 export interface ClientCost {

@@ -12,7 +12,9 @@ import { tempDir, writeHfModel } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 import { parseRunConfig } from "../../cli/run-config.ts";
 import { runData } from "../../cli/run-data.ts";
-import type { TestRecord } from "../../cli/run/report.ts";
+import type { RoundRecord, TestRecord } from "../../cli/run/report.ts";
+import { ruleCounts } from "../../bench/lib/robust-counts.ts";
+import type { RobustSummary } from "../../durable-objects/aggregator/buffered-updates.ts";
 import { exactMatch, unitErrorRate } from "../../src/data/metrics.ts";
 import { initLoraParams } from "../../src/engine/lora/init.ts";
 import { loraPairs } from "../../src/engine/lora/peft.ts";
@@ -605,6 +607,27 @@ describe("fedflare run", () => {
     const base = referenceLogprobs(config, tinyWeights(config, 5), scored.tokens);
     expect(Math.max(...base.map((b, i) => Math.abs(b - ref[i]!)))).toBeGreaterThan(1e-3);
   }, 300_000);
+
+  it("runs a robust federation against an attacker: each round's record names whom Multi-Krum kept", async () => {
+    // Five clients, the last scaling its update by 100: Multi-Krum (f 1) keeps the four closest to each other.
+    const json = {
+      ...spamRun({ type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] }, { steps: 2, batchSize: 4, lr: 0.05, maxTokens: 32 }),
+      clients: 5,
+      rounds: 1,
+      robust: { rule: { name: "multi-krum", byzantine: 1 } },
+      attack: { attackers: 1, poison: { type: "scale", factor: 100 } },
+    };
+    const { r, out } = await runWith("robust", json);
+    expect(r.code, r.stderr).toBe(0);
+    const [, round] = records(out) as (Record_ & { robust?: RobustSummary })[];
+    expect(round!.robust).toMatchObject({ rule: "multi-krum", updates: 5, selected: { count: 4 } });
+    expect([...round!.robust!.selected!.clients].sort()).toEqual(["c1", "c2", "c3", "c4"]);
+    expect(ruleCounts(parseRunConfig(json, "robust"), records(out) as RoundRecord[])).toEqual({
+      rounds: 1,
+      updates: { attackers: 1, honest: 4 },
+      kept: { attackers: 0, honest: 4 },
+    });
+  }, 120_000);
 
   it("stops after three rounds fail in a row, showing why the clients refused their tasks", async () => {
     // 1,001 local steps is over every client's MAX_LOCAL_STEPS (1,000): each refuses, and each round fails at its deadline.
