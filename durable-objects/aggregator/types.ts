@@ -1,6 +1,7 @@
 // What the aggregator answers over RPC and what an upload request carries.
 import type { Spent } from "../../src/privacy/federation-privacy.ts";
 import type { FederationConfig } from "../../src/protocol/federation.ts";
+import type { MemberRound } from "../../src/protocol/member-views.ts";
 import type { SecurePhase } from "../../src/protocol/secure-aggregation.ts";
 import type { RuleResult } from "./buffered-updates.ts";
 import type { ClientProgress } from "./round-progress.ts";
@@ -49,25 +50,11 @@ export interface RoundView {
   receipts: { clientId: string; receivedAt: number; numExamples: number; foldMs: number; bytes: number }[];
   /** The open round's latest heartbeat of each sampled client that sent one (round-progress.ts); kept in memory only. */
   progress?: Record<string, ClientProgress>;
-  /** What every sampled client trains with this round; `seed`: the federation's (LoRA's initialisation, FedKSeed's seed pool). */
-  task: {
-    proximalMu: number;
-    local: FederationConfig["local"];
-    method: FederationConfig["method"];
-    model: { name: string; quant: string };
-    seed: number;
-    /**
-     * When the federation was created: with its id, it names this federation and not an earlier one deleted
-     * under the same id, whose state a client may still keep (workers/client/federation-store.ts).
-     */
-    createdAt: number;
-    /** The dtype gradient updates are uploaded in (the federation's uploadDtype), when not F32. */
-    uploadDtype?: FederationConfig["uploadDtype"];
-    /** The fraction of each tensor's values a sparse update sends (the federation's topK). */
-    topK?: number;
-    /** The dtype clients download the version in (the federation's downloadDtype), when not F32. */
-    downloadDtype?: FederationConfig["downloadDtype"];
-  };
+  /**
+   * What every sampled client trains with this round; `seed`: the federation's (LoRA's initialisation, FedKSeed's
+   * seed pool). Typed by the schema its clients parse it with, so the two cannot drift.
+   */
+  task: MemberRound["task"];
 }
 
 export interface RoundSummary {

@@ -83,6 +83,12 @@ type JobChange = Partial<
   >
 >;
 
+/**
+ * The key of a job's blob (its global version, training state, delta, honest update, secure round's keys):
+ * "<what>/<federation>/<round>", the one shape Jobs.drop finds a job's blobs by.
+ */
+export const jobBlobKey = (job: Pick<JobRow, "federation_id" | "round">, what: string) => `${what}/${job.federation_id}/${job.round}`;
+
 export class Jobs {
   private readonly sql: SqlStorage;
 
@@ -110,7 +116,7 @@ export class Jobs {
     );
   }
 
-  /** Deletes a job and its blobs ("<what>/<federation>/<round>", one segment before the federation). */
+  /** Deletes a job and its blobs (jobBlobKey's, one segment before the federation). */
   private drop(federationId: string, round: number): void {
     const suffix = `/${federationId}/${round}`;
     this.sql.exec(

@@ -22,7 +22,7 @@ import {
 import { maskedInputFile } from "../../src/secagg/masked-update.ts";
 import { advertise, advertOf, maskInput, shareKeys, unmask } from "../../src/secagg/protocol.ts";
 import type { ClientEnv } from "./env.ts";
-import type { JobRow } from "./jobs.ts";
+import { type JobRow, jobBlobKey } from "./jobs.ts";
 import { coordinatorFetch } from "./sources.ts";
 import { failure } from "../../src/fl/client/transient.ts";
 
@@ -50,10 +50,6 @@ export class SecureSteps {
     this.sql = sql;
   }
 
-  private key(job: JobRow, what: string): string {
-    return `${what}/${job.federation_id}/${job.round}`;
-  }
-
   private path(job: JobRow, what = ""): string {
     const round = `/federations/${encodeURIComponent(job.federation_id)}/rounds/${job.round}`;
     return `${round}/secagg/${encodeURIComponent(this.env.CLIENT_ID)}${what}`;
@@ -64,7 +60,7 @@ export class SecureSteps {
    * the same advert (the coordinator answers it as the one it accepted).
    */
   async advertise(job: JobRow): Promise<Outcome> {
-    if (!readBlob(this.sql, this.key(job, "secagg"))) {
+    if (!readBlob(this.sql, jobBlobKey(job, "secagg"))) {
       const { secrets } = await advertise(this.env.CLIENT_ID);
       this.keep(job, await saveSecrets(secrets));
     }
@@ -77,15 +73,15 @@ export class SecureSteps {
    * advertised, kept before they are sent: a retry sends the same message (new shares would be another).
    */
   async share(job: JobRow): Promise<Outcome> {
-    const kept = readBlob(this.sql, this.key(job, "secagg-shares"));
+    const kept = readBlob(this.sql, jobBlobKey(job, "secagg-shares"));
     if (!kept) {
       const view = await this.view(job);
       if (view.phase === "advertise") return { step: null, wait: this.poll(job), detail: "waiting for the round's share phase" };
       if (view.phase !== "share") throw new Error(`the secure round moved to its ${view.phase} phase before this client shared its keys`);
       const sealed = await shareKeys(roundOf(view, this.env.CLIENT_ID), await this.secrets(job), rosterOf(view));
-      writeBlob(this.sql, this.key(job, "secagg-shares"), new TextEncoder().encode(JSON.stringify(sharesMessage(sealed))));
+      writeBlob(this.sql, jobBlobKey(job, "secagg-shares"), new TextEncoder().encode(JSON.stringify(sharesMessage(sealed))));
     }
-    await this.send(job, "/shares", JSON.parse(new TextDecoder().decode(readBlob(this.sql, this.key(job, "secagg-shares"))!)));
+    await this.send(job, "/shares", JSON.parse(new TextDecoder().decode(readBlob(this.sql, jobBlobKey(job, "secagg-shares"))!)));
     return { step: "shared", wait: 0, detail: null };
   }
 
@@ -111,7 +107,7 @@ export class SecureSteps {
    * second answer (which could reveal the other share of a peer) is ever made.
    */
   async unmask(job: JobRow): Promise<Outcome> {
-    if (!readBlob(this.sql, this.key(job, "secagg-unmask"))) {
+    if (!readBlob(this.sql, jobBlobKey(job, "secagg-unmask"))) {
       const view = await this.view(job);
       if (view.phase === "input") return { step: null, wait: this.poll(job), detail: "waiting for the round's unmask phase" };
       if (view.phase !== "unmask" || !view.request)
@@ -123,13 +119,13 @@ export class SecureSteps {
       const saved = await saveSecrets(secrets);
       this.keep(job, saved, ["secagg-unmask", message]);
     }
-    await this.send(job, "/unmask", JSON.parse(new TextDecoder().decode(readBlob(this.sql, this.key(job, "secagg-unmask"))!)));
+    await this.send(job, "/unmask", JSON.parse(new TextDecoder().decode(readBlob(this.sql, jobBlobKey(job, "secagg-unmask"))!)));
     return { step: "unmasked", wait: 0, detail: null };
   }
 
   /** The wait before the next poll of this job's round (a step done starts again at 1 s). */
   private poll(job: JobRow): number {
-    const key = this.key(job, "poll");
+    const key = jobBlobKey(job, "poll");
     const n = this.polls.get(key) ?? 0;
     this.polls.set(key, n + 1);
     return Math.min(PHASE_POLL_MAX_MS, Math.round(PHASE_POLL_MS * 1.5 ** n));
@@ -137,22 +133,22 @@ export class SecureSteps {
 
   /** Forgets the job's polls once a step is done. */
   stepDone(job: JobRow): void {
-    this.polls.delete(this.key(job, "poll"));
+    this.polls.delete(jobBlobKey(job, "poll"));
   }
 
   /** Keeps the secrets (and another of the round's blobs with them), in one synchronous write. */
   keep(job: JobRow, secrets: string, also?: [what: string, text: string]): void {
-    writeBlob(this.sql, this.key(job, "secagg"), new TextEncoder().encode(secrets));
-    if (also) writeBlob(this.sql, this.key(job, also[0]), new TextEncoder().encode(also[1]));
+    writeBlob(this.sql, jobBlobKey(job, "secagg"), new TextEncoder().encode(secrets));
+    if (also) writeBlob(this.sql, jobBlobKey(job, also[0]), new TextEncoder().encode(also[1]));
   }
 
   /** Forgets the round's secrets and kept messages once the client's part is done. */
   forget(job: JobRow): void {
-    for (const what of ["secagg", "secagg-shares", "secagg-unmask"]) deleteBlob(this.sql, this.key(job, what));
+    for (const what of ["secagg", "secagg-shares", "secagg-unmask"]) deleteBlob(this.sql, jobBlobKey(job, what));
   }
 
   private async secrets(job: JobRow) {
-    const saved = readBlob(this.sql, this.key(job, "secagg"));
+    const saved = readBlob(this.sql, jobBlobKey(job, "secagg"));
     if (!saved) throw new Error(`this client kept no secure-aggregation secrets for round ${job.round}`);
     return loadSecrets(new TextDecoder().decode(saved));
   }

@@ -18,7 +18,7 @@ import { attackedUpload } from "./attack-step.ts";
 import type { ClientEnv } from "./env.ts";
 import { evaluateVersions } from "./evaluation.ts";
 import { CoordinatorAnswerError, type EvaluationTask } from "../../src/protocol/member-views.ts";
-import { type JobRow, Jobs, type JobView } from "./jobs.ts";
+import { type JobRow, Jobs, type JobView, jobBlobKey } from "./jobs.ts";
 import { federationRefusal, ownerLimits, roundRefusal } from "./policy.ts";
 import { downloads, ModelCache } from "./resources.ts";
 import { type SecureStep, SecureSteps } from "./secure-steps.ts";
@@ -97,7 +97,7 @@ export class ClientTrainer extends DurableObject<ClientEnv> {
    * once made, upload the masked input, then answer the unmask request.
    */
   private async advance(job: JobRow): Promise<number | null> {
-    const key = (what: string) => `${what}/${job.federation_id}/${job.round}`;
+    const key = (what: string) => jobBlobKey(job, what);
     const made = readBlob(this.sql, key("delta"));
     if (made) return job.secure_step === null ? this.upload(job, made) : this.secureAfterTraining(job, made, key);
     const honest = readBlob(this.sql, key("honest"));
