@@ -120,9 +120,22 @@ export function roundLine(r: RoundRecord): string {
     `round ${r.round} ${r.status}: train loss ${r.train_loss?.toFixed(4) ?? "-"}, validation loss ` +
     `${r.validation_loss.toFixed(4)}${r.validation_accuracy == null ? "" : `, accuracy ${(100 * r.validation_accuracy).toFixed(1)} %`}` +
     `${r.federated_loss === undefined ? "" : `, federated loss ${r.federated_loss.toFixed(4)}`}` +
-    `${r.epsilon === undefined ? "" : `, ε ${r.epsilon.toFixed(3)}`} (${r.seconds.toFixed(1)} s)`
+    `${r.epsilon === undefined ? "" : `, ε ${r.epsilon.toFixed(3)}`}` +
+    `${r.robust ? `, ${ruleNote(r.robust)}` : ""} (${r.seconds.toFixed(1)} s)`
   );
 }
+
+/** What a robust round's rule did, for its round line: whom Krum kept, how many the norm bound clipped. */
+function ruleNote(s: RobustSummary): string {
+  const parts: string[] = [s.rule];
+  if (s.normBound) parts.push(`clipped ${s.normBound.clipped} of ${s.updates} to norm ${s.normBound.bound.toPrecision(3)}`);
+  if (s.selected) parts.push(`kept ${s.selected.count} of ${s.updates} (${[...s.selected.clients].sort(byName).join(" ")})`);
+  if (s.geometricMedian) parts.push(`${s.geometricMedian.iterations} Weiszfeld iterations`);
+  return parts.join(" ");
+}
+
+/** Client ids in their natural order (c2 before c10). */
+const byName = (a: string, b: string) => a.localeCompare(b, "en", { numeric: true });
 
 /** The losses per round as an SVG line plot. */
 export function lossPlot(records: readonly RoundRecord[], config: RunConfig): string {

@@ -622,6 +622,7 @@ describe("fedflare run", () => {
     const [, round] = records(out) as (Record_ & { robust?: RobustSummary })[];
     expect(round!.robust).toMatchObject({ rule: "multi-krum", updates: 5, selected: { count: 4 } });
     expect([...round!.robust!.selected!.clients].sort()).toEqual(["c1", "c2", "c3", "c4"]);
+    expect(r.stderr).toMatch(/round 1 closed: .*, multi-krum kept 4 of 5 \(c1 c2 c3 c4\) \(/);
     expect(ruleCounts(parseRunConfig(json, "robust"), records(out) as RoundRecord[])).toEqual({
       rounds: 1,
       updates: { attackers: 1, honest: 4 },
