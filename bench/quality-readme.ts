@@ -17,6 +17,12 @@ function ruleOf(r: QualitySummary): RuleCounts | null {
   return counts.length ? sumRuleCounts(counts) : null;
 }
 
+/** Whether a row's rule names the clients it kept or clipped (Krum, the norm bound). */
+function namesClients(r: QualitySummary): boolean {
+  const counts = ruleOf(r);
+  return counts !== null && (counts.kept !== undefined || counts.clipped !== undefined);
+}
+
 const START = "<!-- quality:start -->";
 const END = "<!-- quality:end -->";
 const results = JSON.parse(readFileSync(new URL("./results/quality.json", import.meta.url), "utf8")) as Written;
@@ -54,15 +60,12 @@ for (const [preset, { rows }] of Object.entries(results.presets)) {
               ...robustMatrix(part, (r) => (r.testLoss === undefined ? "-" : fmt(r.testLoss, 4))).flatMap((t) => ["```", t, "```", ""]),
             ]
           : []),
-        ...(part.some((r) => ruleOf(r))
+        ...(part.some(namesClients)
           ? [
               `robust preset, ${where}: where a rule let attackers through, over every round of every seed: the ` +
                 "attackers' (A) and the honest clients' (H) updates Krum kept or the norm bound clipped, of those it saw",
               "",
-              ...robustMatrix(
-                part.filter((r) => ruleOf(r)),
-                (r) => ruleCell(ruleOf(r)!),
-              ).flatMap((t) => ["```", t, "```", ""]),
+              ...robustMatrix(part.filter(namesClients), (r) => ruleCell(ruleOf(r)!)).flatMap((t) => ["```", t, "```", ""]),
             ]
           : []),
       );
