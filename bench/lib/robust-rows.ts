@@ -92,8 +92,8 @@ export function robustRows(
 /**
  * Rounds a robust run trains. Not the full preset's five: at five rounds the clean federation's validation
  * accuracy was still rising (80.6, 83.0, 85.6, 89.0 % at rounds 2 to 5, seed 0, lr ×3) and a defended run's
- * swung by up to 16 points from one round to the next, so its last round said more about where the swing
- * stopped than about the rule.
+ * swung by up to 16 points from one round to the next (bench/results/quality.json at commit 364b338), so its
+ * last round said more about where the swing stopped than about the rule.
  */
 const ROUNDS = 10;
 
