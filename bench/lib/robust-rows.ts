@@ -31,15 +31,20 @@ const ATTACKS: Record<string, { label: string; poison: Record<string, unknown>; 
   "label-flip": { label: "label flipping", poison: { type: "label-flip" }, classification: true },
 };
 
-/** The defences for `attackers` of the clients, as the federation's robust field (none: the plain mean). */
+/**
+ * The defences for `attackers` of the clients, as the federation's robust field (none: the plain mean); Bulyan
+ * only where the clients reach its 4f + 3.
+ */
 function defences(attackers: number): Record<string, { label: string; robust?: Record<string, unknown> }> {
   const byzantine = Math.max(attackers, 1);
+  const bulyan = { label: `Bulyan f ${byzantine}`, robust: { rule: { name: "bulyan", byzantine } } };
   return {
     none: { label: "FedAvg" },
     median: { label: "median", robust: { rule: { name: "median" } } },
     trimmed: { label: `trimmed mean β ${byzantine / CLIENTS}`, robust: { rule: { name: "trimmed-mean", trim: byzantine / CLIENTS } } },
     krum: { label: `Krum f ${byzantine}`, robust: { rule: { name: "krum", byzantine } } },
     "multi-krum": { label: `Multi-Krum f ${byzantine}`, robust: { rule: { name: "multi-krum", byzantine } } },
+    ...(CLIENTS >= 4 * byzantine + 3 ? { bulyan } : {}),
     "geometric-median": { label: "geometric median, uniform weights", robust: { rule: { name: "geometric-median" }, weights: "uniform" } },
     "norm-bound": {
       label: "norm bound at the median, uniform weights",

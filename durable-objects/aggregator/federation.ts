@@ -302,9 +302,9 @@ function checkSecure(config: FederationConfig, floats: number, ownUploads: boole
 
 /**
  * A robust federation's rule must see each update in the clear, so it cannot run with secure aggregation
- * or with DP (whose noise is calibrated to the mean's sensitivity, not a median's); Krum must outnumber its
- * attackers in every round that can close; a round's updates, all kept until it closes, must fit in the
- * object's storage with room to spare.
+ * or with DP (whose noise is calibrated to the mean's sensitivity, not a median's); Krum and Bulyan must
+ * outnumber their attackers in every round that can close; a round's updates, all kept until it closes, must
+ * fit in the object's storage with room to spare.
  */
 function checkRobust(config: FederationConfig, floats: number): void {
   const robust = config.robust!;
@@ -318,7 +318,12 @@ function checkRobust(config: FederationConfig, floats: number): void {
     );
   if (config.privacy) refuse("DP's noise is calibrated to the plain mean's sensitivity; a federation takes one of privacy and robust");
   const rule = robust.rule;
-  const krum = rule.name === "krum" || rule.name === "multi-krum";
+  const krum = rule.name === "krum" || rule.name === "multi-krum" || rule.name === "bulyan";
+  if (rule.name === "bulyan" && config.minClients < 4 * rule.byzantine + 3)
+    refuse(
+      `bulyan tolerates ${rule.byzantine} attackers only among at least ${4 * rule.byzantine + 3} updates; ` +
+        `raise minClients (${config.minClients}) or lower byzantine`,
+    );
   if (krum && config.minClients <= 2 * rule.byzantine + 2)
     refuse(
       `${rule.name} tolerates ${rule.byzantine} attackers only among more than ${2 * rule.byzantine + 2} updates; ` +

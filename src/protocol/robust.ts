@@ -15,6 +15,8 @@ export const RobustConfig = v.strictObject({
     v.strictObject({ name: v.literal("krum"), byzantine: whole(0, 10_000) }),
     /** select: the updates averaged, n − byzantine by default. */
     v.strictObject({ name: v.literal("multi-krum"), byzantine: whole(0, 10_000), select: v.optional(whole(1, 10_000)) }),
+    /** byzantine: the attackers it tolerates (a round needs at least 4 byzantine + 3 updates). */
+    v.strictObject({ name: v.literal("bulyan"), byzantine: whole(0, 10_000) }),
     v.strictObject({
       name: v.literal("geometric-median"),
       smoothing: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),

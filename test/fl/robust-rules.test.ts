@@ -66,6 +66,34 @@ function refKrum(vs: Float32Array[], f: number, m: number): { selected: number[]
     ),
   };
 }
+/** Bulyan: θ = n − 2f picks of Krum among those left, then each coordinate's β = θ − 2f values nearest its median, averaged. */
+function refBulyan(vs: Float32Array[], f: number): { selected: number[]; mean: number[] } {
+  const left = vs.map((_, i) => i);
+  const selected: number[] = [];
+  while (selected.length < vs.length - 2 * f) {
+    const near = Math.max(1, left.length - f - 2);
+    const score = (i: number) =>
+      left
+        .filter((j) => j !== i)
+        .map((j) => dist2(vs[i]!, vs[j]!))
+        .sort((a, b) => a - b)
+        .slice(0, near)
+        .reduce((a, b) => a + b, 0);
+    const best = [...left].sort((a, b) => score(a) - score(b) || a - b)[0]!;
+    selected.push(best);
+    left.splice(left.indexOf(best), 1);
+  }
+  const beta = selected.length - 2 * f;
+  const picked = selected.map((i) => vs[i]!);
+  const medians = refMedian(picked);
+  const mean = medians.map((m, j) =>
+    column(picked, j)
+      .sort((a, b) => Math.abs(a - m) - Math.abs(b - m))
+      .slice(0, beta)
+      .reduce((a, b) => a + b / beta, 0),
+  );
+  return { selected, mean };
+}
 /** Smoothed Weiszfeld (RFA, Pillutla et al. 2022) from the weighted mean, `iterations` steps. */
 function refWeiszfeld(vs: Float32Array[], w: readonly number[], iterations: number, nu = 1e-6): number[] {
   const total = w.reduce((a, b) => a + b, 0);
@@ -103,7 +131,7 @@ describe("robust aggregation rules against float64 references", () => {
     expectClose(readAll(run({ rule: { name: "mean" } }, vs).aggregate), refMean(vs, [1, 2, 3, 4, 5, 6]));
   });
 
-  it("Krum selects the update of least score; Multi-Krum averages the n − f best", () => {
+  it("Krum selects the update of least score; Multi-Krum averages the n − f best; Bulyan trims Krum's picks", () => {
     // Two far updates among clustered ones: Krum's scores rank them last.
     const vs = [...randomUpdates(9, 11, 0.1), ...randomUpdates(3, 12, 5)];
     for (const [config, m] of [
@@ -115,6 +143,18 @@ describe("robust aggregation rules against float64 references", () => {
       const want = refKrum(vs, 3, m);
       expect(report.krum!.selected).toEqual(want.selected);
       expect(report.krum!.selected.every((i) => i < 9)).toBe(true);
+      expectClose(readAll(aggregate), want.mean);
+    }
+    // Bulyan: n ≥ 4f + 3; odd and even counts of picks and of values kept (θ 5, 7, 8; β 3, 3, 4).
+    for (const [n, f] of [
+      [7, 1],
+      [11, 2],
+      [12, 2],
+    ] as const) {
+      const us = [...randomUpdates(n - f, 13 + n, 0.3), ...randomUpdates(f, 14 + n, 3)];
+      const { aggregate, report } = run({ rule: { name: "bulyan", byzantine: f } }, us);
+      const want = refBulyan(us, f);
+      expect(report.krum!.selected).toEqual(want.selected);
       expectClose(readAll(aggregate), want.mean);
     }
     // Krum is the selected update itself, values exact.
@@ -199,6 +239,7 @@ describe("robust aggregation rules against float64 references", () => {
     refuse({ rule: { name: "krum", byzantine: 2 } }, /6 updates cannot outvote 2 attackers; it needs more than 6/);
     refuse({ rule: { name: "trimmed-mean", trim: 0.5 } }, /trim is a fraction in \[0, 0.5\)/);
     refuse({ rule: { name: "multi-krum", byzantine: 1, select: 7 } }, /select is a whole number in \[1, 6\]/);
+    refuse({ rule: { name: "bulyan", byzantine: 1 } }, /bulyan: 6 updates cannot outvote 1 attackers; it needs at least 7/);
     refuse({ rule: { name: "geometric-median", smoothing: 0 } }, /smoothing > 0/);
     refuse({ rule: { name: "mean" }, normBound: { bound: -1 } }, /the bound must be >= 0/);
   });
@@ -220,6 +261,7 @@ describe("robust rules against synthetic attacks (20 clients, 4 attackers, hones
     { rule: { name: "trimmed-mean", trim: 0.2 } },
     { rule: { name: "krum", byzantine: 4 } },
     { rule: { name: "multi-krum", byzantine: 4 } },
+    { rule: { name: "bulyan", byzantine: 4 } },
     { rule: { name: "geometric-median" }, weights: "uniform" },
   ];
   for (const [attack, bad] of Object.entries(attacks))

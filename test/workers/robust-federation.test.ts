@@ -99,7 +99,7 @@ describe("a robust federation in workerd", () => {
     expect(worst).toBeLessThan(0.01);
   });
 
-  it("is refused at creation with secure aggregation, with DP, with Krum outnumbered, and past the object's storage", async () => {
+  it("is refused at creation with secure aggregation or DP, with Krum or Bulyan outnumbered, and past the object's storage", async () => {
     const big = toHfConfig(tinyConfig({ hidden: 2048, intermediate: 64, layers: 16, heads: 4, kvHeads: 2 }));
     const many = Array.from({ length: 200 }, (_, i) => `m${i}`);
     for (const [overrides, message] of [
@@ -108,6 +108,10 @@ describe("a robust federation in workerd", () => {
       [
         { robust: { rule: { name: "krum", byzantine: 3 } } },
         /krum tolerates 3 attackers only among more than 8 updates; raise minClients \(7\)/,
+      ],
+      [
+        { robust: { rule: { name: "bulyan", byzantine: 2 } } },
+        /bulyan tolerates 2 attackers only among at least 11 updates; raise minClients \(7\)/,
       ],
       [
         { robust: { rule: { name: "multi-krum", byzantine: 1, select: 8 } }, clients: [...CLIENTS, "c7"], clientsPerRound: 8 },

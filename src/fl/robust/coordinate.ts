@@ -6,6 +6,8 @@
 //   is enough", Baruch et al. 2019) move it.
 // - Trimmed mean with fraction β: drops the ⌊βn⌋ largest and smallest values of each coordinate and
 //   averages the rest; tolerates up to ⌊βn⌋ arbitrary updates (β ≥ f/n).
+// - The mean around the median (Bulyan's second phase, El Mhamdi et al. 2018): the mean of the β values
+//   nearest each coordinate's median.
 import { FlError } from "../errors.ts";
 import type { Aggregate } from "./aggregate.ts";
 import { forBlocks, type UpdateSet } from "./update-set.ts";
@@ -46,5 +48,23 @@ export function trimmedMean(set: UpdateSet, trim: number, budgetBytes: number): 
     let sum = 0;
     for (let i = cut; i < v.length - cut; i++) sum += v[i]!;
     return sum / (v.length - 2 * cut);
+  });
+}
+
+/**
+ * The coordinate-wise mean of the `beta` values nearest each coordinate's median. In a sorted column they
+ * are a run around the middle, taken one at a time from whichever side is nearer (ties to the lower value).
+ */
+export function meanAroundMedian(set: UpdateSet, beta: number, budgetBytes: number): Aggregate {
+  if (!(Number.isInteger(beta) && beta >= 1 && beta <= set.count))
+    throw new FlError("robust_invalid", `meanAroundMedian: beta is a whole number in [1, ${set.count}], got ${beta}`);
+  return coordinateRule(set, budgetBytes, (v) => {
+    const median = sortedMedian(v);
+    let below = (v.length - 1) >> 1;
+    let above = below + 1;
+    let sum = 0;
+    for (let k = 0; k < beta; k++)
+      sum += above >= v.length || (below >= 0 && median - v[below]! <= v[above]! - median) ? v[below--]! : v[above++]!;
+    return sum / beta;
   });
 }

@@ -4,6 +4,7 @@
 import type { RobustConfig, RobustRule } from "../../protocol/robust.ts";
 import { FlError } from "../errors.ts";
 import { type Aggregate, meanOf } from "./aggregate.ts";
+import { bulyan } from "./bulyan.ts";
 import { coordinateMedian, trimmedMean } from "./coordinate.ts";
 import { GEOMETRIC_MEDIAN_DEFAULTS, type GeometricMedianReport, geometricMedian } from "./geometric-median.ts";
 import { type KrumReport, multiKrum } from "./krum.ts";
@@ -14,6 +15,7 @@ import { DEFAULT_BUDGET_BYTES, memoryVector, type UpdateSet, type VectorStore } 
 export interface RobustReport {
   rule: RobustRule["name"];
   normBound?: NormBoundReport;
+  /** Krum, Multi-Krum and Bulyan: the updates picked. */
   krum?: KrumReport;
   geometricMedian?: GeometricMedianReport;
 }
@@ -52,6 +54,10 @@ export function robustAggregate(
     case "multi-krum": {
       const select = rule.name === "krum" ? 1 : (rule.select ?? set.count - rule.byzantine);
       const { aggregate, report: krum } = multiKrum(set, rule.byzantine, select, budget);
+      return { aggregate, report: { ...report, krum } };
+    }
+    case "bulyan": {
+      const { aggregate, report: krum } = bulyan(set, rule.byzantine, budget);
       return { aggregate, report: { ...report, krum } };
     }
     case "geometric-median": {

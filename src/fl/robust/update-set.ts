@@ -92,3 +92,13 @@ export function mappedSet(set: UpdateSet, weights: readonly number[], map?: (i: 
     },
   };
 }
+
+/** The updates `indices` of the set, in that order, with their weights. */
+export function subsetOf(set: UpdateSet, indices: readonly number[]): UpdateSet {
+  return {
+    count: indices.length,
+    total: set.total,
+    weight: (i) => set.weight(indices[i]!),
+    read: (i, start, out) => set.read(indices[i]!, start, out),
+  };
+}
