@@ -145,8 +145,11 @@ describe("robust aggregation rules against float64 references", () => {
       expect(report.krum!.selected.every((i) => i < 9)).toBe(true);
       expectClose(readAll(aggregate), want.mean);
     }
-    // Bulyan: n ≥ 4f + 3; odd and even counts of picks and of values kept (θ 5, 7, 8; β 3, 3, 4).
+    // Bulyan: n ≥ 4f + 3; odd and even counts of picks and of values kept (θ 5, 8, 5, 7, 8; β 5, 6, 3, 3, 4: at 6
+    // of 8, some coordinates take every value on one side of the median), and f 0 (the unweighted mean).
     for (const [n, f] of [
+      [5, 0],
+      [10, 1],
       [7, 1],
       [11, 2],
       [12, 2],

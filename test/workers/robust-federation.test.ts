@@ -22,13 +22,13 @@ async function create(id: string, overrides: Record<string, unknown>): Promise<R
 }
 
 /** Round 1 with the attackers sending `attack` of their honest delta and claiming a billion examples. */
-async function attacked(id: string, attack: (x: number) => number) {
+async function attacked(id: string, attack: (x: number) => number, attackers = ATTACKERS) {
   const global = await version(id, 0);
   const deltas = CLIENTS.map((c, i) => {
     const d = honestDelta(global, i);
-    return ATTACKERS.has(c) ? new Map([...d].map(([k, t]) => [k, t.map(attack)])) : d;
+    return attackers.has(c) ? new Map([...d].map(([k, t]) => [k, t.map(attack)])) : d;
   });
-  const bodies = new Map(CLIENTS.map((c, i) => [c, uploadBody(global, deltas[i]!, ATTACKERS.has(c) ? 1e9 : 10 * (i + 1))]));
+  const bodies = new Map(CLIENTS.map((c, i) => [c, uploadBody(global, deltas[i]!, attackers.has(c) ? 1e9 : 10 * (i + 1))]));
   return { global, deltas, ...(await firstRound(id, bodies)) };
 }
 
@@ -79,6 +79,25 @@ describe("a robust federation in workerd", () => {
       t.forEach((x, k) => expect(Math.abs(got[k]! - x - mean[k]!)).toBeLessThan(1e-6));
     }
     expect(await keptRows("rob-krum")).toBe(0);
+  });
+
+  it("Bulyan f 1 among seven: picks five honest updates, each coordinate the mean of the three nearest its median", async () => {
+    expect((await create("rob-bulyan", { robust: { rule: { name: "bulyan", byzantine: 1 } } })).status).toBe(201);
+    // One attacker, the f it tolerates (two colluders close to each other win its last pick).
+    const { global, deltas, robust: summary, after } = await attacked("rob-bulyan", (x) => 20 * x, new Set(["c6"]));
+    expect(summary).toMatchObject({ rule: "bulyan", updates: 7, selected: { count: 5 } });
+    const picked = summary.selected!.clients;
+    expect(picked).not.toContain("c6");
+    for (const [name, t] of global.tensors) {
+      const got = after.tensors.get(name)!;
+      t.forEach((x, k) => {
+        const column = picked.map((c) => deltas[CLIENTS.indexOf(c)]!.get(name)![k]!).sort((a, b) => a - b);
+        const median = column[2]!;
+        const near = [...column].sort((a, b) => Math.abs(a - median) - Math.abs(b - median)).slice(0, 3);
+        expect(Math.abs(got[k]! - x - near.reduce((a, b) => a + b, 0) / 3)).toBeLessThan(1e-6);
+      });
+    }
+    expect(await keptRows("rob-bulyan")).toBe(0);
   });
 
   it("the geometric median with uniform weights: near the honest updates' mean, not the attackers' billion examples", async () => {

@@ -36,17 +36,11 @@ export function krumScores(distances: Float64Array, n: number, byzantine: number
       "robust_invalid",
       `krum: ${n} updates cannot outvote ${byzantine} attackers; it needs more than ${2 * byzantine + 2}`,
     );
-  const all = Array.from({ length: n }, (_, i) => i);
-  return Float64Array.from(all, (i) => scoreAmong(distances, n, i, all, n - byzantine - 2));
-}
-
-/** Update i's squared distances to its `nearest` nearest others among `among` (i included there), summed. */
-export function scoreAmong(distances: Float64Array, n: number, i: number, among: readonly number[], nearest: number): number {
-  const others = Float64Array.from(
-    among.filter((j) => j !== i),
-    (j) => distances[i * n + j]!,
-  ).sort();
-  return others.subarray(0, nearest).reduce((a, b) => a + b, 0);
+  const nearest = n - byzantine - 2;
+  return Float64Array.from({ length: n }, (_, i) => {
+    const others = Float64Array.from({ length: n - 1 }, (_, k) => distances[i * n + (k < i ? k : k + 1)]!).sort();
+    return others.subarray(0, nearest).reduce((a, b) => a + b, 0);
+  });
 }
 
 /** What Krum chose: the selected updates (lowest score first) and every update's score. */

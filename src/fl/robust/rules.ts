@@ -15,7 +15,7 @@ import { DEFAULT_BUDGET_BYTES, memoryVector, type UpdateSet, type VectorStore } 
 export interface RobustReport {
   rule: RobustRule["name"];
   normBound?: NormBoundReport;
-  /** Krum, Multi-Krum and Bulyan: the updates picked. */
+  /** Krum, Multi-Krum and Bulyan: the updates picked (Bulyan still drops some of their values per coordinate). */
   krum?: KrumReport;
   geometricMedian?: GeometricMedianReport;
 }
