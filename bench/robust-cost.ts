@@ -30,6 +30,7 @@ const RULES: Record<string, RobustConfig | null> = {
   "trimmed mean 0.2": { rule: { name: "trimmed-mean", trim: 0.2 } },
   "krum (f = n/5)": { rule: { name: "krum", byzantine: 0 } },
   "multi-krum (f = n/5)": { rule: { name: "multi-krum", byzantine: 0 } },
+  "bulyan (f = ⌊(n − 3)/4⌋)": { rule: { name: "bulyan", byzantine: 0 } },
   "geometric median": { rule: { name: "geometric-median" } },
 };
 
@@ -102,11 +103,10 @@ for (const mb of values.mb.split(",").map(Number))
     const update = normalSamples(seededUniform(n), Math.round((mb * 1e6) / 4), 0.01);
     for (const [name, config] of Object.entries(RULES)) {
       log(`${mb} MB x ${n}: ${name}`);
-      const byzantine = Math.floor(n / 5);
+      // Krum's f a fifth of the round; Bulyan's the most its 4f + 3 allows.
+      const byzantine = config?.rule.name === "bulyan" ? Math.floor((n - 3) / 4) : Math.floor(n / 5);
       const robust: RobustConfig | null =
-        config && (config.rule.name === "krum" || config.rule.name === "multi-krum")
-          ? { ...config, rule: { ...config.rule, byzantine } }
-          : config;
+        config && "byzantine" in config.rule ? { ...config, rule: { ...config.rule, byzantine } } : config;
       const timed = round(robust, n, update, false);
       const sampled = round(robust, n, update, true);
       rows.push({ rule: name, clients: n, adapterMB: mb, ...timed, liveMiB: sampled.liveMiB });

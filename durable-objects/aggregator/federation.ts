@@ -319,15 +319,17 @@ function checkRobust(config: FederationConfig, floats: number): void {
   if (config.privacy) refuse("DP's noise is calibrated to the plain mean's sensitivity; a federation takes one of privacy and robust");
   const rule = robust.rule;
   const krum = rule.name === "krum" || rule.name === "multi-krum" || rule.name === "bulyan";
+  // What to change: minClients, or byzantine down to the most a round of minClients outvotes.
+  const remedy = (most: number) => `raise minClients (${config.minClients})${most >= 0 ? ` or lower byzantine to ${most}` : ""}`;
   if (rule.name === "bulyan" && config.minClients < 4 * rule.byzantine + 3)
     refuse(
       `bulyan tolerates ${rule.byzantine} attackers only among at least ${4 * rule.byzantine + 3} updates; ` +
-        `raise minClients (${config.minClients}) or lower byzantine`,
+        remedy(Math.floor((config.minClients - 3) / 4)),
     );
   if (krum && config.minClients <= 2 * rule.byzantine + 2)
     refuse(
       `${rule.name} tolerates ${rule.byzantine} attackers only among more than ${2 * rule.byzantine + 2} updates; ` +
-        `raise minClients (${config.minClients}) or lower byzantine`,
+        remedy(Math.floor((config.minClients - 3) / 2)),
     );
   if (rule.name === "multi-krum" && rule.select !== undefined && rule.select > config.minClients)
     refuse(`multi-krum selects ${rule.select} updates, more than a round closing with minClients (${config.minClients}) has`);

@@ -126,11 +126,11 @@ describe("a robust federation in workerd", () => {
       [{ robust: { rule: { name: "median" } }, privacy: { clip: 1, noiseMultiplier: 1 } }, /robust: DP's noise is calibrated/],
       [
         { robust: { rule: { name: "krum", byzantine: 3 } } },
-        /krum tolerates 3 attackers only among more than 8 updates; raise minClients \(7\)/,
+        /krum tolerates 3 attackers only among more than 8 updates; raise minClients \(7\) or lower byzantine to 2/,
       ],
       [
         { robust: { rule: { name: "bulyan", byzantine: 2 } } },
-        /bulyan tolerates 2 attackers only among at least 11 updates; raise minClients \(7\)/,
+        /bulyan tolerates 2 attackers only among at least 11 updates; raise minClients \(7\) or lower byzantine to 1/,
       ],
       [
         { robust: { rule: { name: "multi-krum", byzantine: 1, select: 8 } }, clients: [...CLIENTS, "c7"], clientsPerRound: 8 },
