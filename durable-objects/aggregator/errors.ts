@@ -22,6 +22,8 @@ export const AGGREGATOR_ERRORS = {
   round_closed: 409,
   round_short: 409,
   version_not_found: 404,
+  /** A version view asked with a parameter it does not read. */
+  view_params_invalid: 400,
   client_unknown: 403,
   client_not_sampled: 403,
   upload_conflict: 409,

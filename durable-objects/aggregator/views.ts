@@ -93,6 +93,13 @@ export class Views {
     const view = Object.hasOwn(method.side.views ?? {}, name) ? method.side.views![name] : undefined;
     if (!view)
       throw new AggregatorError("version_not_found", `"${id}" (method "${fed.config.method.type}") has no "${name}" view of its versions`);
+    // A parameter the view does not read would make another cache key for the same bytes (the route keeps views in R2).
+    const unread = Object.keys(query).find((k) => !view.params.includes(k));
+    if (unread !== undefined)
+      throw new AggregatorError(
+        "view_params_invalid",
+        `the "${name}" view reads ${view.params.length ? view.params.join(", ") : "no parameters"}, not "${unread.slice(0, 32)}"`,
+      );
     const params: Record<string, number> = {};
     for (const p of view.params) {
       const raw = query[p] ?? "0";

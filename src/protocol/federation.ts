@@ -135,8 +135,11 @@ type J2 = J1 | J1[] | { [key: string]: J1 };
 export type MethodJson = { type: string; [key: string]: J2 | J2[] | { [key: string]: J2 } };
 export type FederationConfig = Omit<v.InferOutput<typeof FederationConfig>, "method"> & { method: MethodJson };
 
-/** An upload's metrics: a few named finite numbers, so receipts and round results stay small rows. */
-export const METRICS_LIMITS = { keys: 16, keyLength: 64, jsonBytes: 2048 } as const;
+/**
+ * An upload's metrics: a few named numbers, so receipts and round results stay small rows, each of magnitude
+ * at most 1e12 (bytes downloaded pass 1e6), so the example-weighted mean over a round stays finite.
+ */
+export const METRICS_LIMITS = { keys: 16, keyLength: 64, jsonBytes: 2048, magnitude: 1e12 } as const;
 
 /** What an upload's safetensors `__metadata__` holds besides the format (all strings on the wire). */
 export const UploadMetadata = v.strictObject({
@@ -158,7 +161,11 @@ export const Metrics = v.pipe(
       v.regex(/^[A-Za-z0-9_.-]+$/, "metric names are letters, digits, '_', '.' or '-'"),
       v.maxLength(METRICS_LIMITS.keyLength),
     ),
-    v.pipe(v.number(), v.finite()),
+    v.pipe(
+      v.number(),
+      v.minValue(-METRICS_LIMITS.magnitude, "a metric lies in [-1e12, 1e12]"),
+      v.maxValue(METRICS_LIMITS.magnitude, "a metric lies in [-1e12, 1e12]"),
+    ),
   ),
   v.check((m) => Object.keys(m).length <= METRICS_LIMITS.keys, `at most ${METRICS_LIMITS.keys} metrics`),
 );

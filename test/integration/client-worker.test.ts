@@ -282,6 +282,12 @@ describe("a client worker's boundary", () => {
     const res = await asOperator("a", "/tasks", task(1, "elsewhere"));
     expect(res.status).toBe(403);
     expect((await errorOf(res)).message).toMatch(/FEDERATIONS/);
+    // Nor is a job of another federation, or of a round that is no number, looked up.
+    expect((await asOwner("a", "/tasks/elsewhere/1")).status).toBe(403);
+    for (const round of ["NaN", "1.5", "-3", "0"]) {
+      const bad = await asOwner("a", `/tasks/${FED}/${round}`);
+      expect([round, bad.status, (await errorOf(bad)).message]).toEqual([round, 400, `a round is a positive integer, got "${round}"`]);
+    }
     expect(seen).toEqual([]);
   });
 

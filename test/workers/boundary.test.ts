@@ -239,6 +239,29 @@ a forged one is refused having read almost none of it`, async () => {
     expect(await snapshot("read-2")).toEqual(before);
   });
 
+  it("tells a forged signature nothing of which federations or members exist, and reads no body spoken for another client", async () => {
+    await create("read-6", { maxUploadBytes: 8192 });
+    await api("/federations/read-6/rounds", { method: "POST" });
+    const before = await snapshot("read-6");
+    // Without the client's secret: the same 401 for an unknown federation, a non-member and a member.
+    for (const [path, client] of [
+      ["/federations/ghost-x/versions/0", "c1"],
+      ["/federations/read-6/versions/0", "outsider"],
+      ["/federations/read-6/versions/0", "c1"],
+    ] as const) {
+      const res = await signed(path, client, { secretOf: "c2" });
+      expect([path, client, res.status, (await error(res)).code]).toEqual([path, client, 401, "signature_invalid"]);
+    }
+    // A member signing for another client's upload, or for a round that is no number, is refused before its
+    // body (over the federation's cap, so reading it would answer 413) is read.
+    const big = new Uint8Array(16384);
+    const other = await signedPut("/federations/read-6/rounds/1/updates/c2", big, "c1");
+    expect([other.status, (await error(other)).message]).toEqual([403, 'signed by "c1" but the path names "c2"']);
+    const badRound = await signedPut("/federations/read-6/rounds/1x/updates/c1", big, "c1");
+    expect([badRound.status, (await error(badRound)).message]).toEqual([400, 'round must be a non-negative integer, got "1x"']);
+    expect(await snapshot("read-6")).toEqual(before);
+  });
+
   it("touches no Durable Object for 200 requests naming unknown federations", async () => {
     const before = (await listDurableObjectIds(env.AGGREGATOR)).map((id) => id.toString()).sort();
     for (let i = 0; i < 100; i++) expect((await anonymous(`/federations/ghost-${i}/versions/0`)).status).toBe(401);
@@ -313,6 +336,13 @@ describe("every number a client sends is bounded", async () => {
       422,
       "metadata_invalid",
       /at most 16 metrics/,
+    ],
+    [
+      "a train loss of 1e308 (its weighted mean would be Infinity)",
+      () => deltaBody(global, 0.1, { num_examples: "10", metrics: '{"train_loss": 1e308}' }),
+      422,
+      "metadata_invalid",
+      /field "train_loss": a metric lies in \[-1e12, 1e12\]/,
     ],
     [
       "a header of 20,000 empty tensors (its parse would cost memory in proportion)",

@@ -129,5 +129,8 @@ describe("a FedKSeed federation", () => {
     expect((await api("/federations/lora-ks/versions/0/seeds")).status).toBe(404);
     expect((await api("/federations/ks-1/versions/0/seeds?since=1")).status).toBe(404);
     expect((await api("/federations/ks-1/versions/1/seeds?since=x")).status).toBe(400);
+    // A parameter the view does not read is refused, not kept in R2 as one more copy of the same bytes.
+    const unread = await api("/federations/ks-1/versions/1/seeds?since=0&a=1");
+    expect([unread.status, (await error(unread)).message]).toEqual([400, 'the "seeds" view reads since, not "a"']);
   });
 });

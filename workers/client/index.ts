@@ -35,6 +35,11 @@ app.post("/tasks", async (c) => {
 /** The job's state, and its upload's size, SHA-256 and declared metrics once made; never the upload itself. */
 app.get("/tasks/:federation/:round", async (c) => {
   const fed = c.req.param("federation");
+  // Only a listed federation's trainer object is addressed, and only for a round number.
+  const listed = federationRefusal(c.env, fed);
+  if (listed) throw new HTTPException(listed.status, { message: listed.message });
+  if (!/^[1-9]\d{0,8}$/.test(c.req.param("round")))
+    throw new HTTPException(400, { message: `a round is a positive integer, got "${c.req.param("round").slice(0, 20)}"` });
   const round = Number(c.req.param("round"));
   const job = await c.env.TRAINER.getByName(fed).job(fed, round);
   if (!job) throw new HTTPException(404, { message: `no task for round ${round} of "${fed}"` });

@@ -16,7 +16,7 @@ import {
 } from "../../src/protocol/signature.ts";
 import { bearerToken } from "../../src/protocol/bearer.ts";
 import { toHex } from "../../src/protocol/hex.ts";
-import { registry } from "./aggregator.ts";
+import { intParam, registry } from "./aggregator.ts";
 import { readBody } from "../lib/http-body.ts";
 import { errorResponse } from "../lib/http-errors.ts";
 import type { RegistryEntry } from "../../durable-objects/aggregator/registry.ts";
@@ -52,23 +52,25 @@ async function tokenRole(c: Context<Env>, token: string, allowed: readonly Role[
 
 /**
  * The federation named by the path, from the registry (one object), before its own object is addressed:
- * an unknown id touches no Durable Object of its own. An isolate keeps the entries it read; one may go
- * stale when a federation is deleted and its id reused, so a non-member is looked up again and the
- * federation's object checks a reading client's membership itself.
+ * an unknown id touches no Durable Object of its own. An isolate keeps the entries it read for KNOWN_MS;
+ * one may go stale sooner when a federation is deleted and its id reused (another isolate's delete), so a
+ * non-member is looked up again and the federation's object checks a reading client's membership itself.
  */
-const known = new Map<string, RegistryEntry>();
+const known = new Map<string, { entry: RegistryEntry; at: number }>();
 const KNOWN_CAP = 1024;
+const KNOWN_MS = 60_000;
 
 /** The path's federation: null when the route names none, "unknown" when the registry has no such id. */
 async function federationOf(c: Context<Env>, fresh = false): Promise<RegistryEntry | null | "unknown"> {
   const id = c.req.param("id");
   if (id === undefined) return null;
   const cached = fresh ? undefined : known.get(id);
-  if (cached) return cached;
+  if (cached && Date.now() - cached.at < KNOWN_MS) return cached.entry;
   const entry = await registry(c.env).lookup(id);
+  known.delete(id);
   if (!entry) return "unknown";
   if (known.size >= KNOWN_CAP) known.delete(known.keys().next().value!);
-  known.set(id, entry);
+  known.set(id, { entry, at: Date.now() });
   return entry;
 }
 
@@ -87,10 +89,11 @@ async function hashedBody(c: Context<Env>, limit: number): Promise<{ body: Uint8
 }
 
 /**
- * Middleware: the request must carry one of the `allowed` credentials. A member's signature is checked
- * from its headers (the signer a member of the federation in the path, the HMAC over the body's signed
- * digest) before the body is read; then the body, read under `bodyLimit` (the federation's
- * maxUploadBytes when it is a function), must have that digest, and is left in `c.var.body`.
+ * Middleware: the request must carry one of the `allowed` credentials. A member's request is checked from
+ * its headers before the body is read: the HMAC over the path and the body's signed digest, then the path
+ * (its client the signer, its round or version a number), then the signer's membership of the path's
+ * federation; then the body, read under `bodyLimit` (the federation's maxUploadBytes when it is a
+ * function), must have that digest, and is left in `c.var.body`.
  */
 export function requireCredential(
   allowed: readonly Role[],
@@ -119,6 +122,27 @@ export function requireCredential(
       if (e instanceof SignatureError) return errorResponse(c, 401, e.code, e.message);
       throw e;
     }
+    const url = new URL(c.req.url);
+    try {
+      // The signature, over the path and the body's signed digest, first: a request without the client's secret
+      // learns nothing of which federations and members exist, touches no object and has no byte of its body read.
+      c.set(
+        "signer",
+        await verifySignature(await deriveClientSecret(masterKey, headers.clientId), headers, c.req.method, url.pathname + url.search),
+      );
+    } catch (e) {
+      if (e instanceof SignatureError) return errorResponse(c, 401, e.code, e.message);
+      throw e;
+    }
+    // A client speaks only for itself, and a round or version is a number: both refused before the body is read.
+    const client = c.req.param("client");
+    if (client !== undefined && client !== headers.clientId)
+      throw new HTTPException(403, { message: `signed by "${headers.clientId}" but the path names "${client}"` });
+    for (const name of ["round", "version"])
+      if (c.req.param(name) !== undefined) {
+        const bad = intParam(c, name);
+        if (bad instanceof Response) return bad;
+      }
     let fed = await federationOf(c);
     // A cached entry may be a deleted federation's whose id was reused: a non-member is looked up again.
     if (fed !== null && fed !== "unknown" && !fed.clients.includes(headers.clientId)) fed = await federationOf(c, true);
@@ -126,19 +150,13 @@ export function requireCredential(
     if (!fed) throw new HTTPException(403, { message: "client signatures are accepted only on a federation's routes" });
     if (!fed.clients.includes(headers.clientId))
       throw new HTTPException(403, { message: `client "${headers.clientId}" is not a member of federation "${fed.id}"` });
-    const url = new URL(c.req.url);
     let body: Uint8Array;
     let sha256: string;
     try {
-      // The signature is checked over the body's signed digest before one byte of the body is read.
-      c.set(
-        "signer",
-        await verifySignature(await deriveClientSecret(masterKey, headers.clientId), headers, c.req.method, url.pathname + url.search),
-      );
       ({ body, sha256 } = await hashedBody(c, typeof bodyLimit === "function" ? bodyLimit(fed) : bodyLimit));
       assertBody(headers, sha256);
     } catch (e) {
-      if (e instanceof SignatureError) return errorResponse(c, e.code === "body_mismatch" ? 400 : 401, e.code, e.message);
+      if (e instanceof SignatureError) return errorResponse(c, 400, e.code, e.message);
       throw e;
     }
     c.set("role", "member");
@@ -163,13 +181,8 @@ function describe(allowed: readonly Role[]): string {
 /** The client that signed the request, when a client did (the object checks its membership again). */
 export const signerOf = (c: Context<Env>): string | undefined => (c.get("role") === "member" ? c.get("signer")!.clientId : undefined);
 
-/** The signed request's signer, who must be the client the path names: a client speaks only for itself. */
-export function pathSigner(c: Context<Env>): VerifiedRequest {
-  const signer = c.get("signer")!;
-  if (signer.clientId !== c.req.param("client"))
-    throw new HTTPException(403, { message: `signed by "${signer.clientId}" but the path names "${c.req.param("client")}"` });
-  return signer;
-}
+/** The signed request's signer, the client the path names (requireCredential refused any other). */
+export const pathSigner = (c: Context<Env>): VerifiedRequest => c.get("signer")!;
 
 export const operator = () => requireCredential(["operator"]);
 /** The operator, on a federation the registry may have lost (a delete cut off half-way is finished by another). */

@@ -81,9 +81,10 @@ versions.get("/:id/versions/:version/:view", reader(), async (c) => {
       }`,
     );
   const base = versionKey(c.env, c.get("federation")!, version);
+  // Each value as its number reads (no leading zeros): one key per view; the object refuses a parameter its view does not read.
   const params = Object.keys(query)
     .sort()
-    .map((k) => `.${k}-${query[k]}`)
+    .map((k) => `.${k}-${Number(query[k])}`)
     .join("");
   const key = base && `${base}.${view}${params}`;
   const kept = key ? await c.env.VERSIONS!.get(key) : null;
