@@ -208,17 +208,19 @@ export class Rounds {
 
   /**
    * A sharded round's end met a shard that did not answer: its deadline comes forward to SHARD_RETRY_MS from
-   * now (it has its quorum, or the operator asked to close it), so the alarm tries again then; rethrows the
-   * refusal for the caller's answer.
+   * now (it has its quorum, or the operator asked to close it) and the alarm is set to it, so it tries again
+   * then; rethrows the refusal for the caller's answer.
    */
-  private retrySoon(id: string, round: number, now: number, e: unknown): never {
-    if (e instanceof AggregatorError && e.code === "shard_unavailable")
+  private async retrySoon(id: string, round: number, now: number, e: unknown): Promise<never> {
+    if (e instanceof AggregatorError && e.code === "shard_unavailable") {
       this.store.sql.exec(
         "UPDATE rounds SET deadline = MIN(deadline, ?) WHERE federation_id = ? AND round = ? AND status = 'open'",
         now + SHARD_RETRY_MS,
         id,
         round,
       );
+      await this.armAlarm();
+    }
     throw e;
   }
 

@@ -170,6 +170,8 @@ describe("a sharded federation in workerd", () => {
     const after = (await (await api(`/federations/${id}/rounds/1`)).json()) as { status: string; deadline: number };
     expect(after.status).toBe("open");
     expect(after.deadline).toBeLessThanOrEqual(Date.now() + 5000);
+    // And the alarm is set to that deadline, not left at the round's own.
+    expect(await runInDurableObject(env.AGGREGATOR.getByName(id), (_i, state) => state.storage.getAlarm())).toBe(after.deadline);
     // The shards before it are sealed at the root, their counts in the round's row, none merged twice below.
     const sealed = await runInDurableObject(env.AGGREGATOR.getByName(id), (_i, state) =>
       state.storage.sql.exec<{ shard: number; sealed: number }>("SELECT shard, sealed FROM round_shards ORDER BY shard").toArray(),
