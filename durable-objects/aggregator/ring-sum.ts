@@ -54,19 +54,26 @@ export class RingSum {
 
   /**
    * Writes into `to` this sum with `apply` done to each row, from the first row `to` does not hold yet (an
-   * earlier call, or a run a restart cut short, wrote the others), while `goOn` says so before each row.
-   * Returns whether every row is written: how the unmasking runs in slices across invocations.
+   * earlier call, or a run a restart cut short, wrote the others), at most `rows` rows, while `open` holds
+   * before each row and after its `apply` (a row computed is written unless `open` no longer holds). Returns
+   * whether every row is written: how the unmasking runs in slices across invocations.
    */
-  async transformInto(to: RingSum, apply: (start: number, row: Uint32Array) => Promise<unknown>, goOn: () => boolean): Promise<boolean> {
+  async transformInto(
+    to: RingSum,
+    apply: (start: number, row: Uint32Array) => Promise<unknown>,
+    open: () => boolean,
+    rows: number,
+  ): Promise<boolean> {
     const written = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM blobs WHERE key = ?", to.key).one().n;
-    for (let start = written * RING_SEGMENT; start < this.length; start += RING_SEGMENT) {
-      if (!goOn()) return false;
+    const end = Math.min(this.length, (written + rows) * RING_SEGMENT);
+    for (let start = written * RING_SEGMENT; start < end; start += RING_SEGMENT) {
+      if (!open()) return false;
       const row = this.read(start, Math.min(RING_SEGMENT, this.length - start));
       await apply(start, row);
-      if (!goOn()) return false;
+      if (!open()) return false;
       to.put(start, row);
     }
-    return true;
+    return end === this.length;
   }
 
   /** Stores a whole row starting at word `start` (a multiple of RING_SEGMENT). */

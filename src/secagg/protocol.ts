@@ -344,6 +344,13 @@ export async function removeMasks(
   return segment;
 }
 
+/** The masks removeMasks expands for each word: the survivors' self masks and the dropped clients' pair masks with surviving neighbours. */
+export function maskCount(round: SecAggRound, survivors: ReadonlySet<string>, recovered: RecoveredSecrets): number {
+  let masks = recovered.seeds.size;
+  for (const i of recovered.keys.keys()) masks += (round.graph.get(i) ?? []).filter((j) => survivors.has(j)).length;
+  return masks;
+}
+
 /** The sum of the survivors' inputs (in Z_2^32) from the sum of their masked inputs: recoverSecrets, then removeMasks. */
 export async function unmaskSum(
   round: SecAggRound,

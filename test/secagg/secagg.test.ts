@@ -7,7 +7,17 @@ import { seededUniform } from "../../src/engine/sampling.ts";
 import { decodeSum, encode, fixedPointFor } from "../../src/secagg/fixed-point.ts";
 import { defaultDegree, degreeForDropouts, neighbourGraph } from "../../src/secagg/graph.ts";
 import { agree, type Bytes, expandMask, keyPair, openShare, sealShare } from "../../src/secagg/keys.ts";
-import { advertise, inboxFor, maskInput, rosterFor, secAggRound, shareKeys, unmask } from "../../src/secagg/protocol.ts";
+import {
+  advertise,
+  inboxFor,
+  maskCount,
+  maskInput,
+  type RecoveredSecrets,
+  rosterFor,
+  secAggRound,
+  shareKeys,
+  unmask,
+} from "../../src/secagg/protocol.ts";
 import { roundOf } from "../../src/secagg/client.ts";
 import type { SecAggView } from "../../src/protocol/secure-aggregation.ts";
 import { simulate } from "../fixtures/secagg.ts";
@@ -99,6 +109,29 @@ describe("SecAgg+", () => {
     expect(await openShare(ba, "fed/1", "a", "b", sealed)).toEqual(Uint8Array.of(1, 2, 3));
     await expect(openShare(ba, "fed/1", "b", "a", sealed)).rejects.toMatchObject({ code: "decrypt_failed" });
     await expect(openShare(ba, "fed/2", "a", "b", sealed)).rejects.toMatchObject({ code: "decrypt_failed" });
+  });
+
+  it("counts the masks an unmasking removes per word, which sizes the aggregator's slices", () => {
+    // a–b, a–c, b–c, c–d; a and b survive, c and d dropped after sharing.
+    const graph = new Map([
+      ["a", ["b", "c"]],
+      ["b", ["a", "c"]],
+      ["c", ["a", "b", "d"]],
+      ["d", ["c"]],
+    ]);
+    const round = { context: "r", graph, threshold: 1, length: 4 };
+    const recovered = {
+      seeds: new Map([
+        ["a", new Uint8Array(32)],
+        ["b", new Uint8Array(32)],
+      ]),
+      keys: new Map([
+        ["c", {}],
+        ["d", {}],
+      ]),
+    } as unknown as RecoveredSecrets;
+    // Two self masks, c's pair masks with a and b, none of d's (its one neighbour dropped too).
+    expect(maskCount(round, new Set(["a", "b"]), recovered)).toBe(4);
   });
 
   it("sums 8 clients on the complete graph exactly, a masked input alone looking nothing like its input", async () => {
