@@ -32,6 +32,8 @@ export async function privacy(args: string[]): Promise<void> {
   const sampleRate = number("sample-rate", values["sample-rate"], 0, 1);
   const steps = positiveInt("steps", values.steps, 0);
   const delta = number("delta", values.delta, 0, 1);
+  // At δ 0 no ε is finite, at 1 every ε holds.
+  if (delta === 0 || delta === 1) throw new UsageError(`--delta is in (0, 1), got "${values.delta}"`);
   if (target !== undefined) {
     const sigma = noiseForEpsilon({ sampleRate, steps, delta, targetEpsilon: positiveNumber("target-epsilon", target) });
     process.stdout.write(

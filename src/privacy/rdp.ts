@@ -96,10 +96,16 @@ export interface SubsampledGaussian {
   steps: number;
 }
 
+/**
+ * The least nonzero noise multiplier the accountant takes: below about 1e-154 σ² underflows and the fractional
+ * series never ends; at 1e-3 ε is already in the millions, so nothing smaller is worth accounting.
+ */
+export const MIN_NOISE_MULTIPLIER = 1e-3;
+
 function checkMechanism({ sampleRate: q, noiseMultiplier: sigma, steps }: SubsampledGaussian): void {
   if (!(q >= 0 && q <= 1)) throw new PrivacyError("privacy_invalid", `the sample rate is in [0, 1], got ${q}`);
-  if (!(sigma >= 0) || !Number.isFinite(sigma))
-    throw new PrivacyError("privacy_invalid", `the noise multiplier is finite and ≥ 0, got ${sigma}`);
+  if (!(sigma === 0 || (sigma >= MIN_NOISE_MULTIPLIER && Number.isFinite(sigma))))
+    throw new PrivacyError("privacy_invalid", `the noise multiplier is 0 or finite and ≥ ${MIN_NOISE_MULTIPLIER}, got ${sigma}`);
   if (!(Number.isInteger(steps) && steps >= 0)) throw new PrivacyError("privacy_invalid", `the steps are a whole number ≥ 0, got ${steps}`);
 }
 
@@ -192,7 +198,9 @@ export function noiseForEpsilon(
     if (high > 1e6)
       throw new PrivacyError("privacy_unreachable", `no noise multiplier up to 1e6 reaches ε = ${targetEpsilon} at δ = ${delta}`);
   }
-  let low = 0;
+  // The accountant's least noise, where even that reaches the target.
+  let low = MIN_NOISE_MULTIPLIER;
+  if (eps(low) <= targetEpsilon) return low;
   while (high - low > 1e-6 * high) {
     const mid = (low + high) / 2;
     if (eps(mid) > targetEpsilon) low = mid;

@@ -1,6 +1,7 @@
 // A federation's differential-privacy setting (DP-FedAvg, McMahan et al. 2018, client level), as the
 // operator posts it with the federation config; src/privacy/ applies it and accounts for it.
 import * as v from "valibot";
+import { MIN_NOISE_MULTIPLIER } from "../privacy/rdp.ts";
 
 export const PrivacyConfig = v.strictObject({
   /**
@@ -24,8 +25,11 @@ export const PrivacyConfig = v.strictObject({
       bitNoise: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1e6))),
     }),
   ),
-  /** z: the noise's standard deviation on the sum of clipped updates is z · S (> 0: clipping alone is no privacy). */
-  noiseMultiplier: v.pipe(v.number(), v.gtValue(0), v.maxValue(1000)),
+  /**
+   * z: the noise's standard deviation on the sum of clipped updates is z · S (> 0: clipping alone is no privacy;
+   * at least the accountant's least, src/privacy/rdp.ts).
+   */
+  noiseMultiplier: v.pipe(v.number(), v.minValue(MIN_NOISE_MULTIPLIER), v.maxValue(1000)),
   /** The δ at which ε is reported: below 1 / (the clients), as a rule. */
   delta: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(0.1)), 1e-5),
   /** The ε a federation may spend: a round that would pass it is refused at opening. Absent: no budget, ε reported. */

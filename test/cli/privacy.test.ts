@@ -38,5 +38,10 @@ describe("fedflare privacy", () => {
     const rate = await runCli(["privacy", "--noise-multiplier", "1", "--sample-rate", "1.5", "--steps", "3"]);
     expect(rate.code).toBe(2);
     expect(rate.stderr).toMatch(/--sample-rate must be a number in \[0, 1\], got "1.5"/);
+    const sure = await runCli(["privacy", "--noise-multiplier", "1", "--sample-rate", "0.5", "--steps", "3", "--delta", "1"]);
+    expect([sure.code, sure.stderr]).toEqual([2, expect.stringContaining('--delta is in (0, 1), got "1"')]);
+    // A noise multiplier whose square underflows once made the accountant's series run forever.
+    const tiny = await runCli(["privacy", "--noise-multiplier", "1e-200", "--sample-rate", "0.5", "--steps", "10"]);
+    expect([tiny.code, tiny.stderr]).toEqual([1, expect.stringContaining("the noise multiplier is 0 or finite and ≥ 0.001, got 1e-200")]);
   });
 });
