@@ -35,6 +35,9 @@ const usage = `usage: fedflare <command> [options]\n\n${Object.values(COMMANDS)
   .map((c) => c.usage)
   .join("\n\n")}\n`;
 
+/** Node's errors for a path that cannot be used as given. */
+const FILE_ERRORS = new Set(["ENOENT", "EISDIR", "ENOTDIR", "EACCES", "EEXIST", "ENOTEMPTY"]);
+
 export async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
@@ -58,6 +61,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof FedflareError) {
       process.stderr.write(`fedflare ${name}: error [${e.code}]: ${e.message}\n`);
+      return 1;
+    }
+    // A path the user gave that is missing, a folder, a file or not theirs: Node's message names it.
+    const file = e as NodeJS.ErrnoException;
+    if (FILE_ERRORS.has(file.code ?? "")) {
+      process.stderr.write(`fedflare ${name}: ${file.message}${file.path && !file.message.includes(file.path) ? ` (${file.path})` : ""}\n`);
       return 1;
     }
     throw e;

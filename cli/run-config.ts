@@ -2,6 +2,8 @@
 // name the field; every field has a default, so `{}` is the built-in default run.
 import { firstIssue } from "../src/errors.ts";
 import * as v from "valibot";
+import { parseStrategyConfig } from "../src/fl/create-strategy.ts";
+import { FlError } from "../src/fl/errors.ts";
 import { MethodError } from "../src/fl/methods/errors.ts";
 import { defaultRunMethod } from "../src/fl/methods/lora/run.ts";
 import type { MethodConfig } from "../src/fl/methods/method.ts";
@@ -45,6 +47,7 @@ export const RunConfig = v.strictObject({
    * on the model (clients then hold only the layers from the cut), or on each client.
    */
   trunk: v.optional(v.picklist(["endpoint", "local"]), "endpoint"),
+  /** A strategy as the coordinator takes it (src/fl/create-strategy.ts), checked in parseRunConfig. */
   strategy: v.optional(v.looseObject({ name: v.string() }), { name: "fedavg" }),
   /** Client-level DP for the federation (src/protocol/privacy.ts): clipping, noise, δ and an ε budget. */
   privacy: v.optional(PrivacyConfig),
@@ -95,7 +98,8 @@ export const RunConfig = v.strictObject({
     },
   ),
   quant: v.optional(v.picklist(["f32", "int8", "int4"]), "int8"),
-  deadlineSeconds: v.optional(v.pipe(v.number(), v.minValue(1)), 900),
+  /** How long a round waits for its clients, at most the coordinator's 7 days. */
+  deadlineSeconds: v.optional(v.pipe(v.number(), v.minValue(1), v.maxValue(7 * 24 * 3600)), 900),
   /** Validation examples scored after every round (the evaluation's cost); default: the whole validation split. */
   evalExamples: v.optional(int(1, 100_000)),
   /** Test examples the last version is scored on once, at the end; default: the whole test split. */
@@ -129,9 +133,12 @@ export function parseRunConfig(json: unknown, source: string): RunConfig {
   if (r.output.baseline?.type === "local-only" && r.output.baseline.client >= r.output.clients)
     throw new UsageError(`${source}: field "baseline.client" must be a partition index below "clients" (${r.output.clients})`);
   try {
+    // Checked here as the coordinator will check it, so a misspelt option fails before workerd starts; the
+    // config keeps the strategy as written (its defaults are the coordinator's to fill).
+    parseStrategyConfig(r.output.strategy);
     return { ...r.output, method: runMethods.parse(r.output.method).config };
   } catch (e) {
-    if (e instanceof MethodError) throw new UsageError(`${source}: ${e.message}`);
+    if (e instanceof MethodError || e instanceof FlError) throw new UsageError(`${source}: ${e.message}`);
     throw e;
   }
 }

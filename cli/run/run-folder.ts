@@ -14,7 +14,16 @@ export function newRunDir(now = new Date()): string {
 
 /** The run config in `file` (validated), or the default run's without one. */
 export function readRunConfig(file: string | undefined): RunConfig {
-  return parseRunConfig(file ? JSON.parse(readFileSync(file, "utf8")) : {}, file ?? "the default config");
+  return parseRunConfig(file ? jsonOf(readFileSync(file, "utf8"), file) : {}, file ?? "the default config");
+}
+
+/** `text` parsed, or a usage error naming `where`. */
+function jsonOf(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`${where} is not valid JSON: ${(e as Error).message}`);
+  }
 }
 
 /** The config of the run in `dir`, to resume it. */
@@ -39,10 +48,17 @@ export class RunFolder {
     this.records = records;
   }
 
-  /** Opens `dir` for a run of `config`, creating it, or finding what an interrupted run of it left. */
+  /**
+   * Opens `dir` for a run of `config`, creating it, or finding what an interrupted run of it left; a folder
+   * holding another config's run is refused, not mixed into.
+   */
   static open(dir: string, config: RunConfig): RunFolder {
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
+    const file = join(dir, "config.json");
+    const text = `${JSON.stringify(config, null, 2)}\n`;
+    if (existsSync(file) && readFileSync(file, "utf8") !== text)
+      throw new UsageError(`${dir} holds a run of another config: continue it with --resume ${dir}, or give a new --out`);
+    writeFileSync(file, text);
     const keyFile = join(dir, "master.key");
     if (!existsSync(keyFile)) writeFileSync(keyFile, crypto.randomUUID());
     const metrics = join(dir, "metrics.jsonl");
@@ -50,8 +66,8 @@ export class RunFolder {
       ? readFileSync(metrics, "utf8")
           .trim()
           .split("\n")
-          .filter(Boolean)
-          .map((l) => JSON.parse(l) as RoundRecord)
+          .map((l, i) => (l ? (jsonOf(l, `${metrics}:${i + 1}`) as RoundRecord) : null))
+          .filter((r) => r !== null)
       : [];
     return new RunFolder(dir, config, readFileSync(keyFile, "utf8"), records);
   }

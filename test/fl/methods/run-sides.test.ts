@@ -122,6 +122,13 @@ describe("run sides", () => {
     expect(parseRunConfig({ method: { type: "fedbpt", labels } }, "test").method).toMatchObject({ type: "fedbpt", promptTokens: 10 });
     expect(() => parseRunConfig({ method: { type: "offsite", bottom: 1 } }, "run.json")).toThrow(/^run\.json: field "method\.top"/);
     expect(() => parseRunConfig({ method: { r: 4 } }, "run.json")).toThrow(/run\.json: field "method\.type"/);
+    // The strategy and the deadline as the coordinator would refuse them, before workerd starts; a good
+    // strategy kept as written.
+    expect(() => parseRunConfig({ strategy: { name: "fedavg", lerning_rate: 5 } }, "run.json")).toThrow(
+      /^run\.json: strategy config: field "lerning_rate"/,
+    );
+    expect(() => parseRunConfig({ deadlineSeconds: 1e6 }, "run.json")).toThrow(/^run\.json: field "deadlineSeconds"/);
+    expect(parseRunConfig({ strategy: { name: "fedadam", eta: 0.01 } }, "run.json").strategy).toEqual({ name: "fedadam", eta: 0.01 });
   });
 
   it("asks for the endpoint for split LoRA's trunk and a completions API for discrete prompts, nothing else", () => {
