@@ -9,7 +9,7 @@ import type { Runtime } from "../src/engine/runtime.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
 import { ortWebRuntime } from "../src/engine/runtimes/ort-web.ts";
 import { dirSource } from "./model-dir.ts";
-import { positiveInt } from "./numbers.ts";
+import { threads as threadCount } from "./numbers.ts";
 import { UsageError } from "./usage.ts";
 
 export const ENGINE_OPTIONS = {
@@ -29,7 +29,7 @@ export interface EngineValues {
 }
 
 export function pickRuntime(name: string, threads: string): Runtime {
-  const n = positiveInt("threads", threads);
+  const n = threadCount(threads);
   if (name === "ort-node") return ortNodeRuntime(n);
   if (name === "ort-web") return ortWebRuntime();
   throw new UsageError(`--runtime must be ort-node or ort-web, got "${name}"`);

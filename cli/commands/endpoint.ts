@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { loadModel } from "../../src/engine/model-files.ts";
 import { modelFingerprint, startEndpoint } from "../../workers/inference-endpoint/server.ts";
 import { dirSource } from "../model-dir.ts";
-import { positiveInt } from "../numbers.ts";
+import { DEFAULT_THREADS, port, positiveInt, threads } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 
 export const endpointUsage =
@@ -23,7 +23,7 @@ export async function endpoint(args: string[]): Promise<void> {
       host: { type: "string", default: "127.0.0.1" },
       "max-batch": { type: "string", default: "8" },
       "max-wait-ms": { type: "string", default: "5" },
-      threads: { type: "string", default: "2" },
+      threads: { type: "string", default: DEFAULT_THREADS },
       "no-auth": { type: "boolean", default: false },
     },
     strict: true,
@@ -37,6 +37,14 @@ export async function endpoint(args: string[]): Promise<void> {
       "set FEDFLARE_ENDPOINT_TOKEN to the bearer token clients must send (e.g. openssl rand -hex 32), " +
         "or pass --no-auth to serve without one",
     );
+  // The numbers first: a typo should not wait for the model to load.
+  const serving = {
+    port: port(values.port),
+    host: values.host,
+    maxBatch: positiveInt("max-batch", values["max-batch"]),
+    maxWaitMs: positiveInt("max-wait-ms", values["max-wait-ms"], 0),
+    threads: threads(values.threads),
+  };
   const source = dirSource(values.model);
   const model = await loadModel(source);
   const fingerprint = await modelFingerprint(
@@ -47,12 +55,11 @@ export async function endpoint(args: string[]): Promise<void> {
     model,
     fingerprint,
     name: basename(resolve(values.model)),
-    port: positiveInt("port", values.port, 0),
-    host: values.host,
-    maxBatch: positiveInt("max-batch", values["max-batch"]),
-    maxWaitMs: positiveInt("max-wait-ms", values["max-wait-ms"], 0),
-    threads: positiveInt("threads", values.threads),
+    ...serving,
     ...(token ? { token } : { noAuth: true }),
+  }).catch((e: Error) => {
+    // A port in use or a host that does not resolve: the user's to change.
+    throw (e.cause as NodeJS.ErrnoException | undefined)?.code ? new UsageError(e.message) : e;
   });
   process.stderr.write(
     `serving ${basename(resolve(values.model))} on ${running.url}/v1 (${running.provider}${

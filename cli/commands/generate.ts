@@ -32,6 +32,13 @@ export async function generate(args: string[]): Promise<void> {
   };
   const { loaded, forward } = await openModel(values, { kind: "step" });
   const prompt = loaded.tokenizer.encode(values.prompt);
+  if (prompt.length + opts.maxTokens > loaded.config.maxPositions) {
+    await forward.release();
+    throw new UsageError(
+      `the prompt's ${prompt.length} tokens and --max-tokens ${opts.maxTokens} pass the model's ${loaded.config.maxPositions} positions: ` +
+        `ask for at most ${Math.max(0, loaded.config.maxPositions - prompt.length)}`,
+    );
+  }
   const out = await generateTokens(forward, prompt, { ...opts, stopIds: loaded.config.eosTokenIds });
   await forward.release();
   const text = loaded.tokenizer.decode(out.tokens, { skipSpecialTokens: true });

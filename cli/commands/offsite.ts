@@ -14,7 +14,7 @@ import { emulate, readAdapterFolder } from "../../src/fl/methods/offsite/files.t
 import { initialAdapterRequest } from "../../src/fl/methods/offsite/supply.ts";
 import { dirSource, readJsonFile, tokenizerFiles } from "../model-dir.ts";
 import { sotuSplit } from "../corpora.ts";
-import { positiveInt, positiveNumber } from "../numbers.ts";
+import { DEFAULT_THREADS, positiveInt, positiveNumber, threads } from "../numbers.ts";
 import { UsageError } from "../usage.ts";
 import { writeFiles } from "../write-files.ts";
 
@@ -42,7 +42,7 @@ async function emulatorCommand(args: string[]): Promise<void> {
       "distill-steps": { type: "string", default: "0" },
       "distill-lr": { type: "string", default: "1e-4" },
       "distill-weight": { type: "string", default: "1" },
-      threads: { type: "string", default: "2" },
+      threads: { type: "string", default: DEFAULT_THREADS },
     },
     strict: true,
   });
@@ -69,7 +69,7 @@ async function emulatorCommand(args: string[]): Promise<void> {
     }
     const windows = packWindows(docs, 128);
     const distilled = await distillEmulator(
-      ortNodeRuntime(positiveInt("threads", values.threads)),
+      ortNodeRuntime(threads(values.threads)),
       model.config,
       model.weights,
       emulatorWeights(model.config, model.weights, layout),
@@ -114,7 +114,13 @@ async function supplyCommand(args: string[]): Promise<void> {
     token,
     new Uint8Array(readFileSync(join(values.adapter, "adapter_model.safetensors"))),
   );
-  const res = await fetch(new URL(path, values.coordinator), init);
+  if (!URL.canParse(values.coordinator) || !/^https?:$/.test(new URL(values.coordinator).protocol))
+    throw new UsageError(`--coordinator is the coordinator's http(s) URL, got "${values.coordinator}"`);
+  // The route below the coordinator's URL, any path it is served under kept.
+  const url = `${values.coordinator.replace(/\/+$/, "")}${path}`;
+  const res = await fetch(url, init).catch((e: Error) => {
+    throw new UsageError(`cannot reach the coordinator at ${values.coordinator}: ${(e.cause as Error | undefined)?.message ?? e.message}`);
+  });
   const text = await res.text();
   if (!res.ok) throw new UsageError(`the coordinator refused the adapter: ${res.status} ${text}`);
   process.stderr.write(`"${values.federation}" has its version 0; open its first round\n`);

@@ -31,6 +31,37 @@ describe("bad input at the command line", () => {
     ]);
   });
 
+  it("refuses numbers out of range before the work starts: threads past the cores, tokens past the context", async () => {
+    const threads = await runCli(["perplexity", "--model", "models/fedflare-sotu-4m", "--corpus", "sotu-heldout", "--threads", "100000"]);
+    expect([threads.code, threads.stderr]).toEqual([
+      2,
+      expect.stringMatching(/^fedflare perplexity: --threads must be an integer in \[1, \d+\], got "100000"/),
+    ]);
+    const long = await runCli(["generate", "--model", "models/fedflare-sotu-4m", "--prompt", "hello", "--max-tokens", "100000"]);
+    expect([long.code, long.stderr]).toEqual([
+      2,
+      expect.stringMatching(
+        /^fedflare generate: the prompt's 4 tokens and --max-tokens 100000 pass the model's 512 positions: ask for at most 508/,
+      ),
+    ]);
+  });
+
+  it("names a coordinator URL that is none or cannot be reached", async () => {
+    process.env.FEDFLARE_OPERATOR_TOKEN = "x".repeat(16);
+    writeFileSync(join(dir, "adapter_model.safetensors"), "x");
+    const supply = (url: string) => runCli(["offsite", "supply", "--coordinator", url, "--federation", "f", "--adapter", dir]);
+    const none = await supply("notaurl");
+    expect([none.code, none.stderr]).toEqual([
+      2,
+      expect.stringMatching(/^fedflare offsite: --coordinator is the coordinator's http\(s\) URL, got "notaurl"/),
+    ]);
+    const closed = await supply("http://127.0.0.1:9");
+    expect([closed.code, closed.stderr]).toEqual([
+      2,
+      expect.stringMatching(/^fedflare offsite: cannot reach the coordinator at http:\/\/127\.0\.0\.1:9: /),
+    ]);
+  });
+
   it("refuses to mix a run into a folder that holds another config's run, and names a corrupt metrics line", () => {
     const out = join(dir, "run");
     const g2p = parseRunConfig({ task: "g2p" }, "a");

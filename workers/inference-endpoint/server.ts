@@ -71,8 +71,12 @@ export async function startEndpoint(c: EndpointConfig): Promise<RunningEndpoint>
     sessions,
   };
   const app = endpointApp({ engine, token: c.token ?? null, provider, limits, maxBatch: c.maxBatch ?? 8, maxWaitMs: c.maxWaitMs ?? 5 });
-  const server: ServerType = await new Promise((resolve) => {
+  // A port in use or a host that does not resolve rejects the start, naming them, rather than crashing later.
+  const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: c.port, hostname: c.host ?? "127.0.0.1" }, () => resolve(s));
+    s.once("error", (e: NodeJS.ErrnoException) =>
+      reject(new Error(`the endpoint cannot listen on ${c.host ?? "127.0.0.1"}:${c.port}: ${e.message}`, { cause: e })),
+    );
   });
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : c.port;
