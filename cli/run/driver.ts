@@ -233,6 +233,16 @@ async function api<T>(fed: LocalFederation, path: string, method = "GET", body?:
   return (await res.json()) as T;
 }
 
+/** Every page of the federation's round metrics, oldest first. */
+async function allRounds<T extends { round: number }>(fed: LocalFederation): Promise<T[]> {
+  const rounds: T[] = [];
+  for (let page = await api<T[]>(fed, `/federations/${FED}/metrics`); page.length > 0; ) {
+    rounds.push(...page);
+    page = await api<T[]>(fed, `/federations/${FED}/metrics?from=${page.at(-1)!.round + 1}`);
+  }
+  return rounds;
+}
+
 /**
  * A version's federated evaluation, as a deployment runs it: asked of the clients, scored by each in its
  * worker on its held-out share, folded by the aggregator; absent when no client reported (a method whose
@@ -349,7 +359,7 @@ async function recordUnwatched(fed: LocalFederation, folder: RunFolder, evaluate
     closedAt: number | null;
     result: RoundOutcome | null;
   };
-  for (const s of await api<Summary[]>(fed, `/federations/${FED}/metrics`)) {
+  for (const s of await allRounds<Summary>(fed)) {
     if (s.status === "open" || folder.records.some((r) => r.round === s.round)) continue;
     const version = s.result?.version ?? folder.last().version;
     const scored = s.status === "closed" ? await evaluate(version) : previous(folder.last());

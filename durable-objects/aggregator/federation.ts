@@ -195,8 +195,8 @@ export class Federations {
     this.store.forget(id);
   }
 
-  metrics(id: string): RoundSummary[] {
-    return this.views.metrics(id);
+  metrics(id: string, from: number, limit: number): RoundSummary[] {
+    return this.views.metrics(id, from, limit);
   }
 
   version(id: string, version: number): Uint8Array {

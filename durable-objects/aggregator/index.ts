@@ -2,6 +2,7 @@
 // methods over Workers RPC; each answers a Result (errors as data: RPC keeps only an error's message).
 import { DurableObject } from "cloudflare:workers";
 import { shardObjectName } from "../../src/fl/shards.ts";
+import { METRICS_PAGE } from "../../src/protocol/federation.ts";
 import { AggregatorError, type AggregatorErrorCode, attempt, attemptAsync, type Result } from "./errors.ts";
 import {
   Federations,
@@ -131,8 +132,8 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     });
   }
 
-  getMetrics(id: string): Result<RoundSummary[]> {
-    return attempt(() => this.federations.metrics(id));
+  getMetrics(id: string, from = 0, limit: number = METRICS_PAGE.rounds): Result<RoundSummary[]> {
+    return attempt(() => this.federations.metrics(id, from, Math.min(limit, METRICS_PAGE.rounds)));
   }
 
   getVersion(id: string, version: number): Result<Uint8Array> {

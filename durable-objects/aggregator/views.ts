@@ -1,6 +1,7 @@
 // What readers see of a federation's rounds and versions: a round with its receipts and task, the
 // rounds' outcomes, and the methods' derived reads of versions (a method's `views`).
 import { createStrategy } from "../../src/fl/create-strategy.ts";
+import { METRICS_PAGE } from "../../src/protocol/federation.ts";
 import { AggregatorError, refusing } from "./errors.ts";
 import type { FederationStore } from "./storage.ts";
 import type { RoundResult, RoundSummary, RoundView } from "./types.ts";
@@ -61,21 +62,27 @@ export class Views {
     };
   }
 
-  /** Every round so far with its outcome and aggregated client metrics, oldest first. */
-  metrics(id: string): RoundSummary[] {
+  /**
+   * The rounds from `from` on with their outcome and aggregated client metrics, oldest first: at most `limit`,
+   * and past the first, no more than METRICS_PAGE.bytes of results (a reader asks again from after the last).
+   */
+  metrics(id: string, from: number, limit: number): RoundSummary[] {
     this.store.get(id);
-    return this.store.sql
-      .exec<{
-        round: number;
-        status: RoundView["status"];
-        opened_at: number;
-        closed_at: number | null;
-        uploads: number;
-        total_weight: number;
-        result: string | null;
-      }>("SELECT * FROM rounds WHERE federation_id = ? ORDER BY round", id)
-      .toArray()
-      .map((r) => ({
+    const rows = this.store.sql.exec<{
+      round: number;
+      status: RoundView["status"];
+      opened_at: number;
+      closed_at: number | null;
+      uploads: number;
+      total_weight: number;
+      result: string | null;
+    }>("SELECT * FROM rounds WHERE federation_id = ? AND round >= ? ORDER BY round LIMIT ?", id, from, limit);
+    const page: RoundSummary[] = [];
+    let bytes = 0;
+    for (const r of rows) {
+      bytes += r.result?.length ?? 0;
+      if (page.length > 0 && bytes > METRICS_PAGE.bytes) break;
+      page.push({
         round: r.round,
         status: r.status,
         openedAt: r.opened_at,
@@ -83,7 +90,9 @@ export class Views {
         uploads: r.uploads,
         totalWeight: r.total_weight,
         result: r.result ? (JSON.parse(r.result) as RoundView["result"]) : null,
-      }));
+      });
+    }
+    return page;
   }
 
   /** A method's derived read of a version (`views` of its server side), with its query parameters. */

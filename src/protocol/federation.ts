@@ -141,6 +141,13 @@ export type FederationConfig = Omit<v.InferOutput<typeof FederationConfig>, "met
  */
 export const METRICS_LIMITS = { keys: 16, keyLength: 64, jsonBytes: 2048, magnitude: 1e12 } as const;
 
+/**
+ * One page of a federation's round metrics (GET .../metrics?from=&limit=): at most `rounds` rounds, and past
+ * its first, at most `bytes` characters of round results, so a page stays far inside the 32 MiB RPC limit
+ * however many rounds a federation has had.
+ */
+export const METRICS_PAGE = { rounds: 1000, bytes: 4 * 2 ** 20 } as const;
+
 /** What an upload's safetensors `__metadata__` holds besides the format (all strings on the wire). */
 export const UploadMetadata = v.strictObject({
   format: v.optional(v.string()),

@@ -496,6 +496,45 @@ describe("the platform's 2 MB SQLite value limit", () => {
   });
 });
 
+describe("the platform's 32 MiB RPC limit on a federation's metrics", () => {
+  it("pages the rounds' results under 4 MiB past the first round, whatever their count, and the plot reads every page", async () => {
+    await create("pages-1");
+    // Twelve failed rounds whose results are 1.5 MB each: 18 MB in all, too much for one answer at scale.
+    await runInDurableObject(env.AGGREGATOR.getByName("pages-1"), (_instance, state) => {
+      for (let r = 1; r <= 12; r++)
+        state.storage.sql.exec(
+          "INSERT INTO rounds (federation_id, round, status, base_version, sampled, opened_at, deadline, closed_at, result) " +
+            "VALUES (?, ?, 'failed', 0, '[]', 0, 0, 1, ?)",
+          "pages-1",
+          r,
+          JSON.stringify({ reason: "x".repeat(1_500_000) }),
+        );
+    });
+    const page = async (query: string) => {
+      const res = await viewerApi(`/federations/pages-1/metrics${query}`);
+      expect(res.status, query).toBe(200);
+      return ((await res.json()) as { round: number }[]).map((r) => r.round);
+    };
+    // Two rounds' results are 3 MB, a third's would pass 4 MiB: pages of two, then none.
+    const seen: number[][] = [];
+    for (let rounds = await page(""); rounds.length > 0; rounds = await page(`?from=${rounds.at(-1)! + 1}`)) seen.push(rounds);
+    expect(seen).toEqual([
+      [1, 2],
+      [3, 4],
+      [5, 6],
+      [7, 8],
+      [9, 10],
+      [11, 12],
+    ]);
+    expect(await page("?from=5&limit=1")).toEqual([5]);
+    for (const query of ["?from=x", "?limit=0", "?limit=1001"]) {
+      const res = await viewerApi(`/federations/pages-1/metrics${query}`);
+      expect([query, res.status, (await error(res)).code]).toEqual([query, 400, "bad_request"]);
+    }
+    expect((await viewerApi("/federations/pages-1/plot.svg")).status).toBe(200);
+  });
+});
+
 describe("rounds that cannot get stuck", () => {
   it("closes a round now with what it has, or refuses below the minimum; fails it; refuses uploads after", async () => {
     await create("ops-1", { clientsPerRound: 4, minClients: 2 });

@@ -23,6 +23,16 @@ export function answer<T>(c: Context, r: Result<T>, status: ContentfulStatusCode
 export const svgResponse = (svg: string) =>
   new Response(svg, { headers: { "content-type": "image/svg+xml", "cache-control": "no-store" } });
 
+/** A query parameter that must be a whole number in [min, max], `fallback` when absent. */
+export function queryInt(c: Context, name: string, fallback: number, min: number, max: number): number | Response {
+  const raw = c.req.query(name);
+  if (raw === undefined) return fallback;
+  const n = /^\d{1,10}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(n >= min && n <= max))
+    return errorResponse(c, 400, "bad_request", `${name} must be a whole number in [${min}, ${max}], got "${raw.slice(0, 20)}"`);
+  return n;
+}
+
 /** Path parameters that must be non-negative integers (round and version numbers). */
 export function intParam(c: Context, name: string): number | Response {
   const raw = c.req.param(name) ?? "";

@@ -91,11 +91,13 @@ async function refresh() {
     );
     return;
   }
-  const rounds = await Promise.all(
-    (await json("/federations/" + encodeURIComponent(fed.id) + "/metrics")).map((r) =>
-      json("/federations/" + encodeURIComponent(fed.id) + "/rounds/" + r.round),
-    ),
-  );
+  // The metrics come a page at a time: ask from after the last round until a page is empty.
+  const summaries = [];
+  for (let page = await json("/federations/" + encodeURIComponent(fed.id) + "/metrics"); page.length; ) {
+    summaries.push(...page);
+    page = await json("/federations/" + encodeURIComponent(fed.id) + "/metrics?from=" + (page[page.length - 1].round + 1));
+  }
+  const rounds = await Promise.all(summaries.map((r) => json("/federations/" + encodeURIComponent(fed.id) + "/rounds/" + r.round)));
   const clients = new Map(fed.config.clients.map((c) => [c, { sampled: 0, uploads: 0, examples: 0, last: 0 }]));
   for (const r of rounds) {
     for (const c of r.sampled) clients.get(c).sampled++;

@@ -142,9 +142,15 @@ export function openapi(): object {
       },
       "/federations/{id}/metrics": {
         get: guarded(VIEWER, {
-          summary: "Every round with its outcome and example-weighted client metrics",
-          parameters: [pathId],
-          responses: { "200": { description: "rounds, oldest first" }, ...refusals("federation_not_found") },
+          summary:
+            "A page of the rounds with their outcome and example-weighted client metrics: at most `limit` rounds from `from`, " +
+            "and past the first, at most 4 MiB of results; ask again from after the last round until the page is empty",
+          parameters: [
+            pathId,
+            { name: "from", in: "query", schema: { type: "integer", minimum: 0, default: 0 } },
+            { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000, default: 1000 } },
+          ],
+          responses: { "200": { description: "rounds, oldest first" }, ...refusals("federation_not_found", "bad_request") },
         }),
       },
       "/federations/{id}/plot.svg": {
@@ -216,7 +222,7 @@ export function openapi(): object {
           ],
           responses: {
             "200": { description: "safetensors bytes", content: { "application/octet-stream": {} } },
-            ...refusals("bad_request", "federation_not_found", "version_not_found"),
+            ...refusals("bad_request", "view_params_invalid", "federation_not_found", "version_not_found"),
           },
           security: READER,
         },

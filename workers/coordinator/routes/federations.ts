@@ -6,7 +6,8 @@ import * as v from "valibot";
 import type { Result } from "../../../durable-objects/aggregator/errors.ts";
 import type { FederationView } from "../../../durable-objects/aggregator/federation.ts";
 import { linePlotSvg } from "../../../src/report/line-plot.ts";
-import { aggregator, answer, intParam, registry, svgResponse } from "../aggregator.ts";
+import { METRICS_PAGE } from "../../../src/protocol/federation.ts";
+import { aggregator, answer, intParam, queryInt, registry, svgResponse } from "../aggregator.ts";
 import { capBody, MAX_JSON_BYTES, parseJsonBody } from "../../lib/http-body.ts";
 import { forget, operator, operatorOnAnyId, reader, signerOf, viewer, type Env } from "../credentials.ts";
 import { dropVersions } from "../version-store.ts";
@@ -49,15 +50,20 @@ federations.get("/", viewer(), async (c) => {
   return c.json(views);
 });
 
-/** Per-round client train loss (example-weighted) as an SVG chart, for the dashboard. */
+/** Per-round client train loss (example-weighted) as an SVG chart, for the dashboard: every page of metrics. */
 federations.get("/:id/plot.svg", viewer(), async (c) => {
   const id = c.req.param("id");
-  const m = await aggregator(c.env, id).getMetrics(id);
-  if (!m.ok) return answer(c, m);
-  const points = m.value.flatMap((r) => {
-    const loss = r.result && "metrics" in r.result ? r.result.metrics.train_loss : undefined;
-    return loss === undefined ? [] : [[r.round, loss] as const];
-  });
+  const points: (readonly [number, number])[] = [];
+  for (let from = 0; ; ) {
+    const m = await aggregator(c.env, id).getMetrics(id, from);
+    if (!m.ok) return answer(c, m);
+    if (m.value.length === 0) break;
+    for (const r of m.value) {
+      const loss = r.result && "metrics" in r.result ? r.result.metrics.train_loss : undefined;
+      if (loss !== undefined) points.push([r.round, loss]);
+    }
+    from = m.value.at(-1)!.round + 1;
+  }
   const svg = linePlotSvg(
     [{ name: "clients' train loss (example-weighted)", points: points.length ? points : [[0, 0]], color: "#1f77b4" }],
     {
@@ -94,7 +100,14 @@ federations.delete("/:id", operatorOnAnyId(), async (c) => {
   return c.json({ deleted: id });
 });
 
-federations.get("/:id/metrics", viewer(), async (c) => answer(c, await aggregator(c.env, c.req.param("id")).getMetrics(c.req.param("id"))));
+/** A page of the rounds' metrics: ?from= (the first round, default 0) and ?limit= (default and most METRICS_PAGE.rounds). */
+federations.get("/:id/metrics", viewer(), async (c) => {
+  const from = queryInt(c, "from", 0, 0, 1e9);
+  if (from instanceof Response) return from;
+  const limit = queryInt(c, "limit", METRICS_PAGE.rounds, 1, METRICS_PAGE.rounds);
+  if (limit instanceof Response) return limit;
+  return answer(c, await aggregator(c.env, c.req.param("id")).getMetrics(c.req.param("id"), from, limit));
+});
 
 federations.post("/:id/rounds", operator(), async (c) =>
   answer(c, await aggregator(c.env, c.req.param("id")).openRound(c.req.param("id")), 201),
