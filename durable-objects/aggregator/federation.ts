@@ -87,6 +87,7 @@ export class Federations {
     });
     const floats = refusingConfig("", () => side.versionFloats(method, model));
     checkVersionSize(floats, config.maxUploadBytes);
+    checkVersionsKept(config, floats);
     if (config.secureAggregation) checkSecure(config, floats, side.decode !== undefined);
     if (config.secureAggregation && side.frozen?.(method))
       throw new AggregatorError(
@@ -452,6 +453,22 @@ function startingFrom(strategy: Strategy, methodInitial: Uint8Array): Uint8Array
  * platform's limits (src/protocol/platform-limits.ts): an upload of the adapter crosses one RPC call,
  * under its maxUploadBytes.
  */
+/**
+ * The versions an object keeps (version 0 and the latest keepVersions), with the running sum and a strategy's
+ * state (at most four more vectors), must leave half of the object's storage to a round's kept updates
+ * (checkKept) and rows; past it, the federation's closes would fail once its storage filled.
+ */
+function checkVersionsKept(config: FederationConfig, floats: number): void {
+  const bytes = (config.keepVersions + 5) * floats * 4;
+  if (bytes > DURABLE_OBJECT_STORAGE_MAX_BYTES / 2)
+    throw new AggregatorError(
+      "config_invalid",
+      `keepVersions: ${config.keepVersions + 1} versions of ${floats * 4} bytes with the round's sum and the strategy's state ` +
+        `are ${bytes} bytes, over the ${DURABLE_OBJECT_STORAGE_MAX_BYTES / 2} (half an object's storage) they may hold; keep ` +
+        `at most ${Math.max(1, Math.floor(DURABLE_OBJECT_STORAGE_MAX_BYTES / 2 / (floats * 4)) - 5)} versions`,
+    );
+}
+
 function checkVersionSize(floats: number, maxUploadBytes: number): void {
   const bytes = floats * 4;
   const largest = Math.min(MAX_ADAPTER_BYTES, maxUploadBytes);

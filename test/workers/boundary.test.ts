@@ -452,6 +452,24 @@ describe("limits checked at creation", () => {
       },
       new RegExp(`may be at most ${MAX_ADAPTER_BYTES} bytes`),
     ],
+    [
+      "100,000 kept versions of a 4096-wide model's adapter (past half an object's storage)",
+      {
+        keepVersions: 100_000,
+        method: { type: "lora", r: 8, alpha: 16, targetModules: ["q_proj"] },
+        model: {
+          name: "wide",
+          config: {
+            ...(federationConfig("x").model as { config: Record<string, unknown> }).config,
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+          },
+        },
+      },
+      /keepVersions: 100001 versions of \d+ bytes .* keep at most \d+ versions/,
+    ],
   ])("refuses %s with 422, naming the largest that fits", async (_, overrides, message) => {
     const id = `limit-${Math.random().toString(36).slice(2)}`;
     const res = await api("/federations", { method: "POST", body: JSON.stringify(federationConfig(id, overrides)) });
