@@ -54,7 +54,8 @@ const preset = values.preset as Preset;
 const SEEDS = Array.from({ length: Number(values.seeds) }, (_, i) => i);
 const only = values.only?.split(",");
 /** The preset's tasks, or those --tasks names. */
-const tasks = qualityTasks(preset).filter((t) => !values.tasks || values.tasks.split(",").includes(t.name));
+const presetTasks = qualityTasks(preset);
+const tasks = presetTasks.filter((t) => !values.tasks || values.tasks.split(",").includes(t.name));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /** One run's scores: the validation metric after each round (round 0 first) and the last version's test scores. */
@@ -241,10 +242,15 @@ interface Row {
   curves: number[][];
 }
 
-/** Baselines first, in the order of the module's header; a stable sort keeps each kind's rows as they ran. */
+/**
+ * Baselines first, in the order of the module's header, then each task's rows in the order its preset lists
+ * them, whatever order they ran or were read back in (a stable sort keeps the rest as they are).
+ */
 const KINDS: Row["kind"][] = ["zero-shot", "calibrated", "local-only", "centralized", "federated"];
-function byKind(a: { kind: Row["kind"] }, b: { kind: Row["kind"] }): number {
-  return KINDS.indexOf(a.kind) - KINDS.indexOf(b.kind);
+const presetRows = new Map<string, string[]>(presetTasks.map((t) => [t.name, Object.keys(t.rows)]));
+function inPresetOrder(a: Summary, b: Summary): number {
+  const position = (r: Summary) => presetRows.get(r.task)?.indexOf(r.row) ?? -1;
+  return KINDS.indexOf(a.kind) - KINDS.indexOf(b.kind) || position(a) - position(b);
 }
 
 const rows: Row[] = [];
@@ -306,7 +312,7 @@ async function save(): Promise<string> {
   const replaced = new Set(done.map(key));
   const kept = (presets[preset]?.rows ?? []).filter((s) => !replaced.has(key(s)));
   return writeResults("quality", {
-    presets: { ...presets, [preset]: { seeds: SEEDS, tasks: qualityTasks(preset), rows: [...kept, ...done].sort(byKind) } },
+    presets: { ...presets, [preset]: { seeds: SEEDS, tasks: presetTasks, rows: [...kept, ...done].sort(inPresetOrder) } },
   });
 }
 for (const task of tasks) {
@@ -429,7 +435,7 @@ function plot(task: QualityTask, partition: string, higher: boolean): void {
   );
 }
 
-const summary = rows.map(summarize).sort(byKind);
+const summary = rows.map(summarize).sort(inPresetOrder);
 for (const task of tasks)
   for (const partition of Object.keys(task.partitions)) {
     const part = summary.filter((s) => s.task === task.name && s.partition === partition);
