@@ -412,6 +412,18 @@ describe("FedKSeed uploads", () => {
   });
 });
 
+/** A 4096-wide model of the fixture's depth: its adapters are large enough to meet the creation limits. */
+const WIDE = {
+  name: "wide",
+  config: {
+    ...(federationConfig("x").model as { config: Record<string, unknown> }).config,
+    hidden_size: 4096,
+    intermediate_size: 11008,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+  },
+};
+
 describe("limits checked at creation", () => {
   it.each([
     ["an upload cap over what one RPC call carries", { maxUploadBytes: 64 * 2 ** 20 }, /maxUploadBytes.*33488896/],
@@ -439,16 +451,7 @@ describe("limits checked at creation", () => {
           alpha: 16,
           targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         },
-        model: {
-          name: "wide",
-          config: {
-            ...(federationConfig("x").model as { config: Record<string, unknown> }).config,
-            hidden_size: 4096,
-            intermediate_size: 11008,
-            num_attention_heads: 32,
-            num_key_value_heads: 8,
-          },
-        },
+        model: WIDE,
       },
       new RegExp(`may be at most ${MAX_ADAPTER_BYTES} bytes`),
     ],
@@ -457,16 +460,7 @@ describe("limits checked at creation", () => {
       {
         keepVersions: 100_000,
         method: { type: "lora", r: 8, alpha: 16, targetModules: ["q_proj"] },
-        model: {
-          name: "wide",
-          config: {
-            ...(federationConfig("x").model as { config: Record<string, unknown> }).config,
-            hidden_size: 4096,
-            intermediate_size: 11008,
-            num_attention_heads: 32,
-            num_key_value_heads: 8,
-          },
-        },
+        model: WIDE,
       },
       /keepVersions: 100001 versions of \d+ bytes .* keep at most \d+ versions/,
     ],
