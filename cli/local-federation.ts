@@ -1,7 +1,7 @@
 // A whole federation on this machine, in workerd through Miniflare: the coordinator with its aggregator
 // Durable Object, and one client worker per data owner, each with its own R2 data partition, the model
 // in R2 and its own trainer Durable Object. Storage persists under `stateDir`, so a restart resumes.
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare, type MiniflareOptions } from "miniflare";
 import type { ClientAttack } from "../src/fl/attacks/model-poisoning.ts";
@@ -222,7 +222,6 @@ export async function clientWorker(dir: string, id: string, masterKey: string, o
   };
 }
 
-/** 32 random bytes as hex: a bearer token for one local run. */
 /** Puts the model folder's files in a client's MODEL bucket (under model/), its partition and held-out split in its DATA bucket. */
 export async function fillBuckets(
   mf: Miniflare,
@@ -262,17 +261,31 @@ async function putModelFiles(
 
 const R2_PART = 64 * 2 ** 20;
 
+/** 32 random bytes as hex: a bearer token for one local run. */
 export function randomToken(): string {
   return toHex(crypto.getRandomValues(new Uint8Array(32)));
 }
 
-/** A bundle's modules as wrangler wrote them, the main module first (the client's also holds the ORT .wasm). */
+/**
+ * A bundle's modules as wrangler wrote them, the main module first (the client's also holds the ORT .wasm), read
+ * once per bundle: Miniflare is handed their contents, so a restart does not depend on the folder still being
+ * there (a newer bundle replaces it, cli/bundle-worker.ts), and ten client workers share one copy of the .wasm.
+ */
 export function modulesOf(dir: string) {
-  return {
-    modulesRoot: dir,
-    modules: readdirSync(dir)
+  let modules = bundles.get(dir);
+  if (!modules) {
+    modules = readdirSync(dir)
       .filter((f) => f.endsWith(".js") || f.endsWith(".wasm"))
       .sort((a, b) => Number(b === "index.js") - Number(a === "index.js"))
-      .map((f) => ({ type: f.endsWith(".wasm") ? ("CompiledWasm" as const) : ("ESModule" as const), path: join(dir, f) })),
-  };
+      .map((f) => ({
+        type: f.endsWith(".wasm") ? ("CompiledWasm" as const) : ("ESModule" as const),
+        path: join(dir, f),
+        contents: new Uint8Array(readFileSync(join(dir, f))),
+      }));
+    bundles.set(dir, modules);
+  }
+  return { modulesRoot: dir, modules };
 }
+
+/** Bundles read by modulesOf, by folder: a bundle's folder is written once (cli/bundle-worker.ts). */
+const bundles = new Map<string, { type: "CompiledWasm" | "ESModule"; path: string; contents: Uint8Array }[]>();
