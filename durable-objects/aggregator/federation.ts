@@ -13,7 +13,7 @@ import type { FederationConfig } from "../../src/protocol/federation.ts";
 import { secureSettings } from "../../src/secagg/federation.ts";
 import { checkDistributed } from "../../src/privacy/distributed-dp.ts";
 import { decodeTensorFile, encodeTensorFile } from "../../src/fl/tensor-file.ts";
-import { DURABLE_OBJECT_STORAGE_MAX_BYTES, MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
+import { MAX_ADAPTER_BYTES } from "../../src/protocol/platform-limits.ts";
 import { writeBlob } from "../shared/blobs.ts";
 import { AggregatorError, refusing, refusingConfig } from "./errors.ts";
 import { type ClientProgress, RoundProgress } from "./round-progress.ts";
@@ -26,6 +26,7 @@ import type { ShardDescriptor, ShardPeers, ShardSeal } from "./sharded-rounds.ts
 import { updateNoiseMultiplier } from "../../src/privacy/central-dp.ts";
 import { federationEpsilon } from "../../src/privacy/federation-privacy.ts";
 import { FederationStore, keys } from "./storage.ts";
+import { checkKept, checkRoundDetail, checkVersionsKept } from "./storage-budget.ts";
 import type { FederationView, RoundSummary, RoundView, UploadReceipt, UploadRequest } from "./types.ts";
 import type { SecAggMessageRequest, SecAggReceipt, SecAggView } from "./secure-rounds.ts";
 import type { SecAggPhaseName } from "../../src/protocol/secure-aggregation.ts";
@@ -88,6 +89,7 @@ export class Federations {
     const floats = refusingConfig("", () => side.versionFloats(method, model));
     checkVersionSize(floats, config.maxUploadBytes);
     checkVersionsKept(config, floats);
+    checkRoundDetail(config);
     if (config.secureAggregation) checkSecure(config, floats, side.decode !== undefined);
     if (config.secureAggregation && side.frozen?.(method))
       throw new AggregatorError(
@@ -356,17 +358,6 @@ function checkRobust(config: FederationConfig, floats: number): void {
   checkKept(config, floats, "robust");
 }
 
-/** A round that keeps every update until it closes (a robust or a method's own rule) may fill half an object's storage. */
-function checkKept(config: FederationConfig, floats: number, what: string): void {
-  const kept = config.clientsPerRound * floats * 4;
-  if (kept > DURABLE_OBJECT_STORAGE_MAX_BYTES / 2)
-    throw new AggregatorError(
-      "config_invalid",
-      `${what}: a round keeps every update until it closes: ${config.clientsPerRound} × ${floats * 4} bytes, over the ` +
-        `${DURABLE_OBJECT_STORAGE_MAX_BYTES / 2} bytes (half an object's storage) it may hold; sample fewer clients a round`,
-    );
-}
-
 /** Memory a method's own rule may hold at the close (its factors for every update of one module), of the isolate's 128 MB. */
 const METHOD_RULE_BYTES = 32 * MIB;
 /**
@@ -453,22 +444,6 @@ function startingFrom(strategy: Strategy, methodInitial: Uint8Array): Uint8Array
  * platform's limits (src/protocol/platform-limits.ts): an upload of the adapter crosses one RPC call,
  * under its maxUploadBytes.
  */
-/**
- * The versions an object keeps (version 0 and the latest keepVersions), with the running sum and a strategy's
- * state (at most four more vectors), must leave half of the object's storage to a round's kept updates
- * (checkKept) and rows; past it, the federation's closes would fail once its storage filled.
- */
-function checkVersionsKept(config: FederationConfig, floats: number): void {
-  const bytes = (config.keepVersions + 5) * floats * 4;
-  if (bytes > DURABLE_OBJECT_STORAGE_MAX_BYTES / 2)
-    throw new AggregatorError(
-      "config_invalid",
-      `keepVersions: ${config.keepVersions + 1} versions of ${floats * 4} bytes with the round's sum and the strategy's state ` +
-        `are ${bytes} bytes, over the ${DURABLE_OBJECT_STORAGE_MAX_BYTES / 2} (half an object's storage) they may hold; keep ` +
-        `at most ${Math.max(1, Math.floor(DURABLE_OBJECT_STORAGE_MAX_BYTES / 2 / (floats * 4)) - 5)} versions`,
-    );
-}
-
 function checkVersionSize(floats: number, maxUploadBytes: number): void {
   const bytes = floats * 4;
   const largest = Math.min(MAX_ADAPTER_BYTES, maxUploadBytes);

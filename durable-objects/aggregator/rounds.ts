@@ -18,6 +18,7 @@ import { SecureRounds } from "./secure-rounds.ts";
 import { type ShardPeers, ShardedRounds } from "./sharded-rounds.ts";
 import { AggregatorError } from "./errors.ts";
 import { type FederationStore, keys } from "./storage.ts";
+import { roundDetailKept } from "./storage-budget.ts";
 import type { FederationView, RoundResult, RoundRow } from "./types.ts";
 
 /** How long the alarm waits before it retries a sharded round's end that a shard could not answer. */
@@ -277,6 +278,7 @@ export class Rounds {
         id,
         round,
       );
+      this.store.dropRoundDetail(id, round - roundDetailKept(this.store.get(id).config));
     });
     return "failed";
   }
@@ -346,6 +348,7 @@ export class Rounds {
       id,
       round,
     );
+    this.store.dropRoundDetail(id, round - roundDetailKept(fed.config));
   }
 
   /**

@@ -213,7 +213,8 @@ export class ShardReplica {
       keys.version(id, d.baseVersion),
       `${keys.version(id, d.baseVersion)}#incoming`,
     );
-    sql.exec("DELETE FROM round_clients WHERE federation_id = ? AND round < ?", id, d.round);
+    // The earlier rounds' receipts and samples: the root copied them when it sealed those rounds.
+    this.store.dropRoundDetail(id, d.round - 1);
   }
 
   private part(id: string, round: number) {

@@ -17,6 +17,7 @@ import { readBlob, readBlobRange } from "../shared/blobs.ts";
 import { guardedSql } from "../shared/guarded-sql.ts";
 import { AggregatorError, refusing } from "./errors.ts";
 import type { FederationView, PrivacyView, RoundRow } from "./types.ts";
+import { roundDetailKept } from "./storage-budget.ts";
 
 export const keys = {
   version: (fed: string, v: number) => `version/${fed}/${v}`,
@@ -119,6 +120,23 @@ export class FederationStore {
       )
       .toArray()
       .map((r) => r.client_id);
+  }
+
+  /**
+   * Drops the per-client detail (receipts, samples) of the rounds up to `through`, keeping their rows and results,
+   * so that storage does not grow with rounds × clients (storage-budget.ts).
+   */
+  dropRoundDetail(id: string, through: number): void {
+    this.sql.exec("DELETE FROM receipts WHERE federation_id = ? AND round <= ?", id, through);
+    this.sql.exec("DELETE FROM round_clients WHERE federation_id = ? AND round <= ?", id, through);
+  }
+
+  /** Whether a round's per-client detail was dropped: it ended at least keepRoundDetail rounds before the newest that ended. */
+  detailDropped(fed: FederationView, round: number): boolean {
+    const newest = this.sql
+      .exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ? AND status <> 'open'", fed.id)
+      .one().n;
+    return newest !== null && round <= newest - roundDetailKept(fed.config);
   }
 
   /** Whether a round sampled `client`: one lookup by the table's key. */

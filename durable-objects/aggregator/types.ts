@@ -46,6 +46,11 @@ export interface RoundView {
   totalWeight: number;
   closedAt: number | null;
   result: RoundResult | { reason: string } | null;
+  /**
+   * Whether the round's per-client detail (`sampled`, `receipts`) is still kept, or was dropped past keepRoundDetail
+   * rounds (its counts and result stay).
+   */
+  detail: "kept" | "dropped";
   /** Accepted uploads, in order: who, when, how many examples, the object's time on it (admission to receipt), its bytes. */
   receipts: { clientId: string; receivedAt: number; numExamples: number; foldMs: number; bytes: number }[];
   /** The open round's latest heartbeat of each sampled client that sent one (round-progress.ts); kept in memory only. */

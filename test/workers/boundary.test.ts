@@ -635,6 +635,70 @@ describe("rounds that cannot get stuck", () => {
     expect(present).toEqual([200, 404, 404, 200, 200]);
   });
 
+  it("keeps the receipts and samples of the latest keepRoundDetail rounds, closed or failed; older rounds keep their counts", async () => {
+    await create("ops-8", { clients: ["c1", "c2"], clientsPerRound: 2, minClients: 1, quorum: 2, rounds: 5, keepRoundDetail: 2 });
+    const detailRows = () =>
+      runInDurableObject(env.AGGREGATOR.getByName("ops-8"), (_i, state) =>
+        ["receipts", "round_clients"].map((table) =>
+          state.storage.sql
+            .exec<{ round: number }>(`SELECT DISTINCT round FROM ${table} ORDER BY round`)
+            .toArray()
+            .map((r) => r.round),
+        ),
+      );
+    for (let round = 1; round <= 4; round++) {
+      await api("/federations/ops-8/rounds", { method: "POST" });
+      // Round 3 fails: c1 alone, then the operator fails it.
+      for (const c of round === 3 ? ["c1"] : ["c1", "c2"]) {
+        const body = deltaBody(await v0("ops-8"), 0.1, { num_examples: "3" });
+        expect((await signedPut(`/federations/ops-8/rounds/${round}/updates/${c}`, body, c, { key: `k${round}` })).status).toBe(200);
+      }
+      if (round === 3) expect((await api("/federations/ops-8/rounds/3/fail", { method: "POST" })).status).toBe(200);
+      // Rounds up to round − 2 have no detail left, whether the round that ended closed or failed.
+      expect(await detailRows()).toEqual([
+        [1, 2, 3, 4].filter((r) => r <= round && r > round - 2),
+        [1, 2, 3, 4].filter((r) => r <= round && r > round - 2),
+      ]);
+    }
+    const view = async (round: number) =>
+      (await (await api(`/federations/ops-8/rounds/${round}`)).json()) as {
+        detail: string;
+        sampled: string[];
+        receipts: unknown[];
+        uploads: number;
+        totalWeight: number;
+        result: { version: number };
+      };
+    expect(await view(2)).toMatchObject({
+      detail: "dropped",
+      sampled: [],
+      receipts: [],
+      uploads: 2,
+      totalWeight: 6,
+      result: { version: 2 },
+    });
+    expect(await view(3)).toMatchObject({ detail: "kept", sampled: ["c1", "c2"], uploads: 1 });
+    expect((await view(4)).receipts).toHaveLength(2);
+    // A late upload to a dropped round is refused as closed, not as from a client the round did not sample.
+    const late = await signedPut("/federations/ops-8/rounds/1/updates/c2", deltaBody(await v0("ops-8"), 0.1, { num_examples: "3" }), "c2", {
+      key: "late",
+    });
+    expect([late.status, (await error(late)).code]).toEqual([409, "round_closed"]);
+  });
+
+  it("refuses a keepRoundDetail whose receipts could pass a tenth of the object's storage, naming the most that fit", async () => {
+    const clients = Array.from({ length: 10_000 }, (_, i) => `c${i}`);
+    const res = await api("/federations", {
+      method: "POST",
+      body: JSON.stringify(
+        federationConfig("ops-9", { clients, clientsPerRound: 10_000, minClients: 1, rounds: 100, keepRoundDetail: 100 }),
+      ),
+    });
+    expect(res.status).toBe(422);
+    // 1e9 bytes / (10,000 clients × 2,816 bytes) = 35.5 rounds.
+    expect((await error(res)).message).toMatch(/^keepRoundDetail: 100 rounds of 10000 clients' receipts .* keep at most 35 rounds/);
+  });
+
   it("finishes a delete cut off half-way, whichever half was done, and a re-create then starts afresh", async () => {
     // The registry forgot it, the object still holds it.
     await create("ops-7", { clients: ["c1", "c2"], clientsPerRound: 2, minClients: 1 });

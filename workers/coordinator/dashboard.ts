@@ -135,8 +135,9 @@ async function refresh() {
       ["round", "status", "uploads", "examples", "train loss", "version", "ε", "opened", "closed", "bytes up", "version bytes"],
       rounds.map((r) =>
       el("tr", { "data-testid": "round-row" }, el("td", {}, r.round), el("td", {}, r.status),
-        el("td", {}, r.uploads + " / " + r.sampled.length),
-        el("td", {}, r.receipts.reduce((n, x) => n + x.numExamples, 0)),
+        // A round past keepRoundDetail keeps its counts but not who was sampled or what each upload claimed.
+        el("td", {}, r.uploads + " / " + (r.detail === "dropped" ? "-" : r.sampled.length)),
+        el("td", {}, r.detail === "dropped" ? "-" : r.receipts.reduce((n, x) => n + x.numExamples, 0)),
         el("td", {},
           r.result && r.result.metrics && r.result.metrics.train_loss !== undefined ? r.result.metrics.train_loss.toFixed(4) : "-"),
         el("td", {}, r.result && r.result.version !== undefined ? r.result.version : "-"),
@@ -144,7 +145,7 @@ async function refresh() {
         el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt)),
         el("td", {}, r.result && r.result.bytes ? bytes(r.result.bytes.up) : "-"),
         el("td", {}, r.result && r.result.bytes ? bytes(r.result.bytes.version) : "-")))),
-    el("h3", {}, "Clients"),
+    el("h3", {}, "Clients" + (rounds.some((r) => r.detail === "dropped") ? " (over the rounds whose detail is kept)" : "")),
     table("clients", ["client", "sampled", "uploads", "examples (last)", "last upload"], [...clients].map(([id, c]) =>
       el("tr", { "data-testid": "client-row" }, el("td", {}, id), el("td", {}, c.sampled), el("td", {}, c.uploads),
         el("td", {}, c.examples || "-"), el("td", {}, time(c.last))))),

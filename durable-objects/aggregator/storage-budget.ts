@@ -1,0 +1,64 @@
+// A federation's object may store 10 GB (src/protocol/platform-limits.ts), and production refuses writes past it
+// where local workerd does not. What grows with a federation is split in three shares that add to the whole, each
+// checked at creation: the kept versions (with the round's sum and a strategy's state), a round's kept updates
+// (robust rules, a method's own rule) and the rounds' per-client detail (receipts and samples), which is pruned
+// past `keepRoundDetail` rounds. The rest (round rows, nonces, the registry) is small beside them.
+import type { FederationConfig } from "../../src/protocol/federation.ts";
+import { DURABLE_OBJECT_STORAGE_MAX_BYTES } from "../../src/protocol/platform-limits.ts";
+import { AggregatorError } from "./errors.ts";
+
+const SHARES = { versions: 0.45, kept: 0.45, detail: 0.1 } as const;
+const budget = (share: keyof typeof SHARES) => Math.floor(DURABLE_OBJECT_STORAGE_MAX_BYTES * SHARES[share]);
+const percent = (share: keyof typeof SHARES) => `${SHARES[share] * 100}% of an object's storage`;
+
+/**
+ * The most a round keeps of one client: its receipt (the federation's and client's ids of 64 characters, an
+ * Idempotency-Key of 128, the body's SHA-256 in hex, metrics of 2,048 characters, five numbers, SQLite's row and
+ * index overhead) and its sample row.
+ */
+export const CLIENT_DETAIL_BYTES = 2560 + 256;
+
+/** Versions kept besides version 0, the round's sum and up to four vectors of a strategy's state: the versions' share. */
+export function checkVersionsKept(config: FederationConfig, floats: number): void {
+  const bytes = (config.keepVersions + 5) * floats * 4;
+  if (bytes > budget("versions"))
+    throw new AggregatorError(
+      "config_invalid",
+      `keepVersions: ${config.keepVersions + 1} versions of ${floats * 4} bytes with the round's sum and the strategy's state ` +
+        `are ${bytes} bytes, over the ${budget("versions")} (${percent("versions")}) they may hold; keep ` +
+        `at most ${Math.max(1, Math.floor(budget("versions") / (floats * 4)) - 5)} versions`,
+    );
+}
+
+/** A round that keeps every update until it closes (a robust or a method's own rule): the kept updates' share. */
+export function checkKept(config: FederationConfig, floats: number, what: string): void {
+  const kept = config.clientsPerRound * floats * 4;
+  if (kept > budget("kept"))
+    throw new AggregatorError(
+      "config_invalid",
+      `${what}: a round keeps every update until it closes: ${config.clientsPerRound} × ${floats * 4} bytes, over the ` +
+        `${budget("kept")} bytes (${percent("kept")}) it may hold; sample fewer clients a round`,
+    );
+}
+
+/** The most rounds whose per-client detail fits the detail's share at clientsPerRound. */
+function detailRoundsFitting(config: FederationConfig): number {
+  return Math.floor(budget("detail") / (config.clientsPerRound * CLIENT_DETAIL_BYTES));
+}
+
+/** Rounds whose receipts and samples are kept: the config's keepRoundDetail, or as many as fit the detail's share. */
+export function roundDetailKept(config: FederationConfig): number {
+  return config.keepRoundDetail ?? Math.min(config.rounds, detailRoundsFitting(config));
+}
+
+/** A keepRoundDetail the config names must fit the detail's share. */
+export function checkRoundDetail(config: FederationConfig): void {
+  const kept = config.keepRoundDetail;
+  if (kept === undefined || kept * config.clientsPerRound * CLIENT_DETAIL_BYTES <= budget("detail")) return;
+  throw new AggregatorError(
+    "config_invalid",
+    `keepRoundDetail: ${kept} rounds of ${config.clientsPerRound} clients' receipts (up to ${CLIENT_DETAIL_BYTES} bytes each) ` +
+      `are ${kept * config.clientsPerRound * CLIENT_DETAIL_BYTES} bytes, over the ${budget("detail")} (${percent("detail")}) ` +
+      `they may hold; keep at most ${detailRoundsFitting(config)} rounds, or leave it out for as many as fit`,
+  );
+}
