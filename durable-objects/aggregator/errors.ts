@@ -49,6 +49,8 @@ export const AGGREGATOR_ERRORS = {
   shard_unavailable: 503,
   /** Federated evaluation: a report of a version nobody asked the clients to evaluate. */
   evaluation_not_requested: 409,
+  /** Federated evaluation: a report of a version whose reports were folded past keepRoundDetail newer versions. */
+  evaluation_closed: 409,
 } as const;
 
 export type AggregatorErrorCode = keyof typeof AGGREGATOR_ERRORS;

@@ -1,10 +1,14 @@
 // Federated evaluation (issue 22): the versions the clients are asked to evaluate (by the operator, or
 // every k-th version as it is made), each client's report of its own held-out scores (once per version;
-// the same report again gets the same answer), and the example-weighted mean of the reports.
+// the same report again gets the same answer), and the example-weighted mean of the reports. Each client's
+// report is kept for the latest keepRoundDetail versions asked (storage-budget.ts); an older version keeps
+// only its fold, and takes no more reports.
 import { parseEvaluationReport } from "../../src/protocol/evaluation.ts";
+import type { FederationConfig } from "../../src/protocol/federation.ts";
 import type { SqlExec } from "../shared/blobs.ts";
 import { AggregatorError, refusing } from "./errors.ts";
 import { roundMetrics } from "./rounds.ts";
+import { roundDetailKept } from "./storage-budget.ts";
 import type { FederationStore } from "./storage.ts";
 
 /** Versions a member is shown to evaluate at most, newest first. */
@@ -27,20 +31,66 @@ export interface EvaluationView {
   numExamples: number;
   /** The example-weighted mean of each metric over the reports that give it. */
   metrics: Record<string, number>;
+  /** Whether each client's report is still kept (`clients`), or was dropped past keepRoundDetail versions (the fold stays). */
+  detail: "kept" | "dropped";
   clients: { clientId: string; numExamples: number; metrics: Record<string, number>; receivedAt: number }[];
 }
 
-/** Asks the clients to evaluate `version` (again: nothing changes); inside the caller's transaction. */
-export function askToEvaluate(sql: SqlExec, id: string, version: number, now: number): void {
+type Fold = Pick<EvaluationView, "reports" | "numExamples" | "metrics">;
+
+/**
+ * Asks the clients to evaluate `version` (again: nothing changes), and folds the reports of the versions asked
+ * before the latest keepRoundDetail, dropping each client's; inside the caller's transaction.
+ */
+export function askToEvaluate(sql: SqlExec, id: string, config: FederationConfig, version: number, now: number): void {
   sql.exec(
     "INSERT INTO evaluation_requests (federation_id, version, requested_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
     id,
     version,
     now,
   );
+  const older = sql
+    .exec<{ version: number }>(
+      "SELECT version FROM evaluation_requests WHERE federation_id = ? AND folded IS NULL ORDER BY requested_at DESC, version DESC " +
+        "LIMIT -1 OFFSET ?",
+      id,
+      roundDetailKept(config),
+    )
+    .toArray();
+  for (const { version: v } of older) {
+    sql.exec(
+      "UPDATE evaluation_requests SET folded = ? WHERE federation_id = ? AND version = ?",
+      JSON.stringify(fold(rows(sql, id, v))),
+      id,
+      v,
+    );
+    sql.exec("DELETE FROM evaluations WHERE federation_id = ? AND version = ?", id, v);
+  }
 }
 
 type Row = { client_id: string; num_examples: number; metrics: string; received_at: number };
+
+/** A version's kept reports, in the order they came. */
+function rows(sql: SqlExec, id: string, version: number): Row[] {
+  return sql
+    .exec<Row>(
+      "SELECT client_id, num_examples, metrics, received_at FROM evaluations WHERE federation_id = ? AND version = ? " +
+        "ORDER BY received_at, client_id",
+      id,
+      version,
+    )
+    .toArray();
+}
+
+/** Reports folded: how many, their examples and the example-weighted mean of each metric. */
+function fold(reports: readonly Row[]): Fold {
+  const parsed = reports.map((r) => ({ numExamples: r.num_examples, metrics: JSON.parse(r.metrics) as Record<string, number> }));
+  return {
+    reports: parsed.length,
+    numExamples: parsed.reduce((n, c) => n + c.numExamples, 0),
+    metrics: parsed.length ? roundMetrics(parsed) : {},
+  };
+}
 
 export class Evaluations {
   private readonly store: FederationStore;
@@ -53,22 +103,25 @@ export class Evaluations {
     this.store.get(id);
     if (!this.store.hasVersion(id, version))
       throw new AggregatorError("version_not_found", `"${id}" has no version ${version} to evaluate`);
-    askToEvaluate(this.store.sql, id, version, now);
-    return { federationId: id, version, requestedAt: this.requested(id, version)! };
+    askToEvaluate(this.store.sql, id, this.store.get(id).config, version, now);
+    return { federationId: id, version, requestedAt: this.requested(id, version)!.requested_at };
   }
 
-  private requested(id: string, version: number): number | null {
-    const row = this.store.sql
-      .exec<{ requested_at: number }>("SELECT requested_at FROM evaluation_requests WHERE federation_id = ? AND version = ?", id, version)
+  private requested(id: string, version: number): { requested_at: number; folded: string | null } | undefined {
+    return this.store.sql
+      .exec<{ requested_at: number; folded: string | null }>(
+        "SELECT requested_at, folded FROM evaluation_requests WHERE federation_id = ? AND version = ?",
+        id,
+        version,
+      )
       .toArray()[0];
-    return row?.requested_at ?? null;
   }
 
   /** The versions `client` is asked to evaluate and has not reported, newest first. */
   pending(id: string, client: string): number[] {
     return this.store.sql
       .exec<{ version: number }>(
-        "SELECT r.version FROM evaluation_requests r WHERE r.federation_id = ? AND NOT EXISTS " +
+        "SELECT r.version FROM evaluation_requests r WHERE r.federation_id = ? AND r.folded IS NULL AND NOT EXISTS " +
           "(SELECT 1 FROM evaluations e WHERE e.federation_id = r.federation_id AND e.version = r.version AND e.client_id = ?) " +
           "ORDER BY r.version DESC LIMIT ?",
         id,
@@ -81,8 +134,14 @@ export class Evaluations {
 
   report(id: string, version: number, client: string, body: Uint8Array, now: number): EvaluationReceipt {
     const fed = this.store.readBy(id, client);
-    if (this.requested(id, version) === null)
-      throw new AggregatorError("evaluation_not_requested", `no evaluation of version ${version} of "${id}" was asked for`);
+    const asked = this.requested(id, version);
+    if (!asked) throw new AggregatorError("evaluation_not_requested", `no evaluation of version ${version} of "${id}" was asked for`);
+    if (asked.folded !== null)
+      throw new AggregatorError(
+        "evaluation_closed",
+        `version ${version}'s evaluation of "${id}" was folded when ${roundDetailKept(fed.config)} newer versions were asked for; ` +
+          "report the versions still pending",
+      );
     const report = refusing("evaluation", () => parseEvaluationReport(body));
     if (report.numExamples > fed.config.maxExamplesPerClient)
       throw new AggregatorError(
@@ -90,7 +149,14 @@ export class Evaluations {
         `evaluation report: numExamples ${report.numExamples} is over maxExamplesPerClient ${fed.config.maxExamplesPerClient}`,
       );
     const metrics = JSON.stringify(report.metrics);
-    const earlier = this.rows(id, version).find((r) => r.client_id === client);
+    const earlier = this.store.sql
+      .exec<Row>(
+        "SELECT client_id, num_examples, metrics, received_at FROM evaluations WHERE federation_id = ? AND version = ? AND client_id = ?",
+        id,
+        version,
+        client,
+      )
+      .toArray()[0];
     const receipt = (r: Row, replayed: boolean): EvaluationReceipt => ({
       federationId: id,
       version,
@@ -122,52 +188,34 @@ export class Evaluations {
   list(id: string): Omit<EvaluationView, "clients">[] {
     this.store.get(id);
     return this.store.sql
-      .exec<{ version: number; requested_at: number }>(
-        "SELECT version, requested_at FROM evaluation_requests WHERE federation_id = ? ORDER BY version",
+      .exec<{ version: number; requested_at: number; folded: string | null }>(
+        "SELECT version, requested_at, folded FROM evaluation_requests WHERE federation_id = ? ORDER BY version",
         id,
       )
       .toArray()
       .map((r) => {
-        const { clients: _, ...folded } = this.fold(id, r.version, r.requested_at);
+        const { clients: _, ...folded } = this.view(id, r.version, r);
         return folded;
       });
   }
 
-  view(id: string, version: number): EvaluationView {
-    this.store.get(id);
-    const requestedAt = this.requested(id, version);
-    if (requestedAt === null)
-      throw new AggregatorError("version_not_found", `no evaluation of version ${version} of "${id}" was asked for`);
-    return this.fold(id, version, requestedAt);
-  }
-
   /** A requested version's reports and their example-weighted mean. */
-  private fold(id: string, version: number, requestedAt: number): EvaluationView {
-    const clients = this.rows(id, version).map((r) => ({
-      clientId: r.client_id,
-      numExamples: r.num_examples,
-      metrics: JSON.parse(r.metrics) as Record<string, number>,
-      receivedAt: r.received_at,
-    }));
+  view(id: string, version: number, asked = this.requested(id, version)): EvaluationView {
+    this.store.get(id);
+    if (!asked) throw new AggregatorError("version_not_found", `no evaluation of version ${version} of "${id}" was asked for`);
+    const head = { federationId: id, version, requestedAt: asked.requested_at };
+    if (asked.folded !== null) return { ...head, ...(JSON.parse(asked.folded) as Fold), detail: "dropped", clients: [] };
+    const kept = rows(this.store.sql, id, version);
     return {
-      federationId: id,
-      version,
-      requestedAt,
-      reports: clients.length,
-      numExamples: clients.reduce((n, c) => n + c.numExamples, 0),
-      metrics: clients.length ? roundMetrics(clients) : {},
-      clients,
+      ...head,
+      ...fold(kept),
+      detail: "kept",
+      clients: kept.map((r) => ({
+        clientId: r.client_id,
+        numExamples: r.num_examples,
+        metrics: JSON.parse(r.metrics) as Record<string, number>,
+        receivedAt: r.received_at,
+      })),
     };
-  }
-
-  private rows(id: string, version: number): Row[] {
-    return this.store.sql
-      .exec<Row>(
-        "SELECT client_id, num_examples, metrics, received_at FROM evaluations WHERE federation_id = ? AND version = ? " +
-          "ORDER BY received_at, client_id",
-        id,
-        version,
-      )
-      .toArray();
   }
 }

@@ -340,7 +340,7 @@ export class Rounds {
     const pruned = version - fed.config.keepVersions;
     if (pruned > 0) deleteBlob(sql, keys.version(id, pruned));
     sql.exec("UPDATE federations SET version = ? WHERE id = ?", version, id);
-    if (fed.config.evaluateEvery && version % fed.config.evaluateEvery === 0) askToEvaluate(sql, id, version, now);
+    if (fed.config.evaluateEvery && version % fed.config.evaluateEvery === 0) askToEvaluate(sql, id, fed.config, version, now);
     sql.exec(
       "UPDATE rounds SET status = 'closed', closed_at = ?, result = ? WHERE federation_id = ? AND round = ?",
       now,

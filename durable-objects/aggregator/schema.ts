@@ -136,6 +136,9 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
     // And each receipt's upload size, for the bytes a round moved.
     "ALTER TABLE receipts ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0",
   ],
+  // v11: a version's evaluation folded (JSON: reports, examples, the metrics' means) once its clients' reports
+  // are dropped past keepRoundDetail versions (storage-budget.ts); null while they are kept.
+  ["ALTER TABLE evaluation_requests ADD COLUMN folded TEXT"],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

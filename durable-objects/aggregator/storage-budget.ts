@@ -1,8 +1,9 @@
 // A federation's object may store 10 GB (src/protocol/platform-limits.ts), and production refuses writes past it
 // where local workerd does not. What grows with a federation is split in three shares that add to the whole, each
 // checked at creation: the kept versions (with the round's sum and a strategy's state), a round's kept updates
-// (robust rules, a method's own rule) and the rounds' per-client detail (receipts and samples), which is pruned
-// past `keepRoundDetail` rounds. The rest (round rows, nonces, the registry) is small beside them.
+// (robust rules, a method's own rule) and the per-client detail of rounds (receipts and samples) and of federated
+// evaluations (each client's report), which is dropped past `keepRoundDetail` rounds and versions asked. The rest
+// (round rows, evaluations' folds, nonces, the registry) is small beside them.
 import type { FederationConfig } from "../../src/protocol/federation.ts";
 import { DURABLE_OBJECT_STORAGE_MAX_BYTES } from "../../src/protocol/platform-limits.ts";
 import { AggregatorError } from "./errors.ts";
@@ -17,6 +18,12 @@ const percent = (share: keyof typeof SHARES) => `${SHARES[share] * 100}% of an o
  * index overhead) and its sample row.
  */
 export const CLIENT_DETAIL_BYTES = 2560 + 256;
+/** The most one client's evaluation report of a version keeps: two ids, at most 16 metrics of 64-character names, two numbers. */
+export const EVALUATION_REPORT_BYTES = 2048;
+
+/** The most one round and one evaluated version keep of their clients. */
+const detailBytes = (config: FederationConfig) =>
+  config.clientsPerRound * CLIENT_DETAIL_BYTES + config.clients.length * EVALUATION_REPORT_BYTES;
 
 /** Versions kept besides version 0, the round's sum and up to four vectors of a strategy's state: the versions' share. */
 export function checkVersionsKept(config: FederationConfig, floats: number): void {
@@ -41,12 +48,12 @@ export function checkKept(config: FederationConfig, floats: number, what: string
     );
 }
 
-/** The most rounds whose per-client detail fits the detail's share at clientsPerRound. */
+/** The most rounds (and evaluated versions) whose per-client detail fits the detail's share. */
 function detailRoundsFitting(config: FederationConfig): number {
-  return Math.floor(budget("detail") / (config.clientsPerRound * CLIENT_DETAIL_BYTES));
+  return Math.floor(budget("detail") / detailBytes(config));
 }
 
-/** Rounds whose receipts and samples are kept: the config's keepRoundDetail, or as many as fit the detail's share. */
+/** Rounds (and evaluated versions) whose per-client detail is kept: the config's keepRoundDetail, or as many as fit the detail's share. */
 export function roundDetailKept(config: FederationConfig): number {
   return config.keepRoundDetail ?? Math.min(config.rounds, detailRoundsFitting(config));
 }
@@ -54,11 +61,12 @@ export function roundDetailKept(config: FederationConfig): number {
 /** A keepRoundDetail the config names must fit the detail's share. */
 export function checkRoundDetail(config: FederationConfig): void {
   const kept = config.keepRoundDetail;
-  if (kept === undefined || kept * config.clientsPerRound * CLIENT_DETAIL_BYTES <= budget("detail")) return;
+  if (kept === undefined || kept * detailBytes(config) <= budget("detail")) return;
   throw new AggregatorError(
     "config_invalid",
-    `keepRoundDetail: ${kept} rounds of ${config.clientsPerRound} clients' receipts (up to ${CLIENT_DETAIL_BYTES} bytes each) ` +
-      `are ${kept * config.clientsPerRound * CLIENT_DETAIL_BYTES} bytes, over the ${budget("detail")} (${percent("detail")}) ` +
-      `they may hold; keep at most ${detailRoundsFitting(config)} rounds, or leave it out for as many as fit`,
+    `keepRoundDetail: ${kept} rounds of ${config.clientsPerRound} clients' receipts (up to ${CLIENT_DETAIL_BYTES} bytes each) and ` +
+      `evaluations of ${config.clients.length} clients' reports (up to ${EVALUATION_REPORT_BYTES} bytes each) are ` +
+      `${kept * detailBytes(config)} bytes, over the ${budget("detail")} (${percent("detail")}) they may hold; keep at most ` +
+      `${detailRoundsFitting(config)} rounds, or leave it out for as many as fit`,
   );
 }

@@ -686,7 +686,7 @@ describe("rounds that cannot get stuck", () => {
     expect([late.status, (await error(late)).code]).toEqual([409, "round_closed"]);
   });
 
-  it("refuses a keepRoundDetail whose receipts could pass a tenth of the object's storage, naming the most that fit", async () => {
+  it("refuses a keepRoundDetail whose receipts and evaluation reports could pass a tenth of the storage, naming what fits", async () => {
     const clients = Array.from({ length: 10_000 }, (_, i) => `c${i}`);
     const res = await api("/federations", {
       method: "POST",
@@ -695,8 +695,8 @@ describe("rounds that cannot get stuck", () => {
       ),
     });
     expect(res.status).toBe(422);
-    // 1e9 bytes / (10,000 clients × 2,816 bytes) = 35.5 rounds.
-    expect((await error(res)).message).toMatch(/^keepRoundDetail: 100 rounds of 10000 clients' receipts .* keep at most 35 rounds/);
+    // 1e9 bytes / (10,000 clients × 2,816 bytes a receipt and sample + 10,000 × 2,048 an evaluation report) = 20.6 rounds.
+    expect((await error(res)).message).toMatch(/^keepRoundDetail: 100 rounds of 10000 clients' receipts .* keep at most 20 rounds/);
   });
 
   it("finishes a delete cut off half-way, whichever half was done, and a re-create then starts afresh", async () => {

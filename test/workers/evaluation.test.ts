@@ -98,4 +98,50 @@ describe("federated evaluation", () => {
     expect((await (await viewerApi("/federations/evals-k")).json<{ version: number }>()).version).toBe(3);
     expect([await asked("evals-k", "c1"), await asked("evals-k", "c2")]).toEqual([[2], [2]]);
   });
+
+  it("folds a version's reports once keepRoundDetail newer versions are asked, dropping each client's, and takes no more", async () => {
+    const clients = ["c1", "c2", "c3"];
+    const config = federationConfig("evals-fold", {
+      clients,
+      clientsPerRound: 1,
+      minClients: 1,
+      evaluateEvery: 1,
+      rounds: 3,
+      keepRoundDetail: 2,
+    });
+    expect((await api("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
+    expect((await api("/federations/evals-fold/versions/0/evaluate", { method: "POST" })).status).toBe(201);
+    for (const [c, n, loss] of [
+      ["c1", 10, 2],
+      ["c2", 30, 4],
+    ] as const)
+      expect((await report("evals-fold", 0, c, { numExamples: n, metrics: { loss } })).status).toBe(200);
+    const before = await (await viewerApi("/federations/evals-fold/versions/0/evaluation")).json<Record<string, unknown>>();
+    expect(before).toMatchObject({ detail: "kept", reports: 2, numExamples: 40, metrics: { loss: 3.5 } });
+    // Versions 1 and 2 are asked as rounds 1 and 2 close: version 0 is then past the latest two.
+    for (let round = 1; round <= 2; round++) {
+      expect((await api("/federations/evals-fold/rounds", { method: "POST" })).status).toBe(201);
+      const sampled = (await (await api(`/federations/evals-fold/rounds/${round}`)).json<{ sampled: string[] }>()).sampled[0]!;
+      const global = await version("evals-fold", round - 1);
+      const res = await signed(`/federations/evals-fold/rounds/${round}/updates/${sampled}`, sampled, {
+        method: "PUT",
+        body: uploadBody(global, honestDelta(global, round), 10),
+        headers: { "idempotency-key": `${sampled}-${round}` },
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+    }
+    const after = await (await viewerApi("/federations/evals-fold/versions/0/evaluation")).json<Record<string, unknown>>();
+    expect(after).toEqual({ ...before, detail: "dropped", clients: [] });
+    const listed = await (await viewerApi("/federations/evals-fold/evaluations")).json<{ version: number; reports: number }[]>();
+    expect(listed.map((e) => [e.version, e.reports])).toEqual([
+      [0, 2],
+      [1, 0],
+      [2, 0],
+    ]);
+    // c3 never reported version 0: it is no longer asked, and a late report is refused, the fold unchanged.
+    expect(await asked("evals-fold", "c3")).toEqual([2, 1]);
+    const late = await report("evals-fold", 0, "c3", { numExamples: 5, metrics: { loss: 9 } });
+    expect([late.status, (await error(late)).code]).toEqual([409, "evaluation_closed"]);
+    expect(await (await viewerApi("/federations/evals-fold/versions/0/evaluation")).json()).toEqual(after);
+  });
 });

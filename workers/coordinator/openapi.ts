@@ -309,7 +309,15 @@ export function openapi(): object {
           requestBody: { required: true, content: json(toJsonSchema(EvaluationReport, { errorMode: "ignore" })) },
           responses: {
             "200": { description: "the receipt: numExamples, receivedAt, replayed" },
-            ...refusals("bad_request", "signature", "client_unknown", "evaluation_not_requested", "metadata_invalid", "upload_conflict"),
+            ...refusals(
+              "bad_request",
+              "signature",
+              "client_unknown",
+              "evaluation_not_requested",
+              "evaluation_closed",
+              "metadata_invalid",
+              "upload_conflict",
+            ),
           },
         },
       },
