@@ -213,8 +213,9 @@ export class ShardReplica {
       keys.version(id, d.baseVersion),
       `${keys.version(id, d.baseVersion)}#incoming`,
     );
-    // The earlier rounds' receipts and samples: the root copied them when it sealed those rounds.
-    this.store.dropRoundDetail(id, d.round - 1);
+    // The earlier rounds' receipts and samples (the root copied them when it sealed those rounds), but the previous
+    // round's: a client whose answer was lost retries its upload there, and gets its receipt again.
+    this.store.dropRoundDetail(id, d.round - 2);
   }
 
   private part(id: string, round: number) {

@@ -1,6 +1,6 @@
 // A federation's object may store 10 GB (src/protocol/platform-limits.ts), and production refuses writes past it
-// where local workerd does not. What grows with a federation is split in three shares that add to the whole, each
-// checked at creation: the kept versions (with the round's sum and a strategy's state), a round's kept updates
+// where local workerd does not. What grows with a federation is split in three shares, each checked at creation,
+// with a tenth left for the rest: the kept versions (with the round's sum and a strategy's state), a round's kept updates
 // (robust rules, a method's own rule) and the per-client detail of rounds (receipts and samples) and of federated
 // evaluations (each client's report), which is dropped past `keepRoundDetail` rounds and versions asked. The rest
 // (round rows, evaluations' folds, nonces, the registry) is small beside them.
@@ -8,16 +8,16 @@ import type { FederationConfig } from "../../src/protocol/federation.ts";
 import { DURABLE_OBJECT_STORAGE_MAX_BYTES } from "../../src/protocol/platform-limits.ts";
 import { AggregatorError } from "./errors.ts";
 
-const SHARES = { versions: 0.45, kept: 0.45, detail: 0.1 } as const;
+const SHARES = { versions: 0.4, kept: 0.4, detail: 0.1 } as const;
 const budget = (share: keyof typeof SHARES) => Math.floor(DURABLE_OBJECT_STORAGE_MAX_BYTES * SHARES[share]);
 const percent = (share: keyof typeof SHARES) => `${SHARES[share] * 100}% of an object's storage`;
 
 /**
  * The most a round keeps of one client: its receipt (the federation's and client's ids of 64 characters, an
- * Idempotency-Key of 128, the body's SHA-256 in hex, metrics of 2,048 characters, five numbers, SQLite's row and
- * index overhead) and its sample row.
+ * Idempotency-Key of 128 characters of up to 2 bytes each, the body's SHA-256 in hex, metrics of 2,048 characters,
+ * five numbers, the ids again in the key's index, SQLite's row overhead and pages not filled) and its sample row.
  */
-export const CLIENT_DETAIL_BYTES = 2560 + 256;
+export const CLIENT_DETAIL_BYTES = 3072 + 512;
 /** The most one client's evaluation report of a version keeps: two ids, at most 16 metrics of 64-character names, two numbers. */
 export const EVALUATION_REPORT_BYTES = 2048;
 
@@ -25,15 +25,15 @@ export const EVALUATION_REPORT_BYTES = 2048;
 const detailBytes = (config: FederationConfig) =>
   config.clientsPerRound * CLIENT_DETAIL_BYTES + config.clients.length * EVALUATION_REPORT_BYTES;
 
-/** Versions kept besides version 0, the round's sum and up to four vectors of a strategy's state: the versions' share. */
+/** Version 0 and the latest keepVersions, the round's sum and up to four vectors of a strategy's state: the versions' share. */
 export function checkVersionsKept(config: FederationConfig, floats: number): void {
-  const bytes = (config.keepVersions + 5) * floats * 4;
+  const bytes = (config.keepVersions + 6) * floats * 4;
   if (bytes > budget("versions"))
     throw new AggregatorError(
       "config_invalid",
       `keepVersions: ${config.keepVersions + 1} versions of ${floats * 4} bytes with the round's sum and the strategy's state ` +
         `are ${bytes} bytes, over the ${budget("versions")} (${percent("versions")}) they may hold; keep ` +
-        `at most ${Math.max(1, Math.floor(budget("versions") / (floats * 4)) - 5)} versions`,
+        `at most ${Math.max(1, Math.floor(budget("versions") / (floats * 4)) - 6)} versions`,
     );
 }
 
@@ -48,14 +48,17 @@ export function checkKept(config: FederationConfig, floats: number, what: string
     );
 }
 
-/** The most rounds (and evaluated versions) whose per-client detail fits the detail's share. */
+/**
+ * The most rounds (and evaluated versions) whose per-client detail fits the detail's share: at least 17, at
+ * 10,000 clients all sampled. Not capped at the federation's rounds, which count closed rounds only.
+ */
 function detailRoundsFitting(config: FederationConfig): number {
   return Math.floor(budget("detail") / detailBytes(config));
 }
 
 /** Rounds (and evaluated versions) whose per-client detail is kept: the config's keepRoundDetail, or as many as fit the detail's share. */
 export function roundDetailKept(config: FederationConfig): number {
-  return config.keepRoundDetail ?? Math.min(config.rounds, detailRoundsFitting(config));
+  return config.keepRoundDetail ?? detailRoundsFitting(config);
 }
 
 /** A keepRoundDetail the config names must fit the detail's share. */

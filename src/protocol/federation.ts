@@ -87,10 +87,12 @@ export const FederationConfig = v.pipe(
     /** Global versions kept besides version 0; older ones are pruned as rounds close, so storage stays bounded. */
     keepVersions: v.optional(int(1, 100_000), 50),
     /**
-     * Rounds whose per-client detail (each upload's receipt, the clients sampled) is kept; an older round keeps its
-     * row and result. Absent: as many as fit a tenth of the object's storage (durable-objects/aggregator/storage-budget.ts).
+     * Rounds whose per-client detail (each upload's receipt, the clients sampled) is kept, and versions asked to be
+     * evaluated whose clients' reports are; an older round keeps its row and result, an older evaluation its mean.
+     * At least 2, so a client retrying its upload to the round before the latest still gets its receipt. Absent:
+     * as many as fit a tenth of the object's storage (durable-objects/aggregator/storage-budget.ts).
      */
-    keepRoundDetail: v.optional(int(1, 10_000)),
+    keepRoundDetail: v.optional(int(2, 10_000)),
     /** Client-level differential privacy (src/privacy/): clipping, noise and the ε it spends; absent: none. */
     privacy: v.optional(PrivacyConfig),
     /** Secure aggregation (SecAgg+, src/secagg/): the aggregator sees only the sum of masked updates; absent: plain uploads. */

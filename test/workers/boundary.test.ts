@@ -686,6 +686,17 @@ describe("rounds that cannot get stuck", () => {
     expect([late.status, (await error(late)).code]).toEqual([409, "round_closed"]);
   });
 
+  it("keeps a failed round's detail by default, though round numbers then pass the federation's rounds", async () => {
+    await create("ops-10", { clients: ["c1"], clientsPerRound: 1, minClients: 1, rounds: 1 });
+    await api("/federations/ops-10/rounds", { method: "POST" });
+    expect((await api("/federations/ops-10/rounds/1/fail", { method: "POST" })).status).toBe(200);
+    await api("/federations/ops-10/rounds", { method: "POST" });
+    const body = deltaBody(await v0("ops-10"), 0.1, { num_examples: "3" });
+    expect((await signedPut("/federations/ops-10/rounds/2/updates/c1", body, "c1")).status).toBe(200);
+    const failed = (await (await api("/federations/ops-10/rounds/1")).json()) as { status: string; detail: string; sampled: string[] };
+    expect(failed).toMatchObject({ status: "failed", detail: "kept", sampled: ["c1"] });
+  });
+
   it("refuses a keepRoundDetail whose receipts and evaluation reports could pass a tenth of the storage, naming what fits", async () => {
     const clients = Array.from({ length: 10_000 }, (_, i) => `c${i}`);
     const res = await api("/federations", {
@@ -695,8 +706,8 @@ describe("rounds that cannot get stuck", () => {
       ),
     });
     expect(res.status).toBe(422);
-    // 1e9 bytes / (10,000 clients × 2,816 bytes a receipt and sample + 10,000 × 2,048 an evaluation report) = 20.6 rounds.
-    expect((await error(res)).message).toMatch(/^keepRoundDetail: 100 rounds of 10000 clients' receipts .* keep at most 20 rounds/);
+    // 1e9 bytes / (10,000 clients × 3,584 bytes a receipt and sample + 10,000 × 2,048 an evaluation report) = 17.8 rounds.
+    expect((await error(res)).message).toMatch(/^keepRoundDetail: 100 rounds of 10000 clients' receipts .* keep at most 17 rounds/);
   });
 
   it("finishes a delete cut off half-way, whichever half was done, and a re-create then starts afresh", async () => {

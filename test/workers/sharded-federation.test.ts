@@ -277,6 +277,29 @@ describe("a sharded federation in workerd", () => {
     expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
   });
 
+  it("answers a retried upload to the previous round with its receipt after the next round began in its shard", async () => {
+    const id = "shard-retry";
+    expect((await create(id)).status).toBe(201);
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    const v0 = await version(id, 0);
+    const first = await upload(id, 1, v0, CLIENTS);
+    expect(first.answers.at(-1)!.roundStatus).toBe("closed");
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    // A round-2 upload reaches the shard c1 uploaded to in round 1: the shard adopts round 2 there.
+    const shard = shardOf(1, "c1", SHARDS);
+    const other = CLIENTS.find((c) => shardOf(2, c, SHARDS) === shard)!;
+    await upload(id, 2, await version(id, 1), [other]);
+    expect(await shardReceipts(id, shard)).toContain(`2:${other}`);
+    // c1's answer for round 1 was lost: the same key and body again get the receipt, not "round closed".
+    const retry = await signed(`/federations/${id}/rounds/1/updates/c1`, "c1", {
+      method: "PUT",
+      body: uploadBody(v0, first.deltas.get("c1")!, examplesOf("c1")),
+      headers: { "idempotency-key": "c1-1" },
+    });
+    expect(retry.status, await retry.clone().text()).toBe(200);
+    expect(await retry.json()).toMatchObject({ replayed: true, roundStatus: "closed" });
+  });
+
   it("refuses shards with a robust rule or more shards than a round samples; an upload sent to the root", async () => {
     for (const [overrides, words] of [
       [{ robust: { rule: { name: "median" } } }, "a robust rule needs all of a round's updates in one object"],
