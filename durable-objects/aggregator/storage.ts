@@ -59,6 +59,7 @@ export class FederationStore {
       .exec<{ n: number }>("SELECT COUNT(*) AS n FROM rounds WHERE federation_id = ? AND status = 'closed'", id)
       .one().n;
     const open = this.sql.exec<{ round: number }>("SELECT round FROM rounds WHERE federation_id = ? AND status = 'open'", id).toArray()[0];
+    const latest = this.sql.exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ?", id).one().n;
     const config = this.config(id, r.created_at);
     return {
       id,
@@ -67,6 +68,7 @@ export class FederationStore {
       createdAt: r.created_at,
       roundsDone,
       openRound: open?.round ?? null,
+      latestRound: latest,
       privacy: privacyView(config, roundsDone, r.clip),
     };
   }

@@ -14,6 +14,8 @@ export interface FederationView {
   roundsDone: number;
   /** The round clients should train now, if one is open. */
   openRound: number | null;
+  /** The newest round's number, open, closed or failed (failed rounds count too); null before the first. */
+  latestRound: number | null;
   /** A private federation's ε spent by its closed rounds (src/privacy/federation-privacy.ts); null without privacy. */
   privacy: PrivacyView | null;
 }

@@ -211,5 +211,17 @@ describe.skipIf(!existsSync(CHROMIUM))("the dashboard in Chromium", () => {
       .evaluateAll((rs) => rs.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
     expect(dpRows[0]![6]).toBe(dpRound.result.privacy.epsilon.toFixed(3));
     await page.screenshot({ path: join(OUTPUT, "dashboard-private.png"), fullPage: true });
+
+    // ?rounds=1: only the latest round is read and listed, however many the federation has had.
+    urls.length = 0;
+    await page.goto(new URL("/?federation=dash&rounds=1", fed.url).href);
+    await page.waitForSelector('[data-testid="rounds-heading"] >> text=Rounds (the latest 1 of 2)');
+    const latest = await page
+      .locator('[data-testid="round-row"]')
+      .evaluateAll((rs) => rs.map((r) => Array.from(r.querySelectorAll("td")).map((td) => td.textContent)));
+    expect(latest.map((r) => r.slice(0, 2))).toEqual([["2", "open"]]);
+    const read = urls.map((u) => new URL(u).pathname).filter((p) => p.includes("/rounds/"));
+    expect(read.length).toBeGreaterThan(0);
+    expect(new Set(read)).toEqual(new Set(["/federations/dash/rounds/2"]));
   }, 60_000);
 });

@@ -1,5 +1,5 @@
 // The dashboard (GET /): federations, the selected one's method, the open round's clients as they train
-// (their heartbeats), its rounds (with the bytes each moved) and clients, its train-loss curve and a curve
+// (their heartbeats), its latest rounds (with the bytes each moved) and clients, its train-loss curve and a curve
 // per federated-evaluation metric, read from the same JSON API every two
 // seconds. The page itself holds no data: it asks for the viewer token,
 // keeps it in the tab's sessionStorage and sends it as a header (never in a URL, where logs keep it).
@@ -54,6 +54,8 @@ const bytes = (n) => (n >= 1048576 ? (n / 1048576).toFixed(2) + " MiB" : n >= 10
 const spent = (f) =>
   f.privacy ? f.privacy.epsilon.toFixed(3) + (f.config.privacy.epsilonBudget ? " (" + f.config.privacy.epsilonBudget + ")" : "") : "-";
 let selected = new URLSearchParams(location.search).get("federation");
+// Rounds read and listed (?rounds=, default 50): a federation of thousands of rounds is not read whole every refresh.
+const SHOWN = Math.max(1, Math.floor(Number(new URLSearchParams(location.search).get("rounds"))) || 50);
 // The method and what wraps it: "lora (r 4, alpha 8, …), robust median, SecAgg+, central DP".
 const methodOf = (c) => {
   const { type, ...settings } = c.method;
@@ -91,13 +93,10 @@ async function refresh() {
     );
     return;
   }
-  // The metrics come a page at a time: ask from after the last round until a page is empty.
-  const summaries = [];
-  for (let page = await json("/federations/" + encodeURIComponent(fed.id) + "/metrics"); page.length; ) {
-    summaries.push(...page);
-    page = await json("/federations/" + encodeURIComponent(fed.id) + "/metrics?from=" + (page[page.length - 1].round + 1));
-  }
-  const rounds = await Promise.all(summaries.map((r) => json("/federations/" + encodeURIComponent(fed.id) + "/rounds/" + r.round)));
+  // The latest SHOWN rounds, each read whole; the curve (plot.svg) has every round.
+  const first = Math.max(1, (fed.latestRound ?? 0) - SHOWN + 1);
+  const numbers = Array.from({ length: Math.max(0, (fed.latestRound ?? 0) - first + 1) }, (_, i) => first + i);
+  const rounds = await Promise.all(numbers.map((n) => json("/federations/" + encodeURIComponent(fed.id) + "/rounds/" + n)));
   const clients = new Map(fed.config.clients.map((c) => [c, { sampled: 0, uploads: 0, examples: 0, last: 0 }]));
   for (const r of rounds) {
     for (const c of r.sampled) clients.get(c).sampled++;
@@ -130,7 +129,7 @@ async function refresh() {
            src: await plot("/federations/" + encodeURIComponent(fed.id) + "/evaluation.svg?metric=" + encodeURIComponent(m)),
          }))))]
       : []),
-    el("h3", {}, "Rounds"),
+    el("h3", { "data-testid": "rounds-heading" }, first > 1 ? "Rounds (the latest " + SHOWN + " of " + fed.latestRound + ")" : "Rounds"),
     table("rounds",
       ["round", "status", "uploads", "examples", "train loss", "version", "ε", "opened", "closed", "bytes up", "version bytes"],
       rounds.map((r) =>
@@ -145,7 +144,7 @@ async function refresh() {
         el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt)),
         el("td", {}, r.result && r.result.bytes ? bytes(r.result.bytes.up) : "-"),
         el("td", {}, r.result && r.result.bytes ? bytes(r.result.bytes.version) : "-")))),
-    el("h3", {}, "Clients" + (rounds.some((r) => r.detail === "dropped") ? " (over the rounds whose detail is kept)" : "")),
+    el("h3", {}, "Clients" + (first > 1 || rounds.some((r) => r.detail === "dropped") ? " (over the rounds above whose detail is kept)" : "")),
     table("clients", ["client", "sampled", "uploads", "examples (last)", "last upload"], [...clients].map(([id, c]) =>
       el("tr", { "data-testid": "client-row" }, el("td", {}, id), el("td", {}, c.sampled), el("td", {}, c.uploads),
         el("td", {}, c.examples || "-"), el("td", {}, time(c.last))))),
