@@ -121,7 +121,7 @@ export type RunConfig = Omit<v.InferOutput<typeof RunConfig>, "method"> & { meth
 
 export function parseRunConfig(json: unknown, source: string): RunConfig {
   const r = v.safeParse(RunConfig, json);
-  if (!r.success) throw new UsageError(firstIssue(r.issues, source));
+  if (!r.success) throw new UsageError(firstIssue(r.issues, source, { schema: RunConfig }));
   if ((r.output.clientsPerRound ?? r.output.clients) > r.output.clients)
     throw new UsageError(`${source}: field "clientsPerRound" cannot exceed "clients" (${r.output.clients})`);
   if (r.output.attack && r.output.attack.attackers >= r.output.clients)

@@ -32,7 +32,7 @@ export type StrategyName = StrategyConfig["name"];
 export function parseStrategyConfig(json: unknown): StrategyConfig {
   const parsed = v.safeParse(StrategyConfig, json);
   if (parsed.success) return parsed.output;
-  throw new FlError("strategy_invalid", firstIssue(parsed.issues, "strategy config"));
+  throw new FlError("strategy_invalid", firstIssue(parsed.issues, "strategy config", { schema: StrategyConfig }));
 }
 
 /** The strategy a config names, its options validated (`strategy_invalid` naming the field). */

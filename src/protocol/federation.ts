@@ -206,7 +206,7 @@ export function parseClientReport<T>(schema: v.GenericSchema<unknown, T>, body: 
 
 export function parseFederationConfig(json: unknown): FederationConfig {
   const r = v.safeParse(FederationConfig, json);
-  if (!r.success) throw new ConfigError("config_invalid", firstIssue(r.issues, "federation config"));
+  if (!r.success) throw new ConfigError("config_invalid", firstIssue(r.issues, "federation config", { schema: FederationConfig }));
   // A parsed JSON body holds JSON values only; the method's own schema checks them where it runs.
   return r.output as FederationConfig;
 }

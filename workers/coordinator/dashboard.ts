@@ -144,7 +144,8 @@ async function refresh() {
         el("td", {}, time(r.openedAt)), el("td", {}, time(r.closedAt)),
         el("td", {}, r.result && r.result.bytes ? bytes(r.result.bytes.up) : "-"),
         el("td", {}, r.result && r.result.bytes ? bytes(r.result.bytes.version) : "-")))),
-    el("h3", {}, "Clients" + (first > 1 || rounds.some((r) => r.detail === "dropped") ? " (over the rounds above whose detail is kept)" : "")),
+    el("h3", {}, "Clients" + (first > 1 || rounds.some((r) => r.detail === "dropped")
+      ? " (over the rounds above whose detail is kept)" : "")),
     table("clients", ["client", "sampled", "uploads", "examples (last)", "last upload"], [...clients].map(([id, c]) =>
       el("tr", { "data-testid": "client-row" }, el("td", {}, id), el("td", {}, c.sampled), el("td", {}, c.uploads),
         el("td", {}, c.examples || "-"), el("td", {}, time(c.last))))),

@@ -2,6 +2,7 @@
 // aggregator reads server sides, a client worker client sides, `fedflare run` run sides. A method
 // outside this folder (a test's, a user's) is added with `add` in its worker's entry.
 import * as v from "valibot";
+import { firstIssue } from "../../errors.ts";
 import { ConfigError, type FederationConfig, parseFederationConfig } from "../../protocol/federation.ts";
 import { MethodError } from "./errors.ts";
 import type { MethodConfig } from "./method.ts";
@@ -40,11 +41,7 @@ export class MethodRegistry<S extends { type: string; config: v.GenericSchema<un
     const side = this.byType.get(type);
     if (!side) throw new MethodError("method_invalid", `field "method.type": "${type}" is not one of ${JSON.stringify(this.types())}`);
     const r = v.safeParse(side.config, json);
-    if (!r.success) {
-      const issue = r.issues[0];
-      const path = v.getDotPath(issue);
-      throw new MethodError("method_invalid", `field "method${path ? `.${path}` : ""}": ${issue.message}`);
-    }
+    if (!r.success) throw new MethodError("method_invalid", firstIssue(r.issues, "", { schema: side.config, under: "method" }));
     return { side, config: r.output };
   }
 

@@ -125,9 +125,18 @@ describe("run sides", () => {
     // The strategy and the deadline as the coordinator would refuse them, before workerd starts; a good
     // strategy kept as written.
     expect(() => parseRunConfig({ strategy: { name: "fedavg", lerning_rate: 5 } }, "run.json")).toThrow(
-      /^run\.json: strategy config: field "lerning_rate"/,
+      /^run\.json: strategy config: unknown field "lerning_rate"; the fields here are "name", "serverLearningRate"$/,
     );
     expect(() => parseRunConfig({ deadlineSeconds: 1e6 }, "run.json")).toThrow(/^run\.json: field "deadlineSeconds"/);
+    // A misspelt field is named as unknown, with the field it is within two edits of; a field left out, as missing.
+    expect(() => parseRunConfig({ rouns: 3 }, "run.json")).toThrow(/^run\.json: unknown field "rouns"; did you mean "rounds"\?$/);
+    expect(() => parseRunConfig({ strategy: { name: "fedadam", etaa: 1 } }, "run.json")).toThrow(
+      /unknown field "etaa"; did you mean "eta"\?$/,
+    );
+    expect(() => parseRunConfig({ method: { type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"], alhpa: 3 } }, "run.json")).toThrow(
+      /^run\.json: unknown field "method\.alhpa"; did you mean "alpha"\?$/,
+    );
+    expect(() => parseRunConfig({ local: { steps: 2, lr: 0.1 } }, "run.json")).toThrow(/^run\.json: field "local\.batchSize" is missing$/);
     expect(parseRunConfig({ strategy: { name: "fedadam", eta: 0.01 } }, "run.json").strategy).toEqual({ name: "fedadam", eta: 0.01 });
   });
 
