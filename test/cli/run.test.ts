@@ -651,6 +651,6 @@ describe("fedflare run", () => {
     writeFileSync(bad, JSON.stringify({ rounds: 2, colour: "red" }));
     const r = await runCli(["run", "--config", bad, "--out", join(root, "bad-run")]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/bad\.json: field "colour"/);
+    expect(r.stderr).toMatch(/bad\.json: unknown field "colour"; the fields here are "model", "task", /);
   });
 });
