@@ -6,7 +6,15 @@
 // input unmasked: only the survivors' sum, once they have answered the unmask phase.
 import { secureRound } from "../../src/secagg/federation.ts";
 import { meanSegment, ratioSum } from "../../src/secagg/masked-update.ts";
-import { type Advert, maskCount, type RevealedShare, recoverSecrets, removeMasks, type SecAggRound } from "../../src/secagg/protocol.ts";
+import {
+  type Advert,
+  maskCount,
+  type RecoveredSecrets,
+  type RevealedShare,
+  recoverSecrets,
+  removeMasks,
+  type SecAggRound,
+} from "../../src/secagg/protocol.ts";
 import { usableKey } from "../../src/secagg/keys.ts";
 import { flatLayout } from "../../src/fl/flat-tensors.ts";
 import { isSharded } from "../../src/fl/shards.ts";
@@ -74,6 +82,11 @@ export class SecureRounds {
   private readonly unmasking = new Set<string>();
   /** The parameters of the rounds this instance served last (params). */
   private readonly known = new Map<string, ReturnType<typeof secureRound>>();
+  /**
+   * The secrets rebuilt for the round this instance unmasks: the unmask answers are final once it starts, and
+   * rebuilding them (a Shamir combine and a key check per client) in every slice would spend each slice's CPU again.
+   */
+  private readonly recovered = new Map<string, RecoveredSecrets>();
 
   constructor(store: FederationStore, rounds: Rounds) {
     this.store = store;
@@ -369,12 +382,19 @@ export class SecureRounds {
       const { round: params } = this.params(fed, this.store.roundRow(id, round));
       const rows = this.rows(id, round);
       const adverts = new Map([...rows].map(([c, x]) => [c, advertOf(JSON.parse(x.advert) as AdvertMessage)]));
-      const shared = new Set([...rows].filter(([, x]) => x.shares).map(([c]) => c));
       const survivors = this.survivors(id, round);
-      const responses = new Map(
-        [...rows].filter(([, x]) => x.unmask).map(([c, x]) => [c, revealedOf(JSON.parse(x.unmask!) as UnmaskMessage)] as const),
-      );
-      const recovered = await recoverSecrets(params, adverts, shared, survivors, responses);
+      const key = `${id}/${round}/${fed.createdAt}`;
+      const recovered =
+        this.recovered.get(key) ??
+        (await recoverSecrets(
+          params,
+          adverts,
+          new Set([...rows].filter(([, x]) => x.shares).map(([c]) => c)),
+          survivors,
+          new Map([...rows].filter(([, x]) => x.unmask).map(([c, x]) => [c, revealedOf(JSON.parse(x.unmask!) as UnmaskMessage)] as const)),
+        ));
+      this.recovered.clear();
+      this.recovered.set(key, recovered);
       const masked = new RingSum(this.store.sql, keys.sum(id, round), params.length);
       const unmasked = new RingSum(this.store.sql, keys.unmasked(id, round), params.length);
       // The caller sees a round no longer open (the operator failed it meanwhile) for itself.
