@@ -48,6 +48,16 @@ describe("deploying", () => {
     expect(existsSync(first)).toBe(false);
     expect(existsSync(second)).toBe(true);
     expect(new TextDecoder().decode(modules[0]!.contents)).toContain("first-word");
+    // A file saved while a build runs: that build is used once but not kept, since it may hold the file as it was.
+    say("fourth-word");
+    const during = bundleWorker(config, cache);
+    say("fifth-word");
+    const raced = await during;
+    expect(raced).not.toBe(third);
+    const after = await bundleWorker(config, cache);
+    expect(after).not.toBe(raced);
+    expect(built(after)).toContain("fifth-word");
+    expect(await bundleWorker(config, cache)).toBe(after);
   }, 120_000);
 
   it("prints a client's secret derived from the master key", async () => {
