@@ -78,10 +78,18 @@ export class Aggregator extends DurableObject<Cloudflare.Env> {
     });
   }
 
-  /** On a shard object: deletes what it holds of a federation its root is deleting. */
-  async dropShard(id: string): Promise<Result<{ deleted: string }>> {
+  /**
+   * On a shard object: deletes what it holds of a federation its root is deleting (created at `createdAt`), and
+   * remembers the deletion, so an upload already past the root cannot write its part back.
+   */
+  async dropShard(id: string, createdAt: number): Promise<Result<{ deleted: string }>> {
     return attemptAsync(async () => {
       await this.wipe(id);
+      this.ctx.storage.sql.exec(
+        "INSERT INTO dropped_federations (federation_id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        id,
+        createdAt,
+      );
       return { deleted: id };
     });
   }
@@ -249,7 +257,7 @@ function shardPeers(env: Cloudflare.Env): ShardPeers {
     seal: async (id, d) => unwrap(await shard(id, d.shard).sealShard(d)),
     chunk: async (id, round, k, chunk) => unwrap(await shard(id, k).shardChunk(id, round, chunk)),
     uploads: async (id, round, k) => unwrap(await shard(id, k).shardUploads(id, round)),
-    drop: async (id, k) => void unwrap(await shard(id, k).dropShard(id)),
+    drop: async (id, k, createdAt) => void unwrap(await shard(id, k).dropShard(id, createdAt)),
     descriptor: async (id, round, k) => unwrap(await root(id).shardRound(id, round, k)),
     version: async (id, version) => unwrap<{ stream: ReadableStream<Uint8Array> }>(await root(id).streamVersion(id, version)).stream,
     ready: async (id, round, k) => unwrap(await root(id).shardReady(id, round, k)),

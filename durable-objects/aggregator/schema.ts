@@ -139,6 +139,9 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
   // v11: a version's evaluation folded (JSON: reports, examples, the metrics' means) once its clients' reports
   // are dropped past keepRoundDetail versions (storage-budget.ts); null while they are kept.
   ["ALTER TABLE evaluation_requests ADD COLUMN folded TEXT"],
+  // v12: in a shard object, the federations (by id and creation time) its root deleted: an upload that read its
+  // part of a round from the root before the delete must not write it back afterwards (shard-replica.ts).
+  ["CREATE TABLE dropped_federations (federation_id TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (federation_id, created_at))"],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -163,6 +163,9 @@ export class ShardReplica {
   private adopt(d: ShardDescriptor): void {
     const { sql } = this.store;
     const id = d.federationId;
+    // The root was deleted while this call awaited it (its descriptor, its version): nothing of it is written back.
+    if (sql.exec("SELECT 1 FROM dropped_federations WHERE federation_id = ? AND created_at = ?", id, d.createdAt).toArray().length)
+      throw new AggregatorError("federation_not_found", `no federation "${id}": it was deleted`);
     const held = sql.exec<{ created_at: number }>("SELECT created_at FROM federations WHERE id = ?", id).toArray()[0];
     if (held && held.created_at !== d.createdAt) {
       for (const table of ["receipts", "rounds", "round_clients", "round_shards"])

@@ -76,7 +76,7 @@ export interface ShardPeers {
   /** Root → shard: the uploads the shard has accepted in a round. */
   uploads(id: string, round: number, shard: number): Promise<number>;
   /** Root → shard: deletes what the shard holds of the federation. */
-  drop(id: string, shard: number): Promise<void>;
+  drop(id: string, shard: number, createdAt: number): Promise<void>;
   /** Shard → root: its part of a round. */
   descriptor(id: string, round: number, shard: number): Promise<ShardDescriptor>;
   /** Shard → root: a version's bytes. */
@@ -212,7 +212,8 @@ export class ShardedRounds {
   /** Deletes what every shard holds of the federation (before the root's own storage goes). */
   async drop(fed: FederationView): Promise<void> {
     if (!isSharded(fed.config)) return;
-    for (let shard = 0; shard < fed.config.shards!; shard++) await reaching(fed.id, null, shard, this.peers.drop(fed.id, shard));
+    for (let shard = 0; shard < fed.config.shards!; shard++)
+      await reaching(fed.id, null, shard, this.peers.drop(fed.id, shard, fed.createdAt));
   }
 
   private async seal(id: string, round: number, shard: number): Promise<void> {

@@ -300,6 +300,28 @@ describe("a sharded federation in workerd", () => {
     expect(await retry.json()).toMatchObject({ replayed: true, roundStatus: "closed" });
   });
 
+  it("a shard keeps nothing of a deleted federation that a call already past its root would write back", async () => {
+    const id = "shard-gone";
+    expect((await create(id)).status).toBe(201);
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    // What an upload to shard 0 read from the root before the delete: its part of round 1.
+    const part = await env.AGGREGATOR.getByName(id).shardRound(id, 1, 0);
+    expect(part.ok).toBe(true);
+    expect((await api(`/federations/${id}`, { method: "DELETE" })).status).toBe(200);
+    // The call goes on after the delete: the shard refuses to adopt the part and holds no row of it.
+    const late = await shardStub(id, 0).sealShard(part.ok ? part.value : (undefined as never));
+    expect(late).toMatchObject({ ok: false, error: { code: "federation_not_found" } });
+    const rows = await runInDurableObject(shardStub(id, 0), (_i, state) =>
+      ["federations", "rounds", "receipts", "round_shards"].map((t) => state.storage.sql.exec(`SELECT COUNT(*) AS n FROM ${t}`).one().n),
+    );
+    expect(rows).toEqual([0, 0, 0, 0]);
+    // A federation created again under the id is another (its creation time): its uploads fold in the shards.
+    expect((await create(id)).status).toBe(201);
+    expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);
+    await upload(id, 1, await version(id, 0), CLIENTS.slice(0, 3));
+    expect((await roundOf(id, 1)).uploads).toBe(3);
+  });
+
   it("refuses shards with a robust rule or more shards than a round samples; an upload sent to the root", async () => {
     for (const [overrides, words] of [
       [{ robust: { rule: { name: "median" } } }, "a robust rule needs all of a round's updates in one object"],
