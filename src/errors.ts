@@ -30,14 +30,19 @@ export function firstIssue(
   const dot = getDotPath(issue);
   const path = o.under ? [o.under, dot].filter(Boolean).join(".") : (dot ?? "(root)");
   const head = what ? `${what}: ` : "";
-  // A strict object's issue is a key it lacks (expected: the key) or a key it does not have (expected: never).
-  if ((issue.type === "strict_object" || issue.type === "object") && issue.received === "undefined")
+  // An object's key issue is a key it lacks (expected: the key) or, a strict object's, a key it does not have
+  // (expected: never).
+  if (["strict_object", "loose_object", "object"].includes(issue.type) && issue.received === "undefined" && dot)
     return `${head}field "${path}" is missing`;
   if (issue.type !== "strict_object" || issue.expected !== "never") return `${head}field "${path}": ${issue.message}`;
   const known = o.schema && fieldsAt(o.schema, issue.path ?? []);
   const unknown = String(issue.path?.at(-1)?.key ?? "");
   const closest = known && nearest(unknown, known);
-  const hint = !known ? "" : closest ? `; did you mean "${closest}"?` : `; the fields here are ${known.map((k) => `"${k}"`).join(", ")}`;
+  const hint = !known?.length
+    ? ""
+    : closest
+      ? `; did you mean "${closest}"?`
+      : `; the fields here are ${known.map((k) => `"${k}"`).join(", ")}`;
   return `${head}unknown field "${path}"${hint}`;
 }
 
