@@ -14,7 +14,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
 import { bundleWorker } from "../cli/bundle-worker.ts";
 import { randomToken } from "../cli/local-federation.ts";
@@ -30,7 +30,7 @@ import { printTable } from "../src/report/table.ts";
 import { median } from "./lib/timing.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({ options: { clients: { type: "string", default: "40" }, folds: { type: "string", default: "4" } } });
+const { values } = benchArgs({ options: { clients: { type: "string", default: "40" }, folds: { type: "string", default: "4" } } });
 const CONCURRENT = Number(values.clients);
 const FOLDS = Number(values.folds);
 const MASTER = randomToken();

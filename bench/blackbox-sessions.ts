@@ -10,13 +10,13 @@
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { run } from "../cli/commands/run.ts";
 import { parseRunConfig } from "../cli/run-config.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { machineInfo } from "./lib/results.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     as: { type: "string" },
     results: { type: "string", default: new URL("./results/blackbox-sessions.json", import.meta.url).pathname },

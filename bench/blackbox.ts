@@ -13,7 +13,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { run } from "../cli/commands/run.ts";
 import { parseRunConfig, type RunConfig } from "../cli/run-config.ts";
 import { runData } from "../cli/run-data.ts";
@@ -29,7 +29,7 @@ import { linePlotSvg } from "../src/report/line-plot.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     quick: { type: "boolean", default: false },
     rounds: { type: "string" },

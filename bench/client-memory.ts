@@ -9,7 +9,7 @@
 //      [--max-tokens 64] [--only NAME,NAME] [--no-write]
 import { existsSync, readFileSync } from "node:fs";
 import { basename } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { tokenizerFiles } from "../cli/model-dir.ts";
 import { runMethods } from "../src/fl/methods/run.ts";
 import { fmt, printTable } from "../src/report/table.ts";
@@ -17,7 +17,7 @@ import { measuredModel, spamPartition } from "./lib/measured-clients.ts";
 import { writeResults } from "./lib/results.ts";
 import { type ClientMemory, ClientMemoryMeter } from "./lib/workerd-memory.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     as: { type: "string", default: "current" },
     model: { type: "string", default: "models/fedflare-mail-4m" },

@@ -6,7 +6,7 @@
 // names themselves (" spam" against " ham", scored as their whole token sequences); the test split is
 // not read. bench/lib/quality-rows.ts reads the chosen pair from bench/results/label-words.json.
 // Run: node bench/label-words.ts [--model models/fedflare-mail-4m]
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { dirSource } from "../cli/model-dir.ts";
 import { spamSplits } from "../cli/task-splits.ts";
 import { completionExample } from "../src/data/examples.ts";
@@ -20,7 +20,7 @@ import { labelScores, wordIds } from "../src/engine/train/evaluate.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({ options: { model: { type: "string", default: "models/fedflare-mail-4m" } } });
+const { values } = benchArgs({ options: { model: { type: "string", default: "models/fedflare-mail-4m" } } });
 /** The window the quality rows score in (bench/lib/quality-rows.ts: maxTokens 96). */
 const MAX_TOKENS = 96;
 /** Words kept from each end of the single-word ranking for the pair search. */

@@ -15,7 +15,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { LocalFederation } from "../cli/local-federation.ts";
 import { descendantCpuSeconds } from "../cli/process-cpu.ts";
 import { descendants } from "../cli/process-tree.ts";
@@ -29,7 +29,7 @@ import { fmt, printTable } from "../src/report/table.ts";
 import { tinyConfig } from "../test/fixtures/tiny-llama.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     clients: { type: "string", default: "1000,10000" },
     large: { type: "string", default: "100" },

@@ -11,7 +11,7 @@
 //   computed (bf16, seq x hidden per example, read once per example it trains on and cached).
 // Run: node bench/model-sizes.ts [--shapes scratch/shapes] [--node-only]
 import { execFileSync } from "node:child_process";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import * as v from "valibot";
 import { MIB, planStep } from "../src/engine/client-plan.ts";
 import { parseLlamaConfig } from "../src/engine/config.ts";
@@ -23,7 +23,7 @@ import { writeResults } from "./lib/results.ts";
 import { type ShapeName, shapedModel } from "./lib/shaped-model.ts";
 import { type ClientMemory, ClientMemoryMeter } from "./lib/workerd-memory.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     shapes: { type: "string", default: "scratch/shapes" },
     "node-only": { type: "boolean", default: false },

@@ -10,7 +10,7 @@
 import { basename } from "node:path";
 import type { Weights } from "../src/engine/llama/graph.ts";
 import { elementCount, floatOf } from "../src/engine/quantize.ts";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { sotuSplit, spamAssassin } from "../cli/corpora.ts";
 import { dirSource } from "../cli/model-dir.ts";
 import { completionExample, exampleBatch, type TokenizedExample } from "../src/data/examples.ts";
@@ -29,7 +29,7 @@ import { adapterTensorNames, emulatorWeights, offsiteLayout, plugIn } from "../s
 import { fmt, printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     quick: { type: "boolean", default: false },
     model: { type: "string", default: "models/fedflare-sotu-12l" },

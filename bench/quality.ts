@@ -18,7 +18,7 @@
 //   [--only row,...] [--out DIR]
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { run } from "../cli/commands/run.ts";
 import { dirSource } from "../cli/model-dir.ts";
 import { parseRunConfig, type RunConfig } from "../cli/run-config.ts";
@@ -38,7 +38,7 @@ import { type RuleCounts, ruleCounts } from "./lib/robust-counts.ts";
 import { type Preset, type QualityTask, qualityTasks, SPAM_LABEL_WORDS } from "./lib/quality-rows.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     preset: { type: "string", default: "quick" },
     seeds: { type: "string", default: "3" },

@@ -3,7 +3,7 @@
 // the float ones (mean KL, top-1 agreement) and the graph size.
 // Run: node bench/quantization.ts [--model DIR] [--windows N] [--window N]
 // The text: the default model's held-out SOTU addresses (as `fedflare perplexity --corpus sotu-heldout`).
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { sotuSplit } from "../cli/corpora.ts";
 import { dirSource } from "../cli/model-dir.ts";
 import { packWindows } from "../src/data/lm-windows.ts";
@@ -16,7 +16,7 @@ import { logSoftmax } from "../src/engine/sampling.ts";
 import { printTable } from "../src/report/table.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     model: { type: "string", default: "models/fedflare-sotu-4m" },
     windows: { type: "string", default: "240" },

@@ -8,7 +8,7 @@
 // (garbage not yet collected would count otherwise; the updates themselves are in SQLite).
 // Run: node --expose-gc bench/robust-cost.ts [--clients 10,50,100] [--mb 1,8]
 import { DatabaseSync } from "node:sqlite";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { type Accumulator, SEGMENT, StreamingSum } from "../durable-objects/aggregator/accumulator.ts";
 import { BufferedUpdates, robustRule } from "../durable-objects/aggregator/buffered-updates.ts";
 import { normalSamples } from "../src/engine/llama/init.ts";
@@ -19,7 +19,7 @@ import { fmt, printTable } from "../src/report/table.ts";
 import { nodeSql } from "./lib/node-sql.ts";
 import { writeResults } from "./lib/results.ts";
 
-const { values } = parseArgs({ options: { clients: { type: "string", default: "10,50,100" }, mb: { type: "string", default: "1,8" } } });
+const { values } = benchArgs({ options: { clients: { type: "string", default: "10,50,100" }, mb: { type: "string", default: "1,8" } } });
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const MiB = 2 ** 20;
 

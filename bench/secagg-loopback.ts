@@ -13,7 +13,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { LocalFederation } from "../cli/local-federation.ts";
 import { descendantCpuSeconds } from "../cli/process-cpu.ts";
 import { parseLlamaConfig, toHfConfig } from "../src/engine/config.ts";
@@ -30,7 +30,7 @@ import { meanSegment, ratioSum } from "../src/secagg/masked-update.ts";
 import { writeResults } from "./lib/results.ts";
 import { secureRound, type SecureTransport } from "./lib/secure-clients.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     clients: { type: "string", default: "10,50,100,500" },
     drops: { type: "string", default: "0,0.1,0.3" },

@@ -6,7 +6,7 @@
 // the server rebuilds their masking keys and removes their pair masks). Each run also checks that the
 // unmasked sum equals the survivors' encoded inputs.
 // Run: node bench/secagg.ts [--length 65536] [--clients 10,50,100,500] [--drops 0,0.1,0.3]
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { seededUniform } from "../src/engine/sampling.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { encode, fixedPointFor } from "../src/secagg/fixed-point.ts";
@@ -17,7 +17,7 @@ import { type Advert, type RevealedShare, secAggRound } from "../src/secagg/prot
 import { writeResults } from "./lib/results.ts";
 import { PHASES, type Phase, simulateRound, type Traffic } from "./lib/secagg-round.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     length: { type: "string", default: "65536" },
     clients: { type: "string", default: "10,50,100,500" },

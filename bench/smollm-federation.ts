@@ -1,11 +1,11 @@
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { fmt, printTable } from "../src/report/table.ts";
 import { shapedModel } from "./lib/shaped-model.ts";
 import { measuredModel, spamPartition } from "./lib/measured-clients.ts";
 import { writeResults } from "./lib/results.ts";
 import { ClientMemoryMeter } from "./lib/workerd-memory.ts";
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     cut: { type: "string", default: "29" },
     batch: { type: "string", default: "1" },
