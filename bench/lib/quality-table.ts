@@ -1,6 +1,7 @@
 // One task x partition of the learning-quality report as a text table: bench/quality.ts prints it and
 // bench/quality-readme.ts writes it into the README, from the same summary rows.
 import { fmt, formatTable } from "../../src/report/table.ts";
+import { ATTACK_NAMES } from "./robust-rows.ts";
 
 /** A row of bench/results/quality.json: a row's test score over seeds and what goes with it. */
 export interface QualitySummary {
@@ -83,7 +84,10 @@ export function robustMatrix(
   const cell = (r: QualitySummary | undefined) => (r ? value(r) : "-");
   const parts = rows.map((r) => ({ r, name: r.row.split(".") }));
   const defences = [...new Set(parts.map((p) => p.name[1]!))];
-  const attacks = [...new Set(parts.filter((p) => p.name[0] !== "clean").map((p) => p.name[0]!))];
+  // In the preset's order, whichever share of attackers ran first.
+  const attacks = [...new Set(parts.filter((p) => p.name[0] !== "clean").map((p) => p.name[0]!))].sort(
+    (a, b) => ATTACK_NAMES.indexOf(a) - ATTACK_NAMES.indexOf(b),
+  );
   const percents = [...new Set(parts.filter((p) => p.name.length === 3).map((p) => p.name[2]!))];
   percents.sort((a, b) => Number(a) - Number(b));
   const find = (name: string) => rows.find((r) => r.row === name);

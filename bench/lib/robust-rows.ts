@@ -31,6 +31,9 @@ const ATTACKS: Record<string, { label: string; poison: Record<string, unknown>; 
   "label-flip": { label: "label flipping", poison: { type: "label-flip" }, classification: true },
 };
 
+/** The attacks' names in the order the report lists them. */
+export const ATTACK_NAMES: readonly string[] = Object.keys(ATTACKS);
+
 /**
  * The defences for `attackers` of the clients, as the federation's robust field (none: the plain mean); Bulyan
  * only where the clients reach its 4f + 3.
