@@ -55,7 +55,7 @@ export function timeLeft(s: RoundState): string {
   return share > 0 && share < 1 ? duration((s.elapsedMs * (1 - share)) / share) : share >= 1 ? "0 s" : "?";
 }
 
-const clientWord = (c: ClientState) => (c.status === "training" ? `${c.stepsDone}/${c.steps}` : c.status);
+const clientWord = (c: ClientState) => (c.status === "training" ? `step ${c.stepsDone}/${c.steps}` : c.status);
 
 /** The line a round's state prints as without a terminal (what `npm start` printed before the block existed). */
 export function stateLine(s: RoundState): string {

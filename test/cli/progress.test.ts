@@ -37,7 +37,7 @@ describe("run progress", () => {
     expect(timeLeft(state([0, 0], 0, 1000))).toBe("?");
     expect(timeLeft(state([12, 12], 2, 1000))).toBe("0 s");
     expect(duration(65_000)).toBe("1 m 05 s");
-    expect(stateLine(state([12, 4], 1, 0))).toBe("round 2/4  c1 uploaded  c2 4/12  uploads 1/2");
+    expect(stateLine(state([12, 4], 1, 0))).toBe("round 2/4  c1 uploaded  c2 step 4/12  uploads 1/2");
   });
 
   it("draws one block per round in a terminal, redrawn in place, with lines kept above it", async () => {
@@ -51,7 +51,7 @@ describe("run progress", () => {
     // The header with the round, uploads, elapsed and time left; a bar per client with its steps or status.
     expect(text).toMatch(/round 2\/4 {2}uploads 1\/2 {2}elapsed 20 s {2}left 7 s/);
     expect(text).toMatch(/c1 \[█{30}\] uploaded/);
-    expect(text).toMatch(/c2 \[█{15}░{15}\] 6\/12/);
+    expect(text).toMatch(/c2 \[█{15}░{15}\] step 6\/12/);
     expect(text).toContain("kept line");
     // In place: cli-progress moves the cursor back up over the block (CSI n A) to redraw it.
     expect(text.split(String.fromCharCode(27)).some((code) => /^\[\d+A/.test(code))).toBe(true);
@@ -66,7 +66,7 @@ describe("run progress", () => {
     p.round(state([12, 1], 1, 2000));
     p.warn("c2 failed: out of memory");
     expect(lines.text()).toBe(
-      "round 2/4  c1 3/12  c2 1/12  uploads 0/2\nround 2/4  c1 uploaded  c2 1/12  uploads 1/2\nc2 failed: out of memory\n",
+      "round 2/4  c1 step 3/12  c2 step 1/12  uploads 0/2\nround 2/4  c1 uploaded  c2 step 1/12  uploads 1/2\nc2 failed: out of memory\n",
     );
     const json = fakeStream(false);
     const j = progressFor("json", json);
