@@ -49,7 +49,7 @@ export const AGGREGATOR_ERRORS = {
   shard_unavailable: 503,
   /** Federated evaluation: a report of a version nobody asked the clients to evaluate. */
   evaluation_not_requested: 409,
-  /** Federated evaluation: a report of a version whose reports were folded past keepRoundDetail newer versions. */
+  /** Federated evaluation: a report of, or a request for, a version whose evaluation was folded past keepRoundDetail newer versions. */
   evaluation_closed: 409,
 } as const;
 

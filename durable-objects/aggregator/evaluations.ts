@@ -40,7 +40,7 @@ type Fold = Pick<EvaluationView, "reports" | "numExamples" | "metrics">;
 
 /**
  * Asks the clients to evaluate `version` (again: nothing changes), and folds the reports of the versions asked
- * before the latest keepRoundDetail, dropping each client's; inside the caller's transaction.
+ * but the newest keepRoundDetail, dropping each client's; inside the caller's transaction.
  */
 export function askToEvaluate(sql: SqlExec, id: string, config: FederationConfig, version: number, now: number): void {
   sql.exec(
@@ -51,8 +51,7 @@ export function askToEvaluate(sql: SqlExec, id: string, config: FederationConfig
   );
   const older = sql
     .exec<{ version: number }>(
-      "SELECT version FROM evaluation_requests WHERE federation_id = ? AND folded IS NULL ORDER BY requested_at DESC, version DESC " +
-        "LIMIT -1 OFFSET ?",
+      "SELECT version FROM evaluation_requests WHERE federation_id = ? AND folded IS NULL ORDER BY version DESC " + "LIMIT -1 OFFSET ?",
       id,
       roundDetailKept(config),
     )
@@ -103,8 +102,16 @@ export class Evaluations {
     this.store.get(id);
     if (!this.store.hasVersion(id, version))
       throw new AggregatorError("version_not_found", `"${id}" has no version ${version} to evaluate`);
-    askToEvaluate(this.store.sql, id, this.store.get(id).config, version, now);
-    return { federationId: id, version, requestedAt: this.requested(id, version)!.requested_at };
+    const { config } = this.store.get(id);
+    askToEvaluate(this.store.sql, id, config, version, now);
+    const asked = this.requested(id, version)!;
+    // Folded already, or older than the latest keepRoundDetail versions asked: no report of it would be kept.
+    if (asked.folded !== null)
+      throw new AggregatorError(
+        "evaluation_closed",
+        `version ${version}'s evaluation of "${id}" is closed: it is older than the latest ${roundDetailKept(config)} versions asked`,
+      );
+    return { federationId: id, version, requestedAt: asked.requested_at };
   }
 
   private requested(id: string, version: number): { requested_at: number; folded: string | null } | undefined {

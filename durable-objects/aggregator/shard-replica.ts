@@ -34,21 +34,36 @@ export class ShardReplica {
           "phase_closed",
           `round ${round} of "${id}" is in its ${d.phase} phase; masked inputs belong to its input phase`,
         );
+      this.refuseDropped(d);
       const incoming = `${keys.version(id, d.baseVersion)}#incoming`;
       const fetch = d.status === "open" && !this.store.hasVersion(id, d.baseVersion);
-      if (fetch)
-        await this.fromRoot(
-          id,
-          this.peers.version(id, d.baseVersion).then((stream) => writeStreamBlob(this.store.sql, incoming, stream)),
-        );
-      this.store.storage.transactionSync(() => {
-        this.adopt(d);
-        if (fetch) {
-          deleteBlob(this.store.sql, keys.version(id, d.baseVersion));
-          this.store.sql.exec("UPDATE blobs SET key = ? WHERE key = ?", keys.version(id, d.baseVersion), incoming);
-        }
-      });
+      try {
+        if (fetch)
+          await this.fromRoot(
+            id,
+            this.peers.version(id, d.baseVersion).then((stream) => writeStreamBlob(this.store.sql, incoming, stream)),
+          );
+        this.store.storage.transactionSync(() => {
+          this.adopt(d);
+          if (fetch) {
+            deleteBlob(this.store.sql, keys.version(id, d.baseVersion));
+            this.store.sql.exec("UPDATE blobs SET key = ? WHERE key = ?", keys.version(id, d.baseVersion), incoming);
+          }
+        });
+      } catch (e) {
+        // A copy not adopted (the root failed mid-stream, or the federation was deleted meanwhile) is not kept.
+        deleteBlob(this.store.sql, incoming);
+        throw e;
+      }
     });
+  }
+
+  /** A part of a federation whose root deleted it (dropShard remembers the id and creation time) is not taken. */
+  private refuseDropped(d: ShardDescriptor): void {
+    const dropped = this.store.sql
+      .exec("SELECT 1 FROM dropped_federations WHERE federation_id = ? AND created_at = ?", d.federationId, d.createdAt)
+      .toArray().length;
+    if (dropped) throw new AggregatorError("federation_not_found", `no federation "${d.federationId}": it was deleted`);
   }
 
   /** A secure round's masked input, admitted by the shard's part: the round's sample here is its clients that shared keys. */
@@ -164,8 +179,7 @@ export class ShardReplica {
     const { sql } = this.store;
     const id = d.federationId;
     // The root was deleted while this call awaited it (its descriptor, its version): nothing of it is written back.
-    if (sql.exec("SELECT 1 FROM dropped_federations WHERE federation_id = ? AND created_at = ?", id, d.createdAt).toArray().length)
-      throw new AggregatorError("federation_not_found", `no federation "${id}": it was deleted`);
+    this.refuseDropped(d);
     const held = sql.exec<{ created_at: number }>("SELECT created_at FROM federations WHERE id = ?", id).toArray()[0];
     if (held && held.created_at !== d.createdAt) {
       for (const table of ["receipts", "rounds", "round_clients", "round_shards"])

@@ -143,5 +143,9 @@ describe("federated evaluation", () => {
     const late = await report("evals-fold", 0, "c3", { numExamples: 5, metrics: { loss: 9 } });
     expect([late.status, (await error(late)).code]).toEqual([409, "evaluation_closed"]);
     expect(await (await viewerApi("/federations/evals-fold/versions/0/evaluation")).json()).toEqual(after);
+    // Asked again, a folded version says so rather than asking anyone.
+    const again = await api("/federations/evals-fold/versions/0/evaluate", { method: "POST" });
+    expect([again.status, (await error(again)).code]).toEqual([409, "evaluation_closed"]);
+    expect(await asked("evals-fold", "c3")).toEqual([2, 1]);
   });
 });

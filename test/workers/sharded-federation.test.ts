@@ -307,6 +307,21 @@ describe("a sharded federation in workerd", () => {
     // What an upload to shard 0 read from the root before the delete: its part of round 1.
     const part = await env.AGGREGATOR.getByName(id).shardRound(id, 1, 0);
     expect(part.ok).toBe(true);
+    // Mid-delete: shard 0 dropped, the root not yet. An upload routed there reads its part from the living root, but
+    // neither the part nor the version it would fetch is kept.
+    const { createdAt } = (await (await api(`/federations/${id}`)).json()) as { createdAt: number };
+    expect((await shardStub(id, 0).dropShard(id, createdAt)).ok).toBe(true);
+    const routed = CLIENTS.find((c) => shardOf(1, c, SHARDS) === 0)!;
+    const v0 = await version(id, 0);
+    const refused = await signed(`/federations/${id}/rounds/1/updates/${routed}`, routed, {
+      method: "PUT",
+      body: uploadBody(v0, honestDelta(v0, 1), examplesOf(routed)),
+      headers: { "idempotency-key": `${routed}-1` },
+    });
+    expect([refused.status, (await error(refused)).code]).toEqual([404, "federation_not_found"]);
+    const blobs = () =>
+      runInDurableObject(shardStub(id, 0), (_i, state) => state.storage.sql.exec("SELECT COUNT(*) AS n FROM blobs").one().n);
+    expect(await blobs()).toBe(0);
     expect((await api(`/federations/${id}`, { method: "DELETE" })).status).toBe(200);
     // The call goes on after the delete: the shard refuses to adopt the part and holds no row of it.
     const late = await shardStub(id, 0).sealShard(part.ok ? part.value : (undefined as never));
@@ -315,6 +330,7 @@ describe("a sharded federation in workerd", () => {
       ["federations", "rounds", "receipts", "round_shards"].map((t) => state.storage.sql.exec(`SELECT COUNT(*) AS n FROM ${t}`).one().n),
     );
     expect(rows).toEqual([0, 0, 0, 0]);
+    expect(await blobs()).toBe(0);
     // A federation created again under the id is another (its creation time): its uploads fold in the shards.
     expect((await create(id)).status).toBe(201);
     expect((await api(`/federations/${id}/rounds`, { method: "POST" })).status).toBe(201);

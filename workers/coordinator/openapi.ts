@@ -297,7 +297,7 @@ export function openapi(): object {
           parameters: [pathId, pathInt("version")],
           responses: {
             "201": { description: "the request: version, requestedAt" },
-            ...refusals("federation_not_found", "version_not_found"),
+            ...refusals("federation_not_found", "version_not_found", "evaluation_closed"),
           },
         }),
       },
