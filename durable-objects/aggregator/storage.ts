@@ -32,6 +32,9 @@ export const keys = {
   description: (fed: string) => `adapter-config/${fed}`,
 };
 
+/** Rows of each detail table one round's end drops at most: over twice the 10,000 clients a round may sample. */
+const DETAIL_ROWS_DROPPED = 25_000;
+
 export class FederationStore {
   readonly storage: DurableObjectStorage;
   readonly sql: SqlStorage;
@@ -126,11 +129,18 @@ export class FederationStore {
 
   /**
    * Drops the per-client detail (receipts, samples) of the rounds up to `through`, keeping their rows and results,
-   * so that storage does not grow with rounds × clients (storage-budget.ts).
+   * so that storage does not grow with rounds × clients (storage-budget.ts): at most DETAIL_ROWS_DROPPED rows of
+   * each table a call, so a federation of many rounds from before the limit catches up over its next closes,
+   * twice a round's clients or more each, instead of in one close's CPU.
    */
   dropRoundDetail(id: string, through: number): void {
-    this.sql.exec("DELETE FROM receipts WHERE federation_id = ? AND round <= ?", id, through);
-    this.sql.exec("DELETE FROM round_clients WHERE federation_id = ? AND round <= ?", id, through);
+    for (const table of ["receipts", "round_clients"])
+      this.sql.exec(
+        `DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE federation_id = ? AND round <= ? LIMIT ?)`,
+        id,
+        through,
+        DETAIL_ROWS_DROPPED,
+      );
   }
 
   /** Whether a round's per-client detail was dropped: it ended at least keepRoundDetail rounds before the newest that ended. */

@@ -686,6 +686,31 @@ describe("rounds that cannot get stuck", () => {
     expect([late.status, (await error(late)).code]).toEqual([409, "round_closed"]);
   });
 
+  it("drops a backlog of old detail over several closes, at most 25,000 rows of a table each", async () => {
+    await create("ops-11", { clients: ["c1"], clientsPerRound: 1, minClients: 1, rounds: 5, keepRoundDetail: 2 });
+    // 30,000 receipts of a round 0, as a federation from before the limit would hold.
+    const stub = env.AGGREGATOR.getByName("ops-11");
+    await runInDurableObject(stub, (_i, state) => {
+      for (let i = 0; i < 30_000; i++)
+        state.storage.sql.exec(
+          "INSERT INTO receipts (federation_id, round, client_id, idempotency_key, body_sha256, num_examples, metrics, received_at, " +
+            "fold_ms) VALUES ('ops-11', 0, ?, 'k', 's', 1, '{}', 0, 0)",
+          `x${i}`,
+        );
+    });
+    const receiptsUpTo = (round: number) =>
+      runInDurableObject(stub, (_i, state) => state.storage.sql.exec("SELECT COUNT(*) AS n FROM receipts WHERE round <= ?", round).one().n);
+    const counts = [];
+    for (let round = 1; round <= 4; round++) {
+      await api("/federations/ops-11/rounds", { method: "POST" });
+      const body = deltaBody(await v0("ops-11"), 0.1, { num_examples: "3" });
+      expect((await signedPut(`/federations/ops-11/rounds/${round}/updates/c1`, body, "c1", { key: `k${round}` })).status).toBe(200);
+      counts.push(await receiptsUpTo(0));
+    }
+    // Round 2's close drops round 0's detail, 25,000 rows of it; round 3's close the rest.
+    expect(counts).toEqual([30_000, 5_000, 0, 0]);
+  });
+
   it("keeps a failed round's detail by default, though round numbers then pass the federation's rounds", async () => {
     await create("ops-10", { clients: ["c1"], clientsPerRound: 1, minClients: 1, rounds: 1 });
     await api("/federations/ops-10/rounds", { method: "POST" });
