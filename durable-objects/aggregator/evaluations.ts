@@ -11,6 +11,12 @@ import { roundMetrics } from "./rounds.ts";
 import { roundDetailKept } from "./storage-budget.ts";
 import type { FederationStore } from "./storage.ts";
 
+/**
+ * Versions one request folds at most: a federation holding many evaluated versions from before the limit folds
+ * them over its next requests, not in one (each fold reads every report of its version).
+ */
+const FOLDED_PER_REQUEST = 16;
+
 /** Versions a member is shown to evaluate at most, newest first. */
 const PENDING = 16;
 
@@ -51,8 +57,9 @@ export function askToEvaluate(sql: SqlExec, id: string, config: FederationConfig
   );
   const older = sql
     .exec<{ version: number }>(
-      "SELECT version FROM evaluation_requests WHERE federation_id = ? AND folded IS NULL ORDER BY version DESC " + "LIMIT -1 OFFSET ?",
+      "SELECT version FROM evaluation_requests WHERE federation_id = ? AND folded IS NULL ORDER BY version DESC LIMIT ? OFFSET ?",
       id,
+      FOLDED_PER_REQUEST,
       roundDetailKept(config),
     )
     .toArray();

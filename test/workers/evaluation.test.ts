@@ -2,6 +2,8 @@
 // evaluateEvery asks as versions are made); each member sees the versions it is asked for, reports its
 // examples and metrics once, and the folded metric equals the example-weighted mean of the reports
 // computed here in float64; reports are bounded, signed by the client they name, and asked for.
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { federationConfig } from "../fixtures/federation.ts";
 import { api, signed, viewerApi } from "./coordinator-api.ts";
@@ -147,5 +149,25 @@ describe("federated evaluation", () => {
     const again = await api("/federations/evals-fold/versions/0/evaluate", { method: "POST" });
     expect([again.status, (await error(again)).code]).toEqual([409, "evaluation_closed"]);
     expect(await asked("evals-fold", "c3")).toEqual([2, 1]);
+  });
+
+  it("folds a backlog of versions from before the limit 16 a request", async () => {
+    const config = federationConfig("evals-backlog", { clients: ["c1"], clientsPerRound: 1, minClients: 1, keepRoundDetail: 2 });
+    expect((await api("/federations", { method: "POST", body: JSON.stringify(config) })).status).toBe(201);
+    const stub = env.AGGREGATOR.getByName("evals-backlog");
+    // 30 versions asked and never folded, as a federation from before the limit holds them.
+    const unfolded = () =>
+      runInDurableObject(
+        stub,
+        (_i, state) => state.storage.sql.exec("SELECT COUNT(*) AS n FROM evaluation_requests WHERE folded IS NULL").one().n,
+      );
+    await runInDurableObject(stub, (_i, state) => {
+      for (let v = 100; v < 130; v++)
+        state.storage.sql.exec("INSERT INTO evaluation_requests (federation_id, version, requested_at) VALUES ('evals-backlog', ?, 0)", v);
+    });
+    expect(await unfolded()).toBe(30);
+    // A request folds 16 of the 29 past the newest two (then version 0 and 31 in all): 15 stay unfolded.
+    expect((await api("/federations/evals-backlog/versions/0/evaluate", { method: "POST" })).status).toBe(201);
+    expect(await unfolded()).toBe(15);
   });
 });
