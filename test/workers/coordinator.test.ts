@@ -51,6 +51,7 @@ describe("aggregator Durable Object", () => {
         .toArray();
       expect(tables.map((t) => t.name)).toEqual([
         "blobs",
+        "dropped_federations",
         "evaluation_requests",
         "evaluations",
         "federations",
