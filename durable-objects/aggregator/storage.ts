@@ -143,12 +143,14 @@ export class FederationStore {
       );
   }
 
-  /** Whether a round's per-client detail was dropped: it ended at least keepRoundDetail rounds before the newest that ended. */
+  /**
+   * Whether a round's per-client detail was dropped: it ended at least keepRoundDetail rounds before the newest that
+   * ended (the latest round, or the one before it while the latest is open: only the newest round can be).
+   */
   detailDropped(fed: FederationView, round: number): boolean {
-    const newest = this.sql
-      .exec<{ n: number | null }>("SELECT MAX(round) AS n FROM rounds WHERE federation_id = ? AND status <> 'open'", fed.id)
-      .one().n;
-    return newest !== null && round <= newest - roundDetailKept(fed.config);
+    if (fed.latestRound === null) return false;
+    const newest = fed.openRound === fed.latestRound ? fed.latestRound - 1 : fed.latestRound;
+    return round <= newest - roundDetailKept(fed.config);
   }
 
   /** Whether a round sampled `client`: one lookup by the table's key. */

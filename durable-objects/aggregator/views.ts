@@ -20,7 +20,6 @@ export class Views {
     const fed = this.store.get(id);
     const r = this.store.roundRow(id, round);
     const { local, method, model } = fed.config;
-    const dropped = this.store.detailDropped(fed, round);
     return {
       federationId: id,
       round,
@@ -34,7 +33,7 @@ export class Views {
       totalWeight: r.total_weight,
       closedAt: r.closed_at,
       result: r.result ? (JSON.parse(r.result) as RoundResult) : null,
-      detail: dropped ? "dropped" : "kept",
+      detail: this.store.detailDropped(fed, round) ? "dropped" : "kept",
       receipts: this.store.sql
         .exec<{ client_id: string; received_at: number; num_examples: number; fold_ms: number; bytes: number }>(
           "SELECT client_id, received_at, num_examples, fold_ms, bytes FROM receipts WHERE federation_id = ? AND round = ? " +
