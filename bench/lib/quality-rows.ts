@@ -69,23 +69,27 @@ export function qualityTasks(preset: Preset): QualityTask[] {
   const spamRecords = quick ? 400 : 1299;
   const spamRounds = quick ? 2 : 5;
   const discrete = { type: "discrete", slots: 4, phrases: spamPhrases(spamRecords), population: 4, placement: "suffix", ...verbal };
+  // LoRA trains on the label words, as the robust preset's does (robust-rows.ts): on its label names it never
+  // left the majority answer (68.0% on test at every partition, bench/results/quality.json at commit 0c7224d).
+  // Its learning rate is the one the robust preset chose on validation accuracy, with as many examples a round.
+  const spamLora = { ...lora, ...verbal };
   const spamRows: QualityTask["rows"] = {
-    "lora-fedavg": { label: "LoRA, FedAvg", config: { method: lora, trunk: "local", local: local(20, 8, 1e-2) } },
+    "lora-fedavg": { label: "LoRA, FedAvg", config: { method: spamLora, trunk: "local", local: local(20, 8, 1e-2) } },
     "lora-fedprox": {
       label: "LoRA, FedProx (mu 0.01)",
-      config: { method: lora, trunk: "local", strategy: { name: "fedprox", proximalMu: 0.01 }, local: local(20, 8, 1e-2) },
+      config: { method: spamLora, trunk: "local", strategy: { name: "fedprox", proximalMu: 0.01 }, local: local(20, 8, 1e-2) },
     },
     "lora-fedadam": {
       label: "LoRA, FedAdam",
-      config: { method: lora, trunk: "local", strategy: { name: "fedadam", eta: 0.01 }, local: local(20, 8, 1e-2) },
+      config: { method: spamLora, trunk: "local", strategy: { name: "fedadam", eta: 0.01 }, local: local(20, 8, 1e-2) },
     },
     "lora-fedyogi": {
       label: "LoRA, FedYogi",
-      config: { method: lora, trunk: "local", strategy: { name: "fedyogi", eta: 0.01 }, local: local(20, 8, 1e-2) },
+      config: { method: spamLora, trunk: "local", strategy: { name: "fedyogi", eta: 0.01 }, local: local(20, 8, 1e-2) },
     },
     "split-lora": {
       label: "split LoRA (trunk at the endpoint)",
-      config: { method: { ...lora, fromLayer: 2 }, trunk: "endpoint", local: local(20, 8, 1e-2) },
+      config: { method: { ...spamLora, fromLayer: 2 }, trunk: "endpoint", local: local(20, 8, 1e-2) },
     },
     offsite: {
       label: "offsite-tuning (layers 0 and 3 tuned, 1 of 2 middle kept)",
