@@ -69,7 +69,7 @@ export function qualityTasks(preset: Preset): QualityTask[] {
   const spamRecords = quick ? 400 : 1299;
   const spamRounds = quick ? 2 : 5;
   const discrete = { type: "discrete", slots: 4, phrases: spamPhrases(spamRecords), population: 4, placement: "suffix", ...verbal };
-  // LoRA trains on the label words, as the robust preset's does (robust-rows.ts): on its label names it never
+  // LoRA (and offsite-tuning) trains on the label words, as the robust preset's does (robust-rows.ts): on its label names it never
   // left the majority answer (68.0% on test at every partition, bench/results/quality.json at commit 0c7224d).
   // Its learning rate is the one the robust preset chose on validation accuracy, with as many examples a round.
   const spamLora = { ...lora, ...verbal };
@@ -93,7 +93,7 @@ export function qualityTasks(preset: Preset): QualityTask[] {
     },
     offsite: {
       label: "offsite-tuning (layers 0 and 3 tuned, 1 of 2 middle kept)",
-      config: { method: { type: "offsite", bottom: 1, top: 1, middle: 1 }, local: local(20, 8, 1e-3) },
+      config: { method: { type: "offsite", bottom: 1, top: 1, middle: 1, ...verbal }, local: local(20, 8, 1e-3) },
     },
     fedkseed: {
       label: "FedKSeed",

@@ -59,7 +59,7 @@ function defences(attackers: number): Record<string, { label: string; robust?: R
 /**
  * A task's robustness rows over its full-preset LoRA row (`fullClients` clients a round): every attack ×
  * defence × share of attackers, and each defence alone. With `words` (spam's labels and label words) LoRA
- * trains on the label words (src/fl/methods/lora/verbalizer.ts): on its label names, ten clients of eight
+ * trains on the label words (src/fl/methods/shared/label-word-training.ts): on its label names, ten clients of eight
  * steps for five rounds never left the majority class (68.0% on test at every learning rate tried), so no
  * attack or defence could move the accuracy.
  */

@@ -26,7 +26,12 @@ import { bbtGlobalOf, softPromptOf } from "../../src/fl/methods/fedbpt/search.ts
 import { zoGlobal, zoInitial } from "../../src/fl/methods/fedkseed/zo-update.ts";
 import { decodeTensorFile } from "../../src/fl/tensor-file.ts";
 import { privacySpent } from "../../src/privacy/rdp.ts";
-import { referenceCompletionLoss, referenceGreedy, referenceLabelAccuracy } from "../fixtures/reference-accuracy.ts";
+import {
+  referenceCompletionLoss,
+  referenceGreedy,
+  referenceLabelAccuracy,
+  referenceWordCrossEntropy,
+} from "../fixtures/reference-accuracy.ts";
 import { referenceLogprobs } from "../reference/llama-f64.ts";
 import { runCli } from "./run-cli.ts";
 
@@ -164,7 +169,7 @@ describe("fedflare run", () => {
     expect(resumed.stdout).toContain(`error rate ${(100 * test.generated!.errorRate).toFixed(1)} % of the answers' units`);
   }, 300_000);
 
-  it("runs offsite-tuning on a classification task: emulated clients, each version plugged in and scored by accuracy", async () => {
+  it("runs offsite-tuning on spam's label words: emulated clients, each version plugged in and scored by the words", async () => {
     const deep = tinyConfig({ heads: 4, kvHeads: 2, layers: 4 });
     const deepDir = writeHfModel(join(root, "model-4l"), deep, tinyWeights(deep, 6));
     const json = {
@@ -173,7 +178,8 @@ describe("fedflare run", () => {
       records: 80,
       clients: 2,
       rounds: 2,
-      method: { type: "offsite", bottom: 1, top: 1, middle: 0 },
+      // Words other than the labels, one token each in the tiny vocabulary.
+      method: { type: "offsite", bottom: 1, top: 1, middle: 0, labels: ["spam", "ham"], labelWords: ["the", "and"] },
       // Central DP: both clients sampled each round (q = 1), updates clipped to 1, noise z = 0.5.
       privacy: { clip: 1, noiseMultiplier: 0.5 },
       quant: "f32",
@@ -184,7 +190,7 @@ describe("fedflare run", () => {
     const { r, out } = await runWith("offsite", json);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/adapter layers \[0,3\], clients run the emulator's layers \[0,3\]/);
-    const all = records(out) as (Record_ & { validation_accuracy: number })[];
+    const all = records(out) as (Record_ & { validation_accuracy: number; train_loss: number })[];
     expect(all.map((x) => x.version)).toEqual([0, 1, 2]);
     // Six validation mails: accuracy in sixths.
     for (const x of all) {
@@ -193,6 +199,8 @@ describe("fedflare run", () => {
       expect(Math.abs(x.validation_accuracy * 6 - Math.round(x.validation_accuracy * 6))).toBeLessThan(1e-9);
     }
     expect(all[2]!.validation_loss).not.toBe(all[0]!.validation_loss);
+    // The clients trained the words' two-way cross-entropy (near ln 2 here), not the labels' completions.
+    for (const x of all.slice(1)) expect(x.train_loss).toBeLessThan(1.5);
     expect(r.stdout).toMatch(/validation accuracy % +ε/);
     // ε after each round as the accountant gives it at δ = 1e-5; none before the first.
     const spent = all as (Record_ & { epsilon?: number })[];
@@ -214,17 +222,24 @@ describe("fedflare run", () => {
       `test (40 examples, version 2): loss ${test.loss.toFixed(4)}, accuracy ${(100 * test.accuracy!).toFixed(1)} %`,
     );
     // Recomputed in float64: round 0 is the base model (the owner's adapter layers as they are), the last
-    // version its adapter layers plugged into the full model, scored by the label names on test.
+    // version its adapter layers plugged into the full model, scored by the words; the loss their cross-entropy.
     const data = runData(parseRunConfig(json, "offsite"));
     const base = await loadModel(dirSource(deepDir));
     const layers = decodeTensorFile(new Uint8Array(readFileSync(join(out, "adapter", "adapter_model.safetensors"))), "final").tensors;
     const full = { ...base, weights: new Map([...base.weights, ...layers]) };
-    const labels = ["spam", "ham"];
-    expect(all[0]!.validation_loss).toBeCloseTo(referenceCompletionLoss(base, data.validation, 48), 5);
-    expect(all[2]!.validation_loss).toBeCloseTo(referenceCompletionLoss(full, data.validation, 48), 5);
-    const last = referenceLabelAccuracy(full, data.test, labels, labels, 48);
+    const { labels, labelWords } = json.method;
+    const scoredOn = (model: typeof base, examples: typeof data.test) => {
+      const s = referenceLabelAccuracy(model, examples, labels, labelWords, 48);
+      return { ...s, ce: referenceWordCrossEntropy(s, examples, labels) };
+    };
+    const [zero, moved, last] = [scoredOn(base, data.validation), scoredOn(full, data.validation), scoredOn(full, data.test)];
+    expect(all[0]!.validation_accuracy).toBeCloseTo(zero.accuracy, 9);
+    expect(all[0]!.validation_loss).toBeCloseTo(zero.ce, 5);
+    expect(all[2]!.validation_accuracy).toBeCloseTo(moved.accuracy, 9);
+    expect(all[2]!.validation_loss).toBeCloseTo(moved.ce, 5);
     expect(test.accuracy).toBeCloseTo(last.accuracy, 9);
-    expect(Math.min(...last.margins)).toBeGreaterThan(1e-4);
+    expect(test.loss).toBeCloseTo(last.ce, 5);
+    expect(Math.min(...zero.margins, ...moved.margins, ...last.margins)).toBeGreaterThan(1e-4);
     expect(JSON.parse(readFileSync(join(out, "adapter", "adapter_config.json"), "utf8"))).toMatchObject({
       method: "offsite",
       adapter_layers: [0, 3],
@@ -313,9 +328,7 @@ describe("fedflare run", () => {
     const lora = loraPairs(final, 2, 2);
     const scoredOn = (examples: typeof data.test, options: { lora?: typeof lora } = {}) => {
       const s = referenceLabelAccuracy(base, examples, method.labels, method.labelWords, 48, options);
-      const gold = examples.map((e) => method.labels.indexOf("prompt" in e ? e.completion.trim() : assert.fail("spam examples are pairs")));
-      const ce = s.scores.reduce((sum, x, i) => sum + Math.log(x.reduce((a, y) => a + Math.exp(y), 0)) - x[gold[i]!]!, 0) / examples.length;
-      return { ...s, ce };
+      return { ...s, ce: referenceWordCrossEntropy(s, examples, method.labels) };
     };
     const zero = scoredOn(data.validation);
     const moved = scoredOn(data.validation, { lora });

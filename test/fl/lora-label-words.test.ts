@@ -1,4 +1,4 @@
-// LoRA on label words (src/fl/methods/lora/verbalizer.ts): the rows a client trains, the plan's graph, and
+// LoRA on label words (src/fl/methods/shared/label-word-training.ts): the rows a client trains, the plan's graph, and
 // the configs refused.
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
@@ -7,7 +7,7 @@ import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
 import { labelRows, promptsAndGold } from "../../src/engine/train/evaluate.ts";
 import { LoraConfig } from "../../src/fl/methods/lora/config.ts";
 import { loraPlan } from "../../src/fl/methods/lora/plan.ts";
-import { labelWordTraining } from "../../src/fl/methods/lora/verbalizer.ts";
+import { labelWordTraining } from "../../src/fl/methods/shared/label-word-training.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig } from "../fixtures/tiny-llama.ts";
 

@@ -1,9 +1,11 @@
 // A training graph whose loss ranges over a few token ids (TrainSpec.vocabulary: a verbalizer's label words).
 // Its loss must be -log of the softmax over those ids' logits, as the full graph's logits give them, and its
 // gradient the one that loss has: d(-log q_t) = d NLL_t - sum_j q_j d NLL_j over the words j, where each
-// d NLL_j is the full-vocabulary graph's own gradient (a run with target j at the scored positions).
+// d NLL_j is the full-vocabulary graph's own gradient (a run with target j at the scored positions). It
+// holds for LoRA and for tensors trained in full (offsite-tuning's adapter layers).
 import { describe, expect, it } from "vitest";
 import { ForwardModel } from "../../../src/engine/forward.ts";
+import { expectedTensors } from "../../../src/engine/llama/names.ts";
 import type { QuantMode } from "../../../src/engine/quantize.ts";
 import { ortNodeRuntime } from "../../../src/engine/runtimes/ort-node.ts";
 import { TrainStep, type TrainBatch } from "../../../src/engine/train/step.ts";
@@ -23,16 +25,21 @@ const scored = [
   { row: 1, at: 4, gold: 0, weight: 0.7 },
 ];
 describe.each([
-  [false, "f32"],
-  [true, "int8"],
-] as [boolean, QuantMode][])("tied %s, %s", (tied, quant) => {
+  [false, "f32", "lora"],
+  [true, "int8", "lora"],
+  [false, "f32", "full"],
+  [true, "int8", "full"],
+] as [boolean, QuantMode, "lora" | "full"][])("tied %s, %s, %s", (tied, quant, trains) => {
   const config = tinyConfig({ hidden: 64, intermediate: 96, heads: 4, kvHeads: 2, layers: 2, vocab: 300, tied });
   const weights = tinyWeights(config, 5);
-  const exact = effectiveWeights(weights, config, quant);
   const pairs = tinyLora(config, [...modules], 4, 8);
+  // Trained in full: layer 1's tensors, float inputs on a quantized base.
+  const names = [...expectedTensors(config, [1]).keys()];
+  const exact = effectiveWeights(weights, config, quant, trains === "full" ? new Set(names) : new Set());
   const params = new Map<string, Float32Array>();
-  for (const [name, p] of pairs) params.set(`${name}.lora_A.weight`, p.a).set(`${name}.lora_B.weight`, p.b);
-  const lora = { r: 4, scaling: 2, modules: [...modules] };
+  if (trains === "full") for (const name of names) params.set(name, weights.get(name)!);
+  else for (const [name, p] of pairs) params.set(`${name}.lora_A.weight`, p.a).set(`${name}.lora_B.weight`, p.b);
+  const spec = trains === "full" ? { full: names } : { lora: { r: 4, scaling: 2, modules: [...modules] } };
 
   it("the loss is the verbalizer cross-entropy and its gradient that loss's (1e-4)", async () => {
     const rows = (target: (s: (typeof scored)[number]) => number, weight: (s: (typeof scored)[number]) => number): TrainBatch => ({
@@ -53,7 +60,10 @@ describe.each([
       ),
     });
     // The reference: q over the words from the full logits, in float64.
-    const forward = await ForwardModel.create(ortNodeRuntime(), config, exact, { kind: "forward", lora: pairs });
+    const forward = await ForwardModel.create(ortNodeRuntime(), config, exact, {
+      kind: "forward",
+      ...(trains === "lora" ? { lora: pairs } : {}),
+    });
     const { logits } = await forward.run({ ids });
     await forward.release();
     const V = config.vocabSize;
@@ -69,7 +79,7 @@ describe.each([
 
     const restricted = await TrainStep.create(ortNodeRuntime(), config, weights, {
       kind: "train",
-      spec: { lora, vocabulary: words },
+      spec: { ...spec, vocabulary: words },
       quant,
     });
     const got = await restricted.run(
@@ -82,7 +92,7 @@ describe.each([
     await restricted.release();
     expect(Math.abs(got.loss - expected) / expected).toBeLessThan(1e-4);
 
-    const full = await TrainStep.create(ortNodeRuntime(), config, exact, { kind: "train", spec: { lora }, quant: "f32" });
+    const full = await TrainStep.create(ortNodeRuntime(), config, exact, { kind: "train", spec, quant: "f32" });
     const reference = new Map<string, Float64Array>();
     for (const [j, w] of words.entries()) {
       const r = await full.run(

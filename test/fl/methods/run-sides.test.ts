@@ -21,6 +21,7 @@ import { softPromptLayout, softPromptOf } from "../../../src/fl/methods/fedbpt/s
 import { SEED_SUMS } from "../../../src/fl/methods/fedkseed/seed-sums.ts";
 import { defaultRunMethod } from "../../../src/fl/methods/lora/run.ts";
 import type { MethodConfig, ScoreContext } from "../../../src/fl/methods/method.ts";
+import type { OffsiteConfig } from "../../../src/fl/methods/offsite/config.ts";
 import { runMethods } from "../../../src/fl/methods/run.ts";
 import { serverMethods } from "../../../src/fl/methods/server.ts";
 import { heldOutWords, verbalizerRefusal } from "../../../src/fl/methods/shared/held-out.ts";
@@ -203,6 +204,26 @@ describe("run sides", () => {
     expect(prepared.note).toBe("offsite-tuning: adapter layers [0,3], clients run the emulator's layers [0,1,2,3]");
     expect(prepared.modelFiles.has("offsite.json")).toBe(true);
     expectScores(await score(m, decodeTensorFile(prepared.initial, "initial").tensors), await base());
+    // On label words: scored by those words, the loss their cross-entropy, not the completion's NLL.
+    const words = ["the", "and"];
+    const offsite = { type: "offsite", bottom: 1, top: 1, middle: 2 };
+    const verbal = parsed({ ...offsite, labels, labelWords: words }) as OffsiteConfig;
+    const forward = await ForwardModel.create(ctx.runtime, model.config, model.weights, { kind: "forward", quant: "f32", nll: true });
+    const want = await labelAccuracy(forward, model.tokenizer, ctx.task!.labeled, labels, { maxTokens: 48, words });
+    await forward.release();
+    const got = await score(verbal, decodeTensorFile(prepared.initial, "initial").tensors);
+    expect(got.loss).toBeCloseTo(want.crossEntropy, 5);
+    expect(got.accuracy).toBe(want.accuracy);
+    expect(got.loss).not.toBeCloseTo((await base()).loss, 3);
+    expect(side.taskRefusal!(verbal, { name: "g2p", labels: null })).toBe(
+      "method.labels trains offsite-tuning on a classification task's label words, not g2p",
+    );
+    expect(side.taskRefusal!(parsed({ ...offsite, labels: ["yes", "no"] }) as OffsiteConfig, { name: "spam", labels })).toBe(
+      `method.labels ["yes","no"] lack the task's label "spam"`,
+    );
+    await expect(score(parsed({ ...offsite, labels, labelWords: ["the", "quick"] }), new Map())).rejects.toThrow(
+      /offsite-tuning's label words are one token each in the model's vocabulary; " quick" is 5/,
+    );
   });
 
   it("FedKSeed: no seed moved scores as w0 (the base tensors, or LoRA at B = 0); moved seeds change the model", async () => {

@@ -14,7 +14,7 @@ import { heldRank, holdRank, prunedRank, tailPenalty, tailScore } from "./hetlor
 import { graphName } from "../../../engine/lora/peft.ts";
 import { MethodError } from "../errors.ts";
 import { loraPlan } from "./plan.ts";
-import { labelWordTraining } from "./verbalizer.ts";
+import { labelWordTraining } from "../shared/label-word-training.ts";
 
 /**
  * The rank a client trains this round: the assigned one, lowered by its deployment's ADAPTER_RANK and, for

@@ -58,7 +58,7 @@ export const LoraConfig = v.pipe(
     ),
     /**
      * For a classification task whose completions are " " + label: clients train each example's gold label
-     * word after its prompt, the softmax over the label words only (verbalizer.ts), and versions are scored by
+     * word after its prompt, the softmax over the label words only (shared/label-word-training.ts), and versions are scored by
      * those words. One token a word.
      */
     labels: v.optional(labels),

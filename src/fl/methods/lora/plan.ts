@@ -6,7 +6,7 @@ import { MethodError } from "../errors.ts";
 import { patternModules } from "./adapter.ts";
 import type { LoraConfig } from "./config.ts";
 import { loraLayers } from "./server.ts";
-import type { LabelWordTraining } from "./verbalizer.ts";
+import type { LabelWordTraining } from "../shared/label-word-training.ts";
 
 /**
  * LoRA's training graph: every layer, or, offloaded, only those from its fromLayer (the endpoint serves

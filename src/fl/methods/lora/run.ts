@@ -4,11 +4,10 @@
 import { ForwardModel } from "../../../engine/forward.ts";
 import { LINEAR_MODULES } from "../../../engine/llama/names.ts";
 import type { RunMethod } from "../method.ts";
-import { labelWordsOf } from "../shared/config-fields.ts";
-import { scoreModel, verbalizerRefusal } from "../shared/held-out.ts";
+import { scoreModel } from "../shared/held-out.ts";
+import { labelWordRefusal, labelWordTraining } from "../shared/label-word-training.ts";
 import { versionPairs } from "./adapter.ts";
 import { LoraConfig } from "./config.ts";
-import { labelWordTraining } from "./verbalizer.ts";
 
 /** The run config's method when it names none: LoRA r 8 on every linear module above layer 1, the trunk at the endpoint. */
 export const defaultRunMethod: LoraConfig = {
@@ -26,12 +25,7 @@ export const loraRun: RunMethod<LoraConfig> = {
   config: LoraConfig,
   service: (m, run) => (m.fromLayer > 0 && run.trunk === "endpoint" ? "endpoint" : "none"),
   serviceNote: (m) => `serves the trunk: clients hold only layers ${m.fromLayer}+`,
-  taskRefusal: (m, task) =>
-    !m.labels
-      ? null
-      : task.labels
-        ? verbalizerRefusal({ labels: m.labels, labelWords: labelWordsOf({ labels: m.labels, labelWords: m.labelWords }) }, task)
-        : `method.labels trains LoRA on a classification task's label words, not ${task.name}`,
+  taskRefusal: labelWordRefusal,
   async score(m, version, ctx) {
     // Refused here, before round 1, as each client would: a label word of more than one token.
     labelWordTraining(m, ctx.model.tokenizer, ctx.maxTokens);

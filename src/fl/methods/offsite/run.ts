@@ -4,6 +4,7 @@
 import { ForwardModel } from "../../../engine/forward.ts";
 import type { RunMethod } from "../method.ts";
 import { scoreModel } from "../shared/held-out.ts";
+import { labelWordRefusal, labelWordTraining } from "../shared/label-word-training.ts";
 import { OffsiteConfig } from "./config.ts";
 import { offsiteLayout, plugIn } from "./emulator.ts";
 import { emulate } from "./files.ts";
@@ -12,6 +13,7 @@ export const offsiteRun: RunMethod<OffsiteConfig> = {
   type: "offsite",
   config: OffsiteConfig,
   service: () => "none",
+  taskRefusal: labelWordRefusal,
   prepare(m, model, source) {
     const { description, emulator, adapter } = emulate(model.config, model.weights, m, source.name, source.tokenizer);
     return {
@@ -23,10 +25,13 @@ export const offsiteRun: RunMethod<OffsiteConfig> = {
     };
   },
   async score(m, version, ctx) {
+    // Refused here, before round 1, as each client would: a label word of more than one token.
+    labelWordTraining(m, ctx.model.tokenizer, ctx.maxTokens);
     const c = ctx.model.config;
     const weights = plugIn(c, ctx.model.weights, version, offsiteLayout(c.numLayers, m));
     return scoreModel(ctx, {
       forward: await ForwardModel.create(ctx.runtime, c, weights, { kind: "forward", quant: ctx.quant, nll: true }),
+      ...(m.labels ? { verbalizer: m, wordLoss: true } : {}),
     });
   },
   usage: (_m, _final, paths) => `npx fedflare offsite plug-in --model ${paths.modelDir} --adapter ${paths.adapterDir} --out DIR`,
