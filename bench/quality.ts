@@ -186,7 +186,7 @@ async function zeroShot(configs: readonly RunConfig[]): Promise<ZeroShot[]> {
       record({ accuracy: accuracy(at(m, t), m.gold), balanced: balancedAccuracy(at(m, t), m.gold) });
     const test = await margins(data.test);
     const raw = scoreAt(test, 0);
-    // The label names themselves, as LoRA's rows score them (they train the names, not the words).
+    // The label names themselves, as a method without label words scores them.
     const names = scoreAt(await margins(data.test, labels), 0);
     const scored: ZeroShot[] = [];
     for (const config of configs) {
@@ -339,7 +339,7 @@ for (const task of tasks) {
           "zero-shot",
           (r) => r.raw,
         ],
-        ["zero-shot-names", "zero-shot, label names (LoRA's round 0)", "zero-shot", (r) => r.names],
+        ["zero-shot-names", "zero-shot, label names", "zero-shot", (r) => r.names],
         ["zero-shot-calibrated", "zero-shot, label words, threshold fitted on training records", "calibrated", (r) => r.calibrated],
       ];
       for (const [row, label, kind, pick] of zeroRows)
