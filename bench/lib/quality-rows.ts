@@ -92,8 +92,8 @@ export function qualityTasks(preset: Preset): QualityTask[] {
       config: { method: { ...spamLora, fromLayer: 2 }, trunk: "endpoint", local: local(20, 8, 1e-2) },
     },
     offsite: {
-      label: "offsite-tuning (layers 0 and 3 tuned, 1 of 2 middle kept)",
-      config: { method: { type: "offsite", bottom: 1, top: 1, middle: 1, ...verbal }, local: local(20, 8, 1e-3) },
+      label: "offsite-tuning (layers 0 and 3 tuned on an emulator without the 2 middle layers)",
+      config: { method: { type: "offsite", bottom: 1, top: 1, middle: 0, ...verbal }, local: local(20, 8, 1e-3) },
     },
     fedkseed: {
       label: "FedKSeed",

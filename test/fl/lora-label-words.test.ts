@@ -1,5 +1,5 @@
-// LoRA on label words (src/fl/methods/shared/label-word-training.ts): the rows a client trains, the plan's graph, and
-// the configs refused.
+// LoRA and offsite-tuning on label words (src/fl/methods/shared/label-word-training.ts): the rows a client
+// trains, the plans' graphs, and the configs refused.
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import { tokenizeExample } from "../../src/data/examples.ts";
@@ -7,6 +7,8 @@ import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
 import { labelRows, promptsAndGold } from "../../src/engine/train/evaluate.ts";
 import { LoraConfig } from "../../src/fl/methods/lora/config.ts";
 import { loraPlan } from "../../src/fl/methods/lora/plan.ts";
+import { OffsiteConfig } from "../../src/fl/methods/offsite/config.ts";
+import { offsitePlan } from "../../src/fl/methods/offsite/plan.ts";
 import { labelWordTraining } from "../../src/fl/methods/shared/label-word-training.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig } from "../fixtures/tiny-llama.ts";
@@ -32,7 +34,7 @@ describe("LoRA on label words", () => {
   });
 
   it("trains each example's prompt, cut as scoring cuts it, followed by its gold label's word, only that word", () => {
-    const words = labelWordTraining(m, tok, 24)!;
+    const words = labelWordTraining(m, tok, 24, "LoRA")!;
     const [the, and] = [" the", " and"].map((w) => tok.encode(w, { addSpecialTokens: false })[0]!);
     expect(words.vocabulary).toEqual([the, and]);
     const examples = [
@@ -58,17 +60,37 @@ describe("LoRA on label words", () => {
     const plan = loraPlan(m, config, { offloaded: false, seed: 0, words });
     expect(plan.graph.spec.vocabulary).toEqual([the, and]);
     expect(plan.examples).toBe(words.examples);
-    expect(labelWordTraining(v.parse(LoraConfig, base), tok, 24)).toBeNull();
+    expect(labelWordTraining(v.parse(LoraConfig, base), tok, 24, "LoRA")).toBeNull();
+  });
+
+  it("offsite-tuning's plan trains the same word rows, its softmax over the words, its adapter's layers in full", () => {
+    const deep = tinyConfig({ heads: 4, kvHeads: 2, layers: 4 });
+    const offsite = { type: "offsite", bottom: 1, top: 1, middle: 0 };
+    const o = v.parse(OffsiteConfig, { ...offsite, labels: ["spam", "ham"], labelWords: ["the", "and"] });
+    const words = labelWordTraining(o, tok, 24, "offsite-tuning")!;
+    const plan = offsitePlan(o, deep, words);
+    expect(plan.graph.spec.vocabulary).toEqual(words.vocabulary);
+    expect(plan.examples).toBe(words.examples);
+    expect(plan.layers).toEqual([0, 3]);
+    expect(plan.graph.spec.full!.every((name) => /^model\.layers\.[03]\./.test(name))).toBe(true);
+    const plain = offsitePlan(v.parse(OffsiteConfig, offsite), deep);
+    expect(plain.graph.spec.vocabulary).toBeUndefined();
+    expect(plain.examples).toBeUndefined();
+    expect(plain.graph.spec.full).toEqual(plan.graph.spec.full);
+    expect(() => v.parse(OffsiteConfig, { ...offsite, labelWords: ["the", "and"] })).toThrow(/one word per label/);
+    expect(() => labelWordTraining({ ...o, labelWords: ["the", "quick"] }, tok, 24, "offsite-tuning")).toThrow(
+      /offsite-tuning's label words are one token each/,
+    );
   });
 
   it("refuses a completion that is none of the labels, a word of several tokens, one token for two labels", () => {
-    const words = labelWordTraining(m, tok, 24)!;
+    const words = labelWordTraining(m, tok, 24, "LoRA")!;
     expect(() => words.examples([{ prompt: "x", completion: " eggs" }])).toThrow(/label "eggs" is not one of \["spam","ham"\]/);
     expect(() => words.examples([{ text: "x" }])).toThrow(/trains prompt\/completion pairs; a record here is a plain text/);
-    expect(() => labelWordTraining({ ...m, labelWords: ["the", "quick"] }, tok, 24)).toThrow(
+    expect(() => labelWordTraining({ ...m, labelWords: ["the", "quick"] }, tok, 24, "LoRA")).toThrow(
       /LoRA's label words are one token each in the model's vocabulary; " quick" is 5: choose another word in method.labelWords/,
     );
-    expect(() => labelWordTraining({ ...m, labelWords: ["the", "the"] }, tok, 24)).toThrow(/name one token twice/);
+    expect(() => labelWordTraining({ ...m, labelWords: ["the", "the"] }, tok, 24, "LoRA")).toThrow(/name one token twice/);
     expect(() => v.parse(LoraConfig, { ...base, labelWords: ["the", "and"] })).toThrow(/one word per label/);
     expect(() => v.parse(LoraConfig, { ...base, labels: ["spam", "spam"] })).toThrow(/method.labels are distinct/);
   });

@@ -53,7 +53,7 @@ export const loraClient: ClientMethod<LoraConfig> = {
         "method_invalid",
         `this client trains at most rank ${rank} (ADAPTER_RANK); without method.hetero, every client trains ranks up to ${largest}`,
       );
-    const words = labelWordTraining(m, tokenizer, ctx.task.local.maxTokens);
+    const words = labelWordTraining(m, tokenizer, ctx.task.local.maxTokens, "LoRA");
     const opts = { offloaded: ctx.placement === "endpoint", seed: ctx.task.seed + ctx.task.round, words };
     if (m.hetero?.rule === "flora") {
       // Fresh factors of the client's rank on top of the version, the version's ranks frozen.

@@ -25,10 +25,10 @@ export const loraRun: RunMethod<LoraConfig> = {
   config: LoraConfig,
   service: (m, run) => (m.fromLayer > 0 && run.trunk === "endpoint" ? "endpoint" : "none"),
   serviceNote: (m) => `serves the trunk: clients hold only layers ${m.fromLayer}+`,
-  taskRefusal: labelWordRefusal,
+  taskRefusal: (m, task) => labelWordRefusal(m, task, "LoRA"),
   async score(m, version, ctx) {
     // Refused here, before round 1, as each client would: a label word of more than one token.
-    labelWordTraining(m, ctx.model.tokenizer, ctx.maxTokens);
+    labelWordTraining(m, ctx.model.tokenizer, ctx.maxTokens, "LoRA");
     const lora = versionPairs(m, version);
     const forward = await ForwardModel.create(ctx.runtime, ctx.model.config, ctx.model.weights, {
       kind: "forward",

@@ -15,6 +15,6 @@ export const offsiteClient: ClientMethod<OffsiteConfig> = {
   slice: async (ctx) => {
     const { config, tokenizer } = await ctx.resources.prompts();
     const m = ctx.task.method;
-    return gradientSlice(ctx, offsitePlan(m, config, labelWordTraining(m, tokenizer, ctx.task.local.maxTokens)));
+    return gradientSlice(ctx, offsitePlan(m, config, labelWordTraining(m, tokenizer, ctx.task.local.maxTokens, "offsite-tuning")));
   },
 };

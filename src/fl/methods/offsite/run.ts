@@ -13,7 +13,7 @@ export const offsiteRun: RunMethod<OffsiteConfig> = {
   type: "offsite",
   config: OffsiteConfig,
   service: () => "none",
-  taskRefusal: labelWordRefusal,
+  taskRefusal: (m, task) => labelWordRefusal(m, task, "offsite-tuning"),
   prepare(m, model, source) {
     const { description, emulator, adapter } = emulate(model.config, model.weights, m, source.name, source.tokenizer);
     return {
@@ -26,7 +26,7 @@ export const offsiteRun: RunMethod<OffsiteConfig> = {
   },
   async score(m, version, ctx) {
     // Refused here, before round 1, as each client would: a label word of more than one token.
-    labelWordTraining(m, ctx.model.tokenizer, ctx.maxTokens);
+    labelWordTraining(m, ctx.model.tokenizer, ctx.maxTokens, "offsite-tuning");
     const c = ctx.model.config;
     const weights = plugIn(c, ctx.model.weights, version, offsiteLayout(c.numLayers, m));
     return scoreModel(ctx, {

@@ -23,18 +23,11 @@ export interface LabelWordTraining {
   examples(raw: readonly Example[]): TokenizedExample[];
 }
 
-/** The methods that train on label words, as their errors name them. */
-const NAMES = { lora: "LoRA", offsite: "offsite-tuning" } as const;
-
 /**
- * The label-word training of `m` under `tok`, or null without method.labels. A word of more than one token is
- * refused: the loss is one softmax at the position after the prompt.
+ * The label-word training of `m` under `tok`, or null without method.labels; `method` names the method in its
+ * errors. A word of more than one token is refused: the loss is one softmax at the position after the prompt.
  */
-export function labelWordTraining(
-  m: Verbalizer & { type: keyof typeof NAMES },
-  tok: TextTokenizer,
-  maxTokens: number,
-): LabelWordTraining | null {
+export function labelWordTraining(m: Verbalizer, tok: TextTokenizer, maxTokens: number, method: string): LabelWordTraining | null {
   if (!m.labels) return null;
   const labels = m.labels;
   const words = labelWordsOf({ labels, labelWords: m.labelWords });
@@ -42,7 +35,7 @@ export function labelWordTraining(
     if (ids.length !== 1)
       throw new MethodError(
         "method_invalid",
-        `${NAMES[m.type]}'s label words are one token each in the model's vocabulary; " ${words[i]}" is ${ids.length}: ` +
+        `${method}'s label words are one token each in the model's vocabulary; " ${words[i]}" is ${ids.length}: ` +
           "choose another word in method.labelWords",
       );
     return ids[0]!;
@@ -57,18 +50,15 @@ export function labelWordTraining(
     examples: (raw) =>
       raw.map((e) => {
         if (!("prompt" in e))
-          throw new RangeError(`${NAMES[m.type]} on label words trains prompt/completion pairs; a record here is a plain text`);
+          throw new RangeError(`${method} on label words trains prompt/completion pairs; a record here is a plain text`);
         return completionExample(tok.encode(e.prompt), [vocabulary[goldIndex(e.completion.trim(), labels)]!], maxTokens);
       }),
   };
 }
 
 /** Why `m`'s label words cannot train on `task` (a run side's taskRefusal), or null: the task has no labels, or lacks one. */
-export function labelWordRefusal(
-  m: Verbalizer & { type: keyof typeof NAMES },
-  task: { name: string; labels: readonly string[] | null },
-): string | null {
+export function labelWordRefusal(m: Verbalizer, task: { name: string; labels: readonly string[] | null }, method: string): string | null {
   if (!m.labels) return null;
-  if (!task.labels) return `method.labels trains ${NAMES[m.type]} on a classification task's label words, not ${task.name}`;
+  if (!task.labels) return `method.labels trains ${method} on a classification task's label words, not ${task.name}`;
   return verbalizerRefusal({ labels: m.labels, labelWords: labelWordsOf({ labels: m.labels, labelWords: m.labelWords }) }, task);
 }
