@@ -11,11 +11,13 @@ import { basename } from "node:path";
 import type { Weights } from "../src/engine/llama/graph.ts";
 import { elementCount, floatOf } from "../src/engine/quantize.ts";
 import { benchArgs } from "./lib/args.ts";
-import { sotuSplit, spamAssassin } from "../cli/corpora.ts";
+import { sotuSplit } from "../cli/corpora.ts";
+import { spamSplits } from "../cli/task-splits.ts";
 import { dirSource } from "../cli/model-dir.ts";
 import { completionExample, exampleBatch, type TokenizedExample } from "../src/data/examples.ts";
+import { wilsonInterval } from "../src/data/metrics.ts";
 import { packWindows, shuffled } from "../src/data/lm-windows.ts";
-import { SPAM_LABELS, spamExample, spamLabel } from "../src/data/tasks/spam.ts";
+import { SPAM_LABELS, type SpamMail, spamExample, spamLabel } from "../src/data/tasks/spam.ts";
 import { ForwardModel } from "../src/engine/forward.ts";
 import { loadModel } from "../src/engine/model-files.ts";
 import { ortNodeRuntime } from "../src/engine/runtimes/ort-node.ts";
@@ -42,7 +44,7 @@ const { values } = benchArgs({
   },
 });
 const quick = values.quick;
-const PER_LABEL_TRAIN = quick ? 16 : 400;
+const PER_LABEL_TRAIN = quick ? 16 : 350;
 const PER_LABEL_TEST = quick ? 8 : 150;
 const STEPS = Number(values.steps ?? (quick ? 4 : 300));
 const BATCH = 8;
@@ -58,13 +60,19 @@ const layout = offsiteLayout(c.numLayers, split);
 const names = adapterTensorNames(c, layout);
 const runtime = ortNodeRuntime(2);
 
-// A balanced, seeded sample: PER_LABEL_TRAIN + PER_LABEL_TEST mails of each label.
-const mails = shuffled(spamAssassin(), seededUniform(11));
-const byLabel = SPAM_LABELS.map((l) => mails.filter((m) => spamLabel(m) === l));
-const pick = (from: number, n: number) =>
-  byLabel.flatMap((ms) => ms.slice(from, from + n)).map((m) => ({ pair: spamExample(m, 400), label: spamLabel(m) }));
-const train = shuffled(pick(0, PER_LABEL_TRAIN), seededUniform(12));
-const test = pick(PER_LABEL_TRAIN, PER_LABEL_TEST);
+// A balanced, seeded sample of each label: PER_LABEL_TRAIN training mails from the spam task's clean training
+// split, PER_LABEL_TEST from its test split (cli/task-splits.ts: no mail in both, nor resent from the half the
+// mail model was pretrained on). The training split holds 361 spam mails.
+const splits = spamSplits();
+const sample = (from: readonly SpamMail[], n: number) => {
+  const mails = shuffled([...from], seededUniform(11));
+  return SPAM_LABELS.flatMap((l) => mails.filter((m) => spamLabel(m) === l).slice(0, n)).map((m) => ({
+    pair: spamExample(m, 400),
+    label: spamLabel(m),
+  }));
+};
+const train = shuffled(sample(splits.train, PER_LABEL_TRAIN), seededUniform(12));
+const test = sample(splits.test, PER_LABEL_TEST);
 const eos = c.eosTokenIds[0] ?? 0;
 const tokenize = (x: (typeof train)[number]): TokenizedExample =>
   completionExample(
@@ -169,9 +177,19 @@ const rows: Row[] = [
     tuneSeconds: null,
   })),
 ];
+// Each accuracy's 95% Wilson interval over the test mails (one seed: the interval is the sampling error of the test set).
+const wilson = (r: Row) => wilsonInterval(Math.round(r.accuracy * test.length), test.length);
+const interval = (r: Row) => `${fmt(100 * wilson(r).low, 1)}-${fmt(100 * wilson(r).high, 1)}`;
 printTable(
-  ["setting", "layers run", "accuracy %", "completion NLL", "tuning s"],
-  rows.map((r) => [r.setting, r.layers, fmt(100 * r.accuracy, 1), r.loss.toFixed(4), r.tuneSeconds === null ? "-" : fmt(r.tuneSeconds, 1)]),
+  ["setting", "layers run", "accuracy %", "95% interval", "completion NLL", "tuning s"],
+  rows.map((r) => [
+    r.setting,
+    r.layers,
+    fmt(100 * r.accuracy, 1),
+    interval(r),
+    r.loss.toFixed(4),
+    r.tuneSeconds === null ? "-" : fmt(r.tuneSeconds, 1),
+  ]),
 );
 console.log(
   `\nadapter: layers ${JSON.stringify(layout.adapter)} (${fmt(params(fullTuned.adapter))} parameters, trained in full); emulator: ` +
@@ -185,12 +203,12 @@ const file = await writeResults(quick ? "offsite-quick" : "offsite", {
   model: basename(values.model),
   split,
   layout,
-  task: { name: "spam", trainMails: train.length, testMails: test.length, maxTokens: MAX_TOKENS },
+  task: { name: "spam", splits: "clean (cli/task-splits.ts)", trainMails: train.length, testMails: test.length, maxTokens: MAX_TOKENS },
   training: { steps: STEPS, batch: BATCH, lr: LR, optimizer: "adamw" },
   adapterParameters: params(fullTuned.adapter),
   emulatorParameters: params(dropped),
   distillation: { steps: DISTILL_STEPS, batch: BATCH, lr: 1e-4, seconds: distillSeconds },
   fullParameters: params(full),
-  rows,
+  rows: rows.map((r) => ({ ...r, accuracyInterval: wilson(r) })),
 });
 log(`wrote ${file}`);
