@@ -3,7 +3,7 @@
 // Run: node bench/quality-readme.ts
 import { readFileSync, writeFileSync } from "node:fs";
 import { fmt } from "../src/report/table.ts";
-import { type QualitySummary, qualityTable, robustMatrix, tuningTable } from "./lib/quality-table.ts";
+import { gapTable, METHOD_ROWS, type QualitySummary, qualityTable, robustMatrix, tuningTable } from "./lib/quality-table.ts";
 import { type RuleCounts, ruleCell, sumRuleCounts } from "./lib/robust-counts.ts";
 
 interface Written {
@@ -78,6 +78,22 @@ for (const [preset, { rows }] of Object.entries(results.presets)) {
       "",
       "```",
       qualityTable(part.filter((r) => !r.row.startsWith("tune."))),
+      "```",
+      "",
+    );
+  }
+  if (preset !== "quick" && preset !== "full") continue;
+  for (const task of new Set(rows.map((r) => r.task))) {
+    const part = rows.filter((r) => r.task === task);
+    if (!part.some((r) => (METHOD_ROWS as readonly string[]).includes(r.row))) continue;
+    const accuracy = part[0]!.metric === "accuracy";
+    sections.push(
+      `${preset} preset, ${task}: each method's test ${accuracy ? "accuracy (points)" : "loss (nats; negative is better)"} ` +
+        "minus each baseline's on the same partition, and minus its own on IID data; mean ± std over the method's seeds " +
+        "(against a baseline's same seed where it ran it, else its mean)",
+      "",
+      "```",
+      gapTable(part),
       "```",
       "",
     );

@@ -122,3 +122,74 @@ export function tuningTable(all: readonly QualitySummary[]): string | null {
 }
 
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** The main methods' rows, in the report's order: the gap table leaves out the private, compressed and robust variants. */
+export const METHOD_ROWS = [
+  "lora-fedavg",
+  "lora-fedprox",
+  "lora-fedadam",
+  "lora-fedyogi",
+  "split-lora",
+  "offsite",
+  "fedkseed",
+  "fedbpt",
+  "discrete",
+  "fedone",
+] as const;
+
+/** The baselines a method is measured against, by row name. */
+const BASELINES = [
+  ["zero-shot", "zero-shot"],
+  ["calibrated", "zero-shot-calibrated"],
+  ["local-only", "local-only"],
+  ["centralized", "centralized"],
+] as const;
+
+/**
+ * A row's score per seed minus a baseline's: its score at the same seed where the baseline ran that seed,
+ * else the baseline's mean (the raw zero-shot is the same at every seed); mean ± std over the row's seeds.
+ */
+function difference(row: QualitySummary, base: QualitySummary): { mean: number; std: number; n: number } {
+  const tests = (r: QualitySummary) => r.seeds as readonly { seed: number; test: number }[];
+  const byBase = new Map(tests(base).map((s) => [s.seed, s.test]));
+  const d = tests(row).map((s) => s.test - (byBase.get(s.seed) ?? base.mean));
+  const m = mean(d);
+  return { mean: m, std: d.length > 1 ? Math.sqrt(d.reduce((a, x) => a + (x - m) ** 2, 0) / (d.length - 1)) : 0, n: d.length };
+}
+
+/**
+ * One task's gaps (a preset's rows of every partition): each method's test score minus each baseline's on the
+ * same partition, and minus its own score on IID data (what a non-IID split costs it). Accuracy in points, loss
+ * in nats (lower is better: a negative gap is a gain). "-" where either row has not run.
+ */
+export function gapTable(all: readonly QualitySummary[]): string {
+  const accuracy = all[0]?.metric === "accuracy";
+  const show = (x: number) => (accuracy ? fmt(100 * x, 1) : fmt(x, 4));
+  const cell = (row: QualitySummary, base: QualitySummary | undefined) => {
+    if (!base) return "-";
+    const d = difference(row, base);
+    return `${d.mean >= 0 ? "+" : ""}${show(d.mean)}${d.n > 1 ? ` ± ${show(d.std)}` : ""}`;
+  };
+  const find = (partition: string, row: string) => all.find((r) => r.partition === partition && r.row === row);
+  // IID first: the other partitions are read against it.
+  const partitions = [...new Set(all.map((r) => r.partition))].sort((a, b) => Number(b === "iid") - Number(a === "iid"));
+  // Only the baselines the task has (a loss task has no calibrated zero-shot).
+  const baselines = BASELINES.filter(([, base]) => all.some((r) => r.row === base));
+  const lines = partitions.flatMap((partition) =>
+    METHOD_ROWS.flatMap((name) => {
+      const row = find(partition, name);
+      if (!row) return [];
+      return [
+        [
+          partition,
+          row.label,
+          String(row.seeds.length),
+          show(row.mean),
+          ...baselines.map(([, base]) => cell(row, find(partition, base))),
+          partition === "iid" ? "-" : cell(row, find("iid", name)),
+        ],
+      ];
+    }),
+  );
+  return formatTable(["partition", "row", "seeds", accuracy ? "accuracy" : "loss", ...baselines.map(([h]) => `vs ${h}`), "vs IID"], lines);
+}
