@@ -75,17 +75,12 @@ export function askToEvaluate(sql: SqlExec, id: string, config: FederationConfig
 }
 
 type Row = { client_id: string; num_examples: number; metrics: string; received_at: number };
+/** A kept report's columns, as Row names them. */
+const REPORT = "SELECT client_id, num_examples, metrics, received_at FROM evaluations WHERE federation_id = ? AND version = ?";
 
 /** A version's kept reports, in the order they came. */
 function rows(sql: SqlExec, id: string, version: number): Row[] {
-  return sql
-    .exec<Row>(
-      "SELECT client_id, num_examples, metrics, received_at FROM evaluations WHERE federation_id = ? AND version = ? " +
-        "ORDER BY received_at, client_id",
-      id,
-      version,
-    )
-    .toArray();
+  return sql.exec<Row>(`${REPORT} ORDER BY received_at, client_id`, id, version).toArray();
 }
 
 /** Reports folded: how many, their examples and the example-weighted mean of each metric. */
@@ -163,14 +158,7 @@ export class Evaluations {
         `evaluation report: numExamples ${report.numExamples} is over maxExamplesPerClient ${fed.config.maxExamplesPerClient}`,
       );
     const metrics = JSON.stringify(report.metrics);
-    const earlier = this.store.sql
-      .exec<Row>(
-        "SELECT client_id, num_examples, metrics, received_at FROM evaluations WHERE federation_id = ? AND version = ? AND client_id = ?",
-        id,
-        version,
-        client,
-      )
-      .toArray()[0];
+    const earlier = this.store.sql.exec<Row>(`${REPORT} AND client_id = ?`, id, version, client).toArray()[0];
     const receipt = (r: Row, replayed: boolean): EvaluationReceipt => ({
       federationId: id,
       version,
