@@ -2,7 +2,18 @@ import { describe, expect, it } from "vitest";
 import { ForwardModel } from "../../src/engine/forward.ts";
 import { ortNodeRuntime } from "../../src/engine/runtimes/ort-node.ts";
 import { loadTokenizer } from "../../src/engine/tokenizer/load.ts";
-import { beforeCompletion, exampleNlls, goldIndex, heldOutLoss, labelAccuracy } from "../../src/engine/train/evaluate.ts";
+import {
+  beforeCompletion,
+  exampleNlls,
+  goldIndex,
+  heldOutLoss,
+  labelAccuracy,
+  labelRows,
+  labelScores,
+  scoresOfLabelRows,
+  wordIds,
+} from "../../src/engine/train/evaluate.ts";
+import { maxAbsDiff } from "../fixtures/compare.ts";
 import { tinyTokenizerJson } from "../fixtures/hf-model.ts";
 import { tinyConfig, tinyWeights } from "../fixtures/tiny-llama.ts";
 import { referenceLogprobs } from "../reference/llama-f64.ts";
@@ -45,6 +56,36 @@ describe("held-out evaluation", () => {
         expect(got.accuracy).toBe(want);
       }
     }
+  });
+
+  it("scores one-token words from one pass a prompt as their own rows score them, soft prompt and cut prompts included", async () => {
+    const words = wordIds(tok, ["the", "and", "a"]);
+    expect(words.every((ids) => ids.length === 1)).toBe(true);
+    const prompts = items.map((x) => tok.encode(x.prompt));
+    const plain = await ForwardModel.create(ortNodeRuntime(), config, weights, { kind: "forward", nll: true });
+    const prefixed = await ForwardModel.create(ortNodeRuntime(), config, weights, {
+      kind: "forward",
+      nll: true,
+      inputs: { softPromptTokens: 2 },
+    });
+    const params = new Map([["soft_prompt", Float32Array.from({ length: 2 * config.hiddenSize }, (_, i) => 0.1 * Math.sin(i))]]);
+    for (const [model, extra] of [
+      [plain, {}],
+      [prefixed, { params }],
+    ] as const)
+      for (const maxTokens of [64, 5])
+        for (const batchSize of [1, 3]) {
+          const opts = { maxTokens, batchSize, ...extra };
+          const rows = scoresOfLabelRows(
+            await exampleNlls(model, labelRows(prompts, words, maxTokens), batchSize, undefined, extra.params),
+            3,
+          );
+          const got = await labelScores(model, prompts, words, opts);
+          expect(got).toHaveLength(prompts.length);
+          expect(maxAbsDiff(got.flat(), rows.flat())).toBeLessThan(1e-4);
+        }
+    await plain.release();
+    await prefixed.release();
   });
 
   it("sums each example's NLL over its trained positions; heldOutLoss is their total per token", async () => {

@@ -137,10 +137,45 @@ export async function labelScores(
   labelIds: readonly (readonly number[])[],
   opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> },
 ): Promise<number[][]> {
+  if (labelIds.every((ids) => ids.length === 1)) return nextTokenScores(model, prompts, labelIds.map((ids) => ids[0]!), opts);
   return scoresOfLabelRows(
     await exampleNlls(model, labelRows(prompts, labelIds, opts.maxTokens), opts.batchSize, undefined, opts.params),
     labelIds.length,
   );
+}
+
+/**
+ * labelScores for words of one token each, from one row a prompt: labelRows' rows for such words differ
+ * only in their last token, which no input position sees, so one pass's logits at the position before it
+ * score every word (half the passes of two words' rows). `model` must be built with nll.
+ */
+async function nextTokenScores(
+  model: ForwardModel,
+  prompts: readonly (readonly number[])[],
+  words: readonly number[],
+  opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> },
+): Promise<number[][]> {
+  const V = model.config.vocabSize;
+  const batchSize = opts.batchSize ?? 8;
+  const out: number[][] = [];
+  for (let i = 0; i < prompts.length; i += batchSize) {
+    const rows = labelRows(prompts.slice(i, i + batchSize), [[words[0]!]], opts.maxTokens);
+    const b = exampleBatch(rows, 1);
+    const { logits } = await model.run({ ...b, ...(opts.params ? { params: opts.params } : {}) });
+    // A soft prompt's positions come first (exampleNlls' offset); the word is each row's last target.
+    const S = logits.length / (b.ids.length * V);
+    const offset = S - b.ids[0]!.length;
+    rows.forEach((row, r) => {
+      const at = (r * S + offset + row.ids.length - 2) * V;
+      let max = Number.NEGATIVE_INFINITY;
+      for (let v = 0; v < V; v++) max = Math.max(max, logits[at + v]!);
+      let sum = 0;
+      for (let v = 0; v < V; v++) sum += Math.exp(logits[at + v]! - max);
+      const norm = max + Math.log(sum);
+      out.push(words.map((w) => logits[at + w]! - norm));
+    });
+  }
+  return out;
 }
 
 /** The rows that score each prompt with each label's words after it, prompt-major; a long prompt loses its middle (completionExample). */
