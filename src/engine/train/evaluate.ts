@@ -137,7 +137,14 @@ export async function labelScores(
   labelIds: readonly (readonly number[])[],
   opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> },
 ): Promise<number[][]> {
-  if (labelIds.every((ids) => ids.length === 1)) return nextTokenScores(model, prompts, labelIds.map((ids) => ids[0]!), opts);
+  const oneToken = labelIds.every((ids) => ids.length === 1);
+  if (oneToken)
+    return nextTokenScores(
+      model,
+      prompts,
+      labelIds.map((ids) => ids[0]!),
+      opts,
+    );
   return scoresOfLabelRows(
     await exampleNlls(model, labelRows(prompts, labelIds, opts.maxTokens), opts.batchSize, undefined, opts.params),
     labelIds.length,
