@@ -84,6 +84,16 @@ describe("held-out evaluation", () => {
           expect(got).toHaveLength(prompts.length);
           expect(maxAbsDiff(got.flat(), rows.flat())).toBeLessThan(1e-4);
         }
+    // Passes and what each copies out: one a prompt with its logits; past LOGITS_BYTES (8 MiB) a row, a row a word.
+    const passes: boolean[] = [];
+    const run = plain.run.bind(plain);
+    plain.run = (input) => (passes.push(input.skipLogits === true), run(input));
+    await labelScores(plain, prompts, words, { maxTokens: 64, batchSize: 2 });
+    expect(passes).toEqual([false, false]);
+    passes.length = 0;
+    const huge = Math.floor((8 * 2 ** 20) / (4 * config.vocabSize)) + 1;
+    await labelScores(plain, prompts, words, { maxTokens: huge, batchSize: 4 });
+    expect(passes).toEqual([true, true, true]);
     await plain.release();
     await prefixed.release();
   });

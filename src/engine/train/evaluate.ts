@@ -130,6 +130,9 @@ export function wordIds(tok: TextTokenizer, words: readonly string[]): number[][
   return words.map((w) => tok.encode(` ${w}`, { addSpecialTokens: false }));
 }
 
+/** The most bytes of logits labelScores copies out of one pass (about: a soft prompt's positions add to a row's). */
+const LOGITS_BYTES = 8 * 2 ** 20;
+
 /** Per prompt (token ids), each label's words' (token ids) total log-probability after it. */
 export async function labelScores(
   model: ForwardModel,
@@ -137,13 +140,15 @@ export async function labelScores(
   labelIds: readonly (readonly number[])[],
   opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> },
 ): Promise<number[][]> {
-  const oneToken = labelIds.every((ids) => ids.length === 1);
-  if (oneToken)
+  // One pass a prompt copies out its logits: as many rows a pass as keep them within LOGITS_BYTES (a
+  // Worker's isolate has 128 MB), none with a vocabulary so large that one row's would not fit.
+  const rowsPerPass = Math.min(opts.batchSize ?? 8, Math.floor(LOGITS_BYTES / (opts.maxTokens * model.config.vocabSize * 4)));
+  if (rowsPerPass >= 1 && labelIds.every((ids) => ids.length === 1))
     return nextTokenScores(
       model,
       prompts,
       labelIds.map((ids) => ids[0]!),
-      opts,
+      { ...opts, batchSize: rowsPerPass },
     );
   return scoresOfLabelRows(
     await exampleNlls(model, labelRows(prompts, labelIds, opts.maxTokens), opts.batchSize, undefined, opts.params),
