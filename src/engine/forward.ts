@@ -150,6 +150,12 @@ export class ForwardModel {
     this.inputs = opts.kind === "forward" && opts.inputs ? trainableTensors(config, opts.inputs, opts.layerIndices) : [];
   }
 
+  /** Positions a prefix soft prompt puts before each row's tokens (0 without one, or with an inline one). */
+  get prefixPositions(): number {
+    const inputs = this.opts.kind === "forward" ? this.opts.inputs : undefined;
+    return inputs?.softPromptInline ? 0 : (inputs?.softPromptTokens ?? 0);
+  }
+
   static async create(
     runtime: Runtime,
     config: LlamaConfig,

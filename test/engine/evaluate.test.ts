@@ -91,6 +91,21 @@ describe("held-out evaluation", () => {
     await labelScores(plain, prompts, words, { maxTokens: 64, batchSize: 2 });
     expect(passes).toEqual([false, false]);
     passes.length = 0;
+    // A window whose logits fit 2 rows a pass: 2 passes of 2 prompts, whatever the batch size asked.
+    const twoRows = Math.floor((8 * 2 ** 20) / (2 * 4 * config.vocabSize));
+    await labelScores(plain, prompts, words, { maxTokens: twoRows, batchSize: 4 });
+    expect(passes).toEqual([false, false]);
+    passes.length = 0;
+    // A prefix soft prompt's positions count: the same window with 2 of them fits 1 row a pass.
+    const prefixedRun = prefixed.run.bind(prefixed);
+    prefixed.run = (input) => (passes.push(input.skipLogits === true), prefixedRun(input));
+    await labelScores(prefixed, prompts, words, { maxTokens: twoRows - 1, batchSize: 4, params });
+    expect(passes).toEqual([false, false, false, false]);
+    passes.length = 0;
+    // An empty prompt has no position before the word: the rows a word score it.
+    await labelScores(plain, [[], ...prompts.slice(1)], words, { maxTokens: 64, batchSize: 4 });
+    expect(passes.every((skip) => skip)).toBe(true);
+    passes.length = 0;
     const huge = Math.floor((8 * 2 ** 20) / (4 * config.vocabSize)) + 1;
     await labelScores(plain, prompts, words, { maxTokens: huge, batchSize: 4 });
     expect(passes).toEqual([true, true, true]);

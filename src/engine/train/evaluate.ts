@@ -130,7 +130,7 @@ export function wordIds(tok: TextTokenizer, words: readonly string[]): number[][
   return words.map((w) => tok.encode(` ${w}`, { addSpecialTokens: false }));
 }
 
-/** The most bytes of logits labelScores copies out of one pass (about: a soft prompt's positions add to a row's). */
+/** The most bytes of logits labelScores copies out of one pass. */
 const LOGITS_BYTES = 8 * 2 ** 20;
 
 /** Per prompt (token ids), each label's words' (token ids) total log-probability after it. */
@@ -141,9 +141,11 @@ export async function labelScores(
   opts: { maxTokens: number; batchSize?: number; params?: ReadonlyMap<string, Float32Array> },
 ): Promise<number[][]> {
   // One pass a prompt copies out its logits: as many rows a pass as keep them within LOGITS_BYTES (a
-  // Worker's isolate has 128 MB), none with a vocabulary so large that one row's would not fit.
-  const rowsPerPass = Math.min(opts.batchSize ?? 8, Math.floor(LOGITS_BYTES / (opts.maxTokens * model.config.vocabSize * 4)));
-  if (rowsPerPass >= 1 && labelIds.every((ids) => ids.length === 1))
+  // Worker's isolate has 128 MB), none with a vocabulary so large that one row's would not fit. A row is at
+  // most the window and a prefix soft prompt's positions; an empty prompt has no position to read.
+  const positions = opts.maxTokens + model.prefixPositions;
+  const rowsPerPass = Math.min(opts.batchSize ?? 8, Math.floor(LOGITS_BYTES / (positions * model.config.vocabSize * 4)));
+  if (rowsPerPass >= 1 && labelIds.every((ids) => ids.length === 1) && prompts.every((p) => p.length > 0))
     return nextTokenScores(
       model,
       prompts,
