@@ -226,6 +226,21 @@ async function startServices(
   return { endpoint, bindings: { ...url, endpointToken: token } };
 }
 
+/** A client job's status that no upload follows this round. */
+const cannotUpload = (status: string) => status === "failed" || /^(unreachable|refused)/.test(status);
+
+/**
+ * Ends an open round whose sampled clients have all uploaded or failed: closed with the uploads it has, or,
+ * short of its minimum, failed. A round that ended meanwhile is left as it ended (the caller reads it again).
+ */
+export async function endSettledRound(fed: Pick<LocalFederation, "coordinator">, round: number, uploads: number): Promise<void> {
+  const path = `/federations/${FED}/rounds/${round}`;
+  const closed = await fed.coordinator(`${path}/close`, { method: "POST" });
+  if (closed.ok || !(await closed.text()).includes('"round_short"')) return;
+  const reason = `every sampled client uploaded or failed, with ${uploads} upload${uploads === 1 ? "" : "s"}: fewer than the round needs`;
+  await fed.coordinator(`${path}/fail`, { method: "POST", body: JSON.stringify({ reason }) });
+}
+
 /** A coordinator route's JSON answer; any other status fails the run with it. */
 async function api<T>(fed: LocalFederation, path: string, method = "GET", body?: unknown): Promise<T> {
   const res = await fed.coordinator(path, body === undefined ? { method } : { method, body: JSON.stringify(body) });
@@ -413,8 +428,9 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
         return { status: `unreachable (${res.status})`, stepsDone: 0, detail, uploadBytes: null, uploadMetrics: null };
       }),
     );
-  let r: { status: string; uploads: number; result: RoundOutcome | null };
+  let r: { status: string; uploads: number; phase: string | null; result: RoundOutcome | null };
   const steps = federationShape(config).local.steps;
+  let ending = false;
   // The block ends however the round does (an error too), so its redraw timer never keeps Node alive.
   try {
     for (;;) {
@@ -430,11 +446,17 @@ async function driveRound(fed: LocalFederation, config: RunConfig, open: number 
       // Why a client failed, once.
       views.forEach((job, i) => {
         const id = info.sampled[i]!;
-        if ((job.status !== "failed" && !/^(unreachable|refused)/.test(job.status)) || failed.has(id)) return;
+        if (!cannotUpload(job.status) || failed.has(id)) return;
         failed.add(id);
         progress.warn(`${id} ${job.status}: ${job.detail ?? "no detail"}`);
       });
       if (r.status !== "open") break;
+      // Every sampled client has uploaded or cannot: the round ends now, as its deadline would end it, rather than
+      // idle until then (a plain round: a secure one's later phases still need its clients).
+      if (!ending && r.phase === null && views.every((job) => job.status === "uploaded" || cannotUpload(job.status))) {
+        ending = true;
+        await endSettledRound(fed, round, r.uploads);
+      }
       await new Promise((res) => setTimeout(res, 500));
     }
   } finally {

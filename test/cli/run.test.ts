@@ -644,17 +644,19 @@ describe("fedflare run", () => {
   }, 120_000);
 
   it("stops after three rounds fail in a row, showing why the clients refused their tasks", async () => {
-    // 1,001 local steps is over every client's MAX_LOCAL_STEPS (1,000): each refuses, and each round fails at its deadline.
+    // 1,001 local steps is over every client's MAX_LOCAL_STEPS (1,000): each refuses, and each round fails as soon as
+    // none of its clients can upload, not at its deadline (an hour, past the test's timeout).
     const json = {
       ...spamRun({ type: "lora", r: 2, alpha: 4, targetModules: ["q_proj"] }, { steps: 1001, batchSize: 4, lr: 0.05 }),
-      deadlineSeconds: 2,
+      deadlineSeconds: 3600,
     };
     const { r, out } = await runWith("failing", json);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("c1 refused (422)");
     expect(r.stderr).toContain("over this client's MAX_LOCAL_STEPS of 1000");
     expect(r.stderr).toContain(
-      "fedflare run: error [rounds_failing]: 3 rounds failed in a row (the last: deadline passed with 0 of the 1 uploads needed)",
+      "fedflare run: error [rounds_failing]: 3 rounds failed in a row (the last: failed by the operator: every sampled " +
+        "client uploaded or failed, with 0 uploads: fewer than the round needs)",
     );
     expect(records(out).map((x) => x.status)).toEqual(["base", "failed", "failed", "failed"]);
   }, 120_000);
