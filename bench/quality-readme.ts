@@ -8,7 +8,7 @@ import { type RuleCounts, ruleCell, sumRuleCounts } from "./lib/robust-counts.ts
 
 interface Written {
   machine: { date: string };
-  presets: Record<string, { rows: QualitySummary[] }>;
+  presets: Record<string, { tasks: { name: string; partitions: Record<string, unknown> }[]; rows: QualitySummary[] }>;
 }
 
 /** A row's rule counts summed over its seeds; null where no seed has them. */
@@ -28,8 +28,10 @@ const END = "<!-- quality:end -->";
 const results = JSON.parse(readFileSync(new URL("./results/quality.json", import.meta.url), "utf8")) as Written;
 
 const sections: string[] = [];
-for (const [preset, { rows }] of Object.entries(results.presets)) {
-  const groups = [...new Set(rows.map((r) => `${r.task}/${r.partition}`))];
+for (const [preset, { tasks, rows }] of Object.entries(results.presets)) {
+  // Tables in the preset's order of tasks and partitions, whatever order the rows ran in.
+  const order = tasks.flatMap((t) => Object.keys(t.partitions).map((p) => `${t.name}/${p}`));
+  const groups = [...new Set(rows.map((r) => `${r.task}/${r.partition}`))].sort((a, b) => order.indexOf(a) - order.indexOf(b));
   for (const group of groups) {
     const part = rows.filter((r) => `${r.task}/${r.partition}` === group);
     const accuracy = part[0]!.metric === "accuracy";
@@ -83,7 +85,7 @@ for (const [preset, { rows }] of Object.entries(results.presets)) {
     );
   }
   if (preset !== "quick" && preset !== "full") continue;
-  for (const task of new Set(rows.map((r) => r.task))) {
+  for (const task of tasks.map((t) => t.name).filter((name) => rows.some((r) => r.task === name))) {
     const part = rows.filter((r) => r.task === task);
     if (!part.some((r) => (METHOD_ROWS as readonly string[]).includes(r.row))) continue;
     const accuracy = part[0]!.metric === "accuracy";
