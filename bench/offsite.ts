@@ -179,7 +179,10 @@ const rows: Row[] = [
 ];
 // Each accuracy's 95% Wilson interval over the test mails (one seed: the interval is the sampling error of the test set).
 const wilson = (r: Row) => wilsonInterval(Math.round(r.accuracy * test.length), test.length);
-const interval = (r: Row) => `${fmt(100 * wilson(r).low, 1)}-${fmt(100 * wilson(r).high, 1)}`;
+const interval = (r: Row) => {
+  const { low, high } = wilson(r);
+  return `${fmt(100 * low, 1)}-${fmt(100 * high, 1)}`;
+};
 printTable(
   ["setting", "layers run", "accuracy %", "95% interval", "completion NLL", "tuning s"],
   rows.map((r) => [

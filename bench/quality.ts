@@ -33,7 +33,7 @@ import { heldOutLoss, labeledPrompts, labelScores, wordIds } from "../src/engine
 import { greedyScores, greedyTask } from "../src/fl/methods/shared/held-out.ts";
 import type { Scored } from "../src/fl/methods/method.ts";
 import { linePlotSvg } from "../src/report/line-plot.ts";
-import { qualityTable, type QualitySummary } from "./lib/quality-table.ts";
+import { mean, qualityTable, type QualitySummary, std } from "./lib/quality-table.ts";
 import { type RuleCounts, ruleCounts } from "./lib/robust-counts.ts";
 import { type Preset, type QualityTask, qualityTasks, SPAM_LABEL_WORDS } from "./lib/quality-rows.ts";
 import { writeResults } from "./lib/results.ts";
@@ -202,9 +202,6 @@ async function zeroShot(configs: readonly RunConfig[]): Promise<ZeroShot[]> {
     await forward.release();
   }
 }
-
-const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const std = (xs: readonly number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
 
 /** The first round whose score has 95% of the last round's gain over round 0 (null without a gain). */
 function roundsTo95(curve: readonly number[], higherIsBetter: boolean): number | null {

@@ -121,7 +121,10 @@ export function tuningTable(all: readonly QualitySummary[]): string | null {
   );
 }
 
-const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+export const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+/** The sample standard deviation (n − 1); 0 for fewer than two values. */
+export const std = (xs: readonly number[]) =>
+  xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1));
 
 /** The main methods' rows, in the report's order: the gap table leaves out the private, compressed and robust variants. */
 export const METHOD_ROWS = [
@@ -153,8 +156,7 @@ function difference(row: QualitySummary, base: QualitySummary): { mean: number; 
   const tests = (r: QualitySummary) => r.seeds as readonly { seed: number; test: number }[];
   const byBase = new Map(tests(base).map((s) => [s.seed, s.test]));
   const d = tests(row).map((s) => s.test - (byBase.get(s.seed) ?? base.mean));
-  const m = mean(d);
-  return { mean: m, std: d.length > 1 ? Math.sqrt(d.reduce((a, x) => a + (x - m) ** 2, 0) / (d.length - 1)) : 0, n: d.length };
+  return { mean: mean(d), std: std(d), n: d.length };
 }
 
 /**

@@ -5,6 +5,7 @@ import { completionExample, exampleBatch } from "../../data/examples.ts";
 import type { Example } from "../../data/jsonl.ts";
 import { accuracy, classifyByLogProb } from "../../data/metrics.ts";
 import type { ForwardModel } from "../forward.ts";
+import { logSoftmax } from "../sampling.ts";
 import type { TextTokenizer } from "../tokenizer/load.ts";
 
 /** Mean NLL per trained token. `model` must be built with nll. */
@@ -181,12 +182,8 @@ async function nextTokenScores(
     const offset = S - b.ids[0]!.length;
     rows.forEach((row, r) => {
       const at = (r * S + offset + row.ids.length - 2) * V;
-      let max = Number.NEGATIVE_INFINITY;
-      for (let v = 0; v < V; v++) max = Math.max(max, logits[at + v]!);
-      let sum = 0;
-      for (let v = 0; v < V; v++) sum += Math.exp(logits[at + v]! - max);
-      const norm = max + Math.log(sum);
-      out.push(words.map((w) => logits[at + w]! - norm));
+      const logp = logSoftmax(logits.subarray(at, at + V));
+      out.push(words.map((w) => logp[w]!));
     });
   }
   return out;
